@@ -1,0 +1,68 @@
+//! The contract a backend fulfils. kiln's `Tensor` holds one storage per backend in an
+//! enum and calls these methods; view ops never reach a backend (they only rewrite the
+//! `Layout`). Elementwise ops and matmul read any strides; the fused ops take compact
+//! inputs, which the tensor layer guarantees by copying in one place.
+
+use crate::{BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec};
+
+pub trait BackendStorage: Sized {
+    fn dtype(&self) -> DType;
+
+    /// The elements of `layout`, in row-major order, in host memory (a sync point).
+    fn to_host(&self, layout: &Layout) -> Result<HostBuffer>;
+
+    fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self>;
+
+    /// Both layouts have the same (already broadcast) shape.
+    fn binary(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: BinaryOp) -> Result<Self>;
+
+    /// `cond != 0 ? on_true : on_false`; all three layouts share one shape.
+    fn where_cond(&self, layout: &Layout, on_true: &Self, true_layout: &Layout, on_false: &Self, false_layout: &Layout) -> Result<Self>;
+
+    fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self>;
+
+    /// Copies the elements of `layout` into `dst` at `dst_layout` (same shape and dtype).
+    fn copy_into(&self, layout: &Layout, dst: &mut Self, dst_layout: &Layout) -> Result<()>;
+
+    /// Reduces each row of a compact `[rows, k]` tensor.
+    fn reduce(&self, op: ReduceOp, rows: usize, k: usize) -> Result<Self>;
+
+    /// Numerically stable (log-)softmax over each row of a compact `[rows, k]` tensor.
+    fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self>;
+
+    /// Normalises each row of a compact `[rows, k]` tensor, then scales by `weight` and
+    /// shifts by `bias` (both compact `[k]`).
+    fn layer_norm(&self, weight: &Self, bias: &Self, rows: usize, k: usize, eps: f32) -> Result<Self>;
+
+    fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self>;
+
+    /// Unfolds compact `[n, c, h, w]` into `[n, c*kh*kw, oh*ow]` columns.
+    fn im2col(&self, spec: &WindowSpec) -> Result<Self>;
+
+    /// Folds `[n, c*kh*kw, h*w]` columns back into `[n, c, oh, ow]`, summing overlaps:
+    /// the adjoint of `im2col` with input and output sizes exchanged.
+    fn col2im(&self, spec: &WindowSpec) -> Result<Self>;
+
+    /// Max over each window; returns values and the flat `h*w` index of each maximum (i32).
+    fn max_pool2d(&self, spec: &WindowSpec) -> Result<(Self, Self)>;
+
+    fn avg_pool2d(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self>;
+
+    /// `index` is i32; indices were validated by the caller when it could see them.
+    fn gather(&self, index: &Self, spec: &GatherSpec) -> Result<Self>;
+
+    fn scatter_add(&self, index: &Self, src: &Self, spec: &ScatterSpec) -> Result<Self>;
+}
+
+/// What a device can create from nothing.
+pub trait BackendDevice {
+    type Storage: BackendStorage;
+
+    fn zeros(&self, n: usize, dtype: DType) -> Result<Self::Storage>;
+    fn full(&self, n: usize, dtype: DType, value: f64) -> Result<Self::Storage>;
+    fn upload(&self, data: &HostBuffer) -> Result<Self::Storage>;
+    /// Uniform `[0, 1)` from Philox words (see `philox`).
+    fn rand_uniform(&self, n: usize, dtype: DType, seed: u64, stream: u64) -> Result<Self::Storage>;
+    /// 1 with probability `p`, else 0.
+    fn bernoulli(&self, n: usize, dtype: DType, p: f64, seed: u64, stream: u64) -> Result<Self::Storage>;
+}

@@ -1,0 +1,64 @@
+//! kiln's one error type. Variants are structured so callers can match on them, and
+//! every message names the op and the shapes or values involved.
+
+use crate::{DType, Shape};
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What class of failure the GPU driver or wgpu reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuErrorKind {
+    Validation,
+    OutOfMemory,
+    Internal,
+    DeviceLost,
+    Readback,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("{op}: shapes {lhs} and {rhs} are incompatible")]
+    ShapeMismatch { op: &'static str, lhs: Shape, rhs: Shape },
+
+    #[error("{op}: invalid shape {shape}: {reason}")]
+    InvalidShape { op: &'static str, shape: Shape, reason: String },
+
+    #[error("{op}: dim {dim} is out of range for a tensor of rank {rank}")]
+    DimOutOfRange { op: &'static str, dim: isize, rank: usize },
+
+    #[error("{op}: expected {expected} elements for shape {shape}, got {got}")]
+    ElementCount { op: &'static str, shape: Shape, expected: usize, got: usize },
+
+    #[error("{op}: dtypes {lhs} and {rhs} differ")]
+    DTypeMismatch { op: &'static str, lhs: DType, rhs: DType },
+
+    #[error("{op}: dtype {dtype} is not supported: {reason}")]
+    UnsupportedDType { op: &'static str, dtype: DType, reason: &'static str },
+
+    #[error("{op}: tensors are on different devices ({lhs} and {rhs})")]
+    DeviceMismatch { op: &'static str, lhs: String, rhs: String },
+
+    #[error("{op}: index {index} is out of range for a dim of size {size}")]
+    IndexOutOfRange { op: &'static str, index: i64, size: usize },
+
+    #[error("{op}: rank {rank} exceeds kiln's maximum of {max}")]
+    RankTooLarge { op: &'static str, rank: usize, max: usize },
+
+    #[error("{op}: {what} needs {needed} but the device allows {limit}")]
+    LimitExceeded { op: &'static str, what: &'static str, needed: u64, limit: u64 },
+
+    #[error("{op}: {reason}")]
+    InvalidArgument { op: &'static str, reason: String },
+
+    #[error("{op}: {reason}")]
+    Unsupported { op: &'static str, reason: String },
+
+    #[error("no GPU adapter found: {reason}. On Debian/Ubuntu install Mesa's software Vulkan driver with `apt-get install -y mesa-vulkan-drivers` (lavapipe), or set KILN_DEVICE=cpu")]
+    NoAdapter { reason: String },
+
+    #[error("GPU {kind:?} error during {op}: {message}")]
+    Gpu { op: &'static str, kind: GpuErrorKind, message: String },
+
+    #[error("{op}: {path}: {reason}")]
+    Io { op: &'static str, path: String, reason: String },
+}

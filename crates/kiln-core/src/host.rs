@@ -1,0 +1,94 @@
+//! Tensor data in host memory: what crosses between the user, the CPU backend and
+//! GPU uploads and readbacks.
+
+use crate::DType;
+use half::f16;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostBuffer {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    I32(Vec<i32>),
+}
+
+impl HostBuffer {
+    pub fn dtype(&self) -> DType {
+        match self {
+            HostBuffer::F32(_) => DType::F32,
+            HostBuffer::F16(_) => DType::F16,
+            HostBuffer::I32(_) => DType::I32,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            HostBuffer::F32(v) => v.len(),
+            HostBuffer::F16(v) => v.len(),
+            HostBuffer::I32(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn zeros(dtype: DType, n: usize) -> Self {
+        match dtype {
+            DType::F32 => HostBuffer::F32(vec![0.0; n]),
+            DType::F16 => HostBuffer::F16(vec![f16::ZERO; n]),
+            DType::I32 => HostBuffer::I32(vec![0; n]),
+        }
+    }
+
+    /// Values as f64 (exact for every dtype kiln holds).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match self {
+            HostBuffer::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            HostBuffer::F16(v) => v.iter().map(|&x| x.to_f64()).collect(),
+            HostBuffer::I32(v) => v.iter().map(|&x| x as f64).collect(),
+        }
+    }
+
+    /// Values as f32; i32 values beyond 2^24 round.
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        match self {
+            HostBuffer::F32(v) => v.clone(),
+            HostBuffer::F16(v) => v.iter().map(|&x| x.to_f32()).collect(),
+            HostBuffer::I32(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+
+    /// Converts f32 values to `dtype` (round to nearest; i32 truncates towards zero
+    /// and saturates, as a cast does on the GPU).
+    pub fn from_f32(dtype: DType, v: Vec<f32>) -> Self {
+        match dtype {
+            DType::F32 => HostBuffer::F32(v),
+            DType::F16 => HostBuffer::F16(v.into_iter().map(f16::from_f32).collect()),
+            DType::I32 => HostBuffer::I32(v.into_iter().map(|x| x as i32).collect()),
+        }
+    }
+
+    /// The raw bytes, little-endian as GPUs store them.
+    pub fn as_bytes(&self) -> &[u8] {
+        fn bytes<T>(v: &[T]) -> &[u8] {
+            // SAFETY: f32, f16 and i32 are plain old data with no padding.
+            unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+        }
+        match self {
+            HostBuffer::F32(v) => bytes(v),
+            HostBuffer::F16(v) => bytes(v),
+            HostBuffer::I32(v) => bytes(v),
+        }
+    }
+
+    /// Rebuilds a buffer of `n` elements from raw little-endian bytes.
+    pub fn from_bytes(dtype: DType, bytes: &[u8], n: usize) -> Self {
+        let size = dtype.size_in_bytes();
+        let chunks = bytes[..n * size].chunks_exact(size);
+        match dtype {
+            DType::F32 => HostBuffer::F32(chunks.map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
+            DType::F16 => HostBuffer::F16(chunks.map(|c| f16::from_le_bytes(c.try_into().unwrap())).collect()),
+            DType::I32 => HostBuffer::I32(chunks.map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Finding adapters and choosing one, honouring wgpu's usual environment variables:
+//! `WGPU_BACKEND` (e.g. `vulkan`, `gl`), `WGPU_ADAPTER_NAME` (a case-insensitive
+//! substring of the adapter's name) and `WGPU_POWER_PREF` (`high` or `low`).
+
+use kiln_core::{Error, Result};
+
+/// What `kiln info` shows about one adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub timestamp_query: bool,
+}
+
+impl AdapterSummary {
+    pub(crate) fn of(adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features();
+        AdapterSummary {
+            name: info.name,
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_buffer_size: limits.max_buffer_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        }
+    }
+}
+
+pub(crate) fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    pollster::block_on(instance.enumerate_adapters(backends))
+}
+
+/// Every adapter wgpu can see (after `WGPU_BACKEND` filtering), best first.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    ranked(adapters(&instance())).iter().map(AdapterSummary::of).collect()
+}
+
+/// Orders adapters by preference: device type for the power preference, then native
+/// APIs (Vulkan, Metal, DX12) before GL.
+fn ranked(mut list: Vec<wgpu::Adapter>) -> Vec<wgpu::Adapter> {
+    use wgpu::DeviceType::*;
+    let low_power = wgpu::PowerPreference::from_env() == Some(wgpu::PowerPreference::LowPower);
+    let type_rank = |t: wgpu::DeviceType| match (t, low_power) {
+        (DiscreteGpu, false) | (IntegratedGpu, true) => 0,
+        (IntegratedGpu, false) | (DiscreteGpu, true) => 1,
+        (VirtualGpu, _) => 2,
+        (Cpu, _) => 3,
+        (Other, _) => 4,
+    };
+    let api_rank = |b: wgpu::Backend| u8::from(b == wgpu::Backend::Gl);
+    list.sort_by_key(|a| {
+        let info = a.get_info();
+        (type_rank(info.device_type), api_rank(info.backend))
+    });
+    list
+}
+
+pub(crate) fn choose(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    let list = ranked(adapters(instance));
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let wanted = wanted.to_lowercase();
+        let names: Vec<String> = list.iter().map(|a| a.get_info().name).collect();
+        return list
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+            .ok_or(Error::NoAdapter { reason: format!("no adapter's name contains WGPU_ADAPTER_NAME={wanted:?} (found {names:?})") });
+    }
+    list.into_iter().next().ok_or(Error::NoAdapter { reason: "wgpu found no adapter".into() })
+}

@@ -1,0 +1,51 @@
+//! Creating tensors on the GPU: zeros, constants, uploads and Philox draws.
+
+use crate::device::GpuDevice;
+use crate::kernels::Kernel;
+use crate::params::PhiloxParams;
+use crate::storage::GpuStorage;
+use half::f16;
+use kiln_core::{DType, HostBuffer, Result};
+
+pub(crate) fn zeros(device: &GpuDevice, n: usize, dtype: DType) -> Result<GpuStorage> {
+    let buffer = device.alloc("zeros", n, dtype)?;
+    device.clear("zeros", &buffer)?;
+    Ok(GpuStorage::new(buffer, dtype, n, device))
+}
+
+/// The 32-bit word that repeats `value` in `dtype` (two halves for f16).
+fn pattern(dtype: DType, value: f64) -> u32 {
+    match dtype {
+        DType::F32 => (value as f32).to_bits(),
+        DType::F16 => {
+            let h = f16::from_f64(value).to_bits() as u32;
+            h | (h << 16)
+        }
+        DType::I32 => (value as i32) as u32,
+    }
+}
+
+pub(crate) fn full(device: &GpuDevice, n: usize, dtype: DType, value: f64) -> Result<GpuStorage> {
+    let buffer = device.alloc("full", n, dtype)?;
+    device.fill_words("full", &buffer, pattern(dtype, value))?;
+    Ok(GpuStorage::new(buffer, dtype, n, device))
+}
+
+pub(crate) fn upload(device: &GpuDevice, data: &HostBuffer) -> Result<GpuStorage> {
+    let buffer = device.upload_bytes("from_vec", data.as_bytes(), data.len(), data.dtype())?;
+    Ok(GpuStorage::new(buffer, data.dtype(), data.len(), device))
+}
+
+pub(crate) fn philox(device: &GpuDevice, n: usize, dtype: DType, mode: u32, threshold: u32, seed: u64, stream: u64) -> Result<GpuStorage> {
+    let op = if mode == 0 { "rand" } else { "bernoulli" };
+    let out = device.alloc_output(op, n, dtype)?;
+    let params = PhiloxParams {
+        numel: crate::params::to_u32(op, "element count", n)?,
+        mode,
+        threshold,
+        _pad: 0,
+        key: [seed as u32, (seed >> 32) as u32, stream as u32, (stream >> 32) as u32],
+    };
+    device.dispatch(op, Kernel::Philox, &[dtype], bytemuck::bytes_of(&params), &[out.buffer()], device.groups_1d(op, n)?)?;
+    Ok(GpuStorage::new(out, dtype, n, device))
+}

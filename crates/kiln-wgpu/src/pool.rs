@@ -1,0 +1,111 @@
+//! Reuses GPU buffers. A buffer released while commands that use it are still being
+//! recorded is held back until that batch is submitted; only then may a later upload
+//! (which the queue runs before the next batch) overwrite it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Byte counts from the pool's own bookkeeping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Bytes held by live tensors.
+    pub live_bytes: u64,
+    /// Bytes kept for reuse (free or awaiting submission).
+    pub pooled_bytes: u64,
+    /// Buffers created since the device started.
+    pub allocations: u64,
+}
+
+#[derive(Default)]
+struct State {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    retired: Vec<(u64, wgpu::Buffer)>,
+    stats: PoolStats,
+}
+
+#[derive(Default)]
+pub(crate) struct BufferPool {
+    state: Mutex<State>,
+}
+
+/// Pool sizes are rounded so that buffers of nearly equal size are shared.
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    bytes.max(4).div_ceil(256) * 256
+}
+
+impl BufferPool {
+    pub(crate) fn acquire(self: &Arc<Self>, device: &wgpu::Device, size: u64) -> PooledBuffer {
+        let mut state = self.state.lock().unwrap();
+        state.stats.live_bytes += size;
+        let reused = state.free.get_mut(&size).and_then(Vec::pop);
+        let buffer = match reused {
+            Some(b) => {
+                state.stats.pooled_bytes -= size;
+                b
+            }
+            None => {
+                state.stats.allocations += 1;
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kiln tensor"),
+                    size,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }
+        };
+        PooledBuffer { buffer: Some(buffer), size, pool: self.clone() }
+    }
+
+    /// Called after a submission: everything released before it may be reused.
+    pub(crate) fn recycle(&self) {
+        let mut state = self.state.lock().unwrap();
+        let retired = std::mem::take(&mut state.retired);
+        for (size, buffer) in retired {
+            state.free.entry(size).or_default().push(buffer);
+        }
+    }
+
+    /// Drops every free buffer (not ones awaiting submission).
+    pub(crate) fn trim(&self) {
+        let mut state = self.state.lock().unwrap();
+        let freed: u64 = state.free.iter().map(|(size, v)| size * v.len() as u64).sum();
+        state.free.clear();
+        state.stats.pooled_bytes -= freed;
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        self.state.lock().unwrap().stats
+    }
+
+    fn release(&self, size: u64, buffer: wgpu::Buffer) {
+        let mut state = self.state.lock().unwrap();
+        state.stats.live_bytes -= size;
+        state.stats.pooled_bytes += size;
+        state.retired.push((size, buffer));
+    }
+}
+
+/// A buffer on loan from the pool; dropping it returns it.
+pub(crate) struct PooledBuffer {
+    buffer: Option<wgpu::Buffer>,
+    size: u64,
+    pool: Arc<BufferPool>,
+}
+
+impl PooledBuffer {
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("a pooled buffer is only taken in drop")
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            self.pool.release(self.size, b);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! `GpuStorage`: a tensor's buffer on a GPU, and the backend contract over it. The
+//! launchers live in `ops/`, one file per kernel family.
+
+use crate::device::GpuDevice;
+use crate::ops;
+use crate::pool::PooledBuffer;
+use kiln_core::{
+    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind, ReduceOp, Result, ScatterSpec,
+    UnaryOp, WindowSpec,
+};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct GpuStorage {
+    pub(crate) buffer: Arc<PooledBuffer>,
+    pub(crate) dtype: DType,
+    /// Elements the buffer holds (it may be larger: pool size classes).
+    pub(crate) len: usize,
+    pub(crate) device: GpuDevice,
+}
+
+impl GpuStorage {
+    pub(crate) fn new(buffer: PooledBuffer, dtype: DType, len: usize, device: &GpuDevice) -> Self {
+        GpuStorage { buffer: Arc::new(buffer), dtype, len, device: device.clone() }
+    }
+
+    /// Elements the storage holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn device(&self) -> &GpuDevice {
+        &self.device
+    }
+
+    pub(crate) fn raw(&self) -> &wgpu::Buffer {
+        self.buffer.buffer()
+    }
+}
+
+impl BackendStorage for GpuStorage {
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn to_host(&self, layout: &Layout) -> Result<HostBuffer> {
+        let compact;
+        let source = if layout.is_compact() {
+            self
+        } else {
+            compact = ops::elementwise::copy_compact(self, layout)?;
+            &compact
+        };
+        let n = layout.elem_count();
+        let bytes = self.device.read_bytes("to_vec", &source.buffer, n * self.dtype.size_in_bytes())?;
+        Ok(HostBuffer::from_bytes(self.dtype, &bytes, n))
+    }
+
+    fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
+        ops::elementwise::unary(self, layout, op)
+    }
+
+    fn binary(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: BinaryOp) -> Result<Self> {
+        ops::elementwise::binary(self, layout, rhs, rhs_layout, op)
+    }
+
+    fn where_cond(&self, layout: &Layout, on_true: &Self, tl: &Layout, on_false: &Self, fl: &Layout) -> Result<Self> {
+        ops::elementwise::where_cond(self, layout, on_true, tl, on_false, fl)
+    }
+
+    fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self> {
+        ops::elementwise::cast(self, layout, dtype)
+    }
+
+    fn copy_into(&self, layout: &Layout, dst: &mut Self, dst_layout: &Layout) -> Result<()> {
+        ops::elementwise::copy_into(self, layout, dst, dst_layout)
+    }
+
+    fn reduce(&self, op: ReduceOp, rows: usize, k: usize) -> Result<Self> {
+        ops::reduce::reduce(self, op, rows, k)
+    }
+
+    fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self> {
+        ops::reduce::softmax(self, rows, k, log)
+    }
+
+    fn layer_norm(&self, weight: &Self, bias: &Self, rows: usize, k: usize, eps: f32) -> Result<Self> {
+        ops::reduce::layer_norm(self, weight, bias, rows, k, eps)
+    }
+
+    fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self> {
+        ops::matmul::matmul(self, rhs, spec)
+    }
+
+    fn im2col(&self, spec: &WindowSpec) -> Result<Self> {
+        ops::window::im2col(self, spec)
+    }
+
+    fn col2im(&self, spec: &WindowSpec) -> Result<Self> {
+        ops::window::col2im(self, spec)
+    }
+
+    fn max_pool2d(&self, spec: &WindowSpec) -> Result<(Self, Self)> {
+        ops::window::max_pool2d(self, spec)
+    }
+
+    fn avg_pool2d(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self> {
+        ops::window::avg_pool2d(self, spec, kind)
+    }
+
+    fn gather(&self, index: &Self, spec: &GatherSpec) -> Result<Self> {
+        ops::index::gather(self, index, spec)
+    }
+
+    fn scatter_add(&self, index: &Self, src: &Self, spec: &ScatterSpec) -> Result<Self> {
+        ops::index::scatter_add(self, index, src, spec)
+    }
+}
+
+impl BackendDevice for GpuDevice {
+    type Storage = GpuStorage;
+
+    fn zeros(&self, n: usize, dtype: DType) -> Result<GpuStorage> {
+        ops::create::zeros(self, n, dtype)
+    }
+
+    fn full(&self, n: usize, dtype: DType, value: f64) -> Result<GpuStorage> {
+        ops::create::full(self, n, dtype, value)
+    }
+
+    fn upload(&self, data: &HostBuffer) -> Result<GpuStorage> {
+        ops::create::upload(self, data)
+    }
+
+    fn rand_uniform(&self, n: usize, dtype: DType, seed: u64, stream: u64) -> Result<GpuStorage> {
+        ops::create::philox(self, n, dtype, 0, 0, seed, stream)
+    }
+
+    fn bernoulli(&self, n: usize, dtype: DType, p: f64, seed: u64, stream: u64) -> Result<GpuStorage> {
+        ops::create::philox(self, n, dtype, 1, kiln_core::philox::bernoulli_threshold(p), seed, stream)
+    }
+}

@@ -1,0 +1,55 @@
+// Folds [n, c*kh*kw, oh*ow] columns back into a [n, c, h, w] image, summing every
+// tap that lands on a pixel (the adjoint of im2col; transposed convolution). One
+// thread per pixel gathers its taps in (ky, kx) order: deterministic, no atomics.
+alias T = f32;
+
+struct Params {
+    // n, c, h, w of the image
+    image: vec4<u32>,
+    // kernel height, kernel width, output height, output width
+    window: vec4<u32>,
+    // stride y, stride x, padding y, padding x
+    step: vec4<u32>,
+    // dilation y, dilation x, number of threads needed, mode
+    extra: vec4<u32>,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [n, c*kh*kw, oh*ow]
+@group(0) @binding(1) var<storage, read> cols: array<T>;
+// [n, c, h, w]; one thread per pixel
+@group(0) @binding(2) var<storage, read_write> image: array<T>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if (e >= params.extra.z) { return; }
+    let kh = params.window.x;
+    let kw = params.window.y;
+    let oh = params.window.z;
+    let ow = params.window.w;
+    let w = params.image.w;
+    let h = params.image.z;
+    let ix = e % w;
+    let iy = (e / w) % h;
+    let c = (e / (w * h)) % params.image.y;
+    let n = e / (w * h * params.image.y);
+    let rows = params.image.y * kh * kw;
+    var acc = 0.0;
+    for (var ky = 0u; ky < kh; ky++) {
+        // oy * stride = iy + pad - ky * dilation
+        let ty = i32(iy + params.step.z) - i32(ky * params.extra.x);
+        if (ty < 0 || u32(ty) % params.step.x != 0u) { continue; }
+        let oy = u32(ty) / params.step.x;
+        if (oy >= oh) { continue; }
+        for (var kx = 0u; kx < kw; kx++) {
+            let tx = i32(ix + params.step.w) - i32(kx * params.extra.y);
+            if (tx < 0 || u32(tx) % params.step.y != 0u) { continue; }
+            let ox = u32(tx) / params.step.y;
+            if (ox >= ow) { continue; }
+            let row = (c * kh + ky) * kw + kx;
+            acc += f32(cols[(n * rows + row) * oh * ow + oy * ow + ox]);
+        }
+    }
+    image[e] = T(acc);
+}

@@ -1,0 +1,69 @@
+// Integer elementwise ops of two inputs (i32 indices and labels). Op numbers match
+// kiln_core::BinaryOp::code; division by zero gives the dividend, as WGSL defines it.
+
+struct Params {
+    numel: u32,
+    rank: u32,
+    op: u32,
+    // bit 0: input is contiguous from its offset (skip the stride walk)
+    contiguous: u32,
+    p0: f32,
+    p1: f32,
+    _pad0: u32,
+    _pad1: u32,
+    // x: input offset; y, z, w unused here
+    offsets: vec4<u32>,
+    shape: array<vec4<u32>, 2>,
+    strides0: array<vec4<u32>, 2>,
+    strides1: array<vec4<u32>, 2>,
+    strides2: array<vec4<u32>, 2>,
+    strides_out: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [params.shape] at params.strides0 from params.offsets.x
+@group(0) @binding(1) var<storage, read> lhs: array<i32>;
+// [params.shape] at params.strides1 from params.offsets.y
+@group(0) @binding(2) var<storage, read> rhs: array<i32>;
+// [params.numel], contiguous
+@group(0) @binding(3) var<storage, read_write> output: array<i32>;
+
+fn strided_offset(i: u32, strides: array<vec4<u32>, 2>, base: u32) -> u32 {
+    var rem = i;
+    var off = base;
+    for (var d = i32(params.rank) - 1; d >= 0; d--) {
+        let size = params.shape[d / 4][d % 4];
+        off += (rem % size) * strides[d / 4][d % 4];
+        rem = rem / size;
+    }
+    return off;
+}
+
+fn apply(op: u32, a: i32, b: i32) -> i32 {
+    switch op {
+        case 0u: { return a + b; }
+        case 1u: { return a - b; }
+        case 2u: { return a * b; }
+        case 3u: { return a / b; }
+        case 5u: { return max(a, b); }
+        case 6u: { return min(a, b); }
+        case 7u: { return select(0, 1, a == b); }
+        case 8u: { return select(0, 1, a != b); }
+        case 9u: { return select(0, 1, a < b); }
+        case 10u: { return select(0, 1, a <= b); }
+        case 11u: { return select(0, 1, a > b); }
+        case 12u: { return select(0, 1, a >= b); }
+        default: { return 0; }
+    }
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if (i >= params.numel) { return; }
+    var a = params.offsets.x + i;
+    if ((params.contiguous & 1u) == 0u) { a = strided_offset(i, params.strides0, params.offsets.x); }
+    var b = params.offsets.y + i;
+    if ((params.contiguous & 2u) == 0u) { b = strided_offset(i, params.strides1, params.offsets.y); }
+    output[i] = apply(params.op, lhs[a], rhs[b]);
+}

@@ -1,0 +1,50 @@
+// Strided copy: reads [params.shape] at strides0 and writes it at strides_out, so one
+// kernel makes tensors contiguous and fills slices of a larger tensor (cat, pad).
+alias T = f32;
+
+struct Params {
+    numel: u32,
+    rank: u32,
+    op: u32,
+    // bit 0: input is contiguous from its offset (skip the stride walk)
+    contiguous: u32,
+    p0: f32,
+    p1: f32,
+    _pad0: u32,
+    _pad1: u32,
+    // x: input offset; y, z, w unused here
+    offsets: vec4<u32>,
+    shape: array<vec4<u32>, 2>,
+    strides0: array<vec4<u32>, 2>,
+    strides1: array<vec4<u32>, 2>,
+    strides2: array<vec4<u32>, 2>,
+    strides_out: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [params.shape] at params.strides0 from params.offsets.x
+@group(0) @binding(1) var<storage, read> input: array<T>;
+// [params.shape] at params.strides_out from params.offsets.w
+@group(0) @binding(2) var<storage, read_write> output: array<T>;
+
+fn strided_offset(i: u32, strides: array<vec4<u32>, 2>, base: u32) -> u32 {
+    var rem = i;
+    var off = base;
+    for (var d = i32(params.rank) - 1; d >= 0; d--) {
+        let size = params.shape[d / 4][d % 4];
+        off += (rem % size) * strides[d / 4][d % 4];
+        rem = rem / size;
+    }
+    return off;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if (i >= params.numel) { return; }
+    var s = params.offsets.x + i;
+    if ((params.contiguous & 1u) == 0u) { s = strided_offset(i, params.strides0, params.offsets.x); }
+    var d = params.offsets.w + i;
+    if ((params.contiguous & 8u) == 0u) { d = strided_offset(i, params.strides_out, params.offsets.w); }
+    output[d] = input[s];
+}

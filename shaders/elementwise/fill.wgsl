@@ -1,0 +1,21 @@
+// Fills a buffer with one 32-bit pattern: `full`, and the NaN poison tests write into
+// outputs before a kernel runs so that an element the kernel skips is caught.
+
+struct Params {
+    // number of 32-bit words to write
+    words: u32,
+    pattern: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [params.words] raw words, whatever the tensor's dtype
+@group(0) @binding(1) var<storage, read_write> output: array<u32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if (i >= params.words) { return; }
+    output[i] = params.pattern;
+}

@@ -1,0 +1,100 @@
+// Elementwise ops of one input, read through any strides, written contiguously.
+// Op numbers match kiln_core::UnaryOp::code; math is done in f32 whatever T is.
+alias T = f32;
+
+struct Params {
+    numel: u32,
+    rank: u32,
+    op: u32,
+    // bit 0: input is contiguous from its offset (skip the stride walk)
+    contiguous: u32,
+    p0: f32,
+    p1: f32,
+    _pad0: u32,
+    _pad1: u32,
+    // x: input offset; y, z, w unused here
+    offsets: vec4<u32>,
+    shape: array<vec4<u32>, 2>,
+    strides0: array<vec4<u32>, 2>,
+    strides1: array<vec4<u32>, 2>,
+    strides2: array<vec4<u32>, 2>,
+    strides_out: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [params.shape] at params.strides0 from params.offsets.x
+@group(0) @binding(1) var<storage, read> input: array<T>;
+// [params.numel], contiguous
+@group(0) @binding(2) var<storage, read_write> output: array<T>;
+
+fn strided_offset(i: u32, strides: array<vec4<u32>, 2>, base: u32) -> u32 {
+    var rem = i;
+    var off = base;
+    for (var d = i32(params.rank) - 1; d >= 0; d--) {
+        let size = params.shape[d / 4][d % 4];
+        off += (rem % size) * strides[d / 4][d % 4];
+        rem = rem / size;
+    }
+    return off;
+}
+
+fn erf_approx(x: f32) -> f32 {
+    // Abramowitz & Stegun 7.1.26, |error| < 1.5e-7.
+    let t = 1.0 / (1.0 + 0.3275911 * abs(x));
+    let poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t;
+    let y = 1.0 - poly * exp(-x * x);
+    return select(-y, y, x >= 0.0);
+}
+
+fn tanh_safe(x: f32) -> f32 {
+    // Some drivers compute tanh as a ratio of exponentials that overflows to NaN.
+    return select(tanh(x), sign(x), abs(x) > 15.0);
+}
+
+fn pow_real(x: f32, p: f32) -> f32 {
+    // pow() is undefined for x <= 0 in WGSL; match IEEE powf for the cases users hit.
+    if (p == 0.0) { return 1.0; }
+    if (x > 0.0) { return pow(x, p); }
+    let is_int = floor(p) == p;
+    let odd = is_int && (abs(p) % 2.0) == 1.0;
+    if (x == 0.0) { return select(bitcast<f32>(0x7f800000u), 0.0, p > 0.0); }
+    if (!is_int) { return bitcast<f32>(0x7fc00000u); }
+    let r = pow(-x, p);
+    return select(r, -r, odd);
+}
+
+fn apply(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
+    switch op {
+        case 0u: { return -x; }
+        case 1u: { return abs(x); }
+        case 2u: { return exp(x); }
+        case 3u: { return log(x); }
+        case 4u: { return sqrt(x); }
+        case 5u: { return 1.0 / sqrt(x); }
+        case 6u: { return sin(x); }
+        case 7u: { return cos(x); }
+        case 8u: { return tanh_safe(x); }
+        case 9u: { return 1.0 / (1.0 + exp(-x)); }
+        case 10u: { return max(x, 0.0); }
+        case 11u: { return select(p0 * x, x, x >= 0.0); }
+        case 12u: { return 0.5 * x * (1.0 + tanh_safe(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+        case 13u: { return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476)); }
+        case 14u: { return x / (1.0 + exp(-x)); }
+        case 15u: { return min(max(x, p0), p1); }
+        case 16u: { return x + p0; }
+        case 17u: { return x * p0; }
+        case 18u: { return pow_real(x, p0); }
+        case 19u: { return 1.0 / x; }
+        case 20u: { return x * x; }
+        default: { return bitcast<f32>(0x7fc00000u); }
+    }
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if (i >= params.numel) { return; }
+    var src = params.offsets.x + i;
+    if ((params.contiguous & 1u) == 0u) { src = strided_offset(i, params.strides0, params.offsets.x); }
+    output[i] = T(apply(params.op, f32(input[src]), params.p0, params.p1));
+}

@@ -1,0 +1,35 @@
+// out = input; out[o, index[o, j, i], i] += src[o, j, i]. One thread per output
+// element gathers its sources in ascending j: deterministic, no float atomics.
+alias T = f32;
+
+struct Params {
+    outer: u32,
+    dim: u32,
+    src_dim: u32,
+    inner: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [outer, dim, inner]
+@group(0) @binding(1) var<storage, read> input: array<T>;
+// [outer, src_dim, inner]
+@group(0) @binding(2) var<storage, read> index: array<i32>;
+// [outer, src_dim, inner]
+@group(0) @binding(3) var<storage, read> src: array<T>;
+// [outer, dim, inner]; one thread per element
+@group(0) @binding(4) var<storage, read_write> output: array<T>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if (e >= params.outer * params.dim * params.inner) { return; }
+    let i = e % params.inner;
+    let t = i32((e / params.inner) % params.dim);
+    let o = e / (params.inner * params.dim);
+    var acc = f32(input[e]);
+    for (var j = 0u; j < params.src_dim; j++) {
+        let at = (o * params.src_dim + j) * params.inner + i;
+        if (index[at] == t) { acc += f32(src[at]); }
+    }
+    output[e] = T(acc);
+}

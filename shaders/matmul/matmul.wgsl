@@ -1,0 +1,89 @@
+// Batched matmul: out[b0, b1] = lhs[b0, b1] (m x k) @ rhs[b0, b1] (k x n).
+// Operands are read through strides (transposes and broadcast batches cost no copy);
+// the output is compact. A workgroup computes a 64x64 tile, each of its 16x16
+// threads a 4x4 block, stepping through k in slices of 16 staged in workgroup memory.
+// Accumulation is f32 whatever T is.
+alias T = f32;
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    // size of the second batch dim; z = b0 * batch1 + b1
+    batch1: u32,
+    // batch0 stride, batch1 stride, row stride, col stride
+    lhs_strides: vec4<u32>,
+    rhs_strides: vec4<u32>,
+    // x: lhs offset, y: rhs offset
+    offsets: vec4<u32>,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [batch.., m, k] at params.lhs_strides
+@group(0) @binding(1) var<storage, read> lhs: array<T>;
+// [batch.., k, n] at params.rhs_strides
+@group(0) @binding(2) var<storage, read> rhs: array<T>;
+// [batch.., m, n], compact
+@group(0) @binding(3) var<storage, read_write> output: array<T>;
+
+const TILE: u32 = 64u;
+const SLICE: u32 = 16u;
+
+// lhs_tile[kk][r] holds lhs[row0 + r, k0 + kk]; rhs_tile[kk][c] holds rhs[k0 + kk, col0 + c].
+var<workgroup> lhs_tile: array<array<f32, 64>, 16>;
+var<workgroup> rhs_tile: array<array<f32, 64>, 16>;
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b0 = wid.z / params.batch1;
+    let b1 = wid.z % params.batch1;
+    let lhs_base = params.offsets.x + b0 * params.lhs_strides.x + b1 * params.lhs_strides.y;
+    let rhs_base = params.offsets.y + b0 * params.rhs_strides.x + b1 * params.rhs_strides.y;
+    let row0 = wid.y * TILE;
+    let col0 = wid.x * TILE;
+
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < params.k; k0 += SLICE) {
+        for (var l = 0u; l < 4u; l++) {
+            let e = lid + 256u * l;
+            // lhs: 64 rows x 16 columns of k
+            let r = e / SLICE;
+            let kk = e % SLICE;
+            var a = 0.0;
+            if (row0 + r < params.m && k0 + kk < params.k) {
+                a = f32(lhs[lhs_base + (row0 + r) * params.lhs_strides.z + (k0 + kk) * params.lhs_strides.w]);
+            }
+            lhs_tile[kk][r] = a;
+            // rhs: 16 rows of k x 64 columns
+            let kr = e / TILE;
+            let c = e % TILE;
+            var b = 0.0;
+            if (k0 + kr < params.k && col0 + c < params.n) {
+                b = f32(rhs[rhs_base + (k0 + kr) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w]);
+            }
+            rhs_tile[kr][c] = b;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < SLICE; kk++) {
+            let a = vec4<f32>(lhs_tile[kk][local.y], lhs_tile[kk][local.y + 16u], lhs_tile[kk][local.y + 32u], lhs_tile[kk][local.y + 48u]);
+            let b = vec4<f32>(rhs_tile[kk][local.x], rhs_tile[kk][local.x + 16u], rhs_tile[kk][local.x + 32u], rhs_tile[kk][local.x + 48u]);
+            acc[0] += a.x * b;
+            acc[1] += a.y * b;
+            acc[2] += a.z * b;
+            acc[3] += a.w * b;
+        }
+        workgroupBarrier();
+    }
+
+    let out_base = wid.z * params.m * params.n;
+    for (var i = 0u; i < 4u; i++) {
+        let row = row0 + local.y + 16u * i;
+        if (row >= params.m) { continue; }
+        for (var j = 0u; j < 4u; j++) {
+            let col = col0 + local.x + 16u * j;
+            if (col < params.n) {
+                output[out_base + row * params.n + col] = T(acc[i][j]);
+            }
+        }
+    }
+}

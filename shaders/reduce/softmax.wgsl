@@ -1,0 +1,55 @@
+// Numerically stable softmax (log = 0) or log-softmax (log = 1) over each row of a
+// compact [rows, k] tensor, one workgroup per row: max, then sum of exp(x - max).
+alias T = f32;
+
+struct Params {
+    rows: u32,
+    k: u32,
+    log: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [rows, k]
+@group(0) @binding(1) var<storage, read> input: array<T>;
+// [rows, k]
+@group(0) @binding(2) var<storage, read_write> output: array<T>;
+
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = wid.y * nwg.x + wid.x;
+    if (row >= params.rows) { return; }
+    let base = row * params.k;
+
+    var m = bitcast<f32>(0xff800000u);
+    for (var i = lid; i < params.k; i += 256u) { m = max(m, f32(input[base + i])); }
+    partial[lid] = m;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) { partial[lid] = max(partial[lid], partial[lid + stride]); }
+        workgroupBarrier();
+    }
+    let row_max = partial[0];
+    workgroupBarrier();
+
+    var s = 0.0;
+    for (var i = lid; i < params.k; i += 256u) { s += exp(f32(input[base + i]) - row_max); }
+    partial[lid] = s;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) { partial[lid] += partial[lid + stride]; }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+
+    for (var i = lid; i < params.k; i += 256u) {
+        let shifted = f32(input[base + i]) - row_max;
+        if (params.log == 1u) {
+            output[base + i] = T(shifted - log(total));
+        } else {
+            output[base + i] = T(exp(shifted) / total);
+        }
+    }
+}
