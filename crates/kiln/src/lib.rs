@@ -1,1 +1,49 @@
-//! placeholder
+//! kiln: GPU-accelerated tensors for Rust.
+//!
+//! One non-generic [`Tensor`] type runs on the CPU reference backend or on any GPU
+//! wgpu reaches (Vulkan, Metal, DX12, GL). Every fallible call returns
+//! [`Result`]; bad shapes, dtypes, devices and indices are reported before any GPU
+//! work starts.
+//!
+//! ```
+//! use kiln::{DType, Device, Tensor};
+//! # fn main() -> kiln::Result<()> {
+//! let device = Device::cpu(); // or Device::best()? to use a GPU when there is one
+//! let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3], &device)?;
+//! let b = Tensor::ones([3, 2], DType::F32, &device)?;
+//! let c = a.matmul(&b)?.relu()?;          // [2, 2]
+//! assert_eq!(c.to_vec::<f32>()?, vec![6.0, 6.0, 15.0, 15.0]);
+//! let p = a.softmax(-1)?;                  // rows sum to one
+//! let s = p.sum(&[-1], false)?.to_vec::<f32>()?;
+//! assert!(s.iter().all(|v| (v - 1.0).abs() < 1e-6));
+//! # Ok(()) }
+//! ```
+
+mod conv;
+pub use conv::Conv2dOptions;
+mod create;
+mod device;
+mod element;
+mod elementwise;
+mod index;
+mod matmul;
+mod norm;
+mod pool;
+mod random;
+mod reduce;
+mod shape_ops;
+mod storage;
+mod tensor;
+mod view;
+
+pub use device::Device;
+pub use element::Element;
+pub use kiln_core::{DType, Error, GpuErrorKind, Result, Shape};
+pub use random::Rng;
+pub use tensor::Tensor;
+
+/// The backends, for users who need to reach below the tensor API.
+pub mod backend {
+    pub use kiln_cpu::{CpuDevice, CpuStorage};
+    pub use kiln_wgpu::{list_adapters, AdapterSummary, GpuDevice, GpuStorage, Kernel, PoolStats};
+}

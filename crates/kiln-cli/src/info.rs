@@ -1,0 +1,33 @@
+//! `kiln info`: the adapters wgpu sees, their key limits and features, and the device
+//! kiln would choose.
+
+use kiln::backend::list_adapters;
+use kiln::Device;
+
+pub fn run() -> kiln::Result<()> {
+    let adapters = list_adapters();
+    if adapters.is_empty() {
+        println!("No GPU adapters found (install Mesa's lavapipe: apt-get install -y mesa-vulkan-drivers).");
+    }
+    for (i, a) in adapters.iter().enumerate() {
+        println!("adapter {i}: {}", a.name);
+        println!("  backend: {}   type: {}   driver: {}", a.backend, a.device_type, a.driver);
+        println!(
+            "  max storage binding: {} MiB   max buffer: {} MiB   workgroup storage: {} KiB",
+            a.max_storage_buffer_binding_size >> 20,
+            a.max_buffer_size >> 20,
+            a.max_compute_workgroup_storage_size >> 10
+        );
+        println!(
+            "  invocations per workgroup: {}   workgroups per dim: {}",
+            a.max_compute_invocations_per_workgroup, a.max_compute_workgroups_per_dimension
+        );
+        println!("  shader-f16: {}   subgroups: {}   timestamp queries: {}", a.shader_f16, a.subgroups, a.timestamp_query);
+    }
+    match Device::best() {
+        Ok(Device::Gpu(g)) => println!("kiln would use: {} ({})", g.summary().name, g.summary().backend),
+        Ok(Device::Cpu) => println!("kiln would use: the CPU backend"),
+        Err(e) => println!("kiln would use: none ({e})"),
+    }
+    Ok(())
+}

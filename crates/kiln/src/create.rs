@@ -1,0 +1,101 @@
+//! Making tensors: constants, host data, ranges and identities.
+
+use crate::storage::Storage;
+use crate::tensor::check_rank;
+use crate::{Device, Element, Tensor};
+use kiln_core::{BackendDevice, DType, Error, HostBuffer, Result, Shape};
+use kiln_cpu::CpuDevice;
+
+impl Device {
+    pub(crate) fn zeros_storage(&self, n: usize, dtype: DType) -> Result<Storage> {
+        match self {
+            Device::Cpu => Ok(Storage::Cpu(CpuDevice.zeros(n, dtype)?)),
+            Device::Gpu(g) => Ok(Storage::Gpu(g.zeros(n, dtype)?)),
+        }
+    }
+
+    pub(crate) fn full_storage(&self, n: usize, dtype: DType, value: f64) -> Result<Storage> {
+        match self {
+            Device::Cpu => Ok(Storage::Cpu(CpuDevice.full(n, dtype, value)?)),
+            Device::Gpu(g) => Ok(Storage::Gpu(g.full(n, dtype, value)?)),
+        }
+    }
+
+    pub(crate) fn upload(&self, data: &HostBuffer) -> Result<Storage> {
+        match self {
+            Device::Cpu => Ok(Storage::Cpu(CpuDevice.upload(data)?)),
+            Device::Gpu(g) => Ok(Storage::Gpu(g.upload(data)?)),
+        }
+    }
+}
+
+impl Tensor {
+    pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        check_rank("zeros", &shape)?;
+        Ok(Tensor::from_storage(device.zeros_storage(shape.elem_count(), dtype)?, shape))
+    }
+
+    pub fn ones(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::full(shape, 1.0, dtype, device)
+    }
+
+    pub fn full(shape: impl Into<Shape>, value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        check_rank("full", &shape)?;
+        Ok(Tensor::from_storage(device.full_storage(shape.elem_count(), dtype, value)?, shape))
+    }
+
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Tensor::zeros(self.shape().clone(), self.dtype(), &self.device())
+    }
+
+    pub fn ones_like(&self) -> Result<Tensor> {
+        Tensor::ones(self.shape().clone(), self.dtype(), &self.device())
+    }
+
+    pub fn full_like(&self, value: f64) -> Result<Tensor> {
+        Tensor::full(self.shape().clone(), value, self.dtype(), &self.device())
+    }
+
+    /// A tensor holding `data` (row-major) with `shape`.
+    pub fn from_vec<T: Element>(data: Vec<T>, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
+        Tensor::from_host(T::into_host(data), shape.into(), device)
+    }
+
+    pub fn from_slice<T: Element>(data: &[T], shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
+        Tensor::from_vec(data.to_vec(), shape, device)
+    }
+
+    pub(crate) fn from_host(data: HostBuffer, shape: Shape, device: &Device) -> Result<Tensor> {
+        check_rank("from_vec", &shape)?;
+        if data.len() != shape.elem_count() {
+            return Err(Error::ElementCount { op: "from_vec", expected: shape.elem_count(), got: data.len(), shape });
+        }
+        Ok(Tensor::from_storage(device.upload(&data)?, shape))
+    }
+
+    /// `start, start + step, ...` below `end` (above it for a negative step), as a 1-D tensor.
+    pub fn arange(start: f64, end: f64, step: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
+            return Err(Error::InvalidArgument { op: "arange", reason: format!("start {start}, end {end}, step {step} do not make a range") });
+        }
+        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
+        let host = match dtype {
+            DType::I32 => HostBuffer::I32(values.iter().map(|&v| v as i32).collect()),
+            _ => HostBuffer::from_f32(dtype, values.iter().map(|&v| v as f32).collect()),
+        };
+        Tensor::from_host(host, Shape::new([n]), device)
+    }
+
+    /// The `n x n` identity matrix.
+    pub fn eye(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+        let values: Vec<f32> = (0..n * n).map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
+        let host = match dtype {
+            DType::I32 => HostBuffer::I32(values.iter().map(|&v| v as i32).collect()),
+            _ => HostBuffer::from_f32(dtype, values),
+        };
+        Tensor::from_host(host, Shape::new([n, n]), device)
+    }
+}

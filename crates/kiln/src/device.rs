@@ -1,0 +1,80 @@
+//! Where tensors live: the CPU, or one GPU adapter opened through wgpu.
+
+use kiln_core::{Error, Result};
+use kiln_wgpu::GpuDevice;
+use std::fmt;
+use std::sync::OnceLock;
+
+#[derive(Clone, PartialEq)]
+pub enum Device {
+    Cpu,
+    Gpu(GpuDevice),
+}
+
+static DEFAULT_GPU: OnceLock<std::result::Result<GpuDevice, Error>> = OnceLock::new();
+
+impl Device {
+    pub fn cpu() -> Device {
+        Device::Cpu
+    }
+
+    /// The process's shared GPU device, opened on first use on the adapter chosen by
+    /// `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`.
+    pub fn gpu() -> Result<Device> {
+        DEFAULT_GPU.get_or_init(GpuDevice::new).clone().map(Device::Gpu)
+    }
+
+    /// `KILN_DEVICE=cpu` or `gpu` decides; otherwise a GPU when one opens, else the CPU.
+    pub fn best() -> Result<Device> {
+        match std::env::var("KILN_DEVICE").as_deref() {
+            Ok("cpu") => Ok(Device::Cpu),
+            Ok("gpu") => Device::gpu(),
+            Ok(other) => Err(Error::InvalidArgument { op: "Device::best", reason: format!("KILN_DEVICE must be cpu or gpu, not {other:?}") }),
+            Err(_) => Ok(Device::gpu().unwrap_or(Device::Cpu)),
+        }
+    }
+
+    /// Parses `cpu`, `gpu` or `auto` (as `best`), e.g. from a command line.
+    pub fn parse(name: &str) -> Result<Device> {
+        match name {
+            "cpu" => Ok(Device::Cpu),
+            "gpu" => Device::gpu(),
+            "auto" => Device::best(),
+            other => Err(Error::InvalidArgument { op: "Device::parse", reason: format!("unknown device {other:?}: use cpu, gpu or auto") }),
+        }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Device::Gpu(_))
+    }
+
+    pub fn as_gpu(&self) -> Option<&GpuDevice> {
+        match self {
+            Device::Gpu(g) => Some(g),
+            Device::Cpu => None,
+        }
+    }
+
+    /// Submits all recorded GPU work (a no-op on the CPU).
+    pub fn flush(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Gpu(g) => g.flush("flush"),
+        }
+    }
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Gpu(g) => write!(f, "{g:?}"),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}

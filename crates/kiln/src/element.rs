@@ -1,0 +1,51 @@
+//! Rust types that map to kiln dtypes, for moving data in and out of tensors.
+
+use half::f16;
+use kiln_core::{DType, HostBuffer};
+
+/// A Rust scalar type kiln stores: `f32`, `half::f16` or `i32`.
+pub trait Element: Copy + Send + Sync + 'static {
+    const DTYPE: DType;
+    fn into_host(data: Vec<Self>) -> HostBuffer;
+    /// The values when `host` holds this type.
+    fn from_host(host: HostBuffer) -> Option<Vec<Self>>;
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+    fn into_host(data: Vec<Self>) -> HostBuffer {
+        HostBuffer::F32(data)
+    }
+    fn from_host(host: HostBuffer) -> Option<Vec<Self>> {
+        match host {
+            HostBuffer::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl Element for f16 {
+    const DTYPE: DType = DType::F16;
+    fn into_host(data: Vec<Self>) -> HostBuffer {
+        HostBuffer::F16(data)
+    }
+    fn from_host(host: HostBuffer) -> Option<Vec<Self>> {
+        match host {
+            HostBuffer::F16(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl Element for i32 {
+    const DTYPE: DType = DType::I32;
+    fn into_host(data: Vec<Self>) -> HostBuffer {
+        HostBuffer::I32(data)
+    }
+    fn from_host(host: HostBuffer) -> Option<Vec<Self>> {
+        match host {
+            HostBuffer::I32(v) => Some(v),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Reductions over one, several or all dims, and softmax.
+
+use crate::Tensor;
+use kiln_core::{Error, ReduceOp, Result, Shape};
+
+impl Tensor {
+    /// Moves `dims` last, makes the result compact and reduces it as `[rows, k]`.
+    fn reduce_op(&self, op: ReduceOp, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let name = op.name();
+        if dims.is_empty() {
+            return Err(Error::InvalidArgument { op: name, reason: "no dims given; use the *_all form to reduce everything".into() });
+        }
+        let reduced = self.shape().dims_sorted(name, dims)?;
+        let kept: Vec<usize> = (0..self.rank()).filter(|d| !reduced.contains(d)).collect();
+        let k: usize = reduced.iter().map(|&d| self.dims()[d]).product();
+        if k == 0 && !matches!(op, ReduceOp::Sum | ReduceOp::Prod) {
+            return Err(Error::InvalidShape { op: name, shape: self.shape().clone(), reason: "cannot reduce an empty dim".into() });
+        }
+        let rows: usize = kept.iter().map(|&d| self.dims()[d]).product();
+        let perm: Vec<usize> = kept.iter().chain(&reduced).copied().collect();
+        let moved = self.with_layout(self.layout().permute(&perm)).contiguous()?;
+        let storage = moved.storage().reduce(op, rows, k)?;
+        let out: Vec<usize> = if keepdim {
+            (0..self.rank()).map(|d| if reduced.contains(&d) { 1 } else { self.dims()[d] }).collect()
+        } else {
+            kept.iter().map(|&d| self.dims()[d]).collect()
+        };
+        Ok(Tensor::from_storage(storage, Shape::new(out)))
+    }
+
+    fn all_dims(&self) -> Vec<isize> {
+        (0..self.rank() as isize).collect()
+    }
+
+    fn reduce_all(&self, op: ReduceOp) -> Result<Tensor> {
+        if self.rank() == 0 {
+            return self.reshape([1])?.reduce_op(op, &[0], false);
+        }
+        self.reduce_op(op, &self.all_dims(), false)
+    }
+
+    pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.reduce_op(ReduceOp::Sum, dims, keepdim)
+    }
+    pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.reduce_op(ReduceOp::Mean, dims, keepdim)
+    }
+    pub fn max(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.reduce_op(ReduceOp::Max, dims, keepdim)
+    }
+    pub fn min(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.reduce_op(ReduceOp::Min, dims, keepdim)
+    }
+    pub fn prod(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.reduce_op(ReduceOp::Prod, dims, keepdim)
+    }
+    /// Index (i32) of the first maximum along `dim`.
+    pub fn argmax(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        self.reduce_op(ReduceOp::ArgMax, &[dim], keepdim)
+    }
+    /// Index (i32) of the first minimum along `dim`.
+    pub fn argmin(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        self.reduce_op(ReduceOp::ArgMin, &[dim], keepdim)
+    }
+
+    /// Sum of every element, as a rank-0 tensor.
+    pub fn sum_all(&self) -> Result<Tensor> {
+        self.reduce_all(ReduceOp::Sum)
+    }
+    pub fn mean_all(&self) -> Result<Tensor> {
+        self.reduce_all(ReduceOp::Mean)
+    }
+    pub fn max_all(&self) -> Result<Tensor> {
+        self.reduce_all(ReduceOp::Max)
+    }
+    pub fn min_all(&self) -> Result<Tensor> {
+        self.reduce_all(ReduceOp::Min)
+    }
+
+    /// Variance with Bessel's correction (divides by n - 1), as PyTorch's default.
+    pub fn var(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.var_with_correction(dims, 1, keepdim)
+    }
+
+    /// Variance dividing by `n - correction` (0 for the population variance).
+    pub fn var_with_correction(&self, dims: &[isize], correction: usize, keepdim: bool) -> Result<Tensor> {
+        self.require_float("var")?;
+        let n: usize = self.shape().dims_sorted("var", dims)?.iter().map(|&d| self.dims()[d]).product();
+        if n <= correction {
+            return Err(Error::InvalidShape { op: "var", shape: self.shape().clone(), reason: format!("{n} elements leave no degrees of freedom") });
+        }
+        let mean = self.mean(dims, true)?;
+        let sq = self.sub(&mean)?.square()?.sum(dims, keepdim)?;
+        sq.mul_scalar(1.0 / (n - correction) as f64)
+    }
+
+    pub fn std(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.var(dims, keepdim)?.sqrt()
+    }
+
+    fn softmax_op(&self, dim: isize, log: bool) -> Result<Tensor> {
+        let op = if log { "log_softmax" } else { "softmax" };
+        self.require_float(op)?;
+        let d = self.shape().dim(op, dim)?;
+        let last = self.rank() - 1;
+        let moved = self.with_layout(self.layout().transpose(d, last)).contiguous()?;
+        let k = self.dims()[d];
+        let rows = if k == 0 { 0 } else { self.elem_count() / k };
+        let storage = moved.storage().softmax(rows, k, log)?;
+        let out = Tensor::from_storage(storage, moved.shape().clone());
+        Ok(out.with_layout(out.layout().transpose(d, last)))
+    }
+
+    /// `exp(x) / sum(exp(x))` along `dim`, computed stably (the maximum is subtracted first).
+    pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        self.softmax_op(dim, false)
+    }
+
+    /// `log(softmax(x))` along `dim`, computed without forming the softmax.
+    pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        self.softmax_op(dim, true)
+    }
+}

@@ -1,0 +1,143 @@
+//! A tensor's data on whichever backend holds it. Each method forwards to the
+//! backend's `BackendStorage` impl; mixing devices is an error, not a panic.
+
+use crate::Device;
+use kiln_core::{
+    BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp,
+    WindowSpec,
+};
+use kiln_cpu::CpuStorage;
+use kiln_wgpu::GpuStorage;
+
+pub(crate) enum Storage {
+    Cpu(CpuStorage),
+    Gpu(GpuStorage),
+}
+
+/// Forwards a call with one storage argument.
+macro_rules! unary_forward {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Storage::Cpu($s) => Ok(Storage::Cpu($call?)),
+            Storage::Gpu($s) => Ok(Storage::Gpu($call?)),
+        }
+    };
+}
+
+fn mismatch(op: &'static str) -> Error {
+    Error::DeviceMismatch { op, lhs: "cpu".into(), rhs: "gpu".into() }
+}
+
+impl Storage {
+    pub(crate) fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => s.dtype(),
+            Storage::Gpu(s) => s.dtype(),
+        }
+    }
+
+    pub(crate) fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+            Storage::Gpu(s) => Device::Gpu(s.device().clone()),
+        }
+    }
+
+    pub(crate) fn to_host(&self, layout: &Layout) -> Result<HostBuffer> {
+        match self {
+            Storage::Cpu(s) => s.to_host(layout),
+            Storage::Gpu(s) => s.to_host(layout),
+        }
+    }
+
+    pub(crate) fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Storage> {
+        unary_forward!(self, s => s.unary(layout, op))
+    }
+
+    pub(crate) fn cast(&self, layout: &Layout, dtype: DType) -> Result<Storage> {
+        unary_forward!(self, s => s.cast(layout, dtype))
+    }
+
+    pub(crate) fn reduce(&self, op: ReduceOp, rows: usize, k: usize) -> Result<Storage> {
+        unary_forward!(self, s => s.reduce(op, rows, k))
+    }
+
+    pub(crate) fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Storage> {
+        unary_forward!(self, s => s.softmax(rows, k, log))
+    }
+
+    pub(crate) fn im2col(&self, spec: &WindowSpec) -> Result<Storage> {
+        unary_forward!(self, s => s.im2col(spec))
+    }
+
+    pub(crate) fn col2im(&self, spec: &WindowSpec) -> Result<Storage> {
+        unary_forward!(self, s => s.col2im(spec))
+    }
+
+    pub(crate) fn avg_pool2d(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Storage> {
+        unary_forward!(self, s => s.avg_pool2d(spec, kind))
+    }
+
+    pub(crate) fn max_pool2d(&self, spec: &WindowSpec) -> Result<(Storage, Storage)> {
+        match self {
+            Storage::Cpu(s) => s.max_pool2d(spec).map(|(v, i)| (Storage::Cpu(v), Storage::Cpu(i))),
+            Storage::Gpu(s) => s.max_pool2d(spec).map(|(v, i)| (Storage::Gpu(v), Storage::Gpu(i))),
+        }
+    }
+
+    pub(crate) fn binary(&self, layout: &Layout, rhs: &Storage, rhs_layout: &Layout, op: BinaryOp) -> Result<Storage> {
+        match (self, rhs) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(a.binary(layout, b, rhs_layout, op)?)),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.binary(layout, b, rhs_layout, op)?)),
+            _ => Err(mismatch(op.name())),
+        }
+    }
+
+    pub(crate) fn matmul(&self, rhs: &Storage, spec: &MatmulSpec) -> Result<Storage> {
+        match (self, rhs) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(a.matmul(b, spec)?)),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.matmul(b, spec)?)),
+            _ => Err(mismatch("matmul")),
+        }
+    }
+
+    pub(crate) fn gather(&self, index: &Storage, spec: &GatherSpec) -> Result<Storage> {
+        match (self, index) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(a.gather(b, spec)?)),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.gather(b, spec)?)),
+            _ => Err(mismatch("gather")),
+        }
+    }
+
+    pub(crate) fn where_cond(&self, l: &Layout, t: &Storage, tl: &Layout, f: &Storage, fl: &Layout) -> Result<Storage> {
+        match (self, t, f) {
+            (Storage::Cpu(c), Storage::Cpu(t), Storage::Cpu(f)) => Ok(Storage::Cpu(c.where_cond(l, t, tl, f, fl)?)),
+            (Storage::Gpu(c), Storage::Gpu(t), Storage::Gpu(f)) => Ok(Storage::Gpu(c.where_cond(l, t, tl, f, fl)?)),
+            _ => Err(mismatch("where")),
+        }
+    }
+
+    pub(crate) fn layer_norm(&self, w: &Storage, b: &Storage, rows: usize, k: usize, eps: f32) -> Result<Storage> {
+        match (self, w, b) {
+            (Storage::Cpu(x), Storage::Cpu(w), Storage::Cpu(b)) => Ok(Storage::Cpu(x.layer_norm(w, b, rows, k, eps)?)),
+            (Storage::Gpu(x), Storage::Gpu(w), Storage::Gpu(b)) => Ok(Storage::Gpu(x.layer_norm(w, b, rows, k, eps)?)),
+            _ => Err(mismatch("layer_norm")),
+        }
+    }
+
+    pub(crate) fn scatter_add(&self, index: &Storage, src: &Storage, spec: &ScatterSpec) -> Result<Storage> {
+        match (self, index, src) {
+            (Storage::Cpu(x), Storage::Cpu(i), Storage::Cpu(s)) => Ok(Storage::Cpu(x.scatter_add(i, s, spec)?)),
+            (Storage::Gpu(x), Storage::Gpu(i), Storage::Gpu(s)) => Ok(Storage::Gpu(x.scatter_add(i, s, spec)?)),
+            _ => Err(mismatch("scatter_add")),
+        }
+    }
+
+    pub(crate) fn copy_into(&self, layout: &Layout, dst: &mut Storage, dst_layout: &Layout) -> Result<()> {
+        match (self, dst) {
+            (Storage::Cpu(s), Storage::Cpu(d)) => s.copy_into(layout, d, dst_layout),
+            (Storage::Gpu(s), Storage::Gpu(d)) => s.copy_into(layout, d, dst_layout),
+            _ => Err(mismatch("copy")),
+        }
+    }
+}
