@@ -23,7 +23,7 @@ fn better(op: u32, v: f32, i: u32, w: f32, j: u32) -> bool {
     if (j == 0xffffffffu) { return true; }
     if (i == 0xffffffffu) { return false; }
     if (v == w) { return i < j; }
-    return select(v < w, v > w, op == 5u);
+    return select((v < w), (v > w), op == 5u);
 }
 
 @compute @workgroup_size(256)

@@ -36,6 +36,14 @@ impl Storage {
         }
     }
 
+    /// Elements the storage holds.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.0.len(),
+            Storage::Gpu(s) => s.len(),
+        }
+    }
+
     pub(crate) fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,

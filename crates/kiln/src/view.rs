@@ -38,6 +38,22 @@ impl Tensor {
         self.reshape(shape)
     }
 
+    /// A view of this tensor's storage through explicit sizes, strides and offset (in
+    /// elements), like PyTorch's `as_strided`. Every element must lie inside the storage.
+    pub fn as_strided(&self, shape: &[usize], strides: &[usize], offset: usize) -> Result<Tensor> {
+        let op = "as_strided";
+        if shape.len() != strides.len() {
+            return Err(Error::InvalidArgument { op, reason: format!("{} sizes but {} strides", shape.len(), strides.len()) });
+        }
+        let layout = kiln_core::Layout::new(Shape::from(shape), strides.to_vec(), offset);
+        crate::tensor::check_rank(op, layout.shape())?;
+        let span = layout.storage_span();
+        if span > self.storage().len() {
+            return Err(Error::IndexOutOfRange { op, index: span as i64 - 1, size: self.storage().len() });
+        }
+        Ok(self.with_layout(layout))
+    }
+
     pub fn flatten_all(&self) -> Result<Tensor> {
         self.reshape([self.elem_count()])
     }

@@ -1,0 +1,142 @@
+//! Shared test helpers: the GPU under test, fresh random inputs, named tolerances and
+//! the CPU-vs-GPU comparison every parity test uses.
+#![allow(dead_code)]
+
+use kiln::{DType, Device, Rng, Tensor};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Accepted difference: `|got - want| <= atol + rtol * |want|`.
+#[derive(Clone, Copy, Debug)]
+pub struct Tol {
+    pub atol: f64,
+    pub rtol: f64,
+}
+
+/// f32 results: a few ulps of reordering in reductions and matmul.
+pub const F32: Tol = Tol { atol: 1e-5, rtol: 1e-4 };
+/// f32 results of transcendental functions (GPU exp/log/sin are not correctly rounded).
+pub const F32_MATH: Tol = Tol { atol: 1e-5, rtol: 5e-4 };
+/// f16 results: both sides compute in f32 and round once, so a rounding flip of one
+/// f16 ulp (2^-11 relative) is the expected gap; allow a few.
+pub const F16: Tol = Tol { atol: 2e-3, rtol: 4e-3 };
+/// Indices and integer results agree exactly.
+pub const EXACT: Tol = Tol { atol: 0.0, rtol: 0.0 };
+
+pub fn tol_for(dtype: DType) -> Tol {
+    match dtype {
+        DType::F32 => F32,
+        DType::F16 => F16,
+        DType::I32 => EXACT,
+    }
+}
+
+/// The GPU under test, with output poisoning on. Without an adapter this fails
+/// loudly, unless the user opted out with KILN_SKIP_GPU_TESTS=1.
+pub fn gpu() -> Option<Device> {
+    match Device::gpu() {
+        Ok(device) => {
+            device.as_gpu().expect("a gpu device").set_poison_outputs(true);
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| eprintln!("GPU tests run on: {:?}", device));
+            Some(device)
+        }
+        Err(e) if std::env::var("KILN_SKIP_GPU_TESTS").as_deref() == Ok("1") => {
+            eprintln!("KILN_SKIP_GPU_TESTS=1: skipping a GPU test ({e})");
+            None
+        }
+        Err(e) => panic!("GPU tests need an adapter and none opened: {e}\nSet KILN_SKIP_GPU_TESTS=1 to skip them explicitly."),
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh generator per call: seeded from the clock unless KILN_TEST_SEED is set,
+/// and printed so that a failure can be replayed.
+pub fn rng() -> Rng {
+    let base = std::env::var("KILN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    let seed = base.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    eprintln!("test seed {seed}");
+    Rng::new(seed)
+}
+
+/// Uniform values in `[lo, hi)` on the CPU.
+pub fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut Rng) -> Tensor {
+    Tensor::rand(shape.to_vec(), DType::F32, &Device::cpu(), rng).unwrap().mul_scalar(hi - lo).unwrap().add_scalar(lo).unwrap()
+}
+
+/// Uniform in `[-1, 1)`.
+pub fn rand(shape: &[usize], rng: &mut Rng) -> Tensor {
+    uniform(shape, -1.0, 1.0, rng)
+}
+
+/// A tensor of `shape` that is a transposed view of its storage (not contiguous).
+pub fn transposed(shape: &[usize], rng: &mut Rng) -> Tensor {
+    let r = shape.len();
+    let mut swapped = shape.to_vec();
+    swapped.swap(r - 1, r - 2);
+    let t = rand(&swapped, rng).transpose(-1, -2).unwrap();
+    assert!(!t.is_contiguous() || shape[r - 1] == 1 || shape[r - 2] == 1);
+    t
+}
+
+/// A tensor of `shape` cut out of a larger one (offset and gaps in its layout).
+pub fn sliced(shape: &[usize], rng: &mut Rng) -> Tensor {
+    let mut big = shape.to_vec();
+    big[0] += 2;
+    *big.last_mut().unwrap() += 3;
+    let r = shape.len() as isize;
+    rand(&big, rng).narrow(0, 1, shape[0]).unwrap().narrow(r - 1, 2, shape[shape.len() - 1]).unwrap()
+}
+
+/// Moves every input to the GPU (keeping its strides by moving the storage view).
+pub fn on(device: &Device, t: &Tensor) -> Tensor {
+    t.to_device(device).unwrap()
+}
+
+/// Compares two tensors elementwise; NaN only matches NaN.
+pub fn assert_close(label: &str, got: &Tensor, want: &Tensor, tol: Tol) {
+    assert_eq!(got.dims(), want.dims(), "{label}: shapes differ");
+    assert_eq!(got.dtype(), want.dtype(), "{label}: dtypes differ");
+    let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
+    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
+        let ok = if b.is_nan() {
+            a.is_nan()
+        } else if b.is_infinite() {
+            a == b
+        } else {
+            (a - b).abs() <= tol.atol + tol.rtol * b.abs()
+        };
+        assert!(ok, "{label}: element {i} of {:?}: gpu {a} vs cpu {b} (tolerance {tol:?})", got.dims());
+    }
+}
+
+/// Runs `f` on CPU inputs and on the same inputs moved to the GPU, and compares.
+pub fn parity(label: &str, inputs: &[Tensor], tol: Tol, f: impl Fn(&[Tensor]) -> kiln::Result<Tensor>) {
+    let Some(device) = gpu() else { return };
+    let want = f(inputs).unwrap_or_else(|e| panic!("{label}: cpu failed: {e}"));
+    let moved: Vec<Tensor> = inputs.iter().map(|t| on_strided(&device, t)).collect();
+    let got = f(&moved).unwrap_or_else(|e| panic!("{label}: gpu failed: {e}"));
+    assert!(got.device().is_gpu(), "{label}: result left the gpu");
+    assert_close(label, &got, &want, tol);
+}
+
+/// Moves a tensor to the GPU with the same layout (strides, offset) it had on the CPU,
+/// so kernels see the same non-contiguous views the CPU reference saw.
+pub fn on_strided(device: &Device, t: &Tensor) -> Tensor {
+    let layout = t.layout().clone();
+    let span = layout.storage_span();
+    if layout.is_compact() {
+        return t.to_device(device).unwrap();
+    }
+    // Rebuild the backing storage: a compact buffer of `span` elements holding the
+    // values at their storage positions, then view it through the same layout.
+    let values = t.to_f64_vec().unwrap();
+    let mut backing = vec![0.0f32; span];
+    for (pos, v) in layout.offsets().zip(values) {
+        backing[pos] = v as f32;
+    }
+    let base = Tensor::from_vec(backing, [span], device).unwrap().to_dtype(t.dtype()).unwrap();
+    base.as_strided(layout.dims(), layout.strides(), layout.offset()).unwrap()
+}
