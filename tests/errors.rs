@@ -22,19 +22,54 @@ fn shape_errors_name_op_and_shapes() {
         let b = Tensor::zeros([4, 5], DType::F32, &d).unwrap();
         let e = a.add(&b).unwrap_err();
         assert!(matches!(e, Error::ShapeMismatch { op: "add", .. }), "{e:?}");
-        assert!(message(&e).contains("add") && message(&e).contains("[2, 3]") && message(&e).contains("[4, 5]"), "{e}");
+        assert!(
+            message(&e).contains("add")
+                && message(&e).contains("[2, 3]")
+                && message(&e).contains("[4, 5]"),
+            "{e}"
+        );
         let e = a.matmul(&a).unwrap_err();
-        assert!(matches!(e, Error::ShapeMismatch { op: "matmul", .. }) && message(&e).contains("[2, 3]"), "{e}");
+        assert!(
+            matches!(e, Error::ShapeMismatch { op: "matmul", .. })
+                && message(&e).contains("[2, 3]"),
+            "{e}"
+        );
         let e = a.reshape([7]).unwrap_err();
-        assert!(matches!(e, Error::ShapeMismatch { op: "reshape", .. }), "{e}");
+        assert!(
+            matches!(e, Error::ShapeMismatch { op: "reshape", .. }),
+            "{e}"
+        );
         let e = a.sum(&[2], false).unwrap_err();
-        assert!(matches!(e, Error::DimOutOfRange { op: "sum", dim: 2, rank: 2 }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::DimOutOfRange {
+                    op: "sum",
+                    dim: 2,
+                    rank: 2
+                }
+            ),
+            "{e}"
+        );
         let e = Tensor::from_vec(vec![1.0f32; 5], [2, 3], &d).unwrap_err();
-        assert!(matches!(e, Error::ElementCount { expected: 6, got: 5, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::ElementCount {
+                    expected: 6,
+                    got: 5,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let w = Tensor::zeros([4, 2, 3, 3], DType::F32, &d).unwrap();
         let x = Tensor::zeros([1, 3, 8, 8], DType::F32, &d).unwrap();
         let e = x.conv2d(&w, None, Default::default()).unwrap_err();
-        assert!(matches!(e, Error::ShapeMismatch { op: "conv2d", .. }), "{e}");
+        assert!(
+            matches!(e, Error::ShapeMismatch { op: "conv2d", .. }),
+            "{e}"
+        );
         let e = Tensor::zeros([1; 9], DType::F32, &d).unwrap_err();
         assert!(matches!(e, Error::RankTooLarge { rank: 9, .. }), "{e}");
     }
@@ -46,13 +81,45 @@ fn dtype_errors() {
         let f = Tensor::zeros([3], DType::F32, &d).unwrap();
         let i = Tensor::zeros([3], DType::I32, &d).unwrap();
         let e = f.add(&i).unwrap_err();
-        assert!(matches!(e, Error::DTypeMismatch { op: "add", lhs: DType::F32, rhs: DType::I32 }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::DTypeMismatch {
+                    op: "add",
+                    lhs: DType::F32,
+                    rhs: DType::I32
+                }
+            ),
+            "{e}"
+        );
         let e = i.exp().unwrap_err();
-        assert!(matches!(e, Error::UnsupportedDType { op: "exp", dtype: DType::I32, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::UnsupportedDType {
+                    op: "exp",
+                    dtype: DType::I32,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = f.to_vec::<i32>().unwrap_err();
-        assert!(matches!(e, Error::DTypeMismatch { op: "to_vec", .. }), "{e}");
+        assert!(
+            matches!(e, Error::DTypeMismatch { op: "to_vec", .. }),
+            "{e}"
+        );
         let e = f.index_select(0, &f).unwrap_err();
-        assert!(matches!(e, Error::UnsupportedDType { op: "index_select", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::UnsupportedDType {
+                    op: "index_select",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }
 
@@ -62,11 +129,27 @@ fn index_errors_leave_inputs_intact() {
         let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], [3], &d).unwrap();
         let bad = Tensor::from_vec(vec![0i32, 3], [2], &d).unwrap();
         let e = x.index_select(0, &bad).unwrap_err();
-        assert!(matches!(e, Error::IndexOutOfRange { op: "index_select", index: 3, size: 3 }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::IndexOutOfRange {
+                    op: "index_select",
+                    index: 3,
+                    size: 3
+                }
+            ),
+            "{e}"
+        );
         let e = x.narrow(0, 2, 2).unwrap_err();
-        assert!(matches!(e, Error::IndexOutOfRange { op: "narrow", .. }), "{e}");
+        assert!(
+            matches!(e, Error::IndexOutOfRange { op: "narrow", .. }),
+            "{e}"
+        );
         let neg = Tensor::from_vec(vec![-1i32], [1], &d).unwrap();
-        assert!(matches!(neg.one_hot(4).unwrap_err(), Error::IndexOutOfRange { index: -1, .. }));
+        assert!(matches!(
+            neg.one_hot(4).unwrap_err(),
+            Error::IndexOutOfRange { index: -1, .. }
+        ));
         // Nothing was lost: the input still reads back.
         assert_eq!(x.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
     }
@@ -79,21 +162,34 @@ fn device_mismatch_is_an_error() {
     let b = Tensor::zeros([2], DType::F32, &gpu).unwrap();
     let e = a.add(&b).unwrap_err();
     assert!(matches!(e, Error::DeviceMismatch { op: "add", .. }), "{e}");
-    assert!(message(&e).contains("cpu") && message(&e).contains("gpu"), "{e}");
+    assert!(
+        message(&e).contains("cpu") && message(&e).contains("gpu"),
+        "{e}"
+    );
     let e = a.matmul(&b.reshape([2, 1]).unwrap()).unwrap_err();
-    assert!(matches!(e, Error::DeviceMismatch { op: "matmul", .. }), "{e}");
+    assert!(
+        matches!(e, Error::DeviceMismatch { op: "matmul", .. }),
+        "{e}"
+    );
 }
 
 #[test]
 fn oversized_tensor_fails_before_dispatch() {
     let Some(gpu) = common::gpu() else { return };
-    let limit = gpu.as_gpu().unwrap().summary().max_storage_buffer_binding_size;
+    let limit = gpu
+        .as_gpu()
+        .unwrap()
+        .summary()
+        .max_storage_buffer_binding_size;
     let n = (limit / 4 + 1) as usize;
     let e = Tensor::zeros([n], DType::F32, &gpu).unwrap_err();
     assert!(matches!(e, Error::LimitExceeded { op: "zeros", .. }), "{e}");
     assert!(message(&e).contains(&limit.to_string()), "{e}");
     // The device is still usable afterwards.
-    let ok = Tensor::ones([4], DType::F32, &gpu).unwrap().sum_all().unwrap();
+    let ok = Tensor::ones([4], DType::F32, &gpu)
+        .unwrap()
+        .sum_all()
+        .unwrap();
     assert_eq!(ok.item::<f32>().unwrap(), 4.0);
 }
 
@@ -101,21 +197,70 @@ fn oversized_tensor_fails_before_dispatch() {
 fn invalid_wgsl_is_an_error_not_a_panic() {
     let Some(gpu) = common::gpu() else { return };
     let g = gpu.as_gpu().unwrap();
-    let e = g.compile_wgsl("custom kernel", "broken", "@compute @workgroup_size(1) fn main( {", "main").unwrap_err();
-    assert!(matches!(e, Error::Gpu { kind: GpuErrorKind::Validation, op: "custom kernel", .. }), "{e}");
+    let e = g
+        .compile_wgsl(
+            "custom kernel",
+            "broken",
+            "@compute @workgroup_size(1) fn main( {",
+            "main",
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Gpu {
+                kind: GpuErrorKind::Validation,
+                op: "custom kernel",
+                ..
+            }
+        ),
+        "{e}"
+    );
     // Parses but fails validation: a read-only binding written to.
     let src = "@group(0) @binding(0) var<storage, read> x: array<f32>;\n@compute @workgroup_size(1) fn main() { x[0] = 1.0; }";
-    let e = g.compile_wgsl("custom kernel", "read-only write", src, "main").unwrap_err();
-    assert!(matches!(e, Error::Gpu { kind: GpuErrorKind::Validation, .. }), "{e}");
-    let e = g.compile_wgsl("custom kernel", "no entry", "@compute @workgroup_size(1) fn main() {}", "missing").unwrap_err();
-    assert!(matches!(e, Error::Gpu { kind: GpuErrorKind::Validation, .. }), "{e}");
+    let e = g
+        .compile_wgsl("custom kernel", "read-only write", src, "main")
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Gpu {
+                kind: GpuErrorKind::Validation,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = g
+        .compile_wgsl(
+            "custom kernel",
+            "no entry",
+            "@compute @workgroup_size(1) fn main() {}",
+            "missing",
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Gpu {
+                kind: GpuErrorKind::Validation,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // The device still works.
-    let t = Tensor::arange(0.0, 5.0, 1.0, DType::F32, &gpu).unwrap().sum_all().unwrap();
+    let t = Tensor::arange(0.0, 5.0, 1.0, DType::F32, &gpu)
+        .unwrap()
+        .sum_all()
+        .unwrap();
     assert_eq!(t.item::<f32>().unwrap(), 10.0);
 }
 
 #[test]
 fn no_adapter_message_says_how_to_install_one() {
-    let e = Error::NoAdapter { reason: "wgpu found no adapter".into() };
+    let e = Error::NoAdapter {
+        reason: "wgpu found no adapter".into(),
+    };
     assert!(message(&e).contains("mesa-vulkan-drivers"), "{e}");
 }

@@ -11,7 +11,10 @@ pub fn run() -> kiln::Result<()> {
     }
     for (i, a) in adapters.iter().enumerate() {
         println!("adapter {i}: {}", a.name);
-        println!("  backend: {}   type: {}   driver: {}", a.backend, a.device_type, a.driver);
+        println!(
+            "  backend: {}   type: {}   driver: {}",
+            a.backend, a.device_type, a.driver
+        );
         println!(
             "  max storage binding: {} MiB   max buffer: {} MiB   workgroup storage: {} KiB",
             a.max_storage_buffer_binding_size >> 20,
@@ -22,10 +25,17 @@ pub fn run() -> kiln::Result<()> {
             "  invocations per workgroup: {}   workgroups per dim: {}",
             a.max_compute_invocations_per_workgroup, a.max_compute_workgroups_per_dimension
         );
-        println!("  shader-f16: {}   subgroups: {}   timestamp queries: {}", a.shader_f16, a.subgroups, a.timestamp_query);
+        println!(
+            "  shader-f16: {}   subgroups: {}   timestamp queries: {}",
+            a.shader_f16, a.subgroups, a.timestamp_query
+        );
     }
     match Device::best() {
-        Ok(Device::Gpu(g)) => println!("kiln would use: {} ({})", g.summary().name, g.summary().backend),
+        Ok(Device::Gpu(g)) => println!(
+            "kiln would use: {} ({})",
+            g.summary().name,
+            g.summary().backend
+        ),
         Ok(Device::Cpu) => println!("kiln would use: the CPU backend"),
         Err(e) => println!("kiln would use: none ({e})"),
     }

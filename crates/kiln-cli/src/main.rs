@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "GPU-accelerated tensors and deep learning in Rust")]
+#[command(
+    name = "kiln",
+    version,
+    about = "GPU-accelerated tensors and deep learning in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

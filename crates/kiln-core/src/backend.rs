@@ -3,7 +3,10 @@
 //! `Layout`). Elementwise ops and matmul read any strides; the fused ops take compact
 //! inputs, which the tensor layer guarantees by copying in one place.
 
-use crate::{BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec};
+use crate::{
+    BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind, ReduceOp, Result,
+    ScatterSpec, UnaryOp, WindowSpec,
+};
 
 pub trait BackendStorage: Sized {
     fn dtype(&self) -> DType;
@@ -14,10 +17,23 @@ pub trait BackendStorage: Sized {
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self>;
 
     /// Both layouts have the same (already broadcast) shape.
-    fn binary(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: BinaryOp) -> Result<Self>;
+    fn binary(
+        &self,
+        layout: &Layout,
+        rhs: &Self,
+        rhs_layout: &Layout,
+        op: BinaryOp,
+    ) -> Result<Self>;
 
     /// `cond != 0 ? on_true : on_false`; all three layouts share one shape.
-    fn where_cond(&self, layout: &Layout, on_true: &Self, true_layout: &Layout, on_false: &Self, false_layout: &Layout) -> Result<Self>;
+    fn where_cond(
+        &self,
+        layout: &Layout,
+        on_true: &Self,
+        true_layout: &Layout,
+        on_false: &Self,
+        false_layout: &Layout,
+    ) -> Result<Self>;
 
     fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self>;
 
@@ -32,7 +48,14 @@ pub trait BackendStorage: Sized {
 
     /// Normalises each row of a compact `[rows, k]` tensor, then scales by `weight` and
     /// shifts by `bias` (both compact `[k]`).
-    fn layer_norm(&self, weight: &Self, bias: &Self, rows: usize, k: usize, eps: f32) -> Result<Self>;
+    fn layer_norm(
+        &self,
+        weight: &Self,
+        bias: &Self,
+        rows: usize,
+        k: usize,
+        eps: f32,
+    ) -> Result<Self>;
 
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self>;
 
@@ -62,7 +85,15 @@ pub trait BackendDevice {
     fn full(&self, n: usize, dtype: DType, value: f64) -> Result<Self::Storage>;
     fn upload(&self, data: &HostBuffer) -> Result<Self::Storage>;
     /// Uniform `[0, 1)` from Philox words (see `philox`).
-    fn rand_uniform(&self, n: usize, dtype: DType, seed: u64, stream: u64) -> Result<Self::Storage>;
+    fn rand_uniform(&self, n: usize, dtype: DType, seed: u64, stream: u64)
+        -> Result<Self::Storage>;
     /// 1 with probability `p`, else 0.
-    fn bernoulli(&self, n: usize, dtype: DType, p: f64, seed: u64, stream: u64) -> Result<Self::Storage>;
+    fn bernoulli(
+        &self,
+        n: usize,
+        dtype: DType,
+        p: f64,
+        seed: u64,
+        stream: u64,
+    ) -> Result<Self::Storage>;
 }

@@ -18,34 +18,76 @@ pub enum GpuErrorKind {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("{op}: shapes {lhs} and {rhs} are incompatible")]
-    ShapeMismatch { op: &'static str, lhs: Shape, rhs: Shape },
+    ShapeMismatch {
+        op: &'static str,
+        lhs: Shape,
+        rhs: Shape,
+    },
 
     #[error("{op}: invalid shape {shape}: {reason}")]
-    InvalidShape { op: &'static str, shape: Shape, reason: String },
+    InvalidShape {
+        op: &'static str,
+        shape: Shape,
+        reason: String,
+    },
 
     #[error("{op}: dim {dim} is out of range for a tensor of rank {rank}")]
-    DimOutOfRange { op: &'static str, dim: isize, rank: usize },
+    DimOutOfRange {
+        op: &'static str,
+        dim: isize,
+        rank: usize,
+    },
 
     #[error("{op}: expected {expected} elements for shape {shape}, got {got}")]
-    ElementCount { op: &'static str, shape: Shape, expected: usize, got: usize },
+    ElementCount {
+        op: &'static str,
+        shape: Shape,
+        expected: usize,
+        got: usize,
+    },
 
     #[error("{op}: dtypes {lhs} and {rhs} differ")]
-    DTypeMismatch { op: &'static str, lhs: DType, rhs: DType },
+    DTypeMismatch {
+        op: &'static str,
+        lhs: DType,
+        rhs: DType,
+    },
 
     #[error("{op}: dtype {dtype} is not supported: {reason}")]
-    UnsupportedDType { op: &'static str, dtype: DType, reason: &'static str },
+    UnsupportedDType {
+        op: &'static str,
+        dtype: DType,
+        reason: &'static str,
+    },
 
     #[error("{op}: tensors are on different devices ({lhs} and {rhs})")]
-    DeviceMismatch { op: &'static str, lhs: String, rhs: String },
+    DeviceMismatch {
+        op: &'static str,
+        lhs: String,
+        rhs: String,
+    },
 
     #[error("{op}: index {index} is out of range for a dim of size {size}")]
-    IndexOutOfRange { op: &'static str, index: i64, size: usize },
+    IndexOutOfRange {
+        op: &'static str,
+        index: i64,
+        size: usize,
+    },
 
     #[error("{op}: rank {rank} exceeds kiln's maximum of {max}")]
-    RankTooLarge { op: &'static str, rank: usize, max: usize },
+    RankTooLarge {
+        op: &'static str,
+        rank: usize,
+        max: usize,
+    },
 
     #[error("{op}: {what} needs {needed} but the device allows {limit}")]
-    LimitExceeded { op: &'static str, what: &'static str, needed: u64, limit: u64 },
+    LimitExceeded {
+        op: &'static str,
+        what: &'static str,
+        needed: u64,
+        limit: u64,
+    },
 
     #[error("{op}: {reason}")]
     InvalidArgument { op: &'static str, reason: String },
@@ -57,8 +99,16 @@ pub enum Error {
     NoAdapter { reason: String },
 
     #[error("GPU {kind:?} error during {op}: {message}")]
-    Gpu { op: &'static str, kind: GpuErrorKind, message: String },
+    Gpu {
+        op: &'static str,
+        kind: GpuErrorKind,
+        message: String,
+    },
 
     #[error("{op}: {path}: {reason}")]
-    Io { op: &'static str, path: String, reason: String },
+    Io {
+        op: &'static str,
+        path: String,
+        reason: String,
+    },
 }

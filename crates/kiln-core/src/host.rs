@@ -86,9 +86,21 @@ impl HostBuffer {
         let size = dtype.size_in_bytes();
         let chunks = bytes[..n * size].chunks_exact(size);
         match dtype {
-            DType::F32 => HostBuffer::F32(chunks.map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-            DType::F16 => HostBuffer::F16(chunks.map(|c| f16::from_le_bytes(c.try_into().unwrap())).collect()),
-            DType::I32 => HostBuffer::I32(chunks.map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()),
+            DType::F32 => HostBuffer::F32(
+                chunks
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::F16 => HostBuffer::F16(
+                chunks
+                    .map(|c| f16::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::I32 => HostBuffer::I32(
+                chunks
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
         }
     }
 }

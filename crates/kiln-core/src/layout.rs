@@ -17,12 +17,20 @@ impl Layout {
     pub fn contiguous(shape: impl Into<Shape>) -> Self {
         let shape = shape.into();
         let strides = shape.contiguous_strides();
-        Layout { shape, strides, offset: 0 }
+        Layout {
+            shape,
+            strides,
+            offset: 0,
+        }
     }
 
     pub fn new(shape: Shape, strides: Vec<usize>, offset: usize) -> Self {
         debug_assert_eq!(shape.rank(), strides.len());
-        Layout { shape, strides, offset }
+        Layout {
+            shape,
+            strides,
+            offset,
+        }
     }
 
     pub fn shape(&self) -> &Shape {
@@ -67,7 +75,14 @@ impl Layout {
         if self.elem_count() == 0 {
             return 0;
         }
-        self.offset + self.dims().iter().zip(&self.strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>() + 1
+        self.offset
+            + self
+                .dims()
+                .iter()
+                .zip(&self.strides)
+                .map(|(&d, &s)| (d - 1) * s)
+                .sum::<usize>()
+            + 1
     }
 
     pub fn transpose(&self, d0: usize, d1: usize) -> Layout {
@@ -83,30 +98,39 @@ impl Layout {
     pub fn permute(&self, perm: &[usize]) -> Layout {
         let dims = perm.iter().map(|&p| self.dims()[p]).collect::<Vec<_>>();
         let strides = perm.iter().map(|&p| self.strides[p]).collect();
-        Layout { shape: Shape::new(dims), strides, offset: self.offset }
+        Layout {
+            shape: Shape::new(dims),
+            strides,
+            offset: self.offset,
+        }
     }
 
     /// Broadcasts to `target`, giving size-1 and missing leading dims stride 0.
     pub fn broadcast_to(&self, op: &'static str, target: &Shape) -> Result<Layout> {
         let (rank, trank) = (self.shape.rank(), target.rank());
-        let err = || Error::ShapeMismatch { op, lhs: self.shape.clone(), rhs: target.clone() };
+        let err = || Error::ShapeMismatch {
+            op,
+            lhs: self.shape.clone(),
+            rhs: target.clone(),
+        };
         if trank < rank {
             return Err(err());
         }
         let mut strides = vec![0; trank];
-        for i in 0..trank {
-            if i < trank - rank {
-                continue;
-            }
-            let j = i - (trank - rank);
-            let (d, t) = (self.dims()[j], target.dims()[i]);
+        let lead = trank - rank;
+        for (j, stride) in strides[lead..].iter_mut().enumerate() {
+            let (d, t) = (self.dims()[j], target.dims()[lead + j]);
             if d == t {
-                strides[i] = self.strides[j];
+                *stride = self.strides[j];
             } else if d != 1 {
                 return Err(err());
             }
         }
-        Ok(Layout { shape: target.clone(), strides, offset: self.offset })
+        Ok(Layout {
+            shape: target.clone(),
+            strides,
+            offset: self.offset,
+        })
     }
 
     /// The sub-range `start..start + len` of dim `dim`.
@@ -124,27 +148,58 @@ impl Layout {
     /// without a copy; `None` means the caller must make the data contiguous first.
     pub fn reshape(&self, shape: &Shape) -> Option<Layout> {
         if self.is_contiguous() {
-            return Some(Layout { shape: shape.clone(), strides: shape.contiguous_strides(), offset: self.offset });
+            return Some(Layout {
+                shape: shape.clone(),
+                strides: shape.contiguous_strides(),
+                offset: self.offset,
+            });
         }
         // Size-1 dims can be added or removed freely; anything else needs a copy.
-        let kept: Vec<(usize, usize)> =
-            self.dims().iter().zip(&self.strides).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).collect();
+        let kept: Vec<(usize, usize)> = self
+            .dims()
+            .iter()
+            .zip(&self.strides)
+            .filter(|(&d, _)| d != 1)
+            .map(|(&d, &s)| (d, s))
+            .collect();
         let target: Vec<usize> = shape.dims().iter().copied().filter(|&d| d != 1).collect();
         if kept.iter().map(|k| k.0).ne(target.iter().copied()) {
             return None;
         }
         let mut it = kept.iter();
-        let strides = shape.dims().iter().map(|&d| if d == 1 { 0 } else { it.next().map_or(0, |k| k.1) }).collect();
-        Some(Layout { shape: shape.clone(), strides, offset: self.offset })
+        let strides = shape
+            .dims()
+            .iter()
+            .map(|&d| {
+                if d == 1 {
+                    0
+                } else {
+                    it.next().map_or(0, |k| k.1)
+                }
+            })
+            .collect();
+        Some(Layout {
+            shape: shape.clone(),
+            strides,
+            offset: self.offset,
+        })
     }
 
     pub fn unsqueeze(&self, dim: usize) -> Layout {
         let mut dims = self.dims().to_vec();
         let mut strides = self.strides.clone();
-        let stride = if dim < dims.len() { dims[dim] * strides[dim] } else { 1 };
+        let stride = if dim < dims.len() {
+            dims[dim] * strides[dim]
+        } else {
+            1
+        };
         dims.insert(dim, 1);
         strides.insert(dim, stride);
-        Layout { shape: Shape::new(dims), strides, offset: self.offset }
+        Layout {
+            shape: Shape::new(dims),
+            strides,
+            offset: self.offset,
+        }
     }
 
     pub fn squeeze(&self, dim: usize) -> Layout {
@@ -152,7 +207,11 @@ impl Layout {
         let mut strides = self.strides.clone();
         dims.remove(dim);
         strides.remove(dim);
-        Layout { shape: Shape::new(dims), strides, offset: self.offset }
+        Layout {
+            shape: Shape::new(dims),
+            strides,
+            offset: self.offset,
+        }
     }
 
     /// Storage index of every element, in row-major order of the view.
@@ -171,7 +230,11 @@ pub struct StridedIndex<'a> {
 impl<'a> StridedIndex<'a> {
     fn new(layout: &'a Layout) -> Self {
         let next = (layout.elem_count() > 0).then_some(layout.offset);
-        StridedIndex { layout, index: vec![0; layout.shape.rank()], next }
+        StridedIndex {
+            layout,
+            index: vec![0; layout.shape.rank()],
+            next,
+        }
     }
 }
 
@@ -217,11 +280,19 @@ mod tests {
 
     #[test]
     fn broadcast_and_narrow() {
-        let l = Layout::contiguous([3, 1]).broadcast_to("t", &Shape::new([2, 3, 2])).unwrap();
+        let l = Layout::contiguous([3, 1])
+            .broadcast_to("t", &Shape::new([2, 3, 2]))
+            .unwrap();
         assert_eq!(l.strides(), &[0, 1, 0]);
-        assert_eq!(l.offsets().collect::<Vec<_>>(), vec![0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2]);
+        assert_eq!(
+            l.offsets().collect::<Vec<_>>(),
+            vec![0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2]
+        );
         let n = Layout::contiguous([4, 5]).narrow(1, 2, 2);
-        assert_eq!(n.offsets().collect::<Vec<_>>(), vec![2, 3, 7, 8, 12, 13, 17, 18]);
+        assert_eq!(
+            n.offsets().collect::<Vec<_>>(),
+            vec![2, 3, 7, 8, 12, 13, 17, 18]
+        );
         assert_eq!(n.storage_span(), 19);
     }
 
@@ -230,6 +301,9 @@ mod tests {
         let t = Layout::contiguous([2, 3]).transpose(0, 1);
         assert!(t.reshape(&Shape::new([6])).is_none());
         let u = t.reshape(&Shape::new([3, 1, 2])).unwrap();
-        assert_eq!(u.offsets().collect::<Vec<_>>(), t.offsets().collect::<Vec<_>>());
+        assert_eq!(
+            u.offsets().collect::<Vec<_>>(),
+            t.offsets().collect::<Vec<_>>()
+        );
     }
 }

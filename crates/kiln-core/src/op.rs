@@ -208,7 +208,13 @@ pub struct WindowSpec {
 
 impl WindowSpec {
     /// Output size of a window sweep, or `None` when the window does not fit.
-    pub fn out_size(input: usize, k: usize, stride: usize, pad: usize, dilation: usize) -> Option<usize> {
+    pub fn out_size(
+        input: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        dilation: usize,
+    ) -> Option<usize> {
         let span = dilation * (k - 1) + 1;
         (input + 2 * pad).checked_sub(span).map(|r| r / stride + 1)
     }

@@ -26,7 +26,12 @@ pub fn philox4x32(key: [u32; 2], counter: [u32; 4]) -> [u32; 4] {
 pub fn random_word(seed: u64, stream: u64, i: u64) -> u32 {
     let block = i / 4;
     let key = [seed as u32, (seed >> 32) as u32];
-    let counter = [block as u32, (block >> 32) as u32, stream as u32, (stream >> 32) as u32];
+    let counter = [
+        block as u32,
+        (block >> 32) as u32,
+        stream as u32,
+        (stream >> 32) as u32,
+    ];
     philox4x32(key, counter)[(i % 4) as usize]
 }
 
@@ -62,7 +67,10 @@ mod tests {
     #[test]
     fn known_answer() {
         // Random123's published known-answer vector for philox4x32-10 with zero key and counter.
-        assert_eq!(philox4x32([0, 0], [0, 0, 0, 0]), [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]);
+        assert_eq!(
+            philox4x32([0, 0], [0, 0, 0, 0]),
+            [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]
+        );
     }
 
     #[test]
@@ -70,6 +78,9 @@ mod tests {
         let v = normals(7, 0, 20_000);
         let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
         let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "mean {mean} var {var}"
+        );
     }
 }

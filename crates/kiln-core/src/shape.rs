@@ -42,17 +42,27 @@ impl Shape {
         let rank = self.rank() as isize;
         let d = if dim < 0 { dim + rank } else { dim };
         if d < 0 || d >= rank {
-            return Err(Error::DimOutOfRange { op, dim, rank: self.rank() });
+            return Err(Error::DimOutOfRange {
+                op,
+                dim,
+                rank: self.rank(),
+            });
         }
         Ok(d as usize)
     }
 
     /// Resolves several dimensions, rejecting repeats; the result is sorted.
     pub fn dims_sorted(&self, op: &'static str, dims: &[isize]) -> Result<Vec<usize>> {
-        let mut out = dims.iter().map(|&d| self.dim(op, d)).collect::<Result<Vec<_>>>()?;
+        let mut out = dims
+            .iter()
+            .map(|&d| self.dim(op, d))
+            .collect::<Result<Vec<_>>>()?;
         out.sort_unstable();
         if out.windows(2).any(|w| w[0] == w[1]) {
-            return Err(Error::InvalidArgument { op, reason: format!("dims {dims:?} repeat a dimension") });
+            return Err(Error::InvalidArgument {
+                op,
+                reason: format!("dims {dims:?} repeat a dimension"),
+            });
         }
         Ok(out)
     }
@@ -68,7 +78,13 @@ impl Shape {
                 (a, b) if a == b => a,
                 (1, b) => b,
                 (a, 1) => a,
-                _ => return Err(Error::ShapeMismatch { op, lhs: lhs.clone(), rhs: rhs.clone() }),
+                _ => {
+                    return Err(Error::ShapeMismatch {
+                        op,
+                        lhs: lhs.clone(),
+                        rhs: rhs.clone(),
+                    })
+                }
             };
         }
         Ok(Shape(out))

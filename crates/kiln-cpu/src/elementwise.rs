@@ -26,7 +26,9 @@ pub fn unary_f32(op: UnaryOp, x: f32) -> f32 {
                 a * x
             }
         }
-        UnaryOp::GeluTanh => 0.5 * x * (1.0 + ((2.0 / PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()),
+        UnaryOp::GeluTanh => {
+            0.5 * x * (1.0 + ((2.0 / PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+        }
         UnaryOp::GeluErf => 0.5 * x * (1.0 + libm::erff(x * FRAC_1_SQRT_2)),
         UnaryOp::Silu => x / (1.0 + (-x).exp()),
         UnaryOp::Clamp { min, max } => x.max(min).min(max),
@@ -81,44 +83,80 @@ fn binary_i32(op: BinaryOp, a: i32, b: i32) -> Result<i32> {
         BinaryOp::Gt => flag(a > b),
         BinaryOp::Ge => flag(a >= b),
         BinaryOp::Pow => {
-            return Err(Error::UnsupportedDType { op: "pow", dtype: DType::I32, reason: "pow needs a floating-point tensor" })
+            return Err(Error::UnsupportedDType {
+                op: "pow",
+                dtype: DType::I32,
+                reason: "pow needs a floating-point tensor",
+            })
         }
     })
 }
 
-pub fn binary(lhs: &CpuStorage, ll: &Layout, rhs: &CpuStorage, rl: &Layout, op: BinaryOp) -> Result<CpuStorage> {
+pub fn binary(
+    lhs: &CpuStorage,
+    ll: &Layout,
+    rhs: &CpuStorage,
+    rl: &Layout,
+    op: BinaryOp,
+) -> Result<CpuStorage> {
     match (&lhs.0, &rhs.0) {
         (HostBuffer::I32(a), HostBuffer::I32(b)) => {
-            let out = ll.offsets().zip(rl.offsets()).map(|(i, j)| binary_i32(op, a[i], b[j])).collect::<Result<Vec<_>>>()?;
+            let out = ll
+                .offsets()
+                .zip(rl.offsets())
+                .map(|(i, j)| binary_i32(op, a[i], b[j]))
+                .collect::<Result<Vec<_>>>()?;
             Ok(CpuStorage(HostBuffer::I32(out)))
         }
         _ => {
             let (a, b) = (lhs.floats(ll), rhs.floats(rl));
-            let out = a.iter().zip(&b).map(|(&x, &y)| binary_f32(op, x, y)).collect();
+            let out = a
+                .iter()
+                .zip(&b)
+                .map(|(&x, &y)| binary_f32(op, x, y))
+                .collect();
             Ok(CpuStorage::from_floats(lhs.dtype(), out))
         }
     }
 }
 
-pub fn where_cond(cond: &CpuStorage, cl: &Layout, t: &CpuStorage, tl: &Layout, f: &CpuStorage, fl: &Layout) -> Result<CpuStorage> {
+pub fn where_cond(
+    cond: &CpuStorage,
+    cl: &Layout,
+    t: &CpuStorage,
+    tl: &Layout,
+    f: &CpuStorage,
+    fl: &Layout,
+) -> Result<CpuStorage> {
     let c = cond.floats(cl);
     let (t, f) = (t.to_host(tl)?, f.to_host(fl)?);
     Ok(CpuStorage(match (t, f) {
         (HostBuffer::F32(t), HostBuffer::F32(f)) => HostBuffer::F32(pick(&c, t, f)),
         (HostBuffer::F16(t), HostBuffer::F16(f)) => HostBuffer::F16(pick(&c, t, f)),
         (HostBuffer::I32(t), HostBuffer::I32(f)) => HostBuffer::I32(pick(&c, t, f)),
-        (t, f) => return Err(Error::DTypeMismatch { op: "where", lhs: t.dtype(), rhs: f.dtype() }),
+        (t, f) => {
+            return Err(Error::DTypeMismatch {
+                op: "where",
+                lhs: t.dtype(),
+                rhs: f.dtype(),
+            })
+        }
     }))
 }
 
 fn pick<T: Copy>(cond: &[f32], t: Vec<T>, f: Vec<T>) -> Vec<T> {
-    cond.iter().zip(t.into_iter().zip(f)).map(|(&c, (t, f))| if c != 0.0 { t } else { f }).collect()
+    cond.iter()
+        .zip(t.into_iter().zip(f))
+        .map(|(&c, (t, f))| if c != 0.0 { t } else { f })
+        .collect()
 }
 
 /// Dtype conversion. Float to i32 truncates towards zero and saturates; NaN becomes 0.
 pub fn cast(src: &HostBuffer, dtype: DType) -> HostBuffer {
     match (src, dtype) {
-        (HostBuffer::I32(v), DType::F16) => HostBuffer::F16(v.iter().map(|&x| f16::from_f32(x as f32)).collect()),
+        (HostBuffer::I32(v), DType::F16) => {
+            HostBuffer::F16(v.iter().map(|&x| f16::from_f32(x as f32)).collect())
+        }
         (HostBuffer::I32(v), DType::I32) => HostBuffer::I32(v.clone()),
         _ => HostBuffer::from_f32(dtype, src.to_f32_vec()),
     }
@@ -134,7 +172,13 @@ pub fn copy_into(src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, dl: &Layou
         (HostBuffer::F32(s), HostBuffer::F32(d)) => copy(s, sl, d, dl),
         (HostBuffer::F16(s), HostBuffer::F16(d)) => copy(s, sl, d, dl),
         (HostBuffer::I32(s), HostBuffer::I32(d)) => copy(s, sl, d, dl),
-        (s, d) => return Err(Error::DTypeMismatch { op: "copy", lhs: s.dtype(), rhs: d.dtype() }),
+        (s, d) => {
+            return Err(Error::DTypeMismatch {
+                op: "copy",
+                lhs: s.dtype(),
+                rhs: d.dtype(),
+            })
+        }
     }
     Ok(())
 }

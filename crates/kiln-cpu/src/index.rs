@@ -9,7 +9,9 @@ pub fn gather(input: &CpuStorage, index: &[i32], s: &GatherSpec) -> Result<CpuSt
         for o in 0..s.outer {
             for j in 0..s.out_dim {
                 for i in 0..s.inner {
-                    let idx = index[o * s.index_strides[0] + j * s.index_strides[1] + i * s.index_strides[2]] as usize;
+                    let idx = index
+                        [o * s.index_strides[0] + j * s.index_strides[1] + i * s.index_strides[2]]
+                        as usize;
                     out.push(x[(o * s.in_dim + idx) * s.inner + i]);
                 }
             }

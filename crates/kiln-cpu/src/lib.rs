@@ -12,8 +12,8 @@ mod window;
 pub use elementwise::{binary_f32, unary_f32};
 
 use kiln_core::{
-    BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind, ReduceOp, Result,
-    ScatterSpec, UnaryOp, WindowSpec,
+    BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout,
+    MatmulSpec, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 /// The CPU device. It holds nothing: host memory is the storage.
@@ -42,7 +42,11 @@ impl CpuStorage {
     fn ints(&self, op: &'static str) -> Result<&[i32]> {
         match &self.0 {
             HostBuffer::I32(v) => Ok(v),
-            other => Err(Error::UnsupportedDType { op, dtype: other.dtype(), reason: "indices must be i32" }),
+            other => Err(Error::UnsupportedDType {
+                op,
+                dtype: other.dtype(),
+                reason: "indices must be i32",
+            }),
         }
     }
 
@@ -50,7 +54,11 @@ impl CpuStorage {
         if self.dtype().is_float() {
             Ok(())
         } else {
-            Err(Error::UnsupportedDType { op, dtype: self.dtype(), reason: "this op needs a floating-point tensor" })
+            Err(Error::UnsupportedDType {
+                op,
+                dtype: self.dtype(),
+                reason: "this op needs a floating-point tensor",
+            })
         }
     }
 
@@ -74,15 +82,32 @@ impl BackendStorage for CpuStorage {
 
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
         self.require_float(op.name())?;
-        let out = self.floats(layout).into_iter().map(|x| unary_f32(op, x)).collect();
+        let out = self
+            .floats(layout)
+            .into_iter()
+            .map(|x| unary_f32(op, x))
+            .collect();
         Ok(Self::from_floats(self.dtype(), out))
     }
 
-    fn binary(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: BinaryOp) -> Result<Self> {
+    fn binary(
+        &self,
+        layout: &Layout,
+        rhs: &Self,
+        rhs_layout: &Layout,
+        op: BinaryOp,
+    ) -> Result<Self> {
         elementwise::binary(self, layout, rhs, rhs_layout, op)
     }
 
-    fn where_cond(&self, layout: &Layout, on_true: &Self, tl: &Layout, on_false: &Self, fl: &Layout) -> Result<Self> {
+    fn where_cond(
+        &self,
+        layout: &Layout,
+        on_true: &Self,
+        tl: &Layout,
+        on_false: &Self,
+        fl: &Layout,
+    ) -> Result<Self> {
         elementwise::where_cond(self, layout, on_true, tl, on_false, fl)
     }
 
@@ -100,39 +125,71 @@ impl BackendStorage for CpuStorage {
 
     fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self> {
         self.require_float(if log { "log_softmax" } else { "softmax" })?;
-        Ok(Self::from_floats(self.dtype(), reduce::softmax(&self.compact_floats(), rows, k, log)))
+        Ok(Self::from_floats(
+            self.dtype(),
+            reduce::softmax(&self.compact_floats(), rows, k, log),
+        ))
     }
 
-    fn layer_norm(&self, weight: &Self, bias: &Self, rows: usize, k: usize, eps: f32) -> Result<Self> {
+    fn layer_norm(
+        &self,
+        weight: &Self,
+        bias: &Self,
+        rows: usize,
+        k: usize,
+        eps: f32,
+    ) -> Result<Self> {
         self.require_float("layer_norm")?;
-        let out = reduce::layer_norm(&self.compact_floats(), &weight.compact_floats(), &bias.compact_floats(), rows, k, eps);
+        let out = reduce::layer_norm(
+            &self.compact_floats(),
+            &weight.compact_floats(),
+            &bias.compact_floats(),
+            rows,
+            k,
+            eps,
+        );
         Ok(Self::from_floats(self.dtype(), out))
     }
 
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self> {
         self.require_float("matmul")?;
-        Ok(Self::from_floats(self.dtype(), matmul::matmul(&self.compact_floats(), &rhs.compact_floats(), spec)))
+        Ok(Self::from_floats(
+            self.dtype(),
+            matmul::matmul(&self.compact_floats(), &rhs.compact_floats(), spec),
+        ))
     }
 
     fn im2col(&self, spec: &WindowSpec) -> Result<Self> {
         self.require_float("conv2d")?;
-        Ok(Self::from_floats(self.dtype(), window::im2col(&self.compact_floats(), spec)))
+        Ok(Self::from_floats(
+            self.dtype(),
+            window::im2col(&self.compact_floats(), spec),
+        ))
     }
 
     fn col2im(&self, spec: &WindowSpec) -> Result<Self> {
         self.require_float("conv_transpose2d")?;
-        Ok(Self::from_floats(self.dtype(), window::col2im(&self.compact_floats(), spec)))
+        Ok(Self::from_floats(
+            self.dtype(),
+            window::col2im(&self.compact_floats(), spec),
+        ))
     }
 
     fn max_pool2d(&self, spec: &WindowSpec) -> Result<(Self, Self)> {
         self.require_float("max_pool2d")?;
         let (values, indices) = window::max_pool2d(&self.compact_floats(), spec);
-        Ok((Self::from_floats(self.dtype(), values), CpuStorage(HostBuffer::I32(indices))))
+        Ok((
+            Self::from_floats(self.dtype(), values),
+            CpuStorage(HostBuffer::I32(indices)),
+        ))
     }
 
     fn avg_pool2d(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self> {
         self.require_float("avg_pool2d")?;
-        Ok(Self::from_floats(self.dtype(), window::avg_pool2d(&self.compact_floats(), spec, kind)))
+        Ok(Self::from_floats(
+            self.dtype(),
+            window::avg_pool2d(&self.compact_floats(), spec, kind),
+        ))
     }
 
     fn gather(&self, index: &Self, spec: &GatherSpec) -> Result<Self> {
@@ -141,7 +198,12 @@ impl BackendStorage for CpuStorage {
 
     fn scatter_add(&self, index: &Self, src: &Self, spec: &ScatterSpec) -> Result<Self> {
         self.require_float("scatter_add")?;
-        let out = index::scatter_add(&self.compact_floats(), index.ints("scatter_add")?, &src.compact_floats(), spec);
+        let out = index::scatter_add(
+            &self.compact_floats(),
+            index.ints("scatter_add")?,
+            &src.compact_floats(),
+            spec,
+        );
         Ok(Self::from_floats(self.dtype(), out))
     }
 }
@@ -165,10 +227,23 @@ impl BackendDevice for CpuDevice {
     }
 
     fn rand_uniform(&self, n: usize, dtype: DType, seed: u64, stream: u64) -> Result<CpuStorage> {
-        Ok(CpuStorage::from_floats(dtype, random::uniform(n, seed, stream)))
+        Ok(CpuStorage::from_floats(
+            dtype,
+            random::uniform(n, seed, stream),
+        ))
     }
 
-    fn bernoulli(&self, n: usize, dtype: DType, p: f64, seed: u64, stream: u64) -> Result<CpuStorage> {
-        Ok(CpuStorage::from_floats(dtype, random::bernoulli(n, p, seed, stream)))
+    fn bernoulli(
+        &self,
+        n: usize,
+        dtype: DType,
+        p: f64,
+        seed: u64,
+        stream: u64,
+    ) -> Result<CpuStorage> {
+        Ok(CpuStorage::from_floats(
+            dtype,
+            random::bernoulli(n, p, seed, stream),
+        ))
     }
 }

@@ -27,11 +27,11 @@ pub fn reduce(input: &CpuStorage, op: ReduceOp, rows: usize, k: usize) -> Result
         .map(|r| {
             let xs = row(r);
             match op {
-                ReduceOp::Sum => xs.iter().sum(),
-                ReduceOp::Mean => xs.iter().sum::<f32>() / k as f32,
+                ReduceOp::Sum => sum64(xs) as f32,
+                ReduceOp::Mean => (sum64(xs) / k as f64) as f32,
                 ReduceOp::Max => xs.iter().copied().fold(f32::NEG_INFINITY, f32::max),
                 ReduceOp::Min => xs.iter().copied().fold(f32::INFINITY, f32::min),
-                ReduceOp::Prod => xs.iter().product(),
+                ReduceOp::Prod => xs.iter().map(|&v| v as f64).product::<f64>() as f32,
                 ReduceOp::ArgMax | ReduceOp::ArgMin => unreachable!("handled above"),
             }
         })
@@ -42,15 +42,25 @@ pub fn reduce(input: &CpuStorage, op: ReduceOp, rows: usize, k: usize) -> Result
     Ok(CpuStorage::from_floats(input.dtype(), out))
 }
 
+/// Sums in f64: the reference should be the more accurate side of every comparison.
+fn sum64(xs: &[f32]) -> f64 {
+    xs.iter().map(|&v| v as f64).sum()
+}
+
 /// Subtracting the row maximum keeps `exp` from overflowing.
 pub fn softmax(x: &[f32], rows: usize, k: usize, log: bool) -> Vec<f32> {
     let mut out = vec![0.0; rows * k];
     for r in 0..rows {
         let xs = &x[r * k..(r + 1) * k];
         let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = xs.iter().map(|&v| (v - max).exp()).sum();
+        let sum: f64 = xs.iter().map(|&v| ((v - max) as f64).exp()).sum();
         for (o, &v) in out[r * k..(r + 1) * k].iter_mut().zip(xs) {
-            *o = if log { v - max - sum.ln() } else { (v - max).exp() / sum };
+            let shifted = (v - max) as f64;
+            *o = if log {
+                (shifted - sum.ln()) as f32
+            } else {
+                (shifted.exp() / sum) as f32
+            };
         }
     }
     out
@@ -61,11 +71,11 @@ pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], rows: usize, k: usize, eps: f
     let mut out = vec![0.0; rows * k];
     for r in 0..rows {
         let xs = &x[r * k..(r + 1) * k];
-        let mean = xs.iter().sum::<f32>() / k as f32;
-        let var = xs.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / k as f32;
-        let rstd = 1.0 / (var + eps).sqrt();
+        let mean = sum64(xs) / k as f64;
+        let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / k as f64;
+        let rstd = 1.0 / (var + eps as f64).sqrt();
         for (i, o) in out[r * k..(r + 1) * k].iter_mut().enumerate() {
-            *o = (xs[i] - mean) * rstd * w[i] + b[i];
+            *o = ((xs[i] as f64 - mean) * rstd * w[i] as f64 + b[i] as f64) as f32;
         }
     }
     out

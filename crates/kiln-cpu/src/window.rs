@@ -3,8 +3,17 @@
 use kiln_core::{PoolKind, WindowSpec};
 
 /// Input coordinate hit by output position `o` and kernel tap `k`, if inside the image.
-fn source(o: usize, k: usize, stride: usize, pad: usize, dilation: usize, size: usize) -> Option<usize> {
-    (o * stride + k * dilation).checked_sub(pad).filter(|&i| i < size)
+fn source(
+    o: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    size: usize,
+) -> Option<usize> {
+    (o * stride + k * dilation)
+        .checked_sub(pad)
+        .filter(|&i| i < size)
 }
 
 /// `[n, c, h, w]` -> `[n, c*kh*kw, oh*ow]`; out-of-image taps are zero.
@@ -17,10 +26,18 @@ pub fn im2col(x: &[f32], s: &WindowSpec) -> Vec<f32> {
                 for kx in 0..s.kw {
                     let row = (c * s.kh + ky) * s.kw + kx;
                     for oy in 0..s.oh {
-                        let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h) else { continue };
+                        let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h)
+                        else {
+                            continue;
+                        };
                         for ox in 0..s.ow {
-                            let Some(ix) = source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w) else { continue };
-                            out[(n * rows + row) * l + oy * s.ow + ox] = x[((n * s.c + c) * s.h + iy) * s.w + ix];
+                            let Some(ix) =
+                                source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w)
+                            else {
+                                continue;
+                            };
+                            out[(n * rows + row) * l + oy * s.ow + ox] =
+                                x[((n * s.c + c) * s.h + iy) * s.w + ix];
                         }
                     }
                 }
@@ -41,10 +58,18 @@ pub fn col2im(cols: &[f32], s: &WindowSpec) -> Vec<f32> {
                 for kx in 0..s.kw {
                     let row = (c * s.kh + ky) * s.kw + kx;
                     for oy in 0..s.oh {
-                        let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h) else { continue };
+                        let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h)
+                        else {
+                            continue;
+                        };
                         for ox in 0..s.ow {
-                            let Some(ix) = source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w) else { continue };
-                            out[((n * s.c + c) * s.h + iy) * s.w + ix] += cols[(n * rows + row) * l + oy * s.ow + ox];
+                            let Some(ix) =
+                                source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w)
+                            else {
+                                continue;
+                            };
+                            out[((n * s.c + c) * s.h + iy) * s.w + ix] +=
+                                cols[(n * rows + row) * l + oy * s.ow + ox];
                         }
                     }
                 }
@@ -65,9 +90,15 @@ pub fn max_pool2d(x: &[f32], s: &WindowSpec) -> (Vec<f32>, Vec<i32>) {
             for ox in 0..s.ow {
                 let (mut best, mut idx) = (f32::NEG_INFINITY, -1i32);
                 for ky in 0..s.kh {
-                    let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h) else { continue };
+                    let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h)
+                    else {
+                        continue;
+                    };
                     for kx in 0..s.kw {
-                        let Some(ix) = source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w) else { continue };
+                        let Some(ix) = source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w)
+                        else {
+                            continue;
+                        };
                         let v = plane[iy * s.w + ix];
                         if v > best || idx < 0 {
                             best = v;
@@ -108,7 +139,11 @@ pub fn avg_pool2d(x: &[f32], s: &WindowSpec, kind: PoolKind) -> Vec<f32> {
                         let y1 = py1.saturating_sub(s.padding.0).min(s.h);
                         let x0 = px0.saturating_sub(s.padding.1).min(s.w);
                         let x1 = px1.saturating_sub(s.padding.1).min(s.w);
-                        let divisor = if count_include_pad { (py1 - py0) * (px1 - px0) } else { (y1 - y0) * (x1 - x0) };
+                        let divisor = if count_include_pad {
+                            (py1 - py0) * (px1 - px0)
+                        } else {
+                            (y1 - y0) * (x1 - x0)
+                        };
                         (y0, y1, x0, x1, divisor as f32)
                     }
                 };

@@ -30,8 +30,10 @@ impl AdapterSummary {
             name: info.name,
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
-            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
-            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
@@ -54,7 +56,10 @@ fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
 
 /// Every adapter wgpu can see (after `WGPU_BACKEND` filtering), best first.
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    ranked(adapters(&instance())).iter().map(AdapterSummary::of).collect()
+    ranked(adapters(&instance()))
+        .iter()
+        .map(AdapterSummary::of)
+        .collect()
 }
 
 /// Orders adapters by preference: device type for the power preference, then native
@@ -85,7 +90,13 @@ pub(crate) fn choose(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
         return list
             .into_iter()
             .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
-            .ok_or(Error::NoAdapter { reason: format!("no adapter's name contains WGPU_ADAPTER_NAME={wanted:?} (found {names:?})") });
+            .ok_or(Error::NoAdapter {
+                reason: format!(
+                    "no adapter's name contains WGPU_ADAPTER_NAME={wanted:?} (found {names:?})"
+                ),
+            });
     }
-    list.into_iter().next().ok_or(Error::NoAdapter { reason: "wgpu found no adapter".into() })
+    list.into_iter().next().ok_or(Error::NoAdapter {
+        reason: "wgpu found no adapter".into(),
+    })
 }

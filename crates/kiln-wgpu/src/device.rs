@@ -18,6 +18,9 @@ const MAX_BATCH: usize = 64;
 /// Threads per workgroup of every 1-D kernel.
 pub(crate) const WORKGROUP: u32 = 256;
 
+/// Compute pipelines by kernel and the dtypes it was specialised to.
+type PipelineCache = HashMap<(Kernel, Vec<DType>), Arc<wgpu::ComputePipeline>>;
+
 #[derive(Default)]
 struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
@@ -31,7 +34,7 @@ struct Inner {
     queue: wgpu::Queue,
     limits: wgpu::Limits,
     shader_f16: bool,
-    pipelines: Mutex<HashMap<(Kernel, Vec<DType>), Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<PipelineCache>,
     pool: Arc<BufferPool>,
     batch: Mutex<Batch>,
     poison: AtomicBool,
@@ -46,7 +49,11 @@ pub struct GpuDevice {
 
 impl fmt::Debug for GpuDevice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "gpu:{}({}, {})", self.inner.id, self.inner.summary.name, self.inner.summary.backend)
+        write!(
+            f,
+            "gpu:{}({}, {})",
+            self.inner.id, self.inner.summary.name, self.inner.summary.backend
+        )
     }
 }
 
@@ -73,10 +80,14 @@ impl GpuDevice {
             required_limits: limits.clone(),
             ..Default::default()
         }))
-        .map_err(|e| Error::NoAdapter { reason: format!("{} refused a device: {e}", summary.name) })?;
+        .map_err(|e| Error::NoAdapter {
+            reason: format!("{} refused a device: {e}", summary.name),
+        })?;
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().unwrap().push(e.to_string())));
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string())
+        }));
         Ok(GpuDevice {
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -122,20 +133,41 @@ impl GpuDevice {
     /// A buffer for `n` elements of `dtype`, checked against the device's limits.
     pub(crate) fn alloc(&self, op: &'static str, n: usize, dtype: DType) -> Result<PooledBuffer> {
         if !self.supports(dtype) {
-            return Err(Error::UnsupportedDType { op, dtype, reason: "this adapter lacks SHADER_F16; convert with to_dtype(F32)" });
+            return Err(Error::UnsupportedDType {
+                op,
+                dtype,
+                reason: "this adapter lacks SHADER_F16; convert with to_dtype(F32)",
+            });
         }
         let bytes = (n as u64) * dtype.size_in_bytes() as u64;
-        let limit = (self.inner.limits.max_storage_buffer_binding_size as u64).min(self.inner.limits.max_buffer_size);
+        let limit = self
+            .inner
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.inner.limits.max_buffer_size);
         if bytes > limit {
-            return Err(Error::LimitExceeded { op, what: "a storage buffer of that many bytes", needed: bytes, limit });
+            return Err(Error::LimitExceeded {
+                op,
+                what: "a storage buffer of that many bytes",
+                needed: bytes,
+                limit,
+            });
         }
         // Round up to the pool's size class, but never past what one binding may hold.
-        let size = size_class(bytes).min(limit).max(bytes.div_ceil(4) * 4).max(4);
+        let size = size_class(bytes)
+            .min(limit)
+            .max(bytes.div_ceil(4) * 4)
+            .max(4);
         Ok(self.inner.pool.acquire(&self.inner.device, size))
     }
 
     /// A buffer for a kernel's output, poisoned when poisoning is on.
-    pub(crate) fn alloc_output(&self, op: &'static str, n: usize, dtype: DType) -> Result<PooledBuffer> {
+    pub(crate) fn alloc_output(
+        &self,
+        op: &'static str,
+        n: usize,
+        dtype: DType,
+    ) -> Result<PooledBuffer> {
         let buffer = self.alloc(op, n, dtype)?;
         if self.inner.poison.load(Ordering::Relaxed) {
             self.fill_words(op, &buffer, u32::MAX)?;
@@ -144,18 +176,36 @@ impl GpuDevice {
     }
 
     /// Writes `pattern` into every 32-bit word of the buffer (a kernel in the batch).
-    pub(crate) fn fill_words(&self, op: &'static str, buffer: &PooledBuffer, pattern: u32) -> Result<()> {
+    pub(crate) fn fill_words(
+        &self,
+        op: &'static str,
+        buffer: &PooledBuffer,
+        pattern: u32,
+    ) -> Result<()> {
         let words = (buffer.size() / 4) as usize;
         let params = crate::params::Words([words as u32, pattern, 0, 0]);
-        self.dispatch(op, Kernel::Fill, &[], bytemuck::bytes_of(&params), &[buffer.buffer()], self.groups_1d(op, words)?)
+        self.dispatch(
+            op,
+            Kernel::Fill,
+            &[],
+            bytemuck::bytes_of(&params),
+            &[buffer.buffer()],
+            self.groups_1d(op, words)?,
+        )
     }
 
     /// Uploads bytes into a fresh buffer. The queue runs the write before the next batch.
-    pub(crate) fn upload_bytes(&self, op: &'static str, bytes: &[u8], n: usize, dtype: DType) -> Result<PooledBuffer> {
+    pub(crate) fn upload_bytes(
+        &self,
+        op: &'static str,
+        bytes: &[u8],
+        n: usize,
+        dtype: DType,
+    ) -> Result<PooledBuffer> {
         let buffer = self.alloc(op, n, dtype)?;
         let mut padded;
         let mut data = bytes;
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             padded = bytes.to_vec();
             padded.resize(bytes.len().div_ceil(4) * 4, 0);
             data = &padded;
@@ -178,7 +228,12 @@ impl GpuDevice {
         let x = groups.clamp(1, max);
         let y = groups.div_ceil(x).max(1);
         if y > max {
-            return Err(Error::LimitExceeded { op, what: "workgroups", needed: groups as u64, limit: (max * max) as u64 });
+            return Err(Error::LimitExceeded {
+                op,
+                what: "workgroups",
+                needed: groups as u64,
+                limit: (max * max) as u64,
+            });
         }
         Ok([x as u32, y as u32, 1])
     }
@@ -188,10 +243,19 @@ impl GpuDevice {
     }
 
     /// Builds (once) the pipeline of `kernel` specialised to `dtypes`.
-    fn pipeline(&self, op: &'static str, kernel: Kernel, dtypes: &[DType]) -> Result<Arc<wgpu::ComputePipeline>> {
+    fn pipeline(
+        &self,
+        op: &'static str,
+        kernel: Kernel,
+        dtypes: &[DType],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
         for &d in dtypes {
             if !self.supports(d) {
-                return Err(Error::UnsupportedDType { op, dtype: d, reason: "this adapter lacks SHADER_F16; convert with to_dtype(F32)" });
+                return Err(Error::UnsupportedDType {
+                    op,
+                    dtype: d,
+                    reason: "this adapter lacks SHADER_F16; convert with to_dtype(F32)",
+                });
             }
         }
         let key = (kernel, dtypes.to_vec());
@@ -200,33 +264,54 @@ impl GpuDevice {
         }
         let source = kernel.specialise(dtypes)?;
         let pipeline = Arc::new(self.compile_wgsl(op, kernel.file().0, &source, "main")?);
-        self.inner.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        self.inner
+            .pipelines
+            .lock()
+            .unwrap()
+            .insert(key, pipeline.clone());
         Ok(pipeline)
     }
 
     /// Compiles WGSL into a compute pipeline; a shader that fails to parse or validate
     /// comes back as `Err(Error::Gpu { kind: Validation, .. })`.
-    pub fn compile_wgsl(&self, op: &'static str, label: &str, source: &str, entry: &str) -> Result<wgpu::ComputePipeline> {
+    pub fn compile_wgsl(
+        &self,
+        op: &'static str,
+        label: &str,
+        source: &str,
+        entry: &str,
+    ) -> Result<wgpu::ComputePipeline> {
         self.scoped(op, || {
-            let module = self.inner.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(label),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-            self.inner.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(label),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
+            let module = self
+                .inner
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(label),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+            self.inner
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(label),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
         })
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes.
     fn scoped<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> Result<T> {
-        let validation = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let oom = self.inner.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self
+            .inner
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self
+            .inner
+            .device
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let value = f();
         let oom = pollster::block_on(oom.pop());
         let validation = pollster::block_on(validation.pop());
@@ -243,32 +328,59 @@ impl GpuDevice {
             return Ok(());
         }
         let message = errors.drain(..).collect::<Vec<_>>().join("; ");
-        Err(Error::Gpu { op, kind: GpuErrorKind::Validation, message })
+        Err(Error::Gpu {
+            op,
+            kind: GpuErrorKind::Validation,
+            message,
+        })
     }
 
     /// Records one kernel launch into the current batch. `buffers` bind in order from
     /// binding 1; binding 0 is the uniform `params`.
-    pub(crate) fn dispatch(&self, op: &'static str, kernel: Kernel, dtypes: &[DType], params: &[u8], buffers: &[&wgpu::Buffer], groups: [u32; 3]) -> Result<()> {
+    pub(crate) fn dispatch(
+        &self,
+        op: &'static str,
+        kernel: Kernel,
+        dtypes: &[DType],
+        params: &[u8],
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<()> {
         let pipeline = self.pipeline(op, kernel, dtypes)?;
         let full = self.scoped(op, || {
-            let uniform = self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("kiln params"),
-                contents: params,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+            let uniform = self
+                .inner
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("kiln params"),
+                    contents: params,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                });
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: uniform.as_entire_binding(),
+            }];
             for (i, b) in buffers.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: b.as_entire_binding(),
+                });
             }
-            let bind_group = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(kernel.file().0),
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            });
+            let bind_group = self
+                .inner
+                .device
+                .create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(kernel.file().0),
+                    layout: &pipeline.get_bind_group_layout(0),
+                    entries: &entries,
+                });
             let mut batch = self.inner.batch.lock().unwrap();
             let encoder = batch.encoder.get_or_insert_with(|| self.new_encoder());
             {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.file().0), timestamp_writes: None });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(kernel.file().0),
+                    timestamp_writes: None,
+                });
                 pass.set_pipeline(&pipeline);
                 pass.set_bind_group(0, &bind_group, &[]);
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -283,25 +395,31 @@ impl GpuDevice {
     }
 
     fn new_encoder(&self) -> wgpu::CommandEncoder {
-        self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("kiln batch") })
+        self.inner
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("kiln batch"),
+            })
     }
 
     /// Records a buffer clear (zeros) into the current batch.
     pub(crate) fn clear(&self, op: &'static str, buffer: &PooledBuffer) -> Result<()> {
         self.scoped(op, || {
             let mut batch = self.inner.batch.lock().unwrap();
-            batch.encoder.get_or_insert_with(|| self.new_encoder()).clear_buffer(buffer.buffer(), 0, None);
+            batch
+                .encoder
+                .get_or_insert_with(|| self.new_encoder())
+                .clear_buffer(buffer.buffer(), 0, None);
         })
     }
 
-    /// Submits everything recorded so far.
+    /// Submits everything recorded so far. The batch lock is held from taking the
+    /// encoder until buffers are recycled, so batches reach the queue in recording
+    /// order and no buffer is reused while an unsubmitted command still reads it.
     pub fn flush(&self, op: &'static str) -> Result<()> {
-        let encoder = {
-            let mut batch = self.inner.batch.lock().unwrap();
-            batch.dispatches = 0;
-            batch.encoder.take()
-        };
-        if let Some(encoder) = encoder {
+        let mut batch = self.inner.batch.lock().unwrap();
+        batch.dispatches = 0;
+        if let Some(encoder) = batch.encoder.take() {
             self.scoped(op, || {
                 self.inner.queue.submit([encoder.finish()]);
             })?;
@@ -311,7 +429,12 @@ impl GpuDevice {
     }
 
     /// Copies the first `bytes` of `buffer` to the host: a sync point.
-    pub(crate) fn read_bytes(&self, op: &'static str, buffer: &PooledBuffer, bytes: usize) -> Result<Vec<u8>> {
+    pub(crate) fn read_bytes(
+        &self,
+        op: &'static str,
+        buffer: &PooledBuffer,
+        bytes: usize,
+    ) -> Result<Vec<u8>> {
         let size = (bytes.div_ceil(4) * 4).max(4) as u64;
         let staging = self.scoped(op, || {
             let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
@@ -321,7 +444,10 @@ impl GpuDevice {
                 mapped_at_creation: false,
             });
             let mut batch = self.inner.batch.lock().unwrap();
-            batch.encoder.get_or_insert_with(|| self.new_encoder()).copy_buffer_to_buffer(buffer.buffer(), 0, &staging, 0, size);
+            batch
+                .encoder
+                .get_or_insert_with(|| self.new_encoder())
+                .copy_buffer_to_buffer(buffer.buffer(), 0, &staging, 0, size);
             staging
         })?;
         self.flush(op)?;
@@ -333,12 +459,26 @@ impl GpuDevice {
         self.inner
             .device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu { op, kind: GpuErrorKind::DeviceLost, message: e.to_string() })?;
-        let mapped = rx.recv().map_err(|e| Error::Gpu { op, kind: GpuErrorKind::Readback, message: e.to_string() })?;
-        mapped.map_err(|e| Error::Gpu { op, kind: GpuErrorKind::Readback, message: e.to_string() })?;
-        let data = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Gpu { op, kind: GpuErrorKind::Readback, message: e.to_string() })?[..bytes]
+            .map_err(|e| Error::Gpu {
+                op,
+                kind: GpuErrorKind::DeviceLost,
+                message: e.to_string(),
+            })?;
+        let mapped = rx.recv().map_err(|e| Error::Gpu {
+            op,
+            kind: GpuErrorKind::Readback,
+            message: e.to_string(),
+        })?;
+        mapped.map_err(|e| Error::Gpu {
+            op,
+            kind: GpuErrorKind::Readback,
+            message: e.to_string(),
+        })?;
+        let data = slice.get_mapped_range().map_err(|e| Error::Gpu {
+            op,
+            kind: GpuErrorKind::Readback,
+            message: e.to_string(),
+        })?[..bytes]
             .to_vec();
         staging.unmap();
         self.take_uncaptured(op)?;
@@ -352,5 +492,9 @@ fn gpu_error(op: &'static str, e: wgpu::Error) -> Error {
         wgpu::Error::Validation { .. } => GpuErrorKind::Validation,
         wgpu::Error::Internal { .. } => GpuErrorKind::Internal,
     };
-    Error::Gpu { op, kind, message: e.to_string() }
+    Error::Gpu {
+        op,
+        kind,
+        message: e.to_string(),
+    }
 }

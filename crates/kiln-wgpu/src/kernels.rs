@@ -97,8 +97,13 @@ impl Kernel {
         const FLOATS: [DType; 2] = [DType::F32, DType::F16];
         match self {
             Kernel::BinaryInt | Kernel::Fill => vec![vec![]],
-            Kernel::Where | Kernel::Cast => ALL.iter().flat_map(|&a| ALL.iter().map(move |&b| vec![a, b])).collect(),
-            Kernel::Copy | Kernel::Gather | Kernel::Reduce | Kernel::ArgReduce => ALL.iter().map(|&d| vec![d]).collect(),
+            Kernel::Where | Kernel::Cast => ALL
+                .iter()
+                .flat_map(|&a| ALL.iter().map(move |&b| vec![a, b]))
+                .collect(),
+            Kernel::Copy | Kernel::Gather | Kernel::Reduce | Kernel::ArgReduce => {
+                ALL.iter().map(|&d| vec![d]).collect()
+            }
             _ => FLOATS.iter().map(|&d| vec![d]).collect(),
         }
     }
@@ -110,14 +115,21 @@ impl Kernel {
         if params.len() != dtypes.len() {
             return Err(Error::InvalidArgument {
                 op: "specialise",
-                reason: format!("{path} takes {} element types, got {}", params.len(), dtypes.len()),
+                reason: format!(
+                    "{path} takes {} element types, got {}",
+                    params.len(),
+                    dtypes.len()
+                ),
             });
         }
         let mut source = text.to_string();
         for (name, dtype) in params.iter().zip(dtypes) {
             let default = format!("alias {name} = f32;");
             if !source.contains(&default) {
-                return Err(Error::InvalidArgument { op: "specialise", reason: format!("{path} lacks `{default}`") });
+                return Err(Error::InvalidArgument {
+                    op: "specialise",
+                    reason: format!("{path} lacks `{default}`"),
+                });
             }
             source = source.replacen(&default, &format!("alias {name} = {};", dtype.name()), 1);
         }

@@ -22,15 +22,29 @@ pub(crate) struct ElementwiseParams {
 }
 
 pub(crate) fn to_u32(op: &'static str, what: &'static str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::LimitExceeded { op, what, needed: v as u64, limit: u32::MAX as u64 })
+    u32::try_from(v).map_err(|_| Error::LimitExceeded {
+        op,
+        what,
+        needed: v as u64,
+        limit: u32::MAX as u64,
+    })
 }
 
 impl ElementwiseParams {
     /// Operands 0..3 are inputs, 3 is the output; all share the first layout's shape.
-    pub fn new(op: &'static str, code: u32, inputs: &[&Layout], output: Option<&Layout>) -> Result<Self> {
+    pub fn new(
+        op: &'static str,
+        code: u32,
+        inputs: &[&Layout],
+        output: Option<&Layout>,
+    ) -> Result<Self> {
         let shape = inputs[0].dims();
         if shape.len() > MAX_RANK {
-            return Err(Error::RankTooLarge { op, rank: shape.len(), max: MAX_RANK });
+            return Err(Error::RankTooLarge {
+                op,
+                rank: shape.len(),
+                max: MAX_RANK,
+            });
         }
         let mut p = ElementwiseParams::zeroed();
         p.numel = to_u32(op, "element count", inputs[0].elem_count())?;
@@ -39,7 +53,11 @@ impl ElementwiseParams {
         for (d, &s) in shape.iter().enumerate() {
             p.shape[d] = s as u32;
         }
-        let slots = inputs.iter().enumerate().map(|(i, l)| (i, *l)).chain(output.map(|l| (3, l)));
+        let slots = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, *l))
+            .chain(output.map(|l| (3, l)));
         for (slot, layout) in slots {
             p.offsets[slot] = to_u32(op, "offset", layout.offset())?;
             if layout.is_contiguous() {

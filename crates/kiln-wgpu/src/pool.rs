@@ -48,12 +48,18 @@ impl BufferPool {
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("kiln tensor"),
                     size,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 })
             }
         };
-        PooledBuffer { buffer: Some(buffer), size, pool: self.clone() }
+        PooledBuffer {
+            buffer: Some(buffer),
+            size,
+            pool: self.clone(),
+        }
     }
 
     /// Called after a submission: everything released before it may be reused.
@@ -68,7 +74,11 @@ impl BufferPool {
     /// Drops every free buffer (not ones awaiting submission).
     pub(crate) fn trim(&self) {
         let mut state = self.state.lock().unwrap();
-        let freed: u64 = state.free.iter().map(|(size, v)| size * v.len() as u64).sum();
+        let freed: u64 = state
+            .free
+            .iter()
+            .map(|(size, v)| size * v.len() as u64)
+            .sum();
         state.free.clear();
         state.stats.pooled_bytes -= freed;
     }
@@ -94,7 +104,9 @@ pub(crate) struct PooledBuffer {
 
 impl PooledBuffer {
     pub(crate) fn buffer(&self) -> &wgpu::Buffer {
-        self.buffer.as_ref().expect("a pooled buffer is only taken in drop")
+        self.buffer
+            .as_ref()
+            .expect("a pooled buffer is only taken in drop")
     }
 
     pub(crate) fn size(&self) -> u64 {

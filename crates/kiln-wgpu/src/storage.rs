@@ -5,8 +5,8 @@ use crate::device::GpuDevice;
 use crate::ops;
 use crate::pool::PooledBuffer;
 use kiln_core::{
-    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind, ReduceOp, Result, ScatterSpec,
-    UnaryOp, WindowSpec,
+    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec,
+    PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 use std::sync::Arc;
 
@@ -21,7 +21,12 @@ pub struct GpuStorage {
 
 impl GpuStorage {
     pub(crate) fn new(buffer: PooledBuffer, dtype: DType, len: usize, device: &GpuDevice) -> Self {
-        GpuStorage { buffer: Arc::new(buffer), dtype, len, device: device.clone() }
+        GpuStorage {
+            buffer: Arc::new(buffer),
+            dtype,
+            len,
+            device: device.clone(),
+        }
     }
 
     /// Elements the storage holds.
@@ -56,7 +61,9 @@ impl BackendStorage for GpuStorage {
             &compact
         };
         let n = layout.elem_count();
-        let bytes = self.device.read_bytes("to_vec", &source.buffer, n * self.dtype.size_in_bytes())?;
+        let bytes =
+            self.device
+                .read_bytes("to_vec", &source.buffer, n * self.dtype.size_in_bytes())?;
         Ok(HostBuffer::from_bytes(self.dtype, &bytes, n))
     }
 
@@ -64,11 +71,24 @@ impl BackendStorage for GpuStorage {
         ops::elementwise::unary(self, layout, op)
     }
 
-    fn binary(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: BinaryOp) -> Result<Self> {
+    fn binary(
+        &self,
+        layout: &Layout,
+        rhs: &Self,
+        rhs_layout: &Layout,
+        op: BinaryOp,
+    ) -> Result<Self> {
         ops::elementwise::binary(self, layout, rhs, rhs_layout, op)
     }
 
-    fn where_cond(&self, layout: &Layout, on_true: &Self, tl: &Layout, on_false: &Self, fl: &Layout) -> Result<Self> {
+    fn where_cond(
+        &self,
+        layout: &Layout,
+        on_true: &Self,
+        tl: &Layout,
+        on_false: &Self,
+        fl: &Layout,
+    ) -> Result<Self> {
         ops::elementwise::where_cond(self, layout, on_true, tl, on_false, fl)
     }
 
@@ -88,7 +108,14 @@ impl BackendStorage for GpuStorage {
         ops::reduce::softmax(self, rows, k, log)
     }
 
-    fn layer_norm(&self, weight: &Self, bias: &Self, rows: usize, k: usize, eps: f32) -> Result<Self> {
+    fn layer_norm(
+        &self,
+        weight: &Self,
+        bias: &Self,
+        rows: usize,
+        k: usize,
+        eps: f32,
+    ) -> Result<Self> {
         ops::reduce::layer_norm(self, weight, bias, rows, k, eps)
     }
 
@@ -140,7 +167,22 @@ impl BackendDevice for GpuDevice {
         ops::create::philox(self, n, dtype, 0, 0, seed, stream)
     }
 
-    fn bernoulli(&self, n: usize, dtype: DType, p: f64, seed: u64, stream: u64) -> Result<GpuStorage> {
-        ops::create::philox(self, n, dtype, 1, kiln_core::philox::bernoulli_threshold(p), seed, stream)
+    fn bernoulli(
+        &self,
+        n: usize,
+        dtype: DType,
+        p: f64,
+        seed: u64,
+        stream: u64,
+    ) -> Result<GpuStorage> {
+        ops::create::philox(
+            self,
+            n,
+            dtype,
+            1,
+            kiln_core::philox::bernoulli_threshold(p),
+            seed,
+            stream,
+        )
     }
 }

@@ -15,7 +15,12 @@ pub struct Conv2dOptions {
 
 impl Default for Conv2dOptions {
     fn default() -> Self {
-        Conv2dOptions { stride: (1, 1), padding: (0, 0), dilation: (1, 1), groups: 1 }
+        Conv2dOptions {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
     }
 }
 
@@ -25,34 +30,83 @@ fn invalid(op: &'static str, reason: String) -> Error {
 
 impl Tensor {
     /// `input [n, c, h, w]`, `weight [out, c / groups, kh, kw]`, `bias [out]`.
-    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, o: Conv2dOptions) -> Result<Tensor> {
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        o: Conv2dOptions,
+    ) -> Result<Tensor> {
         let op = "conv2d";
         self.require_rank(op, 4)?;
         weight.require_rank(op, 4)?;
         self.same_device(op, weight)?;
         self.same_dtype(op, weight)?;
-        let (n, c, h, w) = (self.dims()[0], self.dims()[1], self.dims()[2], self.dims()[3]);
-        let (out_c, wc, kh, kw) = (weight.dims()[0], weight.dims()[1], weight.dims()[2], weight.dims()[3]);
+        let (n, c, h, w) = (
+            self.dims()[0],
+            self.dims()[1],
+            self.dims()[2],
+            self.dims()[3],
+        );
+        let (out_c, wc, kh, kw) = (
+            weight.dims()[0],
+            weight.dims()[1],
+            weight.dims()[2],
+            weight.dims()[3],
+        );
         let g = o.groups;
         if g == 0 || c % g != 0 || out_c % g != 0 || wc * g != c {
-            return Err(Error::ShapeMismatch { op, lhs: self.shape().clone(), rhs: weight.shape().clone() });
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().clone(),
+                rhs: weight.shape().clone(),
+            });
         }
-        if o.stride.0 == 0 || o.stride.1 == 0 || o.dilation.0 == 0 || o.dilation.1 == 0 || kh == 0 || kw == 0 {
-            return Err(invalid(op, format!("stride {:?}, dilation {:?} and kernel sizes must be positive", o.stride, o.dilation)));
+        if o.stride.0 == 0
+            || o.stride.1 == 0
+            || o.dilation.0 == 0
+            || o.dilation.1 == 0
+            || kh == 0
+            || kw == 0
+        {
+            return Err(invalid(
+                op,
+                format!(
+                    "stride {:?}, dilation {:?} and kernel sizes must be positive",
+                    o.stride, o.dilation
+                ),
+            ));
         }
         let (oh, ow) = match (
             WindowSpec::out_size(h, kh, o.stride.0, o.padding.0, o.dilation.0),
             WindowSpec::out_size(w, kw, o.stride.1, o.padding.1, o.dilation.1),
         ) {
             (Some(a), Some(b)) => (a, b),
-            _ => return Err(Error::ShapeMismatch { op, lhs: self.shape().clone(), rhs: weight.shape().clone() }),
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: self.shape().clone(),
+                    rhs: weight.shape().clone(),
+                })
+            }
         };
         let x = self.contiguous()?;
         let pointwise = kh == 1 && kw == 1 && o.stride == (1, 1) && o.padding == (0, 0);
         let cols = if pointwise {
             x.reshape([n, c, h * w])?
         } else {
-            let spec = WindowSpec { n, c, h, w, kh, kw, stride: o.stride, padding: o.padding, dilation: o.dilation, oh, ow };
+            let spec = WindowSpec {
+                n,
+                c,
+                h,
+                w,
+                kh,
+                kw,
+                stride: o.stride,
+                padding: o.padding,
+                dilation: o.dilation,
+                oh,
+                ow,
+            };
             Tensor::from_storage(x.storage().im2col(&spec)?, [n, c * kh * kw, oh * ow])
         };
         let kdim = wc * kh * kw;
@@ -68,49 +122,148 @@ impl Tensor {
 
     /// `input [n, c, l]`, `weight [out, c / groups, k]`, `bias [out]`; options as in
     /// `conv2d` with the height entries ignored.
-    pub fn conv1d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize, dilation: usize, groups: usize) -> Result<Tensor> {
+    pub fn conv1d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> Result<Tensor> {
         self.require_rank("conv1d", 3)?;
         weight.require_rank("conv1d", 3)?;
-        let o = Conv2dOptions { stride: (1, stride), padding: (0, padding), dilation: (1, dilation), groups };
-        self.unsqueeze(2)?.conv2d(&weight.unsqueeze(2)?, bias, o)?.squeeze(2)
+        let o = Conv2dOptions {
+            stride: (1, stride),
+            padding: (0, padding),
+            dilation: (1, dilation),
+            groups,
+        };
+        self.unsqueeze(2)?
+            .conv2d(&weight.unsqueeze(2)?, bias, o)?
+            .squeeze(2)
     }
 
     /// Transposed convolution (the gradient of `conv2d` with respect to its input):
     /// `input [n, c, h, w]`, `weight [c, out / groups, kh, kw]`, `bias [out]`.
-    pub fn conv_transpose2d(&self, weight: &Tensor, bias: Option<&Tensor>, o: Conv2dOptions, output_padding: (usize, usize)) -> Result<Tensor> {
+    pub fn conv_transpose2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        o: Conv2dOptions,
+        output_padding: (usize, usize),
+    ) -> Result<Tensor> {
         let op = "conv_transpose2d";
         self.require_rank(op, 4)?;
         weight.require_rank(op, 4)?;
         self.same_device(op, weight)?;
         self.same_dtype(op, weight)?;
-        let (n, c, h, w) = (self.dims()[0], self.dims()[1], self.dims()[2], self.dims()[3]);
-        let (wc, out_per_group, kh, kw) = (weight.dims()[0], weight.dims()[1], weight.dims()[2], weight.dims()[3]);
+        let (n, c, h, w) = (
+            self.dims()[0],
+            self.dims()[1],
+            self.dims()[2],
+            self.dims()[3],
+        );
+        let (wc, out_per_group, kh, kw) = (
+            weight.dims()[0],
+            weight.dims()[1],
+            weight.dims()[2],
+            weight.dims()[3],
+        );
         let g = o.groups;
         if g == 0 || wc != c || c % g != 0 {
-            return Err(Error::ShapeMismatch { op, lhs: self.shape().clone(), rhs: weight.shape().clone() });
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().clone(),
+                rhs: weight.shape().clone(),
+            });
         }
-        if o.stride.0 == 0 || o.stride.1 == 0 || o.dilation.0 == 0 || o.dilation.1 == 0 || kh == 0 || kw == 0 {
-            return Err(invalid(op, format!("stride {:?}, dilation {:?} and kernel sizes must be positive", o.stride, o.dilation)));
+        if o.stride.0 == 0
+            || o.stride.1 == 0
+            || o.dilation.0 == 0
+            || o.dilation.1 == 0
+            || kh == 0
+            || kw == 0
+        {
+            return Err(invalid(
+                op,
+                format!(
+                    "stride {:?}, dilation {:?} and kernel sizes must be positive",
+                    o.stride, o.dilation
+                ),
+            ));
         }
-        if output_padding.0 >= o.stride.0.max(o.dilation.0) || output_padding.1 >= o.stride.1.max(o.dilation.1) {
-            return Err(invalid(op, format!("output_padding {output_padding:?} must be below stride or dilation")));
+        if output_padding.0 >= o.stride.0.max(o.dilation.0)
+            || output_padding.1 >= o.stride.1.max(o.dilation.1)
+        {
+            return Err(invalid(
+                op,
+                format!("output_padding {output_padding:?} must be below stride or dilation"),
+            ));
         }
         if h == 0 || w == 0 {
-            return Err(Error::InvalidShape { op, shape: self.shape().clone(), reason: "empty spatial dims".into() });
+            return Err(Error::InvalidShape {
+                op,
+                shape: self.shape().clone(),
+                reason: "empty spatial dims".into(),
+            });
         }
-        let size = |i: usize, s: usize, p: usize, d: usize, k: usize, op_: usize| ((i - 1) * s + d * (k - 1) + op_ + 1).checked_sub(2 * p);
-        let (oh, ow) = match (size(h, o.stride.0, o.padding.0, o.dilation.0, kh, output_padding.0), size(w, o.stride.1, o.padding.1, o.dilation.1, kw, output_padding.1)) {
+        let size = |i: usize, s: usize, p: usize, d: usize, k: usize, op_: usize| {
+            ((i - 1) * s + d * (k - 1) + op_ + 1).checked_sub(2 * p)
+        };
+        let (oh, ow) = match (
+            size(
+                h,
+                o.stride.0,
+                o.padding.0,
+                o.dilation.0,
+                kh,
+                output_padding.0,
+            ),
+            size(
+                w,
+                o.stride.1,
+                o.padding.1,
+                o.dilation.1,
+                kw,
+                output_padding.1,
+            ),
+        ) {
             (Some(a), Some(b)) if a > 0 && b > 0 => (a, b),
-            _ => return Err(Error::ShapeMismatch { op, lhs: self.shape().clone(), rhs: weight.shape().clone() }),
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: self.shape().clone(),
+                    rhs: weight.shape().clone(),
+                })
+            }
         };
         let out_c = out_per_group * g;
         let kdim = out_per_group * kh * kw;
         // columns [n, g, kdim, h*w] = filters^T [g, kdim, c/g] @ input [n, g, c/g, h*w]
-        let filters = weight.contiguous()?.reshape([1, g, c / g, kdim])?.transpose(-2, -1)?;
+        let filters = weight
+            .contiguous()?
+            .reshape([1, g, c / g, kdim])?
+            .transpose(-2, -1)?;
         let x = self.contiguous()?.reshape([n, g, c / g, h * w])?;
         let cols = filters.matmul(&x)?.reshape([n, out_c * kh * kw, h * w])?;
-        let spec = WindowSpec { n, c: out_c, h: oh, w: ow, kh, kw, stride: o.stride, padding: o.padding, dilation: o.dilation, oh: h, ow: w };
-        let mut out = Tensor::from_storage(cols.contiguous()?.storage().col2im(&spec)?, [n, out_c, oh, ow]);
+        let spec = WindowSpec {
+            n,
+            c: out_c,
+            h: oh,
+            w: ow,
+            kh,
+            kw,
+            stride: o.stride,
+            padding: o.padding,
+            dilation: o.dilation,
+            oh: h,
+            ow: w,
+        };
+        let mut out = Tensor::from_storage(
+            cols.contiguous()?.storage().col2im(&spec)?,
+            [n, out_c, oh, ow],
+        );
         if let Some(b) = bias {
             out = out.add(&b.reshape([1, out_c, 1, 1])?)?;
         }

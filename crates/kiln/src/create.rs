@@ -33,17 +33,28 @@ impl Tensor {
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         check_rank("zeros", &shape)?;
-        Ok(Tensor::from_storage(device.zeros_storage(shape.elem_count(), dtype)?, shape))
+        Ok(Tensor::from_storage(
+            device.zeros_storage(shape.elem_count(), dtype)?,
+            shape,
+        ))
     }
 
     pub fn ones(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         Tensor::full(shape, 1.0, dtype, device)
     }
 
-    pub fn full(shape: impl Into<Shape>, value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn full(
+        shape: impl Into<Shape>,
+        value: f64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         check_rank("full", &shape)?;
-        Ok(Tensor::from_storage(device.full_storage(shape.elem_count(), dtype, value)?, shape))
+        Ok(Tensor::from_storage(
+            device.full_storage(shape.elem_count(), dtype, value)?,
+            shape,
+        ))
     }
 
     pub fn zeros_like(&self) -> Result<Tensor> {
@@ -59,26 +70,48 @@ impl Tensor {
     }
 
     /// A tensor holding `data` (row-major) with `shape`.
-    pub fn from_vec<T: Element>(data: Vec<T>, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
+    pub fn from_vec<T: Element>(
+        data: Vec<T>,
+        shape: impl Into<Shape>,
+        device: &Device,
+    ) -> Result<Tensor> {
         Tensor::from_host(T::into_host(data), shape.into(), device)
     }
 
-    pub fn from_slice<T: Element>(data: &[T], shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
+    pub fn from_slice<T: Element>(
+        data: &[T],
+        shape: impl Into<Shape>,
+        device: &Device,
+    ) -> Result<Tensor> {
         Tensor::from_vec(data.to_vec(), shape, device)
     }
 
     pub(crate) fn from_host(data: HostBuffer, shape: Shape, device: &Device) -> Result<Tensor> {
         check_rank("from_vec", &shape)?;
         if data.len() != shape.elem_count() {
-            return Err(Error::ElementCount { op: "from_vec", expected: shape.elem_count(), got: data.len(), shape });
+            return Err(Error::ElementCount {
+                op: "from_vec",
+                expected: shape.elem_count(),
+                got: data.len(),
+                shape,
+            });
         }
         Ok(Tensor::from_storage(device.upload(&data)?, shape))
     }
 
     /// `start, start + step, ...` below `end` (above it for a negative step), as a 1-D tensor.
-    pub fn arange(start: f64, end: f64, step: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn arange(
+        start: f64,
+        end: f64,
+        step: f64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
-            return Err(Error::InvalidArgument { op: "arange", reason: format!("start {start}, end {end}, step {step} do not make a range") });
+            return Err(Error::InvalidArgument {
+                op: "arange",
+                reason: format!("start {start}, end {end}, step {step} do not make a range"),
+            });
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
@@ -91,7 +124,9 @@ impl Tensor {
 
     /// The `n x n` identity matrix.
     pub fn eye(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-        let values: Vec<f32> = (0..n * n).map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
+        let values: Vec<f32> = (0..n * n)
+            .map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 })
+            .collect();
         let host = match dtype {
             DType::I32 => HostBuffer::I32(values.iter().map(|&v| v as i32).collect()),
             _ => HostBuffer::from_f32(dtype, values),

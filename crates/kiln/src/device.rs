@@ -21,7 +21,10 @@ impl Device {
     /// The process's shared GPU device, opened on first use on the adapter chosen by
     /// `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`.
     pub fn gpu() -> Result<Device> {
-        DEFAULT_GPU.get_or_init(GpuDevice::new).clone().map(Device::Gpu)
+        DEFAULT_GPU
+            .get_or_init(GpuDevice::new)
+            .clone()
+            .map(Device::Gpu)
     }
 
     /// `KILN_DEVICE=cpu` or `gpu` decides; otherwise a GPU when one opens, else the CPU.
@@ -29,7 +32,10 @@ impl Device {
         match std::env::var("KILN_DEVICE").as_deref() {
             Ok("cpu") => Ok(Device::Cpu),
             Ok("gpu") => Device::gpu(),
-            Ok(other) => Err(Error::InvalidArgument { op: "Device::best", reason: format!("KILN_DEVICE must be cpu or gpu, not {other:?}") }),
+            Ok(other) => Err(Error::InvalidArgument {
+                op: "Device::best",
+                reason: format!("KILN_DEVICE must be cpu or gpu, not {other:?}"),
+            }),
             Err(_) => Ok(Device::gpu().unwrap_or(Device::Cpu)),
         }
     }
@@ -40,7 +46,10 @@ impl Device {
             "cpu" => Ok(Device::Cpu),
             "gpu" => Device::gpu(),
             "auto" => Device::best(),
-            other => Err(Error::InvalidArgument { op: "Device::parse", reason: format!("unknown device {other:?}: use cpu, gpu or auto") }),
+            other => Err(Error::InvalidArgument {
+                op: "Device::parse",
+                reason: format!("unknown device {other:?}: use cpu, gpu or auto"),
+            }),
         }
     }
 

@@ -154,9 +154,15 @@ impl Tensor {
     }
     pub fn clamp(&self, min: f64, max: f64) -> Result<Tensor> {
         if min > max {
-            return Err(Error::InvalidArgument { op: "clamp", reason: format!("min {min} exceeds max {max}") });
+            return Err(Error::InvalidArgument {
+                op: "clamp",
+                reason: format!("min {min} exceeds max {max}"),
+            });
         }
-        self.unary_op(UnaryOp::Clamp { min: min as f32, max: max as f32 })
+        self.unary_op(UnaryOp::Clamp {
+            min: min as f32,
+            max: max as f32,
+        })
     }
 
     /// `self != 0 ? on_true : on_false`, all three broadcast together; `self` is the mask.
@@ -165,11 +171,17 @@ impl Tensor {
         self.same_device(op, on_true)?;
         self.same_device(op, on_false)?;
         on_true.same_dtype(op, on_false)?;
-        let shape = Shape::broadcast(op, &Shape::broadcast(op, self.shape(), on_true.shape())?, on_false.shape())?;
+        let shape = Shape::broadcast(
+            op,
+            &Shape::broadcast(op, self.shape(), on_true.shape())?,
+            on_false.shape(),
+        )?;
         let c = self.layout().broadcast_to(op, &shape)?;
         let t = on_true.layout().broadcast_to(op, &shape)?;
         let f = on_false.layout().broadcast_to(op, &shape)?;
-        let storage = self.storage().where_cond(&c, on_true.storage(), &t, on_false.storage(), &f)?;
+        let storage =
+            self.storage()
+                .where_cond(&c, on_true.storage(), &t, on_false.storage(), &f)?;
         Ok(Tensor::from_storage(storage, shape))
     }
 

@@ -8,17 +8,33 @@ use kiln_core::{DType, Error, GatherSpec, Result, ScatterSpec, Shape};
 impl Tensor {
     fn check_indices(&self, op: &'static str, size: usize) -> Result<()> {
         if self.dtype() != DType::I32 {
-            return Err(Error::UnsupportedDType { op, dtype: self.dtype(), reason: "indices must be i32" });
+            return Err(Error::UnsupportedDType {
+                op,
+                dtype: self.dtype(),
+                reason: "indices must be i32",
+            });
         }
-        if let Some(&bad) = self.to_vec::<i32>()?.iter().find(|&&i| i < 0 || i as usize >= size) {
-            return Err(Error::IndexOutOfRange { op, index: bad as i64, size });
+        if let Some(&bad) = self
+            .to_vec::<i32>()?
+            .iter()
+            .find(|&&i| i < 0 || i as usize >= size)
+        {
+            return Err(Error::IndexOutOfRange {
+                op,
+                index: bad as i64,
+                size,
+            });
         }
         Ok(())
     }
 
     /// `[outer, dim, inner]` sizes around dim `d`.
     fn split_at(&self, d: usize) -> (usize, usize, usize) {
-        (self.dims()[..d].iter().product(), self.dims()[d], self.dims()[d + 1..].iter().product())
+        (
+            self.dims()[..d].iter().product(),
+            self.dims()[d],
+            self.dims()[d + 1..].iter().product(),
+        )
     }
 
     /// Entries `index[j]` along `dim`; `index` is 1-D i32.
@@ -29,8 +45,17 @@ impl Tensor {
         index.require_rank(op, 1)?;
         index.check_indices(op, self.dims()[d])?;
         let (outer, in_dim, inner) = self.split_at(d);
-        let spec = GatherSpec { outer, in_dim, out_dim: index.elem_count(), inner, index_strides: [0, 1, 0] };
-        let storage = self.contiguous()?.storage().gather(index.contiguous()?.storage(), &spec)?;
+        let spec = GatherSpec {
+            outer,
+            in_dim,
+            out_dim: index.elem_count(),
+            inner,
+            index_strides: [0, 1, 0],
+        };
+        let storage = self
+            .contiguous()?
+            .storage()
+            .gather(index.contiguous()?.storage(), &spec)?;
         let mut dims = self.dims().to_vec();
         dims[d] = index.elem_count();
         Ok(Tensor::from_storage(storage, Shape::new(dims)))
@@ -42,15 +67,29 @@ impl Tensor {
         let op = "gather";
         self.same_device(op, index)?;
         let d = self.shape().dim(op, dim)?;
-        let same_rest = index.rank() == self.rank() && (0..self.rank()).all(|i| i == d || index.dims()[i] == self.dims()[i]);
+        let same_rest = index.rank() == self.rank()
+            && (0..self.rank()).all(|i| i == d || index.dims()[i] == self.dims()[i]);
         if !same_rest {
-            return Err(Error::ShapeMismatch { op, lhs: self.shape().clone(), rhs: index.shape().clone() });
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().clone(),
+                rhs: index.shape().clone(),
+            });
         }
         index.check_indices(op, self.dims()[d])?;
         let (outer, in_dim, inner) = self.split_at(d);
         let out_dim = index.dims()[d];
-        let spec = GatherSpec { outer, in_dim, out_dim, inner, index_strides: [out_dim * inner, inner, 1] };
-        let storage = self.contiguous()?.storage().gather(index.contiguous()?.storage(), &spec)?;
+        let spec = GatherSpec {
+            outer,
+            in_dim,
+            out_dim,
+            inner,
+            index_strides: [out_dim * inner, inner, 1],
+        };
+        let storage = self
+            .contiguous()?
+            .storage()
+            .gather(index.contiguous()?.storage(), &spec)?;
         Ok(Tensor::from_storage(storage, index.shape().clone()))
     }
 
@@ -66,12 +105,25 @@ impl Tensor {
             && index.rank() == self.rank()
             && (0..self.rank()).all(|i| i == d || index.dims()[i] == self.dims()[i]);
         if !fits {
-            return Err(Error::ShapeMismatch { op, lhs: self.shape().clone(), rhs: index.shape().clone() });
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().clone(),
+                rhs: index.shape().clone(),
+            });
         }
         index.check_indices(op, self.dims()[d])?;
         let (outer, dim_size, inner) = self.split_at(d);
-        let spec = ScatterSpec { outer, dim: dim_size, src_dim: index.dims()[d], inner };
-        let storage = self.contiguous()?.storage().scatter_add(index.contiguous()?.storage(), src.contiguous()?.storage(), &spec)?;
+        let spec = ScatterSpec {
+            outer,
+            dim: dim_size,
+            src_dim: index.dims()[d],
+            inner,
+        };
+        let storage = self.contiguous()?.storage().scatter_add(
+            index.contiguous()?.storage(),
+            src.contiguous()?.storage(),
+            &spec,
+        )?;
         Ok(Tensor::from_storage(storage, self.shape().clone()))
     }
 

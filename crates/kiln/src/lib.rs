@@ -45,5 +45,8 @@ pub use tensor::Tensor;
 /// The backends, for users who need to reach below the tensor API.
 pub mod backend {
     pub use kiln_cpu::{CpuDevice, CpuStorage};
-    pub use kiln_wgpu::{list_adapters, specialised_sources, AdapterSummary, GpuDevice, GpuStorage, Kernel, PoolStats};
+    pub use kiln_wgpu::{
+        list_adapters, specialised_sources, AdapterSummary, GpuDevice, GpuStorage, Kernel,
+        PoolStats,
+    };
 }

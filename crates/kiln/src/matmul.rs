@@ -34,7 +34,12 @@ fn operand(l: &Layout, batch: &[BatchDim], pick: fn(&BatchDim) -> usize) -> Matm
     for (slot, d) in strides.iter_mut().rev().zip(batch.iter().rev()) {
         *slot = pick(d);
     }
-    MatmulOperand { batch: strides, row_stride: l.strides()[r - 2], col_stride: l.strides()[r - 1], offset: l.offset() }
+    MatmulOperand {
+        batch: strides,
+        row_stride: l.strides()[r - 2],
+        col_stride: l.strides()[r - 1],
+        offset: l.offset(),
+    }
 }
 
 impl Tensor {
@@ -45,25 +50,50 @@ impl Tensor {
         self.same_device(op, rhs)?;
         self.same_dtype(op, rhs)?;
         self.require_float(op)?;
-        let mismatch = || Error::ShapeMismatch { op, lhs: self.shape().clone(), rhs: rhs.shape().clone() };
+        let mismatch = || Error::ShapeMismatch {
+            op,
+            lhs: self.shape().clone(),
+            rhs: rhs.shape().clone(),
+        };
         if self.rank() == 0 || rhs.rank() == 0 {
             return Err(mismatch());
         }
-        let lhs2 = if self.rank() == 1 { self.unsqueeze(0)? } else { self.clone() };
-        let rhs2 = if rhs.rank() == 1 { rhs.unsqueeze(1)? } else { rhs.clone() };
+        let lhs2 = if self.rank() == 1 {
+            self.unsqueeze(0)?
+        } else {
+            self.clone()
+        };
+        let rhs2 = if rhs.rank() == 1 {
+            rhs.unsqueeze(1)?
+        } else {
+            rhs.clone()
+        };
         let (lr, rr) = (lhs2.rank(), rhs2.rank());
         let (m, k) = (lhs2.dims()[lr - 2], lhs2.dims()[lr - 1]);
         let (k2, n) = (rhs2.dims()[rr - 2], rhs2.dims()[rr - 1]);
         if k != k2 {
             return Err(mismatch());
         }
-        let batch_shape = Shape::broadcast(op, &Shape::from(&lhs2.dims()[..lr - 2]), &Shape::from(&rhs2.dims()[..rr - 2])).map_err(|_| mismatch())?;
-        let full = |b: &Shape, a: usize, c: usize| Shape::new(b.dims().iter().copied().chain([a, c]).collect::<Vec<_>>());
+        let batch_shape = Shape::broadcast(
+            op,
+            &Shape::from(&lhs2.dims()[..lr - 2]),
+            &Shape::from(&rhs2.dims()[..rr - 2]),
+        )
+        .map_err(|_| mismatch())?;
+        let full = |b: &Shape, a: usize, c: usize| {
+            Shape::new(b.dims().iter().copied().chain([a, c]).collect::<Vec<_>>())
+        };
         let mut l = lhs2.broadcast_to(full(&batch_shape, m, k))?;
         let mut r = rhs2.broadcast_to(full(&batch_shape, k, n))?;
         let nb = batch_shape.rank();
         let dims_of = |l: &Tensor, r: &Tensor| -> Vec<BatchDim> {
-            (0..nb).map(|i| BatchDim { size: batch_shape.dims()[i], lhs: l.layout().strides()[i], rhs: r.layout().strides()[i] }).collect()
+            (0..nb)
+                .map(|i| BatchDim {
+                    size: batch_shape.dims()[i],
+                    lhs: l.layout().strides()[i],
+                    rhs: r.layout().strides()[i],
+                })
+                .collect()
         };
         let mut batch = collapse(&dims_of(&l, &r));
         if batch.len() > 2 {

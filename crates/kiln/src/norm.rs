@@ -6,30 +6,55 @@ use kiln_core::{Error, Result};
 impl Tensor {
     /// Normalises over the trailing dims `normalized_shape` (biased variance, as in
     /// PyTorch), then applies the optional elementwise `weight` and `bias`.
-    pub fn layer_norm(&self, normalized_shape: &[usize], weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    pub fn layer_norm(
+        &self,
+        normalized_shape: &[usize],
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
         let op = "layer_norm";
         self.require_float(op)?;
         let r = normalized_shape.len();
         if r == 0 || r > self.rank() || self.dims()[self.rank() - r..] != *normalized_shape {
-            return Err(Error::InvalidShape { op, shape: self.shape().clone(), reason: format!("does not end in normalized_shape {normalized_shape:?}") });
+            return Err(Error::InvalidShape {
+                op,
+                shape: self.shape().clone(),
+                reason: format!("does not end in normalized_shape {normalized_shape:?}"),
+            });
         }
         let k: usize = normalized_shape.iter().product();
-        let rows = if k == 0 { 0 } else { self.elem_count() / k };
+        let rows = self.elem_count().checked_div(k).unwrap_or(0);
         let param = |p: Option<&Tensor>, fill: f64| -> Result<Tensor> {
             match p {
                 Some(t) => {
                     self.same_device(op, t)?;
                     self.same_dtype(op, t)?;
                     if t.dims() != normalized_shape {
-                        return Err(Error::ShapeMismatch { op, lhs: self.shape().clone(), rhs: t.shape().clone() });
+                        return Err(Error::ShapeMismatch {
+                            op,
+                            lhs: self.shape().clone(),
+                            rhs: t.shape().clone(),
+                        });
                     }
                     t.contiguous()
                 }
-                None => Tensor::full(normalized_shape.to_vec(), fill, self.dtype(), &self.device()),
+                None => Tensor::full(
+                    normalized_shape.to_vec(),
+                    fill,
+                    self.dtype(),
+                    &self.device(),
+                ),
             }
         };
         let (w, b) = (param(weight, 1.0)?, param(bias, 0.0)?);
-        let storage = self.contiguous()?.storage().layer_norm(w.storage(), b.storage(), rows, k, eps as f32)?;
+        let storage = self.contiguous()?.storage().layer_norm(
+            w.storage(),
+            b.storage(),
+            rows,
+            k,
+            eps as f32,
+        )?;
         Ok(Tensor::from_storage(storage, self.shape().clone()))
     }
 }

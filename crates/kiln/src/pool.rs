@@ -4,42 +4,104 @@ use crate::Tensor;
 use kiln_core::{Error, PoolKind, Result, WindowSpec};
 
 impl Tensor {
-    fn window(&self, op: &'static str, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize), dilation: (usize, usize)) -> Result<WindowSpec> {
+    fn window(
+        &self,
+        op: &'static str,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+    ) -> Result<WindowSpec> {
         self.require_rank(op, 4)?;
         self.require_float(op)?;
-        let (n, c, h, w) = (self.dims()[0], self.dims()[1], self.dims()[2], self.dims()[3]);
-        if kernel.0 == 0 || kernel.1 == 0 || stride.0 == 0 || stride.1 == 0 || dilation.0 == 0 || dilation.1 == 0 {
+        let (n, c, h, w) = (
+            self.dims()[0],
+            self.dims()[1],
+            self.dims()[2],
+            self.dims()[3],
+        );
+        if kernel.0 == 0
+            || kernel.1 == 0
+            || stride.0 == 0
+            || stride.1 == 0
+            || dilation.0 == 0
+            || dilation.1 == 0
+        {
             return Err(Error::InvalidArgument { op, reason: format!("kernel {kernel:?}, stride {stride:?} and dilation {dilation:?} must be positive") });
         }
         if 2 * padding.0 > kernel.0 || 2 * padding.1 > kernel.1 {
-            return Err(Error::InvalidArgument { op, reason: format!("padding {padding:?} must be at most half the kernel {kernel:?}") });
+            return Err(Error::InvalidArgument {
+                op,
+                reason: format!("padding {padding:?} must be at most half the kernel {kernel:?}"),
+            });
         }
         match (
             WindowSpec::out_size(h, kernel.0, stride.0, padding.0, dilation.0),
             WindowSpec::out_size(w, kernel.1, stride.1, padding.1, dilation.1),
         ) {
-            (Some(oh), Some(ow)) => Ok(WindowSpec { n, c, h, w, kh: kernel.0, kw: kernel.1, stride, padding, dilation, oh, ow }),
-            _ => Err(Error::InvalidShape { op, shape: self.shape().clone(), reason: format!("a {kernel:?} window does not fit") }),
+            (Some(oh), Some(ow)) => Ok(WindowSpec {
+                n,
+                c,
+                h,
+                w,
+                kh: kernel.0,
+                kw: kernel.1,
+                stride,
+                padding,
+                dilation,
+                oh,
+                ow,
+            }),
+            _ => Err(Error::InvalidShape {
+                op,
+                shape: self.shape().clone(),
+                reason: format!("a {kernel:?} window does not fit"),
+            }),
         }
     }
 
     /// Max over each window; also returns the i32 index (`iy * w + ix` within the
     /// channel's plane) of each maximum, as PyTorch's `return_indices=True`.
-    pub fn max_pool2d_with_indices(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize), dilation: (usize, usize)) -> Result<(Tensor, Tensor)> {
+    pub fn max_pool2d_with_indices(
+        &self,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+    ) -> Result<(Tensor, Tensor)> {
         let s = self.window("max_pool2d", kernel, stride, padding, dilation)?;
         let (values, indices) = self.contiguous()?.storage().max_pool2d(&s)?;
         let shape = [s.n, s.c, s.oh, s.ow];
-        Ok((Tensor::from_storage(values, shape), Tensor::from_storage(indices, shape)))
+        Ok((
+            Tensor::from_storage(values, shape),
+            Tensor::from_storage(indices, shape),
+        ))
     }
 
-    pub fn max_pool2d(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
-        Ok(self.max_pool2d_with_indices(kernel, stride, padding, (1, 1))?.0)
+    pub fn max_pool2d(
+        &self,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<Tensor> {
+        Ok(self
+            .max_pool2d_with_indices(kernel, stride, padding, (1, 1))?
+            .0)
     }
 
     /// Average over each window; `count_include_pad` as in PyTorch (default true there).
-    pub fn avg_pool2d(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize), count_include_pad: bool) -> Result<Tensor> {
+    pub fn avg_pool2d(
+        &self,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        count_include_pad: bool,
+    ) -> Result<Tensor> {
         let s = self.window("avg_pool2d", kernel, stride, padding, (1, 1))?;
-        let storage = self.contiguous()?.storage().avg_pool2d(&s, PoolKind::Avg { count_include_pad })?;
+        let storage = self
+            .contiguous()?
+            .storage()
+            .avg_pool2d(&s, PoolKind::Avg { count_include_pad })?;
         Ok(Tensor::from_storage(storage, [s.n, s.c, s.oh, s.ow]))
     }
 
@@ -48,12 +110,38 @@ impl Tensor {
         let op = "adaptive_avg_pool2d";
         self.require_rank(op, 4)?;
         self.require_float(op)?;
-        let (n, c, h, w) = (self.dims()[0], self.dims()[1], self.dims()[2], self.dims()[3]);
+        let (n, c, h, w) = (
+            self.dims()[0],
+            self.dims()[1],
+            self.dims()[2],
+            self.dims()[3],
+        );
         if output.0 == 0 || output.1 == 0 || h == 0 || w == 0 {
-            return Err(Error::InvalidArgument { op, reason: format!("output {output:?} and input {:?} must be non-empty", self.shape()) });
+            return Err(Error::InvalidArgument {
+                op,
+                reason: format!(
+                    "output {output:?} and input {:?} must be non-empty",
+                    self.shape()
+                ),
+            });
         }
-        let s = WindowSpec { n, c, h, w, kh: 0, kw: 0, stride: (1, 1), padding: (0, 0), dilation: (1, 1), oh: output.0, ow: output.1 };
-        let storage = self.contiguous()?.storage().avg_pool2d(&s, PoolKind::AdaptiveAvg)?;
+        let s = WindowSpec {
+            n,
+            c,
+            h,
+            w,
+            kh: 0,
+            kw: 0,
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            oh: output.0,
+            ow: output.1,
+        };
+        let storage = self
+            .contiguous()?
+            .storage()
+            .avg_pool2d(&s, PoolKind::AdaptiveAvg)?;
         Ok(Tensor::from_storage(storage, [n, c, output.0, output.1]))
     }
 

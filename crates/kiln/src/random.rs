@@ -29,13 +29,22 @@ fn require_float(op: &'static str, dtype: DType) -> Result<()> {
     if dtype.is_float() {
         Ok(())
     } else {
-        Err(Error::UnsupportedDType { op, dtype, reason: "random draws are floating-point" })
+        Err(Error::UnsupportedDType {
+            op,
+            dtype,
+            reason: "random draws are floating-point",
+        })
     }
 }
 
 impl Tensor {
     /// Uniform on `[0, 1)`.
-    pub fn rand(shape: impl Into<Shape>, dtype: DType, device: &Device, rng: &mut Rng) -> Result<Tensor> {
+    pub fn rand(
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: &Device,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         require_float("rand", dtype)?;
         let (n, stream) = (shape.elem_count(), rng.next_stream());
@@ -47,7 +56,12 @@ impl Tensor {
     }
 
     /// Standard normal. Drawn on the host for every device (see `kiln_core::philox::normals`).
-    pub fn randn(shape: impl Into<Shape>, dtype: DType, device: &Device, rng: &mut Rng) -> Result<Tensor> {
+    pub fn randn(
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: &Device,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         require_float("randn", dtype)?;
         let values = philox::normals(rng.seed, rng.next_stream(), shape.elem_count());
@@ -55,11 +69,20 @@ impl Tensor {
     }
 
     /// 1 with probability `p`, else 0.
-    pub fn bernoulli(shape: impl Into<Shape>, p: f64, dtype: DType, device: &Device, rng: &mut Rng) -> Result<Tensor> {
+    pub fn bernoulli(
+        shape: impl Into<Shape>,
+        p: f64,
+        dtype: DType,
+        device: &Device,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         require_float("bernoulli", dtype)?;
         if !(0.0..=1.0).contains(&p) {
-            return Err(Error::InvalidArgument { op: "bernoulli", reason: format!("probability {p} is outside [0, 1]") });
+            return Err(Error::InvalidArgument {
+                op: "bernoulli",
+                reason: format!("probability {p} is outside [0, 1]"),
+            });
         }
         let (n, stream) = (shape.elem_count(), rng.next_stream());
         let storage = match device {
@@ -74,7 +97,10 @@ impl Tensor {
     pub fn dropout(&self, p: f64, train: bool, rng: &mut Rng) -> Result<Tensor> {
         self.require_float("dropout")?;
         if !(0.0..=1.0).contains(&p) {
-            return Err(Error::InvalidArgument { op: "dropout", reason: format!("probability {p} is outside [0, 1]") });
+            return Err(Error::InvalidArgument {
+                op: "dropout",
+                reason: format!("probability {p} is outside [0, 1]"),
+            });
         }
         if !train || p == 0.0 {
             return Ok(self.clone());
@@ -82,7 +108,13 @@ impl Tensor {
         if p == 1.0 {
             return self.zeros_like();
         }
-        let keep = Tensor::bernoulli(self.shape().clone(), 1.0 - p, self.dtype(), &self.device(), rng)?;
+        let keep = Tensor::bernoulli(
+            self.shape().clone(),
+            1.0 - p,
+            self.dtype(),
+            &self.device(),
+            rng,
+        )?;
         self.mul(&keep)?.mul_scalar(1.0 / (1.0 - p))
     }
 }

@@ -8,20 +8,37 @@ impl Tensor {
     fn reduce_op(&self, op: ReduceOp, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let name = op.name();
         if dims.is_empty() {
-            return Err(Error::InvalidArgument { op: name, reason: "no dims given; use the *_all form to reduce everything".into() });
+            return Err(Error::InvalidArgument {
+                op: name,
+                reason: "no dims given; use the *_all form to reduce everything".into(),
+            });
         }
         let reduced = self.shape().dims_sorted(name, dims)?;
         let kept: Vec<usize> = (0..self.rank()).filter(|d| !reduced.contains(d)).collect();
         let k: usize = reduced.iter().map(|&d| self.dims()[d]).product();
         if k == 0 && !matches!(op, ReduceOp::Sum | ReduceOp::Prod) {
-            return Err(Error::InvalidShape { op: name, shape: self.shape().clone(), reason: "cannot reduce an empty dim".into() });
+            return Err(Error::InvalidShape {
+                op: name,
+                shape: self.shape().clone(),
+                reason: "cannot reduce an empty dim".into(),
+            });
         }
         let rows: usize = kept.iter().map(|&d| self.dims()[d]).product();
         let perm: Vec<usize> = kept.iter().chain(&reduced).copied().collect();
-        let moved = self.with_layout(self.layout().permute(&perm)).contiguous()?;
+        let moved = self
+            .with_layout(self.layout().permute(&perm))
+            .contiguous()?;
         let storage = moved.storage().reduce(op, rows, k)?;
         let out: Vec<usize> = if keepdim {
-            (0..self.rank()).map(|d| if reduced.contains(&d) { 1 } else { self.dims()[d] }).collect()
+            (0..self.rank())
+                .map(|d| {
+                    if reduced.contains(&d) {
+                        1
+                    } else {
+                        self.dims()[d]
+                    }
+                })
+                .collect()
         } else {
             kept.iter().map(|&d| self.dims()[d]).collect()
         };
@@ -83,11 +100,25 @@ impl Tensor {
     }
 
     /// Variance dividing by `n - correction` (0 for the population variance).
-    pub fn var_with_correction(&self, dims: &[isize], correction: usize, keepdim: bool) -> Result<Tensor> {
+    pub fn var_with_correction(
+        &self,
+        dims: &[isize],
+        correction: usize,
+        keepdim: bool,
+    ) -> Result<Tensor> {
         self.require_float("var")?;
-        let n: usize = self.shape().dims_sorted("var", dims)?.iter().map(|&d| self.dims()[d]).product();
+        let n: usize = self
+            .shape()
+            .dims_sorted("var", dims)?
+            .iter()
+            .map(|&d| self.dims()[d])
+            .product();
         if n <= correction {
-            return Err(Error::InvalidShape { op: "var", shape: self.shape().clone(), reason: format!("{n} elements leave no degrees of freedom") });
+            return Err(Error::InvalidShape {
+                op: "var",
+                shape: self.shape().clone(),
+                reason: format!("{n} elements leave no degrees of freedom"),
+            });
         }
         let mean = self.mean(dims, true)?;
         let sq = self.sub(&mean)?.square()?.sum(dims, keepdim)?;
@@ -103,9 +134,11 @@ impl Tensor {
         self.require_float(op)?;
         let d = self.shape().dim(op, dim)?;
         let last = self.rank() - 1;
-        let moved = self.with_layout(self.layout().transpose(d, last)).contiguous()?;
+        let moved = self
+            .with_layout(self.layout().transpose(d, last))
+            .contiguous()?;
         let k = self.dims()[d];
-        let rows = if k == 0 { 0 } else { self.elem_count() / k };
+        let rows = self.elem_count().checked_div(k).unwrap_or(0);
         let storage = moved.storage().softmax(rows, k, log)?;
         let out = Tensor::from_storage(storage, moved.shape().clone());
         Ok(out.with_layout(out.layout().transpose(d, last)))

@@ -7,28 +7,39 @@ impl Tensor {
     /// Joins tensors along `dim`; all other dims must match.
     pub fn cat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
         let op = "cat";
-        let first = tensors.first().ok_or(Error::InvalidArgument { op, reason: "no tensors given".into() })?;
+        let first = tensors.first().ok_or(Error::InvalidArgument {
+            op,
+            reason: "no tensors given".into(),
+        })?;
         let d = first.shape().dim(op, dim)?;
         let mut total = 0;
         for t in tensors {
             first.same_device(op, t)?;
             first.same_dtype(op, t)?;
-            let same_rest = t.rank() == first.rank() && (0..t.rank()).all(|i| i == d || t.dims()[i] == first.dims()[i]);
+            let same_rest = t.rank() == first.rank()
+                && (0..t.rank()).all(|i| i == d || t.dims()[i] == first.dims()[i]);
             if !same_rest {
-                return Err(Error::ShapeMismatch { op, lhs: first.shape().clone(), rhs: t.shape().clone() });
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: first.shape().clone(),
+                    rhs: t.shape().clone(),
+                });
             }
             total += t.dims()[d];
         }
         let mut dims = first.dims().to_vec();
         dims[d] = total;
         let shape = Shape::new(dims);
-        let mut out = first.device().zeros_storage(shape.elem_count(), first.dtype())?;
+        let mut out = first
+            .device()
+            .zeros_storage(shape.elem_count(), first.dtype())?;
         let whole = Layout::contiguous(shape.clone());
         let mut start = 0;
         for t in tensors {
             let len = t.dims()[d];
             if len > 0 {
-                t.storage().copy_into(t.layout(), &mut out, &whole.narrow(d, start, len))?;
+                t.storage()
+                    .copy_into(t.layout(), &mut out, &whole.narrow(d, start, len))?;
             }
             start += len;
         }
@@ -37,7 +48,10 @@ impl Tensor {
 
     /// Joins tensors of one shape along a new dim `dim`.
     pub fn stack(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
-        let unsqueezed = tensors.iter().map(|t| t.unsqueeze(dim)).collect::<Result<Vec<_>>>()?;
+        let unsqueezed = tensors
+            .iter()
+            .map(|t| t.unsqueeze(dim))
+            .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&unsqueezed, dim)
     }
 
@@ -46,7 +60,10 @@ impl Tensor {
     pub fn pad(&self, pads: &[(usize, usize)], value: f64) -> Result<Tensor> {
         let op = "pad";
         if pads.len() > self.rank() {
-            return Err(Error::InvalidArgument { op, reason: format!("{} pads for a rank-{} tensor", pads.len(), self.rank()) });
+            return Err(Error::InvalidArgument {
+                op,
+                reason: format!("{} pads for a rank-{} tensor", pads.len(), self.rank()),
+            });
         }
         let mut dims = self.dims().to_vec();
         let mut region = Vec::new();
@@ -56,7 +73,9 @@ impl Tensor {
             dims[d] += before + after;
         }
         let shape = Shape::new(dims);
-        let mut out = self.device().full_storage(shape.elem_count(), self.dtype(), value)?;
+        let mut out = self
+            .device()
+            .full_storage(shape.elem_count(), self.dtype(), value)?;
         let mut inner = Layout::contiguous(shape.clone());
         for (d, before) in region {
             inner = inner.narrow(d, before, self.dims()[d]);
@@ -79,7 +98,11 @@ impl Tensor {
 
     fn triangle(&self, op: &'static str, diagonal: i64, lower: bool) -> Result<Tensor> {
         if self.rank() < 2 {
-            return Err(Error::InvalidShape { op, shape: self.shape().clone(), reason: "needs at least two dims".into() });
+            return Err(Error::InvalidShape {
+                op,
+                shape: self.shape().clone(),
+                reason: "needs at least two dims".into(),
+            });
         }
         let (m, n) = (self.dims()[self.rank() - 2], self.dims()[self.rank() - 1]);
         let device = self.device();
@@ -87,7 +110,11 @@ impl Tensor {
         let cols = Tensor::arange(0.0, n as f64, 1.0, DType::I32, &device)?.reshape([1, n])?;
         let offset = cols.sub(&rows)?;
         let bound = Tensor::full(Shape::new([]), diagonal as f64, DType::I32, &device)?;
-        let keep = if lower { offset.le(&bound)? } else { offset.ge(&bound)? };
+        let keep = if lower {
+            offset.le(&bound)?
+        } else {
+            offset.ge(&bound)?
+        };
         keep.where_cond(self, &self.zeros_like()?)
     }
 }

@@ -3,8 +3,8 @@
 
 use crate::Device;
 use kiln_core::{
-    BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp,
-    WindowSpec,
+    BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind,
+    ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -25,7 +25,11 @@ macro_rules! unary_forward {
 }
 
 fn mismatch(op: &'static str) -> Error {
-    Error::DeviceMismatch { op, lhs: "cpu".into(), rhs: "gpu".into() }
+    Error::DeviceMismatch {
+        op,
+        lhs: "cpu".into(),
+        rhs: "gpu".into(),
+    }
 }
 
 impl Storage {
@@ -88,15 +92,29 @@ impl Storage {
 
     pub(crate) fn max_pool2d(&self, spec: &WindowSpec) -> Result<(Storage, Storage)> {
         match self {
-            Storage::Cpu(s) => s.max_pool2d(spec).map(|(v, i)| (Storage::Cpu(v), Storage::Cpu(i))),
-            Storage::Gpu(s) => s.max_pool2d(spec).map(|(v, i)| (Storage::Gpu(v), Storage::Gpu(i))),
+            Storage::Cpu(s) => s
+                .max_pool2d(spec)
+                .map(|(v, i)| (Storage::Cpu(v), Storage::Cpu(i))),
+            Storage::Gpu(s) => s
+                .max_pool2d(spec)
+                .map(|(v, i)| (Storage::Gpu(v), Storage::Gpu(i))),
         }
     }
 
-    pub(crate) fn binary(&self, layout: &Layout, rhs: &Storage, rhs_layout: &Layout, op: BinaryOp) -> Result<Storage> {
+    pub(crate) fn binary(
+        &self,
+        layout: &Layout,
+        rhs: &Storage,
+        rhs_layout: &Layout,
+        op: BinaryOp,
+    ) -> Result<Storage> {
         match (self, rhs) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(a.binary(layout, b, rhs_layout, op)?)),
-            (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.binary(layout, b, rhs_layout, op)?)),
+            (Storage::Cpu(a), Storage::Cpu(b)) => {
+                Ok(Storage::Cpu(a.binary(layout, b, rhs_layout, op)?))
+            }
+            (Storage::Gpu(a), Storage::Gpu(b)) => {
+                Ok(Storage::Gpu(a.binary(layout, b, rhs_layout, op)?))
+            }
             _ => Err(mismatch(op.name())),
         }
     }
@@ -117,31 +135,67 @@ impl Storage {
         }
     }
 
-    pub(crate) fn where_cond(&self, l: &Layout, t: &Storage, tl: &Layout, f: &Storage, fl: &Layout) -> Result<Storage> {
+    pub(crate) fn where_cond(
+        &self,
+        l: &Layout,
+        t: &Storage,
+        tl: &Layout,
+        f: &Storage,
+        fl: &Layout,
+    ) -> Result<Storage> {
         match (self, t, f) {
-            (Storage::Cpu(c), Storage::Cpu(t), Storage::Cpu(f)) => Ok(Storage::Cpu(c.where_cond(l, t, tl, f, fl)?)),
-            (Storage::Gpu(c), Storage::Gpu(t), Storage::Gpu(f)) => Ok(Storage::Gpu(c.where_cond(l, t, tl, f, fl)?)),
+            (Storage::Cpu(c), Storage::Cpu(t), Storage::Cpu(f)) => {
+                Ok(Storage::Cpu(c.where_cond(l, t, tl, f, fl)?))
+            }
+            (Storage::Gpu(c), Storage::Gpu(t), Storage::Gpu(f)) => {
+                Ok(Storage::Gpu(c.where_cond(l, t, tl, f, fl)?))
+            }
             _ => Err(mismatch("where")),
         }
     }
 
-    pub(crate) fn layer_norm(&self, w: &Storage, b: &Storage, rows: usize, k: usize, eps: f32) -> Result<Storage> {
+    pub(crate) fn layer_norm(
+        &self,
+        w: &Storage,
+        b: &Storage,
+        rows: usize,
+        k: usize,
+        eps: f32,
+    ) -> Result<Storage> {
         match (self, w, b) {
-            (Storage::Cpu(x), Storage::Cpu(w), Storage::Cpu(b)) => Ok(Storage::Cpu(x.layer_norm(w, b, rows, k, eps)?)),
-            (Storage::Gpu(x), Storage::Gpu(w), Storage::Gpu(b)) => Ok(Storage::Gpu(x.layer_norm(w, b, rows, k, eps)?)),
+            (Storage::Cpu(x), Storage::Cpu(w), Storage::Cpu(b)) => {
+                Ok(Storage::Cpu(x.layer_norm(w, b, rows, k, eps)?))
+            }
+            (Storage::Gpu(x), Storage::Gpu(w), Storage::Gpu(b)) => {
+                Ok(Storage::Gpu(x.layer_norm(w, b, rows, k, eps)?))
+            }
             _ => Err(mismatch("layer_norm")),
         }
     }
 
-    pub(crate) fn scatter_add(&self, index: &Storage, src: &Storage, spec: &ScatterSpec) -> Result<Storage> {
+    pub(crate) fn scatter_add(
+        &self,
+        index: &Storage,
+        src: &Storage,
+        spec: &ScatterSpec,
+    ) -> Result<Storage> {
         match (self, index, src) {
-            (Storage::Cpu(x), Storage::Cpu(i), Storage::Cpu(s)) => Ok(Storage::Cpu(x.scatter_add(i, s, spec)?)),
-            (Storage::Gpu(x), Storage::Gpu(i), Storage::Gpu(s)) => Ok(Storage::Gpu(x.scatter_add(i, s, spec)?)),
+            (Storage::Cpu(x), Storage::Cpu(i), Storage::Cpu(s)) => {
+                Ok(Storage::Cpu(x.scatter_add(i, s, spec)?))
+            }
+            (Storage::Gpu(x), Storage::Gpu(i), Storage::Gpu(s)) => {
+                Ok(Storage::Gpu(x.scatter_add(i, s, spec)?))
+            }
             _ => Err(mismatch("scatter_add")),
         }
     }
 
-    pub(crate) fn copy_into(&self, layout: &Layout, dst: &mut Storage, dst_layout: &Layout) -> Result<()> {
+    pub(crate) fn copy_into(
+        &self,
+        layout: &Layout,
+        dst: &mut Storage,
+        dst_layout: &Layout,
+    ) -> Result<()> {
         match (self, dst) {
             (Storage::Cpu(s), Storage::Cpu(d)) => s.copy_into(layout, d, dst_layout),
             (Storage::Gpu(s), Storage::Gpu(d)) => s.copy_into(layout, d, dst_layout),

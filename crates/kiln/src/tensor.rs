@@ -18,12 +18,18 @@ struct TensorInner {
 
 impl Tensor {
     pub(crate) fn from_storage(storage: Storage, shape: impl Into<Shape>) -> Self {
-        Tensor(Arc::new(TensorInner { storage: Arc::new(storage), layout: Layout::contiguous(shape) }))
+        Tensor(Arc::new(TensorInner {
+            storage: Arc::new(storage),
+            layout: Layout::contiguous(shape),
+        }))
     }
 
     /// The same data seen through another layout.
     pub(crate) fn with_layout(&self, layout: Layout) -> Self {
-        Tensor(Arc::new(TensorInner { storage: self.0.storage.clone(), layout }))
+        Tensor(Arc::new(TensorInner {
+            storage: self.0.storage.clone(),
+            layout,
+        }))
     }
 
     pub(crate) fn storage(&self) -> &Storage {
@@ -67,7 +73,11 @@ impl Tensor {
     /// `T` must match the dtype.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype() {
-            return Err(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE });
+            return Err(Error::DTypeMismatch {
+                op: "to_vec",
+                lhs: self.dtype(),
+                rhs: T::DTYPE,
+            });
         }
         let host = self.storage().to_host(self.layout())?;
         Ok(T::from_host(host).expect("the host buffer has the tensor's dtype"))
@@ -85,7 +95,11 @@ impl Tensor {
     /// The single value of a one-element tensor.
     pub fn item<T: Element>(&self) -> Result<T> {
         if self.elem_count() != 1 {
-            return Err(Error::InvalidShape { op: "item", shape: self.shape().clone(), reason: "item needs exactly one element".into() });
+            return Err(Error::InvalidShape {
+                op: "item",
+                shape: self.shape().clone(),
+                reason: "item needs exactly one element".into(),
+            });
         }
         Ok(self.to_vec::<T>()?[0])
     }
@@ -113,9 +127,12 @@ impl Tensor {
         if self.layout().is_compact() {
             return Ok(self.clone());
         }
-        let mut dst = self.device().zeros_storage(self.elem_count(), self.dtype())?;
+        let mut dst = self
+            .device()
+            .zeros_storage(self.elem_count(), self.dtype())?;
         let out_layout = Layout::contiguous(self.shape().clone());
-        self.storage().copy_into(self.layout(), &mut dst, &out_layout)?;
+        self.storage()
+            .copy_into(self.layout(), &mut dst, &out_layout)?;
         Ok(Tensor::from_storage(dst, self.shape().clone()))
     }
 
@@ -126,28 +143,44 @@ impl Tensor {
     pub(crate) fn same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
         let (a, b) = (self.device(), other.device());
         if a != b {
-            return Err(Error::DeviceMismatch { op, lhs: a.to_string(), rhs: b.to_string() });
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: a.to_string(),
+                rhs: b.to_string(),
+            });
         }
         Ok(())
     }
 
     pub(crate) fn same_dtype(&self, op: &'static str, other: &Tensor) -> Result<()> {
         if self.dtype() != other.dtype() {
-            return Err(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: other.dtype() });
+            return Err(Error::DTypeMismatch {
+                op,
+                lhs: self.dtype(),
+                rhs: other.dtype(),
+            });
         }
         Ok(())
     }
 
     pub(crate) fn require_float(&self, op: &'static str) -> Result<()> {
         if !self.dtype().is_float() {
-            return Err(Error::UnsupportedDType { op, dtype: self.dtype(), reason: "this op needs a floating-point tensor" });
+            return Err(Error::UnsupportedDType {
+                op,
+                dtype: self.dtype(),
+                reason: "this op needs a floating-point tensor",
+            });
         }
         Ok(())
     }
 
     pub(crate) fn require_rank(&self, op: &'static str, rank: usize) -> Result<()> {
         if self.rank() != rank {
-            return Err(Error::InvalidShape { op, shape: self.shape().clone(), reason: format!("expected a rank-{rank} tensor") });
+            return Err(Error::InvalidShape {
+                op,
+                shape: self.shape().clone(),
+                reason: format!("expected a rank-{rank} tensor"),
+            });
         }
         Ok(())
     }
@@ -155,13 +188,23 @@ impl Tensor {
 
 pub(crate) fn check_rank(op: &'static str, shape: &Shape) -> Result<()> {
     if shape.rank() > MAX_RANK {
-        return Err(Error::RankTooLarge { op, rank: shape.rank(), max: MAX_RANK });
+        return Err(Error::RankTooLarge {
+            op,
+            rank: shape.rank(),
+            max: MAX_RANK,
+        });
     }
     Ok(())
 }
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor({}, {}, {})", self.shape(), self.dtype(), self.device())
+        write!(
+            f,
+            "Tensor({}, {}, {})",
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )
     }
 }

@@ -9,7 +9,11 @@ impl Tensor {
     pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         if shape.elem_count() != self.elem_count() {
-            return Err(Error::ShapeMismatch { op: "reshape", lhs: self.shape().clone(), rhs: shape });
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                lhs: self.shape().clone(),
+                rhs: shape,
+            });
         }
         crate::tensor::check_rank("reshape", &shape)?;
         match self.layout().reshape(&shape) {
@@ -20,21 +24,31 @@ impl Tensor {
 
     /// `reshape` where the dims may contain one `-1`, inferred from the element count.
     pub fn view(&self, dims: &[isize]) -> Result<Tensor> {
-        let known: usize = dims.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+        let known: usize = dims
+            .iter()
+            .filter(|&&d| d >= 0)
+            .map(|&d| d as usize)
+            .product();
         let unknown = dims.iter().filter(|&&d| d < 0).count();
-        let bad = || Error::InvalidArgument { op: "view", reason: format!("cannot view {} as {dims:?}", self.shape()) };
+        let bad = || Error::InvalidArgument {
+            op: "view",
+            reason: format!("cannot view {} as {dims:?}", self.shape()),
+        };
         if unknown > 1 || dims.iter().any(|&d| d < -1) {
             return Err(bad());
         }
         let inferred = if unknown == 1 {
-            if known == 0 || self.elem_count() % known != 0 {
+            if known == 0 || !self.elem_count().is_multiple_of(known) {
                 return Err(bad());
             }
             self.elem_count() / known
         } else {
             0
         };
-        let shape: Vec<usize> = dims.iter().map(|&d| if d < 0 { inferred } else { d as usize }).collect();
+        let shape: Vec<usize> = dims
+            .iter()
+            .map(|&d| if d < 0 { inferred } else { d as usize })
+            .collect();
         self.reshape(shape)
     }
 
@@ -43,13 +57,20 @@ impl Tensor {
     pub fn as_strided(&self, shape: &[usize], strides: &[usize], offset: usize) -> Result<Tensor> {
         let op = "as_strided";
         if shape.len() != strides.len() {
-            return Err(Error::InvalidArgument { op, reason: format!("{} sizes but {} strides", shape.len(), strides.len()) });
+            return Err(Error::InvalidArgument {
+                op,
+                reason: format!("{} sizes but {} strides", shape.len(), strides.len()),
+            });
         }
         let layout = kiln_core::Layout::new(Shape::from(shape), strides.to_vec(), offset);
         crate::tensor::check_rank(op, layout.shape())?;
         let span = layout.storage_span();
         if span > self.storage().len() {
-            return Err(Error::IndexOutOfRange { op, index: span as i64 - 1, size: self.storage().len() });
+            return Err(Error::IndexOutOfRange {
+                op,
+                index: span as i64 - 1,
+                size: self.storage().len(),
+            });
         }
         Ok(self.with_layout(layout))
     }
@@ -60,25 +81,38 @@ impl Tensor {
 
     /// Swaps two dims.
     pub fn transpose(&self, d0: isize, d1: isize) -> Result<Tensor> {
-        let (a, b) = (self.shape().dim("transpose", d0)?, self.shape().dim("transpose", d1)?);
+        let (a, b) = (
+            self.shape().dim("transpose", d0)?,
+            self.shape().dim("transpose", d1)?,
+        );
         Ok(self.with_layout(self.layout().transpose(a, b)))
     }
 
     /// Swaps the last two dims (a matrix transpose).
     pub fn t(&self) -> Result<Tensor> {
         if self.rank() < 2 {
-            return Err(Error::InvalidShape { op: "t", shape: self.shape().clone(), reason: "needs at least two dims".into() });
+            return Err(Error::InvalidShape {
+                op: "t",
+                shape: self.shape().clone(),
+                reason: "needs at least two dims".into(),
+            });
         }
         self.transpose(-2, -1)
     }
 
     /// Result dim `i` is input dim `perm[i]`.
     pub fn permute(&self, perm: &[isize]) -> Result<Tensor> {
-        let resolved = perm.iter().map(|&d| self.shape().dim("permute", d)).collect::<Result<Vec<_>>>()?;
+        let resolved = perm
+            .iter()
+            .map(|&d| self.shape().dim("permute", d))
+            .collect::<Result<Vec<_>>>()?;
         let mut seen = resolved.clone();
         seen.sort_unstable();
         if resolved.len() != self.rank() || seen.iter().enumerate().any(|(i, &d)| i != d) {
-            return Err(Error::InvalidArgument { op: "permute", reason: format!("{perm:?} is not a permutation of {} dims", self.rank()) });
+            return Err(Error::InvalidArgument {
+                op: "permute",
+                reason: format!("{perm:?} is not a permutation of {} dims", self.rank()),
+            });
         }
         Ok(self.with_layout(self.layout().permute(&resolved)))
     }
@@ -100,7 +134,11 @@ impl Tensor {
         let d = self.shape().dim("narrow", dim)?;
         let size = self.dims()[d];
         if start.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Error::IndexOutOfRange { op: "narrow", index: (start + len) as i64, size });
+            return Err(Error::IndexOutOfRange {
+                op: "narrow",
+                index: (start + len) as i64,
+                size,
+            });
         }
         Ok(self.with_layout(self.layout().narrow(d, start, len)))
     }
@@ -108,7 +146,10 @@ impl Tensor {
     /// Elements `range` along `dim`.
     pub fn slice(&self, dim: isize, range: std::ops::Range<usize>) -> Result<Tensor> {
         if range.end < range.start {
-            return Err(Error::InvalidArgument { op: "slice", reason: format!("range {range:?} is reversed") });
+            return Err(Error::InvalidArgument {
+                op: "slice",
+                reason: format!("range {range:?} is reversed"),
+            });
         }
         self.narrow(dim, range.start, range.end - range.start)
     }
@@ -117,7 +158,11 @@ impl Tensor {
     pub fn squeeze(&self, dim: isize) -> Result<Tensor> {
         let d = self.shape().dim("squeeze", dim)?;
         if self.dims()[d] != 1 {
-            return Err(Error::InvalidShape { op: "squeeze", shape: self.shape().clone(), reason: format!("dim {dim} has size {}, not 1", self.dims()[d]) });
+            return Err(Error::InvalidShape {
+                op: "squeeze",
+                shape: self.shape().clone(),
+                reason: format!("dim {dim} has size {}, not 1", self.dims()[d]),
+            });
         }
         Ok(self.with_layout(self.layout().squeeze(d)))
     }
@@ -127,7 +172,11 @@ impl Tensor {
         let rank = self.rank() as isize + 1;
         let d = if dim < 0 { dim + rank } else { dim };
         if d < 0 || d >= rank {
-            return Err(Error::DimOutOfRange { op: "unsqueeze", dim, rank: self.rank() });
+            return Err(Error::DimOutOfRange {
+                op: "unsqueeze",
+                dim,
+                rank: self.rank(),
+            });
         }
         crate::tensor::check_rank("unsqueeze", &Shape::new(vec![1; rank as usize]))?;
         Ok(self.with_layout(self.layout().unsqueeze(d as usize)))

@@ -36,7 +36,15 @@ pub(crate) fn upload(device: &GpuDevice, data: &HostBuffer) -> Result<GpuStorage
     Ok(GpuStorage::new(buffer, data.dtype(), data.len(), device))
 }
 
-pub(crate) fn philox(device: &GpuDevice, n: usize, dtype: DType, mode: u32, threshold: u32, seed: u64, stream: u64) -> Result<GpuStorage> {
+pub(crate) fn philox(
+    device: &GpuDevice,
+    n: usize,
+    dtype: DType,
+    mode: u32,
+    threshold: u32,
+    seed: u64,
+    stream: u64,
+) -> Result<GpuStorage> {
     let op = if mode == 0 { "rand" } else { "bernoulli" };
     let out = device.alloc_output(op, n, dtype)?;
     let params = PhiloxParams {
@@ -44,8 +52,20 @@ pub(crate) fn philox(device: &GpuDevice, n: usize, dtype: DType, mode: u32, thre
         mode,
         threshold,
         _pad: 0,
-        key: [seed as u32, (seed >> 32) as u32, stream as u32, (stream >> 32) as u32],
+        key: [
+            seed as u32,
+            (seed >> 32) as u32,
+            stream as u32,
+            (stream >> 32) as u32,
+        ],
     };
-    device.dispatch(op, Kernel::Philox, &[dtype], bytemuck::bytes_of(&params), &[out.buffer()], device.groups_1d(op, n)?)?;
+    device.dispatch(
+        op,
+        Kernel::Philox,
+        &[dtype],
+        bytemuck::bytes_of(&params),
+        &[out.buffer()],
+        device.groups_1d(op, n)?,
+    )?;
     Ok(GpuStorage::new(out, dtype, n, device))
 }

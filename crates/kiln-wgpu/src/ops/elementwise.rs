@@ -6,13 +6,27 @@ use crate::storage::GpuStorage;
 use kiln_core::{BinaryOp, DType, Error, Layout, Result, UnaryOp};
 
 /// Runs an elementwise kernel whose output is a fresh compact tensor of `out_dtype`.
-fn launch(op: &'static str, kernel: Kernel, dtypes: &[DType], params: ElementwiseParams, inputs: &[&GpuStorage], out_dtype: DType) -> Result<GpuStorage> {
+fn launch(
+    op: &'static str,
+    kernel: Kernel,
+    dtypes: &[DType],
+    params: ElementwiseParams,
+    inputs: &[&GpuStorage],
+    out_dtype: DType,
+) -> Result<GpuStorage> {
     let device = &inputs[0].device;
     let n = params.numel as usize;
     let out = device.alloc_output(op, n, out_dtype)?;
     let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|s| s.raw()).collect();
     buffers.push(out.buffer());
-    device.dispatch(op, kernel, dtypes, bytemuck::bytes_of(&params), &buffers, device.groups_1d(op, n)?)?;
+    device.dispatch(
+        op,
+        kernel,
+        dtypes,
+        bytemuck::bytes_of(&params),
+        &buffers,
+        device.groups_1d(op, n)?,
+    )?;
     Ok(GpuStorage::new(out, out_dtype, n, device))
 }
 
@@ -20,7 +34,11 @@ fn require_float(op: &'static str, dtype: DType) -> Result<()> {
     if dtype.is_float() {
         Ok(())
     } else {
-        Err(Error::UnsupportedDType { op, dtype, reason: "this op needs a floating-point tensor" })
+        Err(Error::UnsupportedDType {
+            op,
+            dtype,
+            reason: "this op needs a floating-point tensor",
+        })
     }
 }
 
@@ -33,37 +51,101 @@ pub(crate) fn unary(x: &GpuStorage, layout: &Layout, op: UnaryOp) -> Result<GpuS
     launch(op.name(), Kernel::Unary, &[x.dtype], params, &[x], x.dtype)
 }
 
-pub(crate) fn binary(lhs: &GpuStorage, ll: &Layout, rhs: &GpuStorage, rl: &Layout, op: BinaryOp) -> Result<GpuStorage> {
+pub(crate) fn binary(
+    lhs: &GpuStorage,
+    ll: &Layout,
+    rhs: &GpuStorage,
+    rl: &Layout,
+    op: BinaryOp,
+) -> Result<GpuStorage> {
     let params = ElementwiseParams::new(op.name(), op.code(), &[ll, rl], None)?;
     if lhs.dtype == DType::I32 {
         if op == BinaryOp::Pow {
-            return Err(Error::UnsupportedDType { op: "pow", dtype: DType::I32, reason: "pow needs a floating-point tensor" });
+            return Err(Error::UnsupportedDType {
+                op: "pow",
+                dtype: DType::I32,
+                reason: "pow needs a floating-point tensor",
+            });
         }
-        return launch(op.name(), Kernel::BinaryInt, &[], params, &[lhs, rhs], DType::I32);
+        return launch(
+            op.name(),
+            Kernel::BinaryInt,
+            &[],
+            params,
+            &[lhs, rhs],
+            DType::I32,
+        );
     }
-    launch(op.name(), Kernel::Binary, &[lhs.dtype], params, &[lhs, rhs], lhs.dtype)
+    launch(
+        op.name(),
+        Kernel::Binary,
+        &[lhs.dtype],
+        params,
+        &[lhs, rhs],
+        lhs.dtype,
+    )
 }
 
-pub(crate) fn where_cond(cond: &GpuStorage, cl: &Layout, t: &GpuStorage, tl: &Layout, f: &GpuStorage, fl: &Layout) -> Result<GpuStorage> {
+pub(crate) fn where_cond(
+    cond: &GpuStorage,
+    cl: &Layout,
+    t: &GpuStorage,
+    tl: &Layout,
+    f: &GpuStorage,
+    fl: &Layout,
+) -> Result<GpuStorage> {
     let params = ElementwiseParams::new("where", 0, &[cl, tl, fl], None)?;
-    launch("where", Kernel::Where, &[cond.dtype, t.dtype], params, &[cond, t, f], t.dtype)
+    launch(
+        "where",
+        Kernel::Where,
+        &[cond.dtype, t.dtype],
+        params,
+        &[cond, t, f],
+        t.dtype,
+    )
 }
 
 pub(crate) fn cast(x: &GpuStorage, layout: &Layout, dtype: DType) -> Result<GpuStorage> {
     let params = ElementwiseParams::new("to_dtype", 0, &[layout], None)?;
-    launch("to_dtype", Kernel::Cast, &[x.dtype, dtype], params, &[x], dtype)
+    launch(
+        "to_dtype",
+        Kernel::Cast,
+        &[x.dtype, dtype],
+        params,
+        &[x],
+        dtype,
+    )
 }
 
 /// The elements of `layout` as a fresh compact tensor.
 pub(crate) fn copy_compact(x: &GpuStorage, layout: &Layout) -> Result<GpuStorage> {
     let params = ElementwiseParams::new("contiguous", 0, &[layout], None)?;
-    launch("contiguous", Kernel::Copy, &[x.dtype], params, &[x], x.dtype)
+    launch(
+        "contiguous",
+        Kernel::Copy,
+        &[x.dtype],
+        params,
+        &[x],
+        x.dtype,
+    )
 }
 
-pub(crate) fn copy_into(src: &GpuStorage, sl: &Layout, dst: &mut GpuStorage, dl: &Layout) -> Result<()> {
+pub(crate) fn copy_into(
+    src: &GpuStorage,
+    sl: &Layout,
+    dst: &mut GpuStorage,
+    dl: &Layout,
+) -> Result<()> {
     let op = "copy";
     let params = ElementwiseParams::new(op, 0, &[sl], Some(dl))?;
     let device = &src.device;
     let groups = device.groups_1d(op, sl.elem_count())?;
-    device.dispatch(op, Kernel::Copy, &[src.dtype], bytemuck::bytes_of(&params), &[src.raw(), dst.raw()], groups)
+    device.dispatch(
+        op,
+        Kernel::Copy,
+        &[src.dtype],
+        bytemuck::bytes_of(&params),
+        &[src.raw(), dst.raw()],
+        groups,
+    )
 }

@@ -9,7 +9,11 @@ fn require_index(op: &'static str, index: &GpuStorage) -> Result<()> {
     if index.dtype == DType::I32 {
         Ok(())
     } else {
-        Err(Error::UnsupportedDType { op, dtype: index.dtype, reason: "indices must be i32" })
+        Err(Error::UnsupportedDType {
+            op,
+            dtype: index.dtype,
+            reason: "indices must be i32",
+        })
     }
 }
 
@@ -21,18 +25,39 @@ pub(crate) fn gather(x: &GpuStorage, index: &GpuStorage, s: &GatherSpec) -> Resu
     let u = |v: usize| to_u32(op, "size", v);
     let params = GatherParams {
         dims: [u(s.outer)?, u(s.in_dim)?, u(s.out_dim)?, u(s.inner)?],
-        index_strides: [u(s.index_strides[0])?, u(s.index_strides[1])?, u(s.index_strides[2])?, 0],
+        index_strides: [
+            u(s.index_strides[0])?,
+            u(s.index_strides[1])?,
+            u(s.index_strides[2])?,
+            0,
+        ],
     };
     let out = device.alloc_output(op, n, x.dtype)?;
-    device.dispatch(op, Kernel::Gather, &[x.dtype], bytemuck::bytes_of(&params), &[x.raw(), index.raw(), out.buffer()], device.groups_1d(op, n)?)?;
+    device.dispatch(
+        op,
+        Kernel::Gather,
+        &[x.dtype],
+        bytemuck::bytes_of(&params),
+        &[x.raw(), index.raw(), out.buffer()],
+        device.groups_1d(op, n)?,
+    )?;
     Ok(GpuStorage::new(out, x.dtype, n, device))
 }
 
-pub(crate) fn scatter_add(x: &GpuStorage, index: &GpuStorage, src: &GpuStorage, s: &ScatterSpec) -> Result<GpuStorage> {
+pub(crate) fn scatter_add(
+    x: &GpuStorage,
+    index: &GpuStorage,
+    src: &GpuStorage,
+    s: &ScatterSpec,
+) -> Result<GpuStorage> {
     let op = "scatter_add";
     require_index(op, index)?;
     if !x.dtype.is_float() {
-        return Err(Error::UnsupportedDType { op, dtype: x.dtype, reason: "this op needs a floating-point tensor" });
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype: x.dtype,
+            reason: "this op needs a floating-point tensor",
+        });
     }
     let device = &x.device;
     let n = s.outer * s.dim * s.inner;
@@ -40,6 +65,13 @@ pub(crate) fn scatter_add(x: &GpuStorage, index: &GpuStorage, src: &GpuStorage, 
     let params = Words([u(s.outer)?, u(s.dim)?, u(s.src_dim)?, u(s.inner)?]);
     let out = device.alloc_output(op, n, x.dtype)?;
     let buffers = [x.raw(), index.raw(), src.raw(), out.buffer()];
-    device.dispatch(op, Kernel::ScatterAdd, &[x.dtype], bytemuck::bytes_of(&params), &buffers, device.groups_1d(op, n)?)?;
+    device.dispatch(
+        op,
+        Kernel::ScatterAdd,
+        &[x.dtype],
+        bytemuck::bytes_of(&params),
+        &buffers,
+        device.groups_1d(op, n)?,
+    )?;
     Ok(GpuStorage::new(out, x.dtype, n, device))
 }

@@ -5,21 +5,49 @@ use crate::params::{to_u32, Words};
 use crate::storage::GpuStorage;
 use kiln_core::{DType, Error, ReduceOp, Result};
 
-fn rows_kernel(op: &'static str, kernel: Kernel, inputs: &[&GpuStorage], params: Words, rows: usize, out_len: usize, out_dtype: DType) -> Result<GpuStorage> {
+fn rows_kernel(
+    op: &'static str,
+    kernel: Kernel,
+    inputs: &[&GpuStorage],
+    params: Words,
+    rows: usize,
+    out_len: usize,
+    out_dtype: DType,
+) -> Result<GpuStorage> {
     let x = inputs[0];
     let device = &x.device;
     let out = device.alloc_output(op, out_len, out_dtype)?;
     let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|s| s.raw()).collect();
     buffers.push(out.buffer());
-    device.dispatch(op, kernel, &[x.dtype], bytemuck::bytes_of(&params), &buffers, device.groups_for(op, rows)?)?;
+    device.dispatch(
+        op,
+        kernel,
+        &[x.dtype],
+        bytemuck::bytes_of(&params),
+        &buffers,
+        device.groups_for(op, rows)?,
+    )?;
     Ok(GpuStorage::new(out, out_dtype, out_len, device))
 }
 
 pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Result<GpuStorage> {
     let name = op.name();
-    let params = Words([to_u32(name, "rows", rows)?, to_u32(name, "row length", k)?, op.code(), 0]);
+    let params = Words([
+        to_u32(name, "rows", rows)?,
+        to_u32(name, "row length", k)?,
+        op.code(),
+        0,
+    ]);
     if op.returns_index() {
-        rows_kernel(name, Kernel::ArgReduce, &[x], params, rows, rows, DType::I32)
+        rows_kernel(
+            name,
+            Kernel::ArgReduce,
+            &[x],
+            params,
+            rows,
+            rows,
+            DType::I32,
+        )
     } else {
         rows_kernel(name, Kernel::Reduce, &[x], params, rows, rows, x.dtype)
     }
@@ -28,17 +56,50 @@ pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Res
 pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Result<GpuStorage> {
     let name = if log { "log_softmax" } else { "softmax" };
     if !x.dtype.is_float() {
-        return Err(Error::UnsupportedDType { op: name, dtype: x.dtype, reason: "this op needs a floating-point tensor" });
+        return Err(Error::UnsupportedDType {
+            op: name,
+            dtype: x.dtype,
+            reason: "this op needs a floating-point tensor",
+        });
     }
-    let params = Words([to_u32(name, "rows", rows)?, to_u32(name, "row length", k)?, log as u32, 0]);
+    let params = Words([
+        to_u32(name, "rows", rows)?,
+        to_u32(name, "row length", k)?,
+        log as u32,
+        0,
+    ]);
     rows_kernel(name, Kernel::Softmax, &[x], params, rows, rows * k, x.dtype)
 }
 
-pub(crate) fn layer_norm(x: &GpuStorage, weight: &GpuStorage, bias: &GpuStorage, rows: usize, k: usize, eps: f32) -> Result<GpuStorage> {
+pub(crate) fn layer_norm(
+    x: &GpuStorage,
+    weight: &GpuStorage,
+    bias: &GpuStorage,
+    rows: usize,
+    k: usize,
+    eps: f32,
+) -> Result<GpuStorage> {
     let name = "layer_norm";
     if !x.dtype.is_float() {
-        return Err(Error::UnsupportedDType { op: name, dtype: x.dtype, reason: "this op needs a floating-point tensor" });
+        return Err(Error::UnsupportedDType {
+            op: name,
+            dtype: x.dtype,
+            reason: "this op needs a floating-point tensor",
+        });
     }
-    let params = Words([to_u32(name, "rows", rows)?, to_u32(name, "row length", k)?, eps.to_bits(), 0]);
-    rows_kernel(name, Kernel::LayerNorm, &[x, weight, bias], params, rows, rows * k, x.dtype)
+    let params = Words([
+        to_u32(name, "rows", rows)?,
+        to_u32(name, "row length", k)?,
+        eps.to_bits(),
+        0,
+    ]);
+    rows_kernel(
+        name,
+        Kernel::LayerNorm,
+        &[x, weight, bias],
+        params,
+        rows,
+        rows * k,
+        x.dtype,
+    )
 }

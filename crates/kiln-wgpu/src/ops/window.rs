@@ -10,37 +10,91 @@ fn params(op: &'static str, s: &WindowSpec, threads: usize, mode: u32) -> Result
     Ok(WindowParams {
         image: [u(s.n)?, u(s.c)?, u(s.h)?, u(s.w)?],
         window: [u(s.kh)?, u(s.kw)?, u(s.oh)?, u(s.ow)?],
-        step: [u(s.stride.0)?, u(s.stride.1)?, u(s.padding.0)?, u(s.padding.1)?],
-        extra: [u(s.dilation.0)?, u(s.dilation.1)?, to_u32(op, "element count", threads)?, mode],
+        step: [
+            u(s.stride.0)?,
+            u(s.stride.1)?,
+            u(s.padding.0)?,
+            u(s.padding.1)?,
+        ],
+        extra: [
+            u(s.dilation.0)?,
+            u(s.dilation.1)?,
+            to_u32(op, "element count", threads)?,
+            mode,
+        ],
     })
 }
 
-fn launch(op: &'static str, kernel: Kernel, x: &GpuStorage, p: WindowParams, outputs: &[(usize, DType)]) -> Result<Vec<GpuStorage>> {
+fn launch(
+    op: &'static str,
+    kernel: Kernel,
+    x: &GpuStorage,
+    p: WindowParams,
+    outputs: &[(usize, DType)],
+) -> Result<Vec<GpuStorage>> {
     if !x.dtype.is_float() {
-        return Err(Error::UnsupportedDType { op, dtype: x.dtype, reason: "this op needs a floating-point tensor" });
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype: x.dtype,
+            reason: "this op needs a floating-point tensor",
+        });
     }
     let device = &x.device;
-    let outs = outputs.iter().map(|&(n, d)| device.alloc_output(op, n, d)).collect::<Result<Vec<_>>>()?;
+    let outs = outputs
+        .iter()
+        .map(|&(n, d)| device.alloc_output(op, n, d))
+        .collect::<Result<Vec<_>>>()?;
     let mut buffers = vec![x.raw()];
     buffers.extend(outs.iter().map(|b| b.buffer()));
     let groups = device.groups_1d(op, p.extra[2] as usize)?;
-    device.dispatch(op, kernel, &[x.dtype], bytemuck::bytes_of(&p), &buffers, groups)?;
-    Ok(outs.into_iter().zip(outputs).map(|(b, &(n, d))| GpuStorage::new(b, d, n, device)).collect())
+    device.dispatch(
+        op,
+        kernel,
+        &[x.dtype],
+        bytemuck::bytes_of(&p),
+        &buffers,
+        groups,
+    )?;
+    Ok(outs
+        .into_iter()
+        .zip(outputs)
+        .map(|(b, &(n, d))| GpuStorage::new(b, d, n, device))
+        .collect())
 }
 
 pub(crate) fn im2col(x: &GpuStorage, s: &WindowSpec) -> Result<GpuStorage> {
     let n = s.n * s.c * s.kh * s.kw * s.oh * s.ow;
-    Ok(launch("conv2d", Kernel::Im2col, x, params("conv2d", s, n, 0)?, &[(n, x.dtype)])?.remove(0))
+    Ok(launch(
+        "conv2d",
+        Kernel::Im2col,
+        x,
+        params("conv2d", s, n, 0)?,
+        &[(n, x.dtype)],
+    )?
+    .remove(0))
 }
 
 pub(crate) fn col2im(cols: &GpuStorage, s: &WindowSpec) -> Result<GpuStorage> {
     let n = s.n * s.c * s.h * s.w;
-    Ok(launch("conv_transpose2d", Kernel::Col2im, cols, params("conv_transpose2d", s, n, 0)?, &[(n, cols.dtype)])?.remove(0))
+    Ok(launch(
+        "conv_transpose2d",
+        Kernel::Col2im,
+        cols,
+        params("conv_transpose2d", s, n, 0)?,
+        &[(n, cols.dtype)],
+    )?
+    .remove(0))
 }
 
 pub(crate) fn max_pool2d(x: &GpuStorage, s: &WindowSpec) -> Result<(GpuStorage, GpuStorage)> {
     let n = s.n * s.c * s.oh * s.ow;
-    let mut outs = launch("max_pool2d", Kernel::MaxPool2d, x, params("max_pool2d", s, n, 0)?, &[(n, x.dtype), (n, DType::I32)])?;
+    let mut outs = launch(
+        "max_pool2d",
+        Kernel::MaxPool2d,
+        x,
+        params("max_pool2d", s, n, 0)?,
+        &[(n, x.dtype), (n, DType::I32)],
+    )?;
     let indices = outs.remove(1);
     Ok((outs.remove(0), indices))
 }
@@ -48,9 +102,20 @@ pub(crate) fn max_pool2d(x: &GpuStorage, s: &WindowSpec) -> Result<(GpuStorage, 
 pub(crate) fn avg_pool2d(x: &GpuStorage, s: &WindowSpec, kind: PoolKind) -> Result<GpuStorage> {
     let n = s.n * s.c * s.oh * s.ow;
     let mode = match kind {
-        PoolKind::Avg { count_include_pad: true } => 0,
-        PoolKind::Avg { count_include_pad: false } => 1,
+        PoolKind::Avg {
+            count_include_pad: true,
+        } => 0,
+        PoolKind::Avg {
+            count_include_pad: false,
+        } => 1,
         PoolKind::AdaptiveAvg => 2,
     };
-    Ok(launch("avg_pool2d", Kernel::AvgPool2d, x, params("avg_pool2d", s, n, mode)?, &[(n, x.dtype)])?.remove(0))
+    Ok(launch(
+        "avg_pool2d",
+        Kernel::AvgPool2d,
+        x,
+        params("avg_pool2d", s, n, mode)?,
+        &[(n, x.dtype)],
+    )?
+    .remove(0))
 }

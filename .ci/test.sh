@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# kiln's test command: installs what the tests need, then runs every test.
+# On a machine with no Vulkan driver it installs Mesa's software one (lavapipe), so
+# the GPU tests run on the CPU; they never skip silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have_vulkan_icd() {
+    compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null || compgen -G "/etc/vulkan/icd.d/*.json" >/dev/null ||
+        compgen -G "/usr/local/share/vulkan/icd.d/*.json" >/dev/null
+}
+
+if ! have_vulkan_icd; then
+    echo "No Vulkan driver found: installing Mesa's lavapipe (mesa-vulkan-drivers)."
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+    # The GPU tests must then run on lavapipe, not silently elsewhere.
+    export KILN_EXPECT_ADAPTER="${KILN_EXPECT_ADAPTER:-llvmpipe}"
+fi
+# Mesa's GL loader complains without this; it is harmless but noisy.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+
+echo "== kiln info"
+cargo run -q -p kiln-cli -- info
+echo "== cargo test --workspace"
+cargo test --workspace
