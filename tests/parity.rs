@@ -661,7 +661,7 @@ fn indexing_matches_cpu() {
     );
     let g = Tensor::from_vec(
         (0..7 * 4 * 3)
-            .map(|i| (i * 7 % 5) as i32)
+            .map(|i: i32| i * 7 % 5)
             .collect::<Vec<_>>(),
         [7, 4, 3],
         &cpu,
