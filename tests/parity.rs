@@ -660,9 +660,7 @@ fn indexing_matches_cpu() {
         |t| t[0].index_select(1, &t[1]),
     );
     let g = Tensor::from_vec(
-        (0..7 * 4 * 3)
-            .map(|i: i32| i * 7 % 5)
-            .collect::<Vec<_>>(),
+        (0..7 * 4 * 3).map(|i: i32| i * 7 % 5).collect::<Vec<_>>(),
         [7, 4, 3],
         &cpu,
     )
