@@ -19,6 +19,11 @@
 //! # Ok(()) }
 //! ```
 
+/// The README's example is compiled and run as a doc test.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod conv;
 pub use conv::Conv2dOptions;
 mod create;
