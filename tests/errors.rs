@@ -264,3 +264,26 @@ fn no_adapter_message_says_how_to_install_one() {
     };
     assert!(message(&e).contains("mesa-vulkan-drivers"), "{e}");
 }
+
+#[test]
+fn impossible_sizes_are_errors_not_aborts() {
+    let cpu = Device::cpu();
+    let e = Tensor::zeros([usize::MAX / 2, 4], DType::F32, &cpu).unwrap_err();
+    assert!(matches!(e, Error::InvalidShape { op: "zeros", .. }), "{e}");
+    let e = Tensor::eye(usize::MAX / 4, DType::F32, &cpu).unwrap_err();
+    assert!(matches!(e, Error::InvalidShape { op: "eye", .. }), "{e}");
+    let e = Tensor::arange(0.0, 1e18, 1.0, DType::F32, &cpu).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { op: "arange", .. }),
+        "{e}"
+    );
+    let x = Tensor::zeros([2], DType::F32, &cpu).unwrap();
+    let e = x.pad(&[(usize::MAX, 1)], 0.0).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { op: "pad", .. }), "{e}");
+    // Addressable but far beyond this machine's memory: an error, not an abort.
+    let e = Tensor::zeros([1usize << 58], DType::F32, &cpu).unwrap_err();
+    assert!(
+        matches!(e, Error::HostOutOfMemory { op: "zeros", .. }),
+        "{e}"
+    );
+}

@@ -89,6 +89,9 @@ pub enum Error {
         limit: u64,
     },
 
+    #[error("{op}: could not allocate {bytes} bytes of host memory")]
+    HostOutOfMemory { op: &'static str, bytes: u64 },
+
     #[error("{op}: {reason}")]
     InvalidArgument { op: &'static str, reason: String },
 

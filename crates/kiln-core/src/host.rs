@@ -1,8 +1,19 @@
 //! Tensor data in host memory: what crosses between the user, the CPU backend and
 //! GPU uploads and readbacks.
 
-use crate::DType;
+use crate::{DType, Error, Result};
 use half::f16;
+
+/// A vector of `n` copies of `value`, failing with `HostOutOfMemory` rather than
+/// aborting the process when the allocation cannot be made.
+pub fn try_filled<T: Clone>(op: &'static str, n: usize, value: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    let bytes = (n as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+    v.try_reserve_exact(n)
+        .map_err(|_| Error::HostOutOfMemory { op, bytes })?;
+    v.resize(n, value);
+    Ok(v)
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum HostBuffer {
@@ -38,6 +49,15 @@ impl HostBuffer {
             DType::F16 => HostBuffer::F16(vec![f16::ZERO; n]),
             DType::I32 => HostBuffer::I32(vec![0; n]),
         }
+    }
+
+    /// `n` copies of `value` in `dtype`, or `HostOutOfMemory` instead of an abort.
+    pub fn try_full(op: &'static str, dtype: DType, n: usize, value: f64) -> Result<Self> {
+        Ok(match dtype {
+            DType::F32 => HostBuffer::F32(try_filled(op, n, value as f32)?),
+            DType::F16 => HostBuffer::F16(try_filled(op, n, f16::from_f64(value))?),
+            DType::I32 => HostBuffer::I32(try_filled(op, n, value as i32)?),
+        })
     }
 
     /// Values as f64 (exact for every dtype kiln holds).

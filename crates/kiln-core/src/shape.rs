@@ -28,6 +28,11 @@ impl Shape {
         self.0.iter().product()
     }
 
+    /// The element count, or `None` when it overflows `usize`.
+    pub fn checked_elem_count(&self) -> Option<usize> {
+        self.0.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+    }
+
     /// Row-major strides of a contiguous tensor of this shape.
     pub fn contiguous_strides(&self) -> Vec<usize> {
         let mut strides = vec![1; self.rank()];

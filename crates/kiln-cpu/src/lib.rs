@@ -212,14 +212,11 @@ impl BackendDevice for CpuDevice {
     type Storage = CpuStorage;
 
     fn zeros(&self, n: usize, dtype: DType) -> Result<CpuStorage> {
-        Ok(CpuStorage(HostBuffer::zeros(dtype, n)))
+        Ok(CpuStorage(HostBuffer::try_full("zeros", dtype, n, 0.0)?))
     }
 
     fn full(&self, n: usize, dtype: DType, value: f64) -> Result<CpuStorage> {
-        Ok(match dtype {
-            DType::I32 => CpuStorage(HostBuffer::I32(vec![value as i32; n])),
-            _ => CpuStorage::from_floats(dtype, vec![value as f32; n]),
-        })
+        Ok(CpuStorage(HostBuffer::try_full("full", dtype, n, value)?))
     }
 
     fn upload(&self, data: &HostBuffer) -> Result<CpuStorage> {

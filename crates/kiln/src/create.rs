@@ -1,8 +1,9 @@
 //! Making tensors: constants, host data, ranges and identities.
 
 use crate::storage::Storage;
-use crate::tensor::check_rank;
+use crate::tensor::check_shape;
 use crate::{Device, Element, Tensor};
+use half::f16;
 use kiln_core::{BackendDevice, DType, Error, HostBuffer, Result, Shape};
 use kiln_cpu::CpuDevice;
 
@@ -32,7 +33,7 @@ impl Device {
 impl Tensor {
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        check_rank("zeros", &shape)?;
+        check_shape("zeros", &shape)?;
         Ok(Tensor::from_storage(
             device.zeros_storage(shape.elem_count(), dtype)?,
             shape,
@@ -50,7 +51,7 @@ impl Tensor {
         device: &Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        check_rank("full", &shape)?;
+        check_shape("full", &shape)?;
         Ok(Tensor::from_storage(
             device.full_storage(shape.elem_count(), dtype, value)?,
             shape,
@@ -87,7 +88,7 @@ impl Tensor {
     }
 
     pub(crate) fn from_host(data: HostBuffer, shape: Shape, device: &Device) -> Result<Tensor> {
-        check_rank("from_vec", &shape)?;
+        check_shape("from_vec", &shape)?;
         if data.len() != shape.elem_count() {
             return Err(Error::ElementCount {
                 op: "from_vec",
@@ -113,24 +114,46 @@ impl Tensor {
                 reason: format!("start {start}, end {end}, step {step} do not make a range"),
             });
         }
-        let n = ((end - start) / step).ceil().max(0.0) as usize;
-        let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
-        let host = match dtype {
-            DType::I32 => HostBuffer::I32(values.iter().map(|&v| v as i32).collect()),
-            _ => HostBuffer::from_f32(dtype, values.iter().map(|&v| v as f32).collect()),
-        };
+        let n = ((end - start) / step).ceil().max(0.0);
+        if n > u32::MAX as f64 {
+            let reason = format!("{n} elements is more than kiln indexes");
+            return Err(Error::InvalidArgument {
+                op: "arange",
+                reason,
+            });
+        }
+        let n = n as usize;
+        let mut host = HostBuffer::try_full("arange", dtype, n, 0.0)?;
+        let value = |i: usize| start + i as f64 * step;
+        match &mut host {
+            HostBuffer::F32(v) => v
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x = value(i) as f32),
+            HostBuffer::F16(v) => v
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x = f16::from_f64(value(i))),
+            HostBuffer::I32(v) => v
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x = value(i) as i32),
+        }
         Tensor::from_host(host, Shape::new([n]), device)
     }
 
     /// The `n x n` identity matrix.
     pub fn eye(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-        let values: Vec<f32> = (0..n * n)
-            .map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 })
-            .collect();
-        let host = match dtype {
-            DType::I32 => HostBuffer::I32(values.iter().map(|&v| v as i32).collect()),
-            _ => HostBuffer::from_f32(dtype, values),
-        };
-        Tensor::from_host(host, Shape::new([n, n]), device)
+        let shape = Shape::new([n, n]);
+        check_shape("eye", &shape)?;
+        let mut host = HostBuffer::try_full("eye", dtype, n * n, 0.0)?;
+        for i in 0..n {
+            match &mut host {
+                HostBuffer::F32(v) => v[i * (n + 1)] = 1.0,
+                HostBuffer::F16(v) => v[i * (n + 1)] = f16::ONE,
+                HostBuffer::I32(v) => v[i * (n + 1)] = 1,
+            }
+        }
+        Tensor::from_host(host, shape, device)
     }
 }

@@ -14,7 +14,7 @@ impl Tensor {
         self.same_device(op.name(), rhs)?;
         self.same_dtype(op.name(), rhs)?;
         let shape = Shape::broadcast(op.name(), self.shape(), rhs.shape())?;
-        crate::tensor::check_rank(op.name(), &shape)?;
+        crate::tensor::check_shape(op.name(), &shape)?;
         let l = self.layout().broadcast_to(op.name(), &shape)?;
         let r = rhs.layout().broadcast_to(op.name(), &shape)?;
         let storage = self.storage().binary(&l, rhs.storage(), &r, op)?;

@@ -70,9 +70,16 @@ impl Tensor {
         for (i, &(before, after)) in pads.iter().enumerate() {
             let d = self.rank() - 1 - i;
             region.push((d, before));
-            dims[d] += before + after;
+            let grown = dims[d]
+                .checked_add(before)
+                .and_then(|v| v.checked_add(after));
+            dims[d] = grown.ok_or(Error::InvalidArgument {
+                op,
+                reason: format!("padding {:?} overflows", (before, after)),
+            })?;
         }
         let shape = Shape::new(dims);
+        crate::tensor::check_shape(op, &shape)?;
         let mut out = self
             .device()
             .full_storage(shape.elem_count(), self.dtype(), value)?;

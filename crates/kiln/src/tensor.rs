@@ -186,12 +186,25 @@ impl Tensor {
     }
 }
 
-pub(crate) fn check_rank(op: &'static str, shape: &Shape) -> Result<()> {
+/// A shape kiln can hold: rank within `MAX_RANK` and an element count whose bytes
+/// fit in memory's address range.
+pub(crate) fn check_shape(op: &'static str, shape: &Shape) -> Result<()> {
     if shape.rank() > MAX_RANK {
         return Err(Error::RankTooLarge {
             op,
             rank: shape.rank(),
             max: MAX_RANK,
+        });
+    }
+    let fits = shape
+        .checked_elem_count()
+        .and_then(|n| n.checked_mul(8))
+        .is_some_and(|b| b <= isize::MAX as usize);
+    if !fits {
+        return Err(Error::InvalidShape {
+            op,
+            shape: shape.clone(),
+            reason: "too many elements to address".into(),
         });
     }
     Ok(())

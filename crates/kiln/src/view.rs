@@ -15,7 +15,7 @@ impl Tensor {
                 rhs: shape,
             });
         }
-        crate::tensor::check_rank("reshape", &shape)?;
+        crate::tensor::check_shape("reshape", &shape)?;
         match self.layout().reshape(&shape) {
             Some(layout) => Ok(self.with_layout(layout)),
             None => self.contiguous()?.reshape(shape),
@@ -63,7 +63,7 @@ impl Tensor {
             });
         }
         let layout = kiln_core::Layout::new(Shape::from(shape), strides.to_vec(), offset);
-        crate::tensor::check_rank(op, layout.shape())?;
+        crate::tensor::check_shape(op, layout.shape())?;
         let span = layout.storage_span();
         if span > self.storage().len() {
             return Err(Error::IndexOutOfRange {
@@ -120,7 +120,7 @@ impl Tensor {
     /// Repeats size-1 dims (and adds leading ones) without copying, NumPy-style.
     pub fn broadcast_to(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
-        crate::tensor::check_rank("broadcast_to", &shape)?;
+        crate::tensor::check_shape("broadcast_to", &shape)?;
         Ok(self.with_layout(self.layout().broadcast_to("broadcast_to", &shape)?))
     }
 
@@ -178,7 +178,7 @@ impl Tensor {
                 rank: self.rank(),
             });
         }
-        crate::tensor::check_rank("unsqueeze", &Shape::new(vec![1; rank as usize]))?;
+        crate::tensor::check_shape("unsqueeze", &Shape::new(vec![1; rank as usize]))?;
         Ok(self.with_layout(self.layout().unsqueeze(d as usize)))
     }
 }
