@@ -428,6 +428,20 @@ impl GpuDevice {
         Ok(())
     }
 
+    /// Submits everything recorded so far and waits until the GPU has finished it.
+    pub fn synchronize(&self) -> Result<()> {
+        self.flush("synchronize")?;
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                op: "synchronize",
+                kind: GpuErrorKind::DeviceLost,
+                message: e.to_string(),
+            })?;
+        self.take_uncaptured("synchronize")
+    }
+
     /// Copies the first `bytes` of `buffer` to the host: a sync point.
     pub(crate) fn read_bytes(
         &self,

@@ -64,7 +64,15 @@ impl Device {
         }
     }
 
-    /// Submits all recorded GPU work (a no-op on the CPU).
+    /// Waits until all recorded GPU work has finished (a no-op on the CPU).
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Gpu(g) => g.synchronize(),
+        }
+    }
+
+    /// Submits all recorded GPU work without waiting (a no-op on the CPU).
     pub fn flush(&self) -> Result<()> {
         match self {
             Device::Cpu => Ok(()),
