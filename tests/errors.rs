@@ -70,6 +70,29 @@ fn shape_errors_name_op_and_shapes() {
             matches!(e, Error::ShapeMismatch { op: "conv2d", .. }),
             "{e}"
         );
+        let w = Tensor::zeros([4, 3, 3, 3], DType::F32, &d).unwrap();
+        let zero_stride = kiln::Conv2dOptions {
+            stride: (0, 1),
+            ..Default::default()
+        };
+        let e = x.conv2d(&w, None, zero_stride).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { op: "conv2d", .. }),
+            "{e}"
+        );
+        let e = x
+            .conv_transpose2d(&w.transpose(0, 1).unwrap(), None, zero_stride, (0, 0))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidArgument {
+                    op: "conv_transpose2d",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = Tensor::zeros([1; 9], DType::F32, &d).unwrap_err();
         assert!(matches!(e, Error::RankTooLarge { rank: 9, .. }), "{e}");
     }

@@ -28,6 +28,36 @@ fn invalid(op: &'static str, reason: String) -> Error {
     Error::InvalidArgument { op, reason }
 }
 
+/// Dims of a 4-D input and a 4-D weight after the checks both convolutions share:
+/// rank, device, dtype, and positive strides, dilations and kernel sizes.
+fn conv_operands(
+    op: &'static str,
+    x: &Tensor,
+    weight: &Tensor,
+    o: &Conv2dOptions,
+) -> Result<([usize; 4], [usize; 4])> {
+    x.require_rank(op, 4)?;
+    weight.require_rank(op, 4)?;
+    x.same_device(op, weight)?;
+    x.same_dtype(op, weight)?;
+    let dims = |t: &Tensor| [t.dims()[0], t.dims()[1], t.dims()[2], t.dims()[3]];
+    let (xd, wd) = (dims(x), dims(weight));
+    if o.stride.0 == 0
+        || o.stride.1 == 0
+        || o.dilation.0 == 0
+        || o.dilation.1 == 0
+        || wd[2] == 0
+        || wd[3] == 0
+    {
+        let reason = format!(
+            "stride {:?}, dilation {:?} and kernel sizes must be positive",
+            o.stride, o.dilation
+        );
+        return Err(invalid(op, reason));
+    }
+    Ok((xd, wd))
+}
+
 impl Tensor {
     /// `input [n, c, h, w]`, `weight [out, c / groups, kh, kw]`, `bias [out]`.
     pub fn conv2d(
@@ -37,22 +67,7 @@ impl Tensor {
         o: Conv2dOptions,
     ) -> Result<Tensor> {
         let op = "conv2d";
-        self.require_rank(op, 4)?;
-        weight.require_rank(op, 4)?;
-        self.same_device(op, weight)?;
-        self.same_dtype(op, weight)?;
-        let (n, c, h, w) = (
-            self.dims()[0],
-            self.dims()[1],
-            self.dims()[2],
-            self.dims()[3],
-        );
-        let (out_c, wc, kh, kw) = (
-            weight.dims()[0],
-            weight.dims()[1],
-            weight.dims()[2],
-            weight.dims()[3],
-        );
+        let ([n, c, h, w], [out_c, wc, kh, kw]) = conv_operands(op, self, weight, &o)?;
         let g = o.groups;
         if g == 0 || c % g != 0 || out_c % g != 0 || wc * g != c {
             return Err(Error::ShapeMismatch {
@@ -60,21 +75,6 @@ impl Tensor {
                 lhs: self.shape().clone(),
                 rhs: weight.shape().clone(),
             });
-        }
-        if o.stride.0 == 0
-            || o.stride.1 == 0
-            || o.dilation.0 == 0
-            || o.dilation.1 == 0
-            || kh == 0
-            || kw == 0
-        {
-            return Err(invalid(
-                op,
-                format!(
-                    "stride {:?}, dilation {:?} and kernel sizes must be positive",
-                    o.stride, o.dilation
-                ),
-            ));
         }
         let (oh, ow) = match (
             WindowSpec::out_size(h, kh, o.stride.0, o.padding.0, o.dilation.0),
@@ -154,22 +154,7 @@ impl Tensor {
         output_padding: (usize, usize),
     ) -> Result<Tensor> {
         let op = "conv_transpose2d";
-        self.require_rank(op, 4)?;
-        weight.require_rank(op, 4)?;
-        self.same_device(op, weight)?;
-        self.same_dtype(op, weight)?;
-        let (n, c, h, w) = (
-            self.dims()[0],
-            self.dims()[1],
-            self.dims()[2],
-            self.dims()[3],
-        );
-        let (wc, out_per_group, kh, kw) = (
-            weight.dims()[0],
-            weight.dims()[1],
-            weight.dims()[2],
-            weight.dims()[3],
-        );
+        let ([n, c, h, w], [wc, out_per_group, kh, kw]) = conv_operands(op, self, weight, &o)?;
         let g = o.groups;
         if g == 0 || wc != c || c % g != 0 {
             return Err(Error::ShapeMismatch {
@@ -177,21 +162,6 @@ impl Tensor {
                 lhs: self.shape().clone(),
                 rhs: weight.shape().clone(),
             });
-        }
-        if o.stride.0 == 0
-            || o.stride.1 == 0
-            || o.dilation.0 == 0
-            || o.dilation.1 == 0
-            || kh == 0
-            || kw == 0
-        {
-            return Err(invalid(
-                op,
-                format!(
-                    "stride {:?}, dilation {:?} and kernel sizes must be positive",
-                    o.stride, o.dilation
-                ),
-            ));
         }
         if output_padding.0 >= o.stride.0.max(o.dilation.0)
             || output_padding.1 >= o.stride.1.max(o.dilation.1)
