@@ -86,6 +86,7 @@ fn apply(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
         case 18u: { return pow_real(x, p0); }
         case 19u: { return 1.0 / x; }
         case 20u: { return x * x; }
+        case 21u: { return erf_approx(x); }
         default: { return bitcast<f32>(0x7fc00000u); }
     }
 }

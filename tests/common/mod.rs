@@ -35,6 +35,8 @@ pub const F16: Tol = Tol {
     atol: 2e-3,
     rtol: 4e-3,
 };
+/// f64 results (CPU only): a few ulps of reordering.
+pub const F64: Tol = Tol { atol: 1e-12, rtol: 1e-10 };
 /// Indices and integer results agree exactly.
 pub const EXACT: Tol = Tol {
     atol: 0.0,
@@ -46,6 +48,7 @@ pub fn tol_for(dtype: DType) -> Tol {
         DType::F32 => F32,
         DType::F16 => F16,
         DType::I32 => EXACT,
+        DType::F64 => F64,
     }
 }
 

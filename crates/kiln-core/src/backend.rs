@@ -75,6 +75,47 @@ pub trait BackendStorage: Sized {
     fn gather(&self, index: &Self, spec: &GatherSpec) -> Result<Self>;
 
     fn scatter_add(&self, index: &Self, src: &Self, spec: &ScatterSpec) -> Result<Self>;
+
+    /// Weight gradient of a convolution: `self` is its compact input `[n, c, h, w]`,
+    /// `dy` the compact upstream gradient `[n, o, oh, ow]`; returns `[o, c/groups, kh, kw]`.
+    /// With input and gradient exchanged it is also the weight gradient of
+    /// `conv_transpose2d`.
+    fn conv2d_weight_grad(
+        &self,
+        dy: &Self,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Self>;
+
+    /// Gradient of `max_pool2d`: `self` is the compact upstream gradient `[n, c, oh, ow]`,
+    /// `indices` the forward's; returns `[n, c, h, w]`, summing where windows overlap.
+    fn max_pool2d_backward(&self, indices: &Self, spec: &WindowSpec) -> Result<Self>;
+
+    /// Gradient of `avg_pool2d` (or the adaptive form): `self` is the compact upstream
+    /// gradient `[n, c, oh, ow]`; returns `[n, c, h, w]`.
+    fn avg_pool2d_backward(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self>;
+
+    /// Per-row cross-entropy of compact logits `[rows, classes]` against i32 class ids,
+    /// with label smoothing; returns `[rows]`.
+    fn cross_entropy(
+        &self,
+        targets: &Self,
+        rows: usize,
+        classes: usize,
+        smoothing: f32,
+    ) -> Result<Self>;
+
+    /// Gradient of `cross_entropy` with respect to the logits (`self`), given the
+    /// upstream gradient of each row's loss `dloss [rows]`: one fused pass.
+    fn cross_entropy_backward(
+        &self,
+        targets: &Self,
+        dloss: &Self,
+        rows: usize,
+        classes: usize,
+        smoothing: f32,
+    ) -> Result<Self>;
 }
 
 /// What a device can create from nothing.

@@ -20,6 +20,7 @@ pub enum HostBuffer {
     F32(Vec<f32>),
     F16(Vec<f16>),
     I32(Vec<i32>),
+    F64(Vec<f64>),
 }
 
 impl HostBuffer {
@@ -28,6 +29,7 @@ impl HostBuffer {
             HostBuffer::F32(_) => DType::F32,
             HostBuffer::F16(_) => DType::F16,
             HostBuffer::I32(_) => DType::I32,
+            HostBuffer::F64(_) => DType::F64,
         }
     }
 
@@ -36,6 +38,7 @@ impl HostBuffer {
             HostBuffer::F32(v) => v.len(),
             HostBuffer::F16(v) => v.len(),
             HostBuffer::I32(v) => v.len(),
+            HostBuffer::F64(v) => v.len(),
         }
     }
 
@@ -48,6 +51,7 @@ impl HostBuffer {
             DType::F32 => HostBuffer::F32(vec![0.0; n]),
             DType::F16 => HostBuffer::F16(vec![f16::ZERO; n]),
             DType::I32 => HostBuffer::I32(vec![0; n]),
+            DType::F64 => HostBuffer::F64(vec![0.0; n]),
         }
     }
 
@@ -57,6 +61,7 @@ impl HostBuffer {
             DType::F32 => HostBuffer::F32(try_filled(op, n, value as f32)?),
             DType::F16 => HostBuffer::F16(try_filled(op, n, f16::from_f64(value))?),
             DType::I32 => HostBuffer::I32(try_filled(op, n, value as i32)?),
+            DType::F64 => HostBuffer::F64(try_filled(op, n, value)?),
         })
     }
 
@@ -66,6 +71,7 @@ impl HostBuffer {
             HostBuffer::F32(v) => v.iter().map(|&x| x as f64).collect(),
             HostBuffer::F16(v) => v.iter().map(|&x| x.to_f64()).collect(),
             HostBuffer::I32(v) => v.iter().map(|&x| x as f64).collect(),
+            HostBuffer::F64(v) => v.clone(),
         }
     }
 
@@ -75,6 +81,7 @@ impl HostBuffer {
             HostBuffer::F32(v) => v.clone(),
             HostBuffer::F16(v) => v.iter().map(|&x| x.to_f32()).collect(),
             HostBuffer::I32(v) => v.iter().map(|&x| x as f32).collect(),
+            HostBuffer::F64(v) => v.iter().map(|&x| x as f32).collect(),
         }
     }
 
@@ -85,19 +92,31 @@ impl HostBuffer {
             DType::F32 => HostBuffer::F32(v),
             DType::F16 => HostBuffer::F16(v.into_iter().map(f16::from_f32).collect()),
             DType::I32 => HostBuffer::I32(v.into_iter().map(|x| x as i32).collect()),
+            DType::F64 => HostBuffer::F64(v.into_iter().map(|x| x as f64).collect()),
+        }
+    }
+
+    /// Converts f64 values to `dtype`, rounding once.
+    pub fn from_f64(dtype: DType, v: Vec<f64>) -> Self {
+        match dtype {
+            DType::F32 => HostBuffer::F32(v.into_iter().map(|x| x as f32).collect()),
+            DType::F16 => HostBuffer::F16(v.into_iter().map(f16::from_f64).collect()),
+            DType::I32 => HostBuffer::I32(v.into_iter().map(|x| x as i32).collect()),
+            DType::F64 => HostBuffer::F64(v),
         }
     }
 
     /// The raw bytes, little-endian as GPUs store them.
     pub fn as_bytes(&self) -> &[u8] {
         fn bytes<T>(v: &[T]) -> &[u8] {
-            // SAFETY: f32, f16 and i32 are plain old data with no padding.
+            // SAFETY: f32, f16, i32 and f64 are plain old data with no padding.
             unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
         }
         match self {
             HostBuffer::F32(v) => bytes(v),
             HostBuffer::F16(v) => bytes(v),
             HostBuffer::I32(v) => bytes(v),
+            HostBuffer::F64(v) => bytes(v),
         }
     }
 
@@ -119,6 +138,11 @@ impl HostBuffer {
             DType::I32 => HostBuffer::I32(
                 chunks
                     .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::F64 => HostBuffer::F64(
+                chunks
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
                     .collect(),
             ),
         }

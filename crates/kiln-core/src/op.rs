@@ -25,6 +25,7 @@ pub enum UnaryOp {
     PowScalar(f32),
     Recip,
     Square,
+    Erf,
 }
 
 impl UnaryOp {
@@ -53,6 +54,7 @@ impl UnaryOp {
             PowScalar(p) => (18, p, 0.0),
             Recip => (19, 0.0, 0.0),
             Square => (20, 0.0, 0.0),
+            Erf => (21, 0.0, 0.0),
         }
     }
 
@@ -80,6 +82,7 @@ impl UnaryOp {
             PowScalar(_) => "pow_scalar",
             Recip => "recip",
             Square => "square",
+            Erf => "erf",
         }
     }
 }

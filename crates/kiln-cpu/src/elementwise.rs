@@ -1,12 +1,11 @@
 //! Elementwise ops over any strides: the formulas every GPU kernel is checked against.
 
 use crate::CpuStorage;
-use half::f16;
 use kiln_core::{BackendStorage, BinaryOp, DType, Error, HostBuffer, Layout, Result, UnaryOp};
 
 /// The reference value of a unary op. `shaders/elementwise/unary.wgsl` mirrors it.
-pub fn unary_f32(op: UnaryOp, x: f32) -> f32 {
-    use std::f32::consts::{FRAC_1_SQRT_2, PI};
+pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
+    use std::f64::consts::{FRAC_1_SQRT_2, PI};
     match op {
         UnaryOp::Neg => -x,
         UnaryOp::Abs => x.abs(),
@@ -23,25 +22,26 @@ pub fn unary_f32(op: UnaryOp, x: f32) -> f32 {
             if x >= 0.0 {
                 x
             } else {
-                a * x
+                a as f64 * x
             }
         }
         UnaryOp::GeluTanh => {
             0.5 * x * (1.0 + ((2.0 / PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
         }
-        UnaryOp::GeluErf => 0.5 * x * (1.0 + libm::erff(x * FRAC_1_SQRT_2)),
+        UnaryOp::GeluErf => 0.5 * x * (1.0 + libm::erf(x * FRAC_1_SQRT_2)),
         UnaryOp::Silu => x / (1.0 + (-x).exp()),
-        UnaryOp::Clamp { min, max } => x.max(min).min(max),
-        UnaryOp::AddScalar(s) => x + s,
-        UnaryOp::MulScalar(s) => x * s,
-        UnaryOp::PowScalar(p) => x.powf(p),
+        UnaryOp::Clamp { min, max } => x.max(min as f64).min(max as f64),
+        UnaryOp::AddScalar(s) => x + s as f64,
+        UnaryOp::MulScalar(s) => x * s as f64,
+        UnaryOp::PowScalar(p) => x.powf(p as f64),
         UnaryOp::Recip => 1.0 / x,
         UnaryOp::Square => x * x,
+        UnaryOp::Erf => libm::erf(x),
     }
 }
 
 /// The reference value of a binary op on floats; comparisons give 1 or 0.
-pub fn binary_f32(op: BinaryOp, a: f32, b: f32) -> f32 {
+pub fn binary_f64(op: BinaryOp, a: f64, b: f64) -> f64 {
     let flag = |c: bool| if c { 1.0 } else { 0.0 };
     match op {
         BinaryOp::Add => a + b,
@@ -83,11 +83,12 @@ fn binary_i32(op: BinaryOp, a: i32, b: i32) -> Result<i32> {
         BinaryOp::Gt => flag(a > b),
         BinaryOp::Ge => flag(a >= b),
         BinaryOp::Pow => {
+            let reason = "pow needs a floating-point tensor";
             return Err(Error::UnsupportedDType {
                 op: "pow",
                 dtype: DType::I32,
-                reason: "pow needs a floating-point tensor",
-            })
+                reason,
+            });
         }
     })
 }
@@ -113,7 +114,7 @@ pub fn binary(
             let out = a
                 .iter()
                 .zip(&b)
-                .map(|(&x, &y)| binary_f32(op, x, y))
+                .map(|(&x, &y)| binary_f64(op, x, y))
                 .collect();
             Ok(CpuStorage::from_floats(lhs.dtype(), out))
         }
@@ -134,6 +135,7 @@ pub fn where_cond(
         (HostBuffer::F32(t), HostBuffer::F32(f)) => HostBuffer::F32(pick(&c, t, f)),
         (HostBuffer::F16(t), HostBuffer::F16(f)) => HostBuffer::F16(pick(&c, t, f)),
         (HostBuffer::I32(t), HostBuffer::I32(f)) => HostBuffer::I32(pick(&c, t, f)),
+        (HostBuffer::F64(t), HostBuffer::F64(f)) => HostBuffer::F64(pick(&c, t, f)),
         (t, f) => {
             return Err(Error::DTypeMismatch {
                 op: "where",
@@ -144,7 +146,7 @@ pub fn where_cond(
     }))
 }
 
-fn pick<T: Copy>(cond: &[f32], t: Vec<T>, f: Vec<T>) -> Vec<T> {
+fn pick<T: Copy>(cond: &[f64], t: Vec<T>, f: Vec<T>) -> Vec<T> {
     cond.iter()
         .zip(t.into_iter().zip(f))
         .map(|(&c, (t, f))| if c != 0.0 { t } else { f })
@@ -154,11 +156,8 @@ fn pick<T: Copy>(cond: &[f32], t: Vec<T>, f: Vec<T>) -> Vec<T> {
 /// Dtype conversion. Float to i32 truncates towards zero and saturates; NaN becomes 0.
 pub fn cast(src: &HostBuffer, dtype: DType) -> HostBuffer {
     match (src, dtype) {
-        (HostBuffer::I32(v), DType::F16) => {
-            HostBuffer::F16(v.iter().map(|&x| f16::from_f32(x as f32)).collect())
-        }
         (HostBuffer::I32(v), DType::I32) => HostBuffer::I32(v.clone()),
-        _ => HostBuffer::from_f32(dtype, src.to_f32_vec()),
+        _ => HostBuffer::from_f64(dtype, src.to_f64_vec()),
     }
 }
 
@@ -172,6 +171,7 @@ pub fn copy_into(src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, dl: &Layou
         (HostBuffer::F32(s), HostBuffer::F32(d)) => copy(s, sl, d, dl),
         (HostBuffer::F16(s), HostBuffer::F16(d)) => copy(s, sl, d, dl),
         (HostBuffer::I32(s), HostBuffer::I32(d)) => copy(s, sl, d, dl),
+        (HostBuffer::F64(s), HostBuffer::F64(d)) => copy(s, sl, d, dl),
         (s, d) => {
             return Err(Error::DTypeMismatch {
                 op: "copy",

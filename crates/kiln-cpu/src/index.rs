@@ -9,10 +9,9 @@ pub fn gather(input: &CpuStorage, index: &[i32], s: &GatherSpec) -> Result<CpuSt
         for o in 0..s.outer {
             for j in 0..s.out_dim {
                 for i in 0..s.inner {
-                    let idx = index
-                        [o * s.index_strides[0] + j * s.index_strides[1] + i * s.index_strides[2]]
-                        as usize;
-                    out.push(x[(o * s.in_dim + idx) * s.inner + i]);
+                    let at =
+                        o * s.index_strides[0] + j * s.index_strides[1] + i * s.index_strides[2];
+                    out.push(x[(o * s.in_dim + index[at] as usize) * s.inner + i]);
                 }
             }
         }
@@ -22,18 +21,18 @@ pub fn gather(input: &CpuStorage, index: &[i32], s: &GatherSpec) -> Result<CpuSt
         HostBuffer::F32(x) => HostBuffer::F32(run(x, index, s)),
         HostBuffer::F16(x) => HostBuffer::F16(run(x, index, s)),
         HostBuffer::I32(x) => HostBuffer::I32(run(x, index, s)),
+        HostBuffer::F64(x) => HostBuffer::F64(run(x, index, s)),
     }))
 }
 
-/// Sources are added in ascending `j`, the order the GPU kernel uses, so results agree.
-pub fn scatter_add(x: &[f32], index: &[i32], src: &[f32], s: &ScatterSpec) -> Vec<f32> {
+/// Sources are added in ascending `j`, the order the GPU kernel uses.
+pub fn scatter_add(x: &[f64], index: &[i32], src: &[f64], s: &ScatterSpec) -> Vec<f64> {
     let mut out = x.to_vec();
     for o in 0..s.outer {
         for j in 0..s.src_dim {
             for i in 0..s.inner {
                 let at = (o * s.src_dim + j) * s.inner + i;
-                let t = index[at] as usize;
-                out[(o * s.dim + t) * s.inner + i] += src[at];
+                out[(o * s.dim + index[at] as usize) * s.inner + i] += src[at];
             }
         }
     }

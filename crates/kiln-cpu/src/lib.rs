@@ -1,15 +1,17 @@
 //! kiln-cpu: the reference backend. Plain code for every op over any strides; every GPU
-//! kernel is tested against it. Floating-point work is done in f32 (f16 inputs are
-//! widened and results rounded back), the same recipe the WGSL kernels follow.
+//! kernel is tested against it. Floating-point work is done in f64 and rounded once to
+//! the tensor's dtype, so the reference is the accurate side of every comparison (and
+//! `F64` tensors, which `gradcheck` uses, come for free).
 
 mod elementwise;
 mod index;
+mod loss;
 mod matmul;
 mod random;
 mod reduce;
 mod window;
 
-pub use elementwise::{binary_f32, unary_f32};
+pub use elementwise::{binary_f64, unary_f64};
 
 use kiln_core::{
     BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout,
@@ -25,18 +27,19 @@ pub struct CpuDevice;
 pub struct CpuStorage(pub HostBuffer);
 
 impl CpuStorage {
-    /// The elements of `layout` widened to f32, in row-major order.
-    fn floats(&self, layout: &Layout) -> Vec<f32> {
+    /// The elements of `layout` widened to f64, in row-major order.
+    fn floats(&self, layout: &Layout) -> Vec<f64> {
         match &self.0 {
-            HostBuffer::F32(v) => layout.offsets().map(|i| v[i]).collect(),
-            HostBuffer::F16(v) => layout.offsets().map(|i| v[i].to_f32()).collect(),
-            HostBuffer::I32(v) => layout.offsets().map(|i| v[i] as f32).collect(),
+            HostBuffer::F32(v) => layout.offsets().map(|i| v[i] as f64).collect(),
+            HostBuffer::F16(v) => layout.offsets().map(|i| v[i].to_f64()).collect(),
+            HostBuffer::I32(v) => layout.offsets().map(|i| v[i] as f64).collect(),
+            HostBuffer::F64(v) => layout.offsets().map(|i| v[i]).collect(),
         }
     }
 
-    /// A compact buffer's elements widened to f32.
-    fn compact_floats(&self) -> Vec<f32> {
-        self.0.to_f32_vec()
+    /// A compact buffer's elements widened to f64.
+    fn compact_floats(&self) -> Vec<f64> {
+        self.0.to_f64_vec()
     }
 
     fn ints(&self, op: &'static str) -> Result<&[i32]> {
@@ -62,8 +65,8 @@ impl CpuStorage {
         }
     }
 
-    fn from_floats(dtype: DType, v: Vec<f32>) -> Self {
-        CpuStorage(HostBuffer::from_f32(dtype, v))
+    fn from_floats(dtype: DType, v: Vec<f64>) -> Self {
+        CpuStorage(HostBuffer::from_f64(dtype, v))
     }
 }
 
@@ -73,10 +76,14 @@ impl BackendStorage for CpuStorage {
     }
 
     fn to_host(&self, layout: &Layout) -> Result<HostBuffer> {
+        fn pick<T: Copy>(v: &[T], layout: &Layout) -> Vec<T> {
+            layout.offsets().map(|i| v[i]).collect()
+        }
         Ok(match &self.0 {
-            HostBuffer::F32(v) => HostBuffer::F32(layout.offsets().map(|i| v[i]).collect()),
-            HostBuffer::F16(v) => HostBuffer::F16(layout.offsets().map(|i| v[i]).collect()),
-            HostBuffer::I32(v) => HostBuffer::I32(layout.offsets().map(|i| v[i]).collect()),
+            HostBuffer::F32(v) => HostBuffer::F32(pick(v, layout)),
+            HostBuffer::F16(v) => HostBuffer::F16(pick(v, layout)),
+            HostBuffer::I32(v) => HostBuffer::I32(pick(v, layout)),
+            HostBuffer::F64(v) => HostBuffer::F64(pick(v, layout)),
         })
     }
 
@@ -85,7 +92,7 @@ impl BackendStorage for CpuStorage {
         let out = self
             .floats(layout)
             .into_iter()
-            .map(|x| unary_f32(op, x))
+            .map(|x| unary_f64(op, x))
             .collect();
         Ok(Self::from_floats(self.dtype(), out))
     }
@@ -103,12 +110,12 @@ impl BackendStorage for CpuStorage {
     fn where_cond(
         &self,
         layout: &Layout,
-        on_true: &Self,
+        t: &Self,
         tl: &Layout,
-        on_false: &Self,
+        f: &Self,
         fl: &Layout,
     ) -> Result<Self> {
-        elementwise::where_cond(self, layout, on_true, tl, on_false, fl)
+        elementwise::where_cond(self, layout, t, tl, f, fl)
     }
 
     fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self> {
@@ -125,10 +132,8 @@ impl BackendStorage for CpuStorage {
 
     fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self> {
         self.require_float(if log { "log_softmax" } else { "softmax" })?;
-        Ok(Self::from_floats(
-            self.dtype(),
-            reduce::softmax(&self.compact_floats(), rows, k, log),
-        ))
+        let out = reduce::softmax(&self.compact_floats(), rows, k, log);
+        Ok(Self::from_floats(self.dtype(), out))
     }
 
     fn layer_norm(
@@ -140,23 +145,14 @@ impl BackendStorage for CpuStorage {
         eps: f32,
     ) -> Result<Self> {
         self.require_float("layer_norm")?;
-        let out = reduce::layer_norm(
-            &self.compact_floats(),
-            &weight.compact_floats(),
-            &bias.compact_floats(),
-            rows,
-            k,
-            eps,
-        );
+        let (w, b) = (weight.compact_floats(), bias.compact_floats());
+        let out = reduce::layer_norm(&self.compact_floats(), &w, &b, rows, k, eps as f64);
         Ok(Self::from_floats(self.dtype(), out))
     }
 
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self> {
         self.require_float("matmul")?;
-        Ok(Self::from_floats(
-            self.dtype(),
-            matmul::matmul(&self.compact_floats(), &rhs.compact_floats(), spec),
-        ))
+        matmul::matmul(self, rhs, spec)
     }
 
     fn im2col(&self, spec: &WindowSpec) -> Result<Self> {
@@ -186,10 +182,8 @@ impl BackendStorage for CpuStorage {
 
     fn avg_pool2d(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self> {
         self.require_float("avg_pool2d")?;
-        Ok(Self::from_floats(
-            self.dtype(),
-            window::avg_pool2d(&self.compact_floats(), spec, kind),
-        ))
+        let out = window::avg_pool2d(&self.compact_floats(), spec, kind);
+        Ok(Self::from_floats(self.dtype(), out))
     }
 
     fn gather(&self, index: &Self, spec: &GatherSpec) -> Result<Self> {
@@ -198,12 +192,65 @@ impl BackendStorage for CpuStorage {
 
     fn scatter_add(&self, index: &Self, src: &Self, spec: &ScatterSpec) -> Result<Self> {
         self.require_float("scatter_add")?;
-        let out = index::scatter_add(
+        let (x, s) = (self.compact_floats(), src.compact_floats());
+        let out = index::scatter_add(&x, index.ints("scatter_add")?, &s, spec);
+        Ok(Self::from_floats(self.dtype(), out))
+    }
+
+    fn conv2d_weight_grad(
+        &self,
+        dy: &Self,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        self.require_float("conv2d_backward")?;
+        let (x, dy) = (self.compact_floats(), dy.compact_floats());
+        let out = window::conv2d_weight_grad(&x, &dy, spec, out_channels, groups);
+        Ok(Self::from_floats(self.dtype(), out))
+    }
+
+    fn max_pool2d_backward(&self, indices: &Self, spec: &WindowSpec) -> Result<Self> {
+        self.require_float("max_pool2d_backward")?;
+        let out = window::max_pool2d_backward(
             &self.compact_floats(),
-            index.ints("scatter_add")?,
-            &src.compact_floats(),
+            indices.ints("max_pool2d_backward")?,
             spec,
         );
+        Ok(Self::from_floats(self.dtype(), out))
+    }
+
+    fn avg_pool2d_backward(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self> {
+        self.require_float("avg_pool2d_backward")?;
+        let out = window::avg_pool2d_backward(&self.compact_floats(), spec, kind);
+        Ok(Self::from_floats(self.dtype(), out))
+    }
+
+    fn cross_entropy(
+        &self,
+        targets: &Self,
+        rows: usize,
+        classes: usize,
+        smoothing: f32,
+    ) -> Result<Self> {
+        self.require_float("cross_entropy")?;
+        let t = targets.ints("cross_entropy")?;
+        let out = loss::cross_entropy(&self.compact_floats(), t, rows, classes, smoothing as f64);
+        Ok(Self::from_floats(self.dtype(), out))
+    }
+
+    fn cross_entropy_backward(
+        &self,
+        targets: &Self,
+        dloss: &Self,
+        rows: usize,
+        classes: usize,
+        smoothing: f32,
+    ) -> Result<Self> {
+        self.require_float("cross_entropy_backward")?;
+        let t = targets.ints("cross_entropy_backward")?;
+        let (x, d) = (self.compact_floats(), dloss.compact_floats());
+        let out = loss::cross_entropy_backward(&x, t, &d, rows, classes, smoothing as f64);
         Ok(Self::from_floats(self.dtype(), out))
     }
 }

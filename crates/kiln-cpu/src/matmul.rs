@@ -1,43 +1,86 @@
-//! Batched matmul through `matrixmultiply`'s strided SGEMM: transposed and broadcast
-//! operands are read through their strides, never copied.
+//! Batched matmul through `matrixmultiply`'s strided GEMM: transposed and broadcast
+//! operands are read through their strides, never copied. f32 uses SGEMM on the data
+//! in place, f16 is widened to f32 (f32 accumulation, as on the GPU), f64 uses DGEMM.
 
-use kiln_core::MatmulSpec;
+use crate::CpuStorage;
+use kiln_core::{HostBuffer, MatmulSpec, Result};
 
-pub fn matmul(lhs: &[f32], rhs: &[f32], spec: &MatmulSpec) -> Vec<f32> {
-    let (m, n, k) = (spec.m, spec.n, spec.k);
-    let mut out = vec![0.0f32; spec.batch[0] * spec.batch[1] * m * n];
-    if m * n == 0 {
-        return out;
+/// One GEMM per batch; `gemm(a_offset, b_offset, c_offset)` runs it.
+fn for_each_batch(spec: &MatmulSpec, mut gemm: impl FnMut(usize, usize, usize)) {
+    if spec.m * spec.n == 0 || spec.k == 0 {
+        return; // nothing to compute, or an empty sum (the output stays zero)
     }
     for b0 in 0..spec.batch[0] {
         for b1 in 0..spec.batch[1] {
             let a = spec.lhs.offset + b0 * spec.lhs.batch[0] + b1 * spec.lhs.batch[1];
             let b = spec.rhs.offset + b0 * spec.rhs.batch[0] + b1 * spec.rhs.batch[1];
-            let c = (b0 * spec.batch[1] + b1) * m * n;
-            if k == 0 {
-                continue; // an empty sum is zero
-            }
-            // SAFETY: the tensor layer checked that every (row, col) of each operand,
-            // at these strides and offsets, lies inside its storage; `out` is m*n per batch.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    lhs.as_ptr().add(a),
-                    spec.lhs.row_stride as isize,
-                    spec.lhs.col_stride as isize,
-                    rhs.as_ptr().add(b),
-                    spec.rhs.row_stride as isize,
-                    spec.rhs.col_stride as isize,
-                    0.0,
-                    out.as_mut_ptr().add(c),
-                    n as isize,
-                    1,
-                );
-            }
+            gemm(a, b, (b0 * spec.batch[1] + b1) * spec.m * spec.n);
         }
     }
+}
+
+fn sgemm(lhs: &[f32], rhs: &[f32], spec: &MatmulSpec) -> Vec<f32> {
+    let mut out = vec![0.0f32; spec.batch[0] * spec.batch[1] * spec.m * spec.n];
+    let (l, r) = (&spec.lhs, &spec.rhs);
+    for_each_batch(spec, |a, b, c| {
+        // SAFETY: the tensor layer built these strides and offsets from layouts that lie
+        // inside their storage; `out` holds m*n elements per batch.
+        unsafe {
+            matrixmultiply::sgemm(
+                spec.m,
+                spec.k,
+                spec.n,
+                1.0,
+                lhs.as_ptr().add(a),
+                l.row_stride as isize,
+                l.col_stride as isize,
+                rhs.as_ptr().add(b),
+                r.row_stride as isize,
+                r.col_stride as isize,
+                0.0,
+                out.as_mut_ptr().add(c),
+                spec.n as isize,
+                1,
+            );
+        }
+    });
     out
+}
+
+fn dgemm(lhs: &[f64], rhs: &[f64], spec: &MatmulSpec) -> Vec<f64> {
+    let mut out = vec![0.0f64; spec.batch[0] * spec.batch[1] * spec.m * spec.n];
+    let (l, r) = (&spec.lhs, &spec.rhs);
+    for_each_batch(spec, |a, b, c| {
+        // SAFETY: as in `sgemm`.
+        unsafe {
+            matrixmultiply::dgemm(
+                spec.m,
+                spec.k,
+                spec.n,
+                1.0,
+                lhs.as_ptr().add(a),
+                l.row_stride as isize,
+                l.col_stride as isize,
+                rhs.as_ptr().add(b),
+                r.row_stride as isize,
+                r.col_stride as isize,
+                0.0,
+                out.as_mut_ptr().add(c),
+                spec.n as isize,
+                1,
+            );
+        }
+    });
+    out
+}
+
+pub fn matmul(lhs: &CpuStorage, rhs: &CpuStorage, spec: &MatmulSpec) -> Result<CpuStorage> {
+    Ok(CpuStorage(match (&lhs.0, &rhs.0) {
+        (HostBuffer::F32(a), HostBuffer::F32(b)) => HostBuffer::F32(sgemm(a, b, spec)),
+        (HostBuffer::F64(a), HostBuffer::F64(b)) => HostBuffer::F64(dgemm(a, b, spec)),
+        (a, b) => {
+            let out = sgemm(&a.to_f32_vec(), &b.to_f32_vec(), spec);
+            HostBuffer::from_f32(a.dtype(), out)
+        }
+    }))
 }

@@ -2,13 +2,14 @@
 
 use kiln_core::philox::{bernoulli_threshold, random_word, word_to_unit};
 
-pub fn uniform(n: usize, seed: u64, stream: u64) -> Vec<f32> {
+/// Values are exact multiples of 2^-24, so every float dtype holds them exactly.
+pub fn uniform(n: usize, seed: u64, stream: u64) -> Vec<f64> {
     (0..n as u64)
-        .map(|i| word_to_unit(random_word(seed, stream, i)))
+        .map(|i| word_to_unit(random_word(seed, stream, i)) as f64)
         .collect()
 }
 
-pub fn bernoulli(n: usize, p: f64, seed: u64, stream: u64) -> Vec<f32> {
+pub fn bernoulli(n: usize, p: f64, seed: u64, stream: u64) -> Vec<f64> {
     let threshold = bernoulli_threshold(p);
     (0..n as u64)
         .map(|i| {

@@ -109,8 +109,21 @@ impl GpuDevice {
         &self.inner.summary
     }
 
+    /// f16 needs `SHADER_F16`; f64 is never available (WGSL has no f64).
     pub fn supports(&self, dtype: DType) -> bool {
-        dtype != DType::F16 || self.inner.shader_f16
+        match dtype {
+            DType::F16 => self.inner.shader_f16,
+            DType::F64 => false,
+            DType::F32 | DType::I32 => true,
+        }
+    }
+
+    fn unsupported(op: &'static str, dtype: DType) -> Error {
+        let reason = match dtype {
+            DType::F64 => "WGSL has no f64; use F32 on the GPU or F64 on the CPU",
+            _ => "this adapter lacks SHADER_F16; convert with to_dtype(F32)",
+        };
+        Error::UnsupportedDType { op, dtype, reason }
     }
 
     pub fn pool_stats(&self) -> PoolStats {
@@ -133,11 +146,7 @@ impl GpuDevice {
     /// A buffer for `n` elements of `dtype`, checked against the device's limits.
     pub(crate) fn alloc(&self, op: &'static str, n: usize, dtype: DType) -> Result<PooledBuffer> {
         if !self.supports(dtype) {
-            return Err(Error::UnsupportedDType {
-                op,
-                dtype,
-                reason: "this adapter lacks SHADER_F16; convert with to_dtype(F32)",
-            });
+            return Err(Self::unsupported(op, dtype));
         }
         let bytes = (n as u64) * dtype.size_in_bytes() as u64;
         let limit = self
@@ -251,11 +260,7 @@ impl GpuDevice {
     ) -> Result<Arc<wgpu::ComputePipeline>> {
         for &d in dtypes {
             if !self.supports(d) {
-                return Err(Error::UnsupportedDType {
-                    op,
-                    dtype: d,
-                    reason: "this adapter lacks SHADER_F16; convert with to_dtype(F32)",
-                });
+                return Err(Self::unsupported(op, d));
             }
         }
         let key = (kernel, dtypes.to_vec());

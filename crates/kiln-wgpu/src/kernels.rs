@@ -25,6 +25,11 @@ pub enum Kernel {
     Gather,
     ScatterAdd,
     Philox,
+    ConvWeightGrad,
+    MaxPool2dBackward,
+    AvgPool2dBackward,
+    CrossEntropy,
+    CrossEntropyBackward,
 }
 
 macro_rules! shader {
@@ -34,7 +39,7 @@ macro_rules! shader {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 19] = [
+    pub const ALL: [Kernel; 24] = [
         Kernel::Unary,
         Kernel::Binary,
         Kernel::BinaryInt,
@@ -54,6 +59,11 @@ impl Kernel {
         Kernel::Gather,
         Kernel::ScatterAdd,
         Kernel::Philox,
+        Kernel::ConvWeightGrad,
+        Kernel::MaxPool2dBackward,
+        Kernel::AvgPool2dBackward,
+        Kernel::CrossEntropy,
+        Kernel::CrossEntropyBackward,
     ];
 
     /// The file under `shaders/` and its text.
@@ -78,6 +88,11 @@ impl Kernel {
             Kernel::Gather => shader!("index/gather.wgsl"),
             Kernel::ScatterAdd => shader!("index/scatter_add.wgsl"),
             Kernel::Philox => shader!("random/philox.wgsl"),
+            Kernel::ConvWeightGrad => shader!("conv/weight_grad.wgsl"),
+            Kernel::MaxPool2dBackward => shader!("pool/max_pool2d_backward.wgsl"),
+            Kernel::AvgPool2dBackward => shader!("pool/avg_pool2d_backward.wgsl"),
+            Kernel::CrossEntropy => shader!("loss/cross_entropy.wgsl"),
+            Kernel::CrossEntropyBackward => shader!("loss/cross_entropy_backward.wgsl"),
         }
     }
 

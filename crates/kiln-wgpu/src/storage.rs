@@ -146,6 +146,45 @@ impl BackendStorage for GpuStorage {
     fn scatter_add(&self, index: &Self, src: &Self, spec: &ScatterSpec) -> Result<Self> {
         ops::index::scatter_add(self, index, src, spec)
     }
+
+    fn conv2d_weight_grad(
+        &self,
+        dy: &Self,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        ops::window::conv2d_weight_grad(self, dy, spec, out_channels, groups)
+    }
+
+    fn max_pool2d_backward(&self, indices: &Self, spec: &WindowSpec) -> Result<Self> {
+        ops::window::max_pool2d_backward(self, indices, spec)
+    }
+
+    fn avg_pool2d_backward(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self> {
+        ops::window::avg_pool2d_backward(self, spec, kind)
+    }
+
+    fn cross_entropy(
+        &self,
+        targets: &Self,
+        rows: usize,
+        classes: usize,
+        smoothing: f32,
+    ) -> Result<Self> {
+        ops::loss::cross_entropy(self, targets, rows, classes, smoothing)
+    }
+
+    fn cross_entropy_backward(
+        &self,
+        targets: &Self,
+        dloss: &Self,
+        rows: usize,
+        classes: usize,
+        smoothing: f32,
+    ) -> Result<Self> {
+        ops::loss::cross_entropy_backward(self, targets, dloss, rows, classes, smoothing)
+    }
 }
 
 impl BackendDevice for GpuDevice {

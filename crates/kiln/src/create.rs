@@ -3,7 +3,6 @@
 use crate::storage::Storage;
 use crate::tensor::check_shape;
 use crate::{Device, Element, Tensor};
-use half::f16;
 use kiln_core::{BackendDevice, DType, Error, HostBuffer, Result, Shape};
 use kiln_cpu::CpuDevice;
 
@@ -123,22 +122,11 @@ impl Tensor {
             });
         }
         let n = n as usize;
-        let mut host = HostBuffer::try_full("arange", dtype, n, 0.0)?;
-        let value = |i: usize| start + i as f64 * step;
-        match &mut host {
-            HostBuffer::F32(v) => v
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, x)| *x = value(i) as f32),
-            HostBuffer::F16(v) => v
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, x)| *x = f16::from_f64(value(i))),
-            HostBuffer::I32(v) => v
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, x)| *x = value(i) as i32),
+        let mut values = kiln_core::host::try_filled("arange", n, 0.0f64)?;
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = start + i as f64 * step;
         }
+        let host = HostBuffer::from_f64(dtype, values);
         Tensor::from_host(host, Shape::new([n]), device)
     }
 
@@ -146,14 +134,11 @@ impl Tensor {
     pub fn eye(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = Shape::new([n, n]);
         check_shape("eye", &shape)?;
-        let mut host = HostBuffer::try_full("eye", dtype, n * n, 0.0)?;
+        let mut values = kiln_core::host::try_filled("eye", n * n, 0.0f64)?;
         for i in 0..n {
-            match &mut host {
-                HostBuffer::F32(v) => v[i * (n + 1)] = 1.0,
-                HostBuffer::F16(v) => v[i * (n + 1)] = f16::ONE,
-                HostBuffer::I32(v) => v[i * (n + 1)] = 1,
-            }
+            values[i * (n + 1)] = 1.0;
         }
+        let host = HostBuffer::from_f64(dtype, values);
         Tensor::from_host(host, shape, device)
     }
 }

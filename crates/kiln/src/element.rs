@@ -49,3 +49,16 @@ impl Element for i32 {
         }
     }
 }
+
+impl Element for f64 {
+    const DTYPE: DType = DType::F64;
+    fn into_host(data: Vec<Self>) -> HostBuffer {
+        HostBuffer::F64(data)
+    }
+    fn from_host(host: HostBuffer) -> Option<Vec<Self>> {
+        match host {
+            HostBuffer::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+}

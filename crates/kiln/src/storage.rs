@@ -202,4 +202,81 @@ impl Storage {
             _ => Err(mismatch("copy")),
         }
     }
+
+    pub(crate) fn conv2d_weight_grad(
+        &self,
+        dy: &Storage,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Storage> {
+        match (self, dy) {
+            (Storage::Cpu(x), Storage::Cpu(d)) => Ok(Storage::Cpu(x.conv2d_weight_grad(
+                d,
+                spec,
+                out_channels,
+                groups,
+            )?)),
+            (Storage::Gpu(x), Storage::Gpu(d)) => Ok(Storage::Gpu(x.conv2d_weight_grad(
+                d,
+                spec,
+                out_channels,
+                groups,
+            )?)),
+            _ => Err(mismatch("conv2d_backward")),
+        }
+    }
+
+    pub(crate) fn max_pool2d_backward(
+        &self,
+        indices: &Storage,
+        spec: &WindowSpec,
+    ) -> Result<Storage> {
+        match (self, indices) {
+            (Storage::Cpu(d), Storage::Cpu(i)) => Ok(Storage::Cpu(d.max_pool2d_backward(i, spec)?)),
+            (Storage::Gpu(d), Storage::Gpu(i)) => Ok(Storage::Gpu(d.max_pool2d_backward(i, spec)?)),
+            _ => Err(mismatch("max_pool2d_backward")),
+        }
+    }
+
+    pub(crate) fn avg_pool2d_backward(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Storage> {
+        unary_forward!(self, s => s.avg_pool2d_backward(spec, kind))
+    }
+
+    pub(crate) fn cross_entropy(
+        &self,
+        targets: &Storage,
+        rows: usize,
+        classes: usize,
+        smoothing: f32,
+    ) -> Result<Storage> {
+        match (self, targets) {
+            (Storage::Cpu(x), Storage::Cpu(t)) => {
+                Ok(Storage::Cpu(x.cross_entropy(t, rows, classes, smoothing)?))
+            }
+            (Storage::Gpu(x), Storage::Gpu(t)) => {
+                Ok(Storage::Gpu(x.cross_entropy(t, rows, classes, smoothing)?))
+            }
+            _ => Err(mismatch("cross_entropy")),
+        }
+    }
+
+    pub(crate) fn cross_entropy_backward(
+        &self,
+        targets: &Storage,
+        dloss: &Storage,
+        rows: usize,
+        classes: usize,
+        smoothing: f32,
+    ) -> Result<Storage> {
+        match (self, targets, dloss) {
+            (Storage::Cpu(x), Storage::Cpu(t), Storage::Cpu(d)) => Ok(Storage::Cpu(
+                x.cross_entropy_backward(t, d, rows, classes, smoothing)?,
+            )),
+            (Storage::Gpu(x), Storage::Gpu(t), Storage::Gpu(d)) => Ok(Storage::Gpu(
+                x.cross_entropy_backward(t, d, rows, classes, smoothing)?,
+            )),
+            _ => Err(mismatch("cross_entropy_backward")),
+        }
+    }
 }

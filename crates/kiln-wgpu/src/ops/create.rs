@@ -22,6 +22,7 @@ fn pattern(dtype: DType, value: f64) -> u32 {
             h | (h << 16)
         }
         DType::I32 => (value as i32) as u32,
+        DType::F64 => unreachable!("alloc rejects f64 before a pattern is needed"),
     }
 }
 

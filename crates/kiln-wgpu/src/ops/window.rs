@@ -25,13 +25,15 @@ fn params(op: &'static str, s: &WindowSpec, threads: usize, mode: u32) -> Result
     })
 }
 
+/// Runs a window kernel; `inputs[0]` is the floating-point tensor that sets the dtype.
 fn launch(
     op: &'static str,
     kernel: Kernel,
-    x: &GpuStorage,
+    inputs: &[&GpuStorage],
     p: WindowParams,
     outputs: &[(usize, DType)],
 ) -> Result<Vec<GpuStorage>> {
+    let x = inputs[0];
     if !x.dtype.is_float() {
         return Err(Error::UnsupportedDType {
             op,
@@ -44,7 +46,7 @@ fn launch(
         .iter()
         .map(|&(n, d)| device.alloc_output(op, n, d))
         .collect::<Result<Vec<_>>>()?;
-    let mut buffers = vec![x.raw()];
+    let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|t| t.raw()).collect();
     buffers.extend(outs.iter().map(|b| b.buffer()));
     let groups = device.groups_1d(op, p.extra[2] as usize)?;
     device.dispatch(
@@ -67,7 +69,7 @@ pub(crate) fn im2col(x: &GpuStorage, s: &WindowSpec) -> Result<GpuStorage> {
     Ok(launch(
         "conv2d",
         Kernel::Im2col,
-        x,
+        &[x],
         params("conv2d", s, n, 0)?,
         &[(n, x.dtype)],
     )?
@@ -79,7 +81,7 @@ pub(crate) fn col2im(cols: &GpuStorage, s: &WindowSpec) -> Result<GpuStorage> {
     Ok(launch(
         "conv_transpose2d",
         Kernel::Col2im,
-        cols,
+        &[cols],
         params("conv_transpose2d", s, n, 0)?,
         &[(n, cols.dtype)],
     )?
@@ -91,7 +93,7 @@ pub(crate) fn max_pool2d(x: &GpuStorage, s: &WindowSpec) -> Result<(GpuStorage, 
     let mut outs = launch(
         "max_pool2d",
         Kernel::MaxPool2d,
-        x,
+        &[x],
         params("max_pool2d", s, n, 0)?,
         &[(n, x.dtype), (n, DType::I32)],
     )?;
@@ -101,7 +103,62 @@ pub(crate) fn max_pool2d(x: &GpuStorage, s: &WindowSpec) -> Result<(GpuStorage, 
 
 pub(crate) fn avg_pool2d(x: &GpuStorage, s: &WindowSpec, kind: PoolKind) -> Result<GpuStorage> {
     let n = s.n * s.c * s.oh * s.ow;
-    let mode = match kind {
+    let mode = pool_mode(kind);
+    Ok(launch(
+        "avg_pool2d",
+        Kernel::AvgPool2d,
+        &[x],
+        params("avg_pool2d", s, n, mode)?,
+        &[(n, x.dtype)],
+    )?
+    .remove(0))
+}
+
+pub(crate) fn conv2d_weight_grad(
+    x: &GpuStorage,
+    dy: &GpuStorage,
+    s: &WindowSpec,
+    out_channels: usize,
+    groups: usize,
+) -> Result<GpuStorage> {
+    let op = "conv2d_backward";
+    let n = out_channels * (s.c / groups) * s.kh * s.kw;
+    let p = params(op, s, n, to_u32(op, "groups", groups)?)?;
+    Ok(launch(op, Kernel::ConvWeightGrad, &[x, dy], p, &[(n, x.dtype)])?.remove(0))
+}
+
+pub(crate) fn max_pool2d_backward(
+    dy: &GpuStorage,
+    indices: &GpuStorage,
+    s: &WindowSpec,
+) -> Result<GpuStorage> {
+    let op = "max_pool2d_backward";
+    let n = s.n * s.c * s.h * s.w;
+    let p = params(op, s, n, 0)?;
+    Ok(launch(
+        op,
+        Kernel::MaxPool2dBackward,
+        &[dy, indices],
+        p,
+        &[(n, dy.dtype)],
+    )?
+    .remove(0))
+}
+
+pub(crate) fn avg_pool2d_backward(
+    dy: &GpuStorage,
+    s: &WindowSpec,
+    kind: PoolKind,
+) -> Result<GpuStorage> {
+    let op = "avg_pool2d_backward";
+    let n = s.n * s.c * s.h * s.w;
+    let p = params(op, s, n, pool_mode(kind))?;
+    Ok(launch(op, Kernel::AvgPool2dBackward, &[dy], p, &[(n, dy.dtype)])?.remove(0))
+}
+
+/// The `mode` word of `pool/avg_pool2d*.wgsl`.
+fn pool_mode(kind: PoolKind) -> u32 {
+    match kind {
         PoolKind::Avg {
             count_include_pad: true,
         } => 0,
@@ -109,13 +166,5 @@ pub(crate) fn avg_pool2d(x: &GpuStorage, s: &WindowSpec, kind: PoolKind) -> Resu
             count_include_pad: false,
         } => 1,
         PoolKind::AdaptiveAvg => 2,
-    };
-    Ok(launch(
-        "avg_pool2d",
-        Kernel::AvgPool2d,
-        x,
-        params("avg_pool2d", s, n, mode)?,
-        &[(n, x.dtype)],
-    )?
-    .remove(0))
+    }
 }

@@ -1,0 +1,66 @@
+// Weight gradient of a convolution: dw[o, c', ky, kx] is the sum over n, oy, ox of
+// dy[n, o, oy, ox] * x[n, g*cg + c', iy, ix], g being o's group. One thread per weight
+// element walks the whole batch: deterministic, no atomics. With input and gradient
+// exchanged this is also the weight gradient of a transposed convolution.
+// params.extra.w holds the group count.
+alias T = f32;
+
+struct Params {
+    // n, c, h, w of the image
+    image: vec4<u32>,
+    // kernel height, kernel width, output height, output width
+    window: vec4<u32>,
+    // stride y, stride x, padding y, padding x
+    step: vec4<u32>,
+    // dilation y, dilation x, number of threads needed, mode
+    extra: vec4<u32>,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [n, c, h, w], the convolution's input
+@group(0) @binding(1) var<storage, read> image: array<T>;
+// [n, o, oh, ow], the gradient of the convolution's output
+@group(0) @binding(2) var<storage, read> grad: array<T>;
+// [o, c / groups, kh, kw]; one thread per element
+@group(0) @binding(3) var<storage, read_write> dw: array<T>;
+
+// Image coordinate hit by output position o and kernel tap t along one axis, or -1.
+fn source(o: u32, t: u32, stride: u32, pad: u32, dilation: u32, size: u32) -> i32 {
+    let i = i32(o * stride + t * dilation) - i32(pad);
+    return select(-1, i, i >= 0 && i < i32(size));
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if (e >= params.extra.z) { return; }
+    let kh = params.window.x;
+    let kw = params.window.y;
+    let oh = params.window.z;
+    let ow = params.window.w;
+    let c_all = params.image.y;
+    let cg = c_all / params.extra.w;
+    let out_channels = params.extra.z / (cg * kh * kw);
+    let og = out_channels / params.extra.w;
+    let kx = e % kw;
+    let ky = (e / kw) % kh;
+    let ci = (e / (kw * kh)) % cg;
+    let o = e / (kw * kh * cg);
+    let c = (o / og) * cg + ci;
+    let plane = params.image.z * params.image.w;
+    var acc = 0.0;
+    for (var n = 0u; n < params.image.x; n++) {
+        let image_base = (n * c_all + c) * plane;
+        let grad_base = (n * out_channels + o) * oh * ow;
+        for (var oy = 0u; oy < oh; oy++) {
+            let iy = source(oy, ky, params.step.x, params.step.z, params.extra.x, params.image.z);
+            if (iy < 0) { continue; }
+            for (var ox = 0u; ox < ow; ox++) {
+                let ix = source(ox, kx, params.step.y, params.step.w, params.extra.y, params.image.w);
+                if (ix < 0) { continue; }
+                acc += f32(grad[grad_base + oy * ow + ox]) * f32(image[image_base + u32(iy) * params.image.w + u32(ix)]);
+            }
+        }
+    }
+    dw[e] = T(acc);
+}
