@@ -36,7 +36,10 @@ pub const F16: Tol = Tol {
     rtol: 4e-3,
 };
 /// f64 results (CPU only): a few ulps of reordering.
-pub const F64: Tol = Tol { atol: 1e-12, rtol: 1e-10 };
+pub const F64: Tol = Tol {
+    atol: 1e-12,
+    rtol: 1e-10,
+};
 /// Indices and integer results agree exactly.
 pub const EXACT: Tol = Tol {
     atol: 0.0,

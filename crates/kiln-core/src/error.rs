@@ -98,6 +98,17 @@ pub enum Error {
     #[error("{op}: {reason}")]
     Unsupported { op: &'static str, reason: String },
 
+    #[error("{op}: cannot differentiate: {reason}")]
+    NoGradient { op: &'static str, reason: String },
+
+    #[error("gradcheck: input {input}, element {index}: analytic gradient {analytic} but finite differences give {numeric}")]
+    GradcheckFailed {
+        input: usize,
+        index: usize,
+        analytic: f64,
+        numeric: f64,
+    },
+
     #[error("no GPU adapter found: {reason}. On Debian/Ubuntu install Mesa's software Vulkan driver with `apt-get install -y mesa-vulkan-drivers` (lavapipe), or set KILN_DEVICE=cpu")]
     NoAdapter { reason: String },
 

@@ -1,6 +1,7 @@
 //! Convolutions as im2col + batched matmul (1x1 convolutions skip the unfold), and
 //! transposed convolution as matmul + col2im. Weights follow PyTorch's layouts.
 
+use crate::autograd::{track, Op};
 use crate::Tensor;
 use kiln_core::{Error, Result, WindowSpec};
 
@@ -89,31 +90,40 @@ impl Tensor {
                 })
             }
         };
-        let x = self.contiguous()?;
-        let pointwise = kh == 1 && kw == 1 && o.stride == (1, 1) && o.padding == (0, 0);
-        let cols = if pointwise {
-            x.reshape([n, c, h * w])?
-        } else {
-            let spec = WindowSpec {
-                n,
-                c,
-                h,
-                w,
-                kh,
-                kw,
-                stride: o.stride,
-                padding: o.padding,
-                dilation: o.dilation,
-                oh,
-                ow,
-            };
-            Tensor::from_storage(x.storage().im2col(&spec)?, [n, c * kh * kw, oh * ow])
+        let (stride, padding, dilation) = (o.stride, o.padding, o.dilation);
+        let spec = WindowSpec {
+            n,
+            c,
+            h,
+            w,
+            kh,
+            kw,
+            stride,
+            padding,
+            dilation,
+            oh,
+            ow,
         };
-        let kdim = wc * kh * kw;
-        // [n, g, kdim, l] columns against [g, out/g, kdim] filters broadcast over n.
-        let cols = cols.reshape([n, g, kdim, oh * ow])?;
-        let filters = weight.contiguous()?.reshape([1, g, out_c / g, kdim])?;
-        let mut out = filters.matmul(&cols)?.reshape([n, out_c, oh, ow])?;
+        let record = Op::Conv2d {
+            x: self.clone(),
+            w: weight.clone(),
+            spec,
+            groups: g,
+        };
+        let mut out = track(record, || {
+            let x = self.contiguous()?;
+            let pointwise = kh == 1 && kw == 1 && o.stride == (1, 1) && o.padding == (0, 0);
+            let cols = if pointwise {
+                x.reshape([n, c, h * w])?
+            } else {
+                Tensor::from_storage(x.storage().im2col(&spec)?, [n, c * kh * kw, oh * ow])
+            };
+            let kdim = wc * kh * kw;
+            // [n, g, kdim, l] columns against [g, out/g, kdim] filters broadcast over n.
+            let cols = cols.reshape([n, g, kdim, oh * ow])?;
+            let filters = weight.contiguous()?.reshape([1, g, out_c / g, kdim])?;
+            filters.matmul(&cols)?.reshape([n, out_c, oh, ow])
+        })?;
         if let Some(b) = bias {
             out = out.add(&b.reshape([1, out_c, 1, 1])?)?;
         }
@@ -210,13 +220,8 @@ impl Tensor {
         };
         let out_c = out_per_group * g;
         let kdim = out_per_group * kh * kw;
-        // columns [n, g, kdim, h*w] = filters^T [g, kdim, c/g] @ input [n, g, c/g, h*w]
-        let filters = weight
-            .contiguous()?
-            .reshape([1, g, c / g, kdim])?
-            .transpose(-2, -1)?;
-        let x = self.contiguous()?.reshape([n, g, c / g, h * w])?;
-        let cols = filters.matmul(&x)?.reshape([n, out_c * kh * kw, h * w])?;
+        let (stride, padding, dilation) = (o.stride, o.padding, o.dilation);
+        // The fold's geometry: the output is the image, the input sets the window grid.
         let spec = WindowSpec {
             n,
             c: out_c,
@@ -224,19 +229,55 @@ impl Tensor {
             w: ow,
             kh,
             kw,
-            stride: o.stride,
-            padding: o.padding,
-            dilation: o.dilation,
+            stride,
+            padding,
+            dilation,
             oh: h,
             ow: w,
         };
-        let mut out = Tensor::from_storage(
-            cols.contiguous()?.storage().col2im(&spec)?,
-            [n, out_c, oh, ow],
-        );
+        let record = Op::ConvTranspose2d {
+            x: self.clone(),
+            w: weight.clone(),
+            spec,
+            groups: g,
+        };
+        let mut out = track(record, || {
+            // columns [n, g, kdim, h*w] = filters^T [g, kdim, c/g] @ input [n, g, c/g, h*w]
+            let filters = weight
+                .contiguous()?
+                .reshape([1, g, c / g, kdim])?
+                .transpose(-2, -1)?;
+            let x = self.contiguous()?.reshape([n, g, c / g, h * w])?;
+            let cols = filters.matmul(&x)?.reshape([n, out_c * kh * kw, h * w])?;
+            Ok(Tensor::from_storage(
+                cols.contiguous()?.storage().col2im(&spec)?,
+                [n, out_c, oh, ow],
+            ))
+        })?;
         if let Some(b) = bias {
             out = out.add(&b.reshape([1, out_c, 1, 1])?)?;
         }
         Ok(out)
+    }
+}
+
+impl Tensor {
+    /// The weight gradient of a convolution whose compact input is `self` and whose
+    /// output gradient is `dy` (see `BackendStorage::conv2d_weight_grad`).
+    pub(crate) fn conv2d_weight_grad(
+        &self,
+        dy: &Tensor,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Tensor> {
+        let (x, dy) = (self.contiguous()?, dy.contiguous()?);
+        let storage = x
+            .storage()
+            .conv2d_weight_grad(&dy.storage(), spec, out_channels, groups)?;
+        Ok(Tensor::from_storage(
+            storage,
+            [out_channels, spec.c / groups, spec.kh, spec.kw],
+        ))
     }
 }

@@ -1,13 +1,16 @@
 //! Elementwise math with NumPy broadcasting, activations and selection.
 
+use crate::autograd::{track, Op};
 use crate::Tensor;
 use kiln_core::{BinaryOp, Error, Result, Shape, UnaryOp};
 
 impl Tensor {
     pub(crate) fn unary_op(&self, op: UnaryOp) -> Result<Tensor> {
         self.require_float(op.name())?;
-        let storage = self.storage().unary(self.layout(), op)?;
-        Ok(Tensor::from_storage(storage, self.shape().clone()))
+        track(Op::Unary(self.clone(), op), || {
+            let storage = self.storage().unary(self.layout(), op)?;
+            Ok(Tensor::from_storage(storage, self.shape().clone()))
+        })
     }
 
     pub(crate) fn binary_op(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
@@ -17,8 +20,20 @@ impl Tensor {
         crate::tensor::check_shape(op.name(), &shape)?;
         let l = self.layout().broadcast_to(op.name(), &shape)?;
         let r = rhs.layout().broadcast_to(op.name(), &shape)?;
-        let storage = self.storage().binary(&l, rhs.storage(), &r, op)?;
-        Ok(Tensor::from_storage(storage, shape))
+        let compute = || {
+            Ok(Tensor::from_storage(
+                self.storage().binary(&l, &rhs.storage(), &r, op)?,
+                shape.clone(),
+            ))
+        };
+        if matches!(
+            op,
+            BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
+        ) {
+            // A comparison is piecewise constant: its result carries no gradient.
+            return crate::no_grad(compute);
+        }
+        track(Op::Binary(self.clone(), rhs.clone(), op), compute)
     }
 
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -179,14 +194,28 @@ impl Tensor {
         let c = self.layout().broadcast_to(op, &shape)?;
         let t = on_true.layout().broadcast_to(op, &shape)?;
         let f = on_false.layout().broadcast_to(op, &shape)?;
-        let storage =
-            self.storage()
-                .where_cond(&c, on_true.storage(), &t, on_false.storage(), &f)?;
-        Ok(Tensor::from_storage(storage, shape))
+        let op = Op::Where {
+            cond: self.detach(),
+            on_true: on_true.clone(),
+            on_false: on_false.clone(),
+        };
+        track(op, || {
+            let storage =
+                self.storage()
+                    .where_cond(&c, &on_true.storage(), &t, &on_false.storage(), &f)?;
+            Ok(Tensor::from_storage(storage, shape))
+        })
     }
 
     /// `value` where `mask` is non-zero, else `self`.
     pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
         mask.where_cond(&self.scalar_like(value)?, self)
+    }
+}
+
+impl Tensor {
+    /// The Gauss error function.
+    pub fn erf(&self) -> Result<Tensor> {
+        self.unary_op(UnaryOp::Erf)
     }
 }

@@ -2,11 +2,12 @@
 //! one_hot. Index values are range-checked on the host before any kernel runs (for
 //! GPU indices this reads them back: a sync point).
 
+use crate::autograd::{track, Op};
 use crate::Tensor;
 use kiln_core::{DType, Error, GatherSpec, Result, ScatterSpec, Shape};
 
 impl Tensor {
-    fn check_indices(&self, op: &'static str, size: usize) -> Result<()> {
+    pub(crate) fn check_indices(&self, op: &'static str, size: usize) -> Result<()> {
         if self.dtype() != DType::I32 {
             return Err(Error::UnsupportedDType {
                 op,
@@ -52,13 +53,20 @@ impl Tensor {
             inner,
             index_strides: [0, 1, 0],
         };
-        let storage = self
-            .contiguous()?
-            .storage()
-            .gather(index.contiguous()?.storage(), &spec)?;
         let mut dims = self.dims().to_vec();
         dims[d] = index.elem_count();
-        Ok(Tensor::from_storage(storage, Shape::new(dims)))
+        let record = Op::IndexSelect {
+            x: self.clone(),
+            dim: d,
+            index: index.clone(),
+        };
+        track(record, || {
+            let storage = self
+                .contiguous()?
+                .storage()
+                .gather(&index.contiguous()?.storage(), &spec)?;
+            Ok(Tensor::from_storage(storage, Shape::new(dims)))
+        })
     }
 
     /// `out[.., j, ..] = self[.., index[.., j, ..], ..]` along `dim`; `index` has the
@@ -86,11 +94,20 @@ impl Tensor {
             inner,
             index_strides: [out_dim * inner, inner, 1],
         };
-        let storage = self
-            .contiguous()?
-            .storage()
-            .gather(index.contiguous()?.storage(), &spec)?;
-        Ok(Tensor::from_storage(storage, index.shape().clone()))
+        track(
+            Op::Gather {
+                x: self.clone(),
+                dim: d,
+                index: index.clone(),
+            },
+            || {
+                let storage = self
+                    .contiguous()?
+                    .storage()
+                    .gather(&index.contiguous()?.storage(), &spec)?;
+                Ok(Tensor::from_storage(storage, index.shape().clone()))
+            },
+        )
     }
 
     /// A copy of `self` with `src[.., j, ..]` added at `index[.., j, ..]` along `dim`.
@@ -119,12 +136,21 @@ impl Tensor {
             src_dim: index.dims()[d],
             inner,
         };
-        let storage = self.contiguous()?.storage().scatter_add(
-            index.contiguous()?.storage(),
-            src.contiguous()?.storage(),
-            &spec,
-        )?;
-        Ok(Tensor::from_storage(storage, self.shape().clone()))
+        let record = Op::ScatterAdd {
+            x: self.clone(),
+            dim: d,
+            index: index.clone(),
+            src: src.clone(),
+        };
+        track(record, || {
+            let (index, src) = (index.contiguous()?, src.contiguous()?);
+            let storage = self.contiguous()?.storage().scatter_add(
+                &index.storage(),
+                &src.storage(),
+                &spec,
+            )?;
+            Ok(Tensor::from_storage(storage, self.shape().clone()))
+        })
     }
 
     /// Rows of `self` (`[vocab, dim]`) for each id: output `ids.shape + [dim]`.

@@ -24,6 +24,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+mod autograd;
 mod conv;
 pub use conv::Conv2dOptions;
 mod create;
@@ -31,6 +32,7 @@ mod device;
 mod element;
 mod elementwise;
 mod index;
+mod loss;
 mod matmul;
 mod norm;
 mod pool;
@@ -41,11 +43,15 @@ mod storage;
 mod tensor;
 mod view;
 
+pub use autograd::{
+    gradcheck, is_grad_enabled, no_grad, GradIssue, GradIssueKind, GradcheckOptions,
+    GradcheckReport, Gradients, NoGradGuard,
+};
 pub use device::Device;
 pub use element::Element;
 pub use kiln_core::{DType, Error, GpuErrorKind, Result, Shape};
 pub use random::Rng;
-pub use tensor::Tensor;
+pub use tensor::{Tensor, TensorId};
 
 /// The backends, for users who need to reach below the tensor API.
 pub mod backend {

@@ -1,6 +1,7 @@
 //! Matrix products: 2-D, batched, with broadcast batch dims; transposed operands are
 //! read through their strides.
 
+use crate::autograd::{track, Op};
 use crate::Tensor;
 use kiln_core::{Error, Layout, MatmulOperand, MatmulSpec, Result, Shape};
 
@@ -46,6 +47,12 @@ impl Tensor {
     /// Matrix product with PyTorch's rules: 1-D operands become a row (lhs) or a
     /// column (rhs) vector and that dim is dropped from the result; batch dims broadcast.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        track(Op::Matmul(self.clone(), rhs.clone()), || {
+            self.matmul_compute(rhs)
+        })
+    }
+
+    fn matmul_compute(&self, rhs: &Tensor) -> Result<Tensor> {
         let op = "matmul";
         self.same_device(op, rhs)?;
         self.same_dtype(op, rhs)?;
@@ -116,7 +123,7 @@ impl Tensor {
             lhs: operand(l.layout(), &batch, |d| d.lhs),
             rhs: operand(r.layout(), &batch, |d| d.rhs),
         };
-        let storage = l.storage().matmul(r.storage(), &spec)?;
+        let storage = l.storage().matmul(&r.storage(), &spec)?;
         let mut out = Tensor::from_storage(storage, full(&batch_shape, m, n));
         if rhs.rank() == 1 {
             out = out.squeeze(-1)?;

@@ -1,5 +1,6 @@
 //! Normalisation: layer_norm as one fused kernel per row.
 
+use crate::autograd::{track, Op};
 use crate::Tensor;
 use kiln_core::{Error, Result};
 
@@ -48,13 +49,22 @@ impl Tensor {
             }
         };
         let (w, b) = (param(weight, 1.0)?, param(bias, 0.0)?);
-        let storage = self.contiguous()?.storage().layer_norm(
-            w.storage(),
-            b.storage(),
-            rows,
-            k,
-            eps as f32,
-        )?;
-        Ok(Tensor::from_storage(storage, self.shape().clone()))
+        let record = Op::LayerNorm {
+            x: self.clone(),
+            weight: weight.cloned(),
+            bias: bias.cloned(),
+            dims: r,
+            eps,
+        };
+        track(record, || {
+            let storage = self.contiguous()?.storage().layer_norm(
+                &w.storage(),
+                &b.storage(),
+                rows,
+                k,
+                eps as f32,
+            )?;
+            Ok(Tensor::from_storage(storage, self.shape().clone()))
+        })
     }
 }

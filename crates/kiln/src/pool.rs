@@ -1,5 +1,6 @@
 //! Pooling over NCHW tensors: max (with indices), average, adaptive and global average.
 
+use crate::autograd::{track, Op};
 use crate::Tensor;
 use kiln_core::{Error, PoolKind, Result, WindowSpec};
 
@@ -70,12 +71,18 @@ impl Tensor {
         dilation: (usize, usize),
     ) -> Result<(Tensor, Tensor)> {
         let s = self.window("max_pool2d", kernel, stride, padding, dilation)?;
-        let (values, indices) = self.contiguous()?.storage().max_pool2d(&s)?;
         let shape = [s.n, s.c, s.oh, s.ow];
-        Ok((
+        let (values, indices) = crate::no_grad(|| self.contiguous()?.storage().max_pool2d(&s))?;
+        let (values, indices) = (
             Tensor::from_storage(values, shape),
             Tensor::from_storage(indices, shape),
-        ))
+        );
+        let record = Op::MaxPool2d {
+            x: self.clone(),
+            indices: indices.clone(),
+            spec: s,
+        };
+        Ok((track(record, || Ok(values))?, indices))
     }
 
     pub fn max_pool2d(
@@ -98,11 +105,7 @@ impl Tensor {
         count_include_pad: bool,
     ) -> Result<Tensor> {
         let s = self.window("avg_pool2d", kernel, stride, padding, (1, 1))?;
-        let storage = self
-            .contiguous()?
-            .storage()
-            .avg_pool2d(&s, PoolKind::Avg { count_include_pad })?;
-        Ok(Tensor::from_storage(storage, [s.n, s.c, s.oh, s.ow]))
+        self.avg_pool_tracked(s, PoolKind::Avg { count_include_pad })
     }
 
     /// Average over PyTorch's adaptive windows so the output is `[n, c, oh, ow]`.
@@ -138,16 +141,41 @@ impl Tensor {
             oh: output.0,
             ow: output.1,
         };
-        let storage = self
-            .contiguous()?
-            .storage()
-            .avg_pool2d(&s, PoolKind::AdaptiveAvg)?;
-        Ok(Tensor::from_storage(storage, [n, c, output.0, output.1]))
+        self.avg_pool_tracked(s, PoolKind::AdaptiveAvg)
     }
 
     /// Mean over the spatial dims, keeping them as size 1: `[n, c, 1, 1]`.
     pub fn global_avg_pool2d(&self) -> Result<Tensor> {
         self.require_rank("global_avg_pool2d", 4)?;
         self.mean(&[2, 3], true)
+    }
+}
+
+impl Tensor {
+    fn avg_pool_tracked(&self, s: WindowSpec, kind: PoolKind) -> Result<Tensor> {
+        track(
+            Op::AvgPool2d {
+                x: self.clone(),
+                spec: s,
+                kind,
+            },
+            || {
+                let storage = self.contiguous()?.storage().avg_pool2d(&s, kind)?;
+                Ok(Tensor::from_storage(storage, [s.n, s.c, s.oh, s.ow]))
+            },
+        )
+    }
+
+    /// The input gradient of max pooling, from the output gradient `self`.
+    pub(crate) fn max_pool2d_backward(&self, indices: &Tensor, s: &WindowSpec) -> Result<Tensor> {
+        let (dy, indices) = (self.contiguous()?, indices.contiguous()?);
+        let storage = dy.storage().max_pool2d_backward(&indices.storage(), s)?;
+        Ok(Tensor::from_storage(storage, [s.n, s.c, s.h, s.w]))
+    }
+
+    /// The input gradient of (adaptive) average pooling, from the output gradient `self`.
+    pub(crate) fn avg_pool2d_backward(&self, s: &WindowSpec, kind: PoolKind) -> Result<Tensor> {
+        let storage = self.contiguous()?.storage().avg_pool2d_backward(s, kind)?;
+        Ok(Tensor::from_storage(storage, [s.n, s.c, s.h, s.w]))
     }
 }

@@ -1,5 +1,6 @@
 //! Reductions over one, several or all dims, and softmax.
 
+use crate::autograd::{track, Op};
 use crate::Tensor;
 use kiln_core::{Error, ReduceOp, Result, Shape};
 
@@ -23,8 +24,33 @@ impl Tensor {
                 reason: "cannot reduce an empty dim".into(),
             });
         }
+        if op.returns_index() {
+            // An index carries no gradient.
+            return crate::no_grad(|| self.reduce_compute(op, &reduced, &kept, keepdim));
+        }
+        if op == ReduceOp::Prod && self.requires_grad() && crate::is_grad_enabled() {
+            let reason = "prod has no gradient rule yet; detach() first".into();
+            return Err(Error::NoGradient { op: name, reason });
+        }
+        let record = Op::Reduce {
+            x: self.clone(),
+            op,
+            dims: reduced.clone(),
+            keepdim,
+        };
+        track(record, || self.reduce_compute(op, &reduced, &kept, keepdim))
+    }
+
+    fn reduce_compute(
+        &self,
+        op: ReduceOp,
+        reduced: &[usize],
+        kept: &[usize],
+        keepdim: bool,
+    ) -> Result<Tensor> {
+        let k: usize = reduced.iter().map(|&d| self.dims()[d]).product();
         let rows: usize = kept.iter().map(|&d| self.dims()[d]).product();
-        let perm: Vec<usize> = kept.iter().chain(&reduced).copied().collect();
+        let perm: Vec<usize> = kept.iter().chain(reduced).copied().collect();
         let moved = self
             .with_layout(self.layout().permute(&perm))
             .contiguous()?;
@@ -139,9 +165,18 @@ impl Tensor {
             .contiguous()?;
         let k = self.dims()[d];
         let rows = self.elem_count().checked_div(k).unwrap_or(0);
-        let storage = moved.storage().softmax(rows, k, log)?;
-        let out = Tensor::from_storage(storage, moved.shape().clone());
-        Ok(out.with_layout(out.layout().transpose(d, last)))
+        track(
+            Op::Softmax {
+                x: self.clone(),
+                dim: d,
+                log,
+            },
+            || {
+                let storage = moved.storage().softmax(rows, k, log)?;
+                let out = Tensor::from_storage(storage, moved.shape().clone());
+                Ok(out.with_layout(out.layout().transpose(d, last)))
+            },
+        )
     }
 
     /// `exp(x) / sum(exp(x))` along `dim`, computed stably (the maximum is subtracted first).

@@ -1,5 +1,6 @@
 //! Ops that assemble or mask whole tensors: cat, stack, pad, tril and triu.
 
+use crate::autograd::{track, Op};
 use crate::Tensor;
 use kiln_core::{DType, Error, Layout, Result, Shape};
 
@@ -30,20 +31,31 @@ impl Tensor {
         let mut dims = first.dims().to_vec();
         dims[d] = total;
         let shape = Shape::new(dims);
-        let mut out = first
-            .device()
-            .zeros_storage(shape.elem_count(), first.dtype())?;
-        let whole = Layout::contiguous(shape.clone());
-        let mut start = 0;
-        for t in tensors {
-            let len = t.dims()[d];
-            if len > 0 {
-                t.storage()
-                    .copy_into(t.layout(), &mut out, &whole.narrow(d, start, len))?;
-            }
-            start += len;
-        }
-        Ok(Tensor::from_storage(out, shape))
+        track(
+            Op::Cat {
+                xs: tensors.to_vec(),
+                dim: d,
+            },
+            || {
+                let mut out = first
+                    .device()
+                    .zeros_storage(shape.elem_count(), first.dtype())?;
+                let whole = Layout::contiguous(shape.clone());
+                let mut start = 0;
+                for t in tensors {
+                    let len = t.dims()[d];
+                    if len > 0 {
+                        t.storage().copy_into(
+                            t.layout(),
+                            &mut out,
+                            &whole.narrow(d, start, len),
+                        )?;
+                    }
+                    start += len;
+                }
+                Ok(Tensor::from_storage(out, shape))
+            },
+        )
     }
 
     /// Joins tensors of one shape along a new dim `dim`.
@@ -80,17 +92,25 @@ impl Tensor {
         }
         let shape = Shape::new(dims);
         crate::tensor::check_shape(op, &shape)?;
-        let mut out = self
-            .device()
-            .full_storage(shape.elem_count(), self.dtype(), value)?;
-        let mut inner = Layout::contiguous(shape.clone());
-        for (d, before) in region {
-            inner = inner.narrow(d, before, self.dims()[d]);
-        }
-        if self.elem_count() > 0 {
-            self.storage().copy_into(self.layout(), &mut out, &inner)?;
-        }
-        Ok(Tensor::from_storage(out, shape))
+        track(
+            Op::Pad {
+                x: self.clone(),
+                pads: pads.to_vec(),
+            },
+            || {
+                let mut out =
+                    self.device()
+                        .full_storage(shape.elem_count(), self.dtype(), value)?;
+                let mut inner = Layout::contiguous(shape.clone());
+                for (d, before) in region {
+                    inner = inner.narrow(d, before, self.dims()[d]);
+                }
+                if self.elem_count() > 0 {
+                    self.storage().copy_into(self.layout(), &mut out, &inner)?;
+                }
+                Ok(Tensor::from_storage(out, shape))
+            },
+        )
     }
 
     /// Keeps elements with `col - row <= diagonal` (lower triangle) of the last two dims.

@@ -1,39 +1,101 @@
 //! `Tensor`: a cheap handle to shared storage seen through a `Layout`.
 
+use crate::autograd::{track, Node, Op};
 use crate::storage::Storage;
 use crate::{Device, Element};
 use kiln_core::{DType, Error, HostBuffer, Layout, Result, Shape, MAX_RANK};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// An n-dimensional array on a [`Device`]. Cloning is cheap (the data is shared);
 /// view ops (`reshape`, `transpose`, `narrow`, ...) share the data too.
+///
+/// A tensor also carries its place in the autograd graph: a constant, a leaf that
+/// requires a gradient, or the result of an op whose parents track gradients.
 #[derive(Clone)]
 pub struct Tensor(Arc<TensorInner>);
 
+/// Identifies a tensor in a [`crate::Gradients`] map; views get their own id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(usize);
+
+impl TensorId {
+    fn next() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        TensorId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 struct TensorInner {
-    storage: Arc<Storage>,
+    id: TensorId,
+    /// Replaceable so that optimizers can update a parameter in place (`set_data`).
+    storage: RwLock<Arc<Storage>>,
     layout: Layout,
+    node: Mutex<Node>,
 }
 
 impl Tensor {
-    pub(crate) fn from_storage(storage: Storage, shape: impl Into<Shape>) -> Self {
+    fn build(storage: Arc<Storage>, layout: Layout, node: Node) -> Self {
         Tensor(Arc::new(TensorInner {
-            storage: Arc::new(storage),
-            layout: Layout::contiguous(shape),
-        }))
-    }
-
-    /// The same data seen through another layout.
-    pub(crate) fn with_layout(&self, layout: Layout) -> Self {
-        Tensor(Arc::new(TensorInner {
-            storage: self.0.storage.clone(),
+            id: TensorId::next(),
+            storage: RwLock::new(storage),
             layout,
+            node: Mutex::new(node),
         }))
     }
 
-    pub(crate) fn storage(&self) -> &Storage {
-        &self.0.storage
+    pub(crate) fn from_storage(storage: Storage, shape: impl Into<Shape>) -> Self {
+        Tensor::build(Arc::new(storage), Layout::contiguous(shape), Node::Constant)
+    }
+
+    /// The same data seen through another layout (a new, untracked tensor).
+    pub(crate) fn with_layout(&self, layout: Layout) -> Self {
+        Tensor::build(self.storage(), layout, Node::Constant)
+    }
+
+    /// The same data and layout under a new id with the given graph node.
+    pub(crate) fn with_node(&self, node: Node) -> Self {
+        Tensor::build(self.storage(), self.layout().clone(), node)
+    }
+
+    pub(crate) fn storage(&self) -> Arc<Storage> {
+        self.0
+            .storage
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn node(&self) -> MutexGuard<'_, Node> {
+        self.0.node.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn id(&self) -> TensorId {
+        self.0.id
+    }
+
+    /// Replaces this tensor's data with `value`'s (same shape, dtype and device),
+    /// keeping its id and graph role: how optimizers update parameters. Only compact
+    /// tensors can be updated; `value` is copied if it is a view.
+    pub fn set_data(&self, value: &Tensor) -> Result<()> {
+        let op = "set_data";
+        self.same_device(op, value)?;
+        self.same_dtype(op, value)?;
+        if self.shape() != value.shape() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().clone(),
+                rhs: value.shape().clone(),
+            });
+        }
+        if !self.layout().is_compact() {
+            let reason = "only a compact tensor (not a view) can be updated in place".into();
+            return Err(Error::InvalidArgument { op, reason });
+        }
+        let compact = crate::autograd::no_grad(|| value.contiguous())?;
+        *self.0.storage.write().unwrap_or_else(|e| e.into_inner()) = compact.storage();
+        Ok(())
     }
 
     pub fn layout(&self) -> &Layout {
@@ -57,11 +119,11 @@ impl Tensor {
     }
 
     pub fn dtype(&self) -> DType {
-        self.0.storage.dtype()
+        self.storage().dtype()
     }
 
     pub fn device(&self) -> Device {
-        self.0.storage.device()
+        self.storage().device()
     }
 
     /// Size of one dim; negative counts from the end.
@@ -109,8 +171,9 @@ impl Tensor {
         if &self.device() == device {
             return Ok(self.clone());
         }
-        let host = self.to_host()?;
-        Tensor::from_host(host, self.shape().clone(), device)
+        track(Op::ToDevice(self.clone()), || {
+            Tensor::from_host(self.to_host()?, self.shape().clone(), device)
+        })
     }
 
     /// A copy converted to `dtype`. Floats to i32 truncate towards zero and saturate.
@@ -118,8 +181,17 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let storage = self.storage().cast(self.layout(), dtype)?;
-        Ok(Tensor::from_storage(storage, self.shape().clone()))
+        if !dtype.is_float() && self.requires_grad() && crate::is_grad_enabled() {
+            let reason = format!("a cast to {dtype} has no gradient; detach() first");
+            return Err(Error::NoGradient {
+                op: "to_dtype",
+                reason,
+            });
+        }
+        track(Op::Cast(self.clone()), || {
+            let storage = self.storage().cast(self.layout(), dtype)?;
+            Ok(Tensor::from_storage(storage, self.shape().clone()))
+        })
     }
 
     /// A compact copy (row-major, no gaps, from the first element) unless already one.
@@ -127,13 +199,15 @@ impl Tensor {
         if self.layout().is_compact() {
             return Ok(self.clone());
         }
-        let mut dst = self
-            .device()
-            .zeros_storage(self.elem_count(), self.dtype())?;
-        let out_layout = Layout::contiguous(self.shape().clone());
-        self.storage()
-            .copy_into(self.layout(), &mut dst, &out_layout)?;
-        Ok(Tensor::from_storage(dst, self.shape().clone()))
+        track(Op::Identity(self.clone()), || {
+            let mut dst = self
+                .device()
+                .zeros_storage(self.elem_count(), self.dtype())?;
+            let out_layout = Layout::contiguous(self.shape().clone());
+            self.storage()
+                .copy_into(self.layout(), &mut dst, &out_layout)?;
+            Ok(Tensor::from_storage(dst, self.shape().clone()))
+        })
     }
 
     pub fn is_contiguous(&self) -> bool {

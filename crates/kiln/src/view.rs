@@ -1,5 +1,6 @@
 //! View ops: they rewrite the layout and share the data; nothing is copied.
 
+use crate::autograd::{track, Op};
 use crate::Tensor;
 use kiln_core::{Error, Result, Shape};
 
@@ -17,8 +18,10 @@ impl Tensor {
         }
         crate::tensor::check_shape("reshape", &shape)?;
         match self.layout().reshape(&shape) {
-            Some(layout) => Ok(self.with_layout(layout)),
-            None => self.contiguous()?.reshape(shape),
+            Some(layout) => track(Op::Reshape(self.clone()), || Ok(self.with_layout(layout))),
+            None => track(Op::Reshape(self.clone()), || {
+                self.contiguous()?.reshape(shape)
+            }),
         }
     }
 
@@ -72,6 +75,10 @@ impl Tensor {
                 size: self.storage().len(),
             });
         }
+        if self.requires_grad() && crate::is_grad_enabled() {
+            let reason = "as_strided views have no gradient rule; detach() first".into();
+            return Err(Error::NoGradient { op, reason });
+        }
         Ok(self.with_layout(layout))
     }
 
@@ -85,7 +92,9 @@ impl Tensor {
             self.shape().dim("transpose", d0)?,
             self.shape().dim("transpose", d1)?,
         );
-        Ok(self.with_layout(self.layout().transpose(a, b)))
+        let mut perm: Vec<usize> = (0..self.rank()).collect();
+        perm.swap(a, b);
+        self.permute_resolved(perm)
     }
 
     /// Swaps the last two dims (a matrix transpose).
@@ -114,14 +123,22 @@ impl Tensor {
                 reason: format!("{perm:?} is not a permutation of {} dims", self.rank()),
             });
         }
-        Ok(self.with_layout(self.layout().permute(&resolved)))
+        self.permute_resolved(resolved)
+    }
+
+    fn permute_resolved(&self, perm: Vec<usize>) -> Result<Tensor> {
+        let layout = self.layout().permute(&perm);
+        track(Op::Permute(self.clone(), perm), || {
+            Ok(self.with_layout(layout))
+        })
     }
 
     /// Repeats size-1 dims (and adds leading ones) without copying, NumPy-style.
     pub fn broadcast_to(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         crate::tensor::check_shape("broadcast_to", &shape)?;
-        Ok(self.with_layout(self.layout().broadcast_to("broadcast_to", &shape)?))
+        let layout = self.layout().broadcast_to("broadcast_to", &shape)?;
+        track(Op::Broadcast(self.clone()), || Ok(self.with_layout(layout)))
     }
 
     /// PyTorch's name for `broadcast_to`.
@@ -140,7 +157,15 @@ impl Tensor {
                 size,
             });
         }
-        Ok(self.with_layout(self.layout().narrow(d, start, len)))
+        let layout = self.layout().narrow(d, start, len);
+        track(
+            Op::Narrow {
+                x: self.clone(),
+                dim: d,
+                start,
+            },
+            || Ok(self.with_layout(layout)),
+        )
     }
 
     /// Elements `range` along `dim`.
@@ -164,7 +189,8 @@ impl Tensor {
                 reason: format!("dim {dim} has size {}, not 1", self.dims()[d]),
             });
         }
-        Ok(self.with_layout(self.layout().squeeze(d)))
+        let layout = self.layout().squeeze(d);
+        track(Op::Reshape(self.clone()), || Ok(self.with_layout(layout)))
     }
 
     /// Inserts a size-1 dim at `dim` (`-1` appends).
@@ -179,6 +205,7 @@ impl Tensor {
             });
         }
         crate::tensor::check_shape("unsqueeze", &Shape::new(vec![1; rank as usize]))?;
-        Ok(self.with_layout(self.layout().unsqueeze(d as usize)))
+        let layout = self.layout().unsqueeze(d as usize);
+        track(Op::Reshape(self.clone()), || Ok(self.with_layout(layout)))
     }
 }

@@ -1,0 +1,500 @@
+//! The backward pass: one topological sort and one gradient rule per op. Rules are
+//! written with tensor ops, so gradients are computed on the forward's device. Each
+//! op's saved inputs are released as soon as its rule has run.
+
+use super::grad_mode::no_grad;
+use super::op::{Node, Op};
+use super::Gradients;
+use crate::{Conv2dOptions, Tensor};
+use kiln_core::{BinaryOp, Error, ReduceOp, Result, Shape, UnaryOp};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+impl Tensor {
+    /// True for a trainable leaf and for anything computed from one (while grad mode
+    /// was on).
+    pub fn requires_grad(&self) -> bool {
+        !matches!(*self.node(), Node::Constant)
+    }
+
+    /// True for a trainable leaf (a variable).
+    pub fn is_leaf_var(&self) -> bool {
+        matches!(*self.node(), Node::Leaf)
+    }
+
+    /// Makes this tensor a trainable leaf (or a constant again). Computed tensors
+    /// cannot be changed: `detach()` them first.
+    pub fn set_requires_grad(&self, on: bool) -> Result<()> {
+        let mut node = self.node();
+        match *node {
+            Node::Constant | Node::Leaf => {
+                *node = if on { Node::Leaf } else { Node::Constant };
+                Ok(())
+            }
+            _ => Err(Error::InvalidArgument {
+                op: "set_requires_grad",
+                reason: "only leaf tensors can change; detach() a computed tensor first".into(),
+            }),
+        }
+    }
+
+    /// This tensor as a trainable leaf: `Tensor::randn(..)?.into_var()?`.
+    pub fn into_var(self) -> Result<Tensor> {
+        self.set_requires_grad(true)?;
+        Ok(self)
+    }
+
+    /// The same data as a constant: gradients do not flow through it.
+    pub fn detach(&self) -> Tensor {
+        self.with_node(Node::Constant)
+    }
+
+    /// Gradients of this one-element tensor with respect to every trainable leaf it
+    /// depends on. The graph's saved inputs are released as the pass goes: calling
+    /// `backward` again on the same graph is an error.
+    pub fn backward(&self) -> Result<Gradients> {
+        let mut grads = Gradients::default();
+        self.backward_into(&mut grads)?;
+        Ok(grads)
+    }
+
+    /// `backward`, adding into `grads` (gradient accumulation over several passes).
+    pub fn backward_into(&self, grads: &mut Gradients) -> Result<()> {
+        let op = "backward";
+        if !self.requires_grad() {
+            let reason =
+                "the tensor does not depend on any variable that requires a gradient".into();
+            return Err(Error::InvalidArgument { op, reason });
+        }
+        if self.elem_count() != 1 {
+            let reason = "backward needs a one-element tensor (reduce the loss first)".into();
+            return Err(Error::InvalidShape {
+                op,
+                shape: self.shape().clone(),
+                reason,
+            });
+        }
+        no_grad(|| {
+            let order = topological_order(self);
+            let mut pending: HashMap<_, Tensor> = HashMap::new();
+            pending.insert(self.id(), self.ones_like()?);
+            for node in order {
+                let Some(grad) = pending.remove(&node.id()) else {
+                    continue;
+                };
+                let recorded = std::mem::replace(&mut *node.node(), Node::Constant);
+                match recorded {
+                    Node::Leaf => {
+                        *node.node() = Node::Leaf;
+                        grads.accumulate(node.id(), grad)?;
+                    }
+                    Node::Op(op) => {
+                        *node.node() = Node::Freed(op.name());
+                        let parent_grads = gradient(&op, &node, &grad)?;
+                        for (parent, g) in op.parents().into_iter().zip(parent_grads) {
+                            let Some(g) = g else { continue };
+                            if !parent.requires_grad() {
+                                continue;
+                            }
+                            let total = match pending.remove(&parent.id()) {
+                                Some(previous) => previous.add(&g)?,
+                                None => g,
+                            };
+                            pending.insert(parent.id(), total);
+                        }
+                    }
+                    Node::Freed(name) => {
+                        *node.node() = Node::Freed(name);
+                        let reason = format!("the graph through {name} was already used by an earlier backward pass; run the forward pass again");
+                        return Err(Error::InvalidArgument { op, reason });
+                    }
+                    Node::Constant => {}
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Every tensor reachable from `root` through recorded ops, consumers before producers.
+fn topological_order(root: &Tensor) -> Vec<Tensor> {
+    let mut post = Vec::new();
+    let mut seen = HashSet::new();
+    // Iterative depth-first search: (tensor, children pushed?).
+    let mut stack = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            post.push(t);
+            continue;
+        }
+        if !seen.insert(t.id()) {
+            continue;
+        }
+        let op = match &*t.node() {
+            Node::Op(op) => Some(op.clone()),
+            _ => None,
+        };
+        stack.push((t.clone(), true));
+        if let Some(op) = op {
+            for p in op.parents() {
+                if p.requires_grad() && !seen.contains(&p.id()) {
+                    stack.push((p.clone(), false));
+                }
+            }
+        }
+    }
+    post.reverse();
+    post
+}
+
+/// Sums `g` over the dims that broadcasting added or stretched, giving `shape`.
+pub(crate) fn sum_to(g: &Tensor, shape: &Shape) -> Result<Tensor> {
+    if g.shape() == shape {
+        return Ok(g.clone());
+    }
+    let lead = g.rank() - shape.rank();
+    let mut dims: Vec<isize> = (0..lead as isize).collect();
+    for (i, &d) in shape.dims().iter().enumerate() {
+        if d == 1 && g.dims()[lead + i] != 1 {
+            dims.push((lead + i) as isize);
+        }
+    }
+    let summed = if dims.is_empty() {
+        g.clone()
+    } else {
+        g.sum(&dims, true)?
+    };
+    summed.reshape(shape.clone())
+}
+
+/// `g` with the reduced dims restored as size 1, so that it broadcasts against the input.
+fn unreduce(g: &Tensor, x: &Tensor, dims: &[usize], keepdim: bool) -> Result<Tensor> {
+    if keepdim {
+        return Ok(g.clone());
+    }
+    let shape: Vec<usize> = (0..x.rank())
+        .map(|d| if dims.contains(&d) { 1 } else { x.dims()[d] })
+        .collect();
+    g.reshape(shape)
+}
+
+/// 1 where `x > 0`, -1 where `x < 0`, 0 at 0.
+fn sign(x: &Tensor) -> Result<Tensor> {
+    x.gt_scalar(0.0)?.sub(&x.lt_scalar(0.0)?)
+}
+
+/// The gradient of each parent of `op` (in `Op::parents` order) given the output
+/// `y` and its gradient `g`; `None` for a parent that gets none.
+fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    use std::f64::consts::PI;
+    let one = |t: Tensor| Ok(vec![Some(t)]);
+    match &**op {
+        Op::Unary(x, u) => {
+            let d = match *u {
+                UnaryOp::Neg => return one(g.neg()?),
+                UnaryOp::AddScalar(_) => return one(g.clone()),
+                UnaryOp::MulScalar(s) => return one(g.mul_scalar(s as f64)?),
+                UnaryOp::Abs => sign(x)?,
+                UnaryOp::Exp => y.clone(),
+                UnaryOp::Log => x.recip()?,
+                UnaryOp::Sqrt => y.recip()?.mul_scalar(0.5)?,
+                // d/dx x^-1/2 = -1/2 x^-3/2 = -1/2 y^3
+                UnaryOp::Rsqrt => y.pow_scalar(3.0)?.mul_scalar(-0.5)?,
+                UnaryOp::Sin => x.cos()?,
+                UnaryOp::Cos => x.sin()?.neg()?,
+                UnaryOp::Tanh => y.square()?.neg()?.add_scalar(1.0)?,
+                UnaryOp::Sigmoid => y.mul(&y.neg()?.add_scalar(1.0)?)?,
+                UnaryOp::Relu => x.gt_scalar(0.0)?,
+                UnaryOp::LeakyRelu(a) => {
+                    let positive = x.ge(&x.zeros_like()?)?;
+                    positive.mul_scalar(1.0 - a as f64)?.add_scalar(a as f64)?
+                }
+                UnaryOp::GeluErf => {
+                    // Phi(x) + x * phi(x), with Phi the normal CDF and phi its density.
+                    let cdf = x
+                        .mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?
+                        .erf()?
+                        .add_scalar(1.0)?
+                        .mul_scalar(0.5)?;
+                    let pdf = x
+                        .square()?
+                        .mul_scalar(-0.5)?
+                        .exp()?
+                        .mul_scalar(1.0 / (2.0 * PI).sqrt())?;
+                    cdf.add(&x.mul(&pdf)?)?
+                }
+                UnaryOp::GeluTanh => {
+                    // u = c (x + 0.044715 x^3), t = tanh u:
+                    // 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 * 0.044715 x^2)
+                    let c = (2.0 / PI).sqrt();
+                    let x2 = x.square()?;
+                    let t = x
+                        .mul(&x2.mul_scalar(0.044715)?.add_scalar(1.0)?)?
+                        .mul_scalar(c)?
+                        .tanh()?;
+                    let left = t.add_scalar(1.0)?.mul_scalar(0.5)?;
+                    let du = x2
+                        .mul_scalar(3.0 * 0.044715)?
+                        .add_scalar(1.0)?
+                        .mul_scalar(c)?;
+                    let right = x
+                        .mul(&t.square()?.neg()?.add_scalar(1.0)?)?
+                        .mul(&du)?
+                        .mul_scalar(0.5)?;
+                    left.add(&right)?
+                }
+                UnaryOp::Silu => {
+                    // s (1 + x (1 - s)), s = sigmoid(x)
+                    let s = x.sigmoid()?;
+                    s.mul(&x.mul(&s.neg()?.add_scalar(1.0)?)?.add_scalar(1.0)?)?
+                }
+                UnaryOp::Clamp { min, max } => x
+                    .ge(&x.full_like(min as f64)?)?
+                    .mul(&x.le(&x.full_like(max as f64)?)?)?,
+                UnaryOp::PowScalar(p) => x.pow_scalar(p as f64 - 1.0)?.mul_scalar(p as f64)?,
+                UnaryOp::Recip => y.square()?.neg()?,
+                UnaryOp::Square => x.mul_scalar(2.0)?,
+                UnaryOp::Erf => x.square()?.neg()?.exp()?.mul_scalar(2.0 / PI.sqrt())?,
+            };
+            one(g.mul(&d)?)
+        }
+        Op::Binary(a, b, op) => {
+            let (ga, gb) = match op {
+                BinaryOp::Add => (g.clone(), g.clone()),
+                BinaryOp::Sub => (g.clone(), g.neg()?),
+                BinaryOp::Mul => (g.mul(b)?, g.mul(a)?),
+                BinaryOp::Div => (g.div(b)?, g.mul(y)?.div(b)?.neg()?),
+                BinaryOp::Pow => (
+                    g.mul(b)?.mul(&a.pow(&b.sub_scalar(1.0)?)?)?,
+                    g.mul(y)?.mul(&a.log()?)?,
+                ),
+                // Ties send the gradient to the left operand.
+                BinaryOp::Maximum | BinaryOp::Minimum => {
+                    let left = if *op == BinaryOp::Maximum {
+                        a.ge(b)?
+                    } else {
+                        a.le(b)?
+                    };
+                    let left = left.broadcast_to(y.shape().clone())?;
+                    (g.mul(&left)?, g.mul(&left.neg()?.add_scalar(1.0)?)?)
+                }
+                _ => return Ok(vec![None, None]), // comparisons are never recorded
+            };
+            Ok(vec![
+                Some(sum_to(&ga, a.shape())?),
+                Some(sum_to(&gb, b.shape())?),
+            ])
+        }
+        Op::Where {
+            cond,
+            on_true,
+            on_false,
+        } => {
+            let zero = g.zeros_like()?;
+            let gt = cond.where_cond(g, &zero)?;
+            let gf = cond.where_cond(&zero, g)?;
+            Ok(vec![
+                Some(sum_to(&gt, on_true.shape())?),
+                Some(sum_to(&gf, on_false.shape())?),
+            ])
+        }
+        Op::Cast(x) => one(g.to_dtype(x.dtype())?),
+        Op::ToDevice(x) => one(g.to_device(&x.device())?),
+        Op::Identity(_) => one(g.clone()),
+        Op::Reshape(x) => one(g.reshape(x.shape().clone())?),
+        Op::Permute(_, perm) => {
+            let mut inverse = vec![0isize; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inverse[p] = i as isize;
+            }
+            one(g.permute(&inverse)?)
+        }
+        Op::Broadcast(x) => one(sum_to(g, x.shape())?),
+        Op::Narrow { x, dim, start } => {
+            let after = x.dims()[*dim] - start - g.dims()[*dim];
+            let mut pads = vec![(0, 0); x.rank() - dim];
+            pads[x.rank() - 1 - dim] = (*start, after);
+            one(g.pad(&pads, 0.0)?)
+        }
+        Op::Reduce {
+            x,
+            op,
+            dims,
+            keepdim,
+        } => {
+            let gk = unreduce(g, x, dims, *keepdim)?;
+            let gx = match op {
+                ReduceOp::Sum => gk.broadcast_to(x.shape().clone())?,
+                ReduceOp::Mean => {
+                    let n: usize = dims.iter().map(|&d| x.dims()[d]).product();
+                    gk.mul_scalar(1.0 / n as f64)?
+                        .broadcast_to(x.shape().clone())?
+                }
+                // Ties share the gradient equally.
+                ReduceOp::Max | ReduceOp::Min => {
+                    let yk = unreduce(y, x, dims, *keepdim)?;
+                    let hits = x.eq(&yk)?;
+                    let dims: Vec<isize> = dims.iter().map(|&d| d as isize).collect();
+                    let count = hits.sum(&dims, true)?;
+                    hits.mul(&gk.div(&count)?)?
+                }
+                _ => {
+                    return Err(Error::NoGradient {
+                        op: op.name(),
+                        reason: "no gradient rule".into(),
+                    })
+                }
+            };
+            one(gx)
+        }
+        Op::Softmax { dim, log, .. } => {
+            let d = *dim as isize;
+            if *log {
+                one(g.sub(&y.exp()?.mul(&g.sum(&[d], true)?)?)?)
+            } else {
+                one(y.mul(&g.sub(&g.mul(y)?.sum(&[d], true)?)?)?)
+            }
+        }
+        Op::Matmul(a, b) => {
+            // Work on the 2-D-or-more forms; 1-D operands were a row / a column.
+            let a2 = if a.rank() == 1 {
+                a.unsqueeze(0)?
+            } else {
+                a.clone()
+            };
+            let b2 = if b.rank() == 1 {
+                b.unsqueeze(1)?
+            } else {
+                b.clone()
+            };
+            let mut g2 = g.clone();
+            if b.rank() == 1 {
+                g2 = g2.unsqueeze(-1)?;
+            }
+            if a.rank() == 1 {
+                g2 = g2.unsqueeze(-2)?;
+            }
+            let ga = sum_to(&g2.matmul(&b2.t()?)?, a2.shape())?.reshape(a.shape().clone())?;
+            let gb = sum_to(&a2.t()?.matmul(&g2)?, b2.shape())?.reshape(b.shape().clone())?;
+            Ok(vec![Some(ga), Some(gb)])
+        }
+        Op::Conv2d { x, w, spec, groups } => {
+            // Transposed convolution of the gradient gives back the input's size once
+            // the rows and columns the forward's stride skipped are restored.
+            let span = |o: usize, s: usize, p: usize, d: usize, k: usize| {
+                ((o - 1) * s + d * (k - 1) + 1).saturating_sub(2 * p)
+            };
+            let extra = (
+                spec.h
+                    - span(
+                        spec.oh,
+                        spec.stride.0,
+                        spec.padding.0,
+                        spec.dilation.0,
+                        spec.kh,
+                    ),
+                spec.w
+                    - span(
+                        spec.ow,
+                        spec.stride.1,
+                        spec.padding.1,
+                        spec.dilation.1,
+                        spec.kw,
+                    ),
+            );
+            let opts = Conv2dOptions {
+                stride: spec.stride,
+                padding: spec.padding,
+                dilation: spec.dilation,
+                groups: *groups,
+            };
+            let gx = g.conv_transpose2d(w, None, opts, extra)?;
+            let gw = x.conv2d_weight_grad(g, spec, w.dims()[0], *groups)?;
+            Ok(vec![Some(gx), Some(gw)])
+        }
+        Op::ConvTranspose2d { x, w, spec, groups } => {
+            let opts = Conv2dOptions {
+                stride: spec.stride,
+                padding: spec.padding,
+                dilation: spec.dilation,
+                groups: *groups,
+            };
+            let gx = g.conv2d(w, None, opts)?;
+            let gw = g.conv2d_weight_grad(x, spec, w.dims()[0], *groups)?;
+            Ok(vec![Some(gx), Some(gw)])
+        }
+        Op::MaxPool2d { indices, spec, .. } => one(g.max_pool2d_backward(indices, spec)?),
+        Op::AvgPool2d { spec, kind, .. } => one(g.avg_pool2d_backward(spec, *kind)?),
+        Op::Cat { xs, dim } => {
+            let mut start = 0;
+            let mut out = Vec::new();
+            for x in xs {
+                let len = x.dims()[*dim];
+                out.push(Some(g.narrow(*dim as isize, start, len)?));
+                start += len;
+            }
+            Ok(out)
+        }
+        Op::Pad { x, pads } => {
+            let mut gx = g.clone();
+            for (i, &(before, _)) in pads.iter().enumerate() {
+                let d = x.rank() - 1 - i;
+                gx = gx.narrow(d as isize, before, x.dims()[d])?;
+            }
+            one(gx)
+        }
+        Op::IndexSelect { x, dim, index } => {
+            let mut shape = vec![1; g.rank()];
+            shape[*dim] = index.elem_count();
+            let expanded = index
+                .reshape(shape)?
+                .broadcast_to(g.shape().clone())?
+                .contiguous()?;
+            one(x.zeros_like()?.scatter_add(*dim as isize, &expanded, g)?)
+        }
+        Op::Gather { x, dim, index } => {
+            one(x.zeros_like()?.scatter_add(*dim as isize, index, g)?)
+        }
+        Op::ScatterAdd { dim, index, .. } => {
+            Ok(vec![Some(g.clone()), Some(g.gather(*dim as isize, index)?)])
+        }
+        Op::LayerNorm {
+            x,
+            weight,
+            bias,
+            dims,
+            eps,
+        } => {
+            let norm: Vec<isize> = (x.rank() - dims..x.rank()).map(|d| d as isize).collect();
+            let mean = x.mean(&norm, true)?;
+            let centered = x.sub(&mean)?;
+            let rstd = centered
+                .square()?
+                .mean(&norm, true)?
+                .add_scalar(*eps)?
+                .rsqrt()?;
+            let xhat = centered.mul(&rstd)?;
+            let gxhat = match weight {
+                Some(w) => g.mul(w)?,
+                None => g.clone(),
+            };
+            // dx = rstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))
+            let inner = gxhat
+                .sub(&gxhat.mean(&norm, true)?)?
+                .sub(&xhat.mul(&gxhat.mul(&xhat)?.mean(&norm, true)?)?)?;
+            let mut out = vec![Some(inner.mul(&rstd)?)];
+            if let Some(w) = weight {
+                out.push(Some(sum_to(&g.mul(&xhat)?, w.shape())?));
+            }
+            if let Some(b) = bias {
+                out.push(Some(sum_to(g, b.shape())?));
+            }
+            Ok(out)
+        }
+        Op::CrossEntropy {
+            logits,
+            targets,
+            smoothing,
+        } => one(logits.cross_entropy_backward(targets, g, *smoothing)?),
+    }
+}

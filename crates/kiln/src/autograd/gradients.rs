@@ -1,0 +1,86 @@
+//! The gradients a backward pass produced, keyed by tensor, and the gradient-flow
+//! audit that names trainable variables left without a (finite) gradient.
+
+use crate::tensor::TensorId;
+use crate::Tensor;
+use kiln_core::Result;
+use std::collections::HashMap;
+
+/// Gradients of leaf variables. Several `backward_into` calls accumulate (add) here.
+#[derive(Default, Clone)]
+pub struct Gradients {
+    map: HashMap<TensorId, Tensor>,
+}
+
+/// Why the audit flagged a variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradIssueKind {
+    /// No gradient reached it: it does not influence the loss (a disconnected parameter).
+    Missing,
+    /// Its gradient holds NaN or infinity.
+    NonFinite,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GradIssue {
+    pub name: String,
+    pub kind: GradIssueKind,
+}
+
+impl Gradients {
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.map.get(&t.id())
+    }
+
+    pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
+        self.map.remove(&t.id())
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// Adds `g` to the gradient held for `id`.
+    pub(crate) fn accumulate(&mut self, id: TensorId, g: Tensor) -> Result<()> {
+        let total = match self.map.remove(&id) {
+            Some(previous) => previous.add(&g)?,
+            None => g,
+        };
+        self.map.insert(id, total);
+        Ok(())
+    }
+
+    /// Lists the named variables that received no gradient or a non-finite one
+    /// (reading each gradient back: a sync point). Empty means every variable is
+    /// connected to the loss and its gradient is finite.
+    pub fn audit<'a>(
+        &self,
+        variables: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+    ) -> Result<Vec<GradIssue>> {
+        let mut issues = Vec::new();
+        for (name, var) in variables {
+            let kind = match self.get(var) {
+                None => Some(GradIssueKind::Missing),
+                Some(g) if g.to_f64_vec()?.iter().any(|v| !v.is_finite()) => {
+                    Some(GradIssueKind::NonFinite)
+                }
+                Some(_) => None,
+            };
+            if let Some(kind) = kind {
+                issues.push(GradIssue {
+                    name: name.to_string(),
+                    kind,
+                });
+            }
+        }
+        Ok(issues)
+    }
+}

@@ -1,0 +1,15 @@
+//! Reverse-mode automatic differentiation, define-by-run. Each differentiable op
+//! records its parents (only when one of them tracks a gradient); `backward` walks the
+//! graph once in reverse topological order applying one rule per op, written with
+//! ordinary tensor ops so it runs on the device the forward ran on.
+
+mod backward;
+mod grad_mode;
+mod gradcheck;
+mod gradients;
+mod op;
+
+pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
+pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
+pub use gradients::{GradIssue, GradIssueKind, Gradients};
+pub(crate) use op::{track, Node, Op};
