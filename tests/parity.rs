@@ -290,6 +290,8 @@ fn matmul_matches_cpu() {
     parity("vector @ matrix", &[a, b], F32, |t| t[0].matmul(&t[1]));
     let (a, b) = (rand(&[5, 13], &mut rng), rand(&[13], &mut rng));
     parity("matrix @ vector", &[a, b], F32, |t| t[0].matmul(&t[1]));
+    let (a, b) = (rand(&[13], &mut rng), rand(&[13], &mut rng));
+    parity("vector @ vector", &[a, b], F32, |t| t[0].matmul(&t[1]));
     // Over a million outputs.
     let (a, b) = (rand(&[1031, 48], &mut rng), rand(&[48, 1029], &mut rng));
     parity("matmul large", &[a, b], F32, |t| t[0].matmul(&t[1]));

@@ -129,7 +129,8 @@ impl Tensor {
             out = out.squeeze(-1)?;
         }
         if self.rank() == 1 {
-            out = out.squeeze(-2)?;
+            // The row dim is last once a vector rhs has dropped its column dim.
+            out = out.squeeze(if rhs.rank() == 1 { -1 } else { -2 })?;
         }
         Ok(out)
     }

@@ -95,7 +95,9 @@ pub fn gradcheck(
             };
             let numeric = (at(opts.eps)? - at(-opts.eps)?) / (2.0 * opts.eps);
             let error = (a - numeric).abs();
-            if !(error <= opts.atol + opts.rtol * numeric.abs()) {
+            // A NaN on either side fails too.
+            let agrees = error <= opts.atol + opts.rtol * numeric.abs();
+            if !agrees {
                 return Err(Error::GradcheckFailed {
                     input: i,
                     index: j,

@@ -1,0 +1,677 @@
+//! Autograd: every differentiable op passes gradcheck (f64 finite differences on the
+//! CPU), its GPU gradients match the CPU's, a hand-derived case per op family checks
+//! the rules against algebra, and the graph behaves: no_grad, detach, accumulation,
+//! loud errors for ops without a rule, the gradient-flow audit, flat GPU memory.
+
+mod common;
+
+use common::*;
+use kiln::{
+    gradcheck, Conv2dOptions, DType, Device, Error, GradIssueKind, GradcheckOptions, Rng, Tensor,
+};
+
+type F = Box<dyn Fn(&[Tensor]) -> kiln::Result<Tensor>>;
+
+/// The ops under test: a name, its inputs (CPU, f32; i32 inputs are indices) and a
+/// function of them. Broadcast and non-contiguous cases are built inside the functions.
+fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
+    let cpu = Device::cpu();
+    let pos = |shape: &[usize], rng: &mut Rng| uniform(shape, 0.5, 2.0, rng);
+    let ids = |v: Vec<i32>, shape: &[usize]| Tensor::from_vec(v, shape.to_vec(), &cpu).unwrap();
+    let mut c: Vec<(&'static str, Vec<Tensor>, F)> = Vec::new();
+    macro_rules! case {
+        ($name:expr, [$($input:expr),*], $f:expr) => {
+            c.push(($name, vec![$($input),*], Box::new($f)));
+        };
+    }
+    // Elementwise, one input.
+    case!("neg", [rand(&[3, 4], rng)], |t| t[0].neg());
+    case!("abs", [rand(&[3, 4], rng)], |t| t[0].abs());
+    case!("exp", [rand(&[3, 4], rng)], |t| t[0].exp());
+    case!("log", [pos(&[3, 4], rng)], |t| t[0].log());
+    case!("sqrt", [pos(&[3, 4], rng)], |t| t[0].sqrt());
+    case!("rsqrt", [pos(&[3, 4], rng)], |t| t[0].rsqrt());
+    case!("sin", [rand(&[3, 4], rng)], |t| t[0].sin());
+    case!("cos", [rand(&[3, 4], rng)], |t| t[0].cos());
+    case!("tanh", [rand(&[3, 4], rng)], |t| t[0].tanh());
+    case!("sigmoid", [rand(&[3, 4], rng)], |t| t[0].sigmoid());
+    case!("relu", [rand(&[3, 4], rng)], |t| t[0].relu());
+    case!("leaky_relu", [rand(&[3, 4], rng)], |t| t[0].leaky_relu(0.1));
+    case!("gelu", [rand(&[3, 4], rng)], |t| t[0].gelu());
+    case!("gelu_tanh", [rand(&[3, 4], rng)], |t| t[0].gelu_tanh());
+    case!("silu", [rand(&[3, 4], rng)], |t| t[0].silu());
+    case!("erf", [rand(&[3, 4], rng)], |t| t[0].erf());
+    case!("clamp", [rand(&[3, 4], rng)], |t| t[0].clamp(-0.5, 0.5));
+    case!("square", [rand(&[3, 4], rng)], |t| t[0].square());
+    case!("recip", [pos(&[3, 4], rng)], |t| t[0].recip());
+    case!("pow_scalar", [pos(&[3, 4], rng)], |t| t[0].pow_scalar(2.5));
+    case!("scalar arithmetic", [rand(&[3, 4], rng)], |t| t[0]
+        .add_scalar(1.5)?
+        .mul_scalar(-2.0)?
+        .div_scalar(3.0)?
+        .sub_scalar(0.5));
+    // Elementwise, two inputs, broadcasting and strided.
+    case!(
+        "add broadcast",
+        [rand(&[3, 4], rng), rand(&[4], rng)],
+        |t| t[0].add(&t[1])
+    );
+    case!(
+        "sub broadcast",
+        [rand(&[2, 1, 3], rng), rand(&[4, 1], rng)],
+        |t| t[0].sub(&t[1])
+    );
+    case!(
+        "mul transposed",
+        [rand(&[4, 3], rng), rand(&[3, 4], rng)],
+        |t| t[0].t()?.mul(&t[1])
+    );
+    case!(
+        "div broadcast",
+        [rand(&[3, 4], rng), pos(&[3, 1], rng)],
+        |t| t[0].div(&t[1])
+    );
+    case!("pow", [pos(&[3, 4], rng), rand(&[4], rng)], |t| t[0]
+        .pow(&t[1]));
+    case!("maximum", [rand(&[3, 4], rng), rand(&[3, 4], rng)], |t| t
+        [0]
+    .maximum(&t[1]));
+    case!(
+        "minimum broadcast",
+        [rand(&[3, 4], rng), rand(&[1, 4], rng)],
+        |t| t[0].minimum(&t[1])
+    );
+    case!(
+        "where",
+        [rand(&[3, 4], rng), rand(&[3, 4], rng), rand(&[4], rng)],
+        |t| t[0].gt_scalar(0.0)?.where_cond(&t[1], &t[2])
+    );
+    case!("masked_fill", [rand(&[3, 4], rng)], |t| t[0]
+        .masked_fill(&t[0].lt_scalar(0.0)?, 0.25));
+    // Views and copies.
+    case!("reshape of transpose", [rand(&[3, 4], rng)], |t| t[0]
+        .t()?
+        .reshape([2, 6])?
+        .mul(&t[0].reshape([2, 6])?));
+    case!("permute", [rand(&[2, 3, 4], rng)], |t| t[0]
+        .permute(&[2, 0, 1])?
+        .exp());
+    case!("broadcast_to", [rand(&[3, 1], rng)], |t| t[0]
+        .broadcast_to([2, 3, 4])?
+        .sin());
+    case!("narrow", [rand(&[5, 4], rng)], |t| t[0]
+        .narrow(0, 1, 3)?
+        .narrow(1, 2, 2)?
+        .exp());
+    case!("squeeze unsqueeze", [rand(&[3, 1, 4], rng)], |t| t[0]
+        .squeeze(1)?
+        .unsqueeze(0)?
+        .tanh());
+    case!("contiguous", [rand(&[3, 4], rng)], |t| t[0]
+        .t()?
+        .contiguous()?
+        .square());
+    // Reductions.
+    case!("sum", [rand(&[3, 4, 2], rng)], |t| t[0]
+        .sum(&[0, 2], false)?
+        .square());
+    case!("sum keepdim", [rand(&[3, 4], rng)], |t| t[0]
+        .sum(&[1], true)?
+        .mul(&t[0]));
+    case!("mean", [rand(&[3, 4], rng)], |t| t[0]
+        .mean(&[0], false)?
+        .exp());
+    case!("max", [rand(&[3, 5], rng)], |t| t[0].max(&[1], false));
+    case!("min keepdim", [rand(&[3, 5], rng)], |t| t[0]
+        .min(&[0], true));
+    case!("max all", [rand(&[4, 3], rng)], |t| t[0].max_all());
+    case!("var", [rand(&[4, 5], rng)], |t| t[0].var(&[1], false));
+    case!("std", [rand(&[4, 5], rng)], |t| t[0].std(&[0], true));
+    case!("softmax last", [rand(&[3, 5], rng)], |t| t[0].softmax(-1));
+    case!("softmax first", [rand(&[3, 5], rng)], |t| t[0].softmax(0));
+    case!("log_softmax", [rand(&[3, 5], rng)], |t| t[0].log_softmax(1));
+    // Matrix products.
+    case!("matmul", [rand(&[3, 4], rng), rand(&[4, 5], rng)], |t| t[0]
+        .matmul(&t[1]));
+    case!(
+        "matmul transposed",
+        [rand(&[4, 3], rng), rand(&[5, 4], rng)],
+        |t| t[0].t()?.matmul(&t[1].t()?)
+    );
+    case!(
+        "matmul batch broadcast",
+        [rand(&[2, 1, 3, 4], rng), rand(&[3, 4, 2], rng)],
+        |t| t[0].matmul(&t[1])
+    );
+    case!(
+        "matmul vectors",
+        [rand(&[4], rng), rand(&[4, 3], rng), rand(&[3], rng)],
+        |t| t[0].matmul(&t[1])?.matmul(&t[2])
+    );
+    // Convolution and pooling.
+    case!(
+        "conv2d",
+        [
+            rand(&[2, 2, 5, 5], rng),
+            rand(&[3, 2, 3, 3], rng),
+            rand(&[3], rng)
+        ],
+        |t| {
+            t[0].conv2d(
+                &t[1],
+                Some(&t[2]),
+                Conv2dOptions {
+                    padding: (1, 1),
+                    ..Default::default()
+                },
+            )
+        }
+    );
+    case!(
+        "conv2d strided grouped dilated",
+        [rand(&[1, 4, 7, 6], rng), rand(&[2, 2, 2, 3], rng)],
+        |t| {
+            t[0].conv2d(
+                &t[1],
+                None,
+                Conv2dOptions {
+                    stride: (2, 1),
+                    padding: (1, 0),
+                    dilation: (2, 1),
+                    groups: 2,
+                },
+            )
+        }
+    );
+    case!(
+        "conv2d depthwise",
+        [rand(&[1, 3, 5, 5], rng), rand(&[3, 1, 3, 3], rng)],
+        |t| {
+            t[0].conv2d(
+                &t[1],
+                None,
+                Conv2dOptions {
+                    groups: 3,
+                    ..Default::default()
+                },
+            )
+        }
+    );
+    case!(
+        "conv2d 1x1",
+        [rand(&[2, 3, 4, 4], rng), rand(&[2, 3, 1, 1], rng)],
+        |t| t[0].conv2d(&t[1], None, Default::default())
+    );
+    case!(
+        "conv1d",
+        [
+            rand(&[2, 2, 9], rng),
+            rand(&[4, 2, 3], rng),
+            rand(&[4], rng)
+        ],
+        |t| t[0].conv1d(&t[1], Some(&t[2]), 2, 1, 1, 1)
+    );
+    case!(
+        "conv_transpose2d",
+        [
+            rand(&[1, 2, 3, 4], rng),
+            rand(&[2, 3, 3, 3], rng),
+            rand(&[3], rng)
+        ],
+        |t| {
+            let o = Conv2dOptions {
+                stride: (2, 2),
+                padding: (1, 1),
+                ..Default::default()
+            };
+            t[0].conv_transpose2d(&t[1], Some(&t[2]), o, (1, 0))
+        }
+    );
+    case!(
+        "conv_transpose2d grouped",
+        [rand(&[1, 4, 3, 3], rng), rand(&[4, 1, 2, 2], rng)],
+        |t| {
+            t[0].conv_transpose2d(
+                &t[1],
+                None,
+                Conv2dOptions {
+                    groups: 2,
+                    ..Default::default()
+                },
+                (0, 0),
+            )
+        }
+    );
+    case!("max_pool2d", [rand(&[2, 2, 6, 5], rng)], |t| t[0]
+        .max_pool2d((2, 2), (2, 2), (0, 0)));
+    case!("max_pool2d overlapping", [rand(&[1, 2, 5, 5], rng)], |t| t
+        [0]
+    .max_pool2d((3, 3), (1, 2), (1, 1)));
+    case!("avg_pool2d", [rand(&[2, 2, 5, 6], rng)], |t| t[0]
+        .avg_pool2d((3, 2), (2, 2), (1, 1), true));
+    case!("avg_pool2d exclude pad", [rand(&[1, 2, 5, 5], rng)], |t| t
+        [0]
+    .avg_pool2d((3, 3), (2, 1), (1, 1), false));
+    case!("adaptive_avg_pool2d", [rand(&[1, 2, 7, 5], rng)], |t| t[0]
+        .adaptive_avg_pool2d((3, 2)));
+    case!("global_avg_pool2d", [rand(&[2, 3, 4, 4], rng)], |t| t[0]
+        .global_avg_pool2d());
+    // Assembly and indexing.
+    case!("cat", [rand(&[2, 3], rng), rand(&[2, 1], rng)], |t| {
+        Tensor::cat(&[t[0].clone(), t[1].clone()], 1)
+    });
+    case!("stack", [rand(&[2, 3], rng), rand(&[2, 3], rng)], |t| {
+        Tensor::stack(&[t[0].clone(), t[1].clone()], 0)
+    });
+    case!("pad", [rand(&[2, 3], rng)], |t| t[0]
+        .pad(&[(1, 2), (2, 0)], 0.5));
+    case!("tril triu", [rand(&[4, 4], rng)], |t| t[0]
+        .tril(0)?
+        .add(&t[0].triu(1)?.mul_scalar(2.0)?));
+    case!(
+        "index_select",
+        [rand(&[5, 3], rng), ids(vec![4, 0, 4, 2], &[4])],
+        |t| t[0].index_select(0, &t[1])
+    );
+    case!(
+        "gather",
+        [rand(&[3, 4], rng), ids(vec![3, 0, 0, 1, 2, 2], &[3, 2])],
+        |t| t[0].gather(1, &t[1])
+    );
+    case!(
+        "scatter_add",
+        [
+            rand(&[3, 4], rng),
+            ids(vec![1, 1, 0, 3, 2, 1], &[3, 2]),
+            rand(&[3, 2], rng)
+        ],
+        |t| t[0].scatter_add(1, &t[1], &t[2])
+    );
+    case!(
+        "embedding",
+        [rand(&[6, 3], rng), ids(vec![5, 1, 1, 0], &[2, 2])],
+        |t| t[0].embedding(&t[1])
+    );
+    // Normalisation, losses, dropout.
+    case!(
+        "layer_norm",
+        [rand(&[3, 6], rng), rand(&[6], rng), rand(&[6], rng)],
+        |t| t[0].layer_norm(&[6], Some(&t[1]), Some(&t[2]), 1e-5)
+    );
+    case!("layer_norm plain", [rand(&[2, 3, 4], rng)], |t| t[0]
+        .layer_norm(&[3, 4], None, None, 1e-5));
+    case!(
+        "cross_entropy",
+        [rand(&[4, 5], rng), ids(vec![0, 4, 2, 2], &[4])],
+        |t| t[0].cross_entropy(&t[1])
+    );
+    case!(
+        "cross_entropy smoothed",
+        [rand(&[3, 6], rng), ids(vec![5, 0, 3], &[3])],
+        |t| t[0].cross_entropy_smoothed(&t[1], 0.1)
+    );
+    case!("dropout", [rand(&[4, 5], rng)], |t| t[0].dropout(
+        0.3,
+        true,
+        &mut Rng::new(11)
+    ));
+    c
+}
+
+#[test]
+fn every_op_passes_gradcheck() {
+    let mut rng = rng();
+    for (name, inputs, f) in cases(&mut rng) {
+        let report = gradcheck(&f, &inputs, GradcheckOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let floats: usize = inputs
+            .iter()
+            .filter(|t| t.dtype().is_float())
+            .map(Tensor::elem_count)
+            .sum();
+        assert_eq!(
+            report.checked, floats,
+            "{name}: every float input element is checked"
+        );
+    }
+}
+
+/// Gradients of `sum(f(inputs) * r)` with respect to each float input, on `device`.
+fn gradients_on(device: &Device, inputs: &[Tensor], r: &Tensor, f: &F) -> Vec<Option<Tensor>> {
+    let vars: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| {
+            let moved = on_strided(device, t);
+            if t.dtype().is_float() {
+                moved.detach().into_var().unwrap()
+            } else {
+                moved
+            }
+        })
+        .collect();
+    let y = f(&vars).unwrap();
+    let grads = y
+        .mul(&r.to_device(device).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    vars.iter().map(|v| grads.get(v).cloned()).collect()
+}
+
+#[test]
+fn gpu_gradients_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng();
+    for (name, inputs, f) in cases(&mut rng) {
+        let shape = f(&inputs).unwrap().shape().clone();
+        let r = Tensor::randn(shape, DType::F32, &Device::cpu(), &mut rng).unwrap();
+        let want = gradients_on(&Device::cpu(), &inputs, &r, &f);
+        let got = gradients_on(&gpu, &inputs, &r, &f);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            match (g, w) {
+                (Some(g), Some(w)) => assert_close(&format!("{name} input {i}"), g, w, F32),
+                (None, None) => {}
+                _ => panic!("{name} input {i}: gradient present on one device only"),
+            }
+        }
+    }
+}
+
+fn var(values: Vec<f32>, shape: &[usize]) -> Tensor {
+    Tensor::from_vec(values, shape.to_vec(), &Device::cpu())
+        .unwrap()
+        .into_var()
+        .unwrap()
+}
+
+fn values(grads: &kiln::Gradients, t: &Tensor) -> Vec<f32> {
+    grads.get(t).expect("a gradient").to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn hand_derived_gradients() {
+    // Elementwise: L = sum(x * y + exp(x)) => dL/dx = y + exp(x), dL/dy = x.
+    let (x, y) = (var(vec![0.0, 1.0], &[2]), var(vec![3.0, -2.0], &[2]));
+    let g = x
+        .mul(&y)
+        .unwrap()
+        .add(&x.exp().unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!(values(&g, &x), vec![3.0 + 1.0, -2.0 + std::f32::consts::E]);
+    assert_eq!(values(&g, &y), vec![0.0, 1.0]);
+
+    // Broadcasting: L = sum(a[2,3] + b[3]) => dL/db = 2 per entry (summed over rows).
+    let (a, b) = (var(vec![0.0; 6], &[2, 3]), var(vec![0.0; 3], &[3]));
+    let g = a.add(&b).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(values(&g, &b), vec![2.0, 2.0, 2.0]);
+    assert_eq!(values(&g, &a), vec![1.0; 6]);
+
+    // Reductions: L = max(x) with a tie => the gradient is shared: 1/2 each.
+    let x = var(vec![1.0, 5.0, 5.0, 2.0], &[4]);
+    let g = x.max_all().unwrap().backward().unwrap();
+    assert_eq!(values(&g, &x), vec![0.0, 0.5, 0.5, 0.0]);
+
+    // Matmul: L = sum(A B) with A [1,2], B [2,1] => dL/dA = B^T, dL/dB = A^T.
+    let (a, b) = (var(vec![2.0, 3.0], &[1, 2]), var(vec![5.0, 7.0], &[2, 1]));
+    let g = a.matmul(&b).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(values(&g, &a), vec![5.0, 7.0]);
+    assert_eq!(values(&g, &b), vec![2.0, 3.0]);
+
+    // Softmax: L = softmax(x)[0] for x = [0, 0] => p = [1/2, 1/2];
+    // dp0/dx = p0 (e0 - p) = [1/4, -1/4].
+    let x = var(vec![0.0, 0.0], &[2]);
+    let g = x
+        .softmax(0)
+        .unwrap()
+        .narrow(0, 0, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!(values(&g, &x), vec![0.25, -0.25]);
+
+    // Cross-entropy: one row [0, 0] with target 1 => dL/dx = softmax - one_hot = [1/2, -1/2].
+    let x = var(vec![0.0, 0.0], &[1, 2]);
+    let t = Tensor::from_vec(vec![1i32], [1], &Device::cpu()).unwrap();
+    let g = x.cross_entropy(&t).unwrap().backward().unwrap();
+    assert_eq!(values(&g, &x), vec![0.5, -0.5]);
+
+    // Convolution: a 1x1 input and a 1x1 kernel is a product: y = w x => dy/dw = x.
+    let (x, w) = (
+        var(vec![3.0], &[1, 1, 1, 1]),
+        var(vec![-2.0], &[1, 1, 1, 1]),
+    );
+    let g = x
+        .conv2d(&w, None, Default::default())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!((values(&g, &x), values(&g, &w)), (vec![-2.0], vec![3.0]));
+
+    // Max pooling: the gradient goes to the maximum of the window only.
+    let x = var(vec![1.0, 4.0, 2.0, 3.0], &[1, 1, 2, 2]);
+    let g = x
+        .max_pool2d((2, 2), (2, 2), (0, 0))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!(values(&g, &x), vec![0.0, 1.0, 0.0, 0.0]);
+
+    // Indexing: picking row 1 twice => its gradient is 2, the others 0.
+    let x = var(vec![1.0, 2.0, 3.0], &[3, 1]);
+    let idx = Tensor::from_vec(vec![1i32, 1], [2], &Device::cpu()).unwrap();
+    let g = x
+        .index_select(0, &idx)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!(values(&g, &x), vec![0.0, 2.0, 0.0]);
+
+    // Layer norm: normalised output sums to zero over the row, so d(sum y)/dx = 0.
+    let x = var(vec![1.0, 2.0, 4.0], &[1, 3]);
+    let g = x
+        .layer_norm(&[3], None, None, 1e-5)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(values(&g, &x).iter().all(|v| v.abs() < 1e-5));
+}
+
+#[test]
+fn graph_behaviour() {
+    let cpu = Device::cpu();
+    let w = var(vec![1.0, 2.0], &[2]);
+    // A constant input records nothing; no_grad records nothing.
+    let c = Tensor::ones([2], DType::F32, &cpu).unwrap();
+    assert!(!c.exp().unwrap().requires_grad());
+    assert!(!kiln::no_grad(|| w.exp().unwrap()).requires_grad());
+    assert!(w.exp().unwrap().requires_grad());
+    // detach stops the flow.
+    let e = w
+        .mul(&w.detach())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!(values(&e, &w), vec![1.0, 2.0]);
+    // Accumulation over two passes adds.
+    let mut grads = kiln::Gradients::default();
+    w.sum_all().unwrap().backward_into(&mut grads).unwrap();
+    w.mul_scalar(3.0)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward_into(&mut grads)
+        .unwrap();
+    assert_eq!(values(&grads, &w), vec![4.0, 4.0]);
+    // The graph's saved inputs are released: a second pass through it is an error.
+    let loss = w.square().unwrap().sum_all().unwrap();
+    loss.backward().unwrap();
+    assert!(matches!(
+        loss.backward().unwrap_err(),
+        Error::InvalidArgument { op: "backward", .. }
+    ));
+    // Only one-element tensors start a backward pass.
+    assert!(matches!(
+        w.exp().unwrap().backward().unwrap_err(),
+        Error::InvalidShape { .. }
+    ));
+    // set_data updates a variable in place and keeps it trainable.
+    w.set_data(&Tensor::from_vec(vec![5.0f32, 6.0], [2], &cpu).unwrap())
+        .unwrap();
+    assert!(w.is_leaf_var());
+    let g = w.square().unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(values(&g, &w), vec![10.0, 12.0]);
+}
+
+#[test]
+fn ops_without_a_rule_are_errors() {
+    let x = var(vec![1.0, 2.0, 3.0], &[3]);
+    let e = x.prod(&[0], false).unwrap_err();
+    assert!(matches!(e, Error::NoGradient { op: "prod", .. }), "{e}");
+    let e = x.to_dtype(DType::I32).unwrap_err();
+    assert!(matches!(e, Error::NoGradient { op: "to_dtype", .. }), "{e}");
+    let e = x.as_strided(&[2], &[1], 1).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NoGradient {
+                op: "as_strided",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // The same ops work on detached tensors and under no_grad.
+    assert_eq!(
+        x.detach().prod(&[0], false).unwrap().item::<f32>().unwrap(),
+        6.0
+    );
+    assert_eq!(
+        kiln::no_grad(|| x.to_dtype(DType::I32))
+            .unwrap()
+            .to_vec::<i32>()
+            .unwrap(),
+        vec![1, 2, 3]
+    );
+}
+
+#[test]
+fn audit_names_disconnected_and_non_finite_parameters() {
+    let used = var(vec![1.0, 2.0], &[2]);
+    let unused = var(vec![3.0], &[1]);
+    let blowup = var(vec![0.0], &[1]);
+    let loss = used
+        .square()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .add(&blowup.sqrt().unwrap().sum_all().unwrap())
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    let issues = grads
+        .audit([
+            ("layer.weight", &used),
+            ("head.bias", &unused),
+            ("scale", &blowup),
+        ])
+        .unwrap();
+    assert_eq!(issues.len(), 2, "{issues:?}");
+    assert_eq!(
+        (issues[0].name.as_str(), issues[0].kind),
+        ("head.bias", GradIssueKind::Missing)
+    );
+    assert_eq!(
+        (issues[1].name.as_str(), issues[1].kind),
+        ("scale", GradIssueKind::NonFinite)
+    );
+}
+
+#[test]
+fn gpu_memory_stays_flat_over_200_training_steps() {
+    if gpu().is_none() {
+        return;
+    }
+    // A device of its own, so that tests running beside this one do not move its counters.
+    let g = kiln::backend::GpuDevice::new().unwrap();
+    let gpu = Device::Gpu(g.clone());
+    let mut rng = Rng::new(3);
+    let param = |shape: &[usize], rng: &mut Rng| {
+        Tensor::randn(shape.to_vec(), DType::F32, &gpu, rng)
+            .unwrap()
+            .mul_scalar(0.1)
+            .unwrap()
+            .into_var()
+            .unwrap()
+    };
+    let (w1, b1, w2, b2) = (
+        param(&[32, 64], &mut rng),
+        param(&[64], &mut rng),
+        param(&[64, 10], &mut rng),
+        param(&[10], &mut rng),
+    );
+    let x = Tensor::randn([16, 32], DType::F32, &gpu, &mut rng).unwrap();
+    let y = Tensor::from_vec((0..16).map(|i| i % 10).collect::<Vec<i32>>(), [16], &gpu).unwrap();
+    let mut live = Vec::new();
+    let mut losses = Vec::new();
+    for step in 0..200 {
+        let hidden = x
+            .matmul(&w1)
+            .unwrap()
+            .add(&b1)
+            .unwrap()
+            .relu()
+            .unwrap()
+            .dropout(0.1, true, &mut rng)
+            .unwrap();
+        let loss = hidden
+            .matmul(&w2)
+            .unwrap()
+            .add(&b2)
+            .unwrap()
+            .cross_entropy(&y)
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        kiln::no_grad(|| {
+            for p in [&w1, &b1, &w2, &b2] {
+                p.set_data(
+                    &p.sub(&grads.get(p).unwrap().mul_scalar(0.1).unwrap())
+                        .unwrap(),
+                )
+                .unwrap();
+            }
+        });
+        if step % 50 == 0 || step == 199 {
+            losses.push(loss.item::<f32>().unwrap());
+        }
+        drop((loss, grads));
+        gpu.synchronize().unwrap();
+        live.push(g.pool_stats().live_bytes);
+    }
+    // After warm-up the bytes held by live tensors do not change from step to step.
+    assert!(
+        live[10..].iter().all(|&b| b == live[10]),
+        "live bytes drift: {:?}",
+        &live[10..]
+    );
+    assert!(
+        losses.last().unwrap() < &(losses[0] * 0.5),
+        "the model did not learn: {losses:?}"
+    );
+}
