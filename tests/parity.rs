@@ -34,6 +34,7 @@ fn unary_ops_match_cpu() {
         ("gelu", Tensor::gelu, false),
         ("gelu_tanh", Tensor::gelu_tanh, false),
         ("silu", Tensor::silu, false),
+        ("erf", Tensor::erf, false),
         ("square", Tensor::square, false),
         ("recip", Tensor::recip, true),
         ("leaky_relu", |t| t.leaky_relu(0.03), false),
@@ -680,6 +681,36 @@ fn indexing_matches_cpu() {
         t[0].embedding(&t[1])
     });
     parity("one_hot", &[ids], EXACT, |t| t[0].one_hot(11));
+}
+
+#[test]
+fn cross_entropy_matches_cpu() {
+    let mut rng = rng();
+    let cpu = Device::cpu();
+    for (rows, classes) in [(1usize, 1usize), (7, 10), (33, 300), (3, 1000)] {
+        let logits = rand(&[rows, classes], &mut rng).mul_scalar(10.0).unwrap();
+        let targets = Tensor::from_vec(
+            (0..rows)
+                .map(|r| ((r * 7919) % classes) as i32)
+                .collect::<Vec<_>>(),
+            [rows],
+            &cpu,
+        )
+        .unwrap();
+        let inputs = [logits, targets];
+        parity(
+            &format!("cross_entropy {rows}x{classes}"),
+            &inputs,
+            F32,
+            |t| t[0].cross_entropy_per_row(&t[1], 0.0),
+        );
+        parity(
+            &format!("cross_entropy smoothed {rows}x{classes}"),
+            &inputs,
+            F32,
+            |t| t[0].cross_entropy_per_row(&t[1], 0.1),
+        );
+    }
 }
 
 #[test]

@@ -51,9 +51,11 @@ impl Tensor {
     pub fn pow(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary_op(rhs, BinaryOp::Pow)
     }
+    /// Elementwise larger value. Gradient: on a tie it goes to `self`.
     pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary_op(rhs, BinaryOp::Maximum)
     }
+    /// Elementwise smaller value. Gradient: on a tie it goes to `self`.
     pub fn minimum(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary_op(rhs, BinaryOp::Minimum)
     }

@@ -88,12 +88,16 @@ impl Tensor {
     pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         self.reduce_op(ReduceOp::Mean, dims, keepdim)
     }
+    /// Largest value over `dims`. Gradient: shared equally among tied maxima.
     pub fn max(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         self.reduce_op(ReduceOp::Max, dims, keepdim)
     }
+    /// Smallest value over `dims`. Gradient: shared equally among tied minima.
     pub fn min(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         self.reduce_op(ReduceOp::Min, dims, keepdim)
     }
+    /// Product over `dims`. Not differentiable yet: on a tensor that requires a
+    /// gradient it returns `Error::NoGradient`.
     pub fn prod(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         self.reduce_op(ReduceOp::Prod, dims, keepdim)
     }
