@@ -1,6 +1,8 @@
 //! The `kiln` command-line tool.
 
 mod info;
+mod models;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,12 +22,15 @@ struct Cli {
 enum Command {
     /// List every GPU adapter wgpu can see and say which device kiln would use.
     Info,
+    /// Train a model and report what it did (with no arguments: a CNN on the bundled MNIST digits).
+    Train(train::TrainArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info::run(),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -109,6 +109,13 @@ pub enum Error {
         numeric: f64,
     },
 
+    #[error("training stopped: the loss became {value} at epoch {epoch}, step {step}")]
+    NonFiniteLoss {
+        epoch: usize,
+        step: usize,
+        value: f64,
+    },
+
     #[error("no GPU adapter found: {reason}. On Debian/Ubuntu install Mesa's software Vulkan driver with `apt-get install -y mesa-vulkan-drivers` (lavapipe), or set KILN_DEVICE=cpu")]
     NoAdapter { reason: String },
 

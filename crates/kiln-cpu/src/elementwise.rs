@@ -109,6 +109,15 @@ pub fn binary(
                 .collect::<Result<Vec<_>>>()?;
             Ok(CpuStorage(HostBuffer::I32(out)))
         }
+        (HostBuffer::F32(a), HostBuffer::F32(b)) => {
+            let (a, b) = (crate::f32_view(a, ll), crate::f32_view(b, rl));
+            let out = a
+                .iter()
+                .zip(b.iter())
+                .map(|(&x, &y)| binary_f64(op, x as f64, y as f64) as f32)
+                .collect();
+            Ok(CpuStorage(HostBuffer::F32(out)))
+        }
         _ => {
             let (a, b) = (lhs.floats(ll), rhs.floats(rl));
             let out = a

@@ -26,6 +26,15 @@ pub struct CpuDevice;
 #[derive(Clone, Debug, PartialEq)]
 pub struct CpuStorage(pub HostBuffer);
 
+/// The elements of `layout` from an f32 buffer: borrowed when they are contiguous.
+pub(crate) fn f32_view<'a>(v: &'a [f32], layout: &Layout) -> std::borrow::Cow<'a, [f32]> {
+    if layout.is_contiguous() {
+        std::borrow::Cow::Borrowed(&v[layout.offset()..layout.offset() + layout.elem_count()])
+    } else {
+        std::borrow::Cow::Owned(layout.offsets().map(|i| v[i]).collect())
+    }
+}
+
 impl CpuStorage {
     /// The elements of `layout` widened to f64, in row-major order.
     fn floats(&self, layout: &Layout) -> Vec<f64> {
@@ -89,6 +98,13 @@ impl BackendStorage for CpuStorage {
 
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
         self.require_float(op.name())?;
+        if let HostBuffer::F32(v) = &self.0 {
+            let out = f32_view(v, layout)
+                .iter()
+                .map(|&x| unary_f64(op, x as f64) as f32)
+                .collect();
+            return Ok(CpuStorage(HostBuffer::F32(out)));
+        }
         let out = self
             .floats(layout)
             .into_iter()
@@ -157,6 +173,9 @@ impl BackendStorage for CpuStorage {
 
     fn im2col(&self, spec: &WindowSpec) -> Result<Self> {
         self.require_float("conv2d")?;
+        if let HostBuffer::F32(v) = &self.0 {
+            return Ok(CpuStorage(HostBuffer::F32(window::im2col(v, spec))));
+        }
         Ok(Self::from_floats(
             self.dtype(),
             window::im2col(&self.compact_floats(), spec),
@@ -165,6 +184,9 @@ impl BackendStorage for CpuStorage {
 
     fn col2im(&self, spec: &WindowSpec) -> Result<Self> {
         self.require_float("conv_transpose2d")?;
+        if let HostBuffer::F32(v) = &self.0 {
+            return Ok(CpuStorage(HostBuffer::F32(window::col2im(v, spec))));
+        }
         Ok(Self::from_floats(
             self.dtype(),
             window::col2im(&self.compact_floats(), spec),
@@ -173,6 +195,13 @@ impl BackendStorage for CpuStorage {
 
     fn max_pool2d(&self, spec: &WindowSpec) -> Result<(Self, Self)> {
         self.require_float("max_pool2d")?;
+        if let HostBuffer::F32(v) = &self.0 {
+            let (values, indices) = window::max_pool2d(v, spec);
+            return Ok((
+                CpuStorage(HostBuffer::F32(values)),
+                CpuStorage(HostBuffer::I32(indices)),
+            ));
+        }
         let (values, indices) = window::max_pool2d(&self.compact_floats(), spec);
         Ok((
             Self::from_floats(self.dtype(), values),
@@ -205,6 +234,10 @@ impl BackendStorage for CpuStorage {
         groups: usize,
     ) -> Result<Self> {
         self.require_float("conv2d_backward")?;
+        if let (HostBuffer::F32(x), HostBuffer::F32(d)) = (&self.0, &dy.0) {
+            let dw = window::conv2d_weight_grad_gemm(x, d, spec, out_channels, groups);
+            return Ok(CpuStorage(HostBuffer::F32(dw)));
+        }
         let (x, dy) = (self.compact_floats(), dy.compact_floats());
         let out = window::conv2d_weight_grad(&x, &dy, spec, out_channels, groups);
         Ok(Self::from_floats(self.dtype(), out))
@@ -212,6 +245,10 @@ impl BackendStorage for CpuStorage {
 
     fn max_pool2d_backward(&self, indices: &Self, spec: &WindowSpec) -> Result<Self> {
         self.require_float("max_pool2d_backward")?;
+        if let HostBuffer::F32(v) = &self.0 {
+            let dx = window::max_pool2d_backward(v, indices.ints("max_pool2d_backward")?, spec);
+            return Ok(CpuStorage(HostBuffer::F32(dx)));
+        }
         let out = window::max_pool2d_backward(
             &self.compact_floats(),
             indices.ints("max_pool2d_backward")?,

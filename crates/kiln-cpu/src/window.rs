@@ -17,39 +17,110 @@ fn source(
         .filter(|&i| i < size)
 }
 
+/// The element types the window code runs on natively (f32 stays f32).
+pub trait Real: Copy + Default + PartialOrd + std::ops::AddAssign {
+    const NEG_INFINITY: Self;
+}
+
+impl Real for f32 {
+    const NEG_INFINITY: Self = f32::NEG_INFINITY;
+}
+
+impl Real for f64 {
+    const NEG_INFINITY: Self = f64::NEG_INFINITY;
+}
+
+/// The output positions `o` whose tap `k` lands inside an axis of length `size`.
+fn valid_outputs(
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    size: usize,
+    outputs: usize,
+) -> std::ops::Range<usize> {
+    let offset = k * dilation; // input = o * stride + offset - pad
+    let lo = pad.saturating_sub(offset).div_ceil(stride);
+    let hi = if size + pad > offset {
+        (size + pad - offset).div_ceil(stride)
+    } else {
+        0
+    };
+    lo.min(outputs)..hi.min(outputs)
+}
+
 /// Calls `f(iy, ix, oy, ox)` for every tap of every output position that lands inside
-/// the image: the one loop nest behind im2col, col2im and the weight gradient.
+/// the image: the loop nest behind the weight gradient.
 fn for_each_tap(
     s: &WindowSpec,
     ky: usize,
     kx: usize,
     mut f: impl FnMut(usize, usize, usize, usize),
 ) {
-    for oy in 0..s.oh {
-        let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h) else {
-            continue;
-        };
-        for ox in 0..s.ow {
-            let Some(ix) = source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w) else {
-                continue;
-            };
-            f(iy, ix, oy, ox);
+    let cols = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
+    for oy in valid_outputs(ky, s.stride.0, s.padding.0, s.dilation.0, s.h, s.oh) {
+        let iy = oy * s.stride.0 + ky * s.dilation.0 - s.padding.0;
+        for ox in cols.clone() {
+            f(
+                iy,
+                ox * s.stride.1 + kx * s.dilation.1 - s.padding.1,
+                oy,
+                ox,
+            );
         }
     }
 }
 
-/// `[n, c, h, w]` -> `[n, c*kh*kw, oh*ow]`; out-of-image taps are zero.
-pub fn im2col(x: &[f64], s: &WindowSpec) -> Vec<f64> {
+/// Like `for_each_tap`, in runs `(iy, ix0, oy, ox0, len)` that are contiguous in the
+/// image and in the columns (whole valid rows when the column stride is 1): the loop
+/// nest behind im2col and col2im.
+fn for_each_run(
+    s: &WindowSpec,
+    ky: usize,
+    kx: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize),
+) {
+    let cols = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
+    if cols.is_empty() {
+        return;
+    }
+    for oy in valid_outputs(ky, s.stride.0, s.padding.0, s.dilation.0, s.h, s.oh) {
+        let iy = oy * s.stride.0 + ky * s.dilation.0 - s.padding.0;
+        if s.stride.1 == 1 {
+            f(
+                iy,
+                cols.start + kx * s.dilation.1 - s.padding.1,
+                oy,
+                cols.start,
+                cols.len(),
+            );
+        } else {
+            for ox in cols.clone() {
+                f(
+                    iy,
+                    ox * s.stride.1 + kx * s.dilation.1 - s.padding.1,
+                    oy,
+                    ox,
+                    1,
+                );
+            }
+        }
+    }
+}
+
+/// `[n, c, h, w]` -> `[n, c*kh*kw, oh*ow]`; out-of-image taps are zero. Generic so
+/// that f32 data is unfolded without widening.
+pub fn im2col<T: Copy + Default>(x: &[T], s: &WindowSpec) -> Vec<T> {
     let (l, rows) = (s.oh * s.ow, s.c * s.kh * s.kw);
-    let mut out = vec![0.0; s.n * rows * l];
+    let mut out = vec![T::default(); s.n * rows * l];
     for n in 0..s.n {
         for c in 0..s.c {
             let image = &x[(n * s.c + c) * s.h * s.w..][..s.h * s.w];
             for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
                 let row = (c * s.kh + ky) * s.kw + kx;
                 let cols = &mut out[(n * rows + row) * l..][..l];
-                for_each_tap(s, ky, kx, |iy, ix, oy, ox| {
-                    cols[oy * s.ow + ox] = image[iy * s.w + ix]
+                for_each_run(s, ky, kx, |iy, ix, oy, ox, len| {
+                    cols[oy * s.ow + ox..][..len].copy_from_slice(&image[iy * s.w + ix..][..len]);
                 });
             }
         }
@@ -57,11 +128,59 @@ pub fn im2col(x: &[f64], s: &WindowSpec) -> Vec<f64> {
     out
 }
 
+/// The weight gradient through im2col and SGEMM, for f32 data:
+/// `dw[g] = sum over n of dy[n, g] (og x l) @ cols[n, g]^T (l x cg*kh*kw)`.
+/// Same value as `conv2d_weight_grad`, in a different summation order.
+pub fn conv2d_weight_grad_gemm(
+    x: &[f32],
+    dy: &[f32],
+    s: &WindowSpec,
+    out_channels: usize,
+    groups: usize,
+) -> Vec<f32> {
+    let (cg, og) = (s.c / groups, out_channels / groups);
+    let (l, kk) = (s.oh * s.ow, s.kh * s.kw);
+    let rows = s.c * kk;
+    let cols = im2col(x, s);
+    let mut dw = vec![0.0f32; out_channels * cg * kk];
+    if l == 0 {
+        return dw;
+    }
+    for n in 0..s.n {
+        for g in 0..groups {
+            let a = &dy[(n * out_channels + g * og) * l..];
+            let b = &cols[(n * rows + g * cg * kk) * l..];
+            let c = &mut dw[g * og * cg * kk..];
+            // SAFETY: a is og x l (row stride l), b read as l x cg*kk (row stride 1,
+            // column stride l) inside cols, c is og x cg*kk inside dw.
+            unsafe {
+                matrixmultiply::sgemm(
+                    og,
+                    l,
+                    cg * kk,
+                    1.0,
+                    a.as_ptr(),
+                    l as isize,
+                    1,
+                    b.as_ptr(),
+                    1,
+                    l as isize,
+                    1.0,
+                    c.as_mut_ptr(),
+                    (cg * kk) as isize,
+                    1,
+                );
+            }
+        }
+    }
+    dw
+}
+
 /// `[n, c*kh*kw, oh*ow]` columns -> `[n, c, h, w]` image, summing every tap that lands
 /// on a pixel: the adjoint of `im2col` (here `h, w` is the image being rebuilt).
-pub fn col2im(cols: &[f64], s: &WindowSpec) -> Vec<f64> {
+pub fn col2im<T: Real>(cols: &[T], s: &WindowSpec) -> Vec<T> {
     let (l, rows) = (s.oh * s.ow, s.c * s.kh * s.kw);
-    let mut out = vec![0.0; s.n * s.c * s.h * s.w];
+    let mut out = vec![T::default(); s.n * s.c * s.h * s.w];
     for n in 0..s.n {
         for c in 0..s.c {
             let image = &mut out[(n * s.c + c) * s.h * s.w..][..s.h * s.w];
@@ -108,15 +227,15 @@ pub fn conv2d_weight_grad(
 }
 
 /// Values and flat `iy*w + ix` indices of each window's first maximum; padding is -inf.
-pub fn max_pool2d(x: &[f64], s: &WindowSpec) -> (Vec<f64>, Vec<i32>) {
+pub fn max_pool2d<T: Real>(x: &[T], s: &WindowSpec) -> (Vec<T>, Vec<i32>) {
     let planes = s.n * s.c;
-    let mut values = vec![0.0; planes * s.oh * s.ow];
+    let mut values = vec![T::default(); planes * s.oh * s.ow];
     let mut indices = vec![0; planes * s.oh * s.ow];
     for p in 0..planes {
         let plane = &x[p * s.h * s.w..(p + 1) * s.h * s.w];
         for oy in 0..s.oh {
             for ox in 0..s.ow {
-                let (mut best, mut idx) = (f64::NEG_INFINITY, -1i32);
+                let (mut best, mut idx) = (T::NEG_INFINITY, -1i32);
                 for ky in 0..s.kh {
                     let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h)
                     else {
@@ -144,9 +263,9 @@ pub fn max_pool2d(x: &[f64], s: &WindowSpec) -> (Vec<f64>, Vec<i32>) {
 }
 
 /// Each output's gradient goes to the pixel its maximum came from.
-pub fn max_pool2d_backward(dy: &[f64], indices: &[i32], s: &WindowSpec) -> Vec<f64> {
+pub fn max_pool2d_backward<T: Real>(dy: &[T], indices: &[i32], s: &WindowSpec) -> Vec<T> {
     let (planes, l) = (s.n * s.c, s.oh * s.ow);
-    let mut dx = vec![0.0; planes * s.h * s.w];
+    let mut dx = vec![T::default(); planes * s.h * s.w];
     for p in 0..planes {
         for o in 0..l {
             dx[p * s.h * s.w + indices[p * l + o] as usize] += dy[p * l + o];

@@ -19,6 +19,13 @@ impl Rng {
         Rng { seed, stream: 0 }
     }
 
+    /// A fresh seed for another generator (e.g. a dropout layer's), drawn from this one.
+    pub fn next_seed(&mut self) -> u64 {
+        let stream = self.next_stream();
+        let word = |i| philox::random_word(self.seed, stream, i) as u64;
+        word(0) | (word(1) << 32)
+    }
+
     fn next_stream(&mut self) -> u64 {
         self.stream += 1;
         self.stream - 1

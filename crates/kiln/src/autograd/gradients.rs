@@ -38,6 +38,11 @@ impl Gradients {
         self.map.get(&t.id())
     }
 
+    /// Replaces the gradient held for `t` (e.g. after clipping).
+    pub fn insert(&mut self, t: &Tensor, g: Tensor) {
+        self.map.insert(t.id(), g);
+    }
+
     pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
         self.map.remove(&t.id())
     }

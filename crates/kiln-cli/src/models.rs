@@ -1,0 +1,52 @@
+//! The architectures `kiln train` builds.
+
+use kiln::{Conv2dOptions, Device, Result, Rng};
+use kiln_nn::layers::{Activation, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Sequential};
+
+/// Two 5x5 convolutions with max pooling, then two linear layers: 28x28 digits to 10 logits.
+pub fn cnn(device: &Device, rng: &mut Rng) -> Result<Sequential> {
+    let k5 = (5, 5);
+    Ok(Sequential::new()
+        .add(Conv2d::new(
+            1,
+            16,
+            k5,
+            Conv2dOptions::default(),
+            device,
+            rng,
+        )?)
+        .add(Activation::ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(
+            16,
+            32,
+            k5,
+            Conv2dOptions::default(),
+            device,
+            rng,
+        )?)
+        .add(Activation::ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Flatten)
+        .add(Linear::new(32 * 4 * 4, 128, device, rng)?)
+        .add(Activation::ReLU)
+        .add(Dropout::new(0.25, rng_seed(rng)))
+        .add(Linear::new(128, 10, device, rng)?))
+}
+
+/// A multilayer perceptron: 784 -> 256 -> 128 -> 10 with ReLU and dropout.
+pub fn mlp(device: &Device, rng: &mut Rng) -> Result<Sequential> {
+    Ok(Sequential::new()
+        .add(Flatten)
+        .add(Linear::new(28 * 28, 256, device, rng)?)
+        .add(Activation::ReLU)
+        .add(Dropout::new(0.2, rng_seed(rng)))
+        .add(Linear::new(256, 128, device, rng)?)
+        .add(Activation::ReLU)
+        .add(Linear::new(128, 10, device, rng)?))
+}
+
+/// A seed for a layer's own generator, drawn from the model's.
+fn rng_seed(rng: &mut Rng) -> u64 {
+    rng.next_seed()
+}

@@ -1,0 +1,173 @@
+//! `kiln train`: trains one of the built-in models on real data and says what it did:
+//! per-epoch metrics, a final metric line, and the checkpoint and curves in `--out`.
+
+use crate::models;
+use clap::{Args, ValueEnum};
+use kiln::{Device, Result, Rng, Tensor};
+use kiln_nn::data::{load_mnist_dir, mnist10k, random_translate, DataLoader, Mnist, TensorDataset};
+use kiln_nn::optim::{Adam, CosineAnnealing, Optimizer};
+use kiln_nn::train::{
+    evaluate, fit, plot_history, save_checkpoint, EarlyStopping, FitConfig, StepOutput,
+};
+use kiln_nn::{Module, ModuleExt};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Model {
+    /// Convolutional network on MNIST-format digits (the default).
+    Cnn,
+    /// Multilayer perceptron on MNIST-format digits.
+    Mlp,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Which model to train.
+    #[arg(value_enum, default_value_t = Model::Cnn)]
+    model: Model,
+    /// A folder of IDX files in MNIST's layout (e.g. ../shared/data/fashion-mnist);
+    /// without it the bundled 10,000-digit MNIST subset is used.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// cpu, gpu, or auto (the best available).
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where the checkpoint, curves and samples go.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+}
+
+/// Cross-entropy and the number of correct predictions for one batch of a classifier.
+fn classify(model: &dyn Module, x: &Tensor, y: &Tensor) -> Result<StepOutput> {
+    let logits = model.forward(x)?;
+    let loss = logits.cross_entropy(y)?;
+    let correct = kiln::no_grad(|| {
+        logits
+            .argmax(-1, false)?
+            .eq(y)?
+            .to_dtype(kiln::DType::F32)?
+            .sum_all()?
+            .item::<f32>()
+    })? as usize;
+    Ok(StepOutput {
+        loss,
+        correct: Some(correct),
+        count: y.elem_count(),
+    })
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let device = Device::parse(&args.device)?;
+    let name = format!("{:?}", args.model).to_lowercase();
+    let out = args.out.join(&name);
+    std::fs::create_dir_all(&out).map_err(|e| kiln::Error::Io {
+        op: "train",
+        path: out.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let (data, source) = match &args.data {
+        Some(dir) => (load_mnist_dir(dir)?, dir.display().to_string()),
+        None => (mnist10k()?, "bundled mnist10k".to_string()),
+    };
+    let Mnist {
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+    } = data;
+    let (train, val) = TensorDataset::new(train_images, train_labels)?.split(0.1)?;
+    let test = TensorDataset::new(test_images, test_labels)?;
+
+    let mut rng = Rng::new(args.seed);
+    let model = match args.model {
+        Model::Cnn => models::cnn(&device, &mut rng)?,
+        Model::Mlp => models::mlp(&device, &mut rng)?,
+    };
+    // Defaults measured on the bundled data (README): 24 epochs of Adam at 2e-3 with
+    // cosine decay reach the CNN's 98% target within three minutes on two cores.
+    let (epochs, batch_size, lr) = (
+        args.epochs.unwrap_or(24),
+        args.batch_size.unwrap_or(64),
+        args.lr.unwrap_or(2e-3),
+    );
+    println!(
+        "training {name} ({} parameters) on {source}: {} train / {} validation / {} test samples, device {device}, {epochs} epochs, batch {batch_size}, lr {lr}",
+        model.num_parameters(),
+        train.inputs.dims()[0],
+        val.inputs.dims()[0],
+        test.inputs.dims()[0],
+    );
+    // Random shifts of up to two pixels: the training set is small, and digits and
+    // garments keep their class when moved a little.
+    let seed = args.seed;
+    let shift: kiln_nn::data::Transform =
+        Box::new(move |x, epoch, batch| random_translate(x, 2, seed, (epoch << 32) | batch as u64));
+    let train_loader = DataLoader::new(&train, batch_size, &device)?
+        .shuffled(args.seed)
+        .with_transform(shift);
+    let val_loader = DataLoader::new(&val, 256, &device)?;
+    let test_loader = DataLoader::new(&test, 256, &device)?;
+    let mut optimizer = Adam::new(model.named_parameters(), lr);
+    let mut schedule = CosineAnnealing::new(epochs, lr * 0.02);
+    let config = FitConfig {
+        epochs,
+        early_stopping: Some(EarlyStopping {
+            patience: 6,
+            min_delta: 1e-4,
+            restore_best: true,
+        }),
+        verbose: true,
+    };
+    let start = Instant::now();
+    let history = fit(
+        &model,
+        &mut optimizer,
+        Some(&mut schedule),
+        &train_loader,
+        Some(&val_loader),
+        &classify,
+        &config,
+    )?;
+    let (test_loss, test_accuracy) = evaluate(&model, &test_loader, &classify)?;
+    let seconds = start.elapsed().as_secs_f64();
+
+    let mut state = model.state_dict();
+    state.extend(
+        optimizer
+            .state()
+            .into_iter()
+            .map(|(n, t)| (format!("optimizer.{n}"), t)),
+    );
+    let metadata = HashMap::from([
+        ("model".to_string(), name.clone()),
+        ("epochs".to_string(), history.epochs.len().to_string()),
+        ("best_epoch".to_string(), history.best_epoch.to_string()),
+        (
+            "test_accuracy".to_string(),
+            format!("{:.4}", test_accuracy.unwrap_or(0.0)),
+        ),
+    ]);
+    save_checkpoint(out.join("model.safetensors"), &state, &metadata)?;
+    plot_history(&history, &name, out.join("curves.png"))?;
+    println!(
+        "trained in {seconds:.1}s (best epoch {}); test loss {test_loss:.4}",
+        history.best_epoch
+    );
+    println!(
+        "wrote {}/model.safetensors and {}/curves.png",
+        out.display(),
+        out.display()
+    );
+    println!("test accuracy: {:.4}", test_accuracy.unwrap_or(0.0));
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Datasets: anything that can hand out a batch of (input, target) by sample index.
+
+use kiln::{Device, Error, Result, Tensor};
+
+pub trait Dataset: Send + Sync {
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The samples at `indices`, stacked along a new first dim, on the CPU.
+    fn get_batch(&self, indices: &[usize]) -> Result<(Tensor, Tensor)>;
+}
+
+/// Inputs and targets held in memory; dim 0 indexes samples.
+#[derive(Clone)]
+pub struct TensorDataset {
+    pub inputs: Tensor,
+    pub targets: Tensor,
+}
+
+impl TensorDataset {
+    pub fn new(inputs: Tensor, targets: Tensor) -> Result<Self> {
+        if inputs.rank() == 0 || targets.rank() == 0 || inputs.dims()[0] != targets.dims()[0] {
+            return Err(Error::ShapeMismatch {
+                op: "TensorDataset",
+                lhs: inputs.shape().clone(),
+                rhs: targets.shape().clone(),
+            });
+        }
+        Ok(TensorDataset { inputs, targets })
+    }
+
+    /// The first `n` samples (all of them if there are fewer).
+    pub fn take(&self, n: usize) -> Result<TensorDataset> {
+        let n = n.min(self.len());
+        TensorDataset::new(self.inputs.narrow(0, 0, n)?, self.targets.narrow(0, 0, n)?)
+    }
+
+    /// Splits off the last `fraction` of the samples (e.g. 0.1 for a validation set).
+    pub fn split(&self, fraction: f64) -> Result<(TensorDataset, TensorDataset)> {
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(Error::InvalidArgument {
+                op: "split",
+                reason: format!("fraction {fraction} is outside [0, 1)"),
+            });
+        }
+        let second = (self.len() as f64 * fraction).round() as usize;
+        let first = self.len() - second;
+        let part = |start: usize, len: usize| -> Result<TensorDataset> {
+            TensorDataset::new(
+                self.inputs.narrow(0, start, len)?,
+                self.targets.narrow(0, start, len)?,
+            )
+        };
+        Ok((part(0, first)?, part(first, second)?))
+    }
+}
+
+impl Dataset for TensorDataset {
+    fn len(&self) -> usize {
+        self.inputs.dims()[0]
+    }
+
+    fn get_batch(&self, indices: &[usize]) -> Result<(Tensor, Tensor)> {
+        let ids: Vec<i32> = indices.iter().map(|&i| i as i32).collect();
+        let ids = Tensor::from_vec(ids, [indices.len()], &Device::cpu())?;
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            let t = if t.device().is_gpu() {
+                t.to_device(&Device::cpu())?
+            } else {
+                t.clone()
+            };
+            t.index_select(0, &ids)
+        };
+        Ok((pick(&self.inputs)?, pick(&self.targets)?))
+    }
+}

@@ -1,0 +1,166 @@
+//! Convolution layers: `Conv1d`, `Conv2d` and `ConvTranspose2d`, PyTorch's weight
+//! layouts and initialisation.
+
+use crate::module::Module;
+use crate::{kaiming_uniform, uniform};
+use kiln::{Conv2dOptions, Device, Result, Rng, Tensor};
+
+fn params(weight: &Tensor, bias: &Option<Tensor>) -> Vec<(String, Tensor)> {
+    let mut p = vec![("weight".to_string(), weight.clone())];
+    p.extend(bias.iter().map(|b| ("bias".to_string(), b.clone())));
+    p
+}
+
+pub struct Conv2d {
+    /// `[out, in / groups, kh, kw]`
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub options: Conv2dOptions,
+}
+
+impl Conv2d {
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: (usize, usize),
+        options: Conv2dOptions,
+        device: &Device,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let groups = options.groups.max(1);
+        let fan_in = in_channels / groups * kernel.0 * kernel.1;
+        Ok(Conv2d {
+            weight: kaiming_uniform(
+                &[out_channels, in_channels / groups, kernel.0, kernel.1],
+                fan_in,
+                device,
+                rng,
+            )?,
+            bias: Some(uniform(
+                &[out_channels],
+                1.0 / (fan_in.max(1) as f64).sqrt(),
+                device,
+                rng,
+            )?),
+            options,
+        })
+    }
+}
+
+impl Module for Conv2d {
+    /// `[n, in, h, w]` -> `[n, out, oh, ow]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv2d(&self.weight, self.bias.as_ref(), self.options)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        params(&self.weight, &self.bias)
+    }
+}
+
+pub struct Conv1d {
+    /// `[out, in / groups, k]`
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+}
+
+impl Conv1d {
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        device: &Device,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let fan_in = in_channels * kernel;
+        Ok(Conv1d {
+            weight: kaiming_uniform(&[out_channels, in_channels, kernel], fan_in, device, rng)?,
+            bias: Some(uniform(
+                &[out_channels],
+                1.0 / (fan_in.max(1) as f64).sqrt(),
+                device,
+                rng,
+            )?),
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        })
+    }
+}
+
+impl Module for Conv1d {
+    /// `[n, in, l]` -> `[n, out, ol]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv1d(
+            &self.weight,
+            self.bias.as_ref(),
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        )
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        params(&self.weight, &self.bias)
+    }
+}
+
+pub struct ConvTranspose2d {
+    /// `[in, out / groups, kh, kw]`
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub options: Conv2dOptions,
+    pub output_padding: (usize, usize),
+}
+
+impl ConvTranspose2d {
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: (usize, usize),
+        options: Conv2dOptions,
+        device: &Device,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let groups = options.groups.max(1);
+        // PyTorch computes fan_in from the weight's second dim for transposed convolutions.
+        let fan_in = out_channels / groups * kernel.0 * kernel.1;
+        Ok(ConvTranspose2d {
+            weight: kaiming_uniform(
+                &[in_channels, out_channels / groups, kernel.0, kernel.1],
+                fan_in,
+                device,
+                rng,
+            )?,
+            bias: Some(uniform(
+                &[out_channels],
+                1.0 / (fan_in.max(1) as f64).sqrt(),
+                device,
+                rng,
+            )?),
+            options,
+            output_padding: (0, 0),
+        })
+    }
+}
+
+impl Module for ConvTranspose2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv_transpose2d(
+            &self.weight,
+            self.bias.as_ref(),
+            self.options,
+            self.output_padding,
+        )
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        params(&self.weight, &self.bias)
+    }
+}

@@ -1,0 +1,38 @@
+//! `Dropout`: zeroes elements with probability `p` in training mode, the identity in
+//! evaluation mode. Masks come from the layer's own seeded generator.
+
+use crate::module::Module;
+use kiln::{Result, Rng, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+pub struct Dropout {
+    pub p: f64,
+    rng: Mutex<Rng>,
+    training: AtomicBool,
+}
+
+impl Dropout {
+    pub fn new(p: f64, seed: u64) -> Self {
+        Dropout {
+            p,
+            rng: Mutex::new(Rng::new(seed)),
+            training: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Module for Dropout {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        x.dropout(self.p, self.training.load(Ordering::Relaxed), &mut rng)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    fn set_training(&self, training: bool) {
+        self.training.store(training, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,28 @@
+//! `Embedding`: a lookup table of learned vectors, initialised from N(0, 1) as in PyTorch.
+
+use crate::module::Module;
+use kiln::{DType, Device, Result, Rng, Tensor};
+
+pub struct Embedding {
+    /// `[num_embeddings, dim]`
+    pub weight: Tensor,
+}
+
+impl Embedding {
+    pub fn new(num_embeddings: usize, dim: usize, device: &Device, rng: &mut Rng) -> Result<Self> {
+        Ok(Embedding {
+            weight: Tensor::randn([num_embeddings, dim], DType::F32, device, rng)?.into_var()?,
+        })
+    }
+}
+
+impl Module for Embedding {
+    /// i32 ids of any shape -> `ids.shape + [dim]`.
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        self.weight.embedding(ids)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        vec![("weight".to_string(), self.weight.clone())]
+    }
+}

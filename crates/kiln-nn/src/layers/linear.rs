@@ -1,0 +1,53 @@
+//! `Linear`: `y = x W^T + b`, PyTorch's layout and initialisation.
+
+use crate::module::Module;
+use crate::{kaiming_uniform, uniform};
+use kiln::{Device, Result, Rng, Tensor};
+
+pub struct Linear {
+    /// `[out_features, in_features]`
+    pub weight: Tensor,
+    /// `[out_features]`
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        device: &Device,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        Ok(Linear {
+            weight: kaiming_uniform(&[out_features, in_features], in_features, device, rng)?,
+            bias: Some(uniform(
+                &[out_features],
+                1.0 / (in_features.max(1) as f64).sqrt(),
+                device,
+                rng,
+            )?),
+        })
+    }
+
+    pub fn without_bias(mut self) -> Self {
+        self.bias = None;
+        self
+    }
+}
+
+impl Module for Linear {
+    /// `[.., in]` -> `[.., out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => y.add(b),
+            None => Ok(y),
+        }
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut p = vec![("weight".to_string(), self.weight.clone())];
+        p.extend(self.bias.iter().map(|b| ("bias".to_string(), b.clone())));
+        p
+    }
+}

@@ -1,0 +1,137 @@
+//! Normalisation layers: `BatchNorm` (PyTorch's BatchNorm1d and BatchNorm2d: statistics
+//! over every dim but the channel dim 1) and `LayerNorm`.
+
+use crate::module::Module;
+use kiln::{DType, Device, Error, Result, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub struct BatchNorm {
+    /// `[c]`
+    pub weight: Tensor,
+    /// `[c]`
+    pub bias: Tensor,
+    /// `[c]`, updated in training mode
+    pub running_mean: Tensor,
+    /// `[c]`, updated in training mode with the unbiased batch variance
+    pub running_var: Tensor,
+    pub momentum: f64,
+    pub eps: f64,
+    training: AtomicBool,
+}
+
+impl BatchNorm {
+    pub fn new(num_features: usize, device: &Device) -> Result<Self> {
+        let c = [num_features];
+        Ok(BatchNorm {
+            weight: Tensor::ones(c, DType::F32, device)?.into_var()?,
+            bias: Tensor::zeros(c, DType::F32, device)?.into_var()?,
+            running_mean: Tensor::zeros(c, DType::F32, device)?,
+            running_var: Tensor::ones(c, DType::F32, device)?,
+            momentum: 0.1,
+            eps: 1e-5,
+            training: AtomicBool::new(true),
+        })
+    }
+}
+
+impl Module for BatchNorm {
+    /// `[n, c]`, `[n, c, l]` or `[n, c, h, w]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = self.weight.elem_count();
+        if x.rank() < 2 || x.dims()[1] != c {
+            return Err(Error::ShapeMismatch {
+                op: "BatchNorm",
+                lhs: x.shape().clone(),
+                rhs: self.weight.shape().clone(),
+            });
+        }
+        let reduce: Vec<isize> = (0..x.rank() as isize).filter(|&d| d != 1).collect();
+        let mut shape = vec![1; x.rank()];
+        shape[1] = c;
+        let (mean, var) = if self.training.load(Ordering::Relaxed) {
+            let mean = x.mean(&reduce, true)?;
+            let var = x.sub(&mean)?.square()?.mean(&reduce, true)?;
+            let n = (x.elem_count() / c) as f64;
+            kiln::no_grad(|| -> Result<()> {
+                let m = self.momentum;
+                let unbiased = var.reshape([c])?.mul_scalar(n / (n - 1.0).max(1.0))?;
+                self.running_mean.set_data(
+                    &self
+                        .running_mean
+                        .mul_scalar(1.0 - m)?
+                        .add(&mean.reshape([c])?.mul_scalar(m)?)?,
+                )?;
+                self.running_var.set_data(
+                    &self
+                        .running_var
+                        .mul_scalar(1.0 - m)?
+                        .add(&unbiased.mul_scalar(m)?)?,
+                )
+            })?;
+            (mean, var)
+        } else {
+            (
+                self.running_mean.reshape(shape.clone())?,
+                self.running_var.reshape(shape.clone())?,
+            )
+        };
+        let normalised = x.sub(&mean)?.mul(&var.add_scalar(self.eps)?.rsqrt()?)?;
+        normalised
+            .mul(&self.weight.reshape(shape.clone())?)?
+            .add(&self.bias.reshape(shape)?)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("weight".into(), self.weight.clone()),
+            ("bias".into(), self.bias.clone()),
+        ]
+    }
+
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("running_mean".into(), self.running_mean.clone()),
+            ("running_var".into(), self.running_var.clone()),
+        ]
+    }
+
+    fn set_training(&self, training: bool) {
+        self.training.store(training, Ordering::Relaxed);
+    }
+}
+
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub normalized_shape: Vec<usize>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(normalized_shape: &[usize], device: &Device) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: Tensor::ones(normalized_shape.to_vec(), DType::F32, device)?.into_var()?,
+            bias: Tensor::zeros(normalized_shape.to_vec(), DType::F32, device)?.into_var()?,
+            normalized_shape: normalized_shape.to_vec(),
+            eps: 1e-5,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.layer_norm(
+            &self.normalized_shape,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+        )
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("weight".into(), self.weight.clone()),
+            ("bias".into(), self.bias.clone()),
+        ]
+    }
+}

@@ -1,0 +1,15 @@
+//! kiln-nn: neural networks on kiln tensors. Modules with PyTorch's names, defaults and
+//! state-dict naming; losses; optimizers and learning-rate schedules; datasets and a
+//! data loader; and a training loop with validation, early stopping, checkpoints and
+//! curve plots.
+
+pub mod data;
+mod init;
+pub mod layers;
+pub mod loss;
+mod module;
+pub mod optim;
+pub mod train;
+
+pub use init::{kaiming_uniform, uniform};
+pub use module::{Module, ModuleExt};

@@ -1,0 +1,58 @@
+//! The `Module` trait: a forward pass, named parameters and buffers (dotted names, as
+//! in a PyTorch state dict) and a train/eval switch.
+
+use kiln::{Result, Tensor};
+
+pub trait Module: Send + Sync {
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// Trainable tensors, named as PyTorch names them (`weight`, `layers.0.bias`).
+    fn named_parameters(&self) -> Vec<(String, Tensor)>;
+
+    /// State that is saved but not trained, such as BatchNorm's running statistics.
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Training mode (dropout active, batch statistics) or evaluation mode.
+    fn set_training(&self, _training: bool) {}
+}
+
+/// Conveniences every module gets.
+pub trait ModuleExt: Module {
+    fn parameters(&self) -> Vec<Tensor> {
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    fn num_parameters(&self) -> usize {
+        self.parameters().iter().map(Tensor::elem_count).sum()
+    }
+
+    /// Parameters and buffers: what a checkpoint holds.
+    fn state_dict(&self) -> Vec<(String, Tensor)> {
+        let mut all = self.named_parameters();
+        all.extend(self.named_buffers());
+        all
+    }
+
+    fn train(&self) {
+        self.set_training(true);
+    }
+
+    fn eval(&self) {
+        self.set_training(false);
+    }
+}
+
+impl<M: Module + ?Sized> ModuleExt for M {}
+
+/// `name` under `prefix` (`layers.0` + `weight` = `layers.0.weight`).
+pub(crate) fn prefixed(prefix: &str, items: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+    items
+        .into_iter()
+        .map(|(n, t)| (format!("{prefix}.{n}"), t))
+        .collect()
+}

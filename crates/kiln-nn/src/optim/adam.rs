@@ -1,0 +1,113 @@
+//! Adam and AdamW (decoupled weight decay), following PyTorch's update with bias
+//! correction.
+
+use super::{buffer, load_buffers, save_buffers, Optimizer};
+use kiln::{DType, Device, Gradients, Result, Tensor};
+use std::collections::HashMap;
+
+pub struct Adam {
+    params: Vec<(String, Tensor)>,
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// AdamW: decay the weights directly instead of adding `weight_decay * p` to the gradient.
+    pub decoupled: bool,
+    steps: u64,
+    m: HashMap<String, Tensor>,
+    v: HashMap<String, Tensor>,
+}
+
+impl Adam {
+    pub fn new(params: Vec<(String, Tensor)>, lr: f64) -> Self {
+        Adam {
+            params,
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+            steps: 0,
+            m: HashMap::new(),
+            v: HashMap::new(),
+        }
+    }
+
+    /// AdamW with PyTorch's default weight decay of 0.01.
+    pub fn adamw(params: Vec<(String, Tensor)>, lr: f64) -> Self {
+        Adam {
+            weight_decay: 0.01,
+            decoupled: true,
+            ..Adam::new(params, lr)
+        }
+    }
+
+    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        self.steps += 1;
+        let (b1, b2) = self.betas;
+        let correction1 = 1.0 - b1.powi(self.steps as i32);
+        let correction2 = 1.0 - b2.powi(self.steps as i32);
+        kiln::no_grad(|| {
+            for (name, p) in &self.params {
+                let Some(g) = grads.get(p) else { continue };
+                let mut g = g.clone();
+                let mut value = p.detach();
+                if self.weight_decay != 0.0 {
+                    if self.decoupled {
+                        value = value.mul_scalar(1.0 - self.lr * self.weight_decay)?;
+                    } else {
+                        g = g.add(&p.mul_scalar(self.weight_decay)?)?;
+                    }
+                }
+                let m = buffer(&mut self.m, name, p)?
+                    .mul_scalar(b1)?
+                    .add(&g.mul_scalar(1.0 - b1)?)?;
+                let v = buffer(&mut self.v, name, p)?
+                    .mul_scalar(b2)?
+                    .add(&g.square()?.mul_scalar(1.0 - b2)?)?;
+                let denom = v
+                    .mul_scalar(1.0 / correction2)?
+                    .sqrt()?
+                    .add_scalar(self.eps)?;
+                let update = m.div(&denom)?.mul_scalar(self.lr / correction1)?;
+                p.set_data(&value.sub(&update)?)?;
+                self.m.insert(name.clone(), m);
+                self.v.insert(name.clone(), v);
+            }
+            Ok(())
+        })
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = save_buffers("adam.m", &self.m);
+        out.extend(save_buffers("adam.v", &self.v));
+        let steps = Tensor::from_vec(vec![self.steps as f32], [1], &Device::cpu())
+            .expect("a one-element tensor");
+        out.push(("adam.steps".into(), steps));
+        out
+    }
+
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        load_buffers("adam.m", &self.params, state, &mut self.m);
+        load_buffers("adam.v", &self.params, state, &mut self.v);
+        if let Some(s) = state.get("adam.steps") {
+            self.steps = s.to_dtype(DType::F32)?.item::<f32>()? as u64;
+        }
+        Ok(())
+    }
+}

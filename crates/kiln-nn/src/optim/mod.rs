@@ -1,0 +1,66 @@
+//! Optimizers, gradient clipping and learning-rate schedules. Updates run under
+//! `no_grad` and replace each parameter's data in place (`Tensor::set_data`).
+
+mod adam;
+mod clip;
+mod rmsprop;
+mod scheduler;
+mod sgd;
+
+pub use adam::Adam;
+pub use clip::clip_grad_norm;
+pub use rmsprop::RmsProp;
+pub use scheduler::{CosineAnnealing, LinearWarmup, LrScheduler, ReduceLrOnPlateau, StepLr};
+pub use sgd::Sgd;
+
+use kiln::{Gradients, Result, Tensor};
+use std::collections::HashMap;
+
+pub trait Optimizer {
+    /// Applies one update from `grads`; parameters without a gradient are left alone.
+    fn step(&mut self, grads: &Gradients) -> Result<()>;
+    fn lr(&self) -> f64;
+    fn set_lr(&mut self, lr: f64);
+    /// Named state tensors (moments, step count), for checkpoints.
+    fn state(&self) -> Vec<(String, Tensor)>;
+    /// Restores what `state` returned.
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()>;
+}
+
+/// One named per-parameter buffer, created at zero on first use.
+pub(crate) fn buffer<'a>(
+    buffers: &'a mut HashMap<String, Tensor>,
+    name: &str,
+    like: &Tensor,
+) -> Result<&'a Tensor> {
+    if !buffers.contains_key(name) {
+        buffers.insert(name.to_string(), like.detach().zeros_like()?);
+    }
+    Ok(&buffers[name])
+}
+
+/// Copies tensors named `{prefix}.{param}` from a checkpoint into `buffers`.
+pub(crate) fn load_buffers(
+    prefix: &str,
+    params: &[(String, Tensor)],
+    state: &HashMap<String, Tensor>,
+    buffers: &mut HashMap<String, Tensor>,
+) {
+    for (name, _) in params {
+        if let Some(t) = state.get(&format!("{prefix}.{name}")) {
+            buffers.insert(name.clone(), t.detach());
+        }
+    }
+}
+
+pub(crate) fn save_buffers(
+    prefix: &str,
+    buffers: &HashMap<String, Tensor>,
+) -> Vec<(String, Tensor)> {
+    let mut out: Vec<_> = buffers
+        .iter()
+        .map(|(n, t)| (format!("{prefix}.{n}"), t.clone()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}

@@ -1,0 +1,72 @@
+//! RMSprop, following PyTorch's update (no momentum, not centered).
+
+use super::{buffer, load_buffers, save_buffers, Optimizer};
+use kiln::{Gradients, Result, Tensor};
+use std::collections::HashMap;
+
+pub struct RmsProp {
+    params: Vec<(String, Tensor)>,
+    pub lr: f64,
+    pub alpha: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    square_avg: HashMap<String, Tensor>,
+}
+
+impl RmsProp {
+    pub fn new(params: Vec<(String, Tensor)>, lr: f64) -> Self {
+        RmsProp {
+            params,
+            lr,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            square_avg: HashMap::new(),
+        }
+    }
+}
+
+impl Optimizer for RmsProp {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        kiln::no_grad(|| {
+            for (name, p) in &self.params {
+                let Some(g) = grads.get(p) else { continue };
+                let mut g = g.clone();
+                if self.weight_decay != 0.0 {
+                    g = g.add(&p.mul_scalar(self.weight_decay)?)?;
+                }
+                let avg = buffer(&mut self.square_avg, name, p)?
+                    .mul_scalar(self.alpha)?
+                    .add(&g.square()?.mul_scalar(1.0 - self.alpha)?)?;
+                let update = g
+                    .div(&avg.sqrt()?.add_scalar(self.eps)?)?
+                    .mul_scalar(self.lr)?;
+                p.set_data(&p.sub(&update)?)?;
+                self.square_avg.insert(name.clone(), avg);
+            }
+            Ok(())
+        })
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        save_buffers("rmsprop.square_avg", &self.square_avg)
+    }
+
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        load_buffers(
+            "rmsprop.square_avg",
+            &self.params,
+            state,
+            &mut self.square_avg,
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! Training: the `fit` loop (validation each epoch, metrics, early stopping, learning-
+//! rate schedules, progress bars), checkpoints in safetensors, and curve plots.
+
+mod checkpoint;
+mod fit;
+mod plot;
+
+pub use checkpoint::{load_checkpoint, restore, save_checkpoint, Checkpoint};
+pub use fit::{evaluate, fit, EarlyStopping, EpochMetrics, FitConfig, History, StepOutput};
+pub use plot::plot_history;
