@@ -24,5 +24,7 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 
 echo "== kiln info"
 cargo run -q -p kiln-cli -- info
+echo "== the GPU tests run on:"
+KILN_DEVICE=gpu cargo run -q -p kiln-cli -- info | tail -n 1
 echo "== cargo test --workspace"
 cargo test --workspace

@@ -36,7 +36,14 @@ pub fn run() -> kiln::Result<()> {
             g.summary().name,
             g.summary().backend
         ),
-        Ok(Device::Cpu) => println!("kiln would use: the CPU backend"),
+        Ok(Device::Cpu) => {
+            let why = if adapters.is_empty() {
+                "no GPU adapter"
+            } else {
+                "the adapters found are software emulations; KILN_DEVICE=gpu forces one"
+            };
+            println!("kiln would use: the CPU backend ({why})")
+        }
         Err(e) => println!("kiln would use: none ({e})"),
     }
     Ok(())

@@ -7,7 +7,7 @@ use kiln_nn::layers::{Activation, Conv2d, Dropout, Flatten, Linear, MaxPool2d, S
 pub fn cnn(device: &Device, rng: &mut Rng) -> Result<Sequential> {
     let k5 = (5, 5);
     Ok(Sequential::new()
-        .add(Conv2d::new(
+        .append(Conv2d::new(
             1,
             16,
             k5,
@@ -15,9 +15,9 @@ pub fn cnn(device: &Device, rng: &mut Rng) -> Result<Sequential> {
             device,
             rng,
         )?)
-        .add(Activation::ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Conv2d::new(
+        .append(Activation::ReLU)
+        .append(MaxPool2d::new(2))
+        .append(Conv2d::new(
             16,
             32,
             k5,
@@ -25,25 +25,25 @@ pub fn cnn(device: &Device, rng: &mut Rng) -> Result<Sequential> {
             device,
             rng,
         )?)
-        .add(Activation::ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Flatten)
-        .add(Linear::new(32 * 4 * 4, 128, device, rng)?)
-        .add(Activation::ReLU)
-        .add(Dropout::new(0.25, rng_seed(rng)))
-        .add(Linear::new(128, 10, device, rng)?))
+        .append(Activation::ReLU)
+        .append(MaxPool2d::new(2))
+        .append(Flatten)
+        .append(Linear::new(32 * 4 * 4, 128, device, rng)?)
+        .append(Activation::ReLU)
+        .append(Dropout::new(0.25, rng_seed(rng)))
+        .append(Linear::new(128, 10, device, rng)?))
 }
 
 /// A multilayer perceptron: 784 -> 256 -> 128 -> 10 with ReLU and dropout.
 pub fn mlp(device: &Device, rng: &mut Rng) -> Result<Sequential> {
     Ok(Sequential::new()
-        .add(Flatten)
-        .add(Linear::new(28 * 28, 256, device, rng)?)
-        .add(Activation::ReLU)
-        .add(Dropout::new(0.2, rng_seed(rng)))
-        .add(Linear::new(256, 128, device, rng)?)
-        .add(Activation::ReLU)
-        .add(Linear::new(128, 10, device, rng)?))
+        .append(Flatten)
+        .append(Linear::new(28 * 28, 256, device, rng)?)
+        .append(Activation::ReLU)
+        .append(Dropout::new(0.2, rng_seed(rng)))
+        .append(Linear::new(256, 128, device, rng)?)
+        .append(Activation::ReLU)
+        .append(Linear::new(128, 10, device, rng)?))
 }
 
 /// A seed for a layer's own generator, drawn from the model's.

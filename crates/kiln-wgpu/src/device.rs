@@ -109,6 +109,11 @@ impl GpuDevice {
         &self.inner.summary
     }
 
+    /// True for adapters that run on the CPU (Mesa's lavapipe, WARP, SwiftShader).
+    pub fn is_software(&self) -> bool {
+        self.inner.summary.device_type == format!("{:?}", wgpu::DeviceType::Cpu)
+    }
+
     /// f16 needs `SHADER_F16`; f64 is never available (WGSL has no f64).
     pub fn supports(&self, dtype: DType) -> bool {
         match dtype {

@@ -27,7 +27,9 @@ impl Device {
             .map(Device::Gpu)
     }
 
-    /// `KILN_DEVICE=cpu` or `gpu` decides; otherwise a GPU when one opens, else the CPU.
+    /// `KILN_DEVICE=cpu` or `gpu` decides. Otherwise a hardware GPU when one opens, else
+    /// the CPU backend: a software adapter (lavapipe) emulates a GPU on the same cores
+    /// the CPU backend uses directly, and measured several times slower (README).
     pub fn best() -> Result<Device> {
         match std::env::var("KILN_DEVICE").as_deref() {
             Ok("cpu") => Ok(Device::Cpu),
@@ -36,7 +38,10 @@ impl Device {
                 op: "Device::best",
                 reason: format!("KILN_DEVICE must be cpu or gpu, not {other:?}"),
             }),
-            Err(_) => Ok(Device::gpu().unwrap_or(Device::Cpu)),
+            Err(_) => Ok(match Device::gpu() {
+                Ok(Device::Gpu(g)) if !g.is_software() => Device::Gpu(g),
+                _ => Device::Cpu,
+            }),
         }
     }
 

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Tensors by name, on the CPU, with the file's metadata.
+#[derive(Debug)]
 pub struct Checkpoint {
     pub tensors: HashMap<String, Tensor>,
     pub metadata: HashMap<String, String>,

@@ -1,0 +1,330 @@
+//! Training outcomes on small slices of real data: models learn, early stopping and
+//! ReduceLROnPlateau trigger, optimizers follow their published updates, a NaN loss
+//! stops training naming the step, checkpoints round-trip bitwise.
+
+use kiln::{DType, Device, Error, Rng, Tensor};
+use kiln_nn::data::{mnist10k, DataLoader, TensorDataset};
+use kiln_nn::layers::{Activation, BatchNorm, Conv2d, Flatten, Linear, MaxPool2d, Sequential};
+use kiln_nn::optim::{Adam, LrScheduler, Optimizer, ReduceLrOnPlateau, Sgd};
+use kiln_nn::train::{
+    evaluate, fit, load_checkpoint, restore, save_checkpoint, EarlyStopping, FitConfig, StepOutput,
+};
+use kiln_nn::{Module, ModuleExt};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn classify(model: &dyn Module, x: &Tensor, y: &Tensor) -> kiln::Result<StepOutput> {
+    let logits = model.forward(x)?;
+    let loss = logits.cross_entropy(y)?;
+    let hits = kiln::no_grad(|| {
+        logits
+            .argmax(-1, false)?
+            .eq(y)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .item::<f32>()
+    })?;
+    Ok(StepOutput {
+        loss,
+        correct: Some(hits as usize),
+        count: y.elem_count(),
+    })
+}
+
+fn mlp(device: &Device, rng: &mut Rng) -> Sequential {
+    Sequential::new()
+        .append(Flatten)
+        .append(Linear::new(784, 64, device, rng).unwrap())
+        .append(Activation::ReLU)
+        .append(Linear::new(64, 10, device, rng).unwrap())
+}
+
+fn quiet(epochs: usize) -> FitConfig {
+    FitConfig {
+        epochs,
+        early_stopping: None,
+        verbose: false,
+    }
+}
+
+/// The first `n` training and test digits of the bundled MNIST subset.
+fn digits(n_train: usize, n_test: usize) -> (TensorDataset, TensorDataset) {
+    let m = mnist10k().unwrap();
+    let train = TensorDataset::new(m.train_images, m.train_labels)
+        .unwrap()
+        .take(n_train)
+        .unwrap();
+    let test = TensorDataset::new(m.test_images, m.test_labels)
+        .unwrap()
+        .take(n_test)
+        .unwrap();
+    (train, test)
+}
+
+#[test]
+fn mlp_beats_90_percent_on_a_slice() {
+    let cpu = Device::cpu();
+    let (train, test) = digits(4000, 500);
+    let mut rng = Rng::new(0);
+    let model = Sequential::new()
+        .append(Flatten)
+        .append(Linear::new(784, 128, &cpu, &mut rng).unwrap())
+        .append(Activation::ReLU)
+        .append(Linear::new(128, 10, &cpu, &mut rng).unwrap());
+    let mut opt = Adam::new(model.named_parameters(), 2e-3);
+    let loader = DataLoader::new(&train, 32, &cpu).unwrap().shuffled(0);
+    fit(&model, &mut opt, None, &loader, None, &classify, &quiet(6)).unwrap();
+    let (_, acc) = evaluate(
+        &model,
+        &DataLoader::new(&test, 250, &cpu).unwrap(),
+        &classify,
+    )
+    .unwrap();
+    assert!(acc.unwrap() > 0.90, "mlp accuracy {acc:?}");
+}
+
+#[test]
+fn cnn_with_batchnorm_learns_on_the_gpu() {
+    let device = Device::gpu().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let mut rng = Rng::new(1);
+    let model = Sequential::new()
+        .append(Conv2d::new(1, 8, (5, 5), Default::default(), &device, &mut rng).unwrap())
+        .append(BatchNorm::new(8, &device).unwrap())
+        .append(Activation::ReLU)
+        .append(MaxPool2d::new(4))
+        .append(Flatten)
+        .append(Linear::new(8 * 6 * 6, 10, &device, &mut rng).unwrap());
+    let (train, _) = digits(256, 0);
+    let loader = DataLoader::new(&train, 64, &device).unwrap().shuffled(1);
+    let (before, _) = evaluate(&model, &loader, &classify).unwrap();
+    let mut opt = Adam::new(model.named_parameters(), 1e-2);
+    fit(&model, &mut opt, None, &loader, None, &classify, &quiet(3)).unwrap();
+    let (after, _) = evaluate(&model, &loader, &classify).unwrap();
+    assert!(after < before * 0.5, "loss {before} -> {after}");
+    // BatchNorm's running statistics moved and are saved with the model.
+    let names: Vec<String> = model.state_dict().into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names.contains(&"1.running_mean".to_string()) && names.contains(&"0.weight".to_string()),
+        "{names:?}"
+    );
+}
+
+/// Random labels: nothing generalises, so validation loss soon stops improving.
+fn noise_task(device: &Device) -> (TensorDataset, TensorDataset) {
+    let mut rng = Rng::new(5);
+    let x = Tensor::randn([256, 20], DType::F32, device, &mut rng).unwrap();
+    let y = Tensor::rand([256], DType::F32, device, &mut rng)
+        .unwrap()
+        .mul_scalar(4.0)
+        .unwrap();
+    let y = kiln::no_grad(|| y.to_dtype(DType::I32)).unwrap();
+    TensorDataset::new(x, y).unwrap().split(0.5).unwrap()
+}
+
+#[test]
+fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
+    let cpu = Device::cpu();
+    let (train, val) = noise_task(&cpu);
+    let model = Sequential::new()
+        .append(Linear::new(20, 64, &cpu, &mut Rng::new(2)).unwrap())
+        .append(Activation::ReLU)
+        .append(Linear::new(64, 4, &cpu, &mut Rng::new(3)).unwrap());
+    let mut opt = Adam::new(model.named_parameters(), 1e-2);
+    let mut plateau = ReduceLrOnPlateau::new(0.5, 1);
+    let early = EarlyStopping {
+        patience: 3,
+        min_delta: 0.0,
+        restore_best: true,
+    };
+    let config = FitConfig {
+        epochs: 50,
+        early_stopping: Some(early),
+        verbose: false,
+    };
+    let (tl, vl) = (
+        DataLoader::new(&train, 32, &cpu).unwrap().shuffled(4),
+        DataLoader::new(&val, 128, &cpu).unwrap(),
+    );
+    let history = fit(
+        &model,
+        &mut opt,
+        Some(&mut plateau),
+        &tl,
+        Some(&vl),
+        &classify,
+        &config,
+    )
+    .unwrap();
+    assert!(
+        history.stopped_early && history.epochs.len() < 50,
+        "ran {} epochs",
+        history.epochs.len()
+    );
+    assert!(
+        plateau.reductions >= 1 && opt.lr() < 1e-2,
+        "lr {} after {} reductions",
+        opt.lr(),
+        plateau.reductions
+    );
+    // The restored weights give the best epoch's validation loss, not the last one's.
+    let (restored, _) = evaluate(&model, &vl, &classify).unwrap();
+    let best = history.epochs[history.best_epoch - 1].val_loss.unwrap();
+    assert!(
+        (restored - best).abs() < 1e-5,
+        "restored {restored} vs best {best}"
+    );
+}
+
+#[test]
+fn a_non_finite_loss_stops_training_naming_the_step() {
+    let cpu = Device::cpu();
+    let (train, _) = digits(256, 0);
+    let model = mlp(&cpu, &mut Rng::new(0));
+    let mut opt = Sgd::new(model.named_parameters(), 0.1);
+    let calls = AtomicUsize::new(0);
+    let poisoned = |m: &dyn Module, x: &Tensor, y: &Tensor| -> kiln::Result<StepOutput> {
+        let mut out = classify(m, x, y)?;
+        if calls.fetch_add(1, Ordering::Relaxed) == 2 {
+            out.loss = out.loss.mul_scalar(f64::NAN)?;
+        }
+        Ok(out)
+    };
+    let loader = DataLoader::new(&train, 32, &cpu).unwrap();
+    let e = fit(&model, &mut opt, None, &loader, None, &poisoned, &quiet(2)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NonFiniteLoss {
+                epoch: 1,
+                step: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn optimizers_follow_their_published_updates() {
+    let cpu = Device::cpu();
+    let p = Tensor::from_vec(vec![1.0f32, -2.0], [2], &cpu)
+        .unwrap()
+        .into_var()
+        .unwrap();
+    let grads_of = |p: &Tensor| p.square().unwrap().sum_all().unwrap().backward().unwrap(); // g = 2p
+                                                                                            // SGD with momentum 0.9: v1 = g1, p1 = p0 - lr v1; v2 = 0.9 v1 + g2.
+    let mut sgd = Sgd::new(vec![("p".into(), p.clone())], 0.1).with_momentum(0.9, false);
+    sgd.step(&grads_of(&p)).unwrap();
+    assert_eq!(p.to_vec::<f32>().unwrap(), vec![0.8, -1.6]);
+    sgd.step(&grads_of(&p)).unwrap(); // v2 = 0.9*[2,-4] + [1.6,-3.2] = [3.4,-6.8]
+    let got = p.to_vec::<f32>().unwrap();
+    assert!(
+        (got[0] - (0.8 - 0.34)).abs() < 1e-6 && (got[1] - (-1.6 + 0.68)).abs() < 1e-6,
+        "{got:?}"
+    );
+    // Adam's first step moves each parameter by lr * g / (|g| + eps) = lr * sign(g).
+    let q = Tensor::from_vec(vec![3.0f32, -1.0], [2], &cpu)
+        .unwrap()
+        .into_var()
+        .unwrap();
+    let mut adam = Adam::new(vec![("q".into(), q.clone())], 0.01);
+    adam.step(&grads_of(&q)).unwrap();
+    let got = q.to_vec::<f32>().unwrap();
+    assert!(
+        (got[0] - 2.99).abs() < 1e-6 && (got[1] + 0.99).abs() < 1e-6,
+        "{got:?}"
+    );
+    // AdamW decays the weight itself: p * (1 - lr * wd) before the Adam step.
+    let r = Tensor::from_vec(vec![1.0f32], [1], &cpu)
+        .unwrap()
+        .into_var()
+        .unwrap();
+    let mut adamw = Adam::adamw(vec![("r".into(), r.clone())], 0.1).with_weight_decay(0.5);
+    adamw.step(&grads_of(&r)).unwrap();
+    assert!((r.to_vec::<f32>().unwrap()[0] - (1.0 * 0.95 - 0.1)).abs() < 1e-6);
+}
+
+#[test]
+fn plateau_schedule_reduces_after_patience() {
+    let cpu = Device::cpu();
+    let p = Tensor::zeros([1], DType::F32, &cpu)
+        .unwrap()
+        .into_var()
+        .unwrap();
+    let mut opt = Sgd::new(vec![("p".into(), p)], 1.0);
+    let mut plateau = ReduceLrOnPlateau::new(0.1, 2);
+    for metric in [1.0, 0.5, 0.5, 0.5] {
+        plateau.step(&mut opt, Some(metric));
+    }
+    assert!(
+        (opt.lr() - 1.0).abs() < 1e-12,
+        "two bad steps are within patience"
+    );
+    plateau.step(&mut opt, Some(0.5));
+    assert!((opt.lr() - 0.1).abs() < 1e-12, "the third bad step reduces");
+}
+
+#[test]
+fn checkpoints_round_trip_bitwise_with_optimizer_state() {
+    let cpu = Device::cpu();
+    let (train, _) = digits(128, 0);
+    let model = mlp(&cpu, &mut Rng::new(7));
+    let mut opt = Adam::new(model.named_parameters(), 1e-3);
+    fit(
+        &model,
+        &mut opt,
+        None,
+        &DataLoader::new(&train, 32, &cpu).unwrap(),
+        None,
+        &classify,
+        &quiet(1),
+    )
+    .unwrap();
+    let mut state = model.state_dict();
+    state.extend(
+        opt.state()
+            .into_iter()
+            .map(|(n, t)| (format!("optimizer.{n}"), t)),
+    );
+    let dir = std::env::temp_dir().join(format!("kiln-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    save_checkpoint(
+        &path,
+        &state,
+        &HashMap::from([("epoch".to_string(), "1".to_string())]),
+    )
+    .unwrap();
+
+    let loaded = load_checkpoint(&path).unwrap();
+    assert_eq!(loaded.metadata.get("epoch").map(String::as_str), Some("1"));
+    let fresh = mlp(&cpu, &mut Rng::new(99));
+    restore(&loaded, &fresh.state_dict()).unwrap();
+    for ((name, a), (_, b)) in model.state_dict().iter().zip(fresh.state_dict().iter()) {
+        let bits = |t: &Tensor| {
+            t.to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(a), bits(b), "{name} differs after the round trip");
+    }
+    // The optimizer resumes with the same moments and step count.
+    let mut resumed = Adam::new(fresh.named_parameters(), 1e-3);
+    resumed
+        .load_state(
+            &loaded
+                .tensors
+                .iter()
+                .filter_map(|(n, t)| {
+                    n.strip_prefix("optimizer.")
+                        .map(|k| (k.to_string(), t.clone()))
+                })
+                .collect(),
+        )
+        .unwrap();
+    let names = |s: Vec<(String, Tensor)>| s.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names(resumed.state()), names(opt.state()));
+    std::fs::remove_dir_all(&dir).ok();
+}
