@@ -44,6 +44,7 @@ fn quiet(epochs: usize) -> FitConfig {
         epochs,
         early_stopping: None,
         verbose: false,
+        max_seconds: None,
     }
 }
 
@@ -140,6 +141,7 @@ fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
         epochs: 50,
         early_stopping: Some(early),
         verbose: false,
+        max_seconds: None,
     };
     let (tl, vl) = (
         DataLoader::new(&train, 32, &cpu).unwrap().shuffled(4),

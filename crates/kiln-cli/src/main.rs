@@ -1,5 +1,6 @@
 //! The `kiln` command-line tool.
 
+mod char_lm;
 mod info;
 mod models;
 mod train;

@@ -13,3 +13,8 @@ pub mod train;
 
 pub use init::{kaiming_uniform, uniform};
 pub use module::{Module, ModuleExt};
+
+/// Helpers for writing `Module` implementations outside this crate.
+pub mod module_helpers {
+    pub use crate::module::prefixed;
+}

@@ -50,7 +50,7 @@ pub trait ModuleExt: Module {
 impl<M: Module + ?Sized> ModuleExt for M {}
 
 /// `name` under `prefix` (`layers.0` + `weight` = `layers.0.weight`).
-pub(crate) fn prefixed(prefix: &str, items: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+pub fn prefixed(prefix: &str, items: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     items
         .into_iter()
         .map(|(n, t)| (format!("{prefix}.{n}"), t))

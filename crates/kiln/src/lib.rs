@@ -49,7 +49,7 @@ pub use autograd::{
 };
 pub use device::Device;
 pub use element::Element;
-pub use kiln_core::{DType, Error, GpuErrorKind, Result, Shape};
+pub use kiln_core::{philox, DType, Error, GpuErrorKind, Result, Shape};
 pub use random::Rng;
 pub use tensor::{Tensor, TensorId};
 

@@ -31,6 +31,8 @@ pub struct FitConfig {
     pub early_stopping: Option<EarlyStopping>,
     /// Print one line per epoch.
     pub verbose: bool,
+    /// Stop (after validating) once training has run this long.
+    pub max_seconds: Option<f64>,
 }
 
 impl Default for FitConfig {
@@ -39,6 +41,7 @@ impl Default for FitConfig {
             epochs: 10,
             early_stopping: None,
             verbose: true,
+            max_seconds: None,
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct History {
     /// The epoch (1-based) with the best monitored loss.
     pub best_epoch: usize,
     pub stopped_early: bool,
+    /// Training hit `max_seconds` (the last epoch may be partial).
+    pub out_of_time: bool,
 }
 
 /// Mean loss and accuracy over every batch of `loader`, in evaluation mode and without
@@ -118,6 +123,7 @@ pub fn fit(
     let mut best = f64::INFINITY;
     let mut best_weights: Option<Vec<(Tensor, Tensor)>> = None;
     let mut stale = 0;
+    let started = Instant::now();
     model.train();
     for epoch in 1..=config.epochs {
         let start = Instant::now();
@@ -145,6 +151,13 @@ pub fn fit(
             count += out.count;
             bar.inc(1);
             bar.set_message(format!("{:.4}", total / count as f64));
+            if config
+                .max_seconds
+                .is_some_and(|limit| started.elapsed().as_secs_f64() >= limit)
+            {
+                history.out_of_time = true;
+                break;
+            }
         }
         bar.finish_and_clear();
         let (val_loss, val_accuracy) = match val {
@@ -189,6 +202,15 @@ pub fn fit(
             }
         } else {
             stale += 1;
+        }
+        if history.out_of_time {
+            if config.verbose {
+                println!(
+                    "time limit reached after {:.0}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            break;
         }
         if let Some(es) = config.early_stopping {
             if stale >= es.patience {
