@@ -3,6 +3,7 @@
 mod char_lm;
 mod info;
 mod models;
+mod saliency;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ enum Command {
     Info,
     /// Train a model and report what it did (with no arguments: a CNN on the bundled MNIST digits).
     Train(train::TrainArgs),
+    /// Show which pixels drove a trained CNN's predictions, as a PNG.
+    Saliency(saliency::SaliencyArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info => info::run(),
         Command::Train(args) => train::run(args),
+        Command::Saliency(args) => saliency::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,8 +3,10 @@
 
 mod checkpoint;
 mod fit;
+mod image;
 mod plot;
 
 pub use checkpoint::{load_checkpoint, restore, save_checkpoint, Checkpoint};
 pub use fit::{evaluate, fit, EarlyStopping, EpochMetrics, FitConfig, History, StepOutput};
+pub use image::{save_image_grid, Palette};
 pub use plot::plot_history;
