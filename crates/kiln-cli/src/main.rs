@@ -1,6 +1,7 @@
 //! The `kiln` command-line tool.
 
 mod char_lm;
+mod gan;
 mod info;
 mod models;
 mod saliency;

@@ -26,6 +26,8 @@ pub enum Model {
     Gru,
     /// Character-level decoder-only transformer on tinyshakespeare.
     Transformer,
+    /// Generative adversarial network on the MNIST digits, judged by a trained CNN.
+    Gan,
 }
 
 #[derive(Args)]
@@ -54,6 +56,9 @@ pub struct TrainArgs {
     /// Stop training after this many minutes (the language models default to 10).
     #[arg(long)]
     minutes: Option<f64>,
+    /// The trained CNN that judges the GAN's samples.
+    #[arg(long, default_value = "runs/cnn/model.safetensors")]
+    classifier: PathBuf,
 }
 
 /// Cross-entropy and the number of correct predictions for one batch of a classifier.
@@ -91,6 +96,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(dir) => (load_mnist_dir(dir)?, dir.display().to_string()),
         None => (mnist10k()?, "bundled mnist10k".to_string()),
     };
+    if args.model == Model::Gan {
+        let options = crate::gan::GanOptions {
+            epochs: args.epochs.unwrap_or(60),
+            batch_size: args.batch_size.unwrap_or(64),
+            lr: args.lr.unwrap_or(2e-4),
+            seed: args.seed,
+            classifier: &args.classifier,
+            out: &out,
+            minutes: args.minutes,
+        };
+        return crate::gan::run(data, &device, options);
+    }
     let Mnist {
         train_images,
         train_labels,

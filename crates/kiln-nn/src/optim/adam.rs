@@ -42,6 +42,12 @@ impl Adam {
         }
     }
 
+    /// Other moment decay rates, e.g. `(0.5, 0.999)` for GANs.
+    pub fn with_betas(mut self, betas: (f64, f64)) -> Self {
+        self.betas = betas;
+        self
+    }
+
     pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
         self.weight_decay = weight_decay;
         self
