@@ -40,7 +40,10 @@ fn discriminator(device: &Device, rng: &mut Rng) -> Result<Sequential> {
 fn samples(g: &Sequential, n: usize, device: &Device, rng: &mut Rng) -> Result<Tensor> {
     kiln::no_grad(|| {
         let z = Tensor::randn([n, LATENT], DType::F32, device, rng)?;
-        g.forward(&z)?.add_scalar(1.0)?.mul_scalar(0.5)?.reshape([n, 1, 28, 28])
+        g.forward(&z)?
+            .add_scalar(1.0)?
+            .mul_scalar(0.5)?
+            .reshape([n, 1, 28, 28])
     })
 }
 
@@ -56,15 +59,29 @@ pub struct GanOptions<'a> {
 
 pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
     if !o.classifier.exists() {
-        let reason = "the GAN is judged by a trained CNN: run `kiln train` first (or pass --classifier)".to_string();
-        return Err(kiln::Error::Io { op: "train gan", path: o.classifier.display().to_string(), reason });
+        let reason =
+            "the GAN is judged by a trained CNN: run `kiln train` first (or pass --classifier)"
+                .to_string();
+        return Err(kiln::Error::Io {
+            op: "train gan",
+            path: o.classifier.display().to_string(),
+            reason,
+        });
     }
     let mut rng = Rng::new(o.seed);
-    let (g, d) = (generator(device, &mut rng)?, discriminator(device, &mut rng)?);
+    let (g, d) = (
+        generator(device, &mut rng)?,
+        discriminator(device, &mut rng)?,
+    );
     println!("training gan: generator {} and discriminator {} parameters, {} epochs, batch {}, lr {}, device {device}", g.num_parameters(), d.num_parameters(), o.epochs, o.batch_size, o.lr);
     // Real digits scaled to [-1, 1], the generator's tanh range.
-    let real = TensorDataset::new(data.train_images.mul_scalar(2.0)?.add_scalar(-1.0)?, data.train_labels)?;
-    let loader = DataLoader::new(&real, o.batch_size, device)?.shuffled(o.seed).dropping_last();
+    let real = TensorDataset::new(
+        data.train_images.mul_scalar(2.0)?.add_scalar(-1.0)?,
+        data.train_labels,
+    )?;
+    let loader = DataLoader::new(&real, o.batch_size, device)?
+        .shuffled(o.seed)
+        .dropping_last();
     let mut opt_g = Adam::new(g.named_parameters(), o.lr).with_betas((0.5, 0.999));
     let mut opt_d = Adam::new(d.named_parameters(), o.lr).with_betas((0.5, 0.999));
     let start = Instant::now();
@@ -76,8 +93,12 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
             let ones = Tensor::ones([n, 1], DType::F32, device)?;
             let zeros = Tensor::zeros([n, 1], DType::F32, device)?;
             // Discriminator: real -> 1, generated -> 0 (the generator is not updated).
-            let fake = g.forward(&Tensor::randn([n, LATENT], DType::F32, device, &mut rng)?)?.detach();
-            let loss_d = binary_cross_entropy_with_logits(&d.forward(&x)?, &ones)?.add(&binary_cross_entropy_with_logits(&d.forward(&fake)?, &zeros)?)?;
+            let fake = g
+                .forward(&Tensor::randn([n, LATENT], DType::F32, device, &mut rng)?)?
+                .detach();
+            let loss_d = binary_cross_entropy_with_logits(&d.forward(&x)?, &ones)?.add(
+                &binary_cross_entropy_with_logits(&d.forward(&fake)?, &zeros)?,
+            )?;
             opt_d.step(&loss_d.backward()?)?;
             // Generator: make the discriminator say 1 (the non-saturating loss).
             let fake = g.forward(&Tensor::randn([n, LATENT], DType::F32, device, &mut rng)?)?;
@@ -87,8 +108,15 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
             loss_g_sum += loss_g.item::<f32>()? as f64;
             steps += 1;
         }
-        println!("epoch {epoch:>3}  discriminator loss {:.4}  generator loss {:.4}  {:.0}s", loss_d_sum / steps as f64, loss_g_sum / steps as f64, start.elapsed().as_secs_f64());
-        if o.minutes.is_some_and(|m| start.elapsed().as_secs_f64() >= m * 60.0) {
+        println!(
+            "epoch {epoch:>3}  discriminator loss {:.4}  generator loss {:.4}  {:.0}s",
+            loss_d_sum / steps as f64,
+            loss_g_sum / steps as f64,
+            start.elapsed().as_secs_f64()
+        );
+        if o.minutes
+            .is_some_and(|m| start.elapsed().as_secs_f64() >= m * 60.0)
+        {
             println!("time limit reached");
             break;
         }
@@ -103,7 +131,11 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
     let mut counts = [0usize; 10];
     let mut confident = 0;
     for row in probs.chunks(10) {
-        let (class, &p) = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).expect("ten classes");
+        let (class, &p) = row
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .expect("ten classes");
         counts[class] += 1;
         if p >= 0.9 {
             confident += 1;
@@ -111,13 +143,27 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
     }
     let covered = counts.iter().filter(|&&c| c >= 30).count();
     let grid = judged.narrow(0, 0, 64)?.to_vec::<f32>()?;
-    let tiles: Vec<(Vec<f32>, Palette)> = grid.chunks(784).map(|t| (t.to_vec(), Palette::Grey)).collect();
+    let tiles: Vec<(Vec<f32>, Palette)> = grid
+        .chunks(784)
+        .map(|t| (t.to_vec(), Palette::Grey))
+        .collect();
     save_image_grid(&tiles, 28, 28, 8, 3, o.out.join("samples.png"))?;
     let mut state = kiln_nn::module_helpers::prefixed("generator", g.state_dict());
-    state.extend(kiln_nn::module_helpers::prefixed("discriminator", d.state_dict()));
-    save_checkpoint(o.out.join("model.safetensors"), &state, &HashMap::from([("model".to_string(), "gan".to_string())]))?;
+    state.extend(kiln_nn::module_helpers::prefixed(
+        "discriminator",
+        d.state_dict(),
+    ));
+    save_checkpoint(
+        o.out.join("model.safetensors"),
+        &state,
+        &HashMap::from([("model".to_string(), "gan".to_string())]),
+    )?;
     println!("class counts of 1000 samples (digits 0-9): {counts:?}");
-    println!("wrote {}/samples.png and model.safetensors in {:.1}s", o.out.display(), start.elapsed().as_secs_f64());
+    println!(
+        "wrote {}/samples.png and model.safetensors in {:.1}s",
+        o.out.display(),
+        start.elapsed().as_secs_f64()
+    );
     println!("confident samples: {:.3} (p >= 0.9 by the trained CNN); digits with at least 3% of samples: {covered} of 10", confident as f64 / 1000.0);
     Ok(())
 }

@@ -32,8 +32,13 @@ pub struct SaliencyArgs {
 pub fn run(args: SaliencyArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
     if !args.checkpoint.exists() {
-        let reason = "no checkpoint there: run `kiln train` first (or pass --checkpoint)".to_string();
-        return Err(kiln::Error::Io { op: "saliency", path: args.checkpoint.display().to_string(), reason });
+        let reason =
+            "no checkpoint there: run `kiln train` first (or pass --checkpoint)".to_string();
+        return Err(kiln::Error::Io {
+            op: "saliency",
+            path: args.checkpoint.display().to_string(),
+            reason,
+        });
     }
     let model = models::cnn(&device, &mut Rng::new(0))?;
     restore(&load_checkpoint(&args.checkpoint)?, &model.state_dict())?;
@@ -46,20 +51,39 @@ pub fn run(args: SaliencyArgs) -> Result<()> {
     let count = args.count.min(available);
     let mut tiles = Vec::new();
     for i in args.index..args.index + count {
-        let image = data.test_images.narrow(0, i, 1)?.contiguous()?.to_device(&device)?.into_var()?;
+        let image = data
+            .test_images
+            .narrow(0, i, 1)?
+            .contiguous()?
+            .to_device(&device)?
+            .into_var()?;
         let logits = model.forward(&image)?;
         let probs = kiln::no_grad(|| logits.softmax(-1))?.to_vec::<f32>()?;
         let predicted = kiln::no_grad(|| logits.argmax(-1, false))?.to_vec::<i32>()?[0] as usize;
         let grads = logits.narrow(1, predicted, 1)?.sum_all()?.backward()?;
-        let saliency = grads.get(&image).expect("the image requires a gradient").abs()?.to_dtype(DType::F32)?;
+        let saliency = grads
+            .get(&image)
+            .expect("the image requires a gradient")
+            .abs()?
+            .to_dtype(DType::F32)?;
         let label = data.test_labels.to_vec::<i32>()?[i];
-        println!("image {i}: label {label}, predicted {predicted} with probability {:.3}", probs[predicted]);
+        println!(
+            "image {i}: label {label}, predicted {predicted} with probability {:.3}",
+            probs[predicted]
+        );
         tiles.push((image.detach().to_vec::<f32>()?, Palette::Grey));
         tiles.push((Tensor::to_vec::<f32>(&saliency)?, Palette::Heat));
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| kiln::Error::Io { op: "saliency", path: args.out.display().to_string(), reason: e.to_string() })?;
+    std::fs::create_dir_all(&args.out).map_err(|e| kiln::Error::Io {
+        op: "saliency",
+        path: args.out.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let path = args.out.join("saliency.png");
     save_image_grid(&tiles, 28, 28, 4, 6, &path)?;
-    println!("wrote {} (each digit, then |d logit / d pixel| for its predicted class)", path.display());
+    println!(
+        "wrote {} (each digit, then |d logit / d pixel| for its predicted class)",
+        path.display()
+    );
     Ok(())
 }

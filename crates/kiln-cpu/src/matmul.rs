@@ -19,52 +19,49 @@ fn for_each_batch(spec: &MatmulSpec, mut gemm: impl FnMut(usize, usize, usize)) 
     }
 }
 
-fn sgemm(lhs: &[f32], rhs: &[f32], spec: &MatmulSpec) -> Vec<f32> {
-    let mut out = vec![0.0f32; spec.batch[0] * spec.batch[1] * spec.m * spec.n];
+/// `matrixmultiply`'s SGEMM and DGEMM share this signature.
+type Gemm<T> = unsafe fn(
+    usize,
+    usize,
+    usize,
+    T,
+    *const T,
+    isize,
+    isize,
+    *const T,
+    isize,
+    isize,
+    T,
+    *mut T,
+    isize,
+    isize,
+);
+
+fn gemm<T: Copy + Default>(
+    lhs: &[T],
+    rhs: &[T],
+    spec: &MatmulSpec,
+    kernel: Gemm<T>,
+    one: T,
+) -> Vec<T> {
+    let mut out = vec![T::default(); spec.batch[0] * spec.batch[1] * spec.m * spec.n];
     let (l, r) = (&spec.lhs, &spec.rhs);
     for_each_batch(spec, |a, b, c| {
         // SAFETY: the tensor layer built these strides and offsets from layouts that lie
         // inside their storage; `out` holds m*n elements per batch.
         unsafe {
-            matrixmultiply::sgemm(
+            kernel(
                 spec.m,
                 spec.k,
                 spec.n,
-                1.0,
+                one,
                 lhs.as_ptr().add(a),
                 l.row_stride as isize,
                 l.col_stride as isize,
                 rhs.as_ptr().add(b),
                 r.row_stride as isize,
                 r.col_stride as isize,
-                0.0,
-                out.as_mut_ptr().add(c),
-                spec.n as isize,
-                1,
-            );
-        }
-    });
-    out
-}
-
-fn dgemm(lhs: &[f64], rhs: &[f64], spec: &MatmulSpec) -> Vec<f64> {
-    let mut out = vec![0.0f64; spec.batch[0] * spec.batch[1] * spec.m * spec.n];
-    let (l, r) = (&spec.lhs, &spec.rhs);
-    for_each_batch(spec, |a, b, c| {
-        // SAFETY: as in `sgemm`.
-        unsafe {
-            matrixmultiply::dgemm(
-                spec.m,
-                spec.k,
-                spec.n,
-                1.0,
-                lhs.as_ptr().add(a),
-                l.row_stride as isize,
-                l.col_stride as isize,
-                rhs.as_ptr().add(b),
-                r.row_stride as isize,
-                r.col_stride as isize,
-                0.0,
+                T::default(),
                 out.as_mut_ptr().add(c),
                 spec.n as isize,
                 1,
@@ -76,10 +73,20 @@ fn dgemm(lhs: &[f64], rhs: &[f64], spec: &MatmulSpec) -> Vec<f64> {
 
 pub fn matmul(lhs: &CpuStorage, rhs: &CpuStorage, spec: &MatmulSpec) -> Result<CpuStorage> {
     Ok(CpuStorage(match (&lhs.0, &rhs.0) {
-        (HostBuffer::F32(a), HostBuffer::F32(b)) => HostBuffer::F32(sgemm(a, b, spec)),
-        (HostBuffer::F64(a), HostBuffer::F64(b)) => HostBuffer::F64(dgemm(a, b, spec)),
+        (HostBuffer::F32(a), HostBuffer::F32(b)) => {
+            HostBuffer::F32(gemm(a, b, spec, matrixmultiply::sgemm, 1.0))
+        }
+        (HostBuffer::F64(a), HostBuffer::F64(b)) => {
+            HostBuffer::F64(gemm(a, b, spec, matrixmultiply::dgemm, 1.0))
+        }
         (a, b) => {
-            let out = sgemm(&a.to_f32_vec(), &b.to_f32_vec(), spec);
+            let out = gemm(
+                &a.to_f32_vec(),
+                &b.to_f32_vec(),
+                spec,
+                matrixmultiply::sgemm,
+                1.0,
+            );
             HostBuffer::from_f32(a.dtype(), out)
         }
     }))
