@@ -330,3 +330,58 @@ fn checkpoints_round_trip_bitwise_with_optimizer_state() {
     assert_eq!(names(resumed.state()), names(opt.state()));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn clipping_and_schedules_follow_their_definitions() {
+    use kiln_nn::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, StepLr};
+    let cpu = Device::cpu();
+    // Gradients (3, 4) have norm 5; clipping to 1 scales them by 1/5.
+    let p = Tensor::from_vec(vec![1.5f32, 2.0], [2], &cpu)
+        .unwrap()
+        .into_var()
+        .unwrap();
+    let mut grads = p.square().unwrap().sum_all().unwrap().backward().unwrap(); // 2p = [3, 4]
+    let norm = clip_grad_norm(&mut grads, std::slice::from_ref(&p), 1.0).unwrap();
+    assert!((norm - 5.0).abs() < 1e-6);
+    let g = grads.get(&p).unwrap().to_vec::<f32>().unwrap();
+    assert!(
+        (g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5,
+        "{g:?}"
+    );
+
+    let mut opt = Sgd::new(vec![("p".into(), p)], 1.0);
+    let mut step = StepLr::new(2, 0.5);
+    let lrs: Vec<f64> = (0..4)
+        .map(|_| {
+            step.step(&mut opt, None);
+            opt.lr()
+        })
+        .collect();
+    assert_eq!(lrs, vec![1.0, 0.5, 0.5, 0.25]);
+    opt.set_lr(1.0);
+    let mut cosine = CosineAnnealing::new(4, 0.0);
+    let lrs: Vec<f64> = (0..4)
+        .map(|_| {
+            cosine.step(&mut opt, None);
+            opt.lr()
+        })
+        .collect();
+    let expected: Vec<f64> = (1..=4)
+        .map(|t| 0.5 * (1.0 + (std::f64::consts::PI * t as f64 / 4.0).cos()))
+        .collect();
+    assert!(
+        lrs.iter()
+            .zip(&expected)
+            .all(|(a, b)| (a - b).abs() < 1e-12),
+        "{lrs:?}"
+    );
+    opt.set_lr(0.8);
+    let mut warmup = LinearWarmup::new(4);
+    let lrs: Vec<f64> = (0..5)
+        .map(|_| {
+            warmup.step(&mut opt, None);
+            opt.lr()
+        })
+        .collect();
+    assert_eq!(lrs, vec![0.2, 0.4, 0.6000000000000001, 0.8, 0.8]);
+}
