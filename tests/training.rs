@@ -385,3 +385,76 @@ fn clipping_and_schedules_follow_their_definitions() {
         .collect();
     assert_eq!(lrs, vec![0.2, 0.4, 0.6000000000000001, 0.8, 0.8]);
 }
+
+#[test]
+fn gan_generator_moves_towards_the_data() {
+    use kiln_nn::loss::binary_cross_entropy_with_logits;
+    let cpu = Device::cpu();
+    let mut rng = Rng::new(8);
+    let g = Sequential::new()
+        .append(Linear::new(16, 128, &cpu, &mut rng).unwrap())
+        .append(Activation::LeakyReLU(0.2))
+        .append(Linear::new(128, 784, &cpu, &mut rng).unwrap())
+        .append(Activation::Tanh);
+    let d = Sequential::new()
+        .append(Flatten)
+        .append(Linear::new(784, 128, &cpu, &mut rng).unwrap())
+        .append(Activation::LeakyReLU(0.2))
+        .append(Linear::new(128, 1, &cpu, &mut rng).unwrap());
+    let (train, _) = digits(1024, 0);
+    let real = TensorDataset::new(
+        train
+            .inputs
+            .mul_scalar(2.0)
+            .unwrap()
+            .add_scalar(-1.0)
+            .unwrap(),
+        train.targets,
+    )
+    .unwrap();
+    let data_mean = real.inputs.mean_all().unwrap().item::<f32>().unwrap();
+    let sample_mean = |rng: &mut Rng| {
+        kiln::no_grad(|| {
+            g.forward(&Tensor::randn([256, 16], DType::F32, &cpu, rng)?)?
+                .mean_all()?
+                .item::<f32>()
+        })
+        .unwrap()
+    };
+    let before = (sample_mean(&mut rng) - data_mean).abs();
+    let (mut opt_g, mut opt_d) = (
+        Adam::new(g.named_parameters(), 1e-3).with_betas((0.5, 0.999)),
+        Adam::new(d.named_parameters(), 1e-3).with_betas((0.5, 0.999)),
+    );
+    let loader = DataLoader::new(&real, 64, &cpu).unwrap().shuffled(8);
+    for epoch in 0..8 {
+        for batch in loader.epoch(epoch) {
+            let (x, _) = batch.unwrap();
+            let n = x.dims()[0];
+            let (ones, zeros) = (
+                Tensor::ones([n, 1], DType::F32, &cpu).unwrap(),
+                Tensor::zeros([n, 1], DType::F32, &cpu).unwrap(),
+            );
+            let fake = g
+                .forward(&Tensor::randn([n, 16], DType::F32, &cpu, &mut rng).unwrap())
+                .unwrap()
+                .detach();
+            let loss_d = binary_cross_entropy_with_logits(&d.forward(&x).unwrap(), &ones)
+                .unwrap()
+                .add(&binary_cross_entropy_with_logits(&d.forward(&fake).unwrap(), &zeros).unwrap())
+                .unwrap();
+            opt_d.step(&loss_d.backward().unwrap()).unwrap();
+            let fake = g
+                .forward(&Tensor::randn([n, 16], DType::F32, &cpu, &mut rng).unwrap())
+                .unwrap();
+            let loss_g =
+                binary_cross_entropy_with_logits(&d.forward(&fake).unwrap(), &ones).unwrap();
+            opt_g.step(&loss_g.backward().unwrap()).unwrap();
+        }
+    }
+    let after = (sample_mean(&mut rng) - data_mean).abs();
+    assert!(
+        after < before * 0.5,
+        "generated mean intensity gap {before} -> {after} (data mean {data_mean})"
+    );
+}
