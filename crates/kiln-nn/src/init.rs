@@ -20,3 +20,22 @@ pub fn kaiming_uniform(
 ) -> Result<Tensor> {
     uniform(shape, 1.0 / (fan_in.max(1) as f64).sqrt(), device, rng)
 }
+
+/// A layer's weight and bias as PyTorch initialises them: Kaiming-uniform weight and a
+/// bias uniform on `[-1/sqrt(fan_in), 1/sqrt(fan_in))`, in that draw order.
+pub(crate) fn weight_and_bias(
+    weight_shape: &[usize],
+    fan_in: usize,
+    bias_len: usize,
+    device: &Device,
+    rng: &mut Rng,
+) -> Result<(Tensor, Tensor)> {
+    let weight = kaiming_uniform(weight_shape, fan_in, device, rng)?;
+    let bias = uniform(
+        &[bias_len],
+        1.0 / (fan_in.max(1) as f64).sqrt(),
+        device,
+        rng,
+    )?;
+    Ok((weight, bias))
+}

@@ -1,8 +1,8 @@
 //! Convolution layers: `Conv1d`, `Conv2d` and `ConvTranspose2d`, PyTorch's weight
 //! layouts and initialisation.
 
+use crate::init::weight_and_bias;
 use crate::module::Module;
-use crate::{kaiming_uniform, uniform};
 use kiln::{Conv2dOptions, Device, Result, Rng, Tensor};
 
 fn params(weight: &Tensor, bias: &Option<Tensor>) -> Vec<(String, Tensor)> {
@@ -29,19 +29,11 @@ impl Conv2d {
     ) -> Result<Self> {
         let groups = options.groups.max(1);
         let fan_in = in_channels / groups * kernel.0 * kernel.1;
+        let shape = [out_channels, in_channels / groups, kernel.0, kernel.1];
+        let (weight, bias) = weight_and_bias(&shape, fan_in, out_channels, device, rng)?;
         Ok(Conv2d {
-            weight: kaiming_uniform(
-                &[out_channels, in_channels / groups, kernel.0, kernel.1],
-                fan_in,
-                device,
-                rng,
-            )?,
-            bias: Some(uniform(
-                &[out_channels],
-                1.0 / (fan_in.max(1) as f64).sqrt(),
-                device,
-                rng,
-            )?),
+            weight,
+            bias: Some(bias),
             options,
         })
     }
@@ -77,14 +69,16 @@ impl Conv1d {
         rng: &mut Rng,
     ) -> Result<Self> {
         let fan_in = in_channels * kernel;
+        let (weight, bias) = weight_and_bias(
+            &[out_channels, in_channels, kernel],
+            fan_in,
+            out_channels,
+            device,
+            rng,
+        )?;
         Ok(Conv1d {
-            weight: kaiming_uniform(&[out_channels, in_channels, kernel], fan_in, device, rng)?,
-            bias: Some(uniform(
-                &[out_channels],
-                1.0 / (fan_in.max(1) as f64).sqrt(),
-                device,
-                rng,
-            )?),
+            weight,
+            bias: Some(bias),
             stride: 1,
             padding: 0,
             dilation: 1,
@@ -131,19 +125,11 @@ impl ConvTranspose2d {
         let groups = options.groups.max(1);
         // PyTorch computes fan_in from the weight's second dim for transposed convolutions.
         let fan_in = out_channels / groups * kernel.0 * kernel.1;
+        let shape = [in_channels, out_channels / groups, kernel.0, kernel.1];
+        let (weight, bias) = weight_and_bias(&shape, fan_in, out_channels, device, rng)?;
         Ok(ConvTranspose2d {
-            weight: kaiming_uniform(
-                &[in_channels, out_channels / groups, kernel.0, kernel.1],
-                fan_in,
-                device,
-                rng,
-            )?,
-            bias: Some(uniform(
-                &[out_channels],
-                1.0 / (fan_in.max(1) as f64).sqrt(),
-                device,
-                rng,
-            )?),
+            weight,
+            bias: Some(bias),
             options,
             output_padding: (0, 0),
         })

@@ -1,7 +1,7 @@
 //! `Linear`: `y = x W^T + b`, PyTorch's layout and initialisation.
 
+use crate::init::weight_and_bias;
 use crate::module::Module;
-use crate::{kaiming_uniform, uniform};
 use kiln::{Device, Result, Rng, Tensor};
 
 pub struct Linear {
@@ -18,14 +18,16 @@ impl Linear {
         device: &Device,
         rng: &mut Rng,
     ) -> Result<Self> {
+        let (weight, bias) = weight_and_bias(
+            &[out_features, in_features],
+            in_features,
+            out_features,
+            device,
+            rng,
+        )?;
         Ok(Linear {
-            weight: kaiming_uniform(&[out_features, in_features], in_features, device, rng)?,
-            bias: Some(uniform(
-                &[out_features],
-                1.0 / (in_features.max(1) as f64).sqrt(),
-                device,
-                rng,
-            )?),
+            weight,
+            bias: Some(bias),
         })
     }
 
