@@ -241,7 +241,7 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
     let (train, val) = (windows(&ids[..split])?, windows(&ids[split..])?);
     let (epochs, batch_size) = (args.epochs.unwrap_or(20), args.batch_size.unwrap_or(32));
     let lr = args.lr.unwrap_or(if args.model == Model::Transformer {
-        1e-3
+        2e-3
     } else {
         3e-3
     });
