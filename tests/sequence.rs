@@ -8,7 +8,7 @@ use kiln_nn::layers::{
 };
 use kiln_nn::module_helpers::prefixed;
 use kiln_nn::optim::Adam;
-use kiln_nn::train::{evaluate, fit, FitConfig, StepOutput};
+use kiln_nn::train::{evaluate, fit, next_token_step, FitConfig};
 use kiln_nn::{Module, ModuleExt};
 
 /// Embedding -> body -> linear head over characters.
@@ -30,19 +30,6 @@ impl Module for Lm {
         p.extend(prefixed("head", self.head.named_parameters()));
         p
     }
-}
-
-fn next_char_loss(m: &dyn Module, x: &Tensor, y: &Tensor) -> kiln::Result<StepOutput> {
-    let logits = m.forward(x)?;
-    let (b, t, v) = (logits.dims()[0], logits.dims()[1], logits.dims()[2]);
-    let loss = logits
-        .reshape([b * t, v])?
-        .cross_entropy(&y.reshape([b * t])?)?;
-    Ok(StepOutput {
-        loss,
-        correct: None,
-        count: b * t,
-    })
 }
 
 /// The first 20,000 characters as windows of 32.
@@ -77,7 +64,7 @@ fn learns(name: &str, body: impl Module + 'static, embed: usize, out: usize) {
         head: Linear::new(out, vocab, &cpu, &mut rng).unwrap(),
     };
     let loader = DataLoader::new(&data, 32, &cpu).unwrap().shuffled(0);
-    let (before, _) = evaluate(&model, &loader, &next_char_loss).unwrap();
+    let (before, _) = evaluate(&model, &loader, &next_token_step).unwrap();
     let mut opt = Adam::new(model.named_parameters(), 3e-3);
     let config = FitConfig {
         epochs: 3,
@@ -91,11 +78,11 @@ fn learns(name: &str, body: impl Module + 'static, embed: usize, out: usize) {
         None,
         &loader,
         None,
-        &next_char_loss,
+        &next_token_step,
         &config,
     )
     .unwrap();
-    let (after, _) = evaluate(&model, &loader, &next_char_loss).unwrap();
+    let (after, _) = evaluate(&model, &loader, &next_token_step).unwrap();
     // From uniform guessing (ln 65 = 4.17 nats) to below 3 nats: letter frequencies and more.
     assert!(
         before > 3.9 && after < 3.0,

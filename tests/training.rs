@@ -7,29 +7,12 @@ use kiln_nn::data::{mnist10k, DataLoader, TensorDataset};
 use kiln_nn::layers::{Activation, BatchNorm, Conv2d, Flatten, Linear, MaxPool2d, Sequential};
 use kiln_nn::optim::{Adam, LrScheduler, Optimizer, ReduceLrOnPlateau, Sgd};
 use kiln_nn::train::{
-    evaluate, fit, load_checkpoint, restore, save_checkpoint, EarlyStopping, FitConfig, StepOutput,
+    classification_step, evaluate, fit, load_checkpoint, restore, save_checkpoint, EarlyStopping,
+    FitConfig, StepOutput,
 };
 use kiln_nn::{Module, ModuleExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-fn classify(model: &dyn Module, x: &Tensor, y: &Tensor) -> kiln::Result<StepOutput> {
-    let logits = model.forward(x)?;
-    let loss = logits.cross_entropy(y)?;
-    let hits = kiln::no_grad(|| {
-        logits
-            .argmax(-1, false)?
-            .eq(y)?
-            .to_dtype(DType::F32)?
-            .sum_all()?
-            .item::<f32>()
-    })?;
-    Ok(StepOutput {
-        loss,
-        correct: Some(hits as usize),
-        count: y.elem_count(),
-    })
-}
 
 fn mlp(device: &Device, rng: &mut Rng) -> Sequential {
     Sequential::new()
@@ -74,11 +57,20 @@ fn mlp_beats_90_percent_on_a_slice() {
         .append(Linear::new(128, 10, &cpu, &mut rng).unwrap());
     let mut opt = Adam::new(model.named_parameters(), 2e-3);
     let loader = DataLoader::new(&train, 32, &cpu).unwrap().shuffled(0);
-    fit(&model, &mut opt, None, &loader, None, &classify, &quiet(6)).unwrap();
+    fit(
+        &model,
+        &mut opt,
+        None,
+        &loader,
+        None,
+        &classification_step,
+        &quiet(6),
+    )
+    .unwrap();
     let (_, acc) = evaluate(
         &model,
         &DataLoader::new(&test, 250, &cpu).unwrap(),
-        &classify,
+        &classification_step,
     )
     .unwrap();
     assert!(acc.unwrap() > 0.90, "mlp accuracy {acc:?}");
@@ -97,10 +89,19 @@ fn cnn_with_batchnorm_learns_on_the_gpu() {
         .append(Linear::new(8 * 6 * 6, 10, &device, &mut rng).unwrap());
     let (train, _) = digits(256, 0);
     let loader = DataLoader::new(&train, 64, &device).unwrap().shuffled(1);
-    let (before, _) = evaluate(&model, &loader, &classify).unwrap();
+    let (before, _) = evaluate(&model, &loader, &classification_step).unwrap();
     let mut opt = Adam::new(model.named_parameters(), 1e-2);
-    fit(&model, &mut opt, None, &loader, None, &classify, &quiet(3)).unwrap();
-    let (after, _) = evaluate(&model, &loader, &classify).unwrap();
+    fit(
+        &model,
+        &mut opt,
+        None,
+        &loader,
+        None,
+        &classification_step,
+        &quiet(3),
+    )
+    .unwrap();
+    let (after, _) = evaluate(&model, &loader, &classification_step).unwrap();
     assert!(after < before * 0.5, "loss {before} -> {after}");
     // BatchNorm's running statistics moved and are saved with the model.
     let names: Vec<String> = model.state_dict().into_iter().map(|(n, _)| n).collect();
@@ -153,7 +154,7 @@ fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
         Some(&mut plateau),
         &tl,
         Some(&vl),
-        &classify,
+        &classification_step,
         &config,
     )
     .unwrap();
@@ -169,7 +170,7 @@ fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
         plateau.reductions
     );
     // The restored weights give the best epoch's validation loss, not the last one's.
-    let (restored, _) = evaluate(&model, &vl, &classify).unwrap();
+    let (restored, _) = evaluate(&model, &vl, &classification_step).unwrap();
     let best = history.epochs[history.best_epoch - 1].val_loss.unwrap();
     assert!(
         (restored - best).abs() < 1e-5,
@@ -185,7 +186,7 @@ fn a_non_finite_loss_stops_training_naming_the_step() {
     let mut opt = Sgd::new(model.named_parameters(), 0.1);
     let calls = AtomicUsize::new(0);
     let poisoned = |m: &dyn Module, x: &Tensor, y: &Tensor| -> kiln::Result<StepOutput> {
-        let mut out = classify(m, x, y)?;
+        let mut out = classification_step(m, x, y)?;
         if calls.fetch_add(1, Ordering::Relaxed) == 2 {
             out.loss = out.loss.mul_scalar(f64::NAN)?;
         }
@@ -278,7 +279,7 @@ fn checkpoints_round_trip_bitwise_with_optimizer_state() {
         None,
         &DataLoader::new(&train, 32, &cpu).unwrap(),
         None,
-        &classify,
+        &classification_step,
         &quiet(1),
     )
     .unwrap();

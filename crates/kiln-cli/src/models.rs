@@ -30,7 +30,7 @@ pub fn cnn(device: &Device, rng: &mut Rng) -> Result<Sequential> {
         .append(Flatten)
         .append(Linear::new(32 * 4 * 4, 128, device, rng)?)
         .append(Activation::ReLU)
-        .append(Dropout::new(0.25, rng_seed(rng)))
+        .append(Dropout::new(0.25, rng.next_seed()))
         .append(Linear::new(128, 10, device, rng)?))
 }
 
@@ -40,13 +40,8 @@ pub fn mlp(device: &Device, rng: &mut Rng) -> Result<Sequential> {
         .append(Flatten)
         .append(Linear::new(28 * 28, 256, device, rng)?)
         .append(Activation::ReLU)
-        .append(Dropout::new(0.2, rng_seed(rng)))
+        .append(Dropout::new(0.2, rng.next_seed()))
         .append(Linear::new(256, 128, device, rng)?)
         .append(Activation::ReLU)
         .append(Linear::new(128, 10, device, rng)?))
-}
-
-/// A seed for a layer's own generator, drawn from the model's.
-fn rng_seed(rng: &mut Rng) -> u64 {
-    rng.next_seed()
 }

@@ -7,7 +7,8 @@ use kiln::{Device, Result, Rng, Tensor};
 use kiln_nn::data::{load_mnist_dir, mnist10k, random_translate, DataLoader, Mnist, TensorDataset};
 use kiln_nn::optim::{Adam, CosineAnnealing, Optimizer};
 use kiln_nn::train::{
-    evaluate, fit, plot_history, save_checkpoint, EarlyStopping, FitConfig, StepOutput,
+    classification_step, evaluate, fit, next_token_step, plot_history, save_checkpoint,
+    EarlyStopping, FitConfig,
 };
 use kiln_nn::{Module, ModuleExt};
 use std::collections::HashMap;
@@ -59,25 +60,6 @@ pub struct TrainArgs {
     /// The trained CNN that judges the GAN's samples.
     #[arg(long, default_value = "runs/cnn/model.safetensors")]
     classifier: PathBuf,
-}
-
-/// Cross-entropy and the number of correct predictions for one batch of a classifier.
-fn classify(model: &dyn Module, x: &Tensor, y: &Tensor) -> Result<StepOutput> {
-    let logits = model.forward(x)?;
-    let loss = logits.cross_entropy(y)?;
-    let correct = kiln::no_grad(|| {
-        logits
-            .argmax(-1, false)?
-            .eq(y)?
-            .to_dtype(kiln::DType::F32)?
-            .sum_all()?
-            .item::<f32>()
-    })? as usize;
-    Ok(StepOutput {
-        loss,
-        correct: Some(correct),
-        count: y.elem_count(),
-    })
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -167,10 +149,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(&mut schedule),
         &train_loader,
         Some(&val_loader),
-        &classify,
+        &classification_step,
         &config,
     )?;
-    let (test_loss, test_accuracy) = evaluate(&model, &test_loader, &classify)?;
+    let (test_loss, test_accuracy) = evaluate(&model, &test_loader, &classification_step)?;
     let seconds = start.elapsed().as_secs_f64();
 
     let mut state = model.state_dict();
@@ -254,18 +236,6 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
         train.inputs.dims()[0],
         val.inputs.dims()[0],
     );
-    let step = |m: &dyn Module, x: &Tensor, y: &Tensor| -> Result<StepOutput> {
-        let logits = m.forward(x)?;
-        let (b, t, v) = (logits.dims()[0], logits.dims()[1], logits.dims()[2]);
-        let loss = logits
-            .reshape([b * t, v])?
-            .cross_entropy(&y.reshape([b * t])?)?;
-        Ok(StepOutput {
-            loss,
-            correct: None,
-            count: b * t,
-        })
-    };
     let train_loader = DataLoader::new(&train, batch_size, device)?.shuffled(args.seed);
     let val_loader = DataLoader::new(&val, 128, device)?;
     let mut optimizer = Adam::new(model.named_parameters(), lr);
@@ -287,10 +257,10 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
         None,
         &train_loader,
         Some(&val_loader),
-        &step,
+        &next_token_step,
         &config,
     )?;
-    let (val_loss, _) = evaluate(&model, &val_loader, &step)?;
+    let (val_loss, _) = evaluate(&model, &val_loader, &next_token_step)?;
     let seconds = start.elapsed().as_secs_f64();
     let prompt = vocab.encode("ROMEO:")?;
     let sample = format!(

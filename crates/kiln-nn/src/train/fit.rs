@@ -16,6 +16,41 @@ pub struct StepOutput {
     pub count: usize,
 }
 
+/// The step of a classifier: cross-entropy of `model(x)` (logits `[n, classes]`)
+/// against class ids `y`, and how many predictions were right.
+pub fn classification_step(model: &dyn Module, x: &Tensor, y: &Tensor) -> Result<StepOutput> {
+    let logits = model.forward(x)?;
+    let loss = logits.cross_entropy(y)?;
+    let correct = kiln::no_grad(|| {
+        logits
+            .argmax(-1, false)?
+            .eq(y)?
+            .to_dtype(kiln::DType::F32)?
+            .sum_all()?
+            .item::<f32>()
+    })?;
+    Ok(StepOutput {
+        loss,
+        correct: Some(correct as usize),
+        count: y.elem_count(),
+    })
+}
+
+/// The step of a language model: cross-entropy of the logits `[batch, time, vocab]`
+/// against the next ids `y [batch, time]`, averaged over every position.
+pub fn next_token_step(model: &dyn Module, x: &Tensor, y: &Tensor) -> Result<StepOutput> {
+    let logits = model.forward(x)?;
+    let (b, t, v) = (logits.dims()[0], logits.dims()[1], logits.dims()[2]);
+    let loss = logits
+        .reshape([b * t, v])?
+        .cross_entropy(&y.reshape([b * t])?)?;
+    Ok(StepOutput {
+        loss,
+        correct: None,
+        count: b * t,
+    })
+}
+
 /// Stops when the monitored loss (validation if there is one) has not improved by
 /// more than `min_delta` for `patience` epochs; optionally puts back the best weights.
 #[derive(Clone, Copy, Debug)]

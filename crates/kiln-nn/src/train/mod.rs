@@ -7,6 +7,9 @@ mod image;
 mod plot;
 
 pub use checkpoint::{load_checkpoint, restore, save_checkpoint, Checkpoint};
-pub use fit::{evaluate, fit, EarlyStopping, EpochMetrics, FitConfig, History, StepOutput};
+pub use fit::{
+    classification_step, evaluate, fit, next_token_step, EarlyStopping, EpochMetrics, FitConfig,
+    History, StepOutput,
+};
 pub use image::{save_image_grid, Palette};
 pub use plot::plot_history;
