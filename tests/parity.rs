@@ -298,6 +298,64 @@ fn matmul_matches_cpu() {
     parity("matmul large", &[a, b], F32, |t| t[0].matmul(&t[1]));
 }
 
+/// Each matmul kernel variant, on its own device whatever the adapter would pick, over
+/// shapes that reach its edge cases: several lhs blocks along m and k (32 rows, 512 of
+/// k), k and n not multiples of 4, rhs read in place or packed, strided and batched.
+#[test]
+fn matmul_variants_match_cpu() {
+    use kiln::backend::{GpuDevice, MatmulVariant};
+    if gpu().is_none() {
+        return;
+    }
+    let mut rng = rng();
+    let cases: Vec<(&str, Vec<Tensor>)> = vec![
+        (
+            "3 k blocks, rhs in place",
+            vec![rand(&[70, 1100], &mut rng), rand(&[1100, 36], &mut rng)],
+        ),
+        (
+            "3 k blocks, k % 4 != 0",
+            vec![rand(&[45, 1030], &mut rng), rand(&[1030, 13], &mut rng)],
+        ),
+        (
+            "one row",
+            vec![rand(&[1, 7], &mut rng), rand(&[7, 4], &mut rng)],
+        ),
+        (
+            "transposed",
+            vec![
+                transposed(&[33, 600], &mut rng),
+                transposed(&[600, 20], &mut rng),
+            ],
+        ),
+        (
+            "sliced",
+            vec![sliced(&[40, 516], &mut rng), sliced(&[516, 8], &mut rng)],
+        ),
+        (
+            "batched in place",
+            vec![rand(&[3, 40, 516], &mut rng), rand(&[3, 516, 8], &mut rng)],
+        ),
+        (
+            "broadcast batch",
+            vec![rand(&[2, 1, 9, 12], &mut rng), rand(&[3, 12, 8], &mut rng)],
+        ),
+    ];
+    for variant in [MatmulVariant::Tiled, MatmulVariant::UniformLhs] {
+        let gpu = GpuDevice::new().unwrap();
+        gpu.set_poison_outputs(true);
+        if let Err(e) = gpu.set_matmul_variant(variant) {
+            eprintln!("{variant:?} does not run on this adapter: {e}");
+            continue;
+        }
+        let device = Device::Gpu(gpu);
+        for (label, inputs) in &cases {
+            let label = format!("matmul {variant:?} {label}");
+            parity_on(&device, &label, inputs, F32, |t| t[0].matmul(&t[1]));
+        }
+    }
+}
+
 #[test]
 fn f16_matmul_and_elementwise_match_cpu() {
     if !f16_ok() {

@@ -173,8 +173,19 @@ pub fn parity(
     f: impl Fn(&[Tensor]) -> kiln::Result<Tensor>,
 ) {
     let Some(device) = gpu() else { return };
+    parity_on(&device, label, inputs, tol, f)
+}
+
+/// `parity` on a given GPU device.
+pub fn parity_on(
+    device: &Device,
+    label: &str,
+    inputs: &[Tensor],
+    tol: Tol,
+    f: impl Fn(&[Tensor]) -> kiln::Result<Tensor>,
+) {
     let want = f(inputs).unwrap_or_else(|e| panic!("{label}: cpu failed: {e}"));
-    let moved: Vec<Tensor> = inputs.iter().map(|t| on_strided(&device, t)).collect();
+    let moved: Vec<Tensor> = inputs.iter().map(|t| on_strided(device, t)).collect();
     let got = f(&moved).unwrap_or_else(|e| panic!("{label}: gpu failed: {e}"));
     assert!(got.device().is_gpu(), "{label}: result left the gpu");
     assert_close(label, &got, &want, tol);

@@ -4,6 +4,7 @@
 
 use crate::adapter::{self, AdapterSummary};
 use crate::kernels::Kernel;
+use crate::ops::matmul::MatmulVariant;
 use crate::pool::{size_class, BufferPool, PoolStats, PooledBuffer};
 use kiln_core::{DType, Error, GpuErrorKind, Result};
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ struct Inner {
     queue: wgpu::Queue,
     limits: wgpu::Limits,
     shader_f16: bool,
+    matmul_variant: Mutex<MatmulVariant>,
     pipelines: Mutex<PipelineCache>,
     pool: Arc<BufferPool>,
     batch: Mutex<Batch>,
@@ -83,6 +85,8 @@ impl GpuDevice {
         .map_err(|e| Error::NoAdapter {
             reason: format!("{} refused a device: {e}", summary.name),
         })?;
+        let software = summary.device_type == format!("{:?}", wgpu::DeviceType::Cpu);
+        let matmul_variant = Mutex::new(MatmulVariant::for_adapter(software, &limits));
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -96,6 +100,7 @@ impl GpuDevice {
                 queue,
                 limits,
                 shader_f16: features.contains(wgpu::Features::SHADER_F16),
+                matmul_variant,
                 pipelines: Mutex::default(),
                 pool: Arc::default(),
                 batch: Mutex::default(),
@@ -252,6 +257,23 @@ impl GpuDevice {
         Ok([x as u32, y as u32, 1])
     }
 
+    /// The matmul kernel this device runs (see `ops/matmul.rs`).
+    pub fn matmul_variant(&self) -> MatmulVariant {
+        *self.inner.matmul_variant.lock().unwrap()
+    }
+
+    /// Chooses the matmul kernel, e.g. to compare variants on one adapter.
+    pub fn set_matmul_variant(&self, variant: MatmulVariant) -> Result<()> {
+        if !variant.fits(&self.inner.limits) {
+            return Err(Error::Unsupported {
+                op: "set_matmul_variant",
+                reason: format!("{variant:?} needs 64 KiB uniform buffers at 64 KiB offsets"),
+            });
+        }
+        *self.inner.matmul_variant.lock().unwrap() = variant;
+        Ok(())
+    }
+
     pub(crate) fn max_workgroups_per_dim(&self) -> u32 {
         self.inner.limits.max_compute_workgroups_per_dimension
     }
@@ -356,6 +378,20 @@ impl GpuDevice {
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) -> Result<()> {
+        let resources: Vec<_> = buffers.iter().map(|b| b.as_entire_binding()).collect();
+        self.dispatch_bound(op, kernel, dtypes, params, &resources, groups)
+    }
+
+    /// As `dispatch`, with each binding given as a resource (e.g. a window of a buffer).
+    pub(crate) fn dispatch_bound(
+        &self,
+        op: &'static str,
+        kernel: Kernel,
+        dtypes: &[DType],
+        params: &[u8],
+        resources: &[wgpu::BindingResource<'_>],
+        groups: [u32; 3],
+    ) -> Result<()> {
         let pipeline = self.pipeline(op, kernel, dtypes)?;
         let full = self.scoped(op, || {
             let uniform = self
@@ -370,10 +406,10 @@ impl GpuDevice {
                 binding: 0,
                 resource: uniform.as_entire_binding(),
             }];
-            for (i, b) in buffers.iter().enumerate() {
+            for (i, resource) in resources.iter().enumerate() {
                 entries.push(wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
-                    resource: b.as_entire_binding(),
+                    resource: resource.clone(),
                 });
             }
             let bind_group = self

@@ -18,6 +18,8 @@ pub enum Kernel {
     Softmax,
     LayerNorm,
     Matmul,
+    MatmulPack,
+    MatmulUniformLhs,
     Im2col,
     Col2im,
     MaxPool2d,
@@ -39,7 +41,7 @@ macro_rules! shader {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 24] = [
+    pub const ALL: [Kernel; 26] = [
         Kernel::Unary,
         Kernel::Binary,
         Kernel::BinaryInt,
@@ -52,6 +54,8 @@ impl Kernel {
         Kernel::Softmax,
         Kernel::LayerNorm,
         Kernel::Matmul,
+        Kernel::MatmulPack,
+        Kernel::MatmulUniformLhs,
         Kernel::Im2col,
         Kernel::Col2im,
         Kernel::MaxPool2d,
@@ -81,6 +85,8 @@ impl Kernel {
             Kernel::Softmax => shader!("reduce/softmax.wgsl"),
             Kernel::LayerNorm => shader!("norm/layer_norm.wgsl"),
             Kernel::Matmul => shader!("matmul/matmul.wgsl"),
+            Kernel::MatmulPack => shader!("matmul/pack.wgsl"),
+            Kernel::MatmulUniformLhs => shader!("matmul/matmul_uniform_lhs.wgsl"),
             Kernel::Im2col => shader!("conv/im2col.wgsl"),
             Kernel::Col2im => shader!("conv/col2im.wgsl"),
             Kernel::MaxPool2d => shader!("pool/max_pool2d.wgsl"),

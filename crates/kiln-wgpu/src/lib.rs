@@ -13,5 +13,6 @@ mod storage;
 pub use adapter::{list_adapters, AdapterSummary};
 pub use device::GpuDevice;
 pub use kernels::{specialised_sources, Kernel};
+pub use ops::matmul::MatmulVariant;
 pub use pool::PoolStats;
 pub use storage::GpuStorage;

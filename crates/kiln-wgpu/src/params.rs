@@ -91,6 +91,36 @@ pub(crate) struct MatmulParams {
     pub offsets: [u32; 4],
 }
 
+/// `matmul/pack.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct PackParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub block_rows: u32,
+    pub block_cols: u32,
+    pub row_blocks: u32,
+    pub col_blocks: u32,
+    pub block_stride: u32,
+    pub batch1: u32,
+    pub strides: [u32; 4],
+    pub extent: [u32; 4],
+}
+
+/// `matmul/matmul_uniform_lhs.wgsl`, one per dispatch (one lhs block).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct UniformLhsParams {
+    pub n: u32,
+    pub rows: u32,
+    pub k4: u32,
+    pub lhs_row: u32,
+    pub rhs_base: u32,
+    pub rhs_row: u32,
+    pub out_base: u32,
+    pub accumulate: u32,
+}
+
 /// `conv/*` and `pool/*`.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]

@@ -48,7 +48,9 @@ impl BufferPool {
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("kiln tensor"),
                     size,
+                    // UNIFORM: the uniform-lhs matmul binds 64 KiB windows of a packed buffer.
                     usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::UNIFORM
                         | wgpu::BufferUsages::COPY_SRC
                         | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,

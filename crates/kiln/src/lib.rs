@@ -58,6 +58,6 @@ pub mod backend {
     pub use kiln_cpu::{CpuDevice, CpuStorage};
     pub use kiln_wgpu::{
         list_adapters, specialised_sources, AdapterSummary, GpuDevice, GpuStorage, Kernel,
-        PoolStats,
+        MatmulVariant, PoolStats,
     };
 }

@@ -1,11 +1,53 @@
-//! Launcher for `shaders/matmul/matmul.wgsl`: 64x64 output tiles, batches along z.
+//! Matmul launchers, one per kernel variant; `MatmulVariant` says which an adapter uses.
+//! - `Tiled` (`shaders/matmul/matmul.wgsl`): 64x64 output tiles staged in workgroup
+//!   memory, batches along z. Reads any strides; the variant for hardware GPUs.
+//! - `UniformLhs` (`shaders/matmul/matmul_uniform_lhs.wgsl`): lhs packed into 64 KiB
+//!   blocks read through a uniform buffer, one dispatch per block. On lavapipe it runs
+//!   about 4x faster than reading both operands from storage (docs/BENCHMARKS.md).
 
 use crate::kernels::Kernel;
-use crate::params::{to_u32, MatmulParams};
+use crate::params::{to_u32, MatmulParams, PackParams, UniformLhsParams};
+use crate::pool::PooledBuffer;
 use crate::storage::GpuStorage;
-use kiln_core::{Error, MatmulOperand, MatmulSpec, Result};
+use kiln_core::{DType, Error, MatmulOperand, MatmulSpec, Result};
+use std::num::NonZeroU64;
 
 const TILE: usize = 64;
+/// Rows of lhs per uniform block (the kernel's accumulators), and f32s per block (64 KiB).
+const BLOCK_ROWS: usize = 32;
+const BLOCK_ELEMS: usize = 16384;
+const BLOCK_BYTES: u64 = (BLOCK_ELEMS * 4) as u64;
+
+/// Which matmul kernel a device runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulVariant {
+    Tiled,
+    UniformLhs,
+}
+
+impl MatmulVariant {
+    /// `KILN_MATMUL=tiled|uniform-lhs` overrides; otherwise adapters that run on the CPU
+    /// get `UniformLhs` and hardware GPUs `Tiled`.
+    pub(crate) fn for_adapter(software: bool, limits: &wgpu::Limits) -> Self {
+        match std::env::var("KILN_MATMUL").as_deref() {
+            Ok("tiled") => MatmulVariant::Tiled,
+            Ok("uniform-lhs") if Self::UniformLhs.fits(limits) => MatmulVariant::UniformLhs,
+            _ if software && Self::UniformLhs.fits(limits) => MatmulVariant::UniformLhs,
+            _ => MatmulVariant::Tiled,
+        }
+    }
+
+    /// Whether the adapter's limits allow this variant.
+    pub(crate) fn fits(self, limits: &wgpu::Limits) -> bool {
+        match self {
+            MatmulVariant::Tiled => true,
+            MatmulVariant::UniformLhs => {
+                limits.max_uniform_buffer_binding_size >= BLOCK_BYTES
+                    && u64::from(limits.min_uniform_buffer_offset_alignment) <= BLOCK_BYTES
+            }
+        }
+    }
+}
 
 fn strides(op: &'static str, o: &MatmulOperand) -> Result<[u32; 4]> {
     Ok([
@@ -29,10 +71,25 @@ pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> R
     let batches = spec.batch[0] * spec.batch[1];
     let len = batches * spec.m * spec.n;
     let out = device.alloc_output(op, len, lhs.dtype)?;
-    if len == 0 {
-        return Ok(GpuStorage::new(out, lhs.dtype, len, device));
+    if len > 0 {
+        match device.matmul_variant() {
+            MatmulVariant::UniformLhs if lhs.dtype == DType::F32 && spec.k > 0 => {
+                uniform_lhs(lhs, rhs, spec, &out)?
+            }
+            _ => tiled(lhs, rhs, spec, &out)?,
+        }
     }
-    let groups = [spec.n.div_ceil(TILE), spec.m.div_ceil(TILE), batches];
+    Ok(GpuStorage::new(out, lhs.dtype, len, device))
+}
+
+fn tiled(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec, out: &PooledBuffer) -> Result<()> {
+    let op = "matmul";
+    let device = &lhs.device;
+    let groups = [
+        spec.n.div_ceil(TILE),
+        spec.m.div_ceil(TILE),
+        spec.batch[0] * spec.batch[1],
+    ];
     let max = device.max_workgroups_per_dim() as usize;
     if let Some(&g) = groups.iter().find(|&&g| g > max) {
         return Err(Error::LimitExceeded {
@@ -64,6 +121,145 @@ pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> R
         bytemuck::bytes_of(&params),
         &[lhs.raw(), rhs.raw(), out.buffer()],
         groups,
+    )
+}
+
+/// Copies `rows x cols` of each matrix of `operand` into zero-padded f32 blocks of
+/// `block` elements at a stride of `block_stride`; returns the packed buffer.
+#[allow(clippy::too_many_arguments)]
+fn pack(
+    source: &GpuStorage,
+    operand: &MatmulOperand,
+    spec: &MatmulSpec,
+    [rows, cols]: [usize; 2],
+    [block_rows, block_cols]: [usize; 2],
+    block_stride: usize,
+) -> Result<PooledBuffer> {
+    let op = "matmul";
+    let device = &source.device;
+    let [row_blocks, col_blocks] = [rows.div_ceil(block_rows), cols.div_ceil(block_cols)];
+    let blocks = spec.batch[0] * spec.batch[1] * row_blocks * col_blocks;
+    let packed = device.alloc(op, blocks * block_stride, DType::F32)?;
+    let written = blocks * block_rows * block_cols;
+    let params = PackParams {
+        rows: to_u32(op, "rows", rows)?,
+        cols: to_u32(op, "columns", cols)?,
+        block_rows: block_rows as u32,
+        block_cols: block_cols as u32,
+        row_blocks: to_u32(op, "blocks", row_blocks)?,
+        col_blocks: to_u32(op, "blocks", col_blocks)?,
+        block_stride: to_u32(op, "block stride", block_stride)?,
+        batch1: to_u32(op, "batch", spec.batch[1].max(1))?,
+        strides: strides(op, operand)?,
+        extent: [
+            to_u32(op, "offset", operand.offset)?,
+            to_u32(op, "packed size", written)?,
+            0,
+            0,
+        ],
+    };
+    device.dispatch(
+        op,
+        Kernel::MatmulPack,
+        &[source.dtype],
+        bytemuck::bytes_of(&params),
+        &[source.raw(), packed.buffer()],
+        device.groups_1d(op, written)?,
     )?;
-    Ok(GpuStorage::new(out, lhs.dtype, len, device))
+    Ok(packed)
+}
+
+/// True when rhs can be read as vec4 rows where it lies: unit column stride, and row
+/// stride, batch strides, offset and n all multiples of 4, and k a multiple of 4 (the
+/// kernel reads whole groups of 4 rows).
+fn rhs_is_vec4(spec: &MatmulSpec) -> bool {
+    let r = &spec.rhs;
+    r.col_stride == 1
+        && [
+            r.row_stride,
+            r.batch[0],
+            r.batch[1],
+            r.offset,
+            spec.n,
+            spec.k,
+        ]
+        .iter()
+        .all(|v| v % 4 == 0)
+}
+
+fn uniform_lhs(
+    lhs: &GpuStorage,
+    rhs: &GpuStorage,
+    spec: &MatmulSpec,
+    out: &PooledBuffer,
+) -> Result<()> {
+    let op = "matmul";
+    let device = &lhs.device;
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    // k per block: all of it (rounded up to 4) when it fits, else 512.
+    let kc = (k.div_ceil(4) * 4).min(BLOCK_ELEMS / BLOCK_ROWS);
+    let (row_blocks, k_blocks) = (m.div_ceil(BLOCK_ROWS), k.div_ceil(kc));
+    let packed_lhs = pack(lhs, &spec.lhs, spec, [m, k], [BLOCK_ROWS, kc], BLOCK_ELEMS)?;
+
+    // rhs as vec4 rows: in place, or packed to [batch][k rounded up to kc][n rounded up to 4].
+    let n4 = n.div_ceil(4);
+    let packed_rhs;
+    let (rhs_buffer, rhs_row4, rhs_batch4, rhs_base4) = if rhs_is_vec4(spec) {
+        let r = &spec.rhs;
+        (rhs.raw(), r.row_stride / 4, None, r.offset / 4)
+    } else {
+        let rows = k_blocks * kc;
+        packed_rhs = pack(rhs, &spec.rhs, spec, [k, n], [rows, n4 * 4], rows * n4 * 4)?;
+        (packed_rhs.buffer(), n4, Some(rows * n4), 0)
+    };
+
+    let groups = device.groups_for(op, n4.div_ceil(8))?;
+    if groups[1] > 1 {
+        return Err(Error::LimitExceeded {
+            op,
+            what: "workgroups along one dimension",
+            needed: n4.div_ceil(8) as u64,
+            limit: device.max_workgroups_per_dim() as u64,
+        });
+    }
+    let batch1 = spec.batch[1].max(1);
+    for z in 0..spec.batch[0] * spec.batch[1] {
+        let rhs_z = match rhs_batch4 {
+            Some(per_batch) => z * per_batch,
+            None => (z / batch1 * spec.rhs.batch[0] + z % batch1 * spec.rhs.batch[1]) / 4,
+        };
+        for i in 0..row_blocks {
+            for j in 0..k_blocks {
+                let block = (z * row_blocks + i) * k_blocks + j;
+                let params = UniformLhsParams {
+                    n: n as u32,
+                    rows: (m - i * BLOCK_ROWS).min(BLOCK_ROWS) as u32,
+                    k4: (k - j * kc).min(kc).div_ceil(4) as u32,
+                    lhs_row: (kc / 4) as u32,
+                    rhs_base: to_u32(op, "offset", rhs_base4 + rhs_z + j * kc * rhs_row4)?,
+                    rhs_row: to_u32(op, "stride", rhs_row4)?,
+                    out_base: to_u32(op, "offset", (z * m + i * BLOCK_ROWS) * n)?,
+                    accumulate: (j > 0) as u32,
+                };
+                let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: packed_lhs.buffer(),
+                    offset: block as u64 * BLOCK_BYTES,
+                    size: NonZeroU64::new(BLOCK_BYTES),
+                });
+                device.dispatch_bound(
+                    op,
+                    Kernel::MatmulUniformLhs,
+                    &[DType::F32],
+                    bytemuck::bytes_of(&params),
+                    &[
+                        window,
+                        rhs_buffer.as_entire_binding(),
+                        out.buffer().as_entire_binding(),
+                    ],
+                    groups,
+                )?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -4,6 +4,6 @@ pub(crate) mod create;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod loss;
-pub(crate) mod matmul;
+pub mod matmul;
 pub(crate) mod reduce;
 pub(crate) mod window;
