@@ -1,26 +1,13 @@
-//! Square f32 matmul on each device, in GFLOP/s (2*n^3 flops per product).
+//! Matmul: square 256-2048, a transformer projection and batched attention, in flops (2 per multiply-add).
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kiln_bench::{devices, input};
+#[path = "common/mod.rs"]
+mod common;
 
-fn matmul(c: &mut Criterion) {
-    for (name, device) in devices() {
-        let mut group = c.benchmark_group(format!("matmul/{name}"));
-        group.sample_size(10);
-        for n in [256usize, 512, 1024] {
-            let (a, b) = (input(&[n, n], &device, 1), input(&[n, n], &device, 2));
-            group.throughput(Throughput::Elements(2 * (n * n * n) as u64));
-            group.bench_function(format!("{n}"), |bench| {
-                bench.iter(|| {
-                    let out = a.matmul(&b).expect("matmul");
-                    device.synchronize().expect("sync"); // the clock stops after the GPU finishes
-                    out
-                })
-            });
-        }
-        group.finish();
-    }
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn benches(c: &mut Criterion) {
+    common::bench_family(c, "matmul");
 }
 
-criterion_group!(benches, matmul);
-criterion_main!(benches);
+criterion_group!(kiln, benches);
+criterion_main!(kiln);

@@ -184,6 +184,11 @@ fn reductions_match_cpu() {
     ];
     let dims_list: &[&[isize]] = &[&[0], &[-1], &[1], &[0, 2], &[0, 1, 2]];
     for &(name, f) in ops {
+        // Many vec4-aligned rows: the one-invocation-per-row variant on software adapters.
+        let x = rand(&[3, 50, 12], &mut rng);
+        parity(&format!("{name} rows"), &[x], F32, |t| {
+            f(&t[0], &[-1], false)
+        });
         for &dims in dims_list {
             for keepdim in [false, true] {
                 let x = rand(&[5, 259, 3], &mut rng);
@@ -232,6 +237,9 @@ fn softmax_matches_cpu() {
         (&[7, 13], 1),
         (&[3, 5, 300], 1),
         (&[2, 3, 1000], -1),
+        // Many vec4-aligned rows: the one-invocation-per-row variant on software adapters.
+        (&[2, 70, 36], -1),
+        (&[96, 8], 0),
     ] {
         let x = rand(shape, &mut rng).mul_scalar(20.0).unwrap(); // large logits test stability
         parity(

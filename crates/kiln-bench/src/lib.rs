@@ -1,5 +1,18 @@
-//! Helpers shared by the criterion benches in `benches/`: the devices to measure and
-//! a seeded input maker.
+//! kiln's kernel benchmarks: the suite `kiln bench` runs (fixed shapes per kernel
+//! family, rooflines probed in the same run, JSON and Markdown reports), and the
+//! helpers the criterion benches in `benches/` share.
+
+mod cases;
+mod measure;
+mod peer;
+mod report;
+mod roofline;
+
+pub use cases::{suite, Case, Unit};
+pub use measure::{time, Clock, Timing};
+pub use peer::{parse_peer, PeerResult};
+pub use report::{markdown, run_suite, Entry, Report};
+pub use roofline::Rooflines;
 
 use kiln::{DType, Device, Rng, Tensor};
 
@@ -16,8 +29,8 @@ pub fn devices() -> Vec<(&'static str, Device)> {
 }
 
 /// Uniform `[-1, 1)` values; never zeros, which flatter some kernels.
-pub fn input(shape: &[usize], device: &Device, seed: u64) -> Tensor {
-    Tensor::rand(shape.to_vec(), DType::F32, device, &mut Rng::new(seed))
-        .and_then(|t| t.mul_scalar(2.0)?.add_scalar(-1.0))
-        .expect("benchmark input")
+pub fn input(shape: &[usize], device: &Device, seed: u64) -> kiln::Result<Tensor> {
+    Tensor::rand(shape.to_vec(), DType::F32, device, &mut Rng::new(seed))?
+        .mul_scalar(2.0)?
+        .add_scalar(-1.0)
 }

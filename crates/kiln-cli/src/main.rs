@@ -1,5 +1,6 @@
 //! The `kiln` command-line tool.
 
+mod bench;
 mod char_lm;
 mod gan;
 mod info;
@@ -29,6 +30,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Show which pixels drove a trained CNN's predictions, as a PNG.
     Saliency(saliency::SaliencyArgs),
+    /// Time every kernel family on one device, against that device's own rooflines.
+    Bench(bench::BenchArgs),
+    /// Print docs/BENCHMARKS.md's tables from `kiln bench --json` files and peer output.
+    BenchReport(bench::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +42,8 @@ fn main() -> ExitCode {
         Command::Info => info::run(),
         Command::Train(args) => train::run(args),
         Command::Saliency(args) => saliency::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchReport(args) => bench::report(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

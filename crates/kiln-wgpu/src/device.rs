@@ -74,7 +74,8 @@ impl GpuDevice {
         let instance = adapter::instance();
         let adapter = adapter::choose(&instance)?;
         let summary = AdapterSummary::of(&adapter);
-        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        let features =
+            adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY);
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("kiln"),
@@ -446,6 +447,28 @@ impl GpuDevice {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("kiln batch"),
             })
+    }
+
+    /// Records commands of `f` into the current batch, inside the error scopes.
+    pub(crate) fn record<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&wgpu::Device, &mut wgpu::CommandEncoder) -> R,
+    ) -> Result<R> {
+        self.scoped(op, || {
+            let mut batch = self.inner.batch.lock().unwrap();
+            let encoder = batch.encoder.get_or_insert_with(|| self.new_encoder());
+            f(&self.inner.device, encoder)
+        })
+    }
+
+    pub(crate) fn has_feature(&self, feature: wgpu::Features) -> bool {
+        self.inner.device.features().contains(feature)
+    }
+
+    /// Nanoseconds per timestamp-query tick.
+    pub(crate) fn timestamp_period(&self) -> f32 {
+        self.inner.queue.get_timestamp_period()
     }
 
     /// Records a buffer clear (zeros) into the current batch.

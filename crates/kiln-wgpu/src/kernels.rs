@@ -16,6 +16,8 @@ pub enum Kernel {
     Reduce,
     ArgReduce,
     Softmax,
+    ReduceRowsSerial,
+    SoftmaxRowsSerial,
     LayerNorm,
     Matmul,
     MatmulPack,
@@ -32,6 +34,7 @@ pub enum Kernel {
     AvgPool2dBackward,
     CrossEntropy,
     CrossEntropyBackward,
+    ProbeFma,
 }
 
 macro_rules! shader {
@@ -41,7 +44,7 @@ macro_rules! shader {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 26] = [
+    pub const ALL: [Kernel; 29] = [
         Kernel::Unary,
         Kernel::Binary,
         Kernel::BinaryInt,
@@ -52,6 +55,8 @@ impl Kernel {
         Kernel::Reduce,
         Kernel::ArgReduce,
         Kernel::Softmax,
+        Kernel::ReduceRowsSerial,
+        Kernel::SoftmaxRowsSerial,
         Kernel::LayerNorm,
         Kernel::Matmul,
         Kernel::MatmulPack,
@@ -68,6 +73,7 @@ impl Kernel {
         Kernel::AvgPool2dBackward,
         Kernel::CrossEntropy,
         Kernel::CrossEntropyBackward,
+        Kernel::ProbeFma,
     ];
 
     /// The file under `shaders/` and its text.
@@ -83,6 +89,8 @@ impl Kernel {
             Kernel::Reduce => shader!("reduce/reduce.wgsl"),
             Kernel::ArgReduce => shader!("reduce/arg_reduce.wgsl"),
             Kernel::Softmax => shader!("reduce/softmax.wgsl"),
+            Kernel::ReduceRowsSerial => shader!("reduce/reduce_rows_serial.wgsl"),
+            Kernel::SoftmaxRowsSerial => shader!("reduce/softmax_rows_serial.wgsl"),
             Kernel::LayerNorm => shader!("norm/layer_norm.wgsl"),
             Kernel::Matmul => shader!("matmul/matmul.wgsl"),
             Kernel::MatmulPack => shader!("matmul/pack.wgsl"),
@@ -99,6 +107,7 @@ impl Kernel {
             Kernel::AvgPool2dBackward => shader!("pool/avg_pool2d_backward.wgsl"),
             Kernel::CrossEntropy => shader!("loss/cross_entropy.wgsl"),
             Kernel::CrossEntropyBackward => shader!("loss/cross_entropy_backward.wgsl"),
+            Kernel::ProbeFma => shader!("probe/fma.wgsl"),
         }
     }
 
@@ -122,9 +131,11 @@ impl Kernel {
                 .iter()
                 .flat_map(|&a| ALL.iter().map(move |&b| vec![a, b]))
                 .collect(),
-            Kernel::Copy | Kernel::Gather | Kernel::Reduce | Kernel::ArgReduce => {
-                ALL.iter().map(|&d| vec![d]).collect()
-            }
+            Kernel::Copy
+            | Kernel::Gather
+            | Kernel::Reduce
+            | Kernel::ReduceRowsSerial
+            | Kernel::ArgReduce => ALL.iter().map(|&d| vec![d]).collect(),
             _ => FLOATS.iter().map(|&d| vec![d]).collect(),
         }
     }

@@ -8,11 +8,14 @@ mod kernels;
 mod ops;
 mod params;
 mod pool;
+mod probe;
 mod storage;
+mod timing;
 
 pub use adapter::{list_adapters, AdapterSummary};
 pub use device::GpuDevice;
 pub use kernels::{specialised_sources, Kernel};
 pub use ops::matmul::MatmulVariant;
 pub use pool::PoolStats;
+pub use probe::{CopyProbe, FmaProbe};
 pub use storage::GpuStorage;

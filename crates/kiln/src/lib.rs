@@ -57,7 +57,7 @@ pub use tensor::{Tensor, TensorId};
 pub mod backend {
     pub use kiln_cpu::{CpuDevice, CpuStorage};
     pub use kiln_wgpu::{
-        list_adapters, specialised_sources, AdapterSummary, GpuDevice, GpuStorage, Kernel,
-        MatmulVariant, PoolStats,
+        list_adapters, specialised_sources, AdapterSummary, CopyProbe, FmaProbe, GpuDevice,
+        GpuStorage, Kernel, MatmulVariant, PoolStats,
     };
 }

@@ -1,9 +1,20 @@
-//! Launchers for row-wise kernels: `reduce/` and `norm/`. One workgroup per row.
+//! Launchers for row-wise kernels: `reduce/` and `norm/`. One workgroup per row, or on
+//! adapters that run on the CPU one invocation per row (`*_rows_serial.wgsl`) when the
+//! rows are many and vec4-aligned.
 
 use crate::kernels::Kernel;
 use crate::params::{to_u32, Words};
 use crate::storage::GpuStorage;
 use kiln_core::{DType, Error, ReduceOp, Result};
+
+/// Rows below which the serial variant leaves too few invocations to fill the cores.
+const SERIAL_MIN_ROWS: usize = 64;
+const SERIAL_WORKGROUP: usize = 64;
+
+/// True when `x`'s device is better served by the one-invocation-per-row kernels.
+fn serial_rows(x: &GpuStorage, rows: usize, k: usize) -> bool {
+    x.device.is_software() && rows >= SERIAL_MIN_ROWS && k > 0 && k.is_multiple_of(4)
+}
 
 fn rows_kernel(
     op: &'static str,
@@ -17,6 +28,12 @@ fn rows_kernel(
     let x = inputs[0];
     let device = &x.device;
     let out = device.alloc_output(op, out_len, out_dtype)?;
+    let groups = match kernel {
+        Kernel::ReduceRowsSerial | Kernel::SoftmaxRowsSerial => {
+            device.groups_for(op, rows.div_ceil(SERIAL_WORKGROUP))?
+        }
+        _ => device.groups_for(op, rows)?,
+    };
     let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|s| s.raw()).collect();
     buffers.push(out.buffer());
     device.dispatch(
@@ -25,7 +42,7 @@ fn rows_kernel(
         &[x.dtype],
         bytemuck::bytes_of(&params),
         &buffers,
-        device.groups_for(op, rows)?,
+        groups,
     )?;
     Ok(GpuStorage::new(out, out_dtype, out_len, device))
 }
@@ -49,7 +66,11 @@ pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Res
             DType::I32,
         )
     } else {
-        rows_kernel(name, Kernel::Reduce, &[x], params, rows, rows, x.dtype)
+        let kernel = match serial_rows(x, rows, k) {
+            true => Kernel::ReduceRowsSerial,
+            false => Kernel::Reduce,
+        };
+        rows_kernel(name, kernel, &[x], params, rows, rows, x.dtype)
     }
 }
 
@@ -68,7 +89,11 @@ pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Resul
         log as u32,
         0,
     ]);
-    rows_kernel(name, Kernel::Softmax, &[x], params, rows, rows * k, x.dtype)
+    let kernel = match serial_rows(x, rows, k) {
+        true => Kernel::SoftmaxRowsSerial,
+        false => Kernel::Softmax,
+    };
+    rows_kernel(name, kernel, &[x], params, rows, rows * k, x.dtype)
 }
 
 pub(crate) fn layer_norm(

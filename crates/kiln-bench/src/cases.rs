@@ -1,0 +1,234 @@
+//! The benchmark suite: each kernel family at fixed, documented shapes, with the work
+//! one run does (flops, or bytes read plus written once).
+
+use crate::input;
+use kiln::{Conv2dOptions, Device, Result, Tensor};
+
+/// What a case's work counts, and so how its rate is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Floating-point operations (a multiply-add is two): GFLOP/s.
+    Flops,
+    /// Bytes read plus bytes written, each once: GB/s.
+    Bytes,
+    /// Operations in a chain: microseconds per op.
+    Ops,
+}
+
+/// Runs the case once on inputs made by its setup; returns the output to wait on.
+pub type Run = Box<dyn Fn() -> Result<Tensor>>;
+
+/// Makes a case's inputs on a device and returns its runner.
+type Setup = Box<dyn Fn(&Device) -> Result<Run>>;
+
+pub struct Case {
+    pub family: &'static str,
+    pub name: String,
+    pub unit: Unit,
+    pub work: f64,
+    /// The peer harness's name for the same work (`../shared/peers/burn-wgpu`).
+    pub peer_key: Option<String>,
+    /// Dispatch-overhead cases time the host too, so they always use the wall clock.
+    pub wall_clock: bool,
+    setup: Setup,
+}
+
+impl Case {
+    fn new(
+        family: &'static str,
+        name: String,
+        unit: Unit,
+        work: f64,
+        setup: impl Fn(&Device) -> Result<Run> + 'static,
+    ) -> Self {
+        Case {
+            family,
+            name,
+            unit,
+            work,
+            peer_key: None,
+            wall_clock: false,
+            setup: Box::new(setup),
+        }
+    }
+
+    fn peer(mut self, key: String) -> Self {
+        self.peer_key = Some(key);
+        self
+    }
+
+    /// Makes the inputs on `device` and returns the runner (inputs live inside it).
+    pub fn setup(&self, device: &Device) -> Result<Run> {
+        (self.setup)(device)
+    }
+}
+
+const F32: f64 = 4.0;
+
+fn matmul(batch: usize, m: usize, k: usize, n: usize) -> Case {
+    let name = match batch {
+        1 => format!("{m}x{k}x{n}"),
+        _ => format!("{batch}x[{m}x{k}x{n}]"),
+    };
+    let case = Case::new(
+        "matmul",
+        name,
+        Unit::Flops,
+        2.0 * (batch * m * k * n) as f64,
+        move |d| {
+            let (a, b) = (input(&[batch, m, k], d, 1)?, input(&[batch, k, n], d, 2)?);
+            Ok(Box::new(move || a.matmul(&b)))
+        },
+    );
+    if batch == 1 && m == k && k == n {
+        case.peer(format!("matmul n={n}"))
+    } else {
+        case
+    }
+}
+
+fn conv2d(label: &str, x: [usize; 4], out: usize, kernel: usize, groups: usize) -> Case {
+    let [n, c, h, w] = x;
+    let pad = kernel / 2;
+    let flops = 2.0 * (n * out * h * w * (c / groups) * kernel * kernel) as f64;
+    Case::new(
+        "conv2d",
+        format!("{label} {n}x{c}x{h}x{w} -> {out}"),
+        Unit::Flops,
+        flops,
+        move |d| {
+            let x = input(&[n, c, h, w], d, 3)?;
+            let weight = input(&[out, c / groups, kernel, kernel], d, 4)?;
+            let options = Conv2dOptions {
+                padding: (pad, pad),
+                groups,
+                ..Default::default()
+            };
+            Ok(Box::new(move || x.conv2d(&weight, None, options)))
+        },
+    )
+}
+
+/// A row-wise op over `[rows, cols]` moving `bytes_per_elem` per element.
+fn rows(
+    family: &'static str,
+    label: &str,
+    [r, c]: [usize; 2],
+    bytes_per_elem: f64,
+    op: fn(&Tensor) -> Result<Tensor>,
+) -> Case {
+    Case::new(
+        family,
+        format!("{label} {r}x{c}"),
+        Unit::Bytes,
+        bytes_per_elem * (r * c) as f64,
+        move |d| {
+            let x = input(&[r, c], d, 5)?;
+            Ok(Box::new(move || op(&x)))
+        },
+    )
+}
+
+fn elementwise(
+    label: &str,
+    n: usize,
+    bytes_per_elem: f64,
+    op: fn(&Tensor, &Tensor) -> Result<Tensor>,
+) -> Case {
+    Case::new(
+        "elementwise",
+        format!("{label} {n}"),
+        Unit::Bytes,
+        bytes_per_elem * n as f64,
+        move |d| {
+            let (a, b) = (input(&[n], d, 6)?, input(&[n], d, 7)?);
+            Ok(Box::new(move || op(&a, &b)))
+        },
+    )
+}
+
+/// Every case; `quick` keeps one or two per family at smaller sizes.
+pub fn suite(quick: bool) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let squares: &[usize] = if quick {
+        &[256, 1024]
+    } else {
+        &[256, 512, 1024, 2048]
+    };
+    for &n in squares {
+        cases.push(matmul(1, n, n, n));
+    }
+    // A transformer's MLP projection, and attention scores and values (12 heads, 128 tokens).
+    cases.push(matmul(1, 64, 768, 3072));
+    cases.push(matmul(12, 128, 64, 128));
+    if !quick {
+        cases.push(matmul(12, 128, 128, 64));
+    }
+
+    cases.push(conv2d("3x3", [16, 64, 32, 32], 64, 3, 1).peer("conv2d 16x64x32x32 k3".into()));
+    cases.push(conv2d("1x1", [16, 64, 32, 32], 128, 1, 1));
+    cases.push(conv2d("depthwise 3x3", [16, 64, 32, 32], 64, 3, 64));
+
+    let shapes: &[[usize; 2]] = if quick {
+        &[[4096, 1024]]
+    } else {
+        &[[4096, 1024], [1024, 4096]]
+    };
+    for &[r, c] in shapes {
+        let key = format!("{r}x{c}");
+        cases.push(
+            rows("softmax", "softmax", [r, c], 2.0 * F32, |x| x.softmax(-1))
+                .peer(format!("softmax {key}")),
+        );
+        cases.push(
+            rows("reduce", "sum last", [r, c], F32, |x| x.sum(&[-1], false))
+                .peer(format!("sum_dim {key}")),
+        );
+    }
+    let [r, c] = [4096, 1024];
+    cases.push(rows("reduce", "mean last", [r, c], F32, |x| {
+        x.mean(&[-1], false)
+    }));
+    cases.push(rows("reduce", "max last", [r, c], F32, |x| {
+        x.max(&[-1], false)
+    }));
+    cases.push(rows("reduce", "sum first", [r, c], F32, |x| {
+        x.sum(&[0], false)
+    }));
+    if !quick {
+        cases.push(rows("reduce", "mean first", [r, c], F32, |x| {
+            x.mean(&[0], false)
+        }));
+        cases.push(rows("reduce", "max first", [r, c], F32, |x| {
+            x.max(&[0], false)
+        }));
+    }
+    cases.push(rows("norm", "layer_norm", [r, c], 2.0 * F32, |x| {
+        x.layer_norm(&[1024], None, None, 1e-5)
+    }));
+
+    let n = if quick { 1 << 22 } else { 1 << 24 };
+    cases.push(elementwise("add", n, 3.0 * F32, |a, b| a.add(b)));
+    cases.push(elementwise("gelu", n, 2.0 * F32, |a, _| a.gelu()));
+
+    let chain = 1000;
+    let mut overhead = Case::new(
+        "dispatch",
+        format!("chain of {chain} tiny ops"),
+        Unit::Ops,
+        chain as f64,
+        move |d| {
+            let x = input(&[64], d, 8)?;
+            Ok(Box::new(move || {
+                let mut y = x.clone();
+                for _ in 0..chain {
+                    y = y.add_scalar(1.0)?;
+                }
+                Ok(y)
+            }))
+        },
+    );
+    overhead.wall_clock = true;
+    cases.push(overhead);
+    cases
+}

@@ -1,0 +1,76 @@
+//! Timing one case: warm-up, then repeated runs, each waited for before the clock stops.
+
+use kiln::{Device, Result};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// How a run was timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Clock {
+    /// GPU timestamp queries around the run's work.
+    GpuTimestamps,
+    /// The host clock, with the device synchronised before and after.
+    WallClock,
+}
+
+/// Seconds per run over the timed repetitions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Timing {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub reps: usize,
+    pub clock: Clock,
+}
+
+const WARM_UP: usize = 2;
+const MIN_REPS: usize = 3;
+const MAX_REPS: usize = 30;
+
+/// Times `run` on `device`: two warm-up runs (pipelines compile, pools fill), then as
+/// many runs as fit in `budget`, between 3 and 30. GPU timestamps where the adapter has
+/// them, unless `wall_clock`; the synchronised host clock otherwise.
+pub fn time(
+    device: &Device,
+    wall_clock: bool,
+    budget: Duration,
+    run: &dyn Fn() -> Result<()>,
+) -> Result<Timing> {
+    let gpu = device
+        .as_gpu()
+        .filter(|g| g.has_timestamps() && !wall_clock);
+    let once = || -> Result<f64> {
+        match gpu {
+            Some(g) => {
+                let (_, elapsed) = g.gpu_time(run)?;
+                Ok(elapsed.map_or(0.0, |d| d.as_secs_f64()))
+            }
+            None => {
+                device.synchronize()?;
+                let start = Instant::now();
+                run()?;
+                device.synchronize()?;
+                Ok(start.elapsed().as_secs_f64())
+            }
+        }
+    };
+    let mut first = 0.0;
+    for _ in 0..WARM_UP {
+        first = once()?;
+    }
+    let reps = ((budget.as_secs_f64() / first.max(1e-6)) as usize).clamp(MIN_REPS, MAX_REPS);
+    let mut times = (0..reps).map(|_| once()).collect::<Result<Vec<f64>>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(Timing {
+        median: times[reps / 2],
+        min: times[0],
+        max: times[reps - 1],
+        reps,
+        clock: if gpu.is_some() {
+            Clock::GpuTimestamps
+        } else {
+            Clock::WallClock
+        },
+    })
+}

@@ -1,0 +1,209 @@
+//! Running the suite into a `Report`, and showing reports: a terminal table, JSON, and
+//! the Markdown side-by-side table of docs/BENCHMARKS.md.
+
+use crate::cases::{suite, Unit};
+use crate::measure::{time, Clock, Timing};
+use crate::peer::PeerResult;
+use crate::roofline::Rooflines;
+use kiln::{Device, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    pub family: String,
+    pub name: String,
+    /// `GFLOP/s`, `GB/s` or `us/op`.
+    pub unit: String,
+    pub timing: Timing,
+    /// The median as `unit`.
+    pub rate: f64,
+    /// The rate as a percentage of the roofline that bounds it (none for `us/op`).
+    pub roofline_pct: Option<f64>,
+    pub peer_key: Option<String>,
+    /// For cases with a peer: median wall-clock ms of the run plus reading the result
+    /// back to the host, which is what the peer harness times.
+    pub with_readback_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub kiln_version: String,
+    /// `cpu`, or the adapter as `kiln info` names it.
+    pub device: String,
+    pub gpu: bool,
+    pub rooflines: Rooflines,
+    pub entries: Vec<Entry>,
+}
+
+/// Runs every case (those of `only`'s families when it is not empty) on `device`,
+/// printing each result as it lands.
+pub fn run_suite(device: &Device, quick: bool, only: &[String]) -> Result<Report> {
+    let budget = Duration::from_secs_f64(if quick { 0.3 } else { 1.5 });
+    let rooflines = Rooflines::measure(device, budget)?;
+    println!(
+        "rooflines: {:.1} GFLOP/s FMA, {:.2} GB/s copy",
+        rooflines.fma_gflops, rooflines.copy_gbs
+    );
+    let mut entries = Vec::new();
+    for case in suite(quick) {
+        if !only.is_empty() && !only.iter().any(|f| f == case.family) {
+            continue;
+        }
+        let run = case.setup(device)?;
+        let timing = time(device, case.wall_clock, budget, &|| run().map(drop))?;
+        let (unit, rate, roof) = match case.unit {
+            Unit::Flops => (
+                "GFLOP/s",
+                case.work / timing.median / 1e9,
+                Some(rooflines.fma_gflops),
+            ),
+            Unit::Bytes => (
+                "GB/s",
+                case.work / timing.median / 1e9,
+                Some(rooflines.copy_gbs),
+            ),
+            Unit::Ops => ("us/op", timing.median / case.work * 1e6, None),
+        };
+        let with_readback_ms = match case.peer_key {
+            Some(_) => Some(with_readback(&*run)? * 1e3),
+            None => None,
+        };
+        let entry = Entry {
+            family: case.family.to_string(),
+            name: case.name.clone(),
+            unit: unit.to_string(),
+            rate,
+            roofline_pct: roof.map(|r| 100.0 * rate / r),
+            peer_key: case.peer_key.clone(),
+            with_readback_ms,
+            timing,
+        };
+        println!("{}", row(&entry));
+        entries.push(entry);
+    }
+    Ok(Report {
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+        device: device_name(device),
+        gpu: device.is_gpu(),
+        rooflines,
+        entries,
+    })
+}
+
+/// Median of five runs that each end with the output copied to the host.
+fn with_readback(run: &dyn Fn() -> Result<kiln::Tensor>) -> Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        run()?.to_vec::<f32>()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[2])
+}
+
+fn device_name(device: &Device) -> String {
+    match device.as_gpu() {
+        Some(g) => {
+            let s = g.summary();
+            format!("{} ({}, {})", s.name, s.backend, s.driver)
+        }
+        None => format!(
+            "cpu backend ({} threads available)",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ),
+    }
+}
+
+/// One line of the terminal table.
+pub fn row(e: &Entry) -> String {
+    let t = &e.timing;
+    let clock = match t.clock {
+        Clock::GpuTimestamps => "gpu",
+        Clock::WallClock => "wall",
+    };
+    let roof = e
+        .roofline_pct
+        .map_or(String::new(), |p| format!("{p:5.1}% of roof"));
+    format!(
+        "{:<11} {:<34} {:>10.3} ms [{:.3}-{:.3}] {:>9.2} {:<7} {} ({clock}, {} reps)",
+        e.family,
+        e.name,
+        t.median * 1e3,
+        t.min * 1e3,
+        t.max * 1e3,
+        e.rate,
+        e.unit,
+        roof,
+        t.reps
+    )
+}
+
+/// The Markdown tables of docs/BENCHMARKS.md: per report, every kiln result; then kiln
+/// beside each peer result with a matching key, as a ratio of the peer's time. A peer
+/// backend named `*wgpu*` pairs with GPU reports, any other with CPU reports.
+pub fn markdown(reports: &[Report], peers: &[PeerResult]) -> String {
+    let mut md = String::new();
+    for r in reports {
+        let _ = writeln!(md, "### kiln on {}\n", r.device);
+        let _ = writeln!(
+            md,
+            "Rooflines probed in the same run: {:.1} GFLOP/s (f32 FMA), {:.2} GB/s (64 MiB copy, read + write).\n",
+            r.rooflines.fma_gflops, r.rooflines.copy_gbs
+        );
+        md.push_str("| family | case | median ms | min-max ms | rate | % of roofline |\n");
+        md.push_str("|---|---|---:|---:|---:|---:|\n");
+        for e in &r.entries {
+            let t = &e.timing;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.3} | {:.3}-{:.3} | {:.2} {} | {} |",
+                e.family,
+                e.name,
+                t.median * 1e3,
+                t.min * 1e3,
+                t.max * 1e3,
+                e.rate,
+                e.unit,
+                e.roofline_pct.map_or("-".into(), |p| format!("{p:.1}%"))
+            );
+        }
+        md.push('\n');
+    }
+    md.push_str("### Side by side\n\n");
+    md.push_str("Both columns time the kernel plus reading its output back to the host, as the peer harness does.\n\n");
+    md.push_str("| kernel | kiln device | kiln ms | peer | peer ms | kiln speed-up |\n");
+    md.push_str("|---|---|---:|---|---:|---:|\n");
+    for p in peers {
+        for r in reports
+            .iter()
+            .filter(|r| r.gpu == p.backend.contains("wgpu"))
+        {
+            for e in r
+                .entries
+                .iter()
+                .filter(|e| e.peer_key.as_deref() == Some(&p.key))
+            {
+                if let Some(ms) = e.with_readback_ms {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {:.3} | {} | {:.3} | {:.2}x |",
+                        p.key,
+                        short(&r.device),
+                        ms,
+                        p.backend,
+                        p.ms,
+                        p.ms / ms
+                    );
+                }
+            }
+        }
+    }
+    md
+}
+
+fn short(device: &str) -> &str {
+    device.split(" (").next().unwrap_or(device)
+}

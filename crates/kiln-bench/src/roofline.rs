@@ -1,0 +1,106 @@
+//! The device's own ceilings, probed in the same run as the kernels: peak f32 FMA rate
+//! and copy bandwidth. Each result is also shown as a share of the ceiling it is bound by.
+
+use crate::measure::time;
+use kiln::backend::{CopyProbe, FmaProbe};
+use kiln::{Device, Result};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Rooflines {
+    pub fma_gflops: f64,
+    /// Bytes read plus written per second by a 64 MiB copy.
+    pub copy_gbs: f64,
+}
+
+const COPY_BYTES: usize = 64 << 20;
+
+impl Rooflines {
+    pub fn measure(device: &Device, budget: Duration) -> Result<Self> {
+        match device.as_gpu() {
+            Some(g) => {
+                let fma = FmaProbe::new(g)?;
+                let t = time(device, false, budget, &|| fma.run())?;
+                let copy = CopyProbe::new(g, COPY_BYTES)?;
+                let c = time(device, false, budget, &|| copy.run())?;
+                Ok(Rooflines {
+                    fma_gflops: fma.flops() / t.median / 1e9,
+                    copy_gbs: copy.bytes_moved() / c.median / 1e9,
+                })
+            }
+            None => {
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let t = time(device, true, budget, &|| {
+                    cpu_fma(threads);
+                    Ok(())
+                })?;
+                let source = vec![1.0f32; COPY_BYTES / 4];
+                // `time` takes a `Fn`; the target is written through a cell.
+                let target = std::cell::RefCell::new(vec![0.0f32; COPY_BYTES / 4]);
+                let c = time(device, true, budget, &|| {
+                    target
+                        .borrow_mut()
+                        .copy_from_slice(std::hint::black_box(&source));
+                    Ok(())
+                })?;
+                Ok(Rooflines {
+                    fma_gflops: CPU_FMA_FLOPS * threads as f64 / t.median / 1e9,
+                    copy_gbs: 2.0 * COPY_BYTES as f64 / c.median / 1e9,
+                })
+            }
+        }
+    }
+}
+
+const CPU_ITERATIONS: usize = 1 << 22;
+/// Flops per thread per probe: 10 chains of 8 lanes, two flops per FMA.
+const CPU_FMA_FLOPS: f64 = (CPU_ITERATIONS * 10 * 8 * 2) as f64;
+
+/// Runs the FMA chains on every core.
+fn cpu_fma(threads: usize) {
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || std::hint::black_box(fma_chains(0.5 + t as f32 * 1e-3)));
+        }
+    });
+}
+
+/// Ten independent chains of 8-lane FMAs: enough in flight to cover the FMA latency.
+fn fma_chains(seed: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features `fma_chains_avx2` is compiled for.
+        return unsafe { fma_chains_avx2(seed) };
+    }
+    let (m, x) = (0.999f32, seed);
+    let mut acc = [[seed; 8]; 10];
+    for _ in 0..CPU_ITERATIONS {
+        for chain in acc.iter_mut() {
+            for lane in chain.iter_mut() {
+                *lane = *lane * m + x;
+            }
+        }
+    }
+    acc.iter().flatten().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_chains_avx2(seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let (m, x) = (_mm256_set1_ps(0.999), _mm256_set1_ps(seed));
+    let mut acc = [x; 10];
+    for _ in 0..CPU_ITERATIONS {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, m, x);
+        }
+    }
+    let mut lanes = [0.0f32; 8];
+    let sum = acc
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, &a| _mm256_add_ps(s, a));
+    // SAFETY: `lanes` holds exactly eight f32s.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    lanes.iter().sum()
+}

@@ -1,0 +1,92 @@
+//! Roofline probes: the adapter's peak f32 FMA rate and its buffer copy bandwidth,
+//! measured by `kiln bench` in the same run as the kernels they bound.
+
+use crate::device::GpuDevice;
+use crate::kernels::Kernel;
+use crate::params::Words;
+use crate::pool::PooledBuffer;
+use kiln_core::{DType, Result};
+
+const FMA_INVOCATIONS: usize = 64 * 1024;
+const FMA_ITERATIONS: u32 = 1024;
+
+/// Eight vec4 FMA chains per invocation (`shaders/probe/fma.wgsl`).
+pub struct FmaProbe {
+    device: GpuDevice,
+    data: PooledBuffer,
+}
+
+impl FmaProbe {
+    pub fn new(device: &GpuDevice) -> Result<Self> {
+        let seeds: Vec<f32> = (0..FMA_INVOCATIONS * 4)
+            .map(|i| 0.5 + (i % 7) as f32 * 0.01)
+            .collect();
+        let bytes: &[u8] = bytemuck::cast_slice(&seeds);
+        let data = device.upload_bytes("fma probe", bytes, seeds.len(), DType::F32)?;
+        Ok(FmaProbe {
+            device: device.clone(),
+            data,
+        })
+    }
+
+    /// Floating-point operations per run (an FMA counts two).
+    pub fn flops(&self) -> f64 {
+        FMA_INVOCATIONS as f64 * f64::from(FMA_ITERATIONS) * 8.0 * 4.0 * 2.0
+    }
+
+    /// Records one run.
+    pub fn run(&self) -> Result<()> {
+        let op = "fma probe";
+        let params = Words([FMA_ITERATIONS, 0, 0, 0]);
+        self.device.dispatch(
+            op,
+            Kernel::ProbeFma,
+            &[DType::F32],
+            bytemuck::bytes_of(&params),
+            &[self.data.buffer()],
+            self.device.groups_for(op, FMA_INVOCATIONS / 64)?,
+        )
+    }
+}
+
+/// A buffer-to-buffer copy on the GPU's copy path.
+pub struct CopyProbe {
+    device: GpuDevice,
+    source: PooledBuffer,
+    target: PooledBuffer,
+    bytes: u64,
+}
+
+impl CopyProbe {
+    /// Copies `bytes` (rounded down to a multiple of 4); 64 MiB is well past any cache.
+    pub fn new(device: &GpuDevice, bytes: usize) -> Result<Self> {
+        let n = bytes / 4;
+        let source = device.alloc("copy probe", n, DType::F32)?;
+        device.fill_words("copy probe", &source, 0x3f80_0000)?;
+        let target = device.alloc("copy probe", n, DType::F32)?;
+        Ok(CopyProbe {
+            device: device.clone(),
+            source,
+            target,
+            bytes: n as u64 * 4,
+        })
+    }
+
+    /// Bytes moved per run: each byte read once and written once.
+    pub fn bytes_moved(&self) -> f64 {
+        2.0 * self.bytes as f64
+    }
+
+    /// Records one run.
+    pub fn run(&self) -> Result<()> {
+        self.device.record("copy probe", |_, encoder| {
+            encoder.copy_buffer_to_buffer(
+                self.source.buffer(),
+                0,
+                self.target.buffer(),
+                0,
+                self.bytes,
+            );
+        })
+    }
+}

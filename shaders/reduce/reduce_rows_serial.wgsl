@@ -1,0 +1,52 @@
+// Reduces each row of a compact [rows, k] tensor, k a multiple of 4, one invocation
+// per row reading vec4s in order. The variant for adapters that run on the CPU
+// (lavapipe): there a workgroup barrier is a coroutine switch and each storage load a
+// loop over the SIMD lanes, so one serial pass per row with wide loads is faster than
+// a tree in workgroup memory. Op numbers match kiln_core::ReduceOp::code.
+alias T = f32;
+
+struct Params {
+    rows: u32,
+    k: u32,
+    op: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [rows, k] as vec4s
+@group(0) @binding(1) var<storage, read> input: array<vec4<T>>;
+// [rows]
+@group(0) @binding(2) var<storage, read_write> output: array<T>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let row = gid.x + gid.y * groups.x * 64u;
+    if (row >= params.rows) { return; }
+    let k4 = params.k / 4u;
+    let base = row * k4;
+    var r: f32;
+    switch params.op {
+        case 2u: {
+            var acc = vec4<f32>(bitcast<f32>(0xff800000u));
+            for (var i = 0u; i < k4; i++) { acc = max(acc, vec4<f32>(input[base + i])); }
+            r = max(max(acc.x, acc.y), max(acc.z, acc.w));
+        }
+        case 3u: {
+            var acc = vec4<f32>(bitcast<f32>(0x7f800000u));
+            for (var i = 0u; i < k4; i++) { acc = min(acc, vec4<f32>(input[base + i])); }
+            r = min(min(acc.x, acc.y), min(acc.z, acc.w));
+        }
+        case 4u: {
+            var acc = vec4<f32>(1.0);
+            for (var i = 0u; i < k4; i++) { acc *= vec4<f32>(input[base + i]); }
+            r = acc.x * acc.y * acc.z * acc.w;
+        }
+        default: {
+            var acc = vec4<f32>();
+            for (var i = 0u; i < k4; i++) { acc += vec4<f32>(input[base + i]); }
+            r = acc.x + acc.y + acc.z + acc.w;
+            if (params.op == 1u) { r = r / f32(params.k); }
+        }
+    }
+    output[row] = T(r);
+}
