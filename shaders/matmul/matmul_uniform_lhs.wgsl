@@ -29,6 +29,17 @@ struct Params {
 @group(0) @binding(2) var<storage, read> rhs: array<vec4<T>>;
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
 
+// Writes (or adds) row r of the block's output at vec4 column col4, its first `cols` lanes.
+fn store(r: u32, v: vec4<f32>, col4: u32, cols: u32) {
+    if (r >= params.rows) { return; }
+    let at = params.out_base + r * params.n + col4 * 4u;
+    for (var c = 0u; c < cols; c++) {
+        var x = v[c];
+        if (params.accumulate != 0u) { x += f32(output[at + c]); }
+        output[at + c] = T(x);
+    }
+}
+
 @compute @workgroup_size(8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let col4 = gid.x;
@@ -109,14 +120,37 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         { let a = lhs[31u * row + kk]; c31 += a.x * b0 + a.y * b1 + a.z * b2 + a.w * b3; }
         b += 4u * step;
     }
-    let acc = array<vec4<f32>, 32>(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23, c24, c25, c26, c27, c28, c29, c30, c31);
     let cols = min(4u, params.n - col4 * 4u);
-    for (var r = 0u; r < params.rows; r++) {
-        let at = params.out_base + r * params.n + col4 * 4u;
-        for (var c = 0u; c < cols; c++) {
-            var v = acc[r][c];
-            if (params.accumulate != 0u) { v += f32(output[at + c]); }
-            output[at + c] = T(v);
-        }
-    }
+    store(0u, c0, col4, cols);
+    store(1u, c1, col4, cols);
+    store(2u, c2, col4, cols);
+    store(3u, c3, col4, cols);
+    store(4u, c4, col4, cols);
+    store(5u, c5, col4, cols);
+    store(6u, c6, col4, cols);
+    store(7u, c7, col4, cols);
+    store(8u, c8, col4, cols);
+    store(9u, c9, col4, cols);
+    store(10u, c10, col4, cols);
+    store(11u, c11, col4, cols);
+    store(12u, c12, col4, cols);
+    store(13u, c13, col4, cols);
+    store(14u, c14, col4, cols);
+    store(15u, c15, col4, cols);
+    store(16u, c16, col4, cols);
+    store(17u, c17, col4, cols);
+    store(18u, c18, col4, cols);
+    store(19u, c19, col4, cols);
+    store(20u, c20, col4, cols);
+    store(21u, c21, col4, cols);
+    store(22u, c22, col4, cols);
+    store(23u, c23, col4, cols);
+    store(24u, c24, col4, cols);
+    store(25u, c25, col4, cols);
+    store(26u, c26, col4, cols);
+    store(27u, c27, col4, cols);
+    store(28u, c28, col4, cols);
+    store(29u, c29, col4, cols);
+    store(30u, c30, col4, cols);
+    store(31u, c31, col4, cols);
 }
