@@ -306,6 +306,39 @@ fn matmul_matches_cpu() {
     parity("matmul large", &[a, b], F32, |t| t[0].matmul(&t[1]));
 }
 
+/// Contiguous, vec4-aligned operands take the vec4 entry points: lengths with a partial
+/// last group of 16, views starting at an aligned and at an unaligned offset.
+#[test]
+fn vec4_elementwise_paths_match_cpu() {
+    let mut rng = rng();
+    for n in [4usize, 20, 1028, 4096 + 12] {
+        let (x, y) = (rand(&[n], &mut rng), rand(&[n], &mut rng));
+        parity(
+            &format!("exp {n}"),
+            std::slice::from_ref(&x),
+            F32_MATH,
+            |t| t[0].exp(),
+        );
+        parity(&format!("mul {n}"), &[x, y], F32, |t| t[0].mul(&t[1]));
+    }
+    let base = rand(&[1030], &mut rng);
+    for start in [4usize, 2] {
+        let (x, y) = (
+            base.narrow(0, start, 1024).unwrap(),
+            base.narrow(0, 0, 1024).unwrap(),
+        );
+        parity(
+            &format!("sqrt of |x| from {start}"),
+            std::slice::from_ref(&x),
+            F32_MATH,
+            |t| t[0].abs()?.sqrt(),
+        );
+        parity(&format!("sub from {start}"), &[x, y], F32, |t| {
+            t[0].sub(&t[1])
+        });
+    }
+}
+
 /// Each matmul kernel variant, on its own device whatever the adapter would pick, over
 /// shapes that reach its edge cases: several lhs blocks along m and k (32 rows, 512 of
 /// k), k and n not multiples of 4, rhs read in place or packed, strided and batched.

@@ -24,6 +24,7 @@ fn every_shader_file_is_registered() {
     on_disk.sort();
     let mut registered: Vec<String> = Kernel::ALL.iter().map(|k| k.file().0.to_string()).collect();
     registered.sort();
+    registered.dedup(); // kernels that share a file differ in entry point
     assert_eq!(
         on_disk, registered,
         "shaders/ and kiln_wgpu::Kernel disagree"

@@ -28,6 +28,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> rhs: array<T>;
 // [params.numel], contiguous
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
+// The same buffers seen as vec4s, for `main_vec4`.
+@group(0) @binding(1) var<storage, read> lhs4: array<vec4<T>>;
+@group(0) @binding(2) var<storage, read> rhs4: array<vec4<T>>;
+@group(0) @binding(3) var<storage, read_write> output4: array<vec4<T>>;
 
 fn strided_offset(i: u32, strides: array<vec4<u32>, 2>, base: u32) -> u32 {
     var rem = i;
@@ -80,4 +84,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var b = params.offsets.y + i;
     if ((params.contiguous & 2u) == 0u) { b = strided_offset(i, params.strides1, params.offsets.y); }
     output[i] = T(apply(params.op, f32(lhs[a]), f32(rhs[b])));
+}
+
+// Both inputs contiguous, offsets and numel multiples of 4: four vec4s per invocation.
+// Wide loads matter most on software adapters, where each load is a loop over SIMD lanes.
+@compute @workgroup_size(64)
+fn main_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let first = ((wid.y * nwg.x + wid.x) * 64u + lid) * 4u;
+    let n4 = params.numel / 4u;
+    let a0 = params.offsets.x / 4u + first;
+    let b0 = params.offsets.y / 4u + first;
+    let op = params.op;
+    for (var j = 0u; j < 4u; j++) {
+        if (first + j < n4) {
+            let x = vec4<f32>(lhs4[a0 + j]);
+            let y = vec4<f32>(rhs4[b0 + j]);
+            var r: vec4<f32>;
+            switch op {
+                case 0u: { r = x + y; }
+                case 1u: { r = x - y; }
+                case 2u: { r = x * y; }
+                case 3u: { r = x / y; }
+                default: { r = vec4<f32>(apply(op, x.x, y.x), apply(op, x.y, y.y), apply(op, x.z, y.z), apply(op, x.w, y.w)); }
+            }
+            output4[first + j] = vec4<T>(r);
+        }
+    }
 }

@@ -26,6 +26,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> input: array<T>;
 // [params.numel], contiguous
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
+// The same buffers seen as vec4s, for `main_vec4`.
+@group(0) @binding(1) var<storage, read> input4: array<vec4<T>>;
+@group(0) @binding(2) var<storage, read_write> output4: array<vec4<T>>;
 
 fn strided_offset(i: u32, strides: array<vec4<u32>, 2>, base: u32) -> u32 {
     var rem = i;
@@ -98,4 +101,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var src = params.offsets.x + i;
     if ((params.contiguous & 1u) == 0u) { src = strided_offset(i, params.strides0, params.offsets.x); }
     output[i] = T(apply(params.op, f32(input[src]), params.p0, params.p1));
+}
+
+fn apply4(x: vec4<T>) -> vec4<T> {
+    let v = vec4<f32>(x);
+    let op = params.op;
+    let p0 = params.p0;
+    let p1 = params.p1;
+    return vec4<T>(vec4<f32>(apply(op, v.x, p0, p1), apply(op, v.y, p0, p1), apply(op, v.z, p0, p1), apply(op, v.w, p0, p1)));
+}
+
+// Contiguous input, offset and numel multiples of 4: four vec4s per invocation. Wide
+// loads matter most on software adapters, where each load is a loop over SIMD lanes.
+@compute @workgroup_size(64)
+fn main_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let first = ((wid.y * nwg.x + wid.x) * 64u + lid) * 4u;
+    let n4 = params.numel / 4u;
+    let base = params.offsets.x / 4u;
+    for (var j = 0u; j < 4u; j++) {
+        let v = first + j;
+        if (v < n4) { output4[v] = apply4(input4[base + v]); }
+    }
 }

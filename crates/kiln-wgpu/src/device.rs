@@ -296,7 +296,7 @@ impl GpuDevice {
             return Ok(p.clone());
         }
         let source = kernel.specialise(dtypes)?;
-        let pipeline = Arc::new(self.compile_wgsl(op, kernel.file().0, &source, "main")?);
+        let pipeline = Arc::new(self.compile_wgsl(op, kernel.file().0, &source, kernel.entry())?);
         self.inner
             .pipelines
             .lock()

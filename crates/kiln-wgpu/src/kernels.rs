@@ -7,7 +7,9 @@ use kiln_core::{DType, Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Unary,
+    UnaryVec4,
     Binary,
+    BinaryVec4,
     BinaryInt,
     Where,
     Copy,
@@ -44,9 +46,11 @@ macro_rules! shader {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 29] = [
+    pub const ALL: [Kernel; 31] = [
         Kernel::Unary,
+        Kernel::UnaryVec4,
         Kernel::Binary,
+        Kernel::BinaryVec4,
         Kernel::BinaryInt,
         Kernel::Where,
         Kernel::Copy,
@@ -79,8 +83,8 @@ impl Kernel {
     /// The file under `shaders/` and its text.
     pub fn file(self) -> (&'static str, &'static str) {
         match self {
-            Kernel::Unary => shader!("elementwise/unary.wgsl"),
-            Kernel::Binary => shader!("elementwise/binary.wgsl"),
+            Kernel::Unary | Kernel::UnaryVec4 => shader!("elementwise/unary.wgsl"),
+            Kernel::Binary | Kernel::BinaryVec4 => shader!("elementwise/binary.wgsl"),
             Kernel::BinaryInt => shader!("elementwise/binary_int.wgsl"),
             Kernel::Where => shader!("elementwise/where.wgsl"),
             Kernel::Copy => shader!("elementwise/copy.wgsl"),
@@ -108,6 +112,14 @@ impl Kernel {
             Kernel::CrossEntropy => shader!("loss/cross_entropy.wgsl"),
             Kernel::CrossEntropyBackward => shader!("loss/cross_entropy_backward.wgsl"),
             Kernel::ProbeFma => shader!("probe/fma.wgsl"),
+        }
+    }
+
+    /// The entry point: kernels that share a file differ in it.
+    pub fn entry(self) -> &'static str {
+        match self {
+            Kernel::UnaryVec4 | Kernel::BinaryVec4 => "main_vec4",
+            _ => "main",
         }
     }
 

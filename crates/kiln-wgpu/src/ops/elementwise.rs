@@ -19,13 +19,24 @@ fn launch(
     let out = device.alloc_output(op, n, out_dtype)?;
     let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|s| s.raw()).collect();
     buffers.push(out.buffer());
+    // Every input contiguous and vec4-aligned: the `main_vec4` entry, 16 elements per
+    // invocation in 64-wide workgroups.
+    let all_contiguous = (1u32 << inputs.len()) - 1;
+    let aligned = n.is_multiple_of(4)
+        && params.contiguous & all_contiguous == all_contiguous
+        && params.offsets[..inputs.len()].iter().all(|o| o % 4 == 0);
+    let (kernel, groups) = match (kernel, aligned) {
+        (Kernel::Unary, true) => (Kernel::UnaryVec4, device.groups_for(op, n.div_ceil(1024))?),
+        (Kernel::Binary, true) => (Kernel::BinaryVec4, device.groups_for(op, n.div_ceil(1024))?),
+        _ => (kernel, device.groups_1d(op, n)?),
+    };
     device.dispatch(
         op,
         kernel,
         dtypes,
         bytemuck::bytes_of(&params),
         &buffers,
-        device.groups_1d(op, n)?,
+        groups,
     )?;
     Ok(GpuStorage::new(out, out_dtype, n, device))
 }
