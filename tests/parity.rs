@@ -823,6 +823,15 @@ fn layer_norm_matches_cpu() {
     parity("layer_norm affine", &[x.clone(), w, b], F32, |t| {
         t[0].layer_norm(&[33], Some(&t[1]), Some(&t[2]), 1e-5)
     });
+    // Many vec4-aligned rows: the one-invocation-per-row variant on software adapters.
+    let (x4, w4, b4) = (
+        rand(&[3, 40, 64], &mut rng),
+        rand(&[64], &mut rng),
+        rand(&[64], &mut rng),
+    );
+    parity("layer_norm rows", &[x4, w4, b4], F32, |t| {
+        t[0].layer_norm(&[64], Some(&t[1]), Some(&t[2]), 1e-5)
+    });
     parity("layer_norm two dims", std::slice::from_ref(&x), F32, |t| {
         t[0].layer_norm(&[7, 33], None, None, 1e-5)
     });

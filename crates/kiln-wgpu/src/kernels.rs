@@ -21,6 +21,7 @@ pub enum Kernel {
     ReduceRowsSerial,
     SoftmaxRowsSerial,
     LayerNorm,
+    LayerNormRowsSerial,
     Matmul,
     MatmulPack,
     MatmulUniformLhs,
@@ -46,7 +47,7 @@ macro_rules! shader {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 31] = [
+    pub const ALL: [Kernel; 32] = [
         Kernel::Unary,
         Kernel::UnaryVec4,
         Kernel::Binary,
@@ -62,6 +63,7 @@ impl Kernel {
         Kernel::ReduceRowsSerial,
         Kernel::SoftmaxRowsSerial,
         Kernel::LayerNorm,
+        Kernel::LayerNormRowsSerial,
         Kernel::Matmul,
         Kernel::MatmulPack,
         Kernel::MatmulUniformLhs,
@@ -96,6 +98,7 @@ impl Kernel {
             Kernel::ReduceRowsSerial => shader!("reduce/reduce_rows_serial.wgsl"),
             Kernel::SoftmaxRowsSerial => shader!("reduce/softmax_rows_serial.wgsl"),
             Kernel::LayerNorm => shader!("norm/layer_norm.wgsl"),
+            Kernel::LayerNormRowsSerial => shader!("norm/layer_norm_rows_serial.wgsl"),
             Kernel::Matmul => shader!("matmul/matmul.wgsl"),
             Kernel::MatmulPack => shader!("matmul/pack.wgsl"),
             Kernel::MatmulUniformLhs => shader!("matmul/matmul_uniform_lhs.wgsl"),

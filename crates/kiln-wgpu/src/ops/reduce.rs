@@ -29,7 +29,7 @@ fn rows_kernel(
     let device = &x.device;
     let out = device.alloc_output(op, out_len, out_dtype)?;
     let groups = match kernel {
-        Kernel::ReduceRowsSerial | Kernel::SoftmaxRowsSerial => {
+        Kernel::ReduceRowsSerial | Kernel::SoftmaxRowsSerial | Kernel::LayerNormRowsSerial => {
             device.groups_for(op, rows.div_ceil(SERIAL_WORKGROUP))?
         }
         _ => device.groups_for(op, rows)?,
@@ -118,9 +118,13 @@ pub(crate) fn layer_norm(
         eps.to_bits(),
         0,
     ]);
+    let kernel = match serial_rows(x, rows, k) {
+        true => Kernel::LayerNormRowsSerial,
+        false => Kernel::LayerNorm,
+    };
     rows_kernel(
         name,
-        Kernel::LayerNorm,
+        kernel,
         &[x, weight, bias],
         params,
         rows,
