@@ -40,6 +40,8 @@ struct Inner {
     pool: Arc<BufferPool>,
     batch: Mutex<Batch>,
     poison: AtomicBool,
+    /// Kept for reads to the host (see `read_with`).
+    staging: Mutex<Option<wgpu::Buffer>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
 }
 
@@ -106,6 +108,7 @@ impl GpuDevice {
                 pool: Arc::default(),
                 batch: Mutex::default(),
                 poison: AtomicBool::new(false),
+                staging: Mutex::default(),
                 uncaptured,
             }),
         })
@@ -141,10 +144,11 @@ impl GpuDevice {
         self.inner.pool.stats()
     }
 
-    /// Releases pooled buffers that no tensor uses.
+    /// Releases pooled buffers that no tensor uses, and the readback staging buffer.
     pub fn trim_pool(&self) -> Result<()> {
         self.flush("trim_pool")?;
         self.inner.pool.trim();
+        *self.inner.staging.lock().unwrap() = None;
         Ok(())
     }
 
@@ -518,23 +522,42 @@ impl GpuDevice {
         buffer: &PooledBuffer,
         bytes: usize,
     ) -> Result<Vec<u8>> {
+        self.read_with(op, buffer, bytes, |b| b.to_vec())
+    }
+
+    /// Copies the first `bytes` of `buffer` into the device's staging buffer, waits, and
+    /// hands the mapped bytes to `decode`. The staging buffer is kept between reads (and
+    /// grown when needed): allocating and faulting in a fresh one per read cost more than
+    /// the copy itself.
+    pub(crate) fn read_with<R>(
+        &self,
+        op: &'static str,
+        buffer: &PooledBuffer,
+        bytes: usize,
+        decode: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let size = (bytes.div_ceil(4) * 4).max(4) as u64;
-        let staging = self.scoped(op, || {
-            let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("kiln readback"),
-                size,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            let mut batch = self.inner.batch.lock().unwrap();
-            batch
-                .encoder
-                .get_or_insert_with(|| self.new_encoder())
-                .copy_buffer_to_buffer(buffer.buffer(), 0, &staging, 0, size);
-            staging
+        let mut staging = self.inner.staging.lock().unwrap();
+        if staging.as_ref().is_none_or(|s| s.size() < size) {
+            *staging = None;
+            *staging = Some(self.scoped(op, || {
+                self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kiln readback"),
+                    size: size
+                        .next_power_of_two()
+                        .min(self.inner.limits.max_buffer_size)
+                        .max(size),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })?);
+        }
+        let staging = staging.as_ref().expect("made above");
+        self.record(op, |_, encoder| {
+            encoder.copy_buffer_to_buffer(buffer.buffer(), 0, staging, 0, size)
         })?;
         self.flush(op)?;
-        let slice = staging.slice(..);
+        let slice = staging.slice(..size);
         let (tx, rx) = mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -547,25 +570,23 @@ impl GpuDevice {
                 kind: GpuErrorKind::DeviceLost,
                 message: e.to_string(),
             })?;
-        let mapped = rx.recv().map_err(|e| Error::Gpu {
+        let readback = |e: String| Error::Gpu {
             op,
             kind: GpuErrorKind::Readback,
-            message: e.to_string(),
-        })?;
-        mapped.map_err(|e| Error::Gpu {
-            op,
-            kind: GpuErrorKind::Readback,
-            message: e.to_string(),
-        })?;
-        let data = slice.get_mapped_range().map_err(|e| Error::Gpu {
-            op,
-            kind: GpuErrorKind::Readback,
-            message: e.to_string(),
-        })?[..bytes]
-            .to_vec();
+            message: e,
+        };
+        rx.recv()
+            .map_err(|e| readback(e.to_string()))?
+            .map_err(|e| readback(e.to_string()))?;
+        let value = {
+            let mapped = slice
+                .get_mapped_range()
+                .map_err(|e| readback(e.to_string()))?;
+            decode(&mapped[..bytes])
+        };
         staging.unmap();
         self.take_uncaptured(op)?;
-        Ok(data)
+        Ok(value)
     }
 }
 

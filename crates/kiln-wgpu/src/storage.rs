@@ -61,10 +61,13 @@ impl BackendStorage for GpuStorage {
             &compact
         };
         let n = layout.elem_count();
-        let bytes =
-            self.device
-                .read_bytes("to_vec", &source.buffer, n * self.dtype.size_in_bytes())?;
-        Ok(HostBuffer::from_bytes(self.dtype, &bytes, n))
+        let dtype = self.dtype;
+        self.device.read_with(
+            "to_vec",
+            &source.buffer,
+            n * dtype.size_in_bytes(),
+            |bytes| HostBuffer::from_bytes(dtype, bytes, n),
+        )
     }
 
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
