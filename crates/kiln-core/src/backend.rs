@@ -43,6 +43,10 @@ pub trait BackendStorage: Sized {
     /// Reduces each row of a compact `[rows, k]` tensor.
     fn reduce(&self, op: ReduceOp, rows: usize, k: usize) -> Result<Self>;
 
+    /// Reduces the middle dim of a compact `[outer, k, inner]` tensor, giving
+    /// `[outer, inner]`; not for the index ops (argmax, argmin).
+    fn reduce_middle(&self, op: ReduceOp, outer: usize, k: usize, inner: usize) -> Result<Self>;
+
     /// Numerically stable (log-)softmax over each row of a compact `[rows, k]` tensor.
     fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self>;
 

@@ -146,6 +146,10 @@ impl BackendStorage for CpuStorage {
         reduce::reduce(self, op, rows, k)
     }
 
+    fn reduce_middle(&self, op: ReduceOp, outer: usize, k: usize, inner: usize) -> Result<Self> {
+        reduce::reduce_middle(self, op, outer, k, inner)
+    }
+
     fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self> {
         self.require_float(if log { "log_softmax" } else { "softmax" })?;
         let out = reduce::softmax(&self.compact_floats(), rows, k, log);

@@ -38,6 +38,43 @@ pub fn reduce(input: &CpuStorage, op: ReduceOp, rows: usize, k: usize) -> Result
     Ok(CpuStorage::from_floats(input.dtype(), out))
 }
 
+/// The middle dim of a compact `[outer, k, inner]` tensor, walked in memory order.
+pub fn reduce_middle(
+    input: &CpuStorage,
+    op: ReduceOp,
+    outer: usize,
+    k: usize,
+    inner: usize,
+) -> Result<CpuStorage> {
+    let data = input.compact_floats();
+    let (init, combine): (f64, fn(f64, f64) -> f64) = match op {
+        ReduceOp::Sum | ReduceOp::Mean => (0.0, |a, b| a + b),
+        ReduceOp::Max => (f64::NEG_INFINITY, f64::max),
+        ReduceOp::Min => (f64::INFINITY, f64::min),
+        ReduceOp::Prod => (1.0, |a, b| a * b),
+        ReduceOp::ArgMax | ReduceOp::ArgMin => {
+            return Err(kiln_core::Error::Unsupported {
+                op: op.name(),
+                reason: "index reductions go through `reduce`".into(),
+            })
+        }
+    };
+    let mut out = vec![init; outer * inner];
+    for o in 0..outer {
+        let acc = &mut out[o * inner..(o + 1) * inner];
+        for j in 0..k {
+            let row = &data[(o * k + j) * inner..(o * k + j + 1) * inner];
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a = combine(*a, x);
+            }
+        }
+    }
+    if op == ReduceOp::Mean {
+        out.iter_mut().for_each(|a| *a /= k as f64);
+    }
+    Ok(CpuStorage::from_floats(input.dtype(), out))
+}
+
 /// Subtracting the row maximum keeps `exp` from overflowing.
 pub fn softmax(x: &[f64], rows: usize, k: usize, log: bool) -> Vec<f64> {
     let mut out = vec![0.0; rows * k];

@@ -19,6 +19,7 @@ pub enum Kernel {
     ArgReduce,
     Softmax,
     ReduceRowsSerial,
+    ReduceColumns,
     SoftmaxRowsSerial,
     LayerNorm,
     LayerNormRowsSerial,
@@ -47,7 +48,7 @@ macro_rules! shader {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 32] = [
+    pub const ALL: [Kernel; 33] = [
         Kernel::Unary,
         Kernel::UnaryVec4,
         Kernel::Binary,
@@ -61,6 +62,7 @@ impl Kernel {
         Kernel::ArgReduce,
         Kernel::Softmax,
         Kernel::ReduceRowsSerial,
+        Kernel::ReduceColumns,
         Kernel::SoftmaxRowsSerial,
         Kernel::LayerNorm,
         Kernel::LayerNormRowsSerial,
@@ -96,6 +98,7 @@ impl Kernel {
             Kernel::ArgReduce => shader!("reduce/arg_reduce.wgsl"),
             Kernel::Softmax => shader!("reduce/softmax.wgsl"),
             Kernel::ReduceRowsSerial => shader!("reduce/reduce_rows_serial.wgsl"),
+            Kernel::ReduceColumns => shader!("reduce/reduce_columns.wgsl"),
             Kernel::SoftmaxRowsSerial => shader!("reduce/softmax_rows_serial.wgsl"),
             Kernel::LayerNorm => shader!("norm/layer_norm.wgsl"),
             Kernel::LayerNormRowsSerial => shader!("norm/layer_norm_rows_serial.wgsl"),
@@ -150,6 +153,7 @@ impl Kernel {
             | Kernel::Gather
             | Kernel::Reduce
             | Kernel::ReduceRowsSerial
+            | Kernel::ReduceColumns
             | Kernel::ArgReduce => ALL.iter().map(|&d| vec![d]).collect(),
             _ => FLOATS.iter().map(|&d| vec![d]).collect(),
         }

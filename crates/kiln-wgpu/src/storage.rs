@@ -107,6 +107,10 @@ impl BackendStorage for GpuStorage {
         ops::reduce::reduce(self, op, rows, k)
     }
 
+    fn reduce_middle(&self, op: ReduceOp, outer: usize, k: usize, inner: usize) -> Result<Self> {
+        ops::reduce::reduce_middle(self, op, outer, k, inner)
+    }
+
     fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self> {
         ops::reduce::softmax(self, rows, k, log)
     }

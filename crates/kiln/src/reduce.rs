@@ -48,13 +48,26 @@ impl Tensor {
         kept: &[usize],
         keepdim: bool,
     ) -> Result<Tensor> {
-        let k: usize = reduced.iter().map(|&d| self.dims()[d]).product();
-        let rows: usize = kept.iter().map(|&d| self.dims()[d]).product();
-        let perm: Vec<usize> = kept.iter().chain(reduced).copied().collect();
-        let moved = self
-            .with_layout(self.layout().permute(&perm))
-            .contiguous()?;
-        let storage = moved.storage().reduce(op, rows, k)?;
+        let dims = self.dims();
+        let k: usize = reduced.iter().map(|&d| dims[d]).product();
+        let rows: usize = kept.iter().map(|&d| dims[d]).product();
+        let (first, last) = (reduced[0], reduced[reduced.len() - 1]);
+        let consecutive = last - first + 1 == reduced.len();
+        let storage = if consecutive && last + 1 < self.rank() && !op.returns_index() {
+            // A compact tensor reduced over a block of dims that is not last: read it
+            // as [outer, k, inner] in place instead of transposing it first.
+            let outer: usize = dims[..first].iter().product();
+            let inner: usize = dims[last + 1..].iter().product();
+            self.contiguous()?
+                .storage()
+                .reduce_middle(op, outer, k, inner)?
+        } else {
+            let perm: Vec<usize> = kept.iter().chain(reduced).copied().collect();
+            let moved = self
+                .with_layout(self.layout().permute(&perm))
+                .contiguous()?;
+            moved.storage().reduce(op, rows, k)?
+        };
         let out: Vec<usize> = if keepdim {
             (0..self.rank())
                 .map(|d| {

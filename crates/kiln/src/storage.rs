@@ -74,6 +74,16 @@ impl Storage {
         unary_forward!(self, s => s.reduce(op, rows, k))
     }
 
+    pub(crate) fn reduce_middle(
+        &self,
+        op: ReduceOp,
+        outer: usize,
+        k: usize,
+        inner: usize,
+    ) -> Result<Storage> {
+        unary_forward!(self, s => s.reduce_middle(op, outer, k, inner))
+    }
+
     pub(crate) fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Storage> {
         unary_forward!(self, s => s.softmax(rows, k, log))
     }

@@ -74,6 +74,34 @@ pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Res
     }
 }
 
+pub(crate) fn reduce_middle(
+    x: &GpuStorage,
+    op: ReduceOp,
+    outer: usize,
+    k: usize,
+    inner: usize,
+) -> Result<GpuStorage> {
+    let name = op.name();
+    let params = Words([
+        to_u32(name, "rows", outer)?,
+        to_u32(name, "reduced size", k)?,
+        to_u32(name, "columns", inner)?,
+        op.code(),
+    ]);
+    let device = &x.device;
+    let n = outer * inner;
+    let out = device.alloc_output(name, n, x.dtype)?;
+    device.dispatch(
+        name,
+        Kernel::ReduceColumns,
+        &[x.dtype],
+        bytemuck::bytes_of(&params),
+        &[x.raw(), out.buffer()],
+        device.groups_for(name, n.div_ceil(64))?,
+    )?;
+    Ok(GpuStorage::new(out, x.dtype, n, device))
+}
+
 pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Result<GpuStorage> {
     let name = if log { "log_softmax" } else { "softmax" };
     if !x.dtype.is_float() {

@@ -1,0 +1,56 @@
+// Reduces the middle dim of a compact [outer, k, inner] tensor (inner > 1), one
+// invocation per output: neighbouring invocations read neighbouring elements, so the
+// loads coalesce on a GPU, and no transposed copy is needed first. Sums run in chunks
+// of 64 added into a total, which keeps the rounding error near that of a tree.
+// Op numbers match kiln_core::ReduceOp::code (sum, mean, max, min, prod); math in f32.
+alias T = f32;
+
+struct Params {
+    outer: u32,
+    k: u32,
+    inner: u32,
+    op: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [outer, k, inner]
+@group(0) @binding(1) var<storage, read> input: array<T>;
+// [outer, inner]
+@group(0) @binding(2) var<storage, read_write> output: array<T>;
+
+const CHUNK: u32 = 64u;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let e = gid.x + gid.y * groups.x * 64u;
+    if (e >= params.outer * params.inner) { return; }
+    let o = e / params.inner;
+    let i = e % params.inner;
+    let stride = params.inner;
+    var at = o * params.k * stride + i;
+    var r: f32;
+    switch params.op {
+        case 2u: {
+            r = bitcast<f32>(0xff800000u);
+            for (var j = 0u; j < params.k; j++) { r = max(r, f32(input[at])); at += stride; }
+        }
+        case 3u: {
+            r = bitcast<f32>(0x7f800000u);
+            for (var j = 0u; j < params.k; j++) { r = min(r, f32(input[at])); at += stride; }
+        }
+        case 4u: {
+            r = 1.0;
+            for (var j = 0u; j < params.k; j++) { r *= f32(input[at]); at += stride; }
+        }
+        default: {
+            r = 0.0;
+            for (var j0 = 0u; j0 < params.k; j0 += CHUNK) {
+                var part = 0.0;
+                for (var j = j0; j < min(j0 + CHUNK, params.k); j++) { part += f32(input[at]); at += stride; }
+                r += part;
+            }
+            if (params.op == 1u) { r = r / f32(params.k); }
+        }
+    }
+    output[e] = T(r);
+}
