@@ -562,6 +562,16 @@ fn conv2d_matches_cpu() {
                 ..Default::default()
             },
         ), // depthwise
+        (
+            &[2, 6, 11, 8],
+            &[12, 1, 3, 3],
+            Conv2dOptions {
+                stride: (2, 1),
+                padding: (2, 1),
+                dilation: (2, 1),
+                groups: 6,
+            },
+        ), // depthwise, two outputs per channel, strided and dilated
         (&[3, 8, 7, 7], &[16, 8, 1, 1], Conv2dOptions::default()), // 1x1
         (
             &[1, 2, 9, 9],

@@ -66,6 +66,16 @@ pub trait BackendStorage: Sized {
     /// Unfolds compact `[n, c, h, w]` into `[n, c*kh*kw, oh*ow]` columns.
     fn im2col(&self, spec: &WindowSpec) -> Result<Self>;
 
+    /// Grouped conv2d computed directly: compact `[n, c, h, w]` input and
+    /// `[out_channels, c / groups, kh, kw]` weight give `[n, out_channels, oh, ow]`.
+    fn conv2d_direct(
+        &self,
+        weight: &Self,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Self>;
+
     /// Folds `[n, c*kh*kw, h*w]` columns back into `[n, c, oh, ow]`, summing overlaps:
     /// the adjoint of `im2col` with input and output sizes exchanged.
     fn col2im(&self, spec: &WindowSpec) -> Result<Self>;

@@ -186,6 +186,24 @@ impl BackendStorage for CpuStorage {
         ))
     }
 
+    fn conv2d_direct(
+        &self,
+        weight: &Self,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        self.require_float("conv2d")?;
+        let out = window::conv2d_direct(
+            &self.compact_floats(),
+            &weight.compact_floats(),
+            spec,
+            out_channels,
+            groups,
+        );
+        Ok(Self::from_floats(self.dtype(), out))
+    }
+
     fn col2im(&self, spec: &WindowSpec) -> Result<Self> {
         self.require_float("conv_transpose2d")?;
         if let HostBuffer::F32(v) = &self.0 {

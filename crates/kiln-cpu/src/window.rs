@@ -178,6 +178,41 @@ pub fn conv2d_weight_grad_gemm(
 
 /// `[n, c*kh*kw, oh*ow]` columns -> `[n, c, h, w]` image, summing every tap that lands
 /// on a pixel: the adjoint of `im2col` (here `h, w` is the image being rebuilt).
+/// Grouped conv2d by direct summation over each output's taps (f64).
+pub fn conv2d_direct(
+    x: &[f64],
+    weight: &[f64],
+    s: &WindowSpec,
+    out_channels: usize,
+    groups: usize,
+) -> Vec<f64> {
+    let (in_per_group, out_per_group) = (s.c / groups, out_channels / groups);
+    let mut out = vec![0.0; s.n * out_channels * s.oh * s.ow];
+    for (e, y) in out.iter_mut().enumerate() {
+        let (ox, oy) = (e % s.ow, (e / s.ow) % s.oh);
+        let (oc, n) = (
+            (e / (s.ow * s.oh)) % out_channels,
+            e / (s.ow * s.oh * out_channels),
+        );
+        let first_in = oc / out_per_group * in_per_group;
+        for ci in 0..in_per_group {
+            let plane = &x[(n * s.c + first_in + ci) * s.h * s.w..][..s.h * s.w];
+            let taps = &weight[(oc * in_per_group + ci) * s.kh * s.kw..][..s.kh * s.kw];
+            for ky in 0..s.kh {
+                let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h) else {
+                    continue;
+                };
+                for kx in 0..s.kw {
+                    if let Some(ix) = source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w) {
+                        *y += plane[iy * s.w + ix] * taps[ky * s.kw + kx];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 pub fn col2im<T: Real>(cols: &[T], s: &WindowSpec) -> Vec<T> {
     let (l, rows) = (s.oh * s.ow, s.c * s.kh * s.kw);
     let mut out = vec![T::default(); s.n * s.c * s.h * s.w];

@@ -27,6 +27,7 @@ pub enum Kernel {
     MatmulPack,
     MatmulUniformLhs,
     Im2col,
+    Conv2dDirect,
     Col2im,
     MaxPool2d,
     AvgPool2d,
@@ -48,7 +49,7 @@ macro_rules! shader {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 33] = [
+    pub const ALL: [Kernel; 34] = [
         Kernel::Unary,
         Kernel::UnaryVec4,
         Kernel::Binary,
@@ -70,6 +71,7 @@ impl Kernel {
         Kernel::MatmulPack,
         Kernel::MatmulUniformLhs,
         Kernel::Im2col,
+        Kernel::Conv2dDirect,
         Kernel::Col2im,
         Kernel::MaxPool2d,
         Kernel::AvgPool2d,
@@ -106,6 +108,7 @@ impl Kernel {
             Kernel::MatmulPack => shader!("matmul/pack.wgsl"),
             Kernel::MatmulUniformLhs => shader!("matmul/matmul_uniform_lhs.wgsl"),
             Kernel::Im2col => shader!("conv/im2col.wgsl"),
+            Kernel::Conv2dDirect => shader!("conv/conv2d_direct.wgsl"),
             Kernel::Col2im => shader!("conv/col2im.wgsl"),
             Kernel::MaxPool2d => shader!("pool/max_pool2d.wgsl"),
             Kernel::AvgPool2d => shader!("pool/avg_pool2d.wgsl"),

@@ -131,6 +131,14 @@ pub(crate) struct WindowParams {
     pub extra: [u32; 4],
 }
 
+/// `conv/conv2d_direct.wgsl`: the window, then output channels and groups.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct DirectConvParams {
+    pub window: WindowParams,
+    pub channels: [u32; 4],
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub(crate) struct GatherParams {

@@ -134,6 +134,16 @@ impl BackendStorage for GpuStorage {
         ops::window::im2col(self, spec)
     }
 
+    fn conv2d_direct(
+        &self,
+        weight: &Self,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        ops::window::conv2d_direct(self, weight, spec, out_channels, groups)
+    }
+
     fn col2im(&self, spec: &WindowSpec) -> Result<Self> {
         ops::window::col2im(self, spec)
     }

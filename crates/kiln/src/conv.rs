@@ -59,6 +59,10 @@ fn conv_operands(
     Ok((xd, wd))
 }
 
+/// Grouped convolutions with at most this many input channels per group (depthwise has
+/// one) are summed directly: through im2col they become many tiny matmuls.
+const DIRECT_MAX_GROUP_CHANNELS: usize = 4;
+
 impl Tensor {
     /// `input [n, c, h, w]`, `weight [out, c / groups, kh, kw]`, `bias [out]`.
     pub fn conv2d(
@@ -112,6 +116,11 @@ impl Tensor {
         };
         let mut out = track(record, || {
             let x = self.contiguous()?;
+            if g > 1 && wc <= DIRECT_MAX_GROUP_CHANNELS {
+                let w = weight.contiguous()?;
+                let storage = x.storage().conv2d_direct(&w.storage(), &spec, out_c, g)?;
+                return Ok(Tensor::from_storage(storage, [n, out_c, oh, ow]));
+            }
             let pointwise = kh == 1 && kw == 1 && o.stride == (1, 1) && o.padding == (0, 0);
             let cols = if pointwise {
                 x.reshape([n, c, h * w])?

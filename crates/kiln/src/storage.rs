@@ -213,6 +213,30 @@ impl Storage {
         }
     }
 
+    pub(crate) fn conv2d_direct(
+        &self,
+        weight: &Storage,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Storage> {
+        match (self, weight) {
+            (Storage::Cpu(x), Storage::Cpu(w)) => Ok(Storage::Cpu(x.conv2d_direct(
+                w,
+                spec,
+                out_channels,
+                groups,
+            )?)),
+            (Storage::Gpu(x), Storage::Gpu(w)) => Ok(Storage::Gpu(x.conv2d_direct(
+                w,
+                spec,
+                out_channels,
+                groups,
+            )?)),
+            _ => Err(mismatch("conv2d")),
+        }
+    }
+
     pub(crate) fn conv2d_weight_grad(
         &self,
         dy: &Storage,

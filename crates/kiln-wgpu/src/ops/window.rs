@@ -1,7 +1,7 @@
 //! Launchers for `shaders/conv/` and `shaders/pool/`: one thread per output element.
 
 use crate::kernels::Kernel;
-use crate::params::{to_u32, WindowParams};
+use crate::params::{to_u32, DirectConvParams, WindowParams};
 use crate::storage::GpuStorage;
 use kiln_core::{DType, Error, PoolKind, Result, WindowSpec};
 
@@ -74,6 +74,44 @@ pub(crate) fn im2col(x: &GpuStorage, s: &WindowSpec) -> Result<GpuStorage> {
         &[(n, x.dtype)],
     )?
     .remove(0))
+}
+
+pub(crate) fn conv2d_direct(
+    x: &GpuStorage,
+    weight: &GpuStorage,
+    s: &WindowSpec,
+    out_channels: usize,
+    groups: usize,
+) -> Result<GpuStorage> {
+    let op = "conv2d";
+    if !x.dtype.is_float() {
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype: x.dtype,
+            reason: "this op needs a floating-point tensor",
+        });
+    }
+    let device = &x.device;
+    let n = s.n * out_channels * s.oh * s.ow;
+    let out = device.alloc_output(op, n, x.dtype)?;
+    let p = DirectConvParams {
+        window: params(op, s, n, 0)?,
+        channels: [
+            to_u32(op, "channels", out_channels)?,
+            to_u32(op, "groups", groups)?,
+            0,
+            0,
+        ],
+    };
+    device.dispatch(
+        op,
+        Kernel::Conv2dDirect,
+        &[x.dtype],
+        bytemuck::bytes_of(&p),
+        &[x.raw(), weight.raw(), out.buffer()],
+        device.groups_1d(op, n)?,
+    )?;
+    Ok(GpuStorage::new(out, x.dtype, n, device))
 }
 
 pub(crate) fn col2im(cols: &GpuStorage, s: &WindowSpec) -> Result<GpuStorage> {
