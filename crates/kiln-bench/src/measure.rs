@@ -25,11 +25,11 @@ pub struct Timing {
 }
 
 const WARM_UP: usize = 2;
-const MIN_REPS: usize = 3;
+const MIN_REPS: usize = 5;
 const MAX_REPS: usize = 30;
 
 /// Times `run` on `device`: two warm-up runs (pipelines compile, pools fill), then as
-/// many runs as fit in `budget`, between 3 and 30. GPU timestamps where the adapter has
+/// many runs as fit in `budget`, between 5 and 30. GPU timestamps where the adapter has
 /// them, unless `wall_clock`; the synchronised host clock otherwise.
 pub fn time(
     device: &Device,
