@@ -1,5 +1,6 @@
 //! Launchers for `shaders/elementwise/`: strided unary, binary, where, cast and copy.
 
+use super::require_float;
 use crate::kernels::Kernel;
 use crate::params::ElementwiseParams;
 use crate::storage::GpuStorage;
@@ -39,18 +40,6 @@ fn launch(
         groups,
     )?;
     Ok(GpuStorage::new(out, out_dtype, n, device))
-}
-
-fn require_float(op: &'static str, dtype: DType) -> Result<()> {
-    if dtype.is_float() {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedDType {
-            op,
-            dtype,
-            reason: "this op needs a floating-point tensor",
-        })
-    }
 }
 
 pub(crate) fn unary(x: &GpuStorage, layout: &Layout, op: UnaryOp) -> Result<GpuStorage> {

@@ -52,13 +52,7 @@ pub(crate) fn scatter_add(
 ) -> Result<GpuStorage> {
     let op = "scatter_add";
     require_index(op, index)?;
-    if !x.dtype.is_float() {
-        return Err(Error::UnsupportedDType {
-            op,
-            dtype: x.dtype,
-            reason: "this op needs a floating-point tensor",
-        });
-    }
+    super::require_float(op, x.dtype)?;
     let device = &x.device;
     let n = s.outer * s.dim * s.inner;
     let u = |v: usize| to_u32(op, "size", v);

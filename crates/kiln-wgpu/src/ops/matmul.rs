@@ -60,13 +60,7 @@ fn strides(op: &'static str, o: &MatmulOperand) -> Result<[u32; 4]> {
 
 pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> Result<GpuStorage> {
     let op = "matmul";
-    if !lhs.dtype.is_float() {
-        return Err(Error::UnsupportedDType {
-            op,
-            dtype: lhs.dtype,
-            reason: "this op needs a floating-point tensor",
-        });
-    }
+    super::require_float(op, lhs.dtype)?;
     let device = &lhs.device;
     let batches = spec.batch[0] * spec.batch[1];
     let len = batches * spec.m * spec.n;

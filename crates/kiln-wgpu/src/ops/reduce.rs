@@ -5,7 +5,7 @@
 use crate::kernels::Kernel;
 use crate::params::{to_u32, Words};
 use crate::storage::GpuStorage;
-use kiln_core::{DType, Error, ReduceOp, Result};
+use kiln_core::{DType, ReduceOp, Result};
 
 /// Rows below which the serial variant leaves too few invocations to fill the cores.
 const SERIAL_MIN_ROWS: usize = 64;
@@ -104,13 +104,7 @@ pub(crate) fn reduce_middle(
 
 pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Result<GpuStorage> {
     let name = if log { "log_softmax" } else { "softmax" };
-    if !x.dtype.is_float() {
-        return Err(Error::UnsupportedDType {
-            op: name,
-            dtype: x.dtype,
-            reason: "this op needs a floating-point tensor",
-        });
-    }
+    super::require_float(name, x.dtype)?;
     let params = Words([
         to_u32(name, "rows", rows)?,
         to_u32(name, "row length", k)?,
@@ -133,13 +127,7 @@ pub(crate) fn layer_norm(
     eps: f32,
 ) -> Result<GpuStorage> {
     let name = "layer_norm";
-    if !x.dtype.is_float() {
-        return Err(Error::UnsupportedDType {
-            op: name,
-            dtype: x.dtype,
-            reason: "this op needs a floating-point tensor",
-        });
-    }
+    super::require_float(name, x.dtype)?;
     let params = Words([
         to_u32(name, "rows", rows)?,
         to_u32(name, "row length", k)?,

@@ -3,7 +3,7 @@
 use crate::kernels::Kernel;
 use crate::params::{to_u32, DirectConvParams, WindowParams};
 use crate::storage::GpuStorage;
-use kiln_core::{DType, Error, PoolKind, Result, WindowSpec};
+use kiln_core::{DType, PoolKind, Result, WindowSpec};
 
 fn params(op: &'static str, s: &WindowSpec, threads: usize, mode: u32) -> Result<WindowParams> {
     let u = |v: usize| to_u32(op, "window size", v);
@@ -34,13 +34,7 @@ fn launch(
     outputs: &[(usize, DType)],
 ) -> Result<Vec<GpuStorage>> {
     let x = inputs[0];
-    if !x.dtype.is_float() {
-        return Err(Error::UnsupportedDType {
-            op,
-            dtype: x.dtype,
-            reason: "this op needs a floating-point tensor",
-        });
-    }
+    super::require_float(op, x.dtype)?;
     let device = &x.device;
     let outs = outputs
         .iter()
@@ -84,13 +78,7 @@ pub(crate) fn conv2d_direct(
     groups: usize,
 ) -> Result<GpuStorage> {
     let op = "conv2d";
-    if !x.dtype.is_float() {
-        return Err(Error::UnsupportedDType {
-            op,
-            dtype: x.dtype,
-            reason: "this op needs a floating-point tensor",
-        });
-    }
+    super::require_float(op, x.dtype)?;
     let device = &x.device;
     let n = s.n * out_channels * s.oh * s.ow;
     let out = device.alloc_output(op, n, x.dtype)?;
