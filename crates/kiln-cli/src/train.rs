@@ -7,8 +7,8 @@ use kiln::{Device, Result, Rng, Tensor};
 use kiln_nn::data::{load_mnist_dir, mnist10k, random_translate, DataLoader, Mnist, TensorDataset};
 use kiln_nn::optim::{Adam, CosineAnnealing, Optimizer};
 use kiln_nn::train::{
-    classification_step, evaluate, fit, next_token_step, plot_history, save_checkpoint,
-    EarlyStopping, FitConfig,
+    classification_step, evaluate, fit, load_checkpoint, next_token_step, plot_history, restore,
+    save_checkpoint, EarlyStopping, FitConfig,
 };
 use kiln_nn::{Module, ModuleExt};
 use std::collections::HashMap;
@@ -60,6 +60,41 @@ pub struct TrainArgs {
     /// The trained CNN that judges the GAN's samples.
     #[arg(long, default_value = "runs/cnn/model.safetensors")]
     classifier: PathBuf,
+    /// Continue from a checkpoint this command wrote for the same model: its weights and
+    /// optimizer state are loaded, then `--epochs` more epochs run (learning-rate
+    /// schedules start again). Not for the GAN.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
+/// Loads `path` into the model's parameters and buffers and the optimizer's state.
+fn resume(path: &std::path::Path, model: &dyn Module, optimizer: &mut dyn Optimizer) -> Result<()> {
+    let checkpoint = load_checkpoint(path)?;
+    restore(&checkpoint, &model.state_dict())?;
+    let state: HashMap<String, Tensor> = checkpoint
+        .tensors
+        .iter()
+        .filter_map(|(n, t)| n.strip_prefix("optimizer.").map(|k| (k.to_string(), t.clone())))
+        .collect();
+    optimizer.load_state(&state)?;
+    println!(
+        "resumed from {} ({} optimizer tensors)",
+        path.display(),
+        state.len()
+    );
+    Ok(())
+}
+
+/// The model's state and the optimizer's (under `optimizer.`), for `save_checkpoint`.
+fn training_state(model: &dyn Module, optimizer: &dyn Optimizer) -> Vec<(String, Tensor)> {
+    let mut state = model.state_dict();
+    state.extend(
+        optimizer
+            .state()
+            .into_iter()
+            .map(|(n, t)| (format!("optimizer.{n}"), t)),
+    );
+    state
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -79,6 +114,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => (mnist10k()?, "bundled mnist10k".to_string()),
     };
     if args.model == Model::Gan {
+        if args.resume.is_some() {
+            return Err(kiln::Error::Unsupported {
+                op: "train",
+                reason: "--resume is not available for the GAN yet".into(),
+            });
+        }
         let options = crate::gan::GanOptions {
             epochs: args.epochs.unwrap_or(60),
             batch_size: args.batch_size.unwrap_or(64),
@@ -131,6 +172,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let val_loader = DataLoader::new(&val, 256, &device)?;
     let test_loader = DataLoader::new(&test, 256, &device)?;
     let mut optimizer = Adam::new(model.named_parameters(), lr);
+    if let Some(path) = &args.resume {
+        resume(path, &model, &mut optimizer)?;
+    }
     let mut schedule = CosineAnnealing::new(epochs, lr * 0.02);
     let config = FitConfig {
         epochs,
@@ -155,13 +199,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let (test_loss, test_accuracy) = evaluate(&model, &test_loader, &classification_step)?;
     let seconds = start.elapsed().as_secs_f64();
 
-    let mut state = model.state_dict();
-    state.extend(
-        optimizer
-            .state()
-            .into_iter()
-            .map(|(n, t)| (format!("optimizer.{n}"), t)),
-    );
+    let state = training_state(&model, &optimizer);
     let metadata = HashMap::from([
         ("model".to_string(), name.clone()),
         ("epochs".to_string(), history.epochs.len().to_string()),
@@ -239,6 +277,9 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
     let train_loader = DataLoader::new(&train, batch_size, device)?.shuffled(args.seed);
     let val_loader = DataLoader::new(&val, 128, device)?;
     let mut optimizer = Adam::new(model.named_parameters(), lr);
+    if let Some(path) = &args.resume {
+        resume(path, &model, &mut optimizer)?;
+    }
     let early = EarlyStopping {
         patience: 3,
         min_delta: 1e-3,
@@ -273,7 +314,7 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
     ]);
     save_checkpoint(
         out.join("model.safetensors"),
-        &model.state_dict(),
+        &training_state(&model, &optimizer),
         &metadata,
     )?;
     plot_history(&history, name, out.join("curves.png"))?;
