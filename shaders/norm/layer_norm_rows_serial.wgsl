@@ -22,21 +22,33 @@ struct Params {
 // [rows, k]
 @group(0) @binding(4) var<storage, read_write> output: array<vec4<T>>;
 
+const CHUNK: u32 = 16u;
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let row = gid.x + gid.y * groups.x * 64u;
     if (row >= params.rows) { return; }
     let k4 = params.k / 4u;
     let base = row * k4;
+    // Sums run in chunks of 16 added into a total, keeping the rounding error near a
+    // tree's rather than growing with k.
     var sum = vec4<f32>();
-    for (var i = 0u; i < k4; i++) { sum += vec4<f32>(input[base + i]); }
-    let mean = (sum.x + sum.y + sum.z + sum.w) / f32(params.k);
-    var squares = vec4<f32>();
-    for (var i = 0u; i < k4; i++) {
-        let d = vec4<f32>(input[base + i]) - mean;
-        squares += d * d;
+    for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
+        var part = vec4<f32>();
+        for (var i = i0; i < min(i0 + CHUNK, k4); i++) { part += vec4<f32>(input[base + i]); }
+        sum += part;
     }
-    let variance = (squares.x + squares.y + squares.z + squares.w) / f32(params.k);
+    let mean = ((sum.x + sum.y) + (sum.z + sum.w)) / f32(params.k);
+    var squares = vec4<f32>();
+    for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
+        var part = vec4<f32>();
+        for (var i = i0; i < min(i0 + CHUNK, k4); i++) {
+            let d = vec4<f32>(input[base + i]) - mean;
+            part += d * d;
+        }
+        squares += part;
+    }
+    let variance = ((squares.x + squares.y) + (squares.z + squares.w)) / f32(params.k);
     let rstd = 1.0 / sqrt(variance + params.eps);
     for (var i = 0u; i < k4; i++) {
         let y = (vec4<f32>(input[base + i]) - mean) * rstd;

@@ -1,7 +1,7 @@
 // Reduces the middle dim of a compact [outer, k, inner] tensor (inner > 1), one
 // invocation per output: neighbouring invocations read neighbouring elements, so the
 // loads coalesce on a GPU, and no transposed copy is needed first. Sums run in chunks
-// of 64 added into a total, which keeps the rounding error near that of a tree.
+// of 16 added into a total, which keeps the rounding error near that of a tree.
 // Op numbers match kiln_core::ReduceOp::code (sum, mean, max, min, prod); math in f32.
 alias T = f32;
 
@@ -18,7 +18,7 @@ struct Params {
 // [outer, inner]
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
 
-const CHUNK: u32 = 64u;
+const CHUNK: u32 = 16u;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {

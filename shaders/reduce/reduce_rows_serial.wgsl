@@ -18,6 +18,8 @@ struct Params {
 // [rows]
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
 
+const CHUNK: u32 = 16u;
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let row = gid.x + gid.y * groups.x * 64u;
@@ -42,9 +44,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             r = acc.x * acc.y * acc.z * acc.w;
         }
         default: {
+            // Chunks of 16 summed into a total: the rounding error stays near a tree's
+            // rather than growing with k as one running sum's does.
             var acc = vec4<f32>();
-            for (var i = 0u; i < k4; i++) { acc += vec4<f32>(input[base + i]); }
-            r = acc.x + acc.y + acc.z + acc.w;
+            for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
+                var part = vec4<f32>();
+                for (var i = i0; i < min(i0 + CHUNK, k4); i++) { part += vec4<f32>(input[base + i]); }
+                acc += part;
+            }
+            r = (acc.x + acc.y) + (acc.z + acc.w);
             if (params.op == 1u) { r = r / f32(params.k); }
         }
     }

@@ -74,7 +74,10 @@ fn resume(path: &std::path::Path, model: &dyn Module, optimizer: &mut dyn Optimi
     let state: HashMap<String, Tensor> = checkpoint
         .tensors
         .iter()
-        .filter_map(|(n, t)| n.strip_prefix("optimizer.").map(|k| (k.to_string(), t.clone())))
+        .filter_map(|(n, t)| {
+            n.strip_prefix("optimizer.")
+                .map(|k| (k.to_string(), t.clone()))
+        })
         .collect();
     optimizer.load_state(&state)?;
     println!(
