@@ -22,6 +22,12 @@ struct Params {
     out_base: u32,
     // 1: add to the output (every k block but the first)
     accumulate: u32,
+    // when one lhs serves every batch, batches run along y: rhs vec4s and output
+    // elements between consecutive batches (0 otherwise)
+    rhs_batch: u32,
+    out_batch: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -30,9 +36,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
 
 // Writes (or adds) row r of the block's output at vec4 column col4, its first `cols` lanes.
-fn store(r: u32, v: vec4<f32>, col4: u32, cols: u32) {
+fn store(r: u32, v: vec4<f32>, col4: u32, cols: u32, z: u32) {
     if (r >= params.rows) { return; }
-    let at = params.out_base + r * params.n + col4 * 4u;
+    let at = params.out_base + z * params.out_batch + r * params.n + col4 * 4u;
     for (var c = 0u; c < cols; c++) {
         var x = v[c];
         if (params.accumulate != 0u) { x += f32(output[at + c]); }
@@ -80,7 +86,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c29 = vec4<f32>();
     var c30 = vec4<f32>();
     var c31 = vec4<f32>();
-    var b = params.rhs_base + col4;
+    var b = params.rhs_base + gid.y * params.rhs_batch + col4;
     for (var kk = 0u; kk < k4; kk++) {
         let b0 = vec4<f32>(rhs[b]);
         let b1 = vec4<f32>(rhs[b + step]);
@@ -121,36 +127,36 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         b += 4u * step;
     }
     let cols = min(4u, params.n - col4 * 4u);
-    store(0u, c0, col4, cols);
-    store(1u, c1, col4, cols);
-    store(2u, c2, col4, cols);
-    store(3u, c3, col4, cols);
-    store(4u, c4, col4, cols);
-    store(5u, c5, col4, cols);
-    store(6u, c6, col4, cols);
-    store(7u, c7, col4, cols);
-    store(8u, c8, col4, cols);
-    store(9u, c9, col4, cols);
-    store(10u, c10, col4, cols);
-    store(11u, c11, col4, cols);
-    store(12u, c12, col4, cols);
-    store(13u, c13, col4, cols);
-    store(14u, c14, col4, cols);
-    store(15u, c15, col4, cols);
-    store(16u, c16, col4, cols);
-    store(17u, c17, col4, cols);
-    store(18u, c18, col4, cols);
-    store(19u, c19, col4, cols);
-    store(20u, c20, col4, cols);
-    store(21u, c21, col4, cols);
-    store(22u, c22, col4, cols);
-    store(23u, c23, col4, cols);
-    store(24u, c24, col4, cols);
-    store(25u, c25, col4, cols);
-    store(26u, c26, col4, cols);
-    store(27u, c27, col4, cols);
-    store(28u, c28, col4, cols);
-    store(29u, c29, col4, cols);
-    store(30u, c30, col4, cols);
-    store(31u, c31, col4, cols);
+    store(0u, c0, col4, cols, gid.y);
+    store(1u, c1, col4, cols, gid.y);
+    store(2u, c2, col4, cols, gid.y);
+    store(3u, c3, col4, cols, gid.y);
+    store(4u, c4, col4, cols, gid.y);
+    store(5u, c5, col4, cols, gid.y);
+    store(6u, c6, col4, cols, gid.y);
+    store(7u, c7, col4, cols, gid.y);
+    store(8u, c8, col4, cols, gid.y);
+    store(9u, c9, col4, cols, gid.y);
+    store(10u, c10, col4, cols, gid.y);
+    store(11u, c11, col4, cols, gid.y);
+    store(12u, c12, col4, cols, gid.y);
+    store(13u, c13, col4, cols, gid.y);
+    store(14u, c14, col4, cols, gid.y);
+    store(15u, c15, col4, cols, gid.y);
+    store(16u, c16, col4, cols, gid.y);
+    store(17u, c17, col4, cols, gid.y);
+    store(18u, c18, col4, cols, gid.y);
+    store(19u, c19, col4, cols, gid.y);
+    store(20u, c20, col4, cols, gid.y);
+    store(21u, c21, col4, cols, gid.y);
+    store(22u, c22, col4, cols, gid.y);
+    store(23u, c23, col4, cols, gid.y);
+    store(24u, c24, col4, cols, gid.y);
+    store(25u, c25, col4, cols, gid.y);
+    store(26u, c26, col4, cols, gid.y);
+    store(27u, c27, col4, cols, gid.y);
+    store(28u, c28, col4, cols, gid.y);
+    store(29u, c29, col4, cols, gid.y);
+    store(30u, c30, col4, cols, gid.y);
+    store(31u, c31, col4, cols, gid.y);
 }

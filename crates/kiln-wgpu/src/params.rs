@@ -119,6 +119,9 @@ pub(crate) struct UniformLhsParams {
     pub rhs_row: u32,
     pub out_base: u32,
     pub accumulate: u32,
+    pub rhs_batch: u32,
+    pub out_batch: u32,
+    pub _pad: [u32; 2],
 }
 
 /// `conv/*` and `pool/*`.

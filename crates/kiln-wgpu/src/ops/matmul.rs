@@ -193,7 +193,23 @@ fn uniform_lhs(
     // k per block: all of it (rounded up to 4) when it fits, else 512.
     let kc = (k.div_ceil(4) * 4).min(BLOCK_ELEMS / BLOCK_ROWS);
     let (row_blocks, k_blocks) = (m.div_ceil(BLOCK_ROWS), k.div_ceil(kc));
-    let packed_lhs = pack(lhs, &spec.lhs, spec, [m, k], [BLOCK_ROWS, kc], BLOCK_ELEMS)?;
+    // An lhs with no batch strides is packed once, for every batch.
+    let lhs_spec = MatmulSpec {
+        batch: if spec.lhs.batch == [0, 0] {
+            [1, 1]
+        } else {
+            spec.batch
+        },
+        ..*spec
+    };
+    let packed_lhs = pack(
+        lhs,
+        &spec.lhs,
+        &lhs_spec,
+        [m, k],
+        [BLOCK_ROWS, kc],
+        BLOCK_ELEMS,
+    )?;
 
     // rhs as vec4 rows: in place, or packed to [batch][k rounded up to kc][n rounded up to 4].
     let n4 = n.div_ceil(4);
@@ -207,24 +223,41 @@ fn uniform_lhs(
         (packed_rhs.buffer(), n4, Some(rows * n4), 0)
     };
 
-    let groups = device.groups_for(op, n4.div_ceil(8))?;
-    if groups[1] > 1 {
+    let x_groups = n4.div_ceil(8);
+    let max = device.max_workgroups_per_dim() as usize;
+    let batches = spec.batch[0] * spec.batch[1];
+    let batch1 = spec.batch[1].max(1);
+    // vec4s between consecutive batches of rhs, when that is one stride.
+    let rhs_step4 = match rhs_batch4 {
+        Some(per_batch) => Some(per_batch),
+        None if spec.batch[0] == 1 => Some(spec.rhs.batch[1] / 4),
+        None if spec.rhs.batch[0] == batch1 * spec.rhs.batch[1] => Some(spec.rhs.batch[1] / 4),
+        None => None,
+    };
+    // An lhs shared by every batch (conv filters against a batch of images) is one set of
+    // blocks; each dispatch then covers all batches along y instead of one dispatch each.
+    let shared = spec.lhs.batch == [0, 0] && rhs_step4.is_some() && batches <= max;
+    if x_groups > max {
         return Err(Error::LimitExceeded {
             op,
             what: "workgroups along one dimension",
-            needed: n4.div_ceil(8) as u64,
-            limit: device.max_workgroups_per_dim() as u64,
+            needed: x_groups as u64,
+            limit: max as u64,
         });
     }
-    let batch1 = spec.batch[1].max(1);
-    for z in 0..spec.batch[0] * spec.batch[1] {
+    let (passes, groups) = match shared {
+        true => (1, [x_groups as u32, batches as u32, 1]),
+        false => (batches, [x_groups as u32, 1, 1]),
+    };
+    for z in 0..passes {
         let rhs_z = match rhs_batch4 {
             Some(per_batch) => z * per_batch,
             None => (z / batch1 * spec.rhs.batch[0] + z % batch1 * spec.rhs.batch[1]) / 4,
         };
         for i in 0..row_blocks {
             for j in 0..k_blocks {
-                let block = (z * row_blocks + i) * k_blocks + j;
+                let lhs_z = if lhs_spec.batch == [1, 1] { 0 } else { z };
+                let block = (lhs_z * row_blocks + i) * k_blocks + j;
                 let params = UniformLhsParams {
                     n: n as u32,
                     rows: (m - i * BLOCK_ROWS).min(BLOCK_ROWS) as u32,
@@ -234,6 +267,13 @@ fn uniform_lhs(
                     rhs_row: to_u32(op, "stride", rhs_row4)?,
                     out_base: to_u32(op, "offset", (z * m + i * BLOCK_ROWS) * n)?,
                     accumulate: (j > 0) as u32,
+                    rhs_batch: to_u32(
+                        op,
+                        "stride",
+                        if shared { rhs_step4.unwrap_or(0) } else { 0 },
+                    )?,
+                    out_batch: to_u32(op, "stride", if shared { m * n } else { 0 })?,
+                    _pad: [0; 2],
                 };
                 let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: packed_lhs.buffer(),
