@@ -17,6 +17,8 @@ const TILE: usize = 64;
 const BLOCK_ROWS: usize = 32;
 const BLOCK_ELEMS: usize = 16384;
 const BLOCK_BYTES: u64 = (BLOCK_ELEMS * 4) as u64;
+/// How much rhs one dispatch may sweep when batches share an lhs block (about an L2).
+const RHS_SWEEP_BYTES: usize = 1 << 20;
 
 /// Which matmul kernel a device runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,14 +247,22 @@ fn uniform_lhs(
             limit: max as u64,
         });
     }
-    let (passes, groups) = match shared {
-        true => (1, [x_groups as u32, batches as u32, 1]),
-        false => (batches, [x_groups as u32, 1, 1]),
+    // Batches per dispatch: all of a shared lhs's batches would sweep rhs once per block
+    // and lose the cache, so as many as keep one block's rhs rows within RHS_SWEEP_BYTES.
+    let per_pass = match shared {
+        true => (RHS_SWEEP_BYTES / (kc * n4 * 16).max(1)).clamp(1, batches),
+        false => 1,
     };
-    for z in 0..passes {
-        let rhs_z = match rhs_batch4 {
-            Some(per_batch) => z * per_batch,
-            None => (z / batch1 * spec.rhs.batch[0] + z % batch1 * spec.rhs.batch[1]) / 4,
+    let mut start = 0;
+    while start < batches {
+        let z = start;
+        let count = per_pass.min(batches - start);
+        start += count;
+        let groups = [x_groups as u32, count as u32, 1];
+        let rhs_z = match (shared, rhs_batch4) {
+            (true, _) => z * rhs_step4.unwrap_or(0),
+            (false, Some(per_batch)) => z * per_batch,
+            (false, None) => (z / batch1 * spec.rhs.batch[0] + z % batch1 * spec.rhs.batch[1]) / 4,
         };
         for i in 0..row_blocks {
             for j in 0..k_blocks {
