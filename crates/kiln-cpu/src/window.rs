@@ -176,8 +176,6 @@ pub fn conv2d_weight_grad_gemm(
     dw
 }
 
-/// `[n, c*kh*kw, oh*ow]` columns -> `[n, c, h, w]` image, summing every tap that lands
-/// on a pixel: the adjoint of `im2col` (here `h, w` is the image being rebuilt).
 /// Grouped conv2d by direct summation over each output's taps (f64).
 pub fn conv2d_direct(
     x: &[f64],
@@ -213,6 +211,8 @@ pub fn conv2d_direct(
     out
 }
 
+/// `[n, c*kh*kw, oh*ow]` columns -> `[n, c, h, w]` image, summing every tap that lands
+/// on a pixel: the adjoint of `im2col` (here `h, w` is the image being rebuilt).
 pub fn col2im<T: Real>(cols: &[T], s: &WindowSpec) -> Vec<T> {
     let (l, rows) = (s.oh * s.ow, s.c * s.kh * s.kw);
     let mut out = vec![T::default(); s.n * s.c * s.h * s.w];
