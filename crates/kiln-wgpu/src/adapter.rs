@@ -22,6 +22,11 @@ pub struct AdapterSummary {
 }
 
 impl AdapterSummary {
+    /// True for adapters that run on the CPU (Mesa's lavapipe, WARP, SwiftShader).
+    pub fn is_software(&self) -> bool {
+        self.device_type == format!("{:?}", wgpu::DeviceType::Cpu)
+    }
+
     pub(crate) fn of(adapter: &wgpu::Adapter) -> Self {
         let info = adapter.get_info();
         let limits = adapter.limits();

@@ -88,8 +88,7 @@ impl GpuDevice {
         .map_err(|e| Error::NoAdapter {
             reason: format!("{} refused a device: {e}", summary.name),
         })?;
-        let software = summary.device_type == format!("{:?}", wgpu::DeviceType::Cpu);
-        let matmul_variant = Mutex::new(MatmulVariant::for_adapter(software, &limits));
+        let matmul_variant = Mutex::new(MatmulVariant::for_adapter(summary.is_software(), &limits));
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -120,7 +119,7 @@ impl GpuDevice {
 
     /// True for adapters that run on the CPU (Mesa's lavapipe, WARP, SwiftShader).
     pub fn is_software(&self) -> bool {
-        self.inner.summary.device_type == format!("{:?}", wgpu::DeviceType::Cpu)
+        self.inner.summary.is_software()
     }
 
     /// f16 needs `SHADER_F16`; f64 is never available (WGSL has no f64).
@@ -477,12 +476,8 @@ impl GpuDevice {
 
     /// Records a buffer clear (zeros) into the current batch.
     pub(crate) fn clear(&self, op: &'static str, buffer: &PooledBuffer) -> Result<()> {
-        self.scoped(op, || {
-            let mut batch = self.inner.batch.lock().unwrap();
-            batch
-                .encoder
-                .get_or_insert_with(|| self.new_encoder())
-                .clear_buffer(buffer.buffer(), 0, None);
+        self.record(op, |_, encoder| {
+            encoder.clear_buffer(buffer.buffer(), 0, None)
         })
     }
 
