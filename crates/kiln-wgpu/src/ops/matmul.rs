@@ -3,7 +3,7 @@
 //!   memory, batches along z. Reads any strides; the variant for hardware GPUs.
 //! - `UniformLhs` (`shaders/matmul/matmul_uniform_lhs.wgsl`): lhs packed into 64 KiB
 //!   blocks read through a uniform buffer, one dispatch per block. On lavapipe it runs
-//!   about 4x faster than reading both operands from storage (docs/BENCHMARKS.md).
+//!   about 9x faster than `Tiled` (docs/BENCHMARKS.md).
 
 use crate::kernels::Kernel;
 use crate::params::{to_u32, MatmulParams, PackParams, UniformLhsParams};
@@ -195,13 +195,11 @@ fn uniform_lhs(
     // k per block: all of it (rounded up to 4) when it fits, else 512.
     let kc = (k.div_ceil(4) * 4).min(BLOCK_ELEMS / BLOCK_ROWS);
     let (row_blocks, k_blocks) = (m.div_ceil(BLOCK_ROWS), k.div_ceil(kc));
-    // An lhs with no batch strides is packed once, for every batch.
+    // An lhs with no batch strides (conv filters against a batch of images) is packed
+    // once, for every batch.
+    let lhs_shared = spec.lhs.batch == [0, 0];
     let lhs_spec = MatmulSpec {
-        batch: if spec.lhs.batch == [0, 0] {
-            [1, 1]
-        } else {
-            spec.batch
-        },
+        batch: if lhs_shared { [1, 1] } else { spec.batch },
         ..*spec
     };
     let packed_lhs = pack(
@@ -227,18 +225,6 @@ fn uniform_lhs(
 
     let x_groups = n4.div_ceil(8);
     let max = device.max_workgroups_per_dim() as usize;
-    let batches = spec.batch[0] * spec.batch[1];
-    let batch1 = spec.batch[1].max(1);
-    // vec4s between consecutive batches of rhs, when that is one stride.
-    let rhs_step4 = match rhs_batch4 {
-        Some(per_batch) => Some(per_batch),
-        None if spec.batch[0] == 1 => Some(spec.rhs.batch[1] / 4),
-        None if spec.rhs.batch[0] == batch1 * spec.rhs.batch[1] => Some(spec.rhs.batch[1] / 4),
-        None => None,
-    };
-    // An lhs shared by every batch (conv filters against a batch of images) is one set of
-    // blocks; each dispatch then covers all batches along y instead of one dispatch each.
-    let shared = spec.lhs.batch == [0, 0] && rhs_step4.is_some() && batches <= max;
     if x_groups > max {
         return Err(Error::LimitExceeded {
             op,
@@ -247,42 +233,43 @@ fn uniform_lhs(
             limit: max as u64,
         });
     }
-    // Batches per dispatch: all of a shared lhs's batches would sweep rhs once per block
-    // and lose the cache, so as many as keep one block's rhs rows within RHS_SWEEP_BYTES.
-    let per_pass = match shared {
-        true => (RHS_SWEEP_BYTES / (kc * n4 * 16).max(1)).clamp(1, batches),
-        false => 1,
+    let batches = spec.batch[0] * spec.batch[1];
+    let batch1 = spec.batch[1].max(1);
+    // vec4 offset of batch z of rhs.
+    let rhs_z = |z: usize| match rhs_batch4 {
+        Some(per_batch) => z * per_batch,
+        None => (z / batch1 * spec.rhs.batch[0] + z % batch1 * spec.rhs.batch[1]) / 4,
     };
-    let mut start = 0;
-    while start < batches {
-        let z = start;
-        let count = per_pass.min(batches - start);
-        start += count;
-        let groups = [x_groups as u32, count as u32, 1];
-        let rhs_z = match (shared, rhs_batch4) {
-            (true, _) => z * rhs_step4.unwrap_or(0),
-            (false, Some(per_batch)) => z * per_batch,
-            (false, None) => (z / batch1 * spec.rhs.batch[0] + z % batch1 * spec.rhs.batch[1]) / 4,
-        };
+    // Batches share an lhs block, and rhs batches lie one stride apart: a dispatch runs
+    // several batches along y (rhs and output steps per batch); otherwise one each.
+    let linear = rhs_batch4.is_some()
+        || spec.batch[0] == 1
+        || spec.rhs.batch[0] == batch1 * spec.rhs.batch[1];
+    let y_steps = (lhs_shared && linear && batches <= max).then(|| (rhs_z(1) - rhs_z(0), m * n));
+    let (rhs_batch, out_batch) = y_steps.unwrap_or((0, 0));
+    // Not all at once: every batch sweeping rhs once per block would lose the cache, so
+    // as many as keep one block's rhs rows within RHS_SWEEP_BYTES.
+    let per_pass = match y_steps {
+        Some(_) => (RHS_SWEEP_BYTES / (kc * n4 * 16).max(1)).clamp(1, batches),
+        None => 1,
+    };
+    for z in (0..batches).step_by(per_pass) {
+        let groups = [x_groups as u32, per_pass.min(batches - z) as u32, 1];
+        let lhs_z = if lhs_shared { 0 } else { z };
         for i in 0..row_blocks {
             for j in 0..k_blocks {
-                let lhs_z = if lhs_spec.batch == [1, 1] { 0 } else { z };
                 let block = (lhs_z * row_blocks + i) * k_blocks + j;
                 let params = UniformLhsParams {
                     n: n as u32,
                     rows: (m - i * BLOCK_ROWS).min(BLOCK_ROWS) as u32,
                     k4: (k - j * kc).min(kc).div_ceil(4) as u32,
                     lhs_row: (kc / 4) as u32,
-                    rhs_base: to_u32(op, "offset", rhs_base4 + rhs_z + j * kc * rhs_row4)?,
+                    rhs_base: to_u32(op, "offset", rhs_base4 + rhs_z(z) + j * kc * rhs_row4)?,
                     rhs_row: to_u32(op, "stride", rhs_row4)?,
                     out_base: to_u32(op, "offset", (z * m + i * BLOCK_ROWS) * n)?,
                     accumulate: (j > 0) as u32,
-                    rhs_batch: to_u32(
-                        op,
-                        "stride",
-                        if shared { rhs_step4.unwrap_or(0) } else { 0 },
-                    )?,
-                    out_batch: to_u32(op, "stride", if shared { m * n } else { 0 })?,
+                    rhs_batch: to_u32(op, "stride", rhs_batch)?,
+                    out_batch: to_u32(op, "stride", out_batch)?,
                     _pad: [0; 2],
                 };
                 let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
