@@ -7,8 +7,8 @@ use kiln_nn::data::{mnist10k, DataLoader, TensorDataset};
 use kiln_nn::layers::{Activation, BatchNorm, Conv2d, Flatten, Linear, MaxPool2d, Sequential};
 use kiln_nn::optim::{Adam, LrScheduler, Optimizer, ReduceLrOnPlateau, Sgd};
 use kiln_nn::train::{
-    classification_step, evaluate, fit, load_checkpoint, restore, save_checkpoint, EarlyStopping,
-    FitConfig, StepOutput,
+    classification_step, evaluate, fit, load_checkpoint, restore, save_checkpoint, training_state,
+    EarlyStopping, FitConfig, StepOutput,
 };
 use kiln_nn::{Module, ModuleExt};
 use std::collections::HashMap;
@@ -283,12 +283,7 @@ fn checkpoints_round_trip_bitwise_with_optimizer_state() {
         &quiet(1),
     )
     .unwrap();
-    let mut state = model.state_dict();
-    state.extend(
-        opt.state()
-            .into_iter()
-            .map(|(n, t)| (format!("optimizer.{n}"), t)),
-    );
+    let state = training_state(&model, &opt);
     let dir = std::env::temp_dir().join(format!("kiln-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("model.safetensors");
@@ -315,18 +310,7 @@ fn checkpoints_round_trip_bitwise_with_optimizer_state() {
     }
     // The optimizer resumes with the same moments and step count.
     let mut resumed = Adam::new(fresh.named_parameters(), 1e-3);
-    resumed
-        .load_state(
-            &loaded
-                .tensors
-                .iter()
-                .filter_map(|(n, t)| {
-                    n.strip_prefix("optimizer.")
-                        .map(|k| (k.to_string(), t.clone()))
-                })
-                .collect(),
-        )
-        .unwrap();
+    resumed.load_state(&loaded.optimizer_state()).unwrap();
     let names = |s: Vec<(String, Tensor)>| s.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
     assert_eq!(names(resumed.state()), names(opt.state()));
     std::fs::remove_dir_all(&dir).ok();

@@ -8,7 +8,7 @@ use kiln_nn::data::{load_mnist_dir, mnist10k, random_translate, DataLoader, Mnis
 use kiln_nn::optim::{Adam, CosineAnnealing, Optimizer};
 use kiln_nn::train::{
     classification_step, evaluate, fit, load_checkpoint, next_token_step, plot_history, restore,
-    save_checkpoint, EarlyStopping, FitConfig,
+    save_checkpoint, training_state, EarlyStopping, FitConfig,
 };
 use kiln_nn::{Module, ModuleExt};
 use std::collections::HashMap;
@@ -71,14 +71,7 @@ pub struct TrainArgs {
 fn resume(path: &std::path::Path, model: &dyn Module, optimizer: &mut dyn Optimizer) -> Result<()> {
     let checkpoint = load_checkpoint(path)?;
     restore(&checkpoint, &model.state_dict())?;
-    let state: HashMap<String, Tensor> = checkpoint
-        .tensors
-        .iter()
-        .filter_map(|(n, t)| {
-            n.strip_prefix("optimizer.")
-                .map(|k| (k.to_string(), t.clone()))
-        })
-        .collect();
+    let state = checkpoint.optimizer_state();
     optimizer.load_state(&state)?;
     println!(
         "resumed from {} ({} optimizer tensors)",
@@ -86,18 +79,6 @@ fn resume(path: &std::path::Path, model: &dyn Module, optimizer: &mut dyn Optimi
         state.len()
     );
     Ok(())
-}
-
-/// The model's state and the optimizer's (under `optimizer.`), for `save_checkpoint`.
-fn training_state(model: &dyn Module, optimizer: &dyn Optimizer) -> Vec<(String, Tensor)> {
-    let mut state = model.state_dict();
-    state.extend(
-        optimizer
-            .state()
-            .into_iter()
-            .map(|(n, t)| (format!("optimizer.{n}"), t)),
-    );
-    state
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {

@@ -1,6 +1,8 @@
 //! Checkpoints in safetensors, with PyTorch-style tensor names (`0.weight`,
 //! `optimizer.adam.m.0.weight`) and string metadata (epoch, model, ...).
 
+use crate::optim::Optimizer;
+use crate::{Module, ModuleExt};
 use kiln::{DType, Device, Error, Result, Tensor};
 use kiln_core::HostBuffer;
 use safetensors::tensor::{Dtype as StDtype, TensorView};
@@ -12,6 +14,35 @@ use std::path::Path;
 pub struct Checkpoint {
     pub tensors: HashMap<String, Tensor>,
     pub metadata: HashMap<String, String>,
+}
+
+/// Where an optimizer's state sits among a checkpoint's tensor names.
+const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+impl Checkpoint {
+    /// The optimizer state `training_state` saved, named as `Optimizer::load_state` takes it.
+    pub fn optimizer_state(&self) -> HashMap<String, Tensor> {
+        self.tensors
+            .iter()
+            .filter_map(|(n, t)| {
+                n.strip_prefix(OPTIMIZER_PREFIX)
+                    .map(|k| (k.to_string(), t.clone()))
+            })
+            .collect()
+    }
+}
+
+/// What a checkpoint to resume training from holds: the model's parameters and buffers,
+/// and the optimizer's state under `optimizer.`.
+pub fn training_state(model: &dyn Module, optimizer: &dyn Optimizer) -> Vec<(String, Tensor)> {
+    let mut state = model.state_dict();
+    state.extend(
+        optimizer
+            .state()
+            .into_iter()
+            .map(|(n, t)| (format!("{OPTIMIZER_PREFIX}{n}"), t)),
+    );
+    state
 }
 
 fn io(path: &Path, op: &'static str, reason: impl ToString) -> Error {

@@ -6,7 +6,7 @@ mod fit;
 mod image;
 mod plot;
 
-pub use checkpoint::{load_checkpoint, restore, save_checkpoint, Checkpoint};
+pub use checkpoint::{load_checkpoint, restore, save_checkpoint, training_state, Checkpoint};
 pub use fit::{
     classification_step, evaluate, fit, next_token_step, EarlyStopping, EpochMetrics, FitConfig,
     History, StepOutput,
