@@ -35,6 +35,8 @@ struct Inner {
     queue: wgpu::Queue,
     limits: wgpu::Limits,
     shader_f16: bool,
+    /// Read per launch by the variant choices, so kept rather than derived each time.
+    software: bool,
     matmul_variant: Mutex<MatmulVariant>,
     pipelines: Mutex<PipelineCache>,
     pool: Arc<BufferPool>,
@@ -88,7 +90,8 @@ impl GpuDevice {
         .map_err(|e| Error::NoAdapter {
             reason: format!("{} refused a device: {e}", summary.name),
         })?;
-        let matmul_variant = Mutex::new(MatmulVariant::for_adapter(summary.is_software(), &limits));
+        let software = summary.is_software();
+        let matmul_variant = Mutex::new(MatmulVariant::for_adapter(software, &limits));
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -102,6 +105,7 @@ impl GpuDevice {
                 queue,
                 limits,
                 shader_f16: features.contains(wgpu::Features::SHADER_F16),
+                software,
                 matmul_variant,
                 pipelines: Mutex::default(),
                 pool: Arc::default(),
@@ -119,7 +123,7 @@ impl GpuDevice {
 
     /// True for adapters that run on the CPU (Mesa's lavapipe, WARP, SwiftShader).
     pub fn is_software(&self) -> bool {
-        self.inner.summary.is_software()
+        self.inner.software
     }
 
     /// f16 needs `SHADER_F16`; f64 is never available (WGSL has no f64).
