@@ -2,9 +2,12 @@
 //! ReduceLROnPlateau trigger, optimizers follow their published updates, a NaN loss
 //! stops training naming the step, checkpoints round-trip bitwise.
 
-use kiln::{DType, Device, Error, Rng, Tensor};
+use kiln::{Conv2dOptions, DType, Device, Error, Rng, Tensor};
 use kiln_nn::data::{mnist10k, DataLoader, TensorDataset};
-use kiln_nn::layers::{Activation, BatchNorm, Conv2d, Flatten, Linear, MaxPool2d, Sequential};
+use kiln_nn::layers::{
+    Activation, BatchNorm, Conv2d, ConvTranspose2d, Flatten, Linear, MaxPool2d, Sequential,
+    Unflatten,
+};
 use kiln_nn::optim::{Adam, LrScheduler, Optimizer, ReduceLrOnPlateau, Sgd};
 use kiln_nn::train::{
     classification_step, evaluate, fit, load_checkpoint, restore, save_checkpoint, training_state,
@@ -376,16 +379,32 @@ fn gan_generator_moves_towards_the_data() {
     use kiln_nn::loss::binary_cross_entropy_with_logits;
     let cpu = Device::cpu();
     let mut rng = Rng::new(8);
+    // The shape of `kiln train gan`'s DCGAN, narrower: 7x7 maps up to 28x28 and back.
+    let (k4, s2) = (
+        (4, 4),
+        Conv2dOptions {
+            stride: (2, 2),
+            padding: (1, 1),
+            ..Default::default()
+        },
+    );
     let g = Sequential::new()
-        .append(Linear::new(16, 128, &cpu, &mut rng).unwrap())
-        .append(Activation::LeakyReLU(0.2))
-        .append(Linear::new(128, 784, &cpu, &mut rng).unwrap())
+        .append(Linear::new(16, 16 * 7 * 7, &cpu, &mut rng).unwrap())
+        .append(Unflatten::new(&[16, 7, 7]))
+        .append(BatchNorm::new(16, &cpu).unwrap())
+        .append(Activation::ReLU)
+        .append(ConvTranspose2d::new(16, 8, k4, s2, &cpu, &mut rng).unwrap())
+        .append(BatchNorm::new(8, &cpu).unwrap())
+        .append(Activation::ReLU)
+        .append(ConvTranspose2d::new(8, 1, k4, s2, &cpu, &mut rng).unwrap())
         .append(Activation::Tanh);
     let d = Sequential::new()
-        .append(Flatten)
-        .append(Linear::new(784, 128, &cpu, &mut rng).unwrap())
+        .append(Conv2d::new(1, 8, k4, s2, &cpu, &mut rng).unwrap())
         .append(Activation::LeakyReLU(0.2))
-        .append(Linear::new(128, 1, &cpu, &mut rng).unwrap());
+        .append(Conv2d::new(8, 16, k4, s2, &cpu, &mut rng).unwrap())
+        .append(Activation::LeakyReLU(0.2))
+        .append(Flatten)
+        .append(Linear::new(16 * 7 * 7, 1, &cpu, &mut rng).unwrap());
     let (train, _) = digits(1024, 0);
     let real = TensorDataset::new(
         train

@@ -1,5 +1,6 @@
 //! The `kiln` command-line tool.
 
+mod allocator;
 mod bench;
 mod char_lm;
 mod gan;
@@ -37,6 +38,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info::run(),

@@ -285,7 +285,15 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
         &next_token_step,
         &config,
     )?;
-    let (val_loss, _) = evaluate(&model, &val_loader, &next_token_step)?;
+    // Early stopping restored the best epoch's weights, which `fit` validated already.
+    let val_loss = history
+        .epochs
+        .get(history.best_epoch.saturating_sub(1))
+        .and_then(|m| m.val_loss)
+        .ok_or_else(|| kiln::Error::InvalidArgument {
+            op: "train",
+            reason: "training ran no epoch".into(),
+        })?;
     let seconds = start.elapsed().as_secs_f64();
     let prompt = vocab.encode("ROMEO:")?;
     let sample = format!(

@@ -1,9 +1,10 @@
 //! Elementwise ops over any strides: the formulas every GPU kernel is checked against.
 
-use crate::CpuStorage;
+use crate::{strided, CpuStorage};
 use kiln_core::{BackendStorage, BinaryOp, DType, Error, HostBuffer, Layout, Result, UnaryOp};
 
 /// The reference value of a unary op. `shaders/elementwise/unary.wgsl` mirrors it.
+#[inline(always)]
 pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
     use std::f64::consts::{FRAC_1_SQRT_2, PI};
     match op {
@@ -41,6 +42,7 @@ pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
 }
 
 /// The reference value of a binary op on floats; comparisons give 1 or 0.
+#[inline(always)]
 pub fn binary_f64(op: BinaryOp, a: f64, b: f64) -> f64 {
     let flag = |c: bool| if c { 1.0 } else { 0.0 };
     match op {
@@ -93,6 +95,47 @@ fn binary_i32(op: BinaryOp, a: i32, b: i32) -> Result<i32> {
     })
 }
 
+/// `unary_f64` over f32 elements, rounded once. The op is matched outside the loop and
+/// passed to `unary_f64` as a constant, so each arm compiles to a loop for that op alone
+/// (vectorised where the formula allows) while the formula stays in one place.
+pub(crate) fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
+    fn map(v: &[f32], f: impl Fn(f64) -> f64) -> Vec<f32> {
+        v.iter().map(|&x| f(x as f64) as f32).collect()
+    }
+    macro_rules! by_op {
+        ($($plain:ident),*; $($with:ident($a:ident)),*) => {
+            match op {
+                $(UnaryOp::$plain => map(v, |x| unary_f64(UnaryOp::$plain, x)),)*
+                $(UnaryOp::$with($a) => map(v, |x| unary_f64(UnaryOp::$with($a), x)),)*
+                UnaryOp::Clamp { min, max } => {
+                    map(v, |x| unary_f64(UnaryOp::Clamp { min, max }, x))
+                }
+            }
+        };
+    }
+    by_op!(Neg, Abs, Exp, Log, Sqrt, Rsqrt, Sin, Cos, Tanh, Sigmoid, Relu, GeluTanh, GeluErf,
+        Silu, Recip, Square, Erf; LeakyRelu(a), AddScalar(s), MulScalar(s), PowScalar(p))
+}
+
+/// `binary_f64` over two equally long f32 slices, rounded once; the op is matched
+/// outside the loop as in `unary_f32`.
+fn binary_f32(op: BinaryOp, a: &[f32], b: &[f32]) -> Vec<f32> {
+    fn zip(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> Vec<f32> {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| f(x as f64, y as f64) as f32)
+            .collect()
+    }
+    macro_rules! by_op {
+        ($($op:ident),*) => {
+            match op {
+                $(BinaryOp::$op => zip(a, b, |x, y| binary_f64(BinaryOp::$op, x, y)),)*
+            }
+        };
+    }
+    by_op!(Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge)
+}
+
 pub fn binary(
     lhs: &CpuStorage,
     ll: &Layout,
@@ -102,21 +145,17 @@ pub fn binary(
 ) -> Result<CpuStorage> {
     match (&lhs.0, &rhs.0) {
         (HostBuffer::I32(a), HostBuffer::I32(b)) => {
-            let out = ll
-                .offsets()
-                .zip(rl.offsets())
-                .map(|(i, j)| binary_i32(op, a[i], b[j]))
+            let (a, b) = (strided::gather(a, ll), strided::gather(b, rl));
+            let out = a
+                .iter()
+                .zip(&b)
+                .map(|(&x, &y)| binary_i32(op, x, y))
                 .collect::<Result<Vec<_>>>()?;
             Ok(CpuStorage(HostBuffer::I32(out)))
         }
         (HostBuffer::F32(a), HostBuffer::F32(b)) => {
             let (a, b) = (crate::f32_view(a, ll), crate::f32_view(b, rl));
-            let out = a
-                .iter()
-                .zip(b.iter())
-                .map(|(&x, &y)| binary_f64(op, x as f64, y as f64) as f32)
-                .collect();
-            Ok(CpuStorage(HostBuffer::F32(out)))
+            Ok(CpuStorage(HostBuffer::F32(binary_f32(op, &a, &b))))
         }
         _ => {
             let (a, b) = (lhs.floats(ll), rhs.floats(rl));
@@ -138,7 +177,10 @@ pub fn where_cond(
     f: &CpuStorage,
     fl: &Layout,
 ) -> Result<CpuStorage> {
-    let c = cond.floats(cl);
+    let c: Vec<bool> = match &cond.0 {
+        HostBuffer::F32(v) => strided::gather_map(v, cl, |x| x != 0.0),
+        _ => cond.floats(cl).iter().map(|&x| x != 0.0).collect(),
+    };
     let (t, f) = (t.to_host(tl)?, f.to_host(fl)?);
     Ok(CpuStorage(match (t, f) {
         (HostBuffer::F32(t), HostBuffer::F32(f)) => HostBuffer::F32(pick(&c, t, f)),
@@ -155,10 +197,10 @@ pub fn where_cond(
     }))
 }
 
-fn pick<T: Copy>(cond: &[f64], t: Vec<T>, f: Vec<T>) -> Vec<T> {
+fn pick<T: Copy>(cond: &[bool], t: Vec<T>, f: Vec<T>) -> Vec<T> {
     cond.iter()
         .zip(t.into_iter().zip(f))
-        .map(|(&c, (t, f))| if c != 0.0 { t } else { f })
+        .map(|(&c, (t, f))| if c { t } else { f })
         .collect()
 }
 
@@ -172,9 +214,7 @@ pub fn cast(src: &HostBuffer, dtype: DType) -> HostBuffer {
 
 pub fn copy_into(src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, dl: &Layout) -> Result<()> {
     fn copy<T: Copy>(s: &[T], sl: &Layout, d: &mut [T], dl: &Layout) {
-        for (i, j) in sl.offsets().zip(dl.offsets()) {
-            d[j] = s[i];
-        }
+        strided::scatter(&strided::gather(s, sl), d, dl);
     }
     match (&src.0, &mut dst.0) {
         (HostBuffer::F32(s), HostBuffer::F32(d)) => copy(s, sl, d, dl),

@@ -9,6 +9,7 @@ mod loss;
 mod matmul;
 mod random;
 mod reduce;
+mod strided;
 mod window;
 
 pub use elementwise::{binary_f64, unary_f64};
@@ -31,7 +32,7 @@ pub(crate) fn f32_view<'a>(v: &'a [f32], layout: &Layout) -> std::borrow::Cow<'a
     if layout.is_contiguous() {
         std::borrow::Cow::Borrowed(&v[layout.offset()..layout.offset() + layout.elem_count()])
     } else {
-        std::borrow::Cow::Owned(layout.offsets().map(|i| v[i]).collect())
+        std::borrow::Cow::Owned(strided::gather(v, layout))
     }
 }
 
@@ -39,10 +40,10 @@ impl CpuStorage {
     /// The elements of `layout` widened to f64, in row-major order.
     fn floats(&self, layout: &Layout) -> Vec<f64> {
         match &self.0 {
-            HostBuffer::F32(v) => layout.offsets().map(|i| v[i] as f64).collect(),
-            HostBuffer::F16(v) => layout.offsets().map(|i| v[i].to_f64()).collect(),
-            HostBuffer::I32(v) => layout.offsets().map(|i| v[i] as f64).collect(),
-            HostBuffer::F64(v) => layout.offsets().map(|i| v[i]).collect(),
+            HostBuffer::F32(v) => strided::gather_map(v, layout, |x| x as f64),
+            HostBuffer::F16(v) => strided::gather_map(v, layout, |x| x.to_f64()),
+            HostBuffer::I32(v) => strided::gather_map(v, layout, |x| x as f64),
+            HostBuffer::F64(v) => strided::gather(v, layout),
         }
     }
 
@@ -85,9 +86,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn to_host(&self, layout: &Layout) -> Result<HostBuffer> {
-        fn pick<T: Copy>(v: &[T], layout: &Layout) -> Vec<T> {
-            layout.offsets().map(|i| v[i]).collect()
-        }
+        use strided::gather as pick;
         Ok(match &self.0 {
             HostBuffer::F32(v) => HostBuffer::F32(pick(v, layout)),
             HostBuffer::F16(v) => HostBuffer::F16(pick(v, layout)),
@@ -99,10 +98,7 @@ impl BackendStorage for CpuStorage {
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
         self.require_float(op.name())?;
         if let HostBuffer::F32(v) = &self.0 {
-            let out = f32_view(v, layout)
-                .iter()
-                .map(|&x| unary_f64(op, x as f64) as f32)
-                .collect();
+            let out = elementwise::unary_f32(op, &f32_view(v, layout));
             return Ok(CpuStorage(HostBuffer::F32(out)));
         }
         let out = self

@@ -93,15 +93,20 @@ fn fold_middle(data: &[f64], op: ReduceOp, outer: usize, k: usize, inner: usize)
 pub fn softmax(x: &[f64], rows: usize, k: usize, log: bool) -> Vec<f64> {
     let mut out = vec![0.0; rows * k];
     for r in 0..rows {
-        let xs = &x[r * k..(r + 1) * k];
+        let (xs, row) = (&x[r * k..(r + 1) * k], &mut out[r * k..(r + 1) * k]);
         let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = xs.iter().map(|&v| (v - max).exp()).sum();
-        for (o, &v) in out[r * k..(r + 1) * k].iter_mut().zip(xs) {
-            *o = if log {
-                v - max - sum.ln()
-            } else {
-                (v - max).exp() / sum
-            };
+        // Each exponential is computed once: kept for the division, or summed for the log.
+        for (o, &v) in row.iter_mut().zip(xs) {
+            *o = (v - max).exp();
+        }
+        let sum: f64 = row.iter().sum();
+        if log {
+            let ln_sum = sum.ln();
+            for (o, &v) in row.iter_mut().zip(xs) {
+                *o = v - max - ln_sum;
+            }
+        } else {
+            row.iter_mut().for_each(|o| *o /= sum);
         }
     }
     out
@@ -111,11 +116,11 @@ pub fn softmax(x: &[f64], rows: usize, k: usize, log: bool) -> Vec<f64> {
 pub fn layer_norm(x: &[f64], w: &[f64], b: &[f64], rows: usize, k: usize, eps: f64) -> Vec<f64> {
     let mut out = vec![0.0; rows * k];
     for r in 0..rows {
-        let xs = &x[r * k..(r + 1) * k];
+        let (xs, row) = (&x[r * k..(r + 1) * k], &mut out[r * k..(r + 1) * k]);
         let mean = xs.iter().sum::<f64>() / k as f64;
         let var = xs.iter().map(|&v| (v - mean).powi(2)).sum::<f64>() / k as f64;
         let rstd = 1.0 / (var + eps).sqrt();
-        for (i, o) in out[r * k..(r + 1) * k].iter_mut().enumerate() {
+        for (i, o) in row.iter_mut().enumerate() {
             *o = (xs[i] - mean) * rstd * w[i] + b[i];
         }
     }

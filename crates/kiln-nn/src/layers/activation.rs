@@ -1,7 +1,7 @@
-//! Activation functions and `Flatten` as modules, for use in `Sequential`.
+//! Activation functions, `Flatten` and `Unflatten` as modules, for use in `Sequential`.
 
 use crate::module::Module;
-use kiln::{Result, Tensor};
+use kiln::{Error, Result, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
@@ -41,5 +41,57 @@ impl Module for Flatten {
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         Vec::new()
+    }
+}
+
+/// Splits dim 1 into `shape` (PyTorch's `Unflatten(1, shape)`): `[n, prod(shape)] ->
+/// [n, ..shape]`, e.g. a linear layer's output into feature maps.
+pub struct Unflatten {
+    pub shape: Vec<usize>,
+}
+
+impl Unflatten {
+    pub fn new(shape: &[usize]) -> Self {
+        Unflatten {
+            shape: shape.to_vec(),
+        }
+    }
+}
+
+impl Module for Unflatten {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let inner: usize = self.shape.iter().product();
+        if x.rank() != 2 || x.dims()[1] != inner {
+            return Err(Error::InvalidArgument {
+                op: "Unflatten",
+                reason: format!(
+                    "expected [n, {inner}] to split into {:?}, got {:?}",
+                    self.shape,
+                    x.dims()
+                ),
+            });
+        }
+        let mut dims = vec![x.dims()[0]];
+        dims.extend(&self.shape);
+        x.reshape(dims)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln::{DType, Device};
+
+    #[test]
+    fn unflatten_splits_dim_one_and_rejects_other_sizes() {
+        let x = Tensor::zeros([2, 12], DType::F32, &Device::cpu()).unwrap();
+        let y = Unflatten::new(&[3, 2, 2]).forward(&x).unwrap();
+        assert_eq!(y.dims(), &[2, 3, 2, 2]);
+        let err = Unflatten::new(&[5, 2]).forward(&x).unwrap_err();
+        assert!(err.to_string().contains("[n, 10]"), "{err}");
     }
 }

@@ -11,7 +11,7 @@ mod pool;
 mod rnn;
 mod sequential;
 
-pub use activation::{Activation, Flatten};
+pub use activation::{Activation, Flatten, Unflatten};
 pub use attention::{MultiheadAttention, TransformerEncoderLayer};
 pub use conv::{Conv1d, Conv2d, ConvTranspose2d};
 pub use dropout::Dropout;

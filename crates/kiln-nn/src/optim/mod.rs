@@ -1,13 +1,15 @@
-//! Optimizers, gradient clipping and learning-rate schedules. Updates run under
+//! Optimizers, gradient clipping, learning-rate schedules and parameter averaging. Updates run under
 //! `no_grad` and replace each parameter's data in place (`Tensor::set_data`).
 
 mod adam;
+mod average;
 mod clip;
 mod rmsprop;
 mod scheduler;
 mod sgd;
 
 pub use adam::Adam;
+pub use average::ParameterAverage;
 pub use clip::clip_grad_norm;
 pub use rmsprop::RmsProp;
 pub use scheduler::{CosineAnnealing, LinearWarmup, LrScheduler, ReduceLrOnPlateau, StepLr};

@@ -89,6 +89,9 @@ pub struct EpochMetrics {
     pub val_loss: Option<f64>,
     pub val_accuracy: Option<f64>,
     pub lr: f64,
+    /// Optimizer steps taken this epoch (fewer than the loader's batches when the time
+    /// limit cut the epoch short).
+    pub steps: usize,
     pub seconds: f64,
 }
 
@@ -164,6 +167,7 @@ pub fn fit(
         let start = Instant::now();
         let bar = progress(train.num_batches(), epoch);
         let (mut total, mut correct, mut count, mut any_correct) = (0.0, 0usize, 0usize, false);
+        let mut steps = 0;
         for (i, batch) in train.epoch(epoch as u64).enumerate() {
             let (x, y) = batch?;
             let out = step(model, &x, &y)?;
@@ -178,6 +182,7 @@ pub fn fit(
             }
             let grads = out.loss.backward()?;
             optimizer.step(&grads)?;
+            steps += 1;
             total += loss * out.count as f64;
             if let Some(c) = out.correct {
                 correct += c;
@@ -209,6 +214,7 @@ pub fn fit(
             val_loss,
             val_accuracy,
             lr: optimizer.lr(),
+            steps,
             seconds: start.elapsed().as_secs_f64(),
         };
         if config.verbose {
@@ -277,5 +283,5 @@ fn describe(m: &EpochMetrics) -> String {
     if let Some(a) = m.val_accuracy {
         line += &format!("  val acc {a:.4}");
     }
-    line + &format!("  lr {:.2e}  {:.1}s", m.lr, m.seconds)
+    line + &format!("  lr {:.2e}  {} steps  {:.1}s", m.lr, m.steps, m.seconds)
 }
