@@ -1,7 +1,6 @@
 //! `kiln train gan`: a DCGAN-style generator and discriminator trained adversarially on
-//! the MNIST digits, judged by the trained CNN: how many of 1,000 samples (drawn from a
-//! running average of the generator's weights) it recognises with confidence, and how
-//! evenly they cover the ten digits.
+//! the MNIST digits, judged by the trained CNN: how many of 1,000 samples it recognises
+//! with confidence, and how evenly they cover the ten digits.
 
 use crate::models;
 use kiln::{Conv2dOptions, DType, Device, Result, Rng, Tensor};
@@ -10,7 +9,7 @@ use kiln_nn::layers::{
     Activation, BatchNorm, Conv2d, ConvTranspose2d, Flatten, Linear, Sequential, Unflatten,
 };
 use kiln_nn::loss::binary_cross_entropy_with_logits;
-use kiln_nn::optim::{Adam, Optimizer, ParameterAverage};
+use kiln_nn::optim::{Adam, Optimizer};
 use kiln_nn::train::{load_checkpoint, restore, save_checkpoint, save_image_grid, Palette};
 use kiln_nn::{Module, ModuleExt};
 use std::collections::HashMap;
@@ -61,21 +60,6 @@ fn discriminator(device: &Device, rng: &mut Rng) -> Result<Sequential> {
         .append(Linear::new(WIDTH * 2 * 7 * 7, 1, device, rng)?))
 }
 
-/// Weight averaging: each generator step moves the averaged generator 0.1% of the way.
-const AVERAGE_DECAY: f64 = 0.999;
-
-/// Batch norm's running statistics for the averaged generator's own weights (the live
-/// generator's statistics belong to other weights): forward passes in training mode.
-fn refresh_batch_norm(g: &Sequential, device: &Device, rng: &mut Rng) -> Result<()> {
-    g.train();
-    kiln::no_grad(|| {
-        (0..100).try_for_each(|_| {
-            g.forward(&Tensor::randn([64, LATENT], DType::F32, device, rng)?)
-                .map(drop)
-        })
-    })
-}
-
 /// Generated digits `[n, 1, 28, 28]` in [0, 1], with the generator in eval mode (batch
 /// norm from its running statistics).
 fn samples(g: &Sequential, n: usize, device: &Device, rng: &mut Rng) -> Result<Tensor> {
@@ -115,10 +99,6 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
         generator(device, &mut rng)?,
         discriminator(device, &mut rng)?,
     );
-    // The samples come from a running average of the generator's weights, which smooths
-    // the back-and-forth of adversarial training.
-    let g_average = generator(device, &mut rng)?;
-    let average = ParameterAverage::new(&g, &g_average, AVERAGE_DECAY)?;
     println!("training gan: generator {} and discriminator {} parameters, {} epochs, batch {}, lr {}, device {device}", g.num_parameters(), d.num_parameters(), o.epochs, o.batch_size, o.lr);
     // Real digits scaled to [-1, 1], the generator's tanh range.
     let real = TensorDataset::new(
@@ -150,7 +130,6 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
             let fake = g.forward(&Tensor::randn([n, LATENT], DType::F32, device, &mut rng)?)?;
             let loss_g = binary_cross_entropy_with_logits(&d.forward(&fake)?, &ones)?;
             opt_g.step(&loss_g.backward()?)?;
-            average.update()?;
             loss_d_sum += loss_d.item::<f32>()? as f64;
             loss_g_sum += loss_g.item::<f32>()? as f64;
             steps += 1;
@@ -173,9 +152,7 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
     let cnn = models::cnn(device, &mut Rng::new(0))?;
     restore(&load_checkpoint(o.classifier)?, &cnn.state_dict())?;
     cnn.eval();
-    let mut sample_rng = Rng::new(o.seed ^ 0x5eed);
-    refresh_batch_norm(&g_average, device, &mut sample_rng)?;
-    let judged = samples(&g_average, 1000, device, &mut sample_rng)?;
+    let judged = samples(&g, 1000, device, &mut Rng::new(o.seed ^ 0x5eed))?;
     let probs = kiln::no_grad(|| cnn.forward(&judged)?.softmax(-1))?.to_vec::<f32>()?;
     let mut counts = [0usize; 10];
     let mut confident = 0;
@@ -198,10 +175,6 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
         .collect();
     save_image_grid(&tiles, 28, 28, 8, 3, o.out.join("samples.png"))?;
     let mut state = kiln_nn::module_helpers::prefixed("generator", g.state_dict());
-    state.extend(kiln_nn::module_helpers::prefixed(
-        "generator_average",
-        g_average.state_dict(),
-    ));
     state.extend(kiln_nn::module_helpers::prefixed(
         "discriminator",
         d.state_dict(),
