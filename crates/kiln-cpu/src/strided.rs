@@ -57,18 +57,10 @@ pub fn gather_map<T: Copy, U>(v: &[T], layout: &Layout, f: impl Fn(T) -> U) -> V
     out
 }
 
-/// The elements of `layout` in `v`, compact and in row-major order.
+/// The elements of `layout` in `v`, compact and in row-major order (a contiguous layout
+/// is one run: a single copy).
 pub fn gather<T: Copy>(v: &[T], layout: &Layout) -> Vec<T> {
-    if layout.is_contiguous() {
-        return v[layout.offset()..layout.offset() + layout.elem_count()].to_vec();
-    }
-    let mut out = Vec::with_capacity(layout.elem_count());
-    for_each_run(layout, |start, len, stride| match stride {
-        1 => out.extend_from_slice(&v[start..start + len]),
-        0 => out.extend(std::iter::repeat_n(v[start], len)),
-        s => out.extend((0..len).map(|i| v[start + i * s])),
-    });
-    out
+    gather_map(v, layout, |x| x)
 }
 
 /// Writes the compact, row-major `src` into `dst` at the places `layout` names.
