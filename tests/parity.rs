@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use kiln::{Conv2dOptions, DType, Device, Tensor};
+use kiln::{BinaryOp, Conv2dOptions, DType, Device, ReduceOp, Tensor, UnaryOp};
 
 /// Shapes that stress bounds checks: 1, primes, off-tile sizes.
 const ODD_SHAPES: &[&[usize]] = &[&[1], &[7], &[13, 17], &[3, 1, 257], &[2, 3, 5, 7]];
@@ -15,47 +15,43 @@ fn f16_ok() -> bool {
     gpu().is_some_and(|d| d.as_gpu().unwrap().supports(DType::F16))
 }
 
+/// A named one-input op and the input range it is tested on.
+type UnaryCase = (
+    String,
+    (f64, f64),
+    Box<dyn Fn(&Tensor) -> kiln::Result<Tensor>>,
+);
+
 #[test]
 fn unary_ops_match_cpu() {
     type Op = fn(&Tensor) -> kiln::Result<Tensor>;
-    // Ops needing positive inputs get [0.1, 4); the rest [-4, 4).
-    let ops: &[(&str, Op, bool)] = &[
-        ("neg", Tensor::neg, false),
-        ("abs", Tensor::abs, false),
-        ("exp", Tensor::exp, false),
-        ("log", Tensor::log, true),
-        ("sqrt", Tensor::sqrt, true),
-        ("rsqrt", Tensor::rsqrt, true),
-        ("sin", Tensor::sin, false),
-        ("cos", Tensor::cos, false),
-        ("tanh", Tensor::tanh, false),
-        ("sigmoid", Tensor::sigmoid, false),
-        ("relu", Tensor::relu, false),
-        ("gelu", Tensor::gelu, false),
-        ("gelu_tanh", Tensor::gelu_tanh, false),
-        ("silu", Tensor::silu, false),
-        ("erf", Tensor::erf, false),
-        ("square", Tensor::square, false),
-        ("recip", Tensor::recip, true),
-        ("leaky_relu", |t| t.leaky_relu(0.03), false),
-        ("clamp", |t| t.clamp(-0.5, 0.75), false),
-        ("add_scalar", |t| t.add_scalar(1.5), false),
-        ("mul_scalar", |t| t.mul_scalar(-2.5), false),
-        ("sub_scalar", |t| t.sub_scalar(0.25), false),
-        ("div_scalar", |t| t.div_scalar(3.0), false),
-        ("pow_scalar", |t| t.pow_scalar(2.5), true),
-        ("pow_scalar_int_neg_base", |t| t.pow_scalar(3.0), false),
+    // Every op of the table, then the methods composed from them.
+    let mut ops: Vec<UnaryCase> = UnaryOp::EXAMPLES
+        .iter()
+        .map(|&op| -> UnaryCase {
+            let name = format!("{op:?}");
+            (name, unary_domain(op), Box::new(move |t| t.unary(op)))
+        })
+        .collect();
+    let composed: &[(&str, Op, (f64, f64))] = &[
+        ("sub_scalar", |t| t.sub_scalar(0.25), (-4.0, 4.0)),
+        ("div_scalar", |t| t.div_scalar(3.0), (-4.0, 4.0)),
+        ("pow_scalar 2.5", |t| t.pow_scalar(2.5), (0.1, 4.0)),
     ];
+    for &(name, f, domain) in composed {
+        ops.push((name.to_string(), domain, Box::new(f)));
+    }
     let mut rng = rng();
-    for &(name, f, positive) in ops {
-        let (lo, hi) = if positive { (0.1, 4.0) } else { (-4.0, 4.0) };
+    for (name, (lo, hi), f) in &ops {
         for shape in ODD_SHAPES {
-            let x = uniform(shape, lo, hi, &mut rng);
+            let x = uniform(shape, *lo, *hi, &mut rng);
             parity(&format!("{name} {shape:?}"), &[x], F32_MATH, |t| f(&t[0]));
         }
-        let x = uniform(&[9, 14], lo, hi, &mut rng).transpose(0, 1).unwrap();
+        let x = uniform(&[9, 14], *lo, *hi, &mut rng)
+            .transpose(0, 1)
+            .unwrap();
         parity(&format!("{name} transposed"), &[x], F32_MATH, |t| f(&t[0]));
-        let x = uniform(&[12, 40], lo, hi, &mut rng)
+        let x = uniform(&[12, 40], *lo, *hi, &mut rng)
             .narrow(1, 3, 29)
             .unwrap();
         parity(&format!("{name} sliced"), &[x], F32_MATH, |t| f(&t[0]));
@@ -64,21 +60,6 @@ fn unary_ops_match_cpu() {
 
 #[test]
 fn binary_ops_broadcast_match_cpu() {
-    type Op = fn(&Tensor, &Tensor) -> kiln::Result<Tensor>;
-    let ops: &[(&str, Op)] = &[
-        ("add", Tensor::add),
-        ("sub", Tensor::sub),
-        ("mul", Tensor::mul),
-        ("div", Tensor::div),
-        ("maximum", Tensor::maximum),
-        ("minimum", Tensor::minimum),
-        ("eq", Tensor::eq),
-        ("ne", Tensor::ne),
-        ("lt", Tensor::lt),
-        ("le", Tensor::le),
-        ("gt", Tensor::gt),
-        ("ge", Tensor::ge),
-    ];
     let pairs: &[(&[usize], &[usize])] = &[
         (&[1], &[1]),
         (&[13, 17], &[13, 17]),
@@ -87,24 +68,23 @@ fn binary_ops_broadcast_match_cpu() {
         (&[7, 1], &[1, 11]),
     ];
     let mut rng = rng();
-    for &(name, f) in ops {
+    for &op in BinaryOp::EXAMPLES {
+        let [(a_lo, a_hi), (b_lo, b_hi)] = binary_domain(op);
+        // pow is transcendental: GPU pow is not correctly rounded.
+        let tol = if op == BinaryOp::Pow { F32_MATH } else { F32 };
+        let f = |t: &[Tensor]| t[0].binary(&t[1], op);
         for &(a, b) in pairs {
-            // Round to a coarse grid so that comparisons see ties.
-            let x = rand(a, &mut rng).mul_scalar(4.0).unwrap().round_to_grid();
-            let y = rand(b, &mut rng).mul_scalar(4.0).unwrap().round_to_grid();
-            parity(&format!("{name} {a:?} {b:?}"), &[x, y], F32, |t| {
-                f(&t[0], &t[1])
-            });
+            // Round to a grid of quarters so that comparisons see ties.
+            let x = uniform(a, a_lo, a_hi, &mut rng).round_to_grid();
+            let y = uniform(b, b_lo, b_hi, &mut rng).round_to_grid();
+            parity(&format!("{op:?} {a:?} {b:?}"), &[x, y], tol, f);
         }
-        let x = transposed(&[6, 10], &mut rng);
-        let y = sliced(&[6, 10], &mut rng);
-        parity(&format!("{name} strided"), &[x, y], F32, |t| {
-            f(&t[0], &t[1])
-        });
+        let x = uniform(&[10, 6], a_lo, a_hi, &mut rng).t().unwrap();
+        let y = uniform(&[6, 12], b_lo, b_hi, &mut rng)
+            .narrow(1, 1, 10)
+            .unwrap();
+        parity(&format!("{op:?} strided"), &[x, y], tol, f);
     }
-    let x = uniform(&[5, 8], 0.1, 3.0, &mut rng);
-    let y = rand(&[8], &mut rng);
-    parity("pow", &[x, y], F32_MATH, |t| t[0].pow(&t[1]));
 }
 
 #[test]
@@ -116,28 +96,22 @@ fn integer_binary_ops_match_cpu() {
         &device,
     )
     .unwrap();
+    // Includes zeros: division by zero gives the dividend on both devices.
     let b = Tensor::from_vec(
         (0..10).map(|i| (i % 5) - 2).collect::<Vec<i32>>(),
         [10],
         &device,
     )
     .unwrap();
-    type Op = fn(&Tensor, &Tensor) -> kiln::Result<Tensor>;
-    let ops: &[(&str, Op)] = &[
-        ("add", Tensor::add),
-        ("sub", Tensor::sub),
-        ("mul", Tensor::mul),
-        ("div", Tensor::div),
-        ("maximum", Tensor::maximum),
-        ("lt", Tensor::lt),
-        ("eq", Tensor::eq),
-    ];
-    for &(name, f) in ops {
+    let integer_ops = BinaryOp::EXAMPLES
+        .iter()
+        .filter(|op| op.info().dtypes.contains(DType::I32));
+    for &op in integer_ops {
         parity(
-            &format!("i32 {name}"),
+            &format!("i32 {op:?}"),
             &[a.clone(), b.clone()],
             EXACT,
-            |t| f(&t[0], &t[1]),
+            |t| t[0].binary(&t[1], op),
         );
     }
 }
@@ -173,56 +147,46 @@ fn large_elementwise_and_reductions_match_cpu() {
 #[test]
 fn reductions_match_cpu() {
     let mut rng = rng();
-    type Op = fn(&Tensor, &[isize], bool) -> kiln::Result<Tensor>;
-    let ops: &[(&str, Op)] = &[
-        ("sum", Tensor::sum),
-        ("mean", Tensor::mean),
-        ("max", Tensor::max),
-        ("min", Tensor::min),
-        ("var", Tensor::var),
-        ("std", Tensor::std),
-    ];
     let dims_list: &[&[isize]] = &[&[0], &[-1], &[1], &[0, 2], &[0, 1, 2]];
-    for &(name, f) in ops {
+    for &op in ReduceOp::EXAMPLES {
+        let ((lo, hi), tol) = reduce_domain(op);
+        // A grid of quarters produces ties: the first index must win on both devices.
+        let input = |shape: &[usize], rng: &mut kiln::Rng| match op.returns_index() {
+            true => uniform(shape, lo, hi, rng).round_to_grid(),
+            false => uniform(shape, lo, hi, rng),
+        };
+        // The index reductions take one dim.
+        let dims_list: Vec<&[isize]> = match op.returns_index() {
+            true => vec![&[0], &[1], &[-1]],
+            false => dims_list.to_vec(),
+        };
         // Many vec4-aligned rows: the one-invocation-per-row variant on software adapters.
-        let x = rand(&[3, 50, 12], &mut rng);
-        parity(&format!("{name} rows"), &[x], F32, |t| {
-            f(&t[0], &[-1], false)
+        let x = input(&[3, 50, 12], &mut rng);
+        parity(&format!("{op:?} rows"), &[x], tol, |t| {
+            t[0].reduce(op, &[-1], false)
         });
-        for &dims in dims_list {
+        for dims in dims_list {
             for keepdim in [false, true] {
-                let x = rand(&[5, 259, 3], &mut rng);
-                parity(
-                    &format!("{name} {dims:?} keepdim={keepdim}"),
-                    &[x],
-                    F32,
-                    |t| f(&t[0], dims, keepdim),
-                );
+                let x = input(&[5, 259, 3], &mut rng);
+                let label = format!("{op:?} {dims:?} keepdim={keepdim}");
+                parity(&label, &[x], tol, |t| t[0].reduce(op, dims, keepdim));
             }
         }
-        let x = transposed(&[37, 11], &mut rng);
-        parity(&format!("{name} transposed"), &[x], F32, |t| {
-            f(&t[0], &[1], false)
+        let x = input(&[11, 37], &mut rng).t().unwrap();
+        parity(&format!("{op:?} transposed"), &[x], tol, |t| {
+            t[0].reduce(op, &[1], false)
         });
     }
-    // prod: keep factors near 1 so the product stays finite and well conditioned.
-    let x = uniform(&[7, 33], 0.9, 1.1, &mut rng);
-    parity("prod", &[x], F32, |t| t[0].prod(&[1], false));
-    for dim in [0isize, 1, -1] {
-        // A coarse grid produces ties: the first index must win on both devices.
-        let x = rand(&[13, 300], &mut rng)
-            .mul_scalar(3.0)
-            .unwrap()
-            .round_to_grid();
-        parity(
-            &format!("argmax {dim}"),
-            std::slice::from_ref(&x),
-            EXACT,
-            |t| t[0].argmax(dim, false),
-        );
-        parity(&format!("argmin {dim}"), &[x], EXACT, |t| {
-            t[0].argmin(dim, true)
-        });
+    // Composed from the table's reductions.
+    type Op = fn(&Tensor, &[isize], bool) -> kiln::Result<Tensor>;
+    let composed: &[(&str, Op)] = &[("var", Tensor::var), ("std", Tensor::std)];
+    for &(name, f) in composed {
+        for &dims in dims_list {
+            let x = rand(&[5, 259, 3], &mut rng);
+            parity(&format!("{name} {dims:?}"), &[x], F32, |t| {
+                f(&t[0], dims, false)
+            });
+        }
     }
     let x = rand(&[1], &mut rng);
     parity("sum of one", &[x], F32, |t| t[0].sum_all());

@@ -1,6 +1,10 @@
 // Folds [n, c*kh*kw, oh*ow] columns back into a [n, c, h, w] image, summing every
 // tap that lands on a pixel (the adjoint of im2col; transposed convolution). One
 // thread per pixel gathers its taps in (ky, kx) order: deterministic, no atomics.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -20,9 +24,9 @@ struct Params {
 // [n, c, h, w]; one thread per pixel
 @group(0) @binding(2) var<storage, read_write> image: array<T>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (e >= params.extra.z) { return; }
     let kh = params.window.x;
     let kw = params.window.y;

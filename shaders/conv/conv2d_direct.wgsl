@@ -1,6 +1,10 @@
 // Grouped conv2d computed directly, one thread per output element: for groups with few
 // input channels (a depthwise conv has one) the im2col + per-group matmul route launches
 // tiny matmuls and wastes most of their work. Taps outside the image read zero.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -24,9 +28,9 @@ struct Params {
 // [n, out, oh, ow]
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (e >= params.extra.z) { return; }
     let c = params.image.y;
     let h = params.image.z;

@@ -3,6 +3,10 @@
 // element walks the whole batch: deterministic, no atomics. With input and gradient
 // exchanged this is also the weight gradient of a transposed convolution.
 // params.extra.w holds the group count.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -30,9 +34,9 @@ fn source(o: u32, t: u32, stride: u32, pad: u32, dilation: u32, size: u32) -> i3
     return select(-1, i, i >= 0 && i < i32(size));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (e >= params.extra.z) { return; }
     let kh = params.window.x;
     let kw = params.window.y;

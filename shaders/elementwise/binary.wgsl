@@ -1,5 +1,25 @@
 // Elementwise ops of two inputs of one broadcast shape (broadcast dims have stride 0).
-// Op numbers match kiln_core::BinaryOp::code; comparisons give 1 or 0. Math in f32.
+// Op codes are the BINARY_* constants from kiln's op table; comparisons give 1 or 0.
+// Math in f32.
+// kiln:constants workgroup vec4_elementwise binary_ops
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+const VEC4_WORKGROUP: u32 = 64u;
+const VEC4_PER_INVOCATION: u32 = 4u;
+const BINARY_ADD: u32 = 0u;
+const BINARY_SUB: u32 = 1u;
+const BINARY_MUL: u32 = 2u;
+const BINARY_DIV: u32 = 3u;
+const BINARY_POW: u32 = 4u;
+const BINARY_MAXIMUM: u32 = 5u;
+const BINARY_MINIMUM: u32 = 6u;
+const BINARY_EQ: u32 = 7u;
+const BINARY_NE: u32 = 8u;
+const BINARY_LT: u32 = 9u;
+const BINARY_LE: u32 = 10u;
+const BINARY_GT: u32 = 11u;
+const BINARY_GE: u32 = 12u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -58,26 +78,26 @@ fn pow_real(x: f32, p: f32) -> f32 {
 
 fn apply(op: u32, a: f32, b: f32) -> f32 {
     switch op {
-        case 0u: { return a + b; }
-        case 1u: { return a - b; }
-        case 2u: { return a * b; }
-        case 3u: { return a / b; }
-        case 4u: { return pow_real(a, b); }
-        case 5u: { return max(a, b); }
-        case 6u: { return min(a, b); }
-        case 7u: { return select(0.0, 1.0, a == b); }
-        case 8u: { return select(0.0, 1.0, a != b); }
-        case 9u: { return select(0.0, 1.0, a < b); }
-        case 10u: { return select(0.0, 1.0, a <= b); }
-        case 11u: { return select(0.0, 1.0, a > b); }
-        case 12u: { return select(0.0, 1.0, a >= b); }
+        case BINARY_ADD: { return a + b; }
+        case BINARY_SUB: { return a - b; }
+        case BINARY_MUL: { return a * b; }
+        case BINARY_DIV: { return a / b; }
+        case BINARY_POW: { return pow_real(a, b); }
+        case BINARY_MAXIMUM: { return max(a, b); }
+        case BINARY_MINIMUM: { return min(a, b); }
+        case BINARY_EQ: { return select(0.0, 1.0, a == b); }
+        case BINARY_NE: { return select(0.0, 1.0, a != b); }
+        case BINARY_LT: { return select(0.0, 1.0, a < b); }
+        case BINARY_LE: { return select(0.0, 1.0, a <= b); }
+        case BINARY_GT: { return select(0.0, 1.0, a > b); }
+        case BINARY_GE: { return select(0.0, 1.0, a >= b); }
         default: { return bitcast<f32>(0x7fc00000u); }
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let i = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (i >= params.numel) { return; }
     var a = params.offsets.x + i;
     if ((params.contiguous & 1u) == 0u) { a = strided_offset(i, params.strides0, params.offsets.x); }
@@ -88,23 +108,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 // Both inputs contiguous, offsets and numel multiples of 4: four vec4s per invocation.
 // Wide loads matter most on software adapters, where each load is a loop over SIMD lanes.
-@compute @workgroup_size(64)
+@compute @workgroup_size(VEC4_WORKGROUP)
 fn main_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = ((wid.y * nwg.x + wid.x) * 64u + lid) * 4u;
+    let first = ((wid.y * nwg.x + wid.x) * VEC4_WORKGROUP + lid) * VEC4_PER_INVOCATION;
     let n4 = params.numel / 4u;
     let a0 = params.offsets.x / 4u + first;
     let b0 = params.offsets.y / 4u + first;
     let op = params.op;
-    for (var j = 0u; j < 4u; j++) {
+    for (var j = 0u; j < VEC4_PER_INVOCATION; j++) {
         if (first + j < n4) {
             let x = vec4<f32>(lhs4[a0 + j]);
             let y = vec4<f32>(rhs4[b0 + j]);
             var r: vec4<f32>;
             switch op {
-                case 0u: { r = x + y; }
-                case 1u: { r = x - y; }
-                case 2u: { r = x * y; }
-                case 3u: { r = x / y; }
+                case BINARY_ADD: { r = x + y; }
+                case BINARY_SUB: { r = x - y; }
+                case BINARY_MUL: { r = x * y; }
+                case BINARY_DIV: { r = x / y; }
                 default: { r = vec4<f32>(apply(op, x.x, y.x), apply(op, x.y, y.y), apply(op, x.z, y.z), apply(op, x.w, y.w)); }
             }
             output4[first + j] = vec4<T>(r);

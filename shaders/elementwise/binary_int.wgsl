@@ -1,5 +1,23 @@
-// Integer elementwise ops of two inputs (i32 indices and labels). Op numbers match
-// kiln_core::BinaryOp::code; division by zero gives the dividend, as WGSL defines it.
+// Integer elementwise ops of two inputs (i32 indices and labels). Op codes are the
+// BINARY_* constants from kiln's op table; division by zero gives the dividend, as WGSL
+// defines it.
+// kiln:constants workgroup binary_ops
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+const BINARY_ADD: u32 = 0u;
+const BINARY_SUB: u32 = 1u;
+const BINARY_MUL: u32 = 2u;
+const BINARY_DIV: u32 = 3u;
+const BINARY_POW: u32 = 4u;
+const BINARY_MAXIMUM: u32 = 5u;
+const BINARY_MINIMUM: u32 = 6u;
+const BINARY_EQ: u32 = 7u;
+const BINARY_NE: u32 = 8u;
+const BINARY_LT: u32 = 9u;
+const BINARY_LE: u32 = 10u;
+const BINARY_GT: u32 = 11u;
+const BINARY_GE: u32 = 12u;
+// kiln:end
 
 struct Params {
     numel: u32,
@@ -41,25 +59,25 @@ fn strided_offset(i: u32, strides: array<vec4<u32>, 2>, base: u32) -> u32 {
 
 fn apply(op: u32, a: i32, b: i32) -> i32 {
     switch op {
-        case 0u: { return a + b; }
-        case 1u: { return a - b; }
-        case 2u: { return a * b; }
-        case 3u: { return a / b; }
-        case 5u: { return max(a, b); }
-        case 6u: { return min(a, b); }
-        case 7u: { return select(0, 1, a == b); }
-        case 8u: { return select(0, 1, a != b); }
-        case 9u: { return select(0, 1, a < b); }
-        case 10u: { return select(0, 1, a <= b); }
-        case 11u: { return select(0, 1, a > b); }
-        case 12u: { return select(0, 1, a >= b); }
+        case BINARY_ADD: { return a + b; }
+        case BINARY_SUB: { return a - b; }
+        case BINARY_MUL: { return a * b; }
+        case BINARY_DIV: { return a / b; }
+        case BINARY_MAXIMUM: { return max(a, b); }
+        case BINARY_MINIMUM: { return min(a, b); }
+        case BINARY_EQ: { return select(0, 1, a == b); }
+        case BINARY_NE: { return select(0, 1, a != b); }
+        case BINARY_LT: { return select(0, 1, a < b); }
+        case BINARY_LE: { return select(0, 1, a <= b); }
+        case BINARY_GT: { return select(0, 1, a > b); }
+        case BINARY_GE: { return select(0, 1, a >= b); }
         default: { return 0; }
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let i = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (i >= params.numel) { return; }
     var a = params.offsets.x + i;
     if ((params.contiguous & 1u) == 0u) { a = strided_offset(i, params.strides0, params.offsets.x); }

@@ -1,5 +1,9 @@
 // Dtype conversion from S to D, read through any strides, written contiguously.
 // Float to integer truncates towards zero and saturates.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias S = f32;
 alias D = f32;
 
@@ -39,9 +43,9 @@ fn strided_offset(i: u32, strides: array<vec4<u32>, 2>, base: u32) -> u32 {
     return off;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let i = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (i >= params.numel) { return; }
     var s = params.offsets.x + i;
     if ((params.contiguous & 1u) == 0u) { s = strided_offset(i, params.strides0, params.offsets.x); }

@@ -1,5 +1,9 @@
 // Fills a buffer with one 32-bit pattern: `full`, and the NaN poison tests write into
 // outputs before a kernel runs so that an element the kernel skips is caught.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 
 struct Params {
     // number of 32-bit words to write
@@ -13,9 +17,9 @@ struct Params {
 // [params.words] raw words, whatever the tensor's dtype
 @group(0) @binding(1) var<storage, read_write> output: array<u32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let i = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (i >= params.words) { return; }
     output[i] = params.pattern;
 }

@@ -1,5 +1,33 @@
 // Elementwise ops of one input, read through any strides, written contiguously.
-// Op numbers match kiln_core::UnaryOp::code; math is done in f32 whatever T is.
+// Op codes are the UNARY_* constants from kiln's op table; math is in f32 whatever T is.
+// kiln:constants workgroup vec4_elementwise unary_ops
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+const VEC4_WORKGROUP: u32 = 64u;
+const VEC4_PER_INVOCATION: u32 = 4u;
+const UNARY_NEG: u32 = 0u;
+const UNARY_ABS: u32 = 1u;
+const UNARY_EXP: u32 = 2u;
+const UNARY_LOG: u32 = 3u;
+const UNARY_SQRT: u32 = 4u;
+const UNARY_RSQRT: u32 = 5u;
+const UNARY_SIN: u32 = 6u;
+const UNARY_COS: u32 = 7u;
+const UNARY_TANH: u32 = 8u;
+const UNARY_SIGMOID: u32 = 9u;
+const UNARY_RELU: u32 = 10u;
+const UNARY_LEAKY_RELU: u32 = 11u;
+const UNARY_GELU_TANH: u32 = 12u;
+const UNARY_GELU: u32 = 13u;
+const UNARY_SILU: u32 = 14u;
+const UNARY_CLAMP: u32 = 15u;
+const UNARY_ADD_SCALAR: u32 = 16u;
+const UNARY_MUL_SCALAR: u32 = 17u;
+const UNARY_POW_SCALAR: u32 = 18u;
+const UNARY_RECIP: u32 = 19u;
+const UNARY_SQUARE: u32 = 20u;
+const UNARY_ERF: u32 = 21u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -68,35 +96,35 @@ fn pow_real(x: f32, p: f32) -> f32 {
 
 fn apply(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
     switch op {
-        case 0u: { return -x; }
-        case 1u: { return abs(x); }
-        case 2u: { return exp(x); }
-        case 3u: { return log(x); }
-        case 4u: { return sqrt(x); }
-        case 5u: { return 1.0 / sqrt(x); }
-        case 6u: { return sin(x); }
-        case 7u: { return cos(x); }
-        case 8u: { return tanh_safe(x); }
-        case 9u: { return 1.0 / (1.0 + exp(-x)); }
-        case 10u: { return max(x, 0.0); }
-        case 11u: { return select(p0 * x, x, x >= 0.0); }
-        case 12u: { return 0.5 * x * (1.0 + tanh_safe(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
-        case 13u: { return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476)); }
-        case 14u: { return x / (1.0 + exp(-x)); }
-        case 15u: { return min(max(x, p0), p1); }
-        case 16u: { return x + p0; }
-        case 17u: { return x * p0; }
-        case 18u: { return pow_real(x, p0); }
-        case 19u: { return 1.0 / x; }
-        case 20u: { return x * x; }
-        case 21u: { return erf_approx(x); }
+        case UNARY_NEG: { return -x; }
+        case UNARY_ABS: { return abs(x); }
+        case UNARY_EXP: { return exp(x); }
+        case UNARY_LOG: { return log(x); }
+        case UNARY_SQRT: { return sqrt(x); }
+        case UNARY_RSQRT: { return 1.0 / sqrt(x); }
+        case UNARY_SIN: { return sin(x); }
+        case UNARY_COS: { return cos(x); }
+        case UNARY_TANH: { return tanh_safe(x); }
+        case UNARY_SIGMOID: { return 1.0 / (1.0 + exp(-x)); }
+        case UNARY_RELU: { return max(x, 0.0); }
+        case UNARY_LEAKY_RELU: { return select(p0 * x, x, x >= 0.0); }
+        case UNARY_GELU_TANH: { return 0.5 * x * (1.0 + tanh_safe(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+        case UNARY_GELU: { return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476)); }
+        case UNARY_SILU: { return x / (1.0 + exp(-x)); }
+        case UNARY_CLAMP: { return min(max(x, p0), p1); }
+        case UNARY_ADD_SCALAR: { return x + p0; }
+        case UNARY_MUL_SCALAR: { return x * p0; }
+        case UNARY_POW_SCALAR: { return pow_real(x, p0); }
+        case UNARY_RECIP: { return 1.0 / x; }
+        case UNARY_SQUARE: { return x * x; }
+        case UNARY_ERF: { return erf_approx(x); }
         default: { return bitcast<f32>(0x7fc00000u); }
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let i = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (i >= params.numel) { return; }
     var src = params.offsets.x + i;
     if ((params.contiguous & 1u) == 0u) { src = strided_offset(i, params.strides0, params.offsets.x); }
@@ -113,12 +141,12 @@ fn apply4(x: vec4<T>) -> vec4<T> {
 
 // Contiguous input, offset and numel multiples of 4: four vec4s per invocation. Wide
 // loads matter most on software adapters, where each load is a loop over SIMD lanes.
-@compute @workgroup_size(64)
+@compute @workgroup_size(VEC4_WORKGROUP)
 fn main_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = ((wid.y * nwg.x + wid.x) * 64u + lid) * 4u;
+    let first = ((wid.y * nwg.x + wid.x) * VEC4_WORKGROUP + lid) * VEC4_PER_INVOCATION;
     let n4 = params.numel / 4u;
     let base = params.offsets.x / 4u;
-    for (var j = 0u; j < 4u; j++) {
+    for (var j = 0u; j < VEC4_PER_INVOCATION; j++) {
         let v = first + j;
         if (v < n4) { output4[v] = apply4(input4[base + v]); }
     }

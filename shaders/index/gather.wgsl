@@ -2,6 +2,10 @@
 // input. The index is read through strides so that a 1-D index_select (strides
 // 0, 1, 0) uses the same kernel. Indices were range-checked before dispatch; an
 // out-of-range one still never reads outside the tensor (it yields zero).
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -21,9 +25,9 @@ struct Params {
 // [outer, out_dim, inner]; one thread per element
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (e >= params.outer * params.out_dim * params.inner) { return; }
     let i = e % params.inner;
     let j = (e / params.inner) % params.out_dim;

@@ -1,5 +1,9 @@
 // out = input; out[o, index[o, j, i], i] += src[o, j, i]. One thread per output
 // element gathers its sources in ascending j: deterministic, no float atomics.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -19,9 +23,9 @@ struct Params {
 // [outer, dim, inner]; one thread per element
 @group(0) @binding(4) var<storage, read_write> output: array<T>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (e >= params.outer * params.dim * params.inner) { return; }
     let i = e % params.inner;
     let t = i32((e / params.inner) % params.dim);

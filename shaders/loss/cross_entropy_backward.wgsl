@@ -1,6 +1,10 @@
 // Gradient of cross_entropy.wgsl with respect to the logits, in one pass:
 // dlogits[r, j] = dloss[r] * (softmax(row)[j] - target[j]), where the target
 // distribution is (1 - s) * one_hot + s / classes. One workgroup per row.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -20,12 +24,12 @@ struct Params {
 // [rows, classes]
 @group(0) @binding(4) var<storage, read_write> dlogits: array<T>;
 
-var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial: array<f32, WORKGROUP>;
 
 fn workgroup_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
     partial[lid] = v;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
             let other = partial[lid + stride];
             partial[lid] = select(partial[lid] + other, max(partial[lid], other), is_max);
@@ -37,21 +41,21 @@ fn workgroup_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
     return total;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wid.y * nwg.x + wid.x;
     if (row >= params.rows) { return; }
     let base = row * params.classes;
     var m = bitcast<f32>(0xff800000u);
-    for (var j = lid; j < params.classes; j += 256u) { m = max(m, f32(logits[base + j])); }
+    for (var j = lid; j < params.classes; j += WORKGROUP) { m = max(m, f32(logits[base + j])); }
     let row_max = workgroup_reduce(lid, m, true);
     var s = 0.0;
-    for (var j = lid; j < params.classes; j += 256u) { s += exp(f32(logits[base + j]) - row_max); }
+    for (var j = lid; j < params.classes; j += WORKGROUP) { s += exp(f32(logits[base + j]) - row_max); }
     let sum_exp = workgroup_reduce(lid, s, false);
     let g = f32(dloss[row]);
     let target_class = u32(targets[row]);
     let spread = params.smoothing / f32(params.classes);
-    for (var j = lid; j < params.classes; j += 256u) {
+    for (var j = lid; j < params.classes; j += WORKGROUP) {
         let p = exp(f32(logits[base + j]) - row_max) / sum_exp;
         let t = select(0.0, 1.0 - params.smoothing, j == target_class) + spread;
         dlogits[base + j] = T(g * (p - t));

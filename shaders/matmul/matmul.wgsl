@@ -3,6 +3,10 @@
 // the output is compact. A workgroup computes a 64x64 tile, each of its 16x16
 // threads a 4x4 block, stepping through k in slices of 16 staged in workgroup memory.
 // Accumulation is f32 whatever T is.
+// kiln:constants matmul_tiled
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const TILE: u32 = 64u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -26,7 +30,6 @@ struct Params {
 // [batch.., m, n], compact
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
 
-const TILE: u32 = 64u;
 const SLICE: u32 = 16u;
 
 // lhs_tile[kk][r] holds lhs[row0 + r, k0 + kk]; rhs_tile[kk][c] holds rhs[k0 + kk, col0 + c].

@@ -6,6 +6,12 @@
 // keeping 32 vec4 accumulators in registers. Blocks along k accumulate into the output.
 // rhs must have unit column stride, and its row stride, offset and n a multiple of 4
 // (the launcher packs it otherwise); the output is compact.
+// kiln:constants matmul_uniform_lhs
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const BLOCK_ROWS: u32 = 32u;
+const BLOCK_VEC4S: u32 = 4096u;
+const UNIFORM_LHS_WORKGROUP: u32 = 8u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -31,7 +37,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<uniform> lhs: array<vec4<f32>, 4096>;
+@group(0) @binding(1) var<uniform> lhs: array<vec4<f32>, BLOCK_VEC4S>;
 @group(0) @binding(2) var<storage, read> rhs: array<vec4<T>>;
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
 
@@ -46,7 +52,7 @@ fn store(r: u32, v: vec4<f32>, col4: u32, cols: u32, z: u32) {
     }
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(UNIFORM_LHS_WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let col4 = gid.x;
     if (col4 * 4u >= params.n) { return; }

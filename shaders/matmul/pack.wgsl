@@ -2,6 +2,10 @@
 // uniform-lhs matmul: block (z, i, j) holds rows [i*block_rows, +block_rows) and
 // columns [j*block_cols, +block_cols) of matrix z, row-major, at a fixed block stride.
 // Elements past the matrix edge are written as zero so the matmul needs no bounds checks.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -25,9 +29,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> source: array<T>;
 @group(0) @binding(2) var<storage, read_write> packed: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let e = gid.x + gid.y * groups.x * 256u;
+    let e = gid.x + gid.y * groups.x * WORKGROUP;
     if (e >= params.extent.y) { return; }
     let per_block = params.block_rows * params.block_cols;
     let block = e / per_block;

@@ -1,5 +1,9 @@
 // Fused layer norm over each row of a compact [rows, k] tensor, one workgroup per
 // row: mean, then biased variance of the deviations, then scale and shift.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -19,12 +23,12 @@ struct Params {
 // [rows, k]
 @group(0) @binding(4) var<storage, read_write> output: array<T>;
 
-var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial: array<f32, WORKGROUP>;
 
 fn workgroup_sum(lid: u32, v: f32) -> f32 {
     partial[lid] = v;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) { partial[lid] += partial[lid + stride]; }
         workgroupBarrier();
     }
@@ -33,7 +37,7 @@ fn workgroup_sum(lid: u32, v: f32) -> f32 {
     return total;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wid.y * nwg.x + wid.x;
     if (row >= params.rows) { return; }
@@ -41,17 +45,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let k = f32(params.k);
 
     var s = 0.0;
-    for (var i = lid; i < params.k; i += 256u) { s += f32(input[base + i]); }
+    for (var i = lid; i < params.k; i += WORKGROUP) { s += f32(input[base + i]); }
     let mean = workgroup_sum(lid, s) / k;
 
     var q = 0.0;
-    for (var i = lid; i < params.k; i += 256u) {
+    for (var i = lid; i < params.k; i += WORKGROUP) {
         let d = f32(input[base + i]) - mean;
         q += d * d;
     }
     let rstd = 1.0 / sqrt(workgroup_sum(lid, q) / k + params.eps);
 
-    for (var i = lid; i < params.k; i += 256u) {
+    for (var i = lid; i < params.k; i += WORKGROUP) {
         let y = (f32(input[base + i]) - mean) * rstd * f32(weight[i]) + f32(bias[i]);
         output[base + i] = T(y);
     }

@@ -3,6 +3,10 @@
 // passes, as the workgroup kernel does, for the same rounding), then scale and shift.
 // The variant for adapters that run on the CPU, for the reasons in
 // reduce/reduce_rows_serial.wgsl.
+// kiln:constants serial_workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const SERIAL_WORKGROUP: u32 = 64u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -24,9 +28,9 @@ struct Params {
 
 const CHUNK: u32 = 16u;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(SERIAL_WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let row = gid.x + gid.y * groups.x * 64u;
+    let row = gid.x + gid.y * groups.x * SERIAL_WORKGROUP;
     if (row >= params.rows) { return; }
     let k4 = params.k / 4u;
     let base = row * k4;

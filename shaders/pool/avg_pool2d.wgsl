@@ -1,6 +1,10 @@
 // Average pooling over a compact [n, c, h, w] image. Mode (params.extra.w):
 // 0 = padding counts in the divisor, 1 = it does not, 2 = adaptive windows
 // [floor(o*h/oh), ceil((o+1)*h/oh)) as PyTorch defines them.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -20,9 +24,9 @@ struct Params {
 // [n, c, oh, ow]; one thread per element
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (e >= params.extra.z) { return; }
     let h = params.image.z;
     let w = params.image.w;

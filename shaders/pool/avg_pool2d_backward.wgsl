@@ -1,6 +1,10 @@
 // Gradient of average pooling: each image pixel sums grad / divisor over the windows
 // that average it. Modes as in avg_pool2d.wgsl (params.extra.w): 0 padding counts in
 // the divisor, 1 it does not, 2 adaptive windows. One thread per pixel.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -48,9 +52,9 @@ fn window_of(oy: u32, ox: u32) -> Window {
     return win;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (e >= params.extra.z) { return; }
     let h = params.image.z;
     let w = params.image.w;

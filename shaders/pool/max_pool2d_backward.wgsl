@@ -1,6 +1,10 @@
 // Gradient of max pooling: each image pixel sums the gradients of the windows whose
 // recorded maximum (the forward's flat iy*w + ix index) is that pixel. One thread per
 // pixel visits only the windows that can contain it: deterministic, no atomics.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -22,9 +26,9 @@ struct Params {
 // [n, c, h, w]; one thread per pixel
 @group(0) @binding(3) var<storage, read_write> dx: array<T>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (e >= params.extra.z) { return; }
     let h = params.image.z;
     let w = params.image.w;

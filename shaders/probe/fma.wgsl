@@ -1,5 +1,9 @@
 // Roofline probe: eight independent vec4 FMA chains per invocation, no memory traffic
 // inside the loop. `kiln bench` times it to estimate the adapter's peak f32 FMA rate.
+// kiln:constants fma_probe
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const FMA_WORKGROUP: u32 = 64u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -13,7 +17,7 @@ struct Params {
 // One vec4 per invocation: the seed in, the sum of the chains out (so none is dead code).
 @group(0) @binding(1) var<storage, read_write> data: array<vec4<T>>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(FMA_WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let x = vec4<f32>(data[gid.x]);
     let m = x * 0.999;

@@ -2,6 +2,10 @@
 // lane i % 4 of block i / 4 under key = seed, counter = (block, 0, stream).
 // Mode 0: uniform [0, 1) from the top 24 bits. Mode 1: bernoulli, 1 when the top 24
 // bits fall below params.threshold.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -45,9 +49,9 @@ fn philox(key_in: vec2<u32>, counter: vec4<u32>) -> vec4<u32> {
     return c;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let i = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (i >= params.numel) { return; }
     let block = philox(params.key.xy, vec4<u32>(i / 4u, 0u, params.key.z, params.key.w));
     let word = block[i % 4u] >> 8u;

@@ -1,5 +1,16 @@
-// Index of the first maximum (op 5) or minimum (op 6) of each row of a compact
+// Index of the first maximum (REDUCE_ARGMAX) or minimum (REDUCE_ARGMIN) of each row of a compact
 // [rows, k] tensor, one workgroup per row; ties go to the lower index.
+// kiln:constants workgroup reduce_ops
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+const REDUCE_SUM: u32 = 0u;
+const REDUCE_MEAN: u32 = 1u;
+const REDUCE_MAX: u32 = 2u;
+const REDUCE_MIN: u32 = 3u;
+const REDUCE_PROD: u32 = 4u;
+const REDUCE_ARGMAX: u32 = 5u;
+const REDUCE_ARGMIN: u32 = 6u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -15,25 +26,29 @@ struct Params {
 // [rows]
 @group(0) @binding(2) var<storage, read_write> output: array<i32>;
 
-var<workgroup> best_value: array<f32, 256>;
-var<workgroup> best_index: array<u32, 256>;
+var<workgroup> best_value: array<f32, WORKGROUP>;
+var<workgroup> best_index: array<u32, WORKGROUP>;
 
 // Does candidate (v, i) beat the incumbent (w, j)?
 fn better(op: u32, v: f32, i: u32, w: f32, j: u32) -> bool {
     if (j == 0xffffffffu) { return true; }
     if (i == 0xffffffffu) { return false; }
     if (v == w) { return i < j; }
-    return select((v < w), (v > w), op == 5u);
+    switch op {
+        case REDUCE_ARGMAX: { return v > w; }
+        case REDUCE_ARGMIN: { return v < w; }
+        default: { return false; }
+    }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wid.y * nwg.x + wid.x;
     if (row >= params.rows) { return; }
     let base = row * params.k;
     var v = 0.0;
     var idx = 0xffffffffu;
-    for (var i = lid; i < params.k; i += 256u) {
+    for (var i = lid; i < params.k; i += WORKGROUP) {
         let x = f32(input[base + i]);
         if (better(params.op, x, i, v, idx)) {
             v = x;
@@ -43,7 +58,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     best_value[lid] = v;
     best_index[lid] = idx;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
             let w = best_value[lid + stride];
             let j = best_index[lid + stride];

@@ -1,5 +1,16 @@
 // Reduces each row of a compact [rows, k] tensor, one workgroup per row.
-// Op numbers match kiln_core::ReduceOp::code (sum, mean, max, min, prod); math in f32.
+// Op codes are the REDUCE_* constants from kiln's op table; math in f32.
+// kiln:constants workgroup reduce_ops
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+const REDUCE_SUM: u32 = 0u;
+const REDUCE_MEAN: u32 = 1u;
+const REDUCE_MAX: u32 = 2u;
+const REDUCE_MIN: u32 = 3u;
+const REDUCE_PROD: u32 = 4u;
+const REDUCE_ARGMAX: u32 = 5u;
+const REDUCE_ARGMIN: u32 = 6u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -15,38 +26,38 @@ struct Params {
 // [rows]
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
 
-var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial: array<f32, WORKGROUP>;
 
 fn identity(op: u32) -> f32 {
     switch op {
-        case 2u: { return bitcast<f32>(0xff800000u); }
-        case 3u: { return bitcast<f32>(0x7f800000u); }
-        case 4u: { return 1.0; }
-        default: { return 0.0; }
+        case REDUCE_MAX: { return bitcast<f32>(0xff800000u); }
+        case REDUCE_MIN: { return bitcast<f32>(0x7f800000u); }
+        case REDUCE_PROD: { return 1.0; }
+        case REDUCE_SUM, REDUCE_MEAN, default: { return 0.0; }
     }
 }
 
 fn combine(op: u32, a: f32, b: f32) -> f32 {
     switch op {
-        case 2u: { return max(a, b); }
-        case 3u: { return min(a, b); }
-        case 4u: { return a * b; }
-        default: { return a + b; }
+        case REDUCE_MAX: { return max(a, b); }
+        case REDUCE_MIN: { return min(a, b); }
+        case REDUCE_PROD: { return a * b; }
+        case REDUCE_SUM, REDUCE_MEAN, default: { return a + b; }
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wid.y * nwg.x + wid.x;
     if (row >= params.rows) { return; }
     let base = row * params.k;
     var acc = identity(params.op);
-    for (var i = lid; i < params.k; i += 256u) {
+    for (var i = lid; i < params.k; i += WORKGROUP) {
         acc = combine(params.op, acc, f32(input[base + i]));
     }
     partial[lid] = acc;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
             partial[lid] = combine(params.op, partial[lid], partial[lid + stride]);
         }
@@ -54,7 +65,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if (lid == 0u) {
         var r = partial[0];
-        if (params.op == 1u) { r = r / f32(params.k); }
+        if (params.op == REDUCE_MEAN) { r = r / f32(params.k); }
         output[row] = T(r);
     }
 }

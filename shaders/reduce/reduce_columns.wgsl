@@ -2,7 +2,18 @@
 // invocation per output: neighbouring invocations read neighbouring elements, so the
 // loads coalesce on a GPU, and no transposed copy is needed first. Sums run in chunks
 // of 16 added into a total, which keeps the rounding error near that of a tree.
-// Op numbers match kiln_core::ReduceOp::code (sum, mean, max, min, prod); math in f32.
+// Op codes are the REDUCE_* constants from kiln's op table; math in f32.
+// kiln:constants serial_workgroup reduce_ops
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const SERIAL_WORKGROUP: u32 = 64u;
+const REDUCE_SUM: u32 = 0u;
+const REDUCE_MEAN: u32 = 1u;
+const REDUCE_MAX: u32 = 2u;
+const REDUCE_MIN: u32 = 3u;
+const REDUCE_PROD: u32 = 4u;
+const REDUCE_ARGMAX: u32 = 5u;
+const REDUCE_ARGMIN: u32 = 6u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -20,9 +31,9 @@ struct Params {
 
 const CHUNK: u32 = 16u;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(SERIAL_WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let e = gid.x + gid.y * groups.x * 64u;
+    let e = gid.x + gid.y * groups.x * SERIAL_WORKGROUP;
     if (e >= params.outer * params.inner) { return; }
     let o = e / params.inner;
     let i = e % params.inner;
@@ -30,26 +41,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var at = o * params.k * stride + i;
     var r: f32;
     switch params.op {
-        case 2u: {
+        case REDUCE_MAX: {
             r = bitcast<f32>(0xff800000u);
             for (var j = 0u; j < params.k; j++) { r = max(r, f32(input[at])); at += stride; }
         }
-        case 3u: {
+        case REDUCE_MIN: {
             r = bitcast<f32>(0x7f800000u);
             for (var j = 0u; j < params.k; j++) { r = min(r, f32(input[at])); at += stride; }
         }
-        case 4u: {
+        case REDUCE_PROD: {
             r = 1.0;
             for (var j = 0u; j < params.k; j++) { r *= f32(input[at]); at += stride; }
         }
-        default: {
+        case REDUCE_SUM, REDUCE_MEAN, default: {
             r = 0.0;
             for (var j0 = 0u; j0 < params.k; j0 += CHUNK) {
                 var part = 0.0;
                 for (var j = j0; j < min(j0 + CHUNK, params.k); j++) { part += f32(input[at]); at += stride; }
                 r += part;
             }
-            if (params.op == 1u) { r = r / f32(params.k); }
+            if (params.op == REDUCE_MEAN) { r = r / f32(params.k); }
         }
     }
     output[e] = T(r);

@@ -2,7 +2,18 @@
 // per row reading vec4s in order. The variant for adapters that run on the CPU
 // (lavapipe): there a workgroup barrier is a coroutine switch and each storage load a
 // loop over the SIMD lanes, so one serial pass per row with wide loads is faster than
-// a tree in workgroup memory. Op numbers match kiln_core::ReduceOp::code.
+// a tree in workgroup memory. Op codes are the REDUCE_* constants from kiln's op table.
+// kiln:constants serial_workgroup reduce_ops
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const SERIAL_WORKGROUP: u32 = 64u;
+const REDUCE_SUM: u32 = 0u;
+const REDUCE_MEAN: u32 = 1u;
+const REDUCE_MAX: u32 = 2u;
+const REDUCE_MIN: u32 = 3u;
+const REDUCE_PROD: u32 = 4u;
+const REDUCE_ARGMAX: u32 = 5u;
+const REDUCE_ARGMIN: u32 = 6u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -20,30 +31,30 @@ struct Params {
 
 const CHUNK: u32 = 16u;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(SERIAL_WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let row = gid.x + gid.y * groups.x * 64u;
+    let row = gid.x + gid.y * groups.x * SERIAL_WORKGROUP;
     if (row >= params.rows) { return; }
     let k4 = params.k / 4u;
     let base = row * k4;
     var r: f32;
     switch params.op {
-        case 2u: {
+        case REDUCE_MAX: {
             var acc = vec4<f32>(bitcast<f32>(0xff800000u));
             for (var i = 0u; i < k4; i++) { acc = max(acc, vec4<f32>(input[base + i])); }
             r = max(max(acc.x, acc.y), max(acc.z, acc.w));
         }
-        case 3u: {
+        case REDUCE_MIN: {
             var acc = vec4<f32>(bitcast<f32>(0x7f800000u));
             for (var i = 0u; i < k4; i++) { acc = min(acc, vec4<f32>(input[base + i])); }
             r = min(min(acc.x, acc.y), min(acc.z, acc.w));
         }
-        case 4u: {
+        case REDUCE_PROD: {
             var acc = vec4<f32>(1.0);
             for (var i = 0u; i < k4; i++) { acc *= vec4<f32>(input[base + i]); }
             r = acc.x * acc.y * acc.z * acc.w;
         }
-        default: {
+        case REDUCE_SUM, REDUCE_MEAN, default: {
             // Chunks of 16 summed into a total: the rounding error stays near a tree's
             // rather than growing with k as one running sum's does.
             var acc = vec4<f32>();
@@ -53,7 +64,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 acc += part;
             }
             r = (acc.x + acc.y) + (acc.z + acc.w);
-            if (params.op == 1u) { r = r / f32(params.k); }
+            if (params.op == REDUCE_MEAN) { r = r / f32(params.k); }
         }
     }
     output[row] = T(r);

@@ -1,5 +1,9 @@
 // Numerically stable softmax (log = 0) or log-softmax (log = 1) over each row of a
 // compact [rows, k] tensor, one workgroup per row: max, then sum of exp(x - max).
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -15,19 +19,19 @@ struct Params {
 // [rows, k]
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
 
-var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial: array<f32, WORKGROUP>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wid.y * nwg.x + wid.x;
     if (row >= params.rows) { return; }
     let base = row * params.k;
 
     var m = bitcast<f32>(0xff800000u);
-    for (var i = lid; i < params.k; i += 256u) { m = max(m, f32(input[base + i])); }
+    for (var i = lid; i < params.k; i += WORKGROUP) { m = max(m, f32(input[base + i])); }
     partial[lid] = m;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) { partial[lid] = max(partial[lid], partial[lid + stride]); }
         workgroupBarrier();
     }
@@ -35,16 +39,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
 
     var s = 0.0;
-    for (var i = lid; i < params.k; i += 256u) { s += exp(f32(input[base + i]) - row_max); }
+    for (var i = lid; i < params.k; i += WORKGROUP) { s += exp(f32(input[base + i]) - row_max); }
     partial[lid] = s;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) { partial[lid] += partial[lid + stride]; }
         workgroupBarrier();
     }
     let total = partial[0];
 
-    for (var i = lid; i < params.k; i += 256u) {
+    for (var i = lid; i < params.k; i += WORKGROUP) {
         let shifted = f32(input[base + i]) - row_max;
         if (params.log == 1u) {
             output[base + i] = T(shifted - log(total));

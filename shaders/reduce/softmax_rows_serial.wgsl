@@ -2,6 +2,10 @@
 // 4, one invocation per row: one pass keeps a running max and a sum rescaled whenever
 // the max grows (online softmax), a second writes the result. The variant for adapters
 // that run on the CPU, for the reasons in reduce_rows_serial.wgsl.
+// kiln:constants serial_workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const SERIAL_WORKGROUP: u32 = 64u;
+// kiln:end
 alias T = f32;
 
 struct Params {
@@ -16,9 +20,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> input: array<vec4<T>>;
 @group(0) @binding(2) var<storage, read_write> output: array<vec4<T>>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(SERIAL_WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let row = gid.x + gid.y * groups.x * 64u;
+    let row = gid.x + gid.y * groups.x * SERIAL_WORKGROUP;
     if (row >= params.rows) { return; }
     let k4 = params.k / 4u;
     let base = row * k4;

@@ -2,7 +2,7 @@
 //! the CPU-vs-GPU comparison every parity test uses.
 #![allow(dead_code)]
 
-use kiln::{DType, Device, Rng, Tensor};
+use kiln::{BinaryOp, DType, Device, ReduceOp, Rng, Tensor, UnaryOp};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Accepted difference: `|got - want| <= atol + rtol * |want|`.
@@ -212,4 +212,42 @@ pub fn on_strided(device: &Device, t: &Tensor) -> Tensor {
         .unwrap();
     base.as_strided(layout.dims(), layout.strides(), layout.offset())
         .unwrap()
+}
+
+/// Where each op of the op table is tested: an input range on which it is defined and
+/// smooth. The matches list every op (no wildcard), so an op added to the table does
+/// not compile here until its range is chosen; the parity and gradient suites then run
+/// it through every case they build from `UnaryOp::EXAMPLES` and its siblings.
+pub fn unary_domain(op: UnaryOp) -> (f64, f64) {
+    use UnaryOp::*;
+    match op {
+        Log | Sqrt | Rsqrt | Recip => (0.5, 2.0),
+        // A whole exponent (the example's) is defined for negative bases too.
+        PowScalar(_) => (-2.0, 2.0),
+        Neg | Abs | Exp | Sin | Cos | Tanh | Sigmoid | Relu | LeakyRelu(_) | GeluTanh | GeluErf
+        | Silu | Clamp(..) | AddScalar(_) | MulScalar(_) | Square | Erf => (-2.0, 2.0),
+    }
+}
+
+/// The ranges of the left and right operands of each binary op.
+pub fn binary_domain(op: BinaryOp) -> [(f64, f64); 2] {
+    use BinaryOp::*;
+    match op {
+        Pow => [(0.5, 2.0), (-1.0, 1.0)],
+        Div => [(-1.0, 1.0), (0.5, 2.0)],
+        Add | Sub | Mul | Maximum | Minimum | Eq | Ne | Lt | Le | Gt | Ge => {
+            [(-1.0, 1.0), (-1.0, 1.0)]
+        }
+    }
+}
+
+/// The input range of each reduction and the tolerance its parity case uses.
+pub fn reduce_domain(op: ReduceOp) -> ((f64, f64), Tol) {
+    use ReduceOp::*;
+    match op {
+        // Factors near 1 keep a long product finite and well conditioned.
+        Prod => ((0.9, 1.1), F32),
+        ArgMax | ArgMin => ((-1.0, 1.0), EXACT),
+        Sum | Mean | Max | Min => ((-1.0, 1.0), F32),
+    }
 }

@@ -43,3 +43,52 @@ impl fmt::Display for DType {
         f.write_str(self.name())
     }
 }
+
+/// A set of dtypes: what an op accepts (see the op table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DTypeSet(u8);
+
+impl DTypeSet {
+    pub const FLOAT: DTypeSet = DTypeSet(1 | 2 | 8);
+    pub const ALL: DTypeSet = DTypeSet(1 | 2 | 4 | 8);
+
+    const fn bit(dtype: DType) -> u8 {
+        match dtype {
+            DType::F32 => 1,
+            DType::F16 => 2,
+            DType::I32 => 4,
+            DType::F64 => 8,
+        }
+    }
+
+    pub const fn contains(self, dtype: DType) -> bool {
+        self.0 & Self::bit(dtype) != 0
+    }
+
+    /// Why a dtype outside the set is refused, for `Error::UnsupportedDType`.
+    pub fn refusal(self) -> &'static str {
+        if self == Self::FLOAT {
+            "this op needs a floating-point tensor"
+        } else {
+            "this op does not take this dtype"
+        }
+    }
+}
+
+impl DType {
+    /// Every dtype, for iterating over a `DTypeSet`.
+    pub const ALL: [DType; 4] = [DType::F32, DType::F16, DType::I32, DType::F64];
+
+    /// `Err(UnsupportedDType)` unless this is a floating-point dtype: the check of
+    /// every float-only op that is not in the op table (matmul, conv, softmax, ...).
+    pub fn require_float(self, op: &'static str) -> crate::Result<()> {
+        if self.is_float() {
+            return Ok(());
+        }
+        Err(crate::Error::UnsupportedDType {
+            op,
+            dtype: self,
+            reason: DTypeSet::FLOAT.refusal(),
+        })
+    }
+}

@@ -1,19 +1,22 @@
 //! kiln-core: the vocabulary every kiln backend shares — shapes, layouts, dtypes,
-//! errors, op enums and the storage contract a backend implements.
+//! errors, the op table and the storage contract a backend implements.
 
 pub mod backend;
 pub mod dtype;
 pub mod error;
 pub mod host;
 pub mod layout;
-pub mod op;
+mod op_table;
+pub mod ops;
 pub mod philox;
 pub mod shape;
+pub mod spec;
 
 pub use backend::{BackendDevice, BackendStorage};
-pub use dtype::DType;
+pub use dtype::{DType, DTypeSet};
 pub use error::{Error, GpuErrorKind, Result};
 pub use host::HostBuffer;
 pub use layout::Layout;
-pub use op::*;
+pub use ops::{BinaryOp, Gradient, OpInfo, OpKind, ReduceOp, UnaryOp};
 pub use shape::{Shape, MAX_RANK};
+pub use spec::*;

@@ -31,7 +31,7 @@ pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
         }
         UnaryOp::GeluErf => 0.5 * x * (1.0 + libm::erf(x * FRAC_1_SQRT_2)),
         UnaryOp::Silu => x / (1.0 + (-x).exp()),
-        UnaryOp::Clamp { min, max } => x.max(min as f64).min(max as f64),
+        UnaryOp::Clamp(min, max) => x.max(min as f64).min(max as f64),
         UnaryOp::AddScalar(s) => x + s as f64,
         UnaryOp::MulScalar(s) => x * s as f64,
         UnaryOp::PowScalar(p) => x.powf(p as f64),
@@ -84,37 +84,33 @@ fn binary_i32(op: BinaryOp, a: i32, b: i32) -> Result<i32> {
         BinaryOp::Le => flag(a <= b),
         BinaryOp::Gt => flag(a > b),
         BinaryOp::Ge => flag(a >= b),
+        // The tensor API refuses i32 pow (the op table's dtypes) before it gets here.
         BinaryOp::Pow => {
-            let reason = "pow needs a floating-point tensor";
             return Err(Error::UnsupportedDType {
-                op: "pow",
+                op: op.name(),
                 dtype: DType::I32,
-                reason,
-            });
+                reason: op.info().dtypes.refusal(),
+            })
         }
     })
 }
 
 /// `unary_f64` over f32 elements, rounded once. The op is matched outside the loop and
 /// passed to `unary_f64` as a constant, so each arm compiles to a loop for that op alone
-/// (vectorised where the formula allows) while the formula stays in one place.
+/// (vectorised where the formula allows) while the formula stays in one place. The arms
+/// come from the op table.
 pub(crate) fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
     fn map(v: &[f32], f: impl Fn(f64) -> f64) -> Vec<f32> {
         v.iter().map(|&x| f(x as f64) as f32).collect()
     }
     macro_rules! by_op {
-        ($($plain:ident),*; $($with:ident($a:ident)),*) => {
+        ($($(#[$doc:meta])* $V:ident $(($($p:ident = $ex:expr),*))? => $($rest:ident),*;)*) => {
             match op {
-                $(UnaryOp::$plain => map(v, |x| unary_f64(UnaryOp::$plain, x)),)*
-                $(UnaryOp::$with($a) => map(v, |x| unary_f64(UnaryOp::$with($a), x)),)*
-                UnaryOp::Clamp { min, max } => {
-                    map(v, |x| unary_f64(UnaryOp::Clamp { min, max }, x))
-                }
+                $(UnaryOp::$V $(($($p),*))? => map(v, |x| unary_f64(UnaryOp::$V $(($($p),*))?, x)),)*
             }
         };
     }
-    by_op!(Neg, Abs, Exp, Log, Sqrt, Rsqrt, Sin, Cos, Tanh, Sigmoid, Relu, GeluTanh, GeluErf,
-        Silu, Recip, Square, Erf; LeakyRelu(a), AddScalar(s), MulScalar(s), PowScalar(p))
+    kiln_core::for_each_unary_op!(by_op)
 }
 
 /// `binary_f64` over two equally long f32 slices, rounded once; the op is matched
@@ -127,13 +123,13 @@ fn binary_f32(op: BinaryOp, a: &[f32], b: &[f32]) -> Vec<f32> {
             .collect()
     }
     macro_rules! by_op {
-        ($($op:ident),*) => {
+        ($($(#[$doc:meta])* $V:ident => $($rest:ident),*;)*) => {
             match op {
-                $(BinaryOp::$op => zip(a, b, |x, y| binary_f64(BinaryOp::$op, x, y)),)*
+                $(BinaryOp::$V => zip(a, b, |x, y| binary_f64(BinaryOp::$V, x, y)),)*
             }
         };
     }
-    by_op!(Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge)
+    kiln_core::for_each_binary_op!(by_op)
 }
 
 pub fn binary(

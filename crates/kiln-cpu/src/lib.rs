@@ -63,18 +63,6 @@ impl CpuStorage {
         }
     }
 
-    fn require_float(&self, op: &'static str) -> Result<()> {
-        if self.dtype().is_float() {
-            Ok(())
-        } else {
-            Err(Error::UnsupportedDType {
-                op,
-                dtype: self.dtype(),
-                reason: "this op needs a floating-point tensor",
-            })
-        }
-    }
-
     fn from_floats(dtype: DType, v: Vec<f64>) -> Self {
         CpuStorage(HostBuffer::from_f64(dtype, v))
     }
@@ -96,7 +84,6 @@ impl BackendStorage for CpuStorage {
     }
 
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
-        self.require_float(op.name())?;
         if let HostBuffer::F32(v) = &self.0 {
             let out = elementwise::unary_f32(op, &f32_view(v, layout));
             return Ok(CpuStorage(HostBuffer::F32(out)));
@@ -147,7 +134,6 @@ impl BackendStorage for CpuStorage {
     }
 
     fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self> {
-        self.require_float(if log { "log_softmax" } else { "softmax" })?;
         let out = reduce::softmax(&self.compact_floats(), rows, k, log);
         Ok(Self::from_floats(self.dtype(), out))
     }
@@ -160,19 +146,16 @@ impl BackendStorage for CpuStorage {
         k: usize,
         eps: f32,
     ) -> Result<Self> {
-        self.require_float("layer_norm")?;
         let (w, b) = (weight.compact_floats(), bias.compact_floats());
         let out = reduce::layer_norm(&self.compact_floats(), &w, &b, rows, k, eps as f64);
         Ok(Self::from_floats(self.dtype(), out))
     }
 
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self> {
-        self.require_float("matmul")?;
         matmul::matmul(self, rhs, spec)
     }
 
     fn im2col(&self, spec: &WindowSpec) -> Result<Self> {
-        self.require_float("conv2d")?;
         if let HostBuffer::F32(v) = &self.0 {
             return Ok(CpuStorage(HostBuffer::F32(window::im2col(v, spec))));
         }
@@ -189,7 +172,6 @@ impl BackendStorage for CpuStorage {
         out_channels: usize,
         groups: usize,
     ) -> Result<Self> {
-        self.require_float("conv2d")?;
         let out = window::conv2d_direct(
             &self.compact_floats(),
             &weight.compact_floats(),
@@ -201,7 +183,6 @@ impl BackendStorage for CpuStorage {
     }
 
     fn col2im(&self, spec: &WindowSpec) -> Result<Self> {
-        self.require_float("conv_transpose2d")?;
         if let HostBuffer::F32(v) = &self.0 {
             return Ok(CpuStorage(HostBuffer::F32(window::col2im(v, spec))));
         }
@@ -212,7 +193,6 @@ impl BackendStorage for CpuStorage {
     }
 
     fn max_pool2d(&self, spec: &WindowSpec) -> Result<(Self, Self)> {
-        self.require_float("max_pool2d")?;
         if let HostBuffer::F32(v) = &self.0 {
             let (values, indices) = window::max_pool2d(v, spec);
             return Ok((
@@ -228,7 +208,6 @@ impl BackendStorage for CpuStorage {
     }
 
     fn avg_pool2d(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self> {
-        self.require_float("avg_pool2d")?;
         let out = window::avg_pool2d(&self.compact_floats(), spec, kind);
         Ok(Self::from_floats(self.dtype(), out))
     }
@@ -238,7 +217,6 @@ impl BackendStorage for CpuStorage {
     }
 
     fn scatter_add(&self, index: &Self, src: &Self, spec: &ScatterSpec) -> Result<Self> {
-        self.require_float("scatter_add")?;
         let (x, s) = (self.compact_floats(), src.compact_floats());
         let out = index::scatter_add(&x, index.ints("scatter_add")?, &s, spec);
         Ok(Self::from_floats(self.dtype(), out))
@@ -251,7 +229,6 @@ impl BackendStorage for CpuStorage {
         out_channels: usize,
         groups: usize,
     ) -> Result<Self> {
-        self.require_float("conv2d_backward")?;
         if let (HostBuffer::F32(x), HostBuffer::F32(d)) = (&self.0, &dy.0) {
             let dw = window::conv2d_weight_grad_gemm(x, d, spec, out_channels, groups);
             return Ok(CpuStorage(HostBuffer::F32(dw)));
@@ -262,7 +239,6 @@ impl BackendStorage for CpuStorage {
     }
 
     fn max_pool2d_backward(&self, indices: &Self, spec: &WindowSpec) -> Result<Self> {
-        self.require_float("max_pool2d_backward")?;
         if let HostBuffer::F32(v) = &self.0 {
             let dx = window::max_pool2d_backward(v, indices.ints("max_pool2d_backward")?, spec);
             return Ok(CpuStorage(HostBuffer::F32(dx)));
@@ -276,7 +252,6 @@ impl BackendStorage for CpuStorage {
     }
 
     fn avg_pool2d_backward(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self> {
-        self.require_float("avg_pool2d_backward")?;
         let out = window::avg_pool2d_backward(&self.compact_floats(), spec, kind);
         Ok(Self::from_floats(self.dtype(), out))
     }
@@ -288,7 +263,6 @@ impl BackendStorage for CpuStorage {
         classes: usize,
         smoothing: f32,
     ) -> Result<Self> {
-        self.require_float("cross_entropy")?;
         let t = targets.ints("cross_entropy")?;
         let out = loss::cross_entropy(&self.compact_floats(), t, rows, classes, smoothing as f64);
         Ok(Self::from_floats(self.dtype(), out))
@@ -302,7 +276,6 @@ impl BackendStorage for CpuStorage {
         classes: usize,
         smoothing: f32,
     ) -> Result<Self> {
-        self.require_float("cross_entropy_backward")?;
         let t = targets.ints("cross_entropy_backward")?;
         let (x, d) = (self.compact_floats(), dloss.compact_floats());
         let out = loss::cross_entropy_backward(&x, t, &d, rows, classes, smoothing as f64);

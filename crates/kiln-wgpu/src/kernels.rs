@@ -1,168 +1,151 @@
-//! The WGSL kernel library. Each kernel is one file under `shaders/`, valid WGSL on its
-//! own with its element types written as `alias T = f32;` (or `S`, `D`, `C`); a
-//! specialisation rewrites those aliases, adding `enable f16;` when needed.
+//! The WGSL kernel library, declared in one table: each kernel's file under `shaders/`,
+//! entry point, element-type aliases, the dtypes it is built for, and its params struct.
+//! Each file is valid WGSL on its own with its element types written as
+//! `alias T = f32;` (or `S`, `D`, `C`); a specialisation rewrites those aliases (adding
+//! `enable f16;` when needed) and regenerates its constants block (`shader_constants`).
 
-use kiln_core::{DType, Error, Result};
+use crate::params::{self, ParamsLayout, ShaderParams};
+use crate::shader_constants;
+use kiln_core::{BinaryOp, DType, Error, OpInfo, ReduceOp, Result, UnaryOp};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kernel {
-    Unary,
-    UnaryVec4,
-    Binary,
-    BinaryVec4,
-    BinaryInt,
-    Where,
-    Copy,
-    Cast,
-    Fill,
-    Reduce,
-    ArgReduce,
-    Softmax,
-    ReduceRowsSerial,
-    ReduceColumns,
-    SoftmaxRowsSerial,
-    LayerNorm,
-    LayerNormRowsSerial,
-    Matmul,
-    MatmulPack,
-    MatmulUniformLhs,
-    Im2col,
-    Conv2dDirect,
-    Col2im,
-    MaxPool2d,
-    AvgPool2d,
-    Gather,
-    ScatterAdd,
-    Philox,
-    ConvWeightGrad,
-    MaxPool2dBackward,
-    AvgPool2dBackward,
-    CrossEntropy,
-    CrossEntropyBackward,
-    ProbeFma,
+/// Which dtypes a kernel is specialised to: one alias each, or a pair for two aliases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variants {
+    /// No aliases: the kernel's types are fixed.
+    Fixed,
+    Floats,
+    All,
+    /// Two aliases, every pair of `All`.
+    Pairs,
 }
 
-macro_rules! shader {
-    ($path:literal) => {
-        ($path, include_str!(concat!("../../../shaders/", $path)))
+macro_rules! kernels {
+    ($(
+        $(#[doc = $doc:literal])*
+        $K:ident => $path:literal, $entry:literal, [$($alias:literal),*], $variants:ident, $P:ident;
+    )*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Kernel {
+            $($(#[doc = $doc])* $K,)*
+        }
+
+        impl Kernel {
+            pub const ALL: &'static [Kernel] = &[$(Kernel::$K,)*];
+
+            /// The file under `shaders/` and its text as written.
+            pub fn file(self) -> (&'static str, &'static str) {
+                match self {
+                    $(Kernel::$K => ($path, include_str!(concat!("../../../shaders/", $path))),)*
+                }
+            }
+
+            /// The entry point: kernels that share a file differ in it.
+            pub fn entry(self) -> &'static str {
+                match self {
+                    $(Kernel::$K => $entry,)*
+                }
+            }
+
+            /// The type aliases a specialisation fills, in order.
+            pub fn type_params(self) -> &'static [&'static str] {
+                match self {
+                    $(Kernel::$K => &[$($alias),*],)*
+                }
+            }
+
+            fn variant_kind(self) -> Variants {
+                match self {
+                    $(Kernel::$K => Variants::$variants,)*
+                }
+            }
+
+            /// The uniform struct the kernel reads at binding 0.
+            pub fn params(self) -> &'static ParamsLayout {
+                match self {
+                    $(Kernel::$K => &<params::$P as ShaderParams>::LAYOUT,)*
+                }
+            }
+        }
     };
 }
 
+kernels! {
+    Unary => "elementwise/unary.wgsl", "main", ["T"], Floats, ElementwiseParams;
+    /// Contiguous, vec4-aligned operands: `VEC4_PER_INVOCATION` vec4s per invocation.
+    UnaryVec4 => "elementwise/unary.wgsl", "main_vec4", ["T"], Floats, ElementwiseParams;
+    Binary => "elementwise/binary.wgsl", "main", ["T"], Floats, ElementwiseParams;
+    BinaryVec4 => "elementwise/binary.wgsl", "main_vec4", ["T"], Floats, ElementwiseParams;
+    BinaryInt => "elementwise/binary_int.wgsl", "main", [], Fixed, ElementwiseParams;
+    Where => "elementwise/where.wgsl", "main", ["C", "T"], Pairs, ElementwiseParams;
+    Copy => "elementwise/copy.wgsl", "main", ["T"], All, ElementwiseParams;
+    Cast => "elementwise/cast.wgsl", "main", ["S", "D"], Pairs, ElementwiseParams;
+    Fill => "elementwise/fill.wgsl", "main", [], Fixed, FillParams;
+    Reduce => "reduce/reduce.wgsl", "main", ["T"], All, RowsParams;
+    ArgReduce => "reduce/arg_reduce.wgsl", "main", ["T"], All, RowsParams;
+    Softmax => "reduce/softmax.wgsl", "main", ["T"], Floats, SoftmaxParams;
+    ReduceRowsSerial => "reduce/reduce_rows_serial.wgsl", "main", ["T"], All, RowsParams;
+    ReduceColumns => "reduce/reduce_columns.wgsl", "main", ["T"], All, ColumnsParams;
+    SoftmaxRowsSerial => "reduce/softmax_rows_serial.wgsl", "main", ["T"], Floats, SoftmaxParams;
+    LayerNorm => "norm/layer_norm.wgsl", "main", ["T"], Floats, LayerNormParams;
+    LayerNormRowsSerial => "norm/layer_norm_rows_serial.wgsl", "main", ["T"], Floats, LayerNormParams;
+    Matmul => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
+    MatmulPack => "matmul/pack.wgsl", "main", ["T"], Floats, PackParams;
+    MatmulUniformLhs => "matmul/matmul_uniform_lhs.wgsl", "main", ["T"], Floats, UniformLhsParams;
+    Im2col => "conv/im2col.wgsl", "main", ["T"], Floats, WindowParams;
+    Conv2dDirect => "conv/conv2d_direct.wgsl", "main", ["T"], Floats, DirectConvParams;
+    Col2im => "conv/col2im.wgsl", "main", ["T"], Floats, WindowParams;
+    ConvWeightGrad => "conv/weight_grad.wgsl", "main", ["T"], Floats, WindowParams;
+    MaxPool2d => "pool/max_pool2d.wgsl", "main", ["T"], Floats, WindowParams;
+    AvgPool2d => "pool/avg_pool2d.wgsl", "main", ["T"], Floats, WindowParams;
+    MaxPool2dBackward => "pool/max_pool2d_backward.wgsl", "main", ["T"], Floats, WindowParams;
+    AvgPool2dBackward => "pool/avg_pool2d_backward.wgsl", "main", ["T"], Floats, WindowParams;
+    Gather => "index/gather.wgsl", "main", ["T"], All, GatherParams;
+    ScatterAdd => "index/scatter_add.wgsl", "main", ["T"], Floats, ScatterParams;
+    Philox => "random/philox.wgsl", "main", ["T"], Floats, PhiloxParams;
+    CrossEntropy => "loss/cross_entropy.wgsl", "main", ["T"], Floats, CrossEntropyParams;
+    CrossEntropyBackward => "loss/cross_entropy_backward.wgsl", "main", ["T"], Floats, CrossEntropyParams;
+    ProbeFma => "probe/fma.wgsl", "main", ["T"], Floats, FmaParams;
+}
+
 impl Kernel {
-    pub const ALL: [Kernel; 34] = [
-        Kernel::Unary,
-        Kernel::UnaryVec4,
-        Kernel::Binary,
-        Kernel::BinaryVec4,
-        Kernel::BinaryInt,
-        Kernel::Where,
-        Kernel::Copy,
-        Kernel::Cast,
-        Kernel::Fill,
-        Kernel::Reduce,
-        Kernel::ArgReduce,
-        Kernel::Softmax,
-        Kernel::ReduceRowsSerial,
-        Kernel::ReduceColumns,
-        Kernel::SoftmaxRowsSerial,
-        Kernel::LayerNorm,
-        Kernel::LayerNormRowsSerial,
-        Kernel::Matmul,
-        Kernel::MatmulPack,
-        Kernel::MatmulUniformLhs,
-        Kernel::Im2col,
-        Kernel::Conv2dDirect,
-        Kernel::Col2im,
-        Kernel::MaxPool2d,
-        Kernel::AvgPool2d,
-        Kernel::Gather,
-        Kernel::ScatterAdd,
-        Kernel::Philox,
-        Kernel::ConvWeightGrad,
-        Kernel::MaxPool2dBackward,
-        Kernel::AvgPool2dBackward,
-        Kernel::CrossEntropy,
-        Kernel::CrossEntropyBackward,
-        Kernel::ProbeFma,
-    ];
-
-    /// The file under `shaders/` and its text.
-    pub fn file(self) -> (&'static str, &'static str) {
-        match self {
-            Kernel::Unary | Kernel::UnaryVec4 => shader!("elementwise/unary.wgsl"),
-            Kernel::Binary | Kernel::BinaryVec4 => shader!("elementwise/binary.wgsl"),
-            Kernel::BinaryInt => shader!("elementwise/binary_int.wgsl"),
-            Kernel::Where => shader!("elementwise/where.wgsl"),
-            Kernel::Copy => shader!("elementwise/copy.wgsl"),
-            Kernel::Cast => shader!("elementwise/cast.wgsl"),
-            Kernel::Fill => shader!("elementwise/fill.wgsl"),
-            Kernel::Reduce => shader!("reduce/reduce.wgsl"),
-            Kernel::ArgReduce => shader!("reduce/arg_reduce.wgsl"),
-            Kernel::Softmax => shader!("reduce/softmax.wgsl"),
-            Kernel::ReduceRowsSerial => shader!("reduce/reduce_rows_serial.wgsl"),
-            Kernel::ReduceColumns => shader!("reduce/reduce_columns.wgsl"),
-            Kernel::SoftmaxRowsSerial => shader!("reduce/softmax_rows_serial.wgsl"),
-            Kernel::LayerNorm => shader!("norm/layer_norm.wgsl"),
-            Kernel::LayerNormRowsSerial => shader!("norm/layer_norm_rows_serial.wgsl"),
-            Kernel::Matmul => shader!("matmul/matmul.wgsl"),
-            Kernel::MatmulPack => shader!("matmul/pack.wgsl"),
-            Kernel::MatmulUniformLhs => shader!("matmul/matmul_uniform_lhs.wgsl"),
-            Kernel::Im2col => shader!("conv/im2col.wgsl"),
-            Kernel::Conv2dDirect => shader!("conv/conv2d_direct.wgsl"),
-            Kernel::Col2im => shader!("conv/col2im.wgsl"),
-            Kernel::MaxPool2d => shader!("pool/max_pool2d.wgsl"),
-            Kernel::AvgPool2d => shader!("pool/avg_pool2d.wgsl"),
-            Kernel::Gather => shader!("index/gather.wgsl"),
-            Kernel::ScatterAdd => shader!("index/scatter_add.wgsl"),
-            Kernel::Philox => shader!("random/philox.wgsl"),
-            Kernel::ConvWeightGrad => shader!("conv/weight_grad.wgsl"),
-            Kernel::MaxPool2dBackward => shader!("pool/max_pool2d_backward.wgsl"),
-            Kernel::AvgPool2dBackward => shader!("pool/avg_pool2d_backward.wgsl"),
-            Kernel::CrossEntropy => shader!("loss/cross_entropy.wgsl"),
-            Kernel::CrossEntropyBackward => shader!("loss/cross_entropy_backward.wgsl"),
-            Kernel::ProbeFma => shader!("probe/fma.wgsl"),
-        }
-    }
-
-    /// The entry point: kernels that share a file differ in it.
-    pub fn entry(self) -> &'static str {
-        match self {
-            Kernel::UnaryVec4 | Kernel::BinaryVec4 => "main_vec4",
-            _ => "main",
-        }
-    }
-
-    /// The type aliases a specialisation fills, in order.
-    pub fn type_params(self) -> &'static [&'static str] {
-        match self {
-            Kernel::BinaryInt | Kernel::Fill => &[],
-            Kernel::Where => &["C", "T"],
-            Kernel::Cast => &["S", "D"],
-            _ => &["T"],
-        }
-    }
-
     /// The dtype combinations kiln dispatches this kernel with.
     pub fn variants(self) -> Vec<Vec<DType>> {
         const ALL: [DType; 3] = [DType::F32, DType::F16, DType::I32];
         const FLOATS: [DType; 2] = [DType::F32, DType::F16];
-        match self {
-            Kernel::BinaryInt | Kernel::Fill => vec![vec![]],
-            Kernel::Where | Kernel::Cast => ALL
+        match self.variant_kind() {
+            Variants::Fixed => vec![vec![]],
+            Variants::Floats => FLOATS.iter().map(|&d| vec![d]).collect(),
+            Variants::All => ALL.iter().map(|&d| vec![d]).collect(),
+            Variants::Pairs => ALL
                 .iter()
                 .flat_map(|&a| ALL.iter().map(move |&b| vec![a, b]))
                 .collect(),
-            Kernel::Copy
-            | Kernel::Gather
-            | Kernel::Reduce
-            | Kernel::ReduceRowsSerial
-            | Kernel::ReduceColumns
-            | Kernel::ArgReduce => ALL.iter().map(|&d| vec![d]).collect(),
-            _ => FLOATS.iter().map(|&d| vec![d]).collect(),
         }
     }
 
-    /// The source with each type alias set to the given dtype.
+    /// The ops of the op table this kernel computes: its source must name each one's
+    /// WGSL constant (checked by `tests/shaders.rs`).
+    pub fn table_ops(self) -> Vec<&'static OpInfo> {
+        let float = |o: &&OpInfo| o.dtypes.contains(DType::F32);
+        let int = |o: &&OpInfo| o.dtypes.contains(DType::I32);
+        let reductions = |index: bool| {
+            let ops = ReduceOp::EXAMPLES.iter();
+            ops.filter(move |o| o.returns_index() == index)
+                .map(|o| o.info())
+                .collect()
+        };
+        match self {
+            Kernel::Unary | Kernel::UnaryVec4 => UnaryOp::INFO.iter().filter(float).collect(),
+            Kernel::Binary | Kernel::BinaryVec4 => BinaryOp::INFO.iter().filter(float).collect(),
+            Kernel::BinaryInt => BinaryOp::INFO.iter().filter(int).collect(),
+            Kernel::Reduce | Kernel::ReduceRowsSerial | Kernel::ReduceColumns => reductions(false),
+            Kernel::ArgReduce => reductions(true),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The source to compile: the constants block generated afresh, and each type
+    /// alias set to the given dtype.
     pub fn specialise(self, dtypes: &[DType]) -> Result<String> {
         let (path, text) = self.file();
         let params = self.type_params();
@@ -176,7 +159,7 @@ impl Kernel {
                 ),
             });
         }
-        let mut source = text.to_string();
+        let mut source = shader_constants::expand(text)?;
         for (name, dtype) in params.iter().zip(dtypes) {
             let default = format!("alias {name} = f32;");
             if !source.contains(&default) {
@@ -197,7 +180,7 @@ impl Kernel {
 /// Every (label, source) that kiln may compile, for offline validation with naga.
 pub fn specialised_sources() -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for kernel in Kernel::ALL {
+    for &kernel in Kernel::ALL {
         for dtypes in kernel.variants() {
             let label = format!("{} {:?}", kernel.file().0, dtypes);
             out.push((label, kernel.specialise(&dtypes)?));

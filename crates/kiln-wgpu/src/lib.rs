@@ -3,19 +3,28 @@
 //! in batches; buffers come from a pool; each (kernel, dtype) pipeline is built once.
 
 mod adapter;
+mod alloc;
+mod backend;
 mod device;
+mod error_scopes;
 mod kernels;
+mod launch;
+mod matmul_variant;
 mod ops;
 mod params;
+mod pipelines;
 mod pool;
 mod probe;
+mod readback;
+pub mod shader_constants;
 mod storage;
 mod timing;
 
 pub use adapter::{list_adapters, AdapterSummary};
 pub use device::GpuDevice;
 pub use kernels::{specialised_sources, Kernel};
-pub use ops::matmul::MatmulVariant;
+pub use matmul_variant::MatmulVariant;
+pub use params::{ParamsLayout, ParamsMember};
 pub use pool::PoolStats;
 pub use probe::{CopyProbe, FmaProbe};
 pub use storage::GpuStorage;

@@ -1,24 +1,224 @@
-//! Uniform structs, `#[repr(C)]` mirrors of the `Params` struct in each shader.
-//! WGSL's `array<vec4<u32>, 2>` is laid out as `[u32; 8]`.
+//! Uniform structs: one `#[repr(C)]` Rust struct per `Params` struct of the shaders,
+//! member for member (WGSL's `vec4<u32>` is `[u32; 4]`, `array<vec4<u32>, 2>` is
+//! `[[u32; 4]; 2]`). Each records its members' names, WGSL types and offsets, which
+//! `tests/shaders.rs` checks against every shader with naga, and which `dispatch` uses
+//! to refuse params of the wrong struct for a kernel.
 
 use bytemuck::{Pod, Zeroable};
-use kiln_core::{Error, Layout, Result, MAX_RANK};
+use kiln_core::{Error, Layout, Result, WindowSpec, MAX_RANK};
 
-/// Shared by every kernel in `shaders/elementwise/` except `fill`.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct ElementwiseParams {
-    pub numel: u32,
-    pub rank: u32,
-    pub op: u32,
-    /// Bit i set: operand i (0..3 inputs, 3 output) is contiguous from its offset.
-    pub contiguous: u32,
-    pub p0: f32,
-    pub p1: f32,
-    pub _pad: [u32; 2],
-    pub offsets: [u32; 4],
-    pub shape: [u32; 8],
-    pub strides: [[u32; 8]; 4],
+/// One member of a params struct as the shader must declare it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParamsMember {
+    pub name: &'static str,
+    /// The WGSL type, written as naga prints it (`u32`, `vec4<u32>`, `array<vec4<u32>, 2>`).
+    pub wgsl: &'static str,
+    pub offset: usize,
+}
+
+/// A params struct's name, size and members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParamsLayout {
+    pub name: &'static str,
+    pub size: usize,
+    pub members: &'static [ParamsMember],
+}
+
+/// A Rust struct that mirrors a shader's `Params`.
+pub trait ShaderParams: Pod {
+    const LAYOUT: ParamsLayout;
+}
+
+/// The WGSL type a Rust member type stands for.
+pub trait WgslType {
+    const WGSL: &'static str;
+}
+
+impl WgslType for u32 {
+    const WGSL: &'static str = "u32";
+}
+impl WgslType for f32 {
+    const WGSL: &'static str = "f32";
+}
+impl WgslType for [u32; 4] {
+    const WGSL: &'static str = "vec4<u32>";
+}
+impl WgslType for [[u32; 4]; 2] {
+    const WGSL: &'static str = "array<vec4<u32>, 2>";
+}
+
+/// Declares a params struct and its `ShaderParams` layout.
+macro_rules! shader_params {
+    ($(
+        $(#[doc = $doc:literal])*
+        $Name:ident { $($(#[doc = $fdoc:literal])* $field:ident: $ty:ty,)* }
+    )*) => {$(
+        $(#[doc = $doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+        pub struct $Name {
+            $($(#[doc = $fdoc])* pub $field: $ty,)*
+        }
+
+        impl ShaderParams for $Name {
+            const LAYOUT: ParamsLayout = ParamsLayout {
+                name: stringify!($Name),
+                size: std::mem::size_of::<$Name>(),
+                members: &[$(ParamsMember {
+                    name: stringify!($field),
+                    wgsl: <$ty as WgslType>::WGSL,
+                    offset: std::mem::offset_of!($Name, $field),
+                },)*],
+            };
+        }
+    )*};
+}
+
+shader_params! {
+    /// Every kernel in `shaders/elementwise/` but `fill`. Operands 0..3 are inputs,
+    /// operand 3 (`offsets[3]`, `strides_out`) the output.
+    ElementwiseParams {
+        numel: u32,
+        rank: u32,
+        op: u32,
+        /// Bit i set: operand i is contiguous from its offset.
+        contiguous: u32,
+        p0: f32,
+        p1: f32,
+        _pad0: u32,
+        _pad1: u32,
+        offsets: [u32; 4],
+        shape: [[u32; 4]; 2],
+        strides0: [[u32; 4]; 2],
+        strides1: [[u32; 4]; 2],
+        strides2: [[u32; 4]; 2],
+        strides_out: [[u32; 4]; 2],
+    }
+    /// `elementwise/fill.wgsl`.
+    FillParams {
+        words: u32,
+        pattern: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
+    /// `reduce/reduce.wgsl`, `reduce/reduce_rows_serial.wgsl`, `reduce/arg_reduce.wgsl`.
+    RowsParams {
+        rows: u32,
+        k: u32,
+        op: u32,
+        _pad: u32,
+    }
+    /// `reduce/reduce_columns.wgsl`.
+    ColumnsParams {
+        outer: u32,
+        k: u32,
+        inner: u32,
+        op: u32,
+    }
+    /// `reduce/softmax.wgsl`, `reduce/softmax_rows_serial.wgsl`.
+    SoftmaxParams {
+        rows: u32,
+        k: u32,
+        log: u32,
+        _pad: u32,
+    }
+    /// `norm/layer_norm.wgsl`, `norm/layer_norm_rows_serial.wgsl`.
+    LayerNormParams {
+        rows: u32,
+        k: u32,
+        eps: f32,
+        _pad: u32,
+    }
+    /// `matmul/matmul.wgsl`.
+    MatmulParams {
+        m: u32,
+        n: u32,
+        k: u32,
+        batch1: u32,
+        lhs_strides: [u32; 4],
+        rhs_strides: [u32; 4],
+        offsets: [u32; 4],
+    }
+    /// `matmul/pack.wgsl`.
+    PackParams {
+        rows: u32,
+        cols: u32,
+        block_rows: u32,
+        block_cols: u32,
+        row_blocks: u32,
+        col_blocks: u32,
+        block_stride: u32,
+        batch1: u32,
+        strides: [u32; 4],
+        extent: [u32; 4],
+    }
+    /// `matmul/matmul_uniform_lhs.wgsl`, one per dispatch (one lhs block).
+    UniformLhsParams {
+        n: u32,
+        rows: u32,
+        k4: u32,
+        lhs_row: u32,
+        rhs_base: u32,
+        rhs_row: u32,
+        out_base: u32,
+        accumulate: u32,
+        rhs_batch: u32,
+        out_batch: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
+    /// `conv/*` and `pool/*` but `conv2d_direct`.
+    WindowParams {
+        image: [u32; 4],
+        window: [u32; 4],
+        step: [u32; 4],
+        extra: [u32; 4],
+    }
+    /// `conv/conv2d_direct.wgsl`: the window, then output channels and groups.
+    DirectConvParams {
+        image: [u32; 4],
+        window: [u32; 4],
+        step: [u32; 4],
+        extra: [u32; 4],
+        channels: [u32; 4],
+    }
+    /// `index/gather.wgsl`.
+    GatherParams {
+        outer: u32,
+        in_dim: u32,
+        out_dim: u32,
+        inner: u32,
+        index_strides: [u32; 4],
+    }
+    /// `index/scatter_add.wgsl`.
+    ScatterParams {
+        outer: u32,
+        dim: u32,
+        src_dim: u32,
+        inner: u32,
+    }
+    /// `loss/cross_entropy.wgsl`, `loss/cross_entropy_backward.wgsl`.
+    CrossEntropyParams {
+        rows: u32,
+        classes: u32,
+        smoothing: f32,
+        _pad: u32,
+    }
+    /// `random/philox.wgsl`.
+    PhiloxParams {
+        numel: u32,
+        mode: u32,
+        threshold: u32,
+        _pad: u32,
+        key: [u32; 4],
+    }
+    /// `probe/fma.wgsl`.
+    FmaParams {
+        iterations: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
 pub(crate) fn to_u32(op: &'static str, what: &'static str, v: usize) -> Result<u32> {
@@ -28,6 +228,11 @@ pub(crate) fn to_u32(op: &'static str, what: &'static str, v: usize) -> Result<u
         needed: v as u64,
         limit: u32::MAX as u64,
     })
+}
+
+/// Sets dim `d` of a WGSL `array<vec4<u32>, 2>`.
+fn set(words: &mut [[u32; 4]; 2], d: usize, v: u32) {
+    words[d / 4][d % 4] = v;
 }
 
 impl ElementwiseParams {
@@ -51,7 +256,7 @@ impl ElementwiseParams {
         p.rank = shape.len() as u32;
         p.op = code;
         for (d, &s) in shape.iter().enumerate() {
-            p.shape[d] = s as u32;
+            set(&mut p.shape, d, s as u32);
         }
         let slots = inputs
             .iter()
@@ -63,8 +268,14 @@ impl ElementwiseParams {
             if layout.is_contiguous() {
                 p.contiguous |= 1 << slot;
             }
+            let strides = match slot {
+                0 => &mut p.strides0,
+                1 => &mut p.strides1,
+                2 => &mut p.strides2,
+                _ => &mut p.strides_out,
+            };
             for (d, &s) in layout.strides().iter().enumerate() {
-                p.strides[slot][d] = to_u32(op, "stride", s)?;
+                set(strides, d, to_u32(op, "stride", s)?);
             }
         }
         if output.is_none() {
@@ -74,87 +285,25 @@ impl ElementwiseParams {
     }
 }
 
-/// `reduce`, `arg_reduce`, `softmax`, `layer_norm`, `scatter_add`, `fill`: four words.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Words(pub [u32; 4]);
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct MatmulParams {
-    pub m: u32,
-    pub n: u32,
-    pub k: u32,
-    pub batch1: u32,
-    pub lhs_strides: [u32; 4],
-    pub rhs_strides: [u32; 4],
-    pub offsets: [u32; 4],
-}
-
-/// `matmul/pack.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct PackParams {
-    pub rows: u32,
-    pub cols: u32,
-    pub block_rows: u32,
-    pub block_cols: u32,
-    pub row_blocks: u32,
-    pub col_blocks: u32,
-    pub block_stride: u32,
-    pub batch1: u32,
-    pub strides: [u32; 4],
-    pub extent: [u32; 4],
-}
-
-/// `matmul/matmul_uniform_lhs.wgsl`, one per dispatch (one lhs block).
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct UniformLhsParams {
-    pub n: u32,
-    pub rows: u32,
-    pub k4: u32,
-    pub lhs_row: u32,
-    pub rhs_base: u32,
-    pub rhs_row: u32,
-    pub out_base: u32,
-    pub accumulate: u32,
-    pub rhs_batch: u32,
-    pub out_batch: u32,
-    pub _pad: [u32; 2],
-}
-
-/// `conv/*` and `pool/*`.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct WindowParams {
-    pub image: [u32; 4],
-    pub window: [u32; 4],
-    pub step: [u32; 4],
-    pub extra: [u32; 4],
-}
-
-/// `conv/conv2d_direct.wgsl`: the window, then output channels and groups.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct DirectConvParams {
-    pub window: WindowParams,
-    pub channels: [u32; 4],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct GatherParams {
-    pub dims: [u32; 4],
-    pub index_strides: [u32; 4],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct PhiloxParams {
-    pub numel: u32,
-    pub mode: u32,
-    pub threshold: u32,
-    pub _pad: u32,
-    pub key: [u32; 4],
+impl WindowParams {
+    /// The geometry of `s`, with the number of threads the kernel needs and its mode.
+    pub fn new(op: &'static str, s: &WindowSpec, threads: usize, mode: u32) -> Result<Self> {
+        let u = |v: usize| to_u32(op, "window size", v);
+        Ok(WindowParams {
+            image: [u(s.n)?, u(s.c)?, u(s.h)?, u(s.w)?],
+            window: [u(s.kh)?, u(s.kw)?, u(s.oh)?, u(s.ow)?],
+            step: [
+                u(s.stride.0)?,
+                u(s.stride.1)?,
+                u(s.padding.0)?,
+                u(s.padding.1)?,
+            ],
+            extra: [
+                u(s.dilation.0)?,
+                u(s.dilation.1)?,
+                to_u32(op, "element count", threads)?,
+                mode,
+            ],
+        })
+    }
 }

@@ -3,8 +3,9 @@
 
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
-use crate::params::Words;
+use crate::params::FmaParams;
 use crate::pool::PooledBuffer;
+use crate::shader_constants::FMA_WORKGROUP;
 use kiln_core::{DType, Result};
 
 const FMA_INVOCATIONS: usize = 64 * 1024;
@@ -37,14 +38,20 @@ impl FmaProbe {
     /// Records one run.
     pub fn run(&self) -> Result<()> {
         let op = "fma probe";
-        let params = Words([FMA_ITERATIONS, 0, 0, 0]);
+        let params = FmaParams {
+            iterations: FMA_ITERATIONS,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        };
         self.device.dispatch(
             op,
             Kernel::ProbeFma,
             &[DType::F32],
-            bytemuck::bytes_of(&params),
+            &params,
             &[self.data.buffer()],
-            self.device.groups_for(op, FMA_INVOCATIONS / 64)?,
+            self.device
+                .groups_for(op, FMA_INVOCATIONS / FMA_WORKGROUP as usize)?,
         )
     }
 }

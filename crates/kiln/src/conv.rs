@@ -41,6 +41,7 @@ fn conv_operands(
     weight.require_rank(op, 4)?;
     x.same_device(op, weight)?;
     x.same_dtype(op, weight)?;
+    x.require_float(op)?;
     let dims = |t: &Tensor| [t.dims()[0], t.dims()[1], t.dims()[2], t.dims()[3]];
     let (xd, wd) = (dims(x), dims(weight));
     if o.stride.0 == 0

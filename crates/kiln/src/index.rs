@@ -117,6 +117,7 @@ impl Tensor {
         self.same_device(op, index)?;
         self.same_device(op, src)?;
         self.same_dtype(op, src)?;
+        self.require_float(op)?;
         let d = self.shape().dim(op, dim)?;
         let fits = index.shape() == src.shape()
             && index.rank() == self.rank()

@@ -49,15 +49,19 @@ pub use autograd::{
 };
 pub use device::Device;
 pub use element::Element;
-pub use kiln_core::{philox, DType, Error, GpuErrorKind, Result, Shape};
+pub use kiln_core::{
+    philox, BinaryOp, DType, DTypeSet, Error, GpuErrorKind, Gradient, OpInfo, ReduceOp, Result,
+    Shape, UnaryOp,
+};
 pub use random::Rng;
 pub use tensor::{Tensor, TensorId};
 
 /// The backends, for users who need to reach below the tensor API.
 pub mod backend {
     pub use kiln_cpu::{CpuDevice, CpuStorage};
+    pub use kiln_wgpu::shader_constants;
     pub use kiln_wgpu::{
         list_adapters, specialised_sources, AdapterSummary, CopyProbe, FmaProbe, GpuDevice,
-        GpuStorage, Kernel, MatmulVariant, PoolStats,
+        GpuStorage, Kernel, MatmulVariant, ParamsLayout, ParamsMember, PoolStats,
     };
 }

@@ -32,18 +32,6 @@ impl Rng {
     }
 }
 
-fn require_float(op: &'static str, dtype: DType) -> Result<()> {
-    if dtype.is_float() {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedDType {
-            op,
-            dtype,
-            reason: "random draws are floating-point",
-        })
-    }
-}
-
 impl Tensor {
     /// Uniform on `[0, 1)`.
     pub fn rand(
@@ -53,7 +41,7 @@ impl Tensor {
         rng: &mut Rng,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        require_float("rand", dtype)?;
+        dtype.require_float("rand")?;
         let (n, stream) = (shape.elem_count(), rng.next_stream());
         let storage = match device {
             Device::Cpu => Storage::Cpu(CpuDevice.rand_uniform(n, dtype, rng.seed, stream)?),
@@ -70,7 +58,7 @@ impl Tensor {
         rng: &mut Rng,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        require_float("randn", dtype)?;
+        dtype.require_float("randn")?;
         let values = philox::normals(rng.seed, rng.next_stream(), shape.elem_count());
         Tensor::from_host(HostBuffer::from_f32(dtype, values), shape, device)
     }
@@ -84,7 +72,7 @@ impl Tensor {
         rng: &mut Rng,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        require_float("bernoulli", dtype)?;
+        dtype.require_float("bernoulli")?;
         if !(0.0..=1.0).contains(&p) {
             return Err(Error::InvalidArgument {
                 op: "bernoulli",

@@ -1,12 +1,13 @@
 //! Reductions over one, several or all dims, and softmax.
 
-use crate::autograd::{track, Op};
+use crate::autograd::{track, track_by_kind, Op};
 use crate::Tensor;
 use kiln_core::{Error, ReduceOp, Result, Shape};
 
 impl Tensor {
-    /// Moves `dims` last, makes the result compact and reduces it as `[rows, k]`.
-    fn reduce_op(&self, op: ReduceOp, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    /// Applies a reduction from the op table over `dims` (the index reductions take one
+    /// dim). Moves `dims` last, makes the result compact and reduces it as `[rows, k]`.
+    pub fn reduce(&self, op: ReduceOp, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let name = op.name();
         if dims.is_empty() {
             return Err(Error::InvalidArgument {
@@ -24,21 +25,16 @@ impl Tensor {
                 reason: "cannot reduce an empty dim".into(),
             });
         }
-        if op.returns_index() {
-            // An index carries no gradient.
-            return crate::no_grad(|| self.reduce_compute(op, &reduced, &kept, keepdim));
-        }
-        if op == ReduceOp::Prod && self.requires_grad() && crate::is_grad_enabled() {
-            let reason = "prod has no gradient rule yet; detach() first".into();
-            return Err(Error::NoGradient { op: name, reason });
-        }
+        op.check_dtype(self.dtype())?;
         let record = Op::Reduce {
             x: self.clone(),
             op,
             dims: reduced.clone(),
             keepdim,
         };
-        track(record, || self.reduce_compute(op, &reduced, &kept, keepdim))
+        track_by_kind(op.gradient(), record, || {
+            self.reduce_compute(op, &reduced, &kept, keepdim)
+        })
     }
 
     fn reduce_compute(
@@ -90,37 +86,37 @@ impl Tensor {
 
     fn reduce_all(&self, op: ReduceOp) -> Result<Tensor> {
         if self.rank() == 0 {
-            return self.reshape([1])?.reduce_op(op, &[0], false);
+            return self.reshape([1])?.reduce(op, &[0], false);
         }
-        self.reduce_op(op, &self.all_dims(), false)
+        self.reduce(op, &self.all_dims(), false)
     }
 
     pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
-        self.reduce_op(ReduceOp::Sum, dims, keepdim)
+        self.reduce(ReduceOp::Sum, dims, keepdim)
     }
     pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
-        self.reduce_op(ReduceOp::Mean, dims, keepdim)
+        self.reduce(ReduceOp::Mean, dims, keepdim)
     }
     /// Largest value over `dims`. Gradient: shared equally among tied maxima.
     pub fn max(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
-        self.reduce_op(ReduceOp::Max, dims, keepdim)
+        self.reduce(ReduceOp::Max, dims, keepdim)
     }
     /// Smallest value over `dims`. Gradient: shared equally among tied minima.
     pub fn min(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
-        self.reduce_op(ReduceOp::Min, dims, keepdim)
+        self.reduce(ReduceOp::Min, dims, keepdim)
     }
     /// Product over `dims`. Not differentiable yet: on a tensor that requires a
     /// gradient it returns `Error::NoGradient`.
     pub fn prod(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
-        self.reduce_op(ReduceOp::Prod, dims, keepdim)
+        self.reduce(ReduceOp::Prod, dims, keepdim)
     }
     /// Index (i32) of the first maximum along `dim`.
     pub fn argmax(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
-        self.reduce_op(ReduceOp::ArgMax, &[dim], keepdim)
+        self.reduce(ReduceOp::ArgMax, &[dim], keepdim)
     }
     /// Index (i32) of the first minimum along `dim`.
     pub fn argmin(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
-        self.reduce_op(ReduceOp::ArgMin, &[dim], keepdim)
+        self.reduce(ReduceOp::ArgMin, &[dim], keepdim)
     }
 
     /// Sum of every element, as a rank-0 tensor.

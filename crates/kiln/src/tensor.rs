@@ -238,14 +238,7 @@ impl Tensor {
     }
 
     pub(crate) fn require_float(&self, op: &'static str) -> Result<()> {
-        if !self.dtype().is_float() {
-            return Err(Error::UnsupportedDType {
-                op,
-                dtype: self.dtype(),
-                reason: "this op needs a floating-point tensor",
-            });
-        }
-        Ok(())
+        self.dtype().require_float(op)
     }
 
     pub(crate) fn require_rank(&self, op: &'static str, rank: usize) -> Result<()> {

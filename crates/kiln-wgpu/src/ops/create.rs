@@ -64,7 +64,7 @@ pub(crate) fn philox(
         op,
         Kernel::Philox,
         &[dtype],
-        bytemuck::bytes_of(&params),
+        &params,
         &[out.buffer()],
         device.groups_1d(op, n)?,
     )?;

@@ -1,10 +1,10 @@
 //! Launchers for `shaders/elementwise/`: strided unary, binary, where, cast and copy.
 
-use super::require_float;
 use crate::kernels::Kernel;
 use crate::params::ElementwiseParams;
+use crate::shader_constants::{VEC4_PER_INVOCATION, VEC4_WORKGROUP};
 use crate::storage::GpuStorage;
-use kiln_core::{BinaryOp, DType, Error, Layout, Result, UnaryOp};
+use kiln_core::{BinaryOp, DType, Layout, Result, UnaryOp};
 
 /// Runs an elementwise kernel whose output is a fresh compact tensor of `out_dtype`.
 fn launch(
@@ -20,34 +20,30 @@ fn launch(
     let out = device.alloc_output(op, n, out_dtype)?;
     let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|s| s.raw()).collect();
     buffers.push(out.buffer());
-    // Every input contiguous and vec4-aligned: the `main_vec4` entry, 16 elements per
-    // invocation in 64-wide workgroups.
+    // Every input contiguous and vec4-aligned: the `main_vec4` entry.
+    let per_group = (VEC4_WORKGROUP * VEC4_PER_INVOCATION * 4) as usize;
     let all_contiguous = (1u32 << inputs.len()) - 1;
     let aligned = n.is_multiple_of(4)
         && params.contiguous & all_contiguous == all_contiguous
         && params.offsets[..inputs.len()].iter().all(|o| o % 4 == 0);
     let (kernel, groups) = match (kernel, aligned) {
-        (Kernel::Unary, true) => (Kernel::UnaryVec4, device.groups_for(op, n.div_ceil(1024))?),
-        (Kernel::Binary, true) => (Kernel::BinaryVec4, device.groups_for(op, n.div_ceil(1024))?),
+        (Kernel::Unary, true) => (
+            Kernel::UnaryVec4,
+            device.groups_for(op, n.div_ceil(per_group))?,
+        ),
+        (Kernel::Binary, true) => (
+            Kernel::BinaryVec4,
+            device.groups_for(op, n.div_ceil(per_group))?,
+        ),
         _ => (kernel, device.groups_1d(op, n)?),
     };
-    device.dispatch(
-        op,
-        kernel,
-        dtypes,
-        bytemuck::bytes_of(&params),
-        &buffers,
-        groups,
-    )?;
+    device.dispatch(op, kernel, dtypes, &params, &buffers, groups)?;
     Ok(GpuStorage::new(out, out_dtype, n, device))
 }
 
 pub(crate) fn unary(x: &GpuStorage, layout: &Layout, op: UnaryOp) -> Result<GpuStorage> {
-    require_float(op.name(), x.dtype)?;
-    let (code, p0, p1) = op.code();
-    let mut params = ElementwiseParams::new(op.name(), code, &[layout], None)?;
-    params.p0 = p0;
-    params.p1 = p1;
+    let mut params = ElementwiseParams::new(op.name(), op.code(), &[layout], None)?;
+    [params.p0, params.p1] = op.scalars();
     launch(op.name(), Kernel::Unary, &[x.dtype], params, &[x], x.dtype)
 }
 
@@ -60,13 +56,6 @@ pub(crate) fn binary(
 ) -> Result<GpuStorage> {
     let params = ElementwiseParams::new(op.name(), op.code(), &[ll, rl], None)?;
     if lhs.dtype == DType::I32 {
-        if op == BinaryOp::Pow {
-            return Err(Error::UnsupportedDType {
-                op: "pow",
-                dtype: DType::I32,
-                reason: "pow needs a floating-point tensor",
-            });
-        }
         return launch(
             op.name(),
             Kernel::BinaryInt,
@@ -144,7 +133,7 @@ pub(crate) fn copy_into(
         op,
         Kernel::Copy,
         &[src.dtype],
-        bytemuck::bytes_of(&params),
+        &params,
         &[src.raw(), dst.raw()],
         groups,
     )

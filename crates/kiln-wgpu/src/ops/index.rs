@@ -1,30 +1,20 @@
 //! Launchers for `shaders/index/`: gather (and index_select) and scatter_add.
 
 use crate::kernels::Kernel;
-use crate::params::{to_u32, GatherParams, Words};
+use crate::params::{to_u32, GatherParams, ScatterParams};
 use crate::storage::GpuStorage;
-use kiln_core::{DType, Error, GatherSpec, Result, ScatterSpec};
-
-fn require_index(op: &'static str, index: &GpuStorage) -> Result<()> {
-    if index.dtype == DType::I32 {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedDType {
-            op,
-            dtype: index.dtype,
-            reason: "indices must be i32",
-        })
-    }
-}
+use kiln_core::{GatherSpec, Result, ScatterSpec};
 
 pub(crate) fn gather(x: &GpuStorage, index: &GpuStorage, s: &GatherSpec) -> Result<GpuStorage> {
     let op = "gather";
-    require_index(op, index)?;
     let device = &x.device;
     let n = s.outer * s.out_dim * s.inner;
     let u = |v: usize| to_u32(op, "size", v);
     let params = GatherParams {
-        dims: [u(s.outer)?, u(s.in_dim)?, u(s.out_dim)?, u(s.inner)?],
+        outer: u(s.outer)?,
+        in_dim: u(s.in_dim)?,
+        out_dim: u(s.out_dim)?,
+        inner: u(s.inner)?,
         index_strides: [
             u(s.index_strides[0])?,
             u(s.index_strides[1])?,
@@ -37,7 +27,7 @@ pub(crate) fn gather(x: &GpuStorage, index: &GpuStorage, s: &GatherSpec) -> Resu
         op,
         Kernel::Gather,
         &[x.dtype],
-        bytemuck::bytes_of(&params),
+        &params,
         &[x.raw(), index.raw(), out.buffer()],
         device.groups_1d(op, n)?,
     )?;
@@ -51,19 +41,22 @@ pub(crate) fn scatter_add(
     s: &ScatterSpec,
 ) -> Result<GpuStorage> {
     let op = "scatter_add";
-    require_index(op, index)?;
-    super::require_float(op, x.dtype)?;
     let device = &x.device;
     let n = s.outer * s.dim * s.inner;
     let u = |v: usize| to_u32(op, "size", v);
-    let params = Words([u(s.outer)?, u(s.dim)?, u(s.src_dim)?, u(s.inner)?]);
+    let params = ScatterParams {
+        outer: u(s.outer)?,
+        dim: u(s.dim)?,
+        src_dim: u(s.src_dim)?,
+        inner: u(s.inner)?,
+    };
     let out = device.alloc_output(op, n, x.dtype)?;
     let buffers = [x.raw(), index.raw(), src.raw(), out.buffer()];
     device.dispatch(
         op,
         Kernel::ScatterAdd,
         &[x.dtype],
-        bytemuck::bytes_of(&params),
+        &params,
         &buffers,
         device.groups_1d(op, n)?,
     )?;

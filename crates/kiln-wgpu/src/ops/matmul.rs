@@ -6,50 +6,20 @@
 //!   about 9x faster than `Tiled` (docs/BENCHMARKS.md).
 
 use crate::kernels::Kernel;
+use crate::matmul_variant::{MatmulVariant, BLOCK_BYTES};
 use crate::params::{to_u32, MatmulParams, PackParams, UniformLhsParams};
 use crate::pool::PooledBuffer;
+use crate::shader_constants;
 use crate::storage::GpuStorage;
 use kiln_core::{DType, Error, MatmulOperand, MatmulSpec, Result};
 use std::num::NonZeroU64;
 
-const TILE: usize = 64;
-/// Rows of lhs per uniform block (the kernel's accumulators), and f32s per block (64 KiB).
-const BLOCK_ROWS: usize = 32;
-const BLOCK_ELEMS: usize = 16384;
-const BLOCK_BYTES: u64 = (BLOCK_ELEMS * 4) as u64;
+const TILE: usize = shader_constants::TILE as usize;
+/// Rows of lhs per uniform block (the kernel's accumulators), and f32s per block.
+const BLOCK_ROWS: usize = shader_constants::BLOCK_ROWS as usize;
+const BLOCK_ELEMS: usize = shader_constants::BLOCK_VEC4S as usize * 4;
 /// How much rhs one dispatch may sweep when batches share an lhs block (about an L2).
 const RHS_SWEEP_BYTES: usize = 1 << 20;
-
-/// Which matmul kernel a device runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatmulVariant {
-    Tiled,
-    UniformLhs,
-}
-
-impl MatmulVariant {
-    /// `KILN_MATMUL=tiled|uniform-lhs` overrides; otherwise adapters that run on the CPU
-    /// get `UniformLhs` and hardware GPUs `Tiled`.
-    pub(crate) fn for_adapter(software: bool, limits: &wgpu::Limits) -> Self {
-        match std::env::var("KILN_MATMUL").as_deref() {
-            Ok("tiled") => MatmulVariant::Tiled,
-            Ok("uniform-lhs") if Self::UniformLhs.fits(limits) => MatmulVariant::UniformLhs,
-            _ if software && Self::UniformLhs.fits(limits) => MatmulVariant::UniformLhs,
-            _ => MatmulVariant::Tiled,
-        }
-    }
-
-    /// Whether the adapter's limits allow this variant.
-    pub(crate) fn fits(self, limits: &wgpu::Limits) -> bool {
-        match self {
-            MatmulVariant::Tiled => true,
-            MatmulVariant::UniformLhs => {
-                limits.max_uniform_buffer_binding_size >= BLOCK_BYTES
-                    && u64::from(limits.min_uniform_buffer_offset_alignment) <= BLOCK_BYTES
-            }
-        }
-    }
-}
 
 fn strides(op: &'static str, o: &MatmulOperand) -> Result<[u32; 4]> {
     Ok([
@@ -62,7 +32,6 @@ fn strides(op: &'static str, o: &MatmulOperand) -> Result<[u32; 4]> {
 
 pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> Result<GpuStorage> {
     let op = "matmul";
-    super::require_float(op, lhs.dtype)?;
     let device = &lhs.device;
     let batches = spec.batch[0] * spec.batch[1];
     let len = batches * spec.m * spec.n;
@@ -114,7 +83,7 @@ fn tiled(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec, out: &PooledBuff
         op,
         Kernel::Matmul,
         &[lhs.dtype],
-        bytemuck::bytes_of(&params),
+        &params,
         &[lhs.raw(), rhs.raw(), out.buffer()],
         groups,
     )
@@ -158,7 +127,7 @@ fn pack(
         op,
         Kernel::MatmulPack,
         &[source.dtype],
-        bytemuck::bytes_of(&params),
+        &params,
         &[source.raw(), packed.buffer()],
         device.groups_1d(op, written)?,
     )?;
@@ -223,7 +192,7 @@ fn uniform_lhs(
         (packed_rhs.buffer(), n4, Some(rows * n4), 0)
     };
 
-    let x_groups = n4.div_ceil(8);
+    let x_groups = n4.div_ceil(shader_constants::UNIFORM_LHS_WORKGROUP as usize);
     let max = device.max_workgroups_per_dim() as usize;
     if x_groups > max {
         return Err(Error::LimitExceeded {
@@ -270,7 +239,8 @@ fn uniform_lhs(
                     accumulate: (j > 0) as u32,
                     rhs_batch: to_u32(op, "stride", rhs_batch)?,
                     out_batch: to_u32(op, "stride", out_batch)?,
-                    _pad: [0; 2],
+                    _pad0: 0,
+                    _pad1: 0,
                 };
                 let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: packed_lhs.buffer(),
@@ -281,7 +251,7 @@ fn uniform_lhs(
                     op,
                     Kernel::MatmulUniformLhs,
                     &[DType::F32],
-                    bytemuck::bytes_of(&params),
+                    &params,
                     &[
                         window,
                         rhs_buffer.as_entire_binding(),

@@ -1,24 +1,41 @@
 //! Kernel launchers, one module per family of `shaders/`.
 
+pub(crate) mod conv;
 pub(crate) mod create;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod loss;
-pub mod matmul;
+pub(crate) mod matmul;
+pub(crate) mod norm;
+pub(crate) mod pool;
 pub(crate) mod reduce;
-pub(crate) mod window;
 
-use kiln_core::{DType, Error, Result};
+use crate::kernels::Kernel;
+use crate::params::WindowParams;
+use crate::storage::GpuStorage;
+use kiln_core::{DType, Result};
 
-/// The error every launcher of a float-only kernel returns for other dtypes.
-pub(crate) fn require_float(op: &'static str, dtype: DType) -> Result<()> {
-    if dtype.is_float() {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedDType {
-            op,
-            dtype,
-            reason: "this op needs a floating-point tensor",
-        })
-    }
+/// Runs a window kernel; `inputs[0]` is the floating-point tensor that sets the dtype.
+pub(crate) fn launch_window(
+    op: &'static str,
+    kernel: Kernel,
+    inputs: &[&GpuStorage],
+    p: WindowParams,
+    outputs: &[(usize, DType)],
+) -> Result<Vec<GpuStorage>> {
+    let x = inputs[0];
+    let device = &x.device;
+    let outs = outputs
+        .iter()
+        .map(|&(n, d)| device.alloc_output(op, n, d))
+        .collect::<Result<Vec<_>>>()?;
+    let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|t| t.raw()).collect();
+    buffers.extend(outs.iter().map(|b| b.buffer()));
+    let groups = device.groups_1d(op, p.extra[2] as usize)?;
+    device.dispatch(op, kernel, &[x.dtype], &p, &buffers, groups)?;
+    Ok(outs
+        .into_iter()
+        .zip(outputs)
+        .map(|(b, &(n, d))| GpuStorage::new(b, d, n, device))
+        .collect())
 }

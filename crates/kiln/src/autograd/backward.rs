@@ -248,7 +248,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
                     let s = x.sigmoid()?;
                     s.mul(&x.mul(&s.neg()?.add_scalar(1.0)?)?.add_scalar(1.0)?)?
                 }
-                UnaryOp::Clamp { min, max } => x
+                UnaryOp::Clamp(min, max) => x
                     .ge(&x.full_like(min as f64)?)?
                     .mul(&x.le(&x.full_like(max as f64)?)?)?,
                 UnaryOp::PowScalar(p) => x.pow_scalar(p as f64 - 1.0)?.mul_scalar(p as f64)?,
@@ -278,7 +278,13 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
                     let left = left.broadcast_to(y.shape().clone())?;
                     (g.mul(&left)?, g.mul(&left.neg()?.add_scalar(1.0)?)?)
                 }
-                _ => return Ok(vec![None, None]), // comparisons are never recorded
+                // Piecewise constant: never recorded (`Gradient::Constant` in the table).
+                BinaryOp::Eq
+                | BinaryOp::Ne
+                | BinaryOp::Lt
+                | BinaryOp::Le
+                | BinaryOp::Gt
+                | BinaryOp::Ge => return Ok(vec![None, None]),
             };
             Ok(vec![
                 Some(sum_to(&ga, a.shape())?),
@@ -338,7 +344,8 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
                     let count = hits.sum(&dims, true)?;
                     hits.mul(&gk.div(&count)?)?
                 }
-                _ => {
+                // Never recorded: `Missing` and `Constant` in the op table.
+                ReduceOp::Prod | ReduceOp::ArgMax | ReduceOp::ArgMin => {
                     return Err(Error::NoGradient {
                         op: op.name(),
                         reason: "no gradient rule".into(),

@@ -12,4 +12,4 @@ mod op;
 pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use gradients::{GradIssue, GradIssueKind, Gradients};
-pub(crate) use op::{track, Node, Op};
+pub(crate) use op::{track, track_by_kind, Node, Op};

@@ -3,7 +3,7 @@
 
 use super::grad_mode::{is_grad_enabled, no_grad};
 use crate::Tensor;
-use kiln_core::{BinaryOp, PoolKind, ReduceOp, Result, UnaryOp, WindowSpec};
+use kiln_core::{BinaryOp, Error, Gradient, PoolKind, ReduceOp, Result, UnaryOp, WindowSpec};
 use std::sync::Arc;
 
 /// A tensor's place in the autograd graph.
@@ -184,4 +184,26 @@ pub(crate) fn track(op: Op, compute: impl FnOnce() -> Result<Tensor>) -> Result<
     }
     let out = no_grad(compute)?;
     Ok(out.with_node(Node::Op(Arc::new(op))))
+}
+
+/// `track` for an op of the op table, as its gradient kind says: a piecewise-constant
+/// op's output never requires a gradient, and an op without a rule is an error where
+/// it would be recorded (never a silent zero).
+pub(crate) fn track_by_kind(
+    gradient: Gradient,
+    op: Op,
+    compute: impl FnOnce() -> Result<Tensor>,
+) -> Result<Tensor> {
+    match gradient {
+        Gradient::Rule => track(op, compute),
+        Gradient::Constant => no_grad(compute),
+        Gradient::Missing => {
+            if is_grad_enabled() && op.parents().iter().any(|p| p.requires_grad()) {
+                let name = op.name();
+                let reason = format!("{name} has no gradient rule yet; detach() first");
+                return Err(Error::NoGradient { op: name, reason });
+            }
+            compute()
+        }
+    }
 }

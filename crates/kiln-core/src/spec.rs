@@ -1,0 +1,87 @@
+//! The geometry of the fused kernels: matmul, convolution, pooling, gather/scatter.
+
+/// How one matmul operand is read: element `(b0, b1, row, col)` sits at
+/// `offset + b0*batch[0] + b1*batch[1] + row*row_stride + col*col_stride`.
+/// Transposed and broadcast operands are just other strides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MatmulOperand {
+    pub batch: [usize; 2],
+    pub row_stride: usize,
+    pub col_stride: usize,
+    pub offset: usize,
+}
+
+/// `out[b0, b1] = lhs[b0, b1] (m x k) @ rhs[b0, b1] (k x n)`, output compact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulSpec {
+    pub batch: [usize; 2],
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub lhs: MatmulOperand,
+    pub rhs: MatmulOperand,
+}
+
+/// Geometry of a 2-D sliding window over a compact NCHW tensor: used by im2col
+/// (convolution), col2im (transposed convolution) and pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub n: usize,
+    pub c: usize,
+    /// Input height and width.
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    /// Output height and width.
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl WindowSpec {
+    /// Output size of a window sweep, or `None` when the window does not fit.
+    pub fn out_size(
+        input: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        dilation: usize,
+    ) -> Option<usize> {
+        let span = dilation * (k - 1) + 1;
+        (input + 2 * pad).checked_sub(span).map(|r| r / stride + 1)
+    }
+}
+
+/// `out[o, j, i] = input[o, index[o, j, i], i]` over compact `[outer, dim, inner]` input;
+/// the index is read through `index_strides` (outer, j, inner) so that one kernel
+/// serves gather (a full index) and index_select (a 1-D index, strides `[0, 1, 0]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatherSpec {
+    pub outer: usize,
+    pub in_dim: usize,
+    pub out_dim: usize,
+    pub inner: usize,
+    pub index_strides: [usize; 3],
+}
+
+/// `out = input; out[o, index[o, j, i], i] += src[o, j, i]`, summed in index order so
+/// the result is deterministic (no float atomics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScatterSpec {
+    pub outer: usize,
+    pub dim: usize,
+    pub src_dim: usize,
+    pub inner: usize,
+}
+
+/// Pooling flavours sharing one window geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Average over the window; padding counts towards the divisor when set.
+    Avg { count_include_pad: bool },
+    /// PyTorch's adaptive windows: `[floor(i*H/OH), ceil((i+1)*H/OH))`.
+    AdaptiveAvg,
+}

@@ -1,0 +1,207 @@
+//! The backend contract (`kiln_core::BackendStorage`, `BackendDevice`) for the GPU:
+//! each method forwards to its launcher in `ops/`. Callers have checked dtypes and
+//! arguments (the tensor API does, through the op table).
+
+use crate::device::GpuDevice;
+use crate::ops;
+use crate::storage::GpuStorage;
+use kiln_core::{
+    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec,
+    PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+};
+
+impl BackendStorage for GpuStorage {
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn to_host(&self, layout: &Layout) -> Result<HostBuffer> {
+        let compact;
+        let source = if layout.is_compact() {
+            self
+        } else {
+            compact = ops::elementwise::copy_compact(self, layout)?;
+            &compact
+        };
+        let n = layout.elem_count();
+        let dtype = self.dtype;
+        self.device.read_with(
+            "to_vec",
+            &source.buffer,
+            n * dtype.size_in_bytes(),
+            |bytes| HostBuffer::from_bytes(dtype, bytes, n),
+        )
+    }
+
+    fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
+        ops::elementwise::unary(self, layout, op)
+    }
+
+    fn binary(
+        &self,
+        layout: &Layout,
+        rhs: &Self,
+        rhs_layout: &Layout,
+        op: BinaryOp,
+    ) -> Result<Self> {
+        ops::elementwise::binary(self, layout, rhs, rhs_layout, op)
+    }
+
+    fn where_cond(
+        &self,
+        layout: &Layout,
+        on_true: &Self,
+        tl: &Layout,
+        on_false: &Self,
+        fl: &Layout,
+    ) -> Result<Self> {
+        ops::elementwise::where_cond(self, layout, on_true, tl, on_false, fl)
+    }
+
+    fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self> {
+        ops::elementwise::cast(self, layout, dtype)
+    }
+
+    fn copy_into(&self, layout: &Layout, dst: &mut Self, dst_layout: &Layout) -> Result<()> {
+        ops::elementwise::copy_into(self, layout, dst, dst_layout)
+    }
+
+    fn reduce(&self, op: ReduceOp, rows: usize, k: usize) -> Result<Self> {
+        ops::reduce::reduce(self, op, rows, k)
+    }
+
+    fn reduce_middle(&self, op: ReduceOp, outer: usize, k: usize, inner: usize) -> Result<Self> {
+        ops::reduce::reduce_middle(self, op, outer, k, inner)
+    }
+
+    fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self> {
+        ops::reduce::softmax(self, rows, k, log)
+    }
+
+    fn layer_norm(
+        &self,
+        weight: &Self,
+        bias: &Self,
+        rows: usize,
+        k: usize,
+        eps: f32,
+    ) -> Result<Self> {
+        ops::norm::layer_norm(self, weight, bias, rows, k, eps)
+    }
+
+    fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self> {
+        ops::matmul::matmul(self, rhs, spec)
+    }
+
+    fn im2col(&self, spec: &WindowSpec) -> Result<Self> {
+        ops::conv::im2col(self, spec)
+    }
+
+    fn conv2d_direct(
+        &self,
+        weight: &Self,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        ops::conv::conv2d_direct(self, weight, spec, out_channels, groups)
+    }
+
+    fn col2im(&self, spec: &WindowSpec) -> Result<Self> {
+        ops::conv::col2im(self, spec)
+    }
+
+    fn max_pool2d(&self, spec: &WindowSpec) -> Result<(Self, Self)> {
+        ops::pool::max_pool2d(self, spec)
+    }
+
+    fn avg_pool2d(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self> {
+        ops::pool::avg_pool2d(self, spec, kind)
+    }
+
+    fn gather(&self, index: &Self, spec: &GatherSpec) -> Result<Self> {
+        ops::index::gather(self, index, spec)
+    }
+
+    fn scatter_add(&self, index: &Self, src: &Self, spec: &ScatterSpec) -> Result<Self> {
+        ops::index::scatter_add(self, index, src, spec)
+    }
+
+    fn conv2d_weight_grad(
+        &self,
+        dy: &Self,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        ops::conv::conv2d_weight_grad(self, dy, spec, out_channels, groups)
+    }
+
+    fn max_pool2d_backward(&self, indices: &Self, spec: &WindowSpec) -> Result<Self> {
+        ops::pool::max_pool2d_backward(self, indices, spec)
+    }
+
+    fn avg_pool2d_backward(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self> {
+        ops::pool::avg_pool2d_backward(self, spec, kind)
+    }
+
+    fn cross_entropy(
+        &self,
+        targets: &Self,
+        rows: usize,
+        classes: usize,
+        smoothing: f32,
+    ) -> Result<Self> {
+        ops::loss::cross_entropy(self, targets, rows, classes, smoothing)
+    }
+
+    fn cross_entropy_backward(
+        &self,
+        targets: &Self,
+        dloss: &Self,
+        rows: usize,
+        classes: usize,
+        smoothing: f32,
+    ) -> Result<Self> {
+        ops::loss::cross_entropy_backward(self, targets, dloss, rows, classes, smoothing)
+    }
+}
+
+impl BackendDevice for GpuDevice {
+    type Storage = GpuStorage;
+
+    fn zeros(&self, n: usize, dtype: DType) -> Result<GpuStorage> {
+        ops::create::zeros(self, n, dtype)
+    }
+
+    fn full(&self, n: usize, dtype: DType, value: f64) -> Result<GpuStorage> {
+        ops::create::full(self, n, dtype, value)
+    }
+
+    fn upload(&self, data: &HostBuffer) -> Result<GpuStorage> {
+        ops::create::upload(self, data)
+    }
+
+    fn rand_uniform(&self, n: usize, dtype: DType, seed: u64, stream: u64) -> Result<GpuStorage> {
+        ops::create::philox(self, n, dtype, 0, 0, seed, stream)
+    }
+
+    fn bernoulli(
+        &self,
+        n: usize,
+        dtype: DType,
+        p: f64,
+        seed: u64,
+        stream: u64,
+    ) -> Result<GpuStorage> {
+        ops::create::philox(
+            self,
+            n,
+            dtype,
+            1,
+            kiln_core::philox::bernoulli_threshold(p),
+            seed,
+            stream,
+        )
+    }
+}

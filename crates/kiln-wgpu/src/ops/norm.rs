@@ -1,0 +1,31 @@
+//! Launcher for `shaders/norm/`: layer norm over rows, fused (mean, variance, scale
+//! and shift in one pass over each row).
+
+use super::reduce::{rows_kernel, serial_rows};
+use crate::kernels::Kernel;
+use crate::params::{to_u32, LayerNormParams};
+use crate::storage::GpuStorage;
+use kiln_core::Result;
+
+pub(crate) fn layer_norm(
+    x: &GpuStorage,
+    weight: &GpuStorage,
+    bias: &GpuStorage,
+    rows: usize,
+    k: usize,
+    eps: f32,
+) -> Result<GpuStorage> {
+    let name = "layer_norm";
+    let params = LayerNormParams {
+        rows: to_u32(name, "rows", rows)?,
+        k: to_u32(name, "row length", k)?,
+        eps,
+        _pad: 0,
+    };
+    let kernel = match serial_rows(x, rows, k) {
+        true => Kernel::LayerNormRowsSerial,
+        false => Kernel::LayerNorm,
+    };
+    let inputs = [x, weight, bias];
+    rows_kernel(name, kernel, &inputs, &params, rows, rows * k, x.dtype)
+}

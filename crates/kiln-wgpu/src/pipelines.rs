@@ -1,0 +1,69 @@
+//! Compute pipelines: each (kernel, dtypes) built once from its specialised WGSL and
+//! cached for the life of the device.
+
+use crate::device::GpuDevice;
+use crate::kernels::Kernel;
+use kiln_core::{DType, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Compute pipelines by kernel and the dtypes it was specialised to.
+pub(crate) type PipelineCache = HashMap<(Kernel, Vec<DType>), Arc<wgpu::ComputePipeline>>;
+
+impl GpuDevice {
+    /// Builds (once) the pipeline of `kernel` specialised to `dtypes`.
+    pub(crate) fn pipeline(
+        &self,
+        op: &'static str,
+        kernel: Kernel,
+        dtypes: &[DType],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        for &d in dtypes {
+            if !self.supports(d) {
+                return Err(Self::unsupported(op, d));
+            }
+        }
+        let key = (kernel, dtypes.to_vec());
+        if let Some(p) = self.inner.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let source = kernel.specialise(dtypes)?;
+        let pipeline = Arc::new(self.compile_wgsl(op, kernel.file().0, &source, kernel.entry())?);
+        self.inner
+            .pipelines
+            .lock()
+            .unwrap()
+            .insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Compiles WGSL into a compute pipeline; a shader that fails to parse or validate
+    /// comes back as `Err(Error::Gpu { kind: Validation, .. })`.
+    pub fn compile_wgsl(
+        &self,
+        op: &'static str,
+        label: &str,
+        source: &str,
+        entry: &str,
+    ) -> Result<wgpu::ComputePipeline> {
+        self.scoped(op, || {
+            let module = self
+                .inner
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(label),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+            self.inner
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(label),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+        })
+    }
+}

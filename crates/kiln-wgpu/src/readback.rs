@@ -1,0 +1,82 @@
+//! Reading buffers back to the host: the only sync points.
+
+use crate::device::GpuDevice;
+use crate::pool::PooledBuffer;
+use kiln_core::{Error, GpuErrorKind, Result};
+use std::sync::mpsc;
+
+impl GpuDevice {
+    /// Copies the first `bytes` of `buffer` to the host: a sync point.
+    pub(crate) fn read_bytes(
+        &self,
+        op: &'static str,
+        buffer: &PooledBuffer,
+        bytes: usize,
+    ) -> Result<Vec<u8>> {
+        self.read_with(op, buffer, bytes, |b| b.to_vec())
+    }
+
+    /// Copies the first `bytes` of `buffer` into the device's staging buffer, waits, and
+    /// hands the mapped bytes to `decode`. The staging buffer is kept between reads (and
+    /// grown when needed): allocating and faulting in a fresh one per read cost more than
+    /// the copy itself.
+    pub(crate) fn read_with<R>(
+        &self,
+        op: &'static str,
+        buffer: &PooledBuffer,
+        bytes: usize,
+        decode: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let size = (bytes.div_ceil(4) * 4).max(4) as u64;
+        let mut staging = self.inner.staging.lock().unwrap();
+        if staging.as_ref().is_none_or(|s| s.size() < size) {
+            *staging = None;
+            *staging = Some(self.scoped(op, || {
+                self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kiln readback"),
+                    size: size
+                        .next_power_of_two()
+                        .min(self.inner.limits.max_buffer_size)
+                        .max(size),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })?);
+        }
+        let staging = staging.as_ref().expect("made above");
+        self.record(op, |_, encoder| {
+            encoder.copy_buffer_to_buffer(buffer.buffer(), 0, staging, 0, size)
+        })?;
+        self.flush(op)?;
+        let slice = staging.slice(..size);
+        let (tx, rx) = mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                op,
+                kind: GpuErrorKind::DeviceLost,
+                message: e.to_string(),
+            })?;
+        let readback = |e: String| Error::Gpu {
+            op,
+            kind: GpuErrorKind::Readback,
+            message: e,
+        };
+        rx.recv()
+            .map_err(|e| readback(e.to_string()))?
+            .map_err(|e| readback(e.to_string()))?;
+        let value = {
+            let mapped = slice
+                .get_mapped_range()
+                .map_err(|e| readback(e.to_string()))?;
+            decode(&mapped[..bytes])
+        };
+        staging.unmap();
+        self.take_uncaptured(op)?;
+        Ok(value)
+    }
+}

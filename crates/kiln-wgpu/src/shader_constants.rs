@@ -1,0 +1,154 @@
+//! The numbers the launchers and the WGSL kernels must agree on: workgroup and tile
+//! sizes, and the op codes of kiln-core's op table. Each is defined once, here or in
+//! the table.
+//!
+//! A shader that needs some of them carries a block naming their groups:
+//!
+//! ```text
+//! // kiln:constants workgroup unary_ops
+//! // (generated lines)
+//! // kiln:end
+//! ```
+//!
+//! The generated lines are kept in the file so that it is valid WGSL on its own, but
+//! what runs never depends on them: `expand` replaces the block with text generated
+//! afresh whenever a kernel is built. `tests/shaders.rs` checks that each file's copy
+//! is current; `KILN_BLESS=1 cargo test --test shaders` rewrites the copies.
+
+use kiln_core::{BinaryOp, Error, OpInfo, ReduceOp, Result, UnaryOp};
+
+/// Threads per workgroup of every one-thread-per-element (1-D) kernel.
+pub const WORKGROUP: u32 = 256;
+/// Invocations per workgroup of the kernels that give each invocation a whole row or
+/// column (`*_rows_serial`, `reduce_columns`).
+pub const SERIAL_WORKGROUP: u32 = 64;
+/// The `main_vec4` elementwise entry points: invocations per workgroup, and vec4s
+/// each invocation handles.
+pub const VEC4_WORKGROUP: u32 = 64;
+pub const VEC4_PER_INVOCATION: u32 = 4;
+/// Side of the square output tile of the tiled matmul; each of its `TILE/4 x TILE/4`
+/// threads computes a 4x4 block.
+pub const TILE: u32 = 64;
+/// The uniform-lhs matmul: rows of lhs per block (the kernel keeps one vec4 accumulator
+/// per row), vec4s per block (64 KiB, the uniform binding), invocations per workgroup.
+pub const BLOCK_ROWS: u32 = 32;
+pub const BLOCK_VEC4S: u32 = 4096;
+pub const UNIFORM_LHS_WORKGROUP: u32 = 8;
+/// Invocations per workgroup of the FMA roofline probe.
+pub const FMA_WORKGROUP: u32 = 64;
+
+const BEGIN: &str = "// kiln:constants";
+const END: &str = "// kiln:end";
+
+/// The constants of one group, by WGSL name.
+fn group(name: &str) -> Option<Vec<(String, u32)>> {
+    let sizes = |list: &[(&str, u32)]| list.iter().map(|&(n, v)| (n.to_string(), v)).collect();
+    let ops = |table: &[OpInfo]| table.iter().map(|o| (o.wgsl_constant(), o.code)).collect();
+    Some(match name {
+        "workgroup" => sizes(&[("WORKGROUP", WORKGROUP)]),
+        "serial_workgroup" => sizes(&[("SERIAL_WORKGROUP", SERIAL_WORKGROUP)]),
+        "vec4_elementwise" => sizes(&[
+            ("VEC4_WORKGROUP", VEC4_WORKGROUP),
+            ("VEC4_PER_INVOCATION", VEC4_PER_INVOCATION),
+        ]),
+        "matmul_tiled" => sizes(&[("TILE", TILE)]),
+        "matmul_uniform_lhs" => sizes(&[
+            ("BLOCK_ROWS", BLOCK_ROWS),
+            ("BLOCK_VEC4S", BLOCK_VEC4S),
+            ("UNIFORM_LHS_WORKGROUP", UNIFORM_LHS_WORKGROUP),
+        ]),
+        "fma_probe" => sizes(&[("FMA_WORKGROUP", FMA_WORKGROUP)]),
+        "unary_ops" => ops(UnaryOp::INFO),
+        "binary_ops" => ops(BinaryOp::INFO),
+        "reduce_ops" => ops(ReduceOp::INFO),
+        _ => return None,
+    })
+}
+
+/// The block for `groups`, from its first line to its last, each ending in a newline.
+pub fn render_block(groups: &[&str]) -> Result<String> {
+    let mut out = format!("{BEGIN} {}\n", groups.join(" "));
+    out.push_str("// Generated from kiln's op table and shader_constants.rs; do not edit.\n");
+    for &g in groups {
+        let Some(constants) = group(g) else {
+            return Err(Error::InvalidArgument {
+                op: "shader constants",
+                reason: format!("unknown constant group `{g}`"),
+            });
+        };
+        for (name, value) in constants {
+            out.push_str(&format!("const {name}: u32 = {value}u;\n"));
+        }
+    }
+    out.push_str(END);
+    out.push('\n');
+    Ok(out)
+}
+
+/// Where a shader's block lies: its byte range and its groups. `None` when it has none.
+pub fn find_block(source: &str) -> Result<Option<(std::ops::Range<usize>, Vec<&str>)>> {
+    let Some(start) = source.find(BEGIN) else {
+        return Ok(None);
+    };
+    let malformed = |reason: &str| Error::InvalidArgument {
+        op: "shader constants",
+        reason: reason.to_string(),
+    };
+    let line_end = source[start..]
+        .find('\n')
+        .map(|i| start + i)
+        .ok_or_else(|| malformed("a constants block has no lines"))?;
+    let groups = source[start + BEGIN.len()..line_end]
+        .split_whitespace()
+        .collect();
+    let end = source[line_end..]
+        .find(END)
+        .map(|i| line_end + i + END.len())
+        .ok_or_else(|| malformed("a constants block has no `// kiln:end`"))?;
+    let end = if source[end..].starts_with('\n') {
+        end + 1
+    } else {
+        end
+    };
+    Ok(Some((start..end, groups)))
+}
+
+/// `source` with its constants block generated afresh.
+pub fn expand(source: &str) -> Result<String> {
+    match find_block(source)? {
+        None => Ok(source.to_string()),
+        Some((range, groups)) => {
+            let block = render_block(&groups)?;
+            Ok(format!(
+                "{}{block}{}",
+                &source[..range.start],
+                &source[range.end..]
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_is_replaced_by_the_table_values() {
+        let stale = "// head\n// kiln:constants workgroup binary_ops\nconst WORKGROUP: u32 = 1u;\n// kiln:end\nfn f() {}\n";
+        let fresh = expand(stale).unwrap();
+        assert!(fresh.starts_with("// head\n// kiln:constants workgroup binary_ops\n"));
+        assert!(fresh.contains("const WORKGROUP: u32 = 256u;\n"));
+        assert!(fresh.contains(&format!(
+            "const BINARY_GE: u32 = {}u;\n",
+            BinaryOp::Ge.code()
+        )));
+        assert!(fresh.ends_with("// kiln:end\nfn f() {}\n"));
+        assert_eq!(expand(&fresh).unwrap(), fresh);
+    }
+
+    #[test]
+    fn unknown_groups_and_open_blocks_are_errors() {
+        assert!(expand("// kiln:constants nonsense\n// kiln:end\n").is_err());
+        assert!(expand("// kiln:constants workgroup\nconst X: u32 = 1u;\n").is_err());
+    }
+}
