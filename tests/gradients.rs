@@ -40,7 +40,7 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
         .iter()
         .filter(|op| differentiable(op.gradient()))
     {
-        let [(a_lo, a_hi), (b_lo, b_hi)] = binary_domain(op);
+        let ([(a_lo, a_hi), (b_lo, b_hi)], _) = binary_domain(op);
         let (a, b) = (
             uniform(&[3, 4], a_lo, a_hi, rng),
             uniform(&[4], b_lo, b_hi, rng),

@@ -69,9 +69,7 @@ fn binary_ops_broadcast_match_cpu() {
     ];
     let mut rng = rng();
     for &op in BinaryOp::EXAMPLES {
-        let [(a_lo, a_hi), (b_lo, b_hi)] = binary_domain(op);
-        // pow is transcendental: GPU pow is not correctly rounded.
-        let tol = if op == BinaryOp::Pow { F32_MATH } else { F32 };
+        let ([(a_lo, a_hi), (b_lo, b_hi)], tol) = binary_domain(op);
         let f = |t: &[Tensor]| t[0].binary(&t[1], op);
         for &(a, b) in pairs {
             // Round to a grid of quarters so that comparisons see ties.

@@ -33,14 +33,17 @@ alias T = f32;
 struct Params {
     numel: u32,
     rank: u32,
+    // the op's code (unary and binary kernels)
     op: u32,
-    // bit 0: input is contiguous from its offset (skip the stride walk)
+    // bit i: operand i (inputs 0..2, output 3) is contiguous from its offset, so the
+    // kernel skips its stride walk
     contiguous: u32,
+    // the op's scalar parameters (unary kernel)
     p0: f32,
     p1: f32,
     _pad0: u32,
     _pad1: u32,
-    // x: input offset; y, z, w unused here
+    // element offsets of inputs 0..2 (x, y, z) and of the output (w)
     offsets: vec4<u32>,
     shape: array<vec4<u32>, 2>,
     strides0: array<vec4<u32>, 2>,

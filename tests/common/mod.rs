@@ -229,14 +229,15 @@ pub fn unary_domain(op: UnaryOp) -> (f64, f64) {
     }
 }
 
-/// The ranges of the left and right operands of each binary op.
-pub fn binary_domain(op: BinaryOp) -> [(f64, f64); 2] {
+/// The ranges of the left and right operands of each binary op, and the tolerance of
+/// its parity case (transcendental functions are not correctly rounded on GPUs).
+pub fn binary_domain(op: BinaryOp) -> ([(f64, f64); 2], Tol) {
     use BinaryOp::*;
     match op {
-        Pow => [(0.5, 2.0), (-1.0, 1.0)],
-        Div => [(-1.0, 1.0), (0.5, 2.0)],
+        Pow => ([(0.5, 2.0), (-1.0, 1.0)], F32_MATH),
+        Div => ([(-1.0, 1.0), (0.5, 2.0)], F32),
         Add | Sub | Mul | Maximum | Minimum | Eq | Ne | Lt | Le | Gt | Ge => {
-            [(-1.0, 1.0), (-1.0, 1.0)]
+            ([(-1.0, 1.0), (-1.0, 1.0)], F32)
         }
     }
 }

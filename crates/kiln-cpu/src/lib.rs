@@ -3,10 +3,13 @@
 //! the tensor's dtype, so the reference is the accurate side of every comparison (and
 //! `F64` tensors, which `gradcheck` uses, come for free).
 
+mod conv;
 mod elementwise;
 mod index;
 mod loss;
 mod matmul;
+mod norm;
+mod pool;
 mod random;
 mod reduce;
 mod strided;
@@ -147,7 +150,7 @@ impl BackendStorage for CpuStorage {
         eps: f32,
     ) -> Result<Self> {
         let (w, b) = (weight.compact_floats(), bias.compact_floats());
-        let out = reduce::layer_norm(&self.compact_floats(), &w, &b, rows, k, eps as f64);
+        let out = norm::layer_norm(&self.compact_floats(), &w, &b, rows, k, eps as f64);
         Ok(Self::from_floats(self.dtype(), out))
     }
 
@@ -157,11 +160,11 @@ impl BackendStorage for CpuStorage {
 
     fn im2col(&self, spec: &WindowSpec) -> Result<Self> {
         if let HostBuffer::F32(v) = &self.0 {
-            return Ok(CpuStorage(HostBuffer::F32(window::im2col(v, spec))));
+            return Ok(CpuStorage(HostBuffer::F32(conv::im2col(v, spec))));
         }
         Ok(Self::from_floats(
             self.dtype(),
-            window::im2col(&self.compact_floats(), spec),
+            conv::im2col(&self.compact_floats(), spec),
         ))
     }
 
@@ -172,7 +175,7 @@ impl BackendStorage for CpuStorage {
         out_channels: usize,
         groups: usize,
     ) -> Result<Self> {
-        let out = window::conv2d_direct(
+        let out = conv::conv2d_direct(
             &self.compact_floats(),
             &weight.compact_floats(),
             spec,
@@ -184,23 +187,23 @@ impl BackendStorage for CpuStorage {
 
     fn col2im(&self, spec: &WindowSpec) -> Result<Self> {
         if let HostBuffer::F32(v) = &self.0 {
-            return Ok(CpuStorage(HostBuffer::F32(window::col2im(v, spec))));
+            return Ok(CpuStorage(HostBuffer::F32(conv::col2im(v, spec))));
         }
         Ok(Self::from_floats(
             self.dtype(),
-            window::col2im(&self.compact_floats(), spec),
+            conv::col2im(&self.compact_floats(), spec),
         ))
     }
 
     fn max_pool2d(&self, spec: &WindowSpec) -> Result<(Self, Self)> {
         if let HostBuffer::F32(v) = &self.0 {
-            let (values, indices) = window::max_pool2d(v, spec);
+            let (values, indices) = pool::max_pool2d(v, spec);
             return Ok((
                 CpuStorage(HostBuffer::F32(values)),
                 CpuStorage(HostBuffer::I32(indices)),
             ));
         }
-        let (values, indices) = window::max_pool2d(&self.compact_floats(), spec);
+        let (values, indices) = pool::max_pool2d(&self.compact_floats(), spec);
         Ok((
             Self::from_floats(self.dtype(), values),
             CpuStorage(HostBuffer::I32(indices)),
@@ -208,7 +211,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn avg_pool2d(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self> {
-        let out = window::avg_pool2d(&self.compact_floats(), spec, kind);
+        let out = pool::avg_pool2d(&self.compact_floats(), spec, kind);
         Ok(Self::from_floats(self.dtype(), out))
     }
 
@@ -230,20 +233,20 @@ impl BackendStorage for CpuStorage {
         groups: usize,
     ) -> Result<Self> {
         if let (HostBuffer::F32(x), HostBuffer::F32(d)) = (&self.0, &dy.0) {
-            let dw = window::conv2d_weight_grad_gemm(x, d, spec, out_channels, groups);
+            let dw = conv::conv2d_weight_grad_gemm(x, d, spec, out_channels, groups);
             return Ok(CpuStorage(HostBuffer::F32(dw)));
         }
         let (x, dy) = (self.compact_floats(), dy.compact_floats());
-        let out = window::conv2d_weight_grad(&x, &dy, spec, out_channels, groups);
+        let out = conv::conv2d_weight_grad(&x, &dy, spec, out_channels, groups);
         Ok(Self::from_floats(self.dtype(), out))
     }
 
     fn max_pool2d_backward(&self, indices: &Self, spec: &WindowSpec) -> Result<Self> {
         if let HostBuffer::F32(v) = &self.0 {
-            let dx = window::max_pool2d_backward(v, indices.ints("max_pool2d_backward")?, spec);
+            let dx = pool::max_pool2d_backward(v, indices.ints("max_pool2d_backward")?, spec);
             return Ok(CpuStorage(HostBuffer::F32(dx)));
         }
-        let out = window::max_pool2d_backward(
+        let out = pool::max_pool2d_backward(
             &self.compact_floats(),
             indices.ints("max_pool2d_backward")?,
             spec,
@@ -252,7 +255,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn avg_pool2d_backward(&self, spec: &WindowSpec, kind: PoolKind) -> Result<Self> {
-        let out = window::avg_pool2d_backward(&self.compact_floats(), spec, kind);
+        let out = pool::avg_pool2d_backward(&self.compact_floats(), spec, kind);
         Ok(Self::from_floats(self.dtype(), out))
     }
 

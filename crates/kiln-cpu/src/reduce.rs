@@ -1,4 +1,4 @@
-//! Row reductions, softmax and layer norm over compact `[rows, k]` data, in f64.
+//! Row reductions and softmax over compact `[rows, k]` data, in f64.
 
 use crate::CpuStorage;
 use kiln_core::{BackendStorage, HostBuffer, ReduceOp, Result};
@@ -107,21 +107,6 @@ pub fn softmax(x: &[f64], rows: usize, k: usize, log: bool) -> Vec<f64> {
             }
         } else {
             row.iter_mut().for_each(|o| *o /= sum);
-        }
-    }
-    out
-}
-
-/// Biased variance, as PyTorch's layer_norm uses.
-pub fn layer_norm(x: &[f64], w: &[f64], b: &[f64], rows: usize, k: usize, eps: f64) -> Vec<f64> {
-    let mut out = vec![0.0; rows * k];
-    for r in 0..rows {
-        let (xs, row) = (&x[r * k..(r + 1) * k], &mut out[r * k..(r + 1) * k]);
-        let mean = xs.iter().sum::<f64>() / k as f64;
-        let var = xs.iter().map(|&v| (v - mean).powi(2)).sum::<f64>() / k as f64;
-        let rstd = 1.0 / (var + eps).sqrt();
-        for (i, o) in row.iter_mut().enumerate() {
-            *o = (xs[i] - mean) * rstd * w[i] + b[i];
         }
     }
     out

@@ -183,7 +183,7 @@ impl BackendDevice for GpuDevice {
     }
 
     fn rand_uniform(&self, n: usize, dtype: DType, seed: u64, stream: u64) -> Result<GpuStorage> {
-        ops::create::philox(self, n, dtype, 0, 0, seed, stream)
+        ops::random::philox(self, n, dtype, 0, 0, seed, stream)
     }
 
     fn bernoulli(
@@ -194,7 +194,7 @@ impl BackendDevice for GpuDevice {
         seed: u64,
         stream: u64,
     ) -> Result<GpuStorage> {
-        ops::create::philox(
+        ops::random::philox(
             self,
             n,
             dtype,

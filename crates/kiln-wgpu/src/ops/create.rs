@@ -1,8 +1,7 @@
-//! Creating tensors on the GPU: zeros, constants, uploads and Philox draws.
+//! Creating tensors on the GPU: zeros, constants and uploads (random draws are in
+//! `random.rs`).
 
 use crate::device::GpuDevice;
-use crate::kernels::Kernel;
-use crate::params::PhiloxParams;
 use crate::storage::GpuStorage;
 use half::f16;
 use kiln_core::{DType, HostBuffer, Result};
@@ -35,38 +34,4 @@ pub(crate) fn full(device: &GpuDevice, n: usize, dtype: DType, value: f64) -> Re
 pub(crate) fn upload(device: &GpuDevice, data: &HostBuffer) -> Result<GpuStorage> {
     let buffer = device.upload_bytes("from_vec", data.as_bytes(), data.len(), data.dtype())?;
     Ok(GpuStorage::new(buffer, data.dtype(), data.len(), device))
-}
-
-pub(crate) fn philox(
-    device: &GpuDevice,
-    n: usize,
-    dtype: DType,
-    mode: u32,
-    threshold: u32,
-    seed: u64,
-    stream: u64,
-) -> Result<GpuStorage> {
-    let op = if mode == 0 { "rand" } else { "bernoulli" };
-    let out = device.alloc_output(op, n, dtype)?;
-    let params = PhiloxParams {
-        numel: crate::params::to_u32(op, "element count", n)?,
-        mode,
-        threshold,
-        _pad: 0,
-        key: [
-            seed as u32,
-            (seed >> 32) as u32,
-            stream as u32,
-            (stream >> 32) as u32,
-        ],
-    };
-    device.dispatch(
-        op,
-        Kernel::Philox,
-        &[dtype],
-        &params,
-        &[out.buffer()],
-        device.groups_1d(op, n)?,
-    )?;
-    Ok(GpuStorage::new(out, dtype, n, device))
 }

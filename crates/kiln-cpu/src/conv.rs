@@ -1,0 +1,159 @@
+//! Convolution over compact NCHW data: im2col and col2im around the GEMM, direct
+//! grouped convolution, and the weight gradient. Floating-point work in f64 unless
+//! noted.
+
+use crate::window::{for_each_run, for_each_tap, source, Real};
+use kiln_core::WindowSpec;
+
+/// `[n, c, h, w]` -> `[n, c*kh*kw, oh*ow]`; out-of-image taps are zero. Generic so
+/// that f32 data is unfolded without widening.
+pub fn im2col<T: Copy + Default>(x: &[T], s: &WindowSpec) -> Vec<T> {
+    let (l, rows) = (s.oh * s.ow, s.c * s.kh * s.kw);
+    let mut out = vec![T::default(); s.n * rows * l];
+    for n in 0..s.n {
+        for c in 0..s.c {
+            let image = &x[(n * s.c + c) * s.h * s.w..][..s.h * s.w];
+            for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
+                let row = (c * s.kh + ky) * s.kw + kx;
+                let cols = &mut out[(n * rows + row) * l..][..l];
+                for_each_run(s, ky, kx, |iy, ix, oy, ox, len| {
+                    cols[oy * s.ow + ox..][..len].copy_from_slice(&image[iy * s.w + ix..][..len]);
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The weight gradient through im2col and SGEMM, for f32 data:
+/// `dw[g] = sum over n of dy[n, g] (og x l) @ cols[n, g]^T (l x cg*kh*kw)`.
+/// Same value as `conv2d_weight_grad`, in a different summation order.
+pub fn conv2d_weight_grad_gemm(
+    x: &[f32],
+    dy: &[f32],
+    s: &WindowSpec,
+    out_channels: usize,
+    groups: usize,
+) -> Vec<f32> {
+    let (cg, og) = (s.c / groups, out_channels / groups);
+    let (l, kk) = (s.oh * s.ow, s.kh * s.kw);
+    let rows = s.c * kk;
+    let cols = im2col(x, s);
+    let mut dw = vec![0.0f32; out_channels * cg * kk];
+    if l == 0 {
+        return dw;
+    }
+    for n in 0..s.n {
+        for g in 0..groups {
+            let a = &dy[(n * out_channels + g * og) * l..];
+            let b = &cols[(n * rows + g * cg * kk) * l..];
+            let c = &mut dw[g * og * cg * kk..];
+            // SAFETY: a is og x l (row stride l), b read as l x cg*kk (row stride 1,
+            // column stride l) inside cols, c is og x cg*kk inside dw.
+            unsafe {
+                matrixmultiply::sgemm(
+                    og,
+                    l,
+                    cg * kk,
+                    1.0,
+                    a.as_ptr(),
+                    l as isize,
+                    1,
+                    b.as_ptr(),
+                    1,
+                    l as isize,
+                    1.0,
+                    c.as_mut_ptr(),
+                    (cg * kk) as isize,
+                    1,
+                );
+            }
+        }
+    }
+    dw
+}
+
+/// Grouped conv2d by direct summation over each output's taps (f64).
+pub fn conv2d_direct(
+    x: &[f64],
+    weight: &[f64],
+    s: &WindowSpec,
+    out_channels: usize,
+    groups: usize,
+) -> Vec<f64> {
+    let (in_per_group, out_per_group) = (s.c / groups, out_channels / groups);
+    let mut out = vec![0.0; s.n * out_channels * s.oh * s.ow];
+    for (e, y) in out.iter_mut().enumerate() {
+        let (ox, oy) = (e % s.ow, (e / s.ow) % s.oh);
+        let (oc, n) = (
+            (e / (s.ow * s.oh)) % out_channels,
+            e / (s.ow * s.oh * out_channels),
+        );
+        let first_in = oc / out_per_group * in_per_group;
+        for ci in 0..in_per_group {
+            let plane = &x[(n * s.c + first_in + ci) * s.h * s.w..][..s.h * s.w];
+            let taps = &weight[(oc * in_per_group + ci) * s.kh * s.kw..][..s.kh * s.kw];
+            for ky in 0..s.kh {
+                let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h) else {
+                    continue;
+                };
+                for kx in 0..s.kw {
+                    if let Some(ix) = source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w) {
+                        *y += plane[iy * s.w + ix] * taps[ky * s.kw + kx];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `[n, c*kh*kw, oh*ow]` columns -> `[n, c, h, w]` image, summing every tap that lands
+/// on a pixel: the adjoint of `im2col` (here `h, w` is the image being rebuilt).
+pub fn col2im<T: Real>(cols: &[T], s: &WindowSpec) -> Vec<T> {
+    let (l, rows) = (s.oh * s.ow, s.c * s.kh * s.kw);
+    let mut out = vec![T::default(); s.n * s.c * s.h * s.w];
+    for n in 0..s.n {
+        for c in 0..s.c {
+            let image = &mut out[(n * s.c + c) * s.h * s.w..][..s.h * s.w];
+            for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
+                let row = (c * s.kh + ky) * s.kw + kx;
+                let col = &cols[(n * rows + row) * l..][..l];
+                for_each_tap(s, ky, kx, |iy, ix, oy, ox| {
+                    image[iy * s.w + ix] += col[oy * s.ow + ox]
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `dw[o, c', ky, kx] = sum over n, oy, ox of dy[n, o, oy, ox] * x[n, g*cg + c', iy, ix]`
+/// where `g` is `o`'s group: `[o, c/groups, kh, kw]`.
+pub fn conv2d_weight_grad(
+    x: &[f64],
+    dy: &[f64],
+    s: &WindowSpec,
+    out_channels: usize,
+    groups: usize,
+) -> Vec<f64> {
+    let (cg, og) = (s.c / groups, out_channels / groups);
+    let mut dw = vec![0.0; out_channels * cg * s.kh * s.kw];
+    for o in 0..out_channels {
+        for ci in 0..cg {
+            let c = (o / og) * cg + ci;
+            for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
+                let mut acc = 0.0;
+                for n in 0..s.n {
+                    let image = &x[(n * s.c + c) * s.h * s.w..][..s.h * s.w];
+                    let grad = &dy[(n * out_channels + o) * s.oh * s.ow..][..s.oh * s.ow];
+                    for_each_tap(s, ky, kx, |iy, ix, oy, ox| {
+                        acc += grad[oy * s.ow + ox] * image[iy * s.w + ix]
+                    });
+                }
+                dw[((o * cg + ci) * s.kh + ky) * s.kw + kx] = acc;
+            }
+        }
+    }
+    dw
+}
