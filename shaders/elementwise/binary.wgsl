@@ -11,14 +11,15 @@ const BINARY_SUB: u32 = 1u;
 const BINARY_MUL: u32 = 2u;
 const BINARY_DIV: u32 = 3u;
 const BINARY_POW: u32 = 4u;
-const BINARY_MAXIMUM: u32 = 5u;
-const BINARY_MINIMUM: u32 = 6u;
-const BINARY_EQ: u32 = 7u;
-const BINARY_NE: u32 = 8u;
-const BINARY_LT: u32 = 9u;
-const BINARY_LE: u32 = 10u;
-const BINARY_GT: u32 = 11u;
-const BINARY_GE: u32 = 12u;
+const BINARY_ATAN2: u32 = 5u;
+const BINARY_MAXIMUM: u32 = 6u;
+const BINARY_MINIMUM: u32 = 7u;
+const BINARY_EQ: u32 = 8u;
+const BINARY_NE: u32 = 9u;
+const BINARY_LT: u32 = 10u;
+const BINARY_LE: u32 = 11u;
+const BINARY_GT: u32 = 12u;
+const BINARY_GE: u32 = 13u;
 // kiln:end
 alias T = f32;
 
@@ -86,6 +87,8 @@ fn apply(op: u32, a: f32, b: f32) -> f32 {
         case BINARY_MUL: { return a * b; }
         case BINARY_DIV: { return a / b; }
         case BINARY_POW: { return pow_real(a, b); }
+        // atan2(0, 0) is undefined in WGSL; PyTorch gives 0.
+        case BINARY_ATAN2: { return select(atan2(a, b), 0.0, a == 0.0 && b == 0.0); }
         case BINARY_MAXIMUM: { return max(a, b); }
         case BINARY_MINIMUM: { return min(a, b); }
         case BINARY_EQ: { return select(0.0, 1.0, a == b); }

@@ -9,14 +9,15 @@ const BINARY_SUB: u32 = 1u;
 const BINARY_MUL: u32 = 2u;
 const BINARY_DIV: u32 = 3u;
 const BINARY_POW: u32 = 4u;
-const BINARY_MAXIMUM: u32 = 5u;
-const BINARY_MINIMUM: u32 = 6u;
-const BINARY_EQ: u32 = 7u;
-const BINARY_NE: u32 = 8u;
-const BINARY_LT: u32 = 9u;
-const BINARY_LE: u32 = 10u;
-const BINARY_GT: u32 = 11u;
-const BINARY_GE: u32 = 12u;
+const BINARY_ATAN2: u32 = 5u;
+const BINARY_MAXIMUM: u32 = 6u;
+const BINARY_MINIMUM: u32 = 7u;
+const BINARY_EQ: u32 = 8u;
+const BINARY_NE: u32 = 9u;
+const BINARY_LT: u32 = 10u;
+const BINARY_LE: u32 = 11u;
+const BINARY_GT: u32 = 12u;
+const BINARY_GE: u32 = 13u;
 // kiln:end
 
 struct Params {

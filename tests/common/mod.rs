@@ -235,6 +235,8 @@ pub fn binary_domain(op: BinaryOp) -> ([(f64, f64); 2], Tol) {
     use BinaryOp::*;
     match op {
         Pow => ([(0.5, 2.0), (-1.0, 1.0)], F32_MATH),
+        // Every quadrant, and (0, 0) on the parity grid.
+        Atan2 => ([(-1.0, 1.0), (-1.0, 1.0)], F32_MATH),
         Div => ([(-1.0, 1.0), (0.5, 2.0)], F32),
         Add | Sub | Mul | Maximum | Minimum | Eq | Ne | Lt | Le | Gt | Ge => {
             ([(-1.0, 1.0), (-1.0, 1.0)], F32)

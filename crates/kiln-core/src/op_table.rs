@@ -95,6 +95,9 @@ macro_rules! for_each_binary_op {
             Div => div, ALL, Rule;
             /// `self^rhs`; a negative base needs a whole exponent (else NaN).
             Pow => pow, FLOAT, Rule;
+            /// Four-quadrant arctangent of `self / rhs`, in `(-pi, pi]`; 0 at `(0, 0)`,
+            /// as in PyTorch.
+            Atan2 => atan2, FLOAT, Rule;
             /// Elementwise larger value. Gradient: on a tie it goes to `self`.
             Maximum => maximum, ALL, Rule;
             /// Elementwise smaller value. Gradient: on a tie it goes to `self`.

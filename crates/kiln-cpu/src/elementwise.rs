@@ -51,6 +51,7 @@ pub fn binary_f64(op: BinaryOp, a: f64, b: f64) -> f64 {
         BinaryOp::Mul => a * b,
         BinaryOp::Div => a / b,
         BinaryOp::Pow => a.powf(b),
+        BinaryOp::Atan2 => a.atan2(b),
         BinaryOp::Maximum => a.max(b),
         BinaryOp::Minimum => a.min(b),
         BinaryOp::Eq => flag(a == b),
@@ -85,7 +86,7 @@ fn binary_i32(op: BinaryOp, a: i32, b: i32) -> Result<i32> {
         BinaryOp::Gt => flag(a > b),
         BinaryOp::Ge => flag(a >= b),
         // The tensor API refuses i32 pow (the op table's dtypes) before it gets here.
-        BinaryOp::Pow => {
+        BinaryOp::Pow | BinaryOp::Atan2 => {
             return Err(Error::UnsupportedDType {
                 op: op.name(),
                 dtype: DType::I32,

@@ -268,6 +268,11 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
                     g.mul(b)?.mul(&a.pow(&b.sub_scalar(1.0)?)?)?,
                     g.mul(y)?.mul(&a.log()?)?,
                 ),
+                // d atan2(a, b) = (b da - a db) / (a^2 + b^2)
+                BinaryOp::Atan2 => {
+                    let r2 = a.square()?.add(&b.square()?)?;
+                    (g.mul(b)?.div(&r2)?, g.mul(a)?.neg()?.div(&r2)?)
+                }
                 // Ties send the gradient to the left operand.
                 BinaryOp::Maximum | BinaryOp::Minimum => {
                     let left = if *op == BinaryOp::Maximum {
