@@ -83,6 +83,50 @@ pub struct GanOptions<'a> {
     pub minutes: Option<f64>,
 }
 
+/// The two networks and their optimizers.
+pub struct Gan {
+    pub generator: Sequential,
+    pub discriminator: Sequential,
+    opt_g: Adam,
+    opt_d: Adam,
+}
+
+impl Gan {
+    pub fn new(device: &Device, lr: f64, rng: &mut Rng) -> Result<Self> {
+        let (generator, discriminator) = (generator(device, rng)?, discriminator(device, rng)?);
+        let opt_g = Adam::new(generator.named_parameters(), lr).with_betas((0.5, 0.999));
+        let opt_d = Adam::new(discriminator.named_parameters(), lr).with_betas((0.5, 0.999));
+        Ok(Gan {
+            generator,
+            discriminator,
+            opt_g,
+            opt_d,
+        })
+    }
+
+    /// One adversarial step on the real digits `x`; returns the discriminator's and the
+    /// generator's losses (on the device).
+    pub fn step(&mut self, x: &Tensor, rng: &mut Rng) -> Result<(Tensor, Tensor)> {
+        let (g, d, device) = (&self.generator, &self.discriminator, x.device());
+        let n = x.dims()[0];
+        let ones = Tensor::ones([n, 1], DType::F32, &device)?;
+        let zeros = Tensor::zeros([n, 1], DType::F32, &device)?;
+        // Discriminator: real -> 1, generated -> 0 (the generator is not updated).
+        let fake = g
+            .forward(&Tensor::randn([n, LATENT], DType::F32, &device, rng)?)?
+            .detach();
+        let loss_d = binary_cross_entropy_with_logits(&d.forward(x)?, &ones)?.add(
+            &binary_cross_entropy_with_logits(&d.forward(&fake)?, &zeros)?,
+        )?;
+        self.opt_d.step(&loss_d.backward()?)?;
+        // Generator: make the discriminator say 1 (the non-saturating loss).
+        let fake = g.forward(&Tensor::randn([n, LATENT], DType::F32, &device, rng)?)?;
+        let loss_g = binary_cross_entropy_with_logits(&d.forward(&fake)?, &ones)?;
+        self.opt_g.step(&loss_g.backward()?)?;
+        Ok((loss_d, loss_g))
+    }
+}
+
 pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
     if !o.classifier.exists() {
         let reason =
@@ -95,11 +139,8 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
         });
     }
     let mut rng = Rng::new(o.seed);
-    let (g, d) = (
-        generator(device, &mut rng)?,
-        discriminator(device, &mut rng)?,
-    );
-    println!("training gan: generator {} and discriminator {} parameters, {} epochs, batch {}, lr {}, device {device}", g.num_parameters(), d.num_parameters(), o.epochs, o.batch_size, o.lr);
+    let mut gan = Gan::new(device, o.lr, &mut rng)?;
+    println!("training gan: generator {} and discriminator {} parameters, {} epochs, batch {}, lr {}, device {device}", gan.generator.num_parameters(), gan.discriminator.num_parameters(), o.epochs, o.batch_size, o.lr);
     // Real digits scaled to [-1, 1], the generator's tanh range.
     let real = TensorDataset::new(
         data.train_images.mul_scalar(2.0)?.add_scalar(-1.0)?,
@@ -108,28 +149,12 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
     let loader = DataLoader::new(&real, o.batch_size, device)?
         .shuffled(o.seed)
         .dropping_last();
-    let mut opt_g = Adam::new(g.named_parameters(), o.lr).with_betas((0.5, 0.999));
-    let mut opt_d = Adam::new(d.named_parameters(), o.lr).with_betas((0.5, 0.999));
     let start = Instant::now();
     for epoch in 1..=o.epochs {
         let (mut loss_d_sum, mut loss_g_sum, mut steps) = (0.0, 0.0, 0);
         for batch in loader.epoch(epoch as u64) {
             let (x, _) = batch?;
-            let n = x.dims()[0];
-            let ones = Tensor::ones([n, 1], DType::F32, device)?;
-            let zeros = Tensor::zeros([n, 1], DType::F32, device)?;
-            // Discriminator: real -> 1, generated -> 0 (the generator is not updated).
-            let fake = g
-                .forward(&Tensor::randn([n, LATENT], DType::F32, device, &mut rng)?)?
-                .detach();
-            let loss_d = binary_cross_entropy_with_logits(&d.forward(&x)?, &ones)?.add(
-                &binary_cross_entropy_with_logits(&d.forward(&fake)?, &zeros)?,
-            )?;
-            opt_d.step(&loss_d.backward()?)?;
-            // Generator: make the discriminator say 1 (the non-saturating loss).
-            let fake = g.forward(&Tensor::randn([n, LATENT], DType::F32, device, &mut rng)?)?;
-            let loss_g = binary_cross_entropy_with_logits(&d.forward(&fake)?, &ones)?;
-            opt_g.step(&loss_g.backward()?)?;
+            let (loss_d, loss_g) = gan.step(&x, &mut rng)?;
             loss_d_sum += loss_d.item::<f32>()? as f64;
             loss_g_sum += loss_g.item::<f32>()? as f64;
             steps += 1;
@@ -148,11 +173,12 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
         }
     }
 
+    let (g, d) = (&gan.generator, &gan.discriminator);
     // Judge 1,000 samples with the trained CNN.
     let cnn = models::cnn(device, &mut Rng::new(0))?;
     restore(&load_checkpoint(o.classifier)?, &cnn.state_dict())?;
     cnn.eval();
-    let judged = samples(&g, 1000, device, &mut Rng::new(o.seed ^ 0x5eed))?;
+    let judged = samples(g, 1000, device, &mut Rng::new(o.seed ^ 0x5eed))?;
     let probs = kiln::no_grad(|| cnn.forward(&judged)?.softmax(-1))?.to_vec::<f32>()?;
     let mut counts = [0usize; 10];
     let mut confident = 0;

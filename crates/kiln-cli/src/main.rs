@@ -6,6 +6,7 @@ mod char_lm;
 mod gan;
 mod info;
 mod models;
+mod profile;
 mod saliency;
 mod train;
 
@@ -31,6 +32,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Show which pixels drove a trained CNN's predictions, as a PNG.
     Saliency(saliency::SaliencyArgs),
+    /// Profile a built-in model's training step: kernels launched, bytes, GPU time.
+    Profile(profile::ProfileArgs),
     /// Time every kernel family on one device, against that device's own rooflines.
     Bench(bench::BenchArgs),
     /// Print docs/BENCHMARKS.md's tables from `kiln bench --json` files and peer output.
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Info => info::run(),
         Command::Train(args) => train::run(args),
         Command::Saliency(args) => saliency::run(args),
+        Command::Profile(args) => profile::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchReport(args) => bench::report(args),
     };

@@ -8,6 +8,7 @@ use crate::launch::Batch;
 use crate::matmul_variant::MatmulVariant;
 use crate::pipelines::PipelineCache;
 use crate::pool::{BufferPool, PoolStats};
+use crate::profile::Recorder;
 use kiln_core::{DType, Error, Result};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,6 +31,8 @@ pub(crate) struct Inner {
     /// Kept for reads to the host (see `readback`).
     pub(crate) staging: Mutex<Option<wgpu::Buffer>>,
     pub(crate) uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Counts launches while `profile` runs.
+    pub(crate) profiler: Mutex<Option<Recorder>>,
 }
 
 /// A handle to one GPU; cheap to clone.
@@ -98,6 +101,7 @@ impl GpuDevice {
                 poison: AtomicBool::new(false),
                 staging: Mutex::default(),
                 uncaptured,
+                profiler: Mutex::default(),
             }),
         })
     }

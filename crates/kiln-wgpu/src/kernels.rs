@@ -123,6 +123,20 @@ impl Kernel {
         }
     }
 
+    /// The bindings the kernel may write (`var<storage, read_write>`), read from its
+    /// source: the outputs whose bytes a profile counts as written.
+    pub fn written_bindings(self) -> Vec<u32> {
+        let (_, text) = self.file();
+        text.lines()
+            .filter(|l| l.contains("var<storage, read_write>"))
+            .filter_map(|l| {
+                let at = l.find("@binding(")? + "@binding(".len();
+                let end = at + l[at..].find(')')?;
+                l[at..end].parse().ok()
+            })
+            .collect()
+    }
+
     /// The ops of the op table this kernel computes: its source must name each one's
     /// WGSL constant (checked by `tests/shaders.rs`).
     pub fn table_ops(self) -> Vec<&'static OpInfo> {

@@ -80,6 +80,7 @@ impl GpuDevice {
         }
         let params = bytemuck::bytes_of(params);
         let pipeline = self.pipeline(op, kernel, dtypes)?;
+        let timestamps = self.profile_launch(kernel, dtypes, resources);
         let full = self.scoped(op, || {
             let uniform = self
                 .inner
@@ -112,7 +113,13 @@ impl GpuDevice {
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(kernel.file().0),
-                    timestamp_writes: None,
+                    timestamp_writes: timestamps.as_ref().map(|(queries, first)| {
+                        wgpu::ComputePassTimestampWrites {
+                            query_set: queries,
+                            beginning_of_pass_write_index: Some(*first),
+                            end_of_pass_write_index: Some(*first + 1),
+                        }
+                    }),
                 });
                 pass.set_pipeline(&pipeline);
                 pass.set_bind_group(0, &bind_group, &[]);
@@ -150,6 +157,7 @@ impl GpuDevice {
 
     /// Records a buffer clear (zeros) into the current batch.
     pub(crate) fn clear(&self, op: &'static str, buffer: &PooledBuffer) -> Result<()> {
+        self.profile_transfer();
         self.record(op, |_, encoder| {
             encoder.clear_buffer(buffer.buffer(), 0, None)
         })
@@ -161,13 +169,19 @@ impl GpuDevice {
     pub fn flush(&self, op: &'static str) -> Result<()> {
         let mut batch = self.inner.batch.lock().unwrap();
         batch.dispatches = 0;
-        if let Some(encoder) = batch.encoder.take() {
+        let mut timed = None;
+        if let Some(mut encoder) = batch.encoder.take() {
+            timed = self.profile_resolve(&mut encoder);
             self.scoped(op, || {
                 self.inner.queue.submit([encoder.finish()]);
             })?;
         }
         self.inner.pool.recycle();
-        Ok(())
+        drop(batch);
+        match timed {
+            Some((readable, kernels)) => self.profile_collect(readable, kernels),
+            None => Ok(()),
+        }
     }
 
     /// Submits everything recorded so far and waits until the GPU has finished it.

@@ -44,6 +44,7 @@ impl GpuDevice {
             })?);
         }
         let staging = staging.as_ref().expect("made above");
+        self.profile_transfer();
         self.record(op, |_, encoder| {
             encoder.copy_buffer_to_buffer(buffer.buffer(), 0, staging, 0, size)
         })?;

@@ -84,6 +84,21 @@ impl Device {
             Device::Gpu(g) => g.flush("flush"),
         }
     }
+
+    /// Runs `f` and reports every GPU kernel it launched: launches, bytes bound and,
+    /// where the adapter has timestamp queries, GPU time per kernel (see
+    /// `kiln::Profile`). It counts everything the device runs meanwhile, from any
+    /// thread, and one profile runs at a time per device. The CPU backend launches no
+    /// kernels: it is an error there.
+    pub fn profile<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, kiln_wgpu::Profile)> {
+        match self {
+            Device::Gpu(g) => g.profile(f),
+            Device::Cpu => Err(Error::Unsupported {
+                op: "profile",
+                reason: "profiles count GPU kernel launches; the CPU backend has none".into(),
+            }),
+        }
+    }
 }
 
 impl fmt::Debug for Device {

@@ -53,6 +53,7 @@ pub use kiln_core::{
     philox, BinaryOp, DType, DTypeSet, Error, GpuErrorKind, Gradient, OpInfo, ReduceOp, Result,
     Shape, UnaryOp,
 };
+pub use kiln_wgpu::{KernelProfile, Profile};
 pub use random::Rng;
 pub use tensor::{Tensor, TensorId};
 

@@ -1,0 +1,151 @@
+//! `kiln profile`: what one training step of a built-in model launches on the GPU.
+//! Runs the step as `kiln train` does, warms up, then profiles `--steps` steps and
+//! prints a table per kernel, ending with the two machine-independent figures:
+//! `dispatches per step` and `bytes per step`.
+
+use crate::train::{char_lm, image_model, Model, IMAGE_BATCH, IMAGE_LR, LM_BATCH, LM_CONTEXT};
+use clap::Args;
+use kiln::{Device, Profile, Result, Rng, Tensor};
+use kiln_nn::data::{mnist10k, tinyshakespeare, CharVocab};
+use kiln_nn::optim::{Adam, Optimizer};
+use kiln_nn::train::{classification_step, next_token_step, StepOutput};
+use kiln_nn::Module;
+
+#[derive(Args)]
+pub struct ProfileArgs {
+    /// Which model's training step to profile.
+    #[arg(value_enum)]
+    model: Model,
+    /// The GPU to profile on (`gpu`, or `auto` when it picks one).
+    #[arg(long, default_value = "gpu")]
+    device: String,
+    /// Training steps to profile, after the warm-up.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Steps run first and not counted (pipelines are built then).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+type Step<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
+
+/// One training step of a model that `fit` trains: forward, the loss read back as
+/// `fit` reads it, backward, optimizer update.
+fn fit_step<'a>(
+    model: &'a dyn Module,
+    optimizer: &'a mut dyn Optimizer,
+    step: fn(&dyn Module, &Tensor, &Tensor) -> Result<StepOutput>,
+    x: Tensor,
+    y: Tensor,
+) -> Step<'a> {
+    Box::new(move || {
+        let out = step(model, &x, &y)?;
+        out.loss.to_f64_vec()?;
+        optimizer.step(&out.loss.backward()?)
+    })
+}
+
+pub fn run(args: ProfileArgs) -> Result<()> {
+    let device = Device::parse(&args.device)?;
+    let mut rng = Rng::new(args.seed);
+    if args.steps == 0 {
+        let reason = "--steps must be at least 1".into();
+        return Err(kiln::Error::InvalidArgument {
+            op: "profile",
+            reason,
+        });
+    }
+    let name = format!("{:?}", args.model).to_lowercase();
+    let profile = match args.model {
+        Model::Cnn | Model::Mlp => {
+            let data = mnist10k()?;
+            let x = data
+                .train_images
+                .narrow(0, 0, IMAGE_BATCH)?
+                .to_device(&device)?;
+            let y = data
+                .train_labels
+                .narrow(0, 0, IMAGE_BATCH)?
+                .to_device(&device)?;
+            let model = image_model(args.model, &device, &mut rng)?;
+            let mut optimizer = Adam::new(model.named_parameters(), IMAGE_LR);
+            let step = fit_step(&model, &mut optimizer, classification_step, x, y);
+            measure(&device, step, &args)?
+        }
+        Model::Lstm | Model::Gru | Model::Transformer => {
+            let text = tinyshakespeare();
+            let vocab = CharVocab::from_text(text);
+            let ids = vocab.encode(&text[..LM_BATCH * LM_CONTEXT + 1])?;
+            let window = |from: usize| -> Result<Tensor> {
+                let part = ids[from..from + LM_BATCH * LM_CONTEXT].to_vec();
+                Tensor::from_vec(part, [LM_BATCH, LM_CONTEXT], &device)
+            };
+            let (x, y) = (window(0)?, window(1)?);
+            let (model, lr) = char_lm(args.model, vocab.len(), &device, &mut rng)?;
+            let mut optimizer = Adam::new(model.named_parameters(), lr);
+            let step = fit_step(&model, &mut optimizer, next_token_step, x, y);
+            measure(&device, step, &args)?
+        }
+        Model::Gan => {
+            let data = mnist10k()?;
+            let x = data.train_images.narrow(0, 0, 64)?;
+            let x = x.mul_scalar(2.0)?.add_scalar(-1.0)?.to_device(&device)?;
+            let mut gan = crate::gan::Gan::new(&device, 2e-4, &mut rng)?;
+            let step = Box::new(|| {
+                let (loss_d, loss_g) = gan.step(&x, &mut rng)?;
+                loss_d.item::<f32>()?;
+                loss_g.item::<f32>().map(|_| ())
+            });
+            measure(&device, step, &args)?
+        }
+    };
+    println!(
+        "{name} on {device}: {} steps after {} of warm-up",
+        args.steps, args.warmup
+    );
+    print(&profile, args.steps);
+    Ok(())
+}
+
+fn measure(device: &Device, mut step: Step<'_>, args: &ProfileArgs) -> Result<Profile> {
+    for _ in 0..args.warmup {
+        step()?;
+    }
+    let ((), profile) = device.profile(|| (0..args.steps).try_for_each(|_| step()))?;
+    Ok(profile)
+}
+
+fn print(profile: &Profile, steps: usize) {
+    let per_step = |v: u64| v as f64 / steps as f64;
+    println!(
+        "{:<56} {:>9} {:>11} {:>12} {:>12}",
+        "kernel", "per step", "GPU ms/step", "MB read", "MB written"
+    );
+    for k in &profile.kernels {
+        let ms = k.gpu_time.map_or("-".to_string(), |t| {
+            format!("{:.3}", t.as_secs_f64() * 1e3 / steps as f64)
+        });
+        println!(
+            "{:<56} {:>9.1} {:>11} {:>12.3} {:>12.3}",
+            k.name,
+            per_step(k.launches),
+            ms,
+            per_step(k.bytes_read) / 1e6,
+            per_step(k.bytes_written) / 1e6,
+        );
+    }
+    if let Some(t) = profile.gpu_time() {
+        println!(
+            "GPU time per step: {:.3} ms",
+            t.as_secs_f64() * 1e3 / steps as f64
+        );
+    }
+    println!(
+        "copies and clears per step: {:.1}",
+        per_step(profile.transfers)
+    );
+    println!("dispatches per step: {:.0}", per_step(profile.dispatches()));
+    println!("bytes per step: {:.0}", per_step(profile.bytes()));
+}

@@ -1,0 +1,257 @@
+//! Counting what a device runs: kernel launches, the bytes their buffers hold, and
+//! (where the adapter has timestamp queries) the GPU time of each launch. The figures
+//! that do not depend on the machine, dispatches and bytes, are how launch and memory
+//! work are compared between versions.
+
+use crate::device::GpuDevice;
+use crate::kernels::Kernel;
+use kiln_core::{DType, Error, GpuErrorKind, Result};
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// One kernel (a pipeline: kernel and dtypes) in a profile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelProfile {
+    /// `file:entry [dtypes]`, e.g. `elementwise/binary.wgsl:main_vec4 [F32]`.
+    pub name: String,
+    pub launches: u64,
+    /// Bytes of the buffers bound read-only, summed over launches.
+    pub bytes_read: u64,
+    /// Bytes of the buffers bound read-write (outputs), summed over launches.
+    pub bytes_written: u64,
+    /// GPU time summed over launches; `None` without timestamp queries.
+    pub gpu_time: Option<Duration>,
+}
+
+/// What ran while a closure was being profiled.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Profile {
+    /// Kernels by total GPU time (or launches), largest first.
+    pub kernels: Vec<KernelProfile>,
+    /// Buffer copies and clears recorded outside kernels.
+    pub transfers: u64,
+}
+
+impl Profile {
+    pub fn dispatches(&self) -> u64 {
+        self.kernels.iter().map(|k| k.launches).sum()
+    }
+
+    /// Bytes read and written by every launch.
+    pub fn bytes(&self) -> u64 {
+        self.kernels
+            .iter()
+            .map(|k| k.bytes_read + k.bytes_written)
+            .sum()
+    }
+
+    pub fn gpu_time(&self) -> Option<Duration> {
+        self.kernels.iter().map(|k| k.gpu_time).sum()
+    }
+}
+
+/// Timestamp pairs of the launches in the batch being recorded.
+struct Timestamps {
+    queries: wgpu::QuerySet,
+    /// The kernel of each pair, in query order.
+    kernels: Vec<String>,
+}
+
+/// Counts kept while profiling is on.
+#[derive(Default)]
+pub(crate) struct Recorder {
+    kernels: HashMap<String, KernelProfile>,
+    transfers: u64,
+    pending: Option<Timestamps>,
+}
+
+/// Query pairs one batch can hold: a batch is submitted at `MAX_BATCH` dispatches.
+const QUERY_PAIRS: u32 = 128;
+
+impl GpuDevice {
+    /// Runs `f` and reports every kernel it launched. The device is synchronised before
+    /// and after, so the profile holds `f`'s work alone. With timestamp queries each
+    /// launch is timed on the GPU, which makes every batch a sync point while profiling.
+    pub fn profile<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Profile)> {
+        self.synchronize()?;
+        {
+            let mut recorder = self.inner.profiler.lock().unwrap();
+            if recorder.is_some() {
+                return Err(Error::InvalidArgument {
+                    op: "profile",
+                    reason: "a profile is already running on this device".into(),
+                });
+            }
+            *recorder = Some(Recorder::default());
+        }
+        let value = f().and_then(|v| self.synchronize().map(|_| v));
+        let recorder = self.inner.profiler.lock().unwrap().take();
+        let value = value?;
+        let recorder = recorder.unwrap_or_default();
+        let mut kernels: Vec<KernelProfile> = recorder.kernels.into_values().collect();
+        kernels.sort_by(|a, b| {
+            (b.gpu_time, b.launches, &a.name).cmp(&(a.gpu_time, a.launches, &b.name))
+        });
+        let profile = Profile {
+            kernels,
+            transfers: recorder.transfers,
+        };
+        Ok((value, profile))
+    }
+
+    fn profiling(&self) -> bool {
+        self.inner.profiler.lock().unwrap().is_some()
+    }
+
+    /// Counts one launch; returns the pass's timestamp writes when launches are timed.
+    pub(crate) fn profile_launch(
+        &self,
+        kernel: Kernel,
+        dtypes: &[DType],
+        resources: &[wgpu::BindingResource<'_>],
+    ) -> Option<(wgpu::QuerySet, u32)> {
+        let mut guard = self.inner.profiler.lock().unwrap();
+        let recorder = guard.as_mut()?;
+        let (file, _) = kernel.file();
+        let name = format!("{file}:{} {dtypes:?}", kernel.entry());
+        let written = kernel.written_bindings();
+        let (mut read, mut write) = (0, 0);
+        for (i, resource) in resources.iter().enumerate() {
+            let bytes = match resource {
+                wgpu::BindingResource::Buffer(b) => b.size.map_or(b.buffer.size(), |s| s.get()),
+                _ => 0,
+            };
+            if written.contains(&(i as u32 + 1)) {
+                write += bytes;
+            } else {
+                read += bytes;
+            }
+        }
+        let entry = recorder
+            .kernels
+            .entry(name.clone())
+            .or_insert_with(|| KernelProfile {
+                name: name.clone(),
+                launches: 0,
+                bytes_read: 0,
+                bytes_written: 0,
+                gpu_time: None,
+            });
+        entry.launches += 1;
+        entry.bytes_read += read;
+        entry.bytes_written += write;
+        if !self.has_timestamps() {
+            return None;
+        }
+        let pending = recorder.pending.get_or_insert_with(|| Timestamps {
+            queries: self
+                .inner
+                .device
+                .create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("kiln profile"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: QUERY_PAIRS * 2,
+                }),
+            kernels: Vec::new(),
+        });
+        let pair = pending.kernels.len() as u32;
+        if pair >= QUERY_PAIRS {
+            return None;
+        }
+        pending.kernels.push(name);
+        Some((pending.queries.clone(), pair * 2))
+    }
+
+    /// Counts a copy or clear recorded outside a kernel.
+    pub(crate) fn profile_transfer(&self) {
+        if let Some(recorder) = self.inner.profiler.lock().unwrap().as_mut() {
+            recorder.transfers += 1;
+        }
+    }
+
+    /// Before a batch is submitted: resolves its timestamps into a readable buffer.
+    /// After the submission, `profile_collect` reads them.
+    pub(crate) fn profile_resolve(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Option<(wgpu::Buffer, Vec<String>)> {
+        if !self.profiling() {
+            return None;
+        }
+        let pending = self
+            .inner
+            .profiler
+            .lock()
+            .unwrap()
+            .as_mut()?
+            .pending
+            .take()?;
+        let bytes = pending.kernels.len() as u64 * 16;
+        let resolved = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln profile resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let readable = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln profile read"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let count = pending.kernels.len() as u32 * 2;
+        encoder.resolve_query_set(&pending.queries, 0..count, &resolved, 0);
+        encoder.copy_buffer_to_buffer(&resolved, 0, &readable, 0, bytes);
+        Some((readable, pending.kernels))
+    }
+
+    /// After the batch that `profile_resolve` prepared was submitted: waits for it and
+    /// adds each launch's GPU time to its kernel.
+    pub(crate) fn profile_collect(
+        &self,
+        readable: wgpu::Buffer,
+        kernels: Vec<String>,
+    ) -> Result<()> {
+        let slice = readable.slice(..);
+        let (tx, rx) = mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let failed = |message: String| Error::Gpu {
+            op: "profile",
+            kind: GpuErrorKind::Readback,
+            message,
+        };
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| failed(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?;
+        let ticks: Vec<u64> = {
+            let mapped = slice
+                .get_mapped_range()
+                .map_err(|e| failed(e.to_string()))?;
+            mapped
+                .chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect()
+        };
+        readable.unmap();
+        let period = f64::from(self.timestamp_period());
+        let mut guard = self.inner.profiler.lock().unwrap();
+        let Some(recorder) = guard.as_mut() else {
+            return Ok(());
+        };
+        for (name, pair) in kernels.iter().zip(ticks.chunks_exact(2)) {
+            let nanos = pair[1].saturating_sub(pair[0]) as f64 * period;
+            if let Some(k) = recorder.kernels.get_mut(name) {
+                let t = k.gpu_time.unwrap_or_default() + Duration::from_nanos(nanos as u64);
+                k.gpu_time = Some(t);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! `Device::profile`: exact launch counts and bound bytes for known work, GPU time
+//! where the adapter has timestamps, and errors where a profile cannot run.
+
+mod common;
+
+use common::*;
+use kiln::{DType, Device, Error, Tensor};
+use std::sync::Mutex;
+
+/// A profile counts everything its device runs: the tests here take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[test]
+fn a_profile_counts_each_launch_and_the_bytes_it_binds() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let a = Tensor::full([1000], 0.5, DType::F32, &gpu).unwrap();
+    let b = Tensor::full([1000], 1.5, DType::F32, &gpu).unwrap();
+    let (c, profile) = gpu.profile(|| a.add(&b)?.exp()).unwrap();
+    let want = (2.0f32).exp();
+    assert!(c
+        .to_vec::<f32>()
+        .unwrap()
+        .iter()
+        .all(|&v| (v - want).abs() < 1e-5));
+    // The test device poisons every output first: one fill per kernel output.
+    let kernel = |name: &str| {
+        profile
+            .kernels
+            .iter()
+            .find(|k| k.name.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {:#?}", profile.kernels))
+    };
+    // 1000 f32 = 4000 bytes, which the pool rounds up to 4096.
+    let add = kernel("elementwise/binary.wgsl:main_vec4");
+    assert_eq!(
+        (add.launches, add.bytes_read, add.bytes_written),
+        (1, 8192, 4096)
+    );
+    let exp = kernel("elementwise/unary.wgsl:main_vec4");
+    assert_eq!(
+        (exp.launches, exp.bytes_read, exp.bytes_written),
+        (1, 4096, 4096)
+    );
+    let fill = kernel("elementwise/fill.wgsl:main");
+    assert_eq!(
+        (fill.launches, fill.bytes_read, fill.bytes_written),
+        (2, 0, 8192)
+    );
+    assert_eq!(profile.dispatches(), 4);
+    assert_eq!(profile.bytes(), 8192 + 4096 + 4096 + 4096 + 8192);
+    let timed = gpu.as_gpu().unwrap().has_timestamps();
+    assert_eq!(profile.gpu_time().is_some(), timed);
+    // Nothing recorded after the profile ended is counted in it, and a new profile
+    // starts from zero.
+    let (_, again) = gpu.profile(|| a.neg()).unwrap();
+    assert_eq!(again.dispatches(), 2);
+}
+
+#[test]
+fn profiles_refuse_the_cpu_and_nesting() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let e = Device::cpu().profile(|| Ok(())).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { op: "profile", .. }), "{e}");
+    let Some(gpu) = gpu() else { return };
+    let nested = gpu.profile(|| gpu.profile(|| Ok(())).map(|_| ()));
+    let e = nested.unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { op: "profile", .. }),
+        "{e}"
+    );
+    // The failed inner call left no profile running.
+    assert!(gpu.profile(|| Ok(())).is_ok());
+}
