@@ -2,6 +2,7 @@
 //! one run does (flops, or bytes read plus written once).
 
 use crate::input;
+use crate::measure::Clock;
 use kiln::{Conv2dOptions, Device, Result, Tensor};
 
 /// What a case's work counts, and so how its rate is shown.
@@ -28,8 +29,8 @@ pub struct Case {
     pub work: f64,
     /// The peer harness's name for the same work (`../shared/peers/burn-wgpu`).
     pub peer_key: Option<String>,
-    /// Dispatch-overhead cases time the host too, so they always use the wall clock.
-    pub wall_clock: bool,
+    /// Dispatch-overhead cases time the host, so they name their clock.
+    pub clock: Option<Clock>,
     setup: Setup,
 }
 
@@ -47,7 +48,7 @@ impl Case {
             unit,
             work,
             peer_key: None,
-            wall_clock: false,
+            clock: None,
             setup: Box::new(setup),
         }
     }
@@ -211,24 +212,31 @@ pub fn suite(quick: bool) -> Vec<Case> {
     cases.push(elementwise("add", n, 3.0 * F32, |a, b| a.add(b)));
     cases.push(elementwise("gelu", n, 2.0 * F32, |a, _| a.gelu()));
 
+    // A chain of tiny ops: the whole time per op (wall), and the host's share of it,
+    // recording and submitting (the launch cost).
     let chain = 1000;
-    let mut overhead = Case::new(
-        "dispatch",
-        format!("chain of {chain} tiny ops"),
-        Unit::Ops,
-        chain as f64,
-        move |d| {
-            let x = input(&[64], d, 8)?;
-            Ok(Box::new(move || {
-                let mut y = x.clone();
-                for _ in 0..chain {
-                    y = y.add_scalar(1.0)?;
-                }
-                Ok(y)
-            }))
-        },
-    );
-    overhead.wall_clock = true;
-    cases.push(overhead);
+    for (name, clock) in [
+        ("chain", Clock::WallClock),
+        ("record", Clock::HostRecording),
+    ] {
+        let mut overhead = Case::new(
+            "dispatch",
+            format!("{name} of {chain} tiny ops"),
+            Unit::Ops,
+            chain as f64,
+            move |d| {
+                let x = input(&[64], d, 8)?;
+                Ok(Box::new(move || {
+                    let mut y = x.clone();
+                    for _ in 0..chain {
+                        y = y.add_scalar(1.0)?;
+                    }
+                    Ok(y)
+                }))
+            },
+        );
+        overhead.clock = Some(clock);
+        cases.push(overhead);
+    }
     cases
 }

@@ -12,6 +12,10 @@ pub enum Clock {
     GpuTimestamps,
     /// The host clock, with the device synchronised before and after.
     WallClock,
+    /// The host time the GPU device spent recording the run's work (its
+    /// `host_launch_time`, which leaves out `queue.submit`, where a software adapter
+    /// runs the work): the launch cost. The wall clock on the CPU backend.
+    HostRecording,
 }
 
 /// Seconds per run over the timed repetitions.
@@ -30,23 +34,32 @@ const MAX_REPS: usize = 30;
 
 /// Times `run` on `device`: two warm-up runs (pipelines compile, pools fill), then as
 /// many runs as fit in `budget`, between 5 and 30. GPU timestamps where the adapter has
-/// them, unless `wall_clock`; the synchronised host clock otherwise.
+/// them, unless the case asks for a host `clock`; the synchronised host clock otherwise.
 pub fn time(
     device: &Device,
-    wall_clock: bool,
+    clock: Option<Clock>,
     budget: Duration,
     run: &dyn Fn() -> Result<()>,
 ) -> Result<Timing> {
-    let gpu = device
-        .as_gpu()
-        .filter(|g| g.has_timestamps() && !wall_clock);
+    let clock = match clock {
+        Some(c) => c,
+        None if device.as_gpu().is_some_and(|g| g.has_timestamps()) => Clock::GpuTimestamps,
+        None => Clock::WallClock,
+    };
     let once = || -> Result<f64> {
-        match gpu {
-            Some(g) => {
+        match (clock, device.as_gpu()) {
+            (Clock::GpuTimestamps, Some(g)) => {
                 let (_, elapsed) = g.gpu_time(run)?;
                 Ok(elapsed.map_or(0.0, |d| d.as_secs_f64()))
             }
-            None => {
+            (Clock::HostRecording, Some(g)) => {
+                device.synchronize()?;
+                let before = g.host_launch_time();
+                run()?;
+                device.synchronize()?;
+                Ok((g.host_launch_time() - before).as_secs_f64())
+            }
+            _ => {
                 device.synchronize()?;
                 let start = Instant::now();
                 run()?;
@@ -67,10 +80,6 @@ pub fn time(
         min: times[0],
         max: times[reps - 1],
         reps,
-        clock: if gpu.is_some() {
-            Clock::GpuTimestamps
-        } else {
-            Clock::WallClock
-        },
+        clock,
     })
 }

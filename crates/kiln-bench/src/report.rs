@@ -52,7 +52,7 @@ pub fn run_suite(device: &Device, quick: bool, only: &[String]) -> Result<Report
             continue;
         }
         let run = case.setup(device)?;
-        let timing = time(device, case.wall_clock, budget, &|| run().map(drop))?;
+        let timing = time(device, case.clock, budget, &|| run().map(drop))?;
         let (unit, rate, roof) = match case.unit {
             Unit::Flops => (
                 "GFLOP/s",
@@ -123,6 +123,7 @@ pub fn row(e: &Entry) -> String {
     let clock = match t.clock {
         Clock::GpuTimestamps => "gpu",
         Clock::WallClock => "wall",
+        Clock::HostRecording => "host",
     };
     let roof = e
         .roofline_pct

@@ -1,7 +1,7 @@
 //! The device's own ceilings, probed in the same run as the kernels: peak f32 FMA rate
 //! and copy bandwidth. Each result is also shown as a share of the ceiling it is bound by.
 
-use crate::measure::time;
+use crate::measure::{time, Clock};
 use kiln::backend::{CopyProbe, FmaProbe};
 use kiln::{Device, Result};
 use serde::{Deserialize, Serialize};
@@ -21,9 +21,9 @@ impl Rooflines {
         match device.as_gpu() {
             Some(g) => {
                 let fma = FmaProbe::new(g)?;
-                let t = time(device, false, budget, &|| fma.run())?;
+                let t = time(device, None, budget, &|| fma.run())?;
                 let copy = CopyProbe::new(g, COPY_BYTES)?;
-                let c = time(device, false, budget, &|| copy.run())?;
+                let c = time(device, None, budget, &|| copy.run())?;
                 Ok(Rooflines {
                     fma_gflops: fma.flops() / t.median / 1e9,
                     copy_gbs: copy.bytes_moved() / c.median / 1e9,
@@ -31,14 +31,14 @@ impl Rooflines {
             }
             None => {
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let t = time(device, true, budget, &|| {
+                let t = time(device, Some(Clock::WallClock), budget, &|| {
                     cpu_fma(threads);
                     Ok(())
                 })?;
                 let source = vec![1.0f32; COPY_BYTES / 4];
                 // `time` takes a `Fn`; the target is written through a cell.
                 let target = std::cell::RefCell::new(vec![0.0f32; COPY_BYTES / 4]);
-                let c = time(device, true, budget, &|| {
+                let c = time(device, Some(Clock::WallClock), budget, &|| {
                     target
                         .borrow_mut()
                         .copy_from_slice(std::hint::black_box(&source));

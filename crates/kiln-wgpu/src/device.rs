@@ -11,7 +11,7 @@ use crate::pool::{BufferPool, PoolStats};
 use crate::profile::Recorder;
 use kiln_core::{DType, Error, Result};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub(crate) struct Inner {
@@ -33,6 +33,8 @@ pub(crate) struct Inner {
     pub(crate) uncaptured: Arc<Mutex<Vec<String>>>,
     /// Counts launches while `profile` runs.
     pub(crate) profiler: Mutex<Option<Recorder>>,
+    /// Host time spent recording launches (see `host_launch_time`).
+    pub(crate) launch_nanos: AtomicU64,
 }
 
 /// A handle to one GPU; cheap to clone.
@@ -102,6 +104,7 @@ impl GpuDevice {
                 staging: Mutex::default(),
                 uncaptured,
                 profiler: Mutex::default(),
+                launch_nanos: AtomicU64::new(0),
             }),
         })
     }
@@ -130,6 +133,19 @@ impl GpuDevice {
             _ => "this adapter lacks SHADER_F16; convert with to_dtype(F32)",
         };
         Error::UnsupportedDType { op, dtype, reason }
+    }
+
+    /// Host time this device has spent recording work since it opened: params,
+    /// bind groups, passes, finishing command buffers, but not `queue.submit`, where a
+    /// software adapter runs the work itself. The launch cost kiln controls.
+    pub fn host_launch_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.inner.launch_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Adds the time since `start` to `host_launch_time`.
+    pub(crate) fn count_launch_time(&self, start: std::time::Instant) {
+        let nanos = start.elapsed().as_nanos() as u64;
+        self.inner.launch_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     pub fn pool_stats(&self) -> PoolStats {

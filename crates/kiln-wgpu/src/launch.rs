@@ -7,6 +7,7 @@ use crate::params::ShaderParams;
 use crate::pool::PooledBuffer;
 use crate::shader_constants::WORKGROUP;
 use kiln_core::{DType, Error, GpuErrorKind, Result};
+use std::time::Instant;
 use wgpu::util::DeviceExt;
 
 /// Dispatches recorded before the batch is submitted without waiting for a sync point.
@@ -78,6 +79,7 @@ impl GpuDevice {
                 ),
             });
         }
+        let start = Instant::now();
         let params = bytemuck::bytes_of(params);
         let pipeline = self.pipeline(op, kernel, dtypes)?;
         let timestamps = self.profile_launch(kernel, dtypes, resources);
@@ -128,6 +130,7 @@ impl GpuDevice {
             batch.dispatches += 1;
             batch.dispatches >= MAX_BATCH
         })?;
+        self.count_launch_time(start);
         if full {
             self.flush(op)?;
         }
@@ -171,9 +174,12 @@ impl GpuDevice {
         batch.dispatches = 0;
         let mut timed = None;
         if let Some(mut encoder) = batch.encoder.take() {
+            let start = Instant::now();
             timed = self.profile_resolve(&mut encoder);
+            let commands = encoder.finish();
+            self.count_launch_time(start);
             self.scoped(op, || {
-                self.inner.queue.submit([encoder.finish()]);
+                self.inner.queue.submit([commands]);
             })?;
         }
         self.inner.pool.recycle();
