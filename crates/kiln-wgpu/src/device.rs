@@ -4,7 +4,8 @@
 //! `error_scopes`.
 
 use crate::adapter::{self, AdapterSummary};
-use crate::launch::Batch;
+use crate::kernels::Kernel;
+use crate::launch::{Batch, MAX_BATCH};
 use crate::matmul_variant::MatmulVariant;
 use crate::pipelines::PipelineCache;
 use crate::pool::{BufferPool, PoolStats};
@@ -33,6 +34,9 @@ pub(crate) struct Inner {
     pub(crate) uncaptured: Arc<Mutex<Vec<String>>>,
     /// Counts launches while `profile` runs.
     pub(crate) profiler: Mutex<Option<Recorder>>,
+    /// Every launch's params in a batch, at multiples of `params_stride` (see `launch`).
+    pub(crate) params_arena: wgpu::Buffer,
+    pub(crate) params_stride: u64,
     /// Host time spent recording launches (see `host_launch_time`).
     pub(crate) launch_nanos: AtomicU64,
 }
@@ -81,6 +85,21 @@ impl GpuDevice {
             reason: format!("{} refused a device: {e}", summary.name),
         })?;
         let software = summary.is_software();
+        // Room for a batch's params: the largest params struct, at the alignment that
+        // uniform bindings need.
+        let largest = Kernel::ALL
+            .iter()
+            .map(|k| k.params().size)
+            .max()
+            .unwrap_or(16);
+        let align = u64::from(limits.min_uniform_buffer_offset_alignment).max(16);
+        let params_stride = (largest as u64).div_ceil(align) * align;
+        let params_arena = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln params"),
+            size: params_stride * MAX_BATCH as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let matmul_variant = Mutex::new(MatmulVariant::for_adapter(software, &limits));
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
@@ -105,6 +124,8 @@ impl GpuDevice {
                 uncaptured,
                 profiler: Mutex::default(),
                 launch_nanos: AtomicU64::new(0),
+                params_arena,
+                params_stride,
             }),
         })
     }

@@ -8,16 +8,22 @@ use crate::pool::PooledBuffer;
 use crate::shader_constants::WORKGROUP;
 use kiln_core::{DType, Error, GpuErrorKind, Result};
 use std::time::Instant;
-use wgpu::util::DeviceExt;
 
 /// Dispatches recorded before the batch is submitted without waiting for a sync point.
-const MAX_BATCH: usize = 64;
+pub(crate) const MAX_BATCH: usize = 64;
 
-/// The command encoder being recorded and how many dispatches it holds.
+/// The work being recorded: a command encoder, the compute pass dispatches go into
+/// (open until another command or the submission), and the launches' params.
 #[derive(Default)]
 pub(crate) struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
     dispatches: usize,
+    /// Each launch's params at a multiple of `params_stride`: copied into the device's
+    /// params arena just before the batch is submitted.
+    params: Vec<u8>,
+    /// The ops of the batch's launches, to name them if its pass fails when it ends.
+    ops: Vec<&'static str>,
 }
 
 impl GpuDevice {
@@ -80,56 +86,79 @@ impl GpuDevice {
             });
         }
         let start = Instant::now();
-        let params = bytemuck::bytes_of(params);
         let pipeline = self.pipeline(op, kernel, dtypes)?;
         let timestamps = self.profile_launch(kernel, dtypes, resources);
-        let full = self.scoped(op, || {
-            let uniform = self
-                .inner
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("kiln params"),
-                    contents: params,
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
-            let mut entries = vec![wgpu::BindGroupEntry {
-                binding: 0,
-                resource: uniform.as_entire_binding(),
-            }];
-            for (i, resource) in resources.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry {
-                    binding: i as u32 + 1,
-                    resource: resource.clone(),
-                });
-            }
-            let bind_group = self
-                .inner
-                .device
-                .create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(kernel.file().0),
-                    layout: &pipeline.get_bind_group_layout(0),
-                    entries: &entries,
-                });
-            let mut batch = self.inner.batch.lock().unwrap();
-            let encoder = batch.encoder.get_or_insert_with(|| self.new_encoder());
-            {
+        let mut guard = self.inner.batch.lock().unwrap();
+        let batch = &mut *guard;
+        // The params go into the batch's slice of the arena, written before submission.
+        let stride = self.inner.params_stride;
+        let offset = batch.params.len() as u64;
+        let bytes = bytemuck::bytes_of(params);
+        batch.params.extend_from_slice(bytes);
+        batch.params.resize((offset + stride) as usize, 0);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.inner.params_arena,
+                offset,
+                size: wgpu::BufferSize::new(bytes.len() as u64),
+            }),
+        }];
+        for (i, resource) in resources.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: resource.clone(),
+            });
+        }
+        let bind_group = self
+            .inner
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(op),
+                layout: &pipeline.layout,
+                entries: &entries,
+            });
+        // No error scope per launch: what wgpu reports while recording reaches the
+        // uncaptured-error sink at once, so the error names this op. Checked before the
+        // pass sees the bind group, so that a rejected launch leaves the batch sound.
+        if let Err(e) = self.take_uncaptured(op) {
+            batch.params.truncate(offset as usize);
+            return Err(e);
+        }
+        let encoder = batch.encoder.get_or_insert_with(|| self.new_encoder());
+        match timestamps {
+            // A timed launch gets a pass of its own: timestamps are written per pass.
+            Some((queries, first)) => {
+                batch.pass = None;
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(kernel.file().0),
-                    timestamp_writes: timestamps.as_ref().map(|(queries, first)| {
-                        wgpu::ComputePassTimestampWrites {
-                            query_set: queries,
-                            beginning_of_pass_write_index: Some(*first),
-                            end_of_pass_write_index: Some(*first + 1),
-                        }
+                    label: Some(op),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &queries,
+                        beginning_of_pass_write_index: Some(first),
+                        end_of_pass_write_index: Some(first + 1),
                     }),
                 });
-                pass.set_pipeline(&pipeline);
+                pass.set_pipeline(&pipeline.compute);
                 pass.set_bind_group(0, &bind_group, &[]);
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
             }
-            batch.dispatches += 1;
-            batch.dispatches >= MAX_BATCH
-        })?;
+            None => {
+                let pass = batch.pass.get_or_insert_with(|| {
+                    let descriptor = wgpu::ComputePassDescriptor {
+                        label: Some("kiln batch"),
+                        timestamp_writes: None,
+                    };
+                    encoder.begin_compute_pass(&descriptor).forget_lifetime()
+                });
+                pass.set_pipeline(&pipeline.compute);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            }
+        }
+        batch.ops.push(op);
+        batch.dispatches += 1;
+        let full = batch.dispatches >= MAX_BATCH;
+        drop(guard);
         self.count_launch_time(start);
         if full {
             self.flush(op)?;
@@ -151,10 +180,28 @@ impl GpuDevice {
         op: &'static str,
         f: impl FnOnce(&wgpu::Device, &mut wgpu::CommandEncoder) -> R,
     ) -> Result<R> {
+        let mut batch = self.inner.batch.lock().unwrap();
+        self.close_pass(&mut batch)?;
         self.scoped(op, || {
-            let mut batch = self.inner.batch.lock().unwrap();
             let encoder = batch.encoder.get_or_insert_with(|| self.new_encoder());
             f(&self.inner.device, encoder)
+        })
+    }
+
+    /// Ends the batch's compute pass. A pass reports some errors only when it ends,
+    /// after the launch that caused them returned: the error names the pass's ops.
+    fn close_pass(&self, batch: &mut Batch) -> Result<()> {
+        if batch.pass.take().is_none() {
+            return Ok(());
+        }
+        let last = batch.ops.last().copied().unwrap_or("flush");
+        self.take_uncaptured(last).map_err(|e| match e {
+            Error::Gpu { op, kind, message } => Error::Gpu {
+                op,
+                kind,
+                message: format!("in a pass of the launches {:?}: {message}", batch.ops),
+            },
+            other => other,
         })
     }
 
@@ -171,10 +218,18 @@ impl GpuDevice {
     /// order and no buffer is reused while an unsubmitted command still reads it.
     pub fn flush(&self, op: &'static str) -> Result<()> {
         let mut batch = self.inner.batch.lock().unwrap();
+        let closed = self.close_pass(&mut batch);
         batch.dispatches = 0;
+        batch.ops.clear();
         let mut timed = None;
         if let Some(mut encoder) = batch.encoder.take() {
             let start = Instant::now();
+            if !batch.params.is_empty() {
+                // Runs before the batch's commands: the queue's writes come first.
+                let arena = &self.inner.params_arena;
+                self.inner.queue.write_buffer(arena, 0, &batch.params);
+                batch.params.clear();
+            }
             timed = self.profile_resolve(&mut encoder);
             let commands = encoder.finish();
             self.count_launch_time(start);
@@ -182,6 +237,7 @@ impl GpuDevice {
                 self.inner.queue.submit([commands]);
             })?;
         }
+        closed?;
         self.inner.pool.recycle();
         drop(batch);
         match timed {
@@ -202,5 +258,71 @@ impl GpuDevice {
                 message: e.to_string(),
             })?;
         self.take_uncaptured("synchronize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::ElementwiseParams;
+    use bytemuck::Zeroable;
+
+    #[test]
+    fn a_launch_wgpu_rejects_is_an_error_naming_its_op_and_the_batch_goes_on() {
+        let device = match GpuDevice::new() {
+            Ok(d) => d,
+            Err(e) if std::env::var("KILN_SKIP_GPU_TESTS").as_deref() == Ok("1") => {
+                eprintln!("KILN_SKIP_GPU_TESTS=1: skipping a GPU test ({e})");
+                return;
+            }
+            Err(e) => panic!("GPU tests need an adapter: {e}"),
+        };
+        let out = device.alloc("test", 4, DType::F32).unwrap();
+        let mut params = ElementwiseParams::zeroed();
+        params.numel = 4;
+        // The copy kernel binds an input and an output; the output is missing.
+        let e = device
+            .dispatch(
+                "broken_op",
+                Kernel::Copy,
+                &[DType::F32],
+                &params,
+                &[out.buffer()],
+                [1, 1, 1],
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Gpu {
+                    op: "broken_op",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A sound launch after it records, runs and reads back.
+        let input = device
+            .upload_bytes(
+                "test",
+                bytemuck::cast_slice(&[1.0f32, 2.0, 3.0, 4.0]),
+                4,
+                DType::F32,
+            )
+            .unwrap();
+        params.contiguous = 0b1001;
+        device
+            .dispatch(
+                "copy",
+                Kernel::Copy,
+                &[DType::F32],
+                &params,
+                &[input.buffer(), out.buffer()],
+                [1, 1, 1],
+            )
+            .unwrap();
+        let bytes = device.read_bytes("test", &out, 16).unwrap();
+        let got: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
+        assert_eq!(got, vec![1.0, 2.0, 3.0, 4.0]);
     }
 }

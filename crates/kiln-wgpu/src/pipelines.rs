@@ -7,8 +7,18 @@ use kiln_core::{DType, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Compute pipelines by kernel and the dtypes it was specialised to.
-pub(crate) type PipelineCache = HashMap<(Kernel, Vec<DType>), Arc<wgpu::ComputePipeline>>;
+/// A built kernel: the pipeline and its bind group layout, fetched once (asking the
+/// pipeline for it on every launch costs a registry entry each time).
+pub(crate) struct Pipeline {
+    pub(crate) compute: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+}
+
+/// A kernel and the dtypes it was specialised to (at most two).
+type PipelineKey = (Kernel, [Option<DType>; 2]);
+
+/// Compute pipelines by kernel and dtypes.
+pub(crate) type PipelineCache = HashMap<PipelineKey, Arc<Pipeline>>;
 
 impl GpuDevice {
     /// Builds (once) the pipeline of `kernel` specialised to `dtypes`.
@@ -17,18 +27,20 @@ impl GpuDevice {
         op: &'static str,
         kernel: Kernel,
         dtypes: &[DType],
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
+    ) -> Result<Arc<Pipeline>> {
         for &d in dtypes {
             if !self.supports(d) {
                 return Err(Self::unsupported(op, d));
             }
         }
-        let key = (kernel, dtypes.to_vec());
+        let key = (kernel, [dtypes.first().copied(), dtypes.get(1).copied()]);
         if let Some(p) = self.inner.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
         let source = kernel.specialise(dtypes)?;
-        let pipeline = Arc::new(self.compile_wgsl(op, kernel.file().0, &source, kernel.entry())?);
+        let compute = self.compile_wgsl(op, kernel.file().0, &source, kernel.entry())?;
+        let layout = compute.get_bind_group_layout(0);
+        let pipeline = Arc::new(Pipeline { compute, layout });
         self.inner
             .pipelines
             .lock()
