@@ -173,6 +173,16 @@ fn index_errors_leave_inputs_intact() {
             neg.one_hot(4).unwrap_err(),
             Error::IndexOutOfRange { index: -1, .. }
         ));
+        // Indices a kernel wrote (no bounds kept from the host) are checked too.
+        let computed = bad
+            .add(&Tensor::zeros([2], DType::I32, &d).unwrap())
+            .unwrap();
+        let e = x.index_select(0, &computed).unwrap_err();
+        assert!(matches!(e, Error::IndexOutOfRange { index: 3, .. }), "{e}");
+        let one = Tensor::from_vec(vec![0i32, 1], [2], &d).unwrap();
+        let good = computed.sub(&one).unwrap(); // [0, 2]
+        let picked = x.index_select(0, &good).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(picked, vec![1.0, 3.0]);
         // Nothing was lost: the input still reads back.
         assert_eq!(x.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
     }

@@ -57,6 +57,24 @@ fn a_profile_counts_each_launch_and_the_bytes_it_binds() {
     assert_eq!(again.dispatches(), 2);
 }
 
+/// Index checks on ids uploaded from the host use the bounds kept at upload: no
+/// readback, so a training step that gathers (embeddings, labels) does not stall.
+#[test]
+fn index_checks_on_uploaded_ids_read_nothing_back() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let table = Tensor::full([5, 3], 1.0, DType::F32, &gpu).unwrap();
+    let ids = Tensor::from_vec(vec![4i32, 0, 2, 2], [4], &gpu).unwrap();
+    let (_, profile) = gpu
+        .profile(|| {
+            // The gather's index is a kernel's copy of the uploaded ids: bounds carry over.
+            let rows = ids.unsqueeze(1)?.broadcast_to([4, 3])?.contiguous()?;
+            table.embedding(&ids)?.add(&table.gather(0, &rows)?)
+        })
+        .unwrap();
+    assert_eq!(profile.readbacks, 0, "{profile:#?}");
+}
+
 #[test]
 fn profiles_refuse_the_cpu_and_nesting() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -181,6 +181,37 @@ fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
     );
 }
 
+/// `fit` leaves the GPU alone between steps: the losses and right-prediction counts of
+/// an epoch of 8 steps come back in two reads, at its end.
+#[test]
+fn fit_reads_losses_back_once_per_window_not_per_step() {
+    // A device of its own: a profile counts everything its device runs, and the other
+    // tests share the cached one.
+    let gpu = kiln::backend::GpuDevice::new()
+        .map(Device::Gpu)
+        .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let (train, _) = digits(256, 0);
+    let model = mlp(&gpu, &mut Rng::new(0));
+    let mut opt = Sgd::new(model.named_parameters(), 0.1);
+    let loader = DataLoader::new(&train, 32, &gpu).unwrap();
+    let (history, profile) = gpu
+        .profile(|| {
+            fit(
+                &model,
+                &mut opt,
+                None,
+                &loader,
+                None,
+                &classification_step,
+                &quiet(1),
+            )
+        })
+        .unwrap();
+    assert_eq!(history.epochs[0].steps, 8);
+    assert!(history.epochs[0].train_loss.is_finite());
+    assert_eq!(profile.readbacks, 2, "{profile:#?}");
+}
+
 #[test]
 fn a_non_finite_loss_stops_training_naming_the_step() {
     let cpu = Device::cpu();

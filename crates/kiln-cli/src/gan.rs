@@ -151,18 +151,22 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
         .dropping_last();
     let start = Instant::now();
     for epoch in 1..=o.epochs {
-        let (mut loss_d_sum, mut loss_g_sum, mut steps) = (0.0, 0.0, 0);
+        // The losses are summed on the device and read once per epoch.
+        let (mut losses_d, mut losses_g) = (Vec::new(), Vec::new());
         for batch in loader.epoch(epoch as u64) {
             let (x, _) = batch?;
             let (loss_d, loss_g) = gan.step(&x, &mut rng)?;
-            loss_d_sum += loss_d.item::<f32>()? as f64;
-            loss_g_sum += loss_g.item::<f32>()? as f64;
-            steps += 1;
+            losses_d.push(loss_d.detach().reshape([1])?);
+            losses_g.push(loss_g.detach().reshape([1])?);
         }
+        let mean = |losses: &[Tensor]| -> Result<f64> {
+            let values = Tensor::cat(losses, 0)?.to_f64_vec()?;
+            Ok(values.iter().sum::<f64>() / values.len().max(1) as f64)
+        };
         println!(
             "epoch {epoch:>3}  discriminator loss {:.4}  generator loss {:.4}  {:.0}s",
-            loss_d_sum / steps as f64,
-            loss_g_sum / steps as f64,
+            mean(&losses_d)?,
+            mean(&losses_g)?,
             start.elapsed().as_secs_f64()
         );
         if o.minutes

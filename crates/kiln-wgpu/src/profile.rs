@@ -31,6 +31,8 @@ pub struct Profile {
     pub kernels: Vec<KernelProfile>,
     /// Buffer copies and clears recorded outside kernels.
     pub transfers: u64,
+    /// Reads to the host: each one waits for the GPU to finish (a sync point).
+    pub readbacks: u64,
 }
 
 impl Profile {
@@ -63,6 +65,7 @@ struct Timestamps {
 pub(crate) struct Recorder {
     kernels: HashMap<String, KernelProfile>,
     transfers: u64,
+    readbacks: u64,
     pending: Option<Timestamps>,
 }
 
@@ -96,6 +99,7 @@ impl GpuDevice {
         let profile = Profile {
             kernels,
             transfers: recorder.transfers,
+            readbacks: recorder.readbacks,
         };
         Ok((value, profile))
     }
@@ -167,6 +171,13 @@ impl GpuDevice {
     pub(crate) fn profile_transfer(&self) {
         if let Some(recorder) = self.inner.profiler.lock().unwrap().as_mut() {
             recorder.transfers += 1;
+        }
+    }
+
+    /// Counts a read to the host.
+    pub(crate) fn profile_readback(&self) {
+        if let Some(recorder) = self.inner.profiler.lock().unwrap().as_mut() {
+            recorder.readbacks += 1;
         }
     }
 

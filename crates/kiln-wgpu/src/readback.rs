@@ -45,6 +45,7 @@ impl GpuDevice {
         }
         let staging = staging.as_ref().expect("made above");
         self.profile_transfer();
+        self.profile_readback();
         self.record(op, |_, encoder| {
             encoder.copy_buffer_to_buffer(buffer.buffer(), 0, staging, 0, size)
         })?;

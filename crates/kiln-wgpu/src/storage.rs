@@ -13,6 +13,10 @@ pub struct GpuStorage {
     /// Elements the buffer holds (it may be larger: pool size classes).
     pub(crate) len: usize,
     pub(crate) device: GpuDevice,
+    /// For i32 data: bounds every element is known to lie within, kept from the host
+    /// values it was made of, so that an index check needs no readback. `None` when
+    /// a kernel wrote it.
+    pub(crate) value_range: Option<(i32, i32)>,
 }
 
 impl GpuStorage {
@@ -22,7 +26,20 @@ impl GpuStorage {
             dtype,
             len,
             device: device.clone(),
+            value_range: None,
         }
+    }
+
+    /// The same storage, known to hold values within `[min, max]` (i32).
+    pub(crate) fn with_range(mut self, min: i32, max: i32) -> Self {
+        self.value_range = Some((min, max));
+        self
+    }
+
+    /// Bounds of every element, for i32 storage made from known values (see
+    /// `value_range`); a range check within them needs no readback.
+    pub fn known_range(&self) -> Option<(i32, i32)> {
+        self.value_range
     }
 
     /// Elements the storage holds.

@@ -1,6 +1,7 @@
 //! Indexing with i32 index tensors: index_select, gather, scatter_add, embedding and
-//! one_hot. Index values are range-checked on the host before any kernel runs (for
-//! GPU indices this reads them back: a sync point).
+//! one_hot. Index values are range-checked before any kernel runs: from the bounds a
+//! GPU index tensor keeps of the host values it was uploaded from (no sync point), or
+//! else by reading the values back.
 
 use crate::autograd::{track, Op};
 use crate::Tensor;
@@ -14,6 +15,12 @@ impl Tensor {
                 dtype: self.dtype(),
                 reason: "indices must be i32",
             });
+        }
+        // Bounds kept from the host values: no readback. Reading back finds the culprit.
+        if let Some((min, max)) = self.storage().known_range() {
+            if min >= 0 && (max as i64) < size as i64 {
+                return Ok(());
+            }
         }
         if let Some(&bad) = self
             .to_vec::<i32>()?

@@ -40,6 +40,16 @@ impl Storage {
         }
     }
 
+    /// Bounds of every (i32) element that are known without reading the data: from
+    /// the host values a GPU storage was made of. Always `None` on the CPU, where
+    /// reading is free.
+    pub(crate) fn known_range(&self) -> Option<(i32, i32)> {
+        match self {
+            Storage::Cpu(_) => None,
+            Storage::Gpu(s) => s.known_range(),
+        }
+    }
+
     /// Elements the storage holds.
     pub(crate) fn len(&self) -> usize {
         match self {

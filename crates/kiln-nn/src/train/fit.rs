@@ -9,11 +9,128 @@ use std::io::IsTerminal;
 use std::time::Instant;
 
 /// What one batch produced: the loss to minimise and, for classifiers, how many
-/// predictions were right.
+/// predictions were right. Both stay on the device: `fit` reads them back a window of
+/// steps at a time, not once per step.
 pub struct StepOutput {
     pub loss: Tensor,
-    pub correct: Option<usize>,
+    /// The number of right predictions, as a one-element f32 tensor.
+    pub correct: Option<Tensor>,
     pub count: usize,
+}
+
+/// Steps whose losses `fit` reads back together: one sync point per window of steps
+/// instead of one per step.
+const READBACK_EVERY: usize = 32;
+
+/// Losses and right predictions of the steps not yet read back.
+#[derive(Default)]
+struct Pending {
+    losses: Vec<Tensor>,
+    correct: Vec<Tensor>,
+    counts: Vec<usize>,
+    /// The step number (1-based, within the epoch) of the first pending step.
+    first_step: usize,
+}
+
+/// What a window of steps produced, on the host.
+struct Window {
+    first_step: usize,
+    losses: Vec<f64>,
+    counts: Vec<usize>,
+    correct: Option<f64>,
+}
+
+/// Sums over the windows read so far: loss times count, right predictions, count.
+#[derive(Default)]
+struct Totals {
+    loss: f64,
+    correct: f64,
+    count: usize,
+    any_correct: bool,
+}
+
+impl Pending {
+    fn push(&mut self, step: usize, out: StepOutput) -> Result<()> {
+        if self.losses.is_empty() {
+            self.first_step = step;
+        }
+        self.losses.push(out.loss.detach().reshape([1])?);
+        if let Some(c) = out.correct {
+            self.correct.push(c.reshape([1])?);
+        }
+        self.counts.push(out.count);
+        Ok(())
+    }
+
+    /// Reads the pending steps back, one readback for the losses and one for the right
+    /// predictions, and starts a new window.
+    fn read(&mut self) -> Result<Window> {
+        let pending = std::mem::take(self);
+        let losses = match pending.losses.is_empty() {
+            true => Vec::new(),
+            false => Tensor::cat(&pending.losses, 0)?.to_f64_vec()?,
+        };
+        let correct = match pending.correct.is_empty() {
+            true => None,
+            false => Some(Tensor::cat(&pending.correct, 0)?.to_f64_vec()?.iter().sum()),
+        };
+        Ok(Window {
+            first_step: pending.first_step,
+            losses,
+            counts: pending.counts,
+            correct,
+        })
+    }
+}
+
+impl Window {
+    /// `NonFiniteLoss` for the window's first NaN or infinite loss.
+    fn check_finite(&self, epoch: usize) -> Result<()> {
+        match self.losses.iter().position(|l| !l.is_finite()) {
+            Some(i) => Err(Error::NonFiniteLoss {
+                epoch,
+                step: self.first_step + i,
+                value: self.losses[i],
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Totals {
+    fn add(&mut self, window: &Window) {
+        for (loss, &count) in window.losses.iter().zip(&window.counts) {
+            self.loss += loss * count as f64;
+            self.count += count;
+        }
+        if let Some(c) = window.correct {
+            self.correct += c;
+            self.any_correct = true;
+        }
+    }
+
+    fn mean_loss(&self) -> f64 {
+        self.loss / self.count.max(1) as f64
+    }
+
+    fn accuracy(&self) -> Option<f64> {
+        self.any_correct
+            .then(|| self.correct / self.count.max(1) as f64)
+    }
+}
+
+/// One optimizer step on one batch, as `fit` takes it: `step` (forward and loss), the
+/// backward pass, the update. Nothing is read back.
+pub fn train_step(
+    model: &dyn Module,
+    optimizer: &mut dyn Optimizer,
+    step: &dyn Fn(&dyn Module, &Tensor, &Tensor) -> Result<StepOutput>,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<StepOutput> {
+    let out = step(model, x, y)?;
+    optimizer.step(&out.loss.backward()?)?;
+    Ok(out)
 }
 
 /// The step of a classifier: cross-entropy of `model(x)` (logits `[n, classes]`)
@@ -26,12 +143,11 @@ pub fn classification_step(model: &dyn Module, x: &Tensor, y: &Tensor) -> Result
             .argmax(-1, false)?
             .eq(y)?
             .to_dtype(kiln::DType::F32)?
-            .sum_all()?
-            .item::<f32>()
+            .sum_all()
     })?;
     Ok(StepOutput {
         loss,
-        correct: Some(correct as usize),
+        correct: Some(correct),
         count: y.elem_count(),
     })
 }
@@ -106,7 +222,7 @@ pub struct History {
 }
 
 /// Mean loss and accuracy over every batch of `loader`, in evaluation mode and without
-/// recording gradients.
+/// recording gradients; read back once, at the end.
 pub fn evaluate(
     model: &dyn Module,
     loader: &DataLoader,
@@ -114,19 +230,14 @@ pub fn evaluate(
 ) -> Result<(f64, Option<f64>)> {
     model.eval();
     let result = kiln::no_grad(|| -> Result<(f64, Option<f64>)> {
-        let (mut loss, mut correct, mut count, mut any_correct) = (0.0, 0usize, 0usize, false);
-        for batch in loader.epoch(0) {
+        let mut pending = Pending::default();
+        for (i, batch) in loader.epoch(0).enumerate() {
             let (x, y) = batch?;
-            let out = step(model, &x, &y)?;
-            loss += out.loss.to_f64_vec()?[0] * out.count as f64;
-            if let Some(c) = out.correct {
-                correct += c;
-                any_correct = true;
-            }
-            count += out.count;
+            pending.push(i + 1, step(model, &x, &y)?)?;
         }
-        let count = count.max(1) as f64;
-        Ok((loss / count, any_correct.then(|| correct as f64 / count)))
+        let mut totals = Totals::default();
+        totals.add(&pending.read()?);
+        Ok((totals.mean_loss(), totals.accuracy()))
     });
     model.train();
     result
@@ -146,8 +257,11 @@ fn progress(batches: usize, epoch: usize) -> ProgressBar {
 }
 
 /// Trains `model` with `optimizer` for `config.epochs` epochs over `train`, evaluating
-/// on `val` after each. `step` runs the model on a batch and returns its loss. A NaN or
-/// infinite loss stops training with `Error::NonFiniteLoss` naming the step.
+/// on `val` after each. `step` runs the model on a batch and returns its loss. Losses
+/// are read back every 32 steps and at the end of each epoch, not after every step, so
+/// a GPU is never left idle waiting for the host; a NaN or infinite loss stops training
+/// there with `Error::NonFiniteLoss` naming the step where it first appeared (the
+/// steps after it in the same window have run).
 pub fn fit(
     model: &dyn Module,
     optimizer: &mut dyn Optimizer,
@@ -166,31 +280,20 @@ pub fn fit(
     for epoch in 1..=config.epochs {
         let start = Instant::now();
         let bar = progress(train.num_batches(), epoch);
-        let (mut total, mut correct, mut count, mut any_correct) = (0.0, 0usize, 0usize, false);
+        let (mut pending, mut totals) = (Pending::default(), Totals::default());
         let mut steps = 0;
         for (i, batch) in train.epoch(epoch as u64).enumerate() {
             let (x, y) = batch?;
-            let out = step(model, &x, &y)?;
-            let loss = out.loss.to_f64_vec()?[0];
-            if !loss.is_finite() {
-                bar.abandon();
-                return Err(Error::NonFiniteLoss {
-                    epoch,
-                    step: i + 1,
-                    value: loss,
-                });
-            }
-            let grads = out.loss.backward()?;
-            optimizer.step(&grads)?;
+            let out = train_step(model, optimizer, step, &x, &y)?;
             steps += 1;
-            total += loss * out.count as f64;
-            if let Some(c) = out.correct {
-                correct += c;
-                any_correct = true;
-            }
-            count += out.count;
+            pending.push(i + 1, out)?;
             bar.inc(1);
-            bar.set_message(format!("{:.4}", total / count as f64));
+            if pending.losses.len() >= READBACK_EVERY {
+                let window = pending.read()?;
+                window.check_finite(epoch).inspect_err(|_| bar.abandon())?;
+                totals.add(&window);
+                bar.set_message(format!("{:.4}", totals.mean_loss()));
+            }
             if config
                 .max_seconds
                 .is_some_and(|limit| started.elapsed().as_secs_f64() >= limit)
@@ -199,6 +302,9 @@ pub fn fit(
                 break;
             }
         }
+        let window = pending.read()?;
+        window.check_finite(epoch).inspect_err(|_| bar.abandon())?;
+        totals.add(&window);
         bar.finish_and_clear();
         let (val_loss, val_accuracy) = match val {
             Some(v) => {
@@ -209,8 +315,8 @@ pub fn fit(
         };
         let metrics = EpochMetrics {
             epoch,
-            train_loss: total / count.max(1) as f64,
-            train_accuracy: any_correct.then(|| correct as f64 / count.max(1) as f64),
+            train_loss: totals.mean_loss(),
+            train_accuracy: totals.accuracy(),
             val_loss,
             val_accuracy,
             lr: optimizer.lr(),

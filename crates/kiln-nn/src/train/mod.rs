@@ -8,8 +8,8 @@ mod plot;
 
 pub use checkpoint::{load_checkpoint, restore, save_checkpoint, training_state, Checkpoint};
 pub use fit::{
-    classification_step, evaluate, fit, next_token_step, EarlyStopping, EpochMetrics, FitConfig,
-    History, StepOutput,
+    classification_step, evaluate, fit, next_token_step, train_step, EarlyStopping, EpochMetrics,
+    FitConfig, History, StepOutput,
 };
 pub use image::{save_image_grid, Palette};
 pub use plot::plot_history;

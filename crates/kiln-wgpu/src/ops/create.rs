@@ -9,7 +9,7 @@ use kiln_core::{DType, HostBuffer, Result};
 pub(crate) fn zeros(device: &GpuDevice, n: usize, dtype: DType) -> Result<GpuStorage> {
     let buffer = device.alloc("zeros", n, dtype)?;
     device.clear("zeros", &buffer)?;
-    Ok(GpuStorage::new(buffer, dtype, n, device))
+    Ok(GpuStorage::new(buffer, dtype, n, device).with_range(0, 0))
 }
 
 /// The 32-bit word that repeats `value` in `dtype` (two halves for f16).
@@ -28,10 +28,21 @@ fn pattern(dtype: DType, value: f64) -> u32 {
 pub(crate) fn full(device: &GpuDevice, n: usize, dtype: DType, value: f64) -> Result<GpuStorage> {
     let buffer = device.alloc("full", n, dtype)?;
     device.fill_words("full", &buffer, pattern(dtype, value))?;
-    Ok(GpuStorage::new(buffer, dtype, n, device))
+    let v = value as i32;
+    Ok(GpuStorage::new(buffer, dtype, n, device).with_range(v, v))
 }
 
 pub(crate) fn upload(device: &GpuDevice, data: &HostBuffer) -> Result<GpuStorage> {
     let buffer = device.upload_bytes("from_vec", data.as_bytes(), data.len(), data.dtype())?;
-    Ok(GpuStorage::new(buffer, data.dtype(), data.len(), device))
+    let storage = GpuStorage::new(buffer, data.dtype(), data.len(), device);
+    // The host sees i32 values as they go up: their bounds spare index checks a readback.
+    Ok(match data {
+        HostBuffer::I32(v) => {
+            let (min, max) = v
+                .iter()
+                .fold((i32::MAX, i32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            storage.with_range(min, max)
+        }
+        _ => storage,
+    })
 }

@@ -136,5 +136,11 @@ pub(crate) fn copy_into(
         &params,
         &[src.raw(), dst.raw()],
         groups,
-    )
+    )?;
+    // dst now holds some of its old values and some of src's.
+    dst.value_range = match (dst.value_range, src.value_range) {
+        (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+        _ => None,
+    };
+    Ok(())
 }
