@@ -68,6 +68,12 @@ fn strided_offset(i: u32, strides: array<vec4<u32>, 2>, base: u32) -> u32 {
     return off;
 }
 
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
 fn pow_real(x: f32, p: f32) -> f32 {
     // pow() is undefined for x <= 0 in WGSL; match IEEE powf for the cases users hit.
     if (p == 0.0) { return 1.0; }
@@ -89,8 +95,9 @@ fn apply(op: u32, a: f32, b: f32) -> f32 {
         case BINARY_POW: { return pow_real(a, b); }
         // atan2(0, 0) is undefined in WGSL; PyTorch gives 0.
         case BINARY_ATAN2: { return select(atan2(a, b), 0.0, a == 0.0 && b == 0.0); }
-        case BINARY_MAXIMUM: { return max(a, b); }
-        case BINARY_MINIMUM: { return min(a, b); }
+        // NaN if either is NaN, as in PyTorch (WGSL's max and min may drop it).
+        case BINARY_MAXIMUM: { return select(max(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
+        case BINARY_MINIMUM: { return select(min(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
         case BINARY_EQ: { return select(0.0, 1.0, a == b); }
         case BINARY_NE: { return select(0.0, 1.0, a != b); }
         case BINARY_LT: { return select(0.0, 1.0, a < b); }

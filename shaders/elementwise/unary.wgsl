@@ -80,6 +80,12 @@ fn erf_approx(x: f32) -> f32 {
     return select(-y, y, x >= 0.0);
 }
 
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
 fn tanh_safe(x: f32) -> f32 {
     // Some drivers compute tanh as a ratio of exponentials that overflows to NaN.
     return select(tanh(x), sign(x), abs(x) > 15.0);
@@ -109,12 +115,13 @@ fn apply(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
         case UNARY_COS: { return cos(x); }
         case UNARY_TANH: { return tanh_safe(x); }
         case UNARY_SIGMOID: { return 1.0 / (1.0 + exp(-x)); }
-        case UNARY_RELU: { return max(x, 0.0); }
+        // NaN in, NaN out, as in PyTorch (WGSL's max and min may drop it).
+        case UNARY_RELU: { return select(max(x, 0.0), x, is_nan(x)); }
         case UNARY_LEAKY_RELU: { return select(p0 * x, x, x >= 0.0); }
         case UNARY_GELU_TANH: { return 0.5 * x * (1.0 + tanh_safe(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
         case UNARY_GELU: { return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476)); }
         case UNARY_SILU: { return x / (1.0 + exp(-x)); }
-        case UNARY_CLAMP: { return min(max(x, p0), p1); }
+        case UNARY_CLAMP: { return select(min(max(x, p0), p1), x, is_nan(x)); }
         case UNARY_ADD_SCALAR: { return x + p0; }
         case UNARY_MUL_SCALAR: { return x * p0; }
         case UNARY_POW_SCALAR: { return pow_real(x, p0); }

@@ -1,5 +1,6 @@
-// Index of the first maximum (REDUCE_ARGMAX) or minimum (REDUCE_ARGMIN) of each row of a compact
-// [rows, k] tensor, one workgroup per row; ties go to the lower index.
+// Index of the first maximum (REDUCE_ARGMAX) or minimum (REDUCE_ARGMIN), or of the
+// first NaN, of each row of a compact [rows, k] tensor, one workgroup per row; ties go
+// to the lower index.
 // kiln:constants workgroup reduce_ops
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
@@ -29,10 +30,19 @@ struct Params {
 var<workgroup> best_value: array<f32, WORKGROUP>;
 var<workgroup> best_index: array<u32, WORKGROUP>;
 
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
 // Does candidate (v, i) beat the incumbent (w, j)?
 fn better(op: u32, v: f32, i: u32, w: f32, j: u32) -> bool {
     if (j == 0xffffffffu) { return true; }
     if (i == 0xffffffffu) { return false; }
+    // NaN beats every number, and the first NaN wins (PyTorch's argmax and argmin).
+    if (is_nan(w)) { return is_nan(v) && i < j; }
+    if (is_nan(v)) { return true; }
     if (v == w) { return i < j; }
     switch op {
         case REDUCE_ARGMAX: { return v > w; }

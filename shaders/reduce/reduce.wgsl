@@ -28,6 +28,12 @@ struct Params {
 
 var<workgroup> partial: array<f32, WORKGROUP>;
 
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
 fn identity(op: u32) -> f32 {
     switch op {
         case REDUCE_MAX: { return bitcast<f32>(0xff800000u); }
@@ -39,8 +45,9 @@ fn identity(op: u32) -> f32 {
 
 fn combine(op: u32, a: f32, b: f32) -> f32 {
     switch op {
-        case REDUCE_MAX: { return max(a, b); }
-        case REDUCE_MIN: { return min(a, b); }
+        // NaN if either is NaN, as in PyTorch (WGSL's max and min may drop it).
+        case REDUCE_MAX: { return select(max(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
+        case REDUCE_MIN: { return select(min(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
         case REDUCE_PROD: { return a * b; }
         case REDUCE_SUM, REDUCE_MEAN, default: { return a + b; }
     }

@@ -41,13 +41,29 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var at = o * params.k * stride + i;
     var r: f32;
     switch params.op {
+        // WGSL's max and min may drop a NaN: the largest magnitude's bits are kept
+        // beside them, and above infinity's they are a NaN, which the result becomes.
         case REDUCE_MAX: {
             r = bitcast<f32>(0xff800000u);
-            for (var j = 0u; j < params.k; j++) { r = max(r, f32(input[at])); at += stride; }
+            var bits = 0u;
+            for (var j = 0u; j < params.k; j++) {
+                let x = f32(input[at]);
+                r = max(r, x);
+                bits = max(bits, bitcast<u32>(x) & 0x7fffffffu);
+                at += stride;
+            }
+            if (bits > 0x7f800000u) { r = bitcast<f32>(0x7fc00000u); }
         }
         case REDUCE_MIN: {
             r = bitcast<f32>(0x7f800000u);
-            for (var j = 0u; j < params.k; j++) { r = min(r, f32(input[at])); at += stride; }
+            var bits = 0u;
+            for (var j = 0u; j < params.k; j++) {
+                let x = f32(input[at]);
+                r = min(r, x);
+                bits = max(bits, bitcast<u32>(x) & 0x7fffffffu);
+                at += stride;
+            }
+            if (bits > 0x7f800000u) { r = bitcast<f32>(0x7fc00000u); }
         }
         case REDUCE_PROD: {
             r = 1.0;

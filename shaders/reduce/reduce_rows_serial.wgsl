@@ -39,15 +39,29 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let base = row * k4;
     var r: f32;
     switch params.op {
+        // WGSL's max and min may drop a NaN: the largest magnitude's bits are kept
+        // beside them, and above infinity's they are a NaN, which the result becomes.
         case REDUCE_MAX: {
             var acc = vec4<f32>(bitcast<f32>(0xff800000u));
-            for (var i = 0u; i < k4; i++) { acc = max(acc, vec4<f32>(input[base + i])); }
+            var bits = vec4<u32>();
+            for (var i = 0u; i < k4; i++) {
+                let v = vec4<f32>(input[base + i]);
+                acc = max(acc, v);
+                bits = max(bits, bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu));
+            }
             r = max(max(acc.x, acc.y), max(acc.z, acc.w));
+            if (any(bits > vec4<u32>(0x7f800000u))) { r = bitcast<f32>(0x7fc00000u); }
         }
         case REDUCE_MIN: {
             var acc = vec4<f32>(bitcast<f32>(0x7f800000u));
-            for (var i = 0u; i < k4; i++) { acc = min(acc, vec4<f32>(input[base + i])); }
+            var bits = vec4<u32>();
+            for (var i = 0u; i < k4; i++) {
+                let v = vec4<f32>(input[base + i]);
+                acc = min(acc, v);
+                bits = max(bits, bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu));
+            }
             r = min(min(acc.x, acc.y), min(acc.z, acc.w));
+            if (any(bits > vec4<u32>(0x7f800000u))) { r = bitcast<f32>(0x7fc00000u); }
         }
         case REDUCE_PROD: {
             var acc = vec4<f32>(1.0);

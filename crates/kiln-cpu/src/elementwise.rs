@@ -3,6 +3,27 @@
 use crate::{strided, CpuStorage};
 use kiln_core::{BackendStorage, BinaryOp, DType, Error, HostBuffer, Layout, Result, UnaryOp};
 
+/// The larger of two values; NaN if either is NaN, as PyTorch's `maximum` and `max`
+/// (Rust's `f64::max` returns the other operand).
+#[inline(always)]
+pub fn max_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// The smaller of two values; NaN if either is NaN (see `max_nan`).
+#[inline(always)]
+pub fn min_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
 /// The reference value of a unary op. `shaders/elementwise/unary.wgsl` mirrors it.
 #[inline(always)]
 pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
@@ -18,7 +39,7 @@ pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Cos => x.cos(),
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        UnaryOp::Relu => x.max(0.0),
+        UnaryOp::Relu => max_nan(x, 0.0),
         UnaryOp::LeakyRelu(a) => {
             if x >= 0.0 {
                 x
@@ -31,7 +52,7 @@ pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
         }
         UnaryOp::GeluErf => 0.5 * x * (1.0 + libm::erf(x * FRAC_1_SQRT_2)),
         UnaryOp::Silu => x / (1.0 + (-x).exp()),
-        UnaryOp::Clamp(min, max) => x.max(min as f64).min(max as f64),
+        UnaryOp::Clamp(min, max) => min_nan(max_nan(x, min as f64), max as f64),
         UnaryOp::AddScalar(s) => x + s as f64,
         UnaryOp::MulScalar(s) => x * s as f64,
         UnaryOp::PowScalar(p) => x.powf(p as f64),
@@ -52,8 +73,8 @@ pub fn binary_f64(op: BinaryOp, a: f64, b: f64) -> f64 {
         BinaryOp::Div => a / b,
         BinaryOp::Pow => a.powf(b),
         BinaryOp::Atan2 => a.atan2(b),
-        BinaryOp::Maximum => a.max(b),
-        BinaryOp::Minimum => a.min(b),
+        BinaryOp::Maximum => max_nan(a, b),
+        BinaryOp::Minimum => min_nan(a, b),
         BinaryOp::Eq => flag(a == b),
         BinaryOp::Ne => flag(a != b),
         BinaryOp::Lt => flag(a < b),

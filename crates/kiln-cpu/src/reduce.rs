@@ -1,5 +1,6 @@
 //! Row reductions and softmax over compact `[rows, k]` data, in f64.
 
+use crate::elementwise::{max_nan, min_nan};
 use crate::CpuStorage;
 use kiln_core::{BackendStorage, HostBuffer, ReduceOp, Result};
 
@@ -7,7 +8,13 @@ pub fn reduce(input: &CpuStorage, op: ReduceOp, rows: usize, k: usize) -> Result
     let data = input.compact_floats();
     let row = |r: usize| &data[r * k..(r + 1) * k];
     if op.returns_index() {
-        let better = |a: f64, b: f64| if op == ReduceOp::ArgMax { a > b } else { a < b };
+        // NaN beats every number (PyTorch's argmax and argmin both pick the first NaN).
+        let better = |a: f64, b: f64| match (a.is_nan(), b.is_nan()) {
+            (_, true) => false,
+            (true, false) => true,
+            _ if op == ReduceOp::ArgMax => a > b,
+            _ => a < b,
+        };
         let out = (0..rows)
             .map(|r| {
                 // The first extreme wins ties, as in PyTorch.
@@ -82,8 +89,8 @@ fn fold_middle(data: &[f64], op: ReduceOp, outer: usize, k: usize, inner: usize)
             out.iter_mut().for_each(|a| *a /= k as f64);
             out
         }
-        ReduceOp::Max => fold(data, dims, f64::NEG_INFINITY, f64::max),
-        ReduceOp::Min => fold(data, dims, f64::INFINITY, f64::min),
+        ReduceOp::Max => fold(data, dims, f64::NEG_INFINITY, max_nan),
+        ReduceOp::Min => fold(data, dims, f64::INFINITY, min_nan),
         ReduceOp::Prod => fold(data, dims, 1.0, |a, b| a * b),
         ReduceOp::ArgMax | ReduceOp::ArgMin => unreachable!("index reductions are handled apart"),
     }

@@ -1,0 +1,139 @@
+//! NaN propagates as in PyTorch, on every device and through every kernel variant:
+//! NaN in, NaN out for relu, clamp, maximum/minimum and max/min; argmax and argmin
+//! pick the first NaN. (Rust's `f64::max` and WGSL's `max` drop a NaN instead.)
+
+mod common;
+
+use common::*;
+use kiln::{Device, Tensor};
+
+const NAN: f32 = f32::NAN;
+
+fn devices() -> Vec<Device> {
+    let mut list = vec![Device::cpu()];
+    list.extend(gpu());
+    list
+}
+
+fn t(values: &[f32], shape: &[usize], device: &Device) -> Tensor {
+    Tensor::from_vec(values.to_vec(), shape.to_vec(), device).unwrap()
+}
+
+/// Equal element for element, NaN equal to NaN.
+fn same(label: &str, got: &Tensor, want: &[f32]) {
+    let got = got.to_vec::<f32>().unwrap();
+    let equal = got.len() == want.len()
+        && got
+            .iter()
+            .zip(want)
+            .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+    assert!(equal, "{label}: got {got:?}, want {want:?}");
+}
+
+#[test]
+fn elementwise_ops_pass_nan_through() {
+    for d in devices() {
+        // Eight contiguous elements take the vec4 kernels, a slice of them the strided.
+        let x = t(&[1.0, NAN, -2.0, 3.0, NAN, 0.5, -0.5, 4.0], &[8], &d);
+        let y = t(&[0.0, 0.0, NAN, 5.0, NAN, 0.25, 1.0, -4.0], &[8], &d);
+        for (label, x, y) in [
+            ("vec4", x.clone(), y.clone()),
+            (
+                "strided",
+                x.narrow(0, 1, 7).unwrap(),
+                y.narrow(0, 1, 7).unwrap(),
+            ),
+        ] {
+            let skip = if label == "vec4" { 0 } else { 1 };
+            let want = |v: &[f32]| v[skip..].to_vec();
+            same(
+                &format!("relu {label} on {d}"),
+                &x.relu().unwrap(),
+                &want(&[1.0, NAN, 0.0, 3.0, NAN, 0.5, 0.0, 4.0]),
+            );
+            same(
+                &format!("clamp {label} on {d}"),
+                &x.clamp(-1.0, 1.0).unwrap(),
+                &want(&[1.0, NAN, -1.0, 1.0, NAN, 0.5, -0.5, 1.0]),
+            );
+            same(
+                &format!("maximum {label} on {d}"),
+                &x.maximum(&y).unwrap(),
+                &want(&[1.0, NAN, NAN, 5.0, NAN, 0.5, 1.0, 4.0]),
+            );
+            same(
+                &format!("minimum {label} on {d}"),
+                &x.minimum(&y).unwrap(),
+                &want(&[0.0, NAN, NAN, 3.0, NAN, 0.25, -0.5, -4.0]),
+            );
+        }
+    }
+}
+
+#[test]
+fn reductions_return_nan_and_argmax_picks_the_first_nan() {
+    for d in devices() {
+        let x = t(&[1.0, NAN, 3.0, NAN, 4.0, 5.0, 6.0, 2.0], &[2, 4], &d);
+        same(
+            &format!("max on {d}"),
+            &x.max(&[1], false).unwrap(),
+            &[NAN, 6.0],
+        );
+        same(
+            &format!("min on {d}"),
+            &x.min(&[1], false).unwrap(),
+            &[NAN, 2.0],
+        );
+        same(&format!("max_all on {d}"), &x.max_all().unwrap(), &[NAN]);
+        // Over the first dim: the column kernel.
+        same(
+            &format!("max over rows on {d}"),
+            &x.max(&[0], false).unwrap(),
+            &[4.0, NAN, 6.0, NAN],
+        );
+        let argmax = x.argmax(1, false).unwrap().to_vec::<i32>().unwrap();
+        let argmin = x.argmin(1, false).unwrap().to_vec::<i32>().unwrap();
+        assert_eq!((argmax, argmin), (vec![1, 2], vec![1, 3]), "on {d}");
+        // A NaN late in a long row, past the first workgroup pass.
+        let mut long = vec![0.0f32; 1000];
+        long[700] = NAN;
+        long[900] = NAN;
+        let long = t(&long, &[1, 1000], &d);
+        assert_eq!(
+            long.argmax(1, false).unwrap().to_vec::<i32>().unwrap(),
+            vec![700]
+        );
+        assert_eq!(
+            long.argmin(1, false).unwrap().to_vec::<i32>().unwrap(),
+            vec![700]
+        );
+    }
+}
+
+#[test]
+fn every_reduction_kernel_variant_propagates_nan_like_the_cpu() {
+    // 64 rows of 8: the one-invocation-per-row kernels on software adapters; [4, 16, 3]
+    // over its middle dim: the column kernel. Each holds a NaN in one row and one column.
+    let mut rows = vec![0.25f32; 64 * 8];
+    rows[5 * 8 + 3] = NAN;
+    let rows = t(&rows, &[64, 8], &Device::cpu());
+    let mut middle: Vec<f32> = (0..4 * 16 * 3).map(|i| (i % 7) as f32).collect();
+    middle[(2 * 16 + 7) * 3 + 1] = NAN;
+    let middle = t(&middle, &[4, 16, 3], &Device::cpu());
+    for (label, x, dims) in [("rows", rows, [-1isize]), ("middle", middle, [1])] {
+        parity(
+            &format!("max {label}"),
+            std::slice::from_ref(&x),
+            EXACT,
+            |t| t[0].max(&dims, false),
+        );
+        parity(
+            &format!("min {label}"),
+            std::slice::from_ref(&x),
+            EXACT,
+            |t| t[0].min(&dims, false),
+        );
+        let out = x.max(&dims, false).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(out.iter().filter(|v| v.is_nan()).count(), 1, "{label}");
+    }
+}
