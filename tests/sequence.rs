@@ -71,6 +71,7 @@ fn learns(name: &str, body: impl Module + 'static, embed: usize, out: usize) {
         early_stopping: None,
         verbose: false,
         max_seconds: None,
+        divergence_factor: None,
     };
     fit(
         &model,

@@ -31,6 +31,7 @@ fn quiet(epochs: usize) -> FitConfig {
         early_stopping: None,
         verbose: false,
         max_seconds: None,
+        divergence_factor: None,
     }
 }
 
@@ -146,6 +147,7 @@ fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
         early_stopping: Some(early),
         verbose: false,
         max_seconds: None,
+        divergence_factor: None,
     };
     let (tl, vl) = (
         DataLoader::new(&train, 32, &cpu).unwrap().shuffled(4),
@@ -210,6 +212,117 @@ fn fit_reads_losses_back_once_per_window_not_per_step() {
     assert_eq!(history.epochs[0].steps, 8);
     assert!(history.epochs[0].train_loss.is_finite());
     assert_eq!(profile.readbacks, 2, "{profile:#?}");
+}
+
+/// Training data or validation data that makes the model compute NaN stops training
+/// with an error, where it used to train on (relu turned the NaN into 0) or read as
+/// "no improvement".
+#[test]
+fn nan_in_the_data_stops_training() {
+    let cpu = Device::cpu();
+    let (train, _) = digits(64, 0);
+    let poisoned = |d: &TensorDataset| {
+        let mut x = d.inputs.to_vec::<f32>().unwrap();
+        x[100] = f32::NAN;
+        let x = Tensor::from_vec(x, d.inputs.dims().to_vec(), &cpu).unwrap();
+        TensorDataset::new(x, d.targets.clone()).unwrap()
+    };
+    let model = mlp(&cpu, &mut Rng::new(0));
+    let mut opt = Sgd::new(model.named_parameters(), 0.1);
+    let nan_data = poisoned(&train);
+    let bad = DataLoader::new(&nan_data, 32, &cpu).unwrap();
+    let e = fit(
+        &model,
+        &mut opt,
+        None,
+        &bad,
+        None,
+        &classification_step,
+        &quiet(1),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NonFiniteLoss {
+                epoch: 1,
+                step: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let model = mlp(&cpu, &mut Rng::new(0));
+    let mut opt = Sgd::new(model.named_parameters(), 0.1);
+    let good = DataLoader::new(&train, 32, &cpu).unwrap();
+    let e = fit(
+        &model,
+        &mut opt,
+        None,
+        &good,
+        Some(&bad),
+        &classification_step,
+        &quiet(1),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::NonFiniteValidationLoss { epoch: 1, .. }),
+        "{e}"
+    );
+}
+
+/// A learning rate far too large makes the loss enormous but finite: the divergence
+/// guard stops training and says so, where training used to finish and report it.
+#[test]
+fn the_divergence_guard_stops_a_run_whose_loss_explodes() {
+    let cpu = Device::cpu();
+    let (train, _) = digits(512, 0);
+    let model = mlp(&cpu, &mut Rng::new(0));
+    let mut opt = Sgd::new(model.named_parameters(), 1e3);
+    let loader = DataLoader::new(&train, 8, &cpu).unwrap();
+    let config = FitConfig {
+        divergence_factor: Some(100.0),
+        ..quiet(1)
+    };
+    let e = fit(
+        &model,
+        &mut opt,
+        None,
+        &loader,
+        None,
+        &classification_step,
+        &config,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Diverged { epoch: 1, .. }), "{e}");
+    assert!(e.to_string().contains("smaller learning rate"), "{e}");
+}
+
+/// An empty dataset is an error, not an epoch with loss 0.
+#[test]
+fn empty_data_is_an_error() {
+    let cpu = Device::cpu();
+    let (train, _) = digits(64, 0);
+    let empty = train.take(0).unwrap();
+    let model = mlp(&cpu, &mut Rng::new(0));
+    let mut opt = Sgd::new(model.named_parameters(), 0.1);
+    let loader = DataLoader::new(&empty, 32, &cpu).unwrap();
+    let e = fit(
+        &model,
+        &mut opt,
+        None,
+        &loader,
+        None,
+        &classification_step,
+        &quiet(1),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { op: "fit", .. }), "{e}");
+    let e = evaluate(&model, &loader, &classification_step).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { op: "evaluate", .. }),
+        "{e}"
+    );
 }
 
 #[test]

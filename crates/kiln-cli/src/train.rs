@@ -112,6 +112,74 @@ pub fn char_lm(
     })
 }
 
+/// `kiln train`'s divergence guard: a window of steps averaging this many times the
+/// first step's loss stops training (see `FitConfig::divergence_factor`).
+const DIVERGENCE_FACTOR: f64 = 100.0;
+
+impl TrainArgs {
+    /// Refuses arguments that would train nothing or nonsense, before any data is read
+    /// or any time spent.
+    fn validate(&self) -> Result<()> {
+        let refuse = |reason: String| {
+            Err(kiln::Error::InvalidArgument {
+                op: "train",
+                reason,
+            })
+        };
+        if self.epochs == Some(0) {
+            return refuse("--epochs must be at least 1".into());
+        }
+        if self.batch_size == Some(0) {
+            return refuse("--batch-size must be at least 1".into());
+        }
+        for (flag, value) in [("--lr", self.lr), ("--minutes", self.minutes)] {
+            if let Some(v) = value.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return refuse(format!("{flag} must be a positive, finite number, got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fails now, not after training, when the checkpoint could not be written to `dir`.
+fn check_writable(dir: &std::path::Path) -> Result<()> {
+    let probe = dir.join(".kiln-write-check");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| kiln::Error::Io {
+            op: "train",
+            path: dir.display().to_string(),
+            reason: format!("the checkpoint could not be written here: {e}"),
+        })
+}
+
+/// Writes a finished run's checkpoint, unless the run took no optimizer step or left a
+/// parameter non-finite: such a run never replaces a checkpoint an earlier run wrote.
+fn save_trained(
+    path: &std::path::Path,
+    state: &[(String, Tensor)],
+    metadata: &HashMap<String, String>,
+    steps: usize,
+) -> Result<()> {
+    if steps == 0 {
+        let reason = format!(
+            "the run took no optimizer step; {} was left as it was",
+            path.display()
+        );
+        return Err(kiln::Error::InvalidArgument {
+            op: "train",
+            reason,
+        });
+    }
+    for (name, t) in state {
+        if t.to_f64_vec()?.iter().any(|v| !v.is_finite()) {
+            let name = name.clone();
+            return Err(kiln::Error::NonFiniteParameter { op: "train", name });
+        }
+    }
+    save_checkpoint(path, state, metadata)
+}
+
 /// Loads `path` into the model's parameters and buffers and the optimizer's state.
 fn resume(path: &std::path::Path, model: &dyn Module, optimizer: &mut dyn Optimizer) -> Result<()> {
     let checkpoint = load_checkpoint(path)?;
@@ -127,6 +195,7 @@ fn resume(path: &std::path::Path, model: &dyn Module, optimizer: &mut dyn Optimi
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    args.validate()?;
     let device = Device::parse(&args.device)?;
     let name = format!("{:?}", args.model).to_lowercase();
     let out = args.out.join(&name);
@@ -135,6 +204,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         path: out.display().to_string(),
         reason: e.to_string(),
     })?;
+    check_writable(&out)?;
     if matches!(args.model, Model::Lstm | Model::Gru | Model::Transformer) {
         return run_char_lm(&args, &name, &out, &device);
     }
@@ -208,6 +278,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }),
         verbose: true,
         max_seconds: args.minutes.map(|m| m * 60.0),
+        divergence_factor: Some(DIVERGENCE_FACTOR),
     };
     let start = Instant::now();
     let history = fit(
@@ -232,7 +303,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             format!("{:.4}", test_accuracy.unwrap_or(0.0)),
         ),
     ]);
-    save_checkpoint(out.join("model.safetensors"), &state, &metadata)?;
+    let steps = history.epochs.iter().map(|e| e.steps).sum();
+    save_trained(&out.join("model.safetensors"), &state, &metadata, steps)?;
     plot_history(&history, &name, out.join("curves.png"))?;
     println!(
         "trained in {seconds:.1}s (best epoch {}); test loss {test_loss:.4}",
@@ -304,6 +376,7 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
         early_stopping: Some(early),
         verbose: true,
         max_seconds: Some(minutes * 60.0),
+        divergence_factor: Some(DIVERGENCE_FACTOR),
     };
     let start = Instant::now();
     let history = fit(
@@ -334,11 +407,9 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
         ("model".to_string(), name.to_string()),
         ("validation_loss".to_string(), format!("{val_loss:.4}")),
     ]);
-    save_checkpoint(
-        out.join("model.safetensors"),
-        &training_state(&model, &optimizer),
-        &metadata,
-    )?;
+    let steps = history.epochs.iter().map(|e| e.steps).sum();
+    let state = training_state(&model, &optimizer);
+    save_trained(&out.join("model.safetensors"), &state, &metadata, steps)?;
     plot_history(&history, name, out.join("curves.png"))?;
     let io = |e: std::io::Error| kiln::Error::Io {
         op: "train",
@@ -350,4 +421,68 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
     println!("trained in {seconds:.1}s (best epoch {}); wrote {}/model.safetensors, curves.png and sample.txt", history.best_epoch, out.display());
     println!("validation loss: {val_loss:.4} nats per character");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    fn check(line: &[&str]) -> Result<()> {
+        let cli = Cli::try_parse_from(std::iter::once("kiln").chain(line.iter().copied()))
+            .expect("the arguments parse");
+        cli.args.validate()
+    }
+
+    #[test]
+    fn arguments_that_would_train_nothing_are_refused_before_any_work() {
+        for bad in [
+            &["--epochs", "0"][..],
+            &["--batch-size", "0"],
+            &["--lr=-1"],
+            &["--lr", "0"],
+            &["--lr", "inf"],
+            &["--lr", "NaN"],
+            &["--minutes=-5"],
+            &["--minutes", "0"],
+        ] {
+            let e = check(bad).unwrap_err();
+            assert!(
+                matches!(e, kiln::Error::InvalidArgument { op: "train", .. }),
+                "{bad:?}: {e}"
+            );
+        }
+        check(&["mlp", "--epochs", "1", "--lr", "1e-3", "--minutes", "0.5"]).unwrap();
+    }
+
+    #[test]
+    fn a_run_without_a_step_or_with_non_finite_weights_keeps_the_old_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("kiln-save-trained-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        check_writable(&dir).unwrap();
+        let path = dir.join("model.safetensors");
+        let cpu = Device::cpu();
+        let good = vec![(
+            "w".to_string(),
+            Tensor::from_vec(vec![1.0f32], [1], &cpu).unwrap(),
+        )];
+        save_trained(&path, &good, &HashMap::new(), 1).unwrap();
+        let nan = vec![(
+            "w".to_string(),
+            Tensor::from_vec(vec![f32::NAN], [1], &cpu).unwrap(),
+        )];
+        let e = save_trained(&path, &nan, &HashMap::new(), 5).unwrap_err();
+        assert!(matches!(e, kiln::Error::NonFiniteParameter { .. }), "{e}");
+        assert!(save_trained(&path, &good, &HashMap::new(), 0).is_err());
+        let kept = load_checkpoint(&path).unwrap();
+        assert_eq!(kept.tensors["w"].to_vec::<f32>().unwrap(), vec![1.0]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(check_writable(&dir.join("absent")).is_err());
+    }
 }

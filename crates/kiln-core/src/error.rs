@@ -116,6 +116,34 @@ pub enum Error {
         value: f64,
     },
 
+    #[error("training diverged: the loss reached {loss} at epoch {epoch}, step {step}, more than {factor} times its start ({start}); try a smaller learning rate")]
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+        start: f64,
+        factor: f64,
+    },
+
+    #[error("{op}: {name} holds a NaN or infinite value")]
+    NonFiniteParameter { op: &'static str, name: String },
+
+    #[error("training stopped: the validation loss became {value} after epoch {epoch}")]
+    NonFiniteValidationLoss { epoch: usize, value: f64 },
+
+    /// Saved state (a checkpoint, an optimizer's state) that does not fit what it is
+    /// loaded into; nothing was changed.
+    #[error("{op}: the saved state does not fit, nothing was loaded{}", mismatch_text(.missing, .unexpected, .mismatched))]
+    StateMismatch {
+        op: &'static str,
+        /// Expected names the state lacks.
+        missing: Vec<String>,
+        /// Names the state holds that nothing expects.
+        unexpected: Vec<String>,
+        /// Names present on both sides with another shape or dtype, with both.
+        mismatched: Vec<String>,
+    },
+
     #[error("no GPU adapter found: {reason}. On Debian/Ubuntu install Mesa's software Vulkan driver with `apt-get install -y mesa-vulkan-drivers` (lavapipe), or set KILN_DEVICE=cpu")]
     NoAdapter { reason: String },
 
@@ -132,4 +160,18 @@ pub enum Error {
         path: String,
         reason: String,
     },
+}
+
+fn mismatch_text(missing: &[String], unexpected: &[String], mismatched: &[String]) -> String {
+    let mut out = String::new();
+    for (what, names) in [
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("mismatched", mismatched),
+    ] {
+        if !names.is_empty() {
+            out += &format!("; {what}: {}", names.join(", "));
+        }
+    }
+    out
 }

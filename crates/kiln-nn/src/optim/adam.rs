@@ -109,6 +109,9 @@ impl Optimizer for Adam {
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        let op = "Adam::load_state";
+        let buffers = ["adam.m", "adam.v"];
+        super::check_state(op, &buffers, &["adam.steps"], &self.params, state)?;
         load_buffers("adam.m", &self.params, state, &mut self.m);
         load_buffers("adam.v", &self.params, state, &mut self.v);
         if let Some(s) = state.get("adam.steps") {

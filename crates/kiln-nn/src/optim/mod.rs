@@ -41,6 +41,52 @@ pub(crate) fn buffer<'a>(
     Ok(&buffers[name])
 }
 
+/// Checks a saved optimizer state before any of it is loaded: each name must be one of
+/// `scalars` or `{prefix}.{param}` for one of `prefixes` (the optimizer's own kind) and
+/// one of its parameters, with that parameter's shape and dtype. State saved by another
+/// optimizer is refused, naming the tensors. Buffers not yet created are not missing.
+pub(crate) fn check_state(
+    op: &'static str,
+    prefixes: &[&str],
+    scalars: &[&str],
+    params: &[(String, Tensor)],
+    state: &HashMap<String, Tensor>,
+) -> Result<()> {
+    let (mut unexpected, mut mismatched) = (Vec::new(), Vec::new());
+    for (name, saved) in state {
+        if scalars.contains(&name.as_str()) {
+            continue;
+        }
+        let param = prefixes
+            .iter()
+            .find_map(|p| name.strip_prefix(p)?.strip_prefix('.'))
+            .and_then(|p| params.iter().find(|(n, _)| n == p));
+        match param {
+            None => unexpected.push(name.clone()),
+            Some((_, p)) if p.dims() != saved.dims() || p.dtype() != saved.dtype() => mismatched
+                .push(format!(
+                    "{name} ({:?} {} saved, {:?} {} expected)",
+                    saved.dims(),
+                    saved.dtype(),
+                    p.dims(),
+                    p.dtype()
+                )),
+            Some(_) => {}
+        }
+    }
+    if unexpected.is_empty() && mismatched.is_empty() {
+        return Ok(());
+    }
+    unexpected.sort();
+    mismatched.sort();
+    Err(kiln::Error::StateMismatch {
+        op,
+        missing: Vec::new(),
+        unexpected,
+        mismatched,
+    })
+}
+
 /// Copies tensors named `{prefix}.{param}` from a checkpoint into `buffers`.
 pub(crate) fn load_buffers(
     prefix: &str,

@@ -61,6 +61,9 @@ impl Optimizer for RmsProp {
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        let op = "RmsProp::load_state";
+        let buffers = ["rmsprop.square_avg"];
+        super::check_state(op, &buffers, &[], &self.params, state)?;
         load_buffers(
             "rmsprop.square_avg",
             &self.params,

@@ -80,6 +80,8 @@ impl Optimizer for Sgd {
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        let op = "Sgd::load_state";
+        super::check_state(op, &["sgd.momentum"], &[], &self.params, state)?;
         load_buffers("sgd.momentum", &self.params, state, &mut self.velocity);
         Ok(())
     }

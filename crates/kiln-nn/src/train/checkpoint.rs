@@ -62,13 +62,20 @@ fn st_dtype(d: DType) -> StDtype {
     }
 }
 
-/// Writes `tensors` (read back from whatever device holds them) and `metadata`.
+/// Writes `tensors` (read back from whatever device holds them) and `metadata`, into a
+/// temporary file beside `path` that then replaces it: an interrupted or failed save
+/// leaves the previous checkpoint as it was. Two tensors of one name are an error.
 pub fn save_checkpoint(
     path: impl AsRef<Path>,
     tensors: &[(String, Tensor)],
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
     let path = path.as_ref();
+    let mut seen = std::collections::HashSet::new();
+    if let Some((name, _)) = tensors.iter().find(|(n, _)| !seen.insert(n)) {
+        let reason = format!("two tensors are named {name}");
+        return Err(io(path, "save_checkpoint", reason));
+    }
     let mut hosts = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let host = t.detach().to_device(&Device::cpu())?.contiguous()?;
@@ -90,8 +97,16 @@ pub fn save_checkpoint(
         })
         .collect::<Result<Vec<_>>>()?;
     let metadata = Some(metadata.clone());
-    safetensors::serialize_to_file(views, metadata, path)
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let written = safetensors::serialize_to_file(views, metadata, &partial)
         .map_err(|e| io(path, "save_checkpoint", e))
+        .and_then(|()| std::fs::rename(&partial, path).map_err(|e| io(path, "save_checkpoint", e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
 }
 
 fn host_bytes(t: &Tensor) -> Result<Vec<u8>> {
@@ -141,17 +156,89 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
     Ok(Checkpoint { tensors, metadata })
 }
 
-/// Copies each named tensor of `checkpoint` into the matching one of `targets` (same
-/// shape and dtype), on that tensor's device. A missing name is an error.
+/// What a non-strict `restore_non_strict` left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Targets the checkpoint has no tensor for (left as they were).
+    pub missing: Vec<String>,
+    /// Checkpoint tensors no target is named after (not used).
+    pub unexpected: Vec<String>,
+}
+
+/// Copies each named tensor of `checkpoint` into the target of the same name, on that
+/// target's device: PyTorch's `load_state_dict(strict=True)`. Every name, shape and
+/// dtype is checked before anything changes; missing, unexpected and mismatched names
+/// are reported together (`Error::StateMismatch`). Tensors under `optimizer.` belong to
+/// the optimizer (`Checkpoint::optimizer_state`) and are not expected here.
 pub fn restore(checkpoint: &Checkpoint, targets: &[(String, Tensor)]) -> Result<()> {
+    restore_with(checkpoint, targets, true).map(drop)
+}
+
+/// `restore` that loads what matches and returns what did not (PyTorch's
+/// `strict=False`). A tensor present on both sides with another shape or dtype is still
+/// an error, and then nothing changes.
+pub fn restore_non_strict(
+    checkpoint: &Checkpoint,
+    targets: &[(String, Tensor)],
+) -> Result<RestoreReport> {
+    restore_with(checkpoint, targets, false)
+}
+
+fn restore_with(
+    checkpoint: &Checkpoint,
+    targets: &[(String, Tensor)],
+    strict: bool,
+) -> Result<RestoreReport> {
+    let op = "restore";
+    let mut seen = std::collections::HashSet::new();
+    if let Some((name, _)) = targets.iter().find(|(n, _)| !seen.insert(n)) {
+        let reason = format!("two targets are named {name}");
+        return Err(Error::InvalidArgument { op, reason });
+    }
+    let mut report = RestoreReport::default();
+    let mut mismatched = Vec::new();
+    for (name, t) in targets {
+        match checkpoint.tensors.get(name) {
+            None => report.missing.push(name.clone()),
+            Some(saved) if saved.dims() != t.dims() || saved.dtype() != t.dtype() => {
+                mismatched.push(format!(
+                    "{name} ({:?} {} saved, {:?} {} expected)",
+                    saved.dims(),
+                    saved.dtype(),
+                    t.dims(),
+                    t.dtype()
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut unexpected: Vec<String> = checkpoint
+        .tensors
+        .keys()
+        .filter(|n| !n.starts_with(OPTIMIZER_PREFIX) && !seen.contains(n))
+        .cloned()
+        .collect();
+    unexpected.sort();
+    report.unexpected = unexpected;
+    report.missing.sort();
+    mismatched.sort();
+    let fits = mismatched.is_empty()
+        && (!strict || (report.missing.is_empty() && report.unexpected.is_empty()));
+    if !fits {
+        return Err(Error::StateMismatch {
+            op,
+            missing: report.missing,
+            unexpected: report.unexpected,
+            mismatched,
+        });
+    }
     kiln::no_grad(|| {
         for (name, t) in targets {
-            let saved = checkpoint.tensors.get(name).ok_or(Error::InvalidArgument {
-                op: "restore",
-                reason: format!("the checkpoint has no tensor named {name}"),
-            })?;
-            t.set_data(&saved.to_device(&t.device())?)?;
+            if let Some(saved) = checkpoint.tensors.get(name) {
+                t.set_data(&saved.to_device(&t.device())?)?;
+            }
         }
         Ok(())
-    })
+    })?;
+    Ok(report)
 }

@@ -84,6 +84,10 @@ impl Pending {
 }
 
 impl Window {
+    fn mean(&self) -> f64 {
+        self.losses.iter().sum::<f64>() / self.losses.len().max(1) as f64
+    }
+
     /// `NonFiniteLoss` for the window's first NaN or infinite loss.
     fn check_finite(&self, epoch: usize) -> Result<()> {
         match self.losses.iter().position(|l| !l.is_finite()) {
@@ -184,6 +188,11 @@ pub struct FitConfig {
     pub verbose: bool,
     /// Stop (after validating) once training has run this long.
     pub max_seconds: Option<f64>,
+    /// Stop with `Error::Diverged` when a window of steps (32, as losses are read back)
+    /// averages more than this many times the first step's loss: the sign of too large a
+    /// learning rate, which a finite but enormous loss would otherwise hide. `kiln
+    /// train` uses 100.
+    pub divergence_factor: Option<f64>,
 }
 
 impl Default for FitConfig {
@@ -193,6 +202,7 @@ impl Default for FitConfig {
             early_stopping: None,
             verbose: true,
             max_seconds: None,
+            divergence_factor: None,
         }
     }
 }
@@ -228,6 +238,13 @@ pub fn evaluate(
     loader: &DataLoader,
     step: &dyn Fn(&dyn Module, &Tensor, &Tensor) -> Result<StepOutput>,
 ) -> Result<(f64, Option<f64>)> {
+    if loader.num_batches() == 0 {
+        let reason = "the data has no batches to evaluate".into();
+        return Err(Error::InvalidArgument {
+            op: "evaluate",
+            reason,
+        });
+    }
     model.eval();
     let result = kiln::no_grad(|| -> Result<(f64, Option<f64>)> {
         let mut pending = Pending::default();
@@ -271,7 +288,30 @@ pub fn fit(
     step: &dyn Fn(&dyn Module, &Tensor, &Tensor) -> Result<StepOutput>,
     config: &FitConfig,
 ) -> Result<History> {
+    if train.num_batches() == 0 {
+        let reason = "the training data has no batches (an empty dataset, or fewer samples than a batch with drop_last)".into();
+        return Err(Error::InvalidArgument { op: "fit", reason });
+    }
     let mut history = History::default();
+    // The first step's loss, which the divergence guard compares every window against.
+    let mut start_loss: Option<f64> = None;
+    let mut check = |window: &Window, epoch: usize| -> Result<()> {
+        window.check_finite(epoch)?;
+        if window.losses.is_empty() {
+            return Ok(());
+        }
+        let start = *start_loss.get_or_insert(window.losses[0]);
+        match config.divergence_factor {
+            Some(factor) if start > 0.0 && window.mean() > factor * start => Err(Error::Diverged {
+                epoch,
+                step: window.first_step + window.losses.len() - 1,
+                loss: window.mean(),
+                start,
+                factor,
+            }),
+            _ => Ok(()),
+        }
+    };
     let mut best = f64::INFINITY;
     let mut best_weights: Option<Vec<(Tensor, Tensor)>> = None;
     let mut stale = 0;
@@ -290,7 +330,7 @@ pub fn fit(
             bar.inc(1);
             if pending.losses.len() >= READBACK_EVERY {
                 let window = pending.read()?;
-                window.check_finite(epoch).inspect_err(|_| bar.abandon())?;
+                check(&window, epoch).inspect_err(|_| bar.abandon())?;
                 totals.add(&window);
                 bar.set_message(format!("{:.4}", totals.mean_loss()));
             }
@@ -303,12 +343,16 @@ pub fn fit(
             }
         }
         let window = pending.read()?;
-        window.check_finite(epoch).inspect_err(|_| bar.abandon())?;
+        check(&window, epoch).inspect_err(|_| bar.abandon())?;
         totals.add(&window);
         bar.finish_and_clear();
         let (val_loss, val_accuracy) = match val {
             Some(v) => {
                 let (l, a) = evaluate(model, v, step)?;
+                // Not "no improvement": the model no longer computes numbers.
+                if !l.is_finite() {
+                    return Err(Error::NonFiniteValidationLoss { epoch, value: l });
+                }
                 (Some(l), a)
             }
             None => (None, None),

@@ -6,7 +6,10 @@ mod fit;
 mod image;
 mod plot;
 
-pub use checkpoint::{load_checkpoint, restore, save_checkpoint, training_state, Checkpoint};
+pub use checkpoint::{
+    load_checkpoint, restore, restore_non_strict, save_checkpoint, training_state, Checkpoint,
+    RestoreReport,
+};
 pub use fit::{
     classification_step, evaluate, fit, next_token_step, train_step, EarlyStopping, EpochMetrics,
     FitConfig, History, StepOutput,
