@@ -92,6 +92,17 @@ fn csv_reader_rejects_ragged_and_non_numeric_rows() {
     assert!(is_io(
         &read_csv(dir.join("missing.csv"), false).unwrap_err()
     ));
+    // Fields that parse as floats but are not data, and files without data rows.
+    for (name, text, header) in [
+        ("nan.csv", "1,nan\n", false),
+        ("inf.csv", "inf,2\n", false),
+        ("minus_inf.csv", "1,-inf\n", false),
+        ("empty.csv", "", false),
+        ("header_only.csv", "a,b\n", true),
+    ] {
+        let e = read_csv(write(name, text), header).unwrap_err();
+        assert!(is_io(&e), "{name}: {e}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -47,10 +47,8 @@ pub fn run(args: SaliencyArgs) -> Result<()> {
         Some(dir) => load_mnist_dir(dir)?,
         None => mnist10k()?,
     };
-    let available = data.test_images.dims()[0].saturating_sub(args.index);
-    let count = args.count.min(available);
     let mut tiles = Vec::new();
-    for i in args.index..args.index + count {
+    for i in selection(args.index, args.count, data.test_images.dims()[0])? {
         let image = data
             .test_images
             .narrow(0, i, 1)?
@@ -86,4 +84,31 @@ pub fn run(args: SaliencyArgs) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The images `--index` and `--count` pick out of `images`: an error when they pick
+/// none (an empty picture would look like a result).
+fn selection(index: usize, count: usize, images: usize) -> Result<std::ops::Range<usize>> {
+    if index >= images || count == 0 {
+        let last = images.saturating_sub(1);
+        let reason = format!(
+            "--index {index} and --count {count} select no image: the test set has {images} (indices 0 to {last})"
+        );
+        return Err(kiln::Error::InvalidArgument {
+            op: "saliency",
+            reason,
+        });
+    }
+    Ok(index..index + count.min(images - index))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_index_past_the_end_or_no_count_is_an_error() {
+        assert_eq!(super::selection(3, 8, 10).unwrap(), 3..10);
+        assert!(super::selection(10, 1, 10).is_err());
+        assert!(super::selection(0, 0, 10).is_err());
+        assert!(super::selection(0, 1, 0).is_err());
+    }
 }

@@ -4,8 +4,9 @@
 use kiln::{Device, Error, Result, Tensor};
 use std::path::Path;
 
-/// Reads a CSV of numbers into an f32 tensor `[rows, columns]`. Ragged rows and
-/// non-numeric fields are errors naming the line.
+/// Reads a CSV of numbers into an f32 tensor `[rows, columns]`. Ragged rows,
+/// non-numeric fields and `nan` or `inf` are errors naming the line; so is a file with
+/// no data rows.
 pub fn read_csv(path: impl AsRef<Path>, has_header: bool) -> Result<Tensor> {
     let origin = path.as_ref().display().to_string();
     let bad = |reason: String| Error::Io {
@@ -24,13 +25,21 @@ pub fn read_csv(path: impl AsRef<Path>, has_header: bool) -> Result<Tensor> {
         let line = record.position().map_or(0, |p| p.line());
         columns = record.len();
         for field in record.iter() {
-            values.push(
-                field
-                    .parse::<f32>()
-                    .map_err(|_| bad(format!("line {line}: {field:?} is not a number")))?,
-            );
+            let value = field
+                .parse::<f32>()
+                .map_err(|_| bad(format!("line {line}: {field:?} is not a number")))?;
+            // "nan" and "inf" parse as floats; as data they are a mistake to report.
+            if !value.is_finite() {
+                return Err(bad(format!(
+                    "line {line}: {field:?} is not a finite number"
+                )));
+            }
+            values.push(value);
         }
         rows += 1;
+    }
+    if rows == 0 {
+        return Err(bad("no data rows".to_string()));
     }
     Tensor::from_vec(values, [rows, columns], &Device::cpu())
 }
