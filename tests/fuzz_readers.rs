@@ -205,7 +205,9 @@ fn checkpoint_reader_survives_mutations() {
     let valid = std::fs::read(&path).unwrap();
     // The 8-byte header length, and the digits of the shapes and offsets in the header.
     let header = String::from_utf8_lossy(&valid[8..]).to_string();
-    let mut sizes: Vec<std::ops::Range<usize>> = Vec::from([0..8]);
+    let header_length = 0..8;
+    let mut sizes = Vec::new();
+    sizes.push(header_length);
     for (i, c) in header.char_indices() {
         if c.is_ascii_digit() && i + 8 < valid.len() {
             sizes.push(8 + i..9 + i);
