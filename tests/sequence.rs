@@ -72,6 +72,7 @@ fn learns(name: &str, body: impl Module + 'static, embed: usize, out: usize) {
         verbose: false,
         max_seconds: None,
         divergence_factor: None,
+        check_inputs: false,
     };
     fit(
         &model,

@@ -32,6 +32,7 @@ fn quiet(epochs: usize) -> FitConfig {
         verbose: false,
         max_seconds: None,
         divergence_factor: None,
+        check_inputs: false,
     }
 }
 
@@ -148,6 +149,7 @@ fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
         verbose: false,
         max_seconds: None,
         divergence_factor: None,
+        check_inputs: false,
     };
     let (tl, vl) = (
         DataLoader::new(&train, 32, &cpu).unwrap().shuffled(4),
@@ -183,8 +185,8 @@ fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
     );
 }
 
-/// `fit` leaves the GPU alone between steps: the losses and right-prediction counts of
-/// an epoch of 8 steps come back in two reads, at its end.
+/// `fit` leaves the GPU alone between steps: the losses, right-prediction counts and
+/// the parameters' finiteness of an epoch of 8 steps come back in three reads, at its end.
 #[test]
 fn fit_reads_losses_back_once_per_window_not_per_step() {
     // A device of its own: a profile counts everything its device runs, and the other
@@ -211,7 +213,7 @@ fn fit_reads_losses_back_once_per_window_not_per_step() {
         .unwrap();
     assert_eq!(history.epochs[0].steps, 8);
     assert!(history.epochs[0].train_loss.is_finite());
-    assert_eq!(profile.readbacks, 2, "{profile:#?}");
+    assert_eq!(profile.readbacks, 3, "{profile:#?}");
 }
 
 /// Training data or validation data that makes the model compute NaN stops training
@@ -296,6 +298,59 @@ fn the_divergence_guard_stops_a_run_whose_loss_explodes() {
     .unwrap_err();
     assert!(matches!(e, Error::Diverged { epoch: 1, .. }), "{e}");
     assert!(e.to_string().contains("smaller learning rate"), "{e}");
+}
+
+/// A parameter that stops being finite is named, even when no loss showed it yet; with
+/// `check_inputs`, the first non-finite input element is named before it is used.
+#[test]
+fn non_finite_parameters_and_inputs_are_named() {
+    let cpu = Device::cpu();
+    let (train, _) = digits(256, 0);
+    let model = mlp(&cpu, &mut Rng::new(0));
+    let mut opt = Sgd::new(model.named_parameters(), 0.01);
+    let calls = AtomicUsize::new(0);
+    // After the forward of the epoch's last step: its loss is finite, the weights not.
+    let poisons = |m: &dyn Module, x: &Tensor, y: &Tensor| -> kiln::Result<StepOutput> {
+        let out = classification_step(m, x, y)?;
+        if calls.fetch_add(1, Ordering::Relaxed) == 7 {
+            let (_, bias) = &m.named_parameters()[3];
+            kiln::no_grad(|| bias.set_data(&bias.full_like(f64::INFINITY)?))?;
+        }
+        Ok(out)
+    };
+    let loader = DataLoader::new(&train, 32, &cpu).unwrap();
+    let e = fit(&model, &mut opt, None, &loader, None, &poisons, &quiet(1)).unwrap_err();
+    let name = model.named_parameters()[3].0.clone();
+    assert!(
+        matches!(&e, Error::ParameterNotFinite { epoch: 1, step: 8, name: n } if *n == name),
+        "{e}"
+    );
+
+    let mut x = train.inputs.to_vec::<f32>().unwrap();
+    x[784 * 40 + 5] = f32::INFINITY; // the 9th sample of the second batch
+    let x = Tensor::from_vec(x, train.inputs.dims().to_vec(), &cpu).unwrap();
+    let data = TensorDataset::new(x, train.targets.clone()).unwrap();
+    let loader = DataLoader::new(&data, 32, &cpu).unwrap();
+    let model = mlp(&cpu, &mut Rng::new(0));
+    let mut opt = Sgd::new(model.named_parameters(), 0.01);
+    let config = FitConfig {
+        check_inputs: true,
+        ..quiet(1)
+    };
+    let e = fit(
+        &model,
+        &mut opt,
+        None,
+        &loader,
+        None,
+        &classification_step,
+        &config,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::NonFiniteInput { epoch: 1, step: 2, index, .. } if index == 784 * 8 + 5),
+        "{e}"
+    );
 }
 
 /// An empty dataset is an error, not an epoch with loss 0.

@@ -279,6 +279,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         verbose: true,
         max_seconds: args.minutes.map(|m| m * 60.0),
         divergence_factor: Some(DIVERGENCE_FACTOR),
+        check_inputs: false,
     };
     let start = Instant::now();
     let history = fit(
@@ -377,6 +378,7 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
         verbose: true,
         max_seconds: Some(minutes * 60.0),
         divergence_factor: Some(DIVERGENCE_FACTOR),
+        check_inputs: false,
     };
     let start = Instant::now();
     let history = fit(

@@ -128,6 +128,23 @@ pub enum Error {
     #[error("{op}: {name} holds a NaN or infinite value")]
     NonFiniteParameter { op: &'static str, name: String },
 
+    #[error(
+        "training stopped: parameter {name} became NaN or infinite by epoch {epoch}, step {step}"
+    )]
+    ParameterNotFinite {
+        epoch: usize,
+        step: usize,
+        name: String,
+    },
+
+    #[error("training stopped: the input batch of epoch {epoch}, step {step} holds {value} at element {index} (flat, row-major)")]
+    NonFiniteInput {
+        epoch: usize,
+        step: usize,
+        index: usize,
+        value: f64,
+    },
+
     #[error("training stopped: the validation loss became {value} after epoch {epoch}")]
     NonFiniteValidationLoss { epoch: usize, value: f64 },
 

@@ -101,6 +101,36 @@ impl Window {
     }
 }
 
+/// `ParameterNotFinite` for the first of the model's parameters that holds a NaN or an
+/// infinity. On the device: each parameter times zero, summed (NaN exactly when one of
+/// its elements is not finite), then one readback for all of them.
+fn check_parameters(model: &dyn Module, epoch: usize, step: usize) -> Result<()> {
+    let params = model.named_parameters();
+    if params.is_empty() {
+        return Ok(());
+    }
+    let flags = kiln::no_grad(|| {
+        let each = params
+            .iter()
+            .map(|(_, p)| {
+                p.mul_scalar(0.0)?
+                    .sum_all()?
+                    .to_dtype(kiln::DType::F32)?
+                    .reshape([1])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&each, 0)?.to_f64_vec()
+    })?;
+    match flags.iter().position(|f| !f.is_finite()) {
+        Some(i) => Err(Error::ParameterNotFinite {
+            epoch,
+            step,
+            name: params[i].0.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 impl Totals {
     fn add(&mut self, window: &Window) {
         for (loss, &count) in window.losses.iter().zip(&window.counts) {
@@ -193,6 +223,9 @@ pub struct FitConfig {
     /// learning rate, which a finite but enormous loss would otherwise hide. `kiln
     /// train` uses 100.
     pub divergence_factor: Option<f64>,
+    /// Read every input batch back and stop at the first NaN or infinite element,
+    /// naming it (`Error::NonFiniteInput`). Off by default: it is a sync point per step.
+    pub check_inputs: bool,
 }
 
 impl Default for FitConfig {
@@ -203,6 +236,7 @@ impl Default for FitConfig {
             verbose: true,
             max_seconds: None,
             divergence_factor: None,
+            check_inputs: false,
         }
     }
 }
@@ -278,7 +312,9 @@ fn progress(batches: usize, epoch: usize) -> ProgressBar {
 /// are read back every 32 steps and at the end of each epoch, not after every step, so
 /// a GPU is never left idle waiting for the host; a NaN or infinite loss stops training
 /// there with `Error::NonFiniteLoss` naming the step where it first appeared (the
-/// steps after it in the same window have run).
+/// steps after it in the same window have run), and a parameter that is no longer
+/// finite with `Error::ParameterNotFinite` naming it. See `FitConfig` for the
+/// divergence guard and the check of the inputs.
 pub fn fit(
     model: &dyn Module,
     optimizer: &mut dyn Optimizer,
@@ -300,6 +336,8 @@ pub fn fit(
         if window.losses.is_empty() {
             return Ok(());
         }
+        // A non-finite gradient shows in the parameters it updated.
+        check_parameters(model, epoch, window.first_step + window.losses.len() - 1)?;
         let start = *start_loss.get_or_insert(window.losses[0]);
         match config.divergence_factor {
             Some(factor) if start > 0.0 && window.mean() > factor * start => Err(Error::Diverged {
@@ -324,6 +362,20 @@ pub fn fit(
         let mut steps = 0;
         for (i, batch) in train.epoch(epoch as u64).enumerate() {
             let (x, y) = batch?;
+            if config.check_inputs {
+                let values = x.to_f64_vec()?;
+                if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+                    bar.abandon();
+                    let value = values[index];
+                    let step = i + 1;
+                    return Err(Error::NonFiniteInput {
+                        epoch,
+                        step,
+                        index,
+                        value,
+                    });
+                }
+            }
             let out = train_step(model, optimizer, step, &x, &y)?;
             steps += 1;
             pending.push(i + 1, out)?;
