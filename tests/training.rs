@@ -216,33 +216,39 @@ fn fit_reads_losses_back_once_per_window_not_per_step() {
     assert_eq!(profile.readbacks, 3, "{profile:#?}");
 }
 
+/// Fits a fresh `mlp` with SGD at `lr` on the CPU, batches of 32: the run the checks
+/// below poison in one way or another.
+fn sgd_fit(
+    train: &TensorDataset,
+    val: Option<&TensorDataset>,
+    lr: f64,
+    step: &dyn Fn(&dyn Module, &Tensor, &Tensor) -> kiln::Result<StepOutput>,
+    config: &FitConfig,
+) -> kiln::Result<kiln_nn::train::History> {
+    let cpu = Device::cpu();
+    let model = mlp(&cpu, &mut Rng::new(0));
+    let mut opt = Sgd::new(model.named_parameters(), lr);
+    let loader = DataLoader::new(train, 32, &cpu)?;
+    let val = val.map(|v| DataLoader::new(v, 32, &cpu)).transpose()?;
+    fit(&model, &mut opt, None, &loader, val.as_ref(), step, config)
+}
+
+/// `data` with element `index` of its inputs (flat) set to `value`.
+fn with_value(data: &TensorDataset, index: usize, value: f32) -> TensorDataset {
+    let mut x = data.inputs.to_vec::<f32>().unwrap();
+    x[index] = value;
+    let x = Tensor::from_vec(x, data.inputs.dims().to_vec(), &Device::cpu()).unwrap();
+    TensorDataset::new(x, data.targets.clone()).unwrap()
+}
+
 /// Training data or validation data that makes the model compute NaN stops training
 /// with an error, where it used to train on (relu turned the NaN into 0) or read as
 /// "no improvement".
 #[test]
 fn nan_in_the_data_stops_training() {
-    let cpu = Device::cpu();
     let (train, _) = digits(64, 0);
-    let poisoned = |d: &TensorDataset| {
-        let mut x = d.inputs.to_vec::<f32>().unwrap();
-        x[100] = f32::NAN;
-        let x = Tensor::from_vec(x, d.inputs.dims().to_vec(), &cpu).unwrap();
-        TensorDataset::new(x, d.targets.clone()).unwrap()
-    };
-    let model = mlp(&cpu, &mut Rng::new(0));
-    let mut opt = Sgd::new(model.named_parameters(), 0.1);
-    let nan_data = poisoned(&train);
-    let bad = DataLoader::new(&nan_data, 32, &cpu).unwrap();
-    let e = fit(
-        &model,
-        &mut opt,
-        None,
-        &bad,
-        None,
-        &classification_step,
-        &quiet(1),
-    )
-    .unwrap_err();
+    let nan = with_value(&train, 100, f32::NAN);
+    let e = sgd_fit(&nan, None, 0.1, &classification_step, &quiet(1)).unwrap_err();
     assert!(
         matches!(
             e,
@@ -254,19 +260,7 @@ fn nan_in_the_data_stops_training() {
         ),
         "{e}"
     );
-    let model = mlp(&cpu, &mut Rng::new(0));
-    let mut opt = Sgd::new(model.named_parameters(), 0.1);
-    let good = DataLoader::new(&train, 32, &cpu).unwrap();
-    let e = fit(
-        &model,
-        &mut opt,
-        None,
-        &good,
-        Some(&bad),
-        &classification_step,
-        &quiet(1),
-    )
-    .unwrap_err();
+    let e = sgd_fit(&train, Some(&nan), 0.1, &classification_step, &quiet(1)).unwrap_err();
     assert!(
         matches!(e, Error::NonFiniteValidationLoss { epoch: 1, .. }),
         "{e}"
@@ -277,25 +271,12 @@ fn nan_in_the_data_stops_training() {
 /// guard stops training and says so, where training used to finish and report it.
 #[test]
 fn the_divergence_guard_stops_a_run_whose_loss_explodes() {
-    let cpu = Device::cpu();
     let (train, _) = digits(512, 0);
-    let model = mlp(&cpu, &mut Rng::new(0));
-    let mut opt = Sgd::new(model.named_parameters(), 1e3);
-    let loader = DataLoader::new(&train, 8, &cpu).unwrap();
     let config = FitConfig {
         divergence_factor: Some(100.0),
         ..quiet(1)
     };
-    let e = fit(
-        &model,
-        &mut opt,
-        None,
-        &loader,
-        None,
-        &classification_step,
-        &config,
-    )
-    .unwrap_err();
+    let e = sgd_fit(&train, None, 1e3, &classification_step, &config).unwrap_err();
     assert!(matches!(e, Error::Diverged { epoch: 1, .. }), "{e}");
     assert!(e.to_string().contains("smaller learning rate"), "{e}");
 }
@@ -304,10 +285,7 @@ fn the_divergence_guard_stops_a_run_whose_loss_explodes() {
 /// `check_inputs`, the first non-finite input element is named before it is used.
 #[test]
 fn non_finite_parameters_and_inputs_are_named() {
-    let cpu = Device::cpu();
     let (train, _) = digits(256, 0);
-    let model = mlp(&cpu, &mut Rng::new(0));
-    let mut opt = Sgd::new(model.named_parameters(), 0.01);
     let calls = AtomicUsize::new(0);
     // After the forward of the epoch's last step: its loss is finite, the weights not.
     let poisons = |m: &dyn Module, x: &Tensor, y: &Tensor| -> kiln::Result<StepOutput> {
@@ -318,35 +296,18 @@ fn non_finite_parameters_and_inputs_are_named() {
         }
         Ok(out)
     };
-    let loader = DataLoader::new(&train, 32, &cpu).unwrap();
-    let e = fit(&model, &mut opt, None, &loader, None, &poisons, &quiet(1)).unwrap_err();
-    let name = model.named_parameters()[3].0.clone();
+    let e = sgd_fit(&train, None, 0.01, &poisons, &quiet(1)).unwrap_err();
     assert!(
-        matches!(&e, Error::ParameterNotFinite { epoch: 1, step: 8, name: n } if *n == name),
+        matches!(&e, Error::ParameterNotFinite { epoch: 1, step: 8, name } if name == "3.bias"),
         "{e}"
     );
-
-    let mut x = train.inputs.to_vec::<f32>().unwrap();
-    x[784 * 40 + 5] = f32::INFINITY; // the 9th sample of the second batch
-    let x = Tensor::from_vec(x, train.inputs.dims().to_vec(), &cpu).unwrap();
-    let data = TensorDataset::new(x, train.targets.clone()).unwrap();
-    let loader = DataLoader::new(&data, 32, &cpu).unwrap();
-    let model = mlp(&cpu, &mut Rng::new(0));
-    let mut opt = Sgd::new(model.named_parameters(), 0.01);
+    // The 9th sample of the second batch.
+    let inf = with_value(&train, 784 * 40 + 5, f32::INFINITY);
     let config = FitConfig {
         check_inputs: true,
         ..quiet(1)
     };
-    let e = fit(
-        &model,
-        &mut opt,
-        None,
-        &loader,
-        None,
-        &classification_step,
-        &config,
-    )
-    .unwrap_err();
+    let e = sgd_fit(&inf, None, 0.01, &classification_step, &config).unwrap_err();
     assert!(
         matches!(e, Error::NonFiniteInput { epoch: 1, step: 2, index, .. } if index == 784 * 8 + 5),
         "{e}"
@@ -356,23 +317,12 @@ fn non_finite_parameters_and_inputs_are_named() {
 /// An empty dataset is an error, not an epoch with loss 0.
 #[test]
 fn empty_data_is_an_error() {
-    let cpu = Device::cpu();
     let (train, _) = digits(64, 0);
     let empty = train.take(0).unwrap();
-    let model = mlp(&cpu, &mut Rng::new(0));
-    let mut opt = Sgd::new(model.named_parameters(), 0.1);
-    let loader = DataLoader::new(&empty, 32, &cpu).unwrap();
-    let e = fit(
-        &model,
-        &mut opt,
-        None,
-        &loader,
-        None,
-        &classification_step,
-        &quiet(1),
-    )
-    .unwrap_err();
+    let e = sgd_fit(&empty, None, 0.1, &classification_step, &quiet(1)).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { op: "fit", .. }), "{e}");
+    let model = mlp(&Device::cpu(), &mut Rng::new(0));
+    let loader = DataLoader::new(&empty, 32, &Device::cpu()).unwrap();
     let e = evaluate(&model, &loader, &classification_step).unwrap_err();
     assert!(
         matches!(e, Error::InvalidArgument { op: "evaluate", .. }),
