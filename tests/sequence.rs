@@ -73,6 +73,8 @@ fn learns(name: &str, body: impl Module + 'static, embed: usize, out: usize) {
         max_seconds: None,
         divergence_factor: None,
         check_inputs: false,
+        checkpoint_dir: None,
+        resume: None,
     };
     fit(
         &model,

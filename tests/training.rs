@@ -33,6 +33,8 @@ fn quiet(epochs: usize) -> FitConfig {
         max_seconds: None,
         divergence_factor: None,
         check_inputs: false,
+        checkpoint_dir: None,
+        resume: None,
     }
 }
 
@@ -150,6 +152,8 @@ fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
         max_seconds: None,
         divergence_factor: None,
         check_inputs: false,
+        checkpoint_dir: None,
+        resume: None,
     };
     let (tl, vl) = (
         DataLoader::new(&train, 32, &cpu).unwrap().shuffled(4),
@@ -312,6 +316,63 @@ fn non_finite_parameters_and_inputs_are_named() {
         matches!(e, Error::NonFiniteInput { epoch: 1, step: 2, index, .. } if index == 784 * 8 + 5),
         "{e}"
     );
+}
+
+/// `fit` writes `last.safetensors` every epoch and `best.safetensors` on improvement; a
+/// run resumed from `last.safetensors` continues the epoch count, the schedule and the
+/// shuffling, and ends bit for bit where an uninterrupted run ends. A run that fails
+/// keeps the checkpoints of its finished epochs.
+#[test]
+fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
+    let cpu = Device::cpu();
+    let (train, _) = digits(192, 0);
+    let dir = std::env::temp_dir().join(format!("kiln-resume-{}", std::process::id()));
+    let run = |epochs: usize, sub: &str, resume: bool| -> (Vec<f32>, kiln::Result<()>) {
+        let dir = dir.join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        let model = mlp(&cpu, &mut Rng::new(0));
+        let mut opt = Adam::new(model.named_parameters(), 2e-3);
+        let mut schedule = kiln_nn::optim::CosineAnnealing::new(3, 1e-4);
+        let state = if resume {
+            let last = load_checkpoint(dir.join("last.safetensors")).unwrap();
+            restore(&last, &model.state_dict()).unwrap();
+            opt.load_state(&last.optimizer_state()).unwrap();
+            Some(kiln_nn::train::RunState::from_metadata(&last.metadata).unwrap())
+        } else {
+            None
+        };
+        let loader = DataLoader::new(&train, 32, &cpu).unwrap().shuffled(7);
+        let config = FitConfig {
+            checkpoint_dir: Some(dir.clone()),
+            resume: state,
+            ..quiet(epochs)
+        };
+        let fitted = fit(
+            &model,
+            &mut opt,
+            Some(&mut schedule),
+            &loader,
+            None,
+            &classification_step,
+            &config,
+        );
+        let weights = model.named_parameters()[0].1.to_vec::<f32>().unwrap();
+        (weights, fitted.map(drop))
+    };
+    let (straight, ok) = run(3, "straight", false);
+    ok.unwrap();
+    let (_, ok) = run(2, "resumed", false);
+    ok.unwrap();
+    let last = load_checkpoint(dir.join("resumed/last.safetensors")).unwrap();
+    assert_eq!(last.metadata["run.epochs_done"], "2");
+    assert!(dir.join("resumed/best.safetensors").exists());
+    let (resumed, ok) = run(3, "resumed", true);
+    ok.unwrap();
+    assert_eq!(
+        resumed, straight,
+        "a resumed run ends where an uninterrupted one does"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// An empty dataset is an error, not an epoch with loss 0.

@@ -8,7 +8,7 @@ use kiln_nn::data::{load_mnist_dir, mnist10k, random_translate, DataLoader, Mnis
 use kiln_nn::optim::{Adam, CosineAnnealing, Optimizer};
 use kiln_nn::train::{
     classification_step, evaluate, fit, load_checkpoint, next_token_step, plot_history, restore,
-    save_checkpoint, training_state, EarlyStopping, FitConfig,
+    save_checkpoint, training_state, EarlyStopping, FitConfig, RunState,
 };
 use kiln_nn::{Module, ModuleExt};
 use std::collections::HashMap;
@@ -60,9 +60,11 @@ pub struct TrainArgs {
     /// The trained CNN that judges the GAN's samples.
     #[arg(long, default_value = "runs/cnn/model.safetensors")]
     classifier: PathBuf,
-    /// Continue from a checkpoint this command wrote for the same model: its weights and
-    /// optimizer state are loaded, then `--epochs` more epochs run (learning-rate
-    /// schedules start again). Not for the GAN.
+    /// Continue a run from a checkpoint this command wrote for the same model (its
+    /// `last.safetensors`, written after every epoch): the weights and optimizer state
+    /// are loaded, and training goes on from the next epoch up to `--epochs` in all,
+    /// with the learning-rate schedule and the shuffling where they were. Not for the
+    /// GAN.
     #[arg(long)]
     resume: Option<PathBuf>,
 }
@@ -180,18 +182,35 @@ fn save_trained(
     save_checkpoint(path, state, metadata)
 }
 
-/// Loads `path` into the model's parameters and buffers and the optimizer's state.
-fn resume(path: &std::path::Path, model: &dyn Module, optimizer: &mut dyn Optimizer) -> Result<()> {
+/// Loads `path` into the model's parameters and buffers and the optimizer's state, and
+/// returns where its run stood; refuses a run that already did `epochs`.
+fn resume(
+    path: &std::path::Path,
+    model: &dyn Module,
+    optimizer: &mut dyn Optimizer,
+    epochs: usize,
+) -> Result<RunState> {
     let checkpoint = load_checkpoint(path)?;
+    let run = RunState::from_metadata(&checkpoint.metadata)?;
+    if run.epochs_done >= epochs {
+        let reason = format!(
+            "{} holds {} epochs already; --epochs is the total to reach",
+            path.display(),
+            run.epochs_done
+        );
+        return Err(kiln::Error::InvalidArgument {
+            op: "train",
+            reason,
+        });
+    }
     restore(&checkpoint, &model.state_dict())?;
-    let state = checkpoint.optimizer_state();
-    optimizer.load_state(&state)?;
+    optimizer.load_state(&checkpoint.optimizer_state())?;
     println!(
-        "resumed from {} ({} optimizer tensors)",
+        "resumed from {} after epoch {}",
         path.display(),
-        state.len()
+        run.epochs_done
     );
-    Ok(())
+    Ok(run)
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -265,9 +284,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let val_loader = DataLoader::new(&val, 256, &device)?;
     let test_loader = DataLoader::new(&test, 256, &device)?;
     let mut optimizer = Adam::new(model.named_parameters(), lr);
-    if let Some(path) = &args.resume {
-        resume(path, &model, &mut optimizer)?;
-    }
+    let resumed = match &args.resume {
+        Some(path) => Some(resume(path, &model, &mut optimizer, epochs)?),
+        None => None,
+    };
     let mut schedule = CosineAnnealing::new(epochs, lr * 0.02);
     let config = FitConfig {
         epochs,
@@ -280,6 +300,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         max_seconds: args.minutes.map(|m| m * 60.0),
         divergence_factor: Some(DIVERGENCE_FACTOR),
         check_inputs: false,
+        checkpoint_dir: Some(out.to_path_buf()),
+        resume: resumed,
     };
     let start = Instant::now();
     let history = fit(
@@ -364,9 +386,10 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
     let train_loader = DataLoader::new(&train, batch_size, device)?.shuffled(args.seed);
     let val_loader = DataLoader::new(&val, 128, device)?;
     let mut optimizer = Adam::new(model.named_parameters(), lr);
-    if let Some(path) = &args.resume {
-        resume(path, &model, &mut optimizer)?;
-    }
+    let resumed = match &args.resume {
+        Some(path) => Some(resume(path, &model, &mut optimizer, epochs)?),
+        None => None,
+    };
     let early = EarlyStopping {
         patience: 3,
         min_delta: 1e-3,
@@ -379,6 +402,8 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
         max_seconds: Some(minutes * 60.0),
         divergence_factor: Some(DIVERGENCE_FACTOR),
         check_inputs: false,
+        checkpoint_dir: Some(out.to_path_buf()),
+        resume: resumed,
     };
     let start = Instant::now();
     let history = fit(

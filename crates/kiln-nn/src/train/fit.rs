@@ -3,6 +3,7 @@
 use crate::data::DataLoader;
 use crate::module::{Module, ModuleExt};
 use crate::optim::{LrScheduler, Optimizer};
+use crate::train::{load_checkpoint, save_checkpoint, training_state, RunState};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln::{Error, Result, Tensor};
 use std::io::IsTerminal;
@@ -226,6 +227,15 @@ pub struct FitConfig {
     /// Read every input batch back and stop at the first NaN or infinite element,
     /// naming it (`Error::NonFiniteInput`). Off by default: it is a sync point per step.
     pub check_inputs: bool,
+    /// After every epoch write `last.safetensors` here, and `best.safetensors` when the
+    /// monitored loss improves: the weights, the optimizer's state and the `RunState`,
+    /// each written atomically, so an interrupted run keeps its finished epochs.
+    pub checkpoint_dir: Option<std::path::PathBuf>,
+    /// Continue a run whose weights and optimizer state the caller restored from its
+    /// `last.safetensors`: epochs `epochs_done + 1 ..= epochs` run, after the schedule
+    /// and early stopping have replayed the monitored losses (and, with
+    /// `restore_best`, the best weights so far come from `best.safetensors`).
+    pub resume: Option<RunState>,
 }
 
 impl Default for FitConfig {
@@ -237,6 +247,8 @@ impl Default for FitConfig {
             max_seconds: None,
             divergence_factor: None,
             check_inputs: false,
+            checkpoint_dir: None,
+            resume: None,
         }
     }
 }
@@ -353,9 +365,35 @@ pub fn fit(
     let mut best = f64::INFINITY;
     let mut best_weights: Option<Vec<(Tensor, Tensor)>> = None;
     let mut stale = 0;
+    let min_delta = config.early_stopping.map_or(0.0, |e| e.min_delta);
+    let restore_best = config.early_stopping.is_some_and(|e| e.restore_best);
+    // A resumed run replays what its epochs monitored: the schedule and the early-
+    // stopping count come back as they were.
+    let mut monitored_so_far = Vec::new();
+    if let Some(resume) = &config.resume {
+        for (i, &m) in resume.monitored.iter().enumerate() {
+            if let Some(s) = scheduler.as_deref_mut() {
+                s.step(optimizer, Some(m));
+            }
+            if m < best - min_delta {
+                (best, history.best_epoch, stale) = (m, i + 1, 0);
+            } else {
+                stale += 1;
+            }
+        }
+        monitored_so_far = resume.monitored.clone();
+        let best_file = config
+            .checkpoint_dir
+            .as_ref()
+            .map(|d| d.join("best.safetensors"));
+        if let Some(path) = best_file.filter(|p| restore_best && p.exists()) {
+            best_weights = Some(saved_weights(model, &path)?);
+        }
+    }
+    let first_epoch = config.resume.as_ref().map_or(1, |r| r.epochs_done + 1);
     let started = Instant::now();
     model.train();
-    for epoch in 1..=config.epochs {
+    for epoch in first_epoch..=config.epochs {
         let start = Instant::now();
         let bar = progress(train.num_batches(), epoch);
         let (mut pending, mut totals) = (Pending::default(), Totals::default());
@@ -427,12 +465,24 @@ pub fn fit(
         if let Some(s) = scheduler.as_deref_mut() {
             s.step(optimizer, Some(monitored));
         }
-        let min_delta = config.early_stopping.map_or(0.0, |e| e.min_delta);
-        if monitored < best - min_delta {
+        monitored_so_far.push(monitored);
+        let improved = monitored < best - min_delta;
+        if let Some(dir) = &config.checkpoint_dir {
+            let run = RunState {
+                epochs_done: epoch,
+                monitored: monitored_so_far.clone(),
+            };
+            let state = training_state(model, optimizer);
+            save_checkpoint(dir.join("last.safetensors"), &state, &run.to_metadata())?;
+            if improved {
+                save_checkpoint(dir.join("best.safetensors"), &state, &run.to_metadata())?;
+            }
+        }
+        if improved {
             best = monitored;
             history.best_epoch = epoch;
             stale = 0;
-            if config.early_stopping.is_some_and(|e| e.restore_best) {
+            if restore_best {
                 // `detach` shares the current data; later updates replace the parameter's
                 // data, so these handles keep this epoch's values.
                 best_weights = Some(
@@ -472,6 +522,28 @@ pub fn fit(
         kiln::no_grad(|| weights.iter().try_for_each(|(p, saved)| p.set_data(saved)))?;
     }
     Ok(history)
+}
+
+/// The model's parameters and buffers paired with their values in the checkpoint at
+/// `path` (on each one's device): the best weights of a run being resumed.
+fn saved_weights(model: &dyn Module, path: &std::path::Path) -> Result<Vec<(Tensor, Tensor)>> {
+    let saved = load_checkpoint(path)?;
+    model
+        .state_dict()
+        .into_iter()
+        .map(|(name, t)| {
+            let value = saved
+                .tensors
+                .get(&name)
+                .ok_or_else(|| Error::StateMismatch {
+                    op: "fit",
+                    missing: vec![name.clone()],
+                    unexpected: Vec::new(),
+                    mismatched: Vec::new(),
+                })?;
+            Ok((t.clone(), value.to_device(&t.device())?))
+        })
+        .collect()
 }
 
 fn describe(m: &EpochMetrics) -> String {

@@ -5,6 +5,7 @@ mod checkpoint;
 mod fit;
 mod image;
 mod plot;
+mod run_state;
 
 pub use checkpoint::{
     load_checkpoint, restore, restore_non_strict, save_checkpoint, training_state, Checkpoint,
@@ -16,3 +17,4 @@ pub use fit::{
 };
 pub use image::{save_image_grid, Palette};
 pub use plot::plot_history;
+pub use run_state::RunState;
