@@ -375,6 +375,47 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A run that fails in its second epoch keeps the checkpoint of its first.
+#[test]
+fn a_failed_run_keeps_its_finished_epochs() {
+    let (train, _) = digits(192, 0); // 6 steps an epoch
+    let dir = std::env::temp_dir().join(format!("kiln-interrupted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let calls = AtomicUsize::new(0);
+    let fails_in_epoch_2 = |m: &dyn Module, x: &Tensor, y: &Tensor| -> kiln::Result<StepOutput> {
+        let mut out = classification_step(m, x, y)?;
+        if calls.fetch_add(1, Ordering::Relaxed) == 8 {
+            out.loss = out.loss.mul_scalar(f64::NAN)?;
+        }
+        Ok(out)
+    };
+    let config = FitConfig {
+        checkpoint_dir: Some(dir.clone()),
+        ..quiet(3)
+    };
+    let e = sgd_fit(&train, None, 0.1, &fails_in_epoch_2, &config).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NonFiniteLoss {
+                epoch: 2,
+                step: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let last = load_checkpoint(dir.join("last.safetensors")).unwrap();
+    assert_eq!(last.metadata["run.epochs_done"], "1");
+    let weights = &last.tensors["1.weight"];
+    assert!(weights
+        .to_vec::<f32>()
+        .unwrap()
+        .iter()
+        .all(|v| v.is_finite()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// An empty dataset is an error, not an epoch with loss 0.
 #[test]
 fn empty_data_is_an_error() {
