@@ -18,11 +18,11 @@ pub(crate) const MAX_BATCH: usize = 64;
 pub(crate) struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
     pass: Option<wgpu::ComputePass<'static>>,
-    dispatches: usize,
     /// Each launch's params at a multiple of `params_stride`: copied into the device's
     /// params arena just before the batch is submitted.
     params: Vec<u8>,
-    /// The ops of the batch's launches, to name them if its pass fails when it ends.
+    /// The op of each launch in the batch: how many there are, and their names if the
+    /// pass fails when it ends.
     ops: Vec<&'static str>,
 }
 
@@ -87,7 +87,7 @@ impl GpuDevice {
         }
         let start = Instant::now();
         let pipeline = self.pipeline(op, kernel, dtypes)?;
-        let timestamps = self.profile_launch(kernel, dtypes, resources);
+        let timestamps = self.profile_launch(kernel, dtypes, &pipeline.written, resources);
         let mut guard = self.inner.batch.lock().unwrap();
         let batch = &mut *guard;
         // The params go into the batch's slice of the arena, written before submission.
@@ -156,8 +156,7 @@ impl GpuDevice {
             }
         }
         batch.ops.push(op);
-        batch.dispatches += 1;
-        let full = batch.dispatches >= MAX_BATCH;
+        let full = batch.ops.len() >= MAX_BATCH;
         drop(guard);
         self.count_launch_time(start);
         if full {
@@ -219,7 +218,6 @@ impl GpuDevice {
     pub fn flush(&self, op: &'static str) -> Result<()> {
         let mut batch = self.inner.batch.lock().unwrap();
         let closed = self.close_pass(&mut batch);
-        batch.dispatches = 0;
         batch.ops.clear();
         let mut timed = None;
         if let Some(mut encoder) = batch.encoder.take() {

@@ -12,6 +12,8 @@ use std::sync::Arc;
 pub(crate) struct Pipeline {
     pub(crate) compute: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
+    /// The bindings the kernel writes (`Kernel::written_bindings`), for profiles.
+    pub(crate) written: Vec<u32>,
 }
 
 /// A kernel and the dtypes it was specialised to (at most two).
@@ -40,7 +42,12 @@ impl GpuDevice {
         let source = kernel.specialise(dtypes)?;
         let compute = self.compile_wgsl(op, kernel.file().0, &source, kernel.entry())?;
         let layout = compute.get_bind_group_layout(0);
-        let pipeline = Arc::new(Pipeline { compute, layout });
+        let written = kernel.written_bindings();
+        let pipeline = Arc::new(Pipeline {
+            compute,
+            layout,
+            written,
+        });
         self.inner
             .pipelines
             .lock()

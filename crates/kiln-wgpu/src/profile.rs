@@ -5,9 +5,8 @@
 
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
-use kiln_core::{DType, Error, GpuErrorKind, Result};
+use kiln_core::{DType, Error, Result};
 use std::collections::HashMap;
-use std::sync::mpsc;
 use std::time::Duration;
 
 /// One kernel (a pipeline: kernel and dtypes) in a profile.
@@ -108,18 +107,19 @@ impl GpuDevice {
         self.inner.profiler.lock().unwrap().is_some()
     }
 
-    /// Counts one launch; returns the pass's timestamp writes when launches are timed.
+    /// Counts one launch, whose pipeline writes the bindings `written`; returns the
+    /// pass's timestamp writes when launches are timed.
     pub(crate) fn profile_launch(
         &self,
         kernel: Kernel,
         dtypes: &[DType],
+        written: &[u32],
         resources: &[wgpu::BindingResource<'_>],
     ) -> Option<(wgpu::QuerySet, u32)> {
         let mut guard = self.inner.profiler.lock().unwrap();
         let recorder = guard.as_mut()?;
         let (file, _) = kernel.file();
         let name = format!("{file}:{} {dtypes:?}", kernel.entry());
-        let written = kernel.written_bindings();
         let (mut read, mut write) = (0, 0);
         for (i, resource) in resources.iter().enumerate() {
             let bytes = match resource {
@@ -224,33 +224,12 @@ impl GpuDevice {
         readable: wgpu::Buffer,
         kernels: Vec<String>,
     ) -> Result<()> {
-        let slice = readable.slice(..);
-        let (tx, rx) = mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        let failed = |message: String| Error::Gpu {
-            op: "profile",
-            kind: GpuErrorKind::Readback,
-            message,
-        };
-        self.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| failed(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| failed(e.to_string()))?
-            .map_err(|e| failed(e.to_string()))?;
-        let ticks: Vec<u64> = {
-            let mapped = slice
-                .get_mapped_range()
-                .map_err(|e| failed(e.to_string()))?;
+        let ticks: Vec<u64> = self.map_read("profile", &readable, readable.size(), |mapped| {
             mapped
                 .chunks_exact(8)
                 .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
                 .collect()
-        };
-        readable.unmap();
+        })?;
         let period = f64::from(self.timestamp_period());
         let mut guard = self.inner.profiler.lock().unwrap();
         let Some(recorder) = guard.as_mut() else {

@@ -50,7 +50,21 @@ impl GpuDevice {
             encoder.copy_buffer_to_buffer(buffer.buffer(), 0, staging, 0, size)
         })?;
         self.flush(op)?;
-        let slice = staging.slice(..size);
+        let value = self.map_read(op, staging, size, |mapped| decode(&mapped[..bytes]))?;
+        self.take_uncaptured(op)?;
+        Ok(value)
+    }
+
+    /// Maps the first `size` bytes of `buffer` (MAP_READ, filled by work already
+    /// submitted), waits for the GPU, hands the mapped bytes to `decode` and unmaps.
+    pub(crate) fn map_read<R>(
+        &self,
+        op: &'static str,
+        buffer: &wgpu::Buffer,
+        size: u64,
+        decode: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let slice = buffer.slice(..size);
         let (tx, rx) = mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -75,10 +89,9 @@ impl GpuDevice {
             let mapped = slice
                 .get_mapped_range()
                 .map_err(|e| readback(e.to_string()))?;
-            decode(&mapped[..bytes])
+            decode(&mapped)
         };
-        staging.unmap();
-        self.take_uncaptured(op)?;
+        buffer.unmap();
         Ok(value)
     }
 }
