@@ -63,15 +63,7 @@ pub(crate) fn check_state(
             .and_then(|p| params.iter().find(|(n, _)| n == p));
         match param {
             None => unexpected.push(name.clone()),
-            Some((_, p)) if p.dims() != saved.dims() || p.dtype() != saved.dtype() => mismatched
-                .push(format!(
-                    "{name} ({:?} {} saved, {:?} {} expected)",
-                    saved.dims(),
-                    saved.dtype(),
-                    p.dims(),
-                    p.dtype()
-                )),
-            Some(_) => {}
+            Some((_, p)) => mismatched.extend(crate::train::mismatch(name, saved, p)),
         }
     }
     if unexpected.is_empty() && mismatched.is_empty() {

@@ -62,6 +62,26 @@ fn st_dtype(d: DType) -> StDtype {
     }
 }
 
+/// `saved` against the tensor it would be loaded into, for `Error::StateMismatch`:
+/// `None` when shape and dtype agree, else a line naming both.
+pub(crate) fn mismatch(name: &str, saved: &Tensor, expected: &Tensor) -> Option<String> {
+    (saved.dims() != expected.dims() || saved.dtype() != expected.dtype()).then(|| {
+        format!(
+            "{name} ({:?} {} saved, {:?} {} expected)",
+            saved.dims(),
+            saved.dtype(),
+            expected.dims(),
+            expected.dtype()
+        )
+    })
+}
+
+/// The first name of `named` that appears twice.
+fn first_duplicate(named: &[(String, Tensor)]) -> Option<&String> {
+    let mut seen = std::collections::HashSet::new();
+    named.iter().map(|(n, _)| n).find(|n| !seen.insert(*n))
+}
+
 /// Writes `tensors` (read back from whatever device holds them) and `metadata`, into a
 /// temporary file beside `path` that then replaces it: an interrupted or failed save
 /// leaves the previous checkpoint as it was. Two tensors of one name are an error.
@@ -71,8 +91,7 @@ pub fn save_checkpoint(
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let mut seen = std::collections::HashSet::new();
-    if let Some((name, _)) = tensors.iter().find(|(n, _)| !seen.insert(n)) {
+    if let Some(name) = first_duplicate(tensors) {
         let reason = format!("two tensors are named {name}");
         return Err(io(path, "save_checkpoint", reason));
     }
@@ -190,8 +209,7 @@ fn restore_with(
     strict: bool,
 ) -> Result<RestoreReport> {
     let op = "restore";
-    let mut seen = std::collections::HashSet::new();
-    if let Some((name, _)) = targets.iter().find(|(n, _)| !seen.insert(n)) {
+    if let Some(name) = first_duplicate(targets) {
         let reason = format!("two targets are named {name}");
         return Err(Error::InvalidArgument { op, reason });
     }
@@ -200,22 +218,14 @@ fn restore_with(
     for (name, t) in targets {
         match checkpoint.tensors.get(name) {
             None => report.missing.push(name.clone()),
-            Some(saved) if saved.dims() != t.dims() || saved.dtype() != t.dtype() => {
-                mismatched.push(format!(
-                    "{name} ({:?} {} saved, {:?} {} expected)",
-                    saved.dims(),
-                    saved.dtype(),
-                    t.dims(),
-                    t.dtype()
-                ));
-            }
-            Some(_) => {}
+            Some(saved) => mismatched.extend(mismatch(name, saved, t)),
         }
     }
+    let targeted: std::collections::HashSet<&String> = targets.iter().map(|(n, _)| n).collect();
     let mut unexpected: Vec<String> = checkpoint
         .tensors
         .keys()
-        .filter(|n| !n.starts_with(OPTIMIZER_PREFIX) && !seen.contains(n))
+        .filter(|n| !n.starts_with(OPTIMIZER_PREFIX) && !targeted.contains(n))
         .cloned()
         .collect();
     unexpected.sort();

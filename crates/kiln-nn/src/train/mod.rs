@@ -7,6 +7,7 @@ mod image;
 mod plot;
 mod run_state;
 
+pub(crate) use checkpoint::mismatch;
 pub use checkpoint::{
     load_checkpoint, restore, restore_non_strict, save_checkpoint, training_state, Checkpoint,
     RestoreReport,
