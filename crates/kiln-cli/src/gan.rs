@@ -151,7 +151,7 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
         .dropping_last();
     let start = Instant::now();
     for epoch in 1..=o.epochs {
-        // The losses are summed on the device and read once per epoch.
+        // The losses stay on the device and are read back once per epoch.
         let (mut losses_d, mut losses_g) = (Vec::new(), Vec::new());
         for batch in loader.epoch(epoch as u64) {
             let (x, _) = batch?;
