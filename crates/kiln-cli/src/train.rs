@@ -334,8 +334,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         history.best_epoch
     );
     println!(
-        "wrote {}/model.safetensors and {}/curves.png",
-        out.display(),
+        "wrote {}/model.safetensors (best epoch's weights), curves.png, and last.safetensors and best.safetensors (to --resume from)",
         out.display()
     );
     println!("test accuracy: {:.4}", test_accuracy.unwrap_or(0.0));
@@ -445,7 +444,7 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
     };
     std::fs::write(out.join("sample.txt"), &sample).map_err(io)?;
     println!("--- sample ---\n{sample}\n--------------");
-    println!("trained in {seconds:.1}s (best epoch {}); wrote {}/model.safetensors, curves.png and sample.txt", history.best_epoch, out.display());
+    println!("trained in {seconds:.1}s (best epoch {}); wrote {}/model.safetensors, curves.png, sample.txt, and last.safetensors and best.safetensors (to --resume from)", history.best_epoch, out.display());
     println!("validation loss: {val_loss:.4} nats per character");
     Ok(())
 }
