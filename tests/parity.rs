@@ -359,8 +359,34 @@ fn matmul_variants_match_cpu() {
             "broadcast batch",
             vec![ints(&[2, 1, 9, 12]), ints(&[3, 12, 8])],
         ),
+        // Blocked's vec4 kernel: whole 128x128 tiles, k a multiple of 8, unit column
+        // strides; then the same shapes off by one in each way, which take blocked.wgsl.
+        ("aligned", vec![ints(&[256, 264]), ints(&[264, 128])]),
+        (
+            "aligned batched, offset rhs",
+            vec![
+                ints(&[2, 128, 16]),
+                ints(&[2, 20, 128]).narrow(1, 4, 16).unwrap(),
+            ],
+        ),
+        (
+            "aligned but lhs transposed",
+            vec![ints(&[264, 128]).t().unwrap(), ints(&[264, 128])],
+        ),
+        (
+            "aligned but k % 8 != 0",
+            vec![ints(&[128, 12]), ints(&[12, 128])],
+        ),
+        (
+            "over one tile each way",
+            vec![ints(&[130, 20]), ints(&[20, 131])],
+        ),
+        (
+            "both transposed, several tiles",
+            vec![ints(&[40, 260]).t().unwrap(), ints(&[300, 40]).t().unwrap()],
+        ),
     ];
-    for variant in [MatmulVariant::Tiled, MatmulVariant::UniformLhs] {
+    for variant in MatmulVariant::ALL {
         let gpu = GpuDevice::new().unwrap();
         gpu.set_poison_outputs(true);
         if let Err(e) = gpu.set_matmul_variant(variant) {
@@ -371,6 +397,17 @@ fn matmul_variants_match_cpu() {
         for (label, inputs) in &cases {
             let label = format!("matmul {variant:?} {label}");
             parity_on(&device, &label, inputs, EXACT, |t| t[0].matmul(&t[1]));
+        }
+        if f16_ok() {
+            // f16 storage, f32 accumulation: the aligned (vec4) and checked kernels.
+            for (label, inputs) in cases.iter().filter(|(l, _)| l.starts_with("aligned")) {
+                let half: Vec<Tensor> = inputs
+                    .iter()
+                    .map(|t| t.to_dtype(DType::F16).unwrap())
+                    .collect();
+                let label = format!("f16 matmul {variant:?} {label}");
+                parity_on(&device, &label, &half, F16, |t| t[0].matmul(&t[1]));
+            }
         }
     }
 }

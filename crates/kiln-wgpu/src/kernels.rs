@@ -89,6 +89,9 @@ kernels! {
     LayerNorm => "norm/layer_norm.wgsl", "main", ["T"], Floats, LayerNormParams;
     LayerNormRowsSerial => "norm/layer_norm_rows_serial.wgsl", "main", ["T"], Floats, LayerNormParams;
     Matmul => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
+    MatmulBlocked => "matmul/blocked.wgsl", "main", ["T"], Floats, MatmulParams;
+    /// Aligned shapes, both operands with unit column stride: vec4 loads, no bounds checks.
+    MatmulBlockedVec4 => "matmul/blocked_vec4.wgsl", "main", ["T"], Floats, MatmulParams;
     MatmulPack => "matmul/pack.wgsl", "main", ["T"], Floats, PackParams;
     MatmulUniformLhs => "matmul/matmul_uniform_lhs.wgsl", "main", ["T"], Floats, UniformLhsParams;
     Im2col => "conv/im2col.wgsl", "main", ["T"], Floats, WindowParams;

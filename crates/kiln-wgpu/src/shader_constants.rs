@@ -29,6 +29,10 @@ pub const VEC4_PER_INVOCATION: u32 = 4;
 /// Side of the square output tile of the tiled matmul; each of its `TILE/4 x TILE/4`
 /// threads computes a 4x4 block.
 pub const TILE: u32 = 64;
+/// The register-blocked matmul (`blocked*.wgsl`): side of its square output tile (16x16
+/// threads of 8x8 outputs each), and the k extent of one double-buffered slice.
+pub const BLOCKED_TILE: u32 = 128;
+pub const BLOCKED_SLICE: u32 = 8;
 /// The uniform-lhs matmul: rows of lhs per block (the kernel keeps one vec4 accumulator
 /// per row), vec4s per block (64 KiB, the uniform binding), invocations per workgroup.
 pub const BLOCK_ROWS: u32 = 32;
@@ -52,6 +56,10 @@ fn group(name: &str) -> Option<Vec<(String, u32)>> {
             ("VEC4_PER_INVOCATION", VEC4_PER_INVOCATION),
         ]),
         "matmul_tiled" => sizes(&[("TILE", TILE)]),
+        "matmul_blocked" => sizes(&[
+            ("BLOCKED_TILE", BLOCKED_TILE),
+            ("BLOCKED_SLICE", BLOCKED_SLICE),
+        ]),
         "matmul_uniform_lhs" => sizes(&[
             ("BLOCK_ROWS", BLOCK_ROWS),
             ("BLOCK_VEC4S", BLOCK_VEC4S),

@@ -1,6 +1,9 @@
 //! Matmul launchers, one per kernel variant; `MatmulVariant` says which an adapter uses.
 //! - `Tiled` (`shaders/matmul/matmul.wgsl`): 64x64 output tiles staged in workgroup
 //!   memory, batches along z. Reads any strides; the variant for hardware GPUs.
+//! - `Blocked` (`shaders/matmul/blocked*.wgsl`): 128x128 output tiles, 8x8 outputs per
+//!   thread in registers, double-buffered k slices; `blocked_vec4.wgsl` when the shape
+//!   and strides are aligned (`is_aligned`), `blocked.wgsl` for any strides otherwise.
 //! - `UniformLhs` (`shaders/matmul/matmul_uniform_lhs.wgsl`): lhs packed into 64 KiB
 //!   blocks read through a uniform buffer, one dispatch per block. On lavapipe it runs
 //!   about 9x faster than `Tiled` (docs/BENCHMARKS.md).
@@ -15,6 +18,8 @@ use kiln_core::{DType, Error, MatmulOperand, MatmulSpec, Result};
 use std::num::NonZeroU64;
 
 const TILE: usize = shader_constants::TILE as usize;
+const BLOCKED_TILE: usize = shader_constants::BLOCKED_TILE as usize;
+const BLOCKED_SLICE: usize = shader_constants::BLOCKED_SLICE as usize;
 /// Rows of lhs per uniform block (the kernel's accumulators), and f32s per block.
 const BLOCK_ROWS: usize = shader_constants::BLOCK_ROWS as usize;
 const BLOCK_ELEMS: usize = shader_constants::BLOCK_VEC4S as usize * 4;
@@ -41,18 +46,54 @@ pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> R
             MatmulVariant::UniformLhs if lhs.dtype == DType::F32 && spec.k > 0 => {
                 uniform_lhs(lhs, rhs, spec, &out)?
             }
-            _ => tiled(lhs, rhs, spec, &out)?,
+            MatmulVariant::Blocked if is_aligned(spec) => tiles(
+                lhs,
+                rhs,
+                spec,
+                &out,
+                Kernel::MatmulBlockedVec4,
+                BLOCKED_TILE,
+            )?,
+            MatmulVariant::Blocked => {
+                tiles(lhs, rhs, spec, &out, Kernel::MatmulBlocked, BLOCKED_TILE)?
+            }
+            _ => tiles(lhs, rhs, spec, &out, Kernel::Matmul, TILE)?,
         }
     }
     Ok(GpuStorage::new(out, lhs.dtype, len, device))
 }
 
-fn tiled(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec, out: &PooledBuffer) -> Result<()> {
+/// True when `blocked_vec4.wgsl` may run: whole tiles and slices, and both operands
+/// readable as vec4s along their rows.
+fn is_aligned(spec: &MatmulSpec) -> bool {
+    let quads = |o: &MatmulOperand| {
+        o.col_stride == 1
+            && [o.row_stride, o.batch[0], o.batch[1], o.offset]
+                .iter()
+                .all(|v| v % 4 == 0)
+    };
+    spec.m % BLOCKED_TILE == 0
+        && spec.n % BLOCKED_TILE == 0
+        && spec.k % BLOCKED_SLICE == 0
+        && quads(&spec.lhs)
+        && quads(&spec.rhs)
+}
+
+/// One workgroup per `tile x tile` output tile, batches along z: the tiled and blocked
+/// kernels, which share their params.
+fn tiles(
+    lhs: &GpuStorage,
+    rhs: &GpuStorage,
+    spec: &MatmulSpec,
+    out: &PooledBuffer,
+    kernel: Kernel,
+    tile: usize,
+) -> Result<()> {
     let op = "matmul";
     let device = &lhs.device;
     let groups = [
-        spec.n.div_ceil(TILE),
-        spec.m.div_ceil(TILE),
+        spec.n.div_ceil(tile),
+        spec.m.div_ceil(tile),
         spec.batch[0] * spec.batch[1],
     ];
     let max = device.max_workgroups_per_dim() as usize;
@@ -81,7 +122,7 @@ fn tiled(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec, out: &PooledBuff
     let groups = [groups[0] as u32, groups[1] as u32, groups[2] as u32];
     device.dispatch(
         op,
-        Kernel::Matmul,
+        kernel,
         &[lhs.dtype],
         &params,
         &[lhs.raw(), rhs.raw(), out.buffer()],
