@@ -2,7 +2,7 @@
 //! so the two always measure the same shapes.
 
 use criterion::{Criterion, Throughput};
-use kiln_bench::{devices, suite, Unit};
+use kiln_bench::{devices, suite, Scale, Unit};
 
 /// Benchmarks every case of `family` on the CPU and (when one opens) the GPU, waiting
 /// for the device before the clock stops.
@@ -10,7 +10,7 @@ pub fn bench_family(c: &mut Criterion, family: &str) {
     for (name, device) in devices() {
         let mut group = c.benchmark_group(format!("{family}/{name}"));
         group.sample_size(10);
-        for case in suite(false)
+        for case in suite(Scale::Standard)
             .into_iter()
             .filter(|case| case.family == family)
         {

@@ -66,6 +66,18 @@ impl Case {
 
 const F32: f64 = 4.0;
 
+/// How much of the suite runs, and at what sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    /// One or two cases per family at small sizes: a smoke test, not figures to quote.
+    Quick,
+    /// Every case at the sizes docs/BENCHMARKS.md quotes.
+    Standard,
+    /// The standard cases plus sizes that fill a data-centre GPU (matmul 4096, row ops
+    /// over 16384x4096), with larger roofline probes.
+    Large,
+}
+
 fn matmul(batch: usize, m: usize, k: usize, n: usize) -> Case {
     let name = match batch {
         1 => format!("{m}x{k}x{n}"),
@@ -148,13 +160,14 @@ fn elementwise(
     )
 }
 
-/// Every case; `quick` keeps one or two per family at smaller sizes.
-pub fn suite(quick: bool) -> Vec<Case> {
+/// Every case at `scale`.
+pub fn suite(scale: Scale) -> Vec<Case> {
+    let quick = scale == Scale::Quick;
     let mut cases = Vec::new();
-    let squares: &[usize] = if quick {
-        &[256, 1024]
-    } else {
-        &[256, 512, 1024, 2048]
+    let squares: &[usize] = match scale {
+        Scale::Quick => &[256, 1024],
+        Scale::Standard => &[256, 512, 1024, 2048],
+        Scale::Large => &[256, 512, 1024, 2048, 4096],
     };
     for &n in squares {
         cases.push(matmul(1, n, n, n));
@@ -170,10 +183,10 @@ pub fn suite(quick: bool) -> Vec<Case> {
     cases.push(conv2d("1x1", [16, 64, 32, 32], 128, 1, 1));
     cases.push(conv2d("depthwise 3x3", [16, 64, 32, 32], 64, 3, 64));
 
-    let shapes: &[[usize; 2]] = if quick {
-        &[[4096, 1024]]
-    } else {
-        &[[4096, 1024], [1024, 4096]]
+    let shapes: &[[usize; 2]] = match scale {
+        Scale::Quick => &[[4096, 1024]],
+        Scale::Standard => &[[4096, 1024], [1024, 4096]],
+        Scale::Large => &[[4096, 1024], [1024, 4096], [16384, 4096]],
     };
     for &[r, c] in shapes {
         let key = format!("{r}x{c}");
@@ -185,6 +198,15 @@ pub fn suite(quick: bool) -> Vec<Case> {
             rows("reduce", "sum last", [r, c], F32, |x| x.sum(&[-1], false))
                 .peer(format!("sum_dim {key}")),
         );
+        if r >= c {
+            cases.push(
+                rows("norm", "layer_norm", [r, c], 2.0 * F32, |x| {
+                    let last = x.dims()[x.dims().len() - 1];
+                    x.layer_norm(&[last], None, None, 1e-5)
+                })
+                .peer(format!("layer_norm {key}")),
+            );
+        }
     }
     let [r, c] = [4096, 1024];
     cases.push(rows("reduce", "mean last", [r, c], F32, |x| {
@@ -204,11 +226,12 @@ pub fn suite(quick: bool) -> Vec<Case> {
             x.max(&[0], false)
         }));
     }
-    cases.push(rows("norm", "layer_norm", [r, c], 2.0 * F32, |x| {
-        x.layer_norm(&[1024], None, None, 1e-5)
-    }));
 
-    let n = if quick { 1 << 22 } else { 1 << 24 };
+    let n = match scale {
+        Scale::Quick => 1 << 22,
+        Scale::Standard => 1 << 24,
+        Scale::Large => 1 << 26,
+    };
     cases.push(elementwise("add", n, 3.0 * F32, |a, b| a.add(b)));
     cases.push(elementwise("gelu", n, 2.0 * F32, |a, _| a.gelu()));
 

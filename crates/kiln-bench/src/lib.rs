@@ -8,7 +8,7 @@ mod peer;
 mod report;
 mod roofline;
 
-pub use cases::{suite, Case, Unit};
+pub use cases::{suite, Case, Scale, Unit};
 pub use measure::{time, Clock, Timing};
 pub use peer::{parse_peer, PeerResult};
 pub use report::{markdown, run_suite, Entry, Report};

@@ -1,7 +1,7 @@
 //! Running the suite into a `Report`, and showing reports: a terminal table, JSON, and
 //! the Markdown side-by-side table of docs/BENCHMARKS.md.
 
-use crate::cases::{suite, Unit};
+use crate::cases::{suite, Case, Scale, Unit};
 use crate::measure::{time, Clock, Timing};
 use crate::peer::PeerResult;
 use crate::roofline::Rooflines;
@@ -35,50 +35,35 @@ pub struct Report {
     pub gpu: bool,
     pub rooflines: Rooflines,
     pub entries: Vec<Entry>,
+    /// Cases that could not run on the device, with the error.
+    #[serde(default)]
+    pub failures: Vec<String>,
 }
 
 /// Runs every case (those of `only`'s families when it is not empty) on `device`,
 /// printing each result as it lands.
-pub fn run_suite(device: &Device, quick: bool, only: &[String]) -> Result<Report> {
-    let budget = Duration::from_secs_f64(if quick { 0.3 } else { 1.5 });
-    let rooflines = Rooflines::measure(device, budget)?;
+pub fn run_suite(device: &Device, scale: Scale, only: &[String]) -> Result<Report> {
+    let budget = Duration::from_secs_f64(if scale == Scale::Quick { 0.3 } else { 1.5 });
+    let rooflines = Rooflines::measure(device, budget, scale)?;
     println!(
         "rooflines: {:.1} GFLOP/s FMA, {:.2} GB/s copy",
         rooflines.fma_gflops, rooflines.copy_gbs
     );
     let mut entries = Vec::new();
-    for case in suite(quick) {
+    let mut failures = Vec::new();
+    for case in suite(scale) {
         if !only.is_empty() && !only.iter().any(|f| f == case.family) {
             continue;
         }
-        let run = case.setup(device)?;
-        let timing = time(device, case.clock, budget, &|| run().map(drop))?;
-        let (unit, rate, roof) = match case.unit {
-            Unit::Flops => (
-                "GFLOP/s",
-                case.work / timing.median / 1e9,
-                Some(rooflines.fma_gflops),
-            ),
-            Unit::Bytes => (
-                "GB/s",
-                case.work / timing.median / 1e9,
-                Some(rooflines.copy_gbs),
-            ),
-            Unit::Ops => ("us/op", timing.median / case.work * 1e6, None),
-        };
-        let with_readback_ms = match case.peer_key {
-            Some(_) => Some(with_readback(&*run)? * 1e3),
-            None => None,
-        };
-        let entry = Entry {
-            family: case.family.to_string(),
-            name: case.name.clone(),
-            unit: unit.to_string(),
-            rate,
-            roofline_pct: roof.map(|r| 100.0 * rate / r),
-            peer_key: case.peer_key.clone(),
-            with_readback_ms,
-            timing,
+        let entry = match measure_case(device, &case, budget, &rooflines) {
+            Ok(entry) => entry,
+            // One case over an adapter's limits must not lose the others' figures.
+            Err(e) => {
+                let failure = format!("{} {}: {e}", case.family, case.name);
+                println!("failed: {failure}");
+                failures.push(failure);
+                continue;
+            }
         };
         println!("{}", row(&entry));
         entries.push(entry);
@@ -89,6 +74,45 @@ pub fn run_suite(device: &Device, quick: bool, only: &[String]) -> Result<Report
         gpu: device.is_gpu(),
         rooflines,
         entries,
+        failures,
+    })
+}
+
+/// Times one case and shows it against its roofline.
+fn measure_case(
+    device: &Device,
+    case: &Case,
+    budget: Duration,
+    rooflines: &Rooflines,
+) -> Result<Entry> {
+    let run = case.setup(device)?;
+    let timing = time(device, case.clock, budget, &|| run().map(drop))?;
+    let (unit, rate, roof) = match case.unit {
+        Unit::Flops => (
+            "GFLOP/s",
+            case.work / timing.median / 1e9,
+            Some(rooflines.fma_gflops),
+        ),
+        Unit::Bytes => (
+            "GB/s",
+            case.work / timing.median / 1e9,
+            Some(rooflines.copy_gbs),
+        ),
+        Unit::Ops => ("us/op", timing.median / case.work * 1e6, None),
+    };
+    let with_readback_ms = match case.peer_key {
+        Some(_) => Some(with_readback(&*run)? * 1e3),
+        None => None,
+    };
+    Ok(Entry {
+        family: case.family.to_string(),
+        name: case.name.clone(),
+        unit: unit.to_string(),
+        rate,
+        roofline_pct: roof.map(|r| 100.0 * rate / r),
+        peer_key: case.peer_key.clone(),
+        with_readback_ms,
+        timing,
     })
 }
 
@@ -171,38 +195,72 @@ pub fn markdown(reports: &[Report], peers: &[PeerResult]) -> String {
                 e.roofline_pct.map_or("-".into(), |p| format!("{p:.1}%"))
             );
         }
+        for f in &r.failures {
+            let _ = writeln!(md, "\nNot measured: {f}");
+        }
         md.push('\n');
     }
+    let (cuda, others): (Vec<&PeerResult>, Vec<&PeerResult>) =
+        peers.iter().partition(|p| p.backend.contains("cuda"));
     md.push_str("### Side by side\n\n");
     md.push_str("Both columns time the kernel plus reading its output back to the host, as the peer harness does.\n\n");
     md.push_str("| kernel | kiln device | kiln ms | peer | peer ms | kiln speed-up |\n");
     md.push_str("|---|---|---:|---|---:|---:|\n");
-    for p in peers {
-        for r in reports
-            .iter()
-            .filter(|r| r.gpu == p.backend.contains("wgpu"))
-        {
-            for e in r
-                .entries
-                .iter()
-                .filter(|e| e.peer_key.as_deref() == Some(&p.key))
-            {
-                if let Some(ms) = e.with_readback_ms {
-                    let _ = writeln!(
-                        md,
-                        "| {} | {} | {:.3} | {} | {:.3} | {:.2}x |",
-                        p.key,
-                        short(&r.device),
-                        ms,
-                        p.backend,
-                        p.ms,
-                        p.ms / ms
-                    );
-                }
+    for p in others {
+        for (r, e) in matches(reports, p, |r| r.gpu == p.backend.contains("wgpu")) {
+            if let Some(ms) = e.with_readback_ms {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.3} | {} | {:.3} | {:.2}x |",
+                    p.key,
+                    short(&r.device),
+                    ms,
+                    p.backend,
+                    p.ms,
+                    p.ms / ms
+                );
+            }
+        }
+    }
+    if !cuda.is_empty() {
+        md.push_str("\n### Kernel time against CUDA on the same card\n\n");
+        md.push_str("kiln's median kernel time (GPU timestamps) beside the CUDA peer's (CUDA events, after warm-up); the share is the CUDA time over kiln's.\n\n");
+        md.push_str(
+            "| kernel | kiln ms | kiln rate | CUDA peer | peer ms | kiln as share of peer |\n",
+        );
+        md.push_str("|---|---:|---:|---|---:|---:|\n");
+        for p in cuda {
+            for (_, e) in matches(reports, p, |r| r.gpu) {
+                let ms = e.timing.median * 1e3;
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.3} | {:.1} {} | {} | {:.3} | {:.0}% |",
+                    p.key,
+                    ms,
+                    e.rate,
+                    e.unit,
+                    p.backend,
+                    p.ms,
+                    100.0 * p.ms / ms
+                );
             }
         }
     }
     md
+}
+
+/// The entries of the reports `keep` accepts whose peer key is `p`'s.
+fn matches<'a>(
+    reports: &'a [Report],
+    p: &'a PeerResult,
+    keep: impl Fn(&Report) -> bool + 'a,
+) -> impl Iterator<Item = (&'a Report, &'a Entry)> + 'a {
+    reports.iter().filter(move |r| keep(r)).flat_map(move |r| {
+        r.entries
+            .iter()
+            .filter(move |e| e.peer_key.as_deref() == Some(&p.key))
+            .map(move |e| (r, e))
+    })
 }
 
 fn short(device: &str) -> &str {

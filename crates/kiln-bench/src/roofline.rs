@@ -1,6 +1,7 @@
 //! The device's own ceilings, probed in the same run as the kernels: peak f32 FMA rate
 //! and copy bandwidth. Each result is also shown as a share of the ceiling it is bound by.
 
+use crate::cases::Scale;
 use crate::measure::{time, Clock};
 use kiln::backend::{CopyProbe, FmaProbe};
 use kiln::{Device, Result};
@@ -10,23 +11,32 @@ use std::time::Duration;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Rooflines {
     pub fma_gflops: f64,
-    /// Bytes read plus written per second by a 64 MiB copy.
+    /// Bytes read plus written per second by a copy of `copy_bytes`.
     pub copy_gbs: f64,
+    #[serde(default)]
+    pub copy_bytes: usize,
 }
 
 const COPY_BYTES: usize = 64 << 20;
+const FMA_INVOCATIONS: usize = 64 << 10;
 
 impl Rooflines {
-    pub fn measure(device: &Device, budget: Duration) -> Result<Self> {
+    /// Probes the device; `Scale::Large` uses probes four times the size (a data-centre
+    /// GPU needs that many threads, and that large a copy, to reach its peak).
+    pub fn measure(device: &Device, budget: Duration, scale: Scale) -> Result<Self> {
+        let factor = if scale == Scale::Large { 4 } else { 1 };
         match device.as_gpu() {
             Some(g) => {
-                let fma = FmaProbe::new(g)?;
+                let limit = g.summary().max_storage_buffer_binding_size as usize;
+                let copy_bytes = (COPY_BYTES * factor).min(limit);
+                let fma = FmaProbe::new(g, FMA_INVOCATIONS * factor)?;
                 let t = time(device, None, budget, &|| fma.run())?;
-                let copy = CopyProbe::new(g, COPY_BYTES)?;
+                let copy = CopyProbe::new(g, copy_bytes)?;
                 let c = time(device, None, budget, &|| copy.run())?;
                 Ok(Rooflines {
                     fma_gflops: fma.flops() / t.median / 1e9,
                     copy_gbs: copy.bytes_moved() / c.median / 1e9,
+                    copy_bytes,
                 })
             }
             None => {
@@ -47,6 +57,7 @@ impl Rooflines {
                 Ok(Rooflines {
                     fma_gflops: CPU_FMA_FLOPS * threads as f64 / t.median / 1e9,
                     copy_gbs: 2.0 * COPY_BYTES as f64 / c.median / 1e9,
+                    copy_bytes: COPY_BYTES,
                 })
             }
         }

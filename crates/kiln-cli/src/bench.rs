@@ -4,7 +4,7 @@
 
 use clap::Args;
 use kiln::{Device, Error, Result};
-use kiln_bench::{markdown, parse_peer, run_suite, Report};
+use kiln_bench::{markdown, parse_peer, run_suite, Report, Scale};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -18,6 +18,10 @@ pub struct BenchArgs {
     /// Fewer and smaller cases, shorter timing: a smoke test, not figures to quote.
     #[arg(long)]
     quick: bool,
+    /// Add sizes that fill a data-centre GPU (matmul 4096, rows of 16384x4096) and use
+    /// larger roofline probes.
+    #[arg(long, conflicts_with = "quick")]
+    large: bool,
     /// Run only these families (matmul, conv2d, softmax, reduce, norm, elementwise, dispatch).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -25,7 +29,12 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
-    let report = run_suite(&device, args.quick, &args.only)?;
+    let scale = match (args.quick, args.large) {
+        (true, _) => Scale::Quick,
+        (_, true) => Scale::Large,
+        _ => Scale::Standard,
+    };
+    let report = run_suite(&device, scale, &args.only)?;
     if let Some(path) = args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| Error::InvalidArgument {
             op: "kiln bench",

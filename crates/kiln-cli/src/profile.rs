@@ -1,7 +1,7 @@
 //! `kiln profile`: what one training step of a built-in model launches on the GPU.
-//! Runs the step as `kiln train` does, warms up, then profiles `--steps` steps and
-//! prints a table per kernel, ending with the two machine-independent figures:
-//! `dispatches per step` and `bytes per step`.
+//! Runs the step as `kiln train` does, warms up, times `--steps` steps on the host
+//! clock, then profiles as many and prints a table per kernel, ending with the two
+//! machine-independent figures: `dispatches per step` and `bytes per step`.
 
 use crate::train::{char_lm, image_model, Model, IMAGE_BATCH, IMAGE_LR, LM_BATCH, LM_CONTEXT};
 use clap::Args;
@@ -10,6 +10,7 @@ use kiln_nn::data::{mnist10k, tinyshakespeare, CharVocab};
 use kiln_nn::optim::{Adam, Optimizer};
 use kiln_nn::train::{classification_step, next_token_step, train_step, StepOutput};
 use kiln_nn::Module;
+use std::time::Instant;
 
 #[derive(Args)]
 pub struct ProfileArgs {
@@ -55,7 +56,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         });
     }
     let name = format!("{:?}", args.model).to_lowercase();
-    let profile = match args.model {
+    let measured = match args.model {
         Model::Cnn | Model::Mlp => {
             let data = mnist10k()?;
             let x = data
@@ -98,19 +99,35 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         "{name} on {device}: {} steps after {} of warm-up",
         args.steps, args.warmup
     );
-    print(&profile, args.steps);
+    print(&measured, args.steps);
     Ok(())
 }
 
-fn measure(device: &Device, mut step: Step<'_>, args: &ProfileArgs) -> Result<Profile> {
+/// A profile of `--steps` steps, and their rate unprofiled: the same number of steps
+/// timed on the host clock from a synchronised device to a synchronised device.
+struct Measured {
+    profile: Profile,
+    steps_per_second: f64,
+}
+
+fn measure(device: &Device, mut step: Step<'_>, args: &ProfileArgs) -> Result<Measured> {
     for _ in 0..args.warmup {
         step()?;
     }
+    device.synchronize()?;
+    let start = Instant::now();
+    (0..args.steps).try_for_each(|_| step())?;
+    device.synchronize()?;
+    let steps_per_second = args.steps as f64 / start.elapsed().as_secs_f64();
     let ((), profile) = device.profile(|| (0..args.steps).try_for_each(|_| step()))?;
-    Ok(profile)
+    Ok(Measured {
+        profile,
+        steps_per_second,
+    })
 }
 
-fn print(profile: &Profile, steps: usize) {
+fn print(measured: &Measured, steps: usize) {
+    let profile = &measured.profile;
     let per_step = |v: u64| v as f64 / steps as f64;
     println!(
         "{:<56} {:>9} {:>11} {:>12} {:>12}",
@@ -135,6 +152,10 @@ fn print(profile: &Profile, steps: usize) {
             t.as_secs_f64() * 1e3 / steps as f64
         );
     }
+    println!(
+        "steps per second (host clock, not profiled): {:.2}",
+        measured.steps_per_second
+    );
     println!(
         "copies and clears per step: {:.1}",
         per_step(profile.transfers)

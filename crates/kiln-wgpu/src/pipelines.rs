@@ -66,13 +66,23 @@ impl GpuDevice {
         entry: &str,
     ) -> Result<wgpu::ComputePipeline> {
         self.scoped(op, || {
-            let module = self
-                .inner
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(label),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                });
+            let descriptor = wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            };
+            let module = if bounds_checks_off() {
+                let mut checks = wgpu::ShaderRuntimeChecks::checked();
+                checks.bounds_checks = false;
+                // SAFETY: only on request, to measure what the checks cost; every kiln
+                // kernel's indexing is covered by the parity tests with poisoned outputs.
+                unsafe {
+                    self.inner
+                        .device
+                        .create_shader_module_trusted(descriptor, checks)
+                }
+            } else {
+                self.inner.device.create_shader_module(descriptor)
+            };
             self.inner
                 .device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -85,4 +95,11 @@ impl GpuDevice {
                 })
         })
     }
+}
+
+/// `KILN_BOUNDS_CHECKS=off`: build kernels without wgpu's runtime bounds checks. For
+/// measuring what the checks cost (`benches/gpu/check.sh`), not for training: the
+/// default keeps them until the figure says otherwise.
+fn bounds_checks_off() -> bool {
+    std::env::var("KILN_BOUNDS_CHECKS").as_deref() == Ok("off")
 }

@@ -8,18 +8,19 @@ use crate::pool::PooledBuffer;
 use crate::shader_constants::FMA_WORKGROUP;
 use kiln_core::{DType, Result};
 
-const FMA_INVOCATIONS: usize = 64 * 1024;
 const FMA_ITERATIONS: u32 = 1024;
 
 /// Eight vec4 FMA chains per invocation (`shaders/probe/fma.wgsl`).
 pub struct FmaProbe {
     device: GpuDevice,
     data: PooledBuffer,
+    invocations: usize,
 }
 
 impl FmaProbe {
-    pub fn new(device: &GpuDevice) -> Result<Self> {
-        let seeds: Vec<f32> = (0..FMA_INVOCATIONS * 4)
+    /// `invocations` (a multiple of 64): enough to fill every core of the adapter.
+    pub fn new(device: &GpuDevice, invocations: usize) -> Result<Self> {
+        let seeds: Vec<f32> = (0..invocations * 4)
             .map(|i| 0.5 + (i % 7) as f32 * 0.01)
             .collect();
         let bytes: &[u8] = bytemuck::cast_slice(&seeds);
@@ -27,12 +28,13 @@ impl FmaProbe {
         Ok(FmaProbe {
             device: device.clone(),
             data,
+            invocations,
         })
     }
 
     /// Floating-point operations per run (an FMA counts two).
     pub fn flops(&self) -> f64 {
-        FMA_INVOCATIONS as f64 * f64::from(FMA_ITERATIONS) * 8.0 * 4.0 * 2.0
+        self.invocations as f64 * f64::from(FMA_ITERATIONS) * 8.0 * 4.0 * 2.0
     }
 
     /// Records one run.
@@ -51,7 +53,7 @@ impl FmaProbe {
             &params,
             &[self.data.buffer()],
             self.device
-                .groups_for(op, FMA_INVOCATIONS / FMA_WORKGROUP as usize)?,
+                .groups_for(op, self.invocations.div_ceil(FMA_WORKGROUP as usize))?,
         )
     }
 }

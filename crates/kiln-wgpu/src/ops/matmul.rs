@@ -72,9 +72,9 @@ fn is_aligned(spec: &MatmulSpec) -> bool {
                 .iter()
                 .all(|v| v % 4 == 0)
     };
-    spec.m % BLOCKED_TILE == 0
-        && spec.n % BLOCKED_TILE == 0
-        && spec.k % BLOCKED_SLICE == 0
+    spec.m.is_multiple_of(BLOCKED_TILE)
+        && spec.n.is_multiple_of(BLOCKED_TILE)
+        && spec.k.is_multiple_of(BLOCKED_SLICE)
         && quads(&spec.lhs)
         && quads(&spec.rhs)
 }

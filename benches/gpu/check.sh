@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# One-shot device check: everything kiln measures on a GPU machine, in one command that
+# writes its results under $OUT (at most 8 files, which the device tool brings back).
+#
+#   bash benches/gpu/check.sh            # on the GPU machine, binaries from .devbin/
+#   bash benches/gpu/check.sh --local    # here, on the software adapter
+#
+# Parts: `kiln info`; `kiln bench --device gpu --json` (with --large on a GPU); the matmul
+# family once per variant and once without wgpu's bounds checks; burn's wgpu backend on
+# the same adapter (../shared/peers/burn-wgpu, built with benches/gpu/prepare.sh); PyTorch
+# on CUDA on the same shapes (benches/gpu/torch_cuda.py); training steps per second of
+# kiln's CNN and transformer beside PyTorch's. `--local` skips the PyTorch parts (and
+# says so in the summary) and runs the smaller suite; CI runs it so the script cannot rot.
+# A part that fails is recorded in the summary and the others still run; the exit status
+# is the number of failed parts.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+
+local_mode=false
+if [[ ${1:-} == --local ]]; then
+    local_mode=true
+elif [[ $# -gt 0 ]]; then
+    echo "usage: bash benches/gpu/check.sh [--local]" >&2
+    exit 2
+fi
+
+out=${OUT:-target/gpu-check}
+mkdir -p "$out"
+if $local_mode; then
+    kiln=${KILN_BIN:-target/release/kiln}
+    burn=${BURN_BIN:-/tmp/peer-burn/release/peer-burn-wgpu}
+    size=--quick
+    steps=2
+else
+    kiln=${KILN_BIN:-.devbin/kiln}
+    burn=${BURN_BIN:-.devbin/peer-burn-wgpu}
+    size=--large
+    steps=20
+fi
+log=$out/check.log
+summary=$out/summary.md
+# Parts only the summary shows stay out of $OUT, which brings back 8 files at most.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+: > "$log"
+failed=0
+status_lines=()
+
+# part NAME SECONDS COMMAND...: runs COMMAND with a time limit, its output appended to
+# the log, and records whether it passed.
+part() {
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name: $*" >> "$log"
+    local start=$SECONDS
+    timeout "$limit" "$@" >> "$log" 2>&1
+    local rc=$?
+    local took=$((SECONDS - start))
+    if [[ $rc -eq 0 ]]; then
+        status_lines+=("- $name: ok (${took} s)")
+    else
+        status_lines+=("- $name: FAILED, exit $rc after ${took} s (see check.log)")
+        failed=$((failed + 1))
+    fi
+    echo "== $name: exit $rc in ${took} s" >> "$log"
+    return 0
+}
+
+skip() {
+    status_lines+=("- $1: skipped ($2)")
+    echo "== $1: skipped ($2)" >> "$log"
+}
+
+part "kiln info" 60 bash -c "\"$kiln\" info > \"$scratch/info.txt\""
+part "kiln bench" 240 "$kiln" bench --device gpu $size --json "$out/kiln-gpu.json"
+
+# Each matmul variant on the same cases, then the default without bounds checks.
+variants=$out/matmul-variants.txt
+: > "$variants"
+for v in tiled blocked uniform-lhs; do
+    part "matmul $v" 120 bash -c "echo '# KILN_MATMUL=$v' >> \"$variants\"; \
+        KILN_MATMUL=$v \"$kiln\" bench --device gpu $size --only matmul >> \"$variants\""
+done
+part "matmul, bounds checks off" 120 bash -c "echo '# KILN_BOUNDS_CHECKS=off (default variant)' >> \"$variants\"; \
+    KILN_BOUNDS_CHECKS=off \"$kiln\" bench --device gpu $size --only matmul,softmax,reduce,norm >> \"$variants\""
+
+if [[ -x $burn ]]; then
+    part "burn-wgpu" 180 bash -c "\"$burn\" wgpu > \"$out/burn-wgpu.txt\""
+else
+    skip "burn-wgpu" "no binary at $burn (benches/gpu/prepare.sh builds it)"
+fi
+
+torch_ok=false
+if $local_mode; then
+    skip "pytorch-cuda kernels and training" "--local: no CUDA here"
+elif python3 -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>> "$log"; then
+    part "pytorch-cuda" 240 bash -c "python3 benches/gpu/torch_cuda.py --large > \"$out/torch-cuda.txt\""
+    torch_ok=true
+else
+    skip "pytorch-cuda kernels and training" "python3 has no torch with CUDA"
+fi
+
+# Training steps per second: kiln's built-in models, default variants; then with the
+# blocked matmul.
+training=$out/training.txt
+: > "$training"
+for model in cnn transformer; do
+    part "kiln train step $model" 240 bash -c "set -o pipefail; echo '# kiln profile $model' >> \"$training\"; \
+        \"$kiln\" profile $model --device gpu --steps $steps --warmup 3 | grep -E '^(GPU time|steps per second|dispatches|bytes per step)' >> \"$training\""
+done
+if ! $local_mode; then
+    part "kiln train step transformer, blocked matmul" 240 bash -c \
+        "set -o pipefail; echo '# KILN_MATMUL=blocked kiln profile transformer' >> \"$training\"; \
+        KILN_MATMUL=blocked \"$kiln\" profile transformer --device gpu --steps $steps --warmup 3 | grep -E '^(GPU time|steps per second|dispatches|bytes per step)' >> \"$training\""
+fi
+if $torch_ok; then
+    grep '^pytorch-cuda train' "$out/torch-cuda.txt" >> "$training"
+fi
+
+peers=()
+for f in "$out/burn-wgpu.txt" "$out/torch-cuda.txt"; do
+    [[ -s $f ]] && peers+=(--peer "$f")
+done
+part "report" 60 bash -c "\"$kiln\" bench-report --kiln \"$out/kiln-gpu.json\" ${peers[*]} > \"$scratch/tables.md\""
+
+{
+    echo "# kiln device check, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    if $local_mode; then
+        echo "Mode: --local (software adapter; PyTorch parts skipped, smaller suite)."
+    else
+        echo "Mode: GPU machine."
+    fi
+    echo
+    echo "## Parts"
+    printf '%s\n' "${status_lines[@]}"
+    echo
+    echo "## Adapter"
+    echo '```'
+    cat "$scratch/info.txt" 2>/dev/null
+    echo '```'
+    echo
+    echo "## Training steps per second"
+    echo '```'
+    cat "$training"
+    echo '```'
+    echo
+    cat "$scratch/tables.md" 2>/dev/null
+} > "$summary"
+echo "wrote $out (summary.md; $failed failed parts)"
+exit "$failed"
