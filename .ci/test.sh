@@ -31,5 +31,10 @@ profile_tail=$(cargo run -q -p kiln-cli -- profile mlp --device gpu --steps 1 --
 echo "$profile_tail"
 grep -q "^dispatches per step: [0-9]" <<<"$profile_tail"
 grep -q "^bytes per step: [0-9]" <<<"$profile_tail"
+echo "== benches/gpu/check.sh --local: the device check's kiln parts, so it cannot rot"
+cargo build -q -p kiln-cli
+check_out=$(mktemp -d)
+OUT="$check_out" KILN_BIN=target/debug/kiln BURN_BIN=/nonexistent bash benches/gpu/check.sh --local
+grep '^- ' "$check_out/summary.md"
 echo "== cargo test --workspace"
 cargo test --workspace

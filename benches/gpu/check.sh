@@ -6,7 +6,8 @@
 #   bash benches/gpu/check.sh --local    # here, on the software adapter
 #
 # Parts: `kiln info`; `kiln bench --device gpu --json` (with --large on a GPU); the matmul
-# family once per variant and once without wgpu's bounds checks; burn's wgpu backend on
+# family once per variant, and the bandwidth-bound families again with wgpu's runtime
+# bounds checks on every kernel (`KILN_BOUNDS_CHECKS=all`); burn's wgpu backend on
 # the same adapter (../shared/peers/burn-wgpu, built with benches/gpu/prepare.sh); PyTorch
 # on CUDA on the same shapes (benches/gpu/torch_cuda.py); training steps per second of
 # kiln's CNN and transformer beside PyTorch's. `--local` skips the PyTorch parts (and
@@ -30,12 +31,14 @@ if $local_mode; then
     kiln=${KILN_BIN:-target/release/kiln}
     burn=${BURN_BIN:-/tmp/peer-burn/release/peer-burn-wgpu}
     size=--quick
-    steps=2
+    steps=1
+    warmup=1
 else
     kiln=${KILN_BIN:-.devbin/kiln}
     burn=${BURN_BIN:-.devbin/peer-burn-wgpu}
     size=--large
     steps=20
+    warmup=3
 fi
 log=$out/check.log
 summary=$out/summary.md
@@ -74,15 +77,15 @@ skip() {
 part "kiln info" 60 bash -c "\"$kiln\" info > \"$scratch/info.txt\""
 part "kiln bench" 240 "$kiln" bench --device gpu $size --json "$out/kiln-gpu.json"
 
-# Each matmul variant on the same cases, then the default without bounds checks.
+# Each matmul variant on the same cases, then the default with every bounds check on.
 variants=$out/matmul-variants.txt
 : > "$variants"
 for v in tiled blocked uniform-lhs; do
     part "matmul $v" 120 bash -c "echo '# KILN_MATMUL=$v' >> \"$variants\"; \
         KILN_MATMUL=$v \"$kiln\" bench --device gpu $size --only matmul >> \"$variants\""
 done
-part "matmul, bounds checks off" 120 bash -c "echo '# KILN_BOUNDS_CHECKS=off (default variant)' >> \"$variants\"; \
-    KILN_BOUNDS_CHECKS=off \"$kiln\" bench --device gpu $size --only matmul,softmax,reduce,norm >> \"$variants\""
+part "bounds checks on" 120 bash -c "echo '# KILN_BOUNDS_CHECKS=all (default variant)' >> \"$variants\"; \
+    KILN_BOUNDS_CHECKS=all \"$kiln\" bench --device gpu $size --only matmul,softmax,reduce,norm >> \"$variants\""
 
 if [[ -x $burn ]]; then
     part "burn-wgpu" 180 bash -c "\"$burn\" wgpu > \"$out/burn-wgpu.txt\""
@@ -106,12 +109,16 @@ training=$out/training.txt
 : > "$training"
 for model in cnn transformer; do
     part "kiln train step $model" 240 bash -c "set -o pipefail; echo '# kiln profile $model' >> \"$training\"; \
-        \"$kiln\" profile $model --device gpu --steps $steps --warmup 3 | grep -E '^(GPU time|steps per second|dispatches|bytes per step)' >> \"$training\""
+        \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|dispatches|bytes per step)' >> \"$training\""
 done
 if ! $local_mode; then
-    part "kiln train step transformer, blocked matmul" 240 bash -c \
-        "set -o pipefail; echo '# KILN_MATMUL=blocked kiln profile transformer' >> \"$training\"; \
-        KILN_MATMUL=blocked \"$kiln\" profile transformer --device gpu --steps $steps --warmup 3 | grep -E '^(GPU time|steps per second|dispatches|bytes per step)' >> \"$training\""
+    for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all; do
+        for model in cnn transformer; do
+            part "kiln train step $model, $setting" 240 bash -c \
+                "set -o pipefail; echo '# $setting kiln profile $model' >> \"$training\"; \
+                $setting \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|dispatches|bytes per step)' >> \"$training\""
+        done
+    done
 fi
 if $torch_ok; then
     grep '^pytorch-cuda train' "$out/torch-cuda.txt" >> "$training"

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Builds what benches/gpu/check.sh carries to the GPU machine (../shared/GPU.md): kiln
-# and the burn peer in release, stripped, in .devbin/; the Vulkan loader package in
-# .gl/. Both folders are git-ignored (.git/info/exclude). Then, with the device tool:
+# and the burn peer in release, stripped, in .devbin/; the Vulkan loader and libEGL
+# packages in .gl/. Both folders are git-ignored (.git/info/exclude). Then, with the
+# device tool:
 #
-#   run(carry: [".devbin", ".gl"], command:
-#     "for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig;
-#      export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json;
-#      bash benches/gpu/check.sh")
+#   run(carry: [".devbin", ".gl"],
+#       command: "source benches/gpu/device_setup.sh && bash benches/gpu/check.sh")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 peer=${PEER_DIR:-../shared/peers/burn-wgpu}
@@ -21,11 +20,11 @@ CARGO_TARGET_DIR=/tmp/peer-burn cargo build --release --manifest-path "$peer/Car
 cp target/release/kiln /tmp/peer-burn/release/peer-burn-wgpu .devbin/
 strip .devbin/kiln .devbin/peer-burn-wgpu
 
-if ! ls .gl/libvulkan1_*.deb > /dev/null 2>&1; then
+if ! ls .gl/libvulkan1_*.deb .gl/libegl1_*.deb .gl/libglvnd0_*.deb > /dev/null 2>&1; then
     lists=/tmp/amd64-lists
     mkdir -p "$lists/partial"
     o="-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=$lists"
     apt-get $o update
-    (cd .gl && apt-get $o download libvulkan1)
+    (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0)
 fi
 ls -l .devbin .gl

@@ -175,8 +175,10 @@ pub fn markdown(reports: &[Report], peers: &[PeerResult]) -> String {
         let _ = writeln!(md, "### kiln on {}\n", r.device);
         let _ = writeln!(
             md,
-            "Rooflines probed in the same run: {:.1} GFLOP/s (f32 FMA), {:.2} GB/s (64 MiB copy, read + write).\n",
-            r.rooflines.fma_gflops, r.rooflines.copy_gbs
+            "Rooflines probed in the same run: {:.1} GFLOP/s (f32 FMA), {:.2} GB/s ({} MiB copy, read + write).\n",
+            r.rooflines.fma_gflops,
+            r.rooflines.copy_gbs,
+            r.rooflines.copy_bytes >> 20
         );
         md.push_str("| family | case | median ms | min-max ms | rate | % of roofline |\n");
         md.push_str("|---|---|---:|---:|---:|---:|\n");

@@ -108,6 +108,7 @@ kernels! {
     CrossEntropy => "loss/cross_entropy.wgsl", "main", ["T"], Floats, CrossEntropyParams;
     CrossEntropyBackward => "loss/cross_entropy_backward.wgsl", "main", ["T"], Floats, CrossEntropyParams;
     ProbeFma => "probe/fma.wgsl", "main", ["T"], Floats, FmaParams;
+    ProbeCopy => "probe/copy.wgsl", "main", ["T"], Floats, CopyProbeParams;
 }
 
 impl Kernel {
@@ -124,6 +125,22 @@ impl Kernel {
                 .flat_map(|&a| ALL.iter().map(move |&b| vec![a, b]))
                 .collect(),
         }
+    }
+
+    /// Whether the kernel is built with wgpu's runtime bounds checks. Kernels whose
+    /// addresses follow from shapes and strides alone (validated on the host, and each
+    /// kernel's indexing covered by the parity tests on odd shapes, strided views and
+    /// poisoned outputs) are built without them: on an NVIDIA H200 the checks made the
+    /// tiled matmul 7.6x slower (docs/BENCHMARKS.md, "Hardware GPU"). Kernels that
+    /// address memory with index values read from a tensor keep them, since no test
+    /// covers every value a user may pass. `KILN_BOUNDS_CHECKS=all` keeps them everywhere.
+    pub fn bounds_checked(self) -> bool {
+        use Kernel::*;
+        let reads_indices = matches!(
+            self,
+            Gather | ScatterAdd | CrossEntropy | CrossEntropyBackward | MaxPool2dBackward
+        );
+        reads_indices || std::env::var("KILN_BOUNDS_CHECKS").as_deref() == Ok("all")
     }
 
     /// The bindings the kernel may write (`var<storage, read_write>`), read from its

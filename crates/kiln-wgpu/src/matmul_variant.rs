@@ -15,31 +15,41 @@ pub enum MatmulVariant {
     Blocked,
     /// lhs through a uniform buffer: for adapters that run on the CPU.
     UniformLhs,
+    /// `Tiled` below `BLOCKED_FROM` outputs per matmul, `Blocked` from there: the
+    /// default for hardware GPUs. On an NVIDIA H200 the blocked kernel ran 1.9x faster
+    /// at 2048 and 4096 and the same at 1024, and up to 5x slower on small matrices,
+    /// where its 128x128 tiles leave most of the cores idle (docs/BENCHMARKS.md).
+    BySize,
 }
 
+/// Outputs (batch x m x n) from which `BySize` runs the blocked kernel.
+pub(crate) const BLOCKED_FROM: usize = 1024 * 1024;
+
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 3] = [
+    pub const ALL: [MatmulVariant; 4] = [
         MatmulVariant::Tiled,
         MatmulVariant::Blocked,
         MatmulVariant::UniformLhs,
+        MatmulVariant::BySize,
     ];
 
-    /// `KILN_MATMUL=tiled|blocked|uniform-lhs` overrides; otherwise adapters that run on
-    /// the CPU get `UniformLhs` and hardware GPUs `Tiled`.
+    /// `KILN_MATMUL=tiled|blocked|uniform-lhs|by-size` overrides; otherwise adapters
+    /// that run on the CPU get `UniformLhs` and hardware GPUs `BySize`.
     pub(crate) fn for_adapter(software: bool, limits: &wgpu::Limits) -> Self {
         match std::env::var("KILN_MATMUL").as_deref() {
             Ok("tiled") => MatmulVariant::Tiled,
             Ok("blocked") => MatmulVariant::Blocked,
+            Ok("by-size") => MatmulVariant::BySize,
             Ok("uniform-lhs") if Self::UniformLhs.fits(limits) => MatmulVariant::UniformLhs,
             _ if software && Self::UniformLhs.fits(limits) => MatmulVariant::UniformLhs,
-            _ => MatmulVariant::Tiled,
+            _ => MatmulVariant::BySize,
         }
     }
 
     /// Whether the adapter's limits allow this variant.
     pub(crate) fn fits(self, limits: &wgpu::Limits) -> bool {
         match self {
-            MatmulVariant::Tiled | MatmulVariant::Blocked => true,
+            MatmulVariant::Tiled | MatmulVariant::Blocked | MatmulVariant::BySize => true,
             MatmulVariant::UniformLhs => {
                 limits.max_uniform_buffer_binding_size >= BLOCK_BYTES
                     && u64::from(limits.min_uniform_buffer_offset_alignment) <= BLOCK_BYTES

@@ -219,6 +219,13 @@ shader_params! {
         _pad1: u32,
         _pad2: u32,
     }
+    /// `probe/copy.wgsl`.
+    CopyProbeParams {
+        count: u32,
+        row: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 pub(crate) fn to_u32(op: &'static str, what: &'static str, v: usize) -> Result<u32> {

@@ -40,7 +40,8 @@ impl GpuDevice {
             return Ok(p.clone());
         }
         let source = kernel.specialise(dtypes)?;
-        let compute = self.compile_wgsl(op, kernel.file().0, &source, kernel.entry())?;
+        let checked = kernel.bounds_checked();
+        let compute = self.compile(op, kernel.file().0, &source, kernel.entry(), checked)?;
         let layout = compute.get_bind_group_layout(0);
         let written = kernel.written_bindings();
         let pipeline = Arc::new(Pipeline {
@@ -56,8 +57,9 @@ impl GpuDevice {
         Ok(pipeline)
     }
 
-    /// Compiles WGSL into a compute pipeline; a shader that fails to parse or validate
-    /// comes back as `Err(Error::Gpu { kind: Validation, .. })`.
+    /// Compiles WGSL into a compute pipeline, with wgpu's runtime bounds checks; a
+    /// shader that fails to parse or validate comes back as
+    /// `Err(Error::Gpu { kind: Validation, .. })`.
     pub fn compile_wgsl(
         &self,
         op: &'static str,
@@ -65,16 +67,30 @@ impl GpuDevice {
         source: &str,
         entry: &str,
     ) -> Result<wgpu::ComputePipeline> {
+        self.compile(op, label, source, entry, true)
+    }
+
+    /// `compile_wgsl`, with the bounds checks only when `checked`: for kiln's own
+    /// kernels, as `Kernel::bounds_checked` decides.
+    fn compile(
+        &self,
+        op: &'static str,
+        label: &str,
+        source: &str,
+        entry: &str,
+        checked: bool,
+    ) -> Result<wgpu::ComputePipeline> {
         self.scoped(op, || {
             let descriptor = wgpu::ShaderModuleDescriptor {
                 label: Some(label),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             };
-            let module = if bounds_checks_off() {
+            let module = if !checked {
                 let mut checks = wgpu::ShaderRuntimeChecks::checked();
                 checks.bounds_checks = false;
-                // SAFETY: only on request, to measure what the checks cost; every kiln
-                // kernel's indexing is covered by the parity tests with poisoned outputs.
+                // SAFETY: only kiln's kernels whose addresses follow from host-validated
+                // shapes and strides, each covered by the parity tests
+                // (`Kernel::bounds_checked`).
                 unsafe {
                     self.inner
                         .device
@@ -95,11 +111,4 @@ impl GpuDevice {
                 })
         })
     }
-}
-
-/// `KILN_BOUNDS_CHECKS=off`: build kernels without wgpu's runtime bounds checks. For
-/// measuring what the checks cost (`benches/gpu/check.sh`), not for training: the
-/// default keeps them until the figure says otherwise.
-fn bounds_checks_off() -> bool {
-    std::env::var("KILN_BOUNDS_CHECKS").as_deref() == Ok("off")
 }

@@ -3,9 +3,9 @@
 
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
-use crate::params::FmaParams;
+use crate::params::{to_u32, CopyProbeParams, FmaParams};
 use crate::pool::PooledBuffer;
-use crate::shader_constants::FMA_WORKGROUP;
+use crate::shader_constants::{FMA_WORKGROUP, WORKGROUP};
 use kiln_core::{DType, Result};
 
 const FMA_ITERATIONS: u32 = 1024;
@@ -58,7 +58,7 @@ impl FmaProbe {
     }
 }
 
-/// A buffer-to-buffer copy on the GPU's copy path.
+/// A streaming copy kernel (`shaders/probe/copy.wgsl`): the bandwidth a kernel reaches.
 pub struct CopyProbe {
     device: GpuDevice,
     source: PooledBuffer,
@@ -67,9 +67,9 @@ pub struct CopyProbe {
 }
 
 impl CopyProbe {
-    /// Copies `bytes` (rounded down to a multiple of 4); 64 MiB is well past any cache.
+    /// Copies `bytes` (rounded down to a multiple of 16); 64 MiB is well past any cache.
     pub fn new(device: &GpuDevice, bytes: usize) -> Result<Self> {
-        let n = bytes / 4;
+        let n = bytes / 16 * 4;
         let source = device.alloc("copy probe", n, DType::F32)?;
         device.fill_words("copy probe", &source, 0x3f80_0000)?;
         let target = device.alloc("copy probe", n, DType::F32)?;
@@ -88,14 +88,22 @@ impl CopyProbe {
 
     /// Records one run.
     pub fn run(&self) -> Result<()> {
-        self.device.record("copy probe", |_, encoder| {
-            encoder.copy_buffer_to_buffer(
-                self.source.buffer(),
-                0,
-                self.target.buffer(),
-                0,
-                self.bytes,
-            );
-        })
+        let op = "copy probe";
+        let count = (self.bytes / 16) as usize;
+        let groups = self.device.groups_1d(op, count)?;
+        let params = CopyProbeParams {
+            count: to_u32(op, "vec4s", count)?,
+            row: groups[0] * WORKGROUP,
+            _pad0: 0,
+            _pad1: 0,
+        };
+        self.device.dispatch(
+            op,
+            Kernel::ProbeCopy,
+            &[DType::F32],
+            &params,
+            &[self.source.buffer(), self.target.buffer()],
+            groups,
+        )
     }
 }

@@ -1,15 +1,16 @@
 //! Matmul launchers, one per kernel variant; `MatmulVariant` says which an adapter uses.
 //! - `Tiled` (`shaders/matmul/matmul.wgsl`): 64x64 output tiles staged in workgroup
-//!   memory, batches along z. Reads any strides; the variant for hardware GPUs.
+//!   memory, batches along z. Reads any strides; hardware GPUs run it on small products.
 //! - `Blocked` (`shaders/matmul/blocked*.wgsl`): 128x128 output tiles, 8x8 outputs per
 //!   thread in registers, double-buffered k slices; `blocked_vec4.wgsl` when the shape
 //!   and strides are aligned (`is_aligned`), `blocked.wgsl` for any strides otherwise.
+//! - `BySize`: `Tiled` for small products, `Blocked` for large ones (`BLOCKED_FROM`).
 //! - `UniformLhs` (`shaders/matmul/matmul_uniform_lhs.wgsl`): lhs packed into 64 KiB
 //!   blocks read through a uniform buffer, one dispatch per block. On lavapipe it runs
 //!   about 9x faster than `Tiled` (docs/BENCHMARKS.md).
 
 use crate::kernels::Kernel;
-use crate::matmul_variant::{MatmulVariant, BLOCK_BYTES};
+use crate::matmul_variant::{MatmulVariant, BLOCKED_FROM, BLOCK_BYTES};
 use crate::params::{to_u32, MatmulParams, PackParams, UniformLhsParams};
 use crate::pool::PooledBuffer;
 use crate::shader_constants;
@@ -42,7 +43,12 @@ pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> R
     let len = batches * spec.m * spec.n;
     let out = device.alloc_output(op, len, lhs.dtype)?;
     if len > 0 {
-        match device.matmul_variant() {
+        let variant = match device.matmul_variant() {
+            MatmulVariant::BySize if len >= BLOCKED_FROM => MatmulVariant::Blocked,
+            MatmulVariant::BySize => MatmulVariant::Tiled,
+            v => v,
+        };
+        match variant {
             MatmulVariant::UniformLhs if lhs.dtype == DType::F32 && spec.k > 0 => {
                 uniform_lhs(lhs, rhs, spec, &out)?
             }
