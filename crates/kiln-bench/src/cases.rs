@@ -235,6 +235,39 @@ pub fn suite(scale: Scale) -> Vec<Case> {
     cases.push(elementwise("add", n, 3.0 * F32, |a, b| a.add(b)));
     cases.push(elementwise("gelu", n, 2.0 * F32, |a, _| a.gelu()));
 
+    // Host <-> device copies, timed on the host clock: what `to_vec` (a readback) and
+    // `from_slice` (an upload) move per second.
+    let mib = if scale == Scale::Large { 256 } else { 64 };
+    let n = (mib << 20) / 4;
+    let mut readback = Case::new(
+        "transfer",
+        format!("readback {mib} MiB"),
+        Unit::Bytes,
+        (n * 4) as f64,
+        move |d| {
+            let x = input(&[n], d, 9)?;
+            Ok(Box::new(move || {
+                std::hint::black_box(x.to_vec::<f32>()?);
+                Ok(x.clone())
+            }))
+        },
+    );
+    readback.clock = Some(Clock::WallClock);
+    cases.push(readback);
+    let mut upload = Case::new(
+        "transfer",
+        format!("upload {mib} MiB"),
+        Unit::Bytes,
+        (n * 4) as f64,
+        move |d| {
+            let host = input(&[n], &Device::cpu(), 10)?.to_vec::<f32>()?;
+            let d = d.clone();
+            Ok(Box::new(move || Tensor::from_slice(&host, [n], &d)))
+        },
+    );
+    upload.clock = Some(Clock::WallClock);
+    cases.push(upload);
+
     // A chain of tiny ops: the whole time per op (wall), and the host's share of it,
     // recording and submitting (the launch cost).
     let chain = 1000;

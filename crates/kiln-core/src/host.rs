@@ -122,29 +122,21 @@ impl HostBuffer {
 
     /// Rebuilds a buffer of `n` elements from raw little-endian bytes.
     pub fn from_bytes(dtype: DType, bytes: &[u8], n: usize) -> Self {
-        let size = dtype.size_in_bytes();
-        let chunks = bytes[..n * size].chunks_exact(size);
+        // One copy into an aligned vector (the host is little-endian, as GPU buffers
+        // are): a readback's bytes are read once, straight from the mapped staging
+        // buffer, instead of element by element.
+        let bytes = &bytes[..n * dtype.size_in_bytes()];
         match dtype {
-            DType::F32 => HostBuffer::F32(
-                chunks
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            DType::F16 => HostBuffer::F16(
-                chunks
-                    .map(|c| f16::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            DType::I32 => HostBuffer::I32(
-                chunks
-                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            DType::F64 => HostBuffer::F64(
-                chunks
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
+            DType::F32 => HostBuffer::F32(bytemuck::pod_collect_to_vec(bytes)),
+            DType::F16 => HostBuffer::F16(bytemuck::pod_collect_to_vec(bytes)),
+            DType::I32 => HostBuffer::I32(bytemuck::pod_collect_to_vec(bytes)),
+            DType::F64 => HostBuffer::F64(bytemuck::pod_collect_to_vec(bytes)),
         }
     }
 }
+
+// `from_bytes` and the uploads reinterpret GPU bytes (little-endian) as host numbers.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "kiln needs a little-endian host"
+);
