@@ -21,6 +21,9 @@ if ! have_vulkan_icd; then
 fi
 # Mesa's GL loader complains without this; it is harmless but noisy.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+# The matmul autotuner's decisions go to a fresh directory, not the user's cache.
+KILN_CACHE_DIR="${KILN_CACHE_DIR:-$(mktemp -d)}"
+export KILN_CACHE_DIR
 
 echo "== kiln info"
 cargo run -q -p kiln-cli -- info

@@ -412,6 +412,63 @@ fn matmul_variants_match_cpu() {
     }
 }
 
+/// The autotuner on a product big enough to tune: it times every candidate, the
+/// result is the winner's and matches the CPU exactly, the decision lands in the cache
+/// file, and a second device on the same file starts from it without tuning.
+#[test]
+fn autotuned_matmul_matches_cpu_and_persists() {
+    use kiln::backend::{read_autotune_cache, GpuDevice, MatmulVariant};
+    if gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("kiln-autotune-test-{}", std::process::id()));
+    let cache = dir.join("autotune.json");
+    let _ = std::fs::remove_file(&cache);
+    let mut rng = rng();
+    let mut ints = |shape: &[usize]| {
+        let values: Vec<f32> = rand(shape, &mut rng)
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| (v * 3.0).floor())
+            .collect();
+        Tensor::from_vec(values, shape.to_vec(), &Device::cpu()).unwrap()
+    };
+    // 2 * 256 * 520 * 600 flops: over the tuning threshold; n not a multiple of 128.
+    let inputs = [ints(&[256, 520]), ints(&[520, 600])];
+    let tuned = || {
+        let gpu = GpuDevice::new().unwrap();
+        gpu.set_poison_outputs(true);
+        gpu.use_autotune_cache(Some(cache.clone()));
+        gpu.set_matmul_variant(MatmulVariant::Autotune).unwrap();
+        gpu
+    };
+    let first = tuned();
+    assert!(first.autotune_decisions().is_empty());
+    let device = Device::Gpu(first.clone());
+    parity_on(&device, "autotuned matmul", &inputs, EXACT, |t| {
+        t[0].matmul(&t[1])
+    });
+    let decisions = first.autotune_decisions();
+    assert_eq!(decisions.len(), 1, "one shape class tuned: {decisions:?}");
+    let (class, winner) = decisions.into_iter().next().unwrap();
+    assert!(class.contains("m256 n1024 k1024"), "{class}");
+    let on_disk = read_autotune_cache(&cache).unwrap();
+    let saved: Vec<&String> = on_disk.values().filter_map(|c| c.get(&class)).collect();
+    assert_eq!(saved, [winner.name()], "{on_disk:?}");
+
+    let second = tuned();
+    assert_eq!(second.autotune_decisions().get(&class), Some(&winner));
+    parity_on(
+        &Device::Gpu(second),
+        "matmul from the cached decision",
+        &inputs,
+        EXACT,
+        |t| t[0].matmul(&t[1]),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn f16_matmul_and_elementwise_match_cpu() {
     if !f16_ok() {

@@ -45,6 +45,8 @@ summary=$out/summary.md
 # Parts only the summary shows stay out of $OUT, which brings back 8 files at most.
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
+# The matmul autotuner starts from nothing, and its decisions are shown at the end.
+export KILN_CACHE_DIR=${KILN_CACHE_DIR:-$scratch/cache}
 : > "$log"
 failed=0
 status_lines=()
@@ -80,7 +82,7 @@ part "kiln bench" 240 "$kiln" bench --device gpu $size --json "$out/kiln-gpu.jso
 # Each matmul variant on the same cases, then the default with every bounds check on.
 variants=$out/matmul-variants.txt
 : > "$variants"
-for v in tiled blocked uniform-lhs; do
+for v in tiled blocked uniform-lhs by-size; do
     part "matmul $v" 120 bash -c "echo '# KILN_MATMUL=$v' >> \"$variants\"; \
         KILN_MATMUL=$v \"$kiln\" bench --device gpu $size --only matmul >> \"$variants\""
 done
@@ -128,6 +130,7 @@ peers=()
 for f in "$out/burn-wgpu.txt" "$out/torch-cuda.txt"; do
     [[ -s $f ]] && peers+=(--peer "$f")
 done
+part "autotune decisions" 60 bash -c "\"$kiln\" info | sed -n '/autotune cache/,/kiln would use/p' > \"$scratch/autotune.txt\""
 part "report" 60 bash -c "\"$kiln\" bench-report --kiln \"$out/kiln-gpu.json\" ${peers[*]} > \"$scratch/tables.md\""
 
 {
@@ -145,6 +148,11 @@ part "report" 60 bash -c "\"$kiln\" bench-report --kiln \"$out/kiln-gpu.json\" $
     echo "## Adapter"
     echo '```'
     cat "$scratch/info.txt" 2>/dev/null
+    echo '```'
+    echo
+    echo "## The matmul autotuner's decisions in this run"
+    echo '```'
+    cat "$scratch/autotune.txt" 2>/dev/null
     echo '```'
     echo
     echo "## Training steps per second"

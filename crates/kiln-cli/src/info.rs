@@ -1,7 +1,7 @@
 //! `kiln info`: the adapters wgpu sees, their key limits and features, and the device
 //! kiln would choose.
 
-use kiln::backend::list_adapters;
+use kiln::backend::{autotune_cache_path, list_adapters, read_autotune_cache};
 use kiln::Device;
 
 pub fn run() -> kiln::Result<()> {
@@ -30,6 +30,7 @@ pub fn run() -> kiln::Result<()> {
             a.shader_f16, a.subgroups, a.timestamp_query
         );
     }
+    autotune_cache();
     match Device::best() {
         Ok(Device::Gpu(g)) => println!(
             "kiln would use: {} ({})",
@@ -47,4 +48,33 @@ pub fn run() -> kiln::Result<()> {
         Err(e) => println!("kiln would use: none ({e})"),
     }
     Ok(())
+}
+
+/// The matmul autotuner's cache: where it is and what it holds, per adapter.
+fn autotune_cache() {
+    let Some(path) = autotune_cache_path() else {
+        println!("matmul autotune cache: none (no cache directory; KILN_CACHE_DIR sets one)");
+        return;
+    };
+    let off = std::env::var("KILN_AUTOTUNE").as_deref() == Ok("0");
+    let state = if off {
+        " (KILN_AUTOTUNE=0: not used)"
+    } else {
+        ""
+    };
+    match read_autotune_cache(&path) {
+        Ok(entries) if entries.is_empty() => {
+            println!("matmul autotune cache: {} (empty){state}", path.display())
+        }
+        Ok(entries) => {
+            println!("matmul autotune cache: {}{state}", path.display());
+            for (adapter, classes) in entries {
+                println!("  {adapter}:");
+                for (class, variant) in classes {
+                    println!("    {class:<40} {variant}");
+                }
+            }
+        }
+        Err(e) => println!("matmul autotune cache: unreadable ({e})"),
+    }
 }

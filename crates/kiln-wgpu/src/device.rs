@@ -4,6 +4,7 @@
 //! `error_scopes`.
 
 use crate::adapter::{self, AdapterSummary};
+use crate::autotune::{self, Autotuner};
 use crate::kernels::Kernel;
 use crate::launch::{Batch, MAX_BATCH};
 use crate::matmul_variant::MatmulVariant;
@@ -25,6 +26,8 @@ pub(crate) struct Inner {
     /// Read per launch by the variant choices, so kept rather than derived each time.
     pub(crate) software: bool,
     pub(crate) matmul_variant: Mutex<MatmulVariant>,
+    /// The autotuner's decisions for `MatmulVariant::Autotune`.
+    pub(crate) autotuner: Mutex<Autotuner>,
     pub(crate) pipelines: Mutex<PipelineCache>,
     pub(crate) pool: Arc<BufferPool>,
     pub(crate) batch: Mutex<Batch>,
@@ -101,6 +104,7 @@ impl GpuDevice {
             mapped_at_creation: false,
         });
         let matmul_variant = Mutex::new(MatmulVariant::for_adapter(software, &limits));
+        let autotuner = Autotuner::load(&summary.name, &summary.driver, autotune::cache_path());
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -116,6 +120,7 @@ impl GpuDevice {
                 shader_f16: features.contains(wgpu::Features::SHADER_F16),
                 software,
                 matmul_variant,
+                autotuner: Mutex::new(autotuner),
                 pipelines: Mutex::default(),
                 pool: Arc::default(),
                 batch: Mutex::default(),
@@ -202,6 +207,37 @@ impl GpuDevice {
         }
         *self.inner.matmul_variant.lock().unwrap() = variant;
         Ok(())
+    }
+
+    /// Without tuning, the variant this adapter runs (`KILN_AUTOTUNE=0`, and products
+    /// too small to tune).
+    pub(crate) fn fixed_matmul_variant(&self) -> MatmulVariant {
+        MatmulVariant::fixed_default(self.inner.software, &self.inner.limits)
+    }
+
+    pub(crate) fn matmul_candidates(&self) -> Vec<MatmulVariant> {
+        MatmulVariant::candidates(self.inner.software, &self.inner.limits)
+    }
+
+    pub(crate) fn tuned_matmul(&self, class: &str) -> Option<MatmulVariant> {
+        self.inner.autotuner.lock().unwrap().decision(class)
+    }
+
+    pub(crate) fn keep_tuned_matmul(&self, class: String, variant: MatmulVariant) {
+        self.inner.autotuner.lock().unwrap().keep(class, variant)
+    }
+
+    /// The autotuner's decisions on this device, by shape class.
+    pub fn autotune_decisions(&self) -> std::collections::BTreeMap<String, MatmulVariant> {
+        self.inner.autotuner.lock().unwrap().decisions()
+    }
+
+    /// Keeps this device's autotune decisions in `path` (`None`: in memory only),
+    /// starting from what the file holds for the adapter. Tests use it to tune without
+    /// touching the user's cache.
+    pub fn use_autotune_cache(&self, path: Option<std::path::PathBuf>) {
+        let s = &self.inner.summary;
+        *self.inner.autotuner.lock().unwrap() = Autotuner::load(&s.name, &s.driver, path);
     }
 
     pub(crate) fn max_workgroups_per_dim(&self) -> u32 {

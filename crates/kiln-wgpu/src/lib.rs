@@ -4,6 +4,7 @@
 
 mod adapter;
 mod alloc;
+mod autotune;
 mod backend;
 mod device;
 mod error_scopes;
@@ -22,6 +23,9 @@ mod storage;
 mod timing;
 
 pub use adapter::{list_adapters, AdapterSummary};
+pub use autotune::{
+    cache_path as autotune_cache_path, read_cache as read_autotune_cache, CacheEntries,
+};
 pub use device::GpuDevice;
 pub use kernels::{specialised_sources, Kernel};
 pub use matmul_variant::MatmulVariant;

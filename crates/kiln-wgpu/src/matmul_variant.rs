@@ -20,36 +20,77 @@ pub enum MatmulVariant {
     /// at 2048 and 4096 and the same at 1024, and up to 5x slower on small matrices,
     /// where its 128x128 tiles leave most of the cores idle (docs/BENCHMARKS.md).
     BySize,
+    /// Per shape class, the fastest of the candidates as timed on this adapter at first
+    /// use (`autotune.rs`): the default unless `KILN_AUTOTUNE=0` or `KILN_MATMUL` is set.
+    Autotune,
 }
 
 /// Outputs (batch x m x n) from which `BySize` runs the blocked kernel.
 pub(crate) const BLOCKED_FROM: usize = 1024 * 1024;
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 4] = [
+    pub const ALL: [MatmulVariant; 5] = [
         MatmulVariant::Tiled,
         MatmulVariant::Blocked,
         MatmulVariant::UniformLhs,
         MatmulVariant::BySize,
+        MatmulVariant::Autotune,
     ];
 
-    /// `KILN_MATMUL=tiled|blocked|uniform-lhs|by-size` overrides; otherwise adapters
-    /// that run on the CPU get `UniformLhs` and hardware GPUs `BySize`.
-    pub(crate) fn for_adapter(software: bool, limits: &wgpu::Limits) -> Self {
-        match std::env::var("KILN_MATMUL").as_deref() {
-            Ok("tiled") => MatmulVariant::Tiled,
-            Ok("blocked") => MatmulVariant::Blocked,
-            Ok("by-size") => MatmulVariant::BySize,
-            Ok("uniform-lhs") if Self::UniformLhs.fits(limits) => MatmulVariant::UniformLhs,
-            _ if software && Self::UniformLhs.fits(limits) => MatmulVariant::UniformLhs,
-            _ => MatmulVariant::BySize,
+    /// The name `KILN_MATMUL` and the autotune cache use.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulVariant::Tiled => "tiled",
+            MatmulVariant::Blocked => "blocked",
+            MatmulVariant::UniformLhs => "uniform-lhs",
+            MatmulVariant::BySize => "by-size",
+            MatmulVariant::Autotune => "autotune",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    /// `KILN_MATMUL=<name>` overrides (when the adapter can run it); otherwise
+    /// `Autotune`, or with `KILN_AUTOTUNE=0` the fixed defaults: `UniformLhs` on
+    /// adapters that run on the CPU, `BySize` on hardware GPUs.
+    pub(crate) fn for_adapter(software: bool, limits: &wgpu::Limits) -> Self {
+        let forced = std::env::var("KILN_MATMUL").ok();
+        match forced.as_deref().and_then(Self::from_name) {
+            Some(v) if v.fits(limits) => v,
+            _ if crate::autotune::enabled() => MatmulVariant::Autotune,
+            _ => Self::fixed_default(software, limits),
+        }
+    }
+
+    /// Without tuning: `UniformLhs` on adapters that run on the CPU (where it fits),
+    /// `BySize` on hardware GPUs.
+    pub(crate) fn fixed_default(software: bool, limits: &wgpu::Limits) -> Self {
+        if software && Self::UniformLhs.fits(limits) {
+            MatmulVariant::UniformLhs
+        } else {
+            MatmulVariant::BySize
+        }
+    }
+
+    /// The kernels the autotuner times: the uniform-lhs one only on software adapters,
+    /// for which it is made (on an H200 it ran 30-60x slower than the others).
+    pub(crate) fn candidates(software: bool, limits: &wgpu::Limits) -> Vec<Self> {
+        let mut list = vec![MatmulVariant::Tiled, MatmulVariant::Blocked];
+        if software && Self::UniformLhs.fits(limits) {
+            list.insert(0, MatmulVariant::UniformLhs);
+        }
+        list
     }
 
     /// Whether the adapter's limits allow this variant.
     pub(crate) fn fits(self, limits: &wgpu::Limits) -> bool {
         match self {
-            MatmulVariant::Tiled | MatmulVariant::Blocked | MatmulVariant::BySize => true,
+            MatmulVariant::Tiled
+            | MatmulVariant::Blocked
+            | MatmulVariant::BySize
+            | MatmulVariant::Autotune => true,
             MatmulVariant::UniformLhs => {
                 limits.max_uniform_buffer_binding_size >= BLOCK_BYTES
                     && u64::from(limits.min_uniform_buffer_offset_alignment) <= BLOCK_BYTES

@@ -62,7 +62,8 @@ pub mod backend {
     pub use kiln_cpu::{CpuDevice, CpuStorage};
     pub use kiln_wgpu::shader_constants;
     pub use kiln_wgpu::{
-        list_adapters, specialised_sources, AdapterSummary, CopyProbe, FmaProbe, GpuDevice,
-        GpuStorage, Kernel, MatmulVariant, ParamsLayout, ParamsMember, PoolStats,
+        autotune_cache_path, list_adapters, read_autotune_cache, specialised_sources,
+        AdapterSummary, CacheEntries, CopyProbe, FmaProbe, GpuDevice, GpuStorage, Kernel,
+        MatmulVariant, ParamsLayout, ParamsMember, PoolStats,
     };
 }

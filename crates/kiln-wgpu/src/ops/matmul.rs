@@ -9,6 +9,7 @@
 //!   blocks read through a uniform buffer, one dispatch per block. On lavapipe it runs
 //!   about 9x faster than `Tiled` (docs/BENCHMARKS.md).
 
+use crate::autotune;
 use crate::kernels::Kernel;
 use crate::matmul_variant::{MatmulVariant, BLOCKED_FROM, BLOCK_BYTES};
 use crate::params::{to_u32, MatmulParams, PackParams, UniformLhsParams};
@@ -43,30 +44,67 @@ pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> R
     let len = batches * spec.m * spec.n;
     let out = device.alloc_output(op, len, lhs.dtype)?;
     if len > 0 {
-        let variant = match device.matmul_variant() {
-            MatmulVariant::BySize if len >= BLOCKED_FROM => MatmulVariant::Blocked,
-            MatmulVariant::BySize => MatmulVariant::Tiled,
-            v => v,
-        };
-        match variant {
-            MatmulVariant::UniformLhs if lhs.dtype == DType::F32 && spec.k > 0 => {
-                uniform_lhs(lhs, rhs, spec, &out)?
-            }
-            MatmulVariant::Blocked if is_aligned(spec) => tiles(
-                lhs,
-                rhs,
-                spec,
-                &out,
-                Kernel::MatmulBlockedVec4,
-                BLOCKED_TILE,
-            )?,
-            MatmulVariant::Blocked => {
-                tiles(lhs, rhs, spec, &out, Kernel::MatmulBlocked, BLOCKED_TILE)?
-            }
-            _ => tiles(lhs, rhs, spec, &out, Kernel::Matmul, TILE)?,
-        }
+        let variant = choose(lhs, rhs, spec, &out)?;
+        run(variant, lhs, rhs, spec, &out)?;
     }
     Ok(GpuStorage::new(out, lhs.dtype, len, device))
+}
+
+/// The kernel to run: the device's variant, with `BySize` resolved by the output's
+/// size and `Autotune` by the tuner's decision for the shape class (timing the
+/// candidates on these operands when the class is new).
+fn choose(
+    lhs: &GpuStorage,
+    rhs: &GpuStorage,
+    spec: &MatmulSpec,
+    out: &PooledBuffer,
+) -> Result<MatmulVariant> {
+    let device = &lhs.device;
+    let variant = match device.matmul_variant() {
+        MatmulVariant::Autotune if !autotune::worth_tuning(spec) => device.fixed_matmul_variant(),
+        MatmulVariant::Autotune => {
+            let class = autotune::shape_class(spec, lhs.dtype, is_aligned(spec));
+            match device.tuned_matmul(&class) {
+                Some(v) => v,
+                None => {
+                    let candidates = device.matmul_candidates();
+                    let winner = autotune::fastest(&candidates, |v| {
+                        autotune::seconds(device, || run(v, lhs, rhs, spec, out))
+                    })?;
+                    device.keep_tuned_matmul(class, winner);
+                    winner
+                }
+            }
+        }
+        v => v,
+    };
+    let outputs = spec.batch[0] * spec.batch[1] * spec.m * spec.n;
+    Ok(match variant {
+        MatmulVariant::BySize if outputs >= BLOCKED_FROM => MatmulVariant::Blocked,
+        MatmulVariant::BySize => MatmulVariant::Tiled,
+        v => v,
+    })
+}
+
+/// Records `variant`'s kernels for `lhs @ rhs` into `out`.
+fn run(
+    variant: MatmulVariant,
+    lhs: &GpuStorage,
+    rhs: &GpuStorage,
+    spec: &MatmulSpec,
+    out: &PooledBuffer,
+) -> Result<()> {
+    match variant {
+        MatmulVariant::UniformLhs if lhs.dtype == DType::F32 && spec.k > 0 => {
+            uniform_lhs(lhs, rhs, spec, out)?
+        }
+        MatmulVariant::Blocked if is_aligned(spec) => {
+            tiles(lhs, rhs, spec, out, Kernel::MatmulBlockedVec4, BLOCKED_TILE)?
+        }
+        MatmulVariant::Blocked => tiles(lhs, rhs, spec, out, Kernel::MatmulBlocked, BLOCKED_TILE)?,
+        _ => tiles(lhs, rhs, spec, out, Kernel::Matmul, TILE)?,
+    }
+    Ok(())
 }
 
 /// True when `blocked_vec4.wgsl` may run: whole tiles and slices, and both operands

@@ -1,0 +1,207 @@
+//! The matmul autotuner. At the first matmul of a shape class on an adapter it times
+//! each candidate kernel on the real operands and keeps the fastest: in memory for the
+//! device, and in `autotune.json` under the user's cache directory (`KILN_CACHE_DIR`
+//! overrides it), keyed by adapter, driver and kiln version, so later processes start
+//! from the decision. `KILN_AUTOTUNE=0` uses the fixed defaults instead.
+//!
+//! A shape class buckets m, n and k to powers of two and keeps what changes which
+//! kernel wins: the batch, the dtype, and whether the operands are aligned or read
+//! transposed. Products too small to be worth a tuning run take the fixed default.
+
+use crate::matmul_variant::MatmulVariant;
+use kiln_core::{DType, Error, MatmulSpec, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Flops (2mnk per batch) from which a shape class is tuned: about a 400^3 product.
+const TUNE_FROM_FLOPS: usize = 1 << 27;
+/// Timed runs per candidate, after one untimed run (which builds its pipeline).
+const TIMED_RUNS: usize = 3;
+const CACHE_FILE: &str = "autotune.json";
+
+/// Whether hardware defaults give way to tuning (`KILN_AUTOTUNE=0` turns it off).
+pub(crate) fn enabled() -> bool {
+    std::env::var("KILN_AUTOTUNE").as_deref() != Ok("0")
+}
+
+/// Where decisions are kept: `$KILN_CACHE_DIR/autotune.json`, else the platform's cache
+/// directory (`~/.cache/kiln/autotune.json` on Linux). `None` when there is neither.
+pub fn cache_path() -> Option<PathBuf> {
+    let dir = match std::env::var_os("KILN_CACHE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => dirs::cache_dir()?.join("kiln"),
+    };
+    Some(dir.join(CACHE_FILE))
+}
+
+/// Every decision in the cache file, by adapter key, then shape class (`kiln info`).
+pub type CacheEntries = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Reads the cache file; a missing file is empty, an unreadable one an error.
+pub fn read_cache(path: &Path) -> Result<CacheEntries> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CacheEntries::new()),
+        Err(e) => return Err(io_error(path, e)),
+    };
+    serde_json::from_str(&text).map_err(|e| Error::InvalidArgument {
+        op: "autotune cache",
+        reason: format!("{}: {e}", path.display()),
+    })
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        op: "autotune cache",
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// One device's decisions and where they persist.
+#[derive(Debug)]
+pub(crate) struct Autotuner {
+    /// `name | driver | kiln version`: decisions never cross adapters, drivers or kilns.
+    adapter: String,
+    path: Option<PathBuf>,
+    decisions: HashMap<String, MatmulVariant>,
+}
+
+impl Autotuner {
+    /// The decisions `path` holds for this adapter. An unreadable cache is ignored (with
+    /// a warning): it only costs tuning runs.
+    pub(crate) fn load(adapter_name: &str, driver: &str, path: Option<PathBuf>) -> Self {
+        let adapter = format!(
+            "{adapter_name} | {driver} | kiln {}",
+            env!("CARGO_PKG_VERSION")
+        );
+        let mut decisions = HashMap::new();
+        if let Some(p) = &path {
+            match read_cache(p) {
+                Ok(mut entries) => {
+                    for (class, name) in entries.remove(&adapter).unwrap_or_default() {
+                        if let Some(v) = MatmulVariant::from_name(&name) {
+                            decisions.insert(class, v);
+                        }
+                    }
+                }
+                Err(e) => eprintln!("kiln: ignoring the autotune cache: {e}"),
+            }
+        }
+        Autotuner {
+            adapter,
+            path,
+            decisions,
+        }
+    }
+
+    pub(crate) fn decision(&self, class: &str) -> Option<MatmulVariant> {
+        self.decisions.get(class).copied()
+    }
+
+    pub(crate) fn decisions(&self) -> BTreeMap<String, MatmulVariant> {
+        self.decisions
+            .iter()
+            .map(|(k, &v)| (k.clone(), v))
+            .collect()
+    }
+
+    /// Keeps a decision, and writes it to the cache file (merged with what other
+    /// processes wrote there; atomically, through a temporary file). A cache that cannot
+    /// be written is warned about, not an error: the decision still holds in memory.
+    pub(crate) fn keep(&mut self, class: String, variant: MatmulVariant) {
+        self.decisions.insert(class, variant);
+        if let Some(path) = &self.path {
+            if let Err(e) = self.persist(path) {
+                eprintln!("kiln: could not write the autotune cache: {e}");
+            }
+        }
+    }
+
+    fn persist(&self, path: &Path) -> Result<()> {
+        let mut entries = read_cache(path).unwrap_or_default();
+        let mine = entries.entry(self.adapter.clone()).or_default();
+        for (class, v) in &self.decisions {
+            mine.insert(class.clone(), v.name().to_string());
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        }
+        let text = serde_json::to_string_pretty(&entries).map_err(|e| Error::InvalidArgument {
+            op: "autotune cache",
+            reason: e.to_string(),
+        })?;
+        let partial = path.with_extension(format!("json.{}.partial", std::process::id()));
+        std::fs::write(&partial, text).map_err(|e| io_error(&partial, e))?;
+        std::fs::rename(&partial, path).map_err(|e| io_error(path, e))
+    }
+}
+
+/// The shape class of a matmul, e.g. `f32 m1024 n4096 k512 b1 aligned`.
+pub(crate) fn shape_class(spec: &MatmulSpec, dtype: DType, aligned: bool) -> String {
+    let bucket = |v: usize| v.next_power_of_two().min(1 << 14);
+    let batch = (spec.batch[0] * spec.batch[1]).next_power_of_two().min(64);
+    let layout = if aligned {
+        "aligned".to_string()
+    } else {
+        let t = |col_stride: usize| if col_stride == 1 { "n" } else { "t" };
+        format!(
+            "strided {}{}",
+            t(spec.lhs.col_stride),
+            t(spec.rhs.col_stride)
+        )
+    };
+    format!(
+        "{} m{} n{} k{} b{batch} {layout}",
+        dtype.name(),
+        bucket(spec.m),
+        bucket(spec.n),
+        bucket(spec.k)
+    )
+}
+
+/// Whether a product is big enough to tune.
+pub(crate) fn worth_tuning(spec: &MatmulSpec) -> bool {
+    2 * spec.batch[0] * spec.batch[1] * spec.m * spec.n * spec.k >= TUNE_FROM_FLOPS
+}
+
+/// Times `run` for each candidate (one untimed run, then the best of `TIMED_RUNS`, each
+/// timed by `time_one`) and returns the fastest. A candidate that fails to run (e.g.
+/// over a limit of the adapter) is skipped; if all fail, the first one's error.
+pub(crate) fn fastest(
+    candidates: &[MatmulVariant],
+    mut time_one: impl FnMut(MatmulVariant) -> Result<f64>,
+) -> Result<MatmulVariant> {
+    let mut best: Option<(f64, MatmulVariant)> = None;
+    let mut first_error = None;
+    for &v in candidates {
+        let timed = time_one(v).and_then(|_| {
+            (0..TIMED_RUNS).try_fold(f64::INFINITY, |min, _| Ok(min.min(time_one(v)?)))
+        });
+        match timed {
+            Ok(t) if best.is_none_or(|(b, _)| t < b) => best = Some((t, v)),
+            Ok(_) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match (best, first_error) {
+        (Some((_, v)), _) => Ok(v),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(Error::InvalidArgument {
+            op: "autotune",
+            reason: "no candidates".into(),
+        }),
+    }
+}
+
+/// Seconds of one run of `f` on the device: GPU timestamps when the adapter has them,
+/// the host clock around a synchronised run otherwise.
+pub(crate) fn seconds(device: &crate::GpuDevice, f: impl FnOnce() -> Result<()>) -> Result<f64> {
+    device.synchronize()?;
+    let start = Instant::now();
+    let ((), gpu) = device.gpu_time(f)?;
+    Ok(gpu.map_or(start.elapsed().as_secs_f64(), |d| d.as_secs_f64()))
+}
