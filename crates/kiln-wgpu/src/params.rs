@@ -114,6 +114,10 @@ shader_params! {
         k: u32,
         inner: u32,
         op: u32,
+        segments: u32,
+        segment: u32,
+        count: u32,
+        _pad: u32,
     }
     /// `reduce/softmax.wgsl`, `reduce/softmax_rows_serial.wgsl`.
     SoftmaxParams {

@@ -60,6 +60,11 @@ pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Res
     rows_kernel(name, kernel, &[x], &params, rows, rows, x.dtype)
 }
 
+/// Invocations a column reduction aims for: below it, k is split into segments.
+const COLUMN_INVOCATIONS: usize = 1 << 16;
+/// Rows each segment reduces at least.
+const MIN_SEGMENT: usize = 32;
+
 pub(crate) fn reduce_middle(
     x: &GpuStorage,
     op: ReduceOp,
@@ -67,15 +72,50 @@ pub(crate) fn reduce_middle(
     k: usize,
     inner: usize,
 ) -> Result<GpuStorage> {
+    let n = outer * inner;
+    // Partials stay in the input's dtype, so only f32 splits (f16 partial sums would
+    // round). The split depends on the shape alone: results do not vary by adapter.
+    let segments = match x.dtype {
+        DType::F32 if n < COLUMN_INVOCATIONS => COLUMN_INVOCATIONS
+            .div_ceil(n)
+            .min(k.div_ceil(MIN_SEGMENT))
+            .max(1),
+        _ => 1,
+    };
+    if segments == 1 {
+        return columns_pass(x, op, [outer, k, inner], 1, k);
+    }
+    let first = if op == ReduceOp::Mean {
+        ReduceOp::Sum
+    } else {
+        op
+    };
+    let partials = columns_pass(x, first, [outer, k, inner], segments, k)?;
+    columns_pass(&partials, op, [outer, segments, inner], 1, k)
+}
+
+/// One dispatch of `reduce_columns.wgsl`: [outer, k, inner] to [outer, segments, inner];
+/// a mean divides by `count`.
+fn columns_pass(
+    x: &GpuStorage,
+    op: ReduceOp,
+    [outer, k, inner]: [usize; 3],
+    segments: usize,
+    count: usize,
+) -> Result<GpuStorage> {
     let name = op.name();
     let params = ColumnsParams {
         outer: to_u32(name, "rows", outer)?,
         k: to_u32(name, "reduced size", k)?,
         inner: to_u32(name, "columns", inner)?,
         op: op.code(),
+        segments: to_u32(name, "segments", segments)?,
+        segment: to_u32(name, "segment", k.div_ceil(segments))?,
+        count: to_u32(name, "reduced size", count)?,
+        _pad: 0,
     };
     let device = &x.device;
-    let n = outer * inner;
+    let n = outer * segments * inner;
     let out = device.alloc_output(name, n, x.dtype)?;
     device.dispatch(
         name,
