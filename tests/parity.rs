@@ -469,6 +469,57 @@ fn autotuned_matmul_matches_cpu_and_persists() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The fused Adam update against the CPU's, for each of its three outputs: Adam with
+/// L2 decay and AdamW, a gradient that is a transposed view and a parameter that is a
+/// slice, f32 and f16.
+#[test]
+fn adam_update_matches_cpu() {
+    let mut rng = rng();
+    let adam = kiln::AdamSpec {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        step_size: 1e-3 / (1.0 - 0.9f32.powi(3)),
+        inv_correction2: 1.0 / (1.0 - 0.999f32.powi(3)),
+        coupled_decay: 0.01,
+        decay_factor: 1.0,
+    };
+    let adamw = kiln::AdamSpec {
+        coupled_decay: 0.0,
+        decay_factor: 1.0 - 1e-3 * 0.01,
+        ..adam
+    };
+    let shape = [37, 19];
+    let p = sliced(&shape, &mut rng);
+    let g = transposed(&shape, &mut rng);
+    let m = rand(&shape, &mut rng).mul_scalar(0.1).unwrap();
+    // Second moments are squares: never negative.
+    let v = rand(&shape, &mut rng)
+        .square()
+        .unwrap()
+        .mul_scalar(0.01)
+        .unwrap();
+    let inputs = [p, g, m, v];
+    let half: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.to_dtype(DType::F16).unwrap())
+        .collect();
+    let mut sets = vec![("f32", inputs.to_vec(), F32)];
+    if f16_ok() {
+        sets.push(("f16", half, F16));
+    }
+    for (dtype, inputs, tol) in sets {
+        for (name, spec) in [("adam", adam), ("adamw", adamw)] {
+            for (i, output) in ["param", "m", "v"].iter().enumerate() {
+                parity(&format!("{name} {dtype} {output}"), &inputs, tol, |t| {
+                    let out = t[0].adam_update(&t[1], &t[2], &t[3], &spec)?;
+                    Ok([out.0, out.1, out.2][i].clone())
+                });
+            }
+        }
+    }
+}
+
 #[test]
 fn f16_matmul_and_elementwise_match_cpu() {
     if !f16_ok() {

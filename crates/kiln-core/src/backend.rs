@@ -4,8 +4,8 @@
 //! inputs, which the tensor layer guarantees by copying in one place.
 
 use crate::{
-    BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind, ReduceOp, Result,
-    ScatterSpec, UnaryOp, WindowSpec,
+    AdamSpec, BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind, ReduceOp,
+    Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 pub trait BackendStorage: Sized {
@@ -130,6 +130,17 @@ pub trait BackendStorage: Sized {
         classes: usize,
         smoothing: f32,
     ) -> Result<Self>;
+
+    /// One fused Adam update (`AdamSpec`) of the compact parameter `self` with its
+    /// compact gradient and moments, all of `self`'s dtype and length: returns the new
+    /// parameter, first moment and second moment.
+    fn adam_update(
+        &self,
+        grad: &Self,
+        m: &Self,
+        v: &Self,
+        spec: &AdamSpec,
+    ) -> Result<(Self, Self, Self)>;
 }
 
 /// What a device can create from nothing.

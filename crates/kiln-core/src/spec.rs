@@ -85,3 +85,25 @@ pub enum PoolKind {
     /// PyTorch's adaptive windows: `[floor(i*H/OH), ceil((i+1)*H/OH))`.
     AdaptiveAvg,
 }
+
+/// One Adam (or AdamW) update of a parameter, as PyTorch defines it, with the step's
+/// bias corrections already folded in:
+///
+/// ```text
+/// g  = grad + coupled_decay * p            (Adam's L2 weight decay)
+/// p  = p * decay_factor                    (AdamW: 1 - lr * weight_decay)
+/// m' = beta1 * m + (1 - beta1) * g
+/// v' = beta2 * v + (1 - beta2) * g^2
+/// p' = p - step_size * m' / (sqrt(v' * inv_correction2) + eps)
+/// ```
+/// with `step_size = lr / (1 - beta1^t)` and `inv_correction2 = 1 / (1 - beta2^t)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamSpec {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub step_size: f32,
+    pub inv_correction2: f32,
+    pub coupled_decay: f32,
+    pub decay_factor: f32,
+}

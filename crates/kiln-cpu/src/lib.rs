@@ -9,6 +9,7 @@ mod index;
 mod loss;
 mod matmul;
 mod norm;
+mod optim;
 mod pool;
 mod random;
 mod reduce;
@@ -18,8 +19,8 @@ mod window;
 pub use elementwise::{binary_f64, unary_f64};
 
 use kiln_core::{
-    BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout,
-    MatmulSpec, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    AdamSpec, BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer,
+    Layout, MatmulSpec, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 /// The CPU device. It holds nothing: host memory is the storage.
@@ -283,6 +284,23 @@ impl BackendStorage for CpuStorage {
         let (x, d) = (self.compact_floats(), dloss.compact_floats());
         let out = loss::cross_entropy_backward(&x, t, &d, rows, classes, smoothing as f64);
         Ok(Self::from_floats(self.dtype(), out))
+    }
+
+    fn adam_update(
+        &self,
+        grad: &Self,
+        m: &Self,
+        v: &Self,
+        spec: &AdamSpec,
+    ) -> Result<(Self, Self, Self)> {
+        let [p, g, m, v] = [self, grad, m, v].map(|s| s.compact_floats());
+        let (p, m, v) = optim::adam_update(&p, &g, &m, &v, spec);
+        let dtype = self.dtype();
+        Ok((
+            Self::from_floats(dtype, p),
+            Self::from_floats(dtype, m),
+            Self::from_floats(dtype, v),
+        ))
     }
 }
 

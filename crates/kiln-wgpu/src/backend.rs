@@ -6,8 +6,8 @@ use crate::device::GpuDevice;
 use crate::ops;
 use crate::storage::GpuStorage;
 use kiln_core::{
-    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec,
-    PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    AdamSpec, BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, HostBuffer, Layout,
+    MatmulSpec, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 impl BackendStorage for GpuStorage {
@@ -164,6 +164,16 @@ impl BackendStorage for GpuStorage {
         smoothing: f32,
     ) -> Result<Self> {
         ops::loss::cross_entropy_backward(self, targets, dloss, rows, classes, smoothing)
+    }
+
+    fn adam_update(
+        &self,
+        grad: &Self,
+        m: &Self,
+        v: &Self,
+        spec: &AdamSpec,
+    ) -> Result<(Self, Self, Self)> {
+        ops::optim::adam(self, grad, m, v, spec)
     }
 }
 

@@ -107,6 +107,7 @@ kernels! {
     Philox => "random/philox.wgsl", "main", ["T"], Floats, PhiloxParams;
     CrossEntropy => "loss/cross_entropy.wgsl", "main", ["T"], Floats, CrossEntropyParams;
     CrossEntropyBackward => "loss/cross_entropy_backward.wgsl", "main", ["T"], Floats, CrossEntropyParams;
+    AdamUpdate => "optim/adam.wgsl", "main", ["T"], Floats, AdamParams;
     ProbeFma => "probe/fma.wgsl", "main", ["T"], Floats, FmaParams;
     ProbeCopy => "probe/copy.wgsl", "main", ["T"], Floats, CopyProbeParams;
 }

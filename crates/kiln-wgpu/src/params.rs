@@ -223,6 +223,17 @@ shader_params! {
         _pad1: u32,
         _pad2: u32,
     }
+    /// `optim/adam.wgsl`.
+    AdamParams {
+        n: u32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        step_size: f32,
+        inv_correction2: f32,
+        coupled_decay: f32,
+        decay_factor: f32,
+    }
     /// `probe/copy.wgsl`.
     CopyProbeParams {
         count: u32,

@@ -35,6 +35,7 @@ mod index;
 mod loss;
 mod matmul;
 mod norm;
+mod optim;
 mod pool;
 mod random;
 mod reduce;
@@ -50,8 +51,8 @@ pub use autograd::{
 pub use device::Device;
 pub use element::Element;
 pub use kiln_core::{
-    philox, BinaryOp, DType, DTypeSet, Error, GpuErrorKind, Gradient, OpInfo, ReduceOp, Result,
-    Shape, UnaryOp,
+    philox, AdamSpec, BinaryOp, DType, DTypeSet, Error, GpuErrorKind, Gradient, OpInfo, ReduceOp,
+    Result, Shape, UnaryOp,
 };
 pub use kiln_wgpu::{KernelProfile, Profile};
 pub use random::Rng;

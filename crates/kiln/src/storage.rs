@@ -3,8 +3,8 @@
 
 use crate::Device;
 use kiln_core::{
-    BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind,
-    ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    AdamSpec, BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout, MatmulSpec,
+    PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -321,6 +321,26 @@ impl Storage {
                 x.cross_entropy_backward(t, d, rows, classes, smoothing)?,
             )),
             _ => Err(mismatch("cross_entropy_backward")),
+        }
+    }
+
+    pub(crate) fn adam_update(
+        &self,
+        grad: &Storage,
+        m: &Storage,
+        v: &Storage,
+        spec: &AdamSpec,
+    ) -> Result<(Storage, Storage, Storage)> {
+        match (self, grad, m, v) {
+            (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => {
+                let (p, m, v) = p.adam_update(g, m, v, spec)?;
+                Ok((Storage::Cpu(p), Storage::Cpu(m), Storage::Cpu(v)))
+            }
+            (Storage::Gpu(p), Storage::Gpu(g), Storage::Gpu(m), Storage::Gpu(v)) => {
+                let (p, m, v) = p.adam_update(g, m, v, spec)?;
+                Ok((Storage::Gpu(p), Storage::Gpu(m), Storage::Gpu(v)))
+            }
+            _ => Err(mismatch("adam_update")),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! correction.
 
 use super::{buffer, load_buffers, save_buffers, Optimizer};
-use kiln::{DType, Device, Gradients, Result, Tensor};
+use kiln::{AdamSpec, DType, Device, Gradients, Result, Tensor};
 use std::collections::HashMap;
 
 pub struct Adam {
@@ -52,38 +52,40 @@ impl Adam {
         self.weight_decay = weight_decay;
         self
     }
+
+    /// This step's update (`steps` already counts it), bias corrections folded in.
+    fn spec(&self) -> AdamSpec {
+        let (b1, b2) = self.betas;
+        let t = self.steps as i32;
+        let (coupled, factor) = match self.decoupled {
+            true => (0.0, 1.0 - self.lr * self.weight_decay),
+            false => (self.weight_decay, 1.0),
+        };
+        AdamSpec {
+            beta1: b1 as f32,
+            beta2: b2 as f32,
+            eps: self.eps as f32,
+            step_size: (self.lr / (1.0 - b1.powi(t))) as f32,
+            inv_correction2: (1.0 / (1.0 - b2.powi(t))) as f32,
+            coupled_decay: coupled as f32,
+            decay_factor: factor as f32,
+        }
+    }
 }
 
 impl Optimizer for Adam {
     fn step(&mut self, grads: &Gradients) -> Result<()> {
         self.steps += 1;
-        let (b1, b2) = self.betas;
-        let correction1 = 1.0 - b1.powi(self.steps as i32);
-        let correction2 = 1.0 - b2.powi(self.steps as i32);
+        let spec = self.spec();
         kiln::no_grad(|| {
             for (name, p) in &self.params {
                 let Some(g) = grads.get(p) else { continue };
-                let mut g = g.clone();
-                let mut value = p.detach();
-                if self.weight_decay != 0.0 {
-                    if self.decoupled {
-                        value = value.mul_scalar(1.0 - self.lr * self.weight_decay)?;
-                    } else {
-                        g = g.add(&p.mul_scalar(self.weight_decay)?)?;
-                    }
-                }
-                let m = buffer(&mut self.m, name, p)?
-                    .mul_scalar(b1)?
-                    .add(&g.mul_scalar(1.0 - b1)?)?;
-                let v = buffer(&mut self.v, name, p)?
-                    .mul_scalar(b2)?
-                    .add(&g.square()?.mul_scalar(1.0 - b2)?)?;
-                let denom = v
-                    .mul_scalar(1.0 / correction2)?
-                    .sqrt()?
-                    .add_scalar(self.eps)?;
-                let update = m.div(&denom)?.mul_scalar(self.lr / correction1)?;
-                p.set_data(&value.sub(&update)?)?;
+                let m = buffer(&mut self.m, name, p)?.clone();
+                let v = buffer(&mut self.v, name, p)?.clone();
+                // One fused kernel per parameter; `adam_reference` in the tests keeps
+                // the update written as tensor ops, and checks this against it.
+                let (value, m, v) = p.detach().adam_update(g, &m, &v, &spec)?;
+                p.set_data(&value)?;
                 self.m.insert(name.clone(), m);
                 self.v.insert(name.clone(), v);
             }
