@@ -469,13 +469,15 @@ fn autotuned_matmul_matches_cpu_and_persists() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The fused Adam update against the CPU's, for each of its three outputs: Adam with
-/// L2 decay and AdamW, a gradient that is a transposed view and a parameter that is a
-/// slice, f32 and f16.
+/// Each fused optimizer step against the CPU's, for the parameter and every state:
+/// Adam with L2 decay, AdamW, SGD with momentum (plain and Nesterov, with decay) and
+/// RMSprop; a parameter that is a slice and a gradient that is a transposed view; f32
+/// and f16.
 #[test]
-fn adam_update_matches_cpu() {
+fn optimizer_updates_match_cpu() {
+    use kiln::{AdamSpec, OptimizerStep, RmsPropSpec, SgdSpec};
     let mut rng = rng();
-    let adam = kiln::AdamSpec {
+    let adam = AdamSpec {
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
@@ -484,22 +486,43 @@ fn adam_update_matches_cpu() {
         coupled_decay: 0.01,
         decay_factor: 1.0,
     };
-    let adamw = kiln::AdamSpec {
+    let adamw = AdamSpec {
         coupled_decay: 0.0,
         decay_factor: 1.0 - 1e-3 * 0.01,
         ..adam
     };
+    let sgd = SgdSpec {
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 0.01,
+        nesterov: false,
+    };
+    let steps = [
+        OptimizerStep::Adam(adam),
+        OptimizerStep::Adam(adamw),
+        OptimizerStep::SgdMomentum(sgd),
+        OptimizerStep::SgdMomentum(SgdSpec {
+            nesterov: true,
+            ..sgd
+        }),
+        OptimizerStep::RmsProp(RmsPropSpec {
+            lr: 0.01,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }),
+    ];
     let shape = [37, 19];
     let p = sliced(&shape, &mut rng);
     let g = transposed(&shape, &mut rng);
-    let m = rand(&shape, &mut rng).mul_scalar(0.1).unwrap();
-    // Second moments are squares: never negative.
-    let v = rand(&shape, &mut rng)
+    let first = rand(&shape, &mut rng).mul_scalar(0.1).unwrap();
+    // Second moments and squared averages are never negative.
+    let second = rand(&shape, &mut rng)
         .square()
         .unwrap()
         .mul_scalar(0.01)
         .unwrap();
-    let inputs = [p, g, m, v];
+    let inputs = [p, g, first, second];
     let half: Vec<Tensor> = inputs
         .iter()
         .map(|t| t.to_dtype(DType::F16).unwrap())
@@ -509,11 +532,18 @@ fn adam_update_matches_cpu() {
         sets.push(("f16", half, F16));
     }
     for (dtype, inputs, tol) in sets {
-        for (name, spec) in [("adam", adam), ("adamw", adamw)] {
-            for (i, output) in ["param", "m", "v"].iter().enumerate() {
-                parity(&format!("{name} {dtype} {output}"), &inputs, tol, |t| {
-                    let out = t[0].adam_update(&t[1], &t[2], &t[3], &spec)?;
-                    Ok([out.0, out.1, out.2][i].clone())
+        for step in steps {
+            // Adam's states are (m, v); the others' one state is the last input.
+            let states: Vec<usize> = match step.states() {
+                2 => vec![2, 3],
+                _ => vec![3],
+            };
+            for output in 0..=states.len() {
+                let label = format!("{step:?} {dtype} output {output}");
+                parity(&label, &inputs, tol, |t| {
+                    let states: Vec<&Tensor> = states.iter().map(|&i| &t[i]).collect();
+                    let (p, states) = t[0].optimizer_update(&t[1], &states, &step)?;
+                    Ok(std::iter::once(p).chain(states).nth(output).unwrap())
                 });
             }
         }

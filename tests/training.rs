@@ -8,7 +8,7 @@ use kiln_nn::layers::{
     Activation, BatchNorm, Conv2d, ConvTranspose2d, Flatten, Linear, MaxPool2d, Sequential,
     Unflatten,
 };
-use kiln_nn::optim::{Adam, LrScheduler, Optimizer, ReduceLrOnPlateau, Sgd};
+use kiln_nn::optim::{Adam, LrScheduler, Optimizer, ReduceLrOnPlateau, RmsProp, Sgd};
 use kiln_nn::train::{
     classification_step, evaluate, fit, load_checkpoint, restore, save_checkpoint, training_state,
     EarlyStopping, FitConfig, StepOutput,
@@ -760,26 +760,118 @@ fn adam_reference(
     (value.sub(&update).unwrap(), m, v)
 }
 
-/// Three steps of Adam, Adam with L2 decay and AdamW through the fused kernel, on the
-/// CPU and the GPU, match the plain formula to within f32 rounding.
+/// SGD with momentum and RMSprop written as tensor ops, as PyTorch states them: the
+/// references for their fused kernels. `state` is the momentum buffer or the squared
+/// average, zero before the first step.
+fn sgd_reference(p: &Tensor, g: &Tensor, buf: &Tensor, nesterov: bool) -> (Tensor, Tensor) {
+    let (lr, momentum, decay) = (0.05, 0.9, 0.01);
+    let g = g.add(&p.mul_scalar(decay).unwrap()).unwrap();
+    let buf = buf.mul_scalar(momentum).unwrap().add(&g).unwrap();
+    let direction = match nesterov {
+        true => g.add(&buf.mul_scalar(momentum).unwrap()).unwrap(),
+        false => buf.clone(),
+    };
+    (p.sub(&direction.mul_scalar(lr).unwrap()).unwrap(), buf)
+}
+
+fn rmsprop_reference(p: &Tensor, g: &Tensor, avg: &Tensor) -> (Tensor, Tensor) {
+    let (lr, alpha, eps, decay) = (0.01, 0.99, 1e-8, 0.01);
+    let g = g.add(&p.mul_scalar(decay).unwrap()).unwrap();
+    let avg = avg
+        .mul_scalar(alpha)
+        .unwrap()
+        .add(&g.square().unwrap().mul_scalar(1.0 - alpha).unwrap())
+        .unwrap();
+    let update = g
+        .div(&avg.sqrt().unwrap().add_scalar(eps).unwrap())
+        .unwrap();
+    (p.sub(&update.mul_scalar(lr).unwrap()).unwrap(), avg)
+}
+
+/// Three steps of each fused optimizer (Adam, Adam with L2 decay, AdamW, SGD with
+/// momentum and Nesterov momentum, RMSprop), on the CPU and the GPU, match the update
+/// written as tensor ops to within f32 rounding.
 #[test]
-fn adam_matches_the_plain_formula() {
+fn fused_optimizers_match_the_plain_formulas() {
+    type Make = Box<dyn Fn(Vec<(String, Tensor)>) -> Box<dyn Optimizer>>;
+    type Reference = Box<dyn Fn(&Tensor, &Tensor, &[Tensor], i32) -> (Tensor, Vec<Tensor>)>;
     let gpu = Device::gpu().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
     let mut rng = Rng::new(11);
     for device in [Device::cpu(), gpu] {
-        for (weight_decay, decoupled) in [(0.0, false), (0.1, false), (0.1, true)] {
-            let lr = 0.01;
+        let lr = 0.01;
+        let cases: Vec<(&str, Make, Reference)> = vec![
+            (
+                "adam",
+                Box::new(move |p| Box::new(Adam::new(p, lr))),
+                Box::new(move |p, g, s, t| {
+                    let (p, m, v) = adam_reference(p, g, &s[0], &s[1], t, lr, 0.0, false);
+                    (p, vec![m, v])
+                }),
+            ),
+            (
+                "adam with L2 decay",
+                Box::new(move |p| Box::new(Adam::new(p, lr).with_weight_decay(0.1))),
+                Box::new(move |p, g, s, t| {
+                    let (p, m, v) = adam_reference(p, g, &s[0], &s[1], t, lr, 0.1, false);
+                    (p, vec![m, v])
+                }),
+            ),
+            (
+                "adamw",
+                Box::new(move |p| Box::new(Adam::adamw(p, lr).with_weight_decay(0.1))),
+                Box::new(move |p, g, s, t| {
+                    let (p, m, v) = adam_reference(p, g, &s[0], &s[1], t, lr, 0.1, true);
+                    (p, vec![m, v])
+                }),
+            ),
+            (
+                "sgd momentum",
+                Box::new(|p| {
+                    Box::new(
+                        Sgd::new(p, 0.05)
+                            .with_momentum(0.9, false)
+                            .with_weight_decay(0.01),
+                    )
+                }),
+                Box::new(|p, g, s, _| {
+                    let (p, buf) = sgd_reference(p, g, &s[0], false);
+                    (p, vec![buf])
+                }),
+            ),
+            (
+                "sgd nesterov",
+                Box::new(|p| {
+                    Box::new(
+                        Sgd::new(p, 0.05)
+                            .with_momentum(0.9, true)
+                            .with_weight_decay(0.01),
+                    )
+                }),
+                Box::new(|p, g, s, _| {
+                    let (p, buf) = sgd_reference(p, g, &s[0], true);
+                    (p, vec![buf])
+                }),
+            ),
+            (
+                "rmsprop",
+                Box::new(|p| {
+                    let mut opt = RmsProp::new(p, 0.01);
+                    opt.weight_decay = 0.01;
+                    Box::new(opt)
+                }),
+                Box::new(|p, g, s, _| {
+                    let (p, avg) = rmsprop_reference(p, g, &s[0]);
+                    (p, vec![avg])
+                }),
+            ),
+        ];
+        for (name, make, reference) in cases {
             let start = Tensor::randn([13, 7], DType::F32, &device, &mut rng).unwrap();
             let target = Tensor::randn([13, 7], DType::F32, &device, &mut rng).unwrap();
             let p = start.clone().into_var().unwrap();
-            let mut opt =
-                Adam::new(vec![("p".into(), p.clone())], lr).with_weight_decay(weight_decay);
-            opt.decoupled = decoupled;
-            let (mut want, mut m, mut v) = (
-                start.clone(),
-                start.zeros_like().unwrap(),
-                start.zeros_like().unwrap(),
-            );
+            let mut opt = make(vec![("p".into(), p.clone())]);
+            let mut want = start.clone();
+            let mut states = vec![start.zeros_like().unwrap(); 2];
             for step in 1..=3 {
                 // loss = sum((p - target)^2 * p): a gradient that changes with p.
                 let loss = p
@@ -793,13 +885,15 @@ fn adam_matches_the_plain_formula() {
                     .unwrap();
                 let grads = loss.backward().unwrap();
                 let g = grads.get(&p).unwrap().clone();
-                (want, m, v) = adam_reference(&want, &g, &m, &v, step, lr, weight_decay, decoupled);
+                let (next, next_states) = reference(&want, &g, &states, step);
+                want = next;
+                states[..next_states.len()].clone_from_slice(&next_states);
                 opt.step(&grads).unwrap();
                 let (got, w) = (p.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
                 for (i, (a, b)) in got.iter().zip(&w).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-6 + 1e-5 * b.abs(),
-                        "{device:?} decay {weight_decay} decoupled {decoupled} step {step}: element {i}: fused {a} vs plain {b}"
+                        "{name} on {device:?}, step {step}: element {i}: fused {a} vs plain {b}"
                     );
                 }
             }

@@ -4,7 +4,7 @@
 //! inputs, which the tensor layer guarantees by copying in one place.
 
 use crate::{
-    AdamSpec, BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec, PoolKind, ReduceOp,
+    BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec, OptimizerStep, PoolKind, ReduceOp,
     Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
@@ -131,16 +131,15 @@ pub trait BackendStorage: Sized {
         smoothing: f32,
     ) -> Result<Self>;
 
-    /// One fused Adam update (`AdamSpec`) of the compact parameter `self` with its
-    /// compact gradient and moments, all of `self`'s dtype and length: returns the new
-    /// parameter, first moment and second moment.
-    fn adam_update(
+    /// One fused optimizer step of the compact parameter `self`, with its compact
+    /// gradient and `step.states()` compact state tensors, all of `self`'s dtype and
+    /// length: returns the new parameter and the new states, in order.
+    fn optimizer_update(
         &self,
         grad: &Self,
-        m: &Self,
-        v: &Self,
-        spec: &AdamSpec,
-    ) -> Result<(Self, Self, Self)>;
+        states: &[&Self],
+        step: &OptimizerStep,
+    ) -> Result<(Self, Vec<Self>)>;
 }
 
 /// What a device can create from nothing.

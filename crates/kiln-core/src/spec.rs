@@ -107,3 +107,62 @@ pub struct AdamSpec {
     pub coupled_decay: f32,
     pub decay_factor: f32,
 }
+
+/// One step of SGD with momentum (PyTorch's, without dampening):
+///
+/// ```text
+/// g    = grad + weight_decay * p
+/// buf' = momentum * buf + g                (buf starts at zero, so step one gives g)
+/// p'   = p - lr * (nesterov ? g + momentum * buf' : buf')
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdSpec {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+}
+
+/// One step of RMSprop (PyTorch's, not centred, no momentum):
+///
+/// ```text
+/// g    = grad + weight_decay * p
+/// avg' = alpha * avg + (1 - alpha) * g^2
+/// p'   = p - lr * g / (sqrt(avg') + eps)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RmsPropSpec {
+    pub lr: f32,
+    pub alpha: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+/// A fused optimizer step of one parameter: the update and the state it carries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimizerStep {
+    /// State: the first and second moments.
+    Adam(AdamSpec),
+    /// State: the momentum buffer.
+    SgdMomentum(SgdSpec),
+    /// State: the running average of squared gradients.
+    RmsProp(RmsPropSpec),
+}
+
+impl OptimizerStep {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimizerStep::Adam(_) => "adam",
+            OptimizerStep::SgdMomentum(_) => "sgd",
+            OptimizerStep::RmsProp(_) => "rmsprop",
+        }
+    }
+
+    /// How many state tensors the step reads and writes, each the parameter's shape.
+    pub fn states(&self) -> usize {
+        match self {
+            OptimizerStep::Adam(_) => 2,
+            OptimizerStep::SgdMomentum(_) | OptimizerStep::RmsProp(_) => 1,
+        }
+    }
+}

@@ -19,8 +19,8 @@ mod window;
 pub use elementwise::{binary_f64, unary_f64};
 
 use kiln_core::{
-    AdamSpec, BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer,
-    Layout, MatmulSpec, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout,
+    MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 /// The CPU device. It holds nothing: host memory is the storage.
@@ -286,21 +286,25 @@ impl BackendStorage for CpuStorage {
         Ok(Self::from_floats(self.dtype(), out))
     }
 
-    fn adam_update(
+    fn optimizer_update(
         &self,
         grad: &Self,
-        m: &Self,
-        v: &Self,
-        spec: &AdamSpec,
-    ) -> Result<(Self, Self, Self)> {
-        let [p, g, m, v] = [self, grad, m, v].map(|s| s.compact_floats());
-        let (p, m, v) = optim::adam_update(&p, &g, &m, &v, spec);
+        states: &[&Self],
+        step: &OptimizerStep,
+    ) -> Result<(Self, Vec<Self>)> {
+        let states: Vec<Vec<f64>> = states.iter().map(|s| s.compact_floats()).collect();
+        let (p, states) = optim::update(
+            &self.compact_floats(),
+            &grad.compact_floats(),
+            &states,
+            step,
+        );
         let dtype = self.dtype();
-        Ok((
-            Self::from_floats(dtype, p),
-            Self::from_floats(dtype, m),
-            Self::from_floats(dtype, v),
-        ))
+        let states = states
+            .into_iter()
+            .map(|s| Self::from_floats(dtype, s))
+            .collect();
+        Ok((Self::from_floats(dtype, p), states))
     }
 }
 

@@ -6,8 +6,8 @@ use crate::device::GpuDevice;
 use crate::ops;
 use crate::storage::GpuStorage;
 use kiln_core::{
-    AdamSpec, BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, HostBuffer, Layout,
-    MatmulSpec, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec,
+    OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 impl BackendStorage for GpuStorage {
@@ -166,14 +166,13 @@ impl BackendStorage for GpuStorage {
         ops::loss::cross_entropy_backward(self, targets, dloss, rows, classes, smoothing)
     }
 
-    fn adam_update(
+    fn optimizer_update(
         &self,
         grad: &Self,
-        m: &Self,
-        v: &Self,
-        spec: &AdamSpec,
-    ) -> Result<(Self, Self, Self)> {
-        ops::optim::adam(self, grad, m, v, spec)
+        states: &[&Self],
+        step: &OptimizerStep,
+    ) -> Result<(Self, Vec<Self>)> {
+        ops::optim::update(self, grad, states, step)
     }
 }
 

@@ -108,6 +108,8 @@ kernels! {
     CrossEntropy => "loss/cross_entropy.wgsl", "main", ["T"], Floats, CrossEntropyParams;
     CrossEntropyBackward => "loss/cross_entropy_backward.wgsl", "main", ["T"], Floats, CrossEntropyParams;
     AdamUpdate => "optim/adam.wgsl", "main", ["T"], Floats, AdamParams;
+    SgdUpdate => "optim/sgd.wgsl", "main", ["T"], Floats, SgdParams;
+    RmsPropUpdate => "optim/rmsprop.wgsl", "main", ["T"], Floats, RmsPropParams;
     ProbeFma => "probe/fma.wgsl", "main", ["T"], Floats, FmaParams;
     ProbeCopy => "probe/copy.wgsl", "main", ["T"], Floats, CopyProbeParams;
 }

@@ -234,6 +234,28 @@ shader_params! {
         coupled_decay: f32,
         decay_factor: f32,
     }
+    /// `optim/sgd.wgsl`.
+    SgdParams {
+        n: u32,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+        nesterov: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
+    /// `optim/rmsprop.wgsl`.
+    RmsPropParams {
+        n: u32,
+        lr: f32,
+        alpha: f32,
+        eps: f32,
+        weight_decay: f32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
     /// `probe/copy.wgsl`.
     CopyProbeParams {
         count: u32,

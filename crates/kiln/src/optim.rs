@@ -1,23 +1,32 @@
-//! Fused optimizer updates: one kernel per parameter and step instead of a dozen
+//! Fused optimizer steps: one kernel per parameter and step instead of several
 //! elementwise ops. Outside autograd: an update is never differentiated.
 
 use crate::Tensor;
-use kiln_core::{AdamSpec, Error, Result};
+use kiln_core::{Error, OptimizerStep, Result};
 
 impl Tensor {
-    /// One Adam (or AdamW) update of this parameter (`AdamSpec` gives the formula):
-    /// returns the new parameter, first moment and second moment. The gradient and the
-    /// moments must have the parameter's shape, dtype and device.
-    pub fn adam_update(
+    /// One optimizer step of this parameter (`OptimizerStep` gives the formulas): returns
+    /// the new parameter and the new state tensors, in `step`'s order (Adam: the first
+    /// and second moments). The gradient and the `step.states()` states must have the
+    /// parameter's shape, dtype and device.
+    pub fn optimizer_update(
         &self,
         grad: &Tensor,
-        m: &Tensor,
-        v: &Tensor,
-        spec: &AdamSpec,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let op = "adam_update";
+        states: &[&Tensor],
+        step: &OptimizerStep,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let op = "optimizer_update";
         self.require_float(op)?;
-        for other in [grad, m, v] {
+        if states.len() != step.states() {
+            let reason = format!(
+                "{} takes {} state tensors, got {}",
+                step.name(),
+                step.states(),
+                states.len()
+            );
+            return Err(Error::InvalidArgument { op, reason });
+        }
+        for other in std::iter::once(grad).chain(states.iter().copied()) {
             self.same_device(op, other)?;
             if other.dims() != self.dims() {
                 return Err(Error::ShapeMismatch {
@@ -34,16 +43,19 @@ impl Tensor {
                 });
             }
         }
-        let [p, g, m, v] = [self, grad, m, v].map(Tensor::contiguous);
-        let (p, g, m, v) = (p?, g?, m?, v?);
-        let (p, m, v) = p
-            .storage()
-            .adam_update(&g.storage(), &m.storage(), &v.storage(), spec)?;
-        let shape = self.shape().clone();
-        Ok((
-            Tensor::from_storage(p, shape.clone()),
-            Tensor::from_storage(m, shape.clone()),
-            Tensor::from_storage(v, shape),
-        ))
+        let (p, g) = (self.contiguous()?, grad.contiguous()?);
+        let states = states
+            .iter()
+            .map(|s| s.contiguous())
+            .collect::<Result<Vec<_>>>()?;
+        let storages: Vec<_> = states.iter().map(|s| s.storage()).collect();
+        let refs: Vec<&_> = storages.iter().map(|s| &**s).collect();
+        let (p, states) = p.storage().optimizer_update(&g.storage(), &refs, step)?;
+        let shape = self.shape();
+        let states = states
+            .into_iter()
+            .map(|s| Tensor::from_storage(s, shape.clone()))
+            .collect();
+        Ok((Tensor::from_storage(p, shape.clone()), states))
     }
 }

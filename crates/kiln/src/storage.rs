@@ -3,8 +3,8 @@
 
 use crate::Device;
 use kiln_core::{
-    AdamSpec, BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout, MatmulSpec,
-    PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout, MatmulSpec,
+    OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -324,23 +324,43 @@ impl Storage {
         }
     }
 
-    pub(crate) fn adam_update(
+    pub(crate) fn optimizer_update(
         &self,
         grad: &Storage,
-        m: &Storage,
-        v: &Storage,
-        spec: &AdamSpec,
-    ) -> Result<(Storage, Storage, Storage)> {
-        match (self, grad, m, v) {
-            (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => {
-                let (p, m, v) = p.adam_update(g, m, v, spec)?;
-                Ok((Storage::Cpu(p), Storage::Cpu(m), Storage::Cpu(v)))
+        states: &[&Storage],
+        step: &OptimizerStep,
+    ) -> Result<(Storage, Vec<Storage>)> {
+        let op = "optimizer_update";
+        match (self, grad) {
+            (Storage::Cpu(p), Storage::Cpu(g)) => {
+                let states = states
+                    .iter()
+                    .map(|s| match s {
+                        Storage::Cpu(s) => Ok(s),
+                        Storage::Gpu(_) => Err(mismatch(op)),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let (p, states) = p.optimizer_update(g, &states, step)?;
+                Ok((
+                    Storage::Cpu(p),
+                    states.into_iter().map(Storage::Cpu).collect(),
+                ))
             }
-            (Storage::Gpu(p), Storage::Gpu(g), Storage::Gpu(m), Storage::Gpu(v)) => {
-                let (p, m, v) = p.adam_update(g, m, v, spec)?;
-                Ok((Storage::Gpu(p), Storage::Gpu(m), Storage::Gpu(v)))
+            (Storage::Gpu(p), Storage::Gpu(g)) => {
+                let states = states
+                    .iter()
+                    .map(|s| match s {
+                        Storage::Gpu(s) => Ok(s),
+                        Storage::Cpu(_) => Err(mismatch(op)),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let (p, states) = p.optimizer_update(g, &states, step)?;
+                Ok((
+                    Storage::Gpu(p),
+                    states.into_iter().map(Storage::Gpu).collect(),
+                ))
             }
-            _ => Err(mismatch("adam_update")),
+            _ => Err(mismatch(op)),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! correction.
 
 use super::{buffer, load_buffers, save_buffers, Optimizer};
-use kiln::{AdamSpec, DType, Device, Gradients, Result, Tensor};
+use kiln::{AdamSpec, DType, Device, Gradients, OptimizerStep, Result, Tensor};
 use std::collections::HashMap;
 
 pub struct Adam {
@@ -54,14 +54,14 @@ impl Adam {
     }
 
     /// This step's update (`steps` already counts it), bias corrections folded in.
-    fn spec(&self) -> AdamSpec {
+    fn spec(&self) -> OptimizerStep {
         let (b1, b2) = self.betas;
         let t = self.steps as i32;
         let (coupled, factor) = match self.decoupled {
             true => (0.0, 1.0 - self.lr * self.weight_decay),
             false => (self.weight_decay, 1.0),
         };
-        AdamSpec {
+        OptimizerStep::Adam(AdamSpec {
             beta1: b1 as f32,
             beta2: b2 as f32,
             eps: self.eps as f32,
@@ -69,7 +69,7 @@ impl Adam {
             inv_correction2: (1.0 / (1.0 - b2.powi(t))) as f32,
             coupled_decay: coupled as f32,
             decay_factor: factor as f32,
-        }
+        })
     }
 }
 
@@ -84,8 +84,9 @@ impl Optimizer for Adam {
                 let v = buffer(&mut self.v, name, p)?.clone();
                 // One fused kernel per parameter; `adam_reference` in the tests keeps
                 // the update written as tensor ops, and checks this against it.
-                let (value, m, v) = p.detach().adam_update(g, &m, &v, &spec)?;
+                let (value, states) = p.detach().optimizer_update(g, &[&m, &v], &spec)?;
                 p.set_data(&value)?;
+                let [m, v]: [Tensor; 2] = states.try_into().expect("Adam has two states");
                 self.m.insert(name.clone(), m);
                 self.v.insert(name.clone(), v);
             }

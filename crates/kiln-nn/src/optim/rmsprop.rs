@@ -1,7 +1,7 @@
 //! RMSprop, following PyTorch's update (no momentum, not centered).
 
 use super::{buffer, load_buffers, save_buffers, Optimizer};
-use kiln::{Gradients, Result, Tensor};
+use kiln::{Gradients, OptimizerStep, Result, RmsPropSpec, Tensor};
 use std::collections::HashMap;
 
 pub struct RmsProp {
@@ -28,21 +28,19 @@ impl RmsProp {
 
 impl Optimizer for RmsProp {
     fn step(&mut self, grads: &Gradients) -> Result<()> {
+        let spec = OptimizerStep::RmsProp(RmsPropSpec {
+            lr: self.lr as f32,
+            alpha: self.alpha as f32,
+            eps: self.eps as f32,
+            weight_decay: self.weight_decay as f32,
+        });
         kiln::no_grad(|| {
             for (name, p) in &self.params {
                 let Some(g) = grads.get(p) else { continue };
-                let mut g = g.clone();
-                if self.weight_decay != 0.0 {
-                    g = g.add(&p.mul_scalar(self.weight_decay)?)?;
-                }
-                let avg = buffer(&mut self.square_avg, name, p)?
-                    .mul_scalar(self.alpha)?
-                    .add(&g.square()?.mul_scalar(1.0 - self.alpha)?)?;
-                let update = g
-                    .div(&avg.sqrt()?.add_scalar(self.eps)?)?
-                    .mul_scalar(self.lr)?;
-                p.set_data(&p.sub(&update)?)?;
-                self.square_avg.insert(name.clone(), avg);
+                let avg = buffer(&mut self.square_avg, name, p)?.clone();
+                let (value, mut states) = p.detach().optimizer_update(g, &[&avg], &spec)?;
+                p.set_data(&value)?;
+                self.square_avg.insert(name.clone(), states.remove(0));
             }
             Ok(())
         })

@@ -2,7 +2,7 @@
 //! following PyTorch's update.
 
 use super::{buffer, load_buffers, save_buffers, Optimizer};
-use kiln::{Gradients, Result, Tensor};
+use kiln::{Gradients, OptimizerStep, Result, SgdSpec, Tensor};
 use std::collections::HashMap;
 
 pub struct Sgd {
@@ -40,28 +40,28 @@ impl Sgd {
 
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &Gradients) -> Result<()> {
+        let spec = OptimizerStep::SgdMomentum(SgdSpec {
+            lr: self.lr as f32,
+            momentum: self.momentum as f32,
+            weight_decay: self.weight_decay as f32,
+            nesterov: self.nesterov,
+        });
         kiln::no_grad(|| {
             for (name, p) in &self.params {
                 let Some(g) = grads.get(p) else { continue };
-                let mut g = g.clone();
-                if self.weight_decay != 0.0 {
-                    g = g.add(&p.mul_scalar(self.weight_decay)?)?;
+                if self.momentum == 0.0 {
+                    let mut g = g.clone();
+                    if self.weight_decay != 0.0 {
+                        g = g.add(&p.mul_scalar(self.weight_decay)?)?;
+                    }
+                    p.set_data(&p.sub(&g.mul_scalar(self.lr)?)?)?;
+                    continue;
                 }
-                if self.momentum != 0.0 {
-                    // buf = momentum * buf + g (the first step starts from g).
-                    let buf = match self.velocity.get(name) {
-                        Some(b) => b.mul_scalar(self.momentum)?.add(&g)?,
-                        None => g.contiguous()?,
-                    };
-                    g = if self.nesterov {
-                        g.add(&buf.mul_scalar(self.momentum)?)?
-                    } else {
-                        buf.clone()
-                    };
-                    buffer(&mut self.velocity, name, p)?;
-                    self.velocity.insert(name.clone(), buf);
-                }
-                p.set_data(&p.sub(&g.mul_scalar(self.lr)?)?)?;
+                // One fused kernel; the buffer starts at zero, so step one's is g.
+                let buf = buffer(&mut self.velocity, name, p)?.clone();
+                let (value, mut states) = p.detach().optimizer_update(g, &[&buf], &spec)?;
+                p.set_data(&value)?;
+                self.velocity.insert(name.clone(), states.remove(0));
             }
             Ok(())
         })
