@@ -301,6 +301,19 @@ fn vec4_elementwise_paths_match_cpu() {
     }
 }
 
+/// Small integers (-3..=2) on the CPU: every product and partial sum of a matmul over
+/// them is exact in f32, so kernels that order their sums differently must still match
+/// the CPU exactly.
+fn small_ints(shape: &[usize], rng: &mut kiln::Rng) -> Tensor {
+    let values: Vec<f32> = rand(shape, rng)
+        .to_vec::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| (v * 3.0).floor())
+        .collect();
+    Tensor::from_vec(values, shape.to_vec(), &Device::cpu()).unwrap()
+}
+
 /// Each matmul kernel variant, on its own device whatever the adapter would pick, over
 /// shapes that reach its edge cases: several lhs blocks along m and k (32 rows, 512 of
 /// k), k and n not multiples of 4, rhs read in place or packed, strided and batched.
@@ -311,17 +324,7 @@ fn matmul_variants_match_cpu() {
         return;
     }
     let mut rng = rng();
-    // Small integers: every product and partial sum is exact in f32, so the long-k cases
-    // must match the CPU exactly however each kernel orders its sums.
-    let mut ints = |shape: &[usize]| {
-        let values: Vec<f32> = rand(shape, &mut rng)
-            .to_vec::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| (v * 3.0).floor())
-            .collect();
-        Tensor::from_vec(values, shape.to_vec(), &Device::cpu()).unwrap()
-    };
+    let mut ints = |shape: &[usize]| small_ints(shape, &mut rng);
     let cases: Vec<(&str, Vec<Tensor>)> = vec![
         (
             "3 k blocks, rhs in place",
@@ -425,15 +428,7 @@ fn autotuned_matmul_matches_cpu_and_persists() {
     let cache = dir.join("autotune.json");
     let _ = std::fs::remove_file(&cache);
     let mut rng = rng();
-    let mut ints = |shape: &[usize]| {
-        let values: Vec<f32> = rand(shape, &mut rng)
-            .to_vec::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| (v * 3.0).floor())
-            .collect();
-        Tensor::from_vec(values, shape.to_vec(), &Device::cpu()).unwrap()
-    };
+    let mut ints = |shape: &[usize]| small_ints(shape, &mut rng);
     // 2 * 256 * 520 * 600 flops: over the tuning threshold; n not a multiple of 128.
     let inputs = [ints(&[256, 520]), ints(&[520, 600])];
     let tuned = || {
