@@ -312,6 +312,18 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
         [rand(&[3, 6], rng), ids(vec![5, 0, 3], &[3])],
         |t| t[0].cross_entropy_smoothed(&t[1], 0.1)
     );
+    // The fused LSTM step: gates of 3 rows x 2 units (saturating and not), the cell
+    // state, and the gate pre-activations read through a transposed view.
+    case!(
+        "lstm_cell",
+        [uniform(&[3, 8], -3.0, 3.0, rng), rand(&[3, 2], rng)],
+        |t| t[0].lstm_cell(&t[1])
+    );
+    case!(
+        "lstm_cell transposed gates",
+        [rand(&[12, 2], rng), rand(&[2, 3], rng)],
+        |t| t[0].t()?.lstm_cell(&t[1])
+    );
     case!("dropout", [rand(&[4, 5], rng)], |t| t[0].dropout(
         0.3,
         true,

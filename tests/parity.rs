@@ -545,6 +545,49 @@ fn optimizer_updates_match_cpu() {
     }
 }
 
+/// One LSTM step written as tensor ops (PyTorch's gate order i, f, g, o): the reference
+/// the fused `lstm_cell` is checked against, output and gradients.
+fn lstm_reference(z: &Tensor, c: &Tensor) -> kiln::Result<Tensor> {
+    let hidden = c.dims()[1];
+    let gate = |k: usize| z.narrow(1, k * hidden, hidden);
+    let (i, f) = (gate(0)?.sigmoid()?, gate(1)?.sigmoid()?);
+    let (g, o) = (gate(2)?.tanh()?, gate(3)?.sigmoid()?);
+    let c1 = f.mul(c)?.add(&i.mul(&g)?)?;
+    Tensor::cat(&[o.mul(&c1.tanh()?)?, c1], 1)
+}
+
+/// The fused LSTM step against the plain formula on each device (the GPU's outputs
+/// poisoned): `[h | c']` and the gradients of the gates and the cell state under a
+/// weighted sum, so that dh and dc' differ.
+#[test]
+fn lstm_cell_matches_the_plain_formula() {
+    let mut rng = rng();
+    let z = uniform(&[5, 4 * 7], -3.0, 3.0, &mut rng);
+    let c = rand(&[5, 7], &mut rng);
+    let weights = rand(&[5, 14], &mut rng);
+    let mut devices = vec![Device::cpu()];
+    devices.extend(gpu());
+    for device in devices {
+        let (z, c, w) = (on(&device, &z), on(&device, &c), on(&device, &weights));
+        let run = |f: &dyn Fn(&Tensor, &Tensor) -> kiln::Result<Tensor>| {
+            let (z, c) = (z.detach().into_var().unwrap(), c.detach().into_var().unwrap());
+            let out = f(&z, &c).unwrap();
+            let grads = out.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+            let (dz, dc) = (
+                grads.get(&z).unwrap().clone(),
+                grads.get(&c).unwrap().clone(),
+            );
+            (out, dz, dc)
+        };
+        let fused = run(&|z, c| z.lstm_cell(c));
+        let plain = run(&lstm_reference);
+        let label = format!("lstm_cell on {device:?}");
+        assert_close(&format!("{label}: [h | c']"), &fused.0, &plain.0, F32_MATH);
+        assert_close(&format!("{label}: d gates"), &fused.1, &plain.1, F32_MATH);
+        assert_close(&format!("{label}: d cell"), &fused.2, &plain.2, F32_MATH);
+    }
+}
+
 #[test]
 fn f16_matmul_and_elementwise_match_cpu() {
     if !f16_ok() {

@@ -4,8 +4,8 @@
 //! inputs, which the tensor layer guarantees by copying in one place.
 
 use crate::{
-    BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec, OptimizerStep, PoolKind, ReduceOp,
-    Result, ScatterSpec, UnaryOp, WindowSpec,
+    BinaryOp, DType, GatherSpec, HostBuffer, Layout, LstmCellSpec, MatmulSpec, OptimizerStep,
+    PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 pub trait BackendStorage: Sized {
@@ -130,6 +130,19 @@ pub trait BackendStorage: Sized {
         classes: usize,
         smoothing: f32,
     ) -> Result<Self>;
+
+    /// One fused LSTM step (`LstmCellSpec`): `self` is the compact gate pre-activations,
+    /// `c` the compact cell state; returns `[h | c']`.
+    fn lstm_cell(&self, c: &Self, spec: &LstmCellSpec) -> Result<Self>;
+
+    /// Gradient of `lstm_cell` given the compact upstream gradient of `[h | c']`: returns
+    /// the gradients of the gate pre-activations and of the cell state.
+    fn lstm_cell_backward(
+        &self,
+        c: &Self,
+        grad: &Self,
+        spec: &LstmCellSpec,
+    ) -> Result<(Self, Self)>;
 
     /// One fused optimizer step of the compact parameter `self`, with its compact
     /// gradient and `step.states()` compact state tensors, all of `self`'s dtype and

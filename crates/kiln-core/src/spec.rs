@@ -166,3 +166,17 @@ impl OptimizerStep {
         }
     }
 }
+
+/// One LSTM time step from the gate pre-activations `z = [i | f | g | o]` (`[batch,
+/// 4 * hidden]`, PyTorch's gate order) and the cell state `c` (`[batch, hidden]`):
+///
+/// ```text
+/// c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
+/// h  = sigmoid(o) * tanh(c')
+/// ```
+/// returned side by side as `[batch, 2 * hidden] = [h | c']`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LstmCellSpec {
+    pub batch: usize,
+    pub hidden: usize,
+}

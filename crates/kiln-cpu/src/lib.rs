@@ -13,6 +13,7 @@ mod optim;
 mod pool;
 mod random;
 mod reduce;
+mod rnn;
 mod strided;
 mod window;
 
@@ -20,7 +21,8 @@ pub use elementwise::{binary_f64, unary_f64};
 
 use kiln_core::{
     BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout,
-    MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp,
+    WindowSpec,
 };
 
 /// The CPU device. It holds nothing: host memory is the storage.
@@ -284,6 +286,27 @@ impl BackendStorage for CpuStorage {
         let (x, d) = (self.compact_floats(), dloss.compact_floats());
         let out = loss::cross_entropy_backward(&x, t, &d, rows, classes, smoothing as f64);
         Ok(Self::from_floats(self.dtype(), out))
+    }
+
+    fn lstm_cell(&self, c: &Self, spec: &LstmCellSpec) -> Result<Self> {
+        let out = rnn::lstm_cell(&self.compact_floats(), &c.compact_floats(), spec);
+        Ok(Self::from_floats(self.dtype(), out))
+    }
+
+    fn lstm_cell_backward(
+        &self,
+        c: &Self,
+        grad: &Self,
+        spec: &LstmCellSpec,
+    ) -> Result<(Self, Self)> {
+        let (z, c, g) = (
+            self.compact_floats(),
+            c.compact_floats(),
+            grad.compact_floats(),
+        );
+        let (dz, dc) = rnn::lstm_cell_backward(&z, &c, &g, spec);
+        let dtype = self.dtype();
+        Ok((Self::from_floats(dtype, dz), Self::from_floats(dtype, dc)))
     }
 
     fn optimizer_update(

@@ -6,8 +6,8 @@ use crate::device::GpuDevice;
 use crate::ops;
 use crate::storage::GpuStorage;
 use kiln_core::{
-    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, HostBuffer, Layout, MatmulSpec,
-    OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, HostBuffer, Layout, LstmCellSpec,
+    MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 impl BackendStorage for GpuStorage {
@@ -164,6 +164,19 @@ impl BackendStorage for GpuStorage {
         smoothing: f32,
     ) -> Result<Self> {
         ops::loss::cross_entropy_backward(self, targets, dloss, rows, classes, smoothing)
+    }
+
+    fn lstm_cell(&self, c: &Self, spec: &LstmCellSpec) -> Result<Self> {
+        ops::rnn::lstm_cell(self, c, spec)
+    }
+
+    fn lstm_cell_backward(
+        &self,
+        c: &Self,
+        grad: &Self,
+        spec: &LstmCellSpec,
+    ) -> Result<(Self, Self)> {
+        ops::rnn::lstm_cell_backward(self, c, grad, spec)
     }
 
     fn optimizer_update(

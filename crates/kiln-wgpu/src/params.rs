@@ -223,6 +223,13 @@ shader_params! {
         _pad1: u32,
         _pad2: u32,
     }
+    /// `rnn/lstm_cell.wgsl`, `rnn/lstm_cell_backward.wgsl`.
+    LstmParams {
+        batch: u32,
+        hidden: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
     /// `optim/adam.wgsl`.
     AdamParams {
         n: u32,

@@ -39,6 +39,7 @@ mod optim;
 mod pool;
 mod random;
 mod reduce;
+mod rnn;
 mod shape_ops;
 mod storage;
 mod tensor;

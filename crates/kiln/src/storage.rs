@@ -3,8 +3,8 @@
 
 use crate::Device;
 use kiln_core::{
-    BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout, MatmulSpec,
-    OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout, LstmCellSpec,
+    MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -321,6 +321,33 @@ impl Storage {
                 x.cross_entropy_backward(t, d, rows, classes, smoothing)?,
             )),
             _ => Err(mismatch("cross_entropy_backward")),
+        }
+    }
+
+    pub(crate) fn lstm_cell(&self, c: &Storage, spec: &LstmCellSpec) -> Result<Storage> {
+        match (self, c) {
+            (Storage::Cpu(z), Storage::Cpu(c)) => Ok(Storage::Cpu(z.lstm_cell(c, spec)?)),
+            (Storage::Gpu(z), Storage::Gpu(c)) => Ok(Storage::Gpu(z.lstm_cell(c, spec)?)),
+            _ => Err(mismatch("lstm_cell")),
+        }
+    }
+
+    pub(crate) fn lstm_cell_backward(
+        &self,
+        c: &Storage,
+        grad: &Storage,
+        spec: &LstmCellSpec,
+    ) -> Result<(Storage, Storage)> {
+        match (self, c, grad) {
+            (Storage::Cpu(z), Storage::Cpu(c), Storage::Cpu(g)) => {
+                let (dz, dc) = z.lstm_cell_backward(c, g, spec)?;
+                Ok((Storage::Cpu(dz), Storage::Cpu(dc)))
+            }
+            (Storage::Gpu(z), Storage::Gpu(c), Storage::Gpu(g)) => {
+                let (dz, dc) = z.lstm_cell_backward(c, g, spec)?;
+                Ok((Storage::Gpu(dz), Storage::Gpu(dc)))
+            }
+            _ => Err(mismatch("lstm_cell_backward")),
         }
     }
 

@@ -170,13 +170,12 @@ impl Rnn {
         match self.kind {
             RnnKind::Tanh => Ok((xt.add(ht)?.tanh()?, None)),
             RnnKind::Lstm => {
-                let z = xt.add(ht)?;
-                let (i, f) = (gate(&z, 0)?.sigmoid()?, gate(&z, 1)?.sigmoid()?);
-                let (g, o) = (gate(&z, 2)?.tanh()?, gate(&z, 3)?.sigmoid()?);
-                let c = f
-                    .mul(c.expect("an LSTM carries a cell state"))?
-                    .add(&i.mul(&g)?)?;
-                Ok((o.mul(&c.tanh()?)?, Some(c)))
+                // One fused kernel for the gates and both states (and one back);
+                // `lstm_reference` in the tests keeps the step written as tensor ops.
+                let hc = xt
+                    .add(ht)?
+                    .lstm_cell(c.expect("an LSTM carries a cell state"))?;
+                Ok((hc.narrow(1, 0, hs)?, Some(hc.narrow(1, hs, hs)?)))
             }
             RnnKind::Gru => {
                 let r = gate(xt, 0)?.add(&gate(ht, 0)?)?.sigmoid()?;

@@ -11,6 +11,7 @@ pub(crate) mod optim;
 pub(crate) mod pool;
 pub(crate) mod random;
 pub(crate) mod reduce;
+pub(crate) mod rnn;
 
 use crate::kernels::Kernel;
 use crate::params::WindowParams;

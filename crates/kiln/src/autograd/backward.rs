@@ -508,5 +508,9 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
             targets,
             smoothing,
         } => one(logits.cross_entropy_backward(targets, g, *smoothing)?),
+        Op::LstmCell { z, c } => {
+            let (dz, dc) = z.lstm_cell_backward(c, g)?;
+            Ok(vec![Some(dz), Some(dc)])
+        }
     }
 }

@@ -109,6 +109,11 @@ pub(crate) enum Op {
         targets: Tensor,
         smoothing: f32,
     },
+    /// `Tensor::lstm_cell`: gate pre-activations and cell state.
+    LstmCell {
+        z: Tensor,
+        c: Tensor,
+    },
 }
 
 impl Op {
@@ -141,6 +146,7 @@ impl Op {
                 x, weight, bias, ..
             } => std::iter::once(x).chain(weight).chain(bias).collect(),
             Op::CrossEntropy { logits, .. } => vec![logits],
+            Op::LstmCell { z, c } => vec![z, c],
         }
     }
 
@@ -171,6 +177,7 @@ impl Op {
             Op::ScatterAdd { .. } => "scatter_add",
             Op::LayerNorm { .. } => "layer_norm",
             Op::CrossEntropy { .. } => "cross_entropy",
+            Op::LstmCell { .. } => "lstm_cell",
         }
     }
 }

@@ -1,0 +1,44 @@
+// One fused LSTM step, one invocation per (row, unit): reads the four gate
+// pre-activations and the cell state, writes [h | c'] (kiln-core's `LstmCellSpec`),
+// where the step was ten elementwise kernels. Math in f32 whatever T is.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
+alias T = f32;
+
+struct Params {
+    batch: u32,
+    hidden: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [batch, 4 * hidden]: i | f | g | o
+@group(0) @binding(1) var<storage, read> z: array<T>;
+// [batch, hidden]
+@group(0) @binding(2) var<storage, read> c: array<T>;
+// [batch, 2 * hidden]: h | c'
+@group(0) @binding(3) var<storage, read_write> output: array<T>;
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
+    let h = params.hidden;
+    if (e >= params.batch * h) { return; }
+    let b = e / h;
+    let j = e % h;
+    let row = b * 4u * h + j;
+    let i = sigmoid(f32(z[row]));
+    let f = sigmoid(f32(z[row + h]));
+    let g = tanh(f32(z[row + 2u * h]));
+    let o = sigmoid(f32(z[row + 3u * h]));
+    let c1 = f * f32(c[e]) + i * g;
+    output[b * 2u * h + j] = T(o * tanh(c1));
+    output[b * 2u * h + h + j] = T(c1);
+}
