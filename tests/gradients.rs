@@ -324,6 +324,20 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
         [rand(&[12, 2], rng), rand(&[2, 3], rng)],
         |t| t[0].t()?.lstm_cell(&t[1])
     );
+    case!(
+        "gru_cell",
+        [
+            uniform(&[3, 6], -3.0, 3.0, rng),
+            uniform(&[3, 6], -3.0, 3.0, rng),
+            rand(&[3, 2], rng)
+        ],
+        |t| t[0].gru_cell(&t[1], &t[2])
+    );
+    case!(
+        "gru_cell transposed projection",
+        [rand(&[9, 2], rng), rand(&[2, 9], rng), rand(&[2, 3], rng)],
+        |t| t[0].t()?.gru_cell(&t[1], &t[2])
+    );
     case!("dropout", [rand(&[4, 5], rng)], |t| t[0].dropout(
         0.3,
         true,

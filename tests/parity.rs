@@ -570,7 +570,10 @@ fn lstm_cell_matches_the_plain_formula() {
     for device in devices {
         let (z, c, w) = (on(&device, &z), on(&device, &c), on(&device, &weights));
         let run = |f: &dyn Fn(&Tensor, &Tensor) -> kiln::Result<Tensor>| {
-            let (z, c) = (z.detach().into_var().unwrap(), c.detach().into_var().unwrap());
+            let (z, c) = (
+                z.detach().into_var().unwrap(),
+                c.detach().into_var().unwrap(),
+            );
             let out = f(&z, &c).unwrap();
             let grads = out.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
             let (dz, dc) = (
@@ -585,6 +588,54 @@ fn lstm_cell_matches_the_plain_formula() {
         assert_close(&format!("{label}: [h | c']"), &fused.0, &plain.0, F32_MATH);
         assert_close(&format!("{label}: d gates"), &fused.1, &plain.1, F32_MATH);
         assert_close(&format!("{label}: d cell"), &fused.2, &plain.2, F32_MATH);
+    }
+}
+
+/// One GRU step written as tensor ops (PyTorch's gate order r, z, n): the reference the
+/// fused `gru_cell` is checked against.
+fn gru_reference(x: &Tensor, hp: &Tensor, h: &Tensor) -> kiln::Result<Tensor> {
+    let hidden = h.dims()[1];
+    let gate = |t: &Tensor, k: usize| t.narrow(1, k * hidden, hidden);
+    let r = gate(x, 0)?.add(&gate(hp, 0)?)?.sigmoid()?;
+    let z = gate(x, 1)?.add(&gate(hp, 1)?)?.sigmoid()?;
+    let n = gate(x, 2)?.add(&r.mul(&gate(hp, 2)?)?)?.tanh()?;
+    n.add(&z.mul(&h.sub(&n)?)?)
+}
+
+/// The fused GRU step against the plain formula on each device (the GPU's outputs
+/// poisoned): `h'` and the gradients of both projections and the state.
+#[test]
+fn gru_cell_matches_the_plain_formula() {
+    let mut rng = rng();
+    let x = uniform(&[5, 3 * 7], -3.0, 3.0, &mut rng);
+    let hp = uniform(&[5, 3 * 7], -3.0, 3.0, &mut rng);
+    let h = rand(&[5, 7], &mut rng);
+    let weights = rand(&[5, 7], &mut rng);
+    let mut devices = vec![Device::cpu()];
+    devices.extend(gpu());
+    for device in devices {
+        let inputs = [&x, &hp, &h].map(|t| on(&device, t));
+        let w = on(&device, &weights);
+        let run = |f: &dyn Fn(&[Tensor]) -> kiln::Result<Tensor>| {
+            let vars: Vec<Tensor> = inputs
+                .iter()
+                .map(|t| t.detach().into_var().unwrap())
+                .collect();
+            let out = f(&vars).unwrap();
+            let grads = out.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+            let d: Vec<Tensor> = vars.iter().map(|v| grads.get(v).unwrap().clone()).collect();
+            (out, d)
+        };
+        let fused = run(&|t| t[0].gru_cell(&t[1], &t[2]));
+        let plain = run(&|t| gru_reference(&t[0], &t[1], &t[2]));
+        let label = format!("gru_cell on {device:?}");
+        assert_close(&format!("{label}: h'"), &fused.0, &plain.0, F32_MATH);
+        for (name, (a, b)) in ["d x", "d hp", "d h"]
+            .iter()
+            .zip(fused.1.iter().zip(&plain.1))
+        {
+            assert_close(&format!("{label}: {name}"), a, b, F32_MATH);
+        }
     }
 }
 

@@ -4,8 +4,8 @@
 //! inputs, which the tensor layer guarantees by copying in one place.
 
 use crate::{
-    BinaryOp, DType, GatherSpec, HostBuffer, Layout, LstmCellSpec, MatmulSpec, OptimizerStep,
-    PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer, Layout, LstmCellSpec, MatmulSpec,
+    OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 pub trait BackendStorage: Sized {
@@ -143,6 +143,20 @@ pub trait BackendStorage: Sized {
         grad: &Self,
         spec: &LstmCellSpec,
     ) -> Result<(Self, Self)>;
+
+    /// One fused GRU step (`GruCellSpec`): `self` is the compact input projection, `hp`
+    /// the compact hidden projection, `h` the compact hidden state; returns `h'`.
+    fn gru_cell(&self, hp: &Self, h: &Self, spec: &GruCellSpec) -> Result<Self>;
+
+    /// Gradient of `gru_cell` given the compact upstream gradient of `h'`: returns the
+    /// gradients of the input projection, the hidden projection and the hidden state.
+    fn gru_cell_backward(
+        &self,
+        hp: &Self,
+        h: &Self,
+        grad: &Self,
+        spec: &GruCellSpec,
+    ) -> Result<(Self, Self, Self)>;
 
     /// One fused optimizer step of the compact parameter `self`, with its compact
     /// gradient and `step.states()` compact state tensors, all of `self`'s dtype and

@@ -180,3 +180,17 @@ pub struct LstmCellSpec {
     pub batch: usize,
     pub hidden: usize,
 }
+
+/// One GRU time step from the input projection `x = [r | z | n]` and the hidden
+/// projection `hp = [r | z | n]` (both `[batch, 3 * hidden]`, biases included,
+/// PyTorch's gate order) and the hidden state `h` (`[batch, hidden]`):
+///
+/// ```text
+/// r  = sigmoid(x_r + hp_r),  z = sigmoid(x_z + hp_z),  n = tanh(x_n + r * hp_n)
+/// h' = (1 - z) * n + z * h
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GruCellSpec {
+    pub batch: usize,
+    pub hidden: usize,
+}

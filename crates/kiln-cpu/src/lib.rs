@@ -20,9 +20,9 @@ mod window;
 pub use elementwise::{binary_f64, unary_f64};
 
 use kiln_core::{
-    BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout,
-    LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp,
-    WindowSpec,
+    BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec, HostBuffer,
+    Layout, LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec,
+    UnaryOp, WindowSpec,
 };
 
 /// The CPU device. It holds nothing: host memory is the storage.
@@ -307,6 +307,31 @@ impl BackendStorage for CpuStorage {
         let (dz, dc) = rnn::lstm_cell_backward(&z, &c, &g, spec);
         let dtype = self.dtype();
         Ok((Self::from_floats(dtype, dz), Self::from_floats(dtype, dc)))
+    }
+
+    fn gru_cell(&self, hp: &Self, h: &Self, spec: &GruCellSpec) -> Result<Self> {
+        let [x, hp, h] = [self, hp, h].map(|t| t.compact_floats());
+        Ok(Self::from_floats(
+            self.dtype(),
+            rnn::gru_cell(&x, &hp, &h, spec),
+        ))
+    }
+
+    fn gru_cell_backward(
+        &self,
+        hp: &Self,
+        h: &Self,
+        grad: &Self,
+        spec: &GruCellSpec,
+    ) -> Result<(Self, Self, Self)> {
+        let [x, hp, h, g] = [self, hp, h, grad].map(|t| t.compact_floats());
+        let (dx, dhp, dh) = rnn::gru_cell_backward(&x, &hp, &h, &g, spec);
+        let dtype = self.dtype();
+        Ok((
+            Self::from_floats(dtype, dx),
+            Self::from_floats(dtype, dhp),
+            Self::from_floats(dtype, dh),
+        ))
     }
 
     fn optimizer_update(

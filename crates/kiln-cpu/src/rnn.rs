@@ -1,7 +1,8 @@
-//! The fused LSTM step and its gradient, element by element in f64: the reference for
-//! the GPU kernels. The formula is kiln-core's `LstmCellSpec`.
+//! The fused LSTM and GRU steps and their gradients, element by element in f64: the
+//! reference for the GPU kernels. The formulas are kiln-core's `LstmCellSpec` and
+//! `GruCellSpec`.
 
-use kiln_core::LstmCellSpec;
+use kiln_core::{GruCellSpec, LstmCellSpec};
 
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
@@ -54,4 +55,54 @@ pub fn lstm_cell_backward(
         }
     }
     (dz, dc)
+}
+
+/// The activated gates and candidate of row `b`, unit `j` of a GRU step: (r, z, n, hp_n).
+fn gru_gates(x: &[f64], hp: &[f64], b: usize, j: usize, hidden: usize) -> (f64, f64, f64, f64) {
+    let at = |t: &[f64], k: usize| t[b * 3 * hidden + k * hidden + j];
+    let r = sigmoid(at(x, 0) + at(hp, 0));
+    let z = sigmoid(at(x, 1) + at(hp, 1));
+    let hp_n = at(hp, 2);
+    (r, z, (at(x, 2) + r * hp_n).tanh(), hp_n)
+}
+
+/// `h'`, `[batch, hidden]`.
+pub fn gru_cell(x: &[f64], hp: &[f64], h: &[f64], s: &GruCellSpec) -> Vec<f64> {
+    let hs = s.hidden;
+    let mut out = vec![0.0; s.batch * hs];
+    for b in 0..s.batch {
+        for j in 0..hs {
+            let (_, z, n, _) = gru_gates(x, hp, b, j, hs);
+            out[b * hs + j] = (1.0 - z) * n + z * h[b * hs + j];
+        }
+    }
+    out
+}
+
+/// The gradients of `x`, `hp` and `h` given `grad = dh'`.
+pub fn gru_cell_backward(
+    x: &[f64],
+    hp: &[f64],
+    h: &[f64],
+    grad: &[f64],
+    s: &GruCellSpec,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let hs = s.hidden;
+    let mut dx = vec![0.0; s.batch * 3 * hs];
+    let mut dhp = vec![0.0; s.batch * 3 * hs];
+    let mut dh = vec![0.0; s.batch * hs];
+    for b in 0..s.batch {
+        for j in 0..hs {
+            let (r, z, n, hp_n) = gru_gates(x, hp, b, j, hs);
+            let g = grad[b * hs + j];
+            let dn = g * (1.0 - z) * (1.0 - n * n);
+            let dz = g * (h[b * hs + j] - n) * z * (1.0 - z);
+            let dr = dn * hp_n * r * (1.0 - r);
+            let row = b * 3 * hs + j;
+            (dx[row], dx[row + hs], dx[row + 2 * hs]) = (dr, dz, dn);
+            (dhp[row], dhp[row + hs], dhp[row + 2 * hs]) = (dr, dz, dn * r);
+            dh[b * hs + j] = g * z;
+        }
+    }
+    (dx, dhp, dh)
 }

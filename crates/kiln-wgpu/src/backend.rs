@@ -6,8 +6,9 @@ use crate::device::GpuDevice;
 use crate::ops;
 use crate::storage::GpuStorage;
 use kiln_core::{
-    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, HostBuffer, Layout, LstmCellSpec,
-    MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer, Layout,
+    LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp,
+    WindowSpec,
 };
 
 impl BackendStorage for GpuStorage {
@@ -177,6 +178,20 @@ impl BackendStorage for GpuStorage {
         spec: &LstmCellSpec,
     ) -> Result<(Self, Self)> {
         ops::rnn::lstm_cell_backward(self, c, grad, spec)
+    }
+
+    fn gru_cell(&self, hp: &Self, h: &Self, spec: &GruCellSpec) -> Result<Self> {
+        ops::rnn::gru_cell(self, hp, h, spec)
+    }
+
+    fn gru_cell_backward(
+        &self,
+        hp: &Self,
+        h: &Self,
+        grad: &Self,
+        spec: &GruCellSpec,
+    ) -> Result<(Self, Self, Self)> {
+        ops::rnn::gru_cell_backward(self, hp, h, grad, spec)
     }
 
     fn optimizer_update(

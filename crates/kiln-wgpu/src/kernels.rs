@@ -107,8 +107,10 @@ kernels! {
     Philox => "random/philox.wgsl", "main", ["T"], Floats, PhiloxParams;
     CrossEntropy => "loss/cross_entropy.wgsl", "main", ["T"], Floats, CrossEntropyParams;
     CrossEntropyBackward => "loss/cross_entropy_backward.wgsl", "main", ["T"], Floats, CrossEntropyParams;
-    LstmCell => "rnn/lstm_cell.wgsl", "main", ["T"], Floats, LstmParams;
-    LstmCellBackward => "rnn/lstm_cell_backward.wgsl", "main", ["T"], Floats, LstmParams;
+    LstmCell => "rnn/lstm_cell.wgsl", "main", ["T"], Floats, RecurrentParams;
+    LstmCellBackward => "rnn/lstm_cell_backward.wgsl", "main", ["T"], Floats, RecurrentParams;
+    GruCell => "rnn/gru_cell.wgsl", "main", ["T"], Floats, RecurrentParams;
+    GruCellBackward => "rnn/gru_cell_backward.wgsl", "main", ["T"], Floats, RecurrentParams;
     AdamUpdate => "optim/adam.wgsl", "main", ["T"], Floats, AdamParams;
     SgdUpdate => "optim/sgd.wgsl", "main", ["T"], Floats, SgdParams;
     RmsPropUpdate => "optim/rmsprop.wgsl", "main", ["T"], Floats, RmsPropParams;

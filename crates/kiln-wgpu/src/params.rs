@@ -223,8 +223,8 @@ shader_params! {
         _pad1: u32,
         _pad2: u32,
     }
-    /// `rnn/lstm_cell.wgsl`, `rnn/lstm_cell_backward.wgsl`.
-    LstmParams {
+    /// The recurrent steps of `shaders/rnn/` (LSTM and GRU, forward and backward).
+    RecurrentParams {
         batch: u32,
         hidden: u32,
         _pad0: u32,

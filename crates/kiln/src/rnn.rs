@@ -1,9 +1,9 @@
-//! The fused LSTM time step: one kernel forward and one backward per step, where the
-//! gates took ten elementwise kernels each way.
+//! The fused LSTM and GRU time steps: one kernel forward and one backward per step,
+//! where the gates took ten or more elementwise kernels each way.
 
 use crate::autograd::{track, Op};
 use crate::Tensor;
-use kiln_core::{Error, LstmCellSpec, Result};
+use kiln_core::{Error, GruCellSpec, LstmCellSpec, Result};
 
 impl Tensor {
     /// One LSTM step from the gate pre-activations `self = [i | f | g | o]`
@@ -59,6 +59,80 @@ impl Tensor {
         Ok((
             Tensor::from_storage(dz, z.shape().clone()),
             Tensor::from_storage(dc, c.shape().clone()),
+        ))
+    }
+
+    /// One GRU step from the input projection `self = [r | z | n]` and the hidden
+    /// projection `hp` (both `[batch, 3 * hidden]`, biases included, PyTorch's gate
+    /// order) and the hidden state `h` (`[batch, hidden]`): returns
+    /// `h' = (1 - z) * n + z * h` with `r = sigmoid(x_r + hp_r)`,
+    /// `z = sigmoid(x_z + hp_z)` and `n = tanh(x_n + r * hp_n)`. Differentiable in all
+    /// three inputs.
+    pub fn gru_cell(&self, hp: &Tensor, h: &Tensor) -> Result<Tensor> {
+        let op = "gru_cell";
+        self.require_float(op)?;
+        let spec = match (self.dims(), h.dims()) {
+            (&[batch, gates], &[rows, hidden]) if rows == batch && gates == 3 * hidden => {
+                GruCellSpec { batch, hidden }
+            }
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: self.shape().clone(),
+                    rhs: h.shape().clone(),
+                })
+            }
+        };
+        for other in [hp, h] {
+            self.same_device(op, other)?;
+            if other.dtype() != self.dtype() {
+                return Err(Error::DTypeMismatch {
+                    op,
+                    lhs: self.dtype(),
+                    rhs: other.dtype(),
+                });
+            }
+        }
+        if hp.dims() != self.dims() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().clone(),
+                rhs: hp.shape().clone(),
+            });
+        }
+        let record = Op::GruCell {
+            x: self.clone(),
+            hp: hp.clone(),
+            h: h.clone(),
+        };
+        track(record, || {
+            let (x, hp, h) = (self.contiguous()?, hp.contiguous()?, h.contiguous()?);
+            let storage = x.storage().gru_cell(&hp.storage(), &h.storage(), &spec)?;
+            Ok(Tensor::from_storage(storage, [spec.batch, spec.hidden]))
+        })
+    }
+
+    /// The gradients of `gru_cell`'s inputs `x` (self), `hp` and `h`, given the gradient
+    /// of its output.
+    pub(crate) fn gru_cell_backward(
+        &self,
+        hp: &Tensor,
+        h: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let spec = GruCellSpec {
+            batch: h.dims()[0],
+            hidden: h.dims()[1],
+        };
+        let [x, hp, h, g] = [self, hp, h, grad].map(Tensor::contiguous);
+        let (x, hp, h, g) = (x?, hp?, h?, g?);
+        let (dx, dhp, dh) =
+            x.storage()
+                .gru_cell_backward(&hp.storage(), &h.storage(), &g.storage(), &spec)?;
+        Ok((
+            Tensor::from_storage(dx, x.shape().clone()),
+            Tensor::from_storage(dhp, hp.shape().clone()),
+            Tensor::from_storage(dh, h.shape().clone()),
         ))
     }
 }

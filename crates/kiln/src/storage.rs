@@ -3,8 +3,9 @@
 
 use crate::Device;
 use kiln_core::{
-    BackendStorage, BinaryOp, DType, Error, GatherSpec, HostBuffer, Layout, LstmCellSpec,
-    MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec, HostBuffer, Layout,
+    LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp,
+    WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -348,6 +349,43 @@ impl Storage {
                 Ok((Storage::Gpu(dz), Storage::Gpu(dc)))
             }
             _ => Err(mismatch("lstm_cell_backward")),
+        }
+    }
+
+    pub(crate) fn gru_cell(
+        &self,
+        hp: &Storage,
+        h: &Storage,
+        spec: &GruCellSpec,
+    ) -> Result<Storage> {
+        match (self, hp, h) {
+            (Storage::Cpu(x), Storage::Cpu(hp), Storage::Cpu(h)) => {
+                Ok(Storage::Cpu(x.gru_cell(hp, h, spec)?))
+            }
+            (Storage::Gpu(x), Storage::Gpu(hp), Storage::Gpu(h)) => {
+                Ok(Storage::Gpu(x.gru_cell(hp, h, spec)?))
+            }
+            _ => Err(mismatch("gru_cell")),
+        }
+    }
+
+    pub(crate) fn gru_cell_backward(
+        &self,
+        hp: &Storage,
+        h: &Storage,
+        grad: &Storage,
+        spec: &GruCellSpec,
+    ) -> Result<(Storage, Storage, Storage)> {
+        match (self, hp, h, grad) {
+            (Storage::Cpu(x), Storage::Cpu(hp), Storage::Cpu(h), Storage::Cpu(g)) => {
+                let (dx, dhp, dh) = x.gru_cell_backward(hp, h, g, spec)?;
+                Ok((Storage::Cpu(dx), Storage::Cpu(dhp), Storage::Cpu(dh)))
+            }
+            (Storage::Gpu(x), Storage::Gpu(hp), Storage::Gpu(h), Storage::Gpu(g)) => {
+                let (dx, dhp, dh) = x.gru_cell_backward(hp, h, g, spec)?;
+                Ok((Storage::Gpu(dx), Storage::Gpu(dhp), Storage::Gpu(dh)))
+            }
+            _ => Err(mismatch("gru_cell_backward")),
         }
     }
 

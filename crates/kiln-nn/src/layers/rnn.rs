@@ -166,7 +166,6 @@ impl Rnn {
         c: Option<&Tensor>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let hs = self.hidden;
-        let gate = |t: &Tensor, k: usize| t.narrow(1, k * hs, hs);
         match self.kind {
             RnnKind::Tanh => Ok((xt.add(ht)?.tanh()?, None)),
             RnnKind::Lstm => {
@@ -177,13 +176,9 @@ impl Rnn {
                     .lstm_cell(c.expect("an LSTM carries a cell state"))?;
                 Ok((hc.narrow(1, 0, hs)?, Some(hc.narrow(1, hs, hs)?)))
             }
-            RnnKind::Gru => {
-                let r = gate(xt, 0)?.add(&gate(ht, 0)?)?.sigmoid()?;
-                let z = gate(xt, 1)?.add(&gate(ht, 1)?)?.sigmoid()?;
-                let n = gate(xt, 2)?.add(&r.mul(&gate(ht, 2)?)?)?.tanh()?;
-                // h' = (1 - z) n + z h
-                Ok((n.add(&z.mul(&h.sub(&n)?)?)?, None))
-            }
+            // One fused kernel each way; `gru_reference` in the tests keeps the step
+            // written as tensor ops.
+            RnnKind::Gru => Ok((xt.gru_cell(ht, h)?, None)),
         }
     }
 }

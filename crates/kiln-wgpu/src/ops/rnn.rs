@@ -1,15 +1,15 @@
-//! The fused recurrent steps (`shaders/rnn/`): one kernel per LSTM time step forward,
-//! one backward.
+//! The fused recurrent steps (`shaders/rnn/`): one kernel per LSTM or GRU time step
+//! forward, one backward; one invocation per (row, unit).
 
 use crate::kernels::Kernel;
-use crate::params::{to_u32, LstmParams};
+use crate::params::{to_u32, RecurrentParams};
 use crate::storage::GpuStorage;
-use kiln_core::{LstmCellSpec, Result};
+use kiln_core::{GruCellSpec, LstmCellSpec, Result};
 
-fn params(op: &'static str, spec: &LstmCellSpec) -> Result<LstmParams> {
-    Ok(LstmParams {
-        batch: to_u32(op, "batch", spec.batch)?,
-        hidden: to_u32(op, "hidden size", spec.hidden)?,
+fn params(op: &'static str, batch: usize, hidden: usize) -> Result<RecurrentParams> {
+    Ok(RecurrentParams {
+        batch: to_u32(op, "batch", batch)?,
+        hidden: to_u32(op, "hidden size", hidden)?,
         _pad0: 0,
         _pad1: 0,
     })
@@ -28,7 +28,7 @@ pub(crate) fn lstm_cell(z: &GpuStorage, c: &GpuStorage, spec: &LstmCellSpec) -> 
             op,
             Kernel::LstmCell,
             &[z.dtype],
-            &params(op, spec)?,
+            &params(op, spec.batch, spec.hidden)?,
             &buffers,
             groups,
         )?;
@@ -51,7 +51,7 @@ pub(crate) fn lstm_cell_backward(
     if units > 0 {
         let buffers = [z.raw(), c.raw(), grad.raw(), dz.buffer(), dc.buffer()];
         let groups = device.groups_1d(op, units)?;
-        let p = params(op, spec)?;
+        let p = params(op, spec.batch, spec.hidden)?;
         device.dispatch(
             op,
             Kernel::LstmCellBackward,
@@ -65,4 +65,63 @@ pub(crate) fn lstm_cell_backward(
         GpuStorage::new(dz, z.dtype, 4 * units, device),
         GpuStorage::new(dc, z.dtype, units, device),
     ))
+}
+
+/// `h'` from the compact input projection `x`, hidden projection `hp` and state `h`.
+pub(crate) fn gru_cell(
+    x: &GpuStorage,
+    hp: &GpuStorage,
+    h: &GpuStorage,
+    spec: &GruCellSpec,
+) -> Result<GpuStorage> {
+    let op = "gru_cell";
+    let device = &x.device;
+    let units = spec.batch * spec.hidden;
+    let out = device.alloc_output(op, units, x.dtype)?;
+    if units > 0 {
+        let buffers = [x.raw(), hp.raw(), h.raw(), out.buffer()];
+        let groups = device.groups_1d(op, units)?;
+        let p = params(op, spec.batch, spec.hidden)?;
+        device.dispatch(op, Kernel::GruCell, &[x.dtype], &p, &buffers, groups)?;
+    }
+    Ok(GpuStorage::new(out, x.dtype, units, device))
+}
+
+/// The gradients of `x`, `hp` and `h` given the upstream gradient of `h'`.
+pub(crate) fn gru_cell_backward(
+    x: &GpuStorage,
+    hp: &GpuStorage,
+    h: &GpuStorage,
+    grad: &GpuStorage,
+    spec: &GruCellSpec,
+) -> Result<(GpuStorage, GpuStorage, GpuStorage)> {
+    let op = "gru_cell_backward";
+    let device = &x.device;
+    let units = spec.batch * spec.hidden;
+    let dx = device.alloc_output(op, 3 * units, x.dtype)?;
+    let dhp = device.alloc_output(op, 3 * units, x.dtype)?;
+    let dh = device.alloc_output(op, units, x.dtype)?;
+    if units > 0 {
+        let buffers = [
+            x.raw(),
+            hp.raw(),
+            h.raw(),
+            grad.raw(),
+            dx.buffer(),
+            dhp.buffer(),
+            dh.buffer(),
+        ];
+        let groups = device.groups_1d(op, units)?;
+        let p = params(op, spec.batch, spec.hidden)?;
+        device.dispatch(
+            op,
+            Kernel::GruCellBackward,
+            &[x.dtype],
+            &p,
+            &buffers,
+            groups,
+        )?;
+    }
+    let wrap = |b, n| GpuStorage::new(b, x.dtype, n, device);
+    Ok((wrap(dx, 3 * units), wrap(dhp, 3 * units), wrap(dh, units)))
 }

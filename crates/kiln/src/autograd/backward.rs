@@ -512,5 +512,9 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
             let (dz, dc) = z.lstm_cell_backward(c, g)?;
             Ok(vec![Some(dz), Some(dc)])
         }
+        Op::GruCell { x, hp, h } => {
+            let (dx, dhp, dh) = x.gru_cell_backward(hp, h, g)?;
+            Ok(vec![Some(dx), Some(dhp), Some(dh)])
+        }
     }
 }

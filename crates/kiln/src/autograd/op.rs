@@ -114,6 +114,12 @@ pub(crate) enum Op {
         z: Tensor,
         c: Tensor,
     },
+    /// `Tensor::gru_cell`: input and hidden projections, hidden state.
+    GruCell {
+        x: Tensor,
+        hp: Tensor,
+        h: Tensor,
+    },
 }
 
 impl Op {
@@ -147,6 +153,7 @@ impl Op {
             } => std::iter::once(x).chain(weight).chain(bias).collect(),
             Op::CrossEntropy { logits, .. } => vec![logits],
             Op::LstmCell { z, c } => vec![z, c],
+            Op::GruCell { x, hp, h } => vec![x, hp, h],
         }
     }
 
@@ -178,6 +185,7 @@ impl Op {
             Op::LayerNorm { .. } => "layer_norm",
             Op::CrossEntropy { .. } => "cross_entropy",
             Op::LstmCell { .. } => "lstm_cell",
+            Op::GruCell { .. } => "gru_cell",
         }
     }
 }

@@ -1,0 +1,41 @@
+// One fused GRU step, one invocation per (row, unit): reads the input and hidden
+// projections' three gates and the hidden state, writes h' (kiln-core's
+// `GruCellSpec`), where the step was eleven elementwise kernels. Math in f32.
+// kiln:constants workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+// kiln:end
+alias T = f32;
+
+struct Params {
+    batch: u32,
+    hidden: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [batch, 3 * hidden]: r | z | n, the input projection
+@group(0) @binding(1) var<storage, read> x: array<T>;
+// [batch, 3 * hidden]: r | z | n, the hidden projection
+@group(0) @binding(2) var<storage, read> hp: array<T>;
+// [batch, hidden]
+@group(0) @binding(3) var<storage, read> h: array<T>;
+// [batch, hidden]
+@group(0) @binding(4) var<storage, read_write> output: array<T>;
+
+fn sigmoid(v: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-v));
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
+    let hs = params.hidden;
+    if (e >= params.batch * hs) { return; }
+    let row = e / hs * 3u * hs + e % hs;
+    let r = sigmoid(f32(x[row]) + f32(hp[row]));
+    let z = sigmoid(f32(x[row + hs]) + f32(hp[row + hs]));
+    let n = tanh(f32(x[row + 2u * hs]) + r * f32(hp[row + 2u * hs]));
+    output[e] = T((1.0 - z) * n + z * f32(h[e]));
+}
