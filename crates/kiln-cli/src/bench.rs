@@ -40,7 +40,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             op: "kiln bench",
             reason: e.to_string(),
         })?;
-        std::fs::write(&path, text).map_err(|e| io_error("kiln bench", &path, e))?;
+        std::fs::write(&path, text).map_err(|e| Error::io("kiln bench", &path, e))?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -58,7 +58,7 @@ pub struct ReportArgs {
 
 pub fn report(args: ReportArgs) -> Result<()> {
     let op = "kiln bench-report";
-    let read = |path: &PathBuf| std::fs::read_to_string(path).map_err(|e| io_error(op, path, e));
+    let read = |path: &PathBuf| std::fs::read_to_string(path).map_err(|e| Error::io(op, path, e));
     let mut reports = Vec::new();
     for path in &args.reports {
         let report: Report =
@@ -74,12 +74,4 @@ pub fn report(args: ReportArgs) -> Result<()> {
     }
     print!("{}", markdown(&reports, &peers));
     Ok(())
-}
-
-fn io_error(op: &'static str, path: &std::path::Path, e: std::io::Error) -> Error {
-    Error::Io {
-        op,
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
 }

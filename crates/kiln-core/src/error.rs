@@ -179,6 +179,17 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// `Error::Io` for a failed file operation on `path`.
+    pub fn io(op: &'static str, path: &std::path::Path, reason: impl std::fmt::Display) -> Self {
+        Error::Io {
+            op,
+            path: path.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 fn mismatch_text(missing: &[String], unexpected: &[String], mismatched: &[String]) -> String {
     let mut out = String::new();
     for (what, names) in [

@@ -43,20 +43,12 @@ pub fn read_cache(path: &Path) -> Result<CacheEntries> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CacheEntries::new()),
-        Err(e) => return Err(io_error(path, e)),
+        Err(e) => return Err(Error::io("autotune cache", path, e)),
     };
     serde_json::from_str(&text).map_err(|e| Error::InvalidArgument {
         op: "autotune cache",
         reason: format!("{}: {e}", path.display()),
     })
-}
-
-fn io_error(path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        op: "autotune cache",
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
 }
 
 /// One device's decisions and where they persist.
@@ -126,15 +118,15 @@ impl Autotuner {
             mine.insert(class.clone(), v.name().to_string());
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("autotune cache", dir, e))?;
         }
         let text = serde_json::to_string_pretty(&entries).map_err(|e| Error::InvalidArgument {
             op: "autotune cache",
             reason: e.to_string(),
         })?;
         let partial = path.with_extension(format!("json.{}.partial", std::process::id()));
-        std::fs::write(&partial, text).map_err(|e| io_error(&partial, e))?;
-        std::fs::rename(&partial, path).map_err(|e| io_error(path, e))
+        std::fs::write(&partial, text).map_err(|e| Error::io("autotune cache", &partial, e))?;
+        std::fs::rename(&partial, path).map_err(|e| Error::io("autotune cache", path, e))
     }
 }
 

@@ -45,14 +45,6 @@ pub fn training_state(model: &dyn Module, optimizer: &dyn Optimizer) -> Vec<(Str
     state
 }
 
-fn io(path: &Path, op: &'static str, reason: impl ToString) -> Error {
-    Error::Io {
-        op,
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
-}
-
 fn st_dtype(d: DType) -> StDtype {
     match d {
         DType::F32 => StDtype::F32,
@@ -93,7 +85,7 @@ pub fn save_checkpoint(
     let path = path.as_ref();
     if let Some(name) = first_duplicate(tensors) {
         let reason = format!("two tensors are named {name}");
-        return Err(io(path, "save_checkpoint", reason));
+        return Err(Error::io("save_checkpoint", path, reason));
     }
     let mut hosts = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
@@ -111,7 +103,7 @@ pub fn save_checkpoint(
             Ok((
                 name.clone(),
                 TensorView::new(st_dtype(*dtype), dims.clone(), bytes)
-                    .map_err(|e| io(path, "save_checkpoint", e))?,
+                    .map_err(|e| Error::io("save_checkpoint", path, e))?,
             ))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -120,8 +112,10 @@ pub fn save_checkpoint(
     partial.push(".partial");
     let partial = std::path::PathBuf::from(partial);
     let written = safetensors::serialize_to_file(views, metadata, &partial)
-        .map_err(|e| io(path, "save_checkpoint", e))
-        .and_then(|()| std::fs::rename(&partial, path).map_err(|e| io(path, "save_checkpoint", e)));
+        .map_err(|e| Error::io("save_checkpoint", path, e))
+        .and_then(|()| {
+            std::fs::rename(&partial, path).map_err(|e| Error::io("save_checkpoint", path, e))
+        });
     if written.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
@@ -141,12 +135,12 @@ fn host_bytes(t: &Tensor) -> Result<Vec<u8>> {
 /// dtypes) are errors.
 pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| io(path, "load_checkpoint", e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io("load_checkpoint", path, e))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| io(path, "load_checkpoint", e))?;
+        .map_err(|e| Error::io("load_checkpoint", path, e))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let file = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| io(path, "load_checkpoint", e))?;
+        .map_err(|e| Error::io("load_checkpoint", path, e))?;
     let mut tensors = HashMap::new();
     for (name, view) in file.tensors() {
         let dtype = match view.dtype() {
@@ -155,9 +149,9 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
             StDtype::I32 => DType::I32,
             StDtype::F64 => DType::F64,
             other => {
-                return Err(io(
-                    path,
+                return Err(Error::io(
                     "load_checkpoint",
+                    path,
                     format!("tensor {name}: dtype {other:?} is not supported"),
                 ))
             }
