@@ -4,10 +4,10 @@
 use crate::kernels::Kernel;
 use crate::params::{to_u32, AdamParams, RmsPropParams, SgdParams, ShaderParams};
 use crate::storage::GpuStorage;
-use kiln_core::{Error, OptimizerStep, Result};
+use kiln_core::{OptimizerStep, Result};
 
-/// `step` applied to `param` (compact, like `grad` and each state): the new parameter
-/// and states.
+/// `step` applied to `param` (compact, like `grad` and each of the `step.states()`
+/// states, which the tensor layer checks): the new parameter and states.
 pub(crate) fn update(
     param: &GpuStorage,
     grad: &GpuStorage,
@@ -15,15 +15,6 @@ pub(crate) fn update(
     step: &OptimizerStep,
 ) -> Result<(GpuStorage, Vec<GpuStorage>)> {
     let op = "optimizer_update";
-    if states.len() != step.states() {
-        let reason = format!(
-            "{} takes {} states, got {}",
-            step.name(),
-            step.states(),
-            states.len()
-        );
-        return Err(Error::InvalidArgument { op, reason });
-    }
     let n = to_u32(op, "elements", param.len)?;
     match *step {
         OptimizerStep::Adam(s) => launch(
