@@ -41,3 +41,5 @@ OUT="$check_out" KILN_BIN=target/debug/kiln BURN_BIN=/nonexistent bash benches/g
 grep '^- ' "$check_out/summary.md"
 echo "== cargo test --workspace"
 cargo test --workspace
+echo "== the parity suite again with fusion off: each op's own kernel against the CPU"
+KILN_FUSION=0 cargo test -p kiln --test parity

@@ -16,7 +16,11 @@ fn a_profile_counts_each_launch_and_the_bytes_it_binds() {
     let Some(gpu) = gpu() else { return };
     let a = Tensor::full([1000], 0.5, DType::F32, &gpu).unwrap();
     let b = Tensor::full([1000], 1.5, DType::F32, &gpu).unwrap();
-    let (c, profile) = gpu.profile(|| a.add(&b)?.exp()).unwrap();
+    // Each op its own kernel (fusion, on by default, is counted in the next test).
+    gpu.as_gpu().unwrap().set_fusion(false);
+    let profiled = gpu.profile(|| a.add(&b)?.exp());
+    gpu.as_gpu().unwrap().set_fusion(true);
+    let (c, profile) = profiled.unwrap();
     let want = (2.0f32).exp();
     assert!(c
         .to_vec::<f32>()
@@ -55,6 +59,35 @@ fn a_profile_counts_each_launch_and_the_bytes_it_binds() {
     // starts from zero.
     let (_, again) = gpu.profile(|| a.neg()).unwrap();
     assert_eq!(again.dispatches(), 2);
+}
+
+/// With fusion on, the same two ops are one generated kernel, which reads both
+/// inputs and writes one output; the pending sum is never allocated.
+#[test]
+fn a_profile_counts_a_fused_kernel_once() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let a = Tensor::full([1000], 0.5, DType::F32, &gpu).unwrap();
+    let b = Tensor::full([1000], 1.5, DType::F32, &gpu).unwrap();
+    let (c, profile) = gpu.profile(|| a.add(&b)?.exp()).unwrap();
+    let fused = profile
+        .kernels
+        .iter()
+        .find(|k| k.name == "fused add,exp [F32]")
+        .unwrap_or_else(|| panic!("no fused kernel in {:#?}", profile.kernels));
+    assert_eq!(
+        (fused.launches, fused.bytes_read, fused.bytes_written),
+        (1, 8192, 4096)
+    );
+    // And one fill: the poisoned output.
+    assert_eq!(profile.dispatches(), 2, "{:#?}", profile.kernels);
+    assert_eq!(profile.bytes(), 8192 + 4096 + 4096);
+    let want = (2.0f32).exp();
+    assert!(c
+        .to_vec::<f32>()
+        .unwrap()
+        .iter()
+        .all(|&v| (v - want).abs() < 1e-5));
 }
 
 /// Index checks on ids uploaded from the host use the bounds kept at upload: no

@@ -86,7 +86,9 @@ fn pow_real(x: f32, p: f32) -> f32 {
     return select(r, -r, odd);
 }
 
-fn apply(op: u32, a: f32, b: f32) -> f32 {
+// kiln:formulas (fused kernels include the functions up to `kiln:formulas end`;
+// is_nan and pow_real come from unary.wgsl's)
+fn binary_op(op: u32, a: f32, b: f32) -> f32 {
     switch op {
         case BINARY_ADD: { return a + b; }
         case BINARY_SUB: { return a - b; }
@@ -107,6 +109,7 @@ fn apply(op: u32, a: f32, b: f32) -> f32 {
         default: { return bitcast<f32>(0x7fc00000u); }
     }
 }
+// kiln:formulas end
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -116,7 +119,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if ((params.contiguous & 1u) == 0u) { a = strided_offset(i, params.strides0, params.offsets.x); }
     var b = params.offsets.y + i;
     if ((params.contiguous & 2u) == 0u) { b = strided_offset(i, params.strides1, params.offsets.y); }
-    output[i] = T(apply(params.op, f32(lhs[a]), f32(rhs[b])));
+    output[i] = T(binary_op(params.op, f32(lhs[a]), f32(rhs[b])));
 }
 
 // Both inputs contiguous, offsets and numel multiples of 4: four vec4s per invocation.
@@ -138,7 +141,7 @@ fn main_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
                 case BINARY_SUB: { r = x - y; }
                 case BINARY_MUL: { r = x * y; }
                 case BINARY_DIV: { r = x / y; }
-                default: { r = vec4<f32>(apply(op, x.x, y.x), apply(op, x.y, y.y), apply(op, x.z, y.z), apply(op, x.w, y.w)); }
+                default: { r = vec4<f32>(binary_op(op, x.x, y.x), binary_op(op, x.y, y.y), binary_op(op, x.z, y.z), binary_op(op, x.w, y.w)); }
             }
             output4[first + j] = vec4<T>(r);
         }

@@ -72,6 +72,7 @@ fn strided_offset(i: u32, strides: array<vec4<u32>, 2>, base: u32) -> u32 {
     return off;
 }
 
+// kiln:formulas (fused kernels include the functions up to `kiln:formulas end`)
 fn erf_approx(x: f32) -> f32 {
     // Abramowitz & Stegun 7.1.26, |error| < 1.5e-7.
     let t = 1.0 / (1.0 + 0.3275911 * abs(x));
@@ -103,7 +104,7 @@ fn pow_real(x: f32, p: f32) -> f32 {
     return select(r, -r, odd);
 }
 
-fn apply(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
+fn unary_op(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
     switch op {
         case UNARY_NEG: { return -x; }
         case UNARY_ABS: { return abs(x); }
@@ -131,6 +132,7 @@ fn apply(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
         default: { return bitcast<f32>(0x7fc00000u); }
     }
 }
+// kiln:formulas end
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -138,7 +140,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= params.numel) { return; }
     var src = params.offsets.x + i;
     if ((params.contiguous & 1u) == 0u) { src = strided_offset(i, params.strides0, params.offsets.x); }
-    output[i] = T(apply(params.op, f32(input[src]), params.p0, params.p1));
+    output[i] = T(unary_op(params.op, f32(input[src]), params.p0, params.p1));
 }
 
 fn apply4(x: vec4<T>) -> vec4<T> {
@@ -146,7 +148,7 @@ fn apply4(x: vec4<T>) -> vec4<T> {
     let op = params.op;
     let p0 = params.p0;
     let p1 = params.p1;
-    return vec4<T>(vec4<f32>(apply(op, v.x, p0, p1), apply(op, v.y, p0, p1), apply(op, v.z, p0, p1), apply(op, v.w, p0, p1)));
+    return vec4<T>(vec4<f32>(unary_op(op, v.x, p0, p1), unary_op(op, v.y, p0, p1), unary_op(op, v.z, p0, p1), unary_op(op, v.w, p0, p1)));
 }
 
 // Contiguous input, offset and numel multiples of 4: four vec4s per invocation. Wide

@@ -37,6 +37,9 @@ pub trait BackendStorage: Sized {
 
     fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self>;
 
+    /// The elements of `layout` as a fresh compact storage.
+    fn compact(&self, layout: &Layout) -> Result<Self>;
+
     /// Copies the elements of `layout` into `dst` at `dst_layout` (same shape and dtype).
     fn copy_into(&self, layout: &Layout, dst: &mut Self, dst_layout: &Layout) -> Result<()>;
 

@@ -28,7 +28,7 @@ impl BackendStorage for GpuStorage {
         let dtype = self.dtype;
         self.device.read_with(
             "to_vec",
-            &source.buffer,
+            source.buffer()?,
             n * dtype.size_in_bytes(),
             |bytes| HostBuffer::from_bytes(dtype, bytes, n),
         )
@@ -61,6 +61,10 @@ impl BackendStorage for GpuStorage {
 
     fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self> {
         ops::elementwise::cast(self, layout, dtype)
+    }
+
+    fn compact(&self, layout: &Layout) -> Result<Self> {
+        ops::elementwise::compact(self, layout)
     }
 
     fn copy_into(&self, layout: &Layout, dst: &mut Self, dst_layout: &Layout) -> Result<()> {

@@ -5,13 +5,15 @@
 
 use crate::adapter::{self, AdapterSummary};
 use crate::autotune::{self, Autotuner};
+use crate::fusion::{FusedParams, PendingList};
 use crate::kernels::Kernel;
 use crate::launch::{Batch, MAX_BATCH};
 use crate::matmul_variant::MatmulVariant;
-use crate::pipelines::PipelineCache;
+use crate::pipelines::{Pipeline, PipelineCache};
 use crate::pool::{BufferPool, PoolStats};
 use crate::profile::Recorder;
 use kiln_core::{DType, Error, Result};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +31,13 @@ pub(crate) struct Inner {
     /// The autotuner's decisions for `MatmulVariant::Autotune`.
     pub(crate) autotuner: Mutex<Autotuner>,
     pub(crate) pipelines: Mutex<PipelineCache>,
+    /// Whether elementwise ops record pending storages (`fusion`).
+    pub(crate) fusion: AtomicBool,
+    /// Generated kernels by program structure, and their sources in build order.
+    pub(crate) fused_pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
+    pub(crate) fused_sources: Mutex<Vec<String>>,
+    /// Pending storages to run at `synchronize`.
+    pub(crate) pending: Mutex<PendingList>,
     pub(crate) pool: Arc<BufferPool>,
     pub(crate) batch: Mutex<Batch>,
     pub(crate) poison: AtomicBool,
@@ -93,6 +102,7 @@ impl GpuDevice {
         let largest = Kernel::ALL
             .iter()
             .map(|k| k.params().size)
+            .chain([std::mem::size_of::<FusedParams>()])
             .max()
             .unwrap_or(16);
         let align = u64::from(limits.min_uniform_buffer_offset_alignment).max(16);
@@ -122,6 +132,10 @@ impl GpuDevice {
                 matmul_variant,
                 autotuner: Mutex::new(autotuner),
                 pipelines: Mutex::default(),
+                fusion: AtomicBool::new(std::env::var("KILN_FUSION").as_deref() != Ok("0")),
+                fused_pipelines: Mutex::default(),
+                fused_sources: Mutex::default(),
+                pending: Mutex::default(),
                 pool: Arc::default(),
                 batch: Mutex::default(),
                 poison: AtomicBool::new(false),
@@ -190,6 +204,16 @@ impl GpuDevice {
     /// kernel runs, so a test sees any element a kernel fails to write.
     pub fn set_poison_outputs(&self, on: bool) {
         self.inner.poison.store(on, Ordering::Relaxed);
+    }
+
+    /// Turns elementwise fusion on or off (see `fusion`; on unless `KILN_FUSION=0`).
+    /// Storages already pending still run fused.
+    pub fn set_fusion(&self, on: bool) {
+        self.inner.fusion.store(on, Ordering::Relaxed);
+    }
+
+    pub fn fusion(&self) -> bool {
+        self.inner.fusion.load(Ordering::Relaxed)
     }
 
     /// The matmul kernel this device runs (see `ops/matmul.rs`).

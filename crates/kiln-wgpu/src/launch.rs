@@ -4,6 +4,7 @@
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
 use crate::params::ShaderParams;
+use crate::pipelines::Pipeline;
 use crate::pool::PooledBuffer;
 use crate::shader_constants::WORKGROUP;
 use kiln_core::{DType, Error, GpuErrorKind, Result};
@@ -87,13 +88,32 @@ impl GpuDevice {
         }
         let start = Instant::now();
         let pipeline = self.pipeline(op, kernel, dtypes)?;
-        let timestamps = self.profile_launch(kernel, dtypes, &pipeline.written, resources);
+        let name = || format!("{}:{} {dtypes:?}", kernel.file().0, kernel.entry());
+        let params = bytemuck::bytes_of(params);
+        self.launch(op, &pipeline, params, resources, groups, start, name)
+    }
+
+    /// Records one launch of a built pipeline; `params` (its uniform struct) bind at 0,
+    /// `resources` in order from binding 1. `start` is when the caller began (the
+    /// host cost counted per launch); `name` names the kernel in profiles.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn launch(
+        &self,
+        op: &'static str,
+        pipeline: &Pipeline,
+        params: &[u8],
+        resources: &[wgpu::BindingResource<'_>],
+        groups: [u32; 3],
+        start: Instant,
+        name: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let timestamps = self.profile_launch(name, &pipeline.written, resources);
         let mut guard = self.inner.batch.lock().unwrap();
         let batch = &mut *guard;
         // The params go into the batch's slice of the arena, written before submission.
         let stride = self.inner.params_stride;
         let offset = batch.params.len() as u64;
-        let bytes = bytemuck::bytes_of(params);
+        let bytes = params;
         batch.params.extend_from_slice(bytes);
         batch.params.resize((offset + stride) as usize, 0);
         let mut entries = vec![wgpu::BindGroupEntry {
@@ -245,7 +265,9 @@ impl GpuDevice {
     }
 
     /// Submits everything recorded so far and waits until the GPU has finished it.
+    /// Pending fused work that some tensor still holds runs first.
     pub fn synchronize(&self) -> Result<()> {
+        self.run_pending("synchronize")?;
         self.flush("synchronize")?;
         self.inner
             .device

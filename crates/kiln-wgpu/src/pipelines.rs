@@ -16,6 +16,17 @@ pub(crate) struct Pipeline {
     pub(crate) written: Vec<u32>,
 }
 
+impl Pipeline {
+    fn new(compute: wgpu::ComputePipeline, written: Vec<u32>) -> Pipeline {
+        let layout = compute.get_bind_group_layout(0);
+        Pipeline {
+            compute,
+            layout,
+            written,
+        }
+    }
+}
+
 /// A kernel and the dtypes it was specialised to (at most two).
 type PipelineKey = (Kernel, [Option<DType>; 2]);
 
@@ -42,19 +53,28 @@ impl GpuDevice {
         let source = kernel.specialise(dtypes)?;
         let checked = kernel.bounds_checked();
         let compute = self.compile(op, kernel.file().0, &source, kernel.entry(), checked)?;
-        let layout = compute.get_bind_group_layout(0);
-        let written = kernel.written_bindings();
-        let pipeline = Arc::new(Pipeline {
-            compute,
-            layout,
-            written,
-        });
+        let pipeline = Arc::new(Pipeline::new(compute, kernel.written_bindings()));
         self.inner
             .pipelines
             .lock()
             .unwrap()
             .insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// Builds a generated kernel (entry point `main`) that writes the bindings
+    /// `written`. Its addresses follow from host-validated layouts, as those of the
+    /// elementwise kernels do, so it gets their bounds-check policy.
+    pub(crate) fn build_pipeline(
+        &self,
+        op: &'static str,
+        label: &str,
+        source: &str,
+        written: Vec<u32>,
+    ) -> Result<Pipeline> {
+        let checked = Kernel::Unary.bounds_checked();
+        let compute = self.compile(op, label, source, "main", checked)?;
+        Ok(Pipeline::new(compute, written))
     }
 
     /// Compiles WGSL into a compute pipeline, with wgpu's runtime bounds checks; a

@@ -4,8 +4,7 @@
 //! work are compared between versions.
 
 use crate::device::GpuDevice;
-use crate::kernels::Kernel;
-use kiln_core::{DType, Error, Result};
+use kiln_core::{Error, Result};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -111,15 +110,13 @@ impl GpuDevice {
     /// pass's timestamp writes when launches are timed.
     pub(crate) fn profile_launch(
         &self,
-        kernel: Kernel,
-        dtypes: &[DType],
+        name: impl FnOnce() -> String,
         written: &[u32],
         resources: &[wgpu::BindingResource<'_>],
     ) -> Option<(wgpu::QuerySet, u32)> {
         let mut guard = self.inner.profiler.lock().unwrap();
         let recorder = guard.as_mut()?;
-        let (file, _) = kernel.file();
-        let name = format!("{file}:{} {dtypes:?}", kernel.entry());
+        let name = name();
         let (mut read, mut write) = (0, 0);
         for (i, resource) in resources.iter().enumerate() {
             let bytes = match resource {

@@ -1,14 +1,16 @@
-//! `GpuStorage`: a tensor's buffer on a GPU. The backend contract over it is in
-//! `backend.rs`, the launchers in `ops/`.
+//! `GpuStorage`: a tensor's buffer on a GPU, or the fused elementwise expression that
+//! will fill it (`fusion`). The backend contract over it is in `backend.rs`, the
+//! launchers in `ops/`.
 
 use crate::device::GpuDevice;
+use crate::fusion::Expr;
 use crate::pool::PooledBuffer;
-use kiln_core::DType;
-use std::sync::Arc;
+use kiln_core::{DType, Error, GpuErrorKind, Result};
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Clone)]
 pub struct GpuStorage {
-    pub(crate) buffer: Arc<PooledBuffer>,
+    pub(crate) data: Arc<StorageData>,
     pub(crate) dtype: DType,
     /// Elements the buffer holds (it may be larger: pool size classes).
     pub(crate) len: usize,
@@ -19,10 +21,40 @@ pub struct GpuStorage {
     pub(crate) value_range: Option<(i32, i32)>,
 }
 
+/// What clones of one storage share: the buffer once it exists, and until then the
+/// expression that computes it.
+pub(crate) struct StorageData {
+    buffer: OnceLock<PooledBuffer>,
+    /// Taken (set to `None`) when the expression has run, which also lets go of its
+    /// inputs. The lock is held while it runs, so it runs once.
+    pub(crate) expr: Mutex<Option<Expr>>,
+}
+
 impl GpuStorage {
     pub(crate) fn new(buffer: PooledBuffer, dtype: DType, len: usize, device: &GpuDevice) -> Self {
+        let data = StorageData {
+            buffer: OnceLock::from(buffer),
+            expr: Mutex::new(None),
+        };
         GpuStorage {
-            buffer: Arc::new(buffer),
+            data: Arc::new(data),
+            dtype,
+            len,
+            device: device.clone(),
+            value_range: None,
+        }
+    }
+
+    /// Storage computed later by `expr`: when a kernel or the host needs its buffer,
+    /// or at the device's next `synchronize`.
+    pub(crate) fn pending(expr: Expr, dtype: DType, len: usize, device: &GpuDevice) -> Self {
+        let data = Arc::new(StorageData {
+            buffer: OnceLock::new(),
+            expr: Mutex::new(Some(expr)),
+        });
+        device.track_pending(&data);
+        GpuStorage {
+            data,
             dtype,
             len,
             device: device.clone(),
@@ -55,7 +87,36 @@ impl GpuStorage {
         &self.device
     }
 
-    pub(crate) fn raw(&self) -> &wgpu::Buffer {
-        self.buffer.buffer()
+    /// Whether its expression has yet to run (see `fusion`).
+    pub fn is_pending(&self) -> bool {
+        self.data.buffer.get().is_none()
+    }
+
+    /// The buffer, running the pending expression first if there is one.
+    pub(crate) fn buffer(&self) -> Result<&PooledBuffer> {
+        if let Some(b) = self.data.buffer.get() {
+            return Ok(b);
+        }
+        crate::fusion::run(&self.data, &self.device)?;
+        self.data.buffer.get().ok_or_else(|| Error::Gpu {
+            op: "fusion",
+            kind: GpuErrorKind::Internal,
+            message: "a fused expression ran without producing its buffer".into(),
+        })
+    }
+
+    pub(crate) fn raw(&self) -> Result<&wgpu::Buffer> {
+        Ok(self.buffer()?.buffer())
+    }
+}
+
+impl StorageData {
+    /// Stores the buffer the storage's expression computed.
+    pub(crate) fn fill(&self, buffer: PooledBuffer) -> Result<()> {
+        self.buffer.set(buffer).map_err(|_| Error::Gpu {
+            op: "fusion",
+            kind: GpuErrorKind::Internal,
+            message: "a fused expression ran twice".into(),
+        })
     }
 }

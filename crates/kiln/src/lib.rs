@@ -65,7 +65,7 @@ pub mod backend {
     pub use kiln_wgpu::shader_constants;
     pub use kiln_wgpu::{
         autotune_cache_path, list_adapters, read_autotune_cache, specialised_sources,
-        AdapterSummary, CacheEntries, CopyProbe, FmaProbe, GpuDevice, GpuStorage, Kernel,
-        MatmulVariant, ParamsLayout, ParamsMember, PoolStats,
+        AdapterSummary, CacheEntries, CopyProbe, FmaProbe, FusedParams, GpuDevice, GpuStorage,
+        Kernel, MatmulVariant, ParamsLayout, ParamsMember, PoolStats,
     };
 }

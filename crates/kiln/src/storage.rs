@@ -81,6 +81,10 @@ impl Storage {
         unary_forward!(self, s => s.cast(layout, dtype))
     }
 
+    pub(crate) fn compact(&self, layout: &Layout) -> Result<Storage> {
+        unary_forward!(self, s => s.compact(layout))
+    }
+
     pub(crate) fn reduce(&self, op: ReduceOp, rows: usize, k: usize) -> Result<Storage> {
         unary_forward!(self, s => s.reduce(op, rows, k))
     }

@@ -200,13 +200,8 @@ impl Tensor {
             return Ok(self.clone());
         }
         track(Op::Identity(self.clone()), || {
-            let mut dst = self
-                .device()
-                .zeros_storage(self.elem_count(), self.dtype())?;
-            let out_layout = Layout::contiguous(self.shape().clone());
-            self.storage()
-                .copy_into(self.layout(), &mut dst, &out_layout)?;
-            Ok(Tensor::from_storage(dst, self.shape().clone()))
+            let out = self.storage().compact(self.layout())?;
+            Ok(Tensor::from_storage(out, self.shape().clone()))
         })
     }
 

@@ -48,7 +48,7 @@ pub(crate) fn conv2d_direct(
         Kernel::Conv2dDirect,
         &[x.dtype],
         &p,
-        &[x.raw(), weight.raw(), out.buffer()],
+        &[x.raw()?, weight.raw()?, out.buffer()],
         device.groups_1d(op, n)?,
     )?;
     Ok(GpuStorage::new(out, x.dtype, n, device))

@@ -1,5 +1,6 @@
 //! Launchers for `shaders/elementwise/`: strided unary, binary, where, cast and copy.
 
+use crate::fusion::{self, Arg, FusedOp};
 use crate::kernels::Kernel;
 use crate::params::ElementwiseParams;
 use crate::shader_constants::{VEC4_PER_INVOCATION, VEC4_WORKGROUP};
@@ -18,7 +19,10 @@ fn launch(
     let device = &inputs[0].device;
     let n = params.numel as usize;
     let out = device.alloc_output(op, n, out_dtype)?;
-    let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|s| s.raw()).collect();
+    let mut buffers = Vec::with_capacity(inputs.len() + 1);
+    for s in inputs {
+        buffers.push(s.raw()?);
+    }
     buffers.push(out.buffer());
     // Every input contiguous and vec4-aligned: the `main_vec4` entry.
     let per_group = (VEC4_WORKGROUP * VEC4_PER_INVOCATION * 4) as usize;
@@ -41,7 +45,25 @@ fn launch(
     Ok(GpuStorage::new(out, out_dtype, n, device))
 }
 
+/// The inputs as fusion args when the op should be recorded rather than launched:
+/// fusion on, a float output and at least one element.
+fn fusable(inputs: &[(&GpuStorage, &Layout)], out_dtype: DType) -> Option<Vec<Arg>> {
+    let device = &inputs[0].0.device;
+    let floats = out_dtype.is_float() && out_dtype != DType::F64;
+    if !device.fusion() || !floats || inputs[0].1.elem_count() == 0 {
+        return None;
+    }
+    let arg = |&(s, l): &(&GpuStorage, &Layout)| Arg {
+        storage: s.clone(),
+        layout: l.clone(),
+    };
+    Some(inputs.iter().map(arg).collect())
+}
+
 pub(crate) fn unary(x: &GpuStorage, layout: &Layout, op: UnaryOp) -> Result<GpuStorage> {
+    if let Some(args) = fusable(&[(x, layout)], x.dtype) {
+        return fusion::record(&x.device, FusedOp::Unary(op), args, x.dtype);
+    }
     let mut params = ElementwiseParams::new(op.name(), op.code(), &[layout], None)?;
     [params.p0, params.p1] = op.scalars();
     launch(op.name(), Kernel::Unary, &[x.dtype], params, &[x], x.dtype)
@@ -54,6 +76,9 @@ pub(crate) fn binary(
     rl: &Layout,
     op: BinaryOp,
 ) -> Result<GpuStorage> {
+    if let Some(args) = fusable(&[(lhs, ll), (rhs, rl)], lhs.dtype) {
+        return fusion::record(&lhs.device, FusedOp::Binary(op), args, lhs.dtype);
+    }
     let params = ElementwiseParams::new(op.name(), op.code(), &[ll, rl], None)?;
     if lhs.dtype == DType::I32 {
         return launch(
@@ -83,6 +108,9 @@ pub(crate) fn where_cond(
     f: &GpuStorage,
     fl: &Layout,
 ) -> Result<GpuStorage> {
+    if let Some(args) = fusable(&[(cond, cl), (t, tl), (f, fl)], t.dtype) {
+        return fusion::record(&t.device, FusedOp::Where, args, t.dtype);
+    }
     let params = ElementwiseParams::new("where", 0, &[cl, tl, fl], None)?;
     launch(
         "where",
@@ -95,6 +123,11 @@ pub(crate) fn where_cond(
 }
 
 pub(crate) fn cast(x: &GpuStorage, layout: &Layout, dtype: DType) -> Result<GpuStorage> {
+    // From i32 to f16 the fused kernel would round twice (through f32).
+    let exact = x.dtype.is_float() || dtype == DType::F32;
+    if let Some(args) = fusable(&[(x, layout)], dtype).filter(|_| exact) {
+        return fusion::record(&x.device, FusedOp::Cast, args, dtype);
+    }
     let params = ElementwiseParams::new("to_dtype", 0, &[layout], None)?;
     launch(
         "to_dtype",
@@ -106,17 +139,29 @@ pub(crate) fn cast(x: &GpuStorage, layout: &Layout, dtype: DType) -> Result<GpuS
     )
 }
 
-/// The elements of `layout` as a fresh compact tensor.
+/// The elements of `layout` as a fresh compact tensor: pending where the dtype fuses,
+/// so that the copy runs inside its consumer's or producer's kernel.
+pub(crate) fn compact(x: &GpuStorage, layout: &Layout) -> Result<GpuStorage> {
+    if let Some(args) = fusable(&[(x, layout)], x.dtype) {
+        return fusion::record(&x.device, FusedOp::Cast, args, x.dtype);
+    }
+    copy_compact(x, layout)
+}
+
+/// The elements of `layout` as a fresh compact tensor, copied now.
 pub(crate) fn copy_compact(x: &GpuStorage, layout: &Layout) -> Result<GpuStorage> {
     let params = ElementwiseParams::new("contiguous", 0, &[layout], None)?;
-    launch(
+    let mut out = launch(
         "contiguous",
         Kernel::Copy,
         &[x.dtype],
         params,
         &[x],
         x.dtype,
-    )
+    )?;
+    // A copy holds a subset of the values: the known bounds still hold.
+    out.value_range = x.value_range;
+    Ok(out)
 }
 
 pub(crate) fn copy_into(
@@ -134,7 +179,7 @@ pub(crate) fn copy_into(
         Kernel::Copy,
         &[src.dtype],
         &params,
-        &[src.raw(), dst.raw()],
+        &[src.raw()?, dst.raw()?],
         groups,
     )?;
     // dst now holds some of its old values and some of src's.

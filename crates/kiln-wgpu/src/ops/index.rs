@@ -28,7 +28,7 @@ pub(crate) fn gather(x: &GpuStorage, index: &GpuStorage, s: &GatherSpec) -> Resu
         Kernel::Gather,
         &[x.dtype],
         &params,
-        &[x.raw(), index.raw(), out.buffer()],
+        &[x.raw()?, index.raw()?, out.buffer()],
         device.groups_1d(op, n)?,
     )?;
     Ok(GpuStorage::new(out, x.dtype, n, device))
@@ -51,7 +51,7 @@ pub(crate) fn scatter_add(
         inner: u(s.inner)?,
     };
     let out = device.alloc_output(op, n, x.dtype)?;
-    let buffers = [x.raw(), index.raw(), src.raw(), out.buffer()];
+    let buffers = [x.raw()?, index.raw()?, src.raw()?, out.buffer()];
     device.dispatch(
         op,
         Kernel::ScatterAdd,

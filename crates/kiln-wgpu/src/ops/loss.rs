@@ -22,7 +22,7 @@ pub(crate) fn cross_entropy(
         _pad: 0,
     };
     let out = device.alloc_output(op, rows, logits.dtype)?;
-    let buffers = [logits.raw(), targets.raw(), out.buffer()];
+    let buffers = [logits.raw()?, targets.raw()?, out.buffer()];
     device.dispatch(
         op,
         Kernel::CrossEntropy,
@@ -51,7 +51,7 @@ pub(crate) fn cross_entropy_backward(
         _pad: 0,
     };
     let out = device.alloc_output(op, rows * classes, logits.dtype)?;
-    let buffers = [logits.raw(), targets.raw(), dloss.raw(), out.buffer()];
+    let buffers = [logits.raw()?, targets.raw()?, dloss.raw()?, out.buffer()];
     let groups = device.groups_for(op, rows)?;
     device.dispatch(
         op,

@@ -169,7 +169,7 @@ fn tiles(
         kernel,
         &[lhs.dtype],
         &params,
-        &[lhs.raw(), rhs.raw(), out.buffer()],
+        &[lhs.raw()?, rhs.raw()?, out.buffer()],
         groups,
     )
 }
@@ -213,7 +213,7 @@ fn pack(
         Kernel::MatmulPack,
         &[source.dtype],
         &params,
-        &[source.raw(), packed.buffer()],
+        &[source.raw()?, packed.buffer()],
         device.groups_1d(op, written)?,
     )?;
     Ok(packed)
@@ -270,7 +270,7 @@ fn uniform_lhs(
     let packed_rhs;
     let (rhs_buffer, rhs_row4, rhs_batch4, rhs_base4) = if rhs_is_vec4(spec) {
         let r = &spec.rhs;
-        (rhs.raw(), r.row_stride / 4, None, r.offset / 4)
+        (rhs.raw()?, r.row_stride / 4, None, r.offset / 4)
     } else {
         let rows = k_blocks * kc;
         packed_rhs = pack(rhs, &spec.rhs, spec, [k, n], [rows, n4 * 4], rows * n4 * 4)?;

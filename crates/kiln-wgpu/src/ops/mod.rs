@@ -32,7 +32,7 @@ pub(crate) fn launch_window(
         .iter()
         .map(|&(n, d)| device.alloc_output(op, n, d))
         .collect::<Result<Vec<_>>>()?;
-    let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|t| t.raw()).collect();
+    let mut buffers = inputs.iter().map(|t| t.raw()).collect::<Result<Vec<_>>>()?;
     buffers.extend(outs.iter().map(|b| b.buffer()));
     let groups = device.groups_1d(op, p.extra[2] as usize)?;
     device.dispatch(op, kernel, &[x.dtype], &p, &buffers, groups)?;

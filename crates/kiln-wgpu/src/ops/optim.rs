@@ -83,8 +83,10 @@ fn launch<P: ShaderParams>(
         .map(|_| device.alloc_output(op, n, dtype))
         .collect::<Result<Vec<_>>>()?;
     if n > 0 {
-        let mut buffers = vec![param.raw(), grad.raw()];
-        buffers.extend(states.iter().map(|s| s.raw()));
+        let mut buffers = vec![param.raw()?, grad.raw()?];
+        for s in states {
+            buffers.push(s.raw()?);
+        }
         buffers.extend(outs.iter().map(|b| b.buffer()));
         device.dispatch(
             op,

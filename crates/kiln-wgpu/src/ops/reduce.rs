@@ -35,7 +35,7 @@ pub(crate) fn rows_kernel<P: ShaderParams>(
         }
         _ => device.groups_for(op, rows)?,
     };
-    let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|s| s.raw()).collect();
+    let mut buffers = inputs.iter().map(|s| s.raw()).collect::<Result<Vec<_>>>()?;
     buffers.push(out.buffer());
     device.dispatch(op, kernel, &[x.dtype], params, &buffers, groups)?;
     Ok(GpuStorage::new(out, out_dtype, out_len, device))
@@ -122,7 +122,7 @@ fn columns_pass(
         Kernel::ReduceColumns,
         &[x.dtype],
         &params,
-        &[x.raw(), out.buffer()],
+        &[x.raw()?, out.buffer()],
         device.groups_for(name, n.div_ceil(SERIAL_WORKGROUP as usize))?,
     )?;
     Ok(GpuStorage::new(out, x.dtype, n, device))

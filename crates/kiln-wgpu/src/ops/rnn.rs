@@ -22,7 +22,7 @@ pub(crate) fn lstm_cell(z: &GpuStorage, c: &GpuStorage, spec: &LstmCellSpec) -> 
     let units = spec.batch * spec.hidden;
     let out = device.alloc_output(op, 2 * units, z.dtype)?;
     if units > 0 {
-        let buffers = [z.raw(), c.raw(), out.buffer()];
+        let buffers = [z.raw()?, c.raw()?, out.buffer()];
         let groups = device.groups_1d(op, units)?;
         device.dispatch(
             op,
@@ -49,7 +49,7 @@ pub(crate) fn lstm_cell_backward(
     let dz = device.alloc_output(op, 4 * units, z.dtype)?;
     let dc = device.alloc_output(op, units, z.dtype)?;
     if units > 0 {
-        let buffers = [z.raw(), c.raw(), grad.raw(), dz.buffer(), dc.buffer()];
+        let buffers = [z.raw()?, c.raw()?, grad.raw()?, dz.buffer(), dc.buffer()];
         let groups = device.groups_1d(op, units)?;
         let p = params(op, spec.batch, spec.hidden)?;
         device.dispatch(
@@ -79,7 +79,7 @@ pub(crate) fn gru_cell(
     let units = spec.batch * spec.hidden;
     let out = device.alloc_output(op, units, x.dtype)?;
     if units > 0 {
-        let buffers = [x.raw(), hp.raw(), h.raw(), out.buffer()];
+        let buffers = [x.raw()?, hp.raw()?, h.raw()?, out.buffer()];
         let groups = device.groups_1d(op, units)?;
         let p = params(op, spec.batch, spec.hidden)?;
         device.dispatch(op, Kernel::GruCell, &[x.dtype], &p, &buffers, groups)?;
@@ -103,10 +103,10 @@ pub(crate) fn gru_cell_backward(
     let dh = device.alloc_output(op, units, x.dtype)?;
     if units > 0 {
         let buffers = [
-            x.raw(),
-            hp.raw(),
-            h.raw(),
-            grad.raw(),
+            x.raw()?,
+            hp.raw()?,
+            h.raw()?,
+            grad.raw()?,
             dx.buffer(),
             dhp.buffer(),
             dh.buffer(),

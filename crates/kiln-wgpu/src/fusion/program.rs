@@ -1,0 +1,168 @@
+//! Lowering a pending storage into one kernel's program: the buffers it reads
+//! (`reads`) and its ops in order (`steps`), each pending input computed once.
+
+use super::expr::{Arg, Expr, FusedOp};
+use super::MAX_SCALARS;
+use kiln_core::{DType, Error, GpuErrorKind, Layout, Result};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// A value inside the kernel: a buffer read, or the result of an earlier step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Value {
+    Read(usize),
+    Step(usize),
+}
+
+/// One buffer the kernel reads, with the layout it reads it through.
+pub(crate) struct Read {
+    pub(crate) arg: Arg,
+}
+
+pub(crate) struct Step {
+    pub(crate) op: FusedOp,
+    pub(crate) args: Vec<Value>,
+    pub(crate) dtype: DType,
+    /// The first of the op's two scalar slots, for ops with parameters.
+    pub(crate) scalars: Option<usize>,
+}
+
+pub(crate) struct Program {
+    pub(crate) reads: Vec<Read>,
+    pub(crate) steps: Vec<Step>,
+    /// The values of the scalar slots, in slot order.
+    pub(crate) scalars: Vec<f32>,
+    pub(crate) len: usize,
+}
+
+impl Program {
+    /// The program that computes `expr`. Inputs read through other layouts, or pending
+    /// inputs that have run meanwhile, become buffer reads (running them if needed).
+    pub(crate) fn lower(expr: &Expr, max_reads: usize) -> Result<Program> {
+        let mut lowering = Lowering {
+            program: Program {
+                reads: Vec::new(),
+                steps: Vec::new(),
+                scalars: Vec::new(),
+                len: expr.len,
+            },
+            inlined: HashMap::new(),
+        };
+        lowering.expr(expr)?;
+        let p = lowering.program;
+        if p.reads.len() > max_reads || p.steps.len() > super::MAX_OPS {
+            return Err(internal(format!(
+                "a fused kernel of {} reads and {} ops exceeds its bounds",
+                p.reads.len(),
+                p.steps.len()
+            )));
+        }
+        Ok(p)
+    }
+
+    pub(crate) fn out_dtype(&self) -> DType {
+        self.steps.last().map_or(DType::F32, |s| s.dtype)
+    }
+
+    /// What identifies the kernel: everything the WGSL depends on, nothing it reads
+    /// from its params (sizes, layouts, scalar values).
+    pub(crate) fn key(&self) -> String {
+        let mut key = String::new();
+        for r in &self.reads {
+            let _ = write!(key, "{:?},", r.arg.storage.dtype);
+        }
+        for s in &self.steps {
+            let _ = write!(key, "|{:?}{:?}{:?}", s.op_code(), s.args, s.dtype);
+        }
+        key
+    }
+
+    /// The ops' names in order, e.g. `mul,exp,add`: the kernel's name in profiles.
+    pub(crate) fn summary(&self) -> String {
+        let names: Vec<_> = self.steps.iter().map(|s| s.op.name()).collect();
+        format!("fused {} [{:?}]", names.join(","), self.out_dtype())
+    }
+}
+
+impl Step {
+    /// The op without its parameter values, which live in the params.
+    fn op_code(&self) -> (u8, u32) {
+        match self.op {
+            FusedOp::Unary(op) => (0, op.code()),
+            FusedOp::Binary(op) => (1, op.code()),
+            FusedOp::Where => (2, 0),
+            FusedOp::Cast => (3, 0),
+        }
+    }
+}
+
+struct Lowering {
+    program: Program,
+    /// Pending inputs already lowered, by their shared data.
+    inlined: HashMap<usize, Value>,
+}
+
+impl Lowering {
+    fn expr(&mut self, expr: &Expr) -> Result<Value> {
+        let mut args = Vec::with_capacity(expr.args.len());
+        for arg in &expr.args {
+            args.push(self.arg(arg)?);
+        }
+        let scalars = match expr.op {
+            FusedOp::Unary(op) if !op.info().params.is_empty() => {
+                let first = self.program.scalars.len();
+                if first + 2 > MAX_SCALARS {
+                    return Err(internal("a fused kernel ran out of scalar slots".into()));
+                }
+                self.program.scalars.extend(op.scalars());
+                Some(first)
+            }
+            _ => None,
+        };
+        self.program.steps.push(Step {
+            op: expr.op,
+            args,
+            dtype: expr.dtype,
+            scalars,
+        });
+        Ok(Value::Step(self.program.steps.len() - 1))
+    }
+
+    fn arg(&mut self, arg: &Arg) -> Result<Value> {
+        let id = Arc::as_ptr(&arg.storage.data) as usize;
+        if arg.inlines() {
+            if let Some(&v) = self.inlined.get(&id) {
+                return Ok(v);
+            }
+            let pending = arg.storage.data.expr.lock().unwrap().clone();
+            if let Some(expr) = pending {
+                let v = self.expr(&expr)?;
+                self.inlined.insert(id, v);
+                return Ok(v);
+            }
+        }
+        arg.storage.buffer()?;
+        let same = |r: &Read| {
+            Arc::ptr_eq(&r.arg.storage.data, &arg.storage.data)
+                && same_layout(&r.arg.layout, &arg.layout)
+        };
+        if let Some(i) = self.program.reads.iter().position(same) {
+            return Ok(Value::Read(i));
+        }
+        self.program.reads.push(Read { arg: arg.clone() });
+        Ok(Value::Read(self.program.reads.len() - 1))
+    }
+}
+
+fn same_layout(a: &Layout, b: &Layout) -> bool {
+    a.dims() == b.dims() && a.strides() == b.strides() && a.offset() == b.offset()
+}
+
+fn internal(message: String) -> Error {
+    Error::Gpu {
+        op: "fusion",
+        kind: GpuErrorKind::Internal,
+        message,
+    }
+}

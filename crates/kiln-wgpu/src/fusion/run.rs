@@ -1,0 +1,134 @@
+//! Running pending storages: each as one generated kernel, built once per program
+//! structure; all of a device's at `synchronize`.
+
+use super::program::Program;
+use super::wgsl::{self, FusedParams};
+use crate::device::GpuDevice;
+use crate::pipelines::Pipeline;
+use crate::storage::StorageData;
+use kiln_core::{Error, Result};
+use std::sync::{Arc, Weak};
+
+/// Runs a storage's pending expression, if it still has one, and stores its buffer.
+pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
+    let mut pending = data.expr.lock().unwrap();
+    let Some(expr) = pending.as_ref() else {
+        return Ok(());
+    };
+    let program = Program::lower(expr, device.max_fused_reads())?;
+    let pipeline = device.fused_pipeline(&program)?;
+    let op = "fusion";
+    let out = device.alloc_output(op, program.len, program.out_dtype())?;
+    let params = FusedParams::of(&program)?;
+    let mut resources = Vec::with_capacity(program.reads.len() + 1);
+    for read in &program.reads {
+        resources.push(read.arg.storage.raw()?.as_entire_binding());
+    }
+    resources.push(out.buffer().as_entire_binding());
+    let groups = device.groups_1d(op, program.len)?;
+    let start = std::time::Instant::now();
+    device.launch(
+        op,
+        &pipeline,
+        bytemuck::bytes_of(&params),
+        &resources,
+        groups,
+        start,
+        || program.summary(),
+    )?;
+    drop(resources);
+    data.fill(out)?;
+    // Lets go of the inputs.
+    *pending = None;
+    Ok(())
+}
+
+/// The pending storages a device has recorded, to run at `synchronize`.
+#[derive(Default)]
+pub(crate) struct PendingList {
+    entries: Vec<Weak<StorageData>>,
+    /// Length after the last pruning of dropped entries.
+    pruned_len: usize,
+}
+
+impl GpuDevice {
+    pub(crate) fn track_pending(&self, data: &Arc<StorageData>) {
+        let mut list = self.inner.pending.lock().unwrap();
+        list.entries.push(Arc::downgrade(data));
+        if list.entries.len() >= 2 * list.pruned_len.max(512) {
+            list.entries.retain(|w| {
+                w.upgrade()
+                    .is_some_and(|d| d.expr.lock().unwrap().is_some())
+            });
+            list.pruned_len = list.entries.len();
+        }
+    }
+
+    /// Runs every pending storage some tensor still holds, newest first (so that an
+    /// input only its consumer holds is computed inside the consumer's kernel).
+    pub(crate) fn run_pending(&self, op: &'static str) -> Result<()> {
+        let entries = std::mem::take(&mut self.inner.pending.lock().unwrap().entries);
+        for weak in entries.iter().rev() {
+            let Some(data) = weak.upgrade() else { continue };
+            run(&data, self).map_err(|e| with_context(e, op))?;
+        }
+        self.inner.pending.lock().unwrap().pruned_len = 0;
+        Ok(())
+    }
+
+    /// Buffers one fused kernel may read on this device.
+    pub(crate) fn max_fused_reads(&self) -> usize {
+        let limit = self.inner.limits.max_storage_buffers_per_shader_stage as usize;
+        super::MAX_READS.min(limit.saturating_sub(1)).max(3)
+    }
+
+    /// Builds (once per structure) the kernel of `program`.
+    fn fused_pipeline(&self, program: &Program) -> Result<Arc<Pipeline>> {
+        let key = program.key();
+        if let Some(p) = self.inner.fused_pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let source = wgsl::source(program)?;
+        if let Some(dir) = std::env::var_os("KILN_DUMP_KERNELS") {
+            dump(std::path::Path::new(&dir), &key, &source)?;
+        }
+        let written = vec![program.reads.len() as u32 + 1];
+        let pipeline = Arc::new(self.build_pipeline("fusion", "fused", &source, written)?);
+        let mut cache = self.inner.fused_pipelines.lock().unwrap();
+        cache.insert(key, pipeline.clone());
+        self.inner.fused_sources.lock().unwrap().push(source);
+        Ok(pipeline)
+    }
+
+    /// The WGSL of every fused kernel this device has built, in build order.
+    pub fn fused_kernel_sources(&self) -> Vec<String> {
+        self.inner.fused_sources.lock().unwrap().clone()
+    }
+}
+
+/// Writes a kernel's source to `dir/fused_<hash of its structure>.wgsl`.
+fn dump(dir: &std::path::Path, key: &str, source: &str) -> Result<()> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let path = dir.join(format!("fused_{:016x}.wgsl", h.finish()));
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&path, source))
+        .map_err(|e| Error::io("KILN_DUMP_KERNELS", &path, e))
+}
+
+/// An error from running pending work at a sync point, naming the sync point.
+fn with_context(e: Error, op: &'static str) -> Error {
+    match e {
+        Error::Gpu {
+            op: inner,
+            kind,
+            message,
+        } => Error::Gpu {
+            op: inner,
+            kind,
+            message: format!("{message} (running fused work at `{op}`)"),
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,600 @@
+//! Elementwise fusion against the CPU backend, on seeded random op graphs: elementwise
+//! chains and trees with broadcasting and views, reductions, softmax, matmul and an
+//! optimizer step between them. Each graph runs on the CPU, on the GPU with fusion on
+//! and with fusion off (outputs poisoned), and every output it asks for (its last value
+//! and a few intermediates, so that values shared between kernels are checked) must
+//! agree. Graphs of smooth ops also compare gradients.
+//!
+//! A failure names the graph's seed; `KILN_FUSION_SEED=<seed>` replays that one graph.
+
+mod common;
+
+use common::gpu;
+use kiln::{BinaryOp, DType, Device, OptimizerStep, ReduceOp, Rng, SgdSpec, Tensor, UnaryOp};
+use std::sync::Mutex;
+
+/// The fusion switch is per device, and the tests in this file flip it.
+static SWITCH: Mutex<()> = Mutex::new(());
+
+/// Graph structure comes from this generator; tensor values from kiln's `Rng`.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+}
+
+/// One op of a graph; operands are earlier values by index (inputs come first).
+#[derive(Clone, Debug)]
+enum Node {
+    Unary(UnaryOp, usize),
+    Binary(BinaryOp, usize, usize),
+    /// `where(lhs > rhs, t, f)`, the condition from inputs only (see `generate`).
+    Where(usize, usize, usize, usize),
+    MaskedFill(usize, usize, f64),
+    /// Through f16 and back.
+    F16RoundTrip(usize),
+    /// A non-contiguous view of a compacted transposed copy: the same values.
+    Transposed(usize),
+    /// Flattened and reshaped back: a compact view of another shape.
+    Reshaped(usize),
+    /// Broadcast to the full shape and made compact.
+    Expanded(usize),
+    /// Over the last dim, keeping it.
+    Reduce(ReduceOp, usize),
+    Softmax(usize),
+    /// By a `[c, c]` weight (an input).
+    Matmul(usize, usize),
+    /// The new parameter of an SGD-with-momentum step of (param, grad, momentum).
+    Sgd(usize, usize, usize),
+}
+
+struct Graph {
+    seed: u64,
+    /// The full shape; every value's shape broadcasts to it.
+    shape: Vec<usize>,
+    inputs: Vec<Input>,
+    nodes: Vec<Node>,
+    /// Values the graph returns (the last one and some intermediates).
+    outputs: Vec<usize>,
+    /// Every value's shape, as the generator expects it.
+    shapes: Vec<Vec<usize>>,
+    /// Only smooth ops: gradients are compared too.
+    smooth: bool,
+    has_f16: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Input {
+    shape: Vec<usize>,
+    /// Transposed or sliced out of a larger tensor.
+    view: usize,
+}
+
+const UNARY_SMOOTH: &[UnaryOp] = &[
+    UnaryOp::Neg,
+    UnaryOp::Exp,
+    UnaryOp::Log,
+    UnaryOp::Sqrt,
+    UnaryOp::Rsqrt,
+    UnaryOp::Sin,
+    UnaryOp::Cos,
+    UnaryOp::Tanh,
+    UnaryOp::Sigmoid,
+    UnaryOp::GeluTanh,
+    UnaryOp::GeluErf,
+    UnaryOp::Silu,
+    UnaryOp::AddScalar(1.5),
+    UnaryOp::MulScalar(-0.75),
+    UnaryOp::PowScalar(2.0),
+    UnaryOp::Recip,
+    UnaryOp::Square,
+    UnaryOp::Erf,
+];
+const UNARY_KINKED: &[UnaryOp] = &[
+    UnaryOp::Abs,
+    UnaryOp::Relu,
+    UnaryOp::LeakyRelu(0.1),
+    UnaryOp::Clamp(-0.5, 0.75),
+];
+const BINARY_SMOOTH: &[BinaryOp] = &[
+    BinaryOp::Add,
+    BinaryOp::Sub,
+    BinaryOp::Mul,
+    BinaryOp::Div,
+    BinaryOp::Pow,
+    BinaryOp::Atan2,
+];
+const BINARY_KINKED: &[BinaryOp] = &[BinaryOp::Maximum, BinaryOp::Minimum];
+
+/// The shape a value of `full` takes in one of several broadcast forms.
+fn broadcast_form(full: &[usize], form: usize) -> Vec<usize> {
+    let (a, b, c) = (full[0], full[1], full[2]);
+    match form {
+        0..=2 => full.to_vec(),
+        3 => vec![1, b, c],
+        4 => vec![b, c],
+        5 => vec![c],
+        6 => vec![a, b, 1],
+        _ => vec![a, 1, c],
+    }
+}
+
+fn broadcast(x: &[usize], y: &[usize]) -> Vec<usize> {
+    let r = x.len().max(y.len());
+    let at = |s: &[usize], i: usize| {
+        let pad = r - s.len();
+        if i < pad {
+            1
+        } else {
+            s[i - pad]
+        }
+    };
+    (0..r).map(|i| at(x, i).max(at(y, i))).collect()
+}
+
+fn generate(seed: u64, f16: bool) -> Graph {
+    let mut g = SplitMix(seed);
+    let shape = vec![1 + g.below(4), 1 + g.below(7), 1 + g.below(9)];
+    let smooth = g.below(3) == 0;
+    // Input 0 is a [c, c] weight for matmul, which no other op reads (its shape is
+    // not of the family); the last input has the full shape, for conditions and
+    // optimizer states.
+    let n_inputs = 2 + g.below(4);
+    let mut inputs = vec![Input {
+        shape: vec![shape[2], shape[2]],
+        view: 0,
+    }];
+    for _ in 0..n_inputs {
+        inputs.push(Input {
+            shape: broadcast_form(&shape, g.below(8)),
+            view: g.below(3),
+        });
+    }
+    inputs.push(Input {
+        shape: shape.clone(),
+        view: g.below(3),
+    });
+    let weight = 0;
+    let full_input = inputs.len() - 1;
+    let mut shapes: Vec<Vec<usize>> = inputs.iter().map(|i| i.shape.clone()).collect();
+    let mut nodes = Vec::new();
+    let mut has_f16 = false;
+    let n_nodes = 2 + g.below(39);
+    for _ in 0..n_nodes {
+        let values = shapes.len();
+        // Recent values more often, so that chains form.
+        let recent = |g: &mut SplitMix| {
+            if g.below(3) > 0 {
+                values - 1 - g.below((values - 1).min(4))
+            } else {
+                1 + g.below(values - 1)
+            }
+        };
+        let x = recent(&mut g);
+        let y = recent(&mut g);
+        let xy = broadcast(&shapes[x], &shapes[y]);
+        let choice = g.below(if smooth { 8 } else { 14 });
+        let (node, out_shape) = match choice {
+            0..=2 => {
+                let op = g.pick(UNARY_SMOOTH);
+                (Node::Unary(op, x), shapes[x].clone())
+            }
+            3 | 4 => (Node::Binary(g.pick(BINARY_SMOOTH), x, y), xy),
+            5 => (Node::Reshaped(x), shapes[x].clone()),
+            6 => (Node::Transposed(x), shapes[x].clone()),
+            7 => (Node::Expanded(x), shape.clone()),
+            8 => (Node::Unary(g.pick(UNARY_KINKED), x), shapes[x].clone()),
+            9 => (Node::Binary(g.pick(BINARY_KINKED), x, y), xy),
+            // Conditions compare inputs, whose values are the same bits on both
+            // devices, so no rounding difference can flip one.
+            10 => {
+                let (a, b) = (1 + g.below(n_inputs), full_input);
+                (Node::Where(a, b, x, y), broadcast(&shape, &xy))
+            }
+            11 => {
+                let m = 1 + g.below(n_inputs);
+                let out = broadcast(&shapes[x], &shapes[m]);
+                (Node::MaskedFill(x, m, -0.25), out)
+            }
+            12 => {
+                let op = g.pick(&[ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max]);
+                let mut s = shapes[x].clone();
+                *s.last_mut().unwrap() = 1;
+                (Node::Reduce(op, x), s)
+            }
+            _ => match g.below(4) {
+                0 => (Node::Softmax(x), shapes[x].clone()),
+                1 if f16 => {
+                    has_f16 = true;
+                    (Node::F16RoundTrip(x), shapes[x].clone())
+                }
+                2 => {
+                    let mut s = shapes[x].clone();
+                    *s.last_mut().unwrap() = shape[2];
+                    (Node::Matmul(x, weight), s)
+                }
+                _ => (Node::Sgd(x, y, full_input), shape.clone()),
+            },
+        };
+        nodes.push(node);
+        shapes.push(out_shape);
+    }
+    let last = shapes.len() - 1;
+    let mut outputs = vec![last];
+    for _ in 0..g.below(3) {
+        outputs.push(inputs.len() + g.below(nodes.len()));
+    }
+    Graph {
+        seed,
+        shape,
+        inputs,
+        nodes,
+        outputs,
+        shapes,
+        smooth,
+        has_f16,
+    }
+}
+
+/// Keeps a value's magnitude bounded where an op could blow it up, and its argument in
+/// the op's domain: the guards are fused ops too.
+fn positive(x: &Tensor) -> kiln::Result<Tensor> {
+    x.square()?.add_scalar(0.5)
+}
+
+fn bounded(x: &Tensor) -> kiln::Result<Tensor> {
+    x.tanh()?.mul_scalar(3.0)
+}
+
+fn eval(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+    let mut v: Vec<Tensor> = inputs.to_vec();
+    for node in &graph.nodes {
+        let out = eval_node(graph, node, &v).map_err(|e| format!("{node:?}: {e}"))?;
+        let i = v.len();
+        assert_eq!(out.dims(), &graph.shapes[i][..], "value {i}: {node:?}");
+        v.push(out);
+    }
+    Ok(graph.outputs.iter().map(|&i| v[i].clone()).collect())
+}
+
+fn eval_node(graph: &Graph, node: &Node, v: &[Tensor]) -> kiln::Result<Tensor> {
+    Ok(match *node {
+        Node::Unary(op, x) => {
+            let a = match op {
+                UnaryOp::Log
+                | UnaryOp::Sqrt
+                | UnaryOp::Rsqrt
+                | UnaryOp::Recip
+                | UnaryOp::PowScalar(_) => positive(&v[x])?,
+                UnaryOp::Exp | UnaryOp::Square => bounded(&v[x])?,
+                _ => v[x].clone(),
+            };
+            a.unary(op)?
+        }
+        Node::Binary(op, x, y) => {
+            let (a, b) = match op {
+                BinaryOp::Div | BinaryOp::Atan2 => (v[x].clone(), positive(&v[y])?),
+                BinaryOp::Pow => (positive(&v[x])?, v[y].tanh()?),
+                BinaryOp::Mul => (bounded(&v[x])?, v[y].clone()),
+                _ => (v[x].clone(), v[y].clone()),
+            };
+            a.binary(&b, op)?
+        }
+        Node::Where(a, b, x, y) => v[a].gt(&v[b])?.where_cond(&v[x], &v[y])?,
+        Node::MaskedFill(x, m, value) => {
+            let mask = v[m].gt(&v[m].mul_scalar(0.0)?)?;
+            v[x].masked_fill(&mask, value)?
+        }
+        Node::F16RoundTrip(x) => v[x].to_dtype(DType::F16)?.to_dtype(DType::F32)?,
+        Node::Transposed(x) => {
+            let t = &v[x];
+            match t.rank() {
+                r if r >= 2 => t.transpose(-1, -2)?.contiguous()?.transpose(-1, -2)?,
+                _ => t.clone(),
+            }
+        }
+        Node::Reshaped(x) => {
+            let t = &v[x];
+            t.reshape([t.elem_count()])?.reshape(t.dims().to_vec())?
+        }
+        Node::Expanded(x) => v[x].expand(graph.shape.clone())?.contiguous()?,
+        Node::Reduce(op, x) => v[x].reduce(op, &[-1], true)?,
+        Node::Softmax(x) => v[x].softmax(-1)?,
+        Node::Matmul(x, w) => {
+            let c = graph.shape[2];
+            let t = &v[x];
+            let mut dims = t.dims().to_vec();
+            *dims.last_mut().unwrap() = c;
+            bounded(&t.expand(dims)?.matmul(&v[w])?)?
+        }
+        Node::Sgd(p, gr, m) => {
+            let full = graph.shape.clone();
+            let param = v[p].expand(full.clone())?.contiguous()?;
+            let grad = v[gr].expand(full)?.contiguous()?;
+            let step = OptimizerStep::SgdMomentum(SgdSpec {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 0.01,
+                nesterov: false,
+            });
+            param.optimizer_update(&grad, &[&v[m]], &step)?.0
+        }
+    })
+}
+
+/// The graph's inputs on the CPU: fresh values, some of them strided views.
+fn make_inputs(graph: &Graph) -> Vec<Tensor> {
+    let mut rng = Rng::new(graph.seed);
+    graph
+        .inputs
+        .iter()
+        .map(|input| {
+            let base = Tensor::rand(input.shape.clone(), DType::F32, &Device::cpu(), &mut rng)
+                .unwrap()
+                .mul_scalar(2.0)
+                .unwrap()
+                .add_scalar(-1.0)
+                .unwrap();
+            let shape = &input.shape;
+            match input.view {
+                1 if shape.len() >= 2 => {
+                    let r = shape.len();
+                    let mut swapped = shape.clone();
+                    swapped.swap(r - 1, r - 2);
+                    let t = Tensor::rand(swapped, DType::F32, &Device::cpu(), &mut rng);
+                    t.unwrap()
+                        .add_scalar(-0.5)
+                        .unwrap()
+                        .transpose(-1, -2)
+                        .unwrap()
+                }
+                2 => {
+                    let mut big = shape.clone();
+                    big[0] += 2;
+                    let t = Tensor::rand(big, DType::F32, &Device::cpu(), &mut rng);
+                    t.unwrap()
+                        .add_scalar(-0.5)
+                        .unwrap()
+                        .narrow(0, 1, shape[0])
+                        .unwrap()
+                }
+                _ => base,
+            }
+        })
+        .collect()
+}
+
+/// Normwise closeness: each element within `atol * max(1, max |want|) + rtol * |want|`,
+/// NaN only where NaN is expected.
+fn assert_near(label: &str, got: &Tensor, want: &Tensor, atol: f64, rtol: f64) {
+    assert_eq!(got.dims(), want.dims(), "{label}: shapes differ");
+    let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
+    let scale = w
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold(1.0f64, |m, x| m.max(x.abs()));
+    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
+        let ok = if b.is_nan() {
+            a.is_nan()
+        } else if b.is_infinite() {
+            a == b
+        } else {
+            (a - b).abs() <= atol * scale + rtol * b.abs()
+        };
+        assert!(ok, "{label}: element {i} of {:?}: {a} vs {b}", got.dims());
+    }
+}
+
+/// How far a result may be from the CPU's: f32 rounding through up to 40 ops, some of
+/// them transcendental (not correctly rounded on GPUs); through an f16 round trip, one
+/// f16 rounding flip (2^-11) carried through the ops after it.
+fn tolerance(graph: &Graph) -> (f64, f64) {
+    if graph.has_f16 {
+        (1e-2, 1e-2)
+    } else {
+        (2e-4, 1e-3)
+    }
+}
+
+fn on_gpu(device: &Device, inputs: &[Tensor]) -> Vec<Tensor> {
+    inputs
+        .iter()
+        .map(|t| common::on_strided(device, t))
+        .collect()
+}
+
+fn check_graph(device: &Device, graph: &Graph) {
+    let gpu_device = device.as_gpu().unwrap();
+    let label = format!("graph seed {} ({} nodes)", graph.seed, graph.nodes.len());
+    let inputs = make_inputs(graph);
+    let want = eval(graph, &inputs).unwrap_or_else(|e| panic!("{label}: cpu: {e}"));
+    let (atol, rtol) = tolerance(graph);
+    for fusion in [true, false] {
+        gpu_device.set_fusion(fusion);
+        let moved = on_gpu(device, &inputs);
+        let got = eval(graph, &moved).unwrap_or_else(|e| panic!("{label}: gpu: {e}"));
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            let what = format!("{label}, fusion {fusion}, output {k}: {:?}", graph.nodes);
+            assert_near(&what, g, w, atol, rtol);
+        }
+    }
+    gpu_device.set_fusion(true);
+    if graph.smooth {
+        check_gradients(device, graph, &inputs, &label);
+    }
+}
+
+/// Gradients of `sum(out * r)` for every input, fused GPU against the CPU.
+fn check_gradients(device: &Device, graph: &Graph, inputs: &[Tensor], label: &str) {
+    let grads = |inputs: &[Tensor]| -> Vec<Option<Vec<f64>>> {
+        let vars: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| {
+                let v = t.detach();
+                v.set_requires_grad(true).unwrap();
+                v
+            })
+            .collect();
+        let out = eval(graph, &vars).unwrap().remove(0);
+        let mut rng = Rng::new(graph.seed ^ 0x5eed);
+        let r = Tensor::rand(out.dims().to_vec(), DType::F32, &Device::cpu(), &mut rng)
+            .unwrap()
+            .to_device(&out.device())
+            .unwrap();
+        let loss = out.mul(&r).unwrap().sum_all().unwrap();
+        let g = loss.backward().unwrap();
+        vars.iter()
+            .map(|v| g.get(v).map(|t| t.to_f64_vec().unwrap()))
+            .collect()
+    };
+    let want = grads(inputs);
+    let got = grads(&on_gpu(device, inputs));
+    let (atol, rtol) = tolerance(graph);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        match (g, w) {
+            (Some(g), Some(w)) => {
+                let shape = [w.len()];
+                let g = Tensor::from_vec(g.clone(), shape, &Device::cpu()).unwrap();
+                let w = Tensor::from_vec(w.clone(), shape, &Device::cpu()).unwrap();
+                let what = format!("{label}: gradient of input {i}: {:?}", graph.nodes);
+                assert_near(&what, &g, &w, atol * 10.0, rtol * 10.0);
+            }
+            (None, None) => {}
+            _ => panic!("{label}: input {i} has a gradient on one device only"),
+        }
+    }
+}
+
+#[test]
+fn random_graphs_match_cpu_fused_and_unfused() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let f16 = device.as_gpu().unwrap().supports(DType::F16);
+    if let Some(seed) = std::env::var("KILN_FUSION_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        check_graph(&device, &generate(seed, f16));
+        return;
+    }
+    let graphs: u64 = std::env::var("KILN_FUSION_GRAPHS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    eprintln!("random graphs from seed {base}; KILN_FUSION_SEED=<seed> replays one");
+    for i in 0..graphs {
+        check_graph(&device, &generate(base.wrapping_add(i), f16));
+    }
+}
+
+/// Every kernel the fusion generated in this process is valid WGSL to naga, and its
+/// params struct is the Rust mirror's size.
+#[test]
+fn generated_kernels_validate_with_naga() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    // A graph with every unary and binary op, a where, casts and a view.
+    let mut rng = common::rng();
+    let x = Tensor::rand([3, 5], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let y = Tensor::rand([5], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let (x, y) = (x.to_device(&device).unwrap(), y.to_device(&device).unwrap());
+    let mut acc = x.clone();
+    for &op in UnaryOp::EXAMPLES {
+        acc = acc.add(&x.unary(op).unwrap()).unwrap();
+    }
+    for &op in BinaryOp::EXAMPLES {
+        acc = acc.add(&x.binary(&y, op).unwrap()).unwrap();
+    }
+    acc = x
+        .gt(&y)
+        .unwrap()
+        .where_cond(&acc, &x.t().unwrap().t().unwrap())
+        .unwrap();
+    if device.as_gpu().unwrap().supports(DType::F16) {
+        acc = acc.to_dtype(DType::F16).unwrap().exp().unwrap();
+    }
+    acc.to_f64_vec().unwrap();
+    let sources = device.as_gpu().unwrap().fused_kernel_sources();
+    assert!(!sources.is_empty(), "no fused kernel was built");
+    let params = std::mem::size_of::<kiln::backend::FusedParams>();
+    for source in sources {
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("does not parse:\n{}\n{source}", e.emit_to_string(&source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("does not validate: {e:?}\n{source}"));
+        let size = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some("Params"))
+            .map(|(_, t)| t.inner.size(module.to_ctx()) as usize);
+        assert_eq!(size, Some(params), "Params of\n{source}");
+    }
+}
+
+/// Fusing launches fewer kernels than running each op, and never more.
+#[test]
+fn a_chain_of_elementwise_ops_is_one_kernel() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let x = Tensor::rand([7, 9], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let b = Tensor::rand([9], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let (x, b) = (x.to_device(&device).unwrap(), b.to_device(&device).unwrap());
+    let chain = || -> kiln::Result<Vec<f64>> {
+        let y = x
+            .add(&b)?
+            .gelu()?
+            .mul_scalar(0.5)?
+            .sub(&x.t()?.t()?)?
+            .exp()?;
+        y.to_f64_vec()
+    };
+    let gpu_device = device.as_gpu().unwrap();
+    let (fused, on) = device.profile(chain).unwrap();
+    gpu_device.set_fusion(false);
+    let (plain, off) = device.profile(chain).unwrap();
+    gpu_device.set_fusion(true);
+    // Outputs are poisoned (a fill per output), so count the other kernels.
+    let launches = |p: &kiln::Profile| -> u64 {
+        let kernels = p.kernels.iter().filter(|k| !k.name.contains("fill.wgsl"));
+        kernels.map(|k| k.launches).sum()
+    };
+    assert_eq!(launches(&on), 1, "{:?}", on.kernels);
+    assert_eq!(launches(&off), 5, "{:?}", off.kernels);
+    let want = chain_on_cpu(&x, &b);
+    for (got, label) in [(fused, "fused"), (plain, "plain")] {
+        let got = Tensor::from_vec(got, [63], &Device::cpu()).unwrap();
+        assert_near(label, &got, &want, 1e-5, 5e-4);
+    }
+}
+
+fn chain_on_cpu(x: &Tensor, b: &Tensor) -> Tensor {
+    let (x, b) = (
+        x.to_device(&Device::cpu()).unwrap(),
+        b.to_device(&Device::cpu()).unwrap(),
+    );
+    let y = x.add(&b).unwrap().gelu().unwrap().mul_scalar(0.5).unwrap();
+    y.sub(&x).unwrap().exp().unwrap().reshape([63]).unwrap()
+}
