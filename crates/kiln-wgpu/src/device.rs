@@ -175,9 +175,10 @@ impl GpuDevice {
         Error::UnsupportedDType { op, dtype, reason }
     }
 
-    /// Host time this device has spent recording work since it opened: params,
-    /// bind groups, passes, finishing command buffers, but not `queue.submit`, where a
-    /// software adapter runs the work itself. The launch cost kiln controls.
+    /// Host time this device has spent recording work since it opened: recording
+    /// pending ops and generating their kernels (fusion), params, bind groups, passes,
+    /// finishing command buffers, but not `queue.submit`, where a software adapter runs
+    /// the work itself. The launch cost kiln controls.
     pub fn host_launch_time(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.inner.launch_nanos.load(Ordering::Relaxed))
     }

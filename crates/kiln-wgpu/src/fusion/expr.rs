@@ -13,6 +13,8 @@ pub(crate) enum FusedOp {
     Where,
     /// To the expression's dtype.
     Cast,
+    /// No arguments: every element is the value.
+    Full(f32),
 }
 
 impl FusedOp {
@@ -22,6 +24,7 @@ impl FusedOp {
             FusedOp::Binary(op) => op.name(),
             FusedOp::Where => "where",
             FusedOp::Cast => "to_dtype",
+            FusedOp::Full(_) => "full",
         }
     }
 }
@@ -36,10 +39,19 @@ pub(crate) struct Arg {
 impl Arg {
     /// A pending input read element for element (compact, every element) is computed
     /// inside the consumer's kernel; any other read needs its buffer.
+    /// A constant is the same through any layout.
     pub(crate) fn inlines(&self) -> bool {
-        self.storage.is_pending()
-            && self.layout.is_compact()
-            && self.layout.elem_count() == self.storage.len
+        if !self.storage.is_pending() {
+            return false;
+        }
+        let same_index = self.layout.is_compact() && self.layout.elem_count() == self.storage.len;
+        same_index || self.is_constant()
+    }
+
+    fn is_constant(&self) -> bool {
+        let expr = self.storage.data.expr.lock().unwrap();
+        expr.as_ref()
+            .is_some_and(|e| matches!(e.op, FusedOp::Full(_)))
     }
 
     /// Upper bounds of the ops and reads this input adds to a consumer's kernel.
@@ -66,15 +78,17 @@ pub(crate) struct Expr {
     pub(crate) reads: usize,
 }
 
-/// Records `op` over `args` (of one shape) as a pending storage of `dtype`. Inputs
-/// that cannot be inlined, or that would make the kernel too large, run now.
+/// Records `op` over `args` (of one shape, `len` elements) as a pending storage of
+/// `dtype`. Inputs that cannot be inlined, or that would make the kernel too large,
+/// run now.
 pub(crate) fn record(
     device: &GpuDevice,
     op: FusedOp,
     args: Vec<Arg>,
     dtype: DType,
+    len: usize,
 ) -> Result<GpuStorage> {
-    let len = args[0].layout.elem_count();
+    let start = std::time::Instant::now();
     for arg in &args {
         if arg.storage.is_pending() && !arg.inlines() {
             arg.storage.buffer()?;
@@ -98,5 +112,8 @@ pub(crate) fn record(
         ops,
         reads,
     };
-    Ok(GpuStorage::pending(expr, dtype, len, device))
+    let storage = GpuStorage::pending(expr, dtype, len, device);
+    // Recording is the host's cost of the op, as a launch is without fusion.
+    device.count_launch_time(start);
+    Ok(storage)
 }

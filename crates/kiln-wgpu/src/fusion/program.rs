@@ -93,6 +93,7 @@ impl Step {
             FusedOp::Binary(op) => (1, op.code()),
             FusedOp::Where => (2, 0),
             FusedOp::Cast => (3, 0),
+            FusedOp::Full(_) => (4, 0),
         }
     }
 }
@@ -110,14 +111,8 @@ impl Lowering {
             args.push(self.arg(arg)?);
         }
         let scalars = match expr.op {
-            FusedOp::Unary(op) if !op.info().params.is_empty() => {
-                let first = self.program.scalars.len();
-                if first + 2 > MAX_SCALARS {
-                    return Err(internal("a fused kernel ran out of scalar slots".into()));
-                }
-                self.program.scalars.extend(op.scalars());
-                Some(first)
-            }
+            FusedOp::Unary(op) if !op.info().params.is_empty() => Some(self.scalars(op.scalars())?),
+            FusedOp::Full(value) => Some(self.scalars([value, 0.0])?),
             _ => None,
         };
         self.program.steps.push(Step {
@@ -127,6 +122,16 @@ impl Lowering {
             scalars,
         });
         Ok(Value::Step(self.program.steps.len() - 1))
+    }
+
+    /// Two scalar slots holding `values`; returns the first.
+    fn scalars(&mut self, values: [f32; 2]) -> Result<usize> {
+        let first = self.program.scalars.len();
+        if first + 2 > MAX_SCALARS {
+            return Err(internal("a fused kernel ran out of scalar slots".into()));
+        }
+        self.program.scalars.extend(values);
+        Ok(first)
     }
 
     fn arg(&mut self, arg: &Arg) -> Result<Value> {

@@ -15,6 +15,7 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
     let Some(expr) = pending.as_ref() else {
         return Ok(());
     };
+    let start = std::time::Instant::now();
     let program = Program::lower(expr, device.max_fused_reads())?;
     let pipeline = device.fused_pipeline(&program)?;
     let op = "fusion";
@@ -26,7 +27,6 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
     }
     resources.push(out.buffer().as_entire_binding());
     let groups = device.groups_1d(op, program.len)?;
-    let start = std::time::Instant::now();
     device.launch(
         op,
         &pipeline,

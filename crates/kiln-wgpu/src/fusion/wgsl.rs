@@ -214,6 +214,7 @@ fn expression(step: &Step) -> String {
         }
         FusedOp::Where => format!("select({}, {}, {} != 0.0)", a(2), a(1), a(0)),
         FusedOp::Cast => a(0),
+        FusedOp::Full(_) => scalar(0),
     }
 }
 

@@ -2,6 +2,7 @@
 //! `random.rs`).
 
 use crate::device::GpuDevice;
+use crate::fusion::{self, FusedOp};
 use crate::storage::GpuStorage;
 use half::f16;
 use kiln_core::{DType, HostBuffer, Result};
@@ -26,6 +27,10 @@ fn pattern(dtype: DType, value: f64) -> u32 {
 }
 
 pub(crate) fn full(device: &GpuDevice, n: usize, dtype: DType, value: f64) -> Result<GpuStorage> {
+    // A float constant is pending: a fused consumer reads it as a scalar.
+    if device.fusion() && n > 0 && matches!(dtype, DType::F32 | DType::F16) {
+        return fusion::record(device, FusedOp::Full(value as f32), Vec::new(), dtype, n);
+    }
     let buffer = device.alloc("full", n, dtype)?;
     device.fill_words("full", &buffer, pattern(dtype, value))?;
     let v = value as i32;

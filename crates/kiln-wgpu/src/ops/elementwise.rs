@@ -45,9 +45,9 @@ fn launch(
     Ok(GpuStorage::new(out, out_dtype, n, device))
 }
 
-/// The inputs as fusion args when the op should be recorded rather than launched:
-/// fusion on, a float output and at least one element.
-fn fusable(inputs: &[(&GpuStorage, &Layout)], out_dtype: DType) -> Option<Vec<Arg>> {
+/// The inputs as fusion args, and the element count, when the op should be recorded
+/// rather than launched: fusion on, a float output and at least one element.
+fn fusable(inputs: &[(&GpuStorage, &Layout)], out_dtype: DType) -> Option<(Vec<Arg>, usize)> {
     let device = &inputs[0].0.device;
     let floats = out_dtype.is_float() && out_dtype != DType::F64;
     if !device.fusion() || !floats || inputs[0].1.elem_count() == 0 {
@@ -57,12 +57,12 @@ fn fusable(inputs: &[(&GpuStorage, &Layout)], out_dtype: DType) -> Option<Vec<Ar
         storage: s.clone(),
         layout: l.clone(),
     };
-    Some(inputs.iter().map(arg).collect())
+    Some((inputs.iter().map(arg).collect(), inputs[0].1.elem_count()))
 }
 
 pub(crate) fn unary(x: &GpuStorage, layout: &Layout, op: UnaryOp) -> Result<GpuStorage> {
-    if let Some(args) = fusable(&[(x, layout)], x.dtype) {
-        return fusion::record(&x.device, FusedOp::Unary(op), args, x.dtype);
+    if let Some((args, n)) = fusable(&[(x, layout)], x.dtype) {
+        return fusion::record(&x.device, FusedOp::Unary(op), args, x.dtype, n);
     }
     let mut params = ElementwiseParams::new(op.name(), op.code(), &[layout], None)?;
     [params.p0, params.p1] = op.scalars();
@@ -76,8 +76,8 @@ pub(crate) fn binary(
     rl: &Layout,
     op: BinaryOp,
 ) -> Result<GpuStorage> {
-    if let Some(args) = fusable(&[(lhs, ll), (rhs, rl)], lhs.dtype) {
-        return fusion::record(&lhs.device, FusedOp::Binary(op), args, lhs.dtype);
+    if let Some((args, n)) = fusable(&[(lhs, ll), (rhs, rl)], lhs.dtype) {
+        return fusion::record(&lhs.device, FusedOp::Binary(op), args, lhs.dtype, n);
     }
     let params = ElementwiseParams::new(op.name(), op.code(), &[ll, rl], None)?;
     if lhs.dtype == DType::I32 {
@@ -108,8 +108,8 @@ pub(crate) fn where_cond(
     f: &GpuStorage,
     fl: &Layout,
 ) -> Result<GpuStorage> {
-    if let Some(args) = fusable(&[(cond, cl), (t, tl), (f, fl)], t.dtype) {
-        return fusion::record(&t.device, FusedOp::Where, args, t.dtype);
+    if let Some((args, n)) = fusable(&[(cond, cl), (t, tl), (f, fl)], t.dtype) {
+        return fusion::record(&t.device, FusedOp::Where, args, t.dtype, n);
     }
     let params = ElementwiseParams::new("where", 0, &[cl, tl, fl], None)?;
     launch(
@@ -125,8 +125,8 @@ pub(crate) fn where_cond(
 pub(crate) fn cast(x: &GpuStorage, layout: &Layout, dtype: DType) -> Result<GpuStorage> {
     // From i32 to f16 the fused kernel would round twice (through f32).
     let exact = x.dtype.is_float() || dtype == DType::F32;
-    if let Some(args) = fusable(&[(x, layout)], dtype).filter(|_| exact) {
-        return fusion::record(&x.device, FusedOp::Cast, args, dtype);
+    if let Some((args, n)) = fusable(&[(x, layout)], dtype).filter(|_| exact) {
+        return fusion::record(&x.device, FusedOp::Cast, args, dtype, n);
     }
     let params = ElementwiseParams::new("to_dtype", 0, &[layout], None)?;
     launch(
@@ -142,8 +142,8 @@ pub(crate) fn cast(x: &GpuStorage, layout: &Layout, dtype: DType) -> Result<GpuS
 /// The elements of `layout` as a fresh compact tensor: pending where the dtype fuses,
 /// so that the copy runs inside its consumer's or producer's kernel.
 pub(crate) fn compact(x: &GpuStorage, layout: &Layout) -> Result<GpuStorage> {
-    if let Some(args) = fusable(&[(x, layout)], x.dtype) {
-        return fusion::record(&x.device, FusedOp::Cast, args, x.dtype);
+    if let Some((args, n)) = fusable(&[(x, layout)], x.dtype) {
+        return fusion::record(&x.device, FusedOp::Cast, args, x.dtype, n);
     }
     copy_compact(x, layout)
 }

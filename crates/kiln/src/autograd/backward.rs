@@ -386,8 +386,19 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
             if a.rank() == 1 {
                 g2 = g2.unsqueeze(-2)?;
             }
-            let ga = sum_to(&g2.matmul(&b2.t()?)?, a2.shape())?.reshape(a.shape().clone())?;
-            let gb = sum_to(&a2.t()?.matmul(&g2)?, b2.shape())?.reshape(b.shape().clone())?;
+            // An operand that is a transposed view (a weight used as `w.t()`) gets its
+            // gradient computed transposed, so that the gradient reaching the weight is
+            // compact like it: the optimizer then needs no copy.
+            let ga = match transposed_view(&a2)? {
+                true => sum_to(&b2.matmul(&g2.t()?)?, a2.t()?.shape())?.t()?,
+                false => sum_to(&g2.matmul(&b2.t()?)?, a2.shape())?,
+            };
+            let gb = match transposed_view(&b2)? {
+                true => sum_to(&g2.t()?.matmul(&a2)?, b2.t()?.shape())?.t()?,
+                false => sum_to(&a2.t()?.matmul(&g2)?, b2.shape())?,
+            };
+            let ga = ga.reshape(a.shape().clone())?;
+            let gb = gb.reshape(b.shape().clone())?;
             Ok(vec![Some(ga), Some(gb)])
         }
         Op::Conv2d { x, w, spec, groups } => {
@@ -517,4 +528,10 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
             Ok(vec![Some(dx), Some(dhp), Some(dh)])
         }
     }
+}
+
+/// True when `x` (rank 2 or more) is the transpose of a compact tensor: its last two
+/// dims swapped make it contiguous.
+fn transposed_view(x: &Tensor) -> Result<bool> {
+    Ok(x.rank() >= 2 && !x.is_contiguous() && x.t()?.is_contiguous())
 }
