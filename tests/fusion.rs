@@ -55,6 +55,10 @@ enum Node {
     Expanded(usize),
     /// Over the last dim, keeping it.
     Reduce(ReduceOp, usize),
+    /// Over the first dim, keeping it (the column kernel).
+    ReduceFirst(ReduceOp, usize),
+    /// Over the last dim, with no weight or bias.
+    LayerNorm(usize),
     Softmax(usize),
     /// By a `[c, c]` weight (an input).
     Matmul(usize, usize),
@@ -216,8 +220,15 @@ fn generate(seed: u64, f16: bool) -> Graph {
                 *s.last_mut().unwrap() = 1;
                 (Node::Reduce(op, x), s)
             }
-            _ => match g.below(4) {
+            _ => match g.below(7) {
                 0 => (Node::Softmax(x), shapes[x].clone()),
+                4 => (Node::LayerNorm(x), shapes[x].clone()),
+                5 | 6 => {
+                    let op = g.pick(&[ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max]);
+                    let mut s = shapes[x].clone();
+                    s[0] = 1;
+                    (Node::ReduceFirst(op, x), s)
+                }
                 1 if f16 => {
                     has_f16 = true;
                     (Node::F16RoundTrip(x), shapes[x].clone())
@@ -313,6 +324,11 @@ fn eval_node(graph: &Graph, node: &Node, v: &[Tensor]) -> kiln::Result<Tensor> {
         }
         Node::Expanded(x) => v[x].expand(graph.shape.clone())?.contiguous()?,
         Node::Reduce(op, x) => v[x].reduce(op, &[-1], true)?,
+        Node::ReduceFirst(op, x) => v[x].reduce(op, &[0], true)?,
+        Node::LayerNorm(x) => {
+            let last = *v[x].dims().last().unwrap();
+            v[x].layer_norm(&[last], None, None, 1e-5)?
+        }
         Node::Softmax(x) => v[x].softmax(-1)?,
         Node::Matmul(x, w) => {
             let c = graph.shape[2];
@@ -505,7 +521,8 @@ fn random_graphs_match_cpu_fused_and_unfused() {
     }
 }
 
-/// Every kernel the fusion generated in this process is valid WGSL to naga, and its
+/// Every kernel the fusion generated in this process (standalone, and reductions,
+/// softmax and layer norm with a fused prologue) is valid WGSL to naga, and its
 /// params struct is the Rust mirror's size.
 #[test]
 fn generated_kernels_validate_with_naga() {
@@ -528,12 +545,27 @@ fn generated_kernels_validate_with_naga() {
         .unwrap()
         .where_cond(&acc, &x.t().unwrap().t().unwrap())
         .unwrap();
+    // Prologues: each reading kernel over a pending input.
+    let pending = || x.mul(&y).unwrap().exp().unwrap();
+    let sum = pending().sum(&[-1], true).unwrap();
+    let columns = pending().sum(&[0], true).unwrap();
+    let soft = pending().softmax(-1).unwrap();
+    let norm = pending().layer_norm(&[5], None, None, 1e-5).unwrap();
+    for t in [sum, columns, soft, norm] {
+        acc = acc.add(&t).unwrap();
+    }
     if device.as_gpu().unwrap().supports(DType::F16) {
         acc = acc.to_dtype(DType::F16).unwrap().exp().unwrap();
     }
     acc.to_f64_vec().unwrap();
     let sources = device.as_gpu().unwrap().fused_kernel_sources();
     assert!(!sources.is_empty(), "no fused kernel was built");
+    assert!(
+        sources
+            .iter()
+            .any(|s| s.contains("replaced by a fused prologue")),
+        "no prologue was built"
+    );
     let params = std::mem::size_of::<kiln::backend::FusedParams>();
     for source in sources {
         let module = naga::front::wgsl::parse_str(&source)
@@ -547,7 +579,7 @@ fn generated_kernels_validate_with_naga() {
         let size = module
             .types
             .iter()
-            .find(|(_, t)| t.name.as_deref() == Some("Params"))
+            .find(|(_, t)| t.name.as_deref() == Some("FusedParams"))
             .map(|(_, t)| t.inner.size(module.to_ctx()) as usize);
         assert_eq!(size, Some(params), "Params of\n{source}");
     }

@@ -15,7 +15,10 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // [rows, k]
+// kiln:load (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(1) var<storage, read> input: array<T>;
+fn load(i: u32) -> f32 { return f32(input[i]); }
+// kiln:load end
 // [k]
 @group(0) @binding(2) var<storage, read> weight: array<T>;
 // [k]
@@ -45,18 +48,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let k = f32(params.k);
 
     var s = 0.0;
-    for (var i = lid; i < params.k; i += WORKGROUP) { s += f32(input[base + i]); }
+    for (var i = lid; i < params.k; i += WORKGROUP) { s += load(base + i); }
     let mean = workgroup_sum(lid, s) / k;
 
     var q = 0.0;
     for (var i = lid; i < params.k; i += WORKGROUP) {
-        let d = f32(input[base + i]) - mean;
+        let d = load(base + i) - mean;
         q += d * d;
     }
     let rstd = 1.0 / sqrt(workgroup_sum(lid, q) / k + params.eps);
 
     for (var i = lid; i < params.k; i += WORKGROUP) {
-        let y = (f32(input[base + i]) - mean) * rstd * f32(weight[i]) + f32(bias[i]);
+        let y = (load(base + i) - mean) * rstd * f32(weight[i]) + f32(bias[i]);
         output[base + i] = T(y);
     }
 }

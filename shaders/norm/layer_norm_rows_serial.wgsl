@@ -18,7 +18,10 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // [rows, k]
+// kiln:load (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(1) var<storage, read> input: array<vec4<T>>;
+fn load4(i: u32) -> vec4<f32> { return vec4<f32>(input[i]); }
+// kiln:load end
 // [k]
 @group(0) @binding(2) var<storage, read> weight: array<vec4<T>>;
 // [k]
@@ -39,7 +42,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var sum = vec4<f32>();
     for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
         var part = vec4<f32>();
-        for (var i = i0; i < min(i0 + CHUNK, k4); i++) { part += vec4<f32>(input[base + i]); }
+        for (var i = i0; i < min(i0 + CHUNK, k4); i++) { part += load4(base + i); }
         sum += part;
     }
     let mean = ((sum.x + sum.y) + (sum.z + sum.w)) / f32(params.k);
@@ -47,7 +50,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
         var part = vec4<f32>();
         for (var i = i0; i < min(i0 + CHUNK, k4); i++) {
-            let d = vec4<f32>(input[base + i]) - mean;
+            let d = load4(base + i) - mean;
             part += d * d;
         }
         squares += part;
@@ -55,7 +58,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let variance = ((squares.x + squares.y) + (squares.z + squares.w)) / f32(params.k);
     let rstd = 1.0 / sqrt(variance + params.eps);
     for (var i = 0u; i < k4; i++) {
-        let y = (vec4<f32>(input[base + i]) - mean) * rstd;
+        let y = (load4(base + i) - mean) * rstd;
         output[base + i] = vec4<T>(y * vec4<f32>(weight[i]) + vec4<f32>(bias[i]));
     }
 }

@@ -22,7 +22,10 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // [rows, k]
+// kiln:load (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(1) var<storage, read> input: array<T>;
+fn load(i: u32) -> f32 { return f32(input[i]); }
+// kiln:load end
 // [rows]
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
 
@@ -60,7 +63,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = row * params.k;
     var acc = identity(params.op);
     for (var i = lid; i < params.k; i += WORKGROUP) {
-        acc = combine(params.op, acc, f32(input[base + i]));
+        acc = combine(params.op, acc, load(base + i));
     }
     partial[lid] = acc;
     workgroupBarrier();

@@ -34,7 +34,10 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // [outer, k, inner]
+// kiln:load (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(1) var<storage, read> input: array<T>;
+fn load(i: u32) -> f32 { return f32(input[i]); }
+// kiln:load end
 // [outer, segments, inner]
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
 
@@ -59,7 +62,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             r = bitcast<f32>(0xff800000u);
             var bits = 0u;
             for (var j = 0u; j < rows; j++) {
-                let x = f32(input[at]);
+                let x = load(at);
                 r = max(r, x);
                 bits = max(bits, bitcast<u32>(x) & 0x7fffffffu);
                 at += stride;
@@ -70,7 +73,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             r = bitcast<f32>(0x7f800000u);
             var bits = 0u;
             for (var j = 0u; j < rows; j++) {
-                let x = f32(input[at]);
+                let x = load(at);
                 r = min(r, x);
                 bits = max(bits, bitcast<u32>(x) & 0x7fffffffu);
                 at += stride;
@@ -79,13 +82,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
         case REDUCE_PROD: {
             r = 1.0;
-            for (var j = 0u; j < rows; j++) { r *= f32(input[at]); at += stride; }
+            for (var j = 0u; j < rows; j++) { r *= load(at); at += stride; }
         }
         case REDUCE_SUM, REDUCE_MEAN, default: {
             r = 0.0;
             for (var j0 = 0u; j0 < rows; j0 += CHUNK) {
                 var part = 0.0;
-                for (var j = j0; j < min(j0 + CHUNK, rows); j++) { part += f32(input[at]); at += stride; }
+                for (var j = j0; j < min(j0 + CHUNK, rows); j++) { part += load(at); at += stride; }
                 r += part;
             }
             if (params.op == REDUCE_MEAN) { r = r / f32(params.count); }

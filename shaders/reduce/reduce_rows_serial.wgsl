@@ -25,7 +25,10 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // [rows, k] as vec4s
+// kiln:load (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(1) var<storage, read> input: array<vec4<T>>;
+fn load4(i: u32) -> vec4<f32> { return vec4<f32>(input[i]); }
+// kiln:load end
 // [rows]
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
 
@@ -45,7 +48,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             var acc = vec4<f32>(bitcast<f32>(0xff800000u));
             var bits = vec4<u32>();
             for (var i = 0u; i < k4; i++) {
-                let v = vec4<f32>(input[base + i]);
+                let v = load4(base + i);
                 acc = max(acc, v);
                 bits = max(bits, bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu));
             }
@@ -56,7 +59,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             var acc = vec4<f32>(bitcast<f32>(0x7f800000u));
             var bits = vec4<u32>();
             for (var i = 0u; i < k4; i++) {
-                let v = vec4<f32>(input[base + i]);
+                let v = load4(base + i);
                 acc = min(acc, v);
                 bits = max(bits, bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu));
             }
@@ -65,7 +68,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
         case REDUCE_PROD: {
             var acc = vec4<f32>(1.0);
-            for (var i = 0u; i < k4; i++) { acc *= vec4<f32>(input[base + i]); }
+            for (var i = 0u; i < k4; i++) { acc *= load4(base + i); }
             r = acc.x * acc.y * acc.z * acc.w;
         }
         case REDUCE_SUM, REDUCE_MEAN, default: {
@@ -74,7 +77,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             var acc = vec4<f32>();
             for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
                 var part = vec4<f32>();
-                for (var i = i0; i < min(i0 + CHUNK, k4); i++) { part += vec4<f32>(input[base + i]); }
+                for (var i = i0; i < min(i0 + CHUNK, k4); i++) { part += load4(base + i); }
                 acc += part;
             }
             r = (acc.x + acc.y) + (acc.z + acc.w);

@@ -15,7 +15,10 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // [rows, k]
+// kiln:load (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(1) var<storage, read> input: array<T>;
+fn load(i: u32) -> f32 { return f32(input[i]); }
+// kiln:load end
 // [rows, k]
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
 
@@ -28,7 +31,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = row * params.k;
 
     var m = bitcast<f32>(0xff800000u);
-    for (var i = lid; i < params.k; i += WORKGROUP) { m = max(m, f32(input[base + i])); }
+    for (var i = lid; i < params.k; i += WORKGROUP) { m = max(m, load(base + i)); }
     partial[lid] = m;
     workgroupBarrier();
     for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
@@ -39,7 +42,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
 
     var s = 0.0;
-    for (var i = lid; i < params.k; i += WORKGROUP) { s += exp(f32(input[base + i]) - row_max); }
+    for (var i = lid; i < params.k; i += WORKGROUP) { s += exp(load(base + i) - row_max); }
     partial[lid] = s;
     workgroupBarrier();
     for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
@@ -49,7 +52,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let total = partial[0];
 
     for (var i = lid; i < params.k; i += WORKGROUP) {
-        let shifted = f32(input[base + i]) - row_max;
+        let shifted = load(base + i) - row_max;
         if (params.log == 1u) {
             output[base + i] = T(shifted - log(total));
         } else {

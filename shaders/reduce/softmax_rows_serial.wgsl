@@ -17,7 +17,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+// kiln:load (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(1) var<storage, read> input: array<vec4<T>>;
+fn load4(i: u32) -> vec4<f32> { return vec4<f32>(input[i]); }
+// kiln:load end
 @group(0) @binding(2) var<storage, read_write> output: array<vec4<T>>;
 
 @compute @workgroup_size(SERIAL_WORKGROUP)
@@ -29,7 +32,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var m = bitcast<f32>(0xff800000u);
     var s = 0.0;
     for (var i = 0u; i < k4; i++) {
-        let v = vec4<f32>(input[base + i]);
+        let v = load4(base + i);
         let top = max(m, max(max(v.x, v.y), max(v.z, v.w)));
         // exp(-inf - -inf) would be NaN: a row that starts at -inf adds nothing yet.
         var scale = 0.0;
@@ -40,7 +43,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let log_s = log(s);
     for (var i = 0u; i < k4; i++) {
-        let v = vec4<f32>(input[base + i]) - m;
+        let v = load4(base + i) - m;
         if (params.log != 0u) {
             output[base + i] = vec4<T>(v - log_s);
         } else {

@@ -7,7 +7,7 @@ use crate::adapter::{self, AdapterSummary};
 use crate::autotune::{self, Autotuner};
 use crate::fusion::{FusedParams, PendingList};
 use crate::kernels::Kernel;
-use crate::launch::{Batch, MAX_BATCH};
+use crate::launch::{Batch, MAX_BATCH, MAX_BIND_GROUPS};
 use crate::matmul_variant::MatmulVariant;
 use crate::pipelines::{Pipeline, PipelineCache};
 use crate::pool::{BufferPool, PoolStats};
@@ -109,7 +109,7 @@ impl GpuDevice {
         let params_stride = (largest as u64).div_ceil(align) * align;
         let params_arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln params"),
-            size: params_stride * MAX_BATCH as u64,
+            size: params_stride * (MAX_BATCH * MAX_BIND_GROUPS) as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });

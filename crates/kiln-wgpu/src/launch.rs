@@ -12,6 +12,31 @@ use std::time::Instant;
 
 /// Dispatches recorded before the batch is submitted without waiting for a sync point.
 pub(crate) const MAX_BATCH: usize = 64;
+/// Bind groups one launch may use, each with its own params: the kernel's, and a fused
+/// prologue's (`fusion`). The params arena holds this many per launch.
+pub(crate) const MAX_BIND_GROUPS: usize = 2;
+
+/// One bind group of a launch: its uniform params at binding 0, and its other
+/// resources by binding number.
+pub(crate) struct Bindings<'a> {
+    pub(crate) params: &'a [u8],
+    pub(crate) resources: Vec<(u32, wgpu::BindingResource<'a>)>,
+}
+
+impl<'a> Bindings<'a> {
+    /// `resources` bound in order from binding `first`.
+    pub(crate) fn numbered(
+        params: &'a [u8],
+        resources: &[wgpu::BindingResource<'a>],
+        first: u32,
+    ) -> Self {
+        let numbered = resources.iter().cloned().enumerate();
+        Bindings {
+            params,
+            resources: numbered.map(|(i, r)| (first + i as u32, r)).collect(),
+        }
+    }
+}
 
 /// The work being recorded: a command encoder, the compute pass dispatches go into
 /// (open until another command or the submission), and the launches' params.
@@ -89,60 +114,63 @@ impl GpuDevice {
         let start = Instant::now();
         let pipeline = self.pipeline(op, kernel, dtypes)?;
         let name = || format!("{}:{} {dtypes:?}", kernel.file().0, kernel.entry());
-        let params = bytemuck::bytes_of(params);
-        self.launch(op, &pipeline, params, resources, groups, start, name)
+        let group = Bindings::numbered(bytemuck::bytes_of(params), resources, 1);
+        self.launch(op, &pipeline, &[group], groups, start, name)
     }
 
-    /// Records one launch of a built pipeline; `params` (its uniform struct) bind at 0,
-    /// `resources` in order from binding 1. `start` is when the caller began (the
-    /// host cost counted per launch); `name` names the kernel in profiles.
-    #[allow(clippy::too_many_arguments)]
+    /// Records one launch of a built pipeline, bind group `g` from `bind[g]`. `start`
+    /// is when the caller began (the host cost counted per launch); `name` names the
+    /// kernel in profiles.
     pub(crate) fn launch(
         &self,
         op: &'static str,
         pipeline: &Pipeline,
-        params: &[u8],
-        resources: &[wgpu::BindingResource<'_>],
+        bind: &[Bindings<'_>],
         groups: [u32; 3],
         start: Instant,
         name: impl FnOnce() -> String,
     ) -> Result<()> {
-        let timestamps = self.profile_launch(name, &pipeline.written, resources);
+        let timestamps = self.profile_launch(name, &pipeline.written, bind);
         let mut guard = self.inner.batch.lock().unwrap();
         let batch = &mut *guard;
-        // The params go into the batch's slice of the arena, written before submission.
-        let stride = self.inner.params_stride;
-        let offset = batch.params.len() as u64;
-        let bytes = params;
-        batch.params.extend_from_slice(bytes);
-        batch.params.resize((offset + stride) as usize, 0);
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &self.inner.params_arena,
-                offset,
-                size: wgpu::BufferSize::new(bytes.len() as u64),
-            }),
-        }];
-        for (i, resource) in resources.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: resource.clone(),
-            });
+        let first_params = batch.params.len();
+        let mut bind_groups = Vec::with_capacity(bind.len());
+        for (g, group) in bind.iter().enumerate() {
+            // The params go into the batch's slice of the arena, written before
+            // submission.
+            let stride = self.inner.params_stride;
+            let offset = batch.params.len() as u64;
+            batch.params.extend_from_slice(group.params);
+            batch.params.resize((offset + stride) as usize, 0);
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &self.inner.params_arena,
+                    offset,
+                    size: wgpu::BufferSize::new(group.params.len() as u64),
+                }),
+            }];
+            for (binding, resource) in &group.resources {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: *binding,
+                    resource: resource.clone(),
+                });
+            }
+            bind_groups.push(
+                self.inner
+                    .device
+                    .create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(op),
+                        layout: &pipeline.layouts[g],
+                        entries: &entries,
+                    }),
+            );
         }
-        let bind_group = self
-            .inner
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(op),
-                layout: &pipeline.layout,
-                entries: &entries,
-            });
         // No error scope per launch: what wgpu reports while recording reaches the
         // uncaptured-error sink at once, so the error names this op. Checked before the
         // pass sees the bind group, so that a rejected launch leaves the batch sound.
         if let Err(e) = self.take_uncaptured(op) {
-            batch.params.truncate(offset as usize);
+            batch.params.truncate(first_params);
             return Err(e);
         }
         let encoder = batch.encoder.get_or_insert_with(|| self.new_encoder());
@@ -159,7 +187,9 @@ impl GpuDevice {
                     }),
                 });
                 pass.set_pipeline(&pipeline.compute);
-                pass.set_bind_group(0, &bind_group, &[]);
+                for (g, bind_group) in bind_groups.iter().enumerate() {
+                    pass.set_bind_group(g as u32, bind_group, &[]);
+                }
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
             }
             None => {
@@ -171,11 +201,14 @@ impl GpuDevice {
                     encoder.begin_compute_pass(&descriptor).forget_lifetime()
                 });
                 pass.set_pipeline(&pipeline.compute);
-                pass.set_bind_group(0, &bind_group, &[]);
+                for (g, bind_group) in bind_groups.iter().enumerate() {
+                    pass.set_bind_group(g as u32, bind_group, &[]);
+                }
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
             }
         }
         batch.ops.push(op);
+        // A launch takes at most `MAX_BIND_GROUPS` params slots.
         let full = batch.ops.len() >= MAX_BATCH;
         drop(guard);
         self.count_launch_time(start);

@@ -11,17 +11,20 @@ use std::sync::Arc;
 /// pipeline for it on every launch costs a registry entry each time).
 pub(crate) struct Pipeline {
     pub(crate) compute: wgpu::ComputePipeline,
-    pub(crate) layout: wgpu::BindGroupLayout,
+    /// One per bind group the kernel declares.
+    pub(crate) layouts: Vec<wgpu::BindGroupLayout>,
     /// The bindings the kernel writes (`Kernel::written_bindings`), for profiles.
     pub(crate) written: Vec<u32>,
 }
 
 impl Pipeline {
-    fn new(compute: wgpu::ComputePipeline, written: Vec<u32>) -> Pipeline {
-        let layout = compute.get_bind_group_layout(0);
+    fn new(compute: wgpu::ComputePipeline, bind_groups: u32, written: Vec<u32>) -> Pipeline {
+        let layouts = (0..bind_groups)
+            .map(|g| compute.get_bind_group_layout(g))
+            .collect();
         Pipeline {
             compute,
-            layout,
+            layouts,
             written,
         }
     }
@@ -53,7 +56,7 @@ impl GpuDevice {
         let source = kernel.specialise(dtypes)?;
         let checked = kernel.bounds_checked();
         let compute = self.compile(op, kernel.file().0, &source, kernel.entry(), checked)?;
-        let pipeline = Arc::new(Pipeline::new(compute, kernel.written_bindings()));
+        let pipeline = Arc::new(Pipeline::new(compute, 1, kernel.written_bindings()));
         self.inner
             .pipelines
             .lock()
@@ -62,19 +65,19 @@ impl GpuDevice {
         Ok(pipeline)
     }
 
-    /// Builds a generated kernel (entry point `main`) that writes the bindings
-    /// `written`. Its addresses follow from host-validated layouts, as those of the
-    /// elementwise kernels do, so it gets their bounds-check policy.
+    /// Builds generated WGSL (`bind_groups` groups, writing the bindings `written` of
+    /// group 0) with the bounds-check policy of `like`, the kernel it was made from.
     pub(crate) fn build_pipeline(
         &self,
         op: &'static str,
-        label: &str,
+        like: Kernel,
         source: &str,
+        bind_groups: u32,
         written: Vec<u32>,
     ) -> Result<Pipeline> {
-        let checked = Kernel::Unary.bounds_checked();
-        let compute = self.compile(op, label, source, "main", checked)?;
-        Ok(Pipeline::new(compute, written))
+        let checked = like.bounds_checked();
+        let compute = self.compile(op, like.file().0, source, like.entry(), checked)?;
+        Ok(Pipeline::new(compute, bind_groups, written))
     }
 
     /// Compiles WGSL into a compute pipeline, with wgpu's runtime bounds checks; a

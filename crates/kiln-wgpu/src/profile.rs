@@ -4,6 +4,7 @@
 //! work are compared between versions.
 
 use crate::device::GpuDevice;
+use crate::launch::Bindings;
 use kiln_core::{Error, Result};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -106,24 +107,28 @@ impl GpuDevice {
         self.inner.profiler.lock().unwrap().is_some()
     }
 
-    /// Counts one launch, whose pipeline writes the bindings `written`; returns the
-    /// pass's timestamp writes when launches are timed.
+    /// Counts one launch, whose pipeline writes the bindings `written` of group 0;
+    /// returns the pass's timestamp writes when launches are timed.
     pub(crate) fn profile_launch(
         &self,
         name: impl FnOnce() -> String,
         written: &[u32],
-        resources: &[wgpu::BindingResource<'_>],
+        bind: &[Bindings<'_>],
     ) -> Option<(wgpu::QuerySet, u32)> {
         let mut guard = self.inner.profiler.lock().unwrap();
         let recorder = guard.as_mut()?;
         let name = name();
         let (mut read, mut write) = (0, 0);
-        for (i, resource) in resources.iter().enumerate() {
+        let resources = bind
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| group.resources.iter().map(move |(b, r)| (g, *b, r)));
+        for (group, binding, resource) in resources {
             let bytes = match resource {
                 wgpu::BindingResource::Buffer(b) => b.size.map_or(b.buffer.size(), |s| s.get()),
                 _ => 0,
             };
-            if written.contains(&(i as u32 + 1)) {
+            if group == 0 && written.contains(&binding) {
                 write += bytes;
             } else {
                 read += bytes;

@@ -14,6 +14,7 @@
 
 mod expr;
 mod program;
+mod prologue;
 mod run;
 mod wgsl;
 

@@ -61,6 +61,15 @@ impl Program {
         Ok(p)
     }
 
+    /// The buffers the reads bind, in order.
+    pub(crate) fn resources(&self) -> Result<Vec<wgpu::BindingResource<'_>>> {
+        let mut out = Vec::with_capacity(self.reads.len() + 1);
+        for read in &self.reads {
+            out.push(read.arg.storage.raw()?.as_entire_binding());
+        }
+        Ok(out)
+    }
+
     pub(crate) fn out_dtype(&self) -> DType {
         self.steps.last().map_or(DType::F32, |s| s.dtype)
     }

@@ -4,6 +4,8 @@
 use super::program::Program;
 use super::wgsl::{self, FusedParams};
 use crate::device::GpuDevice;
+use crate::kernels::Kernel;
+use crate::launch::Bindings;
 use crate::pipelines::Pipeline;
 use crate::storage::StorageData;
 use kiln_core::{Error, Result};
@@ -21,21 +23,11 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
     let op = "fusion";
     let out = device.alloc_output(op, program.len, program.out_dtype())?;
     let params = FusedParams::of(&program)?;
-    let mut resources = Vec::with_capacity(program.reads.len() + 1);
-    for read in &program.reads {
-        resources.push(read.arg.storage.raw()?.as_entire_binding());
-    }
+    let mut resources = program.resources()?;
     resources.push(out.buffer().as_entire_binding());
+    let bind = Bindings::numbered(bytemuck::bytes_of(&params), &resources, 1);
     let groups = device.groups_1d(op, program.len)?;
-    device.launch(
-        op,
-        &pipeline,
-        bytemuck::bytes_of(&params),
-        &resources,
-        groups,
-        start,
-        || program.summary(),
-    )?;
+    device.launch(op, &pipeline, &[bind], groups, start, || program.summary())?;
     drop(resources);
     data.fill(out)?;
     // Lets go of the inputs.
@@ -89,11 +81,11 @@ impl GpuDevice {
             return Ok(p.clone());
         }
         let source = wgsl::source(program)?;
-        if let Some(dir) = std::env::var_os("KILN_DUMP_KERNELS") {
-            dump(std::path::Path::new(&dir), &key, &source)?;
-        }
+        dump_kernel(&key, &source)?;
         let written = vec![program.reads.len() as u32 + 1];
-        let pipeline = Arc::new(self.build_pipeline("fusion", "fused", &source, written)?);
+        // Addressed like the elementwise kernels: their bounds-check policy.
+        let like = Kernel::Unary;
+        let pipeline = Arc::new(self.build_pipeline("fusion", like, &source, 1, written)?);
         let mut cache = self.inner.fused_pipelines.lock().unwrap();
         cache.insert(key, pipeline.clone());
         self.inner.fused_sources.lock().unwrap().push(source);
@@ -106,9 +98,14 @@ impl GpuDevice {
     }
 }
 
-/// Writes a kernel's source to `dir/fused_<hash of its structure>.wgsl`.
-fn dump(dir: &std::path::Path, key: &str, source: &str) -> Result<()> {
+/// With `KILN_DUMP_KERNELS=DIR`, writes a generated kernel's source to
+/// `DIR/fused_<hash of its structure>.wgsl`.
+pub(crate) fn dump_kernel(key: &str, source: &str) -> Result<()> {
     use std::hash::{Hash, Hasher};
+    let Some(dir) = std::env::var_os("KILN_DUMP_KERNELS") else {
+        return Ok(());
+    };
+    let dir = std::path::Path::new(&dir);
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
     let path = dir.join(format!("fused_{:016x}.wgsl", h.finish()));

@@ -35,9 +35,12 @@ pub(crate) fn rows_kernel<P: ShaderParams>(
         }
         _ => device.groups_for(op, rows)?,
     };
-    let mut buffers = inputs.iter().map(|s| s.raw()).collect::<Result<Vec<_>>>()?;
-    buffers.push(out.buffer());
-    device.dispatch(op, kernel, &[x.dtype], params, &buffers, groups)?;
+    let mut rest = inputs[1..]
+        .iter()
+        .map(|s| s.raw())
+        .collect::<Result<Vec<_>>>()?;
+    rest.push(out.buffer());
+    device.dispatch_with_input(op, kernel, &[x.dtype], params, x, &rest, groups)?;
     Ok(GpuStorage::new(out, out_dtype, out_len, device))
 }
 
@@ -117,12 +120,13 @@ fn columns_pass(
     let device = &x.device;
     let n = outer * segments * inner;
     let out = device.alloc_output(name, n, x.dtype)?;
-    device.dispatch(
+    device.dispatch_with_input(
         name,
         Kernel::ReduceColumns,
         &[x.dtype],
         &params,
-        &[x.raw()?, out.buffer()],
+        x,
+        &[out.buffer()],
         device.groups_for(name, n.div_ceil(SERIAL_WORKGROUP as usize))?,
     )?;
     Ok(GpuStorage::new(out, x.dtype, n, device))
