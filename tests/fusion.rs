@@ -51,6 +51,9 @@ enum Node {
     Transposed(usize),
     /// Flattened and reshaped back: a compact view of another shape.
     Reshaped(usize),
+    /// Padded before (with -0.5) and after in dim `-1` or `-2`, then cut back to its
+    /// shape: shifted by one along that dim, the padding value coming in.
+    Shifted(usize, isize),
     /// Broadcast to the full shape and made compact.
     Expanded(usize),
     /// Over the last dim, keeping it.
@@ -198,7 +201,11 @@ fn generate(seed: u64, f16: bool) -> Graph {
                 (Node::Unary(op, x), shapes[x].clone())
             }
             3 | 4 => (Node::Binary(g.pick(BINARY_SMOOTH), x, y), xy),
-            5 => (Node::Reshaped(x), shapes[x].clone()),
+            5 if g.below(2) == 0 => (Node::Reshaped(x), shapes[x].clone()),
+            5 => {
+                let dim = -1 - (g.below(2) as isize).min(shapes[x].len() as isize - 1);
+                (Node::Shifted(x, dim), shapes[x].clone())
+            }
             6 => (Node::Transposed(x), shapes[x].clone()),
             7 => (Node::Expanded(x), shape.clone()),
             8 => (Node::Unary(g.pick(UNARY_KINKED), x), shapes[x].clone()),
@@ -321,6 +328,15 @@ fn eval_node(graph: &Graph, node: &Node, v: &[Tensor]) -> kiln::Result<Tensor> {
         Node::Reshaped(x) => {
             let t = &v[x];
             t.reshape([t.elem_count()])?.reshape(t.dims().to_vec())?
+        }
+        Node::Shifted(x, dim) => {
+            let t = &v[x];
+            let pads = match dim {
+                -1 => vec![(1, 2)],
+                _ => vec![(0, 0), (1, 2)],
+            };
+            let len = t.dims()[(t.rank() as isize + dim) as usize];
+            t.pad(&pads, -0.5)?.narrow(dim, 0, len)?
         }
         Node::Expanded(x) => v[x].expand(graph.shape.clone())?.contiguous()?,
         Node::Reduce(op, x) => v[x].reduce(op, &[-1], true)?,

@@ -40,6 +40,10 @@ pub trait BackendStorage: Sized {
     /// The elements of `layout` as a fresh compact storage.
     fn compact(&self, layout: &Layout) -> Result<Self>;
 
+    /// The elements of `layout` inside a compact tensor of `dims` filled with `value`,
+    /// starting at `before` (one entry per dim).
+    fn pad(&self, layout: &Layout, dims: &[usize], before: &[usize], value: f64) -> Result<Self>;
+
     /// Copies the elements of `layout` into `dst` at `dst_layout` (same shape and dtype).
     fn copy_into(&self, layout: &Layout, dst: &mut Self, dst_layout: &Layout) -> Result<()>;
 

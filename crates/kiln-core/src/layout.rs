@@ -133,6 +133,16 @@ impl Layout {
         })
     }
 
+    /// The window of a compact tensor of `dims` that starts at `start` (per dim) and
+    /// has the shape `inner`: where a padded tensor holds what it pads.
+    pub fn window(dims: &[usize], start: &[usize], inner: &[usize]) -> Layout {
+        let mut out = Layout::contiguous(Shape::new(dims.to_vec()));
+        for (d, (&s, &n)) in start.iter().zip(inner).enumerate() {
+            out = out.narrow(d, s, n);
+        }
+        out
+    }
+
     /// The sub-range `start..start + len` of dim `dim`.
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Layout {
         let mut dims = self.dims().to_vec();

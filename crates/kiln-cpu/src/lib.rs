@@ -127,6 +127,14 @@ impl BackendStorage for CpuStorage {
         Ok(CpuStorage(elementwise::cast(&self.to_host(layout)?, dtype)))
     }
 
+    fn pad(&self, layout: &Layout, dims: &[usize], before: &[usize], value: f64) -> Result<Self> {
+        let n = dims.iter().product();
+        let mut out = CpuStorage(HostBuffer::try_full("pad", self.dtype(), n, value)?);
+        let inner = Layout::window(dims, before, layout.dims());
+        elementwise::copy_into(self, layout, &mut out, &inner)?;
+        Ok(out)
+    }
+
     fn compact(&self, layout: &Layout) -> Result<Self> {
         Ok(CpuStorage(self.to_host(layout)?))
     }

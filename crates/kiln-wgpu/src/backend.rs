@@ -63,6 +63,10 @@ impl BackendStorage for GpuStorage {
         ops::elementwise::cast(self, layout, dtype)
     }
 
+    fn pad(&self, layout: &Layout, dims: &[usize], before: &[usize], value: f64) -> Result<Self> {
+        ops::elementwise::pad(self, layout, dims, before, value)
+    }
+
     fn compact(&self, layout: &Layout) -> Result<Self> {
         ops::elementwise::compact(self, layout)
     }

@@ -98,16 +98,12 @@ impl Tensor {
                 pads: pads.to_vec(),
             },
             || {
-                let mut out =
-                    self.device()
-                        .full_storage(shape.elem_count(), self.dtype(), value)?;
-                let mut inner = Layout::contiguous(shape.clone());
+                let mut start = vec![0; self.rank()];
                 for (d, before) in region {
-                    inner = inner.narrow(d, before, self.dims()[d]);
+                    start[d] = before;
                 }
-                if self.elem_count() > 0 {
-                    self.storage().copy_into(self.layout(), &mut out, &inner)?;
-                }
+                let storage = self.storage();
+                let out = storage.pad(self.layout(), shape.dims(), &start, value)?;
                 Ok(Tensor::from_storage(out, shape))
             },
         )

@@ -81,6 +81,16 @@ impl Storage {
         unary_forward!(self, s => s.cast(layout, dtype))
     }
 
+    pub(crate) fn pad(
+        &self,
+        layout: &Layout,
+        dims: &[usize],
+        before: &[usize],
+        value: f64,
+    ) -> Result<Storage> {
+        unary_forward!(self, s => s.pad(layout, dims, before, value))
+    }
+
     pub(crate) fn compact(&self, layout: &Layout) -> Result<Storage> {
         unary_forward!(self, s => s.compact(layout))
     }

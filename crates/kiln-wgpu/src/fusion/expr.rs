@@ -15,6 +15,16 @@ pub(crate) enum FusedOp {
     Cast,
     /// No arguments: every element is the value.
     Full(f32),
+    /// The argument inside a larger tensor of the value (the expression's `window`).
+    Pad(f32),
+}
+
+/// Where a pad's argument lies in its output: the output's dims, and the argument's
+/// first element in each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub(crate) dims: Vec<usize>,
+    pub(crate) before: Vec<usize>,
 }
 
 impl FusedOp {
@@ -25,6 +35,7 @@ impl FusedOp {
             FusedOp::Where => "where",
             FusedOp::Cast => "to_dtype",
             FusedOp::Full(_) => "full",
+            FusedOp::Pad(_) => "pad",
         }
     }
 }
@@ -76,6 +87,8 @@ pub(crate) struct Expr {
     /// inputs included (shared inputs count once per use).
     pub(crate) ops: usize,
     pub(crate) reads: usize,
+    /// For `Pad`: where its argument lies.
+    pub(crate) window: Option<Window>,
 }
 
 /// Records `op` over `args` (of one shape, `len` elements) as a pending storage of
@@ -87,6 +100,38 @@ pub(crate) fn record(
     args: Vec<Arg>,
     dtype: DType,
     len: usize,
+) -> Result<GpuStorage> {
+    record_in(device, op, args, dtype, len, None)
+}
+
+/// Records `x` padded into `window` with `value` (f32 or f16) as a pending storage.
+/// The kernel reads `x` through its layout, so a pending `x` runs now.
+pub(crate) fn record_pad(
+    device: &GpuDevice,
+    x: Arg,
+    window: Window,
+    value: f32,
+    dtype: DType,
+) -> Result<GpuStorage> {
+    x.storage.buffer()?;
+    let len = window.dims.iter().product();
+    record_in(
+        device,
+        FusedOp::Pad(value),
+        vec![x],
+        dtype,
+        len,
+        Some(window),
+    )
+}
+
+fn record_in(
+    device: &GpuDevice,
+    op: FusedOp,
+    args: Vec<Arg>,
+    dtype: DType,
+    len: usize,
+    window: Option<Window>,
 ) -> Result<GpuStorage> {
     let start = std::time::Instant::now();
     for arg in &args {
@@ -111,6 +156,7 @@ pub(crate) fn record(
         len,
         ops,
         reads,
+        window,
     };
     let storage = GpuStorage::pending(expr, dtype, len, device);
     // Recording is the host's cost of the op, as a launch is without fusion.

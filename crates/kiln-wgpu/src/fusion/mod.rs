@@ -18,7 +18,7 @@ mod prologue;
 mod run;
 mod wgsl;
 
-pub(crate) use expr::{record, Arg, Expr, FusedOp};
+pub(crate) use expr::{record, record_pad, Arg, Expr, FusedOp, Window};
 pub(crate) use run::{run, PendingList};
 pub use wgsl::{FusedParams, FusedRead};
 

@@ -1,7 +1,7 @@
 //! Lowering a pending storage into one kernel's program: the buffers it reads
 //! (`reads`) and its ops in order (`steps`), each pending input computed once.
 
-use super::expr::{Arg, Expr, FusedOp};
+use super::expr::{Arg, Expr, FusedOp, Window};
 use super::MAX_SCALARS;
 use kiln_core::{DType, Error, GpuErrorKind, Layout, Result};
 use std::collections::HashMap;
@@ -15,9 +15,32 @@ pub(crate) enum Value {
     Step(usize),
 }
 
-/// One buffer the kernel reads, with the layout it reads it through.
+/// One buffer the kernel reads, with the layout it reads it through; for a pad's
+/// argument, also where it lies in the pad's output.
 pub(crate) struct Read {
     pub(crate) arg: Arg,
+    pub(crate) window: Option<Window>,
+}
+
+/// How a kernel computes a read's element index; a part of the kernel's structure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadKind {
+    /// Row-major from its offset: the offset plus the element index.
+    Contiguous,
+    /// A walk over its shape and strides.
+    Strided,
+    /// A pad's argument: the walk, with the padding found on the way.
+    Padded,
+}
+
+impl Read {
+    pub(crate) fn kind(&self) -> ReadKind {
+        match (&self.window, self.arg.layout.is_contiguous()) {
+            (Some(_), _) => ReadKind::Padded,
+            (None, true) => ReadKind::Contiguous,
+            (None, false) => ReadKind::Strided,
+        }
+    }
 }
 
 pub(crate) struct Step {
@@ -79,7 +102,7 @@ impl Program {
     pub(crate) fn key(&self) -> String {
         let mut key = String::new();
         for r in &self.reads {
-            let _ = write!(key, "{:?},", r.arg.storage.dtype);
+            let _ = write!(key, "{:?}{:?},", r.arg.storage.dtype, r.kind());
         }
         for s in &self.steps {
             let _ = write!(key, "|{:?}{:?}{:?}", s.op_code(), s.args, s.dtype);
@@ -103,6 +126,7 @@ impl Step {
             FusedOp::Where => (2, 0),
             FusedOp::Cast => (3, 0),
             FusedOp::Full(_) => (4, 0),
+            FusedOp::Pad(_) => (5, 0),
         }
     }
 }
@@ -117,11 +141,15 @@ impl Lowering {
     fn expr(&mut self, expr: &Expr) -> Result<Value> {
         let mut args = Vec::with_capacity(expr.args.len());
         for arg in &expr.args {
-            args.push(self.arg(arg)?);
+            let value = match &expr.window {
+                Some(window) => self.read(arg, Some(window))?,
+                None => self.arg(arg)?,
+            };
+            args.push(value);
         }
         let scalars = match expr.op {
             FusedOp::Unary(op) if !op.info().params.is_empty() => Some(self.scalars(op.scalars())?),
-            FusedOp::Full(value) => Some(self.scalars([value, 0.0])?),
+            FusedOp::Full(value) | FusedOp::Pad(value) => Some(self.scalars([value, 0.0])?),
             _ => None,
         };
         self.program.steps.push(Step {
@@ -156,15 +184,24 @@ impl Lowering {
                 return Ok(v);
             }
         }
+        self.read(arg, None)
+    }
+
+    /// `arg`'s buffer as a read (once per buffer, layout and window).
+    fn read(&mut self, arg: &Arg, window: Option<&Window>) -> Result<Value> {
         arg.storage.buffer()?;
         let same = |r: &Read| {
             Arc::ptr_eq(&r.arg.storage.data, &arg.storage.data)
                 && same_layout(&r.arg.layout, &arg.layout)
+                && r.window.as_ref() == window
         };
         if let Some(i) = self.program.reads.iter().position(same) {
             return Ok(Value::Read(i));
         }
-        self.program.reads.push(Read { arg: arg.clone() });
+        self.program.reads.push(Read {
+            arg: arg.clone(),
+            window: window.cloned(),
+        });
         Ok(Value::Read(self.program.reads.len() - 1))
     }
 }

@@ -5,13 +5,13 @@
 //! would be.
 
 use super::expr::FusedOp;
-use super::program::{Program, Step, Value};
+use super::program::{Program, ReadKind, Step, Value};
 use super::{MAX_READS, MAX_SCALARS};
 use crate::kernels::Kernel;
 use crate::params::to_u32;
 use crate::shader_constants;
 use bytemuck::{Pod, Zeroable};
-use kiln_core::{DType, Error, Result, MAX_RANK};
+use kiln_core::{DType, Error, GpuErrorKind, Result, MAX_RANK};
 use std::fmt::Write;
 
 /// How the kernel reads one buffer: mirrors the WGSL `Read` struct.
@@ -20,11 +20,14 @@ use std::fmt::Write;
 pub struct FusedRead {
     pub rank: u32,
     pub offset: u32,
-    /// 1: row-major from `offset`, so the kernel skips the stride walk.
-    pub contiguous: u32,
-    pub _pad: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+    /// For a pad's argument, the pad's output, whose element at `before + c` (per dim)
+    /// is the argument's at `c` for `c` below `inner`.
     pub shape: [[u32; 4]; 2],
     pub strides: [[u32; 4]; 2],
+    pub before: [[u32; 4]; 2],
+    pub inner: [[u32; 4]; 2],
 }
 
 /// A fused kernel's uniform params: mirrors the WGSL `Params` struct.
@@ -46,8 +49,16 @@ impl FusedParams {
         p.numel = to_u32(op, "element count", program.len)?;
         for (slot, read) in p.reads.iter_mut().zip(&program.reads) {
             let layout = &read.arg.layout;
-            read_layout(slot, layout.dims(), layout.strides(), layout.offset(), op)?;
-            slot.contiguous = layout.is_contiguous() as u32;
+            match &read.window {
+                None => read_layout(slot, layout.dims(), layout.strides(), layout.offset(), op)?,
+                Some(w) => {
+                    read_layout(slot, &w.dims, layout.strides(), layout.offset(), op)?;
+                    for (d, (&b, &n)) in w.before.iter().zip(layout.dims()).enumerate() {
+                        slot.before[d / 4][d % 4] = to_u32(op, "pad", b)?;
+                        slot.inner[d / 4][d % 4] = to_u32(op, "size", n)?;
+                    }
+                }
+            }
         }
         for (i, &v) in program.scalars.iter().enumerate() {
             p.scalars[i / 4][i % 4] = v;
@@ -86,6 +97,44 @@ fn formulas(kernel: Kernel) -> Result<&'static str> {
     let end = body + text[body..].find(END).ok_or_else(missing)?;
     Ok(&text[body..end])
 }
+
+/// Where read `r` finds the program's element `i`.
+const STRIDED_INDEX: &str = "
+fn fused_strided_index(i: u32, r: u32) -> u32 {
+    let read = fused.reads[r];
+    var rem = i;
+    var off = read.offset;
+    for (var d = i32(read.rank) - 1; d >= 0; d--) {
+        let size = read.shape[d / 4][d % 4];
+        off += (rem % size) * read.strides[d / 4][d % 4];
+        rem = rem / size;
+    }
+    return off;
+}
+";
+
+/// Where padded read `r` finds the program's element `i` (x), and whether it does (y:
+/// 0 where the element is padding, x then being any element of the argument).
+const PADDED_INDEX: &str = "
+fn fused_padded_index(i: u32, r: u32) -> vec2<u32> {
+    let read = fused.reads[r];
+    var rem = i;
+    var off = read.offset;
+    var inside = 1u;
+    for (var d = i32(read.rank) - 1; d >= 0; d--) {
+        let size = read.shape[d / 4][d % 4];
+        var c = rem % size;
+        rem = rem / size;
+        let before = read.before[d / 4][d % 4];
+        if (c < before || c - before >= read.inner[d / 4][d % 4]) {
+            inside = 0u;
+            c = before;
+        }
+        off += (c - before) * read.strides[d / 4][d % 4];
+    }
+    return vec2<u32>(off, inside);
+}
+";
 
 /// Whether the program's WGSL needs `enable f16;`.
 fn needs_f16(program: &Program) -> bool {
@@ -202,10 +251,12 @@ fn value_function(program: &Program, group: u32) -> Result<String> {
 struct FusedRead {{
     rank: u32,
     offset: u32,
-    contiguous: u32,
-    _pad: u32,
+    _pad0: u32,
+    _pad1: u32,
     shape: array<vec4<u32>, 2>,
     strides: array<vec4<u32>, 2>,
+    before: array<vec4<u32>, 2>,
+    inner: array<vec4<u32>, 2>,
 }}
 
 struct FusedParams {{
@@ -229,33 +280,27 @@ struct FusedParams {{
             read.arg.storage.dtype.name()
         );
     }
-    s.push_str(
-        "
-// The element of read `r` at the program's element `i`.
-fn fused_read_index(i: u32, r: u32) -> u32 {
-    let read = fused.reads[r];
-    if (read.contiguous != 0u) { return read.offset + i; }
-    var rem = i;
-    var off = read.offset;
-    for (var d = i32(read.rank) - 1; d >= 0; d--) {
-        let size = read.shape[d / 4][d % 4];
-        off += (rem % size) * read.strides[d / 4][d % 4];
-        rem = rem / size;
+    let kinds: Vec<ReadKind> = program.reads.iter().map(|r| r.kind()).collect();
+    if kinds.contains(&ReadKind::Strided) {
+        s.push_str(STRIDED_INDEX);
     }
-    return off;
-}
-
-fn fused_value(i: u32) -> f32 {
-",
-    );
+    if kinds.contains(&ReadKind::Padded) {
+        s.push_str(PADDED_INDEX);
+    }
+    s.push_str("\nfn fused_value(i: u32) -> f32 {\n");
     for i in 0..program.reads.len() {
-        let _ = writeln!(
-            s,
-            "    let x{i} = f32(fused_in{i}[fused_read_index(i, {i}u)]);"
-        );
+        let index = match kinds[i] {
+            ReadKind::Contiguous => format!("fused.reads[{i}].offset + i"),
+            ReadKind::Strided => format!("fused_strided_index(i, {i}u)"),
+            ReadKind::Padded => {
+                let _ = writeln!(s, "    let r{i} = fused_padded_index(i, {i}u);");
+                format!("r{i}.x")
+            }
+        };
+        let _ = writeln!(s, "    let x{i} = f32(fused_in{i}[{index}]);");
     }
     for (k, step) in program.steps.iter().enumerate() {
-        let _ = writeln!(s, "    let v{k} = {};", rounded(step, &expression(step)));
+        let _ = writeln!(s, "    let v{k} = {};", rounded(step, &expression(step)?));
     }
     let last = program.steps.len().saturating_sub(1);
     let _ = writeln!(s, "    return v{last};\n}}");
@@ -270,7 +315,7 @@ fn value(v: Value) -> String {
 }
 
 /// The step's value in f32.
-fn expression(step: &Step) -> String {
+fn expression(step: &Step) -> Result<String> {
     let a = |i: usize| value(step.args[i]);
     let scalar = |j: usize| {
         let slot = step.scalars.map_or(0, |s| s + j);
@@ -279,7 +324,7 @@ fn expression(step: &Step) -> String {
             None => "0.0".into(),
         }
     };
-    match step.op {
+    Ok(match step.op {
         FusedOp::Unary(op) => format!(
             "fused_unary_op({}, {}, {}, {})",
             op.info().wgsl_constant(),
@@ -294,7 +339,18 @@ fn expression(step: &Step) -> String {
         FusedOp::Where => format!("select({}, {}, {} != 0.0)", a(2), a(1), a(0)),
         FusedOp::Cast => a(0),
         FusedOp::Full(_) => scalar(0),
-    }
+        FusedOp::Pad(_) => {
+            // Lowering makes a pad's argument a read.
+            let Value::Read(k) = step.args[0] else {
+                return Err(Error::Gpu {
+                    op: "fusion",
+                    kind: GpuErrorKind::Internal,
+                    message: "a pad's argument is not a read".into(),
+                });
+            };
+            format!("select({}, {}, r{k}.y != 0u)", scalar(0), a(0))
+        }
+    })
 }
 
 /// `expr` rounded to the step's dtype when that is narrower than f32.

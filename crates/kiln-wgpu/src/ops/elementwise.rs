@@ -1,6 +1,6 @@
 //! Launchers for `shaders/elementwise/`: strided unary, binary, where, cast and copy.
 
-use crate::fusion::{self, Arg, FusedOp};
+use crate::fusion::{self, Arg, FusedOp, Window};
 use crate::kernels::Kernel;
 use crate::params::ElementwiseParams;
 use crate::shader_constants::{VEC4_PER_INVOCATION, VEC4_WORKGROUP};
@@ -137,6 +137,42 @@ pub(crate) fn cast(x: &GpuStorage, layout: &Layout, dtype: DType) -> Result<GpuS
         &[x],
         dtype,
     )
+}
+
+/// `x` (at `layout`) inside a compact tensor of `dims` filled with `value`, from
+/// `before` in each dim: pending where the dtype fuses, so that consumers read the
+/// padding without it being written.
+pub(crate) fn pad(
+    x: &GpuStorage,
+    layout: &Layout,
+    dims: &[usize],
+    before: &[usize],
+    value: f64,
+) -> Result<GpuStorage> {
+    let device = &x.device;
+    let n: usize = dims.iter().product();
+    let floats = matches!(x.dtype, DType::F32 | DType::F16);
+    if device.fusion() && floats && n > 0 && layout.elem_count() > 0 {
+        let arg = Arg {
+            storage: x.clone(),
+            layout: layout.clone(),
+        };
+        let window = Window {
+            dims: dims.to_vec(),
+            before: before.to_vec(),
+        };
+        return fusion::record_pad(device, arg, window, value as f32, x.dtype);
+    }
+    let mut out = super::create::full(device, n, x.dtype, value)?;
+    if layout.elem_count() > 0 {
+        copy_into(
+            x,
+            layout,
+            &mut out,
+            &Layout::window(dims, before, layout.dims()),
+        )?;
+    }
+    Ok(out)
 }
 
 /// The elements of `layout` as a fresh compact tensor: pending where the dtype fuses,
