@@ -288,8 +288,8 @@ struct FusedParams {{
         s.push_str(PADDED_INDEX);
     }
     s.push_str("\nfn fused_value(i: u32) -> f32 {\n");
-    for i in 0..program.reads.len() {
-        let index = match kinds[i] {
+    for (i, kind) in kinds.iter().enumerate() {
+        let index = match kind {
             ReadKind::Contiguous => format!("fused.reads[{i}].offset + i"),
             ReadKind::Strided => format!("fused_strided_index(i, {i}u)"),
             ReadKind::Padded => {
