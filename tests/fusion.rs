@@ -155,7 +155,13 @@ fn broadcast(x: &[usize], y: &[usize]) -> Vec<usize> {
 
 fn generate(seed: u64, f16: bool) -> Graph {
     let mut g = SplitMix(seed);
-    let shape = vec![1 + g.below(4), 1 + g.below(7), 1 + g.below(9)];
+    // Small odd shapes, and a quarter of the time shapes with at least 64 rows of a
+    // multiple of 4, which software adapters reduce with their one-row-per-invocation
+    // kernels (vec4 loads).
+    let shape = match g.below(4) {
+        0 => vec![3 + g.below(2), 24 + g.below(17), 4 * (1 + g.below(4))],
+        _ => vec![1 + g.below(4), 1 + g.below(7), 1 + g.below(9)],
+    };
     let smooth = g.below(3) == 0;
     // Input 0 is a [c, c] weight for matmul, which no other op reads (its shape is
     // not of the family); the last input has the full shape, for conditions and

@@ -32,13 +32,19 @@ impl GpuDevice {
             true => input.data.expr.lock().unwrap().clone(),
             false => None,
         };
-        let Some(expr) = pending else {
+        let start = std::time::Instant::now();
+        let program = match pending {
+            Some(expr) => Some(Program::lower(&expr, self.max_fused_reads())?),
+            None => None,
+        };
+        // The prologue's reads and the kernel's own buffers share the stage's limit.
+        let limit = self.inner.limits.max_storage_buffers_per_shader_stage as usize;
+        let fits = |p: &Program| p.reads.len() + rest.len() <= limit;
+        let Some(program) = program.filter(fits) else {
             let mut buffers = vec![input.raw()?];
             buffers.extend_from_slice(rest);
             return self.dispatch(op, kernel, dtypes, params, &buffers, groups);
         };
-        let start = std::time::Instant::now();
-        let program = Program::lower(&expr, self.max_fused_reads())?;
         let pipeline = self.prologue_pipeline(kernel, dtypes, &program)?;
         let fused = FusedParams::of(&program)?;
         let reads = program.resources()?;
