@@ -10,6 +10,7 @@
 mod common;
 
 use common::gpu;
+use kiln::backend::MatmulVariant;
 use kiln::{BinaryOp, DType, Device, OptimizerStep, ReduceOp, Rng, SgdSpec, Tensor, UnaryOp};
 use std::sync::Mutex;
 
@@ -357,7 +358,8 @@ fn eval_node(graph: &Graph, node: &Node, v: &[Tensor]) -> kiln::Result<Tensor> {
             let t = &v[x];
             let mut dims = t.dims().to_vec();
             *dims.last_mut().unwrap() = c;
-            bounded(&t.expand(dims)?.matmul(&v[w])?)?
+            // A pending weight too: both operands can be prologues.
+            bounded(&t.expand(dims)?.matmul(&v[w].mul_scalar(0.5)?)?)?
         }
         Node::Sgd(p, gr, m) => {
             let full = graph.shape.clone();
@@ -419,22 +421,13 @@ fn make_inputs(graph: &Graph) -> Vec<Tensor> {
 /// Normwise closeness: each element within `atol * max(1, max |want|) + rtol * |want|`,
 /// NaN only where NaN is expected.
 fn assert_near(label: &str, got: &Tensor, want: &Tensor, atol: f64, rtol: f64) {
-    assert_eq!(got.dims(), want.dims(), "{label}: shapes differ");
-    let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
-    let scale = w
+    let scale = want
+        .to_f64_vec()
+        .unwrap()
         .iter()
         .filter(|x| x.is_finite())
         .fold(1.0f64, |m, x| m.max(x.abs()));
-    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
-        let ok = if b.is_nan() {
-            a.is_nan()
-        } else if b.is_infinite() {
-            a == b
-        } else {
-            (a - b).abs() <= atol * scale + rtol * b.abs()
-        };
-        assert!(ok, "{label}: element {i} of {:?}: {a} vs {b}", got.dims());
-    }
+    common::assert_within(label, got, want, |b| atol * scale + rtol * b.abs());
 }
 
 /// How far a result may be from the CPU's: f32 rounding through up to 40 ops, some of
@@ -457,7 +450,26 @@ fn on_gpu(device: &Device, inputs: &[Tensor]) -> Vec<Tensor> {
 
 fn check_graph(device: &Device, graph: &Graph) {
     let gpu_device = device.as_gpu().unwrap();
-    let label = format!("graph seed {} ({} nodes)", graph.seed, graph.nodes.len());
+    // The matmul kernels that take prologues, and the adapter's own choice.
+    let default = gpu_device.matmul_variant();
+    let variant = match graph.seed % 3 {
+        0 => MatmulVariant::Tiled,
+        1 => MatmulVariant::Blocked,
+        _ => default,
+    };
+    gpu_device.set_matmul_variant(variant).unwrap();
+    check_graph_with(device, graph);
+    gpu_device.set_matmul_variant(default).unwrap();
+}
+
+fn check_graph_with(device: &Device, graph: &Graph) {
+    let gpu_device = device.as_gpu().unwrap();
+    let label = format!(
+        "graph seed {} ({} nodes, matmul {:?})",
+        graph.seed,
+        graph.nodes.len(),
+        gpu_device.matmul_variant()
+    );
     let inputs = make_inputs(graph);
     let want = eval(graph, &inputs).unwrap_or_else(|e| panic!("{label}: cpu: {e}"));
     let (atol, rtol) = tolerance(graph);
@@ -544,8 +556,8 @@ fn random_graphs_match_cpu_fused_and_unfused() {
 }
 
 /// Every kernel the fusion generated in this process (standalone, and reductions,
-/// softmax and layer norm with a fused prologue) is valid WGSL to naga, and its
-/// params struct is the Rust mirror's size.
+/// softmax, layer norm and matmul with fused prologues) is valid WGSL to naga, and
+/// its params struct is the Rust mirror's size.
 #[test]
 fn generated_kernels_validate_with_naga() {
     let Some(device) = gpu() else { return };
@@ -576,6 +588,16 @@ fn generated_kernels_validate_with_naga() {
     for t in [sum, columns, soft, norm] {
         acc = acc.add(&t).unwrap();
     }
+    // Matmul with both operands pending, one through a transposed view, in each
+    // kernel that takes prologues.
+    let gpu_device = device.as_gpu().unwrap();
+    let default = gpu_device.matmul_variant();
+    for variant in [MatmulVariant::Tiled, MatmulVariant::Blocked] {
+        gpu_device.set_matmul_variant(variant).unwrap();
+        let product = pending().matmul(&pending().t().unwrap()).unwrap();
+        product.to_f64_vec().unwrap();
+    }
+    gpu_device.set_matmul_variant(default).unwrap();
     if device.as_gpu().unwrap().supports(DType::F16) {
         acc = acc.to_dtype(DType::F16).unwrap().exp().unwrap();
     }

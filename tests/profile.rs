@@ -10,23 +10,30 @@ use std::sync::Mutex;
 /// A profile counts everything its device runs: the tests here take turns.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+fn assert_is_e_squared(c: &Tensor) {
+    let want = (2.0f32).exp();
+    let got = c.to_vec::<f32>().unwrap();
+    assert!(got.iter().all(|&v| (v - want).abs() < 1e-5));
+}
+
+/// Two 1000-element f32 inputs whose sum's exp is e^2 everywhere.
+fn two_constants(gpu: &Device) -> (Tensor, Tensor) {
+    let a = Tensor::full([1000], 0.5, DType::F32, gpu).unwrap();
+    let b = Tensor::full([1000], 1.5, DType::F32, gpu).unwrap();
+    (a, b)
+}
+
 #[test]
 fn a_profile_counts_each_launch_and_the_bytes_it_binds() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(gpu) = gpu() else { return };
-    let a = Tensor::full([1000], 0.5, DType::F32, &gpu).unwrap();
-    let b = Tensor::full([1000], 1.5, DType::F32, &gpu).unwrap();
+    let (a, b) = two_constants(&gpu);
     // Each op its own kernel (fusion, on by default, is counted in the next test).
     gpu.as_gpu().unwrap().set_fusion(false);
     let profiled = gpu.profile(|| a.add(&b)?.exp());
     gpu.as_gpu().unwrap().set_fusion(true);
     let (c, profile) = profiled.unwrap();
-    let want = (2.0f32).exp();
-    assert!(c
-        .to_vec::<f32>()
-        .unwrap()
-        .iter()
-        .all(|&v| (v - want).abs() < 1e-5));
+    assert_is_e_squared(&c);
     // The test device poisons every output first: one fill per kernel output.
     let kernel = |name: &str| {
         profile
@@ -67,8 +74,7 @@ fn a_profile_counts_each_launch_and_the_bytes_it_binds() {
 fn a_profile_counts_a_fused_kernel_once() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(gpu) = gpu() else { return };
-    let a = Tensor::full([1000], 0.5, DType::F32, &gpu).unwrap();
-    let b = Tensor::full([1000], 1.5, DType::F32, &gpu).unwrap();
+    let (a, b) = two_constants(&gpu);
     let (c, profile) = gpu.profile(|| a.add(&b)?.exp()).unwrap();
     let fused = profile
         .kernels
@@ -82,12 +88,7 @@ fn a_profile_counts_a_fused_kernel_once() {
     // And one fill: the poisoned output.
     assert_eq!(profile.dispatches(), 2, "{:#?}", profile.kernels);
     assert_eq!(profile.bytes(), 8192 + 4096 + 4096);
-    let want = (2.0f32).exp();
-    assert!(c
-        .to_vec::<f32>()
-        .unwrap()
-        .iter()
-        .all(|&v| (v - want).abs() < 1e-5));
+    assert_is_e_squared(&c);
 }
 
 /// Index checks on ids uploaded from the host use the bounds kept at upload: no

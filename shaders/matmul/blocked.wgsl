@@ -29,9 +29,15 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // [batch.., m, k] at params.lhs_strides
+// kiln:load lhs (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(1) var<storage, read> lhs: array<T>;
+fn read_lhs(i: u32) -> f32 { return f32(lhs[i]); }
+// kiln:load lhs end
 // [batch.., k, n] at params.rhs_strides
+// kiln:load rhs (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read> rhs: array<T>;
+fn read_rhs(i: u32) -> f32 { return f32(rhs[i]); }
+// kiln:load rhs end
 // [batch.., m, n], compact
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
 
@@ -63,7 +69,7 @@ fn lhs_at(e: u32, base: u32, row0: u32, k0: u32, rows_contiguous: bool) -> f32 {
     let p = position(e, rows_contiguous);
     let ls = params.lhs_strides;
     if (row0 + p.x < params.m && k0 + p.y < params.k) {
-        return f32(lhs[base + (row0 + p.x) * ls.z + (k0 + p.y) * ls.w]);
+        return read_lhs(base + (row0 + p.x) * ls.z + (k0 + p.y) * ls.w);
     }
     return 0.0;
 }
@@ -73,7 +79,7 @@ fn rhs_at(e: u32, base: u32, col0: u32, k0: u32, cols_contiguous: bool) -> f32 {
     let q = position(e, cols_contiguous);
     let rs = params.rhs_strides;
     if (k0 + q.y < params.k && col0 + q.x < params.n) {
-        return f32(rhs[base + (k0 + q.y) * rs.z + (col0 + q.x) * rs.w]);
+        return read_rhs(base + (k0 + q.y) * rs.z + (col0 + q.x) * rs.w);
     }
     return 0.0;
 }

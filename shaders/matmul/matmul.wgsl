@@ -24,9 +24,15 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // [batch.., m, k] at params.lhs_strides
+// kiln:load lhs (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(1) var<storage, read> lhs: array<T>;
+fn read_lhs(i: u32) -> f32 { return f32(lhs[i]); }
+// kiln:load lhs end
 // [batch.., k, n] at params.rhs_strides
+// kiln:load rhs (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read> rhs: array<T>;
+fn read_rhs(i: u32) -> f32 { return f32(rhs[i]); }
+// kiln:load rhs end
 // [batch.., m, n], compact
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
 
@@ -54,7 +60,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
             let kk = e % SLICE;
             var a = 0.0;
             if (row0 + r < params.m && k0 + kk < params.k) {
-                a = f32(lhs[lhs_base + (row0 + r) * params.lhs_strides.z + (k0 + kk) * params.lhs_strides.w]);
+                a = read_lhs(lhs_base + (row0 + r) * params.lhs_strides.z + (k0 + kk) * params.lhs_strides.w);
             }
             lhs_tile[kk][r] = a;
             // rhs: 16 rows of k x 64 columns
@@ -62,7 +68,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
             let c = e % TILE;
             var b = 0.0;
             if (k0 + kr < params.k && col0 + c < params.n) {
-                b = f32(rhs[rhs_base + (k0 + kr) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w]);
+                b = read_rhs(rhs_base + (k0 + kr) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
             }
             rhs_tile[kr][c] = b;
         }

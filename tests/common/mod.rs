@@ -146,8 +146,15 @@ pub fn on(device: &Device, t: &Tensor) -> Tensor {
 
 /// Compares two tensors elementwise; NaN only matches NaN.
 pub fn assert_close(label: &str, got: &Tensor, want: &Tensor, tol: Tol) {
-    assert_eq!(got.dims(), want.dims(), "{label}: shapes differ");
     assert_eq!(got.dtype(), want.dtype(), "{label}: dtypes differ");
+    let label = format!("{label} (tolerance {tol:?})");
+    assert_within(&label, got, want, |b| tol.atol + tol.rtol * b.abs());
+}
+
+/// Each finite element within `allowed(want)` of the wanted one; NaN only where NaN is
+/// wanted, infinities exactly.
+pub fn assert_within(label: &str, got: &Tensor, want: &Tensor, allowed: impl Fn(f64) -> f64) {
+    assert_eq!(got.dims(), want.dims(), "{label}: shapes differ");
     let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
     for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
         let ok = if b.is_nan() {
@@ -155,11 +162,11 @@ pub fn assert_close(label: &str, got: &Tensor, want: &Tensor, tol: Tol) {
         } else if b.is_infinite() {
             a == b
         } else {
-            (a - b).abs() <= tol.atol + tol.rtol * b.abs()
+            (a - b).abs() <= allowed(b)
         };
         assert!(
             ok,
-            "{label}: element {i} of {:?}: gpu {a} vs cpu {b} (tolerance {tol:?})",
+            "{label}: element {i} of {:?}: got {a}, want {b}",
             got.dims()
         );
     }

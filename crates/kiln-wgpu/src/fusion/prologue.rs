@@ -1,5 +1,5 @@
 //! Prologue fusion: a kernel whose input is pending computes it in its loads, so the
-//! input is never written out. Kernels opt in with a `kiln:load` section (`wgsl`).
+//! input is never written out. Kernels opt in with load sections (`wgsl`).
 
 use super::program::Program;
 use super::wgsl::{self, FusedParams};
@@ -10,76 +10,118 @@ use crate::params::ShaderParams;
 use crate::pipelines::Pipeline;
 use crate::storage::GpuStorage;
 use kiln_core::{DType, Result};
+use std::fmt::Write;
 use std::sync::Arc;
 
 impl GpuDevice {
-    /// Records a launch of `kernel`, whose binding 1 is `input` (read compact, at
+    /// Records a launch of `kernel` whose bindings 1, 2, ... are `inputs` (each read at
     /// element indices below its length) and whose later bindings are `rest`, in
-    /// order. A pending input runs inside the kernel when the kernel takes prologues;
-    /// otherwise its buffer is bound.
+    /// order. Each pending input runs inside the kernel when the kernel has a load
+    /// section for it and the buffers fit the stage's limit; the others are bound.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn dispatch_with_input<P: ShaderParams>(
+    pub(crate) fn dispatch_with_inputs<P: ShaderParams>(
         &self,
         op: &'static str,
         kernel: Kernel,
         dtypes: &[DType],
         params: &P,
-        input: &GpuStorage,
+        inputs: &[&GpuStorage],
         rest: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) -> Result<()> {
-        let pending = match self.fusion() && wgsl::takes_prologue(kernel) {
-            true => input.data.expr.lock().unwrap().clone(),
-            false => None,
-        };
         let start = std::time::Instant::now();
-        let program = match pending {
-            Some(expr) => Some(Program::lower(&expr, self.max_fused_reads())?),
-            None => None,
+        let sections = match self.fusion() {
+            true => wgsl::load_sections(kernel).len(),
+            false => 0,
         };
-        // The prologue's reads and the kernel's own buffers share the stage's limit.
+        // The kernel's own buffers, then each prologue's reads, within the limit.
         let limit = self.inner.limits.max_storage_buffers_per_shader_stage as usize;
-        let fits = |p: &Program| p.reads.len() + rest.len() <= limit;
-        let Some(program) = program.filter(fits) else {
-            let mut buffers = vec![input.raw()?];
+        let mut bound = inputs.len() + rest.len();
+        let mut programs: Vec<Option<Program>> = Vec::with_capacity(inputs.len());
+        for (j, input) in inputs.iter().enumerate() {
+            let pending = match j < sections {
+                true => input.data.expr.lock().unwrap().clone(),
+                false => None,
+            };
+            let program = match pending {
+                Some(expr) => Some(Program::lower(&expr, self.max_fused_reads())?),
+                None => None,
+            };
+            let program = program.filter(|p| bound - 1 + p.reads.len() <= limit);
+            if let Some(p) = &program {
+                bound = bound - 1 + p.reads.len();
+            }
+            programs.push(program);
+        }
+        if programs.iter().all(Option::is_none) {
+            let mut buffers = Vec::with_capacity(inputs.len() + rest.len());
+            for input in inputs {
+                buffers.push(input.raw()?);
+            }
             buffers.extend_from_slice(rest);
             return self.dispatch(op, kernel, dtypes, params, &buffers, groups);
-        };
-        let pipeline = self.prologue_pipeline(kernel, dtypes, &program)?;
-        let fused = FusedParams::of(&program)?;
-        let reads = program.resources()?;
-        let own: Vec<_> = rest.iter().map(|b| b.as_entire_binding()).collect();
-        let bind = [
-            Bindings::numbered(bytemuck::bytes_of(params), &own, 2),
-            Bindings::numbered(bytemuck::bytes_of(&fused), &reads, 1),
-        ];
+        }
+        let given: Vec<Option<&Program>> = programs.iter().map(Option::as_ref).collect();
+        let pipeline = self.prologue_pipeline(kernel, dtypes, &given)?;
+        // Group 0: the inputs without a prologue at their bindings, then `rest`.
+        let mut own = Vec::with_capacity(inputs.len() + rest.len());
+        for (j, (input, program)) in inputs.iter().zip(&programs).enumerate() {
+            if program.is_none() {
+                own.push((j as u32 + 1, input.raw()?.as_entire_binding()));
+            }
+        }
+        let first_rest = inputs.len() as u32 + 1;
+        for (i, b) in rest.iter().enumerate() {
+            own.push((first_rest + i as u32, b.as_entire_binding()));
+        }
+        let fused: Vec<FusedParams> = programs
+            .iter()
+            .flatten()
+            .map(FusedParams::of)
+            .collect::<Result<_>>()?;
+        let reads: Vec<_> = programs
+            .iter()
+            .flatten()
+            .map(Program::resources)
+            .collect::<Result<_>>()?;
+        let mut bind = vec![Bindings {
+            params: bytemuck::bytes_of(params),
+            resources: own,
+        }];
+        for (f, r) in fused.iter().zip(&reads) {
+            bind.push(Bindings::numbered(bytemuck::bytes_of(f), r, 1));
+        }
         let name = || {
             let (file, _) = kernel.file();
-            format!(
-                "{file}:{} {dtypes:?} + {}",
-                kernel.entry(),
-                program.summary()
-            )
+            let mut name = format!("{file}:{} {dtypes:?}", kernel.entry());
+            for p in programs.iter().flatten() {
+                let _ = write!(name, " + {}", p.summary());
+            }
+            name
         };
         self.launch(op, &pipeline, &bind, groups, start, name)
     }
 
-    /// Builds (once per kernel, dtypes and program structure) `kernel` with the
-    /// program as its prologue.
+    /// Builds (once per kernel, dtypes and program structures) `kernel` with the
+    /// given programs as its inputs' prologues.
     fn prologue_pipeline(
         &self,
         kernel: Kernel,
         dtypes: &[DType],
-        program: &Program,
+        programs: &[Option<&Program>],
     ) -> Result<Arc<Pipeline>> {
-        let key = format!("{kernel:?} {dtypes:?} {}", program.key());
+        let mut key = format!("{kernel:?} {dtypes:?}");
+        for p in programs {
+            let _ = write!(key, " [{}]", p.map_or(String::new(), Program::key));
+        }
         if let Some(p) = self.inner.fused_pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
-        let source = wgsl::with_prologue(kernel, dtypes, program)?;
+        let source = wgsl::with_prologue(kernel, dtypes, programs)?;
         super::run::dump_kernel(&key, &source)?;
         let written = kernel.written_bindings();
-        let pipeline = Arc::new(self.build_pipeline("fusion", kernel, &source, 2, written)?);
+        let groups = 1 + programs.iter().flatten().count() as u32;
+        let pipeline = Arc::new(self.build_pipeline("fusion", kernel, &source, groups, written)?);
         let mut cache = self.inner.fused_pipelines.lock().unwrap();
         cache.insert(key, pipeline.clone());
         self.inner.fused_sources.lock().unwrap().push(source);

@@ -98,10 +98,9 @@ fn formulas(kernel: Kernel) -> Result<&'static str> {
     Ok(&text[body..end])
 }
 
-/// Where read `r` finds the program's element `i`.
+/// Where a read finds the program's element `i`.
 const STRIDED_INDEX: &str = "
-fn fused_strided_index(i: u32, r: u32) -> u32 {
-    let read = fused.reads[r];
+fn fused_strided_index(i: u32, read: FusedRead) -> u32 {
     var rem = i;
     var off = read.offset;
     for (var d = i32(read.rank) - 1; d >= 0; d--) {
@@ -113,11 +112,10 @@ fn fused_strided_index(i: u32, r: u32) -> u32 {
 }
 ";
 
-/// Where padded read `r` finds the program's element `i` (x), and whether it does (y:
+/// Where a padded read finds the program's element `i` (x), and whether it does (y:
 /// 0 where the element is padding, x then being any element of the argument).
 const PADDED_INDEX: &str = "
-fn fused_padded_index(i: u32, r: u32) -> vec2<u32> {
-    let read = fused.reads[r];
+fn fused_padded_index(i: u32, read: FusedRead) -> vec2<u32> {
     var rem = i;
     var off = read.offset;
     var inside = 1u;
@@ -155,7 +153,8 @@ pub(crate) fn source(program: &Program) -> Result<String> {
         "unary_ops",
         "binary_ops",
     ])?);
-    s.push_str(&value_function(program, 0)?);
+    s.push_str(&shared_text(&[program])?);
+    s.push_str(&program_text(program, 0, "")?);
     let _ = write!(
         s,
         "
@@ -175,64 +174,95 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     Ok(s)
 }
 
-const LOAD_BEGIN: &str = "// kiln:load";
-const LOAD_END: &str = "// kiln:load end";
+/// The load sections a kernel may carry, in the order of the inputs they stand for
+/// (bindings 1, 2, ...): `// kiln:load (...)` for a kernel of one input, `// kiln:load
+/// lhs (...)` and `// kiln:load rhs (...)` for matmul. Each ends at `// kiln:load<name>
+/// end` and defines the functions its kernel reads that input through (`load`,
+/// `load4`, `read_lhs`, `read_rhs`).
+const SECTIONS: [&str; 3] = ["", " lhs", " rhs"];
 
-/// Whether `kernel` reads its input (binding 1) only through a `kiln:load` section,
-/// which a prologue can replace.
-pub(crate) fn takes_prologue(kernel: Kernel) -> bool {
-    kernel.file().1.contains(LOAD_BEGIN)
+/// The load sections `kernel` has, in input order (empty: it takes no prologue).
+pub(crate) fn load_sections(kernel: Kernel) -> Vec<&'static str> {
+    let (_, text) = kernel.file();
+    SECTIONS
+        .into_iter()
+        .filter(|name| text.contains(&format!("// kiln:load{name} (")))
+        .collect()
 }
 
-/// `kernel`'s source specialised to `dtypes`, with its load section replaced by the
-/// program (a prologue): its `load` (and `load4`, four elements from `4 * i`) compute
-/// the program's element instead of reading binding 1. The program binds in group 1.
-pub(crate) fn with_prologue(kernel: Kernel, dtypes: &[DType], program: &Program) -> Result<String> {
-    let base = kernel.specialise(dtypes)?;
+/// `kernel`'s source specialised to `dtypes`, with the load section of each given
+/// input replaced by its program (a prologue): the section's functions compute the
+/// program's element instead of reading the input. `programs[j]` is for the kernel's
+/// j-th section; the programs given bind in groups 1, 2, ... in that order.
+pub(crate) fn with_prologue(
+    kernel: Kernel,
+    dtypes: &[DType],
+    programs: &[Option<&Program>],
+) -> Result<String> {
+    let mut out = kernel.specialise(dtypes)?;
     let (path, _) = kernel.file();
-    let missing = || Error::InvalidArgument {
-        op: "fusion",
-        reason: format!("{path} lacks its `{LOAD_BEGIN}` ... `{LOAD_END}` section"),
-    };
-    let start = base.find(LOAD_BEGIN).ok_or_else(missing)?;
-    let end = start + base[start..].find(LOAD_END).ok_or_else(missing)? + LOAD_END.len();
-    let section = &base[start..end];
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "// kiln:load replaced by a fused prologue: {}",
-        program.summary()
-    );
-    s.push_str(&shader_constants::render_block(&[
-        "unary_ops",
-        "binary_ops",
-    ])?);
-    s.push_str(&value_function(program, 1)?);
-    if section.contains("fn load(") {
-        s.push_str("\nfn load(i: u32) -> f32 { return fused_value(i); }\n");
-    }
-    if section.contains("fn load4(") {
-        s.push_str(
-            "\nfn load4(i: u32) -> vec4<f32> {
-    let j = 4u * i;
-    return vec4<f32>(fused_value(j), fused_value(j + 1u), fused_value(j + 2u), fused_value(j + 3u));
-}\n",
+    let given: Vec<&Program> = programs.iter().flatten().copied().collect();
+    let mut shared = Some(format!(
+        "{}{}",
+        shader_constants::render_block(&["unary_ops", "binary_ops"])?,
+        shared_text(&given)?
+    ));
+    let mut group = 0;
+    for (name, program) in load_sections(kernel).into_iter().zip(programs) {
+        let Some(program) = program else { continue };
+        group += 1;
+        let begin = format!("// kiln:load{name} (");
+        let end_mark = format!("// kiln:load{name} end");
+        let missing = || Error::InvalidArgument {
+            op: "fusion",
+            reason: format!("{path} lacks its `{begin}` ... `{end_mark}` section"),
+        };
+        let start = out.find(&begin).ok_or_else(missing)?;
+        let end = start + out[start..].find(&end_mark).ok_or_else(missing)? + end_mark.len();
+        let section = &out[start..end];
+        let tag = name.trim().replace(' ', "_");
+        let tag = if tag.is_empty() {
+            tag
+        } else {
+            format!("_{tag}")
+        };
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "// kiln:load{name} replaced by a fused prologue: {}",
+            program.summary()
         );
+        // The formulas, structs and index functions, before the first prologue.
+        text.push_str(&shared.take().unwrap_or_default());
+        text.push_str(&program_text(program, group, &tag)?);
+        let value = format!("fused{tag}_value");
+        for f in ["load", "read_lhs", "read_rhs"] {
+            if section.contains(&format!("fn {f}(")) {
+                let _ = writeln!(text, "\nfn {f}(i: u32) -> f32 {{ return {value}(i); }}");
+            }
+        }
+        if section.contains("fn load4(") {
+            let _ = writeln!(
+                text,
+                "
+fn load4(i: u32) -> vec4<f32> {{
+    let j = 4u * i;
+    return vec4<f32>({value}(j), {value}(j + 1u), {value}(j + 2u), {value}(j + 3u));
+}}"
+            );
+        }
+        out.replace_range(start..end, &text);
     }
-    let mut out = String::new();
-    if needs_f16(program) && !base.starts_with("enable f16;") {
-        out.push_str("enable f16;\n");
+    if given.iter().any(|p| needs_f16(p)) && !out.starts_with("enable f16;") {
+        out.insert_str(0, "enable f16;\n");
     }
-    out.push_str(&base[..start]);
-    out.push_str(&s);
-    out.push_str(&base[end..]);
     Ok(out)
 }
 
-/// The op formulas (prefixed `fused_`, so that they cannot clash with a host
-/// kernel's functions), the params and reads in bind group `group`, and
-/// `fn fused_value(i: u32) -> f32`: the program's element `i`, rounded to its dtype.
-fn value_function(program: &Program, group: u32) -> Result<String> {
+/// What every fused program's text uses, once per kernel: the op formulas (prefixed
+/// `fused_`, so that they cannot clash with a host kernel's functions), the params
+/// structs and the index functions the programs' reads need.
+fn shared_text(programs: &[&Program]) -> Result<String> {
     let mut s = String::new();
     s.push('\n');
     let mut formulas = [formulas(Kernel::Unary)?, formulas(Kernel::Binary)?].concat();
@@ -267,40 +297,54 @@ struct FusedParams {{
     reads: array<FusedRead, {MAX_READS}>,
     scalars: array<vec4<f32>, {}>,
 }}
-
-@group({group}) @binding(0) var<uniform> fused: FusedParams;
 ",
         MAX_SCALARS / 4
     );
-    for (i, read) in program.reads.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "@group({group}) @binding({}) var<storage, read> fused_in{i}: array<{}>;",
-            i + 1,
-            read.arg.storage.dtype.name()
-        );
-    }
-    let kinds: Vec<ReadKind> = program.reads.iter().map(|r| r.kind()).collect();
+    let kinds: Vec<ReadKind> = programs
+        .iter()
+        .flat_map(|p| p.reads.iter().map(|r| r.kind()))
+        .collect();
     if kinds.contains(&ReadKind::Strided) {
         s.push_str(STRIDED_INDEX);
     }
     if kinds.contains(&ReadKind::Padded) {
         s.push_str(PADDED_INDEX);
     }
-    s.push_str("\nfn fused_value(i: u32) -> f32 {\n");
-    for (i, kind) in kinds.iter().enumerate() {
-        let index = match kind {
-            ReadKind::Contiguous => format!("fused.reads[{i}].offset + i"),
-            ReadKind::Strided => format!("fused_strided_index(i, {i}u)"),
+    Ok(s)
+}
+
+/// One program's params (`fused<tag>`) and reads in bind group `group`, and `fn
+/// fused<tag>_value(i: u32) -> f32`: the program's element `i`, rounded to its dtype.
+fn program_text(program: &Program, group: u32, tag: &str) -> Result<String> {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n@group({group}) @binding(0) var<uniform> fused{tag}: FusedParams;"
+    );
+    for (i, read) in program.reads.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "@group({group}) @binding({}) var<storage, read> fused{tag}_in{i}: array<{}>;",
+            i + 1,
+            read.arg.storage.dtype.name()
+        );
+    }
+    let _ = writeln!(s, "\nfn fused{tag}_value(i: u32) -> f32 {{");
+    for (i, read) in program.reads.iter().enumerate() {
+        let params = format!("fused{tag}.reads[{i}]");
+        let index = match read.kind() {
+            ReadKind::Contiguous => format!("{params}.offset + i"),
+            ReadKind::Strided => format!("fused_strided_index(i, {params})"),
             ReadKind::Padded => {
-                let _ = writeln!(s, "    let r{i} = fused_padded_index(i, {i}u);");
+                let _ = writeln!(s, "    let r{i} = fused_padded_index(i, {params});");
                 format!("r{i}.x")
             }
         };
-        let _ = writeln!(s, "    let x{i} = f32(fused_in{i}[{index}]);");
+        let _ = writeln!(s, "    let x{i} = f32(fused{tag}_in{i}[{index}]);");
     }
     for (k, step) in program.steps.iter().enumerate() {
-        let _ = writeln!(s, "    let v{k} = {};", rounded(step, &expression(step)?));
+        let value = rounded(step, &expression(step, tag)?);
+        let _ = writeln!(s, "    let v{k} = {value};");
     }
     let last = program.steps.len().saturating_sub(1);
     let _ = writeln!(s, "    return v{last};\n}}");
@@ -315,12 +359,12 @@ fn value(v: Value) -> String {
 }
 
 /// The step's value in f32.
-fn expression(step: &Step) -> Result<String> {
+fn expression(step: &Step, tag: &str) -> Result<String> {
     let a = |i: usize| value(step.args[i]);
     let scalar = |j: usize| {
         let slot = step.scalars.map_or(0, |s| s + j);
         match step.scalars {
-            Some(_) => format!("fused.scalars[{}][{}]", slot / 4, slot % 4),
+            Some(_) => format!("fused{tag}.scalars[{}][{}]", slot / 4, slot % 4),
             None => "0.0".into(),
         }
     };

@@ -164,12 +164,13 @@ fn tiles(
         ],
     };
     let groups = [groups[0] as u32, groups[1] as u32, groups[2] as u32];
-    device.dispatch(
+    device.dispatch_with_inputs(
         op,
         kernel,
         &[lhs.dtype],
         &params,
-        &[lhs.raw()?, rhs.raw()?, out.buffer()],
+        &[lhs, rhs],
+        &[out.buffer()],
         groups,
     )
 }

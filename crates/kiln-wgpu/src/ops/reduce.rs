@@ -40,7 +40,7 @@ pub(crate) fn rows_kernel<P: ShaderParams>(
         .map(|s| s.raw())
         .collect::<Result<Vec<_>>>()?;
     rest.push(out.buffer());
-    device.dispatch_with_input(op, kernel, &[x.dtype], params, x, &rest, groups)?;
+    device.dispatch_with_inputs(op, kernel, &[x.dtype], params, &[x], &rest, groups)?;
     Ok(GpuStorage::new(out, out_dtype, out_len, device))
 }
 
@@ -120,12 +120,12 @@ fn columns_pass(
     let device = &x.device;
     let n = outer * segments * inner;
     let out = device.alloc_output(name, n, x.dtype)?;
-    device.dispatch_with_input(
+    device.dispatch_with_inputs(
         name,
         Kernel::ReduceColumns,
         &[x.dtype],
         &params,
-        x,
+        &[x],
         &[out.buffer()],
         device.groups_for(name, n.div_ceil(SERIAL_WORKGROUP as usize))?,
     )?;
