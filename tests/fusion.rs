@@ -358,8 +358,10 @@ fn eval_node(graph: &Graph, node: &Node, v: &[Tensor]) -> kiln::Result<Tensor> {
             let t = &v[x];
             let mut dims = t.dims().to_vec();
             *dims.last_mut().unwrap() = c;
-            // A pending weight too: both operands can be prologues.
-            bounded(&t.expand(dims)?.matmul(&v[w].mul_scalar(0.5)?)?)?
+            // Both operands compact copies, which a matmul computes in its loads; the
+            // weight's seen through a transposed view.
+            let lhs = t.expand(dims)?.contiguous()?;
+            bounded(&lhs.matmul(&v[w].t()?.contiguous()?.t()?)?)?
         }
         Node::Sgd(p, gr, m) => {
             let full = graph.shape.clone();
@@ -588,14 +590,15 @@ fn generated_kernels_validate_with_naga() {
     for t in [sum, columns, soft, norm] {
         acc = acc.add(&t).unwrap();
     }
-    // Matmul with both operands pending, one through a transposed view, in each
-    // kernel that takes prologues.
+    // Matmul with both operands pending copies, one through a transposed view, in
+    // each kernel that takes prologues.
     let gpu_device = device.as_gpu().unwrap();
     let default = gpu_device.matmul_variant();
     for variant in [MatmulVariant::Tiled, MatmulVariant::Blocked] {
         gpu_device.set_matmul_variant(variant).unwrap();
-        let product = pending().matmul(&pending().t().unwrap()).unwrap();
-        product.to_f64_vec().unwrap();
+        let lhs = x.t().unwrap().contiguous().unwrap();
+        let rhs = x.t().unwrap().contiguous().unwrap().t().unwrap();
+        lhs.matmul(&rhs).unwrap().to_f64_vec().unwrap();
     }
     gpu_device.set_matmul_variant(default).unwrap();
     if device.as_gpu().unwrap().supports(DType::F16) {

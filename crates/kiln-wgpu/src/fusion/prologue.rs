@@ -1,7 +1,8 @@
 //! Prologue fusion: a kernel whose input is pending computes it in its loads, so the
 //! input is never written out. Kernels opt in with load sections (`wgsl`).
 
-use super::program::Program;
+use super::expr::FusedOp;
+use super::program::{Program, ReadKind};
 use super::wgsl::{self, FusedParams};
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
@@ -12,6 +13,22 @@ use crate::storage::GpuStorage;
 use kiln_core::{DType, Result};
 use std::fmt::Write;
 use std::sync::Arc;
+
+/// Whether `kernel` should compute `program` in its loads rather than read it. A
+/// matmul loads each operand element once per tile of the other operand, so its
+/// prologue runs that many times: it takes copies (a compact copy of a view, such as
+/// attention heads), not arithmetic. On lavapipe a gelu or a sum of pads in a matmul's
+/// loads cost more than the launch it saved.
+fn worth_inlining(kernel: Kernel, program: &Program) -> bool {
+    match kernel {
+        Kernel::Matmul | Kernel::MatmulBlocked => {
+            let copies = program.steps.iter().all(|s| s.op == FusedOp::Cast);
+            let padded = program.reads.iter().any(|r| r.kind() == ReadKind::Padded);
+            copies && !padded
+        }
+        _ => true,
+    }
+}
 
 impl GpuDevice {
     /// Records a launch of `kernel` whose bindings 1, 2, ... are `inputs` (each read at
@@ -47,7 +64,9 @@ impl GpuDevice {
                 Some(expr) => Some(Program::lower(&expr, self.max_fused_reads())?),
                 None => None,
             };
-            let program = program.filter(|p| bound - 1 + p.reads.len() <= limit);
+            let program = program
+                .filter(|p| worth_inlining(kernel, p))
+                .filter(|p| bound - 1 + p.reads.len() <= limit);
             if let Some(p) = &program {
                 bound = bound - 1 + p.reads.len();
             }
