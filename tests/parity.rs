@@ -1116,3 +1116,23 @@ impl RoundToGrid for Tensor {
             .unwrap()
     }
 }
+
+/// A parameter that is a compact prefix of a longer storage (`narrow(0, 0, ..)`) is
+/// updated over its own elements only, on both backends.
+#[test]
+fn optimizer_update_of_a_prefix_view_matches_cpu() {
+    use kiln::{OptimizerStep, SgdSpec};
+    let mut rng = rng();
+    let step = OptimizerStep::SgdMomentum(SgdSpec {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        nesterov: false,
+    });
+    let param = rand(&[5, 4], &mut rng).narrow(0, 0, 3).unwrap();
+    let grad = rand(&[3, 4], &mut rng);
+    let momentum = rand(&[3, 4], &mut rng);
+    parity("sgd of a prefix view", &[param, grad, momentum], F32, |t| {
+        Ok(t[0].optimizer_update(&t[1], &[&t[2]], &step)?.0)
+    });
+}

@@ -43,10 +43,10 @@ impl Tensor {
                 });
             }
         }
-        let (p, g) = (self.contiguous()?, grad.contiguous()?);
+        let (p, g) = (exact(self)?, exact(grad)?);
         let states = states
             .iter()
-            .map(|s| s.contiguous())
+            .map(|s| exact(s))
             .collect::<Result<Vec<_>>>()?;
         let storages: Vec<_> = states.iter().map(|s| s.storage()).collect();
         let refs: Vec<&_> = storages.iter().map(|s| &**s).collect();
@@ -58,4 +58,16 @@ impl Tensor {
             .collect();
         Ok((Tensor::from_storage(p, shape.clone()), states))
     }
+}
+
+/// `t` compact in a storage of exactly its elements: the fused update runs over whole
+/// storages, and a compact view of a longer one (a prefix `narrow`) would have it read
+/// past the other operands.
+fn exact(t: &Tensor) -> Result<Tensor> {
+    let t = t.contiguous()?;
+    if t.storage().len() == t.elem_count() {
+        return Ok(t);
+    }
+    let storage = t.storage().compact(t.layout())?;
+    Ok(Tensor::from_storage(storage, t.shape().clone()))
 }
