@@ -120,8 +120,8 @@ fn every_reduction_kernel_variant_propagates_nan_like_the_cpu() {
     let mut middle: Vec<f32> = (0..4 * 16 * 3).map(|i| (i % 7) as f32).collect();
     middle[(2 * 16 + 7) * 3 + 1] = NAN;
     let middle = t(&middle, &[4, 16, 3], &Device::cpu());
-    // [2, 300, 3] over its middle dim: the column kernel in segments and a second pass,
-    // with the NaN in a late segment.
+    // [2, 300, 3] over its middle dim: the column kernel with several lanes per output,
+    // with the NaN in a late lane's segment.
     let mut long: Vec<f32> = (0..2 * 300 * 3).map(|i| (i % 11) as f32).collect();
     long[(300 + 250) * 3 + 2] = NAN;
     let long = t(&long, &[2, 300, 3], &Device::cpu());

@@ -1,14 +1,15 @@
-// Reduces the middle dim of a compact [outer, k, inner] tensor (inner > 1), one
-// invocation per output and segment: neighbouring invocations read neighbouring
-// elements, so the loads coalesce on a GPU, and no transposed copy is needed first.
-// With several segments each invocation reduces `segment` of the k rows, writing
-// [outer, segments, inner] partials that a second dispatch (one segment) reduces: few
-// outputs over a long k would otherwise leave most of a GPU idle. Sums run in chunks of
+// Reduces the middle dim of a compact [outer, k, inner] tensor (inner > 1) in one
+// dispatch. A workgroup holds `WORKGROUP / lanes` neighbouring outputs (columns) and
+// `lanes` invocations for each, every lane reducing one contiguous segment of k:
+// neighbouring invocations read neighbouring elements, so the loads coalesce on a GPU,
+// no transposed copy is needed first, and few outputs over a long k still fill the
+// GPU. The first lane of each column then combines the lanes' partials in order, so
+// the result depends on the shape alone, never on the adapter. Sums run in chunks of
 // 16 added into a total, which keeps the rounding error near that of a tree.
 // Op codes are the REDUCE_* constants from kiln's op table; math in f32.
-// kiln:constants serial_workgroup reduce_ops
+// kiln:constants workgroup reduce_ops
 // Generated from kiln's op table and shader_constants.rs; do not edit.
-const SERIAL_WORKGROUP: u32 = 64u;
+const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
 const REDUCE_MEAN: u32 = 1u;
 const REDUCE_MAX: u32 = 2u;
@@ -24,12 +25,12 @@ struct Params {
     k: u32,
     inner: u32,
     op: u32,
-    // k is split into `segments` runs of `segment` rows (the last may be shorter)
-    segments: u32,
+    // invocations per output, a power of two dividing WORKGROUP
+    lanes: u32,
+    // rows of k each lane reduces (the last lanes may have fewer or none)
     segment: u32,
-    // what a mean divides by: the k of the whole reduction, not of this pass
-    count: u32,
-    _pad: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -38,61 +39,103 @@ struct Params {
 @group(0) @binding(1) var<storage, read> input: array<T>;
 fn load(i: u32) -> f32 { return f32(input[i]); }
 // kiln:load end
-// [outer, segments, inner]
+// [outer, inner]
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
 
 const CHUNK: u32 = 16u;
 
-@compute @workgroup_size(SERIAL_WORKGROUP)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let e = gid.x + gid.y * groups.x * SERIAL_WORKGROUP;
-    if (e >= params.outer * params.segments * params.inner) { return; }
-    let o = e / (params.segments * params.inner);
-    let s = e / params.inner % params.segments;
-    let i = e % params.inner;
-    let stride = params.inner;
-    let first = s * params.segment;
-    let rows = select(0u, min(params.segment, params.k - first), first < params.k);
-    var at = (o * params.k + first) * stride + i;
+// A lane's result: the value, and for max and min the largest magnitude's bits seen
+// (WGSL's max and min may drop a NaN; bits above infinity's mean one was there).
+var<workgroup> partial: array<f32, WORKGROUP>;
+var<workgroup> magnitude: array<u32, WORKGROUP>;
+
+// Reduces `rows` elements from `at` on, `params.inner` apart, into partial[t].
+fn fold(t: u32, start: u32, rows: u32) {
+    var at = start;
     var r: f32;
+    var bits = 0u;
     switch params.op {
-        // WGSL's max and min may drop a NaN: the largest magnitude's bits are kept
-        // beside them, and above infinity's they are a NaN, which the result becomes.
         case REDUCE_MAX: {
             r = bitcast<f32>(0xff800000u);
-            var bits = 0u;
             for (var j = 0u; j < rows; j++) {
                 let x = load(at);
                 r = max(r, x);
                 bits = max(bits, bitcast<u32>(x) & 0x7fffffffu);
-                at += stride;
+                at += params.inner;
             }
-            if (bits > 0x7f800000u) { r = bitcast<f32>(0x7fc00000u); }
         }
         case REDUCE_MIN: {
             r = bitcast<f32>(0x7f800000u);
-            var bits = 0u;
             for (var j = 0u; j < rows; j++) {
                 let x = load(at);
                 r = min(r, x);
                 bits = max(bits, bitcast<u32>(x) & 0x7fffffffu);
-                at += stride;
+                at += params.inner;
             }
-            if (bits > 0x7f800000u) { r = bitcast<f32>(0x7fc00000u); }
         }
         case REDUCE_PROD: {
             r = 1.0;
-            for (var j = 0u; j < rows; j++) { r *= load(at); at += stride; }
+            for (var j = 0u; j < rows; j++) { r *= load(at); at += params.inner; }
         }
         case REDUCE_SUM, REDUCE_MEAN, default: {
             r = 0.0;
             for (var j0 = 0u; j0 < rows; j0 += CHUNK) {
                 var part = 0.0;
-                for (var j = j0; j < min(j0 + CHUNK, rows); j++) { part += load(at); at += stride; }
+                for (var j = j0; j < min(j0 + CHUNK, rows); j++) { part += load(at); at += params.inner; }
                 r += part;
             }
-            if (params.op == REDUCE_MEAN) { r = r / f32(params.count); }
         }
     }
-    output[e] = T(r);
+    partial[t] = r;
+    magnitude[t] = bits;
+}
+
+// Combines the partials of column `col` (lanes `cols` apart), in lane order.
+fn combine(col: u32, cols: u32) -> f32 {
+    var r = partial[col];
+    var bits = magnitude[col];
+    switch params.op {
+        case REDUCE_MAX: {
+            for (var l = 1u; l < params.lanes; l++) {
+                r = max(r, partial[col + l * cols]);
+                bits = max(bits, magnitude[col + l * cols]);
+            }
+        }
+        case REDUCE_MIN: {
+            for (var l = 1u; l < params.lanes; l++) {
+                r = min(r, partial[col + l * cols]);
+                bits = max(bits, magnitude[col + l * cols]);
+            }
+        }
+        case REDUCE_PROD: {
+            for (var l = 1u; l < params.lanes; l++) { r *= partial[col + l * cols]; }
+        }
+        case REDUCE_SUM, REDUCE_MEAN, default: {
+            for (var l0 = 1u; l0 < params.lanes; l0 += CHUNK) {
+                var part = 0.0;
+                for (var l = l0; l < min(l0 + CHUNK, params.lanes); l++) { part += partial[col + l * cols]; }
+                r += part;
+            }
+            if (params.op == REDUCE_MEAN) { r = r / f32(params.k); }
+        }
+    }
+    if (bits > 0x7f800000u) { r = bitcast<f32>(0x7fc00000u); }
+    return r;
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let cols = WORKGROUP / params.lanes;
+    let col = t % cols;
+    let lane = t / cols;
+    let e = (wid.x + wid.y * groups.x) * cols + col;
+    let live = e < params.outer * params.inner;
+    let first = lane * params.segment;
+    var rows = 0u;
+    if (live && first < params.k) { rows = min(params.segment, params.k - first); }
+    let o = e / params.inner;
+    let i = e % params.inner;
+    fold(t, (o * params.k + first) * params.inner + i, rows);
+    workgroupBarrier();
+    if (live && lane == 0u) { output[e] = T(combine(col, cols)); }
 }

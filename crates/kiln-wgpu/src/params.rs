@@ -114,10 +114,10 @@ shader_params! {
         k: u32,
         inner: u32,
         op: u32,
-        segments: u32,
+        lanes: u32,
         segment: u32,
-        count: u32,
-        _pad: u32,
+        _pad0: u32,
+        _pad1: u32,
     }
     /// `reduce/softmax.wgsl`, `reduce/softmax_rows_serial.wgsl`.
     SoftmaxParams {

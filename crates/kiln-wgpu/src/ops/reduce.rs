@@ -4,7 +4,7 @@
 
 use crate::kernels::Kernel;
 use crate::params::{to_u32, ColumnsParams, RowsParams, ShaderParams, SoftmaxParams};
-use crate::shader_constants::SERIAL_WORKGROUP;
+use crate::shader_constants::{SERIAL_WORKGROUP, WORKGROUP};
 use crate::storage::GpuStorage;
 use kiln_core::{DType, ReduceOp, Result};
 
@@ -63,11 +63,12 @@ pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Res
     rows_kernel(name, kernel, &[x], &params, rows, rows, x.dtype)
 }
 
-/// Invocations a column reduction aims for: below it, k is split into segments.
+/// Invocations a column reduction aims for: below it, each output gets several lanes.
 const COLUMN_INVOCATIONS: usize = 1 << 16;
-/// Rows each segment reduces at least.
+/// Rows each lane reduces at least.
 const MIN_SEGMENT: usize = 32;
 
+/// `reduce_columns.wgsl`: [outer, k, inner] to [outer, inner] in one dispatch.
 pub(crate) fn reduce_middle(
     x: &GpuStorage,
     op: ReduceOp,
@@ -75,51 +76,28 @@ pub(crate) fn reduce_middle(
     k: usize,
     inner: usize,
 ) -> Result<GpuStorage> {
-    let n = outer * inner;
-    // Partials stay in the input's dtype, so only f32 splits (f16 partial sums would
-    // round). The split depends on the shape alone: results do not vary by adapter.
-    let segments = match x.dtype {
-        DType::F32 if n < COLUMN_INVOCATIONS => COLUMN_INVOCATIONS
-            .div_ceil(n)
-            .min(k.div_ceil(MIN_SEGMENT))
-            .max(1),
-        _ => 1,
-    };
-    if segments == 1 {
-        return columns_pass(x, op, [outer, k, inner], 1, k);
-    }
-    let first = if op == ReduceOp::Mean {
-        ReduceOp::Sum
-    } else {
-        op
-    };
-    let partials = columns_pass(x, first, [outer, k, inner], segments, k)?;
-    columns_pass(&partials, op, [outer, segments, inner], 1, k)
-}
-
-/// One dispatch of `reduce_columns.wgsl`: [outer, k, inner] to [outer, segments, inner];
-/// a mean divides by `count`.
-fn columns_pass(
-    x: &GpuStorage,
-    op: ReduceOp,
-    [outer, k, inner]: [usize; 3],
-    segments: usize,
-    count: usize,
-) -> Result<GpuStorage> {
     let name = op.name();
+    let n = outer * inner;
+    // Lanes per output: a power of two dividing the workgroup. It depends on the shape
+    // alone, so results do not vary by adapter.
+    let wanted = COLUMN_INVOCATIONS
+        .div_ceil(n.max(1))
+        .min(k.div_ceil(MIN_SEGMENT))
+        .clamp(1, WORKGROUP as usize);
+    let lanes = 1usize << wanted.ilog2();
     let params = ColumnsParams {
         outer: to_u32(name, "rows", outer)?,
         k: to_u32(name, "reduced size", k)?,
         inner: to_u32(name, "columns", inner)?,
         op: op.code(),
-        segments: to_u32(name, "segments", segments)?,
-        segment: to_u32(name, "segment", k.div_ceil(segments))?,
-        count: to_u32(name, "reduced size", count)?,
-        _pad: 0,
+        lanes: lanes as u32,
+        segment: to_u32(name, "segment", k.div_ceil(lanes))?,
+        _pad0: 0,
+        _pad1: 0,
     };
     let device = &x.device;
-    let n = outer * segments * inner;
     let out = device.alloc_output(name, n, x.dtype)?;
+    let columns_per_group = WORKGROUP as usize / lanes;
     device.dispatch_with_inputs(
         name,
         Kernel::ReduceColumns,
@@ -127,7 +105,7 @@ fn columns_pass(
         &params,
         &[x],
         &[out.buffer()],
-        device.groups_for(name, n.div_ceil(SERIAL_WORKGROUP as usize))?,
+        device.groups_for(name, n.div_ceil(columns_per_group))?,
     )?;
     Ok(GpuStorage::new(out, x.dtype, n, device))
 }
