@@ -558,7 +558,7 @@ fn random_graphs_match_cpu_fused_and_unfused() {
 }
 
 /// Every kernel the fusion generated in this process (standalone, and reductions,
-/// softmax, layer norm and matmul with fused prologues) is valid WGSL to naga, and
+/// softmax, layer norm, matmul and the recurrent cells with fused prologues) is valid WGSL to naga, and
 /// its params struct is the Rust mirror's size.
 #[test]
 fn generated_kernels_validate_with_naga() {
@@ -590,6 +590,16 @@ fn generated_kernels_validate_with_naga() {
     for t in [sum, columns, soft, norm] {
         acc = acc.add(&t).unwrap();
     }
+    // The recurrent cells, every input pending (hidden size 5).
+    let mut wide = |n: usize| {
+        let t = Tensor::rand([3, n], DType::F32, &Device::cpu(), &mut rng).unwrap();
+        t.to_device(&device).unwrap().exp().unwrap()
+    };
+    let lstm = wide(20).lstm_cell(&pending()).unwrap();
+    let (gates, hidden) = (wide(15), wide(15));
+    let gru = gates.gru_cell(&hidden, &pending()).unwrap();
+    acc = acc.add(&lstm.narrow(1, 0, 5).unwrap()).unwrap();
+    acc = acc.add(&gru).unwrap();
     // Matmul with both operands pending copies, one through a transposed view, in
     // each kernel that takes prologues.
     let gpu_device = device.as_gpu().unwrap();
@@ -676,4 +686,91 @@ fn chain_on_cpu(x: &Tensor, b: &Tensor) -> Tensor {
     );
     let y = x.add(&b).unwrap().gelu().unwrap().mul_scalar(0.5).unwrap();
     y.sub(&x).unwrap().exp().unwrap().reshape([63]).unwrap()
+}
+
+/// An LSTM and a GRU step whose inputs are all pending: gate pre-activations that are
+/// a broadcast sum, states that are strided halves of wider tensors (compact copies),
+/// upstream gradients that are pending products. The cells compute them in their
+/// loads (one kernel each way, counted); outputs and every gradient match the CPU
+/// backend, fused and unfused.
+#[test]
+fn recurrent_cells_take_pending_inputs_and_match_cpu() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let (batch, hidden) = (5, 7);
+    let mut rand = |dims: &[usize]| {
+        Tensor::rand(dims.to_vec(), DType::F32, &Device::cpu(), &mut rng)
+            .unwrap()
+            .mul_scalar(2.0)
+            .unwrap()
+            .add_scalar(-1.0)
+            .unwrap()
+    };
+    let inputs = [
+        rand(&[batch, 4 * hidden]),
+        rand(&[4 * hidden]),
+        rand(&[batch, 2 * hidden]),
+        rand(&[batch, 3 * hidden]),
+        rand(&[batch, 3 * hidden]),
+        rand(&[batch, 2 * hidden]),
+        rand(&[batch, 2 * hidden]),
+        rand(&[batch, hidden]),
+    ];
+    // The cells' outputs, then the gradient of each input.
+    let run = |inputs: &[Tensor]| -> Vec<Tensor> {
+        let vars: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| t.detach().into_var().unwrap())
+            .collect();
+        let [xz, bias, cell, x, hp, h, w_lstm, w_gru] = &vars[..] else {
+            unreachable!()
+        };
+        let z = xz.add(bias).unwrap();
+        let c = cell.narrow(1, hidden, hidden).unwrap();
+        let lstm = z.lstm_cell(&c).unwrap();
+        let x = x.mul_scalar(1.5).unwrap();
+        let hp = hp.tanh().unwrap();
+        let h = h.narrow(1, 1, hidden).unwrap();
+        let gru = x.gru_cell(&hp, &h).unwrap();
+        let loss = lstm.mul(w_lstm).unwrap().sum_all().unwrap();
+        let loss = loss
+            .add(&gru.mul(w_gru).unwrap().sum_all().unwrap())
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let mut out = vec![lstm, gru];
+        out.extend(vars.iter().map(|v| grads.get(v).unwrap().clone()));
+        out
+    };
+    let want = run(&inputs);
+    let gpu_device = device.as_gpu().unwrap();
+    for fusion in [true, false] {
+        gpu_device.set_fusion(fusion);
+        let moved = on_gpu(&device, &inputs);
+        let (got, profile) = device
+            .profile(|| {
+                let got = run(&moved);
+                device.synchronize()?;
+                Ok(got)
+            })
+            .unwrap();
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_near(&format!("fusion {fusion}, value {k}"), g, w, 2e-5, 1e-4);
+        }
+        let cells = |name: &str| -> Vec<String> {
+            let kernels = profile.kernels.iter().filter(|k| k.name.contains(name));
+            kernels.map(|k| k.name.clone()).collect()
+        };
+        for name in [
+            "lstm_cell.wgsl",
+            "lstm_cell_backward",
+            "gru_cell.wgsl",
+            "gru_cell_backward",
+        ] {
+            let found = cells(name);
+            assert_eq!(found.len(), 1, "fusion {fusion}: {name}: {found:?}");
+            assert_eq!(found[0].contains("fused"), fusion, "{}", found[0]);
+        }
+    }
+    gpu_device.set_fusion(true);
 }

@@ -16,11 +16,20 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // [batch, 3 * hidden]: r | z | n, the input projection
+// kiln:load x (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(1) var<storage, read> x: array<T>;
+fn load_x(i: u32) -> f32 { return f32(x[i]); }
+// kiln:load x end
 // [batch, 3 * hidden]: r | z | n, the hidden projection
+// kiln:load hp (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read> hp: array<T>;
+fn load_hp(i: u32) -> f32 { return f32(hp[i]); }
+// kiln:load hp end
 // [batch, hidden]
+// kiln:load h (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(3) var<storage, read> h: array<T>;
+fn load_h(i: u32) -> f32 { return f32(h[i]); }
+// kiln:load h end
 // [batch, hidden]
 @group(0) @binding(4) var<storage, read_write> output: array<T>;
 
@@ -34,8 +43,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let hs = params.hidden;
     if (e >= params.batch * hs) { return; }
     let row = e / hs * 3u * hs + e % hs;
-    let r = sigmoid(f32(x[row]) + f32(hp[row]));
-    let z = sigmoid(f32(x[row + hs]) + f32(hp[row + hs]));
-    let n = tanh(f32(x[row + 2u * hs]) + r * f32(hp[row + 2u * hs]));
-    output[e] = T((1.0 - z) * n + z * f32(h[e]));
+    let r = sigmoid(load_x(row) + load_hp(row));
+    let z = sigmoid(load_x(row + hs) + load_hp(row + hs));
+    let n = tanh(load_x(row + 2u * hs) + r * load_hp(row + 2u * hs));
+    output[e] = T((1.0 - z) * n + z * load_h(e));
 }

@@ -16,12 +16,24 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // [batch, 3 * hidden] each: r | z | n
+// kiln:load x (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(1) var<storage, read> x: array<T>;
+fn load_x(i: u32) -> f32 { return f32(x[i]); }
+// kiln:load x end
+// kiln:load hp (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read> hp: array<T>;
+fn load_hp(i: u32) -> f32 { return f32(hp[i]); }
+// kiln:load hp end
 // [batch, hidden]
+// kiln:load h (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(3) var<storage, read> h: array<T>;
+fn load_h(i: u32) -> f32 { return f32(h[i]); }
+// kiln:load h end
 // [batch, hidden]: dh'
+// kiln:load grad (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(4) var<storage, read> grad: array<T>;
+fn load_grad(i: u32) -> f32 { return f32(grad[i]); }
+// kiln:load grad end
 // [batch, 3 * hidden] each
 @group(0) @binding(5) var<storage, read_write> dx: array<T>;
 @group(0) @binding(6) var<storage, read_write> dhp: array<T>;
@@ -38,13 +50,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let hs = params.hidden;
     if (e >= params.batch * hs) { return; }
     let row = e / hs * 3u * hs + e % hs;
-    let r = sigmoid(f32(x[row]) + f32(hp[row]));
-    let z = sigmoid(f32(x[row + hs]) + f32(hp[row + hs]));
-    let hp_n = f32(hp[row + 2u * hs]);
-    let n = tanh(f32(x[row + 2u * hs]) + r * hp_n);
-    let g = f32(grad[e]);
+    let r = sigmoid(load_x(row) + load_hp(row));
+    let z = sigmoid(load_x(row + hs) + load_hp(row + hs));
+    let hp_n = load_hp(row + 2u * hs);
+    let n = tanh(load_x(row + 2u * hs) + r * hp_n);
+    let g = load_grad(e);
     let dn = g * (1.0 - z) * (1.0 - n * n);
-    let dz = g * (f32(h[e]) - n) * z * (1.0 - z);
+    let dz = g * (load_h(e) - n) * z * (1.0 - z);
     let dr = dn * hp_n * r * (1.0 - r);
     dx[row] = T(dr);
     dx[row + hs] = T(dz);

@@ -16,9 +16,15 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // [batch, 4 * hidden]: i | f | g | o
+// kiln:load z (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(1) var<storage, read> z: array<T>;
+fn load_z(i: u32) -> f32 { return f32(z[i]); }
+// kiln:load z end
 // [batch, hidden]
+// kiln:load c (a fused prologue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read> c: array<T>;
+fn load_c(i: u32) -> f32 { return f32(c[i]); }
+// kiln:load c end
 // [batch, 2 * hidden]: h | c'
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
 
@@ -34,11 +40,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let b = e / h;
     let j = e % h;
     let row = b * 4u * h + j;
-    let i = sigmoid(f32(z[row]));
-    let f = sigmoid(f32(z[row + h]));
-    let g = tanh(f32(z[row + 2u * h]));
-    let o = sigmoid(f32(z[row + 3u * h]));
-    let c1 = f * f32(c[e]) + i * g;
+    let i = sigmoid(load_z(row));
+    let f = sigmoid(load_z(row + h));
+    let g = tanh(load_z(row + 2u * h));
+    let o = sigmoid(load_z(row + 3u * h));
+    let c1 = f * load_c(e) + i * g;
     output[b * 2u * h + j] = T(o * tanh(c1));
     output[b * 2u * h + h + j] = T(c1);
 }

@@ -174,19 +174,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     Ok(s)
 }
 
-/// The load sections a kernel may carry, in the order of the inputs they stand for
-/// (bindings 1, 2, ...): `// kiln:load (...)` for a kernel of one input, `// kiln:load
-/// lhs (...)` and `// kiln:load rhs (...)` for matmul. Each ends at `// kiln:load<name>
-/// end` and defines the functions its kernel reads that input through (`load`,
-/// `load4`, `read_lhs`, `read_rhs`).
-const SECTIONS: [&str; 3] = ["", " lhs", " rhs"];
+/// A load section of a kernel's WGSL: `// kiln:load (...)`, or `// kiln:load NAME
+/// (...)` where the kernel has several inputs, up to `// kiln:load end` (or `//
+/// kiln:load NAME end`). It binds one input and defines the functions the kernel reads
+/// it through, each `fn f(i: u32) -> f32` or `fn f(i: u32) -> vec4<f32>` (the four
+/// elements from `4 * i`).
+const LOAD: &str = "// kiln:load";
 
-/// The load sections `kernel` has, in input order (empty: it takes no prologue).
+/// The names of `kernel`'s load sections (empty for the unnamed one), in the order of
+/// the inputs they stand for (bindings 1, 2, ...); none: it takes no prologue.
 pub(crate) fn load_sections(kernel: Kernel) -> Vec<&'static str> {
     let (_, text) = kernel.file();
-    SECTIONS
-        .into_iter()
-        .filter(|name| text.contains(&format!("// kiln:load{name} (")))
+    text.match_indices(LOAD)
+        .filter_map(|(at, _)| {
+            let line = text[at + LOAD.len()..].lines().next()?;
+            let (name, _) = line.split_once('(')?;
+            Some(name.trim())
+        })
+        .collect()
+}
+
+/// The functions a load section defines, with whether each returns a vec4.
+fn section_functions(section: &str) -> Vec<(&str, bool)> {
+    section
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.trim().strip_prefix("fn ")?.split_once('(')?;
+            Some((name, rest.contains("-> vec4<f32>")))
+        })
         .collect()
 }
 
@@ -211,8 +226,12 @@ pub(crate) fn with_prologue(
     for (name, program) in load_sections(kernel).into_iter().zip(programs) {
         let Some(program) = program else { continue };
         group += 1;
-        let begin = format!("// kiln:load{name} (");
-        let end_mark = format!("// kiln:load{name} end");
+        let marker = match name {
+            "" => LOAD.to_string(),
+            _ => format!("{LOAD} {name}"),
+        };
+        let begin = format!("{marker} (");
+        let end_mark = format!("{marker} end");
         let missing = || Error::InvalidArgument {
             op: "fusion",
             reason: format!("{path} lacks its `{begin}` ... `{end_mark}` section"),
@@ -220,36 +239,36 @@ pub(crate) fn with_prologue(
         let start = out.find(&begin).ok_or_else(missing)?;
         let end = start + out[start..].find(&end_mark).ok_or_else(missing)? + end_mark.len();
         let section = &out[start..end];
-        let tag = name.trim().replace(' ', "_");
-        let tag = if tag.is_empty() {
-            tag
-        } else {
-            format!("_{tag}")
+        let tag = match name {
+            "" => String::new(),
+            _ => format!("_{name}"),
         };
         let mut text = String::new();
         let _ = writeln!(
             text,
-            "// kiln:load{name} replaced by a fused prologue: {}",
+            "{marker} replaced by a fused prologue: {}",
             program.summary()
         );
         // The formulas, structs and index functions, before the first prologue.
         text.push_str(&shared.take().unwrap_or_default());
         text.push_str(&program_text(program, group, &tag)?);
         let value = format!("fused{tag}_value");
-        for f in ["load", "read_lhs", "read_rhs"] {
-            if section.contains(&format!("fn {f}(")) {
-                let _ = writeln!(text, "\nfn {f}(i: u32) -> f32 {{ return {value}(i); }}");
-            }
-        }
-        if section.contains("fn load4(") {
-            let _ = writeln!(
-                text,
-                "
-fn load4(i: u32) -> vec4<f32> {{
+        for (f, vec4) in section_functions(section) {
+            match vec4 {
+                false => {
+                    let _ = writeln!(text, "\nfn {f}(i: u32) -> f32 {{ return {value}(i); }}");
+                }
+                true => {
+                    let _ = writeln!(
+                        text,
+                        "
+fn {f}(i: u32) -> vec4<f32> {{
     let j = 4u * i;
     return vec4<f32>({value}(j), {value}(j + 1u), {value}(j + 2u), {value}(j + 3u));
 }}"
-            );
+                    );
+                }
+            }
         }
         out.replace_range(start..end, &text);
     }

@@ -22,15 +22,14 @@ pub(crate) fn lstm_cell(z: &GpuStorage, c: &GpuStorage, spec: &LstmCellSpec) -> 
     let units = spec.batch * spec.hidden;
     let out = device.alloc_output(op, 2 * units, z.dtype)?;
     if units > 0 {
-        let buffers = [z.raw()?, c.raw()?, out.buffer()];
-        let groups = device.groups_1d(op, units)?;
-        device.dispatch(
+        device.dispatch_with_inputs(
             op,
             Kernel::LstmCell,
             &[z.dtype],
             &params(op, spec.batch, spec.hidden)?,
-            &buffers,
-            groups,
+            &[z, c],
+            &[out.buffer()],
+            device.groups_1d(op, units)?,
         )?;
     }
     Ok(GpuStorage::new(out, z.dtype, 2 * units, device))
@@ -49,16 +48,14 @@ pub(crate) fn lstm_cell_backward(
     let dz = device.alloc_output(op, 4 * units, z.dtype)?;
     let dc = device.alloc_output(op, units, z.dtype)?;
     if units > 0 {
-        let buffers = [z.raw()?, c.raw()?, grad.raw()?, dz.buffer(), dc.buffer()];
-        let groups = device.groups_1d(op, units)?;
-        let p = params(op, spec.batch, spec.hidden)?;
-        device.dispatch(
+        device.dispatch_with_inputs(
             op,
             Kernel::LstmCellBackward,
             &[z.dtype],
-            &p,
-            &buffers,
-            groups,
+            &params(op, spec.batch, spec.hidden)?,
+            &[z, c, grad],
+            &[dz.buffer(), dc.buffer()],
+            device.groups_1d(op, units)?,
         )?;
     }
     Ok((
@@ -79,10 +76,15 @@ pub(crate) fn gru_cell(
     let units = spec.batch * spec.hidden;
     let out = device.alloc_output(op, units, x.dtype)?;
     if units > 0 {
-        let buffers = [x.raw()?, hp.raw()?, h.raw()?, out.buffer()];
-        let groups = device.groups_1d(op, units)?;
-        let p = params(op, spec.batch, spec.hidden)?;
-        device.dispatch(op, Kernel::GruCell, &[x.dtype], &p, &buffers, groups)?;
+        device.dispatch_with_inputs(
+            op,
+            Kernel::GruCell,
+            &[x.dtype],
+            &params(op, spec.batch, spec.hidden)?,
+            &[x, hp, h],
+            &[out.buffer()],
+            device.groups_1d(op, units)?,
+        )?;
     }
     Ok(GpuStorage::new(out, x.dtype, units, device))
 }
@@ -102,24 +104,14 @@ pub(crate) fn gru_cell_backward(
     let dhp = device.alloc_output(op, 3 * units, x.dtype)?;
     let dh = device.alloc_output(op, units, x.dtype)?;
     if units > 0 {
-        let buffers = [
-            x.raw()?,
-            hp.raw()?,
-            h.raw()?,
-            grad.raw()?,
-            dx.buffer(),
-            dhp.buffer(),
-            dh.buffer(),
-        ];
-        let groups = device.groups_1d(op, units)?;
-        let p = params(op, spec.batch, spec.hidden)?;
-        device.dispatch(
+        device.dispatch_with_inputs(
             op,
             Kernel::GruCellBackward,
             &[x.dtype],
-            &p,
-            &buffers,
-            groups,
+            &params(op, spec.batch, spec.hidden)?,
+            &[x, hp, h, grad],
+            &[dx.buffer(), dhp.buffer(), dh.buffer()],
+            device.groups_1d(op, units)?,
         )?;
     }
     let wrap = |b, n| GpuStorage::new(b, x.dtype, n, device);
