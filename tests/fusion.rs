@@ -558,7 +558,8 @@ fn random_graphs_match_cpu_fused_and_unfused() {
 }
 
 /// Every kernel the fusion generated in this process (standalone, and reductions,
-/// softmax, layer norm, matmul and the recurrent cells with fused prologues) is valid WGSL to naga, and
+/// softmax, layer norm, matmul and the recurrent cells with fused prologues, matmul
+/// with epilogues) is valid WGSL to naga, and
 /// its params struct is the Rust mirror's size.
 #[test]
 fn generated_kernels_validate_with_naga() {
@@ -609,6 +610,15 @@ fn generated_kernels_validate_with_naga() {
         let lhs = x.t().unwrap().contiguous().unwrap();
         let rhs = x.t().unwrap().contiguous().unwrap().t().unwrap();
         lhs.matmul(&rhs).unwrap().to_f64_vec().unwrap();
+        // Epilogues: the matmul's output private, then held.
+        let w = x.t().unwrap().contiguous().unwrap();
+        let epilogue = |m: &Tensor| m.add(&x.sum(&[1], true)?)?.exp();
+        epilogue(&x.matmul(&w).unwrap())
+            .unwrap()
+            .to_f64_vec()
+            .unwrap();
+        let held = x.matmul(&w).unwrap();
+        epilogue(&held).unwrap().to_f64_vec().unwrap();
     }
     gpu_device.set_matmul_variant(default).unwrap();
     if device.as_gpu().unwrap().supports(DType::F16) {
@@ -617,12 +627,14 @@ fn generated_kernels_validate_with_naga() {
     acc.to_f64_vec().unwrap();
     let sources = device.as_gpu().unwrap().fused_kernel_sources();
     assert!(!sources.is_empty(), "no fused kernel was built");
-    assert!(
-        sources
-            .iter()
-            .any(|s| s.contains("replaced by a fused prologue")),
-        "no prologue was built"
-    );
+    for part in ["prologue", "epilogue"] {
+        assert!(
+            sources
+                .iter()
+                .any(|s| s.contains(&format!("replaced by a fused {part}"))),
+            "no {part} was built"
+        );
+    }
     let params = std::mem::size_of::<kiln::backend::FusedParams>();
     for source in sources {
         let module = naga::front::wgsl::parse_str(&source)
@@ -773,4 +785,73 @@ fn recurrent_cells_take_pending_inputs_and_match_cpu() {
         }
     }
     gpu_device.set_fusion(true);
+}
+
+/// A matmul whose output a bias add and an activation read computes them in its
+/// stores (one kernel, on each kernel with a store section), writing its own output
+/// too where it is still held, and matches the CPU either way.
+#[test]
+fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let x = Tensor::rand([37, 29], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let w = Tensor::rand([29, 70], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let b = Tensor::rand([70], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let layer = |x: &Tensor, w: &Tensor, b: &Tensor| -> kiln::Result<Tensor> {
+        x.matmul(w)?.add(b)?.add_scalar(-0.75)?.gelu()
+    };
+    let want = layer(&x, &w, &b).unwrap();
+    let gpu_device = device.as_gpu().unwrap();
+    let default = gpu_device.matmul_variant();
+    let (xg, wg, bg) = (
+        common::on_strided(&device, &x),
+        common::on_strided(&device, &w),
+        common::on_strided(&device, &b),
+    );
+    for variant in [MatmulVariant::Tiled, MatmulVariant::Blocked] {
+        gpu_device.set_matmul_variant(variant).unwrap();
+        let (got, profile) = device
+            .profile(|| layer(&xg, &wg, &bg)?.to_f64_vec())
+            .unwrap();
+        let got = Tensor::from_vec(got, [37, 70], &Device::cpu()).unwrap();
+        assert_near(&format!("{variant:?}"), &got, &want, 1e-5, 1e-4);
+        let names: Vec<&str> = profile
+            .kernels
+            .iter()
+            .filter(|k| !k.name.contains("fill.wgsl"))
+            .map(|k| k.name.as_str())
+            .collect();
+        assert_eq!(names.len(), 1, "{variant:?}: {names:?}");
+        assert!(
+            names[0].contains("=> fused add,add_scalar,gelu"),
+            "{names:?}"
+        );
+        // The matmul's output held as well (as autograd holds it): the kernel writes
+        // both.
+        let (got, profile) = device
+            .profile(|| {
+                let y = xg.matmul(&wg)?;
+                let z = y.add(&bg)?.add_scalar(-0.75)?.gelu()?.to_f64_vec()?;
+                Ok((y.to_f64_vec()?, z))
+            })
+            .unwrap();
+        let plain = x.matmul(&w).unwrap();
+        let y = Tensor::from_vec(got.0, [37, 70], &Device::cpu()).unwrap();
+        let z = Tensor::from_vec(got.1, [37, 70], &Device::cpu()).unwrap();
+        assert_near(&format!("{variant:?}: held"), &y, &plain, 1e-5, 1e-4);
+        assert_near(&format!("{variant:?}: after"), &z, &want, 1e-5, 1e-4);
+        let names: Vec<&str> = profile
+            .kernels
+            .iter()
+            .filter(|k| !k.name.contains("fill.wgsl"))
+            .map(|k| k.name.as_str())
+            .collect();
+        assert_eq!(names.len(), 1, "{variant:?}: held: {names:?}");
+        assert!(
+            names[0].contains("=> fused add,add_scalar,gelu"),
+            "{names:?}"
+        );
+    }
+    gpu_device.set_matmul_variant(default).unwrap();
 }

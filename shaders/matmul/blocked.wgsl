@@ -39,7 +39,10 @@ fn read_lhs(i: u32) -> f32 { return f32(lhs[i]); }
 fn read_rhs(i: u32) -> f32 { return f32(rhs[i]); }
 // kiln:load rhs end
 // [batch.., m, n], compact
+// kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
+fn store(i: u32, v: f32) { output[i] = T(v); }
+// kiln:store end
 
 const QUADS: u32 = BLOCKED_TILE / 4u;
 // A thread's 8x8 block is two 4x4 blocks half a tile apart in each direction.
@@ -217,8 +220,8 @@ fn store_output(base: u32, row: u32, col: u32, v: vec4<f32>) {
         return;
     }
     let at = base + row * params.n + col;
-    if (col < params.n) { output[at] = T(v.x); }
-    if (col + 1u < params.n) { output[at + 1u] = T(v.y); }
-    if (col + 2u < params.n) { output[at + 2u] = T(v.z); }
-    if (col + 3u < params.n) { output[at + 3u] = T(v.w); }
+    if (col < params.n) { store(at, v.x); }
+    if (col + 1u < params.n) { store(at + 1u, v.y); }
+    if (col + 2u < params.n) { store(at + 2u, v.z); }
+    if (col + 3u < params.n) { store(at + 3u, v.w); }
 }

@@ -34,7 +34,10 @@ fn read_lhs(i: u32) -> f32 { return f32(lhs[i]); }
 fn read_rhs(i: u32) -> f32 { return f32(rhs[i]); }
 // kiln:load rhs end
 // [batch.., m, n], compact
+// kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
+fn store(i: u32, v: f32) { output[i] = T(v); }
+// kiln:store end
 
 const SLICE: u32 = 16u;
 
@@ -91,7 +94,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + local.x + 16u * j;
             if (col < params.n) {
-                output[out_base + row * params.n + col] = T(acc[i][j]);
+                store(out_base + row * params.n + col, acc[i][j]);
             }
         }
     }

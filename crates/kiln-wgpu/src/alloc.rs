@@ -11,15 +11,25 @@ use std::sync::atomic::Ordering;
 impl GpuDevice {
     /// A buffer for `n` elements of `dtype`, checked against the device's limits.
     pub(crate) fn alloc(&self, op: &'static str, n: usize, dtype: DType) -> Result<PooledBuffer> {
+        self.check_alloc(op, n, dtype)?;
+        let bytes = (n as u64) * dtype.size_in_bytes() as u64;
+        let limit = self.binding_limit();
+        // Round up to the pool's size class, but never past what one binding may hold.
+        let size = size_class(bytes)
+            .min(limit)
+            .max(bytes.div_ceil(4) * 4)
+            .max(4);
+        Ok(self.inner.pool.acquire(&self.inner.device, size))
+    }
+
+    /// The error `alloc` would return for `n` elements of `dtype`, if any: work that
+    /// allocates later checks when it is recorded.
+    pub(crate) fn check_alloc(&self, op: &'static str, n: usize, dtype: DType) -> Result<()> {
         if !self.supports(dtype) {
             return Err(Self::unsupported(op, dtype));
         }
         let bytes = (n as u64) * dtype.size_in_bytes() as u64;
-        let limit = self
-            .inner
-            .limits
-            .max_storage_buffer_binding_size
-            .min(self.inner.limits.max_buffer_size);
+        let limit = self.binding_limit();
         if bytes > limit {
             return Err(Error::LimitExceeded {
                 op,
@@ -28,12 +38,14 @@ impl GpuDevice {
                 limit,
             });
         }
-        // Round up to the pool's size class, but never past what one binding may hold.
-        let size = size_class(bytes)
-            .min(limit)
-            .max(bytes.div_ceil(4) * 4)
-            .max(4);
-        Ok(self.inner.pool.acquire(&self.inner.device, size))
+        Ok(())
+    }
+
+    fn binding_limit(&self) -> u64 {
+        let limits = &self.inner.limits;
+        limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
     }
 
     /// A buffer for a kernel's output, poisoned when poisoning is on.

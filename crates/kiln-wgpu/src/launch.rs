@@ -12,10 +12,10 @@ use std::time::Instant;
 
 /// Dispatches recorded before the batch is submitted without waiting for a sync point.
 pub(crate) const MAX_BATCH: usize = 64;
-/// Bind groups one launch may use, each with its own params: the kernel's, and one
-/// per fused prologue (`fusion`; matmul takes two). The params arena holds this many
-/// per launch.
-pub(crate) const MAX_BIND_GROUPS: usize = 3;
+/// Bind groups one launch may use, each with its own params: the kernel's, one per
+/// fused prologue (`fusion`; matmul takes two) and one for an epilogue; WebGPU's
+/// minimum of `max_bind_groups`. The params arena holds this many per launch.
+pub(crate) const MAX_BIND_GROUPS: usize = 4;
 
 /// One bind group of a launch: its uniform params at binding 0, and its other
 /// resources by binding number.

@@ -1,9 +1,11 @@
-//! `GpuStorage`: a tensor's buffer on a GPU, or the fused elementwise expression that
-//! will fill it (`fusion`). The backend contract over it is in `backend.rs`, the
+//! `GpuStorage`: a tensor's buffer on a GPU, or the work that will fill it: a fused
+//! elementwise expression, or a deferred matmul that may take its consumer as an
+//! epilogue (`fusion`). The backend contract over it is in `backend.rs`, the
 //! launchers in `ops/`.
 
 use crate::device::GpuDevice;
 use crate::fusion::Expr;
+use crate::ops::matmul::DeferredMatmul;
 use crate::pool::PooledBuffer;
 use kiln_core::{DType, Error, GpuErrorKind, Result};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,12 +24,15 @@ pub struct GpuStorage {
 }
 
 /// What clones of one storage share: the buffer once it exists, and until then the
-/// expression that computes it.
+/// expression or the matmul that computes it.
 pub(crate) struct StorageData {
     buffer: OnceLock<PooledBuffer>,
     /// Taken (set to `None`) when the expression has run, which also lets go of its
     /// inputs. The lock is held while it runs, so it runs once.
     pub(crate) expr: Mutex<Option<Expr>>,
+    /// Likewise for a deferred matmul; taken without a buffer when the only consumer
+    /// ran it as its epilogue.
+    pub(crate) matmul: Mutex<Option<DeferredMatmul>>,
 }
 
 impl GpuStorage {
@@ -35,6 +40,7 @@ impl GpuStorage {
         let data = StorageData {
             buffer: OnceLock::from(buffer),
             expr: Mutex::new(None),
+            matmul: Mutex::new(None),
         };
         GpuStorage {
             data: Arc::new(data),
@@ -48,9 +54,31 @@ impl GpuStorage {
     /// Storage computed later by `expr`: when a kernel or the host needs its buffer,
     /// or at the device's next `synchronize`.
     pub(crate) fn pending(expr: Expr, dtype: DType, len: usize, device: &GpuDevice) -> Self {
+        Self::pending_data(Some(expr), None, dtype, len, device)
+    }
+
+    /// Storage a matmul fills later: when something needs its buffer, or inside the
+    /// kernel of the one elementwise expression that reads it (as its epilogue).
+    pub(crate) fn deferred(
+        matmul: DeferredMatmul,
+        dtype: DType,
+        len: usize,
+        device: &GpuDevice,
+    ) -> Self {
+        Self::pending_data(None, Some(matmul), dtype, len, device)
+    }
+
+    fn pending_data(
+        expr: Option<Expr>,
+        matmul: Option<DeferredMatmul>,
+        dtype: DType,
+        len: usize,
+        device: &GpuDevice,
+    ) -> Self {
         let data = Arc::new(StorageData {
             buffer: OnceLock::new(),
-            expr: Mutex::new(Some(expr)),
+            expr: Mutex::new(expr),
+            matmul: Mutex::new(matmul),
         });
         device.track_pending(&data);
         GpuStorage {
@@ -92,6 +120,11 @@ impl GpuStorage {
         self.data.buffer.get().is_none()
     }
 
+    /// Whether it is a matmul that has yet to run.
+    pub(crate) fn is_deferred_matmul(&self) -> bool {
+        self.data.matmul.lock().unwrap().is_some()
+    }
+
     /// The buffer, running the pending expression first if there is one.
     pub(crate) fn buffer(&self) -> Result<&PooledBuffer> {
         if let Some(b) = self.data.buffer.get() {
@@ -111,6 +144,11 @@ impl GpuStorage {
 }
 
 impl StorageData {
+    /// Whether it still has an expression or a matmul to run.
+    pub(crate) fn has_work(&self) -> bool {
+        self.expr.lock().unwrap().is_some() || self.matmul.lock().unwrap().is_some()
+    }
+
     /// Stores the buffer the storage's expression computed.
     pub(crate) fn fill(&self, buffer: PooledBuffer) -> Result<()> {
         self.buffer.set(buffer).map_err(|_| Error::Gpu {

@@ -10,14 +10,20 @@
 //! Fusing never launches more kernels than running each op would: every kernel runs
 //! one storage that something needed, and each storage runs at most once.
 //!
+//! Kernels that read inputs through load sections of their WGSL compute a pending
+//! input in their loads (`prologue`); a deferred matmul computes the one expression
+//! that reads its output in its stores (`epilogue`).
+//!
 //! `KILN_DUMP_KERNELS=DIR` writes each generated kernel to `DIR` when it is built.
 
+mod epilogue;
 mod expr;
 mod program;
 mod prologue;
 mod run;
 mod wgsl;
 
+pub(crate) use epilogue::Epilogue;
 pub(crate) use expr::{record, record_pad, Arg, Expr, FusedOp, Window};
 pub(crate) use run::{run, PendingList};
 pub use wgsl::{FusedParams, FusedRead};

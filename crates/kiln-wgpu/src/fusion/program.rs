@@ -3,6 +3,7 @@
 
 use super::expr::{Arg, Expr, FusedOp, Window};
 use super::MAX_SCALARS;
+use crate::storage::GpuStorage;
 use kiln_core::{DType, Error, GpuErrorKind, Layout, Result};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -57,6 +58,8 @@ pub(crate) struct Program {
     /// The values of the scalar slots, in slot order.
     pub(crate) scalars: Vec<f32>,
     pub(crate) len: usize,
+    /// The pending storages computed inside the program (not the root).
+    pub(crate) inlined: Vec<GpuStorage>,
 }
 
 impl Program {
@@ -69,6 +72,7 @@ impl Program {
                 steps: Vec::new(),
                 scalars: Vec::new(),
                 len: expr.len,
+                inlined: Vec::new(),
             },
             inlined: HashMap::new(),
         };
@@ -89,6 +93,19 @@ impl Program {
         let mut out = Vec::with_capacity(self.reads.len() + 1);
         for read in &self.reads {
             out.push(read.arg.storage.raw()?.as_entire_binding());
+        }
+        Ok(out)
+    }
+
+    /// The buffers the reads bind, at bindings 1, 2, ..., but for read `given`, whose
+    /// value the kernel hands over (an epilogue's).
+    pub(crate) fn resources_except(
+        &self,
+        given: usize,
+    ) -> Result<Vec<(u32, wgpu::BindingResource<'_>)>> {
+        let mut out = Vec::with_capacity(self.reads.len());
+        for (i, read) in self.reads.iter().enumerate().filter(|&(i, _)| i != given) {
+            out.push((i as u32 + 1, read.arg.storage.raw()?.as_entire_binding()));
         }
         Ok(out)
     }
@@ -181,15 +198,19 @@ impl Lowering {
             if let Some(expr) = pending {
                 let v = self.expr(&expr)?;
                 self.inlined.insert(id, v);
+                self.program.inlined.push(arg.storage.clone());
                 return Ok(v);
             }
         }
         self.read(arg, None)
     }
 
-    /// `arg`'s buffer as a read (once per buffer, layout and window).
+    /// `arg`'s buffer as a read (once per buffer, layout and window). A pending input
+    /// runs now, but for a deferred matmul, which may run as this program's epilogue.
     fn read(&mut self, arg: &Arg, window: Option<&Window>) -> Result<Value> {
-        arg.storage.buffer()?;
+        if !arg.storage.is_deferred_matmul() {
+            arg.storage.buffer()?;
+        }
         let same = |r: &Read| {
             Arc::ptr_eq(&r.arg.storage.data, &arg.storage.data)
                 && same_layout(&r.arg.layout, &arg.layout)

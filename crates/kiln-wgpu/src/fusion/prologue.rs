@@ -1,12 +1,14 @@
 //! Prologue fusion: a kernel whose input is pending computes it in its loads, so the
-//! input is never written out. Kernels opt in with load sections (`wgsl`).
+//! input is never written out. Kernels opt in with load sections (`wgsl`). Launching a
+//! kernel with prologues and an epilogue (`epilogue`).
 
+use super::epilogue::Epilogue;
 use super::expr::FusedOp;
 use super::program::{Program, ReadKind};
 use super::wgsl::{self, FusedParams};
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
-use crate::launch::Bindings;
+use crate::launch::{Bindings, MAX_BIND_GROUPS};
 use crate::params::ShaderParams;
 use crate::pipelines::Pipeline;
 use crate::storage::GpuStorage;
@@ -46,6 +48,23 @@ impl GpuDevice {
         rest: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) -> Result<()> {
+        self.dispatch_fused(op, kernel, dtypes, params, inputs, rest, groups, None)
+    }
+
+    /// `dispatch_with_inputs`, and with an epilogue, the kernel's store section
+    /// computing the epilogue's elements (its output binding holds the epilogue's).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn dispatch_fused<P: ShaderParams>(
+        &self,
+        op: &'static str,
+        kernel: Kernel,
+        dtypes: &[DType],
+        params: &P,
+        inputs: &[&GpuStorage],
+        rest: &[&wgpu::Buffer],
+        groups: [u32; 3],
+        epilogue: Option<Epilogue>,
+    ) -> Result<()> {
         let start = std::time::Instant::now();
         let sections = match self.fusion() {
             true => wgsl::load_sections(kernel).len(),
@@ -54,6 +73,12 @@ impl GpuDevice {
         // The kernel's own buffers, then each prologue's reads, within the limit.
         let limit = self.inner.limits.max_storage_buffers_per_shader_stage as usize;
         let mut bound = inputs.len() + rest.len();
+        if let Some(e) = epilogue {
+            bound += e.program.reads.len() - 1 + usize::from(e.out.is_some());
+        }
+        // Group 0, the prologues' groups, the epilogue's.
+        let max_groups = (self.inner.limits.max_bind_groups as usize).min(MAX_BIND_GROUPS);
+        let mut free_groups = max_groups - 1 - usize::from(epilogue.is_some());
         let mut programs: Vec<Option<Program>> = Vec::with_capacity(inputs.len());
         for (j, input) in inputs.iter().enumerate() {
             let pending = match j < sections {
@@ -66,13 +91,15 @@ impl GpuDevice {
             };
             let program = program
                 .filter(|p| worth_inlining(kernel, p))
-                .filter(|p| bound - 1 + p.reads.len() <= limit);
+                .filter(|p| bound - 1 + p.reads.len() <= limit)
+                .filter(|_| free_groups > 0);
             if let Some(p) = &program {
                 bound = bound - 1 + p.reads.len();
+                free_groups -= 1;
             }
             programs.push(program);
         }
-        if programs.iter().all(Option::is_none) {
+        if programs.iter().all(Option::is_none) && epilogue.is_none() {
             let mut buffers = Vec::with_capacity(inputs.len() + rest.len());
             for input in inputs {
                 buffers.push(input.raw()?);
@@ -81,7 +108,7 @@ impl GpuDevice {
             return self.dispatch(op, kernel, dtypes, params, &buffers, groups);
         }
         let given: Vec<Option<&Program>> = programs.iter().map(Option::as_ref).collect();
-        let pipeline = self.prologue_pipeline(kernel, dtypes, &given)?;
+        let pipeline = self.fused_kernel_pipeline(kernel, dtypes, &given, epilogue)?;
         // Group 0: the inputs without a prologue at their bindings, then `rest`.
         let mut own = Vec::with_capacity(inputs.len() + rest.len());
         for (j, (input, program)) in inputs.iter().zip(&programs).enumerate() {
@@ -110,11 +137,26 @@ impl GpuDevice {
         for (f, r) in fused.iter().zip(&reads) {
             bind.push(Bindings::numbered(bytemuck::bytes_of(f), r, 1));
         }
+        let epilogue_params = epilogue.map(|e| FusedParams::of(e.program)).transpose()?;
+        if let (Some(e), Some(f)) = (epilogue, &epilogue_params) {
+            let mut resources = e.program.resources_except(e.given)?;
+            if let Some(out) = e.out {
+                let binding = e.program.reads.len() as u32 + 1;
+                resources.push((binding, out.as_entire_binding()));
+            }
+            bind.push(Bindings {
+                params: bytemuck::bytes_of(f),
+                resources,
+            });
+        }
         let name = || {
             let (file, _) = kernel.file();
             let mut name = format!("{file}:{} {dtypes:?}", kernel.entry());
             for p in programs.iter().flatten() {
                 let _ = write!(name, " + {}", p.summary());
+            }
+            if let Some(e) = epilogue {
+                let _ = write!(name, " => {}", e.program.summary());
             }
             name
         };
@@ -122,24 +164,29 @@ impl GpuDevice {
     }
 
     /// Builds (once per kernel, dtypes and program structures) `kernel` with the
-    /// given programs as its inputs' prologues.
-    fn prologue_pipeline(
+    /// given programs as its inputs' prologues, and the epilogue.
+    fn fused_kernel_pipeline(
         &self,
         kernel: Kernel,
         dtypes: &[DType],
         programs: &[Option<&Program>],
+        epilogue: Option<Epilogue>,
     ) -> Result<Arc<Pipeline>> {
         let mut key = format!("{kernel:?} {dtypes:?}");
         for p in programs {
             let _ = write!(key, " [{}]", p.map_or(String::new(), Program::key));
         }
+        if let Some(e) = epilogue {
+            let keeps = e.out.is_some();
+            let _ = write!(key, " => {} {keeps} [{}]", e.given, e.program.key());
+        }
         if let Some(p) = self.inner.fused_pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
-        let source = wgsl::with_prologue(kernel, dtypes, programs)?;
+        let source = wgsl::fused_kernel(kernel, dtypes, programs, epilogue)?;
         super::run::dump_kernel(&key, &source)?;
         let written = kernel.written_bindings();
-        let groups = 1 + programs.iter().flatten().count() as u32;
+        let groups = 1 + programs.iter().flatten().count() as u32 + u32::from(epilogue.is_some());
         let pipeline = Arc::new(self.build_pipeline("fusion", kernel, &source, groups, written)?);
         let mut cache = self.inner.fused_pipelines.lock().unwrap();
         cache.insert(key, pipeline.clone());

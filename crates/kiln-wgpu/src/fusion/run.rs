@@ -1,38 +1,93 @@
 //! Running pending storages: each as one generated kernel, built once per program
 //! structure; all of a device's at `synchronize`.
 
+use super::epilogue::{epilogue_read, Epilogue};
 use super::program::Program;
 use super::wgsl::{self, FusedParams};
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
 use crate::launch::Bindings;
+use crate::ops::matmul::DeferredMatmul;
 use crate::pipelines::Pipeline;
 use crate::storage::StorageData;
 use kiln_core::{Error, Result};
 use std::sync::{Arc, Weak};
 
-/// Runs a storage's pending expression, if it still has one, and stores its buffer.
+/// Runs a storage's pending expression or matmul, if it still has one, and stores its
+/// buffer. An expression that alone reads a deferred matmul's output runs as the
+/// matmul's epilogue.
 pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
     let mut pending = data.expr.lock().unwrap();
     let Some(expr) = pending.as_ref() else {
-        return Ok(());
+        drop(pending);
+        return run_matmul(data, device);
     };
     let start = std::time::Instant::now();
     let program = Program::lower(expr, device.max_fused_reads())?;
-    let pipeline = device.fused_pipeline(&program)?;
     let op = "fusion";
     let out = device.alloc_output(op, program.len, program.out_dtype())?;
-    let params = FusedParams::of(&program)?;
-    let mut resources = program.resources()?;
-    resources.push(out.buffer().as_entire_binding());
-    let bind = Bindings::numbered(bytemuck::bytes_of(&params), &resources, 1);
-    let groups = device.groups_1d(op, program.len)?;
-    device.launch(op, &pipeline, &[bind], groups, start, || program.summary())?;
-    drop(resources);
+    // The matmul's buffers, the program's other reads, and its output if separate.
+    let fits = |private: bool| {
+        let buffers = DeferredMatmul::BUFFERS + program.reads.len() - 1 + usize::from(!private);
+        buffers <= device.inner.limits.max_storage_buffers_per_shader_stage as usize
+    };
+    let epilogue = epilogue_read(&program, expr).filter(|&(_, private)| fits(private));
+    if let Some((given, private)) = epilogue {
+        let source = &program.reads[given].arg.storage;
+        let matmul = source.data.matmul.lock().unwrap().take();
+        let matmul = matmul.ok_or_else(|| internal("an epilogue's matmul has run"))?;
+        match private {
+            true => {
+                let epilogue = Epilogue {
+                    program: &program,
+                    given,
+                    out: None,
+                };
+                matmul.run(&out, Some(epilogue))?;
+            }
+            false => {
+                let own = device.alloc_output("matmul", matmul.len(), matmul.dtype())?;
+                let epilogue = Epilogue {
+                    program: &program,
+                    given,
+                    out: Some(out.buffer()),
+                };
+                matmul.run(&own, Some(epilogue))?;
+                source.data.fill(own)?;
+            }
+        }
+    } else {
+        let pipeline = device.fused_pipeline(&program)?;
+        let params = FusedParams::of(&program)?;
+        let mut resources = program.resources()?;
+        resources.push(out.buffer().as_entire_binding());
+        let bind = Bindings::numbered(bytemuck::bytes_of(&params), &resources, 1);
+        let groups = device.groups_1d(op, program.len)?;
+        device.launch(op, &pipeline, &[bind], groups, start, || program.summary())?;
+    }
     data.fill(out)?;
     // Lets go of the inputs.
     *pending = None;
     Ok(())
+}
+
+/// Runs a deferred matmul into its own buffer.
+fn run_matmul(data: &StorageData, device: &GpuDevice) -> Result<()> {
+    let mut slot = data.matmul.lock().unwrap();
+    let Some(matmul) = slot.take() else {
+        return Ok(());
+    };
+    let out = device.alloc_output("matmul", matmul.len(), matmul.dtype())?;
+    matmul.run(&out, None)?;
+    data.fill(out)
+}
+
+fn internal(message: &str) -> Error {
+    Error::Gpu {
+        op: "fusion",
+        kind: kiln_core::GpuErrorKind::Internal,
+        message: message.into(),
+    }
 }
 
 /// The pending storages a device has recorded, to run at `synchronize`.
@@ -48,10 +103,8 @@ impl GpuDevice {
         let mut list = self.inner.pending.lock().unwrap();
         list.entries.push(Arc::downgrade(data));
         if list.entries.len() >= 2 * list.pruned_len.max(512) {
-            list.entries.retain(|w| {
-                w.upgrade()
-                    .is_some_and(|d| d.expr.lock().unwrap().is_some())
-            });
+            list.entries
+                .retain(|w| w.upgrade().is_some_and(|d| d.has_work()));
             list.pruned_len = list.entries.len();
         }
     }

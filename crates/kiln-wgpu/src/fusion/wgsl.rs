@@ -4,6 +4,7 @@
 //! own kernel computes. Each value is rounded to its dtype, as a stored intermediate
 //! would be.
 
+use super::epilogue::Epilogue;
 use super::expr::FusedOp;
 use super::program::{Program, ReadKind, Step, Value};
 use super::{MAX_READS, MAX_SCALARS};
@@ -154,7 +155,7 @@ pub(crate) fn source(program: &Program) -> Result<String> {
         "binary_ops",
     ])?);
     s.push_str(&shared_text(&[program])?);
-    s.push_str(&program_text(program, 0, "")?);
+    s.push_str(&program_text(program, 0, "", None)?);
     let _ = write!(
         s,
         "
@@ -205,18 +206,27 @@ fn section_functions(section: &str) -> Vec<(&str, bool)> {
         .collect()
 }
 
+/// A kernel's store section, `// kiln:store (...)` to `// kiln:store end`: it binds
+/// the output and defines `fn store(i: u32, v: f32)`, which writes element `i`.
+const STORE: &str = "// kiln:store";
+
 /// `kernel`'s source specialised to `dtypes`, with the load section of each given
 /// input replaced by its program (a prologue): the section's functions compute the
 /// program's element instead of reading the input. `programs[j]` is for the kernel's
-/// j-th section; the programs given bind in groups 1, 2, ... in that order.
-pub(crate) fn with_prologue(
+/// j-th section; the programs given bind in groups 1, 2, ... in that order. With an
+/// epilogue, the store section computes and writes the epilogue's element instead,
+/// its reads bound in the group after the prologues'.
+pub(crate) fn fused_kernel(
     kernel: Kernel,
     dtypes: &[DType],
     programs: &[Option<&Program>],
+    epilogue: Option<Epilogue>,
 ) -> Result<String> {
     let mut out = kernel.specialise(dtypes)?;
     let (path, _) = kernel.file();
-    let given: Vec<&Program> = programs.iter().flatten().copied().collect();
+    let mut given: Vec<&Program> = programs.iter().flatten().copied().collect();
+    let prologues = given.len() as u32;
+    given.extend(epilogue.map(|e| e.program));
     let mut shared = Some(format!(
         "{}{}",
         shader_constants::render_block(&["unary_ops", "binary_ops"])?,
@@ -251,7 +261,7 @@ pub(crate) fn with_prologue(
         );
         // The formulas, structs and index functions, before the first prologue.
         text.push_str(&shared.take().unwrap_or_default());
-        text.push_str(&program_text(program, group, &tag)?);
+        text.push_str(&program_text(program, group, &tag, None)?);
         let value = format!("fused{tag}_value");
         for (f, vec4) in section_functions(section) {
             match vec4 {
@@ -268,6 +278,65 @@ fn {f}(i: u32) -> vec4<f32> {{
 }}"
                     );
                 }
+            }
+        }
+        out.replace_range(start..end, &text);
+    }
+    if let Some(e) = epilogue {
+        let missing = || Error::InvalidArgument {
+            op: "fusion",
+            reason: format!("{path} lacks its `{STORE} (` ... `{STORE} end` section"),
+        };
+        let start = out.find(&format!("{STORE} (")).ok_or_else(missing)?;
+        let end_mark = format!("{STORE} end");
+        let end = start + out[start..].find(&end_mark).ok_or_else(missing)? + end_mark.len();
+        let binding = out[start..end]
+            .lines()
+            .find(|l| l.contains("var<storage, read_write>"))
+            .ok_or_else(missing)?;
+        let dtype = e.program.out_dtype().name();
+        let mut text = format!(
+            "{STORE} replaced by a fused epilogue: {}\n",
+            e.program.summary()
+        );
+        text.push_str(&shared.take().unwrap_or_default());
+        text.push_str(&program_text(
+            e.program,
+            prologues + 1,
+            "_epilogue",
+            Some(e.given),
+        )?);
+        let given = "
+var<private> fused_epilogue_given: f32;
+";
+        // The kernel's value as its output would have stored it.
+        match e.out {
+            None => {
+                let binding = binding.replace("array<T>", &format!("array<{dtype}>"));
+                let _ = write!(
+                    text,
+                    "
+{binding}{given}
+fn store(i: u32, v: f32) {{
+    fused_epilogue_given = f32(T(v));
+    output[i] = {dtype}(fused_epilogue_value(i));
+}}"
+                );
+            }
+            Some(_) => {
+                let out = e.program.reads.len() + 1;
+                let group = prologues + 1;
+                let _ = write!(
+                    text,
+                    "
+{binding}
+@group({group}) @binding({out}) var<storage, read_write> fused_epilogue_out: array<{dtype}>;{given}
+fn store(i: u32, v: f32) {{
+    output[i] = T(v);
+    fused_epilogue_given = f32(T(v));
+    fused_epilogue_out[i] = {dtype}(fused_epilogue_value(i));
+}}"
+                );
             }
         }
         out.replace_range(start..end, &text);
@@ -334,13 +403,17 @@ struct FusedParams {{
 
 /// One program's params (`fused<tag>`) and reads in bind group `group`, and `fn
 /// fused<tag>_value(i: u32) -> f32`: the program's element `i`, rounded to its dtype.
-fn program_text(program: &Program, group: u32, tag: &str) -> Result<String> {
+/// Read `given` is not bound: its value is `fused<tag>_given`, set by the kernel.
+fn program_text(program: &Program, group: u32, tag: &str, given: Option<usize>) -> Result<String> {
     let mut s = String::new();
     let _ = writeln!(
         s,
         "\n@group({group}) @binding(0) var<uniform> fused{tag}: FusedParams;"
     );
     for (i, read) in program.reads.iter().enumerate() {
+        if Some(i) == given {
+            continue;
+        }
         let _ = writeln!(
             s,
             "@group({group}) @binding({}) var<storage, read> fused{tag}_in{i}: array<{}>;",
@@ -350,6 +423,10 @@ fn program_text(program: &Program, group: u32, tag: &str) -> Result<String> {
     }
     let _ = writeln!(s, "\nfn fused{tag}_value(i: u32) -> f32 {{");
     for (i, read) in program.reads.iter().enumerate() {
+        if Some(i) == given {
+            let _ = writeln!(s, "    let x{i} = fused{tag}_given;");
+            continue;
+        }
         let params = format!("fused{tag}.reads[{i}]");
         let index = match read.kind() {
             ReadKind::Contiguous => format!("{params}.offset + i"),

@@ -10,6 +10,7 @@
 //!   about 9x faster than `Tiled` (docs/BENCHMARKS.md).
 
 use crate::autotune;
+use crate::fusion::Epilogue;
 use crate::kernels::Kernel;
 use crate::matmul_variant::{MatmulVariant, BLOCKED_FROM, BLOCK_BYTES};
 use crate::params::{to_u32, MatmulParams, PackParams, UniformLhsParams};
@@ -42,23 +43,88 @@ pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> R
     let device = &lhs.device;
     let batches = spec.batch[0] * spec.batch[1];
     let len = batches * spec.m * spec.n;
-    let out = device.alloc_output(op, len, lhs.dtype)?;
-    if len > 0 {
-        let variant = choose(lhs, rhs, spec, &out)?;
-        run(variant, lhs, rhs, spec, &out)?;
+    if len == 0 {
+        let out = device.alloc_output(op, len, lhs.dtype)?;
+        return Ok(GpuStorage::new(out, lhs.dtype, len, device));
     }
+    let variant = choose(lhs, rhs, spec)?;
+    if let Some(kernel) = epilogue_kernel(variant, spec).filter(|_| device.fusion()) {
+        // What running it could fail on, now.
+        device.check_alloc(op, len, lhs.dtype)?;
+        tile_launch(lhs, spec, tile_of(kernel))?;
+        let deferred = DeferredMatmul {
+            lhs: lhs.clone(),
+            rhs: rhs.clone(),
+            spec: *spec,
+            kernel,
+        };
+        return Ok(GpuStorage::deferred(deferred, lhs.dtype, len, device));
+    }
+    let out = device.alloc_output(op, len, lhs.dtype)?;
+    run(variant, lhs, rhs, spec, &out)?;
     Ok(GpuStorage::new(out, lhs.dtype, len, device))
+}
+
+/// The kernel of `variant` for `spec` when it has a store section, so that it can take
+/// an epilogue (`fusion`): the tiled kernel, and the blocked one for unaligned shapes.
+fn epilogue_kernel(variant: MatmulVariant, spec: &MatmulSpec) -> Option<Kernel> {
+    match variant {
+        MatmulVariant::Tiled => Some(Kernel::Matmul),
+        MatmulVariant::Blocked if !is_aligned(spec) => Some(Kernel::MatmulBlocked),
+        _ => None,
+    }
+}
+
+/// A matmul recorded but not launched: it runs when its output's buffer is needed, or
+/// inside the kernel of the one elementwise expression that reads its output (bias,
+/// activation, residual), which then never needs the output written.
+pub(crate) struct DeferredMatmul {
+    lhs: GpuStorage,
+    rhs: GpuStorage,
+    spec: MatmulSpec,
+    kernel: Kernel,
+}
+
+impl DeferredMatmul {
+    /// Storage buffers the kernel binds: lhs, rhs and the output.
+    pub(crate) const BUFFERS: usize = 3;
+
+    /// Elements of the output.
+    pub(crate) fn len(&self) -> usize {
+        let s = &self.spec;
+        s.batch[0] * s.batch[1] * s.m * s.n
+    }
+
+    pub(crate) fn dtype(&self) -> DType {
+        self.lhs.dtype
+    }
+
+    /// Records the matmul into `out`, or with `epilogue` the epilogue's values.
+    pub(crate) fn run(self, out: &PooledBuffer, epilogue: Option<Epilogue>) -> Result<()> {
+        let (lhs, rhs, spec) = (&self.lhs, &self.rhs, &self.spec);
+        tiles(
+            lhs,
+            rhs,
+            spec,
+            out,
+            self.kernel,
+            tile_of(self.kernel),
+            epilogue,
+        )
+    }
+}
+
+fn tile_of(kernel: Kernel) -> usize {
+    match kernel {
+        Kernel::Matmul => TILE,
+        _ => BLOCKED_TILE,
+    }
 }
 
 /// The kernel to run: the device's variant, with `BySize` resolved by the output's
 /// size and `Autotune` by the tuner's decision for the shape class (timing the
-/// candidates on these operands when the class is new).
-fn choose(
-    lhs: &GpuStorage,
-    rhs: &GpuStorage,
-    spec: &MatmulSpec,
-    out: &PooledBuffer,
-) -> Result<MatmulVariant> {
+/// candidates on these operands, into a scratch output, when the class is new).
+fn choose(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> Result<MatmulVariant> {
     let device = &lhs.device;
     let variant = match device.matmul_variant() {
         MatmulVariant::Autotune if !autotune::worth_tuning(spec) => device.fixed_matmul_variant(),
@@ -68,8 +134,10 @@ fn choose(
                 Some(v) => v,
                 None => {
                     let candidates = device.matmul_candidates();
+                    let len = spec.batch[0] * spec.batch[1] * spec.m * spec.n;
+                    let out = device.alloc("matmul", len, lhs.dtype)?;
                     let winner = autotune::fastest(&candidates, |v| {
-                        autotune::seconds(device, || run(v, lhs, rhs, spec, out))
+                        autotune::seconds(device, || run(v, lhs, rhs, spec, &out))
                     })?;
                     device.keep_tuned_matmul(class, winner);
                     winner
@@ -98,11 +166,25 @@ fn run(
         MatmulVariant::UniformLhs if lhs.dtype == DType::F32 && spec.k > 0 => {
             uniform_lhs(lhs, rhs, spec, out)?
         }
-        MatmulVariant::Blocked if is_aligned(spec) => {
-            tiles(lhs, rhs, spec, out, Kernel::MatmulBlockedVec4, BLOCKED_TILE)?
-        }
-        MatmulVariant::Blocked => tiles(lhs, rhs, spec, out, Kernel::MatmulBlocked, BLOCKED_TILE)?,
-        _ => tiles(lhs, rhs, spec, out, Kernel::Matmul, TILE)?,
+        MatmulVariant::Blocked if is_aligned(spec) => tiles(
+            lhs,
+            rhs,
+            spec,
+            out,
+            Kernel::MatmulBlockedVec4,
+            BLOCKED_TILE,
+            None,
+        )?,
+        MatmulVariant::Blocked => tiles(
+            lhs,
+            rhs,
+            spec,
+            out,
+            Kernel::MatmulBlocked,
+            BLOCKED_TILE,
+            None,
+        )?,
+        _ => tiles(lhs, rhs, spec, out, Kernel::Matmul, TILE, None)?,
     }
     Ok(())
 }
@@ -125,6 +207,7 @@ fn is_aligned(spec: &MatmulSpec) -> bool {
 
 /// One workgroup per `tile x tile` output tile, batches along z: the tiled and blocked
 /// kernels, which share their params.
+#[allow(clippy::too_many_arguments)]
 fn tiles(
     lhs: &GpuStorage,
     rhs: &GpuStorage,
@@ -132,7 +215,27 @@ fn tiles(
     out: &PooledBuffer,
     kernel: Kernel,
     tile: usize,
+    epilogue: Option<Epilogue>,
 ) -> Result<()> {
+    let (params, groups) = tile_launch(lhs, spec, tile)?;
+    lhs.device.dispatch_fused(
+        "matmul",
+        kernel,
+        &[lhs.dtype],
+        &params,
+        &[lhs, rhs],
+        &[out.buffer()],
+        groups,
+        epilogue,
+    )
+}
+
+/// The params and workgroups of `tiles`, checked against the device's limits.
+fn tile_launch(
+    lhs: &GpuStorage,
+    spec: &MatmulSpec,
+    tile: usize,
+) -> Result<(MatmulParams, [u32; 3])> {
     let op = "matmul";
     let device = &lhs.device;
     let groups = [
@@ -163,16 +266,7 @@ fn tiles(
             0,
         ],
     };
-    let groups = [groups[0] as u32, groups[1] as u32, groups[2] as u32];
-    device.dispatch_with_inputs(
-        op,
-        kernel,
-        &[lhs.dtype],
-        &params,
-        &[lhs, rhs],
-        &[out.buffer()],
-        groups,
-    )
+    Ok((params, groups.map(|g| g as u32)))
 }
 
 /// Copies `rows x cols` of each matrix of `operand` into zero-padded f32 blocks of
