@@ -855,3 +855,25 @@ fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
     }
     gpu_device.set_matmul_variant(default).unwrap();
 }
+
+/// Recording past the graph's bound runs the pending work without a sync point: the
+/// live pending storages stay within the bound, and every value is right.
+#[test]
+fn a_graph_past_its_bound_runs_without_a_sync_point() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu_device = device.as_gpu().unwrap();
+    device.synchronize().unwrap();
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], [3], &device).unwrap();
+    let n = kiln::backend::MAX_PENDING + 100;
+    let held: Vec<Tensor> = (0..n).map(|i| x.add_scalar(i as f64).unwrap()).collect();
+    let pending = gpu_device.pending_count();
+    assert!(
+        (1..=kiln::backend::MAX_PENDING).contains(&pending),
+        "{pending} pending"
+    );
+    for (i, t) in held.iter().enumerate().step_by(97) {
+        let i = i as f32;
+        assert_eq!(t.to_vec::<f32>().unwrap(), [1.0 + i, 2.0 + i, 3.0 + i]);
+    }
+}

@@ -1,8 +1,8 @@
 // Reduces the middle dim of a compact [outer, k, inner] tensor (inner > 1) in one
-// dispatch. A workgroup holds `WORKGROUP / lanes` neighbouring outputs (columns) and
-// `lanes` invocations for each, every lane reducing one contiguous segment of k:
-// neighbouring invocations read neighbouring elements, so the loads coalesce on a GPU,
-// no transposed copy is needed first, and few outputs over a long k still fill the
+// dispatch. A workgroup holds `WORKGROUP / lanes` neighbouring outputs (columns, at
+// least 8) and `lanes` invocations for each, every lane reducing one contiguous segment
+// of k: neighbouring invocations read neighbouring elements, so the loads coalesce on a
+// GPU, no transposed copy is needed first, and few outputs over a long k still fill the
 // GPU. The first lane of each column then combines the lanes' partials in order, so
 // the result depends on the shape alone, never on the adapter. Sums run in chunks of
 // 16 added into a total, which keeps the rounding error near that of a tree.

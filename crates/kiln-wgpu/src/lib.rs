@@ -28,7 +28,9 @@ pub use autotune::{
     cache_path as autotune_cache_path, read_cache as read_autotune_cache, CacheEntries,
 };
 pub use device::GpuDevice;
-pub use fusion::{FusedParams, FusedRead, MAX_OPS as MAX_FUSED_OPS, MAX_READS as MAX_FUSED_READS};
+pub use fusion::{
+    FusedParams, FusedRead, MAX_OPS as MAX_FUSED_OPS, MAX_PENDING, MAX_READS as MAX_FUSED_READS,
+};
 pub use kernels::{specialised_sources, Kernel};
 pub use matmul_variant::MatmulVariant;
 pub use params::{ParamsLayout, ParamsMember};

@@ -53,7 +53,12 @@ impl GpuStorage {
 
     /// Storage computed later by `expr`: when a kernel or the host needs its buffer,
     /// or at the device's next `synchronize`.
-    pub(crate) fn pending(expr: Expr, dtype: DType, len: usize, device: &GpuDevice) -> Self {
+    pub(crate) fn pending(
+        expr: Expr,
+        dtype: DType,
+        len: usize,
+        device: &GpuDevice,
+    ) -> Result<Self> {
         Self::pending_data(Some(expr), None, dtype, len, device)
     }
 
@@ -64,7 +69,7 @@ impl GpuStorage {
         dtype: DType,
         len: usize,
         device: &GpuDevice,
-    ) -> Self {
+    ) -> Result<Self> {
         Self::pending_data(None, Some(matmul), dtype, len, device)
     }
 
@@ -74,20 +79,20 @@ impl GpuStorage {
         dtype: DType,
         len: usize,
         device: &GpuDevice,
-    ) -> Self {
+    ) -> Result<Self> {
         let data = Arc::new(StorageData {
             buffer: OnceLock::new(),
             expr: Mutex::new(expr),
             matmul: Mutex::new(matmul),
         });
-        device.track_pending(&data);
-        GpuStorage {
+        device.track_pending(&data)?;
+        Ok(GpuStorage {
             data,
             dtype,
             len,
             device: device.clone(),
             value_range: None,
-        }
+        })
     }
 
     /// The same storage, known to hold values within `[min, max]` (i32).

@@ -158,7 +158,7 @@ fn record_in(
         reads,
         window,
     };
-    let storage = GpuStorage::pending(expr, dtype, len, device);
+    let storage = GpuStorage::pending(expr, dtype, len, device)?;
     // Recording is the host's cost of the op, as a launch is without fusion.
     device.count_launch_time(start);
     Ok(storage)

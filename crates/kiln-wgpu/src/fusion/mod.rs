@@ -5,7 +5,9 @@
 //! buffer (a kernel that is not elementwise, a read to the host, `synchronize`), the
 //! pending storage and every pending input it reads at the same element index are
 //! lowered into one program (`program`), written out as one WGSL kernel (`wgsl`) and
-//! launched (`run`). A storage nothing reaches any more never runs.
+//! launched (`run`). A storage nothing reaches any more never runs. Before there are
+//! more than `MAX_PENDING` live pending storages, recording runs them all, as a sync
+//! point would.
 //!
 //! Fusing never launches more kernels than running each op would: every kernel runs
 //! one storage that something needed, and each storage runs at most once.
@@ -33,5 +35,8 @@ pub const MAX_OPS: usize = 32;
 /// Buffers one kernel may read; with its output it stays within WebGPU's default of
 /// eight storage buffers per shader stage.
 pub const MAX_READS: usize = 7;
+/// Live pending storages a device holds at most: recording runs them all (as
+/// `synchronize` does) before there are more.
+pub const MAX_PENDING: usize = 1 << 12;
 /// Scalar parameter slots: two per op.
 const MAX_SCALARS: usize = 2 * MAX_OPS;

@@ -99,14 +99,34 @@ pub(crate) struct PendingList {
 }
 
 impl GpuDevice {
-    pub(crate) fn track_pending(&self, data: &Arc<StorageData>) {
-        let mut list = self.inner.pending.lock().unwrap();
-        list.entries.push(Arc::downgrade(data));
-        if list.entries.len() >= 2 * list.pruned_len.max(512) {
-            list.entries
-                .retain(|w| w.upgrade().is_some_and(|d| d.has_work()));
-            list.pruned_len = list.entries.len();
+    /// Adds a pending storage to the list `synchronize` runs. The list is pruned of
+    /// finished work when it doubles, and at `MAX_PENDING` entries at the latest; if
+    /// half of that is still live then, all of it runs now: pending work keeps its
+    /// inputs' buffers alive, so an unbounded graph would hold memory that running it
+    /// frees.
+    pub(crate) fn track_pending(&self, data: &Arc<StorageData>) -> Result<()> {
+        let over = {
+            let mut list = self.inner.pending.lock().unwrap();
+            list.entries.push(Arc::downgrade(data));
+            let next = (2 * list.pruned_len).clamp(512, super::MAX_PENDING);
+            if list.entries.len() >= next {
+                list.entries
+                    .retain(|w| w.upgrade().is_some_and(|d| d.has_work()));
+                list.pruned_len = list.entries.len();
+            }
+            list.pruned_len >= super::MAX_PENDING / 2
+        };
+        match over {
+            true => self.run_pending("recording past the graph's bound"),
+            false => Ok(()),
         }
+    }
+
+    /// Pending storages the device tracks that some tensor still holds.
+    pub fn pending_count(&self) -> usize {
+        let list = self.inner.pending.lock().unwrap();
+        let live = list.entries.iter().filter_map(Weak::upgrade);
+        live.filter(|d| d.has_work()).count()
     }
 
     /// Runs every pending storage some tensor still holds, newest first (so that an

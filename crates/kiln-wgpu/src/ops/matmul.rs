@@ -58,7 +58,7 @@ pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> R
             spec: *spec,
             kernel,
         };
-        return Ok(GpuStorage::deferred(deferred, lhs.dtype, len, device));
+        return GpuStorage::deferred(deferred, lhs.dtype, len, device);
     }
     let out = device.alloc_output(op, len, lhs.dtype)?;
     run(variant, lhs, rhs, spec, &out)?;

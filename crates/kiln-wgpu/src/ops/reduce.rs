@@ -67,6 +67,9 @@ pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Res
 const COLUMN_INVOCATIONS: usize = 1 << 16;
 /// Rows each lane reduces at least.
 const MIN_SEGMENT: usize = 32;
+/// Neighbouring columns a workgroup reads of each row at least: 32 bytes of f32, a
+/// whole DRAM sector, so that the loads stay coalesced however many lanes there are.
+const MIN_COLUMNS: usize = 8;
 
 /// `reduce_columns.wgsl`: [outer, k, inner] to [outer, inner] in one dispatch.
 pub(crate) fn reduce_middle(
@@ -83,7 +86,7 @@ pub(crate) fn reduce_middle(
     let wanted = COLUMN_INVOCATIONS
         .div_ceil(n.max(1))
         .min(k.div_ceil(MIN_SEGMENT))
-        .clamp(1, WORKGROUP as usize);
+        .clamp(1, WORKGROUP as usize / MIN_COLUMNS);
     let lanes = 1usize << wanted.ilog2();
     let params = ColumnsParams {
         outer: to_u32(name, "rows", outer)?,
