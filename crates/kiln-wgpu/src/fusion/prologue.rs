@@ -180,17 +180,10 @@ impl GpuDevice {
             let keeps = e.out.is_some();
             let _ = write!(key, " => {} {keeps} [{}]", e.given, e.program.key());
         }
-        if let Some(p) = self.inner.fused_pipelines.lock().unwrap().get(&key) {
-            return Ok(p.clone());
-        }
-        let source = wgsl::fused_kernel(kernel, dtypes, programs, epilogue)?;
-        super::run::dump_kernel(&key, &source)?;
         let written = kernel.written_bindings();
         let groups = 1 + programs.iter().flatten().count() as u32 + u32::from(epilogue.is_some());
-        let pipeline = Arc::new(self.build_pipeline("fusion", kernel, &source, groups, written)?);
-        let mut cache = self.inner.fused_pipelines.lock().unwrap();
-        cache.insert(key, pipeline.clone());
-        self.inner.fused_sources.lock().unwrap().push(source);
-        Ok(pipeline)
+        self.cached_pipeline(key, kernel, groups, written, || {
+            wgsl::fused_kernel(kernel, dtypes, programs, epilogue)
+        })
     }
 }

@@ -149,16 +149,28 @@ impl GpuDevice {
 
     /// Builds (once per structure) the kernel of `program`.
     fn fused_pipeline(&self, program: &Program) -> Result<Arc<Pipeline>> {
-        let key = program.key();
+        // Addressed like the elementwise kernels: their bounds-check policy.
+        let like = Kernel::Unary;
+        let written = vec![program.reads.len() as u32 + 1];
+        self.cached_pipeline(program.key(), like, 1, written, || wgsl::source(program))
+    }
+
+    /// The generated kernel cached under `key`, built from `source()` on first use
+    /// (with `like`'s bounds-check policy) and kept for `fused_kernel_sources`.
+    pub(crate) fn cached_pipeline(
+        &self,
+        key: String,
+        like: Kernel,
+        groups: u32,
+        written: Vec<u32>,
+        source: impl FnOnce() -> Result<String>,
+    ) -> Result<Arc<Pipeline>> {
         if let Some(p) = self.inner.fused_pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
-        let source = wgsl::source(program)?;
+        let source = source()?;
         dump_kernel(&key, &source)?;
-        let written = vec![program.reads.len() as u32 + 1];
-        // Addressed like the elementwise kernels: their bounds-check policy.
-        let like = Kernel::Unary;
-        let pipeline = Arc::new(self.build_pipeline("fusion", like, &source, 1, written)?);
+        let pipeline = Arc::new(self.build_pipeline("fusion", like, &source, groups, written)?);
         let mut cache = self.inner.fused_pipelines.lock().unwrap();
         cache.insert(key, pipeline.clone());
         self.inner.fused_sources.lock().unwrap().push(source);
@@ -173,7 +185,7 @@ impl GpuDevice {
 
 /// With `KILN_DUMP_KERNELS=DIR`, writes a generated kernel's source to
 /// `DIR/fused_<hash of its structure>.wgsl`.
-pub(crate) fn dump_kernel(key: &str, source: &str) -> Result<()> {
+fn dump_kernel(key: &str, source: &str) -> Result<()> {
     use std::hash::{Hash, Hasher};
     let Some(dir) = std::env::var_os("KILN_DUMP_KERNELS") else {
         return Ok(());
