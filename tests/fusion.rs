@@ -816,17 +816,7 @@ fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
             .unwrap();
         let got = Tensor::from_vec(got, [37, 70], &Device::cpu()).unwrap();
         assert_near(&format!("{variant:?}"), &got, &want, 1e-5, 1e-4);
-        let names: Vec<&str> = profile
-            .kernels
-            .iter()
-            .filter(|k| !k.name.contains("fill.wgsl"))
-            .map(|k| k.name.as_str())
-            .collect();
-        assert_eq!(names.len(), 1, "{variant:?}: {names:?}");
-        assert!(
-            names[0].contains("=> fused add,add_scalar,gelu"),
-            "{names:?}"
-        );
+        one_kernel_with_the_epilogue(&profile, &format!("{variant:?}"));
         // The matmul's output held as well (as autograd holds it): the kernel writes
         // both.
         let (got, profile) = device
@@ -841,19 +831,23 @@ fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
         let z = Tensor::from_vec(got.1, [37, 70], &Device::cpu()).unwrap();
         assert_near(&format!("{variant:?}: held"), &y, &plain, 1e-5, 1e-4);
         assert_near(&format!("{variant:?}: after"), &z, &want, 1e-5, 1e-4);
-        let names: Vec<&str> = profile
-            .kernels
-            .iter()
-            .filter(|k| !k.name.contains("fill.wgsl"))
-            .map(|k| k.name.as_str())
-            .collect();
-        assert_eq!(names.len(), 1, "{variant:?}: held: {names:?}");
-        assert!(
-            names[0].contains("=> fused add,add_scalar,gelu"),
-            "{names:?}"
-        );
+        one_kernel_with_the_epilogue(&profile, &format!("{variant:?}: held"));
     }
     gpu_device.set_matmul_variant(default).unwrap();
+}
+
+/// The profile's one kernel (outputs are poisoned: not counting the fills) is a matmul
+/// with the layer's epilogue.
+fn one_kernel_with_the_epilogue(profile: &kiln::Profile, label: &str) {
+    let names: Vec<&str> = profile
+        .kernels
+        .iter()
+        .filter(|k| !k.name.contains("fill.wgsl"))
+        .map(|k| k.name.as_str())
+        .collect();
+    assert_eq!(names.len(), 1, "{label}: {names:?}");
+    let epilogue = "=> fused add,add_scalar,gelu";
+    assert!(names[0].contains(epilogue), "{label}: {names:?}");
 }
 
 /// Recording past the graph's bound runs the pending work without a sync point: the
