@@ -591,6 +591,11 @@ fn generated_kernels_validate_with_naga() {
     for t in [sum, columns, soft, norm] {
         acc = acc.add(&t).unwrap();
     }
+    // Reductions with epilogues: a row sum's private, a column sum's held.
+    let rows = pending().sum(&[-1], false).unwrap().exp().unwrap();
+    rows.to_f64_vec().unwrap();
+    let held = pending().sum(&[0], false).unwrap();
+    held.sqrt().unwrap().to_f64_vec().unwrap();
     // The recurrent cells, every input pending (hidden size 5).
     let mut wide = |n: usize| {
         let t = Tensor::rand([3, n], DType::F32, &Device::cpu(), &mut rng).unwrap();
@@ -839,6 +844,11 @@ fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
 /// The profile's one kernel (outputs are poisoned: not counting the fills) is a matmul
 /// with the layer's epilogue.
 fn one_kernel_with_the_epilogue(profile: &kiln::Profile, label: &str) {
+    one_kernel_with(profile, label, "=> fused add,add_scalar,gelu");
+}
+
+/// The profile's one kernel, not counting the fills, has `part` in its name.
+fn one_kernel_with(profile: &kiln::Profile, label: &str, part: &str) {
     let names: Vec<&str> = profile
         .kernels
         .iter()
@@ -846,8 +856,49 @@ fn one_kernel_with_the_epilogue(profile: &kiln::Profile, label: &str) {
         .map(|k| k.name.as_str())
         .collect();
     assert_eq!(names.len(), 1, "{label}: {names:?}");
-    let epilogue = "=> fused add,add_scalar,gelu";
-    assert!(names[0].contains(epilogue), "{label}: {names:?}");
+    assert!(names[0].contains(part), "{label}: {names:?}");
+}
+
+/// Row and column reductions take the elementwise ops after them as an epilogue (as
+/// layer norm's backward takes `rsqrt(var + eps)`): one kernel, the reduction's output
+/// written only where it is held, values as on the CPU.
+#[test]
+fn reductions_take_the_ops_after_them_as_an_epilogue() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    // 70 rows of 12: the one-row-per-invocation kernel on software adapters; 5 of 13
+    // the workgroup kernel; [300, 7] over its first dim the column kernel with lanes.
+    for (shape, dim) in [([70usize, 12usize], -1isize), ([5, 13], -1), ([300, 7], 0)] {
+        let x = Tensor::rand(shape, DType::F32, &Device::cpu(), &mut rng).unwrap();
+        let after = |x: &Tensor| -> kiln::Result<Tensor> {
+            x.mean(&[dim], false)?.add_scalar(1e-5)?.rsqrt()
+        };
+        let want = after(&x).unwrap();
+        let xg = common::on_strided(&device, &x);
+        let label = format!("{shape:?} over {dim}");
+        let (got, profile) = device.profile(|| after(&xg)?.to_f64_vec()).unwrap();
+        let got = Tensor::from_vec(got, want.dims().to_vec(), &Device::cpu()).unwrap();
+        assert_near(&label, &got, &want, 1e-5, 1e-4);
+        one_kernel_with(&profile, &label, "=> fused add_scalar,rsqrt");
+        let (got, profile) = device
+            .profile(|| {
+                let m = xg.mean(&[dim], false)?;
+                let r = m.add_scalar(1e-5)?.rsqrt()?.to_f64_vec()?;
+                Ok((m.to_f64_vec()?, r))
+            })
+            .unwrap();
+        let mean = x.mean(&[dim], false).unwrap();
+        let m = Tensor::from_vec(got.0, mean.dims().to_vec(), &Device::cpu()).unwrap();
+        let r = Tensor::from_vec(got.1, want.dims().to_vec(), &Device::cpu()).unwrap();
+        assert_near(&format!("{label}: held"), &m, &mean, 1e-6, 1e-5);
+        assert_near(&format!("{label}: after"), &r, &want, 1e-5, 1e-4);
+        one_kernel_with(
+            &profile,
+            &format!("{label}: held"),
+            "=> fused add_scalar,rsqrt",
+        );
+    }
 }
 
 /// Recording past the graph's bound runs the pending work without a sync point: the

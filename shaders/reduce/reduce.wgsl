@@ -27,7 +27,10 @@ struct Params {
 fn load(i: u32) -> f32 { return f32(input[i]); }
 // kiln:load end
 // [rows]
+// kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
+fn store(i: u32, v: f32) { output[i] = T(v); }
+// kiln:store end
 
 var<workgroup> partial: array<f32, WORKGROUP>;
 
@@ -76,6 +79,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (lid == 0u) {
         var r = partial[0];
         if (params.op == REDUCE_MEAN) { r = r / f32(params.k); }
-        output[row] = T(r);
+        store(row, r);
     }
 }

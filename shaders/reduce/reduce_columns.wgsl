@@ -40,7 +40,10 @@ struct Params {
 fn load(i: u32) -> f32 { return f32(input[i]); }
 // kiln:load end
 // [outer, inner]
+// kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
+fn store(i: u32, v: f32) { output[i] = T(v); }
+// kiln:store end
 
 const CHUNK: u32 = 16u;
 
@@ -137,5 +140,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     let i = e % params.inner;
     fold(t, (o * params.k + first) * params.inner + i, rows);
     workgroupBarrier();
-    if (live && lane == 0u) { output[e] = T(combine(col, cols)); }
+    if (live && lane == 0u) { store(e, combine(col, cols)); }
 }

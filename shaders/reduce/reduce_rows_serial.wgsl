@@ -30,7 +30,10 @@ struct Params {
 fn load4(i: u32) -> vec4<f32> { return vec4<f32>(input[i]); }
 // kiln:load end
 // [rows]
+// kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
+fn store(i: u32, v: f32) { output[i] = T(v); }
+// kiln:store end
 
 const CHUNK: u32 = 16u;
 
@@ -84,5 +87,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             if (params.op == REDUCE_MEAN) { r = r / f32(params.k); }
         }
     }
-    output[row] = T(r);
+    store(row, r);
 }

@@ -101,22 +101,32 @@ impl GpuDevice {
         resources: &[wgpu::BindingResource<'_>],
         groups: [u32; 3],
     ) -> Result<()> {
-        if kernel.params().name != P::LAYOUT.name {
-            return Err(Error::Gpu {
-                op,
-                kind: GpuErrorKind::Internal,
-                message: format!(
-                    "{kernel:?} reads {}, not {}",
-                    kernel.params().name,
-                    P::LAYOUT.name
-                ),
-            });
-        }
+        self.check_params::<P>(op, kernel)?;
         let start = Instant::now();
         let pipeline = self.pipeline(op, kernel, dtypes)?;
         let name = || format!("{}:{} {dtypes:?}", kernel.file().0, kernel.entry());
         let group = Bindings::numbered(bytemuck::bytes_of(params), resources, 1);
         self.launch(op, &pipeline, &[group], groups, start, name)
+    }
+
+    /// An error unless `kernel` reads params of type `P`.
+    pub(crate) fn check_params<P: ShaderParams>(
+        &self,
+        op: &'static str,
+        kernel: Kernel,
+    ) -> Result<()> {
+        if kernel.params().name == P::LAYOUT.name {
+            return Ok(());
+        }
+        Err(Error::Gpu {
+            op,
+            kind: GpuErrorKind::Internal,
+            message: format!(
+                "{kernel:?} reads {}, not {}",
+                kernel.params().name,
+                P::LAYOUT.name
+            ),
+        })
     }
 
     /// Records one launch of a built pipeline, bind group `g` from `bind[g]`. `start`

@@ -6,6 +6,7 @@ mod adapter;
 mod alloc;
 mod autotune;
 mod backend;
+mod deferred;
 mod device;
 mod error_scopes;
 mod fusion;

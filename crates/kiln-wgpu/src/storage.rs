@@ -1,11 +1,11 @@
 //! `GpuStorage`: a tensor's buffer on a GPU, or the work that will fill it: a fused
-//! elementwise expression, or a deferred matmul that may take its consumer as an
-//! epilogue (`fusion`). The backend contract over it is in `backend.rs`, the
+//! elementwise expression, or a deferred launch that may take its consumer as an
+//! epilogue (`fusion`, `deferred`). The backend contract over it is in `backend.rs`, the
 //! launchers in `ops/`.
 
+use crate::deferred::Deferred;
 use crate::device::GpuDevice;
 use crate::fusion::Expr;
-use crate::ops::matmul::DeferredMatmul;
 use crate::pool::PooledBuffer;
 use kiln_core::{DType, Error, GpuErrorKind, Result};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,15 +24,15 @@ pub struct GpuStorage {
 }
 
 /// What clones of one storage share: the buffer once it exists, and until then the
-/// expression or the matmul that computes it.
+/// expression or the deferred launch that computes it.
 pub(crate) struct StorageData {
     buffer: OnceLock<PooledBuffer>,
     /// Taken (set to `None`) when the expression has run, which also lets go of its
     /// inputs. The lock is held while it runs, so it runs once.
     pub(crate) expr: Mutex<Option<Expr>>,
-    /// Likewise for a deferred matmul; taken without a buffer when the only consumer
+    /// Likewise for a deferred launch; taken without a buffer when the only consumer
     /// ran it as its epilogue.
-    pub(crate) matmul: Mutex<Option<DeferredMatmul>>,
+    pub(crate) deferred: Mutex<Option<Box<dyn Deferred>>>,
 }
 
 impl GpuStorage {
@@ -40,7 +40,7 @@ impl GpuStorage {
         let data = StorageData {
             buffer: OnceLock::from(buffer),
             expr: Mutex::new(None),
-            matmul: Mutex::new(None),
+            deferred: Mutex::new(None),
         };
         GpuStorage {
             data: Arc::new(data),
@@ -62,20 +62,20 @@ impl GpuStorage {
         Self::pending_data(Some(expr), None, dtype, len, device)
     }
 
-    /// Storage a matmul fills later: when something needs its buffer, or inside the
-    /// kernel of the one elementwise expression that reads it (as its epilogue).
+    /// Storage a deferred launch fills later: when something needs its buffer, or
+    /// with the elementwise expression that reads it (as its epilogue).
     pub(crate) fn deferred(
-        matmul: DeferredMatmul,
+        launch: Box<dyn Deferred>,
         dtype: DType,
         len: usize,
         device: &GpuDevice,
     ) -> Result<Self> {
-        Self::pending_data(None, Some(matmul), dtype, len, device)
+        Self::pending_data(None, Some(launch), dtype, len, device)
     }
 
     fn pending_data(
         expr: Option<Expr>,
-        matmul: Option<DeferredMatmul>,
+        launch: Option<Box<dyn Deferred>>,
         dtype: DType,
         len: usize,
         device: &GpuDevice,
@@ -83,7 +83,7 @@ impl GpuStorage {
         let data = Arc::new(StorageData {
             buffer: OnceLock::new(),
             expr: Mutex::new(expr),
-            matmul: Mutex::new(matmul),
+            deferred: Mutex::new(launch),
         });
         device.track_pending(&data)?;
         Ok(GpuStorage {
@@ -125,9 +125,9 @@ impl GpuStorage {
         self.data.buffer.get().is_none()
     }
 
-    /// Whether it is a matmul that has yet to run.
-    pub(crate) fn is_deferred_matmul(&self) -> bool {
-        self.data.matmul.lock().unwrap().is_some()
+    /// Whether it is a deferred launch that has yet to run.
+    pub(crate) fn is_deferred(&self) -> bool {
+        self.data.deferred.lock().unwrap().is_some()
     }
 
     /// The buffer, running the pending expression first if there is one.
@@ -149,9 +149,9 @@ impl GpuStorage {
 }
 
 impl StorageData {
-    /// Whether it still has an expression or a matmul to run.
+    /// Whether it still has an expression or a deferred launch to run.
     pub(crate) fn has_work(&self) -> bool {
-        self.expr.lock().unwrap().is_some() || self.matmul.lock().unwrap().is_some()
+        self.expr.lock().unwrap().is_some() || self.deferred.lock().unwrap().is_some()
     }
 
     /// Stores the buffer the storage's expression computed.

@@ -1,8 +1,8 @@
-//! Epilogue fusion: a deferred matmul whose output a pending expression reads element
-//! for element computes that expression in its stores (a bias, an activation, a
-//! residual). Where nothing else can want the matmul's output, it is never written;
-//! otherwise (autograd keeps a matmul's output while its consumer's gradient may need
-//! it) the kernel writes both.
+//! Epilogue fusion: a deferred launch (`deferred`: a matmul, a reduction) whose output
+//! a pending expression reads element for element computes that expression in its
+//! stores (a bias, an activation, a residual, a reduction's scale). Where nothing else
+//! can want the launch's output, it is never written; otherwise (autograd keeps an
+//! op's input while its gradient may need it) the kernel writes both.
 
 use super::expr::Expr;
 use super::program::{Program, ReadKind};
@@ -20,7 +20,7 @@ pub(crate) struct Epilogue<'a> {
     pub(crate) out: Option<&'a wgpu::Buffer>,
 }
 
-/// The read of `program` (lowered from `root`) that is a deferred matmul the program
+/// The read of `program` (lowered from `root`) that is a deferred launch the program
 /// can be the epilogue of (read once, element for element from its start), and
 /// whether it is private: held by nothing but the program's expressions, as is every
 /// storage the program computes inline, so that no tensor can ask for its output later.
@@ -52,7 +52,7 @@ pub(crate) fn epilogue_read(program: &Program, root: &Expr) -> Option<(usize, bo
             && r.arg.layout.offset() == 0
             && s.len == program.len
             && reads_of(program, s) == 1
-            && s.is_deferred_matmul()
+            && s.is_deferred()
     })?;
     let source = &program.reads[given].arg.storage;
     Some((

@@ -13,8 +13,9 @@
 //! one storage that something needed, and each storage runs at most once.
 //!
 //! Kernels that read inputs through load sections of their WGSL compute a pending
-//! input in their loads (`prologue`); a deferred matmul computes the one expression
-//! that reads its output in its stores (`epilogue`).
+//! input in their loads (`prologue`); a deferred launch (`crate::deferred`: a matmul,
+//! a reduction) computes the expression that reads its output in its stores
+//! (`epilogue`).
 //!
 //! `KILN_DUMP_KERNELS=DIR` writes each generated kernel to `DIR` when it is built.
 
@@ -28,6 +29,7 @@ mod wgsl;
 pub(crate) use epilogue::Epilogue;
 pub(crate) use expr::{record, record_pad, Arg, Expr, FusedOp, Window};
 pub(crate) use run::{run, PendingList};
+pub(crate) use wgsl::has_store_section;
 pub use wgsl::{FusedParams, FusedRead};
 
 /// Pending ops one kernel may compute (bounds its size and the scalars it carries).

@@ -206,9 +206,10 @@ impl Lowering {
     }
 
     /// `arg`'s buffer as a read (once per buffer, layout and window). A pending input
-    /// runs now, but for a deferred matmul, which may run as this program's epilogue.
+    /// runs now, but for a deferred launch, which may run with this program as its
+    /// epilogue.
     fn read(&mut self, arg: &Arg, window: Option<&Window>) -> Result<Value> {
-        if !arg.storage.is_deferred_matmul() {
+        if !arg.storage.is_deferred() {
             arg.storage.buffer()?;
         }
         let same = |r: &Read| {

@@ -7,35 +7,42 @@ use super::wgsl::{self, FusedParams};
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
 use crate::launch::Bindings;
-use crate::ops::matmul::DeferredMatmul;
 use crate::pipelines::Pipeline;
 use crate::storage::StorageData;
 use kiln_core::{Error, Result};
 use std::sync::{Arc, Weak};
 
-/// Runs a storage's pending expression or matmul, if it still has one, and stores its
-/// buffer. An expression that alone reads a deferred matmul's output runs as the
-/// matmul's epilogue.
+/// Runs a storage's pending expression or deferred launch, if it still has one, and
+/// stores its buffer. An expression that reads a deferred launch's output element for
+/// element runs as the launch's epilogue.
 pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
     let mut pending = data.expr.lock().unwrap();
     let Some(expr) = pending.as_ref() else {
         drop(pending);
-        return run_matmul(data, device);
+        return run_deferred(data, device);
     };
     let start = std::time::Instant::now();
     let program = Program::lower(expr, device.max_fused_reads())?;
     let op = "fusion";
     let out = device.alloc_output(op, program.len, program.out_dtype())?;
-    // The matmul's buffers, the program's other reads, and its output if separate.
-    let fits = |private: bool| {
-        let buffers = DeferredMatmul::BUFFERS + program.reads.len() - 1 + usize::from(!private);
+    // The launch's buffers, the program's other reads, and its output if separate.
+    let fits = |given: usize, private: bool| {
+        let source = program.reads[given]
+            .arg
+            .storage
+            .data
+            .deferred
+            .lock()
+            .unwrap();
+        let own = source.as_ref().map_or(usize::MAX / 2, |d| d.buffers());
+        let buffers = own + program.reads.len() - 1 + usize::from(!private);
         buffers <= device.inner.limits.max_storage_buffers_per_shader_stage as usize
     };
-    let epilogue = epilogue_read(&program, expr).filter(|&(_, private)| fits(private));
+    let epilogue = epilogue_read(&program, expr).filter(|&(given, private)| fits(given, private));
     if let Some((given, private)) = epilogue {
         let source = &program.reads[given].arg.storage;
-        let matmul = source.data.matmul.lock().unwrap().take();
-        let matmul = matmul.ok_or_else(|| internal("an epilogue's matmul has run"))?;
+        let launch = source.data.deferred.lock().unwrap().take();
+        let launch = launch.ok_or_else(|| internal("an epilogue's launch has run"))?;
         match private {
             true => {
                 let epilogue = Epilogue {
@@ -43,16 +50,16 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
                     given,
                     out: None,
                 };
-                matmul.run(&out, Some(epilogue))?;
+                launch.run(&out, Some(epilogue))?;
             }
             false => {
-                let own = device.alloc_output("matmul", matmul.len(), matmul.dtype())?;
+                let own = device.alloc_output(op, launch.len(), launch.dtype())?;
                 let epilogue = Epilogue {
                     program: &program,
                     given,
                     out: Some(out.buffer()),
                 };
-                matmul.run(&own, Some(epilogue))?;
+                launch.run(&own, Some(epilogue))?;
                 source.data.fill(own)?;
             }
         }
@@ -71,14 +78,14 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
     Ok(())
 }
 
-/// Runs a deferred matmul into its own buffer.
-fn run_matmul(data: &StorageData, device: &GpuDevice) -> Result<()> {
-    let mut slot = data.matmul.lock().unwrap();
-    let Some(matmul) = slot.take() else {
+/// Runs a deferred launch into its own buffer.
+fn run_deferred(data: &StorageData, device: &GpuDevice) -> Result<()> {
+    let mut slot = data.deferred.lock().unwrap();
+    let Some(launch) = slot.take() else {
         return Ok(());
     };
-    let out = device.alloc_output("matmul", matmul.len(), matmul.dtype())?;
-    matmul.run(&out, None)?;
+    let out = device.alloc_output("deferred launch", launch.len(), launch.dtype())?;
+    launch.run(&out, None)?;
     data.fill(out)
 }
 

@@ -210,6 +210,11 @@ fn section_functions(section: &str) -> Vec<(&str, bool)> {
 /// the output and defines `fn store(i: u32, v: f32)`, which writes element `i`.
 const STORE: &str = "// kiln:store";
 
+/// Whether `kernel` has a store section, so that it can take an epilogue.
+pub(crate) fn has_store_section(kernel: Kernel) -> bool {
+    kernel.file().1.contains(&format!("{STORE} ("))
+}
+
 /// `kernel`'s source specialised to `dtypes`, with the load section of each given
 /// input replaced by its program (a prologue): the section's functions compute the
 /// program's element instead of reading the input. `programs[j]` is for the kernel's
@@ -422,6 +427,9 @@ fn program_text(program: &Program, group: u32, tag: &str, given: Option<usize>) 
         );
     }
     let _ = writeln!(s, "\nfn fused{tag}_value(i: u32) -> f32 {{");
+    // Uses the params whatever the program reads: an epilogue may read nothing else,
+    // and a binding the shader leaves unused drops out of its pipeline's layout.
+    let _ = writeln!(s, "    _ = fused{tag}.numel;");
     for (i, read) in program.reads.iter().enumerate() {
         if Some(i) == given {
             let _ = writeln!(s, "    let x{i} = fused{tag}_given;");

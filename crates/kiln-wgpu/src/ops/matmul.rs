@@ -10,7 +10,6 @@
 //!   about 9x faster than `Tiled` (docs/BENCHMARKS.md).
 
 use crate::autotune;
-use crate::fusion::Epilogue;
 use crate::kernels::Kernel;
 use crate::matmul_variant::{MatmulVariant, BLOCKED_FROM, BLOCK_BYTES};
 use crate::params::{to_u32, MatmulParams, PackParams, UniformLhsParams};
@@ -48,69 +47,32 @@ pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> R
         return Ok(GpuStorage::new(out, lhs.dtype, len, device));
     }
     let variant = choose(lhs, rhs, spec)?;
-    if let Some(kernel) = epilogue_kernel(variant, spec).filter(|_| device.fusion()) {
-        // What running it could fail on, now.
-        device.check_alloc(op, len, lhs.dtype)?;
-        tile_launch(lhs, spec, tile_of(kernel))?;
-        let deferred = DeferredMatmul {
-            lhs: lhs.clone(),
-            rhs: rhs.clone(),
-            spec: *spec,
+    if let Some(kernel) = epilogue_kernel(variant, spec).filter(|&k| device.defers(k)) {
+        let (params, groups) = tile_launch(lhs, spec, tile_of(kernel))?;
+        let dtypes = [lhs.dtype];
+        return device.defer(
+            op,
             kernel,
-        };
-        return GpuStorage::deferred(deferred, lhs.dtype, len, device);
+            &dtypes,
+            params,
+            &[lhs, rhs],
+            groups,
+            len,
+            lhs.dtype,
+        );
     }
     let out = device.alloc_output(op, len, lhs.dtype)?;
     run(variant, lhs, rhs, spec, &out)?;
     Ok(GpuStorage::new(out, lhs.dtype, len, device))
 }
 
-/// The kernel of `variant` for `spec` when it has a store section, so that it can take
-/// an epilogue (`fusion`): the tiled kernel, and the blocked one for unaligned shapes.
+/// The kernel of `variant` for `spec` when it is one of `tiles`' (the tiled kernel, and
+/// the blocked one for unaligned shapes), which defer and take epilogues.
 fn epilogue_kernel(variant: MatmulVariant, spec: &MatmulSpec) -> Option<Kernel> {
     match variant {
         MatmulVariant::Tiled => Some(Kernel::Matmul),
         MatmulVariant::Blocked if !is_aligned(spec) => Some(Kernel::MatmulBlocked),
         _ => None,
-    }
-}
-
-/// A matmul recorded but not launched: it runs when its output's buffer is needed, or
-/// inside the kernel of the one elementwise expression that reads its output (bias,
-/// activation, residual), which then never needs the output written.
-pub(crate) struct DeferredMatmul {
-    lhs: GpuStorage,
-    rhs: GpuStorage,
-    spec: MatmulSpec,
-    kernel: Kernel,
-}
-
-impl DeferredMatmul {
-    /// Storage buffers the kernel binds: lhs, rhs and the output.
-    pub(crate) const BUFFERS: usize = 3;
-
-    /// Elements of the output.
-    pub(crate) fn len(&self) -> usize {
-        let s = &self.spec;
-        s.batch[0] * s.batch[1] * s.m * s.n
-    }
-
-    pub(crate) fn dtype(&self) -> DType {
-        self.lhs.dtype
-    }
-
-    /// Records the matmul into `out`, or with `epilogue` the epilogue's values.
-    pub(crate) fn run(self, out: &PooledBuffer, epilogue: Option<Epilogue>) -> Result<()> {
-        let (lhs, rhs, spec) = (&self.lhs, &self.rhs, &self.spec);
-        tiles(
-            lhs,
-            rhs,
-            spec,
-            out,
-            self.kernel,
-            tile_of(self.kernel),
-            epilogue,
-        )
     }
 }
 
@@ -166,25 +128,11 @@ fn run(
         MatmulVariant::UniformLhs if lhs.dtype == DType::F32 && spec.k > 0 => {
             uniform_lhs(lhs, rhs, spec, out)?
         }
-        MatmulVariant::Blocked if is_aligned(spec) => tiles(
-            lhs,
-            rhs,
-            spec,
-            out,
-            Kernel::MatmulBlockedVec4,
-            BLOCKED_TILE,
-            None,
-        )?,
-        MatmulVariant::Blocked => tiles(
-            lhs,
-            rhs,
-            spec,
-            out,
-            Kernel::MatmulBlocked,
-            BLOCKED_TILE,
-            None,
-        )?,
-        _ => tiles(lhs, rhs, spec, out, Kernel::Matmul, TILE, None)?,
+        MatmulVariant::Blocked if is_aligned(spec) => {
+            tiles(lhs, rhs, spec, out, Kernel::MatmulBlockedVec4, BLOCKED_TILE)?
+        }
+        MatmulVariant::Blocked => tiles(lhs, rhs, spec, out, Kernel::MatmulBlocked, BLOCKED_TILE)?,
+        _ => tiles(lhs, rhs, spec, out, Kernel::Matmul, TILE)?,
     }
     Ok(())
 }
@@ -207,7 +155,6 @@ fn is_aligned(spec: &MatmulSpec) -> bool {
 
 /// One workgroup per `tile x tile` output tile, batches along z: the tiled and blocked
 /// kernels, which share their params.
-#[allow(clippy::too_many_arguments)]
 fn tiles(
     lhs: &GpuStorage,
     rhs: &GpuStorage,
@@ -215,10 +162,9 @@ fn tiles(
     out: &PooledBuffer,
     kernel: Kernel,
     tile: usize,
-    epilogue: Option<Epilogue>,
 ) -> Result<()> {
     let (params, groups) = tile_launch(lhs, spec, tile)?;
-    lhs.device.dispatch_fused(
+    lhs.device.dispatch_with_inputs(
         "matmul",
         kernel,
         &[lhs.dtype],
@@ -226,7 +172,6 @@ fn tiles(
         &[lhs, rhs],
         &[out.buffer()],
         groups,
-        epilogue,
     )
 }
 

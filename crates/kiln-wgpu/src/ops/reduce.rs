@@ -16,8 +16,9 @@ pub(crate) fn serial_rows(x: &GpuStorage, rows: usize, k: usize) -> bool {
     x.device.is_software() && rows >= SERIAL_MIN_ROWS && k > 0 && k.is_multiple_of(4)
 }
 
-/// Runs a row kernel over `rows` rows of `inputs[0]`, writing `out_len` elements.
-pub(crate) fn rows_kernel<P: ShaderParams>(
+/// Runs a row kernel over `rows` rows of `inputs[0]`, writing `out_len` elements; a
+/// reduction of one input defers (`deferred`), to take its consumer as an epilogue.
+pub(crate) fn rows_kernel<P: ShaderParams + Send + 'static>(
     op: &'static str,
     kernel: Kernel,
     inputs: &[&GpuStorage],
@@ -28,13 +29,19 @@ pub(crate) fn rows_kernel<P: ShaderParams>(
 ) -> Result<GpuStorage> {
     let x = inputs[0];
     let device = &x.device;
-    let out = device.alloc_output(op, out_len, out_dtype)?;
     let groups = match kernel {
         Kernel::ReduceRowsSerial | Kernel::SoftmaxRowsSerial | Kernel::LayerNormRowsSerial => {
             device.groups_for(op, rows.div_ceil(SERIAL_WORKGROUP as usize))?
         }
         _ => device.groups_for(op, rows)?,
     };
+    if inputs.len() == 1 && device.defers(kernel) {
+        let dtypes = [x.dtype];
+        return device.defer(
+            op, kernel, &dtypes, *params, inputs, groups, out_len, out_dtype,
+        );
+    }
+    let out = device.alloc_output(op, out_len, out_dtype)?;
     let mut rest = inputs[1..]
         .iter()
         .map(|s| s.raw())
@@ -71,7 +78,8 @@ const MIN_SEGMENT: usize = 32;
 /// whole DRAM sector, so that the loads stay coalesced however many lanes there are.
 const MIN_COLUMNS: usize = 8;
 
-/// `reduce_columns.wgsl`: [outer, k, inner] to [outer, inner] in one dispatch.
+/// `reduce_columns.wgsl`: [outer, k, inner] to [outer, inner] in one dispatch, deferred
+/// to take its consumer as an epilogue.
 pub(crate) fn reduce_middle(
     x: &GpuStorage,
     op: ReduceOp,
@@ -99,16 +107,21 @@ pub(crate) fn reduce_middle(
         _pad1: 0,
     };
     let device = &x.device;
-    let out = device.alloc_output(name, n, x.dtype)?;
     let columns_per_group = WORKGROUP as usize / lanes;
+    let groups = device.groups_for(name, n.div_ceil(columns_per_group))?;
+    let kernel = Kernel::ReduceColumns;
+    if device.defers(kernel) {
+        return device.defer(name, kernel, &[x.dtype], params, &[x], groups, n, x.dtype);
+    }
+    let out = device.alloc_output(name, n, x.dtype)?;
     device.dispatch_with_inputs(
         name,
-        Kernel::ReduceColumns,
+        kernel,
         &[x.dtype],
         &params,
         &[x],
         &[out.buffer()],
-        device.groups_for(name, n.div_ceil(columns_per_group))?,
+        groups,
     )?;
     Ok(GpuStorage::new(out, x.dtype, n, device))
 }
