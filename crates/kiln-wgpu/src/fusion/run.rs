@@ -25,8 +25,8 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
     let program = Program::lower(expr, device.max_fused_reads())?;
     let op = "fusion";
     let out = device.alloc_output(op, program.len, program.out_dtype())?;
-    // The launch's buffers, the program's other reads, and its output if separate.
-    let fits = |given: usize, private: bool| {
+    // The launch's buffers, the program's other reads, and its output.
+    let fits = |given: usize| {
         let source = program.reads[given]
             .arg
             .storage
@@ -35,34 +35,32 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
             .lock()
             .unwrap();
         let own = source.as_ref().map_or(usize::MAX / 2, |d| d.buffers());
-        let buffers = own + program.reads.len() - 1 + usize::from(!private);
-        buffers <= device.inner.limits.max_storage_buffers_per_shader_stage as usize
+        own + program.reads.len()
+            <= device.inner.limits.max_storage_buffers_per_shader_stage as usize
     };
-    let epilogue = epilogue_read(&program, expr).filter(|&(given, private)| fits(given, private));
-    if let Some((given, private)) = epilogue {
+    let candidate = epilogue_read(&program).filter(|&given| fits(given));
+    if let Some(given) = candidate {
+        // The other reads first: running one may need the launch's output itself,
+        // which then runs on its own.
+        for (i, read) in program.reads.iter().enumerate() {
+            if i != given {
+                read.arg.storage.buffer()?;
+            }
+        }
+    }
+    let still_deferred = |&given: &usize| program.reads[given].arg.storage.is_deferred();
+    if let Some(given) = candidate.filter(still_deferred) {
         let source = &program.reads[given].arg.storage;
         let launch = source.data.deferred.lock().unwrap().take();
         let launch = launch.ok_or_else(|| internal("an epilogue's launch has run"))?;
-        match private {
-            true => {
-                let epilogue = Epilogue {
-                    program: &program,
-                    given,
-                    out: None,
-                };
-                launch.run(&out, Some(epilogue))?;
-            }
-            false => {
-                let own = device.alloc_output(op, launch.len(), launch.dtype())?;
-                let epilogue = Epilogue {
-                    program: &program,
-                    given,
-                    out: Some(out.buffer()),
-                };
-                launch.run(&own, Some(epilogue))?;
-                source.data.fill(own)?;
-            }
-        }
+        let own = device.alloc_output(op, launch.len(), launch.dtype())?;
+        let epilogue = Epilogue {
+            program: &program,
+            given,
+            out: Some(out.buffer()),
+        };
+        launch.run(&own, Some(epilogue))?;
+        source.data.fill(own)?;
     } else {
         let pipeline = device.fused_pipeline(&program)?;
         let params = FusedParams::of(&program)?;
