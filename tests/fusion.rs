@@ -591,7 +591,7 @@ fn generated_kernels_validate_with_naga() {
     for t in [sum, columns, soft, norm] {
         acc = acc.add(&t).unwrap();
     }
-    // Reductions with epilogues: a row sum's private, a column sum's held.
+    // Reductions with epilogues: a row sum's output dropped, a column sum's held.
     let rows = pending().sum(&[-1], false).unwrap().exp().unwrap();
     rows.to_f64_vec().unwrap();
     let held = pending().sum(&[0], false).unwrap();
@@ -615,7 +615,7 @@ fn generated_kernels_validate_with_naga() {
         let lhs = x.t().unwrap().contiguous().unwrap();
         let rhs = x.t().unwrap().contiguous().unwrap().t().unwrap();
         lhs.matmul(&rhs).unwrap().to_f64_vec().unwrap();
-        // Epilogues: the matmul's output private, then held.
+        // Epilogues: the matmul's output dropped, then held.
         let w = x.t().unwrap().contiguous().unwrap();
         let epilogue = |m: &Tensor| m.add(&x.sum(&[1], true)?)?.exp();
         epilogue(&x.matmul(&w).unwrap())
@@ -794,7 +794,7 @@ fn recurrent_cells_take_pending_inputs_and_match_cpu() {
 
 /// A matmul whose output a bias add and an activation read computes them in its
 /// stores (one kernel, on each kernel with a store section), writing its own output
-/// too where it is still held, and matches the CPU either way.
+/// too, and matches the CPU whether that output is held or dropped.
 #[test]
 fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
     let Some(device) = gpu() else { return };
@@ -861,7 +861,7 @@ fn one_kernel_with(profile: &kiln::Profile, label: &str, part: &str) {
 
 /// Row and column reductions take the elementwise ops after them as an epilogue (as
 /// layer norm's backward takes `rsqrt(var + eps)`): one kernel, the reduction's output
-/// written only where it is held, values as on the CPU.
+/// written too, values as on the CPU.
 #[test]
 fn reductions_take_the_ops_after_them_as_an_epilogue() {
     let Some(device) = gpu() else { return };

@@ -8,14 +8,13 @@ use crate::storage::GpuStorage;
 use std::sync::Arc;
 
 /// A program a kernel computes in its stores: its element `i` from the kernel's value
-/// at `i`, which stands for the program's read `given`. With `out`, the kernel also
-/// writes its own output, and the program's goes to `out`; without, the kernel's
-/// output binding takes the program's.
+/// at `i`, which stands for the program's read `given`. The kernel writes its own
+/// output as ever, and the program's to `out`.
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue<'a> {
     pub(crate) program: &'a Program,
     pub(crate) given: usize,
-    pub(crate) out: Option<&'a wgpu::Buffer>,
+    pub(crate) out: &'a wgpu::Buffer,
 }
 
 /// The read of `program` that is a deferred launch the program can be the epilogue

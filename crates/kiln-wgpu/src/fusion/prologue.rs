@@ -74,7 +74,7 @@ impl GpuDevice {
         let limit = self.inner.limits.max_storage_buffers_per_shader_stage as usize;
         let mut bound = inputs.len() + rest.len();
         if let Some(e) = epilogue {
-            bound += e.program.reads.len() - 1 + usize::from(e.out.is_some());
+            bound += e.program.reads.len();
         }
         // Group 0, the prologues' groups, the epilogue's.
         let max_groups = (self.inner.limits.max_bind_groups as usize).min(MAX_BIND_GROUPS);
@@ -140,10 +140,8 @@ impl GpuDevice {
         let epilogue_params = epilogue.map(|e| FusedParams::of(e.program)).transpose()?;
         if let (Some(e), Some(f)) = (epilogue, &epilogue_params) {
             let mut resources = e.program.resources_except(e.given)?;
-            if let Some(out) = e.out {
-                let binding = e.program.reads.len() as u32 + 1;
-                resources.push((binding, out.as_entire_binding()));
-            }
+            let binding = e.program.reads.len() as u32 + 1;
+            resources.push((binding, e.out.as_entire_binding()));
             bind.push(Bindings {
                 params: bytemuck::bytes_of(f),
                 resources,
@@ -177,8 +175,7 @@ impl GpuDevice {
             let _ = write!(key, " [{}]", p.map_or(String::new(), Program::key));
         }
         if let Some(e) = epilogue {
-            let keeps = e.out.is_some();
-            let _ = write!(key, " => {} {keeps} [{}]", e.given, e.program.key());
+            let _ = write!(key, " => {} [{}]", e.given, e.program.key());
         }
         let written = kernel.written_bindings();
         let groups = 1 + programs.iter().flatten().count() as u32 + u32::from(epilogue.is_some());

@@ -57,7 +57,7 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
         let epilogue = Epilogue {
             program: &program,
             given,
-            out: Some(out.buffer()),
+            out: out.buffer(),
         };
         launch.run(&own, Some(epilogue))?;
         source.data.fill(own)?;

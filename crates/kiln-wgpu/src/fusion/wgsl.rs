@@ -314,36 +314,20 @@ fn {f}(i: u32) -> vec4<f32> {{
         let given = "
 var<private> fused_epilogue_given: f32;
 ";
-        // The kernel's value as its output would have stored it.
-        match e.out {
-            None => {
-                let binding = binding.replace("array<T>", &format!("array<{dtype}>"));
-                let _ = write!(
-                    text,
-                    "
-{binding}{given}
-fn store(i: u32, v: f32) {{
-    fused_epilogue_given = f32(T(v));
-    output[i] = {dtype}(fused_epilogue_value(i));
-}}"
-                );
-            }
-            Some(_) => {
-                let out = e.program.reads.len() + 1;
-                let group = prologues + 1;
-                let _ = write!(
-                    text,
-                    "
+        // The kernel's own output, then the program's from the value as stored.
+        let slot = e.program.reads.len() + 1;
+        let group = prologues + 1;
+        let _ = write!(
+            text,
+            "
 {binding}
-@group({group}) @binding({out}) var<storage, read_write> fused_epilogue_out: array<{dtype}>;{given}
+@group({group}) @binding({slot}) var<storage, read_write> fused_epilogue_out: array<{dtype}>;{given}
 fn store(i: u32, v: f32) {{
     output[i] = T(v);
     fused_epilogue_given = f32(T(v));
     fused_epilogue_out[i] = {dtype}(fused_epilogue_value(i));
 }}"
-                );
-            }
-        }
+        );
         out.replace_range(start..end, &text);
     }
     if given.iter().any(|p| needs_f16(p)) && !out.starts_with("enable f16;") {
