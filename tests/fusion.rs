@@ -596,6 +596,15 @@ fn generated_kernels_validate_with_naga() {
     rows.to_f64_vec().unwrap();
     let held = pending().sum(&[0], false).unwrap();
     held.sqrt().unwrap().to_f64_vec().unwrap();
+    // Softmax and layer norm with epilogues, in the workgroup kernels ([3, 5]) and
+    // the vec4 ones for software adapters ([70, 12]).
+    let tall = Tensor::rand([70, 12], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    for t in [x.clone(), tall.to_device(&device).unwrap()] {
+        let k = t.dims()[1];
+        let soft = t.softmax(-1).unwrap().mul_scalar(2.0).unwrap();
+        let norm = t.layer_norm(&[k], None, None, 1e-5).unwrap().exp().unwrap();
+        soft.add(&norm).unwrap().to_f64_vec().unwrap();
+    }
     // The recurrent cells, every input pending (hidden size 5).
     let mut wide = |n: usize| {
         let t = Tensor::rand([3, n], DType::F32, &Device::cpu(), &mut rng).unwrap();
@@ -898,6 +907,57 @@ fn reductions_take_the_ops_after_them_as_an_epilogue() {
             &format!("{label}: held"),
             "=> fused add_scalar,rsqrt",
         );
+    }
+}
+
+/// Softmax, log-softmax and layer norm take the elementwise ops after them as an
+/// epilogue (attention's dropout, a residual after a norm): one kernel, their own
+/// output written too, values as on the CPU.
+#[test]
+fn row_normalisations_take_the_ops_after_them_as_an_epilogue() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    type Norm = fn(&Tensor, &Tensor, &Tensor) -> kiln::Result<Tensor>;
+    let norms: [(&str, Norm); 3] = [
+        ("softmax", |x, _, _| x.softmax(-1)),
+        ("log_softmax", |x, _, _| x.log_softmax(-1)),
+        ("layer_norm", |x, w, b| {
+            let k = x.dims()[1];
+            x.layer_norm(&[k], Some(w), Some(b), 1e-5)
+        }),
+    ];
+    // 70 rows of 12: the one-row-per-invocation kernels (vec4 stores) on software
+    // adapters; 5 of 13 the workgroup kernels.
+    for shape in [[70usize, 12usize], [5, 13]] {
+        let cpu = Device::cpu();
+        let x = Tensor::randn(shape, DType::F32, &cpu, &mut rng).unwrap();
+        let r = Tensor::randn(shape, DType::F32, &cpu, &mut rng).unwrap();
+        let w = Tensor::randn([shape[1]], DType::F32, &cpu, &mut rng).unwrap();
+        let b = Tensor::randn([shape[1]], DType::F32, &cpu, &mut rng).unwrap();
+        let (xg, rg) = (
+            common::on_strided(&device, &x),
+            r.to_device(&device).unwrap(),
+        );
+        let (wg, bg) = (w.to_device(&device).unwrap(), b.to_device(&device).unwrap());
+        for (name, norm) in norms {
+            let after = |y: &Tensor, r: &Tensor| y.mul_scalar(0.5)?.add(r);
+            let y = norm(&x, &w, &b).unwrap();
+            let want = after(&y, &r).unwrap();
+            let label = format!("{name} {shape:?}");
+            let (got, profile) = device
+                .profile(|| {
+                    let y = norm(&xg, &wg, &bg)?;
+                    let after = after(&y, &rg)?.to_f64_vec()?;
+                    Ok((after, y.to_f64_vec()?))
+                })
+                .unwrap();
+            let held = Tensor::from_vec(got.1, shape.to_vec(), &cpu).unwrap();
+            let got = Tensor::from_vec(got.0, shape.to_vec(), &cpu).unwrap();
+            assert_near(&format!("{label}: held"), &held, &y, 1e-5, 1e-4);
+            assert_near(&label, &got, &want, 1e-5, 1e-4);
+            one_kernel_with(&profile, &label, "=> fused mul_scalar,add");
+        }
     }
 }
 

@@ -24,7 +24,10 @@ fn load(i: u32) -> f32 { return f32(input[i]); }
 // [k]
 @group(0) @binding(3) var<storage, read> bias: array<T>;
 // [rows, k]
+// kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(4) var<storage, read_write> output: array<T>;
+fn store(i: u32, v: f32) { output[i] = T(v); }
+// kiln:store end
 
 var<workgroup> partial: array<f32, WORKGROUP>;
 
@@ -60,6 +63,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     for (var i = lid; i < params.k; i += WORKGROUP) {
         let y = (load(base + i) - mean) * rstd * f32(weight[i]) + f32(bias[i]);
-        output[base + i] = T(y);
+        store(base + i, y);
     }
 }

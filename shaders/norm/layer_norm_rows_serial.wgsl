@@ -26,8 +26,11 @@ fn load4(i: u32) -> vec4<f32> { return vec4<f32>(input[i]); }
 @group(0) @binding(2) var<storage, read> weight: array<vec4<T>>;
 // [k]
 @group(0) @binding(3) var<storage, read> bias: array<vec4<T>>;
-// [rows, k]
+// [rows, k] as vec4s
+// kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(4) var<storage, read_write> output: array<vec4<T>>;
+fn store4(i: u32, v: vec4<f32>) { output[i] = vec4<T>(v); }
+// kiln:store end
 
 const CHUNK: u32 = 16u;
 
@@ -59,6 +62,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let rstd = 1.0 / sqrt(variance + params.eps);
     for (var i = 0u; i < k4; i++) {
         let y = (load4(base + i) - mean) * rstd;
-        output[base + i] = vec4<T>(y * vec4<f32>(weight[i]) + vec4<f32>(bias[i]));
+        store4(base + i, y * vec4<f32>(weight[i]) + vec4<f32>(bias[i]));
     }
 }

@@ -20,7 +20,10 @@ struct Params {
 fn load(i: u32) -> f32 { return f32(input[i]); }
 // kiln:load end
 // [rows, k]
+// kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
+fn store(i: u32, v: f32) { output[i] = T(v); }
+// kiln:store end
 
 var<workgroup> partial: array<f32, WORKGROUP>;
 
@@ -54,9 +57,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = lid; i < params.k; i += WORKGROUP) {
         let shifted = load(base + i) - row_max;
         if (params.log == 1u) {
-            output[base + i] = T(shifted - log(total));
+            store(base + i, shifted - log(total));
         } else {
-            output[base + i] = T(exp(shifted) / total);
+            store(base + i, exp(shifted) / total);
         }
     }
 }

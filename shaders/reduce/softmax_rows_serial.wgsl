@@ -21,7 +21,11 @@ struct Params {
 @group(0) @binding(1) var<storage, read> input: array<vec4<T>>;
 fn load4(i: u32) -> vec4<f32> { return vec4<f32>(input[i]); }
 // kiln:load end
+// [rows, k] as vec4s
+// kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read_write> output: array<vec4<T>>;
+fn store4(i: u32, v: vec4<f32>) { output[i] = vec4<T>(v); }
+// kiln:store end
 
 @compute @workgroup_size(SERIAL_WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
@@ -45,9 +49,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var i = 0u; i < k4; i++) {
         let v = load4(base + i) - m;
         if (params.log != 0u) {
-            output[base + i] = vec4<T>(v - log_s);
+            store4(base + i, v - log_s);
         } else {
-            output[base + i] = vec4<T>(exp(v) / s);
+            store4(base + i, exp(v) / s);
         }
     }
 }

@@ -195,19 +195,22 @@ pub(crate) fn load_sections(kernel: Kernel) -> Vec<&'static str> {
         .collect()
 }
 
-/// The functions a load section defines, with whether each returns a vec4.
+/// The functions a load or store section defines, with whether each reads or writes
+/// four elements (a `vec4<f32>` in its signature).
 fn section_functions(section: &str) -> Vec<(&str, bool)> {
     section
         .lines()
         .filter_map(|line| {
             let (name, rest) = line.trim().strip_prefix("fn ")?.split_once('(')?;
-            Some((name, rest.contains("-> vec4<f32>")))
+            Some((name, rest.contains("vec4<f32>")))
         })
         .collect()
 }
 
 /// A kernel's store section, `// kiln:store (...)` to `// kiln:store end`: it binds
-/// the output and defines `fn store(i: u32, v: f32)`, which writes element `i`.
+/// the output and defines the functions the kernel writes it through, `fn store(i:
+/// u32, v: f32)` (element `i`) or `fn store4(i: u32, v: vec4<f32>)` (the four
+/// elements from `4 * i`).
 const STORE: &str = "// kiln:store";
 
 /// Whether `kernel` has a store section, so that it can take an epilogue.
@@ -311,23 +314,41 @@ fn {f}(i: u32) -> vec4<f32> {{
             "_epilogue",
             Some(e.given),
         )?);
-        let given = "
-var<private> fused_epilogue_given: f32;
-";
-        // The kernel's own output, then the program's from the value as stored.
         let slot = e.program.reads.len() + 1;
         let group = prologues + 1;
         let _ = write!(
             text,
             "
 {binding}
-@group({group}) @binding({slot}) var<storage, read_write> fused_epilogue_out: array<{dtype}>;{given}
-fn store(i: u32, v: f32) {{
+@group({group}) @binding({slot}) var<storage, read_write> fused_epilogue_out: array<{dtype}>;
+var<private> fused_epilogue_given: f32;
+"
+        );
+        // The kernel's own output, then the program's from the value as stored.
+        for (f, vec4) in section_functions(&out[start..end]) {
+            let _ = match vec4 {
+                false => write!(
+                    text,
+                    "
+fn {f}(i: u32, v: f32) {{
     output[i] = T(v);
     fused_epilogue_given = f32(T(v));
     fused_epilogue_out[i] = {dtype}(fused_epilogue_value(i));
 }}"
-        );
+                ),
+                true => write!(
+                    text,
+                    "
+fn {f}(i: u32, v: vec4<f32>) {{
+    output[i] = vec4<T>(v);
+    for (var c = 0u; c < 4u; c++) {{
+        fused_epilogue_given = f32(T(v[c]));
+        fused_epilogue_out[4u * i + c] = {dtype}(fused_epilogue_value(4u * i + c));
+    }}
+}}"
+                ),
+            };
+        }
         out.replace_range(start..end, &text);
     }
     if given.iter().any(|p| needs_f16(p)) && !out.starts_with("enable f16;") {

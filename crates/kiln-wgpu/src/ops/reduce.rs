@@ -17,7 +17,8 @@ pub(crate) fn serial_rows(x: &GpuStorage, rows: usize, k: usize) -> bool {
 }
 
 /// Runs a row kernel over `rows` rows of `inputs[0]`, writing `out_len` elements; a
-/// reduction of one input defers (`deferred`), to take its consumer as an epilogue.
+/// kernel with a store section defers (`deferred`), to take its consumer as an
+/// epilogue.
 pub(crate) fn rows_kernel<P: ShaderParams + Send + 'static>(
     op: &'static str,
     kernel: Kernel,
@@ -35,7 +36,7 @@ pub(crate) fn rows_kernel<P: ShaderParams + Send + 'static>(
         }
         _ => device.groups_for(op, rows)?,
     };
-    if inputs.len() == 1 && device.defers(kernel) {
+    if device.defers(kernel) {
         let dtypes = [x.dtype];
         return device.defer(
             op, kernel, &dtypes, *params, inputs, groups, out_len, out_dtype,
