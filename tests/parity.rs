@@ -1117,6 +1117,123 @@ impl RoundToGrid for Tensor {
     }
 }
 
+/// Many parameters stepped together (`optimizer_update_all`, on a GPU several to a
+/// launch) against each stepped alone on the CPU, every output of every parameter:
+/// odd sizes, an empty parameter, a slice and a transposed gradient, more parameters
+/// than one launch takes, each optimizer, f32 and f16. The GPU launches fewer kernels
+/// than there are parameters.
+#[test]
+fn optimizer_updates_of_many_parameters_match_cpu() {
+    use kiln::{AdamSpec, OptimizerStep, ParamUpdate, RmsPropSpec, SgdSpec};
+    let Some(device) = gpu() else { return };
+    let mut rng = rng();
+    let adam = OptimizerStep::Adam(AdamSpec {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        step_size: 1e-3 / (1.0 - 0.9f32.powi(2)),
+        inv_correction2: 1.0 / (1.0 - 0.999f32.powi(2)),
+        coupled_decay: 0.01,
+        decay_factor: 1.0,
+    });
+    let sgd = OptimizerStep::SgdMomentum(SgdSpec {
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 0.01,
+        nesterov: true,
+    });
+    let rmsprop = OptimizerStep::RmsProp(RmsPropSpec {
+        lr: 0.01,
+        alpha: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    });
+    let shapes: [&[usize]; 9] = [
+        &[5, 3],
+        &[1],
+        &[0, 4],
+        &[37, 19],
+        &[300],
+        &[7],
+        &[2, 2],
+        &[129],
+        &[64],
+    ];
+    // Per parameter: the parameter, its gradient and two states (the second never
+    // negative, as second moments and squared averages are).
+    let mut inputs = Vec::new();
+    for (i, &shape) in shapes.iter().enumerate() {
+        let p = match i {
+            3 => sliced(shape, &mut rng),
+            _ => rand(shape, &mut rng),
+        };
+        let g = match i {
+            3 => transposed(shape, &mut rng),
+            _ => rand(shape, &mut rng),
+        };
+        let m = rand(shape, &mut rng).mul_scalar(0.1).unwrap();
+        let v = rand(shape, &mut rng)
+            .square()
+            .unwrap()
+            .mul_scalar(0.01)
+            .unwrap();
+        inputs.extend([p, g, m, v]);
+    }
+    let step_all = |t: &[Tensor], step: &OptimizerStep| -> kiln::Result<Tensor> {
+        let updates: Vec<ParamUpdate<'_, Tensor>> = t
+            .chunks(4)
+            .map(|c| ParamUpdate {
+                param: &c[0],
+                grad: &c[1],
+                states: match step.states() {
+                    2 => vec![&c[2], &c[3]],
+                    _ => vec![&c[3]],
+                },
+            })
+            .collect();
+        let outs = Tensor::optimizer_update_all(&updates, step)?;
+        let flat = outs
+            .iter()
+            .flat_map(|(p, states)| std::iter::once(p).chain(states))
+            .map(|t| t.reshape([t.elem_count()]))
+            .collect::<kiln::Result<Vec<_>>>()?;
+        Tensor::cat(&flat, 0)
+    };
+    let half: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.to_dtype(DType::F16).unwrap())
+        .collect();
+    let mut sets = vec![("f32", inputs.clone(), F32)];
+    if f16_ok() {
+        sets.push(("f16", half, F16));
+    }
+    for (dtype, inputs, tol) in sets {
+        for step in [adam, sgd, rmsprop] {
+            let label = format!("{} of {} parameters, {dtype}", step.name(), shapes.len());
+            parity(&label, &inputs, tol, |t| step_all(t, &step));
+        }
+    }
+    let moved: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.to_device(&device).unwrap())
+        .collect();
+    let (_, profile) = device
+        .profile(|| step_all(&moved, &adam)?.to_f64_vec())
+        .unwrap();
+    let launches: usize = profile
+        .kernels
+        .iter()
+        .filter(|k| k.name.contains("optim/"))
+        .map(|k| k.launches as usize)
+        .sum();
+    let nonempty = shapes.len() - 1;
+    assert!(
+        (1..nonempty).contains(&launches),
+        "{launches} launches for {nonempty} parameters: {:?}",
+        profile.kernels
+    );
+}
+
 /// A parameter that is a compact prefix of a longer storage (`narrow(0, 0, ..)`) is
 /// updated over its own elements only, on both backends.
 #[test]

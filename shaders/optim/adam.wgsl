@@ -19,6 +19,21 @@ struct Params {
     decay_factor: f32,
 }
 
+// The update of one element; `ops/optim_group.rs` builds kernels that call it for
+// several parameters in one launch.
+struct Updated {
+    param: f32,
+    states: array<f32, 2>,
+}
+
+fn update(s: Params, p: f32, grad: f32, state: array<f32, 2>) -> Updated {
+    let g = grad + s.coupled_decay * p;
+    let m1 = s.beta1 * state[0] + (1.0 - s.beta1) * g;
+    let v1 = s.beta2 * state[1] + (1.0 - s.beta2) * g * g;
+    let denom = sqrt(v1 * s.inv_correction2) + s.eps;
+    return Updated(p * s.decay_factor - s.step_size * m1 / denom, array(m1, v1));
+}
+
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> param: array<T>;
 @group(0) @binding(2) var<storage, read> grad: array<T>;
@@ -32,12 +47,8 @@ struct Params {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (i >= params.n) { return; }
-    let p = f32(param[i]);
-    let g = f32(grad[i]) + params.coupled_decay * p;
-    let m1 = params.beta1 * f32(m[i]) + (1.0 - params.beta1) * g;
-    let v1 = params.beta2 * f32(v[i]) + (1.0 - params.beta2) * g * g;
-    let denom = sqrt(v1 * params.inv_correction2) + params.eps;
-    param_out[i] = T(p * params.decay_factor - params.step_size * m1 / denom);
-    m_out[i] = T(m1);
-    v_out[i] = T(v1);
+    let r = update(params, f32(param[i]), f32(grad[i]), array(f32(m[i]), f32(v[i])));
+    param_out[i] = T(r.param);
+    m_out[i] = T(r.states[0]);
+    v_out[i] = T(r.states[1]);
 }

@@ -18,6 +18,19 @@ struct Params {
     _pad2: u32,
 }
 
+// The update of one element; `ops/optim_group.rs` builds kernels that call it for
+// several parameters in one launch.
+struct Updated {
+    param: f32,
+    states: array<f32, 1>,
+}
+
+fn update(s: Params, p: f32, grad: f32, state: array<f32, 1>) -> Updated {
+    let g = grad + s.weight_decay * p;
+    let a = s.alpha * state[0] + (1.0 - s.alpha) * g * g;
+    return Updated(p - s.lr * g / (sqrt(a) + s.eps), array(a));
+}
+
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> param: array<T>;
 @group(0) @binding(2) var<storage, read> grad: array<T>;
@@ -29,9 +42,7 @@ struct Params {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (i >= params.n) { return; }
-    let p = f32(param[i]);
-    let g = f32(grad[i]) + params.weight_decay * p;
-    let a = params.alpha * f32(avg[i]) + (1.0 - params.alpha) * g * g;
-    param_out[i] = T(p - params.lr * g / (sqrt(a) + params.eps));
-    avg_out[i] = T(a);
+    let r = update(params, f32(param[i]), f32(grad[i]), array(f32(avg[i])));
+    param_out[i] = T(r.param);
+    avg_out[i] = T(r.states[0]);
 }

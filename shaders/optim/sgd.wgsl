@@ -19,6 +19,21 @@ struct Params {
     _pad2: u32,
 }
 
+// The update of one element; `ops/optim_group.rs` builds kernels that call it for
+// several parameters in one launch.
+struct Updated {
+    param: f32,
+    states: array<f32, 1>,
+}
+
+fn update(s: Params, p: f32, grad: f32, state: array<f32, 1>) -> Updated {
+    let g = grad + s.weight_decay * p;
+    let b = s.momentum * state[0] + g;
+    var direction = b;
+    if (s.nesterov == 1u) { direction = g + s.momentum * b; }
+    return Updated(p - s.lr * direction, array(b));
+}
+
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> param: array<T>;
 @group(0) @binding(2) var<storage, read> grad: array<T>;
@@ -30,11 +45,7 @@ struct Params {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (i >= params.n) { return; }
-    let p = f32(param[i]);
-    let g = f32(grad[i]) + params.weight_decay * p;
-    let b = params.momentum * f32(buf[i]) + g;
-    var direction = b;
-    if (params.nesterov == 1u) { direction = g + params.momentum * b; }
-    param_out[i] = T(p - params.lr * direction);
-    buf_out[i] = T(b);
+    let r = update(params, f32(param[i]), f32(grad[i]), array(f32(buf[i])));
+    param_out[i] = T(r.param);
+    buf_out[i] = T(r.states[0]);
 }

@@ -174,6 +174,27 @@ pub trait BackendStorage: Sized {
         states: &[&Self],
         step: &OptimizerStep,
     ) -> Result<(Self, Vec<Self>)>;
+
+    /// `optimizer_update` of each parameter in `updates`, all with `step`; a backend
+    /// may run several in one launch. Returns each new parameter and its states, in
+    /// order.
+    fn optimizer_update_all(
+        updates: &[ParamUpdate<'_, Self>],
+        step: &OptimizerStep,
+    ) -> Result<Vec<(Self, Vec<Self>)>> {
+        updates
+            .iter()
+            .map(|u| u.param.optimizer_update(u.grad, &u.states, step))
+            .collect()
+    }
+}
+
+/// One parameter's part of an optimizer step: the parameter, its gradient and its
+/// `step.states()` state tensors, with `BackendStorage::optimizer_update`'s terms.
+pub struct ParamUpdate<'a, S> {
+    pub param: &'a S,
+    pub grad: &'a S,
+    pub states: Vec<&'a S>,
 }
 
 /// What a device can create from nothing.

@@ -7,8 +7,8 @@ use crate::ops;
 use crate::storage::GpuStorage;
 use kiln_core::{
     BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer, Layout,
-    LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp,
-    WindowSpec,
+    LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind, ReduceOp, Result, ScatterSpec,
+    UnaryOp, WindowSpec,
 };
 
 impl BackendStorage for GpuStorage {
@@ -208,7 +208,20 @@ impl BackendStorage for GpuStorage {
         states: &[&Self],
         step: &OptimizerStep,
     ) -> Result<(Self, Vec<Self>)> {
-        ops::optim::update(self, grad, states, step)
+        let update = ParamUpdate {
+            param: self,
+            grad,
+            states: states.to_vec(),
+        };
+        let mut out = ops::optim::update_all(&[update], step)?;
+        Ok(out.pop().expect("one result per update"))
+    }
+
+    fn optimizer_update_all(
+        updates: &[ParamUpdate<'_, Self>],
+        step: &OptimizerStep,
+    ) -> Result<Vec<(Self, Vec<Self>)>> {
+        ops::optim::update_all(updates, step)
     }
 }
 

@@ -9,6 +9,7 @@ use crate::fusion::{FusedParams, PendingList};
 use crate::kernels::Kernel;
 use crate::launch::{Batch, MAX_BATCH, MAX_BIND_GROUPS};
 use crate::matmul_variant::MatmulVariant;
+use crate::ops::optim_group;
 use crate::pipelines::{Pipeline, PipelineCache};
 use crate::pool::{BufferPool, PoolStats};
 use crate::profile::Recorder;
@@ -99,12 +100,10 @@ impl GpuDevice {
         let software = summary.is_software();
         // Room for a batch's params: the largest params struct, at the alignment that
         // uniform bindings need.
-        let largest = Kernel::ALL
-            .iter()
-            .map(|k| k.params().size)
-            .chain([std::mem::size_of::<FusedParams>()])
-            .max()
-            .unwrap_or(16);
+        let kernels = Kernel::ALL.iter().map(|k| k.params().size).max();
+        // A launch of an optimizer over several parameters adds their starts.
+        let largest =
+            optim_group::params_size(kernels.unwrap_or(16)).max(std::mem::size_of::<FusedParams>());
         let align = u64::from(limits.min_uniform_buffer_offset_alignment).max(16);
         let params_stride = (largest as u64).div_ceil(align) * align;
         let params_arena = device.create_buffer(&wgpu::BufferDescriptor {

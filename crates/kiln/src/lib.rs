@@ -53,7 +53,7 @@ pub use device::Device;
 pub use element::Element;
 pub use kiln_core::{
     philox, AdamSpec, BinaryOp, DType, DTypeSet, Error, GpuErrorKind, Gradient, OpInfo,
-    OptimizerStep, ReduceOp, Result, RmsPropSpec, SgdSpec, Shape, UnaryOp,
+    OptimizerStep, ParamUpdate, ReduceOp, Result, RmsPropSpec, SgdSpec, Shape, UnaryOp,
 };
 pub use kiln_wgpu::{KernelProfile, Profile};
 pub use random::Rng;

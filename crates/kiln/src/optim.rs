@@ -1,8 +1,11 @@
 //! Fused optimizer steps: one kernel per parameter and step instead of several
-//! elementwise ops. Outside autograd: an update is never differentiated.
+//! elementwise ops, or on a GPU one launch for several parameters. Outside autograd:
+//! an update is never differentiated.
 
+use crate::storage::Storage;
 use crate::Tensor;
-use kiln_core::{Error, OptimizerStep, Result};
+use kiln_core::{Error, OptimizerStep, ParamUpdate, Result};
+use std::sync::Arc;
 
 impl Tensor {
     /// One optimizer step of this parameter (`OptimizerStep` gives the formulas): returns
@@ -15,59 +18,98 @@ impl Tensor {
         states: &[&Tensor],
         step: &OptimizerStep,
     ) -> Result<(Tensor, Vec<Tensor>)> {
-        let op = "optimizer_update";
-        self.require_float(op)?;
-        if states.len() != step.states() {
-            let reason = format!(
-                "{} takes {} state tensors, got {}",
-                step.name(),
-                step.states(),
-                states.len()
-            );
-            return Err(Error::InvalidArgument { op, reason });
+        let update = ParamUpdate {
+            param: self,
+            grad,
+            states: states.to_vec(),
+        };
+        let mut out = Tensor::optimizer_update_all(&[update], step)?;
+        Ok(out.pop().expect("one result per update"))
+    }
+
+    /// `optimizer_update` of every parameter in `updates` (all on one device), each
+    /// checked before any runs. On a GPU the parameters share launches, as many to one
+    /// as the adapter's storage bindings allow, where a step of one launch per
+    /// parameter would be launch-bound.
+    pub fn optimizer_update_all(
+        updates: &[ParamUpdate<'_, Tensor>],
+        step: &OptimizerStep,
+    ) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
+        for u in updates {
+            check(u, step)?;
+            u.param.same_device("optimizer_update", updates[0].param)?;
         }
-        for other in std::iter::once(grad).chain(states.iter().copied()) {
-            self.same_device(op, other)?;
-            if other.dims() != self.dims() {
-                return Err(Error::ShapeMismatch {
-                    op,
-                    lhs: self.shape().clone(),
-                    rhs: other.shape().clone(),
-                });
-            }
-            if other.dtype() != self.dtype() {
-                return Err(Error::DTypeMismatch {
-                    op,
-                    lhs: self.dtype(),
-                    rhs: other.dtype(),
-                });
-            }
-        }
-        let (p, g) = (exact(self)?, exact(grad)?);
-        let states = states
+        // Compact storages of exactly the parameter's elements, held while borrowed.
+        let held = updates
             .iter()
-            .map(|s| exact(s))
-            .collect::<Result<Vec<_>>>()?;
-        let storages: Vec<_> = states.iter().map(|s| s.storage()).collect();
-        let refs: Vec<&_> = storages.iter().map(|s| &**s).collect();
-        let (p, states) = p.storage().optimizer_update(&g.storage(), &refs, step)?;
-        let shape = self.shape();
-        let states = states
-            .into_iter()
-            .map(|s| Tensor::from_storage(s, shape.clone()))
+            .map(|u| {
+                let states = u.states.iter().map(|s| exact(s)).collect::<Result<_>>()?;
+                Ok((exact(u.param)?, exact(u.grad)?, states))
+            })
+            .collect::<Result<Vec<(Arc<Storage>, Arc<Storage>, Vec<Arc<Storage>>)>>>()?;
+        let storages: Vec<ParamUpdate<'_, Storage>> = held
+            .iter()
+            .map(|(p, g, states)| ParamUpdate {
+                param: &**p,
+                grad: &**g,
+                states: states.iter().map(|s| &**s).collect(),
+            })
             .collect();
-        Ok((Tensor::from_storage(p, shape.clone()), states))
+        let outs = Storage::optimizer_update_all(&storages, step)?;
+        let tensors = updates.iter().zip(outs).map(|(u, (p, states))| {
+            let shape = u.param.shape();
+            let states = states
+                .into_iter()
+                .map(|s| Tensor::from_storage(s, shape.clone()))
+                .collect();
+            (Tensor::from_storage(p, shape.clone()), states)
+        });
+        Ok(tensors.collect())
     }
 }
 
-/// `t` compact in a storage of exactly its elements: the fused update runs over whole
-/// storages, and a compact view of a longer one (a prefix `narrow`) would have it read
-/// past the other operands.
-fn exact(t: &Tensor) -> Result<Tensor> {
+/// An error unless `u`'s gradient and states match its parameter, and there are as
+/// many states as `step` takes.
+fn check(u: &ParamUpdate<'_, Tensor>, step: &OptimizerStep) -> Result<()> {
+    let op = "optimizer_update";
+    let param = u.param;
+    param.require_float(op)?;
+    if u.states.len() != step.states() {
+        let reason = format!(
+            "{} takes {} state tensors, got {}",
+            step.name(),
+            step.states(),
+            u.states.len()
+        );
+        return Err(Error::InvalidArgument { op, reason });
+    }
+    for other in std::iter::once(u.grad).chain(u.states.iter().copied()) {
+        param.same_device(op, other)?;
+        if other.dims() != param.dims() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: param.shape().clone(),
+                rhs: other.shape().clone(),
+            });
+        }
+        if other.dtype() != param.dtype() {
+            return Err(Error::DTypeMismatch {
+                op,
+                lhs: param.dtype(),
+                rhs: other.dtype(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `t`'s elements compact in a storage of exactly them: the fused update runs over
+/// whole storages, and a compact view of a longer one (a prefix `narrow`) would have
+/// it read past the other operands.
+fn exact(t: &Tensor) -> Result<Arc<Storage>> {
     let t = t.contiguous()?;
     if t.storage().len() == t.elem_count() {
-        return Ok(t);
+        return Ok(t.storage());
     }
-    let storage = t.storage().compact(t.layout())?;
-    Ok(Tensor::from_storage(storage, t.shape().clone()))
+    Ok(Arc::new(t.storage().compact(t.layout())?))
 }

@@ -4,8 +4,8 @@
 use crate::Device;
 use kiln_core::{
     BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec, HostBuffer, Layout,
-    LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp,
-    WindowSpec,
+    LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind, ReduceOp, Result, ScatterSpec,
+    UnaryOp, WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -403,43 +403,50 @@ impl Storage {
         }
     }
 
-    pub(crate) fn optimizer_update(
-        &self,
-        grad: &Storage,
-        states: &[&Storage],
+    /// One optimizer step of every parameter in `updates`, all on one backend.
+    pub(crate) fn optimizer_update_all(
+        updates: &[ParamUpdate<'_, Storage>],
         step: &OptimizerStep,
-    ) -> Result<(Storage, Vec<Storage>)> {
-        let op = "optimizer_update";
-        match (self, grad) {
-            (Storage::Cpu(p), Storage::Cpu(g)) => {
-                let states = states
-                    .iter()
-                    .map(|s| match s {
-                        Storage::Cpu(s) => Ok(s),
-                        Storage::Gpu(_) => Err(mismatch(op)),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let (p, states) = p.optimizer_update(g, &states, step)?;
-                Ok((
-                    Storage::Cpu(p),
-                    states.into_iter().map(Storage::Cpu).collect(),
-                ))
-            }
-            (Storage::Gpu(p), Storage::Gpu(g)) => {
-                let states = states
-                    .iter()
-                    .map(|s| match s {
-                        Storage::Gpu(s) => Ok(s),
-                        Storage::Cpu(_) => Err(mismatch(op)),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let (p, states) = p.optimizer_update(g, &states, step)?;
-                Ok((
-                    Storage::Gpu(p),
-                    states.into_iter().map(Storage::Gpu).collect(),
-                ))
-            }
-            _ => Err(mismatch(op)),
+    ) -> Result<Vec<(Storage, Vec<Storage>)>> {
+        match updates.first().map(|u| u.param) {
+            None => Ok(Vec::new()),
+            Some(Storage::Cpu(_)) => on_backend(updates, step, |s| match s {
+                Storage::Cpu(s) => Some(s),
+                Storage::Gpu(_) => None,
+            })
+            .map(|outs| wrap(outs, Storage::Cpu)),
+            Some(Storage::Gpu(_)) => on_backend(updates, step, |s| match s {
+                Storage::Gpu(s) => Some(s),
+                Storage::Cpu(_) => None,
+            })
+            .map(|outs| wrap(outs, Storage::Gpu)),
         }
     }
+}
+
+/// `updates` with each storage as `backend`'s (all must be), stepped there.
+fn on_backend<'a, S: BackendStorage + 'a>(
+    updates: &[ParamUpdate<'a, Storage>],
+    step: &OptimizerStep,
+    backend: impl Fn(&'a Storage) -> Option<&'a S>,
+) -> Result<Vec<(S, Vec<S>)>> {
+    let op = "optimizer_update";
+    let one = |s| backend(s).ok_or_else(|| mismatch(op));
+    let updates = updates
+        .iter()
+        .map(|u| {
+            Ok(ParamUpdate {
+                param: one(u.param)?,
+                grad: one(u.grad)?,
+                states: u.states.iter().map(|&s| one(s)).collect::<Result<_>>()?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    S::optimizer_update_all(&updates, step)
+}
+
+fn wrap<S>(outs: Vec<(S, Vec<S>)>, to: fn(S) -> Storage) -> Vec<(Storage, Vec<Storage>)> {
+    outs.into_iter()
+        .map(|(p, states)| (to(p), states.into_iter().map(to).collect()))
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! Adam and AdamW (decoupled weight decay), following PyTorch's update with bias
 //! correction.
 
-use super::{buffer, load_buffers, save_buffers, Optimizer};
+use super::{load_buffers, save_buffers, Optimizer};
 use kiln::{AdamSpec, DType, Device, Gradients, OptimizerStep, Result, Tensor};
 use std::collections::HashMap;
 
@@ -77,21 +77,11 @@ impl Optimizer for Adam {
     fn step(&mut self, grads: &Gradients) -> Result<()> {
         self.steps += 1;
         let spec = self.spec();
-        kiln::no_grad(|| {
-            for (name, p) in &self.params {
-                let Some(g) = grads.get(p) else { continue };
-                let m = buffer(&mut self.m, name, p)?.clone();
-                let v = buffer(&mut self.v, name, p)?.clone();
-                // One fused kernel per parameter; `adam_reference` in the tests keeps
-                // the update written as tensor ops, and checks this against it.
-                let (value, states) = p.detach().optimizer_update(g, &[&m, &v], &spec)?;
-                p.set_data(&value)?;
-                let [m, v]: [Tensor; 2] = states.try_into().expect("Adam has two states");
-                self.m.insert(name.clone(), m);
-                self.v.insert(name.clone(), v);
-            }
-            Ok(())
-        })
+        // One fused kernel per parameter, or per group of them on a GPU;
+        // `adam_reference` in the tests keeps the update written as tensor ops, and
+        // checks this against it.
+        let states = &mut [&mut self.m, &mut self.v];
+        kiln::no_grad(|| super::step_all(&self.params, grads, states, &spec))
     }
 
     fn lr(&self) -> f64 {

@@ -15,7 +15,7 @@ pub use rmsprop::RmsProp;
 pub use scheduler::{CosineAnnealing, LinearWarmup, LrScheduler, ReduceLrOnPlateau, StepLr};
 pub use sgd::Sgd;
 
-use kiln::{Gradients, Result, Tensor};
+use kiln::{Gradients, OptimizerStep, ParamUpdate, Result, Tensor};
 use std::collections::HashMap;
 
 pub trait Optimizer {
@@ -27,6 +27,45 @@ pub trait Optimizer {
     fn state(&self) -> Vec<(String, Tensor)>;
     /// Restores what `state` returned.
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()>;
+}
+
+/// One fused step (`spec`) of every parameter with a gradient in `grads`: the states
+/// of parameter `name` are `states[k][name]` (created at zero on first use), and the
+/// new ones replace them. The parameters of one device step together, on a GPU
+/// several to a launch.
+pub(crate) fn step_all(
+    params: &[(String, Tensor)],
+    grads: &Gradients,
+    states: &mut [&mut HashMap<String, Tensor>],
+    spec: &OptimizerStep,
+) -> Result<()> {
+    let mut held = Vec::new();
+    for (name, p) in params {
+        let Some(g) = grads.get(p) else { continue };
+        let s = states
+            .iter_mut()
+            .map(|b| buffer(b, name, p).cloned())
+            .collect::<Result<Vec<_>>>()?;
+        held.push((name, p, p.detach(), g, s));
+    }
+    for same in held.chunk_by(|a, b| a.1.device() == b.1.device()) {
+        let updates: Vec<_> = same
+            .iter()
+            .map(|(_, _, param, grad, s)| ParamUpdate {
+                param,
+                grad,
+                states: s.iter().collect(),
+            })
+            .collect();
+        let outs = Tensor::optimizer_update_all(&updates, spec)?;
+        for ((name, p, ..), (value, new)) in same.iter().zip(outs) {
+            p.set_data(&value)?;
+            for (b, s) in states.iter_mut().zip(new) {
+                b.insert((*name).clone(), s);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One named per-parameter buffer, created at zero on first use.

@@ -1,6 +1,6 @@
 //! RMSprop, following PyTorch's update (no momentum, not centered).
 
-use super::{buffer, load_buffers, save_buffers, Optimizer};
+use super::{load_buffers, save_buffers, Optimizer};
 use kiln::{Gradients, OptimizerStep, Result, RmsPropSpec, Tensor};
 use std::collections::HashMap;
 
@@ -34,16 +34,8 @@ impl Optimizer for RmsProp {
             eps: self.eps as f32,
             weight_decay: self.weight_decay as f32,
         });
-        kiln::no_grad(|| {
-            for (name, p) in &self.params {
-                let Some(g) = grads.get(p) else { continue };
-                let avg = buffer(&mut self.square_avg, name, p)?.clone();
-                let (value, mut states) = p.detach().optimizer_update(g, &[&avg], &spec)?;
-                p.set_data(&value)?;
-                self.square_avg.insert(name.clone(), states.remove(0));
-            }
-            Ok(())
-        })
+        let states = &mut [&mut self.square_avg];
+        kiln::no_grad(|| super::step_all(&self.params, grads, states, &spec))
     }
 
     fn lr(&self) -> f64 {

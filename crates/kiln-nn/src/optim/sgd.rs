@@ -1,7 +1,7 @@
 //! Stochastic gradient descent with momentum, Nesterov momentum and weight decay,
 //! following PyTorch's update.
 
-use super::{buffer, load_buffers, save_buffers, Optimizer};
+use super::{load_buffers, save_buffers, Optimizer};
 use kiln::{Gradients, OptimizerStep, Result, SgdSpec, Tensor};
 use std::collections::HashMap;
 
@@ -46,22 +46,20 @@ impl Optimizer for Sgd {
             weight_decay: self.weight_decay as f32,
             nesterov: self.nesterov,
         });
+        if self.momentum != 0.0 {
+            // One fused kernel per parameter, or per group of them on a GPU; the
+            // buffer starts at zero, so step one's is g.
+            let states = &mut [&mut self.velocity];
+            return kiln::no_grad(|| super::step_all(&self.params, grads, states, &spec));
+        }
         kiln::no_grad(|| {
-            for (name, p) in &self.params {
+            for (_, p) in &self.params {
                 let Some(g) = grads.get(p) else { continue };
-                if self.momentum == 0.0 {
-                    let mut g = g.clone();
-                    if self.weight_decay != 0.0 {
-                        g = g.add(&p.mul_scalar(self.weight_decay)?)?;
-                    }
-                    p.set_data(&p.sub(&g.mul_scalar(self.lr)?)?)?;
-                    continue;
+                let mut g = g.clone();
+                if self.weight_decay != 0.0 {
+                    g = g.add(&p.mul_scalar(self.weight_decay)?)?;
                 }
-                // One fused kernel; the buffer starts at zero, so step one's is g.
-                let buf = buffer(&mut self.velocity, name, p)?.clone();
-                let (value, mut states) = p.detach().optimizer_update(g, &[&buf], &spec)?;
-                p.set_data(&value)?;
-                self.velocity.insert(name.clone(), states.remove(0));
+                p.set_data(&p.sub(&g.mul_scalar(self.lr)?)?)?;
             }
             Ok(())
         })
