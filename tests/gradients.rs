@@ -145,6 +145,18 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
         [rand(&[2, 1, 3, 4], rng), rand(&[3, 4, 2], rng)],
         |t| t[0].matmul(&t[1])
     );
+    // A weight every matrix of the batch shares (a linear layer's), plain and as a
+    // transposed view, against a batch that is itself a view.
+    case!(
+        "matmul shared weight",
+        [rand(&[2, 3, 4], rng), rand(&[4, 5], rng)],
+        |t| t[0].matmul(&t[1])
+    );
+    case!(
+        "matmul shared transposed weight",
+        [rand(&[3, 2, 2, 4], rng), rand(&[5, 4], rng)],
+        |t| t[0].transpose(0, 1)?.matmul(&t[1].t()?)
+    );
     case!(
         "matmul vectors",
         [rand(&[4], rng), rand(&[4, 3], rng), rand(&[3], rng)],

@@ -393,9 +393,20 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
                 true => sum_to(&b2.matmul(&g2.t()?)?, a2.t()?.shape())?.t()?,
                 false => sum_to(&g2.matmul(&b2.t()?)?, a2.shape())?,
             };
-            let gb = match transposed_view(&b2)? {
-                true => sum_to(&g2.t()?.matmul(&a2)?, b2.t()?.shape())?.t()?,
-                false => sum_to(&a2.t()?.matmul(&g2)?, b2.shape())?,
+            let gb = match (transposed_view(&b2)?, shared_matrix(&a2, &b2)) {
+                // A matrix every product of a batch shares (a linear layer's weight
+                // against `[batch, rows, in]`): one product over all the batch's rows,
+                // not a product per matrix and a sum over the batch after.
+                (transposed, true) => {
+                    let rows = |t: &Tensor| t.view(&[-1, t.dims()[t.rank() - 1] as isize]);
+                    let (a_rows, g_rows) = (rows(&a2)?, rows(&g2)?);
+                    match transposed {
+                        true => g_rows.t()?.matmul(&a_rows)?.t()?,
+                        false => a_rows.t()?.matmul(&g_rows)?,
+                    }
+                }
+                (true, false) => sum_to(&g2.t()?.matmul(&a2)?, b2.t()?.shape())?.t()?,
+                (false, false) => sum_to(&a2.t()?.matmul(&g2)?, b2.shape())?,
             };
             let ga = ga.reshape(a.shape().clone())?;
             let gb = gb.reshape(b.shape().clone())?;
@@ -532,6 +543,11 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
 
 /// True when `x` (rank 2 or more) is the transpose of a compact tensor: its last two
 /// dims swapped make it contiguous.
+/// Whether the matrix `b` multiplies every matrix of the batch `a`.
+fn shared_matrix(a: &Tensor, b: &Tensor) -> bool {
+    b.rank() == 2 && a.rank() > 2
+}
+
 fn transposed_view(x: &Tensor) -> Result<bool> {
     Ok(x.rank() >= 2 && !x.is_contiguous() && x.t()?.is_contiguous())
 }
