@@ -961,6 +961,52 @@ fn row_normalisations_take_the_ops_after_them_as_an_epilogue() {
     }
 }
 
+/// A pad of a copy reads the copy's source where it lies: attention's heads,
+/// permuted back and merged into one dim, padded into the fused projection's width
+/// (as their gradients are), take one kernel, values as on the CPU. A pad that does
+/// not split over the source's dims, and one of a middle dim, are right too.
+#[test]
+fn a_pad_of_a_copy_reads_its_source() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let x = Tensor::randn([2, 3, 4, 5], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let xg = x.to_device(&device).unwrap();
+    device.synchronize().unwrap();
+    // Pads from the last dim: (before, after) of the merged 15 wide dim, then of 4.
+    let cases: [(&[(usize, usize)], bool); 4] = [
+        (&[(15, 15)], true),
+        (&[(0, 30)], true),
+        (&[(7, 3)], false),
+        (&[(0, 0), (2, 1)], true),
+    ];
+    for (pads, one_kernel) in cases {
+        let heads = |x: &Tensor| -> kiln::Result<Tensor> {
+            x.permute(&[0, 2, 1, 3])?
+                .reshape([2, 4, 15])?
+                .pad(pads, 0.5)
+        };
+        let want = heads(&x).unwrap();
+        let label = format!("pads {pads:?}");
+        let (got, profile) = device.profile(|| heads(&xg)?.to_f64_vec()).unwrap();
+        let got = Tensor::from_vec(got, want.dims().to_vec(), &Device::cpu()).unwrap();
+        assert_near(&label, &got, &want, 0.0, 0.0);
+        // Not counting the fills that poison new buffers.
+        let ran = || {
+            profile
+                .kernels
+                .iter()
+                .filter(|k| !k.name.contains("fill.wgsl"))
+        };
+        let kernels: Vec<&str> = ran().map(|k| k.name.as_str()).collect();
+        let launches: u64 = ran().map(|k| k.launches).sum();
+        match one_kernel {
+            true => assert_eq!(launches, 1, "{label}: {kernels:?}"),
+            false => assert_eq!(launches, 2, "{label}: {kernels:?}"),
+        }
+    }
+}
+
 /// Recording past the graph's bound runs the pending work without a sync point: the
 /// live pending storages stay within the bound, and every value is right.
 #[test]

@@ -105,7 +105,8 @@ pub(crate) fn record(
 }
 
 /// Records `x` padded into `window` with `value` (f32 or f16) as a pending storage.
-/// The kernel reads `x` through its layout, so a pending `x` runs now.
+/// The kernel reads `x` through its layout, so a pending `x` runs now, unless it is
+/// a copy, whose source the pad reads instead.
 pub(crate) fn record_pad(
     device: &GpuDevice,
     x: Arg,
@@ -113,6 +114,7 @@ pub(crate) fn record_pad(
     value: f32,
     dtype: DType,
 ) -> Result<GpuStorage> {
+    let (x, window) = through_copy(x, window);
     x.storage.buffer()?;
     let len = window.dims.iter().product();
     record_in(
@@ -123,6 +125,83 @@ pub(crate) fn record_pad(
         len,
         Some(window),
     )
+}
+
+/// `x` in `window`, or where `x` reads a pending copy (a cast to its own dtype, as
+/// `contiguous` records) element for element, the copy's source in a window that
+/// gives the same elements in the same order. A copy exists because its source's
+/// layout could not take `x`'s dims (attention's heads, permuted, merged into one
+/// dim), so the window is split to the source's dims instead; the gradients of the
+/// heads padded into the fused projection's are then read where they lie.
+fn through_copy(x: Arg, window: Window) -> (Arg, Window) {
+    if !x.inlines() {
+        return (x, window);
+    }
+    let source = {
+        let expr = x.storage.data.expr.lock().unwrap();
+        match expr.as_ref().map(|e| (e.op, e.args.as_slice(), e.dtype)) {
+            Some((FusedOp::Cast, [a], dtype)) if a.storage.dtype == dtype => Some(a.clone()),
+            _ => None,
+        }
+    };
+    let Some(source) = source else {
+        return (x, window);
+    };
+    if let Some(layout) = source.layout.reshape(x.layout.shape()) {
+        let arg = Arg {
+            storage: source.storage,
+            layout,
+        };
+        return (arg, window);
+    }
+    match split_window(&window, x.layout.dims(), source.layout.dims()) {
+        Some(split) => (source, split),
+        None => (x, window),
+    }
+}
+
+/// `window` (over a tensor of `dims`) over the same tensor with `fine` dims, which
+/// split each of `dims` into consecutive parts: a padded dim pads its first part, so
+/// its padding must be a whole number of the other parts. None where `fine` does not
+/// split `dims` so.
+fn split_window(window: &Window, dims: &[usize], fine: &[usize]) -> Option<Window> {
+    let mut split = Window {
+        dims: Vec::with_capacity(fine.len()),
+        before: Vec::with_capacity(fine.len()),
+    };
+    let mut parts = fine.iter().copied();
+    for (i, &d) in dims.iter().enumerate() {
+        let mut group = Vec::new();
+        while group.iter().product::<usize>() < d {
+            group.push(parts.next().filter(|&p| p > 0)?);
+        }
+        if group.iter().product::<usize>() != d {
+            return None;
+        }
+        let (full, before) = (window.dims[i], window.before[i]);
+        if full == d {
+            split.dims.extend(&group);
+            split.before.extend(vec![0; group.len()]);
+            continue;
+        }
+        let inner: usize = group.iter().skip(1).product();
+        if group.is_empty() || full % inner != 0 || before % inner != 0 {
+            return None;
+        }
+        split.dims.push(full / inner);
+        split.before.push(before / inner);
+        split.dims.extend(&group[1..]);
+        split.before.extend(vec![0; group.len() - 1]);
+    }
+    // Trailing dims of one element, as in `[n, 1]`.
+    for p in parts {
+        if p != 1 {
+            return None;
+        }
+        split.dims.push(1);
+        split.before.push(0);
+    }
+    Some(split)
 }
 
 fn record_in(
