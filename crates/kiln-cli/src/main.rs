@@ -3,6 +3,7 @@
 mod allocator;
 mod bench;
 mod char_lm;
+mod explain;
 mod gan;
 mod info;
 mod models;
@@ -32,6 +33,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Show which pixels drove a trained CNN's predictions, as a PNG.
     Saliency(saliency::SaliencyArgs),
+    /// Explain a trained CNN's predictions by several attribution methods, or check them (--check).
+    Explain(explain::ExplainArgs),
     /// Profile a built-in model's training step: kernels launched, bytes, GPU time.
     Profile(profile::ProfileArgs),
     /// Time every kernel family on one device, against that device's own rooflines.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Info => info::run(),
         Command::Train(args) => train::run(args),
         Command::Saliency(args) => saliency::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchReport(args) => bench::report(args),

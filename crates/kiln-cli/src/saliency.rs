@@ -5,9 +5,10 @@ use crate::models;
 use clap::Args;
 use kiln::{DType, Device, Result, Rng, Tensor};
 use kiln_nn::data::{load_mnist_dir, mnist10k};
+use kiln_nn::layers::Sequential;
 use kiln_nn::train::{load_checkpoint, restore, save_image_grid, Palette};
 use kiln_nn::{Module, ModuleExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct SaliencyArgs {
@@ -31,18 +32,7 @@ pub struct SaliencyArgs {
 
 pub fn run(args: SaliencyArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
-    if !args.checkpoint.exists() {
-        let reason =
-            "no checkpoint there: run `kiln train` first (or pass --checkpoint)".to_string();
-        return Err(kiln::Error::Io {
-            op: "saliency",
-            path: args.checkpoint.display().to_string(),
-            reason,
-        });
-    }
-    let model = models::cnn(&device, &mut Rng::new(0))?;
-    restore(&load_checkpoint(&args.checkpoint)?, &model.state_dict())?;
-    model.eval();
+    let model = trained_cnn(&args.checkpoint, &device)?;
     let data = match &args.data {
         Some(dir) => load_mnist_dir(dir)?,
         None => mnist10k()?,
@@ -86,9 +76,30 @@ pub fn run(args: SaliencyArgs) -> Result<()> {
     Ok(())
 }
 
+/// The CNN `kiln train` saved at `checkpoint`, on `device`, in evaluation mode.
+pub(crate) fn trained_cnn(checkpoint: &Path, device: &Device) -> Result<Sequential> {
+    if !checkpoint.exists() {
+        let reason =
+            "no checkpoint there: run `kiln train` first (or pass --checkpoint)".to_string();
+        return Err(kiln::Error::Io {
+            op: "saliency",
+            path: checkpoint.display().to_string(),
+            reason,
+        });
+    }
+    let model = models::cnn(device, &mut Rng::new(0))?;
+    restore(&load_checkpoint(checkpoint)?, &model.state_dict())?;
+    model.eval();
+    Ok(model)
+}
+
 /// The images `--index` and `--count` pick out of `images`: an error when they pick
 /// none (an empty picture would look like a result).
-fn selection(index: usize, count: usize, images: usize) -> Result<std::ops::Range<usize>> {
+pub(crate) fn selection(
+    index: usize,
+    count: usize,
+    images: usize,
+) -> Result<std::ops::Range<usize>> {
     if index >= images || count == 0 {
         let last = images.saturating_sub(1);
         let reason = format!(

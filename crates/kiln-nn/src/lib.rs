@@ -1,9 +1,10 @@
 //! kiln-nn: neural networks on kiln tensors. Modules with PyTorch's names, defaults and
 //! state-dict naming; losses; optimizers and learning-rate schedules; datasets and a
-//! data loader; and a training loop with validation, early stopping, checkpoints and
-//! curve plots.
+//! data loader; a training loop with validation, early stopping, checkpoints and
+//! curve plots; and attribution methods with their sanity checks (`explain`).
 
 pub mod data;
+pub mod explain;
 mod init;
 pub mod layers;
 pub mod loss;

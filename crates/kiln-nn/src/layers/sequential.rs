@@ -26,6 +26,22 @@ impl Sequential {
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }
+
+    /// The layers in `layers` applied in order: a part of the model, such as the
+    /// convolutional features Grad-CAM explains and the head after them.
+    pub fn forward_range(&self, x: &Tensor, layers: std::ops::Range<usize>) -> Result<Tensor> {
+        let Some(part) = self.layers.get(layers.clone()) else {
+            return Err(kiln::Error::InvalidArgument {
+                op: "Sequential::forward_range",
+                reason: format!("layers {layers:?} of a model of {}", self.layers.len()),
+            });
+        };
+        let mut h = x.clone();
+        for layer in part {
+            h = layer.forward(&h)?;
+        }
+        Ok(h)
+    }
 }
 
 impl Module for Sequential {

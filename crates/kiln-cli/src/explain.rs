@@ -1,0 +1,340 @@
+//! `kiln explain`: why the trained CNN predicted what it did, by several attribution
+//! methods side by side (a PNG), and with `--check` the sanity checks that say whether
+//! the maps mean anything: deletion curves against a random order, model
+//! randomisation, and Integrated Gradients' completeness.
+
+use crate::models;
+use crate::saliency::{selection, trained_cnn};
+use clap::{Args, ValueEnum};
+use kiln::{DType, Device, Result, Rng, Tensor};
+use kiln_nn::data::{load_mnist_dir, mnist10k};
+use kiln_nn::explain::{self, Occlusion, Overlay, SmoothGrad};
+use kiln_nn::layers::Sequential;
+use kiln_nn::{Module, ModuleExt};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Method {
+    Gradient,
+    GradientXInput,
+    Smoothgrad,
+    Ig,
+    Gradcam,
+    Occlusion,
+}
+
+#[derive(Args)]
+pub struct ExplainArgs {
+    /// Methods to draw side by side (all by default).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    method: Vec<Method>,
+    /// A CNN checkpoint written by `kiln train` (cnn).
+    #[arg(long, default_value = "runs/cnn/model.safetensors")]
+    checkpoint: PathBuf,
+    /// IDX folder to take test images from (the bundled digits by default).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The first test image to explain, and how many.
+    #[arg(long, default_value_t = 0)]
+    index: usize,
+    #[arg(long, default_value_t = 6)]
+    count: usize,
+    /// Integrated Gradients' steps along the path from a black image.
+    #[arg(long, default_value_t = 32)]
+    steps: usize,
+    /// SmoothGrad's noisy copies per image, and their noise (a fraction of the range).
+    #[arg(long, default_value_t = 25)]
+    samples: usize,
+    #[arg(long, default_value_t = 0.15)]
+    noise: f64,
+    /// Run the sanity checks over this many test images instead of drawing.
+    #[arg(long)]
+    check: Option<usize>,
+    /// With --check: a second trained CNN, whose maps show how far two trained models'
+    /// maps agree, against the re-initialised model's.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Where explain.png goes.
+    #[arg(long, default_value = "runs/cnn")]
+    out: PathBuf,
+}
+
+/// Grad-CAM splits the CNN after its second convolution's ReLU: `[N, 32, 8, 8]` maps.
+const FEATURE_LAYERS: usize = 5;
+
+pub fn run(args: ExplainArgs) -> Result<()> {
+    let device = Device::parse(&args.device)?;
+    let model = trained_cnn(&args.checkpoint, &device)?;
+    let data = match &args.data {
+        Some(dir) => load_mnist_dir(dir)?,
+        None => mnist10k()?,
+    };
+    if let Some(count) = args.check {
+        return check(&args, &model, &data.test_images, count, &device);
+    }
+    let methods = match args.method.is_empty() {
+        true => vec![
+            Method::Gradient,
+            Method::GradientXInput,
+            Method::Smoothgrad,
+            Method::Ig,
+            Method::Gradcam,
+            Method::Occlusion,
+        ],
+        false => args.method.clone(),
+    };
+    let labels = data.test_labels.to_vec::<i32>()?;
+    let mut rows = Vec::new();
+    for i in selection(args.index, args.count, data.test_images.dims()[0])? {
+        let image = data
+            .test_images
+            .narrow(0, i, 1)?
+            .contiguous()?
+            .to_device(&device)?;
+        let (class, prob) = prediction(&model, &image)?;
+        let mut maps = Vec::new();
+        for &m in &methods {
+            maps.push(attribution(&args, &model, &image, class, m)?);
+        }
+        println!(
+            "image {i}: label {}, predicted {class} with probability {prob:.3}",
+            labels[i]
+        );
+        let label = format!(
+            "digit {i} (label {})\npredicted {class}\np = {prob:.3}",
+            labels[i]
+        );
+        rows.push((label, image.to_dtype(DType::F32)?.to_vec::<f32>()?, maps));
+    }
+    let names: Vec<&str> = methods.iter().map(|m| name(*m)).collect();
+    let tiles: Vec<(String, Vec<Overlay>)> = rows
+        .iter()
+        .map(|(label, image, maps)| {
+            let tiles = maps
+                .iter()
+                .map(|a| Overlay {
+                    image,
+                    attribution: a,
+                })
+                .collect();
+            (label.clone(), tiles)
+        })
+        .collect();
+    std::fs::create_dir_all(&args.out).map_err(|e| kiln::Error::Io {
+        op: "explain",
+        path: args.out.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let path = args.out.join("explain.png");
+    explain::save_overlays(&tiles, &names, (28, 28), 5, &path)?;
+    println!(
+        "wrote {} (red: raises the predicted class's logit, blue: lowers it)",
+        path.display()
+    );
+    Ok(())
+}
+
+fn name(m: Method) -> &'static str {
+    match m {
+        Method::Gradient => "gradient",
+        Method::GradientXInput => "gradient x input",
+        Method::Smoothgrad => "SmoothGrad",
+        Method::Ig => "Integrated Grad.",
+        Method::Gradcam => "Grad-CAM",
+        Method::Occlusion => "occlusion 4x4",
+    }
+}
+
+/// The predicted class of one image and its probability.
+fn prediction(model: &Sequential, image: &Tensor) -> Result<(usize, f64)> {
+    let probs = kiln::no_grad(|| model.forward(image)?.softmax(-1))?.to_f64_vec()?;
+    let (class, p) = probs
+        .iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (c, &p)| {
+            if p > best.1 {
+                (c, p)
+            } else {
+                best
+            }
+        });
+    Ok((class, p))
+}
+
+/// One image's attribution by `method` for `class`, as 28x28 values.
+fn attribution(
+    args: &ExplainArgs,
+    model: &Sequential,
+    image: &Tensor,
+    class: usize,
+    method: Method,
+) -> Result<Vec<f32>> {
+    let f = |x: &Tensor| model.forward(x);
+    let classes = [class];
+    let map = match method {
+        Method::Gradient => explain::gradient(&f, image, &classes)?,
+        Method::GradientXInput => explain::gradient_x_input(&f, image, &classes)?,
+        Method::Smoothgrad => explain::smoothgrad(&f, image, &classes, smoothgrad(args))?,
+        Method::Ig => {
+            let ig = explain::integrated_gradients(&f, image, &classes, None, args.steps)?;
+            println!(
+                "  Integrated Gradients: attributions sum to {:+.4} against a score change of {:+.4}",
+                ig.score_change[0] + ig.completeness_error[0],
+                ig.score_change[0]
+            );
+            ig.attribution
+        }
+        Method::Gradcam => {
+            let features = |x: &Tensor| model.forward_range(x, 0..FEATURE_LAYERS);
+            let head = |x: &Tensor| model.forward_range(x, FEATURE_LAYERS..model.len());
+            explain::grad_cam(&features, &head, image, &classes)?
+        }
+        Method::Occlusion => explain::occlusion(&f, image, &classes, Occlusion::default())?,
+    };
+    map.to_dtype(DType::F32)?.to_vec::<f32>()
+}
+
+fn smoothgrad(args: &ExplainArgs) -> SmoothGrad {
+    SmoothGrad {
+        samples: args.samples,
+        noise: args.noise,
+        seed: 0,
+    }
+}
+
+/// Deletion-curve steps: the fraction of pixels removed goes up by 1/20 each time.
+const DELETION_STEPS: usize = 20;
+/// Images per batch of IG or SmoothGrad during the checks.
+const CHUNK: usize = 8;
+
+/// The sanity checks over the first `count` test images.
+fn check(
+    args: &ExplainArgs,
+    model: &Sequential,
+    images: &Tensor,
+    count: usize,
+    device: &Device,
+) -> Result<()> {
+    let range = selection(0, count, images.dims()[0])?;
+    let n = range.len();
+    let random_model = models::cnn(device, &mut Rng::new(12345))?;
+    random_model.eval();
+    let reference = match &args.reference {
+        Some(path) => Some(trained_cnn(path, device)?),
+        None => None,
+    };
+    let mut rho_reference = Vec::new();
+    let (mut wins_ig, mut wins_sg) = (0, 0);
+    let (mut areas_ig, mut areas_sg, mut areas_random) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rho_ig, mut rho_ig_all, mut rho_grad) = (Vec::new(), Vec::new(), Vec::new());
+    let mut worst_completeness = 0.0f64;
+    let f = |x: &Tensor| model.forward(x);
+    let g = |x: &Tensor| random_model.forward(x);
+    for start in range.clone().step_by(CHUNK) {
+        let len = CHUNK.min(range.end - start);
+        let batch = images
+            .narrow(0, start, len)?
+            .contiguous()?
+            .to_device(device)?;
+        let probs = kiln::no_grad(|| model.forward(&batch)?.argmax(-1, false))?.to_vec::<i32>()?;
+        let classes: Vec<usize> = probs.iter().map(|&c| c as usize).collect();
+        let ig = explain::integrated_gradients(&f, &batch, &classes, None, args.steps)?;
+        for (e, c) in ig.completeness_error.iter().zip(&ig.score_change) {
+            worst_completeness = worst_completeness.max(e.abs() / c.abs().max(1e-6));
+        }
+        // SmoothGrad ranks pixels by its gradient times the pixel, the first-order
+        // change of the score when the pixel is removed.
+        let sg = explain::smoothgrad(&f, &batch, &classes, smoothgrad(args))?.mul(&batch)?;
+        let ig_random = explain::integrated_gradients(&g, &batch, &classes, None, args.steps)?;
+        let grad = explain::gradient(&f, &batch, &classes)?.abs()?;
+        let grad_random = explain::gradient(&g, &batch, &classes)?.abs()?;
+        let ig_reference = match &reference {
+            Some(r) => {
+                let h = |x: &Tensor| r.forward(x);
+                let ig = explain::integrated_gradients(&h, &batch, &classes, None, args.steps)?;
+                Some(ig.attribution.to_dtype(DType::F32)?.to_vec::<f32>()?)
+            }
+            None => None,
+        };
+        let per = 28 * 28;
+        let values = |t: &Tensor| -> Result<Vec<f32>> { t.to_dtype(DType::F32)?.to_vec::<f32>() };
+        let (ig_v, sg_v, igr_v) = (
+            values(&ig.attribution)?,
+            values(&sg)?,
+            values(&ig_random.attribution)?,
+        );
+        let (grad_v, gradr_v) = (values(&grad)?, values(&grad_random)?);
+        let pixels = values(&batch)?;
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+        for (k, &class) in classes.iter().enumerate() {
+            let at = k * per..(k + 1) * per;
+            let image = batch.narrow(0, k, 1)?;
+            let curve = |order: &[usize]| -> Result<f64> {
+                let c = explain::deletion_curve(&f, &image, class, order, DELETION_STEPS, 0.0)?;
+                Ok(explain::mean_area(&c))
+            };
+            let a_ig = curve(&explain::by_attribution(&ig_v[at.clone()]))?;
+            let a_sg = curve(&explain::by_attribution(&sg_v[at.clone()]))?;
+            let a_random = curve(&explain::random_order(per, (start + k) as u64)?)?;
+            wins_ig += usize::from(a_ig < a_random);
+            wins_sg += usize::from(a_sg < a_random);
+            areas_ig.push(a_ig);
+            areas_sg.push(a_sg);
+            areas_random.push(a_random);
+            // Over the digit's own pixels: elsewhere x - 0 = 0 makes both maps zero,
+            // and the shared zeros alone would correlate them.
+            let ink: Vec<usize> = at.clone().filter(|&p| pixels[p] > 0.0).collect();
+            let on_ink = |v: &[f32]| ink.iter().map(|&p| v[p].abs()).collect::<Vec<_>>();
+            rho_ig.push(explain::spearman(&on_ink(&ig_v), &on_ink(&igr_v))?);
+            if let Some(other) = &ig_reference {
+                rho_reference.push(explain::spearman(&on_ink(&ig_v), &on_ink(other))?);
+            }
+            rho_ig_all.push(explain::spearman(
+                &abs(&ig_v[at.clone()]),
+                &abs(&igr_v[at.clone()]),
+            )?);
+            rho_grad.push(explain::spearman(&grad_v[at.clone()], &gradr_v[at])?);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let pct = |w: usize| 100.0 * w as f64 / n as f64;
+    println!("sanity checks over test images 0..{n} (predicted class, {DELETION_STEPS}-step deletion to black)");
+    println!(
+        "deletion curve, mean area under the class probability (lower is better): Integrated Gradients {:.4}, SmoothGrad x input {:.4}, random order {:.4}",
+        mean(&areas_ig),
+        mean(&areas_sg),
+        mean(&areas_random)
+    );
+    println!(
+        "  below random order: Integrated Gradients on {wins_ig}/{n} images ({:.1}%), SmoothGrad x input on {wins_sg}/{n} ({:.1}%)",
+        pct(wins_ig),
+        pct(wins_sg)
+    );
+    println!(
+        "model randomisation, Spearman correlation of |attribution| between the trained model and the same architecture re-initialised (1: unchanged):"
+    );
+    println!(
+        "  Integrated Gradients mean {:.3} over the digit's pixels ({:.3} over all, where the shared zeros of x - 0 dominate); gradient mean {:.3}",
+        mean(&rho_ig),
+        mean(&rho_ig_all),
+        mean(&rho_grad)
+    );
+    if !rho_reference.is_empty() {
+        let separated = rho_ig
+            .iter()
+            .zip(&rho_reference)
+            .filter(|(random, trained)| random < trained)
+            .count();
+        println!(
+            "  against a second trained model: Integrated Gradients mean {:.3} over the digit's pixels; the re-initialised model agrees less on {separated}/{n} images",
+            mean(&rho_reference)
+        );
+    }
+    println!(
+        "Integrated Gradients completeness ({} steps): worst |sum - (f(x) - f(0))| / |f(x) - f(0)| = {worst_completeness:.4}",
+        args.steps
+    );
+    Ok(())
+}
