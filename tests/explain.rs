@@ -216,3 +216,101 @@ fn sanity_check_helpers() {
     assert!(explain::mean_area(&down) < explain::mean_area(&up));
     assert!(explain::deletion_curve(&f, &x, 0, &[0, 0, 1, 2], 4, 0.0).is_err());
 }
+
+/// A text shaded by attribution: every character in the HTML (escaped, a newline
+/// shown), its value on hover; plain text marks the strongest characters; lengths
+/// that disagree are refused.
+#[test]
+fn text_attributions_render_every_character() {
+    let chars: Vec<char> = "a<b\nc".chars().collect();
+    let attribution = [0.0f32, -1.0, 2.0, 0.1, 1.0];
+    let html = explain::text_attribution_html(&chars, &attribution, "t & t").unwrap();
+    assert_eq!(html.matches("<span").count(), chars.len());
+    assert!(html.contains("&lt;") && html.contains("t &amp; t") && html.contains("↵"));
+    assert!(html.contains("title=\"+2.0000\""));
+    let plain = explain::text_attribution_plain(&chars, &attribution).unwrap();
+    let lines: Vec<&str> = plain.lines().collect();
+    assert_eq!(lines, ["a<b↵c", " -# +"]);
+    assert!(explain::text_attribution_plain(&chars, &attribution[..4]).is_err());
+    let path = std::env::temp_dir().join(format!("kiln-text-{}.png", std::process::id()));
+    explain::save_text_attribution_png(&chars, &attribution, "t", &path).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A small classifier initialised from `seed` and trained for `steps` full-batch Adam
+/// steps on `x` and `labels`.
+fn trained(seed: u64, steps: usize, x: &Tensor, labels: &Tensor) -> kiln_nn::layers::Sequential {
+    use kiln_nn::layers::{Activation, Linear, Sequential};
+    use kiln_nn::optim::{Adam, Optimizer};
+    use kiln_nn::Module;
+    let cpu = Device::cpu();
+    let mut rng = kiln::Rng::new(seed);
+    let model = Sequential::new()
+        .append(Linear::new(10, 16, &cpu, &mut rng).unwrap())
+        .append(Activation::ReLU)
+        .append(Linear::new(16, 2, &cpu, &mut rng).unwrap());
+    let mut opt = Adam::new(model.named_parameters(), 0.02);
+    for _ in 0..steps {
+        let loss = model.forward(x).unwrap().cross_entropy(labels).unwrap();
+        opt.step(&loss.backward().unwrap()).unwrap();
+    }
+    model
+}
+
+/// The sanity checks on a model whose answer is known: a classifier trained on rows
+/// whose class is sign(x0 + x1 - x2) (seven more features are noise). Deleting
+/// features in Integrated Gradients' order drops the class's probability faster than
+/// a random order, and its maps agree less with a re-initialised model's than with
+/// those of the same classifier trained from another start.
+#[test]
+fn sanity_checks_separate_a_trained_model() {
+    use kiln_nn::Module;
+    let cpu = Device::cpu();
+    let mut rng = kiln::Rng::new(7);
+    let x = Tensor::randn([256, 10], DType::F32, &cpu, &mut rng).unwrap();
+    let xv = x.to_vec::<f32>().unwrap();
+    let labels: Vec<i32> = xv
+        .chunks(10)
+        .map(|r| i32::from(r[0] + r[1] - r[2] > 0.0))
+        .collect();
+    let labels = Tensor::from_vec(labels, [256], &cpu).unwrap();
+    let (a, b) = (trained(1, 150, &x, &labels), trained(2, 150, &x, &labels));
+    let random = trained(3, 0, &x, &labels);
+    let rows = x.narrow(0, 0, 40).unwrap();
+    let classes: Vec<usize> = labels.to_vec::<i32>().unwrap()[..40]
+        .iter()
+        .map(|&c| c as usize)
+        .collect();
+    let ig = |m: &kiln_nn::layers::Sequential| -> Vec<f32> {
+        let f = |x: &Tensor| m.forward(x);
+        let ig = explain::integrated_gradients(&f, &rows, &classes, None, 32).unwrap();
+        ig.attribution.to_vec::<f32>().unwrap()
+    };
+    let (ig_a, ig_b, ig_random) = (ig(&a), ig(&b), ig(&random));
+    let f = |x: &Tensor| a.forward(x);
+    let (mut wins, mut rho_trained, mut rho_random) = (0, 0.0, 0.0);
+    for (i, &class) in classes.iter().enumerate() {
+        let at = i * 10..(i + 1) * 10;
+        let row = rows.narrow(0, i, 1).unwrap();
+        let area = |order: &[usize]| {
+            explain::mean_area(&explain::deletion_curve(&f, &row, class, order, 10, 0.0).unwrap())
+        };
+        let by_ig = area(&explain::by_attribution(&ig_a[at.clone()]));
+        let by_chance = area(&explain::random_order(10, i as u64).unwrap());
+        wins += usize::from(by_ig < by_chance);
+        let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+        rho_trained +=
+            explain::spearman(&abs(&ig_a[at.clone()]), &abs(&ig_b[at.clone()])).unwrap() / 40.0;
+        rho_random +=
+            explain::spearman(&abs(&ig_a[at.clone()]), &abs(&ig_random[at])).unwrap() / 40.0;
+    }
+    assert!(
+        wins >= 32,
+        "IG's deletion order beat a random one on {wins} of 40 rows"
+    );
+    assert!(
+        rho_random + 0.2 < rho_trained,
+        "rank correlation with a re-initialised model {rho_random:.3}, with another trained one {rho_trained:.3}"
+    );
+}

@@ -84,7 +84,17 @@ impl CharLm {
         ids: &Tensor,
         state: Option<&RnnState>,
     ) -> Result<(Tensor, Option<RnnState>)> {
-        let x = self.embedding.forward(ids)?;
+        self.logits_of_embedded(&self.embedding.forward(ids)?, state)
+    }
+
+    /// `logits` from the characters' embeddings `[batch, time, embed]`, the point at
+    /// which attribution methods vary the input.
+    pub fn logits_of_embedded(
+        &self,
+        x: &Tensor,
+        state: Option<&RnnState>,
+    ) -> Result<(Tensor, Option<RnnState>)> {
+        let x = x.clone();
         match &self.body {
             Body::Recurrent(rnn) => {
                 let (h, s) = rnn.forward_with_state(&x, state)?;
@@ -95,8 +105,8 @@ impl CharLm {
                 blocks,
                 norm,
             } => {
-                let t = ids.dims()[1];
-                let pos = Tensor::arange(0.0, t as f64, 1.0, DType::I32, &ids.device())?;
+                let t = x.dims()[1];
+                let pos = Tensor::arange(0.0, t as f64, 1.0, DType::I32, &x.device())?;
                 let mut h = x.add(&positions.forward(&pos)?)?;
                 for block in blocks {
                     h = block.forward(&h)?;

@@ -5,6 +5,7 @@
 
 use crate::models;
 use crate::saliency::{selection, trained_cnn};
+use crate::train::{char_lm, Model, LM_CONTEXT};
 use clap::{Args, ValueEnum};
 use kiln::{DType, Device, Result, Rng, Tensor};
 use kiln_nn::data::{load_mnist_dir, mnist10k};
@@ -28,9 +29,10 @@ pub struct ExplainArgs {
     /// Methods to draw side by side (all by default).
     #[arg(long, value_enum, value_delimiter = ',')]
     method: Vec<Method>,
-    /// A CNN checkpoint written by `kiln train` (cnn).
-    #[arg(long, default_value = "runs/cnn/model.safetensors")]
-    checkpoint: PathBuf,
+    /// The checkpoint `kiln train` wrote: runs/cnn/model.safetensors by default, or
+    /// runs/<model>/model.safetensors with --lm.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
     /// IDX folder to take test images from (the bundled digits by default).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -54,9 +56,15 @@ pub struct ExplainArgs {
     /// maps agree, against the re-initialised model's.
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// Explain a character language model's next-character prediction instead (the
+    /// checkpoint `kiln train lstm|gru|transformer` wrote, runs/<model>/model.safetensors
+    /// unless --checkpoint says otherwise), for the context starting at --index in the
+    /// validation text.
+    #[arg(long, value_enum)]
+    lm: Option<Model>,
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Where explain.png goes.
+    /// Where explain.png (or explain_text.html and .png) goes.
     #[arg(long, default_value = "runs/cnn")]
     out: PathBuf,
 }
@@ -66,7 +74,14 @@ const FEATURE_LAYERS: usize = 5;
 
 pub fn run(args: ExplainArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
-    let model = trained_cnn(&args.checkpoint, &device)?;
+    if let Some(lm) = args.lm {
+        return explain_lm(&args, lm, &device);
+    }
+    let checkpoint = args.checkpoint.clone();
+    let model = trained_cnn(
+        &checkpoint.unwrap_or("runs/cnn/model.safetensors".into()),
+        &device,
+    )?;
     let data = match &args.data {
         Some(dir) => load_mnist_dir(dir)?,
         None => mnist10k()?,
@@ -336,5 +351,94 @@ fn check(
         "Integrated Gradients completeness ({} steps): worst |sum - (f(x) - f(0))| / |f(x) - f(0)| = {worst_completeness:.4}",
         args.steps
     );
+    Ok(())
+}
+
+/// Integrated Gradients of a character model's next-character prediction over the
+/// embeddings of its context (from zero vectors), summed per character: which
+/// characters the prediction rests on, as HTML, a PNG and plain text.
+fn explain_lm(args: &ExplainArgs, lm: Model, device: &Device) -> Result<()> {
+    use kiln_nn::data::{tinyshakespeare, CharVocab};
+    use kiln_nn::train::{load_checkpoint, restore};
+    let name = match lm {
+        Model::Lstm => "lstm",
+        Model::Gru => "gru",
+        Model::Transformer => "transformer",
+        _ => {
+            return Err(kiln::Error::InvalidArgument {
+                op: "explain",
+                reason: "--lm takes lstm, gru or transformer".into(),
+            })
+        }
+    };
+    let checkpoint = (args.checkpoint.clone())
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{name}/model.safetensors")));
+    if !checkpoint.exists() {
+        return Err(kiln::Error::Io {
+            op: "explain",
+            path: checkpoint.display().to_string(),
+            reason: format!(
+                "no checkpoint there: run `kiln train {name}` first (or pass --checkpoint)"
+            ),
+        });
+    }
+    let text = tinyshakespeare();
+    let vocab = CharVocab::from_text(text);
+    let ids = vocab.encode(text)?;
+    let (model, _) = char_lm(lm, vocab.len(), device, &mut Rng::new(0))?;
+    restore(&load_checkpoint(&checkpoint)?, &model.state_dict())?;
+    model.set_training(false);
+    let start = ids.len() * 9 / 10 + args.index;
+    if start + LM_CONTEXT >= ids.len() {
+        return Err(kiln::Error::InvalidArgument {
+            op: "explain",
+            reason: format!("--index {} is past the validation text", args.index),
+        });
+    }
+    let window = &ids[start..start + LM_CONTEXT];
+    let next = ids[start + LM_CONTEXT] as usize;
+    let input = Tensor::from_vec(window.to_vec(), [1, LM_CONTEXT], device)?;
+    let embedded = kiln::no_grad(|| model.embedding.forward(&input))?;
+    // The logits of the last position: what comes after the context.
+    let f = |x: &Tensor| -> Result<Tensor> {
+        let logits = model.logits_of_embedded(x, None)?.0;
+        let (b, t, v) = (logits.dims()[0], logits.dims()[1], logits.dims()[2]);
+        logits.narrow(1, t - 1, 1)?.reshape([b, v])
+    };
+    let probs = kiln::no_grad(|| f(&embedded)?.softmax(-1))?.to_f64_vec()?;
+    let predicted =
+        (0..probs.len()).fold(0, |best, c| if probs[c] > probs[best] { c } else { best });
+    let ig = explain::integrated_gradients(&f, &embedded, &[predicted], None, args.steps)?;
+    let per_char = ig
+        .attribution
+        .sum(&[2], false)?
+        .to_dtype(DType::F32)?
+        .to_vec::<f32>()?;
+    let chars: Vec<char> = vocab.decode(window).chars().collect();
+    let show = |c: usize| format!("{:?}", vocab.decode(&[c as i32]));
+    let title = format!(
+        "{name}: predicts {} with probability {:.3} (the text has {}); Integrated Gradients, completeness error {:+.4}",
+        show(predicted),
+        probs[predicted],
+        show(next),
+        ig.completeness_error[0]
+    );
+    println!("{title}");
+    print!("{}", explain::text_attribution_plain(&chars, &per_char)?);
+    std::fs::create_dir_all(&args.out).map_err(|e| kiln::Error::Io {
+        op: "explain",
+        path: args.out.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let html = args.out.join("explain_text.html");
+    let page = explain::text_attribution_html(&chars, &per_char, &title)?;
+    std::fs::write(&html, page).map_err(|e| kiln::Error::Io {
+        op: "explain",
+        path: html.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let png = args.out.join("explain_text.png");
+    explain::save_text_attribution_png(&chars, &per_char, &title, &png)?;
+    println!("wrote {} and {}", html.display(), png.display());
     Ok(())
 }

@@ -11,7 +11,8 @@
 //! - `occlusion` and `feature_ablation` (`perturb.rs`);
 //! - the sanity checks that say whether a map means anything: rank correlation for
 //!   model randomisation, deletion curves (`sanity.rs`);
-//! - pictures: each input with its attribution overlaid (`picture.rs`).
+//! - pictures: each input with its attribution overlaid (`picture.rs`); a text shaded
+//!   by its characters' attributions (`text.rs`).
 
 mod grad_cam;
 mod gradient;
@@ -19,6 +20,7 @@ mod integrated;
 mod perturb;
 mod picture;
 mod sanity;
+mod text;
 
 pub use grad_cam::grad_cam;
 pub use gradient::{gradient, gradient_x_input, smoothgrad, SmoothGrad};
@@ -26,6 +28,7 @@ pub use integrated::{integrated_gradients, IntegratedGradients};
 pub use perturb::{feature_ablation, occlusion, Occlusion};
 pub use picture::{save_overlays, Overlay};
 pub use sanity::{by_attribution, deletion_curve, mean_area, random_order, spearman};
+pub use text::{save_text_attribution_png, text_attribution_html, text_attribution_plain};
 
 use kiln::{DType, Error, Result, Tensor};
 

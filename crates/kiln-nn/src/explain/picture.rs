@@ -115,7 +115,7 @@ pub fn save_overlays(
 
 /// A grey pixel `v` (in [0, 1]) with `rel` (in [-1, 1]) overlaid: red for positive,
 /// blue for negative, opaque at the tile's largest magnitude.
-fn blend(v: f32, rel: f32) -> RGBColor {
+pub(crate) fn blend(v: f32, rel: f32) -> RGBColor {
     let grey = v.clamp(0.0, 1.0) * 255.0;
     let alpha = rel.abs().clamp(0.0, 1.0);
     let colour = match rel >= 0.0 {
