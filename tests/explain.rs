@@ -314,3 +314,22 @@ fn sanity_checks_separate_a_trained_model() {
         "rank correlation with a re-initialised model {rho_random:.3}, with another trained one {rho_trained:.3}"
     );
 }
+
+/// Feature importance: mean |attribution| per feature over the rows, largest first,
+/// drawn as bars; rows of the wrong width are refused.
+#[test]
+fn feature_importance_ranks_by_mean_magnitude() {
+    let names: Vec<String> = ["age", "dose", "weight"].map(String::from).to_vec();
+    let attribution = [0.1f32, -2.0, 0.5, -0.3, 1.0, -0.5];
+    let ranked = explain::feature_importance(&names, &attribution).unwrap();
+    let want = [("dose", 1.5), ("weight", 0.5), ("age", 0.2)];
+    for ((name, value), (want_name, want_value)) in ranked.iter().zip(want) {
+        assert_eq!(name, want_name);
+        assert!((value - want_value).abs() < 1e-6, "{name}: {value}");
+    }
+    assert!(explain::feature_importance(&names, &attribution[..5]).is_err());
+    let path = std::env::temp_dir().join(format!("kiln-bars-{}.png", std::process::id()));
+    explain::save_feature_bars(&ranked, "importance", &path).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    std::fs::remove_file(&path).unwrap();
+}

@@ -12,8 +12,10 @@
 //! - the sanity checks that say whether a map means anything: rank correlation for
 //!   model randomisation, deletion curves (`sanity.rs`);
 //! - pictures: each input with its attribution overlaid (`picture.rs`); a text shaded
-//!   by its characters' attributions (`text.rs`).
+//!   by its characters' attributions (`text.rs`); a tabular model's features by mean
+//!   |attribution| (`bars.rs`).
 
+mod bars;
 mod grad_cam;
 mod gradient;
 mod integrated;
@@ -22,6 +24,7 @@ mod picture;
 mod sanity;
 mod text;
 
+pub use bars::{feature_importance, save_feature_bars};
 pub use grad_cam::grad_cam;
 pub use gradient::{gradient, gradient_x_input, smoothgrad, SmoothGrad};
 pub use integrated::{integrated_gradients, IntegratedGradients};
