@@ -137,11 +137,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             (label.clone(), tiles)
         })
         .collect();
-    std::fs::create_dir_all(&args.out).map_err(|e| kiln::Error::Io {
-        op: "explain",
-        path: args.out.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    crate::out_dir::create("explain", &args.out)?;
     let path = args.out.join("explain.png");
     explain::save_overlays(&tiles, &names, (28, 28), 5, &path)?;
     println!(
@@ -425,11 +421,7 @@ fn explain_lm(args: &ExplainArgs, lm: Model, device: &Device) -> Result<()> {
     );
     println!("{title}");
     print!("{}", explain::text_attribution_plain(&chars, &per_char)?);
-    std::fs::create_dir_all(&args.out).map_err(|e| kiln::Error::Io {
-        op: "explain",
-        path: args.out.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    crate::out_dir::create("explain", &args.out)?;
     let html = args.out.join("explain_text.html");
     let page = explain::text_attribution_html(&chars, &per_char, &title)?;
     std::fs::write(&html, page).map_err(|e| kiln::Error::Io {

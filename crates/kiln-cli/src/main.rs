@@ -7,6 +7,7 @@ mod explain;
 mod gan;
 mod info;
 mod models;
+mod out_dir;
 mod profile;
 mod saliency;
 mod train;

@@ -62,11 +62,7 @@ pub fn run(args: SaliencyArgs) -> Result<()> {
         tiles.push((image.detach().to_vec::<f32>()?, Palette::Grey));
         tiles.push((Tensor::to_vec::<f32>(&saliency)?, Palette::Heat));
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| kiln::Error::Io {
-        op: "saliency",
-        path: args.out.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    crate::out_dir::create("saliency", &args.out)?;
     let path = args.out.join("saliency.png");
     save_image_grid(&tiles, 28, 28, 4, 6, &path)?;
     println!(

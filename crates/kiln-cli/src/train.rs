@@ -218,11 +218,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
     let name = format!("{:?}", args.model).to_lowercase();
     let out = args.out.join(&name);
-    std::fs::create_dir_all(&out).map_err(|e| kiln::Error::Io {
-        op: "train",
-        path: out.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    crate::out_dir::create("train", &out)?;
     check_writable(&out)?;
     if matches!(args.model, Model::Lstm | Model::Gru | Model::Transformer) {
         return run_char_lm(&args, &name, &out, &device);
