@@ -29,6 +29,9 @@ pub trait Optimizer {
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()>;
 }
 
+/// Parameter elements stepped together at most (64 MiB of f32 parameters).
+const STEP_ELEMENTS: usize = 1 << 24;
+
 /// One fused step (`spec`) of every parameter with a gradient in `grads`: the states
 /// of parameter `name` are `states[k][name]` (created at zero on first use), and the
 /// new ones replace them. The parameters of one device step together, on a GPU
@@ -39,6 +42,17 @@ pub(crate) fn step_all(
     states: &mut [&mut HashMap<String, Tensor>],
     spec: &OptimizerStep,
 ) -> Result<()> {
+    step_in_runs(params, grads, states, spec, STEP_ELEMENTS)
+}
+
+/// `step_all` in runs of at most `run_elements` parameter elements.
+fn step_in_runs(
+    params: &[(String, Tensor)],
+    grads: &Gradients,
+    states: &mut [&mut HashMap<String, Tensor>],
+    spec: &OptimizerStep,
+    run_elements: usize,
+) -> Result<()> {
     let mut held = Vec::new();
     for (name, p) in params {
         let Some(g) = grads.get(p) else { continue };
@@ -48,7 +62,28 @@ pub(crate) fn step_all(
             .collect::<Result<Vec<_>>>()?;
         held.push((name, p, p.detach(), g, s));
     }
+    // Parameters of one device, in runs of at most `run_elements` elements: a run's
+    // new values exist beside the old until it is stored, so a large model never holds
+    // two copies of all its parameters and states at once.
+    let mut runs: Vec<&[_]> = Vec::new();
     for same in held.chunk_by(|a, b| a.1.device() == b.1.device()) {
+        let mut rest = same;
+        while !rest.is_empty() {
+            let mut elements = 0;
+            let take = rest
+                .iter()
+                .take_while(|u| {
+                    elements += u.1.elem_count();
+                    elements <= run_elements
+                })
+                .count()
+                .max(1);
+            let (run, after) = rest.split_at(take);
+            runs.push(run);
+            rest = after;
+        }
+    }
+    for same in runs {
         let updates: Vec<_> = same
             .iter()
             .map(|(_, _, param, grad, s)| ParamUpdate {
@@ -142,4 +177,55 @@ pub(crate) fn save_buffers(
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln::{DType, Device, SgdSpec};
+
+    /// Stepping in runs (of at most 15 elements here: one or two of the 10-, 4- and
+    /// 12-element parameters at a time) gives every parameter and state what one run
+    /// of all gives.
+    #[test]
+    fn stepping_in_runs_updates_every_parameter() {
+        let spec = OptimizerStep::SgdMomentum(SgdSpec {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            nesterov: false,
+        });
+        let mut results = Vec::new();
+        for run_elements in [15, usize::MAX] {
+            let mut rng = kiln::Rng::new(5);
+            let params: Vec<(String, Tensor)> = [10usize, 4, 12]
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let t = Tensor::randn([n], DType::F32, &Device::cpu(), &mut rng).unwrap();
+                    (format!("p{i}"), t.into_var().unwrap())
+                })
+                .collect();
+            let mut momentum = HashMap::new();
+            for _ in 0..2 {
+                let loss = params
+                    .iter()
+                    .map(|(_, p)| p.square().unwrap().sum_all().unwrap())
+                    .reduce(|a, b| a.add(&b).unwrap())
+                    .unwrap();
+                let grads = loss.backward().unwrap();
+                let states = &mut [&mut momentum];
+                kiln::no_grad(|| step_in_runs(&params, &grads, states, &spec, run_elements))
+                    .unwrap();
+            }
+            let mut values: Vec<Vec<f32>> =
+                params.iter().map(|(_, p)| p.to_vec().unwrap()).collect();
+            for (name, _) in &params {
+                values.push(momentum[name].to_vec().unwrap());
+            }
+            results.push(values);
+        }
+        assert_eq!(results[0], results[1]);
+        assert_ne!(results[0][0], results[0][3], "the momentum was not stored");
+    }
 }
