@@ -541,13 +541,13 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
     }
 }
 
-/// True when `x` (rank 2 or more) is the transpose of a compact tensor: its last two
-/// dims swapped make it contiguous.
 /// Whether the matrix `b` multiplies every matrix of the batch `a`.
 fn shared_matrix(a: &Tensor, b: &Tensor) -> bool {
     b.rank() == 2 && a.rank() > 2
 }
 
+/// True when `x` (rank 2 or more) is the transpose of a compact tensor: its last two
+/// dims swapped make it contiguous.
 fn transposed_view(x: &Tensor) -> Result<bool> {
     Ok(x.rank() >= 2 && !x.is_contiguous() && x.t()?.is_contiguous())
 }
