@@ -152,6 +152,12 @@ fn grad_cam_matches_a_hand_computed_case() {
             &want,
             1e-6,
         );
+        // Feature maps with no pixels are refused, not resized.
+        let none = Tensor::zeros([1, 2, 0, 2], DType::F32, &device).unwrap();
+        let empty = |_: &Tensor| Ok(none.clone());
+        let total = |m: &Tensor| m.sum(&[1, 2, 3], false)?.reshape([1, 1]);
+        let refused = explain::grad_cam(&empty, &total, &image, &[0]).unwrap_err();
+        assert!(refused.to_string().contains("h, w > 0"), "{refused}");
     }
 }
 

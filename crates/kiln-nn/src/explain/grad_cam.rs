@@ -24,10 +24,14 @@ pub fn grad_cam(
         });
     }
     let maps = kiln::no_grad(|| features(&x.detach()))?;
-    if maps.rank() != 4 || maps.dims()[0] != classes.len() {
+    let empty_maps = maps.rank() == 4 && (maps.dims()[2] == 0 || maps.dims()[3] == 0);
+    if maps.rank() != 4 || maps.dims()[0] != classes.len() || empty_maps {
         return Err(Error::InvalidArgument {
             op,
-            reason: format!("the features must be [N, K, h, w], got {:?}", maps.dims()),
+            reason: format!(
+                "the features must be [N, K, h, w] with h, w > 0, got {:?}",
+                maps.dims()
+            ),
         });
     }
     let var = maps.into_var()?;
