@@ -30,8 +30,8 @@ pub(crate) struct StorageData {
     /// Taken (set to `None`) when the expression has run, which also lets go of its
     /// inputs. The lock is held while it runs, so it runs once.
     pub(crate) expr: Mutex<Option<Expr>>,
-    /// Likewise for a deferred launch; taken without a buffer when the only consumer
-    /// ran it as its epilogue.
+    /// Likewise for a deferred launch, which a consumer may run with itself as the
+    /// launch's epilogue (the launch's own buffer is filled then too).
     pub(crate) deferred: Mutex<Option<Box<dyn Deferred>>>,
 }
 

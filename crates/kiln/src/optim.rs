@@ -92,13 +92,7 @@ fn check(u: &ParamUpdate<'_, Tensor>, step: &OptimizerStep) -> Result<()> {
                 rhs: other.shape().clone(),
             });
         }
-        if other.dtype() != param.dtype() {
-            return Err(Error::DTypeMismatch {
-                op,
-                lhs: param.dtype(),
-                rhs: other.dtype(),
-            });
-        }
+        param.same_dtype(op, other)?;
     }
     Ok(())
 }
