@@ -1,6 +1,7 @@
 //! A tabular model's attributions summarised for a person: mean |attribution| per
 //! feature, by name, as horizontal bars, largest first.
 
+use crate::drawing::{file_error, register_font};
 use kiln::{Error, Result};
 use plotters::prelude::*;
 use std::path::Path;
@@ -44,15 +45,11 @@ pub fn save_feature_bars(
     path: impl AsRef<Path>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let err = |e: String| Error::Io {
-        op: "save_feature_bars",
-        path: path.display().to_string(),
-        reason: e,
-    };
+    let err = |e: String| file_error("save_feature_bars", path, e);
     if importance.is_empty() {
         return Err(err("no features to draw".into()));
     }
-    crate::train::plot::register_font();
+    register_font();
     let (label_w, bar_w, row_h, top) = (180i32, 420i32, 22i32, 36i32);
     let width = label_w + bar_w + 90;
     let height = top + importance.len() as i32 * row_h + 10;

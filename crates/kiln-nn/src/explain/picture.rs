@@ -3,7 +3,8 @@
 //! the larger it is), one row per input and one column per method, a label per row and
 //! a colour bar.
 
-use kiln::{Error, Result};
+use crate::drawing::{file_error, register_font};
+use kiln::Result;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -29,11 +30,7 @@ pub fn save_overlays(
     path: impl AsRef<Path>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let err = |e: String| Error::Io {
-        op: "save_overlays",
-        path: path.display().to_string(),
-        reason: e,
-    };
+    let err = |e: String| file_error("save_overlays", path, e);
     let tiles_fit = rows.iter().all(|(_, tiles)| {
         tiles.len() == methods.len()
             && tiles
@@ -46,7 +43,7 @@ pub fn save_overlays(
             methods.len()
         )));
     }
-    crate::train::plot::register_font();
+    register_font();
     let tile = ((w * scale) as i32, (h * scale) as i32);
     let width = LABEL_WIDTH + methods.len() as i32 * (tile.0 + GAP) + GAP;
     let height = HEADER + rows.len() as i32 * (tile.1 + GAP) + BAR;

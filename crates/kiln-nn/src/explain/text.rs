@@ -2,6 +2,7 @@
 //! next-character prediction), for reading: as HTML, as a PNG, and as plain text.
 
 use super::picture::blend;
+use crate::drawing::{file_error, register_font};
 use kiln::{Error, Result};
 use plotters::prelude::*;
 use std::path::Path;
@@ -102,12 +103,8 @@ pub fn save_text_attribution_png(
 ) -> Result<()> {
     check("save_text_attribution_png", chars, attribution)?;
     let path = path.as_ref();
-    let err = |e: String| Error::Io {
-        op: "save_text_attribution_png",
-        path: path.display().to_string(),
-        reason: e,
-    };
-    crate::train::plot::register_font();
+    let err = |e: String| file_error("save_text_attribution_png", path, e);
+    register_font();
     let (cell_w, cell_h, margin) = (14i32, 24i32, 10i32);
     let lines = chars.len().div_ceil(LINE) as i32;
     let width = 2 * margin + LINE as i32 * cell_w;

@@ -1,6 +1,7 @@
 //! Greyscale images and heat maps as PNG grids (for samples and saliency maps).
 
-use kiln::{Error, Result};
+use crate::drawing::file_error;
+use kiln::Result;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -45,11 +46,7 @@ pub fn save_image_grid(
     path: impl AsRef<Path>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let err = |e: String| Error::Io {
-        op: "save_image_grid",
-        path: path.display().to_string(),
-        reason: e,
-    };
+    let err = |e: String| file_error("save_image_grid", path, e);
     if tiles.iter().any(|(t, _)| t.len() != h * w) || columns == 0 || scale == 0 {
         return Err(err(format!("every tile must hold {h}x{w} values")));
     }

@@ -4,7 +4,7 @@
 mod checkpoint;
 mod fit;
 mod image;
-pub(crate) mod plot;
+mod plot;
 mod run_state;
 
 pub(crate) use checkpoint::mismatch;

@@ -2,27 +2,13 @@
 //! training and validation sets.
 
 use super::History;
+use crate::drawing::{file_error, register_font};
 use kiln::{Error, Result};
 use plotters::prelude::*;
 use std::path::Path;
-use std::sync::Once;
-
-const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
-
-pub(crate) fn register_font() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // A failure only means text is missing from the plot; drawing will report it.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-}
 
 fn plot_error(path: &Path, e: impl ToString) -> Error {
-    Error::Io {
-        op: "plot_history",
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
+    file_error("plot_history", path, e)
 }
 
 /// Draws `history` into a 900x400 PNG at `path`.
