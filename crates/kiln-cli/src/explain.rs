@@ -161,17 +161,13 @@ fn name(m: Method) -> &'static str {
 /// The predicted class of one image and its probability.
 fn prediction(model: &Sequential, image: &Tensor) -> Result<(usize, f64)> {
     let probs = kiln::no_grad(|| model.forward(image)?.softmax(-1))?.to_f64_vec()?;
-    let (class, p) = probs
-        .iter()
-        .enumerate()
-        .fold((0, f64::NEG_INFINITY), |best, (c, &p)| {
-            if p > best.1 {
-                (c, p)
-            } else {
-                best
-            }
-        });
-    Ok((class, p))
+    let class = most_likely(&probs);
+    Ok((class, probs[class]))
+}
+
+/// The class of the largest probability (the first of equals).
+fn most_likely(probs: &[f64]) -> usize {
+    (0..probs.len()).fold(0, |best, c| if probs[c] > probs[best] { c } else { best })
 }
 
 /// One image's attribution by `method` for `class`, as 28x28 values.
@@ -402,8 +398,7 @@ fn explain_lm(args: &ExplainArgs, lm: Model, device: &Device) -> Result<()> {
         logits.narrow(1, t - 1, 1)?.reshape([b, v])
     };
     let probs = kiln::no_grad(|| f(&embedded)?.softmax(-1))?.to_f64_vec()?;
-    let predicted =
-        (0..probs.len()).fold(0, |best, c| if probs[c] > probs[best] { c } else { best });
+    let predicted = most_likely(&probs);
     let ig = explain::integrated_gradients(&f, &embedded, &[predicted], None, args.steps)?;
     let per_char = ig
         .attribution
