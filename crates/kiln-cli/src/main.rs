@@ -3,6 +3,7 @@
 mod allocator;
 mod bench;
 mod char_lm;
+mod distributed;
 mod explain;
 mod gan;
 mod info;
@@ -57,8 +58,12 @@ fn main() -> ExitCode {
         Command::BenchReport(args) => bench::report(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            distributed::finish();
+            ExitCode::SUCCESS
+        }
         Err(e) => {
+            distributed::end_job_on(&e);
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }

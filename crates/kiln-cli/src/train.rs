@@ -5,6 +5,7 @@ use crate::models;
 use clap::{Args, ValueEnum};
 use kiln::{Device, Result, Rng, Tensor};
 use kiln_nn::data::{load_mnist_dir, mnist10k, random_translate, DataLoader, Mnist, TensorDataset};
+use kiln_nn::distributed::DataParallel;
 use kiln_nn::optim::{Adam, CosineAnnealing, Optimizer};
 use kiln_nn::train::{
     classification_step, evaluate, fit, load_checkpoint, next_token_step, plot_history, restore,
@@ -67,6 +68,12 @@ pub struct TrainArgs {
     /// GAN.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Train as one rank of an MPI job (`mpirun -np 2 kiln train mlp --distributed`):
+    /// each rank trains on its own share of the data, with `--batch-size` samples per
+    /// rank, and gradients are averaged over the ranks every step. Needs a kiln built
+    /// with `--features distributed` (README). Not for the GAN.
+    #[arg(long)]
+    distributed: bool,
 }
 
 /// Defaults measured on the bundled data (README): 24 epochs of Adam at 2e-3 with
@@ -213,15 +220,51 @@ fn resume(
     Ok(run)
 }
 
+/// This process's part in a `--distributed` run: its data-parallel group, or `None` for
+/// a run of its own.
+struct Ranks(Option<DataParallel>);
+
+impl Ranks {
+    /// Rank 0, or a run of its own: the process that prints and writes files.
+    fn first(&self) -> bool {
+        self.0.as_ref().is_none_or(DataParallel::is_first)
+    }
+
+    /// `loader` as this rank's share, in a distributed run.
+    fn shard<'a>(&self, loader: DataLoader<'a>) -> Result<DataLoader<'a>> {
+        match &self.0 {
+            Some(dp) => loader.sharded(dp.rank(), dp.size()),
+            None => Ok(loader),
+        }
+    }
+
+    /// A distinct random stream per rank for the augmentation.
+    fn stream(&self) -> u64 {
+        self.0.as_ref().map_or(0, |dp| dp.rank() as u64) << 56
+    }
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
     args.validate()?;
+    if args.distributed && args.model == Model::Gan {
+        return Err(kiln::Error::Unsupported {
+            op: "train",
+            reason: "--distributed is not available for the GAN".into(),
+        });
+    }
+    let ranks = Ranks(match args.distributed {
+        true => Some(crate::distributed::join()?),
+        false => None,
+    });
     let device = Device::parse(&args.device)?;
     let name = format!("{:?}", args.model).to_lowercase();
     let out = args.out.join(&name);
-    crate::out_dir::create("train", &out)?;
-    check_writable(&out)?;
+    if ranks.first() {
+        crate::out_dir::create("train", &out)?;
+        check_writable(&out)?;
+    }
     if matches!(args.model, Model::Lstm | Model::Gru | Model::Transformer) {
-        return run_char_lm(&args, &name, &out, &device);
+        return run_char_lm(&args, &name, &out, &device, &ranks);
     }
     let (data, source) = match &args.data {
         Some(dir) => (load_mnist_dir(dir)?, dir.display().to_string()),
@@ -262,22 +305,28 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.batch_size.unwrap_or(IMAGE_BATCH),
         args.lr.unwrap_or(IMAGE_LR),
     );
-    println!(
-        "training {name} ({} parameters) on {source}: {} train / {} validation / {} test samples, device {device}, {epochs} epochs, batch {batch_size}, lr {lr}",
-        model.num_parameters(),
-        train.inputs.dims()[0],
-        val.inputs.dims()[0],
-        test.inputs.dims()[0],
-    );
+    if ranks.first() {
+        println!(
+            "training {name} ({} parameters) on {source}: {} train / {} validation / {} test samples, device {device}, {epochs} epochs, batch {batch_size}{}, lr {lr}",
+            model.num_parameters(),
+            train.inputs.dims()[0],
+            val.inputs.dims()[0],
+            test.inputs.dims()[0],
+            per_rank(&ranks),
+        );
+    }
     // Random shifts of up to two pixels: the training set is small, and digits and
     // garments keep their class when moved a little.
-    let seed = args.seed;
-    let shift: kiln_nn::data::Transform =
-        Box::new(move |x, epoch, batch| random_translate(x, 2, seed, (epoch << 32) | batch as u64));
-    let train_loader = DataLoader::new(&train, batch_size, &device)?
-        .shuffled(args.seed)
-        .with_transform(shift);
-    let val_loader = DataLoader::new(&val, 256, &device)?;
+    let (seed, stream) = (args.seed, ranks.stream());
+    let shift: kiln_nn::data::Transform = Box::new(move |x, epoch, batch| {
+        random_translate(x, 2, seed, stream | (epoch << 32) | batch as u64)
+    });
+    let train_loader = ranks.shard(
+        DataLoader::new(&train, batch_size, &device)?
+            .shuffled(args.seed)
+            .with_transform(shift),
+    )?;
+    let val_loader = ranks.shard(DataLoader::new(&val, 256, &device)?)?;
     let test_loader = DataLoader::new(&test, 256, &device)?;
     let mut optimizer = Adam::new(model.named_parameters(), lr);
     let resumed = match &args.resume {
@@ -298,6 +347,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         check_inputs: false,
         checkpoint_dir: Some(out.to_path_buf()),
         resume: resumed,
+        data_parallel: ranks.0.clone(),
     };
     let start = Instant::now();
     let history = fit(
@@ -311,6 +361,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     )?;
     let (test_loss, test_accuracy) = evaluate(&model, &test_loader, &classification_step)?;
     let seconds = start.elapsed().as_secs_f64();
+    if !ranks.first() {
+        return Ok(());
+    }
 
     let state = training_state(&model, &optimizer);
     let metadata = HashMap::from([
@@ -337,8 +390,22 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// " per rank, N ranks" in a distributed run's first line.
+fn per_rank(ranks: &Ranks) -> String {
+    match &ranks.0 {
+        Some(dp) => format!(" per rank, {} ranks", dp.size()),
+        None => String::new(),
+    }
+}
+
 /// Trains a character-level language model and prints a sample.
-fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Device) -> Result<()> {
+fn run_char_lm(
+    args: &TrainArgs,
+    name: &str,
+    out: &std::path::Path,
+    device: &Device,
+    ranks: &Ranks,
+) -> Result<()> {
     use kiln_nn::data::{tinyshakespeare, CharVocab};
 
     let text = tinyshakespeare();
@@ -370,16 +437,20 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
     );
     let lr = args.lr.unwrap_or(default_lr);
     let minutes = args.minutes.unwrap_or(10.0);
-    println!(
-        "training {name} ({} parameters) on tinyshakespeare ({} characters, vocabulary {}): {} train / {} validation windows of {context}, device {device}, batch {batch_size}, lr {lr}, at most {minutes} minutes",
-        model.num_parameters(),
-        ids.len(),
-        vocab.len(),
-        train.inputs.dims()[0],
-        val.inputs.dims()[0],
-    );
-    let train_loader = DataLoader::new(&train, batch_size, device)?.shuffled(args.seed);
-    let val_loader = DataLoader::new(&val, 128, device)?;
+    if ranks.first() {
+        println!(
+            "training {name} ({} parameters) on tinyshakespeare ({} characters, vocabulary {}): {} train / {} validation windows of {context}, device {device}, batch {batch_size}{}, lr {lr}, at most {minutes} minutes",
+            model.num_parameters(),
+            ids.len(),
+            vocab.len(),
+            train.inputs.dims()[0],
+            val.inputs.dims()[0],
+            per_rank(ranks),
+        );
+    }
+    let train_loader =
+        ranks.shard(DataLoader::new(&train, batch_size, device)?.shuffled(args.seed))?;
+    let val_loader = ranks.shard(DataLoader::new(&val, 128, device)?)?;
     let mut optimizer = Adam::new(model.named_parameters(), lr);
     let resumed = match &args.resume {
         Some(path) => Some(resume(path, &model, &mut optimizer, epochs)?),
@@ -399,6 +470,7 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
         check_inputs: false,
         checkpoint_dir: Some(out.to_path_buf()),
         resume: resumed,
+        data_parallel: ranks.0.clone(),
     };
     let start = Instant::now();
     let history = fit(
@@ -420,6 +492,9 @@ fn run_char_lm(args: &TrainArgs, name: &str, out: &std::path::Path, device: &Dev
             reason: "training ran no epoch".into(),
         })?;
     let seconds = start.elapsed().as_secs_f64();
+    if !ranks.first() {
+        return Ok(());
+    }
     let prompt = vocab.encode("ROMEO:")?;
     let sample = format!(
         "ROMEO:{}",

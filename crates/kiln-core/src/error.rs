@@ -171,6 +171,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A data-parallel run whose processes cannot go on together: they disagree on the
+    /// model or the data, or the exchange between them failed.
+    #[error("data-parallel training, rank {rank} of {size}: {reason}")]
+    Distributed {
+        rank: usize,
+        size: usize,
+        reason: String,
+    },
+
     #[error("{op}: {path}: {reason}")]
     Io {
         op: &'static str,

@@ -4,6 +4,7 @@
 //! curve plots; and attribution methods with their sanity checks (`explain`).
 
 pub mod data;
+pub mod distributed;
 mod drawing;
 pub mod explain;
 mod init;

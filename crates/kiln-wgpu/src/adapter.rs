@@ -3,6 +3,7 @@
 //! substring of the adapter's name) and `WGPU_POWER_PREF` (`high` or `low`).
 
 use kiln_core::{Error, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What `kiln info` shows about one adapter.
 #[derive(Clone, Debug)]
@@ -48,6 +49,17 @@ impl AdapterSummary {
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         }
     }
+}
+
+/// The adapter `prefer_adapter` asked for; `usize::MAX` for none.
+static PREFERRED: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Makes this process open the `index`-th (modulo their number) of the adapters as good
+/// as the best one (its device type and backend) instead of the first: one GPU per
+/// process on a machine with several, as data-parallel ranks need. Call it before the
+/// first GPU tensor; `WGPU_ADAPTER_NAME` still takes precedence.
+pub fn prefer_adapter(index: usize) {
+    PREFERRED.store(index, Ordering::Relaxed);
 }
 
 pub(crate) fn instance() -> wgpu::Instance {
@@ -101,7 +113,23 @@ pub(crate) fn choose(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
                 ),
             });
     }
-    list.into_iter().next().ok_or(Error::NoAdapter {
-        reason: "wgpu found no adapter".into(),
+    let Some(best) = list.first().map(wgpu::Adapter::get_info) else {
+        return Err(Error::NoAdapter {
+            reason: "wgpu found no adapter".into(),
+        });
+    };
+    let peers: Vec<wgpu::Adapter> = list
+        .into_iter()
+        .filter(|a| {
+            let info = a.get_info();
+            info.device_type == best.device_type && info.backend == best.backend
+        })
+        .collect();
+    let index = match PREFERRED.load(Ordering::Relaxed) {
+        usize::MAX => 0,
+        preferred => preferred % peers.len(),
+    };
+    peers.into_iter().nth(index).ok_or(Error::NoAdapter {
+        reason: "the preferred adapter disappeared".into(),
     })
 }

@@ -24,7 +24,7 @@ pub mod shader_constants;
 mod storage;
 mod timing;
 
-pub use adapter::{list_adapters, AdapterSummary};
+pub use adapter::{list_adapters, prefer_adapter, AdapterSummary};
 pub use autotune::{
     cache_path as autotune_cache_path, read_cache as read_autotune_cache, CacheEntries,
 };

@@ -27,6 +27,13 @@ impl Device {
             .map(Device::Gpu)
     }
 
+    /// Makes `gpu()` open the `index`-th of the machine's equally good adapters (modulo
+    /// their number) rather than the first: data-parallel ranks on one machine pass their
+    /// local rank, so that each drives its own GPU. Has no effect once a GPU is open.
+    pub fn prefer_gpu(index: usize) {
+        kiln_wgpu::prefer_adapter(index);
+    }
+
     /// `KILN_DEVICE=cpu` or `gpu` decides. Otherwise a hardware GPU when one opens, else
     /// the CPU backend: a software adapter (lavapipe) emulates a GPU on the same cores
     /// the CPU backend uses directly, and measured several times slower (README).

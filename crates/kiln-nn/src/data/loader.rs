@@ -15,6 +15,8 @@ pub struct DataLoader<'a> {
     pub drop_last: bool,
     pub seed: u64,
     pub device: Device,
+    /// `(rank, ranks)`: this loader gives rank `rank`'s share of every epoch.
+    pub shard: Option<(usize, usize)>,
 }
 
 impl<'a> DataLoader<'a> {
@@ -33,6 +35,7 @@ impl<'a> DataLoader<'a> {
             drop_last: false,
             seed: 0,
             device: device.clone(),
+            shard: None,
         })
     }
 
@@ -49,6 +52,23 @@ impl<'a> DataLoader<'a> {
         self
     }
 
+    /// Gives only rank `rank` of `ranks`'s share of each epoch, for data-parallel
+    /// training, as PyTorch's DistributedSampler does: the epoch's order (the same on
+    /// every rank: same seed) is padded by repeating its first samples to a multiple of
+    /// `ranks`, and rank r takes positions r, r + ranks, r + 2 ranks, ... So the ranks'
+    /// shares are disjoint but for the padding, and batch i of every rank together is
+    /// the single process's batch i of `ranks` times the size.
+    pub fn sharded(mut self, rank: usize, ranks: usize) -> Result<Self> {
+        if rank >= ranks {
+            return Err(Error::InvalidArgument {
+                op: "DataLoader::sharded",
+                reason: format!("rank {rank} is not below the number of ranks, {ranks}"),
+            });
+        }
+        self.shard = Some((rank, ranks));
+        Ok(self)
+    }
+
     pub fn dropping_last(mut self) -> Self {
         self.drop_last = true;
         self
@@ -58,8 +78,16 @@ impl<'a> DataLoader<'a> {
         self.dataset.len()
     }
 
+    /// Samples per epoch: this rank's share when sharded.
+    pub fn samples_per_epoch(&self) -> usize {
+        match self.shard {
+            Some((_, ranks)) => self.dataset.len().div_ceil(ranks),
+            None => self.dataset.len(),
+        }
+    }
+
     pub fn num_batches(&self) -> usize {
-        let n = self.dataset.len();
+        let n = self.samples_per_epoch();
         if self.drop_last {
             n / self.batch_size
         } else {
@@ -67,7 +95,8 @@ impl<'a> DataLoader<'a> {
         }
     }
 
-    /// The sample order of `epoch`: a Fisher–Yates shuffle driven by Philox words.
+    /// The sample order of `epoch`: a Fisher–Yates shuffle driven by Philox words (then
+    /// this rank's share of it when sharded).
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();
         if self.shuffle {
@@ -76,7 +105,16 @@ impl<'a> DataLoader<'a> {
                 order.swap(i, j);
             }
         }
-        order
+        match self.shard {
+            Some((rank, ranks)) if !order.is_empty() => {
+                let padded = order.len().div_ceil(ranks) * ranks;
+                (rank..padded)
+                    .step_by(ranks)
+                    .map(|i| order[i % order.len()])
+                    .collect()
+            }
+            _ => order,
+        }
     }
 
     /// The batches of one epoch, each `(inputs, targets)` on the loader's device.

@@ -1,6 +1,7 @@
 //! The training loop.
 
 use crate::data::DataLoader;
+use crate::distributed::{self, DataParallel, GradientBuckets};
 use crate::module::{Module, ModuleExt};
 use crate::optim::{LrScheduler, Optimizer};
 use crate::train::{load_checkpoint, save_checkpoint, training_state, RunState};
@@ -133,6 +134,24 @@ fn check_parameters(model: &dyn Module, epoch: usize, step: usize) -> Result<()>
 }
 
 impl Totals {
+    /// The totals of every rank together.
+    fn over_ranks(self, dp: Option<&DataParallel>) -> Result<Totals> {
+        let Some(dp) = dp else { return Ok(self) };
+        let mut sums = [
+            self.loss,
+            self.correct,
+            self.count as f64,
+            self.any_correct as u8 as f64,
+        ];
+        distributed::sum_over_ranks(dp, &mut sums)?;
+        Ok(Totals {
+            loss: sums[0],
+            correct: sums[1],
+            count: sums[2] as usize,
+            any_correct: sums[3] > 0.0,
+        })
+    }
+
     fn add(&mut self, window: &Window) {
         for (loss, &count) in window.losses.iter().zip(&window.counts) {
             self.loss += loss * count as f64;
@@ -236,6 +255,14 @@ pub struct FitConfig {
     /// and early stopping have replayed the monitored losses (and, with
     /// `restore_best`, the best weights so far come from `best.safetensors`).
     pub resume: Option<RunState>,
+    /// Train as one rank of a data-parallel group: the loaders must be
+    /// `DataLoader::sharded` for this rank; rank 0's weights start every rank; gradients
+    /// are averaged over the ranks every step; losses, accuracies and the decisions
+    /// taken from them (early stopping, the time limit, the schedule) are the group's;
+    /// only rank 0 prints and writes checkpoints. An error on one rank is not seen by the
+    /// others, which would wait for it: the caller must end the group (kiln-dist's
+    /// `run` aborts it).
+    pub data_parallel: Option<DataParallel>,
 }
 
 impl Default for FitConfig {
@@ -249,6 +276,7 @@ impl Default for FitConfig {
             check_inputs: false,
             checkpoint_dir: None,
             resume: None,
+            data_parallel: None,
         }
     }
 }
@@ -284,6 +312,16 @@ pub fn evaluate(
     loader: &DataLoader,
     step: &dyn Fn(&dyn Module, &Tensor, &Tensor) -> Result<StepOutput>,
 ) -> Result<(f64, Option<f64>)> {
+    evaluate_over_ranks(model, loader, step, None)
+}
+
+/// `evaluate`, with the totals of every rank of `dp`.
+fn evaluate_over_ranks(
+    model: &dyn Module,
+    loader: &DataLoader,
+    step: &dyn Fn(&dyn Module, &Tensor, &Tensor) -> Result<StepOutput>,
+    dp: Option<&DataParallel>,
+) -> Result<(f64, Option<f64>)> {
     if loader.num_batches() == 0 {
         let reason = "the data has no batches to evaluate".into();
         return Err(Error::InvalidArgument {
@@ -300,14 +338,15 @@ pub fn evaluate(
         }
         let mut totals = Totals::default();
         totals.add(&pending.read()?);
+        let totals = totals.over_ranks(dp)?;
         Ok((totals.mean_loss(), totals.accuracy()))
     });
     model.train();
     result
 }
 
-fn progress(batches: usize, epoch: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
+fn progress(batches: usize, epoch: usize, shown: bool) -> ProgressBar {
+    if !shown || !std::io::stderr().is_terminal() {
         return ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::hidden());
     }
     let bar = ProgressBar::new(batches as u64);
@@ -340,6 +379,13 @@ pub fn fit(
         let reason = "the training data has no batches (an empty dataset, or fewer samples than a batch with drop_last)".into();
         return Err(Error::InvalidArgument { op: "fit", reason });
     }
+    let dp = config.data_parallel.as_ref();
+    let buckets = match dp {
+        Some(dp) => Some(start_data_parallel(dp, model, train, val)?),
+        None => None,
+    };
+    let first_rank = dp.is_none_or(DataParallel::is_first);
+    let verbose = config.verbose && first_rank;
     let mut history = History::default();
     // The first step's loss, which the divergence guard compares every window against.
     let mut start_loss: Option<f64> = None;
@@ -350,16 +396,25 @@ pub fn fit(
         }
         // A non-finite gradient shows in the parameters it updated.
         check_parameters(model, epoch, window.first_step + window.losses.len() - 1)?;
-        let start = *start_loss.get_or_insert(window.losses[0]);
-        match config.divergence_factor {
-            Some(factor) if start > 0.0 && window.mean() > factor * start => Err(Error::Diverged {
+        let Some(factor) = config.divergence_factor else {
+            return Ok(());
+        };
+        // The group's means, so that every rank stops together.
+        let mut means = [window.mean(), window.losses[0]];
+        if let Some(dp) = dp {
+            distributed::sum_over_ranks(dp, &mut means)?;
+            means.iter_mut().for_each(|m| *m /= dp.size() as f64);
+        }
+        let start = *start_loss.get_or_insert(means[1]);
+        match start > 0.0 && means[0] > factor * start {
+            true => Err(Error::Diverged {
                 epoch,
                 step: window.first_step + window.losses.len() - 1,
-                loss: window.mean(),
+                loss: means[0],
                 start,
                 factor,
             }),
-            _ => Ok(()),
+            false => Ok(()),
         }
     };
     let mut best = f64::INFINITY;
@@ -395,7 +450,7 @@ pub fn fit(
     model.train();
     for epoch in first_epoch..=config.epochs {
         let start = Instant::now();
-        let bar = progress(train.num_batches(), epoch);
+        let bar = progress(train.num_batches(), epoch, first_rank);
         let (mut pending, mut totals) = (Pending::default(), Totals::default());
         let mut steps = 0;
         for (i, batch) in train.epoch(epoch as u64).enumerate() {
@@ -414,7 +469,14 @@ pub fn fit(
                     });
                 }
             }
-            let out = train_step(model, optimizer, step, &x, &y)?;
+            let out = match &buckets {
+                Some(buckets) => {
+                    let out = step(model, &x, &y)?;
+                    optimizer.step(&buckets.backward(&out.loss)?)?;
+                    out
+                }
+                None => train_step(model, optimizer, step, &x, &y)?,
+            };
             steps += 1;
             pending.push(i + 1, out)?;
             bar.inc(1);
@@ -424,10 +486,7 @@ pub fn fit(
                 totals.add(&window);
                 bar.set_message(format!("{:.4}", totals.mean_loss()));
             }
-            if config
-                .max_seconds
-                .is_some_and(|limit| started.elapsed().as_secs_f64() >= limit)
-            {
+            if out_of_time(config.max_seconds, started, dp)? {
                 history.out_of_time = true;
                 break;
             }
@@ -435,10 +494,14 @@ pub fn fit(
         let window = pending.read()?;
         check(&window, epoch).inspect_err(|_| bar.abandon())?;
         totals.add(&window);
+        let totals = totals.over_ranks(dp)?;
         bar.finish_and_clear();
+        if let Some(dp) = dp {
+            distributed::average_buffers(dp, model)?;
+        }
         let (val_loss, val_accuracy) = match val {
             Some(v) => {
-                let (l, a) = evaluate(model, v, step)?;
+                let (l, a) = evaluate_over_ranks(model, v, step, dp)?;
                 // Not "no improvement": the model no longer computes numbers.
                 if !l.is_finite() {
                     return Err(Error::NonFiniteValidationLoss { epoch, value: l });
@@ -457,7 +520,7 @@ pub fn fit(
             steps,
             seconds: start.elapsed().as_secs_f64(),
         };
-        if config.verbose {
+        if verbose {
             println!("{}", describe(&metrics));
         }
         let monitored = metrics.val_loss.unwrap_or(metrics.train_loss);
@@ -467,7 +530,7 @@ pub fn fit(
         }
         monitored_so_far.push(monitored);
         let improved = monitored < best - min_delta;
-        if let Some(dir) = &config.checkpoint_dir {
+        if let Some(dir) = config.checkpoint_dir.as_ref().filter(|_| first_rank) {
             let run = RunState {
                 epochs_done: epoch,
                 monitored: monitored_so_far.clone(),
@@ -497,7 +560,7 @@ pub fn fit(
             stale += 1;
         }
         if history.out_of_time {
-            if config.verbose {
+            if verbose {
                 println!(
                     "time limit reached after {:.0}s",
                     started.elapsed().as_secs_f64()
@@ -508,7 +571,7 @@ pub fn fit(
         if let Some(es) = config.early_stopping {
             if stale >= es.patience {
                 history.stopped_early = true;
-                if config.verbose {
+                if verbose {
                     println!(
                         "early stopping: no improvement for {} epochs; best epoch {}",
                         es.patience, history.best_epoch
@@ -522,6 +585,44 @@ pub fn fit(
         kiln::no_grad(|| weights.iter().try_for_each(|(p, saved)| p.set_data(saved)))?;
     }
     Ok(history)
+}
+
+/// Readies a data-parallel run: checks that the loaders are sharded for this rank and
+/// that every rank holds the same model and as many batches, gives every rank rank 0's
+/// weights, and forms the gradient buckets.
+fn start_data_parallel(
+    dp: &DataParallel,
+    model: &dyn Module,
+    train: &DataLoader,
+    val: Option<&DataLoader>,
+) -> Result<GradientBuckets> {
+    let mine = Some((dp.rank(), dp.size()));
+    if train.shard != mine || val.is_some_and(|v| v.shard != mine) {
+        return Err(dp.error(format!(
+            "the training and validation loaders must be DataLoader::sharded({}, {}), so that each rank trains on its own share",
+            dp.rank(),
+            dp.size()
+        )));
+    }
+    distributed::check_agreement(
+        dp,
+        model,
+        train.num_batches(),
+        val.map_or(0, DataLoader::num_batches),
+    )?;
+    distributed::broadcast_state(dp, model)?;
+    Ok(GradientBuckets::new(model, dp))
+}
+
+/// Whether training has run `limit` seconds: on any rank, when data-parallel, so that
+/// every rank stops after the same step.
+fn out_of_time(limit: Option<f64>, started: Instant, dp: Option<&DataParallel>) -> Result<bool> {
+    let Some(limit) = limit else { return Ok(false) };
+    let mut late = [(started.elapsed().as_secs_f64() >= limit) as u8 as f64];
+    if let Some(dp) = dp {
+        distributed::sum_over_ranks(dp, &mut late)?;
+    }
+    Ok(late[0] > 0.0)
 }
 
 /// The model's parameters and buffers paired with their values in the checkpoint at

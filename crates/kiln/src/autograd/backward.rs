@@ -60,6 +60,19 @@ impl Tensor {
 
     /// `backward`, adding into `grads` (gradient accumulation over several passes).
     pub fn backward_into(&self, grads: &mut Gradients) -> Result<()> {
+        self.backward_with(grads, &mut |_, _| Ok(()))
+    }
+
+    /// `backward_into`, calling `ready(variable, grads)` as soon as each trainable
+    /// variable's gradient is complete, while the pass goes on: data-parallel training
+    /// starts exchanging a group of gradients while the rest are still being computed.
+    /// Variables are reached as early as the graph allows (each right after the last op
+    /// that used it); an error from `ready` ends the pass.
+    pub fn backward_with(
+        &self,
+        grads: &mut Gradients,
+        ready: &mut dyn FnMut(&Tensor, &Gradients) -> Result<()>,
+    ) -> Result<()> {
         let op = "backward";
         if !self.requires_grad() {
             let reason =
@@ -87,6 +100,7 @@ impl Tensor {
                     Node::Leaf => {
                         *node.node() = Node::Leaf;
                         grads.accumulate(node.id(), grad)?;
+                        ready(&node, grads)?;
                     }
                     Node::Op(op) => {
                         *node.node() = Node::Freed(op.name());
@@ -136,10 +150,19 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
         };
         stack.push((t.clone(), true));
         if let Some(op) = op {
-            for p in op.parents() {
-                if p.requires_grad() && !seen.contains(&p.id()) {
-                    stack.push((p.clone(), false));
-                }
+            // Variables are pushed first, so explored last: each lands in the order
+            // right after its last consumer, and its gradient is ready that early. The
+            // ops keep their relative order, so the sums of gradients do too.
+            let parents: Vec<Tensor> = op
+                .parents()
+                .into_iter()
+                .filter(|p| p.requires_grad() && !seen.contains(&p.id()))
+                .cloned()
+                .collect();
+            let (leaves, ops): (Vec<_>, Vec<_>) =
+                parents.into_iter().partition(|p| p.is_leaf_var());
+            for p in leaves.into_iter().chain(ops) {
+                stack.push((p, false));
             }
         }
     }
