@@ -19,6 +19,15 @@ if ! have_vulkan_icd; then
     # The GPU tests must then run on lavapipe, not silently elsewhere.
     export KILN_EXPECT_ADAPTER="${KILN_EXPECT_ADAPTER:-llvmpipe}"
 fi
+# kiln-dist (data-parallel training) builds against MPI, through bindgen (libclang), and
+# its tests launch ranks with mpirun.
+if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null; then
+    echo "Installing Open MPI and libclang for kiln-dist (openmpi-bin libopenmpi-dev libclang-dev)."
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq openmpi-bin libopenmpi-dev libclang-dev >/dev/null
+fi
 # Mesa's GL loader complains without this; it is harmless but noisy.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 # The matmul autotuner's decisions go to a fresh directory, not the user's cache.
@@ -43,3 +52,12 @@ echo "== cargo test --workspace"
 cargo test --workspace
 echo "== the parity suite again with fusion off: each op's own kernel against the CPU"
 KILN_FUSION=0 cargo test -p kiln --test parity
+echo "== kiln train --distributed: two ranks of the MLP under mpirun, one epoch"
+mpi_flags=()
+if mpirun --version | grep -q "Open MPI"; then mpi_flags=(--oversubscribe --allow-run-as-root); fi
+cargo build -q -p kiln-cli --features distributed
+dist_out=$(mktemp -d)
+mpirun "${mpi_flags[@]}" -np 2 target/debug/kiln train mlp --distributed --device cpu --epochs 1 --out "$dist_out" | tee "$dist_out/log"
+grep -q "batch 64 per rank, 2 ranks" "$dist_out/log"
+grep -q "^test accuracy: 0\.[5-9]" "$dist_out/log"
+test -f "$dist_out/mlp/model.safetensors"

@@ -580,6 +580,59 @@ fn graph_behaviour() {
     assert_eq!(values(&g, &w), vec![10.0, 12.0]);
 }
 
+/// `backward_with` reports each variable as soon as its gradient is complete: in a
+/// three-layer chain the last layer's weight first, while the earlier layers are still
+/// to come, which is what lets data-parallel training exchange it early. A variable used
+/// twice is reported once, after its last use. The gradients are `backward`'s.
+#[test]
+fn backward_with_reports_each_gradient_when_it_is_complete() {
+    let mut rng = rng();
+    let x = rand(&[5, 4], &mut rng);
+    let w: Vec<Tensor> = (0..3)
+        .map(|_| rand(&[4, 4], &mut rng).into_var().unwrap())
+        .collect();
+    let shared = rand(&[4], &mut rng).into_var().unwrap();
+    let forward = || {
+        let mut h = x.clone();
+        for (i, wi) in w.iter().enumerate() {
+            h = h.matmul(wi).unwrap().tanh().unwrap();
+            if i != 1 {
+                h = h.add(&shared).unwrap();
+            }
+        }
+        h.sum_all().unwrap()
+    };
+    let mut grads = kiln::Gradients::default();
+    let mut seen: Vec<(usize, Vec<f32>)> = Vec::new();
+    let names: Vec<&Tensor> = w.iter().chain([&shared]).collect();
+    forward()
+        .backward_with(&mut grads, &mut |var, grads| {
+            let i = names.iter().position(|n| n.id() == var.id()).unwrap();
+            seen.push((i, grads.get(var).unwrap().to_vec().unwrap()));
+            Ok(())
+        })
+        .unwrap();
+    let order: Vec<usize> = seen.iter().map(|(i, _)| *i).collect();
+    assert_eq!(
+        order,
+        vec![2, 1, 3, 0],
+        "the order variables were reported in"
+    );
+    let plain = forward().backward().unwrap();
+    for (i, reported) in &seen {
+        assert_eq!(
+            reported,
+            &values(&plain, names[*i]),
+            "variable {i}'s gradient"
+        );
+        assert_eq!(
+            reported,
+            &values(&grads, names[*i]),
+            "variable {i}'s final gradient"
+        );
+    }
+}
+
 /// Every op of the table that has no rule is either never recorded (piecewise
 /// constant: its output needs no gradient) or refused where it would be recorded.
 #[test]

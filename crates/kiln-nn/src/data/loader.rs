@@ -133,3 +133,57 @@ impl<'a> DataLoader<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::TensorDataset;
+
+    /// The ranks' shares of an epoch are disjoint but for the padding, cover every
+    /// sample, hold as many batches each, and batch i of all ranks together is the single
+    /// loader's batch i at `ranks` times the batch size.
+    #[test]
+    fn sharded_loaders_split_each_epoch_between_the_ranks() {
+        let cpu = Device::cpu();
+        for (samples, ranks) in [(24, 3), (10, 4), (7, 2), (1, 3)] {
+            let x =
+                Tensor::from_vec((0..samples as i32).collect::<Vec<_>>(), [samples], &cpu).unwrap();
+            let set = TensorDataset::new(x.clone(), x).unwrap();
+            let single = DataLoader::new(&set, 2 * ranks, &cpu).unwrap().shuffled(7);
+            let order = single.order(3);
+            let shares: Vec<Vec<usize>> = (0..ranks)
+                .map(|r| {
+                    let loader = DataLoader::new(&set, 2, &cpu).unwrap().shuffled(7);
+                    let loader = loader.sharded(r, ranks).unwrap();
+                    assert_eq!(loader.num_batches(), samples.div_ceil(ranks).div_ceil(2));
+                    loader.order(3)
+                })
+                .collect();
+            let padded = samples.div_ceil(ranks) * ranks;
+            let mut all: Vec<usize> = shares.iter().flatten().copied().collect();
+            assert_eq!(all.len(), padded, "{samples} samples on {ranks} ranks");
+            all.sort();
+            all.dedup();
+            assert_eq!(all, (0..samples).collect::<Vec<_>>(), "every sample once");
+            if samples % (2 * ranks) == 0 {
+                for (i, batch) in order.chunks(2 * ranks).enumerate() {
+                    let mut together: Vec<usize> = shares
+                        .iter()
+                        .flat_map(|s| s[2 * i..2 * i + 2].to_vec())
+                        .collect();
+                    let mut batch = batch.to_vec();
+                    together.sort();
+                    batch.sort();
+                    assert_eq!(together, batch, "batch {i}");
+                }
+            }
+        }
+        let cpu_set = TensorDataset::new(
+            Tensor::zeros([2], kiln::DType::F32, &cpu).unwrap(),
+            Tensor::zeros([2], kiln::DType::F32, &cpu).unwrap(),
+        )
+        .unwrap();
+        let loader = DataLoader::new(&cpu_set, 1, &cpu).unwrap();
+        assert!(loader.sharded(2, 2).is_err());
+    }
+}

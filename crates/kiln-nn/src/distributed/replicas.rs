@@ -7,11 +7,13 @@ use crate::module::{Module, ModuleExt};
 use kiln::{DType, Device, Result, Tensor};
 
 /// What every rank must agree on before the first exchange: the model's tensors (names,
-/// shapes, dtypes) and the number of batches per epoch, since a rank with one batch
-/// more would wait forever for the others.
+/// shapes, dtypes), that its loaders give it its own share (`sharded`), and the number
+/// of batches per epoch, since a rank with one batch more would wait forever for the
+/// others. Every rank learns what any rank got wrong, so all of them stop together.
 pub(crate) fn check_agreement(
     dp: &DataParallel,
     model: &dyn Module,
+    sharded: bool,
     train_batches: usize,
     val_batches: usize,
 ) -> Result<()> {
@@ -25,11 +27,21 @@ pub(crate) fn check_agreement(
         state.len() as u64,
         train_batches as u64,
         val_batches as u64,
+        sharded as u64,
     ];
     let all = dp.group.all_gather_u64(&mine)?;
     let (first, _) = all.split_at(mine.len());
     let mut differences = Vec::new();
-    for (rank, theirs) in all.chunks(mine.len()).enumerate().skip(1) {
+    for (rank, theirs) in all.chunks(mine.len()).enumerate() {
+        if theirs[4] == 0 {
+            differences.push(format!(
+                "rank {rank}'s training and validation loaders are not DataLoader::sharded({rank}, {}), so it would not train on its own share",
+                dp.size()
+            ));
+        }
+        if rank == 0 {
+            continue;
+        }
         if theirs[0] != first[0] || theirs[1] != first[1] {
             differences.push(format!(
                 "rank {rank}'s model ({} tensors) is not rank 0's ({} tensors): names, shapes or dtypes differ",
@@ -38,7 +50,7 @@ pub(crate) fn check_agreement(
         }
         if theirs[2] != first[2] || theirs[3] != first[3] {
             differences.push(format!(
-                "rank {rank} has {} training and {} validation batches per epoch, rank 0 {} and {}: give each rank a DataLoader::sharded loader over the same data",
+                "rank {rank} has {} training and {} validation batches per epoch, rank 0 {} and {}: give every rank the same data and batch size",
                 theirs[2], theirs[3], first[2], first[3]
             ));
         }

@@ -597,16 +597,11 @@ fn start_data_parallel(
     val: Option<&DataLoader>,
 ) -> Result<GradientBuckets> {
     let mine = Some((dp.rank(), dp.size()));
-    if train.shard != mine || val.is_some_and(|v| v.shard != mine) {
-        return Err(dp.error(format!(
-            "the training and validation loaders must be DataLoader::sharded({}, {}), so that each rank trains on its own share",
-            dp.rank(),
-            dp.size()
-        )));
-    }
+    let sharded = train.shard == mine && val.is_none_or(|v| v.shard == mine);
     distributed::check_agreement(
         dp,
         model,
+        sharded,
         train.num_batches(),
         val.map_or(0, DataLoader::num_batches),
     )?;
