@@ -58,6 +58,6 @@ if mpirun --version | grep -q "Open MPI"; then mpi_flags=(--oversubscribe --allo
 cargo build -q -p kiln-cli --features distributed
 dist_out=$(mktemp -d)
 mpirun "${mpi_flags[@]}" -np 2 target/debug/kiln train mlp --distributed --device cpu --epochs 1 --out "$dist_out" | tee "$dist_out/log"
-grep -q "batch 64 per rank, 2 ranks" "$dist_out/log"
+grep -q "batch 32 per rank, 2 ranks" "$dist_out/log"
 grep -q "^test accuracy: 0\.[5-9]" "$dist_out/log"
 test -f "$dist_out/mlp/model.safetensors"

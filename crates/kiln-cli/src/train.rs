@@ -46,6 +46,10 @@ pub struct TrainArgs {
     device: String,
     #[arg(long)]
     epochs: Option<usize>,
+    /// Samples per batch; with --distributed, per rank (as in PyTorch). Its default
+    /// there splits the single-process default between the ranks, so that the batch
+    /// of all ranks together, which the default learning rate was tuned for, stays the
+    /// same.
     #[arg(long)]
     batch_size: Option<usize>,
     #[arg(long)]
@@ -238,6 +242,11 @@ impl Ranks {
         }
     }
 
+    /// The default batch per rank: a single process's `single` shared between the ranks.
+    fn default_batch(&self, single: usize) -> usize {
+        single.div_ceil(self.0.as_ref().map_or(1, DataParallel::size))
+    }
+
     /// A distinct random stream per rank for the augmentation.
     fn stream(&self) -> u64 {
         self.0.as_ref().map_or(0, |dp| dp.rank() as u64) << 56
@@ -302,7 +311,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let model = image_model(args.model, &device, &mut rng)?;
     let (epochs, batch_size, lr) = (
         args.epochs.unwrap_or(24),
-        args.batch_size.unwrap_or(IMAGE_BATCH),
+        args.batch_size
+            .unwrap_or_else(|| ranks.default_batch(IMAGE_BATCH)),
         args.lr.unwrap_or(IMAGE_LR),
     );
     if ranks.first() {
@@ -433,7 +443,8 @@ fn run_char_lm(
     let (train, val) = (windows(&ids[..split])?, windows(&ids[split..])?);
     let (epochs, batch_size) = (
         args.epochs.unwrap_or(20),
-        args.batch_size.unwrap_or(LM_BATCH),
+        args.batch_size
+            .unwrap_or_else(|| ranks.default_batch(LM_BATCH)),
     );
     let lr = args.lr.unwrap_or(default_lr);
     let minutes = args.minutes.unwrap_or(10.0);

@@ -6,8 +6,20 @@
 use super::{Collective, DataParallel, PendingSum};
 use crate::module::Module;
 use kiln::{DType, Gradients, Result, Tensor, TensorId};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
+
+/// Where the training thread's time went on the exchange, summed over steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ExchangeTime {
+    /// Reading gradients back to the host and uploading the averages. On a GPU the
+    /// readback also waits for the kernels before it.
+    pub staging_seconds: f64,
+    /// Waiting for the other ranks' sums after the backward pass.
+    pub waiting_seconds: f64,
+}
 
 /// The model's parameters grouped into buckets, fixed once: every rank forms the same
 /// buckets in the same order, and exchanges them in that order.
@@ -20,6 +32,7 @@ pub struct GradientBuckets {
     bucket_of: HashMap<TensorId, usize>,
     /// Bytes exchanged per step (f32 gradients), for reports.
     pub bytes_per_step: usize,
+    time: Cell<ExchangeTime>,
 }
 
 /// Where a step's exchange stands: how many gradients of each bucket are ready, and
@@ -63,11 +76,24 @@ impl GradientBuckets {
             buckets,
             bucket_of,
             bytes_per_step,
+            time: Cell::default(),
         }
     }
 
     pub fn num_buckets(&self) -> usize {
         self.buckets.len()
+    }
+
+    /// The time spent on the exchange since the last call.
+    pub fn take_time(&self) -> ExchangeTime {
+        self.time.take()
+    }
+
+    fn add_time(&self, staging: f64, waiting: f64) {
+        let mut t = self.time.get();
+        t.staging_seconds += staging;
+        t.waiting_seconds += waiting;
+        self.time.set(t);
     }
 
     /// The backward pass of `loss` with every parameter's gradient averaged over the
@@ -99,7 +125,10 @@ impl GradientBuckets {
         }
         let size = self.group.size() as f32;
         for (params, pending) in self.buckets.iter().zip(progress.started) {
+            let waiting = Instant::now();
             let sums = pending.wait()?;
+            let staging = Instant::now();
+            self.add_time(0.0, (staging - waiting).as_secs_f64());
             let had_none: Vec<bool> = params.iter().map(|p| grads.get(p).is_none()).collect();
             let mean: Vec<f32> = sums.iter().map(|s| s / size).collect();
             let flat = Tensor::from_vec(mean, [sums.len()], &params[0].device())?;
@@ -114,6 +143,7 @@ impl GradientBuckets {
                 let g = part.reshape(p.dims().to_vec())?.to_dtype(p.dtype())?;
                 grads.insert(p, g);
             }
+            self.add_time(staging.elapsed().as_secs_f64(), 0.0);
         }
         Ok(grads)
     }
@@ -121,6 +151,7 @@ impl GradientBuckets {
     /// Reads the bucket's gradients back (zeros where there is none), in one f32
     /// vector, and starts its sum over the ranks.
     fn start(&self, params: &[Tensor], grads: &Gradients) -> Result<PendingSum> {
+        let staging = Instant::now();
         let flat = params
             .iter()
             .map(|p| match grads.get(p) {
@@ -129,6 +160,7 @@ impl GradientBuckets {
             })
             .collect::<Result<Vec<_>>>()?;
         let host = Tensor::cat(&flat, 0)?.to_vec::<f32>()?;
+        self.add_time(staging.elapsed().as_secs_f64(), 0.0);
         self.group.start_sum(host)
     }
 }

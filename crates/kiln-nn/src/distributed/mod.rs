@@ -8,7 +8,7 @@
 mod buckets;
 mod replicas;
 
-pub use buckets::GradientBuckets;
+pub use buckets::{ExchangeTime, GradientBuckets};
 pub(crate) use replicas::{average_buffers, broadcast_state, check_agreement, sum_over_ranks};
 
 use kiln::{Error, Result};

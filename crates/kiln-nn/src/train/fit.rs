@@ -1,7 +1,7 @@
 //! The training loop.
 
 use crate::data::DataLoader;
-use crate::distributed::{self, DataParallel, GradientBuckets};
+use crate::distributed::{self, DataParallel, ExchangeTime, GradientBuckets};
 use crate::module::{Module, ModuleExt};
 use crate::optim::{LrScheduler, Optimizer};
 use crate::train::{load_checkpoint, save_checkpoint, training_state, RunState};
@@ -293,6 +293,8 @@ pub struct EpochMetrics {
     /// limit cut the epoch short).
     pub steps: usize,
     pub seconds: f64,
+    /// Data-parallel runs: this rank's time on the gradient exchange, within `seconds`.
+    pub exchange: Option<ExchangeTime>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -386,6 +388,14 @@ pub fn fit(
     };
     let first_rank = dp.is_none_or(DataParallel::is_first);
     let verbose = config.verbose && first_rank;
+    if let (Some(dp), Some(b), true) = (dp, &buckets, verbose) {
+        println!(
+            "data-parallel over {} ranks: {:.2} MB of gradients per step in {} buckets",
+            dp.size(),
+            b.bytes_per_step as f64 / 1e6,
+            b.num_buckets()
+        );
+    }
     let mut history = History::default();
     // The first step's loss, which the divergence guard compares every window against.
     let mut start_loss: Option<f64> = None;
@@ -519,6 +529,7 @@ pub fn fit(
             lr: optimizer.lr(),
             steps,
             seconds: start.elapsed().as_secs_f64(),
+            exchange: buckets.as_ref().map(GradientBuckets::take_time),
         };
         if verbose {
             println!("{}", describe(&metrics));
@@ -653,5 +664,17 @@ fn describe(m: &EpochMetrics) -> String {
     if let Some(a) = m.val_accuracy {
         line += &format!("  val acc {a:.4}");
     }
-    line + &format!("  lr {:.2e}  {} steps  {:.1}s", m.lr, m.steps, m.seconds)
+    line += &format!("  lr {:.2e}  {} steps  {:.1}s", m.lr, m.steps, m.seconds);
+    if let Some(e) = m.exchange {
+        let total = e.staging_seconds + e.waiting_seconds;
+        let per_step = |s: f64| 1e3 * s / m.steps.max(1) as f64;
+        line += &format!(
+            "  exchange {:.1}% ({:.2} ms/step: staging {:.2}, waiting {:.2})",
+            100.0 * total / m.seconds.max(f64::MIN_POSITIVE),
+            per_step(total),
+            per_step(e.staging_seconds),
+            per_step(e.waiting_seconds)
+        );
+    }
+    line
 }
