@@ -75,6 +75,7 @@ fn learns(name: &str, body: impl Module + 'static, embed: usize, out: usize) {
         check_inputs: false,
         checkpoint_dir: None,
         resume: None,
+        data_parallel: None,
     };
     fit(
         &model,

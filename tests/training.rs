@@ -35,6 +35,7 @@ fn quiet(epochs: usize) -> FitConfig {
         check_inputs: false,
         checkpoint_dir: None,
         resume: None,
+        data_parallel: None,
     }
 }
 
@@ -154,6 +155,7 @@ fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
         check_inputs: false,
         checkpoint_dir: None,
         resume: None,
+        data_parallel: None,
     };
     let (tl, vl) = (
         DataLoader::new(&train, 32, &cpu).unwrap().shuffled(4),
