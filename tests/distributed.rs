@@ -12,7 +12,7 @@ use kiln_nn::distributed::{Collective, DataParallel};
 use kiln_nn::layers::{Activation, Linear, Sequential};
 use kiln_nn::optim::{Adam, Optimizer, Sgd};
 use kiln_nn::train::{
-    classification_step, fit, load_checkpoint, restore, FitConfig, RunState, StepOutput,
+    classification_step, fit, load_checkpoint, restore, FitConfig, History, RunState, StepOutput,
 };
 use kiln_nn::{Module, ModuleExt};
 use std::process::{Command, Stdio};
@@ -129,6 +129,21 @@ fn quiet(epochs: usize) -> FitConfig {
     }
 }
 
+/// `fit` of a classifier without validation, expected to succeed.
+fn train(
+    model: &dyn Module,
+    opt: &mut dyn Optimizer,
+    loader: &DataLoader,
+    config: &FitConfig,
+) -> History {
+    fit(model, opt, None, loader, None, &classification_step, config).unwrap()
+}
+
+/// Returns once every rank has called it.
+fn barrier(group: &MpiGroup) {
+    group.sum_f64(&mut [0.0]).unwrap();
+}
+
 fn params(model: &dyn Module) -> Vec<(String, Vec<f64>)> {
     model
         .named_parameters()
@@ -187,7 +202,7 @@ fn equivalence_worker() {
             let replica = model(16, 1 + rank as u64, &device);
             let mut opt = optimizer(which, &replica);
             let dp = DataParallel::new(group.clone()).with_bucket_bytes(bucket_bytes);
-            let train = DataLoader::new(&set, BATCH, &device)
+            let shard = DataLoader::new(&set, BATCH, &device)
                 .unwrap()
                 .shuffled(9)
                 .sharded(rank, size)
@@ -196,31 +211,13 @@ fn equivalence_worker() {
                 data_parallel: Some(dp),
                 ..quiet(2)
             };
-            let history = fit(
-                &replica,
-                &mut *opt,
-                None,
-                &train,
-                None,
-                &classification_step,
-                &config,
-            )
-            .unwrap();
+            let history = train(&replica, &mut *opt, &shard, &config);
             let single = model(16, 1, &device);
             let mut single_opt = optimizer(which, &single);
             let all = DataLoader::new(&set, BATCH * size, &device)
                 .unwrap()
                 .shuffled(9);
-            let reference = fit(
-                &single,
-                &mut *single_opt,
-                None,
-                &all,
-                None,
-                &classification_step,
-                &quiet(2),
-            )
-            .unwrap();
+            let reference = train(&single, &mut *single_opt, &all, &quiet(2));
             let label = format!(
                 "rank {rank} of {size}, {device}, {which:?}, buckets of {bucket_bytes} bytes"
             );
@@ -399,16 +396,7 @@ fn checkpoint_worker() {
     // Two epochs in one process: where both mixed runs must end.
     let reference = model(16, 1, &device);
     let mut opt = optimizer(Opt::Adam, &reference);
-    fit(
-        &reference,
-        &mut *opt,
-        None,
-        &single_loader,
-        None,
-        &classification_step,
-        &quiet(2),
-    )
-    .unwrap();
+    train(&reference, &mut *opt, &single_loader, &quiet(2));
 
     // Distributed first epoch, single-process second.
     let first = dir.join("distributed-first");
@@ -422,19 +410,9 @@ fn checkpoint_worker() {
         checkpoint_dir: Some(first.clone()),
         ..quiet(1)
     };
-    fit(
-        &m,
-        &mut *opt,
-        None,
-        &rank_loader(),
-        None,
-        &classification_step,
-        &config,
-    )
-    .unwrap();
-    let mut sums = [0.0];
+    train(&m, &mut *opt, &rank_loader(), &config);
     // Every rank waits here until rank 0 has written its files.
-    group.sum_f64(&mut sums).unwrap();
+    barrier(&group);
     let written: Vec<_> = std::fs::read_dir(&first)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -452,16 +430,7 @@ fn checkpoint_worker() {
             resume: Some(run),
             ..quiet(2)
         };
-        fit(
-            &m,
-            &mut *opt,
-            None,
-            &single_loader,
-            None,
-            &classification_step,
-            &config,
-        )
-        .unwrap();
+        train(&m, &mut *opt, &single_loader, &config);
         let difference = largest_difference(&params(&m), &params(&reference));
         eprintln!("distributed epoch, then a single-process epoch: {difference:.2e} from two single-process epochs");
         assert!(difference < 1e-6, "distributed then single: {difference}");
@@ -475,19 +444,10 @@ fn checkpoint_worker() {
             checkpoint_dir: Some(second.clone()),
             ..quiet(1)
         };
-        fit(
-            &m,
-            &mut *opt,
-            None,
-            &single_loader,
-            None,
-            &classification_step,
-            &config,
-        )
-        .unwrap();
+        train(&m, &mut *opt, &single_loader, &config);
     }
     // The checkpoint exists before any rank reads it.
-    group.sum_f64(&mut sums).unwrap();
+    barrier(&group);
     let m = model(16, 5, &device);
     let mut opt = optimizer(Opt::Adam, &m);
     let run = resume_into(&second.join("last.safetensors"), &m, &mut *opt);
@@ -496,16 +456,7 @@ fn checkpoint_worker() {
         resume: Some(run),
         ..quiet(2)
     };
-    fit(
-        &m,
-        &mut *opt,
-        None,
-        &rank_loader(),
-        None,
-        &classification_step,
-        &config,
-    )
-    .unwrap();
+    train(&m, &mut *opt, &rank_loader(), &config);
     let difference = largest_difference(&params(&m), &params(&reference));
     eprintln!("rank {rank}: a single-process epoch, then a distributed one: {difference:.2e}");
     assert!(difference < 1e-6, "single then distributed: {difference}");

@@ -261,7 +261,7 @@ pub struct FitConfig {
     /// taken from them (early stopping, the time limit, the schedule) are the group's;
     /// only rank 0 prints and writes checkpoints. An error on one rank is not seen by the
     /// others, which would wait for it: the caller must end the group (kiln-dist's
-    /// `run` aborts it).
+    /// `MpiGroup::abort_with`).
     pub data_parallel: Option<DataParallel>,
 }
 
