@@ -9,7 +9,7 @@ use kiln::{DType, Device, Error, Result, Rng, Tensor};
 use kiln_dist::MpiGroup;
 use kiln_nn::data::{DataLoader, TensorDataset};
 use kiln_nn::distributed::{Collective, DataParallel};
-use kiln_nn::layers::{Activation, Linear, Sequential};
+use kiln_nn::layers::{Activation, BatchNorm, Linear, Sequential};
 use kiln_nn::optim::{Adam, Optimizer, Sgd};
 use kiln_nn::train::{
     classification_step, fit, load_checkpoint, restore, FitConfig, History, RunState, StepOutput,
@@ -250,6 +250,59 @@ fn ranks_take_the_steps_of_one_process_with_their_batches_together() {
         &[2, 3],
         &[],
     );
+}
+
+/// Batch norm's running statistics come from each rank's own batches; at the end of an
+/// epoch they are averaged, so every rank evaluates and saves the same model.
+fn buffers_worker() {
+    let group = MpiGroup::init().unwrap();
+    let (rank, size) = (group.rank(), group.size());
+    let set = data(size * BATCH * 6);
+    for device in devices() {
+        let mut rng = Rng::new(1);
+        let replica = Sequential::new()
+            .append(Linear::new(FEATURES, 8, &device, &mut rng).unwrap())
+            .append(BatchNorm::new(8, &device).unwrap())
+            .append(Linear::new(8, CLASSES, &device, &mut rng).unwrap());
+        let mut opt = optimizer(Opt::SgdMomentum, &replica);
+        let shard = DataLoader::new(&set, BATCH, &device)
+            .unwrap()
+            .shuffled(2)
+            .sharded(rank, size)
+            .unwrap();
+        let config = FitConfig {
+            data_parallel: Some(DataParallel::new(group.clone())),
+            ..quiet(1)
+        };
+        train(&replica, &mut *opt, &shard, &config);
+        let buffers = replica.named_buffers();
+        assert_eq!(buffers.len(), 2);
+        for (name, b) in buffers {
+            let mine = b.to_f64_vec().unwrap();
+            let mut mean = mine.clone();
+            group.sum_f64(&mut mean).unwrap();
+            mean.iter_mut().for_each(|m| *m /= size as f64);
+            let spread = mine
+                .iter()
+                .zip(&mean)
+                .map(|(a, m)| (a - m).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                spread < 1e-6,
+                "rank {rank}, {device}: {name} differs from the ranks' mean by {spread}"
+            );
+        }
+    }
+    group.finish();
+}
+
+#[test]
+fn batch_norm_statistics_are_the_same_on_every_rank() {
+    let test = "batch_norm_statistics_are_the_same_on_every_rank";
+    if is_worker(test) {
+        return buffers_worker();
+    }
+    launch_ok(test, &[2], &[]);
 }
 
 /// Rank 1's step fails at its third batch; the worker does what `kiln train
