@@ -1,8 +1,9 @@
-//! The same seed gives bitwise-identical random tensors on the CPU and the GPU.
+//! The same seed gives bitwise-identical random tensors on the CPU and the GPU, and the
+//! CPU backend gives bitwise-identical results on any number of threads.
 
 mod common;
 
-use kiln::{DType, Device, Rng, Tensor};
+use kiln::{Conv2dOptions, DType, Device, Rng, Tensor};
 
 fn bits(t: &Tensor) -> Vec<u32> {
     t.to_vec::<f32>()
@@ -72,4 +73,64 @@ fn consecutive_draws_differ_and_seeds_replay() {
         .to_vec::<f32>()
         .unwrap();
     assert_eq!(a, again);
+}
+
+/// A convolutional network's loss and gradients, and a few large elementwise and
+/// matmul results, on 1, 2, 3 and 8 threads: every bit the same. The sizes are above
+/// every threshold at which the CPU backend splits work between threads (conv and
+/// matmul products of millions of multiply-adds, pooling and elementwise maps over
+/// 100K+ elements).
+#[test]
+fn cpu_results_do_not_depend_on_the_thread_count() {
+    let cpu = Device::cpu();
+    let mut rng = Rng::new(11);
+    let x = Tensor::randn([16, 3, 28, 28], DType::F32, &cpu, &mut rng).unwrap();
+    let w1 = Tensor::randn([16, 3, 5, 5], DType::F32, &cpu, &mut rng)
+        .unwrap()
+        .into_var()
+        .unwrap();
+    let w2 = Tensor::randn([32, 16, 5, 5], DType::F32, &cpu, &mut rng)
+        .unwrap()
+        .into_var()
+        .unwrap();
+    let w3 = Tensor::randn([512, 300], DType::F32, &cpu, &mut rng)
+        .unwrap()
+        .into_var()
+        .unwrap();
+    let a = Tensor::randn([700, 500], DType::F32, &cpu, &mut rng).unwrap();
+    let b = Tensor::randn([500, 300], DType::F32, &cpu, &mut rng).unwrap();
+    let run = || {
+        let options = Conv2dOptions::default();
+        let h = x.conv2d(&w1, None, options).unwrap().relu().unwrap();
+        let h = h.max_pool2d((2, 2), (2, 2), (0, 0)).unwrap();
+        let h = h.conv2d(&w2, None, options).unwrap().tanh().unwrap();
+        let h = h
+            .max_pool2d((2, 2), (2, 2), (0, 0))
+            .unwrap()
+            .reshape([16, 512])
+            .unwrap();
+        let loss = h.matmul(&w3).unwrap().square().unwrap().mean_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let product = a
+            .matmul(&b)
+            .unwrap()
+            .exp()
+            .unwrap()
+            .add(&a.matmul(&b).unwrap())
+            .unwrap();
+        let mut out = vec![bits(&loss), bits(&product)];
+        out.extend([&w1, &w2, &w3].map(|w| bits(grads.get(w).unwrap())));
+        out
+    };
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(run)
+    };
+    let one = on(1);
+    for threads in [2, 3, 8] {
+        assert!(on(threads) == one, "{threads} threads differ from one");
+    }
 }

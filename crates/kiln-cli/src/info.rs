@@ -31,6 +31,10 @@ pub fn run() -> kiln::Result<()> {
         );
     }
     autotune_cache();
+    println!(
+        "CPU backend threads: {} (KILN_NUM_THREADS sets them)",
+        kiln::backend::cpu_threads()
+    );
     match Device::best() {
         Ok(Device::Gpu(g)) => println!(
             "kiln would use: {} ({})",

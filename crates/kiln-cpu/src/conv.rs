@@ -6,28 +6,34 @@ use crate::window::{for_each_run, for_each_tap, source, Real};
 use kiln_core::WindowSpec;
 
 /// `[n, c, h, w]` -> `[n, c*kh*kw, oh*ow]`; out-of-image taps are zero. Generic so
-/// that f32 data is unfolded without widening.
-pub fn im2col<T: Copy + Default>(x: &[T], s: &WindowSpec) -> Vec<T> {
+/// that f32 data is unfolded without widening. Images unfold in parallel.
+pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], s: &WindowSpec) -> Vec<T> {
     let (l, rows) = (s.oh * s.ow, s.c * s.kh * s.kw);
     let mut out = vec![T::default(); s.n * rows * l];
-    for n in 0..s.n {
+    crate::threads::for_chunks(&mut out, (rows * l).max(1), |start, unfolded| {
+        let n = start / (rows * l).max(1);
         for c in 0..s.c {
             let image = &x[(n * s.c + c) * s.h * s.w..][..s.h * s.w];
             for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
                 let row = (c * s.kh + ky) * s.kw + kx;
-                let cols = &mut out[(n * rows + row) * l..][..l];
+                let cols = &mut unfolded[row * l..][..l];
                 for_each_run(s, ky, kx, |iy, ix, oy, ox, len| {
                     cols[oy * s.ow + ox..][..len].copy_from_slice(&image[iy * s.w + ix..][..len]);
                 });
             }
         }
-    }
+    });
     out
 }
 
+/// Multiply-adds per task of the weight gradient's GEMMs.
+const TASK_FLOPS: usize = 1 << 18;
+
 /// The weight gradient through im2col and SGEMM, for f32 data:
 /// `dw[g] = sum over n of dy[n, g] (og x l) @ cols[n, g]^T (l x cg*kh*kw)`.
-/// Same value as `conv2d_weight_grad`, in a different summation order.
+/// Same value as `conv2d_weight_grad`, in a different summation order. Rows of `dw` are
+/// split into tasks by size alone, each summing over the images in order, so the result
+/// does not depend on the thread count.
 pub fn conv2d_weight_grad_gemm(
     x: &[f32],
     dy: &[f32],
@@ -37,24 +43,33 @@ pub fn conv2d_weight_grad_gemm(
 ) -> Vec<f32> {
     let (cg, og) = (s.c / groups, out_channels / groups);
     let (l, kk) = (s.oh * s.ow, s.kh * s.kw);
-    let rows = s.c * kk;
+    let (rows, width) = (s.c * kk, cg * kk);
     let cols = im2col(x, s);
-    let mut dw = vec![0.0f32; out_channels * cg * kk];
-    if l == 0 {
+    let mut dw = vec![0.0f32; out_channels * width];
+    if l == 0 || width == 0 {
         return dw;
     }
-    for n in 0..s.n {
-        for g in 0..groups {
-            let a = &dy[(n * out_channels + g * og) * l..];
+    let per_row = s.n * l * width;
+    let task_rows = (TASK_FLOPS / per_row.max(1)).clamp(1, og.max(1));
+    // (group, first output channel within the group, the task's rows of dw)
+    let mut tasks = Vec::new();
+    for (g, part) in dw.chunks_mut(og * width).enumerate() {
+        for (t, rows_part) in part.chunks_mut(task_rows * width).enumerate() {
+            tasks.push((g, t * task_rows, rows_part));
+        }
+    }
+    let parallel = per_row * out_channels >= 1 << 20;
+    crate::threads::run_tasks(tasks, parallel, |(g, o0, c)| {
+        for n in 0..s.n {
+            let a = &dy[(n * out_channels + g * og + o0) * l..];
             let b = &cols[(n * rows + g * cg * kk) * l..];
-            let c = &mut dw[g * og * cg * kk..];
-            // SAFETY: a is og x l (row stride l), b read as l x cg*kk (row stride 1,
-            // column stride l) inside cols, c is og x cg*kk inside dw.
+            // SAFETY: a is (rows of c) x l (row stride l), b read as l x cg*kk (row
+            // stride 1, column stride l) inside cols, c is whole rows of dw.
             unsafe {
                 matrixmultiply::sgemm(
-                    og,
+                    c.len() / width,
                     l,
-                    cg * kk,
+                    width,
                     1.0,
                     a.as_ptr(),
                     l as isize,
@@ -64,12 +79,12 @@ pub fn conv2d_weight_grad_gemm(
                     l as isize,
                     1.0,
                     c.as_mut_ptr(),
-                    (cg * kk) as isize,
+                    width as isize,
                     1,
                 );
             }
         }
-    }
+    });
     dw
 }
 
@@ -109,22 +124,28 @@ pub fn conv2d_direct(
 }
 
 /// `[n, c*kh*kw, oh*ow]` columns -> `[n, c, h, w]` image, summing every tap that lands
-/// on a pixel: the adjoint of `im2col` (here `h, w` is the image being rebuilt).
-pub fn col2im<T: Real>(cols: &[T], s: &WindowSpec) -> Vec<T> {
+/// on a pixel: the adjoint of `im2col` (here `h, w` is the image being rebuilt). Images
+/// fold in parallel; each pixel sums its taps in one fixed order.
+pub fn col2im<T: Real + Send + Sync>(cols: &[T], s: &WindowSpec) -> Vec<T> {
     let (l, rows) = (s.oh * s.ow, s.c * s.kh * s.kw);
-    let mut out = vec![T::default(); s.n * s.c * s.h * s.w];
-    for n in 0..s.n {
+    let plane = s.h * s.w;
+    let mut out = vec![T::default(); s.n * s.c * plane];
+    crate::threads::for_chunks(&mut out, (s.c * plane).max(1), |start, folded| {
+        let n = start / (s.c * plane).max(1);
         for c in 0..s.c {
-            let image = &mut out[(n * s.c + c) * s.h * s.w..][..s.h * s.w];
+            let image = &mut folded[c * plane..][..plane];
             for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
                 let row = (c * s.kh + ky) * s.kw + kx;
                 let col = &cols[(n * rows + row) * l..][..l];
-                for_each_tap(s, ky, kx, |iy, ix, oy, ox| {
-                    image[iy * s.w + ix] += col[oy * s.ow + ox]
+                for_each_run(s, ky, kx, |iy, ix, oy, ox, len| {
+                    let into = &mut image[iy * s.w + ix..][..len];
+                    for (p, &v) in into.iter_mut().zip(&col[oy * s.ow + ox..][..len]) {
+                        *p += v;
+                    }
                 });
             }
         }
-    }
+    });
     out
 }
 

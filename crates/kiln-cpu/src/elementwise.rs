@@ -122,8 +122,8 @@ fn binary_i32(op: BinaryOp, a: i32, b: i32) -> Result<i32> {
 /// (vectorised where the formula allows) while the formula stays in one place. The arms
 /// come from the op table.
 pub(crate) fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
-    fn map(v: &[f32], f: impl Fn(f64) -> f64) -> Vec<f32> {
-        v.iter().map(|&x| f(x as f64) as f32).collect()
+    fn map(v: &[f32], f: impl Fn(f64) -> f64 + Sync) -> Vec<f32> {
+        crate::threads::map(v, |x| f(x as f64) as f32)
     }
     macro_rules! by_op {
         ($($(#[$doc:meta])* $V:ident $(($($p:ident = $ex:expr),*))? => $($rest:ident),*;)*) => {
@@ -138,11 +138,8 @@ pub(crate) fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
 /// `binary_f64` over two equally long f32 slices, rounded once; the op is matched
 /// outside the loop as in `unary_f32`.
 fn binary_f32(op: BinaryOp, a: &[f32], b: &[f32]) -> Vec<f32> {
-    fn zip(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> Vec<f32> {
-        a.iter()
-            .zip(b)
-            .map(|(&x, &y)| f(x as f64, y as f64) as f32)
-            .collect()
+    fn zip(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64 + Sync) -> Vec<f32> {
+        crate::threads::zip(a, b, |x, y| f(x as f64, y as f64) as f32)
     }
     macro_rules! by_op {
         ($($(#[$doc:meta])* $V:ident => $($rest:ident),*;)*) => {

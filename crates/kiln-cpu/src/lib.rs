@@ -15,6 +15,7 @@ mod random;
 mod reduce;
 mod rnn;
 mod strided;
+pub mod threads;
 mod window;
 
 pub use elementwise::{binary_f64, unary_f64};

@@ -5,19 +5,10 @@
 use crate::CpuStorage;
 use kiln_core::{HostBuffer, MatmulSpec, Result};
 
-/// One GEMM per batch; `gemm(a_offset, b_offset, c_offset)` runs it.
-fn for_each_batch(spec: &MatmulSpec, mut gemm: impl FnMut(usize, usize, usize)) {
-    if spec.m * spec.n == 0 || spec.k == 0 {
-        return; // nothing to compute, or an empty sum (the output stays zero)
-    }
-    for b0 in 0..spec.batch[0] {
-        for b1 in 0..spec.batch[1] {
-            let a = spec.lhs.offset + b0 * spec.lhs.batch[0] + b1 * spec.lhs.batch[1];
-            let b = spec.rhs.offset + b0 * spec.rhs.batch[0] + b1 * spec.rhs.batch[1];
-            gemm(a, b, (b0 * spec.batch[1] + b1) * spec.m * spec.n);
-        }
-    }
-}
+/// Multiply-adds per GEMM task: output rows are split into tasks of about this much work.
+const TASK_FLOPS: usize = 1 << 18;
+/// Multiply-adds below which a product runs on the calling thread.
+const PARALLEL_FLOPS: usize = 1 << 20;
 
 /// `matrixmultiply`'s SGEMM and DGEMM share this signature.
 type Gemm<T> = unsafe fn(
@@ -37,23 +28,42 @@ type Gemm<T> = unsafe fn(
     isize,
 );
 
-fn gemm<T: Copy + Default>(
+/// One GEMM per batch, each split into tasks of whole output rows. The split depends on
+/// the shapes alone and every output element is computed by one task, so the result is
+/// the same on any number of threads.
+fn gemm<T: Copy + Default + Send + Sync>(
     lhs: &[T],
     rhs: &[T],
     spec: &MatmulSpec,
     kernel: Gemm<T>,
     one: T,
 ) -> Vec<T> {
-    let mut out = vec![T::default(); spec.batch[0] * spec.batch[1] * spec.m * spec.n];
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    let mut out = vec![T::default(); spec.batch[0] * spec.batch[1] * m * n];
+    if m * n == 0 || k == 0 {
+        return out; // nothing to compute, or an empty sum (the output stays zero)
+    }
     let (l, r) = (&spec.lhs, &spec.rhs);
-    for_each_batch(spec, |a, b, c| {
+    let rows = (TASK_FLOPS / (n * k)).clamp(1, m);
+    // (lhs offset of the task's first row, rhs offset, the task's output rows)
+    let mut tasks = Vec::new();
+    for (i, c) in out.chunks_mut(m * n).enumerate() {
+        let (b0, b1) = (i / spec.batch[1], i % spec.batch[1]);
+        let a = l.offset + b0 * l.batch[0] + b1 * l.batch[1];
+        let b = r.offset + b0 * r.batch[0] + b1 * r.batch[1];
+        for (t, part) in c.chunks_mut(rows * n).enumerate() {
+            tasks.push((a + t * rows * l.row_stride, b, part));
+        }
+    }
+    let run = |(a, b, part): (usize, usize, &mut [T])| {
         // SAFETY: the tensor layer built these strides and offsets from layouts that lie
-        // inside their storage; `out` holds m*n elements per batch.
+        // inside their storage; `part` holds whole rows of the batch's m*n outputs, and
+        // `a` is the offset of its first row.
         unsafe {
             kernel(
-                spec.m,
-                spec.k,
-                spec.n,
+                part.len() / n,
+                k,
+                n,
                 one,
                 lhs.as_ptr().add(a),
                 l.row_stride as isize,
@@ -62,13 +72,20 @@ fn gemm<T: Copy + Default>(
                 r.row_stride as isize,
                 r.col_stride as isize,
                 T::default(),
-                out.as_mut_ptr().add(c),
-                spec.n as isize,
+                part.as_mut_ptr(),
+                n as isize,
                 1,
             );
         }
-    });
+    };
+    let parallel = flops(spec) >= PARALLEL_FLOPS;
+    crate::threads::run_tasks(tasks, parallel, run);
     out
+}
+
+/// The product's multiply-adds over every batch.
+fn flops(spec: &MatmulSpec) -> usize {
+    spec.batch[0] * spec.batch[1] * spec.m * spec.n * spec.k
 }
 
 pub fn matmul(lhs: &CpuStorage, rhs: &CpuStorage, spec: &MatmulSpec) -> Result<CpuStorage> {

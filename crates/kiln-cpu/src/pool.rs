@@ -4,50 +4,67 @@ use crate::window::{source, Real};
 use kiln_core::{PoolKind, WindowSpec};
 
 /// Values and flat `iy*w + ix` indices of each window's first maximum; padding is -inf.
-pub fn max_pool2d<T: Real>(x: &[T], s: &WindowSpec) -> (Vec<T>, Vec<i32>) {
-    let planes = s.n * s.c;
-    let mut values = vec![T::default(); planes * s.oh * s.ow];
-    let mut indices = vec![0; planes * s.oh * s.ow];
-    for p in 0..planes {
-        let plane = &x[p * s.h * s.w..(p + 1) * s.h * s.w];
-        for oy in 0..s.oh {
-            for ox in 0..s.ow {
-                let (mut best, mut idx) = (T::NEG_INFINITY, -1i32);
-                for ky in 0..s.kh {
-                    let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h)
-                    else {
-                        continue;
-                    };
-                    for kx in 0..s.kw {
-                        let Some(ix) = source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w)
+/// Planes pool in parallel.
+pub fn max_pool2d<T: Real + Send + Sync>(x: &[T], s: &WindowSpec) -> (Vec<T>, Vec<i32>) {
+    let (planes, l) = (s.n * s.c, s.oh * s.ow);
+    let pooled = crate::threads::map_indices(
+        planes,
+        planes * l >= crate::threads::PARALLEL_ELEMENTS,
+        |p| {
+            let plane = &x[p * s.h * s.w..(p + 1) * s.h * s.w];
+            let mut values = Vec::with_capacity(l);
+            let mut indices = Vec::with_capacity(l);
+            for oy in 0..s.oh {
+                for ox in 0..s.ow {
+                    let (mut best, mut idx) = (T::NEG_INFINITY, -1i32);
+                    for ky in 0..s.kh {
+                        let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h)
                         else {
                             continue;
                         };
-                        let v = plane[iy * s.w + ix];
-                        if v > best || idx < 0 {
-                            best = v;
-                            idx = (iy * s.w + ix) as i32;
+                        for kx in 0..s.kw {
+                            let Some(ix) =
+                                source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w)
+                            else {
+                                continue;
+                            };
+                            let v = plane[iy * s.w + ix];
+                            if v > best || idx < 0 {
+                                best = v;
+                                idx = (iy * s.w + ix) as i32;
+                            }
                         }
                     }
+                    values.push(best);
+                    indices.push(idx);
                 }
-                let o = (p * s.oh + oy) * s.ow + ox;
-                values[o] = best;
-                indices[o] = idx;
             }
-        }
+            (values, indices)
+        },
+    );
+    let mut values = Vec::with_capacity(planes * l);
+    let mut indices = Vec::with_capacity(planes * l);
+    for (v, i) in pooled {
+        values.extend(v);
+        indices.extend(i);
     }
     (values, indices)
 }
 
-/// Each output's gradient goes to the pixel its maximum came from.
-pub fn max_pool2d_backward<T: Real>(dy: &[T], indices: &[i32], s: &WindowSpec) -> Vec<T> {
-    let (planes, l) = (s.n * s.c, s.oh * s.ow);
-    let mut dx = vec![T::default(); planes * s.h * s.w];
-    for p in 0..planes {
+/// Each output's gradient goes to the pixel its maximum came from. Planes in parallel.
+pub fn max_pool2d_backward<T: Real + Send + Sync>(
+    dy: &[T],
+    indices: &[i32],
+    s: &WindowSpec,
+) -> Vec<T> {
+    let (planes, l, plane) = (s.n * s.c, s.oh * s.ow, s.h * s.w);
+    let mut dx = vec![T::default(); planes * plane];
+    crate::threads::for_chunks(&mut dx, plane.max(1), |start, image| {
+        let p = start / plane.max(1);
         for o in 0..l {
-            dx[p * s.h * s.w + indices[p * l + o] as usize] += dy[p * l + o];
+            image[indices[p * l + o] as usize] += dy[p * l + o];
         }
-    }
+    });
     dx
 }
 
