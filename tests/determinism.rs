@@ -76,7 +76,8 @@ fn consecutive_draws_differ_and_seeds_replay() {
 }
 
 /// A convolutional network's loss and gradients, and a few large elementwise and
-/// matmul results, on 1, 2, 3 and 8 threads: every bit the same. The sizes are above
+/// matmul results, row-wise ops, reductions and an Adam step, on 1, 2, 3 and 8
+/// threads: every bit the same. The sizes are above
 /// every threshold at which the CPU backend splits work between threads (conv and
 /// matmul products of millions of multiply-adds, pooling and elementwise maps over
 /// 100K+ elements).
@@ -118,7 +119,27 @@ fn cpu_results_do_not_depend_on_the_thread_count() {
             .unwrap()
             .add(&a.matmul(&b).unwrap())
             .unwrap();
-        let mut out = vec![bits(&loss), bits(&product)];
+        let rows = [
+            a.softmax(-1).unwrap(),
+            a.log_softmax(-1).unwrap(),
+            a.layer_norm(&[500], None, None, 1e-5).unwrap(),
+            a.sum(&[0], false).unwrap(),
+            a.max(&[1], false).unwrap(),
+        ];
+        let adam = kiln::OptimizerStep::Adam(kiln::AdamSpec {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            step_size: 1e-3,
+            inv_correction2: 10.0,
+            coupled_decay: 0.0,
+            decay_factor: 1.0,
+        });
+        let (p, states) = a
+            .optimizer_update(&a.sin().unwrap(), &[&a, &a.abs().unwrap()], &adam)
+            .unwrap();
+        let mut out = vec![bits(&loss), bits(&product), bits(&p)];
+        out.extend(states.iter().chain(&rows).map(bits));
         out.extend([&w1, &w2, &w3].map(|w| bits(grads.get(w).unwrap())));
         out
     };

@@ -3,32 +3,40 @@
 
 use kiln_core::{AdamSpec, OptimizerStep, RmsPropSpec, SgdSpec};
 
-/// The new parameter and states of every element.
+/// The new parameter and states of every element (at most two states), in parallel
+/// chunks for large parameters.
 pub fn update(
     p: &[f64],
     g: &[f64],
     states: &[Vec<f64>],
     step: &OptimizerStep,
 ) -> (Vec<f64>, Vec<Vec<f64>>) {
-    let n = p.len();
-    let mut p_out = vec![0.0; n];
-    let mut s_out = vec![vec![0.0; n]; states.len()];
-    for i in 0..n {
-        let s_in: Vec<f64> = states.iter().map(|s| s[i]).collect();
-        let (p1, s1) = match step {
-            OptimizerStep::Adam(spec) => adam(p[i], g[i], &s_in, spec),
-            OptimizerStep::SgdMomentum(spec) => sgd(p[i], g[i], &s_in, spec),
-            OptimizerStep::RmsProp(spec) => rmsprop(p[i], g[i], &s_in, spec),
-        };
-        p_out[i] = p1;
-        for (out, v) in s_out.iter_mut().zip(s1) {
-            out[i] = v;
+    let count = states.len();
+    // Each element's new parameter and states, side by side.
+    let mut rows = vec![[0.0; 3]; p.len()];
+    crate::threads::for_chunks(&mut rows, crate::threads::CHUNK_ELEMENTS, |start, part| {
+        for (j, row) in part.iter_mut().enumerate() {
+            let i = start + j;
+            let mut s_in = [0.0; 2];
+            for (slot, s) in s_in.iter_mut().zip(states) {
+                *slot = s[i];
+            }
+            let (p1, s1) = match step {
+                OptimizerStep::Adam(spec) => adam(p[i], g[i], &s_in, spec),
+                OptimizerStep::SgdMomentum(spec) => sgd(p[i], g[i], &s_in, spec),
+                OptimizerStep::RmsProp(spec) => rmsprop(p[i], g[i], &s_in, spec),
+            };
+            *row = [p1, s1[0], s1[1]];
         }
-    }
+    });
+    let p_out = rows.iter().map(|r| r[0]).collect();
+    let s_out = (0..count)
+        .map(|k| rows.iter().map(|r| r[k + 1]).collect())
+        .collect();
     (p_out, s_out)
 }
 
-fn adam(p: f64, g: f64, s: &[f64], spec: &AdamSpec) -> (f64, Vec<f64>) {
+fn adam(p: f64, g: f64, s: &[f64; 2], spec: &AdamSpec) -> (f64, [f64; 2]) {
     let [b1, b2, eps, step, inv_c2, coupled, factor] = [
         spec.beta1,
         spec.beta2,
@@ -42,13 +50,10 @@ fn adam(p: f64, g: f64, s: &[f64], spec: &AdamSpec) -> (f64, Vec<f64>) {
     let g = g + coupled * p;
     let m = b1 * s[0] + (1.0 - b1) * g;
     let v = b2 * s[1] + (1.0 - b2) * g * g;
-    (
-        p * factor - step * m / ((v * inv_c2).sqrt() + eps),
-        vec![m, v],
-    )
+    (p * factor - step * m / ((v * inv_c2).sqrt() + eps), [m, v])
 }
 
-fn sgd(p: f64, g: f64, s: &[f64], spec: &SgdSpec) -> (f64, Vec<f64>) {
+fn sgd(p: f64, g: f64, s: &[f64; 2], spec: &SgdSpec) -> (f64, [f64; 2]) {
     let [lr, momentum, decay] = [spec.lr, spec.momentum, spec.weight_decay].map(f64::from);
     let g = g + decay * p;
     let buf = momentum * s[0] + g;
@@ -57,12 +62,12 @@ fn sgd(p: f64, g: f64, s: &[f64], spec: &SgdSpec) -> (f64, Vec<f64>) {
     } else {
         buf
     };
-    (p - lr * direction, vec![buf])
+    (p - lr * direction, [buf, 0.0])
 }
 
-fn rmsprop(p: f64, g: f64, s: &[f64], spec: &RmsPropSpec) -> (f64, Vec<f64>) {
+fn rmsprop(p: f64, g: f64, s: &[f64; 2], spec: &RmsPropSpec) -> (f64, [f64; 2]) {
     let [lr, alpha, eps, decay] = [spec.lr, spec.alpha, spec.eps, spec.weight_decay].map(f64::from);
     let g = g + decay * p;
     let avg = alpha * s[0] + (1.0 - alpha) * g * g;
-    (p - lr * g / (avg.sqrt() + eps), vec![avg])
+    (p - lr * g / (avg.sqrt() + eps), [avg, 0.0])
 }

@@ -1,6 +1,7 @@
 //! Row reductions and softmax over compact `[rows, k]` data, in f64.
 
 use crate::elementwise::{max_nan, min_nan};
+use crate::threads::CHUNK_ELEMENTS;
 use crate::CpuStorage;
 use kiln_core::{BackendStorage, HostBuffer, ReduceOp, Result};
 
@@ -60,25 +61,30 @@ fn fold_middle(data: &[f64], op: ReduceOp, outer: usize, k: usize, inner: usize)
         data: &[f64],
         [outer, k, inner]: [usize; 3],
         init: f64,
-        combine: impl Fn(f64, f64) -> f64,
+        combine: impl Fn(f64, f64) -> f64 + Sync,
     ) -> Vec<f64> {
-        if inner == 1 && k > 0 {
-            // Whole rows: a fold per row, three times faster than the strided walk below.
-            return data
-                .chunks_exact(k)
-                .take(outer)
-                .map(|row| row.iter().fold(init, |a, &x| combine(a, x)))
-                .collect();
-        }
         let mut out = vec![init; outer * inner];
-        for (o, acc) in out.chunks_exact_mut(inner.max(1)).enumerate() {
+        if inner == 1 && k > 0 {
+            // Whole rows: a fold per row, three times faster than the strided walk below;
+            // rows in parallel.
+            crate::threads::for_chunks(&mut out, (CHUNK_ELEMENTS / k).max(1), |first, part| {
+                for (r, acc) in part.iter_mut().enumerate() {
+                    let row = &data[(first + r) * k..][..k];
+                    *acc = row.iter().fold(init, |a, &x| combine(a, x));
+                }
+            });
+            return out;
+        }
+        // Each outer slice is one task; its outputs accumulate in order of k.
+        crate::threads::for_chunks(&mut out, inner.max(1), |start, acc| {
+            let o = start / inner.max(1);
             for j in 0..k {
                 let row = &data[(o * k + j) * inner..][..inner];
                 for (a, &x) in acc.iter_mut().zip(row) {
                     *a = combine(*a, x);
                 }
             }
-        }
+        });
         out
     }
     let dims = [outer, k, inner];
@@ -96,25 +102,27 @@ fn fold_middle(data: &[f64], op: ReduceOp, outer: usize, k: usize, inner: usize)
     }
 }
 
-/// Subtracting the row maximum keeps `exp` from overflowing.
+/// Subtracting the row maximum keeps `exp` from overflowing. Rows in parallel.
 pub fn softmax(x: &[f64], rows: usize, k: usize, log: bool) -> Vec<f64> {
     let mut out = vec![0.0; rows * k];
-    for r in 0..rows {
-        let (xs, row) = (&x[r * k..(r + 1) * k], &mut out[r * k..(r + 1) * k]);
-        let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        // Each exponential is computed once: kept for the division, or summed for the log.
-        for (o, &v) in row.iter_mut().zip(xs) {
-            *o = (v - max).exp();
-        }
-        let sum: f64 = row.iter().sum();
-        if log {
-            let ln_sum = sum.ln();
+    crate::threads::for_rows(&mut out, k, |first, part| {
+        for (r, row) in part.chunks_exact_mut(k.max(1)).enumerate() {
+            let xs = &x[(first + r) * k..][..k];
+            let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            // Each exponential is computed once: kept for the division, or summed for the log.
             for (o, &v) in row.iter_mut().zip(xs) {
-                *o = v - max - ln_sum;
+                *o = (v - max).exp();
             }
-        } else {
-            row.iter_mut().for_each(|o| *o /= sum);
+            let sum: f64 = row.iter().sum();
+            if log {
+                let ln_sum = sum.ln();
+                for (o, &v) in row.iter_mut().zip(xs) {
+                    *o = v - max - ln_sum;
+                }
+            } else {
+                row.iter_mut().for_each(|o| *o /= sum);
+            }
         }
-    }
+    });
     out
 }

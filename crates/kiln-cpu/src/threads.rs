@@ -93,3 +93,12 @@ pub fn run_tasks<T: Send>(tasks: Vec<T>, parallel: bool, f: impl Fn(T) + Sync + 
     num_threads();
     tasks.into_par_iter().for_each(f);
 }
+
+/// `f(first_row, rows)` over the `[rows, k]` data in `out`, in tasks of whole rows of
+/// about `CHUNK_ELEMENTS` elements: row-wise ops (softmax, layer norm, row reductions)
+/// in parallel, each row computed by one task.
+pub fn for_rows<T: Send>(out: &mut [T], k: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let k = k.max(1);
+    let rows = (CHUNK_ELEMENTS / k).max(1);
+    for_chunks(out, rows * k, |start, part| f(start / k, part));
+}
