@@ -7,41 +7,36 @@ use kiln_core::{PoolKind, WindowSpec};
 /// Planes pool in parallel.
 pub fn max_pool2d<T: Real + Send + Sync>(x: &[T], s: &WindowSpec) -> (Vec<T>, Vec<i32>) {
     let (planes, l) = (s.n * s.c, s.oh * s.ow);
-    let pooled = crate::threads::map_indices(
-        planes,
-        planes * l >= crate::threads::PARALLEL_ELEMENTS,
-        |p| {
-            let plane = &x[p * s.h * s.w..(p + 1) * s.h * s.w];
-            let mut values = Vec::with_capacity(l);
-            let mut indices = Vec::with_capacity(l);
-            for oy in 0..s.oh {
-                for ox in 0..s.ow {
-                    let (mut best, mut idx) = (T::NEG_INFINITY, -1i32);
-                    for ky in 0..s.kh {
-                        let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h)
-                        else {
-                            continue;
-                        };
-                        for kx in 0..s.kw {
-                            let Some(ix) =
-                                source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w)
-                            else {
-                                continue;
-                            };
-                            let v = plane[iy * s.w + ix];
-                            if v > best || idx < 0 {
-                                best = v;
-                                idx = (iy * s.w + ix) as i32;
-                            }
+    // The taps of each output row and column that land inside the image, found once.
+    let rows: Vec<Vec<usize>> = (0..s.oh)
+        .map(|oy| taps(oy, s.kh, s.stride.0, s.padding.0, s.dilation.0, s.h))
+        .collect();
+    let cols: Vec<Vec<usize>> = (0..s.ow)
+        .map(|ox| taps(ox, s.kw, s.stride.1, s.padding.1, s.dilation.1, s.w))
+        .collect();
+    let parallel = planes * l >= crate::threads::PARALLEL_ELEMENTS;
+    let pooled = crate::threads::map_indices(planes, parallel, |p| {
+        let plane = &x[p * s.h * s.w..(p + 1) * s.h * s.w];
+        let mut values = Vec::with_capacity(l);
+        let mut indices = Vec::with_capacity(l);
+        for ys in &rows {
+            for xs in &cols {
+                let (mut best, mut idx) = (T::NEG_INFINITY, -1i32);
+                for &iy in ys {
+                    for &ix in xs {
+                        let v = plane[iy * s.w + ix];
+                        if v > best || idx < 0 {
+                            best = v;
+                            idx = (iy * s.w + ix) as i32;
                         }
                     }
-                    values.push(best);
-                    indices.push(idx);
                 }
+                values.push(best);
+                indices.push(idx);
             }
-            (values, indices)
-        },
-    );
+        }
+        (values, indices)
+    });
     let mut values = Vec::with_capacity(planes * l);
     let mut indices = Vec::with_capacity(planes * l);
     for (v, i) in pooled {
@@ -49,6 +44,21 @@ pub fn max_pool2d<T: Real + Send + Sync>(x: &[T], s: &WindowSpec) -> (Vec<T>, Ve
         indices.extend(i);
     }
     (values, indices)
+}
+
+/// The input coordinates, in tap order, that output position `o`'s taps read inside an
+/// axis of length `size`.
+fn taps(
+    o: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    size: usize,
+) -> Vec<usize> {
+    (0..kernel)
+        .filter_map(|k| source(o, k, stride, pad, dilation, size))
+        .collect()
 }
 
 /// Each output's gradient goes to the pixel its maximum came from. Planes in parallel.

@@ -33,13 +33,18 @@ pub fn num_threads() -> usize {
 }
 
 /// `f(start, chunk)` over `out` in chunks of `chunk` elements (the last may be shorter),
-/// in parallel when `out` holds at least `PARALLEL_ELEMENTS`.
+/// in parallel when `out` holds at least `PARALLEL_ELEMENTS`. The chunks are the same
+/// either way.
 pub fn for_chunks<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let chunk = chunk.max(1);
     if out.len() < PARALLEL_ELEMENTS || chunk >= out.len() {
-        return f(0, out);
+        return out
+            .chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, part)| f(i * chunk, part));
     }
     num_threads();
-    out.par_chunks_mut(chunk.max(1))
+    out.par_chunks_mut(chunk)
         .enumerate()
         .for_each(|(i, part)| f(i * chunk, part));
 }
