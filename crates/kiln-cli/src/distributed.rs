@@ -8,11 +8,15 @@ use kiln_nn::distributed::DataParallel;
 #[cfg(feature = "distributed")]
 static GROUP: std::sync::OnceLock<std::sync::Arc<kiln_dist::MpiGroup>> = std::sync::OnceLock::new();
 
-/// Joins the MPI job and points this rank at its own GPU (by its rank on the machine).
+/// Joins the MPI job, points this rank at its own GPU (by its rank on the machine) and
+/// gives it its share of the machine's cores for the CPU backend (unless
+/// KILN_NUM_THREADS says otherwise).
 #[cfg(feature = "distributed")]
 pub fn join() -> Result<DataParallel> {
     let group = kiln_dist::MpiGroup::init()?;
     kiln::Device::prefer_gpu(group.local_rank());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    kiln::backend::set_cpu_threads(cores / group.local_size().max(1));
     let _ = GROUP.set(group.clone());
     Ok(DataParallel::new(group))
 }

@@ -18,18 +18,28 @@ static STARTED: OnceLock<usize> = OnceLock::new();
 /// Sizes rayon's global pool from `KILN_NUM_THREADS` on first use (a program that built
 /// the global pool itself keeps its own), and returns the pool's thread count.
 pub fn num_threads() -> usize {
-    *STARTED.get_or_init(|| {
-        let wanted = std::env::var("KILN_NUM_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0);
-        if let Some(n) = wanted {
-            let _ = rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build_global();
-        }
-        rayon::current_num_threads()
-    })
+    *STARTED.get_or_init(|| start(None))
+}
+
+/// Asks for `n` threads unless `KILN_NUM_THREADS` says otherwise: for processes that
+/// share a machine's cores (data-parallel ranks). Only before the first CPU op; returns
+/// the count in force.
+pub fn set_num_threads(n: usize) -> usize {
+    *STARTED.get_or_init(|| start(Some(n.max(1))))
+}
+
+fn start(fallback: Option<usize>) -> usize {
+    let wanted = std::env::var("KILN_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or(fallback);
+    if let Some(n) = wanted {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
+    rayon::current_num_threads()
 }
 
 /// `f(start, chunk)` over `out` in chunks of `chunk` elements (the last may be shorter),

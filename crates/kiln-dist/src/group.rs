@@ -23,6 +23,7 @@ pub struct MpiGroup {
     rank: usize,
     size: usize,
     local_rank: usize,
+    local_size: usize,
     jobs: Mutex<Option<Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -32,7 +33,7 @@ impl MpiGroup {
     /// it is a group of one.
     pub fn init() -> Result<Arc<MpiGroup>> {
         let (jobs, inbox) = channel::<Job>();
-        let (placed, place) = channel::<Result<(usize, usize, usize)>>();
+        let (placed, place) = channel::<Result<[usize; 4]>>();
         let thread = std::thread::Builder::new()
             .name("kiln-mpi".into())
             .spawn(move || {
@@ -48,9 +49,10 @@ impl MpiGroup {
                 };
                 let world = universe.world();
                 let rank = world.rank();
-                let local_rank = world.split_shared(rank).rank() as usize;
+                let node = world.split_shared(rank);
                 let size = world.size() as usize;
-                let _ = placed.send(Ok((rank as usize, size, local_rank)));
+                let local = [node.rank() as usize, node.size() as usize];
+                let _ = placed.send(Ok([rank as usize, size, local[0], local[1]]));
                 for job in inbox {
                     serve(&world, size, job);
                 }
@@ -61,15 +63,17 @@ impl MpiGroup {
                 size: 0,
                 reason: format!("could not start the MPI thread: {e}"),
             })?;
-        let (rank, size, local_rank) = place.recv().map_err(|_| Error::Distributed {
-            rank: 0,
-            size: 0,
-            reason: "the MPI thread ended while starting MPI".into(),
-        })??;
+        let [rank, size, local_rank, local_size] =
+            place.recv().map_err(|_| Error::Distributed {
+                rank: 0,
+                size: 0,
+                reason: "the MPI thread ended while starting MPI".into(),
+            })??;
         Ok(Arc::new(MpiGroup {
             rank,
             size,
             local_rank,
+            local_size,
             jobs: Mutex::new(Some(jobs)),
             thread: Mutex::new(Some(thread)),
         }))
@@ -79,6 +83,11 @@ impl MpiGroup {
     /// drives (`kiln::Device::prefer_gpu`).
     pub fn local_rank(&self) -> usize {
         self.local_rank
+    }
+
+    /// How many ranks run on this machine.
+    pub fn local_size(&self) -> usize {
+        self.local_size
     }
 
     /// Prints `error`, naming this rank, and ends every rank of the job with exit code 1:
