@@ -27,13 +27,14 @@ pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], s: &WindowSpec) -> Vec<T
 }
 
 /// Multiply-adds per task of the weight gradient's GEMMs.
-const TASK_FLOPS: usize = 1 << 18;
+const TASK_FLOPS: usize = 1 << 21;
 
 /// The weight gradient through im2col and SGEMM, for f32 data:
 /// `dw[g] = sum over n of dy[n, g] (og x l) @ cols[n, g]^T (l x cg*kh*kw)`.
-/// Same value as `conv2d_weight_grad`, in a different summation order. Rows of `dw` are
-/// split into tasks by size alone, each summing over the images in order, so the result
-/// does not depend on the thread count.
+/// Same value as `conv2d_weight_grad`, in a different summation order. The images are
+/// split into runs by size alone; each run's partial gradient is summed over its images
+/// in order, and the partials are added in run order, so the result does not depend on
+/// the thread count.
 pub fn conv2d_weight_grad_gemm(
     x: &[f32],
     dy: &[f32],
@@ -45,46 +46,50 @@ pub fn conv2d_weight_grad_gemm(
     let (l, kk) = (s.oh * s.ow, s.kh * s.kw);
     let (rows, width) = (s.c * kk, cg * kk);
     let cols = im2col(x, s);
-    let mut dw = vec![0.0f32; out_channels * width];
-    if l == 0 || width == 0 {
-        return dw;
+    let size = out_channels * width;
+    if l == 0 || size == 0 {
+        return vec![0.0; size];
     }
-    let per_row = s.n * l * width;
-    let task_rows = (TASK_FLOPS / per_row.max(1)).clamp(1, og.max(1));
-    // (group, first output channel within the group, the task's rows of dw)
-    let mut tasks = Vec::new();
-    for (g, part) in dw.chunks_mut(og * width).enumerate() {
-        for (t, rows_part) in part.chunks_mut(task_rows * width).enumerate() {
-            tasks.push((g, t * task_rows, rows_part));
-        }
-    }
-    let parallel = per_row * out_channels >= 1 << 20;
-    crate::threads::run_tasks(tasks, parallel, |(g, o0, c)| {
-        for n in 0..s.n {
-            let a = &dy[(n * out_channels + g * og + o0) * l..];
-            let b = &cols[(n * rows + g * cg * kk) * l..];
-            // SAFETY: a is (rows of c) x l (row stride l), b read as l x cg*kk (row
-            // stride 1, column stride l) inside cols, c is whole rows of dw.
-            unsafe {
-                matrixmultiply::sgemm(
-                    c.len() / width,
-                    l,
-                    width,
-                    1.0,
-                    a.as_ptr(),
-                    l as isize,
-                    1,
-                    b.as_ptr(),
-                    1,
-                    l as isize,
-                    1.0,
-                    c.as_mut_ptr(),
-                    width as isize,
-                    1,
-                );
+    let per_image = out_channels * l * width;
+    let images = (TASK_FLOPS / per_image.max(1)).max(1);
+    let runs = s.n.div_ceil(images);
+    let partial = |run: usize| {
+        let mut dw = vec![0.0f32; size];
+        for n in run * images..((run + 1) * images).min(s.n) {
+            for g in 0..groups {
+                let a = &dy[(n * out_channels + g * og) * l..];
+                let b = &cols[(n * rows + g * cg * kk) * l..];
+                let c = &mut dw[g * og * width..];
+                // SAFETY: a is og x l (row stride l), b read as l x cg*kk (row stride 1,
+                // column stride l) inside cols, c is og x cg*kk inside dw.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        og,
+                        l,
+                        width,
+                        1.0,
+                        a.as_ptr(),
+                        l as isize,
+                        1,
+                        b.as_ptr(),
+                        1,
+                        l as isize,
+                        1.0,
+                        c.as_mut_ptr(),
+                        width as isize,
+                        1,
+                    );
+                }
             }
         }
-    });
+        dw
+    };
+    let parallel = per_image * s.n >= 1 << 20;
+    let mut partials = crate::threads::map_indices(runs, parallel, partial).into_iter();
+    let mut dw = partials.next().unwrap_or_else(|| vec![0.0; size]);
+    for p in partials {
+        dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
     dw
 }
 

@@ -6,7 +6,10 @@ use crate::CpuStorage;
 use kiln_core::{HostBuffer, MatmulSpec, Result};
 
 /// Multiply-adds per GEMM task: output rows are split into tasks of about this much work.
-const TASK_FLOPS: usize = 1 << 18;
+const TASK_FLOPS: usize = 1 << 21;
+/// Rows per task at least: each task packs the whole right operand again, which costs
+/// about 1/rows of its arithmetic.
+const MIN_TASK_ROWS: usize = 64;
 /// Multiply-adds below which a product runs on the calling thread.
 const PARALLEL_FLOPS: usize = 1 << 20;
 
@@ -44,7 +47,7 @@ fn gemm<T: Copy + Default + Send + Sync>(
         return out; // nothing to compute, or an empty sum (the output stays zero)
     }
     let (l, r) = (&spec.lhs, &spec.rhs);
-    let rows = (TASK_FLOPS / (n * k)).clamp(1, m);
+    let rows = (TASK_FLOPS / (n * k)).max(MIN_TASK_ROWS).min(m);
     // (lhs offset of the task's first row, rhs offset, the task's output rows)
     let mut tasks = Vec::new();
     for (i, c) in out.chunks_mut(m * n).enumerate() {

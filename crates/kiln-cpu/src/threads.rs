@@ -42,18 +42,24 @@ fn start(fallback: Option<usize>) -> usize {
     rayon::current_num_threads()
 }
 
+/// Whether the pool that would run the work (the one `install`ed, else the global one)
+/// has more than one thread: with one, the calling thread runs it and saves a hand-off.
+fn several_threads() -> bool {
+    num_threads();
+    rayon::current_num_threads() > 1
+}
+
 /// `f(start, chunk)` over `out` in chunks of `chunk` elements (the last may be shorter),
 /// in parallel when `out` holds at least `PARALLEL_ELEMENTS`. The chunks are the same
 /// either way.
 pub fn for_chunks<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let chunk = chunk.max(1);
-    if out.len() < PARALLEL_ELEMENTS || chunk >= out.len() {
+    if out.len() < PARALLEL_ELEMENTS || chunk >= out.len() || !several_threads() {
         return out
             .chunks_mut(chunk)
             .enumerate()
             .for_each(|(i, part)| f(i * chunk, part));
     }
-    num_threads();
     out.par_chunks_mut(chunk)
         .enumerate()
         .for_each(|(i, part)| f(i * chunk, part));
@@ -65,10 +71,9 @@ pub fn map_indices<T: Send>(
     parallel: bool,
     f: impl Fn(usize) -> T + Sync + Send,
 ) -> Vec<T> {
-    if !parallel || n < 2 {
+    if !parallel || n < 2 || !several_threads() {
         return (0..n).map(f).collect();
     }
-    num_threads();
     (0..n).into_par_iter().map(f).collect()
 }
 
@@ -102,10 +107,9 @@ pub fn zip<T: Copy + Sync, U: Copy + Default + Send>(
 /// Runs `f` on each task, on the pool when `parallel`. Tasks own disjoint outputs, so
 /// the order they run in does not change the result.
 pub fn run_tasks<T: Send>(tasks: Vec<T>, parallel: bool, f: impl Fn(T) + Sync + Send) {
-    if !parallel || tasks.len() < 2 {
+    if !parallel || tasks.len() < 2 || !several_threads() {
         return tasks.into_iter().for_each(f);
     }
-    num_threads();
     tasks.into_par_iter().for_each(f);
 }
 
