@@ -8,7 +8,8 @@ use rayon::prelude::*;
 use std::sync::OnceLock;
 
 /// Elements below which an elementwise map runs on the calling thread: a hand-off to
-/// the pool costs a few microseconds, about what 32K elements of arithmetic take.
+/// the pool costs microseconds, which small maps would not earn back. Chosen, not yet
+/// swept (docs/BENCHMARKS.md, "CPU backend threads").
 pub const PARALLEL_ELEMENTS: usize = 1 << 15;
 /// Elements per chunk of a parallel elementwise map.
 pub const CHUNK_ELEMENTS: usize = 1 << 14;
@@ -29,11 +30,14 @@ pub fn set_num_threads(n: usize) -> usize {
 }
 
 fn start(fallback: Option<usize>) -> usize {
-    let wanted = std::env::var("KILN_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .or(fallback);
+    let set = std::env::var("KILN_NUM_THREADS").ok();
+    let parsed = set
+        .as_deref()
+        .map(|v| v.parse::<usize>().ok().filter(|&n| n > 0));
+    if let (Some(v), Some(None)) = (&set, &parsed) {
+        eprintln!("kiln: KILN_NUM_THREADS={v:?} is not a positive whole number; ignoring it");
+    }
+    let wanted = parsed.flatten().or(fallback);
     if let Some(n) = wanted {
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
