@@ -2,7 +2,7 @@
 //! grouped convolution, and the weight gradient. Floating-point work in f64 unless
 //! noted.
 
-use crate::window::{for_each_run, for_each_tap, source, Real};
+use crate::window::{for_each_run, for_each_tap, Real};
 use kiln_core::WindowSpec;
 
 /// `[n, c, h, w]` -> `[n, c*kh*kw, oh*ow]`; out-of-image taps are zero. Generic so
@@ -93,7 +93,9 @@ pub fn conv2d_weight_grad_gemm(
     dw
 }
 
-/// Grouped conv2d by direct summation over each output's taps (f64).
+/// Grouped conv2d by direct summation over each output's taps (f64). Each output plane
+/// adds its taps in runs along the rows (vectorised), in the order input channel, kernel
+/// row, kernel column, as the plain per-element sum does; planes in parallel.
 pub fn conv2d_direct(
     x: &[f64],
     weight: &[f64],
@@ -102,29 +104,28 @@ pub fn conv2d_direct(
     groups: usize,
 ) -> Vec<f64> {
     let (in_per_group, out_per_group) = (s.c / groups, out_channels / groups);
-    let mut out = vec![0.0; s.n * out_channels * s.oh * s.ow];
-    for (e, y) in out.iter_mut().enumerate() {
-        let (ox, oy) = (e % s.ow, (e / s.ow) % s.oh);
+    let l = s.oh * s.ow;
+    let mut out = vec![0.0; s.n * out_channels * l];
+    crate::threads::for_chunks(&mut out, l.max(1), |start, y| {
         let (oc, n) = (
-            (e / (s.ow * s.oh)) % out_channels,
-            e / (s.ow * s.oh * out_channels),
+            (start / l.max(1)) % out_channels,
+            start / l.max(1) / out_channels,
         );
         let first_in = oc / out_per_group * in_per_group;
         for ci in 0..in_per_group {
             let plane = &x[(n * s.c + first_in + ci) * s.h * s.w..][..s.h * s.w];
             let taps = &weight[(oc * in_per_group + ci) * s.kh * s.kw..][..s.kh * s.kw];
-            for ky in 0..s.kh {
-                let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h) else {
-                    continue;
-                };
-                for kx in 0..s.kw {
-                    if let Some(ix) = source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w) {
-                        *y += plane[iy * s.w + ix] * taps[ky * s.kw + kx];
+            for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
+                let tap = taps[ky * s.kw + kx];
+                for_each_run(s, ky, kx, |iy, ix, oy, ox, len| {
+                    let into = &mut y[oy * s.ow + ox..][..len];
+                    for (o, &v) in into.iter_mut().zip(&plane[iy * s.w + ix..][..len]) {
+                        *o += v * tap;
                     }
-                }
+                });
             }
         }
-    }
+    });
     out
 }
 
