@@ -2,6 +2,7 @@
 //! grouped convolution, and the weight gradient. Floating-point work in f64 unless
 //! noted.
 
+use crate::threads::{PARALLEL_FLOPS, TASK_FLOPS};
 use crate::window::{for_each_run, for_each_tap, Real};
 use kiln_core::WindowSpec;
 
@@ -25,9 +26,6 @@ pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], s: &WindowSpec) -> Vec<T
     });
     out
 }
-
-/// Multiply-adds per task of the weight gradient's GEMMs.
-const TASK_FLOPS: usize = 1 << 21;
 
 /// The weight gradient through im2col and SGEMM, for f32 data:
 /// `dw[g] = sum over n of dy[n, g] (og x l) @ cols[n, g]^T (l x cg*kh*kw)`.
@@ -84,7 +82,7 @@ pub fn conv2d_weight_grad_gemm(
         }
         dw
     };
-    let parallel = per_image * s.n >= 1 << 20;
+    let parallel = per_image * s.n >= PARALLEL_FLOPS;
     let mut partials = crate::threads::map_indices(runs, parallel, partial).into_iter();
     let mut dw = partials.next().unwrap_or_else(|| vec![0.0; size]);
     for p in partials {

@@ -2,16 +2,13 @@
 //! operands are read through their strides, never copied. f32 uses SGEMM on the data
 //! in place, f16 is widened to f32 (f32 accumulation, as on the GPU), f64 uses DGEMM.
 
+use crate::threads::{PARALLEL_FLOPS, TASK_FLOPS};
 use crate::CpuStorage;
 use kiln_core::{HostBuffer, MatmulSpec, Result};
 
-/// Multiply-adds per GEMM task: output rows are split into tasks of about this much work.
-const TASK_FLOPS: usize = 1 << 21;
 /// Rows per task at least: each task packs the whole right operand again, which costs
 /// about 1/rows of its arithmetic.
 const MIN_TASK_ROWS: usize = 64;
-/// Multiply-adds below which a product runs on the calling thread.
-const PARALLEL_FLOPS: usize = 1 << 20;
 
 /// `matrixmultiply`'s SGEMM and DGEMM share this signature.
 type Gemm<T> = unsafe fn(

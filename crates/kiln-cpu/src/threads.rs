@@ -13,6 +13,10 @@ use std::sync::OnceLock;
 pub const PARALLEL_ELEMENTS: usize = 1 << 15;
 /// Elements per chunk of a parallel elementwise map.
 pub const CHUNK_ELEMENTS: usize = 1 << 14;
+/// Multiply-adds per task of a product (GEMMs, the conv weight gradient).
+pub const TASK_FLOPS: usize = 1 << 21;
+/// Multiply-adds below which a product runs on the calling thread.
+pub const PARALLEL_FLOPS: usize = 1 << 20;
 
 static STARTED: OnceLock<usize> = OnceLock::new();
 
@@ -118,8 +122,8 @@ pub fn run_tasks<T: Send>(tasks: Vec<T>, parallel: bool, f: impl Fn(T) + Sync + 
 }
 
 /// `f(first_row, rows)` over the `[rows, k]` data in `out`, in tasks of whole rows of
-/// about `CHUNK_ELEMENTS` elements: row-wise ops (softmax, layer norm, row reductions)
-/// in parallel, each row computed by one task.
+/// about `CHUNK_ELEMENTS` elements: row-wise ops (softmax, layer norm) in parallel, each
+/// row computed by one task.
 pub fn for_rows<T: Send>(out: &mut [T], k: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let k = k.max(1);
     let rows = (CHUNK_ELEMENTS / k).max(1);
