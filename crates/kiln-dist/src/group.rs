@@ -39,12 +39,8 @@ impl MpiGroup {
             .spawn(move || {
                 let Some((universe, _)) = mpi::initialize_with_threading(mpi::Threading::Multiple)
                 else {
-                    let reason = "MPI was already started in this process".into();
-                    let _ = placed.send(Err(Error::Distributed {
-                        rank: 0,
-                        size: 0,
-                        reason,
-                    }));
+                    let _ =
+                        placed.send(Err(not_started("MPI was already started in this process")));
                     return;
                 };
                 let world = universe.world();
@@ -58,17 +54,10 @@ impl MpiGroup {
                 }
                 // The universe is dropped here, on the thread that started MPI: MPI ends.
             })
-            .map_err(|e| Error::Distributed {
-                rank: 0,
-                size: 0,
-                reason: format!("could not start the MPI thread: {e}"),
-            })?;
-        let [rank, size, local_rank, local_size] =
-            place.recv().map_err(|_| Error::Distributed {
-                rank: 0,
-                size: 0,
-                reason: "the MPI thread ended while starting MPI".into(),
-            })??;
+            .map_err(|e| not_started(&format!("could not start the MPI thread: {e}")))?;
+        let [rank, size, local_rank, local_size] = place
+            .recv()
+            .map_err(|_| not_started("the MPI thread ended while starting MPI"))??;
         Ok(Arc::new(MpiGroup {
             rank,
             size,
@@ -125,6 +114,15 @@ impl MpiGroup {
         answer
             .recv()
             .map_err(|_| self.error("the MPI thread ended during an exchange"))
+    }
+}
+
+/// `Error::Distributed` before this process knows its rank.
+fn not_started(reason: &str) -> Error {
+    Error::Distributed {
+        rank: 0,
+        size: 0,
+        reason: reason.into(),
     }
 }
 
