@@ -4,7 +4,7 @@
 //! randomisation, and Integrated Gradients' completeness.
 
 use crate::models;
-use crate::saliency::{selection, trained_cnn};
+use crate::saliency::{image_at, selection, trained_cnn};
 use crate::train::{char_lm, Model, LM_CONTEXT};
 use clap::{Args, ValueEnum};
 use kiln::{DType, Device, Result, Rng, Tensor};
@@ -103,11 +103,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let labels = data.test_labels.to_vec::<i32>()?;
     let mut rows = Vec::new();
     for i in selection(args.index, args.count, data.test_images.dims()[0])? {
-        let image = data
-            .test_images
-            .narrow(0, i, 1)?
-            .contiguous()?
-            .to_device(&device)?;
+        let image = image_at(&data.test_images, i, &device)?;
         let (class, prob) = prediction(&model, &image)?;
         let mut maps = Vec::new();
         for &m in &methods {

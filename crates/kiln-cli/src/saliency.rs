@@ -39,12 +39,7 @@ pub fn run(args: SaliencyArgs) -> Result<()> {
     };
     let mut tiles = Vec::new();
     for i in selection(args.index, args.count, data.test_images.dims()[0])? {
-        let image = data
-            .test_images
-            .narrow(0, i, 1)?
-            .contiguous()?
-            .to_device(&device)?
-            .into_var()?;
+        let image = image_at(&data.test_images, i, &device)?.into_var()?;
         let logits = model.forward(&image)?;
         let probs = kiln::no_grad(|| logits.softmax(-1))?.to_vec::<f32>()?;
         let predicted = kiln::no_grad(|| logits.argmax(-1, false))?.to_vec::<i32>()?[0] as usize;
@@ -87,6 +82,11 @@ pub(crate) fn trained_cnn(checkpoint: &Path, device: &Device) -> Result<Sequenti
     restore(&load_checkpoint(checkpoint)?, &model.state_dict())?;
     model.eval();
     Ok(model)
+}
+
+/// Image `i` of `images` (`[N, C, H, W]`) as a batch of one on `device`.
+pub(crate) fn image_at(images: &Tensor, i: usize, device: &Device) -> Result<Tensor> {
+    images.narrow(0, i, 1)?.contiguous()?.to_device(device)
 }
 
 /// The images `--index` and `--count` pick out of `images`: an error when they pick
