@@ -1,7 +1,7 @@
 //! kiln-nn: neural networks on kiln tensors. Modules with PyTorch's names, defaults and
 //! state-dict naming; losses; optimizers and learning-rate schedules; datasets and a
 //! data loader; a training loop with validation, early stopping, checkpoints and
-//! curve plots; and attribution methods with their sanity checks (`explain`).
+//! curve plots; metrics; and attribution methods with their sanity checks (`explain`).
 
 pub mod data;
 pub mod distributed;
@@ -10,6 +10,7 @@ pub mod explain;
 mod init;
 pub mod layers;
 pub mod loss;
+pub mod metrics;
 mod module;
 pub mod optim;
 pub mod train;

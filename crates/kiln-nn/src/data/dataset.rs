@@ -14,7 +14,7 @@ pub trait Dataset: Send + Sync {
 }
 
 /// Inputs and targets held in memory; dim 0 indexes samples.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct TensorDataset {
     pub inputs: Tensor,
     pub targets: Tensor,
@@ -38,7 +38,15 @@ impl TensorDataset {
         TensorDataset::new(self.inputs.narrow(0, 0, n)?, self.targets.narrow(0, 0, n)?)
     }
 
-    /// Splits off the last `fraction` of the samples (e.g. 0.1 for a validation set).
+    /// The samples at `indices`, in that order, as a dataset of their own (a copy).
+    pub fn select(&self, indices: &[usize]) -> Result<TensorDataset> {
+        let (inputs, targets) = self.get_batch(indices)?;
+        TensorDataset::new(inputs, targets)
+    }
+
+    /// Splits off the last `fraction` of the samples as they lie, unshuffled (e.g. 0.1
+    /// of a shuffled set for validation). For a file sorted by class that gives a
+    /// one-class part: use `train_test_split` or `stratified_split` there.
     pub fn split(&self, fraction: f64) -> Result<(TensorDataset, TensorDataset)> {
         if !(0.0..1.0).contains(&fraction) {
             return Err(Error::InvalidArgument {
@@ -64,6 +72,13 @@ impl Dataset for TensorDataset {
     }
 
     fn get_batch(&self, indices: &[usize]) -> Result<(Tensor, Tensor)> {
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(Error::IndexOutOfRange {
+                op: "get_batch",
+                index: i as i64,
+                size: self.len(),
+            });
+        }
         let ids: Vec<i32> = indices.iter().map(|&i| i as i32).collect();
         let ids = Tensor::from_vec(ids, [indices.len()], &Device::cpu())?;
         let pick = |t: &Tensor| -> Result<Tensor> {
@@ -75,5 +90,50 @@ impl Dataset for TensorDataset {
             t.index_select(0, &ids)
         };
         Ok((pick(&self.inputs)?, pick(&self.targets)?))
+    }
+}
+
+/// Some of another dataset's samples, by index, without copying them (PyTorch's
+/// `Subset`).
+pub struct Subset<'a> {
+    dataset: &'a dyn Dataset,
+    indices: Vec<usize>,
+}
+
+impl<'a> Subset<'a> {
+    /// The samples of `dataset` at `indices`; an index past its end is an error.
+    pub fn new(dataset: &'a dyn Dataset, indices: Vec<usize>) -> Result<Self> {
+        if let Some(&i) = indices.iter().find(|&&i| i >= dataset.len()) {
+            return Err(Error::IndexOutOfRange {
+                op: "Subset",
+                index: i as i64,
+                size: dataset.len(),
+            });
+        }
+        Ok(Subset { dataset, indices })
+    }
+
+    pub fn indices(&self) -> &[usize] {
+        &self.indices
+    }
+}
+
+impl Dataset for Subset<'_> {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    fn get_batch(&self, indices: &[usize]) -> Result<(Tensor, Tensor)> {
+        let mapped = indices
+            .iter()
+            .map(|&i| {
+                self.indices.get(i).copied().ok_or(Error::IndexOutOfRange {
+                    op: "Subset",
+                    index: i as i64,
+                    size: self.indices.len(),
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        self.dataset.get_batch(&mapped)
     }
 }

@@ -1,8 +1,7 @@
 //! `DataLoader`: batches from a dataset in a seeded order, moved to a device.
 
-use super::Dataset;
+use super::{shuffle, Dataset};
 use kiln::{Device, Error, Result, Tensor};
-use kiln_core::philox::random_word;
 
 /// A change applied to each training batch's inputs: `(inputs, epoch, batch index)`.
 pub type Transform = Box<dyn Fn(&Tensor, u64, usize) -> Result<Tensor> + Send + Sync>;
@@ -100,10 +99,7 @@ impl<'a> DataLoader<'a> {
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();
         if self.shuffle {
-            for i in (1..order.len()).rev() {
-                let j = random_word(self.seed, epoch, i as u64) as usize % (i + 1);
-                order.swap(i, j);
-            }
+            shuffle(&mut order, self.seed, epoch);
         }
         match self.shard {
             Some((rank, ranks)) if !order.is_empty() => {

@@ -1,18 +1,26 @@
-//! Datasets and loading: an in-memory `TensorDataset`, a seeded `DataLoader`, readers
-//! for IDX (MNIST's format), CSV and plain text, and the data bundled with kiln.
+//! Datasets and loading: an in-memory `TensorDataset` and a `Subset`, a seeded
+//! `DataLoader`, readers for IDX (MNIST's format), CSV and plain text, the data bundled
+//! with kiln; for tabular data, class names (`Classes`), seeded and stratified splits
+//! and feature scalers.
 
 mod augment;
 mod bundled;
+mod classes;
 mod csv;
 mod dataset;
 mod idx;
 mod loader;
+mod scale;
+mod split;
 mod text;
 
-pub use self::csv::read_csv;
+pub use self::csv::{read_csv, read_table, Column, CsvOptions, Missing, Table, MISSING_MARKERS};
 pub use augment::random_translate;
 pub use bundled::{mnist10k, tinyshakespeare};
-pub use dataset::{Dataset, TensorDataset};
+pub use classes::Classes;
+pub use dataset::{Dataset, Subset, TensorDataset};
 pub use idx::{load_mnist_dir, parse_idx, read_idx, Idx, Mnist};
 pub use loader::{DataLoader, Transform};
+pub use scale::{MinMaxScaler, Scaler, StandardScaler};
+pub use split::{shuffle, stratified_split, train_test_split};
 pub use text::CharVocab;
