@@ -8,6 +8,24 @@ impl Tensor {
     /// Applies a unary op from the op table. Its dtype and parameters are checked here,
     /// before any backend sees it.
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        // Integer ids shifted or scaled by a whole number (labels - 1, say) stay
+        // integers, as in PyTorch; the op table's kernels are for floats only.
+        if let (false, UnaryOp::AddScalar(v) | UnaryOp::MulScalar(v)) =
+            (self.dtype().is_float(), op)
+        {
+            let binary = match op {
+                UnaryOp::AddScalar(_) => BinaryOp::Add,
+                _ => BinaryOp::Mul,
+            };
+            if v.fract() != 0.0 {
+                return Err(kiln_core::Error::UnsupportedDType {
+                    op: op.name(),
+                    dtype: self.dtype(),
+                    reason: "an integer tensor takes a whole-number scalar; convert it with to_dtype for a fractional one",
+                });
+            }
+            return self.binary(&self.scalar_like(v as f64)?, binary);
+        }
         op.check(self.dtype())?;
         let record = Op::Unary(self.clone(), op);
         track_by_kind(op.gradient(), record, || {
