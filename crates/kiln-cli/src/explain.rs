@@ -15,12 +15,14 @@ use kiln_nn::{Module, ModuleExt};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Method {
+pub enum Method {
     Gradient,
     GradientXInput,
     Smoothgrad,
     Ig,
     Gradcam,
+    /// Occlusion of 4x4 patches for images; for tabular rows, feature ablation (each
+    /// feature set to its training mean).
     Occlusion,
 }
 
@@ -28,27 +30,28 @@ enum Method {
 pub struct ExplainArgs {
     /// Methods to draw side by side (all by default).
     #[arg(long, value_enum, value_delimiter = ',')]
-    method: Vec<Method>,
+    pub method: Vec<Method>,
     /// The checkpoint `kiln train` wrote: runs/cnn/model.safetensors by default, or
     /// runs/<model>/model.safetensors with --lm.
     #[arg(long)]
-    checkpoint: Option<PathBuf>,
+    pub checkpoint: Option<PathBuf>,
     /// IDX folder to take test images from (the bundled digits by default).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// The first test image to explain, and how many.
+    /// The first test image (or --csv row) to explain, and how many (6 images; every
+    /// row from --index).
     #[arg(long, default_value_t = 0)]
-    index: usize,
-    #[arg(long, default_value_t = 6)]
-    count: usize,
+    pub index: usize,
+    #[arg(long)]
+    pub count: Option<usize>,
     /// Integrated Gradients' steps along the path from a black image.
     #[arg(long, default_value_t = 32)]
-    steps: usize,
+    pub steps: usize,
     /// SmoothGrad's noisy copies per image, and their noise (a fraction of the range).
     #[arg(long, default_value_t = 25)]
-    samples: usize,
+    pub samples: usize,
     #[arg(long, default_value_t = 0.15)]
-    noise: f64,
+    pub noise: f64,
     /// Run the sanity checks over this many test images instead of drawing.
     #[arg(long)]
     check: Option<usize>,
@@ -62,11 +65,18 @@ pub struct ExplainArgs {
     /// validation text.
     #[arg(long, value_enum)]
     lm: Option<Model>,
+    /// Explain a tabular model `kiln train mlp --csv` trained (runs/mlp/model.safetensors
+    /// unless --checkpoint says otherwise) over this CSV's rows: mean |attribution| per
+    /// feature, as explain_features_<method>.png (Integrated Gradients by default).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    #[command(flatten)]
+    format: crate::tabular::CsvFormat,
     #[arg(long, default_value = "auto")]
     device: String,
     /// Where explain.png (or explain_text.html and .png) goes.
     #[arg(long, default_value = "runs/cnn")]
-    out: PathBuf,
+    pub out: PathBuf,
 }
 
 /// Grad-CAM splits the CNN after its second convolution's ReLU: `[N, 32, 8, 8]` maps.
@@ -74,6 +84,9 @@ const FEATURE_LAYERS: usize = 5;
 
 pub fn run(args: ExplainArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
+    if let Some(csv) = &args.csv {
+        return crate::explain_csv::run(&args, csv, &args.format, &device);
+    }
     if let Some(lm) = args.lm {
         return explain_lm(&args, lm, &device);
     }
@@ -102,7 +115,11 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     };
     let labels = data.test_labels.to_vec::<i32>()?;
     let mut rows = Vec::new();
-    for i in selection(args.index, args.count, data.test_images.dims()[0])? {
+    for i in selection(
+        args.index,
+        args.count.unwrap_or(6),
+        data.test_images.dims()[0],
+    )? {
         let image = image_at(&data.test_images, i, &device)?;
         let (class, prob) = prediction(&model, &image)?;
         let mut maps = Vec::new();
@@ -143,7 +160,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     Ok(())
 }
 
-fn name(m: Method) -> &'static str {
+pub fn name(m: Method) -> &'static str {
     match m {
         Method::Gradient => "gradient",
         Method::GradientXInput => "gradient x input",

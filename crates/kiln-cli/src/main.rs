@@ -5,12 +5,15 @@ mod bench;
 mod char_lm;
 mod distributed;
 mod explain;
+mod explain_csv;
 mod gan;
 mod info;
 mod models;
 mod out_dir;
+mod predict;
 mod profile;
 mod saliency;
+mod tabular;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -33,9 +36,11 @@ enum Command {
     Info,
     /// Train a model and report what it did (with no arguments: a CNN on the bundled MNIST digits).
     Train(train::TrainArgs),
+    /// Predict with a model `kiln train mlp --csv` trained, for the rows of a CSV.
+    Predict(predict::PredictArgs),
     /// Show which pixels drove a trained CNN's predictions, as a PNG.
     Saliency(saliency::SaliencyArgs),
-    /// Explain a trained CNN's predictions by several attribution methods, or check them (--check).
+    /// Explain a trained CNN's (or LM's, or --csv model's) predictions by attribution methods, or check them (--check).
     Explain(explain::ExplainArgs),
     /// Profile a built-in model's training step: kernels launched, bytes, GPU time.
     Profile(profile::ProfileArgs),
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info => info::run(),
         Command::Train(args) => train::run(args),
+        Command::Predict(args) => predict::run(args),
         Command::Saliency(args) => saliency::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Profile(args) => profile::run(args),

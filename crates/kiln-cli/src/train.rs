@@ -78,6 +78,15 @@ pub struct TrainArgs {
     /// with `--features distributed` (README). Not for the GAN.
     #[arg(long)]
     distributed: bool,
+    /// Train the MLP on a CSV of your own instead (`kiln train mlp --csv data.csv
+    /// --target label`): numeric feature columns, and a target column of classes or
+    /// (with `--task regress`) numbers. The rows are split (stratified by class) into
+    /// train, validation and test parts, scaled, and the test metrics printed;
+    /// model.safetensors keeps the scaler and names for `kiln predict`.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    #[command(flatten)]
+    table: crate::tabular::CsvTrainArgs,
 }
 
 /// Defaults measured on the bundled data (README): 24 epochs of Adam at 2e-3 with
@@ -127,7 +136,7 @@ pub fn char_lm(
 
 /// `kiln train`'s divergence guard: a window of steps averaging this many times the
 /// first step's loss stops training (see `FitConfig::divergence_factor`).
-const DIVERGENCE_FACTOR: f64 = 100.0;
+pub const DIVERGENCE_FACTOR: f64 = 100.0;
 
 impl TrainArgs {
     /// Refuses arguments that would train nothing or nonsense, before any data is read
@@ -139,6 +148,21 @@ impl TrainArgs {
                 reason,
             })
         };
+        if self.csv.is_some() {
+            if self.model != Model::Mlp {
+                return refuse(
+                    format!("--csv trains the mlp, not the {:?}", self.model).to_lowercase(),
+                );
+            }
+            let others = [
+                ("--data", self.data.is_some()),
+                ("--resume", self.resume.is_some()),
+                ("--distributed", self.distributed),
+            ];
+            if let Some((flag, _)) = others.iter().find(|(_, set)| *set) {
+                return refuse(format!("{flag} is not available with --csv"));
+            }
+        }
         if self.epochs == Some(0) {
             return refuse("--epochs must be at least 1".into());
         }
@@ -168,7 +192,7 @@ fn check_writable(dir: &std::path::Path) -> Result<()> {
 
 /// Writes a finished run's checkpoint, unless the run took no optimizer step or left a
 /// parameter non-finite: such a run never replaces a checkpoint an earlier run wrote.
-fn save_trained(
+pub fn save_trained(
     path: &std::path::Path,
     state: &[(String, Tensor)],
     metadata: &HashMap<String, String>,
@@ -279,6 +303,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if ranks.first() {
         crate::out_dir::create("train", &out)?;
         check_writable(&out)?;
+    }
+    if let Some(csv) = &args.csv {
+        return crate::tabular::train(crate::tabular::Run {
+            csv,
+            args: &args.table,
+            device: &device,
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            lr: args.lr,
+            seed: args.seed,
+            out: &out,
+            minutes: args.minutes,
+        });
     }
     if matches!(args.model, Model::Lstm | Model::Gru | Model::Transformer) {
         return run_char_lm(&args, &name, &out, &device, &ranks);

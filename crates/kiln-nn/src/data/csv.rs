@@ -96,27 +96,7 @@ pub fn read_table(path: impl AsRef<Path>, options: &CsvOptions) -> Result<Table>
         path: origin.clone(),
         reason,
     };
-    let file = std::fs::File::open(path.as_ref()).map_err(|e| bad(e.to_string()))?;
-    let mut input = std::io::BufReader::new(file);
-    let mut skipped = String::new();
-    for _ in 0..options.skip_lines {
-        skipped.clear();
-        if input
-            .read_line(&mut skipped)
-            .map_err(|e| bad(e.to_string()))?
-            == 0
-        {
-            return Err(bad(format!(
-                "the file has fewer than the {} lines to skip",
-                options.skip_lines
-            )));
-        }
-    }
-    let mut reader = ::csv::ReaderBuilder::new()
-        .has_headers(options.header)
-        .delimiter(options.delimiter)
-        .trim(::csv::Trim::All)
-        .from_reader(input);
+    let mut reader = open(path.as_ref(), options).map_err(bad)?;
     // Line numbers as a person counts them in the file, skipped lines included.
     let line_of = |record: &::csv::StringRecord| {
         record.position().map_or(0, |p| p.line()) + options.skip_lines as u64
@@ -177,6 +157,52 @@ pub fn read_table(path: impl AsRef<Path>, options: &CsvOptions) -> Result<Table>
         feature_names,
         target: target.map(|j| (names[j].clone(), target_fields)),
     })
+}
+
+/// The column names `read_table` gives the file's columns (the target's included):
+/// the header's, or `column 0`, `column 1`, ... without one.
+pub fn read_columns(path: impl AsRef<Path>, options: &CsvOptions) -> Result<Vec<String>> {
+    let bad = |reason: String| Error::Io {
+        op: "read_columns",
+        path: path.as_ref().display().to_string(),
+        reason,
+    };
+    let mut reader = open(path.as_ref(), options).map_err(bad)?;
+    let record = match options.header {
+        true => reader.headers().map_err(|e| bad(e.to_string()))?.clone(),
+        false => match reader.records().next() {
+            Some(r) => r.map_err(|e| bad(e.to_string()))?,
+            None => return Err(bad("no data rows".to_string())),
+        },
+    };
+    Ok(match options.header {
+        true => record.iter().map(str::to_string).collect(),
+        false => (0..record.len()).map(|j| format!("column {j}")).collect(),
+    })
+}
+
+/// A CSV reader for `path` past the lines `options` skips.
+fn open(
+    path: &Path,
+    options: &CsvOptions,
+) -> std::result::Result<::csv::Reader<std::io::BufReader<std::fs::File>>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut input = std::io::BufReader::new(file);
+    let mut skipped = String::new();
+    for _ in 0..options.skip_lines {
+        skipped.clear();
+        if input.read_line(&mut skipped).map_err(|e| e.to_string())? == 0 {
+            return Err(format!(
+                "the file has fewer than the {} lines to skip",
+                options.skip_lines
+            ));
+        }
+    }
+    Ok(::csv::ReaderBuilder::new()
+        .has_headers(options.header)
+        .delimiter(options.delimiter)
+        .trim(::csv::Trim::All)
+        .from_reader(input))
 }
 
 /// The index of `column` among `names`.

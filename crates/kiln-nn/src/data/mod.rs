@@ -14,7 +14,9 @@ mod scale;
 mod split;
 mod text;
 
-pub use self::csv::{read_csv, read_table, Column, CsvOptions, Missing, Table, MISSING_MARKERS};
+pub use self::csv::{
+    read_columns, read_csv, read_table, Column, CsvOptions, Missing, Table, MISSING_MARKERS,
+};
 pub use augment::random_translate;
 pub use bundled::{mnist10k, tinyshakespeare};
 pub use classes::Classes;

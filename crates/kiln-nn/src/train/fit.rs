@@ -206,6 +206,18 @@ pub fn classification_step(model: &dyn Module, x: &Tensor, y: &Tensor) -> Result
     })
 }
 
+/// The step of a regression model: mean squared error of `model(x)` (`[n, 1]` or
+/// `[n]`) against the values `y` `[n]`.
+pub fn regression_step(model: &dyn Module, x: &Tensor, y: &Tensor) -> Result<StepOutput> {
+    let n = y.elem_count();
+    let predicted = model.forward(x)?.reshape([n])?;
+    Ok(StepOutput {
+        loss: crate::loss::mse_loss(&predicted, &y.reshape([n])?)?,
+        correct: None,
+        count: n,
+    })
+}
+
 /// The step of a language model: cross-entropy of the logits `[batch, time, vocab]`
 /// against the next ids `y [batch, time]`, averaged over every position.
 pub fn next_token_step(model: &dyn Module, x: &Tensor, y: &Tensor) -> Result<StepOutput> {

@@ -13,8 +13,8 @@ pub use checkpoint::{
     RestoreReport,
 };
 pub use fit::{
-    classification_step, evaluate, fit, next_token_step, train_step, EarlyStopping, EpochMetrics,
-    FitConfig, History, StepOutput,
+    classification_step, evaluate, fit, next_token_step, regression_step, train_step,
+    EarlyStopping, EpochMetrics, FitConfig, History, StepOutput,
 };
 pub use image::{save_image_grid, Palette};
 pub use plot::plot_history;
