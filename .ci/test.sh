@@ -50,6 +50,10 @@ OUT="$check_out" KILN_BIN=target/debug/kiln BURN_BIN=/nonexistent bash benches/g
 grep '^- ' "$check_out/summary.md"
 echo "== cargo test --workspace"
 cargo test --workspace
+echo "== the examples, with short settings"
+example_out=$(KILN_EXAMPLE_EPOCHS=30 cargo run -q -p kiln-nn --example tabular)
+tail -n 1 <<<"$example_out"
+grep -q "^test accuracy: 0\.9" <<<"$example_out"
 echo "== the parity suite again with fusion off: each op's own kernel against the CPU"
 KILN_FUSION=0 cargo test -p kiln --test parity
 echo "== kiln train --distributed: two ranks of the MLP under mpirun, one epoch"

@@ -76,6 +76,7 @@ fn learns(name: &str, body: impl Module + 'static, embed: usize, out: usize) {
         checkpoint_dir: None,
         resume: None,
         data_parallel: None,
+        callbacks: Vec::new(),
     };
     fit(
         &model,

@@ -36,6 +36,7 @@ fn quiet(epochs: usize) -> FitConfig {
         checkpoint_dir: None,
         resume: None,
         data_parallel: None,
+        callbacks: Vec::new(),
     }
 }
 
@@ -156,6 +157,7 @@ fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
         checkpoint_dir: None,
         resume: None,
         data_parallel: None,
+        callbacks: Vec::new(),
     };
     let (tl, vl) = (
         DataLoader::new(&train, 32, &cpu).unwrap().shuffled(4),
@@ -901,4 +903,123 @@ fn fused_optimizers_match_the_plain_formulas() {
             }
         }
     }
+}
+
+/// A step whose validation loss follows `script` epoch by epoch (the training loss is
+/// the model's output, so that there is a gradient): for testing the rules `fit`
+/// applies to the monitored loss.
+fn scripted_fit(script: &'static [f32], config: &FitConfig) -> (kiln_nn::train::History, usize) {
+    let cpu = Device::cpu();
+    let model = Linear::new(1, 1, &cpu, &mut Rng::new(0)).unwrap();
+    let x = Tensor::ones([4, 1], DType::F32, &cpu).unwrap();
+    let data = TensorDataset::new(x.clone(), x).unwrap();
+    let (train, val) = (
+        DataLoader::new(&data, 2, &cpu).unwrap(),
+        DataLoader::new(&data, 4, &cpu).unwrap(),
+    );
+    let validations = AtomicUsize::new(0);
+    let step = |m: &dyn Module, x: &Tensor, _: &Tensor| -> kiln::Result<StepOutput> {
+        let out = m.forward(x)?.mean_all()?;
+        let loss = match kiln::is_grad_enabled() {
+            true => out,
+            false => {
+                let epoch = validations.fetch_add(1, Ordering::SeqCst);
+                out.mul_scalar(0.0)?.add_scalar(script[epoch] as f64)?
+            }
+        };
+        Ok(StepOutput {
+            loss,
+            correct: None,
+            count: x.dims()[0],
+        })
+    };
+    let mut opt = Sgd::new(model.named_parameters(), 1e-3);
+    let history = fit(&model, &mut opt, None, &train, Some(&val), &step, config).unwrap();
+    (history, validations.load(Ordering::SeqCst))
+}
+
+#[test]
+fn early_stopping_measures_min_delta_against_the_best_loss_as_keras_does() {
+    // With min_delta 0.1: epoch 2 (0.95) is no improvement on 1.0; epoch 3 (0.89) is,
+    // measured against the best (1.0), though not against epoch 2 (scikit-learn's rule
+    // would stop there); 0.88 and 0.87 are not, and patience 2 ends training after 5.
+    let config = FitConfig {
+        epochs: 9,
+        early_stopping: Some(EarlyStopping {
+            patience: 2,
+            min_delta: 0.1,
+            restore_best: false,
+        }),
+        ..quiet(9)
+    };
+    let (history, _) = scripted_fit(&[1.0, 0.95, 0.89, 0.88, 0.87, 0.1, 0.1, 0.1, 0.1], &config);
+    assert_eq!((history.epochs.len(), history.best_epoch), (5, 3));
+    assert!(history.stopped_early);
+}
+
+#[test]
+fn callbacks_see_every_step_add_figures_and_can_stop_training() {
+    use kiln_nn::train::{Control, OnEpochEnd, OnStepEnd};
+    use std::sync::{Arc, Mutex};
+    let steps = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (s, v) = (steps.clone(), seen.clone());
+    let config = FitConfig {
+        callbacks: vec![
+            Arc::new(OnStepEnd(move |end: &kiln_nn::train::StepEnd| {
+                assert_eq!(end.output.count, 2);
+                s.fetch_add(1, Ordering::SeqCst);
+                Ok(Control::Continue)
+            })),
+            Arc::new(OnEpochEnd(move |end: &mut kiln_nn::train::EpochEnd| {
+                let val = end.metrics.val_loss.unwrap();
+                v.lock()
+                    .unwrap()
+                    .push((end.metrics.epoch, end.history.epochs.len()));
+                end.extra.push(("twice_val".into(), 2.0 * val));
+                Ok(match end.metrics.epoch {
+                    3 => Control::Stop,
+                    _ => Control::Continue,
+                })
+            })),
+        ],
+        ..quiet(9)
+    };
+    let (history, validations) = scripted_fit(&[0.5, 0.25, 0.125, 1.0, 1.0], &config);
+    // Two steps an epoch, three epochs; the hook saw each epoch before it was recorded.
+    assert_eq!(steps.load(Ordering::SeqCst), 6);
+    assert_eq!(*seen.lock().unwrap(), [(1, 0), (2, 1), (3, 2)]);
+    assert_eq!((history.epochs.len(), validations), (3, 3));
+    assert!(history.stopped_by_callback && !history.stopped_early);
+    let extra: Vec<f64> = history.epochs.iter().map(|e| e.extra[0].1).collect();
+    assert_eq!(extra, [1.0, 0.5, 0.25]);
+
+    // A hook's error ends training with it.
+    let failing = FitConfig {
+        callbacks: vec![Arc::new(OnEpochEnd(|_: &mut kiln_nn::train::EpochEnd| {
+            Err(Error::InvalidArgument {
+                op: "hook",
+                reason: "stop".into(),
+            })
+        }))],
+        ..quiet(3)
+    };
+    let cpu = Device::cpu();
+    let model = Linear::new(1, 1, &cpu, &mut Rng::new(0)).unwrap();
+    let x = Tensor::ones([4, 1], DType::F32, &cpu).unwrap();
+    let data = TensorDataset::new(x.clone(), x).unwrap();
+    let loader = DataLoader::new(&data, 2, &cpu).unwrap();
+    let mut opt = Sgd::new(model.named_parameters(), 1e-3);
+    let step = |m: &dyn Module, x: &Tensor, _: &Tensor| -> kiln::Result<StepOutput> {
+        Ok(StepOutput {
+            loss: m.forward(x)?.mean_all()?,
+            correct: None,
+            count: 2,
+        })
+    };
+    let e = fit(&model, &mut opt, None, &loader, None, &step, &failing).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { op: "hook", .. }),
+        "{e}"
+    );
 }

@@ -403,6 +403,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         checkpoint_dir: Some(out.to_path_buf()),
         resume: resumed,
         data_parallel: ranks.0.clone(),
+        callbacks: Vec::new(),
     };
     let start = Instant::now();
     let history = fit(
@@ -520,6 +521,7 @@ fn run_char_lm(
         checkpoint_dir: Some(out.to_path_buf()),
         resume: resumed,
         data_parallel: ranks.0.clone(),
+        callbacks: Vec::new(),
     };
     let start = Instant::now();
     let history = fit(

@@ -4,7 +4,10 @@ use crate::data::DataLoader;
 use crate::distributed::{self, DataParallel, ExchangeTime, GradientBuckets};
 use crate::module::{Module, ModuleExt};
 use crate::optim::{LrScheduler, Optimizer};
-use crate::train::{load_checkpoint, save_checkpoint, training_state, RunState};
+use crate::train::{
+    load_checkpoint, save_checkpoint, training_state, Callback, Control, EpochEnd, RunState,
+    StepEnd,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln::{Error, Result, Tensor};
 use std::io::IsTerminal;
@@ -233,12 +236,24 @@ pub fn next_token_step(model: &dyn Module, x: &Tensor, y: &Tensor) -> Result<Ste
     })
 }
 
-/// Stops when the monitored loss (validation if there is one) has not improved by
-/// more than `min_delta` for `patience` epochs; optionally puts back the best weights.
+/// Stops training when the monitored loss (the validation loss if there is a
+/// validation loader, else the training loss) has not improved for `patience` epochs in
+/// a row, as Keras's `EarlyStopping` and PyTorch Lightning's do.
+///
+/// An epoch improves when its loss is below the best so far by more than `min_delta`;
+/// only then does the best move (to that loss) and the count of stale epochs restart.
+/// So a loss that creeps down by less than `min_delta` an epoch still stops training
+/// after `patience` epochs of it. scikit-learn's `tol` differs: there the best moves on
+/// every decrease, however small, while improvements below `tol` still count as stale,
+/// so it stops sooner on a slow creep with the same numbers.
 #[derive(Clone, Copy, Debug)]
 pub struct EarlyStopping {
+    /// Epochs without an improvement before training stops.
     pub patience: usize,
+    /// How far below the best loss an epoch's loss must be to count as an improvement
+    /// (in the loss's units; 0 counts any decrease).
     pub min_delta: f64,
+    /// When training ends, put back the weights of the epoch with the best loss.
     pub restore_best: bool,
 }
 
@@ -275,6 +290,8 @@ pub struct FitConfig {
     /// others, which would wait for it: the caller must end the group (kiln-dist's
     /// `MpiGroup::abort_with`).
     pub data_parallel: Option<DataParallel>,
+    /// Hooks run after every step and every epoch (`Callback`), in this order.
+    pub callbacks: Vec<std::sync::Arc<dyn Callback>>,
 }
 
 impl Default for FitConfig {
@@ -289,6 +306,7 @@ impl Default for FitConfig {
             checkpoint_dir: None,
             resume: None,
             data_parallel: None,
+            callbacks: Vec::new(),
         }
     }
 }
@@ -307,6 +325,8 @@ pub struct EpochMetrics {
     pub seconds: f64,
     /// Data-parallel runs: this rank's time on the gradient exchange, within `seconds`.
     pub exchange: Option<ExchangeTime>,
+    /// Figures the callbacks added (`EpochEnd::extra`).
+    pub extra: Vec<(String, f64)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -317,6 +337,8 @@ pub struct History {
     pub stopped_early: bool,
     /// Training hit `max_seconds` (the last epoch may be partial).
     pub out_of_time: bool,
+    /// A callback returned `Control::Stop`.
+    pub stopped_by_callback: bool,
 }
 
 /// Mean loss and accuracy over every batch of `loader`, in evaluation mode and without
@@ -500,6 +522,16 @@ pub fn fit(
                 None => train_step(model, optimizer, step, &x, &y)?,
             };
             steps += 1;
+            let mut stop = false;
+            for callback in &config.callbacks {
+                let end = StepEnd {
+                    epoch,
+                    step: i + 1,
+                    output: &out,
+                    model,
+                };
+                stop |= callback.on_step_end(&end).inspect_err(|_| bar.abandon())? == Control::Stop;
+            }
             pending.push(i + 1, out)?;
             bar.inc(1);
             if pending.losses.len() >= READBACK_EVERY {
@@ -510,6 +542,10 @@ pub fn fit(
             }
             if out_of_time(config.max_seconds, started, dp)? {
                 history.out_of_time = true;
+                break;
+            }
+            if stop {
+                history.stopped_by_callback = true;
                 break;
             }
         }
@@ -542,7 +578,21 @@ pub fn fit(
             steps,
             seconds: start.elapsed().as_secs_f64(),
             exchange: buckets.as_ref().map(GradientBuckets::take_time),
+            extra: Vec::new(),
         };
+        let mut extra = Vec::new();
+        for callback in &config.callbacks {
+            let mut end = EpochEnd {
+                metrics: &metrics,
+                history: &history,
+                model,
+                extra: std::mem::take(&mut extra),
+            };
+            let control = callback.on_epoch_end(&mut end)?;
+            extra = end.extra;
+            history.stopped_by_callback |= control == Control::Stop;
+        }
+        let metrics = EpochMetrics { extra, ..metrics };
         if verbose {
             println!("{}", describe(&metrics));
         }
@@ -581,6 +631,12 @@ pub fn fit(
             }
         } else {
             stale += 1;
+        }
+        if history.stopped_by_callback {
+            if verbose {
+                println!("stopped by a callback after epoch {epoch}");
+            }
+            break;
         }
         if history.out_of_time {
             if verbose {
@@ -675,6 +731,9 @@ fn describe(m: &EpochMetrics) -> String {
     }
     if let Some(a) = m.val_accuracy {
         line += &format!("  val acc {a:.4}");
+    }
+    for (name, value) in &m.extra {
+        line += &format!("  {name} {value:.4}");
     }
     line += &format!("  lr {:.2e}  {} steps  {:.1}s", m.lr, m.steps, m.seconds);
     if let Some(e) = m.exchange {

@@ -1,12 +1,14 @@
 //! Training: the `fit` loop (validation each epoch, metrics, early stopping, learning-
-//! rate schedules, progress bars), checkpoints in safetensors, and curve plots.
+//! rate schedules, progress bars), hooks into it (`Callback`), checkpoints in safetensors, and curve plots.
 
+mod callback;
 mod checkpoint;
 mod fit;
 mod image;
 mod plot;
 mod run_state;
 
+pub use callback::{Callback, Control, EpochEnd, OnEpochEnd, OnStepEnd, StepEnd};
 pub(crate) use checkpoint::mismatch;
 pub use checkpoint::{
     load_checkpoint, restore, restore_non_strict, save_checkpoint, training_state, Checkpoint,
