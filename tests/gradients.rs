@@ -636,6 +636,89 @@ fn backward_with_reports_each_gradient_when_it_is_complete() {
 /// Every op of the table that has no rule is either never recorded (piecewise
 /// constant: its output needs no gradient) or refused where it would be recorded.
 #[test]
+fn vector_jacobian_products_and_grad_of_intermediate_tensors() {
+    let mut r = rng();
+    let cpu = Device::cpu();
+    let mut devices = vec![cpu.clone()];
+    devices.extend(gpu());
+    let x0 = uniform(&[3, 4], -1.0, 1.0, &mut r);
+    let v0 = uniform(&[3, 4], -1.0, 1.0, &mut r);
+    for device in &devices {
+        let x = on(device, &x0).detach().into_var().unwrap();
+        let v = on(device, &v0);
+        // y = x^3: the VJP is v * 3x^2, the same as backward of sum(y * v).
+        let y = x.mul(&x).unwrap().mul(&x).unwrap();
+        let vjp = y.backward_from(&v).unwrap();
+        let y2 = x.mul(&x).unwrap().mul(&x).unwrap();
+        let plain = y2.mul(&v).unwrap().sum_all().unwrap().backward().unwrap();
+        let want = v.mul(&x.mul(&x).unwrap().mul_scalar(3.0).unwrap()).unwrap();
+        assert_close(
+            "backward_from",
+            vjp.get(&x).unwrap(),
+            &want,
+            tol_for(DType::F32),
+        );
+        assert_close(
+            "backward of sum(y v)",
+            plain.get(&x).unwrap(),
+            &want,
+            tol_for(DType::F32),
+        );
+
+        // grad with respect to an intermediate h = x^2 and the leaf: out = sum(h * x)
+        // (= sum x^3) and a second output sum(h); d/dh = x + 1, d/dx = 3x^2 + 2x.
+        let h = x.mul(&x).unwrap();
+        let out1 = h.mul(&x).unwrap().sum_all().unwrap();
+        let out2 = h.sum_all().unwrap();
+        let unused = on(device, &uniform(&[2], -1.0, 1.0, &mut r))
+            .into_var()
+            .unwrap();
+        let grads = kiln::grad(&[out1, out2], &[h.clone(), x.clone(), unused], None).unwrap();
+        let dh = x.add_scalar(1.0).unwrap();
+        let dx = x
+            .mul(&x)
+            .unwrap()
+            .mul_scalar(3.0)
+            .unwrap()
+            .add(&x.mul_scalar(2.0).unwrap())
+            .unwrap();
+        assert_close(
+            "grad wrt h",
+            grads[0].as_ref().unwrap(),
+            &dh,
+            tol_for(DType::F32),
+        );
+        assert_close(
+            "grad wrt x",
+            grads[1].as_ref().unwrap(),
+            &dx,
+            tol_for(DType::F32),
+        );
+        assert!(
+            grads[2].is_none(),
+            "an input the outputs do not use gets None"
+        );
+
+        // Mistakes: a seed of another shape, a non-scalar output without one, an input
+        // that tracks nothing, a graph used twice.
+        let y = x.mul(&x).unwrap();
+        let small = on(device, &Tensor::ones([4], DType::F32, &cpu).unwrap());
+        assert!(matches!(
+            y.backward_from(&small).unwrap_err(),
+            Error::ShapeMismatch { .. }
+        ));
+        assert!(kiln::grad(&[y.clone()], &[x.clone()], None).is_err());
+        assert!(kiln::grad(&[y.sum_all().unwrap()], &[x.detach()], None).is_err());
+        let s = y.sum_all().unwrap();
+        kiln::grad(&[s.clone()], &[x.clone()], None).unwrap();
+        assert!(
+            kiln::grad(&[s], &[x.clone()], None).is_err(),
+            "the graph is used up"
+        );
+    }
+}
+
+#[test]
 fn table_ops_without_a_rule_are_constant_or_refused() {
     let x = var(vec![0.5, -1.0, 2.0], &[3]);
     let y = var(vec![1.0, -1.0, 0.25], &[3]);

@@ -46,7 +46,7 @@ mod tensor;
 mod view;
 
 pub use autograd::{
-    gradcheck, is_grad_enabled, no_grad, GradIssue, GradIssueKind, GradcheckOptions,
+    grad, gradcheck, is_grad_enabled, no_grad, GradIssue, GradIssueKind, GradcheckOptions,
     GradcheckReport, Gradients, NoGradGuard,
 };
 pub use device::Device;

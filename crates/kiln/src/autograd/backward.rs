@@ -73,69 +73,191 @@ impl Tensor {
         grads: &mut Gradients,
         ready: &mut dyn FnMut(&Tensor, &Gradients) -> Result<()>,
     ) -> Result<()> {
-        let op = "backward";
-        if !self.requires_grad() {
-            let reason =
-                "the tensor does not depend on any variable that requires a gradient".into();
-            return Err(Error::InvalidArgument { op, reason });
-        }
         if self.elem_count() != 1 {
-            let reason = "backward needs a one-element tensor (reduce the loss first)".into();
+            let reason = "backward needs a one-element tensor (reduce the loss first, or give the output's gradient: backward_from)".into();
             return Err(Error::InvalidShape {
-                op,
+                op: "backward",
                 shape: self.shape().clone(),
                 reason,
             });
         }
-        no_grad(|| {
-            let order = topological_order(self);
-            let mut pending: HashMap<_, Tensor> = HashMap::new();
-            pending.insert(self.id(), self.ones_like()?);
-            for node in order {
-                let Some(grad) = pending.remove(&node.id()) else {
-                    continue;
-                };
-                let recorded = std::mem::replace(&mut *node.node(), Node::Constant);
-                match recorded {
-                    Node::Leaf => {
-                        *node.node() = Node::Leaf;
-                        grads.accumulate(node.id(), grad)?;
-                        ready(&node, grads)?;
-                    }
-                    Node::Op(op) => {
-                        *node.node() = Node::Freed(op.name());
-                        let parent_grads = gradient(&op, &node, &grad)?;
-                        for (parent, g) in op.parents().into_iter().zip(parent_grads) {
-                            let Some(g) = g else { continue };
-                            if !parent.requires_grad() {
-                                continue;
-                            }
-                            let total = match pending.remove(&parent.id()) {
-                                Some(previous) => previous.add(&g)?,
-                                None => g,
-                            };
-                            pending.insert(parent.id(), total);
-                        }
-                    }
-                    Node::Freed(name) => {
-                        *node.node() = Node::Freed(name);
-                        let reason = format!("the graph through {name} was already used by an earlier backward pass; run the forward pass again");
-                        return Err(Error::InvalidArgument { op, reason });
-                    }
-                    Node::Constant => {}
-                }
+        let seed = no_grad(|| self.ones_like())?;
+        self.backward_from_into(&seed, grads, ready)
+    }
+
+    /// The vector-Jacobian product: gradients of `sum(self * grad_output)` with respect
+    /// to every trainable leaf, for an output of any shape (PyTorch's
+    /// `y.backward(gradient=grad_output)`). `grad_output` has this tensor's shape,
+    /// dtype and device.
+    pub fn backward_from(&self, grad_output: &Tensor) -> Result<Gradients> {
+        let mut grads = Gradients::default();
+        self.backward_from_into(grad_output, &mut grads, &mut |_, _| Ok(()))?;
+        Ok(grads)
+    }
+
+    fn backward_from_into(
+        &self,
+        grad_output: &Tensor,
+        grads: &mut Gradients,
+        ready: &mut dyn FnMut(&Tensor, &Gradients) -> Result<()>,
+    ) -> Result<()> {
+        check_seed("backward", self, grad_output)?;
+        reverse_pass(vec![(self.clone(), grad_output.detach())], &mut |t, g| {
+            if t.is_leaf_var() {
+                grads.accumulate(t.id(), g.clone())?;
+                ready(t, grads)?;
             }
             Ok(())
         })
     }
 }
 
-/// Every tensor reachable from `root` through recorded ops, consumers before producers.
-fn topological_order(root: &Tensor) -> Vec<Tensor> {
+/// The gradients of `outputs` with respect to `inputs`, which may be any tensors the
+/// outputs were computed from (not only trainable leaves): PyTorch's
+/// `torch.autograd.grad(outputs, inputs, grad_outputs)`. Each output's gradient is its
+/// entry of `grad_outputs`, or 1 for a one-element output when `None`. An input the
+/// outputs do not depend on gets `None` (PyTorch's `allow_unused=True`). As with
+/// `backward`, the graph is used up: run the forward pass again for another pass.
+pub fn grad(
+    outputs: &[Tensor],
+    inputs: &[Tensor],
+    grad_outputs: Option<&[Tensor]>,
+) -> Result<Vec<Option<Tensor>>> {
+    let op = "grad";
+    if outputs.is_empty() || grad_outputs.is_some_and(|g| g.len() != outputs.len()) {
+        let reason = format!(
+            "{} outputs and {} output gradients: at least one output, and one gradient each",
+            outputs.len(),
+            grad_outputs.map_or(outputs.len(), <[Tensor]>::len)
+        );
+        return Err(Error::InvalidArgument { op, reason });
+    }
+    if let Some(i) = inputs.iter().position(|t| !t.requires_grad()) {
+        let reason = format!("input {i} does not require a gradient; nothing can reach it");
+        return Err(Error::InvalidArgument { op, reason });
+    }
+    let mut seeds = Vec::new();
+    for (i, y) in outputs.iter().enumerate() {
+        let seed = match grad_outputs {
+            Some(g) => g[i].detach(),
+            None if y.elem_count() == 1 => no_grad(|| y.ones_like())?,
+            None => {
+                let reason = format!(
+                    "output {i} has shape {:?}: give its gradient in grad_outputs",
+                    y.dims()
+                );
+                return Err(Error::InvalidArgument { op, reason });
+            }
+        };
+        check_seed(op, y, &seed)?;
+        seeds.push((y.clone(), seed));
+    }
+    let wanted: HashMap<_, usize> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id(), i))
+        .collect();
+    let mut found: Vec<Option<Tensor>> = vec![None; inputs.len()];
+    reverse_pass(seeds, &mut |t, g| {
+        if let Some(&i) = wanted.get(&t.id()) {
+            found[i] = Some(g.clone());
+        }
+        Ok(())
+    })?;
+    // The same tensor given twice as an input gets its gradient in both places.
+    for (i, t) in inputs.iter().enumerate() {
+        if found[i].is_none() {
+            found[i] = found[wanted[&t.id()]].clone();
+        }
+    }
+    Ok(found)
+}
+
+/// An error unless `seed` can be `output`'s gradient: the output tracks a gradient,
+/// and the seed has its shape, dtype and device.
+fn check_seed(op: &'static str, output: &Tensor, seed: &Tensor) -> Result<()> {
+    if !output.requires_grad() {
+        let reason = "the tensor does not depend on any variable that requires a gradient".into();
+        return Err(Error::InvalidArgument { op, reason });
+    }
+    if seed.shape() != output.shape() {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: output.shape().clone(),
+            rhs: seed.shape().clone(),
+        });
+    }
+    output.same_dtype(op, seed)?;
+    output.same_device(op, seed)
+}
+
+/// The reverse pass from `seeds` (each output with its gradient): one rule per recorded
+/// op, consumers before producers, each tensor's gradient summed over its consumers and
+/// handed to `reached` once complete (for every tensor that tracks a gradient: leaves
+/// and intermediate results). Each op's saved inputs are released as its rule runs.
+fn reverse_pass(
+    seeds: Vec<(Tensor, Tensor)>,
+    reached: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>,
+) -> Result<()> {
+    let op = "backward";
+    no_grad(|| {
+        let roots: Vec<Tensor> = seeds.iter().map(|(t, _)| t.clone()).collect();
+        let order = topological_order(&roots);
+        let mut pending: HashMap<_, Tensor> = HashMap::new();
+        for (root, seed) in seeds {
+            let total = match pending.remove(&root.id()) {
+                Some(previous) => previous.add(&seed)?,
+                None => seed,
+            };
+            pending.insert(root.id(), total);
+        }
+        for node in order {
+            let Some(grad) = pending.remove(&node.id()) else {
+                continue;
+            };
+            let recorded = std::mem::replace(&mut *node.node(), Node::Constant);
+            match recorded {
+                Node::Leaf => {
+                    *node.node() = Node::Leaf;
+                    reached(&node, &grad)?;
+                }
+                Node::Op(op) => {
+                    *node.node() = Node::Freed(op.name());
+                    reached(&node, &grad)?;
+                    let parent_grads = gradient(&op, &node, &grad)?;
+                    for (parent, g) in op.parents().into_iter().zip(parent_grads) {
+                        let Some(g) = g else { continue };
+                        if !parent.requires_grad() {
+                            continue;
+                        }
+                        let total = match pending.remove(&parent.id()) {
+                            Some(previous) => previous.add(&g)?,
+                            None => g,
+                        };
+                        pending.insert(parent.id(), total);
+                    }
+                }
+                Node::Freed(name) => {
+                    *node.node() = Node::Freed(name);
+                    let reason = format!("the graph through {name} was already used by an earlier backward pass; run the forward pass again");
+                    return Err(Error::InvalidArgument { op, reason });
+                }
+                Node::Constant => {}
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Every tensor reachable from `roots` through recorded ops, consumers before
+/// producers. (The roots' searches share what they have seen: a tensor first reached
+/// from a later root is not reachable from an earlier one, so it cannot produce
+/// anything the earlier search ordered, and reversing the whole post-order is valid.)
+fn topological_order(roots: &[Tensor]) -> Vec<Tensor> {
     let mut post = Vec::new();
     let mut seen = HashSet::new();
     // Iterative depth-first search: (tensor, children pushed?).
-    let mut stack = vec![(root.clone(), false)];
+    let mut stack: Vec<(Tensor, bool)> = roots.iter().rev().map(|r| (r.clone(), false)).collect();
     while let Some((t, expanded)) = stack.pop() {
         if expanded {
             post.push(t);

@@ -9,6 +9,7 @@ mod gradcheck;
 mod gradients;
 mod op;
 
+pub use backward::grad;
 pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use gradients::{GradIssue, GradIssueKind, Gradients};
