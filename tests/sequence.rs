@@ -1,10 +1,14 @@
 //! Sequence models: the LSTM, GRU and a GPT-style transformer learn on a slice of
 //! tinyshakespeare, attention respects its masks, and recurrent state carries over.
 
+mod common;
+
+use common::{assert_close, gpu, on, F32};
 use kiln::{DType, Device, Rng, Tensor};
 use kiln_nn::data::{tinyshakespeare, CharVocab, DataLoader, TensorDataset};
 use kiln_nn::layers::{
-    Embedding, Linear, MultiheadAttention, Rnn, RnnKind, TransformerEncoderLayer,
+    CellState, Embedding, Linear, MultiheadAttention, Rnn, RnnCell, RnnKind,
+    TransformerEncoderLayer,
 };
 use kiln_nn::module_helpers::prefixed;
 use kiln_nn::optim::Adam;
@@ -101,7 +105,9 @@ fn lstm_learns_characters() {
     let cpu = Device::cpu();
     learns(
         "lstm",
-        Rnn::lstm(16, 64, 1, &cpu, &mut Rng::new(1)).unwrap(),
+        Rnn::lstm(16, 64, 1, &cpu, &mut Rng::new(1))
+            .unwrap()
+            .batch_first(true),
         16,
         64,
     );
@@ -112,7 +118,9 @@ fn gru_learns_characters() {
     let cpu = Device::cpu();
     learns(
         "gru",
-        Rnn::gru(16, 64, 2, &cpu, &mut Rng::new(1)).unwrap(),
+        Rnn::gru(16, 64, 2, &cpu, &mut Rng::new(1))
+            .unwrap()
+            .batch_first(true),
         16,
         64,
     );
@@ -199,7 +207,9 @@ fn recurrent_state_carries_over() {
     let cpu = Device::cpu();
     let mut rng = Rng::new(6);
     for kind in [RnnKind::Tanh, RnnKind::Lstm, RnnKind::Gru] {
-        let rnn = Rnn::new(kind, 3, 5, 2, &cpu, &mut rng).unwrap();
+        let rnn = Rnn::new(kind, 3, 5, 2, &cpu, &mut rng)
+            .unwrap()
+            .batch_first(true);
         let x = Tensor::randn([2, 6, 3], DType::F32, &cpu, &mut rng).unwrap();
         // Running the whole sequence equals running its halves with the state handed on.
         let (whole, _) = rnn.forward_with_state(&x, None).unwrap();
@@ -233,4 +243,64 @@ fn recurrent_state_carries_over() {
             "{kind:?}"
         );
     }
+}
+
+#[test]
+fn cells_stepped_by_hand_give_the_sequence_layer_and_time_comes_first_by_default() {
+    let cpu = Device::cpu();
+    let mut rng = Rng::new(11);
+    let mut devices = vec![cpu.clone()];
+    devices.extend(gpu());
+    for kind in [RnnKind::Tanh, RnnKind::Lstm, RnnKind::Gru] {
+        // PyTorch's default layout: [time, batch, features].
+        let x_cpu = Tensor::randn([5, 2, 3], DType::F32, &cpu, &mut rng).unwrap();
+        for device in &devices {
+            let rnn = Rnn::new(kind, 3, 4, 1, device, &mut Rng::new(1)).unwrap();
+            let cell = RnnCell::new(kind, 3, 4, device, &mut Rng::new(2)).unwrap();
+            let weights = rnn.named_parameters();
+            for (name, p) in cell.named_parameters() {
+                let (_, w) = weights
+                    .iter()
+                    .find(|(n, _)| *n == format!("{name}_l0"))
+                    .expect("the cell's weights are the layer's, without the suffix");
+                p.set_data(w).unwrap();
+            }
+            let x = on(device, &x_cpu);
+            let (whole, state) = rnn.forward_with_state(&x, None).unwrap();
+            assert_eq!(whole.dims(), [5, 2, 4]);
+            let mut s: Option<CellState> = None;
+            let mut steps = Vec::new();
+            for t in 0..5 {
+                let xt = x.narrow(0, t, 1).unwrap().squeeze(0).unwrap();
+                let next = cell.step(&xt, s.as_ref()).unwrap();
+                steps.push(next.h.clone());
+                s = Some(next);
+            }
+            let stepped = Tensor::stack(&steps, 0).unwrap();
+            let label = format!("{kind:?} on {device}");
+            assert_close(&label, &stepped, &whole, F32);
+            let s = s.unwrap();
+            assert_close(&label, &s.h, &state.h[0], F32);
+            assert_eq!(s.c.is_some(), kind == RnnKind::Lstm);
+            if let (Some(c), Some(cs)) = (&s.c, &state.c) {
+                assert_close(&label, c, &cs[0], F32);
+            }
+            // The same sequence batch-first gives the same numbers, transposed.
+            let rnn_bf = Rnn::new(kind, 3, 4, 1, device, &mut Rng::new(1))
+                .unwrap()
+                .batch_first(true);
+            let out_bf = rnn_bf.forward(&x.transpose(0, 1).unwrap()).unwrap();
+            assert_close(&label, &out_bf.transpose(0, 1).unwrap(), &whole, F32);
+        }
+    }
+    let cell = RnnCell::lstm(3, 4, &cpu, &mut rng).unwrap();
+    let names: Vec<String> = cell
+        .named_parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]);
+    assert!(cell
+        .forward(&Tensor::zeros([2, 5, 3], DType::F32, &cpu).unwrap())
+        .is_err());
 }

@@ -39,7 +39,7 @@ impl CharLm {
         let embed = 64;
         Ok(CharLm {
             embedding: Embedding::new(vocab, embed, device, rng)?,
-            body: Body::Recurrent(Rnn::new(kind, embed, hidden, 1, device, rng)?),
+            body: Body::Recurrent(Rnn::new(kind, embed, hidden, 1, device, rng)?.batch_first(true)),
             head: Linear::new(hidden, vocab, device, rng)?,
             context,
         })

@@ -9,6 +9,7 @@ mod linear;
 mod norm;
 mod pool;
 mod rnn;
+mod rnn_cell;
 mod sequential;
 
 pub use activation::{Activation, Flatten, Unflatten};
@@ -20,4 +21,5 @@ pub use linear::Linear;
 pub use norm::{BatchNorm, LayerNorm};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use rnn::{Rnn, RnnKind, RnnState};
+pub use rnn_cell::{CellState, RnnCell};
 pub use sequential::Sequential;

@@ -1,6 +1,8 @@
 //! Recurrent layers: the tanh RNN, LSTM and GRU, multi-layer, with PyTorch's weight
 //! names and layouts (`weight_ih_l0 [gates*hidden, input]`, gate order i, f, g, o for
-//! the LSTM and r, z, n for the GRU) and batch-first or time-first inputs.
+//! the LSTM and r, z, n for the GRU) and time-first inputs `[time, batch, features]`
+//! by default, as PyTorch; `batch_first(true)` takes `[batch, time, features]`. The
+//! single-step cells (`RnnCell`) are in `rnn_cell.rs`.
 
 use crate::module::Module;
 use crate::uniform;
@@ -14,7 +16,7 @@ pub enum RnnKind {
 }
 
 impl RnnKind {
-    fn gates(self) -> usize {
+    pub(crate) fn gates(self) -> usize {
         match self {
             RnnKind::Tanh => 1,
             RnnKind::Lstm => 4,
@@ -23,11 +25,43 @@ impl RnnKind {
     }
 }
 
-struct LayerWeights {
-    weight_ih: Tensor,
-    weight_hh: Tensor,
-    bias_ih: Tensor,
-    bias_hh: Tensor,
+/// One layer's (or one cell's) weights, in PyTorch's layouts.
+pub(crate) struct LayerWeights {
+    pub(crate) weight_ih: Tensor,
+    pub(crate) weight_hh: Tensor,
+    pub(crate) bias_ih: Tensor,
+    pub(crate) bias_hh: Tensor,
+}
+
+impl LayerWeights {
+    /// PyTorch's initialisation: every weight and bias uniform in ±1/sqrt(hidden).
+    pub(crate) fn new(
+        kind: RnnKind,
+        input: usize,
+        hidden: usize,
+        device: &Device,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let bound = 1.0 / (hidden.max(1) as f64).sqrt();
+        let g = kind.gates() * hidden;
+        Ok(LayerWeights {
+            weight_ih: uniform(&[g, input], bound, device, rng)?,
+            weight_hh: uniform(&[g, hidden], bound, device, rng)?,
+            bias_ih: uniform(&[g], bound, device, rng)?,
+            bias_hh: uniform(&[g], bound, device, rng)?,
+        })
+    }
+
+    /// Named as PyTorch names them, with `suffix` (`_l0` in a multi-layer RNN, none in
+    /// a cell).
+    pub(crate) fn named(&self, suffix: &str) -> Vec<(String, Tensor)> {
+        vec![
+            (format!("weight_ih{suffix}"), self.weight_ih.clone()),
+            (format!("weight_hh{suffix}"), self.weight_hh.clone()),
+            (format!("bias_ih{suffix}"), self.bias_ih.clone()),
+            (format!("bias_hh{suffix}"), self.bias_hh.clone()),
+        ]
+    }
 }
 
 /// The state between calls: per layer `h [batch, hidden]` and, for the LSTM, `c`.
@@ -40,7 +74,8 @@ pub struct RnnState {
 pub struct Rnn {
     pub kind: RnnKind,
     pub hidden: usize,
-    /// Inputs `[batch, time, features]` when true (PyTorch's `batch_first`), else `[time, batch, features]`.
+    /// Inputs `[batch, time, features]` when true (PyTorch's `batch_first`), else
+    /// `[time, batch, features]` (the default, as in PyTorch).
     pub batch_first: bool,
     layers: Vec<LayerWeights>,
 }
@@ -54,25 +89,25 @@ impl Rnn {
         device: &Device,
         rng: &mut Rng,
     ) -> Result<Self> {
-        let bound = 1.0 / (hidden.max(1) as f64).sqrt();
-        let g = kind.gates() * hidden;
         let layers = (0..num_layers.max(1))
             .map(|l| {
                 let fan = if l == 0 { input } else { hidden };
-                Ok(LayerWeights {
-                    weight_ih: uniform(&[g, fan], bound, device, rng)?,
-                    weight_hh: uniform(&[g, hidden], bound, device, rng)?,
-                    bias_ih: uniform(&[g], bound, device, rng)?,
-                    bias_hh: uniform(&[g], bound, device, rng)?,
-                })
+                LayerWeights::new(kind, fan, hidden, device, rng)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Rnn {
             kind,
             hidden,
-            batch_first: true,
+            batch_first: false,
             layers,
         })
+    }
+
+    /// Takes and gives `[batch, time, features]` (PyTorch's `batch_first=True`) when
+    /// `on`, else `[time, batch, features]`, the default.
+    pub fn batch_first(mut self, on: bool) -> Self {
+        self.batch_first = on;
+        self
     }
 
     pub fn lstm(
@@ -139,7 +174,7 @@ impl Rnn {
             for t in 0..time {
                 let xt = projected.narrow(1, t, 1)?.squeeze(1)?;
                 let ht = h.matmul(&w_hh)?.add(&w.bias_hh)?;
-                (h, c) = self.cell(&xt, &ht, &h, c.as_ref())?;
+                (h, c) = cell(self.kind, self.hidden, &xt, &ht, &h, c.as_ref())?;
                 outputs.push(h.clone());
             }
             input = Tensor::stack(&outputs, 1)?;
@@ -155,31 +190,37 @@ impl Rnn {
         };
         Ok((output, out_state))
     }
+}
 
-    /// One step from the input projection `xt` and hidden projection `ht` (both
-    /// `[batch, gates*hidden]`, biases included).
-    fn cell(
-        &self,
-        xt: &Tensor,
-        ht: &Tensor,
-        h: &Tensor,
-        c: Option<&Tensor>,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        let hs = self.hidden;
-        match self.kind {
-            RnnKind::Tanh => Ok((xt.add(ht)?.tanh()?, None)),
-            RnnKind::Lstm => {
-                // One fused kernel for the gates and both states (and one back);
-                // `lstm_reference` in the tests keeps the step written as tensor ops.
-                let hc = xt
-                    .add(ht)?
-                    .lstm_cell(c.expect("an LSTM carries a cell state"))?;
-                Ok((hc.narrow(1, 0, hs)?, Some(hc.narrow(1, hs, hs)?)))
-            }
-            // One fused kernel each way; `gru_reference` in the tests keeps the step
-            // written as tensor ops.
-            RnnKind::Gru => Ok((xt.gru_cell(ht, h)?, None)),
+/// One step of a `kind` cell of `hidden` units from the input projection `xt` and the
+/// hidden projection `ht` (both `[batch, gates*hidden]`, biases included), the hidden
+/// state `h` and, for the LSTM, the cell state `c`: the new `h` and `c`.
+pub(crate) fn cell(
+    kind: RnnKind,
+    hidden: usize,
+    xt: &Tensor,
+    ht: &Tensor,
+    h: &Tensor,
+    c: Option<&Tensor>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    match (kind, c) {
+        (RnnKind::Tanh, _) => Ok((xt.add(ht)?.tanh()?, None)),
+        (RnnKind::Lstm, Some(c)) => {
+            // One fused kernel for the gates and both states (and one back);
+            // `lstm_reference` in the tests keeps the step written as tensor ops.
+            let hc = xt.add(ht)?.lstm_cell(c)?;
+            Ok((
+                hc.narrow(1, 0, hidden)?,
+                Some(hc.narrow(1, hidden, hidden)?),
+            ))
         }
+        (RnnKind::Lstm, None) => Err(Error::InvalidArgument {
+            op: "lstm",
+            reason: "an LSTM step needs a cell state".into(),
+        }),
+        // One fused kernel each way; `gru_reference` in the tests keeps the step
+        // written as tensor ops.
+        (RnnKind::Gru, _) => Ok((xt.gru_cell(ht, h)?, None)),
     }
 }
 
@@ -189,13 +230,10 @@ impl Module for Rnn {
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::new();
-        for (l, w) in self.layers.iter().enumerate() {
-            out.push((format!("weight_ih_l{l}"), w.weight_ih.clone()));
-            out.push((format!("weight_hh_l{l}"), w.weight_hh.clone()));
-            out.push((format!("bias_ih_l{l}"), w.bias_ih.clone()));
-            out.push((format!("bias_hh_l{l}"), w.bias_hh.clone()));
-        }
-        out
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(l, w)| w.named(&format!("_l{l}")))
+            .collect()
     }
 }
