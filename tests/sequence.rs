@@ -162,7 +162,9 @@ fn causal_attention_never_looks_ahead() {
 fn padded_keys_are_ignored() {
     let cpu = Device::cpu();
     let mut rng = Rng::new(5);
-    let attn = MultiheadAttention::new(8, 2, &cpu, &mut rng).unwrap();
+    let attn = MultiheadAttention::new(8, 2, &cpu, &mut rng)
+        .unwrap()
+        .batch_first(true);
     let x = Tensor::randn([1, 5, 8], DType::F32, &cpu, &mut rng).unwrap();
     let pad = Tensor::from_vec(vec![0i32, 0, 0, 1, 1], [1, 5], &cpu).unwrap();
     let changed = Tensor::cat(
@@ -303,4 +305,115 @@ fn cells_stepped_by_hand_give_the_sequence_layer_and_time_comes_first_by_default
     assert!(cell
         .forward(&Tensor::zeros([2, 5, 3], DType::F32, &cpu).unwrap())
         .is_err());
+}
+
+#[test]
+fn attention_masks_point_the_documented_way_and_causal_is_top_left() {
+    use kiln_nn::functional::{scaled_dot_product_attention, AttentionMask};
+    let cpu = Device::cpu();
+    let mut rng = Rng::new(12);
+    let mut devices = vec![cpu.clone()];
+    devices.extend(gpu());
+    let (q0, k0, v0) = (
+        Tensor::randn([2, 3, 4], DType::F32, &cpu, &mut rng).unwrap(),
+        Tensor::randn([2, 5, 4], DType::F32, &cpu, &mut rng).unwrap(),
+        Tensor::randn([2, 5, 6], DType::F32, &cpu, &mut rng).unwrap(),
+    );
+    // Query i may see keys 0..=i (top-left causal for 3 queries over 5 keys), and key
+    // 4 never: the same pairs three ways.
+    let allow: Vec<f32> = (0..15).map(|p| ((p % 5) <= p / 5) as u8 as f32).collect();
+    let allow = Tensor::from_vec(allow, [3, 5], &cpu).unwrap();
+    let block = allow.eq_scalar(0.0).unwrap();
+    let add = block.mul_scalar(-1e9).unwrap();
+    // The plain formula, with the allowed pairs' softmax written out.
+    let scores = q0
+        .matmul(&k0.t().unwrap())
+        .unwrap()
+        .mul_scalar(0.5)
+        .unwrap();
+    let weights = scores.exp().unwrap().mul(&allow).unwrap();
+    let weights = weights.div(&weights.sum(&[-1], true).unwrap()).unwrap();
+    let want = weights.matmul(&v0).unwrap();
+    for device in &devices {
+        let (q, k, v) = (on(device, &q0), on(device, &k0), on(device, &v0));
+        let (allow, block, add) = (on(device, &allow), on(device, &block), on(device, &add));
+        for (label, mask, causal) in [
+            ("allow", Some(AttentionMask::Allow(&allow)), false),
+            ("block", Some(AttentionMask::Block(&block)), false),
+            ("add", Some(AttentionMask::Add(&add)), false),
+            ("causal", None, true),
+        ] {
+            let got = scaled_dot_product_attention(&q, &k, &v, mask, causal, None).unwrap();
+            assert_eq!(got.dims(), [2, 3, 6]);
+            assert_close(&format!("{label} on {device}"), &got, &want, F32);
+        }
+    }
+    let bad = Tensor::zeros([2, 5, 3], DType::F32, &cpu).unwrap();
+    assert!(scaled_dot_product_attention(&q0, &bad, &v0, None, false, None).is_err());
+}
+
+#[test]
+fn cross_attention_reads_only_the_keys_its_masks_leave() {
+    use kiln_nn::functional::AttentionMask;
+    use kiln_nn::layers::AttentionOptions;
+    let cpu = Device::cpu();
+    let mut rng = Rng::new(13);
+    let attn = MultiheadAttention::new(8, 2, &cpu, &mut rng).unwrap();
+    // Time first: 3 queries and 6 memory positions, batch of 2.
+    let query = Tensor::randn([3, 2, 8], DType::F32, &cpu, &mut rng).unwrap();
+    let memory = Tensor::randn([6, 2, 8], DType::F32, &cpu, &mut rng).unwrap();
+    // Position 5 is padding in both sequences; the mask hides position 4 from everyone.
+    let pad = Tensor::from_vec(vec![0i32, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1], [2, 6], &cpu).unwrap();
+    let mut hide = vec![0.0f32; 18];
+    (0..3).for_each(|i| hide[i * 6 + 4] = 1.0);
+    let hide = Tensor::from_vec(hide, [3, 6], &cpu).unwrap();
+    let options = AttentionOptions {
+        key_padding_mask: Some(&pad),
+        attn_mask: Some(AttentionMask::Block(&hide)),
+        is_causal: false,
+    };
+    let out = attn.attention(&query, &memory, &memory, &options).unwrap();
+    assert_eq!(out.dims(), [3, 2, 8]);
+    let changed = Tensor::cat(
+        &[
+            memory.narrow(0, 0, 4).unwrap(),
+            Tensor::randn([2, 2, 8], DType::F32, &cpu, &mut rng).unwrap(),
+        ],
+        0,
+    )
+    .unwrap();
+    let again = attn
+        .attention(&query, &changed, &changed, &options)
+        .unwrap();
+    assert_close("hidden keys changed", &again, &out, F32);
+    let unmasked = attn
+        .attention(&query, &changed, &changed, &AttentionOptions::default())
+        .unwrap();
+    assert!(
+        unmasked
+            .sub(&out)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()[0]
+            > 1e-3,
+        "without the masks those keys matter"
+    );
+    // Batch first gives the same numbers; a mask of the wrong shape is an error.
+    let bf = MultiheadAttention::new(8, 2, &cpu, &mut Rng::new(13))
+        .unwrap()
+        .batch_first(true);
+    let t = |x: &Tensor| x.transpose(0, 1).unwrap();
+    let out_bf = bf
+        .attention(&t(&query), &t(&memory), &t(&memory), &options)
+        .unwrap();
+    assert_close("batch first", &t(&out_bf), &out, F32);
+    let wrong = AttentionOptions {
+        attn_mask: Some(AttentionMask::Block(&pad)),
+        ..AttentionOptions::default()
+    };
+    assert!(attn.attention(&query, &memory, &memory, &wrong).is_err());
 }

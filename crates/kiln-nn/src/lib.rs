@@ -7,6 +7,7 @@ pub mod data;
 pub mod distributed;
 mod drawing;
 pub mod explain;
+pub mod functional;
 mod init;
 pub mod layers;
 pub mod loss;

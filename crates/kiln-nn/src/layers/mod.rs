@@ -13,7 +13,7 @@ mod rnn_cell;
 mod sequential;
 
 pub use activation::{Activation, Flatten, Unflatten};
-pub use attention::{MultiheadAttention, TransformerEncoderLayer};
+pub use attention::{AttentionOptions, MultiheadAttention, TransformerEncoderLayer};
 pub use conv::{Conv1d, Conv2d, ConvTranspose2d};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
