@@ -51,6 +51,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Mesa's Vulkan driver complains twice on stderr when XDG_RUNTIME_DIR is unset
+    // (headless servers, containers). kiln opens no window, so any directory will do;
+    // set here, before any thread starts.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
     allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {

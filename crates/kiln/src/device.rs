@@ -3,7 +3,7 @@
 use kiln_core::{Error, Result};
 use kiln_wgpu::GpuDevice;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 #[derive(Clone, PartialEq)]
 pub enum Device {
@@ -11,7 +11,9 @@ pub enum Device {
     Gpu(GpuDevice),
 }
 
-static DEFAULT_GPU: OnceLock<std::result::Result<GpuDevice, Error>> = OnceLock::new();
+/// The process's GPU once one opened. A failure is not kept: the next `gpu()` tries
+/// again (a driver installed meanwhile, another `WGPU_ADAPTER_NAME`).
+static DEFAULT_GPU: Mutex<Option<GpuDevice>> = Mutex::new(None);
 
 impl Device {
     pub fn cpu() -> Device {
@@ -19,12 +21,15 @@ impl Device {
     }
 
     /// The process's shared GPU device, opened on first use on the adapter chosen by
-    /// `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`.
+    /// `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`. When no adapter opens,
+    /// the error is returned and a later call tries again.
     pub fn gpu() -> Result<Device> {
-        DEFAULT_GPU
-            .get_or_init(GpuDevice::new)
-            .clone()
-            .map(Device::Gpu)
+        // The lock is held while a device opens, so two threads never open two.
+        let mut open = DEFAULT_GPU.lock().unwrap_or_else(|e| e.into_inner());
+        if open.is_none() {
+            *open = Some(GpuDevice::new()?);
+        }
+        Ok(Device::Gpu(open.clone().expect("opened above")))
     }
 
     /// Makes `gpu()` open the `index`-th of the machine's equally good adapters (modulo
@@ -120,5 +125,22 @@ impl fmt::Debug for Device {
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test of this crate's own that opens a GPU, so nothing else can have
+    /// opened one first.
+    #[test]
+    fn a_failed_gpu_open_is_not_remembered() {
+        std::env::set_var("WGPU_ADAPTER_NAME", "no adapter is called this");
+        let e = Device::gpu().unwrap_err();
+        assert!(matches!(e, Error::NoAdapter { .. }), "{e}");
+        std::env::remove_var("WGPU_ADAPTER_NAME");
+        // Opens now, where an adapter exists (CI installs lavapipe); GPU tests never skip.
+        assert!(Device::gpu().unwrap().is_gpu());
     }
 }

@@ -134,6 +134,14 @@ impl ConvTranspose2d {
             output_padding: (0, 0),
         })
     }
+
+    /// PyTorch's `output_padding`: rows and columns added on one side of the output, to
+    /// pick among the output sizes a strided convolution maps to the same input size.
+    /// Each must be below the stride or the dilation (checked when it runs).
+    pub fn output_padding(mut self, output_padding: (usize, usize)) -> Self {
+        self.output_padding = output_padding;
+        self
+    }
 }
 
 impl Module for ConvTranspose2d {
