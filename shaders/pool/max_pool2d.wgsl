@@ -1,5 +1,6 @@
 // Max pooling over a compact [n, c, h, w] image; also writes the flat iy*w + ix index
-// of each window's first maximum (for the backward pass). Padding never wins.
+// of each window's first maximum (for the backward pass). Padding never wins; a NaN
+// does, as in PyTorch (the window's last NaN).
 // kiln:constants workgroup
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
@@ -31,6 +32,11 @@ fn source(o: u32, t: u32, stride: u32, pad: u32, dilation: u32, size: u32) -> i3
     return select(-1, i, i >= 0 && i < i32(size));
 }
 
+// By the bits: WGSL lets implementations assume floats are never NaN.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
@@ -51,7 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (ix < 0) { continue; }
             let flat = iy * i32(params.image.w) + ix;
             let v = f32(image[base + u32(flat)]);
-            if (v > best || best_index < 0) {
+            if (v > best || is_nan(v) || best_index < 0) {
                 best = v;
                 best_index = flat;
             }

@@ -4,6 +4,7 @@ use crate::window::{source, Real};
 use kiln_core::{PoolKind, WindowSpec};
 
 /// Values and flat `iy*w + ix` indices of each window's first maximum; padding is -inf.
+/// A NaN wins (the window's last NaN), as in PyTorch.
 /// Planes pool in parallel.
 pub fn max_pool2d<T: Real + Send + Sync>(x: &[T], s: &WindowSpec) -> (Vec<T>, Vec<i32>) {
     let (planes, l) = (s.n * s.c, s.oh * s.ow);
@@ -25,7 +26,10 @@ pub fn max_pool2d<T: Real + Send + Sync>(x: &[T], s: &WindowSpec) -> (Vec<T>, Ve
                 for &iy in ys {
                     for &ix in xs {
                         let v = plane[iy * s.w + ix];
-                        if v > best || idx < 0 {
+                        // `v != v`: NaN, without a float trait for it.
+                        #[allow(clippy::eq_op)]
+                        let nan = v != v;
+                        if v > best || nan || idx < 0 {
                             best = v;
                             idx = (iy * s.w + ix) as i32;
                         }

@@ -1,6 +1,6 @@
 //! Datasets and loading: an in-memory `TensorDataset` and a `Subset`, a seeded
 //! `DataLoader`, readers for IDX (MNIST's format), CSV and plain text, the data bundled
-//! with kiln; for tabular data, class names (`Classes`), seeded and stratified splits
+//! with kiln; NumPy's .npy and .npz; for tabular data, class names (`Classes`), seeded and stratified splits
 //! and feature scalers.
 
 mod augment;
@@ -10,6 +10,7 @@ mod csv;
 mod dataset;
 mod idx;
 mod loader;
+mod npy;
 mod scale;
 mod split;
 mod text;
@@ -23,6 +24,7 @@ pub use classes::Classes;
 pub use dataset::{Dataset, Subset, TensorDataset};
 pub use idx::{load_mnist_dir, parse_idx, read_idx, Idx, Mnist};
 pub use loader::{DataLoader, Transform};
+pub use npy::{read_npy, read_npz, write_npy, write_npz};
 pub use scale::{MinMaxScaler, Scaler, StandardScaler};
 pub use split::{shuffle, stratified_split, train_test_split};
 pub use text::CharVocab;

@@ -132,7 +132,8 @@ fn host_bytes(t: &Tensor) -> Result<Vec<u8>> {
 }
 
 /// Reads a checkpoint. Malformed files (bad header, truncated data, unsupported
-/// dtypes) are errors.
+/// dtypes) are errors. bf16 tensors are read as f32, and int64, uint8 and bool ones as
+/// i32 (kiln's dtypes), so that PyTorch's files load.
 pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io("load_checkpoint", path, e))?;
@@ -143,17 +144,17 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
         .map_err(|e| Error::io("load_checkpoint", path, e))?;
     let mut tensors = HashMap::new();
     for (name, view) in file.tensors() {
+        let bad =
+            |reason: String| Error::io("load_checkpoint", path, format!("tensor {name}: {reason}"));
         let dtype = match view.dtype() {
             StDtype::F32 => DType::F32,
             StDtype::F16 => DType::F16,
             StDtype::I32 => DType::I32,
             StDtype::F64 => DType::F64,
             other => {
-                return Err(Error::io(
-                    "load_checkpoint",
-                    path,
-                    format!("tensor {name}: dtype {other:?} is not supported"),
-                ))
+                let t = converted(other, view.data(), view.shape()).map_err(bad)?;
+                tensors.insert(name, t);
+                continue;
             }
         };
         let n: usize = view.shape().iter().product();
@@ -167,6 +168,53 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
         tensors.insert(name, t);
     }
     Ok(Checkpoint { tensors, metadata })
+}
+
+/// A tensor of a dtype kiln does not compute in, as the nearest one it does (as PyTorch
+/// writes them: little-endian): bf16 widened to f32 (exactly), int64, uint8 and bool
+/// to i32 (an error names a value that does not fit).
+fn converted(dtype: StDtype, bytes: &[u8], shape: &[usize]) -> std::result::Result<Tensor, String> {
+    let cpu = Device::cpu();
+    let dims = shape.to_vec();
+    let t = match dtype {
+        StDtype::BF16 => {
+            let v: Vec<f32> = bytes
+                .chunks_exact(2)
+                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                .collect();
+            Tensor::from_vec(v, dims, &cpu)
+        }
+        StDtype::I64 => {
+            let v = bytes
+                .chunks_exact(8)
+                .map(|b| {
+                    let x = i64::from_le_bytes(b.try_into().expect("8 bytes"));
+                    i32::try_from(x).map_err(|_| format!("int64 value {x} does not fit kiln's i32"))
+                })
+                .collect::<std::result::Result<Vec<i32>, String>>()?;
+            Tensor::from_vec(v, dims, &cpu)
+        }
+        StDtype::U8 | StDtype::BOOL => Tensor::from_vec(
+            bytes.iter().map(|&b| b as i32).collect::<Vec<i32>>(),
+            dims,
+            &cpu,
+        ),
+        other => return Err(format!("dtype {other:?} is not supported")),
+    };
+    t.map_err(|e| e.to_string())
+}
+
+/// A PyTorch state dict saved with safetensors (`safetensors.torch.save_file(
+/// model.state_dict(), path)`), ready for `restore` into the kiln module of the same
+/// architecture: its names are PyTorch's already. Dtypes convert as `load_checkpoint`
+/// does; BatchNorm's `num_batches_tracked` counters are left out, since kiln's
+/// BatchNorm uses a fixed momentum, for which PyTorch never reads them.
+pub fn load_pytorch(path: impl AsRef<Path>) -> Result<Checkpoint> {
+    let mut checkpoint = load_checkpoint(path)?;
+    checkpoint
+        .tensors
+        .retain(|name, _| name != "num_batches_tracked" && !name.ends_with(".num_batches_tracked"));
+    Ok(checkpoint)
 }
 
 /// What a non-strict `restore_non_strict` left out.

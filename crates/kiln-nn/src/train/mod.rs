@@ -11,8 +11,8 @@ mod run_state;
 pub use callback::{Callback, Control, EpochEnd, OnEpochEnd, OnStepEnd, StepEnd};
 pub(crate) use checkpoint::mismatch;
 pub use checkpoint::{
-    load_checkpoint, restore, restore_non_strict, save_checkpoint, training_state, Checkpoint,
-    RestoreReport,
+    load_checkpoint, load_pytorch, restore, restore_non_strict, save_checkpoint, training_state,
+    Checkpoint, RestoreReport,
 };
 pub use fit::{
     classification_step, evaluate, fit, next_token_step, regression_step, train_step,
