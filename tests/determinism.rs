@@ -127,8 +127,8 @@ fn cpu_results_do_not_depend_on_the_thread_count() {
             a.max(&[1], false).unwrap(),
         ];
         let adam = kiln::OptimizerStep::Adam(kiln::AdamSpec {
-            beta1: 0.9,
-            beta2: 0.999,
+            one_minus_beta1: 0.1,
+            one_minus_beta2: 0.001,
             eps: 1e-8,
             step_size: 1e-3,
             inv_correction2: 10.0,

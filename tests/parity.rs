@@ -492,8 +492,8 @@ fn optimizer_updates_match_cpu() {
     use kiln::{AdamSpec, OptimizerStep, RmsPropSpec, SgdSpec};
     let mut rng = rng();
     let adam = AdamSpec {
-        beta1: 0.9,
-        beta2: 0.999,
+        one_minus_beta1: 0.1,
+        one_minus_beta2: 0.001,
         eps: 1e-8,
         step_size: 1e-3 / (1.0 - 0.9f32.powi(3)),
         inv_correction2: 1.0 / (1.0 - 0.999f32.powi(3)),
@@ -521,7 +521,7 @@ fn optimizer_updates_match_cpu() {
         }),
         OptimizerStep::RmsProp(RmsPropSpec {
             lr: 0.01,
-            alpha: 0.99,
+            one_minus_alpha: 0.01,
             eps: 1e-8,
             weight_decay: 0.01,
         }),
@@ -1147,8 +1147,8 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
     let Some(device) = gpu() else { return };
     let mut rng = rng();
     let adam = OptimizerStep::Adam(AdamSpec {
-        beta1: 0.9,
-        beta2: 0.999,
+        one_minus_beta1: 0.1,
+        one_minus_beta2: 0.001,
         eps: 1e-8,
         step_size: 1e-3 / (1.0 - 0.9f32.powi(2)),
         inv_correction2: 1.0 / (1.0 - 0.999f32.powi(2)),
@@ -1163,7 +1163,7 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
     });
     let rmsprop = OptimizerStep::RmsProp(RmsPropSpec {
         lr: 0.01,
-        alpha: 0.99,
+        one_minus_alpha: 0.01,
         eps: 1e-8,
         weight_decay: 0.01,
     });

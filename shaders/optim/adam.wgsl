@@ -10,8 +10,8 @@ alias T = f32;
 
 struct Params {
     n: u32,
-    beta1: f32,
-    beta2: f32,
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
     eps: f32,
     step_size: f32,
     inv_correction2: f32,
@@ -28,8 +28,8 @@ struct Updated {
 
 fn update(s: Params, p: f32, grad: f32, state: array<f32, 2>) -> Updated {
     let g = grad + s.coupled_decay * p;
-    let m1 = s.beta1 * state[0] + (1.0 - s.beta1) * g;
-    let v1 = s.beta2 * state[1] + (1.0 - s.beta2) * g * g;
+    let m1 = state[0] + s.one_minus_beta1 * (g - state[0]);
+    let v1 = state[1] + s.one_minus_beta2 * (g * g - state[1]);
     let denom = sqrt(v1 * s.inv_correction2) + s.eps;
     return Updated(p * s.decay_factor - s.step_size * m1 / denom, array(m1, v1));
 }

@@ -10,7 +10,7 @@ alias T = f32;
 struct Params {
     n: u32,
     lr: f32,
-    alpha: f32,
+    one_minus_alpha: f32,
     eps: f32,
     weight_decay: f32,
     _pad0: u32,
@@ -27,7 +27,7 @@ struct Updated {
 
 fn update(s: Params, p: f32, grad: f32, state: array<f32, 1>) -> Updated {
     let g = grad + s.weight_decay * p;
-    let a = s.alpha * state[0] + (1.0 - s.alpha) * g * g;
+    let a = state[0] + s.one_minus_alpha * (g * g - state[0]);
     return Updated(p - s.lr * g / (sqrt(a) + s.eps), array(a));
 }
 

@@ -15,6 +15,8 @@ mod profile;
 mod saliency;
 mod tabular;
 mod train;
+#[cfg(test)]
+mod training_parity;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -92,15 +92,17 @@ pub enum PoolKind {
 /// ```text
 /// g  = grad + coupled_decay * p            (Adam's L2 weight decay)
 /// p  = p * decay_factor                    (AdamW: 1 - lr * weight_decay)
-/// m' = beta1 * m + (1 - beta1) * g
-/// v' = beta2 * v + (1 - beta2) * g^2
+/// m' = m + (1 - beta1) * (g - m)          (= beta1 * m + (1 - beta1) * g)
+/// v' = v + (1 - beta2) * (g^2 - v)
 /// p' = p - step_size * m' / (sqrt(v' * inv_correction2) + eps)
 /// ```
 /// with `step_size = lr / (1 - beta1^t)` and `inv_correction2 = 1 / (1 - beta2^t)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamSpec {
-    pub beta1: f32,
-    pub beta2: f32,
+    /// `1 - beta1` and `1 - beta2`, computed in f64 before rounding to f32: `1 - 0.999`
+    /// from an f32 0.999 would be off by 1.3e-5, and so would every update's size.
+    pub one_minus_beta1: f32,
+    pub one_minus_beta2: f32,
     pub eps: f32,
     pub step_size: f32,
     pub inv_correction2: f32,
@@ -127,13 +129,14 @@ pub struct SgdSpec {
 ///
 /// ```text
 /// g    = grad + weight_decay * p
-/// avg' = alpha * avg + (1 - alpha) * g^2
+/// avg' = avg + (1 - alpha) * (g^2 - avg)
 /// p'   = p - lr * g / (sqrt(avg') + eps)
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RmsPropSpec {
     pub lr: f32,
-    pub alpha: f32,
+    /// `1 - alpha`, computed in f64 (as Adam's complements are).
+    pub one_minus_alpha: f32,
     pub eps: f32,
     pub weight_decay: f32,
 }

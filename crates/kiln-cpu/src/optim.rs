@@ -37,9 +37,9 @@ pub fn update(
 }
 
 fn adam(p: f64, g: f64, s: &[f64; 2], spec: &AdamSpec) -> (f64, [f64; 2]) {
-    let [b1, b2, eps, step, inv_c2, coupled, factor] = [
-        spec.beta1,
-        spec.beta2,
+    let [c1, c2, eps, step, inv_c2, coupled, factor] = [
+        spec.one_minus_beta1,
+        spec.one_minus_beta2,
         spec.eps,
         spec.step_size,
         spec.inv_correction2,
@@ -48,8 +48,8 @@ fn adam(p: f64, g: f64, s: &[f64; 2], spec: &AdamSpec) -> (f64, [f64; 2]) {
     ]
     .map(f64::from);
     let g = g + coupled * p;
-    let m = b1 * s[0] + (1.0 - b1) * g;
-    let v = b2 * s[1] + (1.0 - b2) * g * g;
+    let m = s[0] + c1 * (g - s[0]);
+    let v = s[1] + c2 * (g * g - s[1]);
     (p * factor - step * m / ((v * inv_c2).sqrt() + eps), [m, v])
 }
 
@@ -66,8 +66,9 @@ fn sgd(p: f64, g: f64, s: &[f64; 2], spec: &SgdSpec) -> (f64, [f64; 2]) {
 }
 
 fn rmsprop(p: f64, g: f64, s: &[f64; 2], spec: &RmsPropSpec) -> (f64, [f64; 2]) {
-    let [lr, alpha, eps, decay] = [spec.lr, spec.alpha, spec.eps, spec.weight_decay].map(f64::from);
+    let [lr, c, eps, decay] =
+        [spec.lr, spec.one_minus_alpha, spec.eps, spec.weight_decay].map(f64::from);
     let g = g + decay * p;
-    let avg = alpha * s[0] + (1.0 - alpha) * g * g;
+    let avg = s[0] + c * (g * g - s[0]);
     (p - lr * g / (avg.sqrt() + eps), [avg, 0.0])
 }

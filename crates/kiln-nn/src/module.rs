@@ -38,6 +38,23 @@ pub trait ModuleExt: Module {
         all
     }
 
+    /// Converts every floating-point parameter and buffer to `dtype` in place (PyTorch's
+    /// `module.to(dtype)`; `DType::F64` is `module.double()`, for the CPU). Integer
+    /// buffers stay as they are. Build optimizers after converting.
+    fn to_dtype(&self, dtype: kiln::DType) -> kiln::Result<()> {
+        if !dtype.is_float() {
+            return Err(kiln::Error::UnsupportedDType {
+                op: "Module::to_dtype",
+                dtype,
+                reason: "parameters convert to a floating-point dtype",
+            });
+        }
+        self.state_dict()
+            .iter()
+            .filter(|(_, t)| t.dtype().is_float())
+            .try_for_each(|(_, t)| t.set_dtype(dtype))
+    }
+
     fn train(&self) {
         self.set_training(true);
     }

@@ -233,8 +233,8 @@ shader_params! {
     /// `optim/adam.wgsl`.
     AdamParams {
         n: u32,
-        beta1: f32,
-        beta2: f32,
+        one_minus_beta1: f32,
+        one_minus_beta2: f32,
         eps: f32,
         step_size: f32,
         inv_correction2: f32,
@@ -256,7 +256,7 @@ shader_params! {
     RmsPropParams {
         n: u32,
         lr: f32,
-        alpha: f32,
+        one_minus_alpha: f32,
         eps: f32,
         weight_decay: f32,
         _pad0: u32,

@@ -98,6 +98,22 @@ impl Tensor {
         Ok(())
     }
 
+    /// Converts this compact tensor's values to `dtype` in place: the same tensor (a
+    /// module's parameter, say) holds them from now on, as PyTorch's `module.double()`
+    /// does to parameters. f64 is for the CPU only.
+    pub fn set_dtype(&self, dtype: DType) -> Result<()> {
+        if !self.layout().is_compact() {
+            let reason = "only a compact tensor (not a view) can change in place".into();
+            return Err(Error::InvalidArgument {
+                op: "set_dtype",
+                reason,
+            });
+        }
+        let converted = crate::autograd::no_grad(|| self.to_dtype(dtype)?.contiguous())?;
+        *self.0.storage.write().unwrap_or_else(|e| e.into_inner()) = converted.storage();
+        Ok(())
+    }
+
     pub fn layout(&self) -> &Layout {
         &self.0.layout
     }

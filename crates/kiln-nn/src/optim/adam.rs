@@ -62,8 +62,8 @@ impl Adam {
             false => (self.weight_decay, 1.0),
         };
         OptimizerStep::Adam(AdamSpec {
-            beta1: b1 as f32,
-            beta2: b2 as f32,
+            one_minus_beta1: (1.0 - b1) as f32,
+            one_minus_beta2: (1.0 - b2) as f32,
             eps: self.eps as f32,
             step_size: (self.lr / (1.0 - b1.powi(t))) as f32,
             inv_correction2: (1.0 / (1.0 - b2.powi(t))) as f32,

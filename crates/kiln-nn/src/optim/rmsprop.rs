@@ -30,7 +30,7 @@ impl Optimizer for RmsProp {
     fn step(&mut self, grads: &Gradients) -> Result<()> {
         let spec = OptimizerStep::RmsProp(RmsPropSpec {
             lr: self.lr as f32,
-            alpha: self.alpha as f32,
+            one_minus_alpha: (1.0 - self.alpha) as f32,
             eps: self.eps as f32,
             weight_decay: self.weight_decay as f32,
         });

@@ -21,8 +21,8 @@ pub(crate) fn update_all(
     match *step {
         OptimizerStep::Adam(s) => run(updates, Kernel::AdamUpdate, |n| AdamParams {
             n,
-            beta1: s.beta1,
-            beta2: s.beta2,
+            one_minus_beta1: s.one_minus_beta1,
+            one_minus_beta2: s.one_minus_beta2,
             eps: s.eps,
             step_size: s.step_size,
             inv_correction2: s.inv_correction2,
@@ -42,7 +42,7 @@ pub(crate) fn update_all(
         OptimizerStep::RmsProp(s) => run(updates, Kernel::RmsPropUpdate, |n| RmsPropParams {
             n,
             lr: s.lr,
-            alpha: s.alpha,
+            one_minus_alpha: s.one_minus_alpha,
             eps: s.eps,
             weight_decay: s.weight_decay,
             _pad0: 0,
