@@ -17,6 +17,12 @@ pub mod optim;
 pub mod train;
 
 pub use init::{kaiming_uniform, uniform};
+
+/// The README's Rust blocks (kiln's examples and "Train your own model") are compiled
+/// and run as doc tests here, where both kiln and kiln-nn are in scope.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 pub use module::{Module, ModuleExt};
 
 /// Helpers for writing `Module` implementations outside this crate.

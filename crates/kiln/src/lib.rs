@@ -19,11 +19,6 @@
 //! # Ok(()) }
 //! ```
 
-/// The README's example is compiled and run as a doc test.
-#[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
-
 mod autograd;
 mod conv;
 pub use conv::Conv2dOptions;
