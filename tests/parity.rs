@@ -118,12 +118,18 @@ fn integer_binary_ops_match_cpu() {
 fn integer_tensors_take_whole_number_scalars() {
     // Class ids shifted to start at 0, or scaled, stay i32 as in PyTorch.
     let labels = Tensor::from_vec(vec![1i32, 5, -3, 2], [4], &Device::cpu()).unwrap();
-    parity("i32 add_scalar", &[labels.clone()], EXACT, |t| {
-        t[0].add_scalar(-1.0)
-    });
-    parity("i32 mul_scalar", &[labels.clone()], EXACT, |t| {
-        t[0].mul_scalar(3.0)
-    });
+    parity(
+        "i32 add_scalar",
+        std::slice::from_ref(&labels),
+        EXACT,
+        |t| t[0].add_scalar(-1.0),
+    );
+    parity(
+        "i32 mul_scalar",
+        std::slice::from_ref(&labels),
+        EXACT,
+        |t| t[0].mul_scalar(3.0),
+    );
     let shifted = labels.sub_scalar(1.0).unwrap();
     assert_eq!(shifted.dtype(), DType::I32);
     assert_eq!(shifted.to_vec::<i32>().unwrap(), [0, 4, -4, 1]);

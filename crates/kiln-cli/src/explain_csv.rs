@@ -93,6 +93,9 @@ fn names(m: Method) -> (&'static str, &'static str) {
     }
 }
 
+/// Integrated Gradients' completeness error and score change, per row.
+type Completeness = (Vec<f64>, Vec<f64>);
+
 /// The attributions `[n, F]` of a batch of scaled rows to each row's predicted class
 /// (or the predicted value), and for IG each row's completeness error and score change.
 fn attribution(
@@ -100,7 +103,7 @@ fn attribution(
     model: &TabularModel,
     x: &Tensor,
     method: Method,
-) -> Result<(Tensor, Option<(Vec<f64>, Vec<f64>)>)> {
+) -> Result<(Tensor, Option<Completeness>)> {
     let f = |x: &Tensor| model.model.forward(x);
     let classes: Vec<usize> = match model.spec.classes {
         Some(_) => kiln::no_grad(|| f(x)?.argmax(-1, false))?

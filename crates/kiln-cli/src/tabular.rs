@@ -523,8 +523,7 @@ pub fn read_rows(
 ) -> Result<(Table, Tensor, Option<Tensor>)> {
     let headers = read_columns(csv, &format.options(None)?)?;
     let target = headers
-        .iter()
-        .any(|h| *h == model.spec.target)
+        .contains(&model.spec.target)
         .then(|| Column::Name(model.spec.target.clone()));
     let table = read_table(csv, &format.options(target)?)?;
     let x = model.inputs(&table, device)?;

@@ -78,6 +78,11 @@ pub struct TrainArgs {
     /// with `--features distributed` (README). Not for the GAN.
     #[arg(long)]
     distributed: bool,
+    /// Start from these weights instead of a random initialisation: a state dict with
+    /// the model's names, written by kiln or by PyTorch (`safetensors.torch.save_file(
+    /// model.state_dict(), path)`). Not for the GAN or --csv.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Train the MLP on a CSV of your own instead (`kiln train mlp --csv data.csv
     /// --target label`): numeric feature columns, and a target column of classes or
     /// (with `--task regress`) numbers. The rows are split (stratified by class) into
@@ -156,6 +161,7 @@ impl TrainArgs {
             }
             let others = [
                 ("--data", self.data.is_some()),
+                ("--init", self.init.is_some()),
                 ("--resume", self.resume.is_some()),
                 ("--distributed", self.distributed),
             ];
@@ -248,6 +254,15 @@ fn resume(
     Ok(run)
 }
 
+/// Loads `--init`'s weights into `model`, strictly (every name, shape and dtype).
+fn start_from(init: Option<&std::path::Path>, model: &dyn Module) -> Result<()> {
+    if let Some(path) = init {
+        restore(&kiln_nn::train::load_pytorch(path)?, &model.state_dict())?;
+        println!("starting from the weights in {}", path.display());
+    }
+    Ok(())
+}
+
 /// This process's part in a `--distributed` run: its data-parallel group, or `None` for
 /// a run of its own.
 struct Ranks(Option<DataParallel>);
@@ -325,6 +340,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => (mnist10k()?, "bundled mnist10k".to_string()),
     };
     if args.model == Model::Gan {
+        if args.init.is_some() {
+            return Err(kiln::Error::Unsupported {
+                op: "train",
+                reason: "--init is not available for the GAN".into(),
+            });
+        }
         if args.resume.is_some() {
             return Err(kiln::Error::Unsupported {
                 op: "train",
@@ -354,6 +375,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut rng = Rng::new(args.seed);
     // The language models returned above; what is left reads images.
     let model = image_model(args.model, &device, &mut rng)?;
+    start_from(args.init.as_deref(), &model)?;
     let (epochs, batch_size, lr) = (
         args.epochs.unwrap_or(24),
         args.batch_size
@@ -464,6 +486,7 @@ fn run_char_lm(
     let mut rng = Rng::new(args.seed);
     let context = LM_CONTEXT;
     let (model, default_lr) = char_lm(args.model, vocab.len(), device, &mut rng)?;
+    start_from(args.init.as_deref(), &model)?;
     // Non-overlapping windows: inputs are `context` characters, targets the next ones.
     let windows = |part: &[i32]| -> Result<TensorDataset> {
         let n = (part.len() - 1) / context;

@@ -159,10 +159,10 @@ fn ratio(part: usize, whole: usize) -> f64 {
     }
 }
 
-/// The area under the ROC curve of a binary classifier: `scores` (higher means class
-/// 1) against targets of 0 and 1. Computed as the Mann-Whitney statistic, the chance
-/// that a random positive outscores a random negative, ties counting half. Targets of
-/// one class only are an error (the curve is undefined), as in scikit-learn.
+/// The area under the ROC curve of a binary classifier: `scores`, higher for class 1,
+/// against targets of 0 and 1. Computed as the Mann-Whitney statistic, the chance
+/// that a random positive outscores a random negative, ties counting half. Targets
+/// of one class only are an error (the curve is undefined), as in scikit-learn.
 pub fn roc_auc(scores: &Tensor, target: &Tensor) -> Result<f64> {
     let op = "roc_auc";
     let (s, t) = paired(op, scores, target)?;
