@@ -54,6 +54,10 @@ echo "== the examples, with short settings"
 example_out=$(KILN_EXAMPLE_EPOCHS=30 cargo run -q -p kiln-nn --example tabular)
 tail -n 1 <<<"$example_out"
 grep -q "^test accuracy: 0\.9" <<<"$example_out"
+example_out=$(KILN_EXAMPLE_EPOCHS=1 cargo run -q -p kiln-nn --example mnist_cnn)
+tail -n 1 <<<"$example_out"
+grep -q "^resumed after epoch 1" <<<"$example_out"
+grep -q "^test accuracy: 0\.9" <<<"$example_out"
 echo "== the parity suite again with fusion off: each op's own kernel against the CPU"
 KILN_FUSION=0 cargo test -p kiln --test parity
 echo "== kiln train --distributed: two ranks of the MLP under mpirun, one epoch"
