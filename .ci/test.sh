@@ -58,6 +58,10 @@ example_out=$(KILN_EXAMPLE_EPOCHS=1 cargo run -q -p kiln-nn --example mnist_cnn)
 tail -n 1 <<<"$example_out"
 grep -q "^resumed after epoch 1" <<<"$example_out"
 grep -q "^test accuracy: 0\.9" <<<"$example_out"
+example_out=$(KILN_EXAMPLE_STEPS=60 cargo run -q -p kiln-nn --example char_lm)
+tail -n 1 <<<"$example_out"
+# From uniform guessing (ln 65 = 4.17 nats) to below 3.
+grep -q "^validation loss: 2\." <<<"$example_out"
 echo "== the parity suite again with fusion off: each op's own kernel against the CPU"
 KILN_FUSION=0 cargo test -p kiln --test parity
 echo "== kiln train --distributed: two ranks of the MLP under mpirun, one epoch"
