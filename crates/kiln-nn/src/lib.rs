@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! kiln-nn: neural networks on kiln tensors. Modules with PyTorch's names, defaults and
 //! state-dict naming; losses; optimizers and learning-rate schedules; datasets and a
 //! data loader; a training loop with validation, early stopping, checkpoints and

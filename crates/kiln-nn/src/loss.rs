@@ -53,6 +53,7 @@ pub enum Reduction {
     /// The mean (for a weighted cross-entropy: divided by the summed weights).
     #[default]
     Mean,
+    /// The sum.
     Sum,
 }
 
@@ -64,6 +65,7 @@ pub struct CrossEntropyOptions {
     /// Targets equal to this contribute nothing, to the sum or to the mean's count
     /// (PyTorch's default: -100, as padding is often marked).
     pub ignore_index: Option<i32>,
+    /// How the elements' losses are combined.
     pub reduction: Reduction,
     /// Targets smoothed towards uniform: `(1 - s) * one_hot + s / classes`.
     pub label_smoothing: f64,

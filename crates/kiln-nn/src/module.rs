@@ -3,7 +3,11 @@
 
 use kiln::{Result, Tensor};
 
+/// A layer or a model: a forward pass and its named parameters (and buffers). The
+/// names are PyTorch's (`0.weight`, `blocks.1.norm1.bias`), so checkpoints and state
+/// dicts match.
 pub trait Module: Send + Sync {
+    /// The output for a batch `x`.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
 
     /// Trainable tensors, named as PyTorch names them (`weight`, `layers.0.bias`).
@@ -20,6 +24,7 @@ pub trait Module: Send + Sync {
 
 /// Conveniences every module gets.
 pub trait ModuleExt: Module {
+    /// The trainable parameters, without their names.
     fn parameters(&self) -> Vec<Tensor> {
         self.named_parameters()
             .into_iter()
@@ -27,6 +32,7 @@ pub trait ModuleExt: Module {
             .collect()
     }
 
+    /// How many trainable values.
     fn num_parameters(&self) -> usize {
         self.parameters().iter().map(Tensor::elem_count).sum()
     }
@@ -55,10 +61,12 @@ pub trait ModuleExt: Module {
             .try_for_each(|(_, t)| t.set_dtype(dtype))
     }
 
+    /// Training mode: dropout active, batch norm on batch statistics.
     fn train(&self) {
         self.set_training(true);
     }
 
+    /// Evaluation mode: dropout off, batch norm on running statistics.
     fn eval(&self) {
         self.set_training(false);
     }

@@ -8,9 +8,13 @@ use kiln_core::{Error, Result, WindowSpec};
 /// Stride, padding and dilation of a 2-D convolution, and its group count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dOptions {
+    /// The window's step, (rows, columns).
     pub stride: (usize, usize),
+    /// Zeros added on each side, (rows, columns).
     pub padding: (usize, usize),
+    /// The spacing between the window's taps.
     pub dilation: (usize, usize),
+    /// Channel groups: 1 for a full convolution, the channel count for a depthwise one.
     pub groups: usize,
 }
 

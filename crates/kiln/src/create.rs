@@ -30,6 +30,7 @@ impl Device {
 }
 
 impl Tensor {
+    /// A tensor of zeros.
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         check_shape("zeros", &shape)?;
@@ -39,10 +40,12 @@ impl Tensor {
         ))
     }
 
+    /// A tensor of ones.
     pub fn ones(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         Tensor::full(shape, 1.0, dtype, device)
     }
 
+    /// A tensor with every element `value` (converted to `dtype`).
     pub fn full(
         shape: impl Into<Shape>,
         value: f64,
@@ -57,14 +60,17 @@ impl Tensor {
         ))
     }
 
+    /// Zeros of this tensor's shape, dtype and device.
     pub fn zeros_like(&self) -> Result<Tensor> {
         Tensor::zeros(self.shape().clone(), self.dtype(), &self.device())
     }
 
+    /// Ones of this tensor's shape, dtype and device.
     pub fn ones_like(&self) -> Result<Tensor> {
         Tensor::ones(self.shape().clone(), self.dtype(), &self.device())
     }
 
+    /// `value` in this tensor's shape, dtype and device.
     pub fn full_like(&self, value: f64) -> Result<Tensor> {
         Tensor::full(self.shape().clone(), value, self.dtype(), &self.device())
     }
@@ -78,6 +84,7 @@ impl Tensor {
         Tensor::from_host(T::into_host(data), shape.into(), device)
     }
 
+    /// `from_vec` from a slice (copied).
     pub fn from_slice<T: Element>(
         data: &[T],
         shape: impl Into<Shape>,

@@ -6,8 +6,11 @@ use std::fmt;
 use std::sync::Mutex;
 
 #[derive(Clone, PartialEq)]
+/// Where a tensor lives and its ops run.
 pub enum Device {
+    /// The CPU backend, the reference every GPU kernel is checked against.
     Cpu,
+    /// One GPU adapter opened through wgpu.
     Gpu(GpuDevice),
 }
 
@@ -16,6 +19,7 @@ pub enum Device {
 static DEFAULT_GPU: Mutex<Option<GpuDevice>> = Mutex::new(None);
 
 impl Device {
+    /// The CPU backend.
     pub fn cpu() -> Device {
         Device::Cpu
     }
@@ -70,10 +74,12 @@ impl Device {
         }
     }
 
+    /// True for a GPU.
     pub fn is_gpu(&self) -> bool {
         matches!(self, Device::Gpu(_))
     }
 
+    /// The GPU device, for a GPU.
     pub fn as_gpu(&self) -> Option<&GpuDevice> {
         match self {
             Device::Gpu(g) => Some(g),

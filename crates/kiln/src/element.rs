@@ -5,7 +5,9 @@ use kiln_core::{DType, HostBuffer};
 
 /// A Rust scalar type kiln stores: `f32`, `half::f16` or `i32`.
 pub trait Element: Copy + Send + Sync + 'static {
+    /// The dtype this type is stored as.
     const DTYPE: DType;
+    /// The values as a host buffer of that dtype.
     fn into_host(data: Vec<Self>) -> HostBuffer;
     /// The values when `host` holds this type.
     fn from_host(host: HostBuffer) -> Option<Vec<Self>>;

@@ -90,24 +90,31 @@ impl Tensor {
         Tensor::full(Shape::new([]), value, self.dtype(), &self.device())
     }
 
+    /// `self - value`.
     pub fn sub_scalar(&self, value: f64) -> Result<Tensor> {
         self.add_scalar(-value)
     }
+    /// `self / value`.
     pub fn div_scalar(&self, value: f64) -> Result<Tensor> {
         self.binary(&self.scalar_like(value)?, BinaryOp::Div)
     }
+    /// The larger of each element and `value` (NaN propagates).
     pub fn maximum_scalar(&self, value: f64) -> Result<Tensor> {
         self.binary(&self.scalar_like(value)?, BinaryOp::Maximum)
     }
+    /// The smaller of each element and `value` (NaN propagates).
     pub fn minimum_scalar(&self, value: f64) -> Result<Tensor> {
         self.binary(&self.scalar_like(value)?, BinaryOp::Minimum)
     }
+    /// 1 where an element equals `value`, else 0, in this tensor's dtype.
     pub fn eq_scalar(&self, value: f64) -> Result<Tensor> {
         self.binary(&self.scalar_like(value)?, BinaryOp::Eq)
     }
+    /// 1 where an element is below `value`, else 0.
     pub fn lt_scalar(&self, value: f64) -> Result<Tensor> {
         self.binary(&self.scalar_like(value)?, BinaryOp::Lt)
     }
+    /// 1 where an element is above `value`, else 0.
     pub fn gt_scalar(&self, value: f64) -> Result<Tensor> {
         self.binary(&self.scalar_like(value)?, BinaryOp::Gt)
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! kiln: GPU-accelerated tensors for Rust.
 //!
 //! One non-generic [`Tensor`] type runs on the CPU reference backend or on any GPU

@@ -85,6 +85,7 @@ impl Tensor {
         Ok((track(record, || Ok(values))?, indices))
     }
 
+    /// The maximum of each window of `[n, c, h, w]` (padding never wins; NaN does).
     pub fn max_pool2d(
         &self,
         kernel: (usize, usize),

@@ -15,6 +15,7 @@ pub struct Rng {
 }
 
 impl Rng {
+    /// A generator whose draws depend only on `seed`, on every device.
     pub fn new(seed: u64) -> Self {
         Rng { seed, stream: 0 }
     }

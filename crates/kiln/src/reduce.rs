@@ -91,9 +91,11 @@ impl Tensor {
         self.reduce(op, &self.all_dims(), false)
     }
 
+    /// The sum over `dims` (negative counts from the end), kept as size 1 with `keepdim`.
     pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         self.reduce(ReduceOp::Sum, dims, keepdim)
     }
+    /// The mean over `dims`.
     pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         self.reduce(ReduceOp::Mean, dims, keepdim)
     }
@@ -123,12 +125,15 @@ impl Tensor {
     pub fn sum_all(&self) -> Result<Tensor> {
         self.reduce_all(ReduceOp::Sum)
     }
+    /// The mean of every element, as a one-element tensor.
     pub fn mean_all(&self) -> Result<Tensor> {
         self.reduce_all(ReduceOp::Mean)
     }
+    /// The largest element (NaN when any is NaN).
     pub fn max_all(&self) -> Result<Tensor> {
         self.reduce_all(ReduceOp::Max)
     }
+    /// The smallest element (NaN when any is NaN).
     pub fn min_all(&self) -> Result<Tensor> {
         self.reduce_all(ReduceOp::Min)
     }
@@ -164,6 +169,7 @@ impl Tensor {
         sq.mul_scalar(1.0 / (n - correction) as f64)
     }
 
+    /// The standard deviation over `dims` (Bessel-corrected, as PyTorch's default).
     pub fn std(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         self.var(dims, keepdim)?.sqrt()
     }

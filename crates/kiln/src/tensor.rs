@@ -71,6 +71,7 @@ impl Tensor {
         self.0.node.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// An identity shared by the clones of this tensor (gradients are keyed by it).
     pub fn id(&self) -> TensorId {
         self.0.id
     }
@@ -114,30 +115,37 @@ impl Tensor {
         Ok(())
     }
 
+    /// Shape, strides and offset into the storage.
     pub fn layout(&self) -> &Layout {
         &self.0.layout
     }
 
+    /// The shape.
     pub fn shape(&self) -> &Shape {
         self.0.layout.shape()
     }
 
+    /// The dims' sizes.
     pub fn dims(&self) -> &[usize] {
         self.0.layout.dims()
     }
 
+    /// How many dims.
     pub fn rank(&self) -> usize {
         self.dims().len()
     }
 
+    /// How many elements.
     pub fn elem_count(&self) -> usize {
         self.0.layout.elem_count()
     }
 
+    /// The element type.
     pub fn dtype(&self) -> DType {
         self.storage().dtype()
     }
 
+    /// Where the tensor lives.
     pub fn device(&self) -> Device {
         self.storage().device()
     }
@@ -221,6 +229,7 @@ impl Tensor {
         })
     }
 
+    /// True when the elements lie row-major without gaps (no copy needed).
     pub fn is_contiguous(&self) -> bool {
         self.layout().is_contiguous()
     }

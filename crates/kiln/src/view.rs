@@ -82,6 +82,7 @@ impl Tensor {
         Ok(self.with_layout(layout))
     }
 
+    /// All elements as one dim.
     pub fn flatten_all(&self) -> Result<Tensor> {
         self.reshape([self.elem_count()])
     }

@@ -78,14 +78,17 @@ impl Classes {
         self.names.get(id).map(String::as_str)
     }
 
+    /// The class names, in id order.
     pub fn names(&self) -> &[String] {
         &self.names
     }
 
+    /// How many classes.
     pub fn len(&self) -> usize {
         self.names.len()
     }
 
+    /// True when there are no classes (never, for `fit` and `from_names`).
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }

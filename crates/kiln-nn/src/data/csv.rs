@@ -8,7 +8,9 @@ use std::path::Path;
 /// A column picked by its header name, or by position: 0 is the first, -1 the last.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Column {
+    /// The column whose header is this name.
     Name(String),
+    /// The column at this position: 0 is the first, -1 the last.
     Index(isize),
 }
 
@@ -44,9 +46,11 @@ pub struct CsvOptions {
     pub skip_lines: usize,
     /// The first row (after the skipped lines) names the columns.
     pub header: bool,
+    /// The field separator (`b','`, `b';'`, `b'\t'`, ...).
     pub delimiter: u8,
     /// The column to return as `Table::target` instead of as a feature.
     pub target: Option<Column>,
+    /// What a missing feature value becomes.
     pub missing: Missing,
 }
 

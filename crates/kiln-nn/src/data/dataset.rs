@@ -2,9 +2,12 @@
 
 use kiln::{Device, Error, Result, Tensor};
 
+/// Samples by index: what a `DataLoader` draws batches from.
 pub trait Dataset: Send + Sync {
+    /// How many samples.
     fn len(&self) -> usize;
 
+    /// True when there are no samples.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -16,11 +19,14 @@ pub trait Dataset: Send + Sync {
 /// Inputs and targets held in memory; dim 0 indexes samples.
 #[derive(Clone, Debug)]
 pub struct TensorDataset {
+    /// `[samples, ..]`: what the model reads.
     pub inputs: Tensor,
+    /// `[samples, ..]`: class ids (i32) or values to predict.
     pub targets: Tensor,
 }
 
 impl TensorDataset {
+    /// Pairs `inputs` with `targets`; both must have the same number of samples (dim 0).
     pub fn new(inputs: Tensor, targets: Tensor) -> Result<Self> {
         if inputs.rank() == 0 || targets.rank() == 0 || inputs.dims()[0] != targets.dims()[0] {
             return Err(Error::ShapeMismatch {
@@ -113,6 +119,7 @@ impl<'a> Subset<'a> {
         Ok(Subset { dataset, indices })
     }
 
+    /// The indices into the underlying dataset, in this subset's order.
     pub fn indices(&self) -> &[usize] {
         &self.indices
     }

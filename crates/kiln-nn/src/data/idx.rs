@@ -14,7 +14,9 @@ const MAX_PAYLOAD: usize = 1 << 30;
 /// An unsigned-byte IDX array.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Idx {
+    /// The array's dims, as the file's header gives them.
     pub dims: Vec<usize>,
+    /// The values, row-major, as stored (unsigned bytes).
     pub data: Vec<u8>,
 }
 
@@ -108,9 +110,13 @@ pub fn parse_idx(bytes: &[u8], origin: &str) -> Result<Idx> {
 
 /// MNIST-style data: images `[n, 1, h, w]` scaled to [0, 1] and i32 labels `[n]`.
 pub struct Mnist {
+    /// Training images, f32 `[n, 1, 28, 28]` in [0, 1].
     pub train_images: Tensor,
+    /// Training labels, i32 `[n]`.
     pub train_labels: Tensor,
+    /// Test images, f32 `[n, 1, 28, 28]` in [0, 1].
     pub test_images: Tensor,
+    /// Test labels, i32 `[n]`.
     pub test_labels: Tensor,
 }
 

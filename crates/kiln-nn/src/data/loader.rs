@@ -6,19 +6,28 @@ use kiln::{Device, Error, Result, Tensor};
 /// A change applied to each training batch's inputs: `(inputs, epoch, batch index)`.
 pub type Transform = Box<dyn Fn(&Tensor, u64, usize) -> Result<Tensor> + Send + Sync>;
 
+/// Batches of a dataset in a seeded order, moved to a device, with an optional
+/// transform of each training batch (augmentation) and an optional shard per rank.
 pub struct DataLoader<'a> {
     dataset: &'a dyn Dataset,
     transform: Option<Transform>,
+    /// Samples per batch (the last batch may be smaller unless `drop_last`).
     pub batch_size: usize,
+    /// Reshuffle every epoch, from `seed`.
     pub shuffle: bool,
+    /// Leave out the last batch when it is smaller than `batch_size`.
     pub drop_last: bool,
+    /// The shuffle's seed: the same seed gives the same order on every machine.
     pub seed: u64,
+    /// Where the batches go.
     pub device: Device,
     /// `(rank, ranks)`: this loader gives rank `rank`'s share of every epoch.
     pub shard: Option<(usize, usize)>,
 }
 
 impl<'a> DataLoader<'a> {
+    /// Batches of `batch_size` samples of `dataset` on `device`, in order (see
+    /// `shuffled`); a zero batch size is an error.
     pub fn new(dataset: &'a dyn Dataset, batch_size: usize, device: &Device) -> Result<Self> {
         if batch_size == 0 {
             return Err(Error::InvalidArgument {
@@ -68,11 +77,13 @@ impl<'a> DataLoader<'a> {
         Ok(self)
     }
 
+    /// Leaves out each epoch's last batch when it is short.
     pub fn dropping_last(mut self) -> Self {
         self.drop_last = true;
         self
     }
 
+    /// How many samples the dataset holds (all ranks' shares together).
     pub fn dataset_len(&self) -> usize {
         self.dataset.len()
     }
@@ -85,6 +96,7 @@ impl<'a> DataLoader<'a> {
         }
     }
 
+    /// Batches per epoch (this rank's share, when sharded).
     pub fn num_batches(&self) -> usize {
         let n = self.samples_per_epoch();
         if self.drop_last {

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 pub trait Scaler: Sized {
     /// Built from its saved parts (one value per column each).
     fn from_parts(offset: Vec<f32>, factor: Vec<f32>) -> Result<Self>;
+    /// The value subtracted from each column.
     fn offset(&self) -> &[f32];
+    /// The factor each column is then multiplied by.
     fn factor(&self) -> &[f32];
 
     /// The scaled rows, on `x`'s device.
@@ -128,6 +130,7 @@ impl Scaler for StandardScaler {
 /// only shifted.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MinMaxScaler {
+    /// Each column's minimum.
     pub min: Vec<f32>,
     /// One over each column's range.
     pub inv_range: Vec<f32>,

@@ -3,6 +3,8 @@
 use kiln::{Device, Error, Result, Tensor};
 use std::collections::HashMap;
 
+/// The characters of a text, each given an id: the vocabulary of a character-level
+/// language model.
 pub struct CharVocab {
     chars: Vec<char>,
     index: HashMap<char, i32>,
@@ -25,10 +27,12 @@ impl CharVocab {
         CharVocab { chars, index }
     }
 
+    /// How many distinct characters.
     pub fn len(&self) -> usize {
         self.chars.len()
     }
 
+    /// True for an empty text's vocabulary.
     pub fn is_empty(&self) -> bool {
         self.chars.is_empty()
     }
@@ -45,6 +49,7 @@ impl CharVocab {
             .collect()
     }
 
+    /// The text of `ids` (an unknown id is skipped).
     pub fn decode(&self, ids: &[i32]) -> String {
         ids.iter()
             .filter_map(|&i| self.chars.get(i as usize))

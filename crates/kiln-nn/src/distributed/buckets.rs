@@ -43,6 +43,8 @@ struct Progress {
 }
 
 impl GradientBuckets {
+    /// Groups `model`'s parameters into buckets of about the group's bucket size, last
+    /// layer first (the order the backward pass completes them).
     pub fn new(model: &dyn Module, data_parallel: &DataParallel) -> Self {
         let params: Vec<Tensor> = model
             .named_parameters()
@@ -80,6 +82,7 @@ impl GradientBuckets {
         }
     }
 
+    /// How many buckets a step exchanges.
     pub fn num_buckets(&self) -> usize {
         self.buckets.len()
     }

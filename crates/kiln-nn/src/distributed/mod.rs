@@ -70,6 +70,7 @@ pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
 /// How `fit` trains across ranks.
 #[derive(Clone)]
 pub struct DataParallel {
+    /// The ranks' communicator.
     pub group: Arc<dyn Collective>,
     /// Gradients are exchanged in buckets of about this many bytes (f32), each started as
     /// soon as the backward pass has produced all of its gradients; 0 exchanges one
@@ -78,6 +79,7 @@ pub struct DataParallel {
 }
 
 impl DataParallel {
+    /// Data-parallel training over `group`, with 25 MiB buckets.
     pub fn new(group: Arc<dyn Collective>) -> Self {
         DataParallel {
             group,
@@ -85,15 +87,18 @@ impl DataParallel {
         }
     }
 
+    /// Gradients exchanged in buckets of about `bytes` (0: one per parameter).
     pub fn with_bucket_bytes(mut self, bytes: usize) -> Self {
         self.bucket_bytes = bytes;
         self
     }
 
+    /// This process's rank, from 0.
     pub fn rank(&self) -> usize {
         self.group.rank()
     }
 
+    /// How many ranks.
     pub fn size(&self) -> usize {
         self.group.size()
     }

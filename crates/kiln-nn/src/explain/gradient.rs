@@ -25,6 +25,7 @@ pub struct SmoothGrad {
     /// The noise's standard deviation as a fraction of each input's range (max - min);
     /// the paper found 10-20% best.
     pub noise: f64,
+    /// The noise's seed.
     pub seed: u64,
 }
 

@@ -8,8 +8,11 @@ use kiln::{DType, Error, Result, Tensor};
 /// Occlusion's settings: a `size` x `size` patch moved by `stride`, filled with `fill`.
 #[derive(Clone, Copy, Debug)]
 pub struct Occlusion {
+    /// The square patch's side, in pixels.
     pub size: usize,
+    /// How far the patch moves between positions.
     pub stride: usize,
+    /// The value an occluded pixel takes.
     pub fill: f64,
 }
 

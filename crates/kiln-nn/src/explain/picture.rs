@@ -10,7 +10,9 @@ use std::path::Path;
 
 /// One tile: a greyscale image (values in [0, 1]) and an attribution of the same size.
 pub struct Overlay<'a> {
+    /// The greyscale input, row-major.
     pub image: &'a [f32],
+    /// Its attribution, the same size.
     pub attribution: &'a [f32],
 }
 

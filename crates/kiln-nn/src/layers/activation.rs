@@ -4,12 +4,19 @@ use crate::module::Module;
 use kiln::{Error, Result, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
+/// An elementwise activation as a layer.
 pub enum Activation {
+    /// `max(x, 0)`.
     ReLU,
+    /// `x` for positive `x`, else `slope * x`.
     LeakyReLU(f64),
+    /// The exact (erf) GELU, PyTorch's default.
     GELU,
+    /// `x * sigmoid(x)` (also called swish).
     SiLU,
+    /// The hyperbolic tangent.
     Tanh,
+    /// `1 / (1 + exp(-x))`.
     Sigmoid,
 }
 
@@ -47,10 +54,12 @@ impl Module for Flatten {
 /// Splits dim 1 into `shape` (PyTorch's `Unflatten(1, shape)`): `[n, prod(shape)] ->
 /// [n, ..shape]`, e.g. a linear layer's output into feature maps.
 pub struct Unflatten {
+    /// The dims that dim 1 unfolds into.
     pub shape: Vec<usize>,
 }
 
 impl Unflatten {
+    /// Unfolds dim 1 of `[n, prod(shape)]` into `[n, shape..]`.
     pub fn new(shape: &[usize]) -> Self {
         Unflatten {
             shape: shape.to_vec(),

@@ -13,10 +13,13 @@ use kiln::{DType, Device, Error, Result, Rng, Tensor};
 /// key and value projections, `out_proj`) and inputs: `[time, batch, embed]` by
 /// default, `[batch, time, embed]` with `batch_first(true)`.
 pub struct MultiheadAttention {
+    /// Heads the embedding is split between.
     pub heads: usize,
     /// `[3 * embed, embed]`: query, key and value projections stacked.
     pub in_proj_weight: Tensor,
+    /// `[3 * embed]`: the three projections' biases.
     pub in_proj_bias: Tensor,
+    /// The output projection.
     pub out_proj: Linear,
     /// Inputs and output `[batch, time, embed]` when true, else `[time, batch, embed]`
     /// (PyTorch's default).
@@ -36,6 +39,8 @@ pub struct AttentionOptions<'a> {
 }
 
 impl MultiheadAttention {
+    /// Attention over `embed` features in `heads` heads (which must divide it), with
+    /// PyTorch's initialisation: Xavier-uniform projections, zero biases.
     pub fn new(embed: usize, heads: usize, device: &Device, rng: &mut Rng) -> Result<Self> {
         if heads == 0 || !embed.is_multiple_of(heads) {
             return Err(Error::InvalidArgument {
@@ -197,19 +202,29 @@ impl Module for MultiheadAttention {
 /// `norm_first` puts the LayerNorms before each part (GPT style) instead of after;
 /// `causal` masks the future.
 pub struct TransformerEncoderLayer {
+    /// The self-attention.
     pub self_attn: MultiheadAttention,
+    /// The MLP's first layer, `embed` to `feedforward`.
     pub linear1: Linear,
+    /// The MLP's second layer, back to `embed`.
     pub linear2: Linear,
+    /// The norm around the attention.
     pub norm1: LayerNorm,
+    /// The norm around the MLP.
     pub norm2: LayerNorm,
+    /// Dropout after the attention, inside the MLP and after it (one probability).
     pub dropout: Dropout,
+    /// Normalise before each part (pre-norm) instead of after.
     pub norm_first: bool,
+    /// Hide later positions from each position.
     pub causal: bool,
     /// The MLP's activation: ReLU, PyTorch's default; GELU in `gpt_block`.
     pub activation: Activation,
 }
 
 impl TransformerEncoderLayer {
+    /// PyTorch's `TransformerEncoderLayer(embed, heads, feedforward, dropout)`:
+    /// post-norm, ReLU, time first.
     pub fn new(
         embed: usize,
         heads: usize,

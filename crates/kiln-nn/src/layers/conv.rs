@@ -11,14 +11,19 @@ fn params(weight: &Tensor, bias: &Option<Tensor>) -> Vec<(String, Tensor)> {
     p
 }
 
+/// A 2-D convolution over `[n, c, h, w]`, PyTorch's `Conv2d`.
 pub struct Conv2d {
     /// `[out, in / groups, kh, kw]`
     pub weight: Tensor,
+    /// `[out]`, or none.
     pub bias: Option<Tensor>,
+    /// Stride, padding, dilation and groups.
     pub options: Conv2dOptions,
 }
 
 impl Conv2d {
+    /// A convolution from `in_channels` to `out_channels` with a `kernel` window, with
+    /// PyTorch's initialisation (uniform in ±1/sqrt(fan_in)).
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -50,17 +55,24 @@ impl Module for Conv2d {
     }
 }
 
+/// A 1-D convolution over `[n, c, length]`, PyTorch's `Conv1d`.
 pub struct Conv1d {
     /// `[out, in / groups, k]`
     pub weight: Tensor,
+    /// `[out]`, or none.
     pub bias: Option<Tensor>,
+    /// The window's step.
     pub stride: usize,
+    /// Zeros added at both ends.
     pub padding: usize,
+    /// The spacing between the window's taps.
     pub dilation: usize,
+    /// Channel groups (`in_channels` for a depthwise convolution).
     pub groups: usize,
 }
 
 impl Conv1d {
+    /// A 1-D convolution with PyTorch's initialisation.
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -105,15 +117,22 @@ impl Module for Conv1d {
     }
 }
 
+/// A transposed 2-D convolution (the gradient of `Conv2d` with respect to its
+/// input, as a layer that upsamples), PyTorch's `ConvTranspose2d`.
 pub struct ConvTranspose2d {
     /// `[in, out / groups, kh, kw]`
     pub weight: Tensor,
+    /// `[out]`, or none.
     pub bias: Option<Tensor>,
+    /// Stride, padding, dilation and groups, as the convolution it transposes.
     pub options: Conv2dOptions,
+    /// Rows and columns added to one side of the output (see `output_padding`).
     pub output_padding: (usize, usize),
 }
 
 impl ConvTranspose2d {
+    /// A transposed convolution with PyTorch's initialisation (fan-in from the
+    /// weight's second dim, as PyTorch computes it).
     pub fn new(
         in_channels: usize,
         out_channels: usize,

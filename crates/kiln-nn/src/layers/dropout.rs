@@ -6,13 +6,17 @@ use kiln::{Result, Rng, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+/// Zeroes each element with probability `p` in training mode and scales the rest by
+/// `1 / (1 - p)`; the identity in evaluation mode.
 pub struct Dropout {
+    /// The probability of zeroing an element.
     pub p: f64,
     rng: Mutex<Rng>,
     training: AtomicBool,
 }
 
 impl Dropout {
+    /// Dropout with probability `p`, its masks drawn from `seed`.
     pub fn new(p: f64, seed: u64) -> Self {
         Dropout {
             p,

@@ -4,6 +4,7 @@ use crate::init::weight_and_bias;
 use crate::module::Module;
 use kiln::{Device, Result, Rng, Tensor};
 
+/// `x W^T + b`, PyTorch's `Linear`.
 pub struct Linear {
     /// `[out_features, in_features]`
     pub weight: Tensor,
@@ -12,6 +13,8 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// A layer from `input` to `output` features with PyTorch's initialisation
+    /// (uniform in ±1/sqrt(input)).
     pub fn new(
         in_features: usize,
         out_features: usize,
@@ -31,6 +34,7 @@ impl Linear {
         })
     }
 
+    /// Drops the bias (`bias=False`).
     pub fn without_bias(mut self) -> Self {
         self.bias = None;
         self

@@ -5,6 +5,9 @@ use crate::module::Module;
 use kiln::{DType, Device, Error, Result, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Batch normalisation over the channels of `[n, c, ..]`, PyTorch's `BatchNorm1d`
+/// and `BatchNorm2d`: batch statistics in training mode (updating the running ones),
+/// running statistics in evaluation mode.
 pub struct BatchNorm {
     /// `[c]`
     pub weight: Tensor,
@@ -14,12 +17,16 @@ pub struct BatchNorm {
     pub running_mean: Tensor,
     /// `[c]`, updated in training mode with the unbiased batch variance
     pub running_var: Tensor,
+    /// How far each training batch moves the running statistics (PyTorch's 0.1).
     pub momentum: f64,
+    /// Added to the variance before its square root.
     pub eps: f64,
     training: AtomicBool,
 }
 
 impl BatchNorm {
+    /// Batch norm over `num_features` channels: weight 1, bias 0, running mean 0 and
+    /// variance 1.
     pub fn new(num_features: usize, device: &Device) -> Result<Self> {
         let c = [num_features];
         Ok(BatchNorm {
@@ -100,14 +107,20 @@ impl Module for BatchNorm {
     }
 }
 
+/// Normalisation over the last dims of each sample, PyTorch's `LayerNorm`.
 pub struct LayerNorm {
+    /// The scale, `normalized_shape`.
     pub weight: Tensor,
+    /// The shift, `normalized_shape`.
     pub bias: Tensor,
+    /// The trailing dims normalised together.
     pub normalized_shape: Vec<usize>,
+    /// Added to the variance before its square root.
     pub eps: f64,
 }
 
 impl LayerNorm {
+    /// Layer norm over the trailing dims `normalized_shape`: weight 1, bias 0.
     pub fn new(normalized_shape: &[usize], device: &Device) -> Result<Self> {
         Ok(LayerNorm {
             weight: Tensor::ones(normalized_shape.to_vec(), DType::F32, device)?.into_var()?,

@@ -6,14 +6,18 @@ use kiln::{Result, Tensor};
 /// Max pooling; `stride` defaults to the kernel size, as in PyTorch.
 /// Max pooling with PyTorch's `MaxPool2d` parameters (stride defaults to the kernel).
 pub struct MaxPool2d {
+    /// The window's height and width.
     pub kernel: (usize, usize),
+    /// The window's step (the kernel by default).
     pub stride: (usize, usize),
+    /// Implicit -inf padding on each side.
     pub padding: (usize, usize),
     /// The spacing between a window's taps (1: adjacent).
     pub dilation: (usize, usize),
 }
 
 impl MaxPool2d {
+    /// Square windows of `kernel`, moving by `kernel`.
     pub fn new(kernel: usize) -> Self {
         MaxPool2d {
             kernel: (kernel, kernel),
@@ -23,16 +27,19 @@ impl MaxPool2d {
         }
     }
 
+    /// Moves the window by `stride`.
     pub fn stride(mut self, stride: usize) -> Self {
         self.stride = (stride, stride);
         self
     }
 
+    /// Pads each side by `padding` (never chosen as a maximum).
     pub fn padding(mut self, padding: usize) -> Self {
         self.padding = (padding, padding);
         self
     }
 
+    /// Spaces the window's taps `dilation` apart.
     pub fn dilation(mut self, dilation: usize) -> Self {
         self.dilation = (dilation, dilation);
         self
@@ -54,13 +61,18 @@ impl Module for MaxPool2d {
 
 /// Average pooling; padding counts in the divisor unless `count_include_pad` is off.
 pub struct AvgPool2d {
+    /// The window's height and width.
     pub kernel: (usize, usize),
+    /// The window's step (the kernel by default).
     pub stride: (usize, usize),
+    /// Zero padding on each side.
     pub padding: (usize, usize),
+    /// Count the padding in each window's divisor (PyTorch's default).
     pub count_include_pad: bool,
 }
 
 impl AvgPool2d {
+    /// Square windows of `kernel`, moving by `kernel`.
     pub fn new(kernel: usize) -> Self {
         AvgPool2d {
             kernel: (kernel, kernel),
@@ -86,7 +98,9 @@ impl Module for AvgPool2d {
     }
 }
 
+/// Averages over PyTorch's adaptive windows, to a fixed output size.
 pub struct AdaptiveAvgPool2d {
+    /// The output's height and width.
     pub output: (usize, usize),
 }
 

@@ -9,9 +9,13 @@ use crate::uniform;
 use kiln::{Device, Error, Result, Rng, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which recurrent cell.
 pub enum RnnKind {
+    /// `h' = tanh(W x + U h + b)`, PyTorch's `RNN`.
     Tanh,
+    /// Long short-term memory, PyTorch's `LSTM` (gates i, f, g, o).
     Lstm,
+    /// Gated recurrent unit, PyTorch's `GRU` (gates r, z, n).
     Gru,
 }
 
@@ -67,12 +71,17 @@ impl LayerWeights {
 /// The state between calls: per layer `h [batch, hidden]` and, for the LSTM, `c`.
 #[derive(Clone)]
 pub struct RnnState {
+    /// Each layer's hidden state, `[batch, hidden]`.
     pub h: Vec<Tensor>,
+    /// Each layer's cell state, for the LSTM.
     pub c: Option<Vec<Tensor>>,
 }
 
+/// A multi-layer recurrent network: PyTorch's `RNN`, `LSTM` and `GRU`.
 pub struct Rnn {
+    /// The cell.
     pub kind: RnnKind,
+    /// Hidden units per layer.
     pub hidden: usize,
     /// Inputs `[batch, time, features]` when true (PyTorch's `batch_first`), else
     /// `[time, batch, features]` (the default, as in PyTorch).
@@ -81,6 +90,8 @@ pub struct Rnn {
 }
 
 impl Rnn {
+    /// `num_layers` layers of `kind` cells from `input` features to `hidden` units,
+    /// with PyTorch's initialisation; time first.
     pub fn new(
         kind: RnnKind,
         input: usize,
@@ -110,6 +121,7 @@ impl Rnn {
         self
     }
 
+    /// PyTorch's `LSTM(input, hidden, num_layers)`.
     pub fn lstm(
         input: usize,
         hidden: usize,
@@ -120,6 +132,7 @@ impl Rnn {
         Rnn::new(RnnKind::Lstm, input, hidden, num_layers, device, rng)
     }
 
+    /// PyTorch's `GRU(input, hidden, num_layers)`.
     pub fn gru(
         input: usize,
         hidden: usize,

@@ -10,7 +10,9 @@ use kiln::{Device, Error, Result, Rng, Tensor};
 /// A recurrent cell's state: `h` `[batch, hidden]` and, for the LSTM, `c`.
 #[derive(Clone, Debug)]
 pub struct CellState {
+    /// The hidden state, `[batch, hidden]`.
     pub h: Tensor,
+    /// The LSTM's cell state, `[batch, hidden]`.
     pub c: Option<Tensor>,
 }
 
@@ -19,7 +21,9 @@ pub struct CellState {
 #[doc(alias = "GRUCell")]
 #[doc(alias = "RNNCell")]
 pub struct RnnCell {
+    /// The cell.
     pub kind: RnnKind,
+    /// Hidden units.
     pub hidden: usize,
     weights: LayerWeights,
 }

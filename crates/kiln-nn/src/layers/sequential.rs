@@ -4,11 +4,14 @@ use crate::module::{prefixed, Module};
 use kiln::{Result, Tensor};
 
 #[derive(Default)]
+/// Layers applied in order; parameters named by position (`0.weight`), as PyTorch's
+/// `Sequential`.
 pub struct Sequential {
     layers: Vec<Box<dyn Module>>,
 }
 
 impl Sequential {
+    /// No layers yet (see `append`).
     pub fn new() -> Self {
         Sequential::default()
     }
@@ -19,10 +22,12 @@ impl Sequential {
         self
     }
 
+    /// How many layers.
     pub fn len(&self) -> usize {
         self.layers.len()
     }
 
+    /// True when there are no layers.
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }

@@ -43,6 +43,7 @@ impl ConfusionMatrix {
         Ok(ConfusionMatrix { classes, counts })
     }
 
+    /// How many classes the matrix counts.
     pub fn classes(&self) -> usize {
         self.classes
     }
@@ -81,6 +82,7 @@ impl ConfusionMatrix {
         }
     }
 
+    /// The share of samples on the diagonal.
     pub fn accuracy(&self) -> f64 {
         let right: usize = (0..self.classes).map(|c| self.count(c, c)).sum();
         ratio(right, self.counts.iter().sum())

@@ -5,11 +5,17 @@ use super::{load_buffers, save_buffers, Optimizer};
 use kiln::{AdamSpec, DType, Device, Gradients, OptimizerStep, Result, Tensor};
 use std::collections::HashMap;
 
+/// Adam, and AdamW with `adamw`: PyTorch's update, bias corrections included, one
+/// fused kernel per parameter (or per group of them on a GPU).
 pub struct Adam {
     params: Vec<(String, Tensor)>,
+    /// The learning rate.
     pub lr: f64,
+    /// The decay rates of the first and second moments (0.9, 0.999).
     pub betas: (f64, f64),
+    /// Added to the second moment's square root (1e-8).
     pub eps: f64,
+    /// L2 penalty (Adam) or decoupled decay (AdamW).
     pub weight_decay: f64,
     /// AdamW: decay the weights directly instead of adding `weight_decay * p` to the gradient.
     pub decoupled: bool,
@@ -19,6 +25,7 @@ pub struct Adam {
 }
 
 impl Adam {
+    /// Adam over `params` at `lr`, with PyTorch's defaults otherwise.
     pub fn new(params: Vec<(String, Tensor)>, lr: f64) -> Self {
         Adam {
             params,
@@ -48,6 +55,8 @@ impl Adam {
         self
     }
 
+    /// Adds weight decay: an L2 term in the gradient for Adam, a decoupled shrink
+    /// for AdamW.
     pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
         self.weight_decay = weight_decay;
         self

@@ -6,6 +6,8 @@
 use crate::module::Module;
 use kiln::{Error, Result, Tensor};
 
+/// An exponential moving average of a model's parameters, kept in a second copy of
+/// the model (PyTorch's `AveragedModel` with an EMA update).
 pub struct ParameterAverage {
     decay: f64,
     /// (live parameter, its average), matched by name.

@@ -18,10 +18,14 @@ pub use sgd::Sgd;
 use kiln::{Gradients, OptimizerStep, ParamUpdate, Result, Tensor};
 use std::collections::HashMap;
 
+/// Updates parameters from their gradients; its state (moments, momentum) can be
+/// saved and loaded with a checkpoint.
 pub trait Optimizer {
     /// Applies one update from `grads`; parameters without a gradient are left alone.
     fn step(&mut self, grads: &Gradients) -> Result<()>;
+    /// The current learning rate.
     fn lr(&self) -> f64;
+    /// Sets the learning rate (schedulers do).
     fn set_lr(&mut self, lr: f64);
     /// Named state tensors (moments, step count), for checkpoints.
     fn state(&self) -> Vec<(String, Tensor)>;

@@ -4,16 +4,22 @@ use super::{load_buffers, save_buffers, Optimizer};
 use kiln::{Gradients, OptimizerStep, Result, RmsPropSpec, Tensor};
 use std::collections::HashMap;
 
+/// RMSprop, PyTorch's update (without momentum or centring).
 pub struct RmsProp {
     params: Vec<(String, Tensor)>,
+    /// The learning rate.
     pub lr: f64,
+    /// The squared gradients' decay rate (0.99).
     pub alpha: f64,
+    /// Added to the average's square root (1e-8).
     pub eps: f64,
+    /// L2 penalty added to the gradient.
     pub weight_decay: f64,
     square_avg: HashMap<String, Tensor>,
 }
 
 impl RmsProp {
+    /// RMSprop over `params` at `lr`, with PyTorch's defaults otherwise.
     pub fn new(params: Vec<(String, Tensor)>, lr: f64) -> Self {
         RmsProp {
             params,

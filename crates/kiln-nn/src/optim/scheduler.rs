@@ -3,6 +3,8 @@
 
 use super::Optimizer;
 
+/// Changes an optimizer's learning rate once per epoch (`fit` calls `step` after
+/// each epoch's validation, with the monitored loss).
 pub trait LrScheduler {
     /// Advances the schedule; `metric` is the validation loss, used by `ReduceLrOnPlateau`.
     fn step(&mut self, optimizer: &mut dyn Optimizer, metric: Option<f64>);
@@ -10,12 +12,15 @@ pub trait LrScheduler {
 
 /// Multiplies the learning rate by `gamma` every `step_size` steps.
 pub struct StepLr {
+    /// Epochs between decays.
     pub step_size: usize,
+    /// The factor each decay multiplies the rate by.
     pub gamma: f64,
     steps: usize,
 }
 
 impl StepLr {
+    /// Multiplies the rate by `gamma` every `step_size` epochs (PyTorch's `StepLR`).
     pub fn new(step_size: usize, gamma: f64) -> Self {
         StepLr {
             step_size: step_size.max(1),
@@ -36,13 +41,17 @@ impl LrScheduler for StepLr {
 
 /// Cosine annealing from the initial rate to `eta_min` over `t_max` steps.
 pub struct CosineAnnealing {
+    /// Epochs from the base rate down to `eta_min`.
     pub t_max: usize,
+    /// The rate at the end.
     pub eta_min: f64,
     base: Option<f64>,
     steps: usize,
 }
 
 impl CosineAnnealing {
+    /// Cosine decay from the optimizer's rate to `eta_min` over `t_max` epochs
+    /// (PyTorch's `CosineAnnealingLR`).
     pub fn new(t_max: usize, eta_min: f64) -> Self {
         CosineAnnealing {
             t_max: t_max.max(1),
@@ -67,6 +76,7 @@ impl LrScheduler for CosineAnnealing {
 
 /// Ramps the learning rate linearly from `base / warmup` to `base` over `warmup` steps.
 pub struct LinearWarmup {
+    /// Steps of the ramp.
     pub warmup: usize,
     base: Option<f64>,
     steps: usize,
@@ -94,9 +104,13 @@ impl LrScheduler for LinearWarmup {
 /// Multiplies the learning rate by `factor` once the metric has not improved by more
 /// than `threshold` (relative) for `patience` steps (PyTorch's defaults).
 pub struct ReduceLrOnPlateau {
+    /// The factor a reduction multiplies the rate by (0.1).
     pub factor: f64,
+    /// Epochs without improvement before a reduction.
     pub patience: usize,
+    /// The relative improvement that counts (1e-4).
     pub threshold: f64,
+    /// The rate is never reduced below this.
     pub min_lr: f64,
     best: f64,
     bad_steps: usize,
@@ -105,6 +119,7 @@ pub struct ReduceLrOnPlateau {
 }
 
 impl ReduceLrOnPlateau {
+    /// Reduces by `factor` after `patience` epochs without improvement.
     pub fn new(factor: f64, patience: usize) -> Self {
         ReduceLrOnPlateau {
             factor,

@@ -5,16 +5,23 @@ use super::{load_buffers, save_buffers, Optimizer};
 use kiln::{Gradients, OptimizerStep, Result, SgdSpec, Tensor};
 use std::collections::HashMap;
 
+/// Stochastic gradient descent with optional momentum (Nesterov's too) and weight
+/// decay: PyTorch's `SGD` without dampening.
 pub struct Sgd {
     params: Vec<(String, Tensor)>,
+    /// The learning rate.
     pub lr: f64,
+    /// The momentum (0: plain SGD).
     pub momentum: f64,
+    /// Use Nesterov's momentum.
     pub nesterov: bool,
+    /// L2 penalty added to the gradient.
     pub weight_decay: f64,
     velocity: HashMap<String, Tensor>,
 }
 
 impl Sgd {
+    /// Plain SGD over `params` at `lr`.
     pub fn new(params: Vec<(String, Tensor)>, lr: f64) -> Self {
         Sgd {
             params,
@@ -26,12 +33,14 @@ impl Sgd {
         }
     }
 
+    /// Adds momentum (`nesterov` for Nesterov's form).
     pub fn with_momentum(mut self, momentum: f64, nesterov: bool) -> Self {
         self.momentum = momentum;
         self.nesterov = nesterov;
         self
     }
 
+    /// Adds an L2 penalty to the gradient.
     pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
         self.weight_decay = weight_decay;
         self

@@ -9,6 +9,7 @@ use kiln::Result;
 /// Whether training goes on after a hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
+    /// Go on.
     Continue,
     /// End training after this step (the epoch is then validated and recorded) or
     /// after this epoch.
@@ -24,11 +25,13 @@ pub struct StepEnd<'a> {
     /// The step's loss and counts, still on the device: reading the loss back
     /// (`to_f64_vec`) makes the host wait for the GPU, every step.
     pub output: &'a StepOutput,
+    /// The model being trained.
     pub model: &'a dyn Module,
 }
 
 /// What a hook sees after an epoch has been validated.
 pub struct EpochEnd<'a> {
+    /// The epoch's figures.
     pub metrics: &'a EpochMetrics,
     /// The epochs before this one.
     pub history: &'a History,
@@ -43,10 +46,12 @@ pub struct EpochEnd<'a> {
 /// one kept in `FitConfig` can be shared: keep what it records behind a `Mutex` or in
 /// atomics. An error from a hook stops training with that error.
 pub trait Callback: Send + Sync {
+    /// After each optimizer step.
     fn on_step_end(&self, _step: &StepEnd<'_>) -> Result<Control> {
         Ok(Control::Continue)
     }
 
+    /// After each epoch has been validated, before it is recorded in the history.
     fn on_epoch_end(&self, _epoch: &mut EpochEnd<'_>) -> Result<Control> {
         Ok(Control::Continue)
     }

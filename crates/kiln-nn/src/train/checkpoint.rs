@@ -12,7 +12,9 @@ use std::path::Path;
 /// Tensors by name, on the CPU, with the file's metadata.
 #[derive(Debug)]
 pub struct Checkpoint {
+    /// The tensors by name.
     pub tensors: HashMap<String, Tensor>,
+    /// The file's string metadata.
     pub metadata: HashMap<String, String>,
 }
 

@@ -17,9 +17,11 @@ use std::time::Instant;
 /// predictions were right. Both stay on the device: `fit` reads them back a window of
 /// steps at a time, not once per step.
 pub struct StepOutput {
+    /// The loss to minimise (one element).
     pub loss: Tensor,
     /// The number of right predictions, as a one-element f32 tensor.
     pub correct: Option<Tensor>,
+    /// How many samples (or positions) the loss averages over.
     pub count: usize,
 }
 
@@ -258,8 +260,12 @@ pub struct EarlyStopping {
 }
 
 #[derive(Clone)]
+/// How `fit` trains: epochs, early stopping, time limit, guards, checkpoints,
+/// resumption, data parallelism and hooks.
 pub struct FitConfig {
+    /// Epochs to train (the total, when resuming).
     pub epochs: usize,
+    /// Stop when the monitored loss stops improving.
     pub early_stopping: Option<EarlyStopping>,
     /// Print one line per epoch.
     pub verbose: bool,
@@ -312,16 +318,24 @@ impl Default for FitConfig {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+/// What one epoch did.
 pub struct EpochMetrics {
+    /// 1-based.
     pub epoch: usize,
+    /// The mean training loss over the epoch's samples.
     pub train_loss: f64,
+    /// The share of right predictions, for classifiers.
     pub train_accuracy: Option<f64>,
+    /// The validation loss, when there is a validation loader.
     pub val_loss: Option<f64>,
+    /// The validation accuracy, for classifiers.
     pub val_accuracy: Option<f64>,
+    /// The learning rate the epoch trained at.
     pub lr: f64,
     /// Optimizer steps taken this epoch (fewer than the loader's batches when the time
     /// limit cut the epoch short).
     pub steps: usize,
+    /// Wall time of the epoch, validation included.
     pub seconds: f64,
     /// Data-parallel runs: this rank's time on the gradient exchange, within `seconds`.
     pub exchange: Option<ExchangeTime>,
@@ -330,10 +344,13 @@ pub struct EpochMetrics {
 }
 
 #[derive(Clone, Debug, Default)]
+/// What `fit` did, epoch by epoch.
 pub struct History {
+    /// Each epoch's figures, in order.
     pub epochs: Vec<EpochMetrics>,
     /// The epoch (1-based) with the best monitored loss.
     pub best_epoch: usize,
+    /// Early stopping ended training.
     pub stopped_early: bool,
     /// Training hit `max_seconds` (the last epoch may be partial).
     pub out_of_time: bool,

@@ -10,13 +10,17 @@ const EPOCHS: &str = "run.epochs_done";
 const MONITORED: &str = "run.monitored_losses";
 
 #[derive(Clone, Debug, PartialEq)]
+/// Where a run stands, kept in its checkpoints' metadata so that `--resume` can
+/// continue it.
 pub struct RunState {
+    /// Epochs finished.
     pub epochs_done: usize,
     /// The monitored loss (validation, else training) after each epoch done.
     pub monitored: Vec<f64>,
 }
 
 impl RunState {
+    /// As checkpoint metadata.
     pub fn to_metadata(&self) -> HashMap<String, String> {
         // `{:?}` prints the shortest text that reads back to the same f64.
         let losses: Vec<String> = self.monitored.iter().map(|m| format!("{m:?}")).collect();

@@ -7,6 +7,7 @@ thread_local! {
     static ENABLED: Cell<bool> = const { Cell::new(true) };
 }
 
+/// True unless inside `no_grad` (or a `NoGradGuard`): whether ops record their parents.
 pub fn is_grad_enabled() -> bool {
     ENABLED.with(Cell::get)
 }
@@ -18,6 +19,7 @@ pub struct NoGradGuard {
 
 impl NoGradGuard {
     #[allow(clippy::new_without_default)]
+    /// Turns gradient recording off until the guard is dropped.
     pub fn new() -> Self {
         NoGradGuard {
             previous: ENABLED.with(|e| e.replace(false)),

@@ -9,8 +9,11 @@ use kiln_core::{Error, Result};
 /// and numeric values agree when `|a - n| <= atol + rtol * |n|`.
 #[derive(Clone, Copy, Debug)]
 pub struct GradcheckOptions {
+    /// The finite-difference step (1e-6).
     pub eps: f64,
+    /// Absolute tolerance (1e-5).
     pub atol: f64,
+    /// Relative tolerance (1e-3).
     pub rtol: f64,
     /// Seeds the random projection used when the output has several elements.
     pub seed: u64,

@@ -22,8 +22,11 @@ pub enum GradIssueKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// A variable the audit found wrong.
 pub struct GradIssue {
+    /// The name it was given to `audit`.
     pub name: String,
+    /// What is wrong with its gradient.
     pub kind: GradIssueKind,
 }
 
@@ -34,6 +37,7 @@ impl std::fmt::Debug for Gradients {
 }
 
 impl Gradients {
+    /// The gradient of `t`, if the pass reached it.
     pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
         self.map.get(&t.id())
     }
@@ -43,18 +47,22 @@ impl Gradients {
         self.map.insert(t.id(), g);
     }
 
+    /// Takes the gradient of `t` out.
     pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
         self.map.remove(&t.id())
     }
 
+    /// How many variables have a gradient.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// True when no variable has a gradient.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
+    /// Forgets every gradient (before accumulating anew).
     pub fn clear(&mut self) {
         self.map.clear();
     }
