@@ -108,6 +108,14 @@ fn csv_reader_rejects_ragged_and_non_numeric_rows() {
 
 #[test]
 fn safetensors_loader_rejects_malformed_files() {
+    let file = |header: &str, data: &[u8]| -> Vec<u8> {
+        [
+            (header.len() as u64).to_le_bytes().to_vec(),
+            header.as_bytes().to_vec(),
+            data.to_vec(),
+        ]
+        .concat()
+    };
     let dir = std::env::temp_dir().join(format!("kiln-st-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
@@ -127,11 +135,45 @@ fn safetensors_loader_rejects_malformed_files() {
             "garbage header",
             [8u64.to_le_bytes().to_vec(), b"not json".to_vec()].concat(),
         ),
-        ("unsupported dtype", {
-            let h = br#"{"w":{"dtype":"BOOL","shape":[1],"data_offsets":[0,1]}}"#;
-            [(h.len() as u64).to_le_bytes().to_vec(), h.to_vec(), vec![1]].concat()
-        }),
+        (
+            "unsupported dtype",
+            file(
+                r#"{"w":{"dtype":"U64","shape":[1],"data_offsets":[0,8]}}"#,
+                &[1, 0, 0, 0, 0, 0, 0, 0],
+            ),
+        ),
+        // PyTorch's int64 is read as i32 only when every value fits.
+        (
+            "int64 out of range",
+            file(
+                r#"{"w":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+                &(1i64 << 40).to_le_bytes(),
+            ),
+        ),
     ];
+    // PyTorch's other dtypes convert: bool and int64 to i32, bf16 to f32.
+    for (header, data, want) in [
+        (
+            r#"{"w":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}}"#,
+            vec![1u8, 0],
+            vec![1.0, 0.0],
+        ),
+        (
+            r#"{"w":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+            (-7i64).to_le_bytes().to_vec(),
+            vec![-7.0],
+        ),
+        (
+            r#"{"w":{"dtype":"BF16","shape":[1],"data_offsets":[0,2]}}"#,
+            vec![0xc0, 0x3f],
+            vec![1.5],
+        ),
+    ] {
+        let p = dir.join("converted.safetensors");
+        std::fs::write(&p, file(header, &data)).unwrap();
+        let t = load_checkpoint(&p).unwrap().tensors["w"].clone();
+        assert_eq!(t.to_f64_vec().unwrap(), want, "{header}");
+    }
     let p = dir.join("good.safetensors");
     std::fs::write(&p, &good).unwrap();
     assert_eq!(
