@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_close, gpu, on, F32};
 use kiln::{DType, Device, Rng, Tensor};
-use kiln_nn::data::{tinyshakespeare, CharVocab, DataLoader, TensorDataset};
+use kiln_nn::data::{next_token_windows, tinyshakespeare, CharVocab, DataLoader, TensorDataset};
 use kiln_nn::layers::{
     CellState, Embedding, Linear, MultiheadAttention, Rnn, RnnCell, RnnKind,
     TransformerEncoderLayer,
@@ -41,20 +41,7 @@ fn slice() -> (TensorDataset, usize) {
     let text = &tinyshakespeare()[..20_000];
     let vocab = CharVocab::from_text(tinyshakespeare());
     let ids = vocab.encode(text).unwrap();
-    let t = 32;
-    let n = (ids.len() - 1) / t;
-    let x: Vec<i32> = (0..n)
-        .flat_map(|i| ids[i * t..(i + 1) * t].to_vec())
-        .collect();
-    let y: Vec<i32> = (0..n)
-        .flat_map(|i| ids[i * t + 1..(i + 1) * t + 1].to_vec())
-        .collect();
-    let cpu = Device::cpu();
-    let data = TensorDataset::new(
-        Tensor::from_vec(x, [n, t], &cpu).unwrap(),
-        Tensor::from_vec(y, [n, t], &cpu).unwrap(),
-    )
-    .unwrap();
+    let data = next_token_windows(&ids, 32).unwrap();
     (data, vocab.len())
 }
 
@@ -416,4 +403,22 @@ fn cross_attention_reads_only_the_keys_its_masks_leave() {
         ..AttentionOptions::default()
     };
     assert!(attn.attention(&query, &memory, &memory, &wrong).is_err());
+}
+
+#[test]
+fn next_token_windows_pair_each_window_with_the_ids_one_on() {
+    let ids: Vec<i32> = (0..11).collect();
+    let data = next_token_windows(&ids, 3).unwrap();
+    // (11 - 1) / 3 = 3 whole windows; id 9 and 10 are left over as inputs.
+    assert_eq!(
+        data.inputs.to_vec::<i32>().unwrap(),
+        [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    );
+    assert_eq!(
+        data.targets.to_vec::<i32>().unwrap(),
+        [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    );
+    assert_eq!(data.inputs.dims(), [3, 3]);
+    assert!(next_token_windows(&ids[..3], 3).is_err());
+    assert!(next_token_windows(&ids, 0).is_err());
 }

@@ -477,7 +477,7 @@ fn run_char_lm(
     device: &Device,
     ranks: &Ranks,
 ) -> Result<()> {
-    use kiln_nn::data::{tinyshakespeare, CharVocab};
+    use kiln_nn::data::{next_token_windows, tinyshakespeare, CharVocab};
 
     let text = tinyshakespeare();
     let vocab = CharVocab::from_text(text);
@@ -487,22 +487,10 @@ fn run_char_lm(
     let context = LM_CONTEXT;
     let (model, default_lr) = char_lm(args.model, vocab.len(), device, &mut rng)?;
     start_from(args.init.as_deref(), &model)?;
-    // Non-overlapping windows: inputs are `context` characters, targets the next ones.
-    let windows = |part: &[i32]| -> Result<TensorDataset> {
-        let n = (part.len() - 1) / context;
-        let cpu = Device::cpu();
-        let x: Vec<i32> = (0..n)
-            .flat_map(|i| part[i * context..(i + 1) * context].to_vec())
-            .collect();
-        let y: Vec<i32> = (0..n)
-            .flat_map(|i| part[i * context + 1..(i + 1) * context + 1].to_vec())
-            .collect();
-        TensorDataset::new(
-            Tensor::from_vec(x, [n, context], &cpu)?,
-            Tensor::from_vec(y, [n, context], &cpu)?,
-        )
-    };
-    let (train, val) = (windows(&ids[..split])?, windows(&ids[split..])?);
+    let (train, val) = (
+        next_token_windows(&ids[..split], context)?,
+        next_token_windows(&ids[split..], context)?,
+    );
     let (epochs, batch_size) = (
         args.epochs.unwrap_or(20),
         args.batch_size

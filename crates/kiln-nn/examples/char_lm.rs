@@ -1,13 +1,13 @@
 //! A character-level language model on tinyshakespeare, written as a user would: a
-//! module of one's own (embeddings, GPT-style blocks, a head), windows of text as a
-//! `TensorDataset`, `fit` with the next-token step, then greedy sampling.
+//! module of one's own (embeddings, GPT-style blocks, a head), windows of text
+//! (`next_token_windows`), `fit` with the next-token step, then greedy sampling.
 //!
 //!     cargo run --release -p kiln-nn --example char_lm
 //!
 //! KILN_EXAMPLE_STEPS caps the training steps (CI runs it short).
 
 use kiln::{DType, Device, Result, Rng, Tensor};
-use kiln_nn::data::{tinyshakespeare, CharVocab, DataLoader, TensorDataset};
+use kiln_nn::data::{next_token_windows, tinyshakespeare, CharVocab, DataLoader};
 use kiln_nn::layers::{Embedding, LayerNorm, Linear, TransformerEncoderLayer};
 use kiln_nn::module_helpers::prefixed;
 use kiln_nn::optim::Adam;
@@ -56,22 +56,6 @@ impl Module for Gpt {
     }
 }
 
-/// Non-overlapping windows: `CONTEXT` characters in, the next `CONTEXT` out.
-fn windows(ids: &[i32]) -> Result<TensorDataset> {
-    let n = (ids.len() - 1) / CONTEXT;
-    let cpu = Device::cpu();
-    let x: Vec<i32> = (0..n)
-        .flat_map(|i| ids[i * CONTEXT..(i + 1) * CONTEXT].to_vec())
-        .collect();
-    let y: Vec<i32> = (0..n)
-        .flat_map(|i| ids[i * CONTEXT + 1..(i + 1) * CONTEXT + 1].to_vec())
-        .collect();
-    TensorDataset::new(
-        Tensor::from_vec(x, [n, CONTEXT], &cpu)?,
-        Tensor::from_vec(y, [n, CONTEXT], &cpu)?,
-    )
-}
-
 fn main() -> Result<()> {
     let max_steps: usize = std::env::var("KILN_EXAMPLE_STEPS")
         .ok()
@@ -81,7 +65,10 @@ fn main() -> Result<()> {
     let vocab = CharVocab::from_text(text);
     let ids = vocab.encode(text)?;
     let split = ids.len() * 9 / 10;
-    let (train, val) = (windows(&ids[..split])?, windows(&ids[split..])?);
+    let (train, val) = (
+        next_token_windows(&ids[..split], CONTEXT)?,
+        next_token_windows(&ids[split..], CONTEXT)?,
+    );
 
     let device = Device::best()?;
     let mut rng = Rng::new(0);

@@ -27,4 +27,4 @@ pub use loader::{DataLoader, Transform};
 pub use npy::{read_npy, read_npz, write_npy, write_npz};
 pub use scale::{MinMaxScaler, Scaler, StandardScaler};
 pub use split::{shuffle, stratified_split, train_test_split};
-pub use text::CharVocab;
+pub use text::{next_token_windows, CharVocab};

@@ -1,5 +1,7 @@
-//! Character-level text: a vocabulary of the characters a corpus uses.
+//! Character-level text: a vocabulary of the characters a corpus uses, and the
+//! next-token windows a language model trains on.
 
+use super::TensorDataset;
 use kiln::{Device, Error, Result, Tensor};
 use std::collections::HashMap;
 
@@ -62,4 +64,31 @@ impl CharVocab {
         let n = ids.len();
         Tensor::from_vec(ids, [n], &Device::cpu())
     }
+}
+
+/// Non-overlapping windows of `ids` for next-token training: inputs are `context`
+/// ids, targets the `context` ids one position on (i32 `[windows, context]` each, on the
+/// CPU). Ids left over after the last whole window are not used; too few ids for one
+/// window is an error.
+pub fn next_token_windows(ids: &[i32], context: usize) -> Result<TensorDataset> {
+    if context == 0 || ids.len() <= context {
+        return Err(Error::InvalidArgument {
+            op: "next_token_windows",
+            reason: format!(
+                "{} ids do not make one window of {context} and its next id",
+                ids.len()
+            ),
+        });
+    }
+    let n = (ids.len() - 1) / context;
+    let window = |shift: usize| -> Vec<i32> {
+        (0..n)
+            .flat_map(|i| ids[i * context + shift..(i + 1) * context + shift].to_vec())
+            .collect()
+    };
+    let cpu = Device::cpu();
+    TensorDataset::new(
+        Tensor::from_vec(window(0), [n, context], &cpu)?,
+        Tensor::from_vec(window(1), [n, context], &cpu)?,
+    )
 }
