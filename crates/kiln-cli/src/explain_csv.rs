@@ -18,7 +18,7 @@ const SHOWN: usize = 10;
 pub fn run(args: &ExplainArgs, csv: &Path, format: &CsvFormat, device: &Device) -> Result<()> {
     let checkpoint = args.checkpoint.clone().unwrap_or_else(default_checkpoint);
     let model = TabularModel::load(&checkpoint, device)?;
-    let (_, x, _) = read_rows(&model, csv, format, device)?;
+    let (x, _) = read_rows(&model, csv, format, device)?;
     let rows = x.dims()[0];
     let range = crate::saliency::selection(args.index, args.count.unwrap_or(rows), rows)?;
     let methods = match args.method.is_empty() {

@@ -28,7 +28,7 @@ pub struct PredictArgs {
 pub fn run(args: PredictArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
     let model = TabularModel::load(&args.checkpoint, &device)?;
-    let (_, x, y) = read_rows(&model, &args.csv, &args.format, &device)?;
+    let (x, y) = read_rows(&model, &args.csv, &args.format, &device)?;
     let predicted = model.predict(&x)?;
     let rows = x.dims()[0];
     let values = predicted.to_f64_vec()?;

@@ -320,14 +320,11 @@ pub fn train(run: Run<'_>) -> Result<()> {
     let options = args.format.options(Some(Column::parse(&args.target)))?;
     let table = read_table(run.csv, &options)?;
     let (target_name, fields) = table.target_column("train")?;
-    let (classes, targets) = match args.task {
-        Task::Classify => {
-            let classes = Classes::fit(fields)?;
-            let ids = classes.encode(fields)?;
-            (Some(classes), ids)
-        }
-        Task::Regress => (None, table.numeric_target()?),
+    let classes = match args.task {
+        Task::Classify => Some(Classes::fit(fields)?),
+        Task::Regress => None,
     };
+    let targets = targets_of(&table, classes.as_ref())?;
     let spec = TabularSpec {
         task: args.task,
         features: table.feature_names.clone(),
@@ -364,11 +361,7 @@ pub fn train(run: Run<'_>) -> Result<()> {
                     ),
                 });
             }
-            let (_, fields) = table.target_column("train")?;
-            let targets = match &spec.classes {
-                Some(classes) => classes.encode(fields)?,
-                None => table.numeric_target()?,
-            };
+            let targets = targets_of(&table, spec.classes.as_ref())?;
             (
                 all.clone(),
                 TensorDataset::new(table.features.clone(), targets)?,
@@ -513,6 +506,15 @@ pub fn default_checkpoint() -> PathBuf {
     PathBuf::from("runs/mlp/model.safetensors")
 }
 
+/// `table`'s target column as class ids of `classes`, or as numbers to regress when
+/// there are none.
+fn targets_of(table: &Table, classes: Option<&Classes>) -> Result<Tensor> {
+    match classes {
+        Some(classes) => classes.encode(table.target_column("targets")?.1),
+        None => table.numeric_target(),
+    }
+}
+
 /// The rows of `csv` as `model` reads them: its features scaled on `device`, and the
 /// target column (as class ids or values) when the file has it under the training name.
 pub fn read_rows(
@@ -520,17 +522,16 @@ pub fn read_rows(
     csv: &Path,
     format: &CsvFormat,
     device: &Device,
-) -> Result<(Table, Tensor, Option<Tensor>)> {
+) -> Result<(Tensor, Option<Tensor>)> {
     let headers = read_columns(csv, &format.options(None)?)?;
     let target = headers
         .contains(&model.spec.target)
         .then(|| Column::Name(model.spec.target.clone()));
     let table = read_table(csv, &format.options(target)?)?;
     let x = model.inputs(&table, device)?;
-    let y = match (&table.target, &model.spec.classes) {
-        (None, _) => None,
-        (Some((_, fields)), Some(classes)) => Some(classes.encode(fields)?),
-        (Some(_), None) => Some(table.numeric_target()?),
+    let y = match table.target {
+        Some(_) => Some(targets_of(&table, model.spec.classes.as_ref())?),
+        None => None,
     };
-    Ok((table, x, y))
+    Ok((x, y))
 }
