@@ -188,6 +188,15 @@ fn reductions_match_cpu() {
         parity(&format!("{op:?} rows"), &[x], tol, |t| {
             t[0].reduce(op, &[-1], false)
         });
+        // The workgroup kernel (rows not vec4-aligned): rows longer than four loads per
+        // invocation with a ragged tail, and short rows that share a workgroup, its last
+        // one part-filled.
+        for shape in [[4, 2600], [70, 130]] {
+            let x = input(&shape, &mut rng);
+            parity(&format!("{op:?} rows {shape:?}"), &[x], tol, |t| {
+                t[0].reduce(op, &[-1], false)
+            });
+        }
         for dims in dims_list {
             for keepdim in [false, true] {
                 let x = input(&[5, 259, 3], &mut rng);
@@ -224,6 +233,11 @@ fn softmax_matches_cpu() {
         (&[7, 13], 1),
         (&[3, 5, 300], 1),
         (&[2, 3, 1000], -1),
+        // Longer than four loads per invocation, with a ragged tail; short rows that
+        // share a workgroup, its last one part-filled.
+        (&[3, 2600], -1),
+        (&[70, 130], -1),
+        (&[5, 9, 64], -1),
         // Many vec4-aligned rows: the one-invocation-per-row variant on software adapters.
         (&[2, 70, 36], -1),
         (&[96, 8], 0),
@@ -1118,6 +1132,18 @@ fn layer_norm_matches_cpu() {
         F32,
         |t| t[0].layer_norm(&[7], None, None, 1e-5),
     );
+    // Longer than four loads per invocation, with a ragged tail; short rows that share
+    // a workgroup, its last one part-filled.
+    for (rows, k) in [(5, 2600), (70, 130)] {
+        let (x, w, b) = (
+            rand(&[rows, k], &mut rng),
+            rand(&[k], &mut rng),
+            rand(&[k], &mut rng),
+        );
+        parity(&format!("layer_norm {rows}x{k}"), &[x, w, b], F32, |t| {
+            t[0].layer_norm(&[k], Some(&t[1]), Some(&t[2]), 1e-5)
+        });
+    }
     let big = rand(&[3, 1000], &mut rng).add_scalar(100.0).unwrap(); // a large mean tests the two-pass variance
     parity("layer_norm offset rows", &[big], F32_ILL_CONDITIONED, |t| {
         t[0].layer_norm(&[1000], None, None, 1e-5)

@@ -13,7 +13,8 @@ struct Params {
     rows: u32,
     k: u32,
     eps: f32,
-    _pad: u32,
+    // one invocation per row here: unused (the workgroup kernel's invocations per row)
+    lanes: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

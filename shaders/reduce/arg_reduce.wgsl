@@ -1,6 +1,6 @@
 // Index of the first maximum (REDUCE_ARGMAX) or minimum (REDUCE_ARGMIN), or of the
-// first NaN, of each row of a compact [rows, k] tensor, one workgroup per row; ties go
-// to the lower index.
+// first NaN, of each row of a compact [rows, k] tensor, `lanes` invocations per row as in
+// reduce.wgsl; ties go to the lower index.
 // kiln:constants workgroup reduce_ops
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
@@ -18,7 +18,8 @@ struct Params {
     rows: u32,
     k: u32,
     op: u32,
-    _pad: u32,
+    // invocations per row: a power of two dividing WORKGROUP
+    lanes: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -53,12 +54,15 @@ fn better(op: u32, v: f32, i: u32, w: f32, j: u32) -> bool {
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = wid.y * nwg.x + wid.x;
-    if (row >= params.rows) { return; }
+    let lanes = params.lanes;
+    let lane = lid % lanes;
+    let row = (wid.y * nwg.x + wid.x) * (WORKGROUP / lanes) + lid / lanes;
+    // A slot past the last row reads nothing, but meets every barrier.
+    let k = select(0u, params.k, row < params.rows);
     let base = row * params.k;
     var v = 0.0;
     var idx = 0xffffffffu;
-    for (var i = lid; i < params.k; i += WORKGROUP) {
+    for (var i = lane; i < k; i += lanes) {
         let x = f32(input[base + i]);
         if (better(params.op, x, i, v, idx)) {
             v = x;
@@ -68,8 +72,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     best_value[lid] = v;
     best_index[lid] = idx;
     workgroupBarrier();
-    for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
+    for (var stride = lanes / 2u; stride > 0u; stride >>= 1u) {
+        if (lane < stride) {
             let w = best_value[lid + stride];
             let j = best_index[lid + stride];
             if (better(params.op, w, j, best_value[lid], best_index[lid])) {
@@ -79,7 +83,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
-    if (lid == 0u) {
-        output[row] = i32(best_index[0]);
+    if (lane == 0u && row < params.rows) {
+        output[row] = i32(best_index[lid]);
     }
 }

@@ -1,8 +1,13 @@
-// Reduces each row of a compact [rows, k] tensor, one workgroup per row.
-// Op codes are the REDUCE_* constants from kiln's op table; math in f32.
-// kiln:constants workgroup reduce_ops
+// Reduces each row of a compact [rows, k] tensor, `lanes` neighbouring invocations per
+// row and WORKGROUP / lanes rows per workgroup (short rows share a workgroup rather than
+// leave most of it idle). Op codes are the REDUCE_* constants from kiln's op table; math
+// in f32. Each invocation keeps ROW_LOADS loads in flight (one accumulator each): with
+// one dependent load per iteration an H200 reached under half its copy bandwidth, too
+// few bytes in flight to cover the memory latency.
+// kiln:constants workgroup row_loads reduce_ops
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
+const ROW_LOADS: u32 = 4u;
 const REDUCE_SUM: u32 = 0u;
 const REDUCE_MEAN: u32 = 1u;
 const REDUCE_MAX: u32 = 2u;
@@ -17,7 +22,8 @@ struct Params {
     rows: u32,
     k: u32,
     op: u32,
-    _pad: u32,
+    // invocations per row: a power of two dividing WORKGROUP
+    lanes: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -61,24 +67,42 @@ fn combine(op: u32, a: f32, b: f32) -> f32 {
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = wid.y * nwg.x + wid.x;
-    if (row >= params.rows) { return; }
+    let lanes = params.lanes;
+    let lane = lid % lanes;
+    let row = (wid.y * nwg.x + wid.x) * (WORKGROUP / lanes) + lid / lanes;
+    // A slot past the last row reads nothing, but meets every barrier.
+    let k = select(0u, params.k, row < params.rows);
     let base = row * params.k;
-    var acc = identity(params.op);
-    for (var i = lid; i < params.k; i += WORKGROUP) {
-        acc = combine(params.op, acc, load(base + i));
+    let op = params.op;
+    var a0 = identity(op);
+    var a1 = a0;
+    var a2 = a0;
+    var a3 = a0;
+    var i = lane;
+    for (; i + (ROW_LOADS - 1u) * lanes < k; i += ROW_LOADS * lanes) {
+        let x0 = load(base + i);
+        let x1 = load(base + i + lanes);
+        let x2 = load(base + i + 2u * lanes);
+        let x3 = load(base + i + 3u * lanes);
+        a0 = combine(op, a0, x0);
+        a1 = combine(op, a1, x1);
+        a2 = combine(op, a2, x2);
+        a3 = combine(op, a3, x3);
     }
-    partial[lid] = acc;
+    for (; i < k; i += lanes) {
+        a0 = combine(op, a0, load(base + i));
+    }
+    partial[lid] = combine(op, combine(op, a0, a1), combine(op, a2, a3));
     workgroupBarrier();
-    for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            partial[lid] = combine(params.op, partial[lid], partial[lid + stride]);
+    for (var stride = lanes / 2u; stride > 0u; stride >>= 1u) {
+        if (lane < stride) {
+            partial[lid] = combine(op, partial[lid], partial[lid + stride]);
         }
         workgroupBarrier();
     }
-    if (lid == 0u) {
-        var r = partial[0];
-        if (params.op == REDUCE_MEAN) { r = r / f32(params.k); }
+    if (lane == 0u && row < params.rows) {
+        var r = partial[lid];
+        if (op == REDUCE_MEAN) { r = r / f32(params.k); }
         store(row, r);
     }
 }

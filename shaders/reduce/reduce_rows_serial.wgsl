@@ -20,7 +20,8 @@ struct Params {
     rows: u32,
     k: u32,
     op: u32,
-    _pad: u32,
+    // one invocation per row here: unused (the workgroup kernel's invocations per row)
+    lanes: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

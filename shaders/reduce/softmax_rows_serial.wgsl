@@ -13,7 +13,8 @@ struct Params {
     k: u32,
     // 1: log_softmax
     log: u32,
-    _pad: u32,
+    // one invocation per row here: unused (the workgroup kernel's invocations per row)
+    lanes: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

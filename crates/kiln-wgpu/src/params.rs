@@ -106,7 +106,9 @@ shader_params! {
         rows: u32,
         k: u32,
         op: u32,
-        _pad: u32,
+        /// Invocations per row of the workgroup kernels (`row_lanes`); the serial
+        /// kernels give each row one.
+        lanes: u32,
     }
     /// `reduce/reduce_columns.wgsl`.
     ColumnsParams {
@@ -124,14 +126,18 @@ shader_params! {
         rows: u32,
         k: u32,
         log: u32,
-        _pad: u32,
+        /// Invocations per row of the workgroup kernels (`row_lanes`); the serial
+        /// kernels give each row one.
+        lanes: u32,
     }
     /// `norm/layer_norm.wgsl`, `norm/layer_norm_rows_serial.wgsl`.
     LayerNormParams {
         rows: u32,
         k: u32,
         eps: f32,
-        _pad: u32,
+        /// Invocations per row of the workgroup kernels (`row_lanes`); the serial
+        /// kernels give each row one.
+        lanes: u32,
     }
     /// `matmul/matmul.wgsl`.
     MatmulParams {

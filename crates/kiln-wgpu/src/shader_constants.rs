@@ -19,6 +19,11 @@ use kiln_core::{BinaryOp, Error, OpInfo, ReduceOp, Result, UnaryOp};
 
 /// Threads per workgroup of every one-thread-per-element (1-D) kernel.
 pub const WORKGROUP: u32 = 256;
+/// Loads each invocation of the row kernels (`reduce.wgsl`, `softmax.wgsl`,
+/// `layer_norm.wgsl`) keeps in flight per iteration. The kernels write the loads out one
+/// by one (registers indexed by a loop counter left registers on an H200), so a change
+/// here means rewriting those loops.
+pub const ROW_LOADS: u32 = 4;
 /// Invocations per workgroup of the kernels that give each invocation a whole row or
 /// column (`*_rows_serial`, `reduce_columns`).
 pub const SERIAL_WORKGROUP: u32 = 64;
@@ -50,6 +55,7 @@ fn group(name: &str) -> Option<Vec<(String, u32)>> {
     let ops = |table: &[OpInfo]| table.iter().map(|o| (o.wgsl_constant(), o.code)).collect();
     Some(match name {
         "workgroup" => sizes(&[("WORKGROUP", WORKGROUP)]),
+        "row_loads" => sizes(&[("ROW_LOADS", ROW_LOADS)]),
         "serial_workgroup" => sizes(&[("SERIAL_WORKGROUP", SERIAL_WORKGROUP)]),
         "vec4_elementwise" => sizes(&[
             ("VEC4_WORKGROUP", VEC4_WORKGROUP),

@@ -1,7 +1,7 @@
 //! Launcher for `shaders/norm/`: layer norm over rows, fused (mean, variance, scale
 //! and shift in one pass over each row).
 
-use super::reduce::{rows_kernel, serial_rows};
+use super::reduce::{row_lanes, rows_kernel, serial_rows};
 use crate::kernels::Kernel;
 use crate::params::{to_u32, LayerNormParams};
 use crate::storage::GpuStorage;
@@ -16,16 +16,26 @@ pub(crate) fn layer_norm(
     eps: f32,
 ) -> Result<GpuStorage> {
     let name = "layer_norm";
+    let lanes = row_lanes(k);
     let params = LayerNormParams {
         rows: to_u32(name, "rows", rows)?,
         k: to_u32(name, "row length", k)?,
         eps,
-        _pad: 0,
+        lanes,
     };
     let kernel = match serial_rows(x, rows, k) {
         true => Kernel::LayerNormRowsSerial,
         false => Kernel::LayerNorm,
     };
     let inputs = [x, weight, bias];
-    rows_kernel(name, kernel, &inputs, &params, rows, rows * k, x.dtype)
+    rows_kernel(
+        name,
+        kernel,
+        &inputs,
+        &params,
+        rows,
+        lanes,
+        rows * k,
+        x.dtype,
+    )
 }

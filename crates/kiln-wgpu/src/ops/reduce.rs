@@ -1,10 +1,11 @@
-//! Launchers for `shaders/reduce/`: reductions and softmax over rows, one workgroup per
-//! row, or on adapters that run on the CPU one invocation per row (`*_rows_serial.wgsl`)
-//! when the rows are many and vec4-aligned; and reductions over a middle dim.
+//! Launchers for `shaders/reduce/`: reductions and softmax over rows, `row_lanes`
+//! invocations per row, or on adapters that run on the CPU one invocation per row
+//! (`*_rows_serial.wgsl`) when the rows are many and vec4-aligned; and reductions over
+//! a middle dim.
 
 use crate::kernels::Kernel;
 use crate::params::{to_u32, ColumnsParams, RowsParams, ShaderParams, SoftmaxParams};
-use crate::shader_constants::{SERIAL_WORKGROUP, WORKGROUP};
+use crate::shader_constants::{ROW_LOADS, SERIAL_WORKGROUP, WORKGROUP};
 use crate::storage::GpuStorage;
 use kiln_core::{DType, ReduceOp, Result};
 
@@ -16,26 +17,39 @@ pub(crate) fn serial_rows(x: &GpuStorage, rows: usize, k: usize) -> bool {
     x.device.is_software() && rows >= SERIAL_MIN_ROWS && k > 0 && k.is_multiple_of(4)
 }
 
-/// Runs a row kernel over `rows` rows of `inputs[0]`, writing `out_len` elements; a
-/// kernel with a store section defers (`deferred`), to take its consumer as an
-/// epilogue.
+/// Invocations per row of the workgroup row kernels for rows of `k` elements: the
+/// largest power of two, up to the workgroup, that leaves each at least `ROW_LOADS`
+/// elements to keep in flight.
+/// Short rows share a workgroup: attention's softmax over 64 keys left three quarters
+/// of a 256-invocation workgroup idle. It follows from the shape alone, so results do
+/// not vary by adapter.
+pub(crate) fn row_lanes(k: usize) -> u32 {
+    let wanted = k.div_ceil(ROW_LOADS as usize).max(1);
+    (1u32 << wanted.ilog2()).min(WORKGROUP)
+}
+
+/// Runs a row kernel over `rows` rows of `inputs[0]`, writing `out_len` elements;
+/// `lanes` is the params' invocations per row (the serial kernels ignore it). A kernel
+/// with a store section defers (`deferred`), to take its consumer as an epilogue.
 pub(crate) fn rows_kernel<P: ShaderParams + Send + 'static>(
     op: &'static str,
     kernel: Kernel,
     inputs: &[&GpuStorage],
     params: &P,
     rows: usize,
+    lanes: u32,
     out_len: usize,
     out_dtype: DType,
 ) -> Result<GpuStorage> {
     let x = inputs[0];
     let device = &x.device;
-    let groups = match kernel {
+    let rows_per_group = match kernel {
         Kernel::ReduceRowsSerial | Kernel::SoftmaxRowsSerial | Kernel::LayerNormRowsSerial => {
-            device.groups_for(op, rows.div_ceil(SERIAL_WORKGROUP as usize))?
+            SERIAL_WORKGROUP
         }
-        _ => device.groups_for(op, rows)?,
+        _ => WORKGROUP / lanes,
     };
+    let groups = device.groups_for(op, rows.div_ceil(rows_per_group as usize))?;
     if device.defers(kernel) {
         let dtypes = [x.dtype];
         return device.defer(
@@ -54,21 +68,22 @@ pub(crate) fn rows_kernel<P: ShaderParams + Send + 'static>(
 
 pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Result<GpuStorage> {
     let name = op.name();
+    let lanes = row_lanes(k);
     let params = RowsParams {
         rows: to_u32(name, "rows", rows)?,
         k: to_u32(name, "row length", k)?,
         op: op.code(),
-        _pad: 0,
+        lanes,
     };
     if op.returns_index() {
         let kernel = Kernel::ArgReduce;
-        return rows_kernel(name, kernel, &[x], &params, rows, rows, DType::I32);
+        return rows_kernel(name, kernel, &[x], &params, rows, lanes, rows, DType::I32);
     }
     let kernel = match serial_rows(x, rows, k) {
         true => Kernel::ReduceRowsSerial,
         false => Kernel::Reduce,
     };
-    rows_kernel(name, kernel, &[x], &params, rows, rows, x.dtype)
+    rows_kernel(name, kernel, &[x], &params, rows, lanes, rows, x.dtype)
 }
 
 /// Invocations a column reduction aims for: below it, each output gets several lanes.
@@ -129,15 +144,16 @@ pub(crate) fn reduce_middle(
 
 pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Result<GpuStorage> {
     let name = if log { "log_softmax" } else { "softmax" };
+    let lanes = row_lanes(k);
     let params = SoftmaxParams {
         rows: to_u32(name, "rows", rows)?,
         k: to_u32(name, "row length", k)?,
         log: log as u32,
-        _pad: 0,
+        lanes,
     };
     let kernel = match serial_rows(x, rows, k) {
         true => Kernel::SoftmaxRowsSerial,
         false => Kernel::Softmax,
     };
-    rows_kernel(name, kernel, &[x], &params, rows, rows * k, x.dtype)
+    rows_kernel(name, kernel, &[x], &params, rows, lanes, rows * k, x.dtype)
 }
