@@ -122,15 +122,31 @@ impl HostBuffer {
 
     /// Rebuilds a buffer of `n` elements from raw little-endian bytes.
     pub fn from_bytes(dtype: DType, bytes: &[u8], n: usize) -> Self {
+        Self::from_bytes_with(dtype, bytes, n, <[u8]>::copy_from_slice)
+    }
+
+    /// `from_bytes`, moving the bytes with `copy(destination, source)`: a GPU readback
+    /// copies a large mapped range on several threads.
+    pub fn from_bytes_with(
+        dtype: DType,
+        bytes: &[u8],
+        n: usize,
+        copy: impl FnOnce(&mut [u8], &[u8]),
+    ) -> Self {
         // One copy into an aligned vector (the host is little-endian, as GPU buffers
         // are): a readback's bytes are read once, straight from the mapped staging
         // buffer, instead of element by element.
+        fn collect<T: bytemuck::Pod>(bytes: &[u8], copy: impl FnOnce(&mut [u8], &[u8])) -> Vec<T> {
+            let mut out = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>()];
+            copy(bytemuck::cast_slice_mut(&mut out), bytes);
+            out
+        }
         let bytes = &bytes[..n * dtype.size_in_bytes()];
         match dtype {
-            DType::F32 => HostBuffer::F32(bytemuck::pod_collect_to_vec(bytes)),
-            DType::F16 => HostBuffer::F16(bytemuck::pod_collect_to_vec(bytes)),
-            DType::I32 => HostBuffer::I32(bytemuck::pod_collect_to_vec(bytes)),
-            DType::F64 => HostBuffer::F64(bytemuck::pod_collect_to_vec(bytes)),
+            DType::F32 => HostBuffer::F32(collect(bytes, copy)),
+            DType::F16 => HostBuffer::F16(collect(bytes, copy)),
+            DType::I32 => HostBuffer::I32(collect(bytes, copy)),
+            DType::F64 => HostBuffer::F64(collect(bytes, copy)),
         }
     }
 }

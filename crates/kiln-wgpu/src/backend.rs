@@ -30,7 +30,7 @@ impl BackendStorage for GpuStorage {
             "to_vec",
             source.buffer()?,
             n * dtype.size_in_bytes(),
-            |bytes| HostBuffer::from_bytes(dtype, bytes, n),
+            |bytes| crate::readback::host_from_mapped(dtype, bytes, n),
         )
     }
 
