@@ -1,7 +1,7 @@
 //! Launcher for `shaders/norm/`: layer norm over rows, fused (mean, variance, scale
 //! and shift in one pass over each row).
 
-use super::reduce::{row_lanes, rows_kernel, serial_rows};
+use super::reduce::{row_groups, row_lanes, rows_kernel, serial_rows};
 use crate::kernels::Kernel;
 use crate::params::{to_u32, LayerNormParams};
 use crate::storage::GpuStorage;
@@ -28,14 +28,6 @@ pub(crate) fn layer_norm(
         false => Kernel::LayerNorm,
     };
     let inputs = [x, weight, bias];
-    rows_kernel(
-        name,
-        kernel,
-        &inputs,
-        &params,
-        rows,
-        lanes,
-        rows * k,
-        x.dtype,
-    )
+    let groups = row_groups(kernel, rows, lanes);
+    rows_kernel(name, kernel, &inputs, &params, groups, rows * k, x.dtype)
 }

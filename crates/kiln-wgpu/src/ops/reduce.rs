@@ -28,28 +28,33 @@ pub(crate) fn row_lanes(k: usize) -> u32 {
     (1u32 << wanted.ilog2()).min(WORKGROUP)
 }
 
-/// Runs a row kernel over `rows` rows of `inputs[0]`, writing `out_len` elements;
-/// `lanes` is the params' invocations per row (the serial kernels ignore it). A kernel
-/// with a store section defers (`deferred`), to take its consumer as an epilogue.
-pub(crate) fn rows_kernel<P: ShaderParams + Send + 'static>(
-    op: &'static str,
-    kernel: Kernel,
-    inputs: &[&GpuStorage],
-    params: &P,
-    rows: usize,
-    lanes: u32,
-    out_len: usize,
-    out_dtype: DType,
-) -> Result<GpuStorage> {
-    let x = inputs[0];
-    let device = &x.device;
+/// Workgroups a row kernel takes for `rows` rows, `lanes` invocations per row (the
+/// serial kernels give each row one).
+pub(crate) fn row_groups(kernel: Kernel, rows: usize, lanes: u32) -> usize {
     let rows_per_group = match kernel {
         Kernel::ReduceRowsSerial | Kernel::SoftmaxRowsSerial | Kernel::LayerNormRowsSerial => {
             SERIAL_WORKGROUP
         }
         _ => WORKGROUP / lanes,
     };
-    let groups = device.groups_for(op, rows.div_ceil(rows_per_group as usize))?;
+    rows.div_ceil(rows_per_group as usize)
+}
+
+/// Runs a row kernel on `inputs[0]` in `row_groups` workgroups, writing `out_len`
+/// elements. A kernel with a store section defers (`deferred`), to take its consumer
+/// as an epilogue.
+pub(crate) fn rows_kernel<P: ShaderParams + Send + 'static>(
+    op: &'static str,
+    kernel: Kernel,
+    inputs: &[&GpuStorage],
+    params: &P,
+    row_groups: usize,
+    out_len: usize,
+    out_dtype: DType,
+) -> Result<GpuStorage> {
+    let x = inputs[0];
+    let device = &x.device;
+    let groups = device.groups_for(op, row_groups)?;
     if device.defers(kernel) {
         let dtypes = [x.dtype];
         return device.defer(
@@ -77,13 +82,15 @@ pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Res
     };
     if op.returns_index() {
         let kernel = Kernel::ArgReduce;
-        return rows_kernel(name, kernel, &[x], &params, rows, lanes, rows, DType::I32);
+        let groups = row_groups(kernel, rows, lanes);
+        return rows_kernel(name, kernel, &[x], &params, groups, rows, DType::I32);
     }
     let kernel = match serial_rows(x, rows, k) {
         true => Kernel::ReduceRowsSerial,
         false => Kernel::Reduce,
     };
-    rows_kernel(name, kernel, &[x], &params, rows, lanes, rows, x.dtype)
+    let groups = row_groups(kernel, rows, lanes);
+    rows_kernel(name, kernel, &[x], &params, groups, rows, x.dtype)
 }
 
 /// Invocations a column reduction aims for: below it, each output gets several lanes.
@@ -155,5 +162,6 @@ pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Resul
         true => Kernel::SoftmaxRowsSerial,
         false => Kernel::Softmax,
     };
-    rows_kernel(name, kernel, &[x], &params, rows, lanes, rows * k, x.dtype)
+    let groups = row_groups(kernel, rows, lanes);
+    rows_kernel(name, kernel, &[x], &params, groups, rows * k, x.dtype)
 }
