@@ -66,7 +66,7 @@ def kernels(large):
         a, b = uniform(n, n), uniform(n, n)
         ms = kernel_ms(lambda: torch.mm(a, b))
         line("matmul", f"n={n}", ms, 2 * n**3 / ms / 1e6, "GFLOP/s")
-    rows = [(4096, 1024), (1024, 4096)] + ([(16384, 4096)] if large else [])
+    rows = [(4096, 1024), (1024, 4096)] + ([(16384, 4096)] if large else []) + [(65536, 128)]
     for r, c in rows:
         x = uniform(r, c)
         ms = kernel_ms(lambda: torch.softmax(x, -1))

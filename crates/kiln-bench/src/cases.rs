@@ -183,10 +183,11 @@ pub fn suite(scale: Scale) -> Vec<Case> {
     cases.push(conv2d("1x1", [16, 64, 32, 32], 128, 1, 1));
     cases.push(conv2d("depthwise 3x3", [16, 64, 32, 32], 64, 3, 64));
 
+    // Rows of 128 are a transformer's: attention over 128 keys, a layer norm of width 128.
     let shapes: &[[usize; 2]] = match scale {
         Scale::Quick => &[[4096, 1024]],
-        Scale::Standard => &[[4096, 1024], [1024, 4096]],
-        Scale::Large => &[[4096, 1024], [1024, 4096], [16384, 4096]],
+        Scale::Standard => &[[4096, 1024], [1024, 4096], [65536, 128]],
+        Scale::Large => &[[4096, 1024], [1024, 4096], [16384, 4096], [65536, 128]],
     };
     for &[r, c] in shapes {
         let key = format!("{r}x{c}");
