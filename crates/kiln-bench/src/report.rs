@@ -86,7 +86,7 @@ fn measure_case(
     rooflines: &Rooflines,
 ) -> Result<Entry> {
     let run = case.setup(device)?;
-    let timing = time(device, case.clock, budget, &|| run().map(drop))?;
+    let timing = time(device, case.clock, budget, &|| run())?;
     let (unit, rate, roof) = match case.unit {
         Unit::Flops => (
             "GFLOP/s",

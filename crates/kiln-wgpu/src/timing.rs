@@ -12,7 +12,9 @@ impl GpuDevice {
 
     /// Runs `f`, which records GPU work, waits for it, and returns `f`'s result with the
     /// GPU time from the end of the work recorded before `f` to the end of the work `f`
-    /// recorded; `None` for the time when the adapter has no timestamp queries.
+    /// recorded; `None` for the time when the adapter has no timestamp queries. Pending
+    /// work runs before the first mark, and what `f` left pending (held by its result)
+    /// before the second: a deferred kernel counts in the window that launched it.
     pub fn gpu_time<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Option<Duration>)> {
         let op = "gpu_time";
         if !self.has_timestamps() {
@@ -40,8 +42,10 @@ impl GpuDevice {
                 });
             })
         };
+        self.run_pending(op)?;
         mark(0)?;
         let value = f()?;
+        self.run_pending(op)?;
         mark(1)?;
         let ticks = self.alloc(op, 4, DType::I32)?;
         self.record(op, |device, encoder| {
