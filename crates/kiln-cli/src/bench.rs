@@ -35,6 +35,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         _ => Scale::Standard,
     };
     let report = run_suite(&device, scale, &args.only)?;
+    let transfers = args.only.is_empty() || args.only.iter().any(|f| f == "transfer");
+    if let (Some(gpu), true) = (device.as_gpu(), transfers) {
+        for mib in [4, 16, 64] {
+            println!("{}", gpu.readback_phases(mib << 20)?);
+        }
+    }
     if let Some(path) = args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| Error::InvalidArgument {
             op: "kiln bench",

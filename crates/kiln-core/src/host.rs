@@ -3,6 +3,7 @@
 
 use crate::{DType, Error, Result};
 use half::f16;
+use std::mem::MaybeUninit;
 
 /// A vector of `n` copies of `value`, failing with `HostOutOfMemory` rather than
 /// aborting the process when the allocation cannot be made.
@@ -122,33 +123,66 @@ impl HostBuffer {
 
     /// Rebuilds a buffer of `n` elements from raw little-endian bytes.
     pub fn from_bytes(dtype: DType, bytes: &[u8], n: usize) -> Self {
-        Self::from_bytes_with(dtype, bytes, n, <[u8]>::copy_from_slice)
+        // SAFETY: copy_bytes writes every byte of its destination.
+        unsafe { Self::from_bytes_with(dtype, bytes, n, copy_bytes) }
     }
 
-    /// `from_bytes`, moving the bytes with `copy(destination, source)`: a GPU readback
-    /// copies a large mapped range on several threads.
-    pub fn from_bytes_with(
+    /// `from_bytes`, moving the bytes with `copy(destination, source)` (the same
+    /// length): a GPU readback copies a large mapped range on several threads. The
+    /// destination is not zeroed first: zeroing a reused 16 MiB block cost about as much
+    /// as the copy.
+    ///
+    /// # Safety
+    /// `copy` must write every byte of its destination.
+    pub unsafe fn from_bytes_with(
         dtype: DType,
         bytes: &[u8],
         n: usize,
-        copy: impl FnOnce(&mut [u8], &[u8]),
+        copy: impl FnOnce(&mut [MaybeUninit<u8>], &[u8]),
     ) -> Self {
         // One copy into an aligned vector (the host is little-endian, as GPU buffers
-        // are): a readback's bytes are read once, straight from the mapped staging
-        // buffer, instead of element by element.
-        fn collect<T: bytemuck::Pod>(bytes: &[u8], copy: impl FnOnce(&mut [u8], &[u8])) -> Vec<T> {
-            let mut out = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>()];
-            copy(bytemuck::cast_slice_mut(&mut out), bytes);
+        // are), straight from the mapped staging buffer.
+        unsafe fn collect<T: bytemuck::Pod>(
+            bytes: &[u8],
+            copy: impl FnOnce(&mut [MaybeUninit<u8>], &[u8]),
+        ) -> Vec<T> {
+            let len = bytes.len() / std::mem::size_of::<T>();
+            let size = len * std::mem::size_of::<T>();
+            let mut out = Vec::<T>::with_capacity(len);
+            // SAFETY: the first `len` elements of spare capacity, viewed as their bytes
+            // (MaybeUninit<u8> has no validity requirement).
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(
+                    out.spare_capacity_mut()
+                        .as_mut_ptr()
+                        .cast::<MaybeUninit<u8>>(),
+                    size,
+                )
+            };
+            copy(dst, &bytes[..size]);
+            // SAFETY: the caller's `copy` wrote every byte of the first `len` elements,
+            // and any bytes are a valid T (Pod).
+            unsafe { out.set_len(len) };
             out
         }
         let bytes = &bytes[..n * dtype.size_in_bytes()];
-        match dtype {
-            DType::F32 => HostBuffer::F32(collect(bytes, copy)),
-            DType::F16 => HostBuffer::F16(collect(bytes, copy)),
-            DType::I32 => HostBuffer::I32(collect(bytes, copy)),
-            DType::F64 => HostBuffer::F64(collect(bytes, copy)),
+        // SAFETY: the caller's contract on `copy` is collect's.
+        unsafe {
+            match dtype {
+                DType::F32 => HostBuffer::F32(collect(bytes, copy)),
+                DType::F16 => HostBuffer::F16(collect(bytes, copy)),
+                DType::I32 => HostBuffer::I32(collect(bytes, copy)),
+                DType::F64 => HostBuffer::F64(collect(bytes, copy)),
+            }
         }
     }
+}
+
+/// Writes every byte of `dst` from `src`, which has the same length.
+pub fn copy_bytes(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
+    assert_eq!(dst.len(), src.len(), "copy_bytes: lengths differ");
+    // SAFETY: the same length, and no overlap: `dst` is memory no one else references.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), src.len()) }
 }
 
 // `from_bytes` and the uploads reinterpret GPU bytes (little-endian) as host numbers.
@@ -156,3 +190,26 @@ const _: () = assert!(
     cfg!(target_endian = "little"),
     "kiln needs a little-endian host"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_copied_by_a_caller_land_in_place() {
+        // Ragged lengths, and a copy in pieces as a GPU readback makes it.
+        for n in [0, 1, 5000, 70_001] {
+            let bytes: Vec<u8> = (0..n * 4 + 12).map(|i| (i * 31 + i / 4096) as u8).collect();
+            let pieces = |dst: &mut [MaybeUninit<u8>], src: &[u8]| {
+                for (d, s) in dst.chunks_mut(4093).zip(src.chunks(4093)) {
+                    copy_bytes(d, s);
+                }
+            };
+            // SAFETY: the pieces cover the whole destination.
+            let host = unsafe { HostBuffer::from_bytes_with(DType::F32, &bytes, n, pieces) };
+            assert_eq!(host.as_bytes(), &bytes[..n * 4], "{n} elements");
+            let plain = HostBuffer::from_bytes(DType::I32, &bytes, n);
+            assert_eq!(plain.as_bytes(), &bytes[..n * 4], "{n} elements, one copy");
+        }
+    }
+}

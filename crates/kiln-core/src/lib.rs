@@ -15,7 +15,7 @@ pub mod spec;
 pub use backend::{BackendDevice, BackendStorage, ParamUpdate};
 pub use dtype::{DType, DTypeSet};
 pub use error::{Error, GpuErrorKind, Result};
-pub use host::HostBuffer;
+pub use host::{copy_bytes, HostBuffer};
 pub use layout::Layout;
 pub use ops::{BinaryOp, Gradient, OpInfo, OpKind, ReduceOp, UnaryOp};
 pub use shape::{Shape, MAX_RANK};
