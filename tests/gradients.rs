@@ -419,6 +419,47 @@ fn gpu_gradients_match_cpu() {
     }
 }
 
+/// Layers with thousands of weights, whose weight gradient splits the batch's output rows
+/// into segments of several rows (the last one short) summed in a second pass; `cases`
+/// keeps to shapes small enough for finite differences, which take one row a segment.
+#[test]
+fn gpu_weight_gradients_of_wide_layers_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng();
+    // (input, weight, options): 9,216 weights over 3 x 17 output rows (26 segments of
+    // 2, the last of 1); grouped, strided and dilated, 18,432 weights over 2 x 7 rows.
+    let layers = [
+        (
+            [3, 32, 17, 9],
+            [32, 32, 3, 3],
+            Conv2dOptions {
+                padding: (1, 1),
+                ..Default::default()
+            },
+        ),
+        (
+            [2, 64, 15, 12],
+            [64, 32, 3, 3],
+            Conv2dOptions {
+                stride: (2, 1),
+                padding: (1, 2),
+                dilation: (1, 2),
+                groups: 2,
+            },
+        ),
+    ];
+    for (x, w, o) in layers {
+        let inputs = [rand(&x, &mut rng), rand(&w, &mut rng)];
+        let f: F = Box::new(move |t: &[Tensor]| t[0].conv2d(&t[1], None, o));
+        let shape = f(&inputs).unwrap().shape().clone();
+        let r = Tensor::randn(shape, DType::F32, &Device::cpu(), &mut rng).unwrap();
+        let want = gradients_on(&Device::cpu(), &inputs, &r, &f);
+        let got = gradients_on(&gpu, &inputs, &r, &f);
+        let (g, w) = (got[1].as_ref().unwrap(), want[1].as_ref().unwrap());
+        assert_close(&format!("conv2d {x:?} {w:?} weight"), g, w, F32);
+    }
+}
+
 fn var(values: Vec<f32>, shape: &[usize]) -> Tensor {
     Tensor::from_vec(values, shape.to_vec(), &Device::cpu())
         .unwrap()

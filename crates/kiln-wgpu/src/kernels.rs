@@ -97,7 +97,7 @@ kernels! {
     Im2col => "conv/im2col.wgsl", "main", ["T"], Floats, WindowParams;
     Conv2dDirect => "conv/conv2d_direct.wgsl", "main", ["T"], Floats, DirectConvParams;
     Col2im => "conv/col2im.wgsl", "main", ["T"], Floats, WindowParams;
-    ConvWeightGrad => "conv/weight_grad.wgsl", "main", ["T"], Floats, WindowParams;
+    ConvWeightGrad => "conv/weight_grad.wgsl", "main", ["T"], Floats, WeightGradParams;
     MaxPool2d => "pool/max_pool2d.wgsl", "main", ["T"], Floats, WindowParams;
     AvgPool2d => "pool/avg_pool2d.wgsl", "main", ["T"], Floats, WindowParams;
     MaxPool2dBackward => "pool/max_pool2d_backward.wgsl", "main", ["T"], Floats, WindowParams;

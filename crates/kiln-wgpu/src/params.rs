@@ -192,6 +192,14 @@ shader_params! {
         extra: [u32; 4],
         channels: [u32; 4],
     }
+    /// `conv/weight_grad.wgsl`: the window, then how the batch's rows are split.
+    WeightGradParams {
+        image: [u32; 4],
+        window: [u32; 4],
+        step: [u32; 4],
+        extra: [u32; 4],
+        split: [u32; 4],
+    }
     /// `index/gather.wgsl`.
     GatherParams {
         outer: u32,

@@ -2,10 +2,17 @@
 //! grouped convolution and the weight gradient; one thread per output element.
 
 use super::launch_window;
+use super::reduce::reduce_middle;
 use crate::kernels::Kernel;
-use crate::params::{to_u32, DirectConvParams, WindowParams};
+use crate::params::{to_u32, DirectConvParams, WeightGradParams, WindowParams};
 use crate::storage::GpuStorage;
-use kiln_core::{Result, WindowSpec};
+use kiln_core::{ReduceOp, Result, WindowSpec};
+
+/// Threads the weight gradient aims for, about what an NVIDIA H200 keeps resident (132
+/// SMs of 2,048). With one thread per weight element, a small layer's gradient ran on a
+/// few thousand threads, each down the whole batch: 4.3 of the CNN's 5.0 ms per training
+/// step there. Fewer weights than this split the batch's output rows into segments.
+const WEIGHT_GRAD_THREADS: usize = 1 << 18;
 
 pub(crate) fn im2col(x: &GpuStorage, s: &WindowSpec) -> Result<GpuStorage> {
     let n = s.n * s.c * s.kh * s.kw * s.oh * s.ow;
@@ -74,7 +81,38 @@ pub(crate) fn conv2d_weight_grad(
     groups: usize,
 ) -> Result<GpuStorage> {
     let op = "conv2d_backward";
-    let n = out_channels * (s.c / groups) * s.kh * s.kw;
-    let p = WindowParams::new(op, s, n, to_u32(op, "groups", groups)?)?;
-    Ok(launch_window(op, Kernel::ConvWeightGrad, &[x, dy], p, &[(n, x.dtype)])?.remove(0))
+    let weights = out_channels * (s.c / groups) * s.kh * s.kw;
+    // The split follows from the shape alone, so results do not vary by adapter.
+    let rows = (s.n * s.oh).max(1);
+    let per_segment = rows.div_ceil((WEIGHT_GRAD_THREADS / weights.max(1)).clamp(1, rows));
+    let segments = rows.div_ceil(per_segment);
+    let threads = weights * segments;
+    let w = WindowParams::new(op, s, threads, to_u32(op, "groups", groups)?)?;
+    let p = WeightGradParams {
+        image: w.image,
+        window: w.window,
+        step: w.step,
+        extra: w.extra,
+        split: [
+            to_u32(op, "segments", segments)?,
+            to_u32(op, "rows per segment", per_segment)?,
+            to_u32(op, "weights", weights)?,
+            0,
+        ],
+    };
+    let device = &x.device;
+    let partial = device.alloc_output(op, threads, x.dtype)?;
+    device.dispatch(
+        op,
+        Kernel::ConvWeightGrad,
+        &[x.dtype],
+        &p,
+        &[x.raw()?, dy.raw()?, partial.buffer()],
+        device.groups_1d(op, threads)?,
+    )?;
+    let partial = GpuStorage::new(partial, x.dtype, threads, device);
+    match segments {
+        1 => Ok(partial),
+        _ => reduce_middle(&partial, ReduceOp::Sum, 1, segments, weights),
+    }
 }
