@@ -62,6 +62,12 @@ example_out=$(KILN_EXAMPLE_STEPS=60 cargo run -q -p kiln-nn --example char_lm)
 tail -n 1 <<<"$example_out"
 # From uniform guessing (ln 65 = 4.17 nats) to below 3.
 grep -q "^validation loss: 2\." <<<"$example_out"
+example_out=$(KILN_EXAMPLE_STEPS=300 cargo run -q -p kiln-nn --example gan)
+tail -n 1 <<<"$example_out"
+# An untrained generator leaves about half the pixels above half brightness; the real
+# digits about 13%. The samples must have learned the dark ground (within 0.1 of it).
+awk '/^ink/ { found = 1; d = ($7 + 0) - ($10 + 0); ok = d < 0.1 && d > -0.1 }
+     END { exit !(found && ok) }' <<<"$example_out"
 echo "== the parity suite again with fusion off: each op's own kernel against the CPU"
 KILN_FUSION=0 cargo test -p kiln --test parity
 echo "== kiln train --distributed: two ranks of the MLP under mpirun, one epoch"
