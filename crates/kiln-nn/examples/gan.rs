@@ -83,6 +83,9 @@ fn main() -> Result<()> {
     let (mut sum_d, mut sum_g) = (Vec::new(), Vec::new());
     'training: for epoch in 0.. {
         for batch in loader.epoch(epoch) {
+            if step == steps {
+                break 'training;
+            }
             let (x, _) = batch?;
             let b = x.dims()[0];
             let ones = Tensor::ones([b, 1], DType::F32, &device)?;
@@ -118,9 +121,6 @@ fn main() -> Result<()> {
                 );
                 sum_d.clear();
                 sum_g.clear();
-            }
-            if step == steps {
-                break 'training;
             }
         }
     }
