@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 /// One readback of `bytes`, by phase (host clock).
 #[derive(Clone, Debug)]
 pub struct ReadbackPhases {
+    /// Bytes read back.
     pub bytes: usize,
     /// From recording the copy into the staging buffer until its range is mapped.
     pub copy_and_map: Duration,
@@ -22,6 +23,7 @@ pub struct ReadbackPhases {
     /// What `to_vec` does: a new vector, filled on `threads` threads, in a new mapping
     /// (median of three).
     pub to_host: Duration,
+    /// Threads `to_host` copied on.
     pub threads: usize,
     /// `to_host`'s copy on one thread, in a new mapping (median of three).
     pub to_host_one_thread: Duration,
