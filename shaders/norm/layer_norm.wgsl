@@ -48,9 +48,24 @@ fn row_sum(lid: u32, lane: u32, lanes: u32, v: f32) -> f32 {
     return total;
 }
 
-// Column `c` of a row, normalised, scaled and shifted.
-fn affine(c: u32, x: f32, mean: f32, rstd: f32) -> f32 {
-    return (x - mean) * rstd * f32(weight[c]) + f32(bias[c]);
+// Columns `c`, `c + lanes`, ... of a row, normalised, scaled and shifted.
+fn affine4(c: u32, lanes: u32, x: vec4<f32>, mean: f32, rstd: f32) -> vec4<f32> {
+    let at = vec4<u32>(c, c + lanes, c + 2u * lanes, c + 3u * lanes);
+    let w = vec4<f32>(f32(weight[at.x]), f32(weight[at.y]), f32(weight[at.z]), f32(weight[at.w]));
+    let b = vec4<f32>(f32(bias[at.x]), f32(bias[at.y]), f32(bias[at.z]), f32(bias[at.w]));
+    return (x - mean) * rstd * w + b;
+}
+
+// ROW_LOADS elements of a row, `lanes` apart from `at`: independent loads, all in flight.
+fn load4(at: u32, lanes: u32) -> vec4<f32> {
+    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
+}
+
+fn store4(at: u32, lanes: u32, v: vec4<f32>) {
+    store(at, v.x);
+    store(at + lanes, v.y);
+    store(at + 2u * lanes, v.z);
+    store(at + 3u * lanes, v.w);
 }
 
 @compute @workgroup_size(WORKGROUP)
@@ -64,57 +79,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let k = f32(params.k);
     let step = ROW_LOADS * lanes;
 
-    var s0 = 0.0;
-    var s1 = 0.0;
-    var s2 = 0.0;
-    var s3 = 0.0;
+    var sum = vec4<f32>(0.0);
     var i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) {
-        let x0 = load(base + i);
-        let x1 = load(base + i + lanes);
-        let x2 = load(base + i + 2u * lanes);
-        let x3 = load(base + i + 3u * lanes);
-        s0 += x0;
-        s1 += x1;
-        s2 += x2;
-        s3 += x3;
-    }
-    for (; i < len; i += lanes) { s0 += load(base + i); }
-    let mean = row_sum(lid, lane, lanes, (s0 + s1) + (s2 + s3)) / k;
+    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) { sum += load4(base + i, lanes); }
+    for (; i < len; i += lanes) { sum.x += load(base + i); }
+    let mean = row_sum(lid, lane, lanes, (sum.x + sum.y) + (sum.z + sum.w)) / k;
 
-    var q0 = 0.0;
-    var q1 = 0.0;
-    var q2 = 0.0;
-    var q3 = 0.0;
+    var squares = vec4<f32>(0.0);
     i = lane;
     for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) {
-        let d0 = load(base + i) - mean;
-        let d1 = load(base + i + lanes) - mean;
-        let d2 = load(base + i + 2u * lanes) - mean;
-        let d3 = load(base + i + 3u * lanes) - mean;
-        q0 += d0 * d0;
-        q1 += d1 * d1;
-        q2 += d2 * d2;
-        q3 += d3 * d3;
+        let d = load4(base + i, lanes) - mean;
+        squares += d * d;
     }
     for (; i < len; i += lanes) {
         let d = load(base + i) - mean;
-        q0 += d * d;
+        squares.x += d * d;
     }
-    let rstd = 1.0 / sqrt(row_sum(lid, lane, lanes, (q0 + q1) + (q2 + q3)) / k + params.eps);
+    let q = (squares.x + squares.y) + (squares.z + squares.w);
+    let rstd = 1.0 / sqrt(row_sum(lid, lane, lanes, q) / k + params.eps);
 
     i = lane;
     for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) {
-        let x0 = load(base + i);
-        let x1 = load(base + i + lanes);
-        let x2 = load(base + i + 2u * lanes);
-        let x3 = load(base + i + 3u * lanes);
-        store(base + i, affine(i, x0, mean, rstd));
-        store(base + i + lanes, affine(i + lanes, x1, mean, rstd));
-        store(base + i + 2u * lanes, affine(i + 2u * lanes, x2, mean, rstd));
-        store(base + i + 3u * lanes, affine(i + 3u * lanes, x3, mean, rstd));
+        store4(base + i, lanes, affine4(i, lanes, load4(base + i, lanes), mean, rstd));
     }
     for (; i < len; i += lanes) {
-        store(base + i, affine(i, load(base + i), mean, rstd));
+        store(base + i, affine4(i, 0u, vec4<f32>(load(base + i)), mean, rstd).x);
     }
 }

@@ -65,6 +65,15 @@ fn combine(op: u32, a: f32, b: f32) -> f32 {
     }
 }
 
+fn combine4(op: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(combine(op, a.x, b.x), combine(op, a.y, b.y), combine(op, a.z, b.z), combine(op, a.w, b.w));
+}
+
+// ROW_LOADS elements of a row, `lanes` apart from `at`: independent loads, all in flight.
+fn load4(at: u32, lanes: u32) -> vec4<f32> {
+    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
+}
+
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let lanes = params.lanes;
@@ -74,25 +83,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let k = select(0u, params.k, row < params.rows);
     let base = row * params.k;
     let op = params.op;
-    var a0 = identity(op);
-    var a1 = a0;
-    var a2 = a0;
-    var a3 = a0;
+    var a = vec4<f32>(identity(op));
     var i = lane;
     for (; i + (ROW_LOADS - 1u) * lanes < k; i += ROW_LOADS * lanes) {
-        let x0 = load(base + i);
-        let x1 = load(base + i + lanes);
-        let x2 = load(base + i + 2u * lanes);
-        let x3 = load(base + i + 3u * lanes);
-        a0 = combine(op, a0, x0);
-        a1 = combine(op, a1, x1);
-        a2 = combine(op, a2, x2);
-        a3 = combine(op, a3, x3);
+        a = combine4(op, a, load4(base + i, lanes));
     }
     for (; i < k; i += lanes) {
-        a0 = combine(op, a0, load(base + i));
+        a.x = combine(op, a.x, load(base + i));
     }
-    partial[lid] = combine(op, combine(op, a0, a1), combine(op, a2, a3));
+    partial[lid] = combine(op, combine(op, a.x, a.y), combine(op, a.z, a.w));
     workgroupBarrier();
     for (var stride = lanes / 2u; stride > 0u; stride >>= 1u) {
         if (lane < stride) {

@@ -31,12 +31,24 @@ fn store(i: u32, v: f32) { output[i] = T(v); }
 
 var<workgroup> partial: array<f32, WORKGROUP>;
 
-fn normalised(x: f32, row_max: f32, total: f32, log_total: f32) -> f32 {
+fn normalised(x: vec4<f32>, row_max: f32, total: f32, log_total: f32) -> vec4<f32> {
     let shifted = x - row_max;
     if (params.log == 1u) {
         return shifted - log_total;
     }
     return exp(shifted) / total;
+}
+
+// ROW_LOADS elements of a row, `lanes` apart from `at`: independent loads, all in flight.
+fn load4(at: u32, lanes: u32) -> vec4<f32> {
+    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
+}
+
+fn store4(at: u32, lanes: u32, v: vec4<f32>) {
+    store(at, v.x);
+    store(at + lanes, v.y);
+    store(at + 2u * lanes, v.z);
+    store(at + 3u * lanes, v.w);
 }
 
 @compute @workgroup_size(WORKGROUP)
@@ -49,23 +61,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = row * params.k;
     let step = ROW_LOADS * lanes;
 
-    var m0 = bitcast<f32>(0xff800000u);
-    var m1 = m0;
-    var m2 = m0;
-    var m3 = m0;
+    var m = vec4<f32>(bitcast<f32>(0xff800000u));
     var i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < k; i += step) {
-        let x0 = load(base + i);
-        let x1 = load(base + i + lanes);
-        let x2 = load(base + i + 2u * lanes);
-        let x3 = load(base + i + 3u * lanes);
-        m0 = max(m0, x0);
-        m1 = max(m1, x1);
-        m2 = max(m2, x2);
-        m3 = max(m3, x3);
-    }
-    for (; i < k; i += lanes) { m0 = max(m0, load(base + i)); }
-    partial[lid] = max(max(m0, m1), max(m2, m3));
+    for (; i + (ROW_LOADS - 1u) * lanes < k; i += step) { m = max(m, load4(base + i, lanes)); }
+    for (; i < k; i += lanes) { m.x = max(m.x, load(base + i)); }
+    partial[lid] = max(max(m.x, m.y), max(m.z, m.w));
     workgroupBarrier();
     for (var stride = lanes / 2u; stride > 0u; stride >>= 1u) {
         if (lane < stride) { partial[lid] = max(partial[lid], partial[lid + stride]); }
@@ -74,23 +74,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let row_max = partial[lid - lane];
     workgroupBarrier();
 
-    var s0 = 0.0;
-    var s1 = 0.0;
-    var s2 = 0.0;
-    var s3 = 0.0;
+    var sum = vec4<f32>(0.0);
     i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < k; i += step) {
-        let x0 = load(base + i);
-        let x1 = load(base + i + lanes);
-        let x2 = load(base + i + 2u * lanes);
-        let x3 = load(base + i + 3u * lanes);
-        s0 += exp(x0 - row_max);
-        s1 += exp(x1 - row_max);
-        s2 += exp(x2 - row_max);
-        s3 += exp(x3 - row_max);
-    }
-    for (; i < k; i += lanes) { s0 += exp(load(base + i) - row_max); }
-    partial[lid] = (s0 + s1) + (s2 + s3);
+    for (; i + (ROW_LOADS - 1u) * lanes < k; i += step) { sum += exp(load4(base + i, lanes) - row_max); }
+    for (; i < k; i += lanes) { sum.x += exp(load(base + i) - row_max); }
+    partial[lid] = (sum.x + sum.y) + (sum.z + sum.w);
     workgroupBarrier();
     for (var stride = lanes / 2u; stride > 0u; stride >>= 1u) {
         if (lane < stride) { partial[lid] += partial[lid + stride]; }
@@ -101,16 +89,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     i = lane;
     for (; i + (ROW_LOADS - 1u) * lanes < k; i += step) {
-        let x0 = load(base + i);
-        let x1 = load(base + i + lanes);
-        let x2 = load(base + i + 2u * lanes);
-        let x3 = load(base + i + 3u * lanes);
-        store(base + i, normalised(x0, row_max, total, log_total));
-        store(base + i + lanes, normalised(x1, row_max, total, log_total));
-        store(base + i + 2u * lanes, normalised(x2, row_max, total, log_total));
-        store(base + i + 3u * lanes, normalised(x3, row_max, total, log_total));
+        store4(base + i, lanes, normalised(load4(base + i, lanes), row_max, total, log_total));
     }
     for (; i < k; i += lanes) {
-        store(base + i, normalised(load(base + i), row_max, total, log_total));
+        store(base + i, normalised(vec4<f32>(load(base + i)), row_max, total, log_total).x);
     }
 }
