@@ -6,6 +6,15 @@
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const ROW_LOADS: u32 = 4u;
+fn load4(at: u32, lanes: u32) -> vec4<f32> {
+    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
+}
+fn store4(at: u32, lanes: u32, v: vec4<f32>) {
+    store(at, v.x);
+    store(at + lanes, v.y);
+    store(at + 2u * lanes, v.z);
+    store(at + 3u * lanes, v.w);
+}
 // kiln:end
 alias T = f32;
 
@@ -54,18 +63,6 @@ fn affine4(c: u32, lanes: u32, x: vec4<f32>, mean: f32, rstd: f32) -> vec4<f32> 
     let w = vec4<f32>(f32(weight[at.x]), f32(weight[at.y]), f32(weight[at.z]), f32(weight[at.w]));
     let b = vec4<f32>(f32(bias[at.x]), f32(bias[at.y]), f32(bias[at.z]), f32(bias[at.w]));
     return (x - mean) * rstd * w + b;
-}
-
-// ROW_LOADS elements of a row, `lanes` apart from `at`: independent loads, all in flight.
-fn load4(at: u32, lanes: u32) -> vec4<f32> {
-    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
-}
-
-fn store4(at: u32, lanes: u32, v: vec4<f32>) {
-    store(at, v.x);
-    store(at + lanes, v.y);
-    store(at + 2u * lanes, v.z);
-    store(at + 3u * lanes, v.w);
 }
 
 @compute @workgroup_size(WORKGROUP)

@@ -4,10 +4,9 @@
 // in f32. Each invocation keeps ROW_LOADS loads in flight (one accumulator each): with
 // one dependent load per iteration an H200 reached under half its copy bandwidth, too
 // few bytes in flight to cover the memory latency.
-// kiln:constants workgroup row_loads reduce_ops
+// kiln:constants workgroup reduce_ops row_loads
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
-const ROW_LOADS: u32 = 4u;
 const REDUCE_SUM: u32 = 0u;
 const REDUCE_MEAN: u32 = 1u;
 const REDUCE_MAX: u32 = 2u;
@@ -15,6 +14,16 @@ const REDUCE_MIN: u32 = 3u;
 const REDUCE_PROD: u32 = 4u;
 const REDUCE_ARGMAX: u32 = 5u;
 const REDUCE_ARGMIN: u32 = 6u;
+const ROW_LOADS: u32 = 4u;
+fn load4(at: u32, lanes: u32) -> vec4<f32> {
+    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
+}
+fn store4(at: u32, lanes: u32, v: vec4<f32>) {
+    store(at, v.x);
+    store(at + lanes, v.y);
+    store(at + 2u * lanes, v.z);
+    store(at + 3u * lanes, v.w);
+}
 // kiln:end
 alias T = f32;
 
@@ -67,11 +76,6 @@ fn combine(op: u32, a: f32, b: f32) -> f32 {
 
 fn combine4(op: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(combine(op, a.x, b.x), combine(op, a.y, b.y), combine(op, a.z, b.z), combine(op, a.w, b.w));
-}
-
-// ROW_LOADS elements of a row, `lanes` apart from `at`: independent loads, all in flight.
-fn load4(at: u32, lanes: u32) -> vec4<f32> {
-    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
 }
 
 @compute @workgroup_size(WORKGROUP)

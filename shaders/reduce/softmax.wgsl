@@ -6,6 +6,15 @@
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const ROW_LOADS: u32 = 4u;
+fn load4(at: u32, lanes: u32) -> vec4<f32> {
+    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
+}
+fn store4(at: u32, lanes: u32, v: vec4<f32>) {
+    store(at, v.x);
+    store(at + lanes, v.y);
+    store(at + 2u * lanes, v.z);
+    store(at + 3u * lanes, v.w);
+}
 // kiln:end
 alias T = f32;
 
@@ -37,18 +46,6 @@ fn normalised(x: vec4<f32>, row_max: f32, total: f32, log_total: f32) -> vec4<f3
         return shifted - log_total;
     }
     return exp(shifted) / total;
-}
-
-// ROW_LOADS elements of a row, `lanes` apart from `at`: independent loads, all in flight.
-fn load4(at: u32, lanes: u32) -> vec4<f32> {
-    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
-}
-
-fn store4(at: u32, lanes: u32, v: vec4<f32>) {
-    store(at, v.x);
-    store(at + lanes, v.y);
-    store(at + 2u * lanes, v.z);
-    store(at + 3u * lanes, v.w);
 }
 
 @compute @workgroup_size(WORKGROUP)

@@ -1,6 +1,6 @@
 //! The numbers the launchers and the WGSL kernels must agree on: workgroup and tile
-//! sizes, and the op codes of kiln-core's op table. Each is defined once, here or in
-//! the table.
+//! sizes, and the op codes of kiln-core's op table; and the few helper functions several
+//! kernels share. Each is defined once, here or in the table.
 //!
 //! A shader that needs some of them carries a block naming their groups:
 //!
@@ -20,10 +20,23 @@ use kiln_core::{BinaryOp, Error, OpInfo, ReduceOp, Result, UnaryOp};
 /// Threads per workgroup of every one-thread-per-element (1-D) kernel.
 pub const WORKGROUP: u32 = 256;
 /// Loads each invocation of the row kernels (`reduce.wgsl`, `softmax.wgsl`,
-/// `layer_norm.wgsl`) keeps in flight per iteration. The kernels write the loads out one
-/// by one (registers indexed by a loop counter left registers on an H200), so a change
-/// here means rewriting those loops.
+/// `layer_norm.wgsl`) keeps in flight per iteration: `ROW_IO`'s `load4`, written out
+/// rather than looped (registers indexed by a loop counter left registers on an H200).
 pub const ROW_LOADS: u32 = 4;
+const _: () = assert!(ROW_LOADS == 4, "load4 and store4 move one vec4");
+/// The row kernels' loads and stores of `ROW_LOADS` elements `lanes` apart, over their
+/// own `load` and `store` (which fusion may replace).
+const ROW_IO: &str = "\
+fn load4(at: u32, lanes: u32) -> vec4<f32> {
+    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
+}
+fn store4(at: u32, lanes: u32, v: vec4<f32>) {
+    store(at, v.x);
+    store(at + lanes, v.y);
+    store(at + 2u * lanes, v.z);
+    store(at + 3u * lanes, v.w);
+}
+";
 /// Invocations per workgroup of the kernels that give each invocation a whole row or
 /// column (`*_rows_serial`, `reduce_columns`).
 pub const SERIAL_WORKGROUP: u32 = 64;
@@ -49,13 +62,15 @@ pub const FMA_WORKGROUP: u32 = 64;
 const BEGIN: &str = "// kiln:constants";
 const END: &str = "// kiln:end";
 
-/// The constants of one group, by WGSL name.
-fn group(name: &str) -> Option<Vec<(String, u32)>> {
+/// The constants of one group, by WGSL name, and the functions it brings.
+fn group(name: &str) -> Option<(Vec<(String, u32)>, &'static str)> {
+    if name == "row_loads" {
+        return Some((vec![("ROW_LOADS".to_string(), ROW_LOADS)], ROW_IO));
+    }
     let sizes = |list: &[(&str, u32)]| list.iter().map(|&(n, v)| (n.to_string(), v)).collect();
     let ops = |table: &[OpInfo]| table.iter().map(|o| (o.wgsl_constant(), o.code)).collect();
-    Some(match name {
+    let constants = match name {
         "workgroup" => sizes(&[("WORKGROUP", WORKGROUP)]),
-        "row_loads" => sizes(&[("ROW_LOADS", ROW_LOADS)]),
         "serial_workgroup" => sizes(&[("SERIAL_WORKGROUP", SERIAL_WORKGROUP)]),
         "vec4_elementwise" => sizes(&[
             ("VEC4_WORKGROUP", VEC4_WORKGROUP),
@@ -76,7 +91,8 @@ fn group(name: &str) -> Option<Vec<(String, u32)>> {
         "binary_ops" => ops(BinaryOp::INFO),
         "reduce_ops" => ops(ReduceOp::INFO),
         _ => return None,
-    })
+    };
+    Some((constants, ""))
 }
 
 /// The block for `groups`, from its first line to its last, each ending in a newline.
@@ -84,7 +100,7 @@ pub fn render_block(groups: &[&str]) -> Result<String> {
     let mut out = format!("{BEGIN} {}\n", groups.join(" "));
     out.push_str("// Generated from kiln's op table and shader_constants.rs; do not edit.\n");
     for &g in groups {
-        let Some(constants) = group(g) else {
+        let Some((constants, functions)) = group(g) else {
             return Err(Error::InvalidArgument {
                 op: "shader constants",
                 reason: format!("unknown constant group `{g}`"),
@@ -93,6 +109,7 @@ pub fn render_block(groups: &[&str]) -> Result<String> {
         for (name, value) in constants {
             out.push_str(&format!("const {name}: u32 = {value}u;\n"));
         }
+        out.push_str(functions);
     }
     out.push_str(END);
     out.push('\n');
