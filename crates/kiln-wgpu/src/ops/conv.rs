@@ -1,5 +1,6 @@
 //! Launchers for `shaders/conv/`: im2col and col2im around the matmul, the direct
-//! grouped convolution and the weight gradient; one thread per output element.
+//! grouped convolution and the weight gradient; one thread per output element (the
+//! weight gradient: per weight element and segment of the batch's rows).
 
 use super::launch_window;
 use super::reduce::reduce_middle;
