@@ -35,9 +35,7 @@ pub(crate) fn conv2d_direct(
     groups: usize,
 ) -> Result<GpuStorage> {
     let op = "conv2d";
-    let device = &x.device;
     let n = s.n * out_channels * s.oh * s.ow;
-    let out = device.alloc_output(op, n, x.dtype)?;
     let w = WindowParams::new(op, s, n, 0)?;
     let p = DirectConvParams {
         image: w.image,
@@ -51,15 +49,7 @@ pub(crate) fn conv2d_direct(
             0,
         ],
     };
-    device.dispatch(
-        op,
-        Kernel::Conv2dDirect,
-        &[x.dtype],
-        &p,
-        &[x.raw()?, weight.raw()?, out.buffer()],
-        device.groups_1d(op, n)?,
-    )?;
-    Ok(GpuStorage::new(out, x.dtype, n, device))
+    Ok(launch_window(op, Kernel::Conv2dDirect, &[x, weight], p, &[(n, x.dtype)])?.remove(0))
 }
 
 pub(crate) fn col2im(cols: &GpuStorage, s: &WindowSpec) -> Result<GpuStorage> {
@@ -101,17 +91,8 @@ pub(crate) fn conv2d_weight_grad(
             0,
         ],
     };
-    let device = &x.device;
-    let partial = device.alloc_output(op, threads, x.dtype)?;
-    device.dispatch(
-        op,
-        Kernel::ConvWeightGrad,
-        &[x.dtype],
-        &p,
-        &[x.raw()?, dy.raw()?, partial.buffer()],
-        device.groups_1d(op, threads)?,
-    )?;
-    let partial = GpuStorage::new(partial, x.dtype, threads, device);
+    let outputs = [(threads, x.dtype)];
+    let partial = launch_window(op, Kernel::ConvWeightGrad, &[x, dy], p, &outputs)?.remove(0);
     match segments {
         1 => Ok(partial),
         _ => reduce_middle(&partial, ReduceOp::Sum, 1, segments, weights),

@@ -15,16 +15,34 @@ pub(crate) mod reduce;
 pub(crate) mod rnn;
 
 use crate::kernels::Kernel;
-use crate::params::WindowParams;
+use crate::params::{DirectConvParams, ShaderParams, WeightGradParams, WindowParams};
 use crate::storage::GpuStorage;
 use kiln_core::{DType, Result};
 
-/// Runs a window kernel; `inputs[0]` is the floating-point tensor that sets the dtype.
-pub(crate) fn launch_window(
+/// The params of the window kernels, which open with `WindowParams`' members: their
+/// thread count is `extra[2]`.
+pub(crate) trait WindowLaunch: ShaderParams {
+    fn threads(&self) -> usize;
+}
+
+macro_rules! window_launch {
+    ($($P:ty),*) => {
+        $(impl WindowLaunch for $P {
+            fn threads(&self) -> usize {
+                self.extra[2] as usize
+            }
+        })*
+    };
+}
+window_launch!(WindowParams, DirectConvParams, WeightGradParams);
+
+/// Runs a window kernel, one thread per `p.threads()`; `inputs[0]` is the
+/// floating-point tensor that sets the dtype.
+pub(crate) fn launch_window<P: WindowLaunch>(
     op: &'static str,
     kernel: Kernel,
     inputs: &[&GpuStorage],
-    p: WindowParams,
+    p: P,
     outputs: &[(usize, DType)],
 ) -> Result<Vec<GpuStorage>> {
     let x = inputs[0];
@@ -35,7 +53,7 @@ pub(crate) fn launch_window(
         .collect::<Result<Vec<_>>>()?;
     let mut buffers = inputs.iter().map(|t| t.raw()).collect::<Result<Vec<_>>>()?;
     buffers.extend(outs.iter().map(|b| b.buffer()));
-    let groups = device.groups_1d(op, p.extra[2] as usize)?;
+    let groups = device.groups_1d(op, p.threads())?;
     device.dispatch(op, kernel, &[x.dtype], &p, &buffers, groups)?;
     Ok(outs
         .into_iter()
