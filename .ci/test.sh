@@ -28,6 +28,9 @@ if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! compgen 
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq openmpi-bin libopenmpi-dev libclang-dev >/dev/null
 fi
+# A one-shot run gains nothing from incremental caches, which were a quarter of the build
+# directory; set CARGO_INCREMENTAL=1 to keep them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Mesa's GL loader complains without this; it is harmless but noisy.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 # The matmul autotuner's decisions go to a fresh directory, not the user's cache.
