@@ -3,28 +3,50 @@
 //! noted.
 
 use crate::threads::{PARALLEL_FLOPS, TASK_FLOPS};
-use crate::window::{for_each_run, for_each_tap, Real};
+use crate::window::{for_each_run, for_each_tap, valid_outputs, Real};
 use kiln_core::WindowSpec;
+use std::mem::MaybeUninit;
 
 /// `[n, c, h, w]` -> `[n, c*kh*kw, oh*ow]`; out-of-image taps are zero. Generic so
-/// that f32 data is unfolded without widening. Images unfold in parallel.
+/// that f32 data is unfolded without widening. Images unfold in parallel, and each
+/// element is written once (zeros only where a tap falls in the padding).
 pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], s: &WindowSpec) -> Vec<T> {
     let (l, rows) = (s.oh * s.ow, s.c * s.kh * s.kw);
-    let mut out = vec![T::default(); s.n * rows * l];
-    crate::threads::for_chunks(&mut out, (rows * l).max(1), |start, unfolded| {
+    let zero = MaybeUninit::new(T::default());
+    let unfold = |start: usize, unfolded: &mut [MaybeUninit<T>]| {
         let n = start / (rows * l).max(1);
         for c in 0..s.c {
             let image = &x[(n * s.c + c) * s.h * s.w..][..s.h * s.w];
             for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
                 let row = (c * s.kh + ky) * s.kw + kx;
-                let cols = &mut unfolded[row * l..][..l];
-                for_each_run(s, ky, kx, |iy, ix, oy, ox, len| {
-                    cols[oy * s.ow + ox..][..len].copy_from_slice(&image[iy * s.w + ix..][..len]);
-                });
+                let ys = valid_outputs(ky, s.stride.0, s.padding.0, s.dilation.0, s.h, s.oh);
+                let xs = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
+                for (oy, out) in unfolded[row * l..][..l].chunks_exact_mut(s.ow).enumerate() {
+                    if !ys.contains(&oy) || xs.is_empty() {
+                        out.fill(zero);
+                        continue;
+                    }
+                    let iy = oy * s.stride.0 + ky * s.dilation.0 - s.padding.0;
+                    out[..xs.start].fill(zero);
+                    out[xs.end..].fill(zero);
+                    let first = iy * s.w + xs.start * s.stride.1 + kx * s.dilation.1 - s.padding.1;
+                    // Exactly `xs.len()` taps (the slice would panic, not run short).
+                    let taps = &image[first..][..(xs.len() - 1) * s.stride.1 + 1];
+                    let out = &mut out[xs.clone()];
+                    if s.stride.1 == 1 {
+                        // A plain copy: `step_by` would keep it from becoming one.
+                        out.iter_mut().zip(taps).for_each(|(o, &v)| _ = o.write(v));
+                    } else {
+                        let taps = taps.iter().step_by(s.stride.1);
+                        out.iter_mut().zip(taps).for_each(|(o, &v)| _ = o.write(v));
+                    }
+                }
             }
         }
-    });
-    out
+    };
+    // SAFETY: each chunk is one image's `rows` rows of `l`; every row is `oh` output rows
+    // of `ow`, each filled, zeroed around its valid columns, or copied in them.
+    unsafe { crate::threads::build(s.n * rows * l, (rows * l).max(1), unfold) }
 }
 
 /// The weight gradient through im2col and SGEMM, for f32 data:

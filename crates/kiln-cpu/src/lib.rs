@@ -153,7 +153,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self> {
-        let out = reduce::softmax(&self.compact_floats(), rows, k, log);
+        let out = reduce::with_elements!(&self.0, x => reduce::softmax(x, rows, k, log));
         Ok(Self::from_floats(self.dtype(), out))
     }
 
@@ -166,7 +166,8 @@ impl BackendStorage for CpuStorage {
         eps: f32,
     ) -> Result<Self> {
         let (w, b) = (weight.compact_floats(), bias.compact_floats());
-        let out = norm::layer_norm(&self.compact_floats(), &w, &b, rows, k, eps as f64);
+        let eps = eps as f64;
+        let out = reduce::with_elements!(&self.0, x => norm::layer_norm(x, &w, &b, rows, k, eps));
         Ok(Self::from_floats(self.dtype(), out))
     }
 

@@ -1,68 +1,71 @@
 //! Max and average pooling over compact NCHW data, and their gradients.
 
-use crate::window::{source, Real};
+use crate::window::{source, valid_outputs, Real};
 use kiln_core::{PoolKind, WindowSpec};
+use std::mem::MaybeUninit;
 
 /// Values and flat `iy*w + ix` indices of each window's first maximum; padding is -inf.
 /// A NaN wins (the window's last NaN), as in PyTorch.
 /// Planes pool in parallel.
 pub fn max_pool2d<T: Real + Send + Sync>(x: &[T], s: &WindowSpec) -> (Vec<T>, Vec<i32>) {
-    let (planes, l) = (s.n * s.c, s.oh * s.ow);
-    // The taps of each output row and column that land inside the image, found once.
-    let rows: Vec<Vec<usize>> = (0..s.oh)
-        .map(|oy| taps(oy, s.kh, s.stride.0, s.padding.0, s.dilation.0, s.h))
-        .collect();
-    let cols: Vec<Vec<usize>> = (0..s.ow)
-        .map(|ox| taps(ox, s.kw, s.stride.1, s.padding.1, s.dilation.1, s.w))
-        .collect();
-    let parallel = planes * l >= crate::threads::PARALLEL_ELEMENTS;
-    let pooled = crate::threads::map_indices(planes, parallel, |p| {
-        let plane = &x[p * s.h * s.w..(p + 1) * s.h * s.w];
-        let mut values = Vec::with_capacity(l);
-        let mut indices = Vec::with_capacity(l);
-        for ys in &rows {
-            for xs in &cols {
-                let (mut best, mut idx) = (T::NEG_INFINITY, -1i32);
-                for &iy in ys {
-                    for &ix in xs {
-                        let v = plane[iy * s.w + ix];
-                        // `v != v`: NaN, without a float trait for it.
+    let (plane, l) = (s.h * s.w, s.oh * s.ow);
+    // One output row at a time, tap by tap across the row: every output still meets its
+    // taps in row-major order (so the first maximum wins), the inner loop runs along
+    // the image, and the choice is a select, not a branch (which tap wins is data, and
+    // a mispredicted branch per tap made pooling a fifth of a CNN step).
+    let pool_plane = |image: &[T], out: &mut [MaybeUninit<i32>]| {
+        let mut best = vec![T::NEG_INFINITY; s.ow];
+        let mut idx = vec![-1i32; s.ow];
+        for (oy, out) in out.chunks_exact_mut(s.ow.max(1)).enumerate() {
+            best.fill(T::NEG_INFINITY);
+            idx.fill(-1);
+            for ky in 0..s.kh {
+                let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h) else {
+                    continue;
+                };
+                for kx in 0..s.kw {
+                    let xs = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
+                    if xs.is_empty() {
+                        continue;
+                    }
+                    let first = iy * s.w + xs.start * s.stride.1 + kx * s.dilation.1 - s.padding.1;
+                    let taps = image[first..][..(xs.len() - 1) * s.stride.1 + 1]
+                        .iter()
+                        .step_by(s.stride.1);
+                    let outs = best[xs.clone()].iter_mut().zip(&mut idx[xs]);
+                    for (((b, j), &v), i) in outs.zip(taps).zip((first..).step_by(s.stride.1)) {
+                        // `v != v`: NaN, without a float trait for it. `|`, not `||`, and
+                        // masks, not `if`: LLVM turned both into branches.
                         #[allow(clippy::eq_op)]
-                        let nan = v != v;
-                        if v > best || nan || idx < 0 {
-                            best = v;
-                            idx = (iy * s.w + ix) as i32;
-                        }
+                        let take = (v > *b) | (v != v) | (*j < 0);
+                        let mask = -(take as i32);
+                        *b = T::choose(take, v, *b);
+                        *j = (i as i32 & mask) | (*j & !mask);
                     }
                 }
-                values.push(best);
-                indices.push(idx);
             }
+            out.iter_mut().zip(&idx).for_each(|(o, &i)| _ = o.write(i));
         }
-        (values, indices)
-    });
-    let mut values = Vec::with_capacity(planes * l);
-    let mut indices = Vec::with_capacity(planes * l);
-    for (v, i) in pooled {
-        values.extend(v);
-        indices.extend(i);
-    }
+    };
+    // SAFETY: each chunk is one plane's `oh` rows of `ow` outputs, and each row is
+    // written from `idx`, which holds `ow`.
+    let indices = unsafe {
+        crate::threads::build(s.n * s.c * l, l.max(1), |start, out| {
+            pool_plane(&x[start / l.max(1) * plane..][..plane], out)
+        })
+    };
+    // Plane by plane: a division per output to find its plane cost as much as pooling.
+    let values = indices
+        .chunks(l.max(1))
+        .zip(x.chunks(plane.max(1)))
+        .flat_map(|(indices, image)| {
+            indices.iter().map(|&i| match usize::try_from(i) {
+                Ok(i) => image[i],
+                Err(_) => T::NEG_INFINITY,
+            })
+        })
+        .collect();
     (values, indices)
-}
-
-/// The input coordinates, in tap order, that output position `o`'s taps read inside an
-/// axis of length `size`.
-fn taps(
-    o: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    dilation: usize,
-    size: usize,
-) -> Vec<usize> {
-    (0..kernel)
-        .filter_map(|k| source(o, k, stride, pad, dilation, size))
-        .collect()
 }
 
 /// Each output's gradient goes to the pixel its maximum came from. Planes in parallel.

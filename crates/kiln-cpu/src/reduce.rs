@@ -1,39 +1,55 @@
-//! Row reductions and softmax over compact `[rows, k]` data, in f64.
+//! Row reductions and softmax over compact `[rows, k]` data, accumulated in f64. The
+//! input is read in its own dtype and widened element by element, not copied wide first.
 
 use crate::elementwise::{max_nan, min_nan};
 use crate::threads::CHUNK_ELEMENTS;
 use crate::CpuStorage;
 use kiln_core::{BackendStorage, HostBuffer, ReduceOp, Result};
 
+/// Runs `$body` with `$data` bound to a buffer's elements, whatever their dtype.
+macro_rules! with_elements {
+    ($buf:expr, $data:ident => $body:expr) => {
+        match $buf {
+            HostBuffer::F32($data) => $body,
+            HostBuffer::F16($data) => $body,
+            HostBuffer::I32($data) => $body,
+            HostBuffer::F64($data) => $body,
+        }
+    };
+}
+pub(crate) use with_elements;
+
 pub fn reduce(input: &CpuStorage, op: ReduceOp, rows: usize, k: usize) -> Result<CpuStorage> {
-    let data = input.compact_floats();
-    let row = |r: usize| &data[r * k..(r + 1) * k];
     if op.returns_index() {
-        // NaN beats every number (PyTorch's argmax and argmin both pick the first NaN).
-        let better = |a: f64, b: f64| match (a.is_nan(), b.is_nan()) {
-            (_, true) => false,
-            (true, false) => true,
-            _ if op == ReduceOp::ArgMax => a > b,
-            _ => a < b,
-        };
-        let out = (0..rows)
-            .map(|r| {
-                // The first extreme wins ties, as in PyTorch.
-                let mut idx = 0;
-                for (i, &x) in row(r).iter().enumerate() {
-                    if better(x, row(r)[idx]) {
-                        idx = i;
-                    }
-                }
-                idx as i32
-            })
-            .collect();
+        let out = with_elements!(&input.0, data => arg_reduce(data, op, rows, k));
         return Ok(CpuStorage(HostBuffer::I32(out)));
     }
-    Ok(CpuStorage::from_floats(
-        input.dtype(),
-        fold_middle(&data, op, rows, k, 1),
-    ))
+    let out = with_elements!(&input.0, data => fold_middle(data, op, rows, k, 1));
+    Ok(CpuStorage::from_floats(input.dtype(), out))
+}
+
+/// The index of each row's first extreme. NaN beats every number (PyTorch's argmax and
+/// argmin both pick the first NaN).
+fn arg_reduce<T: Copy + Into<f64>>(data: &[T], op: ReduceOp, rows: usize, k: usize) -> Vec<i32> {
+    let better = |a: f64, b: f64| match (a.is_nan(), b.is_nan()) {
+        (_, true) => false,
+        (true, false) => true,
+        _ if op == ReduceOp::ArgMax => a > b,
+        _ => a < b,
+    };
+    (0..rows)
+        .map(|r| {
+            let row = &data[r * k..(r + 1) * k];
+            // The first extreme wins ties, as in PyTorch.
+            let mut idx = 0;
+            for (i, &x) in row.iter().enumerate() {
+                if better(x.into(), row[idx].into()) {
+                    idx = i;
+                }
+            }
+            idx as i32
+        })
+        .collect()
 }
 
 /// The middle dim of a compact `[outer, k, inner]` tensor, walked in memory order.
@@ -50,15 +66,21 @@ pub fn reduce_middle(
             reason: "index reductions go through `reduce`".into(),
         });
     }
-    let out = fold_middle(&input.compact_floats(), op, outer, k, inner);
+    let out = with_elements!(&input.0, data => fold_middle(data, op, outer, k, inner));
     Ok(CpuStorage::from_floats(input.dtype(), out))
 }
 
 /// Sum, mean, max, min or product over the middle dim of `[outer, k, inner]` data, each
 /// output accumulated in order of k (a row reduction is `inner == 1`).
-fn fold_middle(data: &[f64], op: ReduceOp, outer: usize, k: usize, inner: usize) -> Vec<f64> {
-    fn fold(
-        data: &[f64],
+fn fold_middle<T: Copy + Sync + Into<f64>>(
+    data: &[T],
+    op: ReduceOp,
+    outer: usize,
+    k: usize,
+    inner: usize,
+) -> Vec<f64> {
+    fn fold<T: Copy + Sync + Into<f64>>(
+        data: &[T],
         [outer, k, inner]: [usize; 3],
         init: f64,
         combine: impl Fn(f64, f64) -> f64 + Sync,
@@ -70,7 +92,7 @@ fn fold_middle(data: &[f64], op: ReduceOp, outer: usize, k: usize, inner: usize)
             crate::threads::for_chunks(&mut out, (CHUNK_ELEMENTS / k).max(1), |first, part| {
                 for (r, acc) in part.iter_mut().enumerate() {
                     let row = &data[(first + r) * k..][..k];
-                    *acc = row.iter().fold(init, |a, &x| combine(a, x));
+                    *acc = row.iter().fold(init, |a, &x| combine(a, x.into()));
                 }
             });
             return out;
@@ -81,7 +103,7 @@ fn fold_middle(data: &[f64], op: ReduceOp, outer: usize, k: usize, inner: usize)
             for j in 0..k {
                 let row = &data[(o * k + j) * inner..][..inner];
                 for (a, &x) in acc.iter_mut().zip(row) {
-                    *a = combine(*a, x);
+                    *a = combine(*a, x.into());
                 }
             }
         });
@@ -103,21 +125,24 @@ fn fold_middle(data: &[f64], op: ReduceOp, outer: usize, k: usize, inner: usize)
 }
 
 /// Subtracting the row maximum keeps `exp` from overflowing. Rows in parallel.
-pub fn softmax(x: &[f64], rows: usize, k: usize, log: bool) -> Vec<f64> {
+pub fn softmax<T: Copy + Sync + Into<f64>>(x: &[T], rows: usize, k: usize, log: bool) -> Vec<f64> {
     let mut out = vec![0.0; rows * k];
     crate::threads::for_rows(&mut out, k, |first, part| {
         for (r, row) in part.chunks_exact_mut(k.max(1)).enumerate() {
             let xs = &x[(first + r) * k..][..k];
-            let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let max = xs
+                .iter()
+                .map(|&v| v.into())
+                .fold(f64::NEG_INFINITY, f64::max);
             // Each exponential is computed once: kept for the division, or summed for the log.
             for (o, &v) in row.iter_mut().zip(xs) {
-                *o = (v - max).exp();
+                *o = (v.into() - max).exp();
             }
             let sum: f64 = row.iter().sum();
             if log {
                 let ln_sum = sum.ln();
                 for (o, &v) in row.iter_mut().zip(xs) {
-                    *o = v - max - ln_sum;
+                    *o = v.into() - max - ln_sum;
                 }
             } else {
                 row.iter_mut().for_each(|o| *o /= sum);

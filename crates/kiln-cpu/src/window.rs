@@ -21,14 +21,26 @@ pub(crate) fn source(
 /// The element types the window code runs on natively (f32 stays f32).
 pub trait Real: Copy + Default + PartialOrd + std::ops::AddAssign {
     const NEG_INFINITY: Self;
+    /// `new` if `take`, else `old`, by masking bits: no branch to mispredict.
+    fn choose(take: bool, new: Self, old: Self) -> Self;
 }
 
 impl Real for f32 {
     const NEG_INFINITY: Self = f32::NEG_INFINITY;
+    #[inline(always)]
+    fn choose(take: bool, new: Self, old: Self) -> Self {
+        let mask = (take as u32).wrapping_neg();
+        f32::from_bits((new.to_bits() & mask) | (old.to_bits() & !mask))
+    }
 }
 
 impl Real for f64 {
     const NEG_INFINITY: Self = f64::NEG_INFINITY;
+    #[inline(always)]
+    fn choose(take: bool, new: Self, old: Self) -> Self {
+        let mask = (take as u64).wrapping_neg();
+        f64::from_bits((new.to_bits() & mask) | (old.to_bits() & !mask))
+    }
 }
 
 /// The output positions `o` whose tap `k` lands inside an axis of length `size`.
