@@ -9,49 +9,18 @@ use std::mem::MaybeUninit;
 /// Planes pool in parallel.
 pub fn max_pool2d<T: Real + Send + Sync>(x: &[T], s: &WindowSpec) -> (Vec<T>, Vec<i32>) {
     let (plane, l) = (s.h * s.w, s.oh * s.ow);
-    // One output row at a time, tap by tap across the row: every output still meets its
-    // taps in row-major order (so the first maximum wins), the inner loop runs along
-    // the image, and the choice is a select, not a branch (which tap wins is data, and
-    // a mispredicted branch per tap made pooling a fifth of a CNN step).
-    let pool_plane = |image: &[T], out: &mut [MaybeUninit<i32>]| {
-        let mut best = vec![T::NEG_INFINITY; s.ow];
-        let mut idx = vec![-1i32; s.ow];
-        for (oy, out) in out.chunks_exact_mut(s.ow.max(1)).enumerate() {
-            best.fill(T::NEG_INFINITY);
-            idx.fill(-1);
-            for ky in 0..s.kh {
-                let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h) else {
-                    continue;
-                };
-                for kx in 0..s.kw {
-                    let xs = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
-                    if xs.is_empty() {
-                        continue;
-                    }
-                    let first = iy * s.w + xs.start * s.stride.1 + kx * s.dilation.1 - s.padding.1;
-                    let taps = image[first..][..(xs.len() - 1) * s.stride.1 + 1]
-                        .iter()
-                        .step_by(s.stride.1);
-                    let outs = best[xs.clone()].iter_mut().zip(&mut idx[xs]);
-                    for (((b, j), &v), i) in outs.zip(taps).zip((first..).step_by(s.stride.1)) {
-                        // `v != v`: NaN, without a float trait for it. `|`, not `||`, and
-                        // masks, not `if`: LLVM turned both into branches.
-                        #[allow(clippy::eq_op)]
-                        let take = (v > *b) | (v != v) | (*j < 0);
-                        let mask = -(take as i32);
-                        *b = T::choose(take, v, *b);
-                        *j = (i as i32 & mask) | (*j & !mask);
-                    }
-                }
-            }
-            out.iter_mut().zip(&idx).for_each(|(o, &i)| _ = o.write(i));
-        }
-    };
-    // SAFETY: each chunk is one plane's `oh` rows of `ow` outputs, and each row is
-    // written from `idx`, which holds `ow`.
+    let halves = s.kh == 2 && s.kw == 2 && s.stride == (2, 2) && s.padding == (0, 0);
+    let halves = halves && s.dilation == (1, 1);
+    // SAFETY: each chunk is one plane's `oh` rows of `ow` outputs, and both functions
+    // write every output of the plane they are given.
     let indices = unsafe {
         crate::threads::build(s.n * s.c * l, l.max(1), |start, out| {
-            pool_plane(&x[start / l.max(1) * plane..][..plane], out)
+            let image = &x[start / l.max(1) * plane..][..plane];
+            if halves {
+                argmax_2x2(image, s, out)
+            } else {
+                argmax_windows(image, s, out)
+            }
         })
     };
     // Plane by plane: a division per output to find its plane cost as much as pooling.
@@ -66,6 +35,79 @@ pub fn max_pool2d<T: Real + Send + Sync>(x: &[T], s: &WindowSpec) -> (Vec<T>, Ve
         })
         .collect();
     (values, indices)
+}
+
+/// `take` for a window's next tap `v` against the best so far: larger, or NaN.
+#[inline(always)]
+fn beats<T: Real>(v: T, best: T) -> bool {
+    // `v != v`: NaN, without a float trait for it. `|`, not `||`: nothing to branch on.
+    #[allow(clippy::eq_op)]
+    let nan = v != v;
+    (v > best) | nan
+}
+
+/// Each window's first maximum in one image plane, for any window: one output row at a
+/// time, tap by tap across the row. Every output still meets its taps in row-major
+/// order (so the first maximum wins), and the choice is a select, not a branch (which
+/// tap wins is data: a mispredicted branch per tap made pooling a fifth of a CNN step).
+fn argmax_windows<T: Real>(image: &[T], s: &WindowSpec, out: &mut [MaybeUninit<i32>]) {
+    let mut best = vec![T::NEG_INFINITY; s.ow];
+    let mut idx = vec![-1i32; s.ow];
+    for (oy, out) in out.chunks_exact_mut(s.ow.max(1)).enumerate() {
+        best.fill(T::NEG_INFINITY);
+        idx.fill(-1);
+        for ky in 0..s.kh {
+            let Some(iy) = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h) else {
+                continue;
+            };
+            for kx in 0..s.kw {
+                let xs = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
+                if xs.is_empty() {
+                    continue;
+                }
+                let first = iy * s.w + xs.start * s.stride.1 + kx * s.dilation.1 - s.padding.1;
+                let taps = image[first..][..(xs.len() - 1) * s.stride.1 + 1]
+                    .iter()
+                    .step_by(s.stride.1);
+                let outs = best[xs.clone()].iter_mut().zip(&mut idx[xs]);
+                for (((b, j), &v), i) in outs.zip(taps).zip((first..).step_by(s.stride.1)) {
+                    // Masks, not `if`: LLVM turned that into a branch.
+                    let take = beats(v, *b) | (*j < 0);
+                    let mask = -(take as i32);
+                    *b = T::choose(take, v, *b);
+                    *j = (i as i32 & mask) | (*j & !mask);
+                }
+            }
+        }
+        out.iter_mut().zip(&idx).for_each(|(o, &i)| _ = o.write(i));
+    }
+}
+
+/// `argmax_windows` for 2x2 windows at stride 2 without padding (most CNNs' pooling):
+/// each output's four taps are read as two pairs, and the first is the starting best, so
+/// no output needs a "nothing yet" test. `argmax_windows` is the reference in a test.
+fn argmax_2x2<T: Real>(image: &[T], s: &WindowSpec, out: &mut [MaybeUninit<i32>]) {
+    for (oy, out) in out.chunks_exact_mut(s.ow.max(1)).enumerate() {
+        let top = 2 * oy * s.w;
+        let rows = (&image[top..][..2 * s.ow], &image[top + s.w..][..2 * s.ow]);
+        let pairs = rows.0.chunks_exact(2).zip(rows.1.chunks_exact(2));
+        for (ox, (o, (upper, lower))) in out.iter_mut().zip(pairs).enumerate() {
+            let first = (top + 2 * ox) as i32;
+            let (mut best, mut idx) = (upper[0], first);
+            let below = first + s.w as i32;
+            for (v, i) in [
+                (upper[1], first + 1),
+                (lower[0], below),
+                (lower[1], below + 1),
+            ] {
+                let take = beats(v, best);
+                best = T::choose(take, v, best);
+                let mask = -(take as i32);
+                idx = (i & mask) | (idx & !mask);
+            }
+            o.write(idx);
+        }
+    }
 }
 
 /// Each output's gradient goes to the pixel its maximum came from. Planes in parallel.
@@ -156,4 +198,59 @@ pub fn avg_pool2d_backward(dy: &[f64], s: &WindowSpec, kind: PoolKind) -> Vec<f6
         }
     }
     dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs an argmax over a whole `h x w` plane and returns its indices.
+    fn indices(
+        f: fn(&[f32], &WindowSpec, &mut [MaybeUninit<i32>]),
+        image: &[f32],
+        s: &WindowSpec,
+    ) -> Vec<i32> {
+        let mut out = vec![MaybeUninit::new(i32::MIN); s.oh * s.ow];
+        f(image, s, &mut out);
+        // SAFETY: every element was initialised (to i32::MIN) before `f` ran.
+        out.iter().map(|o| unsafe { o.assume_init() }).collect()
+    }
+
+    #[test]
+    fn the_2x2_path_picks_the_same_taps_as_the_general_one() {
+        // Odd sizes (a last row and column no window reads), ties everywhere (values
+        // from a small set), NaNs and infinities.
+        let (h, w) = (9, 11);
+        let pick = [
+            0.0,
+            1.0,
+            1.0,
+            -2.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+        ];
+        for seed in 0..50usize {
+            let image: Vec<f32> = (0..h * w)
+                .map(|i| pick[(i * 7 + seed * 13 + i * i * seed) % pick.len()])
+                .collect();
+            let s = WindowSpec {
+                n: 1,
+                c: 1,
+                h,
+                w,
+                kh: 2,
+                kw: 2,
+                stride: (2, 2),
+                padding: (0, 0),
+                dilation: (1, 1),
+                oh: 4,
+                ow: 5,
+            };
+            let want = indices(argmax_windows, &image, &s);
+            assert_eq!(indices(argmax_2x2, &image, &s), want, "seed {seed}");
+            assert!(want.iter().all(|&i| i >= 0), "every window has taps");
+        }
+    }
 }
