@@ -27,15 +27,19 @@ pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], s: &WindowSpec) -> Vec<T
                         continue;
                     }
                     let iy = oy * s.stride.0 + ky * s.dilation.0 - s.padding.0;
-                    out[..xs.start].fill(zero);
-                    out[xs.end..].fill(zero);
+                    // Most rows have no padding: skip the calls, not just the work.
+                    if xs.start > 0 {
+                        out[..xs.start].fill(zero);
+                    }
+                    if xs.end < s.ow {
+                        out[xs.end..].fill(zero);
+                    }
                     let first = iy * s.w + xs.start * s.stride.1 + kx * s.dilation.1 - s.padding.1;
                     // Exactly `xs.len()` taps (the slice would panic, not run short).
                     let taps = &image[first..][..(xs.len() - 1) * s.stride.1 + 1];
                     let out = &mut out[xs.clone()];
                     if s.stride.1 == 1 {
-                        // A plain copy: `step_by` would keep it from becoming one.
-                        out.iter_mut().zip(taps).for_each(|(o, &v)| _ = o.write(v));
+                        copy_short(out, taps);
                     } else {
                         let taps = taps.iter().step_by(s.stride.1);
                         out.iter_mut().zip(taps).for_each(|(o, &v)| _ = o.write(v));
@@ -47,6 +51,21 @@ pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], s: &WindowSpec) -> Vec<T
     // SAFETY: each chunk is one image's `rows` rows of `l`; every row is `oh` output rows
     // of `ow`, each filled, zeroed around its valid columns, or copied in them.
     unsafe { crate::threads::build(s.n * rows * l, (rows * l).max(1), unfold) }
+}
+
+/// Copies `src` into `out` (equally long). Rows of a small image are a few dozen
+/// elements, and a `memcpy` call for each cost as much as the copy: whole blocks of 8
+/// are fixed-size moves the compiler writes inline.
+fn copy_short<T: Copy>(out: &mut [MaybeUninit<T>], src: &[T]) {
+    const BLOCK: usize = 8;
+    let mut blocks = out.chunks_exact_mut(BLOCK);
+    let mut from = src.chunks_exact(BLOCK);
+    for (o, v) in (&mut blocks).zip(&mut from) {
+        let v: &[T; BLOCK] = v.try_into().expect("chunks_exact gives whole blocks");
+        o.copy_from_slice(&v.map(MaybeUninit::new));
+    }
+    let rest = blocks.into_remainder().iter_mut().zip(from.remainder());
+    rest.for_each(|(o, &v)| _ = o.write(v));
 }
 
 /// The weight gradient through im2col and SGEMM, for f32 data:
