@@ -3,7 +3,7 @@
 //! noted.
 
 use crate::threads::{PARALLEL_FLOPS, TASK_FLOPS};
-use crate::window::{for_each_run, for_each_tap, valid_outputs, Real};
+use crate::window::{for_each_run, for_each_tap, tap_row, valid_outputs, Real};
 use kiln_core::WindowSpec;
 use std::mem::MaybeUninit;
 
@@ -34,9 +34,7 @@ pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], s: &WindowSpec) -> Vec<T
                     if xs.end < s.ow {
                         out[xs.end..].fill(zero);
                     }
-                    let first = iy * s.w + xs.start * s.stride.1 + kx * s.dilation.1 - s.padding.1;
-                    // Exactly `xs.len()` taps (the slice would panic, not run short).
-                    let taps = &image[first..][..(xs.len() - 1) * s.stride.1 + 1];
+                    let (_, taps) = tap_row(image, s, iy, kx, xs.clone());
                     let out = &mut out[xs.clone()];
                     if s.stride.1 == 1 {
                         copy_short(out, taps);

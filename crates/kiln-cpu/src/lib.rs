@@ -3,6 +3,20 @@
 //! the tensor's dtype, so the reference is the accurate side of every comparison (and
 //! `F64` tensors, which `gradcheck` uses, come for free).
 
+/// Runs `$body` with `$data` bound to a buffer's elements, whatever their dtype: for
+/// kernels generic over the element they read (`Into<f64>`), so nothing is widened
+/// into a copy first. Defined before the modules, so that they see it.
+macro_rules! with_elements {
+    ($buf:expr, $data:ident => $body:expr) => {
+        match $buf {
+            kiln_core::HostBuffer::F32($data) => $body,
+            kiln_core::HostBuffer::F16($data) => $body,
+            kiln_core::HostBuffer::I32($data) => $body,
+            kiln_core::HostBuffer::F64($data) => $body,
+        }
+    };
+}
+
 mod conv;
 mod elementwise;
 mod index;
@@ -153,7 +167,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self> {
-        let out = reduce::with_elements!(&self.0, x => reduce::softmax(x, rows, k, log));
+        let out = with_elements!(&self.0, x => reduce::softmax(x, rows, k, log));
         Ok(Self::from_floats(self.dtype(), out))
     }
 
@@ -167,7 +181,7 @@ impl BackendStorage for CpuStorage {
     ) -> Result<Self> {
         let (w, b) = (weight.compact_floats(), bias.compact_floats());
         let eps = eps as f64;
-        let out = reduce::with_elements!(&self.0, x => norm::layer_norm(x, &w, &b, rows, k, eps));
+        let out = with_elements!(&self.0, x => norm::layer_norm(x, &w, &b, rows, k, eps));
         Ok(Self::from_floats(self.dtype(), out))
     }
 

@@ -1,6 +1,6 @@
 //! Max and average pooling over compact NCHW data, and their gradients.
 
-use crate::window::{source, valid_outputs, Real};
+use crate::window::{source, tap_row, valid_outputs, Real};
 use kiln_core::{PoolKind, WindowSpec};
 use std::mem::MaybeUninit;
 
@@ -37,13 +37,22 @@ pub fn max_pool2d<T: Real + Send + Sync>(x: &[T], s: &WindowSpec) -> (Vec<T>, Ve
     (values, indices)
 }
 
-/// `take` for a window's next tap `v` against the best so far: larger, or NaN.
+/// Whether a window's next tap `v` beats the best so far: larger, or NaN.
 #[inline(always)]
 fn beats<T: Real>(v: T, best: T) -> bool {
     // `v != v`: NaN, without a float trait for it. `|`, not `||`: nothing to branch on.
     #[allow(clippy::eq_op)]
     let nan = v != v;
     (v > best) | nan
+}
+
+/// Makes tap `(v, i)` the window's best if `take`. Masks, not `if`: LLVM turned an `if`
+/// into a branch, and which tap wins is data.
+#[inline(always)]
+fn keep<T: Real>(take: bool, (v, i): (T, i32), best: &mut T, idx: &mut i32) {
+    let mask = -(take as i32);
+    *best = T::choose(take, v, *best);
+    *idx = (i & mask) | (*idx & !mask);
 }
 
 /// Each window's first maximum in one image plane, for any window: one output row at a
@@ -65,17 +74,11 @@ fn argmax_windows<T: Real>(image: &[T], s: &WindowSpec, out: &mut [MaybeUninit<i
                 if xs.is_empty() {
                     continue;
                 }
-                let first = iy * s.w + xs.start * s.stride.1 + kx * s.dilation.1 - s.padding.1;
-                let taps = image[first..][..(xs.len() - 1) * s.stride.1 + 1]
-                    .iter()
-                    .step_by(s.stride.1);
+                let (first, taps) = tap_row(image, s, iy, kx, xs.clone());
+                let taps = taps.iter().step_by(s.stride.1);
                 let outs = best[xs.clone()].iter_mut().zip(&mut idx[xs]);
                 for (((b, j), &v), i) in outs.zip(taps).zip((first..).step_by(s.stride.1)) {
-                    // Masks, not `if`: LLVM turned that into a branch.
-                    let take = beats(v, *b) | (*j < 0);
-                    let mask = -(take as i32);
-                    *b = T::choose(take, v, *b);
-                    *j = (i as i32 & mask) | (*j & !mask);
+                    keep(beats(v, *b) | (*j < 0), (v, i as i32), b, j);
                 }
             }
         }
@@ -100,10 +103,7 @@ fn argmax_2x2<T: Real>(image: &[T], s: &WindowSpec, out: &mut [MaybeUninit<i32>]
                 (lower[0], below),
                 (lower[1], below + 1),
             ] {
-                let take = beats(v, best);
-                best = T::choose(take, v, best);
-                let mask = -(take as i32);
-                idx = (i & mask) | (idx & !mask);
+                keep(beats(v, best), (v, i), &mut best, &mut idx);
             }
             o.write(idx);
         }

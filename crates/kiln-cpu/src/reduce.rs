@@ -6,19 +6,6 @@ use crate::threads::CHUNK_ELEMENTS;
 use crate::CpuStorage;
 use kiln_core::{BackendStorage, HostBuffer, ReduceOp, Result};
 
-/// Runs `$body` with `$data` bound to a buffer's elements, whatever their dtype.
-macro_rules! with_elements {
-    ($buf:expr, $data:ident => $body:expr) => {
-        match $buf {
-            HostBuffer::F32($data) => $body,
-            HostBuffer::F16($data) => $body,
-            HostBuffer::I32($data) => $body,
-            HostBuffer::F64($data) => $body,
-        }
-    };
-}
-pub(crate) use with_elements;
-
 pub fn reduce(input: &CpuStorage, op: ReduceOp, rows: usize, k: usize) -> Result<CpuStorage> {
     if op.returns_index() {
         let out = with_elements!(&input.0, data => arg_reduce(data, op, rows, k));

@@ -62,6 +62,21 @@ pub(crate) fn valid_outputs(
     lo.min(outputs)..hi.min(outputs)
 }
 
+/// Where in `image` kernel column `kx` reads along image row `iy` for the output columns
+/// `xs` (from `valid_outputs`, not empty): the first tap's flat index, and the image
+/// from it to the last tap, every `s.stride.1`-th element a tap. Exactly `xs.len()`
+/// taps: the slice panics rather than run short.
+pub(crate) fn tap_row<'a, T>(
+    image: &'a [T],
+    s: &WindowSpec,
+    iy: usize,
+    kx: usize,
+    xs: std::ops::Range<usize>,
+) -> (usize, &'a [T]) {
+    let first = iy * s.w + xs.start * s.stride.1 + kx * s.dilation.1 - s.padding.1;
+    (first, &image[first..][..(xs.len() - 1) * s.stride.1 + 1])
+}
+
 /// Calls `f(iy, ix, oy, ox)` for every tap of every output position that lands inside
 /// the image: the loop nest behind the weight gradient.
 pub(crate) fn for_each_tap(
