@@ -21,8 +21,7 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 work=$(mktemp -d)
 results="$work/results"
 
-# The middle value, or the mean of the middle two.
-median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+source "$(dirname "$0")/median.sh"
 # Epoch lines end "N steps  S.Ss" in kiln and in the PyTorch reproductions.
 cnn_seconds() { # median epoch seconds
     sed -nE 's/^epoch .* ([0-9]+) steps +([0-9.]+)s.*/\2/p' | median

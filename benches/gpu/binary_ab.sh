@@ -26,7 +26,7 @@ mkdir -p "$out"
 raw=$(mktemp -d)
 trap 'rm -rf "$raw"' EXIT
 
-median() { sort -g | awk '{a[NR]=$1} END {m=(NR+1)/2; print (NR%2 ? a[m] : (a[m-0.5]+a[m+0.5])/2)}'; }
+source benches/median.sh
 
 for r in $(seq "$rounds"); do
     for which in a b; do
