@@ -3,8 +3,19 @@
 use kiln::{Conv2dOptions, Device, Result, Rng};
 use kiln_nn::layers::{Activation, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Sequential};
 
+/// The CNN's dropout probability, before its last linear layer (as PyTorch's reproduction).
+pub const CNN_DROPOUT: f64 = 0.25;
+/// The MLP's dropout probability, after its first hidden layer.
+pub const MLP_DROPOUT: f64 = 0.2;
+
 /// Two 5x5 convolutions with max pooling, then two linear layers: 28x28 digits to 10 logits.
 pub fn cnn(device: &Device, rng: &mut Rng) -> Result<Sequential> {
+    cnn_with_dropout(device, rng, CNN_DROPOUT)
+}
+
+/// [`cnn`] with dropout probability `p`; 0 turns dropout off. The layer draws its seed
+/// whatever `p` is, so a seed gives the same initial weights at every `p`.
+pub fn cnn_with_dropout(device: &Device, rng: &mut Rng, p: f64) -> Result<Sequential> {
     let k5 = (5, 5);
     Ok(Sequential::new()
         .append(Conv2d::new(
@@ -30,17 +41,18 @@ pub fn cnn(device: &Device, rng: &mut Rng) -> Result<Sequential> {
         .append(Flatten)
         .append(Linear::new(32 * 4 * 4, 128, device, rng)?)
         .append(Activation::ReLU)
-        .append(Dropout::new(0.25, rng.next_seed()))
+        .append(Dropout::new(p, rng.next_seed()))
         .append(Linear::new(128, 10, device, rng)?))
 }
 
-/// A multilayer perceptron: 784 -> 256 -> 128 -> 10 with ReLU and dropout.
-pub fn mlp(device: &Device, rng: &mut Rng) -> Result<Sequential> {
+/// A multilayer perceptron: 784 -> 256 -> 128 -> 10 with ReLU and dropout `p` (see
+/// [`cnn_with_dropout`]).
+pub fn mlp(device: &Device, rng: &mut Rng, p: f64) -> Result<Sequential> {
     Ok(Sequential::new()
         .append(Flatten)
         .append(Linear::new(28 * 28, 256, device, rng)?)
         .append(Activation::ReLU)
-        .append(Dropout::new(0.2, rng.next_seed()))
+        .append(Dropout::new(p, rng.next_seed()))
         .append(Linear::new(256, 128, device, rng)?)
         .append(Activation::ReLU)
         .append(Linear::new(128, 10, device, rng)?))

@@ -67,7 +67,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
                 .train_labels
                 .narrow(0, 0, IMAGE_BATCH)?
                 .to_device(&device)?;
-            let model = image_model(args.model, &device, &mut rng)?;
+            let model = image_model(args.model, &device, &mut rng, None)?;
             let mut optimizer = Adam::new(model.named_parameters(), IMAGE_LR);
             let step = fit_step(&model, &mut optimizer, classification_step, x, y);
             measure(&device, step, &args)?

@@ -83,6 +83,10 @@ pub struct TrainArgs {
     /// model.state_dict(), path)`). Not for the GAN or --csv.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// The dropout probability of the CNN (default 0.25) or MLP (0.2); 0 turns it off.
+    /// The initial weights for a seed are the same at every value.
+    #[arg(long)]
+    dropout: Option<f64>,
     /// Train the MLP on a CSV of your own instead (`kiln train mlp --csv data.csv
     /// --target label`): numeric feature columns, and a target column of classes or
     /// (with `--task regress`) numbers. The rows are split (stratified by class) into
@@ -102,15 +106,16 @@ pub const IMAGE_LR: f64 = 2e-3;
 pub const LM_CONTEXT: usize = 64;
 pub const LM_BATCH: usize = 32;
 
-/// The classifier `kiln train cnn|mlp` trains.
+/// The classifier `kiln train cnn|mlp` trains, with dropout `p` or the model's default.
 pub fn image_model(
     model: Model,
     device: &Device,
     rng: &mut Rng,
+    dropout: Option<f64>,
 ) -> Result<kiln_nn::layers::Sequential> {
     match model {
-        Model::Mlp => models::mlp(device, rng),
-        _ => models::cnn(device, rng),
+        Model::Mlp => models::mlp(device, rng, dropout.unwrap_or(models::MLP_DROPOUT)),
+        _ => models::cnn_with_dropout(device, rng, dropout.unwrap_or(models::CNN_DROPOUT)),
     }
 }
 
@@ -164,9 +169,19 @@ impl TrainArgs {
                 ("--init", self.init.is_some()),
                 ("--resume", self.resume.is_some()),
                 ("--distributed", self.distributed),
+                ("--dropout", self.dropout.is_some()),
             ];
             if let Some((flag, _)) = others.iter().find(|(_, set)| *set) {
                 return refuse(format!("{flag} is not available with --csv"));
+            }
+        }
+        if let Some(p) = self.dropout {
+            if !matches!(self.model, Model::Cnn | Model::Mlp) {
+                let model = format!("{:?}", self.model).to_lowercase();
+                return refuse(format!("--dropout is for the cnn and mlp, not the {model}"));
+            }
+            if !(0.0..1.0).contains(&p) {
+                return refuse(format!("--dropout must be in [0, 1), got {p}"));
             }
         }
         if self.epochs == Some(0) {
@@ -374,7 +389,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
     let mut rng = Rng::new(args.seed);
     // The language models returned above; what is left reads images.
-    let model = image_model(args.model, &device, &mut rng)?;
+    let model = image_model(args.model, &device, &mut rng, args.dropout)?;
     start_from(args.init.as_deref(), &model)?;
     let (epochs, batch_size, lr) = (
         args.epochs.unwrap_or(24),
