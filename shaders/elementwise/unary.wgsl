@@ -19,14 +19,15 @@ const UNARY_RELU: u32 = 10u;
 const UNARY_LEAKY_RELU: u32 = 11u;
 const UNARY_GELU_TANH: u32 = 12u;
 const UNARY_GELU: u32 = 13u;
-const UNARY_SILU: u32 = 14u;
-const UNARY_CLAMP: u32 = 15u;
-const UNARY_ADD_SCALAR: u32 = 16u;
-const UNARY_MUL_SCALAR: u32 = 17u;
-const UNARY_POW_SCALAR: u32 = 18u;
-const UNARY_RECIP: u32 = 19u;
-const UNARY_SQUARE: u32 = 20u;
-const UNARY_ERF: u32 = 21u;
+const UNARY_GELU_DERIVATIVE: u32 = 14u;
+const UNARY_SILU: u32 = 15u;
+const UNARY_CLAMP: u32 = 16u;
+const UNARY_ADD_SCALAR: u32 = 17u;
+const UNARY_MUL_SCALAR: u32 = 18u;
+const UNARY_POW_SCALAR: u32 = 19u;
+const UNARY_RECIP: u32 = 20u;
+const UNARY_SQUARE: u32 = 21u;
+const UNARY_ERF: u32 = 22u;
 // kiln:end
 alias T = f32;
 
@@ -121,6 +122,8 @@ fn unary_op(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
         case UNARY_LEAKY_RELU: { return select(p0 * x, x, x >= 0.0); }
         case UNARY_GELU_TANH: { return 0.5 * x * (1.0 + tanh_safe(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
         case UNARY_GELU: { return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476)); }
+        // Phi(x) + x phi(x); phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+        case UNARY_GELU_DERIVATIVE: { return 0.5 * (1.0 + erf_approx(x * 0.7071067811865476)) + x * exp(-0.5 * x * x) * 0.3989422804014327; }
         case UNARY_SILU: { return x / (1.0 + exp(-x)); }
         case UNARY_CLAMP: { return select(min(max(x, p0), p1), x, is_nan(x)); }
         case UNARY_ADD_SCALAR: { return x + p0; }

@@ -231,6 +231,8 @@ pub fn unary_domain(op: UnaryOp) -> (f64, f64) {
         Log | Sqrt | Rsqrt | Recip => (0.5, 2.0),
         // A whole exponent (the example's) is defined for negative bases too.
         PowScalar(_) => (-2.0, 2.0),
+        // Out to where the density term fades and the derivative settles at 0 and 1.
+        GeluErfDerivative => (-4.0, 4.0),
         Neg | Abs | Exp | Sin | Cos | Tanh | Sigmoid | Relu | LeakyRelu(_) | GeluTanh | GeluErf
         | Silu | Clamp(..) | AddScalar(_) | MulScalar(_) | Square | Erf => (-2.0, 2.0),
     }

@@ -58,6 +58,9 @@ macro_rules! for_each_unary_op {
             GeluTanh => gelu_tanh, FLOAT, Rule;
             /// GELU with the exact erf form (PyTorch's default).
             GeluErf => gelu, FLOAT, Rule;
+            /// GELU's derivative (erf form), `Phi(x) + x phi(x)` with `Phi` the normal
+            /// CDF and `phi` its density: `gelu`'s gradient in one pass, not ten.
+            GeluErfDerivative => gelu_derivative, FLOAT, Rule;
             /// `x * sigmoid(x)`.
             Silu => silu, FLOAT, Rule;
             /// `min(max(x, min), max)`; `min <= max`.

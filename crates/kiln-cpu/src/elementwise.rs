@@ -1,5 +1,6 @@
 //! Elementwise ops over any strides: the formulas every GPU kernel is checked against.
 
+use crate::special::{erf, exp};
 use crate::{strided, CpuStorage};
 use kiln_core::{BackendStorage, BinaryOp, DType, Error, HostBuffer, Layout, Result, UnaryOp};
 
@@ -27,18 +28,18 @@ pub fn min_nan(a: f64, b: f64) -> f64 {
 /// The reference value of a unary op. `shaders/elementwise/unary.wgsl` mirrors it.
 #[inline(always)]
 pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
-    use std::f64::consts::{FRAC_1_SQRT_2, PI};
+    use std::f64::consts::{FRAC_1_SQRT_2, FRAC_2_SQRT_PI, PI};
     match op {
         UnaryOp::Neg => -x,
         UnaryOp::Abs => x.abs(),
-        UnaryOp::Exp => x.exp(),
+        UnaryOp::Exp => exp(x),
         UnaryOp::Log => x.ln(),
         UnaryOp::Sqrt => x.sqrt(),
         UnaryOp::Rsqrt => 1.0 / x.sqrt(),
         UnaryOp::Sin => x.sin(),
         UnaryOp::Cos => x.cos(),
         UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Sigmoid => 1.0 / (1.0 + exp(-x)),
         UnaryOp::Relu => max_nan(x, 0.0),
         UnaryOp::LeakyRelu(a) => {
             if x >= 0.0 {
@@ -50,15 +51,19 @@ pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::GeluTanh => {
             0.5 * x * (1.0 + ((2.0 / PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
         }
-        UnaryOp::GeluErf => 0.5 * x * (1.0 + libm::erf(x * FRAC_1_SQRT_2)),
-        UnaryOp::Silu => x / (1.0 + (-x).exp()),
+        UnaryOp::GeluErf => 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2)),
+        UnaryOp::GeluErfDerivative => {
+            let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
+            cdf + x * exp(-0.5 * x * x) * (0.5 * FRAC_2_SQRT_PI * FRAC_1_SQRT_2)
+        }
+        UnaryOp::Silu => x / (1.0 + exp(-x)),
         UnaryOp::Clamp(min, max) => min_nan(max_nan(x, min as f64), max as f64),
         UnaryOp::AddScalar(s) => x + s as f64,
         UnaryOp::MulScalar(s) => x * s as f64,
         UnaryOp::PowScalar(p) => x.powf(p as f64),
         UnaryOp::Recip => 1.0 / x,
         UnaryOp::Square => x * x,
-        UnaryOp::Erf => libm::erf(x),
+        UnaryOp::Erf => erf(x),
     }
 }
 
@@ -117,18 +122,33 @@ fn binary_i32(op: BinaryOp, a: i32, b: i32) -> Result<i32> {
     })
 }
 
-/// `unary_f64` over f32 elements, rounded once. The op is matched outside the loop and
-/// passed to `unary_f64` as a constant, so each arm compiles to a loop for that op alone
-/// (vectorised where the formula allows) while the formula stays in one place. The arms
-/// come from the op table.
+/// `unary_f64` over f32 elements, rounded once. The op is matched outside the loop: each
+/// arm has its own loop with the op a constant (its scalar parameters, if any, passed
+/// in), compiled for the CPU's widest vector unit, so `exp` and `erf` vectorise while
+/// the formula stays in one place. A closure per op would not do: the compiler leaves a
+/// large one (`erf` inlined) as a call per element. The arms come from the op table.
 pub(crate) fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
-    fn map(v: &[f32], f: impl Fn(f64) -> f64 + Sync) -> Vec<f32> {
-        crate::threads::map(v, |x| f(x as f64) as f32)
-    }
+    use crate::threads::{build, CHUNK_ELEMENTS};
+    use std::mem::MaybeUninit;
     macro_rules! by_op {
         ($($(#[$doc:meta])* $V:ident $(($($p:ident = $ex:expr),*))? => $($rest:ident),*;)*) => {
             match op {
-                $(UnaryOp::$V $(($($p),*))? => map(v, |x| unary_f64(UnaryOp::$V $(($($p),*))?, x)),)*
+                $(UnaryOp::$V $(($($p),*))? => {
+                    widest_loop! {
+                        fn run<>(out: &mut [MaybeUninit<f32>], v: &[f32] $($(, $p: f32)*)?) {
+                            for (o, &x) in out.iter_mut().zip(v) {
+                                o.write(unary_f64(UnaryOp::$V $(($($p),*))?, x as f64) as f32);
+                            }
+                        }
+                    }
+                    // SAFETY: a chunk starting at `start` is no longer than `v[start..]`,
+                    // so `run` writes each of its elements.
+                    unsafe {
+                        build(v.len(), CHUNK_ELEMENTS, |start, part| {
+                            run(part, &v[start..] $($(, $p)*)?)
+                        })
+                    }
+                })*
             }
         };
     }

@@ -17,6 +17,9 @@ macro_rules! with_elements {
     };
 }
 
+// First: its `widest_loop!` is used by the modules below.
+#[macro_use]
+mod vector;
 mod conv;
 mod elementwise;
 mod index;
@@ -28,6 +31,7 @@ mod pool;
 mod random;
 mod reduce;
 mod rnn;
+mod special;
 mod strided;
 pub mod threads;
 mod window;

@@ -7,7 +7,12 @@ pub fn cross_entropy(x: &[f64], targets: &[i32], rows: usize, classes: usize, s:
         .map(|r| {
             let row = &x[r * classes..(r + 1) * classes];
             let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let lse = max + row.iter().map(|&v| (v - max).exp()).sum::<f64>().ln();
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&v| crate::special::exp(v - max))
+                    .sum::<f64>()
+                    .ln();
             let mean = row.iter().sum::<f64>() / classes as f64;
             lse - (1.0 - s) * row[targets[r] as usize] - s * mean
         })
@@ -27,14 +32,14 @@ pub fn cross_entropy_backward(
     for r in 0..rows {
         let row = &x[r * classes..(r + 1) * classes];
         let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = row.iter().map(|&v| (v - max).exp()).sum();
+        let sum: f64 = row.iter().map(|&v| crate::special::exp(v - max)).sum();
         for (j, o) in out[r * classes..(r + 1) * classes].iter_mut().enumerate() {
             let target = if j == targets[r] as usize {
                 1.0 - s
             } else {
                 0.0
             } + s / classes as f64;
-            *o = dloss[r] * ((row[j] - max).exp() / sum - target);
+            *o = dloss[r] * (crate::special::exp(row[j] - max) / sum - target);
         }
     }
     out

@@ -115,15 +115,23 @@ fn fold_middle<T: Copy + Sync + Into<f64>>(
 pub fn softmax<T: Copy + Sync + Into<f64>>(x: &[T], rows: usize, k: usize, log: bool) -> Vec<f64> {
     let mut out = vec![0.0; rows * k];
     crate::threads::for_rows(&mut out, k, |first, part| {
-        for (r, row) in part.chunks_exact_mut(k.max(1)).enumerate() {
-            let xs = &x[(first + r) * k..][..k];
+        softmax_rows(part, &x[first * k..], k.max(1), log)
+    });
+    out
+}
+
+widest_loop! {
+    /// Softmax (or log-softmax) of the rows of `x` into the `[rows, k]` of `out`.
+    fn softmax_rows<T>(out: &mut [f64], x: &[T], k: usize, log: bool)
+    where [T: Copy + Into<f64>] {
+        for (row, xs) in out.chunks_exact_mut(k).zip(x.chunks_exact(k)) {
             let max = xs
                 .iter()
                 .map(|&v| v.into())
                 .fold(f64::NEG_INFINITY, f64::max);
             // Each exponential is computed once: kept for the division, or summed for the log.
             for (o, &v) in row.iter_mut().zip(xs) {
-                *o = (v.into() - max).exp();
+                *o = crate::special::exp(v.into() - max);
             }
             let sum: f64 = row.iter().sum();
             if log {
@@ -135,6 +143,5 @@ pub fn softmax<T: Copy + Sync + Into<f64>>(x: &[T], rows: usize, k: usize, log: 
                 row.iter_mut().for_each(|o| *o /= sum);
             }
         }
-    });
-    out
+    }
 }

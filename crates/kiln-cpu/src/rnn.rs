@@ -5,7 +5,7 @@
 use kiln_core::{GruCellSpec, LstmCellSpec};
 
 fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + crate::special::exp(-x))
 }
 
 /// The activated gates of row `b`, unit `j`: (i, f, g, o).

@@ -104,15 +104,14 @@ pub unsafe fn build<U: Send>(
     out
 }
 
-/// `f(v)` of each element of `v`, in parallel chunks for long slices.
+/// `f(v)` of each element of `v`, in parallel chunks for long slices, each compiled for
+/// the CPU's widest vector unit.
 pub fn map<T: Copy + Sync, U: Send>(v: &[T], f: impl Fn(T) -> U + Sync) -> Vec<U> {
     // SAFETY: a chunk starting at `start` is no longer than `v[start..]`, so the zip
     // writes each of its elements.
     unsafe {
         build(v.len(), CHUNK_ELEMENTS, |start, part| {
-            for (o, &x) in part.iter_mut().zip(&v[start..]) {
-                o.write(f(x));
-            }
+            crate::vector::map_into(part, &v[start..], &f)
         })
     }
 }
@@ -124,9 +123,7 @@ pub fn zip<T: Copy + Sync, U: Send>(a: &[T], b: &[T], f: impl Fn(T, T) -> U + Sy
     // SAFETY: as in `map`; both slices hold at least `len` elements.
     unsafe {
         build(len, CHUNK_ELEMENTS, |start, part| {
-            for ((o, &x), &y) in part.iter_mut().zip(&a[start..]).zip(&b[start..]) {
-                o.write(f(x, y));
-            }
+            crate::vector::zip_into(part, &a[start..], &b[start..], &f)
         })
     }
 }

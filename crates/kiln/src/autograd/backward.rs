@@ -354,19 +354,15 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
                     let positive = x.ge(&x.zeros_like()?)?;
                     positive.mul_scalar(1.0 - a as f64)?.add_scalar(a as f64)?
                 }
-                UnaryOp::GeluErf => {
-                    // Phi(x) + x * phi(x), with Phi the normal CDF and phi its density.
-                    let cdf = x
-                        .mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?
-                        .erf()?
-                        .add_scalar(1.0)?
-                        .mul_scalar(0.5)?;
+                UnaryOp::GeluErf => x.gelu_derivative()?,
+                UnaryOp::GeluErfDerivative => {
+                    // d/dx (Phi + x phi) = 2 phi + x phi' = phi (2 - x^2)
                     let pdf = x
                         .square()?
                         .mul_scalar(-0.5)?
                         .exp()?
                         .mul_scalar(1.0 / (2.0 * PI).sqrt())?;
-                    cdf.add(&x.mul(&pdf)?)?
+                    pdf.mul(&x.square()?.neg()?.add_scalar(2.0)?)?
                 }
                 UnaryOp::GeluTanh => {
                     // u = c (x + 0.044715 x^3), t = tanh u:

@@ -1,0 +1,69 @@
+//! Loops compiled for the CPU's widest vector unit. kiln is built for the baseline of
+//! its target (SSE2 on x86-64), where a vectorised f64 loop does two elements at a time;
+//! the same loop compiled for AVX-512 does eight. A loop written with `widest_loop!`
+//! is compiled three times (AVX-512, AVX2, baseline), and each call runs the copy for
+//! the best unit the running CPU reports.
+//!
+//! Results do not depend on the copy: Rust never fuses a multiply and an add on its own,
+//! nor reorders a sum, so every copy does the same IEEE operations in the same order.
+
+use std::mem::MaybeUninit;
+
+/// `fn name<T, ..>(args) where [bounds] { body }`, with the body compiled once per vector
+/// unit (the brackets keep the bounds apart from the body for the macro). The
+/// body is its own `#[inline(always)]` function, so each copy holds the whole loop; a
+/// closure it calls per element is small and inlined with it.
+macro_rules! widest_loop {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident<$($g:ident),*>($($arg:ident: $ty:ty),* $(,)?) $(where [$($bounds:tt)*])? $body:block) => {
+        $(#[$doc])*
+        $vis fn $name<$($g),*>($($arg: $ty),*) $(where $($bounds)*)? {
+            #[inline(always)]
+            fn body<$($g),*>($($arg: $ty),*) $(where $($bounds)*)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+                unsafe fn avx512<$($g),*>($($arg: $ty),*) $(where $($bounds)*)? {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$($g),*>($($arg: $ty),*) $(where $($bounds)*)? {
+                    body($($arg),*)
+                }
+                use std::arch::is_x86_feature_detected as has;
+                if has!("avx512f") && has!("avx512dq") && has!("avx512vl") && has!("avx512bw") {
+                    // SAFETY: the CPU has every feature the copy was compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if has!("avx2") && has!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+widest_loop! {
+    /// `out[i] = f(v[i])` for each `i` of `out` (`v` at least as long).
+    pub fn map_into<T, U>(out: &mut [MaybeUninit<U>], v: &[T], f: &impl Fn(T) -> U)
+    where [T: Copy] {
+        for (o, &x) in out.iter_mut().zip(v) {
+            o.write(f(x));
+        }
+    }
+}
+
+widest_loop! {
+    /// `out[i] = f(a[i], b[i])` for each `i` of `out` (`a` and `b` at least as long).
+    pub fn zip_into<T, U>(
+        out: &mut [MaybeUninit<U>],
+        a: &[T],
+        b: &[T],
+        f: &impl Fn(T, T) -> U,
+    ) where [T: Copy] {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            o.write(f(x, y));
+        }
+    }
+}
