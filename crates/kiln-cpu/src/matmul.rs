@@ -2,7 +2,7 @@
 //! operands are read through their strides, never copied. f32 uses SGEMM on the data
 //! in place, f16 is widened to f32 (f32 accumulation, as on the GPU), f64 uses DGEMM.
 
-use crate::threads::{PARALLEL_FLOPS, TASK_FLOPS};
+use crate::threads::{GEMM_TASK_FLOPS, PARALLEL_FLOPS};
 use crate::CpuStorage;
 use kiln_core::{HostBuffer, MatmulSpec, Result};
 use std::mem::MaybeUninit;
@@ -48,7 +48,7 @@ fn gemm<T: Copy + Default + Send + Sync>(
     // reading it (matrixmultiply's documented contract).
     let mut out = Vec::with_capacity(len);
     let (l, r) = (&spec.lhs, &spec.rhs);
-    let rows = (TASK_FLOPS / (n * k)).max(MIN_TASK_ROWS).min(m);
+    let rows = (GEMM_TASK_FLOPS / (n * k)).max(MIN_TASK_ROWS).min(m);
     // (lhs offset of the task's first row, rhs offset, the task's output rows)
     let mut tasks = Vec::new();
     for (i, c) in out.spare_capacity_mut()[..len]
