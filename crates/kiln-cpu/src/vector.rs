@@ -5,7 +5,8 @@
 //! the best unit the running CPU reports.
 //!
 //! Results do not depend on the copy: Rust never fuses a multiply and an add on its own,
-//! nor reorders a sum, so every copy does the same IEEE operations in the same order.
+//! nor reorders a sum, so every copy does the same IEEE operations in the same order
+//! (an explicit `mul_add` rounds once in every copy, in hardware or in the C library).
 
 use std::mem::MaybeUninit;
 
