@@ -239,7 +239,7 @@ fn check(
 ) -> Result<()> {
     let range = selection(0, count, images.dims()[0])?;
     let n = range.len();
-    let random_model = models::cnn(device, &mut Rng::new(12345))?;
+    let random_model = models::cnn(device, &mut Rng::new(12345), models::CNN_DROPOUT)?;
     random_model.eval();
     let reference = match &args.reference {
         Some(path) => Some(trained_cnn(path, device)?),

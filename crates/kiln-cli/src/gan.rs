@@ -179,7 +179,7 @@ pub fn run(data: Mnist, device: &Device, o: GanOptions) -> Result<()> {
 
     let (g, d) = (&gan.generator, &gan.discriminator);
     // Judge 1,000 samples with the trained CNN.
-    let cnn = models::cnn(device, &mut Rng::new(0))?;
+    let cnn = models::cnn(device, &mut Rng::new(0), models::CNN_DROPOUT)?;
     restore(&load_checkpoint(o.classifier)?, &cnn.state_dict())?;
     cnn.eval();
     let judged = samples(g, 1000, device, &mut Rng::new(o.seed ^ 0x5eed))?;

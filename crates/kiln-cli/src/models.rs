@@ -8,14 +8,10 @@ pub const CNN_DROPOUT: f64 = 0.25;
 /// The MLP's dropout probability, after its first hidden layer.
 pub const MLP_DROPOUT: f64 = 0.2;
 
-/// Two 5x5 convolutions with max pooling, then two linear layers: 28x28 digits to 10 logits.
-pub fn cnn(device: &Device, rng: &mut Rng) -> Result<Sequential> {
-    cnn_with_dropout(device, rng, CNN_DROPOUT)
-}
-
-/// [`cnn`] with dropout probability `p`; 0 turns dropout off. The layer draws its seed
-/// whatever `p` is, so a seed gives the same initial weights at every `p`.
-pub fn cnn_with_dropout(device: &Device, rng: &mut Rng, p: f64) -> Result<Sequential> {
+/// Two 5x5 convolutions with max pooling, then two linear layers: 28x28 digits to 10
+/// logits, with dropout probability `p` before the last (0 turns it off). The layer
+/// draws its seed whatever `p` is, so a seed gives the same initial weights at every `p`.
+pub fn cnn(device: &Device, rng: &mut Rng, p: f64) -> Result<Sequential> {
     let k5 = (5, 5);
     Ok(Sequential::new()
         .append(Conv2d::new(
@@ -46,7 +42,7 @@ pub fn cnn_with_dropout(device: &Device, rng: &mut Rng, p: f64) -> Result<Sequen
 }
 
 /// A multilayer perceptron: 784 -> 256 -> 128 -> 10 with ReLU and dropout `p` (see
-/// [`cnn_with_dropout`]).
+/// [`cnn`]).
 pub fn mlp(device: &Device, rng: &mut Rng, p: f64) -> Result<Sequential> {
     Ok(Sequential::new()
         .append(Flatten)

@@ -78,7 +78,7 @@ pub(crate) fn trained_cnn(checkpoint: &Path, device: &Device) -> Result<Sequenti
             reason,
         });
     }
-    let model = models::cnn(device, &mut Rng::new(0))?;
+    let model = models::cnn(device, &mut Rng::new(0), models::CNN_DROPOUT)?;
     restore(&load_checkpoint(checkpoint)?, &model.state_dict())?;
     model.eval();
     Ok(model)

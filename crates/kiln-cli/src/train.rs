@@ -115,7 +115,7 @@ pub fn image_model(
 ) -> Result<kiln_nn::layers::Sequential> {
     match model {
         Model::Mlp => models::mlp(device, rng, dropout.unwrap_or(models::MLP_DROPOUT)),
-        _ => models::cnn_with_dropout(device, rng, dropout.unwrap_or(models::CNN_DROPOUT)),
+        _ => models::cnn(device, rng, dropout.unwrap_or(models::CNN_DROPOUT)),
     }
 }
 

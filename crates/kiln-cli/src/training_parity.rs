@@ -161,7 +161,7 @@ fn check(name: &str, build: &dyn Fn(&Device) -> Box<dyn Module>, step: &Step) {
 #[test]
 fn the_cnn_takes_pytorchs_steps() {
     let build = |d: &Device| -> Box<dyn Module> {
-        Box::new(crate::models::cnn(d, &mut Rng::new(5)).unwrap())
+        Box::new(crate::models::cnn(d, &mut Rng::new(5), crate::models::CNN_DROPOUT).unwrap())
     };
     check("training_cnn", &build, &classification_step);
 }

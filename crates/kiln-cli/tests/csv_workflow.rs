@@ -1,36 +1,15 @@
 //! `kiln train mlp --csv`, `kiln predict` and `kiln explain --csv` as a user runs them,
 //! through the binary, on small files written here.
 
+mod common;
+
+use common::{failure, kiln, stdout};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("kiln-csv-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("kiln runs")
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "kiln failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn failure(out: &Output) -> String {
-    assert!(!out.status.success(), "kiln should have failed");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The number after `prefix` on the line that starts with it.

@@ -1,17 +1,9 @@
 //! `kiln train`'s argument checks, through the binary: a bad value is refused before any
 //! data is read or anything is written.
 
-use std::process::Command;
+mod common;
 
-fn refusal(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("kiln runs");
-    assert!(!out.status.success(), "kiln {args:?} should have failed");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{failure, kiln};
 
 #[test]
 fn dropout_is_a_probability_below_one_for_the_image_models() {
@@ -19,10 +11,19 @@ fn dropout_is_a_probability_below_one_for_the_image_models() {
     let out = out.to_str().expect("a UTF-8 temporary path");
     for p in ["1", "1.5", "-0.1", "NaN"] {
         let flag = format!("--dropout={p}");
-        let err = refusal(&["train", "cnn", "--device", "cpu", &flag, "--out", out]);
+        let err = failure(&kiln(&[
+            "train", "cnn", "--device", "cpu", &flag, "--out", out,
+        ]));
         assert!(err.contains("--dropout must be in [0, 1)"), "{p}: {err}");
     }
-    let err = refusal(&["train", "transformer", "--dropout", "0.1", "--out", out]);
+    let err = failure(&kiln(&[
+        "train",
+        "transformer",
+        "--dropout",
+        "0.1",
+        "--out",
+        out,
+    ]));
     assert!(err.contains("--dropout is for the cnn and mlp"), "{err}");
     assert!(
         !std::path::Path::new(out).exists(),

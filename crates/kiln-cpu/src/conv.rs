@@ -2,7 +2,7 @@
 //! grouped convolution, and the weight gradient. Floating-point work in f64 unless
 //! noted.
 
-use crate::threads::{PARALLEL_FLOPS, TASK_FLOPS};
+use crate::threads::{PARALLEL_FLOPS, WEIGHT_GRAD_RUN_FLOPS};
 use crate::window::{for_each_run, for_each_tap, tap_row, valid_outputs, Real};
 use kiln_core::WindowSpec;
 use std::mem::MaybeUninit;
@@ -88,7 +88,7 @@ pub fn conv2d_weight_grad_gemm(
         return vec![0.0; size];
     }
     let per_image = out_channels * l * width;
-    let images = (TASK_FLOPS / per_image.max(1)).max(1);
+    let images = (WEIGHT_GRAD_RUN_FLOPS / per_image.max(1)).max(1);
     let runs = s.n.div_ceil(images);
     let partial = |run: usize| {
         let mut dw = vec![0.0f32; size];

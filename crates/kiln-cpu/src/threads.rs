@@ -16,7 +16,7 @@ pub const PARALLEL_ELEMENTS: usize = 1 << 15;
 pub const CHUNK_ELEMENTS: usize = 1 << 14;
 /// Multiply-adds per run of images in the conv weight gradient, whose partial sums are
 /// added in run order.
-pub const TASK_FLOPS: usize = 1 << 21;
+pub const WEIGHT_GRAD_RUN_FLOPS: usize = 1 << 21;
 /// Multiply-adds per task of a GEMM. Each task packs its operands anew: at 2^21, a
 /// transformer's 2048x128 @ 128x512 was 32 tasks that each repacked the whole right
 /// operand, and two threads ran it in 1.8-1.9 ms against 2.1 on one; at 2^23, in

@@ -357,12 +357,12 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
                 UnaryOp::GeluErf => x.gelu_derivative()?,
                 UnaryOp::GeluErfDerivative => {
                     // d/dx (Phi + x phi) = 2 phi + x phi' = phi (2 - x^2)
-                    let pdf = x
-                        .square()?
+                    let x2 = x.square()?;
+                    let pdf = x2
                         .mul_scalar(-0.5)?
                         .exp()?
                         .mul_scalar(1.0 / (2.0 * PI).sqrt())?;
-                    pdf.mul(&x.square()?.neg()?.add_scalar(2.0)?)?
+                    pdf.mul(&x2.neg()?.add_scalar(2.0)?)?
                 }
                 UnaryOp::GeluTanh => {
                     // u = c (x + 0.044715 x^3), t = tanh u:
