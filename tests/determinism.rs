@@ -76,7 +76,8 @@ fn consecutive_draws_differ_and_seeds_replay() {
 }
 
 /// A convolutional network's loss and gradients, and a few large elementwise and
-/// matmul results, row-wise ops, reductions and an Adam step, on 1, 2, 3 and 8
+/// matmul results, row-wise ops, reductions, cross-entropy, broadcast, transposed and
+/// selected operands and an Adam step, on 1, 2, 3 and 8
 /// threads: every bit the same. The sizes are above
 /// every threshold at which the CPU backend splits work between threads (conv and
 /// matmul products of millions of multiply-adds, pooling and elementwise maps over
@@ -138,7 +139,26 @@ fn cpu_results_do_not_depend_on_the_thread_count() {
         let (p, states) = a
             .optimizer_update(&a.sin().unwrap(), &[&a, &a.abs().unwrap()], &adam)
             .unwrap();
+        // Row-wise cross-entropy and its gradient, a broadcast operand, a transposed
+        // copy and a select, each long enough to be split.
+        let logits = a.matmul(&b).unwrap().into_var().unwrap();
+        let targets: Vec<i32> = (0..700).map(|i| i * 37 % 300).collect();
+        let targets = Tensor::from_vec(targets, [700], &cpu).unwrap();
+        let ce = logits.cross_entropy_smoothed(&targets, 0.1).unwrap();
+        let ce_grad = ce.backward().unwrap();
+        let more = [
+            ce,
+            ce_grad.get(&logits).unwrap().clone(),
+            a.add(&a.sum(&[0], false).unwrap()).unwrap(),
+            a.mul(&a.sum(&[1], true).unwrap()).unwrap(),
+            a.transpose(0, 1).unwrap().contiguous().unwrap(),
+            a.gt_scalar(0.0)
+                .unwrap()
+                .where_cond(&a, &a.sin().unwrap())
+                .unwrap(),
+        ];
         let mut out = vec![bits(&loss), bits(&product), bits(&p)];
+        out.extend(more.iter().map(bits));
         out.extend(states.iter().chain(&rows).map(bits));
         out.extend([&w1, &w2, &w3].map(|w| bits(grads.get(w).unwrap())));
         out

@@ -315,7 +315,17 @@ impl Ranks {
     }
 }
 
+/// Trains on a CPU pool thread, so that the CPU backend's ops split their work with the
+/// loop's own thread; an MPI rank stays on the thread that started MPI, which wants
+/// every call from it.
 pub fn run(args: TrainArgs) -> Result<()> {
+    if args.distributed {
+        return train(args);
+    }
+    kiln::backend::run_on_cpu_pool(|| train(args))
+}
+
+fn train(args: TrainArgs) -> Result<()> {
     args.validate()?;
     if args.distributed && args.model == Model::Gan {
         return Err(kiln::Error::Unsupported {

@@ -72,9 +72,12 @@ impl CpuStorage {
         }
     }
 
-    /// A compact buffer's elements widened to f64.
+    /// A compact buffer's elements widened to f64 (long f32 buffers in parallel).
     fn compact_floats(&self) -> Vec<f64> {
-        self.0.to_f64_vec()
+        match &self.0 {
+            HostBuffer::F32(v) => threads::map(v, f64::from),
+            other => other.to_f64_vec(),
+        }
     }
 
     fn ints(&self, op: &'static str) -> Result<&[i32]> {
@@ -88,8 +91,12 @@ impl CpuStorage {
         }
     }
 
+    /// f64 results rounded once to `dtype` (long f32 results in parallel).
     fn from_floats(dtype: DType, v: Vec<f64>) -> Self {
-        CpuStorage(HostBuffer::from_f64(dtype, v))
+        CpuStorage(match dtype {
+            DType::F32 => HostBuffer::F32(threads::map(&v, |x| x as f32)),
+            _ => HostBuffer::from_f64(dtype, v),
+        })
     }
 }
 

@@ -57,6 +57,9 @@ pub fn reduce_middle(
     Ok(CpuStorage::from_floats(input.dtype(), out))
 }
 
+/// Columns per task at least when reducing over a middle dim: 16 f32s fill a cache line.
+const MIN_TASK_COLUMNS: usize = 16;
+
 /// Sum, mean, max, min or product over the middle dim of `[outer, k, inner]` data, each
 /// output accumulated in order of k (a row reduction is `inner == 1`).
 fn fold_middle<T: Copy + Sync + Into<f64>>(
@@ -73,10 +76,13 @@ fn fold_middle<T: Copy + Sync + Into<f64>>(
         combine: impl Fn(f64, f64) -> f64 + Sync,
     ) -> Vec<f64> {
         let mut out = vec![init; outer * inner];
+        // Split by the work, not by the outputs: a bias gradient sums 2048 rows into 128.
+        let parallel = outer * k * inner >= crate::threads::PARALLEL_ELEMENTS;
         if inner == 1 && k > 0 {
             // Whole rows: a fold per row, three times faster than the strided walk below;
             // rows in parallel.
-            crate::threads::for_chunks(&mut out, (CHUNK_ELEMENTS / k).max(1), |first, part| {
+            let rows = crate::threads::rows_per_task(k);
+            crate::threads::for_chunks_when(&mut out, rows, parallel, |first, part| {
                 for (r, acc) in part.iter_mut().enumerate() {
                     let row = &data[(first + r) * k..][..k];
                     *acc = row.iter().fold(init, |a, &x| combine(a, x.into()));
@@ -84,14 +90,22 @@ fn fold_middle<T: Copy + Sync + Into<f64>>(
             });
             return out;
         }
-        // Each outer slice is one task; its outputs accumulate in order of k.
-        crate::threads::for_chunks(&mut out, inner.max(1), |start, acc| {
-            let o = start / inner.max(1);
-            for j in 0..k {
-                let row = &data[(o * k + j) * inner..][..inner];
-                for (a, &x) in acc.iter_mut().zip(row) {
-                    *a = combine(*a, x.into());
+        // Tasks of a few columns of `inner` (a task may span the end of one outer slice
+        // and the start of the next); each output accumulates in order of k.
+        let columns = (CHUNK_ELEMENTS / k.max(1)).max(MIN_TASK_COLUMNS);
+        crate::threads::for_chunks_when(&mut out, columns, parallel, |start, acc| {
+            let mut done = 0;
+            while done < acc.len() {
+                let (o, c) = ((start + done) / inner, (start + done) % inner);
+                let len = (inner - c).min(acc.len() - done);
+                let part = &mut acc[done..][..len];
+                for j in 0..k {
+                    let row = &data[(o * k + j) * inner + c..][..part.len()];
+                    for (a, &x) in part.iter_mut().zip(row) {
+                        *a = combine(*a, x.into());
+                    }
                 }
+                done += part.len();
             }
         });
         out
@@ -141,6 +155,34 @@ widest_loop! {
                 }
             } else {
                 row.iter_mut().for_each(|o| *o /= sum);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parallel split against each output summed alone, in order of k: bitwise,
+    /// on values whose sum depends on the order. Shapes with one long row, few outputs
+    /// over many rows (tasks of 16 columns), and tasks that cross outer slices.
+    #[test]
+    fn split_reductions_add_in_order_of_k() {
+        for [outer, k, inner] in [[3000, 70, 1], [1, 2048, 128], [3, 2000, 37], [5, 50, 37]] {
+            let data: Vec<f32> = (0..outer * k * inner)
+                .map(|i| ((i * 7919) % 1000) as f32 * [1e-3, 1.0, 1e5][i % 3])
+                .collect();
+            let got = fold_middle(&data, ReduceOp::Sum, outer, k, inner);
+            for o in 0..outer {
+                for c in 0..inner {
+                    let want = (0..k).fold(0.0, |a, j| a + data[(o * k + j) * inner + c] as f64);
+                    assert_eq!(
+                        got[o * inner + c],
+                        want,
+                        "[{outer}, {k}, {inner}] at ({o}, {c})"
+                    );
+                }
             }
         }
     }

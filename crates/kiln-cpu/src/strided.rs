@@ -4,14 +4,12 @@
 //! broadcast bias then costs about what a `memcpy` of it would.
 
 use kiln_core::Layout;
+use std::mem::MaybeUninit;
 
-/// Calls `run(start, len, stride)` for every innermost run of `layout`, in row-major
-/// order: the run's elements are at `start + i * stride` for `i < len`.
-pub fn for_each_run(layout: &Layout, mut run: impl FnMut(usize, usize, usize)) {
-    if layout.elem_count() == 0 {
-        return;
-    }
-    // Size-1 dims say nothing; a dim whose stride spans exactly the next dim continues it.
+/// `layout`'s dims as `(size, stride)` with size-1 dims dropped and dims that lie back to
+/// back merged (a dim whose stride spans exactly the next dim continues it); the
+/// innermost is split off as the run.
+fn merged_dims(layout: &Layout) -> (Vec<(usize, usize)>, (usize, usize)) {
     let mut dims: Vec<(usize, usize)> = Vec::with_capacity(layout.dims().len());
     for (&size, &stride) in layout.dims().iter().zip(layout.strides()) {
         if size == 1 {
@@ -22,17 +20,50 @@ pub fn for_each_run(layout: &Layout, mut run: impl FnMut(usize, usize, usize)) {
             _ => dims.push((size, stride)),
         }
     }
-    let (len, stride) = dims.pop().unwrap_or((1, 1));
+    let run = dims.pop().unwrap_or((1, 1));
+    (dims, run)
+}
+
+/// Calls `run(start, len, stride)` for every innermost run of `layout`, in row-major
+/// order: the run's elements are at `start + i * stride` for `i < len`.
+pub fn for_each_run(layout: &Layout, run: impl FnMut(usize, usize, usize)) {
+    for_each_run_in(layout, 0, layout.elem_count(), run)
+}
+
+/// Like `for_each_run`, for the `count` elements from row-major position `first` on:
+/// the first and last runs may be parts of runs. Lets a chunk of a long view be walked
+/// on its own.
+fn for_each_run_in(
+    layout: &Layout,
+    first: usize,
+    count: usize,
+    mut run: impl FnMut(usize, usize, usize),
+) {
+    if count == 0 {
+        return;
+    }
+    let (dims, (len, stride)) = merged_dims(layout);
+    // The odometer's position at `first`: outer indices, and the offset into the run.
+    let (mut outer, mut inner) = (first / len, first % len);
     let mut index = vec![0usize; dims.len()];
     let mut base = layout.offset();
+    for (d, &(size, step)) in dims.iter().enumerate().rev() {
+        index[d] = outer % size;
+        base += index[d] * step;
+        outer /= size;
+    }
+    let mut left = count;
     loop {
-        run(base, len, stride);
-        // Step the outer dims like an odometer.
+        let take = (len - inner).min(left);
+        run(base + inner * stride, take, stride);
+        left -= take;
+        if left == 0 {
+            return;
+        }
+        inner = 0;
+        // Step the outer dims like an odometer (`left > 0` keeps it inside the view).
         let mut d = dims.len();
         loop {
-            if d == 0 {
-                return;
-            }
             d -= 1;
             let (size, step) = dims[d];
             index[d] += 1;
@@ -47,19 +78,38 @@ pub fn for_each_run(layout: &Layout, mut run: impl FnMut(usize, usize, usize)) {
 }
 
 /// The elements of `layout` in `v`, converted by `f`, compact and in row-major order.
-pub fn gather_map<T: Copy, U>(v: &[T], layout: &Layout, f: impl Fn(T) -> U) -> Vec<U> {
-    let mut out = Vec::with_capacity(layout.elem_count());
-    for_each_run(layout, |start, len, stride| match stride {
-        1 => out.extend(v[start..start + len].iter().map(|&x| f(x))),
-        0 => out.extend((0..len).map(|_| f(v[start]))),
-        s => out.extend((0..len).map(|i| f(v[start + i * s]))),
-    });
-    out
+/// Long views are gathered in parallel chunks, each walking its own part of the view.
+pub fn gather_map<T: Copy + Sync, U: Send>(
+    v: &[T],
+    layout: &Layout,
+    f: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
+    let fill = |first: usize, part: &mut [MaybeUninit<U>]| {
+        let mut at = 0;
+        for_each_run_in(layout, first, part.len(), |start, len, stride| {
+            let out = &mut part[at..at + len];
+            at += len;
+            match stride {
+                1 => out
+                    .iter_mut()
+                    .zip(&v[start..start + len])
+                    .for_each(|(o, &x)| _ = o.write(f(x))),
+                0 => out.fill_with(|| MaybeUninit::new(f(v[start]))),
+                s => out
+                    .iter_mut()
+                    .zip(v[start..].iter().step_by(s))
+                    .for_each(|(o, &x)| _ = o.write(f(x))),
+            }
+        });
+    };
+    // SAFETY: the runs of a chunk cover its `part.len()` elements exactly, and each run
+    // writes `len` of them.
+    unsafe { crate::threads::build(layout.elem_count(), crate::threads::CHUNK_ELEMENTS, fill) }
 }
 
 /// The elements of `layout` in `v`, compact and in row-major order (a contiguous layout
 /// is one run: a single copy).
-pub fn gather<T: Copy>(v: &[T], layout: &Layout) -> Vec<T> {
+pub fn gather<T: Copy + Send + Sync>(v: &[T], layout: &Layout) -> Vec<T> {
     gather_map(v, layout, |x| x)
 }
 
@@ -108,12 +158,40 @@ mod tests {
         for view in views {
             let walk: Vec<u32> = view.offsets().map(|i| v[i]).collect();
             assert_eq!(gather(&v, &view), walk, "{view:?}");
+            // Every part of the view walked on its own, as a parallel chunk walks it.
+            for first in 0..walk.len() {
+                for count in 0..=walk.len() - first {
+                    let mut part = Vec::new();
+                    for_each_run_in(&view, first, count, |start, len, stride| {
+                        part.extend((0..len).map(|i| v[start + i * stride]));
+                    });
+                    assert_eq!(part, walk[first..first + count], "{view:?} {first}+{count}");
+                }
+            }
             assert_eq!(gather_map(&v, &view, |x| x as u64 * 2).len(), walk.len());
             let mut dst = vec![u32::MAX; 1000];
             scatter(&walk, &mut dst, &view);
             for i in view.offsets() {
                 assert_eq!(dst[i], v[i], "{view:?} at {i}");
             }
+        }
+    }
+
+    /// Views long enough to be gathered in parallel chunks, against the walk.
+    #[test]
+    fn long_views_gather_in_chunks() {
+        let v: Vec<u32> = (0..70 * 601).collect();
+        let views = [
+            Layout::contiguous([70, 601]).transpose(0, 1),
+            Layout::contiguous([70, 601]).narrow(1, 3, 597),
+            Layout::contiguous([1, 601])
+                .broadcast_to("test", &[301, 601].into())
+                .expect("broadcast"),
+        ];
+        for view in views {
+            assert!(view.elem_count() > crate::threads::PARALLEL_ELEMENTS);
+            let walk: Vec<u32> = view.offsets().map(|i| v[i]).collect();
+            assert_eq!(gather(&v, &view), walk, "{view:?}");
         }
     }
 }

@@ -57,7 +57,10 @@ pub use tensor::{Tensor, TensorId};
 
 /// The backends, for users who need to reach below the tensor API.
 pub mod backend {
-    pub use kiln_cpu::threads::{num_threads as cpu_threads, set_num_threads as set_cpu_threads};
+    pub use kiln_cpu::threads::{
+        num_threads as cpu_threads, run_on_pool as run_on_cpu_pool,
+        set_num_threads as set_cpu_threads,
+    };
     pub use kiln_cpu::{CpuDevice, CpuStorage};
     pub use kiln_wgpu::shader_constants;
     pub use kiln_wgpu::{
