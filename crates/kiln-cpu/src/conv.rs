@@ -130,12 +130,13 @@ pub fn conv2d_weight_grad_gemm(
     dw
 }
 
-/// Grouped conv2d by direct summation over each output's taps (f64). Each output plane
-/// adds its taps in runs along the rows (vectorised), in the order input channel, kernel
-/// row, kernel column, as the plain per-element sum does; planes in parallel.
-pub fn conv2d_direct(
-    x: &[f64],
-    weight: &[f64],
+/// Grouped conv2d by direct summation over each output's taps, in f64 from inputs of
+/// any float type (widened as they are read). Each output plane adds its taps in runs
+/// along the rows, in the order input channel, kernel row, kernel column, as the plain
+/// per-element sum does; planes in parallel.
+pub fn conv2d_direct<T: Copy + Sync + Into<f64>>(
+    x: &[T],
+    weight: &[T],
     s: &WindowSpec,
     out_channels: usize,
     groups: usize,
@@ -152,18 +153,26 @@ pub fn conv2d_direct(
         for ci in 0..in_per_group {
             let plane = &x[(n * s.c + first_in + ci) * s.h * s.w..][..s.h * s.w];
             let taps = &weight[(oc * in_per_group + ci) * s.kh * s.kw..][..s.kh * s.kw];
-            for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
-                let tap = taps[ky * s.kw + kx];
-                for_each_run(s, ky, kx, |iy, ix, oy, ox, len| {
-                    let into = &mut y[oy * s.ow + ox..][..len];
-                    for (o, &v) in into.iter_mut().zip(&plane[iy * s.w + ix..][..len]) {
-                        *o += v * tap;
-                    }
-                });
-            }
+            add_taps(y, plane, taps, s);
         }
     });
     out
+}
+
+widest_loop! {
+    /// `y += taps (*) plane` for one input plane into one output plane, a run at a time.
+    fn add_taps<T>(y: &mut [f64], plane: &[T], taps: &[T], s: &WindowSpec)
+    where [T: Copy + Into<f64>] {
+        for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
+            let tap: f64 = taps[ky * s.kw + kx].into();
+            for_each_run(s, ky, kx, |iy, ix, oy, ox, len| {
+                let into = &mut y[oy * s.ow + ox..][..len];
+                for (o, &v) in into.iter_mut().zip(&plane[iy * s.w + ix..][..len]) {
+                    *o += v.into() * tap;
+                }
+            });
+        }
+    }
 }
 
 /// `[n, c*kh*kw, oh*ow]` columns -> `[n, c, h, w]` image, summing every tap that lands
@@ -220,4 +229,75 @@ pub fn conv2d_weight_grad(
         }
     }
     dw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::source;
+
+    /// The direct convolution on f32 read in place against the plain per-output sum
+    /// (taps in the order input channel, kernel row, kernel column, in f64): bitwise, on
+    /// odd shapes with padding, stride, dilation, depthwise and grouped channels, and
+    /// enough planes to be split between threads.
+    #[test]
+    fn direct_conv_is_the_plain_sum() {
+        let cases = [
+            // (n, c, h, w, k, stride, padding, dilation, out_channels, groups)
+            (2, 6, 7, 9, 3, (1, 1), (1, 1), (1, 1), 6, 6),
+            (3, 4, 11, 6, 3, (2, 1), (2, 0), (1, 2), 8, 4),
+            (1, 6, 5, 5, 2, (1, 2), (0, 1), (2, 1), 6, 2),
+            (16, 64, 32, 32, 3, (1, 1), (1, 1), (1, 1), 64, 64),
+        ];
+        for (n, c, h, w, k, stride, padding, dilation, out_c, groups) in cases {
+            let size =
+                |i: usize, s: usize, p: usize, d: usize| (i + 2 * p - d * (k - 1) - 1) / s + 1;
+            let s = WindowSpec {
+                n,
+                c,
+                h,
+                w,
+                kh: k,
+                kw: k,
+                stride,
+                padding,
+                dilation,
+                oh: size(h, stride.0, padding.0, dilation.0),
+                ow: size(w, stride.1, padding.1, dilation.1),
+            };
+            let cg = c / groups;
+            let x: Vec<f32> = (0..n * c * h * w)
+                .map(|i| ((i * 7919) % 201) as f32 / 37.0 - 2.5)
+                .collect();
+            let wt: Vec<f32> = (0..out_c * cg * k * k)
+                .map(|i| ((i * 104729) % 97) as f32 / 13.0 - 3.0)
+                .collect();
+            let got = conv2d_direct(&x, &wt, &s, out_c, groups);
+            for (b, o, oy, ox) in (0..n).flat_map(|b| {
+                (0..out_c).flat_map(move |o| {
+                    (0..s.oh).flat_map(move |oy| (0..s.ow).map(move |ox| (b, o, oy, ox)))
+                })
+            }) {
+                let mut want = 0.0f64;
+                for ci in 0..cg {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = source(oy, ky, stride.0, padding.0, dilation.0, h);
+                            let ix = source(ox, kx, stride.1, padding.1, dilation.1, w);
+                            if let (Some(iy), Some(ix)) = (iy, ix) {
+                                let ch = o / (out_c / groups) * cg + ci;
+                                want += x[((b * c + ch) * h + iy) * w + ix] as f64
+                                    * wt[((o * cg + ci) * k + ky) * k + kx] as f64;
+                            }
+                        }
+                    }
+                }
+                let at = ((b * out_c + o) * s.oh + oy) * s.ow + ox;
+                assert_eq!(
+                    got[at], want,
+                    "case {n}x{c}x{h}x{w} g{groups} at {b},{o},{oy},{ox}"
+                );
+            }
+        }
+    }
 }

@@ -217,13 +217,18 @@ impl BackendStorage for CpuStorage {
         out_channels: usize,
         groups: usize,
     ) -> Result<Self> {
-        let out = conv::conv2d_direct(
-            &self.compact_floats(),
-            &weight.compact_floats(),
-            spec,
-            out_channels,
-            groups,
-        );
+        let out = match (&self.0, &weight.0) {
+            (HostBuffer::F32(x), HostBuffer::F32(w)) => {
+                conv::conv2d_direct(x, w, spec, out_channels, groups)
+            }
+            _ => conv::conv2d_direct(
+                &self.compact_floats(),
+                &weight.compact_floats(),
+                spec,
+                out_channels,
+                groups,
+            ),
+        };
         Ok(Self::from_floats(self.dtype(), out))
     }
 

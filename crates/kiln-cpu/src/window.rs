@@ -101,7 +101,9 @@ pub(crate) fn for_each_tap(
 
 /// Like `for_each_tap`, in runs `(iy, ix0, oy, ox0, len)` that are contiguous in the
 /// image and in the columns (whole valid rows when the column stride is 1): the loop
-/// nest behind im2col and col2im.
+/// nest behind im2col and col2im. Inlined, so that a caller compiled for a wider vector
+/// unit (`widest_loop!`) compiles the loops it passes in for that unit too.
+#[inline(always)]
 pub(crate) fn for_each_run(
     s: &WindowSpec,
     ky: usize,
