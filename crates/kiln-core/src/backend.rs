@@ -73,6 +73,22 @@ pub trait BackendStorage: Sized {
     /// Unfolds compact `[n, c, h, w]` into `[n, c*kh*kw, oh*ow]` columns.
     fn im2col(&self, spec: &WindowSpec) -> Result<Self>;
 
+    /// conv2d through unfolded columns, image by image: compact `[n, c, h, w]` input and
+    /// `[out_channels, c / groups, kh, kw]` weight give `[n, out_channels, oh, ow]`, as
+    /// `im2col` followed by a batched `matmul` would. A backend that unfolds each image
+    /// just before its products (the columns read back while still in cache, and never
+    /// the whole batch's at once) returns `Some`; `None` leaves the caller to compose
+    /// `im2col` and `matmul`.
+    fn conv2d_unfolded(
+        &self,
+        _weight: &Self,
+        _spec: &WindowSpec,
+        _out_channels: usize,
+        _groups: usize,
+    ) -> Result<Option<Self>> {
+        Ok(None)
+    }
+
     /// Grouped conv2d computed directly: compact `[n, c, h, w]` input and
     /// `[out_channels, c / groups, kh, kw]` weight give `[n, out_channels, oh, ow]`.
     fn conv2d_direct(

@@ -8,47 +8,121 @@ use kiln_core::WindowSpec;
 use std::mem::MaybeUninit;
 
 /// `[n, c, h, w]` -> `[n, c*kh*kw, oh*ow]`; out-of-image taps are zero. Generic so
-/// that f32 data is unfolded without widening. Images unfold in parallel, and each
-/// element is written once (zeros only where a tap falls in the padding).
+/// that f32 data is unfolded without widening. Images unfold in parallel.
 pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], s: &WindowSpec) -> Vec<T> {
-    let (l, rows) = (s.oh * s.ow, s.c * s.kh * s.kw);
+    let (image, unfolded) = (s.c * s.h * s.w, s.c * s.kh * s.kw * s.oh * s.ow);
+    let unfold = |start: usize, out: &mut [MaybeUninit<T>]| {
+        let n = start / unfolded.max(1);
+        unfold_image(&x[n * image..][..image], s, out)
+    };
+    // SAFETY: each chunk is one image's unfolding, which `unfold_image` writes whole.
+    unsafe { crate::threads::build(s.n * unfolded, unfolded.max(1), unfold) }
+}
+
+/// conv2d of f32 data as `im2col` then the batched SGEMM `weight[g] (og x cg*kh*kw) @
+/// cols[n, g]`, with each image's group unfolded just before its products, into a
+/// buffer of its task, so that the columns are read back while still in cache and the
+/// batch's columns are never held at once. Tasks are (image, group, block of output
+/// rows), split as `matmul` splits a product's rows and by size alone; each makes the
+/// same SGEMM call as the composed product, so the result is the same to the bit.
+pub fn conv2d_unfolded(
+    x: &[f32],
+    weight: &[f32],
+    s: &WindowSpec,
+    out_channels: usize,
+    groups: usize,
+) -> Vec<f32> {
+    let (cg, og) = (s.c / groups, out_channels / groups);
+    let (l, kdim) = (s.oh * s.ow, cg * s.kh * s.kw);
+    let len = s.n * out_channels * l;
+    if l == 0 || og == 0 || kdim == 0 {
+        return vec![0.0; len]; // nothing to compute, or an empty sum: zeros
+    }
+    let group = WindowSpec { c: cg, ..*s };
+    let group_input = cg * s.h * s.w;
+    let rows = crate::matmul::task_rows(og, l, kdim);
+    // (the task's image and group, its first output row, its output rows)
+    let mut out = Vec::with_capacity(len);
+    let mut tasks = Vec::new();
+    for (i, c) in out.spare_capacity_mut()[..len]
+        .chunks_mut(og * l)
+        .enumerate()
+    {
+        for (t, part) in c.chunks_mut(rows * l).enumerate() {
+            tasks.push((i, t * rows, part));
+        }
+    }
+    let run = |(i, first, part): (usize, usize, &mut [MaybeUninit<f32>])| {
+        let (n, g) = (i / groups, i % groups);
+        let mut cols = Vec::with_capacity(kdim * l);
+        let input = &x[(n * s.c + g * cg) * s.h * s.w..][..group_input];
+        unfold_image(input, &group, &mut cols.spare_capacity_mut()[..kdim * l]);
+        // SAFETY: `unfold_image` wrote all `kdim * l` elements.
+        unsafe { cols.set_len(kdim * l) };
+        let a = &weight[(g * og + first) * kdim..];
+        // SAFETY: a is (part's rows) x kdim inside the weights, cols is kdim x l, and part
+        // holds whole output rows of l; beta 0, so part is written, never read.
+        unsafe {
+            matrixmultiply::sgemm(
+                part.len() / l,
+                kdim,
+                l,
+                1.0,
+                a.as_ptr(),
+                kdim as isize,
+                1,
+                cols.as_ptr(),
+                l as isize,
+                1,
+                0.0,
+                part.as_mut_ptr().cast::<f32>(),
+                l as isize,
+                1,
+            );
+        }
+    };
+    let parallel = s.n * out_channels * l * kdim >= PARALLEL_FLOPS;
+    crate::threads::run_tasks(tasks, parallel, run);
+    // SAFETY: the tasks' parts cover the `len` elements, and each SGEMM wrote its part.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// One `[c, h, w]` image -> its `[c*kh*kw, oh*ow]` columns in `unfolded`, every element
+/// written once (zeros only where a tap falls in the padding).
+fn unfold_image<T: Copy + Default>(image: &[T], s: &WindowSpec, unfolded: &mut [MaybeUninit<T>]) {
+    let l = s.oh * s.ow;
     let zero = MaybeUninit::new(T::default());
-    let unfold = |start: usize, unfolded: &mut [MaybeUninit<T>]| {
-        let n = start / (rows * l).max(1);
-        for c in 0..s.c {
-            let image = &x[(n * s.c + c) * s.h * s.w..][..s.h * s.w];
-            for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
-                let row = (c * s.kh + ky) * s.kw + kx;
-                let ys = valid_outputs(ky, s.stride.0, s.padding.0, s.dilation.0, s.h, s.oh);
-                let xs = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
-                for (oy, out) in unfolded[row * l..][..l].chunks_exact_mut(s.ow).enumerate() {
-                    if !ys.contains(&oy) || xs.is_empty() {
-                        out.fill(zero);
-                        continue;
-                    }
-                    let iy = oy * s.stride.0 + ky * s.dilation.0 - s.padding.0;
-                    // Most rows have no padding: skip the calls, not just the work.
-                    if xs.start > 0 {
-                        out[..xs.start].fill(zero);
-                    }
-                    if xs.end < s.ow {
-                        out[xs.end..].fill(zero);
-                    }
-                    let (_, taps) = tap_row(image, s, iy, kx, xs.clone());
-                    let out = &mut out[xs.clone()];
-                    if s.stride.1 == 1 {
-                        copy_short(out, taps);
-                    } else {
-                        let taps = taps.iter().step_by(s.stride.1);
-                        out.iter_mut().zip(taps).for_each(|(o, &v)| _ = o.write(v));
-                    }
+    for c in 0..s.c {
+        let image = &image[c * s.h * s.w..][..s.h * s.w];
+        for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
+            let row = (c * s.kh + ky) * s.kw + kx;
+            let ys = valid_outputs(ky, s.stride.0, s.padding.0, s.dilation.0, s.h, s.oh);
+            let xs = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
+            for (oy, out) in unfolded[row * l..][..l].chunks_exact_mut(s.ow).enumerate() {
+                if !ys.contains(&oy) || xs.is_empty() {
+                    out.fill(zero);
+                    continue;
+                }
+                let iy = oy * s.stride.0 + ky * s.dilation.0 - s.padding.0;
+                // Most rows have no padding: skip the calls, not just the work.
+                if xs.start > 0 {
+                    out[..xs.start].fill(zero);
+                }
+                if xs.end < s.ow {
+                    out[xs.end..].fill(zero);
+                }
+                let (_, taps) = tap_row(image, s, iy, kx, xs.clone());
+                let out = &mut out[xs.clone()];
+                if s.stride.1 == 1 {
+                    copy_short(out, taps);
+                } else {
+                    let taps = taps.iter().step_by(s.stride.1);
+                    out.iter_mut().zip(taps).for_each(|(o, &v)| _ = o.write(v));
                 }
             }
         }
-    };
-    // SAFETY: each chunk is one image's `rows` rows of `l`; every row is `oh` output rows
-    // of `ow`, each filled, zeroed around its valid columns, or copied in them.
-    unsafe { crate::threads::build(s.n * rows * l, (rows * l).max(1), unfold) }
+    }
 }
 
 /// Copies `src` into `out` (equally long). Rows of a small image are a few dozen
@@ -68,10 +142,11 @@ fn copy_short<T: Copy>(out: &mut [MaybeUninit<T>], src: &[T]) {
 
 /// The weight gradient through im2col and SGEMM, for f32 data:
 /// `dw[g] = sum over n of dy[n, g] (og x l) @ cols[n, g]^T (l x cg*kh*kw)`.
-/// Same value as `conv2d_weight_grad`, in a different summation order. The images are
-/// split into runs by size alone; each run's partial gradient is summed over its images
-/// in order, and the partials are added in run order, so the result does not depend on
-/// the thread count.
+/// Same value as `conv2d_weight_grad`, in a different summation order. Each image is
+/// unfolded just before its products, into a buffer its task reuses, so the columns
+/// are read back while they are still in cache. The images are split into runs by size
+/// alone; each run's partial gradient is summed over its images in order, and the
+/// partials are added in run order, so the result does not depend on the thread count.
 pub fn conv2d_weight_grad_gemm(
     x: &[f32],
     dy: &[f32],
@@ -82,7 +157,6 @@ pub fn conv2d_weight_grad_gemm(
     let (cg, og) = (s.c / groups, out_channels / groups);
     let (l, kk) = (s.oh * s.ow, s.kh * s.kw);
     let (rows, width) = (s.c * kk, cg * kk);
-    let cols = im2col(x, s);
     let size = out_channels * width;
     if l == 0 || size == 0 {
         return vec![0.0; size];
@@ -90,12 +164,21 @@ pub fn conv2d_weight_grad_gemm(
     let per_image = out_channels * l * width;
     let images = (WEIGHT_GRAD_RUN_FLOPS / per_image.max(1)).max(1);
     let runs = s.n.div_ceil(images);
+    let image = s.c * s.h * s.w;
     let partial = |run: usize| {
         let mut dw = vec![0.0f32; size];
+        let mut cols = Vec::with_capacity(rows * l);
         for n in run * images..((run + 1) * images).min(s.n) {
+            unfold_image(
+                &x[n * image..][..image],
+                s,
+                &mut cols.spare_capacity_mut()[..rows * l],
+            );
+            // SAFETY: `unfold_image` wrote all `rows * l` elements.
+            unsafe { cols.set_len(rows * l) };
             for g in 0..groups {
                 let a = &dy[(n * out_channels + g * og) * l..];
-                let b = &cols[(n * rows + g * cg * kk) * l..];
+                let b = &cols[g * cg * kk * l..];
                 let c = &mut dw[g * og * width..];
                 // SAFETY: a is og x l (row stride l), b read as l x cg*kk (row stride 1,
                 // column stride l) inside cols, c is og x cg*kk inside dw.
@@ -118,6 +201,7 @@ pub fn conv2d_weight_grad_gemm(
                     );
                 }
             }
+            cols.clear();
         }
         dw
     };
@@ -298,6 +382,73 @@ mod tests {
                     "case {n}x{c}x{h}x{w} g{groups} at {b},{o},{oy},{ox}"
                 );
             }
+        }
+    }
+
+    /// The image-by-image convolution against the composed one (`im2col`, then the
+    /// batched product the tensor layer asks for): bitwise, with padding, stride,
+    /// dilation, groups, and products split into several row tasks.
+    #[test]
+    fn unfolded_conv_is_im2col_then_matmul() {
+        use crate::CpuStorage;
+        use kiln_core::{HostBuffer, MatmulOperand, MatmulSpec};
+        let cases = [
+            // (n, c, h, w, k, stride, padding, dilation, out_channels, groups)
+            (3, 4, 9, 7, 3, (1, 2), (1, 0), (2, 1), 6, 2),
+            (2, 16, 12, 12, 5, (1, 1), (0, 0), (1, 1), 32, 1),
+            (1, 8, 40, 40, 3, (1, 1), (1, 1), (1, 1), 300, 1),
+        ];
+        for (n, c, h, w, k, stride, padding, dilation, out_c, groups) in cases {
+            let size =
+                |i: usize, s: usize, p: usize, d: usize| (i + 2 * p - d * (k - 1) - 1) / s + 1;
+            let s = WindowSpec {
+                n,
+                c,
+                h,
+                w,
+                kh: k,
+                kw: k,
+                stride,
+                padding,
+                dilation,
+                oh: size(h, stride.0, padding.0, dilation.0),
+                ow: size(w, stride.1, padding.1, dilation.1),
+            };
+            let (cg, og, l) = (c / groups, out_c / groups, s.oh * s.ow);
+            let kdim = cg * k * k;
+            let x: Vec<f32> = (0..n * c * h * w)
+                .map(|i| ((i * 7919) % 201) as f32 / 37.0 - 2.5)
+                .collect();
+            let wt: Vec<f32> = (0..out_c * kdim)
+                .map(|i| ((i * 104729) % 97) as f32 / 13.0 - 3.0)
+                .collect();
+            let spec = MatmulSpec {
+                batch: [n, groups],
+                m: og,
+                n: l,
+                k: kdim,
+                lhs: MatmulOperand {
+                    batch: [0, og * kdim],
+                    row_stride: kdim,
+                    col_stride: 1,
+                    offset: 0,
+                },
+                rhs: MatmulOperand {
+                    batch: [groups * kdim * l, kdim * l],
+                    row_stride: l,
+                    col_stride: 1,
+                    offset: 0,
+                },
+            };
+            let filters = CpuStorage(HostBuffer::F32(wt.clone()));
+            let cols = CpuStorage(HostBuffer::F32(im2col(&x, &s)));
+            let composed = crate::matmul::matmul(&filters, &cols, &spec).expect("matmul");
+            let got = conv2d_unfolded(&x, &wt, &s, out_c, groups);
+            assert_eq!(
+                HostBuffer::F32(got),
+                composed.0,
+                "{n}x{c}x{h}x{w} k{k} g{groups}"
+            );
         }
     }
 }

@@ -210,6 +210,22 @@ impl BackendStorage for CpuStorage {
         ))
     }
 
+    fn conv2d_unfolded(
+        &self,
+        weight: &Self,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Option<Self>> {
+        // f32 only: f64 (gradcheck) and f16 keep the composed im2col and matmul.
+        Ok(match (&self.0, &weight.0) {
+            (HostBuffer::F32(x), HostBuffer::F32(w)) => Some(CpuStorage(HostBuffer::F32(
+                conv::conv2d_unfolded(x, w, spec, out_channels, groups),
+            ))),
+            _ => None,
+        })
+    }
+
     fn conv2d_direct(
         &self,
         weight: &Self,

@@ -11,6 +11,12 @@ use std::mem::MaybeUninit;
 /// about 1/rows of its arithmetic.
 const MIN_TASK_ROWS: usize = 64;
 
+/// Output rows per task of an `m x k @ k x n` product: about `GEMM_TASK_FLOPS`
+/// multiply-adds, at least `MIN_TASK_ROWS`, at most `m`.
+pub(crate) fn task_rows(m: usize, n: usize, k: usize) -> usize {
+    (GEMM_TASK_FLOPS / (n * k).max(1)).max(MIN_TASK_ROWS).min(m)
+}
+
 /// `matrixmultiply`'s SGEMM and DGEMM share this signature.
 type Gemm<T> = unsafe fn(
     usize,
@@ -48,7 +54,7 @@ fn gemm<T: Copy + Default + Send + Sync>(
     // reading it (matrixmultiply's documented contract).
     let mut out = Vec::with_capacity(len);
     let (l, r) = (&spec.lhs, &spec.rhs);
-    let rows = (GEMM_TASK_FLOPS / (n * k)).max(MIN_TASK_ROWS).min(m);
+    let rows = task_rows(m, n, k);
     // (lhs offset of the task's first row, rhs offset, the task's output rows)
     let mut tasks = Vec::new();
     for (i, c) in out.spare_capacity_mut()[..len]

@@ -1,4 +1,5 @@
-//! Convolutions as im2col + batched matmul (1x1 convolutions skip the unfold), and
+//! Convolutions as im2col + batched matmul (1x1 convolutions skip the unfold; a backend
+//! may unfold and multiply image by image instead), and
 //! transposed convolution as matmul + col2im. Weights follow PyTorch's layouts.
 
 use crate::autograd::{track, Op};
@@ -127,6 +128,12 @@ impl Tensor {
                 return Ok(Tensor::from_storage(storage, [n, out_c, oh, ow]));
             }
             let pointwise = kh == 1 && kw == 1 && o.stride == (1, 1) && o.padding == (0, 0);
+            if !pointwise {
+                let w = weight.contiguous()?;
+                if let Some(storage) = x.storage().conv2d_unfolded(&w.storage(), &spec, out_c, g)? {
+                    return Ok(Tensor::from_storage(storage, [n, out_c, oh, ow]));
+                }
+            }
             let cols = if pointwise {
                 x.reshape([n, c, h * w])?
             } else {

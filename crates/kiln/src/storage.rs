@@ -238,6 +238,24 @@ impl Storage {
         }
     }
 
+    pub(crate) fn conv2d_unfolded(
+        &self,
+        weight: &Storage,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Option<Storage>> {
+        Ok(match (self, weight) {
+            (Storage::Cpu(x), Storage::Cpu(w)) => x
+                .conv2d_unfolded(w, spec, out_channels, groups)?
+                .map(Storage::Cpu),
+            (Storage::Gpu(x), Storage::Gpu(w)) => x
+                .conv2d_unfolded(w, spec, out_channels, groups)?
+                .map(Storage::Gpu),
+            _ => return Err(mismatch("conv2d")),
+        })
+    }
+
     pub(crate) fn conv2d_direct(
         &self,
         weight: &Storage,
