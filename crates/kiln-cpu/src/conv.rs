@@ -99,17 +99,21 @@ fn unfold_image<T: Copy + Default>(image: &[T], s: &WindowSpec, unfolded: &mut [
             let row = (c * s.kh + ky) * s.kw + kx;
             let ys = valid_outputs(ky, s.stride.0, s.padding.0, s.dilation.0, s.h, s.oh);
             let xs = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
-            for (oy, out) in unfolded[row * l..][..l].chunks_exact_mut(s.ow).enumerate() {
-                if !ys.contains(&oy) || xs.is_empty() {
-                    out.fill(zero);
-                    continue;
-                }
+            let out = &mut unfolded[row * l..][..l];
+            if ys.is_empty() || xs.is_empty() {
+                out.fill(zero);
+                continue;
+            }
+            // Output rows whose tap falls above or below the image, in one fill each.
+            out[..ys.start * s.ow].fill(zero);
+            out[ys.end * s.ow..].fill(zero);
+            let padded = xs.start > 0 || xs.end < s.ow;
+            for oy in ys {
                 let iy = oy * s.stride.0 + ky * s.dilation.0 - s.padding.0;
+                let out = &mut out[oy * s.ow..][..s.ow];
                 // Most rows have no padding: skip the calls, not just the work.
-                if xs.start > 0 {
+                if padded {
                     out[..xs.start].fill(zero);
-                }
-                if xs.end < s.ow {
                     out[xs.end..].fill(zero);
                 }
                 let (_, taps) = tap_row(image, s, iy, kx, xs.clone());
