@@ -178,7 +178,11 @@ impl BackendStorage for CpuStorage {
     }
 
     fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self> {
-        let out = with_elements!(&self.0, x => reduce::softmax(x, rows, k, log));
+        if let HostBuffer::F32(x) = &self.0 {
+            let out = reduce::softmax(x, rows, k, log, |v| v as f32);
+            return Ok(CpuStorage(HostBuffer::F32(out)));
+        }
+        let out = with_elements!(&self.0, x => reduce::softmax(x, rows, k, log, |v| v));
         Ok(Self::from_floats(self.dtype(), out))
     }
 
@@ -192,7 +196,12 @@ impl BackendStorage for CpuStorage {
     ) -> Result<Self> {
         let (w, b) = (weight.compact_floats(), bias.compact_floats());
         let eps = eps as f64;
-        let out = with_elements!(&self.0, x => norm::layer_norm(x, &w, &b, rows, k, eps));
+        let dims = [rows, k];
+        if let HostBuffer::F32(x) = &self.0 {
+            let out = norm::layer_norm(x, &w, &b, dims, eps, |v| v as f32);
+            return Ok(CpuStorage(HostBuffer::F32(out)));
+        }
+        let out = with_elements!(&self.0, x => norm::layer_norm(x, &w, &b, dims, eps, |v| v));
         Ok(Self::from_floats(self.dtype(), out))
     }
 

@@ -125,13 +125,23 @@ fn fold_middle<T: Copy + Sync + Into<f64>>(
     }
 }
 
-/// Subtracting the row maximum keeps `exp` from overflowing. Rows in parallel.
-pub fn softmax<T: Copy + Sync + Into<f64>>(x: &[T], rows: usize, k: usize, log: bool) -> Vec<f64> {
-    let mut out = vec![0.0; rows * k];
-    crate::threads::for_rows(&mut out, k, |first, part| {
-        softmax_rows(part, &x[first * k..], k.max(1), log)
-    });
-    out
+/// Subtracting the row maximum keeps `exp` from overflowing. Computed in f64 and
+/// rounded by `round` into the output's type a task at a time, so that the wide values
+/// stay in cache. Rows in parallel.
+pub fn softmax<T: Copy + Sync + Into<f64>, U: Send>(
+    x: &[T],
+    rows: usize,
+    k: usize,
+    log: bool,
+    round: impl Fn(f64) -> U + Sync,
+) -> Vec<U> {
+    let rows_of = |first: usize, part: &mut [std::mem::MaybeUninit<U>]| {
+        let mut wide = vec![0.0; part.len()];
+        softmax_rows(&mut wide, &x[first * k..], k.max(1), log);
+        crate::vector::map_into(part, &wide, &round);
+    };
+    // SAFETY: `map_into` writes every element of each task's rows.
+    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
 }
 
 widest_loop! {
