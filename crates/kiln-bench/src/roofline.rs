@@ -54,8 +54,9 @@ impl Rooflines {
                         .copy_from_slice(std::hint::black_box(&source));
                     Ok(())
                 })?;
+                let flops = (CPU_ITERATIONS * CHAINS * fma_lanes() * 2) as f64;
                 Ok(Rooflines {
-                    fma_gflops: CPU_FMA_FLOPS * threads as f64 / t.median / 1e9,
+                    fma_gflops: flops * threads as f64 / t.median / 1e9,
                     copy_gbs: 2.0 * COPY_BYTES as f64 / c.median / 1e9,
                     copy_bytes: COPY_BYTES,
                 })
@@ -65,8 +66,18 @@ impl Rooflines {
 }
 
 const CPU_ITERATIONS: usize = 1 << 22;
-/// Flops per thread per probe: 10 chains of 8 lanes, two flops per FMA.
-const CPU_FMA_FLOPS: f64 = (CPU_ITERATIONS * 10 * 8 * 2) as f64;
+/// Independent FMA chains per thread: enough in flight to cover the FMA latency.
+const CHAINS: usize = 10;
+
+/// f32 lanes of the probe's FMAs: the CPU's widest vector unit, as the kernels use it
+/// (an 8-lane probe on an AVX-512 machine put matmul at 120-150% of its roof).
+fn fma_lanes() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        return 16;
+    }
+    8
+}
 
 /// Runs the FMA chains on every core.
 fn cpu_fma(threads: usize) {
@@ -77,15 +88,20 @@ fn cpu_fma(threads: usize) {
     });
 }
 
-/// Ten independent chains of 8-lane FMAs: enough in flight to cover the FMA latency.
+/// `CHAINS` independent chains of `fma_lanes()`-wide FMAs.
 fn fma_chains(seed: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if fma_lanes() == 16 {
+        // SAFETY: the CPU has the feature `fma_chains_avx512` is compiled for.
+        return unsafe { fma_chains_avx512(seed) };
+    }
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features `fma_chains_avx2` is compiled for.
         return unsafe { fma_chains_avx2(seed) };
     }
     let (m, x) = (0.999f32, seed);
-    let mut acc = [[seed; 8]; 10];
+    let mut acc = [[seed; 8]; CHAINS];
     for _ in 0..CPU_ITERATIONS {
         for chain in acc.iter_mut() {
             for lane in chain.iter_mut() {
@@ -101,7 +117,7 @@ fn fma_chains(seed: f32) -> f32 {
 fn fma_chains_avx2(seed: f32) -> f32 {
     use std::arch::x86_64::*;
     let (m, x) = (_mm256_set1_ps(0.999), _mm256_set1_ps(seed));
-    let mut acc = [x; 10];
+    let mut acc = [x; CHAINS];
     for _ in 0..CPU_ITERATIONS {
         for a in acc.iter_mut() {
             *a = _mm256_fmadd_ps(*a, m, x);
@@ -114,4 +130,21 @@ fn fma_chains_avx2(seed: f32) -> f32 {
     // SAFETY: `lanes` holds exactly eight f32s.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
     lanes.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_chains_avx512(seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let (m, x) = (_mm512_set1_ps(0.999), _mm512_set1_ps(seed));
+    let mut acc = [x; CHAINS];
+    for _ in 0..CPU_ITERATIONS {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, m, x);
+        }
+    }
+    let sum = acc
+        .iter()
+        .fold(_mm512_setzero_ps(), |s, &a| _mm512_add_ps(s, a));
+    _mm512_reduce_add_ps(sum)
 }
