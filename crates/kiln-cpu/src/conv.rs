@@ -324,42 +324,62 @@ mod tests {
     use super::*;
     use crate::window::source;
 
+    /// (n, c, h, w, k, stride, padding, dilation, out_channels, groups)
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        (usize, usize),
+        (usize, usize),
+        (usize, usize),
+        usize,
+        usize,
+    );
+
+    /// A case's window, and an input and weights of varied values.
+    fn case_data(case: Case) -> (WindowSpec, Vec<f32>, Vec<f32>) {
+        let (n, c, h, w, k, stride, padding, dilation, out_c, groups) = case;
+        let size = |i: usize, s: usize, p: usize, d: usize| (i + 2 * p - d * (k - 1) - 1) / s + 1;
+        let s = WindowSpec {
+            n,
+            c,
+            h,
+            w,
+            kh: k,
+            kw: k,
+            stride,
+            padding,
+            dilation,
+            oh: size(h, stride.0, padding.0, dilation.0),
+            ow: size(w, stride.1, padding.1, dilation.1),
+        };
+        let x = (0..n * c * h * w)
+            .map(|i| ((i * 7919) % 201) as f32 / 37.0 - 2.5)
+            .collect();
+        let wt = (0..out_c * c / groups * k * k)
+            .map(|i| ((i * 104729) % 97) as f32 / 13.0 - 3.0)
+            .collect();
+        (s, x, wt)
+    }
+
     /// The direct convolution on f32 read in place against the plain per-output sum
     /// (taps in the order input channel, kernel row, kernel column, in f64): bitwise, on
     /// odd shapes with padding, stride, dilation, depthwise and grouped channels, and
     /// enough planes to be split between threads.
     #[test]
     fn direct_conv_is_the_plain_sum() {
-        let cases = [
-            // (n, c, h, w, k, stride, padding, dilation, out_channels, groups)
+        let cases: [Case; _] = [
             (2, 6, 7, 9, 3, (1, 1), (1, 1), (1, 1), 6, 6),
             (3, 4, 11, 6, 3, (2, 1), (2, 0), (1, 2), 8, 4),
             (1, 6, 5, 5, 2, (1, 2), (0, 1), (2, 1), 6, 2),
             (16, 64, 32, 32, 3, (1, 1), (1, 1), (1, 1), 64, 64),
         ];
-        for (n, c, h, w, k, stride, padding, dilation, out_c, groups) in cases {
-            let size =
-                |i: usize, s: usize, p: usize, d: usize| (i + 2 * p - d * (k - 1) - 1) / s + 1;
-            let s = WindowSpec {
-                n,
-                c,
-                h,
-                w,
-                kh: k,
-                kw: k,
-                stride,
-                padding,
-                dilation,
-                oh: size(h, stride.0, padding.0, dilation.0),
-                ow: size(w, stride.1, padding.1, dilation.1),
-            };
+        for case in cases {
+            let (s, x, wt) = case_data(case);
+            let (n, c, h, w, k, stride, padding, dilation, out_c, groups) = case;
             let cg = c / groups;
-            let x: Vec<f32> = (0..n * c * h * w)
-                .map(|i| ((i * 7919) % 201) as f32 / 37.0 - 2.5)
-                .collect();
-            let wt: Vec<f32> = (0..out_c * cg * k * k)
-                .map(|i| ((i * 104729) % 97) as f32 / 13.0 - 3.0)
-                .collect();
             let got = conv2d_direct(&x, &wt, &s, out_c, groups);
             for (b, o, oy, ox) in (0..n).flat_map(|b| {
                 (0..out_c).flat_map(move |o| {
@@ -396,36 +416,16 @@ mod tests {
     fn unfolded_conv_is_im2col_then_matmul() {
         use crate::CpuStorage;
         use kiln_core::{HostBuffer, MatmulOperand, MatmulSpec};
-        let cases = [
-            // (n, c, h, w, k, stride, padding, dilation, out_channels, groups)
+        let cases: [Case; _] = [
             (3, 4, 9, 7, 3, (1, 2), (1, 0), (2, 1), 6, 2),
             (2, 16, 12, 12, 5, (1, 1), (0, 0), (1, 1), 32, 1),
             (1, 8, 40, 40, 3, (1, 1), (1, 1), (1, 1), 300, 1),
         ];
-        for (n, c, h, w, k, stride, padding, dilation, out_c, groups) in cases {
-            let size =
-                |i: usize, s: usize, p: usize, d: usize| (i + 2 * p - d * (k - 1) - 1) / s + 1;
-            let s = WindowSpec {
-                n,
-                c,
-                h,
-                w,
-                kh: k,
-                kw: k,
-                stride,
-                padding,
-                dilation,
-                oh: size(h, stride.0, padding.0, dilation.0),
-                ow: size(w, stride.1, padding.1, dilation.1),
-            };
+        for case in cases {
+            let (s, x, wt) = case_data(case);
+            let (n, c, h, w, k, _, _, _, out_c, groups) = case;
             let (cg, og, l) = (c / groups, out_c / groups, s.oh * s.ow);
             let kdim = cg * k * k;
-            let x: Vec<f32> = (0..n * c * h * w)
-                .map(|i| ((i * 7919) % 201) as f32 / 37.0 - 2.5)
-                .collect();
-            let wt: Vec<f32> = (0..out_c * kdim)
-                .map(|i| ((i * 104729) % 97) as f32 / 13.0 - 3.0)
-                .collect();
             let spec = MatmulSpec {
                 batch: [n, groups],
                 m: og,
