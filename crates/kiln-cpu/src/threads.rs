@@ -65,7 +65,8 @@ fn start(fallback: Option<usize>) -> usize {
 /// drives many CPU ops from one thread (a training loop) should run that loop here: each
 /// op's chunks are then shared out on the spot, with the loop's thread taking its part,
 /// rather than handed to the pool while the caller sleeps and waits to be woken. On two
-/// cores that took the char transformer from 96 to 107 steps in 18 s.
+/// cores that took the char transformer from 96 to 106-109 steps in 18 s (one pair of
+/// runs on a noisy machine).
 pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     num_threads();
     rayon::scope(|_| f())
