@@ -54,11 +54,12 @@ pub fn conv2d_unfolded(
     }
     let run = |(i, first, part): (usize, usize, &mut [MaybeUninit<f32>])| {
         let (n, g) = (i / groups, i % groups);
-        let mut cols = Vec::with_capacity(kdim * l);
-        let input = &x[(n * s.c + g * cg) * s.h * s.w..][..group_input];
-        unfold_image(input, &group, &mut cols.spare_capacity_mut()[..kdim * l]);
-        // SAFETY: `unfold_image` wrote all `kdim * l` elements.
-        unsafe { cols.set_len(kdim * l) };
+        let mut cols = Vec::new();
+        unfold_into(
+            &mut cols,
+            &x[(n * s.c + g * cg) * s.h * s.w..][..group_input],
+            &group,
+        );
         let a = &weight[(g * og + first) * kdim..];
         // SAFETY: a is (part's rows) x kdim inside the weights, cols is kdim x l, and part
         // holds whole output rows of l; beta 0, so part is written, never read.
@@ -86,6 +87,17 @@ pub fn conv2d_unfolded(
     // SAFETY: the tasks' parts cover the `len` elements, and each SGEMM wrote its part.
     unsafe { out.set_len(len) };
     out
+}
+
+/// One `[c, h, w]` image's columns into `cols`, replacing what it held: a task
+/// unfolds its images one after another into the same buffer.
+fn unfold_into<T: Copy + Default>(cols: &mut Vec<T>, image: &[T], s: &WindowSpec) {
+    let len = s.c * s.kh * s.kw * s.oh * s.ow;
+    cols.clear();
+    cols.reserve(len);
+    unfold_image(image, s, &mut cols.spare_capacity_mut()[..len]);
+    // SAFETY: `unfold_image` wrote all `len` elements.
+    unsafe { cols.set_len(len) };
 }
 
 /// One `[c, h, w]` image -> its `[c*kh*kw, oh*ow]` columns in `unfolded`, every element
@@ -160,7 +172,7 @@ pub fn conv2d_weight_grad_gemm(
 ) -> Vec<f32> {
     let (cg, og) = (s.c / groups, out_channels / groups);
     let (l, kk) = (s.oh * s.ow, s.kh * s.kw);
-    let (rows, width) = (s.c * kk, cg * kk);
+    let width = cg * kk;
     let size = out_channels * width;
     if l == 0 || size == 0 {
         return vec![0.0; size];
@@ -171,15 +183,9 @@ pub fn conv2d_weight_grad_gemm(
     let image = s.c * s.h * s.w;
     let partial = |run: usize| {
         let mut dw = vec![0.0f32; size];
-        let mut cols = Vec::with_capacity(rows * l);
+        let mut cols = Vec::new();
         for n in run * images..((run + 1) * images).min(s.n) {
-            unfold_image(
-                &x[n * image..][..image],
-                s,
-                &mut cols.spare_capacity_mut()[..rows * l],
-            );
-            // SAFETY: `unfold_image` wrote all `rows * l` elements.
-            unsafe { cols.set_len(rows * l) };
+            unfold_into(&mut cols, &x[n * image..][..image], s);
             for g in 0..groups {
                 let a = &dy[(n * out_channels + g * og) * l..];
                 let b = &cols[g * cg * kk * l..];
@@ -205,7 +211,6 @@ pub fn conv2d_weight_grad_gemm(
                     );
                 }
             }
-            cols.clear();
         }
         dw
     };
@@ -341,7 +346,7 @@ mod tests {
     /// A case's window, and an input and weights of varied values.
     fn case_data(case: Case) -> (WindowSpec, Vec<f32>, Vec<f32>) {
         let (n, c, h, w, k, stride, padding, dilation, out_c, groups) = case;
-        let size = |i: usize, s: usize, p: usize, d: usize| (i + 2 * p - d * (k - 1) - 1) / s + 1;
+        let size = |i, s, p, d| WindowSpec::out_size(i, k, s, p, d).expect("the window fits");
         let s = WindowSpec {
             n,
             c,

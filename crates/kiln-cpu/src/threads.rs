@@ -169,21 +169,13 @@ pub fn run_tasks<T: Send>(tasks: Vec<T>, parallel: bool, f: impl Fn(T) + Sync + 
     tasks.into_par_iter().for_each(f);
 }
 
-/// `f(first_row, rows)` over the `[rows, k]` data in `out`, in tasks of whole rows of
-/// about `CHUNK_ELEMENTS` elements: row-wise ops (softmax, layer norm) in parallel, each
-/// row computed by one task.
-pub fn for_rows<T: Send>(out: &mut [T], k: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    let k = k.max(1);
-    for_chunks(out, rows_per_task(k) * k, |start, part| f(start / k, part));
-}
-
 /// Rows of `k` elements in a task of a row-wise op: about `CHUNK_ELEMENTS` elements.
 pub fn rows_per_task(k: usize) -> usize {
     (CHUNK_ELEMENTS / k.max(1)).max(1)
 }
 
-/// Like `build`, in tasks of whole rows of `k` elements as `for_rows` splits them:
-/// `f(first_row, rows)`.
+/// Like `build`, in tasks of whole rows of `k` elements (row-wise ops: softmax, layer
+/// norm, cross-entropy's gradient), each row computed by one task: `f(first_row, rows)`.
 ///
 /// # Safety
 /// `f` must initialise every element of each chunk it is given.

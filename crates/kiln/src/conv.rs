@@ -121,16 +121,19 @@ impl Tensor {
             groups: g,
         };
         let mut out = track(record, || {
-            let x = self.contiguous()?;
+            let (x, weights) = (self.contiguous()?, weight.contiguous()?);
             if g > 1 && wc <= DIRECT_MAX_GROUP_CHANNELS {
-                let w = weight.contiguous()?;
-                let storage = x.storage().conv2d_direct(&w.storage(), &spec, out_c, g)?;
+                let storage = x
+                    .storage()
+                    .conv2d_direct(&weights.storage(), &spec, out_c, g)?;
                 return Ok(Tensor::from_storage(storage, [n, out_c, oh, ow]));
             }
             let pointwise = kh == 1 && kw == 1 && o.stride == (1, 1) && o.padding == (0, 0);
             if !pointwise {
-                let w = weight.contiguous()?;
-                if let Some(storage) = x.storage().conv2d_unfolded(&w.storage(), &spec, out_c, g)? {
+                if let Some(storage) =
+                    x.storage()
+                        .conv2d_unfolded(&weights.storage(), &spec, out_c, g)?
+                {
                     return Ok(Tensor::from_storage(storage, [n, out_c, oh, ow]));
                 }
             }
@@ -142,7 +145,7 @@ impl Tensor {
             let kdim = wc * kh * kw;
             // [n, g, kdim, l] columns against [g, out/g, kdim] filters broadcast over n.
             let cols = cols.reshape([n, g, kdim, oh * ow])?;
-            let filters = weight.contiguous()?.reshape([1, g, out_c / g, kdim])?;
+            let filters = weights.reshape([1, g, out_c / g, kdim])?;
             filters.matmul(&cols)?.reshape([n, out_c, oh, ow])
         })?;
         if let Some(b) = bias {
