@@ -2,7 +2,8 @@
 //! grouped convolution, and the weight gradient. Floating-point work in f64 unless
 //! noted.
 
-use crate::threads::{PARALLEL_FLOPS, WEIGHT_GRAD_RUN_FLOPS};
+use crate::matmul::{column_blocks, product, share_pool, Operand};
+use crate::threads::WEIGHT_GRAD_RUN_FLOPS;
 use crate::window::{for_each_run, for_each_tap, tap_row, valid_outputs, Real};
 use kiln_core::WindowSpec;
 use std::mem::MaybeUninit;
@@ -19,12 +20,11 @@ pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], s: &WindowSpec) -> Vec<T
     unsafe { crate::threads::build(s.n * unfolded, unfolded.max(1), unfold) }
 }
 
-/// conv2d of f32 data as `im2col` then the batched SGEMM `weight[g] (og x cg*kh*kw) @
-/// cols[n, g]`, with each image's group unfolded just before its products, into a
+/// conv2d of f32 data as `im2col` then the batched GEMM `weight[g] (og x cg*kh*kw) @
+/// cols[n, g]`, with each image's group unfolded just before its product, into a
 /// buffer of its task, so that the columns are read back while still in cache and the
-/// batch's columns are never held at once. Tasks are (image, group, block of output
-/// rows), split as `matmul` splits a product's rows and by size alone; each makes the
-/// same SGEMM call as the composed product, so the result is the same to the bit.
+/// batch's columns are never held at once. Each (image, group) product is computed in
+/// the composed path's blocks of columns, so the result is the same to the bit.
 pub fn conv2d_unfolded(
     x: &[f32],
     weight: &[f32],
@@ -40,19 +40,14 @@ pub fn conv2d_unfolded(
     }
     let group = WindowSpec { c: cg, ..*s };
     let group_input = cg * s.h * s.w;
-    let rows = crate::matmul::task_rows(og, l, kdim);
-    // (the task's image and group, its first output row, its output rows)
     let mut out = Vec::with_capacity(len);
-    let mut tasks = Vec::new();
-    for (i, c) in out.spare_capacity_mut()[..len]
+    // (the task's image and group, its outputs)
+    let tasks: Vec<_> = out.spare_capacity_mut()[..len]
         .chunks_mut(og * l)
         .enumerate()
-    {
-        for (t, part) in c.chunks_mut(rows * l).enumerate() {
-            tasks.push((i, t * rows, part));
-        }
-    }
-    let run = |(i, first, part): (usize, usize, &mut [MaybeUninit<f32>])| {
+        .collect();
+    let (spread, threads) = share_pool(tasks.len(), len * kdim);
+    let run = |(i, part): (usize, &mut [MaybeUninit<f32>])| {
         let (n, g) = (i / groups, i % groups);
         let mut cols = Vec::new();
         unfold_into(
@@ -60,31 +55,33 @@ pub fn conv2d_unfolded(
             &x[(n * s.c + g * cg) * s.h * s.w..][..group_input],
             &group,
         );
-        let a = &weight[(g * og + first) * kdim..];
-        // SAFETY: a is (part's rows) x kdim inside the weights, cols is kdim x l, and part
-        // holds whole output rows of l; beta 0, so part is written, never read.
-        unsafe {
-            matrixmultiply::sgemm(
-                part.len() / l,
-                kdim,
-                l,
-                1.0,
-                a.as_ptr(),
-                kdim as isize,
-                1,
-                cols.as_ptr(),
-                l as isize,
-                1,
-                0.0,
-                part.as_mut_ptr().cast::<f32>(),
-                l as isize,
-                1,
-            );
+        for (first, count) in column_blocks(og, l, kdim) {
+            // SAFETY: the group's weights are og x kdim, cols is kdim x l, and part is
+            // the og x l outputs, of which the block's og x count are written (not
+            // accumulating), never read.
+            unsafe {
+                product(
+                    (og, count, kdim),
+                    part.as_mut_ptr().cast::<f32>().add(first),
+                    l,
+                    false,
+                    Operand {
+                        at: weight[g * og * kdim..].as_ptr(),
+                        row_stride: kdim as isize,
+                        col_stride: 1,
+                    },
+                    Operand {
+                        at: cols[first..].as_ptr(),
+                        row_stride: l as isize,
+                        col_stride: 1,
+                    },
+                    threads,
+                );
+            }
         }
     };
-    let parallel = s.n * out_channels * l * kdim >= PARALLEL_FLOPS;
-    crate::threads::run_tasks(tasks, parallel, run);
-    // SAFETY: the tasks' parts cover the `len` elements, and each SGEMM wrote its part.
+    crate::threads::run_tasks(tasks, spread, run);
+    // SAFETY: the tasks' parts cover the `len` elements, and each GEMM wrote its part.
     unsafe { out.set_len(len) };
     out
 }
@@ -156,7 +153,7 @@ fn copy_short<T: Copy>(out: &mut [MaybeUninit<T>], src: &[T]) {
     rest.for_each(|(o, &v)| _ = o.write(v));
 }
 
-/// The weight gradient through im2col and SGEMM, for f32 data:
+/// The weight gradient through im2col and GEMM, for f32 data:
 /// `dw[g] = sum over n of dy[n, g] (og x l) @ cols[n, g]^T (l x cg*kh*kw)`.
 /// Same value as `conv2d_weight_grad`, in a different summation order. Each image is
 /// unfolded just before its products, into a buffer its task reuses, so the columns
@@ -181,41 +178,45 @@ pub fn conv2d_weight_grad_gemm(
     let images = (WEIGHT_GRAD_RUN_FLOPS / per_image.max(1)).max(1);
     let runs = s.n.div_ceil(images);
     let image = s.c * s.h * s.w;
-    let partial = |run: usize| {
+    let partial = |run: usize, threads: usize| {
         let mut dw = vec![0.0f32; size];
         let mut cols = Vec::new();
         for n in run * images..((run + 1) * images).min(s.n) {
             unfold_into(&mut cols, &x[n * image..][..image], s);
             for g in 0..groups {
-                let a = &dy[(n * out_channels + g * og) * l..];
-                let b = &cols[g * cg * kk * l..];
-                let c = &mut dw[g * og * width..];
-                // SAFETY: a is og x l (row stride l), b read as l x cg*kk (row stride 1,
-                // column stride l) inside cols, c is og x cg*kk inside dw.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        og,
-                        l,
-                        width,
-                        1.0,
-                        a.as_ptr(),
-                        l as isize,
-                        1,
-                        b.as_ptr(),
-                        1,
-                        l as isize,
-                        1.0,
-                        c.as_mut_ptr(),
-                        width as isize,
-                        1,
-                    );
+                let dy = &dy[(n * out_channels + g * og) * l..];
+                let (cols, dw) = (&cols[g * cg * kk * l..], &mut dw[g * og * width..]);
+                for (first, count) in column_blocks(og, width, l) {
+                    // SAFETY: dy's group is og x l, the group's columns are read as l x
+                    // cg*kk (row stride 1, column stride l), and dw's group is og x
+                    // cg*kk, of which the block's og x count are accumulated.
+                    unsafe {
+                        product(
+                            (og, count, l),
+                            dw.as_mut_ptr().add(first),
+                            width,
+                            true,
+                            Operand {
+                                at: dy.as_ptr(),
+                                row_stride: l as isize,
+                                col_stride: 1,
+                            },
+                            Operand {
+                                at: cols[first * l..].as_ptr(),
+                                row_stride: 1,
+                                col_stride: l as isize,
+                            },
+                            threads,
+                        );
+                    }
                 }
             }
         }
         dw
     };
-    let parallel = per_image * s.n >= PARALLEL_FLOPS;
-    let mut partials = crate::threads::map_indices(runs, parallel, partial).into_iter();
+    let (spread, threads) = share_pool(runs, per_image * s.n);
+    let partial = |run| partial(run, threads);
+    let mut partials = crate::threads::map_indices(runs, spread, partial).into_iter();
     let mut dw = partials.next().unwrap_or_else(|| vec![0.0; size]);
     for p in partials {
         dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);

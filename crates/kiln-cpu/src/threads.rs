@@ -17,11 +17,6 @@ pub const CHUNK_ELEMENTS: usize = 1 << 14;
 /// Multiply-adds per run of images in the conv weight gradient, whose partial sums are
 /// added in run order.
 pub const WEIGHT_GRAD_RUN_FLOPS: usize = 1 << 21;
-/// Multiply-adds per task of a GEMM. Each task packs its operands anew: at 2^21, a
-/// transformer's 2048x128 @ 128x512 was 32 tasks that each repacked the whole right
-/// operand, and two threads ran it in 1.8-1.9 ms against 2.1 on one; at 2^23, in
-/// 1.0-1.7 ms (this machine's second core is noisy).
-pub const GEMM_TASK_FLOPS: usize = 1 << 23;
 /// Multiply-adds below which a product runs on the calling thread.
 pub const PARALLEL_FLOPS: usize = 1 << 20;
 
@@ -72,11 +67,17 @@ pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
-/// Whether the pool that would run the work (the one `install`ed, else the global one)
-/// has more than one thread: with one, the calling thread runs it and saves a hand-off.
-fn several_threads() -> bool {
+/// The thread count of the pool that would run the work: the one `install`ed, else the
+/// global one.
+pub fn count() -> usize {
     num_threads();
-    rayon::current_num_threads() > 1
+    rayon::current_num_threads()
+}
+
+/// Whether the pool that would run the work has more than one thread: with one, the
+/// calling thread runs it and saves a hand-off.
+fn several_threads() -> bool {
+    count() > 1
 }
 
 /// `f(start, chunk)` over `out` in chunks of `chunk` elements (the last may be shorter),
