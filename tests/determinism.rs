@@ -76,8 +76,8 @@ fn consecutive_draws_differ_and_seeds_replay() {
 }
 
 /// A convolutional network's loss and gradients, and a few large elementwise and
-/// matmul results, row-wise ops, reductions, cross-entropy, broadcast, transposed and
-/// selected operands and an Adam step, on 1, 2, 3 and 8
+/// matmul results, row-wise ops, reductions, cross-entropy, layer norm's backward pass,
+/// broadcast, transposed and selected operands and an Adam step, on 1, 2, 3 and 8
 /// threads: every bit the same. The sizes are above
 /// every threshold at which the CPU backend splits work between threads (conv and
 /// matmul products of millions of multiply-adds, pooling and elementwise maps over
@@ -146,9 +146,27 @@ fn cpu_results_do_not_depend_on_the_thread_count() {
         let targets = Tensor::from_vec(targets, [700], &cpu).unwrap();
         let ce = logits.cross_entropy_smoothed(&targets, 0.1).unwrap();
         let ce_grad = ce.backward().unwrap();
+        // Layer norm's backward row kernel, and the sums over rows of its weight's and
+        // bias's gradients.
+        let xv = a.detach().into_var().unwrap();
+        let (lw, lb) = (
+            a.sum(&[0], false).unwrap().detach().into_var().unwrap(),
+            a.max(&[0], false).unwrap().detach().into_var().unwrap(),
+        );
+        let ln = xv
+            .layer_norm(&[500], Some(&lw), Some(&lb), 1e-5)
+            .unwrap()
+            .mul(&a)
+            .unwrap()
+            .mean_all()
+            .unwrap();
+        let ln_grads = ln.backward().unwrap();
         let more = [
             ce,
             ce_grad.get(&logits).unwrap().clone(),
+            ln_grads.get(&xv).unwrap().clone(),
+            ln_grads.get(&lw).unwrap().clone(),
+            ln_grads.get(&lb).unwrap().clone(),
             a.add(&a.sum(&[0], false).unwrap()).unwrap(),
             a.mul(&a.sum(&[1], true).unwrap()).unwrap(),
             a.transpose(0, 1).unwrap().contiguous().unwrap(),

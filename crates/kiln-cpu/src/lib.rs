@@ -40,8 +40,8 @@ pub use elementwise::{binary_f64, unary_f64};
 
 use kiln_core::{
     BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec, HostBuffer,
-    Layout, LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec,
-    UnaryOp, WindowSpec,
+    LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result,
+    ScatterSpec, UnaryOp, WindowSpec,
 };
 
 /// The CPU device. It holds nothing: host memory is the storage.
@@ -203,6 +203,29 @@ impl BackendStorage for CpuStorage {
         }
         let out = with_elements!(&self.0, x => norm::layer_norm(x, &w, &b, dims, eps, |v| v));
         Ok(Self::from_floats(self.dtype(), out))
+    }
+
+    fn layer_norm_backward(
+        &self,
+        grad: &Self,
+        weight: &Self,
+        dims: [usize; 2],
+        eps: f32,
+        weight_products: bool,
+    ) -> Result<Option<LayerNormGrads<Self>>> {
+        let (w, eps) = (weight.compact_floats(), eps as f64);
+        if let (HostBuffer::F32(x), HostBuffer::F32(g)) = (&self.0, &grad.0) {
+            let round = |v: f64| v as f32;
+            let dx = norm::layer_norm_backward(x, g, &w, dims, eps, round);
+            let products = weight_products.then(|| norm::weight_products(x, g, dims, eps, round));
+            let wrap = |v| CpuStorage(HostBuffer::F32(v));
+            return Ok(Some((wrap(dx), products.map(wrap))));
+        }
+        let (x, g) = (self.compact_floats(), grad.compact_floats());
+        let dx = norm::layer_norm_backward(&x, &g, &w, dims, eps, |v| v);
+        let products = weight_products.then(|| norm::weight_products(&x, &g, dims, eps, |v| v));
+        let wrap = |v| Self::from_floats(self.dtype(), v);
+        Ok(Some((wrap(dx), products.map(wrap))))
     }
 
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self> {

@@ -16,9 +16,7 @@ pub fn layer_norm<T: Copy + Sync + Into<f64>, U: Send>(
     let rows_of = |first: usize, part: &mut [MaybeUninit<U>]| {
         for (r, row) in part.chunks_exact_mut(k.max(1)).enumerate() {
             let xs = &x[(first + r) * k..][..k];
-            let mean = xs.iter().map(|&v| v.into()).sum::<f64>() / k as f64;
-            let var = xs.iter().map(|&v| (v.into() - mean).powi(2)).sum::<f64>() / k as f64;
-            let rstd = 1.0 / (var + eps).sqrt();
+            let (mean, rstd) = row_stats(xs, eps);
             for (i, o) in row.iter_mut().enumerate() {
                 o.write(round((xs[i].into() - mean) * rstd * w[i] + b[i]));
             }
@@ -26,4 +24,114 @@ pub fn layer_norm<T: Copy + Sync + Into<f64>, U: Send>(
     };
     // SAFETY: every task's rows are whole, and each of their elements is written.
     unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
+}
+
+/// A row's mean and `1 / sqrt(variance + eps)` (the biased variance, as PyTorch's).
+fn row_stats<T: Copy + Into<f64>>(xs: &[T], eps: f64) -> (f64, f64) {
+    let k = xs.len() as f64;
+    let mean = xs.iter().map(|&v| v.into()).sum::<f64>() / k;
+    let var = xs.iter().map(|&v| (v.into() - mean).powi(2)).sum::<f64>() / k;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// The gradient of `layer_norm` with respect to its input, row by row, in f64 rounded
+/// once: with `x_hat = (x - mean) * rstd` and `h = grad * w`,
+/// `dx = rstd * (h - mean(h) - x_hat * mean(h * x_hat))`, the formula the autograd
+/// composes from elementwise ops and reductions where a backend has no such kernel.
+pub fn layer_norm_backward<T: Copy + Sync + Into<f64>, U: Send>(
+    x: &[T],
+    grad: &[T],
+    w: &[f64],
+    [rows, k]: [usize; 2],
+    eps: f64,
+    round: impl Fn(f64) -> U + Sync,
+) -> Vec<U> {
+    let rows_of = |first: usize, part: &mut [MaybeUninit<U>]| {
+        for (r, row) in part.chunks_exact_mut(k.max(1)).enumerate() {
+            let (xs, gs) = (&x[(first + r) * k..][..k], &grad[(first + r) * k..][..k]);
+            let (mean, rstd) = row_stats(xs, eps);
+            let (mut h_sum, mut hx_sum) = (0.0, 0.0);
+            for i in 0..k {
+                let h = gs[i].into() * w[i];
+                h_sum += h;
+                hx_sum += h * ((xs[i].into() - mean) * rstd);
+            }
+            let (h_mean, hx_mean) = (h_sum / k as f64, hx_sum / k as f64);
+            for (i, o) in row.iter_mut().enumerate() {
+                let x_hat = (xs[i].into() - mean) * rstd;
+                let h = gs[i].into() * w[i];
+                o.write(round(rstd * (h - h_mean - x_hat * hx_mean)));
+            }
+        }
+    };
+    // SAFETY: every task's rows are whole, and each of their elements is written.
+    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
+}
+
+/// `grad * x_hat` row by row: the products whose sum over rows is the weight's gradient.
+pub fn weight_products<T: Copy + Sync + Into<f64>, U: Send>(
+    x: &[T],
+    grad: &[T],
+    [rows, k]: [usize; 2],
+    eps: f64,
+    round: impl Fn(f64) -> U + Sync,
+) -> Vec<U> {
+    let rows_of = |first: usize, part: &mut [MaybeUninit<U>]| {
+        for (r, row) in part.chunks_exact_mut(k.max(1)).enumerate() {
+            let (xs, gs) = (&x[(first + r) * k..][..k], &grad[(first + r) * k..][..k]);
+            let (mean, rstd) = row_stats(xs, eps);
+            for (i, o) in row.iter_mut().enumerate() {
+                o.write(round(gs[i].into() * ((xs[i].into() - mean) * rstd)));
+            }
+        }
+    };
+    // SAFETY: as in `layer_norm_backward`.
+    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The row kernel against the composed formula it replaces, each step rounded to
+    /// f64 as the autograd's ops would be in f64: x_hat, then h = g * w, the two means,
+    /// and `(h - mean(h) - x_hat * mean(h * x_hat)) * rstd`; and the weight products.
+    #[test]
+    fn the_backward_row_kernel_is_the_composed_formula() {
+        let (rows, k, eps) = (5, 37, 1e-5);
+        let x: Vec<f64> = (0..rows * k)
+            .map(|i| ((i * 37 % 23) as f64 - 11.0) * 0.3)
+            .collect();
+        let g: Vec<f64> = (0..rows * k)
+            .map(|i| ((i * 13 % 17) as f64 - 8.0) * 0.1)
+            .collect();
+        let w: Vec<f64> = (0..k).map(|i| 0.5 + i as f64 * 0.01).collect();
+        let dx = layer_norm_backward(&x, &g, &w, [rows, k], eps, |v| v);
+        let products = weight_products(&x, &g, [rows, k], eps, |v| v);
+        for r in 0..rows {
+            let (xs, gs) = (&x[r * k..][..k], &g[r * k..][..k]);
+            let mean = xs.iter().sum::<f64>() / k as f64;
+            let centered: Vec<f64> = xs.iter().map(|v| v - mean).collect();
+            let var = centered.iter().map(|c| c * c).sum::<f64>() / k as f64;
+            let rstd = 1.0 / (var + eps).sqrt();
+            let x_hat: Vec<f64> = centered.iter().map(|c| c * rstd).collect();
+            let h: Vec<f64> = gs.iter().zip(&w).map(|(g, w)| g * w).collect();
+            let h_mean = h.iter().sum::<f64>() / k as f64;
+            let hx_mean = h.iter().zip(&x_hat).map(|(h, x)| h * x).sum::<f64>() / k as f64;
+            for i in 0..k {
+                let want = (h[i] - h_mean - x_hat[i] * hx_mean) * rstd;
+                let got = dx[r * k + i];
+                assert!(
+                    (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+                    "dx[{r}, {i}]: {got} vs {want}"
+                );
+                let want = gs[i] * x_hat[i];
+                let got = products[r * k + i];
+                assert!(
+                    (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+                    "g*x_hat[{r}, {i}]"
+                );
+            }
+        }
+    }
 }

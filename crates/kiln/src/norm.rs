@@ -67,4 +67,33 @@ impl Tensor {
             Ok(Tensor::from_storage(storage, self.shape().clone()))
         })
     }
+
+    /// `layer_norm`'s backward pass through the backend's row kernel, for this input
+    /// (`dims` trailing dims normalised) and the output's gradient `grad`: the input's
+    /// gradient, and `grad * x_hat` when there is a weight (its gradient sums these over
+    /// the rows). `None` where the backend composes it instead.
+    pub(crate) fn layer_norm_backward(
+        &self,
+        grad: &Tensor,
+        weight: Option<&Tensor>,
+        dims: usize,
+        eps: f64,
+    ) -> Result<Option<(Tensor, Option<Tensor>)>> {
+        let k: usize = self.dims()[self.rank() - dims..].iter().product();
+        let rows = self.elem_count().checked_div(k).unwrap_or(0);
+        let w = match weight {
+            Some(w) => w.contiguous()?,
+            None => Tensor::full([k], 1.0, self.dtype(), &self.device())?,
+        };
+        let (x, g) = (self.contiguous()?, grad.contiguous()?);
+        let grads = x.storage().layer_norm_backward(
+            &g.storage(),
+            &w.storage(),
+            [rows, k],
+            eps as f32,
+            weight.is_some(),
+        )?;
+        let shaped = |s| Tensor::from_storage(s, self.shape().clone());
+        Ok(grads.map(|(dx, products)| (shaped(dx), products.map(shaped))))
+    }
 }

@@ -3,9 +3,9 @@
 
 use crate::Device;
 use kiln_core::{
-    BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec, HostBuffer, Layout,
-    LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind, ReduceOp, Result, ScatterSpec,
-    UnaryOp, WindowSpec,
+    BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec, HostBuffer, LayerNormGrads,
+    Layout, LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind, ReduceOp, Result,
+    ScatterSpec, UnaryOp, WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -236,6 +236,26 @@ impl Storage {
             (Storage::Gpu(s), Storage::Gpu(d)) => s.copy_into(layout, d, dst_layout),
             _ => Err(mismatch("copy")),
         }
+    }
+
+    /// See `BackendStorage::layer_norm_backward`.
+    pub(crate) fn layer_norm_backward(
+        &self,
+        grad: &Storage,
+        weight: &Storage,
+        dims: [usize; 2],
+        eps: f32,
+        weight_products: bool,
+    ) -> Result<Option<LayerNormGrads<Storage>>> {
+        Ok(match (self, grad, weight) {
+            (Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(w)) => x
+                .layer_norm_backward(g, w, dims, eps, weight_products)?
+                .map(|(dx, p)| (Storage::Cpu(dx), p.map(Storage::Cpu))),
+            (Storage::Gpu(x), Storage::Gpu(g), Storage::Gpu(w)) => x
+                .layer_norm_backward(g, w, dims, eps, weight_products)?
+                .map(|(dx, p)| (Storage::Gpu(dx), p.map(Storage::Gpu))),
+            _ => return Err(mismatch("layer_norm")),
+        })
     }
 
     pub(crate) fn conv2d_unfolded(

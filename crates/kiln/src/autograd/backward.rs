@@ -640,6 +640,16 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
             dims,
             eps,
         } => {
+            if let Some((dx, products)) = x.layer_norm_backward(g, weight.as_ref(), *dims, *eps)? {
+                let mut out = vec![Some(dx)];
+                if let (Some(w), Some(p)) = (weight, products) {
+                    out.push(Some(sum_to(&p, w.shape())?));
+                }
+                if let Some(b) = bias {
+                    out.push(Some(sum_to(g, b.shape())?));
+                }
+                return Ok(out);
+            }
             let norm: Vec<isize> = (x.rank() - dims..x.rank()).map(|d| d as isize).collect();
             let mean = x.mean(&norm, true)?;
             let centered = x.sub(&mean)?;
