@@ -192,20 +192,58 @@ pub(crate) fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
     kiln_core::for_each_unary_op!(by_op)
 }
 
-/// `binary_f64` over two equally long f32 slices, rounded once; the op is matched
+/// `binary_f64` over two equally shaped f32 views, rounded once; the op is matched
 /// outside the loop as in `unary_f32`.
-fn binary_f32(op: BinaryOp, a: &[f32], b: &[f32]) -> Vec<f32> {
-    fn zip(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64 + Sync) -> Vec<f32> {
-        crate::threads::zip(a, b, |x, y| f(x as f64, y as f64) as f32)
-    }
+fn binary_f32(op: BinaryOp, a: &[f32], la: &Layout, b: &[f32], lb: &Layout) -> Vec<f32> {
     macro_rules! by_op {
         ($($(#[$doc:meta])* $V:ident => $($rest:ident),*;)*) => {
             match op {
-                $(BinaryOp::$V => zip(a, b, |x, y| binary_f64(BinaryOp::$V, x, y)),)*
+                $(BinaryOp::$V => zip_views(a, la, b, lb, |x, y| {
+                    binary_f64(BinaryOp::$V, x as f64, y as f64) as f32
+                }),)*
             }
         };
     }
     kiln_core::for_each_binary_op!(by_op)
+}
+
+/// `f` over two equally shaped views, into a compact output. Contiguous operands are
+/// zipped whole; others are walked a run at a time and read in place, so that a
+/// broadcast operand (a bias row, a per-row statistic) is not first copied out to the
+/// full shape: that copy took as long as the op.
+fn zip_views<T: Copy + Sync, U: Send>(
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+    f: impl Fn(T, T) -> U + Sync,
+) -> Vec<U> {
+    use crate::vector::{map_into, zip_into};
+    let n = la.elem_count();
+    if la.is_contiguous() && lb.is_contiguous() {
+        let (a, b) = (&a[la.offset()..][..n], &b[lb.offset()..][..n]);
+        return crate::threads::zip(a, b, f);
+    }
+    let fill = |first: usize, part: &mut [std::mem::MaybeUninit<U>]| {
+        let mut at = 0;
+        strided::for_each_run_of([la, lb], first, part.len(), |[i, j], len, [si, sj]| {
+            let out = &mut part[at..][..len];
+            at += len;
+            match (si, sj) {
+                (1, 1) => zip_into(out, &a[i..][..len], &b[j..][..len], &f),
+                (1, 0) => map_into(out, &a[i..][..len], &|x| f(x, b[j])),
+                (0, 1) => map_into(out, &b[j..][..len], &|y| f(a[i], y)),
+                _ => {
+                    for (k, o) in out.iter_mut().enumerate() {
+                        o.write(f(a[i + k * si], b[j + k * sj]));
+                    }
+                }
+            }
+        });
+    };
+    // SAFETY: the runs of a chunk cover its `part.len()` elements exactly, and each run
+    // writes `len` of them.
+    unsafe { crate::threads::build(n, crate::threads::CHUNK_ELEMENTS, fill) }
 }
 
 pub fn binary(
@@ -226,8 +264,7 @@ pub fn binary(
             Ok(CpuStorage(HostBuffer::I32(out)))
         }
         (HostBuffer::F32(a), HostBuffer::F32(b)) => {
-            let (a, b) = (crate::f32_view(a, ll), crate::f32_view(b, rl));
-            Ok(CpuStorage(HostBuffer::F32(binary_f32(op, &a, &b))))
+            Ok(CpuStorage(HostBuffer::F32(binary_f32(op, a, ll, b, rl))))
         }
         _ => {
             let (a, b) = (lhs.floats(ll), rhs.floats(rl));
@@ -367,6 +404,54 @@ mod tests {
                 assert!(
                     y.to_bits() == want.to_bits(),
                     "{op:?}({x:e}) at {i}: {y:e}, not {want:e}"
+                );
+            }
+        }
+    }
+
+    /// Binary ops on views read in place give the bits of the same op on the views
+    /// copied out first: a broadcast row and column, a transposed operand, both
+    /// broadcast, and a view long enough to be split between threads.
+    #[test]
+    fn views_read_in_place_match_the_copied_views() {
+        let v: Vec<f32> = (0..70 * 601).map(|i| (i as f32 * 0.37).sin()).collect();
+        let broadcast = |from: &[usize], to: &[usize]| {
+            Layout::contiguous(from.to_vec())
+                .broadcast_to("test", &to.to_vec().into())
+                .expect("broadcast")
+        };
+        let pairs = [
+            (
+                Layout::contiguous([70, 601]),
+                broadcast(&[1, 601], &[70, 601]),
+            ),
+            (
+                broadcast(&[70, 1], &[70, 601]),
+                Layout::contiguous([70, 601]),
+            ),
+            (
+                Layout::contiguous([601, 70]).transpose(0, 1),
+                Layout::contiguous([70, 601]),
+            ),
+            (broadcast(&[1, 1], &[5, 7]), broadcast(&[5, 1], &[5, 7])),
+        ];
+        for (la, lb) in pairs {
+            for op in [BinaryOp::Sub, BinaryOp::Div, BinaryOp::Maximum] {
+                let got = binary_f32(op, &v, &la, &v, &lb);
+                let (a, b) = (strided::gather(&v, &la), strided::gather(&v, &lb));
+                let want = binary_f32(
+                    op,
+                    &a,
+                    &Layout::contiguous([a.len()]),
+                    &b,
+                    &Layout::contiguous([b.len()]),
+                );
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(x, y)| x.to_bits() == y.to_bits())
+                        && got.len() == want.len(),
+                    "{op:?} on {la:?} and {lb:?}"
                 );
             }
         }

@@ -6,21 +6,31 @@
 use kiln_core::Layout;
 use std::mem::MaybeUninit;
 
-/// `layout`'s dims as `(size, stride)` with size-1 dims dropped and dims that lie back to
-/// back merged (a dim whose stride spans exactly the next dim continues it); the
-/// innermost is split off as the run.
-fn merged_dims(layout: &Layout) -> (Vec<(usize, usize)>, (usize, usize)) {
-    let mut dims: Vec<(usize, usize)> = Vec::with_capacity(layout.dims().len());
-    for (&size, &stride) in layout.dims().iter().zip(layout.strides()) {
+/// A dim of `N` layouts walked together: its size, and its stride in each.
+type Dim<const N: usize> = (usize, [usize; N]);
+
+/// The dims of `N` equally shaped layouts as `(size, strides)`, with size-1 dims dropped
+/// and dims that lie back to back in every layout merged (a dim whose stride spans
+/// exactly the next dim continues it); the innermost is split off as the run.
+fn merged_dims<const N: usize>(
+    layouts: [&Layout; N],
+) -> (Vec<Dim<N>>, Dim<N>) {
+    let rank = layouts.first().map_or(0, |l| l.dims().len());
+    let mut dims: Vec<Dim<N>> = Vec::with_capacity(rank);
+    for d in 0..rank {
+        let size = layouts[0].dims()[d];
         if size == 1 {
             continue;
         }
+        let strides = layouts.map(|l| l.strides()[d]);
         match dims.last_mut() {
-            Some(last) if last.1 == size * stride => *last = (last.0 * size, stride),
-            _ => dims.push((size, stride)),
+            Some(last) if (0..N).all(|i| last.1[i] == size * strides[i]) => {
+                *last = (last.0 * size, strides)
+            }
+            _ => dims.push((size, strides)),
         }
     }
-    let run = dims.pop().unwrap_or((1, 1));
+    let run = dims.pop().unwrap_or((1, [1; N]));
     (dims, run)
 }
 
@@ -39,23 +49,41 @@ fn for_each_run_in(
     count: usize,
     mut run: impl FnMut(usize, usize, usize),
 ) {
+    for_each_run_of([layout], first, count, |[start], len, [stride]| {
+        run(start, len, stride)
+    })
+}
+
+/// Like `for_each_run_in`, over `N` equally shaped layouts walked together (a binary
+/// op's operands): `run(starts, len, strides)`, the run's `i`-th element of layout `j`
+/// at `starts[j] + i * strides[j]`. A broadcast operand has stride 0 in its run or in
+/// an outer dim, and is read in place rather than copied out to the full shape.
+pub fn for_each_run_of<const N: usize>(
+    layouts: [&Layout; N],
+    first: usize,
+    count: usize,
+    mut run: impl FnMut([usize; N], usize, [usize; N]),
+) {
     if count == 0 {
         return;
     }
-    let (dims, (len, stride)) = merged_dims(layout);
+    let (dims, (len, strides)) = merged_dims(layouts);
     // The odometer's position at `first`: outer indices, and the offset into the run.
-    let (mut outer, mut inner) = (first / len, first % len);
+    let (mut outer, inner) = (first / len, first % len);
     let mut index = vec![0usize; dims.len()];
-    let mut base = layout.offset();
-    for (d, &(size, step)) in dims.iter().enumerate().rev() {
+    let mut base = layouts.map(|l| l.offset());
+    for (d, &(size, steps)) in dims.iter().enumerate().rev() {
         index[d] = outer % size;
-        base += index[d] * step;
+        for (b, step) in base.iter_mut().zip(steps) {
+            *b += index[d] * step;
+        }
         outer /= size;
     }
-    let mut left = count;
+    let (mut inner, mut left) = (inner, count);
     loop {
         let take = (len - inner).min(left);
-        run(base + inner * stride, take, stride);
+        let starts = std::array::from_fn(|i| base[i] + inner * strides[i]);
+        run(starts, take, strides);
         left -= take;
         if left == 0 {
             return;
@@ -65,13 +93,17 @@ fn for_each_run_in(
         let mut d = dims.len();
         loop {
             d -= 1;
-            let (size, step) = dims[d];
+            let (size, steps) = dims[d];
             index[d] += 1;
-            base += step;
             if index[d] < size {
+                for (b, step) in base.iter_mut().zip(steps) {
+                    *b += step;
+                }
                 break;
             }
-            base -= step * size;
+            for (b, step) in base.iter_mut().zip(steps) {
+                *b -= step * (size - 1);
+            }
             index[d] = 0;
         }
     }
@@ -173,6 +205,55 @@ mod tests {
             scatter(&walk, &mut dst, &view);
             for i in view.offsets() {
                 assert_eq!(dst[i], v[i], "{view:?} at {i}");
+            }
+        }
+    }
+
+    /// Two equally shaped views walked together give the pairs of their own walks, in
+    /// every part: transposed against compact, broadcast rows and columns, a narrowed
+    /// view, and dims that merge in one view but not the other.
+    #[test]
+    fn pairs_of_views_walk_together() {
+        let v: Vec<u32> = (0..1000).collect();
+        let broadcast = |from: &[usize], to: &[usize]| {
+            Layout::contiguous(from.to_vec())
+                .broadcast_to("test", &to.to_vec().into())
+                .expect("broadcast")
+        };
+        let pairs = [
+            (
+                Layout::contiguous([2, 5, 4, 3]),
+                Layout::contiguous([2, 3, 4, 5]).transpose(1, 3),
+            ),
+            (Layout::contiguous([4, 5]), broadcast(&[1, 5], &[4, 5])),
+            (
+                broadcast(&[4, 1], &[4, 6]),
+                Layout::contiguous([6, 4]).transpose(0, 1),
+            ),
+            (
+                Layout::contiguous([3, 7]).narrow(1, 2, 4),
+                broadcast(&[3, 1], &[3, 4]),
+            ),
+            (broadcast(&[1, 1], &[3, 4]), Layout::contiguous([3, 4])),
+        ];
+        for (a, b) in pairs {
+            let walk: Vec<(u32, u32)> = a
+                .offsets()
+                .zip(b.offsets())
+                .map(|(i, j)| (v[i], v[j]))
+                .collect();
+            for first in 0..walk.len() {
+                for count in 0..=walk.len() - first {
+                    let mut part = Vec::new();
+                    for_each_run_of([&a, &b], first, count, |[i, j], len, [si, sj]| {
+                        part.extend((0..len).map(|k| (v[i + k * si], v[j + k * sj])));
+                    });
+                    assert_eq!(
+                        part,
+                        walk[first..first + count],
+                        "{a:?} {b:?} {first}+{count}"
+                    );
+                }
             }
         }
     }
