@@ -14,23 +14,61 @@ pub fn layer_norm<T: Copy + Sync + Into<f64>, U: Send>(
     round: impl Fn(f64) -> U + Sync,
 ) -> Vec<U> {
     let rows_of = |first: usize, part: &mut [MaybeUninit<U>]| {
-        for (r, row) in part.chunks_exact_mut(k.max(1)).enumerate() {
-            let xs = &x[(first + r) * k..][..k];
+        normalize_rows(part, &x[first * k..], w, b, eps, &round)
+    };
+    // SAFETY: every task's rows are whole, and `normalize_rows` writes each element.
+    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
+}
+
+widest_loop! {
+    /// `layer_norm` of the whole rows of `out` (`x` from their first element on).
+    fn normalize_rows<T, U>(
+        out: &mut [MaybeUninit<U>],
+        x: &[T],
+        w: &[f64],
+        b: &[f64],
+        eps: f64,
+        round: &impl Fn(f64) -> U,
+    ) where [T: Copy + Into<f64>] {
+        let k = w.len().max(1);
+        for (row, xs) in out.chunks_exact_mut(k).zip(x.chunks_exact(k)) {
             let (mean, rstd) = row_stats(xs, eps);
             for (i, o) in row.iter_mut().enumerate() {
                 o.write(round((xs[i].into() - mean) * rstd * w[i] + b[i]));
             }
         }
-    };
-    // SAFETY: every task's rows are whole, and each of their elements is written.
-    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
+    }
+}
+
+/// Partial sums a row sum keeps. With one running sum, each add waits for the one
+/// before it, and a layer norm row was bound by those waits (6% of a transformer step
+/// for the backward pass alone); independent lanes overlap.
+const LANES: usize = 8;
+
+/// `term(0) + ... + term(k - 1)`, with term `i` added into lane `i % LANES` and the lanes
+/// added in order: a fixed order, whatever the thread count.
+#[inline(always)]
+fn lane_sum(k: usize, term: impl Fn(usize) -> f64) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let whole = k - k % LANES;
+    // A fixed-length inner loop, unrolled, keeps the lanes in registers.
+    for first in (0..whole).step_by(LANES) {
+        for (lane, sum) in lanes.iter_mut().enumerate() {
+            *sum += term(first + lane);
+        }
+    }
+    for (sum, i) in lanes.iter_mut().zip(whole..k) {
+        *sum += term(i);
+    }
+    lanes.iter().sum()
 }
 
 /// A row's mean and `1 / sqrt(variance + eps)` (the biased variance, as PyTorch's).
+#[inline(always)]
 fn row_stats<T: Copy + Into<f64>>(xs: &[T], eps: f64) -> (f64, f64) {
-    let k = xs.len() as f64;
-    let mean = xs.iter().map(|&v| v.into()).sum::<f64>() / k;
-    let var = xs.iter().map(|&v| (v.into() - mean).powi(2)).sum::<f64>() / k;
+    let k = xs.len();
+    let mean = lane_sum(k, |i| xs[i].into()) / k as f64;
+    let var = lane_sum(k, |i| (xs[i].into() - mean).powi(2)) / k as f64;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -47,25 +85,37 @@ pub fn layer_norm_backward<T: Copy + Sync + Into<f64>, U: Send>(
     round: impl Fn(f64) -> U + Sync,
 ) -> Vec<U> {
     let rows_of = |first: usize, part: &mut [MaybeUninit<U>]| {
-        for (r, row) in part.chunks_exact_mut(k.max(1)).enumerate() {
-            let (xs, gs) = (&x[(first + r) * k..][..k], &grad[(first + r) * k..][..k]);
+        let at = first * k;
+        input_grad_rows(part, &x[at..], &grad[at..], w, eps, &round)
+    };
+    // SAFETY: every task's rows are whole, and `input_grad_rows` writes each element.
+    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
+}
+
+widest_loop! {
+    /// `layer_norm_backward` of the whole rows of `out` (`x` and `grad` from their first
+    /// element on).
+    fn input_grad_rows<T, U>(
+        out: &mut [MaybeUninit<U>],
+        x: &[T],
+        grad: &[T],
+        w: &[f64],
+        eps: f64,
+        round: &impl Fn(f64) -> U,
+    ) where [T: Copy + Into<f64>] {
+        let k = w.len().max(1);
+        let rows = out.chunks_exact_mut(k).zip(x.chunks_exact(k)).zip(grad.chunks_exact(k));
+        for ((row, xs), gs) in rows {
             let (mean, rstd) = row_stats(xs, eps);
-            let (mut h_sum, mut hx_sum) = (0.0, 0.0);
-            for i in 0..k {
-                let h = gs[i].into() * w[i];
-                h_sum += h;
-                hx_sum += h * ((xs[i].into() - mean) * rstd);
-            }
-            let (h_mean, hx_mean) = (h_sum / k as f64, hx_sum / k as f64);
+            let h = |i: usize| gs[i].into() * w[i];
+            let h_mean = lane_sum(k, h) / k as f64;
+            let hx_mean = lane_sum(k, |i| h(i) * ((xs[i].into() - mean) * rstd)) / k as f64;
             for (i, o) in row.iter_mut().enumerate() {
                 let x_hat = (xs[i].into() - mean) * rstd;
-                let h = gs[i].into() * w[i];
-                o.write(round(rstd * (h - h_mean - x_hat * hx_mean)));
+                o.write(round(rstd * (h(i) - h_mean - x_hat * hx_mean)));
             }
         }
-    };
-    // SAFETY: every task's rows are whole, and each of their elements is written.
-    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
+    }
 }
 
 /// `grad * x_hat` row by row: the products whose sum over rows is the weight's gradient.
@@ -77,16 +127,32 @@ pub fn weight_products<T: Copy + Sync + Into<f64>, U: Send>(
     round: impl Fn(f64) -> U + Sync,
 ) -> Vec<U> {
     let rows_of = |first: usize, part: &mut [MaybeUninit<U>]| {
-        for (r, row) in part.chunks_exact_mut(k.max(1)).enumerate() {
-            let (xs, gs) = (&x[(first + r) * k..][..k], &grad[(first + r) * k..][..k]);
+        let at = first * k;
+        weight_product_rows(part, &x[at..], &grad[at..], k, eps, &round)
+    };
+    // SAFETY: as in `layer_norm_backward`.
+    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
+}
+
+widest_loop! {
+    /// `weight_products` of the whole rows of `out`, `k` elements each.
+    fn weight_product_rows<T, U>(
+        out: &mut [MaybeUninit<U>],
+        x: &[T],
+        grad: &[T],
+        k: usize,
+        eps: f64,
+        round: &impl Fn(f64) -> U,
+    ) where [T: Copy + Into<f64>] {
+        let k = k.max(1);
+        let rows = out.chunks_exact_mut(k).zip(x.chunks_exact(k)).zip(grad.chunks_exact(k));
+        for ((row, xs), gs) in rows {
             let (mean, rstd) = row_stats(xs, eps);
             for (i, o) in row.iter_mut().enumerate() {
                 o.write(round(gs[i].into() * ((xs[i].into() - mean) * rstd)));
             }
         }
-    };
-    // SAFETY: as in `layer_norm_backward`.
-    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
+    }
 }
 
 #[cfg(test)]

@@ -12,9 +12,7 @@ type Dim<const N: usize> = (usize, [usize; N]);
 /// The dims of `N` equally shaped layouts as `(size, strides)`, with size-1 dims dropped
 /// and dims that lie back to back in every layout merged (a dim whose stride spans
 /// exactly the next dim continues it); the innermost is split off as the run.
-fn merged_dims<const N: usize>(
-    layouts: [&Layout; N],
-) -> (Vec<Dim<N>>, Dim<N>) {
+fn merged_dims<const N: usize>(layouts: [&Layout; N]) -> (Vec<Dim<N>>, Dim<N>) {
     let rank = layouts.first().map_or(0, |l| l.dims().len());
     let mut dims: Vec<Dim<N>> = Vec::with_capacity(rank);
     for d in 0..rank {
