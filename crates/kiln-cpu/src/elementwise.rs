@@ -286,6 +286,11 @@ pub fn where_cond(
     f: &CpuStorage,
     fl: &Layout,
 ) -> Result<CpuStorage> {
+    if let (HostBuffer::F32(c), HostBuffer::F32(t), HostBuffer::F32(f)) = (&cond.0, &t.0, &f.0) {
+        return Ok(CpuStorage(HostBuffer::F32(select_views(
+            c, cl, t, tl, f, fl,
+        ))));
+    }
     let c: Vec<bool> = match &cond.0 {
         HostBuffer::F32(v) => strided::gather_map(v, cl, |x| x != 0.0),
         _ => cond.floats(cl).iter().map(|&x| x != 0.0).collect(),
@@ -304,6 +309,70 @@ pub fn where_cond(
             })
         }
     }))
+}
+
+/// `t` where `cond` is nonzero, else `f`, for three equally shaped f32 views read in
+/// place a run at a time: an attention mask and its fill value are broadcast, and
+/// copying them out to the full shape first took longer than the select.
+fn select_views(
+    c: &[f32],
+    cl: &Layout,
+    t: &[f32],
+    tl: &Layout,
+    f: &[f32],
+    fl: &Layout,
+) -> Vec<f32> {
+    let fill = |first: usize, part: &mut [std::mem::MaybeUninit<f32>]| {
+        let mut at = 0;
+        let views = [cl, tl, fl];
+        strided::for_each_run_of(views, first, part.len(), |[i, j, k], len, strides| {
+            let out = &mut part[at..][..len];
+            at += len;
+            select_run(out, (&c[i..], &t[j..], &f[k..]), strides);
+        });
+    };
+    // SAFETY: the runs of a chunk cover its `part.len()` elements exactly, and each run
+    // writes `len` of them.
+    unsafe { crate::threads::build(cl.elem_count(), crate::threads::CHUNK_ELEMENTS, fill) }
+}
+
+widest_loop! {
+    /// One run of `select_views`: element `i` of each operand at `i` times its stride.
+    fn select_run<>(
+        out: &mut [std::mem::MaybeUninit<f32>],
+        operands: (&[f32], &[f32], &[f32]),
+        strides: [usize; 3],
+    ) {
+        let ((c, t, f), [cs, ts, fs]) = (operands, strides);
+        let n = out.len();
+        // The common patterns get loops of their own, which vectorise: a stride of 0 is
+        // a value the run repeats.
+        match (cs, ts, fs) {
+            (1, 1, 1) => {
+                let (c, t, f) = (&c[..n], &t[..n], &f[..n]);
+                for (i, o) in out.iter_mut().enumerate() {
+                    o.write(if c[i] != 0.0 { t[i] } else { f[i] });
+                }
+            }
+            (1, 0, 1) => {
+                let (c, t, f) = (&c[..n], t[0], &f[..n]);
+                for (i, o) in out.iter_mut().enumerate() {
+                    o.write(if c[i] != 0.0 { t } else { f[i] });
+                }
+            }
+            (1, 1, 0) => {
+                let (c, t, f) = (&c[..n], &t[..n], f[0]);
+                for (i, o) in out.iter_mut().enumerate() {
+                    o.write(if c[i] != 0.0 { t[i] } else { f });
+                }
+            }
+            _ => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    o.write(if c[i * cs] != 0.0 { t[i * ts] } else { f[i * fs] });
+                }
+            }
+        }
+    }
 }
 
 /// `t` where `cond`, else `f` (all equally long), in parallel chunks for long inputs.
@@ -454,6 +523,53 @@ mod tests {
                     "{op:?} on {la:?} and {lb:?}"
                 );
             }
+        }
+    }
+
+    /// `where` on views read in place picks what it picks on the copied views: a
+    /// broadcast mask and fill value (attention's), a transposed condition, a broadcast
+    /// `f`, all compact (each run pattern `select_run` has a loop for, and the general
+    /// one), a NaN condition (nonzero: it picks `t`), and views long enough to be split.
+    #[test]
+    fn select_reads_views_in_place() {
+        let v: Vec<f32> = (0..70 * 601).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut mask: Vec<f32> = v.iter().map(|&x| (x > 0.2) as u8 as f32).collect();
+        mask[3] = f32::NAN;
+        let broadcast = |from: &[usize], to: &[usize]| {
+            Layout::contiguous(from.to_vec())
+                .broadcast_to("test", &to.to_vec().into())
+                .expect("broadcast")
+        };
+        let full = Layout::contiguous([70, 601]);
+        let triples = [
+            (
+                broadcast(&[1, 601], &[70, 601]),
+                broadcast(&[1, 1], &[70, 601]),
+                full.clone(),
+            ),
+            (
+                Layout::contiguous([601, 70]).transpose(0, 1),
+                full.clone(),
+                full.clone(),
+            ),
+            (full.clone(), full.clone(), broadcast(&[70, 1], &[70, 601])),
+            (full.clone(), full.clone(), full.clone()),
+        ];
+        for (cl, tl, fl) in triples {
+            let got = select_views(&mask, &cl, &v, &tl, &v, &fl);
+            let c: Vec<bool> = strided::gather(&mask, &cl)
+                .iter()
+                .map(|&x| x != 0.0)
+                .collect();
+            let want = pick(&c, strided::gather(&v, &tl), strided::gather(&v, &fl));
+            assert!(
+                got.len() == want.len()
+                    && got
+                        .iter()
+                        .zip(&want)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{cl:?} {tl:?} {fl:?}"
+            );
         }
     }
 }
