@@ -432,13 +432,22 @@ impl BackendStorage for CpuStorage {
         states: &[&Self],
         step: &OptimizerStep,
     ) -> Result<(Self, Vec<Self>)> {
+        let f32s: Option<Vec<&[f32]>> = states
+            .iter()
+            .map(|s| match &s.0 {
+                HostBuffer::F32(v) => Some(&v[..]),
+                _ => None,
+            })
+            .collect();
+        if let (HostBuffer::F32(p), HostBuffer::F32(g), Some(s)) = (&self.0, &grad.0, &f32s) {
+            let (p, states) = optim::update(p, g, s, step, |v| v as f32);
+            let wrap = |v| CpuStorage(HostBuffer::F32(v));
+            return Ok((wrap(p), states.into_iter().map(wrap).collect()));
+        }
         let states: Vec<Vec<f64>> = states.iter().map(|s| s.compact_floats()).collect();
-        let (p, states) = optim::update(
-            &self.compact_floats(),
-            &grad.compact_floats(),
-            &states,
-            step,
-        );
+        let states: Vec<&[f64]> = states.iter().map(|s| &s[..]).collect();
+        let (p, g) = (self.compact_floats(), grad.compact_floats());
+        let (p, states) = optim::update(&p, &g, &states, step, |v| v);
         let dtype = self.dtype();
         let states = states
             .into_iter()

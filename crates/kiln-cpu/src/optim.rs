@@ -3,36 +3,46 @@
 
 use kiln_core::{AdamSpec, OptimizerStep, RmsPropSpec, SgdSpec};
 
-/// The new parameter and states of every element (at most two states), in parallel
-/// chunks for large parameters.
-pub fn update(
-    p: &[f64],
-    g: &[f64],
-    states: &[Vec<f64>],
+/// The new parameter and states of every element (at most two states), each computed in
+/// f64 from the inputs as they are read and rounded by `round` as it is written: one
+/// pass over the parameter's elements, in parallel chunks for large parameters.
+pub fn update<T: Copy + Sync + Into<f64>, U: Send>(
+    p: &[T],
+    g: &[T],
+    states: &[&[T]],
     step: &OptimizerStep,
-) -> (Vec<f64>, Vec<Vec<f64>>) {
-    let count = states.len();
-    // Each element's new parameter and states, side by side.
-    let mut rows = vec![[0.0; 3]; p.len()];
-    crate::threads::for_chunks(&mut rows, crate::threads::CHUNK_ELEMENTS, |start, part| {
-        for (j, row) in part.iter_mut().enumerate() {
+    round: impl Fn(f64) -> U + Sync,
+) -> (Vec<U>, Vec<Vec<U>>) {
+    let n = p.len();
+    let mut p_out = Vec::with_capacity(n);
+    let mut s_out: Vec<Vec<U>> = states.iter().map(|_| Vec::with_capacity(n)).collect();
+    let outs = std::iter::once(&mut p_out)
+        .chain(&mut s_out)
+        .map(|v| &mut v.spare_capacity_mut()[..n])
+        .collect();
+    crate::threads::for_chunks_of(outs, crate::threads::CHUNK_ELEMENTS, |start, parts| {
+        for j in 0..parts[0].len() {
             let i = start + j;
             let mut s_in = [0.0; 2];
             for (slot, s) in s_in.iter_mut().zip(states) {
-                *slot = s[i];
+                *slot = s[i].into();
             }
             let (p1, s1) = match step {
-                OptimizerStep::Adam(spec) => adam(p[i], g[i], &s_in, spec),
-                OptimizerStep::SgdMomentum(spec) => sgd(p[i], g[i], &s_in, spec),
-                OptimizerStep::RmsProp(spec) => rmsprop(p[i], g[i], &s_in, spec),
+                OptimizerStep::Adam(spec) => adam(p[i].into(), g[i].into(), &s_in, spec),
+                OptimizerStep::SgdMomentum(spec) => sgd(p[i].into(), g[i].into(), &s_in, spec),
+                OptimizerStep::RmsProp(spec) => rmsprop(p[i].into(), g[i].into(), &s_in, spec),
             };
-            *row = [p1, s1[0], s1[1]];
+            parts[0][j].write(round(p1));
+            for (part, s) in parts[1..].iter_mut().zip(s1) {
+                part[j].write(round(s));
+            }
         }
     });
-    let p_out = rows.iter().map(|r| r[0]).collect();
-    let s_out = (0..count)
-        .map(|k| rows.iter().map(|r| r[k + 1]).collect())
-        .collect();
+    // SAFETY: the chunks cover `0..n` of every output, and each element was written.
+    unsafe {
+        p_out.set_len(n);
+        s_out.iter_mut().for_each(|s| s.set_len(n));
+    }
     (p_out, s_out)
 }
 
@@ -71,4 +81,59 @@ fn rmsprop(p: f64, g: f64, s: &[f64; 2], spec: &RmsPropSpec) -> (f64, [f64; 2]) 
     let g = g + decay * p;
     let avg = s[0] + c * (g * g - s[0]);
     (p - lr * g / (avg.sqrt() + eps), [avg, 0.0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f32 inputs read in place and rounded as they are written give the bits of the
+    /// same step on inputs widened to f64 first and rounded after, for each optimizer,
+    /// over a parameter long enough to be split between threads.
+    #[test]
+    fn the_f32_step_is_the_f64_step_rounded() {
+        let n = 70_001;
+        let wave = |k: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * k).sin()).collect() };
+        let (p, g, m, v) = (wave(0.1), wave(0.37), wave(0.05), wave(0.21));
+        let v: Vec<f32> = v.iter().map(|x| x.abs()).collect();
+        let steps = [
+            OptimizerStep::Adam(AdamSpec {
+                one_minus_beta1: 0.1,
+                one_minus_beta2: 0.001,
+                eps: 1e-8,
+                step_size: 1e-3,
+                inv_correction2: 10.0,
+                coupled_decay: 0.01,
+                decay_factor: 0.999,
+            }),
+            OptimizerStep::SgdMomentum(SgdSpec {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 1e-4,
+                nesterov: true,
+            }),
+        ];
+        let wide = |x: &[f32]| -> Vec<f64> { x.iter().map(|&v| v as f64).collect() };
+        for step in &steps {
+            let states: &[&[f32]] = match step {
+                OptimizerStep::Adam(_) => &[&m, &v],
+                _ => &[&m],
+            };
+            let (p1, s1) = update(&p, &g, states, step, |x| x as f32);
+            let wide_states: Vec<Vec<f64>> = states.iter().map(|s| wide(s)).collect();
+            let wide_refs: Vec<&[f64]> = wide_states.iter().map(|s| &s[..]).collect();
+            let (p2, s2) = update(&wide(&p), &wide(&g), &wide_refs, step, |x| x);
+            let same = |a: &[f32], b: &[f64]| {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|(x, &y)| x.to_bits() == (y as f32).to_bits())
+            };
+            assert!(same(&p1, &p2), "{step:?}: parameter");
+            for (a, b) in s1.iter().zip(&s2) {
+                assert!(same(a, b), "{step:?}: state");
+            }
+            assert_eq!(s1.len(), states.len());
+        }
+    }
 }

@@ -107,6 +107,28 @@ pub fn for_chunks_when<T: Send>(
         .for_each(|(i, part)| f(i * chunk, part));
 }
 
+/// `for_chunks` over several equally long outputs together: `f(start, parts)`, with
+/// `parts[j]` the chunk of `outs[j]` that starts at `start`.
+pub fn for_chunks_of<T: Send>(
+    outs: Vec<&mut [T]>,
+    chunk: usize,
+    f: impl Fn(usize, &mut [&mut [T]]) + Sync + Send,
+) {
+    let (len, chunk) = (outs.first().map_or(0, |o| o.len()), chunk.max(1));
+    let mut splits: Vec<_> = outs.into_iter().map(|o| o.chunks_mut(chunk)).collect();
+    let tasks: Vec<(usize, Vec<&mut [T]>)> = (0..len.div_ceil(chunk))
+        .map(|i| {
+            let parts = splits
+                .iter_mut()
+                .map(|s| s.next().expect("equally long outputs"));
+            (i * chunk, parts.collect())
+        })
+        .collect();
+    run_tasks(tasks, len >= PARALLEL_ELEMENTS, |(start, mut parts)| {
+        f(start, &mut parts)
+    });
+}
+
 /// `f(i)` for each `i` in `0..n`, collected in order; in parallel when `parallel`.
 pub fn map_indices<T: Send>(
     n: usize,
