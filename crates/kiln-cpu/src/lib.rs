@@ -432,6 +432,11 @@ impl BackendStorage for CpuStorage {
         states: &[&Self],
         step: &OptimizerStep,
     ) -> Result<(Self, Vec<Self>)> {
+        if states.len() != step.states() {
+            let reason = format!("{} takes {} state tensors", step.name(), step.states());
+            let op = "optimizer_update";
+            return Err(Error::InvalidArgument { op, reason });
+        }
         let f32s: Option<Vec<&[f32]>> = states
             .iter()
             .map(|s| match &s.0 {

@@ -2,6 +2,7 @@
 //! checked against. Each formula is its spec's (kiln-core's `spec.rs`).
 
 use kiln_core::{AdamSpec, OptimizerStep, RmsPropSpec, SgdSpec};
+use std::mem::MaybeUninit;
 
 /// The new parameter and states of every element (at most two states), each computed in
 /// f64 from the inputs as they are read and rounded by `round` as it is written: one
@@ -21,22 +22,8 @@ pub fn update<T: Copy + Sync + Into<f64>, U: Send>(
         .map(|v| &mut v.spare_capacity_mut()[..n])
         .collect();
     crate::threads::for_chunks_of(outs, crate::threads::CHUNK_ELEMENTS, |start, parts| {
-        for j in 0..parts[0].len() {
-            let i = start + j;
-            let mut s_in = [0.0; 2];
-            for (slot, s) in s_in.iter_mut().zip(states) {
-                *slot = s[i].into();
-            }
-            let (p1, s1) = match step {
-                OptimizerStep::Adam(spec) => adam(p[i].into(), g[i].into(), &s_in, spec),
-                OptimizerStep::SgdMomentum(spec) => sgd(p[i].into(), g[i].into(), &s_in, spec),
-                OptimizerStep::RmsProp(spec) => rmsprop(p[i].into(), g[i].into(), &s_in, spec),
-            };
-            parts[0][j].write(round(p1));
-            for (part, s) in parts[1..].iter_mut().zip(s1) {
-                part[j].write(round(s));
-            }
-        }
+        let states: Vec<&[T]> = states.iter().map(|s| &s[start..]).collect();
+        step_chunk(parts, &p[start..], &g[start..], &states, step, &round)
     });
     // SAFETY: the chunks cover `0..n` of every output, and each element was written.
     unsafe {
@@ -46,6 +33,52 @@ pub fn update<T: Copy + Sync + Into<f64>, U: Send>(
     (p_out, s_out)
 }
 
+widest_loop! {
+    /// One chunk of `update`: `parts` are the chunks of the new parameter and states,
+    /// the inputs start at the chunk's first element. The optimizer is matched once per
+    /// chunk, so that each one's loop vectorises.
+    fn step_chunk<T, U>(
+        parts: &mut [&mut [MaybeUninit<U>]],
+        p: &[T],
+        g: &[T],
+        states: &[&[T]],
+        step: &OptimizerStep,
+        round: &impl Fn(f64) -> U,
+    ) where [T: Copy + Into<f64>] {
+        let n = parts.first().map_or(0, |part| part.len());
+        let (p, g) = (&p[..n], &g[..n]);
+        match (step, parts, states) {
+            (OptimizerStep::Adam(spec), [po, mo, vo], [m, v]) => {
+                let (m, v) = (&m[..n], &v[..n]);
+                for i in 0..n {
+                    let (p1, [m1, v1]) = adam(p[i].into(), g[i].into(), &[m[i].into(), v[i].into()], spec);
+                    po[i].write(round(p1));
+                    mo[i].write(round(m1));
+                    vo[i].write(round(v1));
+                }
+            }
+            (OptimizerStep::SgdMomentum(spec), [po, bo], [b]) => {
+                let b = &b[..n];
+                for i in 0..n {
+                    let (p1, [b1, _]) = sgd(p[i].into(), g[i].into(), &[b[i].into(), 0.0], spec);
+                    po[i].write(round(p1));
+                    bo[i].write(round(b1));
+                }
+            }
+            (OptimizerStep::RmsProp(spec), [po, ao], [a]) => {
+                let a = &a[..n];
+                for i in 0..n {
+                    let (p1, [a1, _]) = rmsprop(p[i].into(), g[i].into(), &[a[i].into(), 0.0], spec);
+                    po[i].write(round(p1));
+                    ao[i].write(round(a1));
+                }
+            }
+            _ => unreachable!("`OptimizerStep::states` states for each step"),
+        }
+    }
+}
+
+#[inline(always)]
 fn adam(p: f64, g: f64, s: &[f64; 2], spec: &AdamSpec) -> (f64, [f64; 2]) {
     let [c1, c2, eps, step, inv_c2, coupled, factor] = [
         spec.one_minus_beta1,
@@ -63,6 +96,7 @@ fn adam(p: f64, g: f64, s: &[f64; 2], spec: &AdamSpec) -> (f64, [f64; 2]) {
     (p * factor - step * m / ((v * inv_c2).sqrt() + eps), [m, v])
 }
 
+#[inline(always)]
 fn sgd(p: f64, g: f64, s: &[f64; 2], spec: &SgdSpec) -> (f64, [f64; 2]) {
     let [lr, momentum, decay] = [spec.lr, spec.momentum, spec.weight_decay].map(f64::from);
     let g = g + decay * p;
@@ -75,6 +109,7 @@ fn sgd(p: f64, g: f64, s: &[f64; 2], spec: &SgdSpec) -> (f64, [f64; 2]) {
     (p - lr * direction, [buf, 0.0])
 }
 
+#[inline(always)]
 fn rmsprop(p: f64, g: f64, s: &[f64; 2], spec: &RmsPropSpec) -> (f64, [f64; 2]) {
     let [lr, c, eps, decay] =
         [spec.lr, spec.one_minus_alpha, spec.eps, spec.weight_decay].map(f64::from);
@@ -111,6 +146,12 @@ mod tests {
                 momentum: 0.9,
                 weight_decay: 1e-4,
                 nesterov: true,
+            }),
+            OptimizerStep::RmsProp(RmsPropSpec {
+                lr: 0.01,
+                one_minus_alpha: 0.01,
+                eps: 1e-8,
+                weight_decay: 0.0,
             }),
         ];
         let wide = |x: &[f32]| -> Vec<f64> { x.iter().map(|&v| v as f64).collect() };
