@@ -215,15 +215,14 @@ impl BackendStorage for CpuStorage {
     ) -> Result<Option<LayerNormGrads<Self>>> {
         let (w, eps) = (weight.compact_floats(), eps as f64);
         if let (HostBuffer::F32(x), HostBuffer::F32(g)) = (&self.0, &grad.0) {
-            let round = |v: f64| v as f32;
-            let dx = norm::layer_norm_backward(x, g, &w, dims, eps, round);
-            let products = weight_products.then(|| norm::weight_products(x, g, dims, eps, round));
+            let (dx, products) =
+                norm::layer_norm_backward(x, g, &w, dims, eps, weight_products, |v| v as f32);
             let wrap = |v| CpuStorage(HostBuffer::F32(v));
             return Ok(Some((wrap(dx), products.map(wrap))));
         }
         let (x, g) = (self.compact_floats(), grad.compact_floats());
-        let dx = norm::layer_norm_backward(&x, &g, &w, dims, eps, |v| v);
-        let products = weight_products.then(|| norm::weight_products(&x, &g, dims, eps, |v| v));
+        let (dx, products) =
+            norm::layer_norm_backward(&x, &g, &w, dims, eps, weight_products, |v| v);
         let wrap = |v| Self::from_floats(self.dtype(), v);
         Ok(Some((wrap(dx), products.map(wrap))))
     }

@@ -76,27 +76,41 @@ fn row_stats<T: Copy + Into<f64>>(xs: &[T], eps: f64) -> (f64, f64) {
 /// once: with `x_hat = (x - mean) * rstd` and `h = grad * w`,
 /// `dx = rstd * (h - mean(h) - x_hat * mean(h * x_hat))`, the formula the autograd
 /// composes from elementwise ops and reductions where a backend has no such kernel.
+/// With `weight_products`, also `grad * x_hat`, whose sum over rows is the weight's
+/// gradient. Rows in parallel.
 pub fn layer_norm_backward<T: Copy + Sync + Into<f64>, U: Send>(
     x: &[T],
     grad: &[T],
     w: &[f64],
     [rows, k]: [usize; 2],
     eps: f64,
+    weight_products: bool,
     round: impl Fn(f64) -> U + Sync,
-) -> Vec<U> {
-    let rows_of = |first: usize, part: &mut [MaybeUninit<U>]| {
-        let at = first * k;
-        input_grad_rows(part, &x[at..], &grad[at..], w, eps, &round)
-    };
-    // SAFETY: every task's rows are whole, and `input_grad_rows` writes each element.
-    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
+) -> (Vec<U>, Option<Vec<U>>) {
+    let len = rows * k;
+    let mut dx = Vec::with_capacity(len);
+    let mut products = weight_products.then(|| Vec::with_capacity(len));
+    let outs = std::iter::once(&mut dx)
+        .chain(&mut products)
+        .map(|v| &mut v.spare_capacity_mut()[..len])
+        .collect();
+    let chunk = crate::threads::rows_per_task(k) * k.max(1);
+    crate::threads::for_chunks_of(outs, chunk, |start, parts| {
+        backward_rows(parts, &x[start..], &grad[start..], w, eps, &round)
+    });
+    // SAFETY: the chunks cover `0..len` of each output, and `backward_rows` wrote them.
+    unsafe {
+        dx.set_len(len);
+        products.iter_mut().for_each(|p| p.set_len(len));
+    }
+    (dx, products)
 }
 
 widest_loop! {
-    /// `layer_norm_backward` of the whole rows of `out` (`x` and `grad` from their first
-    /// element on).
-    fn input_grad_rows<T, U>(
-        out: &mut [MaybeUninit<U>],
+    /// `layer_norm_backward` of whole rows: `parts[0]` the input's gradient, `parts[1]`
+    /// (if asked for) `grad * x_hat`; `x` and `grad` from the rows' first element on.
+    fn backward_rows<T, U>(
+        parts: &mut [&mut [MaybeUninit<U>]],
         x: &[T],
         grad: &[T],
         w: &[f64],
@@ -104,52 +118,25 @@ widest_loop! {
         round: &impl Fn(f64) -> U,
     ) where [T: Copy + Into<f64>] {
         let k = w.len().max(1);
-        let rows = out.chunks_exact_mut(k).zip(x.chunks_exact(k)).zip(grad.chunks_exact(k));
+        let (dx, products) = match parts {
+            [dx, rest @ ..] => (dx, rest.first_mut()),
+            [] => return,
+        };
+        let mut products = products.map(|p| p.chunks_exact_mut(k));
+        let rows = dx.chunks_exact_mut(k).zip(x.chunks_exact(k)).zip(grad.chunks_exact(k));
         for ((row, xs), gs) in rows {
             let (mean, rstd) = row_stats(xs, eps);
+            let x_hat = |i: usize| (xs[i].into() - mean) * rstd;
             let h = |i: usize| gs[i].into() * w[i];
             let h_mean = lane_sum(k, h) / k as f64;
-            let hx_mean = lane_sum(k, |i| h(i) * ((xs[i].into() - mean) * rstd)) / k as f64;
+            let hx_mean = lane_sum(k, |i| h(i) * x_hat(i)) / k as f64;
             for (i, o) in row.iter_mut().enumerate() {
-                let x_hat = (xs[i].into() - mean) * rstd;
-                o.write(round(rstd * (h(i) - h_mean - x_hat * hx_mean)));
+                o.write(round(rstd * (h(i) - h_mean - x_hat(i) * hx_mean)));
             }
-        }
-    }
-}
-
-/// `grad * x_hat` row by row: the products whose sum over rows is the weight's gradient.
-pub fn weight_products<T: Copy + Sync + Into<f64>, U: Send>(
-    x: &[T],
-    grad: &[T],
-    [rows, k]: [usize; 2],
-    eps: f64,
-    round: impl Fn(f64) -> U + Sync,
-) -> Vec<U> {
-    let rows_of = |first: usize, part: &mut [MaybeUninit<U>]| {
-        let at = first * k;
-        weight_product_rows(part, &x[at..], &grad[at..], k, eps, &round)
-    };
-    // SAFETY: as in `layer_norm_backward`.
-    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
-}
-
-widest_loop! {
-    /// `weight_products` of the whole rows of `out`, `k` elements each.
-    fn weight_product_rows<T, U>(
-        out: &mut [MaybeUninit<U>],
-        x: &[T],
-        grad: &[T],
-        k: usize,
-        eps: f64,
-        round: &impl Fn(f64) -> U,
-    ) where [T: Copy + Into<f64>] {
-        let k = k.max(1);
-        let rows = out.chunks_exact_mut(k).zip(x.chunks_exact(k)).zip(grad.chunks_exact(k));
-        for ((row, xs), gs) in rows {
-            let (mean, rstd) = row_stats(xs, eps);
-            for (i, o) in row.iter_mut().enumerate() {
-                o.write(round(gs[i].into() * ((xs[i].into() - mean) * rstd)));
+            if let Some(out) = products.as_mut().and_then(|p| p.next()) {
+                for (i, o) in out.iter_mut().enumerate() {
+                    o.write(round(gs[i].into() * x_hat(i)));
+                }
             }
         }
     }
@@ -172,8 +159,10 @@ mod tests {
             .map(|i| ((i * 13 % 17) as f64 - 8.0) * 0.1)
             .collect();
         let w: Vec<f64> = (0..k).map(|i| 0.5 + i as f64 * 0.01).collect();
-        let dx = layer_norm_backward(&x, &g, &w, [rows, k], eps, |v| v);
-        let products = weight_products(&x, &g, [rows, k], eps, |v| v);
+        let (dx, products) = layer_norm_backward(&x, &g, &w, [rows, k], eps, true, |v| v);
+        let products = products.expect("asked for");
+        let (alone, none) = layer_norm_backward(&x, &g, &w, [rows, k], eps, false, |v| v);
+        assert!(alone == dx && none.is_none());
         for r in 0..rows {
             let (xs, gs) = (&x[r * k..][..k], &g[r * k..][..k]);
             let mean = xs.iter().sum::<f64>() / k as f64;
