@@ -1,6 +1,7 @@
 //! Layer norm over the rows of compact `[rows, k]` data, in f64 (the input widened as
 //! it is read).
 
+use crate::threads::rows_per_task;
 use std::mem::MaybeUninit;
 
 /// Biased variance, as PyTorch's layer_norm uses. Each value is computed in f64 and
@@ -87,23 +88,15 @@ pub fn layer_norm_backward<T: Copy + Sync + Into<f64>, U: Send>(
     weight_products: bool,
     round: impl Fn(f64) -> U + Sync,
 ) -> (Vec<U>, Option<Vec<U>>) {
-    let len = rows * k;
-    let mut dx = Vec::with_capacity(len);
-    let mut products = weight_products.then(|| Vec::with_capacity(len));
-    let outs = std::iter::once(&mut dx)
-        .chain(&mut products)
-        .map(|v| &mut v.spare_capacity_mut()[..len])
-        .collect();
-    let chunk = crate::threads::rows_per_task(k) * k.max(1);
-    crate::threads::for_chunks_of(outs, chunk, |start, parts| {
+    let rows_of = |start: usize, parts: &mut [&mut [MaybeUninit<U>]]| {
         backward_rows(parts, &x[start..], &grad[start..], w, eps, &round)
-    });
-    // SAFETY: the chunks cover `0..len` of each output, and `backward_rows` wrote them.
-    unsafe {
-        dx.set_len(len);
-        products.iter_mut().for_each(|p| p.set_len(len));
-    }
-    (dx, products)
+    };
+    let (count, chunk) = (1 + weight_products as usize, rows_per_task(k) * k.max(1));
+    // SAFETY: the chunks are whole rows, and `backward_rows` writes every element of
+    // each of its parts.
+    let mut outs = unsafe { crate::threads::build_several(count, rows * k, chunk, rows_of) };
+    let products = weight_products.then(|| outs.pop()).flatten();
+    (outs.remove(0), products)
 }
 
 widest_loop! {

@@ -1,6 +1,7 @@
 //! Fused optimizer steps, element by element in f64: the reference the GPU kernels are
 //! checked against. Each formula is its spec's (kiln-core's `spec.rs`).
 
+use crate::threads::CHUNK_ELEMENTS;
 use kiln_core::{AdamSpec, OptimizerStep, RmsPropSpec, SgdSpec};
 use std::mem::MaybeUninit;
 
@@ -14,23 +15,16 @@ pub fn update<T: Copy + Sync + Into<f64>, U: Send>(
     step: &OptimizerStep,
     round: impl Fn(f64) -> U + Sync,
 ) -> (Vec<U>, Vec<Vec<U>>) {
-    let n = p.len();
-    let mut p_out = Vec::with_capacity(n);
-    let mut s_out: Vec<Vec<U>> = states.iter().map(|_| Vec::with_capacity(n)).collect();
-    let outs = std::iter::once(&mut p_out)
-        .chain(&mut s_out)
-        .map(|v| &mut v.spare_capacity_mut()[..n])
-        .collect();
-    crate::threads::for_chunks_of(outs, crate::threads::CHUNK_ELEMENTS, |start, parts| {
+    let chunk_of = |start: usize, parts: &mut [&mut [MaybeUninit<U>]]| {
         let states: Vec<&[T]> = states.iter().map(|s| &s[start..]).collect();
         step_chunk(parts, &p[start..], &g[start..], &states, step, &round)
-    });
-    // SAFETY: the chunks cover `0..n` of every output, and each element was written.
-    unsafe {
-        p_out.set_len(n);
-        s_out.iter_mut().for_each(|s| s.set_len(n));
-    }
-    (p_out, s_out)
+    };
+    // SAFETY: `step_chunk` writes every element of the parameter's and each state's chunk.
+    let mut outs = unsafe {
+        crate::threads::build_several(1 + states.len(), p.len(), CHUNK_ELEMENTS, chunk_of)
+    };
+    let p_out = outs.remove(0);
+    (p_out, outs)
 }
 
 widest_loop! {

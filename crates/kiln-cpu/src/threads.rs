@@ -107,28 +107,6 @@ pub fn for_chunks_when<T: Send>(
         .for_each(|(i, part)| f(i * chunk, part));
 }
 
-/// `for_chunks` over several equally long outputs together: `f(start, parts)`, with
-/// `parts[j]` the chunk of `outs[j]` that starts at `start`.
-pub fn for_chunks_of<T: Send>(
-    outs: Vec<&mut [T]>,
-    chunk: usize,
-    f: impl Fn(usize, &mut [&mut [T]]) + Sync + Send,
-) {
-    let (len, chunk) = (outs.first().map_or(0, |o| o.len()), chunk.max(1));
-    let mut splits: Vec<_> = outs.into_iter().map(|o| o.chunks_mut(chunk)).collect();
-    let tasks: Vec<(usize, Vec<&mut [T]>)> = (0..len.div_ceil(chunk))
-        .map(|i| {
-            let parts = splits
-                .iter_mut()
-                .map(|s| s.next().expect("equally long outputs"));
-            (i * chunk, parts.collect())
-        })
-        .collect();
-    run_tasks(tasks, len >= PARALLEL_ELEMENTS, |(start, mut parts)| {
-        f(start, &mut parts)
-    });
-}
-
 /// `f(i)` for each `i` in `0..n`, collected in order; in parallel when `parallel`.
 pub fn map_indices<T: Send>(
     n: usize,
@@ -157,6 +135,38 @@ pub unsafe fn build<U: Send>(
     // SAFETY: the chunks cover `0..len`, and the caller's `f` wrote each of them.
     unsafe { out.set_len(len) };
     out
+}
+
+/// `build` for `count` vectors of `len` elements written together: `f(start, parts)`
+/// gets the chunk starting at `start` of every one (an op with several outputs, such as
+/// an optimizer step's parameter and states).
+///
+/// # Safety
+/// `f` must initialise every element of each chunk it is given.
+pub unsafe fn build_several<U: Send>(
+    count: usize,
+    len: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [&mut [MaybeUninit<U>]]) + Sync + Send,
+) -> Vec<Vec<U>> {
+    let chunk = chunk.max(1);
+    let mut outs: Vec<Vec<U>> = (0..count).map(|_| Vec::with_capacity(len)).collect();
+    let mut splits: Vec<_> = outs
+        .iter_mut()
+        .map(|o| o.spare_capacity_mut()[..len].chunks_mut(chunk))
+        .collect();
+    let tasks: Vec<(usize, Vec<&mut [MaybeUninit<U>]>)> = (0..len.div_ceil(chunk))
+        .map(|i| {
+            let parts = splits.iter_mut().map(|s| s.next().expect("equally long"));
+            (i * chunk, parts.collect())
+        })
+        .collect();
+    run_tasks(tasks, len >= PARALLEL_ELEMENTS, |(start, mut parts)| {
+        f(start, &mut parts)
+    });
+    // SAFETY: the chunks cover `0..len` of every vector, and the caller's `f` wrote them.
+    outs.iter_mut().for_each(|o| unsafe { o.set_len(len) });
+    outs
 }
 
 /// `f(v)` of each element of `v`, in parallel chunks for long slices, each compiled for
