@@ -8,7 +8,7 @@ use crate::{
     OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
-/// `layer_norm_backward`'s results: the input's gradient, and `grad * x_hat` when asked.
+/// `layer_norm_backward`'s results: the input's gradient, and `grad * x_hat` with a weight.
 pub type LayerNormGrads<S> = (S, Option<S>);
 
 pub trait BackendStorage: Sized {
@@ -72,18 +72,17 @@ pub trait BackendStorage: Sized {
     ) -> Result<Self>;
 
     /// `layer_norm`'s backward pass for a compact `[rows, k]` input, given the output's
-    /// gradient `grad` (compact `[rows, k]`) and the compact `[k]` weight (ones where
-    /// the norm has none): the input's gradient, and, when `weight_products`, `grad *
-    /// x_hat` (whose sum over rows is the weight's gradient). A backend with a row kernel
-    /// for it returns `Some`; `None` leaves the caller to compose it from elementwise ops
-    /// and reductions, which the GPU fuses.
+    /// gradient `grad` (compact `[rows, k]`) and the compact `[k]` weight, if the norm
+    /// has one: the input's gradient, and with a weight `grad * x_hat` (whose sum over
+    /// rows is the weight's gradient). A backend with a row kernel for it returns
+    /// `Some`; `None` leaves the caller to compose it from elementwise ops and
+    /// reductions, which the GPU fuses.
     fn layer_norm_backward(
         &self,
         _grad: &Self,
-        _weight: &Self,
+        _weight: Option<&Self>,
         [_rows, _k]: [usize; 2],
         _eps: f32,
-        _weight_products: bool,
     ) -> Result<Option<LayerNormGrads<Self>>> {
         Ok(None)
     }

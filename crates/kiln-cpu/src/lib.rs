@@ -208,21 +208,20 @@ impl BackendStorage for CpuStorage {
     fn layer_norm_backward(
         &self,
         grad: &Self,
-        weight: &Self,
+        weight: Option<&Self>,
         dims: [usize; 2],
         eps: f32,
-        weight_products: bool,
     ) -> Result<Option<LayerNormGrads<Self>>> {
-        let (w, eps) = (weight.compact_floats(), eps as f64);
+        let w = weight.map_or_else(|| vec![1.0; dims[1]], |w| w.compact_floats());
+        let (products, eps) = (weight.is_some(), eps as f64);
         if let (HostBuffer::F32(x), HostBuffer::F32(g)) = (&self.0, &grad.0) {
             let (dx, products) =
-                norm::layer_norm_backward(x, g, &w, dims, eps, weight_products, |v| v as f32);
+                norm::layer_norm_backward(x, g, &w, dims, eps, products, |v| v as f32);
             let wrap = |v| CpuStorage(HostBuffer::F32(v));
             return Ok(Some((wrap(dx), products.map(wrap))));
         }
         let (x, g) = (self.compact_floats(), grad.compact_floats());
-        let (dx, products) =
-            norm::layer_norm_backward(&x, &g, &w, dims, eps, weight_products, |v| v);
+        let (dx, products) = norm::layer_norm_backward(&x, &g, &w, dims, eps, products, |v| v);
         let wrap = |v| Self::from_floats(self.dtype(), v);
         Ok(Some((wrap(dx), products.map(wrap))))
     }

@@ -81,18 +81,12 @@ impl Tensor {
     ) -> Result<Option<(Tensor, Option<Tensor>)>> {
         let k: usize = self.dims()[self.rank() - dims..].iter().product();
         let rows = self.elem_count().checked_div(k).unwrap_or(0);
-        let w = match weight {
-            Some(w) => w.contiguous()?,
-            None => Tensor::full([k], 1.0, self.dtype(), &self.device())?,
-        };
+        let w = weight.map(Tensor::contiguous).transpose()?;
         let (x, g) = (self.contiguous()?, grad.contiguous()?);
-        let grads = x.storage().layer_norm_backward(
-            &g.storage(),
-            &w.storage(),
-            [rows, k],
-            eps as f32,
-            weight.is_some(),
-        )?;
+        let w = w.as_ref().map(|w| w.storage());
+        let grads =
+            x.storage()
+                .layer_norm_backward(&g.storage(), w.as_deref(), [rows, k], eps as f32)?;
         let shaped = |s| Tensor::from_storage(s, self.shape().clone());
         Ok(grads.map(|(dx, products)| (shaped(dx), products.map(shaped))))
     }

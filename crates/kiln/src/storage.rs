@@ -242,18 +242,27 @@ impl Storage {
     pub(crate) fn layer_norm_backward(
         &self,
         grad: &Storage,
-        weight: &Storage,
+        weight: Option<&Storage>,
         dims: [usize; 2],
         eps: f32,
-        weight_products: bool,
     ) -> Result<Option<LayerNormGrads<Storage>>> {
+        let cpu =
+            |r: Option<LayerNormGrads<_>>| r.map(|(dx, p)| (Storage::Cpu(dx), p.map(Storage::Cpu)));
+        let gpu =
+            |r: Option<LayerNormGrads<_>>| r.map(|(dx, p)| (Storage::Gpu(dx), p.map(Storage::Gpu)));
         Ok(match (self, grad, weight) {
-            (Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(w)) => x
-                .layer_norm_backward(g, w, dims, eps, weight_products)?
-                .map(|(dx, p)| (Storage::Cpu(dx), p.map(Storage::Cpu))),
-            (Storage::Gpu(x), Storage::Gpu(g), Storage::Gpu(w)) => x
-                .layer_norm_backward(g, w, dims, eps, weight_products)?
-                .map(|(dx, p)| (Storage::Gpu(dx), p.map(Storage::Gpu))),
+            (Storage::Cpu(x), Storage::Cpu(g), None) => {
+                cpu(x.layer_norm_backward(g, None, dims, eps)?)
+            }
+            (Storage::Cpu(x), Storage::Cpu(g), Some(Storage::Cpu(w))) => {
+                cpu(x.layer_norm_backward(g, Some(w), dims, eps)?)
+            }
+            (Storage::Gpu(x), Storage::Gpu(g), None) => {
+                gpu(x.layer_norm_backward(g, None, dims, eps)?)
+            }
+            (Storage::Gpu(x), Storage::Gpu(g), Some(Storage::Gpu(w))) => {
+                gpu(x.layer_norm_backward(g, Some(w), dims, eps)?)
+            }
             _ => return Err(mismatch("layer_norm")),
         })
     }
