@@ -2,6 +2,7 @@
 //! it is read).
 
 use crate::threads::rows_per_task;
+use crate::vector::lane_sum;
 use std::mem::MaybeUninit;
 
 /// Biased variance, as PyTorch's layer_norm uses. Each value is computed in f64 and
@@ -39,29 +40,6 @@ widest_loop! {
             }
         }
     }
-}
-
-/// Partial sums a row sum keeps. With one running sum, each add waits for the one
-/// before it, and a layer norm row was bound by those waits (6% of a transformer step
-/// for the backward pass alone); independent lanes overlap.
-const LANES: usize = 8;
-
-/// `term(0) + ... + term(k - 1)`, with term `i` added into lane `i % LANES` and the lanes
-/// added in order: a fixed order, whatever the thread count.
-#[inline(always)]
-fn lane_sum(k: usize, term: impl Fn(usize) -> f64) -> f64 {
-    let mut lanes = [0.0f64; LANES];
-    let whole = k - k % LANES;
-    // A fixed-length inner loop, unrolled, keeps the lanes in registers.
-    for first in (0..whole).step_by(LANES) {
-        for (lane, sum) in lanes.iter_mut().enumerate() {
-            *sum += term(first + lane);
-        }
-    }
-    for (sum, i) in lanes.iter_mut().zip(whole..k) {
-        *sum += term(i);
-    }
-    lanes.iter().sum()
 }
 
 /// A row's mean and `1 / sqrt(variance + eps)` (the biased variance, as PyTorch's).

@@ -45,6 +45,41 @@ macro_rules! widest_loop {
     };
 }
 
+/// Partial results a row fold keeps. With one running sum, each add waits for the one
+/// before it, and a layer norm row or a bias gradient was bound by those waits;
+/// independent lanes overlap.
+const LANES: usize = 8;
+
+/// `combine` over `term(0), ..., term(k - 1)`, with term `i` folded into lane `i % LANES`
+/// (each lane starting from `init`) and the lanes combined in order: a fixed order,
+/// whatever the thread count.
+#[inline(always)]
+pub fn lane_fold(
+    k: usize,
+    init: f64,
+    term: impl Fn(usize) -> f64,
+    combine: impl Fn(f64, f64) -> f64,
+) -> f64 {
+    let mut lanes = [init; LANES];
+    let whole = k - k % LANES;
+    // A fixed-length inner loop, unrolled, keeps the lanes in registers.
+    for first in (0..whole).step_by(LANES) {
+        for (lane, acc) in lanes.iter_mut().enumerate() {
+            *acc = combine(*acc, term(first + lane));
+        }
+    }
+    for (acc, i) in lanes.iter_mut().zip(whole..k) {
+        *acc = combine(*acc, term(i));
+    }
+    lanes.into_iter().fold(init, combine)
+}
+
+/// `term(0) + ... + term(k - 1)` in `lane_fold`'s order.
+#[inline(always)]
+pub fn lane_sum(k: usize, term: impl Fn(usize) -> f64) -> f64 {
+    lane_fold(k, 0.0, term, |a, b| a + b)
+}
+
 widest_loop! {
     /// `out[i] = f(v[i])` for each `i` of `out` (`v` at least as long).
     pub fn map_into<T, U>(out: &mut [MaybeUninit<U>], v: &[T], f: &impl Fn(T) -> U)

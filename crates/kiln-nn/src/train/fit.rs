@@ -752,7 +752,7 @@ fn describe(m: &EpochMetrics) -> String {
     for (name, value) in &m.extra {
         line += &format!("  {name} {value:.4}");
     }
-    line += &format!("  lr {:.2e}  {} steps  {:.1}s", m.lr, m.steps, m.seconds);
+    line += &format!("  lr {:.2e}  {} steps  {:.2}s", m.lr, m.steps, m.seconds);
     if let Some(e) = m.exchange {
         let total = e.staging_seconds + e.waiting_seconds;
         let per_step = |s: f64| 1e3 * s / m.steps.max(1) as f64;
