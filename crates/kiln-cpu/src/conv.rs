@@ -100,6 +100,17 @@ fn unfold_into<T: Copy + Default>(cols: &mut Vec<T>, image: &[T], s: &WindowSpec
 /// One `[c, h, w]` image -> its `[c*kh*kw, oh*ow]` columns in `unfolded`, every element
 /// written once (zeros only where a tap falls in the padding).
 fn unfold_image<T: Copy + Default>(image: &[T], s: &WindowSpec, unfolded: &mut [MaybeUninit<T>]) {
+    unfold_image_strided(image, s, unfolded, s.oh * s.ow);
+}
+
+/// `unfold_image` with the columns' rows `row_stride` apart in `unfolded`, so that several
+/// images' columns can sit side by side; only the `oh*ow` elements of each row are written.
+fn unfold_image_strided<T: Copy + Default>(
+    image: &[T],
+    s: &WindowSpec,
+    unfolded: &mut [MaybeUninit<T>],
+    row_stride: usize,
+) {
     let l = s.oh * s.ow;
     let zero = MaybeUninit::new(T::default());
     for c in 0..s.c {
@@ -108,7 +119,7 @@ fn unfold_image<T: Copy + Default>(image: &[T], s: &WindowSpec, unfolded: &mut [
             let row = (c * s.kh + ky) * s.kw + kx;
             let ys = valid_outputs(ky, s.stride.0, s.padding.0, s.dilation.0, s.h, s.oh);
             let xs = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
-            let out = &mut unfolded[row * l..][..l];
+            let out = &mut unfolded[row * row_stride..][..l];
             if ys.is_empty() || xs.is_empty() {
                 out.fill(zero);
                 continue;
@@ -155,11 +166,14 @@ fn copy_short<T: Copy>(out: &mut [MaybeUninit<T>], src: &[T]) {
 
 /// The weight gradient through im2col and GEMM, for f32 data:
 /// `dw[g] = sum over n of dy[n, g] (og x l) @ cols[n, g]^T (l x cg*kh*kw)`.
-/// Same value as `conv2d_weight_grad`, in a different summation order. Each image is
-/// unfolded just before its products, into a buffer its task reuses, so the columns
-/// are read back while they are still in cache. The images are split into runs by size
-/// alone; each run's partial gradient is summed over its images in order, and the
-/// partials are added in run order, so the result does not depend on the thread count.
+/// Same value as `conv2d_weight_grad`, in a different summation order. The images are
+/// split into runs by size alone. A run's images are unfolded side by side, into
+/// `[c*kh*kw, images*l]` columns its task reuses, and their `dy` gathered into
+/// `[out_channels, images*l]`, so that each group's gradient over the run is one product
+/// with `images*l` terms per output: with one product per image (64 terms for a small
+/// image) the products' packing and the gradient's reads and writes outweighed the
+/// arithmetic. The runs' partial gradients are added in run order, so the result does
+/// not depend on the thread count.
 pub fn conv2d_weight_grad_gemm(
     x: &[f32],
     dy: &[f32],
@@ -171,47 +185,65 @@ pub fn conv2d_weight_grad_gemm(
     let (l, kk) = (s.oh * s.ow, s.kh * s.kw);
     let width = cg * kk;
     let size = out_channels * width;
-    if l == 0 || size == 0 {
+    if l == 0 || size == 0 || s.n == 0 {
         return vec![0.0; size];
     }
     let per_image = out_channels * l * width;
-    let images = (WEIGHT_GRAD_RUN_FLOPS / per_image.max(1)).max(1);
+    let images = (WEIGHT_GRAD_RUN_FLOPS / per_image.max(1)).clamp(1, s.n);
     let runs = s.n.div_ceil(images);
     let image = s.c * s.h * s.w;
     let partial = |run: usize, threads: usize| {
-        let mut dw = vec![0.0f32; size];
-        let mut cols = Vec::new();
-        for n in run * images..((run + 1) * images).min(s.n) {
-            unfold_into(&mut cols, &x[n * image..][..image], s);
-            for g in 0..groups {
-                let dy = &dy[(n * out_channels + g * og) * l..];
-                let (cols, dw) = (&cols[g * cg * kk * l..], &mut dw[g * og * width..]);
-                for (first, count) in column_blocks(og, width, l) {
-                    // SAFETY: dy's group is og x l, the group's columns are read as l x
-                    // cg*kk (row stride 1, column stride l), and dw's group is og x
-                    // cg*kk, of which the block's og x count are accumulated.
-                    unsafe {
-                        product(
-                            (og, count, l),
-                            dw.as_mut_ptr().add(first),
-                            width,
-                            true,
-                            Operand {
-                                at: dy.as_ptr(),
-                                row_stride: l as isize,
-                                col_stride: 1,
-                            },
-                            Operand {
-                                at: cols[first * l..].as_ptr(),
-                                row_stride: 1,
-                                col_stride: l as isize,
-                            },
-                            threads,
-                        );
-                    }
+        let first_image = run * images;
+        let count = images.min(s.n - first_image);
+        let terms = count * l; // per output: the product's inner dimension
+        let mut cols = Vec::with_capacity(s.c * kk * terms);
+        let mut grads = Vec::with_capacity(out_channels * terms);
+        for i in 0..count {
+            let n = first_image + i;
+            let at = &mut cols.spare_capacity_mut()[i * l..];
+            unfold_image_strided(&x[n * image..][..image], s, at, terms);
+            for o in 0..out_channels {
+                let from = &dy[(n * out_channels + o) * l..][..l];
+                let to = &mut grads.spare_capacity_mut()[o * terms + i * l..][..l];
+                copy_short(to, from);
+            }
+        }
+        // SAFETY: the images' unfoldings and dy rows tile the two buffers' rows whole.
+        unsafe {
+            cols.set_len(s.c * kk * terms);
+            grads.set_len(out_channels * terms);
+        }
+        let mut dw = Vec::with_capacity(size);
+        let out = dw.spare_capacity_mut();
+        for g in 0..groups {
+            let (cols, dw) = (&cols[g * width * terms..], &mut out[g * og * width..]);
+            for (first, count) in column_blocks(og, width, terms) {
+                // SAFETY: the group's gathered dy is og x terms, its columns are read as
+                // terms x cg*kk (row stride 1, column stride terms), and dw's group is
+                // og x cg*kk, of which the block's og x count are written.
+                unsafe {
+                    product(
+                        (og, count, terms),
+                        dw.as_mut_ptr().cast::<f32>().add(first),
+                        width,
+                        false,
+                        Operand {
+                            at: grads[g * og * terms..].as_ptr(),
+                            row_stride: terms as isize,
+                            col_stride: 1,
+                        },
+                        Operand {
+                            at: cols[first * terms..].as_ptr(),
+                            row_stride: 1,
+                            col_stride: terms as isize,
+                        },
+                        threads,
+                    );
                 }
             }
         }
+        // SAFETY: the groups' products wrote all og x width elements of each group.
+        unsafe { dw.set_len(size) };
         dw
     };
     let (spread, threads) = share_pool(runs, per_image * s.n);
@@ -459,6 +491,44 @@ mod tests {
                 composed.0,
                 "{n}x{c}x{h}x{w} k{k} g{groups}"
             );
+        }
+    }
+
+    /// The f32 weight gradient (runs of images unfolded side by side, one product per
+    /// group and run) against the f64 per-tap sum, within f32 rounding of the sum of
+    /// the terms' sizes: odd shapes with padding, stride, dilation and groups, a batch
+    /// split into several runs with a short last one, and a single image.
+    #[test]
+    fn weight_grad_by_runs_is_the_plain_sum() {
+        let cases: [Case; _] = [
+            (3, 4, 9, 7, 3, (1, 2), (1, 0), (2, 1), 6, 2),
+            (37, 16, 12, 12, 5, (1, 1), (0, 0), (1, 1), 32, 1),
+            (1, 6, 11, 13, 3, (2, 1), (1, 2), (1, 1), 9, 3),
+        ];
+        for case in cases {
+            let (s, x, _) = case_data(case);
+            let (n, c, _, _, k, _, _, _, out_c, groups) = case;
+            let dy: Vec<f32> = (0..n * out_c * s.oh * s.ow)
+                .map(|i| ((i * 613) % 89) as f32 / 17.0 - 2.6)
+                .collect();
+            let runs =
+                n.div_ceil(WEIGHT_GRAD_RUN_FLOPS / (out_c * s.oh * s.ow * c / groups * k * k));
+            assert!(
+                n < 30 || runs > 2,
+                "case {case:?} is meant to span several runs"
+            );
+            let got = conv2d_weight_grad_gemm(&x, &dy, &s, out_c, groups);
+            let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+            let want = conv2d_weight_grad(&wide(&x), &wide(&dy), &s, out_c, groups);
+            let abs = |v: &[f32]| v.iter().map(|a| a.abs() as f64).collect::<Vec<_>>();
+            let bound = conv2d_weight_grad(&abs(&x), &abs(&dy), &s, out_c, groups);
+            for (i, ((&g, &w), &b)) in got.iter().zip(&want).zip(&bound).enumerate() {
+                let allowed = 1e-6 * b + 1e-30;
+                assert!(
+                    (g as f64 - w).abs() <= allowed,
+                    "{case:?} at {i}: {g} vs {w}"
+                );
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ pub const PARALLEL_ELEMENTS: usize = 1 << 15;
 pub const CHUNK_ELEMENTS: usize = 1 << 14;
 /// Multiply-adds per run of images in the conv weight gradient, whose partial sums are
 /// added in run order.
-pub const WEIGHT_GRAD_RUN_FLOPS: usize = 1 << 21;
+pub const WEIGHT_GRAD_RUN_FLOPS: usize = 1 << 22;
 /// Multiply-adds below which a product runs on the calling thread.
 pub const PARALLEL_FLOPS: usize = 1 << 20;
 

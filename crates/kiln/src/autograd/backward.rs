@@ -224,7 +224,8 @@ fn reverse_pass(
                 Node::Op(op) => {
                     *node.node() = Node::Freed(op.name());
                     reached(&node, &grad)?;
-                    let parent_grads = gradient(&op, &node, &grad)?;
+                    let needs: Vec<bool> = op.parents().iter().map(|p| p.requires_grad()).collect();
+                    let parent_grads = gradient(&op, &node, &grad, &needs)?;
                     for (parent, g) in op.parents().into_iter().zip(parent_grads) {
                         let Some(g) = g else { continue };
                         if !parent.requires_grad() {
@@ -328,9 +329,18 @@ fn sign(x: &Tensor) -> Result<Tensor> {
     x.gt_scalar(0.0)?.sub(&x.lt_scalar(0.0)?)
 }
 
+/// `f()` where `need`, else `None`: a rule computes a parent's gradient only when the
+/// parent asked for one (a CNN's first convolution has no use for the gradient of the
+/// images, which cost a product and a col2im per step).
+fn when(need: bool, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    need.then(f).transpose()
+}
+
 /// The gradient of each parent of `op` (in `Op::parents` order) given the output
-/// `y` and its gradient `g`; `None` for a parent that gets none.
-fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+/// `y` and its gradient `g`; `None` for a parent that gets none. `needs` says which
+/// parents want one: the rules of ops with several parents skip the others' work (a
+/// single-parent op is only reached when its parent wants a gradient).
+fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
     use std::f64::consts::PI;
     let one = |t: Tensor| Ok(vec![Some(t)]);
     match &**op {
@@ -400,19 +410,26 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
             one(g.mul(&d)?)
         }
         Op::Binary(a, b, op) => {
+            let (na, nb) = (needs[0], needs[1]);
             let (ga, gb) = match op {
-                BinaryOp::Add => (g.clone(), g.clone()),
-                BinaryOp::Sub => (g.clone(), g.neg()?),
-                BinaryOp::Mul => (g.mul(b)?, g.mul(a)?),
-                BinaryOp::Div => (g.div(b)?, g.mul(y)?.div(b)?.neg()?),
+                BinaryOp::Add => (when(na, || Ok(g.clone()))?, when(nb, || Ok(g.clone()))?),
+                BinaryOp::Sub => (when(na, || Ok(g.clone()))?, when(nb, || g.neg())?),
+                BinaryOp::Mul => (when(na, || g.mul(b))?, when(nb, || g.mul(a))?),
+                BinaryOp::Div => (
+                    when(na, || g.div(b))?,
+                    when(nb, || g.mul(y)?.div(b)?.neg())?,
+                ),
                 BinaryOp::Pow => (
-                    g.mul(b)?.mul(&a.pow(&b.sub_scalar(1.0)?)?)?,
-                    g.mul(y)?.mul(&a.log()?)?,
+                    when(na, || g.mul(b)?.mul(&a.pow(&b.sub_scalar(1.0)?)?))?,
+                    when(nb, || g.mul(y)?.mul(&a.log()?))?,
                 ),
                 // d atan2(a, b) = (b da - a db) / (a^2 + b^2)
                 BinaryOp::Atan2 => {
                     let r2 = a.square()?.add(&b.square()?)?;
-                    (g.mul(b)?.div(&r2)?, g.mul(a)?.neg()?.div(&r2)?)
+                    (
+                        when(na, || g.mul(b)?.div(&r2))?,
+                        when(nb, || g.mul(a)?.neg()?.div(&r2))?,
+                    )
                 }
                 // Ties send the gradient to the left operand.
                 BinaryOp::Maximum | BinaryOp::Minimum => {
@@ -422,7 +439,10 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
                         a.le(b)?
                     };
                     let left = left.broadcast_to(y.shape().clone())?;
-                    (g.mul(&left)?, g.mul(&left.neg()?.add_scalar(1.0)?)?)
+                    (
+                        when(na, || g.mul(&left))?,
+                        when(nb, || g.mul(&left.neg()?.add_scalar(1.0)?))?,
+                    )
                 }
                 // Piecewise constant: never recorded (`Gradient::Constant` in the table).
                 BinaryOp::Eq
@@ -433,8 +453,8 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
                 | BinaryOp::Ge => return Ok(vec![None, None]),
             };
             Ok(vec![
-                Some(sum_to(&ga, a.shape())?),
-                Some(sum_to(&gb, b.shape())?),
+                ga.map(|ga| sum_to(&ga, a.shape())).transpose()?,
+                gb.map(|gb| sum_to(&gb, b.shape())).transpose()?,
             ])
         }
         Op::Where {
@@ -530,28 +550,31 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
             // An operand that is a transposed view (a weight used as `w.t()`) gets its
             // gradient computed transposed, so that the gradient reaching the weight is
             // compact like it: the optimizer then needs no copy.
-            let ga = match transposed_view(&a2)? {
-                true => sum_to(&b2.matmul(&g2.t()?)?, a2.t()?.shape())?.t()?,
-                false => sum_to(&g2.matmul(&b2.t()?)?, a2.shape())?,
-            };
-            let gb = match (transposed_view(&b2)?, shared_matrix(&a2, &b2)) {
-                // A matrix every product of a batch shares (a linear layer's weight
-                // against `[batch, rows, in]`): one product over all the batch's rows,
-                // not a product per matrix and a sum over the batch after.
-                (transposed, true) => {
-                    let rows = |t: &Tensor| t.view(&[-1, t.dims()[t.rank() - 1] as isize]);
-                    let (a_rows, g_rows) = (rows(&a2)?, rows(&g2)?);
-                    match transposed {
-                        true => g_rows.t()?.matmul(&a_rows)?.t()?,
-                        false => a_rows.t()?.matmul(&g_rows)?,
+            let ga = when(needs[0], || match transposed_view(&a2)? {
+                true => sum_to(&b2.matmul(&g2.t()?)?, a2.t()?.shape())?.t(),
+                false => sum_to(&g2.matmul(&b2.t()?)?, a2.shape()),
+            })?;
+            let gb = when(needs[1], || {
+                match (transposed_view(&b2)?, shared_matrix(&a2, &b2)) {
+                    // A matrix every product of a batch shares (a linear layer's weight
+                    // against `[batch, rows, in]`): one product over all the batch's rows,
+                    // not a product per matrix and a sum over the batch after.
+                    (transposed, true) => {
+                        let rows = |t: &Tensor| t.view(&[-1, t.dims()[t.rank() - 1] as isize]);
+                        let (a_rows, g_rows) = (rows(&a2)?, rows(&g2)?);
+                        match transposed {
+                            true => g_rows.t()?.matmul(&a_rows)?.t(),
+                            false => a_rows.t()?.matmul(&g_rows),
+                        }
                     }
+                    (true, false) => sum_to(&g2.t()?.matmul(&a2)?, b2.t()?.shape())?.t(),
+                    (false, false) => sum_to(&a2.t()?.matmul(&g2)?, b2.shape()),
                 }
-                (true, false) => sum_to(&g2.t()?.matmul(&a2)?, b2.t()?.shape())?.t()?,
-                (false, false) => sum_to(&a2.t()?.matmul(&g2)?, b2.shape())?,
-            };
-            let ga = ga.reshape(a.shape().clone())?;
-            let gb = gb.reshape(b.shape().clone())?;
-            Ok(vec![Some(ga), Some(gb)])
+            })?;
+            Ok(vec![
+                ga.map(|ga| ga.reshape(a.shape().clone())).transpose()?,
+                gb.map(|gb| gb.reshape(b.shape().clone())).transpose()?,
+            ])
         }
         Op::Conv2d { x, w, spec, groups } => {
             // Transposed convolution of the gradient gives back the input's size once
@@ -583,9 +606,11 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
                 dilation: spec.dilation,
                 groups: *groups,
             };
-            let gx = g.conv_transpose2d(w, None, opts, extra)?;
-            let gw = x.conv2d_weight_grad(g, spec, w.dims()[0], *groups)?;
-            Ok(vec![Some(gx), Some(gw)])
+            let gx = when(needs[0], || g.conv_transpose2d(w, None, opts, extra))?;
+            let gw = when(needs[1], || {
+                x.conv2d_weight_grad(g, spec, w.dims()[0], *groups)
+            })?;
+            Ok(vec![gx, gw])
         }
         Op::ConvTranspose2d { x, w, spec, groups } => {
             let opts = Conv2dOptions {
@@ -594,9 +619,11 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>>
                 dilation: spec.dilation,
                 groups: *groups,
             };
-            let gx = g.conv2d(w, None, opts)?;
-            let gw = g.conv2d_weight_grad(x, spec, w.dims()[0], *groups)?;
-            Ok(vec![Some(gx), Some(gw)])
+            let gx = when(needs[0], || g.conv2d(w, None, opts))?;
+            let gw = when(needs[1], || {
+                g.conv2d_weight_grad(x, spec, w.dims()[0], *groups)
+            })?;
+            Ok(vec![gx, gw])
         }
         Op::MaxPool2d { indices, spec, .. } => one(g.max_pool2d_backward(indices, spec)?),
         Op::AvgPool2d { spec, kind, .. } => one(g.avg_pool2d_backward(spec, *kind)?),
