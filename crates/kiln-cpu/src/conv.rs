@@ -4,7 +4,7 @@
 
 use crate::matmul::{column_blocks, product, share_pool, Operand};
 use crate::threads::WEIGHT_GRAD_RUN_FLOPS;
-use crate::window::{for_each_run, for_each_tap, tap_row, valid_outputs, Real};
+use crate::window::{for_each_run, for_each_tap, tap_row, Real, TapReach};
 use kiln_core::WindowSpec;
 use std::mem::MaybeUninit;
 
@@ -103,22 +103,24 @@ fn unfold_image<T: Copy + Default>(image: &[T], s: &WindowSpec, unfolded: &mut [
     unfold_image_strided(image, s, unfolded, s.oh * s.ow);
 }
 
+widest_loop! {
 /// `unfold_image` with the columns' rows `row_stride` apart in `unfolded`, so that several
 /// images' columns can sit side by side; only the `oh*ow` elements of each row are written.
-fn unfold_image_strided<T: Copy + Default>(
+/// Compiled for the widest vector unit: a small image's rows are a vector or two each.
+fn unfold_image_strided<T>(
     image: &[T],
     s: &WindowSpec,
     unfolded: &mut [MaybeUninit<T>],
     row_stride: usize,
-) {
+) where [T: Copy + Default] {
     let l = s.oh * s.ow;
     let zero = MaybeUninit::new(T::default());
+    let reach = TapReach::new(s);
     for c in 0..s.c {
         let image = &image[c * s.h * s.w..][..s.h * s.w];
         for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
             let row = (c * s.kh + ky) * s.kw + kx;
-            let ys = valid_outputs(ky, s.stride.0, s.padding.0, s.dilation.0, s.h, s.oh);
-            let xs = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
+            let (ys, xs) = (reach.rows[ky].clone(), reach.columns[kx].clone());
             let out = &mut unfolded[row * row_stride..][..l];
             if ys.is_empty() || xs.is_empty() {
                 out.fill(zero);
@@ -128,6 +130,19 @@ fn unfold_image_strided<T: Copy + Default>(
             out[..ys.start * s.ow].fill(zero);
             out[ys.end * s.ow..].fill(zero);
             let padded = xs.start > 0 || xs.end < s.ow;
+            if !padded && s.stride.1 == 1 && !ys.is_empty() {
+                // Whole rows, each a copy of `ow` consecutive taps `step` apart in the
+                // image: one slice of the image and one of the output walked together
+                // (the general loop below spent more on its indexing than on the copy).
+                let step = s.stride.0 * s.w;
+                let first = tap_row(image, s, ys.start * s.stride.0 + ky * s.dilation.0 - s.padding.0, kx, xs).0;
+                let taps = &image[first..][..(ys.len() - 1) * step + s.ow];
+                let out = &mut out[ys.start * s.ow..ys.end * s.ow];
+                for (i, o) in out.chunks_exact_mut(s.ow).enumerate() {
+                    copy_short(o, &taps[i * step..][..s.ow]);
+                }
+                continue;
+            }
             for oy in ys {
                 let iy = oy * s.stride.0 + ky * s.dilation.0 - s.padding.0;
                 let out = &mut out[oy * s.ow..][..s.ow];
@@ -148,10 +163,12 @@ fn unfold_image_strided<T: Copy + Default>(
         }
     }
 }
+}
 
 /// Copies `src` into `out` (equally long). Rows of a small image are a few dozen
 /// elements, and a `memcpy` call for each cost as much as the copy: whole blocks of 8
 /// are fixed-size moves the compiler writes inline.
+#[inline(always)]
 fn copy_short<T: Copy>(out: &mut [MaybeUninit<T>], src: &[T]) {
     const BLOCK: usize = 8;
     let mut blocks = out.chunks_exact_mut(BLOCK);
@@ -270,6 +287,7 @@ pub fn conv2d_direct<T: Copy + Sync + Into<f64>>(
     let (in_per_group, out_per_group) = (s.c / groups, out_channels / groups);
     let l = s.oh * s.ow;
     let mut out = vec![0.0; s.n * out_channels * l];
+    let reach = TapReach::new(s);
     crate::threads::for_chunks(&mut out, l.max(1), |start, y| {
         let (oc, n) = (
             (start / l.max(1)) % out_channels,
@@ -279,7 +297,7 @@ pub fn conv2d_direct<T: Copy + Sync + Into<f64>>(
         for ci in 0..in_per_group {
             let plane = &x[(n * s.c + first_in + ci) * s.h * s.w..][..s.h * s.w];
             let taps = &weight[(oc * in_per_group + ci) * s.kh * s.kw..][..s.kh * s.kw];
-            add_taps(y, plane, taps, s);
+            add_taps(y, plane, taps, s, &reach);
         }
     });
     out
@@ -287,11 +305,11 @@ pub fn conv2d_direct<T: Copy + Sync + Into<f64>>(
 
 widest_loop! {
     /// `y += taps (*) plane` for one input plane into one output plane, a run at a time.
-    fn add_taps<T>(y: &mut [f64], plane: &[T], taps: &[T], s: &WindowSpec)
+    fn add_taps<T>(y: &mut [f64], plane: &[T], taps: &[T], s: &WindowSpec, reach: &TapReach)
     where [T: Copy + Into<f64>] {
         for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
             let tap: f64 = taps[ky * s.kw + kx].into();
-            for_each_run(s, ky, kx, |iy, ix, oy, ox, len| {
+            for_each_run(s, reach, ky, kx, |iy, ix, oy, ox, len| {
                 let into = &mut y[oy * s.ow + ox..][..len];
                 for (o, &v) in into.iter_mut().zip(&plane[iy * s.w + ix..][..len]) {
                     *o += v.into() * tap;
@@ -306,16 +324,29 @@ widest_loop! {
 /// fold in parallel; each pixel sums its taps in one fixed order.
 pub fn col2im<T: Real + Send + Sync>(cols: &[T], s: &WindowSpec) -> Vec<T> {
     let (l, rows) = (s.oh * s.ow, s.c * s.kh * s.kw);
-    let plane = s.h * s.w;
-    let mut out = vec![T::default(); s.n * s.c * plane];
-    crate::threads::for_chunks(&mut out, (s.c * plane).max(1), |start, folded| {
-        let n = start / (s.c * plane).max(1);
+    let image = s.c * s.h * s.w;
+    let mut out = vec![T::default(); s.n * image];
+    let reach = TapReach::new(s);
+    crate::threads::for_chunks(&mut out, image.max(1), |start, folded| {
+        let n = start / image.max(1);
+        fold_image(&cols[n * rows * l..][..rows * l], s, &reach, folded);
+    });
+    out
+}
+
+widest_loop! {
+    /// One image's columns added into its pixels (`folded`, `[c, h, w]`), each pixel's
+    /// taps in the order channel, kernel row, kernel column. Compiled for the widest
+    /// vector unit: a small image's runs are a vector or two each.
+    fn fold_image<T>(cols: &[T], s: &WindowSpec, reach: &TapReach, folded: &mut [T])
+    where [T: Real] {
+        let (l, plane) = (s.oh * s.ow, s.h * s.w);
         for c in 0..s.c {
             let image = &mut folded[c * plane..][..plane];
             for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
                 let row = (c * s.kh + ky) * s.kw + kx;
-                let col = &cols[(n * rows + row) * l..][..l];
-                for_each_run(s, ky, kx, |iy, ix, oy, ox, len| {
+                let col = &cols[row * l..][..l];
+                for_each_run(s, reach, ky, kx, |iy, ix, oy, ox, len| {
                     let into = &mut image[iy * s.w + ix..][..len];
                     for (p, &v) in into.iter_mut().zip(&col[oy * s.ow + ox..][..len]) {
                         *p += v;
@@ -323,8 +354,7 @@ pub fn col2im<T: Real + Send + Sync>(cols: &[T], s: &WindowSpec) -> Vec<T> {
                 });
             }
         }
-    });
-    out
+    }
 }
 
 /// `dw[o, c', ky, kx] = sum over n, oy, ox of dy[n, o, oy, ox] * x[n, g*cg + c', iy, ix]`

@@ -3,6 +3,7 @@
 //! their windows with these.
 
 use kiln_core::WindowSpec;
+use std::ops::Range;
 
 /// Input coordinate hit by output position `o` and kernel tap `k`, if inside the image.
 pub(crate) fn source(
@@ -99,22 +100,47 @@ pub(crate) fn for_each_tap(
     }
 }
 
+/// The output rows each kernel row reaches and the output columns each kernel column
+/// reaches (`valid_outputs` of every tap). They depend on the tap, not the channel: a
+/// loop over channels finds them once (each takes two divisions, and found per channel
+/// they were most of the time a small image took to unfold).
+pub(crate) struct TapReach {
+    pub rows: Vec<Range<usize>>,
+    pub columns: Vec<Range<usize>>,
+}
+
+impl TapReach {
+    pub fn new(s: &WindowSpec) -> Self {
+        let (stride, padding, dilation) = (s.stride, s.padding, s.dilation);
+        Self {
+            rows: (0..s.kh)
+                .map(|ky| valid_outputs(ky, stride.0, padding.0, dilation.0, s.h, s.oh))
+                .collect(),
+            columns: (0..s.kw)
+                .map(|kx| valid_outputs(kx, stride.1, padding.1, dilation.1, s.w, s.ow))
+                .collect(),
+        }
+    }
+}
+
 /// Like `for_each_tap`, in runs `(iy, ix0, oy, ox0, len)` that are contiguous in the
 /// image and in the columns (whole valid rows when the column stride is 1): the loop
-/// nest behind im2col and col2im. Inlined, so that a caller compiled for a wider vector
-/// unit (`widest_loop!`) compiles the loops it passes in for that unit too.
+/// nest behind col2im and the direct convolution. Inlined, so that a caller compiled
+/// for a wider vector unit (`widest_loop!`) compiles the loops it passes in for that
+/// unit too.
 #[inline(always)]
 pub(crate) fn for_each_run(
     s: &WindowSpec,
+    reach: &TapReach,
     ky: usize,
     kx: usize,
     mut f: impl FnMut(usize, usize, usize, usize, usize),
 ) {
-    let cols = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
+    let cols = reach.columns[kx].clone();
     if cols.is_empty() {
         return;
     }
-    for oy in valid_outputs(ky, s.stride.0, s.padding.0, s.dilation.0, s.h, s.oh) {
+    for oy in reach.rows[ky].clone() {
         let iy = oy * s.stride.0 + ky * s.dilation.0 - s.padding.0;
         if s.stride.1 == 1 {
             f(
