@@ -130,35 +130,42 @@ fn unfold_image_strided<T>(
             out[..ys.start * s.ow].fill(zero);
             out[ys.end * s.ow..].fill(zero);
             let padded = xs.start > 0 || xs.end < s.ow;
-            if !padded && s.stride.1 == 1 && !ys.is_empty() {
-                // Whole rows, each a copy of `ow` consecutive taps `step` apart in the
-                // image: one slice of the image and one of the output walked together
-                // (the general loop below spent more on its indexing than on the copy).
+            if s.stride.1 == 1 {
+                // Runs of consecutive taps `step` apart in the image, one per output row:
+                // one slice of the image and one of the output walked together (the
+                // general loop below spent more on its indexing than on the copy).
                 let step = s.stride.0 * s.w;
-                let first = tap_row(image, s, ys.start * s.stride.0 + ky * s.dilation.0 - s.padding.0, kx, xs).0;
-                let taps = &image[first..][..(ys.len() - 1) * step + s.ow];
-                let out = &mut out[ys.start * s.ow..ys.end * s.ow];
-                for (i, o) in out.chunks_exact_mut(s.ow).enumerate() {
-                    copy_short(o, &taps[i * step..][..s.ow]);
+                let iy = ys.start * s.stride.0 + ky * s.dilation.0 - s.padding.0;
+                let first = tap_row(image, s, iy, kx, xs.clone()).0;
+                let taps = &image[first..][..(ys.len() - 1) * step + xs.len()];
+                let rows = out[ys.start * s.ow..ys.end * s.ow].chunks_exact_mut(s.ow);
+                // Apart, the two loops ran a quarter faster than one that tested `padded`
+                // per row (conv2 of the CNN, where no row is padded).
+                if padded {
+                    for (i, out) in rows.enumerate() {
+                        out[..xs.start].fill(zero);
+                        out[xs.end..].fill(zero);
+                        copy_short(&mut out[xs.clone()], &taps[i * step..][..xs.len()]);
+                    }
+                } else {
+                    for (i, out) in rows.enumerate() {
+                        copy_short(out, &taps[i * step..][..s.ow]);
+                    }
                 }
                 continue;
             }
+            // A column stride: every `stride.1`-th tap of each row.
             for oy in ys {
                 let iy = oy * s.stride.0 + ky * s.dilation.0 - s.padding.0;
                 let out = &mut out[oy * s.ow..][..s.ow];
-                // Most rows have no padding: skip the calls, not just the work.
                 if padded {
                     out[..xs.start].fill(zero);
                     out[xs.end..].fill(zero);
                 }
                 let (_, taps) = tap_row(image, s, iy, kx, xs.clone());
+                let taps = taps.iter().step_by(s.stride.1);
                 let out = &mut out[xs.clone()];
-                if s.stride.1 == 1 {
-                    copy_short(out, taps);
-                } else {
-                    let taps = taps.iter().step_by(s.stride.1);
-                    out.iter_mut().zip(taps).for_each(|(o, &v)| _ = o.write(v));
-                }
+                out.iter_mut().zip(taps).for_each(|(o, &v)| _ = o.write(v));
             }
         }
     }
