@@ -1,14 +1,17 @@
 //! The fused LSTM and GRU steps and their gradients, element by element in f64: the
 //! reference for the GPU kernels. The formulas are kiln-core's `LstmCellSpec` and
-//! `GruCellSpec`.
+//! `GruCellSpec`. The loops are compiled for the widest vector unit: `exp`'s
+//! multiply-adds then run in hardware, not as C library calls (the same bits).
 
 use kiln_core::{GruCellSpec, LstmCellSpec};
 
+#[inline(always)]
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + crate::special::exp(-x))
 }
 
 /// The activated gates of row `b`, unit `j`: (i, f, g, o).
+#[inline(always)]
 fn gates(z: &[f64], b: usize, j: usize, hidden: usize) -> (f64, f64, f64, f64) {
     let at = |k: usize| z[b * 4 * hidden + k * hidden + j];
     (sigmoid(at(0)), sigmoid(at(1)), at(2).tanh(), sigmoid(at(3)))
@@ -16,8 +19,14 @@ fn gates(z: &[f64], b: usize, j: usize, hidden: usize) -> (f64, f64, f64, f64) {
 
 /// `[h | c']`, `[batch, 2 * hidden]`.
 pub fn lstm_cell(z: &[f64], c: &[f64], s: &LstmCellSpec) -> Vec<f64> {
+    let mut out = vec![0.0; s.batch * 2 * s.hidden];
+    lstm_cell_into(&mut out, z, c, s);
+    out
+}
+
+widest_loop! {
+fn lstm_cell_into<>(out: &mut [f64], z: &[f64], c: &[f64], s: &LstmCellSpec) {
     let h = s.hidden;
-    let mut out = vec![0.0; s.batch * 2 * h];
     for b in 0..s.batch {
         for j in 0..h {
             let (i, f, g, o) = gates(z, b, j, h);
@@ -26,7 +35,7 @@ pub fn lstm_cell(z: &[f64], c: &[f64], s: &LstmCellSpec) -> Vec<f64> {
             out[b * 2 * h + h + j] = c1;
         }
     }
-    out
+}
 }
 
 /// The gradients of `z` and `c` given `grad = [dh | dc']`.
@@ -36,8 +45,24 @@ pub fn lstm_cell_backward(
     grad: &[f64],
     s: &LstmCellSpec,
 ) -> (Vec<f64>, Vec<f64>) {
+    let (mut dz, mut dc) = (
+        vec![0.0; s.batch * 4 * s.hidden],
+        vec![0.0; s.batch * s.hidden],
+    );
+    lstm_cell_backward_into(&mut dz, &mut dc, z, c, grad, s);
+    (dz, dc)
+}
+
+widest_loop! {
+fn lstm_cell_backward_into<>(
+    dz: &mut [f64],
+    dc: &mut [f64],
+    z: &[f64],
+    c: &[f64],
+    grad: &[f64],
+    s: &LstmCellSpec,
+) {
     let h = s.hidden;
-    let (mut dz, mut dc) = (vec![0.0; s.batch * 4 * h], vec![0.0; s.batch * h]);
     for b in 0..s.batch {
         for j in 0..h {
             let (i, f, g, o) = gates(z, b, j, h);
@@ -54,10 +79,11 @@ pub fn lstm_cell_backward(
             dc[b * h + j] = dc1 * f;
         }
     }
-    (dz, dc)
+}
 }
 
 /// The activated gates and candidate of row `b`, unit `j` of a GRU step: (r, z, n, hp_n).
+#[inline(always)]
 fn gru_gates(x: &[f64], hp: &[f64], b: usize, j: usize, hidden: usize) -> (f64, f64, f64, f64) {
     let at = |t: &[f64], k: usize| t[b * 3 * hidden + k * hidden + j];
     let r = sigmoid(at(x, 0) + at(hp, 0));
@@ -68,15 +94,21 @@ fn gru_gates(x: &[f64], hp: &[f64], b: usize, j: usize, hidden: usize) -> (f64, 
 
 /// `h'`, `[batch, hidden]`.
 pub fn gru_cell(x: &[f64], hp: &[f64], h: &[f64], s: &GruCellSpec) -> Vec<f64> {
+    let mut out = vec![0.0; s.batch * s.hidden];
+    gru_cell_into(&mut out, x, hp, h, s);
+    out
+}
+
+widest_loop! {
+fn gru_cell_into<>(out: &mut [f64], x: &[f64], hp: &[f64], h: &[f64], s: &GruCellSpec) {
     let hs = s.hidden;
-    let mut out = vec![0.0; s.batch * hs];
     for b in 0..s.batch {
         for j in 0..hs {
             let (_, z, n, _) = gru_gates(x, hp, b, j, hs);
             out[b * hs + j] = (1.0 - z) * n + z * h[b * hs + j];
         }
     }
-    out
+}
 }
 
 /// The gradients of `x`, `hp` and `h` given `grad = dh'`.
@@ -91,6 +123,14 @@ pub fn gru_cell_backward(
     let mut dx = vec![0.0; s.batch * 3 * hs];
     let mut dhp = vec![0.0; s.batch * 3 * hs];
     let mut dh = vec![0.0; s.batch * hs];
+    gru_cell_backward_into([&mut dx, &mut dhp, &mut dh], [x, hp, h, grad], s);
+    (dx, dhp, dh)
+}
+
+widest_loop! {
+fn gru_cell_backward_into<>(outs: [&mut [f64]; 3], ins: [&[f64]; 4], s: &GruCellSpec) {
+    let ([dx, dhp, dh], [x, hp, h, grad]) = (outs, ins);
+    let hs = s.hidden;
     for b in 0..s.batch {
         for j in 0..hs {
             let (r, z, n, hp_n) = gru_gates(x, hp, b, j, hs);
@@ -104,5 +144,5 @@ pub fn gru_cell_backward(
             dh[b * hs + j] = g * z;
         }
     }
-    (dx, dhp, dh)
+}
 }
