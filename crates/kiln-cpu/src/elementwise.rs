@@ -1,6 +1,6 @@
 //! Elementwise ops over any strides: the formulas every GPU kernel is checked against.
 
-use crate::special::{erf, erf_near, exp};
+use crate::special::{erf, erf_near, exp, tanh};
 use crate::{strided, CpuStorage};
 use kiln_core::{BackendStorage, BinaryOp, DType, Error, HostBuffer, Layout, Result, UnaryOp};
 
@@ -45,7 +45,7 @@ fn unary_with(op: UnaryOp, x: f64, erf: impl Fn(f64) -> f64) -> f64 {
         UnaryOp::Rsqrt => 1.0 / x.sqrt(),
         UnaryOp::Sin => x.sin(),
         UnaryOp::Cos => x.cos(),
-        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Tanh => tanh(x),
         UnaryOp::Sigmoid => 1.0 / (1.0 + exp(-x)),
         UnaryOp::Relu => max_nan(x, 0.0),
         UnaryOp::LeakyRelu(a) => {
@@ -55,9 +55,7 @@ fn unary_with(op: UnaryOp, x: f64, erf: impl Fn(f64) -> f64) -> f64 {
                 a as f64 * x
             }
         }
-        UnaryOp::GeluTanh => {
-            0.5 * x * (1.0 + ((2.0 / PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
-        }
+        UnaryOp::GeluTanh => 0.5 * x * (1.0 + tanh((2.0 / PI).sqrt() * (x + 0.044715 * x * x * x))),
         UnaryOp::GeluErf => 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2)),
         UnaryOp::GeluErfDerivative => {
             let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));

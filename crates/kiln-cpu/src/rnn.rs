@@ -1,20 +1,22 @@
 //! The fused LSTM and GRU steps and their gradients, element by element in f64: the
 //! reference for the GPU kernels. The formulas are kiln-core's `LstmCellSpec` and
-//! `GruCellSpec`. The loops are compiled for the widest vector unit: `exp`'s
-//! multiply-adds then run in hardware, not as C library calls (the same bits).
+//! `GruCellSpec`. The loops are compiled for the widest vector unit, with `exp` and
+//! `tanh` from `special` (plain arithmetic: `exp`'s multiply-adds run in hardware, not
+//! as C library calls, and a cell's elements vectorise).
 
+use crate::special::{exp, tanh};
 use kiln_core::{GruCellSpec, LstmCellSpec};
 
 #[inline(always)]
 fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + crate::special::exp(-x))
+    1.0 / (1.0 + exp(-x))
 }
 
 /// The activated gates of row `b`, unit `j`: (i, f, g, o).
 #[inline(always)]
 fn gates(z: &[f64], b: usize, j: usize, hidden: usize) -> (f64, f64, f64, f64) {
     let at = |k: usize| z[b * 4 * hidden + k * hidden + j];
-    (sigmoid(at(0)), sigmoid(at(1)), at(2).tanh(), sigmoid(at(3)))
+    (sigmoid(at(0)), sigmoid(at(1)), tanh(at(2)), sigmoid(at(3)))
 }
 
 /// `[h | c']`, `[batch, 2 * hidden]`.
@@ -31,7 +33,7 @@ fn lstm_cell_into<>(out: &mut [f64], z: &[f64], c: &[f64], s: &LstmCellSpec) {
         for j in 0..h {
             let (i, f, g, o) = gates(z, b, j, h);
             let c1 = f * c[b * h + j] + i * g;
-            out[b * 2 * h + j] = o * c1.tanh();
+            out[b * 2 * h + j] = o * tanh(c1);
             out[b * 2 * h + h + j] = c1;
         }
     }
@@ -67,7 +69,7 @@ fn lstm_cell_backward_into<>(
         for j in 0..h {
             let (i, f, g, o) = gates(z, b, j, h);
             let c0 = c[b * h + j];
-            let tc = (f * c0 + i * g).tanh();
+            let tc = tanh(f * c0 + i * g);
             let dh = grad[b * 2 * h + j];
             // Through h = o * tanh(c') into c', plus c''s own upstream gradient.
             let dc1 = grad[b * 2 * h + h + j] + dh * o * (1.0 - tc * tc);
@@ -89,7 +91,7 @@ fn gru_gates(x: &[f64], hp: &[f64], b: usize, j: usize, hidden: usize) -> (f64, 
     let r = sigmoid(at(x, 0) + at(hp, 0));
     let z = sigmoid(at(x, 1) + at(hp, 1));
     let hp_n = at(hp, 2);
-    (r, z, (at(x, 2) + r * hp_n).tanh(), hp_n)
+    (r, z, tanh(at(x, 2) + r * hp_n), hp_n)
 }
 
 /// `h'`, `[batch, hidden]`.
