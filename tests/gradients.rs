@@ -477,6 +477,55 @@ fn values(grads: &kiln::Gradients, t: &Tensor) -> Vec<f32> {
     grads.get(t).expect("a gradient").to_vec::<f32>().unwrap()
 }
 
+/// Backward rules skip the work for parents that want no gradient: the parents that do
+/// want one get the same gradient, to the bit, as when every parent wants one. Each op
+/// of `cases` with several float inputs, one input a variable at a time.
+#[test]
+fn a_gradient_does_not_depend_on_which_other_inputs_want_one() {
+    let mut rng = rng();
+    let cpu = Device::cpu();
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    for (name, inputs, f) in cases(&mut rng) {
+        let floats: Vec<usize> = (0..inputs.len())
+            .filter(|&i| inputs[i].dtype().is_float())
+            .collect();
+        if floats.len() < 2 {
+            continue;
+        }
+        let shape = f(&inputs).unwrap().shape().clone();
+        let r = Tensor::randn(shape, DType::F32, &cpu, &mut rng).unwrap();
+        let run = |wanted: &dyn Fn(usize) -> bool| {
+            let vars: Vec<Tensor> = (0..inputs.len())
+                .map(|i| match wanted(i) {
+                    true => inputs[i].detach().into_var().unwrap(),
+                    false => inputs[i].detach(),
+                })
+                .collect();
+            let loss = f(&vars).unwrap().mul(&r).unwrap().sum_all().unwrap();
+            // An input the op takes no gradient through leaves nothing to differentiate.
+            match loss.backward() {
+                Ok(grads) => vars.iter().map(|v| grads.get(v).map(bits)).collect(),
+                Err(Error::InvalidArgument { .. }) => vec![None; vars.len()],
+                Err(e) => panic!("{name}: {e}"),
+            }
+        };
+        let every = run(&|i| floats.contains(&i));
+        for &only in &floats {
+            let alone = run(&|i| i == only);
+            assert_eq!(alone[only], every[only], "{name}: input {only} alone");
+            for &other in floats.iter().filter(|&&i| i != only) {
+                assert_eq!(alone[other], None, "{name}: input {other} wants none");
+            }
+        }
+    }
+}
+
 #[test]
 fn hand_derived_gradients() {
     // Elementwise: L = sum(x * y + exp(x)) => dL/dx = y + exp(x), dL/dy = x.

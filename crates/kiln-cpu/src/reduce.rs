@@ -82,7 +82,7 @@ fn fold_middle<T: Copy + Sync + Into<f64>>(
         let parallel = outer * k * inner >= crate::threads::PARALLEL_ELEMENTS;
         if inner == 1 && k > 0 {
             // Whole rows: a fold per row in lanes, rows in parallel. (A plain fold waits
-            // on each add: a conv's bias gradient spent 6% of a CNN step there.)
+            // on each add: with it, a conv's bias gradient was 6% of a CNN step.)
             let rows = crate::threads::rows_per_task(k);
             crate::threads::for_chunks_when(&mut out, rows, parallel, |first, part| {
                 for (r, acc) in part.iter_mut().enumerate() {

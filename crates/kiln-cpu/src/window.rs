@@ -102,8 +102,8 @@ pub(crate) fn for_each_tap(
 
 /// The output rows each kernel row reaches and the output columns each kernel column
 /// reaches (`valid_outputs` of every tap). They depend on the tap, not the channel: a
-/// loop over channels finds them once (each takes two divisions, and found per channel
-/// they were most of the time a small image took to unfold).
+/// loop over channels finds them once (each takes two divisions, which a small image's
+/// unfold had paid per channel and tap).
 pub(crate) struct TapReach {
     pub rows: Vec<Range<usize>>,
     pub columns: Vec<Range<usize>>,
