@@ -22,16 +22,27 @@ const CLAMP: f64 = 800.0;
 /// `r^14 / 14!`, is below 5e-18.
 const TERMS: usize = 14;
 
-/// The series' coefficients `1 / n!` for `n < TERMS`, highest power first.
-const TAYLOR: [f64; TERMS] = {
-    let mut c = [1.0; TERMS];
-    let mut n = 1;
-    while n < TERMS {
-        c[TERMS - 1 - n] = c[TERMS - n] / n as f64;
+/// `1 / (n + from)!` for `n < N`, highest power first: a Taylor series' coefficients,
+/// each the one before divided by the next integer.
+const fn reciprocal_factorials<const N: usize>(from: usize) -> [f64; N] {
+    let mut c = [0.0; N];
+    let mut f = 1.0;
+    let mut k = 2;
+    while k <= from {
+        f /= k as f64;
+        k += 1;
+    }
+    let mut n = 0;
+    while n < N {
+        c[N - 1 - n] = f;
+        f /= (n + from + 1) as f64;
         n += 1;
     }
     c
-};
+}
+
+/// The series' coefficients `1 / n!` for `n < TERMS`, highest power first.
+const TAYLOR: [f64; TERMS] = reciprocal_factorials(0);
 
 /// `e^x` within 1 ulp of the C library's (a test checks the whole range), with
 /// NaN, infinities, overflow and subnormal results as `f64::exp` gives them.
@@ -156,15 +167,7 @@ const TANH_SERIES_BELOW: f64 = 0.5;
 const EXPM1_TERMS: usize = 19;
 
 /// The series' coefficients `1 / (n + 1)!` for `n < EXPM1_TERMS`, highest power first.
-const EXPM1_SERIES: [f64; EXPM1_TERMS] = {
-    let mut c = [1.0; EXPM1_TERMS];
-    let mut n = 1;
-    while n < EXPM1_TERMS {
-        c[EXPM1_TERMS - 1 - n] = c[EXPM1_TERMS - n] / (n + 1) as f64;
-        n += 1;
-    }
-    c
-};
+const EXPM1_SERIES: [f64; EXPM1_TERMS] = reciprocal_factorials(1);
 
 /// The hyperbolic tangent, with no branch: `(1 - e^y) / (1 + e^y)` at `y = -2|x|`, the
 /// sign put back last. Below `TANH_SERIES_BELOW` it is `-u / (2 + u)` with `u = e^y - 1`
