@@ -150,10 +150,10 @@ pub(crate) fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
             match op {
                 $(UnaryOp::$V $(($($p),*))? => {
                     widest_loop! {
-                        fn run<>(out: &mut [MaybeUninit<f32>], v: &[f32], blocks: bool $($(, $p: f32)*)?) {
+                        fn run<>(out: &mut [MaybeUninit<f32>], v: &[f32], two_pass: bool $($(, $p: f32)*)?) {
                             let op = UnaryOp::$V $(($($p),*))?;
                             let v = &v[..out.len()];
-                            if !blocks {
+                            if !two_pass {
                                 for i in 0..out.len() {
                                     out[i].write(unary_f64(op, v[i] as f64) as f32);
                                 }
@@ -185,12 +185,12 @@ pub(crate) fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
                             }
                         }
                     }
-                    let blocks = reads_erf(op);
+                    let two_pass = reads_erf(op);
                     // SAFETY: a chunk starting at `start` is no longer than `v[start..]`,
                     // so `run` writes each of its elements.
                     unsafe {
                         build(v.len(), CHUNK_ELEMENTS, |start, part| {
-                            run(part, &v[start..], blocks $($(, $p)*)?)
+                            run(part, &v[start..], two_pass $($(, $p)*)?)
                         })
                     }
                 })*

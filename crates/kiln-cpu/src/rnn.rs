@@ -125,13 +125,22 @@ pub fn gru_cell_backward(
     let mut dx = vec![0.0; s.batch * 3 * hs];
     let mut dhp = vec![0.0; s.batch * 3 * hs];
     let mut dh = vec![0.0; s.batch * hs];
-    gru_cell_backward_into([&mut dx, &mut dhp, &mut dh], [x, hp, h, grad], s);
+    gru_cell_backward_into(&mut dx, &mut dhp, &mut dh, x, hp, h, grad, s);
     (dx, dhp, dh)
 }
 
 widest_loop! {
-fn gru_cell_backward_into<>(outs: [&mut [f64]; 3], ins: [&[f64]; 4], s: &GruCellSpec) {
-    let ([dx, dhp, dh], [x, hp, h, grad]) = (outs, ins);
+#[allow(clippy::too_many_arguments)] // the cell's three gradients and four inputs
+fn gru_cell_backward_into<>(
+    dx: &mut [f64],
+    dhp: &mut [f64],
+    dh: &mut [f64],
+    x: &[f64],
+    hp: &[f64],
+    h: &[f64],
+    grad: &[f64],
+    s: &GruCellSpec,
+) {
     let hs = s.hidden;
     for b in 0..s.batch {
         for j in 0..hs {

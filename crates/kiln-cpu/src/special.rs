@@ -1,10 +1,10 @@
 //! `exp`, `erf` and `tanh` written as plain f64 arithmetic, so that a loop over them
 //! vectorises: a library call per element was a tenth (`exp`: softmax, GELU's gradient,
 //! sigmoid) and a third (`erf`: GELU and its gradient) of a transformer step on one
-//! core, and `tanh` 30% of an LSTM step. The
-//! result is the same bits with or without the CPU's vector units: the polynomials use
-//! fused multiply-adds, which round once on every CPU (in hardware, or in the C
-//! library's `fma` where there is none), and the rest is plain IEEE arithmetic.
+//! core, and `tanh` 30% of an LSTM step. The result is the same bits with or without
+//! the CPU's vector units: the polynomials use fused multiply-adds, which round once on
+//! every CPU (in hardware, or in the C library's `fma` where there is none), and the
+//! rest is plain IEEE arithmetic.
 
 /// `log2(e)`, rounded to f64.
 const LOG2_E: f64 = std::f64::consts::LOG2_E;
@@ -159,8 +159,8 @@ pub fn erf_near(x: f64) -> f64 {
 }
 
 /// Below this `|x|`, `tanh` takes `e^y - 1` (`y = -2|x|`) from its series: there
-/// `exp(y) - 1` would cancel. From here on `e^y <= e^-1`, and the subtraction loses at
-/// most one bit.
+/// `1 - e^y` would cancel. From here on `e^y <= e^-1`, and the subtraction loses at most
+/// one bit.
 const TANH_SERIES_BELOW: f64 = 0.5;
 /// Terms of the series `(e^y - 1) / y = sum of y^n / (n + 1)!` for `|y| <= 1`: the first
 /// left out, `1 / 20!`, is below 5e-19.
@@ -176,10 +176,11 @@ const EXPM1_SERIES: [f64; EXPM1_TERMS] = reciprocal_factorials(1);
 /// sign, and large arguments give +-1 exactly, as the library's does.
 #[inline(always)]
 pub fn tanh(x: f64) -> f64 {
-    let y = -2.0 * x.abs();
+    let a = x.abs();
+    let y = -2.0 * a;
     let u = y * polynomial(&EXPM1_SERIES, y);
     let t = exp(y);
-    let (num, den) = if x.abs() < TANH_SERIES_BELOW {
+    let (num, den) = if a < TANH_SERIES_BELOW {
         (-u, 2.0 + u)
     } else {
         (1.0 - t, 1.0 + t)

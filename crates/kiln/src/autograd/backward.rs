@@ -224,9 +224,10 @@ fn reverse_pass(
                 Node::Op(op) => {
                     *node.node() = Node::Freed(op.name());
                     reached(&node, &grad)?;
-                    let needs: Vec<bool> = op.parents().iter().map(|p| p.requires_grad()).collect();
+                    let parents = op.parents();
+                    let needs: Vec<bool> = parents.iter().map(|p| p.requires_grad()).collect();
                     let parent_grads = gradient(&op, &node, &grad, &needs)?;
-                    for (parent, g) in op.parents().into_iter().zip(parent_grads) {
+                    for (parent, g) in parents.into_iter().zip(parent_grads) {
                         let Some(g) = g else { continue };
                         if !parent.requires_grad() {
                             continue;
