@@ -7,6 +7,7 @@ use crate::threads::WEIGHT_GRAD_RUN_FLOPS;
 use crate::window::{for_each_run, for_each_tap, tap_row, Real, TapReach};
 use kiln_core::WindowSpec;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 /// `[n, c, h, w]` -> `[n, c*kh*kw, oh*ow]`; out-of-image taps are zero. Generic so
 /// that f32 data is unfolded without widening. Images unfold in parallel.
@@ -20,11 +21,34 @@ pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], s: &WindowSpec) -> Vec<T
     unsafe { crate::threads::build(s.n * unfolded, unfolded.max(1), unfold) }
 }
 
+/// Elements in a block of columns (`cg*kh*kw` rows by whole output rows) that
+/// `conv2d_unfolded` unfolds and multiplies at a time: half a MiB of f32, so that the
+/// block stays in a core's cache from its unfolding to the product's last read of it.
+/// (The 3x3 case of `kiln bench` unfolds 2.4 MB an image.)
+const COLUMN_BLOCK_ELEMENTS: usize = 1 << 17;
+
+/// Columns in a block at least, and the multiple they are rounded up to where the image
+/// allows: the GEMM kernel's height on AVX-512 (64 f32), so that none runs part-empty.
+const COLUMN_BLOCK_STEP: usize = 64;
+
+/// Outputs (here output channels) the `gemm` crate's x86 kernels compute side by side.
+const KERNEL_WIDTH: usize = 6;
+
+/// Output channels per product at most. The `gemm` crate copies its left operand (here,
+/// in its transposed view of the product, the block of columns) into its kernels'
+/// layout when more than 8 kernel widths of outputs read it. The block is already laid
+/// out as the kernel reads it, contiguous along the pixels, so the copy was waste: a
+/// fifth of the 3x3 bench case's time, which splitting its 64 output channels in two
+/// removed.
+const CHANNELS_PER_PRODUCT: usize = 8 * KERNEL_WIDTH;
+
 /// conv2d of f32 data as `im2col` then the batched GEMM `weight[g] (og x cg*kh*kw) @
-/// cols[n, g]`, with each image's group unfolded just before its product, into a
-/// buffer of its task, so that the columns are read back while still in cache and the
-/// batch's columns are never held at once. Each (image, group) product is computed in
-/// the composed path's blocks of columns, so the result is the same to the bit.
+/// cols[n, g]`, an image's group unfolded a block of output rows at a time
+/// (`COLUMN_BLOCK_ELEMENTS`), into a buffer of its task, just before the block's
+/// products: the columns are read back while still in cache, and the batch's columns
+/// are never held at once. Each output is summed in the same order as by the composed
+/// path (`product`'s depth blocks depend on the depth alone), so the result is the same
+/// to the bit.
 pub fn conv2d_unfolded(
     x: &[f32],
     weight: &[f32],
@@ -40,6 +64,24 @@ pub fn conv2d_unfolded(
     }
     let group = WindowSpec { c: cg, ..*s };
     let group_input = cg * s.h * s.w;
+    // A padded image is unfolded from a copy inside a border of zeros, as an unpadded
+    // one: each row of columns is then whole runs of the image, without the fills and
+    // shorter copies of padded rows (the 3x3 bench case: 3.12 -> 2.97 ms).
+    let bordered = WindowSpec {
+        h: s.h + 2 * s.padding.0,
+        w: s.w + 2 * s.padding.1,
+        padding: (0, 0),
+        ..group
+    };
+    let reach = TapReach::new(&bordered);
+    let columns = (COLUMN_BLOCK_ELEMENTS / kdim).next_multiple_of(COLUMN_BLOCK_STEP);
+    let block_rows = columns.div_ceil(s.ow).min(s.oh);
+    // Balanced in whole kernel widths, so that no product is left a sliver (49
+    // channels: 30 and 19, not 48 and 1).
+    let channels_per_product = og
+        .div_ceil(og.div_ceil(CHANNELS_PER_PRODUCT))
+        .next_multiple_of(KERNEL_WIDTH)
+        .min(CHANNELS_PER_PRODUCT);
     let mut out = Vec::with_capacity(len);
     // (the task's image and group, its outputs)
     let tasks: Vec<_> = out.spare_capacity_mut()[..len]
@@ -49,35 +91,49 @@ pub fn conv2d_unfolded(
     let (spread, threads) = share_pool(tasks.len(), len * kdim);
     let run = |(i, part): (usize, &mut [MaybeUninit<f32>])| {
         let (n, g) = (i / groups, i % groups);
-        let mut cols = Vec::new();
-        unfold_into(
-            &mut cols,
-            &x[(n * s.c + g * cg) * s.h * s.w..][..group_input],
-            &group,
-        );
-        for (first, count) in column_blocks(og, l, kdim) {
-            // SAFETY: the group's weights are og x kdim, cols is kdim x l, and part is
-            // the og x l outputs, of which the block's og x count are written (not
-            // accumulating), never read.
-            unsafe {
-                product(
-                    (og, count, kdim),
-                    part.as_mut_ptr().cast::<f32>().add(first),
-                    l,
-                    false,
-                    Operand {
-                        at: weight[g * og * kdim..].as_ptr(),
-                        row_stride: kdim as isize,
-                        col_stride: 1,
-                    },
-                    Operand {
-                        at: cols[first..].as_ptr(),
-                        row_stride: l as isize,
-                        col_stride: 1,
-                    },
-                    threads,
-                );
+        let image = &x[(n * s.c + g * cg) * s.h * s.w..][..group_input];
+        let image = if s.padding == (0, 0) {
+            image
+        } else {
+            &with_border(image, &group)
+        };
+        let mut cols = Vec::with_capacity(kdim * block_rows * s.ow);
+        for first_row in (0..s.oh).step_by(block_rows) {
+            let rows = first_row..(first_row + block_rows).min(s.oh);
+            let (first, count) = (first_row * s.ow, rows.len() * s.ow);
+            let block = &mut cols.spare_capacity_mut()[..kdim * count];
+            unfold_rows(image, &bordered, &reach, rows, block, count);
+            // SAFETY: `unfold_rows` wrote the block's kdim rows of `count` columns.
+            unsafe { cols.set_len(kdim * count) };
+            for first_channel in (0..og).step_by(channels_per_product) {
+                let channels = channels_per_product.min(og - first_channel);
+                // SAFETY: the group's weights are og x kdim, of which these channels'
+                // rows are read; the block is kdim x count; part is the og x l outputs,
+                // of which these channels' `count` columns at `first` are written (not
+                // accumulating), never read.
+                unsafe {
+                    product(
+                        (channels, count, kdim),
+                        part.as_mut_ptr()
+                            .cast::<f32>()
+                            .add(first_channel * l + first),
+                        l,
+                        false,
+                        Operand {
+                            at: weight[(g * og + first_channel) * kdim..].as_ptr(),
+                            row_stride: kdim as isize,
+                            col_stride: 1,
+                        },
+                        Operand {
+                            at: cols.as_ptr(),
+                            row_stride: count as isize,
+                            col_stride: 1,
+                        },
+                        threads,
+                    );
+                }
             }
+            cols.clear();
         }
     };
     crate::threads::run_tasks(tasks, spread, run);
@@ -86,49 +142,72 @@ pub fn conv2d_unfolded(
     out
 }
 
-/// One `[c, h, w]` image's columns into `cols`, replacing what it held: a task
-/// unfolds its images one after another into the same buffer.
-fn unfold_into<T: Copy + Default>(cols: &mut Vec<T>, image: &[T], s: &WindowSpec) {
-    let len = s.c * s.kh * s.kw * s.oh * s.ow;
-    cols.clear();
-    cols.reserve(len);
-    unfold_image(image, s, &mut cols.spare_capacity_mut()[..len]);
-    // SAFETY: `unfold_image` wrote all `len` elements.
-    unsafe { cols.set_len(len) };
+/// A `[c, h, w]` image inside a border of zeros `s.padding` wide: `[c, h + 2*padding.0,
+/// w + 2*padding.1]`, each element written once.
+fn with_border<T: Copy + Default>(image: &[T], s: &WindowSpec) -> Vec<T> {
+    let (ph, pw) = s.padding;
+    let width = s.w + 2 * pw;
+    let rows = s.c * (s.h + 2 * ph);
+    let zero = MaybeUninit::new(T::default());
+    let mut out = Vec::with_capacity(rows * width);
+    let spare = &mut out.spare_capacity_mut()[..rows * width];
+    for (c, channel) in spare.chunks_exact_mut((s.h + 2 * ph) * width).enumerate() {
+        let (above, rest) = channel.split_at_mut(ph * width);
+        let (inside, below) = rest.split_at_mut(s.h * width);
+        above.fill(zero);
+        below.fill(zero);
+        for (y, row) in inside.chunks_exact_mut(width).enumerate() {
+            row[..pw].fill(zero);
+            row[pw + s.w..].fill(zero);
+            let from = &image[(c * s.h + y) * s.w..][..s.w];
+            copy_short(&mut row[pw..pw + s.w], from);
+        }
+    }
+    // SAFETY: every channel's rows above, inside and below the image were written whole.
+    unsafe { out.set_len(rows * width) };
+    out
 }
 
 /// One `[c, h, w]` image -> its `[c*kh*kw, oh*ow]` columns in `unfolded`, every element
 /// written once (zeros only where a tap falls in the padding).
 fn unfold_image<T: Copy + Default>(image: &[T], s: &WindowSpec, unfolded: &mut [MaybeUninit<T>]) {
-    unfold_image_strided(image, s, unfolded, s.oh * s.ow);
+    unfold_rows(image, s, &TapReach::new(s), 0..s.oh, unfolded, s.oh * s.ow);
 }
 
 widest_loop! {
-/// `unfold_image` with the columns' rows `row_stride` apart in `unfolded`, so that several
-/// images' columns can sit side by side; only the `oh*ow` elements of each row are written.
-/// Compiled for the widest vector unit: a small image's rows are a vector or two each.
-fn unfold_image_strided<T>(
+/// Output rows `rows` of `unfold_image`, with the columns' rows `row_stride` apart in
+/// `unfolded`, so that a block of an image, or several images side by side, can be laid
+/// out as a product reads them; only the `rows.len() * ow` elements of each row are
+/// written. Compiled for the widest vector unit: a small image's rows are a vector or
+/// two each.
+fn unfold_rows<T>(
     image: &[T],
     s: &WindowSpec,
+    reach: &TapReach,
+    rows: Range<usize>,
     unfolded: &mut [MaybeUninit<T>],
     row_stride: usize,
 ) where [T: Copy + Default] {
-    let l = s.oh * s.ow;
+    let first_row = rows.start;
+    let l = rows.len() * s.ow;
     let zero = MaybeUninit::new(T::default());
-    let reach = TapReach::new(s);
     for c in 0..s.c {
         let image = &image[c * s.h * s.w..][..s.h * s.w];
         for (ky, kx) in (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx))) {
             let row = (c * s.kh + ky) * s.kw + kx;
-            let (ys, xs) = (reach.rows[ky].clone(), reach.columns[kx].clone());
+            let reached = &reach.rows[ky];
+            let ys = reached.start.max(rows.start)..reached.end.min(rows.end);
+            let xs = reach.columns[kx].clone();
             let out = &mut unfolded[row * row_stride..][..l];
             if ys.is_empty() || xs.is_empty() {
                 out.fill(zero);
                 continue;
             }
             // Output rows whose tap falls above or below the image, in one fill each.
-            out[..ys.start * s.ow].fill(zero);
-            out[ys.end * s.ow..].fill(zero);
+            let (above, below) = ((ys.start - first_row) * s.ow, (ys.end - first_row) * s.ow);
+            out[..above].fill(zero);
+            out[below..].fill(zero);
+            let out = &mut out[above..below];
             let padded = xs.start > 0 || xs.end < s.ow;
             if s.stride.1 == 1 {
                 // Runs of consecutive taps `step` apart in the image, one per output row:
@@ -138,7 +217,7 @@ fn unfold_image_strided<T>(
                 let iy = ys.start * s.stride.0 + ky * s.dilation.0 - s.padding.0;
                 let first = tap_row(image, s, iy, kx, xs.clone()).0;
                 let taps = &image[first..][..(ys.len() - 1) * step + xs.len()];
-                let rows = out[ys.start * s.ow..ys.end * s.ow].chunks_exact_mut(s.ow);
+                let rows = out.chunks_exact_mut(s.ow);
                 // Apart, the two loops ran a quarter faster than one that tested `padded`
                 // per row (conv2 of the CNN, where no row is padded).
                 if padded {
@@ -155,9 +234,8 @@ fn unfold_image_strided<T>(
                 continue;
             }
             // A column stride: every `stride.1`-th tap of each row.
-            for oy in ys {
+            for (oy, out) in ys.zip(out.chunks_exact_mut(s.ow)) {
                 let iy = oy * s.stride.0 + ky * s.dilation.0 - s.padding.0;
-                let out = &mut out[oy * s.ow..][..s.ow];
                 if padded {
                     out[..xs.start].fill(zero);
                     out[xs.end..].fill(zero);
@@ -183,6 +261,14 @@ fn copy_short<T: Copy>(out: &mut [MaybeUninit<T>], src: &[T]) {
     for (o, v) in (&mut blocks).zip(&mut from) {
         let v: &[T; BLOCK] = v.try_into().expect("chunks_exact gives whole blocks");
         o.copy_from_slice(&v.map(MaybeUninit::new));
+    }
+    let rest = from.remainder().len();
+    if rest > 0 && src.len() >= BLOCK {
+        // The last whole block, overlapping some already written: one move, not `rest`.
+        let at = src.len() - BLOCK;
+        let v: &[T; BLOCK] = src[at..].try_into().expect("a block of BLOCK elements");
+        out[at..].copy_from_slice(&v.map(MaybeUninit::new));
+        return;
     }
     let rest = blocks.into_remainder().iter_mut().zip(from.remainder());
     rest.for_each(|(o, &v)| _ = o.write(v));
@@ -216,6 +302,7 @@ pub fn conv2d_weight_grad_gemm(
     let images = (WEIGHT_GRAD_RUN_FLOPS / per_image.max(1)).clamp(1, s.n);
     let runs = s.n.div_ceil(images);
     let image = s.c * s.h * s.w;
+    let reach = TapReach::new(s);
     let partial = |run: usize, threads: usize| {
         let first_image = run * images;
         let count = images.min(s.n - first_image);
@@ -225,7 +312,7 @@ pub fn conv2d_weight_grad_gemm(
         for i in 0..count {
             let n = first_image + i;
             let at = &mut cols.spare_capacity_mut()[i * l..];
-            unfold_image_strided(&x[n * image..][..image], s, at, terms);
+            unfold_rows(&x[n * image..][..image], s, &reach, 0..s.oh, at, terms);
             for o in 0..out_channels {
                 let from = &dy[(n * out_channels + o) * l..][..l];
                 let to = &mut grads.spare_capacity_mut()[o * terms + i * l..][..l];
@@ -484,9 +571,11 @@ mod tests {
         }
     }
 
-    /// The image-by-image convolution against the composed one (`im2col`, then the
+    /// The block-by-block convolution against the composed one (`im2col`, then the
     /// batched product the tensor layer asks for): bitwise, with padding, stride,
-    /// dilation, groups, and products split into several row tasks.
+    /// dilation, groups, several blocks of rows and of channels, and sums of more than
+    /// 512 terms (which `product` splits), on large images and on small ones, where the
+    /// two paths' products have different shapes.
     #[test]
     fn unfolded_conv_is_im2col_then_matmul() {
         use crate::CpuStorage;
@@ -495,6 +584,9 @@ mod tests {
             (3, 4, 9, 7, 3, (1, 2), (1, 0), (2, 1), 6, 2),
             (2, 16, 12, 12, 5, (1, 1), (0, 0), (1, 1), 32, 1),
             (1, 8, 40, 40, 3, (1, 1), (1, 1), (1, 1), 300, 1),
+            (1, 64, 41, 37, 3, (1, 1), (1, 1), (1, 1), 50, 1),
+            (2, 128, 6, 6, 3, (1, 1), (1, 1), (1, 1), 80, 1),
+            (1, 130, 9, 9, 3, (2, 2), (1, 1), (1, 1), 98, 2),
         ];
         for case in cases {
             let (s, x, wt) = case_data(case);
@@ -523,10 +615,16 @@ mod tests {
             let cols = CpuStorage(HostBuffer::F32(im2col(&x, &s)));
             let composed = crate::matmul::matmul(&filters, &cols, &spec).expect("matmul");
             let got = conv2d_unfolded(&x, &wt, &s, out_c, groups);
-            assert_eq!(
-                HostBuffer::F32(got),
-                composed.0,
-                "{n}x{c}x{h}x{w} k{k} g{groups}"
+            let HostBuffer::F32(want) = composed.0 else {
+                panic!("an f32 product")
+            };
+            let differs = got
+                .iter()
+                .zip(&want)
+                .position(|(a, b)| a.to_bits() != b.to_bits());
+            assert!(
+                got.len() == want.len() && differs.is_none(),
+                "{n}x{c}x{h}x{w} k{k} g{groups}: first difference at {differs:?}"
             );
         }
     }

@@ -15,13 +15,32 @@ pub(crate) struct Operand<T> {
     pub col_stride: isize,
 }
 
+/// Terms one GEMM call sums per output at most. Longer products are split here into
+/// `depth_blocks`, added into the output in order. The `gemm` crate would otherwise split
+/// the depth itself, at places that depend on the shape (512 for a product with at most
+/// 64 rows and columns, balanced blocks of its cache-sized depth, 512 or more, for the
+/// rest) and on the cache it finds; it never splits a block of 512 or fewer. So each
+/// output's bits depend on `k` alone: not on how a product is cut into blocks of rows or
+/// columns (convolution cuts its products differently from the plain matmul), nor on
+/// the machine's caches.
+const DEPTH_BLOCK: usize = 512;
+
+/// `(first, count)` blocks of a `k`-term sum: as few as `DEPTH_BLOCK` allows, of equal
+/// length but the last.
+fn depth_blocks(k: usize) -> impl Iterator<Item = (usize, usize)> {
+    let block = k.div_ceil(k.div_ceil(DEPTH_BLOCK).max(1)).max(1);
+    (0..k)
+        .step_by(block)
+        .map(move |first| (first, block.min(k - first)))
+}
+
 /// `out = lhs @ rhs`, or `out += lhs @ rhs` when `accumulate`, for an `m x k` lhs and a
 /// `k x n` rhs; `out` is `m x n` with row stride `ld`. Without `accumulate`, `out` is
 /// written and never read. The GEMM may split the product over `threads` of the pool.
 ///
 /// # Safety
 /// The operands' and the output's elements lie inside live allocations, the output
-/// overlaps neither operand, and nothing else touches the output meanwhile.
+/// overlaps neither operand, and nothing else touches the output meanwhile. `k > 0`.
 pub(crate) unsafe fn product<T: Copy + From<f32> + 'static>(
     (m, n, k): (usize, usize, usize),
     out: *mut T,
@@ -37,30 +56,37 @@ pub(crate) unsafe fn product<T: Copy + From<f32> + 'static>(
         gemm::Parallelism::None
     };
     let one = T::from(1.0);
-    // SAFETY: passed on from the caller. `gemm` computes `out = alpha*out +
-    // beta*lhs@rhs`, reading `out` only when told to.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out,
-            1,
-            ld as isize,
-            accumulate,
-            lhs.at,
-            lhs.col_stride,
-            lhs.row_stride,
-            rhs.at,
-            rhs.col_stride,
-            rhs.row_stride,
-            one,
-            one,
-            false,
-            false,
-            false,
-            parallelism,
-        )
+    debug_assert!(
+        k > 0,
+        "an empty sum writes nothing: callers fill zeros themselves"
+    );
+    for (first, depth) in depth_blocks(k) {
+        // SAFETY: passed on from the caller; the block's terms are columns `first..` of
+        // lhs and rows `first..` of rhs. `gemm` computes `out = alpha*out +
+        // beta*lhs@rhs`, reading `out` only when told to: from the second block on.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                depth,
+                out,
+                1,
+                ld as isize,
+                accumulate || first > 0,
+                lhs.at.wrapping_offset(first as isize * lhs.col_stride),
+                lhs.col_stride,
+                lhs.row_stride,
+                rhs.at.wrapping_offset(first as isize * rhs.row_stride),
+                rhs.col_stride,
+                rhs.row_stride,
+                one,
+                one,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
     }
 }
 
@@ -314,6 +340,71 @@ mod tests {
             for threads in [2, 3, 4] {
                 assert!(on(threads) == one, "{m}x{n}x{k} on {threads} threads");
             }
+        }
+    }
+
+    /// A product cut into blocks of rows or of columns, each computed by its own GEMM,
+    /// keeps the whole product's bits: `product` sums the same depth blocks whatever
+    /// the shape. The shapes straddle the size (64 rows and columns) at which the
+    /// `gemm` crate would otherwise change where it splits a sum of more than 512 terms.
+    #[test]
+    fn a_product_cut_into_blocks_keeps_its_bits() {
+        let mut seed = 5u64;
+        let mut draw = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for &(m, n, k, (row_cut, column_cut)) in &[
+            (80, 36, 1152, (48, 20)),
+            (36, 80, 1152, (20, 30)),
+            (300, 129, 700, (64, 65)),
+        ] {
+            let lhs: Vec<f32> = (0..m * k).map(|_| draw()).collect();
+            let rhs: Vec<f32> = (0..k * n).map(|_| draw()).collect();
+            // rows `r` and columns `c` of the product, into `out` (m x n)
+            let block = |out: &mut [f32], r: std::ops::Range<usize>, c: std::ops::Range<usize>| {
+                // SAFETY: lhs is m x k, rhs k x n, and out m x n, of which the block
+                // of rows `r` and columns `c` is written.
+                unsafe {
+                    product(
+                        (r.len(), c.len(), k),
+                        out.as_mut_ptr().add(r.start * n + c.start),
+                        n,
+                        false,
+                        Operand {
+                            at: lhs.as_ptr().add(r.start * k),
+                            row_stride: k as isize,
+                            col_stride: 1,
+                        },
+                        Operand {
+                            at: rhs.as_ptr().add(c.start),
+                            row_stride: n as isize,
+                            col_stride: 1,
+                        },
+                        1,
+                    )
+                }
+            };
+            let mut whole = vec![f32::NAN; m * n];
+            block(&mut whole, 0..m, 0..n);
+            let (mut by_rows, mut by_columns) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+            block(&mut by_rows, 0..row_cut, 0..n);
+            block(&mut by_rows, row_cut..m, 0..n);
+            block(&mut by_columns, 0..m, 0..column_cut);
+            block(&mut by_columns, 0..m, column_cut..n);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(whole.iter().all(|v| v.is_finite()), "{m}x{n}x{k}");
+            assert!(
+                bits(&by_rows) == bits(&whole),
+                "{m}x{n}x{k} cut at row {row_cut}"
+            );
+            let cut = column_cut;
+            assert!(
+                bits(&by_columns) == bits(&whole),
+                "{m}x{n}x{k} cut at column {cut}"
+            );
         }
     }
 }
