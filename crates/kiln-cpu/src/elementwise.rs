@@ -439,13 +439,7 @@ mod tests {
     /// 2 and 2*sqrt(2) (GELU's `erf` argument is x / sqrt(2)), and a short last block.
     #[test]
     fn the_near_pass_keeps_the_plain_formulas_bits() {
-        let mut seed = 5u64;
-        let mut draw = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut draw = crate::test_draws::uniform_draws(5);
         let seam = 2.0 * std::f32::consts::SQRT_2;
         // Half in [-1, 1] (whole blocks in the near piece), half in [-4, 4].
         let mut v: Vec<f32> = (0..40_000)

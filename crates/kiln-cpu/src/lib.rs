@@ -33,6 +33,8 @@ mod reduce;
 mod rnn;
 mod special;
 mod strided;
+#[cfg(test)]
+mod test_draws;
 pub mod threads;
 mod window;
 

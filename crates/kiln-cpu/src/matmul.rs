@@ -290,13 +290,7 @@ mod tests {
     /// broadcast row of stride 0); the thread-count guarantee rests on this.
     #[test]
     fn a_split_product_keeps_its_bits() {
-        let mut seed = 9u64;
-        let mut draw = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut draw = crate::test_draws::uniform_draws(9);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(4)
             .build()
@@ -349,13 +343,7 @@ mod tests {
     /// `gemm` crate would otherwise change where it splits a sum of more than 512 terms.
     #[test]
     fn a_product_cut_into_blocks_keeps_its_bits() {
-        let mut seed = 5u64;
-        let mut draw = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut draw = crate::test_draws::uniform_draws(5);
         for &(m, n, k, (row_cut, column_cut)) in &[
             (80, 36, 1152, (48, 20)),
             (36, 80, 1152, (20, 30)),
