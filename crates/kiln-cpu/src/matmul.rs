@@ -22,7 +22,8 @@ pub(crate) struct Operand<T> {
 /// rest) and on the cache it finds; it never splits a block of 512 or fewer. So each
 /// output's bits depend on `k` alone: not on how a product is cut into blocks of rows or
 /// columns (convolution cuts its products differently from the plain matmul), nor on
-/// the machine's caches.
+/// the machine's caches. (A cut down to a single row or column is the exception: gemm
+/// computes those as matrix-vector products, in an order of its own.)
 const DEPTH_BLOCK: usize = 512;
 
 /// `(first, count)` blocks of a `k`-term sum: as few as `DEPTH_BLOCK` allows, of equal
