@@ -190,6 +190,24 @@ fn unfold_rows<T>(
 ) where [T: Copy + Default] {
     let first_row = rows.start;
     let l = rows.len() * s.ow;
+    if s.padding == (0, 0) && s.stride.1 == 1 {
+        // Every tap of every output lies in the image: each row of columns is whole rows
+        // of it, `step` apart, found without the reach of each tap (for a small image,
+        // that bookkeeping cost more than the copies).
+        let step = s.stride.0 * s.w;
+        for c in 0..s.c {
+            for ky in 0..s.kh {
+                let iy = first_row * s.stride.0 + ky * s.dilation.0;
+                let taps = &image[(c * s.h + iy) * s.w..];
+                for kx in 0..s.kw {
+                    let row = (c * s.kh + ky) * s.kw + kx;
+                    let out = &mut unfolded[row * row_stride..][..l];
+                    copy_rows(out, &taps[kx * s.dilation.1..], s.ow, step);
+                }
+            }
+        }
+        return;
+    }
     let zero = MaybeUninit::new(T::default());
     for c in 0..s.c {
         let image = &image[c * s.h * s.w..][..s.h * s.w];
@@ -217,19 +235,16 @@ fn unfold_rows<T>(
                 let iy = ys.start * s.stride.0 + ky * s.dilation.0 - s.padding.0;
                 let first = tap_row(image, s, iy, kx, xs.clone()).0;
                 let taps = &image[first..][..(ys.len() - 1) * step + xs.len()];
-                let rows = out.chunks_exact_mut(s.ow);
                 // Apart, the two loops ran a quarter faster than one that tested `padded`
                 // per row (conv2 of the CNN, where no row is padded).
                 if padded {
-                    for (i, out) in rows.enumerate() {
+                    for (i, out) in out.chunks_exact_mut(s.ow).enumerate() {
                         out[..xs.start].fill(zero);
                         out[xs.end..].fill(zero);
                         copy_short(&mut out[xs.clone()], &taps[i * step..][..xs.len()]);
                     }
                 } else {
-                    for (i, out) in rows.enumerate() {
-                        copy_short(out, &taps[i * step..][..s.ow]);
-                    }
+                    copy_rows(out, taps, s.ow, step);
                 }
                 continue;
             }
@@ -248,6 +263,42 @@ fn unfold_rows<T>(
         }
     }
 }
+}
+
+/// Whole rows of `width` into `out` from rows `step` apart in `taps`: row `i` of `out` is
+/// `taps[i*step..][..width]`. A small image's unfolding is thousands of such rows of a
+/// vector or two: the lengths are checked once here, not per row, and each row is
+/// copied in fixed blocks of 8, the last overlapping the one before.
+#[inline(always)]
+fn copy_rows<T: Copy>(out: &mut [MaybeUninit<T>], taps: &[T], width: usize, step: usize) {
+    const BLOCK: usize = 8;
+    let rows = out.len() / width.max(1);
+    assert!(out.len() == rows * width && (rows == 0 || taps.len() >= (rows - 1) * step + width));
+    if width < BLOCK {
+        for (i, out) in out.chunks_exact_mut(width).enumerate() {
+            copy_short(out, &taps[i * step..][..width]);
+        }
+        return;
+    }
+    let (to, from) = (out.as_mut_ptr().cast::<T>(), taps.as_ptr());
+    for i in 0..rows {
+        // SAFETY: row `i` is `out[i*width..][..width]` and `taps[i*step..][..width]`,
+        // inside both slices by the assertion above, and every block lies within the
+        // row (`width >= BLOCK`). `out` and `taps` are distinct borrows, so the copies
+        // do not overlap.
+        unsafe {
+            let (to, from) = (to.add(i * width), from.add(i * step));
+            let mut at = 0;
+            while at + BLOCK <= width {
+                std::ptr::copy_nonoverlapping(from.add(at), to.add(at), BLOCK);
+                at += BLOCK;
+            }
+            if at < width {
+                let last = width - BLOCK;
+                std::ptr::copy_nonoverlapping(from.add(last), to.add(last), BLOCK);
+            }
+        }
+    }
 }
 
 /// Copies `src` into `out` (equally long). Rows of a small image are a few dozen
@@ -524,6 +575,63 @@ mod tests {
             .map(|i| ((i * 104729) % 97) as f32 / 13.0 - 3.0)
             .collect();
         (s, x, wt)
+    }
+
+    /// Unfolding against the plain gather (each column row's element is its tap of the
+    /// image, or zero where the tap falls in the padding), exactly: on every path of
+    /// `unfold_rows` (no padding with a row stride and dilation, a column stride,
+    /// padding), rows shorter and longer than a block of 8, and a block of output rows
+    /// from the middle of the image written into poisoned columns.
+    #[test]
+    fn unfolding_is_the_plain_gather() {
+        let cases: [Case; _] = [
+            (2, 3, 9, 7, 3, (1, 1), (0, 0), (1, 1), 3, 1),
+            (1, 2, 13, 30, 3, (2, 1), (0, 0), (2, 2), 2, 1),
+            (1, 2, 9, 9, 2, (1, 2), (0, 0), (1, 1), 2, 1),
+            (2, 3, 8, 21, 3, (1, 1), (1, 2), (1, 1), 3, 1),
+        ];
+        for case in cases {
+            let (s, x, _) = case_data(case);
+            let (l, image) = (s.oh * s.ow, s.c * s.h * s.w);
+            let want = |n: usize, row: usize, p: usize| {
+                let (c, ky, kx) = (row / (s.kh * s.kw), row / s.kw % s.kh, row % s.kw);
+                let iy = source(p / s.ow, ky, s.stride.0, s.padding.0, s.dilation.0, s.h);
+                let ix = source(p % s.ow, kx, s.stride.1, s.padding.1, s.dilation.1, s.w);
+                match (iy, ix) {
+                    (Some(iy), Some(ix)) => x[((n * s.c + c) * s.h + iy) * s.w + ix],
+                    _ => 0.0,
+                }
+            };
+            let rows = s.c * s.kh * s.kw;
+            let cols = im2col(&x, &s);
+            for (i, &got) in cols.iter().enumerate() {
+                let (n, row, p) = (i / (rows * l), i / l % rows, i % l);
+                assert_eq!(got.to_bits(), want(n, row, p).to_bits(), "{case:?} at {i}");
+            }
+            let middle = 1..s.oh - 1;
+            let width = middle.len() * s.ow;
+            let mut block = vec![MaybeUninit::new(f32::NAN); rows * width];
+            let reach = TapReach::new(&s);
+            let n = 1 % s.n; // the second image where there is one
+            unfold_rows(
+                &x[n * image..][..image],
+                &s,
+                &reach,
+                middle,
+                &mut block,
+                width,
+            );
+            for (i, got) in block.iter().enumerate() {
+                // SAFETY: the block was initialised (with NaN) before unfolding.
+                let got = unsafe { got.assume_init() };
+                let (row, p) = (i / width, s.ow + i % width);
+                assert_eq!(
+                    got.to_bits(),
+                    want(n, row, p).to_bits(),
+                    "{case:?} rows 1.. at {i}"
+                );
+            }
+        }
     }
 
     /// The direct convolution on f32 read in place against the plain per-output sum
