@@ -260,6 +260,94 @@ fn softmax_matches_cpu() {
     parity("softmax transposed", &[x], F32, |t| t[0].softmax(-1));
 }
 
+/// The row kernels with each row's lanes combined through workgroup memory and, where
+/// the adapter has subgroups, with shuffles: both against the CPU, and the two against
+/// each other bit for bit (they pair lanes in the same order). The row lengths give
+/// every count of lanes from 1 to 256, so each path of `row_total` runs (within one
+/// subgroup, one exchange between subgroups, and the tree for rows of more subgroups
+/// than a subgroup has lanes). No length is a multiple of 4, so software adapters run
+/// these kernels too; some rows hold a NaN, one input is a sliced view.
+#[test]
+fn row_kernels_match_cpu_both_ways() {
+    use kiln::backend::{GpuDevice, RowReduction};
+    let Some(default) = gpu() else { return };
+    let mut devices = Vec::new();
+    for rows in [RowReduction::Workgroup, RowReduction::Subgroup] {
+        let gpu = GpuDevice::new().unwrap();
+        gpu.set_poison_outputs(true);
+        match gpu.set_row_reduction(rows) {
+            Ok(()) => devices.push((rows, Device::Gpu(gpu))),
+            // An adapter with subgroups must pass the probe, unless the user turned
+            // them off.
+            Err(e) => {
+                let off = std::env::var("KILN_SUBGROUPS").as_deref() == Ok("0");
+                let has = default.as_gpu().unwrap().summary().subgroups;
+                assert!(off || !has, "the adapter has subgroups, but: {e}");
+                eprintln!("row kernels with subgroups do not run here: {e}");
+            }
+        }
+    }
+    let mut rng = rng();
+    type RowOp = Box<dyn Fn(&[Tensor]) -> kiln::Result<Tensor>>;
+    for k in [3usize, 9, 30, 61, 125, 250, 257, 515, 1029, 4099] {
+        let mut cases: Vec<(String, Vec<Tensor>, Tol, RowOp)> = Vec::new();
+        let with_nan = |x: Tensor| {
+            let mut v: Vec<f32> = x.to_f64_vec().unwrap().iter().map(|&a| a as f32).collect();
+            v[2 * k + k / 2] = f32::NAN;
+            Tensor::from_vec(v, [67, k], &Device::cpu()).unwrap()
+        };
+        for &op in ReduceOp::EXAMPLES {
+            let ((lo, hi), tol) = reduce_domain(op);
+            let mut x = uniform(&[67, k], lo, hi, &mut rng);
+            if op.returns_index() {
+                x = x.round_to_grid();
+            }
+            let f: RowOp = Box::new(move |t| t[0].reduce(op, &[-1], false));
+            cases.push((format!("{op:?}"), vec![x.clone()], tol, f));
+            let f: RowOp = Box::new(move |t| t[0].reduce(op, &[-1], false));
+            cases.push((format!("{op:?} with a NaN"), vec![with_nan(x)], tol, f));
+        }
+        let logits = rand(&[67, k], &mut rng).mul_scalar(20.0).unwrap();
+        let f: RowOp = Box::new(|t| t[0].softmax(-1));
+        cases.push(("softmax".into(), vec![logits.clone()], F32, f));
+        let f: RowOp = Box::new(|t| t[0].log_softmax(-1));
+        cases.push(("log_softmax".into(), vec![logits], F32, f));
+        let f: RowOp = Box::new(|t| t[0].softmax(-1));
+        cases.push((
+            "softmax sliced".into(),
+            vec![sliced(&[5, k], &mut rng)],
+            F32,
+            f,
+        ));
+        let norm = vec![
+            rand(&[67, k], &mut rng),
+            rand(&[k], &mut rng),
+            rand(&[k], &mut rng),
+        ];
+        let f: RowOp = Box::new(move |t| t[0].layer_norm(&[k], Some(&t[1]), Some(&t[2]), 1e-5));
+        cases.push(("layer_norm".into(), norm, F32, f));
+        for (name, inputs, tol, f) in &cases {
+            let mut results = Vec::new();
+            for (rows, device) in &devices {
+                let label = format!("{name} 67x{k}, {rows:?}");
+                parity_on(device, &label, inputs, *tol, f);
+                let moved: Vec<Tensor> = inputs.iter().map(|t| on_strided(device, t)).collect();
+                let bits: Vec<u64> = f(&moved)
+                    .unwrap()
+                    .to_f64_vec()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                results.push((label, bits));
+            }
+            if let [(a, first), (b, second)] = &results[..] {
+                assert!(first == second, "{a} and {b} differ in their bits");
+            }
+        }
+    }
+}
+
 #[test]
 fn matmul_matches_cpu() {
     let mut rng = rng();

@@ -7,7 +7,8 @@
 #
 # Parts: `kiln info`; `kiln bench --device gpu --json` (with --large on a GPU); the matmul
 # family once per variant, and the bandwidth-bound families again with wgpu's runtime
-# bounds checks on every kernel (`KILN_BOUNDS_CHECKS=all`); burn's wgpu backend on
+# bounds checks on every kernel (`KILN_BOUNDS_CHECKS=all`) and with the row kernels'
+# lanes combined without subgroups (`KILN_SUBGROUPS=0`); burn's wgpu backend on
 # the same adapter (../shared/peers/burn-wgpu, built with benches/gpu/prepare.sh); PyTorch
 # on CUDA on the same shapes (benches/gpu/torch_cuda.py); training steps per second of
 # kiln's CNN and transformer beside PyTorch's. `--local` skips the PyTorch parts (and
@@ -90,6 +91,12 @@ for v in tiled blocked uniform-lhs by-size; do
 done
 part "bounds checks on" 120 bash -c "echo '# KILN_BOUNDS_CHECKS=all (default variant)' >> \"$variants\"; \
     KILN_BOUNDS_CHECKS=all \"$kiln\" bench --device gpu $size --only matmul,softmax,reduce,norm >> \"$variants\""
+# The row kernels with their lanes combined through workgroup memory, then as the
+# adapter's default (subgroups where it passed the check), back to back.
+for rows in KILN_SUBGROUPS=0 KILN_SUBGROUPS=1; do
+    part "row kernels, $rows" 120 bash -c "echo '# $rows' >> \"$variants\"; \
+        $rows \"$kiln\" bench --device gpu $size --only softmax,reduce,norm >> \"$variants\""
+done
 
 if [[ -x $burn ]]; then
     part "burn-wgpu" 180 bash -c "\"$burn\" wgpu > \"$out/burn-wgpu.txt\""
@@ -116,7 +123,7 @@ for model in cnn transformer; do
         \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|dispatches|bytes per step)' >> \"$training\""
 done
 if ! $local_mode; then
-    for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all; do
+    for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0; do
         for model in cnn transformer; do
             part "kiln train step $model, $setting" 240 bash -c \
                 "set -o pipefail; echo '# $setting kiln profile $model' >> \"$training\"; \

@@ -1,7 +1,7 @@
 // Index of the first maximum (REDUCE_ARGMAX) or minimum (REDUCE_ARGMIN), or of the
 // first NaN, of each row of a compact [rows, k] tensor, `lanes` invocations per row as in
 // reduce.wgsl; ties go to the lower index.
-// kiln:constants workgroup reduce_ops
+// kiln:constants workgroup reduce_ops row_place row_best
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -11,6 +11,43 @@ const REDUCE_MIN: u32 = 3u;
 const REDUCE_PROD: u32 = 4u;
 const REDUCE_ARGMAX: u32 = 5u;
 const REDUCE_ARGMIN: u32 = 6u;
+struct RowInvocation {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+}
+var<private> row_slot: u32;
+var<private> row_lanes: u32;
+// This invocation's row (past the last row for a spare slot) and its lane in the row.
+fn row_start(inv: RowInvocation, lanes: u32) -> vec2<u32> {
+    row_slot = inv.lid;
+    row_lanes = lanes;
+    let group = inv.wid.y * inv.nwg.x + inv.wid.x;
+    return vec2<u32>(group * (WORKGROUP / lanes) + row_slot / lanes, row_slot % lanes);
+}
+var<workgroup> best_value: array<f32, WORKGROUP>;
+var<workgroup> best_index: array<u32, WORKGROUP>;
+// The index of the row's best (value, index) pair; the kernel brings `better`.
+fn row_best(op: u32, v: f32, i: u32) -> u32 {
+    let lane = row_slot % row_lanes;
+    best_value[row_slot] = v;
+    best_index[row_slot] = i;
+    workgroupBarrier();
+    for (var stride = row_lanes / 2u; stride > 0u; stride >>= 1u) {
+        if (lane < stride) {
+            let w = best_value[row_slot + stride];
+            let j = best_index[row_slot + stride];
+            if (better(op, w, j, best_value[row_slot], best_index[row_slot])) {
+                best_value[row_slot] = w;
+                best_index[row_slot] = j;
+            }
+        }
+        workgroupBarrier();
+    }
+    let best = best_index[row_slot - lane];
+    workgroupBarrier();
+    return best;
+}
 // kiln:end
 alias T = f32;
 
@@ -27,9 +64,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> input: array<T>;
 // [rows]
 @group(0) @binding(2) var<storage, read_write> output: array<i32>;
-
-var<workgroup> best_value: array<f32, WORKGROUP>;
-var<workgroup> best_index: array<u32, WORKGROUP>;
 
 // NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
 // NaN, so `x != x` may be folded away.
@@ -53,10 +87,11 @@ fn better(op: u32, v: f32, i: u32, w: f32, j: u32) -> bool {
 }
 
 @compute @workgroup_size(WORKGROUP)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(inv: RowInvocation) {
     let lanes = params.lanes;
-    let lane = lid % lanes;
-    let row = (wid.y * nwg.x + wid.x) * (WORKGROUP / lanes) + lid / lanes;
+    let place = row_start(inv, lanes);
+    let row = place.x;
+    let lane = place.y;
     // A slot past the last row reads nothing, but meets every barrier.
     let k = select(0u, params.k, row < params.rows);
     let base = row * params.k;
@@ -69,21 +104,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             idx = i;
         }
     }
-    best_value[lid] = v;
-    best_index[lid] = idx;
-    workgroupBarrier();
-    for (var stride = lanes / 2u; stride > 0u; stride >>= 1u) {
-        if (lane < stride) {
-            let w = best_value[lid + stride];
-            let j = best_index[lid + stride];
-            if (better(params.op, w, j, best_value[lid], best_index[lid])) {
-                best_value[lid] = w;
-                best_index[lid] = j;
-            }
-        }
-        workgroupBarrier();
-    }
+    let best = row_best(params.op, v, idx);
     if (lane == 0u && row < params.rows) {
-        output[row] = i32(best_index[lid]);
+        output[row] = i32(best);
     }
 }

@@ -2,9 +2,16 @@
 // compact [rows, k] tensor, `lanes` invocations per row as in reduce.wgsl: max, then sum
 // of exp(x - max), then the outputs. Each pass keeps ROW_LOADS loads in flight per
 // invocation; the second and third reads of a row come from cache.
-// kiln:constants workgroup row_loads
+// kiln:constants workgroup reduce_ops row_loads reduce_combine row_place row_total
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
+const REDUCE_SUM: u32 = 0u;
+const REDUCE_MEAN: u32 = 1u;
+const REDUCE_MAX: u32 = 2u;
+const REDUCE_MIN: u32 = 3u;
+const REDUCE_PROD: u32 = 4u;
+const REDUCE_ARGMAX: u32 = 5u;
+const REDUCE_ARGMIN: u32 = 6u;
 const ROW_LOADS: u32 = 4u;
 fn load4(at: u32, lanes: u32) -> vec4<f32> {
     return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
@@ -14,6 +21,62 @@ fn store4(at: u32, lanes: u32, v: vec4<f32>) {
     store(at + lanes, v.y);
     store(at + 2u * lanes, v.z);
     store(at + 3u * lanes, v.w);
+}
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+fn identity(op: u32) -> f32 {
+    switch op {
+        case REDUCE_MAX: { return bitcast<f32>(0xff800000u); }
+        case REDUCE_MIN: { return bitcast<f32>(0x7f800000u); }
+        case REDUCE_PROD: { return 1.0; }
+        case REDUCE_SUM, REDUCE_MEAN, default: { return 0.0; }
+    }
+}
+fn combine(op: u32, a: f32, b: f32) -> f32 {
+    switch op {
+        // NaN if either is NaN, as in PyTorch (WGSL's max and min may drop it).
+        case REDUCE_MAX: { return select(max(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
+        case REDUCE_MIN: { return select(min(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
+        case REDUCE_PROD: { return a * b; }
+        case REDUCE_SUM, REDUCE_MEAN, default: { return a + b; }
+    }
+}
+struct RowInvocation {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+}
+var<private> row_slot: u32;
+var<private> row_lanes: u32;
+// This invocation's row (past the last row for a spare slot) and its lane in the row.
+fn row_start(inv: RowInvocation, lanes: u32) -> vec2<u32> {
+    row_slot = inv.lid;
+    row_lanes = lanes;
+    let group = inv.wid.y * inv.nwg.x + inv.wid.x;
+    return vec2<u32>(group * (WORKGROUP / lanes) + row_slot / lanes, row_slot % lanes);
+}
+var<workgroup> row_partial: array<f32, WORKGROUP>;
+fn row_tree(op: u32, v: f32, width: u32) -> f32 {
+    let lane = row_slot % row_lanes;
+    row_partial[row_slot] = v;
+    workgroupBarrier();
+    for (var stride = width; stride < row_lanes; stride <<= 1u) {
+        if (lane % (2u * stride) == 0u) {
+            row_partial[row_slot] = combine(op, row_partial[row_slot], row_partial[row_slot + stride]);
+        }
+        workgroupBarrier();
+    }
+    let total = row_partial[row_slot - lane];
+    // The next call writes row_partial again.
+    workgroupBarrier();
+    return total;
+}
+// `v` combined over the row's lanes, neighbours first; every lane gets the result.
+fn row_total(op: u32, v: f32) -> f32 {
+    return row_tree(op, v, 1u);
 }
 // kiln:end
 alias T = f32;
@@ -38,8 +101,6 @@ fn load(i: u32) -> f32 { return f32(input[i]); }
 fn store(i: u32, v: f32) { output[i] = T(v); }
 // kiln:store end
 
-var<workgroup> partial: array<f32, WORKGROUP>;
-
 fn normalised(x: vec4<f32>, row_max: f32, total: f32, log_total: f32) -> vec4<f32> {
     let shifted = x - row_max;
     if (params.log == 1u) {
@@ -49,10 +110,11 @@ fn normalised(x: vec4<f32>, row_max: f32, total: f32, log_total: f32) -> vec4<f3
 }
 
 @compute @workgroup_size(WORKGROUP)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(inv: RowInvocation) {
     let lanes = params.lanes;
-    let lane = lid % lanes;
-    let row = (wid.y * nwg.x + wid.x) * (WORKGROUP / lanes) + lid / lanes;
+    let place = row_start(inv, lanes);
+    let row = place.x;
+    let lane = place.y;
     // A slot past the last row reads and writes nothing, but meets every barrier.
     let k = select(0u, params.k, row < params.rows);
     let base = row * params.k;
@@ -62,26 +124,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var i = lane;
     for (; i + (ROW_LOADS - 1u) * lanes < k; i += step) { m = max(m, load4(base + i, lanes)); }
     for (; i < k; i += lanes) { m.x = max(m.x, load(base + i)); }
-    partial[lid] = max(max(m.x, m.y), max(m.z, m.w));
-    workgroupBarrier();
-    for (var stride = lanes / 2u; stride > 0u; stride >>= 1u) {
-        if (lane < stride) { partial[lid] = max(partial[lid], partial[lid + stride]); }
-        workgroupBarrier();
-    }
-    let row_max = partial[lid - lane];
-    workgroupBarrier();
+    let row_max = row_total(REDUCE_MAX, max(max(m.x, m.y), max(m.z, m.w)));
 
     var sum = vec4<f32>(0.0);
     i = lane;
     for (; i + (ROW_LOADS - 1u) * lanes < k; i += step) { sum += exp(load4(base + i, lanes) - row_max); }
     for (; i < k; i += lanes) { sum.x += exp(load(base + i) - row_max); }
-    partial[lid] = (sum.x + sum.y) + (sum.z + sum.w);
-    workgroupBarrier();
-    for (var stride = lanes / 2u; stride > 0u; stride >>= 1u) {
-        if (lane < stride) { partial[lid] += partial[lid + stride]; }
-        workgroupBarrier();
-    }
-    let total = partial[lid - lane];
+    let total = row_total(REDUCE_SUM, (sum.x + sum.y) + (sum.z + sum.w));
     let log_total = log(total);
 
     i = lane;

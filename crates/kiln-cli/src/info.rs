@@ -1,7 +1,9 @@
 //! `kiln info`: the adapters wgpu sees, their key limits and features, and the device
 //! kiln would choose.
 
-use kiln::backend::{autotune_cache_path, list_adapters, read_autotune_cache};
+use kiln::backend::{
+    autotune_cache_path, list_adapters, read_autotune_cache, GpuDevice, RowReduction,
+};
 use kiln::Device;
 
 pub fn run() -> kiln::Result<()> {
@@ -31,6 +33,9 @@ pub fn run() -> kiln::Result<()> {
         );
     }
     autotune_cache();
+    if !adapters.is_empty() {
+        row_kernels();
+    }
     println!(
         "CPU backend threads: {} (KILN_NUM_THREADS sets them)",
         kiln::backend::cpu_threads()
@@ -52,6 +57,20 @@ pub fn run() -> kiln::Result<()> {
         Err(e) => println!("kiln would use: none ({e})"),
     }
     Ok(())
+}
+
+/// How the row kernels combine their lanes on the adapter kiln opens for the GPU.
+fn row_kernels() {
+    let gpu = match GpuDevice::new() {
+        Ok(gpu) => gpu,
+        Err(e) => return println!("row kernels: no GPU device ({e})"),
+    };
+    let how = match (gpu.row_reduction(), gpu.subgroup_size()) {
+        (RowReduction::Subgroup, Ok(size)) => format!("subgroup shuffles, subgroups of {size}"),
+        (_, Err(e)) => format!("workgroup memory ({e})"),
+        (RowReduction::Workgroup, Ok(_)) => "workgroup memory".to_string(),
+    };
+    println!("row kernels on {}: {how}", gpu.summary().name);
 }
 
 /// The matmul autotuner's cache: where it is and what it holds, per adapter.

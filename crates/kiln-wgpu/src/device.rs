@@ -1,7 +1,7 @@
 //! One wgpu device and the state its jobs share: the adapter's limits and features,
-//! the dtype policy, the matmul variant, the output-poisoning switch. The jobs live
-//! beside it: `alloc` (buffers), `pipelines`, `launch` (the batch), `readback` and
-//! `error_scopes`.
+//! the dtype policy, the matmul variant, how row kernels combine their lanes, the
+//! output-poisoning switch. The jobs live beside it: `alloc` (buffers), `pipelines`,
+//! `launch` (the batch), `readback` and `error_scopes`.
 
 use crate::adapter::{self, AdapterSummary};
 use crate::autotune::{self, Autotuner};
@@ -13,11 +13,13 @@ use crate::ops::optim_group;
 use crate::pipelines::{Pipeline, PipelineCache};
 use crate::pool::{BufferPool, PoolStats};
 use crate::profile::Recorder;
+use crate::row_reduction::RowReduction;
+use crate::subgroup_probe;
 use kiln_core::{DType, Error, Result};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub(crate) struct Inner {
     pub(crate) id: usize,
@@ -29,6 +31,11 @@ pub(crate) struct Inner {
     /// Read per launch by the variant choices, so kept rather than derived each time.
     pub(crate) software: bool,
     pub(crate) matmul_variant: Mutex<MatmulVariant>,
+    /// The subgroup size the row kernels may combine lanes with, or why they may not
+    /// (`subgroup_probe`); set once, just after opening.
+    pub(crate) subgroups: OnceLock<std::result::Result<u32, String>>,
+    /// Whether the row kernels combine lanes with subgroups (`set_row_reduction`).
+    pub(crate) subgroup_rows: AtomicBool,
     /// The autotuner's decisions for `MatmulVariant::Autotune`.
     pub(crate) autotuner: Mutex<Autotuner>,
     pub(crate) pipelines: Mutex<PipelineCache>,
@@ -80,13 +87,19 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
 impl GpuDevice {
     /// Opens the preferred adapter (see `adapter` for the environment variables) with
-    /// its real limits, and `SHADER_F16` where it has it.
+    /// its real limits, and `SHADER_F16` and `SUBGROUP` where it has them. With
+    /// `SUBGROUP`, the row kernels combine lanes with subgroups if the adapter's
+    /// subgroups pass `subgroup_probe`'s check, unless `KILN_SUBGROUPS=0`.
     pub fn new() -> Result<Self> {
         let instance = adapter::instance();
         let adapter = adapter::choose(&instance)?;
         let summary = AdapterSummary::of(&adapter);
-        let features =
-            adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY);
+        let subgroups_wanted = std::env::var("KILN_SUBGROUPS").as_deref() != Ok("0");
+        let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        if subgroups_wanted {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
+        let features = adapter.features() & wanted;
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("kiln"),
@@ -119,7 +132,7 @@ impl GpuDevice {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             sink.lock().unwrap().push(e.to_string())
         }));
-        Ok(GpuDevice {
+        let gpu = GpuDevice {
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 summary,
@@ -129,6 +142,8 @@ impl GpuDevice {
                 shader_f16: features.contains(wgpu::Features::SHADER_F16),
                 software,
                 matmul_variant,
+                subgroups: OnceLock::new(),
+                subgroup_rows: AtomicBool::new(false),
                 autotuner: Mutex::new(autotuner),
                 pipelines: Mutex::default(),
                 fusion: AtomicBool::new(std::env::var("KILN_FUSION").as_deref() != Ok("0")),
@@ -145,7 +160,19 @@ impl GpuDevice {
                 params_arena,
                 params_stride,
             }),
-        })
+        };
+        let subgroups = if !subgroups_wanted {
+            Err("KILN_SUBGROUPS=0".to_string())
+        } else if !features.contains(wgpu::Features::SUBGROUP) {
+            Err("the adapter lacks wgpu's SUBGROUP feature".to_string())
+        } else {
+            subgroup_probe::check(&gpu).map_err(|e| e.to_string())
+        };
+        gpu.inner
+            .subgroup_rows
+            .store(subgroups.is_ok(), Ordering::Relaxed);
+        gpu.inner.subgroups.set(subgroups).expect("set once, here");
+        Ok(gpu)
     }
 
     pub fn summary(&self) -> &AdapterSummary {
@@ -231,6 +258,47 @@ impl GpuDevice {
         }
         *self.inner.matmul_variant.lock().unwrap() = variant;
         Ok(())
+    }
+
+    /// The subgroup size the row kernels may combine lanes with, or why they may not.
+    pub fn subgroup_size(&self) -> Result<u32> {
+        match self.inner.subgroups.get() {
+            Some(Ok(size)) => Ok(*size),
+            Some(Err(reason)) => Err(Error::Unsupported {
+                op: "subgroup row kernels",
+                reason: reason.clone(),
+            }),
+            None => unreachable!("set when the device opens"),
+        }
+    }
+
+    /// How the row kernels (reductions, softmax, layer_norm, argmax) combine their
+    /// lanes: with subgroups where the adapter passed the check, else workgroup memory.
+    /// Both give the same bits.
+    pub fn row_reduction(&self) -> RowReduction {
+        match self.inner.subgroup_rows.load(Ordering::Relaxed) {
+            true => RowReduction::Subgroup,
+            false => RowReduction::Workgroup,
+        }
+    }
+
+    /// Chooses how the row kernels combine their lanes, e.g. to compare the two;
+    /// `Subgroup` is refused where `subgroup_size` says why.
+    pub fn set_row_reduction(&self, rows: RowReduction) -> Result<()> {
+        if rows == RowReduction::Subgroup {
+            self.subgroup_size()?;
+        }
+        let on = rows == RowReduction::Subgroup;
+        self.inner.subgroup_rows.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `kernel`, or its subgroup build when the row kernels use subgroups.
+    pub(crate) fn row_kernel(&self, kernel: Kernel) -> Kernel {
+        match self.row_reduction() {
+            RowReduction::Subgroup => kernel.with_subgroups().unwrap_or(kernel),
+            RowReduction::Workgroup => kernel,
+        }
     }
 
     /// Without tuning, the variant this adapter runs (`KILN_AUTOTUNE=0`, and products

@@ -5,6 +5,7 @@
 //! `enable f16;` when needed) and regenerates its constants block (`shader_constants`).
 
 use crate::params::{self, ParamsLayout, ShaderParams};
+use crate::row_reduction::RowReduction;
 use crate::shader_constants;
 use kiln_core::{BinaryOp, DType, Error, OpInfo, ReduceOp, Result, UnaryOp};
 
@@ -88,6 +89,12 @@ kernels! {
     SoftmaxRowsSerial => "reduce/softmax_rows_serial.wgsl", "main", ["T"], Floats, SoftmaxParams;
     LayerNorm => "norm/layer_norm.wgsl", "main", ["T"], Floats, LayerNormParams;
     LayerNormRowsSerial => "norm/layer_norm_rows_serial.wgsl", "main", ["T"], Floats, LayerNormParams;
+    /// The row kernels above, combining each row's lanes with subgroup shuffles
+    /// (`row_reduction.rs`).
+    ReduceSubgroup => "reduce/reduce.wgsl", "main", ["T"], All, RowsParams;
+    ArgReduceSubgroup => "reduce/arg_reduce.wgsl", "main", ["T"], All, RowsParams;
+    SoftmaxSubgroup => "reduce/softmax.wgsl", "main", ["T"], Floats, SoftmaxParams;
+    LayerNormSubgroup => "norm/layer_norm.wgsl", "main", ["T"], Floats, LayerNormParams;
     Matmul => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     MatmulBlocked => "matmul/blocked.wgsl", "main", ["T"], Floats, MatmulParams;
     /// Aligned shapes, both operands with unit column stride: vec4 loads, no bounds checks.
@@ -116,9 +123,35 @@ kernels! {
     RmsPropUpdate => "optim/rmsprop.wgsl", "main", ["T"], Floats, RmsPropParams;
     ProbeFma => "probe/fma.wgsl", "main", ["T"], Floats, FmaParams;
     ProbeCopy => "probe/copy.wgsl", "main", ["T"], Floats, CopyProbeParams;
+    /// Where each invocation's subgroup puts it, checked before the subgroup row
+    /// kernels run (`subgroup_probe.rs`).
+    ProbeSubgroups => "probe/subgroups.wgsl", "main", [], Fixed, SubgroupProbeParams;
 }
 
 impl Kernel {
+    /// The same kernel combining its rows' lanes with subgroup shuffles, for the row
+    /// kernels that have such a build.
+    pub fn with_subgroups(self) -> Option<Kernel> {
+        use Kernel::*;
+        match self {
+            Reduce => Some(ReduceSubgroup),
+            ArgReduce => Some(ArgReduceSubgroup),
+            Softmax => Some(SoftmaxSubgroup),
+            LayerNorm => Some(LayerNormSubgroup),
+            _ => None,
+        }
+    }
+
+    /// How the kernel combines its rows' lanes: with subgroups for the builds that
+    /// `with_subgroups` names (and the probe that checks them).
+    pub fn row_reduction(self) -> RowReduction {
+        let subgroup_build = Kernel::ALL.iter().any(|k| k.with_subgroups() == Some(self));
+        match subgroup_build || self == Kernel::ProbeSubgroups {
+            true => RowReduction::Subgroup,
+            false => RowReduction::Workgroup,
+        }
+    }
+
     /// The dtype combinations kiln dispatches this kernel with.
     pub fn variants(self) -> Vec<Vec<DType>> {
         const ALL: [DType; 3] = [DType::F32, DType::F16, DType::I32];
@@ -179,8 +212,11 @@ impl Kernel {
             Kernel::Unary | Kernel::UnaryVec4 => UnaryOp::INFO.iter().filter(float).collect(),
             Kernel::Binary | Kernel::BinaryVec4 => BinaryOp::INFO.iter().filter(float).collect(),
             Kernel::BinaryInt => BinaryOp::INFO.iter().filter(int).collect(),
-            Kernel::Reduce | Kernel::ReduceRowsSerial | Kernel::ReduceColumns => reductions(false),
-            Kernel::ArgReduce => reductions(true),
+            Kernel::Reduce
+            | Kernel::ReduceSubgroup
+            | Kernel::ReduceRowsSerial
+            | Kernel::ReduceColumns => reductions(false),
+            Kernel::ArgReduce | Kernel::ArgReduceSubgroup => reductions(true),
             _ => Vec::new(),
         }
     }
@@ -200,7 +236,8 @@ impl Kernel {
                 ),
             });
         }
-        let mut source = shader_constants::expand(text)?;
+        let rows = self.row_reduction();
+        let mut source = shader_constants::expand_for(text, rows)?;
         for (name, dtype) in params.iter().zip(dtypes) {
             let default = format!("alias {name} = f32;");
             if !source.contains(&default) {

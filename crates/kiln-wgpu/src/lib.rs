@@ -21,8 +21,10 @@ mod probe;
 mod profile;
 mod readback;
 mod readback_probe;
+mod row_reduction;
 pub mod shader_constants;
 mod storage;
+mod subgroup_probe;
 mod timing;
 
 pub use adapter::{list_adapters, prefer_adapter, AdapterSummary};
@@ -40,4 +42,5 @@ pub use pool::PoolStats;
 pub use probe::{CopyProbe, FmaProbe};
 pub use profile::{KernelProfile, Profile};
 pub use readback_probe::ReadbackPhases;
+pub use row_reduction::RowReduction;
 pub use storage::GpuStorage;

@@ -284,6 +284,13 @@ shader_params! {
         _pad0: u32,
         _pad1: u32,
     }
+    SubgroupProbeParams {
+        /// Lanes per row for `row_start`: the whole workgroup.
+        lanes: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
 pub(crate) fn to_u32(op: &'static str, what: &'static str, v: usize) -> Result<u32> {

@@ -15,6 +15,7 @@
 //! afresh whenever a kernel is built. `tests/shaders.rs` checks that each file's copy
 //! is current; `KILN_BLESS=1 cargo test --test shaders` rewrites the copies.
 
+use crate::row_reduction::RowReduction;
 use kiln_core::{BinaryOp, Error, OpInfo, ReduceOp, Result, UnaryOp};
 
 /// Threads per workgroup of every one-thread-per-element (1-D) kernel.
@@ -35,6 +36,32 @@ fn store4(at: u32, lanes: u32, v: vec4<f32>) {
     store(at + lanes, v.y);
     store(at + 2u * lanes, v.z);
     store(at + 3u * lanes, v.w);
+}
+";
+/// The reductions' combining step, with PyTorch's NaN rules, for the row kernels and
+/// their `row_total` (`row_reduction.rs`).
+const REDUCE_COMBINE: &str = "\
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+fn identity(op: u32) -> f32 {
+    switch op {
+        case REDUCE_MAX: { return bitcast<f32>(0xff800000u); }
+        case REDUCE_MIN: { return bitcast<f32>(0x7f800000u); }
+        case REDUCE_PROD: { return 1.0; }
+        case REDUCE_SUM, REDUCE_MEAN, default: { return 0.0; }
+    }
+}
+fn combine(op: u32, a: f32, b: f32) -> f32 {
+    switch op {
+        // NaN if either is NaN, as in PyTorch (WGSL's max and min may drop it).
+        case REDUCE_MAX: { return select(max(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
+        case REDUCE_MIN: { return select(min(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
+        case REDUCE_PROD: { return a * b; }
+        case REDUCE_SUM, REDUCE_MEAN, default: { return a + b; }
+    }
 }
 ";
 /// Invocations per workgroup of the kernels that give each invocation a whole row or
@@ -62,10 +89,20 @@ pub const FMA_WORKGROUP: u32 = 64;
 const BEGIN: &str = "// kiln:constants";
 const END: &str = "// kiln:end";
 
-/// The constants of one group, by WGSL name, and the functions it brings.
-fn group(name: &str) -> Option<(Vec<(String, u32)>, &'static str)> {
+/// The constants of one group, by WGSL name, and the functions it brings; the `row_*`
+/// groups as `rows` combines.
+fn group(name: &str, rows: RowReduction) -> Option<(Vec<(String, u32)>, String)> {
     if name == "row_loads" {
-        return Some((vec![("ROW_LOADS".to_string(), ROW_LOADS)], ROW_IO));
+        return Some((
+            vec![("ROW_LOADS".to_string(), ROW_LOADS)],
+            ROW_IO.to_string(),
+        ));
+    }
+    if name == "reduce_combine" {
+        return Some((Vec::new(), REDUCE_COMBINE.to_string()));
+    }
+    if let Some(functions) = rows.group(name) {
+        return Some((Vec::new(), functions));
     }
     let sizes = |list: &[(&str, u32)]| list.iter().map(|&(n, v)| (n.to_string(), v)).collect();
     let ops = |table: &[OpInfo]| table.iter().map(|o| (o.wgsl_constant(), o.code)).collect();
@@ -92,15 +129,20 @@ fn group(name: &str) -> Option<(Vec<(String, u32)>, &'static str)> {
         "reduce_ops" => ops(ReduceOp::INFO),
         _ => return None,
     };
-    Some((constants, ""))
+    Some((constants, String::new()))
 }
 
 /// The block for `groups`, from its first line to its last, each ending in a newline.
 pub fn render_block(groups: &[&str]) -> Result<String> {
+    render_block_for(groups, RowReduction::Workgroup)
+}
+
+/// As `render_block`, with the `row_*` groups as `rows` combines.
+pub fn render_block_for(groups: &[&str], rows: RowReduction) -> Result<String> {
     let mut out = format!("{BEGIN} {}\n", groups.join(" "));
     out.push_str("// Generated from kiln's op table and shader_constants.rs; do not edit.\n");
     for &g in groups {
-        let Some((constants, functions)) = group(g) else {
+        let Some((constants, functions)) = group(g, rows) else {
             return Err(Error::InvalidArgument {
                 op: "shader constants",
                 reason: format!("unknown constant group `{g}`"),
@@ -109,7 +151,7 @@ pub fn render_block(groups: &[&str]) -> Result<String> {
         for (name, value) in constants {
             out.push_str(&format!("const {name}: u32 = {value}u;\n"));
         }
-        out.push_str(functions);
+        out.push_str(&functions);
     }
     out.push_str(END);
     out.push('\n');
@@ -146,10 +188,15 @@ pub fn find_block(source: &str) -> Result<Option<(std::ops::Range<usize>, Vec<&s
 
 /// `source` with its constants block generated afresh.
 pub fn expand(source: &str) -> Result<String> {
+    expand_for(source, RowReduction::Workgroup)
+}
+
+/// As `expand`, with the `row_*` groups as `rows` combines.
+pub fn expand_for(source: &str, rows: RowReduction) -> Result<String> {
     match find_block(source)? {
         None => Ok(source.to_string()),
         Some((range, groups)) => {
-            let block = render_block(&groups)?;
+            let block = render_block_for(&groups, rows)?;
             Ok(format!(
                 "{}{block}{}",
                 &source[..range.start],

@@ -66,6 +66,6 @@ pub mod backend {
     pub use kiln_wgpu::{
         autotune_cache_path, list_adapters, read_autotune_cache, specialised_sources,
         AdapterSummary, CacheEntries, CopyProbe, FmaProbe, FusedParams, GpuDevice, GpuStorage,
-        Kernel, MatmulVariant, ParamsLayout, ParamsMember, PoolStats, MAX_PENDING,
+        Kernel, MatmulVariant, ParamsLayout, ParamsMember, PoolStats, RowReduction, MAX_PENDING,
     };
 }

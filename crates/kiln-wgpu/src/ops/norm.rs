@@ -25,7 +25,7 @@ pub(crate) fn layer_norm(
     };
     let kernel = match serial_rows(x, rows, k) {
         true => Kernel::LayerNormRowsSerial,
-        false => Kernel::LayerNorm,
+        false => x.device.row_kernel(Kernel::LayerNorm),
     };
     let inputs = [x, weight, bias];
     let groups = row_groups(kernel, rows, lanes);

@@ -1,7 +1,7 @@
 //! Launchers for `shaders/reduce/`: reductions and softmax over rows, `row_lanes`
-//! invocations per row, or on adapters that run on the CPU one invocation per row
-//! (`*_rows_serial.wgsl`) when the rows are many and vec4-aligned; and reductions over
-//! a middle dim.
+//! invocations per row (their lanes combined as the device's `row_reduction` says), or
+//! on adapters that run on the CPU one invocation per row (`*_rows_serial.wgsl`) when
+//! the rows are many and vec4-aligned; and reductions over a middle dim.
 
 use crate::kernels::Kernel;
 use crate::params::{to_u32, ColumnsParams, RowsParams, ShaderParams, SoftmaxParams};
@@ -81,13 +81,13 @@ pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Res
         lanes,
     };
     if op.returns_index() {
-        let kernel = Kernel::ArgReduce;
+        let kernel = x.device.row_kernel(Kernel::ArgReduce);
         let groups = row_groups(kernel, rows, lanes);
         return rows_kernel(name, kernel, &[x], &params, groups, rows, DType::I32);
     }
     let kernel = match serial_rows(x, rows, k) {
         true => Kernel::ReduceRowsSerial,
-        false => Kernel::Reduce,
+        false => x.device.row_kernel(Kernel::Reduce),
     };
     let groups = row_groups(kernel, rows, lanes);
     rows_kernel(name, kernel, &[x], &params, groups, rows, x.dtype)
@@ -160,7 +160,7 @@ pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Resul
     };
     let kernel = match serial_rows(x, rows, k) {
         true => Kernel::SoftmaxRowsSerial,
-        false => Kernel::Softmax,
+        false => x.device.row_kernel(Kernel::Softmax),
     };
     let groups = row_groups(kernel, rows, lanes);
     rows_kernel(name, kernel, &[x], &params, groups, rows * k, x.dtype)
