@@ -454,9 +454,10 @@ fn check_graph(device: &Device, graph: &Graph) {
     let gpu_device = device.as_gpu().unwrap();
     // The matmul kernels that take prologues, and the adapter's own choice.
     let default = gpu_device.matmul_variant();
-    let variant = match graph.seed % 3 {
+    let variant = match graph.seed % 4 {
         0 => MatmulVariant::Tiled,
-        1 => MatmulVariant::Blocked,
+        1 => MatmulVariant::SmallTiled,
+        2 => MatmulVariant::Blocked,
         _ => default,
     };
     gpu_device.set_matmul_variant(variant).unwrap();
@@ -619,7 +620,11 @@ fn generated_kernels_validate_with_naga() {
     // each kernel that takes prologues.
     let gpu_device = device.as_gpu().unwrap();
     let default = gpu_device.matmul_variant();
-    for variant in [MatmulVariant::Tiled, MatmulVariant::Blocked] {
+    for variant in [
+        MatmulVariant::Tiled,
+        MatmulVariant::SmallTiled,
+        MatmulVariant::Blocked,
+    ] {
         gpu_device.set_matmul_variant(variant).unwrap();
         let lhs = x.t().unwrap().contiguous().unwrap();
         let rhs = x.t().unwrap().contiguous().unwrap().t().unwrap();
@@ -823,7 +828,11 @@ fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
         common::on_strided(&device, &w),
         common::on_strided(&device, &b),
     );
-    for variant in [MatmulVariant::Tiled, MatmulVariant::Blocked] {
+    for variant in [
+        MatmulVariant::Tiled,
+        MatmulVariant::SmallTiled,
+        MatmulVariant::Blocked,
+    ] {
         gpu_device.set_matmul_variant(variant).unwrap();
         let (got, profile) = device
             .profile(|| layer(&xg, &wg, &bg)?.to_f64_vec())

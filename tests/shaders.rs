@@ -95,7 +95,7 @@ fn constants_blocks_are_current() {
         let Some((range, groups)) = shader_constants::find_block(&text).unwrap() else {
             continue;
         };
-        let fresh = shader_constants::render_block_for(&groups, kernel.row_reduction()).unwrap();
+        let fresh = shader_constants::render_block_for(&groups, kernel.build()).unwrap();
         if text[range.clone()] != fresh {
             if bless {
                 let updated = format!("{}{fresh}{}", &text[..range.start], &text[range.end..]);

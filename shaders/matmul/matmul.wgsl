@@ -1,8 +1,8 @@
 // Batched matmul: out[b0, b1] = lhs[b0, b1] (m x k) @ rhs[b0, b1] (k x n).
 // Operands are read through strides (transposes and broadcast batches cost no copy);
-// the output is compact. A workgroup computes a 64x64 tile, each of its 16x16
-// threads a 4x4 block, stepping through k in slices of 16 staged in workgroup memory.
-// Accumulation is f32 whatever T is.
+// the output is compact. A workgroup computes a TILE x TILE tile (64, or 32 in kiln's
+// small-tile build), each of its SIDE x SIDE threads a 4x4 block, stepping through k in
+// slices of 16 staged in workgroup memory. Accumulation is f32 whatever T is.
 // kiln:constants matmul_tiled
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const TILE: u32 = 64u;
@@ -40,12 +40,16 @@ fn store(i: u32, v: f32) { output[i] = T(v); }
 // kiln:store end
 
 const SLICE: u32 = 16u;
+// Threads along each side of the tile; a thread's outputs lie SIDE rows and columns apart.
+const SIDE: u32 = TILE / 4u;
+// Elements of each operand's slice that one thread stages.
+const STAGED: u32 = TILE * SLICE / (SIDE * SIDE);
 
 // lhs_tile[kk][r] holds lhs[row0 + r, k0 + kk]; rhs_tile[kk][c] holds rhs[k0 + kk, col0 + c].
-var<workgroup> lhs_tile: array<array<f32, 64>, 16>;
-var<workgroup> rhs_tile: array<array<f32, 64>, 16>;
+var<workgroup> lhs_tile: array<array<f32, TILE>, SLICE>;
+var<workgroup> rhs_tile: array<array<f32, TILE>, SLICE>;
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(SIDE, SIDE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let b0 = wid.z / params.batch1;
     let b1 = wid.z % params.batch1;
@@ -56,9 +60,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
 
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < params.k; k0 += SLICE) {
-        for (var l = 0u; l < 4u; l++) {
-            let e = lid + 256u * l;
-            // lhs: 64 rows x 16 columns of k
+        for (var l = 0u; l < STAGED; l++) {
+            let e = lid + SIDE * SIDE * l;
+            // lhs: TILE rows x SLICE columns of k
             let r = e / SLICE;
             let kk = e % SLICE;
             var a = 0.0;
@@ -66,7 +70,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
                 a = read_lhs(lhs_base + (row0 + r) * params.lhs_strides.z + (k0 + kk) * params.lhs_strides.w);
             }
             lhs_tile[kk][r] = a;
-            // rhs: 16 rows of k x 64 columns
+            // rhs: SLICE rows of k x TILE columns
             let kr = e / TILE;
             let c = e % TILE;
             var b = 0.0;
@@ -77,8 +81,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
         }
         workgroupBarrier();
         for (var kk = 0u; kk < SLICE; kk++) {
-            let a = vec4<f32>(lhs_tile[kk][local.y], lhs_tile[kk][local.y + 16u], lhs_tile[kk][local.y + 32u], lhs_tile[kk][local.y + 48u]);
-            let b = vec4<f32>(rhs_tile[kk][local.x], rhs_tile[kk][local.x + 16u], rhs_tile[kk][local.x + 32u], rhs_tile[kk][local.x + 48u]);
+            let a = vec4<f32>(lhs_tile[kk][local.y], lhs_tile[kk][local.y + SIDE], lhs_tile[kk][local.y + 2u * SIDE], lhs_tile[kk][local.y + 3u * SIDE]);
+            let b = vec4<f32>(rhs_tile[kk][local.x], rhs_tile[kk][local.x + SIDE], rhs_tile[kk][local.x + 2u * SIDE], rhs_tile[kk][local.x + 3u * SIDE]);
             acc[0] += a.x * b;
             acc[1] += a.y * b;
             acc[2] += a.z * b;
@@ -89,10 +93,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
 
     let out_base = wid.z * params.m * params.n;
     for (var i = 0u; i < 4u; i++) {
-        let row = row0 + local.y + 16u * i;
+        let row = row0 + local.y + SIDE * i;
         if (row >= params.m) { continue; }
         for (var j = 0u; j < 4u; j++) {
-            let col = col0 + local.x + 16u * j;
+            let col = col0 + local.x + SIDE * j;
             if (col < params.n) {
                 store(out_base + row * params.n + col, acc[i][j]);
             }

@@ -1,8 +1,8 @@
 //! The matmul autotuner. At the first matmul of a shape class on an adapter it times
 //! each candidate kernel on the real operands and keeps the fastest: in memory for the
 //! device, and in `autotune.json` under the user's cache directory (`KILN_CACHE_DIR`
-//! overrides it), keyed by adapter, driver and kiln version, so later processes start
-//! from the decision. `KILN_AUTOTUNE=0` uses the fixed defaults instead.
+//! overrides it), keyed by adapter, driver, kiln version and the candidates timed, so
+//! later processes start from the decision (and a new candidate is tuned afresh). `KILN_AUTOTUNE=0` uses the fixed defaults instead.
 //!
 //! A shape class buckets m, n and k to powers of two and keeps what changes which
 //! kernel wins: the batch, the dtype, and whether the operands are aligned or read
@@ -54,7 +54,8 @@ pub fn read_cache(path: &Path) -> Result<CacheEntries> {
 /// One device's decisions and where they persist.
 #[derive(Debug)]
 pub(crate) struct Autotuner {
-    /// `name | driver | kiln version`: decisions never cross adapters, drivers or kilns.
+    /// `name | driver | kiln version | candidates`: decisions never cross adapters,
+    /// drivers, kilns or sets of candidates.
     adapter: String,
     path: Option<PathBuf>,
     decisions: HashMap<String, MatmulVariant>,
@@ -63,10 +64,17 @@ pub(crate) struct Autotuner {
 impl Autotuner {
     /// The decisions `path` holds for this adapter. An unreadable cache is ignored (with
     /// a warning): it only costs tuning runs.
-    pub(crate) fn load(adapter_name: &str, driver: &str, path: Option<PathBuf>) -> Self {
+    pub(crate) fn load(
+        adapter_name: &str,
+        driver: &str,
+        candidates: &[MatmulVariant],
+        path: Option<PathBuf>,
+    ) -> Self {
+        let names: Vec<&str> = candidates.iter().map(|v| v.name()).collect();
         let adapter = format!(
-            "{adapter_name} | {driver} | kiln {}",
-            env!("CARGO_PKG_VERSION")
+            "{adapter_name} | {driver} | kiln {} | {}",
+            env!("CARGO_PKG_VERSION"),
+            names.join(",")
         );
         let mut decisions = HashMap::new();
         if let Some(p) = &path {

@@ -126,7 +126,13 @@ impl GpuDevice {
             mapped_at_creation: false,
         });
         let matmul_variant = Mutex::new(MatmulVariant::for_adapter(software, &limits));
-        let autotuner = Autotuner::load(&summary.name, &summary.driver, autotune::cache_path());
+        let candidates = MatmulVariant::candidates(software, &limits);
+        let autotuner = Autotuner::load(
+            &summary.name,
+            &summary.driver,
+            &candidates,
+            autotune::cache_path(),
+        );
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -329,7 +335,9 @@ impl GpuDevice {
     /// touching the user's cache.
     pub fn use_autotune_cache(&self, path: Option<std::path::PathBuf>) {
         let s = &self.inner.summary;
-        *self.inner.autotuner.lock().unwrap() = Autotuner::load(&s.name, &s.driver, path);
+        let candidates = self.matmul_candidates();
+        *self.inner.autotuner.lock().unwrap() =
+            Autotuner::load(&s.name, &s.driver, &candidates, path);
     }
 
     pub(crate) fn max_workgroups_per_dim(&self) -> u32 {

@@ -6,7 +6,7 @@
 
 use crate::params::{self, ParamsLayout, ShaderParams};
 use crate::row_reduction::RowReduction;
-use crate::shader_constants;
+use crate::shader_constants::{self, Build, SMALL_TILE, TILE};
 use kiln_core::{BinaryOp, DType, Error, OpInfo, ReduceOp, Result, UnaryOp};
 
 /// Which dtypes a kernel is specialised to: one alias each, or a pair for two aliases.
@@ -96,6 +96,8 @@ kernels! {
     SoftmaxSubgroup => "reduce/softmax.wgsl", "main", ["T"], Floats, SoftmaxParams;
     LayerNormSubgroup => "norm/layer_norm.wgsl", "main", ["T"], Floats, LayerNormParams;
     Matmul => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
+    /// `Matmul` with `SMALL_TILE` tiles.
+    MatmulSmallTiled => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     MatmulBlocked => "matmul/blocked.wgsl", "main", ["T"], Floats, MatmulParams;
     /// Aligned shapes, both operands with unit column stride: vec4 loads, no bounds checks.
     MatmulBlockedVec4 => "matmul/blocked_vec4.wgsl", "main", ["T"], Floats, MatmulParams;
@@ -142,14 +144,20 @@ impl Kernel {
         }
     }
 
-    /// How the kernel combines its rows' lanes: with subgroups for the builds that
-    /// `with_subgroups` names (and the probe that checks them).
-    pub fn row_reduction(self) -> RowReduction {
+    /// What the kernel's build chooses among its file's variants: subgroups for the
+    /// builds that `with_subgroups` names (and the probe that checks them), the small
+    /// tile for `MatmulSmallTiled`.
+    pub fn build(self) -> Build {
         let subgroup_build = Kernel::ALL.iter().any(|k| k.with_subgroups() == Some(self));
-        match subgroup_build || self == Kernel::ProbeSubgroups {
+        let rows = match subgroup_build || self == Kernel::ProbeSubgroups {
             true => RowReduction::Subgroup,
             false => RowReduction::Workgroup,
-        }
+        };
+        let tile = match self {
+            Kernel::MatmulSmallTiled => SMALL_TILE,
+            _ => TILE,
+        };
+        Build { rows, tile }
     }
 
     /// The dtype combinations kiln dispatches this kernel with.
@@ -236,8 +244,7 @@ impl Kernel {
                 ),
             });
         }
-        let rows = self.row_reduction();
-        let mut source = shader_constants::expand_for(text, rows)?;
+        let mut source = shader_constants::expand_for(text, self.build())?;
         for (name, dtype) in params.iter().zip(dtypes) {
             let default = format!("alias {name} = f32;");
             if !source.contains(&default) {

@@ -11,6 +11,10 @@ pub(crate) const BLOCK_BYTES: u64 = BLOCK_VEC4S as u64 * 16;
 pub enum MatmulVariant {
     /// 64x64 tiles, 4x4 outputs per thread.
     Tiled,
+    /// The tiled kernel with 32x32 tiles: four times the workgroups, for products whose
+    /// 64x64 tiles leave a large GPU's cores idle (the transformer's 64-row products
+    /// made 48 workgroups for an H200's 132 SMs).
+    SmallTiled,
     /// 128x128 tiles, 8x8 outputs per thread, double-buffered; vec4 loads when aligned.
     Blocked,
     /// lhs through a uniform buffer: for adapters that run on the CPU.
@@ -29,8 +33,9 @@ pub enum MatmulVariant {
 pub(crate) const BLOCKED_FROM: usize = 1024 * 1024;
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 5] = [
+    pub const ALL: [MatmulVariant; 6] = [
         MatmulVariant::Tiled,
+        MatmulVariant::SmallTiled,
         MatmulVariant::Blocked,
         MatmulVariant::UniformLhs,
         MatmulVariant::BySize,
@@ -41,6 +46,7 @@ impl MatmulVariant {
     pub fn name(self) -> &'static str {
         match self {
             MatmulVariant::Tiled => "tiled",
+            MatmulVariant::SmallTiled => "small-tiled",
             MatmulVariant::Blocked => "blocked",
             MatmulVariant::UniformLhs => "uniform-lhs",
             MatmulVariant::BySize => "by-size",
@@ -77,7 +83,11 @@ impl MatmulVariant {
     /// The kernels the autotuner times: the uniform-lhs one only on software adapters,
     /// for which it is made (on an H200 it ran 30-60x slower than the others).
     pub(crate) fn candidates(software: bool, limits: &wgpu::Limits) -> Vec<Self> {
-        let mut list = vec![MatmulVariant::Tiled, MatmulVariant::Blocked];
+        let mut list = vec![
+            MatmulVariant::Tiled,
+            MatmulVariant::SmallTiled,
+            MatmulVariant::Blocked,
+        ];
         if software && Self::UniformLhs.fits(limits) {
             list.insert(0, MatmulVariant::UniformLhs);
         }
@@ -88,6 +98,7 @@ impl MatmulVariant {
     pub(crate) fn fits(self, limits: &wgpu::Limits) -> bool {
         match self {
             MatmulVariant::Tiled
+            | MatmulVariant::SmallTiled
             | MatmulVariant::Blocked
             | MatmulVariant::BySize
             | MatmulVariant::Autotune => true,

@@ -74,6 +74,9 @@ pub const VEC4_PER_INVOCATION: u32 = 4;
 /// Side of the square output tile of the tiled matmul; each of its `TILE/4 x TILE/4`
 /// threads computes a 4x4 block.
 pub const TILE: u32 = 64;
+/// The tile of the same kernel built small (`Kernel::MatmulSmallTiled`): four times the
+/// workgroups, for products whose 64x64 tiles leave most of a large GPU's cores idle.
+pub const SMALL_TILE: u32 = 32;
 /// The register-blocked matmul (`blocked*.wgsl`): side of its square output tile (16x16
 /// threads of 8x8 outputs each), and the k extent of one double-buffered slice.
 pub const BLOCKED_TILE: u32 = 128;
@@ -89,9 +92,28 @@ pub const FMA_WORKGROUP: u32 = 64;
 const BEGIN: &str = "// kiln:constants";
 const END: &str = "// kiln:end";
 
-/// The constants of one group, by WGSL name, and the functions it brings; the `row_*`
-/// groups as `rows` combines.
-fn group(name: &str, rows: RowReduction) -> Option<(Vec<(String, u32)>, String)> {
+/// What one kernel's build chooses among the variants its file is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Build {
+    /// How the `row_*` groups combine a row's lanes.
+    pub rows: RowReduction,
+    /// The tiled matmul's `TILE`.
+    pub tile: u32,
+}
+
+impl Default for Build {
+    fn default() -> Self {
+        Build {
+            rows: RowReduction::Workgroup,
+            tile: TILE,
+        }
+    }
+}
+
+/// The constants of one group, by WGSL name, and the functions it brings, as `build`
+/// chooses.
+fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
+    let rows = build.rows;
     if name == "row_loads" {
         return Some((
             vec![("ROW_LOADS".to_string(), ROW_LOADS)],
@@ -113,7 +135,7 @@ fn group(name: &str, rows: RowReduction) -> Option<(Vec<(String, u32)>, String)>
             ("VEC4_WORKGROUP", VEC4_WORKGROUP),
             ("VEC4_PER_INVOCATION", VEC4_PER_INVOCATION),
         ]),
-        "matmul_tiled" => sizes(&[("TILE", TILE)]),
+        "matmul_tiled" => sizes(&[("TILE", build.tile)]),
         "matmul_blocked" => sizes(&[
             ("BLOCKED_TILE", BLOCKED_TILE),
             ("BLOCKED_SLICE", BLOCKED_SLICE),
@@ -134,15 +156,15 @@ fn group(name: &str, rows: RowReduction) -> Option<(Vec<(String, u32)>, String)>
 
 /// The block for `groups`, from its first line to its last, each ending in a newline.
 pub fn render_block(groups: &[&str]) -> Result<String> {
-    render_block_for(groups, RowReduction::Workgroup)
+    render_block_for(groups, Build::default())
 }
 
-/// As `render_block`, with the `row_*` groups as `rows` combines.
-pub fn render_block_for(groups: &[&str], rows: RowReduction) -> Result<String> {
+/// As `render_block`, as `build` chooses.
+pub fn render_block_for(groups: &[&str], build: Build) -> Result<String> {
     let mut out = format!("{BEGIN} {}\n", groups.join(" "));
     out.push_str("// Generated from kiln's op table and shader_constants.rs; do not edit.\n");
     for &g in groups {
-        let Some((constants, functions)) = group(g, rows) else {
+        let Some((constants, functions)) = group(g, build) else {
             return Err(Error::InvalidArgument {
                 op: "shader constants",
                 reason: format!("unknown constant group `{g}`"),
@@ -188,15 +210,15 @@ pub fn find_block(source: &str) -> Result<Option<(std::ops::Range<usize>, Vec<&s
 
 /// `source` with its constants block generated afresh.
 pub fn expand(source: &str) -> Result<String> {
-    expand_for(source, RowReduction::Workgroup)
+    expand_for(source, Build::default())
 }
 
-/// As `expand`, with the `row_*` groups as `rows` combines.
-pub fn expand_for(source: &str, rows: RowReduction) -> Result<String> {
+/// As `expand`, as `build` chooses.
+pub fn expand_for(source: &str, build: Build) -> Result<String> {
     match find_block(source)? {
         None => Ok(source.to_string()),
         Some((range, groups)) => {
-            let block = render_block_for(&groups, rows)?;
+            let block = render_block_for(&groups, build)?;
             Ok(format!(
                 "{}{block}{}",
                 &source[..range.start],

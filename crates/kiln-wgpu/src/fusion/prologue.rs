@@ -23,7 +23,7 @@ use std::sync::Arc;
 /// loads cost more than the launch it saved.
 fn worth_inlining(kernel: Kernel, program: &Program) -> bool {
     match kernel {
-        Kernel::Matmul | Kernel::MatmulBlocked => {
+        Kernel::Matmul | Kernel::MatmulSmallTiled | Kernel::MatmulBlocked => {
             let copies = program.steps.iter().all(|s| s.op == FusedOp::Cast);
             let padded = program.reads.iter().any(|r| r.kind() == ReadKind::Padded);
             copies && !padded

@@ -1,6 +1,7 @@
 //! Matmul launchers, one per kernel variant; `MatmulVariant` says which an adapter uses.
 //! - `Tiled` (`shaders/matmul/matmul.wgsl`): 64x64 output tiles staged in workgroup
 //!   memory, batches along z. Reads any strides; hardware GPUs run it on small products.
+//!   `SmallTiled` is the same kernel built with 32x32 tiles.
 //! - `Blocked` (`shaders/matmul/blocked*.wgsl`): 128x128 output tiles, 8x8 outputs per
 //!   thread in registers, double-buffered k slices; `blocked_vec4.wgsl` when the shape
 //!   and strides are aligned (`is_aligned`), `blocked.wgsl` for any strides otherwise.
@@ -19,7 +20,6 @@ use crate::storage::GpuStorage;
 use kiln_core::{DType, Error, MatmulOperand, MatmulSpec, Result};
 use std::num::NonZeroU64;
 
-const TILE: usize = shader_constants::TILE as usize;
 const BLOCKED_TILE: usize = shader_constants::BLOCKED_TILE as usize;
 const BLOCKED_SLICE: usize = shader_constants::BLOCKED_SLICE as usize;
 /// Rows of lhs per uniform block (the kernel's accumulators), and f32s per block.
@@ -71,6 +71,7 @@ pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> R
 fn epilogue_kernel(variant: MatmulVariant, spec: &MatmulSpec) -> Option<Kernel> {
     match variant {
         MatmulVariant::Tiled => Some(Kernel::Matmul),
+        MatmulVariant::SmallTiled => Some(Kernel::MatmulSmallTiled),
         MatmulVariant::Blocked if !is_aligned(spec) => Some(Kernel::MatmulBlocked),
         _ => None,
     }
@@ -78,7 +79,7 @@ fn epilogue_kernel(variant: MatmulVariant, spec: &MatmulSpec) -> Option<Kernel> 
 
 fn tile_of(kernel: Kernel) -> usize {
     match kernel {
-        Kernel::Matmul => TILE,
+        Kernel::Matmul | Kernel::MatmulSmallTiled => kernel.build().tile as usize,
         _ => BLOCKED_TILE,
     }
 }
@@ -129,10 +130,11 @@ fn run(
             uniform_lhs(lhs, rhs, spec, out)?
         }
         MatmulVariant::Blocked if is_aligned(spec) => {
-            tiles(lhs, rhs, spec, out, Kernel::MatmulBlockedVec4, BLOCKED_TILE)?
+            tiles(lhs, rhs, spec, out, Kernel::MatmulBlockedVec4)?
         }
-        MatmulVariant::Blocked => tiles(lhs, rhs, spec, out, Kernel::MatmulBlocked, BLOCKED_TILE)?,
-        _ => tiles(lhs, rhs, spec, out, Kernel::Matmul, TILE)?,
+        MatmulVariant::Blocked => tiles(lhs, rhs, spec, out, Kernel::MatmulBlocked)?,
+        MatmulVariant::SmallTiled => tiles(lhs, rhs, spec, out, Kernel::MatmulSmallTiled)?,
+        _ => tiles(lhs, rhs, spec, out, Kernel::Matmul)?,
     }
     Ok(())
 }
@@ -161,9 +163,8 @@ fn tiles(
     spec: &MatmulSpec,
     out: &PooledBuffer,
     kernel: Kernel,
-    tile: usize,
 ) -> Result<()> {
-    let (params, groups) = tile_launch(lhs, spec, tile)?;
+    let (params, groups) = tile_launch(lhs, spec, tile_of(kernel))?;
     lhs.device.dispatch_with_inputs(
         "matmul",
         kernel,
