@@ -454,10 +454,11 @@ fn check_graph(device: &Device, graph: &Graph) {
     let gpu_device = device.as_gpu().unwrap();
     // The matmul kernels that take prologues, and the adapter's own choice.
     let default = gpu_device.matmul_variant();
-    let variant = match graph.seed % 4 {
+    let variant = match graph.seed % 5 {
         0 => MatmulVariant::Tiled,
         1 => MatmulVariant::SmallTiled,
-        2 => MatmulVariant::Blocked,
+        2 => MatmulVariant::SplitK,
+        3 => MatmulVariant::Blocked,
         _ => default,
     };
     gpu_device.set_matmul_variant(variant).unwrap();
@@ -857,6 +858,58 @@ fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
         one_kernel_with_the_epilogue(&profile, &format!("{variant:?}: held"));
     }
     gpu_device.set_matmul_variant(default).unwrap();
+}
+
+/// Split-k (k = 1030 in two chunks) with operands that are pending copies and a bias
+/// add and activation after it: the chunks' kernel computes the copies in its loads and
+/// the sum of the chunks takes the epilogue, two kernels in all, values as on the CPU.
+#[test]
+fn split_k_takes_its_operands_copies_and_its_epilogue() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let x = Tensor::rand([1030, 37], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let w = Tensor::rand([70, 1030], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let b = Tensor::rand([70], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let layer = |x: &Tensor, w: &Tensor, b: &Tensor| -> kiln::Result<Tensor> {
+        let lhs = x.t()?.contiguous()?;
+        let rhs = w.t()?.contiguous()?;
+        lhs.matmul(&rhs)?.add(b)?.add_scalar(-0.75)?.gelu()
+    };
+    let want = layer(&x, &w, &b).unwrap();
+    let gpu_device = device.as_gpu().unwrap();
+    let default = gpu_device.matmul_variant();
+    gpu_device
+        .set_matmul_variant(MatmulVariant::SplitK)
+        .unwrap();
+    let (xg, wg, bg) = (
+        common::on_strided(&device, &x),
+        common::on_strided(&device, &w),
+        common::on_strided(&device, &b),
+    );
+    let (got, profile) = device
+        .profile(|| layer(&xg, &wg, &bg)?.to_f64_vec())
+        .unwrap();
+    gpu_device.set_matmul_variant(default).unwrap();
+    let got = Tensor::from_vec(got, [37, 70], &Device::cpu()).unwrap();
+    assert_near("split-k", &got, &want, 1e-5, 1e-4);
+    let names: Vec<&str> = profile
+        .kernels
+        .iter()
+        .filter(|k| !k.name.contains("fill.wgsl"))
+        .map(|k| k.name.as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let has = |kernel: &str, part: &str| {
+        names
+            .iter()
+            .any(|n| n.starts_with(kernel) && n.contains(part))
+    };
+    assert!(has("matmul/matmul.wgsl", "+ fused to_dtype"), "{names:?}");
+    assert!(
+        has("reduce/reduce_columns.wgsl", "=> fused add,add_scalar,gelu"),
+        "{names:?}"
+    );
 }
 
 /// The profile's one kernel (outputs are poisoned: not counting the fills) is a matmul

@@ -443,7 +443,8 @@ fn small_ints(shape: &[usize], rng: &mut kiln::Rng) -> Tensor {
 
 /// Each matmul kernel variant, on its own device whatever the adapter would pick, over
 /// shapes that reach its edge cases: several lhs blocks along m and k (32 rows, 512 of
-/// k), k and n not multiples of 4, rhs read in place or packed, strided and batched.
+/// k), k and n not multiples of 4, rhs read in place or packed, strided and batched,
+/// k split into 2, 4 and 7 chunks (on transposed and sliced operands too).
 #[test]
 fn matmul_variants_match_cpu() {
     use kiln::backend::{GpuDevice, MatmulVariant};
@@ -462,6 +463,8 @@ fn matmul_variants_match_cpu() {
             vec![ints(&[45, 1030]), ints(&[1030, 13])],
         ),
         ("one row", vec![ints(&[1, 7]), ints(&[7, 4])]),
+        // Split-k cuts this k into 7 equal chunks (2310 = 7 x 330).
+        ("long k", vec![ints(&[33, 2310]), ints(&[2310, 17])]),
         (
             "transposed",
             vec![ints(&[600, 33]).t().unwrap(), ints(&[20, 600]).t().unwrap()],

@@ -85,7 +85,7 @@ part "kiln bench" 240 "$kiln" bench --device gpu $size --json "$out/kiln-gpu.jso
 # Each matmul variant on the same cases, then the default with every bounds check on.
 variants=$out/matmul-variants.txt
 : > "$variants"
-for v in tiled small-tiled blocked uniform-lhs by-size; do
+for v in tiled small-tiled split-k blocked uniform-lhs by-size; do
     part "matmul $v" 120 bash -c "echo '# KILN_MATMUL=$v' >> \"$variants\"; \
         KILN_MATMUL=$v \"$kiln\" bench --device gpu $size --only matmul >> \"$variants\""
 done

@@ -15,6 +15,11 @@ pub enum MatmulVariant {
     /// 64x64 tiles leave a large GPU's cores idle (the transformer's 64-row products
     /// made 48 workgroups for an H200's 132 SMs).
     SmallTiled,
+    /// Single f32 products with a long k and few output tiles (the transformer's weight
+    /// gradients: 128x512 outputs over 2048 terms made 16 workgroups): k cut into
+    /// chunks, each chunk's product by the tiled kernel into its own slice, then the
+    /// slices summed by the column reduction. Other products run `Tiled`.
+    SplitK,
     /// 128x128 tiles, 8x8 outputs per thread, double-buffered; vec4 loads when aligned.
     Blocked,
     /// lhs through a uniform buffer: for adapters that run on the CPU.
@@ -33,9 +38,10 @@ pub enum MatmulVariant {
 pub(crate) const BLOCKED_FROM: usize = 1024 * 1024;
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 6] = [
+    pub const ALL: [MatmulVariant; 7] = [
         MatmulVariant::Tiled,
         MatmulVariant::SmallTiled,
+        MatmulVariant::SplitK,
         MatmulVariant::Blocked,
         MatmulVariant::UniformLhs,
         MatmulVariant::BySize,
@@ -47,6 +53,7 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Tiled => "tiled",
             MatmulVariant::SmallTiled => "small-tiled",
+            MatmulVariant::SplitK => "split-k",
             MatmulVariant::Blocked => "blocked",
             MatmulVariant::UniformLhs => "uniform-lhs",
             MatmulVariant::BySize => "by-size",
@@ -86,6 +93,7 @@ impl MatmulVariant {
         let mut list = vec![
             MatmulVariant::Tiled,
             MatmulVariant::SmallTiled,
+            MatmulVariant::SplitK,
             MatmulVariant::Blocked,
         ];
         if software && Self::UniformLhs.fits(limits) {
@@ -99,6 +107,7 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Tiled
             | MatmulVariant::SmallTiled
+            | MatmulVariant::SplitK
             | MatmulVariant::Blocked
             | MatmulVariant::BySize
             | MatmulVariant::Autotune => true,

@@ -2,6 +2,8 @@
 //! - `Tiled` (`shaders/matmul/matmul.wgsl`): 64x64 output tiles staged in workgroup
 //!   memory, batches along z. Reads any strides; hardware GPUs run it on small products.
 //!   `SmallTiled` is the same kernel built with 32x32 tiles.
+//! - `SplitK`: k cut into chunks (`split_k_chunks`), the tiled kernel over the chunks as
+//!   a batch, then `reduce_columns.wgsl` sums them.
 //! - `Blocked` (`shaders/matmul/blocked*.wgsl`): 128x128 output tiles, 8x8 outputs per
 //!   thread in registers, double-buffered k slices; `blocked_vec4.wgsl` when the shape
 //!   and strides are aligned (`is_aligned`), `blocked.wgsl` for any strides otherwise.
@@ -10,6 +12,7 @@
 //!   blocks read through a uniform buffer, one dispatch per block. On lavapipe it runs
 //!   about 9x faster than `Tiled` (docs/BENCHMARKS.md).
 
+use super::reduce::{reduce_middle, reduce_middle_into};
 use crate::autotune;
 use crate::kernels::Kernel;
 use crate::matmul_variant::{MatmulVariant, BLOCKED_FROM, BLOCK_BYTES};
@@ -17,7 +20,7 @@ use crate::params::{to_u32, MatmulParams, PackParams, UniformLhsParams};
 use crate::pool::PooledBuffer;
 use crate::shader_constants;
 use crate::storage::GpuStorage;
-use kiln_core::{DType, Error, MatmulOperand, MatmulSpec, Result};
+use kiln_core::{DType, Error, MatmulOperand, MatmulSpec, ReduceOp, Result};
 use std::num::NonZeroU64;
 
 const BLOCKED_TILE: usize = shader_constants::BLOCKED_TILE as usize;
@@ -61,9 +64,58 @@ pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> R
             lhs.dtype,
         );
     }
+    if let (MatmulVariant::SplitK, Some(chunks)) = (variant, split_k_chunks(spec, lhs.dtype)) {
+        let partials = split_k_partials(lhs, rhs, spec, chunks)?;
+        return reduce_middle(&partials, ReduceOp::Sum, 1, chunks, len);
+    }
     let out = device.alloc_output(op, len, lhs.dtype)?;
     run(variant, lhs, rhs, spec, &out)?;
     Ok(GpuStorage::new(out, lhs.dtype, len, device))
+}
+
+/// Workgroups split-k aims for: about two per SM of a 132-SM card. The count follows
+/// from the shape alone, so a product's bits do not vary by adapter.
+const SPLIT_K_WORKGROUPS: usize = 256;
+/// Terms each chunk of k keeps at least: fewer and the partial sums' traffic outweighs
+/// the product.
+const MIN_CHUNK: usize = 256;
+
+/// How many equal chunks `SplitK` cuts k into, or `None` where it runs `Tiled`: batched
+/// or non-f32 products (f16 partial sums would round twice), and products whose 64x64
+/// tiles already fill `SPLIT_K_WORKGROUPS` or whose k does not split into chunks of
+/// `MIN_CHUNK` or more.
+pub(crate) fn split_k_chunks(spec: &MatmulSpec, dtype: DType) -> Option<usize> {
+    if dtype != DType::F32 || spec.batch[0] * spec.batch[1] != 1 {
+        return None;
+    }
+    let tile = tile_of(Kernel::Matmul);
+    let tiles = spec.m.div_ceil(tile) * spec.n.div_ceil(tile);
+    let mut chunks = SPLIT_K_WORKGROUPS.div_ceil(tiles).min(spec.k / MIN_CHUNK);
+    while chunks > 1 && !spec.k.is_multiple_of(chunks) {
+        chunks -= 1;
+    }
+    (chunks > 1).then_some(chunks)
+}
+
+/// The product of each chunk of k into its own [m, n] slice, by the tiled kernel run
+/// over the chunks as a batch whose operands step one chunk along k.
+fn split_k_partials(
+    lhs: &GpuStorage,
+    rhs: &GpuStorage,
+    spec: &MatmulSpec,
+    chunks: usize,
+) -> Result<GpuStorage> {
+    let chunk = spec.k / chunks;
+    let mut part = *spec;
+    part.batch = [1, chunks];
+    part.k = chunk;
+    part.lhs.batch = [0, chunk * spec.lhs.col_stride];
+    part.rhs.batch = [0, chunk * spec.rhs.row_stride];
+    let len = chunks * spec.m * spec.n;
+    let device = &lhs.device;
+    let partials = device.alloc_output("matmul", len, DType::F32)?;
+    tiles(lhs, rhs, &part, &partials, Kernel::Matmul)?;
+    Ok(GpuStorage::new(partials, DType::F32, len, device))
 }
 
 /// The kernel of `variant` for `spec` when it is one of `tiles`' (the tiled kernel, and
@@ -96,7 +148,10 @@ fn choose(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> Result<Matmu
             match device.tuned_matmul(&class) {
                 Some(v) => v,
                 None => {
-                    let candidates = device.matmul_candidates();
+                    let mut candidates = device.matmul_candidates();
+                    // Where split-k would run the tiled kernel, timing it twice is waste.
+                    let splits = split_k_chunks(spec, lhs.dtype).is_some();
+                    candidates.retain(|&v| v != MatmulVariant::SplitK || splits);
                     let len = spec.batch[0] * spec.batch[1] * spec.m * spec.n;
                     let out = device.alloc("matmul", len, lhs.dtype)?;
                     let winner = autotune::fastest(&candidates, |v| {
@@ -113,6 +168,7 @@ fn choose(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> Result<Matmu
     Ok(match variant {
         MatmulVariant::BySize if outputs >= BLOCKED_FROM => MatmulVariant::Blocked,
         MatmulVariant::BySize => MatmulVariant::Tiled,
+        MatmulVariant::SplitK if split_k_chunks(spec, lhs.dtype).is_none() => MatmulVariant::Tiled,
         v => v,
     })
 }
@@ -134,6 +190,14 @@ fn run(
         }
         MatmulVariant::Blocked => tiles(lhs, rhs, spec, out, Kernel::MatmulBlocked)?,
         MatmulVariant::SmallTiled => tiles(lhs, rhs, spec, out, Kernel::MatmulSmallTiled)?,
+        MatmulVariant::SplitK => match split_k_chunks(spec, lhs.dtype) {
+            Some(chunks) => {
+                let partials = split_k_partials(lhs, rhs, spec, chunks)?;
+                let len = spec.m * spec.n;
+                reduce_middle_into(&partials, ReduceOp::Sum, 1, chunks, len, out)?
+            }
+            None => tiles(lhs, rhs, spec, out, Kernel::Matmul)?,
+        },
         _ => tiles(lhs, rhs, spec, out, Kernel::Matmul)?,
     }
     Ok(())

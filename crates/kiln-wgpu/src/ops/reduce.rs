@@ -5,6 +5,7 @@
 
 use crate::kernels::Kernel;
 use crate::params::{to_u32, ColumnsParams, RowsParams, ShaderParams, SoftmaxParams};
+use crate::pool::PooledBuffer;
 use crate::shader_constants::{ROW_LOADS, SERIAL_WORKGROUP, WORKGROUP};
 use crate::storage::GpuStorage;
 use kiln_core::{DType, ReduceOp, Result};
@@ -112,6 +113,48 @@ pub(crate) fn reduce_middle(
 ) -> Result<GpuStorage> {
     let name = op.name();
     let n = outer * inner;
+    let (params, groups) = columns_launch(x, op, outer, k, inner)?;
+    let device = &x.device;
+    let kernel = Kernel::ReduceColumns;
+    if device.defers(kernel) {
+        return device.defer(name, kernel, &[x.dtype], params, &[x], groups, n, x.dtype);
+    }
+    let out = device.alloc_output(name, n, x.dtype)?;
+    reduce_middle_into(x, op, outer, k, inner, &out)?;
+    Ok(GpuStorage::new(out, x.dtype, n, device))
+}
+
+/// `reduce_middle` into `out`, recorded now.
+pub(crate) fn reduce_middle_into(
+    x: &GpuStorage,
+    op: ReduceOp,
+    outer: usize,
+    k: usize,
+    inner: usize,
+    out: &PooledBuffer,
+) -> Result<()> {
+    let (params, groups) = columns_launch(x, op, outer, k, inner)?;
+    x.device.dispatch_with_inputs(
+        op.name(),
+        Kernel::ReduceColumns,
+        &[x.dtype],
+        &params,
+        &[x],
+        &[out.buffer()],
+        groups,
+    )
+}
+
+/// The params and workgroups of `reduce_columns.wgsl` for [outer, k, inner].
+fn columns_launch(
+    x: &GpuStorage,
+    op: ReduceOp,
+    outer: usize,
+    k: usize,
+    inner: usize,
+) -> Result<(ColumnsParams, [u32; 3])> {
+    let name = op.name();
+    let n = outer * inner;
     // Lanes per output: a power of two dividing the workgroup. It depends on the shape
     // alone, so results do not vary by adapter.
     let wanted = COLUMN_INVOCATIONS
@@ -129,24 +172,9 @@ pub(crate) fn reduce_middle(
         _pad0: 0,
         _pad1: 0,
     };
-    let device = &x.device;
     let columns_per_group = WORKGROUP as usize / lanes;
-    let groups = device.groups_for(name, n.div_ceil(columns_per_group))?;
-    let kernel = Kernel::ReduceColumns;
-    if device.defers(kernel) {
-        return device.defer(name, kernel, &[x.dtype], params, &[x], groups, n, x.dtype);
-    }
-    let out = device.alloc_output(name, n, x.dtype)?;
-    device.dispatch_with_inputs(
-        name,
-        kernel,
-        &[x.dtype],
-        &params,
-        &[x],
-        &[out.buffer()],
-        groups,
-    )?;
-    Ok(GpuStorage::new(out, x.dtype, n, device))
+    let groups = x.device.groups_for(name, n.div_ceil(columns_per_group))?;
+    Ok((params, groups))
 }
 
 pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Result<GpuStorage> {
