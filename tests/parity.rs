@@ -266,7 +266,8 @@ fn softmax_matches_cpu() {
 /// every count of lanes from 1 to 256, so each path of `row_total` runs (within one
 /// subgroup, one exchange between subgroups, and the tree for rows of more subgroups
 /// than a subgroup has lanes). No length is a multiple of 4, so software adapters run
-/// these kernels too; some rows hold a NaN, one input is a sliced view.
+/// these kernels too; some rows hold a NaN, one input is a sliced view. Cross-entropy
+/// and its gradient combine their rows the same way.
 #[test]
 fn row_kernels_match_cpu_both_ways() {
     use kiln::backend::{GpuDevice, RowReduction};
@@ -319,6 +320,17 @@ fn row_kernels_match_cpu_both_ways() {
             F32,
             f,
         ));
+        let targets: Vec<i32> = (0..67).map(|r| ((r * 7919) % k) as i32).collect();
+        let targets = Tensor::from_vec(targets, [67], &Device::cpu()).unwrap();
+        let loss = vec![rand(&[67, k], &mut rng).mul_scalar(10.0).unwrap(), targets];
+        let f: RowOp = Box::new(|t| t[0].cross_entropy_per_row(&t[1], 0.1));
+        cases.push(("cross_entropy".into(), loss.clone(), F32, f));
+        let f: RowOp = Box::new(|t| {
+            let x = t[0].detach().into_var()?;
+            let grads = x.cross_entropy_per_row(&t[1], 0.1)?.sum_all()?.backward()?;
+            Ok(grads.get(&x).expect("a gradient").clone())
+        });
+        cases.push(("cross_entropy gradient".into(), loss, F32, f));
         let norm = vec![
             rand(&[67, k], &mut rng),
             rand(&[k], &mut rng),

@@ -1,9 +1,73 @@
 // Per-row cross-entropy of compact logits [rows, classes] against i32 class ids, with
 // label smoothing s: logsumexp(row) - (1 - s) * row[target] - s * mean(row).
-// One workgroup per row.
-// kiln:constants workgroup
+// `lanes` invocations per row and WORKGROUP / lanes rows per workgroup, as in
+// reduce/reduce.wgsl (`row_total` combines a row's lanes).
+// kiln:constants workgroup reduce_ops reduce_combine row_place row_total
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
+const REDUCE_SUM: u32 = 0u;
+const REDUCE_MEAN: u32 = 1u;
+const REDUCE_MAX: u32 = 2u;
+const REDUCE_MIN: u32 = 3u;
+const REDUCE_PROD: u32 = 4u;
+const REDUCE_ARGMAX: u32 = 5u;
+const REDUCE_ARGMIN: u32 = 6u;
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+fn identity(op: u32) -> f32 {
+    switch op {
+        case REDUCE_MAX: { return bitcast<f32>(0xff800000u); }
+        case REDUCE_MIN: { return bitcast<f32>(0x7f800000u); }
+        case REDUCE_PROD: { return 1.0; }
+        case REDUCE_SUM, REDUCE_MEAN, default: { return 0.0; }
+    }
+}
+fn combine(op: u32, a: f32, b: f32) -> f32 {
+    switch op {
+        // NaN if either is NaN, as in PyTorch (WGSL's max and min may drop it).
+        case REDUCE_MAX: { return select(max(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
+        case REDUCE_MIN: { return select(min(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
+        case REDUCE_PROD: { return a * b; }
+        case REDUCE_SUM, REDUCE_MEAN, default: { return a + b; }
+    }
+}
+struct RowInvocation {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+}
+var<private> row_slot: u32;
+var<private> row_lanes: u32;
+// This invocation's row (past the last row for a spare slot) and its lane in the row.
+fn row_start(inv: RowInvocation, lanes: u32) -> vec2<u32> {
+    row_slot = inv.lid;
+    row_lanes = lanes;
+    let group = inv.wid.y * inv.nwg.x + inv.wid.x;
+    return vec2<u32>(group * (WORKGROUP / lanes) + row_slot / lanes, row_slot % lanes);
+}
+var<workgroup> row_partial: array<f32, WORKGROUP>;
+fn row_tree(op: u32, v: f32, width: u32) -> f32 {
+    let lane = row_slot % row_lanes;
+    row_partial[row_slot] = v;
+    workgroupBarrier();
+    for (var stride = width; stride < row_lanes; stride <<= 1u) {
+        if (lane % (2u * stride) == 0u) {
+            row_partial[row_slot] = combine(op, row_partial[row_slot], row_partial[row_slot + stride]);
+        }
+        workgroupBarrier();
+    }
+    let total = row_partial[row_slot - lane];
+    // The next call writes row_partial again.
+    workgroupBarrier();
+    return total;
+}
+// `v` combined over the row's lanes, neighbours first; every lane gets the result.
+fn row_total(op: u32, v: f32) -> f32 {
+    return row_tree(op, v, 1u);
+}
 // kiln:end
 alias T = f32;
 
@@ -11,7 +75,8 @@ struct Params {
     rows: u32,
     classes: u32,
     smoothing: f32,
-    _pad: u32,
+    // invocations per row: a power of two dividing WORKGROUP
+    lanes: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -22,41 +87,28 @@ struct Params {
 // [rows]
 @group(0) @binding(3) var<storage, read_write> losses: array<T>;
 
-var<workgroup> partial: array<f32, WORKGROUP>;
-
-fn workgroup_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            let other = partial[lid + stride];
-            partial[lid] = select(partial[lid] + other, max(partial[lid], other), is_max);
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(WORKGROUP)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = wid.y * nwg.x + wid.x;
-    if (row >= params.rows) { return; }
+fn main(inv: RowInvocation) {
+    let lanes = params.lanes;
+    let place = row_start(inv, lanes);
+    let row = place.x;
+    let lane = place.y;
+    // A slot past the last row reads nothing, but meets every barrier.
+    let k = select(0u, params.classes, row < params.rows);
     let base = row * params.classes;
     var m = bitcast<f32>(0xff800000u);
-    for (var j = lid; j < params.classes; j += WORKGROUP) { m = max(m, f32(logits[base + j])); }
-    let row_max = workgroup_reduce(lid, m, true);
+    for (var j = lane; j < k; j += lanes) { m = max(m, f32(logits[base + j])); }
+    let row_max = row_total(REDUCE_MAX, m);
     var s = 0.0;
     var total = 0.0;
-    for (var j = lid; j < params.classes; j += WORKGROUP) {
+    for (var j = lane; j < k; j += lanes) {
         let x = f32(logits[base + j]);
         s += exp(x - row_max);
         total += x;
     }
-    let sum_exp = workgroup_reduce(lid, s, false);
-    let sum_x = workgroup_reduce(lid, total, false);
-    if (lid == 0u) {
+    let sum_exp = row_total(REDUCE_SUM, s);
+    let sum_x = row_total(REDUCE_SUM, total);
+    if (lane == 0u && row < params.rows) {
         let lse = row_max + log(sum_exp);
         let target_logit = f32(logits[base + u32(targets[row])]);
         let mean = sum_x / f32(params.classes);

@@ -116,6 +116,9 @@ kernels! {
     Philox => "random/philox.wgsl", "main", ["T"], Floats, PhiloxParams;
     CrossEntropy => "loss/cross_entropy.wgsl", "main", ["T"], Floats, CrossEntropyParams;
     CrossEntropyBackward => "loss/cross_entropy_backward.wgsl", "main", ["T"], Floats, CrossEntropyParams;
+    /// The loss kernels combining each row's lanes with subgroup shuffles.
+    CrossEntropySubgroup => "loss/cross_entropy.wgsl", "main", ["T"], Floats, CrossEntropyParams;
+    CrossEntropyBackwardSubgroup => "loss/cross_entropy_backward.wgsl", "main", ["T"], Floats, CrossEntropyParams;
     LstmCell => "rnn/lstm_cell.wgsl", "main", ["T"], Floats, RecurrentParams;
     LstmCellBackward => "rnn/lstm_cell_backward.wgsl", "main", ["T"], Floats, RecurrentParams;
     GruCell => "rnn/gru_cell.wgsl", "main", ["T"], Floats, RecurrentParams;
@@ -140,15 +143,25 @@ impl Kernel {
             ArgReduce => Some(ArgReduceSubgroup),
             Softmax => Some(SoftmaxSubgroup),
             LayerNorm => Some(LayerNormSubgroup),
+            CrossEntropy => Some(CrossEntropySubgroup),
+            CrossEntropyBackward => Some(CrossEntropyBackwardSubgroup),
             _ => None,
         }
+    }
+
+    /// The kernel this is the subgroup build of, or itself.
+    pub fn plain(self) -> Kernel {
+        let of = Kernel::ALL
+            .iter()
+            .find(|k| k.with_subgroups() == Some(self));
+        of.copied().unwrap_or(self)
     }
 
     /// What the kernel's build chooses among its file's variants: subgroups for the
     /// builds that `with_subgroups` names (and the probe that checks them), the small
     /// tile for `MatmulSmallTiled`.
     pub fn build(self) -> Build {
-        let subgroup_build = Kernel::ALL.iter().any(|k| k.with_subgroups() == Some(self));
+        let subgroup_build = self.plain() != self;
         let rows = match subgroup_build || self == Kernel::ProbeSubgroups {
             true => RowReduction::Subgroup,
             false => RowReduction::Workgroup,
@@ -185,7 +198,7 @@ impl Kernel {
     pub fn bounds_checked(self) -> bool {
         use Kernel::*;
         let reads_indices = matches!(
-            self,
+            self.plain(),
             Gather | ScatterAdd | CrossEntropy | CrossEntropyBackward | MaxPool2dBackward
         );
         reads_indices || std::env::var("KILN_BOUNDS_CHECKS").as_deref() == Ok("all")
@@ -216,15 +229,12 @@ impl Kernel {
                 .map(|o| o.info())
                 .collect()
         };
-        match self {
+        match self.plain() {
             Kernel::Unary | Kernel::UnaryVec4 => UnaryOp::INFO.iter().filter(float).collect(),
             Kernel::Binary | Kernel::BinaryVec4 => BinaryOp::INFO.iter().filter(float).collect(),
             Kernel::BinaryInt => BinaryOp::INFO.iter().filter(int).collect(),
-            Kernel::Reduce
-            | Kernel::ReduceSubgroup
-            | Kernel::ReduceRowsSerial
-            | Kernel::ReduceColumns => reductions(false),
-            Kernel::ArgReduce | Kernel::ArgReduceSubgroup => reductions(true),
+            Kernel::Reduce | Kernel::ReduceRowsSerial | Kernel::ReduceColumns => reductions(false),
+            Kernel::ArgReduce => reductions(true),
             _ => Vec::new(),
         }
     }

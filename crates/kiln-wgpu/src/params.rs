@@ -220,7 +220,8 @@ shader_params! {
         rows: u32,
         classes: u32,
         smoothing: f32,
-        _pad: u32,
+        /// Invocations per row (`row_lanes`).
+        lanes: u32,
     }
     /// `random/philox.wgsl`.
     PhiloxParams {

@@ -1,6 +1,7 @@
-//! Launchers for `shaders/loss/`: fused cross-entropy and its gradient, one workgroup
-//! per row.
+//! Launchers for `shaders/loss/`: fused cross-entropy and its gradient, `row_lanes`
+//! invocations per row as the row reductions take (short rows share a workgroup).
 
+use super::reduce::{row_groups, row_lanes};
 use crate::kernels::Kernel;
 use crate::params::{to_u32, CrossEntropyParams};
 use crate::storage::GpuStorage;
@@ -19,17 +20,19 @@ pub(crate) fn cross_entropy(
         rows: to_u32(op, "rows", rows)?,
         classes: to_u32(op, "classes", classes)?,
         smoothing,
-        _pad: 0,
+        lanes: row_lanes(classes),
     };
     let out = device.alloc_output(op, rows, logits.dtype)?;
     let buffers = [logits.raw()?, targets.raw()?, out.buffer()];
+    let kernel = device.row_kernel(Kernel::CrossEntropy);
+    let groups = row_groups(kernel, rows, params.lanes);
     device.dispatch(
         op,
-        Kernel::CrossEntropy,
+        kernel,
         &[logits.dtype],
         &params,
         &buffers,
-        device.groups_for(op, rows)?,
+        device.groups_for(op, groups)?,
     )?;
     Ok(GpuStorage::new(out, logits.dtype, rows, device))
 }
@@ -48,18 +51,12 @@ pub(crate) fn cross_entropy_backward(
         rows: to_u32(op, "rows", rows)?,
         classes: to_u32(op, "classes", classes)?,
         smoothing,
-        _pad: 0,
+        lanes: row_lanes(classes),
     };
     let out = device.alloc_output(op, rows * classes, logits.dtype)?;
     let buffers = [logits.raw()?, targets.raw()?, dloss.raw()?, out.buffer()];
-    let groups = device.groups_for(op, rows)?;
-    device.dispatch(
-        op,
-        Kernel::CrossEntropyBackward,
-        &[logits.dtype],
-        &params,
-        &buffers,
-        groups,
-    )?;
+    let kernel = device.row_kernel(Kernel::CrossEntropyBackward);
+    let groups = device.groups_for(op, row_groups(kernel, rows, params.lanes))?;
+    device.dispatch(op, kernel, &[logits.dtype], &params, &buffers, groups)?;
     Ok(GpuStorage::new(out, logits.dtype, rows * classes, device))
 }
