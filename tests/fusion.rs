@@ -893,12 +893,7 @@ fn split_k_takes_its_operands_copies_and_its_epilogue() {
     gpu_device.set_matmul_variant(default).unwrap();
     let got = Tensor::from_vec(got, [37, 70], &Device::cpu()).unwrap();
     assert_near("split-k", &got, &want, 1e-5, 1e-4);
-    let names: Vec<&str> = profile
-        .kernels
-        .iter()
-        .filter(|k| !k.name.contains("fill.wgsl"))
-        .map(|k| k.name.as_str())
-        .collect();
+    let names = kernel_names(&profile);
     assert_eq!(names.len(), 2, "{names:?}");
     let has = |kernel: &str, part: &str| {
         names
@@ -918,14 +913,19 @@ fn one_kernel_with_the_epilogue(profile: &kiln::Profile, label: &str) {
     one_kernel_with(profile, label, "=> fused add,add_scalar,gelu");
 }
 
-/// The profile's one kernel, not counting the fills, has `part` in its name.
-fn one_kernel_with(profile: &kiln::Profile, label: &str, part: &str) {
-    let names: Vec<&str> = profile
+/// The profile's kernels, not counting the fills (outputs are poisoned).
+fn kernel_names(profile: &kiln::Profile) -> Vec<&str> {
+    profile
         .kernels
         .iter()
         .filter(|k| !k.name.contains("fill.wgsl"))
         .map(|k| k.name.as_str())
-        .collect();
+        .collect()
+}
+
+/// The profile's one kernel, not counting the fills, has `part` in its name.
+fn one_kernel_with(profile: &kiln::Profile, label: &str, part: &str) {
+    let names = kernel_names(profile);
     assert_eq!(names.len(), 1, "{label}: {names:?}");
     assert!(names[0].contains(part), "{label}: {names:?}");
 }
