@@ -267,7 +267,7 @@ fn softmax_matches_cpu() {
 /// subgroup, one exchange between subgroups, and the tree for rows of more subgroups
 /// than a subgroup has lanes). No length is a multiple of 4, so software adapters run
 /// these kernels too; some rows hold a NaN, one input is a sliced view. Cross-entropy
-/// and its gradient combine their rows the same way.
+/// and its gradient combine their rows the same way. f16 too, where the adapter has it.
 #[test]
 fn row_kernels_match_cpu_both_ways() {
     use kiln::backend::{GpuDevice, RowReduction};
@@ -338,6 +338,18 @@ fn row_kernels_match_cpu_both_ways() {
         ];
         let f: RowOp = Box::new(move |t| t[0].layer_norm(&[k], Some(&t[1]), Some(&t[2]), 1e-5));
         cases.push(("layer_norm".into(), norm, F32, f));
+        if f16_ok() {
+            // f16 storage, f32 arithmetic: the f16 builds of each path.
+            let half = |t: Tensor| t.to_dtype(DType::F16).unwrap();
+            let x = half(rand(&[67, k], &mut rng));
+            let f: RowOp = Box::new(|t| t[0].sum(&[-1], false));
+            cases.push(("f16 sum".into(), vec![x.clone()], F16, f));
+            let f: RowOp = Box::new(|t| t[0].softmax(-1));
+            cases.push(("f16 softmax".into(), vec![x.clone()], F16, f));
+            let (w, b) = (half(rand(&[k], &mut rng)), half(rand(&[k], &mut rng)));
+            let f: RowOp = Box::new(move |t| t[0].layer_norm(&[k], Some(&t[1]), Some(&t[2]), 1e-5));
+            cases.push(("f16 layer_norm".into(), vec![x, w, b], F16, f));
+        }
         for (name, inputs, tol, f) in &cases {
             let mut results = Vec::new();
             for (rows, device) in &devices {
