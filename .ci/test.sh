@@ -48,8 +48,12 @@ grep -q "^dispatches per step: [0-9]" <<<"$profile_tail"
 grep -q "^bytes per step: [0-9]" <<<"$profile_tail"
 echo "== benches/gpu/check.sh --local: the device check's kiln parts, so it cannot rot"
 cargo build -q -p kiln-cli
+# Built as `cargo test --workspace` builds it, so that it is not built twice.
+parity_bin=$(cargo test --workspace --test parity --no-run 2>&1 |
+    sed -n 's|.*Executable .*(\(target/debug/deps/parity-[0-9a-f]*\)).*|\1|p' | tail -n 1)
 check_out=$(mktemp -d)
-OUT="$check_out" KILN_BIN=target/debug/kiln BURN_BIN=/nonexistent bash benches/gpu/check.sh --local
+OUT="$check_out" KILN_BIN=target/debug/kiln BURN_BIN=/nonexistent PARITY_BIN="$parity_bin" \
+    bash benches/gpu/check.sh --local
 grep '^- ' "$check_out/summary.md"
 echo "== cargo test --workspace"
 cargo test --workspace

@@ -5,7 +5,8 @@
 #   bash benches/gpu/check.sh            # on the GPU machine, binaries from .devbin/
 #   bash benches/gpu/check.sh --local    # here, on the software adapter
 #
-# Parts: `kiln info`; `kiln bench --device gpu --json` (with --large on a GPU); the matmul
+# Parts: `kiln info`; the parity tests (every kernel against the CPU on this adapter);
+# `kiln bench --device gpu --json` (with --large on a GPU); the matmul
 # family once per variant, and the bandwidth-bound families again with wgpu's runtime
 # bounds checks on every kernel (`KILN_BOUNDS_CHECKS=all`) and with the row kernels'
 # lanes combined without subgroups (`KILN_SUBGROUPS=0`); burn's wgpu backend on
@@ -31,12 +32,16 @@ mkdir -p "$out"
 if $local_mode; then
     kiln=${KILN_BIN:-target/release/kiln}
     burn=${BURN_BIN:-/tmp/peer-burn/release/peer-burn-wgpu}
+    parity=${PARITY_BIN:-/nonexistent}
+    parity_filter=(row_kernels_match_cpu_both_ways)
     size=--quick
     steps=1
     warmup=1
 else
     kiln=${KILN_BIN:-.devbin/kiln}
     burn=${BURN_BIN:-.devbin/peer-burn-wgpu}
+    parity=${PARITY_BIN:-.devbin/parity}
+    parity_filter=()
     size=--large
     # As many warm-up steps as torch_cuda.py takes: the first steps compile pipelines and
     # tune the matmul shapes, which 3 warm-up steps left inside the timed ones.
@@ -80,6 +85,14 @@ skip() {
 }
 
 part "kiln info" 60 bash -c "\"$kiln\" info > \"$scratch/info.txt\""
+# Every kernel against the CPU reference on this adapter (tests/parity.rs); with
+# --local only the row kernels' test (CI runs the whole suite itself), so that the part
+# cannot rot.
+if [[ -x $parity ]]; then
+    part "parity tests on this adapter" 300 "$parity" "${parity_filter[@]}"
+else
+    skip "parity tests on this adapter" "no binary at $parity (benches/gpu/prepare.sh builds it)"
+fi
 part "kiln bench" 240 "$kiln" bench --device gpu $size --json "$out/kiln-gpu.json"
 
 # Each matmul variant on the same cases, then the default with every bounds check on.
