@@ -91,7 +91,7 @@ part "kiln info" 60 bash -c "\"$kiln\" info > \"$scratch/info.txt\""
 if [[ -x $parity ]]; then
     part "parity tests on this adapter" 300 "$parity" "${parity_filter[@]}"
 else
-    skip "parity tests on this adapter" "no binary at $parity (benches/gpu/prepare.sh builds it)"
+    skip "parity tests on this adapter" "no binary at $parity (benches/gpu/prepare.sh builds it; PARITY_BIN names another)"
 fi
 part "kiln bench" 240 "$kiln" bench --device gpu $size --json "$out/kiln-gpu.json"
 
