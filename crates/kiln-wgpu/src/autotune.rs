@@ -2,7 +2,8 @@
 //! each candidate kernel on the real operands and keeps the fastest: in memory for the
 //! device, and in `autotune.json` under the user's cache directory (`KILN_CACHE_DIR`
 //! overrides it), keyed by adapter, driver, kiln version and the candidates timed, so
-//! later processes start from the decision (and a new candidate is tuned afresh). `KILN_AUTOTUNE=0` uses the fixed defaults instead.
+//! later processes start from the decision (and a new candidate is tuned afresh).
+//! `KILN_AUTOTUNE=0` uses the fixed defaults instead.
 //!
 //! A shape class buckets m, n and k to powers of two and keeps what changes which
 //! kernel wins: the batch, the dtype, and whether the operands are aligned or read

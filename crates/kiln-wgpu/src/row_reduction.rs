@@ -110,13 +110,18 @@ fn row_total(op: u32, v: f32) -> f32 {
 /// results, one to a lane and repeated, and pairs them the same way. Rows of more
 /// subgroups than a subgroup has lanes (small subgroups) finish through the tree.
 const TOTAL_SUBGROUP: &str = "\
-// `v` combined over the row's lanes, neighbours first; every lane gets the result.
-fn row_total(op: u32, v: f32) -> f32 {
+// `v` combined over each aligned run of `width` lanes of the subgroup, neighbours first.
+fn row_butterfly(op: u32, v: f32, width: u32) -> f32 {
     var r = v;
-    let width = min(row_lanes, row_subgroup_size);
     for (var mask = 1u; mask < width; mask <<= 1u) {
         r = combine(op, r, subgroupShuffleXor(r, mask));
     }
+    return r;
+}
+// `v` combined over the row's lanes, neighbours first; every lane gets the result.
+fn row_total(op: u32, v: f32) -> f32 {
+    let width = min(row_lanes, row_subgroup_size);
+    let r = row_butterfly(op, v, width);
     let blocks = row_lanes / width;
     if (blocks == 1u) {
         return r;
@@ -127,12 +132,9 @@ fn row_total(op: u32, v: f32) -> f32 {
     row_partial[row_slot] = r;
     workgroupBarrier();
     let first = row_slot - row_slot % row_lanes;
-    var t = row_partial[first + (row_slot % blocks) * width];
+    let t = row_partial[first + (row_slot % blocks) * width];
     workgroupBarrier();
-    for (var mask = 1u; mask < blocks; mask <<= 1u) {
-        t = combine(op, t, subgroupShuffleXor(t, mask));
-    }
-    return t;
+    return row_butterfly(op, t, blocks);
 }
 ";
 
@@ -167,47 +169,40 @@ fn row_best(op: u32, v: f32, i: u32) -> u32 {
 const BEST_SUBGROUP: &str = "\
 var<workgroup> best_value: array<f32, WORKGROUP>;
 var<workgroup> best_index: array<u32, WORKGROUP>;
-// The index of the row's best (value, index) pair; the kernel brings `better`.
-fn row_best(op: u32, v: f32, i: u32) -> u32 {
-    var value = v;
-    var index = i;
-    let width = min(row_lanes, row_subgroup_size);
+// The best of the (value bits, index) pairs over each aligned run of `width` lanes of
+// the subgroup.
+fn best_butterfly(op: u32, pair: vec2<u32>, width: u32) -> vec2<u32> {
+    var p = pair;
     for (var mask = 1u; mask < width; mask <<= 1u) {
-        let w = subgroupShuffleXor(value, mask);
-        let j = subgroupShuffleXor(index, mask);
-        if (better(op, w, j, value, index)) {
-            value = w;
-            index = j;
+        let q = subgroupShuffleXor(p, mask);
+        if (better(op, bitcast<f32>(q.x), q.y, bitcast<f32>(p.x), p.y)) {
+            p = q;
         }
     }
+    return p;
+}
+// The index of the row's best (value, index) pair; the kernel brings `better`.
+fn row_best(op: u32, v: f32, i: u32) -> u32 {
+    let width = min(row_lanes, row_subgroup_size);
+    var p = best_butterfly(op, vec2<u32>(bitcast<u32>(v), i), width);
     let blocks = row_lanes / width;
     if (blocks == 1u) {
-        return index;
+        return p.y;
     }
-    best_value[row_slot] = value;
-    best_index[row_slot] = index;
+    best_value[row_slot] = bitcast<f32>(p.x);
+    best_index[row_slot] = p.y;
     workgroupBarrier();
     // Each lane takes the subgroup results `width` apart, then the subgroup pairs them.
     let first = row_slot - row_slot % row_lanes;
-    value = 0.0;
-    index = 0xffffffffu;
+    p = vec2<u32>(0u, 0xffffffffu);
     for (var b = row_slot % width; b < blocks; b += width) {
         let w = best_value[first + b * width];
         let j = best_index[first + b * width];
-        if (better(op, w, j, value, index)) {
-            value = w;
-            index = j;
+        if (better(op, w, j, bitcast<f32>(p.x), p.y)) {
+            p = vec2<u32>(bitcast<u32>(w), j);
         }
     }
     workgroupBarrier();
-    for (var mask = 1u; mask < min(blocks, width); mask <<= 1u) {
-        let w = subgroupShuffleXor(value, mask);
-        let j = subgroupShuffleXor(index, mask);
-        if (better(op, w, j, value, index)) {
-            value = w;
-            index = j;
-        }
-    }
-    return index;
+    return best_butterfly(op, p, min(blocks, width)).y;
 }
 ";

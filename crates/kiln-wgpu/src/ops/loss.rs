@@ -14,27 +14,9 @@ pub(crate) fn cross_entropy(
     classes: usize,
     smoothing: f32,
 ) -> Result<GpuStorage> {
-    let op = "cross_entropy";
-    let device = &logits.device;
-    let params = CrossEntropyParams {
-        rows: to_u32(op, "rows", rows)?,
-        classes: to_u32(op, "classes", classes)?,
-        smoothing,
-        lanes: row_lanes(classes),
-    };
-    let out = device.alloc_output(op, rows, logits.dtype)?;
-    let buffers = [logits.raw()?, targets.raw()?, out.buffer()];
-    let kernel = device.row_kernel(Kernel::CrossEntropy);
-    let groups = row_groups(kernel, rows, params.lanes);
-    device.dispatch(
-        op,
-        kernel,
-        &[logits.dtype],
-        &params,
-        &buffers,
-        device.groups_for(op, groups)?,
-    )?;
-    Ok(GpuStorage::new(out, logits.dtype, rows, device))
+    let shape = (rows, classes, smoothing);
+    let inputs = [logits, targets];
+    launch("cross_entropy", Kernel::CrossEntropy, &inputs, shape, rows)
 }
 
 pub(crate) fn cross_entropy_backward(
@@ -45,7 +27,28 @@ pub(crate) fn cross_entropy_backward(
     classes: usize,
     smoothing: f32,
 ) -> Result<GpuStorage> {
-    let op = "cross_entropy_backward";
+    let shape = (rows, classes, smoothing);
+    let inputs = [logits, targets, dloss];
+    let kernel = Kernel::CrossEntropyBackward;
+    launch(
+        "cross_entropy_backward",
+        kernel,
+        &inputs,
+        shape,
+        rows * classes,
+    )
+}
+
+/// Runs a loss kernel (its subgroup build where the device uses them) on `inputs`, the
+/// logits first, for `rows` rows of `classes`, writing `out_len` elements.
+fn launch(
+    op: &'static str,
+    kernel: Kernel,
+    inputs: &[&GpuStorage],
+    (rows, classes, smoothing): (usize, usize, f32),
+    out_len: usize,
+) -> Result<GpuStorage> {
+    let logits = inputs[0];
     let device = &logits.device;
     let params = CrossEntropyParams {
         rows: to_u32(op, "rows", rows)?,
@@ -53,10 +56,11 @@ pub(crate) fn cross_entropy_backward(
         smoothing,
         lanes: row_lanes(classes),
     };
-    let out = device.alloc_output(op, rows * classes, logits.dtype)?;
-    let buffers = [logits.raw()?, targets.raw()?, dloss.raw()?, out.buffer()];
-    let kernel = device.row_kernel(Kernel::CrossEntropyBackward);
+    let out = device.alloc_output(op, out_len, logits.dtype)?;
+    let mut buffers = inputs.iter().map(|s| s.raw()).collect::<Result<Vec<_>>>()?;
+    buffers.push(out.buffer());
+    let kernel = device.row_kernel(kernel);
     let groups = device.groups_for(op, row_groups(kernel, rows, params.lanes))?;
     device.dispatch(op, kernel, &[logits.dtype], &params, &buffers, groups)?;
-    Ok(GpuStorage::new(out, logits.dtype, rows * classes, device))
+    Ok(GpuStorage::new(out, logits.dtype, out_len, device))
 }

@@ -113,10 +113,10 @@ pub(crate) fn reduce_middle(
 ) -> Result<GpuStorage> {
     let name = op.name();
     let n = outer * inner;
-    let (params, groups) = columns_launch(x, op, outer, k, inner)?;
     let device = &x.device;
     let kernel = Kernel::ReduceColumns;
     if device.defers(kernel) {
+        let (params, groups) = columns_launch(x, op, outer, k, inner)?;
         return device.defer(name, kernel, &[x.dtype], params, &[x], groups, n, x.dtype);
     }
     let out = device.alloc_output(name, n, x.dtype)?;
