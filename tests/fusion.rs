@@ -907,6 +907,52 @@ fn split_k_takes_its_operands_copies_and_its_epilogue() {
     );
 }
 
+/// The implicit convolution runs a layer in one kernel: the copy that compacts a
+/// permuted input in its loads, the bias and activation in its stores; values as on
+/// the CPU.
+#[test]
+fn implicit_conv_takes_its_input_copy_and_its_epilogue() {
+    use kiln::backend::ConvAlgorithm;
+    use kiln::Conv2dOptions;
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let cpu = Device::cpu();
+    let x = Tensor::rand([2, 6, 13, 11], DType::F32, &cpu, &mut rng).unwrap();
+    let x = x.permute(&[0, 1, 3, 2]).unwrap();
+    let w = Tensor::rand([40, 6, 3, 3], DType::F32, &cpu, &mut rng).unwrap();
+    let b = Tensor::rand([40], DType::F32, &cpu, &mut rng).unwrap();
+    let options = Conv2dOptions {
+        padding: (1, 1),
+        ..Default::default()
+    };
+    let layer = |x: &Tensor, w: &Tensor, b: &Tensor| x.conv2d(w, Some(b), options)?.relu();
+    let want = layer(&x, &w, &b).unwrap();
+    let gpu_device = device.as_gpu().unwrap();
+    let default = gpu_device.conv_algorithm();
+    gpu_device.set_conv_algorithm(ConvAlgorithm::Implicit);
+    let (xg, wg, bg) = (
+        common::on_strided(&device, &x),
+        common::on_strided(&device, &w),
+        common::on_strided(&device, &b),
+    );
+    let (got, profile) = device
+        .profile(|| layer(&xg, &wg, &bg)?.to_f64_vec())
+        .unwrap();
+    gpu_device.set_conv_algorithm(default);
+    let got = Tensor::from_vec(got, [2, 40, 11, 13], &cpu).unwrap();
+    assert_near("implicit conv", &got, &want, 1e-5, 1e-4);
+    let names = kernel_names(&profile);
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = names[0];
+    assert!(
+        name.starts_with("matmul/matmul.wgsl:main (Conv2dImplicit)"),
+        "{names:?}"
+    );
+    assert!(name.contains("+ fused to_dtype"), "{names:?}");
+    assert!(name.contains("=> fused add,relu"), "{names:?}");
+}
+
 /// The profile's one kernel (outputs are poisoned: not counting the fills) is a matmul
 /// with the layer's epilogue.
 fn one_kernel_with_the_epilogue(profile: &kiln::Profile, label: &str) {

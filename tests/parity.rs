@@ -602,9 +602,10 @@ fn autotuned_matmul_matches_cpu_and_persists() {
     assert_eq!(decisions.len(), 1, "one shape class tuned: {decisions:?}");
     let (class, winner) = decisions.into_iter().next().unwrap();
     assert!(class.contains("m256 n1024 k1024"), "{class}");
+    assert!(MatmulVariant::from_name(&winner).is_some(), "{winner}");
     let on_disk = read_autotune_cache(&cache).unwrap();
     let saved: Vec<&String> = on_disk.values().filter_map(|c| c.get(&class)).collect();
-    assert_eq!(saved, [winner.name()], "{on_disk:?}");
+    assert_eq!(saved, [&winner], "{on_disk:?}");
 
     let second = tuned();
     assert_eq!(second.autotune_decisions().get(&class), Some(&winner));
@@ -614,6 +615,68 @@ fn autotuned_matmul_matches_cpu_and_persists() {
         &inputs,
         EXACT,
         |t| t[0].matmul(&t[1]),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The autotuner on a convolution big enough to tune: it times both algorithms (the
+/// unfolded one tuning its matmul on the way), keeps the winner under the convolution's
+/// class, and the result matches the CPU; a second device on the same cache file runs
+/// from the decision.
+#[test]
+fn autotuned_conv_matches_cpu_and_persists() {
+    use kiln::backend::{read_autotune_cache, ConvAlgorithm, GpuDevice};
+    if gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("kiln-conv-autotune-{}", std::process::id()));
+    let cache = dir.join("autotune.json");
+    let _ = std::fs::remove_file(&cache);
+    let mut rng = rng();
+    // 2 * 4 * 64 * (32 * 32) * (32 * 9) flops: over the tuning threshold.
+    let inputs = [
+        rand(&[4, 32, 34, 34], &mut rng),
+        rand(&[64, 32, 3, 3], &mut rng),
+    ];
+    let conv = |t: &[Tensor]| t[0].conv2d(&t[1], None, Conv2dOptions::default());
+    let tuned = || {
+        let gpu = GpuDevice::new().unwrap();
+        gpu.set_poison_outputs(true);
+        gpu.use_autotune_cache(Some(cache.clone()));
+        gpu.set_conv_algorithm(ConvAlgorithm::Autotune);
+        gpu
+    };
+    let first = tuned();
+    parity_on(
+        &Device::Gpu(first.clone()),
+        "autotuned conv2d",
+        &inputs,
+        F32,
+        conv,
+    );
+    let decisions = first.autotune_decisions();
+    let convs: Vec<_> = decisions
+        .iter()
+        .filter(|(c, _)| c.starts_with("conv "))
+        .collect();
+    assert_eq!(convs.len(), 1, "one convolution class tuned: {decisions:?}");
+    let (class, winner) = convs[0];
+    assert_eq!(class, "conv f32 m64 n1024 k512 b4");
+    let timed = [ConvAlgorithm::Unfold, ConvAlgorithm::Implicit];
+    let chosen = ConvAlgorithm::from_name(winner);
+    assert!(chosen.is_some_and(|a| timed.contains(&a)), "{winner}");
+    let on_disk = read_autotune_cache(&cache).unwrap();
+    let saved: Vec<&String> = on_disk.values().filter_map(|c| c.get(class)).collect();
+    assert_eq!(saved, [winner], "{on_disk:?}");
+
+    let second = tuned();
+    assert_eq!(second.autotune_decisions().get(class), Some(winner));
+    parity_on(
+        &Device::Gpu(second),
+        "conv2d from the cached decision",
+        &inputs,
+        F32,
+        conv,
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -926,19 +989,19 @@ fn where_and_masked_fill_match_cpu() {
     );
 }
 
-#[test]
-fn conv2d_matches_cpu() {
-    let mut rng = rng();
-    let cases: &[(&[usize], &[usize], Conv2dOptions)] = &[
+/// Convolutions of every kind the op takes: padded, strided, dilated, grouped,
+/// depthwise, 1x1. The second set runs through the matmul on both algorithms (grouped
+/// thickly enough not to be summed directly): filter counts on both sides of the small
+/// tile's 32, column counts off every tile, k over several slices and not a multiple
+/// of one, padding wider than the kernel's reach.
+fn conv_cases() -> Vec<(&'static [usize], &'static [usize], Conv2dOptions)> {
+    let padded = |p: usize| Conv2dOptions {
+        padding: (p, p),
+        ..Default::default()
+    };
+    vec![
         (&[1, 1, 5, 5], &[1, 1, 3, 3], Conv2dOptions::default()),
-        (
-            &[2, 3, 13, 11],
-            &[5, 3, 3, 3],
-            Conv2dOptions {
-                padding: (1, 1),
-                ..Default::default()
-            },
-        ),
+        (&[2, 3, 13, 11], &[5, 3, 3, 3], padded(1)),
         (
             &[2, 4, 17, 9],
             &[6, 2, 3, 2],
@@ -953,9 +1016,8 @@ fn conv2d_matches_cpu() {
             &[1, 6, 10, 10],
             &[6, 1, 3, 3],
             Conv2dOptions {
-                padding: (1, 1),
                 groups: 6,
-                ..Default::default()
+                ..padded(1)
             },
         ), // depthwise
         (
@@ -978,30 +1040,107 @@ fn conv2d_matches_cpu() {
                 ..Default::default()
             },
         ),
-    ];
-    for (xs, ws, o) in cases {
+        // 70 filters: two 64-row tiles; 19x21 outputs: 399 columns, seven 64-column
+        // tiles; k = 7 x 9 = 63.
+        (&[2, 7, 19, 21], &[70, 7, 3, 3], padded(1)),
+        // 33 filters (just over the small tile), k = 5 x 25 = 125, padding 3 of a 5x5.
+        (&[1, 5, 12, 13], &[33, 5, 5, 5], padded(3)),
+        // 32 and 2 filters per group on the small tile; k = 6 x 4 = 24 per group.
+        (
+            &[3, 12, 9, 10],
+            &[64, 6, 2, 2],
+            Conv2dOptions {
+                stride: (2, 3),
+                dilation: (3, 2),
+                groups: 2,
+                ..padded(2)
+            },
+        ),
+        (
+            &[2, 10, 6, 5],
+            &[4, 5, 3, 1],
+            Conv2dOptions {
+                groups: 2,
+                ..padded(1)
+            },
+        ),
+    ]
+}
+
+/// Every convolution case on the default device, then through the matmul each way
+/// (`ConvAlgorithm`), with and without bias, and on a permuted input (compacted first:
+/// with fusion on, in the implicit kernel's loads).
+#[test]
+fn conv2d_matches_cpu() {
+    use kiln::backend::{ConvAlgorithm, GpuDevice};
+    let Some(default) = gpu() else { return };
+    let mut devices = vec![("default".to_string(), default)];
+    for algorithm in ConvAlgorithm::ALL {
+        let gpu = GpuDevice::new().unwrap();
+        gpu.set_poison_outputs(true);
+        gpu.set_conv_algorithm(algorithm);
+        devices.push((format!("{algorithm:?}"), Device::Gpu(gpu)));
+    }
+    let mut rng = rng();
+    for (xs, ws, o) in conv_cases() {
         let (x, w, b) = (
             rand(xs, &mut rng),
             rand(ws, &mut rng),
             rand(&[ws[0]], &mut rng),
         );
-        parity(
-            &format!("conv2d {xs:?} {ws:?} {o:?}"),
-            &[x.clone(), w.clone(), b],
-            F32,
-            |t| t[0].conv2d(&t[1], Some(&t[2]), *o),
-        );
-        parity(&format!("conv2d no bias {xs:?}"), &[x, w], F32, |t| {
-            t[0].conv2d(&t[1], None, *o)
-        });
+        for (name, device) in &devices {
+            parity_on(
+                device,
+                &format!("{name} conv2d {xs:?} {ws:?} {o:?}"),
+                &[x.clone(), w.clone(), b.clone()],
+                F32,
+                |t| t[0].conv2d(&t[1], Some(&t[2]), o),
+            );
+            parity_on(
+                device,
+                &format!("{name} conv2d no bias {xs:?}"),
+                &[x.clone(), w.clone()],
+                F32,
+                |t| t[0].conv2d(&t[1], None, o),
+            );
+        }
     }
     let x = rand(&[2, 3, 12, 10], &mut rng)
         .permute(&[0, 1, 3, 2])
         .unwrap();
     let w = rand(&[4, 3, 3, 3], &mut rng);
-    parity("conv2d permuted input", &[x, w], F32, |t| {
-        t[0].conv2d(&t[1], None, Conv2dOptions::default())
-    });
+    for (name, device) in &devices {
+        parity_on(
+            device,
+            &format!("{name} conv2d permuted input"),
+            &[x.clone(), w.clone()],
+            F32,
+            |t| t[0].conv2d(&t[1], None, Conv2dOptions::default()),
+        );
+    }
+    if f16_ok() {
+        // f16 storage, f32 accumulation.
+        let (x, w) = (
+            rand(&[2, 7, 19, 21], &mut rng),
+            rand(&[70, 7, 3, 3], &mut rng),
+        );
+        let half = [
+            x.to_dtype(DType::F16).unwrap(),
+            w.to_dtype(DType::F16).unwrap(),
+        ];
+        for (name, device) in &devices {
+            parity_on(device, &format!("{name} f16 conv2d"), &half, F16, |t| {
+                t[0].conv2d(
+                    &t[1],
+                    None,
+                    Conv2dOptions {
+                        padding: (1, 1),
+                        ..Default::default()
+                    },
+                )
+            });
+        }
+    }
 }
 
 #[test]

@@ -9,7 +9,8 @@
 # `kiln bench --device gpu --json` (with --large on a GPU); the matmul
 # family once per variant, and the bandwidth-bound families again with wgpu's runtime
 # bounds checks on every kernel (`KILN_BOUNDS_CHECKS=all`) and with the row kernels'
-# lanes combined without subgroups (`KILN_SUBGROUPS=0`); burn's wgpu backend on
+# lanes combined without subgroups (`KILN_SUBGROUPS=0`); conv2d unfolded and implicit
+# (`KILN_CONV`); burn's wgpu backend on
 # the same adapter (../shared/peers/burn-wgpu, built with benches/gpu/prepare.sh); PyTorch
 # on CUDA on the same shapes (benches/gpu/torch_cuda.py); training steps per second of
 # kiln's CNN and transformer beside PyTorch's. `--local` skips the PyTorch parts (and
@@ -53,7 +54,7 @@ summary=$out/summary.md
 # Parts only the summary shows stay out of $OUT, which brings back 8 files at most.
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-# The matmul autotuner starts from nothing, and its decisions are shown at the end.
+# The autotuner starts from nothing, and its decisions are shown at the end.
 export KILN_CACHE_DIR=${KILN_CACHE_DIR:-$scratch/cache}
 : > "$log"
 failed=0
@@ -111,6 +112,13 @@ for rows in KILN_SUBGROUPS=0 KILN_SUBGROUPS=1; do
         $rows \"$kiln\" bench --device gpu $size --only softmax,reduce,norm >> \"$variants\""
 done
 
+# Convolutions unfolded then multiplied, then with the columns read in place, back to
+# back (the default times both per shape class).
+for conv in unfold implicit; do
+    part "conv2d KILN_CONV=$conv" 120 bash -c "echo '# KILN_CONV=$conv' >> \"$variants\"; \
+        KILN_CONV=$conv \"$kiln\" bench --device gpu $size --only conv2d >> \"$variants\""
+done
+
 if [[ -x $burn ]]; then
     part "burn-wgpu" 180 bash -c "\"$burn\" wgpu > \"$out/burn-wgpu.txt\""
 else
@@ -136,8 +144,10 @@ for model in cnn transformer; do
         \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|dispatches|bytes per step)' >> \"$training\""
 done
 if ! $local_mode; then
-    for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0; do
+    for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold; do
         for model in cnn transformer; do
+            # The transformer has no convolution.
+            [[ $setting == KILN_CONV=* && $model == transformer ]] && continue
             part "kiln train step $model, $setting" 240 bash -c \
                 "set -o pipefail; echo '# $setting kiln profile $model' >> \"$training\"; \
                 $setting \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|dispatches|bytes per step)' >> \"$training\""
@@ -172,7 +182,7 @@ part "report" 60 bash -c "\"$kiln\" bench-report --kiln \"$out/kiln-gpu.json\" $
     cat "$scratch/info.txt" 2>/dev/null
     echo '```'
     echo
-    echo "## The matmul autotuner's decisions in this run"
+    echo "## The autotuner's decisions in this run"
     echo '```'
     cat "$scratch/autotune.txt" 2>/dev/null
     echo '```'

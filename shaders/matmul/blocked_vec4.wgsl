@@ -21,6 +21,12 @@ struct Params {
     rhs_strides: vec4<u32>,
     // x: lhs offset, y: rhs offset, in elements
     offsets: vec4<u32>,
+    // An implicit convolution's image (matmul_rhs.rs): height, width, kernel height,
+    // kernel width; stride y, stride x, padding y, padding x; dilation y, dilation x,
+    // output width. Unused by a product of matrices.
+    conv_image: vec4<u32>,
+    conv_step: vec4<u32>,
+    conv_taps: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

@@ -2,10 +2,17 @@
 // Operands are read through strides (transposes and broadcast batches cost no copy);
 // the output is compact. A workgroup computes a TILE x TILE tile (64, or 32 in kiln's
 // small-tile build), each of its SIDE x SIDE threads a 4x4 block, stepping through k in
-// slices of 16 staged in workgroup memory. Accumulation is f32 whatever T is.
-// kiln:constants matmul_tiled
+// slices of 16 staged in workgroup memory. Accumulation is f32 whatever T is. Built
+// with `MatmulRhs::ImageColumns`, rhs is an image's im2col columns read in place
+// (kiln's implicit convolution).
+// kiln:constants matmul_tiled matmul_rhs
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const TILE: u32 = 64u;
+fn rhs_columns(col0: u32, lid: u32) {}
+fn rhs_slice(k0: u32, lid: u32) {}
+fn rhs_at(base: u32, k0: u32, kr: u32, col0: u32, c: u32) -> f32 {
+    return read_rhs(base + (k0 + kr) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
+}
 // kiln:end
 alias T = f32;
 
@@ -20,6 +27,12 @@ struct Params {
     rhs_strides: vec4<u32>,
     // x: lhs offset, y: rhs offset
     offsets: vec4<u32>,
+    // An implicit convolution's image (matmul_rhs.rs): height, width, kernel height,
+    // kernel width; stride y, stride x, padding y, padding x; dilation y, dilation x,
+    // output width. Unused by a product of matrices.
+    conv_image: vec4<u32>,
+    conv_step: vec4<u32>,
+    conv_taps: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -59,6 +72,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
     let col0 = wid.x * TILE;
 
     var acc: array<vec4<f32>, 4>;
+    rhs_columns(col0, lid);
+    rhs_slice(0u, lid);
+    workgroupBarrier();
     for (var k0 = 0u; k0 < params.k; k0 += SLICE) {
         for (var l = 0u; l < STAGED; l++) {
             let e = lid + SIDE * SIDE * l;
@@ -75,11 +91,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
             let c = e % TILE;
             var b = 0.0;
             if (k0 + kr < params.k && col0 + c < params.n) {
-                b = read_rhs(rhs_base + (k0 + kr) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
+                b = rhs_at(rhs_base, k0, kr, col0, c);
             }
             rhs_tile[kr][c] = b;
         }
         workgroupBarrier();
+        // The next slice's, read by its loads after the barrier below.
+        rhs_slice(k0 + SLICE, lid);
         for (var kk = 0u; kk < SLICE; kk++) {
             let a = vec4<f32>(lhs_tile[kk][local.y], lhs_tile[kk][local.y + SIDE], lhs_tile[kk][local.y + 2u * SIDE], lhs_tile[kk][local.y + 3u * SIDE]);
             let b = vec4<f32>(rhs_tile[kk][local.x], rhs_tile[kk][local.x + SIDE], rhs_tile[kk][local.x + 2u * SIDE], rhs_tile[kk][local.x + 3u * SIDE]);

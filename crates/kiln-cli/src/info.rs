@@ -2,7 +2,7 @@
 //! kiln would choose.
 
 use kiln::backend::{
-    autotune_cache_path, list_adapters, read_autotune_cache, GpuDevice, RowReduction,
+    autotune_cache_path, list_adapters, read_autotune_cache, ConvAlgorithm, GpuDevice, RowReduction,
 };
 use kiln::Device;
 
@@ -34,7 +34,7 @@ pub fn run() -> kiln::Result<()> {
     }
     autotune_cache();
     if !adapters.is_empty() {
-        row_kernels();
+        kernel_choices();
     }
     println!(
         "CPU backend threads: {} (KILN_NUM_THREADS sets them)",
@@ -59,24 +59,34 @@ pub fn run() -> kiln::Result<()> {
     Ok(())
 }
 
-/// How the row kernels combine their lanes on the adapter kiln opens for the GPU.
-fn row_kernels() {
+/// On the adapter kiln opens for the GPU: how the row kernels combine their lanes, and
+/// how convolutions run.
+fn kernel_choices() {
     let gpu = match GpuDevice::new() {
         Ok(gpu) => gpu,
-        Err(e) => return println!("row kernels: no GPU device ({e})"),
+        Err(e) => return println!("row kernels and convolutions: no GPU device ({e})"),
     };
+    let name = &gpu.summary().name;
     let how = match (gpu.row_reduction(), gpu.subgroup_size()) {
         (RowReduction::Subgroup, Ok(size)) => format!("subgroup shuffles, subgroups of {size}"),
         (_, Err(e)) => format!("workgroup memory ({e})"),
         (RowReduction::Workgroup, Ok(_)) => "workgroup memory".to_string(),
     };
-    println!("row kernels on {}: {how}", gpu.summary().name);
+    println!("row kernels on {name}: {how}");
+    let convs = match gpu.conv_algorithm() {
+        ConvAlgorithm::Autotune => format!(
+            "autotuned per shape class (unfold or implicit), {} when too small to tune",
+            gpu.fixed_conv_algorithm().name()
+        ),
+        a => format!("{} (KILN_CONV or KILN_AUTOTUNE=0)", a.name()),
+    };
+    println!("convolutions on {name}: {convs}");
 }
 
-/// The matmul autotuner's cache: where it is and what it holds, per adapter.
+/// The autotuner's cache: where it is and what it holds, per adapter.
 fn autotune_cache() {
     let Some(path) = autotune_cache_path() else {
-        println!("matmul autotune cache: none (no cache directory; KILN_CACHE_DIR sets one)");
+        println!("autotune cache: none (no cache directory; KILN_CACHE_DIR sets one)");
         return;
     };
     let off = std::env::var("KILN_AUTOTUNE").as_deref() == Ok("0");
@@ -87,10 +97,10 @@ fn autotune_cache() {
     };
     match read_autotune_cache(&path) {
         Ok(entries) if entries.is_empty() => {
-            println!("matmul autotune cache: {} (empty){state}", path.display())
+            println!("autotune cache: {} (empty){state}", path.display())
         }
         Ok(entries) => {
-            println!("matmul autotune cache: {}{state}", path.display());
+            println!("autotune cache: {}{state}", path.display());
             for (adapter, classes) in entries {
                 println!("  {adapter}:");
                 for (class, variant) in classes {
@@ -98,6 +108,6 @@ fn autotune_cache() {
                 }
             }
         }
-        Err(e) => println!("matmul autotune cache: unreadable ({e})"),
+        Err(e) => println!("autotune cache: unreadable ({e})"),
     }
 }

@@ -96,8 +96,9 @@ pub trait BackendStorage: Sized {
     /// `[out_channels, c / groups, kh, kw]` weight give `[n, out_channels, oh, ow]`, as
     /// `im2col` followed by a batched `matmul` would. A backend that unfolds each image
     /// just before its products (the columns read back while still in cache, and never
-    /// the whole batch's at once) returns `Some`; `None` leaves the caller to compose
-    /// `im2col` and `matmul`.
+    /// the whole batch's at once), or that reads the columns from the image inside its
+    /// product, returns `Some`; `None` leaves the caller to compose `im2col` and
+    /// `matmul`.
     fn conv2d_unfolded(
         &self,
         _weight: &Self,

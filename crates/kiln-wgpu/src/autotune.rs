@@ -1,5 +1,6 @@
-//! The matmul autotuner. At the first matmul of a shape class on an adapter it times
-//! each candidate kernel on the real operands and keeps the fastest: in memory for the
+//! The autotuner, for the matmul kernels (`MatmulVariant`) and the convolution
+//! algorithms (`ConvAlgorithm`). At the first product of a shape class on an adapter it
+//! times each candidate on the real operands and keeps the fastest: in memory for the
 //! device, and in `autotune.json` under the user's cache directory (`KILN_CACHE_DIR`
 //! overrides it), keyed by adapter, driver, kiln version and the candidates timed, so
 //! later processes start from the decision (and a new candidate is tuned afresh).
@@ -7,9 +8,9 @@
 //!
 //! A shape class buckets m, n and k to powers of two and keeps what changes which
 //! kernel wins: the batch, the dtype, and whether the operands are aligned or read
-//! transposed. Products too small to be worth a tuning run take the fixed default.
+//! transposed; a convolution's class is its product's, marked `conv`. Products too
+//! small to be worth a tuning run take the fixed default.
 
-use crate::matmul_variant::MatmulVariant;
 use kiln_core::{DType, Error, MatmulSpec, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,12 @@ pub fn read_cache(path: &Path) -> Result<CacheEntries> {
     })
 }
 
+/// What the autotuner chooses between: a kernel or algorithm, known by its name.
+pub(crate) trait Tunable: Copy {
+    fn name(self) -> &'static str;
+    fn from_name(name: &str) -> Option<Self>;
+}
+
 /// One device's decisions and where they persist.
 #[derive(Debug)]
 pub(crate) struct Autotuner {
@@ -59,34 +66,29 @@ pub(crate) struct Autotuner {
     /// drivers, kilns or sets of candidates.
     adapter: String,
     path: Option<PathBuf>,
-    decisions: HashMap<String, MatmulVariant>,
+    /// The winner's name by shape class.
+    decisions: HashMap<String, String>,
 }
 
 impl Autotuner {
-    /// The decisions `path` holds for this adapter. An unreadable cache is ignored (with
-    /// a warning): it only costs tuning runs.
+    /// The decisions `path` holds for this adapter, whose tuned families have the
+    /// `candidates` named. An unreadable cache is ignored (with a warning): it only
+    /// costs tuning runs.
     pub(crate) fn load(
         adapter_name: &str,
         driver: &str,
-        candidates: &[MatmulVariant],
+        candidates: &[&str],
         path: Option<PathBuf>,
     ) -> Self {
-        let names: Vec<&str> = candidates.iter().map(|v| v.name()).collect();
         let adapter = format!(
             "{adapter_name} | {driver} | kiln {} | {}",
             env!("CARGO_PKG_VERSION"),
-            names.join(",")
+            candidates.join(",")
         );
         let mut decisions = HashMap::new();
         if let Some(p) = &path {
             match read_cache(p) {
-                Ok(mut entries) => {
-                    for (class, name) in entries.remove(&adapter).unwrap_or_default() {
-                        if let Some(v) = MatmulVariant::from_name(&name) {
-                            decisions.insert(class, v);
-                        }
-                    }
-                }
+                Ok(mut entries) => decisions.extend(entries.remove(&adapter).unwrap_or_default()),
                 Err(e) => eprintln!("kiln: ignoring the autotune cache: {e}"),
             }
         }
@@ -97,22 +99,26 @@ impl Autotuner {
         }
     }
 
-    pub(crate) fn decision(&self, class: &str) -> Option<MatmulVariant> {
-        self.decisions.get(class).copied()
+    /// The decision for `class`, if it names a `T`.
+    pub(crate) fn decision<T: Tunable>(&self, class: &str) -> Option<T> {
+        self.decisions
+            .get(class)
+            .and_then(|name| T::from_name(name))
     }
 
-    pub(crate) fn decisions(&self) -> BTreeMap<String, MatmulVariant> {
+    /// Every decision: the winner's name by shape class.
+    pub(crate) fn decisions(&self) -> BTreeMap<String, String> {
         self.decisions
             .iter()
-            .map(|(k, &v)| (k.clone(), v))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 
     /// Keeps a decision, and writes it to the cache file (merged with what other
     /// processes wrote there; atomically, through a temporary file). A cache that cannot
     /// be written is warned about, not an error: the decision still holds in memory.
-    pub(crate) fn keep(&mut self, class: String, variant: MatmulVariant) {
-        self.decisions.insert(class, variant);
+    pub(crate) fn keep(&mut self, class: String, winner: impl Tunable) {
+        self.decisions.insert(class, winner.name().to_string());
         if let Some(path) = &self.path {
             if let Err(e) = self.persist(path) {
                 eprintln!("kiln: could not write the autotune cache: {e}");
@@ -123,8 +129,8 @@ impl Autotuner {
     fn persist(&self, path: &Path) -> Result<()> {
         let mut entries = read_cache(path).unwrap_or_default();
         let mine = entries.entry(self.adapter.clone()).or_default();
-        for (class, v) in &self.decisions {
-            mine.insert(class.clone(), v.name().to_string());
+        for (class, name) in &self.decisions {
+            mine.insert(class.clone(), name.clone());
         }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("autotune cache", dir, e))?;
@@ -141,8 +147,6 @@ impl Autotuner {
 
 /// The shape class of a matmul, e.g. `f32 m1024 n4096 k512 b1 aligned`.
 pub(crate) fn shape_class(spec: &MatmulSpec, dtype: DType, aligned: bool) -> String {
-    let bucket = |v: usize| v.next_power_of_two().min(1 << 14);
-    let batch = (spec.batch[0] * spec.batch[1]).next_power_of_two().min(64);
     let layout = if aligned {
         "aligned".to_string()
     } else {
@@ -153,8 +157,20 @@ pub(crate) fn shape_class(spec: &MatmulSpec, dtype: DType, aligned: bool) -> Str
             t(spec.rhs.col_stride)
         )
     };
+    format!("{} {layout}", product_class(spec, dtype))
+}
+
+/// The shape class of a convolution: its product's (filters by columns), e.g.
+/// `conv f32 m64 n1024 k1024 b16`.
+pub(crate) fn conv_class(product: &MatmulSpec, dtype: DType) -> String {
+    format!("conv {}", product_class(product, dtype))
+}
+
+fn product_class(spec: &MatmulSpec, dtype: DType) -> String {
+    let bucket = |v: usize| v.next_power_of_two().min(1 << 14);
+    let batch = (spec.batch[0] * spec.batch[1]).next_power_of_two().min(64);
     format!(
-        "{} m{} n{} k{} b{batch} {layout}",
+        "{} m{} n{} k{} b{batch}",
         dtype.name(),
         bucket(spec.m),
         bucket(spec.n),
@@ -170,11 +186,11 @@ pub(crate) fn worth_tuning(spec: &MatmulSpec) -> bool {
 /// Times `run` for each candidate (one untimed run, then the best of `TIMED_RUNS`, each
 /// timed by `time_one`) and returns the fastest. A candidate that fails to run (e.g.
 /// over a limit of the adapter) is skipped; if all fail, the first one's error.
-pub(crate) fn fastest(
-    candidates: &[MatmulVariant],
-    mut time_one: impl FnMut(MatmulVariant) -> Result<f64>,
-) -> Result<MatmulVariant> {
-    let mut best: Option<(f64, MatmulVariant)> = None;
+pub(crate) fn fastest<T: Tunable>(
+    candidates: &[T],
+    mut time_one: impl FnMut(T) -> Result<f64>,
+) -> Result<T> {
+    let mut best: Option<(f64, T)> = None;
     let mut first_error = None;
     for &v in candidates {
         let timed = time_one(v).and_then(|_| {

@@ -106,6 +106,16 @@ impl BackendStorage for GpuStorage {
         ops::conv::im2col(self, spec)
     }
 
+    fn conv2d_unfolded(
+        &self,
+        weight: &Self,
+        spec: &WindowSpec,
+        out_channels: usize,
+        groups: usize,
+    ) -> Result<Option<Self>> {
+        ops::conv::conv2d(self, weight, spec, out_channels, groups).map(Some)
+    }
+
     fn conv2d_direct(
         &self,
         weight: &Self,

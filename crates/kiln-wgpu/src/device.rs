@@ -1,10 +1,11 @@
 //! One wgpu device and the state its jobs share: the adapter's limits and features,
-//! the dtype policy, the matmul variant, how row kernels combine their lanes, the
-//! output-poisoning switch. The jobs live beside it: `alloc` (buffers), `pipelines`,
+//! the dtype policy, the matmul variant, the convolution algorithm, how row kernels
+//! combine their lanes, the output-poisoning switch. The jobs live beside it: `alloc` (buffers), `pipelines`,
 //! `launch` (the batch), `readback` and `error_scopes`.
 
 use crate::adapter::{self, AdapterSummary};
-use crate::autotune::{self, Autotuner};
+use crate::autotune::{self, Autotuner, Tunable};
+use crate::conv_algorithm::ConvAlgorithm;
 use crate::fusion::{FusedParams, PendingList};
 use crate::kernels::Kernel;
 use crate::launch::{Batch, MAX_BATCH, MAX_BIND_GROUPS};
@@ -31,6 +32,7 @@ pub(crate) struct Inner {
     /// Read per launch by the variant choices, so kept rather than derived each time.
     pub(crate) software: bool,
     pub(crate) matmul_variant: Mutex<MatmulVariant>,
+    pub(crate) conv_algorithm: Mutex<ConvAlgorithm>,
     /// The subgroup size the row kernels may combine lanes with, or why they may not
     /// (`subgroup_probe`); set once, just after opening.
     pub(crate) subgroups: OnceLock<std::result::Result<u32, String>>,
@@ -126,11 +128,10 @@ impl GpuDevice {
             mapped_at_creation: false,
         });
         let matmul_variant = Mutex::new(MatmulVariant::for_adapter(software, &limits));
-        let candidates = MatmulVariant::candidates(software, &limits);
         let autotuner = Autotuner::load(
             &summary.name,
             &summary.driver,
-            &candidates,
+            &tuned_candidates(software, &limits),
             autotune::cache_path(),
         );
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
@@ -148,6 +149,7 @@ impl GpuDevice {
                 shader_f16: features.contains(wgpu::Features::SHADER_F16),
                 software,
                 matmul_variant,
+                conv_algorithm: Mutex::new(ConvAlgorithm::for_adapter(software)),
                 subgroups: OnceLock::new(),
                 subgroup_rows: AtomicBool::new(false),
                 autotuner: Mutex::new(autotuner),
@@ -307,6 +309,16 @@ impl GpuDevice {
         }
     }
 
+    /// How this device runs convolutions (see `ConvAlgorithm`).
+    pub fn conv_algorithm(&self) -> ConvAlgorithm {
+        *self.inner.conv_algorithm.lock().unwrap()
+    }
+
+    /// Chooses how convolutions run, e.g. to compare the two on one adapter.
+    pub fn set_conv_algorithm(&self, algorithm: ConvAlgorithm) {
+        *self.inner.conv_algorithm.lock().unwrap() = algorithm;
+    }
+
     /// Without tuning, the variant this adapter runs (`KILN_AUTOTUNE=0`, and products
     /// too small to tune).
     pub(crate) fn fixed_matmul_variant(&self) -> MatmulVariant {
@@ -317,16 +329,23 @@ impl GpuDevice {
         MatmulVariant::candidates(self.inner.software, &self.inner.limits)
     }
 
-    pub(crate) fn tuned_matmul(&self, class: &str) -> Option<MatmulVariant> {
+    /// Without tuning, the convolution algorithm this adapter runs (`KILN_AUTOTUNE=0`,
+    /// and convolutions too small to tune).
+    pub fn fixed_conv_algorithm(&self) -> ConvAlgorithm {
+        ConvAlgorithm::fixed_default(self.inner.software)
+    }
+
+    /// The autotuner's decision for a shape class, if it has one of a `T`.
+    pub(crate) fn tuned<T: Tunable>(&self, class: &str) -> Option<T> {
         self.inner.autotuner.lock().unwrap().decision(class)
     }
 
-    pub(crate) fn keep_tuned_matmul(&self, class: String, variant: MatmulVariant) {
-        self.inner.autotuner.lock().unwrap().keep(class, variant)
+    pub(crate) fn keep_tuned(&self, class: String, winner: impl Tunable) {
+        self.inner.autotuner.lock().unwrap().keep(class, winner)
     }
 
-    /// The autotuner's decisions on this device, by shape class.
-    pub fn autotune_decisions(&self) -> std::collections::BTreeMap<String, MatmulVariant> {
+    /// The autotuner's decisions on this device: the winner's name by shape class.
+    pub fn autotune_decisions(&self) -> std::collections::BTreeMap<String, String> {
         self.inner.autotuner.lock().unwrap().decisions()
     }
 
@@ -335,7 +354,7 @@ impl GpuDevice {
     /// touching the user's cache.
     pub fn use_autotune_cache(&self, path: Option<std::path::PathBuf>) {
         let s = &self.inner.summary;
-        let candidates = self.matmul_candidates();
+        let candidates = tuned_candidates(self.inner.software, &self.inner.limits);
         *self.inner.autotuner.lock().unwrap() =
             Autotuner::load(&s.name, &s.driver, &candidates, path);
     }
@@ -352,4 +371,14 @@ impl GpuDevice {
     pub(crate) fn timestamp_period(&self) -> f32 {
         self.inner.queue.get_timestamp_period()
     }
+}
+
+/// The names of everything the autotuner times on an adapter: its matmul kernels, then
+/// the convolution algorithms.
+fn tuned_candidates(software: bool, limits: &wgpu::Limits) -> Vec<&'static str> {
+    let matmuls = MatmulVariant::candidates(software, limits);
+    let convs = ConvAlgorithm::CANDIDATES;
+    let mut names: Vec<&str> = matmuls.iter().map(|v| v.name()).collect();
+    names.extend(convs.iter().map(|a| a.name()));
+    names
 }

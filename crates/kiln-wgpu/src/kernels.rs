@@ -4,6 +4,7 @@
 //! `alias T = f32;` (or `S`, `D`, `C`); a specialisation rewrites those aliases (adding
 //! `enable f16;` when needed) and regenerates its constants block (`shader_constants`).
 
+use crate::matmul_rhs::MatmulRhs;
 use crate::params::{self, ParamsLayout, ShaderParams};
 use crate::row_reduction::RowReduction;
 use crate::shader_constants::{self, Build, SMALL_TILE, TILE};
@@ -98,6 +99,10 @@ kernels! {
     Matmul => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     /// `Matmul` with `SMALL_TILE` tiles.
     MatmulSmallTiled => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
+    /// A convolution as `Matmul` whose rhs is the image's columns, read in place
+    /// (`MatmulRhs::ImageColumns`); then with `SMALL_TILE` tiles.
+    Conv2dImplicit => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
+    Conv2dImplicitSmallTiled => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     MatmulBlocked => "matmul/blocked.wgsl", "main", ["T"], Floats, MatmulParams;
     /// Aligned shapes, both operands with unit column stride: vec4 loads, no bounds checks.
     MatmulBlockedVec4 => "matmul/blocked_vec4.wgsl", "main", ["T"], Floats, MatmulParams;
@@ -134,6 +139,20 @@ kernels! {
 }
 
 impl Kernel {
+    /// `file:entry` as profiles name the kernel; a build of a file and entry that an
+    /// earlier kernel of the table also runs adds its own name, e.g.
+    /// `matmul/matmul.wgsl:main (Conv2dImplicit)`.
+    pub fn label(self) -> String {
+        let (file, _) = self.file();
+        let first = Kernel::ALL
+            .iter()
+            .find(|k| k.file().0 == file && k.entry() == self.entry());
+        match first == Some(&self) {
+            true => format!("{file}:{}", self.entry()),
+            false => format!("{file}:{} ({self:?})", self.entry()),
+        }
+    }
+
     /// The same kernel combining its rows' lanes with subgroup shuffles, for the row
     /// kernels that have such a build.
     pub fn with_subgroups(self) -> Option<Kernel> {
@@ -159,7 +178,7 @@ impl Kernel {
 
     /// What the kernel's build chooses among its file's variants: subgroups for the
     /// builds that `with_subgroups` names (and the probe that checks them), the small
-    /// tile for `MatmulSmallTiled`.
+    /// tile and the image's columns for the tiled matmul's other builds.
     pub fn build(self) -> Build {
         let subgroup_build = self.plain() != self;
         let rows = match subgroup_build || self == Kernel::ProbeSubgroups {
@@ -167,10 +186,14 @@ impl Kernel {
             false => RowReduction::Workgroup,
         };
         let tile = match self {
-            Kernel::MatmulSmallTiled => SMALL_TILE,
+            Kernel::MatmulSmallTiled | Kernel::Conv2dImplicitSmallTiled => SMALL_TILE,
             _ => TILE,
         };
-        Build { rows, tile }
+        let rhs = match self {
+            Kernel::Conv2dImplicit | Kernel::Conv2dImplicitSmallTiled => MatmulRhs::ImageColumns,
+            _ => MatmulRhs::Strided,
+        };
+        Build { rows, tile, rhs }
     }
 
     /// The dtype combinations kiln dispatches this kernel with.

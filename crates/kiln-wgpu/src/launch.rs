@@ -104,7 +104,7 @@ impl GpuDevice {
         self.check_params::<P>(op, kernel)?;
         let start = Instant::now();
         let pipeline = self.pipeline(op, kernel, dtypes)?;
-        let name = || format!("{}:{} {dtypes:?}", kernel.file().0, kernel.entry());
+        let name = || format!("{} {dtypes:?}", kernel.label());
         let group = Bindings::numbered(bytemuck::bytes_of(params), resources, 1);
         self.launch(op, &pipeline, &[group], groups, start, name)
     }

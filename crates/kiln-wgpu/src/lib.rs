@@ -6,12 +6,14 @@ mod adapter;
 mod alloc;
 mod autotune;
 mod backend;
+mod conv_algorithm;
 mod deferred;
 mod device;
 mod error_scopes;
 mod fusion;
 mod kernels;
 mod launch;
+mod matmul_rhs;
 mod matmul_variant;
 mod ops;
 mod params;
@@ -31,11 +33,13 @@ pub use adapter::{list_adapters, prefer_adapter, AdapterSummary};
 pub use autotune::{
     cache_path as autotune_cache_path, read_cache as read_autotune_cache, CacheEntries,
 };
+pub use conv_algorithm::ConvAlgorithm;
 pub use device::GpuDevice;
 pub use fusion::{
     FusedParams, FusedRead, MAX_OPS as MAX_FUSED_OPS, MAX_PENDING, MAX_READS as MAX_FUSED_READS,
 };
 pub use kernels::{specialised_sources, Kernel};
+pub use matmul_rhs::MatmulRhs;
 pub use matmul_variant::MatmulVariant;
 pub use params::{ParamsLayout, ParamsMember};
 pub use pool::PoolStats;

@@ -1,6 +1,7 @@
 //! Which matmul kernel a device runs, chosen from the adapter alone: below both the
 //! device (which keeps the choice) and the launchers (which follow it).
 
+use crate::autotune::Tunable;
 use crate::shader_constants::BLOCK_VEC4S;
 
 /// Bytes of one packed lhs block of the uniform-lhs kernel: one uniform binding.
@@ -116,5 +117,15 @@ impl MatmulVariant {
                     && u64::from(limits.min_uniform_buffer_offset_alignment) <= BLOCK_BYTES
             }
         }
+    }
+}
+
+impl Tunable for MatmulVariant {
+    fn name(self) -> &'static str {
+        MatmulVariant::name(self)
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        MatmulVariant::from_name(name)
     }
 }

@@ -139,7 +139,7 @@ shader_params! {
         /// kernels give each row one.
         lanes: u32,
     }
-    /// `matmul/matmul.wgsl`.
+    /// `matmul/*.wgsl` but `pack` and `matmul_uniform_lhs`.
     MatmulParams {
         m: u32,
         n: u32,
@@ -148,6 +148,13 @@ shader_params! {
         lhs_strides: [u32; 4],
         rhs_strides: [u32; 4],
         offsets: [u32; 4],
+        /// The image an implicit convolution's rhs is the columns of
+        /// (`MatmulRhs::ImageColumns`): its height and width, the kernel's height and
+        /// width; then stride, padding (y, x each); then dilation (y, x), output
+        /// width. Zero for a product of matrices.
+        conv_image: [u32; 4],
+        conv_step: [u32; 4],
+        conv_taps: [u32; 4],
     }
     /// `matmul/pack.wgsl`.
     PackParams {

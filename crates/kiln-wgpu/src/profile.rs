@@ -12,7 +12,7 @@ use std::time::Duration;
 /// One kernel (a pipeline: kernel and dtypes) in a profile.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KernelProfile {
-    /// `file:entry [dtypes]`, e.g. `elementwise/binary.wgsl:main_vec4 [F32]`.
+    /// `Kernel::label` and the dtypes, e.g. `elementwise/binary.wgsl:main_vec4 [F32]`.
     pub name: String,
     pub launches: u64,
     /// Bytes of the buffers bound read-only, summed over launches.

@@ -15,6 +15,7 @@
 //! afresh whenever a kernel is built. `tests/shaders.rs` checks that each file's copy
 //! is current; `KILN_BLESS=1 cargo test --test shaders` rewrites the copies.
 
+use crate::matmul_rhs::MatmulRhs;
 use crate::row_reduction::RowReduction;
 use kiln_core::{BinaryOp, Error, OpInfo, ReduceOp, Result, UnaryOp};
 
@@ -99,6 +100,8 @@ pub struct Build {
     pub rows: RowReduction,
     /// The tiled matmul's `TILE`.
     pub tile: u32,
+    /// How the tiled matmul reads its rhs (the `matmul_rhs` group).
+    pub rhs: MatmulRhs,
 }
 
 impl Default for Build {
@@ -106,6 +109,7 @@ impl Default for Build {
         Build {
             rows: RowReduction::Workgroup,
             tile: TILE,
+            rhs: MatmulRhs::Strided,
         }
     }
 }
@@ -122,6 +126,9 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
     }
     if name == "reduce_combine" {
         return Some((Vec::new(), REDUCE_COMBINE.to_string()));
+    }
+    if name == "matmul_rhs" {
+        return Some((Vec::new(), build.rhs.group().to_string()));
     }
     if let Some(functions) = rows.group(name) {
         return Some((Vec::new(), functions));

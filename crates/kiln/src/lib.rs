@@ -65,7 +65,8 @@ pub mod backend {
     pub use kiln_wgpu::shader_constants;
     pub use kiln_wgpu::{
         autotune_cache_path, list_adapters, read_autotune_cache, specialised_sources,
-        AdapterSummary, CacheEntries, CopyProbe, FmaProbe, FusedParams, GpuDevice, GpuStorage,
-        Kernel, MatmulVariant, ParamsLayout, ParamsMember, PoolStats, RowReduction, MAX_PENDING,
+        AdapterSummary, CacheEntries, ConvAlgorithm, CopyProbe, FmaProbe, FusedParams, GpuDevice,
+        GpuStorage, Kernel, MatmulRhs, MatmulVariant, ParamsLayout, ParamsMember, PoolStats,
+        RowReduction, MAX_PENDING,
     };
 }

@@ -23,7 +23,11 @@ use std::sync::Arc;
 /// loads cost more than the launch it saved.
 fn worth_inlining(kernel: Kernel, program: &Program) -> bool {
     match kernel {
-        Kernel::Matmul | Kernel::MatmulSmallTiled | Kernel::MatmulBlocked => {
+        Kernel::Matmul
+        | Kernel::MatmulSmallTiled
+        | Kernel::MatmulBlocked
+        | Kernel::Conv2dImplicit
+        | Kernel::Conv2dImplicitSmallTiled => {
             let copies = program.steps.iter().all(|s| s.op == FusedOp::Cast);
             let padded = program.reads.iter().any(|r| r.kind() == ReadKind::Padded);
             copies && !padded
@@ -148,8 +152,7 @@ impl GpuDevice {
             });
         }
         let name = || {
-            let (file, _) = kernel.file();
-            let mut name = format!("{file}:{} {dtypes:?}", kernel.entry());
+            let mut name = format!("{} {dtypes:?}", kernel.label());
             for p in programs.iter().flatten() {
                 let _ = write!(name, " + {}", p.summary());
             }

@@ -129,9 +129,12 @@ fn epilogue_kernel(variant: MatmulVariant, spec: &MatmulSpec) -> Option<Kernel> 
     }
 }
 
-fn tile_of(kernel: Kernel) -> usize {
+pub(crate) fn tile_of(kernel: Kernel) -> usize {
     match kernel {
-        Kernel::Matmul | Kernel::MatmulSmallTiled => kernel.build().tile as usize,
+        Kernel::Matmul
+        | Kernel::MatmulSmallTiled
+        | Kernel::Conv2dImplicit
+        | Kernel::Conv2dImplicitSmallTiled => kernel.build().tile as usize,
         _ => BLOCKED_TILE,
     }
 }
@@ -145,7 +148,7 @@ fn choose(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> Result<Matmu
         MatmulVariant::Autotune if !autotune::worth_tuning(spec) => device.fixed_matmul_variant(),
         MatmulVariant::Autotune => {
             let class = autotune::shape_class(spec, lhs.dtype, is_aligned(spec));
-            match device.tuned_matmul(&class) {
+            match device.tuned(&class) {
                 Some(v) => v,
                 None => {
                     let mut candidates = device.matmul_candidates();
@@ -157,7 +160,7 @@ fn choose(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> Result<Matmu
                     let winner = autotune::fastest(&candidates, |v| {
                         autotune::seconds(device, || run(v, lhs, rhs, spec, &out))
                     })?;
-                    device.keep_tuned_matmul(class, winner);
+                    device.keep_tuned(class, winner);
                     winner
                 }
             }
@@ -241,7 +244,7 @@ fn tiles(
 }
 
 /// The params and workgroups of `tiles`, checked against the device's limits.
-fn tile_launch(
+pub(crate) fn tile_launch(
     lhs: &GpuStorage,
     spec: &MatmulSpec,
     tile: usize,
@@ -275,6 +278,9 @@ fn tile_launch(
             0,
             0,
         ],
+        conv_image: [0; 4],
+        conv_step: [0; 4],
+        conv_taps: [0; 4],
     };
     Ok((params, groups.map(|g| g as u32)))
 }

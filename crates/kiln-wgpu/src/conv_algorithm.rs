@@ -1,0 +1,83 @@
+//! How a device runs a convolution that is not grouped thinly enough to sum directly:
+//! unfold the image into columns and multiply (`Unfold`), or multiply with the columns
+//! read from the image where it lies (`Implicit`, `ops::conv::conv2d_implicit`); by
+//! default the autotuner times the two per shape class.
+
+use crate::autotune::{self, Tunable};
+
+/// The two ways of running a convolution as a matmul.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// im2col into a column matrix, then the device's matmul.
+    Unfold,
+    /// One tiled-matmul launch that reads the columns in place: no column matrix is
+    /// written or read back (for a 3x3 kernel, nine times the image), one launch
+    /// fewer, and the bias and activation after it fuse as its epilogue. It runs
+    /// the tiled kernel whatever the matmul variant.
+    Implicit,
+    /// Per shape class, the faster of the two as timed on this adapter at first use
+    /// (`autotune.rs`); convolutions too small to tune take `fixed_default`. The
+    /// default unless `KILN_AUTOTUNE=0` or `KILN_CONV` is set.
+    Autotune,
+}
+
+impl ConvAlgorithm {
+    pub const ALL: [ConvAlgorithm; 3] = [
+        ConvAlgorithm::Unfold,
+        ConvAlgorithm::Implicit,
+        ConvAlgorithm::Autotune,
+    ];
+    /// What the autotuner times.
+    pub(crate) const CANDIDATES: [ConvAlgorithm; 2] =
+        [ConvAlgorithm::Unfold, ConvAlgorithm::Implicit];
+
+    /// The name `KILN_CONV` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgorithm::Unfold => "unfold",
+            ConvAlgorithm::Implicit => "implicit",
+            ConvAlgorithm::Autotune => "autotune",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// `KILN_CONV=<name>` overrides; otherwise `Autotune`, or with `KILN_AUTOTUNE=0`
+    /// the fixed default.
+    pub(crate) fn for_adapter(software: bool) -> Self {
+        if let Ok(name) = std::env::var("KILN_CONV") {
+            match Self::from_name(&name) {
+                Some(a) => return a,
+                None => eprintln!("kiln: ignoring KILN_CONV={name}: not a convolution algorithm"),
+            }
+        }
+        match autotune::enabled() {
+            true => ConvAlgorithm::Autotune,
+            false => Self::fixed_default(software),
+        }
+    }
+
+    /// Without tuning: `Unfold` on adapters that run on the CPU, whose fast matmul
+    /// (`MatmulVariant::UniformLhs`) reads its operands from buffers (on lavapipe the
+    /// implicit kernel ran the bench's 3x3 convolution 2.1x slower); `Implicit` on
+    /// hardware GPUs, where small convolutions are bound by launches and traffic,
+    /// both of which it saves.
+    pub(crate) fn fixed_default(software: bool) -> Self {
+        match software {
+            true => ConvAlgorithm::Unfold,
+            false => ConvAlgorithm::Implicit,
+        }
+    }
+}
+
+impl Tunable for ConvAlgorithm {
+    fn name(self) -> &'static str {
+        ConvAlgorithm::name(self)
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        ConvAlgorithm::from_name(name)
+    }
+}
