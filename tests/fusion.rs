@@ -953,6 +953,59 @@ fn implicit_conv_takes_its_input_copy_and_its_epilogue() {
     assert!(name.contains("=> fused add,relu"), "{names:?}");
 }
 
+/// With the columns read in place, a convolution's forward pass and its input
+/// gradient (a stride-1 transposed convolution, run as a convolution) unfold and fold
+/// nothing: no im2col, no col2im, and the gradient's permuted filters are copied
+/// inside its product's loads. Gradients as on the CPU.
+#[test]
+fn implicit_conv_training_step_writes_no_columns() {
+    use kiln::backend::ConvAlgorithm;
+    use kiln::Conv2dOptions;
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let cpu = Device::cpu();
+    let x = Tensor::rand([2, 6, 12, 11], DType::F32, &cpu, &mut rng).unwrap();
+    let w = Tensor::rand([40, 6, 5, 5], DType::F32, &cpu, &mut rng).unwrap();
+    let step = |x: &Tensor, w: &Tensor| -> kiln::Result<(Tensor, Tensor)> {
+        let (x, w) = (x.detach().into_var()?, w.detach().into_var()?);
+        let y = x.conv2d(&w, None, Conv2dOptions::default())?;
+        let grads = y.square()?.sum_all()?.backward()?;
+        Ok((
+            grads.get(&x).unwrap().clone(),
+            grads.get(&w).unwrap().clone(),
+        ))
+    };
+    let (want_x, want_w) = step(&x, &w).unwrap();
+    let gpu_device = device.as_gpu().unwrap();
+    let default = gpu_device.conv_algorithm();
+    gpu_device.set_conv_algorithm(ConvAlgorithm::Implicit);
+    let (xg, wg) = (x.to_device(&device).unwrap(), w.to_device(&device).unwrap());
+    let (got, profile) = device
+        .profile(|| {
+            let (gx, gw) = step(&xg, &wg)?;
+            Ok((gx.to_device(&cpu)?, gw.to_device(&cpu)?))
+        })
+        .unwrap();
+    gpu_device.set_conv_algorithm(default);
+    assert_near("input gradient", &got.0, &want_x, 1e-5, 1e-4);
+    assert_near("weight gradient", &got.1, &want_w, 1e-5, 1e-4);
+    let names = kernel_names(&profile);
+    let folds = names
+        .iter()
+        .filter(|n| n.contains("im2col") || n.contains("col2im"));
+    assert_eq!(folds.count(), 0, "{names:?}");
+    let products: Vec<_> = names
+        .iter()
+        .filter(|n| n.starts_with("matmul/matmul.wgsl:main (Conv2dImplicit"))
+        .collect();
+    assert_eq!(products.len(), 2, "forward and input gradient: {names:?}");
+    assert!(
+        products.iter().any(|n| n.contains("+ fused to_dtype")),
+        "the gradient's filters copied in its loads: {names:?}"
+    );
+}
+
 /// The profile's one kernel (outputs are poisoned: not counting the fills) is a matmul
 /// with the layer's epilogue.
 fn one_kernel_with_the_epilogue(profile: &kiln::Profile, label: &str) {

@@ -1072,15 +1072,7 @@ fn conv_cases() -> Vec<(&'static [usize], &'static [usize], Conv2dOptions)> {
 /// with fusion on, in the implicit kernel's loads).
 #[test]
 fn conv2d_matches_cpu() {
-    use kiln::backend::{ConvAlgorithm, GpuDevice};
-    let Some(default) = gpu() else { return };
-    let mut devices = vec![("default".to_string(), default)];
-    for algorithm in ConvAlgorithm::ALL {
-        let gpu = GpuDevice::new().unwrap();
-        gpu.set_poison_outputs(true);
-        gpu.set_conv_algorithm(algorithm);
-        devices.push((format!("{algorithm:?}"), Device::Gpu(gpu)));
-    }
+    let devices = conv_devices();
     let mut rng = rng();
     for (xs, ws, o) in conv_cases() {
         let (x, w, b) = (
@@ -1146,6 +1138,10 @@ fn conv2d_matches_cpu() {
 #[test]
 fn conv1d_and_conv_transpose2d_match_cpu() {
     let mut rng = rng();
+    let padded = |p: usize| Conv2dOptions {
+        padding: (p, p),
+        ..Default::default()
+    };
     let (x, w, b) = (
         rand(&[2, 4, 29], &mut rng),
         rand(&[6, 2, 5], &mut rng),
@@ -1193,17 +1189,87 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
             },
             (0, 0),
         ),
+        // Stride 1, run as a convolution where the device reads columns in place: 40
+        // outputs (a 64-row tile), 11x13 outputs over several column tiles, padding;
+        // dilation with output padding; two groups of 35 outputs; padding past the
+        // kernel's reach.
+        (&[2, 6, 9, 11], &[6, 40, 3, 3], padded(1), (0, 0)),
+        (
+            &[1, 4, 7, 6],
+            &[4, 3, 3, 2],
+            Conv2dOptions {
+                dilation: (2, 1),
+                padding: (1, 0),
+                ..Default::default()
+            },
+            (1, 0),
+        ),
+        (
+            &[2, 8, 5, 5],
+            &[8, 35, 3, 3],
+            Conv2dOptions {
+                groups: 2,
+                ..padded(2)
+            },
+            (0, 0),
+        ),
+        (&[1, 3, 12, 10], &[3, 5, 2, 2], padded(1), (0, 0)),
     ];
+    let devices = conv_devices();
     for (xs, ws, o, op) in cases {
         let (x, w) = (rand(xs, &mut rng), rand(ws, &mut rng));
         let b = rand(&[ws[1] * o.groups], &mut rng);
-        parity(
-            &format!("conv_transpose2d {xs:?} {ws:?}"),
-            &[x, w, b],
+        for (name, device) in &devices {
+            parity_on(
+                device,
+                &format!("{name} conv_transpose2d {xs:?} {ws:?} {o:?} {op:?}"),
+                &[x.clone(), w.clone(), b.clone()],
+                F32,
+                |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), *o, *op),
+            );
+        }
+    }
+    // A convolution's input gradient is a transposed convolution of the output's.
+    let (x, w) = (
+        rand(&[2, 6, 12, 11], &mut rng),
+        rand(&[40, 6, 5, 5], &mut rng),
+    );
+    let weights = rand(&[2, 40, 8, 7], &mut rng);
+    let input_grad = |t: &[Tensor]| {
+        let x = t[0].detach().into_var()?;
+        let loss = x
+            .conv2d(&t[1], None, Conv2dOptions::default())?
+            .mul(&t[2])?
+            .sum_all()?;
+        let grads = loss.backward()?;
+        Ok(grads.get(&x).expect("a gradient for x").clone())
+    };
+    for (name, device) in &devices {
+        parity_on(
+            device,
+            &format!("{name} conv2d input gradient"),
+            &[x.clone(), w.clone(), weights.clone()],
             F32,
-            |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), *o, *op),
+            input_grad,
         );
     }
+}
+
+/// The default GPU device, then one for each way of running a convolution through the
+/// matmul (`ConvAlgorithm`), all poisoning their outputs.
+fn conv_devices() -> Vec<(String, Device)> {
+    use kiln::backend::{ConvAlgorithm, GpuDevice};
+    let Some(default) = gpu() else {
+        return Vec::new();
+    };
+    let mut devices = vec![("default".to_string(), default)];
+    for algorithm in ConvAlgorithm::ALL {
+        let gpu = GpuDevice::new().unwrap();
+        gpu.set_poison_outputs(true);
+        gpu.set_conv_algorithm(algorithm);
+        devices.push((format!("{algorithm:?}"), Device::Gpu(gpu)));
+    }
+    devices
 }
 
 #[test]

@@ -144,7 +144,7 @@ for model in cnn transformer; do
         \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|dispatches|bytes per step)' >> \"$training\""
 done
 if ! $local_mode; then
-    for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold; do
+    for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold KILN_CONV=implicit; do
         for model in cnn transformer; do
             # The transformer has no convolution.
             [[ $setting == KILN_CONV=* && $model == transformer ]] && continue

@@ -119,6 +119,22 @@ pub trait BackendStorage: Sized {
         groups: usize,
     ) -> Result<Self>;
 
+    /// A transposed convolution in one pass, without columns to fold: compact
+    /// `[n, in_channels, spec.oh, spec.ow]` input and `[in_channels, spec.c / groups,
+    /// kh, kw]` weight give `[n, spec.c, spec.h, spec.w]` (`spec`: the fold's geometry),
+    /// as a batched `matmul` then `col2im` would. A backend that can (the GPU's, for
+    /// stride 1: a convolution whose taps step backwards) returns `Some`; `None` leaves
+    /// the caller to compose `matmul` and `col2im`.
+    fn conv_transpose2d_as_conv(
+        &self,
+        _weight: &Self,
+        _spec: &WindowSpec,
+        _in_channels: usize,
+        _groups: usize,
+    ) -> Result<Option<Self>> {
+        Ok(None)
+    }
+
     /// Folds `[n, c*kh*kw, h*w]` columns back into `[n, c, oh, ow]`, summing overlaps:
     /// the adjoint of `im2col` with input and output sizes exchanged.
     fn col2im(&self, spec: &WindowSpec) -> Result<Self>;

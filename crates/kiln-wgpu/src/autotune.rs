@@ -160,10 +160,10 @@ pub(crate) fn shape_class(spec: &MatmulSpec, dtype: DType, aligned: bool) -> Str
     format!("{} {layout}", product_class(spec, dtype))
 }
 
-/// The shape class of a convolution: its product's (filters by columns), e.g.
-/// `conv f32 m64 n1024 k1024 b16`.
-pub(crate) fn conv_class(product: &MatmulSpec, dtype: DType) -> String {
-    format!("conv {}", product_class(product, dtype))
+/// The shape class of a convolution (`kind`: `conv`, `conv-transpose`): its product's
+/// (filters by columns), e.g. `conv f32 m64 n1024 k1024 b16`.
+pub(crate) fn conv_class(kind: &str, product: &MatmulSpec, dtype: DType) -> String {
+    format!("{kind} {}", product_class(product, dtype))
 }
 
 fn product_class(spec: &MatmulSpec, dtype: DType) -> String {

@@ -113,7 +113,7 @@ impl BackendStorage for GpuStorage {
         out_channels: usize,
         groups: usize,
     ) -> Result<Option<Self>> {
-        ops::conv::conv2d(self, weight, spec, out_channels, groups).map(Some)
+        ops::conv_product::conv2d(self, weight, spec, out_channels, groups).map(Some)
     }
 
     fn conv2d_direct(
@@ -124,6 +124,16 @@ impl BackendStorage for GpuStorage {
         groups: usize,
     ) -> Result<Self> {
         ops::conv::conv2d_direct(self, weight, spec, out_channels, groups)
+    }
+
+    fn conv_transpose2d_as_conv(
+        &self,
+        weight: &Self,
+        spec: &WindowSpec,
+        in_channels: usize,
+        groups: usize,
+    ) -> Result<Option<Self>> {
+        ops::conv_product::conv_transpose2d_as_conv(self, weight, spec, in_channels, groups)
     }
 
     fn col2im(&self, spec: &WindowSpec) -> Result<Self> {

@@ -36,20 +36,23 @@ fn rhs_at(base: u32, k0: u32, kr: u32, col0: u32, c: u32) -> f32 {
 
 // Integer division by sizes known only at run time costs tens of instructions, so no
 // load divides: `rhs_columns` finds where each of the workgroup's columns starts in
-// the image once (signed: a tap in the padding lies before the first row), and
-// `rhs_slice` each k of the next slice's channel and tap offsets, one thread each.
+// the image once, and `rhs_slice` each k of the next slice's channel and tap offsets,
+// one thread each. Padding and dilation are signed (bitcast): a stride-1 transposed
+// convolution is this one with its taps stepping backwards from past the image's
+// start (`ops::conv::conv_transpose2d_as_conv`).
 const IMAGE_COLUMNS: &str = "\
 // The tile's columns: output row and column times the stride, less the padding.
 var<workgroup> conv_columns: array<vec2<i32>, TILE>;
 // The slice's k: the channel's offset in the image, the tap's row and column offsets.
-var<workgroup> conv_slice: array<vec3<u32>, SLICE>;
+var<workgroup> conv_channels: array<u32, SLICE>;
+var<workgroup> conv_offsets: array<vec2<i32>, SLICE>;
 fn rhs_columns(col0: u32, lid: u32) {
     if (lid < TILE) {
         let col = col0 + lid;
         let oy = col / params.conv_taps.z;
         let ox = col % params.conv_taps.z;
-        let y = i32(oy * params.conv_step.x) - i32(params.conv_step.z);
-        let x = i32(ox * params.conv_step.y) - i32(params.conv_step.w);
+        let y = i32(oy * params.conv_step.x) - bitcast<i32>(params.conv_step.z);
+        let x = i32(ox * params.conv_step.y) - bitcast<i32>(params.conv_step.w);
         conv_columns[lid] = vec2<i32>(y, x);
     }
 }
@@ -58,23 +61,20 @@ fn rhs_slice(k0: u32, lid: u32) {
         let k = k0 + lid;
         let kw = params.conv_image.w;
         let taps = params.conv_image.z * kw;
-        let channel = k / taps;
-        let ty = (k % taps) / kw;
-        let tx = k % kw;
-        let plane = params.conv_image.x * params.conv_image.y;
-        conv_slice[lid] = vec3<u32>(channel * plane, ty * params.conv_taps.x, tx * params.conv_taps.y);
+        let ty = i32((k % taps) / kw);
+        let tx = i32(k % kw);
+        conv_channels[lid] = k / taps * params.conv_image.x * params.conv_image.y;
+        let dilation = bitcast<vec2<i32>>(params.conv_taps.xy);
+        conv_offsets[lid] = vec2<i32>(ty, tx) * dilation;
     }
 }
 fn rhs_at(base: u32, k0: u32, kr: u32, col0: u32, c: u32) -> f32 {
-    let tap = conv_slice[kr];
-    let at = conv_columns[c];
-    let iy = at.x + i32(tap.y);
-    let ix = at.y + i32(tap.z);
+    let at = conv_columns[c] + conv_offsets[kr];
     let h = params.conv_image.x;
     let w = params.conv_image.y;
-    if (iy < 0 || ix < 0 || u32(iy) >= h || u32(ix) >= w) {
+    if (at.x < 0 || at.y < 0 || u32(at.x) >= h || u32(at.y) >= w) {
         return 0.0;
     }
-    return read_rhs(base + tap.x + u32(iy) * w + u32(ix));
+    return read_rhs(base + conv_channels[kr] + u32(at.x) * w + u32(at.y));
 }
 ";

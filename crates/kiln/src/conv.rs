@@ -1,6 +1,7 @@
 //! Convolutions as im2col + batched matmul (1x1 convolutions skip the unfold; a backend
-//! may unfold and multiply image by image instead), and
-//! transposed convolution as matmul + col2im. Weights follow PyTorch's layouts.
+//! may unfold and multiply image by image, or read the columns in place, instead), and
+//! transposed convolution as matmul + col2im (or as a backend computes it in one pass).
+//! Weights follow PyTorch's layouts.
 
 use crate::autograd::{track, Op};
 use crate::Tensor;
@@ -266,12 +267,16 @@ impl Tensor {
             groups: g,
         };
         let mut out = track(record, || {
+            let (x, weights) = (self.contiguous()?, weight.contiguous()?);
+            if let Some(storage) =
+                x.storage()
+                    .conv_transpose2d_as_conv(&weights.storage(), &spec, c, g)?
+            {
+                return Ok(Tensor::from_storage(storage, [n, out_c, oh, ow]));
+            }
             // columns [n, g, kdim, h*w] = filters^T [g, kdim, c/g] @ input [n, g, c/g, h*w]
-            let filters = weight
-                .contiguous()?
-                .reshape([1, g, c / g, kdim])?
-                .transpose(-2, -1)?;
-            let x = self.contiguous()?.reshape([n, g, c / g, h * w])?;
+            let filters = weights.reshape([1, g, c / g, kdim])?.transpose(-2, -1)?;
+            let x = x.reshape([n, g, c / g, h * w])?;
             let cols = filters.matmul(&x)?.reshape([n, out_c * kh * kw, h * w])?;
             Ok(Tensor::from_storage(
                 cols.contiguous()?.storage().col2im(&spec)?,

@@ -285,6 +285,24 @@ impl Storage {
         })
     }
 
+    pub(crate) fn conv_transpose2d_as_conv(
+        &self,
+        weight: &Storage,
+        spec: &WindowSpec,
+        in_channels: usize,
+        groups: usize,
+    ) -> Result<Option<Storage>> {
+        Ok(match (self, weight) {
+            (Storage::Cpu(x), Storage::Cpu(w)) => x
+                .conv_transpose2d_as_conv(w, spec, in_channels, groups)?
+                .map(Storage::Cpu),
+            (Storage::Gpu(x), Storage::Gpu(w)) => x
+                .conv_transpose2d_as_conv(w, spec, in_channels, groups)?
+                .map(Storage::Gpu),
+            _ => return Err(mismatch("conv_transpose2d")),
+        })
+    }
+
     pub(crate) fn conv2d_direct(
         &self,
         weight: &Storage,

@@ -1,6 +1,7 @@
 //! Kernel launchers, one module per family of `shaders/`.
 
 pub(crate) mod conv;
+pub(crate) mod conv_product;
 pub(crate) mod create;
 pub(crate) mod elementwise;
 pub(crate) mod index;

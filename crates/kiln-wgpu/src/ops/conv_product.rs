@@ -1,0 +1,299 @@
+//! Convolutions as one product per image and group, filters by the image's columns:
+//! unfolded into a column matrix first (`ConvAlgorithm::Unfold`: im2col or col2im
+//! around the device's matmul), or with the columns read from the image in place by
+//! the tiled matmul's `MatmulRhs::ImageColumns` build (`Implicit`), as the device's
+//! algorithm says; under `Autotune`, the faster of the two for the shape class.
+
+use super::conv::{col2im, im2col};
+use super::elementwise::compact;
+use super::matmul::{matmul, tile_launch, tile_of};
+use crate::autotune;
+use crate::conv_algorithm::ConvAlgorithm;
+use crate::device::GpuDevice;
+use crate::kernels::Kernel;
+use crate::params::to_u32;
+use crate::shader_constants::SMALL_TILE;
+use crate::storage::GpuStorage;
+use kiln_core::{DType, Error, Layout, MatmulOperand, MatmulSpec, Result, WindowSpec};
+
+/// `[n, c, h, w]` images (compact) convolved with `[out, c / groups, kh, kw]` filters.
+pub(crate) fn conv2d(
+    x: &GpuStorage,
+    weight: &GpuStorage,
+    s: &WindowSpec,
+    out_channels: usize,
+    groups: usize,
+) -> Result<GpuStorage> {
+    let per_group = out_channels / groups;
+    let kdim = s.c / groups * s.kh * s.kw;
+    let columns = s.oh * s.ow;
+    // Per image and group: the filters [per_group, kdim] by the columns [kdim, columns],
+    // compact as im2col writes them.
+    let product = MatmulSpec {
+        batch: [s.n, groups],
+        m: per_group,
+        n: columns,
+        k: kdim,
+        lhs: MatmulOperand {
+            batch: [0, per_group * kdim],
+            row_stride: kdim,
+            col_stride: 1,
+            offset: 0,
+        },
+        rhs: MatmulOperand {
+            batch: [groups * kdim * columns, kdim * columns],
+            row_stride: columns,
+            col_stride: 1,
+            offset: 0,
+        },
+    };
+    let run = |algorithm| match algorithm {
+        ConvAlgorithm::Implicit => {
+            let plane = s.h * s.w;
+            let implicit = Implicit {
+                product,
+                image: [s.c * plane, s.c / groups * plane],
+                size: [s.h, s.w],
+                taps: [s.kh, s.kw],
+                out_width: s.ow,
+                stride: [s.stride.0, s.stride.1],
+                padding: [s.padding.0 as i64, s.padding.1 as i64],
+                dilation: [s.dilation.0 as i64, s.dilation.1 as i64],
+            };
+            implicit.launch(x, weight)
+        }
+        _ => matmul(weight, &im2col(x, s)?, &product),
+    };
+    let algorithm = choose(&x.device, "conv", &product, x.dtype, &run)?;
+    run(algorithm)
+}
+
+/// A stride-1 transposed convolution as a convolution whose taps step backwards:
+/// `out[y] = sum over taps t of w[t] * x[y + padding - t * dilation]`, so the image's
+/// columns are read in place like a convolution's and nothing is folded. `x` is compact
+/// `[n, in_channels, s.oh, s.ow]`, `weight` `[in_channels, out / groups, kh, kw]`, `s`
+/// the fold's geometry (`s.c`, `s.h`, `s.w`: the output's). `None` for other strides,
+/// or where the device runs it unfolded (then the caller multiplies and folds).
+pub(crate) fn conv_transpose2d_as_conv(
+    x: &GpuStorage,
+    weight: &GpuStorage,
+    s: &WindowSpec,
+    in_channels: usize,
+    groups: usize,
+) -> Result<Option<GpuStorage>> {
+    if s.stride != (1, 1) {
+        return Ok(None);
+    }
+    let (in_per_group, out_per_group) = (in_channels / groups, s.c / groups);
+    let taps = s.kh * s.kw;
+    let kdim = in_per_group * taps;
+    let columns = s.h * s.w;
+    let product = MatmulSpec {
+        batch: [s.n, groups],
+        m: out_per_group,
+        n: columns,
+        k: kdim,
+        // The weights as filters, [groups, out / groups, c / groups, kh * kw]: compacted
+        // (with fusion on, inside the product's loads).
+        lhs: MatmulOperand {
+            batch: [0, out_per_group * kdim],
+            row_stride: kdim,
+            col_stride: 1,
+            offset: 0,
+        },
+        rhs: MatmulOperand {
+            batch: [0, 0],
+            row_stride: 0,
+            col_stride: 0,
+            offset: 0,
+        },
+    };
+    let run = |algorithm| match algorithm {
+        ConvAlgorithm::Implicit => {
+            let filters = compact(
+                weight,
+                &Layout::new(
+                    [groups, out_per_group, in_per_group, taps].into(),
+                    vec![
+                        in_per_group * out_per_group * taps,
+                        taps,
+                        out_per_group * taps,
+                        1,
+                    ],
+                    0,
+                ),
+            )?;
+            let plane = s.oh * s.ow;
+            let signed = |v: usize| -(v as i64);
+            let implicit = Implicit {
+                product,
+                image: [groups * in_per_group * plane, in_per_group * plane],
+                size: [s.oh, s.ow],
+                taps: [s.kh, s.kw],
+                out_width: s.w,
+                stride: [1, 1],
+                padding: [signed(s.padding.0), signed(s.padding.1)],
+                dilation: [signed(s.dilation.0), signed(s.dilation.1)],
+            };
+            implicit.launch(x, &filters)
+        }
+        _ => unfolded_transpose(x, weight, s, in_per_group, groups),
+    };
+    let algorithm = choose(&x.device, "conv-transpose", &product, x.dtype, &run)?;
+    match algorithm {
+        ConvAlgorithm::Implicit => run(algorithm).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// What the caller composes when `conv_transpose2d_as_conv` returns `None` (timed
+/// against it by the autotuner): columns `[n, g, kdim, h * w]` = the filters transposed
+/// `[g, kdim, c / g]` by the input `[n, g, c / g, h * w]`, folded.
+fn unfolded_transpose(
+    x: &GpuStorage,
+    weight: &GpuStorage,
+    s: &WindowSpec,
+    in_per_group: usize,
+    groups: usize,
+) -> Result<GpuStorage> {
+    let kdim = s.c / groups * s.kh * s.kw;
+    let plane = s.oh * s.ow;
+    let product = MatmulSpec {
+        batch: [s.n, groups],
+        m: kdim,
+        n: plane,
+        k: in_per_group,
+        lhs: MatmulOperand {
+            batch: [0, in_per_group * kdim],
+            row_stride: 1,
+            col_stride: kdim,
+            offset: 0,
+        },
+        rhs: MatmulOperand {
+            batch: [groups * in_per_group * plane, in_per_group * plane],
+            row_stride: plane,
+            col_stride: 1,
+            offset: 0,
+        },
+    };
+    col2im(&matmul(weight, x, &product)?, s)
+}
+
+/// The algorithm for a product: the device's, with `Autotune` resolved by the tuner's
+/// decision for the class (`kind` and the product's shape), timing `run` with each
+/// candidate when the class is new.
+fn choose(
+    device: &GpuDevice,
+    kind: &str,
+    product: &MatmulSpec,
+    dtype: DType,
+    run: &dyn Fn(ConvAlgorithm) -> Result<GpuStorage>,
+) -> Result<ConvAlgorithm> {
+    match device.conv_algorithm() {
+        ConvAlgorithm::Autotune if !autotune::worth_tuning(product) => {
+            Ok(device.fixed_conv_algorithm())
+        }
+        ConvAlgorithm::Autotune => {
+            let class = autotune::conv_class(kind, product, dtype);
+            if let Some(a) = device.tuned(&class) {
+                return Ok(a);
+            }
+            let winner = autotune::fastest(&ConvAlgorithm::CANDIDATES, |a| {
+                autotune::seconds(device, || {
+                    run(a)?.buffer()?;
+                    Ok(())
+                })
+            })?;
+            device.keep_tuned(class, winner);
+            Ok(winner)
+        }
+        a => Ok(a),
+    }
+}
+
+/// A product whose rhs is an image's columns, read in place.
+struct Implicit {
+    /// The filters as lhs; m, n, k and the batches `[images, groups]`.
+    product: MatmulSpec,
+    /// Elements from one image to the next, and from one group's channels to the next.
+    image: [usize; 2],
+    /// The image's height and width, the kernel's, and the output's width.
+    size: [usize; 2],
+    taps: [usize; 2],
+    out_width: usize,
+    /// Along (rows, columns). A tap lands at `out * stride - padding + tap * dilation`.
+    stride: [usize; 2],
+    padding: [i64; 2],
+    dilation: [i64; 2],
+}
+
+impl Implicit {
+    /// Launches the product (deferred, to take an epilogue, when fusion is on). Groups
+    /// of at most `SMALL_TILE` filters take the small-tile build, which wastes fewer of
+    /// its rows.
+    fn launch(&self, x: &GpuStorage, filters: &GpuStorage) -> Result<GpuStorage> {
+        let op = "conv2d";
+        let device = &x.device;
+        let p = &self.product;
+        let len = p.batch[0] * p.batch[1] * p.m * p.n;
+        if len == 0 {
+            let out = device.alloc_output(op, len, x.dtype)?;
+            return Ok(GpuStorage::new(out, x.dtype, len, device));
+        }
+        let kernel = match p.m <= SMALL_TILE as usize {
+            true => Kernel::Conv2dImplicitSmallTiled,
+            false => Kernel::Conv2dImplicit,
+        };
+        let mut product = *p;
+        product.rhs = MatmulOperand {
+            batch: self.image,
+            row_stride: 0,
+            col_stride: 0,
+            offset: 0,
+        };
+        let (mut params, workgroups) = tile_launch(filters, &product, tile_of(kernel))?;
+        let u = |v: usize| to_u32(op, "window size", v);
+        let signed = |v: i64| match i32::try_from(v) {
+            Ok(v) => Ok(v as u32),
+            Err(_) => Err(Error::LimitExceeded {
+                op,
+                what: "padding or dilation",
+                needed: v.unsigned_abs(),
+                limit: i32::MAX as u64,
+            }),
+        };
+        let [h, w] = self.size;
+        let [kh, kw] = self.taps;
+        params.conv_image = [u(h)?, u(w)?, u(kh)?, u(kw)?];
+        params.conv_step = [
+            u(self.stride[0])?,
+            u(self.stride[1])?,
+            signed(self.padding[0])?,
+            signed(self.padding[1])?,
+        ];
+        params.conv_taps = [
+            signed(self.dilation[0])?,
+            signed(self.dilation[1])?,
+            u(self.out_width)?,
+            0,
+        ];
+        let dtypes = [x.dtype];
+        if device.defers(kernel) {
+            let inputs = [filters, x];
+            return device.defer(
+                op, kernel, &dtypes, params, &inputs, workgroups, len, x.dtype,
+            );
+        }
+        let out = device.alloc_output(op, len, x.dtype)?;
+        device.dispatch_with_inputs(
+            op,
+            kernel,
+            &dtypes,
+            &params,
+            &[filters, x],
+            &[out.buffer()],
+            workgroups,
+        )?;
+        Ok(GpuStorage::new(out, x.dtype, len, device))
+    }
+}
