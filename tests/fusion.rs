@@ -912,7 +912,6 @@ fn split_k_takes_its_operands_copies_and_its_epilogue() {
 /// the CPU.
 #[test]
 fn implicit_conv_takes_its_input_copy_and_its_epilogue() {
-    use kiln::backend::ConvAlgorithm;
     use kiln::Conv2dOptions;
     let Some(device) = gpu() else { return };
     let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
@@ -928,18 +927,12 @@ fn implicit_conv_takes_its_input_copy_and_its_epilogue() {
     };
     let layer = |x: &Tensor, w: &Tensor, b: &Tensor| x.conv2d(w, Some(b), options)?.relu();
     let want = layer(&x, &w, &b).unwrap();
-    let gpu_device = device.as_gpu().unwrap();
-    let default = gpu_device.conv_algorithm();
-    gpu_device.set_conv_algorithm(ConvAlgorithm::Implicit);
     let (xg, wg, bg) = (
         common::on_strided(&device, &x),
         common::on_strided(&device, &w),
         common::on_strided(&device, &b),
     );
-    let (got, profile) = device
-        .profile(|| layer(&xg, &wg, &bg)?.to_f64_vec())
-        .unwrap();
-    gpu_device.set_conv_algorithm(default);
+    let (got, profile) = profile_implicit(&device, || layer(&xg, &wg, &bg)?.to_f64_vec());
     let got = Tensor::from_vec(got, [2, 40, 11, 13], &cpu).unwrap();
     assert_near("implicit conv", &got, &want, 1e-5, 1e-4);
     let names = kernel_names(&profile);
@@ -959,7 +952,6 @@ fn implicit_conv_takes_its_input_copy_and_its_epilogue() {
 /// inside its product's loads. Gradients as on the CPU.
 #[test]
 fn implicit_conv_training_step_writes_no_columns() {
-    use kiln::backend::ConvAlgorithm;
     use kiln::Conv2dOptions;
     let Some(device) = gpu() else { return };
     let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
@@ -977,17 +969,11 @@ fn implicit_conv_training_step_writes_no_columns() {
         ))
     };
     let (want_x, want_w) = step(&x, &w).unwrap();
-    let gpu_device = device.as_gpu().unwrap();
-    let default = gpu_device.conv_algorithm();
-    gpu_device.set_conv_algorithm(ConvAlgorithm::Implicit);
     let (xg, wg) = (x.to_device(&device).unwrap(), w.to_device(&device).unwrap());
-    let (got, profile) = device
-        .profile(|| {
-            let (gx, gw) = step(&xg, &wg)?;
-            Ok((gx.to_device(&cpu)?, gw.to_device(&cpu)?))
-        })
-        .unwrap();
-    gpu_device.set_conv_algorithm(default);
+    let (got, profile) = profile_implicit(&device, || {
+        let (gx, gw) = step(&xg, &wg)?;
+        Ok((gx.to_device(&cpu)?, gw.to_device(&cpu)?))
+    });
     assert_near("input gradient", &got.0, &want_x, 1e-5, 1e-4);
     assert_near("weight gradient", &got.1, &want_w, 1e-5, 1e-4);
     let names = kernel_names(&profile);
@@ -1004,6 +990,17 @@ fn implicit_conv_training_step_writes_no_columns() {
         products.iter().any(|n| n.contains("+ fused to_dtype")),
         "the gradient's filters copied in its loads: {names:?}"
     );
+}
+
+/// `f`'s value and profile on `device` with its convolutions' columns read in place.
+fn profile_implicit<T>(device: &Device, f: impl FnOnce() -> kiln::Result<T>) -> (T, kiln::Profile) {
+    use kiln::backend::ConvAlgorithm;
+    let gpu = device.as_gpu().unwrap();
+    let default = gpu.conv_algorithm();
+    gpu.set_conv_algorithm(ConvAlgorithm::Implicit);
+    let profiled = device.profile(f);
+    gpu.set_conv_algorithm(default);
+    profiled.unwrap()
 }
 
 /// The profile's one kernel (outputs are poisoned: not counting the fills) is a matmul

@@ -34,18 +34,8 @@ pub(crate) fn conv2d(
         m: per_group,
         n: columns,
         k: kdim,
-        lhs: MatmulOperand {
-            batch: [0, per_group * kdim],
-            row_stride: kdim,
-            col_stride: 1,
-            offset: 0,
-        },
-        rhs: MatmulOperand {
-            batch: [groups * kdim * columns, kdim * columns],
-            row_stride: columns,
-            col_stride: 1,
-            offset: 0,
-        },
+        lhs: operand([0, per_group * kdim], kdim, 1),
+        rhs: operand([groups * kdim * columns, kdim * columns], columns, 1),
     };
     let run = |algorithm| match algorithm {
         ConvAlgorithm::Implicit => {
@@ -95,18 +85,9 @@ pub(crate) fn conv_transpose2d_as_conv(
         k: kdim,
         // The weights as filters, [groups, out / groups, c / groups, kh * kw]: compacted
         // (with fusion on, inside the product's loads).
-        lhs: MatmulOperand {
-            batch: [0, out_per_group * kdim],
-            row_stride: kdim,
-            col_stride: 1,
-            offset: 0,
-        },
-        rhs: MatmulOperand {
-            batch: [0, 0],
-            row_stride: 0,
-            col_stride: 0,
-            offset: 0,
-        },
+        lhs: operand([0, out_per_group * kdim], kdim, 1),
+        // The image's, which `Implicit` sets.
+        rhs: operand([0, 0], 0, 0),
     };
     let run = |algorithm| match algorithm {
         ConvAlgorithm::Implicit => {
@@ -163,18 +144,12 @@ fn unfolded_transpose(
         m: kdim,
         n: plane,
         k: in_per_group,
-        lhs: MatmulOperand {
-            batch: [0, in_per_group * kdim],
-            row_stride: 1,
-            col_stride: kdim,
-            offset: 0,
-        },
-        rhs: MatmulOperand {
-            batch: [groups * in_per_group * plane, in_per_group * plane],
-            row_stride: plane,
-            col_stride: 1,
-            offset: 0,
-        },
+        lhs: operand([0, in_per_group * kdim], 1, kdim),
+        rhs: operand(
+            [groups * in_per_group * plane, in_per_group * plane],
+            plane,
+            1,
+        ),
     };
     col2im(&matmul(weight, x, &product)?, s)
 }
@@ -208,6 +183,16 @@ fn choose(
             Ok(winner)
         }
         a => Ok(a),
+    }
+}
+
+/// An operand from offset 0: its batch strides, row stride and column stride.
+fn operand(batch: [usize; 2], row_stride: usize, col_stride: usize) -> MatmulOperand {
+    MatmulOperand {
+        batch,
+        row_stride,
+        col_stride,
+        offset: 0,
     }
 }
 
@@ -245,12 +230,7 @@ impl Implicit {
             false => Kernel::Conv2dImplicit,
         };
         let mut product = *p;
-        product.rhs = MatmulOperand {
-            batch: self.image,
-            row_stride: 0,
-            col_stride: 0,
-            offset: 0,
-        };
+        product.rhs = operand(self.image, 0, 0);
         let (mut params, workgroups) = tile_launch(filters, &product, tile_of(kernel))?;
         let u = |v: usize| to_u32(op, "window size", v);
         let signed = |v: i64| match i32::try_from(v) {
