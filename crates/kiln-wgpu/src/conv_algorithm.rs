@@ -1,6 +1,6 @@
 //! How a device runs a convolution that is not grouped thinly enough to sum directly:
 //! unfold the image into columns and multiply (`Unfold`), or multiply with the columns
-//! read from the image where it lies (`Implicit`, `ops::conv::conv2d_implicit`); by
+//! read from the image where it lies (`Implicit`; both in `ops::conv_product`); by
 //! default the autotuner times the two per shape class.
 
 use crate::autotune::{self, Tunable};
@@ -61,7 +61,7 @@ impl ConvAlgorithm {
 
     /// Without tuning: `Unfold` on adapters that run on the CPU, whose fast matmul
     /// (`MatmulVariant::UniformLhs`) reads its operands from buffers (on lavapipe the
-    /// implicit kernel ran the bench's 3x3 convolution 2.1x slower); `Implicit` on
+    /// implicit kernel ran the bench's 3x3 convolution about 2x slower); `Implicit` on
     /// hardware GPUs, where small convolutions are bound by launches and traffic,
     /// both of which it saves.
     pub(crate) fn fixed_default(software: bool) -> Self {

@@ -1,7 +1,7 @@
 //! How the tiled matmul (`matmul.wgsl`) finds an element of its rhs: through the
 //! operand's strides, or as an element of an image's column matrix (im2col) computed
 //! from the image where it lies, so that a convolution is one matmul that writes no
-//! columns (`ops::conv::conv2d_implicit`). Both are WGSL functions of the constants
+//! columns (`ops::conv_product`). Both are WGSL functions of the constants
 //! group `matmul_rhs` (`rhs_at`, and `rhs_columns` and `rhs_slice`, which prepare what
 //! it reads), so the kernel is written once and built either way.
 
