@@ -992,8 +992,9 @@ fn where_and_masked_fill_match_cpu() {
 /// Convolutions of every kind the op takes: padded, strided, dilated, grouped,
 /// depthwise, 1x1. The second set runs through the matmul on both algorithms (grouped
 /// thickly enough not to be summed directly): filter counts on both sides of the small
-/// tile's 32, column counts off every tile, k over several slices and not a multiple
-/// of one, padding wider than the kernel's reach.
+/// tile's 32 and one wide enough for the blocked build, column counts off every tile,
+/// k over several slices and not a multiple of one, padding wider than the kernel's
+/// reach.
 fn conv_cases() -> Vec<(&'static [usize], &'static [usize], Conv2dOptions)> {
     let padded = |p: usize| Conv2dOptions {
         padding: (p, p),
@@ -1064,6 +1065,8 @@ fn conv_cases() -> Vec<(&'static [usize], &'static [usize], Conv2dOptions)> {
                 ..padded(1)
             },
         ),
+        // 130 filters and 2.1M outputs: the blocked build; k = 36, five 8-deep slices.
+        (&[4, 4, 64, 64], &[130, 4, 3, 3], padded(1)),
     ]
 }
 
@@ -1214,6 +1217,8 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
             (0, 0),
         ),
         (&[1, 3, 12, 10], &[3, 5, 2, 2], padded(1), (0, 0)),
+        // 130 outputs, 1.06M elements: the blocked build.
+        (&[2, 3, 64, 64], &[3, 130, 3, 3], padded(1), (0, 0)),
     ];
     let devices = conv_devices();
     for (xs, ws, o, op) in cases {

@@ -6,11 +6,19 @@
 // so one barrier per slice suffices. Operands are read through any strides; each
 // operand is loaded along whichever of its dimensions is contiguous (a uniform branch),
 // so transposed operands are read coalesced too. Bounds are checked; the aligned-shape
-// variant without checks is blocked_vec4.wgsl. Accumulation is f32 whatever T is.
-// kiln:constants matmul_blocked
+// variant without checks is blocked_vec4.wgsl. Accumulation is f32 whatever T is. Built
+// with `MatmulRhs::ImageColumns`, rhs is an image's im2col columns read in place.
+// kiln:constants matmul_blocked blocked_rhs
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const BLOCKED_TILE: u32 = 128u;
 const BLOCKED_SLICE: u32 = 8u;
+const RHS_TILE: u32 = BLOCKED_TILE;
+const RHS_SLICE: u32 = BLOCKED_SLICE;
+fn rhs_start(col0: u32, lid: u32) {}
+fn rhs_slice(k0: u32, lid: u32) {}
+fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
+    return read_rhs(base + (k0 + kk) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
+}
 // kiln:end
 alias T = f32;
 
@@ -83,12 +91,11 @@ fn lhs_at(e: u32, base: u32, row0: u32, k0: u32, rows_contiguous: bool) -> f32 {
     return 0.0;
 }
 
-// Load `e` of rhs's slice from k0: its value, zero outside the matrix.
-fn rhs_at(e: u32, base: u32, col0: u32, k0: u32, cols_contiguous: bool) -> f32 {
+// Load `e` of rhs's slice from k0: its value (`rhs_at`), zero outside the matrix.
+fn rhs_load(e: u32, base: u32, col0: u32, k0: u32, cols_contiguous: bool) -> f32 {
     let q = position(e, cols_contiguous);
-    let rs = params.rhs_strides;
     if (k0 + q.y < params.k && col0 + q.x < params.n) {
-        return read_rhs(base + (k0 + q.y) * rs.z + (col0 + q.x) * rs.w);
+        return rhs_at(base, k0, q.y, col0, q.x);
     }
     return 0.0;
 }
@@ -105,10 +112,10 @@ fn load_lhs(lid: u32, base: u32, row0: u32, k0: u32, rows: bool) -> vec4<f32> {
 
 fn load_rhs(lid: u32, base: u32, col0: u32, k0: u32, cols: bool) -> vec4<f32> {
     return vec4<f32>(
-        rhs_at(lid, base, col0, k0, cols),
-        rhs_at(lid + THREADS, base, col0, k0, cols),
-        rhs_at(lid + 2u * THREADS, base, col0, k0, cols),
-        rhs_at(lid + 3u * THREADS, base, col0, k0, cols),
+        rhs_load(lid, base, col0, k0, cols),
+        rhs_load(lid + THREADS, base, col0, k0, cols),
+        rhs_load(lid + 2u * THREADS, base, col0, k0, cols),
+        rhs_load(lid + 3u * THREADS, base, col0, k0, cols),
     );
 }
 
@@ -154,8 +161,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
     // This thread's four loads of each operand, in flight across a slice's arithmetic.
     // Each is named by a constant (here and below): indexing a register array by a loop
     // counter kept it in local memory on NVIDIA.
+    rhs_start(col0, lid);
     var lhs_next = load_lhs(lid, lhs_base, row0, 0u, lhs_rows);
     var rhs_next = load_rhs(lid, rhs_base, col0, 0u, rhs_cols);
+    // The second slice's rhs offsets, read by its loads after the first barrier below.
+    rhs_slice(BLOCKED_SLICE, lid);
 
     var acc: array<vec4<f32>, 16>;
     let slices = (params.k + BLOCKED_SLICE - 1u) / BLOCKED_SLICE;
@@ -171,6 +181,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
             lhs_next = load_lhs(lid, lhs_base, row0, k0, lhs_rows);
             rhs_next = load_rhs(lid, rhs_base, col0, k0, rhs_cols);
         }
+        // The offsets of the slice after, in the buffer this slice's loads read (every
+        // thread has passed the barrier above, so those loads are done); its loads
+        // follow the next barrier.
+        rhs_slice((s + 2u) * BLOCKED_SLICE, lid);
         for (var kk = 0u; kk < BLOCKED_SLICE; kk++) {
             let a_lo = lhs_tile[buf + kk][local.y];
             let a_hi = lhs_tile[buf + kk][HALF_QUADS + local.y];

@@ -8,10 +8,12 @@
 // kiln:constants matmul_tiled matmul_rhs
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const TILE: u32 = 64u;
-fn rhs_columns(col0: u32, lid: u32) {}
+const RHS_TILE: u32 = TILE;
+const RHS_SLICE: u32 = SLICE;
+fn rhs_start(col0: u32, lid: u32) {}
 fn rhs_slice(k0: u32, lid: u32) {}
-fn rhs_at(base: u32, k0: u32, kr: u32, col0: u32, c: u32) -> f32 {
-    return read_rhs(base + (k0 + kr) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
+fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
+    return read_rhs(base + (k0 + kk) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
 }
 // kiln:end
 alias T = f32;
@@ -72,9 +74,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
     let col0 = wid.x * TILE;
 
     var acc: array<vec4<f32>, 4>;
-    rhs_columns(col0, lid);
-    rhs_slice(0u, lid);
-    workgroupBarrier();
+    rhs_start(col0, lid);
     for (var k0 = 0u; k0 < params.k; k0 += SLICE) {
         for (var l = 0u; l < STAGED; l++) {
             let e = lid + SIDE * SIDE * l;
@@ -96,7 +96,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
             rhs_tile[kr][c] = b;
         }
         workgroupBarrier();
-        // The next slice's, read by its loads after the barrier below.
+        // The next slice's rhs offsets, read by its loads after the barrier below.
         rhs_slice(k0 + SLICE, lid);
         for (var kk = 0u; kk < SLICE; kk++) {
             let a = vec4<f32>(lhs_tile[kk][local.y], lhs_tile[kk][local.y + SIDE], lhs_tile[kk][local.y + 2u * SIDE], lhs_tile[kk][local.y + 3u * SIDE]);

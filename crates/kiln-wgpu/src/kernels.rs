@@ -104,6 +104,8 @@ kernels! {
     Conv2dImplicit => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     Conv2dImplicitSmallTiled => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     MatmulBlocked => "matmul/blocked.wgsl", "main", ["T"], Floats, MatmulParams;
+    /// `MatmulBlocked` reading an image's columns in place, for wide convolutions.
+    Conv2dImplicitBlocked => "matmul/blocked.wgsl", "main", ["T"], Floats, MatmulParams;
     /// Aligned shapes, both operands with unit column stride: vec4 loads, no bounds checks.
     MatmulBlockedVec4 => "matmul/blocked_vec4.wgsl", "main", ["T"], Floats, MatmulParams;
     MatmulPack => "matmul/pack.wgsl", "main", ["T"], Floats, PackParams;
@@ -178,7 +180,7 @@ impl Kernel {
 
     /// What the kernel's build chooses among its file's variants: subgroups for the
     /// builds that `with_subgroups` names (and the probe that checks them), the small
-    /// tile and the image's columns for the tiled matmul's other builds.
+    /// tile and the image's columns for the matmuls' other builds.
     pub fn build(self) -> Build {
         let subgroup_build = self.plain() != self;
         let rows = match subgroup_build || self == Kernel::ProbeSubgroups {
@@ -190,7 +192,9 @@ impl Kernel {
             _ => TILE,
         };
         let rhs = match self {
-            Kernel::Conv2dImplicit | Kernel::Conv2dImplicitSmallTiled => MatmulRhs::ImageColumns,
+            Kernel::Conv2dImplicit
+            | Kernel::Conv2dImplicitSmallTiled
+            | Kernel::Conv2dImplicitBlocked => MatmulRhs::ImageColumns,
             _ => MatmulRhs::Strided,
         };
         Build { rows, tile, rhs }

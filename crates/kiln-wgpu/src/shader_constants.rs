@@ -100,7 +100,7 @@ pub struct Build {
     pub rows: RowReduction,
     /// The tiled matmul's `TILE`.
     pub tile: u32,
-    /// How the tiled matmul reads its rhs (the `matmul_rhs` group).
+    /// How the tiled and blocked matmuls read their rhs (`matmul_rhs`, `blocked_rhs`).
     pub rhs: MatmulRhs,
 }
 
@@ -127,8 +127,8 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
     if name == "reduce_combine" {
         return Some((Vec::new(), REDUCE_COMBINE.to_string()));
     }
-    if name == "matmul_rhs" {
-        return Some((Vec::new(), build.rhs.group().to_string()));
+    if let Some(functions) = build.rhs.group(name) {
+        return Some((Vec::new(), functions));
     }
     if let Some(functions) = rows.group(name) {
         return Some((Vec::new(), functions));

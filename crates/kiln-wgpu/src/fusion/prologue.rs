@@ -27,7 +27,8 @@ fn worth_inlining(kernel: Kernel, program: &Program) -> bool {
         | Kernel::MatmulSmallTiled
         | Kernel::MatmulBlocked
         | Kernel::Conv2dImplicit
-        | Kernel::Conv2dImplicitSmallTiled => {
+        | Kernel::Conv2dImplicitSmallTiled
+        | Kernel::Conv2dImplicitBlocked => {
             let copies = program.steps.iter().all(|s| s.op == FusedOp::Cast);
             let padded = program.reads.iter().any(|r| r.kind() == ReadKind::Padded);
             copies && !padded
