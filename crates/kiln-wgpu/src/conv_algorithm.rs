@@ -4,6 +4,7 @@
 //! default the autotuner times the two per shape class.
 
 use crate::autotune::{self, Tunable};
+use crate::env_warning::warn_once;
 
 /// The two ways of running a convolution as a matmul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +51,7 @@ impl ConvAlgorithm {
         if let Ok(name) = std::env::var("KILN_CONV") {
             match Self::from_name(&name) {
                 Some(a) => return a,
-                None => eprintln!("kiln: ignoring KILN_CONV={name}: not a convolution algorithm"),
+                None => warn_once(&format!("KILN_CONV={name}: not a convolution algorithm")),
             }
         }
         match autotune::enabled() {

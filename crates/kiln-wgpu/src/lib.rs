@@ -9,6 +9,7 @@ mod backend;
 mod conv_algorithm;
 mod deferred;
 mod device;
+mod env_warning;
 mod error_scopes;
 mod fusion;
 mod kernels;

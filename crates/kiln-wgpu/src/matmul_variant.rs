@@ -2,6 +2,7 @@
 //! device (which keeps the choice) and the launchers (which follow it).
 
 use crate::autotune::Tunable;
+use crate::env_warning::warn_once;
 use crate::shader_constants::BLOCK_VEC4S;
 
 /// Bytes of one packed lhs block of the uniform-lhs kernel: one uniform binding.
@@ -70,11 +71,16 @@ impl MatmulVariant {
     /// `Autotune`, or with `KILN_AUTOTUNE=0` the fixed defaults: `UniformLhs` on
     /// adapters that run on the CPU, `BySize` on hardware GPUs.
     pub(crate) fn for_adapter(software: bool, limits: &wgpu::Limits) -> Self {
-        let forced = std::env::var("KILN_MATMUL").ok();
-        match forced.as_deref().and_then(Self::from_name) {
-            Some(v) if v.fits(limits) => v,
-            _ if crate::autotune::enabled() => MatmulVariant::Autotune,
-            _ => Self::fixed_default(software, limits),
+        if let Ok(name) = std::env::var("KILN_MATMUL") {
+            match Self::from_name(&name) {
+                Some(v) if v.fits(limits) => return v,
+                Some(_) => warn_once(&format!("KILN_MATMUL={name}: the adapter cannot run it")),
+                None => warn_once(&format!("KILN_MATMUL={name}: not a matmul variant")),
+            }
+        }
+        match crate::autotune::enabled() {
+            true => MatmulVariant::Autotune,
+            false => Self::fixed_default(software, limits),
         }
     }
 

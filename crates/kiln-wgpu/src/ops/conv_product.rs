@@ -1,8 +1,8 @@
 //! Convolutions as one product per image and group, filters by the image's columns:
 //! unfolded into a column matrix first (`ConvAlgorithm::Unfold`: im2col or col2im
 //! around the device's matmul), or with the columns read from the image in place by
-//! the tiled matmul's `MatmulRhs::ImageColumns` build (`Implicit`), as the device's
-//! algorithm says; under `Autotune`, the faster of the two for the shape class.
+//! the tiled or blocked matmul's `MatmulRhs::ImageColumns` build (`Implicit`), as the
+//! device's algorithm says; under `Autotune`, the faster of the two for the shape class.
 
 use super::conv::{col2im, im2col};
 use super::elementwise::compact;
@@ -106,7 +106,7 @@ pub(crate) fn conv_transpose2d_as_conv(
                 ),
             )?;
             let plane = s.oh * s.ow;
-            let signed = |v: usize| -(v as i64);
+            let backwards = |v: usize| -(v as i64);
             let implicit = Implicit {
                 product,
                 image: [groups * in_per_group * plane, in_per_group * plane],
@@ -114,8 +114,8 @@ pub(crate) fn conv_transpose2d_as_conv(
                 taps: [s.kh, s.kw],
                 out_width: s.w,
                 stride: [1, 1],
-                padding: [signed(s.padding.0), signed(s.padding.1)],
-                dilation: [signed(s.dilation.0), signed(s.dilation.1)],
+                padding: [backwards(s.padding.0), backwards(s.padding.1)],
+                dilation: [backwards(s.dilation.0), backwards(s.dilation.1)],
             };
             implicit.launch(x, &filters)
         }
