@@ -214,6 +214,21 @@ pub(crate) fn fastest<T: Tunable>(
     }
 }
 
+/// The decision for `class` on `device`: the one kept, or else `tune`'s (timing the
+/// candidates, usually with `fastest`), kept for next time.
+pub(crate) fn decide<T: Tunable>(
+    device: &crate::GpuDevice,
+    class: String,
+    tune: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if let Some(kept) = device.tuned(&class) {
+        return Ok(kept);
+    }
+    let winner = tune()?;
+    device.keep_tuned(class, winner);
+    Ok(winner)
+}
+
 /// Seconds of one run of `f` on the device: GPU timestamps when the adapter has them,
 /// the host clock around a synchronised run otherwise.
 pub(crate) fn seconds(device: &crate::GpuDevice, f: impl FnOnce() -> Result<()>) -> Result<f64> {

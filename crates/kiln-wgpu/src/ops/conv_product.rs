@@ -171,17 +171,14 @@ fn choose(
         }
         ConvAlgorithm::Autotune => {
             let class = autotune::conv_class(kind, product, dtype);
-            if let Some(a) = device.tuned(&class) {
-                return Ok(a);
-            }
-            let winner = autotune::fastest(&ConvAlgorithm::CANDIDATES, |a| {
-                autotune::seconds(device, || {
-                    run(a)?.buffer()?;
-                    Ok(())
+            autotune::decide(device, class, || {
+                autotune::fastest(&ConvAlgorithm::CANDIDATES, |a| {
+                    autotune::seconds(device, || {
+                        run(a)?.buffer()?;
+                        Ok(())
+                    })
                 })
-            })?;
-            device.keep_tuned(class, winner);
-            Ok(winner)
+            })
         }
         a => Ok(a),
     }

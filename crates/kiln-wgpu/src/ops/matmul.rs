@@ -148,22 +148,17 @@ fn choose(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> Result<Matmu
         MatmulVariant::Autotune if !autotune::worth_tuning(spec) => device.fixed_matmul_variant(),
         MatmulVariant::Autotune => {
             let class = autotune::shape_class(spec, lhs.dtype, is_aligned(spec));
-            match device.tuned(&class) {
-                Some(v) => v,
-                None => {
-                    let mut candidates = device.matmul_candidates();
-                    // Where split-k would run the tiled kernel, timing it twice is waste.
-                    let splits = split_k_chunks(spec, lhs.dtype).is_some();
-                    candidates.retain(|&v| v != MatmulVariant::SplitK || splits);
-                    let len = spec.batch[0] * spec.batch[1] * spec.m * spec.n;
-                    let out = device.alloc("matmul", len, lhs.dtype)?;
-                    let winner = autotune::fastest(&candidates, |v| {
-                        autotune::seconds(device, || run(v, lhs, rhs, spec, &out))
-                    })?;
-                    device.keep_tuned(class, winner);
-                    winner
-                }
-            }
+            autotune::decide(device, class, || {
+                let mut candidates = device.matmul_candidates();
+                // Where split-k would run the tiled kernel, timing it twice is waste.
+                let splits = split_k_chunks(spec, lhs.dtype).is_some();
+                candidates.retain(|&v| v != MatmulVariant::SplitK || splits);
+                let len = spec.batch[0] * spec.batch[1] * spec.m * spec.n;
+                let out = device.alloc("matmul", len, lhs.dtype)?;
+                autotune::fastest(&candidates, |v| {
+                    autotune::seconds(device, || run(v, lhs, rhs, spec, &out))
+                })
+            })?
         }
         v => v,
     };
