@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::gpu;
+use common::{assert_near, gpu};
 use kiln::backend::MatmulVariant;
 use kiln::{BinaryOp, DType, Device, OptimizerStep, ReduceOp, Rng, SgdSpec, Tensor, UnaryOp};
 use std::sync::Mutex;
@@ -418,18 +418,6 @@ fn make_inputs(graph: &Graph) -> Vec<Tensor> {
             }
         })
         .collect()
-}
-
-/// Normwise closeness: each element within `atol * max(1, max |want|) + rtol * |want|`,
-/// NaN only where NaN is expected.
-fn assert_near(label: &str, got: &Tensor, want: &Tensor, atol: f64, rtol: f64) {
-    let scale = want
-        .to_f64_vec()
-        .unwrap()
-        .iter()
-        .filter(|x| x.is_finite())
-        .fold(1.0f64, |m, x| m.max(x.abs()));
-    common::assert_within(label, got, want, |b| atol * scale + rtol * b.abs());
 }
 
 /// How far a result may be from the CPU's: f32 rounding through up to 40 ops, some of

@@ -172,6 +172,20 @@ pub fn assert_within(label: &str, got: &Tensor, want: &Tensor, allowed: impl Fn(
     }
 }
 
+/// Normwise closeness: each element within `atol * max(1, max |want|) + rtol * |want|`,
+/// NaN only where NaN is expected. For long sums (products, convolutions), whose f32
+/// rounding grows with the sum's running size, so that an element that cancels to near
+/// zero keeps an absolute error of the order of the others'.
+pub fn assert_near(label: &str, got: &Tensor, want: &Tensor, atol: f64, rtol: f64) {
+    let scale = want
+        .to_f64_vec()
+        .unwrap()
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold(1.0f64, |m, x| m.max(x.abs()));
+    assert_within(label, got, want, |b| atol * scale + rtol * b.abs());
+}
+
 /// Runs `f` on CPU inputs and on the same inputs moved to the GPU, and compares.
 pub fn parity(
     label: &str,
