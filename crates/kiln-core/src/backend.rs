@@ -4,8 +4,8 @@
 //! inputs, which the tensor layer guarantees by copying in one place.
 
 use crate::{
-    BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer, Layout, LstmCellSpec, MatmulSpec,
-    OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer, HostSlice, Layout, LstmCellSpec,
+    MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 /// `layer_norm_backward`'s results: the input's gradient, and `grad * x_hat` with a weight.
@@ -255,7 +255,13 @@ pub trait BackendDevice {
 
     fn zeros(&self, n: usize, dtype: DType) -> Result<Self::Storage>;
     fn full(&self, n: usize, dtype: DType, value: f64) -> Result<Self::Storage>;
-    fn upload(&self, data: &HostBuffer) -> Result<Self::Storage>;
+    /// A storage holding a copy of `data`.
+    fn upload(&self, data: HostSlice<'_>) -> Result<Self::Storage>;
+    /// A storage holding `data`, which the caller gives up: a backend that keeps its
+    /// tensors in host memory takes it without a copy.
+    fn upload_owned(&self, data: HostBuffer) -> Result<Self::Storage> {
+        self.upload(data.as_slice())
+    }
     /// Uniform `[0, 1)` from Philox words (see `philox`).
     fn rand_uniform(&self, n: usize, dtype: DType, seed: u64, stream: u64)
         -> Result<Self::Storage>;

@@ -109,16 +109,7 @@ impl HostBuffer {
 
     /// The raw bytes, little-endian as GPUs store them.
     pub fn as_bytes(&self) -> &[u8] {
-        fn bytes<T>(v: &[T]) -> &[u8] {
-            // SAFETY: f32, f16, i32 and f64 are plain old data with no padding.
-            unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
-        }
-        match self {
-            HostBuffer::F32(v) => bytes(v),
-            HostBuffer::F16(v) => bytes(v),
-            HostBuffer::I32(v) => bytes(v),
-            HostBuffer::F64(v) => bytes(v),
-        }
+        self.as_slice().as_bytes()
     }
 
     /// Rebuilds a buffer of `n` elements from raw little-endian bytes.

@@ -42,8 +42,8 @@ pub use elementwise::{binary_f64, unary_f64};
 
 use kiln_core::{
     BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec, HostBuffer,
-    LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result,
-    ScatterSpec, UnaryOp, WindowSpec,
+    HostSlice, LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp,
+    Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 /// The CPU device. It holds nothing: host memory is the storage.
@@ -473,8 +473,12 @@ impl BackendDevice for CpuDevice {
         Ok(CpuStorage(HostBuffer::try_full("full", dtype, n, value)?))
     }
 
-    fn upload(&self, data: &HostBuffer) -> Result<CpuStorage> {
-        Ok(CpuStorage(data.clone()))
+    fn upload(&self, data: HostSlice<'_>) -> Result<CpuStorage> {
+        Ok(CpuStorage(data.to_buffer()))
+    }
+
+    fn upload_owned(&self, data: HostBuffer) -> Result<CpuStorage> {
+        Ok(CpuStorage(data))
     }
 
     fn rand_uniform(&self, n: usize, dtype: DType, seed: u64, stream: u64) -> Result<CpuStorage> {

@@ -86,7 +86,7 @@ impl GpuDevice {
         )
     }
 
-    /// Uploads bytes into a fresh buffer. The queue runs the write before the next batch.
+    /// Uploads bytes into a fresh buffer, ahead of any work recorded after this call.
     pub(crate) fn upload_bytes(
         &self,
         op: &'static str,
@@ -95,16 +95,7 @@ impl GpuDevice {
         dtype: DType,
     ) -> Result<PooledBuffer> {
         let buffer = self.alloc(op, n, dtype)?;
-        let mut padded;
-        let mut data = bytes;
-        if !bytes.len().is_multiple_of(4) {
-            padded = bytes.to_vec();
-            padded.resize(bytes.len().div_ceil(4) * 4, 0);
-            data = &padded;
-        }
-        if !data.is_empty() {
-            self.inner.queue.write_buffer(buffer.buffer(), 0, data);
-        }
+        self.upload_into(op, &buffer, bytes)?;
         Ok(buffer)
     }
 }

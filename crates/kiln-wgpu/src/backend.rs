@@ -6,9 +6,9 @@ use crate::device::GpuDevice;
 use crate::ops;
 use crate::storage::GpuStorage;
 use kiln_core::{
-    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer, Layout,
-    LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind, ReduceOp, Result, ScatterSpec,
-    UnaryOp, WindowSpec,
+    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer, HostSlice,
+    Layout, LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind, ReduceOp, Result,
+    ScatterSpec, UnaryOp, WindowSpec,
 };
 
 impl BackendStorage for GpuStorage {
@@ -256,7 +256,7 @@ impl BackendDevice for GpuDevice {
         ops::create::full(self, n, dtype, value)
     }
 
-    fn upload(&self, data: &HostBuffer) -> Result<GpuStorage> {
+    fn upload(&self, data: HostSlice<'_>) -> Result<GpuStorage> {
         ops::create::upload(self, data)
     }
 

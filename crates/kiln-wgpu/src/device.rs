@@ -16,6 +16,7 @@ use crate::pool::{BufferPool, PoolStats};
 use crate::profile::Recorder;
 use crate::row_reduction::RowReduction;
 use crate::subgroup_probe;
+use crate::upload::StagingRing;
 use kiln_core::{DType, Error, Result};
 use std::collections::HashMap;
 use std::fmt;
@@ -53,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) poison: AtomicBool,
     /// Kept for reads to the host (see `readback`).
     pub(crate) staging: Mutex<Option<wgpu::Buffer>>,
+    /// Staging chunks for large uploads.
+    pub(crate) uploads: Mutex<StagingRing>,
     pub(crate) uncaptured: Arc<Mutex<Vec<String>>>,
     /// Counts launches while `profile` runs.
     pub(crate) profiler: Mutex<Option<Recorder>>,
@@ -162,6 +165,7 @@ impl GpuDevice {
                 batch: Mutex::default(),
                 poison: AtomicBool::new(false),
                 staging: Mutex::default(),
+                uploads: Mutex::default(),
                 uncaptured,
                 profiler: Mutex::default(),
                 launch_nanos: AtomicU64::new(0),
@@ -227,11 +231,13 @@ impl GpuDevice {
         self.inner.pool.stats()
     }
 
-    /// Releases pooled buffers that no tensor uses, and the readback staging buffer.
+    /// Releases pooled buffers that no tensor uses, and the staging buffers of readbacks
+    /// and uploads.
     pub fn trim_pool(&self) -> Result<()> {
         self.flush("trim_pool")?;
         self.inner.pool.trim();
         *self.inner.staging.lock().unwrap() = None;
+        *self.inner.uploads.lock().unwrap() = StagingRing::default();
         Ok(())
     }
 

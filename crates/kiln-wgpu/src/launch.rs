@@ -280,10 +280,16 @@ impl GpuDevice {
     /// encoder until buffers are recycled, so batches reach the queue in recording
     /// order and no buffer is reused while an unsubmitted command still reads it.
     pub fn flush(&self, op: &'static str) -> Result<()> {
+        self.submit(op).map(|_| ())
+    }
+
+    /// `flush`, returning the submission's index (`None` when nothing was recorded).
+    pub(crate) fn submit(&self, op: &'static str) -> Result<Option<wgpu::SubmissionIndex>> {
         let mut batch = self.inner.batch.lock().unwrap();
         let closed = self.close_pass(&mut batch);
         batch.ops.clear();
         let mut timed = None;
+        let mut index = None;
         if let Some(mut encoder) = batch.encoder.take() {
             let start = Instant::now();
             if !batch.params.is_empty() {
@@ -295,17 +301,15 @@ impl GpuDevice {
             timed = self.profile_resolve(&mut encoder);
             let commands = encoder.finish();
             self.count_launch_time(start);
-            self.scoped(op, || {
-                self.inner.queue.submit([commands]);
-            })?;
+            index = Some(self.scoped(op, || self.inner.queue.submit([commands]))?);
         }
         closed?;
         self.inner.pool.recycle();
         drop(batch);
-        match timed {
-            Some((readable, kernels)) => self.profile_collect(readable, kernels),
-            None => Ok(()),
+        if let Some((readable, kernels)) = timed {
+            self.profile_collect(readable, kernels)?;
         }
+        Ok(index)
     }
 
     /// Submits everything recorded so far and waits until the GPU has finished it.

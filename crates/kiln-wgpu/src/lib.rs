@@ -7,6 +7,7 @@ mod alloc;
 mod autotune;
 mod backend;
 mod conv_algorithm;
+mod copy_pool;
 mod deferred;
 mod device;
 mod env_warning;
@@ -29,6 +30,7 @@ pub mod shader_constants;
 mod storage;
 mod subgroup_probe;
 mod timing;
+mod upload;
 
 pub use adapter::{list_adapters, prefer_adapter, AdapterSummary};
 pub use autotune::{

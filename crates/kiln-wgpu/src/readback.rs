@@ -1,61 +1,16 @@
 //! Reading buffers back to the host: the only sync points.
 
+use crate::copy_pool::copy_parallel;
 use crate::device::GpuDevice;
 use crate::pool::PooledBuffer;
-use kiln_core::{copy_bytes, DType, Error, GpuErrorKind, HostBuffer, Result};
-use rayon::prelude::*;
-use std::mem::MaybeUninit;
-use std::sync::{mpsc, OnceLock};
-
-/// Bytes per task when a readback copies out of the mapped staging buffer on several
-/// threads. On an NVIDIA H200 one thread moved 7-10 GB/s out of the mapped range, most of
-/// a large readback's time; threads started per readback cost more than they saved up
-/// to 4 MiB (docs/BENCHMARKS.md, "Hardware GPU"), so a pool of `COPY_THREADS` waits.
-const BYTES_PER_COPY_TASK: usize = 1 << 20;
-/// Threads of the readback copy pool.
-const COPY_THREADS: usize = 8;
-
-/// The pool that copies large readbacks: its own threads, so that the CPU backend's
-/// pool keeps the size `KILN_NUM_THREADS` gives it. `None` where threads cannot start.
-fn copy_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(cores.min(COPY_THREADS))
-            .thread_name(|i| format!("kiln-readback-{i}"))
-            .build()
-            .ok()
-    })
-    .as_ref()
-}
+use kiln_core::{DType, Error, GpuErrorKind, HostBuffer, Result};
+use std::sync::mpsc;
 
 /// The first `n` elements of `dtype` in `bytes` (a mapped staging buffer) as a host
 /// buffer, a large one copied on several threads.
 pub(crate) fn host_from_mapped(dtype: DType, bytes: &[u8], n: usize) -> HostBuffer {
-    // SAFETY: copy_out writes every byte of its destination.
-    unsafe { HostBuffer::from_bytes_with(dtype, bytes, n, copy_out) }
-}
-
-/// Writes every byte of `dst` from `src`: in tasks of `BYTES_PER_COPY_TASK` on the copy
-/// pool when there are at least two, else on this thread.
-fn copy_out(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
-    match copy_pool() {
-        Some(pool) if src.len() >= 2 * BYTES_PER_COPY_TASK => pool.install(|| {
-            dst.par_chunks_mut(BYTES_PER_COPY_TASK)
-                .zip(src.par_chunks(BYTES_PER_COPY_TASK))
-                .for_each(|(d, s)| copy_bytes(d, s))
-        }),
-        _ => copy_bytes(dst, src),
-    }
-}
-
-/// Threads that copy a readback of `bytes` out of the mapped range.
-pub(crate) fn copy_threads(bytes: usize) -> usize {
-    match copy_pool() {
-        Some(pool) if bytes >= 2 * BYTES_PER_COPY_TASK => pool.current_num_threads(),
-        _ => 1,
-    }
+    // SAFETY: copy_parallel writes every byte of its destination.
+    unsafe { HostBuffer::from_bytes_with(dtype, bytes, n, copy_parallel) }
 }
 
 impl GpuDevice {
@@ -157,7 +112,7 @@ mod tests {
     fn a_large_readback_copies_every_byte_in_place() {
         // Enough for several threads, not a whole number of pages, and a mapped range
         // longer than the elements read.
-        let n = (COPY_THREADS * BYTES_PER_COPY_TASK + 4 * 1001) / 4;
+        let n = (9 << 20) / 4 + 1001;
         let mapped: Vec<u8> = (0..n * 4 + 64).map(|i| (i * 7 + i / 4096) as u8).collect();
         for dtype in [DType::F32, DType::I32] {
             let host = host_from_mapped(dtype, &mapped, n);

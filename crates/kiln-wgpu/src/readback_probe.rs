@@ -98,7 +98,7 @@ impl GpuDevice {
             first_read,
             second_read,
             to_host,
-            threads: crate::readback::copy_threads(n * 4),
+            threads: crate::copy_pool::copy_threads(n * 4),
             to_host_one_thread,
         })
     }

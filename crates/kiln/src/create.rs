@@ -3,7 +3,7 @@
 use crate::storage::Storage;
 use crate::tensor::check_shape;
 use crate::{Device, Element, Tensor};
-use kiln_core::{BackendDevice, DType, Error, HostBuffer, Result, Shape};
+use kiln_core::{BackendDevice, DType, Error, HostBuffer, HostSlice, Result, Shape};
 use kiln_cpu::CpuDevice;
 
 impl Device {
@@ -21,12 +21,33 @@ impl Device {
         }
     }
 
-    pub(crate) fn upload(&self, data: &HostBuffer) -> Result<Storage> {
+    pub(crate) fn upload(&self, data: HostSlice<'_>) -> Result<Storage> {
         match self {
             Device::Cpu => Ok(Storage::Cpu(CpuDevice.upload(data)?)),
             Device::Gpu(g) => Ok(Storage::Gpu(g.upload(data)?)),
         }
     }
+
+    pub(crate) fn upload_owned(&self, data: HostBuffer) -> Result<Storage> {
+        match self {
+            Device::Cpu => Ok(Storage::Cpu(CpuDevice.upload_owned(data)?)),
+            Device::Gpu(g) => Ok(Storage::Gpu(g.upload_owned(data)?)),
+        }
+    }
+}
+
+/// An error unless `shape` is valid and holds `len` elements.
+fn check_count(shape: &Shape, len: usize) -> Result<()> {
+    check_shape("from_vec", shape)?;
+    if len != shape.elem_count() {
+        return Err(Error::ElementCount {
+            op: "from_vec",
+            expected: shape.elem_count(),
+            got: len,
+            shape: shape.clone(),
+        });
+    }
+    Ok(())
 }
 
 impl Tensor {
@@ -84,26 +105,23 @@ impl Tensor {
         Tensor::from_host(T::into_host(data), shape.into(), device)
     }
 
-    /// `from_vec` from a slice (copied).
+    /// `from_vec` from a slice (copied; on a GPU, straight from the slice).
     pub fn from_slice<T: Element>(
         data: &[T],
         shape: impl Into<Shape>,
         device: &Device,
     ) -> Result<Tensor> {
-        Tensor::from_vec(data.to_vec(), shape, device)
+        let shape = shape.into();
+        check_count(&shape, data.len())?;
+        Ok(Tensor::from_storage(
+            device.upload(T::host_slice(data))?,
+            shape,
+        ))
     }
 
     pub(crate) fn from_host(data: HostBuffer, shape: Shape, device: &Device) -> Result<Tensor> {
-        check_shape("from_vec", &shape)?;
-        if data.len() != shape.elem_count() {
-            return Err(Error::ElementCount {
-                op: "from_vec",
-                expected: shape.elem_count(),
-                got: data.len(),
-                shape,
-            });
-        }
-        Ok(Tensor::from_storage(device.upload(&data)?, shape))
+        check_count(&shape, data.len())?;
+        Ok(Tensor::from_storage(device.upload_owned(data)?, shape))
     }
 
     /// `start, start + step, ...` below `end` (above it for a negative step), as a 1-D tensor.

@@ -1,7 +1,7 @@
 //! Rust types that map to kiln dtypes, for moving data in and out of tensors.
 
 use half::f16;
-use kiln_core::{DType, HostBuffer};
+use kiln_core::{DType, HostBuffer, HostSlice};
 
 /// A Rust scalar type kiln stores: `f32`, `half::f16` or `i32`.
 pub trait Element: Copy + Send + Sync + 'static {
@@ -11,12 +11,17 @@ pub trait Element: Copy + Send + Sync + 'static {
     fn into_host(data: Vec<Self>) -> HostBuffer;
     /// The values when `host` holds this type.
     fn from_host(host: HostBuffer) -> Option<Vec<Self>>;
+    /// The values borrowed, as a host slice of that dtype.
+    fn host_slice(data: &[Self]) -> HostSlice<'_>;
 }
 
 impl Element for f32 {
     const DTYPE: DType = DType::F32;
     fn into_host(data: Vec<Self>) -> HostBuffer {
         HostBuffer::F32(data)
+    }
+    fn host_slice(data: &[Self]) -> HostSlice<'_> {
+        HostSlice::F32(data)
     }
     fn from_host(host: HostBuffer) -> Option<Vec<Self>> {
         match host {
@@ -31,6 +36,9 @@ impl Element for f16 {
     fn into_host(data: Vec<Self>) -> HostBuffer {
         HostBuffer::F16(data)
     }
+    fn host_slice(data: &[Self]) -> HostSlice<'_> {
+        HostSlice::F16(data)
+    }
     fn from_host(host: HostBuffer) -> Option<Vec<Self>> {
         match host {
             HostBuffer::F16(v) => Some(v),
@@ -44,6 +52,9 @@ impl Element for i32 {
     fn into_host(data: Vec<Self>) -> HostBuffer {
         HostBuffer::I32(data)
     }
+    fn host_slice(data: &[Self]) -> HostSlice<'_> {
+        HostSlice::I32(data)
+    }
     fn from_host(host: HostBuffer) -> Option<Vec<Self>> {
         match host {
             HostBuffer::I32(v) => Some(v),
@@ -56,6 +67,9 @@ impl Element for f64 {
     const DTYPE: DType = DType::F64;
     fn into_host(data: Vec<Self>) -> HostBuffer {
         HostBuffer::F64(data)
+    }
+    fn host_slice(data: &[Self]) -> HostSlice<'_> {
+        HostSlice::F64(data)
     }
     fn from_host(host: HostBuffer) -> Option<Vec<Self>> {
         match host {

@@ -5,7 +5,7 @@ use crate::device::GpuDevice;
 use crate::fusion::{self, FusedOp};
 use crate::storage::GpuStorage;
 use half::f16;
-use kiln_core::{DType, HostBuffer, Result};
+use kiln_core::{DType, HostSlice, Result};
 
 pub(crate) fn zeros(device: &GpuDevice, n: usize, dtype: DType) -> Result<GpuStorage> {
     let buffer = device.alloc("zeros", n, dtype)?;
@@ -37,12 +37,12 @@ pub(crate) fn full(device: &GpuDevice, n: usize, dtype: DType, value: f64) -> Re
     Ok(GpuStorage::new(buffer, dtype, n, device).with_range(v, v))
 }
 
-pub(crate) fn upload(device: &GpuDevice, data: &HostBuffer) -> Result<GpuStorage> {
+pub(crate) fn upload(device: &GpuDevice, data: HostSlice<'_>) -> Result<GpuStorage> {
     let buffer = device.upload_bytes("from_vec", data.as_bytes(), data.len(), data.dtype())?;
     let storage = GpuStorage::new(buffer, data.dtype(), data.len(), device);
     // The host sees i32 values as they go up: their bounds spare index checks a readback.
     Ok(match data {
-        HostBuffer::I32(v) => {
+        HostSlice::I32(v) => {
             let (min, max) = v
                 .iter()
                 .fold((i32::MAX, i32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
