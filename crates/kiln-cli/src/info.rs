@@ -31,6 +31,12 @@ pub fn run() -> kiln::Result<()> {
             "  shader-f16: {}   subgroups: {}   timestamp queries: {}",
             a.shader_f16, a.subgroups, a.timestamp_query
         );
+        if !a.cooperative_matrices.is_empty() {
+            println!(
+                "  cooperative matrices: {}",
+                a.cooperative_matrices.join(", ")
+            );
+        }
     }
     autotune_cache();
     if !adapters.is_empty() {

@@ -20,6 +20,11 @@ pub struct AdapterSummary {
     pub shader_f16: bool,
     pub subgroups: bool,
     pub timestamp_query: bool,
+    /// The cooperative-matrix shapes the adapter offers through wgpu's experimental
+    /// `EXPERIMENTAL_COOPERATIVE_MATRIX` (`16x16x16 F16 -> F32`: m, n and k, the
+    /// operands' type, the accumulator's); empty without it. kiln does not use them
+    /// yet: `kiln info` shows them so that a device check says what a card offers.
+    pub cooperative_matrices: Vec<String>,
 }
 
 impl AdapterSummary {
@@ -47,6 +52,21 @@ impl AdapterSummary {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            cooperative_matrices: match features
+                .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            {
+                true => adapter
+                    .cooperative_matrix_properties()
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}x{}x{} {:?} -> {:?}",
+                            c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type
+                        )
+                    })
+                    .collect(),
+                false => Vec::new(),
+            },
         }
     }
 }
