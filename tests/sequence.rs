@@ -254,7 +254,7 @@ fn cells_stepped_by_hand_give_the_sequence_layer_and_time_comes_first_by_default
                     .expect("the cell's weights are the layer's, without the suffix");
                 p.set_data(w).unwrap();
             }
-            let x = on(device, &x_cpu);
+            let x = on(device, &x_cpu).detach().into_var().unwrap();
             let (whole, state) = rnn.forward_with_state(&x, None).unwrap();
             assert_eq!(whole.dims(), [5, 2, 4]);
             let mut s: Option<CellState> = None;
@@ -273,6 +273,36 @@ fn cells_stepped_by_hand_give_the_sequence_layer_and_time_comes_first_by_default
             assert_eq!(s.c.is_some(), kind == RnnKind::Lstm);
             if let (Some(c), Some(cs)) = (&s.c, &state.c) {
                 assert_close(&label, c, &cs[0], F32);
+            }
+            // And the same gradients: the layer adds the tanh and LSTM cells' hidden
+            // bias to the input projections once, the cell adds it at every step.
+            let r = on(
+                device,
+                &Tensor::randn([5, 2, 4], DType::F32, &cpu, &mut rng).unwrap(),
+            );
+            let of_layer = whole
+                .mul(&r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let of_cells = stepped
+                .mul(&r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let grad = |g: &kiln::Gradients, t: &Tensor| g.get(t).expect("a gradient").clone();
+            assert_close(&label, &grad(&of_cells, &x), &grad(&of_layer, &x), F32);
+            for (name, p) in cell.named_parameters() {
+                let (_, w) = weights
+                    .iter()
+                    .find(|(n, _)| *n == format!("{name}_l0"))
+                    .unwrap();
+                let what = format!("{label}: gradient of {name}");
+                assert_close(&what, &grad(&of_cells, &p), &grad(&of_layer, w), F32);
             }
             // The same sequence batch-first gives the same numbers, transposed.
             let rnn_bf = Rnn::new(kind, 3, 4, 1, device, &mut Rng::new(1))

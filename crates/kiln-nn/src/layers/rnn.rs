@@ -181,12 +181,24 @@ impl Rnn {
                 _ => None,
             };
             // Input projections for every step at once: [batch, time, gates*hidden].
-            let projected = input.matmul(&w.weight_ih.t()?)?.add(&w.bias_ih)?;
+            // The tanh and LSTM cells add both biases to the sum of the projections, so
+            // the hidden one joins the input's here, once: its gradient is then one
+            // column sum, not one a step. (The GRU's n gate scales the hidden projection,
+            // bias included, by r: its hidden bias stays in the step.)
+            let step_bias = (self.kind == RnnKind::Gru).then_some(&w.bias_hh);
+            let input_bias = match step_bias {
+                Some(_) => w.bias_ih.clone(),
+                None => w.bias_ih.add(&w.bias_hh)?,
+            };
+            let projected = input.matmul(&w.weight_ih.t()?)?.add(&input_bias)?;
             let w_hh = w.weight_hh.t()?;
             let mut outputs = Vec::with_capacity(time);
             for t in 0..time {
                 let xt = projected.narrow(1, t, 1)?.squeeze(1)?;
-                let ht = h.matmul(&w_hh)?.add(&w.bias_hh)?;
+                let mut ht = h.matmul(&w_hh)?;
+                if let Some(b) = step_bias {
+                    ht = ht.add(b)?;
+                }
                 (h, c) = cell(self.kind, self.hidden, &xt, &ht, &h, c.as_ref())?;
                 outputs.push(h.clone());
             }
@@ -206,8 +218,9 @@ impl Rnn {
 }
 
 /// One step of a `kind` cell of `hidden` units from the input projection `xt` and the
-/// hidden projection `ht` (both `[batch, gates*hidden]`, biases included), the hidden
-/// state `h` and, for the LSTM, the cell state `c`: the new `h` and `c`.
+/// hidden projection `ht` (both `[batch, gates*hidden]`; both biases in one or the
+/// other, the GRU's hidden bias in `ht`), the hidden state `h` and, for the LSTM, the
+/// cell state `c`: the new `h` and `c`.
 pub(crate) fn cell(
     kind: RnnKind,
     hidden: usize,
