@@ -1365,6 +1365,41 @@ fn cat_stack_pad_triangles_match_cpu() {
             |t| t[0].triu(diag),
         );
     }
+    // Both backends build the mask alike: against PyTorch's documented triangles.
+    let mut devices = vec![Device::cpu()];
+    devices.extend(gpu());
+    for device in &devices {
+        let ones = Tensor::ones([3, 4], DType::F32, device).unwrap();
+        let cases: [(&str, kiln::Result<Tensor>, [f32; 12]); 4] = [
+            (
+                "tril(0)",
+                ones.tril(0),
+                [1., 0., 0., 0., 1., 1., 0., 0., 1., 1., 1., 0.],
+            ),
+            (
+                "tril(-1)",
+                ones.tril(-1),
+                [0., 0., 0., 0., 1., 0., 0., 0., 1., 1., 0., 0.],
+            ),
+            (
+                "triu(1)",
+                ones.triu(1),
+                [0., 1., 1., 1., 0., 0., 1., 1., 0., 0., 0., 1.],
+            ),
+            (
+                "triu(2)",
+                ones.triu(2),
+                [0., 0., 1., 1., 0., 0., 0., 1., 0., 0., 0., 0.],
+            ),
+        ];
+        for (name, got, want) in cases {
+            assert_eq!(
+                got.unwrap().to_vec::<f32>().unwrap(),
+                want,
+                "{name} on {device}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use crate::autograd::{track, Op};
 use crate::Tensor;
-use kiln_core::{DType, Error, Layout, Result, Shape};
+use kiln_core::{Error, Layout, Result, Shape};
 
 impl Tensor {
     /// Joins tensors along `dim`; all other dims must match.
@@ -128,16 +128,22 @@ impl Tensor {
             });
         }
         let (m, n) = (self.dims()[self.rank() - 2], self.dims()[self.rank() - 1]);
-        let device = self.device();
-        let rows = Tensor::arange(0.0, m as f64, 1.0, DType::I32, &device)?.reshape([m, 1])?;
-        let cols = Tensor::arange(0.0, n as f64, 1.0, DType::I32, &device)?.reshape([1, n])?;
-        let offset = cols.sub(&rows)?;
-        let bound = Tensor::full(Shape::new([]), diagonal as f64, DType::I32, &device)?;
-        let keep = if lower {
-            offset.le(&bound)?
-        } else {
-            offset.ge(&bound)?
-        };
+        // The mask depends on the shape alone: made on the host and uploaded, where
+        // building it from index ranges took four kernels (causal attention's mask, per
+        // layer and step).
+        let mut keep = kiln_core::host::try_filled(op, m * n, 0i32)?;
+        for (i, row) in keep.chunks_mut(n.max(1)).enumerate() {
+            for (j, k) in row.iter_mut().enumerate() {
+                let offset = j as i64 - i as i64;
+                let kept = if lower {
+                    offset <= diagonal
+                } else {
+                    offset >= diagonal
+                };
+                *k = i32::from(kept);
+            }
+        }
+        let keep = Tensor::from_vec(keep, [m, n], &self.device())?;
         keep.where_cond(self, &self.zeros_like()?)
     }
 }
