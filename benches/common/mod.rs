@@ -17,7 +17,7 @@ pub fn bench_family(c: &mut Criterion, family: &str) {
             let run = case.setup(&device).expect("benchmark inputs");
             group.throughput(match case.unit {
                 Unit::Flops | Unit::Ops => Throughput::Elements(case.work as u64),
-                Unit::Bytes => Throughput::Bytes(case.work as u64),
+                Unit::Bytes | Unit::TransferBytes => Throughput::Bytes(case.work as u64),
             });
             group.bench_function(case.name.as_str(), |b| {
                 b.iter(|| {

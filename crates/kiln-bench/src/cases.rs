@@ -12,6 +12,9 @@ pub enum Unit {
     Flops,
     /// Bytes read plus bytes written, each once: GB/s.
     Bytes,
+    /// Bytes moved between the host and the device, once: GB/s, with no roofline (the
+    /// bus and host memory bound them, not the device's copy bandwidth).
+    TransferBytes,
     /// Operations in a chain: microseconds per op.
     Ops,
 }
@@ -243,7 +246,7 @@ pub fn suite(scale: Scale) -> Vec<Case> {
     let mut readback = Case::new(
         "transfer",
         format!("readback {mib} MiB"),
-        Unit::Bytes,
+        Unit::TransferBytes,
         (n * 4) as f64,
         move |d| {
             let x = input(&[n], d, 9)?;
@@ -258,7 +261,7 @@ pub fn suite(scale: Scale) -> Vec<Case> {
     let mut upload = Case::new(
         "transfer",
         format!("upload {mib} MiB"),
-        Unit::Bytes,
+        Unit::TransferBytes,
         (n * 4) as f64,
         move |d| {
             let host = input(&[n], &Device::cpu(), 10)?.to_vec::<f32>()?;

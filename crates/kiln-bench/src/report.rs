@@ -98,6 +98,7 @@ fn measure_case(
             case.work / timing.median / 1e9,
             Some(rooflines.copy_gbs),
         ),
+        Unit::TransferBytes => ("GB/s", case.work / timing.median / 1e9, None),
         Unit::Ops => ("us/op", timing.median / case.work * 1e6, None),
     };
     let with_readback_ms = match case.peer_key {
