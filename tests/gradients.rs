@@ -279,6 +279,32 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
     });
     case!("pad", [rand(&[2, 3], rng)], |t| t[0]
         .pad(&[(1, 2), (2, 0)], 0.5));
+    // Many slices of one tensor: side by side along one dim with gaps and an empty one
+    // (on the CPU the reverse pass puts their gradients in place in one cat), and
+    // overlapping, along two dims, beside a whole use (padded and summed).
+    case!(
+        "narrow slices side by side",
+        [rand(&[3, 10, 4], rng)],
+        |t| {
+            let x = &t[0];
+            Tensor::cat(
+                &[
+                    x.narrow(1, 8, 2)?,
+                    x.narrow(1, 0, 2)?.mul_scalar(2.0)?,
+                    x.narrow(1, 5, 0)?,
+                    x.narrow(1, 3, 4)?.exp()?,
+                ],
+                1,
+            )
+        }
+    );
+    case!("narrow slices overlapping", [rand(&[3, 10, 4], rng)], |t| {
+        let x = &t[0];
+        let a = x.narrow(1, 0, 4)?.sum(&[1], true)?;
+        let b = x.narrow(1, 2, 5)?.exp()?.sum(&[1], true)?;
+        let c = x.narrow(2, 1, 2)?.square()?.sum(&[2], true)?;
+        x.mul_scalar(0.5)?.add(&a)?.add(&b)?.add(&c)
+    });
     case!("tril triu", [rand(&[4, 4], rng)], |t| t[0]
         .tril(0)?
         .add(&t[0].triu(1)?.mul_scalar(2.0)?));

@@ -4,6 +4,7 @@
 
 use super::grad_mode::no_grad;
 use super::op::{Node, Op};
+use super::pending::{Pending, Slice};
 use super::Gradients;
 use crate::{Conv2dOptions, Tensor};
 use kiln_core::{BinaryOp, Error, ReduceOp, Result, Shape, UnaryOp};
@@ -203,16 +204,15 @@ fn reverse_pass(
     no_grad(|| {
         let roots: Vec<Tensor> = seeds.iter().map(|(t, _)| t.clone()).collect();
         let order = topological_order(&roots);
-        let mut pending: HashMap<_, Tensor> = HashMap::new();
+        let mut pending: HashMap<_, Pending> = HashMap::new();
         for (root, seed) in seeds {
-            let total = match pending.remove(&root.id()) {
-                Some(previous) => previous.add(&seed)?,
-                None => seed,
-            };
-            pending.insert(root.id(), total);
+            pending.entry(root.id()).or_default().add(seed)?;
         }
         for node in order {
-            let Some(grad) = pending.remove(&node.id()) else {
+            let Some(parts) = pending.remove(&node.id()) else {
+                continue;
+            };
+            let Some(grad) = parts.total(node.shape())? else {
                 continue;
             };
             let recorded = std::mem::replace(&mut *node.node(), Node::Constant);
@@ -225,6 +225,11 @@ fn reverse_pass(
                     *node.node() = Node::Freed(op.name());
                     reached(&node, &grad)?;
                     let parents = op.parents();
+                    if let Some(slice) = Slice::of(&op, &grad) {
+                        // Narrow's one parent reached this op, so it wants a gradient.
+                        pending.entry(parents[0].id()).or_default().add_slice(slice);
+                        continue;
+                    }
                     let needs: Vec<bool> = parents.iter().map(|p| p.requires_grad()).collect();
                     let parent_grads = gradient(&op, &node, &grad, &needs)?;
                     for (parent, g) in parents.into_iter().zip(parent_grads) {
@@ -232,11 +237,7 @@ fn reverse_pass(
                         if !parent.requires_grad() {
                             continue;
                         }
-                        let total = match pending.remove(&parent.id()) {
-                            Some(previous) => previous.add(&g)?,
-                            None => g,
-                        };
-                        pending.insert(parent.id(), total);
+                        pending.entry(parent.id()).or_default().add(g)?;
                     }
                 }
                 Node::Freed(name) => {
@@ -483,12 +484,8 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             one(g.permute(&inverse)?)
         }
         Op::Broadcast(x) => one(sum_to(g, x.shape())?),
-        Op::Narrow { x, dim, start } => {
-            let after = x.dims()[*dim] - start - g.dims()[*dim];
-            let mut pads = vec![(0, 0); x.rank() - dim];
-            pads[x.rank() - 1 - dim] = (*start, after);
-            one(g.pad(&pads, 0.0)?)
-        }
+        // On the CPU the reverse pass keeps the slice apart (`Slice::of`).
+        Op::Narrow { x, dim, start } => one(Slice::new(*dim, *start, g).padded(x.shape())?),
         Op::Reduce {
             x,
             op,

@@ -8,6 +8,7 @@ mod grad_mode;
 mod gradcheck;
 mod gradients;
 mod op;
+mod pending;
 
 pub use backward::grad;
 pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};

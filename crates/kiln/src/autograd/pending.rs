@@ -1,0 +1,127 @@
+//! A tensor's gradient while the rules of its consumers run: whole gradients summed as
+//! they come, and on the CPU the gradients of `narrow`ed slices kept apart and put in
+//! place once. Padding each slice to the whole shape and adding it, as `narrow`'s rule
+//! does, moves the whole tensor per slice: an LSTM that narrows its input projections
+//! once a step spent most of its CPU backward pass zeroing, copying and adding them.
+//! On a GPU the padded slices fuse into kernels of several slices each, where copies
+//! would be a launch each, so there slices go through the rule like any gradient.
+
+use super::op::Op;
+use crate::Tensor;
+use kiln_core::{Result, Shape};
+
+/// The gradient of one slice of a tensor along `dim`, from `start`.
+pub(crate) struct Slice {
+    dim: usize,
+    start: usize,
+    grad: Tensor,
+}
+
+impl Slice {
+    pub(crate) fn new(dim: usize, start: usize, grad: &Tensor) -> Slice {
+        Slice {
+            dim,
+            start,
+            grad: grad.clone(),
+        }
+    }
+
+    /// What a `narrow` on the CPU gives its input, given the gradient `g` of its output;
+    /// `None` for other ops and devices.
+    pub(crate) fn of(op: &Op, g: &Tensor) -> Option<Slice> {
+        match op {
+            Op::Narrow { dim, start, .. } if !g.device().is_gpu() => {
+                Some(Slice::new(*dim, *start, g))
+            }
+            _ => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.grad.dims()[self.dim]
+    }
+
+    /// The slice's gradient zero-padded to `shape`: `narrow`'s rule.
+    pub(crate) fn padded(&self, shape: &Shape) -> Result<Tensor> {
+        let rank = shape.rank();
+        let after = shape.dims()[self.dim] - self.start - self.len();
+        let mut pads = vec![(0, 0); rank - self.dim];
+        pads[rank - 1 - self.dim] = (self.start, after);
+        self.grad.pad(&pads, 0.0)
+    }
+}
+
+/// The gradient of one tensor so far.
+#[derive(Default)]
+pub(crate) struct Pending {
+    whole: Option<Tensor>,
+    slices: Vec<Slice>,
+}
+
+impl Pending {
+    pub(crate) fn add(&mut self, g: Tensor) -> Result<()> {
+        self.whole = Some(match self.whole.take() {
+            Some(previous) => previous.add(&g)?,
+            None => g,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn add_slice(&mut self, slice: Slice) {
+        self.slices.push(slice);
+    }
+
+    /// The whole gradient of a tensor of `shape`; `None` before any part came.
+    pub(crate) fn total(self, shape: &Shape) -> Result<Option<Tensor>> {
+        let assembled = match self.slices.is_empty() {
+            true => None,
+            false => Some(assemble(self.slices, shape)?),
+        };
+        Ok(match (self.whole, assembled) {
+            (Some(w), Some(s)) => Some(w.add(&s)?),
+            (w, s) => w.or(s),
+        })
+    }
+}
+
+/// The sum of `slices` of a tensor of `shape`: disjoint slices along one dim side by
+/// side (with zeros between them) in one `cat`; others padded and summed in turn.
+fn assemble(slices: Vec<Slice>, shape: &Shape) -> Result<Tensor> {
+    let dim = slices[0].dim;
+    let mut order: Vec<&Slice> = slices.iter().collect();
+    order.sort_by_key(|s| s.start);
+    let side_by_side = slices.iter().all(|s| s.dim == dim)
+        && order
+            .windows(2)
+            .all(|w| w[0].start + w[0].len() <= w[1].start);
+    if !side_by_side {
+        let mut sum: Option<Tensor> = None;
+        for s in &slices {
+            let p = s.padded(shape)?;
+            sum = Some(match sum {
+                Some(previous) => previous.add(&p)?,
+                None => p,
+            });
+        }
+        return Ok(sum.expect("at least one slice"));
+    }
+    let grad = &slices[0].grad;
+    let zeros = |len: usize| {
+        let mut dims = shape.dims().to_vec();
+        dims[dim] = len;
+        Tensor::zeros(dims, grad.dtype(), &grad.device())
+    };
+    let mut pieces = Vec::with_capacity(2 * order.len() + 1);
+    let mut at = 0;
+    for s in order {
+        if s.start > at {
+            pieces.push(zeros(s.start - at)?);
+        }
+        pieces.push(s.grad.clone());
+        at = s.start + s.len();
+    }
+    if at < shape.dims()[dim] {
+        pieces.push(zeros(shape.dims()[dim] - at)?);
+    }
+    Tensor::cat(&pieces, dim as isize)
+}
