@@ -284,18 +284,26 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
     // overlapping, along two dims, beside a whole use (padded and summed).
     case!(
         "narrow slices side by side",
-        [rand(&[3, 10, 4], rng)],
+        [rand(&[3, 16, 4], rng)],
         |t| {
+            // Nine slices (more than one fused kernel reads, so a GPU puts them in place too).
             let x = &t[0];
-            Tensor::cat(
-                &[
-                    x.narrow(1, 8, 2)?,
-                    x.narrow(1, 0, 2)?.mul_scalar(2.0)?,
-                    x.narrow(1, 5, 0)?,
-                    x.narrow(1, 3, 4)?.exp()?,
-                ],
-                1,
-            )
+            let parts = [
+                (8, 2),
+                (0, 2),
+                (5, 0),
+                (3, 4),
+                (10, 1),
+                (11, 1),
+                (12, 2),
+                (14, 1),
+                (15, 1),
+            ];
+            let mut pieces = Vec::new();
+            for (k, &(start, len)) in parts.iter().enumerate() {
+                pieces.push(x.narrow(1, start, len)?.mul_scalar(1.0 + k as f64)?.exp()?);
+            }
+            Tensor::cat(&pieces, 1)
         }
     );
     case!("narrow slices overlapping", [rand(&[3, 10, 4], rng)], |t| {

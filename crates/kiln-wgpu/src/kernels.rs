@@ -80,6 +80,7 @@ kernels! {
     BinaryInt => "elementwise/binary_int.wgsl", "main", [], Fixed, ElementwiseParams;
     Where => "elementwise/where.wgsl", "main", ["C", "T"], Pairs, ElementwiseParams;
     Copy => "elementwise/copy.wgsl", "main", ["T"], All, ElementwiseParams;
+    Cat => "elementwise/cat.wgsl", "main", ["T"], All, CatParams;
     Cast => "elementwise/cast.wgsl", "main", ["S", "D"], Pairs, ElementwiseParams;
     Fill => "elementwise/fill.wgsl", "main", [], Fixed, FillParams;
     Reduce => "reduce/reduce.wgsl", "main", ["T"], All, RowsParams;

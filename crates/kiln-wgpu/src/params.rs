@@ -4,6 +4,7 @@
 //! `tests/shaders.rs` checks against every shader with naga, and which `dispatch` uses
 //! to refuse params of the wrong struct for a kernel.
 
+use crate::shader_constants::CAT_PIECES;
 use bytemuck::{Pod, Zeroable};
 use kiln_core::{Error, Layout, Result, WindowSpec, MAX_RANK};
 
@@ -46,6 +47,14 @@ impl WgslType for [u32; 4] {
 impl WgslType for [[u32; 4]; 2] {
     const WGSL: &'static str = "array<vec4<u32>, 2>";
 }
+// The two strings below name the cat's piece count and twice it.
+const _: () = assert!(CAT_PIECES == 7);
+impl WgslType for [[u32; 4]; CAT_PIECES as usize] {
+    const WGSL: &'static str = "array<vec4<u32>, 7>";
+}
+impl WgslType for [[u32; 4]; 2 * CAT_PIECES as usize] {
+    const WGSL: &'static str = "array<vec4<u32>, 14>";
+}
 
 /// Declares a params struct and its `ShaderParams` layout.
 macro_rules! shader_params {
@@ -75,7 +84,23 @@ macro_rules! shader_params {
 }
 
 shader_params! {
-    /// Every kernel in `shaders/elementwise/` but `fill`. Operands 0..3 are inputs,
+    /// `shaders/elementwise/cat.wgsl`: one launch's span of a cat and its pieces.
+    CatParams {
+        numel: u32,
+        rank: u32,
+        dim: u32,
+        first: u32,
+        span: u32,
+        inner: u32,
+        pieces: u32,
+        _pad0: u32,
+        shape: [[u32; 4]; 2],
+        /// Per piece: its element offset, its start within the span, its length.
+        piece: [[u32; 4]; CAT_PIECES as usize],
+        /// Per piece, two rows: its strides.
+        strides: [[u32; 4]; 2 * CAT_PIECES as usize],
+    }
+    /// Every kernel in `shaders/elementwise/` but `fill` and `cat`. Operands 0..3 are inputs,
     /// operand 3 (`offsets[3]`, `strides_out`) the output.
     ElementwiseParams {
         numel: u32,

@@ -65,6 +65,9 @@ fn combine(op: u32, a: f32, b: f32) -> f32 {
     }
 }
 ";
+/// Pieces one launch of the cat kernel copies: with its output, WebGPU's default of
+/// eight storage buffers per shader stage.
+pub const CAT_PIECES: u32 = 7;
 /// Invocations per workgroup of the kernels that give each invocation a whole row or
 /// column (`*_rows_serial`, `reduce_columns`).
 pub const SERIAL_WORKGROUP: u32 = 64;
@@ -153,6 +156,7 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
             ("UNIFORM_LHS_WORKGROUP", UNIFORM_LHS_WORKGROUP),
         ]),
         "fma_probe" => sizes(&[("FMA_WORKGROUP", FMA_WORKGROUP)]),
+        "cat" => sizes(&[("CAT_PIECES", CAT_PIECES)]),
         "unary_ops" => ops(UnaryOp::INFO),
         "binary_ops" => ops(BinaryOp::INFO),
         "reduce_ops" => ops(ReduceOp::INFO),

@@ -7,7 +7,7 @@ use crate::deferred::Deferred;
 use crate::device::GpuDevice;
 use crate::fusion::Expr;
 use crate::pool::PooledBuffer;
-use kiln_core::{DType, Error, GpuErrorKind, Result};
+use kiln_core::{DType, Error, GpuErrorKind, Layout, Result, Shape};
 use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Clone)]
@@ -118,6 +118,13 @@ impl GpuStorage {
 
     pub fn device(&self) -> &GpuDevice {
         &self.device
+    }
+
+    /// `pieces` (storages of one device and dtype, each with its layout) side by side
+    /// along `dim` in a new compact storage of `shape`; their lengths along `dim` add up
+    /// to `shape`'s, and their other dims are `shape`'s.
+    pub fn cat(pieces: &[(&GpuStorage, &Layout)], dim: usize, shape: &Shape) -> Result<GpuStorage> {
+        crate::ops::cat::cat(pieces, dim, shape)
     }
 
     /// Whether its expression has yet to run (see `fusion`).

@@ -1,6 +1,7 @@
 //! Ops that assemble or mask whole tensors: cat, stack, pad, tril and triu.
 
 use crate::autograd::{track, Op};
+use crate::storage::Storage;
 use crate::Tensor;
 use kiln_core::{Error, Layout, Result, Shape};
 
@@ -37,6 +38,15 @@ impl Tensor {
                 dim: d,
             },
             || {
+                let storages: Vec<_> = tensors.iter().map(|t| t.storage()).collect();
+                let pieces: Vec<_> = storages
+                    .iter()
+                    .zip(tensors)
+                    .map(|(s, t)| (&**s, t.layout()))
+                    .collect();
+                if let Some(out) = Storage::cat(&pieces, d, &shape)? {
+                    return Ok(Tensor::from_storage(out, shape));
+                }
                 let mut out = first
                     .device()
                     .zeros_storage(shape.elem_count(), first.dtype())?;

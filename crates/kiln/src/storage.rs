@@ -5,7 +5,7 @@ use crate::Device;
 use kiln_core::{
     BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec, HostBuffer, LayerNormGrads,
     Layout, LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind, ReduceOp, Result,
-    ScatterSpec, UnaryOp, WindowSpec,
+    ScatterSpec, Shape, UnaryOp, WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -222,6 +222,27 @@ impl Storage {
                 Ok(Storage::Gpu(x.scatter_add(i, s, spec)?))
             }
             _ => Err(mismatch("scatter_add")),
+        }
+    }
+
+    /// `pieces` side by side along `dim` in a new compact storage of `shape`, on a GPU
+    /// in one launch per few pieces; `None` on the CPU, which copies each piece into a
+    /// zeroed tensor (that costs it nothing more).
+    pub(crate) fn cat(
+        pieces: &[(&Storage, &Layout)],
+        dim: usize,
+        shape: &Shape,
+    ) -> Result<Option<Storage>> {
+        let gpu: Option<Vec<_>> = pieces
+            .iter()
+            .map(|(s, l)| match s {
+                Storage::Gpu(g) => Some((g, *l)),
+                Storage::Cpu(_) => None,
+            })
+            .collect();
+        match gpu {
+            Some(pieces) => Ok(Some(Storage::Gpu(GpuStorage::cat(&pieces, dim, shape)?))),
+            None => Ok(None),
         }
     }
 

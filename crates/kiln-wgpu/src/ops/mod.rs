@@ -1,5 +1,6 @@
 //! Kernel launchers, one module per family of `shaders/`.
 
+pub(crate) mod cat;
 pub(crate) mod conv;
 pub(crate) mod conv_product;
 pub(crate) mod create;

@@ -484,7 +484,8 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             one(g.permute(&inverse)?)
         }
         Op::Broadcast(x) => one(sum_to(g, x.shape())?),
-        // On the CPU the reverse pass keeps the slice apart (`Slice::of`).
+        // The rule; the reverse pass keeps the slice apart instead (`Slice::of`) and
+        // pads it only where its input's slices overlap.
         Op::Narrow { x, dim, start } => one(Slice::new(*dim, *start, g).padded(x.shape())?),
         Op::Reduce {
             x,

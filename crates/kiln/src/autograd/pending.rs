@@ -1,10 +1,12 @@
 //! A tensor's gradient while the rules of its consumers run: whole gradients summed as
-//! they come, and on the CPU the gradients of `narrow`ed slices kept apart and put in
-//! place once. Padding each slice to the whole shape and adding it, as `narrow`'s rule
-//! does, moves the whole tensor per slice: an LSTM that narrows its input projections
-//! once a step spent most of its CPU backward pass zeroing, copying and adding them.
-//! On a GPU the padded slices fuse into kernels of several slices each, where copies
-//! would be a launch each, so there slices go through the rule like any gradient.
+//! they come, and the gradients of `narrow`ed slices kept apart and put in place once.
+//! Padding each slice to the whole shape and adding it, as `narrow`'s rule does, moves
+//! the whole tensor per slice: an LSTM that narrows its input projections once a step
+//! spent most of its CPU backward pass zeroing, copying and adding them, and on a GPU
+//! the padded slices, fused six to a kernel, still wrote the whole tensor each time.
+//! Side by side they are one `cat` (on a GPU one launch per seven slices). A GPU keeps
+//! padding a few slices, which fuse into one kernel, or into the kernel that reads
+//! their sum (an LSTM cell's backward reads the gradients of its `h` and `c` so).
 
 use super::op::Op;
 use crate::Tensor;
@@ -26,13 +28,11 @@ impl Slice {
         }
     }
 
-    /// What a `narrow` on the CPU gives its input, given the gradient `g` of its output;
-    /// `None` for other ops and devices.
+    /// What a `narrow` gives its input, given the gradient `g` of its output; `None`
+    /// for other ops.
     pub(crate) fn of(op: &Op, g: &Tensor) -> Option<Slice> {
         match op {
-            Op::Narrow { dim, start, .. } if !g.device().is_gpu() => {
-                Some(Slice::new(*dim, *start, g))
-            }
+            Op::Narrow { dim, start, .. } => Some(Slice::new(*dim, *start, g)),
             _ => None,
         }
     }
@@ -85,7 +85,8 @@ impl Pending {
 }
 
 /// The sum of `slices` of a tensor of `shape`: disjoint slices along one dim side by
-/// side (with zeros between them) in one `cat`; others padded and summed in turn.
+/// side (with zeros between them) in one `cat`; others, and on a GPU fewer than one
+/// fused kernel reads, padded and summed in turn.
 fn assemble(slices: Vec<Slice>, shape: &Shape) -> Result<Tensor> {
     let dim = slices[0].dim;
     let mut order: Vec<&Slice> = slices.iter().collect();
@@ -94,7 +95,8 @@ fn assemble(slices: Vec<Slice>, shape: &Shape) -> Result<Tensor> {
         && order
             .windows(2)
             .all(|w| w[0].start + w[0].len() <= w[1].start);
-    if !side_by_side {
+    let fuse = slices[0].grad.device().is_gpu() && slices.len() < kiln_wgpu::MAX_FUSED_READS;
+    if !side_by_side || fuse {
         let mut sum: Option<Tensor> = None;
         for s in &slices {
             let p = s.padded(shape)?;
