@@ -280,20 +280,8 @@ fn cells_stepped_by_hand_give_the_sequence_layer_and_time_comes_first_by_default
                 device,
                 &Tensor::randn([5, 2, 4], DType::F32, &cpu, &mut rng).unwrap(),
             );
-            let of_layer = whole
-                .mul(&r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let of_cells = stepped
-                .mul(&r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let gradients = |y: &Tensor| y.mul(&r)?.sum_all()?.backward();
+            let (of_layer, of_cells) = (gradients(&whole).unwrap(), gradients(&stepped).unwrap());
             let grad = |g: &kiln::Gradients, t: &Tensor| g.get(t).expect("a gradient").clone();
             assert_close(&label, &grad(&of_cells, &x), &grad(&of_layer, &x), F32);
             for (name, p) in cell.named_parameters() {
