@@ -1376,6 +1376,8 @@ fn cat_stack_pad_triangles_match_cpu() {
         })
         .collect();
     parity("cat of 9 i32 pieces", &ints, EXACT, |t| Tensor::cat(t, 0));
+    let empty = [rand(&[0, 3], &mut rng), rand(&[0, 2], &mut rng)];
+    parity("cat of empty rows", &empty, EXACT, |t| Tensor::cat(t, 1));
     if f16_ok() {
         let halves: Vec<Tensor> = (0..8)
             .map(|i| {

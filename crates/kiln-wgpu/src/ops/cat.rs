@@ -34,6 +34,9 @@ pub(crate) fn cat(
     let dtype = first.dtype;
     let buffer = device.alloc_output(op, shape.elem_count(), dtype)?;
     let mut out = GpuStorage::new(buffer, dtype, shape.elem_count(), device);
+    if shape.elem_count() == 0 {
+        return Ok(out);
+    }
     let inner: usize = shape.dims()[dim + 1..].iter().product();
     let outer: usize = shape.dims()[..dim].iter().product();
     // Empty pieces have nothing to copy; the rest go CAT_PIECES to a launch.
