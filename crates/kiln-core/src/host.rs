@@ -26,21 +26,11 @@ pub enum HostBuffer {
 
 impl HostBuffer {
     pub fn dtype(&self) -> DType {
-        match self {
-            HostBuffer::F32(_) => DType::F32,
-            HostBuffer::F16(_) => DType::F16,
-            HostBuffer::I32(_) => DType::I32,
-            HostBuffer::F64(_) => DType::F64,
-        }
+        self.as_slice().dtype()
     }
 
     pub fn len(&self) -> usize {
-        match self {
-            HostBuffer::F32(v) => v.len(),
-            HostBuffer::F16(v) => v.len(),
-            HostBuffer::I32(v) => v.len(),
-            HostBuffer::F64(v) => v.len(),
-        }
+        self.as_slice().len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -3,7 +3,7 @@
 use crate::autograd::{track, Op};
 use crate::storage::Storage;
 use crate::Tensor;
-use kiln_core::{Error, Layout, Result, Shape};
+use kiln_core::{Error, Result, Shape};
 
 impl Tensor {
     /// Joins tensors along `dim`; all other dims must match.
@@ -44,26 +44,10 @@ impl Tensor {
                     .zip(tensors)
                     .map(|(s, t)| (&**s, t.layout()))
                     .collect();
-                if let Some(out) = Storage::cat(&pieces, d, &shape)? {
-                    return Ok(Tensor::from_storage(out, shape));
-                }
-                let mut out = first
-                    .device()
-                    .zeros_storage(shape.elem_count(), first.dtype())?;
-                let whole = Layout::contiguous(shape.clone());
-                let mut start = 0;
-                for t in tensors {
-                    let len = t.dims()[d];
-                    if len > 0 {
-                        t.storage().copy_into(
-                            t.layout(),
-                            &mut out,
-                            &whole.narrow(d, start, len),
-                        )?;
-                    }
-                    start += len;
-                }
-                Ok(Tensor::from_storage(out, shape))
+                Ok(Tensor::from_storage(
+                    Storage::cat(&pieces, d, &shape)?,
+                    shape,
+                ))
             },
         )
     }

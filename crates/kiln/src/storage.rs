@@ -225,14 +225,14 @@ impl Storage {
         }
     }
 
-    /// `pieces` side by side along `dim` in a new compact storage of `shape`, on a GPU
-    /// in one launch per few pieces; `None` on the CPU, which copies each piece into a
-    /// zeroed tensor (that costs it nothing more).
+    /// `pieces` (of one device and dtype) side by side along `dim` in a new compact
+    /// storage of `shape`: on a GPU in one launch per few pieces, on the CPU each piece
+    /// copied into a zeroed buffer.
     pub(crate) fn cat(
         pieces: &[(&Storage, &Layout)],
         dim: usize,
         shape: &Shape,
-    ) -> Result<Option<Storage>> {
+    ) -> Result<Storage> {
         let gpu: Option<Vec<_>> = pieces
             .iter()
             .map(|(s, l)| match s {
@@ -240,10 +240,23 @@ impl Storage {
                 Storage::Cpu(_) => None,
             })
             .collect();
-        match gpu {
-            Some(pieces) => Ok(Some(Storage::Gpu(GpuStorage::cat(&pieces, dim, shape)?))),
-            None => Ok(None),
+        if let Some(pieces) = gpu {
+            return Ok(Storage::Gpu(GpuStorage::cat(&pieces, dim, shape)?));
         }
+        let (first, _) = pieces[0];
+        let mut out = first
+            .device()
+            .zeros_storage(shape.elem_count(), first.dtype())?;
+        let whole = Layout::contiguous(shape.clone());
+        let mut start = 0;
+        for (s, layout) in pieces {
+            let len = layout.dims()[dim];
+            if len > 0 {
+                s.copy_into(layout, &mut out, &whole.narrow(dim, start, len))?;
+            }
+            start += len;
+        }
+        Ok(out)
     }
 
     pub(crate) fn copy_into(

@@ -97,15 +97,11 @@ fn assemble(slices: Vec<Slice>, shape: &Shape) -> Result<Tensor> {
             .all(|w| w[0].start + w[0].len() <= w[1].start);
     let fuse = slices[0].grad.device().is_gpu() && slices.len() < kiln_wgpu::MAX_FUSED_READS;
     if !side_by_side || fuse {
-        let mut sum: Option<Tensor> = None;
+        let mut sum = Pending::default();
         for s in &slices {
-            let p = s.padded(shape)?;
-            sum = Some(match sum {
-                Some(previous) => previous.add(&p)?,
-                None => p,
-            });
+            sum.add(s.padded(shape)?)?;
         }
-        return Ok(sum.expect("at least one slice"));
+        return Ok(sum.whole.expect("at least one slice"));
     }
     let grad = &slices[0].grad;
     let zeros = |len: usize| {
