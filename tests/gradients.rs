@@ -313,6 +313,35 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
         let c = x.narrow(2, 1, 2)?.square()?.sum(&[2], true)?;
         x.mul_scalar(0.5)?.add(&a)?.add(&b)?.add(&c)
     });
+    // One matrix in many products, as a recurrent weight is: its gradient from the
+    // products with few rows is one product over their stacked operands; those with
+    // many rows (more than the matrix is wide and tall) are multiplied alone.
+    case!(
+        "a matrix in many products",
+        [
+            rand(&[6, 6], rng),
+            rand(&[6, 6], rng),
+            rand(&[2, 6], rng),
+            rand(&[9, 6], rng),
+            rand(&[1, 2, 6], rng),
+            rand(&[6], rng)
+        ],
+        |t| {
+            let (w, h0, many_rows, batch, row) = (&t[0], &t[2], &t[3], &t[4], &t[5]);
+            // The same transposed view in every step (a weight used as `u.t()`).
+            let u = t[1].t()?;
+            let mut h = h0.clone();
+            let mut outs = Vec::new();
+            for _ in 0..5 {
+                h = h.matmul(w)?.add(&h.matmul(&u)?.mul_scalar(0.5)?)?.tanh()?;
+                outs.push(h.sum(&[0], false)?);
+            }
+            outs.push(many_rows.matmul(w)?.sum(&[0], false)?);
+            outs.push(batch.matmul(w)?.sum(&[0, 1], false)?);
+            outs.push(row.matmul(&u)?);
+            Tensor::stack(&outs, 0)
+        }
+    );
     case!("tril triu", [rand(&[4, 4], rng)], |t| t[0]
         .tril(0)?
         .add(&t[0].triu(1)?.mul_scalar(2.0)?));

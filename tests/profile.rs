@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use kiln::backend::MatmulVariant;
 use kiln::{DType, Device, Error, Tensor};
 use std::sync::Mutex;
 
@@ -123,4 +124,41 @@ fn profiles_refuse_the_cpu_and_nesting() {
     );
     // The failed inner call left no profile running.
     assert!(gpu.profile(|| Ok(())).is_ok());
+}
+
+/// A matrix in a product a step (a recurrent weight) gets its gradient from one
+/// product over every step's rows, stacked by `cat`s, not from a product a step and
+/// their sum: the backward pass runs one product a step for the hidden state's
+/// gradient, and one more. (With the tiled kernel, one launch a product; lavapipe's
+/// default launches one per block of the left operand.)
+#[test]
+fn a_recurrent_weight_gets_its_gradient_from_one_product() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let device = gpu.as_gpu().unwrap();
+    let variant = device.matmul_variant();
+    device.set_matmul_variant(MatmulVariant::Tiled).unwrap();
+    let mut rng = rng();
+    let steps = 12;
+    let w = on(&gpu, &rand(&[64, 64], &mut rng)).into_var().unwrap();
+    let mut h = on(&gpu, &rand(&[4, 64], &mut rng)).into_var().unwrap();
+    for _ in 0..steps {
+        h = h.matmul(&w).unwrap().tanh().unwrap();
+    }
+    let loss = h.sum(&[0, 1], false).unwrap();
+    let profiled = gpu.profile(|| loss.backward());
+    device.set_matmul_variant(variant).unwrap();
+    let (grads, profile) = profiled.unwrap();
+    let count = |prefix: &str| -> u64 {
+        profile
+            .kernels
+            .iter()
+            .filter(|k| k.name.starts_with(prefix))
+            .map(|k| k.launches)
+            .sum()
+    };
+    assert_eq!(count("matmul/"), steps as u64 + 1, "{:#?}", profile.kernels);
+    // Twelve pieces each of `h` and of the steps' gradients, seven to a launch.
+    assert_eq!(count("elementwise/cat.wgsl"), 4, "{:#?}", profile.kernels);
+    assert!(grads.get(&w).is_some());
 }

@@ -4,7 +4,8 @@
 
 use super::grad_mode::no_grad;
 use super::op::{Node, Op};
-use super::pending::{Pending, Slice};
+use super::pending::{Part, Pending, Slice};
+use super::product::Product;
 use super::Gradients;
 use crate::{Conv2dOptions, Tensor};
 use kiln_core::{BinaryOp, Error, ReduceOp, Result, Shape, UnaryOp};
@@ -206,7 +207,7 @@ fn reverse_pass(
         let order = topological_order(&roots);
         let mut pending: HashMap<_, Pending> = HashMap::new();
         for (root, seed) in seeds {
-            pending.entry(root.id()).or_default().add(seed)?;
+            pending.entry(root.id()).or_default().add(seed.into())?;
         }
         for node in order {
             let Some(parts) = pending.remove(&node.id()) else {
@@ -225,11 +226,6 @@ fn reverse_pass(
                     *node.node() = Node::Freed(op.name());
                     reached(&node, &grad)?;
                     let parents = op.parents();
-                    if let Some(slice) = Slice::of(&op, &grad) {
-                        // Narrow's one parent reached this op, so it wants a gradient.
-                        pending.entry(parents[0].id()).or_default().add_slice(slice);
-                        continue;
-                    }
                     let needs: Vec<bool> = parents.iter().map(|p| p.requires_grad()).collect();
                     let parent_grads = gradient(&op, &node, &grad, &needs)?;
                     for (parent, g) in parents.into_iter().zip(parent_grads) {
@@ -338,13 +334,18 @@ fn when(need: bool, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>
     need.then(f).transpose()
 }
 
+/// Whole gradients as the parts a rule gives.
+fn wholes(grads: Vec<Option<Tensor>>) -> Result<Vec<Option<Part>>> {
+    Ok(grads.into_iter().map(|g| g.map(Part::Whole)).collect())
+}
+
 /// The gradient of each parent of `op` (in `Op::parents` order) given the output
 /// `y` and its gradient `g`; `None` for a parent that gets none. `needs` says which
 /// parents want one: the rules of ops with several parents skip the others' work (a
 /// single-parent op is only reached when its parent wants a gradient).
-fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Part>>> {
     use std::f64::consts::PI;
-    let one = |t: Tensor| Ok(vec![Some(t)]);
+    let one = |t: Tensor| Ok(vec![Some(Part::Whole(t))]);
     match &**op {
         Op::Unary(x, u) => {
             let d = match *u {
@@ -454,7 +455,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 | BinaryOp::Gt
                 | BinaryOp::Ge => return Ok(vec![None, None]),
             };
-            Ok(vec![
+            wholes(vec![
                 ga.map(|ga| sum_to(&ga, a.shape())).transpose()?,
                 gb.map(|gb| sum_to(&gb, b.shape())).transpose()?,
             ])
@@ -467,7 +468,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             let zero = g.zeros_like()?;
             let gt = cond.where_cond(g, &zero)?;
             let gf = cond.where_cond(&zero, g)?;
-            Ok(vec![
+            wholes(vec![
                 Some(sum_to(&gt, on_true.shape())?),
                 Some(sum_to(&gf, on_false.shape())?),
             ])
@@ -484,9 +485,8 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             one(g.permute(&inverse)?)
         }
         Op::Broadcast(x) => one(sum_to(g, x.shape())?),
-        // The rule; the reverse pass keeps the slice apart instead (`Slice::of`) and
-        // pads it only where its input's slices overlap.
-        Op::Narrow { x, dim, start } => one(Slice::new(*dim, *start, g).padded(x.shape())?),
+        // Kept apart: the input's slices are put in place together (`pending.rs`).
+        Op::Narrow { dim, start, .. } => Ok(vec![Some(Part::Slice(Slice::new(*dim, *start, g)))]),
         Op::Reduce {
             x,
             op,
@@ -553,27 +553,32 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 true => sum_to(&b2.matmul(&g2.t()?)?, a2.t()?.shape())?.t(),
                 false => sum_to(&g2.matmul(&b2.t()?)?, a2.shape()),
             })?;
-            let gb = when(needs[1], || {
-                match (transposed_view(&b2)?, shared_matrix(&a2, &b2)) {
-                    // A matrix every product of a batch shares (a linear layer's weight
-                    // against `[batch, rows, in]`): one product over all the batch's rows,
-                    // not a product per matrix and a sum over the batch after.
-                    (transposed, true) => {
-                        let rows = |t: &Tensor| t.view(&[-1, t.dims()[t.rank() - 1] as isize]);
-                        let (a_rows, g_rows) = (rows(&a2)?, rows(&g2)?);
-                        match transposed {
-                            true => g_rows.t()?.matmul(&a_rows)?.t(),
-                            false => a_rows.t()?.matmul(&g_rows),
-                        }
-                    }
-                    (true, false) => sum_to(&g2.t()?.matmul(&a2)?, b2.t()?.shape())?.t(),
-                    (false, false) => sum_to(&a2.t()?.matmul(&g2)?, b2.shape()),
+            let ga = ga.map(|ga| ga.reshape(a.shape().clone())).transpose()?;
+            let gb = match (needs[1], b.rank(), a2.rank()) {
+                (false, ..) => None,
+                // A matrix's gradient is `a^T g` over all the rows that met it. A matrix
+                // every product of a batch shares (a linear layer's weight against
+                // `[batch, rows, in]`) takes all the batch's rows in one product, not a
+                // product per matrix and a sum over the batch after; a matrix used in
+                // several products (a recurrent weight, once a step) gets one product
+                // over all of theirs (`product.rs`).
+                (true, 2, rank) => {
+                    let rows = |t: &Tensor| t.view(&[-1, t.dims()[t.rank() - 1] as isize]);
+                    let (x, y) = match rank {
+                        2 => (a2.clone(), g2.clone()),
+                        _ => (rows(&a2)?, rows(&g2)?),
+                    };
+                    Some(Part::Product(Product::new(x, y, transposed_view(b)?)))
                 }
-            })?;
-            Ok(vec![
-                ga.map(|ga| ga.reshape(a.shape().clone())).transpose()?,
-                gb.map(|gb| gb.reshape(b.shape().clone())).transpose()?,
-            ])
+                (true, ..) => Some(Part::Whole(
+                    match transposed_view(&b2)? {
+                        true => sum_to(&g2.t()?.matmul(&a2)?, b2.t()?.shape())?.t()?,
+                        false => sum_to(&a2.t()?.matmul(&g2)?, b2.shape())?,
+                    }
+                    .reshape(b.shape().clone())?,
+                )),
+            };
+            Ok(vec![ga.map(Part::Whole), gb])
         }
         Op::Conv2d { x, w, spec, groups } => {
             // Transposed convolution of the gradient gives back the input's size once
@@ -609,7 +614,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             let gw = when(needs[1], || {
                 x.conv2d_weight_grad(g, spec, w.dims()[0], *groups)
             })?;
-            Ok(vec![gx, gw])
+            wholes(vec![gx, gw])
         }
         Op::ConvTranspose2d { x, w, spec, groups } => {
             let opts = Conv2dOptions {
@@ -622,7 +627,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             let gw = when(needs[1], || {
                 g.conv2d_weight_grad(x, spec, w.dims()[0], *groups)
             })?;
-            Ok(vec![gx, gw])
+            wholes(vec![gx, gw])
         }
         Op::MaxPool2d { indices, spec, .. } => one(g.max_pool2d_backward(indices, spec)?),
         Op::AvgPool2d { spec, kind, .. } => one(g.avg_pool2d_backward(spec, *kind)?),
@@ -634,7 +639,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 out.push(Some(g.narrow(*dim as isize, start, len)?));
                 start += len;
             }
-            Ok(out)
+            wholes(out)
         }
         Op::Pad { x, pads } => {
             let mut gx = g.clone();
@@ -657,7 +662,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             one(x.zeros_like()?.scatter_add(*dim as isize, index, g)?)
         }
         Op::ScatterAdd { dim, index, .. } => {
-            Ok(vec![Some(g.clone()), Some(g.gather(*dim as isize, index)?)])
+            wholes(vec![Some(g.clone()), Some(g.gather(*dim as isize, index)?)])
         }
         Op::LayerNorm {
             x,
@@ -674,7 +679,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 if let Some(b) = bias {
                     out.push(Some(sum_to(g, b.shape())?));
                 }
-                return Ok(out);
+                return wholes(out);
             }
             let norm: Vec<isize> = (x.rank() - dims..x.rank()).map(|d| d as isize).collect();
             let mean = x.mean(&norm, true)?;
@@ -700,7 +705,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             if let Some(b) = bias {
                 out.push(Some(sum_to(g, b.shape())?));
             }
-            Ok(out)
+            wholes(out)
         }
         Op::CrossEntropy {
             logits,
@@ -709,18 +714,13 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
         } => one(logits.cross_entropy_backward(targets, g, *smoothing)?),
         Op::LstmCell { z, c } => {
             let (dz, dc) = z.lstm_cell_backward(c, g)?;
-            Ok(vec![Some(dz), Some(dc)])
+            wholes(vec![Some(dz), Some(dc)])
         }
         Op::GruCell { x, hp, h } => {
             let (dx, dhp, dh) = x.gru_cell_backward(hp, h, g)?;
-            Ok(vec![Some(dx), Some(dhp), Some(dh)])
+            wholes(vec![Some(dx), Some(dhp), Some(dh)])
         }
     }
-}
-
-/// Whether the matrix `b` multiplies every matrix of the batch `a`.
-fn shared_matrix(a: &Tensor, b: &Tensor) -> bool {
-    b.rank() == 2 && a.rank() > 2
 }
 
 /// True when `x` (rank 2 or more) is the transpose of a compact tensor: its last two

@@ -9,6 +9,7 @@ mod gradcheck;
 mod gradients;
 mod op;
 mod pending;
+mod product;
 
 pub use backward::grad;
 pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};

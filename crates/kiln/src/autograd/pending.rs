@@ -1,16 +1,34 @@
 //! A tensor's gradient while the rules of its consumers run: whole gradients summed as
-//! they come, and the gradients of `narrow`ed slices kept apart and put in place once.
-//! Padding each slice to the whole shape and adding it, as `narrow`'s rule does, moves
-//! the whole tensor per slice: an LSTM that narrows its input projections once a step
-//! spent most of its CPU backward pass zeroing, copying and adding them, and on a GPU
-//! the padded slices, fused six to a kernel, still wrote the whole tensor each time.
-//! Side by side they are one `cat` (on a GPU one launch per seven slices). A GPU keeps
-//! padding a few slices, which fuse into one kernel, or into the kernel that reads
-//! their sum (an LSTM cell's backward reads the gradients of its `h` and `c` so).
+//! they come, the gradients of `narrow`ed slices kept apart and put in place once, and
+//! a matrix's gradients from several products kept as operands and multiplied once
+//! (`product.rs`). Padding each slice to the whole shape and adding it, as `narrow`'s
+//! rule would, moves the whole tensor per slice: an LSTM that narrows its input
+//! projections once a step spent most of its CPU backward pass zeroing, copying and
+//! adding them, and on a GPU the padded slices, fused six to a kernel, still wrote the
+//! whole tensor each time. Side by side they are one `cat` (on a GPU one launch per
+//! seven slices). A GPU keeps padding a few slices, which fuse into one kernel, or into
+//! the kernel that reads their sum (an LSTM cell's backward reads the gradients of its
+//! `h` and `c` so).
 
-use super::op::Op;
+use super::product::{self, Product};
 use crate::Tensor;
 use kiln_core::{Result, Shape};
+
+/// What one consumer's rule gives a tensor towards its gradient.
+pub(crate) enum Part {
+    /// A gradient of the tensor's shape.
+    Whole(Tensor),
+    /// The gradient of one slice (a `narrow` of the tensor).
+    Slice(Slice),
+    /// A matrix's gradient from one product it took part in.
+    Product(Product),
+}
+
+impl From<Tensor> for Part {
+    fn from(g: Tensor) -> Part {
+        Part::Whole(g)
+    }
+}
 
 /// The gradient of one slice of a tensor along `dim`, from `start`.
 pub(crate) struct Slice {
@@ -28,21 +46,12 @@ impl Slice {
         }
     }
 
-    /// What a `narrow` gives its input, given the gradient `g` of its output; `None`
-    /// for other ops.
-    pub(crate) fn of(op: &Op, g: &Tensor) -> Option<Slice> {
-        match op {
-            Op::Narrow { dim, start, .. } => Some(Slice::new(*dim, *start, g)),
-            _ => None,
-        }
-    }
-
     fn len(&self) -> usize {
         self.grad.dims()[self.dim]
     }
 
-    /// The slice's gradient zero-padded to `shape`: `narrow`'s rule.
-    pub(crate) fn padded(&self, shape: &Shape) -> Result<Tensor> {
+    /// The slice's gradient zero-padded to `shape`.
+    fn padded(&self, shape: &Shape) -> Result<Tensor> {
         let rank = shape.rank();
         let after = shape.dims()[self.dim] - self.start - self.len();
         let mut pads = vec![(0, 0); rank - self.dim];
@@ -56,19 +65,24 @@ impl Slice {
 pub(crate) struct Pending {
     whole: Option<Tensor>,
     slices: Vec<Slice>,
+    products: Vec<Product>,
 }
 
 impl Pending {
-    pub(crate) fn add(&mut self, g: Tensor) -> Result<()> {
-        self.whole = Some(match self.whole.take() {
-            Some(previous) => previous.add(&g)?,
-            None => g,
-        });
+    pub(crate) fn add(&mut self, part: Part) -> Result<()> {
+        match part {
+            Part::Whole(g) => {
+                self.whole = Some(match self.whole.take() {
+                    Some(previous) => previous.add(&g)?,
+                    None => g,
+                });
+            }
+            Part::Slice(slice) => self.slices.push(slice),
+            // A product with many rows is cheaper alone than copied into a stack.
+            Part::Product(p) if !p.small() => self.add(Part::Whole(p.evaluate()?))?,
+            Part::Product(p) => self.products.push(p),
+        }
         Ok(())
-    }
-
-    pub(crate) fn add_slice(&mut self, slice: Slice) {
-        self.slices.push(slice);
     }
 
     /// The whole gradient of a tensor of `shape`; `None` before any part came.
@@ -77,10 +91,19 @@ impl Pending {
             true => None,
             false => Some(assemble(self.slices, shape)?),
         };
-        Ok(match (self.whole, assembled) {
-            (Some(w), Some(s)) => Some(w.add(&s)?),
-            (w, s) => w.or(s),
-        })
+        let multiplied = product::stacked(self.products)?;
+        let mut total: Option<Tensor> = None;
+        for part in [self.whole, assembled]
+            .into_iter()
+            .flatten()
+            .chain(multiplied)
+        {
+            total = Some(match total {
+                Some(t) => t.add(&part)?,
+                None => part,
+            });
+        }
+        Ok(total)
     }
 }
 
@@ -99,7 +122,7 @@ fn assemble(slices: Vec<Slice>, shape: &Shape) -> Result<Tensor> {
     if !side_by_side || fuse {
         let mut sum = Pending::default();
         for s in &slices {
-            sum.add(s.padded(shape)?)?;
+            sum.add(Part::Whole(s.padded(shape)?))?;
         }
         return Ok(sum.whole.expect("at least one slice"));
     }
