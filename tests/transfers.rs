@@ -1,12 +1,13 @@
 //! Host <-> GPU copies: uploads through the queue's write (up to 1 MiB) and through the
 //! device's staging chunks (8 MiB each, two used in turn), read back bit for bit, and
-//! ordered before the work recorded after them.
+//! ordered before the work recorded after them; readbacks left mapped (`read_host`)
+//! give what `to_vec` gives, while others are held and after they are dropped.
 
 mod common;
 
 use common::*;
 use half::f16;
-use kiln::Tensor;
+use kiln::{DType, Error, HostRead, Tensor};
 
 const MIB: usize = 1 << 20;
 
@@ -106,5 +107,76 @@ fn an_upload_reaches_the_gpu_before_work_recorded_after_it() {
     );
     for product in busy {
         assert!(product.to_vec::<f32>().unwrap().iter().all(|&v| v == 512.0));
+    }
+}
+
+#[test]
+fn mapped_readbacks_give_what_to_vec_gives() {
+    let Some(gpu) = gpu() else { return };
+    fn sendable<T: Send + Sync>(_: &T) {}
+    let mut rng = rng();
+    // Compact and strided (copied compact on the GPU first), empty, past a staging
+    // chunk, and each dtype.
+    for (n, salt) in [(0, 1), (1, 2), (1000, 3), (3 * MIB, 4)] {
+        let x = Tensor::from_slice(&values(n, salt), [n], &gpu).unwrap();
+        let mapped = x.read_host::<f32>().unwrap();
+        sendable(&mapped);
+        assert!(
+            bits(&mapped) == bits(&x.to_vec::<f32>().unwrap()),
+            "{n} f32"
+        );
+    }
+    let strided = on_strided(&gpu, &rand(&[37, 29], &mut rng));
+    let want = strided.to_vec::<f32>().unwrap();
+    assert!(bits(&strided.read_host::<f32>().unwrap()) == bits(&want));
+    let halves = strided.to_dtype(DType::F16).unwrap();
+    assert_eq!(
+        &halves.read_host::<f16>().unwrap()[..],
+        &halves.to_vec::<f16>().unwrap()[..]
+    );
+    let ids = Tensor::from_vec((0..1001).collect::<Vec<i32>>(), [7, 143], &gpu).unwrap();
+    let ids = ids.t().unwrap();
+    assert_eq!(
+        &ids.read_host::<i32>().unwrap()[..],
+        &ids.to_vec::<i32>().unwrap()[..]
+    );
+    assert!(matches!(
+        ids.read_host::<f32>(),
+        Err(Error::DTypeMismatch {
+            op: "read_host",
+            ..
+        })
+    ));
+    // The CPU backend's copy.
+    let cpu = rand(&[5, 3], &mut rng);
+    assert_eq!(
+        &cpu.read_host::<f32>().unwrap()[..],
+        &cpu.to_vec::<f32>().unwrap()[..]
+    );
+}
+
+#[test]
+fn readbacks_while_a_mapped_one_is_held() {
+    let Some(gpu) = gpu() else { return };
+    let a = Tensor::from_slice(&values(2 * MIB, 5), [2 * MIB], &gpu).unwrap();
+    let b = Tensor::from_slice(&values(MIB, 6), [MIB], &gpu).unwrap();
+    let c = Tensor::from_slice(&values(4 * MIB, 7), [4 * MIB], &gpu).unwrap();
+    // Held across other readbacks, which stage through buffers of their own, and
+    // across work recorded after it; dropped out of order, each gives its buffer back.
+    let held_a: HostRead<f32> = a.read_host().unwrap();
+    let held_b: HostRead<f32> = b.read_host().unwrap();
+    let doubled = a.mul_scalar(2.0).unwrap().to_vec::<f32>().unwrap();
+    drop(held_a);
+    let held_c: HostRead<f32> = c.read_host().unwrap();
+    assert!(bits(&held_b) == bits(&values(MIB, 6)));
+    assert!(bits(&held_c) == bits(&values(4 * MIB, 7)));
+    drop(held_b);
+    drop(held_c);
+    let want: Vec<f32> = values(2 * MIB, 5).iter().map(|v| v * 2.0).collect();
+    assert!(bits(&doubled) == bits(&want));
+    // The buffers given back serve the next readbacks, large and small.
+    for (t, n, salt) in [(&c, 4 * MIB, 7), (&b, MIB, 6), (&a, 2 * MIB, 5)] {
+        assert!(bits(&t.read_host::<f32>().unwrap()) == bits(&values(n, salt)));
+        assert!(bits(&t.to_vec::<f32>().unwrap()) == bits(&values(n, salt)));
     }
 }

@@ -258,6 +258,22 @@ pub fn suite(scale: Scale) -> Vec<Case> {
     );
     readback.clock = Some(Clock::WallClock);
     cases.push(readback);
+    // The same read left in the mapped staging buffer: `to_vec` less its copy out.
+    let mut mapped = Case::new(
+        "transfer",
+        format!("read_host {mib} MiB"),
+        Unit::TransferBytes,
+        (n * 4) as f64,
+        move |d| {
+            let x = input(&[n], d, 9)?;
+            Ok(Box::new(move || {
+                std::hint::black_box(x.read_host::<f32>()?);
+                Ok(x.clone())
+            }))
+        },
+    );
+    mapped.clock = Some(Clock::WallClock);
+    cases.push(mapped);
     let mut upload = Case::new(
         "transfer",
         format!("upload {mib} MiB"),

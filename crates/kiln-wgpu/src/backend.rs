@@ -17,21 +17,13 @@ impl BackendStorage for GpuStorage {
     }
 
     fn to_host(&self, layout: &Layout) -> Result<HostBuffer> {
-        let compact;
-        let source = if layout.is_compact() {
-            self
-        } else {
-            compact = ops::elementwise::copy_compact(self, layout)?;
-            &compact
-        };
+        let mapped = self.read_mapped("to_vec", layout)?;
         let n = layout.elem_count();
-        let dtype = self.dtype;
-        self.device.read_with(
-            "to_vec",
-            source.buffer()?,
-            n * dtype.size_in_bytes(),
-            |bytes| crate::readback::host_from_mapped(dtype, bytes, n),
-        )
+        Ok(crate::readback::host_from_mapped(
+            self.dtype,
+            mapped.bytes(),
+            n,
+        ))
     }
 
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {

@@ -48,6 +48,7 @@ pub use params::{ParamsLayout, ParamsMember};
 pub use pool::PoolStats;
 pub use probe::{CopyProbe, FmaProbe};
 pub use profile::{KernelProfile, Profile};
+pub use readback::MappedRead;
 pub use readback_probe::ReadbackPhases;
 pub use row_reduction::RowReduction;
 pub use storage::GpuStorage;

@@ -2,8 +2,10 @@
 
 use crate::copy_pool::copy_parallel;
 use crate::device::GpuDevice;
+use crate::ops;
 use crate::pool::PooledBuffer;
-use kiln_core::{DType, Error, GpuErrorKind, HostBuffer, Result};
+use crate::storage::GpuStorage;
+use kiln_core::{DType, Error, GpuErrorKind, HostBuffer, Layout, Result};
 use std::sync::mpsc;
 
 /// The first `n` elements of `dtype` in `bytes` (a mapped staging buffer) as a host
@@ -11,6 +13,61 @@ use std::sync::mpsc;
 pub(crate) fn host_from_mapped(dtype: DType, bytes: &[u8], n: usize) -> HostBuffer {
     // SAFETY: copy_parallel writes every byte of its destination.
     unsafe { HostBuffer::from_bytes_with(dtype, bytes, n, copy_parallel) }
+}
+
+/// Bytes read back from a device, still in the mapped staging buffer they landed in:
+/// readable on the host without a copy of their own (what burn's `into_data` hands
+/// out too). Dropping it unmaps the buffer and gives it back to the device for its
+/// next readback; while one is held, other readbacks stage through buffers of their own.
+pub struct MappedRead {
+    view: Option<wgpu::BufferView>,
+    buffer: Option<wgpu::Buffer>,
+    len: usize,
+    device: GpuDevice,
+}
+
+impl MappedRead {
+    /// The bytes read.
+    pub fn bytes(&self) -> &[u8] {
+        &self.view.as_ref().expect("mapped until dropped")[..self.len]
+    }
+}
+
+impl std::fmt::Debug for MappedRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MappedRead({} bytes)", self.len)
+    }
+}
+
+impl Drop for MappedRead {
+    fn drop(&mut self) {
+        self.view = None;
+        let Some(buffer) = self.buffer.take() else {
+            return;
+        };
+        buffer.unmap();
+        // Keep the larger of this buffer and one a concurrent readback may have left.
+        let mut slot = self.device.inner.staging.lock().unwrap();
+        if slot.as_ref().is_none_or(|s| s.size() < buffer.size()) {
+            *slot = Some(buffer);
+        }
+    }
+}
+
+impl GpuStorage {
+    /// The elements of `layout` in row-major order, read back and left mapped: a sync
+    /// point.
+    pub fn read_mapped(&self, op: &'static str, layout: &Layout) -> Result<MappedRead> {
+        let compact;
+        let source = if layout.is_compact() {
+            self
+        } else {
+            compact = ops::elementwise::copy_compact(self, layout)?;
+            &compact
+        };
+        let bytes = layout.elem_count() * self.dtype.size_in_bytes();
+        self.device.read_mapped(op, source.buffer()?, bytes)
+    }
 }
 
 impl GpuDevice {
@@ -24,10 +81,7 @@ impl GpuDevice {
         self.read_with(op, buffer, bytes, |b| b.to_vec())
     }
 
-    /// Copies the first `bytes` of `buffer` into the device's staging buffer, waits, and
-    /// hands the mapped bytes to `decode`. The staging buffer is kept between reads (and
-    /// grown when needed): allocating and faulting in a fresh one per read cost more than
-    /// the copy itself.
+    /// Reads the first `bytes` of `buffer` and hands them, mapped, to `decode`.
     pub(crate) fn read_with<R>(
         &self,
         op: &'static str,
@@ -35,11 +89,24 @@ impl GpuDevice {
         bytes: usize,
         decode: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
+        Ok(decode(self.read_mapped(op, buffer, bytes)?.bytes()))
+    }
+
+    /// Copies the first `bytes` of `buffer` into a staging buffer, waits, and returns
+    /// them mapped. The device keeps its staging buffer between reads (and grows it
+    /// when needed): allocating and faulting in a fresh one per read cost more than the
+    /// copy itself.
+    pub(crate) fn read_mapped(
+        &self,
+        op: &'static str,
+        buffer: &PooledBuffer,
+        bytes: usize,
+    ) -> Result<MappedRead> {
         let size = (bytes.div_ceil(4) * 4).max(4) as u64;
-        let mut staging = self.inner.staging.lock().unwrap();
-        if staging.as_ref().is_none_or(|s| s.size() < size) {
-            *staging = None;
-            *staging = Some(self.scoped(op, || {
+        let kept = self.inner.staging.lock().unwrap().take();
+        let staging = match kept {
+            Some(s) if s.size() >= size => s,
+            _ => self.scoped(op, || {
                 self.inner.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("kiln readback"),
                     size: size
@@ -49,18 +116,22 @@ impl GpuDevice {
                     usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 })
-            })?);
-        }
-        let staging = staging.as_ref().expect("made above");
+            })?,
+        };
         self.profile_transfer();
         self.profile_readback();
         self.record(op, |_, encoder| {
-            encoder.copy_buffer_to_buffer(buffer.buffer(), 0, staging, 0, size)
+            encoder.copy_buffer_to_buffer(buffer.buffer(), 0, &staging, 0, size)
         })?;
         self.flush(op)?;
-        let value = self.map_read(op, staging, size, |mapped| decode(&mapped[..bytes]))?;
+        let view = self.map(op, &staging, size)?;
         self.take_uncaptured(op)?;
-        Ok(value)
+        Ok(MappedRead {
+            view: Some(view),
+            buffer: Some(staging),
+            len: bytes,
+            device: self.clone(),
+        })
     }
 
     /// Maps the first `size` bytes of `buffer` (MAP_READ, filled by work already
@@ -72,6 +143,14 @@ impl GpuDevice {
         size: u64,
         decode: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
+        let value = decode(&self.map(op, buffer, size)?);
+        buffer.unmap();
+        Ok(value)
+    }
+
+    /// Maps the first `size` bytes of `buffer` (MAP_READ, filled by work already
+    /// submitted) once the GPU is done with them; the caller unmaps it after the view.
+    fn map(&self, op: &'static str, buffer: &wgpu::Buffer, size: u64) -> Result<wgpu::BufferView> {
         let slice = buffer.slice(..size);
         let (tx, rx) = mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -93,14 +172,9 @@ impl GpuDevice {
         rx.recv()
             .map_err(|e| readback(e.to_string()))?
             .map_err(|e| readback(e.to_string()))?;
-        let value = {
-            let mapped = slice
-                .get_mapped_range()
-                .map_err(|e| readback(e.to_string()))?;
-            decode(&mapped)
-        };
-        buffer.unmap();
-        Ok(value)
+        slice
+            .get_mapped_range()
+            .map_err(|e| readback(e.to_string()))
     }
 }
 

@@ -13,9 +13,23 @@ pub trait Element: Copy + Send + Sync + 'static {
     fn from_host(host: HostBuffer) -> Option<Vec<Self>>;
     /// The values borrowed, as a host slice of that dtype.
     fn host_slice(data: &[Self]) -> HostSlice<'_>;
+    /// The values `bytes` hold (little-endian, as devices store them); `None` when
+    /// they are not aligned for the type.
+    fn from_bytes(bytes: &[u8]) -> Option<&[Self]>;
+}
+
+/// `bytes` as values of a plain numeric type, where aligned for it.
+fn cast<T: Element>(bytes: &[u8]) -> Option<&[T]> {
+    // SAFETY: called only for f32, f16, i32 and f64, which have no padding and for
+    // which every bit pattern is a value.
+    let (head, body, tail) = unsafe { bytes.align_to::<T>() };
+    (head.is_empty() && tail.is_empty()).then_some(body)
 }
 
 impl Element for f32 {
+    fn from_bytes(bytes: &[u8]) -> Option<&[Self]> {
+        cast(bytes)
+    }
     const DTYPE: DType = DType::F32;
     fn into_host(data: Vec<Self>) -> HostBuffer {
         HostBuffer::F32(data)
@@ -32,6 +46,9 @@ impl Element for f32 {
 }
 
 impl Element for f16 {
+    fn from_bytes(bytes: &[u8]) -> Option<&[Self]> {
+        cast(bytes)
+    }
     const DTYPE: DType = DType::F16;
     fn into_host(data: Vec<Self>) -> HostBuffer {
         HostBuffer::F16(data)
@@ -48,6 +65,9 @@ impl Element for f16 {
 }
 
 impl Element for i32 {
+    fn from_bytes(bytes: &[u8]) -> Option<&[Self]> {
+        cast(bytes)
+    }
     const DTYPE: DType = DType::I32;
     fn into_host(data: Vec<Self>) -> HostBuffer {
         HostBuffer::I32(data)
@@ -64,6 +84,9 @@ impl Element for i32 {
 }
 
 impl Element for f64 {
+    fn from_bytes(bytes: &[u8]) -> Option<&[Self]> {
+        cast(bytes)
+    }
     const DTYPE: DType = DType::F64;
     fn into_host(data: Vec<Self>) -> HostBuffer {
         HostBuffer::F64(data)

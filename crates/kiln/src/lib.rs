@@ -27,6 +27,7 @@ mod create;
 mod device;
 mod element;
 mod elementwise;
+mod host_read;
 mod index;
 mod loss;
 mod matmul;
@@ -47,6 +48,7 @@ pub use autograd::{
 };
 pub use device::Device;
 pub use element::Element;
+pub use host_read::HostRead;
 pub use kiln_core::{
     philox, AdamSpec, BinaryOp, DType, DTypeSet, Error, GpuErrorKind, Gradient, OpInfo,
     OptimizerStep, ParamUpdate, ReduceOp, Result, RmsPropSpec, SgdSpec, Shape, UnaryOp,

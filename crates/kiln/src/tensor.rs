@@ -158,13 +158,7 @@ impl Tensor {
     /// The elements in row-major order, copied to the host (a sync point on a GPU).
     /// `T` must match the dtype.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        if T::DTYPE != self.dtype() {
-            return Err(Error::DTypeMismatch {
-                op: "to_vec",
-                lhs: self.dtype(),
-                rhs: T::DTYPE,
-            });
-        }
+        self.check_element::<T>("to_vec")?;
         let host = self.storage().to_host(self.layout())?;
         Ok(T::from_host(host).expect("the host buffer has the tensor's dtype"))
     }
