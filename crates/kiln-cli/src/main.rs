@@ -3,6 +3,7 @@
 mod allocator;
 mod bench;
 mod char_lm;
+mod closed_pipe;
 mod distributed;
 mod explain;
 mod explain_csv;
@@ -61,6 +62,9 @@ fn main() -> ExitCode {
     }
     allocator::keep_freed_memory();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Train(_)) {
+        closed_pipe::end_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Info => info::run(),
         Command::Train(args) => train::run(args),
