@@ -375,6 +375,16 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
         [rand(&[3, 6], rng), rand(&[6], rng), rand(&[6], rng)],
         |t| t[0].layer_norm(&[6], Some(&t[1]), Some(&t[2]), 1e-5)
     );
+    case!(
+        "batch_norm",
+        [rand(&[4, 3, 2, 5], rng), rand(&[3], rng), rand(&[3], rng)],
+        |t| Ok(t[0].batch_norm(Some(&t[1]), Some(&t[2]), 1e-5)?.output)
+    );
+    // Without weight and bias, on [n, c] read through a transposed view.
+    case!("batch_norm plain", [rand(&[3, 6], rng)], |t| Ok(t[0]
+        .t()?
+        .batch_norm(None, None, 1e-3)?
+        .output));
     case!("layer_norm plain", [rand(&[2, 3, 4], rng)], |t| t[0]
         .layer_norm(&[3, 4], None, None, 1e-5));
     case!(

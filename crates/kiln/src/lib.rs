@@ -21,6 +21,8 @@
 //! ```
 
 mod autograd;
+mod batch_norm;
+pub use batch_norm::BatchStats;
 mod conv;
 pub use conv::Conv2dOptions;
 mod create;

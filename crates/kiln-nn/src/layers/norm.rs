@@ -52,40 +52,29 @@ impl Module for BatchNorm {
                 rhs: self.weight.shape().clone(),
             });
         }
-        let reduce: Vec<isize> = (0..x.rank() as isize).filter(|&d| d != 1).collect();
-        let mut shape = vec![1; x.rank()];
-        shape[1] = c;
-        let (mean, var) = if self.training.load(Ordering::Relaxed) {
-            let mean = x.mean(&reduce, true)?;
-            let var = x.sub(&mean)?.square()?.mean(&reduce, true)?;
+        if !self.training.load(Ordering::Relaxed) {
+            let mut shape = vec![1; x.rank()];
+            shape[1] = c;
+            let stat = |t: &Tensor| t.reshape(shape.clone());
+            let scale = stat(&self.running_var)?.add_scalar(self.eps)?.rsqrt()?;
+            return x
+                .sub(&stat(&self.running_mean)?)?
+                .mul(&scale)?
+                .mul(&stat(&self.weight)?)?
+                .add(&stat(&self.bias)?);
+        }
+        let batch = x.batch_norm(Some(&self.weight), Some(&self.bias), self.eps)?;
+        kiln::no_grad(|| -> Result<()> {
+            let m = self.momentum;
             let n = (x.elem_count() / c) as f64;
-            kiln::no_grad(|| -> Result<()> {
-                let m = self.momentum;
-                let unbiased = var.reshape([c])?.mul_scalar(n / (n - 1.0).max(1.0))?;
-                self.running_mean.set_data(
-                    &self
-                        .running_mean
-                        .mul_scalar(1.0 - m)?
-                        .add(&mean.reshape([c])?.mul_scalar(m)?)?,
-                )?;
-                self.running_var.set_data(
-                    &self
-                        .running_var
-                        .mul_scalar(1.0 - m)?
-                        .add(&unbiased.mul_scalar(m)?)?,
-                )
-            })?;
-            (mean, var)
-        } else {
-            (
-                self.running_mean.reshape(shape.clone())?,
-                self.running_var.reshape(shape.clone())?,
-            )
-        };
-        let normalised = x.sub(&mean)?.mul(&var.add_scalar(self.eps)?.rsqrt()?)?;
-        normalised
-            .mul(&self.weight.reshape(shape.clone())?)?
-            .add(&self.bias.reshape(shape)?)
+            let unbiased = batch.var.mul_scalar(n / (n - 1.0).max(1.0))?;
+            let update = |running: &Tensor, batch: &Tensor| {
+                running.set_data(&running.mul_scalar(1.0 - m)?.add(&batch.mul_scalar(m)?)?)
+            };
+            update(&self.running_mean, &batch.mean)?;
+            update(&self.running_var, &unbiased)
+        })?;
+        Ok(batch.output)
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {

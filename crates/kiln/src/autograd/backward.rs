@@ -707,6 +707,39 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             }
             wholes(out)
         }
+        Op::BatchNorm {
+            x,
+            weight,
+            bias,
+            mean,
+            rstd,
+        } => {
+            // With s1 = sum(g) and s2 = sum(g x_hat) over a channel's n elements:
+            // dx = w rstd (g - s1 / n - x_hat s2 / n), dw = s2, db = s1.
+            let dims = crate::batch_norm::statistics_dims(x);
+            let n = (x.elem_count() / x.dims()[1]) as f64;
+            let xhat = x.sub(mean)?.mul(rstd)?;
+            let s1 = g.sum(&dims, true)?;
+            let s2 = g.mul(&xhat)?.sum(&dims, true)?;
+            let gx = when(needs[0], || {
+                let scale = match weight {
+                    Some(w) => rstd.mul(&w.reshape(mean.shape().clone())?)?,
+                    None => rstd.clone(),
+                };
+                let centred = g
+                    .sub(&s1.mul_scalar(1.0 / n)?)?
+                    .sub(&xhat.mul(&s2.mul_scalar(1.0 / n)?)?)?;
+                centred.mul(&scale)
+            })?;
+            let mut out = vec![gx];
+            if let Some(w) = weight {
+                out.push(Some(s2.reshape(w.shape().clone())?));
+            }
+            if let Some(b) = bias {
+                out.push(Some(s1.reshape(b.shape().clone())?));
+            }
+            wholes(out)
+        }
         Op::CrossEntropy {
             logits,
             targets,

@@ -104,6 +104,15 @@ pub(crate) enum Op {
         dims: usize,
         eps: f64,
     },
+    /// `Tensor::batch_norm`: the batch's statistics are kept (constants), shaped
+    /// `[1, c, 1, ..]`.
+    BatchNorm {
+        x: Tensor,
+        weight: Option<Tensor>,
+        bias: Option<Tensor>,
+        mean: Tensor,
+        rstd: Tensor,
+    },
     CrossEntropy {
         logits: Tensor,
         targets: Tensor,
@@ -150,6 +159,9 @@ impl Op {
             Op::ScatterAdd { x, src, .. } => vec![x, src],
             Op::LayerNorm {
                 x, weight, bias, ..
+            }
+            | Op::BatchNorm {
+                x, weight, bias, ..
             } => std::iter::once(x).chain(weight).chain(bias).collect(),
             Op::CrossEntropy { logits, .. } => vec![logits],
             Op::LstmCell { z, c } => vec![z, c],
@@ -183,6 +195,7 @@ impl Op {
             Op::Gather { .. } => "gather",
             Op::ScatterAdd { .. } => "scatter_add",
             Op::LayerNorm { .. } => "layer_norm",
+            Op::BatchNorm { .. } => "batch_norm",
             Op::CrossEntropy { .. } => "cross_entropy",
             Op::LstmCell { .. } => "lstm_cell",
             Op::GruCell { .. } => "gru_cell",
