@@ -337,7 +337,11 @@ fn row_kernels_match_cpu_both_ways() {
             rand(&[k], &mut rng),
         ];
         let f: RowOp = Box::new(move |t| t[0].layer_norm(&[k], Some(&t[1]), Some(&t[2]), 1e-5));
-        cases.push(("layer_norm".into(), norm, F32, f));
+        cases.push(("layer_norm".into(), norm.clone(), F32, f));
+        let mut norm_grads = norm;
+        norm_grads.push(rand(&[67, k], &mut rng));
+        let f: RowOp = Box::new(move |t| layer_norm_gradients(t, k));
+        cases.push(("layer_norm gradients".into(), norm_grads, F32, f));
         if f16_ok() {
             // f16 storage, f32 arithmetic: the f16 builds of each path.
             let half = |t: Tensor| t.to_dtype(DType::F16).unwrap();
@@ -1530,8 +1534,26 @@ fn layer_norm_matches_cpu() {
         rand(&[64], &mut rng),
         rand(&[64], &mut rng),
     );
-    parity("layer_norm rows", &[x4, w4, b4], F32, |t| {
-        t[0].layer_norm(&[64], Some(&t[1]), Some(&t[2]), 1e-5)
+    parity(
+        "layer_norm rows",
+        &[x4.clone(), w4.clone(), b4.clone()],
+        F32,
+        |t| t[0].layer_norm(&[64], Some(&t[1]), Some(&t[2]), 1e-5),
+    );
+    let r4 = rand(&[3, 40, 64], &mut rng);
+    parity("layer_norm rows gradients", &[x4, w4, b4, r4], F32, |t| {
+        layer_norm_gradients(t, 64)
+    });
+    // Without a weight: no products, and h is the gradient itself.
+    let r = rand(&[4, 7, 33], &mut rng);
+    parity("layer_norm plain gradient", &[x.clone(), r], F32, |t| {
+        let x = t[0].detach().into_var()?;
+        let y = x.layer_norm(&[33], None, None, 1e-5)?.mul(&t[1])?;
+        Ok(y.sum_all()?
+            .backward()?
+            .get(&x)
+            .expect("a gradient")
+            .clone())
     });
     parity("layer_norm two dims", std::slice::from_ref(&x), F32, |t| {
         t[0].layer_norm(&[7, 33], None, None, 1e-5)
@@ -1558,6 +1580,22 @@ fn layer_norm_matches_cpu() {
     parity("layer_norm offset rows", &[big], F32_ILL_CONDITIONED, |t| {
         t[0].layer_norm(&[1000], None, None, 1e-5)
     });
+}
+
+/// The gradients of `sum(layer_norm(x, w, b) * r)` over rows of `k`, for `t = [x, w,
+/// b, r]`: the input's, the weight's and the bias's, flattened one after the other.
+fn layer_norm_gradients(t: &[Tensor], k: usize) -> kiln::Result<Tensor> {
+    let vars: Vec<Tensor> = t[..3]
+        .iter()
+        .map(|v| v.detach().into_var())
+        .collect::<kiln::Result<_>>()?;
+    let y = vars[0].layer_norm(&[k], Some(&vars[1]), Some(&vars[2]), 1e-5)?;
+    let grads = y.mul(&t[3])?.sum_all()?.backward()?;
+    let flat = vars
+        .iter()
+        .map(|v| grads.get(v).expect("a gradient").view(&[-1]))
+        .collect::<kiln::Result<Vec<_>>>()?;
+    Tensor::cat(&flat, 0)
 }
 
 /// Rounds values to quarters so comparisons and argmax see exact ties.

@@ -7,8 +7,8 @@ use crate::ops;
 use crate::storage::GpuStorage;
 use kiln_core::{
     BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer, HostSlice,
-    Layout, LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind, ReduceOp, Result,
-    ScatterSpec, UnaryOp, WindowSpec,
+    LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind,
+    ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 impl BackendStorage for GpuStorage {
@@ -88,6 +88,16 @@ impl BackendStorage for GpuStorage {
         eps: f32,
     ) -> Result<Self> {
         ops::norm::layer_norm(self, weight, bias, rows, k, eps)
+    }
+
+    fn layer_norm_backward(
+        &self,
+        grad: &Self,
+        weight: Option<&Self>,
+        [rows, k]: [usize; 2],
+        eps: f32,
+    ) -> Result<Option<LayerNormGrads<Self>>> {
+        ops::norm::layer_norm_backward(self, grad, weight, rows, k, eps).map(Some)
     }
 
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self> {

@@ -91,12 +91,15 @@ kernels! {
     SoftmaxRowsSerial => "reduce/softmax_rows_serial.wgsl", "main", ["T"], Floats, SoftmaxParams;
     LayerNorm => "norm/layer_norm.wgsl", "main", ["T"], Floats, LayerNormParams;
     LayerNormRowsSerial => "norm/layer_norm_rows_serial.wgsl", "main", ["T"], Floats, LayerNormParams;
+    LayerNormBackward => "norm/layer_norm_backward.wgsl", "main", ["T"], Floats, LayerNormBackwardParams;
+    LayerNormBackwardRowsSerial => "norm/layer_norm_backward_rows_serial.wgsl", "main", ["T"], Floats, LayerNormBackwardParams;
     /// The row kernels above, combining each row's lanes with subgroup shuffles
     /// (`row_reduction.rs`).
     ReduceSubgroup => "reduce/reduce.wgsl", "main", ["T"], All, RowsParams;
     ArgReduceSubgroup => "reduce/arg_reduce.wgsl", "main", ["T"], All, RowsParams;
     SoftmaxSubgroup => "reduce/softmax.wgsl", "main", ["T"], Floats, SoftmaxParams;
     LayerNormSubgroup => "norm/layer_norm.wgsl", "main", ["T"], Floats, LayerNormParams;
+    LayerNormBackwardSubgroup => "norm/layer_norm_backward.wgsl", "main", ["T"], Floats, LayerNormBackwardParams;
     Matmul => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     /// `Matmul` with `SMALL_TILE` tiles.
     MatmulSmallTiled => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
@@ -165,6 +168,7 @@ impl Kernel {
             ArgReduce => Some(ArgReduceSubgroup),
             Softmax => Some(SoftmaxSubgroup),
             LayerNorm => Some(LayerNormSubgroup),
+            LayerNormBackward => Some(LayerNormBackwardSubgroup),
             CrossEntropy => Some(CrossEntropySubgroup),
             CrossEntropyBackward => Some(CrossEntropyBackwardSubgroup),
             _ => None,

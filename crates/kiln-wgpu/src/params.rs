@@ -164,6 +164,19 @@ shader_params! {
         /// kernels give each row one.
         lanes: u32,
     }
+    /// `norm/layer_norm_backward.wgsl`, `norm/layer_norm_backward_rows_serial.wgsl`.
+    LayerNormBackwardParams {
+        rows: u32,
+        k: u32,
+        eps: f32,
+        /// As `LayerNormParams`.
+        lanes: u32,
+        /// 1 when the norm has a weight (bound, and its products written).
+        has_weight: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
     /// `matmul/*.wgsl` but `pack` and `matmul_uniform_lhs`.
     MatmulParams {
         m: u32,

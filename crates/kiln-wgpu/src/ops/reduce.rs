@@ -33,9 +33,10 @@ pub(crate) fn row_lanes(k: usize) -> u32 {
 /// serial kernels give each row one).
 pub(crate) fn row_groups(kernel: Kernel, rows: usize, lanes: u32) -> usize {
     let rows_per_group = match kernel {
-        Kernel::ReduceRowsSerial | Kernel::SoftmaxRowsSerial | Kernel::LayerNormRowsSerial => {
-            SERIAL_WORKGROUP
-        }
+        Kernel::ReduceRowsSerial
+        | Kernel::SoftmaxRowsSerial
+        | Kernel::LayerNormRowsSerial
+        | Kernel::LayerNormBackwardRowsSerial => SERIAL_WORKGROUP,
         _ => WORKGROUP / lanes,
     };
     rows.div_ceil(rows_per_group as usize)

@@ -1,0 +1,89 @@
+// layer_norm_backward.wgsl with one invocation per row reading vec4s, k a multiple of
+// 4: the variant for adapters that run on the CPU, for the reasons in
+// reduce/reduce_rows_serial.wgsl. Sums run as in layer_norm_rows_serial.wgsl.
+// kiln:constants serial_workgroup
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const SERIAL_WORKGROUP: u32 = 64u;
+// kiln:end
+alias T = f32;
+
+struct Params {
+    rows: u32,
+    k: u32,
+    eps: f32,
+    // one invocation per row here: unused (the workgroup kernel's invocations per row)
+    lanes: u32,
+    // 1 when `weight` and `products` are bound to the norm's weight and their output
+    has_weight: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [rows, k]: the norm's input
+@group(0) @binding(1) var<storage, read> input: array<vec4<T>>;
+// [rows, k]: the gradient of its output
+@group(0) @binding(2) var<storage, read> grad: array<vec4<T>>;
+// [k], or any buffer when has_weight is 0 (never read then)
+@group(0) @binding(3) var<storage, read> weight: array<vec4<T>>;
+// [rows, k]: the input's gradient
+@group(0) @binding(4) var<storage, read_write> dx: array<vec4<T>>;
+// [rows, k]: grad * x_hat, or any buffer when has_weight is 0 (never written then)
+@group(0) @binding(5) var<storage, read_write> products: array<vec4<T>>;
+
+const CHUNK: u32 = 16u;
+
+fn h4(at: u32, c: u32) -> vec4<f32> {
+    let g = vec4<f32>(grad[at]);
+    if (params.has_weight == 0u) { return g; }
+    return g * vec4<f32>(weight[c]);
+}
+
+@compute @workgroup_size(SERIAL_WORKGROUP)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let row = gid.x + gid.y * groups.x * SERIAL_WORKGROUP;
+    if (row >= params.rows) { return; }
+    let k4 = params.k / 4u;
+    let base = row * k4;
+    let k = f32(params.k);
+    var sum = vec4<f32>();
+    for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
+        var part = vec4<f32>();
+        for (var i = i0; i < min(i0 + CHUNK, k4); i++) { part += vec4<f32>(input[base + i]); }
+        sum += part;
+    }
+    let mean = ((sum.x + sum.y) + (sum.z + sum.w)) / k;
+    var squares = vec4<f32>();
+    for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
+        var part = vec4<f32>();
+        for (var i = i0; i < min(i0 + CHUNK, k4); i++) {
+            let d = vec4<f32>(input[base + i]) - mean;
+            part += d * d;
+        }
+        squares += part;
+    }
+    let rstd = 1.0 / sqrt(((squares.x + squares.y) + (squares.z + squares.w)) / k + params.eps);
+    var hs = vec4<f32>();
+    var hxs = vec4<f32>();
+    for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
+        var part = vec4<f32>();
+        var part_x = vec4<f32>();
+        for (var i = i0; i < min(i0 + CHUNK, k4); i++) {
+            let h = h4(base + i, i);
+            part += h;
+            part_x += h * (vec4<f32>(input[base + i]) - mean) * rstd;
+        }
+        hs += part;
+        hxs += part_x;
+    }
+    let h_mean = ((hs.x + hs.y) + (hs.z + hs.w)) / k;
+    let hx_mean = ((hxs.x + hxs.y) + (hxs.z + hxs.w)) / k;
+    for (var i = 0u; i < k4; i++) {
+        let x_hat = (vec4<f32>(input[base + i]) - mean) * rstd;
+        dx[base + i] = vec4<T>(rstd * (h4(base + i, i) - h_mean - x_hat * hx_mean));
+        if (params.has_weight != 0u) {
+            products[base + i] = vec4<T>(vec4<f32>(grad[base + i]) * x_hat);
+        }
+    }
+}
