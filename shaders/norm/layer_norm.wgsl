@@ -1,8 +1,8 @@
 // Fused layer norm over each row of a compact [rows, k] tensor, `lanes` invocations per
-// row as in reduce/reduce.wgsl: mean, then biased variance of the deviations, then
-// scale and shift. Each pass keeps ROW_LOADS loads in flight per invocation; the second
-// and third reads of a row come from cache.
-// kiln:constants workgroup reduce_ops row_loads reduce_combine row_place row_total
+// row as in reduce/reduce.wgsl: mean, then biased variance of the deviations
+// (`norm_stats`), then scale and shift. Each pass keeps ROW_LOADS loads in flight per
+// invocation; the second and third reads of a row come from cache.
+// kiln:constants workgroup reduce_ops row_loads reduce_combine row_place row_total norm_stats
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -78,6 +78,29 @@ fn row_tree(op: u32, v: f32, width: u32) -> f32 {
 fn row_total(op: u32, v: f32) -> f32 {
     return row_tree(op, v, 1u);
 }
+// A row's mean and 1 / sqrt(biased variance + eps), the variance from the deviations in
+// a second pass: the `len` elements from `base` (0 for a spare slot) of a row of `k`,
+// read by lane `lane` of `lanes` with ROW_LOADS loads in flight. Every lane gets both.
+fn norm_stats(base: u32, len: u32, k: f32, lane: u32, lanes: u32, eps: f32) -> vec2<f32> {
+    let step = ROW_LOADS * lanes;
+    var sum = vec4<f32>(0.0);
+    var i = lane;
+    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) { sum += load4(base + i, lanes); }
+    for (; i < len; i += lanes) { sum.x += load(base + i); }
+    let mean = row_total(REDUCE_SUM, (sum.x + sum.y) + (sum.z + sum.w)) / k;
+    var squares = vec4<f32>(0.0);
+    i = lane;
+    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) {
+        let d = load4(base + i, lanes) - mean;
+        squares += d * d;
+    }
+    for (; i < len; i += lanes) {
+        let d = load(base + i) - mean;
+        squares.x += d * d;
+    }
+    let q = (squares.x + squares.y) + (squares.z + squares.w);
+    return vec2<f32>(mean, 1.0 / sqrt(row_total(REDUCE_SUM, q) / k + eps));
+}
 // kiln:end
 alias T = f32;
 
@@ -122,29 +145,12 @@ fn main(inv: RowInvocation) {
     // A slot past the last row reads and writes nothing, but meets every barrier.
     let len = select(0u, params.k, row < params.rows);
     let base = row * params.k;
-    let k = f32(params.k);
     let step = ROW_LOADS * lanes;
+    let stats = norm_stats(base, len, f32(params.k), lane, lanes, params.eps);
+    let mean = stats.x;
+    let rstd = stats.y;
 
-    var sum = vec4<f32>(0.0);
     var i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) { sum += load4(base + i, lanes); }
-    for (; i < len; i += lanes) { sum.x += load(base + i); }
-    let mean = row_total(REDUCE_SUM, (sum.x + sum.y) + (sum.z + sum.w)) / k;
-
-    var squares = vec4<f32>(0.0);
-    i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) {
-        let d = load4(base + i, lanes) - mean;
-        squares += d * d;
-    }
-    for (; i < len; i += lanes) {
-        let d = load(base + i) - mean;
-        squares.x += d * d;
-    }
-    let q = (squares.x + squares.y) + (squares.z + squares.w);
-    let rstd = 1.0 / sqrt(row_total(REDUCE_SUM, q) / k + params.eps);
-
-    i = lane;
     for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) {
         store4(base + i, lanes, affine4(i, lanes, load4(base + i, lanes), mean, rstd));
     }

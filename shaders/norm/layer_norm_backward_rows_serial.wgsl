@@ -1,9 +1,33 @@
 // layer_norm_backward.wgsl with one invocation per row reading vec4s, k a multiple of
 // 4: the variant for adapters that run on the CPU, for the reasons in
-// reduce/reduce_rows_serial.wgsl. Sums run as in layer_norm_rows_serial.wgsl.
-// kiln:constants serial_workgroup
+// reduce/reduce_rows_serial.wgsl.
+// kiln:constants serial_workgroup norm_stats_serial
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const SERIAL_WORKGROUP: u32 = 64u;
+const NORM_CHUNK: u32 = 16u;
+// A row's mean and 1 / sqrt(biased variance + eps) from the `k4` vec4s at `base`, the
+// variance from the deviations in a second pass, each sum in chunks of NORM_CHUNK.
+fn norm_stats(base: u32, k4: u32, eps: f32) -> vec2<f32> {
+    let k = f32(4u * k4);
+    var sum = vec4<f32>();
+    for (var i0 = 0u; i0 < k4; i0 += NORM_CHUNK) {
+        var part = vec4<f32>();
+        for (var i = i0; i < min(i0 + NORM_CHUNK, k4); i++) { part += load4(base + i); }
+        sum += part;
+    }
+    let mean = ((sum.x + sum.y) + (sum.z + sum.w)) / k;
+    var squares = vec4<f32>();
+    for (var i0 = 0u; i0 < k4; i0 += NORM_CHUNK) {
+        var part = vec4<f32>();
+        for (var i = i0; i < min(i0 + NORM_CHUNK, k4); i++) {
+            let d = load4(base + i) - mean;
+            part += d * d;
+        }
+        squares += part;
+    }
+    let variance = ((squares.x + squares.y) + (squares.z + squares.w)) / k;
+    return vec2<f32>(mean, 1.0 / sqrt(variance + eps));
+}
 // kiln:end
 alias T = f32;
 
@@ -32,7 +56,7 @@ struct Params {
 // [rows, k]: grad * x_hat, or any buffer when has_weight is 0 (never written then)
 @group(0) @binding(5) var<storage, read_write> products: array<vec4<T>>;
 
-const CHUNK: u32 = 16u;
+fn load4(i: u32) -> vec4<f32> { return vec4<f32>(input[i]); }
 
 fn h4(at: u32, c: u32) -> vec4<f32> {
     let g = vec4<f32>(grad[at]);
@@ -47,32 +71,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let k4 = params.k / 4u;
     let base = row * k4;
     let k = f32(params.k);
-    var sum = vec4<f32>();
-    for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
-        var part = vec4<f32>();
-        for (var i = i0; i < min(i0 + CHUNK, k4); i++) { part += vec4<f32>(input[base + i]); }
-        sum += part;
-    }
-    let mean = ((sum.x + sum.y) + (sum.z + sum.w)) / k;
-    var squares = vec4<f32>();
-    for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
-        var part = vec4<f32>();
-        for (var i = i0; i < min(i0 + CHUNK, k4); i++) {
-            let d = vec4<f32>(input[base + i]) - mean;
-            part += d * d;
-        }
-        squares += part;
-    }
-    let rstd = 1.0 / sqrt(((squares.x + squares.y) + (squares.z + squares.w)) / k + params.eps);
+    let stats = norm_stats(base, k4, params.eps);
+    let mean = stats.x;
+    let rstd = stats.y;
     var hs = vec4<f32>();
     var hxs = vec4<f32>();
-    for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
+    for (var i0 = 0u; i0 < k4; i0 += NORM_CHUNK) {
         var part = vec4<f32>();
         var part_x = vec4<f32>();
-        for (var i = i0; i < min(i0 + CHUNK, k4); i++) {
+        for (var i = i0; i < min(i0 + NORM_CHUNK, k4); i++) {
             let h = h4(base + i, i);
             part += h;
-            part_x += h * (vec4<f32>(input[base + i]) - mean) * rstd;
+            part_x += h * (load4(base + i) - mean) * rstd;
         }
         hs += part;
         hxs += part_x;
@@ -80,7 +90,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let h_mean = ((hs.x + hs.y) + (hs.z + hs.w)) / k;
     let hx_mean = ((hxs.x + hxs.y) + (hxs.z + hxs.w)) / k;
     for (var i = 0u; i < k4; i++) {
-        let x_hat = (vec4<f32>(input[base + i]) - mean) * rstd;
+        let x_hat = (load4(base + i) - mean) * rstd;
         dx[base + i] = vec4<T>(rstd * (h4(base + i, i) - h_mean - x_hat * hx_mean));
         if (params.has_weight != 0u) {
             products[base + i] = vec4<T>(vec4<f32>(grad[base + i]) * x_hat);

@@ -3,9 +3,33 @@
 // passes, as the workgroup kernel does, for the same rounding), then scale and shift.
 // The variant for adapters that run on the CPU, for the reasons in
 // reduce/reduce_rows_serial.wgsl.
-// kiln:constants serial_workgroup
+// kiln:constants serial_workgroup norm_stats_serial
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const SERIAL_WORKGROUP: u32 = 64u;
+const NORM_CHUNK: u32 = 16u;
+// A row's mean and 1 / sqrt(biased variance + eps) from the `k4` vec4s at `base`, the
+// variance from the deviations in a second pass, each sum in chunks of NORM_CHUNK.
+fn norm_stats(base: u32, k4: u32, eps: f32) -> vec2<f32> {
+    let k = f32(4u * k4);
+    var sum = vec4<f32>();
+    for (var i0 = 0u; i0 < k4; i0 += NORM_CHUNK) {
+        var part = vec4<f32>();
+        for (var i = i0; i < min(i0 + NORM_CHUNK, k4); i++) { part += load4(base + i); }
+        sum += part;
+    }
+    let mean = ((sum.x + sum.y) + (sum.z + sum.w)) / k;
+    var squares = vec4<f32>();
+    for (var i0 = 0u; i0 < k4; i0 += NORM_CHUNK) {
+        var part = vec4<f32>();
+        for (var i = i0; i < min(i0 + NORM_CHUNK, k4); i++) {
+            let d = load4(base + i) - mean;
+            part += d * d;
+        }
+        squares += part;
+    }
+    let variance = ((squares.x + squares.y) + (squares.z + squares.w)) / k;
+    return vec2<f32>(mean, 1.0 / sqrt(variance + eps));
+}
 // kiln:end
 alias T = f32;
 
@@ -33,34 +57,15 @@ fn load4(i: u32) -> vec4<f32> { return vec4<f32>(input[i]); }
 fn store4(i: u32, v: vec4<f32>) { output[i] = vec4<T>(v); }
 // kiln:store end
 
-const CHUNK: u32 = 16u;
-
 @compute @workgroup_size(SERIAL_WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let row = gid.x + gid.y * groups.x * SERIAL_WORKGROUP;
     if (row >= params.rows) { return; }
     let k4 = params.k / 4u;
     let base = row * k4;
-    // Sums run in chunks of 16 added into a total, keeping the rounding error near a
-    // tree's rather than growing with k.
-    var sum = vec4<f32>();
-    for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
-        var part = vec4<f32>();
-        for (var i = i0; i < min(i0 + CHUNK, k4); i++) { part += load4(base + i); }
-        sum += part;
-    }
-    let mean = ((sum.x + sum.y) + (sum.z + sum.w)) / f32(params.k);
-    var squares = vec4<f32>();
-    for (var i0 = 0u; i0 < k4; i0 += CHUNK) {
-        var part = vec4<f32>();
-        for (var i = i0; i < min(i0 + CHUNK, k4); i++) {
-            let d = load4(base + i) - mean;
-            part += d * d;
-        }
-        squares += part;
-    }
-    let variance = ((squares.x + squares.y) + (squares.z + squares.w)) / f32(params.k);
-    let rstd = 1.0 / sqrt(variance + params.eps);
+    let stats = norm_stats(base, k4, params.eps);
+    let mean = stats.x;
+    let rstd = stats.y;
     for (var i = 0u; i < k4; i++) {
         let y = (load4(base + i) - mean) * rstd;
         store4(base + i, y * vec4<f32>(weight[i]) + vec4<f32>(bias[i]));

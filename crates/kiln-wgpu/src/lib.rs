@@ -17,6 +17,7 @@ mod kernels;
 mod launch;
 mod matmul_rhs;
 mod matmul_variant;
+mod norm_stats;
 mod ops;
 mod params;
 mod pipelines;

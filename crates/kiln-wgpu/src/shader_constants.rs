@@ -16,6 +16,7 @@
 //! is current; `KILN_BLESS=1 cargo test --test shaders` rewrites the copies.
 
 use crate::matmul_rhs::MatmulRhs;
+use crate::norm_stats::{NORM_CHUNK, NORM_STATS, NORM_STATS_SERIAL};
 use crate::row_reduction::RowReduction;
 use kiln_core::{BinaryOp, Error, OpInfo, ReduceOp, Result, UnaryOp};
 
@@ -129,6 +130,13 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
     }
     if name == "reduce_combine" {
         return Some((Vec::new(), REDUCE_COMBINE.to_string()));
+    }
+    if name == "norm_stats" {
+        return Some((Vec::new(), NORM_STATS.to_string()));
+    }
+    if name == "norm_stats_serial" {
+        let chunk = vec![("NORM_CHUNK".to_string(), NORM_CHUNK)];
+        return Some((chunk, NORM_STATS_SERIAL.to_string()));
     }
     if let Some(functions) = build.rhs.group(name) {
         return Some((Vec::new(), functions));
