@@ -27,6 +27,9 @@ pub struct Entry {
     /// the peer's `into_data` reads it, into host-visible bytes (`read_host`, the mapped
     /// staging buffer), not copied out again into a vector of its own (`to_vec`).
     pub with_readback_ms: Option<f64>,
+    /// The same with `to_vec`'s copy out (absent from reports before 2026-12-01).
+    #[serde(default)]
+    pub with_copy_ms: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -103,9 +106,12 @@ fn measure_case(
         Unit::TransferBytes => ("GB/s", case.work / timing.median / 1e9, None),
         Unit::Ops => ("us/op", timing.median / case.work * 1e6, None),
     };
-    let with_readback_ms = match case.peer_key {
-        Some(_) => Some(with_readback(&*run)? * 1e3),
-        None => None,
+    let (with_readback_ms, with_copy_ms) = match case.peer_key {
+        Some(_) => (
+            Some(with_readback(&*run, false)? * 1e3),
+            Some(with_readback(&*run, true)? * 1e3),
+        ),
+        None => (None, None),
     };
     Ok(Entry {
         family: case.family.to_string(),
@@ -115,16 +121,22 @@ fn measure_case(
         roofline_pct: roof.map(|r| 100.0 * rate / r),
         peer_key: case.peer_key.clone(),
         with_readback_ms,
+        with_copy_ms,
         timing,
     })
 }
 
-/// Median of five runs that each end with the output read to the host.
-fn with_readback(run: &dyn Fn() -> Result<kiln::Tensor>) -> Result<f64> {
+/// Median of five runs that each end with the output read to the host, and with
+/// `copy` copied out of the mapped staging buffer into a vector.
+fn with_readback(run: &dyn Fn() -> Result<kiln::Tensor>, copy: bool) -> Result<f64> {
     let mut times = Vec::new();
     for _ in 0..5 {
         let start = Instant::now();
-        std::hint::black_box(run()?.read_host::<f32>()?);
+        let out = run()?;
+        match copy {
+            true => drop(std::hint::black_box(out.to_vec::<f32>()?)),
+            false => drop(std::hint::black_box(out.read_host::<f32>()?)),
+        }
         times.push(start.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
@@ -208,15 +220,16 @@ pub fn markdown(reports: &[Report], peers: &[PeerResult]) -> String {
     let (cuda, others): (Vec<&PeerResult>, Vec<&PeerResult>) =
         peers.iter().partition(|p| p.backend.contains("cuda"));
     md.push_str("### Side by side\n\n");
-    md.push_str("Both columns time the kernel plus reading its output back to the host, as the peer harness does: into host-visible memory (kiln's `read_host`, burn's `into_data`: the mapped staging buffer), not copied again.\n\n");
-    md.push_str("| kernel | kiln device | kiln ms | peer | peer ms | kiln speed-up |\n");
-    md.push_str("|---|---|---:|---|---:|---:|\n");
+    md.push_str("Both columns time the kernel plus reading its output back to the host, as the peer harness does: into host-visible memory (kiln's `read_host`, burn's `into_data`: the mapped staging buffer), not copied again; the last column adds kiln's copy out (`to_vec`).\n\n");
+    md.push_str("| kernel | kiln device | kiln ms | peer | peer ms | kiln speed-up | kiln ms with to_vec |\n");
+    md.push_str("|---|---|---:|---|---:|---:|---:|\n");
     for p in others {
         for (r, e) in matches(reports, p, |r| r.gpu == p.backend.contains("wgpu")) {
             if let Some(ms) = e.with_readback_ms {
+                let copied = e.with_copy_ms.map_or("-".into(), |c| format!("{c:.3}"));
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {:.3} | {} | {:.3} | {:.2}x |",
+                    "| {} | {} | {:.3} | {} | {:.3} | {:.2}x | {copied} |",
                     p.key,
                     short(&r.device),
                     ms,
