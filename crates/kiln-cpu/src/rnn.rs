@@ -12,11 +12,26 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// The activated gates of row `b`, unit `j`: (i, f, g, o).
+/// A row of gate pre-activations `[i | f | g | o]` split into its four gates, each
+/// `hidden` long: indexing them by unit lets the loops vectorise, where offsets into
+/// the whole row kept a bounds check per element (the backward loop ran scalar).
 #[inline(always)]
-fn gates(z: &[f64], b: usize, j: usize, hidden: usize) -> (f64, f64, f64, f64) {
-    let at = |k: usize| z[b * 4 * hidden + k * hidden + j];
-    (sigmoid(at(0)), sigmoid(at(1)), tanh(at(2)), sigmoid(at(3)))
+fn split_gates(row: &[f64], hidden: usize) -> [&[f64]; 4] {
+    let (i, rest) = row.split_at(hidden);
+    let (f, rest) = rest.split_at(hidden);
+    let (g, o) = rest.split_at(hidden);
+    [i, f, g, &o[..hidden]]
+}
+
+/// The activated gates of unit `j`: (i, f, g, o).
+#[inline(always)]
+fn gates(z: &[&[f64]; 4], j: usize) -> (f64, f64, f64, f64) {
+    (
+        sigmoid(z[0][j]),
+        sigmoid(z[1][j]),
+        tanh(z[2][j]),
+        sigmoid(z[3][j]),
+    )
 }
 
 /// `[h | c']`, `[batch, 2 * hidden]`.
@@ -30,11 +45,14 @@ widest_loop! {
 fn lstm_cell_into<>(out: &mut [f64], z: &[f64], c: &[f64], s: &LstmCellSpec) {
     let h = s.hidden;
     for b in 0..s.batch {
+        let zb = split_gates(&z[b * 4 * h..(b + 1) * 4 * h], h);
+        let cb = &c[b * h..(b + 1) * h];
+        let (hb, c1b) = out[b * 2 * h..(b + 1) * 2 * h].split_at_mut(h);
         for j in 0..h {
-            let (i, f, g, o) = gates(z, b, j, h);
-            let c1 = f * c[b * h + j] + i * g;
-            out[b * 2 * h + j] = o * tanh(c1);
-            out[b * 2 * h + h + j] = c1;
+            let (i, f, g, o) = gates(&zb, j);
+            let c1 = f * cb[j] + i * g;
+            hb[j] = o * tanh(c1);
+            c1b[j] = c1;
         }
     }
 }
@@ -66,19 +84,25 @@ fn lstm_cell_backward_into<>(
 ) {
     let h = s.hidden;
     for b in 0..s.batch {
+        let zb = split_gates(&z[b * 4 * h..(b + 1) * 4 * h], h);
+        let cb = &c[b * h..(b + 1) * h];
+        let (dhb, dc1b) = grad[b * 2 * h..(b + 1) * 2 * h].split_at(h);
+        let dcb = &mut dc[b * h..(b + 1) * h];
+        let (di, rest) = dz[b * 4 * h..(b + 1) * 4 * h].split_at_mut(h);
+        let (df, rest) = rest.split_at_mut(h);
+        let (dg, d_o) = rest.split_at_mut(h);
         for j in 0..h {
-            let (i, f, g, o) = gates(z, b, j, h);
-            let c0 = c[b * h + j];
+            let (i, f, g, o) = gates(&zb, j);
+            let c0 = cb[j];
             let tc = tanh(f * c0 + i * g);
-            let dh = grad[b * 2 * h + j];
+            let dh = dhb[j];
             // Through h = o * tanh(c') into c', plus c''s own upstream gradient.
-            let dc1 = grad[b * 2 * h + h + j] + dh * o * (1.0 - tc * tc);
-            let row = &mut dz[b * 4 * h..(b + 1) * 4 * h];
-            row[j] = dc1 * g * i * (1.0 - i);
-            row[h + j] = dc1 * c0 * f * (1.0 - f);
-            row[2 * h + j] = dc1 * i * (1.0 - g * g);
-            row[3 * h + j] = dh * tc * o * (1.0 - o);
-            dc[b * h + j] = dc1 * f;
+            let dc1 = dc1b[j] + dh * o * (1.0 - tc * tc);
+            di[j] = dc1 * g * i * (1.0 - i);
+            df[j] = dc1 * c0 * f * (1.0 - f);
+            dg[j] = dc1 * i * (1.0 - g * g);
+            d_o[j] = dh * tc * o * (1.0 - o);
+            dcb[j] = dc1 * f;
         }
     }
 }
