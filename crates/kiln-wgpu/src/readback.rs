@@ -47,7 +47,13 @@ impl Drop for MappedRead {
         };
         buffer.unmap();
         // Keep the larger of this buffer and one a concurrent readback may have left.
-        let mut slot = self.device.inner.staging.lock().unwrap();
+        // (A panic here, while a panic unwinds, would abort: a poisoned lock is taken.)
+        let mut slot = self
+            .device
+            .inner
+            .staging
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_none_or(|s| s.size() < buffer.size()) {
             *slot = Some(buffer);
         }
