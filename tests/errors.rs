@@ -95,6 +95,39 @@ fn shape_errors_name_op_and_shapes() {
         );
         let e = Tensor::zeros([1; 9], DType::F32, &d).unwrap_err();
         assert!(matches!(e, Error::RankTooLarge { rank: 9, .. }), "{e}");
+        // batch_norm: [n, c, ..] with elements, and [c] weight and bias.
+        let x = Tensor::zeros([4, 3, 2], DType::F32, &d).unwrap();
+        let three = Tensor::ones([3], DType::F32, &d).unwrap();
+        let two = Tensor::ones([2], DType::F32, &d).unwrap();
+        for (input, weight, bias) in [
+            (&three, None, None),
+            (&Tensor::zeros([0, 3], DType::F32, &d).unwrap(), None, None),
+        ] {
+            let e = input.batch_norm(weight, bias, 1e-5).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::InvalidShape {
+                        op: "batch_norm",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
+        for (weight, bias) in [(Some(&two), None), (Some(&three), Some(&two))] {
+            let e = x.batch_norm(weight, bias, 1e-5).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::ShapeMismatch {
+                        op: "batch_norm",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
     }
 }
 
@@ -121,6 +154,22 @@ fn dtype_errors() {
                 e,
                 Error::UnsupportedDType {
                     op: "exp",
+                    dtype: DType::I32,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = i
+            .reshape([1, 3])
+            .unwrap()
+            .batch_norm(None, None, 1e-5)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::UnsupportedDType {
+                    op: "batch_norm",
                     dtype: DType::I32,
                     ..
                 }
