@@ -243,37 +243,29 @@ pub fn suite(scale: Scale) -> Vec<Case> {
     // `from_slice` (an upload) move per second.
     let mib = if scale == Scale::Large { 256 } else { 64 };
     let n = (mib << 20) / 4;
-    let mut readback = Case::new(
-        "transfer",
-        format!("readback {mib} MiB"),
-        Unit::TransferBytes,
-        (n * 4) as f64,
-        move |d| {
-            let x = input(&[n], d, 9)?;
-            Ok(Box::new(move || {
-                std::hint::black_box(x.to_vec::<f32>()?);
-                Ok(x.clone())
-            }))
-        },
-    );
-    readback.clock = Some(Clock::WallClock);
-    cases.push(readback);
-    // The same read left in the mapped staging buffer: `to_vec` less its copy out.
-    let mut mapped = Case::new(
-        "transfer",
-        format!("read_host {mib} MiB"),
-        Unit::TransferBytes,
-        (n * 4) as f64,
-        move |d| {
-            let x = input(&[n], d, 9)?;
-            Ok(Box::new(move || {
-                std::hint::black_box(x.read_host::<f32>()?);
-                Ok(x.clone())
-            }))
-        },
-    );
-    mapped.clock = Some(Clock::WallClock);
-    cases.push(mapped);
+    // A readback by `to_vec`, and the same read left in the mapped staging buffer
+    // (`read_host`: `to_vec` less its copy out).
+    type Read = fn(&Tensor) -> Result<()>;
+    let to_vec: Read = |x| x.to_vec::<f32>().map(|v| drop(std::hint::black_box(v)));
+    let read_host: Read = |x| x.read_host::<f32>().map(|v| drop(std::hint::black_box(v)));
+    let reads = [("readback", to_vec), ("read_host", read_host)];
+    for (name, read) in reads {
+        let mut case = Case::new(
+            "transfer",
+            format!("{name} {mib} MiB"),
+            Unit::TransferBytes,
+            (n * 4) as f64,
+            move |d| {
+                let x = input(&[n], d, 9)?;
+                Ok(Box::new(move || {
+                    read(&x)?;
+                    Ok(x.clone())
+                }))
+            },
+        );
+        case.clock = Some(Clock::WallClock);
+        cases.push(case);
+    }
     let mut upload = Case::new(
         "transfer",
         format!("upload {mib} MiB"),
