@@ -86,24 +86,15 @@ impl Pending {
     }
 
     /// The whole gradient of a tensor of `shape`; `None` before any part came.
-    pub(crate) fn total(self, shape: &Shape) -> Result<Option<Tensor>> {
-        let assembled = match self.slices.is_empty() {
-            true => None,
-            false => Some(assemble(self.slices, shape)?),
-        };
-        let multiplied = product::stacked(self.products)?;
-        let mut total: Option<Tensor> = None;
-        for part in [self.whole, assembled]
-            .into_iter()
-            .flatten()
-            .chain(multiplied)
-        {
-            total = Some(match total {
-                Some(t) => t.add(&part)?,
-                None => part,
-            });
+    pub(crate) fn total(mut self, shape: &Shape) -> Result<Option<Tensor>> {
+        if !self.slices.is_empty() {
+            let assembled = assemble(std::mem::take(&mut self.slices), shape)?;
+            self.add(Part::Whole(assembled))?;
         }
-        Ok(total)
+        if let Some(multiplied) = product::stacked(std::mem::take(&mut self.products))? {
+            self.add(Part::Whole(multiplied))?;
+        }
+        Ok(self.whole)
     }
 }
 

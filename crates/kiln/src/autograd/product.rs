@@ -41,23 +41,18 @@ impl Product {
     }
 }
 
-/// `products` (of one matrix's gradient) multiplied as one product of their operands
-/// stacked by rows; the sum of the results is the gradient. Products of differently
-/// laid out views (not seen in practice: one tensor has one layout) are stacked apart.
-pub(crate) fn stacked(products: Vec<Product>) -> Result<Vec<Tensor>> {
-    let (transposed, plain): (Vec<_>, Vec<_>) = products.into_iter().partition(|p| p.transposed);
-    let mut out = Vec::new();
-    for group in [transposed, plain] {
-        out.push(match group.len() {
-            0 => continue,
-            1 => group[0].evaluate()?,
-            _ => {
-                let xs: Vec<Tensor> = group.iter().map(|p| p.x.clone()).collect();
-                let ys: Vec<Tensor> = group.iter().map(|p| p.y.clone()).collect();
-                let transposed = group[0].transposed;
-                Product::new(Tensor::cat(&xs, 0)?, Tensor::cat(&ys, 0)?, transposed).evaluate()?
-            }
-        });
+/// The sum of `products` (of one matrix's gradient) as one product of their operands
+/// stacked by rows; `None` for none. The products share the matrix's layout, so the
+/// first says whether the sum is made transposed (either way gives the same values).
+pub(crate) fn stacked(products: Vec<Product>) -> Result<Option<Tensor>> {
+    let Some(first) = products.first() else {
+        return Ok(None);
+    };
+    if products.len() == 1 {
+        return first.evaluate().map(Some);
     }
-    Ok(out)
+    let xs: Vec<Tensor> = products.iter().map(|p| p.x.clone()).collect();
+    let ys: Vec<Tensor> = products.iter().map(|p| p.y.clone()).collect();
+    let stack = Product::new(Tensor::cat(&xs, 0)?, Tensor::cat(&ys, 0)?, first.transposed);
+    stack.evaluate().map(Some)
 }
