@@ -1,8 +1,8 @@
 //! The benchmark suite: each kernel family at fixed, documented shapes, with the work
 //! one run does (flops, or bytes read plus written once).
 
-use crate::input;
 use crate::measure::Clock;
+use crate::{input, HostReadKind};
 use kiln::{Conv2dOptions, Device, Result, Tensor};
 
 /// What a case's work counts, and so how its rate is shown.
@@ -245,10 +245,10 @@ pub fn suite(scale: Scale) -> Vec<Case> {
     let n = (mib << 20) / 4;
     // A readback by `to_vec`, and the same read left in the mapped staging buffer
     // (`read_host`: `to_vec` less its copy out).
-    type Read = fn(&Tensor) -> Result<()>;
-    let to_vec: Read = |x| x.to_vec::<f32>().map(|v| drop(std::hint::black_box(v)));
-    let read_host: Read = |x| x.read_host::<f32>().map(|v| drop(std::hint::black_box(v)));
-    let reads = [("readback", to_vec), ("read_host", read_host)];
+    let reads = [
+        ("readback", HostReadKind::Copied),
+        ("read_host", HostReadKind::Mapped),
+    ];
     for (name, read) in reads {
         let mut case = Case::new(
             "transfer",
@@ -258,7 +258,7 @@ pub fn suite(scale: Scale) -> Vec<Case> {
             move |d| {
                 let x = input(&[n], d, 9)?;
                 Ok(Box::new(move || {
-                    read(&x)?;
+                    read.read(&x)?;
                     Ok(x.clone())
                 }))
             },

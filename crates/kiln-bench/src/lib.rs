@@ -28,6 +28,26 @@ pub fn devices() -> Vec<(&'static str, Device)> {
     list
 }
 
+/// How a case's result is read to the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostReadKind {
+    /// `to_vec`: out of the mapped staging buffer into a vector of its own.
+    Copied,
+    /// `read_host`: left in the mapped staging buffer, as burn's `into_data` leaves it.
+    Mapped,
+}
+
+impl HostReadKind {
+    /// Reads `x` (f32) to the host this way and lets it go.
+    pub fn read(self, x: &Tensor) -> kiln::Result<()> {
+        match self {
+            HostReadKind::Copied => drop(std::hint::black_box(x.to_vec::<f32>()?)),
+            HostReadKind::Mapped => drop(std::hint::black_box(x.read_host::<f32>()?)),
+        }
+        Ok(())
+    }
+}
+
 /// Uniform `[-1, 1)` values; never zeros, which flatter some kernels.
 pub fn input(shape: &[usize], device: &Device, seed: u64) -> kiln::Result<Tensor> {
     Tensor::rand(shape.to_vec(), DType::F32, device, &mut Rng::new(seed))?

@@ -5,6 +5,7 @@ use crate::cases::{suite, Case, Scale, Unit};
 use crate::measure::{time, Clock, Timing};
 use crate::peer::PeerResult;
 use crate::roofline::Rooflines;
+use crate::HostReadKind;
 use kiln::{Device, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -108,8 +109,8 @@ fn measure_case(
     };
     let (with_readback_ms, with_copy_ms) = match case.peer_key {
         Some(_) => (
-            Some(with_readback(&*run, false)? * 1e3),
-            Some(with_readback(&*run, true)? * 1e3),
+            Some(with_readback(&*run, HostReadKind::Mapped)? * 1e3),
+            Some(with_readback(&*run, HostReadKind::Copied)? * 1e3),
         ),
         None => (None, None),
     };
@@ -126,17 +127,12 @@ fn measure_case(
     })
 }
 
-/// Median of five runs that each end with the output read to the host, and with
-/// `copy` copied out of the mapped staging buffer into a vector.
-fn with_readback(run: &dyn Fn() -> Result<kiln::Tensor>, copy: bool) -> Result<f64> {
+/// Median of five runs that each end with the output read to the host `how`.
+fn with_readback(run: &dyn Fn() -> Result<kiln::Tensor>, how: HostReadKind) -> Result<f64> {
     let mut times = Vec::new();
     for _ in 0..5 {
         let start = Instant::now();
-        let out = run()?;
-        match copy {
-            true => drop(std::hint::black_box(out.to_vec::<f32>()?)),
-            false => drop(std::hint::black_box(out.read_host::<f32>()?)),
-        }
+        how.read(&run()?)?;
         times.push(start.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
