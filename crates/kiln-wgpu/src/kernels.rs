@@ -175,6 +175,24 @@ impl Kernel {
         }
     }
 
+    /// The one-invocation-per-row build of a row kernel, for adapters that run on the
+    /// CPU (`*_rows_serial.wgsl`), for the row kernels that have one.
+    pub fn serial(self) -> Option<Kernel> {
+        use Kernel::*;
+        match self {
+            Reduce => Some(ReduceRowsSerial),
+            Softmax => Some(SoftmaxRowsSerial),
+            LayerNorm => Some(LayerNormRowsSerial),
+            LayerNormBackward => Some(LayerNormBackwardRowsSerial),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a row kernel's serial build (one invocation per row).
+    pub fn is_serial(self) -> bool {
+        Kernel::ALL.iter().any(|k| k.serial() == Some(self))
+    }
+
     /// The kernel this is the subgroup build of, or itself.
     pub fn plain(self) -> Kernel {
         let of = Kernel::ALL

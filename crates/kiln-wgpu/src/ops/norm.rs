@@ -1,7 +1,7 @@
 //! Launchers for `shaders/norm/`: layer norm over rows, fused (mean, variance, scale
 //! and shift in one pass over each row), and its backward pass, fused the same way.
 
-use super::reduce::{row_groups, row_lanes, rows_kernel, serial_rows};
+use super::reduce::{row_groups, row_kernel_for, row_lanes, rows_kernel};
 use crate::kernels::Kernel;
 use crate::params::{to_u32, LayerNormBackwardParams, LayerNormParams};
 use crate::storage::GpuStorage;
@@ -23,10 +23,7 @@ pub(crate) fn layer_norm(
         eps,
         lanes,
     };
-    let kernel = match serial_rows(x, rows, k) {
-        true => Kernel::LayerNormRowsSerial,
-        false => x.device.row_kernel(Kernel::LayerNorm),
-    };
+    let kernel = row_kernel_for(x, Kernel::LayerNorm, rows, k);
     let inputs = [x, weight, bias];
     let groups = row_groups(kernel, rows, lanes);
     rows_kernel(name, kernel, &inputs, &params, groups, rows * k, x.dtype)
@@ -57,10 +54,7 @@ pub(crate) fn layer_norm_backward(
         _pad1: 0,
         _pad2: 0,
     };
-    let kernel = match serial_rows(x, rows, k) {
-        true => Kernel::LayerNormBackwardRowsSerial,
-        false => device.row_kernel(Kernel::LayerNormBackward),
-    };
+    let kernel = row_kernel_for(x, Kernel::LayerNormBackward, rows, k);
     let n = rows * k;
     let dx = device.alloc_output(name, n, x.dtype)?;
     // Without a weight, the weight and products bindings take the input and a word of

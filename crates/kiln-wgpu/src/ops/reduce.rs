@@ -13,9 +13,15 @@ use kiln_core::{DType, ReduceOp, Result};
 /// Rows below which the serial variant leaves too few invocations to fill the cores.
 const SERIAL_MIN_ROWS: usize = 64;
 
-/// True when `x`'s device is better served by the one-invocation-per-row kernels.
-pub(crate) fn serial_rows(x: &GpuStorage, rows: usize, k: usize) -> bool {
-    x.device.is_software() && rows >= SERIAL_MIN_ROWS && k > 0 && k.is_multiple_of(4)
+/// The build of row kernel `kernel` to run over `rows` rows of `k` of `x`: its serial
+/// build on adapters that run on the CPU when the rows are many and vec4-aligned, else
+/// the lanes build the device's `row_reduction` says.
+pub(crate) fn row_kernel_for(x: &GpuStorage, kernel: Kernel, rows: usize, k: usize) -> Kernel {
+    let serial = x.device.is_software() && rows >= SERIAL_MIN_ROWS && k > 0 && k.is_multiple_of(4);
+    match kernel.serial() {
+        Some(build) if serial => build,
+        _ => x.device.row_kernel(kernel),
+    }
 }
 
 /// Invocations per row of the workgroup row kernels for rows of `k` elements: the
@@ -32,12 +38,9 @@ pub(crate) fn row_lanes(k: usize) -> u32 {
 /// Workgroups a row kernel takes for `rows` rows, `lanes` invocations per row (the
 /// serial kernels give each row one).
 pub(crate) fn row_groups(kernel: Kernel, rows: usize, lanes: u32) -> usize {
-    let rows_per_group = match kernel {
-        Kernel::ReduceRowsSerial
-        | Kernel::SoftmaxRowsSerial
-        | Kernel::LayerNormRowsSerial
-        | Kernel::LayerNormBackwardRowsSerial => SERIAL_WORKGROUP,
-        _ => WORKGROUP / lanes,
+    let rows_per_group = match kernel.is_serial() {
+        true => SERIAL_WORKGROUP,
+        false => WORKGROUP / lanes,
     };
     rows.div_ceil(rows_per_group as usize)
 }
@@ -87,10 +90,7 @@ pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Res
         let groups = row_groups(kernel, rows, lanes);
         return rows_kernel(name, kernel, &[x], &params, groups, rows, DType::I32);
     }
-    let kernel = match serial_rows(x, rows, k) {
-        true => Kernel::ReduceRowsSerial,
-        false => x.device.row_kernel(Kernel::Reduce),
-    };
+    let kernel = row_kernel_for(x, Kernel::Reduce, rows, k);
     let groups = row_groups(kernel, rows, lanes);
     rows_kernel(name, kernel, &[x], &params, groups, rows, x.dtype)
 }
@@ -187,10 +187,7 @@ pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Resul
         log: log as u32,
         lanes,
     };
-    let kernel = match serial_rows(x, rows, k) {
-        true => Kernel::SoftmaxRowsSerial,
-        false => x.device.row_kernel(Kernel::Softmax),
-    };
+    let kernel = row_kernel_for(x, Kernel::Softmax, rows, k);
     let groups = row_groups(kernel, rows, lanes);
     rows_kernel(name, kernel, &[x], &params, groups, rows * k, x.dtype)
 }
