@@ -1350,9 +1350,10 @@ fn cat_stack_pad_triangles_match_cpu() {
     parity("cat dim 0", &[x, y], F32, |t| Tensor::cat(t, 0));
     let (p, q) = (rand(&[3, 4], &mut rng), a);
     parity("stack", &[p, q], F32, |t| Tensor::stack(t, 1));
-    // More pieces than one launch takes (7), empty ones among them, compact, transposed
-    // and sliced, along the first, a middle and the last dim; i32 and f16 too.
-    let lengths = [2, 0, 5, 1, 3, 0, 4, 1, 1, 6, 2, 3, 1, 0, 2, 1, 5];
+    // More pieces than one launch takes (up to 25, as the device allows), empty ones
+    // among them, compact, transposed and sliced, along the first, a middle and the
+    // last dim; i32 and f16 too.
+    let lengths: Vec<usize> = (0..61).map(|i| (i * i + 3 * i) % 7).collect();
     let pieces: Vec<Tensor> = lengths
         .iter()
         .enumerate()
@@ -1362,35 +1363,37 @@ fn cat_stack_pad_triangles_match_cpu() {
             _ => sliced(&[3, n, 5], &mut rng),
         })
         .collect();
-    parity("cat of 17 pieces, dim 1", &pieces, EXACT, |t| {
+    parity("cat of 61 pieces, dim 1", &pieces, EXACT, |t| {
         Tensor::cat(t, 1)
     });
     let moved: Vec<Tensor> = pieces.iter().map(|t| t.transpose(0, 1).unwrap()).collect();
-    parity("cat of 17 pieces, dim 0", &moved, EXACT, |t| {
+    parity("cat of 61 pieces, dim 0", &moved, EXACT, |t| {
         Tensor::cat(t, 0)
     });
-    let rows: Vec<Tensor> = (0..9).map(|_| transposed(&[4, 3], &mut rng)).collect();
-    parity("stack of 9, last dim", &rows, EXACT, |t| {
+    let rows: Vec<Tensor> = (0..27).map(|_| transposed(&[4, 3], &mut rng)).collect();
+    parity("stack of 27, last dim", &rows, EXACT, |t| {
         Tensor::stack(t, 2)
     });
-    let ints: Vec<Tensor> = (1..10usize)
+    let ints: Vec<Tensor> = (1..31usize)
         .map(|n| {
             let values: Vec<i32> = (0..n as i32).map(|v| v * 7 - 20).collect();
             Tensor::from_vec(values, [n], &Device::cpu()).unwrap()
         })
         .collect();
-    parity("cat of 9 i32 pieces", &ints, EXACT, |t| Tensor::cat(t, 0));
+    parity("cat of 30 i32 pieces", &ints, EXACT, |t| Tensor::cat(t, 0));
     let empty = [rand(&[0, 3], &mut rng), rand(&[0, 2], &mut rng)];
     parity("cat of empty rows", &empty, EXACT, |t| Tensor::cat(t, 1));
     if f16_ok() {
-        let halves: Vec<Tensor> = (0..8)
+        let halves: Vec<Tensor> = (0..27)
             .map(|i| {
                 rand(&[2, 1 + i % 3, 3], &mut rng)
                     .to_dtype(DType::F16)
                     .unwrap()
             })
             .collect();
-        parity("cat of 8 f16 pieces", &halves, EXACT, |t| Tensor::cat(t, 1));
+        parity("cat of 27 f16 pieces", &halves, EXACT, |t| {
+            Tensor::cat(t, 1)
+        });
     }
     let x = transposed(&[2, 3, 5], &mut rng);
     parity("pad", std::slice::from_ref(&x), F32, |t| {

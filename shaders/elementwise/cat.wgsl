@@ -1,11 +1,11 @@
 // Concatenation: up to CAT_PIECES pieces, side by side along one dim of a compact
 // output, one invocation per element of the span they cover; each element is read
-// through its piece's strides. A cat of more pieces is one launch per CAT_PIECES of
-// them, each writing only its span, so every element is written once.
+// through its piece's strides. A cat of more pieces is one launch per so many of them,
+// each writing only its span, so every element is written once.
 // kiln:constants workgroup cat
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
-const CAT_PIECES: u32 = 7u;
+const CAT_PIECES: u32 = 25u;
 // kiln:end
 alias T = f32;
 
@@ -29,37 +29,28 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+// kiln:pieces (kiln-wgpu's ops/cat.rs writes this section for as many pieces as the
+// device lets a kernel bind, up to CAT_PIECES; as written it binds one)
 // the pieces, in order along dim (unused ones bound to the last)
 @group(0) @binding(1) var<storage, read> in0: array<T>;
-@group(0) @binding(2) var<storage, read> in1: array<T>;
-@group(0) @binding(3) var<storage, read> in2: array<T>;
-@group(0) @binding(4) var<storage, read> in3: array<T>;
-@group(0) @binding(5) var<storage, read> in4: array<T>;
-@group(0) @binding(6) var<storage, read> in5: array<T>;
-@group(0) @binding(7) var<storage, read> in6: array<T>;
 // [params.shape], compact
-@group(0) @binding(8) var<storage, read_write> output: array<T>;
-
+@group(0) @binding(2) var<storage, read_write> output: array<T>;
 // Piece p's element at `at` (bindings cannot be indexed).
-fn load(p: u32, at: u32) -> T {
-    if (p == 0u) { return in0[at]; }
-    if (p == 1u) { return in1[at]; }
-    if (p == 2u) { return in2[at]; }
-    if (p == 3u) { return in3[at]; }
-    if (p == 4u) { return in4[at]; }
-    if (p == 5u) { return in5[at]; }
-    return in6[at];
-}
+fn load(p: u32, at: u32) -> T { return in0[at]; }
+// kiln:pieces end
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     if (i >= params.numel) { return; }
-    // The piece: the last whose start along dim is at or before this element's.
+    // The piece: the last whose start along dim is at or before this element's (the
+    // first starts at 0), by halving.
     let along = (i / params.inner) % params.span;
     var p = 0u;
-    while (p + 1u < params.pieces && params.piece[p + 1u].y <= along) {
-        p++;
+    var past = params.pieces;
+    while (past - p > 1u) {
+        let mid = (p + past) / 2u;
+        if (params.piece[mid].y <= along) { p = mid; } else { past = mid; }
     }
     var rem = i;
     var src = params.piece[p].x;

@@ -24,8 +24,10 @@ pub fn run() -> kiln::Result<()> {
             a.max_compute_workgroup_storage_size >> 10
         );
         println!(
-            "  invocations per workgroup: {}   workgroups per dim: {}",
-            a.max_compute_invocations_per_workgroup, a.max_compute_workgroups_per_dimension
+            "  invocations per workgroup: {}   workgroups per dim: {}   storage buffers per kernel: {}",
+            a.max_compute_invocations_per_workgroup,
+            a.max_compute_workgroups_per_dimension,
+            a.max_storage_buffers_per_shader_stage
         );
         println!(
             "  shader-f16: {}   subgroups: {}   timestamp queries: {}",

@@ -17,6 +17,9 @@ pub struct AdapterSummary {
     pub max_compute_invocations_per_workgroup: u32,
     pub max_compute_workgroup_storage_size: u32,
     pub max_compute_workgroups_per_dimension: u32,
+    /// Storage buffers one kernel may bind: how many pieces one `cat` launch takes,
+    /// and how many parameters one optimizer launch updates.
+    pub max_storage_buffers_per_shader_stage: u32,
     pub shader_f16: bool,
     pub subgroups: bool,
     pub timestamp_query: bool,
@@ -49,6 +52,7 @@ impl AdapterSummary {
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),

@@ -48,12 +48,12 @@ impl WgslType for [[u32; 4]; 2] {
     const WGSL: &'static str = "array<vec4<u32>, 2>";
 }
 // The two strings below name the cat's piece count and twice it.
-const _: () = assert!(CAT_PIECES == 7);
+const _: () = assert!(CAT_PIECES == 25);
 impl WgslType for [[u32; 4]; CAT_PIECES as usize] {
-    const WGSL: &'static str = "array<vec4<u32>, 7>";
+    const WGSL: &'static str = "array<vec4<u32>, 25>";
 }
 impl WgslType for [[u32; 4]; 2 * CAT_PIECES as usize] {
-    const WGSL: &'static str = "array<vec4<u32>, 14>";
+    const WGSL: &'static str = "array<vec4<u32>, 50>";
 }
 
 /// Declares a params struct and its `ShaderParams` layout.

@@ -66,9 +66,10 @@ fn combine(op: u32, a: f32, b: f32) -> f32 {
     }
 }
 ";
-/// Pieces one launch of the cat kernel copies: with its output, WebGPU's default of
-/// eight storage buffers per shader stage.
-pub const CAT_PIECES: u32 = 7;
+/// Pieces one launch of the cat kernel copies at most, where the device lets a kernel
+/// bind them and its output (`ops/cat.rs`): the most whose params (48 bytes a piece)
+/// fit in a fused kernel's, the slot every launch's params take.
+pub const CAT_PIECES: u32 = 25;
 /// Invocations per workgroup of the kernels that give each invocation a whole row or
 /// column (`*_rows_serial`, `reduce_columns`).
 pub const SERIAL_WORKGROUP: u32 = 64;

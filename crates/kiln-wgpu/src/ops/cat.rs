@@ -1,14 +1,81 @@
 //! Concatenation: pieces side by side along one dim of a new compact tensor, one launch
-//! of `shaders/elementwise/cat.wgsl` per `CAT_PIECES` of them, where a copy per piece
-//! into a zeroed tensor took a fill and a launch each (an LSTM stacks its 64 steps'
-//! outputs, and its backward pass puts 64 steps' gradients side by side).
+//! of `shaders/elementwise/cat.wgsl` per `pieces_per_launch` of them, where a copy per
+//! piece into a zeroed tensor took a fill and a launch each (an LSTM stacks its 64
+//! steps' outputs, and its backward pass stacks 64 steps' gradients twice over). The
+//! kernel is built for as many pieces as the device lets it bind, up to `CAT_PIECES`:
+//! WebGPU's default of eight storage buffers per stage held a launch to seven pieces,
+//! ten launches a stack; lavapipe allows 32, hardware GPUs more.
 
+use crate::device::GpuDevice;
+use crate::fusion::FusedParams;
 use crate::kernels::Kernel;
+use crate::launch::Bindings;
 use crate::params::{to_u32, CatParams};
 use crate::shader_constants::CAT_PIECES;
 use crate::storage::GpuStorage;
 use bytemuck::Zeroable;
-use kiln_core::{Error, Layout, Result, Shape, MAX_RANK};
+use kiln_core::{DType, Error, Layout, Result, Shape, MAX_RANK};
+use std::fmt::Write;
+use std::time::Instant;
+
+// Every launch's params take a slot the size of the largest struct: the cat's stays
+// within the fused kernels'.
+const _: () = assert!(std::mem::size_of::<CatParams>() <= std::mem::size_of::<FusedParams>());
+
+/// The section of `cat.wgsl` that binds the pieces and the output.
+const PIECES: &str = "// kiln:pieces";
+const PIECES_END: &str = "// kiln:pieces end";
+
+/// Pieces one launch takes on `device`: one storage buffer is the output.
+fn pieces_per_launch(device: &GpuDevice) -> Result<usize> {
+    let limit = device.inner.limits.max_storage_buffers_per_shader_stage as usize;
+    match limit.saturating_sub(1).min(CAT_PIECES as usize) {
+        0 => Err(Error::Unsupported {
+            op: "cat",
+            reason: format!("the adapter lets a kernel bind {limit} storage buffers; cat needs 2"),
+        }),
+        n => Ok(n),
+    }
+}
+
+/// `cat.wgsl` for `dtype`, its pieces section binding `n` pieces (bindings 1..=n) and
+/// the output (binding n + 1).
+pub(crate) fn source(dtype: DType, n: usize) -> Result<String> {
+    let text = Kernel::Cat.specialise(&[dtype])?;
+    let missing = || Error::InvalidArgument {
+        op: "cat",
+        reason: format!("{} lacks its `{PIECES}` section", Kernel::Cat.file().0),
+    };
+    let start = text.find(PIECES).ok_or_else(missing)?;
+    let end = text[start..].find(PIECES_END).ok_or_else(missing)? + start + PIECES_END.len();
+    let mut s = format!(
+        "{}// Built for {n} pieces by kiln-wgpu's ops/cat.rs.\n",
+        &text[..start]
+    );
+    for p in 0..n {
+        let _ = writeln!(
+            s,
+            "@group(0) @binding({}) var<storage, read> in{p}: array<T>;",
+            p + 1
+        );
+    }
+    let _ = writeln!(
+        s,
+        "@group(0) @binding({}) var<storage, read_write> output: array<T>;",
+        n + 1
+    );
+    s.push_str("fn load(p: u32, at: u32) -> T {\n    switch p {\n");
+    for p in 0..n - 1 {
+        let _ = writeln!(s, "        case {p}u: {{ return in{p}[at]; }}");
+    }
+    let _ = write!(
+        s,
+        "        default: {{ return in{}[at]; }}\n    }}\n}}{}",
+        n - 1,
+        &text[end..]
+    );
+    Ok(s)
+}
 
 /// `pieces` (each with its layout) side by side along `dim` in a compact tensor of
 /// `shape`: the pieces' shapes are `shape`'s but along `dim`, where their lengths add
@@ -39,7 +106,8 @@ pub(crate) fn cat(
     }
     let inner: usize = shape.dims()[dim + 1..].iter().product();
     let outer: usize = shape.dims()[..dim].iter().product();
-    // Empty pieces have nothing to copy; the rest go CAT_PIECES to a launch.
+    let most = pieces_per_launch(device)?;
+    // Empty pieces have nothing to copy; the rest go `most` to a launch.
     let filled: Vec<_> = pieces
         .iter()
         .scan(0, |start, &(s, l)| {
@@ -49,7 +117,7 @@ pub(crate) fn cat(
         })
         .filter(|(_, _, l)| l.dims()[dim] > 0)
         .collect();
-    for launch in filled.chunks(CAT_PIECES as usize) {
+    for launch in filled.chunks(most) {
         let first_at = launch[0].0;
         let span = launch.iter().map(|(_, _, l)| l.dims()[dim]).sum::<usize>();
         let mut p = CatParams::zeroed();
@@ -63,7 +131,7 @@ pub(crate) fn cat(
         for (d, &size) in shape.dims().iter().enumerate() {
             p.shape[d / 4][d % 4] = to_u32(op, "size", size)?;
         }
-        let mut buffers = Vec::with_capacity(CAT_PIECES as usize + 1);
+        let mut buffers = Vec::with_capacity(most + 1);
         for (k, &(at, s, l)) in launch.iter().enumerate() {
             p.piece[k] = [
                 to_u32(op, "offset", l.offset())?,
@@ -78,10 +146,10 @@ pub(crate) fn cat(
         }
         // Bindings the launch does not use hold its last piece.
         let last = *buffers.last().expect("a launch has a piece");
-        buffers.resize(CAT_PIECES as usize, last);
+        buffers.resize(most, last);
         buffers.push(out.raw()?);
         let groups = device.groups_1d(op, outer * span * inner)?;
-        device.dispatch(op, Kernel::Cat, &[dtype], &p, &buffers, groups)?;
+        launch_built(device, dtype, most, &p, &buffers, groups)?;
     }
     // Integer pieces' bounds carry over, as a copy's do.
     out.value_range = pieces
@@ -94,4 +162,68 @@ pub(crate) fn cat(
         })
         .flatten();
     Ok(out)
+}
+
+/// Records one launch of the cat kernel built for `n` pieces.
+fn launch_built(
+    device: &GpuDevice,
+    dtype: DType,
+    n: usize,
+    params: &CatParams,
+    buffers: &[&wgpu::Buffer],
+    groups: [u32; 3],
+) -> Result<()> {
+    let op = "cat";
+    let start = Instant::now();
+    if !device.supports(dtype) {
+        return Err(GpuDevice::unsupported(op, dtype));
+    }
+    let key = format!("{:?} [{dtype:?}] x{n}", Kernel::Cat);
+    let written = vec![n as u32 + 1];
+    let pipeline = device.cached_pipeline(key, Kernel::Cat, 1, written, || source(dtype, n))?;
+    let resources: Vec<_> = buffers.iter().map(|b| b.as_entire_binding()).collect();
+    let bind = Bindings::numbered(bytemuck::bytes_of(params), &resources, 1);
+    let name = || format!("{} [{dtype:?}] x{n} pieces", Kernel::Cat.label());
+    device.launch(op, &pipeline, &[bind], groups, start, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::ShaderParams;
+
+    /// The kernel built for every piece count is valid WGSL whose params are
+    /// `CatParams` and which writes only its output, bound after the pieces.
+    #[test]
+    fn builds_validate_and_match_their_params() {
+        for n in 1..=CAT_PIECES as usize {
+            let text = source(DType::F32, n).unwrap();
+            let module = naga::front::wgsl::parse_str(&text)
+                .unwrap_or_else(|e| panic!("{}\n{text}", e.emit_to_string(&text)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("x{n}: {e:?}\n{text}"));
+            let size = module
+                .types
+                .iter()
+                .find(|(_, t)| t.name.as_deref() == Some("Params"))
+                .map(|(_, t)| t.inner.size(module.to_ctx()) as usize);
+            assert_eq!(size, Some(CatParams::LAYOUT.size), "x{n}");
+            let bindings = |access: &str| -> Vec<u32> {
+                text.lines()
+                    .filter(|l| l.contains(access))
+                    .filter_map(|l| l.split("@binding(").nth(1)?.split(')').next()?.parse().ok())
+                    .collect()
+            };
+            assert_eq!(bindings("read_write>"), [n as u32 + 1], "x{n}");
+            assert_eq!(
+                bindings("storage, read>"),
+                (1..=n as u32).collect::<Vec<_>>(),
+                "x{n}"
+            );
+        }
+    }
 }

@@ -6,9 +6,9 @@
 //! projections once a step spent most of its CPU backward pass zeroing, copying and
 //! adding them, and on a GPU the padded slices, fused six to a kernel, still wrote the
 //! whole tensor each time. Side by side they are one `cat` (on a GPU one launch per
-//! seven slices). A GPU keeps padding a few slices, which fuse into one kernel, or into
-//! the kernel that reads their sum (an LSTM cell's backward reads the gradients of its
-//! `h` and `c` so).
+//! up to 25 slices). A GPU keeps padding a few slices, which fuse into one kernel, or
+//! into the kernel that reads their sum (an LSTM cell's backward reads the gradients of
+//! its `h` and `c` so).
 
 use super::product::{self, Product};
 use crate::Tensor;
