@@ -1056,6 +1056,104 @@ fn reductions_take_the_ops_after_them_as_an_epilogue() {
     }
 }
 
+/// Column reductions left pending together (a backward pass's bias gradients) run
+/// several to a launch when the first is needed: each gives the bits it gives alone
+/// and the CPU's values, whatever its op, shape and lanes; a NaN in a column comes
+/// through max; one whose input is still pending (a strided view's copy) runs alone.
+#[test]
+fn pending_column_reductions_run_together() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let cpu = Device::cpu();
+    // [outer, k, inner] reduced over k: long columns (lanes per output), few long
+    // rows, a middle dim, a single row.
+    let shapes: [(&[usize], isize); 6] = [
+        (&[300, 7], 0),
+        (&[5, 33, 9], 1),
+        (&[1000, 3], 0),
+        (&[17, 129], 0),
+        (&[2, 1, 40], 1),
+        (&[4099, 12], 0),
+    ];
+    let ops = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min];
+    let mut inputs = Vec::new();
+    for i in 0..21 {
+        let (shape, dim) = shapes[i % shapes.len()];
+        let mut x = Tensor::randn(shape, DType::F32, &cpu, &mut rng).unwrap();
+        if i == 2 {
+            let mut v = x.to_f64_vec().unwrap();
+            v[5] = f64::NAN;
+            x = Tensor::from_vec(v, shape.to_vec(), &cpu)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+        }
+        inputs.push((x, dim, ops[i % ops.len()]));
+    }
+    let reduce = |x: &Tensor, dim: isize, op: ReduceOp| x.reduce(op, &[dim], false).unwrap();
+    let moved: Vec<Tensor> = inputs
+        .iter()
+        .map(|(x, ..)| x.to_device(&device).unwrap())
+        .collect();
+    let strided_cpu = common::transposed(&[9, 70], &mut rng);
+    let strided = common::on_strided(&device, &strided_cpu);
+    // One at a time: each read before the next is recorded.
+    let alone: Vec<Vec<f64>> = inputs
+        .iter()
+        .zip(&moved)
+        .map(|((_, dim, op), x)| reduce(x, *dim, *op).to_f64_vec().unwrap())
+        .collect();
+    let (together, profile) = device
+        .profile(|| {
+            let pending: Vec<Tensor> = inputs
+                .iter()
+                .zip(&moved)
+                .map(|((_, dim, op), x)| reduce(x, *dim, *op))
+                .chain([reduce(&strided, 0, ReduceOp::Sum)])
+                .collect();
+            pending
+                .iter()
+                .map(Tensor::to_f64_vec)
+                .collect::<kiln::Result<Vec<_>>>()
+        })
+        .unwrap();
+    for (i, ((x, dim, op), got)) in inputs.iter().zip(&together).enumerate() {
+        let label = format!("{op:?} of {:?} over {dim}", x.dims());
+        assert_eq!(got.len(), alone[i].len(), "{label}");
+        for (a, b) in got.iter().zip(&alone[i]) {
+            assert!(
+                a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan(),
+                "{label}: {a} alone {b}"
+            );
+        }
+        let want = reduce(x, *dim, *op);
+        let got = Tensor::from_vec(got.clone(), want.dims().to_vec(), &cpu).unwrap();
+        assert_near(&label, &got, &want, 1e-5, 1e-4);
+    }
+    assert!(together[2].iter().any(|v| v.is_nan()), "max lost its NaN");
+    let want = reduce(&strided_cpu, 0, ReduceOp::Sum);
+    let got = Tensor::from_vec(together[21].clone(), want.dims().to_vec(), &cpu).unwrap();
+    assert_near("sum of a strided view", &got, &want, 1e-5, 1e-4);
+    // 21 with computed inputs, as many to a launch as the device binds (two buffers
+    // each), and the strided view's alone.
+    let gpu = device.as_gpu().unwrap();
+    let limit = gpu.summary().max_storage_buffers_per_shader_stage as usize;
+    let per_launch = (limit / 2).min(kiln::backend::MAX_COLUMN_GROUP);
+    let launches: u64 = profile
+        .kernels
+        .iter()
+        .filter(|k| k.name.starts_with("reduce/reduce_columns.wgsl"))
+        .map(|k| k.launches)
+        .sum();
+    assert_eq!(
+        launches,
+        21usize.div_ceil(per_launch) as u64 + 1,
+        "{:#?}",
+        profile.kernels
+    );
+}
+
 /// Softmax, log-softmax and layer norm take the elementwise ops after them as an
 /// epilogue (attention's dropout, a residual after a norm): one kernel, their own
 /// output written too, values as on the CPU.

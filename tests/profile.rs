@@ -161,8 +161,13 @@ fn a_recurrent_weight_gets_its_gradient_from_one_product() {
     // Twelve pieces each of `h` and of the steps' gradients, as many to a launch as
     // the adapter binds beside the output, up to CAT_PIECES.
     let limit = device.summary().max_storage_buffers_per_shader_stage as usize;
-    let per_launch = (limit - 1).min(kiln_wgpu::shader_constants::CAT_PIECES as usize);
+    let per_launch = (limit - 1).min(kiln::backend::shader_constants::CAT_PIECES as usize);
     let cats = 2 * steps.div_ceil(per_launch) as u64;
-    assert_eq!(count("elementwise/cat.wgsl"), cats, "{:#?}", profile.kernels);
+    assert_eq!(
+        count("elementwise/cat.wgsl"),
+        cats,
+        "{:#?}",
+        profile.kernels
+    );
     assert!(grads.get(&w).is_some());
 }

@@ -126,12 +126,12 @@ fn combine(col: u32, cols: u32) -> f32 {
     return r;
 }
 
-@compute @workgroup_size(WORKGROUP)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+// Workgroup `w` of the reduction: outputs w * cols.. of it.
+fn reduce_columns(w: u32, t: u32) {
     let cols = WORKGROUP / params.lanes;
     let col = t % cols;
     let lane = t / cols;
-    let e = (wid.x + wid.y * groups.x) * cols + col;
+    let e = w * cols + col;
     let live = e < params.outer * params.inner;
     let first = lane * params.segment;
     var rows = 0u;
@@ -141,4 +141,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     fold(t, (o * params.k + first) * params.inner + i, rows);
     workgroupBarrier();
     if (live && lane == 0u) { store(e, combine(col, cols)); }
+}
+
+// kiln:entry (kiln-wgpu's ops/column_group.rs replaces the entry point to run several
+// reductions in one launch)
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    reduce_columns(wid.x + wid.y * groups.x, t);
 }

@@ -18,6 +18,10 @@ pub(crate) trait Deferred: Send {
     fn dtype(&self) -> DType;
     /// Storage buffers the kernel binds: its inputs and its output.
     fn buffers(&self) -> usize;
+    fn kernel(&self) -> Kernel;
+    /// The params' bytes, as the kernel reads them.
+    fn params(&self) -> &[u8];
+    fn inputs(&self) -> &[GpuStorage];
     /// Records the launch into `out`, or with `epilogue` the epilogue's values.
     fn run(self: Box<Self>, out: &PooledBuffer, epilogue: Option<Epilogue>) -> Result<()>;
 }
@@ -45,6 +49,18 @@ impl<P: ShaderParams + Send> Deferred for DeferredLaunch<P> {
 
     fn buffers(&self) -> usize {
         self.inputs.len() + 1
+    }
+
+    fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    fn params(&self) -> &[u8] {
+        bytemuck::bytes_of(&self.params)
+    }
+
+    fn inputs(&self) -> &[GpuStorage] {
+        &self.inputs
     }
 
     fn run(self: Box<Self>, out: &PooledBuffer, epilogue: Option<Epilogue>) -> Result<()> {

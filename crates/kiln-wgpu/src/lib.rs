@@ -45,6 +45,7 @@ pub use fusion::{
 pub use kernels::{specialised_sources, Kernel};
 pub use matmul_rhs::MatmulRhs;
 pub use matmul_variant::MatmulVariant;
+pub use ops::column_group::MAX_GROUP as MAX_COLUMN_GROUP;
 pub use params::{ParamsLayout, ParamsMember};
 pub use pool::PoolStats;
 pub use probe::{CopyProbe, FmaProbe};

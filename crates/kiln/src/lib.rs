@@ -71,6 +71,6 @@ pub mod backend {
         autotune_cache_path, list_adapters, read_autotune_cache, specialised_sources,
         AdapterSummary, CacheEntries, ConvAlgorithm, CopyProbe, FmaProbe, FusedParams, GpuDevice,
         GpuStorage, Kernel, MatmulRhs, MatmulVariant, ParamsLayout, ParamsMember, PoolStats,
-        RowReduction, MAX_PENDING,
+        RowReduction, MAX_COLUMN_GROUP, MAX_PENDING,
     };
 }

@@ -82,6 +82,9 @@ fn run_deferred(data: &StorageData, device: &GpuDevice) -> Result<()> {
     let Some(launch) = slot.take() else {
         return Ok(());
     };
+    if launch.kernel() == Kernel::ReduceColumns {
+        return crate::ops::column_group::run_with_others(device, data, launch);
+    }
     let out = device.alloc_output("deferred launch", launch.len(), launch.dtype())?;
     launch.run(&out, None)?;
     data.fill(out)
@@ -125,6 +128,13 @@ impl GpuDevice {
             true => self.run_pending("recording past the graph's bound"),
             false => Ok(()),
         }
+    }
+
+    /// The storages the device tracks that some tensor still holds, oldest first
+    /// (finished ones among them until the list is next pruned).
+    pub(crate) fn live_pending(&self) -> Vec<Arc<StorageData>> {
+        let list = self.inner.pending.lock().unwrap();
+        list.entries.iter().filter_map(Weak::upgrade).collect()
     }
 
     /// Pending storages the device tracks that some tensor still holds.

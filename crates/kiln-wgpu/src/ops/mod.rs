@@ -1,6 +1,7 @@
 //! Kernel launchers, one module per family of `shaders/`.
 
 pub(crate) mod cat;
+pub(crate) mod column_group;
 pub(crate) mod conv;
 pub(crate) mod conv_product;
 pub(crate) mod create;

@@ -1,0 +1,269 @@
+//! Column reductions several to a launch. A backward pass leaves each bias and
+//! layer-norm weight gradient as a deferred column sum, and all of them wait until the
+//! optimizer reads the first (a transformer's step: 28, each a launch of its own).
+//! When one must run, the device's other pending column reductions whose inputs are
+//! computed run with it: `reduce_columns.wgsl`'s body for each workgroup, with the
+//! params of the reduction the workgroup falls in, so each gives the bits it gives
+//! alone.
+
+use crate::deferred::Deferred;
+use crate::device::GpuDevice;
+use crate::fusion::FusedParams;
+use crate::kernels::Kernel;
+use crate::launch::Bindings;
+use crate::params::{ColumnsParams, ShaderParams};
+use crate::pool::PooledBuffer;
+use crate::shader_constants::WORKGROUP;
+use crate::storage::StorageData;
+use kiln_core::{DType, Error, GpuErrorKind, Result};
+use std::fmt::Write;
+use std::time::Instant;
+
+/// Reductions one launch takes at most: the most whose params fit in a launch's slot
+/// (the size of a fused kernel's).
+pub const MAX_GROUP: usize = 32;
+
+/// The first workgroup of each of `k` reductions, then their total, four to a vec4.
+const fn starts_vec4s(k: usize) -> usize {
+    (k + 1).div_ceil(4)
+}
+
+/// Bytes of the params of a launch of `k` reductions: theirs, then the starts.
+const fn params_size(k: usize) -> usize {
+    ColumnsParams::LAYOUT.size * k + 16 * starts_vec4s(k)
+}
+
+const _: () = assert!(params_size(MAX_GROUP) <= std::mem::size_of::<FusedParams>());
+// Uniform arrays take elements at multiples of 16 bytes.
+const _: () = assert!(ColumnsParams::LAYOUT.size.is_multiple_of(16));
+
+/// Reductions a launch can take within `max_storage_buffers`: each binds its input and
+/// its output.
+fn group_size(max_storage_buffers: u32) -> usize {
+    (max_storage_buffers as usize / 2).min(MAX_GROUP)
+}
+
+/// Workgroups one reduction takes, as `reduce::columns_launch` lays them out.
+fn workgroups(p: &ColumnsParams) -> usize {
+    let columns_per_group = (WORKGROUP / p.lanes.max(1)) as usize;
+    (p.outer as usize * p.inner as usize).div_ceil(columns_per_group)
+}
+
+/// Runs `own`, taken from `data`, into `data`'s buffer, with the device's other pending
+/// column reductions of its dtype whose inputs have been computed (as `own`'s must
+/// be), as many to a launch as the device binds. Each fills its own storage.
+pub(crate) fn run_with_others(
+    device: &GpuDevice,
+    data: &StorageData,
+    own: Box<dyn Deferred>,
+) -> Result<()> {
+    let limit = device.inner.limits.max_storage_buffers_per_shader_stage;
+    let computed = |l: &dyn Deferred| l.inputs().iter().all(|s| !s.is_pending());
+    let live = match group_size(limit) > 1 && computed(own.as_ref()) {
+        true => device.live_pending(),
+        false => Vec::new(),
+    };
+    // Each joining storage's slot stays locked until its buffer is in: a thread that
+    // needs it meanwhile waits, where an empty slot would tell it the launch had run.
+    let mut slots = Vec::new();
+    for other in &live {
+        // A lock held elsewhere is a launch being run or fused now: left alone.
+        let Ok(slot) = other.deferred.try_lock() else {
+            continue;
+        };
+        let joins = slot.as_deref().is_some_and(|l| {
+            l.kernel() == Kernel::ReduceColumns && l.dtype() == own.dtype() && computed(l)
+        });
+        if joins {
+            slots.push((other.as_ref(), slot));
+        }
+    }
+    let mut members = vec![(data, own)];
+    for (other, slot) in &mut slots {
+        members.push((
+            *other,
+            slot.take().expect("a joining slot holds its launch"),
+        ));
+    }
+    let mut members = members.into_iter().peekable();
+    while members.peek().is_some() {
+        let launch: Vec<_> = members.by_ref().take(group_size(limit).max(1)).collect();
+        if let [_] = launch[..] {
+            let (target, l) = launch.into_iter().next().expect("one launch");
+            let out = device.alloc_output("column reduction", l.len(), l.dtype())?;
+            l.run(&out, None)?;
+            target.fill(out)?;
+            continue;
+        }
+        let outs = launch_group(device, &launch)?;
+        for ((target, _), out) in launch.into_iter().zip(outs) {
+            target.fill(out)?;
+        }
+    }
+    Ok(())
+}
+
+/// One launch of the reductions `launch` (two or more of one dtype), into new buffers.
+fn launch_group(
+    device: &GpuDevice,
+    launch: &[(&StorageData, Box<dyn Deferred>)],
+) -> Result<Vec<PooledBuffer>> {
+    let op = "column reduction";
+    let start = Instant::now();
+    let k = launch.len();
+    let dtype = launch[0].1.dtype();
+    let mut bytes = Vec::with_capacity(params_size(k));
+    let mut starts = vec![0u32; 4 * starts_vec4s(k)];
+    let mut total = 0usize;
+    let mut outs = Vec::with_capacity(k);
+    for (j, (_, l)) in launch.iter().enumerate() {
+        let params: ColumnsParams = bytemuck::pod_read_unaligned(l.params());
+        bytes.extend_from_slice(l.params());
+        total += workgroups(&params);
+        starts[j + 1] = u32::try_from(total).map_err(|_| Error::LimitExceeded {
+            op,
+            what: "workgroups",
+            needed: total as u64,
+            limit: u32::MAX as u64,
+        })?;
+        outs.push(device.alloc_output(op, l.len(), l.dtype())?);
+    }
+    bytes.extend_from_slice(bytemuck::cast_slice(&starts));
+    let mut resources = Vec::with_capacity(2 * k);
+    for ((_, l), out) in launch.iter().zip(&outs) {
+        let input = l.inputs().first().ok_or_else(|| Error::Gpu {
+            op,
+            kind: GpuErrorKind::Internal,
+            message: "a column reduction without its input".into(),
+        })?;
+        resources.push(input.raw()?.as_entire_binding());
+        resources.push(out.buffer().as_entire_binding());
+    }
+    let kernel = Kernel::ReduceColumns;
+    let key = format!("{kernel:?} [{dtype:?}] x{k}");
+    let written = (0..k).map(|j| 2 * j as u32 + 2).collect();
+    let pipeline = device.cached_pipeline(key, kernel, 1, written, || source(dtype, k))?;
+    let groups = device.groups_for(op, total)?;
+    let bind = Bindings::numbered(&bytes, &resources, 1);
+    let name = || format!("{}:main [{dtype:?}] x{k} reductions", kernel.file().0);
+    device.launch(op, &pipeline, &[bind], groups, start, name)?;
+    Ok(outs)
+}
+
+/// Replaces `text`'s section from `from` up to the end of `to` (or to the end of the
+/// text) with `with`.
+fn replace_section(text: &str, from: &str, to: Option<&str>, with: &str) -> Result<String> {
+    let missing = || Error::InvalidArgument {
+        op: "column reduction",
+        reason: format!("{} lacks `{from}`", Kernel::ReduceColumns.file().0),
+    };
+    let start = text.find(from).ok_or_else(missing)?;
+    let end = match to {
+        Some(to) => text[start..].find(to).ok_or_else(missing)? + start + to.len(),
+        None => text.len(),
+    };
+    Ok(format!("{}{with}{}", &text[..start], &text[end..]))
+}
+
+/// `reduce_columns.wgsl` for `dtype`, built for `k` reductions: its params a private
+/// copy of the workgroup's reduction's, its load and store switching on which one,
+/// reduction j binding its input at 2j + 1 and its output at 2j + 2.
+pub(crate) fn source(dtype: DType, k: usize) -> Result<String> {
+    let text = Kernel::ReduceColumns.specialise(&[dtype])?;
+    let params = format!(
+        "// Built for {k} reductions by kiln-wgpu's ops/column_group.rs.
+struct GroupParams {{
+    members: array<Params, {k}>,
+    // the first workgroup of each reduction, then their total
+    starts: array<vec4<u32>, {}>,
+}}
+@group(0) @binding(0) var<uniform> group: GroupParams;
+// The reduction this workgroup runs, and its params.
+var<private> member: u32;
+var<private> params: Params;",
+        starts_vec4s(k)
+    );
+    let text = replace_section(
+        &text,
+        "@group(0) @binding(0) var<uniform> params: Params;",
+        Some(";"),
+        &params,
+    )?;
+    let mut io = String::new();
+    for j in 0..k {
+        let _ = writeln!(
+            io,
+            "@group(0) @binding({}) var<storage, read> input{j}: array<T>;
+@group(0) @binding({}) var<storage, read_write> output{j}: array<T>;",
+            2 * j + 1,
+            2 * j + 2
+        );
+    }
+    let cases = |body: &dyn Fn(usize) -> String| -> String {
+        let mut s = String::from("    switch member {\n");
+        for j in 0..k - 1 {
+            let _ = writeln!(s, "        case {j}u: {{ {} }}", body(j));
+        }
+        let _ = write!(s, "        default: {{ {} }}\n    }}", body(k - 1));
+        s
+    };
+    let _ = write!(
+        io,
+        "fn load(i: u32) -> f32 {{\n{}\n}}\nfn store(i: u32, v: f32) {{\n{}\n}}",
+        cases(&|j| format!("return f32(input{j}[i]);")),
+        cases(&|j| format!("output{j}[i] = T(v);")),
+    );
+    let text = replace_section(&text, "// kiln:load", Some("// kiln:load end"), &io)?;
+    let text = replace_section(&text, "// kiln:store", Some("// kiln:store end"), "")?;
+    let entry = format!(
+        "fn start(j: u32) -> u32 {{ return group.starts[j / 4u][j % 4u]; }}
+
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>, @builtin(local_invocation_index) t: u32) {{
+    let w = wid.x + wid.y * groups.x;
+    // The last reduction whose first workgroup is at or before this one (workgroups
+    // past the total find no live output in the last).
+    var j = 0u;
+    while (j + 1u < {k}u && start(j + 1u) <= w) {{ j++; }}
+    member = j;
+    params = group.members[j];
+    reduce_columns(w - start(j), t);
+}}
+"
+    );
+    replace_section(&text, "// kiln:entry", None, &entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel built for every group size is valid WGSL whose params are the bytes
+    /// a launch writes, and which writes only the outputs.
+    #[test]
+    fn builds_validate_and_match_their_params() {
+        for k in 2..=MAX_GROUP {
+            let text = source(DType::F32, k).unwrap();
+            let module = naga::front::wgsl::parse_str(&text)
+                .unwrap_or_else(|e| panic!("{}\n{text}", e.emit_to_string(&text)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("x{k}: {e:?}\n{text}"));
+            let size = module
+                .types
+                .iter()
+                .find(|(_, t)| t.name.as_deref() == Some("GroupParams"))
+                .map(|(_, t)| t.inner.size(module.to_ctx()) as usize);
+            assert_eq!(size, Some(params_size(k)), "x{k}");
+            let written: Vec<usize> = text
+                .lines()
+                .filter(|l| l.contains("read_write>"))
+                .filter_map(|l| l.split("@binding(").nth(1)?.split(')').next()?.parse().ok())
+                .collect();
+            assert_eq!(written, (0..k).map(|j| 2 * j + 2).collect::<Vec<_>>());
+        }
+    }
+}
