@@ -76,7 +76,8 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
     Ok(())
 }
 
-/// Runs a deferred launch into its own buffer.
+/// Runs a deferred launch into its own buffer; a column reduction with the others
+/// pending (`ops::column_group`).
 fn run_deferred(data: &StorageData, device: &GpuDevice) -> Result<()> {
     let mut slot = data.deferred.lock().unwrap();
     let Some(launch) = slot.take() else {
