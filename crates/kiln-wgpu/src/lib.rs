@@ -13,6 +13,8 @@ mod device;
 mod env_warning;
 mod error_scopes;
 mod fusion;
+#[cfg(test)]
+mod generated_check;
 mod kernels;
 mod launch;
 mod matmul_rhs;

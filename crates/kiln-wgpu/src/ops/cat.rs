@@ -190,6 +190,7 @@ fn launch_built(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generated_check::{bindings, struct_size};
     use crate::params::ShaderParams;
 
     /// The kernel built for every piece count is valid WGSL whose params are
@@ -198,32 +199,11 @@ mod tests {
     fn builds_validate_and_match_their_params() {
         for n in 1..=CAT_PIECES as usize {
             let text = source(DType::F32, n).unwrap();
-            let module = naga::front::wgsl::parse_str(&text)
-                .unwrap_or_else(|e| panic!("{}\n{text}", e.emit_to_string(&text)));
-            naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::all(),
-            )
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("x{n}: {e:?}\n{text}"));
-            let size = module
-                .types
-                .iter()
-                .find(|(_, t)| t.name.as_deref() == Some("Params"))
-                .map(|(_, t)| t.inner.size(module.to_ctx()) as usize);
-            assert_eq!(size, Some(CatParams::LAYOUT.size), "x{n}");
-            let bindings = |access: &str| -> Vec<u32> {
-                text.lines()
-                    .filter(|l| l.contains(access))
-                    .filter_map(|l| l.split("@binding(").nth(1)?.split(')').next()?.parse().ok())
-                    .collect()
-            };
-            assert_eq!(bindings("read_write>"), [n as u32 + 1], "x{n}");
-            assert_eq!(
-                bindings("storage, read>"),
-                (1..=n as u32).collect::<Vec<_>>(),
-                "x{n}"
-            );
+            let size = struct_size(&text, "Params", &format!("x{n}"));
+            assert_eq!(size, CatParams::LAYOUT.size, "x{n}");
+            assert_eq!(bindings(&text, "read_write>"), [n as u32 + 1], "x{n}");
+            let pieces: Vec<u32> = (1..=n as u32).collect();
+            assert_eq!(bindings(&text, "storage, read>"), pieces, "x{n}");
         }
     }
 }

@@ -237,6 +237,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generated_check::{bindings, struct_size};
 
     /// The kernel built for every group size is valid WGSL whose params are the bytes
     /// a launch writes, and which writes only the outputs.
@@ -244,26 +245,13 @@ mod tests {
     fn builds_validate_and_match_their_params() {
         for k in 2..=MAX_GROUP {
             let text = source(DType::F32, k).unwrap();
-            let module = naga::front::wgsl::parse_str(&text)
-                .unwrap_or_else(|e| panic!("{}\n{text}", e.emit_to_string(&text)));
-            naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::all(),
-            )
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("x{k}: {e:?}\n{text}"));
-            let size = module
-                .types
-                .iter()
-                .find(|(_, t)| t.name.as_deref() == Some("GroupParams"))
-                .map(|(_, t)| t.inner.size(module.to_ctx()) as usize);
-            assert_eq!(size, Some(params_size(k)), "x{k}");
-            let written: Vec<usize> = text
-                .lines()
-                .filter(|l| l.contains("read_write>"))
-                .filter_map(|l| l.split("@binding(").nth(1)?.split(')').next()?.parse().ok())
-                .collect();
-            assert_eq!(written, (0..k).map(|j| 2 * j + 2).collect::<Vec<_>>());
+            let size = struct_size(&text, "GroupParams", &format!("x{k}"));
+            assert_eq!(size, params_size(k), "x{k}");
+            let written = bindings(&text, "read_write>");
+            assert_eq!(
+                written,
+                (0..k as u32).map(|j| 2 * j + 2).collect::<Vec<_>>()
+            );
         }
     }
 }

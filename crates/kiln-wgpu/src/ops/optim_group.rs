@@ -138,6 +138,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generated_check::{bindings, struct_size};
     use crate::params::{AdamParams, ParamsLayout, RmsPropParams, SgdParams};
 
     /// Every optimizer's group kernel, for every group size, is valid WGSL whose
@@ -152,25 +153,10 @@ mod tests {
         for (kernel, states, layout) in kernels {
             for k in 2..=MAX_GROUP {
                 let text = source(kernel, DType::F32, k, states).unwrap();
-                let module = naga::front::wgsl::parse_str(&text)
-                    .unwrap_or_else(|e| panic!("{}\n{text}", e.emit_to_string(&text)));
-                naga::valid::Validator::new(
-                    naga::valid::ValidationFlags::all(),
-                    naga::valid::Capabilities::all(),
-                )
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{kernel:?} x{k}: {e:?}\n{text}"));
-                let size = module
-                    .types
-                    .iter()
-                    .find(|(_, t)| t.name.as_deref() == Some("GroupParams"))
-                    .map(|(_, t)| t.inner.size(module.to_ctx()) as usize);
-                assert_eq!(size, Some(params_size(layout.size)), "{kernel:?} x{k}");
-                let written: Vec<u32> = text
-                    .lines()
-                    .filter(|l| l.contains("read_write>"))
-                    .filter_map(|l| l.split("@binding(").nth(1)?.split(')').next()?.parse().ok())
-                    .collect();
+                let label = format!("{kernel:?} x{k}");
+                let size = struct_size(&text, "GroupParams", &label);
+                assert_eq!(size, params_size(layout.size), "{label}");
+                let written = bindings(&text, "read_write>");
                 assert_eq!(written, written_bindings(k, states), "{kernel:?} x{k}");
             }
         }
