@@ -342,6 +342,33 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
             Tensor::stack(&outs, 0)
         }
     );
+    // One bias in many uses, as a recurrent layer's hidden bias is: the uses that
+    // broadcast it over leading dims only (either operand, of add, sub and mul) give
+    // their rows, summed in one reduction; one that also stretches a dim of it is
+    // summed alone.
+    case!(
+        "a bias in many uses",
+        [
+            rand(&[2, 6], rng),
+            rand(&[6], rng),
+            rand(&[1, 3, 6], rng),
+            rand(&[6, 6], rng),
+            rand(&[1, 6], rng)
+        ],
+        |t| {
+            let (h0, b, batch, w, row) = (&t[0], &t[1], &t[2], &t[3], &t[4]);
+            let mut h = h0.clone();
+            let mut outs = Vec::new();
+            for _ in 0..4 {
+                h = h.matmul(w)?.add(b)?.tanh()?;
+                outs.push(h.sum(&[0], false)?);
+            }
+            outs.push(batch.sub(b)?.square()?.sum(&[0, 1], false)?);
+            outs.push(b.add(&w.t()?)?.mul(b)?.sum(&[0], false)?);
+            outs.push(row.add(&b.reshape([6, 1])?)?.sum(&[0], false)?);
+            Tensor::stack(&outs, 0)
+        }
+    );
     case!("tril triu", [rand(&[4, 4], rng)], |t| t[0]
         .tril(0)?
         .add(&t[0].triu(1)?.mul_scalar(2.0)?));
@@ -620,6 +647,28 @@ fn hand_derived_gradients() {
     let g = a.add(&b).unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(values(&g, &b), vec![2.0, 2.0, 2.0]);
     assert_eq!(values(&g, &a), vec![1.0; 6]);
+
+    // A bias in uses whose rows together pass what the reverse pass keeps for one
+    // (each of these 2^20 + 1 rows of 4): summed as they come, to the same total.
+    // L = sum(x + b) + sum(2x + b) - sum(x - b) => dL/db = 3 rows per entry.
+    let rows = (1usize << 20) + 1;
+    let x = Tensor::ones([rows, 4], DType::F32, &Device::cpu()).unwrap();
+    let b = var(vec![0.5; 4], &[4]);
+    let loss = x.add(&b).unwrap().sum_all().unwrap();
+    let loss = loss.add(
+        &x.mul_scalar(2.0)
+            .unwrap()
+            .add(&b)
+            .unwrap()
+            .sum_all()
+            .unwrap(),
+    );
+    let loss = loss
+        .unwrap()
+        .sub(&x.sub(&b).unwrap().sum_all().unwrap())
+        .unwrap();
+    let g = loss.backward().unwrap();
+    assert_eq!(values(&g, &b), vec![3.0 * rows as f32; 4]);
 
     // Reductions: L = max(x) with a tie => the gradient is shared: 1/2 each.
     let x = var(vec![1.0, 5.0, 5.0, 2.0], &[4]);

@@ -171,3 +171,52 @@ fn a_recurrent_weight_gets_its_gradient_from_one_product() {
     );
     assert!(grads.get(&w).is_some());
 }
+
+/// A bias added once a step gets its gradient from one reduction over the steps' rows
+/// side by side (one `cat` per so many steps), not from a reduction a step and the sums
+/// of their results; the gradient is the CPU's.
+#[test]
+fn a_bias_added_every_step_gets_its_gradient_from_one_reduction() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng();
+    let steps: usize = 12;
+    let (b, h0) = (rand(&[64], &mut rng), rand(&[4, 64], &mut rng));
+    // The loss on `device`, and the bias it depends on.
+    let forward = |device: &Device| {
+        let b = on(device, &b).detach().into_var().unwrap();
+        let mut h = on(device, &h0);
+        for _ in 0..steps {
+            h = h.add(&b).unwrap().tanh().unwrap();
+        }
+        (h.sum(&[0, 1], false).unwrap(), b)
+    };
+    let (loss, bias) = forward(&Device::cpu());
+    let want = loss.backward().unwrap().get(&bias).unwrap().clone();
+    let (loss, bias) = forward(&gpu);
+    let (grads, profile) = gpu.profile(|| loss.backward()).unwrap();
+    let got = grads.get(&bias).unwrap().to_device(&Device::cpu()).unwrap();
+    assert_close("the bias's gradient", &got, &want, F32);
+    let count = |prefix: &str| -> u64 {
+        profile
+            .kernels
+            .iter()
+            .filter(|k| k.name.starts_with(prefix))
+            .map(|k| k.launches)
+            .sum()
+    };
+    assert_eq!(count("reduce/"), 1, "{:#?}", profile.kernels);
+    let limit = gpu
+        .as_gpu()
+        .unwrap()
+        .summary()
+        .max_storage_buffers_per_shader_stage as usize;
+    let per_launch = (limit - 1).min(kiln::backend::shader_constants::CAT_PIECES as usize);
+    let cats = steps.div_ceil(per_launch) as u64;
+    assert_eq!(
+        count("elementwise/cat.wgsl"),
+        cats,
+        "{:#?}",
+        profile.kernels
+    );
+}

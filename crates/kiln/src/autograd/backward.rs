@@ -6,6 +6,7 @@ use super::grad_mode::no_grad;
 use super::op::{Node, Op};
 use super::pending::{Part, Pending, Slice};
 use super::product::Product;
+use super::row_sum::RowSum;
 use super::Gradients;
 use crate::{Conv2dOptions, Tensor};
 use kiln_core::{BinaryOp, Error, ReduceOp, Result, Shape, UnaryOp};
@@ -311,6 +312,15 @@ pub(crate) fn sum_to(g: &Tensor, shape: &Shape) -> Result<Tensor> {
     summed.reshape(shape.clone())
 }
 
+/// `sum_to` as a part: a sum over leading dims kept as rows (`RowSum`), to be summed
+/// with the tensor's other such parts at once.
+fn summed_to(g: &Tensor, shape: &Shape) -> Result<Part> {
+    match RowSum::of(g, shape) {
+        Some(rows) => Ok(Part::RowSum(rows)),
+        None => sum_to(g, shape).map(Part::Whole),
+    }
+}
+
 /// `g` with the reduced dims restored as size 1, so that it broadcasts against the input.
 fn unreduce(g: &Tensor, x: &Tensor, dims: &[usize], keepdim: bool) -> Result<Tensor> {
     if keepdim {
@@ -455,9 +465,9 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 | BinaryOp::Gt
                 | BinaryOp::Ge => return Ok(vec![None, None]),
             };
-            wholes(vec![
-                ga.map(|ga| sum_to(&ga, a.shape())).transpose()?,
-                gb.map(|gb| sum_to(&gb, b.shape())).transpose()?,
+            Ok(vec![
+                ga.map(|ga| summed_to(&ga, a.shape())).transpose()?,
+                gb.map(|gb| summed_to(&gb, b.shape())).transpose()?,
             ])
         }
         Op::Where {

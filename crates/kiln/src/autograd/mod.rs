@@ -10,6 +10,7 @@ mod gradients;
 mod op;
 mod pending;
 mod product;
+mod row_sum;
 
 pub use backward::grad;
 pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};

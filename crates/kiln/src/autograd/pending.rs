@@ -1,7 +1,8 @@
 //! A tensor's gradient while the rules of its consumers run: whole gradients summed as
 //! they come, the gradients of `narrow`ed slices kept apart and put in place once, and
 //! a matrix's gradients from several products kept as operands and multiplied once
-//! (`product.rs`). Padding each slice to the whole shape and adding it, as `narrow`'s
+//! (`product.rs`), a bias's from several uses kept as rows and summed once
+//! (`row_sum.rs`). Padding each slice to the whole shape and adding it, as `narrow`'s
 //! rule would, moves the whole tensor per slice: an LSTM that narrows its input
 //! projections once a step spent most of its CPU backward pass zeroing, copying and
 //! adding them, and on a GPU the padded slices, fused six to a kernel, still wrote the
@@ -11,6 +12,7 @@
 //! its `h` and `c` so).
 
 use super::product::{self, Product};
+use super::row_sum::{self, RowSum};
 use crate::Tensor;
 use kiln_core::{Result, Shape};
 
@@ -22,6 +24,8 @@ pub(crate) enum Part {
     Slice(Slice),
     /// A matrix's gradient from one product it took part in.
     Product(Product),
+    /// The gradient of a tensor broadcast over leading dims, from one use.
+    RowSum(RowSum),
 }
 
 impl From<Tensor> for Part {
@@ -66,6 +70,7 @@ pub(crate) struct Pending {
     whole: Option<Tensor>,
     slices: Vec<Slice>,
     products: Vec<Product>,
+    row_sums: Vec<RowSum>,
 }
 
 impl Pending {
@@ -81,6 +86,13 @@ impl Pending {
             // A product with many rows is cheaper alone than copied into a stack.
             Part::Product(p) if !p.small() => self.add(Part::Whole(p.evaluate()?))?,
             Part::Product(p) => self.products.push(p),
+            Part::RowSum(r) => {
+                self.row_sums.push(r);
+                let kept: usize = self.row_sums.iter().map(RowSum::elem_count).sum();
+                if kept > row_sum::MAX_KEPT {
+                    self.add_row_sums()?;
+                }
+            }
         }
         Ok(())
     }
@@ -94,7 +106,16 @@ impl Pending {
         if let Some(multiplied) = product::stacked(std::mem::take(&mut self.products))? {
             self.add(Part::Whole(multiplied))?;
         }
+        self.add_row_sums()?;
         Ok(self.whole)
+    }
+
+    /// Sums the row sums kept so far into the whole gradient.
+    fn add_row_sums(&mut self) -> Result<()> {
+        for part in row_sum::summed(std::mem::take(&mut self.row_sums))? {
+            self.add(Part::Whole(part))?;
+        }
+        Ok(())
     }
 }
 
