@@ -1337,6 +1337,31 @@ fn pooling_matches_cpu() {
     );
 }
 
+/// Reductions whose loops would run past a software adapter's limit on loop
+/// iterations (65,535 an invocation, past which llvmpipe silently skips the rest): a
+/// column over 2.2 million rows, rows of 300,000 (past the serial kernel's range), and
+/// the column sum of a fused broadcast sum over 524,289 rows, whose strided read
+/// looped once per element.
+#[test]
+fn reductions_over_long_dims_match_cpu() {
+    let mut rng = rng();
+    let tall = rand(&[2_200_001, 3], &mut rng);
+    for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max] {
+        let label = format!("{op:?} over 2.2M rows");
+        parity(&label, std::slice::from_ref(&tall), F32, |t| {
+            t[0].reduce(op, &[0], false)
+        });
+    }
+    let wide = rand(&[64, 300_000], &mut rng);
+    parity("sums of rows of 300,000", &[wide], F32, |t| {
+        t[0].sum(&[1], false)
+    });
+    let (x, b) = (rand(&[524_289, 4], &mut rng), rand(&[4], &mut rng));
+    parity("column sums of a broadcast sum", &[x, b], F32, |t| {
+        t[0].add(&t[1])?.sum(&[0], false)
+    });
+}
+
 #[test]
 fn cat_stack_pad_triangles_match_cpu() {
     let mut rng = rng();

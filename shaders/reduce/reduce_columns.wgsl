@@ -27,10 +27,13 @@ struct Params {
     op: u32,
     // invocations per output, a power of two dividing WORKGROUP
     lanes: u32,
-    // rows of k each lane reduces (the last lanes may have fewer or none)
+    // rows of a run each lane reduces (the last lanes may have fewer or none)
     segment: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // k's rows cut into `splits` runs of `split_len` (the last shorter), each reduced
+    // to an output of its own: [outer, splits, inner]; 1 and k for one run. A mean's
+    // runs divide by k, so that their sum is the mean.
+    splits: u32,
+    split_len: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -132,11 +135,14 @@ fn reduce_columns(w: u32, t: u32) {
     let col = t % cols;
     let lane = t / cols;
     let e = w * cols + col;
-    let live = e < params.outer * params.inner;
-    let first = lane * params.segment;
+    let live = e < params.outer * params.splits * params.inner;
+    let run = e / params.inner;
+    let o = run / params.splits;
+    let start = (run % params.splits) * params.split_len;
+    let end = min(start + params.split_len, params.k);
+    let first = start + lane * params.segment;
     var rows = 0u;
-    if (live && first < params.k) { rows = min(params.segment, params.k - first); }
-    let o = e / params.inner;
+    if (live && first < end) { rows = min(params.segment, end - first); }
     let i = e % params.inner;
     fold(t, (o * params.k + first) * params.inner + i, rows);
     workgroupBarrier();

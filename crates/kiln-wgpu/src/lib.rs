@@ -17,6 +17,7 @@ mod fusion;
 mod generated_check;
 mod kernels;
 mod launch;
+mod loop_budget;
 mod matmul_rhs;
 mod matmul_variant;
 mod norm_stats;

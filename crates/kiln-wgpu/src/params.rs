@@ -143,8 +143,9 @@ shader_params! {
         op: u32,
         lanes: u32,
         segment: u32,
-        _pad0: u32,
-        _pad1: u32,
+        /// Runs the reduced dim is cut into, each reduced to an output of its own.
+        splits: u32,
+        split_len: u32,
     }
     /// `reduce/softmax.wgsl`, `reduce/softmax_rows_serial.wgsl`.
     SoftmaxParams {

@@ -99,41 +99,69 @@ fn formulas(kernel: Kernel) -> Result<&'static str> {
     Ok(&text[body..end])
 }
 
-/// Where a read finds the program's element `i`.
-const STRIDED_INDEX: &str = "
+/// Where a read finds the program's element `i`: its dims from the last, written out
+/// for each of `MAX_RANK` rather than looped over. Software adapters (llvmpipe) end a
+/// shader invocation's loops after 65,535 iterations in all, silently: a reduction
+/// that read a fused input through this function once per element ran out of them
+/// after 16,000 rows a lane.
+fn strided_index() -> String {
+    let mut s = String::from(
+        "
 fn fused_strided_index(i: u32, read: FusedRead) -> u32 {
     var rem = i;
-    var off = read.offset;
-    for (var d = i32(read.rank) - 1; d >= 0; d--) {
-        let size = read.shape[d / 4][d % 4];
-        off += (rem % size) * read.strides[d / 4][d % 4];
+    var off = read.offset;",
+    );
+    for d in (0..MAX_RANK).rev() {
+        let _ = write!(
+            s,
+            "
+    if ({d}u < read.rank) {{
+        let size = read.shape[{}][{}];
+        off += (rem % size) * read.strides[{}][{}];
         rem = rem / size;
+    }}",
+            d / 4,
+            d % 4,
+            d / 4,
+            d % 4
+        );
     }
-    return off;
+    s.push_str("\n    return off;\n}\n");
+    s
 }
-";
 
 /// Where a padded read finds the program's element `i` (x), and whether it does (y:
-/// 0 where the element is padding, x then being any element of the argument).
-const PADDED_INDEX: &str = "
+/// 0 where the element is padding, x then being any element of the argument); written
+/// out per dim as `strided_index` is.
+fn padded_index() -> String {
+    let mut s = String::from(
+        "
 fn fused_padded_index(i: u32, read: FusedRead) -> vec2<u32> {
     var rem = i;
     var off = read.offset;
-    var inside = 1u;
-    for (var d = i32(read.rank) - 1; d >= 0; d--) {
-        let size = read.shape[d / 4][d % 4];
+    var inside = 1u;",
+    );
+    for d in (0..MAX_RANK).rev() {
+        let (v, l) = (d / 4, d % 4);
+        let _ = write!(
+            s,
+            "
+    if ({d}u < read.rank) {{
+        let size = read.shape[{v}][{l}];
         var c = rem % size;
         rem = rem / size;
-        let before = read.before[d / 4][d % 4];
-        if (c < before || c - before >= read.inner[d / 4][d % 4]) {
+        let before = read.before[{v}][{l}];
+        if (c < before || c - before >= read.inner[{v}][{l}]) {{
             inside = 0u;
             c = before;
-        }
-        off += (c - before) * read.strides[d / 4][d % 4];
+        }}
+        off += (c - before) * read.strides[{v}][{l}];
+    }}"
+        );
     }
-    return vec2<u32>(off, inside);
+    s.push_str("\n    return vec2<u32>(off, inside);\n}\n");
+    s
 }
-";
 
 /// Whether the program's WGSL needs `enable f16;`.
 fn needs_f16(program: &Program) -> bool {
@@ -403,10 +431,10 @@ struct FusedParams {{
         .flat_map(|p| p.reads.iter().map(|r| r.kind()))
         .collect();
     if kinds.contains(&ReadKind::Strided) {
-        s.push_str(STRIDED_INDEX);
+        s.push_str(&strided_index());
     }
     if kinds.contains(&ReadKind::Padded) {
-        s.push_str(PADDED_INDEX);
+        s.push_str(&padded_index());
     }
     Ok(s)
 }

@@ -46,7 +46,7 @@ fn group_size(max_storage_buffers: u32) -> usize {
 /// Workgroups one reduction takes, as `reduce::columns_launch` lays them out.
 fn workgroups(p: &ColumnsParams) -> usize {
     let columns_per_group = (WORKGROUP / p.lanes.max(1)) as usize;
-    (p.outer as usize * p.inner as usize).div_ceil(columns_per_group)
+    (p.outer as usize * p.splits as usize * p.inner as usize).div_ceil(columns_per_group)
 }
 
 /// Runs `own`, taken from `data`, into `data`'s buffer, with the device's other pending

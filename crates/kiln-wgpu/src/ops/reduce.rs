@@ -4,6 +4,7 @@
 //! the rows are many and vec4-aligned; and reductions over a middle dim.
 
 use crate::kernels::Kernel;
+use crate::loop_budget::SOFTWARE_LOOP_BUDGET;
 use crate::params::{to_u32, ColumnsParams, RowsParams, ShaderParams, SoftmaxParams};
 use crate::pool::PooledBuffer;
 use crate::shader_constants::{ROW_LOADS, SERIAL_WORKGROUP, WORKGROUP};
@@ -14,10 +15,15 @@ use kiln_core::{DType, ReduceOp, Result};
 const SERIAL_MIN_ROWS: usize = 64;
 
 /// The build of row kernel `kernel` to run over `rows` rows of `k` of `x`: its serial
-/// build on adapters that run on the CPU when the rows are many and vec4-aligned, else
+/// build on adapters that run on the CPU when the rows are many and vec4-aligned (and
+/// short enough for one invocation's loops: up to three passes over a row's vec4s), else
 /// the lanes build the device's `row_reduction` says.
 pub(crate) fn row_kernel_for(x: &GpuStorage, kernel: Kernel, rows: usize, k: usize) -> Kernel {
-    let serial = x.device.is_software() && rows >= SERIAL_MIN_ROWS && k > 0 && k.is_multiple_of(4);
+    let serial = x.device.is_software()
+        && rows >= SERIAL_MIN_ROWS
+        && k > 0
+        && k <= SOFTWARE_LOOP_BUDGET
+        && k.is_multiple_of(4);
     match kernel.serial() {
         Some(build) if serial => build,
         _ => x.device.row_kernel(kernel),
@@ -104,7 +110,8 @@ const MIN_SEGMENT: usize = 32;
 const MIN_COLUMNS: usize = 8;
 
 /// `reduce_columns.wgsl`: [outer, k, inner] to [outer, inner] in one dispatch, deferred
-/// to take its consumer as an epilogue.
+/// to take its consumer as an epilogue; on a software adapter, a k too long for its
+/// lanes' loops is cut into runs reduced first (`loop_budget`).
 pub(crate) fn reduce_middle(
     x: &GpuStorage,
     op: ReduceOp,
@@ -116,12 +123,24 @@ pub(crate) fn reduce_middle(
     let n = outer * inner;
     let device = &x.device;
     let kernel = Kernel::ReduceColumns;
+    let (params, groups) = columns_launch(x, op, outer, k, inner)?;
+    if params.splits > 1 {
+        let runs = reduce_runs(x, params, groups)?;
+        return reduce_middle(&runs, op.of_runs(), outer, params.splits as usize, inner);
+    }
     if device.defers(kernel) {
-        let (params, groups) = columns_launch(x, op, outer, k, inner)?;
         return device.defer(name, kernel, &[x.dtype], params, &[x], groups, n, x.dtype);
     }
     let out = device.alloc_output(name, n, x.dtype)?;
-    reduce_middle_into(x, op, outer, k, inner, &out)?;
+    device.dispatch_with_inputs(
+        name,
+        kernel,
+        &[x.dtype],
+        &params,
+        &[x],
+        &[out.buffer()],
+        groups,
+    )?;
     Ok(GpuStorage::new(out, x.dtype, n, device))
 }
 
@@ -135,6 +154,11 @@ pub(crate) fn reduce_middle_into(
     out: &PooledBuffer,
 ) -> Result<()> {
     let (params, groups) = columns_launch(x, op, outer, k, inner)?;
+    if params.splits > 1 {
+        let runs = reduce_runs(x, params, groups)?;
+        let splits = params.splits as usize;
+        return reduce_middle_into(&runs, op.of_runs(), outer, splits, inner, out);
+    }
     x.device.dispatch_with_inputs(
         op.name(),
         Kernel::ReduceColumns,
@@ -144,6 +168,33 @@ pub(crate) fn reduce_middle_into(
         &[out.buffer()],
         groups,
     )
+}
+
+/// The first pass of a reduction cut into runs: `[outer, splits, inner]`, recorded now.
+fn reduce_runs(x: &GpuStorage, params: ColumnsParams, groups: [u32; 3]) -> Result<GpuStorage> {
+    let name = "reduce runs";
+    let len = (params.outer * params.splits * params.inner) as usize;
+    let out = x.device.alloc_output(name, len, x.dtype)?;
+    let kernel = Kernel::ReduceColumns;
+    let (dtypes, bound) = ([x.dtype], [out.buffer()]);
+    x.device
+        .dispatch_with_inputs(name, kernel, &dtypes, &params, &[x], &bound, groups)?;
+    Ok(GpuStorage::new(out, x.dtype, len, &x.device))
+}
+
+/// The op that combines a reduction's runs: a mean's runs are already divided by the
+/// whole length, so they add up.
+trait OfRuns {
+    fn of_runs(self) -> ReduceOp;
+}
+
+impl OfRuns for ReduceOp {
+    fn of_runs(self) -> ReduceOp {
+        match self {
+            ReduceOp::Mean => ReduceOp::Sum,
+            op => op,
+        }
+    }
 }
 
 /// The params and workgroups of `reduce_columns.wgsl` for [outer, k, inner].
@@ -163,18 +214,26 @@ fn columns_launch(
         .min(k.div_ceil(MIN_SEGMENT))
         .clamp(1, WORKGROUP as usize / MIN_COLUMNS);
     let lanes = 1usize << wanted.ilog2();
+    // On a software adapter, runs short enough for each lane's loop.
+    let splits = match x.device.is_software() {
+        true => k.div_ceil(lanes * SOFTWARE_LOOP_BUDGET).max(1),
+        false => 1,
+    };
+    let split_len = k.div_ceil(splits);
     let params = ColumnsParams {
         outer: to_u32(name, "rows", outer)?,
         k: to_u32(name, "reduced size", k)?,
         inner: to_u32(name, "columns", inner)?,
         op: op.code(),
         lanes: lanes as u32,
-        segment: to_u32(name, "segment", k.div_ceil(lanes))?,
-        _pad0: 0,
-        _pad1: 0,
+        segment: to_u32(name, "segment", split_len.div_ceil(lanes))?,
+        splits: to_u32(name, "runs", splits)?,
+        split_len: to_u32(name, "run length", split_len)?,
     };
     let columns_per_group = WORKGROUP as usize / lanes;
-    let groups = x.device.groups_for(name, n.div_ceil(columns_per_group))?;
+    let groups = x
+        .device
+        .groups_for(name, (n * splits).div_ceil(columns_per_group))?;
     Ok((params, groups))
 }
 
