@@ -626,6 +626,37 @@ fn a_gradient_does_not_depend_on_which_other_inputs_want_one() {
     }
 }
 
+/// A bias in uses whose rows together pass what the reverse pass keeps for one on a
+/// GPU (each of these 2^20 + 1 rows of 4): summed as they come, to the same total.
+#[test]
+fn a_bias_in_uses_past_the_kept_rows_sums_them_early() {
+    let Some(gpu) = gpu() else { return };
+    let rows = (1usize << 20) + 1;
+    let x = Tensor::ones([rows, 4], DType::F32, &gpu).unwrap();
+    let b = var(vec![0.5; 4], &[4])
+        .detach()
+        .to_device(&gpu)
+        .unwrap()
+        .into_var()
+        .unwrap();
+    // L = sum(x + b) + sum(2x + b) - sum(x - b) => dL/db = 3 rows per entry.
+    let loss = x.add(&b).unwrap().sum_all().unwrap();
+    let loss = loss.add(
+        &x.mul_scalar(2.0)
+            .unwrap()
+            .add(&b)
+            .unwrap()
+            .sum_all()
+            .unwrap(),
+    );
+    let loss = loss
+        .unwrap()
+        .sub(&x.sub(&b).unwrap().sum_all().unwrap())
+        .unwrap();
+    let g = loss.backward().unwrap();
+    assert_eq!(values(&g, &b), vec![3.0 * rows as f32; 4]);
+}
+
 #[test]
 fn hand_derived_gradients() {
     // Elementwise: L = sum(x * y + exp(x)) => dL/dx = y + exp(x), dL/dy = x.
@@ -647,28 +678,6 @@ fn hand_derived_gradients() {
     let g = a.add(&b).unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(values(&g, &b), vec![2.0, 2.0, 2.0]);
     assert_eq!(values(&g, &a), vec![1.0; 6]);
-
-    // A bias in uses whose rows together pass what the reverse pass keeps for one
-    // (each of these 2^20 + 1 rows of 4): summed as they come, to the same total.
-    // L = sum(x + b) + sum(2x + b) - sum(x - b) => dL/db = 3 rows per entry.
-    let rows = (1usize << 20) + 1;
-    let x = Tensor::ones([rows, 4], DType::F32, &Device::cpu()).unwrap();
-    let b = var(vec![0.5; 4], &[4]);
-    let loss = x.add(&b).unwrap().sum_all().unwrap();
-    let loss = loss.add(
-        &x.mul_scalar(2.0)
-            .unwrap()
-            .add(&b)
-            .unwrap()
-            .sum_all()
-            .unwrap(),
-    );
-    let loss = loss
-        .unwrap()
-        .sub(&x.sub(&b).unwrap().sum_all().unwrap())
-        .unwrap();
-    let g = loss.backward().unwrap();
-    assert_eq!(values(&g, &b), vec![3.0 * rows as f32; 4]);
 
     // Reductions: L = max(x) with a tie => the gradient is shared: 1/2 each.
     let x = var(vec![1.0, 5.0, 5.0, 2.0], &[4]);

@@ -23,11 +23,13 @@ pub(crate) struct RowSum {
 
 impl RowSum {
     /// `g` to be summed over its leading dims, when the tensor's `shape` is its
-    /// trailing dims (broadcast over the leading ones only); `None` when broadcasting
-    /// also stretched a dim of `shape`, or added none.
+    /// trailing dims (broadcast over the leading ones only) and `g` is on a GPU;
+    /// `None` when broadcasting also stretched a dim of `shape`, or added none, and on
+    /// the CPU, where a sum costs no launch and the `cat` would only copy.
     pub(crate) fn of(g: &Tensor, shape: &Shape) -> Option<RowSum> {
         let lead = g.rank().checked_sub(shape.rank())?;
-        (lead > 0 && g.dims()[lead..] == *shape.dims()).then(|| RowSum {
+        let over_leading = lead > 0 && g.dims()[lead..] == *shape.dims();
+        (over_leading && g.device().is_gpu()).then(|| RowSum {
             grad: g.clone(),
             lead,
         })
