@@ -573,6 +573,59 @@ fn matmul_variants_match_cpu() {
     }
 }
 
+/// Products over more terms than a software adapter's loops run in one invocation
+/// (65,535 iterations, past which llvmpipe silently skips the rest; the tiled and
+/// blocked kernels walk k in one loop and came out short): every matmul variant and
+/// both ways of running a convolution match the CPU exactly (small integers). On a
+/// software adapter an f16 product that long is refused, not summed short.
+#[test]
+fn products_over_long_k_match_cpu() {
+    use kiln::backend::{ConvAlgorithm, GpuDevice, MatmulVariant};
+    let Some(default) = gpu() else { return };
+    let mut rng = rng();
+    let (a, b) = (
+        small_ints(&[3, 70_001], &mut rng),
+        small_ints(&[70_001, 5], &mut rng),
+    );
+    for variant in MatmulVariant::ALL {
+        let gpu = GpuDevice::new().unwrap();
+        gpu.set_poison_outputs(true);
+        if gpu.set_matmul_variant(variant).is_err() {
+            continue;
+        }
+        let label = format!("matmul {variant:?} over 70,001 terms");
+        let inputs = [a.clone(), b.clone()];
+        parity_on(&Device::Gpu(gpu), &label, &inputs, EXACT, |t| {
+            t[0].matmul(&t[1])
+        });
+    }
+    // 4,097 channels of 4x4 taps: 65,552 terms an output.
+    let x = small_ints(&[1, 4097, 5, 6], &mut rng);
+    let w = small_ints(&[2, 4097, 4, 4], &mut rng);
+    for algorithm in ConvAlgorithm::ALL {
+        let gpu = GpuDevice::new().unwrap();
+        gpu.set_poison_outputs(true);
+        gpu.set_conv_algorithm(algorithm);
+        let label = format!("conv2d {algorithm:?} over 65,552 terms");
+        let inputs = [x.clone(), w.clone()];
+        parity_on(&Device::Gpu(gpu), &label, &inputs, EXACT, |t| {
+            t[0].conv2d(&t[1], None, Conv2dOptions::default())
+        });
+    }
+    let software = default.as_gpu().unwrap().summary().is_software();
+    if software && f16_ok() {
+        let half = |t: &Tensor| t.to_dtype(DType::F16).unwrap().to_device(&default).unwrap();
+        let e = half(&a)
+            .matmul(&half(&b))
+            .and_then(|c| c.to_vec::<f32>())
+            .unwrap_err();
+        assert!(
+            matches!(e, kiln::Error::Unsupported { op: "matmul", .. }),
+            "{e}"
+        );
+    }
+}
+
 /// The autotuner on a product big enough to tune: it times every candidate, the
 /// result is the winner's and matches the CPU exactly, the decision lands in the cache
 /// file, and a second device on the same file starts from it without tuning.
@@ -1506,6 +1559,22 @@ fn indexing_matches_cpu() {
     let src = rand(&[7, 4, 3], &mut rng);
     parity("scatter_add dim 1", &[x.clone(), g, src], F32, |t| {
         t[0].scatter_add(1, &t[1], &t[2])
+    });
+    // More sources than one launch's loops take on a software adapter (an embedding's
+    // gradient over 70,001 tokens): several launches, each adding its run in order.
+    let many = 70_001;
+    let g = Tensor::from_vec(
+        (0..many as i32 * 3).map(|i| i * 7 % 5).collect::<Vec<_>>(),
+        [many, 3],
+        &cpu,
+    )
+    .unwrap();
+    let (x, src) = (
+        small_ints(&[5, 3], &mut rng),
+        small_ints(&[many, 3], &mut rng),
+    );
+    parity("scatter_add of 70,001 sources", &[x, g, src], EXACT, |t| {
+        t[0].scatter_add(0, &t[1], &t[2])
     });
     let weight = rand(&[11, 6], &mut rng);
     let ids = Tensor::from_vec(vec![0i32, 10, 4, 4, 7, 1], [2, 3], &cpu).unwrap();

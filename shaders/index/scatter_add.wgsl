@@ -1,5 +1,7 @@
-// out = input; out[o, index[o, j, i], i] += src[o, j, i]. One thread per output
-// element gathers its sources in ascending j: deterministic, no float atomics.
+// out = input; out[o, index[o, j, i], i] += src[o, j, i] for j in first..first +
+// count. One thread per output element gathers its sources in ascending j:
+// deterministic, no float atomics. Many sources take several launches, each adding
+// its run to the last's output (the same additions in the same order).
 // kiln:constants workgroup
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
@@ -11,6 +13,10 @@ struct Params {
     dim: u32,
     src_dim: u32,
     inner: u32,
+    first: u32,
+    count: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -31,7 +37,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t = i32((e / params.inner) % params.dim);
     let o = e / (params.inner * params.dim);
     var acc = f32(input[e]);
-    for (var j = 0u; j < params.src_dim; j++) {
+    for (var j = params.first; j < params.first + params.count; j++) {
         let at = (o * params.src_dim + j) * params.inner + i;
         if (index[at] == t) { acc += f32(src[at]); }
     }

@@ -260,6 +260,11 @@ shader_params! {
         dim: u32,
         src_dim: u32,
         inner: u32,
+        /// The run of the sources this launch adds: `first..first + count`.
+        first: u32,
+        count: u32,
+        _pad0: u32,
+        _pad1: u32,
     }
     /// `loss/cross_entropy.wgsl`, `loss/cross_entropy_backward.wgsl`.
     CrossEntropyParams {

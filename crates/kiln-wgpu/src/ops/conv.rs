@@ -5,6 +5,7 @@
 use super::launch_window;
 use super::reduce::reduce_middle;
 use crate::kernels::Kernel;
+use crate::loop_budget::SOFTWARE_LOOP_BUDGET;
 use crate::params::{to_u32, DirectConvParams, WeightGradParams, WindowParams};
 use crate::storage::GpuStorage;
 use kiln_core::{ReduceOp, Result, WindowSpec};
@@ -73,9 +74,14 @@ pub(crate) fn conv2d_weight_grad(
 ) -> Result<GpuStorage> {
     let op = "conv2d_backward";
     let weights = out_channels * (s.c / groups) * s.kh * s.kw;
-    // The split follows from the shape alone, so results do not vary by adapter.
+    // The split follows from the shape alone, so results do not vary by adapter; a
+    // segment's rows (each a loop over the output's width) stay within a software
+    // adapter's loops (`loop_budget`).
     let rows = (s.n * s.oh).max(1);
-    let per_segment = rows.div_ceil((WEIGHT_GRAD_THREADS / weights.max(1)).clamp(1, rows));
+    let most = (SOFTWARE_LOOP_BUDGET / (s.ow + 2)).max(1);
+    let per_segment = rows
+        .div_ceil((WEIGHT_GRAD_THREADS / weights.max(1)).clamp(1, rows))
+        .min(most);
     let segments = rows.div_ceil(per_segment);
     let threads = weights * segments;
     let w = WindowParams::new(op, s, threads, to_u32(op, "groups", groups)?)?;

@@ -11,6 +11,7 @@ use crate::autotune;
 use crate::conv_algorithm::ConvAlgorithm;
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
+use crate::loop_budget::SOFTWARE_LOOP_BUDGET;
 use crate::matmul_variant::BLOCKED_FROM;
 use crate::params::to_u32;
 use crate::shader_constants::{BLOCKED_TILE, SMALL_TILE};
@@ -165,6 +166,12 @@ fn choose(
     dtype: DType,
     run: &dyn Fn(ConvAlgorithm) -> Result<GpuStorage>,
 ) -> Result<ConvAlgorithm> {
+    // The implicit kernel walks k in one invocation's loop, which a software adapter
+    // ends early (`loop_budget`); unfolded, the product is a matmul, which steps
+    // through a long k there.
+    if device.is_software() && product.k > SOFTWARE_LOOP_BUDGET {
+        return Ok(ConvAlgorithm::Unfold);
+    }
     match device.conv_algorithm() {
         ConvAlgorithm::Autotune if !autotune::worth_tuning(product) => {
             Ok(device.fixed_conv_algorithm())

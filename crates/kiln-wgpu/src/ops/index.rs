@@ -1,7 +1,9 @@
 //! Launchers for `shaders/index/`: gather (and index_select) and scatter_add.
 
 use crate::kernels::Kernel;
+use crate::loop_budget::SOFTWARE_LOOP_BUDGET;
 use crate::params::{to_u32, GatherParams, ScatterParams};
+use crate::pool::PooledBuffer;
 use crate::storage::GpuStorage;
 use kiln_core::{GatherSpec, Result, ScatterSpec};
 
@@ -44,21 +46,39 @@ pub(crate) fn scatter_add(
     let device = &x.device;
     let n = s.outer * s.dim * s.inner;
     let u = |v: usize| to_u32(op, "size", v);
-    let params = ScatterParams {
-        outer: u(s.outer)?,
-        dim: u(s.dim)?,
-        src_dim: u(s.src_dim)?,
-        inner: u(s.inner)?,
-    };
-    let out = device.alloc_output(op, n, x.dtype)?;
-    let buffers = [x.raw()?, index.raw()?, src.raw()?, out.buffer()];
-    device.dispatch(
-        op,
-        Kernel::ScatterAdd,
-        &[x.dtype],
-        &params,
-        &buffers,
-        device.groups_1d(op, n)?,
-    )?;
+    // Each thread loops over a launch's sources: runs short enough for a software
+    // adapter's loops (`loop_budget`), on every adapter, so the sums do not vary.
+    let runs = s.src_dim.div_ceil(SOFTWARE_LOOP_BUDGET).max(1);
+    let mut acc: Option<PooledBuffer> = None;
+    for run in 0..runs {
+        let first = run * SOFTWARE_LOOP_BUDGET;
+        let params = ScatterParams {
+            outer: u(s.outer)?,
+            dim: u(s.dim)?,
+            src_dim: u(s.src_dim)?,
+            inner: u(s.inner)?,
+            first: u(first)?,
+            count: u(SOFTWARE_LOOP_BUDGET.min(s.src_dim - first))?,
+            _pad0: 0,
+            _pad1: 0,
+        };
+        let out = device.alloc_output(op, n, x.dtype)?;
+        let input = match &acc {
+            Some(previous) => previous.buffer(),
+            None => x.raw()?,
+        };
+        let buffers = [input, index.raw()?, src.raw()?, out.buffer()];
+        let groups = device.groups_1d(op, n)?;
+        device.dispatch(
+            op,
+            Kernel::ScatterAdd,
+            &[x.dtype],
+            &params,
+            &buffers,
+            groups,
+        )?;
+        acc = Some(out);
+    }
+    let out = acc.expect("at least one run");
     Ok(GpuStorage::new(out, x.dtype, n, device))
 }

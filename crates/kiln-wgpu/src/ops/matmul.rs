@@ -15,6 +15,7 @@
 use super::reduce::{reduce_middle, reduce_middle_into};
 use crate::autotune;
 use crate::kernels::Kernel;
+use crate::loop_budget::SOFTWARE_LOOP_BUDGET;
 use crate::matmul_variant::{MatmulVariant, BLOCKED_FROM, BLOCK_BYTES};
 use crate::params::{to_u32, MatmulParams, PackParams, UniformLhsParams};
 use crate::pool::PooledBuffer;
@@ -144,6 +145,9 @@ pub(crate) fn tile_of(kernel: Kernel) -> usize {
 /// candidates on these operands, into a scratch output, when the class is new).
 fn choose(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> Result<MatmulVariant> {
     let device = &lhs.device;
+    if device.is_software() && spec.k > SOFTWARE_LOOP_BUDGET {
+        return long_k_on_software(spec, lhs.dtype);
+    }
     let variant = match device.matmul_variant() {
         MatmulVariant::Autotune if !autotune::worth_tuning(spec) => device.fixed_matmul_variant(),
         MatmulVariant::Autotune => {
@@ -169,6 +173,24 @@ fn choose(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> Result<Matmu
         MatmulVariant::SplitK if split_k_chunks(spec, lhs.dtype).is_none() => MatmulVariant::Tiled,
         v => v,
     })
+}
+
+/// The kernel for a product whose k runs past what one invocation's loops may on a
+/// software adapter (`loop_budget`): the tiled and blocked kernels walk k in one loop
+/// and came out short (58,255 of 70,000 terms), where uniform-lhs steps through k in
+/// blocks of 512, a dispatch each. It reads f32 only: other dtypes are refused, not
+/// summed short.
+fn long_k_on_software(spec: &MatmulSpec, dtype: DType) -> Result<MatmulVariant> {
+    match dtype {
+        DType::F32 => Ok(MatmulVariant::UniformLhs),
+        _ => Err(Error::Unsupported {
+            op: "matmul",
+            reason: format!(
+                "a product over {} terms of {dtype:?} on a software adapter, whose shader loops stop after 65,535 iterations; convert to F32",
+                spec.k
+            ),
+        }),
+    }
 }
 
 /// Records `variant`'s kernels for `lhs @ rhs` into `out`.
