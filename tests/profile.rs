@@ -149,20 +149,11 @@ fn a_recurrent_weight_gets_its_gradient_from_one_product() {
     let profiled = gpu.profile(|| loss.backward());
     device.set_matmul_variant(variant).unwrap();
     let (grads, profile) = profiled.unwrap();
-    let count = |prefix: &str| -> u64 {
-        profile
-            .kernels
-            .iter()
-            .filter(|k| k.name.starts_with(prefix))
-            .map(|k| k.launches)
-            .sum()
-    };
+    let count = |prefix: &str| launches(&profile, prefix);
     assert_eq!(count("matmul/"), steps as u64 + 1, "{:#?}", profile.kernels);
     // Twelve pieces each of `h` and of the steps' gradients, as many to a launch as
     // the adapter binds beside the output, up to CAT_PIECES.
-    let limit = device.summary().max_storage_buffers_per_shader_stage as usize;
-    let per_launch = (limit - 1).min(kiln::backend::shader_constants::CAT_PIECES as usize);
-    let cats = 2 * steps.div_ceil(per_launch) as u64;
+    let cats = 2 * steps.div_ceil(cat_pieces_per_launch(device)) as u64;
     assert_eq!(
         count("elementwise/cat.wgsl"),
         cats,
@@ -197,26 +188,29 @@ fn a_bias_added_every_step_gets_its_gradient_from_one_reduction() {
     let (grads, profile) = gpu.profile(|| loss.backward()).unwrap();
     let got = grads.get(&bias).unwrap().to_device(&Device::cpu()).unwrap();
     assert_close("the bias's gradient", &got, &want, F32);
-    let count = |prefix: &str| -> u64 {
-        profile
-            .kernels
-            .iter()
-            .filter(|k| k.name.starts_with(prefix))
-            .map(|k| k.launches)
-            .sum()
-    };
+    let count = |prefix: &str| launches(&profile, prefix);
     assert_eq!(count("reduce/"), 1, "{:#?}", profile.kernels);
-    let limit = gpu
-        .as_gpu()
-        .unwrap()
-        .summary()
-        .max_storage_buffers_per_shader_stage as usize;
-    let per_launch = (limit - 1).min(kiln::backend::shader_constants::CAT_PIECES as usize);
-    let cats = steps.div_ceil(per_launch) as u64;
+    let cats = steps.div_ceil(cat_pieces_per_launch(gpu.as_gpu().unwrap())) as u64;
     assert_eq!(
         count("elementwise/cat.wgsl"),
         cats,
         "{:#?}",
         profile.kernels
     );
+}
+
+/// Launches of the kernels whose names start with `prefix`.
+fn launches(profile: &kiln::Profile, prefix: &str) -> u64 {
+    let kernels = profile
+        .kernels
+        .iter()
+        .filter(|k| k.name.starts_with(prefix));
+    kernels.map(|k| k.launches).sum()
+}
+
+/// Pieces one `cat` launch takes on `gpu`: as many as it binds beside the output, up
+/// to `CAT_PIECES`.
+fn cat_pieces_per_launch(gpu: &kiln::backend::GpuDevice) -> usize {
+    let limit = gpu.summary().max_storage_buffers_per_shader_stage as usize;
+    (limit - 1).min(kiln::backend::shader_constants::CAT_PIECES as usize)
 }
