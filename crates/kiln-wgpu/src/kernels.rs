@@ -320,6 +320,27 @@ impl Kernel {
         }
         Ok(source)
     }
+    /// `text`, this kernel's specialised source, with its section from `from` up to the
+    /// end of `to` (or to the end of the text) replaced by `with`: how a build generated
+    /// per device fills in a section its file marks.
+    pub(crate) fn splice(
+        self,
+        text: &str,
+        from: &str,
+        to: Option<&str>,
+        with: &str,
+    ) -> Result<String> {
+        let missing = || Error::InvalidArgument {
+            op: "specialise",
+            reason: format!("{} lacks `{from}`", self.file().0),
+        };
+        let start = text.find(from).ok_or_else(missing)?;
+        let end = match to {
+            Some(to) => text[start..].find(to).ok_or_else(missing)? + start + to.len(),
+            None => text.len(),
+        };
+        Ok(format!("{}{with}{}", &text[..start], &text[end..]))
+    }
 }
 
 /// Every (label, source) that kiln may compile, for offline validation with naga.

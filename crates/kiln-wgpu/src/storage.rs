@@ -161,6 +161,13 @@ impl StorageData {
         self.expr.lock().unwrap().is_some() || self.deferred.lock().unwrap().is_some()
     }
 
+    /// Runs `launch`, taken from this storage's slot, alone into a new buffer of its own.
+    pub(crate) fn run_alone(&self, device: &GpuDevice, launch: Box<dyn Deferred>) -> Result<()> {
+        let out = device.alloc_output("deferred launch", launch.len(), launch.dtype())?;
+        launch.run(&out, None)?;
+        self.fill(out)
+    }
+
     /// Stores the buffer the storage's expression computed.
     pub(crate) fn fill(&self, buffer: PooledBuffer) -> Result<()> {
         self.buffer.set(buffer).map_err(|_| Error::Gpu {

@@ -86,9 +86,7 @@ fn run_deferred(data: &StorageData, device: &GpuDevice) -> Result<()> {
     if launch.kernel() == Kernel::ReduceColumns {
         return crate::ops::column_group::run_with_others(device, data, launch);
     }
-    let out = device.alloc_output("deferred launch", launch.len(), launch.dtype())?;
-    launch.run(&out, None)?;
-    data.fill(out)
+    data.run_alone(device, launch)
 }
 
 fn internal(message: &str) -> Error {

@@ -41,17 +41,9 @@ fn pieces_per_launch(device: &GpuDevice) -> Result<usize> {
 /// `cat.wgsl` for `dtype`, its pieces section binding `n` pieces (bindings 1..=n) and
 /// the output (binding n + 1).
 pub(crate) fn source(dtype: DType, n: usize) -> Result<String> {
-    let text = Kernel::Cat.specialise(&[dtype])?;
-    let missing = || Error::InvalidArgument {
-        op: "cat",
-        reason: format!("{} lacks its `{PIECES}` section", Kernel::Cat.file().0),
-    };
-    let start = text.find(PIECES).ok_or_else(missing)?;
-    let end = text[start..].find(PIECES_END).ok_or_else(missing)? + start + PIECES_END.len();
-    let mut s = format!(
-        "{}// Built for {n} pieces by kiln-wgpu's ops/cat.rs.\n",
-        &text[..start]
-    );
+    let kernel = Kernel::Cat;
+    let text = kernel.specialise(&[dtype])?;
+    let mut s = format!("// Built for {n} pieces by kiln-wgpu's ops/cat.rs.\n");
     for p in 0..n {
         let _ = writeln!(
             s,
@@ -70,11 +62,10 @@ pub(crate) fn source(dtype: DType, n: usize) -> Result<String> {
     }
     let _ = write!(
         s,
-        "        default: {{ return in{}[at]; }}\n    }}\n}}{}",
-        n - 1,
-        &text[end..]
+        "        default: {{ return in{}[at]; }}\n    }}\n}}",
+        n - 1
     );
-    Ok(s)
+    kernel.splice(&text, PIECES, Some(PIECES_END), &s)
 }
 
 /// `pieces` (each with its layout) side by side along `dim` in a compact tensor of

@@ -11,9 +11,9 @@ use crate::device::GpuDevice;
 use crate::fusion::FusedParams;
 use crate::kernels::Kernel;
 use crate::launch::Bindings;
+use crate::ops::reduce::column_workgroups;
 use crate::params::{ColumnsParams, ShaderParams};
 use crate::pool::PooledBuffer;
-use crate::shader_constants::WORKGROUP;
 use crate::storage::StorageData;
 use kiln_core::{DType, Error, GpuErrorKind, Result};
 use std::fmt::Write;
@@ -41,12 +41,6 @@ const _: () = assert!(ColumnsParams::LAYOUT.size.is_multiple_of(16));
 /// its output.
 fn group_size(max_storage_buffers: u32) -> usize {
     (max_storage_buffers as usize / 2).min(MAX_GROUP)
-}
-
-/// Workgroups one reduction takes, as `reduce::columns_launch` lays them out.
-fn workgroups(p: &ColumnsParams) -> usize {
-    let columns_per_group = (WORKGROUP / p.lanes.max(1)) as usize;
-    (p.outer as usize * p.splits as usize * p.inner as usize).div_ceil(columns_per_group)
 }
 
 /// Runs `own`, taken from `data`, into `data`'s buffer, with the device's other pending
@@ -90,9 +84,7 @@ pub(crate) fn run_with_others(
         let launch: Vec<_> = members.by_ref().take(group_size(limit).max(1)).collect();
         if let [_] = launch[..] {
             let (target, l) = launch.into_iter().next().expect("one launch");
-            let out = device.alloc_output("column reduction", l.len(), l.dtype())?;
-            l.run(&out, None)?;
-            target.fill(out)?;
+            target.run_alone(device, l)?;
             continue;
         }
         let outs = launch_group(device, &launch)?;
@@ -119,7 +111,7 @@ fn launch_group(
     for (j, (_, l)) in launch.iter().enumerate() {
         let params: ColumnsParams = bytemuck::pod_read_unaligned(l.params());
         bytes.extend_from_slice(l.params());
-        total += workgroups(&params);
+        total += column_workgroups(&params);
         starts[j + 1] = u32::try_from(total).map_err(|_| Error::LimitExceeded {
             op,
             what: "workgroups",
@@ -150,26 +142,12 @@ fn launch_group(
     Ok(outs)
 }
 
-/// Replaces `text`'s section from `from` up to the end of `to` (or to the end of the
-/// text) with `with`.
-fn replace_section(text: &str, from: &str, to: Option<&str>, with: &str) -> Result<String> {
-    let missing = || Error::InvalidArgument {
-        op: "column reduction",
-        reason: format!("{} lacks `{from}`", Kernel::ReduceColumns.file().0),
-    };
-    let start = text.find(from).ok_or_else(missing)?;
-    let end = match to {
-        Some(to) => text[start..].find(to).ok_or_else(missing)? + start + to.len(),
-        None => text.len(),
-    };
-    Ok(format!("{}{with}{}", &text[..start], &text[end..]))
-}
-
 /// `reduce_columns.wgsl` for `dtype`, built for `k` reductions: its params a private
 /// copy of the workgroup's reduction's, its load and store switching on which one,
 /// reduction j binding its input at 2j + 1 and its output at 2j + 2.
 pub(crate) fn source(dtype: DType, k: usize) -> Result<String> {
-    let text = Kernel::ReduceColumns.specialise(&[dtype])?;
+    let kernel = Kernel::ReduceColumns;
+    let text = kernel.specialise(&[dtype])?;
     let params = format!(
         "// Built for {k} reductions by kiln-wgpu's ops/column_group.rs.
 struct GroupParams {{
@@ -183,7 +161,7 @@ var<private> member: u32;
 var<private> params: Params;",
         starts_vec4s(k)
     );
-    let text = replace_section(
+    let text = kernel.splice(
         &text,
         "@group(0) @binding(0) var<uniform> params: Params;",
         Some(";"),
@@ -213,8 +191,8 @@ var<private> params: Params;",
         cases(&|j| format!("return f32(input{j}[i]);")),
         cases(&|j| format!("output{j}[i] = T(v);")),
     );
-    let text = replace_section(&text, "// kiln:load", Some("// kiln:load end"), &io)?;
-    let text = replace_section(&text, "// kiln:store", Some("// kiln:store end"), "")?;
+    let text = kernel.splice(&text, "// kiln:load", Some("// kiln:load end"), &io)?;
+    let text = kernel.splice(&text, "// kiln:store", Some("// kiln:store end"), "")?;
     let entry = format!(
         "fn start(j: u32) -> u32 {{ return group.starts[j / 4u][j % 4u]; }}
 
@@ -231,7 +209,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
 }}
 "
     );
-    replace_section(&text, "// kiln:entry", None, &entry)
+    kernel.splice(&text, "// kiln:entry", None, &entry)
 }
 
 #[cfg(test)]

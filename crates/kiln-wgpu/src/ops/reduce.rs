@@ -230,11 +230,16 @@ fn columns_launch(
         splits: to_u32(name, "runs", splits)?,
         split_len: to_u32(name, "run length", split_len)?,
     };
-    let columns_per_group = WORKGROUP as usize / lanes;
-    let groups = x
-        .device
-        .groups_for(name, (n * splits).div_ceil(columns_per_group))?;
+    let groups = x.device.groups_for(name, column_workgroups(&params))?;
     Ok((params, groups))
+}
+
+/// Workgroups `reduce_columns.wgsl` takes for `params`: each lane group one output
+/// (of a run, where k is cut into runs).
+pub(crate) fn column_workgroups(params: &ColumnsParams) -> usize {
+    let columns_per_group = (WORKGROUP / params.lanes.max(1)) as usize;
+    let outputs = params.outer as usize * params.splits as usize * params.inner as usize;
+    outputs.div_ceil(columns_per_group)
 }
 
 pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Result<GpuStorage> {
