@@ -251,13 +251,47 @@ fn softmax_matches_cpu() {
         );
         parity(
             &format!("log_softmax {shape:?} dim {dim}"),
-            &[x],
+            std::slice::from_ref(&x),
             F32,
             |t| t[0].log_softmax(dim),
         );
+        let r = rand(shape, &mut rng);
+        for log in [false, true] {
+            parity(
+                &format!("softmax gradient {shape:?} dim {dim} log {log}"),
+                &[x.clone(), r.clone()],
+                F32,
+                |t| softmax_gradient(t, dim, log),
+            );
+        }
     }
     let x = transposed(&[9, 31], &mut rng);
-    parity("softmax transposed", &[x], F32, |t| t[0].softmax(-1));
+    parity("softmax transposed", std::slice::from_ref(&x), F32, |t| {
+        t[0].softmax(-1)
+    });
+    let r = transposed(&[9, 31], &mut rng);
+    parity("softmax gradient transposed", &[x, r], F32, |t| {
+        softmax_gradient(t, -1, false)
+    });
+    let empty = rand(&[0, 5], &mut rng);
+    parity(
+        "softmax gradient empty",
+        &[empty.clone(), empty],
+        F32,
+        |t| softmax_gradient(t, -1, false),
+    );
+}
+
+/// The gradient of `sum(softmax(x) * r)` (or of log_softmax) along `dim`, for `t = [x,
+/// r]`.
+fn softmax_gradient(t: &[Tensor], dim: isize, log: bool) -> kiln::Result<Tensor> {
+    let x = t[0].detach().into_var()?;
+    let y = match log {
+        true => x.log_softmax(dim)?,
+        false => x.softmax(dim)?,
+    };
+    let grads = y.mul(&t[1])?.sum_all()?.backward()?;
+    Ok(grads.get(&x).expect("a gradient").clone())
 }
 
 /// The row kernels with each row's lanes combined through workgroup memory and, where
@@ -320,6 +354,18 @@ fn row_kernels_match_cpu_both_ways() {
             F32,
             f,
         ));
+        let soft_grads = vec![
+            rand(&[67, k], &mut rng).mul_scalar(20.0).unwrap(),
+            rand(&[67, k], &mut rng),
+        ];
+        for log in [false, true] {
+            let f: RowOp = Box::new(move |t| softmax_gradient(t, -1, log));
+            let name = format!("softmax gradient, log {log}");
+            cases.push((name.clone(), soft_grads.clone(), F32, f));
+            let f: RowOp = Box::new(move |t| softmax_gradient(t, -1, log));
+            let nan = vec![soft_grads[0].clone(), with_nan(soft_grads[1].clone())];
+            cases.push((format!("{name}, a NaN in the gradient"), nan, F32, f));
+        }
         let targets: Vec<i32> = (0..67).map(|r| ((r * 7919) % k) as i32).collect();
         let targets = Tensor::from_vec(targets, [67], &Device::cpu()).unwrap();
         let loss = vec![rand(&[67, k], &mut rng).mul_scalar(10.0).unwrap(), targets];
@@ -352,7 +398,10 @@ fn row_kernels_match_cpu_both_ways() {
             cases.push(("f16 softmax".into(), vec![x.clone()], F16, f));
             let (w, b) = (half(rand(&[k], &mut rng)), half(rand(&[k], &mut rng)));
             let f: RowOp = Box::new(move |t| t[0].layer_norm(&[k], Some(&t[1]), Some(&t[2]), 1e-5));
-            cases.push(("f16 layer_norm".into(), vec![x, w, b], F16, f));
+            cases.push(("f16 layer_norm".into(), vec![x.clone(), w, b], F16, f));
+            let r = half(rand(&[67, k], &mut rng));
+            let f: RowOp = Box::new(|t| softmax_gradient(t, -1, false));
+            cases.push(("f16 softmax gradient".into(), vec![x, r], F16, f));
         }
         for (name, inputs, tol, f) in &cases {
             let mut results = Vec::new();

@@ -60,6 +60,11 @@ pub trait BackendStorage: Sized {
     /// Numerically stable (log-)softmax over each row of a compact `[rows, k]` tensor.
     fn softmax(&self, rows: usize, k: usize, log: bool) -> Result<Self>;
 
+    /// The gradient of `softmax` (`log`: `log_softmax`) over each row of compact
+    /// `[rows, k]` tensors, from the forward's output (`self`) and that output's
+    /// gradient `grad`: `y * (g - sum(g * y))`, or `g - exp(y) * sum(g)`.
+    fn softmax_backward(&self, grad: &Self, rows: usize, k: usize, log: bool) -> Result<Self>;
+
     /// Normalises each row of a compact `[rows, k]` tensor, then scales by `weight` and
     /// shifts by `bias` (both compact `[k]`).
     fn layer_norm(

@@ -188,6 +188,16 @@ impl BackendStorage for CpuStorage {
         Ok(Self::from_floats(self.dtype(), out))
     }
 
+    fn softmax_backward(&self, grad: &Self, rows: usize, k: usize, log: bool) -> Result<Self> {
+        if let (HostBuffer::F32(y), HostBuffer::F32(g)) = (&self.0, &grad.0) {
+            let out = reduce::softmax_backward(y, g, rows, k, log, |v| v as f32);
+            return Ok(CpuStorage(HostBuffer::F32(out)));
+        }
+        let (y, g) = (self.compact_floats(), grad.compact_floats());
+        let out = reduce::softmax_backward(&y, &g, rows, k, log, |v| v);
+        Ok(Self::from_floats(self.dtype(), out))
+    }
+
     fn layer_norm(
         &self,
         weight: &Self,

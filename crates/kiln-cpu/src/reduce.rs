@@ -172,6 +172,49 @@ widest_loop! {
     }
 }
 
+/// The gradient of softmax (or log-softmax) over rows, from the forward's output `y`
+/// and its gradient `g`: `y * (g - sum(g * y))`, or `g - exp(y) * sum(g)`, in f64 and
+/// rounded by `round` as `softmax` rounds. Rows in parallel.
+pub fn softmax_backward<T: Copy + Sync + Into<f64>, U: Send>(
+    y: &[T],
+    g: &[T],
+    rows: usize,
+    k: usize,
+    log: bool,
+    round: impl Fn(f64) -> U + Sync,
+) -> Vec<U> {
+    let rows_of = |first: usize, part: &mut [std::mem::MaybeUninit<U>]| {
+        let mut wide = vec![0.0; part.len()];
+        let (y, g) = (&y[first * k..], &g[first * k..]);
+        softmax_backward_rows(&mut wide, y, g, k.max(1), log);
+        crate::vector::map_into(part, &wide, &round);
+    };
+    // SAFETY: `map_into` writes every element of each task's rows.
+    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
+}
+
+widest_loop! {
+    /// The gradient of softmax (or log-softmax) for the rows of `y` and `g` into the
+    /// `[rows, k]` of `out`.
+    fn softmax_backward_rows<T>(out: &mut [f64], y: &[T], g: &[T], k: usize, log: bool)
+    where [T: Copy + Into<f64>] {
+        let rows = out.chunks_exact_mut(k).zip(y.chunks_exact(k)).zip(g.chunks_exact(k));
+        for ((row, ys), gs) in rows {
+            let total: f64 = match log {
+                true => gs.iter().map(|&g| g.into()).sum(),
+                false => ys.iter().zip(gs).map(|(&y, &g)| y.into() * g.into()).sum(),
+            };
+            for ((o, &y), &g) in row.iter_mut().zip(ys).zip(gs) {
+                let (y, g): (f64, f64) = (y.into(), g.into());
+                *o = match log {
+                    true => g - crate::special::exp(y) * total,
+                    false => y * (g - total),
+                };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

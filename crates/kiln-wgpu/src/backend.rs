@@ -79,6 +79,10 @@ impl BackendStorage for GpuStorage {
         ops::reduce::softmax(self, rows, k, log)
     }
 
+    fn softmax_backward(&self, grad: &Self, rows: usize, k: usize, log: bool) -> Result<Self> {
+        ops::reduce::softmax_backward(self, grad, rows, k, log)
+    }
+
     fn layer_norm(
         &self,
         weight: &Self,

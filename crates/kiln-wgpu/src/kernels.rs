@@ -89,6 +89,8 @@ kernels! {
     ReduceRowsSerial => "reduce/reduce_rows_serial.wgsl", "main", ["T"], All, RowsParams;
     ReduceColumns => "reduce/reduce_columns.wgsl", "main", ["T"], All, ColumnsParams;
     SoftmaxRowsSerial => "reduce/softmax_rows_serial.wgsl", "main", ["T"], Floats, SoftmaxParams;
+    SoftmaxBackward => "reduce/softmax_backward.wgsl", "main", ["T"], Floats, SoftmaxParams;
+    SoftmaxBackwardRowsSerial => "reduce/softmax_backward_rows_serial.wgsl", "main", ["T"], Floats, SoftmaxParams;
     LayerNorm => "norm/layer_norm.wgsl", "main", ["T"], Floats, LayerNormParams;
     LayerNormRowsSerial => "norm/layer_norm_rows_serial.wgsl", "main", ["T"], Floats, LayerNormParams;
     LayerNormBackward => "norm/layer_norm_backward.wgsl", "main", ["T"], Floats, LayerNormBackwardParams;
@@ -98,6 +100,7 @@ kernels! {
     ReduceSubgroup => "reduce/reduce.wgsl", "main", ["T"], All, RowsParams;
     ArgReduceSubgroup => "reduce/arg_reduce.wgsl", "main", ["T"], All, RowsParams;
     SoftmaxSubgroup => "reduce/softmax.wgsl", "main", ["T"], Floats, SoftmaxParams;
+    SoftmaxBackwardSubgroup => "reduce/softmax_backward.wgsl", "main", ["T"], Floats, SoftmaxParams;
     LayerNormSubgroup => "norm/layer_norm.wgsl", "main", ["T"], Floats, LayerNormParams;
     LayerNormBackwardSubgroup => "norm/layer_norm_backward.wgsl", "main", ["T"], Floats, LayerNormBackwardParams;
     Matmul => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
@@ -167,6 +170,7 @@ impl Kernel {
             Reduce => Some(ReduceSubgroup),
             ArgReduce => Some(ArgReduceSubgroup),
             Softmax => Some(SoftmaxSubgroup),
+            SoftmaxBackward => Some(SoftmaxBackwardSubgroup),
             LayerNorm => Some(LayerNormSubgroup),
             LayerNormBackward => Some(LayerNormBackwardSubgroup),
             CrossEntropy => Some(CrossEntropySubgroup),
@@ -182,6 +186,7 @@ impl Kernel {
         match self {
             Reduce => Some(ReduceRowsSerial),
             Softmax => Some(SoftmaxRowsSerial),
+            SoftmaxBackward => Some(SoftmaxBackwardRowsSerial),
             LayerNorm => Some(LayerNormRowsSerial),
             LayerNormBackward => Some(LayerNormBackwardRowsSerial),
             _ => None,

@@ -86,7 +86,7 @@ kiln_core::for_each_binary_op!(binary_methods);
 
 impl Tensor {
     /// A scalar as a tensor of this one's dtype and device, broadcastable to anything.
-    fn scalar_like(&self, value: f64) -> Result<Tensor> {
+    pub(crate) fn scalar_like(&self, value: f64) -> Result<Tensor> {
         Tensor::full(Shape::new([]), value, self.dtype(), &self.device())
     }
 

@@ -198,6 +198,20 @@ impl Tensor {
         )
     }
 
+    /// The gradient of `softmax` (`log`: `log_softmax`) along `dim`, from the
+    /// forward's output (`self`) and that output's gradient: one row kernel.
+    pub(crate) fn softmax_backward(&self, grad: &Tensor, dim: usize, log: bool) -> Result<Tensor> {
+        let last = self.rank() - 1;
+        // Along the last dim the moves are views of compact tensors, and copy nothing.
+        let moved = |t: &Tensor| t.with_layout(t.layout().transpose(dim, last)).contiguous();
+        let (y, g) = (moved(self)?, moved(grad)?);
+        let k = self.dims()[dim];
+        let rows = self.elem_count().checked_div(k).unwrap_or(0);
+        let storage = y.storage().softmax_backward(&g.storage(), rows, k, log)?;
+        let out = Tensor::from_storage(storage, y.shape().clone());
+        Ok(out.with_layout(out.layout().transpose(dim, last)))
+    }
+
     /// `exp(x) / sum(exp(x))` along `dim`, computed stably (the maximum is subtracted first).
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
         self.softmax_op(dim, false)

@@ -272,6 +272,24 @@ impl Storage {
         }
     }
 
+    pub(crate) fn softmax_backward(
+        &self,
+        grad: &Storage,
+        rows: usize,
+        k: usize,
+        log: bool,
+    ) -> Result<Storage> {
+        match (self, grad) {
+            (Storage::Cpu(y), Storage::Cpu(g)) => {
+                Ok(Storage::Cpu(y.softmax_backward(g, rows, k, log)?))
+            }
+            (Storage::Gpu(y), Storage::Gpu(g)) => {
+                Ok(Storage::Gpu(y.softmax_backward(g, rows, k, log)?))
+            }
+            _ => Err(mismatch("softmax")),
+        }
+    }
+
     /// See `BackendStorage::layer_norm_backward`.
     pub(crate) fn layer_norm_backward(
         &self,

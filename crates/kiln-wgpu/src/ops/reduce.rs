@@ -255,3 +255,30 @@ pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Resul
     let groups = row_groups(kernel, rows, lanes);
     rows_kernel(name, kernel, &[x], &params, groups, rows * k, x.dtype)
 }
+
+/// The gradient of `softmax` (or `log_softmax`) over compact `[rows, k]`, from the
+/// forward's output `y` and its gradient `grad`: one launch, where the composed formula
+/// took two (the row sum of `grad * y`, then the rest) and wrote the products between.
+pub(crate) fn softmax_backward(
+    y: &GpuStorage,
+    grad: &GpuStorage,
+    rows: usize,
+    k: usize,
+    log: bool,
+) -> Result<GpuStorage> {
+    let name = if log {
+        "log_softmax backward"
+    } else {
+        "softmax backward"
+    };
+    let lanes = row_lanes(k);
+    let params = SoftmaxParams {
+        rows: to_u32(name, "rows", rows)?,
+        k: to_u32(name, "row length", k)?,
+        log: log as u32,
+        lanes,
+    };
+    let kernel = row_kernel_for(y, Kernel::SoftmaxBackward, rows, k);
+    let groups = row_groups(kernel, rows, lanes);
+    rows_kernel(name, kernel, &[y, grad], &params, groups, rows * k, y.dtype)
+}

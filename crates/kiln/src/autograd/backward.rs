@@ -475,13 +475,17 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             on_true,
             on_false,
         } => {
-            let zero = g.zeros_like()?;
-            let gt = cond.where_cond(g, &zero)?;
-            let gf = cond.where_cond(&zero, g)?;
-            wholes(vec![
-                Some(sum_to(&gt, on_true.shape())?),
-                Some(sum_to(&gf, on_false.shape())?),
-            ])
+            // A zero broadcast from one element, where a tensor of zeros was cleared;
+            // and a branch that is a constant (a masked fill's value) gets no gradient,
+            // whose computing kept the other's input written out.
+            let zero = g.scalar_like(0.0)?;
+            let gt = when(needs[0], || {
+                sum_to(&cond.where_cond(g, &zero)?, on_true.shape())
+            })?;
+            let gf = when(needs[1], || {
+                sum_to(&cond.where_cond(&zero, g)?, on_false.shape())
+            })?;
+            wholes(vec![gt, gf])
         }
         Op::Cast(x) => one(g.to_dtype(x.dtype())?),
         Op::ToDevice(x) => one(g.to_device(&x.device())?),
@@ -529,14 +533,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             };
             one(gx)
         }
-        Op::Softmax { dim, log, .. } => {
-            let d = *dim as isize;
-            if *log {
-                one(g.sub(&y.exp()?.mul(&g.sum(&[d], true)?)?)?)
-            } else {
-                one(y.mul(&g.sub(&g.mul(y)?.sum(&[d], true)?)?)?)
-            }
-        }
+        Op::Softmax { dim, log, .. } => one(y.softmax_backward(g, *dim, *log)?),
         Op::Matmul(a, b) => {
             // Work on the 2-D-or-more forms; 1-D operands were a row / a column.
             let a2 = if a.rank() == 1 {
