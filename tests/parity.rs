@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use kiln::{BinaryOp, Conv2dOptions, DType, Device, ReduceOp, Tensor, UnaryOp};
+use kiln::{BinaryOp, Conv2dOptions, DType, Device, Error, ReduceOp, Tensor, UnaryOp};
 
 /// Shapes that stress bounds checks: 1, primes, off-tile sizes.
 const ODD_SHAPES: &[&[usize]] = &[&[1], &[7], &[13, 17], &[3, 1, 257], &[2, 3, 5, 7]];
@@ -1471,6 +1471,71 @@ fn reductions_over_long_dims_match_cpu() {
     parity("column sums of a broadcast sum", &[x, b], EXACT, |t| {
         t[0].add(&t[1])?.sum(&[0], false)
     });
+    // Few long rows are cut into parts, each its own workgroup's, then the parts
+    // reduced: a ragged last part, a mean divided once by the whole length, a NaN
+    // carried through both passes, and f16 summed in f32.
+    let few = small_ints(&[3, 1_000_003], &mut rng);
+    for (op, tol) in [
+        (ReduceOp::Sum, EXACT),
+        (ReduceOp::Mean, F32),
+        (ReduceOp::Max, EXACT),
+        (ReduceOp::Min, EXACT),
+    ] {
+        parity(
+            &format!("{op:?} of 3 rows of 1M"),
+            std::slice::from_ref(&few),
+            tol,
+            |t| t[0].reduce(op, &[1], false),
+        );
+    }
+    let mut with_nan: Vec<f32> = few
+        .to_f64_vec()
+        .unwrap()
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    with_nan[1_000_003 + 777_777] = f32::NAN;
+    let with_nan = Tensor::from_vec(with_nan, [3, 1_000_003], &Device::cpu()).unwrap();
+    parity("max of long rows with a NaN", &[with_nan], EXACT, |t| {
+        t[0].max(&[1], false)
+    });
+    if f16_ok() {
+        let half = few.to_dtype(DType::F16).unwrap();
+        parity("f16 sums of long rows", &[half], F16, |t| {
+            t[0].sum(&[1], false)
+        });
+    }
+    let Some(device) = gpu() else { return };
+    // A sum of 70M ones, read through a fused fill: in one workgroup each invocation
+    // looped 68,360 times, past the software adapter's limit.
+    let ones = Tensor::ones([70_000_000], DType::F32, &device).unwrap();
+    let total = ones.sum_all().unwrap().to_f64_vec().unwrap();
+    assert_eq!(total, [70_000_000.0], "a sum of 70M ones");
+}
+
+/// Row kernels over rows too long for a software adapter's loops are refused there
+/// with a clear error, where they returned a result cut short; a hardware GPU runs them.
+#[test]
+fn rows_past_a_software_adapters_loops_are_refused_there() {
+    let Some(device) = gpu() else { return };
+    let software = device.as_gpu().unwrap().summary().is_software();
+    let x = Tensor::zeros([1, 12_000_000], DType::F32, &device).unwrap();
+    let result = x.softmax(-1).and_then(|y| y.to_f64_vec());
+    match (software, result) {
+        (true, Err(Error::Unsupported { op, reason })) => {
+            assert_eq!(op, "softmax");
+            assert!(reason.contains("software adapter"), "{reason}");
+        }
+        (true, other) => panic!("softmax of a 12M row on a software adapter: {other:?}"),
+        (false, Ok(y)) => {
+            let want = 1.0 / 12_000_000.0;
+            assert!(
+                y.iter().all(|&v| (v - want).abs() <= 1e-6 * want),
+                "uniform softmax"
+            );
+        }
+        (false, Err(e)) => panic!("softmax of a 12M row on a hardware GPU: {e}"),
+    }
 }
 
 #[test]

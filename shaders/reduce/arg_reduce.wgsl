@@ -57,6 +57,11 @@ struct Params {
     op: u32,
     // invocations per row: a power of two dividing WORKGROUP
     lanes: u32,
+    // whole rows here, never cut into parts: 1 and k (reduce.wgsl's parts)
+    parts: u32,
+    part_len: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

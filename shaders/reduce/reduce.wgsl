@@ -88,8 +88,15 @@ struct Params {
     rows: u32,
     k: u32,
     op: u32,
-    // invocations per row: a power of two dividing WORKGROUP
+    // invocations per part of a row: a power of two dividing WORKGROUP
     lanes: u32,
+    // Each row is cut into `parts` of `part_len` elements (the last may be shorter),
+    // each reduced by its own lanes into output [row, part]: a few long rows (a sum of
+    // a whole tensor) would otherwise run on a workgroup each.
+    parts: u32,
+    part_len: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -112,11 +119,15 @@ fn combine4(op: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 fn main(inv: RowInvocation) {
     let lanes = params.lanes;
     let place = row_start(inv, lanes);
-    let row = place.x;
+    // This slot's part: its row, and where it starts in the row.
+    let part = place.x;
+    let row = part / params.parts;
+    let start = (part % params.parts) * params.part_len;
     let lane = place.y;
-    // A slot past the last row reads nothing, but meets every barrier.
-    let k = select(0u, params.k, row < params.rows);
-    let base = row * params.k;
+    // A slot past the last part reads nothing, but meets every barrier.
+    let live = row < params.rows;
+    let k = select(0u, min(params.part_len, params.k - start), live);
+    let base = row * params.k + start;
     let op = params.op;
     var a = vec4<f32>(identity(op));
     var i = lane;
@@ -127,8 +138,9 @@ fn main(inv: RowInvocation) {
         a.x = combine(op, a.x, load(base + i));
     }
     var r = row_total(op, combine(op, combine(op, a.x, a.y), combine(op, a.z, a.w)));
-    if (lane == 0u && row < params.rows) {
+    if (lane == 0u && live) {
+        // Divided by the whole row's length: the parts of a mean are then summed.
         if (op == REDUCE_MEAN) { r = r / f32(params.k); }
-        store(row, r);
+        store(part, r);
     }
 }

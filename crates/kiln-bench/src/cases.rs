@@ -222,6 +222,13 @@ pub fn suite(scale: Scale) -> Vec<Case> {
     cases.push(rows("reduce", "sum first", [r, c], F32, |x| {
         x.sum(&[0], false)
     }));
+    // A whole tensor's sum: its one row is cut into parts, a workgroup each.
+    cases.push(rows("reduce", "sum all", [r, c], F32, |x| x.sum_all()));
+    if scale == Scale::Large {
+        cases.push(rows("reduce", "sum all", [16384, 4096], F32, |x| {
+            x.sum_all()
+        }));
+    }
     if !quick {
         cases.push(rows("reduce", "mean first", [r, c], F32, |x| {
             x.mean(&[0], false)

@@ -7,7 +7,7 @@
 use crate::matmul_rhs::MatmulRhs;
 use crate::params::{self, ParamsLayout, ShaderParams};
 use crate::row_reduction::RowReduction;
-use crate::shader_constants::{self, Build, SMALL_TILE, TILE};
+use crate::shader_constants::{self, Build, ROW_LOADS, SMALL_TILE, TILE};
 use kiln_core::{BinaryOp, DType, Error, OpInfo, ReduceOp, Result, UnaryOp};
 
 /// Which dtypes a kernel is specialised to: one alias each, or a pair for two aliases.
@@ -193,6 +193,20 @@ impl Kernel {
         }
     }
 
+    /// Loop iterations one invocation of this row kernel's lanes build makes over a row
+    /// of `k` elements with `lanes` lanes, counted from its source: each pass of
+    /// `ROW_LOADS` loads an iteration (`i + (ROW_LOADS - 1u) * lanes < k`), and each of
+    /// one load an iteration (`for (var j = lane; ...`, the loss and index kernels).
+    /// Their tails and the lane trees add a few more.
+    pub fn row_loop_iterations(self, k: usize, lanes: usize) -> usize {
+        let (_, text) = self.file();
+        let wide = text.matches("(ROW_LOADS - 1u) * lanes <").count();
+        let single =
+            text.matches("for (var j = lane;").count() + text.matches("for (var i = lane;").count();
+        let lanes = lanes.max(1);
+        wide * k.div_ceil(ROW_LOADS as usize * lanes) + single * k.div_ceil(lanes)
+    }
+
     /// Whether this is a row kernel's serial build (one invocation per row).
     pub fn is_serial(self) -> bool {
         Kernel::ALL.iter().any(|k| k.serial() == Some(self))
@@ -358,4 +372,35 @@ pub fn specialised_sources() -> Result<Vec<(String, String)>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loops each row kernel's source shows, as read by hand: a kernel whose passes
+    /// were rewritten in another form would count none, and its rows would go
+    /// unchecked on software adapters.
+    #[test]
+    fn row_kernels_count_their_passes() {
+        use Kernel::*;
+        let k = 4096;
+        for (kernel, wide, single) in [
+            (Reduce, 1, 0),
+            (ArgReduce, 0, 1),
+            (Softmax, 3, 0),
+            (SoftmaxBackward, 2, 0),
+            (LayerNorm, 3, 0),
+            (LayerNormBackward, 4, 0),
+            (CrossEntropy, 0, 2),
+            (CrossEntropyBackward, 0, 3),
+        ] {
+            let want = wide * k / ROW_LOADS as usize + single * k;
+            assert_eq!(kernel.row_loop_iterations(k, 1), want, "{kernel:?}");
+        }
+        // Every row kernel with a lanes build is among them.
+        for kernel in Kernel::ALL.iter().filter(|k| k.with_subgroups().is_some()) {
+            assert!(kernel.row_loop_iterations(k, 1) > 0, "{kernel:?}");
+        }
+    }
 }

@@ -134,6 +134,12 @@ shader_params! {
         /// Invocations per row of the workgroup kernels (`row_lanes`); the serial
         /// kernels give each row one.
         lanes: u32,
+        /// `reduce.wgsl` cuts each row into `parts` of `part_len` (`row_parts`);
+        /// the other kernels take whole rows (1 and k).
+        parts: u32,
+        part_len: u32,
+        _pad0: u32,
+        _pad1: u32,
     }
     /// `reduce/reduce_columns.wgsl`.
     ColumnsParams {

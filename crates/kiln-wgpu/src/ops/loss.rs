@@ -1,7 +1,7 @@
 //! Launchers for `shaders/loss/`: fused cross-entropy and its gradient, `row_lanes`
 //! invocations per row as the row reductions take (short rows share a workgroup).
 
-use super::reduce::{row_groups, row_lanes};
+use super::reduce::{check_row_loops, row_groups, row_lanes};
 use crate::kernels::Kernel;
 use crate::params::{to_u32, CrossEntropyParams};
 use crate::storage::GpuStorage;
@@ -50,6 +50,7 @@ fn launch(
 ) -> Result<GpuStorage> {
     let logits = inputs[0];
     let device = &logits.device;
+    check_row_loops(op, logits, kernel, classes)?;
     let params = CrossEntropyParams {
         rows: to_u32(op, "rows", rows)?,
         classes: to_u32(op, "classes", classes)?,

@@ -23,7 +23,7 @@ pub(crate) fn layer_norm(
         eps,
         lanes,
     };
-    let kernel = row_kernel_for(x, Kernel::LayerNorm, rows, k);
+    let kernel = row_kernel_for(name, x, Kernel::LayerNorm, rows, k)?;
     let inputs = [x, weight, bias];
     let groups = row_groups(kernel, rows, lanes);
     rows_kernel(name, kernel, &inputs, &params, groups, rows * k, x.dtype)
@@ -54,7 +54,7 @@ pub(crate) fn layer_norm_backward(
         _pad1: 0,
         _pad2: 0,
     };
-    let kernel = row_kernel_for(x, Kernel::LayerNormBackward, rows, k);
+    let kernel = row_kernel_for(name, x, Kernel::LayerNormBackward, rows, k)?;
     let n = rows * k;
     let dx = device.alloc_output(name, n, x.dtype)?;
     // Without a weight, the weight and products bindings take the input and a word of

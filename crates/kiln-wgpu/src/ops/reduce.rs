@@ -9,7 +9,7 @@ use crate::params::{to_u32, ColumnsParams, RowsParams, ShaderParams, SoftmaxPara
 use crate::pool::PooledBuffer;
 use crate::shader_constants::{ROW_LOADS, SERIAL_WORKGROUP, WORKGROUP};
 use crate::storage::GpuStorage;
-use kiln_core::{DType, ReduceOp, Result};
+use kiln_core::{DType, Error, Layout, ReduceOp, Result, Shape};
 
 /// Rows below which the serial variant leaves too few invocations to fill the cores.
 const SERIAL_MIN_ROWS: usize = 64;
@@ -18,16 +18,49 @@ const SERIAL_MIN_ROWS: usize = 64;
 /// build on adapters that run on the CPU when the rows are many and vec4-aligned (and
 /// short enough for one invocation's loops: up to three passes over a row's vec4s), else
 /// the lanes build the device's `row_reduction` says.
-pub(crate) fn row_kernel_for(x: &GpuStorage, kernel: Kernel, rows: usize, k: usize) -> Kernel {
+pub(crate) fn row_kernel_for(
+    op: &'static str,
+    x: &GpuStorage,
+    kernel: Kernel,
+    rows: usize,
+    k: usize,
+) -> Result<Kernel> {
     let serial = x.device.is_software()
         && rows >= SERIAL_MIN_ROWS
         && k > 0
         && k <= SOFTWARE_LOOP_BUDGET
         && k.is_multiple_of(4);
     match kernel.serial() {
-        Some(build) if serial => build,
-        _ => x.device.row_kernel(kernel),
+        Some(build) if serial => Ok(build),
+        _ => {
+            check_row_loops(op, x, kernel, k)?;
+            Ok(x.device.row_kernel(kernel))
+        }
     }
+}
+
+/// On a software adapter, an error for rows of `k` too long for the loops of
+/// `kernel`'s lanes build (`loop_budget`), which would end early and leave a wrong
+/// result: softmax's rows from about 11M elements, say. Sums and the like cut long
+/// rows into parts (`row_parts`) and never come near.
+pub(crate) fn check_row_loops(
+    op: &'static str,
+    x: &GpuStorage,
+    kernel: Kernel,
+    k: usize,
+) -> Result<()> {
+    let iterations = kernel.row_loop_iterations(k, row_lanes(k) as usize);
+    if !x.device.is_software() || iterations <= SOFTWARE_LOOP_BUDGET {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        op,
+        reason: format!(
+            "rows of {k} elements take {iterations} loop iterations an invocation, and a \
+             software adapter's shaders stop after 65,535 (kiln plans for {SOFTWARE_LOOP_BUDGET}); \
+             use the CPU device or a hardware GPU"
+        ),
+    })
 }
 
 /// Invocations per row of the workgroup row kernels for rows of `k` elements: the
@@ -84,21 +117,73 @@ pub(crate) fn rows_kernel<P: ShaderParams + Send + 'static>(
 
 pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Result<GpuStorage> {
     let name = op.name();
-    let lanes = row_lanes(k);
-    let params = RowsParams {
-        rows: to_u32(name, "rows", rows)?,
-        k: to_u32(name, "row length", k)?,
-        op: op.code(),
-        lanes,
+    let whole = |lanes| -> Result<RowsParams> {
+        Ok(RowsParams {
+            rows: to_u32(name, "rows", rows)?,
+            k: to_u32(name, "row length", k)?,
+            op: op.code(),
+            lanes,
+            parts: 1,
+            part_len: to_u32(name, "row length", k)?,
+            _pad0: 0,
+            _pad1: 0,
+        })
     };
     if op.returns_index() {
+        check_row_loops(name, x, Kernel::ArgReduce, k)?;
+        let lanes = row_lanes(k);
         let kernel = x.device.row_kernel(Kernel::ArgReduce);
         let groups = row_groups(kernel, rows, lanes);
-        return rows_kernel(name, kernel, &[x], &params, groups, rows, DType::I32);
+        return rows_kernel(name, kernel, &[x], &whole(lanes)?, groups, rows, DType::I32);
     }
-    let kernel = row_kernel_for(x, Kernel::Reduce, rows, k);
-    let groups = row_groups(kernel, rows, lanes);
-    rows_kernel(name, kernel, &[x], &params, groups, rows, x.dtype)
+    let (parts, part_len) = row_parts(rows, k);
+    if parts == 1 {
+        let kernel = row_kernel_for(name, x, Kernel::Reduce, rows, k)?;
+        let lanes = row_lanes(k);
+        let groups = row_groups(kernel, rows, lanes);
+        return rows_kernel(name, kernel, &[x], &whole(lanes)?, groups, rows, x.dtype);
+    }
+    // The parts' results in f32 whatever the input (an f16 input's cast runs in the
+    // first pass's loads): f16 partial sums could overflow where the whole does not.
+    let compact = |n: usize| Layout::contiguous(Shape::new([n]));
+    if x.dtype == DType::F16 {
+        let wide = super::elementwise::cast(x, &compact(rows * k), DType::F32)?;
+        let out = reduce(&wide, op, rows, k)?;
+        return super::elementwise::cast(&out, &compact(rows), DType::F16);
+    }
+    let lanes = row_lanes(part_len);
+    let params = RowsParams {
+        lanes,
+        parts: to_u32(name, "row parts", parts)?,
+        part_len: to_u32(name, "row part length", part_len)?,
+        ..whole(lanes)?
+    };
+    check_row_loops(name, x, Kernel::Reduce, part_len)?;
+    let kernel = x.device.row_kernel(Kernel::Reduce);
+    let groups = row_groups(kernel, rows * parts, lanes);
+    let partial = rows_kernel(name, kernel, &[x], &params, groups, rows * parts, x.dtype)?;
+    reduce(&partial, op.of_runs(), rows, parts)
+}
+
+/// Workgroups a reduction over few long rows aims for: one workgroup per row left a
+/// sum over a whole tensor on one of a GPU's cores.
+const ROW_PART_GROUPS: usize = 1024;
+
+/// Elements a part of a row holds at least: sixteen loads for each of a workgroup's
+/// lanes.
+const MIN_ROW_PART: usize = 16 * ROW_LOADS as usize * WORKGROUP as usize;
+
+/// How `reduce.wgsl` cuts rows of `k` into parts, and their length: enough parts for
+/// `ROW_PART_GROUPS` workgroups in all, none shorter than `MIN_ROW_PART`. It follows
+/// from the shape alone, so results do not vary by adapter. With u32 sizes a part is
+/// then at most 4M elements, well within a software adapter's loops.
+fn row_parts(rows: usize, k: usize) -> (usize, usize) {
+    let parts = (k / MIN_ROW_PART).min(ROW_PART_GROUPS.div_ceil(rows.max(1)));
+    if parts <= 1 {
+        return (1, k);
+    }
+    let part_len = k.div_ceil(parts);
+    (k.div_ceil(part_len), part_len)
 }
 
 /// Invocations a column reduction aims for: below it, each output gets several lanes.
@@ -251,7 +336,7 @@ pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Resul
         log: log as u32,
         lanes,
     };
-    let kernel = row_kernel_for(x, Kernel::Softmax, rows, k);
+    let kernel = row_kernel_for(name, x, Kernel::Softmax, rows, k)?;
     let groups = row_groups(kernel, rows, lanes);
     rows_kernel(name, kernel, &[x], &params, groups, rows * k, x.dtype)
 }
@@ -278,7 +363,7 @@ pub(crate) fn softmax_backward(
         log: log as u32,
         lanes,
     };
-    let kernel = row_kernel_for(y, Kernel::SoftmaxBackward, rows, k);
+    let kernel = row_kernel_for(name, y, Kernel::SoftmaxBackward, rows, k)?;
     let groups = row_groups(kernel, rows, lanes);
     rows_kernel(name, kernel, &[y, grad], &params, groups, rows * k, y.dtype)
 }
