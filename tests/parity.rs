@@ -1437,6 +1437,38 @@ fn pooling_matches_cpu() {
         F32,
         |t| t[0].global_avg_pool2d(),
     );
+    // Windows over the whole map are each map's mean, a row reduction: here and over
+    // maps of 67,600 elements, past a software adapter's loops for one invocation.
+    for x in [x.clone(), small_ints(&[2, 3, 260, 260], &mut rng)] {
+        let (h, w) = (x.dims()[2], x.dims()[3]);
+        parity(
+            &format!("adaptive_avg_pool2d (1, 1) of {h}x{w}"),
+            std::slice::from_ref(&x),
+            F32,
+            |t| t[0].adaptive_avg_pool2d((1, 1)),
+        );
+        parity(
+            &format!("avg_pool2d ({h}, {w}) of {h}x{w}"),
+            std::slice::from_ref(&x),
+            F32,
+            |t| t[0].avg_pool2d((h, w), (1, 1), (0, 0), true),
+        );
+        let r = rand(&[2, 3, 1, 1], &mut rng);
+        parity(
+            &format!("adaptive_avg_pool2d (1, 1) gradient of {h}x{w}"),
+            &[x, r],
+            F32,
+            |t| {
+                let x = t[0].detach().into_var()?;
+                let y = x.adaptive_avg_pool2d((1, 1))?.mul(&t[1])?;
+                Ok(y.sum_all()?
+                    .backward()?
+                    .get(&x)
+                    .expect("a gradient")
+                    .clone())
+            },
+        );
+    }
 }
 
 /// Reductions whose loops would run past a software adapter's limit on loop
@@ -1513,28 +1545,49 @@ fn reductions_over_long_dims_match_cpu() {
     assert_eq!(total, [70_000_000.0], "a sum of 70M ones");
 }
 
-/// Row kernels over rows too long for a software adapter's loops are refused there
-/// with a clear error, where they returned a result cut short; a hardware GPU runs them.
+/// Kernels whose invocations would loop past a software adapter's limit are refused
+/// there with a clear error, where they returned results cut short; a hardware GPU
+/// runs them, against the CPU: a softmax over a row of 12M, max pooling over windows
+/// of 190x190, adaptive pooling over windows of 201x201.
 #[test]
-fn rows_past_a_software_adapters_loops_are_refused_there() {
+fn loops_past_a_software_adapters_limit_are_refused_there() {
     let Some(device) = gpu() else { return };
     let software = device.as_gpu().unwrap().summary().is_software();
-    let x = Tensor::zeros([1, 12_000_000], DType::F32, &device).unwrap();
-    let result = x.softmax(-1).and_then(|y| y.to_f64_vec());
-    match (software, result) {
-        (true, Err(Error::Unsupported { op, reason })) => {
-            assert_eq!(op, "softmax");
-            assert!(reason.contains("software adapter"), "{reason}");
+    let mut rng = rng();
+    type Case = (
+        &'static str,
+        Tensor,
+        Box<dyn Fn(&[Tensor]) -> kiln::Result<Tensor>>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "softmax",
+            rand(&[1, 12_000_000], &mut rng),
+            Box::new(|t| t[0].softmax(-1)),
+        ),
+        (
+            "max_pool2d",
+            rand(&[1, 2, 200, 200], &mut rng),
+            Box::new(|t| t[0].max_pool2d((190, 190), (5, 5), (0, 0))),
+        ),
+        (
+            "avg_pool2d",
+            rand(&[1, 2, 400, 400], &mut rng),
+            Box::new(|t| t[0].adaptive_avg_pool2d((2, 2))),
+        ),
+    ];
+    for (op, x, f) in cases {
+        if !software {
+            parity_on(&device, op, std::slice::from_ref(&x), F32, &f);
+            continue;
         }
-        (true, other) => panic!("softmax of a 12M row on a software adapter: {other:?}"),
-        (false, Ok(y)) => {
-            let want = 1.0 / 12_000_000.0;
-            assert!(
-                y.iter().all(|&v| (v - want).abs() <= 1e-6 * want),
-                "uniform softmax"
-            );
+        match f(&[x.to_device(&device).unwrap()]).and_then(|y| y.to_f64_vec()) {
+            Err(Error::Unsupported { op: got, reason }) => {
+                assert_eq!(got, op);
+                assert!(reason.contains("software adapter"), "{reason}");
+            }
+            other => panic!("{op} past the loops of a software adapter: {other:?}"),
         }
-        (false, Err(e)) => panic!("softmax of a 12M row on a hardware GPU: {e}"),
     }
 }
 

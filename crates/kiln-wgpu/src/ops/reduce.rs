@@ -4,12 +4,12 @@
 //! the rows are many and vec4-aligned; and reductions over a middle dim.
 
 use crate::kernels::Kernel;
-use crate::loop_budget::SOFTWARE_LOOP_BUDGET;
+use crate::loop_budget::{self, SOFTWARE_LOOP_BUDGET};
 use crate::params::{to_u32, ColumnsParams, RowsParams, ShaderParams, SoftmaxParams};
 use crate::pool::PooledBuffer;
 use crate::shader_constants::{ROW_LOADS, SERIAL_WORKGROUP, WORKGROUP};
 use crate::storage::GpuStorage;
-use kiln_core::{DType, Error, Layout, ReduceOp, Result, Shape};
+use kiln_core::{DType, Layout, ReduceOp, Result, Shape};
 
 /// Rows below which the serial variant leaves too few invocations to fill the cores.
 const SERIAL_MIN_ROWS: usize = 64;
@@ -50,16 +50,8 @@ pub(crate) fn check_row_loops(
     k: usize,
 ) -> Result<()> {
     let iterations = kernel.row_loop_iterations(k, row_lanes(k) as usize);
-    if !x.device.is_software() || iterations <= SOFTWARE_LOOP_BUDGET {
-        return Ok(());
-    }
-    Err(Error::Unsupported {
-        op,
-        reason: format!(
-            "rows of {k} elements take {iterations} loop iterations an invocation, and a \
-             software adapter's shaders stop after 65,535 (kiln plans for {SOFTWARE_LOOP_BUDGET}); \
-             use the CPU device or a hardware GPU"
-        ),
+    loop_budget::check(op, &x.device, iterations, || {
+        format!("rows of {k} elements")
     })
 }
 
