@@ -1548,7 +1548,8 @@ fn reductions_over_long_dims_match_cpu() {
 /// Kernels whose invocations would loop past a software adapter's limit are refused
 /// there with a clear error, where they returned results cut short; a hardware GPU
 /// runs them, against the CPU: a softmax over a row of 12M, max pooling over windows
-/// of 190x190, adaptive pooling over windows of 201x201.
+/// of 190x190, adaptive pooling over windows of 201x201, a grouped convolution of
+/// 130x130 taps.
 #[test]
 fn loops_past_a_software_adapters_limit_are_refused_there() {
     let Some(device) = gpu() else { return };
@@ -1556,32 +1557,48 @@ fn loops_past_a_software_adapters_limit_are_refused_there() {
     let mut rng = rng();
     type Case = (
         &'static str,
-        Tensor,
+        Vec<Tensor>,
         Box<dyn Fn(&[Tensor]) -> kiln::Result<Tensor>>,
     );
+    let grouped = Conv2dOptions {
+        groups: 2,
+        ..Default::default()
+    };
     let cases: Vec<Case> = vec![
         (
             "softmax",
-            rand(&[1, 12_000_000], &mut rng),
+            vec![rand(&[1, 12_000_000], &mut rng)],
             Box::new(|t| t[0].softmax(-1)),
         ),
         (
             "max_pool2d",
-            rand(&[1, 2, 200, 200], &mut rng),
+            vec![rand(&[1, 2, 200, 200], &mut rng)],
             Box::new(|t| t[0].max_pool2d((190, 190), (5, 5), (0, 0))),
         ),
         (
             "avg_pool2d",
-            rand(&[1, 2, 400, 400], &mut rng),
+            vec![rand(&[1, 2, 400, 400], &mut rng)],
             Box::new(|t| t[0].adaptive_avg_pool2d((2, 2))),
         ),
+        (
+            "conv2d",
+            vec![
+                rand(&[1, 4, 135, 135], &mut rng),
+                rand(&[4, 2, 130, 130], &mut rng),
+            ],
+            Box::new(move |t| t[0].conv2d(&t[1], None, grouped)),
+        ),
     ];
-    for (op, x, f) in cases {
+    for (op, inputs, f) in cases {
         if !software {
-            parity_on(&device, op, std::slice::from_ref(&x), F32, &f);
+            parity_on(&device, op, &inputs, F32_ILL_CONDITIONED, &f);
             continue;
         }
-        match f(&[x.to_device(&device).unwrap()]).and_then(|y| y.to_f64_vec()) {
+        let moved: Vec<Tensor> = inputs
+            .iter()
+            .map(|x| x.to_device(&device).unwrap())
+            .collect();
+        match f(&moved).and_then(|y| y.to_f64_vec()) {
             Err(Error::Unsupported { op: got, reason }) => {
                 assert_eq!(got, op);
                 assert!(reason.contains("software adapter"), "{reason}");

@@ -5,7 +5,7 @@
 use super::launch_window;
 use super::reduce::reduce_middle;
 use crate::kernels::Kernel;
-use crate::loop_budget::SOFTWARE_LOOP_BUDGET;
+use crate::loop_budget::{self, SOFTWARE_LOOP_BUDGET};
 use crate::params::{to_u32, DirectConvParams, WeightGradParams, WindowParams};
 use crate::storage::GpuStorage;
 use kiln_core::{ReduceOp, Result, WindowSpec};
@@ -36,6 +36,12 @@ pub(crate) fn conv2d_direct(
     groups: usize,
 ) -> Result<GpuStorage> {
     let op = "conv2d";
+    // Each output walks its group's channels and the taps of each.
+    let per_group = s.c / groups.max(1);
+    let iterations = per_group * (s.kh * s.kw + s.kh + 1);
+    loop_budget::check(op, &x.device, iterations, || {
+        format!("{per_group} channels of {}x{} taps", s.kh, s.kw)
+    })?;
     let n = s.n * out_channels * s.oh * s.ow;
     let w = WindowParams::new(op, s, n, 0)?;
     let p = DirectConvParams {
@@ -54,6 +60,10 @@ pub(crate) fn conv2d_direct(
 }
 
 pub(crate) fn col2im(cols: &GpuStorage, s: &WindowSpec) -> Result<GpuStorage> {
+    let iterations = s.kh * s.kw + s.kh;
+    loop_budget::check("conv_transpose2d", &cols.device, iterations, || {
+        format!("kernels of {}x{}", s.kh, s.kw)
+    })?;
     let n = s.n * s.c * s.h * s.w;
     Ok(launch_window(
         "conv_transpose2d",
