@@ -41,9 +41,10 @@ echo "== kiln info"
 cargo run -q -p kiln-cli -- info
 echo "== the GPU tests run on:"
 KILN_DEVICE=gpu cargo run -q -p kiln-cli -- info | tail -n 1
-echo "== kiln profile: one MLP step on the GPU ends with the two per-step figures"
-profile_tail=$(cargo run -q -p kiln-cli -- profile mlp --device gpu --steps 1 --warmup 1 | tail -n 2)
+echo "== kiln profile: one MLP step on the GPU ends with the machine-independent figures"
+profile_tail=$(cargo run -q -p kiln-cli -- profile mlp --device gpu --steps 1 --warmup 1 | tail -n 3)
 echo "$profile_tail"
+grep -q "^peak memory held by tensors: [1-9][0-9]* bytes" <<<"$profile_tail"
 grep -q "^dispatches per step: [0-9]" <<<"$profile_tail"
 grep -q "^bytes per step: [0-9]" <<<"$profile_tail"
 echo "== benches/gpu/check.sh --local: the device check's kiln parts, so it cannot rot"

@@ -31,10 +31,14 @@ fn a_profile_counts_each_launch_and_the_bytes_it_binds() {
     let (a, b) = two_constants(&gpu);
     // Each op its own kernel (fusion, on by default, is counted in the next test).
     gpu.as_gpu().unwrap().set_fusion(false);
+    let live_before = gpu.as_gpu().unwrap().pool_stats().live_bytes;
     let profiled = gpu.profile(|| a.add(&b)?.exp());
     gpu.as_gpu().unwrap().set_fusion(true);
     let (c, profile) = profiled.unwrap();
     assert_is_e_squared(&c);
+    // At most four buffers of 4096 bytes were live at once: both inputs, the sum, and
+    // exp's output while the sum was read.
+    assert_eq!(profile.peak_live_bytes - live_before, 4 * 4096);
     // The test device poisons every output first: one fill per kernel output.
     let kernel = |name: &str| {
         profile

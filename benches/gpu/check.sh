@@ -142,7 +142,7 @@ training=$out/training.txt
 : > "$training"
 for model in cnn transformer lstm; do
     part "kiln train step $model" 240 bash -c "set -o pipefail; echo '# kiln profile $model' >> \"$training\"; \
-        \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|dispatches|bytes per step)' >> \"$training\""
+        \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|peak memory|dispatches|bytes per step)' >> \"$training\""
 done
 if ! $local_mode; then
     for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold KILN_CONV=implicit; do
@@ -151,7 +151,7 @@ if ! $local_mode; then
             [[ $setting == KILN_CONV=* && $model == transformer ]] && continue
             part "kiln train step $model, $setting" 240 bash -c \
                 "set -o pipefail; echo '# $setting kiln profile $model' >> \"$training\"; \
-                $setting \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|dispatches|bytes per step)' >> \"$training\""
+                $setting \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|peak memory|dispatches|bytes per step)' >> \"$training\""
         done
     done
 fi

@@ -1,7 +1,8 @@
 //! `kiln profile`: what one training step of a built-in model launches on the GPU.
 //! Runs the step as `kiln train` does, warms up, times `--steps` steps on the host
-//! clock, then profiles as many and prints a table per kernel, ending with the two
-//! machine-independent figures: `dispatches per step` and `bytes per step`.
+//! clock, then profiles as many and prints a table per kernel, ending with the
+//! machine-independent figures: `dispatches per step`, `bytes per step` and the peak
+//! of memory the step's tensors held.
 
 use crate::train::{char_lm, image_model, Model, IMAGE_BATCH, IMAGE_LR, LM_BATCH, LM_CONTEXT};
 use clap::Args;
@@ -163,6 +164,10 @@ fn print(measured: &Measured, steps: usize) {
     println!(
         "readbacks (sync points) per step: {:.2}",
         per_step(profile.readbacks)
+    );
+    println!(
+        "peak memory held by tensors: {} bytes",
+        profile.peak_live_bytes
     );
     println!("dispatches per step: {:.0}", per_step(profile.dispatches()));
     println!("bytes per step: {:.0}", per_step(profile.bytes()));

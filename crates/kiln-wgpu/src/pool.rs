@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 pub struct PoolStats {
     /// Bytes held by live tensors.
     pub live_bytes: u64,
+    /// The most `live_bytes` has been since the device started or `reset_peak`.
+    pub peak_live_bytes: u64,
     /// Bytes kept for reuse (free or awaiting submission).
     pub pooled_bytes: u64,
     /// Buffers created since the device started.
@@ -37,6 +39,7 @@ impl BufferPool {
     pub(crate) fn acquire(self: &Arc<Self>, device: &wgpu::Device, size: u64) -> PooledBuffer {
         let mut state = self.state.lock().unwrap();
         state.stats.live_bytes += size;
+        state.stats.peak_live_bytes = state.stats.peak_live_bytes.max(state.stats.live_bytes);
         let reused = state.free.get_mut(&size).and_then(Vec::pop);
         let buffer = match reused {
             Some(b) => {
@@ -83,6 +86,12 @@ impl BufferPool {
             .sum();
         state.free.clear();
         state.stats.pooled_bytes -= freed;
+    }
+
+    /// Starts `peak_live_bytes` again from what is live now.
+    pub(crate) fn reset_peak(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.stats.peak_live_bytes = state.stats.live_bytes;
     }
 
     pub(crate) fn stats(&self) -> PoolStats {

@@ -1,7 +1,7 @@
 //! Counting what a device runs: kernel launches, the bytes their buffers hold, and
 //! (where the adapter has timestamp queries) the GPU time of each launch. The figures
-//! that do not depend on the machine, dispatches and bytes, are how launch and memory
-//! work are compared between versions.
+//! that do not depend on the machine, dispatches, bytes bound and the peak of memory
+//! held, are how launch and memory work are compared between versions.
 
 use crate::device::GpuDevice;
 use crate::launch::Bindings;
@@ -32,6 +32,9 @@ pub struct Profile {
     pub transfers: u64,
     /// Reads to the host: each one waits for the GPU to finish (a sync point).
     pub readbacks: u64,
+    /// The most bytes live tensors held at once: what the work needs of the device's
+    /// memory (the pool may keep more, for reuse).
+    pub peak_live_bytes: u64,
 }
 
 impl Profile {
@@ -87,6 +90,7 @@ impl GpuDevice {
             }
             *recorder = Some(Recorder::default());
         }
+        self.inner.pool.reset_peak();
         let value = f().and_then(|v| self.synchronize().map(|_| v));
         let recorder = self.inner.profiler.lock().unwrap().take();
         let value = value?;
@@ -99,6 +103,7 @@ impl GpuDevice {
             kernels,
             transfers: recorder.transfers,
             readbacks: recorder.readbacks,
+            peak_live_bytes: self.inner.pool.stats().peak_live_bytes,
         };
         Ok((value, profile))
     }
