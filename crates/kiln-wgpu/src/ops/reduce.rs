@@ -165,13 +165,18 @@ const ROW_PART_GROUPS: usize = 1024;
 /// lanes.
 const MIN_ROW_PART: usize = 16 * ROW_LOADS as usize * WORKGROUP as usize;
 
+/// Rows shorter than this stay whole: one workgroup reads them in a few microseconds,
+/// about what the second pass's launch costs (a convolution's bias gradient, a few
+/// channels over 37K elements, would otherwise take two launches).
+const MIN_SPLIT_ROW: usize = 8 * MIN_ROW_PART;
+
 /// How `reduce.wgsl` cuts rows of `k` into parts, and their length: enough parts for
 /// `ROW_PART_GROUPS` workgroups in all, none shorter than `MIN_ROW_PART`. It follows
 /// from the shape alone, so results do not vary by adapter. With u32 sizes a part is
 /// then at most 4M elements, well within a software adapter's loops.
 fn row_parts(rows: usize, k: usize) -> (usize, usize) {
     let parts = (k / MIN_ROW_PART).min(ROW_PART_GROUPS.div_ceil(rows.max(1)));
-    if parts <= 1 {
+    if parts <= 1 || k < MIN_SPLIT_ROW {
         return (1, k);
     }
     let part_len = k.div_ceil(parts);
@@ -358,4 +363,33 @@ pub(crate) fn softmax_backward(
     let kernel = row_kernel_for(name, y, Kernel::SoftmaxBackward, rows, k)?;
     let groups = row_groups(kernel, rows, lanes);
     rows_kernel(name, kernel, &[y, grad], &params, groups, rows * k, y.dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Few long rows are cut into parts that cover them; short or many rows stay whole.
+    #[test]
+    fn row_parts_cover_long_rows_and_leave_the_rest() {
+        for (rows, k) in [
+            (1, 70_000_000),
+            (3, 1_000_003),
+            (1, 131_072),
+            (600, 5_000_000),
+        ] {
+            let (parts, len) = row_parts(rows, k);
+            assert!(parts > 1, "{rows}x{k}");
+            assert!(len >= MIN_ROW_PART && (parts - 1) * len < k && parts * len >= k);
+            assert!(
+                rows * parts <= 2 * ROW_PART_GROUPS,
+                "{rows}x{k}: {parts} parts"
+            );
+        }
+        // A convolution's bias gradient (6 channels over 64 images of 24x24), a sum
+        // of rows too short to be worth a second launch, and many rows.
+        for (rows, k) in [(6, 36_864), (1, 131_071), (4096, 1_000_000)] {
+            assert_eq!(row_parts(rows, k), (1, k), "{rows}x{k}");
+        }
+    }
 }
