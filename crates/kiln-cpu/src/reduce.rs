@@ -137,10 +137,23 @@ pub fn softmax<T: Copy + Sync + Into<f64>, U: Send>(
     log: bool,
     round: impl Fn(f64) -> U + Sync,
 ) -> Vec<U> {
+    rows_in_f64(rows, k, round, |first, wide| {
+        softmax_rows(wide, &x[first * k..], k.max(1), log)
+    })
+}
+
+/// A `[rows, k]` output built a task of rows at a time: `wide(first, out)` computes the
+/// task's rows from row `first` in f64, rounded by `round` while they are in cache.
+fn rows_in_f64<U: Send>(
+    rows: usize,
+    k: usize,
+    round: impl Fn(f64) -> U + Sync,
+    wide: impl Fn(usize, &mut [f64]) + Sync,
+) -> Vec<U> {
     let rows_of = |first: usize, part: &mut [std::mem::MaybeUninit<U>]| {
-        let mut wide = vec![0.0; part.len()];
-        softmax_rows(&mut wide, &x[first * k..], k.max(1), log);
-        crate::vector::map_into(part, &wide, &round);
+        let mut out = vec![0.0; part.len()];
+        wide(first, &mut out);
+        crate::vector::map_into(part, &out, &round);
     };
     // SAFETY: `map_into` writes every element of each task's rows.
     unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
@@ -183,14 +196,10 @@ pub fn softmax_backward<T: Copy + Sync + Into<f64>, U: Send>(
     log: bool,
     round: impl Fn(f64) -> U + Sync,
 ) -> Vec<U> {
-    let rows_of = |first: usize, part: &mut [std::mem::MaybeUninit<U>]| {
-        let mut wide = vec![0.0; part.len()];
+    rows_in_f64(rows, k, round, |first, wide| {
         let (y, g) = (&y[first * k..], &g[first * k..]);
-        softmax_backward_rows(&mut wide, y, g, k.max(1), log);
-        crate::vector::map_into(part, &wide, &round);
-    };
-    // SAFETY: `map_into` writes every element of each task's rows.
-    unsafe { crate::threads::build_rows(rows * k, k, rows_of) }
+        softmax_backward_rows(wide, y, g, k.max(1), log)
+    })
 }
 
 widest_loop! {

@@ -326,16 +326,7 @@ pub(crate) fn column_workgroups(params: &ColumnsParams) -> usize {
 
 pub(crate) fn softmax(x: &GpuStorage, rows: usize, k: usize, log: bool) -> Result<GpuStorage> {
     let name = if log { "log_softmax" } else { "softmax" };
-    let lanes = row_lanes(k);
-    let params = SoftmaxParams {
-        rows: to_u32(name, "rows", rows)?,
-        k: to_u32(name, "row length", k)?,
-        log: log as u32,
-        lanes,
-    };
-    let kernel = row_kernel_for(name, x, Kernel::Softmax, rows, k)?;
-    let groups = row_groups(kernel, rows, lanes);
-    rows_kernel(name, kernel, &[x], &params, groups, rows * k, x.dtype)
+    softmax_launch(name, Kernel::Softmax, &[x], rows, k, log)
 }
 
 /// The gradient of `softmax` (or `log_softmax`) over compact `[rows, k]`, from the
@@ -353,6 +344,20 @@ pub(crate) fn softmax_backward(
     } else {
         "softmax backward"
     };
+    softmax_launch(name, Kernel::SoftmaxBackward, &[y, grad], rows, k, log)
+}
+
+/// A launch of softmax's row kernel `kernel`, forward or backward, over `inputs`
+/// (compact `[rows, k]` each), whose first gives the output's dtype.
+fn softmax_launch(
+    name: &'static str,
+    kernel: Kernel,
+    inputs: &[&GpuStorage],
+    rows: usize,
+    k: usize,
+    log: bool,
+) -> Result<GpuStorage> {
+    let x = inputs[0];
     let lanes = row_lanes(k);
     let params = SoftmaxParams {
         rows: to_u32(name, "rows", rows)?,
@@ -360,9 +365,9 @@ pub(crate) fn softmax_backward(
         log: log as u32,
         lanes,
     };
-    let kernel = row_kernel_for(name, y, Kernel::SoftmaxBackward, rows, k)?;
+    let kernel = row_kernel_for(name, x, kernel, rows, k)?;
     let groups = row_groups(kernel, rows, lanes);
-    rows_kernel(name, kernel, &[y, grad], &params, groups, rows * k, y.dtype)
+    rows_kernel(name, kernel, inputs, &params, groups, rows * k, x.dtype)
 }
 
 #[cfg(test)]
