@@ -3,14 +3,14 @@
 //! guard against shaders that never end), and skip the rest of its work without an
 //! error: a column sum over two million rows read 116,504 of them. On such an adapter
 //! the kernels whose loops grow with the data are launched so that no invocation comes
-//! near that.
+//! near that, and what cannot be launched so is refused (`check`).
+
+use crate::device::GpuDevice;
+use kiln_core::{Error, Result};
 
 /// Loop iterations kiln plans for one invocation's main loop on a software adapter:
 /// half the limit, leaving room for the loops around it and inside it.
 pub(crate) const SOFTWARE_LOOP_BUDGET: usize = 1 << 15;
-
-use crate::device::GpuDevice;
-use kiln_core::{Error, Result};
 
 /// On a software adapter, an error for a launch whose invocations loop `iterations`
 /// times, past the budget, where its result would be cut short; `what` says what asks

@@ -475,9 +475,10 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             on_true,
             on_false,
         } => {
-            // A zero broadcast from one element, where a tensor of zeros was cleared;
-            // and a branch that is a constant (a masked fill's value) gets no gradient,
-            // whose computing kept the other's input written out.
+            // A zero broadcast from one element, where a tensor of zeros was cleared.
+            // A branch that is a constant (a masked fill's value) gets no gradient:
+            // one made anyway held the incoming gradient, which a fused kernel then
+            // had to write out beside its own result.
             let zero = g.scalar_like(0.0)?;
             let gt = when(needs[0], || {
                 sum_to(&cond.where_cond(g, &zero)?, on_true.shape())
