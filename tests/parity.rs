@@ -1520,6 +1520,32 @@ fn reductions_over_long_dims_match_cpu() {
             |t| t[0].reduce(op, &[1], false),
         );
     }
+    // Argmax and argmin too: small integers tie often, and the first in the row must
+    // win across parts as within one; in `ties` each row's extremes come twice, past
+    // its first part.
+    let k = 1_000_003;
+    let mut ties = vec![0.0f32; 3 * k];
+    for r in 0..3 {
+        for (at, v) in [
+            (600_000 + r, 7.0),
+            (800_000, 7.0),
+            (650_000, -7.0),
+            (999_999, -7.0),
+        ] {
+            ties[r * k + at] = v;
+        }
+    }
+    let ties = Tensor::from_vec(ties, [3, k], &Device::cpu()).unwrap();
+    for op in [ReduceOp::ArgMax, ReduceOp::ArgMin] {
+        for x in [&few, &ties] {
+            parity(
+                &format!("{op:?} of 3 rows of 1M"),
+                std::slice::from_ref(x),
+                EXACT,
+                |t| t[0].reduce(op, &[1], false),
+            );
+        }
+    }
     let mut with_nan: Vec<f32> = few
         .to_f64_vec()
         .unwrap()
@@ -1527,9 +1553,17 @@ fn reductions_over_long_dims_match_cpu() {
         .map(|&v| v as f32)
         .collect();
     with_nan[1_000_003 + 777_777] = f32::NAN;
+    with_nan[1_000_003 + 900_000] = f32::NAN;
     let with_nan = Tensor::from_vec(with_nan, [3, 1_000_003], &Device::cpu()).unwrap();
-    parity("max of long rows with a NaN", &[with_nan], EXACT, |t| {
-        t[0].max(&[1], false)
+    parity(
+        "max of long rows with a NaN",
+        std::slice::from_ref(&with_nan),
+        EXACT,
+        |t| t[0].max(&[1], false),
+    );
+    // The first NaN is the best, in whichever part it falls.
+    parity("argmax of long rows with NaNs", &[with_nan], EXACT, |t| {
+        t[0].argmax(1, false)
     });
     if f16_ok() {
         let half = few.to_dtype(DType::F16).unwrap();

@@ -57,7 +57,8 @@ struct Params {
     op: u32,
     // invocations per row: a power of two dividing WORKGROUP
     lanes: u32,
-    // whole rows here, never cut into parts: 1 and k (reduce.wgsl's parts)
+    // Each row is cut into `parts` of `part_len` elements (the last may be shorter),
+    // each giving the index in the row of its best into output [row, part].
     parts: u32,
     part_len: u32,
     _pad0: u32,
@@ -95,11 +96,15 @@ fn better(op: u32, v: f32, i: u32, w: f32, j: u32) -> bool {
 fn main(inv: RowInvocation) {
     let lanes = params.lanes;
     let place = row_start(inv, lanes);
-    let row = place.x;
+    // This slot's part: its row, and where it starts in the row.
+    let part = place.x;
+    let row = part / params.parts;
+    let start = (part % params.parts) * params.part_len;
     let lane = place.y;
-    // A slot past the last row reads nothing, but meets every barrier.
-    let k = select(0u, params.k, row < params.rows);
-    let base = row * params.k;
+    // A slot past the last part reads nothing, but meets every barrier.
+    let live = row < params.rows;
+    let k = select(0u, min(params.part_len, params.k - start), live);
+    let base = row * params.k + start;
     var v = 0.0;
     var idx = 0xffffffffu;
     for (var i = lane; i < k; i += lanes) {
@@ -110,7 +115,7 @@ fn main(inv: RowInvocation) {
         }
     }
     let best = row_best(params.op, v, idx);
-    if (lane == 0u && row < params.rows) {
-        output[row] = i32(best);
+    if (lane == 0u && live) {
+        output[part] = i32(start + best);
     }
 }

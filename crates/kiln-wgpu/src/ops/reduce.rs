@@ -9,7 +9,7 @@ use crate::params::{to_u32, ColumnsParams, RowsParams, ShaderParams, SoftmaxPara
 use crate::pool::PooledBuffer;
 use crate::shader_constants::{ROW_LOADS, SERIAL_WORKGROUP, WORKGROUP};
 use crate::storage::GpuStorage;
-use kiln_core::{DType, Layout, ReduceOp, Result, Shape};
+use kiln_core::{DType, GatherSpec, Layout, ReduceOp, Result, Shape};
 
 /// Rows below which the serial variant leaves too few invocations to fill the cores.
 const SERIAL_MIN_ROWS: usize = 64;
@@ -121,14 +121,32 @@ pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Res
             _pad1: 0,
         })
     };
-    if op.returns_index() {
-        check_row_loops(name, x, Kernel::ArgReduce, k)?;
-        let lanes = row_lanes(k);
-        let kernel = x.device.row_kernel(Kernel::ArgReduce);
-        let groups = row_groups(kernel, rows, lanes);
-        return rows_kernel(name, kernel, &[x], &whole(lanes)?, groups, rows, DType::I32);
-    }
     let (parts, part_len) = row_parts(rows, k);
+    if op.returns_index() {
+        let kernel = x.device.row_kernel(Kernel::ArgReduce);
+        check_row_loops(name, x, kernel, part_len)?;
+        let lanes = row_lanes(part_len);
+        let params = RowsParams {
+            lanes,
+            parts: to_u32(name, "row parts", parts)?,
+            part_len: to_u32(name, "row part length", part_len)?,
+            ..whole(lanes)?
+        };
+        let groups = row_groups(kernel, rows * parts, lanes);
+        let best = rows_kernel(
+            name,
+            kernel,
+            &[x],
+            &params,
+            groups,
+            rows * parts,
+            DType::I32,
+        )?;
+        return match parts {
+            1 => Ok(best),
+            _ => best_of_parts(x, op, &best, rows, k, parts),
+        };
+    }
     if parts == 1 {
         let kernel = row_kernel_for(name, x, Kernel::Reduce, rows, k)?;
         let lanes = row_lanes(k);
@@ -155,6 +173,29 @@ pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Res
     let groups = row_groups(kernel, rows * parts, lanes);
     let partial = rows_kernel(name, kernel, &[x], &params, groups, rows * parts, x.dtype)?;
     reduce(&partial, op.of_runs(), rows, parts)
+}
+
+/// The index in each row of `x` (`[rows, k]`) of the best of its parts' best, whose
+/// indices are `best` (`[rows, parts]`): their values gathered, the best of those
+/// found (the first of equals, so the first in the row), and its index gathered.
+fn best_of_parts(
+    x: &GpuStorage,
+    op: ReduceOp,
+    best: &GpuStorage,
+    rows: usize,
+    k: usize,
+    parts: usize,
+) -> Result<GpuStorage> {
+    let spec = |in_dim, out_dim| GatherSpec {
+        outer: rows,
+        in_dim,
+        out_dim,
+        inner: 1,
+        index_strides: [out_dim, 1, 0],
+    };
+    let values = super::index::gather(x, best, &spec(k, parts))?;
+    let part = reduce(&values, op, rows, parts)?;
+    super::index::gather(best, &part, &spec(parts, 1))
 }
 
 /// Workgroups a reduction over few long rows aims for: one workgroup per row left a
