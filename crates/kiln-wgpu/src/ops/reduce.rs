@@ -109,70 +109,45 @@ pub(crate) fn rows_kernel<P: ShaderParams + Send + 'static>(
 
 pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Result<GpuStorage> {
     let name = op.name();
-    let whole = |lanes| -> Result<RowsParams> {
-        Ok(RowsParams {
-            rows: to_u32(name, "rows", rows)?,
-            k: to_u32(name, "row length", k)?,
-            op: op.code(),
-            lanes,
-            parts: 1,
-            part_len: to_u32(name, "row length", k)?,
-            _pad0: 0,
-            _pad1: 0,
-        })
-    };
     let (parts, part_len) = row_parts(rows, k);
-    if op.returns_index() {
-        let kernel = x.device.row_kernel(Kernel::ArgReduce);
-        check_row_loops(name, x, kernel, part_len)?;
-        let lanes = row_lanes(part_len);
-        let params = RowsParams {
-            lanes,
-            parts: to_u32(name, "row parts", parts)?,
-            part_len: to_u32(name, "row part length", part_len)?,
-            ..whole(lanes)?
-        };
-        let groups = row_groups(kernel, rows * parts, lanes);
-        let best = rows_kernel(
-            name,
-            kernel,
-            &[x],
-            &params,
-            groups,
-            rows * parts,
-            DType::I32,
-        )?;
-        return match parts {
-            1 => Ok(best),
-            _ => best_of_parts(x, op, &best, rows, k, parts),
-        };
-    }
-    if parts == 1 {
-        let kernel = row_kernel_for(name, x, Kernel::Reduce, rows, k)?;
-        let lanes = row_lanes(k);
-        let groups = row_groups(kernel, rows, lanes);
-        return rows_kernel(name, kernel, &[x], &whole(lanes)?, groups, rows, x.dtype);
-    }
     // The parts' results in f32 whatever the input (an f16 input's cast runs in the
     // first pass's loads): f16 partial sums could overflow where the whole does not.
-    let compact = |n: usize| Layout::contiguous(Shape::new([n]));
-    if x.dtype == DType::F16 {
+    if parts > 1 && x.dtype == DType::F16 && !op.returns_index() {
+        let compact = |n: usize| Layout::contiguous(Shape::new([n]));
         let wide = super::elementwise::cast(x, &compact(rows * k), DType::F32)?;
         let out = reduce(&wide, op, rows, k)?;
         return super::elementwise::cast(&out, &compact(rows), DType::F16);
     }
+    let (kernel, out_dtype) = match op.returns_index() {
+        true => (Kernel::ArgReduce, DType::I32),
+        false => (Kernel::Reduce, x.dtype),
+    };
+    // Whole rows may take the serial build; parts take the lanes build.
+    let kernel = match parts {
+        1 => row_kernel_for(name, x, kernel, rows, k)?,
+        _ => {
+            check_row_loops(name, x, kernel, part_len)?;
+            x.device.row_kernel(kernel)
+        }
+    };
     let lanes = row_lanes(part_len);
     let params = RowsParams {
+        rows: to_u32(name, "rows", rows)?,
+        k: to_u32(name, "row length", k)?,
+        op: op.code(),
         lanes,
         parts: to_u32(name, "row parts", parts)?,
         part_len: to_u32(name, "row part length", part_len)?,
-        ..whole(lanes)?
+        _pad0: 0,
+        _pad1: 0,
     };
-    check_row_loops(name, x, Kernel::Reduce, part_len)?;
-    let kernel = x.device.row_kernel(Kernel::Reduce);
     let groups = row_groups(kernel, rows * parts, lanes);
-    let partial = rows_kernel(name, kernel, &[x], &params, groups, rows * parts, x.dtype)?;
-    reduce(&partial, op.of_runs(), rows, parts)
+    let out = rows_kernel(name, kernel, &[x], &params, groups, rows * parts, out_dtype)?;
+    match (parts, op.returns_index()) {
+        (1, _) => Ok(out),
+        (_, true) => best_of_parts(x, op, &out, rows, k, parts),
+        (_, false) => reduce(&out, op.of_runs(), rows, parts),
+    }
 }
 
 /// The index in each row of `x` (`[rows, k]`) of the best of its parts' best, whose
