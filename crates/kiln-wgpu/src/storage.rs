@@ -8,7 +8,7 @@ use crate::device::GpuDevice;
 use crate::fusion::Expr;
 use crate::pool::PooledBuffer;
 use kiln_core::{DType, Error, GpuErrorKind, Layout, Result, Shape};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 
 #[derive(Clone)]
 pub struct GpuStorage {
@@ -156,9 +156,19 @@ impl GpuStorage {
 }
 
 impl StorageData {
-    /// Whether it still has an expression or a deferred launch to run.
+    /// Whether it still has an expression or a deferred launch to run. A slot another
+    /// thread holds counts as work (it is being run or fused now): waiting for it here,
+    /// under the device's pending list, deadlocked with a thread that held the slot and
+    /// wanted the list (`column_group::run_with_others`), in CI's training tests.
     pub(crate) fn has_work(&self) -> bool {
-        self.expr.lock().unwrap().is_some() || self.deferred.lock().unwrap().is_some()
+        fn holds<T>(slot: &Mutex<Option<T>>) -> bool {
+            match slot.try_lock() {
+                Ok(held) => held.is_some(),
+                Err(TryLockError::WouldBlock) => true,
+                Err(TryLockError::Poisoned(held)) => held.into_inner().is_some(),
+            }
+        }
+        holds(&self.expr) || holds(&self.deferred)
     }
 
     /// Runs `launch`, taken from this storage's slot, alone into a new buffer of its own.
