@@ -424,6 +424,35 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
         [rand(&[3, 6], rng), ids(vec![5, 0, 3], &[3])],
         |t| t[0].cross_entropy_smoothed(&t[1], 0.1)
     );
+    // Fused attention: heads of 4 queries over 5 keys; causal with more queries than
+    // keys; a transposed query view, keys broadcast over the heads.
+    case!(
+        "attention",
+        [
+            rand(&[2, 4, 3], rng),
+            rand(&[2, 5, 3], rng),
+            rand(&[2, 5, 2], rng)
+        ],
+        |t| t[0].attention(&t[1], &t[2], false, 0.7)
+    );
+    case!(
+        "attention causal",
+        [
+            rand(&[2, 6, 3], rng),
+            rand(&[2, 4, 3], rng),
+            rand(&[2, 4, 2], rng)
+        ],
+        |t| t[0].attention(&t[1], &t[2], true, 0.5)
+    );
+    case!(
+        "attention transposed queries, broadcast keys",
+        [
+            rand(&[2, 3, 5], rng),
+            rand(&[4, 3], rng),
+            rand(&[2, 4, 2], rng)
+        ],
+        |t| t[0].transpose(-1, -2)?.attention(&t[1], &t[2], true, 1.0)
+    );
     // The fused LSTM step: gates of 3 rows x 2 units (saturating and not), the cell
     // state, and the gate pre-activations read through a transposed view.
     case!(

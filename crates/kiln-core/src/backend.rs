@@ -1,11 +1,12 @@
 //! The contract a backend fulfils. kiln's `Tensor` holds one storage per backend in an
 //! enum and calls these methods; view ops never reach a backend (they only rewrite the
-//! `Layout`). Elementwise ops and matmul read any strides; the fused ops take compact
+//! `Layout`). Elementwise ops, matmul and attention read any strides; the fused ops take compact
 //! inputs, which the tensor layer guarantees by copying in one place.
 
 use crate::{
-    BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer, HostSlice, Layout, LstmCellSpec,
-    MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    AttentionSpec, BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer, HostSlice, Layout,
+    LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp,
+    WindowSpec,
 };
 
 /// `layer_norm_backward`'s results: the input's gradient, and `grad * x_hat` with a weight.
@@ -93,6 +94,26 @@ pub trait BackendStorage: Sized {
     }
 
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self>;
+
+    /// Fused attention (`AttentionSpec`) of the queries `self` over the keys `k` and
+    /// values `v`: returns the compact output `[heads, queries, value_dim]` and each
+    /// query's log-sum-exp of its scaled scores `[heads, queries]`, which the backward
+    /// pass recomputes the softmax from.
+    fn attention(&self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)>;
+
+    /// The gradients of `attention`'s `q` (`self`), `k` and `v`, compact `[heads, rows,
+    /// features]`, from its compact output `out`, log-sum-exp `lse` and the output's
+    /// compact gradient `grad`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        k: &Self,
+        v: &Self,
+        out: &Self,
+        lse: &Self,
+        grad: &Self,
+        spec: &AttentionSpec,
+    ) -> Result<(Self, Self, Self)>;
 
     /// Unfolds compact `[n, c, h, w]` into `[n, c*kh*kw, oh*ow]` columns.
     fn im2col(&self, spec: &WindowSpec) -> Result<Self>;

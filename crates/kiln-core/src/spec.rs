@@ -197,3 +197,34 @@ pub struct GruCellSpec {
     pub batch: usize,
     pub hidden: usize,
 }
+
+/// Scaled dot-product attention over `batch[0] * batch[1]` heads, fused: for each query
+/// row `q_i` (`head_dim` features) over `keys` rows of `k` and `v` (`value_dim`
+/// features), `out_i = sum_j softmax_j(scale * q_i . k_j) v_j`, with key `j` hidden from
+/// query `i` when `causal` and `j > i` (PyTorch's top-left triangle). Hidden keys are
+/// not read at all, as in PyTorch's fused kernels. Operands are read through their
+/// strides (`MatmulOperand`: rows are positions, columns features); outputs are compact.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionSpec {
+    pub batch: [usize; 2],
+    pub queries: usize,
+    pub keys: usize,
+    pub head_dim: usize,
+    pub value_dim: usize,
+    pub q: MatmulOperand,
+    pub k: MatmulOperand,
+    pub v: MatmulOperand,
+    pub causal: bool,
+    pub scale: f64,
+}
+
+impl AttentionSpec {
+    pub fn heads(&self) -> usize {
+        self.batch[0] * self.batch[1]
+    }
+
+    /// Whether key `j` is hidden from query `i`.
+    pub fn hides(&self, i: usize, j: usize) -> bool {
+        self.causal && j > i
+    }
+}

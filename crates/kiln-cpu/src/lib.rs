@@ -20,6 +20,7 @@ macro_rules! with_elements {
 // First: its `widest_loop!` is used by the modules below.
 #[macro_use]
 mod vector;
+mod attention;
 mod conv;
 mod elementwise;
 mod index;
@@ -41,9 +42,9 @@ mod window;
 pub use elementwise::{binary_f64, unary_f64};
 
 use kiln_core::{
-    BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec, HostBuffer,
-    HostSlice, LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp,
-    Result, ScatterSpec, UnaryOp, WindowSpec,
+    AttentionSpec, BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec,
+    HostBuffer, HostSlice, LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep,
+    PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 /// The CPU device. It holds nothing: host memory is the storage.
@@ -240,6 +241,36 @@ impl BackendStorage for CpuStorage {
 
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self> {
         matmul::matmul(self, rhs, spec)
+    }
+
+    fn attention(&self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)> {
+        let (q, k, v) = (
+            self.compact_floats(),
+            k.compact_floats(),
+            v.compact_floats(),
+        );
+        let (out, lse) = attention::attention(&q, &k, &v, spec);
+        let dtype = self.dtype();
+        Ok((Self::from_floats(dtype, out), Self::from_floats(dtype, lse)))
+    }
+
+    fn attention_backward(
+        &self,
+        k: &Self,
+        v: &Self,
+        out: &Self,
+        lse: &Self,
+        grad: &Self,
+        spec: &AttentionSpec,
+    ) -> Result<(Self, Self, Self)> {
+        let [q, k, v, out, lse, grad] = [self, k, v, out, lse, grad].map(Self::compact_floats);
+        let (dq, dk, dv) = attention::attention_backward(&q, &k, &v, &out, &lse, &grad, spec);
+        let dtype = self.dtype();
+        Ok((
+            Self::from_floats(dtype, dq),
+            Self::from_floats(dtype, dk),
+            Self::from_floats(dtype, dv),
+        ))
     }
 
     fn im2col(&self, spec: &WindowSpec) -> Result<Self> {

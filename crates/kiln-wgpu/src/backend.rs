@@ -6,9 +6,9 @@ use crate::device::GpuDevice;
 use crate::ops;
 use crate::storage::GpuStorage;
 use kiln_core::{
-    BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer, HostSlice,
-    LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind,
-    ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    AttentionSpec, BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, GruCellSpec,
+    HostBuffer, HostSlice, LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep,
+    ParamUpdate, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 impl BackendStorage for GpuStorage {
@@ -106,6 +106,22 @@ impl BackendStorage for GpuStorage {
 
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self> {
         ops::matmul::matmul(self, rhs, spec)
+    }
+
+    fn attention(&self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)> {
+        ops::attention::attention(self, k, v, spec)
+    }
+
+    fn attention_backward(
+        &self,
+        k: &Self,
+        v: &Self,
+        out: &Self,
+        lse: &Self,
+        grad: &Self,
+        spec: &AttentionSpec,
+    ) -> Result<(Self, Self, Self)> {
+        ops::attention::attention_backward(self, k, v, out, lse, grad, spec)
     }
 
     fn im2col(&self, spec: &WindowSpec) -> Result<Self> {

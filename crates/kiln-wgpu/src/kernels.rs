@@ -103,6 +103,9 @@ kernels! {
     SoftmaxBackwardSubgroup => "reduce/softmax_backward.wgsl", "main", ["T"], Floats, SoftmaxParams;
     LayerNormSubgroup => "norm/layer_norm.wgsl", "main", ["T"], Floats, LayerNormParams;
     LayerNormBackwardSubgroup => "norm/layer_norm_backward.wgsl", "main", ["T"], Floats, LayerNormBackwardParams;
+    Attention => "attention/attention.wgsl", "main", [], Fixed, AttentionParams;
+    AttentionBackwardQueries => "attention/attention_backward_queries.wgsl", "main", [], Fixed, AttentionParams;
+    AttentionBackwardKeys => "attention/attention_backward_keys.wgsl", "main", [], Fixed, AttentionParams;
     Matmul => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     /// `Matmul` with `SMALL_TILE` tiles.
     MatmulSmallTiled => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;

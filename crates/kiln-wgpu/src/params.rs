@@ -201,6 +201,23 @@ shader_params! {
         conv_step: [u32; 4],
         conv_taps: [u32; 4],
     }
+    /// `attention/*.wgsl`.
+    AttentionParams {
+        queries: u32,
+        keys: u32,
+        head_dim: u32,
+        value_dim: u32,
+        batch1: u32,
+        heads: u32,
+        causal: u32,
+        scale: f32,
+        /// Batch 0, batch 1, row and feature strides of q, k and v, in elements.
+        q_strides: [u32; 4],
+        k_strides: [u32; 4],
+        v_strides: [u32; 4],
+        /// q, k and v offsets, in elements; the fourth unused.
+        offsets: [u32; 4],
+    }
     /// `matmul/pack.wgsl`.
     PackParams {
         rows: u32,

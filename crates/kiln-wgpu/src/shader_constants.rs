@@ -40,14 +40,17 @@ fn store4(at: u32, lanes: u32, v: vec4<f32>) {
     store(at + 3u * lanes, v.w);
 }
 ";
-/// The reductions' combining step, with PyTorch's NaN rules, for the row kernels and
-/// their `row_total` (`row_reduction.rs`).
-const REDUCE_COMBINE: &str = "\
+/// NaN tests, for the kernels that propagate NaN as PyTorch does.
+const IS_NAN: &str = "\
 // NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
 // NaN, so `x != x` may be folded away.
 fn is_nan(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
 }
+";
+/// The reductions' combining step, with PyTorch's NaN rules, for the row kernels and
+/// their `row_total` (`row_reduction.rs`), after `IS_NAN`.
+const REDUCE_COMBINE: &str = "\
 fn identity(op: u32) -> f32 {
     switch op {
         case REDUCE_MAX: { return bitcast<f32>(0xff800000u); }
@@ -92,6 +95,57 @@ pub const BLOCKED_SLICE: u32 = 8;
 pub const BLOCK_ROWS: u32 = 32;
 pub const BLOCK_VEC4S: u32 = 4096;
 pub const UNIFORM_LHS_WORKGROUP: u32 = 8;
+/// The fused attention kernels (`shaders/attention/`): rows (queries, or keys) per
+/// workgroup, an invocation each; rows of the other operand per tile staged in
+/// workgroup memory; and the most vec4s of features a row may have (a head of up to
+/// 64 features: the arrays each invocation keeps in registers).
+pub const ATTENTION_ROWS: u32 = 64;
+pub const ATTENTION_TILE: u32 = 16;
+pub const ATTENTION_QUADS: u32 = 16;
+/// What the attention kernels share: where a head's rows start, which keys a query
+/// sees, and rows read and written four features at a time (each kernel names its
+/// buffers in `element` and `put`).
+const ATTENTION_IO: &str = "\
+fn nan() -> f32 {
+    return bitcast<f32>(0x7fc00000u);
+}
+fn neg_inf() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
+fn row_blocks(rows: u32) -> u32 {
+    return (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+}
+// Keys query i sees: a causal query those up to its own position.
+fn keys_seen(i: u32) -> u32 {
+    if (params.causal != 0u) {
+        return min(i + 1u, params.keys);
+    }
+    return params.keys;
+}
+fn head_start(strides: vec4<u32>, offset: u32, head: u32) -> u32 {
+    return offset + (head / params.batch1) * strides.x + (head % params.batch1) * strides.y;
+}
+// Features 4c..4c+3 of row `row` of operand `which`, zeros past `features`.
+fn quad(which: u32, strides: vec4<u32>, start: u32, row: u32, c: u32, features: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    let at = start + row * strides.z;
+    let f = 4u * c;
+    if (f < features) { r.x = element(which, at + f * strides.w); }
+    if (f + 1u < features) { r.y = element(which, at + (f + 1u) * strides.w); }
+    if (f + 2u < features) { r.z = element(which, at + (f + 2u) * strides.w); }
+    if (f + 3u < features) { r.w = element(which, at + (f + 3u) * strides.w); }
+    return r;
+}
+// Features 4c.. of compact row `row` of output `which`, those before `features`.
+fn store_quad(which: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
+    let at = row * features + 4u * c;
+    let f = 4u * c;
+    if (f < features) { put(which, at, x.x); }
+    if (f + 1u < features) { put(which, at + 1u, x.y); }
+    if (f + 2u < features) { put(which, at + 2u, x.z); }
+    if (f + 3u < features) { put(which, at + 3u, x.w); }
+}
+";
 /// Invocations per workgroup of the FMA roofline probe.
 pub const FMA_WORKGROUP: u32 = 64;
 
@@ -130,7 +184,15 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
         ));
     }
     if name == "reduce_combine" {
-        return Some((Vec::new(), REDUCE_COMBINE.to_string()));
+        return Some((Vec::new(), format!("{IS_NAN}{REDUCE_COMBINE}")));
+    }
+    if name == "attention" {
+        let sizes = vec![
+            ("ATTENTION_ROWS".to_string(), ATTENTION_ROWS),
+            ("ATTENTION_TILE".to_string(), ATTENTION_TILE),
+            ("ATTENTION_QUADS".to_string(), ATTENTION_QUADS),
+        ];
+        return Some((sizes, format!("{IS_NAN}{ATTENTION_IO}")));
     }
     if name == "norm_stats" {
         return Some((Vec::new(), NORM_STATS.to_string()));

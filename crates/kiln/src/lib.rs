@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod attention;
 mod autograd;
 mod batch_norm;
 pub use batch_norm::BatchStats;

@@ -3,9 +3,9 @@
 
 use crate::Device;
 use kiln_core::{
-    BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec, HostBuffer, LayerNormGrads,
-    Layout, LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind, ReduceOp, Result,
-    ScatterSpec, Shape, UnaryOp, WindowSpec,
+    AttentionSpec, BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec, HostBuffer,
+    LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind,
+    ReduceOp, Result, ScatterSpec, Shape, UnaryOp, WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -269,6 +269,63 @@ impl Storage {
             (Storage::Cpu(s), Storage::Cpu(d)) => s.copy_into(layout, d, dst_layout),
             (Storage::Gpu(s), Storage::Gpu(d)) => s.copy_into(layout, d, dst_layout),
             _ => Err(mismatch("copy")),
+        }
+    }
+
+    pub(crate) fn attention(
+        &self,
+        k: &Storage,
+        v: &Storage,
+        spec: &AttentionSpec,
+    ) -> Result<(Storage, Storage)> {
+        match (self, k, v) {
+            (Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v)) => {
+                let (out, lse) = q.attention(k, v, spec)?;
+                Ok((Storage::Cpu(out), Storage::Cpu(lse)))
+            }
+            (Storage::Gpu(q), Storage::Gpu(k), Storage::Gpu(v)) => {
+                let (out, lse) = q.attention(k, v, spec)?;
+                Ok((Storage::Gpu(out), Storage::Gpu(lse)))
+            }
+            _ => Err(mismatch("attention")),
+        }
+    }
+
+    /// See `BackendStorage::attention_backward`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attention_backward(
+        &self,
+        k: &Storage,
+        v: &Storage,
+        out: &Storage,
+        lse: &Storage,
+        grad: &Storage,
+        spec: &AttentionSpec,
+    ) -> Result<(Storage, Storage, Storage)> {
+        match (self, k, v, out, lse, grad) {
+            (
+                Storage::Cpu(q),
+                Storage::Cpu(k),
+                Storage::Cpu(v),
+                Storage::Cpu(o),
+                Storage::Cpu(l),
+                Storage::Cpu(g),
+            ) => {
+                let (dq, dk, dv) = q.attention_backward(k, v, o, l, g, spec)?;
+                Ok((Storage::Cpu(dq), Storage::Cpu(dk), Storage::Cpu(dv)))
+            }
+            (
+                Storage::Gpu(q),
+                Storage::Gpu(k),
+                Storage::Gpu(v),
+                Storage::Gpu(o),
+                Storage::Gpu(l),
+                Storage::Gpu(g),
+            ) => {
+                let (dq, dk, dv) = q.attention_backward(k, v, o, l, g, spec)?;
+                Ok((Storage::Gpu(dq), Storage::Gpu(dk), Storage::Gpu(dv)))
+            }
+            _ => Err(mismatch("attention")),
         }
     }
 

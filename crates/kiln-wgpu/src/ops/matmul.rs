@@ -32,7 +32,7 @@ const BLOCK_ELEMS: usize = shader_constants::BLOCK_VEC4S as usize * 4;
 /// How much rhs one dispatch may sweep when batches share an lhs block (about an L2).
 const RHS_SWEEP_BYTES: usize = 1 << 20;
 
-fn strides(op: &'static str, o: &MatmulOperand) -> Result<[u32; 4]> {
+pub(crate) fn strides(op: &'static str, o: &MatmulOperand) -> Result<[u32; 4]> {
     Ok([
         to_u32(op, "stride", o.batch[0])?,
         to_u32(op, "stride", o.batch[1])?,

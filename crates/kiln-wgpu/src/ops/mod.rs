@@ -1,5 +1,6 @@
 //! Kernel launchers, one module per family of `shaders/`.
 
+pub(crate) mod attention;
 pub(crate) mod cat;
 pub(crate) mod column_group;
 pub(crate) mod conv;

@@ -637,6 +637,11 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             })?;
             wholes(vec![gx, gw])
         }
+        Op::Attention { q, k, v, saved } => {
+            let grads = y.attention_backward(g, saved, [q.shape(), k.shape(), v.shape()])?;
+            let parts = grads.into_iter().zip(needs).map(|(d, &n)| n.then_some(d));
+            wholes(parts.collect())
+        }
         Op::MaxPool2d { indices, spec, .. } => one(g.max_pool2d_backward(indices, spec)?),
         Op::AvgPool2d { spec, kind, .. } => one(g.avg_pool2d_backward(spec, *kind)?),
         Op::Cat { xs, dim } => {

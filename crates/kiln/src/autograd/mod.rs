@@ -13,6 +13,7 @@ mod product;
 mod row_sum;
 
 pub use backward::grad;
+pub(crate) use backward::sum_to;
 pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use gradients::{GradIssue, GradIssueKind, Gradients};

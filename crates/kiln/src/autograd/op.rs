@@ -2,6 +2,7 @@
 //! op with the inputs its gradient rule needs (`Op`).
 
 use super::grad_mode::{is_grad_enabled, no_grad};
+use crate::attention::AttentionSaved;
 use crate::Tensor;
 use kiln_core::{BinaryOp, Error, Gradient, PoolKind, ReduceOp, Result, UnaryOp, WindowSpec};
 use std::sync::Arc;
@@ -118,6 +119,13 @@ pub(crate) enum Op {
         targets: Tensor,
         smoothing: f32,
     },
+    /// `Tensor::attention`, with what its kernels read and the log-sum-exp.
+    Attention {
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        saved: Box<AttentionSaved>,
+    },
     /// `Tensor::lstm_cell`: gate pre-activations and cell state.
     LstmCell {
         z: Tensor,
@@ -164,6 +172,7 @@ impl Op {
                 x, weight, bias, ..
             } => std::iter::once(x).chain(weight).chain(bias).collect(),
             Op::CrossEntropy { logits, .. } => vec![logits],
+            Op::Attention { q, k, v, .. } => vec![q, k, v],
             Op::LstmCell { z, c } => vec![z, c],
             Op::GruCell { x, hp, h } => vec![x, hp, h],
         }
@@ -197,6 +206,7 @@ impl Op {
             Op::LayerNorm { .. } => "layer_norm",
             Op::BatchNorm { .. } => "batch_norm",
             Op::CrossEntropy { .. } => "cross_entropy",
+            Op::Attention { .. } => "attention",
             Op::LstmCell { .. } => "lstm_cell",
             Op::GruCell { .. } => "gru_cell",
         }

@@ -1,0 +1,144 @@
+//! Fused attention (`shaders/attention/`): one launch forward, two backward, where the
+//! composed way ran two products, a softmax and a masked scale forward and five
+//! launches backward, each writing or reading the `[heads, queries, keys]` scores.
+
+use crate::kernels::Kernel;
+use crate::loop_budget;
+use crate::ops::matmul::strides;
+use crate::params::{to_u32, AttentionParams};
+use crate::shader_constants::{ATTENTION_QUADS, ATTENTION_ROWS};
+use crate::storage::GpuStorage;
+use kiln_core::{AttentionSpec, DType, Error, Result};
+
+/// The most features a query, key or value row may have.
+pub const MAX_FEATURES: usize = 4 * ATTENTION_QUADS as usize;
+
+/// The kernels' params, once `spec` is known to fit them.
+fn params(op: &'static str, q: &GpuStorage, spec: &AttentionSpec) -> Result<AttentionParams> {
+    if q.dtype != DType::F32 {
+        return Err(Error::Unsupported {
+            op,
+            reason: format!("the fused kernels take f32, not {:?}", q.dtype),
+        });
+    }
+    if spec.head_dim.max(spec.value_dim) > MAX_FEATURES {
+        return Err(Error::Unsupported {
+            op,
+            reason: format!(
+                "heads of {} and {} features: the fused kernels keep at most {MAX_FEATURES} \
+                 in registers",
+                spec.head_dim, spec.value_dim
+            ),
+        });
+    }
+    // Each invocation loops over the rows of the other operand, with two passes over a
+    // row's features per row (the kernels' inner loops).
+    let longest = spec.queries.max(spec.keys);
+    let iterations = longest * (2 * ATTENTION_QUADS as usize + 2);
+    loop_budget::check(op, &q.device, iterations, || {
+        format!(
+            "attention over {} queries and {} keys",
+            spec.queries, spec.keys
+        )
+    })?;
+    let offsets = [spec.q.offset, spec.k.offset, spec.v.offset].map(|o| to_u32(op, "offset", o));
+    let [oq, ok, ov] = offsets;
+    Ok(AttentionParams {
+        queries: to_u32(op, "queries", spec.queries)?,
+        keys: to_u32(op, "keys", spec.keys)?,
+        head_dim: to_u32(op, "head size", spec.head_dim)?,
+        value_dim: to_u32(op, "value size", spec.value_dim)?,
+        batch1: to_u32(op, "batch", spec.batch[1].max(1))?,
+        heads: to_u32(op, "heads", spec.heads())?,
+        causal: u32::from(spec.causal),
+        scale: spec.scale as f32,
+        q_strides: strides(op, &spec.q)?,
+        k_strides: strides(op, &spec.k)?,
+        v_strides: strides(op, &spec.v)?,
+        offsets: [oq?, ok?, ov?, 0],
+    })
+}
+
+/// Workgroups for `rows` rows of every head, as `row_blocks` in the kernels counts them.
+fn groups(op: &'static str, q: &GpuStorage, spec: &AttentionSpec, rows: usize) -> Result<[u32; 3]> {
+    let blocks = rows.div_ceil(ATTENTION_ROWS as usize) * spec.heads();
+    q.device.groups_for(op, blocks)
+}
+
+/// The compact output and each query's log-sum-exp.
+pub(crate) fn attention(
+    q: &GpuStorage,
+    k: &GpuStorage,
+    v: &GpuStorage,
+    spec: &AttentionSpec,
+) -> Result<(GpuStorage, GpuStorage)> {
+    let op = "attention";
+    let device = &q.device;
+    let p = params(op, q, spec)?;
+    let rows = spec.heads() * spec.queries;
+    let out = device.alloc_output(op, rows * spec.value_dim, q.dtype)?;
+    let lse = device.alloc_output(op, rows, q.dtype)?;
+    if rows > 0 && spec.keys > 0 {
+        device.dispatch_with_inputs(
+            op,
+            Kernel::Attention,
+            &[],
+            &p,
+            &[q, k, v],
+            &[out.buffer(), lse.buffer()],
+            groups(op, q, spec, spec.queries)?,
+        )?;
+    }
+    Ok((
+        GpuStorage::new(out, q.dtype, rows * spec.value_dim, device),
+        GpuStorage::new(lse, q.dtype, rows, device),
+    ))
+}
+
+/// The compact gradients of q, k and v.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_backward(
+    q: &GpuStorage,
+    k: &GpuStorage,
+    v: &GpuStorage,
+    out: &GpuStorage,
+    lse: &GpuStorage,
+    grad: &GpuStorage,
+    spec: &AttentionSpec,
+) -> Result<(GpuStorage, GpuStorage, GpuStorage)> {
+    let op = "attention_backward";
+    let device = &q.device;
+    let p = params(op, q, spec)?;
+    let (heads, queries, keys) = (spec.heads(), spec.queries, spec.keys);
+    let dq = device.alloc_output(op, heads * queries * spec.head_dim, q.dtype)?;
+    let dk = device.alloc_output(op, heads * keys * spec.head_dim, q.dtype)?;
+    let dv = device.alloc_output(op, heads * keys * spec.value_dim, q.dtype)?;
+    if heads * queries > 0 && keys > 0 {
+        let delta = device.alloc_output(op, heads * queries, q.dtype)?;
+        device.dispatch_with_inputs(
+            op,
+            Kernel::AttentionBackwardQueries,
+            &[],
+            &p,
+            &[q, k, v, out, grad, lse],
+            &[dq.buffer(), delta.buffer()],
+            groups(op, q, spec, queries)?,
+        )?;
+        let delta = GpuStorage::new(delta, q.dtype, heads * queries, device);
+        device.dispatch_with_inputs(
+            op,
+            Kernel::AttentionBackwardKeys,
+            &[],
+            &p,
+            &[q, k, v, grad, lse, &delta],
+            &[dk.buffer(), dv.buffer()],
+            groups(op, q, spec, keys)?,
+        )?;
+    }
+    let storage = |b, n| GpuStorage::new(b, q.dtype, n, device);
+    Ok((
+        storage(dq, heads * queries * spec.head_dim),
+        storage(dk, heads * keys * spec.head_dim),
+        storage(dv, heads * keys * spec.value_dim),
+    ))
+}

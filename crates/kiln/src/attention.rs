@@ -1,0 +1,179 @@
+//! Fused scaled dot-product attention: the scores and their softmax are computed inside
+//! one kernel and never written out (`AttentionSpec`).
+
+use crate::autograd::{track, Op};
+use crate::Tensor;
+use kiln_core::{AttentionSpec, Error, MatmulOperand, Result, Shape};
+
+/// What a recorded attention needs for its gradient: the spec and the tensors it reads
+/// (the inputs broadcast to the batch, made compact where they had more than two
+/// batch dims), and each query's log-sum-exp.
+pub(crate) struct AttentionSaved {
+    pub spec: AttentionSpec,
+    pub inputs: [Tensor; 3],
+    pub lse: Tensor,
+}
+
+fn operand(t: &Tensor) -> MatmulOperand {
+    let (l, r) = (t.layout(), t.rank());
+    let mut batch = [0; 2];
+    for (slot, &s) in batch
+        .iter_mut()
+        .rev()
+        .zip(l.strides()[..r - 2].iter().rev())
+    {
+        *slot = s;
+    }
+    MatmulOperand {
+        batch,
+        row_stride: l.strides()[r - 2],
+        col_stride: l.strides()[r - 1],
+        offset: l.offset(),
+    }
+}
+
+impl Tensor {
+    /// Scaled dot-product attention of the queries `self` (`[.., L, E]`) over the keys
+    /// `k` (`[.., S, E]`) and values `v` (`[.., S, Ev]`), leading dims broadcast as in
+    /// `matmul`: `softmax(scale * q k^T) v`, `[.., L, Ev]`. With `causal`, key `j` is
+    /// hidden from query `i` when `j > i` (PyTorch's `is_causal`); hidden keys are not
+    /// read, so a NaN in them does not reach the output (as in PyTorch's fused kernels).
+    /// On a GPU it is one kernel forward and two backward, f32 rows of at most 64
+    /// features; past that, `Error::Unsupported` (compose it from `matmul` and `softmax`).
+    pub fn attention(&self, k: &Tensor, v: &Tensor, causal: bool, scale: f64) -> Result<Tensor> {
+        let op = "attention";
+        self.same_device(op, k)?;
+        self.same_device(op, v)?;
+        self.same_dtype(op, k)?;
+        self.same_dtype(op, v)?;
+        self.require_float(op)?;
+        let mismatch = |other: &Tensor| Error::ShapeMismatch {
+            op,
+            lhs: self.shape().clone(),
+            rhs: other.shape().clone(),
+        };
+        for t in [self, k, v] {
+            if t.rank() < 2 {
+                return Err(Error::InvalidShape {
+                    op,
+                    shape: t.shape().clone(),
+                    reason: "q, k and v need at least [rows, features]".into(),
+                });
+            }
+        }
+        let last2 = |t: &Tensor| (t.dims()[t.rank() - 2], t.dims()[t.rank() - 1]);
+        let ((queries, head_dim), (keys, kd), (vs, value_dim)) = (last2(self), last2(k), last2(v));
+        if kd != head_dim {
+            return Err(mismatch(k));
+        }
+        if vs != keys {
+            return Err(mismatch(v));
+        }
+        let batch_of = |t: &Tensor| Shape::from(&t.dims()[..t.rank() - 2]);
+        let batch = Shape::broadcast(op, &batch_of(self), &batch_of(k))
+            .and_then(|b| Shape::broadcast(op, &b, &batch_of(v)))
+            .map_err(|_| mismatch(v))?;
+        let full = |t: &Tensor, rows: usize, features: usize| -> Result<Tensor> {
+            let dims: Vec<usize> = batch
+                .dims()
+                .iter()
+                .copied()
+                .chain([rows, features])
+                .collect();
+            let t = t.broadcast_to(dims)?;
+            match batch.rank() > 2 {
+                // The kernels walk two batch dims.
+                true => t
+                    .contiguous()?
+                    .reshape([batch.elem_count(), rows, features]),
+                false => Ok(t),
+            }
+        };
+        let inputs = [
+            full(self, queries, head_dim)?,
+            full(k, keys, head_dim)?,
+            full(v, keys, value_dim)?,
+        ];
+        let dims = inputs[0].dims();
+        let spec = AttentionSpec {
+            batch: match dims.len() {
+                2 => [1, 1],
+                3 => [1, dims[0]],
+                _ => [dims[0], dims[1]],
+            },
+            queries,
+            keys,
+            head_dim,
+            value_dim,
+            q: operand(&inputs[0]),
+            k: operand(&inputs[1]),
+            v: operand(&inputs[2]),
+            causal,
+            scale,
+        };
+        let out_dims: Vec<usize> = batch
+            .dims()
+            .iter()
+            .copied()
+            .chain([queries, value_dim])
+            .collect();
+        if keys == 0 {
+            // Nothing to attend to: zeros, as the composed product over no keys gives
+            // (and PyTorch's), which no input changes.
+            return Tensor::zeros(out_dims, self.dtype(), &self.device());
+        }
+        let (out, lse) = crate::no_grad(|| {
+            let [q, k, v] = inputs.each_ref().map(|t| t.storage());
+            q.attention(&k, &v, &spec)
+        })?;
+        let out = Tensor::from_storage(out, out_dims);
+        let lse = Tensor::from_storage(lse, [spec.heads(), queries]);
+        let saved = AttentionSaved { spec, inputs, lse };
+        track(
+            Op::Attention {
+                q: self.clone(),
+                k: k.clone(),
+                v: v.clone(),
+                saved: Box::new(saved),
+            },
+            || Ok(out),
+        )
+    }
+
+    /// The gradients of `attention`'s q, k and v, shaped as they were given, from its
+    /// output `self` and that output's gradient.
+    pub(crate) fn attention_backward(
+        &self,
+        grad: &Tensor,
+        saved: &AttentionSaved,
+        shapes: [&Shape; 3],
+    ) -> Result<[Tensor; 3]> {
+        let s = &saved.spec;
+        let grad = grad.contiguous()?;
+        let out = self.contiguous()?;
+        let [q, k, v] = saved.inputs.each_ref().map(|t| t.storage());
+        let (dq, dk, dv) = q.attention_backward(
+            &k,
+            &v,
+            &out.storage(),
+            &saved.lse.storage(),
+            &grad.storage(),
+            s,
+        )?;
+        let batch = &grad.dims()[..grad.rank() - 2];
+        let shaped = |storage, rows: usize, features: usize| -> Result<Tensor> {
+            let dims: Vec<usize> = batch.iter().copied().chain([rows, features]).collect();
+            Ok(Tensor::from_storage(storage, dims))
+        };
+        let grads = [
+            shaped(dq, s.queries, s.head_dim)?,
+            shaped(dk, s.keys, s.head_dim)?,
+            shaped(dv, s.keys, s.value_dim)?,
+        ];
+        let mut out = Vec::with_capacity(3);
+        for (g, shape) in grads.iter().zip(shapes) {
+            out.push(crate::autograd::sum_to(g, shape)?);
+        }
+        Ok([out.remove(0), out.remove(0), out.remove(0)])
+    }
+}

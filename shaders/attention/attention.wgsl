@@ -1,0 +1,186 @@
+// Fused scaled dot-product attention (kiln-core's AttentionSpec), forward. A workgroup
+// takes ATTENTION_ROWS queries of one head, an invocation each, and walks the keys in
+// tiles of ATTENTION_TILE staged in workgroup memory. Each invocation keeps a running
+// maximum, sum and output (an online softmax), so the scores are never written out;
+// it writes its output row and the log-sum-exp of its scores, from which the backward
+// kernels recompute the softmax. Keys a causal query does not see are never read.
+// Rows of up to 4 * ATTENTION_QUADS features; math in f32.
+// kiln:constants attention
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const ATTENTION_ROWS: u32 = 64u;
+const ATTENTION_TILE: u32 = 16u;
+const ATTENTION_QUADS: u32 = 16u;
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+fn nan() -> f32 {
+    return bitcast<f32>(0x7fc00000u);
+}
+fn neg_inf() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
+fn row_blocks(rows: u32) -> u32 {
+    return (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+}
+// Keys query i sees: a causal query those up to its own position.
+fn keys_seen(i: u32) -> u32 {
+    if (params.causal != 0u) {
+        return min(i + 1u, params.keys);
+    }
+    return params.keys;
+}
+fn head_start(strides: vec4<u32>, offset: u32, head: u32) -> u32 {
+    return offset + (head / params.batch1) * strides.x + (head % params.batch1) * strides.y;
+}
+// Features 4c..4c+3 of row `row` of operand `which`, zeros past `features`.
+fn quad(which: u32, strides: vec4<u32>, start: u32, row: u32, c: u32, features: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    let at = start + row * strides.z;
+    let f = 4u * c;
+    if (f < features) { r.x = element(which, at + f * strides.w); }
+    if (f + 1u < features) { r.y = element(which, at + (f + 1u) * strides.w); }
+    if (f + 2u < features) { r.z = element(which, at + (f + 2u) * strides.w); }
+    if (f + 3u < features) { r.w = element(which, at + (f + 3u) * strides.w); }
+    return r;
+}
+// Features 4c.. of compact row `row` of output `which`, those before `features`.
+fn store_quad(which: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
+    let at = row * features + 4u * c;
+    let f = 4u * c;
+    if (f < features) { put(which, at, x.x); }
+    if (f + 1u < features) { put(which, at + 1u, x.y); }
+    if (f + 2u < features) { put(which, at + 2u, x.z); }
+    if (f + 3u < features) { put(which, at + 3u, x.w); }
+}
+// kiln:end
+
+struct Params {
+    queries: u32,
+    keys: u32,
+    head_dim: u32,
+    value_dim: u32,
+    // size of the second batch dim; head = b0 * batch1 + b1
+    batch1: u32,
+    heads: u32,
+    causal: u32,
+    scale: f32,
+    // batch0 stride, batch1 stride, row stride, feature stride, in elements
+    q_strides: vec4<u32>,
+    k_strides: vec4<u32>,
+    v_strides: vec4<u32>,
+    // q, k and v offsets, in elements
+    offsets: vec4<u32>,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+// [heads, queries, value_dim]
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+// [heads, queries]
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+
+// Operands `quad` reads, by `element`, and outputs `store_quad` writes, by `put`.
+const Q: u32 = 0u;
+const K: u32 = 1u;
+const V: u32 = 2u;
+const OUT: u32 = 0u;
+fn element(which: u32, i: u32) -> f32 {
+    switch which {
+        case Q: { return q[i]; }
+        case K: { return k[i]; }
+        default: { return v[i]; }
+    }
+}
+fn put(which: u32, i: u32, x: f32) {
+    out[i] = x;
+}
+
+var<workgroup> k_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
+var<workgroup> v_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
+
+// Keys t0.. into the tiles (past the last key: copies of it, never used).
+fn stage_keys(t0: u32, head: u32, lid: u32) {
+    let ks = head_start(params.k_strides, params.offsets.y, head);
+    let vs = head_start(params.v_strides, params.offsets.z, head);
+    for (var e = lid; e < ATTENTION_TILE * ATTENTION_QUADS; e += ATTENTION_ROWS) {
+        let jj = e / ATTENTION_QUADS;
+        let c = e % ATTENTION_QUADS;
+        let j = min(t0 + jj, params.keys - 1u);
+        k_tile[jj][c] = quad(K, params.k_strides, ks, j, c, params.head_dim);
+        v_tile[jj][c] = quad(V, params.v_strides, vs, j, c, params.value_dim);
+    }
+}
+
+@compute @workgroup_size(ATTENTION_ROWS)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let blocks = row_blocks(params.queries);
+    let group = wid.x + wid.y * groups.x;
+    // Whole workgroups leave: the barriers below stay uniform.
+    if (group >= blocks * params.heads) {
+        return;
+    }
+    let head = group / blocks;
+    let first = (group % blocks) * ATTENTION_ROWS;
+    // Lanes past the last query redo it, and write nothing.
+    let i = min(first + lid, params.queries - 1u);
+    let qs = head_start(params.q_strides, params.offsets.x, head);
+    let dq = (params.head_dim + 3u) / 4u;
+    let dv = (params.value_dim + 3u) / 4u;
+    // Constant loop bounds with a guard inside, here and below: indexed by a counter
+    // with a bound known only at run time, the arrays would leave registers.
+    var qr: array<vec4<f32>, ATTENTION_QUADS>;
+    var o: array<vec4<f32>, ATTENTION_QUADS>;
+    for (var c = 0u; c < ATTENTION_QUADS; c++) {
+        if (c < dq) {
+            qr[c] = quad(Q, params.q_strides, qs, i, c, params.head_dim) * params.scale;
+        }
+        o[c] = vec4<f32>(0.0);
+    }
+    var m = neg_inf();
+    var l = 0.0;
+    let seen = keys_seen(i);
+    // The block's last query sees the most keys.
+    let end = keys_seen(min(first + ATTENTION_ROWS, params.queries) - 1u);
+    for (var t0 = 0u; t0 < end; t0 += ATTENTION_TILE) {
+        workgroupBarrier();
+        stage_keys(t0, head, lid);
+        workgroupBarrier();
+        let n = min(ATTENTION_TILE, seen - min(seen, t0));
+        for (var jj = 0u; jj < n; jj++) {
+            var dot = vec4<f32>(0.0);
+            for (var c = 0u; c < ATTENTION_QUADS; c++) {
+                if (c < dq) {
+                    dot += qr[c] * k_tile[jj][c];
+                }
+            }
+            let s = dot.x + dot.y + dot.z + dot.w;
+            let next = select(max(m, s), nan(), is_nan(m) || is_nan(s));
+            let rescale = exp(m - next);
+            let p = exp(s - next);
+            l = l * rescale + p;
+            for (var c = 0u; c < ATTENTION_QUADS; c++) {
+                if (c < dv) {
+                    o[c] = o[c] * rescale + p * v_tile[jj][c];
+                }
+            }
+            m = next;
+        }
+    }
+    if (first + lid < params.queries) {
+        let row = head * params.queries + i;
+        for (var c = 0u; c < ATTENTION_QUADS; c++) {
+            if (c < dv) {
+                store_quad(OUT, row, c, params.value_dim, o[c] / l);
+            }
+        }
+        lse[row] = m + log(l);
+    }
+}

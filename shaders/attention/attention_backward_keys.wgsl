@@ -1,0 +1,219 @@
+// The gradient of fused attention (attention.wgsl) for its keys and values. A
+// workgroup takes ATTENTION_ROWS keys of one head, an invocation each, and walks the
+// queries that see them in tiles of ATTENTION_TILE staged in workgroup memory,
+// recomputing each softmax weight p from the forward's log-sum-exp:
+// dv_j = sum_i p_ij g_i and dk_j = scale * sum_i p_ij (g_i . v_j - delta_i) q_i, with
+// delta from the queries' kernel (attention_backward_queries.wgsl). Math in f32.
+// kiln:constants attention
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const ATTENTION_ROWS: u32 = 64u;
+const ATTENTION_TILE: u32 = 16u;
+const ATTENTION_QUADS: u32 = 16u;
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+fn nan() -> f32 {
+    return bitcast<f32>(0x7fc00000u);
+}
+fn neg_inf() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
+fn row_blocks(rows: u32) -> u32 {
+    return (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+}
+// Keys query i sees: a causal query those up to its own position.
+fn keys_seen(i: u32) -> u32 {
+    if (params.causal != 0u) {
+        return min(i + 1u, params.keys);
+    }
+    return params.keys;
+}
+fn head_start(strides: vec4<u32>, offset: u32, head: u32) -> u32 {
+    return offset + (head / params.batch1) * strides.x + (head % params.batch1) * strides.y;
+}
+// Features 4c..4c+3 of row `row` of operand `which`, zeros past `features`.
+fn quad(which: u32, strides: vec4<u32>, start: u32, row: u32, c: u32, features: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    let at = start + row * strides.z;
+    let f = 4u * c;
+    if (f < features) { r.x = element(which, at + f * strides.w); }
+    if (f + 1u < features) { r.y = element(which, at + (f + 1u) * strides.w); }
+    if (f + 2u < features) { r.z = element(which, at + (f + 2u) * strides.w); }
+    if (f + 3u < features) { r.w = element(which, at + (f + 3u) * strides.w); }
+    return r;
+}
+// Features 4c.. of compact row `row` of output `which`, those before `features`.
+fn store_quad(which: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
+    let at = row * features + 4u * c;
+    let f = 4u * c;
+    if (f < features) { put(which, at, x.x); }
+    if (f + 1u < features) { put(which, at + 1u, x.y); }
+    if (f + 2u < features) { put(which, at + 2u, x.z); }
+    if (f + 3u < features) { put(which, at + 3u, x.w); }
+}
+// kiln:end
+
+struct Params {
+    queries: u32,
+    keys: u32,
+    head_dim: u32,
+    value_dim: u32,
+    // size of the second batch dim; head = b0 * batch1 + b1
+    batch1: u32,
+    heads: u32,
+    causal: u32,
+    scale: f32,
+    // batch0 stride, batch1 stride, row stride, feature stride, in elements
+    q_strides: vec4<u32>,
+    k_strides: vec4<u32>,
+    v_strides: vec4<u32>,
+    // q, k and v offsets, in elements
+    offsets: vec4<u32>,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+// [heads, queries, value_dim], compact: the output's gradient
+@group(0) @binding(4) var<storage, read> grad: array<f32>;
+// [heads, queries] each
+@group(0) @binding(5) var<storage, read> lse: array<f32>;
+@group(0) @binding(6) var<storage, read> delta: array<f32>;
+// [heads, keys, head_dim] and [heads, keys, value_dim]
+@group(0) @binding(7) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dv: array<f32>;
+
+// Operands `quad` reads, by `element`, and outputs `store_quad` writes, by `put`.
+const Q: u32 = 0u;
+const K: u32 = 1u;
+const V: u32 = 2u;
+const GRAD: u32 = 3u;
+const DK: u32 = 0u;
+const DV: u32 = 1u;
+fn element(which: u32, i: u32) -> f32 {
+    switch which {
+        case Q: { return q[i]; }
+        case K: { return k[i]; }
+        case V: { return v[i]; }
+        default: { return grad[i]; }
+    }
+}
+fn put(which: u32, i: u32, x: f32) {
+    if (which == DK) {
+        dk[i] = x;
+    } else {
+        dv[i] = x;
+    }
+}
+
+// The queries' rows, scaled, and their gradients'; their log-sum-exp and delta.
+var<workgroup> q_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
+var<workgroup> g_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
+var<workgroup> lse_tile: array<f32, ATTENTION_TILE>;
+var<workgroup> delta_tile: array<f32, ATTENTION_TILE>;
+
+// Queries t0.. into the tiles (past the last query: copies of it, never used).
+fn stage_queries(t0: u32, head: u32, lid: u32) {
+    let qs = head_start(params.q_strides, params.offsets.x, head);
+    let compact = vec4<u32>(0u, 0u, params.value_dim, 1u);
+    for (var e = lid; e < ATTENTION_TILE * ATTENTION_QUADS; e += ATTENTION_ROWS) {
+        let ii = e / ATTENTION_QUADS;
+        let c = e % ATTENTION_QUADS;
+        let i = min(t0 + ii, params.queries - 1u);
+        q_tile[ii][c] = quad(Q, params.q_strides, qs, i, c, params.head_dim) * params.scale;
+        g_tile[ii][c] = quad(GRAD, compact, 0u, head * params.queries + i, c, params.value_dim);
+    }
+    if (lid < ATTENTION_TILE) {
+        let row = head * params.queries + min(t0 + lid, params.queries - 1u);
+        lse_tile[lid] = lse[row];
+        delta_tile[lid] = delta[row];
+    }
+}
+
+@compute @workgroup_size(ATTENTION_ROWS)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let blocks = row_blocks(params.keys);
+    let group = wid.x + wid.y * groups.x;
+    // Whole workgroups leave: the barriers below stay uniform.
+    if (group >= blocks * params.heads) {
+        return;
+    }
+    let head = group / blocks;
+    let first = (group % blocks) * ATTENTION_ROWS;
+    // Lanes past the last key redo it, and write nothing.
+    let j = min(first + lid, params.keys - 1u);
+    let ks = head_start(params.k_strides, params.offsets.y, head);
+    let vs = head_start(params.v_strides, params.offsets.z, head);
+    let dq_quads = (params.head_dim + 3u) / 4u;
+    let dv_quads = (params.value_dim + 3u) / 4u;
+    // Constant loop bounds with a guard inside, as in attention.wgsl.
+    var kr: array<vec4<f32>, ATTENTION_QUADS>;
+    var vr: array<vec4<f32>, ATTENTION_QUADS>;
+    var dk_acc: array<vec4<f32>, ATTENTION_QUADS>;
+    var dv_acc: array<vec4<f32>, ATTENTION_QUADS>;
+    for (var c = 0u; c < ATTENTION_QUADS; c++) {
+        if (c < dq_quads) {
+            kr[c] = quad(K, params.k_strides, ks, j, c, params.head_dim);
+        }
+        if (c < dv_quads) {
+            vr[c] = quad(V, params.v_strides, vs, j, c, params.value_dim);
+        }
+        dk_acc[c] = vec4<f32>(0.0);
+        dv_acc[c] = vec4<f32>(0.0);
+    }
+    // A causal key is seen by the queries from its own on: the tiles before the
+    // block's first key hold none that see any of its keys.
+    var start = 0u;
+    if (params.causal != 0u) {
+        start = first - first % ATTENTION_TILE;
+    }
+    for (var t0 = start; t0 < params.queries; t0 += ATTENTION_TILE) {
+        workgroupBarrier();
+        stage_queries(t0, head, lid);
+        workgroupBarrier();
+        let n = min(ATTENTION_TILE, params.queries - t0);
+        for (var ii = 0u; ii < n; ii++) {
+            if (params.causal != 0u && t0 + ii < j) {
+                continue;
+            }
+            var s4 = vec4<f32>(0.0);
+            var dp4 = vec4<f32>(0.0);
+            for (var c = 0u; c < ATTENTION_QUADS; c++) {
+                if (c < dq_quads) {
+                    s4 += q_tile[ii][c] * kr[c];
+                }
+                if (c < dv_quads) {
+                    dp4 += g_tile[ii][c] * vr[c];
+                }
+            }
+            let p = exp(s4.x + s4.y + s4.z + s4.w - lse_tile[ii]);
+            let ds = p * (dp4.x + dp4.y + dp4.z + dp4.w - delta_tile[ii]);
+            for (var c = 0u; c < ATTENTION_QUADS; c++) {
+                if (c < dq_quads) {
+                    dk_acc[c] += ds * q_tile[ii][c];
+                }
+                if (c < dv_quads) {
+                    dv_acc[c] += p * g_tile[ii][c];
+                }
+            }
+        }
+    }
+    if (first + lid < params.keys) {
+        let row = head * params.keys + j;
+        for (var c = 0u; c < ATTENTION_QUADS; c++) {
+            if (c < dq_quads) {
+                store_quad(DK, row, c, params.head_dim, dk_acc[c]);
+            }
+            if (c < dv_quads) {
+                store_quad(DV, row, c, params.value_dim, dv_acc[c]);
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Fused attention (`Tensor::attention`): the CPU's against the matmul and softmax it
+//! fuses (PyTorch's definition), and the GPU kernels against the CPU, forward and
+//! backward, on shapes that cross the kernels' blocks of rows and tiles, strided and
+//! broadcast inputs, causal or not. Small cases also run through `gradcheck` and the
+//! GPU gradient comparison of `tests/gradients.rs`.
+
+mod common;
+
+use common::*;
+use kiln::{DType, Device, Error, Tensor};
+
+/// `softmax(scale q k^T) v`, the hidden scores at minus infinity, from the ops the
+/// fused kernel replaces.
+fn composed(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, scale: f64) -> kiln::Result<Tensor> {
+    let mut scores = q.matmul(&k.transpose(-1, -2)?)?.mul_scalar(scale)?;
+    if causal {
+        let (l, s) = (q.dims()[q.rank() - 2], k.dims()[k.rank() - 2]);
+        let later = Tensor::ones([l, s], DType::F32, &q.device())?.triu(1)?;
+        scores = scores.masked_fill(&later, f64::NEG_INFINITY)?;
+    }
+    scores.softmax(-1)?.matmul(v)
+}
+
+/// The gradients of `sum(attention(q, k, v) * r)` for q, k and v, end to end in one
+/// tensor; `fused` picks the kernel or the composed ops.
+fn gradients(t: &[Tensor], causal: bool, scale: f64, fused: bool) -> kiln::Result<Tensor> {
+    let vars: Vec<Tensor> = t[..3]
+        .iter()
+        .map(|x| x.detach().into_var())
+        .collect::<kiln::Result<_>>()?;
+    let out = match fused {
+        true => vars[0].attention(&vars[1], &vars[2], causal, scale)?,
+        false => composed(&vars[0], &vars[1], &vars[2], causal, scale)?,
+    };
+    let grads = out.mul(&t[3])?.sum_all()?.backward()?;
+    let flat: Vec<Tensor> = vars
+        .iter()
+        .map(|x| grads.get(x).expect("a gradient").flatten_all())
+        .collect::<kiln::Result<_>>()?;
+    Tensor::cat(&flat, 0)
+}
+
+/// (batch, queries, keys, head features, value features): more queries than a
+/// workgroup's 64 and keys past several 16-key tiles, neither a multiple; heads of
+/// the most features the GPU kernels keep (64) and of one; more keys than queries;
+/// three batch dims (made compact for the kernels' two).
+const SHAPES: &[(&[usize], usize, usize, usize, usize)] = &[
+    (&[2, 3], 5, 7, 6, 5),
+    (&[3], 70, 37, 8, 8),
+    (&[2], 130, 130, 64, 64),
+    (&[1], 17, 3, 1, 1),
+    (&[4], 9, 45, 13, 33),
+    (&[2, 2, 2], 6, 11, 4, 3),
+    (&[], 66, 20, 32, 16),
+];
+
+fn inputs(batch: &[usize], l: usize, s: usize, e: usize, ev: usize) -> [Tensor; 4] {
+    let mut rng = rng();
+    let with = |rows: usize, features: usize| -> Vec<usize> {
+        batch.iter().copied().chain([rows, features]).collect()
+    };
+    // Values up to 2 in q and k: scores up to a few units, softmaxes far from uniform.
+    [
+        uniform(&with(l, e), -2.0, 2.0, &mut rng),
+        uniform(&with(s, e), -2.0, 2.0, &mut rng),
+        rand(&with(s, ev), &mut rng),
+        rand(&with(l, ev), &mut rng),
+    ]
+}
+
+#[test]
+fn cpu_attention_is_the_composed_softmax() {
+    for &(batch, l, s, e, ev) in SHAPES {
+        let t = inputs(batch, l, s, e, ev);
+        for causal in [false, true] {
+            let scale = 1.0 / (e as f64).sqrt();
+            let label = format!("{batch:?} {l}x{s} e {e} ev {ev} causal {causal}");
+            let fused = t[0].attention(&t[1], &t[2], causal, scale).unwrap();
+            let want = composed(&t[0], &t[1], &t[2], causal, scale).unwrap();
+            assert_close(&format!("attention {label}"), &fused, &want, F32_MATH);
+            let fused = gradients(&t, causal, scale, true).unwrap();
+            let want = gradients(&t, causal, scale, false).unwrap();
+            assert_close(&format!("gradients {label}"), &fused, &want, F32_MATH);
+        }
+    }
+}
+
+#[test]
+fn gpu_attention_matches_cpu() {
+    for &(batch, l, s, e, ev) in SHAPES {
+        let t = inputs(batch, l, s, e, ev);
+        for causal in [false, true] {
+            let scale = 1.0 / (e as f64).sqrt();
+            let label = format!("{batch:?} {l}x{s} e {e} ev {ev} causal {causal}");
+            parity(&format!("attention {label}"), &t[..3], F32_MATH, |t| {
+                t[0].attention(&t[1], &t[2], causal, scale)
+            });
+            parity(&format!("gradients {label}"), &t, F32_MATH, |t| {
+                gradients(t, causal, scale, true)
+            });
+        }
+    }
+}
+
+/// Inputs read through their strides where the kernels read them: a transformer's
+/// queries, keys and values are head-split views of one projection (`[b, l, 3, h, d]`
+/// permuted to `[b, h, l, d]`), and keys and values may be broadcast over the heads.
+#[test]
+fn gpu_attention_reads_views_in_place() {
+    let mut rng = rng();
+    let (b, l, h, d) = (2, 19, 3, 8);
+    let qkv = rand(&[b, l, 3 * h * d], &mut rng);
+    let r = rand(&[b, h, l, d], &mut rng);
+    let split = |t: &Tensor, i: usize| -> kiln::Result<Tensor> {
+        t.reshape([b, l, 3, h, d])?
+            .narrow(2, i, 1)?
+            .squeeze(2)?
+            .permute(&[0, 2, 1, 3])
+    };
+    for causal in [false, true] {
+        parity(
+            &format!("attention of head-split views, causal {causal}"),
+            &[qkv.clone(), r.clone()],
+            F32_MATH,
+            |t| {
+                let (q, k, v) = (split(&t[0], 0)?, split(&t[0], 1)?, split(&t[0], 2)?);
+                assert!(!q.is_contiguous());
+                gradients(&[q, k, v, t[1].clone()], causal, 0.35, true)
+            },
+        );
+    }
+    // Keys and values shared by the heads (stride 0), a sliced query.
+    let q = sliced(&[4, 12, 5], &mut rng);
+    let (k, v) = (rand(&[9, 5], &mut rng), transposed(&[9, 7], &mut rng));
+    let r = rand(&[4, 12, 7], &mut rng);
+    parity(
+        "attention of broadcast keys",
+        &[q, k, v, r],
+        F32_MATH,
+        |t| gradients(t, true, 0.4, true),
+    );
+}
+
+/// A NaN in a query, or in a key a query sees, makes that query's output NaN, as in the
+/// composed softmax; a NaN in a value it sees, that feature of it; a key or value a
+/// causal query does not see is not read.
+#[test]
+fn nan_reaches_the_queries_that_see_it() {
+    let cpu = Device::cpu();
+    let devices: Vec<Device> = std::iter::once(cpu).chain(gpu()).collect();
+    let mut rng = rng();
+    let (l, s, e) = (5, 5, 4);
+    let base = [
+        rand(&[l, e], &mut rng),
+        rand(&[s, e], &mut rng),
+        rand(&[s, e], &mut rng),
+    ];
+    for (which, row) in [(0, 2), (1, 3), (2, 3)] {
+        let mut values = base[which].to_vec::<f32>().unwrap();
+        values[row * e + 1] = f32::NAN;
+        let mut t = base.clone();
+        t[which] = Tensor::from_vec(values, [base[which].dims()[0], e], &Device::cpu()).unwrap();
+        for device in &devices {
+            let [q, k, v] = t.each_ref().map(|x| x.to_device(device).unwrap());
+            let out = q
+                .attention(&k, &v, true, 0.5)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            for i in 0..l {
+                // A query's row is NaN when the NaN is in it, or in a key or value it sees.
+                let sees = match which {
+                    0 => i == row,
+                    _ => i >= row,
+                };
+                let nan = out[i * e..(i + 1) * e]
+                    .iter()
+                    .filter(|x| x.is_nan())
+                    .count();
+                let want = match (sees, which) {
+                    (false, _) => 0,
+                    (true, 2) => 1,
+                    (true, _) => e,
+                };
+                assert_eq!(
+                    nan, want,
+                    "{device:?}: NaN in input {which} row {row}, query {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let cpu = Device::cpu();
+    let t = |dims: &[usize]| Tensor::zeros(dims.to_vec(), DType::F32, &cpu).unwrap();
+    let cases = [
+        ("features differ", t(&[3, 4]), t(&[5, 3]), t(&[5, 2])),
+        ("keys and values differ", t(&[3, 4]), t(&[5, 4]), t(&[6, 2])),
+        (
+            "batches differ",
+            t(&[2, 3, 4]),
+            t(&[3, 5, 4]),
+            t(&[3, 5, 2]),
+        ),
+        ("a vector", t(&[4]), t(&[5, 4]), t(&[5, 2])),
+    ];
+    for (what, q, k, v) in cases {
+        assert!(q.attention(&k, &v, false, 1.0).is_err(), "{what}");
+    }
+    let ints = Tensor::zeros([3, 4], DType::I32, &cpu).unwrap();
+    assert!(matches!(
+        ints.attention(&ints, &ints, false, 1.0),
+        Err(Error::UnsupportedDType { .. })
+    ));
+    // No keys: zeros, as the composed product over none.
+    let out = t(&[3, 4])
+        .attention(&t(&[0, 4]), &t(&[0, 2]), false, 1.0)
+        .unwrap();
+    assert_eq!(out.dims(), [3, 2]);
+    assert!(out.to_vec::<f32>().unwrap().iter().all(|&x| x == 0.0));
+    if let Some(gpu) = gpu() {
+        // Past the features the kernels keep in registers: refused, not cut short.
+        let wide = Tensor::zeros([3, 65], DType::F32, &gpu).unwrap();
+        assert!(matches!(
+            wide.attention(&wide, &wide, false, 1.0),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+}
