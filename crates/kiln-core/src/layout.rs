@@ -156,43 +156,50 @@ impl Layout {
 
     /// A view with a new shape of the same element count, when the strides allow one
     /// without a copy; `None` means the caller must make the data contiguous first.
+    /// The dims fall into runs that step through memory as one (each dim's stride is
+    /// the next one's times its size); a new dim may split a run or merge several dims
+    /// of one run, never span two. So a narrowed row splits into heads without a copy,
+    /// and a transposed matrix cannot be flattened.
     pub fn reshape(&self, shape: &Shape) -> Option<Layout> {
-        if self.is_contiguous() {
-            return Some(Layout {
-                shape: shape.clone(),
-                strides: shape.contiguous_strides(),
-                offset: self.offset,
-            });
-        }
-        // Size-1 dims can be added or removed freely; anything else needs a copy.
-        let kept: Vec<(usize, usize)> = self
-            .dims()
-            .iter()
-            .zip(&self.strides)
-            .filter(|(&d, _)| d != 1)
-            .map(|(&d, &s)| (d, s))
-            .collect();
-        let target: Vec<usize> = shape.dims().iter().copied().filter(|&d| d != 1).collect();
-        if kept.iter().map(|k| k.0).ne(target.iter().copied()) {
-            return None;
-        }
-        let mut it = kept.iter();
-        let strides = shape
-            .dims()
-            .iter()
-            .map(|&d| {
-                if d == 1 {
-                    0
-                } else {
-                    it.next().map_or(0, |k| k.1)
-                }
-            })
-            .collect();
-        Some(Layout {
+        let (old, new) = (self.dims(), shape.dims());
+        let view = |strides: Vec<usize>| Layout {
             shape: shape.clone(),
             strides,
             offset: self.offset,
-        })
+        };
+        if self.is_contiguous() || self.elem_count() == 0 {
+            return Some(view(shape.contiguous_strides()));
+        }
+        // Size-1 dims take no part in the runs; a new one gets any stride.
+        let kept: Vec<usize> = (0..old.len()).filter(|&d| old[d] != 1).collect();
+        let mut strides = vec![0; new.len()];
+        // Walk both shapes from the innermost dim: each run of old dims is matched by
+        // new dims of the same element count.
+        let mut next_new = new.len();
+        let mut i = kept.len();
+        while i > 0 {
+            let base = self.strides[kept[i - 1]];
+            let mut run = 1;
+            loop {
+                i -= 1;
+                run *= old[kept[i]];
+                let outer = i.checked_sub(1).map(|j| kept[j]);
+                if outer.is_none_or(|o| self.strides[o] != run * base) {
+                    break;
+                }
+            }
+            let mut matched = 1;
+            while next_new > 0 && (matched < run || new[next_new - 1] == 1) {
+                next_new -= 1;
+                strides[next_new] = matched * base;
+                matched *= new[next_new];
+            }
+            if matched != run {
+                return None;
+            }
+        }
+        // What is left of the new shape is size-1 dims.
+        Some(view(strides))
     }
 
     pub fn unsqueeze(&self, dim: usize) -> Layout {
@@ -307,13 +314,41 @@ mod tests {
     }
 
     #[test]
-    fn reshape_needs_contiguity() {
+    fn reshape_views_where_the_strides_allow() {
+        let same = |a: &Layout, b: &Layout| {
+            assert_eq!(
+                a.offsets().collect::<Vec<_>>(),
+                b.offsets().collect::<Vec<_>>()
+            );
+        };
+        // A transposed matrix: size-1 dims come and go, flattening needs a copy.
         let t = Layout::contiguous([2, 3]).transpose(0, 1);
         assert!(t.reshape(&Shape::new([6])).is_none());
-        let u = t.reshape(&Shape::new([3, 1, 2])).unwrap();
-        assert_eq!(
-            u.offsets().collect::<Vec<_>>(),
-            t.offsets().collect::<Vec<_>>()
-        );
+        same(&t.reshape(&Shape::new([3, 1, 2])).unwrap(), &t);
+        // A third of each row ([b, l, 3e] narrowed to e): split into heads, merged back;
+        // the batch and rows merge (one run: 60 = 5 * 12), rows and columns cannot.
+        let q = Layout::contiguous([2, 5, 12]).narrow(2, 4, 4);
+        let heads = q.reshape(&Shape::new([2, 5, 2, 2])).unwrap();
+        assert_eq!(heads.strides(), [60, 12, 2, 1]);
+        same(&heads, &q);
+        same(&heads.reshape(&Shape::new([2, 5, 4])).unwrap(), &q);
+        same(&q.reshape(&Shape::new([10, 4])).unwrap(), &q);
+        assert!(q.reshape(&Shape::new([2, 20])).is_none());
+        // Merging rows of a column slice: dims 0 and 1 of [4, 3, 6][.., .., 0..2] form
+        // one run (stride 18 = 3 * 6), so [12, 2] is a view; [4, 6] is not.
+        let c = Layout::contiguous([4, 3, 6]).narrow(2, 0, 2);
+        same(&c.reshape(&Shape::new([12, 2])).unwrap(), &c);
+        same(&c.reshape(&Shape::new([2, 2, 3, 1, 2])).unwrap(), &c);
+        assert!(c.reshape(&Shape::new([4, 6])).is_none());
+        // Broadcast (stride 0) dims split too; empty and scalar shapes.
+        let b = Layout::contiguous([3])
+            .broadcast_to("test", &Shape::new([4, 3]))
+            .unwrap();
+        same(&b.reshape(&Shape::new([2, 2, 3])).unwrap(), &b);
+        assert!(b.reshape(&Shape::new([12])).is_none());
+        let e = Layout::contiguous([0, 3]).transpose(0, 1);
+        assert_eq!(e.reshape(&Shape::new([0])).unwrap().elem_count(), 0);
+        let one = Layout::contiguous([1, 1]).transpose(0, 1);
+        same(&one.reshape(&Shape::new([])).unwrap(), &one);
     }
 }
