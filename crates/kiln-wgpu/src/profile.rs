@@ -15,7 +15,8 @@ pub struct KernelProfile {
     /// `Kernel::label` and the dtypes, e.g. `elementwise/binary.wgsl:main_vec4 [F32]`.
     pub name: String,
     pub launches: u64,
-    /// Bytes of the buffers bound read-only, summed over launches.
+    /// Bytes of the buffers bound read-only (each buffer once a launch), summed over
+    /// launches.
     pub bytes_read: u64,
     /// Bytes of the buffers bound read-write (outputs), summed over launches.
     pub bytes_written: u64,
@@ -128,17 +129,24 @@ impl GpuDevice {
             .iter()
             .enumerate()
             .flat_map(|(g, group)| group.resources.iter().map(move |(b, r)| (g, *b, r)));
+        // A buffer several read bindings view (attention's q, k and v, thirds of one
+        // projection) is counted once, at its largest binding.
+        let mut reads: Vec<(&wgpu::Buffer, u64)> = Vec::new();
         for (group, binding, resource) in resources {
-            let bytes = match resource {
-                wgpu::BindingResource::Buffer(b) => b.size.map_or(b.buffer.size(), |s| s.get()),
-                _ => 0,
+            let wgpu::BindingResource::Buffer(b) = resource else {
+                continue;
             };
+            let bytes = b.size.map_or(b.buffer.size(), |s| s.get());
             if group == 0 && written.contains(&binding) {
                 write += bytes;
             } else {
-                read += bytes;
+                match reads.iter_mut().find(|(buffer, _)| *buffer == b.buffer) {
+                    Some((_, most)) => *most = (*most).max(bytes),
+                    None => reads.push((b.buffer, bytes)),
+                }
             }
         }
+        read += reads.iter().map(|(_, bytes)| bytes).sum::<u64>();
         let entry = recorder
             .kernels
             .entry(name.clone())
