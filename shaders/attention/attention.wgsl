@@ -45,14 +45,18 @@ fn quad(which: u32, strides: vec4<u32>, start: u32, row: u32, c: u32, features: 
     if (f + 3u < features) { r.w = element(which, at + (f + 3u) * strides.w); }
     return r;
 }
-// Features 4c.. of compact row `row` of output `which`, those before `features`.
-fn store_quad(which: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
-    let at = row * features + 4u * c;
+// Strides of a compact [heads, rows, features] tensor.
+fn compact_strides(rows: u32, features: u32) -> vec4<u32> {
+    return vec4<u32>(params.batch1 * rows * features, rows * features, features, 1u);
+}
+// Features 4c.. of row `row` of head `head` of output `which`, those before `features`.
+fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
+    let at = head_start(strides, 0u, head) + row * strides.z;
     let f = 4u * c;
-    if (f < features) { put(which, at, x.x); }
-    if (f + 1u < features) { put(which, at + 1u, x.y); }
-    if (f + 2u < features) { put(which, at + 2u, x.z); }
-    if (f + 3u < features) { put(which, at + 3u, x.w); }
+    if (f < features) { put(which, at + f * strides.w, x.x); }
+    if (f + 1u < features) { put(which, at + (f + 1u) * strides.w, x.y); }
+    if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
+    if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
 }
 // kiln:end
 
@@ -70,8 +74,13 @@ struct Params {
     q_strides: vec4<u32>,
     k_strides: vec4<u32>,
     v_strides: vec4<u32>,
-    // q, k and v offsets, in elements
+    // q, k, v and the output's gradient's offsets, in elements
     offsets: vec4<u32>,
+    // Backward: strides of the output's gradient, and of the gradients of q, k and v
+    grad_strides: vec4<u32>,
+    dq_strides: vec4<u32>,
+    dk_strides: vec4<u32>,
+    dv_strides: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -175,12 +184,12 @@ fn main(
         }
     }
     if (first + lid < params.queries) {
-        let row = head * params.queries + i;
+        let compact = compact_strides(params.queries, params.value_dim);
         for (var c = 0u; c < ATTENTION_QUADS; c++) {
             if (c < dv) {
-                store_quad(OUT, row, c, params.value_dim, o[c] / l);
+                store_quad(OUT, compact, head, i, c, params.value_dim, o[c] / l);
             }
         }
-        lse[row] = m + log(l);
+        lse[head * params.queries + i] = m + log(l);
     }
 }

@@ -44,14 +44,18 @@ fn quad(which: u32, strides: vec4<u32>, start: u32, row: u32, c: u32, features: 
     if (f + 3u < features) { r.w = element(which, at + (f + 3u) * strides.w); }
     return r;
 }
-// Features 4c.. of compact row `row` of output `which`, those before `features`.
-fn store_quad(which: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
-    let at = row * features + 4u * c;
+// Strides of a compact [heads, rows, features] tensor.
+fn compact_strides(rows: u32, features: u32) -> vec4<u32> {
+    return vec4<u32>(params.batch1 * rows * features, rows * features, features, 1u);
+}
+// Features 4c.. of row `row` of head `head` of output `which`, those before `features`.
+fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
+    let at = head_start(strides, 0u, head) + row * strides.z;
     let f = 4u * c;
-    if (f < features) { put(which, at, x.x); }
-    if (f + 1u < features) { put(which, at + 1u, x.y); }
-    if (f + 2u < features) { put(which, at + 2u, x.z); }
-    if (f + 3u < features) { put(which, at + 3u, x.w); }
+    if (f < features) { put(which, at + f * strides.w, x.x); }
+    if (f + 1u < features) { put(which, at + (f + 1u) * strides.w, x.y); }
+    if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
+    if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
 }
 // kiln:end
 
@@ -69,20 +73,26 @@ struct Params {
     q_strides: vec4<u32>,
     k_strides: vec4<u32>,
     v_strides: vec4<u32>,
-    // q, k and v offsets, in elements
+    // q, k, v and the output's gradient's offsets, in elements
     offsets: vec4<u32>,
+    // Backward: strides of the output's gradient, and of the gradients of q, k and v
+    grad_strides: vec4<u32>,
+    dq_strides: vec4<u32>,
+    dk_strides: vec4<u32>,
+    dv_strides: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
-// [heads, queries, value_dim], compact: the output's gradient
+// [heads, queries, value_dim] at params.grad_strides: the output's gradient
 @group(0) @binding(4) var<storage, read> grad: array<f32>;
 // [heads, queries] each
 @group(0) @binding(5) var<storage, read> lse: array<f32>;
 @group(0) @binding(6) var<storage, read> delta: array<f32>;
-// [heads, keys, head_dim] and [heads, keys, value_dim]
+// [heads, keys, head_dim] at params.dk_strides, [heads, keys, value_dim] at
+// params.dv_strides
 @group(0) @binding(7) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dv: array<f32>;
 
@@ -118,13 +128,13 @@ var<workgroup> delta_tile: array<f32, ATTENTION_TILE>;
 // Queries t0.. into the tiles (past the last query: copies of it, never used).
 fn stage_queries(t0: u32, head: u32, lid: u32) {
     let qs = head_start(params.q_strides, params.offsets.x, head);
-    let compact = vec4<u32>(0u, 0u, params.value_dim, 1u);
+    let gs = head_start(params.grad_strides, params.offsets.w, head);
     for (var e = lid; e < ATTENTION_TILE * ATTENTION_QUADS; e += ATTENTION_ROWS) {
         let ii = e / ATTENTION_QUADS;
         let c = e % ATTENTION_QUADS;
         let i = min(t0 + ii, params.queries - 1u);
         q_tile[ii][c] = quad(Q, params.q_strides, qs, i, c, params.head_dim) * params.scale;
-        g_tile[ii][c] = quad(GRAD, compact, 0u, head * params.queries + i, c, params.value_dim);
+        g_tile[ii][c] = quad(GRAD, params.grad_strides, gs, i, c, params.value_dim);
     }
     if (lid < ATTENTION_TILE) {
         let row = head * params.queries + min(t0 + lid, params.queries - 1u);
@@ -206,13 +216,12 @@ fn main(
         }
     }
     if (first + lid < params.keys) {
-        let row = head * params.keys + j;
         for (var c = 0u; c < ATTENTION_QUADS; c++) {
             if (c < dq_quads) {
-                store_quad(DK, row, c, params.head_dim, dk_acc[c]);
+                store_quad(DK, params.dk_strides, head, j, c, params.head_dim, dk_acc[c]);
             }
             if (c < dv_quads) {
-                store_quad(DV, row, c, params.value_dim, dv_acc[c]);
+                store_quad(DV, params.dv_strides, head, j, c, params.value_dim, dv_acc[c]);
             }
         }
     }

@@ -44,14 +44,18 @@ fn quad(which: u32, strides: vec4<u32>, start: u32, row: u32, c: u32, features: 
     if (f + 3u < features) { r.w = element(which, at + (f + 3u) * strides.w); }
     return r;
 }
-// Features 4c.. of compact row `row` of output `which`, those before `features`.
-fn store_quad(which: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
-    let at = row * features + 4u * c;
+// Strides of a compact [heads, rows, features] tensor.
+fn compact_strides(rows: u32, features: u32) -> vec4<u32> {
+    return vec4<u32>(params.batch1 * rows * features, rows * features, features, 1u);
+}
+// Features 4c.. of row `row` of head `head` of output `which`, those before `features`.
+fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
+    let at = head_start(strides, 0u, head) + row * strides.z;
     let f = 4u * c;
-    if (f < features) { put(which, at, x.x); }
-    if (f + 1u < features) { put(which, at + 1u, x.y); }
-    if (f + 2u < features) { put(which, at + 2u, x.z); }
-    if (f + 3u < features) { put(which, at + 3u, x.w); }
+    if (f < features) { put(which, at + f * strides.w, x.x); }
+    if (f + 1u < features) { put(which, at + (f + 1u) * strides.w, x.y); }
+    if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
+    if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
 }
 // kiln:end
 
@@ -69,20 +73,26 @@ struct Params {
     q_strides: vec4<u32>,
     k_strides: vec4<u32>,
     v_strides: vec4<u32>,
-    // q, k and v offsets, in elements
+    // q, k, v and the output's gradient's offsets, in elements
     offsets: vec4<u32>,
+    // Backward: strides of the output's gradient, and of the gradients of q, k and v
+    grad_strides: vec4<u32>,
+    dq_strides: vec4<u32>,
+    dk_strides: vec4<u32>,
+    dv_strides: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
-// [heads, queries, value_dim], compact: the forward's output and its gradient
+// [heads, queries, value_dim]: the forward's output (compact), and its gradient (at
+// params.grad_strides)
 @group(0) @binding(4) var<storage, read> out: array<f32>;
 @group(0) @binding(5) var<storage, read> grad: array<f32>;
 // [heads, queries]
 @group(0) @binding(6) var<storage, read> lse: array<f32>;
-// [heads, queries, head_dim]
+// [heads, queries, head_dim] at params.dq_strides
 @group(0) @binding(7) var<storage, read_write> dq: array<f32>;
 // [heads, queries]
 @group(0) @binding(8) var<storage, read_write> delta: array<f32>;
@@ -143,7 +153,8 @@ fn main(
     let qs = head_start(params.q_strides, params.offsets.x, head);
     let dq_quads = (params.head_dim + 3u) / 4u;
     let dv_quads = (params.value_dim + 3u) / 4u;
-    let compact = vec4<u32>(0u, 0u, params.value_dim, 1u);
+    let compact = compact_strides(params.queries, params.value_dim);
+    let gs = head_start(params.grad_strides, params.offsets.w, head);
     // Constant loop bounds with a guard inside, as in attention.wgsl.
     var qr: array<vec4<f32>, ATTENTION_QUADS>;
     var g: array<vec4<f32>, ATTENTION_QUADS>;
@@ -154,8 +165,8 @@ fn main(
             qr[c] = quad(Q, params.q_strides, qs, i, c, params.head_dim) * params.scale;
         }
         if (c < dv_quads) {
-            g[c] = quad(GRAD, compact, 0u, row, c, params.value_dim);
-            d4 += g[c] * quad(OUT, compact, 0u, row, c, params.value_dim);
+            g[c] = quad(GRAD, params.grad_strides, gs, i, c, params.value_dim);
+            d4 += g[c] * quad(OUT, compact, head_start(compact, 0u, head), i, c, params.value_dim);
         }
         acc[c] = vec4<f32>(0.0);
     }
@@ -191,7 +202,7 @@ fn main(
     if (first + lid < params.queries) {
         for (var c = 0u; c < ATTENTION_QUADS; c++) {
             if (c < dq_quads) {
-                store_quad(DQ, row, c, params.head_dim, acc[c] * params.scale);
+                store_quad(DQ, params.dq_strides, head, i, c, params.head_dim, acc[c] * params.scale);
             }
         }
         delta[row] = d;

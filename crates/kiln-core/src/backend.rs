@@ -4,9 +4,9 @@
 //! inputs, which the tensor layer guarantees by copying in one place.
 
 use crate::{
-    AttentionSpec, BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer, HostSlice, Layout,
-    LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp,
-    WindowSpec,
+    AttentionGradLayouts, AttentionSpec, BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer,
+    HostSlice, Layout, LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result,
+    ScatterSpec, UnaryOp, WindowSpec,
 };
 
 /// `layer_norm_backward`'s results: the input's gradient, and `grad * x_hat` with a weight.
@@ -101,9 +101,9 @@ pub trait BackendStorage: Sized {
     /// pass recomputes the softmax from.
     fn attention(&self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)>;
 
-    /// The gradients of `attention`'s `q` (`self`), `k` and `v`, compact `[heads, rows,
-    /// features]`, from its compact output `out`, log-sum-exp `lse` and the output's
-    /// compact gradient `grad`.
+    /// The gradients of `attention`'s `q` (`self`), `k` and `v`, laid out as `layouts`
+    /// says, from its compact output `out`, log-sum-exp `lse` and the output's gradient
+    /// `grad`, read at `layouts.grad`.
     #[allow(clippy::too_many_arguments)]
     fn attention_backward(
         &self,
@@ -113,6 +113,7 @@ pub trait BackendStorage: Sized {
         lse: &Self,
         grad: &Self,
         spec: &AttentionSpec,
+        layouts: &AttentionGradLayouts,
     ) -> Result<(Self, Self, Self)>;
 
     /// Unfolds compact `[n, c, h, w]` into `[n, c*kh*kw, oh*ow]` columns.

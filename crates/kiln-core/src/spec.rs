@@ -218,6 +218,19 @@ pub struct AttentionSpec {
     pub scale: f64,
 }
 
+/// Where `attention_backward` reads the output's gradient and writes the gradients of
+/// q, k and v, each as (batch, row, feature) strides and an offset. Each gradient fills
+/// a compact buffer of its own, in whatever order of its dims these strides give: the
+/// order of its input's, so that the views the inputs were (heads split from one
+/// projection, say) take their gradients back without a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionGradLayouts {
+    pub grad: MatmulOperand,
+    pub dq: MatmulOperand,
+    pub dk: MatmulOperand,
+    pub dv: MatmulOperand,
+}
+
 impl AttentionSpec {
     pub fn heads(&self) -> usize {
         self.batch[0] * self.batch[1]

@@ -2,7 +2,7 @@
 //! kernels (kiln-core's `AttentionSpec`). Heads run in parallel.
 
 use crate::threads::{self, PARALLEL_FLOPS};
-use kiln_core::{AttentionSpec, MatmulOperand};
+use kiln_core::{AttentionGradLayouts, AttentionSpec, MatmulOperand};
 
 /// An operand read through its strides: element (head, row, feature).
 struct Operand<'a> {
@@ -85,8 +85,9 @@ pub fn attention(q: &[f64], k: &[f64], v: &[f64], s: &AttentionSpec) -> (Vec<f64
     (out.concat(), lse.concat())
 }
 
-/// The gradients of `q`, `k` and `v` (compact `[heads, rows, features]`) from the
-/// output `out`, the log-sum-exp `lse` and the output's gradient `grad`, all compact.
+/// The gradients of `q`, `k` and `v`, laid out as `layouts` says, from the compact
+/// output `out` and log-sum-exp `lse`, and the output's gradient `grad` read at
+/// `layouts.grad`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     q: &[f64],
@@ -96,8 +97,14 @@ pub fn attention_backward(
     lse: &[f64],
     grad: &[f64],
     s: &AttentionSpec,
+    layouts: &AttentionGradLayouts,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let [q, k, v] = operands(s, q, k, v);
+    let grad = Operand {
+        data: grad,
+        at: layouts.grad,
+        batch1: s.batch[1].max(1),
+    };
     let (d, dv_len) = (s.head_dim, s.value_dim);
     let heads = per_head(s, |h| {
         let mut dq = vec![0.0; s.queries * d];
@@ -105,7 +112,7 @@ pub fn attention_backward(
         let mut dv = vec![0.0; s.keys * dv_len];
         for i in 0..s.queries {
             let row = h * s.queries + i;
-            let g = &grad[row * dv_len..(row + 1) * dv_len];
+            let g: Vec<f64> = (0..dv_len).map(|c| grad.get(h, i, c)).collect();
             let o = &out[row * dv_len..(row + 1) * dv_len];
             // sum_j p_j dp_j, with dp_j = g . v_j: the softmax's backward term.
             let delta: f64 = g.iter().zip(o).map(|(g, o)| g * o).sum();
@@ -122,13 +129,23 @@ pub fn attention_backward(
                 }
             }
         }
-        (dq, dk, dv)
+        [dq, dk, dv]
     });
-    let mut grads = (Vec::new(), Vec::new(), Vec::new());
-    for (dq, dk, dv) in heads {
-        grads.0.extend(dq);
-        grads.1.extend(dk);
-        grads.2.extend(dv);
-    }
-    grads
+    let batch1 = s.batch[1].max(1);
+    // Gradient `which` of each head, its rows placed where `at` puts them.
+    let place = |at: &MatmulOperand, rows: usize, features: usize, which: usize| {
+        let mut placed = vec![0.0; s.heads() * rows * features];
+        for (h, grads) in heads.iter().enumerate() {
+            let base = at.offset + (h / batch1) * at.batch[0] + (h % batch1) * at.batch[1];
+            for (e, &x) in grads[which].iter().enumerate() {
+                placed[base + (e / features) * at.row_stride + (e % features) * at.col_stride] = x;
+            }
+        }
+        placed
+    };
+    (
+        place(&layouts.dq, s.queries, d, 0),
+        place(&layouts.dk, s.keys, d, 1),
+        place(&layouts.dv, s.keys, dv_len, 2),
+    )
 }

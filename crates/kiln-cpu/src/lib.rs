@@ -42,9 +42,9 @@ mod window;
 pub use elementwise::{binary_f64, unary_f64};
 
 use kiln_core::{
-    AttentionSpec, BackendDevice, BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec,
-    HostBuffer, HostSlice, LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep,
-    PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    AttentionGradLayouts, AttentionSpec, BackendDevice, BackendStorage, BinaryOp, DType, Error,
+    GatherSpec, GruCellSpec, HostBuffer, HostSlice, LayerNormGrads, Layout, LstmCellSpec,
+    MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 /// The CPU device. It holds nothing: host memory is the storage.
@@ -262,9 +262,11 @@ impl BackendStorage for CpuStorage {
         lse: &Self,
         grad: &Self,
         spec: &AttentionSpec,
+        layouts: &AttentionGradLayouts,
     ) -> Result<(Self, Self, Self)> {
         let [q, k, v, out, lse, grad] = [self, k, v, out, lse, grad].map(Self::compact_floats);
-        let (dq, dk, dv) = attention::attention_backward(&q, &k, &v, &out, &lse, &grad, spec);
+        let (dq, dk, dv) =
+            attention::attention_backward(&q, &k, &v, &out, &lse, &grad, spec, layouts);
         let dtype = self.dtype();
         Ok((
             Self::from_floats(dtype, dq),

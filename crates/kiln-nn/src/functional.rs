@@ -112,6 +112,15 @@ pub(crate) fn attention(
     is_causal: bool,
     scale: f64,
 ) -> Result<Tensor> {
+    if masks.is_empty() && q.device().is_gpu() {
+        // One kernel, the scores never written (`Tensor::attention`). The CPU keeps the
+        // composed products, which run on its GEMM. Heads the kernels do not take
+        // (more than 64 features, f16) are composed on the GPU too.
+        match q.attention(k, v, is_causal, scale) {
+            Err(Error::Unsupported { .. }) => {}
+            fused => return fused,
+        }
+    }
     let (l, s) = (q.dims()[q.rank() - 2], k.dims()[k.rank() - 2]);
     let mut scores = q.matmul(&k.t()?)?.mul_scalar(scale)?;
     if is_causal {

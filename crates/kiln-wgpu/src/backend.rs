@@ -6,9 +6,10 @@ use crate::device::GpuDevice;
 use crate::ops;
 use crate::storage::GpuStorage;
 use kiln_core::{
-    AttentionSpec, BackendDevice, BackendStorage, BinaryOp, DType, GatherSpec, GruCellSpec,
-    HostBuffer, HostSlice, LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep,
-    ParamUpdate, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    AttentionGradLayouts, AttentionSpec, BackendDevice, BackendStorage, BinaryOp, DType,
+    GatherSpec, GruCellSpec, HostBuffer, HostSlice, LayerNormGrads, Layout, LstmCellSpec,
+    MatmulSpec, OptimizerStep, ParamUpdate, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp,
+    WindowSpec,
 };
 
 impl BackendStorage for GpuStorage {
@@ -120,8 +121,9 @@ impl BackendStorage for GpuStorage {
         lse: &Self,
         grad: &Self,
         spec: &AttentionSpec,
+        layouts: &AttentionGradLayouts,
     ) -> Result<(Self, Self, Self)> {
-        ops::attention::attention_backward(self, k, v, out, lse, grad, spec)
+        ops::attention::attention_backward(self, k, v, out, lse, grad, spec, layouts)
     }
 
     fn im2col(&self, spec: &WindowSpec) -> Result<Self> {

@@ -215,8 +215,14 @@ shader_params! {
         q_strides: [u32; 4],
         k_strides: [u32; 4],
         v_strides: [u32; 4],
-        /// q, k and v offsets, in elements; the fourth unused.
+        /// q, k, v and (backward) the output's gradient's offsets, in elements.
         offsets: [u32; 4],
+        /// Backward: the output's gradient's strides, and those the gradients of q, k
+        /// and v are written at.
+        grad_strides: [u32; 4],
+        dq_strides: [u32; 4],
+        dk_strides: [u32; 4],
+        dv_strides: [u32; 4],
     }
     /// `matmul/pack.wgsl`.
     PackParams {

@@ -136,14 +136,18 @@ fn quad(which: u32, strides: vec4<u32>, start: u32, row: u32, c: u32, features: 
     if (f + 3u < features) { r.w = element(which, at + (f + 3u) * strides.w); }
     return r;
 }
-// Features 4c.. of compact row `row` of output `which`, those before `features`.
-fn store_quad(which: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
-    let at = row * features + 4u * c;
+// Strides of a compact [heads, rows, features] tensor.
+fn compact_strides(rows: u32, features: u32) -> vec4<u32> {
+    return vec4<u32>(params.batch1 * rows * features, rows * features, features, 1u);
+}
+// Features 4c.. of row `row` of head `head` of output `which`, those before `features`.
+fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
+    let at = head_start(strides, 0u, head) + row * strides.z;
     let f = 4u * c;
-    if (f < features) { put(which, at, x.x); }
-    if (f + 1u < features) { put(which, at + 1u, x.y); }
-    if (f + 2u < features) { put(which, at + 2u, x.z); }
-    if (f + 3u < features) { put(which, at + 3u, x.w); }
+    if (f < features) { put(which, at + f * strides.w, x.x); }
+    if (f + 1u < features) { put(which, at + (f + 1u) * strides.w, x.y); }
+    if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
+    if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
 }
 ";
 /// Invocations per workgroup of the FMA roofline probe.

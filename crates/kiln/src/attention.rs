@@ -3,7 +3,7 @@
 
 use crate::autograd::{track, Op};
 use crate::Tensor;
-use kiln_core::{AttentionSpec, Error, MatmulOperand, Result, Shape};
+use kiln_core::{AttentionGradLayouts, AttentionSpec, Error, Layout, MatmulOperand, Result, Shape};
 
 /// What a recorded attention needs for its gradient: the spec and the tensors it reads
 /// (the inputs broadcast to the batch, made compact where they had more than two
@@ -14,8 +14,8 @@ pub(crate) struct AttentionSaved {
     pub lse: Tensor,
 }
 
-fn operand(t: &Tensor) -> MatmulOperand {
-    let (l, r) = (t.layout(), t.rank());
+fn operand(l: &Layout) -> MatmulOperand {
+    let r = l.strides().len();
     let mut batch = [0; 2];
     for (slot, &s) in batch
         .iter_mut()
@@ -105,9 +105,9 @@ impl Tensor {
             keys,
             head_dim,
             value_dim,
-            q: operand(&inputs[0]),
-            k: operand(&inputs[1]),
-            v: operand(&inputs[2]),
+            q: operand(inputs[0].layout()),
+            k: operand(inputs[1].layout()),
+            v: operand(inputs[2].layout()),
             causal,
             scale,
         };
@@ -149,9 +149,38 @@ impl Tensor {
         shapes: [&Shape; 3],
     ) -> Result<[Tensor; 3]> {
         let s = &saved.spec;
-        let grad = grad.contiguous()?;
-        let out = self.contiguous()?;
+        let heads_dims = saved.inputs[0].dims()[..saved.inputs[0].rank() - 2].to_vec();
+        // The gradient as the kernels' batch dims see it (a view unless the batch had
+        // more than two dims).
+        let grad = match heads_dims.len() == grad.rank() - 2 {
+            true => grad.clone(),
+            false => {
+                let dims: Vec<usize> = heads_dims
+                    .iter()
+                    .copied()
+                    .chain([s.queries, s.value_dim])
+                    .collect();
+                grad.contiguous()?.reshape(dims)?
+            }
+        };
+        let layouts_of = |t: &Tensor, rows: usize, features: usize| {
+            let dims: Vec<usize> = heads_dims.iter().copied().chain([rows, features]).collect();
+            let strides = strides_in_order_of(t.layout(), &dims);
+            Layout::new(Shape::new(dims), strides, 0)
+        };
+        let grad_layouts = [
+            layouts_of(&saved.inputs[0], s.queries, s.head_dim),
+            layouts_of(&saved.inputs[1], s.keys, s.head_dim),
+            layouts_of(&saved.inputs[2], s.keys, s.value_dim),
+        ];
+        let layouts = AttentionGradLayouts {
+            grad: operand(grad.layout()),
+            dq: operand(&grad_layouts[0]),
+            dk: operand(&grad_layouts[1]),
+            dv: operand(&grad_layouts[2]),
+        };
         let [q, k, v] = saved.inputs.each_ref().map(|t| t.storage());
+        let out = self.contiguous()?;
         let (dq, dk, dv) = q.attention_backward(
             &k,
             &v,
@@ -159,21 +188,42 @@ impl Tensor {
             &saved.lse.storage(),
             &grad.storage(),
             s,
+            &layouts,
         )?;
-        let batch = &grad.dims()[..grad.rank() - 2];
-        let shaped = |storage, rows: usize, features: usize| -> Result<Tensor> {
-            let dims: Vec<usize> = batch.iter().copied().chain([rows, features]).collect();
-            Ok(Tensor::from_storage(storage, dims))
-        };
-        let grads = [
-            shaped(dq, s.queries, s.head_dim)?,
-            shaped(dk, s.keys, s.head_dim)?,
-            shaped(dv, s.keys, s.value_dim)?,
-        ];
-        let mut out = Vec::with_capacity(3);
-        for (g, shape) in grads.iter().zip(shapes) {
-            out.push(crate::autograd::sum_to(g, shape)?);
+        let mut grads = Vec::with_capacity(3);
+        for ((storage, layout), shape) in [dq, dk, dv].into_iter().zip(grad_layouts).zip(shapes) {
+            let g = Tensor::from_storage(storage, layout.shape().clone()).with_layout(layout);
+            // Back to the batch dims as given (a view of compact heads), then summed over
+            // the dims the input was broadcast along.
+            let full: Vec<usize> = self.dims()[..self.rank() - 2]
+                .iter()
+                .copied()
+                .chain(g.dims()[g.rank() - 2..].iter().copied())
+                .collect();
+            let g = match g.dims() == full {
+                true => g,
+                false => g.reshape(full)?,
+            };
+            grads.push(crate::autograd::sum_to(&g, shape)?);
         }
-        Ok([out.remove(0), out.remove(0), out.remove(0)])
+        let [dq, dk, dv]: [Tensor; 3] = grads.try_into().expect("three gradients");
+        Ok([dq, dk, dv])
     }
+}
+
+/// Strides of a compact tensor of `dims` laid out in the order of `like`'s strides
+/// (largest outermost, ties in dim order); plain row-major where `like` broadcasts a dim.
+fn strides_in_order_of(like: &Layout, dims: &[usize]) -> Vec<usize> {
+    let s = like.strides();
+    let mut order: Vec<usize> = (0..dims.len()).collect();
+    if !s.contains(&0) {
+        order.sort_by_key(|&d| std::cmp::Reverse(s[d]));
+    }
+    let mut strides = vec![0; dims.len()];
+    let mut step = 1;
+    for &d in order.iter().rev() {
+        strides[d] = step;
+        step *= dims[d];
+    }
+    strides
 }

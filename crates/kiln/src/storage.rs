@@ -3,9 +3,9 @@
 
 use crate::Device;
 use kiln_core::{
-    AttentionSpec, BackendStorage, BinaryOp, DType, Error, GatherSpec, GruCellSpec, HostBuffer,
-    LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep, ParamUpdate, PoolKind,
-    ReduceOp, Result, ScatterSpec, Shape, UnaryOp, WindowSpec,
+    AttentionGradLayouts, AttentionSpec, BackendStorage, BinaryOp, DType, Error, GatherSpec,
+    GruCellSpec, HostBuffer, LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep,
+    ParamUpdate, PoolKind, ReduceOp, Result, ScatterSpec, Shape, UnaryOp, WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -301,6 +301,7 @@ impl Storage {
         lse: &Storage,
         grad: &Storage,
         spec: &AttentionSpec,
+        layouts: &AttentionGradLayouts,
     ) -> Result<(Storage, Storage, Storage)> {
         match (self, k, v, out, lse, grad) {
             (
@@ -311,7 +312,7 @@ impl Storage {
                 Storage::Cpu(l),
                 Storage::Cpu(g),
             ) => {
-                let (dq, dk, dv) = q.attention_backward(k, v, o, l, g, spec)?;
+                let (dq, dk, dv) = q.attention_backward(k, v, o, l, g, spec, layouts)?;
                 Ok((Storage::Cpu(dq), Storage::Cpu(dk), Storage::Cpu(dv)))
             }
             (
@@ -322,7 +323,7 @@ impl Storage {
                 Storage::Gpu(l),
                 Storage::Gpu(g),
             ) => {
-                let (dq, dk, dv) = q.attention_backward(k, v, o, l, g, spec)?;
+                let (dq, dk, dv) = q.attention_backward(k, v, o, l, g, spec, layouts)?;
                 Ok((Storage::Gpu(dq), Storage::Gpu(dk), Storage::Gpu(dv)))
             }
             _ => Err(mismatch("attention")),

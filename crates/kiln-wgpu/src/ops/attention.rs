@@ -8,13 +8,18 @@ use crate::ops::matmul::strides;
 use crate::params::{to_u32, AttentionParams};
 use crate::shader_constants::{ATTENTION_QUADS, ATTENTION_ROWS};
 use crate::storage::GpuStorage;
-use kiln_core::{AttentionSpec, DType, Error, Result};
+use kiln_core::{AttentionGradLayouts, AttentionSpec, DType, Error, MatmulOperand, Result};
 
 /// The most features a query, key or value row may have.
 pub const MAX_FEATURES: usize = 4 * ATTENTION_QUADS as usize;
 
-/// The kernels' params, once `spec` is known to fit them.
-fn params(op: &'static str, q: &GpuStorage, spec: &AttentionSpec) -> Result<AttentionParams> {
+/// The kernels' params, once `spec` is known to fit them; the backward's layouts too.
+fn params(
+    op: &'static str,
+    q: &GpuStorage,
+    spec: &AttentionSpec,
+    layouts: Option<&AttentionGradLayouts>,
+) -> Result<AttentionParams> {
     if q.dtype != DType::F32 {
         return Err(Error::Unsupported {
             op,
@@ -41,8 +46,21 @@ fn params(op: &'static str, q: &GpuStorage, spec: &AttentionSpec) -> Result<Atte
             spec.queries, spec.keys
         )
     })?;
-    let offsets = [spec.q.offset, spec.k.offset, spec.v.offset].map(|o| to_u32(op, "offset", o));
-    let [oq, ok, ov] = offsets;
+    let none = MatmulOperand::default();
+    let l = layouts.copied().unwrap_or(AttentionGradLayouts {
+        grad: none,
+        dq: none,
+        dk: none,
+        dv: none,
+    });
+    if [l.dq, l.dk, l.dv].iter().any(|d| d.offset != 0) {
+        return Err(Error::InvalidArgument {
+            op,
+            reason: "the gradients fill buffers of their own: their offsets must be 0".into(),
+        });
+    }
+    let offsets = [spec.q.offset, spec.k.offset, spec.v.offset, l.grad.offset];
+    let [oq, ok, ov, og] = offsets.map(|o| to_u32(op, "offset", o));
     Ok(AttentionParams {
         queries: to_u32(op, "queries", spec.queries)?,
         keys: to_u32(op, "keys", spec.keys)?,
@@ -55,7 +73,11 @@ fn params(op: &'static str, q: &GpuStorage, spec: &AttentionSpec) -> Result<Atte
         q_strides: strides(op, &spec.q)?,
         k_strides: strides(op, &spec.k)?,
         v_strides: strides(op, &spec.v)?,
-        offsets: [oq?, ok?, ov?, 0],
+        offsets: [oq?, ok?, ov?, og?],
+        grad_strides: strides(op, &l.grad)?,
+        dq_strides: strides(op, &l.dq)?,
+        dk_strides: strides(op, &l.dk)?,
+        dv_strides: strides(op, &l.dv)?,
     })
 }
 
@@ -74,7 +96,7 @@ pub(crate) fn attention(
 ) -> Result<(GpuStorage, GpuStorage)> {
     let op = "attention";
     let device = &q.device;
-    let p = params(op, q, spec)?;
+    let p = params(op, q, spec, None)?;
     let rows = spec.heads() * spec.queries;
     let out = device.alloc_output(op, rows * spec.value_dim, q.dtype)?;
     let lse = device.alloc_output(op, rows, q.dtype)?;
@@ -95,7 +117,7 @@ pub(crate) fn attention(
     ))
 }
 
-/// The compact gradients of q, k and v.
+/// The gradients of q, k and v, laid out as `layouts` says.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_backward(
     q: &GpuStorage,
@@ -105,10 +127,11 @@ pub(crate) fn attention_backward(
     lse: &GpuStorage,
     grad: &GpuStorage,
     spec: &AttentionSpec,
+    layouts: &AttentionGradLayouts,
 ) -> Result<(GpuStorage, GpuStorage, GpuStorage)> {
     let op = "attention_backward";
     let device = &q.device;
-    let p = params(op, q, spec)?;
+    let p = params(op, q, spec, Some(layouts))?;
     let (heads, queries, keys) = (spec.heads(), spec.queries, spec.keys);
     let dq = device.alloc_output(op, heads * queries * spec.head_dim, q.dtype)?;
     let dk = device.alloc_output(op, heads * keys * spec.head_dim, q.dtype)?;
