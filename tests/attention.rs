@@ -229,3 +229,23 @@ fn bad_inputs_are_errors() {
         ));
     }
 }
+
+/// With the fused kernels off (`KILN_ATTENTION=composed`), the op is refused, so the
+/// layers compose attention: the two ways can be timed against each other.
+#[test]
+fn fused_attention_can_be_turned_off() {
+    if gpu().is_none() {
+        return;
+    }
+    let gpu = kiln::backend::GpuDevice::new().unwrap();
+    let device = Device::Gpu(gpu.clone());
+    let x = Tensor::ones([4, 3], DType::F32, &device).unwrap();
+    assert!(x.attention(&x, &x, true, 1.0).is_ok());
+    gpu.set_fused_attention(false);
+    assert!(matches!(
+        x.attention(&x, &x, true, 1.0),
+        Err(Error::Unsupported { .. })
+    ));
+    gpu.set_fused_attention(true);
+    assert!(x.attention(&x, &x, true, 1.0).is_ok());
+}

@@ -125,6 +125,34 @@ fn conv2d(label: &str, x: [usize; 4], out: usize, kernel: usize, groups: usize) 
     )
 }
 
+/// Causal self-attention over `[batch, heads, tokens, features]`: the fused kernel, or
+/// the products, mask and softmax it replaces. The work counts both products whole
+/// (the causal half is not subtracted), the same for both ways.
+fn attention([b, h, l, d]: [usize; 4], fused: bool) -> Case {
+    let way = if fused { "fused" } else { "composed" };
+    Case::new(
+        "attention",
+        format!("{way} causal {b}x{h}x{l}x{d}"),
+        Unit::Flops,
+        4.0 * (b * h * l * l * d) as f64,
+        move |dev| {
+            let [q, k, v] = [11, 12, 13].map(|seed| input(&[b, h, l, d], dev, seed));
+            let (q, k, v) = (q?, k?, v?);
+            let scale = 1.0 / (d as f64).sqrt();
+            let later = Tensor::ones([l, l], kiln::DType::F32, dev)?.triu(1)?;
+            Ok(Box::new(move || match fused {
+                true => q.attention(&k, &v, true, scale),
+                false => q
+                    .matmul(&k.transpose(-1, -2)?)?
+                    .mul_scalar(scale)?
+                    .masked_fill(&later, f64::NEG_INFINITY)?
+                    .softmax(-1)?
+                    .matmul(&v),
+            }))
+        },
+    )
+}
+
 /// A row-wise op over `[rows, cols]` moving `bytes_per_elem` per element.
 fn rows(
     family: &'static str,
@@ -180,6 +208,17 @@ pub fn suite(scale: Scale) -> Vec<Case> {
     cases.push(matmul(12, 128, 64, 128));
     if !quick {
         cases.push(matmul(12, 128, 128, 64));
+    }
+
+    // The char transformer's heads (32 sequences, 4 heads, 64 tokens of 32 features), and
+    // GPT-2 small's over 512 tokens.
+    let heads: &[[usize; 4]] = match scale {
+        Scale::Quick => &[[32, 4, 64, 32]],
+        _ => &[[32, 4, 64, 32], [4, 12, 512, 64]],
+    };
+    for &shape in heads {
+        cases.push(attention(shape, true));
+        cases.push(attention(shape, false));
     }
 
     cases.push(conv2d("3x3", [16, 64, 32, 32], 64, 3, 1).peer("conv2d 16x64x32x32 k3".into()));

@@ -6,6 +6,7 @@
 use crate::adapter::{self, AdapterSummary};
 use crate::autotune::{self, Autotuner, Tunable};
 use crate::conv_algorithm::ConvAlgorithm;
+use crate::env_warning::warn_once;
 use crate::fusion::{FusedParams, PendingList};
 use crate::kernels::Kernel;
 use crate::launch::{Batch, MAX_BATCH, MAX_BIND_GROUPS};
@@ -44,6 +45,8 @@ pub(crate) struct Inner {
     pub(crate) pipelines: Mutex<PipelineCache>,
     /// Whether elementwise ops record pending storages (`fusion`).
     pub(crate) fusion: AtomicBool,
+    /// Whether `attention` runs its fused kernels (see `set_fused_attention`).
+    pub(crate) fused_attention: AtomicBool,
     /// Generated kernels by program structure, and their sources in build order.
     pub(crate) fused_pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
     pub(crate) fused_sources: Mutex<Vec<String>>,
@@ -158,6 +161,7 @@ impl GpuDevice {
                 autotuner: Mutex::new(autotuner),
                 pipelines: Mutex::default(),
                 fusion: AtomicBool::new(std::env::var("KILN_FUSION").as_deref() != Ok("0")),
+                fused_attention: AtomicBool::new(fused_attention_setting()),
                 fused_pipelines: Mutex::default(),
                 fused_sources: Mutex::default(),
                 pending: Mutex::default(),
@@ -255,6 +259,17 @@ impl GpuDevice {
 
     pub fn fusion(&self) -> bool {
         self.inner.fusion.load(Ordering::Relaxed)
+    }
+
+    /// Turns the fused attention kernels on or off (on unless `KILN_ATTENTION=composed`).
+    /// Off, `Tensor::attention` is refused (`Error::Unsupported`) and the layers compose
+    /// attention from products and a softmax: the two ways timed against each other.
+    pub fn set_fused_attention(&self, on: bool) {
+        self.inner.fused_attention.store(on, Ordering::Relaxed);
+    }
+
+    pub fn fused_attention(&self) -> bool {
+        self.inner.fused_attention.load(Ordering::Relaxed)
     }
 
     /// The matmul kernel this device runs (see `ops/matmul.rs`).
@@ -387,4 +402,16 @@ fn tuned_candidates(software: bool, limits: &wgpu::Limits) -> Vec<&'static str> 
     let mut names: Vec<&str> = matmuls.iter().map(|v| v.name()).collect();
     names.extend(convs.iter().map(|a| a.name()));
     names
+}
+
+/// `KILN_ATTENTION`: `fused` (the default) or `composed`.
+fn fused_attention_setting() -> bool {
+    match std::env::var("KILN_ATTENTION").as_deref() {
+        Ok("composed") => false,
+        Ok("fused") | Err(_) => true,
+        Ok(other) => {
+            warn_once(&format!("KILN_ATTENTION={other}: not fused or composed"));
+            true
+        }
+    }
 }

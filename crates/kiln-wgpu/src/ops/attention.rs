@@ -20,6 +20,12 @@ fn params(
     spec: &AttentionSpec,
     layouts: Option<&AttentionGradLayouts>,
 ) -> Result<AttentionParams> {
+    if !q.device.fused_attention() {
+        return Err(Error::Unsupported {
+            op,
+            reason: "fused attention is off on this device (KILN_ATTENTION=composed)".into(),
+        });
+    }
     if q.dtype != DType::F32 {
         return Err(Error::Unsupported {
             op,
