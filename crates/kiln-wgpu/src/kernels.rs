@@ -7,7 +7,9 @@
 use crate::matmul_rhs::MatmulRhs;
 use crate::params::{self, ParamsLayout, ShaderParams};
 use crate::row_reduction::RowReduction;
-use crate::shader_constants::{self, Build, ROW_LOADS, SMALL_TILE, TILE};
+use crate::shader_constants::{
+    self, Build, ATTENTION_NARROW_QUADS, ATTENTION_QUADS, ROW_LOADS, SMALL_TILE, TILE,
+};
 use kiln_core::{BinaryOp, DType, Error, OpInfo, ReduceOp, Result, UnaryOp};
 
 /// Which dtypes a kernel is specialised to: one alias each, or a pair for two aliases.
@@ -106,6 +108,10 @@ kernels! {
     Attention => "attention/attention.wgsl", "main", [], Fixed, AttentionParams;
     AttentionBackwardQueries => "attention/attention_backward_queries.wgsl", "main", [], Fixed, AttentionParams;
     AttentionBackwardKeys => "attention/attention_backward_keys.wgsl", "main", [], Fixed, AttentionParams;
+    /// The attention kernels for heads of up to 32 features (`ATTENTION_NARROW_QUADS`).
+    AttentionNarrow => "attention/attention.wgsl", "main", [], Fixed, AttentionParams;
+    AttentionBackwardQueriesNarrow => "attention/attention_backward_queries.wgsl", "main", [], Fixed, AttentionParams;
+    AttentionBackwardKeysNarrow => "attention/attention_backward_keys.wgsl", "main", [], Fixed, AttentionParams;
     Matmul => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     /// `Matmul` with `SMALL_TILE` tiles.
     MatmulSmallTiled => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
@@ -242,7 +248,30 @@ impl Kernel {
             | Kernel::Conv2dImplicitBlocked => MatmulRhs::ImageColumns,
             _ => MatmulRhs::Strided,
         };
-        Build { rows, tile, rhs }
+        let attention_quads = match self {
+            Kernel::AttentionNarrow
+            | Kernel::AttentionBackwardQueriesNarrow
+            | Kernel::AttentionBackwardKeysNarrow => ATTENTION_NARROW_QUADS,
+            _ => ATTENTION_QUADS,
+        };
+        Build {
+            rows,
+            tile,
+            rhs,
+            attention_quads,
+        }
+    }
+
+    /// The attention kernel's build for heads of up to `4 * ATTENTION_NARROW_QUADS`
+    /// features.
+    pub fn narrow_attention(self) -> Option<Kernel> {
+        use Kernel::*;
+        match self {
+            Attention => Some(AttentionNarrow),
+            AttentionBackwardQueries => Some(AttentionBackwardQueriesNarrow),
+            AttentionBackwardKeys => Some(AttentionBackwardKeysNarrow),
+            _ => None,
+        }
     }
 
     /// The dtype combinations kiln dispatches this kernel with.

@@ -102,6 +102,10 @@ pub const UNIFORM_LHS_WORKGROUP: u32 = 8;
 pub const ATTENTION_ROWS: u32 = 64;
 pub const ATTENTION_TILE: u32 = 16;
 pub const ATTENTION_QUADS: u32 = 16;
+/// The same kernels built for heads of up to 32 features (`Kernel::narrow_attention`):
+/// a key's kernel keeps four rows of features a thread, and 64 vec4s of them would
+/// not all fit in registers.
+pub const ATTENTION_NARROW_QUADS: u32 = 8;
 /// What the attention kernels share: where a head's rows start, which keys a query
 /// sees, and rows read and written four features at a time (each kernel names its
 /// buffers in `element` and `put`).
@@ -165,6 +169,8 @@ pub struct Build {
     pub tile: u32,
     /// How the tiled and blocked matmuls read their rhs (`matmul_rhs`, `blocked_rhs`).
     pub rhs: MatmulRhs,
+    /// The attention kernels' `ATTENTION_QUADS`.
+    pub attention_quads: u32,
 }
 
 impl Default for Build {
@@ -173,6 +179,7 @@ impl Default for Build {
             rows: RowReduction::Workgroup,
             tile: TILE,
             rhs: MatmulRhs::Strided,
+            attention_quads: ATTENTION_QUADS,
         }
     }
 }
@@ -194,7 +201,7 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
         let sizes = vec![
             ("ATTENTION_ROWS".to_string(), ATTENTION_ROWS),
             ("ATTENTION_TILE".to_string(), ATTENTION_TILE),
-            ("ATTENTION_QUADS".to_string(), ATTENTION_QUADS),
+            ("ATTENTION_QUADS".to_string(), build.attention_quads),
         ];
         return Some((sizes, format!("{IS_NAN}{ATTENTION_IO}")));
     }

@@ -6,12 +6,22 @@ use crate::kernels::Kernel;
 use crate::loop_budget;
 use crate::ops::matmul::strides;
 use crate::params::{to_u32, AttentionParams};
-use crate::shader_constants::{ATTENTION_QUADS, ATTENTION_ROWS};
+use crate::shader_constants::{ATTENTION_NARROW_QUADS, ATTENTION_QUADS, ATTENTION_ROWS};
 use crate::storage::GpuStorage;
 use kiln_core::{AttentionGradLayouts, AttentionSpec, DType, Error, MatmulOperand, Result};
 
 /// The most features a query, key or value row may have.
 pub const MAX_FEATURES: usize = 4 * ATTENTION_QUADS as usize;
+
+/// `kernel`, or its build for narrow heads where `spec`'s fit it (fewer registers a
+/// thread, and half the loop iterations over features).
+fn build_for(kernel: Kernel, spec: &AttentionSpec) -> Kernel {
+    let narrow = 4 * ATTENTION_NARROW_QUADS as usize;
+    match spec.head_dim.max(spec.value_dim) <= narrow {
+        true => kernel.narrow_attention().unwrap_or(kernel),
+        false => kernel,
+    }
+}
 
 /// The kernels' params, once `spec` is known to fit them; the backward's layouts too.
 fn params(
@@ -109,7 +119,7 @@ pub(crate) fn attention(
     if rows > 0 && spec.keys > 0 {
         device.dispatch_with_inputs(
             op,
-            Kernel::Attention,
+            build_for(Kernel::Attention, spec),
             &[],
             &p,
             &[q, k, v],
@@ -146,7 +156,7 @@ pub(crate) fn attention_backward(
         let delta = device.alloc_output(op, heads * queries, q.dtype)?;
         device.dispatch_with_inputs(
             op,
-            Kernel::AttentionBackwardQueries,
+            build_for(Kernel::AttentionBackwardQueries, spec),
             &[],
             &p,
             &[q, k, v, out, grad, lse],
@@ -156,7 +166,7 @@ pub(crate) fn attention_backward(
         let delta = GpuStorage::new(delta, q.dtype, heads * queries, device);
         device.dispatch_with_inputs(
             op,
-            Kernel::AttentionBackwardKeys,
+            build_for(Kernel::AttentionBackwardKeys, spec),
             &[],
             &p,
             &[q, k, v, grad, lse, &delta],
