@@ -20,8 +20,12 @@ fn nan() -> f32 {
 fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }
-fn row_blocks(rows: u32) -> u32 {
-    return (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+// The head and first row of this workgroup's block of ATTENTION_ROWS rows (of
+// `rows` a head); past the last head for the workgroups past the end.
+fn block_of(wid: vec3<u32>, groups: vec3<u32>, rows: u32) -> vec2<u32> {
+    let blocks = (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+    let group = wid.x + wid.y * groups.x;
+    return vec2<u32>(group / blocks, (group % blocks) * ATTENTION_ROWS);
 }
 // Keys query i sees: a causal query those up to its own position.
 fn keys_seen(i: u32) -> u32 {
@@ -149,14 +153,13 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let blocks = row_blocks(params.keys);
-    let group = wid.x + wid.y * groups.x;
+    let block = block_of(wid, groups, params.keys);
     // Whole workgroups leave: the barriers below stay uniform.
-    if (group >= blocks * params.heads) {
+    if (block.x >= params.heads) {
         return;
     }
-    let head = group / blocks;
-    let first = (group % blocks) * ATTENTION_ROWS;
+    let head = block.x;
+    let first = block.y;
     // Lanes past the last key redo it, and write nothing.
     let j = min(first + lid, params.keys - 1u);
     let ks = head_start(params.k_strides, params.offsets.y, head);

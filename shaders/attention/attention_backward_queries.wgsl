@@ -4,7 +4,7 @@
 // log-sum-exp: dq_i = scale * sum_j p_ij (g_i . v_j - delta_i) k_j, where g_i is the
 // output's gradient and delta_i = g_i . out_i. It writes delta too, for the keys'
 // kernel (attention_backward_keys.wgsl). Math in f32.
-// kiln:constants attention
+// kiln:constants attention attention_keys
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const ATTENTION_ROWS: u32 = 64u;
 const ATTENTION_TILE: u32 = 16u;
@@ -20,8 +20,12 @@ fn nan() -> f32 {
 fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }
-fn row_blocks(rows: u32) -> u32 {
-    return (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+// The head and first row of this workgroup's block of ATTENTION_ROWS rows (of
+// `rows` a head); past the last head for the workgroups past the end.
+fn block_of(wid: vec3<u32>, groups: vec3<u32>, rows: u32) -> vec2<u32> {
+    let blocks = (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+    let group = wid.x + wid.y * groups.x;
+    return vec2<u32>(group / blocks, (group % blocks) * ATTENTION_ROWS);
 }
 // Keys query i sees: a causal query those up to its own position.
 fn keys_seen(i: u32) -> u32 {
@@ -56,6 +60,20 @@ fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, featu
     if (f + 1u < features) { put(which, at + (f + 1u) * strides.w, x.y); }
     if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
     if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
+}
+var<workgroup> k_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
+var<workgroup> v_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
+// Keys t0.. into the tiles (past the last key: copies of it, never used).
+fn stage_keys(t0: u32, head: u32, lid: u32) {
+    let ks = head_start(params.k_strides, params.offsets.y, head);
+    let vs = head_start(params.v_strides, params.offsets.z, head);
+    for (var e = lid; e < ATTENTION_TILE * ATTENTION_QUADS; e += ATTENTION_ROWS) {
+        let jj = e / ATTENTION_QUADS;
+        let c = e % ATTENTION_QUADS;
+        let j = min(t0 + jj, params.keys - 1u);
+        k_tile[jj][c] = quad(K, params.k_strides, ks, j, c, params.head_dim);
+        v_tile[jj][c] = quad(V, params.v_strides, vs, j, c, params.value_dim);
+    }
 }
 // kiln:end
 
@@ -117,36 +135,19 @@ fn put(which: u32, i: u32, x: f32) {
     dq[i] = x;
 }
 
-var<workgroup> k_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
-var<workgroup> v_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
-
-// Keys t0.. into the tiles (past the last key: copies of it, never used).
-fn stage_keys(t0: u32, head: u32, lid: u32) {
-    let ks = head_start(params.k_strides, params.offsets.y, head);
-    let vs = head_start(params.v_strides, params.offsets.z, head);
-    for (var e = lid; e < ATTENTION_TILE * ATTENTION_QUADS; e += ATTENTION_ROWS) {
-        let jj = e / ATTENTION_QUADS;
-        let c = e % ATTENTION_QUADS;
-        let j = min(t0 + jj, params.keys - 1u);
-        k_tile[jj][c] = quad(K, params.k_strides, ks, j, c, params.head_dim);
-        v_tile[jj][c] = quad(V, params.v_strides, vs, j, c, params.value_dim);
-    }
-}
-
 @compute @workgroup_size(ATTENTION_ROWS)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let blocks = row_blocks(params.queries);
-    let group = wid.x + wid.y * groups.x;
+    let block = block_of(wid, groups, params.queries);
     // Whole workgroups leave: the barriers below stay uniform.
-    if (group >= blocks * params.heads) {
+    if (block.x >= params.heads) {
         return;
     }
-    let head = group / blocks;
-    let first = (group % blocks) * ATTENTION_ROWS;
+    let head = block.x;
+    let first = block.y;
     // Lanes past the last query redo it, and write nothing.
     let i = min(first + lid, params.queries - 1u);
     let row = head * params.queries + i;

@@ -116,8 +116,12 @@ fn nan() -> f32 {
 fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }
-fn row_blocks(rows: u32) -> u32 {
-    return (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+// The head and first row of this workgroup's block of ATTENTION_ROWS rows (of
+// `rows` a head); past the last head for the workgroups past the end.
+fn block_of(wid: vec3<u32>, groups: vec3<u32>, rows: u32) -> vec2<u32> {
+    let blocks = (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+    let group = wid.x + wid.y * groups.x;
+    return vec2<u32>(group / blocks, (group % blocks) * ATTENTION_ROWS);
 }
 // Keys query i sees: a causal query those up to its own position.
 fn keys_seen(i: u32) -> u32 {
@@ -152,6 +156,24 @@ fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, featu
     if (f + 1u < features) { put(which, at + (f + 1u) * strides.w, x.y); }
     if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
     if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
+}
+";
+/// The tiles of keys and values the forward and query-gradient attention kernels
+/// stage, after `ATTENTION_IO` (reading with the kernel's `K` and `V`).
+const ATTENTION_KEYS: &str = "\
+var<workgroup> k_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
+var<workgroup> v_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
+// Keys t0.. into the tiles (past the last key: copies of it, never used).
+fn stage_keys(t0: u32, head: u32, lid: u32) {
+    let ks = head_start(params.k_strides, params.offsets.y, head);
+    let vs = head_start(params.v_strides, params.offsets.z, head);
+    for (var e = lid; e < ATTENTION_TILE * ATTENTION_QUADS; e += ATTENTION_ROWS) {
+        let jj = e / ATTENTION_QUADS;
+        let c = e % ATTENTION_QUADS;
+        let j = min(t0 + jj, params.keys - 1u);
+        k_tile[jj][c] = quad(K, params.k_strides, ks, j, c, params.head_dim);
+        v_tile[jj][c] = quad(V, params.v_strides, vs, j, c, params.value_dim);
+    }
 }
 ";
 /// Invocations per workgroup of the FMA roofline probe.
@@ -204,6 +226,9 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
             ("ATTENTION_QUADS".to_string(), build.attention_quads),
         ];
         return Some((sizes, format!("{IS_NAN}{ATTENTION_IO}")));
+    }
+    if name == "attention_keys" {
+        return Some((Vec::new(), ATTENTION_KEYS.to_string()));
     }
     if name == "norm_stats" {
         return Some((Vec::new(), NORM_STATS.to_string()));

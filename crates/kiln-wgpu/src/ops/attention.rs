@@ -97,7 +97,7 @@ fn params(
     })
 }
 
-/// Workgroups for `rows` rows of every head, as `row_blocks` in the kernels counts them.
+/// Workgroups for `rows` rows of every head, as `block_of` in the kernels counts them.
 fn groups(op: &'static str, q: &GpuStorage, spec: &AttentionSpec, rows: usize) -> Result<[u32; 3]> {
     let blocks = rows.div_ceil(ATTENTION_ROWS as usize) * spec.heads();
     q.device.groups_for(op, blocks)
