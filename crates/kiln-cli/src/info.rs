@@ -68,7 +68,7 @@ pub fn run() -> kiln::Result<()> {
 }
 
 /// On the adapter kiln opens for the GPU: how the row kernels combine their lanes, and
-/// how convolutions run.
+/// how convolutions and attention run.
 fn kernel_choices() {
     let gpu = match GpuDevice::new() {
         Ok(gpu) => gpu,
@@ -89,6 +89,13 @@ fn kernel_choices() {
         a => format!("{} (KILN_CONV or KILN_AUTOTUNE=0)", a.name()),
     };
     println!("convolutions on {name}: {convs}");
+    let attention = match gpu.fused_attention() {
+        true => {
+            "fused kernels for f32 heads of up to 64 features (KILN_ATTENTION=composed to compose)"
+        }
+        false => "composed from products and a softmax (KILN_ATTENTION=composed)",
+    };
+    println!("attention on {name}: {attention}");
 }
 
 /// The autotuner's cache: where it is and what it holds, per adapter.
