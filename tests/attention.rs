@@ -249,3 +249,28 @@ fn fused_attention_can_be_turned_off() {
     gpu.set_fused_attention(true);
     assert!(x.attention(&x, &x, true, 1.0).is_ok());
 }
+
+/// A software adapter stops an invocation's loops after 65,535 iterations without an
+/// error: attention over more keys than the kernels can loop through there is refused
+/// (70,000 keys came out wrong on lavapipe with the refusal off), and computed on a
+/// hardware GPU.
+#[test]
+fn keys_past_a_software_adapters_loops_are_refused_there() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng();
+    let t = [
+        rand(&[2, 3, 8], &mut rng),
+        rand(&[2, 70_000, 8], &mut rng),
+        rand(&[2, 70_000, 8], &mut rng),
+    ];
+    let software = gpu.as_gpu().unwrap().summary().is_software();
+    let [q, k, v] = t.each_ref().map(|x| x.to_device(&gpu).unwrap());
+    match q.attention(&k, &v, false, 0.3) {
+        Err(Error::Unsupported { .. }) if software => {}
+        Err(e) => panic!("70,000 keys: {e}"),
+        Ok(_) if software => panic!("70,000 keys ran on a software adapter, past its loops"),
+        Ok(_) => parity("attention over 70,000 keys", &t, F32_MATH, |t| {
+            t[0].attention(&t[1], &t[2], false, 0.3)
+        }),
+    }
+}

@@ -52,10 +52,12 @@ fn params(
             ),
         });
     }
-    // Each invocation loops over the rows of the other operand, with two passes over a
-    // row's features per row (the kernels' inner loops).
+    // Each invocation loops over the rows of the other operand, a tile at a time, the
+    // tile staged by a short loop: under two iterations a row. The loops over a row's
+    // features have constant bounds, which llvmpipe unrolls: with this check off,
+    // 20,000 keys of 64 features ran right there, and 70,000 keys of 8 did not.
     let longest = spec.queries.max(spec.keys);
-    let iterations = longest * (2 * ATTENTION_QUADS as usize + 2);
+    let iterations = 2 * longest;
     loop_budget::check(op, &q.device, iterations, || {
         format!(
             "attention over {} queries and {} keys",
