@@ -239,13 +239,19 @@ fn fused_attention_can_be_turned_off() {
     }
     let gpu = kiln::backend::GpuDevice::new().unwrap();
     let device = Device::Gpu(gpu.clone());
-    let x = Tensor::ones([4, 3], DType::F32, &device).unwrap();
-    assert!(x.attention(&x, &x, true, 1.0).is_ok());
+    let x = Tensor::ones([4, 3], DType::F32, &device)
+        .unwrap()
+        .into_var()
+        .unwrap();
+    let y = x.attention(&x, &x, true, 1.0).unwrap();
     gpu.set_fused_attention(false);
     assert!(matches!(
         x.attention(&x, &x, true, 1.0),
         Err(Error::Unsupported { .. })
     ));
+    // A forward that ran fused still has its backward.
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_some());
     gpu.set_fused_attention(true);
     assert!(x.attention(&x, &x, true, 1.0).is_ok());
 }

@@ -30,12 +30,6 @@ fn params(
     spec: &AttentionSpec,
     layouts: Option<&AttentionGradLayouts>,
 ) -> Result<AttentionParams> {
-    if !q.device.fused_attention() {
-        return Err(Error::Unsupported {
-            op,
-            reason: "fused attention is off on this device (KILN_ATTENTION=composed)".into(),
-        });
-    }
     if q.dtype != DType::F32 {
         return Err(Error::Unsupported {
             op,
@@ -114,6 +108,13 @@ pub(crate) fn attention(
 ) -> Result<(GpuStorage, GpuStorage)> {
     let op = "attention";
     let device = &q.device;
+    // Off, the forward is refused; a backward of a forward that ran still runs.
+    if !device.fused_attention() {
+        return Err(Error::Unsupported {
+            op,
+            reason: "fused attention is off on this device (KILN_ATTENTION=composed)".into(),
+        });
+    }
     let p = params(op, q, spec, None)?;
     let rows = spec.heads() * spec.queries;
     let out = device.alloc_output(op, rows * spec.value_dim, q.dtype)?;
