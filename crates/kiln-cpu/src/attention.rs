@@ -4,19 +4,36 @@
 use crate::threads::{self, PARALLEL_FLOPS};
 use kiln_core::{AttentionGradLayouts, AttentionSpec, MatmulOperand};
 
-/// An operand read through its strides: element (head, row, feature).
-struct Operand<'a> {
-    data: &'a [f64],
+/// Where element (head, row, feature) of an operand or a gradient lies.
+#[derive(Clone, Copy)]
+struct Place {
     at: MatmulOperand,
     batch1: usize,
 }
 
+impl Place {
+    fn of(s: &AttentionSpec, at: MatmulOperand) -> Place {
+        Place {
+            at,
+            batch1: s.batch[1].max(1),
+        }
+    }
+
+    fn index(&self, head: usize, row: usize, col: usize) -> usize {
+        let (b0, b1, a) = (head / self.batch1, head % self.batch1, &self.at);
+        a.offset + b0 * a.batch[0] + b1 * a.batch[1] + row * a.row_stride + col * a.col_stride
+    }
+}
+
+/// An operand read through its strides.
+struct Operand<'a> {
+    data: &'a [f64],
+    place: Place,
+}
+
 impl Operand<'_> {
     fn get(&self, head: usize, row: usize, col: usize) -> f64 {
-        let (b0, b1) = (head / self.batch1, head % self.batch1);
-        let a = &self.at;
-        self.data
-            [a.offset + b0 * a.batch[0] + b1 * a.batch[1] + row * a.row_stride + col * a.col_stride]
+        self.data[self.place.index(head, row, col)]
     }
 }
 
@@ -57,8 +74,10 @@ fn per_head<T: Send>(s: &AttentionSpec, f: impl Fn(usize) -> T + Sync + Send) ->
 }
 
 fn operands<'a>(s: &AttentionSpec, q: &'a [f64], k: &'a [f64], v: &'a [f64]) -> [Operand<'a>; 3] {
-    let batch1 = s.batch[1].max(1);
-    [(q, s.q), (k, s.k), (v, s.v)].map(|(data, at)| Operand { data, at, batch1 })
+    [(q, s.q), (k, s.k), (v, s.v)].map(|(data, at)| Operand {
+        data,
+        place: Place::of(s, at),
+    })
 }
 
 /// The output `[heads, queries, value_dim]` and each query's log-sum-exp `[heads,
@@ -102,8 +121,7 @@ pub fn attention_backward(
     let [q, k, v] = operands(s, q, k, v);
     let grad = Operand {
         data: grad,
-        at: layouts.grad,
-        batch1: s.batch[1].max(1),
+        place: Place::of(s, layouts.grad),
     };
     let (d, dv_len) = (s.head_dim, s.value_dim);
     let heads = per_head(s, |h| {
@@ -131,14 +149,13 @@ pub fn attention_backward(
         }
         [dq, dk, dv]
     });
-    let batch1 = s.batch[1].max(1);
     // Gradient `which` of each head, its rows placed where `at` puts them.
     let place = |at: &MatmulOperand, rows: usize, features: usize, which: usize| {
+        let to = Place::of(s, *at);
         let mut placed = vec![0.0; s.heads() * rows * features];
         for (h, grads) in heads.iter().enumerate() {
-            let base = at.offset + (h / batch1) * at.batch[0] + (h % batch1) * at.batch[1];
             for (e, &x) in grads[which].iter().enumerate() {
-                placed[base + (e / features) * at.row_stride + (e % features) * at.col_stride] = x;
+                placed[to.index(h, e / features, e % features)] = x;
             }
         }
         placed

@@ -248,11 +248,13 @@ impl Kernel {
             | Kernel::Conv2dImplicitBlocked => MatmulRhs::ImageColumns,
             _ => MatmulRhs::Strided,
         };
-        let attention_quads = match self {
-            Kernel::AttentionNarrow
-            | Kernel::AttentionBackwardQueriesNarrow
-            | Kernel::AttentionBackwardKeysNarrow => ATTENTION_NARROW_QUADS,
-            _ => ATTENTION_QUADS,
+        // The builds `narrow_attention` names, found as `plain` finds subgroup builds.
+        let narrow = Kernel::ALL
+            .iter()
+            .any(|k| k.narrow_attention() == Some(self));
+        let attention_quads = match narrow {
+            true => ATTENTION_NARROW_QUADS,
+            false => ATTENTION_QUADS,
         };
         Build {
             rows,
