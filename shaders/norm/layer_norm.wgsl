@@ -1,8 +1,9 @@
 // Fused layer norm over each row of a compact [rows, k] tensor, `lanes` invocations per
 // row as in reduce/reduce.wgsl: mean, then biased variance of the deviations
-// (`norm_stats`), then scale and shift. Each pass keeps ROW_LOADS loads in flight per
-// invocation; the second and third reads of a row come from cache.
-// kiln:constants workgroup reduce_ops row_loads reduce_combine row_place row_total norm_stats
+// (`norm_stats`), then scale and shift. A lane holds its first two stretches of
+// ROW_LOADS elements through the three passes (the whole row up to 2 * ROW_LOADS *
+// lanes), and reads any more in each.
+// kiln:constants workgroup reduce_ops row_held reduce_combine row_place row_total norm_stats
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -13,14 +14,44 @@ const REDUCE_PROD: u32 = 4u;
 const REDUCE_ARGMAX: u32 = 5u;
 const REDUCE_ARGMIN: u32 = 6u;
 const ROW_LOADS: u32 = 4u;
-fn load4(at: u32, lanes: u32) -> vec4<f32> {
-    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
+// Where a lane's stretch of a row lies: elements s, s + lanes, s + 2 lanes, s + 3 lanes of
+// the `len` from `base`, `count` of them inside the row. Places past the row are its last
+// element, so that every load reads the row; an empty row (a spare slot) loads nothing,
+// and its places are `base` (column 0).
+struct Stretch {
+    at: vec4<u32>,
+    count: u32,
 }
-fn store4(at: u32, lanes: u32, v: vec4<f32>) {
-    store(at, v.x);
-    store(at + lanes, v.y);
-    store(at + 2u * lanes, v.z);
-    store(at + 3u * lanes, v.w);
+fn stretch_at(base: u32, s: u32, lanes: u32, len: u32) -> Stretch {
+    let places = vec4<u32>(s) + vec4<u32>(0u, 1u, 2u, 3u) * lanes;
+    let inside = places < vec4<u32>(len);
+    var t = Stretch(vec4<u32>(base), 0u);
+    if (inside.x) {
+        t.count = u32(inside.x) + u32(inside.y) + u32(inside.z) + u32(inside.w);
+        t.at = vec4<u32>(base) + min(places, vec4<u32>(len - 1u));
+    }
+    return t;
+}
+fn stretch_load(t: Stretch) -> vec4<f32> {
+    if (t.count == 0u) { return vec4<f32>(0.0); }
+    return vec4<f32>(load(t.at.x), load(t.at.y), load(t.at.z), load(t.at.w));
+}
+// The values of stretch `t`, which starts at `s`: from registers for the lane's first two
+// (`x` from `lane`, `x2` from `lane + step`), else loaded.
+fn held_or_load(t: Stretch, s: u32, lane: u32, step: u32, x: vec4<f32>, x2: vec4<f32>) -> vec4<f32> {
+    if (s == lane) { return x; }
+    if (s == lane + step) { return x2; }
+    return stretch_load(t);
+}
+// `v` where the stretch holds the row's elements, `fill` past the row.
+fn stretch_only(t: Stretch, v: vec4<f32>, fill: f32) -> vec4<f32> {
+    return select(vec4<f32>(fill), v, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(t.count));
+}
+fn stretch_store(t: Stretch, v: vec4<f32>) {
+    if (t.count > 0u) { store(t.at.x, v.x); }
+    if (t.count > 1u) { store(t.at.y, v.y); }
+    if (t.count > 2u) { store(t.at.z, v.z); }
+    if (t.count > 3u) { store(t.at.w, v.w); }
 }
 // NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
 // NaN, so `x != x` may be folded away.
@@ -80,23 +111,21 @@ fn row_total(op: u32, v: f32) -> f32 {
 }
 // A row's mean and 1 / sqrt(biased variance + eps), the variance from the deviations in
 // a second pass: the `len` elements from `base` (0 for a spare slot) of a row of `k`,
-// read by lane `lane` of `lanes` with ROW_LOADS loads in flight. Every lane gets both.
-fn norm_stats(base: u32, len: u32, k: f32, lane: u32, lanes: u32, eps: f32) -> vec2<f32> {
+// read by lane `lane` of `lanes`, whose first two stretches (`row_held`) hold `x` and
+// `x2`. Every lane gets both.
+fn norm_stats(x: vec4<f32>, x2: vec4<f32>, base: u32, len: u32, k: f32, lane: u32, lanes: u32, eps: f32) -> vec2<f32> {
     let step = ROW_LOADS * lanes;
     var sum = vec4<f32>(0.0);
-    var i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) { sum += load4(base + i, lanes); }
-    for (; i < len; i += lanes) { sum.x += load(base + i); }
+    for (var s = lane; s < len; s += step) {
+        let t = stretch_at(base, s, lanes, len);
+        sum += stretch_only(t, held_or_load(t, s, lane, step, x, x2), 0.0);
+    }
     let mean = row_total(REDUCE_SUM, (sum.x + sum.y) + (sum.z + sum.w)) / k;
     var squares = vec4<f32>(0.0);
-    i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) {
-        let d = load4(base + i, lanes) - mean;
+    for (var s = lane; s < len; s += step) {
+        let t = stretch_at(base, s, lanes, len);
+        let d = stretch_only(t, held_or_load(t, s, lane, step, x, x2) - mean, 0.0);
         squares += d * d;
-    }
-    for (; i < len; i += lanes) {
-        let d = load(base + i) - mean;
-        squares.x += d * d;
     }
     let q = (squares.x + squares.y) + (squares.z + squares.w);
     return vec2<f32>(mean, 1.0 / sqrt(row_total(REDUCE_SUM, q) / k + eps));
@@ -128,11 +157,11 @@ fn load(i: u32) -> f32 { return f32(input[i]); }
 fn store(i: u32, v: f32) { output[i] = T(v); }
 // kiln:store end
 
-// Columns `c`, `c + lanes`, ... of a row, normalised, scaled and shifted.
-fn affine4(c: u32, lanes: u32, x: vec4<f32>, mean: f32, rstd: f32) -> vec4<f32> {
-    let at = vec4<u32>(c, c + lanes, c + 2u * lanes, c + 3u * lanes);
-    let w = vec4<f32>(f32(weight[at.x]), f32(weight[at.y]), f32(weight[at.z]), f32(weight[at.w]));
-    let b = vec4<f32>(f32(bias[at.x]), f32(bias[at.y]), f32(bias[at.z]), f32(bias[at.w]));
+// Stretch `t` of the row from `base`, normalised, scaled and shifted.
+fn affine(t: Stretch, base: u32, x: vec4<f32>, mean: f32, rstd: f32) -> vec4<f32> {
+    let c = t.at - vec4<u32>(base);
+    let w = vec4<f32>(f32(weight[c.x]), f32(weight[c.y]), f32(weight[c.z]), f32(weight[c.w]));
+    let b = vec4<f32>(f32(bias[c.x]), f32(bias[c.y]), f32(bias[c.z]), f32(bias[c.w]));
     return (x - mean) * rstd * w + b;
 }
 
@@ -146,15 +175,12 @@ fn main(inv: RowInvocation) {
     let len = select(0u, params.k, row < params.rows);
     let base = row * params.k;
     let step = ROW_LOADS * lanes;
-    let stats = norm_stats(base, len, f32(params.k), lane, lanes, params.eps);
-    let mean = stats.x;
-    let rstd = stats.y;
+    let x = stretch_load(stretch_at(base, lane, lanes, len));
+    let x2 = stretch_load(stretch_at(base, lane + step, lanes, len));
+    let stats = norm_stats(x, x2, base, len, f32(params.k), lane, lanes, params.eps);
 
-    var i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) {
-        store4(base + i, lanes, affine4(i, lanes, load4(base + i, lanes), mean, rstd));
-    }
-    for (; i < len; i += lanes) {
-        store(base + i, affine4(i, 0u, vec4<f32>(load(base + i)), mean, rstd).x);
+    for (var s = lane; s < len; s += step) {
+        let t = stretch_at(base, s, lanes, len);
+        stretch_store(t, affine(t, base, held_or_load(t, s, lane, step, x, x2), stats.x, stats.y));
     }
 }

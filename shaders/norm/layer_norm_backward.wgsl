@@ -3,8 +3,10 @@
 // h = grad * weight: dx = rstd * (h - mean(h) - x_hat * mean(h * x_hat)), and with a
 // weight also grad * x_hat, which the weight's gradient sums over the rows. The mean
 // and variance are taken as the forward takes them, for the same rounding; mean(h) and
-// mean(h * x_hat) in one pass after.
-// kiln:constants workgroup reduce_ops row_loads reduce_combine row_place row_total norm_stats
+// mean(h * x_hat) in one pass after. A lane holds its first two stretches of ROW_LOADS
+// elements of x and of the gradient through the four passes (the whole row up to
+// 2 * ROW_LOADS * lanes).
+// kiln:constants workgroup reduce_ops row_held reduce_combine row_place row_total norm_stats
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -15,14 +17,44 @@ const REDUCE_PROD: u32 = 4u;
 const REDUCE_ARGMAX: u32 = 5u;
 const REDUCE_ARGMIN: u32 = 6u;
 const ROW_LOADS: u32 = 4u;
-fn load4(at: u32, lanes: u32) -> vec4<f32> {
-    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
+// Where a lane's stretch of a row lies: elements s, s + lanes, s + 2 lanes, s + 3 lanes of
+// the `len` from `base`, `count` of them inside the row. Places past the row are its last
+// element, so that every load reads the row; an empty row (a spare slot) loads nothing,
+// and its places are `base` (column 0).
+struct Stretch {
+    at: vec4<u32>,
+    count: u32,
 }
-fn store4(at: u32, lanes: u32, v: vec4<f32>) {
-    store(at, v.x);
-    store(at + lanes, v.y);
-    store(at + 2u * lanes, v.z);
-    store(at + 3u * lanes, v.w);
+fn stretch_at(base: u32, s: u32, lanes: u32, len: u32) -> Stretch {
+    let places = vec4<u32>(s) + vec4<u32>(0u, 1u, 2u, 3u) * lanes;
+    let inside = places < vec4<u32>(len);
+    var t = Stretch(vec4<u32>(base), 0u);
+    if (inside.x) {
+        t.count = u32(inside.x) + u32(inside.y) + u32(inside.z) + u32(inside.w);
+        t.at = vec4<u32>(base) + min(places, vec4<u32>(len - 1u));
+    }
+    return t;
+}
+fn stretch_load(t: Stretch) -> vec4<f32> {
+    if (t.count == 0u) { return vec4<f32>(0.0); }
+    return vec4<f32>(load(t.at.x), load(t.at.y), load(t.at.z), load(t.at.w));
+}
+// The values of stretch `t`, which starts at `s`: from registers for the lane's first two
+// (`x` from `lane`, `x2` from `lane + step`), else loaded.
+fn held_or_load(t: Stretch, s: u32, lane: u32, step: u32, x: vec4<f32>, x2: vec4<f32>) -> vec4<f32> {
+    if (s == lane) { return x; }
+    if (s == lane + step) { return x2; }
+    return stretch_load(t);
+}
+// `v` where the stretch holds the row's elements, `fill` past the row.
+fn stretch_only(t: Stretch, v: vec4<f32>, fill: f32) -> vec4<f32> {
+    return select(vec4<f32>(fill), v, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(t.count));
+}
+fn stretch_store(t: Stretch, v: vec4<f32>) {
+    if (t.count > 0u) { store(t.at.x, v.x); }
+    if (t.count > 1u) { store(t.at.y, v.y); }
+    if (t.count > 2u) { store(t.at.z, v.z); }
+    if (t.count > 3u) { store(t.at.w, v.w); }
 }
 // NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
 // NaN, so `x != x` may be folded away.
@@ -82,23 +114,21 @@ fn row_total(op: u32, v: f32) -> f32 {
 }
 // A row's mean and 1 / sqrt(biased variance + eps), the variance from the deviations in
 // a second pass: the `len` elements from `base` (0 for a spare slot) of a row of `k`,
-// read by lane `lane` of `lanes` with ROW_LOADS loads in flight. Every lane gets both.
-fn norm_stats(base: u32, len: u32, k: f32, lane: u32, lanes: u32, eps: f32) -> vec2<f32> {
+// read by lane `lane` of `lanes`, whose first two stretches (`row_held`) hold `x` and
+// `x2`. Every lane gets both.
+fn norm_stats(x: vec4<f32>, x2: vec4<f32>, base: u32, len: u32, k: f32, lane: u32, lanes: u32, eps: f32) -> vec2<f32> {
     let step = ROW_LOADS * lanes;
     var sum = vec4<f32>(0.0);
-    var i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) { sum += load4(base + i, lanes); }
-    for (; i < len; i += lanes) { sum.x += load(base + i); }
+    for (var s = lane; s < len; s += step) {
+        let t = stretch_at(base, s, lanes, len);
+        sum += stretch_only(t, held_or_load(t, s, lane, step, x, x2), 0.0);
+    }
     let mean = row_total(REDUCE_SUM, (sum.x + sum.y) + (sum.z + sum.w)) / k;
     var squares = vec4<f32>(0.0);
-    i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) {
-        let d = load4(base + i, lanes) - mean;
+    for (var s = lane; s < len; s += step) {
+        let t = stretch_at(base, s, lanes, len);
+        let d = stretch_only(t, held_or_load(t, s, lane, step, x, x2) - mean, 0.0);
         squares += d * d;
-    }
-    for (; i < len; i += lanes) {
-        let d = load(base + i) - mean;
-        squares.x += d * d;
     }
     let q = (squares.x + squares.y) + (squares.z + squares.w);
     return vec2<f32>(mean, 1.0 / sqrt(row_total(REDUCE_SUM, q) / k + eps));
@@ -134,23 +164,27 @@ struct Params {
 fn load(i: u32) -> f32 { return f32(input[i]); }
 fn store(i: u32, v: f32) { dx[i] = T(v); }
 
-// The gradient at `at`, `at + lanes`, ... and the weight at columns `c`, `c + lanes`,
-// ... (1 without a weight).
-fn grad4(at: u32, lanes: u32) -> vec4<f32> {
-    return vec4<f32>(f32(grad[at]), f32(grad[at + lanes]), f32(grad[at + 2u * lanes]), f32(grad[at + 3u * lanes]));
+// The gradient's values of stretch `t`, as `stretch_load` and `held_or_load` give x's.
+fn grad_load(t: Stretch) -> vec4<f32> {
+    if (t.count == 0u) { return vec4<f32>(0.0); }
+    return vec4<f32>(f32(grad[t.at.x]), f32(grad[t.at.y]), f32(grad[t.at.z]), f32(grad[t.at.w]));
 }
-fn weight_at(c: u32) -> f32 {
-    if (params.has_weight == 0u) { return 1.0; }
-    return f32(weight[c]);
+fn grad_held_or_load(t: Stretch, s: u32, lane: u32, step: u32, g: vec4<f32>, g2: vec4<f32>) -> vec4<f32> {
+    if (s == lane) { return g; }
+    if (s == lane + step) { return g2; }
+    return grad_load(t);
 }
-fn weight4(c: u32, lanes: u32) -> vec4<f32> {
-    return vec4<f32>(weight_at(c), weight_at(c + lanes), weight_at(c + 2u * lanes), weight_at(c + 3u * lanes));
+// The weight at the stretch's columns (1 without a weight).
+fn weight_at(t: Stretch, base: u32) -> vec4<f32> {
+    if (params.has_weight == 0u) { return vec4<f32>(1.0); }
+    let c = t.at - vec4<u32>(base);
+    return vec4<f32>(f32(weight[c.x]), f32(weight[c.y]), f32(weight[c.z]), f32(weight[c.w]));
 }
-fn store_products4(at: u32, lanes: u32, v: vec4<f32>) {
-    products[at] = T(v.x);
-    products[at + lanes] = T(v.y);
-    products[at + 2u * lanes] = T(v.z);
-    products[at + 3u * lanes] = T(v.w);
+fn store_products(t: Stretch, v: vec4<f32>) {
+    if (t.count > 0u) { products[t.at.x] = T(v.x); }
+    if (t.count > 1u) { products[t.at.y] = T(v.y); }
+    if (t.count > 2u) { products[t.at.z] = T(v.z); }
+    if (t.count > 3u) { products[t.at.w] = T(v.w); }
 }
 
 @compute @workgroup_size(WORKGROUP)
@@ -164,42 +198,35 @@ fn main(inv: RowInvocation) {
     let base = row * params.k;
     let k = f32(params.k);
     let step = ROW_LOADS * lanes;
-    let stats = norm_stats(base, len, k, lane, lanes, params.eps);
+    let first = stretch_at(base, lane, lanes, len);
+    let second = stretch_at(base, lane + step, lanes, len);
+    let x = stretch_load(first);
+    let x2 = stretch_load(second);
+    let g = grad_load(first);
+    let g2 = grad_load(second);
+    let stats = norm_stats(x, x2, base, len, k, lane, lanes, params.eps);
     let mean = stats.x;
     let rstd = stats.y;
 
     // The third pass's two sums: h and h * x_hat.
     var hs = vec4<f32>(0.0);
     var hxs = vec4<f32>(0.0);
-    var i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) {
-        let h = grad4(base + i, lanes) * weight4(i, lanes);
-        hs += h;
-        hxs += h * (load4(base + i, lanes) - mean) * rstd;
-    }
-    for (; i < len; i += lanes) {
-        let h = f32(grad[base + i]) * weight_at(i);
-        hs.x += h;
-        hxs.x += h * (load(base + i) - mean) * rstd;
+    for (var s = lane; s < len; s += step) {
+        let t = stretch_at(base, s, lanes, len);
+        let h = grad_held_or_load(t, s, lane, step, g, g2) * weight_at(t, base);
+        hs += stretch_only(t, h, 0.0);
+        hxs += stretch_only(t, h * (held_or_load(t, s, lane, step, x, x2) - mean) * rstd, 0.0);
     }
     let h_mean = row_total(REDUCE_SUM, (hs.x + hs.y) + (hs.z + hs.w)) / k;
     let hx_mean = row_total(REDUCE_SUM, (hxs.x + hxs.y) + (hxs.z + hxs.w)) / k;
 
-    i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) {
-        let g = grad4(base + i, lanes);
-        let x_hat = (load4(base + i, lanes) - mean) * rstd;
-        store4(base + i, lanes, rstd * (g * weight4(i, lanes) - h_mean - x_hat * hx_mean));
+    for (var s = lane; s < len; s += step) {
+        let t = stretch_at(base, s, lanes, len);
+        let gt = grad_held_or_load(t, s, lane, step, g, g2);
+        let x_hat = (held_or_load(t, s, lane, step, x, x2) - mean) * rstd;
+        stretch_store(t, rstd * (gt * weight_at(t, base) - h_mean - x_hat * hx_mean));
         if (params.has_weight != 0u) {
-            store_products4(base + i, lanes, g * x_hat);
-        }
-    }
-    for (; i < len; i += lanes) {
-        let g = f32(grad[base + i]);
-        let x_hat = (load(base + i) - mean) * rstd;
-        store(base + i, rstd * (g * weight_at(i) - h_mean - x_hat * hx_mean));
-        if (params.has_weight != 0u) {
-            products[base + i] = T(g * x_hat);
+            store_products(t, gt * x_hat);
         }
     }
 }

@@ -1,8 +1,9 @@
 // Numerically stable softmax (log = 0) or log-softmax (log = 1) over each row of a
 // compact [rows, k] tensor, `lanes` invocations per row as in reduce.wgsl: max, then sum
-// of exp(x - max), then the outputs. Each pass keeps ROW_LOADS loads in flight per
-// invocation; the second and third reads of a row come from cache.
-// kiln:constants workgroup reduce_ops row_loads reduce_combine row_place row_total
+// of exp(x - max), then the outputs. A lane holds its first two stretches of ROW_LOADS
+// elements through the three passes (the whole row up to 2 * ROW_LOADS * lanes), and
+// reads any more in each.
+// kiln:constants workgroup reduce_ops row_held reduce_combine row_place row_total
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -13,14 +14,44 @@ const REDUCE_PROD: u32 = 4u;
 const REDUCE_ARGMAX: u32 = 5u;
 const REDUCE_ARGMIN: u32 = 6u;
 const ROW_LOADS: u32 = 4u;
-fn load4(at: u32, lanes: u32) -> vec4<f32> {
-    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
+// Where a lane's stretch of a row lies: elements s, s + lanes, s + 2 lanes, s + 3 lanes of
+// the `len` from `base`, `count` of them inside the row. Places past the row are its last
+// element, so that every load reads the row; an empty row (a spare slot) loads nothing,
+// and its places are `base` (column 0).
+struct Stretch {
+    at: vec4<u32>,
+    count: u32,
 }
-fn store4(at: u32, lanes: u32, v: vec4<f32>) {
-    store(at, v.x);
-    store(at + lanes, v.y);
-    store(at + 2u * lanes, v.z);
-    store(at + 3u * lanes, v.w);
+fn stretch_at(base: u32, s: u32, lanes: u32, len: u32) -> Stretch {
+    let places = vec4<u32>(s) + vec4<u32>(0u, 1u, 2u, 3u) * lanes;
+    let inside = places < vec4<u32>(len);
+    var t = Stretch(vec4<u32>(base), 0u);
+    if (inside.x) {
+        t.count = u32(inside.x) + u32(inside.y) + u32(inside.z) + u32(inside.w);
+        t.at = vec4<u32>(base) + min(places, vec4<u32>(len - 1u));
+    }
+    return t;
+}
+fn stretch_load(t: Stretch) -> vec4<f32> {
+    if (t.count == 0u) { return vec4<f32>(0.0); }
+    return vec4<f32>(load(t.at.x), load(t.at.y), load(t.at.z), load(t.at.w));
+}
+// The values of stretch `t`, which starts at `s`: from registers for the lane's first two
+// (`x` from `lane`, `x2` from `lane + step`), else loaded.
+fn held_or_load(t: Stretch, s: u32, lane: u32, step: u32, x: vec4<f32>, x2: vec4<f32>) -> vec4<f32> {
+    if (s == lane) { return x; }
+    if (s == lane + step) { return x2; }
+    return stretch_load(t);
+}
+// `v` where the stretch holds the row's elements, `fill` past the row.
+fn stretch_only(t: Stretch, v: vec4<f32>, fill: f32) -> vec4<f32> {
+    return select(vec4<f32>(fill), v, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(t.count));
+}
+fn stretch_store(t: Stretch, v: vec4<f32>) {
+    if (t.count > 0u) { store(t.at.x, v.x); }
+    if (t.count > 1u) { store(t.at.y, v.y); }
+    if (t.count > 2u) { store(t.at.z, v.z); }
+    if (t.count > 3u) { store(t.at.w, v.w); }
 }
 // NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
 // NaN, so `x != x` may be folded away.
@@ -119,25 +150,27 @@ fn main(inv: RowInvocation) {
     let k = select(0u, params.k, row < params.rows);
     let base = row * params.k;
     let step = ROW_LOADS * lanes;
+    let x = stretch_load(stretch_at(base, lane, lanes, k));
+    let x2 = stretch_load(stretch_at(base, lane + step, lanes, k));
+    let minus_inf = bitcast<f32>(0xff800000u);
 
-    var m = vec4<f32>(bitcast<f32>(0xff800000u));
-    var i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < k; i += step) { m = max(m, load4(base + i, lanes)); }
-    for (; i < k; i += lanes) { m.x = max(m.x, load(base + i)); }
+    var m = vec4<f32>(minus_inf);
+    for (var s = lane; s < k; s += step) {
+        let t = stretch_at(base, s, lanes, k);
+        m = max(m, stretch_only(t, held_or_load(t, s, lane, step, x, x2), minus_inf));
+    }
     let row_max = row_total(REDUCE_MAX, max(max(m.x, m.y), max(m.z, m.w)));
 
     var sum = vec4<f32>(0.0);
-    i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < k; i += step) { sum += exp(load4(base + i, lanes) - row_max); }
-    for (; i < k; i += lanes) { sum.x += exp(load(base + i) - row_max); }
+    for (var s = lane; s < k; s += step) {
+        let t = stretch_at(base, s, lanes, k);
+        sum += stretch_only(t, exp(held_or_load(t, s, lane, step, x, x2) - row_max), 0.0);
+    }
     let total = row_total(REDUCE_SUM, (sum.x + sum.y) + (sum.z + sum.w));
     let log_total = log(total);
 
-    i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < k; i += step) {
-        store4(base + i, lanes, normalised(load4(base + i, lanes), row_max, total, log_total));
-    }
-    for (; i < k; i += lanes) {
-        store(base + i, normalised(vec4<f32>(load(base + i)), row_max, total, log_total).x);
+    for (var s = lane; s < k; s += step) {
+        let t = stretch_at(base, s, lanes, k);
+        stretch_store(t, normalised(held_or_load(t, s, lane, step, x, x2), row_max, total, log_total));
     }
 }

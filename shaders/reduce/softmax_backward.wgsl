@@ -1,10 +1,11 @@
 // The gradient of softmax (log = 0) or log-softmax (log = 1) over each row of compact
 // [rows, k] tensors, from the forward's output y and the output's gradient g, `lanes`
 // invocations per row as in softmax.wgsl: softmax's is y * (g - sum(g * y)),
-// log-softmax's g - exp(y) * sum(g). One pass sums the row, keeping ROW_LOADS loads of
-// each input in flight per invocation; the second writes the gradient, its reads from
-// cache. The composed formula took two launches and wrote g * y out between them.
-// kiln:constants workgroup reduce_ops row_loads reduce_combine row_place row_total
+// log-softmax's g - exp(y) * sum(g). One pass sums the row, the second writes the
+// gradient; a lane holds its first two stretches of ROW_LOADS elements of each input
+// through both (the whole row up to 2 * ROW_LOADS * lanes). The composed formula took two launches and wrote
+// g * y out between them.
+// kiln:constants workgroup reduce_ops row_held reduce_combine row_place row_total
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -15,14 +16,44 @@ const REDUCE_PROD: u32 = 4u;
 const REDUCE_ARGMAX: u32 = 5u;
 const REDUCE_ARGMIN: u32 = 6u;
 const ROW_LOADS: u32 = 4u;
-fn load4(at: u32, lanes: u32) -> vec4<f32> {
-    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
+// Where a lane's stretch of a row lies: elements s, s + lanes, s + 2 lanes, s + 3 lanes of
+// the `len` from `base`, `count` of them inside the row. Places past the row are its last
+// element, so that every load reads the row; an empty row (a spare slot) loads nothing,
+// and its places are `base` (column 0).
+struct Stretch {
+    at: vec4<u32>,
+    count: u32,
 }
-fn store4(at: u32, lanes: u32, v: vec4<f32>) {
-    store(at, v.x);
-    store(at + lanes, v.y);
-    store(at + 2u * lanes, v.z);
-    store(at + 3u * lanes, v.w);
+fn stretch_at(base: u32, s: u32, lanes: u32, len: u32) -> Stretch {
+    let places = vec4<u32>(s) + vec4<u32>(0u, 1u, 2u, 3u) * lanes;
+    let inside = places < vec4<u32>(len);
+    var t = Stretch(vec4<u32>(base), 0u);
+    if (inside.x) {
+        t.count = u32(inside.x) + u32(inside.y) + u32(inside.z) + u32(inside.w);
+        t.at = vec4<u32>(base) + min(places, vec4<u32>(len - 1u));
+    }
+    return t;
+}
+fn stretch_load(t: Stretch) -> vec4<f32> {
+    if (t.count == 0u) { return vec4<f32>(0.0); }
+    return vec4<f32>(load(t.at.x), load(t.at.y), load(t.at.z), load(t.at.w));
+}
+// The values of stretch `t`, which starts at `s`: from registers for the lane's first two
+// (`x` from `lane`, `x2` from `lane + step`), else loaded.
+fn held_or_load(t: Stretch, s: u32, lane: u32, step: u32, x: vec4<f32>, x2: vec4<f32>) -> vec4<f32> {
+    if (s == lane) { return x; }
+    if (s == lane + step) { return x2; }
+    return stretch_load(t);
+}
+// `v` where the stretch holds the row's elements, `fill` past the row.
+fn stretch_only(t: Stretch, v: vec4<f32>, fill: f32) -> vec4<f32> {
+    return select(vec4<f32>(fill), v, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(t.count));
+}
+fn stretch_store(t: Stretch, v: vec4<f32>) {
+    if (t.count > 0u) { store(t.at.x, v.x); }
+    if (t.count > 1u) { store(t.at.y, v.y); }
+    if (t.count > 2u) { store(t.at.z, v.z); }
+    if (t.count > 3u) { store(t.at.w, v.w); }
 }
 // NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
 // NaN, so `x != x` may be folded away.
@@ -108,8 +139,15 @@ fn load_grad(i: u32) -> f32 { return f32(grad[i]); }
 fn store(i: u32, v: f32) { output[i] = T(v); }
 // kiln:store end
 
-fn grad4(at: u32, lanes: u32) -> vec4<f32> {
-    return vec4<f32>(load_grad(at), load_grad(at + lanes), load_grad(at + 2u * lanes), load_grad(at + 3u * lanes));
+// The output gradient's values of stretch `t`, as `stretch_load` and `held_or_load` give y's.
+fn grad_load(t: Stretch) -> vec4<f32> {
+    if (t.count == 0u) { return vec4<f32>(0.0); }
+    return vec4<f32>(load_grad(t.at.x), load_grad(t.at.y), load_grad(t.at.z), load_grad(t.at.w));
+}
+fn grad_held_or_load(t: Stretch, s: u32, lane: u32, step: u32, g: vec4<f32>, g2: vec4<f32>) -> vec4<f32> {
+    if (s == lane) { return g; }
+    if (s == lane + step) { return g2; }
+    return grad_load(t);
 }
 
 // What the row sums: g * y, or log-softmax's g.
@@ -133,23 +171,24 @@ fn main(inv: RowInvocation) {
     let k = select(0u, params.k, row < params.rows);
     let base = row * params.k;
     let step = ROW_LOADS * lanes;
+    let first = stretch_at(base, lane, lanes, k);
+    let second = stretch_at(base, lane + step, lanes, k);
+    let y = stretch_load(first);
+    let y2 = stretch_load(second);
+    let g = grad_load(first);
+    let g2 = grad_load(second);
 
     var sum = vec4<f32>(0.0);
-    var i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < k; i += step) {
-        sum += summand(load4(base + i, lanes), grad4(base + i, lanes));
-    }
-    for (; i < k; i += lanes) {
-        sum.x += summand(vec4<f32>(load(base + i)), vec4<f32>(load_grad(base + i))).x;
+    for (var s = lane; s < k; s += step) {
+        let t = stretch_at(base, s, lanes, k);
+        let yt = held_or_load(t, s, lane, step, y, y2);
+        sum += stretch_only(t, summand(yt, grad_held_or_load(t, s, lane, step, g, g2)), 0.0);
     }
     let total = row_total(REDUCE_SUM, (sum.x + sum.y) + (sum.z + sum.w));
 
-    i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < k; i += step) {
-        store4(base + i, lanes, gradient(load4(base + i, lanes), grad4(base + i, lanes), total));
-    }
-    for (; i < k; i += lanes) {
-        let y = vec4<f32>(load(base + i));
-        store(base + i, gradient(y, vec4<f32>(load_grad(base + i)), total).x);
+    for (var s = lane; s < k; s += step) {
+        let t = stretch_at(base, s, lanes, k);
+        let yt = held_or_load(t, s, lane, step, y, y2);
+        stretch_store(t, gradient(yt, grad_held_or_load(t, s, lane, step, g, g2), total));
     }
 }

@@ -204,12 +204,14 @@ impl Kernel {
 
     /// Loop iterations one invocation of this row kernel's lanes build makes over a row
     /// of `k` elements with `lanes` lanes, counted from its source: each pass of
-    /// `ROW_LOADS` loads an iteration (`i + (ROW_LOADS - 1u) * lanes < k`), and each of
-    /// one load an iteration (`for (var j = lane; ...`, the loss and index kernels).
-    /// Their tails and the lane trees add a few more.
+    /// `ROW_LOADS` loads an iteration (`i + (ROW_LOADS - 1u) * lanes < k`, or a stretch
+    /// of `row_held` an iteration, `for (var s = lane; ...`), and each of one load an
+    /// iteration (`for (var j = lane; ...`, the loss and index kernels). Their tails and
+    /// the lane trees add a few more.
     pub fn row_loop_iterations(self, k: usize, lanes: usize) -> usize {
         let (_, text) = self.file();
-        let wide = text.matches("(ROW_LOADS - 1u) * lanes <").count();
+        let wide = text.matches("(ROW_LOADS - 1u) * lanes <").count()
+            + text.matches("for (var s = lane;").count();
         let single =
             text.matches("for (var j = lane;").count() + text.matches("for (var i = lane;").count();
         let lanes = lanes.max(1);

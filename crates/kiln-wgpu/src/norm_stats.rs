@@ -1,7 +1,7 @@
 //! A row's layer-norm statistics, written once for the forward and backward kernels
 //! (`shaders/norm/`): the backward's `x_hat` must round as the forward's did. The
-//! constants groups `norm_stats` (lanes per row, with `row_total`, `load` and `load4`
-//! of the kernel) and `norm_stats_serial` (one invocation per row, with the kernel's
+//! constants groups `norm_stats` (lanes per row, with `row_total`, `row_held` and the
+//! kernel's `load`) and `norm_stats_serial` (one invocation per row, with the kernel's
 //! one-argument `load4` over vec4s).
 
 /// Elements (vec4s) the serial kernels add up before adding into a row's total,
@@ -11,23 +11,21 @@ pub const NORM_CHUNK: u32 = 16;
 pub(crate) const NORM_STATS: &str = "\
 // A row's mean and 1 / sqrt(biased variance + eps), the variance from the deviations in
 // a second pass: the `len` elements from `base` (0 for a spare slot) of a row of `k`,
-// read by lane `lane` of `lanes` with ROW_LOADS loads in flight. Every lane gets both.
-fn norm_stats(base: u32, len: u32, k: f32, lane: u32, lanes: u32, eps: f32) -> vec2<f32> {
+// read by lane `lane` of `lanes`, whose first two stretches (`row_held`) hold `x` and
+// `x2`. Every lane gets both.
+fn norm_stats(x: vec4<f32>, x2: vec4<f32>, base: u32, len: u32, k: f32, lane: u32, lanes: u32, eps: f32) -> vec2<f32> {
     let step = ROW_LOADS * lanes;
     var sum = vec4<f32>(0.0);
-    var i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) { sum += load4(base + i, lanes); }
-    for (; i < len; i += lanes) { sum.x += load(base + i); }
+    for (var s = lane; s < len; s += step) {
+        let t = stretch_at(base, s, lanes, len);
+        sum += stretch_only(t, held_or_load(t, s, lane, step, x, x2), 0.0);
+    }
     let mean = row_total(REDUCE_SUM, (sum.x + sum.y) + (sum.z + sum.w)) / k;
     var squares = vec4<f32>(0.0);
-    i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += step) {
-        let d = load4(base + i, lanes) - mean;
+    for (var s = lane; s < len; s += step) {
+        let t = stretch_at(base, s, lanes, len);
+        let d = stretch_only(t, held_or_load(t, s, lane, step, x, x2) - mean, 0.0);
         squares += d * d;
-    }
-    for (; i < len; i += lanes) {
-        let d = load(base + i) - mean;
-        squares.x += d * d;
     }
     let q = (squares.x + squares.y) + (squares.z + squares.w);
     return vec2<f32>(mean, 1.0 / sqrt(row_total(REDUCE_SUM, q) / k + eps));

@@ -26,7 +26,7 @@ pub const WORKGROUP: u32 = 256;
 /// `layer_norm.wgsl`) keeps in flight per iteration: `ROW_IO`'s `load4`, written out
 /// rather than looped (registers indexed by a loop counter left registers on an H200).
 pub const ROW_LOADS: u32 = 4;
-const _: () = assert!(ROW_LOADS == 4, "load4 and store4 move one vec4");
+const _: () = assert!(ROW_LOADS == 4, "load4, store4 and ROW_HELD move one vec4");
 /// The row kernels' loads and stores of `ROW_LOADS` elements `lanes` apart, over their
 /// own `load` and `store` (which fusion may replace).
 const ROW_IO: &str = "\
@@ -38,6 +38,53 @@ fn store4(at: u32, lanes: u32, v: vec4<f32>) {
     store(at + lanes, v.y);
     store(at + 2u * lanes, v.z);
     store(at + 3u * lanes, v.w);
+}
+";
+/// The passes of the row kernels that read a row more than once (`softmax.wgsl`,
+/// `layer_norm.wgsl` and their backwards), over their own `load` and `store`: a
+/// stretch is `ROW_LOADS` elements `lanes` apart. A lane holds its first two in
+/// registers through every pass and loads the rest in each, so rows of up to
+/// `2 * ROW_LOADS * lanes` elements (all up to 8 x WORKGROUP, by `row_lanes`) are read
+/// from memory, and through any fused prologue, once.
+const ROW_HELD: &str = "\
+// Where a lane's stretch of a row lies: elements s, s + lanes, s + 2 lanes, s + 3 lanes of
+// the `len` from `base`, `count` of them inside the row. Places past the row are its last
+// element, so that every load reads the row; an empty row (a spare slot) loads nothing,
+// and its places are `base` (column 0).
+struct Stretch {
+    at: vec4<u32>,
+    count: u32,
+}
+fn stretch_at(base: u32, s: u32, lanes: u32, len: u32) -> Stretch {
+    let places = vec4<u32>(s) + vec4<u32>(0u, 1u, 2u, 3u) * lanes;
+    let inside = places < vec4<u32>(len);
+    var t = Stretch(vec4<u32>(base), 0u);
+    if (inside.x) {
+        t.count = u32(inside.x) + u32(inside.y) + u32(inside.z) + u32(inside.w);
+        t.at = vec4<u32>(base) + min(places, vec4<u32>(len - 1u));
+    }
+    return t;
+}
+fn stretch_load(t: Stretch) -> vec4<f32> {
+    if (t.count == 0u) { return vec4<f32>(0.0); }
+    return vec4<f32>(load(t.at.x), load(t.at.y), load(t.at.z), load(t.at.w));
+}
+// The values of stretch `t`, which starts at `s`: from registers for the lane's first two
+// (`x` from `lane`, `x2` from `lane + step`), else loaded.
+fn held_or_load(t: Stretch, s: u32, lane: u32, step: u32, x: vec4<f32>, x2: vec4<f32>) -> vec4<f32> {
+    if (s == lane) { return x; }
+    if (s == lane + step) { return x2; }
+    return stretch_load(t);
+}
+// `v` where the stretch holds the row's elements, `fill` past the row.
+fn stretch_only(t: Stretch, v: vec4<f32>, fill: f32) -> vec4<f32> {
+    return select(vec4<f32>(fill), v, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(t.count));
+}
+fn stretch_store(t: Stretch, v: vec4<f32>) {
+    if (t.count > 0u) { store(t.at.x, v.x); }
+    if (t.count > 1u) { store(t.at.y, v.y); }
+    if (t.count > 2u) { store(t.at.z, v.z); }
+    if (t.count > 3u) { store(t.at.w, v.w); }
 }
 ";
 /// NaN tests, for the kernels that propagate NaN as PyTorch does.
@@ -214,6 +261,12 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
         return Some((
             vec![("ROW_LOADS".to_string(), ROW_LOADS)],
             ROW_IO.to_string(),
+        ));
+    }
+    if name == "row_held" {
+        return Some((
+            vec![("ROW_LOADS".to_string(), ROW_LOADS)],
+            ROW_HELD.to_string(),
         ));
     }
     if name == "reduce_combine" {

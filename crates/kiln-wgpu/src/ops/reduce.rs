@@ -61,7 +61,9 @@ pub(crate) fn check_row_loops(
 
 /// Invocations per row of the workgroup row kernels for rows of `k` elements: the
 /// largest power of two, up to the workgroup, that leaves each at least `ROW_LOADS`
-/// elements to keep in flight.
+/// elements to keep in flight. Each then has fewer than `2 * ROW_LOADS` up to rows of
+/// `8 * WORKGROUP`, which the kernels that read a row more than once hold in two
+/// stretches (`row_held` in shader_constants.rs) and read once.
 /// Short rows share a workgroup: attention's softmax over 64 keys left three quarters
 /// of a 256-invocation workgroup idle. It follows from the shape alone, so results do
 /// not vary by adapter.
