@@ -173,6 +173,31 @@ fn rows(
     )
 }
 
+/// A row-wise op over `[rows, cols]` and its backward from a given output gradient,
+/// timed together: 2 elements moved forward, 3 backward (input, output gradient, input
+/// gradient).
+fn rows_with_backward(
+    family: &'static str,
+    label: &str,
+    [r, c]: [usize; 2],
+    op: fn(&Tensor) -> Result<Tensor>,
+) -> Case {
+    Case::new(
+        family,
+        format!("{label} fwd+bwd {r}x{c}"),
+        Unit::Bytes,
+        5.0 * F32 * (r * c) as f64,
+        move |d| {
+            let (x, g) = (input(&[r, c], d, 5)?, input(&[r, c], d, 8)?);
+            Ok(Box::new(move || {
+                let v = x.detach().into_var()?;
+                let grads = op(&v)?.backward_from(&g)?;
+                Ok(grads.get(&v).expect("the input's gradient").clone())
+            }))
+        },
+    )
+}
+
 fn elementwise(
     label: &str,
     n: usize,
@@ -237,18 +262,23 @@ pub fn suite(scale: Scale) -> Vec<Case> {
             rows("softmax", "softmax", [r, c], 2.0 * F32, |x| x.softmax(-1))
                 .peer(format!("softmax {key}")),
         );
+        cases.push(rows_with_backward("softmax", "softmax", [r, c], |x| {
+            x.softmax(-1)
+        }));
         cases.push(
             rows("reduce", "sum last", [r, c], F32, |x| x.sum(&[-1], false))
                 .peer(format!("sum_dim {key}")),
         );
+        let norm = |x: &Tensor| {
+            let last = x.dims()[x.dims().len() - 1];
+            x.layer_norm(&[last], None, None, 1e-5)
+        };
         if r >= c {
             cases.push(
-                rows("norm", "layer_norm", [r, c], 2.0 * F32, |x| {
-                    let last = x.dims()[x.dims().len() - 1];
-                    x.layer_norm(&[last], None, None, 1e-5)
-                })
-                .peer(format!("layer_norm {key}")),
+                rows("norm", "layer_norm", [r, c], 2.0 * F32, norm)
+                    .peer(format!("layer_norm {key}")),
             );
+            cases.push(rows_with_backward("norm", "layer_norm", [r, c], norm));
         }
     }
     let [r, c] = [4096, 1024];
