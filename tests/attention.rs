@@ -230,10 +230,12 @@ fn bad_inputs_are_errors() {
     }
 }
 
-/// With the fused kernels off (`KILN_ATTENTION=composed`), the op is refused, so the
-/// layers compose attention: the two ways can be timed against each other.
+/// Set to compose (`KILN_ATTENTION=composed`), the op is refused, so the layers
+/// compose attention: the two ways can be timed against each other. Fused or tuned, it
+/// runs.
 #[test]
 fn fused_attention_can_be_turned_off() {
+    use kiln::backend::AttentionWay;
     if gpu().is_none() {
         return;
     }
@@ -244,7 +246,7 @@ fn fused_attention_can_be_turned_off() {
         .into_var()
         .unwrap();
     let y = x.attention(&x, &x, true, 1.0).unwrap();
-    gpu.set_fused_attention(false);
+    gpu.set_attention_way(AttentionWay::Composed);
     assert!(matches!(
         x.attention(&x, &x, true, 1.0),
         Err(Error::Unsupported { .. })
@@ -252,8 +254,10 @@ fn fused_attention_can_be_turned_off() {
     // A forward that ran fused still has its backward.
     let grads = y.sum_all().unwrap().backward().unwrap();
     assert!(grads.get(&x).is_some());
-    gpu.set_fused_attention(true);
-    assert!(x.attention(&x, &x, true, 1.0).is_ok());
+    for way in [AttentionWay::Fused, AttentionWay::Autotune] {
+        gpu.set_attention_way(way);
+        assert!(x.attention(&x, &x, true, 1.0).is_ok());
+    }
 }
 
 /// A software adapter stops an invocation's loops after 65,535 iterations without an

@@ -357,6 +357,64 @@ fn attention_masks_point_the_documented_way_and_causal_is_top_left() {
     assert!(scaled_dot_product_attention(&q0, &bad, &v0, None, false, None).is_err());
 }
 
+/// On a GPU set to tune attention (the default), the first attention of a shape class
+/// times the fused kernels against the composed products (with the backward when a
+/// gradient will be taken) and keeps the faster per class: the result and gradients
+/// match the CPU whichever wins, and the decision is reused without timing again. Heads
+/// the fused kernels do not take (65 features) can only be composed.
+#[test]
+fn autotuned_attention_matches_cpu_and_keeps_its_decisions() {
+    use kiln::backend::{AttentionWay, GpuDevice};
+    use kiln_nn::functional::scaled_dot_product_attention;
+    if gpu().is_none() {
+        return;
+    }
+    let gpu = GpuDevice::new().unwrap();
+    gpu.use_autotune_cache(None);
+    gpu.set_attention_way(AttentionWay::Autotune);
+    let device = Device::Gpu(gpu.clone());
+    let cpu = Device::cpu();
+    let mut rng = Rng::new(21);
+    for features in [8, 65] {
+        let dims = [[2, 3, 19, features], [2, 3, 23, features], [2, 3, 23, 5]];
+        let inputs = dims.map(|d| Tensor::randn(d, DType::F32, &cpu, &mut rng).unwrap());
+        let g = Tensor::randn([2, 3, 19, 5], DType::F32, &cpu, &mut rng).unwrap();
+        for backward in [false, true] {
+            let run = |device: &Device| {
+                let [q, k, v] = inputs.each_ref().map(|t| match backward {
+                    true => on(device, t).into_var().unwrap(),
+                    false => on(device, t),
+                });
+                let out = scaled_dot_product_attention(&q, &k, &v, None, true, None).unwrap();
+                let mut got = vec![out.clone()];
+                if backward {
+                    let grads = out.backward_from(&on(device, &g)).unwrap();
+                    got.extend([&q, &k, &v].map(|t| grads.get(t).unwrap().clone()));
+                }
+                got
+            };
+            let label = format!("{features} features, backward {backward}");
+            for (got, want) in run(&device).iter().zip(&run(&cpu)) {
+                assert_close(&label, &got.to_device(&cpu).unwrap(), want, F32);
+            }
+            let pass = if backward { "backward" } else { "forward" };
+            let decisions = gpu.autotune_decisions();
+            let (class, way) = decisions
+                .iter()
+                .find(|(c, _)| c.contains(&format!(" d{features} ")) && c.ends_with(pass))
+                .unwrap_or_else(|| panic!("{label}: no decision in {decisions:?}"));
+            assert!(class.starts_with("attention f32 h8 q32 k32 "), "{class}");
+            if features == 65 {
+                assert_eq!(way, "composed", "{class}");
+            }
+            let again = |_| -> kiln::Result<()> { panic!("{class} tuned again") };
+            let kept = gpu.attention_way_for(class, again).unwrap();
+            assert_eq!(kept.name(), way);
+        }
+    }
+    assert_eq!(gpu.autotune_decisions().len(), 4);
+}
+
 #[test]
 fn cross_attention_reads_only_the_keys_its_masks_leave() {
     use kiln_nn::functional::AttentionMask;

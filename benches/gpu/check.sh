@@ -14,7 +14,8 @@
 # the same adapter (../shared/peers/burn-wgpu, built with benches/gpu/prepare.sh); PyTorch
 # on CUDA on the same shapes (benches/gpu/torch_cuda.py); training steps per second of
 # kiln's CNN and transformer beside PyTorch's, and again with each setting above and
-# with the transformer's attention composed (`KILN_ATTENTION=composed`). `--local` skips the PyTorch parts (and
+# with the transformer's attention fused and composed (`KILN_ATTENTION`; by default
+# the autotuner chooses per shape class). `--local` skips the PyTorch parts (and
 # says so in the summary) and runs the smaller suite; CI runs it so the script cannot rot.
 # A part that fails is recorded in the summary and the others still run; the exit status
 # is the number of failed parts.
@@ -146,7 +147,7 @@ for model in cnn transformer lstm; do
         \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|peak memory|dispatches|bytes per step)' >> \"$training\""
 done
 if ! $local_mode; then
-    for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold KILN_CONV=implicit KILN_ATTENTION=composed; do
+    for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold KILN_CONV=implicit KILN_ATTENTION=fused KILN_ATTENTION=composed; do
         for model in cnn transformer; do
             # The transformer has no convolution, the CNN no attention.
             [[ $setting == KILN_CONV=* && $model == transformer ]] && continue

@@ -2,7 +2,8 @@
 //! kiln would choose.
 
 use kiln::backend::{
-    autotune_cache_path, list_adapters, read_autotune_cache, ConvAlgorithm, GpuDevice, RowReduction,
+    autotune_cache_path, list_adapters, read_autotune_cache, AttentionWay, ConvAlgorithm,
+    GpuDevice, RowReduction,
 };
 use kiln::Device;
 
@@ -89,11 +90,16 @@ fn kernel_choices() {
         a => format!("{} (KILN_CONV or KILN_AUTOTUNE=0)", a.name()),
     };
     println!("convolutions on {name}: {convs}");
-    let attention = match gpu.fused_attention() {
-        true => {
-            "fused kernels for f32 heads of up to 64 features (KILN_ATTENTION=composed to compose)"
+    let attention = match gpu.attention_way() {
+        AttentionWay::Autotune => {
+            "autotuned per shape class: fused kernels (f32 heads of up \
+            to 64 features) or composed from products and a softmax"
         }
-        false => "composed from products and a softmax (KILN_ATTENTION=composed)",
+        AttentionWay::Fused => {
+            "fused kernels for f32 heads of up to 64 features, composed \
+            past them (KILN_ATTENTION or KILN_AUTOTUNE=0)"
+        }
+        AttentionWay::Composed => "composed from products and a softmax (KILN_ATTENTION)",
     };
     println!("attention on {name}: {attention}");
 }

@@ -1,7 +1,8 @@
 //! Functions of tensors with PyTorch's `torch.nn.functional` names, for what is not a
 //! layer with weights: `scaled_dot_product_attention` and its masks.
 
-use kiln::{DType, Error, Result, Tensor};
+use kiln::backend::{attention_class, AttentionWay, GpuDevice};
+use kiln::{is_grad_enabled, DType, Error, Result, Tensor};
 
 /// A hidden score gets this instead of -inf, so that a fully masked row gives a finite
 /// average of the values instead of PyTorch's NaN.
@@ -112,15 +113,73 @@ pub(crate) fn attention(
     is_causal: bool,
     scale: f64,
 ) -> Result<Tensor> {
-    if masks.is_empty() && q.device().is_gpu() {
-        // One kernel, the scores never written (`Tensor::attention`). The CPU keeps the
-        // composed products, which run on its GEMM. Heads the kernels do not take
-        // (more than 64 features, f16) are composed on the GPU too.
-        match q.attention(k, v, is_causal, scale) {
-            Err(Error::Unsupported { .. }) => {}
-            fused => return fused,
+    let device = q.device();
+    if let (true, Some(gpu)) = (masks.is_empty(), device.as_gpu()) {
+        // One kernel, the scores never written (`Tensor::attention`), where the device
+        // runs attention that way for this shape. The CPU keeps the composed products,
+        // which run on its GEMM. Heads the kernels do not take (more than 64 features,
+        // f16) are composed on the GPU too.
+        if attention_way(gpu, q, k, v, is_causal, scale)? != AttentionWay::Composed {
+            match q.attention(k, v, is_causal, scale) {
+                Err(Error::Unsupported { .. }) => {}
+                fused => return fused,
+            }
         }
     }
+    composed_attention(q, k, v, masks, is_causal, scale)
+}
+
+/// How `gpu` runs this attention: its setting, or the autotuner's choice for the shape
+/// class, timed on copies of q, k and v (forward, and backward when a gradient will be
+/// taken). A way that cannot run the shape loses.
+fn attention_way(
+    gpu: &GpuDevice,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    causal: bool,
+    scale: f64,
+) -> Result<AttentionWay> {
+    let backward = is_grad_enabled() && [q, k, v].iter().any(|t| t.requires_grad());
+    let dims = |t: &Tensor| t.dims()[..t.rank() - 2].iter().product::<usize>();
+    let rows = |t: &Tensor| t.dims()[t.rank() - 2];
+    let features = |t: &Tensor| t.dims()[t.rank() - 1];
+    let class = attention_class(
+        q.dtype(),
+        dims(q).max(dims(k)).max(dims(v)),
+        [rows(q), rows(k)],
+        [features(q), features(v)],
+        causal,
+        backward,
+    );
+    gpu.attention_way_for(&class, |way| {
+        let copy = |t: &Tensor| match backward {
+            true => t.detach().into_var(),
+            false => Ok(t.detach()),
+        };
+        let (q, k, v) = (copy(q)?, copy(k)?, copy(v)?);
+        let out = match way {
+            AttentionWay::Fused => q.attention(&k, &v, causal, scale)?,
+            _ => composed_attention(&q, &k, &v, &[], causal, scale)?,
+        };
+        // Returned, so that kernels deferred for fusion run while the clock runs.
+        let grads = match backward {
+            true => Some(out.backward_from(&out.ones_like()?)?),
+            false => None,
+        };
+        Ok((out, grads))
+    })
+}
+
+/// Attention from its products and a softmax, the masks applied to the scores.
+fn composed_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    masks: &[AttentionMask<'_>],
+    is_causal: bool,
+    scale: f64,
+) -> Result<Tensor> {
     let (l, s) = (q.dims()[q.rank() - 2], k.dims()[k.rank() - 2]);
     let mut scores = q.matmul(&k.t()?)?.mul_scalar(scale)?;
     if is_causal {

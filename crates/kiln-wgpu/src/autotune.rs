@@ -1,5 +1,5 @@
-//! The autotuner, for the matmul kernels (`MatmulVariant`) and the convolution
-//! algorithms (`ConvAlgorithm`). At the first product of a shape class on an adapter it
+//! The autotuner, for the matmul kernels (`MatmulVariant`), the convolution
+//! algorithms (`ConvAlgorithm`) and the ways of attention (`AttentionWay`). At the first product of a shape class on an adapter it
 //! times each candidate on the real operands and keeps the fastest: in memory for the
 //! device, and in `autotune.json` under the user's cache directory (`KILN_CACHE_DIR`
 //! overrides it), keyed by adapter, driver, kiln version and the candidates timed, so
@@ -9,7 +9,8 @@
 //! A shape class buckets m, n and k to powers of two and keeps what changes which
 //! kernel wins: the batch, the dtype, and whether the operands are aligned or read
 //! transposed; a convolution's class is its product's, marked `conv`. Products too
-//! small to be worth a tuning run take the fixed default.
+//! small to be worth a tuning run take the fixed default. Attention is tuned at every
+//! size: where it is small, launches decide, and the runs are short.
 
 use kiln_core::{DType, Error, MatmulSpec, Result};
 use std::collections::{BTreeMap, HashMap};
@@ -166,8 +167,35 @@ pub(crate) fn conv_class(kind: &str, product: &MatmulSpec, dtype: DType) -> Stri
     format!("{kind} {}", product_class(product, dtype))
 }
 
+/// The shape class of an attention (`AttentionWay`), e.g. `attention f32 h128 q64 k64
+/// d32 v32 causal backward`: heads, queries and keys bucketed as a product's dims, the
+/// feature counts as they are (they choose the kernel's build), and whether the run
+/// timed includes the backward (training) or not (inference).
+pub fn attention_class(
+    dtype: DType,
+    heads: usize,
+    [queries, keys]: [usize; 2],
+    [head_dim, value_dim]: [usize; 2],
+    causal: bool,
+    backward: bool,
+) -> String {
+    let mask = if causal { "causal" } else { "full" };
+    let pass = if backward { "backward" } else { "forward" };
+    format!(
+        "attention {} h{} q{} k{} d{head_dim} v{value_dim} {mask} {pass}",
+        dtype.name(),
+        heads.next_power_of_two().min(1 << 14),
+        bucket(queries),
+        bucket(keys),
+    )
+}
+
+/// A dim of a shape class: the power of two at or above it, up to 2^14.
+fn bucket(v: usize) -> usize {
+    v.next_power_of_two().min(1 << 14)
+}
+
 fn product_class(spec: &MatmulSpec, dtype: DType) -> String {
-    let bucket = |v: usize| v.next_power_of_two().min(1 << 14);
     let batch = (spec.batch[0] * spec.batch[1]).next_power_of_two().min(64);
     format!(
         "{} m{} n{} k{} b{batch}",
@@ -230,10 +258,11 @@ pub(crate) fn decide<T: Tunable>(
 }
 
 /// Seconds of one run of `f` on the device: GPU timestamps when the adapter has them,
-/// the host clock around a synchronised run otherwise.
-pub(crate) fn seconds(device: &crate::GpuDevice, f: impl FnOnce() -> Result<()>) -> Result<f64> {
+/// the host clock around a synchronised run otherwise. What `f` returns is held until
+/// the clock stops, so that work it left pending (deferred kernels) runs inside.
+pub(crate) fn seconds<T>(device: &crate::GpuDevice, f: impl FnOnce() -> Result<T>) -> Result<f64> {
     device.synchronize()?;
     let start = Instant::now();
-    let ((), gpu) = device.gpu_time(f)?;
+    let (_held, gpu) = device.gpu_time(f)?;
     Ok(gpu.map_or(start.elapsed().as_secs_f64(), |d| d.as_secs_f64()))
 }

@@ -4,9 +4,9 @@
 //! `launch` (the batch), `readback` and `error_scopes`.
 
 use crate::adapter::{self, AdapterSummary};
+use crate::attention_way::AttentionWay;
 use crate::autotune::{self, Autotuner, Tunable};
 use crate::conv_algorithm::ConvAlgorithm;
-use crate::env_warning::warn_once;
 use crate::fusion::{FusedParams, PendingList};
 use crate::kernels::Kernel;
 use crate::launch::{Batch, MAX_BATCH, MAX_BIND_GROUPS};
@@ -45,8 +45,8 @@ pub(crate) struct Inner {
     pub(crate) pipelines: Mutex<PipelineCache>,
     /// Whether elementwise ops record pending storages (`fusion`).
     pub(crate) fusion: AtomicBool,
-    /// Whether `attention` runs its fused kernels (see `set_fused_attention`).
-    pub(crate) fused_attention: AtomicBool,
+    /// How attention without masks runs (see `AttentionWay`).
+    pub(crate) attention_way: Mutex<AttentionWay>,
     /// Generated kernels by program structure, and their sources in build order.
     pub(crate) fused_pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
     pub(crate) fused_sources: Mutex<Vec<String>>,
@@ -161,7 +161,7 @@ impl GpuDevice {
                 autotuner: Mutex::new(autotuner),
                 pipelines: Mutex::default(),
                 fusion: AtomicBool::new(std::env::var("KILN_FUSION").as_deref() != Ok("0")),
-                fused_attention: AtomicBool::new(fused_attention_setting()),
+                attention_way: Mutex::new(AttentionWay::from_env()),
                 fused_pipelines: Mutex::default(),
                 fused_sources: Mutex::default(),
                 pending: Mutex::default(),
@@ -261,15 +261,37 @@ impl GpuDevice {
         self.inner.fusion.load(Ordering::Relaxed)
     }
 
-    /// Turns the fused attention kernels on or off (on unless `KILN_ATTENTION=composed`).
-    /// Off, `Tensor::attention` is refused (`Error::Unsupported`) and the layers compose
-    /// attention from products and a softmax: the two ways timed against each other.
-    pub fn set_fused_attention(&self, on: bool) {
-        self.inner.fused_attention.store(on, Ordering::Relaxed);
+    /// How this device runs attention without masks (see `AttentionWay`).
+    pub fn attention_way(&self) -> AttentionWay {
+        *self.inner.attention_way.lock().unwrap()
     }
 
-    pub fn fused_attention(&self) -> bool {
-        self.inner.fused_attention.load(Ordering::Relaxed)
+    /// Chooses how attention runs, e.g. to compare the two ways on one adapter. With
+    /// `Composed`, `Tensor::attention` is refused (`Error::Unsupported`) for new forwards
+    /// and the layers compose attention from products and a softmax.
+    pub fn set_attention_way(&self, way: AttentionWay) {
+        *self.inner.attention_way.lock().unwrap() = way;
+    }
+
+    /// How attention of shape class `class` (from `attention_class`) runs here: the
+    /// device's setting, or with `Autotune` the faster way as `run` times it (one
+    /// untimed run, then the best of a few), kept per class like the matmul decisions.
+    /// `run(way)` runs one attention of the class that way, forward and, in training,
+    /// backward, and returns what it computed: it is held until the clock stops, so
+    /// that kernels deferred for fusion run inside the timed window.
+    pub fn attention_way_for<T>(
+        &self,
+        class: &str,
+        mut run: impl FnMut(AttentionWay) -> Result<T>,
+    ) -> Result<AttentionWay> {
+        match self.attention_way() {
+            AttentionWay::Autotune => autotune::decide(self, class.to_string(), || {
+                autotune::fastest(&AttentionWay::CANDIDATES, |way| {
+                    autotune::seconds(self, || run(way))
+                })
+            }),
+            way => Ok(way),
+        }
     }
 
     /// The matmul kernel this device runs (see `ops/matmul.rs`).
@@ -394,24 +416,12 @@ impl GpuDevice {
     }
 }
 
-/// The names of everything the autotuner times on an adapter: its matmul kernels, then
-/// the convolution algorithms.
+/// The names of everything the autotuner times on an adapter: its matmul kernels, the
+/// convolution algorithms, then the ways of attention.
 fn tuned_candidates(software: bool, limits: &wgpu::Limits) -> Vec<&'static str> {
     let matmuls = MatmulVariant::candidates(software, limits);
-    let convs = ConvAlgorithm::CANDIDATES;
     let mut names: Vec<&str> = matmuls.iter().map(|v| v.name()).collect();
-    names.extend(convs.iter().map(|a| a.name()));
+    names.extend(ConvAlgorithm::CANDIDATES.iter().map(|a| a.name()));
+    names.extend(AttentionWay::CANDIDATES.iter().map(|a| a.name()));
     names
-}
-
-/// `KILN_ATTENTION`: `fused` (the default) or `composed`.
-fn fused_attention_setting() -> bool {
-    match std::env::var("KILN_ATTENTION").as_deref() {
-        Ok("composed") => false,
-        Ok("fused") | Err(_) => true,
-        Ok(other) => {
-            warn_once(&format!("KILN_ATTENTION={other}: not fused or composed"));
-            true
-        }
-    }
 }

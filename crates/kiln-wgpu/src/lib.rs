@@ -4,6 +4,7 @@
 
 mod adapter;
 mod alloc;
+mod attention_way;
 mod autotune;
 mod backend;
 mod conv_algorithm;
@@ -37,8 +38,10 @@ mod timing;
 mod upload;
 
 pub use adapter::{list_adapters, prefer_adapter, AdapterSummary};
+pub use attention_way::AttentionWay;
 pub use autotune::{
-    cache_path as autotune_cache_path, read_cache as read_autotune_cache, CacheEntries,
+    attention_class, cache_path as autotune_cache_path, read_cache as read_autotune_cache,
+    CacheEntries,
 };
 pub use conv_algorithm::ConvAlgorithm;
 pub use device::GpuDevice;

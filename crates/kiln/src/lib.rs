@@ -69,9 +69,9 @@ pub mod backend {
     pub use kiln_cpu::{CpuDevice, CpuStorage};
     pub use kiln_wgpu::shader_constants;
     pub use kiln_wgpu::{
-        autotune_cache_path, list_adapters, read_autotune_cache, specialised_sources,
-        AdapterSummary, CacheEntries, ConvAlgorithm, CopyProbe, FmaProbe, FusedParams, GpuDevice,
-        GpuStorage, Kernel, MatmulRhs, MatmulVariant, ParamsLayout, ParamsMember, PoolStats,
-        RowReduction, MAX_COLUMN_GROUP, MAX_PENDING,
+        attention_class, autotune_cache_path, list_adapters, read_autotune_cache,
+        specialised_sources, AdapterSummary, AttentionWay, CacheEntries, ConvAlgorithm, CopyProbe,
+        FmaProbe, FusedParams, GpuDevice, GpuStorage, Kernel, MatmulRhs, MatmulVariant,
+        ParamsLayout, ParamsMember, PoolStats, RowReduction, MAX_COLUMN_GROUP, MAX_PENDING,
     };
 }

@@ -2,6 +2,7 @@
 //! composed way ran two products, a softmax and a masked scale forward and five
 //! launches backward, each writing or reading the `[heads, queries, keys]` scores.
 
+use crate::attention_way::AttentionWay;
 use crate::kernels::Kernel;
 use crate::loop_budget;
 use crate::ops::matmul::strides;
@@ -108,11 +109,13 @@ pub(crate) fn attention(
 ) -> Result<(GpuStorage, GpuStorage)> {
     let op = "attention";
     let device = &q.device;
-    // Off, the forward is refused; a backward of a forward that ran still runs.
-    if !device.fused_attention() {
+    // Set to compose, the forward is refused; a backward of a forward that ran still runs.
+    if device.attention_way() == AttentionWay::Composed {
         return Err(Error::Unsupported {
             op,
-            reason: "fused attention is off on this device (KILN_ATTENTION=composed)".into(),
+            reason:
+                "this device composes attention (KILN_ATTENTION=composed, or set_attention_way)"
+                    .into(),
         });
     }
     let p = params(op, q, spec, None)?;
