@@ -218,3 +218,39 @@ fn cat_pieces_per_launch(gpu: &kiln::backend::GpuDevice) -> usize {
     let limit = gpu.summary().max_storage_buffers_per_shader_stage as usize;
     (limit - 1).min(kiln::backend::shader_constants::CAT_PIECES as usize)
 }
+
+/// The autotuner times what a candidate leaves deferred for fusion: what a timed run
+/// returns is held until its clock stops, so the kernels it deferred run in the window.
+/// A first version dropped it, and the composed attention's last kernels were not
+/// timed: lavapipe's tuner chose composed attention for the char transformer.
+#[test]
+fn autotuning_runs_what_a_candidate_defers() {
+    use kiln::backend::{AttentionWay, GpuDevice};
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if gpu().is_none() {
+        return;
+    }
+    let tuner = GpuDevice::new().unwrap();
+    tuner.use_autotune_cache(None);
+    tuner.set_attention_way(AttentionWay::Autotune);
+    let device = Device::Gpu(tuner.clone());
+    let (a, b) = two_constants(&device);
+    let runs = std::cell::Cell::new(0);
+    let (_, profile) = device
+        .profile(|| {
+            tuner.attention_way_for("attention test class", |_| {
+                runs.set(runs.get() + 1);
+                // One fused kernel, deferred until its output is read.
+                a.add(&b)?.exp()
+            })
+        })
+        .unwrap();
+    let fused: u64 = profile
+        .kernels
+        .iter()
+        .filter(|k| k.name.starts_with("fused add,exp"))
+        .map(|k| k.launches)
+        .sum();
+    assert!(runs.get() >= 2, "each candidate runs");
+    assert_eq!(fused, runs.get(), "{:#?}", profile.kernels);
+}
