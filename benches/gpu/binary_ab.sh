@@ -8,7 +8,7 @@
 # bench, MODELS= (empty) the training. Writes one file, $OUT/ab.md: medians per
 # command, the ratio (above 1: B is faster), then the raw outputs.
 #
-#   OUT=dir A=.devbin/kiln-prev B=.devbin/kiln [ROUNDS=3] [SCALE=--large]
+#   OUT=dir A=.devbin/kiln-prev B=.devbin/kiln [ROUNDS=3] [SCALE=--large, or empty]
 #     [ONLY=softmax,reduce,norm,transfer] [MODELS="transformer cnn"] [STEPS=30]
 #     [WARMUP=3] bash benches/gpu/binary_ab.sh
 set -euo pipefail
@@ -17,7 +17,7 @@ out=${OUT:?set OUT to a folder for the results}
 a=${A:?set A to the first kiln command}
 b=${B:?set B to the second kiln command}
 rounds=${ROUNDS:-3}
-scale=${SCALE:---large}
+scale=${SCALE---large}
 only=${ONLY-softmax,reduce,norm,transfer}
 models=${MODELS-transformer cnn}
 steps=${STEPS:-30}

@@ -15,7 +15,9 @@
 # on CUDA on the same shapes (benches/gpu/torch_cuda.py); training steps per second of
 # kiln's CNN and transformer beside PyTorch's, and again with each setting above and
 # with the transformer's attention fused and composed (`KILN_ATTENTION`; by default
-# the autotuner chooses per shape class). `--local` skips the PyTorch parts (and
+# the autotuner chooses per shape class); and, where prepare.sh built one, the build
+# last measured against this one in interleaved rounds (benches/gpu/binary_ab.sh;
+# `--local` runs the script with this build on both sides). `--local` skips the PyTorch parts (and
 # says so in the summary) and runs the smaller suite; CI runs it so the script cannot rot.
 # A part that fails is recorded in the summary and the others still run; the exit status
 # is the number of failed parts.
@@ -34,6 +36,7 @@ out=${OUT:-target/gpu-check}
 mkdir -p "$out"
 if $local_mode; then
     kiln=${KILN_BIN:-target/release/kiln}
+    prev=$kiln
     burn=${BURN_BIN:-/tmp/peer-burn/release/peer-burn-wgpu}
     parity=${PARITY_BIN:-/nonexistent}
     parity_filter=(row_kernels_match_cpu_both_ways)
@@ -42,6 +45,7 @@ if $local_mode; then
     warmup=1
 else
     kiln=${KILN_BIN:-.devbin/kiln}
+    prev=${PREV_BIN:-.devbin/kiln-prev}
     burn=${BURN_BIN:-.devbin/peer-burn-wgpu}
     parity=${PARITY_BIN:-.devbin/parity}
     parity_filter=()
@@ -160,6 +164,21 @@ if ! $local_mode; then
 fi
 if $torch_ok; then
     grep '^pytorch-cuda train' "$out/torch-cuda.txt" >> "$training"
+fi
+
+# The build last measured against this one, back to back: what changed since, on
+# this card (ab.md). Here, this build on both sides, so that the script cannot rot.
+if [[ -x $prev ]]; then
+    if $local_mode; then
+        ab=(ROUNDS=1 SCALE=--quick ONLY=softmax MODELS=mlp STEPS=1 WARMUP=1)
+    else
+        ab=(ROUNDS=3 SCALE=--large ONLY=matmul,conv2d,softmax,reduce,norm "MODELS=transformer cnn")
+    fi
+    part "A/B against $prev" 300 env OUT="$scratch/ab" A="$prev" B="$kiln" "${ab[@]}" \
+        bash benches/gpu/binary_ab.sh
+    cp "$scratch/ab/ab.md" "$out/ab.md" 2>> "$log"
+else
+    skip "A/B against the build before" "no binary at $prev (benches/gpu/prepare.sh builds it)"
 fi
 
 peers=()

@@ -1,7 +1,9 @@
 # Sourced on the GPU machine before check.sh (`source benches/gpu/device_setup.sh`):
 # unpacks the Debian packages prepare.sh put in .gl/ (the Vulkan loader, and libEGL
 # with libglvnd, without which NVIDIA's 580 driver returns no vkCreateInstance in a
-# headless container) and points the loader at the driver's ICD.
+# headless container) and points the loader at the driver's ICD; and unpacks the
+# binaries prepare.sh gzipped into .devbin/.
+for z in .devbin/*.gz; do [[ -e $z ]] && gunzip -kf "$z"; done
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 vendor=/usr/share/glvnd/egl_vendor.d/10_nvidia.json
