@@ -5,7 +5,7 @@
 // gradient; a lane holds its first two stretches of ROW_LOADS elements of each input
 // through both (the whole row up to 2 * ROW_LOADS * lanes). The composed formula took two launches and wrote
 // g * y out between them.
-// kiln:constants workgroup reduce_ops row_held reduce_combine row_place row_total
+// kiln:constants workgroup reduce_ops row_held row_held_grad reduce_combine row_place row_total
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -54,6 +54,17 @@ fn stretch_store(t: Stretch, v: vec4<f32>) {
     if (t.count > 1u) { store(t.at.y, v.y); }
     if (t.count > 2u) { store(t.at.z, v.z); }
     if (t.count > 3u) { store(t.at.w, v.w); }
+}
+// The output gradient's values of stretch `t`, as `stretch_load` and `held_or_load` give
+// the first input's.
+fn grad_load(t: Stretch) -> vec4<f32> {
+    if (t.count == 0u) { return vec4<f32>(0.0); }
+    return vec4<f32>(load_grad(t.at.x), load_grad(t.at.y), load_grad(t.at.z), load_grad(t.at.w));
+}
+fn grad_held_or_load(t: Stretch, s: u32, lane: u32, step: u32, g: vec4<f32>, g2: vec4<f32>) -> vec4<f32> {
+    if (s == lane) { return g; }
+    if (s == lane + step) { return g2; }
+    return grad_load(t);
 }
 // NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
 // NaN, so `x != x` may be folded away.
@@ -138,17 +149,6 @@ fn load_grad(i: u32) -> f32 { return f32(grad[i]); }
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
 fn store(i: u32, v: f32) { output[i] = T(v); }
 // kiln:store end
-
-// The output gradient's values of stretch `t`, as `stretch_load` and `held_or_load` give y's.
-fn grad_load(t: Stretch) -> vec4<f32> {
-    if (t.count == 0u) { return vec4<f32>(0.0); }
-    return vec4<f32>(load_grad(t.at.x), load_grad(t.at.y), load_grad(t.at.z), load_grad(t.at.w));
-}
-fn grad_held_or_load(t: Stretch, s: u32, lane: u32, step: u32, g: vec4<f32>, g2: vec4<f32>) -> vec4<f32> {
-    if (s == lane) { return g; }
-    if (s == lane + step) { return g2; }
-    return grad_load(t);
-}
 
 // What the row sums: g * y, or log-softmax's g.
 fn summand(y: vec4<f32>, g: vec4<f32>) -> vec4<f32> {

@@ -1,9 +1,10 @@
-//! The autotuner, for the matmul kernels (`MatmulVariant`), the convolution
-//! algorithms (`ConvAlgorithm`) and the ways of attention (`AttentionWay`). At the first product of a shape class on an adapter it
-//! times each candidate on the real operands and keeps the fastest: in memory for the
-//! device, and in `autotune.json` under the user's cache directory (`KILN_CACHE_DIR`
-//! overrides it), keyed by adapter, driver, kiln version and the candidates timed, so
-//! later processes start from the decision (and a new candidate is tuned afresh).
+//! The autotuner, for the matmul kernels (`MatmulVariant`), the convolution algorithms
+//! (`ConvAlgorithm`) and the ways of attention (`AttentionWay`). At the first product of
+//! a shape class on an adapter it times each candidate on the real operands and keeps
+//! the fastest: in memory for the device, and in `autotune.json` under the user's cache
+//! directory (`KILN_CACHE_DIR` overrides it), keyed by adapter, driver, kiln version and
+//! the candidates timed, so later processes start from the decision (and a new
+//! candidate is tuned afresh).
 //! `KILN_AUTOTUNE=0` uses the fixed defaults instead.
 //!
 //! A shape class buckets m, n and k to powers of two and keeps what changes which
@@ -184,7 +185,7 @@ pub fn attention_class(
     format!(
         "attention {} h{} q{} k{} d{head_dim} v{value_dim} {mask} {pass}",
         dtype.name(),
-        heads.next_power_of_two().min(1 << 14),
+        bucket(heads),
         bucket(queries),
         bucket(keys),
     )

@@ -87,6 +87,21 @@ fn stretch_store(t: Stretch, v: vec4<f32>) {
     if (t.count > 3u) { store(t.at.w, v.w); }
 }
 ";
+/// The backward row kernels' second input (the output's gradient), over their own
+/// `load_grad`, as `ROW_HELD` gives the first: after `ROW_HELD`.
+const ROW_HELD_GRAD: &str = "\
+// The output gradient's values of stretch `t`, as `stretch_load` and `held_or_load` give
+// the first input's.
+fn grad_load(t: Stretch) -> vec4<f32> {
+    if (t.count == 0u) { return vec4<f32>(0.0); }
+    return vec4<f32>(load_grad(t.at.x), load_grad(t.at.y), load_grad(t.at.z), load_grad(t.at.w));
+}
+fn grad_held_or_load(t: Stretch, s: u32, lane: u32, step: u32, g: vec4<f32>, g2: vec4<f32>) -> vec4<f32> {
+    if (s == lane) { return g; }
+    if (s == lane + step) { return g2; }
+    return grad_load(t);
+}
+";
 /// NaN tests, for the kernels that propagate NaN as PyTorch does.
 const IS_NAN: &str = "\
 // NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
@@ -268,6 +283,9 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
             vec![("ROW_LOADS".to_string(), ROW_LOADS)],
             ROW_HELD.to_string(),
         ));
+    }
+    if name == "row_held_grad" {
+        return Some((Vec::new(), ROW_HELD_GRAD.to_string()));
     }
     if name == "reduce_combine" {
         return Some((Vec::new(), format!("{IS_NAN}{REDUCE_COMBINE}")));
