@@ -7,7 +7,26 @@
 mod common;
 
 use common::*;
+use kiln::backend::{AttentionSplit, GpuDevice};
 use kiln::{DType, Device, Error, Tensor};
+
+/// A GPU device of its own, whose fused kernels spread rows as `split` says (a device of
+/// its own, so that no other test's setting changes under it), outputs poisoned.
+fn gpu_split(split: AttentionSplit) -> Option<Device> {
+    gpu()?;
+    let gpu = GpuDevice::new().unwrap();
+    gpu.set_poison_outputs(true);
+    gpu.set_attention_split(split);
+    Some(Device::Gpu(gpu))
+}
+
+/// Each way the kernels spread rows: whole, split into lanes, and as tuned.
+fn split_devices() -> Vec<(AttentionSplit, Device)> {
+    AttentionSplit::ALL
+        .into_iter()
+        .filter_map(|split| Some((split, gpu_split(split)?)))
+        .collect()
+}
 
 /// `softmax(scale q k^T) v`, the hidden scores at minus infinity, from the ops the
 /// fused kernel replaces.
@@ -43,7 +62,8 @@ fn gradients(t: &[Tensor], causal: bool, scale: f64, fused: bool) -> kiln::Resul
 /// (batch, queries, keys, head features, value features): more queries than a
 /// workgroup's 64 and keys past several 16-key tiles, neither a multiple; heads of
 /// the most features the GPU kernels keep (64) and of one; more keys than queries;
-/// three batch dims (made compact for the kernels' two).
+/// three batch dims (made compact for the kernels' two). Split, their rows take two,
+/// four and eight lanes.
 const SHAPES: &[(&[usize], usize, usize, usize, usize)] = &[
     (&[2, 3], 5, 7, 6, 5),
     (&[3], 70, 37, 8, 8),
@@ -87,17 +107,23 @@ fn cpu_attention_is_the_composed_softmax() {
 
 #[test]
 fn gpu_attention_matches_cpu() {
-    for &(batch, l, s, e, ev) in SHAPES {
-        let t = inputs(batch, l, s, e, ev);
-        for causal in [false, true] {
-            let scale = 1.0 / (e as f64).sqrt();
-            let label = format!("{batch:?} {l}x{s} e {e} ev {ev} causal {causal}");
-            parity(&format!("attention {label}"), &t[..3], F32_MATH, |t| {
-                t[0].attention(&t[1], &t[2], causal, scale)
-            });
-            parity(&format!("gradients {label}"), &t, F32_MATH, |t| {
-                gradients(t, causal, scale, true)
-            });
+    for (split, device) in split_devices() {
+        for &(batch, l, s, e, ev) in SHAPES {
+            let t = inputs(batch, l, s, e, ev);
+            for causal in [false, true] {
+                let scale = 1.0 / (e as f64).sqrt();
+                let label = format!("{batch:?} {l}x{s} e {e} ev {ev} causal {causal} {split:?}");
+                parity_on(
+                    &device,
+                    &format!("attention {label}"),
+                    &t[..3],
+                    F32_MATH,
+                    |t| t[0].attention(&t[1], &t[2], causal, scale),
+                );
+                parity_on(&device, &format!("gradients {label}"), &t, F32_MATH, |t| {
+                    gradients(t, causal, scale, true)
+                });
+            }
         }
     }
 }
@@ -117,28 +143,32 @@ fn gpu_attention_reads_views_in_place() {
             .squeeze(2)?
             .permute(&[0, 2, 1, 3])
     };
-    for causal in [false, true] {
-        parity(
-            &format!("attention of head-split views, causal {causal}"),
-            &[qkv.clone(), r.clone()],
-            F32_MATH,
-            |t| {
-                let (q, k, v) = (split(&t[0], 0)?, split(&t[0], 1)?, split(&t[0], 2)?);
-                assert!(!q.is_contiguous());
-                gradients(&[q, k, v, t[1].clone()], causal, 0.35, true)
-            },
-        );
-    }
     // Keys and values shared by the heads (stride 0), a sliced query.
     let q = sliced(&[4, 12, 5], &mut rng);
     let (k, v) = (rand(&[9, 5], &mut rng), transposed(&[9, 7], &mut rng));
-    let r = rand(&[4, 12, 7], &mut rng);
-    parity(
-        "attention of broadcast keys",
-        &[q, k, v, r],
-        F32_MATH,
-        |t| gradients(t, true, 0.4, true),
-    );
+    let shared = [q, k, v, rand(&[4, 12, 7], &mut rng)];
+    for (way, device) in split_devices() {
+        for causal in [false, true] {
+            parity_on(
+                &device,
+                &format!("attention of head-split views, causal {causal}, {way:?}"),
+                &[qkv.clone(), r.clone()],
+                F32_MATH,
+                |t| {
+                    let (q, k, v) = (split(&t[0], 0)?, split(&t[0], 1)?, split(&t[0], 2)?);
+                    assert!(!q.is_contiguous());
+                    gradients(&[q, k, v, t[1].clone()], causal, 0.35, true)
+                },
+            );
+        }
+        parity_on(
+            &device,
+            &format!("attention of broadcast keys, {way:?}"),
+            &shared,
+            F32_MATH,
+            |t| gradients(t, true, 0.4, true),
+        );
+    }
 }
 
 /// A NaN in a query, or in a key a query sees, makes that query's output NaN, as in the
@@ -147,7 +177,8 @@ fn gpu_attention_reads_views_in_place() {
 #[test]
 fn nan_reaches_the_queries_that_see_it() {
     let cpu = Device::cpu();
-    let devices: Vec<Device> = std::iter::once(cpu).chain(gpu()).collect();
+    let gpus = split_devices().into_iter().map(|(_, device)| device);
+    let devices: Vec<Device> = std::iter::once(cpu).chain(gpus).collect();
     let mut rng = rng();
     let (l, s, e) = (5, 5, 4);
     let base = [

@@ -364,7 +364,7 @@ fn attention_masks_point_the_documented_way_and_causal_is_top_left() {
 /// the fused kernels do not take (65 features) can only be composed.
 #[test]
 fn autotuned_attention_matches_cpu_and_keeps_its_decisions() {
-    use kiln::backend::{AttentionWay, GpuDevice};
+    use kiln::backend::{AttentionSplit, AttentionWay, GpuDevice};
     use kiln_nn::functional::scaled_dot_product_attention;
     if gpu().is_none() {
         return;
@@ -372,6 +372,7 @@ fn autotuned_attention_matches_cpu_and_keeps_its_decisions() {
     let gpu = GpuDevice::new().unwrap();
     gpu.use_autotune_cache(None);
     gpu.set_attention_way(AttentionWay::Autotune);
+    gpu.set_attention_split(AttentionSplit::Autotune);
     let device = Device::Gpu(gpu.clone());
     let cpu = Device::cpu();
     let mut rng = Rng::new(21);
@@ -407,12 +408,22 @@ fn autotuned_attention_matches_cpu_and_keeps_its_decisions() {
             if features == 65 {
                 assert_eq!(way, "composed", "{class}");
             }
+            // The fused kernels, timed, were tuned whole or split for the class; heads
+            // they refuse never reach them.
+            let split = decisions.get(&format!("split {class}"));
+            match features {
+                65 => assert_eq!(split, None),
+                _ => assert!(
+                    split.is_some_and(|s| AttentionSplit::from_name(s).is_some()),
+                    "split {class}: {split:?}"
+                ),
+            }
             let again = |_| -> kiln::Result<()> { panic!("{class} tuned again") };
             let kept = gpu.attention_way_for(class, again).unwrap();
             assert_eq!(kept.name(), way);
         }
     }
-    assert_eq!(gpu.autotune_decisions().len(), 4);
+    assert_eq!(gpu.autotune_decisions().len(), 6);
 }
 
 #[test]

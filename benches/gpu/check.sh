@@ -10,12 +10,13 @@
 # family once per variant, and the bandwidth-bound families again with wgpu's runtime
 # bounds checks on every kernel (`KILN_BOUNDS_CHECKS=all`) and with the row kernels'
 # lanes combined without subgroups (`KILN_SUBGROUPS=0`); conv2d unfolded and implicit
-# (`KILN_CONV`); burn's wgpu backend on
+# (`KILN_CONV`); the fused attention kernels with whole rows and split into lanes
+# (`KILN_ATTENTION_SPLIT`); burn's wgpu backend on
 # the same adapter (../shared/peers/burn-wgpu, built with benches/gpu/prepare.sh); PyTorch
 # on CUDA on the same shapes (benches/gpu/torch_cuda.py); training steps per second of
 # kiln's CNN and transformer beside PyTorch's, and again with each setting above and
-# with the transformer's attention fused and composed (`KILN_ATTENTION`; by default
-# the autotuner chooses per shape class); and, where prepare.sh built one, the build
+# with the transformer's attention fused and composed (`KILN_ATTENTION`), whole and
+# split (`KILN_ATTENTION_SPLIT`; by default the autotuner chooses per shape class); and, where prepare.sh built one, the build
 # last measured against this one in interleaved rounds (benches/gpu/binary_ab.sh;
 # `--local` runs the script with this build on both sides). `--local` skips the PyTorch parts (and
 # says so in the summary) and runs the smaller suite; CI runs it so the script cannot rot.
@@ -125,6 +126,13 @@ for conv in unfold implicit; do
         KILN_CONV=$conv \"$kiln\" bench --device gpu $size --only conv2d >> \"$variants\""
 done
 
+# The fused attention kernels with whole rows, then split into lanes, back to back
+# (the default times both per kernel and shape class).
+for split in whole split; do
+    part "attention KILN_ATTENTION_SPLIT=$split" 120 bash -c "echo '# KILN_ATTENTION_SPLIT=$split' >> \"$variants\"; \
+        KILN_ATTENTION_SPLIT=$split \"$kiln\" bench --device gpu $size --only attention >> \"$variants\""
+done
+
 if [[ -x $burn ]]; then
     part "burn-wgpu" 180 bash -c "\"$burn\" wgpu > \"$out/burn-wgpu.txt\""
 else
@@ -151,11 +159,11 @@ for model in cnn transformer lstm; do
         \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|peak memory|dispatches|bytes per step)' >> \"$training\""
 done
 if ! $local_mode; then
-    for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold KILN_CONV=implicit KILN_ATTENTION=fused KILN_ATTENTION=composed; do
+    for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold KILN_CONV=implicit KILN_ATTENTION=fused KILN_ATTENTION=composed KILN_ATTENTION_SPLIT=whole KILN_ATTENTION_SPLIT=split; do
         for model in cnn transformer; do
             # The transformer has no convolution, the CNN no attention.
             [[ $setting == KILN_CONV=* && $model == transformer ]] && continue
-            [[ $setting == KILN_ATTENTION=* && $model == cnn ]] && continue
+            [[ $setting == KILN_ATTENTION* && $model == cnn ]] && continue
             part "kiln train step $model, $setting" 240 bash -c \
                 "set -o pipefail; echo '# $setting kiln profile $model' >> \"$training\"; \
                 $setting \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|peak memory|dispatches|bytes per step)' >> \"$training\""

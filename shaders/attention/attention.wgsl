@@ -1,15 +1,17 @@
 // Fused scaled dot-product attention (kiln-core's AttentionSpec), forward. A workgroup
-// takes ATTENTION_ROWS queries of one head, an invocation each, and walks the keys in
-// tiles of ATTENTION_TILE staged in workgroup memory. Each invocation keeps a running
-// maximum, sum and output (an online softmax), so the scores are never written out;
-// it writes its output row and the log-sum-exp of its scores, from which the backward
-// kernels recompute the softmax. Keys a causal query does not see are never read.
-// Rows of up to 4 * ATTENTION_QUADS features; math in f32.
+// takes ATTENTION_ROWS / params.lanes queries of one head, params.lanes invocations
+// each (block_rows), and walks the keys in tiles of ATTENTION_TILE staged in workgroup
+// memory. Each invocation keeps a running maximum, sum and output over its keys (an
+// online softmax), so the scores are never written out; a query's lanes merge theirs,
+// and it writes its output row and the log-sum-exp of its scores, from which the
+// backward kernels recompute the softmax. Keys a causal query does not see are never
+// read. Rows of up to 4 * ATTENTION_QUADS features; math in f32.
 // kiln:constants attention attention_keys
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const ATTENTION_ROWS: u32 = 64u;
 const ATTENTION_TILE: u32 = 16u;
 const ATTENTION_QUADS: u32 = 16u;
+const ATTENTION_MERGE_QUADS: u32 = 4u;
 // NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
 // NaN, so `x != x` may be folded away.
 fn is_nan(x: f32) -> bool {
@@ -21,12 +23,19 @@ fn nan() -> f32 {
 fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }
-// The head and first row of this workgroup's block of ATTENTION_ROWS rows (of
-// `rows` a head); past the last head for the workgroups past the end.
+// Rows (queries, or keys) a workgroup takes: each is walked by params.lanes
+// neighbouring invocations, its lanes, which take every lanes-th row of the other
+// operand and add up what they found at the end (`sum_lanes`).
+fn block_rows() -> u32 {
+    return ATTENTION_ROWS / params.lanes;
+}
+// The head and first row of this workgroup's block of block_rows() rows (of `rows` a
+// head); past the last head for the workgroups past the end.
 fn block_of(wid: vec3<u32>, groups: vec3<u32>, rows: u32) -> vec2<u32> {
-    let blocks = (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+    let per = block_rows();
+    let blocks = (rows + per - 1u) / per;
     let group = wid.x + wid.y * groups.x;
-    return vec2<u32>(group / blocks, (group % blocks) * ATTENTION_ROWS);
+    return vec2<u32>(group / blocks, (group % blocks) * per);
 }
 // Keys query i sees: a causal query those up to its own position.
 fn keys_seen(i: u32) -> u32 {
@@ -61,6 +70,32 @@ fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, featu
     if (f + 1u < features) { put(which, at + (f + 1u) * strides.w, x.y); }
     if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
     if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
+}
+var<workgroup> lane_sums: array<array<vec4<f32>, ATTENTION_MERGE_QUADS>, ATTENTION_ROWS>;
+// `acc` times `weight`, summed over the row's lanes for lane 0 (in lane order, so the
+// bits do not depend on timing), as it was for the others. From uniform control flow
+// (it has barriers), with params.lanes > 1. The arrays pass by value: through a
+// pointer, llvmpipe kept them in memory all through the kernels' loops, split or not.
+fn sum_lanes(acc: array<vec4<f32>, ATTENTION_QUADS>, weight: f32, lid: u32) -> array<vec4<f32>, ATTENTION_QUADS> {
+    let lanes = params.lanes;
+    var sum = acc;
+    for (var c0 = 0u; c0 < ATTENTION_QUADS; c0 += ATTENTION_MERGE_QUADS) {
+        workgroupBarrier();
+        for (var cc = 0u; cc < ATTENTION_MERGE_QUADS; cc++) {
+            lane_sums[lid][cc] = acc[c0 + cc] * weight;
+        }
+        workgroupBarrier();
+        if (lid % lanes == 0u) {
+            for (var cc = 0u; cc < ATTENTION_MERGE_QUADS; cc++) {
+                var s = lane_sums[lid][cc];
+                for (var x = 1u; x < lanes; x++) {
+                    s += lane_sums[lid + x][cc];
+                }
+                sum[c0 + cc] = s;
+            }
+        }
+    }
+    return sum;
 }
 var<workgroup> k_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
 var<workgroup> v_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
@@ -99,6 +134,11 @@ struct Params {
     dq_strides: vec4<u32>,
     dk_strides: vec4<u32>,
     dv_strides: vec4<u32>,
+    // Invocations a row is walked by (block_rows): 1, or a split row's lanes.
+    lanes: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -126,6 +166,26 @@ fn put(which: u32, i: u32, x: f32) {
     out[i] = x;
 }
 
+// The row's maximum score and sum of exponentials over its lanes' (m, l), NaN where
+// a lane met one; and this lane's weight, exp(m - maximum). From uniform control flow.
+var<workgroup> lane_stats: array<vec2<f32>, ATTENTION_ROWS>;
+fn merge_stats(m: f32, l: f32, lid: u32) -> vec3<f32> {
+    let first = lid - lid % params.lanes;
+    lane_stats[lid] = vec2<f32>(m, l);
+    workgroupBarrier();
+    var big = neg_inf();
+    for (var x = 0u; x < params.lanes; x++) {
+        let other = lane_stats[first + x].x;
+        big = select(max(big, other), nan(), is_nan(big) || is_nan(other));
+    }
+    var total = 0.0;
+    for (var x = 0u; x < params.lanes; x++) {
+        let s = lane_stats[first + x];
+        total += s.y * exp(s.x - big);
+    }
+    return vec3<f32>(big, total, exp(m - big));
+}
+
 @compute @workgroup_size(ATTENTION_ROWS)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -139,8 +199,10 @@ fn main(
     }
     let head = block.x;
     let first = block.y;
-    // Lanes past the last query redo it, and write nothing.
-    let i = min(first + lid, params.queries - 1u);
+    let row = lid / params.lanes;
+    let lane = lid % params.lanes;
+    // Rows past the last query redo it, and write nothing.
+    let i = min(first + row, params.queries - 1u);
     let qs = head_start(params.q_strides, params.offsets.x, head);
     let dq = (params.head_dim + 3u) / 4u;
     let dv = (params.value_dim + 3u) / 4u;
@@ -158,13 +220,13 @@ fn main(
     var l = 0.0;
     let seen = keys_seen(i);
     // The block's last query sees the most keys.
-    let end = keys_seen(min(first + ATTENTION_ROWS, params.queries) - 1u);
+    let end = keys_seen(min(first + block_rows(), params.queries) - 1u);
     for (var t0 = 0u; t0 < end; t0 += ATTENTION_TILE) {
         workgroupBarrier();
         stage_keys(t0, head, lid);
         workgroupBarrier();
         let n = min(ATTENTION_TILE, seen - min(seen, t0));
-        for (var jj = 0u; jj < n; jj++) {
+        for (var jj = lane; jj < n; jj += params.lanes) {
             var dot = vec4<f32>(0.0);
             for (var c = 0u; c < ATTENTION_QUADS; c++) {
                 if (c < dq) {
@@ -184,7 +246,15 @@ fn main(
             m = next;
         }
     }
-    if (first + lid < params.queries) {
+    // A split row: each lane saw every lanes-th key; rescaled to the row's maximum,
+    // their sums add up.
+    if (params.lanes > 1u) {
+        let stats = merge_stats(m, l, lid);
+        m = stats.x;
+        l = stats.y;
+        o = sum_lanes(o, stats.z, lid);
+    }
+    if (lane == 0u && first + row < params.queries) {
         let compact = compact_strides(params.queries, params.value_dim);
         for (var c = 0u; c < ATTENTION_QUADS; c++) {
             if (c < dv) {

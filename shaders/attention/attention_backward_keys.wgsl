@@ -1,6 +1,6 @@
 // The gradient of fused attention (attention.wgsl) for its keys and values. A
-// workgroup takes ATTENTION_ROWS keys of one head, an invocation each, and walks the
-// queries that see them in tiles of ATTENTION_TILE staged in workgroup memory,
+// workgroup takes ATTENTION_ROWS / params.lanes keys of one head, params.lanes
+// invocations each, and walks the queries that see them in tiles of ATTENTION_TILE staged in workgroup memory,
 // recomputing each softmax weight p from the forward's log-sum-exp:
 // dv_j = sum_i p_ij g_i and dk_j = scale * sum_i p_ij (g_i . v_j - delta_i) q_i, with
 // delta from the queries' kernel (attention_backward_queries.wgsl). Math in f32.
@@ -9,6 +9,7 @@
 const ATTENTION_ROWS: u32 = 64u;
 const ATTENTION_TILE: u32 = 16u;
 const ATTENTION_QUADS: u32 = 16u;
+const ATTENTION_MERGE_QUADS: u32 = 4u;
 // NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
 // NaN, so `x != x` may be folded away.
 fn is_nan(x: f32) -> bool {
@@ -20,12 +21,19 @@ fn nan() -> f32 {
 fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }
-// The head and first row of this workgroup's block of ATTENTION_ROWS rows (of
-// `rows` a head); past the last head for the workgroups past the end.
+// Rows (queries, or keys) a workgroup takes: each is walked by params.lanes
+// neighbouring invocations, its lanes, which take every lanes-th row of the other
+// operand and add up what they found at the end (`sum_lanes`).
+fn block_rows() -> u32 {
+    return ATTENTION_ROWS / params.lanes;
+}
+// The head and first row of this workgroup's block of block_rows() rows (of `rows` a
+// head); past the last head for the workgroups past the end.
 fn block_of(wid: vec3<u32>, groups: vec3<u32>, rows: u32) -> vec2<u32> {
-    let blocks = (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+    let per = block_rows();
+    let blocks = (rows + per - 1u) / per;
     let group = wid.x + wid.y * groups.x;
-    return vec2<u32>(group / blocks, (group % blocks) * ATTENTION_ROWS);
+    return vec2<u32>(group / blocks, (group % blocks) * per);
 }
 // Keys query i sees: a causal query those up to its own position.
 fn keys_seen(i: u32) -> u32 {
@@ -61,6 +69,32 @@ fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, featu
     if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
     if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
 }
+var<workgroup> lane_sums: array<array<vec4<f32>, ATTENTION_MERGE_QUADS>, ATTENTION_ROWS>;
+// `acc` times `weight`, summed over the row's lanes for lane 0 (in lane order, so the
+// bits do not depend on timing), as it was for the others. From uniform control flow
+// (it has barriers), with params.lanes > 1. The arrays pass by value: through a
+// pointer, llvmpipe kept them in memory all through the kernels' loops, split or not.
+fn sum_lanes(acc: array<vec4<f32>, ATTENTION_QUADS>, weight: f32, lid: u32) -> array<vec4<f32>, ATTENTION_QUADS> {
+    let lanes = params.lanes;
+    var sum = acc;
+    for (var c0 = 0u; c0 < ATTENTION_QUADS; c0 += ATTENTION_MERGE_QUADS) {
+        workgroupBarrier();
+        for (var cc = 0u; cc < ATTENTION_MERGE_QUADS; cc++) {
+            lane_sums[lid][cc] = acc[c0 + cc] * weight;
+        }
+        workgroupBarrier();
+        if (lid % lanes == 0u) {
+            for (var cc = 0u; cc < ATTENTION_MERGE_QUADS; cc++) {
+                var s = lane_sums[lid][cc];
+                for (var x = 1u; x < lanes; x++) {
+                    s += lane_sums[lid + x][cc];
+                }
+                sum[c0 + cc] = s;
+            }
+        }
+    }
+    return sum;
+}
 // kiln:end
 
 struct Params {
@@ -84,6 +118,11 @@ struct Params {
     dq_strides: vec4<u32>,
     dk_strides: vec4<u32>,
     dv_strides: vec4<u32>,
+    // Invocations a row is walked by (block_rows): 1, or a split row's lanes.
+    lanes: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -160,8 +199,9 @@ fn main(
     }
     let head = block.x;
     let first = block.y;
-    // Lanes past the last key redo it, and write nothing.
-    let j = min(first + lid, params.keys - 1u);
+    let lane = lid % params.lanes;
+    // Rows past the last key redo it, and write nothing.
+    let j = min(first + lid / params.lanes, params.keys - 1u);
     let ks = head_start(params.k_strides, params.offsets.y, head);
     let vs = head_start(params.v_strides, params.offsets.z, head);
     let dq_quads = (params.head_dim + 3u) / 4u;
@@ -192,7 +232,7 @@ fn main(
         stage_queries(t0, head, lid);
         workgroupBarrier();
         let n = min(ATTENTION_TILE, params.queries - t0);
-        for (var ii = 0u; ii < n; ii++) {
+        for (var ii = lane; ii < n; ii += params.lanes) {
             if (params.causal != 0u && t0 + ii < j) {
                 continue;
             }
@@ -218,7 +258,12 @@ fn main(
             }
         }
     }
-    if (first + lid < params.keys) {
+    // A split row: each lane saw every lanes-th query.
+    if (params.lanes > 1u) {
+        dk_acc = sum_lanes(dk_acc, 1.0, lid);
+        dv_acc = sum_lanes(dv_acc, 1.0, lid);
+    }
+    if (lane == 0u && first + lid / params.lanes < params.keys) {
         for (var c = 0u; c < ATTENTION_QUADS; c++) {
             if (c < dq_quads) {
                 store_quad(DK, params.dk_strides, head, j, c, params.head_dim, dk_acc[c]);

@@ -1,6 +1,6 @@
 // The gradient of fused attention (attention.wgsl) for its queries. A workgroup takes
-// ATTENTION_ROWS queries of one head, an invocation each, and walks the keys in tiles
-// as the forward does, recomputing each score's softmax weight p from the forward's
+// ATTENTION_ROWS / params.lanes queries of one head, params.lanes invocations each, and
+// walks the keys in tiles as the forward does, recomputing each score's softmax weight p from the forward's
 // log-sum-exp: dq_i = scale * sum_j p_ij (g_i . v_j - delta_i) k_j, where g_i is the
 // output's gradient and delta_i = g_i . out_i. It writes delta too, for the keys'
 // kernel (attention_backward_keys.wgsl). Math in f32.
@@ -9,6 +9,7 @@
 const ATTENTION_ROWS: u32 = 64u;
 const ATTENTION_TILE: u32 = 16u;
 const ATTENTION_QUADS: u32 = 16u;
+const ATTENTION_MERGE_QUADS: u32 = 4u;
 // NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
 // NaN, so `x != x` may be folded away.
 fn is_nan(x: f32) -> bool {
@@ -20,12 +21,19 @@ fn nan() -> f32 {
 fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }
-// The head and first row of this workgroup's block of ATTENTION_ROWS rows (of
-// `rows` a head); past the last head for the workgroups past the end.
+// Rows (queries, or keys) a workgroup takes: each is walked by params.lanes
+// neighbouring invocations, its lanes, which take every lanes-th row of the other
+// operand and add up what they found at the end (`sum_lanes`).
+fn block_rows() -> u32 {
+    return ATTENTION_ROWS / params.lanes;
+}
+// The head and first row of this workgroup's block of block_rows() rows (of `rows` a
+// head); past the last head for the workgroups past the end.
 fn block_of(wid: vec3<u32>, groups: vec3<u32>, rows: u32) -> vec2<u32> {
-    let blocks = (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+    let per = block_rows();
+    let blocks = (rows + per - 1u) / per;
     let group = wid.x + wid.y * groups.x;
-    return vec2<u32>(group / blocks, (group % blocks) * ATTENTION_ROWS);
+    return vec2<u32>(group / blocks, (group % blocks) * per);
 }
 // Keys query i sees: a causal query those up to its own position.
 fn keys_seen(i: u32) -> u32 {
@@ -60,6 +68,32 @@ fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, featu
     if (f + 1u < features) { put(which, at + (f + 1u) * strides.w, x.y); }
     if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
     if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
+}
+var<workgroup> lane_sums: array<array<vec4<f32>, ATTENTION_MERGE_QUADS>, ATTENTION_ROWS>;
+// `acc` times `weight`, summed over the row's lanes for lane 0 (in lane order, so the
+// bits do not depend on timing), as it was for the others. From uniform control flow
+// (it has barriers), with params.lanes > 1. The arrays pass by value: through a
+// pointer, llvmpipe kept them in memory all through the kernels' loops, split or not.
+fn sum_lanes(acc: array<vec4<f32>, ATTENTION_QUADS>, weight: f32, lid: u32) -> array<vec4<f32>, ATTENTION_QUADS> {
+    let lanes = params.lanes;
+    var sum = acc;
+    for (var c0 = 0u; c0 < ATTENTION_QUADS; c0 += ATTENTION_MERGE_QUADS) {
+        workgroupBarrier();
+        for (var cc = 0u; cc < ATTENTION_MERGE_QUADS; cc++) {
+            lane_sums[lid][cc] = acc[c0 + cc] * weight;
+        }
+        workgroupBarrier();
+        if (lid % lanes == 0u) {
+            for (var cc = 0u; cc < ATTENTION_MERGE_QUADS; cc++) {
+                var s = lane_sums[lid][cc];
+                for (var x = 1u; x < lanes; x++) {
+                    s += lane_sums[lid + x][cc];
+                }
+                sum[c0 + cc] = s;
+            }
+        }
+    }
+    return sum;
 }
 var<workgroup> k_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
 var<workgroup> v_tile: array<array<vec4<f32>, ATTENTION_QUADS>, ATTENTION_TILE>;
@@ -98,6 +132,11 @@ struct Params {
     dq_strides: vec4<u32>,
     dk_strides: vec4<u32>,
     dv_strides: vec4<u32>,
+    // Invocations a row is walked by (block_rows): 1, or a split row's lanes.
+    lanes: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -148,8 +187,9 @@ fn main(
     }
     let head = block.x;
     let first = block.y;
-    // Lanes past the last query redo it, and write nothing.
-    let i = min(first + lid, params.queries - 1u);
+    let lane = lid % params.lanes;
+    // Rows past the last query redo it, and write nothing.
+    let i = min(first + lid / params.lanes, params.queries - 1u);
     let row = head * params.queries + i;
     let qs = head_start(params.q_strides, params.offsets.x, head);
     let dq_quads = (params.head_dim + 3u) / 4u;
@@ -174,13 +214,13 @@ fn main(
     let d = d4.x + d4.y + d4.z + d4.w;
     let l = lse[row];
     let seen = keys_seen(i);
-    let end = keys_seen(min(first + ATTENTION_ROWS, params.queries) - 1u);
+    let end = keys_seen(min(first + block_rows(), params.queries) - 1u);
     for (var t0 = 0u; t0 < end; t0 += ATTENTION_TILE) {
         workgroupBarrier();
         stage_keys(t0, head, lid);
         workgroupBarrier();
         let n = min(ATTENTION_TILE, seen - min(seen, t0));
-        for (var jj = 0u; jj < n; jj++) {
+        for (var jj = lane; jj < n; jj += params.lanes) {
             var s4 = vec4<f32>(0.0);
             var dp4 = vec4<f32>(0.0);
             for (var c = 0u; c < ATTENTION_QUADS; c++) {
@@ -200,7 +240,11 @@ fn main(
             }
         }
     }
-    if (first + lid < params.queries) {
+    // A split row: each lane saw every lanes-th key.
+    if (params.lanes > 1u) {
+        acc = sum_lanes(acc, 1.0, lid);
+    }
+    if (lane == 0u && first + lid / params.lanes < params.queries) {
         for (var c = 0u; c < ATTENTION_QUADS; c++) {
             if (c < dq_quads) {
                 store_quad(DQ, params.dq_strides, head, i, c, params.head_dim, acc[c] * params.scale);

@@ -126,28 +126,45 @@ fn conv2d(label: &str, x: [usize; 4], out: usize, kernel: usize, groups: usize) 
 }
 
 /// Causal self-attention over `[batch, heads, tokens, features]`: the fused kernel, or
-/// the products, mask and softmax it replaces. The work counts both products whole
-/// (the causal half is not subtracted), the same for both ways.
-fn attention([b, h, l, d]: [usize; 4], fused: bool) -> Case {
+/// the products, mask and softmax it replaces; with `backward`, the gradients of q, k
+/// and v too, from a given output gradient. The work counts the products whole (the
+/// causal half is not subtracted), as the composed way runs them: two forward and
+/// four backward, the same for both ways (the fused backward recomputes the scores).
+fn attention([b, h, l, d]: [usize; 4], fused: bool, backward: bool) -> Case {
     let way = if fused { "fused" } else { "composed" };
+    let pass = if backward { " fwd+bwd" } else { "" };
+    let products = if backward { 6.0 } else { 2.0 };
     Case::new(
         "attention",
-        format!("{way} causal {b}x{h}x{l}x{d}"),
+        format!("{way} causal{pass} {b}x{h}x{l}x{d}"),
         Unit::Flops,
-        4.0 * (b * h * l * l * d) as f64,
+        products * 2.0 * (b * h * l * l * d) as f64,
         move |dev| {
-            let [q, k, v] = [11, 12, 13].map(|seed| input(&[b, h, l, d], dev, seed));
-            let (q, k, v) = (q?, k?, v?);
+            let [q, k, v, g] = [11, 12, 13, 14].map(|seed| input(&[b, h, l, d], dev, seed));
+            let (q, k, v, g) = (q?, k?, v?, g?);
             let scale = 1.0 / (d as f64).sqrt();
             let later = Tensor::ones([l, l], kiln::DType::F32, dev)?.triu(1)?;
-            Ok(Box::new(move || match fused {
-                true => q.attention(&k, &v, true, scale),
+            let forward = move |q: &Tensor, k: &Tensor, v: &Tensor| match fused {
+                true => q.attention(k, v, true, scale),
                 false => q
                     .matmul(&k.transpose(-1, -2)?)?
                     .mul_scalar(scale)?
                     .masked_fill(&later, f64::NEG_INFINITY)?
                     .softmax(-1)?
-                    .matmul(&v),
+                    .matmul(v),
+            };
+            Ok(Box::new(move || match backward {
+                false => forward(&q, &k, &v),
+                true => {
+                    let [q, k, v] = [&q, &k, &v].map(|t| t.detach().into_var());
+                    let (q, k, v) = (q?, k?, v?);
+                    let grads = forward(&q, &k, &v)?.backward_from(&g)?;
+                    // All three in one output (one small copy, both ways): a gradient
+                    // dropped unread would leave its deferred kernels unrun.
+                    let flat =
+                        [&q, &k, &v].map(|t| grads.get(t).expect("a gradient").flatten_all());
+                    Tensor::cat(&flat.into_iter().collect::<Result<Vec<_>>>()?, 0)
+                }
             }))
         },
     )
@@ -242,8 +259,10 @@ pub fn suite(scale: Scale) -> Vec<Case> {
         _ => &[[32, 4, 64, 32], [4, 12, 512, 64]],
     };
     for &shape in heads {
-        cases.push(attention(shape, true));
-        cases.push(attention(shape, false));
+        for backward in [false, true] {
+            cases.push(attention(shape, true, backward));
+            cases.push(attention(shape, false, backward));
+        }
     }
 
     cases.push(conv2d("3x3", [16, 64, 32, 32], 64, 3, 1).peer("conv2d 16x64x32x32 k3".into()));

@@ -2,8 +2,8 @@
 //! kiln would choose.
 
 use kiln::backend::{
-    autotune_cache_path, list_adapters, read_autotune_cache, AttentionWay, ConvAlgorithm,
-    GpuDevice, RowReduction,
+    autotune_cache_path, list_adapters, read_autotune_cache, AttentionSplit, AttentionWay,
+    ConvAlgorithm, GpuDevice, RowReduction,
 };
 use kiln::Device;
 
@@ -102,6 +102,14 @@ fn kernel_choices() {
         AttentionWay::Composed => "composed from products and a softmax (KILN_ATTENTION)",
     };
     println!("attention on {name}: {attention}");
+    let split = match gpu.attention_split() {
+        AttentionSplit::Autotune => {
+            "autotuned per kernel and shape class: one invocation a row, or split into lanes"
+        }
+        AttentionSplit::Whole => "one invocation a row (KILN_ATTENTION_SPLIT or KILN_AUTOTUNE=0)",
+        AttentionSplit::Split => "rows split into lanes (KILN_ATTENTION_SPLIT)",
+    };
+    println!("fused attention rows on {name}: {split}");
 }
 
 /// The autotuner's cache: where it is and what it holds, per adapter.

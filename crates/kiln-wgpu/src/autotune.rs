@@ -258,6 +258,20 @@ pub(crate) fn decide<T: Tunable>(
     Ok(winner)
 }
 
+/// The decision for `class` on `device`: the one kept, or else the fastest of
+/// `candidates` as `run` times them (each run held until the clock stops, see
+/// `seconds`), kept for next time.
+pub(crate) fn tune<T: Tunable, R>(
+    device: &crate::GpuDevice,
+    class: String,
+    candidates: &[T],
+    mut run: impl FnMut(T) -> Result<R>,
+) -> Result<T> {
+    decide(device, class, || {
+        fastest(candidates, |v| seconds(device, || run(v)))
+    })
+}
+
 /// Seconds of one run of `f` on the device: GPU timestamps when the adapter has them,
 /// the host clock around a synchronised run otherwise. What `f` returns is held until
 /// the clock stops, so that work it left pending (deferred kernels) runs inside.

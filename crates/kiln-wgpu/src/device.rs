@@ -4,6 +4,7 @@
 //! `launch` (the batch), `readback` and `error_scopes`.
 
 use crate::adapter::{self, AdapterSummary};
+use crate::attention_split::AttentionSplit;
 use crate::attention_way::AttentionWay;
 use crate::autotune::{self, Autotuner, Tunable};
 use crate::conv_algorithm::ConvAlgorithm;
@@ -47,6 +48,8 @@ pub(crate) struct Inner {
     pub(crate) fusion: AtomicBool,
     /// How attention without masks runs (see `AttentionWay`).
     pub(crate) attention_way: Mutex<AttentionWay>,
+    /// How the fused attention kernels spread a row (see `AttentionSplit`).
+    pub(crate) attention_split: Mutex<AttentionSplit>,
     /// Generated kernels by program structure, and their sources in build order.
     pub(crate) fused_pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
     pub(crate) fused_sources: Mutex<Vec<String>>,
@@ -162,6 +165,7 @@ impl GpuDevice {
                 pipelines: Mutex::default(),
                 fusion: AtomicBool::new(std::env::var("KILN_FUSION").as_deref() != Ok("0")),
                 attention_way: Mutex::new(AttentionWay::from_env()),
+                attention_split: Mutex::new(AttentionSplit::from_env()),
                 fused_pipelines: Mutex::default(),
                 fused_sources: Mutex::default(),
                 pending: Mutex::default(),
@@ -282,16 +286,26 @@ impl GpuDevice {
     pub fn attention_way_for<T>(
         &self,
         class: &str,
-        mut run: impl FnMut(AttentionWay) -> Result<T>,
+        run: impl FnMut(AttentionWay) -> Result<T>,
     ) -> Result<AttentionWay> {
         match self.attention_way() {
-            AttentionWay::Autotune => autotune::decide(self, class.to_string(), || {
-                autotune::fastest(&AttentionWay::CANDIDATES, |way| {
-                    autotune::seconds(self, || run(way))
-                })
-            }),
+            AttentionWay::Autotune => {
+                autotune::tune(self, class.to_string(), &AttentionWay::CANDIDATES, run)
+            }
             way => Ok(way),
         }
+    }
+
+    /// How the fused attention kernels spread a row over invocations here (see
+    /// `AttentionSplit`).
+    pub fn attention_split(&self) -> AttentionSplit {
+        *self.inner.attention_split.lock().unwrap()
+    }
+
+    /// Chooses how the fused attention kernels spread a row, e.g. to compare the two
+    /// ways on one adapter.
+    pub fn set_attention_split(&self, split: AttentionSplit) {
+        *self.inner.attention_split.lock().unwrap() = split;
     }
 
     /// The matmul kernel this device runs (see `ops/matmul.rs`).
@@ -417,11 +431,12 @@ impl GpuDevice {
 }
 
 /// The names of everything the autotuner times on an adapter: its matmul kernels, the
-/// convolution algorithms, then the ways of attention.
+/// convolution algorithms, the ways of attention, then of splitting its rows.
 fn tuned_candidates(software: bool, limits: &wgpu::Limits) -> Vec<&'static str> {
     let matmuls = MatmulVariant::candidates(software, limits);
     let mut names: Vec<&str> = matmuls.iter().map(|v| v.name()).collect();
     names.extend(ConvAlgorithm::CANDIDATES.iter().map(|a| a.name()));
     names.extend(AttentionWay::CANDIDATES.iter().map(|a| a.name()));
+    names.extend(AttentionSplit::CANDIDATES.iter().map(|a| a.name()));
     names
 }

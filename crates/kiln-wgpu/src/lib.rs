@@ -4,6 +4,7 @@
 
 mod adapter;
 mod alloc;
+mod attention_split;
 mod attention_way;
 mod autotune;
 mod backend;
@@ -38,6 +39,7 @@ mod timing;
 mod upload;
 
 pub use adapter::{list_adapters, prefer_adapter, AdapterSummary};
+pub use attention_split::AttentionSplit;
 pub use attention_way::AttentionWay;
 pub use autotune::{
     attention_class, cache_path as autotune_cache_path, read_cache as read_autotune_cache,

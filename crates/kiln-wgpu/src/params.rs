@@ -223,6 +223,11 @@ shader_params! {
         dq_strides: [u32; 4],
         dk_strides: [u32; 4],
         dv_strides: [u32; 4],
+        /// Invocations that walk each row together (`AttentionSplit`).
+        lanes: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
     }
     /// `matmul/pack.wgsl`.
     PackParams {

@@ -168,9 +168,15 @@ pub const ATTENTION_QUADS: u32 = 16;
 /// a key's kernel keeps four rows of features a thread, and 64 vec4s of them would
 /// not all fit in registers.
 pub const ATTENTION_NARROW_QUADS: u32 = 8;
+/// vec4s of a row's sums that the lanes of a split row (`AttentionSplit::Split`) add
+/// up through workgroup memory at a time: 4 KiB of it, and a divisor of both builds'
+/// `ATTENTION_QUADS`.
+pub const ATTENTION_MERGE_QUADS: u32 = 4;
+const _: () = assert!(ATTENTION_QUADS.is_multiple_of(ATTENTION_MERGE_QUADS));
+const _: () = assert!(ATTENTION_NARROW_QUADS.is_multiple_of(ATTENTION_MERGE_QUADS));
 /// What the attention kernels share: where a head's rows start, which keys a query
-/// sees, and rows read and written four features at a time (each kernel names its
-/// buffers in `element` and `put`).
+/// sees, rows read and written four features at a time (each kernel names its
+/// buffers in `element` and `put`), and how the lanes of a split row add up.
 const ATTENTION_IO: &str = "\
 fn nan() -> f32 {
     return bitcast<f32>(0x7fc00000u);
@@ -178,12 +184,19 @@ fn nan() -> f32 {
 fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }
-// The head and first row of this workgroup's block of ATTENTION_ROWS rows (of
-// `rows` a head); past the last head for the workgroups past the end.
+// Rows (queries, or keys) a workgroup takes: each is walked by params.lanes
+// neighbouring invocations, its lanes, which take every lanes-th row of the other
+// operand and add up what they found at the end (`sum_lanes`).
+fn block_rows() -> u32 {
+    return ATTENTION_ROWS / params.lanes;
+}
+// The head and first row of this workgroup's block of block_rows() rows (of `rows` a
+// head); past the last head for the workgroups past the end.
 fn block_of(wid: vec3<u32>, groups: vec3<u32>, rows: u32) -> vec2<u32> {
-    let blocks = (rows + ATTENTION_ROWS - 1u) / ATTENTION_ROWS;
+    let per = block_rows();
+    let blocks = (rows + per - 1u) / per;
     let group = wid.x + wid.y * groups.x;
-    return vec2<u32>(group / blocks, (group % blocks) * ATTENTION_ROWS);
+    return vec2<u32>(group / blocks, (group % blocks) * per);
 }
 // Keys query i sees: a causal query those up to its own position.
 fn keys_seen(i: u32) -> u32 {
@@ -218,6 +231,32 @@ fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, featu
     if (f + 1u < features) { put(which, at + (f + 1u) * strides.w, x.y); }
     if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
     if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
+}
+var<workgroup> lane_sums: array<array<vec4<f32>, ATTENTION_MERGE_QUADS>, ATTENTION_ROWS>;
+// `acc` times `weight`, summed over the row's lanes for lane 0 (in lane order, so the
+// bits do not depend on timing), as it was for the others. From uniform control flow
+// (it has barriers), with params.lanes > 1. The arrays pass by value: through a
+// pointer, llvmpipe kept them in memory all through the kernels' loops, split or not.
+fn sum_lanes(acc: array<vec4<f32>, ATTENTION_QUADS>, weight: f32, lid: u32) -> array<vec4<f32>, ATTENTION_QUADS> {
+    let lanes = params.lanes;
+    var sum = acc;
+    for (var c0 = 0u; c0 < ATTENTION_QUADS; c0 += ATTENTION_MERGE_QUADS) {
+        workgroupBarrier();
+        for (var cc = 0u; cc < ATTENTION_MERGE_QUADS; cc++) {
+            lane_sums[lid][cc] = acc[c0 + cc] * weight;
+        }
+        workgroupBarrier();
+        if (lid % lanes == 0u) {
+            for (var cc = 0u; cc < ATTENTION_MERGE_QUADS; cc++) {
+                var s = lane_sums[lid][cc];
+                for (var x = 1u; x < lanes; x++) {
+                    s += lane_sums[lid + x][cc];
+                }
+                sum[c0 + cc] = s;
+            }
+        }
+    }
+    return sum;
 }
 ";
 /// The tiles of keys and values the forward and query-gradient attention kernels
@@ -295,6 +334,7 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
             ("ATTENTION_ROWS".to_string(), ATTENTION_ROWS),
             ("ATTENTION_TILE".to_string(), ATTENTION_TILE),
             ("ATTENTION_QUADS".to_string(), build.attention_quads),
+            ("ATTENTION_MERGE_QUADS".to_string(), ATTENTION_MERGE_QUADS),
         ];
         return Some((sizes, format!("{IS_NAN}{ATTENTION_IO}")));
     }

@@ -70,8 +70,9 @@ pub mod backend {
     pub use kiln_wgpu::shader_constants;
     pub use kiln_wgpu::{
         attention_class, autotune_cache_path, list_adapters, read_autotune_cache,
-        specialised_sources, AdapterSummary, AttentionWay, CacheEntries, ConvAlgorithm, CopyProbe,
-        FmaProbe, FusedParams, GpuDevice, GpuStorage, Kernel, MatmulRhs, MatmulVariant,
-        ParamsLayout, ParamsMember, PoolStats, RowReduction, MAX_COLUMN_GROUP, MAX_PENDING,
+        specialised_sources, AdapterSummary, AttentionSplit, AttentionWay, CacheEntries,
+        ConvAlgorithm, CopyProbe, FmaProbe, FusedParams, GpuDevice, GpuStorage, Kernel, MatmulRhs,
+        MatmulVariant, ParamsLayout, ParamsMember, PoolStats, RowReduction, MAX_COLUMN_GROUP,
+        MAX_PENDING,
     };
 }

@@ -2,7 +2,9 @@
 //! composed way ran two products, a softmax and a masked scale forward and five
 //! launches backward, each writing or reading the `[heads, queries, keys]` scores.
 
+use crate::attention_split::AttentionSplit;
 use crate::attention_way::AttentionWay;
+use crate::autotune::{self, attention_class};
 use crate::kernels::Kernel;
 use crate::loop_budget;
 use crate::ops::matmul::strides;
@@ -91,13 +93,67 @@ fn params(
         dq_strides: strides(op, &l.dq)?,
         dk_strides: strides(op, &l.dk)?,
         dv_strides: strides(op, &l.dv)?,
+        lanes: 1,
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     })
 }
 
-/// Workgroups for `rows` rows of every head, as `block_of` in the kernels counts them.
-fn groups(op: &'static str, q: &GpuStorage, spec: &AttentionSpec, rows: usize) -> Result<[u32; 3]> {
-    let blocks = rows.div_ceil(ATTENTION_ROWS as usize) * spec.heads();
-    q.device.groups_for(op, blocks)
+/// Launches `kernel` over `rows` rows of every head, each walking `walked` rows of the
+/// other operand, spread as `split` says (`block_of` in the kernels counts the same
+/// workgroups).
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    op: &'static str,
+    kernel: Kernel,
+    p: &AttentionParams,
+    split: AttentionSplit,
+    spec: &AttentionSpec,
+    [rows, walked]: [usize; 2],
+    inputs: &[&GpuStorage],
+    outputs: &[&wgpu::Buffer],
+) -> Result<()> {
+    let device = &inputs[0].device;
+    let lanes = split.lanes(spec.heads() * rows, walked);
+    let per_group = (ATTENTION_ROWS / lanes) as usize;
+    let groups = device.groups_for(op, rows.div_ceil(per_group) * spec.heads())?;
+    let p = AttentionParams { lanes, ..*p };
+    device.dispatch_with_inputs(
+        op,
+        build_for(kernel, spec),
+        &[],
+        &p,
+        inputs,
+        outputs,
+        groups,
+    )
+}
+
+/// How the kernels of one pass (forward, or the backward's two) spread their rows
+/// here: the device's setting, or with `Autotune` the faster way for the shape class,
+/// as `run` times it.
+fn split_for<T>(
+    q: &GpuStorage,
+    spec: &AttentionSpec,
+    backward: bool,
+    run: impl FnMut(AttentionSplit) -> Result<T>,
+) -> Result<AttentionSplit> {
+    match q.device.attention_split() {
+        AttentionSplit::Autotune => {
+            let class = attention_class(
+                q.dtype,
+                spec.heads(),
+                [spec.queries, spec.keys],
+                [spec.head_dim, spec.value_dim],
+                spec.causal,
+                backward,
+            );
+            let class = format!("split {class}");
+            autotune::tune(&q.device, class, &AttentionSplit::CANDIDATES, run)
+        }
+        split => Ok(split),
+    }
 }
 
 /// The compact output and each query's log-sum-exp.
@@ -120,23 +176,32 @@ pub(crate) fn attention(
     }
     let p = params(op, q, spec, None)?;
     let rows = spec.heads() * spec.queries;
-    let out = device.alloc_output(op, rows * spec.value_dim, q.dtype)?;
-    let lse = device.alloc_output(op, rows, q.dtype)?;
-    if rows > 0 && spec.keys > 0 {
-        device.dispatch_with_inputs(
-            op,
-            build_for(Kernel::Attention, spec),
-            &[],
-            &p,
-            &[q, k, v],
-            &[out.buffer(), lse.buffer()],
-            groups(op, q, spec, spec.queries)?,
-        )?;
+    let run = |split| -> Result<(GpuStorage, GpuStorage)> {
+        let out = device.alloc_output(op, rows * spec.value_dim, q.dtype)?;
+        let lse = device.alloc_output(op, rows, q.dtype)?;
+        if rows > 0 && spec.keys > 0 {
+            let shape = [spec.queries, spec.keys];
+            let outputs = [out.buffer(), lse.buffer()];
+            launch(
+                op,
+                Kernel::Attention,
+                &p,
+                split,
+                spec,
+                shape,
+                &[q, k, v],
+                &outputs,
+            )?;
+        }
+        Ok((
+            GpuStorage::new(out, q.dtype, rows * spec.value_dim, device),
+            GpuStorage::new(lse, q.dtype, rows, device),
+        ))
+    };
+    match rows > 0 && spec.keys > 0 {
+        true => run(split_for(q, spec, false, &run)?),
+        false => run(AttentionSplit::Whole),
     }
-    Ok((
-        GpuStorage::new(out, q.dtype, rows * spec.value_dim, device),
-        GpuStorage::new(lse, q.dtype, rows, device),
-    ))
 }
 
 /// The gradients of q, k and v, laid out as `layouts` says.
@@ -155,35 +220,49 @@ pub(crate) fn attention_backward(
     let device = &q.device;
     let p = params(op, q, spec, Some(layouts))?;
     let (heads, queries, keys) = (spec.heads(), spec.queries, spec.keys);
-    let dq = device.alloc_output(op, heads * queries * spec.head_dim, q.dtype)?;
-    let dk = device.alloc_output(op, heads * keys * spec.head_dim, q.dtype)?;
-    let dv = device.alloc_output(op, heads * keys * spec.value_dim, q.dtype)?;
-    if heads * queries > 0 && keys > 0 {
-        let delta = device.alloc_output(op, heads * queries, q.dtype)?;
-        device.dispatch_with_inputs(
-            op,
-            build_for(Kernel::AttentionBackwardQueries, spec),
-            &[],
-            &p,
-            &[q, k, v, out, grad, lse],
-            &[dq.buffer(), delta.buffer()],
-            groups(op, q, spec, queries)?,
-        )?;
-        let delta = GpuStorage::new(delta, q.dtype, heads * queries, device);
-        device.dispatch_with_inputs(
-            op,
-            build_for(Kernel::AttentionBackwardKeys, spec),
-            &[],
-            &p,
-            &[q, k, v, grad, lse, &delta],
-            &[dk.buffer(), dv.buffer()],
-            groups(op, q, spec, keys)?,
-        )?;
+    let run = |split| -> Result<(GpuStorage, GpuStorage, GpuStorage)> {
+        let dq = device.alloc_output(op, heads * queries * spec.head_dim, q.dtype)?;
+        let dk = device.alloc_output(op, heads * keys * spec.head_dim, q.dtype)?;
+        let dv = device.alloc_output(op, heads * keys * spec.value_dim, q.dtype)?;
+        if heads * queries > 0 && keys > 0 {
+            let delta = device.alloc_output(op, heads * queries, q.dtype)?;
+            let inputs = [q, k, v, out, grad, lse];
+            let outputs = [dq.buffer(), delta.buffer()];
+            let kernel = Kernel::AttentionBackwardQueries;
+            launch(
+                op,
+                kernel,
+                &p,
+                split,
+                spec,
+                [queries, keys],
+                &inputs,
+                &outputs,
+            )?;
+            let delta = GpuStorage::new(delta, q.dtype, heads * queries, device);
+            let inputs = [q, k, v, grad, lse, &delta];
+            let outputs = [dk.buffer(), dv.buffer()];
+            let kernel = Kernel::AttentionBackwardKeys;
+            launch(
+                op,
+                kernel,
+                &p,
+                split,
+                spec,
+                [keys, queries],
+                &inputs,
+                &outputs,
+            )?;
+        }
+        let storage = |b, n| GpuStorage::new(b, q.dtype, n, device);
+        Ok((
+            storage(dq, heads * queries * spec.head_dim),
+            storage(dk, heads * keys * spec.head_dim),
+            storage(dv, heads * keys * spec.value_dim),
+        ))
+    };
+    match heads * queries > 0 && keys > 0 {
+        true => run(split_for(q, spec, true, &run)?),
+        false => run(AttentionSplit::Whole),
     }
-    let storage = |b, n| GpuStorage::new(b, q.dtype, n, device);
-    Ok((
-        storage(dq, heads * queries * spec.head_dim),
-        storage(dk, heads * keys * spec.head_dim),
-        storage(dv, heads * keys * spec.value_dim),
-    ))
 }

@@ -178,11 +178,7 @@ fn choose(
         }
         ConvAlgorithm::Autotune => {
             let class = autotune::conv_class(kind, product, dtype);
-            autotune::decide(device, class, || {
-                autotune::fastest(&ConvAlgorithm::CANDIDATES, |a| {
-                    autotune::seconds(device, || run(a))
-                })
-            })
+            autotune::tune(device, class, &ConvAlgorithm::CANDIDATES, run)
         }
         a => Ok(a),
     }
