@@ -225,34 +225,17 @@ pub(crate) fn attention_backward(
         let dk = device.alloc_output(op, heads * keys * spec.head_dim, q.dtype)?;
         let dv = device.alloc_output(op, heads * keys * spec.value_dim, q.dtype)?;
         if heads * queries > 0 && keys > 0 {
+            let run_kernel = |kernel, shape, inputs: &[&GpuStorage], outputs: &[&wgpu::Buffer]| {
+                launch(op, kernel, &p, split, spec, shape, inputs, outputs)
+            };
             let delta = device.alloc_output(op, heads * queries, q.dtype)?;
-            let inputs = [q, k, v, out, grad, lse];
-            let outputs = [dq.buffer(), delta.buffer()];
+            let (inputs, outputs) = ([q, k, v, out, grad, lse], [dq.buffer(), delta.buffer()]);
             let kernel = Kernel::AttentionBackwardQueries;
-            launch(
-                op,
-                kernel,
-                &p,
-                split,
-                spec,
-                [queries, keys],
-                &inputs,
-                &outputs,
-            )?;
+            run_kernel(kernel, [queries, keys], &inputs, &outputs)?;
             let delta = GpuStorage::new(delta, q.dtype, heads * queries, device);
-            let inputs = [q, k, v, grad, lse, &delta];
-            let outputs = [dk.buffer(), dv.buffer()];
+            let (inputs, outputs) = ([q, k, v, grad, lse, &delta], [dk.buffer(), dv.buffer()]);
             let kernel = Kernel::AttentionBackwardKeys;
-            launch(
-                op,
-                kernel,
-                &p,
-                split,
-                spec,
-                [keys, queries],
-                &inputs,
-                &outputs,
-            )?;
+            run_kernel(kernel, [keys, queries], &inputs, &outputs)?;
         }
         let storage = |b, n| GpuStorage::new(b, q.dtype, n, device);
         Ok((
