@@ -5,7 +5,8 @@
 // GPU, no transposed copy is needed first, and few outputs over a long k still fill the
 // GPU. The first lane of each column then combines the lanes' partials in order, so
 // the result depends on the shape alone, never on the adapter. Sums run in chunks of
-// 16 added into a total, which keeps the rounding error near that of a tree.
+// 16 (four partial sums, four rows loaded a step) added into a total, which keeps the
+// rounding error near that of a tree.
 // Op codes are the REDUCE_* constants from kiln's op table; math in f32.
 // kiln:constants workgroup reduce_ops
 // Generated from kiln's op table and shader_constants.rs; do not edit.
@@ -84,11 +85,20 @@ fn fold(t: u32, start: u32, rows: u32) {
             for (var j = 0u; j < rows; j++) { r *= load(at); at += params.inner; }
         }
         case REDUCE_SUM, REDUCE_MEAN, default: {
+            // Four rows' loads in flight a step, into four partial sums: one load a
+            // step left each lane waiting on memory in turn (the row kernels' lesson).
+            let step = params.inner;
             r = 0.0;
             for (var j0 = 0u; j0 < rows; j0 += CHUNK) {
-                var part = 0.0;
-                for (var j = j0; j < min(j0 + CHUNK, rows); j++) { part += load(at); at += params.inner; }
-                r += part;
+                let end = min(j0 + CHUNK, rows);
+                var part = vec4<f32>(0.0);
+                var j = j0;
+                for (; j + 3u < end; j += 4u) {
+                    part += vec4<f32>(load(at), load(at + step), load(at + 2u * step), load(at + 3u * step));
+                    at += 4u * step;
+                }
+                for (; j < end; j++) { part.x += load(at); at += step; }
+                r += (part.x + part.y) + (part.z + part.w);
             }
         }
     }
