@@ -27,6 +27,10 @@ fn neg_inf() -> f32 {
 fn block_rows() -> u32 {
     return ATTENTION_ROWS / params.lanes;
 }
+// Invocation `lid`'s row within its workgroup's block, and its lane among the row's.
+fn row_and_lane(lid: u32) -> vec2<u32> {
+    return vec2<u32>(lid / params.lanes, lid % params.lanes);
+}
 // The head and first row of this workgroup's block of block_rows() rows (of `rows` a
 // head); past the last head for the workgroups past the end.
 fn block_of(wid: vec3<u32>, groups: vec3<u32>, rows: u32) -> vec2<u32> {
@@ -199,9 +203,10 @@ fn main(
     }
     let head = block.x;
     let first = block.y;
-    let lane = lid % params.lanes;
+    let place = row_and_lane(lid);
+    let lane = place.y;
     // Rows past the last key redo it, and write nothing.
-    let j = min(first + lid / params.lanes, params.keys - 1u);
+    let j = min(first + place.x, params.keys - 1u);
     let ks = head_start(params.k_strides, params.offsets.y, head);
     let vs = head_start(params.v_strides, params.offsets.z, head);
     let dq_quads = (params.head_dim + 3u) / 4u;
@@ -263,7 +268,7 @@ fn main(
         dk_acc = sum_lanes(dk_acc, 1.0, lid);
         dv_acc = sum_lanes(dv_acc, 1.0, lid);
     }
-    if (lane == 0u && first + lid / params.lanes < params.keys) {
+    if (lane == 0u && first + place.x < params.keys) {
         for (var c = 0u; c < ATTENTION_QUADS; c++) {
             if (c < dq_quads) {
                 store_quad(DK, params.dk_strides, head, j, c, params.head_dim, dk_acc[c]);

@@ -27,6 +27,10 @@ fn neg_inf() -> f32 {
 fn block_rows() -> u32 {
     return ATTENTION_ROWS / params.lanes;
 }
+// Invocation `lid`'s row within its workgroup's block, and its lane among the row's.
+fn row_and_lane(lid: u32) -> vec2<u32> {
+    return vec2<u32>(lid / params.lanes, lid % params.lanes);
+}
 // The head and first row of this workgroup's block of block_rows() rows (of `rows` a
 // head); past the last head for the workgroups past the end.
 fn block_of(wid: vec3<u32>, groups: vec3<u32>, rows: u32) -> vec2<u32> {
@@ -187,9 +191,10 @@ fn main(
     }
     let head = block.x;
     let first = block.y;
-    let lane = lid % params.lanes;
+    let place = row_and_lane(lid);
+    let lane = place.y;
     // Rows past the last query redo it, and write nothing.
-    let i = min(first + lid / params.lanes, params.queries - 1u);
+    let i = min(first + place.x, params.queries - 1u);
     let row = head * params.queries + i;
     let qs = head_start(params.q_strides, params.offsets.x, head);
     let dq_quads = (params.head_dim + 3u) / 4u;
@@ -244,7 +249,7 @@ fn main(
     if (params.lanes > 1u) {
         acc = sum_lanes(acc, 1.0, lid);
     }
-    if (lane == 0u && first + lid / params.lanes < params.queries) {
+    if (lane == 0u && first + place.x < params.queries) {
         for (var c = 0u; c < ATTENTION_QUADS; c++) {
             if (c < dq_quads) {
                 store_quad(DQ, params.dq_strides, head, i, c, params.head_dim, acc[c] * params.scale);

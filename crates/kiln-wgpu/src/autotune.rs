@@ -1,5 +1,6 @@
 //! The autotuner, for the matmul kernels (`MatmulVariant`), the convolution algorithms
-//! (`ConvAlgorithm`) and the ways of attention (`AttentionWay`). At the first product of
+//! (`ConvAlgorithm`), the ways of attention (`AttentionWay`) and of spreading the fused
+//! attention kernels' rows (`AttentionSplit`). At the first product of
 //! a shape class on an adapter it times each candidate on the real operands and keeps
 //! the fastest: in memory for the device, and in `autotune.json` under the user's cache
 //! directory (`KILN_CACHE_DIR` overrides it), keyed by adapter, driver, kiln version and

@@ -190,6 +190,10 @@ fn neg_inf() -> f32 {
 fn block_rows() -> u32 {
     return ATTENTION_ROWS / params.lanes;
 }
+// Invocation `lid`'s row within its workgroup's block, and its lane among the row's.
+fn row_and_lane(lid: u32) -> vec2<u32> {
+    return vec2<u32>(lid / params.lanes, lid % params.lanes);
+}
 // The head and first row of this workgroup's block of block_rows() rows (of `rows` a
 // head); past the last head for the workgroups past the end.
 fn block_of(wid: vec3<u32>, groups: vec3<u32>, rows: u32) -> vec2<u32> {
