@@ -13,12 +13,12 @@ pub(crate) struct Pipeline {
     pub(crate) compute: wgpu::ComputePipeline,
     /// One per bind group the kernel declares.
     pub(crate) layouts: Vec<wgpu::BindGroupLayout>,
-    /// The bindings the kernel writes (`Kernel::written_bindings`), for profiles.
-    pub(crate) written: Vec<u32>,
+    /// The bindings the kernel writes, as (group, binding), for profiles.
+    pub(crate) written: Vec<(u32, u32)>,
 }
 
 impl Pipeline {
-    fn new(compute: wgpu::ComputePipeline, bind_groups: u32, written: Vec<u32>) -> Pipeline {
+    fn new(compute: wgpu::ComputePipeline, bind_groups: u32, written: Vec<(u32, u32)>) -> Pipeline {
         let layouts = (0..bind_groups)
             .map(|g| compute.get_bind_group_layout(g))
             .collect();
@@ -28,6 +28,11 @@ impl Pipeline {
             written,
         }
     }
+}
+
+/// Bindings of group 0, as (group, binding).
+pub(crate) fn in_group0(bindings: Vec<u32>) -> Vec<(u32, u32)> {
+    bindings.into_iter().map(|b| (0, b)).collect()
 }
 
 /// A kernel and the dtypes it was specialised to (at most two).
@@ -56,7 +61,11 @@ impl GpuDevice {
         let source = kernel.specialise(dtypes)?;
         let checked = kernel.bounds_checked();
         let compute = self.compile(op, kernel.file().0, &source, kernel.entry(), checked)?;
-        let pipeline = Arc::new(Pipeline::new(compute, 1, kernel.written_bindings()));
+        let pipeline = Arc::new(Pipeline::new(
+            compute,
+            1,
+            in_group0(kernel.written_bindings()),
+        ));
         self.inner
             .pipelines
             .lock()
@@ -65,15 +74,15 @@ impl GpuDevice {
         Ok(pipeline)
     }
 
-    /// Builds generated WGSL (`bind_groups` groups, writing the bindings `written` of
-    /// group 0) with the bounds-check policy of `like`, the kernel it was made from.
+    /// Builds generated WGSL (`bind_groups` groups, writing the bindings `written`)
+    /// with the bounds-check policy of `like`, the kernel it was made from.
     pub(crate) fn build_pipeline(
         &self,
         op: &'static str,
         like: Kernel,
         source: &str,
         bind_groups: u32,
-        written: Vec<u32>,
+        written: Vec<(u32, u32)>,
     ) -> Result<Pipeline> {
         let checked = like.bounds_checked();
         let compute = self.compile(op, like.file().0, source, like.entry(), checked)?;

@@ -113,12 +113,12 @@ impl GpuDevice {
         self.inner.profiler.lock().unwrap().is_some()
     }
 
-    /// Counts one launch, whose pipeline writes the bindings `written` of group 0;
+    /// Counts one launch, whose pipeline writes the bindings `written` (group, binding);
     /// returns the pass's timestamp writes when launches are timed.
     pub(crate) fn profile_launch(
         &self,
         name: impl FnOnce() -> String,
-        written: &[u32],
+        written: &[(u32, u32)],
         bind: &[Bindings<'_>],
     ) -> Option<(wgpu::QuerySet, u32)> {
         let mut guard = self.inner.profiler.lock().unwrap();
@@ -137,7 +137,7 @@ impl GpuDevice {
                 continue;
             };
             let bytes = b.size.map_or(b.buffer.size(), |s| s.get());
-            if group == 0 && written.contains(&binding) {
+            if written.contains(&(group as u32, binding)) {
                 write += bytes;
             } else {
                 match reads.iter_mut().find(|(buffer, _)| *buffer == b.buffer) {

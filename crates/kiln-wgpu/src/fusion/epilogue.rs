@@ -1,27 +1,30 @@
 //! Epilogue fusion: a deferred launch (`deferred`: a matmul, a reduction) whose output
 //! a pending expression reads element for element computes that expression in its
-//! stores (a bias, an activation, a residual, a reduction's scale); the kernel writes
-//! its own output too, which autograd may keep.
+//! stores (a bias, an activation, a residual, a reduction's scale). The kernel writes
+//! its own output too, unless nothing else can ever read it (`private`): autograd
+//! keeps the forward's intermediate results, but a backward pass's usually go
+//! unheld.
 
+use super::expr::Expr;
 use super::program::{Program, ReadKind};
-use crate::storage::GpuStorage;
+use crate::storage::{GpuStorage, StorageData};
 use std::sync::Arc;
 
 /// A program a kernel computes in its stores: its element `i` from the kernel's value
-/// at `i`, which stands for the program's read `given`. The kernel writes its own
-/// output as ever, and the program's to `out`.
+/// at `i`, which stands for the program's read `given`. With `out`, the kernel writes
+/// its own output as ever, and the program's to `out`; without, the kernel's output
+/// binding takes the program's, and its own values are never stored.
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue<'a> {
     pub(crate) program: &'a Program,
     pub(crate) given: usize,
-    pub(crate) out: &'a wgpu::Buffer,
+    pub(crate) out: Option<&'a wgpu::Buffer>,
 }
 
 /// The read of `program` that is a deferred launch the program can be the epilogue
-/// of: read once, element for element from its start. The kernel then writes its own
-/// output too. (Leaving it unwritten where reference counts said nothing else could
-/// read it failed in CI: a random graph later needed such an output. Until that check
-/// is proven, every epilogue writes both.)
+/// of: read once, element for element from its start. (A first version of `private`
+/// failed in CI: a random graph's other read needed such an unwritten output. The
+/// other reads now run before the launch is taken, and `private` is asked after.)
 pub(crate) fn epilogue_read(program: &Program) -> Option<usize> {
     program.reads.iter().position(|r| {
         let s = &r.arg.storage;
@@ -31,6 +34,33 @@ pub(crate) fn epilogue_read(program: &Program) -> Option<usize> {
             && reads_of(program, s) == 1
             && s.is_deferred()
     })
+}
+
+/// Whether the launch output that `program` (lowered from `root`, the expression of
+/// the storage being run) reads at `given` is private: every clone of it lies in the
+/// program and its expressions, as does every clone of each storage the program
+/// computes inline (whose expression, run later for another holder, would read the
+/// launch's output). No tensor can then ask for that output once the program has
+/// run. Counting only the holders known here errs one way: a clone held anywhere else
+/// (a tensor, autograd, another pending launch or expression) makes the count
+/// larger, and the output is written.
+pub(crate) fn private(program: &Program, root: &Expr, given: usize) -> bool {
+    let uses = |e: &Expr, target: &Arc<StorageData>| {
+        let same = |a: &&super::expr::Arg| Arc::ptr_eq(&a.storage.data, target);
+        e.args.iter().filter(same).count()
+    };
+    let held_inside = |s: &GpuStorage| {
+        let mut n = uses(root, &s.data) + reads_of(program, s);
+        for inlined in &program.inlined {
+            n += usize::from(Arc::ptr_eq(&inlined.data, &s.data));
+            if let Some(e) = inlined.data.expr.lock().unwrap().as_ref() {
+                n += uses(e, &s.data);
+            }
+        }
+        n
+    };
+    let only_inside = |s: &GpuStorage| Arc::strong_count(&s.data) == held_inside(s);
+    program.inlined.iter().all(only_inside) && only_inside(&program.reads[given].arg.storage)
 }
 
 fn reads_of(program: &Program, s: &GpuStorage) -> usize {

@@ -2,7 +2,7 @@
 //! input is never written out. Kernels opt in with load sections (`wgsl`). Launching a
 //! kernel with prologues and an epilogue (`epilogue`).
 
-use super::epilogue::Epilogue;
+use super::epilogue::{epilogue_read, Epilogue};
 use super::expr::FusedOp;
 use super::program::{Program, ReadKind};
 use super::wgsl::{self, FusedParams};
@@ -10,7 +10,7 @@ use crate::device::GpuDevice;
 use crate::kernels::Kernel;
 use crate::launch::{Bindings, MAX_BIND_GROUPS};
 use crate::params::ShaderParams;
-use crate::pipelines::Pipeline;
+use crate::pipelines::{in_group0, Pipeline};
 use crate::storage::GpuStorage;
 use kiln_core::{DType, Result};
 use std::fmt::Write;
@@ -79,7 +79,7 @@ impl GpuDevice {
         let limit = self.inner.limits.max_storage_buffers_per_shader_stage as usize;
         let mut bound = inputs.len() + rest.len();
         if let Some(e) = epilogue {
-            bound += e.program.reads.len();
+            bound += e.program.reads.len() - 1 + usize::from(e.out.is_some());
         }
         // Group 0, the prologues' groups, the epilogue's.
         let max_groups = (self.inner.limits.max_bind_groups as usize).min(MAX_BIND_GROUPS);
@@ -96,6 +96,7 @@ impl GpuDevice {
             };
             let program = program
                 .filter(|p| worth_inlining(kernel, p))
+                .filter(|p| epilogue_read(p).is_none())
                 .filter(|p| bound - 1 + p.reads.len() <= limit)
                 .filter(|_| free_groups > 0);
             if let Some(p) = &program {
@@ -145,8 +146,10 @@ impl GpuDevice {
         let epilogue_params = epilogue.map(|e| FusedParams::of(e.program)).transpose()?;
         if let (Some(e), Some(f)) = (epilogue, &epilogue_params) {
             let mut resources = e.program.resources_except(e.given)?;
-            let binding = e.program.reads.len() as u32 + 1;
-            resources.push((binding, e.out.as_entire_binding()));
+            if let Some(out) = e.out {
+                let binding = e.program.reads.len() as u32 + 1;
+                resources.push((binding, out.as_entire_binding()));
+            }
             bind.push(Bindings {
                 params: bytemuck::bytes_of(f),
                 resources,
@@ -179,10 +182,16 @@ impl GpuDevice {
             let _ = write!(key, " [{}]", p.map_or(String::new(), Program::key));
         }
         if let Some(e) = epilogue {
-            let _ = write!(key, " => {} [{}]", e.given, e.program.key());
+            let keeps = e.out.is_some();
+            let _ = write!(key, " => {} {keeps} [{}]", e.given, e.program.key());
         }
-        let written = kernel.written_bindings();
-        let groups = 1 + programs.iter().flatten().count() as u32 + u32::from(epilogue.is_some());
+        let prologues = programs.iter().flatten().count() as u32;
+        let groups = 1 + prologues + u32::from(epilogue.is_some());
+        let mut written = in_group0(kernel.written_bindings());
+        // A kept output's epilogue writes the program's values after its reads.
+        if let Some(e) = epilogue.filter(|e| e.out.is_some()) {
+            written.push((prologues + 1, e.program.reads.len() as u32 + 1));
+        }
         self.cached_pipeline(key, kernel, groups, written, || {
             wgsl::fused_kernel(kernel, dtypes, programs, epilogue)
         })

@@ -51,16 +51,29 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
     let still_deferred = |&given: &usize| program.reads[given].arg.storage.is_deferred();
     if let Some(given) = candidate.filter(still_deferred) {
         let source = &program.reads[given].arg.storage;
+        // Asked after the other reads ran, which let go of what their expressions held.
+        let private = super::epilogue::private(&program, expr, given);
         let launch = source.data.deferred.lock().unwrap().take();
         let launch = launch.ok_or_else(|| internal("an epilogue's launch has run"))?;
-        let own = device.alloc_output(op, launch.len(), launch.dtype())?;
-        let epilogue = Epilogue {
-            program: &program,
-            given,
-            out: out.buffer(),
-        };
-        launch.run(&own, Some(epilogue))?;
-        source.data.fill(own)?;
+        if private {
+            // The launch's storage is left without a buffer: asking for it is an
+            // internal error, never a read of stale values.
+            let epilogue = Epilogue {
+                program: &program,
+                given,
+                out: None,
+            };
+            launch.run(&out, Some(epilogue))?;
+        } else {
+            let own = device.alloc_output(op, launch.len(), launch.dtype())?;
+            let epilogue = Epilogue {
+                program: &program,
+                given,
+                out: Some(out.buffer()),
+            };
+            launch.run(&own, Some(epilogue))?;
+            source.data.fill(own)?;
+        }
     } else {
         let pipeline = device.fused_pipeline(&program)?;
         let params = FusedParams::of(&program)?;
@@ -165,7 +178,7 @@ impl GpuDevice {
     fn fused_pipeline(&self, program: &Program) -> Result<Arc<Pipeline>> {
         // Addressed like the elementwise kernels: their bounds-check policy.
         let like = Kernel::Unary;
-        let written = vec![program.reads.len() as u32 + 1];
+        let written = vec![(0, program.reads.len() as u32 + 1)];
         self.cached_pipeline(program.key(), like, 1, written, || wgsl::source(program))
     }
 
@@ -176,7 +189,7 @@ impl GpuDevice {
         key: String,
         like: Kernel,
         groups: u32,
-        written: Vec<u32>,
+        written: Vec<(u32, u32)>,
         source: impl FnOnce() -> Result<String>,
     ) -> Result<Arc<Pipeline>> {
         if let Some(p) = self.inner.fused_pipelines.lock().unwrap().get(&key) {

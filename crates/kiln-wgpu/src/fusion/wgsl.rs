@@ -342,38 +342,56 @@ fn {f}(i: u32) -> vec4<f32> {{
             "_epilogue",
             Some(e.given),
         )?);
-        let slot = e.program.reads.len() + 1;
-        let group = prologues + 1;
+        // Where the program's values go: a binding of their own after its reads, the
+        // kernel storing its own output as ever; or, private, the kernel's output
+        // binding, retyped as the program's elements, its own values never stored.
+        let (bindings, keep, target) = match e.out {
+            Some(_) => {
+                let slot = e.program.reads.len() + 1;
+                let group = prologues + 1;
+                let bindings = format!(
+                    "{binding}\n@group({group}) @binding({slot}) var<storage, read_write> fused_epilogue_out: array<{dtype}>;"
+                );
+                (bindings, true, "fused_epilogue_out")
+            }
+            None => {
+                let at = binding.find("output:").ok_or_else(missing)?;
+                let bindings = format!("{}output: array<{dtype}>;", &binding[..at]);
+                (bindings, false, "output")
+            }
+        };
         let _ = write!(
             text,
             "
-{binding}
-@group({group}) @binding({slot}) var<storage, read_write> fused_epilogue_out: array<{dtype}>;
+{bindings}
 var<private> fused_epilogue_given: f32;
 "
         );
-        // The kernel's own output, then the program's from the value as stored.
         for (f, vec4) in section_functions(&out[start..end]) {
             let _ = match vec4 {
                 false => write!(
                     text,
                     "
-fn {f}(i: u32, v: f32) {{
-    output[i] = T(v);
+fn {f}(i: u32, v: f32) {{{}
     fused_epilogue_given = f32(T(v));
-    fused_epilogue_out[i] = {dtype}(fused_epilogue_value(i));
-}}"
+    {target}[i] = {dtype}(fused_epilogue_value(i));
+}}",
+                    if keep { "\n    output[i] = T(v);" } else { "" }
                 ),
                 true => write!(
                     text,
                     "
-fn {f}(i: u32, v: vec4<f32>) {{
-    output[i] = vec4<T>(v);
+fn {f}(i: u32, v: vec4<f32>) {{{}
     for (var c = 0u; c < 4u; c++) {{
         fused_epilogue_given = f32(T(v[c]));
-        fused_epilogue_out[4u * i + c] = {dtype}(fused_epilogue_value(4u * i + c));
+        {target}[4u * i + c] = {dtype}(fused_epilogue_value(4u * i + c));
     }}
-}}"
+}}",
+                    if keep {
+                        "\n    output[i] = vec4<T>(v);"
+                    } else {
+                        ""
+                    }
                 ),
             };
         }

@@ -170,7 +170,7 @@ fn launch_built(
         return Err(GpuDevice::unsupported(op, dtype));
     }
     let key = format!("{:?} [{dtype:?}] x{n}", Kernel::Cat);
-    let written = vec![n as u32 + 1];
+    let written = vec![(0, n as u32 + 1)];
     let pipeline = device.cached_pipeline(key, Kernel::Cat, 1, written, || source(dtype, n))?;
     let resources: Vec<_> = buffers.iter().map(|b| b.as_entire_binding()).collect();
     let bind = Bindings::numbered(bytemuck::bytes_of(params), &resources, 1);

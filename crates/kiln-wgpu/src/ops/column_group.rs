@@ -133,7 +133,7 @@ fn launch_group(
     }
     let kernel = Kernel::ReduceColumns;
     let key = format!("{kernel:?} [{dtype:?}] x{k}");
-    let written = (0..k).map(|j| 2 * j as u32 + 2).collect();
+    let written = (0..k).map(|j| (0, 2 * j as u32 + 2)).collect();
     let pipeline = device.cached_pipeline(key, kernel, 1, written, || source(dtype, k))?;
     let groups = device.groups_for(op, total)?;
     let bind = Bindings::numbered(&bytes, &resources, 1);
