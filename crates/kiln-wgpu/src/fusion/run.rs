@@ -2,13 +2,14 @@
 //! structure; all of a device's at `synchronize`.
 
 use super::epilogue::{epilogue_read, Epilogue};
+use super::expr::Expr;
 use super::program::Program;
 use super::wgsl::{self, FusedParams};
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
 use crate::launch::Bindings;
 use crate::pipelines::Pipeline;
-use crate::storage::StorageData;
+use crate::storage::{GpuStorage, StorageData};
 use kiln_core::{Error, Result};
 use std::sync::{Arc, Weak};
 
@@ -22,34 +23,10 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
         return run_deferred(data, device);
     };
     let start = std::time::Instant::now();
-    let program = Program::lower(expr, device.max_fused_reads())?;
+    let (program, candidate) = lower_with_epilogue(expr, device)?;
     let op = "fusion";
     let out = device.alloc_output(op, program.len, program.out_dtype())?;
-    // The launch's buffers, the program's other reads, and its output.
-    let fits = |given: usize| {
-        let source = program.reads[given]
-            .arg
-            .storage
-            .data
-            .deferred
-            .lock()
-            .unwrap();
-        let own = source.as_ref().map_or(usize::MAX / 2, |d| d.buffers());
-        own + program.reads.len()
-            <= device.inner.limits.max_storage_buffers_per_shader_stage as usize
-    };
-    let candidate = epilogue_read(&program).filter(|&given| fits(given));
     if let Some(given) = candidate {
-        // The other reads first: running one may need the launch's output itself,
-        // which then runs on its own.
-        for (i, read) in program.reads.iter().enumerate() {
-            if i != given {
-                read.arg.storage.buffer()?;
-            }
-        }
-    }
-    let still_deferred = |&given: &usize| program.reads[given].arg.storage.is_deferred();
-    if let Some(given) = candidate.filter(still_deferred) {
         let source = &program.reads[given].arg.storage;
         // Asked after the other reads ran, which let go of what their expressions held.
         let private = super::epilogue::private(&program, expr, given);
@@ -87,6 +64,40 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
     // Lets go of the inputs.
     *pending = None;
     Ok(())
+}
+
+/// The program of `expr`, and the read whose deferred launch it is to be the epilogue
+/// of, its other reads run. Running them may run that launch (one needed its output),
+/// or fill a storage the program computes inline (a residual sum the next layer's
+/// launches read); then the expression is lowered again, to read what is now there
+/// rather than compute it twice, and may find another launch to follow.
+fn lower_with_epilogue(expr: &Expr, device: &GpuDevice) -> Result<(Program, Option<usize>)> {
+    // The launch's buffers, the program's other reads, and its output.
+    let fits = |program: &Program, given: usize| {
+        let source = program.reads[given].arg.storage.data.deferred.lock();
+        let own = source
+            .unwrap()
+            .as_ref()
+            .map_or(usize::MAX / 2, |d| d.buffers());
+        own + program.reads.len()
+            <= device.inner.limits.max_storage_buffers_per_shader_stage as usize
+    };
+    loop {
+        let program = Program::lower(expr, device.max_fused_reads())?;
+        let Some(given) = epilogue_read(&program).filter(|&g| fits(&program, g)) else {
+            return Ok((program, None));
+        };
+        for (i, read) in program.reads.iter().enumerate() {
+            if i != given {
+                read.arg.storage.buffer()?;
+            }
+        }
+        // Each pass through here fills one more storage the program inlined.
+        if program.inlined.iter().all(GpuStorage::is_pending) {
+            let still = program.reads[given].arg.storage.is_deferred();
+            return Ok((program, still.then_some(given)));
+        }
+    }
 }
 
 /// Runs a deferred launch into its own buffer; a column reduction with the others
