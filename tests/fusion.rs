@@ -1191,6 +1191,82 @@ fn an_epilogue_skips_the_output_nothing_else_reads() {
     assert_near("an inlined add held", &biased, &want_biased, 1e-5, 1e-5);
 }
 
+/// Layer norm's backward is deferred with its weight's products as a side output: the
+/// residual gradient it is added to (`x + layer_norm(x)`) runs as its epilogue, which
+/// leaves out dx itself (nothing else holds it, though the products' storage follows
+/// the launch); the products come out right whether they are read after the launch
+/// ran with its epilogue or first, which runs it alone. Rows of 12 (the one-row-per-
+/// invocation kernel on software adapters) and of 13 (the workgroup kernel).
+#[test]
+fn layer_norm_backward_takes_the_residual_add_and_keeps_its_products() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let cpu = Device::cpu();
+    for k in [12usize, 13] {
+        let x = Tensor::randn([6, 5, k], DType::F32, &cpu, &mut rng).unwrap();
+        let w = Tensor::randn([k], DType::F32, &cpu, &mut rng).unwrap();
+        let b = Tensor::randn([k], DType::F32, &cpu, &mut rng).unwrap();
+        let r = Tensor::randn([6, 5, k], DType::F32, &cpu, &mut rng).unwrap();
+        // Gradients of x, the weight and the bias; `products_first` reads the weight's
+        // (a column sum of the products) before the input's.
+        let grads = |device: &Device, products_first: bool| -> kiln::Result<[Vec<f64>; 3]> {
+            let vars: Vec<Tensor> = [&x, &w, &b]
+                .iter()
+                .map(|t| common::on_strided(device, t).detach().into_var())
+                .collect::<kiln::Result<_>>()?;
+            let (x, w, b) = (&vars[0], &vars[1], &vars[2]);
+            let z = x.add(&x.layer_norm(&[k], Some(w), Some(b), 1e-5)?)?;
+            let g = z.backward_from(&r.to_device(device)?)?;
+            let read = |t: &Tensor| g.get(t).unwrap().to_f64_vec();
+            Ok(match products_first {
+                true => {
+                    let dw = read(w)?;
+                    [read(x)?, dw, read(b)?]
+                }
+                false => [read(x)?, read(w)?, read(b)?],
+            })
+        };
+        let want = grads(&cpu, false).unwrap();
+        let mut written = Vec::new();
+        for products_first in [false, true] {
+            let label = format!("rows of {k}, products first {products_first}");
+            let (got, profile) = device.profile(|| grads(&device, products_first)).unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let g = Tensor::from_vec(g.clone(), [g.len()], &cpu).unwrap();
+                let w = Tensor::from_vec(w.clone(), [w.len()], &cpu).unwrap();
+                assert_near(&format!("{label}: gradient {i}"), &g, &w, 1e-5, 1e-4);
+            }
+            let backward: Vec<_> = profile
+                .kernels
+                .iter()
+                .filter(|k| k.name.contains("layer_norm_backward"))
+                .collect();
+            let names: Vec<_> = backward.iter().map(|k| k.name.as_str()).collect();
+            assert_eq!(backward.len(), 1, "{label}: {names:?}");
+            let adds = profile
+                .kernels
+                .iter()
+                .filter(|k| k.name.starts_with("fused add"));
+            match products_first {
+                // Run alone, the add a kernel of its own.
+                true => assert!(!names[0].contains("=>"), "{label}: {names:?}"),
+                false => {
+                    assert!(
+                        names[0].ends_with("=> fused add [F32]"),
+                        "{label}: {names:?}"
+                    );
+                    assert_eq!(adds.count(), 0, "{label}: {:?}", profile.kernels);
+                }
+            }
+            written.push(backward[0].bytes_written);
+        }
+        // With the epilogue, the products and the sum; alone, dx and the products:
+        // buffers of one size, two each (dx kept too would make three).
+        assert_eq!(written[0], written[1], "rows of {k}: bytes written");
+    }
+}
+
 /// Column reductions left pending together (a backward pass's bias gradients) run
 /// several to a launch when the first is needed: each gives the bits it gives alone
 /// and the CPU's values, whatever its op, shape and lanes; a NaN in a column comes

@@ -167,13 +167,15 @@ struct Params {
 @group(0) @binding(2) var<storage, read> grad: array<T>;
 // [k], or any buffer when has_weight is 0 (never read then)
 @group(0) @binding(3) var<storage, read> weight: array<T>;
-// [rows, k]: the input's gradient
-@group(0) @binding(4) var<storage, read_write> dx: array<T>;
 // [rows, k]: grad * x_hat, or any buffer when has_weight is 0 (never written then)
 @group(0) @binding(5) var<storage, read_write> products: array<T>;
 
 fn load(i: u32) -> f32 { return f32(input[i]); }
-fn store(i: u32, v: f32) { dx[i] = T(v); }
+// kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
+// [rows, k]: the input's gradient
+@group(0) @binding(4) var<storage, read_write> output: array<T>;
+fn store(i: u32, v: f32) { output[i] = T(v); }
+// kiln:store end
 fn load_grad(i: u32) -> f32 { return f32(grad[i]); }
 
 // The weight at the stretch's columns (1 without a weight).

@@ -51,10 +51,13 @@ struct Params {
 @group(0) @binding(2) var<storage, read> grad: array<vec4<T>>;
 // [k], or any buffer when has_weight is 0 (never read then)
 @group(0) @binding(3) var<storage, read> weight: array<vec4<T>>;
-// [rows, k]: the input's gradient
-@group(0) @binding(4) var<storage, read_write> dx: array<vec4<T>>;
 // [rows, k]: grad * x_hat, or any buffer when has_weight is 0 (never written then)
 @group(0) @binding(5) var<storage, read_write> products: array<vec4<T>>;
+// kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
+// [rows, k]: the input's gradient
+@group(0) @binding(4) var<storage, read_write> output: array<vec4<T>>;
+fn store4(i: u32, v: vec4<f32>) { output[i] = vec4<T>(v); }
+// kiln:store end
 
 fn load4(i: u32) -> vec4<f32> { return vec4<f32>(input[i]); }
 
@@ -91,7 +94,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let hx_mean = ((hxs.x + hxs.y) + (hxs.z + hxs.w)) / k;
     for (var i = 0u; i < k4; i++) {
         let x_hat = (load4(base + i) - mean) * rstd;
-        dx[base + i] = vec4<T>(rstd * (h4(base + i, i) - h_mean - x_hat * hx_mean));
+        store4(base + i, rstd * (h4(base + i, i) - h_mean - x_hat * hx_mean));
         if (params.has_weight != 0u) {
             products[base + i] = vec4<T>(vec4<f32>(grad[base + i]) * x_hat);
         }

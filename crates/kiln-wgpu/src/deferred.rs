@@ -1,7 +1,9 @@
 //! Launches recorded but not run. With fusion on, a kernel with a store section (the
-//! tiled and blocked matmuls, the row and column reductions) returns a pending storage
-//! holding its launch: it runs when its buffer is needed, or with the elementwise
-//! expression that reads its output as its epilogue (`fusion::epilogue`).
+//! tiled and blocked matmuls, the row and column reductions, layer norm's backward)
+//! returns a pending storage holding its launch: it runs when its buffer is needed, or
+//! with the elementwise expression that reads its output as its epilogue
+//! (`fusion::epilogue`). A kernel's further outputs (layer norm's backward writes the
+//! weight's products too) are side outputs, filled when the launch runs.
 
 use crate::device::GpuDevice;
 use crate::fusion::Epilogue;
@@ -9,7 +11,9 @@ use crate::kernels::Kernel;
 use crate::params::ShaderParams;
 use crate::pool::PooledBuffer;
 use crate::storage::GpuStorage;
+use crate::storage::StorageData;
 use kiln_core::{DType, Result};
+use std::sync::{Arc, Weak};
 
 /// A deferred launch, whatever its kernel's params.
 pub(crate) trait Deferred: Send {
@@ -36,6 +40,10 @@ struct DeferredLaunch<P> {
     groups: [u32; 3],
     len: usize,
     dtype: DType,
+    /// Further outputs (elements and dtype), bound after the output, each with the
+    /// side output storage it fills once written (if still held). Their buffers are
+    /// taken when the launch runs, as its output's are.
+    sides: Vec<((usize, DType), Weak<StorageData>)>,
 }
 
 impl<P: ShaderParams + Send> Deferred for DeferredLaunch<P> {
@@ -48,7 +56,7 @@ impl<P: ShaderParams + Send> Deferred for DeferredLaunch<P> {
     }
 
     fn buffers(&self) -> usize {
-        self.inputs.len() + 1
+        self.inputs.len() + 1 + self.sides.len()
     }
 
     fn kernel(&self) -> Kernel {
@@ -66,16 +74,28 @@ impl<P: ShaderParams + Send> Deferred for DeferredLaunch<P> {
     fn run(self: Box<Self>, out: &PooledBuffer, epilogue: Option<Epilogue>) -> Result<()> {
         let inputs: Vec<&GpuStorage> = self.inputs.iter().collect();
         let device = &self.inputs[0].device;
+        let mut sides = Vec::with_capacity(self.sides.len());
+        for ((len, dtype), side) in self.sides {
+            sides.push((device.alloc_output(self.op, len, dtype)?, side));
+        }
+        let mut outputs = vec![out.buffer()];
+        outputs.extend(sides.iter().map(|(b, _)| b.buffer()));
         device.dispatch_fused(
             self.op,
             self.kernel,
             &self.dtypes,
             &self.params,
             &inputs,
-            &[out.buffer()],
+            &outputs,
             self.groups,
             epilogue,
-        )
+        )?;
+        for (buffer, side) in sides {
+            if let Some(side) = side.upgrade() {
+                side.fill_side(buffer)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -95,8 +115,45 @@ impl GpuDevice {
         len: usize,
         dtype: DType,
     ) -> Result<GpuStorage> {
+        let (out, _) = self.defer_with_sides(
+            op,
+            kernel,
+            dtypes,
+            params,
+            inputs,
+            groups,
+            (len, dtype),
+            &[],
+        )?;
+        Ok(out)
+    }
+
+    /// `defer`, for a kernel whose output (`out`: elements and dtype) is followed by
+    /// further outputs (`sides`, bound after it in order): each comes back as a side
+    /// output storage, filled when the launch runs.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn defer_with_sides<P: ShaderParams + Send + 'static>(
+        &self,
+        op: &'static str,
+        kernel: Kernel,
+        dtypes: &[DType],
+        params: P,
+        inputs: &[&GpuStorage],
+        groups: [u32; 3],
+        out: (usize, DType),
+        sides: &[(usize, DType)],
+    ) -> Result<(GpuStorage, Vec<GpuStorage>)> {
+        let (len, dtype) = out;
         self.check_params::<P>(op, kernel)?;
         self.check_alloc(op, len, dtype)?;
+        let mut side_storages = Vec::with_capacity(sides.len());
+        let mut side_buffers = Vec::with_capacity(sides.len());
+        for &(n, d) in sides {
+            self.check_alloc(op, n, d)?;
+            let side = GpuStorage::side_output(d, n, self)?;
+            side_buffers.push(((n, d), Arc::downgrade(&side.data)));
+            side_storages.push(side);
+        }
         let launch = DeferredLaunch {
             op,
             kernel,
@@ -106,8 +163,13 @@ impl GpuDevice {
             groups,
             len,
             dtype,
+            sides: side_buffers,
         };
-        GpuStorage::deferred(Box::new(launch), dtype, len, self)
+        let primary = GpuStorage::deferred(Box::new(launch), dtype, len, self)?;
+        for side in &side_storages {
+            side.follow(&primary);
+        }
+        Ok((primary, side_storages))
     }
 
     /// Whether `kernel`'s launches defer: fusion is on and it has a store section.

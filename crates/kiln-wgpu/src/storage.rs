@@ -1,6 +1,7 @@
 //! `GpuStorage`: a tensor's buffer on a GPU, or the work that will fill it: a fused
-//! elementwise expression, or a deferred launch that may take its consumer as an
-//! epilogue (`fusion`, `deferred`). The backend contract over it is in `backend.rs`, the
+//! elementwise expression, a deferred launch that may take its consumer as an
+//! epilogue (`fusion`, `deferred`), or another storage's deferred launch that writes
+//! this one too (a side output). The backend contract over it is in `backend.rs`, the
 //! launchers in `ops/`.
 
 use crate::deferred::Deferred;
@@ -8,6 +9,7 @@ use crate::device::GpuDevice;
 use crate::fusion::Expr;
 use crate::pool::PooledBuffer;
 use kiln_core::{DType, Error, GpuErrorKind, Layout, Result, Shape};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 
 #[derive(Clone)]
@@ -33,6 +35,12 @@ pub(crate) struct StorageData {
     /// Likewise for a deferred launch, which a consumer may run with itself as the
     /// launch's epilogue (the launch's own buffer is filled then too).
     pub(crate) deferred: Mutex<Option<Box<dyn Deferred>>>,
+    /// For a side output: the storage whose deferred launch fills this one as well,
+    /// held to run that launch, never to read its buffer. Taken once filled.
+    side_of: Mutex<Option<Arc<StorageData>>>,
+    /// How many side outputs hold this storage so (`fusion::epilogue::private`
+    /// discounts them).
+    pub(crate) followers: AtomicUsize,
 }
 
 impl GpuStorage {
@@ -41,6 +49,8 @@ impl GpuStorage {
             buffer: OnceLock::from(buffer),
             expr: Mutex::new(None),
             deferred: Mutex::new(None),
+            side_of: Mutex::new(None),
+            followers: AtomicUsize::new(0),
         };
         GpuStorage {
             data: Arc::new(data),
@@ -84,6 +94,8 @@ impl GpuStorage {
             buffer: OnceLock::new(),
             expr: Mutex::new(expr),
             deferred: Mutex::new(launch),
+            side_of: Mutex::new(None),
+            followers: AtomicUsize::new(0),
         });
         device.track_pending(&data)?;
         Ok(GpuStorage {
@@ -93,6 +105,19 @@ impl GpuStorage {
             device: device.clone(),
             value_range: None,
         })
+    }
+
+    /// A further output of a deferred launch, `len` elements of `dtype`: empty until
+    /// `follow` names the launch's storage, which fills this one when its launch runs,
+    /// alone or with an epilogue. Asking for this buffer first runs the launch alone.
+    pub(crate) fn side_output(dtype: DType, len: usize, device: &GpuDevice) -> Result<Self> {
+        Self::pending_data(None, None, dtype, len, device)
+    }
+
+    /// Makes this side output wait on `primary`'s launch.
+    pub(crate) fn follow(&self, primary: &GpuStorage) {
+        primary.data.followers.fetch_add(1, Ordering::SeqCst);
+        *self.data.side_of.lock().unwrap() = Some(primary.data.clone());
     }
 
     /// The same storage, known to hold values within `[min, max]` (i32).
@@ -168,7 +193,37 @@ impl StorageData {
                 Err(TryLockError::Poisoned(held)) => held.into_inner().is_some(),
             }
         }
-        holds(&self.expr) || holds(&self.deferred)
+        holds(&self.expr) || holds(&self.deferred) || holds(&self.side_of)
+    }
+
+    /// For a side output not yet filled: runs the launch that fills it (which fills it
+    /// then, unless it has run already and done so).
+    pub(crate) fn run_side(&self, device: &GpuDevice) -> Result<()> {
+        let primary = self.side_of.lock().unwrap().clone();
+        match primary {
+            Some(primary) => crate::fusion::run(&primary, device),
+            None => Ok(()),
+        }
+    }
+
+    /// Stores the buffer a side output's launch wrote, and lets go of the launch's
+    /// storage.
+    pub(crate) fn fill_side(&self, buffer: PooledBuffer) -> Result<()> {
+        self.fill(buffer)?;
+        self.release_primary();
+        Ok(())
+    }
+
+    fn release_primary(&self) {
+        let held = match self.side_of.try_lock() {
+            Ok(mut slot) => slot.take(),
+            Err(TryLockError::Poisoned(slot)) => slot.into_inner().take(),
+            // `run_side` holds it only to clone it.
+            Err(TryLockError::WouldBlock) => return,
+        };
+        if let Some(primary) = held {
+            primary.followers.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Runs `launch`, taken from this storage's slot, alone into a new buffer of its own.
@@ -185,5 +240,11 @@ impl StorageData {
             kind: GpuErrorKind::Internal,
             message: "a fused expression ran twice".into(),
         })
+    }
+}
+
+impl Drop for StorageData {
+    fn drop(&mut self) {
+        self.release_primary();
     }
 }

@@ -43,7 +43,8 @@ pub(crate) fn epilogue_read(program: &Program) -> Option<usize> {
 /// launch's output). No tensor can then ask for that output once the program has
 /// run. Counting only the holders known here errs one way: a clone held anywhere else
 /// (a tensor, autograd, another pending launch or expression) makes the count
-/// larger, and the output is written.
+/// larger, and the output is written. (The side outputs of the launch are counted
+/// apart: they hold it to run it, and it fills them when it runs.)
 pub(crate) fn private(program: &Program, root: &Expr, given: usize) -> bool {
     let uses = |e: &Expr, target: &Arc<StorageData>| {
         let same = |a: &&super::expr::Arg| Arc::ptr_eq(&a.storage.data, target);
@@ -59,7 +60,11 @@ pub(crate) fn private(program: &Program, root: &Expr, given: usize) -> bool {
         }
         n
     };
-    let only_inside = |s: &GpuStorage| Arc::strong_count(&s.data) == held_inside(s);
+    // A side output holds its launch's storage to run the launch, not to read it.
+    let only_inside = |s: &GpuStorage| {
+        let followers = s.data.followers.load(std::sync::atomic::Ordering::SeqCst);
+        Arc::strong_count(&s.data) == held_inside(s) + followers
+    };
     program.inlined.iter().all(only_inside) && only_inside(&program.reads[given].arg.storage)
 }
 

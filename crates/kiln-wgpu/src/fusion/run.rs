@@ -105,7 +105,8 @@ fn lower_with_epilogue(expr: &Expr, device: &GpuDevice) -> Result<(Program, Opti
 fn run_deferred(data: &StorageData, device: &GpuDevice) -> Result<()> {
     let mut slot = data.deferred.lock().unwrap();
     let Some(launch) = slot.take() else {
-        return Ok(());
+        drop(slot);
+        return data.run_side(device);
     };
     if launch.kernel() == Kernel::ReduceColumns {
         return crate::ops::column_group::run_with_others(device, data, launch);

@@ -56,17 +56,34 @@ pub(crate) fn layer_norm_backward(
     };
     let kernel = row_kernel_for(name, x, Kernel::LayerNormBackward, rows, k)?;
     let n = rows * k;
-    let dx = device.alloc_output(name, n, x.dtype)?;
     // Without a weight, the weight and products bindings take the input and a word of
     // their own, which the kernel never touches.
-    let products = device.alloc_output(name, if weight.is_some() { n } else { 1 }, x.dtype)?;
+    let products_len = if weight.is_some() { n } else { 1 };
+    let inputs = [x, grad, weight.unwrap_or(x)];
+    if n > 0 && device.defers(kernel) {
+        // Deferred, dx takes the residual gradient it is added to as its epilogue.
+        let groups = device.groups_for(name, row_groups(kernel, rows, lanes))?;
+        let (dx, mut sides) = device.defer_with_sides(
+            name,
+            kernel,
+            &[x.dtype],
+            params,
+            &inputs,
+            groups,
+            (n, x.dtype),
+            &[(products_len, x.dtype)],
+        )?;
+        return Ok((dx, weight.and_then(|_| sides.pop())));
+    }
+    let dx = device.alloc_output(name, n, x.dtype)?;
+    let products = device.alloc_output(name, products_len, x.dtype)?;
     if n > 0 {
         device.dispatch_with_inputs(
             name,
             kernel,
             &[x.dtype],
             &params,
-            &[x, grad, weight.unwrap_or(x)],
+            &inputs,
             &[dx.buffer(), products.buffer()],
             device.groups_for(name, row_groups(kernel, rows, lanes))?,
         )?;
