@@ -1191,6 +1191,81 @@ fn an_epilogue_skips_the_output_nothing_else_reads() {
     assert_near("an inlined add held", &biased, &want_biased, 1e-5, 1e-5);
 }
 
+/// Two residual sums in a row, as a transformer's blocks make them: `x1 = x + x W1 + b1`
+/// and `x2 = x1 + x1 W2 + b2`. Each runs as its matmul's epilogue, the second after the
+/// first (its matmul reads `x1`), with no kernel of their own, whichever of the two is
+/// asked for first; values as on the CPU.
+#[test]
+fn chained_residual_sums_run_as_their_matmuls_epilogues() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let cpu = Device::cpu();
+    let t = |shape: &[usize], rng: &mut Rng| {
+        Tensor::rand(shape.to_vec(), DType::F32, &cpu, rng)
+            .unwrap()
+            .add_scalar(-0.5)
+            .unwrap()
+    };
+    let (x, w1, b1, w2, b2) = (
+        t(&[37, 29], &mut rng),
+        t(&[29, 29], &mut rng),
+        t(&[29], &mut rng),
+        t(&[29, 29], &mut rng),
+        t(&[29], &mut rng),
+    );
+    let blocks = |ts: &[Tensor]| -> kiln::Result<(Tensor, Tensor)> {
+        let x1 = ts[0].add(&ts[0].matmul(&ts[1])?.add(&ts[2])?)?;
+        let x2 = x1.add(&x1.matmul(&ts[3])?.add(&ts[4])?)?;
+        Ok((x1, x2))
+    };
+    let inputs = [x, w1, b1, w2, b2];
+    let (want1, want2) = blocks(&inputs).unwrap();
+    let gpu_device = device.as_gpu().unwrap();
+    let default = gpu_device.matmul_variant();
+    gpu_device.set_matmul_variant(MatmulVariant::Tiled).unwrap();
+    let moved: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| common::on_strided(&device, t))
+        .collect();
+    for first_x1 in [false, true] {
+        let label = format!("x1 read first: {first_x1}");
+        let ((got1, got2), profile) = device
+            .profile(|| {
+                let (x1, x2) = blocks(&moved)?;
+                match first_x1 {
+                    true => {
+                        let v1 = x1.to_f64_vec()?;
+                        Ok((v1, x2.to_f64_vec()?))
+                    }
+                    false => {
+                        let v2 = x2.to_f64_vec()?;
+                        Ok((x1.to_f64_vec()?, v2))
+                    }
+                }
+            })
+            .unwrap();
+        let got1 = Tensor::from_vec(got1, [37, 29], &cpu).unwrap();
+        let got2 = Tensor::from_vec(got2, [37, 29], &cpu).unwrap();
+        assert_near(&format!("{label}: x1"), &got1, &want1, 1e-5, 1e-4);
+        assert_near(&format!("{label}: x2"), &got2, &want2, 1e-5, 1e-4);
+        let names = kernel_names(&profile);
+        let launches = |part: &str| -> u64 {
+            let kernels = profile
+                .kernels
+                .iter()
+                .filter(|k| !k.name.contains("fill.wgsl"));
+            kernels
+                .filter(|k| k.name.contains(part))
+                .map(|k| k.launches)
+                .sum()
+        };
+        assert_eq!(launches("=> fused add,add [F32]"), 2, "{label}: {names:?}");
+        assert_eq!(launches(""), 2, "{label}: {names:?}");
+    }
+    gpu_device.set_matmul_variant(default).unwrap();
+}
+
 /// Layer norm's backward is deferred with its weight's products as a side output: the
 /// residual gradient it is added to (`x + layer_norm(x)`) runs as its epilogue, which
 /// leaves out dx itself (nothing else holds it, though the products' storage follows

@@ -9,7 +9,7 @@ use crate::device::GpuDevice;
 use crate::fusion::Expr;
 use crate::pool::PooledBuffer;
 use kiln_core::{DType, Error, GpuErrorKind, Layout, Result, Shape};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 
 #[derive(Clone)]
@@ -41,7 +41,13 @@ pub(crate) struct StorageData {
     /// How many side outputs hold this storage so (`fusion::epilogue::private`
     /// discounts them).
     pub(crate) followers: AtomicUsize,
+    /// When its work was recorded, in the order of all pending storages: a storage's
+    /// pending inputs were recorded before it (0 for a storage made with its buffer).
+    pub(crate) recorded: u64,
 }
+
+/// The count `StorageData::recorded` takes its values from.
+static RECORDED: AtomicU64 = AtomicU64::new(1);
 
 impl GpuStorage {
     pub(crate) fn new(buffer: PooledBuffer, dtype: DType, len: usize, device: &GpuDevice) -> Self {
@@ -51,6 +57,7 @@ impl GpuStorage {
             deferred: Mutex::new(None),
             side_of: Mutex::new(None),
             followers: AtomicUsize::new(0),
+            recorded: 0,
         };
         GpuStorage {
             data: Arc::new(data),
@@ -96,6 +103,7 @@ impl GpuStorage {
             deferred: Mutex::new(launch),
             side_of: Mutex::new(None),
             followers: AtomicUsize::new(0),
+            recorded: RECORDED.fetch_add(1, Ordering::Relaxed),
         });
         device.track_pending(&data)?;
         Ok(GpuStorage {

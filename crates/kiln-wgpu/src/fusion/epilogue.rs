@@ -22,18 +22,23 @@ pub(crate) struct Epilogue<'a> {
 }
 
 /// The read of `program` that is a deferred launch the program can be the epilogue
-/// of: read once, element for element from its start. (A first version of `private`
+/// of: read once, element for element from its start; of several, the one recorded
+/// last, which the others cannot depend on (running them first, as `run` does, leaves
+/// it deferred; the reverse would run it alone). (A first version of `private`
 /// failed in CI: a random graph's other read needed such an unwritten output. The
 /// other reads now run before the launch is taken, and `private` is asked after.)
 pub(crate) fn epilogue_read(program: &Program) -> Option<usize> {
-    program.reads.iter().position(|r| {
+    let candidates = program.reads.iter().enumerate().filter(|(_, r)| {
         let s = &r.arg.storage;
         r.kind() == ReadKind::Contiguous
             && r.arg.layout.offset() == 0
             && s.len == program.len
             && reads_of(program, s) == 1
             && s.is_deferred()
-    })
+    });
+    candidates
+        .max_by_key(|(_, r)| r.arg.storage.data.recorded)
+        .map(|(i, _)| i)
 }
 
 /// Whether the launch output that `program` (lowered from `root`, the expression of

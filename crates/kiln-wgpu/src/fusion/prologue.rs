@@ -49,6 +49,27 @@ fn worth_inlining(kernel: Kernel, program: &Program) -> bool {
 }
 
 impl GpuDevice {
+    /// Whether `kernel` would compute its `j`-th input `input` in its loads (a
+    /// prologue), limits on bindings aside.
+    pub(crate) fn takes_as_prologue(
+        &self,
+        kernel: Kernel,
+        j: usize,
+        input: &GpuStorage,
+    ) -> Result<bool> {
+        if !self.fusion() || j >= wgsl::load_sections(kernel).len() {
+            return Ok(false);
+        }
+        let expr = input.data.expr.lock().unwrap().clone();
+        match expr {
+            Some(e) => Ok(worth_inlining(
+                kernel,
+                &Program::lower(&e, self.max_fused_reads())?,
+            )),
+            None => Ok(false),
+        }
+    }
+
     /// Records a launch of `kernel` whose bindings 1, 2, ... are `inputs` (each read at
     /// element indices below its length) and whose later bindings are `rest`, in
     /// order. Each pending input runs inside the kernel when the kernel has a load

@@ -87,6 +87,20 @@ fn lower_with_epilogue(expr: &Expr, device: &GpuDevice) -> Result<(Program, Opti
         let Some(given) = epilogue_read(&program).filter(|&g| fits(&program, g)) else {
             return Ok((program, None));
         };
+        // The launch's own inputs first, those it reads as buffers: they may fill a
+        // storage this program computes inline.
+        let source = &program.reads[given].arg.storage;
+        let launch_inputs = {
+            let slot = source.data.deferred.lock().unwrap();
+            slot.as_ref().map(|l| (l.kernel(), l.inputs().to_vec()))
+        };
+        if let Some((kernel, inputs)) = launch_inputs {
+            for (j, input) in inputs.iter().enumerate() {
+                if input.is_pending() && !device.takes_as_prologue(kernel, j, input)? {
+                    input.buffer()?;
+                }
+            }
+        }
         for (i, read) in program.reads.iter().enumerate() {
             if i != given {
                 read.arg.storage.buffer()?;
