@@ -26,9 +26,8 @@ use std::sync::Arc;
 /// epilogue, it is computed once and written once, where as a prologue it would be
 /// computed again by each kernel that reads it and by the kernel that writes it for
 /// whoever holds it (a transformer's residual sum, which its next layer norm reads
-/// and autograd keeps; an LSTM's gates). That took the char LSTM's training step from
-/// 1,574 to 1,046 MB moved; the cost is a buffer for such a result while autograd
-/// holds it (peak memory +5% there).
+/// and autograd keeps; an LSTM's gates). The cost is a buffer for such a result while
+/// autograd holds it (the char LSTM's peak memory +5%).
 fn worth_inlining(kernel: Kernel, program: &Program) -> bool {
     if epilogue_read(program).is_some() {
         return false;
