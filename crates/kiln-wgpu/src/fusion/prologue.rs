@@ -48,25 +48,28 @@ fn worth_inlining(kernel: Kernel, program: &Program) -> bool {
 }
 
 impl GpuDevice {
-    /// Whether `kernel` would compute its `j`-th input `input` in its loads (a
-    /// prologue), limits on bindings aside.
+    /// The program `kernel` would compute its `j`-th input `input` by in its loads (a
+    /// prologue), limits on bindings aside; `None` for an input it binds.
+    fn prologue(&self, kernel: Kernel, j: usize, input: &GpuStorage) -> Result<Option<Program>> {
+        if !self.fusion() || j >= wgsl::load_sections(kernel).len() {
+            return Ok(None);
+        }
+        let expr = input.data.expr.lock().unwrap().clone();
+        let program = match expr {
+            Some(e) => Program::lower(&e, self.max_fused_reads())?,
+            None => return Ok(None),
+        };
+        Ok(worth_inlining(kernel, &program).then_some(program))
+    }
+
+    /// Whether `kernel` would compute its `j`-th input in its loads, limits aside.
     pub(crate) fn takes_as_prologue(
         &self,
         kernel: Kernel,
         j: usize,
         input: &GpuStorage,
     ) -> Result<bool> {
-        if !self.fusion() || j >= wgsl::load_sections(kernel).len() {
-            return Ok(false);
-        }
-        let expr = input.data.expr.lock().unwrap().clone();
-        match expr {
-            Some(e) => Ok(worth_inlining(
-                kernel,
-                &Program::lower(&e, self.max_fused_reads())?,
-            )),
-            None => Ok(false),
-        }
+        Ok(self.prologue(kernel, j, input)?.is_some())
     }
 
     /// Records a launch of `kernel` whose bindings 1, 2, ... are `inputs` (each read at
@@ -102,10 +105,6 @@ impl GpuDevice {
         epilogue: Option<Epilogue>,
     ) -> Result<()> {
         let start = std::time::Instant::now();
-        let sections = match self.fusion() {
-            true => wgsl::load_sections(kernel).len(),
-            false => 0,
-        };
         // The kernel's own buffers, then each prologue's reads, within the limit.
         let limit = self.inner.limits.max_storage_buffers_per_shader_stage as usize;
         let mut bound = inputs.len() + rest.len();
@@ -117,16 +116,8 @@ impl GpuDevice {
         let mut free_groups = max_groups - 1 - usize::from(epilogue.is_some());
         let mut programs: Vec<Option<Program>> = Vec::with_capacity(inputs.len());
         for (j, input) in inputs.iter().enumerate() {
-            let pending = match j < sections {
-                true => input.data.expr.lock().unwrap().clone(),
-                false => None,
-            };
-            let program = match pending {
-                Some(expr) => Some(Program::lower(&expr, self.max_fused_reads())?),
-                None => None,
-            };
-            let program = program
-                .filter(|p| worth_inlining(kernel, p))
+            let program = self
+                .prologue(kernel, j, input)?
                 .filter(|p| bound - 1 + p.reads.len() <= limit)
                 .filter(|_| free_groups > 0);
             if let Some(p) = &program {
