@@ -60,16 +60,16 @@ pub(crate) fn layer_norm_backward(
     // their own, which the kernel never touches.
     let products_len = if weight.is_some() { n } else { 1 };
     let inputs = [x, grad, weight.unwrap_or(x)];
+    let groups = || device.groups_for(name, row_groups(kernel, rows, lanes));
     if n > 0 && device.defers(kernel) {
         // Deferred, dx takes the residual gradient it is added to as its epilogue.
-        let groups = device.groups_for(name, row_groups(kernel, rows, lanes))?;
         let (dx, mut sides) = device.defer_with_sides(
             name,
             kernel,
             &[x.dtype],
             params,
             &inputs,
-            groups,
+            groups()?,
             (n, x.dtype),
             &[(products_len, x.dtype)],
         )?;
@@ -85,7 +85,7 @@ pub(crate) fn layer_norm_backward(
             &params,
             &inputs,
             &[dx.buffer(), products.buffer()],
-            device.groups_for(name, row_groups(kernel, rows, lanes))?,
+            groups()?,
         )?;
     }
     let products = weight.map(|_| GpuStorage::new(products, x.dtype, n, device));
