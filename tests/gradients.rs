@@ -1138,3 +1138,82 @@ fn gpu_memory_stays_flat_over_200_training_steps() {
         "the model did not learn: {losses:?}"
     );
 }
+
+/// The graph keeps the values its rules read and reaches every other parent by an
+/// edge alone. Through layers `relu(h w + b)` it holds each biased sum (relu's rule
+/// reads it) and each output the next product's weight gradient reads, but not
+/// the product `h w`, which only the bias's add read: that add's rule needs shapes.
+/// On a GPU the product is then never written, as its matmul writes the biased sum
+/// in its epilogue. The gradients still match the CPU's.
+#[test]
+fn the_graph_holds_only_the_values_its_rules_read() {
+    if gpu().is_none() {
+        return;
+    }
+    // A device of its own, so that tests running beside this one do not move its counters.
+    let g = kiln::backend::GpuDevice::new().unwrap();
+    // The tiled product, which takes elementwise epilogues (the autotuner's pick for
+    // these shapes may be another).
+    g.set_matmul_variant(kiln::backend::MatmulVariant::Tiled)
+        .unwrap();
+    let gpu = Device::Gpu(g.clone());
+    let cpu = Device::cpu();
+    let (n, layers) = (64, 8);
+    let layer_bytes = (n * n * 4) as u64;
+    let mut rng = Rng::new(11);
+    let x = Tensor::randn([n, n], DType::F32, &cpu, &mut rng).unwrap();
+    let w = Tensor::randn([n, n], DType::F32, &cpu, &mut rng)
+        .unwrap()
+        .mul_scalar(0.2)
+        .unwrap();
+    let b = Tensor::randn([n], DType::F32, &cpu, &mut rng).unwrap();
+    let forward = |x: &Tensor, w: &Tensor, b: &Tensor| -> kiln::Result<Tensor> {
+        let mut h = x.clone();
+        for _ in 0..layers {
+            h = h.matmul(w)?.add(b)?.relu()?;
+        }
+        h.sum(&[0, 1], false)
+    };
+    let (wc, bc) = (
+        w.detach().into_var().unwrap(),
+        b.detach().into_var().unwrap(),
+    );
+    let want = forward(&x, &wc, &bc).unwrap().backward().unwrap();
+    let on_gpu = |t: &Tensor| t.to_device(&gpu).unwrap();
+    let (xg, wg, bg) = (on_gpu(&x), on_gpu(&w), on_gpu(&b));
+    let (wg, bg) = (wg.into_var().unwrap(), bg.into_var().unwrap());
+    gpu.synchronize().unwrap();
+    let before = g.pool_stats().live_bytes;
+    let (loss, profile) = gpu
+        .profile(|| {
+            let loss = forward(&xg, &wg, &bg)?;
+            loss.to_f64_vec()?;
+            Ok(loss)
+        })
+        .unwrap();
+    gpu.synchronize().unwrap();
+    let held = g.pool_stats().live_bytes - before;
+    // Each biased sum, each output but the last (which only the sum read, whose rule
+    // needs its shape), and the loss's one element (its buffer rounded up).
+    let kept = (2 * layers as u64 - 1) * layer_bytes;
+    assert!(
+        (kept..kept + layer_bytes).contains(&held),
+        "the graph holds {held} bytes; its rules read {kept}"
+    );
+    let written: u64 = profile
+        .kernels
+        .iter()
+        .filter(|k| k.name.contains("=> fused add,relu"))
+        .map(|k| k.bytes_written)
+        .sum();
+    assert_eq!(
+        written,
+        kept + layer_bytes,
+        "bytes the layers' matmuls wrote: their biased sums and outputs"
+    );
+    let grads = loss.backward().unwrap();
+    for (name, cpu_var, gpu_var) in [("w", &wc, &wg), ("b", &bc, &bg)] {
+        let got = grads.get(gpu_var).unwrap().to_device(&cpu).unwrap();
+        assert_near(name, &got, want.get(cpu_var).unwrap(), 1e-4, 1e-3);
+    }
+}

@@ -131,9 +131,9 @@ impl Tensor {
         let saved = AttentionSaved { spec, inputs, lse };
         track(
             Op::Attention {
-                q: self.clone(),
-                k: k.clone(),
-                v: v.clone(),
+                q: self.into(),
+                k: k.into(),
+                v: v.into(),
                 saved: Box::new(saved),
             },
             || Ok(out),

@@ -3,7 +3,7 @@
 //! where autograd through the mean, the variance and the broadcasts took nine
 //! launches a layer on a GPU.
 
-use crate::autograd::{no_grad, track, Op};
+use crate::autograd::{no_grad, track, Input, Op};
 use crate::Tensor;
 use kiln_core::{Error, Result};
 
@@ -61,9 +61,9 @@ impl Tensor {
             Ok((mean, var, rstd))
         })?;
         let record = Op::BatchNorm {
-            x: self.clone(),
-            weight: weight.cloned(),
-            bias: bias.cloned(),
+            x: self.into(),
+            weight: weight.map(Input::from),
+            bias: bias.map(Input::from),
             mean: mean.clone(),
             rstd: rstd.clone(),
         };

@@ -116,8 +116,8 @@ impl Tensor {
             ow,
         };
         let record = Op::Conv2d {
-            x: self.clone(),
-            w: weight.clone(),
+            x: self.into(),
+            w: weight.into(),
             spec,
             groups: g,
         };
@@ -261,8 +261,8 @@ impl Tensor {
             ow: w,
         };
         let record = Op::ConvTranspose2d {
-            x: self.clone(),
-            w: weight.clone(),
+            x: self.into(),
+            w: weight.into(),
             spec,
             groups: g,
         };

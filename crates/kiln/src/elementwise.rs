@@ -27,7 +27,7 @@ impl Tensor {
             return self.binary(&self.scalar_like(v as f64)?, binary);
         }
         op.check(self.dtype())?;
-        let record = Op::Unary(self.clone(), op);
+        let record = Op::Unary(self.into(), op);
         track_by_kind(op.gradient(), record, || {
             let storage = self.storage().unary(self.layout(), op)?;
             Ok(Tensor::from_storage(storage, self.shape().clone()))
@@ -43,7 +43,7 @@ impl Tensor {
         crate::tensor::check_shape(op.name(), &shape)?;
         let l = self.layout().broadcast_to(op.name(), &shape)?;
         let r = rhs.layout().broadcast_to(op.name(), &shape)?;
-        let record = Op::Binary(self.clone(), rhs.clone(), op);
+        let record = Op::Binary(self.into(), rhs.into(), op);
         track_by_kind(op.gradient(), record, || {
             Ok(Tensor::from_storage(
                 self.storage().binary(&l, &rhs.storage(), &r, op)?,
@@ -135,8 +135,8 @@ impl Tensor {
         let f = on_false.layout().broadcast_to(op, &shape)?;
         let op = Op::Where {
             cond: self.detach(),
-            on_true: on_true.clone(),
-            on_false: on_false.clone(),
+            on_true: on_true.into(),
+            on_false: on_false.into(),
         };
         track(op, || {
             let storage =

@@ -63,7 +63,7 @@ impl Tensor {
         let mut dims = self.dims().to_vec();
         dims[d] = index.elem_count();
         let record = Op::IndexSelect {
-            x: self.clone(),
+            x: self.into(),
             dim: d,
             index: index.clone(),
         };
@@ -103,7 +103,7 @@ impl Tensor {
         };
         track(
             Op::Gather {
-                x: self.clone(),
+                x: self.into(),
                 dim: d,
                 index: index.clone(),
             },
@@ -145,10 +145,10 @@ impl Tensor {
             inner,
         };
         let record = Op::ScatterAdd {
-            x: self.clone(),
+            x: self.into(),
             dim: d,
             index: index.clone(),
-            src: src.clone(),
+            src: src.into(),
         };
         track(record, || {
             let (index, src) = (index.contiguous()?, src.contiguous()?);

@@ -38,7 +38,7 @@ impl Tensor {
         targets.check_indices(op, classes)?;
         let smoothing = smoothing as f32;
         let record = Op::CrossEntropy {
-            logits: self.clone(),
+            logits: self.into(),
             targets: targets.clone(),
             smoothing,
         };

@@ -47,7 +47,7 @@ impl Tensor {
     /// Matrix product with PyTorch's rules: 1-D operands become a row (lhs) or a
     /// column (rhs) vector and that dim is dropped from the result; batch dims broadcast.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
-        track(Op::Matmul(self.clone(), rhs.clone()), || {
+        track(Op::Matmul(self.into(), rhs.into()), || {
             self.matmul_compute(rhs)
         })
     }

@@ -1,6 +1,6 @@
 //! Normalisation: layer_norm as one fused kernel per row.
 
-use crate::autograd::{track, Op};
+use crate::autograd::{track, Input, Op};
 use crate::Tensor;
 use kiln_core::{Error, Result};
 
@@ -50,9 +50,9 @@ impl Tensor {
         };
         let (w, b) = (param(weight, 1.0)?, param(bias, 0.0)?);
         let record = Op::LayerNorm {
-            x: self.clone(),
-            weight: weight.cloned(),
-            bias: bias.cloned(),
+            x: self.into(),
+            weight: weight.map(Input::from),
+            bias: bias.map(Input::from),
             dims: r,
             eps,
         };

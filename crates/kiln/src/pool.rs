@@ -78,7 +78,7 @@ impl Tensor {
             Tensor::from_storage(indices, shape),
         );
         let record = Op::MaxPool2d {
-            x: self.clone(),
+            x: self.into(),
             indices: indices.clone(),
             spec: s,
         };
@@ -156,7 +156,7 @@ impl Tensor {
     fn avg_pool_tracked(&self, s: WindowSpec, kind: PoolKind) -> Result<Tensor> {
         track(
             Op::AvgPool2d {
-                x: self.clone(),
+                x: self.into(),
                 spec: s,
                 kind,
             },

@@ -27,7 +27,7 @@ impl Tensor {
         }
         op.check_dtype(self.dtype())?;
         let record = Op::Reduce {
-            x: self.clone(),
+            x: self.into(),
             op,
             dims: reduced.clone(),
             keepdim,
@@ -186,7 +186,7 @@ impl Tensor {
         let rows = self.elem_count().checked_div(k).unwrap_or(0);
         track(
             Op::Softmax {
-                x: self.clone(),
+                x: self.into(),
                 dim: d,
                 log,
             },

@@ -35,8 +35,8 @@ impl Tensor {
             });
         }
         let record = Op::LstmCell {
-            z: self.clone(),
-            c: c.clone(),
+            z: self.into(),
+            c: c.into(),
         };
         track(record, || {
             let (z, c) = (self.contiguous()?, c.contiguous()?);
@@ -101,9 +101,9 @@ impl Tensor {
             });
         }
         let record = Op::GruCell {
-            x: self.clone(),
-            hp: hp.clone(),
-            h: h.clone(),
+            x: self.into(),
+            hp: hp.into(),
+            h: h.into(),
         };
         track(record, || {
             let (x, hp, h) = (self.contiguous()?, hp.contiguous()?, h.contiguous()?);

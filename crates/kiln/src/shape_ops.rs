@@ -1,6 +1,6 @@
 //! Ops that assemble or mask whole tensors: cat, stack, pad, tril and triu.
 
-use crate::autograd::{track, Op};
+use crate::autograd::{track, Input, Op};
 use crate::storage::Storage;
 use crate::Tensor;
 use kiln_core::{Error, Result, Shape};
@@ -34,7 +34,7 @@ impl Tensor {
         let shape = Shape::new(dims);
         track(
             Op::Cat {
-                xs: tensors.to_vec(),
+                xs: tensors.iter().map(Input::from).collect(),
                 dim: d,
             },
             || {
@@ -88,7 +88,7 @@ impl Tensor {
         crate::tensor::check_shape(op, &shape)?;
         track(
             Op::Pad {
-                x: self.clone(),
+                x: self.into(),
                 pads: pads.to_vec(),
             },
             || {

@@ -1,6 +1,6 @@
 //! `Tensor`: a cheap handle to shared storage seen through a `Layout`.
 
-use crate::autograd::{track, Node, Op};
+use crate::autograd::{track, Edge, Node, Op};
 use crate::storage::Storage;
 use crate::{Device, Element};
 use kiln_core::{DType, Error, HostBuffer, Layout, Result, Shape, MAX_RANK};
@@ -32,7 +32,8 @@ struct TensorInner {
     /// Replaceable so that optimizers can update a parameter in place (`set_data`).
     storage: RwLock<Arc<Storage>>,
     layout: Layout,
-    node: Mutex<Node>,
+    /// Shared with the edges that reach this tensor from the ops that consumed it.
+    node: Arc<Mutex<Node>>,
 }
 
 impl Tensor {
@@ -41,7 +42,7 @@ impl Tensor {
             id: TensorId::next(),
             storage: RwLock::new(storage),
             layout,
-            node: Mutex::new(node),
+            node: Arc::new(Mutex::new(node)),
         }))
     }
 
@@ -69,6 +70,11 @@ impl Tensor {
 
     pub(crate) fn node(&self) -> MutexGuard<'_, Node> {
         self.0.node.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How the graph reaches this tensor without holding its data.
+    pub(crate) fn edge(&self) -> Edge {
+        Edge::to(self, self.0.node.clone())
     }
 
     /// An identity shared by the clones of this tensor (gradients are keyed by it).
@@ -189,7 +195,7 @@ impl Tensor {
         if &self.device() == device {
             return Ok(self.clone());
         }
-        track(Op::ToDevice(self.clone()), || {
+        track(Op::ToDevice(self.into()), || {
             Tensor::from_host(self.to_host()?, self.shape().clone(), device)
         })
     }
@@ -206,7 +212,7 @@ impl Tensor {
                 reason,
             });
         }
-        track(Op::Cast(self.clone()), || {
+        track(Op::Cast(self.into()), || {
             let storage = self.storage().cast(self.layout(), dtype)?;
             Ok(Tensor::from_storage(storage, self.shape().clone()))
         })
@@ -217,7 +223,7 @@ impl Tensor {
         if self.layout().is_compact() {
             return Ok(self.clone());
         }
-        track(Op::Identity(self.clone()), || {
+        track(Op::Identity(self.into()), || {
             let out = self.storage().compact(self.layout())?;
             Ok(Tensor::from_storage(out, self.shape().clone()))
         })

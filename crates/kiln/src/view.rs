@@ -18,8 +18,8 @@ impl Tensor {
         }
         crate::tensor::check_shape("reshape", &shape)?;
         match self.layout().reshape(&shape) {
-            Some(layout) => track(Op::Reshape(self.clone()), || Ok(self.with_layout(layout))),
-            None => track(Op::Reshape(self.clone()), || {
+            Some(layout) => track(Op::Reshape(self.into()), || Ok(self.with_layout(layout))),
+            None => track(Op::Reshape(self.into()), || {
                 self.contiguous()?.reshape(shape)
             }),
         }
@@ -129,7 +129,7 @@ impl Tensor {
 
     fn permute_resolved(&self, perm: Vec<usize>) -> Result<Tensor> {
         let layout = self.layout().permute(&perm);
-        track(Op::Permute(self.clone(), perm), || {
+        track(Op::Permute(self.into(), perm), || {
             Ok(self.with_layout(layout))
         })
     }
@@ -139,7 +139,7 @@ impl Tensor {
         let shape = shape.into();
         crate::tensor::check_shape("broadcast_to", &shape)?;
         let layout = self.layout().broadcast_to("broadcast_to", &shape)?;
-        track(Op::Broadcast(self.clone()), || Ok(self.with_layout(layout)))
+        track(Op::Broadcast(self.into()), || Ok(self.with_layout(layout)))
     }
 
     /// PyTorch's name for `broadcast_to`.
@@ -161,7 +161,7 @@ impl Tensor {
         let layout = self.layout().narrow(d, start, len);
         track(
             Op::Narrow {
-                x: self.clone(),
+                x: self.into(),
                 dim: d,
                 start,
             },
@@ -191,7 +191,7 @@ impl Tensor {
             });
         }
         let layout = self.layout().squeeze(d);
-        track(Op::Reshape(self.clone()), || Ok(self.with_layout(layout)))
+        track(Op::Reshape(self.into()), || Ok(self.with_layout(layout)))
     }
 
     /// Inserts a size-1 dim at `dim` (`-1` appends).
@@ -207,6 +207,6 @@ impl Tensor {
         }
         crate::tensor::check_shape("unsqueeze", &Shape::new(vec![1; rank as usize]))?;
         let layout = self.layout().unsqueeze(d as usize);
-        track(Op::Reshape(self.clone()), || Ok(self.with_layout(layout)))
+        track(Op::Reshape(self.into()), || Ok(self.with_layout(layout)))
     }
 }

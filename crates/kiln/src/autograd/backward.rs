@@ -2,6 +2,7 @@
 //! written with tensor ops, so gradients are computed on the forward's device. Each
 //! op's saved inputs are released as soon as its rule has run.
 
+use super::edge::{Edge, Input};
 use super::grad_mode::no_grad;
 use super::op::{Node, Op};
 use super::pending::{Part, Pending, Slice};
@@ -9,9 +10,8 @@ use super::product::Product;
 use super::row_sum::RowSum;
 use super::Gradients;
 use crate::{Conv2dOptions, Tensor};
-use kiln_core::{BinaryOp, Error, ReduceOp, Result, Shape, UnaryOp};
+use kiln_core::{BinaryOp, Error, Layout, ReduceOp, Result, Shape, UnaryOp};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 impl Tensor {
     /// True for a trainable leaf and for anything computed from one (while grad mode
@@ -106,9 +106,9 @@ impl Tensor {
     ) -> Result<()> {
         check_seed("backward", self, grad_output)?;
         reverse_pass(vec![(self.clone(), grad_output.detach())], &mut |t, g| {
-            if t.is_leaf_var() {
-                grads.accumulate(t.id(), g.clone())?;
-                ready(t, grads)?;
+            if let Some(var) = t.variable() {
+                grads.accumulate(var.id(), g.clone())?;
+                ready(var, grads)?;
             }
             Ok(())
         })
@@ -200,11 +200,11 @@ fn check_seed(op: &'static str, output: &Tensor, seed: &Tensor) -> Result<()> {
 /// and intermediate results). Each op's saved inputs are released as its rule runs.
 fn reverse_pass(
     seeds: Vec<(Tensor, Tensor)>,
-    reached: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>,
+    reached: &mut dyn FnMut(&Edge, &Tensor) -> Result<()>,
 ) -> Result<()> {
     let op = "backward";
     no_grad(|| {
-        let roots: Vec<Tensor> = seeds.iter().map(|(t, _)| t.clone()).collect();
+        let roots: Vec<Edge> = seeds.iter().map(|(t, _)| t.edge()).collect();
         let order = topological_order(&roots);
         let mut pending: HashMap<_, Pending> = HashMap::new();
         for (root, seed) in seeds {
@@ -223,18 +223,17 @@ fn reverse_pass(
                     *node.node() = Node::Leaf;
                     reached(&node, &grad)?;
                 }
-                Node::Op(op) => {
-                    *node.node() = Node::Freed(op.name());
+                Node::Op(recorded) => {
+                    *node.node() = Node::Freed(recorded.op.name());
                     reached(&node, &grad)?;
-                    let parents = op.parents();
-                    let needs: Vec<bool> = parents.iter().map(|p| p.requires_grad()).collect();
-                    let parent_grads = gradient(&op, &node, &grad, &needs)?;
-                    for (parent, g) in parents.into_iter().zip(parent_grads) {
-                        let Some(g) = g else { continue };
-                        if !parent.requires_grad() {
-                            continue;
+                    let parents = recorded.op.parents();
+                    let needs = wanting(&recorded.needs, &parents);
+                    let out = Input::of(node.clone(), recorded.output.clone());
+                    let parent_grads = gradient(&recorded.op, &out, &grad, &needs)?;
+                    for ((parent, g), need) in parents.into_iter().zip(parent_grads).zip(needs) {
+                        if let (Some(g), true) = (g, need) {
+                            pending.entry(parent.edge().id()).or_default().add(g)?;
                         }
-                        pending.entry(parent.id()).or_default().add(g)?;
                     }
                 }
                 Node::Freed(name) => {
@@ -249,15 +248,22 @@ fn reverse_pass(
     })
 }
 
+/// Which of an op's parents get a gradient: those that tracked one when it ran
+/// (`recorded`) and still do.
+fn wanting(recorded: &[bool], parents: &[&Input]) -> Vec<bool> {
+    let tracks = parents.iter().map(|p| p.edge().requires_grad());
+    recorded.iter().zip(tracks).map(|(&r, t)| r && t).collect()
+}
+
 /// Every tensor reachable from `roots` through recorded ops, consumers before
 /// producers. (The roots' searches share what they have seen: a tensor first reached
 /// from a later root is not reachable from an earlier one, so it cannot produce
 /// anything the earlier search ordered, and reversing the whole post-order is valid.)
-fn topological_order(roots: &[Tensor]) -> Vec<Tensor> {
+fn topological_order(roots: &[Edge]) -> Vec<Edge> {
     let mut post = Vec::new();
     let mut seen = HashSet::new();
     // Iterative depth-first search: (tensor, children pushed?).
-    let mut stack: Vec<(Tensor, bool)> = roots.iter().rev().map(|r| (r.clone(), false)).collect();
+    let mut stack: Vec<(Edge, bool)> = roots.iter().rev().map(|r| (r.clone(), false)).collect();
     while let Some((t, expanded)) = stack.pop() {
         if expanded {
             post.push(t);
@@ -266,20 +272,22 @@ fn topological_order(roots: &[Tensor]) -> Vec<Tensor> {
         if !seen.insert(t.id()) {
             continue;
         }
-        let op = match &*t.node() {
-            Node::Op(op) => Some(op.clone()),
+        let recorded = match &*t.node() {
+            Node::Op(recorded) => Some(recorded.clone()),
             _ => None,
         };
-        stack.push((t.clone(), true));
-        if let Some(op) = op {
+        stack.push((t, true));
+        if let Some(recorded) = recorded {
             // Variables are pushed first, so explored last: each lands in the order
             // right after its last consumer, and its gradient is ready that early. The
             // ops keep their relative order, so the sums of gradients do too.
-            let parents: Vec<Tensor> = op
-                .parents()
+            let parents = recorded.op.parents();
+            let needs = wanting(&recorded.needs, &parents);
+            let parents: Vec<Edge> = parents
                 .into_iter()
-                .filter(|p| p.requires_grad() && !seen.contains(&p.id()))
-                .cloned()
+                .zip(needs)
+                .filter(|(p, need)| *need && !seen.contains(&p.edge().id()))
+                .map(|(p, _)| p.edge().clone())
                 .collect();
             let (leaves, ops): (Vec<_>, Vec<_>) =
                 parents.into_iter().partition(|p| p.is_leaf_var());
@@ -321,8 +329,9 @@ fn summed_to(g: &Tensor, shape: &Shape) -> Result<Part> {
     }
 }
 
-/// `g` with the reduced dims restored as size 1, so that it broadcasts against the input.
-fn unreduce(g: &Tensor, x: &Tensor, dims: &[usize], keepdim: bool) -> Result<Tensor> {
+/// `g` with the reduced dims restored as size 1, so that it broadcasts against the
+/// input (of shape `x`).
+fn unreduce(g: &Tensor, x: &Shape, dims: &[usize], keepdim: bool) -> Result<Tensor> {
     if keepdim {
         return Ok(g.clone());
     }
@@ -350,37 +359,40 @@ fn wholes(grads: Vec<Option<Tensor>>) -> Result<Vec<Option<Part>>> {
 }
 
 /// The gradient of each parent of `op` (in `Op::parents` order) given the output
-/// `y` and its gradient `g`; `None` for a parent that gets none. `needs` says which
+/// `out` and its gradient `g`; `None` for a parent that gets none. `needs` says which
 /// parents want one: the rules of ops with several parents skip the others' work (a
-/// single-parent op is only reached when its parent wants a gradient).
-fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Part>>> {
+/// single-parent op is only reached when its parent wants a gradient). Rules read
+/// values only where `Op::release` kept them.
+fn gradient(op: &Op, out: &Input, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Part>>> {
     use std::f64::consts::PI;
     let one = |t: Tensor| Ok(vec![Some(Part::Whole(t))]);
-    match &**op {
+    let y = || out.value();
+    match op {
         Op::Unary(x, u) => {
+            let x = || x.value();
             let d = match *u {
                 UnaryOp::Neg => return one(g.neg()?),
                 UnaryOp::AddScalar(_) => return one(g.clone()),
                 UnaryOp::MulScalar(s) => return one(g.mul_scalar(s as f64)?),
-                UnaryOp::Abs => sign(x)?,
-                UnaryOp::Exp => y.clone(),
-                UnaryOp::Log => x.recip()?,
-                UnaryOp::Sqrt => y.recip()?.mul_scalar(0.5)?,
+                UnaryOp::Abs => sign(x()?)?,
+                UnaryOp::Exp => y()?.clone(),
+                UnaryOp::Log => x()?.recip()?,
+                UnaryOp::Sqrt => y()?.recip()?.mul_scalar(0.5)?,
                 // d/dx x^-1/2 = -1/2 x^-3/2 = -1/2 y^3
-                UnaryOp::Rsqrt => y.pow_scalar(3.0)?.mul_scalar(-0.5)?,
-                UnaryOp::Sin => x.cos()?,
-                UnaryOp::Cos => x.sin()?.neg()?,
-                UnaryOp::Tanh => y.square()?.neg()?.add_scalar(1.0)?,
-                UnaryOp::Sigmoid => y.mul(&y.neg()?.add_scalar(1.0)?)?,
-                UnaryOp::Relu => x.gt_scalar(0.0)?,
+                UnaryOp::Rsqrt => y()?.pow_scalar(3.0)?.mul_scalar(-0.5)?,
+                UnaryOp::Sin => x()?.cos()?,
+                UnaryOp::Cos => x()?.sin()?.neg()?,
+                UnaryOp::Tanh => y()?.square()?.neg()?.add_scalar(1.0)?,
+                UnaryOp::Sigmoid => y()?.mul(&y()?.neg()?.add_scalar(1.0)?)?,
+                UnaryOp::Relu => x()?.gt_scalar(0.0)?,
                 UnaryOp::LeakyRelu(a) => {
-                    let positive = x.ge(&x.zeros_like()?)?;
+                    let positive = x()?.ge(&x()?.zeros_like()?)?;
                     positive.mul_scalar(1.0 - a as f64)?.add_scalar(a as f64)?
                 }
-                UnaryOp::GeluErf => x.gelu_derivative()?,
+                UnaryOp::GeluErf => x()?.gelu_derivative()?,
                 UnaryOp::GeluErfDerivative => {
                     // d/dx (Phi + x phi) = 2 phi + x phi' = phi (2 - x^2)
-                    let x2 = x.square()?;
+                    let x2 = x()?.square()?;
                     let pdf = x2
                         .mul_scalar(-0.5)?
                         .exp()?
@@ -391,8 +403,8 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                     // u = c (x + 0.044715 x^3), t = tanh u:
                     // 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 * 0.044715 x^2)
                     let c = (2.0 / PI).sqrt();
-                    let x2 = x.square()?;
-                    let t = x
+                    let x2 = x()?.square()?;
+                    let t = x()?
                         .mul(&x2.mul_scalar(0.044715)?.add_scalar(1.0)?)?
                         .mul_scalar(c)?
                         .tanh()?;
@@ -401,7 +413,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                         .mul_scalar(3.0 * 0.044715)?
                         .add_scalar(1.0)?
                         .mul_scalar(c)?;
-                    let right = x
+                    let right = x()?
                         .mul(&t.square()?.neg()?.add_scalar(1.0)?)?
                         .mul(&du)?
                         .mul_scalar(0.5)?;
@@ -409,49 +421,50 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 }
                 UnaryOp::Silu => {
                     // s (1 + x (1 - s)), s = sigmoid(x)
-                    let s = x.sigmoid()?;
-                    s.mul(&x.mul(&s.neg()?.add_scalar(1.0)?)?.add_scalar(1.0)?)?
+                    let s = x()?.sigmoid()?;
+                    s.mul(&x()?.mul(&s.neg()?.add_scalar(1.0)?)?.add_scalar(1.0)?)?
                 }
-                UnaryOp::Clamp(min, max) => x
-                    .ge(&x.full_like(min as f64)?)?
-                    .mul(&x.le(&x.full_like(max as f64)?)?)?,
-                UnaryOp::PowScalar(p) => x.pow_scalar(p as f64 - 1.0)?.mul_scalar(p as f64)?,
-                UnaryOp::Recip => y.square()?.neg()?,
-                UnaryOp::Square => x.mul_scalar(2.0)?,
-                UnaryOp::Erf => x.square()?.neg()?.exp()?.mul_scalar(2.0 / PI.sqrt())?,
+                UnaryOp::Clamp(min, max) => x()?
+                    .ge(&x()?.full_like(min as f64)?)?
+                    .mul(&x()?.le(&x()?.full_like(max as f64)?)?)?,
+                UnaryOp::PowScalar(p) => x()?.pow_scalar(p as f64 - 1.0)?.mul_scalar(p as f64)?,
+                UnaryOp::Recip => y()?.square()?.neg()?,
+                UnaryOp::Square => x()?.mul_scalar(2.0)?,
+                UnaryOp::Erf => x()?.square()?.neg()?.exp()?.mul_scalar(2.0 / PI.sqrt())?,
             };
             one(g.mul(&d)?)
         }
-        Op::Binary(a, b, op) => {
+        Op::Binary(a_in, b_in, op) => {
             let (na, nb) = (needs[0], needs[1]);
+            let (a, b) = (|| a_in.value(), || b_in.value());
             let (ga, gb) = match op {
                 BinaryOp::Add => (when(na, || Ok(g.clone()))?, when(nb, || Ok(g.clone()))?),
                 BinaryOp::Sub => (when(na, || Ok(g.clone()))?, when(nb, || g.neg())?),
-                BinaryOp::Mul => (when(na, || g.mul(b))?, when(nb, || g.mul(a))?),
+                BinaryOp::Mul => (when(na, || g.mul(b()?))?, when(nb, || g.mul(a()?))?),
                 BinaryOp::Div => (
-                    when(na, || g.div(b))?,
-                    when(nb, || g.mul(y)?.div(b)?.neg())?,
+                    when(na, || g.div(b()?))?,
+                    when(nb, || g.mul(y()?)?.div(b()?)?.neg())?,
                 ),
                 BinaryOp::Pow => (
-                    when(na, || g.mul(b)?.mul(&a.pow(&b.sub_scalar(1.0)?)?))?,
-                    when(nb, || g.mul(y)?.mul(&a.log()?))?,
+                    when(na, || g.mul(b()?)?.mul(&a()?.pow(&b()?.sub_scalar(1.0)?)?))?,
+                    when(nb, || g.mul(y()?)?.mul(&a()?.log()?))?,
                 ),
                 // d atan2(a, b) = (b da - a db) / (a^2 + b^2)
                 BinaryOp::Atan2 => {
-                    let r2 = a.square()?.add(&b.square()?)?;
+                    let r2 = a()?.square()?.add(&b()?.square()?)?;
                     (
-                        when(na, || g.mul(b)?.div(&r2))?,
-                        when(nb, || g.mul(a)?.neg()?.div(&r2))?,
+                        when(na, || g.mul(b()?)?.div(&r2))?,
+                        when(nb, || g.mul(a()?)?.neg()?.div(&r2))?,
                     )
                 }
                 // Ties send the gradient to the left operand.
                 BinaryOp::Maximum | BinaryOp::Minimum => {
                     let left = if *op == BinaryOp::Maximum {
-                        a.ge(b)?
+                        a()?.ge(b()?)?
                     } else {
-                        a.le(b)?
+                        a()?.le(b()?)?
                     };
-                    let left = left.broadcast_to(y.shape().clone())?;
+                    let left = left.broadcast_to(out.shape().clone())?;
                     (
                         when(na, || g.mul(&left))?,
                         when(nb, || g.mul(&left.neg()?.add_scalar(1.0)?))?,
@@ -466,8 +479,8 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 | BinaryOp::Ge => return Ok(vec![None, None]),
             };
             Ok(vec![
-                ga.map(|ga| summed_to(&ga, a.shape())).transpose()?,
-                gb.map(|gb| summed_to(&gb, b.shape())).transpose()?,
+                ga.map(|ga| summed_to(&ga, a_in.shape())).transpose()?,
+                gb.map(|gb| summed_to(&gb, b_in.shape())).transpose()?,
             ])
         }
         Op::Where {
@@ -488,8 +501,8 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             })?;
             wholes(vec![gt, gf])
         }
-        Op::Cast(x) => one(g.to_dtype(x.dtype())?),
-        Op::ToDevice(x) => one(g.to_device(&x.device())?),
+        Op::Cast(x) => one(g.to_dtype(x.edge().dtype())?),
+        Op::ToDevice(x) => one(g.to_device(x.edge().device())?),
         Op::Identity(_) => one(g.clone()),
         Op::Reshape(x) => one(g.reshape(x.shape().clone())?),
         Op::Permute(_, perm) => {
@@ -508,7 +521,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             dims,
             keepdim,
         } => {
-            let gk = unreduce(g, x, dims, *keepdim)?;
+            let gk = unreduce(g, x.shape(), dims, *keepdim)?;
             let gx = match op {
                 ReduceOp::Sum => gk.broadcast_to(x.shape().clone())?,
                 ReduceOp::Mean => {
@@ -518,8 +531,8 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 }
                 // Ties share the gradient equally.
                 ReduceOp::Max | ReduceOp::Min => {
-                    let yk = unreduce(y, x, dims, *keepdim)?;
-                    let hits = x.eq(&yk)?;
+                    let yk = unreduce(y()?, x.shape(), dims, *keepdim)?;
+                    let hits = x.value()?.eq(&yk)?;
                     let dims: Vec<isize> = dims.iter().map(|&d| d as isize).collect();
                     let count = hits.sum(&dims, true)?;
                     hits.mul(&gk.div(&count)?)?
@@ -534,19 +547,18 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             };
             one(gx)
         }
-        Op::Softmax { dim, log, .. } => one(y.softmax_backward(g, *dim, *log)?),
+        Op::Softmax { dim, log, .. } => one(y()?.softmax_backward(g, *dim, *log)?),
         Op::Matmul(a, b) => {
             // Work on the 2-D-or-more forms; 1-D operands were a row / a column.
-            let a2 = if a.rank() == 1 {
-                a.unsqueeze(0)?
-            } else {
-                a.clone()
+            let a2 = || match a.rank() {
+                1 => a.value()?.unsqueeze(0),
+                _ => Ok(a.value()?.clone()),
             };
-            let b2 = if b.rank() == 1 {
-                b.unsqueeze(1)?
-            } else {
-                b.clone()
+            let b2 = || match b.rank() {
+                1 => b.value()?.unsqueeze(1),
+                _ => Ok(b.value()?.clone()),
             };
+            let (a2_layout, b2_layout) = (matrix_layout(a, 0), matrix_layout(b, 1));
             let mut g2 = g.clone();
             if b.rank() == 1 {
                 g2 = g2.unsqueeze(-1)?;
@@ -557,12 +569,18 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             // An operand that is a transposed view (a weight used as `w.t()`) gets its
             // gradient computed transposed, so that the gradient reaching the weight is
             // compact like it: the optimizer then needs no copy.
-            let ga = when(needs[0], || match transposed_view(&a2)? {
-                true => sum_to(&b2.matmul(&g2.t()?)?, a2.t()?.shape())?.t(),
-                false => sum_to(&g2.matmul(&b2.t()?)?, a2.shape()),
+            let ga = when(needs[0], || {
+                let (b2, r) = (b2()?, a2_layout.dims().len());
+                match transposed_view(&a2_layout) {
+                    true => {
+                        let shape = a2_layout.transpose(r - 2, r - 1);
+                        sum_to(&b2.matmul(&g2.t()?)?, shape.shape())?.t()
+                    }
+                    false => sum_to(&g2.matmul(&b2.t()?)?, a2_layout.shape()),
+                }
             })?;
             let ga = ga.map(|ga| ga.reshape(a.shape().clone())).transpose()?;
-            let gb = match (needs[1], b.rank(), a2.rank()) {
+            let gb = match (needs[1], b.rank(), a2_layout.dims().len()) {
                 (false, ..) => None,
                 // A matrix's gradient is `a^T g` over all the rows that met it. A matrix
                 // every product of a batch shares (a linear layer's weight against
@@ -573,18 +591,23 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 (true, 2, rank) => {
                     let rows = |t: &Tensor| t.view(&[-1, t.dims()[t.rank() - 1] as isize]);
                     let (x, y) = match rank {
-                        2 => (a2.clone(), g2.clone()),
-                        _ => (rows(&a2)?, rows(&g2)?),
+                        2 => (a2()?, g2.clone()),
+                        _ => (rows(&a2()?)?, rows(&g2)?),
                     };
-                    Some(Part::Product(Product::new(x, y, transposed_view(b)?)))
+                    let transposed = transposed_view(b.edge().layout());
+                    Some(Part::Product(Product::new(x, y, transposed)))
                 }
-                (true, ..) => Some(Part::Whole(
-                    match transposed_view(&b2)? {
-                        true => sum_to(&g2.t()?.matmul(&a2)?, b2.t()?.shape())?.t()?,
-                        false => sum_to(&a2.t()?.matmul(&g2)?, b2.shape())?,
-                    }
-                    .reshape(b.shape().clone())?,
-                )),
+                (true, ..) => {
+                    let (a2, r) = (a2()?, b2_layout.dims().len());
+                    let gb = match transposed_view(&b2_layout) {
+                        true => {
+                            let shape = b2_layout.transpose(r - 2, r - 1);
+                            sum_to(&g2.t()?.matmul(&a2)?, shape.shape())?.t()?
+                        }
+                        false => sum_to(&a2.t()?.matmul(&g2)?, b2_layout.shape())?,
+                    };
+                    Some(Part::Whole(gb.reshape(b.shape().clone())?))
+                }
             };
             Ok(vec![ga.map(Part::Whole), gb])
         }
@@ -618,9 +641,11 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 dilation: spec.dilation,
                 groups: *groups,
             };
-            let gx = when(needs[0], || g.conv_transpose2d(w, None, opts, extra))?;
+            let gx = when(needs[0], || {
+                g.conv_transpose2d(w.value()?, None, opts, extra)
+            })?;
             let gw = when(needs[1], || {
-                x.conv2d_weight_grad(g, spec, w.dims()[0], *groups)
+                x.value()?.conv2d_weight_grad(g, spec, w.dims()[0], *groups)
             })?;
             wholes(vec![gx, gw])
         }
@@ -631,14 +656,14 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 dilation: spec.dilation,
                 groups: *groups,
             };
-            let gx = when(needs[0], || g.conv2d(w, None, opts))?;
+            let gx = when(needs[0], || g.conv2d(w.value()?, None, opts))?;
             let gw = when(needs[1], || {
-                g.conv2d_weight_grad(x, spec, w.dims()[0], *groups)
+                g.conv2d_weight_grad(x.value()?, spec, w.dims()[0], *groups)
             })?;
             wholes(vec![gx, gw])
         }
         Op::Attention { q, k, v, saved } => {
-            let grads = y.attention_backward(g, saved, [q.shape(), k.shape(), v.shape()])?;
+            let grads = y()?.attention_backward(g, saved, [q.shape(), k.shape(), v.shape()])?;
             let parts = grads.into_iter().zip(needs).map(|(d, &n)| n.then_some(d));
             wholes(parts.collect())
         }
@@ -669,10 +694,10 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 .reshape(shape)?
                 .broadcast_to(g.shape().clone())?
                 .contiguous()?;
-            one(x.zeros_like()?.scatter_add(*dim as isize, &expanded, g)?)
+            one(x.edge().zeros()?.scatter_add(*dim as isize, &expanded, g)?)
         }
         Op::Gather { x, dim, index } => {
-            one(x.zeros_like()?.scatter_add(*dim as isize, index, g)?)
+            one(x.edge().zeros()?.scatter_add(*dim as isize, index, g)?)
         }
         Op::ScatterAdd { dim, index, .. } => {
             wholes(vec![Some(g.clone()), Some(g.gather(*dim as isize, index)?)])
@@ -684,7 +709,8 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             dims,
             eps,
         } => {
-            if let Some((dx, products)) = x.layer_norm_backward(g, weight.as_ref(), *dims, *eps)? {
+            let (x, w) = (x.value()?, weight.as_ref().map(Input::value).transpose()?);
+            if let Some((dx, products)) = x.layer_norm_backward(g, w, *dims, *eps)? {
                 let mut out = vec![Some(dx)];
                 if let (Some(w), Some(p)) = (weight, products) {
                     out.push(Some(sum_to(&p, w.shape())?));
@@ -703,7 +729,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
                 .add_scalar(*eps)?
                 .rsqrt()?;
             let xhat = centered.mul(&rstd)?;
-            let gxhat = match weight {
+            let gxhat = match w {
                 Some(w) => g.mul(w)?,
                 None => g.clone(),
             };
@@ -729,6 +755,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
         } => {
             // With s1 = sum(g) and s2 = sum(g x_hat) over a channel's n elements:
             // dx = w rstd (g - s1 / n - x_hat s2 / n), dw = s2, db = s1.
+            let x = x.value()?;
             let dims = crate::batch_norm::statistics_dims(x);
             let n = (x.elem_count() / x.dims()[1]) as f64;
             let xhat = x.sub(mean)?.mul(rstd)?;
@@ -736,7 +763,7 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             let s2 = g.mul(&xhat)?.sum(&dims, true)?;
             let gx = when(needs[0], || {
                 let scale = match weight {
-                    Some(w) => rstd.mul(&w.reshape(mean.shape().clone())?)?,
+                    Some(w) => rstd.mul(&w.value()?.reshape(mean.shape().clone())?)?,
                     None => rstd.clone(),
                 };
                 let centred = g
@@ -757,13 +784,15 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
             logits,
             targets,
             smoothing,
-        } => one(logits.cross_entropy_backward(targets, g, *smoothing)?),
+        } => one(logits
+            .value()?
+            .cross_entropy_backward(targets, g, *smoothing)?),
         Op::LstmCell { z, c } => {
-            let (dz, dc) = z.lstm_cell_backward(c, g)?;
+            let (dz, dc) = z.value()?.lstm_cell_backward(c.value()?, g)?;
             wholes(vec![Some(dz), Some(dc)])
         }
         Op::GruCell { x, hp, h } => {
-            let (dx, dhp, dh) = x.gru_cell_backward(hp, h, g)?;
+            let (dx, dhp, dh) = x.value()?.gru_cell_backward(hp.value()?, h.value()?, g)?;
             wholes(vec![Some(dx), Some(dhp), Some(dh)])
         }
     }
@@ -771,6 +800,21 @@ fn gradient(op: &Arc<Op>, y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<
 
 /// True when `x` (rank 2 or more) is the transpose of a compact tensor: its last two
 /// dims swapped make it contiguous.
-fn transposed_view(x: &Tensor) -> Result<bool> {
-    Ok(x.rank() >= 2 && !x.is_contiguous() && x.t()?.is_contiguous())
+fn transposed_view(x: &Layout) -> bool {
+    let r = x.dims().len();
+    r >= 2 && !x.is_contiguous() && x.transpose(r - 2, r - 1).is_contiguous()
+}
+
+/// A matmul operand's layout in its 2-D-or-more form: a vector `[n]` as a row `[1, n]`
+/// (`at == 0`) or a column `[n, 1]` (`at == 1`).
+fn matrix_layout(x: &Input, at: usize) -> Layout {
+    let layout = x.edge().layout();
+    match x.rank() {
+        1 => {
+            let mut dims = vec![1; 2];
+            dims[1 - at] = x.dims()[0];
+            Layout::contiguous(dims)
+        }
+        _ => layout.clone(),
+    }
 }

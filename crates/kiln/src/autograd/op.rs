@@ -1,6 +1,7 @@
 //! What the graph records: each tensor's role (`Node`) and, for computed tensors, the
-//! op with the inputs its gradient rule needs (`Op`).
+//! op with edges to its parents and the values its gradient rule reads (`Recorded`).
 
+use super::edge::Input;
 use super::grad_mode::{is_grad_enabled, no_grad};
 use crate::attention::AttentionSaved;
 use crate::Tensor;
@@ -14,134 +15,145 @@ pub(crate) enum Node {
     /// A trainable variable: gradients stop and collect here.
     Leaf,
     /// Computed by an op whose inputs track gradients.
-    Op(Arc<Op>),
+    Op(Arc<Recorded>),
     /// Computed by an op whose saved inputs a backward pass has already released.
     Freed(&'static str),
 }
 
-/// A recorded op: its parents and whatever else its gradient rule needs. The output
-/// itself is never stored here (it would own itself); rules receive it separately.
+/// An op as the graph keeps it.
+pub(crate) struct Recorded {
+    pub(crate) op: Op,
+    /// Which parents tracked a gradient when the op ran, in `Op::parents` order: only
+    /// they get one (a constant made a variable later does not, as in PyTorch).
+    pub(crate) needs: Vec<bool>,
+    /// The output's values where the rule reads them: a constant sharing the output's
+    /// data, never the output itself (which would own its own node).
+    pub(crate) output: Option<Tensor>,
+}
+
+/// An op: its parents (`Input`s, whose values `release` drops where the rule does not
+/// read them) and whatever else its gradient rule needs.
 pub(crate) enum Op {
-    Unary(Tensor, UnaryOp),
-    Binary(Tensor, Tensor, BinaryOp),
+    Unary(Input, UnaryOp),
+    Binary(Input, Input, BinaryOp),
     Where {
         cond: Tensor,
-        on_true: Tensor,
-        on_false: Tensor,
+        on_true: Input,
+        on_false: Input,
     },
-    Cast(Tensor),
-    ToDevice(Tensor),
-    Identity(Tensor),
-    Reshape(Tensor),
-    Permute(Tensor, Vec<usize>),
-    Broadcast(Tensor),
+    Cast(Input),
+    ToDevice(Input),
+    Identity(Input),
+    Reshape(Input),
+    Permute(Input, Vec<usize>),
+    Broadcast(Input),
     Narrow {
-        x: Tensor,
+        x: Input,
         dim: usize,
         start: usize,
     },
     Reduce {
-        x: Tensor,
+        x: Input,
         op: ReduceOp,
         dims: Vec<usize>,
         keepdim: bool,
     },
     Softmax {
-        x: Tensor,
+        x: Input,
         dim: usize,
         log: bool,
     },
-    Matmul(Tensor, Tensor),
+    Matmul(Input, Input),
     Conv2d {
-        x: Tensor,
-        w: Tensor,
+        x: Input,
+        w: Input,
         spec: WindowSpec,
         groups: usize,
     },
     ConvTranspose2d {
-        x: Tensor,
-        w: Tensor,
+        x: Input,
+        w: Input,
         spec: WindowSpec,
         groups: usize,
     },
     MaxPool2d {
-        x: Tensor,
+        x: Input,
         indices: Tensor,
         spec: WindowSpec,
     },
     AvgPool2d {
-        x: Tensor,
+        x: Input,
         spec: WindowSpec,
         kind: PoolKind,
     },
     Cat {
-        xs: Vec<Tensor>,
+        xs: Vec<Input>,
         dim: usize,
     },
     Pad {
-        x: Tensor,
+        x: Input,
         pads: Vec<(usize, usize)>,
     },
     IndexSelect {
-        x: Tensor,
+        x: Input,
         dim: usize,
         index: Tensor,
     },
     Gather {
-        x: Tensor,
+        x: Input,
         dim: usize,
         index: Tensor,
     },
     ScatterAdd {
-        x: Tensor,
+        x: Input,
         dim: usize,
         index: Tensor,
-        src: Tensor,
+        src: Input,
     },
     LayerNorm {
-        x: Tensor,
-        weight: Option<Tensor>,
-        bias: Option<Tensor>,
+        x: Input,
+        weight: Option<Input>,
+        bias: Option<Input>,
         dims: usize,
         eps: f64,
     },
     /// `Tensor::batch_norm`: the batch's statistics are kept (constants), shaped
     /// `[1, c, 1, ..]`.
     BatchNorm {
-        x: Tensor,
-        weight: Option<Tensor>,
-        bias: Option<Tensor>,
+        x: Input,
+        weight: Option<Input>,
+        bias: Option<Input>,
         mean: Tensor,
         rstd: Tensor,
     },
     CrossEntropy {
-        logits: Tensor,
+        logits: Input,
         targets: Tensor,
         smoothing: f32,
     },
     /// `Tensor::attention`, with what its kernels read and the log-sum-exp.
     Attention {
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
+        q: Input,
+        k: Input,
+        v: Input,
         saved: Box<AttentionSaved>,
     },
     /// `Tensor::lstm_cell`: gate pre-activations and cell state.
     LstmCell {
-        z: Tensor,
-        c: Tensor,
+        z: Input,
+        c: Input,
     },
     /// `Tensor::gru_cell`: input and hidden projections, hidden state.
     GruCell {
-        x: Tensor,
-        hp: Tensor,
-        h: Tensor,
+        x: Input,
+        hp: Input,
+        h: Input,
     },
 }
 
 impl Op {
     /// The inputs gradients flow to, in the order `backward` returns their gradients.
-    pub(crate) fn parents(&self) -> Vec<&Tensor> {
+    pub(crate) fn parents(&self) -> Vec<&Input> {
         match self {
             Op::Unary(x, _)
             | Op::Cast(x)
@@ -175,6 +187,101 @@ impl Op {
             Op::Attention { q, k, v, .. } => vec![q, k, v],
             Op::LstmCell { z, c } => vec![z, c],
             Op::GruCell { x, hp, h } => vec![x, hp, h],
+        }
+    }
+
+    /// Drops the values of the parents the rule will not read, given which parents
+    /// want a gradient (`needs`, in `parents` order), and says whether the rule reads
+    /// the output. A sum's inputs, a bias's other operand, a reshape's source are held
+    /// by their edges alone, so their data can go once nothing else holds it.
+    fn release(&mut self, needs: &[bool]) -> bool {
+        use BinaryOp as B;
+        use UnaryOp as U;
+        let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+        match self {
+            Op::Unary(x, u) => {
+                let (reads_x, reads_y) = match u {
+                    U::Neg | U::AddScalar(_) | U::MulScalar(_) => (false, false),
+                    U::Exp | U::Sqrt | U::Rsqrt | U::Tanh | U::Sigmoid | U::Recip => (false, true),
+                    _ => (true, false),
+                };
+                x.keep_if(reads_x);
+                reads_y
+            }
+            Op::Binary(a, b, op) => {
+                let (reads_a, reads_b, reads_y) = match op {
+                    B::Add | B::Sub => (false, false, false),
+                    B::Mul => (need(1), need(0), false),
+                    B::Div => (false, true, need(1)),
+                    B::Pow => (true, need(0), need(1)),
+                    B::Atan2 | B::Maximum | B::Minimum => (true, true, false),
+                    B::Eq | B::Ne | B::Lt | B::Le | B::Gt | B::Ge => (false, false, false),
+                };
+                a.keep_if(reads_a);
+                b.keep_if(reads_b);
+                reads_y
+            }
+            // Each operand's values are read for the other's gradient only.
+            Op::Matmul(a, b)
+            | Op::Conv2d { x: a, w: b, .. }
+            | Op::ConvTranspose2d { x: a, w: b, .. } => {
+                a.keep_if(need(1));
+                b.keep_if(need(0));
+                false
+            }
+            Op::Reduce { x, op, .. } => {
+                let extreme = matches!(op, ReduceOp::Max | ReduceOp::Min);
+                x.keep_if(extreme);
+                extreme
+            }
+            Op::Softmax { x, .. } => {
+                x.keep_if(false);
+                true
+            }
+            Op::Attention { q, k, v, .. } => {
+                for t in [q, k, v] {
+                    t.keep_if(false);
+                }
+                true
+            }
+            Op::Where {
+                on_true: a,
+                on_false: b,
+                ..
+            }
+            | Op::ScatterAdd { x: a, src: b, .. } => {
+                a.keep_if(false);
+                b.keep_if(false);
+                false
+            }
+            Op::Cast(x)
+            | Op::ToDevice(x)
+            | Op::Identity(x)
+            | Op::Reshape(x)
+            | Op::Permute(x, _)
+            | Op::Broadcast(x)
+            | Op::Narrow { x, .. }
+            | Op::Pad { x, .. }
+            | Op::MaxPool2d { x, .. }
+            | Op::AvgPool2d { x, .. }
+            | Op::IndexSelect { x, .. }
+            | Op::Gather { x, .. } => {
+                x.keep_if(false);
+                false
+            }
+            Op::Cat { xs, .. } => {
+                for x in xs {
+                    x.keep_if(false);
+                }
+                false
+            }
+            Op::LayerNorm { bias, .. } | Op::BatchNorm { bias, .. } => {
+                if let Some(b) = bias {
+                    b.keep_if(false);
+                }
+                false
+            }
+            Op::CrossEntropy { .. } | Op::LstmCell { .. } | Op::GruCell { .. } => false,
         }
     }
 
@@ -215,13 +322,24 @@ impl Op {
 
 /// Runs a differentiable primitive. When grad mode is on and a parent tracks a
 /// gradient, `compute` runs without recording its internals and the result records
-/// `op`; otherwise `op` is dropped unused.
-pub(crate) fn track(op: Op, compute: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
-    if !is_grad_enabled() || !op.parents().iter().any(|p| p.requires_grad()) {
+/// `op`, keeping only the values its rule reads; otherwise `op` is dropped unused.
+pub(crate) fn track(mut op: Op, compute: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
+    let needs: Vec<bool> = op
+        .parents()
+        .iter()
+        .map(|p| p.edge().requires_grad())
+        .collect();
+    if !is_grad_enabled() || !needs.contains(&true) {
         return compute();
     }
     let out = no_grad(compute)?;
-    Ok(out.with_node(Node::Op(Arc::new(op))))
+    let output = op.release(&needs).then(|| out.detach());
+    // `Recorded` is Send and Sync: a tensor holds its node, and kiln-nn's modules,
+    // which must be Send and Sync, hold tensors. The lint gives up on the cycle of
+    // nodes, edges and records.
+    #[allow(clippy::arc_with_non_send_sync)]
+    let recorded = Arc::new(Recorded { op, needs, output });
+    Ok(out.with_node(Node::Op(recorded)))
 }
 
 /// `track` for an op of the op table, as its gradient kind says: a piecewise-constant
@@ -236,7 +354,7 @@ pub(crate) fn track_by_kind(
         Gradient::Rule => track(op, compute),
         Gradient::Constant => no_grad(compute),
         Gradient::Missing => {
-            if is_grad_enabled() && op.parents().iter().any(|p| p.requires_grad()) {
+            if is_grad_enabled() && op.parents().iter().any(|p| p.edge().requires_grad()) {
                 let name = op.name();
                 let reason = format!("{name} has no gradient rule yet; detach() first");
                 return Err(Error::NoGradient { op: name, reason });
