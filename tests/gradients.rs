@@ -145,6 +145,17 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
         [rand(&[2, 1, 3, 4], rng), rand(&[3, 4, 2], rng)],
         |t| t[0].matmul(&t[1])
     );
+    // Activations that a later rule reads again (kept by two records).
+    case!(
+        "gelu read by a product",
+        [rand(&[3, 4], rng), rand(&[4, 5], rng)],
+        |t| t[0].unary(UnaryOp::GeluErf)?.matmul(&t[1])
+    );
+    case!(
+        "sin and square read by each other's gradients",
+        [rand(&[3, 4], rng), rand(&[3, 4], rng)],
+        |t| t[0].unary(UnaryOp::Sin)?.mul(&t[1].square()?)
+    );
     // A weight every matrix of the batch shares (a linear layer's), plain and as a
     // transposed view, against a batch that is itself a view.
     case!(
