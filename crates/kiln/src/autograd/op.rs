@@ -151,10 +151,11 @@ pub(crate) enum Op {
     },
 }
 
-impl Op {
-    /// The inputs gradients flow to, in the order `backward` returns their gradients.
-    pub(crate) fn parents(&self) -> Vec<&Input> {
-        match self {
+/// An op's parents, in the order `backward` returns their gradients: the one list,
+/// for shared and for mutable access.
+macro_rules! parents {
+    ($op:expr) => {
+        match $op {
             Op::Unary(x, _)
             | Op::Cast(x)
             | Op::ToDevice(x)
@@ -175,7 +176,7 @@ impl Op {
             Op::Where {
                 on_true, on_false, ..
             } => vec![on_true, on_false],
-            Op::Cat { xs, .. } => xs.iter().collect(),
+            Op::Cat { xs, .. } => xs.into_iter().collect(),
             Op::ScatterAdd { x, src, .. } => vec![x, src],
             Op::LayerNorm {
                 x, weight, bias, ..
@@ -188,6 +189,17 @@ impl Op {
             Op::LstmCell { z, c } => vec![z, c],
             Op::GruCell { x, hp, h } => vec![x, hp, h],
         }
+    };
+}
+
+impl Op {
+    /// The inputs gradients flow to, in the order `backward` returns their gradients.
+    pub(crate) fn parents(&self) -> Vec<&Input> {
+        parents!(self)
+    }
+
+    fn parents_mut(&mut self) -> Vec<&mut Input> {
+        parents!(self)
     }
 
     /// Drops the values of the parents the rule will not read, given which parents
@@ -195,93 +207,61 @@ impl Op {
     /// the output. A sum's inputs, a bias's other operand, a reshape's source are held
     /// by their edges alone, so their data can go once nothing else holds it.
     fn release(&mut self, needs: &[bool]) -> bool {
+        let (keep, reads_output) = self.reads(needs);
+        for (parent, keep) in self.parents_mut().into_iter().zip(keep) {
+            parent.keep_if(keep);
+        }
+        reads_output
+    }
+
+    /// Which parents' values the rule reads (in `parents` order), and whether it
+    /// reads the output's.
+    fn reads(&self, needs: &[bool]) -> (Vec<bool>, bool) {
         use BinaryOp as B;
         use UnaryOp as U;
         let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+        let n = needs.len();
         match self {
-            Op::Unary(x, u) => {
-                let (reads_x, reads_y) = match u {
-                    U::Neg | U::AddScalar(_) | U::MulScalar(_) => (false, false),
-                    U::Exp | U::Sqrt | U::Rsqrt | U::Tanh | U::Sigmoid | U::Recip => (false, true),
-                    _ => (true, false),
-                };
-                x.keep_if(reads_x);
-                reads_y
-            }
-            Op::Binary(a, b, op) => {
-                let (reads_a, reads_b, reads_y) = match op {
-                    B::Add | B::Sub => (false, false, false),
-                    B::Mul => (need(1), need(0), false),
-                    B::Div => (false, true, need(1)),
-                    B::Pow => (true, need(0), need(1)),
-                    B::Atan2 | B::Maximum | B::Minimum => (true, true, false),
-                    B::Eq | B::Ne | B::Lt | B::Le | B::Gt | B::Ge => (false, false, false),
-                };
-                a.keep_if(reads_a);
-                b.keep_if(reads_b);
-                reads_y
-            }
+            Op::Unary(_, u) => match u {
+                U::Neg | U::AddScalar(_) | U::MulScalar(_) => (vec![false], false),
+                U::Exp | U::Sqrt | U::Rsqrt | U::Tanh | U::Sigmoid | U::Recip => {
+                    (vec![false], true)
+                }
+                _ => (vec![true], false),
+            },
+            Op::Binary(_, _, op) => match op {
+                B::Mul => (vec![need(1), need(0)], false),
+                B::Div => (vec![false, true], need(1)),
+                B::Pow => (vec![true, need(0)], need(1)),
+                B::Atan2 | B::Maximum | B::Minimum => (vec![true, true], false),
+                B::Add | B::Sub | B::Eq | B::Ne | B::Lt | B::Le | B::Gt | B::Ge => {
+                    (vec![false, false], false)
+                }
+            },
             // Each operand's values are read for the other's gradient only.
-            Op::Matmul(a, b)
-            | Op::Conv2d { x: a, w: b, .. }
-            | Op::ConvTranspose2d { x: a, w: b, .. } => {
-                a.keep_if(need(1));
-                b.keep_if(need(0));
-                false
+            Op::Matmul(..) | Op::Conv2d { .. } | Op::ConvTranspose2d { .. } => {
+                (vec![need(1), need(0)], false)
             }
-            Op::Reduce { x, op, .. } => {
+            Op::Reduce { op, .. } => {
                 let extreme = matches!(op, ReduceOp::Max | ReduceOp::Min);
-                x.keep_if(extreme);
-                extreme
+                (vec![extreme], extreme)
             }
-            Op::Softmax { x, .. } => {
-                x.keep_if(false);
-                true
-            }
-            Op::Attention { q, k, v, .. } => {
-                for t in [q, k, v] {
-                    t.keep_if(false);
-                }
-                true
-            }
-            Op::Where {
-                on_true: a,
-                on_false: b,
-                ..
-            }
-            | Op::ScatterAdd { x: a, src: b, .. } => {
-                a.keep_if(false);
-                b.keep_if(false);
-                false
-            }
-            Op::Cast(x)
-            | Op::ToDevice(x)
-            | Op::Identity(x)
-            | Op::Reshape(x)
-            | Op::Permute(x, _)
-            | Op::Broadcast(x)
-            | Op::Narrow { x, .. }
-            | Op::Pad { x, .. }
-            | Op::MaxPool2d { x, .. }
-            | Op::AvgPool2d { x, .. }
-            | Op::IndexSelect { x, .. }
-            | Op::Gather { x, .. } => {
-                x.keep_if(false);
-                false
-            }
-            Op::Cat { xs, .. } => {
-                for x in xs {
-                    x.keep_if(false);
-                }
-                false
-            }
+            Op::Softmax { .. } | Op::Attention { .. } => (vec![false; n], true),
+            // The input and the weight; a bias's gradient is a sum of the output's.
             Op::LayerNorm { bias, .. } | Op::BatchNorm { bias, .. } => {
-                if let Some(b) = bias {
-                    b.keep_if(false);
+                let mut keep = vec![true; n];
+                if bias.is_some() {
+                    keep[n - 1] = false;
                 }
-                false
+                (keep, false)
             }
-            Op::CrossEntropy { .. } | Op::LstmCell { .. } | Op::GruCell { .. } => false,
+            Op::CrossEntropy { .. } | Op::LstmCell { .. } | Op::GruCell { .. } => {
+                (vec![true; n], false)
+            }
+            // Shapes alone: views, copies, casts, pads, cats, gathers and scatters (by
+            // the indices they keep), pooling (max pooling by its indices), `where`
+            // (by its condition).
+            _ => (vec![false; n], false),
         }
     }
 
