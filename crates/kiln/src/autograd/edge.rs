@@ -114,7 +114,8 @@ impl Input {
         }
     }
 
-    /// The edge and, if `keep`, the values, of a tensor the op does not hold.
+    /// `edge` with `value` (the output of a record, which keeps its values apart from
+    /// the output itself).
     pub(crate) fn of(edge: Edge, value: Option<Tensor>) -> Self {
         Input { edge, value }
     }
