@@ -6,7 +6,7 @@
 use super::op::Node;
 use crate::{Device, Tensor, TensorId};
 use kiln_core::{DType, Error, Layout, Result, Shape};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// A tensor's identity, graph node, layout, dtype and device: all a backward pass
 /// needs to reach it and to shape its gradient. An edge to a trainable variable also
@@ -24,11 +24,12 @@ pub(crate) struct Edge {
 impl Edge {
     /// The edge to `t`.
     pub(crate) fn to(t: &Tensor, node: Arc<Mutex<Node>>) -> Self {
+        let storage = t.storage();
         Edge {
             id: t.id(),
             layout: t.layout().clone(),
-            dtype: t.dtype(),
-            device: t.device(),
+            dtype: storage.dtype(),
+            device: storage.device(),
             variable: t.is_leaf_var().then(|| t.clone()),
             node,
         }
@@ -86,16 +87,32 @@ impl Edge {
 }
 
 /// A parent (or an output) as a recorded op keeps it: its edge always, its values
-/// only if the gradient rule reads them.
+/// only if the gradient rule reads them. An op built and not recorded (no parent
+/// tracks a gradient) holds its parents as tensors and never makes their edges.
 pub(crate) struct Input {
-    edge: Edge,
+    /// Made from the values when first asked for; `Op::release` asks before it
+    /// drops any values, so an input without values always has its edge.
+    edge: OnceLock<Edge>,
     value: Option<Tensor>,
 }
 
 impl Input {
     /// The edge alone.
     pub(crate) fn edge(&self) -> &Edge {
-        &self.edge
+        self.edge.get_or_init(|| {
+            let t = self.value.as_ref();
+            t.expect("an input holds its values until its edge is made")
+                .edge()
+        })
+    }
+
+    /// Whether the parent tracks a gradient, without making its edge.
+    pub(crate) fn requires_grad(&self) -> bool {
+        match (self.edge.get(), &self.value) {
+            (Some(edge), _) => edge.requires_grad(),
+            (None, Some(t)) => t.requires_grad(),
+            (None, None) => false,
+        }
     }
 
     /// The values, which the op kept because its rule reads them. Asking for values
@@ -117,26 +134,29 @@ impl Input {
     /// `edge` with `value` (the output of a record, which keeps its values apart from
     /// the output itself).
     pub(crate) fn of(edge: Edge, value: Option<Tensor>) -> Self {
-        Input { edge, value }
+        Input {
+            edge: OnceLock::from(edge),
+            value,
+        }
     }
 
     pub(crate) fn shape(&self) -> &Shape {
-        self.edge.shape()
+        self.edge().shape()
     }
 
     pub(crate) fn dims(&self) -> &[usize] {
-        self.edge.dims()
+        self.edge().dims()
     }
 
     pub(crate) fn rank(&self) -> usize {
-        self.edge.rank()
+        self.edge().rank()
     }
 }
 
 impl From<&Tensor> for Input {
     fn from(t: &Tensor) -> Self {
         Input {
-            edge: t.edge(),
+            edge: OnceLock::new(),
             value: Some(t.clone()),
         }
     }

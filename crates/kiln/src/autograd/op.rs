@@ -209,6 +209,7 @@ impl Op {
     fn release(&mut self, needs: &[bool]) -> bool {
         let (keep, reads_output) = self.reads(needs);
         for (parent, keep) in self.parents_mut().into_iter().zip(keep) {
+            parent.edge();
             parent.keep_if(keep);
         }
         reads_output
@@ -304,12 +305,11 @@ impl Op {
 /// gradient, `compute` runs without recording its internals and the result records
 /// `op`, keeping only the values its rule reads; otherwise `op` is dropped unused.
 pub(crate) fn track(mut op: Op, compute: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
-    let needs: Vec<bool> = op
-        .parents()
-        .iter()
-        .map(|p| p.edge().requires_grad())
-        .collect();
-    if !is_grad_enabled() || !needs.contains(&true) {
+    if !is_grad_enabled() {
+        return compute();
+    }
+    let needs: Vec<bool> = op.parents().iter().map(|p| p.requires_grad()).collect();
+    if !needs.contains(&true) {
         return compute();
     }
     let out = no_grad(compute)?;
@@ -334,7 +334,7 @@ pub(crate) fn track_by_kind(
         Gradient::Rule => track(op, compute),
         Gradient::Constant => no_grad(compute),
         Gradient::Missing => {
-            if is_grad_enabled() && op.parents().iter().any(|p| p.edge().requires_grad()) {
+            if is_grad_enabled() && op.parents().iter().any(|p| p.requires_grad()) {
                 let name = op.name();
                 let reason = format!("{name} has no gradient rule yet; detach() first");
                 return Err(Error::NoGradient { op: name, reason });
