@@ -90,8 +90,9 @@ impl Edge {
 /// only if the gradient rule reads them. An op built and not recorded (no parent
 /// tracks a gradient) holds its parents as tensors and never makes their edges.
 pub(crate) struct Input {
-    /// Made from the values when first asked for; `Op::release` asks before it
-    /// drops any values, so an input without values always has its edge.
+    /// Made from the values when first asked for: `Op::release` asks when the op is
+    /// recorded, and `keep_if` before it drops the values, so an input without values
+    /// always has its edge.
     edge: OnceLock<Edge>,
     value: Option<Tensor>,
 }
@@ -124,9 +125,10 @@ impl Input {
         })
     }
 
-    /// Drops the values unless `keep`.
+    /// Drops the values unless `keep` (the edge stays).
     pub(crate) fn keep_if(&mut self, keep: bool) {
         if !keep {
+            self.edge();
             self.value = None;
         }
     }

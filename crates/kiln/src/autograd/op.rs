@@ -209,6 +209,7 @@ impl Op {
     fn release(&mut self, needs: &[bool]) -> bool {
         let (keep, reads_output) = self.reads(needs);
         for (parent, keep) in self.parents_mut().into_iter().zip(keep) {
+            // The edge as the parent is now (its layout, dtype, role), for the backward.
             parent.edge();
             parent.keep_if(keep);
         }
