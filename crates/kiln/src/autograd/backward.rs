@@ -569,15 +569,9 @@ fn gradient(op: &Op, out: &Input, g: &Tensor, needs: &[bool]) -> Result<Vec<Opti
             // An operand that is a transposed view (a weight used as `w.t()`) gets its
             // gradient computed transposed, so that the gradient reaching the weight is
             // compact like it: the optimizer then needs no copy.
-            let ga = when(needs[0], || {
-                let (b2, r) = (b2()?, a2_layout.dims().len());
-                match transposed_view(&a2_layout) {
-                    true => {
-                        let shape = a2_layout.transpose(r - 2, r - 1);
-                        sum_to(&b2.matmul(&g2.t()?)?, shape.shape())?.t()
-                    }
-                    false => sum_to(&g2.matmul(&b2.t()?)?, a2_layout.shape()),
-                }
+            let ga = when(needs[0], || match transposed_view(&a2_layout) {
+                true => sum_to(&b2()?.matmul(&g2.t()?)?, swap_last(&a2_layout).shape())?.t(),
+                false => sum_to(&g2.matmul(&b2()?.t()?)?, a2_layout.shape()),
             })?;
             let ga = ga.map(|ga| ga.reshape(a.shape().clone())).transpose()?;
             let gb = match (needs[1], b.rank(), a2_layout.dims().len()) {
@@ -597,17 +591,15 @@ fn gradient(op: &Op, out: &Input, g: &Tensor, needs: &[bool]) -> Result<Vec<Opti
                     let transposed = transposed_view(b.edge().layout());
                     Some(Part::Product(Product::new(x, y, transposed)))
                 }
-                (true, ..) => {
-                    let (a2, r) = (a2()?, b2_layout.dims().len());
-                    let gb = match transposed_view(&b2_layout) {
+                (true, ..) => Some(Part::Whole(
+                    match transposed_view(&b2_layout) {
                         true => {
-                            let shape = b2_layout.transpose(r - 2, r - 1);
-                            sum_to(&g2.t()?.matmul(&a2)?, shape.shape())?.t()?
+                            sum_to(&g2.t()?.matmul(&a2()?)?, swap_last(&b2_layout).shape())?.t()?
                         }
-                        false => sum_to(&a2.t()?.matmul(&g2)?, b2_layout.shape())?,
-                    };
-                    Some(Part::Whole(gb.reshape(b.shape().clone())?))
-                }
+                        false => sum_to(&a2()?.t()?.matmul(&g2)?, b2_layout.shape())?,
+                    }
+                    .reshape(b.shape().clone())?,
+                )),
             };
             Ok(vec![ga.map(Part::Whole), gb])
         }
@@ -801,8 +793,13 @@ fn gradient(op: &Op, out: &Input, g: &Tensor, needs: &[bool]) -> Result<Vec<Opti
 /// True when `x` (rank 2 or more) is the transpose of a compact tensor: its last two
 /// dims swapped make it contiguous.
 fn transposed_view(x: &Layout) -> bool {
+    x.dims().len() >= 2 && !x.is_contiguous() && swap_last(x).is_contiguous()
+}
+
+/// `x` (rank 2 or more) with its last two dims swapped.
+fn swap_last(x: &Layout) -> Layout {
     let r = x.dims().len();
-    r >= 2 && !x.is_contiguous() && x.transpose(r - 2, r - 1).is_contiguous()
+    x.transpose(r - 2, r - 1)
 }
 
 /// A matmul operand's layout in its 2-D-or-more form: a vector `[n]` as a row `[1, n]`
