@@ -66,14 +66,15 @@ fn quad(which: u32, strides: vec4<u32>, start: u32, row: u32, c: u32, features: 
 fn compact_strides(rows: u32, features: u32) -> vec4<u32> {
     return vec4<u32>(params.batch1 * rows * features, rows * features, features, 1u);
 }
-// Features 4c.. of row `row` of head `head` of output `which`, those before `features`.
-fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
-    let at = head_start(strides, 0u, head) + row * strides.z;
+// Features 4c.. of row `row` of head `head` of the output placed at `strides` and
+// `offset`, those before `features`.
+fn store_quad(strides: vec4<u32>, offset: u32, head: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
+    let at = head_start(strides, offset, head) + row * strides.z;
     let f = 4u * c;
-    if (f < features) { put(which, at + f * strides.w, x.x); }
-    if (f + 1u < features) { put(which, at + (f + 1u) * strides.w, x.y); }
-    if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
-    if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
+    if (f < features) { put(at + f * strides.w, x.x); }
+    if (f + 1u < features) { put(at + (f + 1u) * strides.w, x.y); }
+    if (f + 2u < features) { put(at + (f + 2u) * strides.w, x.z); }
+    if (f + 3u < features) { put(at + (f + 3u) * strides.w, x.w); }
 }
 var<workgroup> lane_sums: array<array<vec4<f32>, ATTENTION_MERGE_QUADS>, ATTENTION_ROWS>;
 // `acc` times `weight`, summed over the row's lanes for lane 0 (in lane order, so the
@@ -140,9 +141,10 @@ struct Params {
     dv_strides: vec4<u32>,
     // Invocations a row is walked by (block_rows): 1, or a split row's lanes.
     lanes: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Backward: where the gradients of q, k and v start in their one buffer
+    dq_offset: u32,
+    dk_offset: u32,
+    dv_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -154,11 +156,10 @@ struct Params {
 // [heads, queries]
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 
-// Operands `quad` reads, by `element`, and outputs `store_quad` writes, by `put`.
+// Operands `quad` reads, by `element`, and the output `store_quad` writes, by `put`.
 const Q: u32 = 0u;
 const K: u32 = 1u;
 const V: u32 = 2u;
-const OUT: u32 = 0u;
 fn element(which: u32, i: u32) -> f32 {
     switch which {
         case Q: { return q[i]; }
@@ -166,7 +167,7 @@ fn element(which: u32, i: u32) -> f32 {
         default: { return v[i]; }
     }
 }
-fn put(which: u32, i: u32, x: f32) {
+fn put(i: u32, x: f32) {
     out[i] = x;
 }
 
@@ -263,7 +264,7 @@ fn main(
         let compact = compact_strides(params.queries, params.value_dim);
         for (var c = 0u; c < ATTENTION_QUADS; c++) {
             if (c < dv) {
-                store_quad(OUT, compact, head, i, c, params.value_dim, o[c] / l);
+                store_quad(compact, 0u, head, i, c, params.value_dim, o[c] / l);
             }
         }
         lse[head * params.queries + i] = m + log(l);

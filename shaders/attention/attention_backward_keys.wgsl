@@ -64,14 +64,15 @@ fn quad(which: u32, strides: vec4<u32>, start: u32, row: u32, c: u32, features: 
 fn compact_strides(rows: u32, features: u32) -> vec4<u32> {
     return vec4<u32>(params.batch1 * rows * features, rows * features, features, 1u);
 }
-// Features 4c.. of row `row` of head `head` of output `which`, those before `features`.
-fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
-    let at = head_start(strides, 0u, head) + row * strides.z;
+// Features 4c.. of row `row` of head `head` of the output placed at `strides` and
+// `offset`, those before `features`.
+fn store_quad(strides: vec4<u32>, offset: u32, head: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
+    let at = head_start(strides, offset, head) + row * strides.z;
     let f = 4u * c;
-    if (f < features) { put(which, at + f * strides.w, x.x); }
-    if (f + 1u < features) { put(which, at + (f + 1u) * strides.w, x.y); }
-    if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
-    if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
+    if (f < features) { put(at + f * strides.w, x.x); }
+    if (f + 1u < features) { put(at + (f + 1u) * strides.w, x.y); }
+    if (f + 2u < features) { put(at + (f + 2u) * strides.w, x.z); }
+    if (f + 3u < features) { put(at + (f + 3u) * strides.w, x.w); }
 }
 var<workgroup> lane_sums: array<array<vec4<f32>, ATTENTION_MERGE_QUADS>, ATTENTION_ROWS>;
 // `acc` times `weight`, summed over the row's lanes for lane 0 (in lane order, so the
@@ -124,9 +125,10 @@ struct Params {
     dv_strides: vec4<u32>,
     // Invocations a row is walked by (block_rows): 1, or a split row's lanes.
     lanes: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Backward: where the gradients of q, k and v start in their one buffer
+    dq_offset: u32,
+    dk_offset: u32,
+    dv_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -138,18 +140,16 @@ struct Params {
 // [heads, queries] each
 @group(0) @binding(5) var<storage, read> lse: array<f32>;
 @group(0) @binding(6) var<storage, read> delta: array<f32>;
-// [heads, keys, head_dim] at params.dk_strides, [heads, keys, value_dim] at
-// params.dv_strides
-@group(0) @binding(7) var<storage, read_write> dk: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dv: array<f32>;
+// The gradients of q, k and v: this kernel writes k's, [heads, keys, head_dim] at
+// params.dk_strides and params.dk_offset, and v's, [heads, keys, value_dim] at
+// params.dv_strides and params.dv_offset
+@group(0) @binding(7) var<storage, read_write> grads: array<f32>;
 
-// Operands `quad` reads, by `element`, and outputs `store_quad` writes, by `put`.
+// Operands `quad` reads, by `element`, and the output `store_quad` writes, by `put`.
 const Q: u32 = 0u;
 const K: u32 = 1u;
 const V: u32 = 2u;
 const GRAD: u32 = 3u;
-const DK: u32 = 0u;
-const DV: u32 = 1u;
 fn element(which: u32, i: u32) -> f32 {
     switch which {
         case Q: { return q[i]; }
@@ -158,12 +158,8 @@ fn element(which: u32, i: u32) -> f32 {
         default: { return grad[i]; }
     }
 }
-fn put(which: u32, i: u32, x: f32) {
-    if (which == DK) {
-        dk[i] = x;
-    } else {
-        dv[i] = x;
-    }
+fn put(i: u32, x: f32) {
+    grads[i] = x;
 }
 
 // The queries' rows, scaled, and their gradients'; their log-sum-exp and delta.
@@ -271,10 +267,10 @@ fn main(
     if (lane == 0u && first + place.x < params.keys) {
         for (var c = 0u; c < ATTENTION_QUADS; c++) {
             if (c < dq_quads) {
-                store_quad(DK, params.dk_strides, head, j, c, params.head_dim, dk_acc[c]);
+                store_quad(params.dk_strides, params.dk_offset, head, j, c, params.head_dim, dk_acc[c]);
             }
             if (c < dv_quads) {
-                store_quad(DV, params.dv_strides, head, j, c, params.value_dim, dv_acc[c]);
+                store_quad(params.dv_strides, params.dv_offset, head, j, c, params.value_dim, dv_acc[c]);
             }
         }
     }

@@ -101,9 +101,10 @@ pub trait BackendStorage: Sized {
     /// pass recomputes the softmax from.
     fn attention(&self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)>;
 
-    /// The gradients of `attention`'s `q` (`self`), `k` and `v`, laid out as `layouts`
-    /// says, from its compact output `out`, log-sum-exp `lse` and the output's gradient
-    /// `grad`, read at `layouts.grad`.
+    /// The gradients of `attention`'s `q` (`self`), `k` and `v`, in one storage of
+    /// `layouts.len` elements, each where `layouts` says (`AttentionGradLayouts::check`
+    /// first), from its compact output `out`, log-sum-exp `lse` and the output's
+    /// gradient `grad`, read at `layouts.grad`.
     #[allow(clippy::too_many_arguments)]
     fn attention_backward(
         &self,
@@ -114,7 +115,7 @@ pub trait BackendStorage: Sized {
         grad: &Self,
         spec: &AttentionSpec,
         layouts: &AttentionGradLayouts,
-    ) -> Result<(Self, Self, Self)>;
+    ) -> Result<Self>;
 
     /// Unfolds compact `[n, c, h, w]` into `[n, c*kh*kw, oh*ow]` columns.
     fn im2col(&self, spec: &WindowSpec) -> Result<Self>;

@@ -219,16 +219,66 @@ pub struct AttentionSpec {
 }
 
 /// Where `attention_backward` reads the output's gradient and writes the gradients of
-/// q, k and v, each as (batch, row, feature) strides and an offset. Each gradient fills
-/// a compact buffer of its own, in whatever order of its dims these strides give: the
-/// order of its input's, so that the views the inputs were (heads split from one
-/// projection, say) take their gradients back without a copy.
+/// q, k and v, each as (batch, row, feature) strides and an offset, into one storage of
+/// `len` elements that the three fill. Side by side, each compact in the order of its
+/// input's dims; or, where q, k and v were views that tile one storage (heads split
+/// from one projection), at their inputs' own places, so that the projection's
+/// gradient is that storage, assembled by no copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionGradLayouts {
     pub grad: MatmulOperand,
     pub dq: MatmulOperand,
     pub dk: MatmulOperand,
     pub dv: MatmulOperand,
+    pub len: usize,
+}
+
+impl AttentionGradLayouts {
+    /// An error unless each gradient of `spec` lies inside the `len` elements and the
+    /// three together have `len` elements (kernels write through these strides
+    /// unchecked, and an element none writes would be left as the allocator gave it).
+    pub fn check(&self, spec: &AttentionSpec) -> crate::Result<()> {
+        let op = "attention_backward";
+        let b1 = spec.batch[1].max(1);
+        let b0 = spec.heads() / b1;
+        let grads = [
+            (self.dq, spec.queries, spec.head_dim),
+            (self.dk, spec.keys, spec.head_dim),
+            (self.dv, spec.keys, spec.value_dim),
+        ];
+        let mut filled = 0;
+        for (at, rows, features) in grads {
+            let count = spec.heads() * rows * features;
+            filled += count;
+            if count == 0 {
+                continue;
+            }
+            let last = at.offset
+                + (b0 - 1) * at.batch[0]
+                + (b1 - 1) * at.batch[1]
+                + (rows - 1) * at.row_stride
+                + (features - 1) * at.col_stride;
+            if last >= self.len {
+                return Err(crate::Error::InvalidArgument {
+                    op,
+                    reason: format!(
+                        "a gradient reaches element {last} of a storage of {}",
+                        self.len
+                    ),
+                });
+            }
+        }
+        if filled != self.len {
+            return Err(crate::Error::InvalidArgument {
+                op,
+                reason: format!(
+                    "the gradients have {filled} elements, their storage {}",
+                    self.len
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl AttentionSpec {
@@ -239,5 +289,60 @@ impl AttentionSpec {
     /// Whether key `j` is hidden from query `i`.
     pub fn hides(&self, i: usize, j: usize) -> bool {
         self.causal && j > i
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> AttentionSpec {
+        let compact = MatmulOperand::default();
+        AttentionSpec {
+            batch: [2, 3],
+            queries: 5,
+            keys: 4,
+            head_dim: 2,
+            value_dim: 3,
+            q: compact,
+            k: compact,
+            v: compact,
+            causal: false,
+            scale: 1.0,
+        }
+    }
+
+    /// A compact `[2, 3, rows, features]` gradient starting at `offset`.
+    fn compact(rows: usize, features: usize, offset: usize) -> MatmulOperand {
+        MatmulOperand {
+            batch: [3 * rows * features, rows * features],
+            row_stride: features,
+            col_stride: 1,
+            offset,
+        }
+    }
+
+    #[test]
+    fn attention_gradients_must_fill_their_storage_and_stay_in_it() {
+        let s = spec();
+        let (nq, nk, nv) = (6 * 5 * 2, 6 * 4 * 2, 6 * 4 * 3);
+        let side_by_side = AttentionGradLayouts {
+            grad: MatmulOperand::default(),
+            dq: compact(5, 2, 0),
+            dk: compact(4, 2, nq),
+            dv: compact(4, 3, nq + nk),
+            len: nq + nk + nv,
+        };
+        assert!(side_by_side.check(&s).is_ok());
+        let past_the_end = AttentionGradLayouts {
+            dv: compact(4, 3, nq + nk + 1),
+            ..side_by_side
+        };
+        assert!(past_the_end.check(&s).is_err());
+        let gap = AttentionGradLayouts {
+            len: nq + nk + nv + 1,
+            ..side_by_side
+        };
+        assert!(gap.check(&s).is_err());
     }
 }

@@ -104,9 +104,9 @@ pub fn attention(q: &[f64], k: &[f64], v: &[f64], s: &AttentionSpec) -> (Vec<f64
     (out.concat(), lse.concat())
 }
 
-/// The gradients of `q`, `k` and `v`, laid out as `layouts` says, from the compact
-/// output `out` and log-sum-exp `lse`, and the output's gradient `grad` read at
-/// `layouts.grad`.
+/// The gradients of `q`, `k` and `v` in one buffer of `layouts.len`, each where
+/// `layouts` says, from the compact output `out` and log-sum-exp `lse`, and the
+/// output's gradient `grad` read at `layouts.grad`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     q: &[f64],
@@ -117,7 +117,7 @@ pub fn attention_backward(
     grad: &[f64],
     s: &AttentionSpec,
     layouts: &AttentionGradLayouts,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+) -> Vec<f64> {
     let [q, k, v] = operands(s, q, k, v);
     let grad = Operand {
         data: grad,
@@ -149,20 +149,18 @@ pub fn attention_backward(
         }
         [dq, dk, dv]
     });
+    let mut placed = vec![0.0; layouts.len];
     // Gradient `which` of each head, its rows placed where `at` puts them.
-    let place = |at: &MatmulOperand, rows: usize, features: usize, which: usize| {
+    let mut place = |at: &MatmulOperand, features: usize, which: usize| {
         let to = Place::of(s, *at);
-        let mut placed = vec![0.0; s.heads() * rows * features];
         for (h, grads) in heads.iter().enumerate() {
             for (e, &x) in grads[which].iter().enumerate() {
                 placed[to.index(h, e / features, e % features)] = x;
             }
         }
-        placed
     };
-    (
-        place(&layouts.dq, s.queries, d, 0),
-        place(&layouts.dk, s.keys, d, 1),
-        place(&layouts.dv, s.keys, dv_len, 2),
-    )
+    place(&layouts.dq, d, 0);
+    place(&layouts.dk, d, 1);
+    place(&layouts.dv, dv_len, 2);
+    placed
 }

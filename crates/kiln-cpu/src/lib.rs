@@ -263,16 +263,11 @@ impl BackendStorage for CpuStorage {
         grad: &Self,
         spec: &AttentionSpec,
         layouts: &AttentionGradLayouts,
-    ) -> Result<(Self, Self, Self)> {
+    ) -> Result<Self> {
+        layouts.check(spec)?;
         let [q, k, v, out, lse, grad] = [self, k, v, out, lse, grad].map(Self::compact_floats);
-        let (dq, dk, dv) =
-            attention::attention_backward(&q, &k, &v, &out, &lse, &grad, spec, layouts);
-        let dtype = self.dtype();
-        Ok((
-            Self::from_floats(dtype, dq),
-            Self::from_floats(dtype, dk),
-            Self::from_floats(dtype, dv),
-        ))
+        let grads = attention::attention_backward(&q, &k, &v, &out, &lse, &grad, spec, layouts);
+        Ok(Self::from_floats(self.dtype(), grads))
     }
 
     fn im2col(&self, spec: &WindowSpec) -> Result<Self> {

@@ -122,7 +122,7 @@ impl BackendStorage for GpuStorage {
         grad: &Self,
         spec: &AttentionSpec,
         layouts: &AttentionGradLayouts,
-    ) -> Result<(Self, Self, Self)> {
+    ) -> Result<Self> {
         ops::attention::attention_backward(self, k, v, out, lse, grad, spec, layouts)
     }
 

@@ -225,9 +225,10 @@ shader_params! {
         dv_strides: [u32; 4],
         /// Invocations that walk each row together (`AttentionSplit`).
         lanes: u32,
-        _pad0: u32,
-        _pad1: u32,
-        _pad2: u32,
+        /// Backward: where the gradients of q, k and v start in their one buffer.
+        dq_offset: u32,
+        dk_offset: u32,
+        dv_offset: u32,
     }
     /// `matmul/pack.wgsl`.
     PackParams {

@@ -175,8 +175,9 @@ pub const ATTENTION_MERGE_QUADS: u32 = 4;
 const _: () = assert!(ATTENTION_QUADS.is_multiple_of(ATTENTION_MERGE_QUADS));
 const _: () = assert!(ATTENTION_NARROW_QUADS.is_multiple_of(ATTENTION_MERGE_QUADS));
 /// What the attention kernels share: where a head's rows start, which keys a query
-/// sees, rows read and written four features at a time (each kernel names its
-/// buffers in `element` and `put`), and how the lanes of a split row add up.
+/// sees, rows read and written four features at a time (each kernel names the buffers
+/// it reads in `element`, and writes its one output through `put`), and how the lanes
+/// of a split row add up.
 const ATTENTION_IO: &str = "\
 fn nan() -> f32 {
     return bitcast<f32>(0x7fc00000u);
@@ -227,14 +228,15 @@ fn quad(which: u32, strides: vec4<u32>, start: u32, row: u32, c: u32, features: 
 fn compact_strides(rows: u32, features: u32) -> vec4<u32> {
     return vec4<u32>(params.batch1 * rows * features, rows * features, features, 1u);
 }
-// Features 4c.. of row `row` of head `head` of output `which`, those before `features`.
-fn store_quad(which: u32, strides: vec4<u32>, head: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
-    let at = head_start(strides, 0u, head) + row * strides.z;
+// Features 4c.. of row `row` of head `head` of the output placed at `strides` and
+// `offset`, those before `features`.
+fn store_quad(strides: vec4<u32>, offset: u32, head: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
+    let at = head_start(strides, offset, head) + row * strides.z;
     let f = 4u * c;
-    if (f < features) { put(which, at + f * strides.w, x.x); }
-    if (f + 1u < features) { put(which, at + (f + 1u) * strides.w, x.y); }
-    if (f + 2u < features) { put(which, at + (f + 2u) * strides.w, x.z); }
-    if (f + 3u < features) { put(which, at + (f + 3u) * strides.w, x.w); }
+    if (f < features) { put(at + f * strides.w, x.x); }
+    if (f + 1u < features) { put(at + (f + 1u) * strides.w, x.y); }
+    if (f + 2u < features) { put(at + (f + 2u) * strides.w, x.z); }
+    if (f + 3u < features) { put(at + (f + 3u) * strides.w, x.w); }
 }
 var<workgroup> lane_sums: array<array<vec4<f32>, ATTENTION_MERGE_QUADS>, ATTENTION_ROWS>;
 // `acc` times `weight`, summed over the row's lanes for lane 0 (in lane order, so the

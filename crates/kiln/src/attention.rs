@@ -4,6 +4,7 @@
 use crate::autograd::{track, Op};
 use crate::Tensor;
 use kiln_core::{AttentionGradLayouts, AttentionSpec, Error, Layout, MatmulOperand, Result, Shape};
+use std::sync::Arc;
 
 /// What a recorded attention needs for its gradient: the spec and the tensors it reads
 /// (the inputs broadcast to the batch, made compact where they had more than two
@@ -163,25 +164,38 @@ impl Tensor {
                 grad.contiguous()?.reshape(dims)?
             }
         };
-        let layouts_of = |t: &Tensor, rows: usize, features: usize| {
-            let dims: Vec<usize> = heads_dims.iter().copied().chain([rows, features]).collect();
-            let strides = strides_in_order_of(t.layout(), &dims);
-            Layout::new(Shape::new(dims), strides, 0)
+        let (grad_layouts, len) = match tiled_storage(&saved.inputs) {
+            // Where the inputs lie: their storage's gradient is then this one whole.
+            Some(len) => (saved.inputs.each_ref().map(|t| t.layout().clone()), len),
+            None => {
+                let sizes = [
+                    (s.queries, s.head_dim),
+                    (s.keys, s.head_dim),
+                    (s.keys, s.value_dim),
+                ];
+                let mut len = 0;
+                let layouts = std::array::from_fn(|i| {
+                    let (rows, features) = sizes[i];
+                    let dims: Vec<usize> =
+                        heads_dims.iter().copied().chain([rows, features]).collect();
+                    let strides = strides_in_order_of(saved.inputs[i].layout(), &dims);
+                    let layout = Layout::new(Shape::new(dims), strides, len);
+                    len += layout.elem_count();
+                    layout
+                });
+                (layouts, len)
+            }
         };
-        let grad_layouts = [
-            layouts_of(&saved.inputs[0], s.queries, s.head_dim),
-            layouts_of(&saved.inputs[1], s.keys, s.head_dim),
-            layouts_of(&saved.inputs[2], s.keys, s.value_dim),
-        ];
         let layouts = AttentionGradLayouts {
             grad: operand(grad.layout()),
             dq: operand(&grad_layouts[0]),
             dk: operand(&grad_layouts[1]),
             dv: operand(&grad_layouts[2]),
+            len,
         };
         let [q, k, v] = saved.inputs.each_ref().map(|t| t.storage());
         let out = self.contiguous()?;
-        let (dq, dk, dv) = q.attention_backward(
+        let storage = q.attention_backward(
             &k,
             &v,
             &out.storage(),
@@ -190,9 +204,10 @@ impl Tensor {
             s,
             &layouts,
         )?;
+        let all = Tensor::from_storage(storage, [len]);
         let mut grads = Vec::with_capacity(3);
-        for ((storage, layout), shape) in [dq, dk, dv].into_iter().zip(grad_layouts).zip(shapes) {
-            let g = Tensor::from_storage(storage, layout.shape().clone()).with_layout(layout);
+        for (layout, shape) in grad_layouts.into_iter().zip(shapes) {
+            let g = all.with_layout(layout);
             // Back to the batch dims as given (a view of compact heads), then summed over
             // the dims the input was broadcast along.
             let full: Vec<usize> = self.dims()[..self.rank() - 2]
@@ -209,6 +224,38 @@ impl Tensor {
         let [dq, dk, dv]: [Tensor; 3] = grads.try_into().expect("three gradients");
         Ok([dq, dk, dv])
     }
+}
+
+/// The length of the storage that q, k and v (`inputs`) are views of, where they tile
+/// it: one compact tensor cut into three equal parts along one dim, as heads split
+/// from one projection `[.., 3 * embed]` are. Their gradients can then lie where they
+/// do, and the projection's gradient is the storage they are written to.
+fn tiled_storage(inputs: &[Tensor; 3]) -> Option<usize> {
+    let [q, k, v] = inputs;
+    let storage = q.storage();
+    let same = |t: &Tensor| {
+        Arc::ptr_eq(&t.storage(), &storage)
+            && t.dims() == q.dims()
+            && t.layout().strides() == q.layout().strides()
+    };
+    let step = k.layout().offset().checked_sub(q.layout().offset())?;
+    if !same(k) || !same(v) || q.layout().offset() != 0 || v.layout().offset() != 2 * step {
+        return None;
+    }
+    // Compact up to the order of its dims, the three parts a dim of stride `step`.
+    let strides = q.layout().strides().iter().copied();
+    let mut dims: Vec<(usize, usize)> = strides.zip(q.dims().iter().copied()).collect();
+    dims.push((step, 3));
+    dims.retain(|&(_, size)| size != 1);
+    dims.sort_unstable();
+    let mut expected = 1;
+    for (stride, size) in dims {
+        if stride != expected {
+            return None;
+        }
+        expected *= size;
+    }
+    (expected == storage.len()).then_some(expected)
 }
 
 /// Strides of a compact tensor of `dims` laid out in the order of `like`'s strides

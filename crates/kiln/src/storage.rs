@@ -302,7 +302,7 @@ impl Storage {
         grad: &Storage,
         spec: &AttentionSpec,
         layouts: &AttentionGradLayouts,
-    ) -> Result<(Storage, Storage, Storage)> {
+    ) -> Result<Storage> {
         match (self, k, v, out, lse, grad) {
             (
                 Storage::Cpu(q),
@@ -311,10 +311,9 @@ impl Storage {
                 Storage::Cpu(o),
                 Storage::Cpu(l),
                 Storage::Cpu(g),
-            ) => {
-                let (dq, dk, dv) = q.attention_backward(k, v, o, l, g, spec, layouts)?;
-                Ok((Storage::Cpu(dq), Storage::Cpu(dk), Storage::Cpu(dv)))
-            }
+            ) => Ok(Storage::Cpu(
+                q.attention_backward(k, v, o, l, g, spec, layouts)?,
+            )),
             (
                 Storage::Gpu(q),
                 Storage::Gpu(k),
@@ -322,10 +321,9 @@ impl Storage {
                 Storage::Gpu(o),
                 Storage::Gpu(l),
                 Storage::Gpu(g),
-            ) => {
-                let (dq, dk, dv) = q.attention_backward(k, v, o, l, g, spec, layouts)?;
-                Ok((Storage::Gpu(dq), Storage::Gpu(dk), Storage::Gpu(dv)))
-            }
+            ) => Ok(Storage::Gpu(
+                q.attention_backward(k, v, o, l, g, spec, layouts)?,
+            )),
             _ => Err(mismatch("attention")),
         }
     }

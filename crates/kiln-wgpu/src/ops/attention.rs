@@ -62,20 +62,23 @@ fn params(
         )
     })?;
     let none = MatmulOperand::default();
-    let l = layouts.copied().unwrap_or(AttentionGradLayouts {
-        grad: none,
-        dq: none,
-        dk: none,
-        dv: none,
-    });
-    if [l.dq, l.dk, l.dv].iter().any(|d| d.offset != 0) {
-        return Err(Error::InvalidArgument {
-            op,
-            reason: "the gradients fill buffers of their own: their offsets must be 0".into(),
-        });
-    }
+    let l = match layouts {
+        Some(l) => {
+            l.check(spec)?;
+            *l
+        }
+        None => AttentionGradLayouts {
+            grad: none,
+            dq: none,
+            dk: none,
+            dv: none,
+            len: 0,
+        },
+    };
     let offsets = [spec.q.offset, spec.k.offset, spec.v.offset, l.grad.offset];
     let [oq, ok, ov, og] = offsets.map(|o| to_u32(op, "offset", o));
+    let grad_offsets = [l.dq.offset, l.dk.offset, l.dv.offset];
+    let [dq_offset, dk_offset, dv_offset] = grad_offsets.map(|o| to_u32(op, "offset", o));
     Ok(AttentionParams {
         queries: to_u32(op, "queries", spec.queries)?,
         keys: to_u32(op, "keys", spec.keys)?,
@@ -94,9 +97,9 @@ fn params(
         dk_strides: strides(op, &l.dk)?,
         dv_strides: strides(op, &l.dv)?,
         lanes: 1,
-        _pad0: 0,
-        _pad1: 0,
-        _pad2: 0,
+        dq_offset: dq_offset?,
+        dk_offset: dk_offset?,
+        dv_offset: dv_offset?,
     })
 }
 
@@ -204,7 +207,7 @@ pub(crate) fn attention(
     }
 }
 
-/// The gradients of q, k and v, laid out as `layouts` says.
+/// The gradients of q, k and v in one storage, laid out as `layouts` says.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_backward(
     q: &GpuStorage,
@@ -215,34 +218,30 @@ pub(crate) fn attention_backward(
     grad: &GpuStorage,
     spec: &AttentionSpec,
     layouts: &AttentionGradLayouts,
-) -> Result<(GpuStorage, GpuStorage, GpuStorage)> {
+) -> Result<GpuStorage> {
     let op = "attention_backward";
     let device = &q.device;
     let p = params(op, q, spec, Some(layouts))?;
     let (heads, queries, keys) = (spec.heads(), spec.queries, spec.keys);
-    let run = |split| -> Result<(GpuStorage, GpuStorage, GpuStorage)> {
-        let dq = device.alloc_output(op, heads * queries * spec.head_dim, q.dtype)?;
-        let dk = device.alloc_output(op, heads * keys * spec.head_dim, q.dtype)?;
-        let dv = device.alloc_output(op, heads * keys * spec.value_dim, q.dtype)?;
+    let run = |split| -> Result<GpuStorage> {
+        let grads = device.alloc_output(op, layouts.len, q.dtype)?;
         if heads * queries > 0 && keys > 0 {
             let run_kernel = |kernel, shape, inputs: &[&GpuStorage], outputs: &[&wgpu::Buffer]| {
                 launch(op, kernel, &p, split, spec, shape, inputs, outputs)
             };
             let delta = device.alloc_output(op, heads * queries, q.dtype)?;
-            let (inputs, outputs) = ([q, k, v, out, grad, lse], [dq.buffer(), delta.buffer()]);
+            let (inputs, outputs) = ([q, k, v, out, grad, lse], [grads.buffer(), delta.buffer()]);
             let kernel = Kernel::AttentionBackwardQueries;
             run_kernel(kernel, [queries, keys], &inputs, &outputs)?;
             let delta = GpuStorage::new(delta, q.dtype, heads * queries, device);
-            let (inputs, outputs) = ([q, k, v, grad, lse, &delta], [dk.buffer(), dv.buffer()]);
+            let (inputs, outputs) = ([q, k, v, grad, lse, &delta], [grads.buffer()]);
             let kernel = Kernel::AttentionBackwardKeys;
             run_kernel(kernel, [keys, queries], &inputs, &outputs)?;
+        } else if layouts.len > 0 {
+            // No query, so keys and values with zero gradients (0.0 is all zero bits).
+            device.fill_words(op, &grads, 0)?;
         }
-        let storage = |b, n| GpuStorage::new(b, q.dtype, n, device);
-        Ok((
-            storage(dq, heads * queries * spec.head_dim),
-            storage(dk, heads * keys * spec.head_dim),
-            storage(dv, heads * keys * spec.value_dim),
-        ))
+        Ok(GpuStorage::new(grads, q.dtype, layouts.len, device))
     };
     match heads * queries > 0 && keys > 0 {
         true => run(split_for(q, spec, true, &run)?),

@@ -14,7 +14,8 @@
 use super::product::{self, Product};
 use super::row_sum::{self, RowSum};
 use crate::Tensor;
-use kiln_core::{Result, Shape};
+use kiln_core::{Layout, Result, Shape};
+use std::sync::Arc;
 
 /// What one consumer's rule gives a tensor towards its gradient.
 pub(crate) enum Part {
@@ -119,13 +120,17 @@ impl Pending {
     }
 }
 
-/// The sum of `slices` of a tensor of `shape`: disjoint slices along one dim side by
-/// side (with zeros between them) in one `cat`; others, and on a GPU fewer than one
-/// fused kernel reads, padded and summed in turn.
+/// The sum of `slices` of a tensor of `shape`: slices whose gradients already lie in
+/// one storage as the slices lay in the tensor, as they are; disjoint slices along one
+/// dim side by side (with zeros between them) in one `cat`; others, and on a GPU fewer
+/// than one fused kernel reads, padded and summed in turn.
 fn assemble(slices: Vec<Slice>, shape: &Shape) -> Result<Tensor> {
     let dim = slices[0].dim;
     let mut order: Vec<&Slice> = slices.iter().collect();
     order.sort_by_key(|s| s.start);
+    if let Some(whole) = in_place(&order, shape) {
+        return Ok(whole);
+    }
     let side_by_side = slices.iter().all(|s| s.dim == dim)
         && order
             .windows(2)
@@ -157,4 +162,23 @@ fn assemble(slices: Vec<Slice>, shape: &Shape) -> Result<Tensor> {
         pieces.push(zeros(shape.dims()[dim] - at)?);
     }
     Tensor::cat(&pieces, dim as isize)
+}
+
+/// The whole gradient as a view, where the slices' gradients (`order`, by start) cover
+/// the tensor along one dim and are views of one storage, each where its slice lies in
+/// that view (attention writes the gradients of heads split from one projection so).
+fn in_place(order: &[&Slice], shape: &Shape) -> Option<Tensor> {
+    let first = order[0];
+    let (dim, storage) = (first.dim, first.grad.storage());
+    let mut at = 0;
+    for s in order {
+        if s.dim != dim || s.start != at || !Arc::ptr_eq(&s.grad.storage(), &storage) {
+            return None;
+        }
+        at += s.len();
+    }
+    let strides = first.grad.layout().strides().to_vec();
+    let whole = Layout::new(shape.clone(), strides, first.grad.layout().offset());
+    let placed = |s: &&Slice| whole.narrow(dim, s.start, s.len()) == *s.grad.layout();
+    (at == shape.dims()[dim] && order.iter().all(placed)).then(|| first.grad.with_layout(whole))
 }
