@@ -171,10 +171,11 @@ fn gpu_attention_reads_views_in_place() {
     }
 }
 
-/// Heads split from one projection, as `MultiheadAttention` splits them: the kernels
-/// write the gradients of q, k and v where the heads lie in the projection, whose
-/// gradient is then their one storage. No kernel of its own assembles it (three padded
-/// slices and their sum did), and it matches the CPU's, the GPU's outputs poisoned.
+/// Heads split from one projection, as `MultiheadAttention` splits them (`[q | k | v]`
+/// along the features) or each head's three side by side: the kernels write the
+/// gradients of q, k and v where the heads lie in the projection, whose gradient is
+/// then their one storage. No kernel of its own assembles it (three padded slices and
+/// their sum did), and it matches the CPU's, the GPU's outputs poisoned.
 #[test]
 fn heads_split_from_one_projection_take_their_gradient_in_place() {
     if gpu().is_none() {
@@ -195,54 +196,64 @@ fn heads_split_from_one_projection_take_their_gradient_in_place() {
         uniform(&[3 * e, e], -0.5, 0.5, &mut rng),
         rand(&[b, h, l, d], &mut rng),
     ];
-    let loss = |t: &[Tensor]| -> kiln::Result<Tensor> {
-        let qkv = t[0].matmul(&t[1].t()?)?;
-        let head = |i: usize| -> kiln::Result<Tensor> {
-            qkv.narrow(2, i * e, e)?
-                .reshape([b, l, h, d])?
-                .permute(&[0, 2, 1, 3])
+    for per_head in [false, true] {
+        let loss = |t: &[Tensor]| -> kiln::Result<Tensor> {
+            let qkv = t[0].matmul(&t[1].t()?)?;
+            let by_head = qkv.reshape([b, l, h, 3 * d])?;
+            let head = |i: usize| -> kiln::Result<Tensor> {
+                let split = match per_head {
+                    false => qkv.narrow(2, i * e, e)?.reshape([b, l, h, d])?,
+                    true => by_head.narrow(3, i * d, d)?,
+                };
+                split.permute(&[0, 2, 1, 3])
+            };
+            let out = head(0)?.attention(&head(1)?, &head(2)?, true, 0.35)?;
+            out.mul(&t[2])?.sum_all()
         };
-        let out = head(0)?.attention(&head(1)?, &head(2)?, true, 0.35)?;
-        out.mul(&t[2])?.sum_all()
-    };
-    let vars = |device: &Device| -> Vec<Tensor> {
-        let mut t: Vec<Tensor> = inputs.iter().map(|x| on(device, x)).collect();
-        for x in &mut t[..2] {
-            *x = x.detach().into_var().unwrap();
+        let vars = |device: &Device| -> Vec<Tensor> {
+            let mut t: Vec<Tensor> = inputs.iter().map(|x| on(device, x)).collect();
+            for x in &mut t[..2] {
+                *x = x.detach().into_var().unwrap();
+            }
+            t
+        };
+        let cpu_vars = vars(&Device::cpu());
+        let want = loss(&cpu_vars).unwrap().backward().unwrap();
+        let gpu_vars = vars(&gpu);
+        let out = loss(&gpu_vars).unwrap();
+        gpu.synchronize().unwrap();
+        let (got, profile) = gpu
+            .profile(|| {
+                let grads = out.backward()?;
+                let got: Vec<Tensor> = gpu_vars[..2]
+                    .iter()
+                    .map(|x| grads.get(x).expect("a gradient").to_device(&Device::cpu()))
+                    .collect::<kiln::Result<_>>()?;
+                Ok(got)
+            })
+            .unwrap();
+        for (i, name) in ["x", "w"].into_iter().enumerate() {
+            let want = want.get(&cpu_vars[i]).expect("a gradient");
+            assert_close(
+                &format!("{name}, per head {per_head}"),
+                &got[i],
+                want,
+                F32_MATH,
+            );
         }
-        t
-    };
-    let cpu_vars = vars(&Device::cpu());
-    let want = loss(&cpu_vars).unwrap().backward().unwrap();
-    let gpu_vars = vars(&gpu);
-    let out = loss(&gpu_vars).unwrap();
-    gpu.synchronize().unwrap();
-    let (got, profile) = gpu
-        .profile(|| {
-            let grads = out.backward()?;
-            let got: Vec<Tensor> = gpu_vars[..2]
-                .iter()
-                .map(|x| grads.get(x).expect("a gradient").to_device(&Device::cpu()))
-                .collect::<kiln::Result<_>>()?;
-            Ok(got)
-        })
-        .unwrap();
-    for (i, name) in ["x", "w"].into_iter().enumerate() {
-        let want = want.get(&cpu_vars[i]).expect("a gradient");
-        assert_close(name, &got[i], want, F32_MATH);
+        // Only the attention's kernels write as much as the projection's gradient.
+        let projection_bytes = (b * l * 3 * e * 4) as u64;
+        let writers: Vec<&str> = profile
+            .kernels
+            .iter()
+            .filter(|k| k.bytes_written / k.launches >= projection_bytes)
+            .map(|k| k.name.as_str())
+            .collect();
+        assert!(
+            !writers.is_empty() && writers.iter().all(|k| k.contains("attention_backward")),
+            "per head {per_head}: kernels that wrote the projection's gradient: {writers:?}"
+        );
     }
-    // Only the attention's kernels write as much as the projection's gradient.
-    let projection_bytes = (b * l * 3 * e * 4) as u64;
-    let writers: Vec<&str> = profile
-        .kernels
-        .iter()
-        .filter(|k| k.bytes_written / k.launches >= projection_bytes)
-        .map(|k| k.name.as_str())
-        .collect();
-    assert!(
-        !writers.is_empty() && writers.iter().all(|k| k.contains("attention_backward")),
-        "kernels that wrote the projection's gradient: {writers:?}"
-    );
 }
 
 /// A NaN in a query, or in a key a query sees, makes that query's output NaN, as in the
