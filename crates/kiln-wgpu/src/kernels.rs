@@ -11,6 +11,7 @@ use crate::shader_constants::{
     self, Build, ATTENTION_NARROW_QUADS, ATTENTION_QUADS, ROW_LOADS, SMALL_TILE, TILE,
 };
 use kiln_core::{BinaryOp, DType, Error, OpInfo, ReduceOp, Result, UnaryOp};
+use std::sync::OnceLock;
 
 /// Which dtypes a kernel is specialised to: one alias each, or a pair for two aliases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,11 +210,15 @@ impl Kernel {
     /// iteration (`for (var j = lane; ...`, the loss and index kernels). Their tails and
     /// the lane trees add a few more.
     pub fn row_loop_iterations(self, k: usize, lanes: usize) -> usize {
-        let (_, text) = self.file();
-        let wide = text.matches("(ROW_LOADS - 1u) * lanes <").count()
-            + text.matches("for (var s = lane;").count();
-        let single =
-            text.matches("for (var j = lane;").count() + text.matches("for (var i = lane;").count();
+        static LOOPS: OnceLock<Vec<[usize; 2]>> = OnceLock::new();
+        let [wide, single] = *self.read_once(&LOOPS, |kernel| {
+            let (_, text) = kernel.file();
+            let wide = text.matches("(ROW_LOADS - 1u) * lanes <").count()
+                + text.matches("for (var s = lane;").count();
+            let single = text.matches("for (var j = lane;").count()
+                + text.matches("for (var i = lane;").count();
+            [wide, single]
+        });
         let lanes = lanes.max(1);
         wide * k.div_ceil(ROW_LOADS as usize * lanes) + single * k.div_ceil(lanes)
     }
@@ -311,16 +316,30 @@ impl Kernel {
 
     /// The bindings the kernel may write (`var<storage, read_write>`), read from its
     /// source: the outputs whose bytes a profile counts as written.
-    pub fn written_bindings(self) -> Vec<u32> {
-        let (_, text) = self.file();
-        text.lines()
-            .filter(|l| l.contains("var<storage, read_write>"))
-            .filter_map(|l| {
-                let at = l.find("@binding(")? + "@binding(".len();
-                let end = at + l[at..].find(')')?;
-                l[at..end].parse().ok()
-            })
-            .collect()
+    pub fn written_bindings(self) -> &'static [u32] {
+        static WRITTEN: OnceLock<Vec<Vec<u32>>> = OnceLock::new();
+        self.read_once::<Vec<_>>(&WRITTEN, |kernel| {
+            let (_, text) = kernel.file();
+            text.lines()
+                .filter(|l| l.contains("var<storage, read_write>"))
+                .filter_map(|l| {
+                    let at = l.find("@binding(")? + "@binding(".len();
+                    let end = at + l[at..].find(')')?;
+                    l[at..end].parse().ok()
+                })
+                .collect()
+        })
+    }
+
+    /// What `read` finds in this kernel, read for every kernel at the first call: facts
+    /// read from the sources as written, which each launch asks for (scanning the text
+    /// at each launch took a sixth of a training step's host time in kiln's code).
+    pub(crate) fn read_once<T: Send + Sync>(
+        self,
+        cell: &'static OnceLock<Vec<T>>,
+        read: fn(Kernel) -> T,
+    ) -> &'static T {
+        &cell.get_or_init(|| Kernel::ALL.iter().map(|&k| read(k)).collect())[self as usize]
     }
 
     /// The ops of the op table this kernel computes: its source must name each one's
@@ -413,6 +432,14 @@ pub fn specialised_sources() -> Result<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `read_once` finds a kernel's facts at its discriminant: the table's order.
+    #[test]
+    fn each_kernel_sits_at_its_own_index() {
+        for (i, &kernel) in Kernel::ALL.iter().enumerate() {
+            assert_eq!(kernel as usize, i, "{kernel:?}");
+        }
+    }
 
     /// The loops each row kernel's source shows, as read by hand: a kernel whose passes
     /// were rewritten in another form would count none, and its rows would go

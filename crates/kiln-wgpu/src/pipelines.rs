@@ -31,8 +31,8 @@ impl Pipeline {
 }
 
 /// Bindings of group 0, as (group, binding).
-pub(crate) fn in_group0(bindings: Vec<u32>) -> Vec<(u32, u32)> {
-    bindings.into_iter().map(|b| (0, b)).collect()
+pub(crate) fn in_group0(bindings: &[u32]) -> Vec<(u32, u32)> {
+    bindings.iter().map(|&b| (0, b)).collect()
 }
 
 /// A kernel and the dtypes it was specialised to (at most two).

@@ -14,6 +14,7 @@ use crate::shader_constants;
 use bytemuck::{Pod, Zeroable};
 use kiln_core::{DType, Error, GpuErrorKind, Result, MAX_RANK};
 use std::fmt::Write;
+use std::sync::OnceLock;
 
 /// How the kernel reads one buffer: mirrors the WGSL `Read` struct.
 #[repr(C)]
@@ -212,15 +213,18 @@ const LOAD: &str = "// kiln:load";
 
 /// The names of `kernel`'s load sections (empty for the unnamed one), in the order of
 /// the inputs they stand for (bindings 1, 2, ...); none: it takes no prologue.
-pub(crate) fn load_sections(kernel: Kernel) -> Vec<&'static str> {
-    let (_, text) = kernel.file();
-    text.match_indices(LOAD)
-        .filter_map(|(at, _)| {
-            let line = text[at + LOAD.len()..].lines().next()?;
-            let (name, _) = line.split_once('(')?;
-            Some(name.trim())
-        })
-        .collect()
+pub(crate) fn load_sections(kernel: Kernel) -> &'static [&'static str] {
+    static SECTIONS: OnceLock<Vec<Vec<&'static str>>> = OnceLock::new();
+    kernel.read_once::<Vec<_>>(&SECTIONS, |kernel| {
+        let (_, text) = kernel.file();
+        text.match_indices(LOAD)
+            .filter_map(|(at, _)| {
+                let line = text[at + LOAD.len()..].lines().next()?;
+                let (name, _) = line.split_once('(')?;
+                Some(name.trim())
+            })
+            .collect()
+    })
 }
 
 /// The functions a load or store section defines, with whether each reads or writes
@@ -243,7 +247,10 @@ const STORE: &str = "// kiln:store";
 
 /// Whether `kernel` has a store section, so that it can take an epilogue.
 pub(crate) fn has_store_section(kernel: Kernel) -> bool {
-    kernel.file().1.contains(&format!("{STORE} ("))
+    static HAS: OnceLock<Vec<bool>> = OnceLock::new();
+    *kernel.read_once(&HAS, |kernel| {
+        kernel.file().1.contains(&format!("{STORE} ("))
+    })
 }
 
 /// `kernel`'s source specialised to `dtypes`, with the load section of each given
@@ -269,7 +276,7 @@ pub(crate) fn fused_kernel(
         shared_text(&given)?
     ));
     let mut group = 0;
-    for (name, program) in load_sections(kernel).into_iter().zip(programs) {
+    for (&name, program) in load_sections(kernel).iter().zip(programs) {
         let Some(program) = program else { continue };
         group += 1;
         let marker = match name {

@@ -168,7 +168,7 @@ fn launch_group<P: ShaderParams>(
     let resources: Vec<_> = buffers.iter().map(|b| b.as_entire_binding()).collect();
     let k = launch.len();
     let key = format!("{kernel:?} [{dtype:?}] x{k}");
-    let written = in_group0(optim_group::written_bindings(k, states));
+    let written = in_group0(&optim_group::written_bindings(k, states));
     let pipeline = device.cached_pipeline(key, kernel, 1, written, || {
         optim_group::source(kernel, dtype, k, states)
     })?;
