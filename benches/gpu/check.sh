@@ -156,7 +156,7 @@ training=$out/training.txt
 : > "$training"
 for model in cnn transformer lstm; do
     part "kiln train step $model" 240 bash -c "set -o pipefail; echo '# kiln profile $model' >> \"$training\"; \
-        \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|peak memory|dispatches|bytes per step)' >> \"$training\""
+        \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|peak memory|dispatches|bytes per step)' >> \"$training\""
 done
 if ! $local_mode; then
     for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold KILN_CONV=implicit KILN_ATTENTION=fused KILN_ATTENTION=composed KILN_ATTENTION_SPLIT=whole KILN_ATTENTION_SPLIT=split; do
@@ -166,7 +166,7 @@ if ! $local_mode; then
             [[ $setting == KILN_ATTENTION* && $model == cnn ]] && continue
             part "kiln train step $model, $setting" 240 bash -c \
                 "set -o pipefail; echo '# $setting kiln profile $model' >> \"$training\"; \
-                $setting \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|peak memory|dispatches|bytes per step)' >> \"$training\""
+                $setting \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|peak memory|dispatches|bytes per step)' >> \"$training\""
         done
     done
 fi

@@ -15,6 +15,7 @@ mod predict;
 mod profile;
 mod saliency;
 mod tabular;
+mod thread_cpu;
 mod train;
 #[cfg(test)]
 mod training_parity;

@@ -4,6 +4,7 @@
 //! machine-independent figures: `dispatches per step`, `bytes per step` and the peak
 //! of memory the step's tensors held.
 
+use crate::thread_cpu;
 use crate::train::{char_lm, image_model, Model, IMAGE_BATCH, IMAGE_LR, LM_BATCH, LM_CONTEXT};
 use clap::Args;
 use kiln::{Device, Profile, Result, Rng, Tensor};
@@ -11,7 +12,7 @@ use kiln_nn::data::{mnist10k, tinyshakespeare, CharVocab};
 use kiln_nn::optim::{Adam, Optimizer};
 use kiln_nn::train::{classification_step, next_token_step, train_step, StepOutput};
 use kiln_nn::Module;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct ProfileArgs {
@@ -109,6 +110,8 @@ pub fn run(args: ProfileArgs) -> Result<()> {
 struct Measured {
     profile: Profile,
     steps_per_second: f64,
+    /// CPU time of the thread that recorded the timed steps, per step.
+    host_per_step: Option<Duration>,
 }
 
 fn measure(device: &Device, mut step: Step<'_>, args: &ProfileArgs) -> Result<Measured> {
@@ -117,13 +120,18 @@ fn measure(device: &Device, mut step: Step<'_>, args: &ProfileArgs) -> Result<Me
     }
     device.synchronize()?;
     let start = Instant::now();
+    let cpu_start = thread_cpu::now();
     (0..args.steps).try_for_each(|_| step())?;
     device.synchronize()?;
     let steps_per_second = args.steps as f64 / start.elapsed().as_secs_f64();
+    let host_per_step = thread_cpu::now()
+        .zip(cpu_start)
+        .map(|(end, start)| (end - start) / args.steps as u32);
     let ((), profile) = device.profile(|| (0..args.steps).try_for_each(|_| step()))?;
     Ok(Measured {
         profile,
         steps_per_second,
+        host_per_step,
     })
 }
 
@@ -157,6 +165,15 @@ fn print(measured: &Measured, steps: usize) {
         "steps per second (host clock, not profiled): {:.2}",
         measured.steps_per_second
     );
+    // The recording thread's CPU: kiln's, wgpu's and the driver's work for the step's
+    // launches (on a software adapter, not the kernels, which its own threads run).
+    match measured.host_per_step {
+        Some(t) => println!(
+            "host CPU per step (the recording thread): {:.3} ms",
+            t.as_secs_f64() * 1e3
+        ),
+        None => println!("host CPU per step (the recording thread): not known here"),
+    }
     println!(
         "copies and clears per step: {:.1}",
         per_step(profile.transfers)
