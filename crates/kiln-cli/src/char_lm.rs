@@ -3,7 +3,7 @@
 //! the first 90% of the text, validated on the last 10%, then sampled.
 
 use kiln::philox::{random_word, word_to_unit};
-use kiln::{DType, Device, Result, Rng, Tensor};
+use kiln::{Device, Result, Rng, Tensor};
 use kiln_nn::layers::{
     Embedding, LayerNorm, Linear, Rnn, RnnKind, RnnState, TransformerEncoderLayer,
 };
@@ -105,9 +105,10 @@ impl CharLm {
                 blocks,
                 norm,
             } => {
+                // Positions 0..t are the table's first t rows: a view, where looking
+                // them up would gather them forward and scatter their gradient back.
                 let t = x.dims()[1];
-                let pos = Tensor::arange(0.0, t as f64, 1.0, DType::I32, &x.device())?;
-                let mut h = x.add(&positions.forward(&pos)?)?;
+                let mut h = x.add(&positions.weight.narrow(0, 0, t)?)?;
                 for block in blocks {
                     h = block.forward(&h)?;
                 }
