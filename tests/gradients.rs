@@ -388,6 +388,12 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
         [rand(&[5, 3], rng), ids(vec![4, 0, 4, 2], &[4])],
         |t| t[0].index_select(0, &t[1])
     );
+    // A middle dim: the gradient adds each slice at its index across outer and inner.
+    case!(
+        "index_select dim 1",
+        [rand(&[2, 5, 3], rng), ids(vec![4, 0, 4, 2], &[4])],
+        |t| t[0].index_select(1, &t[1])
+    );
     case!(
         "gather",
         [rand(&[3, 4], rng), ids(vec![3, 0, 0, 1, 2, 2], &[3, 2])],

@@ -17,12 +17,14 @@ struct Params {
     count: u32,
     _pad0: u32,
     _pad1: u32,
+    // where the index is read: outer, source and inner strides
+    index_strides: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 // [outer, dim, inner]
 @group(0) @binding(1) var<storage, read> input: array<T>;
-// [outer, src_dim, inner]
+// [outer, src_dim, inner] at params.index_strides
 @group(0) @binding(2) var<storage, read> index: array<i32>;
 // [outer, src_dim, inner]
 @group(0) @binding(3) var<storage, read> src: array<T>;
@@ -37,9 +39,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t = i32((e / params.inner) % params.dim);
     let o = e / (params.inner * params.dim);
     var acc = f32(input[e]);
+    let s = params.index_strides;
     for (var j = params.first; j < params.first + params.count; j++) {
         let at = (o * params.src_dim + j) * params.inner + i;
-        if (index[at] == t) { acc += f32(src[at]); }
+        if (index[o * s.x + j * s.y + i * s.z] == t) { acc += f32(src[at]); }
     }
     output[e] = T(acc);
 }

@@ -68,13 +68,16 @@ pub struct GatherSpec {
 }
 
 /// `out = input; out[o, index[o, j, i], i] += src[o, j, i]`, summed in index order so
-/// the result is deterministic (no float atomics).
+/// the result is deterministic (no float atomics). The index is read at
+/// `index_strides` (outer, src, inner): a full index `[src_dim * inner, inner, 1]`, or
+/// index_select's gradient, one index per source row shared by the rest, `[0, 1, 0]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScatterSpec {
     pub outer: usize,
     pub dim: usize,
     pub src_dim: usize,
     pub inner: usize,
+    pub index_strides: [usize; 3],
 }
 
 /// Pooling flavours sharing one window geometry.

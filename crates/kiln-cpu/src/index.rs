@@ -32,7 +32,9 @@ pub fn scatter_add(x: &[f64], index: &[i32], src: &[f64], s: &ScatterSpec) -> Ve
         for j in 0..s.src_dim {
             for i in 0..s.inner {
                 let at = (o * s.src_dim + j) * s.inner + i;
-                out[(o * s.dim + index[at] as usize) * s.inner + i] += src[at];
+                let [so, sj, si] = s.index_strides;
+                let to = index[o * so + j * sj + i * si] as usize;
+                out[(o * s.dim + to) * s.inner + i] += src[at];
             }
         }
     }

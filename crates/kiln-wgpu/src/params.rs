@@ -300,6 +300,8 @@ shader_params! {
         count: u32,
         _pad0: u32,
         _pad1: u32,
+        /// Where the index is read: (outer, source, inner) strides.
+        index_strides: [u32; 4],
     }
     /// `loss/cross_entropy.wgsl`, `loss/cross_entropy_backward.wgsl`.
     CrossEntropyParams {

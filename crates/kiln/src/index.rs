@@ -45,6 +45,27 @@ impl Tensor {
         )
     }
 
+    /// `self` with each slice `src[.., j, ..]` along `d` added at `index[j]` (PyTorch's
+    /// `index_add`), untracked: `index_select`'s gradient. The 1-D index is read once
+    /// per slice where it lies (`ScatterSpec::index_strides` `[0, 1, 0]`), not expanded
+    /// to `src`'s shape first.
+    pub(crate) fn index_add(&self, d: usize, index: &Tensor, src: &Tensor) -> Result<Tensor> {
+        let (outer, dim, inner) = self.split_at(d);
+        let spec = ScatterSpec {
+            outer,
+            dim,
+            src_dim: index.elem_count(),
+            inner,
+            index_strides: [0, 1, 0],
+        };
+        let (index, src) = (index.contiguous()?, src.contiguous()?);
+        let storage =
+            self.contiguous()?
+                .storage()
+                .scatter_add(&index.storage(), &src.storage(), &spec)?;
+        Ok(Tensor::from_storage(storage, self.shape().clone()))
+    }
+
     /// Entries `index[j]` along `dim`; `index` is 1-D i32.
     pub fn index_select(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
         let op = "index_select";
@@ -143,6 +164,7 @@ impl Tensor {
             dim: dim_size,
             src_dim: index.dims()[d],
             inner,
+            index_strides: [index.dims()[d] * inner, inner, 1],
         };
         let record = Op::ScatterAdd {
             x: self.into(),

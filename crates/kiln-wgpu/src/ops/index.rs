@@ -61,6 +61,12 @@ pub(crate) fn scatter_add(
             count: u(SOFTWARE_LOOP_BUDGET.min(s.src_dim - first))?,
             _pad0: 0,
             _pad1: 0,
+            index_strides: [
+                u(s.index_strides[0])?,
+                u(s.index_strides[1])?,
+                u(s.index_strides[2])?,
+                0,
+            ],
         };
         let out = device.alloc_output(op, n, x.dtype)?;
         let input = match &acc {

@@ -679,15 +679,7 @@ fn gradient(op: &Op, out: &Input, g: &Tensor, needs: &[bool]) -> Result<Vec<Opti
             }
             one(gx)
         }
-        Op::IndexSelect { x, dim, index } => {
-            let mut shape = vec![1; g.rank()];
-            shape[*dim] = index.elem_count();
-            let expanded = index
-                .reshape(shape)?
-                .broadcast_to(g.shape().clone())?
-                .contiguous()?;
-            one(x.edge().zeros()?.scatter_add(*dim as isize, &expanded, g)?)
-        }
+        Op::IndexSelect { x, dim, index } => one(x.edge().zeros()?.index_add(*dim, index, g)?),
         Op::Gather { x, dim, index } => {
             one(x.edge().zeros()?.scatter_add(*dim as isize, index, g)?)
         }
