@@ -565,6 +565,38 @@ fn gpu_gradients_match_cpu() {
     }
 }
 
+/// index_select's gradient (an embedding's) on the GPU, one workgroup per table row
+/// reading the ids a chunk at a time, against the CPU's: more ids than a chunk and
+/// than a software adapter's run of sources, rows wider than a workgroup, ids repeated
+/// many times, rows no id picks, and a lookup along a middle dim.
+#[test]
+fn gpu_index_select_gradients_match_cpu_at_scale() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng();
+    for (dims, dim, n) in [(vec![300, 270], 0, 40_000), (vec![3, 70, 5], 1, 700)] {
+        let rows = dims[dim];
+        // Ids from the first four fifths of the rows: the last fifth gets none.
+        let draws = uniform(&[n], 0.0, (rows * 4 / 5) as f64, &mut rng);
+        let ids: Vec<i32> = draws
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as i32)
+            .collect();
+        let inputs = [
+            rand(&dims, &mut rng),
+            Tensor::from_vec(ids, [n], &Device::cpu()).unwrap(),
+        ];
+        let f: F = Box::new(move |t: &[Tensor]| t[0].index_select(dim as isize, &t[1]));
+        let shape = f(&inputs).unwrap().shape().clone();
+        let r = Tensor::randn(shape, DType::F32, &Device::cpu(), &mut rng).unwrap();
+        let want = gradients_on(&Device::cpu(), &inputs, &r, &f);
+        let got = gradients_on(&gpu, &inputs, &r, &f);
+        let (got, want) = (got[0].as_ref().unwrap(), want[0].as_ref().unwrap());
+        assert_close(&format!("{dims:?} along {dim}"), got, want, F32);
+    }
+}
+
 /// Layers with thousands of weights, whose weight gradient splits the batch's output rows
 /// into segments of several rows (the last one short) summed in a second pass; `cases`
 /// keeps to shapes small enough for finite differences, which take one row a segment.

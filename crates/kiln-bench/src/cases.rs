@@ -170,7 +170,31 @@ fn attention([b, h, l, d]: [usize; 4], fused: bool, backward: bool) -> Case {
     )
 }
 
-/// A row-wise op over `[rows, cols]` moving `bytes_per_elem` per element.
+/// An embedding's gradient: a `[vocab, features]` table looked up at `ids` token ids
+/// (every vocab-th id repeated, ids spread over the table), the table's gradient from
+/// a given output gradient. Its bytes: the output gradient and the ids read, the
+/// table's gradient written.
+fn embedding_backward([vocab, features, ids]: [usize; 3]) -> Case {
+    Case::new(
+        "embedding",
+        format!("backward {vocab}x{features}, {ids} ids"),
+        Unit::Bytes,
+        (F32 * (ids * features + vocab * features) as f64) + 4.0 * ids as f64,
+        move |d| {
+            let table = input(&[vocab, features], d, 15)?;
+            let grad = input(&[ids, features], d, 16)?;
+            let picks: Vec<i32> = (0..ids).map(|i| ((i * 7919) % vocab) as i32).collect();
+            let picks = Tensor::from_vec(picks, [ids], d)?;
+            Ok(Box::new(move || {
+                let table = table.detach().into_var()?;
+                let grads = table.embedding(&picks)?.backward_from(&grad)?;
+                Ok(grads.get(&table).expect("a gradient").clone())
+            }))
+        },
+    )
+}
+
+/// A row-wise op over `[rows, cols]` moving `bytes_per_elem` per element./// A row-wise op over `[rows, cols]` moving `bytes_per_elem` per element.
 fn rows(
     family: &'static str,
     label: &str,
@@ -263,6 +287,17 @@ pub fn suite(scale: Scale) -> Vec<Case> {
             cases.push(attention(shape, true, backward));
             cases.push(attention(shape, false, backward));
         }
+    }
+
+    // A character vocabulary, and a BPE one of 32k (LLaMA's) over 8 sequences of 1024
+    // tokens.
+    let embeddings: &[[usize; 3]] = match scale {
+        Scale::Quick => &[[65, 128, 2048]],
+        Scale::Standard => &[[65, 128, 2048], [32000, 768, 8192]],
+        Scale::Large => &[[65, 128, 2048], [32000, 768, 8192]],
+    };
+    for &shape in embeddings {
+        cases.push(embedding_backward(shape));
     }
 
     cases.push(conv2d("3x3", [16, 64, 32, 32], 64, 3, 1).peer("conv2d 16x64x32x32 k3".into()));

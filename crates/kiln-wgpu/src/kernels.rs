@@ -137,6 +137,7 @@ kernels! {
     AvgPool2dBackward => "pool/avg_pool2d_backward.wgsl", "main", ["T"], Floats, WindowParams;
     Gather => "index/gather.wgsl", "main", ["T"], All, GatherParams;
     ScatterAdd => "index/scatter_add.wgsl", "main", ["T"], Floats, ScatterParams;
+    IndexAddRows => "index/index_add_rows.wgsl", "main", ["T"], Floats, ScatterParams;
     Philox => "random/philox.wgsl", "main", ["T"], Floats, PhiloxParams;
     CrossEntropy => "loss/cross_entropy.wgsl", "main", ["T"], Floats, CrossEntropyParams;
     CrossEntropyBackward => "loss/cross_entropy_backward.wgsl", "main", ["T"], Floats, CrossEntropyParams;
@@ -309,7 +310,12 @@ impl Kernel {
         use Kernel::*;
         let reads_indices = matches!(
             self.plain(),
-            Gather | ScatterAdd | CrossEntropy | CrossEntropyBackward | MaxPool2dBackward
+            Gather
+                | ScatterAdd
+                | IndexAddRows
+                | CrossEntropy
+                | CrossEntropyBackward
+                | MaxPool2dBackward
         );
         reads_indices || std::env::var("KILN_BOUNDS_CHECKS").as_deref() == Ok("all")
     }

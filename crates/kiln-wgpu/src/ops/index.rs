@@ -74,15 +74,16 @@ pub(crate) fn scatter_add(
             None => x.raw()?,
         };
         let buffers = [input, index.raw()?, src.raw()?, out.buffer()];
-        let groups = device.groups_1d(op, n)?;
-        device.dispatch(
-            op,
-            Kernel::ScatterAdd,
-            &[x.dtype],
-            &params,
-            &buffers,
-            groups,
-        )?;
+        // index_select's gradient (a 1-D index): one workgroup per output row reads
+        // the index once, where a thread per output element read all of it.
+        let (kernel, groups) = match s.index_strides == [0, 1, 0] {
+            true => (
+                Kernel::IndexAddRows,
+                device.groups_for(op, s.outer * s.dim)?,
+            ),
+            false => (Kernel::ScatterAdd, device.groups_1d(op, n)?),
+        };
+        device.dispatch(op, kernel, &[x.dtype], &params, &buffers, groups)?;
         acc = Some(out);
     }
     let out = acc.expect("at least one run");
