@@ -58,11 +58,16 @@ impl Tensor {
             inner,
             index_strides: [0, 1, 0],
         };
+        self.scattered(index, src, &spec)
+    }
+
+    /// `scatter_add`'s values for `spec`, untracked.
+    fn scattered(&self, index: &Tensor, src: &Tensor, spec: &ScatterSpec) -> Result<Tensor> {
         let (index, src) = (index.contiguous()?, src.contiguous()?);
         let storage =
             self.contiguous()?
                 .storage()
-                .scatter_add(&index.storage(), &src.storage(), &spec)?;
+                .scatter_add(&index.storage(), &src.storage(), spec)?;
         Ok(Tensor::from_storage(storage, self.shape().clone()))
     }
 
@@ -172,15 +177,7 @@ impl Tensor {
             index: index.clone(),
             src: src.into(),
         };
-        track(record, || {
-            let (index, src) = (index.contiguous()?, src.contiguous()?);
-            let storage = self.contiguous()?.storage().scatter_add(
-                &index.storage(),
-                &src.storage(),
-                &spec,
-            )?;
-            Ok(Tensor::from_storage(storage, self.shape().clone()))
-        })
+        track(record, || self.scattered(index, src, &spec))
     }
 
     /// Rows of `self` (`[vocab, dim]`) for each id: output `ids.shape + [dim]`.
