@@ -28,11 +28,11 @@ pub fn gather(input: &CpuStorage, index: &[i32], s: &GatherSpec) -> Result<CpuSt
 /// Sources are added in ascending `j`, the order the GPU kernel uses.
 pub fn scatter_add(x: &[f64], index: &[i32], src: &[f64], s: &ScatterSpec) -> Vec<f64> {
     let mut out = x.to_vec();
+    let [so, sj, si] = s.index_strides;
     for o in 0..s.outer {
         for j in 0..s.src_dim {
             for i in 0..s.inner {
                 let at = (o * s.src_dim + j) * s.inner + i;
-                let [so, sj, si] = s.index_strides;
                 let to = index[o * so + j * sj + i * si] as usize;
                 out[(o * s.dim + to) * s.inner + i] += src[at];
             }

@@ -242,20 +242,16 @@ fn tiled_storage(inputs: &[Tensor; 3]) -> Option<usize> {
     if !same(k) || !same(v) || q.layout().offset() != 0 || v.layout().offset() != 2 * step {
         return None;
     }
-    // Compact up to the order of its dims, the three parts a dim of stride `step`.
-    let strides = q.layout().strides().iter().copied();
-    let mut dims: Vec<(usize, usize)> = strides.zip(q.dims().iter().copied()).collect();
-    dims.push((step, 3));
-    dims.retain(|&(_, size)| size != 1);
-    dims.sort_unstable();
-    let mut expected = 1;
-    for (stride, size) in dims {
-        if stride != expected {
-            return None;
-        }
-        expected *= size;
-    }
-    (expected == storage.len()).then_some(expected)
+    // The three parts as one more dim, of stride `step`: contiguous once its dims are
+    // put in the order of their strides, and the whole storage.
+    let (mut dims, mut strides) = (q.dims().to_vec(), q.layout().strides().to_vec());
+    dims.push(3);
+    strides.push(step);
+    let parts = Layout::new(Shape::new(dims), strides, 0);
+    let mut order: Vec<usize> = (0..parts.dims().len()).collect();
+    order.sort_by_key(|&d| std::cmp::Reverse(parts.strides()[d]));
+    let dense = parts.permute(&order).is_contiguous();
+    (dense && parts.elem_count() == storage.len()).then_some(storage.len())
 }
 
 /// Strides of a compact tensor of `dims` laid out in the order of `like`'s strides
