@@ -778,12 +778,39 @@ fn autotuned_conv_matches_cpu_and_persists() {
     let second = tuned();
     assert_eq!(second.autotune_decisions().get(class), Some(winner));
     parity_on(
-        &Device::Gpu(second),
+        &Device::Gpu(second.clone()),
         "conv2d from the cached decision",
         &inputs,
         F32,
         conv,
     );
+    // A strided transposed convolution: unfolded against by phases, under a class of
+    // its own. 2 * 4 * (64 * 4 phases) * (16 * 16) * (32 * 3 * 3) flops.
+    let inputs = [
+        rand(&[4, 32, 16, 16], &mut rng),
+        rand(&[32, 64, 4, 4], &mut rng),
+    ];
+    let options = Conv2dOptions {
+        stride: (2, 2),
+        padding: (1, 1),
+        ..Default::default()
+    };
+    parity_on(
+        &Device::Gpu(second.clone()),
+        "autotuned conv_transpose2d by phases",
+        &inputs,
+        F32,
+        |t| t[0].conv_transpose2d(&t[1], None, options, (0, 0)),
+    );
+    let decisions = second.autotune_decisions();
+    let phases: Vec<_> = decisions
+        .iter()
+        .filter(|(c, _)| c.starts_with("conv-transpose phases "))
+        .collect();
+    assert_eq!(phases.len(), 1, "one class tuned: {decisions:?}");
+    let (class, winner) = phases[0];
+    assert_eq!(class, "conv-transpose phases f32 m256 n256 k512 b4");
+    assert!(ConvAlgorithm::from_name(winner).is_some_and(|a| timed.contains(&a)));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1251,6 +1278,12 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
         padding: (p, p),
         ..Default::default()
     };
+    let strided = |sh, sw, ph, pw, groups| Conv2dOptions {
+        stride: (sh, sw),
+        padding: (ph, pw),
+        groups,
+        ..Default::default()
+    };
     let (x, w, b) = (
         rand(&[2, 4, 29], &mut rng),
         rand(&[6, 2, 5], &mut rng),
@@ -1325,6 +1358,25 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
         (&[1, 3, 12, 10], &[3, 5, 2, 2], padded(1), (0, 0)),
         // 130 outputs, 1.06M elements: the blocked build.
         (&[2, 3, 64, 64], &[3, 130, 3, 3], padded(1), (0, 0)),
+        // Strided, run by phases where the device reads columns in place: DCGAN's 4x4
+        // taps at stride 2 (phases that interleave exactly); a stride above the kernel
+        // (phases with no taps) with output padding (phases a row short, cut); strides
+        // and padding differing by dim over three groups; 130 outputs by four phases
+        // on the blocked build.
+        (
+            &[3, 16, 7, 7],
+            &[16, 8, 4, 4],
+            strided(2, 2, 1, 1, 1),
+            (0, 0),
+        ),
+        (&[2, 5, 4, 6], &[5, 3, 2, 5], strided(3, 2, 0, 2, 1), (2, 1)),
+        (&[1, 6, 5, 3], &[6, 2, 3, 4], strided(2, 3, 1, 0, 3), (1, 2)),
+        (
+            &[2, 3, 32, 32],
+            &[3, 130, 4, 4],
+            strided(2, 2, 1, 1, 1),
+            (0, 0),
+        ),
     ];
     let devices = conv_devices();
     for (xs, ws, o, op) in cases {
@@ -1340,37 +1392,66 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
             );
         }
     }
-    // A convolution's input gradient is a transposed convolution of the output's.
-    let (x, w) = (
-        rand(&[2, 6, 12, 11], &mut rng),
-        rand(&[40, 6, 5, 5], &mut rng),
-    );
-    let weights = rand(&[2, 40, 8, 7], &mut rng);
-    let input_grad = |t: &[Tensor]| -> kiln::Result<Tensor> {
-        let x = t[0].detach().into_var()?;
-        let loss = x
-            .conv2d(&t[1], None, Conv2dOptions::default())?
-            .mul(&t[2])?
-            .sum_all()?;
-        let grads = loss.backward()?;
-        Ok(grads.get(&x).expect("a gradient for x").clone())
-    };
-    // Each element sums 1,000 products (40 channels by 25 taps), which the implicit
-    // build adds in one running sum: compared normwise, as the products are in
-    // tests/fusion.rs (elementwise, an element that cancels to 0.0096 failed by 1.2e-5,
-    // ordinary f32 rounding for such a sum: its exact value was 1.0e-5 away).
-    let want = input_grad(&[x.clone(), w.clone(), weights.clone()]).unwrap();
+    // By phases from views: the input and the weight permuted (compacted first, the
+    // weight's copy then padded for the phases' missing taps).
+    let x = rand(&[2, 4, 6, 5], &mut rng)
+        .permute(&[0, 1, 3, 2])
+        .unwrap();
+    let w = rand(&[3, 4, 3, 3], &mut rng)
+        .permute(&[1, 0, 2, 3])
+        .unwrap();
     for (name, device) in &devices {
-        let moved = [x.clone(), w.clone(), weights.clone()].map(|t| on_strided(device, &t));
-        let got = input_grad(&moved).unwrap();
-        assert!(got.device().is_gpu());
-        assert_near(
-            &format!("{name} conv2d input gradient"),
-            &got,
-            &want,
-            F32.atol,
-            F32.rtol,
+        parity_on(
+            device,
+            &format!("{name} conv_transpose2d by phases, permuted operands"),
+            &[x.clone(), w.clone()],
+            F32,
+            |t| t[0].conv_transpose2d(&t[1], None, strided(2, 2, 1, 0, 1), (1, 0)),
         );
+    }
+    // A convolution's input gradient is a transposed convolution of the output's: at
+    // stride 1, and at stride 2 (by phases), over a size the stride leaves a row of.
+    // (input shape, weight shape, output weights' shape, options)
+    type GradCase<'a> = (&'a [usize], &'a [usize], &'a [usize], Conv2dOptions);
+    let input_grads: [GradCase; 2] = [
+        (
+            &[2, 6, 12, 11],
+            &[40, 6, 5, 5],
+            &[2, 40, 8, 7],
+            Conv2dOptions::default(),
+        ),
+        (
+            &[2, 6, 13, 12],
+            &[40, 6, 4, 4],
+            &[2, 40, 6, 6],
+            strided(2, 2, 1, 1, 1),
+        ),
+    ];
+    for (xs, ws, ys, o) in input_grads {
+        let (x, w, weights) = (rand(xs, &mut rng), rand(ws, &mut rng), rand(ys, &mut rng));
+        let input_grad = |t: &[Tensor]| -> kiln::Result<Tensor> {
+            let x = t[0].detach().into_var()?;
+            let loss = x.conv2d(&t[1], None, o)?.mul(&t[2])?.sum_all()?;
+            let grads = loss.backward()?;
+            Ok(grads.get(&x).expect("a gradient for x").clone())
+        };
+        // Each element sums up to 1,000 products (40 channels by 25 taps), which the
+        // implicit build adds in one running sum: compared normwise, as the products are
+        // in tests/fusion.rs (elementwise, an element that cancels to 0.0096 failed by
+        // 1.2e-5, ordinary f32 rounding for such a sum: its exact value was 1.0e-5 away).
+        let want = input_grad(&[x.clone(), w.clone(), weights.clone()]).unwrap();
+        for (name, device) in &devices {
+            let moved = [x.clone(), w.clone(), weights.clone()].map(|t| on_strided(device, &t));
+            let got = input_grad(&moved).unwrap();
+            assert!(got.device().is_gpu());
+            assert_near(
+                &format!("{name} conv2d input gradient {o:?}"),
+                &got,
+                &want,
+                F32.atol,
+                F32.rtol,
+            );
+        }
     }
 }
 

@@ -125,6 +125,33 @@ fn conv2d(label: &str, x: [usize; 4], out: usize, kernel: usize, groups: usize) 
     )
 }
 
+/// A transposed convolution doubling the side, DCGAN's generator layer (4x4 taps at
+/// stride 2): `[n, c, h, w] -> [n, out, 2h, 2w]`. The work counts each input element by
+/// each tap once, what the unfolded way multiplies; by phases the product multiplies
+/// 9 taps per phase where 4 count.
+fn conv_transpose2d(x: [usize; 4], out: usize) -> Case {
+    let [n, c, h, w] = x;
+    let flops = 2.0 * (n * c * h * w * out * 16) as f64;
+    Case::new(
+        "conv2d",
+        format!("transposed 4x4 s2 {n}x{c}x{h}x{w} -> {out}"),
+        Unit::Flops,
+        flops,
+        move |d| {
+            let x = input(&[n, c, h, w], d, 3)?;
+            let weight = input(&[c, out, 4, 4], d, 4)?;
+            let options = Conv2dOptions {
+                stride: (2, 2),
+                padding: (1, 1),
+                ..Default::default()
+            };
+            Ok(Box::new(move || {
+                x.conv_transpose2d(&weight, None, options, (0, 0))
+            }))
+        },
+    )
+}
+
 /// Causal self-attention over `[batch, heads, tokens, features]`: the fused kernel, or
 /// the products, mask and softmax it replaces; with `backward`, the gradients of q, k
 /// and v too, from a given output gradient. The work counts the products whole (the
@@ -303,6 +330,7 @@ pub fn suite(scale: Scale) -> Vec<Case> {
     cases.push(conv2d("3x3", [16, 64, 32, 32], 64, 3, 1).peer("conv2d 16x64x32x32 k3".into()));
     cases.push(conv2d("1x1", [16, 64, 32, 32], 128, 1, 1));
     cases.push(conv2d("depthwise 3x3", [16, 64, 32, 32], 64, 3, 64));
+    cases.push(conv_transpose2d([16, 128, 16, 16], 64));
 
     // Rows of 128 are a transformer's: attention over 128 keys, a layer norm of width 128.
     let shapes: &[[usize; 2]] = match scale {

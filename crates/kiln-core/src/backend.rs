@@ -150,9 +150,9 @@ pub trait BackendStorage: Sized {
     /// A transposed convolution in one pass, without columns to fold: compact
     /// `[n, in_channels, spec.oh, spec.ow]` input and `[in_channels, spec.c / groups,
     /// kh, kw]` weight give `[n, spec.c, spec.h, spec.w]` (`spec`: the fold's geometry),
-    /// as a batched `matmul` then `col2im` would. A backend that can (the GPU's, for
-    /// stride 1: a convolution whose taps step backwards) returns `Some`; `None` leaves
-    /// the caller to compose `matmul` and `col2im`.
+    /// as a batched `matmul` then `col2im` would. A backend that can (the GPU's: at
+    /// stride 1 a convolution whose taps step backwards, strided one over the output's
+    /// phases) returns `Some`; `None` leaves the caller to compose `matmul` and `col2im`.
     fn conv_transpose2d_as_conv(
         &self,
         _weight: &Self,

@@ -163,7 +163,8 @@ pub(crate) fn shape_class(spec: &MatmulSpec, dtype: DType, aligned: bool) -> Str
     format!("{} {layout}", product_class(spec, dtype))
 }
 
-/// The shape class of a convolution (`kind`: `conv`, `conv-transpose`): its product's
+/// The shape class of a convolution (`kind`: `conv`, `conv-transpose`,
+/// `conv-transpose phases`): its product's
 /// (filters by columns), e.g. `conv f32 m64 n1024 k1024 b16`.
 pub(crate) fn conv_class(kind: &str, product: &MatmulSpec, dtype: DType) -> String {
     format!("{kind} {}", product_class(product, dtype))

@@ -5,7 +5,8 @@
 //! device's algorithm says; under `Autotune`, the faster of the two for the shape class.
 
 use super::conv::{col2im, im2col};
-use super::elementwise::compact;
+use super::conv_phases::{self, Phases};
+use super::elementwise::{compact, pad};
 use super::matmul::{matmul, tile_launch, tile_of};
 use crate::autotune;
 use crate::conv_algorithm::ConvAlgorithm;
@@ -60,12 +61,13 @@ pub(crate) fn conv2d(
     run(algorithm)
 }
 
-/// A stride-1 transposed convolution as a convolution whose taps step backwards:
-/// `out[y] = sum over taps t of w[t] * x[y + padding - t * dilation]`, so the image's
-/// columns are read in place like a convolution's and nothing is folded. `x` is compact
-/// `[n, in_channels, s.oh, s.ow]`, `weight` `[in_channels, out / groups, kh, kw]`, `s`
-/// the fold's geometry (`s.c`, `s.h`, `s.w`: the output's). `None` for other strides,
-/// or where the device runs it unfolded (then the caller multiplies and folds).
+/// A transposed convolution as a convolution, its image's columns read in place and
+/// nothing folded: at stride 1, one whose taps step backwards (`out[y] = sum over taps t
+/// of w[t] * x[y + padding - t * dilation]`); strided (dilation 1), one over the
+/// output's phases (`conv_phases`). `x` is compact `[n, in_channels, s.oh, s.ow]`,
+/// `weight` `[in_channels, out / groups, kh, kw]`, `s` the fold's geometry (`s.c`,
+/// `s.h`, `s.w`: the output's). `None` for strides with dilation, or where the device
+/// runs it unfolded (then the caller multiplies and folds).
 pub(crate) fn conv_transpose2d_as_conv(
     x: &GpuStorage,
     weight: &GpuStorage,
@@ -73,9 +75,23 @@ pub(crate) fn conv_transpose2d_as_conv(
     in_channels: usize,
     groups: usize,
 ) -> Result<Option<GpuStorage>> {
-    if s.stride != (1, 1) {
-        return Ok(None);
+    if s.stride == (1, 1) {
+        stride_one_transpose(x, weight, s, in_channels, groups)
+    } else if s.dilation == (1, 1) {
+        transpose_by_phases(x, weight, s, in_channels, groups)
+    } else {
+        Ok(None)
     }
+}
+
+/// `conv_transpose2d_as_conv` at stride 1.
+fn stride_one_transpose(
+    x: &GpuStorage,
+    weight: &GpuStorage,
+    s: &WindowSpec,
+    in_channels: usize,
+    groups: usize,
+) -> Result<Option<GpuStorage>> {
     let (in_per_group, out_per_group) = (in_channels / groups, s.c / groups);
     let taps = s.kh * s.kw;
     let kdim = in_per_group * taps;
@@ -123,6 +139,80 @@ pub(crate) fn conv_transpose2d_as_conv(
         _ => unfolded_transpose(x, weight, s, in_per_group, groups),
     };
     let algorithm = choose(&x.device, "conv-transpose", &product, x.dtype, &run)?;
+    match algorithm {
+        ConvAlgorithm::Implicit => run(algorithm).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// `conv_transpose2d_as_conv` at a stride above 1 (dilation 1): the phases' filters
+/// stacked (`conv_phases::filters`) by the image's columns, interleaved after.
+fn transpose_by_phases(
+    x: &GpuStorage,
+    weight: &GpuStorage,
+    s: &WindowSpec,
+    in_channels: usize,
+    groups: usize,
+) -> Result<Option<GpuStorage>> {
+    let (in_per_group, out_per_group) = (in_channels / groups, s.c / groups);
+    let dims = [
+        Phases::new(s.h, s.kh, s.stride.0, s.padding.0),
+        Phases::new(s.w, s.kw, s.stride.1, s.padding.1),
+    ];
+    let [h, w] = dims;
+    let phases = h.stride * w.stride;
+    let kdim = in_per_group * h.taps * w.taps;
+    let product = MatmulSpec {
+        batch: [s.n, groups],
+        m: out_per_group * phases,
+        n: h.rows * w.rows,
+        k: kdim,
+        lhs: operand([0, out_per_group * phases * kdim], kdim, 1),
+        // The image's, which `Implicit` sets.
+        rhs: operand([0, 0], 0, 0),
+    };
+    let run = |algorithm| match algorithm {
+        ConvAlgorithm::Implicit => {
+            let kernel = Layout::contiguous([in_channels, out_per_group, s.kh, s.kw]);
+            let padded = pad(
+                weight,
+                &kernel,
+                &[in_channels, out_per_group, h.padded(), w.padded()],
+                &[0, 0, h.before, w.before],
+                0.0,
+            )?;
+            let filters = compact(
+                &padded,
+                &conv_phases::filters(groups, in_per_group, out_per_group, dims),
+            )?;
+            let plane = s.oh * s.ow;
+            let implicit = Implicit {
+                product,
+                image: [groups * in_per_group * plane, in_per_group * plane],
+                size: [s.oh, s.ow],
+                taps: [h.taps, w.taps],
+                out_width: w.rows,
+                stride: [1, 1],
+                padding: [-h.reach, -w.reach],
+                dilation: [-1, -1],
+            };
+            let stacked = implicit.launch(x, &filters)?;
+            let out = compact(&stacked, &conv_phases::interleaved(s.n, s.c, dims))?;
+            let (rows, cols) = (h.rows * h.stride, w.rows * w.stride);
+            if (rows, cols) == (s.h, s.w) {
+                return Ok(out);
+            }
+            // Phases with a row fewer than the first: cut their surplus.
+            let cut = Layout::new(
+                [s.n, s.c, s.h, s.w].into(),
+                vec![s.c * rows * cols, rows * cols, cols, 1],
+                0,
+            );
+            compact(&out, &cut)
+        }
+        _ => unfolded_transpose(x, weight, s, in_per_group, groups),
+    };
+    let algorithm = choose(&x.device, "conv-transpose phases", &product, x.dtype, &run)?;
     match algorithm {
         ConvAlgorithm::Implicit => run(algorithm).map(Some),
         _ => Ok(None),

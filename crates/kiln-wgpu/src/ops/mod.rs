@@ -4,6 +4,7 @@ pub(crate) mod attention;
 pub(crate) mod cat;
 pub(crate) mod column_group;
 pub(crate) mod conv;
+pub(crate) mod conv_phases;
 pub(crate) mod conv_product;
 pub(crate) mod create;
 pub(crate) mod elementwise;
