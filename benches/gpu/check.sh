@@ -149,21 +149,24 @@ else
     skip "pytorch-cuda kernels and training" "python3 has no torch with CUDA"
 fi
 
-# Training steps per second: kiln's built-in models, default variants (the LSTM for its
-# launches per step, which have no PyTorch figure beside them); then with the other
-# settings.
+# Training steps per second: kiln's built-in models, default variants (the LSTM and the
+# GAN for their launches per step, which have no PyTorch figure beside them; the GAN's
+# strided transposed convolutions run by phases or unfolded, as tuned); then with the
+# other settings (the GAN with each way of convolving).
 training=$out/training.txt
 : > "$training"
-for model in cnn transformer lstm; do
+for model in cnn transformer lstm gan; do
     part "kiln train step $model" 240 bash -c "set -o pipefail; echo '# kiln profile $model' >> \"$training\"; \
         \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|peak memory|dispatches|bytes per step)' >> \"$training\""
 done
 if ! $local_mode; then
     for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold KILN_CONV=implicit KILN_ATTENTION=fused KILN_ATTENTION=composed KILN_ATTENTION_SPLIT=whole KILN_ATTENTION_SPLIT=split; do
-        for model in cnn transformer; do
-            # The transformer has no convolution, the CNN no attention.
+        for model in cnn transformer gan; do
+            # The transformer has no convolution, the CNN no attention; the GAN is here
+            # for its convolutions.
             [[ $setting == KILN_CONV=* && $model == transformer ]] && continue
             [[ $setting == KILN_ATTENTION* && $model == cnn ]] && continue
+            [[ $setting != KILN_CONV=* && $model == gan ]] && continue
             part "kiln train step $model, $setting" 240 bash -c \
                 "set -o pipefail; echo '# $setting kiln profile $model' >> \"$training\"; \
                 $setting \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|peak memory|dispatches|bytes per step)' >> \"$training\""
