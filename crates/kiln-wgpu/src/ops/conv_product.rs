@@ -94,55 +94,38 @@ fn stride_one_transpose(
 ) -> Result<Option<GpuStorage>> {
     let (in_per_group, out_per_group) = (in_channels / groups, s.c / groups);
     let taps = s.kh * s.kw;
-    let kdim = in_per_group * taps;
-    let columns = s.h * s.w;
-    let product = MatmulSpec {
-        batch: [s.n, groups],
-        m: out_per_group,
-        n: columns,
-        k: kdim,
+    let product = transposed_product(s, groups, out_per_group, s.h * s.w, in_per_group * taps);
+    let split = [in_per_group, groups];
+    transpose_unless_unfolded(x, weight, s, split, "conv-transpose", product, || {
         // The weights as filters, [groups, out / groups, c / groups, kh * kw]: compacted
         // (with fusion on, inside the product's loads).
-        lhs: operand([0, out_per_group * kdim], kdim, 1),
-        // The image's, which `Implicit` sets.
-        rhs: operand([0, 0], 0, 0),
-    };
-    let run = |algorithm| match algorithm {
-        ConvAlgorithm::Implicit => {
-            let filters = compact(
-                weight,
-                &Layout::new(
-                    [groups, out_per_group, in_per_group, taps].into(),
-                    vec![
-                        in_per_group * out_per_group * taps,
-                        taps,
-                        out_per_group * taps,
-                        1,
-                    ],
-                    0,
-                ),
-            )?;
-            let plane = s.oh * s.ow;
-            let backwards = |v: usize| -(v as i64);
-            let implicit = Implicit {
-                product,
-                image: [groups * in_per_group * plane, in_per_group * plane],
-                size: [s.oh, s.ow],
-                taps: [s.kh, s.kw],
-                out_width: s.w,
-                stride: [1, 1],
-                padding: [backwards(s.padding.0), backwards(s.padding.1)],
-                dilation: [backwards(s.dilation.0), backwards(s.dilation.1)],
-            };
-            implicit.launch(x, &filters)
-        }
-        _ => unfolded_transpose(x, weight, s, in_per_group, groups),
-    };
-    let algorithm = choose(&x.device, "conv-transpose", &product, x.dtype, &run)?;
-    match algorithm {
-        ConvAlgorithm::Implicit => run(algorithm).map(Some),
-        _ => Ok(None),
-    }
+        let filters = compact(
+            weight,
+            &Layout::new(
+                [groups, out_per_group, in_per_group, taps].into(),
+                vec![
+                    in_per_group * out_per_group * taps,
+                    taps,
+                    out_per_group * taps,
+                    1,
+                ],
+                0,
+            ),
+        )?;
+        let backwards = |v: usize| -(v as i64);
+        let [image, size] = transposed_image(s, groups, in_per_group);
+        let implicit = Implicit {
+            product,
+            image,
+            size,
+            taps: [s.kh, s.kw],
+            out_width: s.w,
+            stride: [1, 1],
+            padding: [backwards(s.padding.0), backwards(s.padding.1)],
+            dilation: [backwards(s.dilation.0), backwards(s.dilation.1)],
+        };
+        implicit.launch(x, &filters)
+    })
 }
 
 /// `conv_transpose2d_as_conv` at a stride above 1 (dilation 1): the phases' filters
@@ -160,59 +143,101 @@ fn transpose_by_phases(
         Phases::new(s.w, s.kw, s.stride.1, s.padding.1),
     ];
     let [h, w] = dims;
-    let phases = h.stride * w.stride;
-    let kdim = in_per_group * h.taps * w.taps;
-    let product = MatmulSpec {
-        batch: [s.n, groups],
-        m: out_per_group * phases,
-        n: h.rows * w.rows,
-        k: kdim,
-        lhs: operand([0, out_per_group * phases * kdim], kdim, 1),
-        // The image's, which `Implicit` sets.
-        rhs: operand([0, 0], 0, 0),
-    };
-    let run = |algorithm| match algorithm {
-        ConvAlgorithm::Implicit => {
-            let kernel = Layout::contiguous([in_channels, out_per_group, s.kh, s.kw]);
-            let padded = pad(
-                weight,
-                &kernel,
-                &[in_channels, out_per_group, h.padded(), w.padded()],
-                &[0, 0, h.before, w.before],
-                0.0,
-            )?;
-            let filters = compact(
-                &padded,
-                &conv_phases::filters(groups, in_per_group, out_per_group, dims),
-            )?;
-            let plane = s.oh * s.ow;
-            let implicit = Implicit {
-                product,
-                image: [groups * in_per_group * plane, in_per_group * plane],
-                size: [s.oh, s.ow],
-                taps: [h.taps, w.taps],
-                out_width: w.rows,
-                stride: [1, 1],
-                padding: [-h.reach, -w.reach],
-                dilation: [-1, -1],
-            };
-            let stacked = implicit.launch(x, &filters)?;
-            let out = compact(&stacked, &conv_phases::interleaved(s.n, s.c, dims))?;
-            let (rows, cols) = (h.rows * h.stride, w.rows * w.stride);
-            if (rows, cols) == (s.h, s.w) {
-                return Ok(out);
-            }
-            // Phases with a row fewer than the first: cut their surplus.
-            let cut = Layout::new(
-                [s.n, s.c, s.h, s.w].into(),
-                vec![s.c * rows * cols, rows * cols, cols, 1],
-                0,
-            );
-            compact(&out, &cut)
+    let product = transposed_product(
+        s,
+        groups,
+        out_per_group * h.stride * w.stride,
+        h.rows * w.rows,
+        in_per_group * h.taps * w.taps,
+    );
+    let (kind, split) = ("conv-transpose phases", [in_per_group, groups]);
+    transpose_unless_unfolded(x, weight, s, split, kind, product, || {
+        let kernel = Layout::contiguous([in_channels, out_per_group, s.kh, s.kw]);
+        let padded = pad(
+            weight,
+            &kernel,
+            &[in_channels, out_per_group, h.padded(), w.padded()],
+            &[0, 0, h.before, w.before],
+            0.0,
+        )?;
+        let filters = compact(
+            &padded,
+            &conv_phases::filters(groups, in_per_group, out_per_group, dims),
+        )?;
+        let [image, size] = transposed_image(s, groups, in_per_group);
+        let implicit = Implicit {
+            product,
+            image,
+            size,
+            taps: [h.taps, w.taps],
+            out_width: w.rows,
+            stride: [1, 1],
+            padding: [-h.reach, -w.reach],
+            dilation: [-1, -1],
+        };
+        let stacked = implicit.launch(x, &filters)?;
+        let out = compact(&stacked, &conv_phases::interleaved(s.n, s.c, dims))?;
+        let (rows, cols) = (h.rows * h.stride, w.rows * w.stride);
+        if (rows, cols) == (s.h, s.w) {
+            return Ok(out);
         }
+        // Phases with a row fewer than the first: cut their surplus.
+        let cut = Layout::new(
+            [s.n, s.c, s.h, s.w].into(),
+            vec![s.c * rows * cols, rows * cols, cols, 1],
+            0,
+        );
+        compact(&out, &cut)
+    })
+}
+
+/// Where a transposed convolution's compact input `[n, groups * in_per_group, s.oh,
+/// s.ow]` lies (`s`: the fold's geometry), as `Implicit`'s image: elements from one image
+/// to the next and one group's channels to the next, and its height and width.
+fn transposed_image(s: &WindowSpec, groups: usize, in_per_group: usize) -> [[usize; 2]; 2] {
+    let plane = s.oh * s.ow;
+    [
+        [groups * in_per_group * plane, in_per_group * plane],
+        [s.oh, s.ow],
+    ]
+}
+
+/// A transposed convolution's product as `Implicit` runs it: per image and group, `m`
+/// filters (compact) by `columns` output positions, over `k` terms; the image's operand
+/// is `Implicit`'s to set.
+fn transposed_product(
+    s: &WindowSpec,
+    groups: usize,
+    m: usize,
+    columns: usize,
+    k: usize,
+) -> MatmulSpec {
+    MatmulSpec {
+        batch: [s.n, groups],
+        m,
+        n: columns,
+        k,
+        lhs: operand([0, m * k], k, 1),
+        rhs: operand([0, 0], 0, 0),
+    }
+}
+
+/// Runs `implicit` where the device's algorithm for `kind` (tuned against the unfolded
+/// way) is `Implicit`; `None` where it unfolds.
+fn transpose_unless_unfolded(
+    x: &GpuStorage,
+    weight: &GpuStorage,
+    s: &WindowSpec,
+    [in_per_group, groups]: [usize; 2],
+    kind: &str,
+    product: MatmulSpec,
+    implicit: impl Fn() -> Result<GpuStorage>,
+) -> Result<Option<GpuStorage>> {
+    let run = |algorithm| match algorithm {
+        ConvAlgorithm::Implicit => implicit(),
         _ => unfolded_transpose(x, weight, s, in_per_group, groups),
     };
-    let algorithm = choose(&x.device, "conv-transpose phases", &product, x.dtype, &run)?;
+    let algorithm = choose(&x.device, kind, &product, x.dtype, &run)?;
     match algorithm {
         ConvAlgorithm::Implicit => run(algorithm).map(Some),
         _ => Ok(None),
