@@ -1377,6 +1377,10 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
             strided(2, 2, 1, 1, 1),
             (0, 0),
         ),
+        // Phases with all their taps, the filters a view of the kernel unpadded: 2x2 at
+        // stride 2 (each output a single tap); 4x4 at stride 2 without padding.
+        (&[2, 6, 5, 4], &[6, 4, 2, 2], strided(2, 2, 0, 0, 1), (0, 0)),
+        (&[1, 4, 3, 5], &[4, 3, 4, 4], strided(2, 2, 0, 0, 1), (1, 1)),
     ];
     let devices = conv_devices();
     for (xs, ws, o, op) in cases {

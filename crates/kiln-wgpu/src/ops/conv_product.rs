@@ -152,14 +152,20 @@ fn transpose_by_phases(
     );
     let (kind, split) = ("conv-transpose phases", [in_per_group, groups]);
     transpose_unless_unfolded(x, weight, s, split, kind, product, || {
-        let kernel = Layout::contiguous([in_channels, out_per_group, s.kh, s.kw]);
-        let padded = pad(
-            weight,
-            &kernel,
-            &[in_channels, out_per_group, h.padded(), w.padded()],
-            &[0, 0, h.before, w.before],
-            0.0,
-        )?;
+        // Every phase has all its taps (kernels a whole number of strides, padding too,
+        // as in 2x2 at stride 2): the filters are a view of the kernel itself.
+        let padded = if [h.before, h.after, w.before, w.after] == [0; 4] {
+            weight.clone()
+        } else {
+            let kernel = Layout::contiguous([in_channels, out_per_group, s.kh, s.kw]);
+            pad(
+                weight,
+                &kernel,
+                &[in_channels, out_per_group, h.padded(), w.padded()],
+                &[0, 0, h.before, w.before],
+                0.0,
+            )?
+        };
         let filters = compact(
             &padded,
             &conv_phases::filters(groups, in_per_group, out_per_group, dims),
