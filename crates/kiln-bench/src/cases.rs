@@ -221,7 +221,7 @@ fn embedding_backward([vocab, features, ids]: [usize; 3]) -> Case {
     )
 }
 
-/// A row-wise op over `[rows, cols]` moving `bytes_per_elem` per element./// A row-wise op over `[rows, cols]` moving `bytes_per_elem` per element.
+/// A row-wise op over `[rows, cols]` moving `bytes_per_elem` per element.
 fn rows(
     family: &'static str,
     label: &str,
