@@ -2039,41 +2039,11 @@ impl RoundToGrid for Tensor {
 /// than there are parameters.
 #[test]
 fn optimizer_updates_of_many_parameters_match_cpu() {
-    use kiln::{AdamSpec, OptimizerStep, ParamUpdate, RmsPropSpec, SgdSpec};
+    use kiln::{OptimizerStep, ParamUpdate};
     let Some(device) = gpu() else { return };
     let mut rng = rng();
-    let adam = OptimizerStep::Adam(AdamSpec {
-        one_minus_beta1: 0.1,
-        one_minus_beta2: 0.001,
-        eps: 1e-8,
-        step_size: 1e-3 / (1.0 - 0.9f32.powi(2)),
-        inv_correction2: 1.0 / (1.0 - 0.999f32.powi(2)),
-        coupled_decay: 0.01,
-        decay_factor: 1.0,
-    });
-    let sgd = OptimizerStep::SgdMomentum(SgdSpec {
-        lr: 0.05,
-        momentum: 0.9,
-        weight_decay: 0.01,
-        nesterov: true,
-    });
-    let rmsprop = OptimizerStep::RmsProp(RmsPropSpec {
-        lr: 0.01,
-        one_minus_alpha: 0.01,
-        eps: 1e-8,
-        weight_decay: 0.01,
-    });
-    let shapes: [&[usize]; 9] = [
-        &[5, 3],
-        &[1],
-        &[0, 4],
-        &[37, 19],
-        &[300],
-        &[7],
-        &[2, 2],
-        &[129],
-        &[64],
-    ];
+    let [adam, sgd, rmsprop] = every_optimizer_step();
+    let shapes = MANY_PARAMETERS;
     // Per parameter: the parameter, its gradient and two states (the second never
     // negative, as second moments and squared averages are).
     let mut inputs = Vec::new();
@@ -2086,13 +2056,8 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
             3 => transposed(shape, &mut rng),
             _ => rand(shape, &mut rng),
         };
-        let m = rand(shape, &mut rng).mul_scalar(0.1).unwrap();
-        let v = rand(shape, &mut rng)
-            .square()
-            .unwrap()
-            .mul_scalar(0.01)
-            .unwrap();
-        inputs.extend([p, g, m, v]);
+        inputs.extend([p, g]);
+        inputs.extend(optimizer_states(shape, &mut rng));
     }
     let step_all = |t: &[Tensor], step: &OptimizerStep| -> kiln::Result<Tensor> {
         let updates: Vec<ParamUpdate<'_, Tensor>> = t
@@ -2100,19 +2065,14 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
             .map(|c| ParamUpdate {
                 param: &c[0],
                 grad: &c[1],
-                states: match step.states() {
-                    2 => vec![&c[2], &c[3]],
-                    _ => vec![&c[3]],
-                },
+                states: states_of(c, step),
             })
             .collect();
         let outs = Tensor::optimizer_update_all(&updates, step)?;
-        let flat = outs
+        let outs = outs
             .iter()
-            .flat_map(|(p, states)| std::iter::once(p).chain(states))
-            .map(|t| t.reshape([t.elem_count()]))
-            .collect::<kiln::Result<Vec<_>>>()?;
-        Tensor::cat(&flat, 0)
+            .flat_map(|(p, states)| std::iter::once(p).chain(states));
+        flat_cat(outs)
     };
     let half: Vec<Tensor> = inputs
         .iter()
@@ -2135,13 +2095,206 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
     let (_, profile) = device
         .profile(|| step_all(&moved, &adam)?.to_f64_vec())
         .unwrap();
+    assert_optimizer_launches_share(&profile, shapes.len() - 1);
+}
+
+/// Parameters and states stepped in place (`optimizer_update_in_place`) against the
+/// same step on the CPU, each optimizer, f32 and f16, the shapes of
+/// `optimizer_updates_of_many_parameters_match_cpu` (more parameters than one launch
+/// takes on a software adapter), a transposed gradient. Parameter 1's data and parameter 2's last state are
+/// shared with detached tensors: those two are stepped into new storage and the
+/// holders keep the old values; every other update is written over, on both devices,
+/// several to a launch on the GPU, which takes no buffer for them. Work still to run
+/// that reads a parameter reads its old values.
+#[test]
+fn optimizer_updates_in_place_match_cpu() {
+    use kiln::{OptimizerStep, ParamUpdate};
+    let Some(device) = gpu() else { return };
+    let mut rng = rng();
+    let shapes = MANY_PARAMETERS;
+    let mut inputs = Vec::new();
+    for (i, &shape) in shapes.iter().enumerate() {
+        let g = match i {
+            3 => transposed(shape, &mut rng),
+            _ => rand(shape, &mut rng),
+        };
+        inputs.extend([rand(shape, &mut rng), g]);
+        inputs.extend(optimizer_states(shape, &mut rng));
+    }
+    let shared = [1, 2];
+    // Copies of the parameters and states, which the step writes over, then what it
+    // wrote and what the detached tensors hold.
+    let step_in_place = |t: &[Tensor], step: &OptimizerStep| -> kiln::Result<Tensor> {
+        let own = |x: &Tensor| x.mul_scalar(1.0);
+        let mut copies = Vec::new();
+        for c in t.chunks(4) {
+            copies.extend([own(&c[0])?, c[1].clone(), own(&c[2])?, own(&c[3])?]);
+        }
+        let held = [copies[4].detach(), copies[11].detach()];
+        let before = flat_cat(held.iter())?.to_f64_vec()?;
+        let updates: Vec<ParamUpdate<'_, Tensor>> = copies
+            .chunks(4)
+            .map(|c| ParamUpdate {
+                param: &c[0],
+                grad: &c[1],
+                states: states_of(c, step),
+            })
+            .collect();
+        let in_place = Tensor::optimizer_update_in_place(&updates, step)?;
+        let want: Vec<bool> = (0..shapes.len()).map(|i| !shared.contains(&i)).collect();
+        assert_eq!(in_place, want, "{}: which were written over", step.name());
+        assert_eq!(
+            flat_cat(held.iter())?.to_f64_vec()?,
+            before,
+            "held values changed"
+        );
+        let stepped = updates
+            .iter()
+            .flat_map(|u| std::iter::once(u.param).chain(u.states.iter().copied()));
+        flat_cat(stepped.chain(&held))
+    };
+    let half: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.to_dtype(DType::F16).unwrap())
+        .collect();
+    let mut sets = vec![("f32", inputs.clone(), F32)];
+    if f16_ok() {
+        sets.push(("f16", half, F16));
+    }
+    for (dtype, inputs, tol) in sets {
+        for step in every_optimizer_step() {
+            let label = format!("{} in place, {dtype}", step.name());
+            parity(&label, &inputs, tol, |t| step_in_place(t, &step));
+        }
+    }
+    // Written over on the GPU: no buffer taken, several parameters to a launch.
+    let gpu = device.as_gpu().expect("a gpu device");
+    let uploaded: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| {
+            let values = t.to_vec::<f32>().unwrap();
+            Tensor::from_vec(values, t.dims(), &device).unwrap()
+        })
+        .collect();
+    let [adam, ..] = every_optimizer_step();
+    let updates: Vec<ParamUpdate<'_, Tensor>> = uploaded
+        .chunks(4)
+        .map(|c| ParamUpdate {
+            param: &c[0],
+            grad: &c[1],
+            states: states_of(c, &adam),
+        })
+        .collect();
+    device.synchronize().unwrap();
+    let live = gpu.pool_stats().live_bytes;
+    let (in_place, profile) = device
+        .profile(|| Tensor::optimizer_update_in_place(&updates, &adam))
+        .unwrap();
+    assert!(in_place.iter().all(|&w| w), "{in_place:?}");
+    assert_eq!(
+        gpu.pool_stats().live_bytes,
+        live,
+        "bytes held after the step"
+    );
+    assert_optimizer_launches_share(&profile, shapes.len() - 1);
+    // Work not yet run (with fusion on, an elementwise op waits for its reader) that
+    // reads a parameter sees the values from before the step.
+    let (p, g, states) = (&uploaded[0], &uploaded[1], states_of(&uploaded[..4], &adam));
+    let old = p.to_vec::<f32>().unwrap();
+    let doubled = p.mul_scalar(2.0).unwrap();
+    let update = ParamUpdate {
+        param: p,
+        grad: g,
+        states,
+    };
+    Tensor::optimizer_update_in_place(&[update], &adam).unwrap();
+    let want: Vec<f32> = old.iter().map(|v| 2.0 * v).collect();
+    assert_eq!(
+        doubled.to_vec::<f32>().unwrap(),
+        want,
+        "a pending read of the parameter"
+    );
+    assert_ne!(
+        p.to_vec::<f32>().unwrap(),
+        old,
+        "the parameter was not stepped"
+    );
+}
+
+/// Parameter shapes stepped together: odd sizes, an empty parameter, more than one
+/// launch takes on an adapter that binds few buffers.
+const MANY_PARAMETERS: &[&[usize]] = &[
+    &[5, 3],
+    &[1],
+    &[0, 4],
+    &[37, 19],
+    &[300],
+    &[7],
+    &[2, 2],
+    &[129],
+    &[64],
+];
+
+/// Adam, SGD with momentum and RMSprop, each with weight decay.
+fn every_optimizer_step() -> [kiln::OptimizerStep; 3] {
+    use kiln::{AdamSpec, OptimizerStep, RmsPropSpec, SgdSpec};
+    let adam = OptimizerStep::Adam(AdamSpec {
+        one_minus_beta1: 0.1,
+        one_minus_beta2: 0.001,
+        eps: 1e-8,
+        step_size: 1e-3 / (1.0 - 0.9f32.powi(2)),
+        inv_correction2: 1.0 / (1.0 - 0.999f32.powi(2)),
+        coupled_decay: 0.01,
+        decay_factor: 1.0,
+    });
+    let sgd = OptimizerStep::SgdMomentum(SgdSpec {
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 0.01,
+        nesterov: true,
+    });
+    let rmsprop = OptimizerStep::RmsProp(RmsPropSpec {
+        lr: 0.01,
+        one_minus_alpha: 0.01,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    });
+    [adam, sgd, rmsprop]
+}
+
+/// Two optimizer states of `shape`: a first moment, and a second that is never
+/// negative, as second moments and squared averages are.
+fn optimizer_states(shape: &[usize], rng: &mut kiln::Rng) -> [Tensor; 2] {
+    let m = rand(shape, rng).mul_scalar(0.1).unwrap();
+    let v = rand(shape, rng).square().unwrap().mul_scalar(0.01).unwrap();
+    [m, v]
+}
+
+/// The states `step` takes from a parameter's `[param, grad, m, v]`: both, or the last.
+fn states_of<'a>(c: &'a [Tensor], step: &kiln::OptimizerStep) -> Vec<&'a Tensor> {
+    match step.states() {
+        2 => vec![&c[2], &c[3]],
+        _ => vec![&c[3]],
+    }
+}
+
+/// `tensors` flattened and put end to end.
+fn flat_cat<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> kiln::Result<Tensor> {
+    let flat = tensors
+        .map(|t| t.reshape([t.elem_count()]))
+        .collect::<kiln::Result<Vec<_>>>()?;
+    Tensor::cat(&flat, 0)
+}
+
+/// The optimizer's launches in `profile` number at least one, and fewer than the
+/// `nonempty` parameters they stepped.
+fn assert_optimizer_launches_share(profile: &kiln::Profile, nonempty: usize) {
     let launches: usize = profile
         .kernels
         .iter()
         .filter(|k| k.name.contains("optim/"))
         .map(|k| k.launches as usize)
         .sum();
-    let nonempty = shapes.len() - 1;
     assert!(
         (1..nonempty).contains(&launches),
         "{launches} launches for {nonempty} parameters: {:?}",

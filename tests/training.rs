@@ -905,6 +905,62 @@ fn fused_optimizers_match_the_plain_formulas() {
     }
 }
 
+/// Optimizers step their parameters and states in place, yet what was taken from them
+/// before a step keeps its values: the state a checkpoint saves, a detached copy of a
+/// parameter. On the CPU and the GPU, each step's state matches the state saved
+/// before it and stepped by a second optimizer loaded from it.
+#[test]
+fn values_taken_from_an_optimizer_keep_them_across_its_steps() {
+    let gpu = Device::gpu().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let mut rng = Rng::new(12);
+    for device in [Device::cpu(), gpu] {
+        let p = Tensor::randn([9, 5], DType::F32, &device, &mut rng)
+            .unwrap()
+            .mul_scalar(1.0)
+            .unwrap()
+            .into_var()
+            .unwrap();
+        let target = Tensor::randn([9, 5], DType::F32, &device, &mut rng).unwrap();
+        let grads = |p: &Tensor| {
+            let loss = p.sub(&target).unwrap().square().unwrap().sum_all().unwrap();
+            loss.backward().unwrap()
+        };
+        let mut opt = Adam::new(vec![("p".into(), p.clone())], 0.1);
+        opt.step(&grads(&p)).unwrap();
+        for step in 2..=4 {
+            let saved = opt.state();
+            let values = |state: &[(String, Tensor)]| -> Vec<Vec<f32>> {
+                state.iter().map(|(_, t)| t.to_vec().unwrap()).collect()
+            };
+            let (state_before, p_before) = (values(&saved), p.detach());
+            let p_values = p.to_vec::<f32>().unwrap();
+            let g = grads(&p);
+            opt.step(&g).unwrap();
+            assert_eq!(
+                values(&saved),
+                state_before,
+                "{device:?} step {step}: saved state"
+            );
+            assert_eq!(
+                p_before.to_vec::<f32>().unwrap(),
+                p_values,
+                "{device:?} step {step}"
+            );
+            // The saved state, loaded into a second optimizer over a copy of the
+            // parameter from before, steps to the same values.
+            let twin = p_before.mul_scalar(1.0).unwrap().into_var().unwrap();
+            let mut second = Adam::new(vec![("p".into(), twin.clone())], 0.1);
+            let loaded: HashMap<String, Tensor> = saved.into_iter().collect();
+            second.load_state(&loaded).unwrap();
+            let mut g2 = kiln::Gradients::default();
+            g2.insert(&twin, g.get(&p).unwrap().clone());
+            second.step(&g2).unwrap();
+            assert_eq!(twin.to_vec::<f32>().unwrap(), p.to_vec::<f32>().unwrap());
+            assert_eq!(values(&second.state()), values(&opt.state()), "step {step}");
+        }
+    }
+}
+
 /// A step whose validation loss follows `script` epoch by epoch (the training loss is
 /// the model's output, so that there is a gradient): for testing the rules `fit`
 /// applies to the monitored loss.

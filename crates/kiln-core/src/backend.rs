@@ -267,6 +267,19 @@ pub trait BackendStorage: Sized {
             .map(|u| u.param.optimizer_update(u.grad, &u.states, step))
             .collect()
     }
+
+    /// `optimizer_update_all` written over each parameter and its states where this
+    /// backend can: an update is stepped in place when, its gradient computed, nothing
+    /// but these handles holds its parameter's and states' data (no other handle to it,
+    /// no work still to read it). Returns which updates were; the others are left as
+    /// they were, for the caller to step into new storage. This default steps none.
+    fn optimizer_update_in_place(
+        updates: &mut [ParamUpdateInPlace<'_, Self>],
+        step: &OptimizerStep,
+    ) -> Result<Vec<bool>> {
+        let _ = step;
+        Ok(vec![false; updates.len()])
+    }
 }
 
 /// One parameter's part of an optimizer step: the parameter, its gradient and its
@@ -275,6 +288,14 @@ pub struct ParamUpdate<'a, S> {
     pub param: &'a S,
     pub grad: &'a S,
     pub states: Vec<&'a S>,
+}
+
+/// One parameter's part of an in-place optimizer step (`optimizer_update_in_place`):
+/// the parameter and its states, written over, and its gradient.
+pub struct ParamUpdateInPlace<'a, S> {
+    pub param: &'a mut S,
+    pub grad: &'a S,
+    pub states: Vec<&'a mut S>,
 }
 
 /// What a device can create from nothing.

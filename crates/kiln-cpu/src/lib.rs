@@ -44,7 +44,8 @@ pub use elementwise::{binary_f64, unary_f64};
 use kiln_core::{
     AttentionGradLayouts, AttentionSpec, BackendDevice, BackendStorage, BinaryOp, DType, Error,
     GatherSpec, GruCellSpec, HostBuffer, HostSlice, LayerNormGrads, Layout, LstmCellSpec,
-    MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
+    MatmulSpec, OptimizerStep, ParamUpdateInPlace, PoolKind, ReduceOp, Result, ScatterSpec,
+    UnaryOp, WindowSpec,
 };
 
 /// The CPU device. It holds nothing: host memory is the storage.
@@ -497,6 +498,38 @@ impl BackendStorage for CpuStorage {
             .map(|s| Self::from_floats(dtype, s))
             .collect();
         Ok((Self::from_floats(dtype, p), states))
+    }
+
+    /// Every update is stepped: f32 values are written over, other dtypes computed
+    /// apart and put in their place.
+    fn optimizer_update_in_place(
+        updates: &mut [ParamUpdateInPlace<'_, Self>],
+        step: &OptimizerStep,
+    ) -> Result<Vec<bool>> {
+        for u in updates.iter_mut() {
+            let f32s = std::iter::once(&mut *u.param)
+                .chain(u.states.iter_mut().map(|s| &mut **s))
+                .map(|s| match &mut s.0 {
+                    HostBuffer::F32(v) => Some(&mut v[..]),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>();
+            match (f32s, &u.grad.0) {
+                (Some(mut targets), HostBuffer::F32(g)) if targets.len() == 1 + step.states() => {
+                    let (p, states) = targets.split_first_mut().expect("the parameter first");
+                    optim::update_in_place(p, g, states, step);
+                }
+                _ => {
+                    let states: Vec<&Self> = u.states.iter().map(|s| &**s).collect();
+                    let (p, new_states) = u.param.optimizer_update(u.grad, &states, step)?;
+                    *u.param = p;
+                    for (s, new) in u.states.iter_mut().zip(new_states) {
+                        **s = new;
+                    }
+                }
+            }
+        }
+        Ok(vec![true; updates.len()])
     }
 }
 

@@ -1,7 +1,7 @@
 //! Fused optimizer steps, element by element in f64: the reference the GPU kernels are
 //! checked against. Each formula is its spec's (kiln-core's `spec.rs`).
 
-use crate::threads::CHUNK_ELEMENTS;
+use crate::threads::{CHUNK_ELEMENTS, PARALLEL_ELEMENTS};
 use kiln_core::{AdamSpec, OptimizerStep, RmsPropSpec, SgdSpec};
 use std::mem::MaybeUninit;
 
@@ -25,6 +25,64 @@ pub fn update<T: Copy + Sync + Into<f64>, U: Send>(
     };
     let p_out = outs.remove(0);
     (p_out, outs)
+}
+
+/// Elements an in-place step computes at a time into a buffer of its own, then copies
+/// over the parameter and states: `step_chunk` reads its inputs apart from its outputs.
+const IN_PLACE_BLOCK: usize = 256;
+
+/// `update` of f32 values written over the parameter and its states (at most two), the
+/// same bits: in parallel chunks for large parameters, each stepped in blocks through
+/// a buffer on the stack, so no parameter-sized memory is taken.
+pub fn update_in_place(p: &mut [f32], g: &[f32], states: &mut [&mut [f32]], step: &OptimizerStep) {
+    let len = p.len();
+    let mut splits: Vec<_> = std::iter::once(p)
+        .chain(states.iter_mut().map(|s| &mut **s))
+        .map(|s| s.chunks_mut(CHUNK_ELEMENTS))
+        .collect();
+    let tasks: Vec<(usize, Vec<&mut [f32]>)> = (0..len.div_ceil(CHUNK_ELEMENTS))
+        .map(|i| {
+            let parts = splits.iter_mut().map(|s| s.next().expect("equally long"));
+            (i * CHUNK_ELEMENTS, parts.collect())
+        })
+        .collect();
+    crate::threads::run_tasks(tasks, len >= PARALLEL_ELEMENTS, |(start, mut parts)| {
+        step_in_place(&mut parts, &g[start..], step)
+    });
+}
+
+/// One chunk of `update_in_place`: `parts` are the parameter's and states' elements,
+/// `g` the gradient from the same element on.
+fn step_in_place(parts: &mut [&mut [f32]], g: &[f32], step: &OptimizerStep) {
+    let n = parts[0].len();
+    let mut scratch = [[MaybeUninit::<f32>::uninit(); IN_PLACE_BLOCK]; 3];
+    for from in (0..n).step_by(IN_PLACE_BLOCK) {
+        let to = (from + IN_PLACE_BLOCK).min(n);
+        let block = to - from;
+        {
+            let [a, b, c] = &mut scratch;
+            let mut outs = [&mut a[..block], &mut b[..block], &mut c[..block]];
+            let mut states: [&[f32]; 2] = [&[], &[]];
+            for (s, part) in states.iter_mut().zip(&parts[1..]) {
+                *s = &part[from..to];
+            }
+            let (outs, states) = (&mut outs[..parts.len()], &states[..parts.len() - 1]);
+            step_chunk(
+                outs,
+                &parts[0][from..to],
+                &g[from..to],
+                states,
+                step,
+                &|v| v as f32,
+            );
+        }
+        for (part, out) in parts.iter_mut().zip(&scratch) {
+            for (dst, src) in part[from..to].iter_mut().zip(&out[..block]) {
+                // SAFETY: `step_chunk` wrote every element of each of its outputs.
+                *dst = unsafe { src.assume_init() };
+            }
+        }
+    }
 }
 
 widest_loop! {
@@ -118,7 +176,8 @@ mod tests {
 
     /// f32 inputs read in place and rounded as they are written give the bits of the
     /// same step on inputs widened to f64 first and rounded after, for each optimizer,
-    /// over a parameter long enough to be split between threads.
+    /// over a parameter long enough to be split between threads; written over the
+    /// inputs, the same bits again.
     #[test]
     fn the_f32_step_is_the_f64_step_rounded() {
         let n = 70_001;
@@ -169,6 +228,15 @@ mod tests {
                 assert!(same(a, b), "{step:?}: state");
             }
             assert_eq!(s1.len(), states.len());
+            let (mut p3, mut s3) = (p.clone(), vec![m.clone(), v.clone()]);
+            s3.truncate(states.len());
+            let mut s3_refs: Vec<&mut [f32]> = s3.iter_mut().map(|s| &mut s[..]).collect();
+            update_in_place(&mut p3, &g, &mut s3_refs, step);
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&p3), bits(&p1), "{step:?}: parameter in place");
+            for (a, b) in s3.iter().zip(&s1) {
+                assert_eq!(bits(a), bits(b), "{step:?}: state in place");
+            }
         }
     }
 }

@@ -8,8 +8,8 @@ use crate::storage::GpuStorage;
 use kiln_core::{
     AttentionGradLayouts, AttentionSpec, BackendDevice, BackendStorage, BinaryOp, DType,
     GatherSpec, GruCellSpec, HostBuffer, HostSlice, LayerNormGrads, Layout, LstmCellSpec,
-    MatmulSpec, OptimizerStep, ParamUpdate, PoolKind, ReduceOp, Result, ScatterSpec, UnaryOp,
-    WindowSpec,
+    MatmulSpec, OptimizerStep, ParamUpdate, ParamUpdateInPlace, PoolKind, ReduceOp, Result,
+    ScatterSpec, UnaryOp, WindowSpec,
 };
 
 impl BackendStorage for GpuStorage {
@@ -266,6 +266,13 @@ impl BackendStorage for GpuStorage {
         step: &OptimizerStep,
     ) -> Result<Vec<(Self, Vec<Self>)>> {
         ops::optim::update_all(updates, step)
+    }
+
+    fn optimizer_update_in_place(
+        updates: &mut [ParamUpdateInPlace<'_, Self>],
+        step: &OptimizerStep,
+    ) -> Result<Vec<bool>> {
+        ops::optim::update_in_place(updates, step)
     }
 }
 

@@ -165,6 +165,13 @@ impl GpuStorage {
         self.data.buffer.get().is_none()
     }
 
+    /// Whether this handle alone holds the data, its value computed: no other handle,
+    /// and no work still to run that reads it, so a kernel may write over it.
+    pub(crate) fn exclusive(&self) -> Result<bool> {
+        self.buffer()?;
+        Ok(Arc::strong_count(&self.data) == 1)
+    }
+
     /// Whether it is a deferred launch that has yet to run.
     pub(crate) fn is_deferred(&self) -> bool {
         self.data.deferred.lock().unwrap().is_some()

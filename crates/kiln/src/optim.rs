@@ -1,10 +1,12 @@
 //! Fused optimizer steps: one kernel per parameter and step instead of several
-//! elementwise ops, or on a GPU one launch for several parameters. Outside autograd:
-//! an update is never differentiated.
+//! elementwise ops, or on a GPU one launch for several parameters, written over the
+//! parameters and states where nothing else holds them. Outside autograd: an update is
+//! never differentiated.
 
 use crate::storage::Storage;
 use crate::Tensor;
-use kiln_core::{Error, OptimizerStep, ParamUpdate, Result};
+use kiln_core::{Error, OptimizerStep, ParamUpdate, ParamUpdateInPlace, Result};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 impl Tensor {
@@ -65,6 +67,99 @@ impl Tensor {
             (Tensor::from_storage(p, shape.clone()), states)
         });
         Ok(tensors.collect())
+    }
+
+    /// One optimizer step of each update's parameter, its states stepped with it, in
+    /// place: each parameter and state tensor holds its new values after, as
+    /// `set_data` would put them (whoever else holds these tensors sees them too).
+    /// The values are written over the old where nothing else holds them: no view or
+    /// detached tensor shares the data, no work still to run reads it. A step then
+    /// takes no memory beyond the tensors' own, where new storage for every parameter
+    /// and state would double what they hold. Elsewhere they go into new storage.
+    /// Returns, for each update, whether it was written over. Parameters and states
+    /// must be compact (not views), each at most once; the rest is as for
+    /// `optimizer_update_all`.
+    pub fn optimizer_update_in_place(
+        updates: &[ParamUpdate<'_, Tensor>],
+        step: &OptimizerStep,
+    ) -> Result<Vec<bool>> {
+        let op = "optimizer_update_in_place";
+        let mut seen = HashSet::new();
+        for u in updates {
+            check(u, step)?;
+            u.param.same_device(op, updates[0].param)?;
+            for t in std::iter::once(u.param).chain(u.states.iter().copied()) {
+                if !t.layout().is_compact() {
+                    let reason = "parameters and states must be compact tensors, not views";
+                    let reason = reason.into();
+                    return Err(Error::InvalidArgument { op, reason });
+                }
+                if !seen.insert(t.id()) {
+                    let reason = "a tensor is given twice as a parameter or state".into();
+                    return Err(Error::InvalidArgument { op, reason });
+                }
+            }
+        }
+        let grads = updates
+            .iter()
+            .map(|u| exact(u.grad))
+            .collect::<Result<Vec<_>>>()?;
+        // Each update's parameter and states locked, where each holds its storage whole
+        // and alone: that update may be written over.
+        let mut locked: Vec<_> = updates
+            .iter()
+            .map(|u| {
+                let targets = std::iter::once(u.param).chain(u.states.iter().copied());
+                targets
+                    .map(|t| {
+                        let mut slot = t.try_write_storage()?;
+                        let whole = slot.len() == t.elem_count();
+                        (whole && Arc::get_mut(&mut slot).is_some()).then_some(slot)
+                    })
+                    .collect::<Option<Vec<_>>>()
+            })
+            .collect();
+        let mut in_place = vec![false; updates.len()];
+        let mut which = Vec::new();
+        let mut storages = Vec::new();
+        for (i, (slots, grad)) in locked.iter_mut().zip(&grads).enumerate() {
+            let Some(slots) = slots else { continue };
+            let mut targets = slots
+                .iter_mut()
+                .map(|slot| Arc::get_mut(slot).expect("held alone, under its lock"));
+            let param = targets.next().expect("the parameter first");
+            which.push(i);
+            storages.push(ParamUpdateInPlace {
+                param,
+                grad: &**grad,
+                states: targets.collect(),
+            });
+        }
+        let written = Storage::optimizer_update_in_place(&mut storages, step)?;
+        for (&i, done) in which.iter().zip(written) {
+            in_place[i] = done;
+        }
+        drop(storages);
+        drop(locked);
+        // The rest into new storage, which each tensor then holds.
+        let rest: Vec<_> = updates
+            .iter()
+            .zip(&in_place)
+            .filter(|(_, done)| !**done)
+            .map(|(u, _)| ParamUpdate {
+                param: u.param,
+                grad: u.grad,
+                states: u.states.clone(),
+            })
+            .collect();
+        let outs = Tensor::optimizer_update_all(&rest, step)?;
+        for (u, (param, states)) in rest.iter().zip(outs) {
+            u.param.set_data(&param)?;
+            for (s, new) in u.states.iter().zip(states) {
+                s.set_data(&new)?;
+            }
+        }
+        Ok(in_place)
     }
 }
 

@@ -5,7 +5,8 @@ use crate::Device;
 use kiln_core::{
     AttentionGradLayouts, AttentionSpec, BackendStorage, BinaryOp, DType, Error, GatherSpec,
     GruCellSpec, HostBuffer, LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep,
-    ParamUpdate, PoolKind, ReduceOp, Result, ScatterSpec, Shape, UnaryOp, WindowSpec,
+    ParamUpdate, ParamUpdateInPlace, PoolKind, ReduceOp, Result, ScatterSpec, Shape, UnaryOp,
+    WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -576,6 +577,41 @@ impl Storage {
         }
     }
 
+    /// `optimizer_update_all` written over each update's parameter and states where
+    /// their backend can; returns which updates were.
+    pub(crate) fn optimizer_update_in_place(
+        updates: &mut [ParamUpdateInPlace<'_, Storage>],
+        step: &OptimizerStep,
+    ) -> Result<Vec<bool>> {
+        match updates.first().map(|u| &*u.param) {
+            None => Ok(Vec::new()),
+            Some(Storage::Cpu(_)) => in_place_on_backend(
+                updates,
+                step,
+                |s| match s {
+                    Storage::Cpu(s) => Some(s),
+                    Storage::Gpu(_) => None,
+                },
+                |s| match s {
+                    Storage::Cpu(s) => Some(s),
+                    Storage::Gpu(_) => None,
+                },
+            ),
+            Some(Storage::Gpu(_)) => in_place_on_backend(
+                updates,
+                step,
+                |s| match s {
+                    Storage::Gpu(s) => Some(s),
+                    Storage::Cpu(_) => None,
+                },
+                |s| match s {
+                    Storage::Gpu(s) => Some(s),
+                    Storage::Cpu(_) => None,
+                },
+            ),
+        }
+    }
+
     /// One optimizer step of every parameter in `updates`, all on one backend.
     pub(crate) fn optimizer_update_all(
         updates: &[ParamUpdate<'_, Storage>],
@@ -595,6 +631,33 @@ impl Storage {
             .map(|outs| wrap(outs, Storage::Gpu)),
         }
     }
+}
+
+/// `updates` with each storage as `backend`'s (all must be), stepped in place there
+/// where it can (`BackendStorage::optimizer_update_in_place`).
+fn in_place_on_backend<'a, S: BackendStorage + 'a>(
+    updates: &'a mut [ParamUpdateInPlace<'_, Storage>],
+    step: &OptimizerStep,
+    backend: impl Fn(&'a Storage) -> Option<&'a S>,
+    backend_mut: impl Fn(&'a mut Storage) -> Option<&'a mut S>,
+) -> Result<Vec<bool>> {
+    let op = "optimizer_update";
+    let mut on = Vec::with_capacity(updates.len());
+    for u in updates.iter_mut() {
+        let param = backend_mut(&mut *u.param).ok_or_else(|| mismatch(op))?;
+        let grad = backend(u.grad).ok_or_else(|| mismatch(op))?;
+        let states = u
+            .states
+            .iter_mut()
+            .map(|s| backend_mut(s).ok_or_else(|| mismatch(op)))
+            .collect::<Result<_>>()?;
+        on.push(ParamUpdateInPlace {
+            param,
+            grad,
+            states,
+        });
+    }
+    S::optimizer_update_in_place(&mut on, step)
 }
 
 /// `updates` with each storage as `backend`'s (all must be), stepped there.

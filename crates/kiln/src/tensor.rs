@@ -6,7 +6,7 @@ use crate::{Device, Element};
 use kiln_core::{DType, Error, HostBuffer, Layout, Result, Shape, MAX_RANK};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard, TryLockError};
 
 /// An n-dimensional array on a [`Device`]. Cloning is cheap (the data is shared);
 /// view ops (`reshape`, `transpose`, `narrow`, ...) share the data too.
@@ -66,6 +66,16 @@ impl Tensor {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The storage slot, locked for writing unless another thread holds it: an
+    /// optimizer writing over the data (`Tensor::optimizer_update_in_place`).
+    pub(crate) fn try_write_storage(&self) -> Option<RwLockWriteGuard<'_, Arc<Storage>>> {
+        match self.0.storage.try_write() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     pub(crate) fn node(&self) -> MutexGuard<'_, Node> {

@@ -1,5 +1,6 @@
 //! Optimizers, gradient clipping, learning-rate schedules and parameter averaging. Updates run under
-//! `no_grad` and replace each parameter's data in place (`Tensor::set_data`).
+//! `no_grad` and write each parameter and its states in place
+//! (`Tensor::optimizer_update_in_place`).
 
 mod adam;
 mod average;
@@ -16,7 +17,7 @@ pub use scheduler::{CosineAnnealing, LinearWarmup, LrScheduler, ReduceLrOnPlatea
 pub use sgd::Sgd;
 
 use kiln::{Gradients, OptimizerStep, ParamUpdate, Result, Tensor};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Updates parameters from their gradients; its state (moments, momentum) can be
 /// saved and loaded with a checkpoint.
@@ -36,10 +37,11 @@ pub trait Optimizer {
 /// Parameter elements stepped together at most (64 MiB of f32 parameters).
 const STEP_ELEMENTS: usize = 1 << 24;
 
-/// One fused step (`spec`) of every parameter with a gradient in `grads`: the states
-/// of parameter `name` are `states[k][name]` (created at zero on first use), and the
-/// new ones replace them. The parameters of one device step together, on a GPU
-/// several to a launch.
+/// One fused step (`spec`) of every parameter with a gradient in `grads`, in place
+/// (`Tensor::optimizer_update_in_place`): the states of parameter `name` are
+/// `states[k][name]` (created at zero on first use), stepped with it. A parameter
+/// listed twice (weights tied under two names) is stepped once, with the first name's
+/// states. The parameters of one device step together, on a GPU several to a launch.
 pub(crate) fn step_all(
     params: &[(String, Tensor)],
     grads: &Gradients,
@@ -58,26 +60,31 @@ fn step_in_runs(
     run_elements: usize,
 ) -> Result<()> {
     let mut held = Vec::new();
+    let mut seen = HashSet::new();
     for (name, p) in params {
         let Some(g) = grads.get(p) else { continue };
+        if !seen.insert(p.id()) {
+            continue;
+        }
         let s = states
             .iter_mut()
             .map(|b| buffer(b, name, p).cloned())
             .collect::<Result<Vec<_>>>()?;
-        held.push((name, p, p.detach(), g, s));
+        held.push((p, g, s));
     }
-    // Parameters of one device, in runs of at most `run_elements` elements: a run's
-    // new values exist beside the old until it is stored, so a large model never holds
-    // two copies of all its parameters and states at once.
+    // Parameters of one device, in runs of at most `run_elements` elements: where a
+    // parameter cannot be written over (its data shared), its new values exist beside
+    // the old until the run is stored, so a large model never holds two copies of all
+    // its parameters and states at once.
     let mut runs: Vec<&[_]> = Vec::new();
-    for same in held.chunk_by(|a, b| a.1.device() == b.1.device()) {
+    for same in held.chunk_by(|a, b| a.0.device() == b.0.device()) {
         let mut rest = same;
         while !rest.is_empty() {
             let mut elements = 0;
             let take = rest
                 .iter()
                 .take_while(|u| {
-                    elements += u.1.elem_count();
+                    elements += u.0.elem_count();
                     elements <= run_elements
                 })
                 .count()
@@ -90,19 +97,13 @@ fn step_in_runs(
     for same in runs {
         let updates: Vec<_> = same
             .iter()
-            .map(|(_, _, param, grad, s)| ParamUpdate {
-                param,
+            .map(|(param, grad, s)| ParamUpdate {
+                param: *param,
                 grad,
                 states: s.iter().collect(),
             })
             .collect();
-        let outs = Tensor::optimizer_update_all(&updates, spec)?;
-        for ((name, p, ..), (value, new)) in same.iter().zip(outs) {
-            p.set_data(&value)?;
-            for (b, s) in states.iter_mut().zip(new) {
-                b.insert((*name).clone(), s);
-            }
-        }
+        Tensor::optimizer_update_in_place(&updates, spec)?;
     }
     Ok(())
 }
@@ -175,9 +176,11 @@ pub(crate) fn save_buffers(
     prefix: &str,
     buffers: &HashMap<String, Tensor>,
 ) -> Vec<(String, Tensor)> {
+    // Detached: tensors of their own, which keep these values when the optimizer's
+    // next step writes over its buffers.
     let mut out: Vec<_> = buffers
         .iter()
-        .map(|(n, t)| (format!("{prefix}.{n}"), t.clone()))
+        .map(|(n, t)| (format!("{prefix}.{n}"), t.detach()))
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out

@@ -1,15 +1,17 @@
 //! Fused optimizer steps (`shaders/optim/`): a kernel that reads each parameter,
-//! gradient and state once and writes the new ones once; several parameters to a
+//! gradient and state once and writes the new ones once, over the old where nothing
+//! else holds them (`update_in_place`) or into new buffers; several parameters to a
 //! launch where the adapter binds enough buffers (`optim_group`).
 
-use super::optim_group;
+use super::optim_group::{self, Writes};
+use crate::device::GpuDevice;
 use crate::kernels::Kernel;
 use crate::launch::Bindings;
 use crate::params::{to_u32, AdamParams, RmsPropParams, SgdParams, ShaderParams};
 use crate::pipelines::in_group0;
 use crate::pool::PooledBuffer;
 use crate::storage::GpuStorage;
-use kiln_core::{OptimizerStep, ParamUpdate, Result};
+use kiln_core::{OptimizerStep, ParamUpdate, ParamUpdateInPlace, Result};
 use std::time::Instant;
 
 /// `step` applied to each update's parameter (compact, like its gradient and each of
@@ -19,54 +21,12 @@ pub(crate) fn update_all(
     updates: &[ParamUpdate<'_, GpuStorage>],
     step: &OptimizerStep,
 ) -> Result<Vec<(GpuStorage, Vec<GpuStorage>)>> {
-    match *step {
-        OptimizerStep::Adam(s) => run(updates, Kernel::AdamUpdate, |n| AdamParams {
-            n,
-            one_minus_beta1: s.one_minus_beta1,
-            one_minus_beta2: s.one_minus_beta2,
-            eps: s.eps,
-            step_size: s.step_size,
-            inv_correction2: s.inv_correction2,
-            coupled_decay: s.coupled_decay,
-            decay_factor: s.decay_factor,
-        }),
-        OptimizerStep::SgdMomentum(s) => run(updates, Kernel::SgdUpdate, |n| SgdParams {
-            n,
-            lr: s.lr,
-            momentum: s.momentum,
-            weight_decay: s.weight_decay,
-            nesterov: s.nesterov as u32,
-            _pad0: 0,
-            _pad1: 0,
-            _pad2: 0,
-        }),
-        OptimizerStep::RmsProp(s) => run(updates, Kernel::RmsPropUpdate, |n| RmsPropParams {
-            n,
-            lr: s.lr,
-            one_minus_alpha: s.one_minus_alpha,
-            eps: s.eps,
-            weight_decay: s.weight_decay,
-            _pad0: 0,
-            _pad1: 0,
-            _pad2: 0,
-        }),
-    }
-}
-
-/// The updates with `kernel`, whose params for `n` elements are `params(n)`: the
-/// outputs allocated first, then neighbouring parameters of one dtype launched
-/// together, as many as a launch can bind.
-fn run<P: ShaderParams>(
-    updates: &[ParamUpdate<'_, GpuStorage>],
-    kernel: Kernel,
-    params: impl Fn(u32) -> P,
-) -> Result<Vec<(GpuStorage, Vec<GpuStorage>)>> {
     let op = "optimizer_update";
     let Some(first) = updates.first() else {
         return Ok(Vec::new());
     };
     let device = &first.param.device;
-    device.check_params::<P>(op, kernel)?;
+    let (kernel, params) = step_kernel(device, step)?;
     let states = first.states.len();
     let outs = updates
         .iter()
@@ -77,7 +37,7 @@ fn run<P: ShaderParams>(
         })
         .collect::<Result<Vec<_>>>()?;
     let limit = device.inner.limits.max_storage_buffers_per_shader_stage;
-    let most = optim_group::group_size(limit, states).max(1);
+    let most = optim_group::group_size(limit, states, Writes::New).max(1);
     // Empty parameters launch nothing.
     let work: Vec<_> = updates
         .iter()
@@ -88,7 +48,20 @@ fn run<P: ShaderParams>(
         for launch in group.chunks(most) {
             match launch {
                 [(u, out)] => launch_one(u, out, kernel, &params)?,
-                _ => launch_group(launch, kernel, &params)?,
+                _ => {
+                    let buffers = launch
+                        .iter()
+                        .map(|(u, out)| bindings(u, out))
+                        .collect::<Result<Vec<_>>>()?;
+                    let parameters: Vec<_> = launch.iter().map(|(u, _)| u.param).collect();
+                    launch_group(
+                        &parameters,
+                        &buffers,
+                        (Writes::New, states),
+                        kernel,
+                        &params,
+                    )?
+                }
             }
         }
     }
@@ -101,6 +74,114 @@ fn run<P: ShaderParams>(
         (param, outs.collect())
     });
     Ok(results.collect())
+}
+
+/// `update_all` written over the parameters and states of the updates that hold them
+/// alone (`GpuStorage::exclusive`), once every gradient is computed (the work that
+/// computes a gradient may read a parameter); returns which were.
+pub(crate) fn update_in_place(
+    updates: &mut [ParamUpdateInPlace<'_, GpuStorage>],
+    step: &OptimizerStep,
+) -> Result<Vec<bool>> {
+    let Some(first) = updates.first() else {
+        return Ok(Vec::new());
+    };
+    let device = first.param.device.clone();
+    let (kernel, params) = step_kernel(&device, step)?;
+    let states = first.states.len();
+    for u in updates.iter() {
+        u.grad.raw()?;
+    }
+    let mut in_place = Vec::with_capacity(updates.len());
+    for u in updates.iter() {
+        let mut alone = u.param.exclusive()?;
+        for s in &u.states {
+            alone &= s.exclusive()?;
+        }
+        in_place.push(alone);
+    }
+    // Empty parameters launch nothing.
+    let work: Vec<_> = updates
+        .iter()
+        .zip(&in_place)
+        .filter(|(u, alone)| **alone && u.param.len > 0)
+        .map(|(u, _)| u)
+        .collect();
+    let limit = device.inner.limits.max_storage_buffers_per_shader_stage;
+    let most = optim_group::group_size(limit, states, Writes::InPlace).max(1);
+    for group in work.chunk_by(|a, b| a.param.dtype == b.param.dtype) {
+        for launch in group.chunks(most) {
+            let buffers = launch
+                .iter()
+                .map(|u| {
+                    let mut buffers = vec![u.param.raw()?, u.grad.raw()?];
+                    for s in &u.states {
+                        buffers.push(s.raw()?);
+                    }
+                    Ok(buffers)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let parameters: Vec<_> = launch.iter().map(|u| &*u.param).collect();
+            launch_group(
+                &parameters,
+                &buffers,
+                (Writes::InPlace, states),
+                kernel,
+                &params,
+            )?;
+        }
+    }
+    Ok(in_place)
+}
+
+/// An update's params for a launch over `n` elements, as bytes.
+type StepParams = Box<dyn Fn(u32) -> Vec<u8>>;
+
+/// `step`'s kernel and its params.
+fn step_kernel(device: &GpuDevice, step: &OptimizerStep) -> Result<(Kernel, StepParams)> {
+    fn with<P: ShaderParams>(
+        device: &GpuDevice,
+        kernel: Kernel,
+        params: impl Fn(u32) -> P + 'static,
+    ) -> Result<(Kernel, StepParams)> {
+        device.check_params::<P>("optimizer_update", kernel)?;
+        Ok((
+            kernel,
+            Box::new(move |n| bytemuck::bytes_of(&params(n)).to_vec()),
+        ))
+    }
+    match *step {
+        OptimizerStep::Adam(s) => with(device, Kernel::AdamUpdate, move |n| AdamParams {
+            n,
+            one_minus_beta1: s.one_minus_beta1,
+            one_minus_beta2: s.one_minus_beta2,
+            eps: s.eps,
+            step_size: s.step_size,
+            inv_correction2: s.inv_correction2,
+            coupled_decay: s.coupled_decay,
+            decay_factor: s.decay_factor,
+        }),
+        OptimizerStep::SgdMomentum(s) => with(device, Kernel::SgdUpdate, move |n| SgdParams {
+            n,
+            lr: s.lr,
+            momentum: s.momentum,
+            weight_decay: s.weight_decay,
+            nesterov: s.nesterov as u32,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        }),
+        OptimizerStep::RmsProp(s) => with(device, Kernel::RmsPropUpdate, move |n| RmsPropParams {
+            n,
+            lr: s.lr,
+            one_minus_alpha: s.one_minus_alpha,
+            eps: s.eps,
+            weight_decay: s.weight_decay,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        }),
+    }
 }
 
 /// The buffers one parameter binds: `param, grad, states.., param_out, states_out..`.
@@ -116,43 +197,46 @@ fn bindings<'a>(
     Ok(buffers)
 }
 
-/// One parameter: the shader as written.
-fn launch_one<P: ShaderParams>(
+/// One parameter into new buffers: the shader as written.
+fn launch_one(
     u: &ParamUpdate<'_, GpuStorage>,
     out: &[PooledBuffer],
     kernel: Kernel,
-    params: &impl Fn(u32) -> P,
-) -> Result<()> {
-    let op = "optimizer_update";
-    let (device, n) = (&u.param.device, u.param.len);
-    let params = params(to_u32(op, "elements", n)?);
-    let groups = device.groups_1d(op, n)?;
-    device.dispatch(
-        op,
-        kernel,
-        &[u.param.dtype],
-        &params,
-        &bindings(u, out)?,
-        groups,
-    )
-}
-
-/// Several parameters of one dtype in one launch (`optim_group`).
-fn launch_group<P: ShaderParams>(
-    launch: &[(&ParamUpdate<'_, GpuStorage>, &Vec<PooledBuffer>)],
-    kernel: Kernel,
-    params: &impl Fn(u32) -> P,
+    params: &StepParams,
 ) -> Result<()> {
     let op = "optimizer_update";
     let start = Instant::now();
-    let (u, _) = launch[0];
-    let (device, dtype, states) = (&u.param.device, u.param.dtype, u.states.len());
+    let (device, n, dtype) = (&u.param.device, u.param.len, u.param.dtype);
+    let bytes = params(to_u32(op, "elements", n)?);
+    let pipeline = device.pipeline(op, kernel, &[dtype])?;
+    let resources: Vec<_> = bindings(u, out)?
+        .iter()
+        .map(|b| b.as_entire_binding())
+        .collect();
+    let bind = Bindings::numbered(&bytes, &resources, 1);
+    let groups = device.groups_1d(op, n)?;
+    let name = || format!("{} [{dtype:?}]", kernel.label());
+    device.launch(op, &pipeline, &[bind], groups, start, name)
+}
+
+/// Several parameters of one dtype in one launch (`optim_group`), each with `states`
+/// states, binding its `buffers` as `writes` orders them.
+fn launch_group(
+    parameters: &[&GpuStorage],
+    buffers: &[Vec<&wgpu::Buffer>],
+    (writes, states): (Writes, usize),
+    kernel: Kernel,
+    params: &StepParams,
+) -> Result<()> {
+    let op = "optimizer_update";
+    let start = Instant::now();
+    let (device, dtype) = (&parameters[0].device, parameters[0].dtype);
     if !device.supports(dtype) {
         return Err(crate::device::GpuDevice::unsupported(op, dtype));
     }
     let mut starts = vec![0u32];
-    for (u, _) in launch {
-        let total = *starts.last().expect("starts from 0") as usize + u.param.len;
+    for p in parameters {
+        let total = *starts.last().expect("starts from 0") as usize + p.len;
         starts.push(to_u32(
             op,
             "elements of the parameters in one launch",
@@ -161,19 +245,28 @@ fn launch_group<P: ShaderParams>(
     }
     let total = *starts.last().expect("starts from 0");
     let bytes = optim_group::params_bytes(&params(total), &starts)?;
-    let mut buffers = Vec::new();
-    for (u, out) in launch {
-        buffers.extend(bindings(u, out)?);
-    }
-    let resources: Vec<_> = buffers.iter().map(|b| b.as_entire_binding()).collect();
-    let k = launch.len();
-    let key = format!("{kernel:?} [{dtype:?}] x{k}");
-    let written = in_group0(&optim_group::written_bindings(k, states));
+    let resources: Vec<_> = buffers
+        .iter()
+        .flatten()
+        .map(|b| b.as_entire_binding())
+        .collect();
+    let k = parameters.len();
+    let key = format!("{kernel:?} [{dtype:?}] x{k} {writes:?}");
+    let written = in_group0(&optim_group::written_bindings(k, states, writes));
     let pipeline = device.cached_pipeline(key, kernel, 1, written, || {
-        optim_group::source(kernel, dtype, k, states)
+        optim_group::source(kernel, dtype, k, states, writes)
     })?;
     let groups = device.groups_1d(op, total as usize)?;
     let bind = Bindings::numbered(&bytes, &resources, 1);
-    let name = || format!("{}:main [{dtype:?}] x{k} parameters", kernel.file().0);
+    let name = || {
+        let place = match writes {
+            Writes::New => "",
+            Writes::InPlace => " in place",
+        };
+        format!(
+            "{}:main [{dtype:?}] x{k} parameters{place}",
+            kernel.file().0
+        )
+    };
     device.launch(op, &pipeline, &[bind], groups, start, name)
 }

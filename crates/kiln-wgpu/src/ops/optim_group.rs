@@ -1,10 +1,10 @@
 //! Optimizer kernels over several parameters in one launch. The shaders in
 //! `shaders/optim/` define the update of one element as `fn update`; the kernel built
 //! here calls it for each of its parameters, whose elements lie one after another in
-//! the launch's index space, found from where each starts.
+//! the launch's index space, found from where each starts. It writes new buffers beside
+//! the old ones, or over the parameters and states themselves (`Writes`).
 
 use crate::kernels::Kernel;
-use crate::params::ShaderParams;
 use kiln_core::{DType, Error, Result};
 use std::fmt::Write;
 
@@ -15,33 +15,58 @@ pub(crate) const MAX_GROUP: usize = 16;
 /// Uniform arrays take 16-byte elements: the starts are packed four to a vec4.
 const STARTS_VEC4S: usize = (MAX_GROUP + 1).div_ceil(4);
 
+/// Where a group kernel writes each parameter's new value and states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writes {
+    /// Into new buffers: a parameter binds itself, its gradient, its states, then the
+    /// new parameter and states.
+    New,
+    /// Over the parameter and states: each binds itself, its gradient, then its states.
+    InPlace,
+}
+
+impl Writes {
+    /// Storage buffers one parameter binds.
+    fn buffers_per_parameter(self, states: usize) -> usize {
+        match self {
+            Writes::New => 3 + 2 * states,
+            Writes::InPlace => 2 + states,
+        }
+    }
+
+    /// The binding (from 0, after the params) of parameter `j`'s value written, and of
+    /// its state `s` written after it.
+    fn written(self, j: usize, states: usize) -> impl Iterator<Item = usize> {
+        let first = j * self.buffers_per_parameter(states);
+        let (param, states_from) = match self {
+            Writes::New => (first + 2 + states, first + 3 + states),
+            Writes::InPlace => (first, first + 2),
+        };
+        std::iter::once(param).chain(states_from..states_from + states)
+    }
+}
+
 /// Bytes of a group kernel's params: the step's params at a 16-byte multiple, then the
 /// starts.
 pub(crate) const fn params_size(step_params: usize) -> usize {
     step_params.div_ceil(16) * 16 + 16 * STARTS_VEC4S
 }
 
-/// Storage buffers one parameter binds: itself, its gradient, its states, and a new
-/// parameter and states.
-fn buffers_per_parameter(states: usize) -> usize {
-    3 + 2 * states
-}
-
 /// Parameters a launch can take within `max_storage_buffers` (the stage's limit).
-pub(crate) fn group_size(max_storage_buffers: u32, states: usize) -> usize {
-    (max_storage_buffers as usize / buffers_per_parameter(states)).min(MAX_GROUP)
+pub(crate) fn group_size(max_storage_buffers: u32, states: usize, writes: Writes) -> usize {
+    (max_storage_buffers as usize / writes.buffers_per_parameter(states)).min(MAX_GROUP)
 }
 
 /// The params of a launch over parameters starting at `starts` (then their total):
 /// the step's, padded, then the starts.
-pub(crate) fn params_bytes<P: ShaderParams>(step: &P, starts: &[u32]) -> Result<Vec<u8>> {
+pub(crate) fn params_bytes(step: &[u8], starts: &[u32]) -> Result<Vec<u8>> {
     if starts.len() > 4 * STARTS_VEC4S {
         return Err(Error::InvalidArgument {
             op: "optimizer_update",
             reason: format!("{} starts, above {}", starts.len(), 4 * STARTS_VEC4S),
         });
     }
-    let mut bytes = bytemuck::bytes_of(step).to_vec();
+    let mut bytes = step.to_vec();
     bytes.resize(bytes.len().div_ceil(16) * 16, 0);
     let mut padded = [0u32; 4 * STARTS_VEC4S];
     padded[..starts.len()].copy_from_slice(starts);
@@ -50,16 +75,21 @@ pub(crate) fn params_bytes<P: ShaderParams>(step: &P, starts: &[u32]) -> Result<
 }
 
 /// The bindings a group kernel writes: each parameter's new value and states.
-pub(crate) fn written_bindings(k: usize, states: usize) -> Vec<u32> {
-    let per = buffers_per_parameter(states);
+pub(crate) fn written_bindings(k: usize, states: usize, writes: Writes) -> Vec<u32> {
     (0..k)
-        .flat_map(|j| (0..=states).map(move |s| (1 + j * per + 2 + states + s) as u32))
+        .flat_map(|j| writes.written(j, states).map(|b| 1 + b as u32))
         .collect()
 }
 
-/// `kernel`'s source for `k` parameters of `dtype`, each binding its parameter,
-/// gradient, `states` states, new parameter and new states in that order.
-pub(crate) fn source(kernel: Kernel, dtype: DType, k: usize, states: usize) -> Result<String> {
+/// `kernel`'s source for `k` parameters of `dtype` with `states` states each, binding
+/// them as `writes` says.
+pub(crate) fn source(
+    kernel: Kernel,
+    dtype: DType,
+    k: usize,
+    states: usize,
+    writes: Writes,
+) -> Result<String> {
     let (path, _) = kernel.file();
     let text = kernel.specialise(&[dtype])?;
     let first_binding = "@group(0) @binding(0)";
@@ -74,7 +104,7 @@ pub(crate) fn source(kernel: Kernel, dtype: DType, k: usize, states: usize) -> R
     let mut s = text[..cut].to_string();
     let _ = writeln!(
         s,
-        "// Built for {k} parameters: kiln-wgpu's ops/optim_group.rs.
+        "// Built for {k} parameters ({writes:?}): kiln-wgpu's ops/optim_group.rs.
 struct GroupParams {{
     step: Params,
     // Where each parameter's elements start in the launch, then their total.
@@ -83,22 +113,38 @@ struct GroupParams {{
 
 @group(0) @binding(0) var<uniform> group: GroupParams;"
     );
-    let per = buffers_per_parameter(states);
+    let per = writes.buffers_per_parameter(states);
+    // Each parameter's value and states as read, then as written.
+    let read = |j: usize| -> (String, Vec<String>) {
+        let states = (0..states).map(|s| format!("state{j}_{s}")).collect();
+        (format!("param{j}"), states)
+    };
+    let written = |j: usize| match writes {
+        Writes::New => {
+            let states = (0..states).map(|s| format!("state_out{j}_{s}")).collect();
+            (format!("param_out{j}"), states)
+        }
+        Writes::InPlace => read(j),
+    };
     for j in 0..k {
-        let first = 1 + j * per;
-        let mut names = vec![format!("param{j}"), format!("grad{j}")];
-        names.extend((0..states).map(|s| format!("state{j}_{s}")));
-        names.push(format!("param_out{j}"));
-        names.extend((0..states).map(|s| format!("state_out{j}_{s}")));
+        let (param, state_names) = read(j);
+        let mut names = vec![param, format!("grad{j}")];
+        names.extend(state_names);
+        if writes == Writes::New {
+            let (param_out, states_out) = written(j);
+            names.push(param_out);
+            names.extend(states_out);
+        }
+        let writes_to: Vec<usize> = writes.written(j, states).collect();
         for (b, name) in names.iter().enumerate() {
-            let access = match b < 2 + states {
-                true => "read",
-                false => "read_write",
+            let access = match writes_to.contains(&(j * per + b)) {
+                true => "read_write",
+                false => "read",
             };
             let _ = writeln!(
                 s,
                 "@group(0) @binding({}) var<storage, {access}> {name}: array<T>;",
-                first + b
+                1 + j * per + b
             );
         }
     }
@@ -113,21 +159,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= start({k}u)) {{ return; }}"
     );
     for j in 0..k {
-        let states_in: Vec<String> = (0..states)
-            .map(|s| format!("f32(state{j}_{s}[e])"))
-            .collect();
+        let (param, state_names) = read(j);
+        let states_in: Vec<String> = state_names.iter().map(|n| format!("f32({n}[e])")).collect();
+        let (param_out, states_out) = written(j);
         let _ = write!(
             s,
             "
     if (i < start({next}u)) {{
         let e = i - start({j}u);
-        let r = update(group.step, f32(param{j}[e]), f32(grad{j}[e]), array({states_in}));
-        param_out{j}[e] = T(r.param);",
+        let r = update(group.step, f32({param}[e]), f32(grad{j}[e]), array({states_in}));
+        {param_out}[e] = T(r.param);",
             next = j + 1,
             states_in = states_in.join(", ")
         );
-        for st in 0..states {
-            let _ = write!(s, "\n        state_out{j}_{st}[e] = T(r.states[{st}]);");
+        for (st, name) in states_out.iter().enumerate() {
+            let _ = write!(s, "\n        {name}[e] = T(r.states[{st}]);");
         }
         s.push_str("\n        return;\n    }");
     }
@@ -139,7 +185,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 mod tests {
     use super::*;
     use crate::generated_check::{bindings, struct_size};
-    use crate::params::{AdamParams, ParamsLayout, RmsPropParams, SgdParams};
+    use crate::params::{AdamParams, ParamsLayout, RmsPropParams, SgdParams, ShaderParams};
 
     /// Every optimizer's group kernel, for every group size, is valid WGSL whose
     /// params are the bytes `params_bytes` writes, and binds what it says it writes.
@@ -151,16 +197,22 @@ mod tests {
             (Kernel::RmsPropUpdate, 1, RmsPropParams::LAYOUT),
         ];
         for (kernel, states, layout) in kernels {
-            for k in 2..=MAX_GROUP {
-                let text = source(kernel, DType::F32, k, states).unwrap();
-                let label = format!("{kernel:?} x{k}");
-                let size = struct_size(&text, "GroupParams", &label);
-                assert_eq!(size, params_size(layout.size), "{label}");
-                let written = bindings(&text, "read_write>");
-                assert_eq!(written, written_bindings(k, states), "{kernel:?} x{k}");
+            for writes in [Writes::New, Writes::InPlace] {
+                for k in 1..=MAX_GROUP {
+                    let text = source(kernel, DType::F32, k, states, writes).unwrap();
+                    let label = format!("{kernel:?} x{k} {writes:?}");
+                    let size = struct_size(&text, "GroupParams", &label);
+                    assert_eq!(size, params_size(layout.size), "{label}");
+                    let written = bindings(&text, "read_write>");
+                    assert_eq!(written, written_bindings(k, states, writes), "{label}");
+                    let all = bindings(&text, "array<T>;");
+                    let per = writes.buffers_per_parameter(states);
+                    assert_eq!(all, (1..=(k * per) as u32).collect::<Vec<_>>(), "{label}");
+                }
             }
         }
-        let bytes = params_bytes(&bytemuck::Zeroable::zeroed() as &SgdParams, &[0, 3, 7]).unwrap();
+        let step: SgdParams = bytemuck::Zeroable::zeroed();
+        let bytes = params_bytes(bytemuck::bytes_of(&step), &[0, 3, 7]).unwrap();
         assert_eq!(bytes.len(), params_size(SgdParams::LAYOUT.size));
         assert_eq!(
             &bytes[bytes.len() - 16 * STARTS_VEC4S..][..12],
