@@ -2042,7 +2042,7 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
     use kiln::{OptimizerStep, ParamUpdate};
     let Some(device) = gpu() else { return };
     let mut rng = rng();
-    let [adam, sgd, rmsprop] = every_optimizer_step();
+    let [adam, sgd, rmsprop, plain_sgd] = every_optimizer_step();
     let shapes = MANY_PARAMETERS;
     // Per parameter: the parameter, its gradient and two states (the second never
     // negative, as second moments and squared averages are).
@@ -2083,8 +2083,13 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
         sets.push(("f16", half, F16));
     }
     for (dtype, inputs, tol) in sets {
-        for step in [adam, sgd, rmsprop] {
-            let label = format!("{} of {} parameters, {dtype}", step.name(), shapes.len());
+        for step in [adam, sgd, rmsprop, plain_sgd] {
+            let label = format!(
+                "{} ({} states) of {} parameters, {dtype}",
+                step.name(),
+                step.states(),
+                shapes.len()
+            );
             parity(&label, &inputs, tol, |t| step_all(t, &step));
         }
     }
@@ -2101,11 +2106,12 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
 /// Parameters and states stepped in place (`optimizer_update_in_place`) against the
 /// same step on the CPU, each optimizer, f32 and f16, the shapes of
 /// `optimizer_updates_of_many_parameters_match_cpu` (more parameters than one launch
-/// takes on a software adapter), a transposed gradient. Parameter 1's data and parameter 2's last state are
-/// shared with detached tensors: those two are stepped into new storage and the
-/// holders keep the old values; every other update is written over, on both devices,
-/// several to a launch on the GPU, which takes no buffer for them. Work still to run
-/// that reads a parameter reads its old values.
+/// takes on a software adapter), a transposed gradient. Parameter 1's data and
+/// parameter 2's last state are shared with detached tensors: those are stepped into
+/// new storage (parameter 2 only where the step keeps states) and the holders keep the
+/// old values; every other update is written over, on both devices, several to a
+/// launch on the GPU, which takes no buffer for them. Work still to run that reads a
+/// parameter reads its old values.
 #[test]
 fn optimizer_updates_in_place_match_cpu() {
     use kiln::{OptimizerStep, ParamUpdate};
@@ -2141,6 +2147,11 @@ fn optimizer_updates_in_place_match_cpu() {
             })
             .collect();
         let in_place = Tensor::optimizer_update_in_place(&updates, step)?;
+        // Without states, parameter 2 has nothing shared.
+        let shared = match step.states() {
+            0 => &shared[..1],
+            _ => &shared[..],
+        };
         let want: Vec<bool> = (0..shapes.len()).map(|i| !shared.contains(&i)).collect();
         assert_eq!(in_place, want, "{}: which were written over", step.name());
         assert_eq!(
@@ -2163,7 +2174,11 @@ fn optimizer_updates_in_place_match_cpu() {
     }
     for (dtype, inputs, tol) in sets {
         for step in every_optimizer_step() {
-            let label = format!("{} in place, {dtype}", step.name());
+            let label = format!(
+                "{} ({} states) in place, {dtype}",
+                step.name(),
+                step.states()
+            );
             parity(&label, &inputs, tol, |t| step_in_place(t, &step));
         }
     }
@@ -2235,8 +2250,9 @@ const MANY_PARAMETERS: &[&[usize]] = &[
     &[64],
 ];
 
-/// Adam, SGD with momentum and RMSprop, each with weight decay.
-fn every_optimizer_step() -> [kiln::OptimizerStep; 3] {
+/// Adam, SGD with momentum, RMSprop and SGD without momentum (which keeps no state),
+/// each with weight decay.
+fn every_optimizer_step() -> [kiln::OptimizerStep; 4] {
     use kiln::{AdamSpec, OptimizerStep, RmsPropSpec, SgdSpec};
     let adam = OptimizerStep::Adam(AdamSpec {
         one_minus_beta1: 0.1,
@@ -2259,7 +2275,13 @@ fn every_optimizer_step() -> [kiln::OptimizerStep; 3] {
         eps: 1e-8,
         weight_decay: 0.01,
     });
-    [adam, sgd, rmsprop]
+    let plain_sgd = OptimizerStep::SgdMomentum(SgdSpec {
+        lr: 0.05,
+        momentum: 0.0,
+        weight_decay: 0.01,
+        nesterov: false,
+    });
+    [adam, sgd, rmsprop, plain_sgd]
 }
 
 /// Two optimizer states of `shape`: a first moment, and a second that is never
@@ -2270,12 +2292,10 @@ fn optimizer_states(shape: &[usize], rng: &mut kiln::Rng) -> [Tensor; 2] {
     [m, v]
 }
 
-/// The states `step` takes from a parameter's `[param, grad, m, v]`: both, or the last.
+/// The states `step` takes from a parameter's `[param, grad, m, v]`: both, the last,
+/// or none.
 fn states_of<'a>(c: &'a [Tensor], step: &kiln::OptimizerStep) -> Vec<&'a Tensor> {
-    match step.states() {
-        2 => vec![&c[2], &c[3]],
-        _ => vec![&c[3]],
-    }
+    c[4 - step.states()..].iter().collect()
 }
 
 /// `tensors` flattened and put end to end.

@@ -792,8 +792,8 @@ fn rmsprop_reference(p: &Tensor, g: &Tensor, avg: &Tensor) -> (Tensor, Tensor) {
     (p.sub(&update.mul_scalar(lr).unwrap()).unwrap(), avg)
 }
 
-/// Three steps of each fused optimizer (Adam, Adam with L2 decay, AdamW, SGD with
-/// momentum and Nesterov momentum, RMSprop), on the CPU and the GPU, match the update
+/// Three steps of each fused optimizer (Adam, Adam with L2 decay, AdamW, SGD without
+/// momentum, with momentum and with Nesterov momentum, RMSprop), on the CPU and the GPU, match the update
 /// written as tensor ops to within f32 rounding.
 #[test]
 fn fused_optimizers_match_the_plain_formulas() {
@@ -826,6 +826,14 @@ fn fused_optimizers_match_the_plain_formulas() {
                 Box::new(move |p, g, s, t| {
                     let (p, m, v) = adam_reference(p, g, &s[0], &s[1], t, lr, 0.1, true);
                     (p, vec![m, v])
+                }),
+            ),
+            (
+                "sgd",
+                Box::new(|p| Box::new(Sgd::new(p, 0.05).with_weight_decay(0.01))),
+                Box::new(|p, g, _, _| {
+                    let g = g.add(&p.mul_scalar(0.01).unwrap()).unwrap();
+                    (p.sub(&g.mul_scalar(0.05).unwrap()).unwrap(), vec![])
                 }),
             ),
             (

@@ -149,7 +149,8 @@ pub struct RmsPropSpec {
 pub enum OptimizerStep {
     /// State: the first and second moments.
     Adam(AdamSpec),
-    /// State: the momentum buffer.
+    /// State: the momentum buffer; none without momentum (`momentum` 0, plain SGD),
+    /// as PyTorch keeps none.
     SgdMomentum(SgdSpec),
     /// State: the running average of squared gradients.
     RmsProp(RmsPropSpec),
@@ -168,6 +169,7 @@ impl OptimizerStep {
     pub fn states(&self) -> usize {
         match self {
             OptimizerStep::Adam(_) => 2,
+            OptimizerStep::SgdMomentum(s) if s.momentum == 0.0 => 0,
             OptimizerStep::SgdMomentum(_) | OptimizerStep::RmsProp(_) => 1,
         }
     }

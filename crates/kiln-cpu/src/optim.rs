@@ -109,6 +109,12 @@ widest_loop! {
                     vo[i].write(round(v1));
                 }
             }
+            (OptimizerStep::SgdMomentum(spec), [po], []) => {
+                for i in 0..n {
+                    let (p1, _) = sgd(p[i].into(), g[i].into(), &[0.0, 0.0], spec);
+                    po[i].write(round(p1));
+                }
+            }
             (OptimizerStep::SgdMomentum(spec), [po, bo], [b]) => {
                 let b = &b[..n];
                 for i in 0..n {

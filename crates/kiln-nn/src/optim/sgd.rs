@@ -55,23 +55,14 @@ impl Optimizer for Sgd {
             weight_decay: self.weight_decay as f32,
             nesterov: self.nesterov,
         });
-        if self.momentum != 0.0 {
-            // One fused kernel per parameter, or per group of them on a GPU; the
-            // buffer starts at zero, so step one's is g.
-            let states = &mut [&mut self.velocity];
-            return kiln::no_grad(|| super::step_all(&self.params, grads, states, &spec));
-        }
-        kiln::no_grad(|| {
-            for (_, p) in &self.params {
-                let Some(g) = grads.get(p) else { continue };
-                let mut g = g.clone();
-                if self.weight_decay != 0.0 {
-                    g = g.add(&p.mul_scalar(self.weight_decay)?)?;
-                }
-                p.set_data(&p.sub(&g.mul_scalar(self.lr)?)?)?;
-            }
-            Ok(())
-        })
+        // One fused kernel per parameter, or per group of them on a GPU. With
+        // momentum, the buffer starts at zero, so step one's is g; without, there is
+        // none (`OptimizerStep::states`).
+        let states: &mut [&mut HashMap<String, Tensor>] = match spec.states() {
+            0 => &mut [],
+            _ => &mut [&mut self.velocity],
+        };
+        kiln::no_grad(|| super::step_all(&self.params, grads, states, &spec))
     }
 
     fn lr(&self) -> f64 {

@@ -47,7 +47,9 @@ pub(crate) fn update_all(
     for group in work.chunk_by(|a, b| a.0.param.dtype == b.0.param.dtype) {
         for launch in group.chunks(most) {
             match launch {
-                [(u, out)] => launch_one(u, out, kernel, &params)?,
+                // The shader as written binds its states: a step without them runs
+                // the group kernel.
+                [(u, out)] if states > 0 => launch_one(u, out, kernel, &params)?,
                 _ => {
                     let buffers = launch
                         .iter()
@@ -251,7 +253,7 @@ fn launch_group(
         .map(|b| b.as_entire_binding())
         .collect();
     let k = parameters.len();
-    let key = format!("{kernel:?} [{dtype:?}] x{k} {writes:?}");
+    let key = format!("{kernel:?} [{dtype:?}] x{k} {states} states {writes:?}");
     let written = in_group0(&optim_group::written_bindings(k, states, writes));
     let pipeline = device.cached_pipeline(key, kernel, 1, written, || {
         optim_group::source(kernel, dtype, k, states, writes)

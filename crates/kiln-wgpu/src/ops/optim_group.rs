@@ -160,7 +160,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     );
     for j in 0..k {
         let (param, state_names) = read(j);
-        let states_in: Vec<String> = state_names.iter().map(|n| format!("f32({n}[e])")).collect();
+        let mut states_in: Vec<String> =
+            state_names.iter().map(|n| format!("f32({n}[e])")).collect();
+        if states_in.is_empty() {
+            // A step that keeps no state (SGD without momentum) reads a zero.
+            states_in.push("0.0".into());
+        }
         let (param_out, states_out) = written(j);
         let _ = write!(
             s,
@@ -191,9 +196,10 @@ mod tests {
     /// params are the bytes `params_bytes` writes, and binds what it says it writes.
     #[test]
     fn group_kernels_validate_and_match_their_params() {
-        let kernels: [(Kernel, usize, ParamsLayout); 3] = [
+        let kernels: [(Kernel, usize, ParamsLayout); 4] = [
             (Kernel::AdamUpdate, 2, AdamParams::LAYOUT),
             (Kernel::SgdUpdate, 1, SgdParams::LAYOUT),
+            (Kernel::SgdUpdate, 0, SgdParams::LAYOUT),
             (Kernel::RmsPropUpdate, 1, RmsPropParams::LAYOUT),
         ];
         for (kernel, states, layout) in kernels {
