@@ -69,9 +69,10 @@ impl BufferPool {
 
     /// Called after a submission: everything released before it may be reused.
     pub(crate) fn recycle(&self) {
-        let mut state = self.state.lock().unwrap();
-        let retired = std::mem::take(&mut state.retired);
-        for (size, buffer) in retired {
+        let mut guard = self.state.lock().unwrap();
+        let state = &mut *guard;
+        // Drained, not taken: the list keeps its capacity for the next batch.
+        for (size, buffer) in state.retired.drain(..) {
             state.free.entry(size).or_default().push(buffer);
         }
     }
