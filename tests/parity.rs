@@ -2039,50 +2039,22 @@ impl RoundToGrid for Tensor {
 /// than there are parameters.
 #[test]
 fn optimizer_updates_of_many_parameters_match_cpu() {
-    use kiln::{OptimizerStep, ParamUpdate};
-    let Some(device) = gpu() else { return };
+    use kiln::OptimizerStep;
+    if gpu().is_none() {
+        return;
+    }
     let mut rng = rng();
     let [adam, sgd, rmsprop, plain_sgd] = every_optimizer_step();
     let shapes = MANY_PARAMETERS;
-    // Per parameter: the parameter, its gradient and two states (the second never
-    // negative, as second moments and squared averages are).
-    let mut inputs = Vec::new();
-    for (i, &shape) in shapes.iter().enumerate() {
-        let p = match i {
-            3 => sliced(shape, &mut rng),
-            _ => rand(shape, &mut rng),
-        };
-        let g = match i {
-            3 => transposed(shape, &mut rng),
-            _ => rand(shape, &mut rng),
-        };
-        inputs.extend([p, g]);
-        inputs.extend(optimizer_states(shape, &mut rng));
-    }
+    let inputs = many_parameters(true, &mut rng);
     let step_all = |t: &[Tensor], step: &OptimizerStep| -> kiln::Result<Tensor> {
-        let updates: Vec<ParamUpdate<'_, Tensor>> = t
-            .chunks(4)
-            .map(|c| ParamUpdate {
-                param: &c[0],
-                grad: &c[1],
-                states: states_of(c, step),
-            })
-            .collect();
-        let outs = Tensor::optimizer_update_all(&updates, step)?;
+        let outs = Tensor::optimizer_update_all(&updates_of(t, step), step)?;
         let outs = outs
             .iter()
             .flat_map(|(p, states)| std::iter::once(p).chain(states));
         flat_cat(outs)
     };
-    let half: Vec<Tensor> = inputs
-        .iter()
-        .map(|t| t.to_dtype(DType::F16).unwrap())
-        .collect();
-    let mut sets = vec![("f32", inputs.clone(), F32)];
-    if f16_ok() {
-        sets.push(("f16", half, F16));
-    }
-    for (dtype, inputs, tol) in sets {
+    for (dtype, inputs, tol) in f32_and_f16(&inputs) {
         for step in [adam, sgd, rmsprop, plain_sgd] {
             let label = format!(
                 "{} ({} states) of {} parameters, {dtype}",
@@ -2093,6 +2065,7 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
             parity(&label, &inputs, tol, |t| step_all(t, &step));
         }
     }
+    let device = own_gpu();
     let moved: Vec<Tensor> = inputs
         .iter()
         .map(|t| t.to_device(&device).unwrap())
@@ -2114,19 +2087,13 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
 /// parameter reads its old values.
 #[test]
 fn optimizer_updates_in_place_match_cpu() {
-    use kiln::{OptimizerStep, ParamUpdate};
-    let Some(device) = gpu() else { return };
+    use kiln::OptimizerStep;
+    if gpu().is_none() {
+        return;
+    }
     let mut rng = rng();
     let shapes = MANY_PARAMETERS;
-    let mut inputs = Vec::new();
-    for (i, &shape) in shapes.iter().enumerate() {
-        let g = match i {
-            3 => transposed(shape, &mut rng),
-            _ => rand(shape, &mut rng),
-        };
-        inputs.extend([rand(shape, &mut rng), g]);
-        inputs.extend(optimizer_states(shape, &mut rng));
-    }
+    let inputs = many_parameters(false, &mut rng);
     let shared = [1, 2];
     // Copies of the parameters and states, which the step writes over, then what it
     // wrote and what the detached tensors hold.
@@ -2138,14 +2105,7 @@ fn optimizer_updates_in_place_match_cpu() {
         }
         let held = [copies[4].detach(), copies[11].detach()];
         let before = flat_cat(held.iter())?.to_f64_vec()?;
-        let updates: Vec<ParamUpdate<'_, Tensor>> = copies
-            .chunks(4)
-            .map(|c| ParamUpdate {
-                param: &c[0],
-                grad: &c[1],
-                states: states_of(c, step),
-            })
-            .collect();
+        let updates = updates_of(&copies, step);
         let in_place = Tensor::optimizer_update_in_place(&updates, step)?;
         // Without states, parameter 2 has nothing shared.
         let shared = match step.states() {
@@ -2164,15 +2124,7 @@ fn optimizer_updates_in_place_match_cpu() {
             .flat_map(|u| std::iter::once(u.param).chain(u.states.iter().copied()));
         flat_cat(stepped.chain(&held))
     };
-    let half: Vec<Tensor> = inputs
-        .iter()
-        .map(|t| t.to_dtype(DType::F16).unwrap())
-        .collect();
-    let mut sets = vec![("f32", inputs.clone(), F32)];
-    if f16_ok() {
-        sets.push(("f16", half, F16));
-    }
-    for (dtype, inputs, tol) in sets {
+    for (dtype, inputs, tol) in f32_and_f16(&inputs) {
         for step in every_optimizer_step() {
             let label = format!(
                 "{} ({} states) in place, {dtype}",
@@ -2183,6 +2135,7 @@ fn optimizer_updates_in_place_match_cpu() {
         }
     }
     // Written over on the GPU: no buffer taken, several parameters to a launch.
+    let device = own_gpu();
     let gpu = device.as_gpu().expect("a gpu device");
     let uploaded: Vec<Tensor> = inputs
         .iter()
@@ -2192,14 +2145,7 @@ fn optimizer_updates_in_place_match_cpu() {
         })
         .collect();
     let [adam, ..] = every_optimizer_step();
-    let updates: Vec<ParamUpdate<'_, Tensor>> = uploaded
-        .chunks(4)
-        .map(|c| ParamUpdate {
-            param: &c[0],
-            grad: &c[1],
-            states: states_of(c, &adam),
-        })
-        .collect();
+    let updates = updates_of(&uploaded, &adam);
     device.synchronize().unwrap();
     let live = gpu.pool_stats().live_bytes;
     let (in_place, profile) = device
@@ -2214,15 +2160,11 @@ fn optimizer_updates_in_place_match_cpu() {
     assert_optimizer_launches_share(&profile, shapes.len() - 1);
     // Work not yet run (with fusion on, an elementwise op waits for its reader) that
     // reads a parameter sees the values from before the step.
-    let (p, g, states) = (&uploaded[0], &uploaded[1], states_of(&uploaded[..4], &adam));
+    let p = &uploaded[0];
     let old = p.to_vec::<f32>().unwrap();
     let doubled = p.mul_scalar(2.0).unwrap();
-    let update = ParamUpdate {
-        param: p,
-        grad: g,
-        states,
-    };
-    Tensor::optimizer_update_in_place(&[update], &adam).unwrap();
+    let first = updates_of(&uploaded[..4], &adam);
+    Tensor::optimizer_update_in_place(&first, &adam).unwrap();
     let want: Vec<f32> = old.iter().map(|v| 2.0 * v).collect();
     assert_eq!(
         doubled.to_vec::<f32>().unwrap(),
@@ -2234,6 +2176,14 @@ fn optimizer_updates_in_place_match_cpu() {
         old,
         "the parameter was not stepped"
     );
+}
+
+/// A GPU device of its own, outputs poisoned, for what a test profiles or counts the
+/// bytes of: other tests' work on the default device would show in them.
+fn own_gpu() -> Device {
+    let gpu = kiln::backend::GpuDevice::new().unwrap();
+    gpu.set_poison_outputs(true);
+    Device::Gpu(gpu)
 }
 
 /// Parameter shapes stepped together: odd sizes, an empty parameter, more than one
@@ -2284,18 +2234,50 @@ fn every_optimizer_step() -> [kiln::OptimizerStep; 4] {
     [adam, sgd, rmsprop, plain_sgd]
 }
 
-/// Two optimizer states of `shape`: a first moment, and a second that is never
+/// `[param, grad, m, v]` of each of `MANY_PARAMETERS`, one after another: parameter 3
+/// a slice of a larger tensor where `sliced`, its gradient transposed; `v` never
 /// negative, as second moments and squared averages are.
-fn optimizer_states(shape: &[usize], rng: &mut kiln::Rng) -> [Tensor; 2] {
-    let m = rand(shape, rng).mul_scalar(0.1).unwrap();
-    let v = rand(shape, rng).square().unwrap().mul_scalar(0.01).unwrap();
-    [m, v]
+fn many_parameters(sliced_param: bool, rng: &mut kiln::Rng) -> Vec<Tensor> {
+    let mut inputs = Vec::new();
+    for (i, &shape) in MANY_PARAMETERS.iter().enumerate() {
+        let p = match i {
+            3 if sliced_param => sliced(shape, rng),
+            _ => rand(shape, rng),
+        };
+        let g = match i {
+            3 => transposed(shape, rng),
+            _ => rand(shape, rng),
+        };
+        let m = rand(shape, rng).mul_scalar(0.1).unwrap();
+        let v = rand(shape, rng).square().unwrap().mul_scalar(0.01).unwrap();
+        inputs.extend([p, g, m, v]);
+    }
+    inputs
 }
 
-/// The states `step` takes from a parameter's `[param, grad, m, v]`: both, the last,
-/// or none.
-fn states_of<'a>(c: &'a [Tensor], step: &kiln::OptimizerStep) -> Vec<&'a Tensor> {
-    c[4 - step.states()..].iter().collect()
+/// The updates of `many_parameters`' tensors (or copies of them) for `step`, whose
+/// states are both of `m, v`, the last, or none.
+fn updates_of<'a>(
+    t: &'a [Tensor],
+    step: &kiln::OptimizerStep,
+) -> Vec<kiln::ParamUpdate<'a, Tensor>> {
+    t.chunks(4)
+        .map(|c| kiln::ParamUpdate {
+            param: &c[0],
+            grad: &c[1],
+            states: c[4 - step.states()..].iter().collect(),
+        })
+        .collect()
+}
+
+/// `inputs` in f32, and in f16 where the adapter has it, each with its tolerance.
+fn f32_and_f16(inputs: &[Tensor]) -> Vec<(&'static str, Vec<Tensor>, Tol)> {
+    let mut sets = vec![("f32", inputs.to_vec(), F32)];
+    if f16_ok() {
+        let half = inputs.iter().map(|t| t.to_dtype(DType::F16).unwrap());
+        sets.push(("f16", half.collect(), F16));
+    }
+    sets
 }
 
 /// `tensors` flattened and put end to end.
