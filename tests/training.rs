@@ -592,6 +592,52 @@ fn clipping_and_schedules_follow_their_definitions() {
         "{g:?}"
     );
 
+    // Several gradients on a GPU: the same norm and clipped values as on the CPU, the
+    // sums of squares read back once.
+    let gpu = Device::Gpu(kiln::backend::GpuDevice::new().unwrap());
+    let rng = Rng::new(13);
+    let shapes: [&[usize]; 4] = [&[3, 5], &[7], &[0], &[2, 2, 2]];
+    let norms: Vec<(f64, Vec<Vec<f32>>)> = [Device::cpu(), gpu.clone()]
+        .iter()
+        .map(|device| {
+            let mut rng = rng.clone();
+            let params: Vec<Tensor> = shapes
+                .iter()
+                .map(|&s| Tensor::zeros(s, DType::F32, device).unwrap())
+                .collect();
+            let mut grads = kiln::Gradients::default();
+            for p in &params {
+                let g = Tensor::randn(p.dims(), DType::F32, &Device::cpu(), &mut rng).unwrap();
+                grads.insert(p, g.to_device(device).unwrap());
+            }
+            let (norm, profile) = match device.as_gpu() {
+                Some(_) => device
+                    .profile(|| clip_grad_norm(&mut grads, &params, 0.5))
+                    .unwrap(),
+                None => (
+                    clip_grad_norm(&mut grads, &params, 0.5).unwrap(),
+                    Default::default(),
+                ),
+            };
+            if device.is_gpu() {
+                assert_eq!(profile.readbacks, 1, "{:?}", profile.kernels);
+            }
+            let clipped = params
+                .iter()
+                .map(|p| grads.get(p).unwrap().to_vec().unwrap());
+            (norm, clipped.collect())
+        })
+        .collect();
+    let ((cpu_norm, cpu_grads), (gpu_norm, gpu_grads)) = (&norms[0], &norms[1]);
+    assert!(
+        (cpu_norm - gpu_norm).abs() <= 1e-5 * cpu_norm,
+        "{cpu_norm} {gpu_norm}"
+    );
+    assert!(*cpu_norm > 0.5, "the gradients are clipped: {cpu_norm}");
+    for (a, b) in cpu_grads.iter().flatten().zip(gpu_grads.iter().flatten()) {
+        assert!((a - b).abs() <= 1e-6 + 1e-5 * a.abs(), "{a} {b}");
+    }
+
     let mut opt = Sgd::new(vec![("p".into(), p)], 1.0);
     let mut step = StepLr::new(2, 0.5);
     let lrs: Vec<f64> = (0..4)
