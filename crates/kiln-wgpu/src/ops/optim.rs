@@ -115,13 +115,7 @@ pub(crate) fn update_in_place(
         for launch in group.chunks(most) {
             let buffers = launch
                 .iter()
-                .map(|u| {
-                    let mut buffers = vec![u.param.raw()?, u.grad.raw()?];
-                    for s in &u.states {
-                        buffers.push(s.raw()?);
-                    }
-                    Ok(buffers)
-                })
+                .map(|u| read_buffers(u.param, u.grad, u.states.iter().map(|s| &**s)))
                 .collect::<Result<Vec<_>>>()?;
             let parameters: Vec<_> = launch.iter().map(|u| &*u.param).collect();
             launch_group(
@@ -191,11 +185,22 @@ fn bindings<'a>(
     u: &'a ParamUpdate<'_, GpuStorage>,
     out: &'a [PooledBuffer],
 ) -> Result<Vec<&'a wgpu::Buffer>> {
-    let mut buffers = vec![u.param.raw()?, u.grad.raw()?];
-    for s in &u.states {
+    let mut buffers = read_buffers(u.param, u.grad, u.states.iter().copied())?;
+    buffers.extend(out.iter().map(|b| b.buffer()));
+    Ok(buffers)
+}
+
+/// `param, grad, states..`: what every update binds first (and all an update written
+/// in place binds).
+fn read_buffers<'a>(
+    param: &'a GpuStorage,
+    grad: &'a GpuStorage,
+    states: impl Iterator<Item = &'a GpuStorage>,
+) -> Result<Vec<&'a wgpu::Buffer>> {
+    let mut buffers = vec![param.raw()?, grad.raw()?];
+    for s in states {
         buffers.push(s.raw()?);
     }
-    buffers.extend(out.iter().map(|b| b.buffer()));
     Ok(buffers)
 }
 
