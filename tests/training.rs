@@ -10,8 +10,8 @@ use kiln_nn::layers::{
 };
 use kiln_nn::optim::{Adam, LrScheduler, Optimizer, ReduceLrOnPlateau, RmsProp, Sgd};
 use kiln_nn::train::{
-    classification_step, evaluate, fit, load_checkpoint, restore, save_checkpoint, training_state,
-    EarlyStopping, FitConfig, StepOutput,
+    classification_step, evaluate, fit, load_checkpoint, restore, save_checkpoint, train_step,
+    training_state, EarlyStopping, FitConfig, StepOutput,
 };
 use kiln_nn::{Module, ModuleExt};
 use std::collections::HashMap;
@@ -1013,6 +1013,70 @@ fn values_taken_from_an_optimizer_keep_them_across_its_steps() {
             assert_eq!(values(&second.state()), values(&opt.state()), "step {step}");
         }
     }
+}
+
+/// A training step repeated from the same state binds the buffers it bound before (the
+/// pool lends the earliest-made free buffer; the optimizer's step ends a batch), so
+/// once the steps settle they make no bind groups and find their own. What they compute
+/// stays the CPU's, before and after `trim_pool` lets the kept groups go. On a device
+/// of its own: other tests' buffers in the pool would change what the steps get.
+#[test]
+fn repeated_training_steps_reuse_their_bind_groups_and_keep_to_the_cpu() {
+    let own = kiln::backend::GpuDevice::new();
+    let gpu = Device::Gpu(own.unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")));
+    let cpu = Device::cpu();
+    let mut rng = Rng::new(21);
+    let x = Tensor::randn([16, 784], DType::F32, &cpu, &mut rng).unwrap();
+    let labels: Vec<i32> = (0..16).map(|i| i * 7 % 10).collect();
+    let y = Tensor::from_vec(labels, [16], &cpu).unwrap();
+    let first = mlp(&cpu, &mut rng);
+    let (steps, trim_after) = (16, 8);
+    // The parameters after `steps` steps from `first`'s, and the bind groups each step
+    // made on the GPU.
+    let train = |device: &Device| -> (Vec<Vec<f32>>, Vec<u64>) {
+        let model = mlp(device, &mut Rng::new(0));
+        for ((_, p), (_, q)) in model
+            .named_parameters()
+            .iter()
+            .zip(first.named_parameters())
+        {
+            p.set_data(&q.to_device(device).unwrap()).unwrap();
+        }
+        let params = model.named_parameters();
+        let mut opt = Sgd::new(params, 0.05).with_momentum(0.9, false);
+        let (x, y) = (x.to_device(device).unwrap(), y.to_device(device).unwrap());
+        let made = || device.as_gpu().map_or(0, |g| g.bind_groups_made());
+        let mut per_step = Vec::new();
+        for step in 0..steps {
+            if let (Some(g), true) = (device.as_gpu(), step == trim_after) {
+                g.trim_pool().unwrap();
+            }
+            let before = made();
+            train_step(&model, &mut opt, &classification_step, &x, &y).unwrap();
+            per_step.push(made() - before);
+        }
+        let values = model
+            .parameters()
+            .iter()
+            .map(|p| p.to_vec().unwrap())
+            .collect();
+        (values, per_step)
+    };
+    let (want, _) = train(&cpu);
+    let (got, made) = train(&gpu);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        for (a, b) in g.iter().zip(w) {
+            assert!(
+                (a - b).abs() <= 1e-4 + 1e-3 * b.abs(),
+                "parameter {i}: {a} on the GPU, {b} on the CPU"
+            );
+        }
+    }
+    // A step's outputs are let go after its batch is submitted, so the steps take a
+    // few to settle (three here); the last four before the trim and after it make none.
+    assert!(made[0] > 0 && made[trim_after] > 0, "{made:?}");
+    assert!(made[4..trim_after].iter().all(|&m| m == 0), "{made:?}");
+    assert!(made[steps - 4..].iter().all(|&m| m == 0), "{made:?}");
 }
 
 /// A step whose validation loss follows `script` epoch by epoch (the training loss is

@@ -183,6 +183,14 @@ fn print(measured: &Measured, steps: usize) {
         per_step(profile.readbacks)
     );
     println!(
+        "submissions per step: {:.2}",
+        per_step(profile.submissions)
+    );
+    println!(
+        "bind groups made per step: {:.1}",
+        per_step(profile.bind_groups)
+    );
+    println!(
         "peak memory held by tensors: {} bytes",
         profile.peak_live_bytes
     );

@@ -239,10 +239,18 @@ impl GpuDevice {
         self.inner.pool.stats()
     }
 
+    /// Bind groups made since the device started. Each costs host time at its launch;
+    /// a training step repeated from the same state finds the groups it made before.
+    pub fn bind_groups_made(&self) -> u64 {
+        self.inner.batch.lock().unwrap().bind_groups.made
+    }
+
     /// Releases pooled buffers that no tensor uses, and the staging buffers of readbacks
     /// and uploads.
     pub fn trim_pool(&self) -> Result<()> {
         self.flush("trim_pool")?;
+        // Kept bind groups hold the buffers they bind.
+        self.inner.batch.lock().unwrap().bind_groups.clear();
         self.inner.pool.trim();
         *self.inner.staging.lock().unwrap() = None;
         *self.inner.uploads.lock().unwrap() = StagingRing::default();

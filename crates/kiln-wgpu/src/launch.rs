@@ -1,6 +1,7 @@
 //! Recording work: kernel launches and other commands go into one command encoder
 //! (the batch), submitted when it holds `MAX_BATCH` dispatches or at a sync point.
 
+use crate::bind_groups::{BindGroupCache, BindKey};
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
 use crate::params::ShaderParams;
@@ -51,6 +52,8 @@ pub(crate) struct Batch {
     /// The op of each launch in the batch: how many there are, and their names if the
     /// pass fails when it ends.
     ops: Vec<&'static str>,
+    /// Bind groups made by earlier launches, found again by what they bind.
+    pub(crate) bind_groups: BindGroupCache,
 }
 
 impl GpuDevice {
@@ -146,6 +149,7 @@ impl GpuDevice {
         let batch = &mut *guard;
         let first_params = batch.params.len();
         let mut bind_groups = Vec::with_capacity(bind.len());
+        let mut made = Vec::new();
         for (g, group) in bind.iter().enumerate() {
             // The params go into the batch's slice of the arena, written before
             // submission.
@@ -167,15 +171,21 @@ impl GpuDevice {
                     resource: resource.clone(),
                 });
             }
-            bind_groups.push(
-                self.inner
-                    .device
-                    .create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some(op),
-                        layout: &pipeline.layouts[g],
-                        entries: &entries,
-                    }),
-            );
+            let key = BindKey::of(&pipeline.layouts[g], &entries);
+            if let Some(group) = key.as_ref().and_then(|k| batch.bind_groups.get(k)) {
+                bind_groups.push(group);
+                continue;
+            }
+            let group = self
+                .inner
+                .device
+                .create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(op),
+                    layout: &pipeline.layouts[g],
+                    entries: &entries,
+                });
+            made.push((key, group.clone()));
+            bind_groups.push(group);
         }
         // No error scope per launch: what wgpu reports while recording reaches the
         // uncaptured-error sink at once, so the error names this op. Checked before the
@@ -183,6 +193,12 @@ impl GpuDevice {
         if let Err(e) = self.take_uncaptured(op) {
             batch.params.truncate(first_params);
             return Err(e);
+        }
+        // Kept only once wgpu has accepted them.
+        for (key, group) in made {
+            if let Some(key) = key {
+                batch.bind_groups.insert(key, group);
+            }
         }
         let encoder = batch.encoder.get_or_insert_with(|| self.new_encoder());
         match timestamps {
@@ -291,6 +307,7 @@ impl GpuDevice {
         let mut timed = None;
         let mut index = None;
         if let Some(mut encoder) = batch.encoder.take() {
+            self.profile_submission();
             let start = Instant::now();
             if !batch.params.is_empty() {
                 // Runs before the batch's commands: the queue's writes come first.

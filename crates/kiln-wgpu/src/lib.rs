@@ -8,6 +8,7 @@ mod attention_split;
 mod attention_way;
 mod autotune;
 mod backend;
+mod bind_groups;
 mod conv_algorithm;
 mod copy_pool;
 mod deferred;

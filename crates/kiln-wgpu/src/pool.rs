@@ -1,8 +1,13 @@
 //! Reuses GPU buffers. A buffer released while commands that use it are still being
 //! recorded is held back until that batch is submitted; only then may a later upload
 //! (which the queue runs before the next batch) overwrite it.
+//!
+//! Of the free buffers of a size, the earliest made is lent first. Then the buffers a
+//! piece of work gets depend only on what is live when it starts, not on the order in
+//! which earlier work let buffers go: a training step repeated from the same state
+//! binds the same buffers each time, and reuses its bind groups (`bind_groups`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// Byte counts from the pool's own bookkeeping.
@@ -20,8 +25,9 @@ pub struct PoolStats {
 
 #[derive(Default)]
 struct State {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
-    retired: Vec<(u64, wgpu::Buffer)>,
+    /// By size class, then by when each buffer was made (`PooledBuffer::made`).
+    free: HashMap<u64, BTreeMap<u64, wgpu::Buffer>>,
+    retired: Vec<(u64, u64, wgpu::Buffer)>,
     stats: PoolStats,
 }
 
@@ -40,15 +46,16 @@ impl BufferPool {
         let mut state = self.state.lock().unwrap();
         state.stats.live_bytes += size;
         state.stats.peak_live_bytes = state.stats.peak_live_bytes.max(state.stats.live_bytes);
-        let reused = state.free.get_mut(&size).and_then(Vec::pop);
-        let buffer = match reused {
+        let reused = state.free.get_mut(&size).and_then(BTreeMap::pop_first);
+        let (made, buffer) = match reused {
             Some(b) => {
                 state.stats.pooled_bytes -= size;
                 b
             }
             None => {
                 state.stats.allocations += 1;
-                device.create_buffer(&wgpu::BufferDescriptor {
+                let made = state.stats.allocations;
+                let buffer = device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("kiln tensor"),
                     size,
                     // UNIFORM: the uniform-lhs matmul binds 64 KiB windows of a packed buffer.
@@ -57,12 +64,14 @@ impl BufferPool {
                         | wgpu::BufferUsages::COPY_SRC
                         | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
-                })
+                });
+                (made, buffer)
             }
         };
         PooledBuffer {
             buffer: Some(buffer),
             size,
+            made,
             pool: self.clone(),
         }
     }
@@ -72,8 +81,8 @@ impl BufferPool {
         let mut guard = self.state.lock().unwrap();
         let state = &mut *guard;
         // Drained, not taken: the list keeps its capacity for the next batch.
-        for (size, buffer) in state.retired.drain(..) {
-            state.free.entry(size).or_default().push(buffer);
+        for (size, made, buffer) in state.retired.drain(..) {
+            state.free.entry(size).or_default().insert(made, buffer);
         }
     }
 
@@ -99,11 +108,11 @@ impl BufferPool {
         self.state.lock().unwrap().stats
     }
 
-    fn release(&self, size: u64, buffer: wgpu::Buffer) {
+    fn release(&self, size: u64, made: u64, buffer: wgpu::Buffer) {
         let mut state = self.state.lock().unwrap();
         state.stats.live_bytes -= size;
         state.stats.pooled_bytes += size;
-        state.retired.push((size, buffer));
+        state.retired.push((size, made, buffer));
     }
 }
 
@@ -111,6 +120,8 @@ impl BufferPool {
 pub(crate) struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
     size: u64,
+    /// The buffer's place in the order the pool made its buffers (from 1).
+    made: u64,
     pool: Arc<BufferPool>,
 }
 
@@ -129,7 +140,7 @@ impl PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buffer.take() {
-            self.pool.release(self.size, b);
+            self.pool.release(self.size, self.made, b);
         }
     }
 }

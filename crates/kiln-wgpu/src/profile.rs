@@ -33,6 +33,11 @@ pub struct Profile {
     pub transfers: u64,
     /// Reads to the host: each one waits for the GPU to finish (a sync point).
     pub readbacks: u64,
+    /// Batches submitted to the queue (each a fixed cost on the host and in the driver).
+    pub submissions: u64,
+    /// Bind groups made (a cost on the host at each launch): a launch whose buffers and
+    /// params' place an earlier launch bound reuses its group.
+    pub bind_groups: u64,
     /// The most bytes live tensors held at once: what the work needs of the device's
     /// memory (the pool may keep more, for reuse).
     pub peak_live_bytes: u64,
@@ -69,6 +74,7 @@ pub(crate) struct Recorder {
     kernels: HashMap<String, KernelProfile>,
     transfers: u64,
     readbacks: u64,
+    submissions: u64,
     pending: Option<Timestamps>,
 }
 
@@ -92,6 +98,7 @@ impl GpuDevice {
             *recorder = Some(Recorder::default());
         }
         self.inner.pool.reset_peak();
+        let bind_groups = self.bind_groups_made();
         let value = f().and_then(|v| self.synchronize().map(|_| v));
         let recorder = self.inner.profiler.lock().unwrap().take();
         let value = value?;
@@ -104,6 +111,8 @@ impl GpuDevice {
             kernels,
             transfers: recorder.transfers,
             readbacks: recorder.readbacks,
+            submissions: recorder.submissions,
+            bind_groups: self.bind_groups_made() - bind_groups,
             peak_live_bytes: self.inner.pool.stats().peak_live_bytes,
         };
         Ok((value, profile))
@@ -186,6 +195,13 @@ impl GpuDevice {
     pub(crate) fn profile_transfer(&self) {
         if let Some(recorder) = self.inner.profiler.lock().unwrap().as_mut() {
             recorder.transfers += 1;
+        }
+    }
+
+    /// Counts a batch submitted.
+    pub(crate) fn profile_submission(&self) {
+        if let Some(recorder) = self.inner.profiler.lock().unwrap().as_mut() {
+            recorder.submissions += 1;
         }
     }
 

@@ -127,6 +127,10 @@ pub(crate) fn update_in_place(
             )?;
         }
     }
+    // A step written in place ends a training step: submitted now, the GPU runs its tail
+    // while the host records the next step, and each step's work starts a batch of its
+    // own, so a repeated step binds what it bound before (`bind_groups`).
+    device.flush("optimizer step")?;
     Ok(in_place)
 }
 
