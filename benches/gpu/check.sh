@@ -157,7 +157,7 @@ training=$out/training.txt
 : > "$training"
 for model in cnn transformer lstm gan; do
     part "kiln train step $model" 240 bash -c "set -o pipefail; echo '# kiln profile $model' >> \"$training\"; \
-        \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|peak memory|dispatches|bytes per step)' >> \"$training\""
+        \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|submissions|bind groups|peak memory|dispatches|bytes per step)' >> \"$training\""
 done
 if ! $local_mode; then
     for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold KILN_CONV=implicit KILN_ATTENTION=fused KILN_ATTENTION=composed KILN_ATTENTION_SPLIT=whole KILN_ATTENTION_SPLIT=split; do
@@ -169,7 +169,7 @@ if ! $local_mode; then
             [[ $setting != KILN_CONV=* && $model == gan ]] && continue
             part "kiln train step $model, $setting" 240 bash -c \
                 "set -o pipefail; echo '# $setting kiln profile $model' >> \"$training\"; \
-                $setting \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|peak memory|dispatches|bytes per step)' >> \"$training\""
+                $setting \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|submissions|bind groups|peak memory|dispatches|bytes per step)' >> \"$training\""
         done
     done
 fi
