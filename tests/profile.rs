@@ -73,6 +73,33 @@ fn a_profile_counts_each_launch_and_the_bytes_it_binds() {
     assert_eq!(again.dispatches(), 2);
 }
 
+/// A profile counts the batches submitted and the bind groups made. The same work
+/// again, from the same buffers live and free, binds what it bound before and makes
+/// no bind groups; after `trim_pool` its buffers are new, and it makes them again. On
+/// a device of its own, so that nothing else changes its pool.
+#[test]
+fn repeated_work_finds_the_bind_groups_it_made() {
+    let Some(_) = gpu() else { return };
+    let device = kiln::backend::GpuDevice::new().unwrap();
+    device.set_poison_outputs(true);
+    device.set_fusion(false);
+    let gpu = Device::Gpu(device.clone());
+    let (a, b) = two_constants(&gpu);
+    let mut made = Vec::new();
+    for run in 0..3 {
+        if run == 2 {
+            device.trim_pool().unwrap();
+        }
+        let (c, profile) = gpu.profile(|| a.add(&b)?.exp()).unwrap();
+        assert_is_e_squared(&c);
+        // Two kernels and the fills that poison their outputs, one batch.
+        assert_eq!(profile.dispatches(), 4, "{:#?}", profile.kernels);
+        assert_eq!(profile.submissions, 1);
+        made.push(profile.bind_groups);
+    }
+    assert_eq!(made, [4, 0, 4]);
+}
+
 /// With fusion on, the same two ops are one generated kernel, which reads both
 /// inputs and writes one output; the pending sum is never allocated.
 #[test]

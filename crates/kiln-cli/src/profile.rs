@@ -182,10 +182,7 @@ fn print(measured: &Measured, steps: usize) {
         "readbacks (sync points) per step: {:.2}",
         per_step(profile.readbacks)
     );
-    println!(
-        "submissions per step: {:.2}",
-        per_step(profile.submissions)
-    );
+    println!("submissions per step: {:.2}", per_step(profile.submissions));
     println!(
         "bind groups made per step: {:.1}",
         per_step(profile.bind_groups)

@@ -92,6 +92,11 @@ impl<K: Eq + Hash, V: Clone> BindGroupCache<K, V> {
         self.newer.clear();
         self.older.clear();
     }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.newer.len() + self.older.len()
+    }
 }
 
 #[cfg(test)]

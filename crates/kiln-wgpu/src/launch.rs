@@ -362,6 +362,9 @@ mod tests {
             }
             Err(e) => panic!("GPU tests need an adapter: {e}"),
         };
+        let kept = || device.inner.batch.lock().unwrap().bind_groups.len();
+        // The device's probes at opening launched kernels.
+        let kept_at_opening = kept();
         let out = device.alloc("test", 4, DType::F32).unwrap();
         let mut params = ElementwiseParams::zeroed();
         params.numel = 4;
@@ -409,5 +412,11 @@ mod tests {
         let bytes = device.read_bytes("test", &out, 16).unwrap();
         let got: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
         assert_eq!(got, vec![1.0, 2.0, 3.0, 4.0]);
+        // The rejected launch's bind group was not kept; the sound one's was, until
+        // trimming the pool let it go (a kept group holds its buffers).
+        assert_eq!(kept(), kept_at_opening + 1);
+        drop((input, out));
+        device.trim_pool().unwrap();
+        assert_eq!(kept(), 0);
     }
 }
