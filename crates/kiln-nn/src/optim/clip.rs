@@ -4,9 +4,10 @@ use kiln::{Gradients, Result, Tensor};
 
 /// Scales the gradients of `params` so that their joint L2 norm is at most `max_norm`;
 /// returns the norm before clipping (as PyTorch's `clip_grad_norm_` does). Each
-/// gradient's sum of squares is computed where it lies, and those of one device and
-/// dtype are read back together: one sync point, not one a parameter. They are added
-/// on the host in f64, in the order of `params`.
+/// gradient's sum of squares is computed where it lies, and those of neighbouring
+/// parameters on one device and dtype are read back together: one sync point for a
+/// model on one device in one dtype, not one a parameter. They are added on the host
+/// in f64, in the order of `params`.
 pub fn clip_grad_norm(grads: &mut Gradients, params: &[Tensor], max_norm: f64) -> Result<f64> {
     let with_grad: Vec<(&Tensor, &Tensor)> = params
         .iter()
