@@ -1018,28 +1018,66 @@ fn values_taken_from_an_optimizer_keep_them_across_its_steps() {
 /// A training step repeated from the same state binds the buffers it bound before (the
 /// pool lends the earliest-made free buffer; the optimizer's step ends a batch), so
 /// once the steps settle they make no bind groups and find their own. What they compute
-/// stays the CPU's, before and after `trim_pool` lets the kept groups go. On a device
-/// of its own: other tests' buffers in the pool would change what the steps get.
+/// stays the CPU's, before and after `trim_pool` lets the kept groups go.
 #[test]
 fn repeated_training_steps_reuse_their_bind_groups_and_keep_to_the_cpu() {
+    let mut rng = Rng::new(21);
+    let x = Tensor::randn([16, 784], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let labels: Vec<i32> = (0..16).map(|i| i * 7 % 10).collect();
+    let y = Tensor::from_vec(labels, [16], &Device::cpu()).unwrap();
+    settles_into_its_bind_groups(&mlp, &classification_step, &x, &y, 4);
+}
+
+/// As above for a regression with batch norm, whose steps moved from step to step: its
+/// running statistics are recorded from their last values, and a chain of them pending
+/// ran every few steps, at different points of a step. (The loss `train_step` holds
+/// through the optimizer's step reads the last layer's bias; that such a parameter is
+/// written over is checked in `optimizer_updates_in_place_match_cpu`.)
+#[test]
+fn steps_with_batch_norm_reuse_their_bind_groups() {
+    let cpu = Device::cpu();
+    let mut rng = Rng::new(22);
+    let x = Tensor::randn([16, 20], DType::F32, &cpu, &mut rng).unwrap();
+    let y = Tensor::randn([16, 1], DType::F32, &cpu, &mut rng).unwrap();
+    let model = |device: &Device, rng: &mut Rng| {
+        Sequential::new()
+            .append(Linear::new(20, 32, device, rng).unwrap())
+            .append(BatchNorm::new(32, device).unwrap())
+            .append(Activation::ReLU)
+            .append(Linear::new(32, 1, device, rng).unwrap())
+    };
+    let step = |m: &dyn Module, x: &Tensor, y: &Tensor| -> kiln::Result<StepOutput> {
+        Ok(StepOutput {
+            loss: kiln_nn::loss::mse_loss(&m.forward(x)?, y)?,
+            correct: None,
+            count: y.elem_count(),
+        })
+    };
+    settles_into_its_bind_groups(&model, &step, &x, &y, 5);
+}
+
+/// Trains `model` 16 steps from the same parameters on the CPU and on a GPU device of
+/// its own (other tests' buffers in the pool would change what the steps get), the
+/// pool trimmed after step 8: the parameters and buffers (running statistics) match,
+/// and from `settled` steps after the start and after the trim the steps make no bind
+/// groups.
+fn settles_into_its_bind_groups(
+    model: &dyn Fn(&Device, &mut Rng) -> Sequential,
+    step: &dyn Fn(&dyn Module, &Tensor, &Tensor) -> kiln::Result<StepOutput>,
+    x: &Tensor,
+    y: &Tensor,
+    settled: usize,
+) {
     let own = kiln::backend::GpuDevice::new();
     let gpu = Device::Gpu(own.unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")));
     let cpu = Device::cpu();
-    let mut rng = Rng::new(21);
-    let x = Tensor::randn([16, 784], DType::F32, &cpu, &mut rng).unwrap();
-    let labels: Vec<i32> = (0..16).map(|i| i * 7 % 10).collect();
-    let y = Tensor::from_vec(labels, [16], &cpu).unwrap();
-    let first = mlp(&cpu, &mut rng);
+    let first = model(&cpu, &mut Rng::new(1));
     let (steps, trim_after) = (16, 8);
-    // The parameters after `steps` steps from `first`'s, and the bind groups each step
-    // made on the GPU.
+    // The parameters and buffers after `steps` steps from `first`'s, and the bind groups
+    // each step made on the GPU.
     let train = |device: &Device| -> (Vec<Vec<f32>>, Vec<u64>) {
-        let model = mlp(device, &mut Rng::new(0));
-        for ((_, p), (_, q)) in model
-            .named_parameters()
-            .iter()
-            .zip(first.named_parameters())
-        {
+        let model = model(device, &mut Rng::new(0));
+        for ((_, p), (_, q)) in model.state_dict().iter().zip(first.state_dict()) {
             p.set_data(&q.to_device(device).unwrap()).unwrap();
         }
         let params = model.named_parameters();
@@ -1047,18 +1085,18 @@ fn repeated_training_steps_reuse_their_bind_groups_and_keep_to_the_cpu() {
         let (x, y) = (x.to_device(device).unwrap(), y.to_device(device).unwrap());
         let made = || device.as_gpu().map_or(0, |g| g.bind_groups_made());
         let mut per_step = Vec::new();
-        for step in 0..steps {
-            if let (Some(g), true) = (device.as_gpu(), step == trim_after) {
+        for i in 0..steps {
+            if let (Some(g), true) = (device.as_gpu(), i == trim_after) {
                 g.trim_pool().unwrap();
             }
             let before = made();
-            train_step(&model, &mut opt, &classification_step, &x, &y).unwrap();
+            train_step(&model, &mut opt, step, &x, &y).unwrap();
             per_step.push(made() - before);
         }
         let values = model
-            .parameters()
+            .state_dict()
             .iter()
-            .map(|p| p.to_vec().unwrap())
+            .map(|(_, t)| t.to_vec().unwrap())
             .collect();
         (values, per_step)
     };
@@ -1068,15 +1106,21 @@ fn repeated_training_steps_reuse_their_bind_groups_and_keep_to_the_cpu() {
         for (a, b) in g.iter().zip(w) {
             assert!(
                 (a - b).abs() <= 1e-4 + 1e-3 * b.abs(),
-                "parameter {i}: {a} on the GPU, {b} on the CPU"
+                "state {i}: {a} on the GPU, {b} on the CPU"
             );
         }
     }
     // A step's outputs are let go after its batch is submitted, so the steps take a
-    // few to settle (three here); the last four before the trim and after it make none.
+    // few to settle.
     assert!(made[0] > 0 && made[trim_after] > 0, "{made:?}");
-    assert!(made[4..trim_after].iter().all(|&m| m == 0), "{made:?}");
-    assert!(made[steps - 4..].iter().all(|&m| m == 0), "{made:?}");
+    assert!(
+        made[settled..trim_after].iter().all(|&m| m == 0),
+        "{made:?}"
+    );
+    assert!(
+        made[trim_after + settled..].iter().all(|&m| m == 0),
+        "{made:?}"
+    );
 }
 
 /// A step whose validation loss follows `script` epoch by epoch (the training loss is
@@ -1195,5 +1239,62 @@ fn callbacks_see_every_step_add_figures_and_can_stop_training() {
     assert!(
         matches!(e, Error::InvalidArgument { op: "hook", .. }),
         "{e}"
+    );
+}
+
+/// An average of the weights is recorded from its last value each step; kept pending,
+/// each step's would hold the weights it read, a copy of the model a step, and make
+/// the optimizer write the parameters into new storage. On the GPU the memory held
+/// stays that of the first step, and the average matches the CPU's.
+#[test]
+fn a_parameter_average_holds_no_old_weights_and_keeps_to_the_cpu() {
+    let own = kiln::backend::GpuDevice::new();
+    let gpu = Device::Gpu(own.unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")));
+    let cpu = Device::cpu();
+    let mut rng = Rng::new(3);
+    let x = Tensor::randn([16, 784], DType::F32, &cpu, &mut rng).unwrap();
+    let labels: Vec<i32> = (0..16).map(|i| i * 7 % 10).collect();
+    let y = Tensor::from_vec(labels, [16], &cpu).unwrap();
+    let (first, other) = (mlp(&cpu, &mut rng), mlp(&cpu, &mut rng));
+    // The average's parameters after 10 steps, and the bytes the device's tensors held
+    // after each.
+    let train = |device: &Device| -> (Vec<Vec<f32>>, Vec<u64>) {
+        let copy = |from: &Sequential| {
+            let model = mlp(device, &mut Rng::new(0));
+            for ((_, p), (_, q)) in model.named_parameters().iter().zip(from.named_parameters()) {
+                p.set_data(&q.to_device(device).unwrap()).unwrap();
+            }
+            model
+        };
+        let (model, average) = (copy(&first), copy(&other));
+        let ema = kiln_nn::optim::ParameterAverage::new(&model, &average, 0.9).unwrap();
+        let mut opt = Adam::new(model.named_parameters(), 1e-3);
+        let (x, y) = (x.to_device(device).unwrap(), y.to_device(device).unwrap());
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            train_step(&model, &mut opt, &classification_step, &x, &y).unwrap();
+            ema.update().unwrap();
+            held.push(device.as_gpu().map_or(0, |g| g.pool_stats().live_bytes));
+        }
+        let values = average
+            .parameters()
+            .iter()
+            .map(|p| p.to_vec().unwrap())
+            .collect();
+        (values, held)
+    };
+    let (want, _) = train(&cpu);
+    let (got, held) = train(&gpu);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        for (a, b) in g.iter().zip(w) {
+            assert!(
+                (a - b).abs() <= 1e-4 + 1e-3 * b.abs(),
+                "averaged parameter {i}: {a} on the GPU, {b} on the CPU"
+            );
+        }
+    }
+    assert!(
+        held.iter().all(|&h| h == held[0]),
+        "bytes held after each step: {held:?}"
     );
 }

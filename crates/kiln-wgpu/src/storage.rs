@@ -165,6 +165,12 @@ impl GpuStorage {
         self.data.buffer.get().is_none()
     }
 
+    /// Runs its pending expression or deferred launch now, if it has one: for a value
+    /// kept from step to step, which pending would hold every input it reads.
+    pub fn realize(&self) -> Result<()> {
+        self.buffer().map(drop)
+    }
+
     /// Whether this handle alone holds the data, its value computed: no other handle,
     /// and no work still to run that reads it, so a kernel may write over it.
     pub(crate) fn exclusive(&self) -> Result<bool> {

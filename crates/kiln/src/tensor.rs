@@ -94,7 +94,8 @@ impl Tensor {
 
     /// Replaces this tensor's data with `value`'s (same shape, dtype and device),
     /// keeping its id and graph role: how optimizers update parameters. Only compact
-    /// tensors can be updated; `value` is copied if it is a view.
+    /// tensors can be updated; `value` is copied if it is a view, and computed now if
+    /// it is pending on a GPU.
     pub fn set_data(&self, value: &Tensor) -> Result<()> {
         let op = "set_data";
         self.same_device(op, value)?;
@@ -111,6 +112,12 @@ impl Tensor {
             return Err(Error::InvalidArgument { op, reason });
         }
         let compact = crate::autograd::no_grad(|| value.contiguous())?;
+        // Computed now: a value kept across steps (a running statistic, an average of
+        // the weights) is often recorded from its own last value, and pending it would
+        // hold each step's inputs (old weights, say) until a chain of them ran.
+        if let Storage::Gpu(s) = &*compact.storage() {
+            s.realize()?;
+        }
         *self.0.storage.write().unwrap_or_else(|e| e.into_inner()) = compact.storage();
         Ok(())
     }
