@@ -2083,8 +2083,8 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
 /// parameter 2's last state are shared with detached tensors: those are stepped into
 /// new storage (parameter 2 only where the step keeps states) and the holders keep the
 /// old values; every other update is written over, on both devices, several to a
-/// launch on the GPU, which takes no buffer for them. Work still to run that reads a
-/// parameter reads its old values.
+/// launch on the GPU, which takes no buffer for them. An expression still to run that
+/// reads a parameter runs first, with its old values, and the parameter is written over.
 #[test]
 fn optimizer_updates_in_place_match_cpu() {
     use kiln::OptimizerStep;
@@ -2164,7 +2164,8 @@ fn optimizer_updates_in_place_match_cpu() {
     let old = p.to_vec::<f32>().unwrap();
     let doubled = p.mul_scalar(2.0).unwrap();
     let first = updates_of(&uploaded[..4], &adam);
-    Tensor::optimizer_update_in_place(&first, &adam).unwrap();
+    let in_place = Tensor::optimizer_update_in_place(&first, &adam).unwrap();
+    assert_eq!(in_place, [true], "a parameter a pending expression reads");
     let want: Vec<f32> = old.iter().map(|v| 2.0 * v).collect();
     assert_eq!(
         doubled.to_vec::<f32>().unwrap(),

@@ -175,6 +175,19 @@ impl GpuDevice {
         list.entries.iter().filter_map(Weak::upgrade).collect()
     }
 
+    /// Runs the pending expressions the device tracks that read `data` element for
+    /// element or through a view, newest first, so that no expression still to run
+    /// reads it. (A deferred launch's inputs are not known here.)
+    pub(crate) fn run_readers(&self, data: &Arc<StorageData>) -> Result<()> {
+        for pending in self.live_pending().iter().rev() {
+            let reads = |e: &Expr| e.args.iter().any(|a| Arc::ptr_eq(&a.storage.data, data));
+            if pending.expr.lock().unwrap().as_ref().is_some_and(reads) {
+                run(pending, self)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Pending storages the device tracks that some tensor still holds.
     pub fn pending_count(&self) -> usize {
         let list = self.inner.pending.lock().unwrap();

@@ -96,9 +96,15 @@ pub(crate) fn update_in_place(
     }
     let mut in_place = Vec::with_capacity(updates.len());
     for u in updates.iter() {
-        let mut alone = u.param.exclusive()?;
-        for s in &u.states {
-            alone &= s.exclusive()?;
+        let mut alone = true;
+        for t in std::iter::once(&*u.param).chain(u.states.iter().map(|s| &**s)) {
+            // An expression still to run that reads it (a held loss reading the last
+            // layer's bias) runs first: it would have the old values anyway, and
+            // writing the update into new storage would hold two copies.
+            if !t.exclusive()? {
+                device.run_readers(&t.data)?;
+            }
+            alone &= t.exclusive()?;
         }
         in_place.push(alone);
     }
