@@ -1102,14 +1102,7 @@ fn settles_into_its_bind_groups(
     };
     let (want, _) = train(&cpu);
     let (got, made) = train(&gpu);
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        for (a, b) in g.iter().zip(w) {
-            assert!(
-                (a - b).abs() <= 1e-4 + 1e-3 * b.abs(),
-                "state {i}: {a} on the GPU, {b} on the CPU"
-            );
-        }
-    }
+    assert_keeps_to_the_cpu("state", &got, &want);
     // A step's outputs are let go after its batch is submitted, so the steps take a
     // few to settle.
     assert!(made[0] > 0 && made[trim_after] > 0, "{made:?}");
@@ -1285,16 +1278,23 @@ fn a_parameter_average_holds_no_old_weights_and_keeps_to_the_cpu() {
     };
     let (want, _) = train(&cpu);
     let (got, held) = train(&gpu);
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        for (a, b) in g.iter().zip(w) {
-            assert!(
-                (a - b).abs() <= 1e-4 + 1e-3 * b.abs(),
-                "averaged parameter {i}: {a} on the GPU, {b} on the CPU"
-            );
-        }
-    }
+    assert_keeps_to_the_cpu("averaged parameter", &got, &want);
     assert!(
         held.iter().all(|&h| h == held[0]),
         "bytes held after each step: {held:?}"
     );
+}
+
+/// Each tensor's values from the GPU (`got`) within training's rounding of the CPU's.
+fn assert_keeps_to_the_cpu(what: &str, got: &[Vec<f32>], want: &[Vec<f32>]) {
+    assert_eq!(got.len(), want.len(), "{what}s");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.len(), w.len(), "{what} {i}: lengths");
+        for (a, b) in g.iter().zip(w) {
+            assert!(
+                (a - b).abs() <= 1e-4 + 1e-3 * b.abs(),
+                "{what} {i}: {a} on the GPU, {b} on the CPU"
+            );
+        }
+    }
 }
