@@ -73,7 +73,8 @@ impl Tensor {
     /// place: each parameter and state tensor holds its new values after, as
     /// `set_data` would put them (whoever else holds these tensors sees them too).
     /// The values are written over the old where nothing else holds them: no view or
-    /// detached tensor shares the data, no work still to run reads it. A step then
+    /// detached tensor shares the data, no work still to run reads it (a GPU first runs
+    /// the elementwise work that does, which reads the old values). A step then
     /// takes no memory beyond the tensors' own, where new storage for every parameter
     /// and state would double what they hold. Elsewhere they go into new storage.
     /// Returns, for each update, whether it was written over. Parameters and states
