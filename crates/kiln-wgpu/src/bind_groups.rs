@@ -1,8 +1,9 @@
 //! Bind groups kept for reuse. Making them (wgpu's checks, the driver's descriptor
 //! sets) took a fifth of the recording thread's time in a small transformer's steps on
-//! lavapipe, and wgpu freed each after its batch ran. A training step repeated from the same state binds the same buffers at the
-//! same places (the pool lends the earliest-made free buffer, and the optimizer's step
-//! ends a batch), so its bind groups can be found again by what they bind.
+//! lavapipe, and wgpu freed each after its batch ran. A training step repeated from the
+//! same state binds the same buffers at the same places (the pool lends the
+//! earliest-made free buffer, and the optimizer's step ends a batch), so its bind
+//! groups can be found again by what they bind.
 //!
 //! A kept bind group holds its buffers: the cache is emptied when the pool lets its
 //! free buffers go (`GpuDevice::trim_pool`), and keeps two generations of at most

@@ -111,14 +111,14 @@ impl Tensor {
             let reason = "only a compact tensor (not a view) can be updated in place".into();
             return Err(Error::InvalidArgument { op, reason });
         }
-        let compact = crate::autograd::no_grad(|| value.contiguous())?;
+        let storage = crate::autograd::no_grad(|| value.contiguous())?.storage();
         // Computed now: a value kept across steps (a running statistic, an average of
         // the weights) is often recorded from its own last value, and pending it would
         // hold each step's inputs (old weights, say) until a chain of them ran.
-        if let Storage::Gpu(s) = &*compact.storage() {
+        if let Storage::Gpu(s) = &*storage {
             s.realize()?;
         }
-        *self.0.storage.write().unwrap_or_else(|e| e.into_inner()) = compact.storage();
+        *self.0.storage.write().unwrap_or_else(|e| e.into_inner()) = storage;
         Ok(())
     }
 

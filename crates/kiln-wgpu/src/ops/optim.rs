@@ -101,10 +101,10 @@ pub(crate) fn update_in_place(
             // An expression still to run that reads it (a held loss reading the last
             // layer's bias) runs first: it would have the old values anyway, and
             // writing the update into new storage would hold two copies.
-            if !t.exclusive()? {
+            alone &= t.exclusive()? || {
                 device.run_readers(&t.data)?;
-            }
-            alone &= t.exclusive()?;
+                t.exclusive()?
+            };
         }
         in_place.push(alone);
     }
