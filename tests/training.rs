@@ -1076,10 +1076,7 @@ fn settles_into_its_bind_groups(
     // The parameters and buffers after `steps` steps from `first`'s, and the bind groups
     // each step made on the GPU.
     let train = |device: &Device| -> (Vec<Vec<f32>>, Vec<u64>) {
-        let model = model(device, &mut Rng::new(0));
-        for ((_, p), (_, q)) in model.state_dict().iter().zip(first.state_dict()) {
-            p.set_data(&q.to_device(device).unwrap()).unwrap();
-        }
+        let model = copy_on(device, model, &first);
         let params = model.named_parameters();
         let mut opt = Sgd::new(params, 0.05).with_momentum(0.9, false);
         let (x, y) = (x.to_device(device).unwrap(), y.to_device(device).unwrap());
@@ -1252,14 +1249,7 @@ fn a_parameter_average_holds_no_old_weights_and_keeps_to_the_cpu() {
     // The average's parameters after 10 steps, and the bytes the device's tensors held
     // after each.
     let train = |device: &Device| -> (Vec<Vec<f32>>, Vec<u64>) {
-        let copy = |from: &Sequential| {
-            let model = mlp(device, &mut Rng::new(0));
-            for ((_, p), (_, q)) in model.named_parameters().iter().zip(from.named_parameters()) {
-                p.set_data(&q.to_device(device).unwrap()).unwrap();
-            }
-            model
-        };
-        let (model, average) = (copy(&first), copy(&other));
+        let (model, average) = (copy_on(device, &mlp, &first), copy_on(device, &mlp, &other));
         let ema = kiln_nn::optim::ParameterAverage::new(&model, &average, 0.9).unwrap();
         let mut opt = Adam::new(model.named_parameters(), 1e-3);
         let (x, y) = (x.to_device(device).unwrap(), y.to_device(device).unwrap());
@@ -1283,6 +1273,21 @@ fn a_parameter_average_holds_no_old_weights_and_keeps_to_the_cpu() {
         held.iter().all(|&h| h == held[0]),
         "bytes held after each step: {held:?}"
     );
+}
+
+/// A model `make` builds on `device`, holding `from`'s parameters and buffers.
+fn copy_on(
+    device: &Device,
+    make: &dyn Fn(&Device, &mut Rng) -> Sequential,
+    from: &Sequential,
+) -> Sequential {
+    let model = make(device, &mut Rng::new(0));
+    let saved = kiln_nn::train::Checkpoint {
+        tensors: from.state_dict().into_iter().collect(),
+        metadata: HashMap::new(),
+    };
+    restore(&saved, &model.state_dict()).unwrap();
+    model
 }
 
 /// Each tensor's values from the GPU (`got`) within training's rounding of the CPU's.
