@@ -369,3 +369,47 @@ fn impossible_sizes_are_errors_not_aborts() {
         "{e}"
     );
 }
+
+/// A moving average's bad input (decay outside [0, 1], a scale that is not finite, a
+/// value of another shape, a view as the average) is refused before any average of
+/// the call moves.
+#[test]
+fn moving_average_errors_leave_the_averages_intact() {
+    for d in devices() {
+        let average = Tensor::ones([3], DType::F32, &d).unwrap();
+        let other = Tensor::ones([3], DType::F32, &d).unwrap();
+        let value = Tensor::zeros([3], DType::F32, &d).unwrap();
+        let longer = Tensor::zeros([4], DType::F32, &d).unwrap();
+        let view = longer.narrow(0, 1, 3).unwrap();
+        let good = (&other, &value, 1.0);
+        // The updates, the decay, and what the error says.
+        type Case<'a> = (&'a [(&'a Tensor, &'a Tensor, f64)], f64, &'static str);
+        let cases: [Case; 5] = [
+            (
+                &[good, (&average, &value, 1.0)],
+                1.5,
+                "decay must be in [0, 1]",
+            ),
+            (
+                &[good, (&average, &value, f64::NAN)],
+                0.9,
+                "scale must be finite",
+            ),
+            (
+                &[good, (&average, &value, 1e300)],
+                0.9,
+                "scale must be finite",
+            ),
+            (&[good, (&average, &longer, 1.0)], 0.9, "[4]"),
+            (&[good, (&view, &value, 1.0)], 0.9, "compact"),
+        ];
+        for (updates, decay, says) in cases {
+            let e = Tensor::update_moving_averages(updates, decay).unwrap_err();
+            assert!(message(&e).contains(says), "{d:?}: {e}");
+            for t in [&average, &other] {
+                assert_eq!(t.to_vec::<f32>().unwrap(), [1.0; 3], "{d:?}: {e}");
+            }
+            assert_eq!(longer.to_vec::<f32>().unwrap(), [0.0; 4], "{d:?}: {e}");
+        }
+    }
+}

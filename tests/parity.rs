@@ -2044,7 +2044,7 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
         return;
     }
     let mut rng = rng();
-    let [adam, sgd, rmsprop, plain_sgd] = every_optimizer_step();
+    let [adam, sgd, rmsprop, plain_sgd, average] = every_optimizer_step();
     let shapes = MANY_PARAMETERS;
     let inputs = many_parameters(true, &mut rng);
     let step_all = |t: &[Tensor], step: &OptimizerStep| -> kiln::Result<Tensor> {
@@ -2055,7 +2055,7 @@ fn optimizer_updates_of_many_parameters_match_cpu() {
         flat_cat(outs)
     };
     for (dtype, inputs, tol) in f32_and_f16(&inputs) {
-        for step in [adam, sgd, rmsprop, plain_sgd] {
+        for step in [adam, sgd, rmsprop, plain_sgd, average] {
             let label = format!(
                 "{} ({} states) of {} parameters, {dtype}",
                 step.name(),
@@ -2202,9 +2202,9 @@ const MANY_PARAMETERS: &[&[usize]] = &[
 ];
 
 /// Adam, SGD with momentum, RMSprop and SGD without momentum (which keeps no state),
-/// each with weight decay.
-fn every_optimizer_step() -> [kiln::OptimizerStep; 4] {
-    use kiln::{AdamSpec, OptimizerStep, RmsPropSpec, SgdSpec};
+/// each with weight decay, and a moving average (no state either).
+fn every_optimizer_step() -> [kiln::OptimizerStep; 5] {
+    use kiln::{AdamSpec, MovingAverageSpec, OptimizerStep, RmsPropSpec, SgdSpec};
     let adam = OptimizerStep::Adam(AdamSpec {
         one_minus_beta1: 0.1,
         one_minus_beta2: 0.001,
@@ -2232,7 +2232,11 @@ fn every_optimizer_step() -> [kiln::OptimizerStep; 4] {
         weight_decay: 0.01,
         nesterov: false,
     });
-    [adam, sgd, rmsprop, plain_sgd]
+    let average = OptimizerStep::MovingAverage(MovingAverageSpec {
+        decay: 0.9,
+        one_minus_decay: 0.1,
+    });
+    [adam, sgd, rmsprop, plain_sgd, average]
 }
 
 /// `[param, grad, m, v]` of each of `MANY_PARAMETERS`, one after another: parameter 3
@@ -2257,16 +2261,19 @@ fn many_parameters(sliced_param: bool, rng: &mut kiln::Rng) -> Vec<Tensor> {
 }
 
 /// The updates of `many_parameters`' tensors (or copies of them) for `step`, whose
-/// states are both of `m, v`, the last, or none.
+/// states are both of `m, v`, the last, or none; every third gradient taken as it is,
+/// the others scaled (`grad_scale`) apart.
 fn updates_of<'a>(
     t: &'a [Tensor],
     step: &kiln::OptimizerStep,
 ) -> Vec<kiln::ParamUpdate<'a, Tensor>> {
     t.chunks(4)
-        .map(|c| kiln::ParamUpdate {
+        .enumerate()
+        .map(|(i, c)| kiln::ParamUpdate {
             param: &c[0],
             grad: &c[1],
             states: c[4 - step.states()..].iter().collect(),
+            grad_scale: [1.0, 0.5, 1.25][i % 3],
         })
         .collect()
 }

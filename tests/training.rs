@@ -1056,6 +1056,63 @@ fn steps_with_batch_norm_reuse_their_bind_groups() {
     settles_into_its_bind_groups(&model, &step, &x, &y, 5);
 }
 
+/// A batch-norm forward in training mode updates both running statistics in one launch
+/// on a GPU, written over (no buffer taken), to the CPU's values; the batch variance's
+/// reduction still computes the normalisation's scale in its stores.
+#[test]
+fn batch_norm_updates_both_running_statistics_in_one_launch() {
+    let own = kiln::backend::GpuDevice::new();
+    let gpu = Device::Gpu(own.unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")));
+    let cpu = Device::cpu();
+    let x = Tensor::randn([6, 3, 5, 7], DType::F32, &cpu, &mut Rng::new(5)).unwrap();
+    // The running statistics after two forwards.
+    let forward_twice = |device: &Device| -> (BatchNorm, Tensor) {
+        let (bn, x) = (
+            BatchNorm::new(3, device).unwrap(),
+            x.to_device(device).unwrap(),
+        );
+        bn.forward(&x.mul_scalar(2.0).unwrap()).unwrap();
+        (bn, x)
+    };
+    let (bn, x_cpu) = forward_twice(&cpu);
+    bn.forward(&x_cpu).unwrap();
+    let stats = |bn: &BatchNorm| [bn.running_mean.to_vec(), bn.running_var.to_vec()];
+    let want = stats(&bn).map(|s| s.unwrap());
+    let (bn, x) = forward_twice(&gpu);
+    let g = gpu.as_gpu().unwrap();
+    g.synchronize().unwrap();
+    let live = g.pool_stats().live_bytes;
+    let (out, profile) = gpu
+        .profile(|| {
+            let y = bn.forward(&x)?;
+            g.synchronize()?;
+            Ok(y)
+        })
+        .unwrap();
+    let launches = |part: &str| -> u64 {
+        let of = profile.kernels.iter().filter(|k| k.name.contains(part));
+        of.map(|k| k.launches).sum()
+    };
+    assert_eq!(launches("moving_average"), 1, "{:#?}", profile.kernels);
+    let alone = profile
+        .kernels
+        .iter()
+        .find(|k| k.name.starts_with("fused add_scalar,rsqrt"));
+    assert!(
+        alone.is_none(),
+        "the scale ran apart: {:#?}",
+        profile.kernels
+    );
+    drop(out);
+    g.synchronize().unwrap();
+    assert_eq!(
+        g.pool_stats().live_bytes,
+        live,
+        "bytes held after the forward"
+    );
+    assert_keeps_to_the_cpu("running statistic", &stats(&bn).map(|s| s.unwrap()), &want);
+}
+
 /// Trains `model` 16 steps from the same parameters on the CPU and on a GPU device of
 /// its own (other tests' buffers in the pool would change what the steps get), the
 /// pool trimmed after step 8: the parameters and buffers (running statistics) match,
@@ -1272,6 +1329,27 @@ fn a_parameter_average_holds_no_old_weights_and_keeps_to_the_cpu() {
     assert!(
         held.iter().all(|&h| h == held[0]),
         "bytes held after each step: {held:?}"
+    );
+    // The averages share launches, and take no buffer once they no longer share the
+    // parameters' (as they do when the average starts).
+    let (model, average) = (copy_on(&gpu, &mlp, &first), copy_on(&gpu, &mlp, &other));
+    let ema = kiln_nn::optim::ParameterAverage::new(&model, &average, 0.9).unwrap();
+    ema.update().unwrap();
+    let g = gpu.as_gpu().unwrap();
+    g.synchronize().unwrap();
+    let live = g.pool_stats().live_bytes;
+    let ((), profile) = gpu.profile(|| ema.update()).unwrap();
+    let launches: u64 = profile.kernels.iter().map(|k| k.launches).sum();
+    let parameters = average.parameters().len() as u64;
+    assert!(
+        launches >= 1 && launches < parameters,
+        "{:#?}",
+        profile.kernels
+    );
+    assert_eq!(
+        g.pool_stats().live_bytes,
+        live,
+        "bytes held after the update"
     );
 }
 

@@ -246,11 +246,13 @@ pub trait BackendStorage: Sized {
     ) -> Result<(Self, Self, Self)>;
 
     /// One fused optimizer step of the compact parameter `self`, with its compact
-    /// gradient and `step.states()` compact state tensors, all of `self`'s dtype and
-    /// length: returns the new parameter and the new states, in order.
+    /// gradient (taken times `grad_scale`) and `step.states()` compact state tensors,
+    /// all of `self`'s dtype and length: returns the new parameter and the new states,
+    /// in order.
     fn optimizer_update(
         &self,
         grad: &Self,
+        grad_scale: f32,
         states: &[&Self],
         step: &OptimizerStep,
     ) -> Result<(Self, Vec<Self>)>;
@@ -264,7 +266,10 @@ pub trait BackendStorage: Sized {
     ) -> Result<Vec<(Self, Vec<Self>)>> {
         updates
             .iter()
-            .map(|u| u.param.optimizer_update(u.grad, &u.states, step))
+            .map(|u| {
+                u.param
+                    .optimizer_update(u.grad, u.grad_scale, &u.states, step)
+            })
             .collect()
     }
 
@@ -288,14 +293,20 @@ pub struct ParamUpdate<'a, S> {
     pub param: &'a S,
     pub grad: &'a S,
     pub states: Vec<&'a S>,
+    /// The step takes `grad_scale * grad` as the gradient (1 for the gradient as it
+    /// is), so that updates scaled apart (batch norm's unbiased variance) share a
+    /// launch and no scaled copy is written.
+    pub grad_scale: f32,
 }
 
 /// One parameter's part of an in-place optimizer step (`optimizer_update_in_place`):
-/// the parameter and its states, written over, and its gradient.
+/// the parameter and its states, written over, and its gradient, scaled by
+/// `grad_scale` as in `ParamUpdate`.
 pub struct ParamUpdateInPlace<'a, S> {
     pub param: &'a mut S,
     pub grad: &'a S,
     pub states: Vec<&'a mut S>,
+    pub grad_scale: f32,
 }
 
 /// What a device can create from nothing.

@@ -144,7 +144,22 @@ pub struct RmsPropSpec {
     pub weight_decay: f32,
 }
 
-/// A fused optimizer step of one parameter: the update and the state it carries.
+/// An exponential moving average, PyTorch's running statistics of batch norm and its
+/// `AveragedModel` with an EMA update: the "parameter" is the average and the
+/// "gradient" the value averaged in (each update's `grad_scale` times it):
+///
+/// ```text
+/// p' = decay * p + (1 - decay) * grad
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MovingAverageSpec {
+    pub decay: f32,
+    /// `1 - decay`, computed in f64 (as Adam's complements are).
+    pub one_minus_decay: f32,
+}
+
+/// A fused update of one tensor from another, written once: an optimizer step of a
+/// parameter and the state it carries, or a moving average.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimizerStep {
     /// State: the first and second moments.
@@ -154,6 +169,8 @@ pub enum OptimizerStep {
     SgdMomentum(SgdSpec),
     /// State: the running average of squared gradients.
     RmsProp(RmsPropSpec),
+    /// No state.
+    MovingAverage(MovingAverageSpec),
 }
 
 impl OptimizerStep {
@@ -162,6 +179,7 @@ impl OptimizerStep {
             OptimizerStep::Adam(_) => "adam",
             OptimizerStep::SgdMomentum(_) => "sgd",
             OptimizerStep::RmsProp(_) => "rmsprop",
+            OptimizerStep::MovingAverage(_) => "moving_average",
         }
     }
 
@@ -170,6 +188,7 @@ impl OptimizerStep {
         match self {
             OptimizerStep::Adam(_) => 2,
             OptimizerStep::SgdMomentum(s) if s.momentum == 0.0 => 0,
+            OptimizerStep::MovingAverage(_) => 0,
             OptimizerStep::SgdMomentum(_) | OptimizerStep::RmsProp(_) => 1,
         }
     }

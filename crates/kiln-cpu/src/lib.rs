@@ -468,6 +468,7 @@ impl BackendStorage for CpuStorage {
     fn optimizer_update(
         &self,
         grad: &Self,
+        grad_scale: f32,
         states: &[&Self],
         step: &OptimizerStep,
     ) -> Result<(Self, Vec<Self>)> {
@@ -484,14 +485,14 @@ impl BackendStorage for CpuStorage {
             })
             .collect();
         if let (HostBuffer::F32(p), HostBuffer::F32(g), Some(s)) = (&self.0, &grad.0, &f32s) {
-            let (p, states) = optim::update(p, g, s, step, |v| v as f32);
+            let (p, states) = optim::update(p, (g, grad_scale), s, step, |v| v as f32);
             let wrap = |v| CpuStorage(HostBuffer::F32(v));
             return Ok((wrap(p), states.into_iter().map(wrap).collect()));
         }
         let states: Vec<Vec<f64>> = states.iter().map(|s| s.compact_floats()).collect();
         let states: Vec<&[f64]> = states.iter().map(|s| &s[..]).collect();
         let (p, g) = (self.compact_floats(), grad.compact_floats());
-        let (p, states) = optim::update(&p, &g, &states, step, |v| v);
+        let (p, states) = optim::update(&p, (&g, grad_scale), &states, step, |v| v);
         let dtype = self.dtype();
         let states = states
             .into_iter()
@@ -517,11 +518,13 @@ impl BackendStorage for CpuStorage {
             match (f32s, &u.grad.0) {
                 (Some(mut targets), HostBuffer::F32(g)) if targets.len() == 1 + step.states() => {
                     let (p, states) = targets.split_first_mut().expect("the parameter first");
-                    optim::update_in_place(p, g, states, step);
+                    optim::update_in_place(p, (g, u.grad_scale), states, step);
                 }
                 _ => {
                     let states: Vec<&Self> = u.states.iter().map(|s| &**s).collect();
-                    let (p, new_states) = u.param.optimizer_update(u.grad, &states, step)?;
+                    let (p, new_states) =
+                        u.param
+                            .optimizer_update(u.grad, u.grad_scale, &states, step)?;
                     *u.param = p;
                     for (s, new) in u.states.iter_mut().zip(new_states) {
                         **s = new;

@@ -1,23 +1,26 @@
 //! Fused optimizer steps, element by element in f64: the reference the GPU kernels are
-//! checked against. Each formula is its spec's (kiln-core's `spec.rs`).
+//! checked against. Each formula is its spec's (kiln-core's `spec.rs`), on the gradient
+//! times its update's `grad_scale`.
 
 use crate::threads::{CHUNK_ELEMENTS, PARALLEL_ELEMENTS};
-use kiln_core::{AdamSpec, OptimizerStep, RmsPropSpec, SgdSpec};
+use kiln_core::{AdamSpec, MovingAverageSpec, OptimizerStep, RmsPropSpec, SgdSpec};
 use std::mem::MaybeUninit;
 
 /// The new parameter and states of every element (at most two states), each computed in
 /// f64 from the inputs as they are read and rounded by `round` as it is written: one
-/// pass over the parameter's elements, in parallel chunks for large parameters.
+/// pass over the parameter's elements, in parallel chunks for large parameters. The
+/// gradient is `scale * g`.
 pub fn update<T: Copy + Sync + Into<f64>, U: Send>(
     p: &[T],
-    g: &[T],
+    (g, scale): (&[T], f32),
     states: &[&[T]],
     step: &OptimizerStep,
     round: impl Fn(f64) -> U + Sync,
 ) -> (Vec<U>, Vec<Vec<U>>) {
     let chunk_of = |start: usize, parts: &mut [&mut [MaybeUninit<U>]]| {
         let states: Vec<&[T]> = states.iter().map(|s| &s[start..]).collect();
-        step_chunk(parts, &p[start..], &g[start..], &states, step, &round)
+        let g = (&g[start..], scale);
+        step_chunk(parts, &p[start..], g, &states, step, &round)
     };
     // SAFETY: `step_chunk` writes every element of the parameter's and each state's chunk.
     let mut outs = unsafe {
@@ -34,7 +37,12 @@ const IN_PLACE_BLOCK: usize = 256;
 /// `update` of f32 values written over the parameter and its states (at most two), the
 /// same bits: in parallel chunks for large parameters, each stepped in blocks through
 /// a buffer on the stack, so no parameter-sized memory is taken.
-pub fn update_in_place(p: &mut [f32], g: &[f32], states: &mut [&mut [f32]], step: &OptimizerStep) {
+pub fn update_in_place(
+    p: &mut [f32],
+    (g, scale): (&[f32], f32),
+    states: &mut [&mut [f32]],
+    step: &OptimizerStep,
+) {
     let len = p.len();
     let mut splits: Vec<_> = std::iter::once(p)
         .chain(states.iter_mut().map(|s| &mut **s))
@@ -47,13 +55,13 @@ pub fn update_in_place(p: &mut [f32], g: &[f32], states: &mut [&mut [f32]], step
         })
         .collect();
     crate::threads::run_tasks(tasks, len >= PARALLEL_ELEMENTS, |(start, mut parts)| {
-        step_in_place(&mut parts, &g[start..], step)
+        step_in_place(&mut parts, (&g[start..], scale), step)
     });
 }
 
 /// One chunk of `update_in_place`: `parts` are the parameter's and states' elements,
 /// `g` the gradient from the same element on.
-fn step_in_place(parts: &mut [&mut [f32]], g: &[f32], step: &OptimizerStep) {
+fn step_in_place(parts: &mut [&mut [f32]], (g, scale): (&[f32], f32), step: &OptimizerStep) {
     let n = parts[0].len();
     let mut scratch = [[MaybeUninit::<f32>::uninit(); IN_PLACE_BLOCK]; 3];
     for from in (0..n).step_by(IN_PLACE_BLOCK) {
@@ -70,7 +78,7 @@ fn step_in_place(parts: &mut [&mut [f32]], g: &[f32], step: &OptimizerStep) {
             step_chunk(
                 outs,
                 &parts[0][from..to],
-                &g[from..to],
+                (&g[from..to], scale),
                 states,
                 step,
                 &|v| v as f32,
@@ -92,18 +100,21 @@ widest_loop! {
     fn step_chunk<T, U>(
         parts: &mut [&mut [MaybeUninit<U>]],
         p: &[T],
-        g: &[T],
+        g_scaled: (&[T], f32),
         states: &[&[T]],
         step: &OptimizerStep,
         round: &impl Fn(f64) -> U,
     ) where [T: Copy + Into<f64>] {
+        let (g, scale) = g_scaled;
         let n = parts.first().map_or(0, |part| part.len());
         let (p, g) = (&p[..n], &g[..n]);
+        let scale = f64::from(scale);
+        let grad = |i: usize| scale * g[i].into();
         match (step, parts, states) {
             (OptimizerStep::Adam(spec), [po, mo, vo], [m, v]) => {
                 let (m, v) = (&m[..n], &v[..n]);
                 for i in 0..n {
-                    let (p1, [m1, v1]) = adam(p[i].into(), g[i].into(), &[m[i].into(), v[i].into()], spec);
+                    let (p1, [m1, v1]) = adam(p[i].into(), grad(i), &[m[i].into(), v[i].into()], spec);
                     po[i].write(round(p1));
                     mo[i].write(round(m1));
                     vo[i].write(round(v1));
@@ -111,14 +122,14 @@ widest_loop! {
             }
             (OptimizerStep::SgdMomentum(spec), [po], []) => {
                 for i in 0..n {
-                    let (p1, _) = sgd(p[i].into(), g[i].into(), &[0.0, 0.0], spec);
+                    let (p1, _) = sgd(p[i].into(), grad(i), &[0.0, 0.0], spec);
                     po[i].write(round(p1));
                 }
             }
             (OptimizerStep::SgdMomentum(spec), [po, bo], [b]) => {
                 let b = &b[..n];
                 for i in 0..n {
-                    let (p1, [b1, _]) = sgd(p[i].into(), g[i].into(), &[b[i].into(), 0.0], spec);
+                    let (p1, [b1, _]) = sgd(p[i].into(), grad(i), &[b[i].into(), 0.0], spec);
                     po[i].write(round(p1));
                     bo[i].write(round(b1));
                 }
@@ -126,9 +137,14 @@ widest_loop! {
             (OptimizerStep::RmsProp(spec), [po, ao], [a]) => {
                 let a = &a[..n];
                 for i in 0..n {
-                    let (p1, [a1, _]) = rmsprop(p[i].into(), g[i].into(), &[a[i].into(), 0.0], spec);
+                    let (p1, [a1, _]) = rmsprop(p[i].into(), grad(i), &[a[i].into(), 0.0], spec);
                     po[i].write(round(p1));
                     ao[i].write(round(a1));
+                }
+            }
+            (OptimizerStep::MovingAverage(spec), [po], []) => {
+                for i in 0..n {
+                    po[i].write(round(moving_average(p[i].into(), grad(i), spec)));
                 }
             }
             _ => unreachable!("`OptimizerStep::states` states for each step"),
@@ -176,6 +192,11 @@ fn rmsprop(p: f64, g: f64, s: &[f64; 2], spec: &RmsPropSpec) -> (f64, [f64; 2]) 
     (p - lr * g / (avg.sqrt() + eps), [avg, 0.0])
 }
 
+#[inline(always)]
+fn moving_average(p: f64, g: f64, spec: &MovingAverageSpec) -> f64 {
+    f64::from(spec.decay) * p + f64::from(spec.one_minus_decay) * g
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,17 +233,22 @@ mod tests {
                 eps: 1e-8,
                 weight_decay: 0.0,
             }),
+            OptimizerStep::MovingAverage(MovingAverageSpec {
+                decay: 0.9,
+                one_minus_decay: 0.1,
+            }),
         ];
         let wide = |x: &[f32]| -> Vec<f64> { x.iter().map(|&v| v as f64).collect() };
         for step in &steps {
             let states: &[&[f32]] = match step {
                 OptimizerStep::Adam(_) => &[&m, &v],
+                OptimizerStep::MovingAverage(_) => &[],
                 _ => &[&m],
             };
-            let (p1, s1) = update(&p, &g, states, step, |x| x as f32);
+            let (p1, s1) = update(&p, (&g, 0.75), states, step, |x| x as f32);
             let wide_states: Vec<Vec<f64>> = states.iter().map(|s| wide(s)).collect();
             let wide_refs: Vec<&[f64]> = wide_states.iter().map(|s| &s[..]).collect();
-            let (p2, s2) = update(&wide(&p), &wide(&g), &wide_refs, step, |x| x);
+            let (p2, s2) = update(&wide(&p), (&wide(&g), 0.75), &wide_refs, step, |x| x);
             let same = |a: &[f32], b: &[f64]| {
                 a.len() == b.len()
                     && a.iter()
@@ -237,7 +263,7 @@ mod tests {
             let (mut p3, mut s3) = (p.clone(), vec![m.clone(), v.clone()]);
             s3.truncate(states.len());
             let mut s3_refs: Vec<&mut [f32]> = s3.iter_mut().map(|s| &mut s[..]).collect();
-            update_in_place(&mut p3, &g, &mut s3_refs, step);
+            update_in_place(&mut p3, (&g, 0.75), &mut s3_refs, step);
             let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&p3), bits(&p1), "{step:?}: parameter in place");
             for (a, b) in s3.iter().zip(&s1) {

@@ -249,6 +249,7 @@ impl BackendStorage for GpuStorage {
     fn optimizer_update(
         &self,
         grad: &Self,
+        grad_scale: f32,
         states: &[&Self],
         step: &OptimizerStep,
     ) -> Result<(Self, Vec<Self>)> {
@@ -256,6 +257,7 @@ impl BackendStorage for GpuStorage {
             param: self,
             grad,
             states: states.to_vec(),
+            grad_scale,
         };
         let mut out = ops::optim::update_all(&[update], step)?;
         Ok(out.pop().expect("one result per update"))

@@ -151,6 +151,7 @@ kernels! {
     AdamUpdate => "optim/adam.wgsl", "main", ["T"], Floats, AdamParams;
     SgdUpdate => "optim/sgd.wgsl", "main", ["T"], Floats, SgdParams;
     RmsPropUpdate => "optim/rmsprop.wgsl", "main", ["T"], Floats, RmsPropParams;
+    MovingAverageUpdate => "optim/moving_average.wgsl", "main", ["T"], Floats, MovingAverageParams;
     ProbeFma => "probe/fma.wgsl", "main", ["T"], Floats, FmaParams;
     ProbeCopy => "probe/copy.wgsl", "main", ["T"], Floats, CopyProbeParams;
     /// Where each invocation's subgroup puts it, checked before the subgroup row

@@ -366,6 +366,13 @@ shader_params! {
         _pad1: u32,
         _pad2: u32,
     }
+    /// `optim/moving_average.wgsl`.
+    MovingAverageParams {
+        n: u32,
+        decay: f32,
+        one_minus_decay: f32,
+        _pad0: u32,
+    }
     /// `probe/copy.wgsl`.
     CopyProbeParams {
         count: u32,

@@ -53,8 +53,8 @@ pub use device::Device;
 pub use element::Element;
 pub use host_read::HostRead;
 pub use kiln_core::{
-    philox, AdamSpec, BinaryOp, DType, DTypeSet, Error, GpuErrorKind, Gradient, OpInfo,
-    OptimizerStep, ParamUpdate, ReduceOp, Result, RmsPropSpec, SgdSpec, Shape, UnaryOp,
+    philox, AdamSpec, BinaryOp, DType, DTypeSet, Error, GpuErrorKind, Gradient, MovingAverageSpec,
+    OpInfo, OptimizerStep, ParamUpdate, ReduceOp, Result, RmsPropSpec, SgdSpec, Shape, UnaryOp,
 };
 pub use kiln_wgpu::{KernelProfile, Profile};
 pub use random::Rng;

@@ -5,7 +5,7 @@
 
 use crate::storage::Storage;
 use crate::Tensor;
-use kiln_core::{Error, OptimizerStep, ParamUpdate, ParamUpdateInPlace, Result};
+use kiln_core::{Error, MovingAverageSpec, OptimizerStep, ParamUpdate, ParamUpdateInPlace, Result};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -24,6 +24,7 @@ impl Tensor {
             param: self,
             grad,
             states: states.to_vec(),
+            grad_scale: 1.0,
         };
         let mut out = Tensor::optimizer_update_all(&[update], step)?;
         Ok(out.pop().expect("one result per update"))
@@ -51,10 +52,12 @@ impl Tensor {
             .collect::<Result<Vec<(Arc<Storage>, Arc<Storage>, Vec<Arc<Storage>>)>>>()?;
         let storages: Vec<ParamUpdate<'_, Storage>> = held
             .iter()
-            .map(|(p, g, states)| ParamUpdate {
+            .zip(updates)
+            .map(|((p, g, states), u)| ParamUpdate {
                 param: &**p,
                 grad: &**g,
                 states: states.iter().map(|s| &**s).collect(),
+                grad_scale: u.grad_scale,
             })
             .collect();
         let outs = Storage::optimizer_update_all(&storages, step)?;
@@ -134,6 +137,7 @@ impl Tensor {
                 param,
                 grad: &**grad,
                 states: targets.collect(),
+                grad_scale: updates[i].grad_scale,
             });
         }
         let written = Storage::optimizer_update_in_place(&mut storages, step)?;
@@ -151,6 +155,7 @@ impl Tensor {
                 param: u.param,
                 grad: u.grad,
                 states: u.states.clone(),
+                grad_scale: u.grad_scale,
             })
             .collect();
         let outs = Tensor::optimizer_update_all(&rest, step)?;
@@ -162,6 +167,35 @@ impl Tensor {
         }
         Ok(in_place)
     }
+
+    /// Exponential moving averages, each `(average, value, scale)` updated in place to
+    /// `decay * average + (1 - decay) * scale * value` (batch norm's running statistics,
+    /// an average of a model's weights), all on one device. Each average takes the new
+    /// values as `set_data` would (written over where nothing else holds it, as in
+    /// `optimizer_update_in_place`); on a GPU the averages share launches, and no
+    /// scaled copy of a value is made. `decay` must lie in [0, 1] and each scale be
+    /// finite.
+    pub fn update_moving_averages(updates: &[(&Tensor, &Tensor, f64)], decay: f64) -> Result<()> {
+        let op = "update_moving_averages";
+        if !(0.0..=1.0).contains(&decay) {
+            let reason = format!("decay must be in [0, 1], got {decay}");
+            return Err(Error::InvalidArgument { op, reason });
+        }
+        let step = OptimizerStep::MovingAverage(MovingAverageSpec {
+            decay: decay as f32,
+            one_minus_decay: (1.0 - decay) as f32,
+        });
+        let updates: Vec<_> = updates
+            .iter()
+            .map(|&(average, value, scale)| ParamUpdate {
+                param: average,
+                grad: value,
+                states: Vec::new(),
+                grad_scale: scale as f32,
+            })
+            .collect();
+        Tensor::optimizer_update_in_place(&updates, &step).map(drop)
+    }
 }
 
 /// An error unless `u`'s gradient and states match its parameter, and there are as
@@ -170,6 +204,10 @@ fn check(u: &ParamUpdate<'_, Tensor>, step: &OptimizerStep) -> Result<()> {
     let op = "optimizer_update";
     let param = u.param;
     param.require_float(op)?;
+    if !u.grad_scale.is_finite() {
+        let reason = format!("the gradient's scale must be finite, got {}", u.grad_scale);
+        return Err(Error::InvalidArgument { op, reason });
+    }
     if u.states.len() != step.states() {
         let reason = format!(
             "{} takes {} state tensors, got {}",

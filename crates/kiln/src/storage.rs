@@ -655,6 +655,7 @@ fn in_place_on_backend<'a, S: BackendStorage + 'a>(
             param,
             grad,
             states,
+            grad_scale: u.grad_scale,
         });
     }
     S::optimizer_update_in_place(&mut on, step)
@@ -675,6 +676,7 @@ fn on_backend<'a, S: BackendStorage + 'a>(
                 param: one(u.param)?,
                 grad: one(u.grad)?,
                 states: u.states.iter().map(|&s| one(s)).collect::<Result<_>>()?,
+                grad_scale: u.grad_scale,
             })
         })
         .collect::<Result<Vec<_>>>()?;

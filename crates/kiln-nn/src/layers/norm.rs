@@ -64,16 +64,17 @@ impl Module for BatchNorm {
                 .add(&stat(&self.bias)?);
         }
         let batch = x.batch_norm(Some(&self.weight), Some(&self.bias), self.eps)?;
-        kiln::no_grad(|| -> Result<()> {
-            let m = self.momentum;
-            let n = (x.elem_count() / c) as f64;
-            let unbiased = batch.var.mul_scalar(n / (n - 1.0).max(1.0))?;
-            let update = |running: &Tensor, batch: &Tensor| {
-                running.set_data(&running.mul_scalar(1.0 - m)?.add(&batch.mul_scalar(m)?)?)
-            };
-            update(&self.running_mean, &batch.mean)?;
-            update(&self.running_var, &unbiased)
-        })?;
+        // The running variance takes the unbiased batch variance; both statistics in
+        // one update (one launch on a GPU).
+        let n = (x.elem_count() / c) as f64;
+        let unbiased = n / (n - 1.0).max(1.0);
+        Tensor::update_moving_averages(
+            &[
+                (&self.running_mean, &batch.mean, 1.0),
+                (&self.running_var, &batch.var, unbiased),
+            ],
+            1.0 - self.momentum,
+        )?;
         Ok(batch.output)
     }
 

@@ -46,14 +46,11 @@ impl ParameterAverage {
         Ok(ParameterAverage { decay, pairs })
     }
 
-    /// `average = decay * average + (1 - decay) * parameter`, for every parameter.
+    /// `average = decay * average + (1 - decay) * parameter`, for every parameter, in
+    /// place (on a GPU, several averages to a launch).
     pub fn update(&self) -> Result<()> {
-        let d = self.decay;
-        kiln::no_grad(|| {
-            self.pairs.iter().try_for_each(|(p, a)| {
-                a.set_data(&a.mul_scalar(d)?.add(&p.detach().mul_scalar(1.0 - d)?)?)
-            })
-        })
+        let updates: Vec<_> = self.pairs.iter().map(|(p, a)| (a, p, 1.0)).collect();
+        Tensor::update_moving_averages(&updates, self.decay)
     }
 }
 

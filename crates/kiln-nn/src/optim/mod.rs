@@ -101,6 +101,7 @@ fn step_in_runs(
                 param: *param,
                 grad,
                 states: s.iter().collect(),
+                grad_scale: 1.0,
             })
             .collect();
         Tensor::optimizer_update_in_place(&updates, spec)?;

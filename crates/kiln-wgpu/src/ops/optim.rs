@@ -7,7 +7,9 @@ use super::optim_group::{self, Writes};
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
 use crate::launch::Bindings;
-use crate::params::{to_u32, AdamParams, RmsPropParams, SgdParams, ShaderParams};
+use crate::params::{
+    to_u32, AdamParams, MovingAverageParams, RmsPropParams, SgdParams, ShaderParams,
+};
 use crate::pipelines::in_group0;
 use crate::pool::PooledBuffer;
 use crate::storage::GpuStorage;
@@ -47,15 +49,20 @@ pub(crate) fn update_all(
     for group in work.chunk_by(|a, b| a.0.param.dtype == b.0.param.dtype) {
         for launch in group.chunks(most) {
             match launch {
-                // The shader as written binds its states: a step without them runs
-                // the group kernel.
-                [(u, out)] if states > 0 => launch_one(u, out, kernel, &params)?,
+                // The shader as written binds its states and takes the gradient
+                // unscaled: a step without them, or scaled, runs the group kernel.
+                [(u, out)] if states > 0 && u.grad_scale == 1.0 => {
+                    launch_one(u, out, kernel, &params)?
+                }
                 _ => {
                     let buffers = launch
                         .iter()
                         .map(|(u, out)| bindings(u, out))
                         .collect::<Result<Vec<_>>>()?;
-                    let parameters: Vec<_> = launch.iter().map(|(u, _)| u.param).collect();
+                    let parameters: Vec<_> = launch
+                        .iter()
+                        .map(|(u, _)| (u.param, u.grad_scale))
+                        .collect();
                     launch_group(
                         &parameters,
                         &buffers,
@@ -123,7 +130,7 @@ pub(crate) fn update_in_place(
                 .iter()
                 .map(|u| read_buffers(u.param, u.grad, u.states.iter().map(|s| &**s)))
                 .collect::<Result<Vec<_>>>()?;
-            let parameters: Vec<_> = launch.iter().map(|u| &*u.param).collect();
+            let parameters: Vec<_> = launch.iter().map(|u| (&*u.param, u.grad_scale)).collect();
             launch_group(
                 &parameters,
                 &buffers,
@@ -135,8 +142,11 @@ pub(crate) fn update_in_place(
     }
     // A step written in place ends a training step: submitted now, the GPU runs its tail
     // while the host records the next step, and each step's work starts a batch of its
-    // own, so a repeated step binds what it bound before (`bind_groups`).
-    device.flush("optimizer step")?;
+    // own, so a repeated step binds what it bound before (`bind_groups`). A moving
+    // average (batch norm's running statistics) comes anywhere in a step.
+    if !matches!(step, OptimizerStep::MovingAverage(_)) {
+        device.flush("optimizer step")?;
+    }
     Ok(in_place)
 }
 
@@ -187,6 +197,14 @@ fn step_kernel(device: &GpuDevice, step: &OptimizerStep) -> Result<(Kernel, Step
             _pad1: 0,
             _pad2: 0,
         }),
+        OptimizerStep::MovingAverage(s) => with(device, Kernel::MovingAverageUpdate, move |n| {
+            MovingAverageParams {
+                n,
+                decay: s.decay,
+                one_minus_decay: s.one_minus_decay,
+                _pad0: 0,
+            }
+        }),
     }
 }
 
@@ -236,10 +254,10 @@ fn launch_one(
     device.launch(op, &pipeline, &[bind], groups, start, name)
 }
 
-/// Several parameters of one dtype in one launch (`optim_group`), each with `states`
-/// states, binding its `buffers` as `writes` orders them.
+/// Several parameters of one dtype in one launch (`optim_group`), each with its
+/// gradient's scale and `states` states, binding its `buffers` as `writes` orders them.
 fn launch_group(
-    parameters: &[&GpuStorage],
+    parameters: &[(&GpuStorage, f32)],
     buffers: &[Vec<&wgpu::Buffer>],
     (writes, states): (Writes, usize),
     kernel: Kernel,
@@ -247,12 +265,12 @@ fn launch_group(
 ) -> Result<()> {
     let op = "optimizer_update";
     let start = Instant::now();
-    let (device, dtype) = (&parameters[0].device, parameters[0].dtype);
+    let (device, dtype) = (&parameters[0].0.device, parameters[0].0.dtype);
     if !device.supports(dtype) {
         return Err(crate::device::GpuDevice::unsupported(op, dtype));
     }
     let mut starts = vec![0u32];
-    for p in parameters {
+    for (p, _) in parameters {
         let total = *starts.last().expect("starts from 0") as usize + p.len;
         starts.push(to_u32(
             op,
@@ -261,7 +279,8 @@ fn launch_group(
         )?);
     }
     let total = *starts.last().expect("starts from 0");
-    let bytes = optim_group::params_bytes(&params(total), &starts)?;
+    let scales: Vec<f32> = parameters.iter().map(|&(_, scale)| scale).collect();
+    let bytes = optim_group::params_bytes(&params(total), &starts, &scales)?;
     let resources: Vec<_> = buffers
         .iter()
         .flatten()

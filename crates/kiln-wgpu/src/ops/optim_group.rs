@@ -1,19 +1,22 @@
 //! Optimizer kernels over several parameters in one launch. The shaders in
 //! `shaders/optim/` define the update of one element as `fn update`; the kernel built
 //! here calls it for each of its parameters, whose elements lie one after another in
-//! the launch's index space, found from where each starts. It writes new buffers beside
-//! the old ones, or over the parameters and states themselves (`Writes`).
+//! the launch's index space, found from where each starts, on its gradient times the
+//! parameter's scale. It writes new buffers beside the old ones, or over the parameters
+//! and states themselves (`Writes`).
 
 use crate::kernels::Kernel;
 use kiln_core::{DType, Error, Result};
 use std::fmt::Write;
 
-/// Parameters one launch takes at most: its params hold their starts, and a
+/// Parameters one launch takes at most: its params hold their starts and scales, and a
 /// parameter's elements are found by comparing with each start in turn.
 pub(crate) const MAX_GROUP: usize = 16;
 
 /// Uniform arrays take 16-byte elements: the starts are packed four to a vec4.
 const STARTS_VEC4S: usize = (MAX_GROUP + 1).div_ceil(4);
+/// And the gradients' scales.
+const SCALES_VEC4S: usize = MAX_GROUP.div_ceil(4);
 
 /// Where a group kernel writes each parameter's new value and states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,9 +50,9 @@ impl Writes {
 }
 
 /// Bytes of a group kernel's params: the step's params at a 16-byte multiple, then the
-/// starts.
+/// starts, then the scales.
 pub(crate) const fn params_size(step_params: usize) -> usize {
-    step_params.div_ceil(16) * 16 + 16 * STARTS_VEC4S
+    step_params.div_ceil(16) * 16 + 16 * (STARTS_VEC4S + SCALES_VEC4S)
 }
 
 /// Parameters a launch can take within `max_storage_buffers` (the stage's limit).
@@ -57,19 +60,28 @@ pub(crate) fn group_size(max_storage_buffers: u32, states: usize, writes: Writes
     (max_storage_buffers as usize / writes.buffers_per_parameter(states)).min(MAX_GROUP)
 }
 
-/// The params of a launch over parameters starting at `starts` (then their total):
-/// the step's, padded, then the starts.
-pub(crate) fn params_bytes(step: &[u8], starts: &[u32]) -> Result<Vec<u8>> {
-    if starts.len() > 4 * STARTS_VEC4S {
+/// The params of a launch over parameters starting at `starts` (then their total),
+/// their gradients times `scales`: the step's, padded, then the starts and the scales.
+pub(crate) fn params_bytes(step: &[u8], starts: &[u32], scales: &[f32]) -> Result<Vec<u8>> {
+    if starts.len() > 4 * STARTS_VEC4S || scales.len() > 4 * SCALES_VEC4S {
         return Err(Error::InvalidArgument {
             op: "optimizer_update",
-            reason: format!("{} starts, above {}", starts.len(), 4 * STARTS_VEC4S),
+            reason: format!(
+                "{} starts and {} scales, above {} and {}",
+                starts.len(),
+                scales.len(),
+                4 * STARTS_VEC4S,
+                4 * SCALES_VEC4S
+            ),
         });
     }
     let mut bytes = step.to_vec();
     bytes.resize(bytes.len().div_ceil(16) * 16, 0);
     let mut padded = [0u32; 4 * STARTS_VEC4S];
     padded[..starts.len()].copy_from_slice(starts);
+    bytes.extend_from_slice(bytemuck::cast_slice(&padded));
+    let mut padded = [0f32; 4 * SCALES_VEC4S];
+    padded[..scales.len()].copy_from_slice(scales);
     bytes.extend_from_slice(bytemuck::cast_slice(&padded));
     Ok(bytes)
 }
@@ -109,6 +121,8 @@ struct GroupParams {{
     step: Params,
     // Where each parameter's elements start in the launch, then their total.
     starts: array<vec4<u32>, {STARTS_VEC4S}>,
+    // What each parameter's gradient is multiplied by.
+    scales: array<vec4<f32>, {SCALES_VEC4S}>,
 }}
 
 @group(0) @binding(0) var<uniform> group: GroupParams;"
@@ -152,6 +166,7 @@ struct GroupParams {{
         s,
         "
 fn start(j: u32) -> u32 {{ return group.starts[j / 4u][j % 4u]; }}
+fn scale(j: u32) -> f32 {{ return group.scales[j / 4u][j % 4u]; }}
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
@@ -172,7 +187,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             "
     if (i < start({next}u)) {{
         let e = i - start({j}u);
-        let r = update(group.step, f32({param}[e]), f32(grad{j}[e]), array({states_in}));
+        let r = update(group.step, f32({param}[e]), scale({j}u) * f32(grad{j}[e]), array({states_in}));
         {param_out}[e] = T(r.param);",
             next = j + 1,
             states_in = states_in.join(", ")
@@ -190,17 +205,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 mod tests {
     use super::*;
     use crate::generated_check::{bindings, struct_size};
-    use crate::params::{AdamParams, ParamsLayout, RmsPropParams, SgdParams, ShaderParams};
+    use crate::params::{
+        AdamParams, MovingAverageParams, ParamsLayout, RmsPropParams, SgdParams, ShaderParams,
+    };
 
     /// Every optimizer's group kernel, for every group size, is valid WGSL whose
     /// params are the bytes `params_bytes` writes, and binds what it says it writes.
     #[test]
     fn group_kernels_validate_and_match_their_params() {
-        let kernels: [(Kernel, usize, ParamsLayout); 4] = [
+        let kernels: [(Kernel, usize, ParamsLayout); 5] = [
             (Kernel::AdamUpdate, 2, AdamParams::LAYOUT),
             (Kernel::SgdUpdate, 1, SgdParams::LAYOUT),
             (Kernel::SgdUpdate, 0, SgdParams::LAYOUT),
             (Kernel::RmsPropUpdate, 1, RmsPropParams::LAYOUT),
+            (Kernel::MovingAverageUpdate, 0, MovingAverageParams::LAYOUT),
         ];
         for (kernel, states, layout) in kernels {
             for writes in [Writes::New, Writes::InPlace] {
@@ -218,11 +236,13 @@ mod tests {
             }
         }
         let step: SgdParams = bytemuck::Zeroable::zeroed();
-        let bytes = params_bytes(bytemuck::bytes_of(&step), &[0, 3, 7]).unwrap();
+        let bytes = params_bytes(bytemuck::bytes_of(&step), &[0, 3, 7], &[1.0, 0.5]).unwrap();
         assert_eq!(bytes.len(), params_size(SgdParams::LAYOUT.size));
+        let starts = &bytes[SgdParams::LAYOUT.size.div_ceil(16) * 16..];
+        assert_eq!(&starts[..12], bytemuck::cast_slice::<u32, u8>(&[0, 3, 7]));
         assert_eq!(
-            &bytes[bytes.len() - 16 * STARTS_VEC4S..][..12],
-            bytemuck::cast_slice::<u32, u8>(&[0, 3, 7])
+            &bytes[bytes.len() - 16 * SCALES_VEC4S..][..8],
+            bytemuck::cast_slice::<f32, u8>(&[1.0, 0.5])
         );
     }
 }
