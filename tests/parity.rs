@@ -2179,6 +2179,64 @@ fn optimizer_updates_in_place_match_cpu() {
     );
 }
 
+/// Gradients scaled by a pending `mul_scalar` (as `clip_grad_norm` leaves them) step
+/// every optimizer in place as on the CPU, with the updates' own scales too; on a GPU
+/// the optimizer's launches read the gradients unscaled, so no other kernel runs.
+#[test]
+fn optimizer_steps_of_scaled_gradients_match_cpu() {
+    use kiln::OptimizerStep;
+    if gpu().is_none() {
+        return;
+    }
+    let mut rng = rng();
+    let inputs = many_parameters(false, &mut rng);
+    // Copies of the parameters and states, stepped with gradients times 0.3.
+    let step_scaled = |t: &[Tensor], step: &OptimizerStep| -> kiln::Result<Tensor> {
+        let mut copies = Vec::new();
+        for c in t.chunks(4) {
+            let own = |x: &Tensor| x.mul_scalar(1.0);
+            copies.extend([own(&c[0])?, c[1].mul_scalar(0.3)?, own(&c[2])?, own(&c[3])?]);
+        }
+        let updates = updates_of(&copies, step);
+        Tensor::optimizer_update_in_place(&updates, step)?;
+        let stepped = updates
+            .iter()
+            .flat_map(|u| std::iter::once(u.param).chain(u.states.iter().copied()));
+        flat_cat(stepped)
+    };
+    for (dtype, inputs, tol) in f32_and_f16(&inputs) {
+        for step in every_optimizer_step() {
+            let label = format!("{} of scaled gradients, {dtype}", step.name());
+            parity(&label, &inputs, tol, |t| step_scaled(t, &step));
+        }
+    }
+    let device = own_gpu();
+    let copies: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| Tensor::from_vec(t.to_vec::<f32>().unwrap(), t.dims(), &device).unwrap())
+        .collect();
+    let [adam, ..] = every_optimizer_step();
+    // Scaled inside the profile, which runs what was pending before it (the empty
+    // gradient is left: an op on no elements launches its kernel, not an expression).
+    let (in_place, profile) = device
+        .profile(|| {
+            let mut scaled = copies.clone();
+            for c in scaled.chunks_mut(4).filter(|c| c[1].elem_count() > 0) {
+                c[1] = c[1].mul_scalar(0.3)?;
+            }
+            Tensor::optimizer_update_in_place(&updates_of(&scaled, &adam), &adam)
+        })
+        .unwrap();
+    assert!(in_place.iter().all(|&w| w), "{in_place:?}");
+    let others: Vec<_> = profile
+        .kernels
+        .iter()
+        .filter(|k| !k.name.contains("optim/"))
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+    assert_optimizer_launches_share(&profile, MANY_PARAMETERS.len() - 1);
+}
+
 /// A GPU device of its own, outputs poisoned, for what a test profiles or counts the
 /// bytes of: other tests' work on the default device would show in them.
 fn own_gpu() -> Device {

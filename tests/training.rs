@@ -597,19 +597,24 @@ fn clipping_and_schedules_follow_their_definitions() {
     let gpu = Device::Gpu(kiln::backend::GpuDevice::new().unwrap());
     let rng = Rng::new(13);
     let shapes: [&[usize]; 4] = [&[3, 5], &[7], &[0], &[2, 2, 2]];
+    // Parameters of `shapes` at zero and random gradients for them.
+    let start = |device: &Device| -> (Vec<Tensor>, kiln::Gradients) {
+        let mut rng = rng.clone();
+        let params: Vec<Tensor> = shapes
+            .iter()
+            .map(|&s| Tensor::zeros(s, DType::F32, device).unwrap())
+            .collect();
+        let mut grads = kiln::Gradients::default();
+        for p in &params {
+            let g = Tensor::randn(p.dims(), DType::F32, &Device::cpu(), &mut rng).unwrap();
+            grads.insert(p, g.to_device(device).unwrap());
+        }
+        (params, grads)
+    };
     let norms: Vec<(f64, Vec<Vec<f32>>)> = [Device::cpu(), gpu.clone()]
         .iter()
         .map(|device| {
-            let mut rng = rng.clone();
-            let params: Vec<Tensor> = shapes
-                .iter()
-                .map(|&s| Tensor::zeros(s, DType::F32, device).unwrap())
-                .collect();
-            let mut grads = kiln::Gradients::default();
-            for p in &params {
-                let g = Tensor::randn(p.dims(), DType::F32, &Device::cpu(), &mut rng).unwrap();
-                grads.insert(p, g.to_device(device).unwrap());
-            }
+            let (params, mut grads) = start(device);
             let (norm, profile) = match device.as_gpu() {
                 Some(_) => device
                     .profile(|| clip_grad_norm(&mut grads, &params, 0.5))
@@ -637,6 +642,36 @@ fn clipping_and_schedules_follow_their_definitions() {
     for (a, b) in cpu_grads.iter().flatten().zip(gpu_grads.iter().flatten()) {
         assert!((a - b).abs() <= 1e-6 + 1e-5 * a.abs(), "{a} {b}");
     }
+    // An Adam step on the clipped gradients, which are then let go: on a GPU the
+    // optimizer's launches read them unscaled, and no kernel writes the clipped copies.
+    let stepped: Vec<Vec<Vec<f32>>> = [Device::cpu(), gpu.clone()]
+        .iter()
+        .map(|device| {
+            let (params, mut grads) = start(device);
+            let named = params.iter().enumerate();
+            let mut adam = Adam::new(
+                named.map(|(i, p)| (i.to_string(), p.clone())).collect(),
+                0.1,
+            );
+            let mut clip_and_step = || -> kiln::Result<()> {
+                clip_grad_norm(&mut grads, &params, 0.5)?;
+                adam.step(&std::mem::take(&mut grads))
+            };
+            match device.as_gpu() {
+                Some(_) => {
+                    let ((), profile) = device.profile(clip_and_step).unwrap();
+                    let scaled = profile
+                        .kernels
+                        .iter()
+                        .filter(|k| k.name.contains("mul_scalar"));
+                    assert_eq!(scaled.count(), 0, "{:?}", profile.kernels);
+                }
+                None => clip_and_step().unwrap(),
+            }
+            params.iter().map(|p| p.to_vec().unwrap()).collect()
+        })
+        .collect();
+    assert_keeps_to_the_cpu("parameter", &stepped[1], &stepped[0]);
 
     let mut opt = Sgd::new(vec![("p".into(), p)], 1.0);
     let mut step = StepLr::new(2, 0.5);

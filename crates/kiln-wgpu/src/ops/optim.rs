@@ -5,6 +5,7 @@
 
 use super::optim_group::{self, Writes};
 use crate::device::GpuDevice;
+use crate::fusion::FusedOp;
 use crate::kernels::Kernel;
 use crate::launch::Bindings;
 use crate::params::{
@@ -13,7 +14,7 @@ use crate::params::{
 use crate::pipelines::in_group0;
 use crate::pool::PooledBuffer;
 use crate::storage::GpuStorage;
-use kiln_core::{OptimizerStep, ParamUpdate, ParamUpdateInPlace, Result};
+use kiln_core::{OptimizerStep, ParamUpdate, ParamUpdateInPlace, Result, UnaryOp};
 use std::time::Instant;
 
 /// `step` applied to each update's parameter (compact, like its gradient and each of
@@ -40,28 +41,33 @@ pub(crate) fn update_all(
         .collect::<Result<Vec<_>>>()?;
     let limit = device.inner.limits.max_storage_buffers_per_shader_stage;
     let most = optim_group::group_size(limit, states, Writes::New).max(1);
+    let grads: Vec<_> = updates
+        .iter()
+        .map(|u| unscaled(u.grad, u.grad_scale))
+        .collect();
     // Empty parameters launch nothing.
     let work: Vec<_> = updates
         .iter()
+        .zip(&grads)
         .zip(&outs)
-        .filter(|(u, _)| u.param.len > 0)
+        .filter(|((u, _), _)| u.param.len > 0)
         .collect();
-    for group in work.chunk_by(|a, b| a.0.param.dtype == b.0.param.dtype) {
+    for group in work.chunk_by(|a, b| a.0 .0.param.dtype == b.0 .0.param.dtype) {
         for launch in group.chunks(most) {
             match launch {
                 // The shader as written binds its states and takes the gradient
                 // unscaled: a step without them, or scaled, runs the group kernel.
-                [(u, out)] if states > 0 && u.grad_scale == 1.0 => {
-                    launch_one(u, out, kernel, &params)?
+                [((u, (grad, 1.0)), out)] if states > 0 => {
+                    launch_one(u, grad, out, kernel, &params)?
                 }
                 _ => {
                     let buffers = launch
                         .iter()
-                        .map(|(u, out)| bindings(u, out))
+                        .map(|((u, (grad, _)), out)| bindings(u, grad, out))
                         .collect::<Result<Vec<_>>>()?;
                     let parameters: Vec<_> = launch
                         .iter()
-                        .map(|(u, _)| (u.param, u.grad_scale))
+                        .map(|((u, (_, scale)), _)| (u.param, *scale))
                         .collect();
                     launch_group(
                         &parameters,
@@ -98,8 +104,12 @@ pub(crate) fn update_in_place(
     let device = first.param.device.clone();
     let (kernel, params) = step_kernel(&device, step)?;
     let states = first.states.len();
-    for u in updates.iter() {
-        u.grad.raw()?;
+    let grads: Vec<_> = updates
+        .iter()
+        .map(|u| unscaled(u.grad, u.grad_scale))
+        .collect();
+    for (grad, _) in &grads {
+        grad.raw()?;
     }
     let mut in_place = Vec::with_capacity(updates.len());
     for u in updates.iter() {
@@ -118,19 +128,23 @@ pub(crate) fn update_in_place(
     // Empty parameters launch nothing.
     let work: Vec<_> = updates
         .iter()
+        .zip(&grads)
         .zip(&in_place)
-        .filter(|(u, alone)| **alone && u.param.len > 0)
-        .map(|(u, _)| u)
+        .filter(|((u, _), alone)| **alone && u.param.len > 0)
+        .map(|(work, _)| work)
         .collect();
     let limit = device.inner.limits.max_storage_buffers_per_shader_stage;
     let most = optim_group::group_size(limit, states, Writes::InPlace).max(1);
-    for group in work.chunk_by(|a, b| a.param.dtype == b.param.dtype) {
+    for group in work.chunk_by(|a, b| a.0.param.dtype == b.0.param.dtype) {
         for launch in group.chunks(most) {
             let buffers = launch
                 .iter()
-                .map(|u| read_buffers(u.param, u.grad, u.states.iter().map(|s| &**s)))
+                .map(|(u, (grad, _))| read_buffers(u.param, grad, u.states.iter().map(|s| &**s)))
                 .collect::<Result<Vec<_>>>()?;
-            let parameters: Vec<_> = launch.iter().map(|u| (&*u.param, u.grad_scale)).collect();
+            let parameters: Vec<_> = launch
+                .iter()
+                .map(|(u, (_, scale))| (&*u.param, *scale))
+                .collect();
             launch_group(
                 &parameters,
                 &buffers,
@@ -208,12 +222,28 @@ fn step_kernel(device: &GpuDevice, step: &OptimizerStep) -> Result<(Kernel, Step
     }
 }
 
+/// The gradient an update reads and the scale it takes it by: a gradient still to be
+/// computed as `x * c` (gradient clipping's) is read as `x`, its scale times `c`, where
+/// `x` is a whole storage of its own, so that no launch writes the scaled copy first.
+fn unscaled(grad: &GpuStorage, scale: f32) -> (GpuStorage, f32) {
+    if let Some(e) = grad.data.expr.lock().unwrap().as_ref() {
+        if let (FusedOp::Unary(UnaryOp::MulScalar(c)), [x]) = (e.op, &e.args[..]) {
+            let s = &x.storage;
+            if x.layout.is_compact() && s.len == grad.len && s.dtype == grad.dtype {
+                return (s.clone(), scale * c);
+            }
+        }
+    }
+    (grad.clone(), scale)
+}
+
 /// The buffers one parameter binds: `param, grad, states.., param_out, states_out..`.
 fn bindings<'a>(
     u: &'a ParamUpdate<'_, GpuStorage>,
+    grad: &'a GpuStorage,
     out: &'a [PooledBuffer],
 ) -> Result<Vec<&'a wgpu::Buffer>> {
-    let mut buffers = read_buffers(u.param, u.grad, u.states.iter().copied())?;
+    let mut buffers = read_buffers(u.param, grad, u.states.iter().copied())?;
     buffers.extend(out.iter().map(|b| b.buffer()));
     Ok(buffers)
 }
@@ -235,6 +265,7 @@ fn read_buffers<'a>(
 /// One parameter into new buffers: the shader as written.
 fn launch_one(
     u: &ParamUpdate<'_, GpuStorage>,
+    grad: &GpuStorage,
     out: &[PooledBuffer],
     kernel: Kernel,
     params: &StepParams,
@@ -244,7 +275,7 @@ fn launch_one(
     let (device, n, dtype) = (&u.param.device, u.param.len, u.param.dtype);
     let bytes = params(to_u32(op, "elements", n)?);
     let pipeline = device.pipeline(op, kernel, &[dtype])?;
-    let resources: Vec<_> = bindings(u, out)?
+    let resources: Vec<_> = bindings(u, grad, out)?
         .iter()
         .map(|b| b.as_entire_binding())
         .collect();
