@@ -642,8 +642,10 @@ fn clipping_and_schedules_follow_their_definitions() {
     for (a, b) in cpu_grads.iter().flatten().zip(gpu_grads.iter().flatten()) {
         assert!((a - b).abs() <= 1e-6 + 1e-5 * a.abs(), "{a} {b}");
     }
-    // An Adam step on the clipped gradients, which are then let go: on a GPU the
-    // optimizer's launches read them unscaled, and no kernel writes the clipped copies.
+    // An Adam step on the clipped gradients, which are then let go: on a GPU with
+    // fusion on the optimizer's launches read them unscaled, and no kernel writes the
+    // clipped copies.
+    gpu.as_gpu().unwrap().set_fusion(true);
     let stepped: Vec<Vec<Vec<f32>>> = [Device::cpu(), gpu.clone()]
         .iter()
         .map(|device| {
@@ -1146,6 +1148,13 @@ fn batch_norm_updates_both_running_statistics_in_one_launch() {
         "bytes held after the forward"
     );
     assert_keeps_to_the_cpu("running statistic", &stats(&bn).map(|s| s.unwrap()), &want);
+    // A momentum outside [0, 1] is refused, the statistics left as they were.
+    let (mut bn, x) = forward_twice(&cpu);
+    let before = stats(&bn).map(|s| s.unwrap());
+    bn.momentum = 1.5;
+    let e = bn.forward(&x).unwrap_err();
+    assert!(e.to_string().contains("momentum must be in [0, 1]"), "{e}");
+    assert_eq!(stats(&bn).map(|s| s.unwrap()), before);
 }
 
 /// Trains `model` 16 steps from the same parameters on the CPU and on a GPU device of

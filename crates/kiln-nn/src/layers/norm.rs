@@ -17,7 +17,8 @@ pub struct BatchNorm {
     pub running_mean: Tensor,
     /// `[c]`, updated in training mode with the unbiased batch variance
     pub running_var: Tensor,
-    /// How far each training batch moves the running statistics (PyTorch's 0.1).
+    /// How far each training batch moves the running statistics (PyTorch's 0.1), in
+    /// [0, 1]: a forward in training mode refuses another value.
     pub momentum: f64,
     /// Added to the variance before its square root.
     pub eps: f64,
@@ -62,6 +63,13 @@ impl Module for BatchNorm {
                 .mul(&scale)?
                 .mul(&stat(&self.weight)?)?
                 .add(&stat(&self.bias)?);
+        }
+        if !(0.0..=1.0).contains(&self.momentum) {
+            let reason = format!("momentum must be in [0, 1], got {}", self.momentum);
+            return Err(Error::InvalidArgument {
+                op: "BatchNorm",
+                reason,
+            });
         }
         let batch = x.batch_norm(Some(&self.weight), Some(&self.bias), self.eps)?;
         // The running variance takes the unbiased batch variance; both statistics in
