@@ -197,11 +197,7 @@ fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
 /// the parameters' finiteness of an epoch of 8 steps come back in three reads, at its end.
 #[test]
 fn fit_reads_losses_back_once_per_window_not_per_step() {
-    // A device of its own: a profile counts everything its device runs, and the other
-    // tests share the cached one.
-    let gpu = kiln::backend::GpuDevice::new()
-        .map(Device::Gpu)
-        .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let gpu = own_gpu();
     let (train, _) = digits(256, 0);
     let model = mlp(&gpu, &mut Rng::new(0));
     let mut opt = Sgd::new(model.named_parameters(), 0.1);
@@ -594,7 +590,7 @@ fn clipping_and_schedules_follow_their_definitions() {
 
     // Several gradients on a GPU: the same norm and clipped values as on the CPU, the
     // sums of squares read back once.
-    let gpu = Device::Gpu(kiln::backend::GpuDevice::new().unwrap());
+    let gpu = own_gpu();
     let rng = Rng::new(13);
     let shapes: [&[usize]; 4] = [&[3, 5], &[7], &[0], &[2, 2, 2]];
     // Parameters of `shapes` at zero and random gradients for them.
@@ -1098,8 +1094,7 @@ fn steps_with_batch_norm_reuse_their_bind_groups() {
 /// reduction still computes the normalisation's scale in its stores.
 #[test]
 fn batch_norm_updates_both_running_statistics_in_one_launch() {
-    let own = kiln::backend::GpuDevice::new();
-    let gpu = Device::Gpu(own.unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")));
+    let gpu = own_gpu();
     let cpu = Device::cpu();
     let x = Tensor::randn([6, 3, 5, 7], DType::F32, &cpu, &mut Rng::new(5)).unwrap();
     // The running statistics after two forwards.
@@ -1169,8 +1164,7 @@ fn settles_into_its_bind_groups(
     y: &Tensor,
     settled: usize,
 ) {
-    let own = kiln::backend::GpuDevice::new();
-    let gpu = Device::Gpu(own.unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")));
+    let gpu = own_gpu();
     let cpu = Device::cpu();
     let first = model(&cpu, &mut Rng::new(1));
     let (steps, trim_after) = (16, 8);
@@ -1339,8 +1333,7 @@ fn callbacks_see_every_step_add_figures_and_can_stop_training() {
 /// stays that of the first step, and the average matches the CPU's.
 #[test]
 fn a_parameter_average_holds_no_old_weights_and_keeps_to_the_cpu() {
-    let own = kiln::backend::GpuDevice::new();
-    let gpu = Device::Gpu(own.unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")));
+    let gpu = own_gpu();
     let cpu = Device::cpu();
     let mut rng = Rng::new(3);
     let x = Tensor::randn([16, 784], DType::F32, &cpu, &mut rng).unwrap();
@@ -1395,6 +1388,13 @@ fn a_parameter_average_holds_no_old_weights_and_keeps_to_the_cpu() {
         live,
         "bytes held after the update"
     );
+}
+
+/// A GPU device of its own, for what a test profiles or counts on it: a profile counts
+/// everything its device runs, and the other tests share the cached one.
+fn own_gpu() -> Device {
+    let own = kiln::backend::GpuDevice::new();
+    Device::Gpu(own.unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
 }
 
 /// A model `make` builds on `device`, holding `from`'s parameters and buffers.
