@@ -109,26 +109,41 @@ fn row_tree(op: u32, v: f32, width: u32) -> f32 {
 fn row_total(op: u32, v: f32) -> f32 {
     return row_tree(op, v, 1u);
 }
-// A row's mean and 1 / sqrt(biased variance + eps), the variance from the deviations in
-// a second pass: the `len` elements from `base` (0 for a spare slot) of a row of `k`,
-// read by lane `lane` of `lanes`, whose first two stretches (`row_held`) hold `x` and
-// `x2`. Every lane gets both.
-fn norm_stats(x: vec4<f32>, x2: vec4<f32>, base: u32, len: u32, k: f32, lane: u32, lanes: u32, eps: f32) -> vec2<f32> {
+// Row statistics: the row less `shift` (its first element) has mean `mean`, and `rstd`
+// is 1 / sqrt(biased variance + eps).
+struct RowStats {
+    shift: f32,
+    mean: f32,
+    rstd: f32,
+}
+// `x` normalised, rounded the same way in the forward and backward kernels.
+fn normalized(x: vec4<f32>, s: RowStats) -> vec4<f32> {
+    return (x - s.shift - s.mean) * s.rstd;
+}
+// A row's statistics, the variance from the deviations in a second pass: the `len`
+// elements from `base` (none for a spare slot) of a row of `k`, read by lane `lane` of
+// `lanes`, whose first two stretches (`row_held`) hold `x` and `x2`. Every lane gets
+// them.
+fn norm_stats(x: vec4<f32>, x2: vec4<f32>, base: u32, len: u32, k: f32, lane: u32, lanes: u32, eps: f32) -> RowStats {
     let step = ROW_LOADS * lanes;
+    var shift = 0.0;
+    if (len > 0u) {
+        shift = load(base);
+    }
     var sum = vec4<f32>(0.0);
     for (var s = lane; s < len; s += step) {
         let t = stretch_at(base, s, lanes, len);
-        sum += stretch_only(t, held_or_load(t, s, lane, step, x, x2), 0.0);
+        sum += stretch_only(t, held_or_load(t, s, lane, step, x, x2) - shift, 0.0);
     }
     let mean = row_total(REDUCE_SUM, (sum.x + sum.y) + (sum.z + sum.w)) / k;
     var squares = vec4<f32>(0.0);
     for (var s = lane; s < len; s += step) {
         let t = stretch_at(base, s, lanes, len);
-        let d = stretch_only(t, held_or_load(t, s, lane, step, x, x2) - mean, 0.0);
+        let d = stretch_only(t, held_or_load(t, s, lane, step, x, x2) - shift - mean, 0.0);
         squares += d * d;
     }
     let q = (squares.x + squares.y) + (squares.z + squares.w);
-    return vec2<f32>(mean, 1.0 / sqrt(row_total(REDUCE_SUM, q) / k + eps));
+    return RowStats(shift, mean, 1.0 / sqrt(row_total(REDUCE_SUM, q) / k + eps));
 }
 // kiln:end
 alias T = f32;
@@ -158,11 +173,11 @@ fn store(i: u32, v: f32) { output[i] = T(v); }
 // kiln:store end
 
 // Stretch `t` of the row from `base`, normalised, scaled and shifted.
-fn affine(t: Stretch, base: u32, x: vec4<f32>, mean: f32, rstd: f32) -> vec4<f32> {
+fn affine(t: Stretch, base: u32, x: vec4<f32>, stats: RowStats) -> vec4<f32> {
     let c = t.at - vec4<u32>(base);
     let w = vec4<f32>(f32(weight[c.x]), f32(weight[c.y]), f32(weight[c.z]), f32(weight[c.w]));
     let b = vec4<f32>(f32(bias[c.x]), f32(bias[c.y]), f32(bias[c.z]), f32(bias[c.w]));
-    return (x - mean) * rstd * w + b;
+    return normalized(x, stats) * w + b;
 }
 
 @compute @workgroup_size(WORKGROUP)
@@ -181,6 +196,6 @@ fn main(inv: RowInvocation) {
 
     for (var s = lane; s < len; s += step) {
         let t = stretch_at(base, s, lanes, len);
-        stretch_store(t, affine(t, base, held_or_load(t, s, lane, step, x, x2), stats.x, stats.y));
+        stretch_store(t, affine(t, base, held_or_load(t, s, lane, step, x, x2), stats));
     }
 }

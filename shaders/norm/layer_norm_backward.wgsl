@@ -123,26 +123,41 @@ fn row_tree(op: u32, v: f32, width: u32) -> f32 {
 fn row_total(op: u32, v: f32) -> f32 {
     return row_tree(op, v, 1u);
 }
-// A row's mean and 1 / sqrt(biased variance + eps), the variance from the deviations in
-// a second pass: the `len` elements from `base` (0 for a spare slot) of a row of `k`,
-// read by lane `lane` of `lanes`, whose first two stretches (`row_held`) hold `x` and
-// `x2`. Every lane gets both.
-fn norm_stats(x: vec4<f32>, x2: vec4<f32>, base: u32, len: u32, k: f32, lane: u32, lanes: u32, eps: f32) -> vec2<f32> {
+// Row statistics: the row less `shift` (its first element) has mean `mean`, and `rstd`
+// is 1 / sqrt(biased variance + eps).
+struct RowStats {
+    shift: f32,
+    mean: f32,
+    rstd: f32,
+}
+// `x` normalised, rounded the same way in the forward and backward kernels.
+fn normalized(x: vec4<f32>, s: RowStats) -> vec4<f32> {
+    return (x - s.shift - s.mean) * s.rstd;
+}
+// A row's statistics, the variance from the deviations in a second pass: the `len`
+// elements from `base` (none for a spare slot) of a row of `k`, read by lane `lane` of
+// `lanes`, whose first two stretches (`row_held`) hold `x` and `x2`. Every lane gets
+// them.
+fn norm_stats(x: vec4<f32>, x2: vec4<f32>, base: u32, len: u32, k: f32, lane: u32, lanes: u32, eps: f32) -> RowStats {
     let step = ROW_LOADS * lanes;
+    var shift = 0.0;
+    if (len > 0u) {
+        shift = load(base);
+    }
     var sum = vec4<f32>(0.0);
     for (var s = lane; s < len; s += step) {
         let t = stretch_at(base, s, lanes, len);
-        sum += stretch_only(t, held_or_load(t, s, lane, step, x, x2), 0.0);
+        sum += stretch_only(t, held_or_load(t, s, lane, step, x, x2) - shift, 0.0);
     }
     let mean = row_total(REDUCE_SUM, (sum.x + sum.y) + (sum.z + sum.w)) / k;
     var squares = vec4<f32>(0.0);
     for (var s = lane; s < len; s += step) {
         let t = stretch_at(base, s, lanes, len);
-        let d = stretch_only(t, held_or_load(t, s, lane, step, x, x2) - mean, 0.0);
+        let d = stretch_only(t, held_or_load(t, s, lane, step, x, x2) - shift - mean, 0.0);
         squares += d * d;
     }
     let q = (squares.x + squares.y) + (squares.z + squares.w);
-    return vec2<f32>(mean, 1.0 / sqrt(row_total(REDUCE_SUM, q) / k + eps));
+    return RowStats(shift, mean, 1.0 / sqrt(row_total(REDUCE_SUM, q) / k + eps));
 }
 // kiln:end
 alias T = f32;
@@ -209,8 +224,7 @@ fn main(inv: RowInvocation) {
     let g = grad_load(first);
     let g2 = grad_load(second);
     let stats = norm_stats(x, x2, base, len, k, lane, lanes, params.eps);
-    let mean = stats.x;
-    let rstd = stats.y;
+    let rstd = stats.rstd;
 
     // The third pass's two sums: h and h * x_hat.
     var hs = vec4<f32>(0.0);
@@ -219,7 +233,7 @@ fn main(inv: RowInvocation) {
         let t = stretch_at(base, s, lanes, len);
         let h = grad_held_or_load(t, s, lane, step, g, g2) * weight_at(t, base);
         hs += stretch_only(t, h, 0.0);
-        hxs += stretch_only(t, h * (held_or_load(t, s, lane, step, x, x2) - mean) * rstd, 0.0);
+        hxs += stretch_only(t, h * normalized(held_or_load(t, s, lane, step, x, x2), stats), 0.0);
     }
     let h_mean = row_total(REDUCE_SUM, (hs.x + hs.y) + (hs.z + hs.w)) / k;
     let hx_mean = row_total(REDUCE_SUM, (hxs.x + hxs.y) + (hxs.z + hxs.w)) / k;
@@ -227,7 +241,7 @@ fn main(inv: RowInvocation) {
     for (var s = lane; s < len; s += step) {
         let t = stretch_at(base, s, lanes, len);
         let gt = grad_held_or_load(t, s, lane, step, g, g2);
-        let x_hat = (held_or_load(t, s, lane, step, x, x2) - mean) * rstd;
+        let x_hat = normalized(held_or_load(t, s, lane, step, x, x2), stats);
         stretch_store(t, rstd * (gt * weight_at(t, base) - h_mean - x_hat * hx_mean));
         if (params.has_weight != 0u) {
             store_products(t, gt * x_hat);

@@ -5,14 +5,29 @@
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const SERIAL_WORKGROUP: u32 = 64u;
 const NORM_CHUNK: u32 = 16u;
-// A row's mean and 1 / sqrt(biased variance + eps) from the `k4` vec4s at `base`, the
-// variance from the deviations in a second pass, each sum in chunks of NORM_CHUNK.
-fn norm_stats(base: u32, k4: u32, eps: f32) -> vec2<f32> {
+// Row statistics: the row less `shift` (its first element) has mean `mean`, and `rstd`
+// is 1 / sqrt(biased variance + eps).
+struct RowStats {
+    shift: f32,
+    mean: f32,
+    rstd: f32,
+}
+// `x` normalised, rounded the same way in the forward and backward kernels.
+fn normalized(x: vec4<f32>, s: RowStats) -> vec4<f32> {
+    return (x - s.shift - s.mean) * s.rstd;
+}
+// A row's statistics from the `k4` vec4s at `base`, the variance from the deviations in
+// a second pass, each sum in chunks of NORM_CHUNK.
+fn norm_stats(base: u32, k4: u32, eps: f32) -> RowStats {
     let k = f32(4u * k4);
+    var shift = 0.0;
+    if (k4 > 0u) {
+        shift = load4(base).x;
+    }
     var sum = vec4<f32>();
     for (var i0 = 0u; i0 < k4; i0 += NORM_CHUNK) {
         var part = vec4<f32>();
-        for (var i = i0; i < min(i0 + NORM_CHUNK, k4); i++) { part += load4(base + i); }
+        for (var i = i0; i < min(i0 + NORM_CHUNK, k4); i++) { part += load4(base + i) - shift; }
         sum += part;
     }
     let mean = ((sum.x + sum.y) + (sum.z + sum.w)) / k;
@@ -20,13 +35,13 @@ fn norm_stats(base: u32, k4: u32, eps: f32) -> vec2<f32> {
     for (var i0 = 0u; i0 < k4; i0 += NORM_CHUNK) {
         var part = vec4<f32>();
         for (var i = i0; i < min(i0 + NORM_CHUNK, k4); i++) {
-            let d = load4(base + i) - mean;
+            let d = load4(base + i) - shift - mean;
             part += d * d;
         }
         squares += part;
     }
     let variance = ((squares.x + squares.y) + (squares.z + squares.w)) / k;
-    return vec2<f32>(mean, 1.0 / sqrt(variance + eps));
+    return RowStats(shift, mean, 1.0 / sqrt(variance + eps));
 }
 // kiln:end
 alias T = f32;
@@ -75,8 +90,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let base = row * k4;
     let k = f32(params.k);
     let stats = norm_stats(base, k4, params.eps);
-    let mean = stats.x;
-    let rstd = stats.y;
+    let rstd = stats.rstd;
     var hs = vec4<f32>();
     var hxs = vec4<f32>();
     for (var i0 = 0u; i0 < k4; i0 += NORM_CHUNK) {
@@ -85,7 +99,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         for (var i = i0; i < min(i0 + NORM_CHUNK, k4); i++) {
             let h = h4(base + i, i);
             part += h;
-            part_x += h * (load4(base + i) - mean) * rstd;
+            part_x += h * normalized(load4(base + i), stats);
         }
         hs += part;
         hxs += part_x;
@@ -93,7 +107,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let h_mean = ((hs.x + hs.y) + (hs.z + hs.w)) / k;
     let hx_mean = ((hxs.x + hxs.y) + (hxs.z + hxs.w)) / k;
     for (var i = 0u; i < k4; i++) {
-        let x_hat = (load4(base + i) - mean) * rstd;
+        let x_hat = normalized(load4(base + i), stats);
         store4(base + i, rstd * (h4(base + i, i) - h_mean - x_hat * hx_mean));
         if (params.has_weight != 0u) {
             products[base + i] = vec4<T>(vec4<f32>(grad[base + i]) * x_hat);

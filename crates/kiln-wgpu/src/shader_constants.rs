@@ -16,7 +16,7 @@
 //! is current; `KILN_BLESS=1 cargo test --test shaders` rewrites the copies.
 
 use crate::matmul_rhs::MatmulRhs;
-use crate::norm_stats::{NORM_CHUNK, NORM_STATS, NORM_STATS_SERIAL};
+use crate::norm_stats::{norm_stats, norm_stats_serial, NORM_CHUNK};
 use crate::row_reduction::RowReduction;
 use kiln_core::{BinaryOp, Error, OpInfo, ReduceOp, Result, UnaryOp};
 
@@ -348,11 +348,11 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
         return Some((Vec::new(), ATTENTION_KEYS.to_string()));
     }
     if name == "norm_stats" {
-        return Some((Vec::new(), NORM_STATS.to_string()));
+        return Some((Vec::new(), norm_stats()));
     }
     if name == "norm_stats_serial" {
         let chunk = vec![("NORM_CHUNK".to_string(), NORM_CHUNK)];
-        return Some((chunk, NORM_STATS_SERIAL.to_string()));
+        return Some((chunk, norm_stats_serial()));
     }
     if let Some(functions) = build.rhs.group(name) {
         return Some((Vec::new(), functions));
