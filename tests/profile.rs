@@ -123,6 +123,40 @@ fn a_profile_counts_a_fused_kernel_once() {
     assert_is_e_squared(&c);
 }
 
+/// Elementwise ops, copies and constants of no elements launch nothing, with fusion on
+/// or off: before, each ran a kernel over an empty range, after a fill that poisoned
+/// its empty output.
+#[test]
+fn empty_tensors_launch_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_) = gpu() else { return };
+    for fusion in [true, false] {
+        let own = kiln::backend::GpuDevice::new().unwrap();
+        own.set_poison_outputs(true);
+        own.set_fusion(fusion);
+        let device = Device::Gpu(own);
+        let (ys, profile) = device
+            .profile(|| {
+                let x = Tensor::zeros([0, 3], DType::F32, &device)?;
+                let ids = Tensor::zeros([4, 0], DType::I32, &device)?;
+                Ok([
+                    x.add_scalar(1.0)?.mul(&x)?.exp()?,
+                    x.transpose(0, 1)?.contiguous()?,
+                    ids.add(&ids)?.to_dtype(DType::F32)?,
+                ])
+            })
+            .unwrap();
+        assert_eq!(
+            profile.dispatches(),
+            0,
+            "fusion {fusion}: {:#?}",
+            profile.kernels
+        );
+        let dims: Vec<&[usize]> = ys.iter().map(|y| y.dims()).collect();
+        assert_eq!(dims, [&[0, 3][..], &[3, 0], &[4, 0]]);
+    }
+}
+
 /// Index checks on ids uploaded from the host use the bounds kept at upload: no
 /// readback, so a training step that gathers (embeddings, labels) does not stall.
 #[test]

@@ -32,7 +32,10 @@ pub(crate) fn full(device: &GpuDevice, n: usize, dtype: DType, value: f64) -> Re
         return fusion::record(device, FusedOp::Full(value as f32), Vec::new(), dtype, n);
     }
     let buffer = device.alloc("full", n, dtype)?;
-    device.fill_words("full", &buffer, pattern(dtype, value))?;
+    // An empty tensor has nothing to fill.
+    if n > 0 {
+        device.fill_words("full", &buffer, pattern(dtype, value))?;
+    }
     let v = value as i32;
     Ok(GpuStorage::new(buffer, dtype, n, device).with_range(v, v))
 }

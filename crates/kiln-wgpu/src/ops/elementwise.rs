@@ -18,6 +18,15 @@ fn launch(
 ) -> Result<GpuStorage> {
     let device = &inputs[0].device;
     let n = params.numel as usize;
+    // Nothing to compute or to poison: no launch.
+    if n == 0 {
+        return Ok(GpuStorage::new(
+            device.alloc(op, 0, out_dtype)?,
+            out_dtype,
+            0,
+            device,
+        ));
+    }
     let out = device.alloc_output(op, n, out_dtype)?;
     let mut buffers = Vec::with_capacity(inputs.len() + 1);
     for s in inputs {
