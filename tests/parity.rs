@@ -2205,10 +2205,13 @@ fn optimizer_updates_in_place_match_cpu() {
     );
 }
 
-/// Gradients scaled by a pending `mul_scalar` (as `clip_grad_norm` leaves them) step
-/// every optimizer in place as on the CPU, with the updates' own scales too; on a GPU
-/// with fusion on (where the scaling waits as an expression) the optimizer's launches
-/// read the gradients unscaled, so no other kernel runs.
+/// Gradients scaled by a pending product step every optimizer in place as on the CPU,
+/// with the updates' own scales too: the first three parameters' by a constant
+/// (`mul_scalar`), the next three's by one value on the device, the last three's by
+/// another, on the left of the product (as `clip_grad_norm` leaves them: its coefficient
+/// is computed on the device). On a GPU with fusion on (where the scaling waits as an
+/// expression) the optimizer's launches read the gradients unscaled, so no other kernel
+/// runs, and gradients scaled by different values on the device launch apart.
 #[test]
 fn optimizer_steps_of_scaled_gradients_match_cpu() {
     use kiln::OptimizerStep;
@@ -2217,13 +2220,29 @@ fn optimizer_steps_of_scaled_gradients_match_cpu() {
     }
     let mut rng = rng();
     let inputs = many_parameters(false, &mut rng);
-    // Copies of the parameters and states, stepped with gradients times 0.3.
+    // The gradients of the parameters in `t` (value, gradient, two states each) scaled.
+    let scaled = |t: &[Tensor]| -> kiln::Result<Vec<Tensor>> {
+        let (device, dtype) = (t[0].device(), t[0].dtype());
+        let value = |v: f32| Tensor::from_vec(vec![v], [], &device)?.to_dtype(dtype);
+        let (first, second) = (value(0.3)?, value(0.7)?);
+        let mut out = t.to_vec();
+        for (j, c) in out.chunks_mut(4).enumerate() {
+            c[1] = match j / 3 {
+                0 => c[1].mul_scalar(0.3)?,
+                1 => c[1].mul(&first)?,
+                _ => second.mul(&c[1])?,
+            };
+        }
+        Ok(out)
+    };
+    // Copies of the parameters and states, stepped with scaled gradients.
     let step_scaled = |t: &[Tensor], step: &OptimizerStep| -> kiln::Result<Tensor> {
         let mut copies = Vec::new();
         for c in t.chunks(4) {
             let own = |x: &Tensor| x.mul_scalar(1.0);
-            copies.extend([own(&c[0])?, c[1].mul_scalar(0.3)?, own(&c[2])?, own(&c[3])?]);
+            copies.extend([own(&c[0])?, c[1].clone(), own(&c[2])?, own(&c[3])?]);
         }
+        let copies = scaled(&copies)?;
         let updates = updates_of(&copies, step);
         Tensor::optimizer_update_in_place(&updates, step)?;
         let stepped = updates
@@ -2244,14 +2263,11 @@ fn optimizer_steps_of_scaled_gradients_match_cpu() {
         .map(|t| Tensor::from_vec(t.to_vec::<f32>().unwrap(), t.dims(), &device).unwrap())
         .collect();
     let [adam, ..] = every_optimizer_step();
-    // Scaled inside the profile, which runs what was pending before it (the empty
-    // gradient is left: an op on no elements launches its kernel, not an expression).
+    // Scaled inside the profile, which runs what was pending before it; the values on
+    // the device are uploaded, not computed.
     let (in_place, profile) = device
         .profile(|| {
-            let mut scaled = copies.clone();
-            for c in scaled.chunks_mut(4).filter(|c| c[1].elem_count() > 0) {
-                c[1] = c[1].mul_scalar(0.3)?;
-            }
+            let scaled = scaled(&copies)?;
             Tensor::optimizer_update_in_place(&updates_of(&scaled, &adam), &adam)
         })
         .unwrap();
@@ -2263,6 +2279,18 @@ fn optimizer_steps_of_scaled_gradients_match_cpu() {
         .collect();
     assert!(others.is_empty(), "{others:?}");
     assert_optimizer_launches_share(&profile, MANY_PARAMETERS.len() - 1);
+    // Three scalings, each a launch of its own where the adapter binds three
+    // parameters, their states and one value on the device (Adam in place: 13 buffers).
+    let launches: u64 = profile.kernels.iter().map(|k| k.launches).sum();
+    let bound = device
+        .as_gpu()
+        .unwrap()
+        .summary()
+        .max_storage_buffers_per_shader_stage;
+    match bound >= 13 {
+        true => assert_eq!(launches, 3, "{:?}", profile.kernels),
+        false => assert!(launches > 3, "{:?}", profile.kernels),
+    }
 }
 
 /// A GPU device of its own, outputs poisoned, for what a test profiles or counts the

@@ -581,15 +581,38 @@ fn clipping_and_schedules_follow_their_definitions() {
         .unwrap();
     let mut grads = p.square().unwrap().sum_all().unwrap().backward().unwrap(); // 2p = [3, 4]
     let norm = clip_grad_norm(&mut grads, std::slice::from_ref(&p), 1.0).unwrap();
-    assert!((norm - 5.0).abs() < 1e-6);
+    assert_eq!(norm.item::<f32>().unwrap(), 5.0);
     let g = grads.get(&p).unwrap().to_vec::<f32>().unwrap();
     assert!(
         (g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5,
         "{g:?}"
     );
 
-    // Several gradients on a GPU: the same norm and clipped values as on the CPU, the
-    // sums of squares read back once.
+    // Within the norm, the gradients are multiplied by 1 (unchanged); a max_norm below
+    // 0 or NaN is refused, the gradients untouched.
+    let unclipped = clip_grad_norm(&mut grads, std::slice::from_ref(&p), 2.0).unwrap();
+    assert!((unclipped.item::<f32>().unwrap() - 1.0).abs() < 1e-6);
+    assert_eq!(grads.get(&p).unwrap().to_vec::<f32>().unwrap(), g);
+    for bad in [-1.0, f64::NAN] {
+        let e = clip_grad_norm(&mut grads, std::slice::from_ref(&p), bad).unwrap_err();
+        assert!(e.to_string().contains("max_norm must be at least 0"), "{e}");
+        assert_eq!(grads.get(&p).unwrap().to_vec::<f32>().unwrap(), g);
+    }
+    // A NaN in a gradient makes every gradient NaN, as in PyTorch.
+    let q = Tensor::zeros([2], DType::F32, &cpu).unwrap();
+    let mut with_nan = kiln::Gradients::default();
+    with_nan.insert(
+        &p,
+        Tensor::from_vec(vec![f32::NAN, 1.0], [2], &cpu).unwrap(),
+    );
+    with_nan.insert(&q, Tensor::from_vec(vec![1.0f32, 2.0], [2], &cpu).unwrap());
+    let norm = clip_grad_norm(&mut with_nan, &[p.clone(), q.clone()], 1.0).unwrap();
+    assert!(norm.item::<f32>().unwrap().is_nan());
+    let q_grad = with_nan.get(&q).unwrap().to_vec::<f32>().unwrap();
+    assert!(q_grad.iter().all(|v| v.is_nan()), "{q_grad:?}");
+
+    // Several gradients on a GPU: the same norm and clipped values as on the CPU, with
+    // nothing read back until the norm is.
     let gpu = own_gpu();
     let rng = Rng::new(13);
     let shapes: [&[usize]; 4] = [&[3, 5], &[7], &[0], &[2, 2, 2]];
@@ -621,8 +644,10 @@ fn clipping_and_schedules_follow_their_definitions() {
                 ),
             };
             if device.is_gpu() {
-                assert_eq!(profile.readbacks, 1, "{:?}", profile.kernels);
+                assert_eq!(profile.readbacks, 0, "{:?}", profile.kernels);
+                assert!(norm.device().is_gpu());
             }
+            let norm = norm.item::<f32>().unwrap() as f64;
             let clipped = params
                 .iter()
                 .map(|p| grads.get(p).unwrap().to_vec().unwrap());
@@ -639,8 +664,9 @@ fn clipping_and_schedules_follow_their_definitions() {
         assert!((a - b).abs() <= 1e-6 + 1e-5 * a.abs(), "{a} {b}");
     }
     // An Adam step on the clipped gradients, which are then let go: on a GPU with
-    // fusion on the optimizer's launches read them unscaled, and no kernel writes the
-    // clipped copies.
+    // fusion on the optimizer's launches read them unscaled and multiply them by the
+    // coefficient on the device, so no kernel writes the clipped copies, and nothing is
+    // read back.
     gpu.as_gpu().unwrap().set_fusion(true);
     let stepped: Vec<Vec<Vec<f32>>> = [Device::cpu(), gpu.clone()]
         .iter()
@@ -658,11 +684,9 @@ fn clipping_and_schedules_follow_their_definitions() {
             match device.as_gpu() {
                 Some(_) => {
                     let ((), profile) = device.profile(clip_and_step).unwrap();
-                    let scaled = profile
-                        .kernels
-                        .iter()
-                        .filter(|k| k.name.contains("mul_scalar"));
+                    let scaled = profile.kernels.iter().filter(|k| k.name.contains("mul"));
                     assert_eq!(scaled.count(), 0, "{:?}", profile.kernels);
+                    assert_eq!(profile.readbacks, 0, "{:?}", profile.kernels);
                 }
                 None => clip_and_step().unwrap(),
             }

@@ -5,7 +5,7 @@
 
 use super::optim_group::{self, Writes};
 use crate::device::GpuDevice;
-use crate::fusion::FusedOp;
+use crate::fusion::{Arg, FusedOp};
 use crate::kernels::Kernel;
 use crate::launch::Bindings;
 use crate::params::{
@@ -14,7 +14,8 @@ use crate::params::{
 use crate::pipelines::in_group0;
 use crate::pool::PooledBuffer;
 use crate::storage::GpuStorage;
-use kiln_core::{OptimizerStep, ParamUpdate, ParamUpdateInPlace, Result, UnaryOp};
+use kiln_core::{BinaryOp, OptimizerStep, ParamUpdate, ParamUpdateInPlace, Result, UnaryOp};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// `step` applied to each update's parameter (compact, like its gradient and each of
@@ -40,10 +41,9 @@ pub(crate) fn update_all(
         })
         .collect::<Result<Vec<_>>>()?;
     let limit = device.inner.limits.max_storage_buffers_per_shader_stage;
-    let most = optim_group::group_size(limit, states, Writes::New).max(1);
     let grads: Vec<_> = updates
         .iter()
-        .map(|u| unscaled(u.grad, u.grad_scale))
+        .map(|u| GradRead::of(u.grad, u.grad_scale))
         .collect();
     // Empty parameters launch nothing.
     let work: Vec<_> = updates
@@ -52,26 +52,31 @@ pub(crate) fn update_all(
         .zip(&outs)
         .filter(|((u, _), _)| u.param.len > 0)
         .collect();
-    for group in work.chunk_by(|a, b| a.0 .0.param.dtype == b.0 .0.param.dtype) {
+    for group in work.chunk_by(|((a, a_grad), _), ((b, b_grad), _)| {
+        a.param.dtype == b.param.dtype && a_grad.same_device_scale(b_grad)
+    }) {
+        let by = group[0].0 .1.by.as_ref();
+        let most = optim_group::group_size(limit, states, Writes::New, by.is_some()).max(1);
         for launch in group.chunks(most) {
             match launch {
                 // The shader as written binds its states and takes the gradient
                 // unscaled: a step without them, or scaled, runs the group kernel.
-                [((u, (grad, 1.0)), out)] if states > 0 => {
-                    launch_one(u, grad, out, kernel, &params)?
+                [((u, grad), out)] if states > 0 && grad.is_plain() => {
+                    launch_one(u, &grad.storage, out, kernel, &params)?
                 }
                 _ => {
                     let buffers = launch
                         .iter()
-                        .map(|((u, (grad, _)), out)| bindings(u, grad, out))
+                        .map(|((u, grad), out)| bindings(u, &grad.storage, out))
                         .collect::<Result<Vec<_>>>()?;
                     let parameters: Vec<_> = launch
                         .iter()
-                        .map(|((u, (_, scale)), _)| (u.param, *scale))
+                        .map(|((u, grad), _)| (u.param, grad.scale))
                         .collect();
                     launch_group(
                         &parameters,
                         &buffers,
+                        by,
                         (Writes::New, states),
                         kernel,
                         &params,
@@ -106,10 +111,13 @@ pub(crate) fn update_in_place(
     let states = first.states.len();
     let grads: Vec<_> = updates
         .iter()
-        .map(|u| unscaled(u.grad, u.grad_scale))
+        .map(|u| GradRead::of(u.grad, u.grad_scale))
         .collect();
-    for (grad, _) in &grads {
-        grad.raw()?;
+    for grad in &grads {
+        grad.storage.raw()?;
+        if let Some(by) = &grad.by {
+            by.raw()?;
+        }
     }
     let mut in_place = Vec::with_capacity(updates.len());
     for u in updates.iter() {
@@ -134,20 +142,26 @@ pub(crate) fn update_in_place(
         .map(|(work, _)| work)
         .collect();
     let limit = device.inner.limits.max_storage_buffers_per_shader_stage;
-    let most = optim_group::group_size(limit, states, Writes::InPlace).max(1);
-    for group in work.chunk_by(|a, b| a.0.param.dtype == b.0.param.dtype) {
+    for group in work.chunk_by(|(a, a_grad), (b, b_grad)| {
+        a.param.dtype == b.param.dtype && a_grad.same_device_scale(b_grad)
+    }) {
+        let by = group[0].1.by.as_ref();
+        let most = optim_group::group_size(limit, states, Writes::InPlace, by.is_some()).max(1);
         for launch in group.chunks(most) {
             let buffers = launch
                 .iter()
-                .map(|(u, (grad, _))| read_buffers(u.param, grad, u.states.iter().map(|s| &**s)))
+                .map(|(u, grad)| {
+                    read_buffers(u.param, &grad.storage, u.states.iter().map(|s| &**s))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let parameters: Vec<_> = launch
                 .iter()
-                .map(|(u, (_, scale))| (&*u.param, *scale))
+                .map(|(u, grad)| (&*u.param, grad.scale))
                 .collect();
             launch_group(
                 &parameters,
                 &buffers,
+                by,
                 (Writes::InPlace, states),
                 kernel,
                 &params,
@@ -222,19 +236,65 @@ fn step_kernel(device: &GpuDevice, step: &OptimizerStep) -> Result<(Kernel, Step
     }
 }
 
-/// The gradient an update reads and the scale it takes it by: a gradient still to be
-/// computed as `x * c` (gradient clipping's) is read as `x`, its scale times `c`, where
-/// `x` is a whole storage of its own, so that no launch writes the scaled copy first.
-fn unscaled(grad: &GpuStorage, scale: f32) -> (GpuStorage, f32) {
-    if let Some(e) = grad.data.expr.lock().unwrap().as_ref() {
-        if let (FusedOp::Unary(UnaryOp::MulScalar(c)), [x]) = (e.op, &e.args[..]) {
+/// How an update reads its gradient: `storage` times `scale`, and times the one value of
+/// `by` where there is one.
+struct GradRead {
+    storage: GpuStorage,
+    scale: f32,
+    by: Option<GpuStorage>,
+}
+
+impl GradRead {
+    /// A gradient still to be computed as `x * c` or as `x * s`, `s` one value on the
+    /// device (gradient clipping's, by a constant or by a coefficient the device
+    /// computed), is read as `x`, where `x` is a whole storage of its own, so that no
+    /// launch writes the scaled copy first.
+    fn of(grad: &GpuStorage, scale: f32) -> GradRead {
+        let whole = |x: &Arg| {
             let s = &x.storage;
-            if x.layout.is_compact() && s.len == grad.len && s.dtype == grad.dtype {
-                return (s.clone(), scale * c);
+            x.layout.is_compact() && s.len == grad.len && s.dtype == grad.dtype
+        };
+        let one = |x: &Arg| x.storage.len == 1 && x.storage.dtype == grad.dtype;
+        let read = |x: &Arg, scale, by: Option<&Arg>| GradRead {
+            storage: x.storage.clone(),
+            scale,
+            by: by.map(|b| b.storage.clone()),
+        };
+        if let Some(e) = grad.data.expr.lock().unwrap().as_ref() {
+            match (e.op, &e.args[..]) {
+                (FusedOp::Unary(UnaryOp::MulScalar(c)), [x]) if whole(x) => {
+                    return read(x, scale * c, None)
+                }
+                (FusedOp::Binary(BinaryOp::Mul), [x, s]) if whole(x) && one(s) => {
+                    return read(x, scale, Some(s))
+                }
+                (FusedOp::Binary(BinaryOp::Mul), [s, x]) if whole(x) && one(s) => {
+                    return read(x, scale, Some(s))
+                }
+                _ => {}
             }
         }
+        GradRead {
+            storage: grad.clone(),
+            scale,
+            by: None,
+        }
     }
-    (grad.clone(), scale)
+
+    /// Read as it lies, as the shader as written reads it.
+    fn is_plain(&self) -> bool {
+        self.scale == 1.0 && self.by.is_none()
+    }
+
+    /// Whether both are multiplied by the same value on the device, or neither: one
+    /// launch binds one such value.
+    fn same_device_scale(&self, other: &GradRead) -> bool {
+        match (&self.by, &other.by) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.data, &b.data),
+            _ => false,
+        }
+    }
 }
 
 /// The buffers one parameter binds: `param, grad, states.., param_out, states_out..`.
@@ -286,10 +346,12 @@ fn launch_one(
 }
 
 /// Several parameters of one dtype in one launch (`optim_group`), each with its
-/// gradient's scale and `states` states, binding its `buffers` as `writes` orders them.
+/// gradient's scale and `states` states, binding its `buffers` as `writes` orders them,
+/// and then `by`, the value on the device every gradient is also multiplied by.
 fn launch_group(
     parameters: &[(&GpuStorage, f32)],
     buffers: &[Vec<&wgpu::Buffer>],
+    by: Option<&GpuStorage>,
     (writes, states): (Writes, usize),
     kernel: Kernel,
     params: &StepParams,
@@ -312,16 +374,19 @@ fn launch_group(
     let total = *starts.last().expect("starts from 0");
     let scales: Vec<f32> = parameters.iter().map(|&(_, scale)| scale).collect();
     let bytes = optim_group::params_bytes(&params(total), &starts, &scales)?;
+    let by = by.map(|b| b.raw()).transpose()?;
     let resources: Vec<_> = buffers
         .iter()
         .flatten()
+        .chain(&by)
         .map(|b| b.as_entire_binding())
         .collect();
     let k = parameters.len();
-    let key = format!("{kernel:?} [{dtype:?}] x{k} {states} states {writes:?}");
+    let by_device = by.is_some();
+    let key = format!("{kernel:?} [{dtype:?}] x{k} {states} states {writes:?} {by_device}");
     let written = in_group0(&optim_group::written_bindings(k, states, writes));
     let pipeline = device.cached_pipeline(key, kernel, 1, written, || {
-        optim_group::source(kernel, dtype, k, states, writes)
+        optim_group::source(kernel, dtype, k, states, writes, by_device)
     })?;
     let groups = device.groups_1d(op, total as usize)?;
     let bind = Bindings::numbered(&bytes, &resources, 1);

@@ -55,9 +55,17 @@ pub(crate) const fn params_size(step_params: usize) -> usize {
     step_params.div_ceil(16) * 16 + 16 * (STARTS_VEC4S + SCALES_VEC4S)
 }
 
-/// Parameters a launch can take within `max_storage_buffers` (the stage's limit).
-pub(crate) fn group_size(max_storage_buffers: u32, states: usize, writes: Writes) -> usize {
-    (max_storage_buffers as usize / writes.buffers_per_parameter(states)).min(MAX_GROUP)
+/// Parameters a launch can take within `max_storage_buffers` (the stage's limit), the
+/// launch binding one more buffer where its gradients are also multiplied by a value on
+/// the device (`by_device`).
+pub(crate) fn group_size(
+    max_storage_buffers: u32,
+    states: usize,
+    writes: Writes,
+    by_device: bool,
+) -> usize {
+    let room = (max_storage_buffers as usize).saturating_sub(by_device as usize);
+    (room / writes.buffers_per_parameter(states)).min(MAX_GROUP)
 }
 
 /// The params of a launch over parameters starting at `starts` (then their total),
@@ -94,13 +102,15 @@ pub(crate) fn written_bindings(k: usize, states: usize, writes: Writes) -> Vec<u
 }
 
 /// `kernel`'s source for `k` parameters of `dtype` with `states` states each, binding
-/// them as `writes` says.
+/// them as `writes` says; with `by_device`, every gradient is also multiplied by the
+/// one value of a buffer bound after them (a clipping coefficient the device computed).
 pub(crate) fn source(
     kernel: Kernel,
     dtype: DType,
     k: usize,
     states: usize,
     writes: Writes,
+    by_device: bool,
 ) -> Result<String> {
     let (path, _) = kernel.file();
     let text = kernel.specialise(&[dtype])?;
@@ -162,11 +172,22 @@ struct GroupParams {{
             );
         }
     }
+    let scale = match by_device {
+        true => {
+            let _ = writeln!(
+                s,
+                "@group(0) @binding({}) var<storage, read> device_scale: array<T>;",
+                1 + k * per
+            );
+            "group.scales[j / 4u][j % 4u] * f32(device_scale[0])"
+        }
+        false => "group.scales[j / 4u][j % 4u]",
+    };
     let _ = write!(
         s,
         "
 fn start(j: u32) -> u32 {{ return group.starts[j / 4u][j % 4u]; }}
-fn scale(j: u32) -> f32 {{ return group.scales[j / 4u][j % 4u]; }}
+fn scale(j: u32) -> f32 {{ return {scale}; }}
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
@@ -209,8 +230,9 @@ mod tests {
         AdamParams, MovingAverageParams, ParamsLayout, RmsPropParams, SgdParams, ShaderParams,
     };
 
-    /// Every optimizer's group kernel, for every group size, is valid WGSL whose
-    /// params are the bytes `params_bytes` writes, and binds what it says it writes.
+    /// Every optimizer's group kernel, for every group size, with and without a scale
+    /// on the device, is valid WGSL whose params are the bytes `params_bytes` writes,
+    /// and binds what it says it writes and as many buffers as `group_size` allows for.
     #[test]
     fn group_kernels_validate_and_match_their_params() {
         let kernels: [(Kernel, usize, ParamsLayout); 5] = [
@@ -221,17 +243,23 @@ mod tests {
             (Kernel::MovingAverageUpdate, 0, MovingAverageParams::LAYOUT),
         ];
         for (kernel, states, layout) in kernels {
-            for writes in [Writes::New, Writes::InPlace] {
+            for (writes, by_device) in [Writes::New, Writes::InPlace]
+                .into_iter()
+                .flat_map(|w| [(w, false), (w, true)])
+            {
                 for k in 1..=MAX_GROUP {
-                    let text = source(kernel, DType::F32, k, states, writes).unwrap();
-                    let label = format!("{kernel:?} x{k} {writes:?}");
+                    let text = source(kernel, DType::F32, k, states, writes, by_device).unwrap();
+                    let label = format!("{kernel:?} x{k} {writes:?}, by device {by_device}");
                     let size = struct_size(&text, "GroupParams", &label);
                     assert_eq!(size, params_size(layout.size), "{label}");
                     let written = bindings(&text, "read_write>");
                     assert_eq!(written, written_bindings(k, states, writes), "{label}");
                     let all = bindings(&text, "array<T>;");
-                    let per = writes.buffers_per_parameter(states);
-                    assert_eq!(all, (1..=(k * per) as u32).collect::<Vec<_>>(), "{label}");
+                    let bound = k * writes.buffers_per_parameter(states) + by_device as usize;
+                    assert_eq!(all, (1..=bound as u32).collect::<Vec<_>>(), "{label}");
+                    // Exactly what a launch of k binds takes k to a launch.
+                    let most = group_size(bound as u32, states, writes, by_device);
+                    assert_eq!(most, k, "{label}");
                 }
             }
         }
