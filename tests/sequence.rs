@@ -68,6 +68,7 @@ fn learns(name: &str, body: impl Module + 'static, embed: usize, out: usize) {
         resume: None,
         data_parallel: None,
         callbacks: Vec::new(),
+        clip_grad_norm: None,
     };
     fit(
         &model,

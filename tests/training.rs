@@ -37,6 +37,7 @@ fn quiet(epochs: usize) -> FitConfig {
         resume: None,
         data_parallel: None,
         callbacks: Vec::new(),
+        clip_grad_norm: None,
     }
 }
 
@@ -158,6 +159,7 @@ fn early_stopping_and_plateau_trigger_and_restore_the_best_weights() {
         resume: None,
         data_parallel: None,
         callbacks: Vec::new(),
+        clip_grad_norm: None,
     };
     let (tl, vl) = (
         DataLoader::new(&train, 32, &cpu).unwrap().shuffled(4),
@@ -568,6 +570,57 @@ fn checkpoints_round_trip_bitwise_with_optimizer_state() {
     let names = |s: Vec<(String, Tensor)>| s.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
     assert_eq!(names(resumed.state()), names(opt.state()));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `train_step` (as `fit` takes it) with `clip_grad_norm`: an SGD step at learning rate
+/// 1 moves the parameters by the clipped gradients, whose joint norm is the maximum, on
+/// the CPU and on a GPU. There the clipped step reads nothing back and launches two or
+/// three kernels more than a step without clipping (the gradients put end to end, the
+/// sum of their squares in one or two passes, the coefficient the last one's epilogue),
+/// with no more submissions.
+#[test]
+fn a_clipped_training_step_moves_the_parameters_by_the_maximum_norm() {
+    let (train, _) = digits(64, 1);
+    let max_norm = 0.01;
+    for device in [Device::cpu(), own_gpu()] {
+        let model = mlp(&device, &mut Rng::new(5));
+        let values = |m: &Sequential| -> Vec<Vec<f32>> {
+            m.parameters().iter().map(|p| p.to_vec().unwrap()).collect()
+        };
+        let mut opt = Sgd::new(model.named_parameters(), 1.0);
+        let loader = DataLoader::new(&train, 64, &device).unwrap();
+        let (x, y) = loader.epoch(0).next().unwrap().unwrap();
+        let mut step = |clip| {
+            let mut step = || train_step(&model, &mut opt, &classification_step, &x, &y, clip);
+            match device.as_gpu() {
+                Some(_) => device.profile(step).unwrap().1,
+                None => {
+                    step().unwrap();
+                    kiln::Profile::default()
+                }
+            }
+        };
+        let plain = step(None);
+        let before = values(&model);
+        let clipped = step(Some(max_norm));
+        if device.is_gpu() {
+            assert_eq!(clipped.readbacks, 0, "{:?}", clipped.kernels);
+            let more = clipped.dispatches() - plain.dispatches();
+            assert!((2..=3).contains(&more), "{more} more: {clipped:#?}");
+            assert_eq!(clipped.submissions, plain.submissions, "{clipped:#?}");
+        }
+        let moved = values(&model)
+            .iter()
+            .flatten()
+            .zip(before.iter().flatten())
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            (moved - max_norm).abs() < 1e-3 * max_norm,
+            "{device}: moved {moved}"
+        );
+    }
 }
 
 #[test]
@@ -1206,7 +1259,7 @@ fn settles_into_its_bind_groups(
                 g.trim_pool().unwrap();
             }
             let before = made();
-            train_step(&model, &mut opt, step, &x, &y).unwrap();
+            train_step(&model, &mut opt, step, &x, &y, None).unwrap();
             per_step.push(made() - before);
         }
         let values = model
@@ -1373,7 +1426,7 @@ fn a_parameter_average_holds_no_old_weights_and_keeps_to_the_cpu() {
         let (x, y) = (x.to_device(device).unwrap(), y.to_device(device).unwrap());
         let mut held = Vec::new();
         for _ in 0..10 {
-            train_step(&model, &mut opt, &classification_step, &x, &y).unwrap();
+            train_step(&model, &mut opt, &classification_step, &x, &y, None).unwrap();
             ema.update().unwrap();
             held.push(device.as_gpu().map_or(0, |g| g.pool_stats().live_bytes));
         }

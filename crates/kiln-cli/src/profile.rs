@@ -30,6 +30,10 @@ pub struct ProfileArgs {
     warmup: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Clip each step's gradients to this joint norm, as `kiln train --clip-grad-norm`
+    /// does. Not for the GAN.
+    #[arg(long)]
+    clip_grad_norm: Option<f64>,
 }
 
 type Step<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
@@ -41,22 +45,33 @@ fn fit_step<'a>(
     model: &'a dyn Module,
     optimizer: &'a mut dyn Optimizer,
     step: fn(&dyn Module, &Tensor, &Tensor) -> Result<StepOutput>,
-    x: Tensor,
-    y: Tensor,
+    (x, y): (Tensor, Tensor),
+    clip_grad_norm: Option<f64>,
 ) -> Step<'a> {
-    Box::new(move || train_step(model, optimizer, &step, &x, &y).map(drop))
+    Box::new(move || train_step(model, optimizer, &step, &x, &y, clip_grad_norm).map(drop))
 }
 
 pub fn run(args: ProfileArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
     let mut rng = Rng::new(args.seed);
-    if args.steps == 0 {
-        let reason = "--steps must be at least 1".into();
-        return Err(kiln::Error::InvalidArgument {
+    let refuse = |reason: &str| {
+        Err(kiln::Error::InvalidArgument {
             op: "profile",
-            reason,
-        });
+            reason: reason.into(),
+        })
+    };
+    if args.steps == 0 {
+        return refuse("--steps must be at least 1");
     }
+    if let Some(max) = args.clip_grad_norm {
+        if !(max.is_finite() && max > 0.0) {
+            return refuse("--clip-grad-norm must be a positive, finite number");
+        }
+        if args.model == Model::Gan {
+            return refuse("--clip-grad-norm is not available for the GAN");
+        }
+    }
+    let clip = args.clip_grad_norm;
     let name = format!("{:?}", args.model).to_lowercase();
     let measured = match args.model {
         Model::Cnn | Model::Mlp => {
@@ -71,7 +86,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
                 .to_device(&device)?;
             let model = image_model(args.model, &device, &mut rng, None)?;
             let mut optimizer = Adam::new(model.named_parameters(), IMAGE_LR);
-            let step = fit_step(&model, &mut optimizer, classification_step, x, y);
+            let step = fit_step(&model, &mut optimizer, classification_step, (x, y), clip);
             measure(&device, step, &args)?
         }
         Model::Lstm | Model::Gru | Model::Transformer => {
@@ -85,7 +100,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
             let (x, y) = (window(0)?, window(1)?);
             let (model, lr) = char_lm(args.model, vocab.len(), &device, &mut rng)?;
             let mut optimizer = Adam::new(model.named_parameters(), lr);
-            let step = fit_step(&model, &mut optimizer, next_token_step, x, y);
+            let step = fit_step(&model, &mut optimizer, next_token_step, (x, y), clip);
             measure(&device, step, &args)?
         }
         Model::Gan => {

@@ -87,6 +87,11 @@ pub struct TrainArgs {
     /// The initial weights for a seed are the same at every value.
     #[arg(long)]
     dropout: Option<f64>,
+    /// Scale each step's gradients so that their joint L2 norm is at most this (PyTorch's
+    /// `clip_grad_norm_`), computed on the device: no sync point. Not for the GAN or
+    /// --csv.
+    #[arg(long)]
+    clip_grad_norm: Option<f64>,
     /// Train the MLP on a CSV of your own instead (`kiln train mlp --csv data.csv
     /// --target label`): numeric feature columns, and a target column of classes or
     /// (with `--task regress`) numbers. The rows are split (stratified by class) into
@@ -170,6 +175,7 @@ impl TrainArgs {
                 ("--resume", self.resume.is_some()),
                 ("--distributed", self.distributed),
                 ("--dropout", self.dropout.is_some()),
+                ("--clip-grad-norm", self.clip_grad_norm.is_some()),
             ];
             if let Some((flag, _)) = others.iter().find(|(_, set)| *set) {
                 return refuse(format!("{flag} is not available with --csv"));
@@ -190,7 +196,15 @@ impl TrainArgs {
         if self.batch_size == Some(0) {
             return refuse("--batch-size must be at least 1".into());
         }
-        for (flag, value) in [("--lr", self.lr), ("--minutes", self.minutes)] {
+        if self.clip_grad_norm.is_some() && self.model == Model::Gan {
+            return refuse("--clip-grad-norm is not available for the GAN".into());
+        }
+        let positive = [
+            ("--lr", self.lr),
+            ("--minutes", self.minutes),
+            ("--clip-grad-norm", self.clip_grad_norm),
+        ];
+        for (flag, value) in positive {
             if let Some(v) = value.filter(|v| !(v.is_finite() && *v > 0.0)) {
                 return refuse(format!("{flag} must be a positive, finite number, got {v}"));
             }
@@ -451,6 +465,7 @@ fn train(args: TrainArgs) -> Result<()> {
         resume: resumed,
         data_parallel: ranks.0.clone(),
         callbacks: Vec::new(),
+        clip_grad_norm: args.clip_grad_norm,
     };
     let start = Instant::now();
     let history = fit(
@@ -558,6 +573,7 @@ fn run_char_lm(
         resume: resumed,
         data_parallel: ranks.0.clone(),
         callbacks: Vec::new(),
+        clip_grad_norm: args.clip_grad_norm,
     };
     let start = Instant::now();
     let history = fit(

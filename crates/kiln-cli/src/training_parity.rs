@@ -87,7 +87,7 @@ fn replay(
             false => x,
         };
         let (x, y) = (x.to_device(device).unwrap(), y.to_device(device).unwrap());
-        train_step(model, optimizer, step, &x, &y).unwrap();
+        train_step(model, optimizer, step, &x, &y, None).unwrap();
     }
     let want = part(file, expected);
     let mut worst = 0.0f64;

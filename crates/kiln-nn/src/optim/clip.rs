@@ -7,8 +7,9 @@ use kiln::{DType, Device, Error, Gradients, Result, Tensor};
 /// `min(1, max_norm / (norm + 1e-6))`. Returns the norm before clipping, a scalar f32
 /// tensor on the first gradient's device (on the CPU if no parameter has a gradient).
 ///
-/// Nothing is read back: the squares are summed where each gradient lies (in f32),
-/// the coefficient is computed on the device, and an optimizer step on a GPU reads
+/// Nothing is read back: the gradients on each device are put end to end and their
+/// squares summed there in one reduction (in f32), the coefficient is computed on the
+/// device, and an optimizer step on a GPU reads
 /// each clipped gradient as its unclipped one times that coefficient. Clipping adds no
 /// sync point to a training step and writes no clipped copies; reading the returned
 /// norm (`item`) waits for it. A NaN norm makes every gradient NaN, and an infinite
@@ -28,17 +29,21 @@ pub fn clip_grad_norm(grads: &mut Gradients, params: &[Tensor], max_norm: f64) -
         return Tensor::zeros([], DType::F32, &Device::cpu());
     };
     let home = first.device();
-    // Gradients on one device in one dtype: one cat and one sum of their sums.
+    // Gradients on one device in one dtype: one cat and one sum.
     let runs: Vec<&[(&Tensor, Tensor)]> = with_grad
         .chunk_by(|a, b| a.1.device() == b.1.device() && a.1.dtype() == b.1.dtype())
         .collect();
     let mut total: Option<Tensor> = None;
     for run in &runs {
-        let sums = run
+        // End to end, so that one reduction (not one a gradient) sums their squares.
+        let flat = run
             .iter()
-            .map(|(_, g)| g.to_dtype(DType::F32)?.square()?.sum_all()?.reshape([1]))
+            .map(|(_, g)| g.to_dtype(DType::F32)?.reshape([g.elem_count()]))
             .collect::<Result<Vec<_>>>()?;
-        let part = Tensor::cat(&sums, 0)?.sum_all()?.to_device(&home)?;
+        let part = Tensor::cat(&flat, 0)?
+            .square()?
+            .sum_all()?
+            .to_device(&home)?;
         total = Some(match total {
             None => part,
             Some(t) => t.add(&part)?,

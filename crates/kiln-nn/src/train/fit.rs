@@ -3,13 +3,13 @@
 use crate::data::DataLoader;
 use crate::distributed::{self, DataParallel, ExchangeTime, GradientBuckets};
 use crate::module::{Module, ModuleExt};
-use crate::optim::{LrScheduler, Optimizer};
+use crate::optim::{clip_grad_norm, LrScheduler, Optimizer};
 use crate::train::{
     load_checkpoint, save_checkpoint, training_state, Callback, Control, EpochEnd, RunState,
     StepEnd,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kiln::{Error, Result, Tensor};
+use kiln::{Error, Gradients, Result, Tensor};
 use std::io::IsTerminal;
 use std::time::Instant;
 
@@ -179,17 +179,28 @@ impl Totals {
 }
 
 /// One optimizer step on one batch, as `fit` takes it: `step` (forward and loss), the
-/// backward pass, the update. Nothing is read back.
+/// backward pass, the gradients clipped to a joint norm of `clip_grad_norm` where given,
+/// the update. Nothing is read back.
 pub fn train_step(
     model: &dyn Module,
     optimizer: &mut dyn Optimizer,
     step: &dyn Fn(&dyn Module, &Tensor, &Tensor) -> Result<StepOutput>,
     x: &Tensor,
     y: &Tensor,
+    clip_grad_norm: Option<f64>,
 ) -> Result<StepOutput> {
     let out = step(model, x, y)?;
-    optimizer.step(&out.loss.backward()?)?;
+    optimizer.step(&clipped(out.loss.backward()?, model, clip_grad_norm)?)?;
     Ok(out)
+}
+
+/// `grads` scaled to a joint norm of at most `max_norm`, where there is one
+/// (`clip_grad_norm`: computed on the device, no sync point).
+fn clipped(mut grads: Gradients, model: &dyn Module, max_norm: Option<f64>) -> Result<Gradients> {
+    if let Some(max_norm) = max_norm {
+        clip_grad_norm(&mut grads, &model.parameters(), max_norm)?;
+    }
+    Ok(grads)
 }
 
 /// The step of a classifier: cross-entropy of `model(x)` (logits `[n, classes]`)
@@ -298,6 +309,10 @@ pub struct FitConfig {
     pub data_parallel: Option<DataParallel>,
     /// Hooks run after every step and every epoch (`Callback`), in this order.
     pub callbacks: Vec<std::sync::Arc<dyn Callback>>,
+    /// Scale each step's gradients so that their joint L2 norm is at most this
+    /// (`optim::clip_grad_norm`, on the device, no sync point); with `data_parallel`,
+    /// after they are averaged, so every rank clips alike.
+    pub clip_grad_norm: Option<f64>,
 }
 
 impl Default for FitConfig {
@@ -313,6 +328,7 @@ impl Default for FitConfig {
             resume: None,
             data_parallel: None,
             callbacks: Vec::new(),
+            clip_grad_norm: None,
         }
     }
 }
@@ -533,10 +549,11 @@ pub fn fit(
             let out = match &buckets {
                 Some(buckets) => {
                     let out = step(model, &x, &y)?;
-                    optimizer.step(&buckets.backward(&out.loss)?)?;
+                    let grads = buckets.backward(&out.loss)?;
+                    optimizer.step(&clipped(grads, model, config.clip_grad_norm)?)?;
                     out
                 }
-                None => train_step(model, optimizer, step, &x, &y)?,
+                None => train_step(model, optimizer, step, &x, &y, config.clip_grad_norm)?,
             };
             steps += 1;
             let mut stop = false;
