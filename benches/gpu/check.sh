@@ -159,6 +159,9 @@ for model in cnn transformer lstm gan; do
     part "kiln train step $model" 240 bash -c "set -o pipefail; echo '# kiln profile $model' >> \"$training\"; \
         \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|submissions|bind groups|peak memory|dispatches|bytes per step)' >> \"$training\""
 done
+# A clipped step (the norm and its coefficient on the device, no sync point).
+part "kiln train step transformer, clipped" 240 bash -c "set -o pipefail; echo '# kiln profile transformer --clip-grad-norm 1' >> \"$training\"; \
+    \"$kiln\" profile transformer --clip-grad-norm 1 --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|submissions|readbacks|bind groups|peak memory|dispatches|bytes per step)' >> \"$training\""
 if ! $local_mode; then
     for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold KILN_CONV=implicit KILN_ATTENTION=fused KILN_ATTENTION=composed KILN_ATTENTION_SPLIT=whole KILN_ATTENTION_SPLIT=split; do
         for model in cnn transformer gan; do
