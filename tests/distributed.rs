@@ -184,19 +184,23 @@ fn optimizer(which: Opt, model: &dyn Module) -> Box<dyn Optimizer> {
 
 /// Two epochs on `ranks` ranks with batch BATCH each against one process with batch
 /// ranks * BATCH over the same samples: the same parameters within f32 rounding (the
-/// per-rank means are averaged, where one process sums in another order).
+/// per-rank means are averaged, where one process sums in another order). Also with
+/// every step's gradients clipped, which the ranks do after the average, to the norm of
+/// the whole batch's gradients as one process does.
 fn equivalence_worker() {
     let group = MpiGroup::init().unwrap();
     let (rank, size) = (group.rank(), group.size());
     let samples = size * BATCH * 5;
     let set = data(samples);
     for device in devices() {
-        for (which, bucket_bytes) in [
-            (Opt::SgdMomentum, 0),
-            (Opt::SgdMomentum, usize::MAX),
-            (Opt::Adam, 0),
-            (Opt::Adam, 300),
-            (Opt::Adam, kiln_nn::distributed::DEFAULT_BUCKET_BYTES),
+        let default_buckets = kiln_nn::distributed::DEFAULT_BUCKET_BYTES;
+        for (which, bucket_bytes, clip_grad_norm) in [
+            (Opt::SgdMomentum, 0, None),
+            (Opt::SgdMomentum, usize::MAX, None),
+            (Opt::Adam, 0, None),
+            (Opt::Adam, 300, None),
+            (Opt::Adam, default_buckets, None),
+            (Opt::SgdMomentum, default_buckets, Some(0.05)),
         ] {
             // Each rank starts from other weights: rank 0's must reach them all.
             let replica = model(16, 1 + rank as u64, &device);
@@ -209,6 +213,7 @@ fn equivalence_worker() {
                 .unwrap();
             let config = FitConfig {
                 data_parallel: Some(dp),
+                clip_grad_norm,
                 ..quiet(2)
             };
             let history = train(&replica, &mut *opt, &shard, &config);
@@ -217,9 +222,14 @@ fn equivalence_worker() {
             let all = DataLoader::new(&set, BATCH * size, &device)
                 .unwrap()
                 .shuffled(9);
-            let reference = train(&single, &mut *single_opt, &all, &quiet(2));
+            let config = FitConfig {
+                clip_grad_norm,
+                ..quiet(2)
+            };
+            let reference = train(&single, &mut *single_opt, &all, &config);
             let label = format!(
-                "rank {rank} of {size}, {device}, {which:?}, buckets of {bucket_bytes} bytes"
+                "rank {rank} of {size}, {device}, {which:?}, buckets of {bucket_bytes} bytes, \
+                 clipped to {clip_grad_norm:?}"
             );
             let difference = largest_difference(&params(&replica), &params(&single));
             eprintln!("{label}: largest parameter difference {difference:.2e}");

@@ -9,11 +9,11 @@ use kiln::{DType, Device, Error, Gradients, Result, Tensor};
 ///
 /// Nothing is read back: the gradients on each device are put end to end and their
 /// squares summed there in one reduction (in f32), the coefficient is computed on the
-/// device, and an optimizer step on a GPU reads
-/// each clipped gradient as its unclipped one times that coefficient. Clipping adds no
-/// sync point to a training step and writes no clipped copies; reading the returned
-/// norm (`item`) waits for it. A NaN norm makes every gradient NaN, and an infinite
-/// one zero where finite, as in PyTorch: check the norm to skip such a step.
+/// device, and an optimizer step on a GPU (with fusion on, the default) reads each
+/// clipped gradient as its unclipped one times that coefficient. Clipping adds no sync
+/// point to a training step and writes no clipped copies; reading the returned norm
+/// (`item`) waits for it. A NaN norm makes every gradient NaN, and an infinite one zero
+/// where finite, as in PyTorch: check the norm to skip such a step.
 pub fn clip_grad_norm(grads: &mut Gradients, params: &[Tensor], max_norm: f64) -> Result<Tensor> {
     if max_norm.is_nan() || max_norm < 0.0 {
         return Err(Error::InvalidArgument {
@@ -29,13 +29,13 @@ pub fn clip_grad_norm(grads: &mut Gradients, params: &[Tensor], max_norm: f64) -
         return Tensor::zeros([], DType::F32, &Device::cpu());
     };
     let home = first.device();
-    // Gradients on one device in one dtype: one cat and one sum.
+    // Neighbouring gradients on one device in one dtype are put end to end, so that one
+    // reduction (not one a gradient) sums their squares.
     let runs: Vec<&[(&Tensor, Tensor)]> = with_grad
         .chunk_by(|a, b| a.1.device() == b.1.device() && a.1.dtype() == b.1.dtype())
         .collect();
     let mut total: Option<Tensor> = None;
     for run in &runs {
-        // End to end, so that one reduction (not one a gradient) sums their squares.
         let flat = run
             .iter()
             .map(|(_, g)| g.to_dtype(DType::F32)?.reshape([g.elem_count()]))
