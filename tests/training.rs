@@ -591,11 +591,11 @@ fn a_clipped_training_step_moves_the_parameters_by_the_maximum_norm() {
         let loader = DataLoader::new(&train, 64, &device).unwrap();
         let (x, y) = loader.epoch(0).next().unwrap().unwrap();
         let mut step = |clip| {
-            let mut step = || train_step(&model, &mut opt, &classification_step, &x, &y, clip);
+            let mut run = || train_step(&model, &mut opt, &classification_step, &x, &y, clip);
             match device.as_gpu() {
-                Some(_) => device.profile(step).unwrap().1,
+                Some(_) => device.profile(run).unwrap().1,
                 None => {
-                    step().unwrap();
+                    run().unwrap();
                     kiln::Profile::default()
                 }
             }

@@ -5,7 +5,10 @@
 //! of memory the step's tensors held.
 
 use crate::thread_cpu;
-use crate::train::{char_lm, image_model, Model, IMAGE_BATCH, IMAGE_LR, LM_BATCH, LM_CONTEXT};
+use crate::train::{
+    char_lm, clip_grad_norm_refusal, image_model, Model, IMAGE_BATCH, IMAGE_LR, LM_BATCH,
+    LM_CONTEXT,
+};
 use clap::Args;
 use kiln::{Device, Profile, Result, Rng, Tensor};
 use kiln_nn::data::{mnist10k, tinyshakespeare, CharVocab};
@@ -45,7 +48,8 @@ fn fit_step<'a>(
     model: &'a dyn Module,
     optimizer: &'a mut dyn Optimizer,
     step: fn(&dyn Module, &Tensor, &Tensor) -> Result<StepOutput>,
-    (x, y): (Tensor, Tensor),
+    x: Tensor,
+    y: Tensor,
     clip_grad_norm: Option<f64>,
 ) -> Step<'a> {
     Box::new(move || train_step(model, optimizer, &step, &x, &y, clip_grad_norm).map(drop))
@@ -63,13 +67,8 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     if args.steps == 0 {
         return refuse("--steps must be at least 1");
     }
-    if let Some(max) = args.clip_grad_norm {
-        if !(max.is_finite() && max > 0.0) {
-            return refuse("--clip-grad-norm must be a positive, finite number");
-        }
-        if args.model == Model::Gan {
-            return refuse("--clip-grad-norm is not available for the GAN");
-        }
+    if let Some(reason) = clip_grad_norm_refusal(args.model, args.clip_grad_norm) {
+        return refuse(&reason);
     }
     let clip = args.clip_grad_norm;
     let name = format!("{:?}", args.model).to_lowercase();
@@ -86,7 +85,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
                 .to_device(&device)?;
             let model = image_model(args.model, &device, &mut rng, None)?;
             let mut optimizer = Adam::new(model.named_parameters(), IMAGE_LR);
-            let step = fit_step(&model, &mut optimizer, classification_step, (x, y), clip);
+            let step = fit_step(&model, &mut optimizer, classification_step, x, y, clip);
             measure(&device, step, &args)?
         }
         Model::Lstm | Model::Gru | Model::Transformer => {
@@ -100,7 +99,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
             let (x, y) = (window(0)?, window(1)?);
             let (model, lr) = char_lm(args.model, vocab.len(), &device, &mut rng)?;
             let mut optimizer = Adam::new(model.named_parameters(), lr);
-            let step = fit_step(&model, &mut optimizer, next_token_step, (x, y), clip);
+            let step = fit_step(&model, &mut optimizer, next_token_step, x, y, clip);
             measure(&device, step, &args)?
         }
         Model::Gan => {
