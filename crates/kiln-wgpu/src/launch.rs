@@ -246,6 +246,7 @@ impl GpuDevice {
     }
 
     pub(crate) fn new_encoder(&self) -> wgpu::CommandEncoder {
+        self.inner.pool.open_batch();
         self.inner
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {

@@ -1,6 +1,9 @@
 //! Reuses GPU buffers. A buffer released while commands that use it are still being
 //! recorded is held back until that batch is submitted; only then may a later upload
-//! (which the queue runs before the next batch) overwrite it.
+//! (which the queue runs before the next batch) overwrite it. One released while no
+//! batch is being recorded (the gradients a training step lets go after the
+//! optimizer's step submitted it) is free at once: every command that used it is
+//! already on the queue.
 //!
 //! Of the free buffers of a size, the earliest made is lent first. Then the buffers a
 //! piece of work gets depend only on what is live when it starts, not on the order in
@@ -28,6 +31,8 @@ struct State {
     /// By size class, then by when each buffer was made (`PooledBuffer::made`).
     free: HashMap<u64, BTreeMap<u64, wgpu::Buffer>>,
     retired: Vec<(u64, u64, wgpu::Buffer)>,
+    /// Whether commands are being recorded into a batch not yet submitted.
+    batch_open: bool,
     stats: PoolStats,
 }
 
@@ -76,10 +81,17 @@ impl BufferPool {
         }
     }
 
+    /// Called when a batch starts to be recorded: buffers released from now on wait
+    /// for its submission.
+    pub(crate) fn open_batch(&self) {
+        self.state.lock().unwrap().batch_open = true;
+    }
+
     /// Called after a submission: everything released before it may be reused.
     pub(crate) fn recycle(&self) {
         let mut guard = self.state.lock().unwrap();
         let state = &mut *guard;
+        state.batch_open = false;
         // Drained, not taken: the list keeps its capacity for the next batch.
         for (size, made, buffer) in state.retired.drain(..) {
             state.free.entry(size).or_default().insert(made, buffer);
@@ -112,7 +124,12 @@ impl BufferPool {
         let mut state = self.state.lock().unwrap();
         state.stats.live_bytes -= size;
         state.stats.pooled_bytes += size;
-        state.retired.push((size, made, buffer));
+        match state.batch_open {
+            true => state.retired.push((size, made, buffer)),
+            false => {
+                state.free.entry(size).or_default().insert(made, buffer);
+            }
+        }
     }
 }
 
