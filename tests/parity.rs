@@ -388,6 +388,15 @@ fn row_kernels_match_cpu_both_ways() {
         norm_grads.push(rand(&[67, k], &mut rng));
         let f: RowOp = Box::new(move |t| layer_norm_gradients(t, k));
         cases.push(("layer_norm gradients".into(), norm_grads, F32, f));
+        // Batch norm's 67 channels of k elements each, one per sample, `c` apart.
+        let channels = vec![
+            rand(&[k, 67], &mut rng),
+            rand(&[67], &mut rng),
+            rand(&[67], &mut rng),
+            rand(&[k, 67], &mut rng),
+        ];
+        let f: RowOp = Box::new(batch_norm_results);
+        cases.push(("batch_norm".into(), channels, F32, f));
         if f16_ok() {
             // f16 storage, f32 arithmetic: the f16 builds of each path.
             let half = |t: Tensor| t.to_dtype(DType::F16).unwrap();
@@ -2038,6 +2047,91 @@ fn layer_norm_gradients(t: &[Tensor], k: usize) -> kiln::Result<Tensor> {
         .map(|v| grads.get(v).expect("a gradient").view(&[-1]))
         .collect::<kiln::Result<Vec<_>>>()?;
     Tensor::cat(&flat, 0)
+}
+
+/// Everything `batch_norm` in training mode gives for `t = [x, w, b, r]` (`r` shaped
+/// as `x`), flat end to end: the output, the batch's means and variances, and the
+/// gradients of `sum(output * r)` for `x`, `w` and `b`.
+fn batch_norm_results(t: &[Tensor]) -> kiln::Result<Tensor> {
+    let vars: Vec<Tensor> = t[..3]
+        .iter()
+        .map(|v| v.detach().into_var())
+        .collect::<kiln::Result<_>>()?;
+    let out = vars[0].batch_norm(Some(&vars[1]), Some(&vars[2]), 1e-5)?;
+    let grads = out.output.mul(&t[3])?.sum_all()?.backward()?;
+    let mut flat = vec![out.output.view(&[-1])?, out.mean, out.var];
+    for v in &vars {
+        flat.push(grads.get(v).expect("a gradient").view(&[-1])?);
+    }
+    Tensor::cat(&flat, 0)
+}
+
+/// Batch norm's channel kernels (statistics forward, the two sums backward) against the
+/// CPU's f64 reference: `[n, c]` (one element of a channel per sample, read `c`
+/// apart), `[n, c, l]` and `[n, c, h, w]`, channels longer than four loads per lane with
+/// a ragged tail, more channels than a workgroup holds, a transposed input, channels
+/// far from zero for their spread, and a NaN and an infinity in one channel each.
+#[test]
+fn batch_norm_matches_cpu() {
+    let mut rng = rng();
+    let inputs = |x: Tensor, rng: &mut kiln::Rng| {
+        let c = x.dims()[1];
+        let r = rand(x.dims(), rng);
+        vec![x, rand(&[c], rng), rand(&[c], rng), r]
+    };
+    for shape in [
+        &[5, 3][..],
+        &[2, 7, 33],
+        &[3, 5, 9, 11],
+        &[4, 2, 1500],
+        &[2, 300, 3],
+        &[64, 1],
+    ] {
+        let x = rand(shape, &mut rng);
+        let label = format!("batch_norm {shape:?}");
+        parity(&label, &inputs(x, &mut rng), F32, batch_norm_results);
+    }
+    let x = rand(&[3, 11, 6], &mut rng).transpose(1, 2).unwrap();
+    let t = inputs(x, &mut rng);
+    parity("batch_norm transposed", &t, F32, batch_norm_results);
+    // Channels far from zero for their spread (rstd up to 1000), at the plain tolerance.
+    for (offset, spread) in [(100.0, 1.0), (-3.0, 1e-3)] {
+        let x = rand(&[8, 4, 50], &mut rng)
+            .mul_scalar(spread)
+            .unwrap()
+            .add_scalar(offset)
+            .unwrap();
+        let label = format!("batch_norm of channels at {offset} spread {spread}");
+        parity(&label, &inputs(x, &mut rng), F32, batch_norm_results);
+    }
+    // NaN and infinity spread through their own channels only, as in PyTorch (an
+    // infinite mean, NaN variance).
+    let mut v: Vec<f32> = rand(&[4, 3, 5], &mut rng).to_vec::<f32>().unwrap();
+    v[5 + 2] = f32::NAN;
+    v[2 * 5 + 1] = f32::INFINITY;
+    let x = Tensor::from_vec(v, [4, 3, 5], &Device::cpu()).unwrap();
+    let stats = |t: &[Tensor]| {
+        let out = t[0].batch_norm(None, None, 1e-5)?;
+        Tensor::cat(&[out.output.view(&[-1])?, out.mean, out.var], 0)
+    };
+    parity(
+        "batch_norm with a NaN and an infinity",
+        std::slice::from_ref(&x),
+        F32,
+        stats,
+    );
+    let out = x.batch_norm(None, None, 1e-5).unwrap();
+    let [mean, var] = [&out.mean, &out.var].map(|t| t.to_vec::<f32>().unwrap());
+    assert!(mean[0].is_finite() && mean[1].is_nan() && mean[2] == f32::INFINITY);
+    assert!(var[0].is_finite() && var[1].is_nan() && var[2].is_nan());
+    if f16_ok() {
+        let half = |t: &Tensor| t.to_dtype(DType::F16).unwrap();
+        let t: Vec<Tensor> = inputs(rand(&[3, 5, 9, 11], &mut rng), &mut rng)
+            .iter()
+            .map(half)
+            .collect();
+        parity("f16 batch_norm", &t, F16, batch_norm_results);
+    }
 }
 
 /// Rounds values to quarters so comparisons and argmax see exact ties.

@@ -1166,11 +1166,13 @@ fn steps_with_batch_norm_reuse_their_bind_groups() {
     settles_into_its_bind_groups(&model, &step, &x, &y, 5);
 }
 
-/// A batch-norm forward in training mode updates both running statistics in one launch
-/// on a GPU, written over (no buffer taken), to the CPU's values; the batch variance's
-/// reduction still computes the normalisation's scale in its stores.
+/// A batch-norm forward in training mode computes its statistics in one launch on a
+/// GPU (no reduction kernels, no squared deviations written out) and updates both
+/// running statistics in one more, written over (no buffer taken), to the CPU's
+/// values; its backward takes the channel sums in one launch and the input's gradient
+/// in one fused kernel.
 #[test]
-fn batch_norm_updates_both_running_statistics_in_one_launch() {
+fn batch_norm_takes_one_launch_each_way_for_its_channels() {
     let gpu = own_gpu();
     let cpu = Device::cpu();
     let x = Tensor::randn([6, 3, 5, 7], DType::F32, &cpu, &mut Rng::new(5)).unwrap();
@@ -1198,20 +1200,15 @@ fn batch_norm_updates_both_running_statistics_in_one_launch() {
             Ok(y)
         })
         .unwrap();
-    let launches = |part: &str| -> u64 {
-        let of = profile.kernels.iter().filter(|k| k.name.contains(part));
-        of.map(|k| k.launches).sum()
-    };
+    let launches = |part: &str| launches_of(&profile, part);
     assert_eq!(launches("moving_average"), 1, "{:#?}", profile.kernels);
-    let alone = profile
-        .kernels
-        .iter()
-        .find(|k| k.name.starts_with("fused add_scalar,rsqrt"));
-    assert!(
-        alone.is_none(),
-        "the scale ran apart: {:#?}",
+    assert_eq!(
+        launches("norm/batch_norm_stats"),
+        1,
+        "{:#?}",
         profile.kernels
     );
+    assert_eq!(launches("reduce/"), 0, "{:#?}", profile.kernels);
     drop(out);
     g.synchronize().unwrap();
     assert_eq!(
@@ -1220,6 +1217,33 @@ fn batch_norm_updates_both_running_statistics_in_one_launch() {
         "bytes held after the forward"
     );
     assert_keeps_to_the_cpu("running statistic", &stats(&bn).map(|s| s.unwrap()), &want);
+    // Backward: the channel sums in one launch, the input's gradient in one more.
+    let x = x.detach().into_var().unwrap();
+    let r = Tensor::randn([6, 3, 5, 7], DType::F32, &gpu, &mut Rng::new(6)).unwrap();
+    let y = bn.forward(&x).unwrap().mul(&r).unwrap().sum_all().unwrap();
+    g.synchronize().unwrap();
+    let (grads, profile) = gpu
+        .profile(|| {
+            let grads = y.backward()?;
+            for t in [&x, &bn.weight, &bn.bias] {
+                grads.get(t).expect("a gradient").to_vec::<f32>()?;
+            }
+            Ok(grads)
+        })
+        .unwrap();
+    assert_eq!(
+        launches_of(&profile, "norm/batch_norm_backward_sums"),
+        1,
+        "{:#?}",
+        profile.kernels
+    );
+    assert_eq!(
+        launches_of(&profile, "reduce/"),
+        0,
+        "{:#?}",
+        profile.kernels
+    );
+    drop(grads);
     // A momentum outside [0, 1] is refused, the statistics left as they were.
     let (mut bn, x) = forward_twice(&cpu);
     let before = stats(&bn).map(|s| s.unwrap());
@@ -1501,4 +1525,10 @@ fn assert_keeps_to_the_cpu(what: &str, got: &[Vec<f32>], want: &[Vec<f32>]) {
             );
         }
     }
+}
+
+/// Launches in `profile` of the kernels whose names contain `part`.
+fn launches_of(profile: &kiln::Profile, part: &str) -> u64 {
+    let of = profile.kernels.iter().filter(|k| k.name.contains(part));
+    of.map(|k| k.launches).sum()
 }

@@ -93,6 +93,24 @@ pub trait BackendStorage: Sized {
         Ok(None)
     }
 
+    /// Batch norm's statistics of a compact `[outer, c, inner]` tensor (`[n, c, ..]`:
+    /// every dim but the channels'), each compact `[c]`: the channels' means, biased
+    /// variances, and `1 / sqrt(variance + eps)`.
+    fn batch_norm_stats(&self, dims: [usize; 3], eps: f32) -> Result<[Self; 3]>;
+
+    /// Batch norm's channel sums for its backward pass, of the compact
+    /// `[outer, c, inner]` input `self` and its output's gradient `grad`, given the
+    /// forward's `mean` and `rstd` (`batch_norm_stats`'): each channel's sum of `grad`
+    /// and of `grad * x_hat` with `x_hat = (x - mean) * rstd` (the bias's and the
+    /// weight's gradients), each compact `[c]`.
+    fn batch_norm_backward_sums(
+        &self,
+        grad: &Self,
+        mean: &Self,
+        rstd: &Self,
+        dims: [usize; 3],
+    ) -> Result<[Self; 2]>;
+
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self>;
 
     /// Fused attention (`AttentionSpec`) of the queries `self` over the keys `k` and

@@ -21,6 +21,7 @@ macro_rules! with_elements {
 #[macro_use]
 mod vector;
 mod attention;
+mod batch_norm;
 mod conv;
 mod elementwise;
 mod index;
@@ -238,6 +239,24 @@ impl BackendStorage for CpuStorage {
         let (dx, products) = norm::layer_norm_backward(&x, &g, &w, dims, eps, products, |v| v);
         let wrap = |v| Self::from_floats(self.dtype(), v);
         Ok(Some((wrap(dx), products.map(wrap))))
+    }
+
+    fn batch_norm_stats(&self, dims: [usize; 3], eps: f32) -> Result<[Self; 3]> {
+        let stats = batch_norm::batch_norm_stats(&self.compact_floats(), dims, eps as f64);
+        Ok(stats.map(|v| Self::from_floats(self.dtype(), v)))
+    }
+
+    fn batch_norm_backward_sums(
+        &self,
+        grad: &Self,
+        mean: &Self,
+        rstd: &Self,
+        dims: [usize; 3],
+    ) -> Result<[Self; 2]> {
+        let (x, g) = (self.compact_floats(), grad.compact_floats());
+        let stats = [mean.compact_floats(), rstd.compact_floats()];
+        let sums = batch_norm::batch_norm_backward_sums(&x, &g, &stats, dims);
+        Ok(sums.map(|v| Self::from_floats(self.dtype(), v)))
     }
 
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self> {

@@ -105,6 +105,20 @@ impl BackendStorage for GpuStorage {
         ops::norm::layer_norm_backward(self, grad, weight, rows, k, eps).map(Some)
     }
 
+    fn batch_norm_stats(&self, dims: [usize; 3], eps: f32) -> Result<[Self; 3]> {
+        ops::batch_norm::batch_norm_stats(self, dims, eps)
+    }
+
+    fn batch_norm_backward_sums(
+        &self,
+        grad: &Self,
+        mean: &Self,
+        rstd: &Self,
+        dims: [usize; 3],
+    ) -> Result<[Self; 2]> {
+        ops::batch_norm::batch_norm_backward_sums(self, grad, mean, rstd, dims)
+    }
+
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self> {
         ops::matmul::matmul(self, rhs, spec)
     }

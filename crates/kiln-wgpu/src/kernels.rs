@@ -98,6 +98,9 @@ kernels! {
     LayerNormRowsSerial => "norm/layer_norm_rows_serial.wgsl", "main", ["T"], Floats, LayerNormParams;
     LayerNormBackward => "norm/layer_norm_backward.wgsl", "main", ["T"], Floats, LayerNormBackwardParams;
     LayerNormBackwardRowsSerial => "norm/layer_norm_backward_rows_serial.wgsl", "main", ["T"], Floats, LayerNormBackwardParams;
+    /// Batch norm's channels, each reduced as a row is.
+    BatchNormStats => "norm/batch_norm_stats.wgsl", "main", ["T"], Floats, BatchNormParams;
+    BatchNormBackwardSums => "norm/batch_norm_backward_sums.wgsl", "main", ["T"], Floats, BatchNormParams;
     /// The row kernels above, combining each row's lanes with subgroup shuffles
     /// (`row_reduction.rs`).
     ReduceSubgroup => "reduce/reduce.wgsl", "main", ["T"], All, RowsParams;
@@ -106,6 +109,8 @@ kernels! {
     SoftmaxBackwardSubgroup => "reduce/softmax_backward.wgsl", "main", ["T"], Floats, SoftmaxParams;
     LayerNormSubgroup => "norm/layer_norm.wgsl", "main", ["T"], Floats, LayerNormParams;
     LayerNormBackwardSubgroup => "norm/layer_norm_backward.wgsl", "main", ["T"], Floats, LayerNormBackwardParams;
+    BatchNormStatsSubgroup => "norm/batch_norm_stats.wgsl", "main", ["T"], Floats, BatchNormParams;
+    BatchNormBackwardSumsSubgroup => "norm/batch_norm_backward_sums.wgsl", "main", ["T"], Floats, BatchNormParams;
     Attention => "attention/attention.wgsl", "main", [], Fixed, AttentionParams;
     AttentionBackwardQueries => "attention/attention_backward_queries.wgsl", "main", [], Fixed, AttentionParams;
     AttentionBackwardKeys => "attention/attention_backward_keys.wgsl", "main", [], Fixed, AttentionParams;
@@ -185,6 +190,8 @@ impl Kernel {
             SoftmaxBackward => Some(SoftmaxBackwardSubgroup),
             LayerNorm => Some(LayerNormSubgroup),
             LayerNormBackward => Some(LayerNormBackwardSubgroup),
+            BatchNormStats => Some(BatchNormStatsSubgroup),
+            BatchNormBackwardSums => Some(BatchNormBackwardSumsSubgroup),
             CrossEntropy => Some(CrossEntropySubgroup),
             CrossEntropyBackward => Some(CrossEntropyBackwardSubgroup),
             _ => None,
@@ -462,6 +469,8 @@ mod tests {
             (SoftmaxBackward, 2, 0),
             (LayerNorm, 3, 0),
             (LayerNormBackward, 4, 0),
+            (BatchNormStats, 2, 0),
+            (BatchNormBackwardSums, 1, 0),
             (CrossEntropy, 0, 2),
             (CrossEntropyBackward, 0, 3),
         ] {

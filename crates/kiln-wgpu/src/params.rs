@@ -184,6 +184,19 @@ shader_params! {
         _pad1: u32,
         _pad2: u32,
     }
+    /// `norm/batch_norm_stats.wgsl`, `norm/batch_norm_backward_sums.wgsl`.
+    BatchNormParams {
+        channels: u32,
+        outer: u32,
+        inner: u32,
+        /// Invocations per channel (`row_lanes` of its `outer * inner` elements).
+        lanes: u32,
+        /// Added to the variance before its square root (the statistics' only).
+        eps: f32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
     /// `matmul/*.wgsl` but `pack` and `matmul_uniform_lhs`.
     MatmulParams {
         m: u32,

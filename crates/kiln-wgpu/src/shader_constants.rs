@@ -23,16 +23,18 @@ use kiln_core::{BinaryOp, Error, OpInfo, ReduceOp, Result, UnaryOp};
 /// Threads per workgroup of every one-thread-per-element (1-D) kernel.
 pub const WORKGROUP: u32 = 256;
 /// Loads each invocation of the row kernels (`reduce.wgsl`, `softmax.wgsl`,
-/// `layer_norm.wgsl`) keeps in flight per iteration: `ROW_IO`'s `load4`, written out
+/// `layer_norm.wgsl`) keeps in flight per iteration: `ROW_LOADS_ONLY`'s `load4`, written out
 /// rather than looped (registers indexed by a loop counter left registers on an H200).
 pub const ROW_LOADS: u32 = 4;
 const _: () = assert!(ROW_LOADS == 4, "load4, store4 and ROW_HELD move one vec4");
-/// The row kernels' loads and stores of `ROW_LOADS` elements `lanes` apart, over their
-/// own `load` and `store` (which fusion may replace).
-const ROW_IO: &str = "\
+/// The row kernels' loads of `ROW_LOADS` elements `lanes` apart, over their own `load`
+/// (which fusion may replace); and their stores (`ROW_STORES`) over their own `store`.
+const ROW_LOADS_ONLY: &str = "\
 fn load4(at: u32, lanes: u32) -> vec4<f32> {
     return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
 }
+";
+const ROW_STORES: &str = "\
 fn store4(at: u32, lanes: u32, v: vec4<f32>) {
     store(at, v.x);
     store(at + lanes, v.y);
@@ -320,7 +322,14 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
     if name == "row_loads" {
         return Some((
             vec![("ROW_LOADS".to_string(), ROW_LOADS)],
-            ROW_IO.to_string(),
+            format!("{ROW_LOADS_ONLY}{ROW_STORES}"),
+        ));
+    }
+    // For kernels whose outputs are not elements of rows (batch norm's channel sums).
+    if name == "row_loads_only" {
+        return Some((
+            vec![("ROW_LOADS".to_string(), ROW_LOADS)],
+            ROW_LOADS_ONLY.to_string(),
         ));
     }
     if name == "row_held" {

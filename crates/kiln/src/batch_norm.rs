@@ -1,11 +1,12 @@
 //! Batch normalisation with the batch's own statistics (training mode), as one
-//! recorded op: its backward rule is two channel sums and one elementwise kernel,
-//! where autograd through the mean, the variance and the broadcasts took nine
-//! launches a layer on a GPU.
+//! recorded op. The backend computes the statistics in one pass over each channel
+//! (one launch on a GPU, where the composed mean, deviations and variance took three),
+//! and the backward rule's two channel sums the same way; the normalisation and the
+//! input's gradient are elementwise, which a GPU fuses with their neighbours.
 
 use crate::autograd::{no_grad, track, Input, Op};
 use crate::Tensor;
-use kiln_core::{Error, Result};
+use kiln_core::{Error, Result, Shape};
 
 /// `batch_norm`'s output, and the statistics it normalised with.
 #[derive(Clone, Debug)]
@@ -51,15 +52,9 @@ impl Tensor {
                 });
             }
         }
-        let mut channel = vec![1; self.rank()];
-        channel[1] = c;
-        let (mean, var, rstd) = no_grad(|| -> Result<_> {
-            let dims = statistics_dims(self);
-            let mean = self.mean(&dims, true)?;
-            let var = self.sub(&mean)?.square()?.mean(&dims, true)?;
-            let rstd = var.add_scalar(eps)?.rsqrt()?;
-            Ok((mean, var, rstd))
-        })?;
+        let shape = channel_shape(self);
+        let [mean, var, rstd] = no_grad(|| self.batch_norm_stats(eps))?;
+        let (mean, rstd) = (mean.reshape(shape.clone())?, rstd.reshape(shape.clone())?);
         let record = Op::BatchNorm {
             x: self.into(),
             weight: weight.map(Input::from),
@@ -70,22 +65,60 @@ impl Tensor {
         let output = track(record, || {
             let mut y = self.sub(&mean)?.mul(&rstd)?;
             if let Some(w) = weight {
-                y = y.mul(&w.reshape(channel.clone())?)?;
+                y = y.mul(&w.reshape(shape.clone())?)?;
             }
             if let Some(b) = bias {
-                y = y.add(&b.reshape(channel.clone())?)?;
+                y = y.add(&b.reshape(shape.clone())?)?;
             }
             Ok(y)
         })?;
         Ok(BatchStats {
             output,
             mean: mean.reshape([c])?,
-            var: var.reshape([c])?,
+            var,
         })
+    }
+
+    /// `[n, c, ..]` as the backend's channel kernels take it: compact
+    /// `[n, c, inner]`.
+    fn channel_dims(&self) -> [usize; 3] {
+        let d = self.dims();
+        [d[0], d[1], d[2..].iter().product()]
+    }
+
+    /// Each channel's mean, biased variance and `1 / sqrt(variance + eps)`, each `[c]`.
+    fn batch_norm_stats(&self, eps: f64) -> Result<[Tensor; 3]> {
+        let dims = self.channel_dims();
+        let x = self.contiguous()?;
+        let stats = x.storage().batch_norm_stats(dims, eps as f32)?;
+        Ok(stats.map(|s| Tensor::from_storage(s, Shape::new([dims[1]]))))
+    }
+
+    /// `batch_norm`'s backward sums for this input, the output's gradient `grad` and
+    /// the forward's `mean` and `rstd` (`[1, c, 1, ..]`): each channel's sum of `grad`
+    /// and of `grad * x_hat`, `[1, c, 1, ..]`.
+    pub(crate) fn batch_norm_backward_sums(
+        &self,
+        grad: &Tensor,
+        mean: &Tensor,
+        rstd: &Tensor,
+    ) -> Result<[Tensor; 2]> {
+        let dims = self.channel_dims();
+        let [x, g, mean, rstd] = [self, grad, mean, rstd].map(Tensor::contiguous);
+        let sums = x?.storage().batch_norm_backward_sums(
+            &g?.storage(),
+            &mean?.storage(),
+            &rstd?.storage(),
+            dims,
+        )?;
+        let shape = Shape::new(channel_shape(self));
+        Ok(sums.map(|s| Tensor::from_storage(s, shape.clone())))
     }
 }
 
-/// The dims a channel's statistics run over: all but dim 1.
-pub(crate) fn statistics_dims(x: &Tensor) -> Vec<isize> {
-    (0..x.rank() as isize).filter(|&d| d != 1).collect()
+/// `[1, c, 1, ..]`: a channel's value broadcast over `[n, c, ..]`.
+pub(crate) fn channel_shape(x: &Tensor) -> Vec<usize> {
+    let mut shape = vec![1; x.rank()];
+    shape[1] = x.dims()[1];
+    shape
 }

@@ -209,6 +209,31 @@ impl Storage {
         }
     }
 
+    pub(crate) fn batch_norm_stats(&self, dims: [usize; 3], eps: f32) -> Result<[Storage; 3]> {
+        Ok(match self {
+            Storage::Cpu(x) => x.batch_norm_stats(dims, eps)?.map(Storage::Cpu),
+            Storage::Gpu(x) => x.batch_norm_stats(dims, eps)?.map(Storage::Gpu),
+        })
+    }
+
+    pub(crate) fn batch_norm_backward_sums(
+        &self,
+        grad: &Storage,
+        mean: &Storage,
+        rstd: &Storage,
+        dims: [usize; 3],
+    ) -> Result<[Storage; 2]> {
+        Ok(match (self, grad, mean, rstd) {
+            (Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(r)) => {
+                x.batch_norm_backward_sums(g, m, r, dims)?.map(Storage::Cpu)
+            }
+            (Storage::Gpu(x), Storage::Gpu(g), Storage::Gpu(m), Storage::Gpu(r)) => {
+                x.batch_norm_backward_sums(g, m, r, dims)?.map(Storage::Gpu)
+            }
+            _ => return Err(mismatch("batch_norm")),
+        })
+    }
+
     pub(crate) fn scatter_add(
         &self,
         index: &Storage,

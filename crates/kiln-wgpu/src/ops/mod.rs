@@ -1,6 +1,7 @@
 //! Kernel launchers, one module per family of `shaders/`.
 
 pub(crate) mod attention;
+pub(crate) mod batch_norm;
 pub(crate) mod cat;
 pub(crate) mod column_group;
 pub(crate) mod conv;

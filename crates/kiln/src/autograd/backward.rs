@@ -737,23 +737,21 @@ fn gradient(op: &Op, out: &Input, g: &Tensor, needs: &[bool]) -> Result<Vec<Opti
             mean,
             rstd,
         } => {
-            // With s1 = sum(g) and s2 = sum(g x_hat) over a channel's n elements:
-            // dx = w rstd (g - s1 / n - x_hat s2 / n), dw = s2, db = s1.
+            // With s1 = sum(g) and s2 = sum(g x_hat) over a channel's n elements (one
+            // pass of the backend's): dx = w rstd (g - (s1 + x_hat s2) / n), dw = s2,
+            // db = s1. The 1 / n scales the full-size term, so that the whole of dx is
+            // elementwise over x's shape (one fused kernel on a GPU).
             let x = x.value()?;
-            let dims = crate::batch_norm::statistics_dims(x);
             let n = (x.elem_count() / x.dims()[1]) as f64;
-            let xhat = x.sub(mean)?.mul(rstd)?;
-            let s1 = g.sum(&dims, true)?;
-            let s2 = g.mul(&xhat)?.sum(&dims, true)?;
+            let [s1, s2] = x.batch_norm_backward_sums(g, mean, rstd)?;
             let gx = when(needs[0], || {
+                let xhat = x.sub(mean)?.mul(rstd)?;
                 let scale = match weight {
                     Some(w) => rstd.mul(&w.value()?.reshape(mean.shape().clone())?)?,
                     None => rstd.clone(),
                 };
-                let centred = g
-                    .sub(&s1.mul_scalar(1.0 / n)?)?
-                    .sub(&xhat.mul(&s2.mul_scalar(1.0 / n)?)?)?;
-                centred.mul(&scale)
+                let shared = xhat.mul(&s2)?.add(&s1)?.mul_scalar(1.0 / n)?;
+                g.sub(&shared)?.mul(&scale)
             })?;
             let mut out = vec![gx];
             if let Some(w) = weight {

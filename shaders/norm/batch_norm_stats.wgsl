@@ -1,0 +1,156 @@
+// Batch norm's statistics over a compact [outer, channels, inner] tensor (every dim of
+// [n, c, ..] but the channels'): each channel's elements are a row, `lanes` invocations
+// to a channel as the row kernels take a row (reduce/reduce.wgsl), read where they lie.
+// Two passes: the mean, then the biased variance from the deviations, each summing the
+// channel less its first element so that a channel far from zero for its spread keeps
+// its digits. Math in f32; ROW_LOADS loads in flight per invocation.
+// kiln:constants workgroup reduce_ops row_loads_only reduce_combine row_place row_total
+// Generated from kiln's op table and shader_constants.rs; do not edit.
+const WORKGROUP: u32 = 256u;
+const REDUCE_SUM: u32 = 0u;
+const REDUCE_MEAN: u32 = 1u;
+const REDUCE_MAX: u32 = 2u;
+const REDUCE_MIN: u32 = 3u;
+const REDUCE_PROD: u32 = 4u;
+const REDUCE_ARGMAX: u32 = 5u;
+const REDUCE_ARGMIN: u32 = 6u;
+const ROW_LOADS: u32 = 4u;
+fn load4(at: u32, lanes: u32) -> vec4<f32> {
+    return vec4<f32>(load(at), load(at + lanes), load(at + 2u * lanes), load(at + 3u * lanes));
+}
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+fn identity(op: u32) -> f32 {
+    switch op {
+        case REDUCE_MAX: { return bitcast<f32>(0xff800000u); }
+        case REDUCE_MIN: { return bitcast<f32>(0x7f800000u); }
+        case REDUCE_PROD: { return 1.0; }
+        case REDUCE_SUM, REDUCE_MEAN, default: { return 0.0; }
+    }
+}
+fn combine(op: u32, a: f32, b: f32) -> f32 {
+    switch op {
+        // NaN if either is NaN, as in PyTorch (WGSL's max and min may drop it).
+        case REDUCE_MAX: { return select(max(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
+        case REDUCE_MIN: { return select(min(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
+        case REDUCE_PROD: { return a * b; }
+        case REDUCE_SUM, REDUCE_MEAN, default: { return a + b; }
+    }
+}
+struct RowInvocation {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+}
+var<private> row_slot: u32;
+var<private> row_lanes: u32;
+// This invocation's row (past the last row for a spare slot) and its lane in the row.
+fn row_start(inv: RowInvocation, lanes: u32) -> vec2<u32> {
+    row_slot = inv.lid;
+    row_lanes = lanes;
+    let group = inv.wid.y * inv.nwg.x + inv.wid.x;
+    return vec2<u32>(group * (WORKGROUP / lanes) + row_slot / lanes, row_slot % lanes);
+}
+var<workgroup> row_partial: array<f32, WORKGROUP>;
+fn row_tree(op: u32, v: f32, width: u32) -> f32 {
+    let lane = row_slot % row_lanes;
+    row_partial[row_slot] = v;
+    workgroupBarrier();
+    for (var stride = width; stride < row_lanes; stride <<= 1u) {
+        if (lane % (2u * stride) == 0u) {
+            row_partial[row_slot] = combine(op, row_partial[row_slot], row_partial[row_slot + stride]);
+        }
+        workgroupBarrier();
+    }
+    let total = row_partial[row_slot - lane];
+    // The next call writes row_partial again.
+    workgroupBarrier();
+    return total;
+}
+// `v` combined over the row's lanes, neighbours first; every lane gets the result.
+fn row_total(op: u32, v: f32) -> f32 {
+    return row_tree(op, v, 1u);
+}
+// kiln:end
+alias T = f32;
+
+struct Params {
+    channels: u32,
+    outer: u32,
+    inner: u32,
+    // invocations per channel: a power of two dividing WORKGROUP
+    lanes: u32,
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// [outer, channels, inner]
+@group(0) @binding(1) var<storage, read> input: array<T>;
+// [channels] each: the means, the biased variances, and 1 / sqrt(variance + eps)
+@group(0) @binding(2) var<storage, read_write> means: array<T>;
+@group(0) @binding(3) var<storage, read_write> variances: array<T>;
+@group(0) @binding(4) var<storage, read_write> rstds: array<T>;
+
+var<private> channel: u32;
+// Element j of this invocation's channel: place (j / inner, j % inner) of its
+// [outer, inner].
+fn load(j: u32) -> f32 {
+    let o = j / params.inner;
+    return f32(input[(o * params.channels + channel) * params.inner + j - o * params.inner]);
+}
+
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) < 0x7f800000u;
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn main(inv: RowInvocation) {
+    let lanes = params.lanes;
+    let place = row_start(inv, lanes);
+    channel = place.x;
+    let lane = place.y;
+    // A slot past the last channel reads and writes nothing, but meets every barrier.
+    let live = channel < params.channels;
+    let len = select(0u, params.outer * params.inner, live);
+    // Deviations from an infinite first element would all be NaN: such a channel takes
+    // no shift, and its mean is infinite, as PyTorch's.
+    var shift = 0.0;
+    if (len > 0u) {
+        shift = load(0u);
+    }
+    if (!is_finite(shift)) {
+        shift = 0.0;
+    }
+    var sum = vec4<f32>(0.0);
+    var i = lane;
+    for (; i + (ROW_LOADS - 1u) * lanes < len; i += ROW_LOADS * lanes) {
+        sum += load4(i, lanes) - shift;
+    }
+    for (; i < len; i += lanes) {
+        sum.x += load(i) - shift;
+    }
+    let n = f32(max(len, 1u));
+    let mean = row_total(REDUCE_SUM, (sum.x + sum.y) + (sum.z + sum.w)) / n;
+    var squares = vec4<f32>(0.0);
+    i = lane;
+    for (; i + (ROW_LOADS - 1u) * lanes < len; i += ROW_LOADS * lanes) {
+        let d = load4(i, lanes) - shift - mean;
+        squares += d * d;
+    }
+    for (; i < len; i += lanes) {
+        let d = load(i) - shift - mean;
+        squares.x += d * d;
+    }
+    let variance = row_total(REDUCE_SUM, (squares.x + squares.y) + (squares.z + squares.w)) / n;
+    if (lane == 0u && live) {
+        means[channel] = T(shift + mean);
+        variances[channel] = T(variance);
+        rstds[channel] = T(1.0 / sqrt(variance + params.eps));
+    }
+}
