@@ -95,13 +95,21 @@ fn shape_errors_name_op_and_shapes() {
         );
         let e = Tensor::zeros([1; 9], DType::F32, &d).unwrap_err();
         assert!(matches!(e, Error::RankTooLarge { rank: 9, .. }), "{e}");
-        // batch_norm: [n, c, ..] with elements, and [c] weight and bias.
+        // batch_norm: [n, c, ..] with elements, more than one a channel (PyTorch's
+        // "Expected more than 1 value per channel when training"), and [c] weight and
+        // bias.
         let x = Tensor::zeros([4, 3, 2], DType::F32, &d).unwrap();
         let three = Tensor::ones([3], DType::F32, &d).unwrap();
         let two = Tensor::ones([2], DType::F32, &d).unwrap();
         for (input, weight, bias) in [
             (&three, None, None),
             (&Tensor::zeros([0, 3], DType::F32, &d).unwrap(), None, None),
+            (&Tensor::ones([1, 3], DType::F32, &d).unwrap(), None, None),
+            (
+                &Tensor::ones([1, 3, 1, 1], DType::F32, &d).unwrap(),
+                Some(&three),
+                None,
+            ),
         ] {
             let e = input.batch_norm(weight, bias, 1e-5).unwrap_err();
             assert!(

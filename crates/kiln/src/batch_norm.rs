@@ -41,6 +41,17 @@ impl Tensor {
             });
         }
         let c = self.dims()[1];
+        // One value a channel normalises to 0 whatever it is, and trains nothing:
+        // refused, as PyTorch refuses it.
+        if self.elem_count() == c {
+            return Err(Error::InvalidShape {
+                op,
+                shape: self.shape().clone(),
+                reason: "expected more than one value per channel in training mode (a batch of \
+                         one sample?)"
+                    .into(),
+            });
+        }
         for p in [weight, bias].into_iter().flatten() {
             self.same_device(op, p)?;
             self.same_dtype(op, p)?;
