@@ -2070,7 +2070,8 @@ fn batch_norm_results(t: &[Tensor]) -> kiln::Result<Tensor> {
 /// CPU's f64 reference: `[n, c]` (one element of a channel per sample, read `c`
 /// apart), `[n, c, l]` and `[n, c, h, w]`, channels longer than four loads per lane with
 /// a ragged tail, more channels than a workgroup holds, a transposed input, channels
-/// far from zero for their spread, and a NaN and an infinity in one channel each.
+/// long enough to be cut into parts, channels far from zero for their spread, and a NaN
+/// and an infinity in one channel each.
 #[test]
 fn batch_norm_matches_cpu() {
     let mut rng = rng();
@@ -2094,6 +2095,22 @@ fn batch_norm_matches_cpu() {
     let x = rand(&[3, 11, 6], &mut rng).transpose(1, 2).unwrap();
     let t = inputs(x, &mut rng);
     parity("batch_norm transposed", &t, F32, batch_norm_results);
+    // Channels of 140,000 elements, cut into parts that a second launch puts together,
+    // one of them far from zero for its spread.
+    let x = rand(&[2, 3, 70_000], &mut rng);
+    let far = rand(&[2, 1, 70_000], &mut rng)
+        .mul_scalar(0.01)
+        .unwrap()
+        .add_scalar(100.0)
+        .unwrap();
+    let x = Tensor::cat(&[x, far], 1).unwrap();
+    let t = inputs(x, &mut rng);
+    parity(
+        "batch_norm of channels in parts",
+        &t,
+        F32,
+        batch_norm_results,
+    );
     // Channels far from zero for their spread (rstd up to 1000), at the plain tolerance.
     for (offset, spread) in [(100.0, 1.0), (-3.0, 1e-3)] {
         let x = rand(&[8, 4, 50], &mut rng)

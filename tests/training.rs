@@ -1244,6 +1244,28 @@ fn batch_norm_takes_one_launch_each_way_for_its_channels() {
         profile.kernels
     );
     drop(grads);
+    // Channels of 140,000 elements are cut into parts: one more launch each way puts
+    // them together.
+    let x = Tensor::randn([2, 3, 70_000], DType::F32, &gpu, &mut Rng::new(7))
+        .unwrap()
+        .into_var()
+        .unwrap();
+    let (_, profile) = gpu
+        .profile(|| {
+            let out = x.batch_norm(None, None, 1e-5)?;
+            let grads = out.output.sum_all()?.backward()?;
+            grads.get(&x).expect("a gradient").to_vec::<f32>()
+        })
+        .unwrap();
+    let each = |part| launches_of(&profile, part);
+    assert_eq!(each("norm/batch_norm_stats"), 1, "{:#?}", profile.kernels);
+    assert_eq!(
+        each("norm/batch_norm_backward_sums"),
+        1,
+        "{:#?}",
+        profile.kernels
+    );
+    assert_eq!(each("norm/batch_norm_combine"), 2, "{:#?}", profile.kernels);
     // A momentum outside [0, 1] is refused, the statistics left as they were.
     let (mut bn, x) = forward_twice(&cpu);
     let before = stats(&bn).map(|s| s.unwrap());

@@ -1,8 +1,10 @@
 // Batch norm's backward sums over a compact [outer, channels, inner] input and its
 // output's gradient: each channel's sum of the gradient and of the gradient times the
 // normalised input, the bias's and the weight's gradients (whose sums the input's
-// gradient needs too). Channels are rows as in norm/batch_norm_stats.wgsl; one pass,
-// math in f32, ROW_LOADS loads of each in flight per invocation.
+// gradient needs too). Channels are rows, and long ones are cut into parts, as in
+// norm/batch_norm_stats.wgsl: with parts, each part's two sums go to `partials`, which
+// norm/batch_norm_combine.wgsl adds up. One pass, math in f32, ROW_LOADS loads of each
+// in flight per invocation.
 // kiln:constants workgroup reduce_ops row_loads_only reduce_combine row_place row_total
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
@@ -84,9 +86,11 @@ struct Params {
     lanes: u32,
     // unused: the statistics hold 1 / sqrt(variance + eps)
     eps: f32,
+    // each channel's elements are cut into `parts` of `part_len` (the last may be
+    // shorter)
+    parts: u32,
+    part_len: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -101,6 +105,9 @@ struct Params {
 // input
 @group(0) @binding(5) var<storage, read_write> grad_sums: array<T>;
 @group(0) @binding(6) var<storage, read_write> grad_x_hat_sums: array<T>;
+// With parts: [2, channels, parts], each part's two sums (one element, never written,
+// without parts)
+@group(0) @binding(7) var<storage, read_write> partials: array<f32>;
 
 var<private> channel: u32;
 // Where element j of this invocation's channel lies: place (j / inner, j % inner) of
@@ -125,32 +132,42 @@ fn load_grad4(j: u32, lanes: u32) -> vec4<f32> {
 fn main(inv: RowInvocation) {
     let lanes = params.lanes;
     let at = row_start(inv, lanes);
-    channel = at.x;
+    let slot = at.x;
+    channel = slot / params.parts;
     let lane = at.y;
-    // A slot past the last channel reads and writes nothing, but meets every barrier.
+    // A slot past the last part reads and writes nothing, but meets every barrier.
     let live = channel < params.channels;
-    let len = select(0u, params.outer * params.inner, live);
+    let start = (slot % params.parts) * params.part_len;
+    let len = select(0u, min(params.part_len, params.outer * params.inner - start), live);
+    let end = start + len;
     var mean = 0.0;
     if (live) {
         mean = f32(means[channel]);
     }
     var gs = vec4<f32>(0.0);
     var gxs = vec4<f32>(0.0);
-    var i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += ROW_LOADS * lanes) {
+    var i = start + lane;
+    for (; i + (ROW_LOADS - 1u) * lanes < end; i += ROW_LOADS * lanes) {
         let g = load_grad4(i, lanes);
         gs += g;
         gxs += g * (load4(i, lanes) - mean);
     }
-    for (; i < len; i += lanes) {
+    for (; i < end; i += lanes) {
         let g = f32(grad[place(i)]);
         gs.x += g;
         gxs.x += g * (load(i) - mean);
     }
     let g_sum = row_total(REDUCE_SUM, (gs.x + gs.y) + (gs.z + gs.w));
     let gx_sum = row_total(REDUCE_SUM, (gxs.x + gxs.y) + (gxs.z + gxs.w));
-    if (lane == 0u && live) {
-        grad_sums[channel] = T(g_sum);
-        grad_x_hat_sums[channel] = T(gx_sum * f32(rstds[channel]));
+    if (lane != 0u || !live) {
+        return;
     }
+    let x_hat_sum = gx_sum * f32(rstds[channel]);
+    if (params.parts == 1u) {
+        grad_sums[channel] = T(g_sum);
+        grad_x_hat_sums[channel] = T(x_hat_sum);
+        return;
+    }
+    partials[slot] = g_sum;
+    partials[params.channels * params.parts + slot] = x_hat_sum;
 }

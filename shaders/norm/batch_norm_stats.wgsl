@@ -1,9 +1,12 @@
 // Batch norm's statistics over a compact [outer, channels, inner] tensor (every dim of
 // [n, c, ..] but the channels'): each channel's elements are a row, `lanes` invocations
-// to a channel as the row kernels take a row (reduce/reduce.wgsl), read where they lie.
-// Two passes: the mean, then the biased variance from the deviations, each summing the
-// channel less its first element so that a channel far from zero for its spread keeps
-// its digits. Math in f32; ROW_LOADS loads in flight per invocation.
+// to a channel (or to each of its `parts`) as the row kernels take a row
+// (reduce/reduce.wgsl), read where they lie. Two passes: the mean, then the sum of the
+// squared deviations, each of the elements less the channel's first, so that a
+// channel far from zero for its spread keeps its digits. A channel cut into parts (a
+// few long channels would otherwise run on a workgroup each) writes each part's mean
+// and squared deviations to `partials`, which norm/batch_norm_combine.wgsl merges.
+// Math in f32; ROW_LOADS loads in flight per invocation.
 // kiln:constants workgroup reduce_ops row_loads_only reduce_combine row_place row_total
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
@@ -84,9 +87,11 @@ struct Params {
     // invocations per channel: a power of two dividing WORKGROUP
     lanes: u32,
     eps: f32,
+    // each channel's elements are cut into `parts` of `part_len` (the last may be
+    // shorter)
+    parts: u32,
+    part_len: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -96,6 +101,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> means: array<T>;
 @group(0) @binding(3) var<storage, read_write> variances: array<T>;
 @group(0) @binding(4) var<storage, read_write> rstds: array<T>;
+// With parts: [channels, parts] means of each part less the channel's first element,
+// [channels, parts] sums of each part's squared deviations from its mean, then
+// [channels] first elements (one element, never written, without parts)
+@group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 
 var<private> channel: u32;
 // Element j of this invocation's channel: place (j / inner, j % inner) of its
@@ -113,44 +122,59 @@ fn is_finite(x: f32) -> bool {
 fn main(inv: RowInvocation) {
     let lanes = params.lanes;
     let place = row_start(inv, lanes);
-    channel = place.x;
+    let slot = place.x;
+    channel = slot / params.parts;
     let lane = place.y;
-    // A slot past the last channel reads and writes nothing, but meets every barrier.
+    // A slot past the last part reads and writes nothing, but meets every barrier.
     let live = channel < params.channels;
-    let len = select(0u, params.outer * params.inner, live);
+    let total = params.outer * params.inner;
+    let start = (slot % params.parts) * params.part_len;
+    let len = select(0u, min(params.part_len, total - start), live);
+    let end = start + len;
     // Deviations from an infinite first element would all be NaN: such a channel takes
     // no shift, and its mean is infinite, as PyTorch's.
     var shift = 0.0;
-    if (len > 0u) {
+    if (live) {
         shift = load(0u);
     }
     if (!is_finite(shift)) {
         shift = 0.0;
     }
     var sum = vec4<f32>(0.0);
-    var i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += ROW_LOADS * lanes) {
+    var i = start + lane;
+    for (; i + (ROW_LOADS - 1u) * lanes < end; i += ROW_LOADS * lanes) {
         sum += load4(i, lanes) - shift;
     }
-    for (; i < len; i += lanes) {
+    for (; i < end; i += lanes) {
         sum.x += load(i) - shift;
     }
     let n = f32(max(len, 1u));
     let mean = row_total(REDUCE_SUM, (sum.x + sum.y) + (sum.z + sum.w)) / n;
     var squares = vec4<f32>(0.0);
-    i = lane;
-    for (; i + (ROW_LOADS - 1u) * lanes < len; i += ROW_LOADS * lanes) {
+    i = start + lane;
+    for (; i + (ROW_LOADS - 1u) * lanes < end; i += ROW_LOADS * lanes) {
         let d = load4(i, lanes) - shift - mean;
         squares += d * d;
     }
-    for (; i < len; i += lanes) {
+    for (; i < end; i += lanes) {
         let d = load(i) - shift - mean;
         squares.x += d * d;
     }
-    let variance = row_total(REDUCE_SUM, (squares.x + squares.y) + (squares.z + squares.w)) / n;
-    if (lane == 0u && live) {
+    let m2 = row_total(REDUCE_SUM, (squares.x + squares.y) + (squares.z + squares.w));
+    if (lane != 0u || !live) {
+        return;
+    }
+    if (params.parts == 1u) {
+        let variance = m2 / n;
         means[channel] = T(shift + mean);
         variances[channel] = T(variance);
         rstds[channel] = T(1.0 / sqrt(variance + params.eps));
+        return;
+    }
+    let slots = params.channels * params.parts;
+    partials[slot] = mean;
+    partials[slots + slot] = m2;
+    if (start == 0u) {
+        partials[2u * slots + channel] = shift;
     }
 }

@@ -101,6 +101,8 @@ kernels! {
     /// Batch norm's channels, each reduced as a row is.
     BatchNormStats => "norm/batch_norm_stats.wgsl", "main", ["T"], Floats, BatchNormParams;
     BatchNormBackwardSums => "norm/batch_norm_backward_sums.wgsl", "main", ["T"], Floats, BatchNormParams;
+    /// Channels cut into parts by the two above, put together.
+    BatchNormCombine => "norm/batch_norm_combine.wgsl", "main", ["T"], Floats, BatchNormCombineParams;
     /// The row kernels above, combining each row's lanes with subgroup shuffles
     /// (`row_reduction.rs`).
     ReduceSubgroup => "reduce/reduce.wgsl", "main", ["T"], All, RowsParams;

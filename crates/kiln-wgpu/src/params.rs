@@ -193,9 +193,23 @@ shader_params! {
         lanes: u32,
         /// Added to the variance before its square root (the statistics' only).
         eps: f32,
+        /// Each channel is cut into `parts` of `part_len` (`row_parts`).
+        parts: u32,
+        part_len: u32,
+        _pad0: u32,
+    }
+    /// `norm/batch_norm_combine.wgsl`.
+    BatchNormCombineParams {
+        channels: u32,
+        parts: u32,
+        part_len: u32,
+        /// Elements per channel.
+        n: u32,
+        eps: f32,
+        /// 1 for the backward's sums, 0 for the statistics.
+        sums: u32,
         _pad0: u32,
         _pad1: u32,
-        _pad2: u32,
     }
     /// `matmul/*.wgsl` but `pack` and `matmul_uniform_lhs`.
     MatmulParams {

@@ -192,11 +192,12 @@ const MIN_ROW_PART: usize = 16 * ROW_LOADS as usize * WORKGROUP as usize;
 /// channels over 37K elements, would otherwise take two launches).
 const MIN_SPLIT_ROW: usize = 8 * MIN_ROW_PART;
 
-/// How `reduce.wgsl` cuts rows of `k` into parts, and their length: enough parts for
-/// `ROW_PART_GROUPS` workgroups in all, none shorter than `MIN_ROW_PART`. It follows
-/// from the shape alone, so results do not vary by adapter. With u32 sizes a part is
-/// then at most 4M elements, well within a software adapter's loops.
-fn row_parts(rows: usize, k: usize) -> (usize, usize) {
+/// How `reduce.wgsl` (and batch norm's channel kernels) cut rows of `k` into parts,
+/// and their length: enough parts for `ROW_PART_GROUPS` workgroups in all, none
+/// shorter than `MIN_ROW_PART`. It follows from the shape alone, so results do not
+/// vary by adapter. With u32 sizes a part is then at most 4M elements, well within a
+/// software adapter's loops.
+pub(crate) fn row_parts(rows: usize, k: usize) -> (usize, usize) {
     let parts = (k / MIN_ROW_PART).min(ROW_PART_GROUPS.div_ceil(rows.max(1)));
     if parts <= 1 || k < MIN_SPLIT_ROW {
         return (1, k);
