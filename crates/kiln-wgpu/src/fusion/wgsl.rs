@@ -52,7 +52,10 @@ impl FusedParams {
         for (slot, read) in p.reads.iter_mut().zip(&program.reads) {
             let layout = &read.arg.layout;
             match &read.window {
-                None => read_layout(slot, layout.dims(), layout.strides(), layout.offset(), op)?,
+                None => {
+                    let (dims, strides) = fewest_dims(layout.dims(), layout.strides());
+                    read_layout(slot, &dims, &strides, layout.offset(), op)?
+                }
                 Some(w) => {
                     read_layout(slot, &w.dims, layout.strides(), layout.offset(), op)?;
                     for (d, (&b, &n)) in w.before.iter().zip(layout.dims()).enumerate() {
@@ -67,6 +70,28 @@ impl FusedParams {
         }
         Ok(p)
     }
+}
+
+/// The same walk from an element index to an offset over as few dims as give it: dims
+/// of one element dropped, neighbours that step as one dim merged, and leading dims
+/// of stride 0 (a broadcast's) dropped, which add nothing to any offset. Each dim left
+/// costs the strided walk a division and a remainder per element: a batch norm's
+/// `[1, c, 1, 1]` statistics read across `[n, c, h, w]` walk 2 dims, not 4.
+fn fewest_dims(dims: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(dims.len());
+    for (&size, &stride) in dims.iter().zip(strides).rev() {
+        if size == 1 {
+            continue;
+        }
+        match out.last_mut() {
+            Some((inner, inner_stride)) if stride == *inner_stride * *inner => *inner *= size,
+            _ => out.push((size, stride)),
+        }
+    }
+    while out.last().is_some_and(|&(_, stride)| stride == 0) {
+        out.pop();
+    }
+    out.iter().rev().copied().unzip()
 }
 
 fn read_layout(
@@ -564,5 +589,44 @@ fn rounded(step: &Step, expr: &str) -> String {
     match step.dtype {
         DType::F16 => format!("f32(f16({expr}))"),
         _ => expr.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fewest_dims;
+
+    /// Element `i`'s offset by the strided walk over `dims` and `strides`.
+    fn offset(mut i: usize, dims: &[usize], strides: &[usize]) -> usize {
+        let mut off = 0;
+        for (&size, &stride) in dims.iter().zip(strides).rev() {
+            off += (i % size) * stride;
+            i /= size;
+        }
+        off
+    }
+
+    /// The fewer dims walk every element to the same offset.
+    #[test]
+    fn fewest_dims_keep_every_offset() {
+        for (dims, strides, rank) in [
+            (vec![32, 64, 56, 56], vec![0, 1, 0, 0], 2),
+            (vec![2, 3, 4], vec![12, 4, 1], 1),
+            (vec![2, 3, 4], vec![1, 2, 6], 3),
+            (vec![5, 1, 7], vec![7, 99, 1], 1),
+            (vec![4, 6], vec![0, 0], 0),
+            (vec![3, 5, 2], vec![0, 2, 1], 1),
+            (vec![3, 1, 5], vec![5, 0, 3], 2),
+        ] {
+            let (fewer, fewer_strides) = fewest_dims(&dims, &strides);
+            assert_eq!(fewer.len(), rank, "{dims:?} {strides:?}: {fewer:?}");
+            for i in 0..dims.iter().product() {
+                assert_eq!(
+                    offset(i, &fewer, &fewer_strides),
+                    offset(i, &dims, &strides),
+                    "{dims:?} {strides:?} element {i}"
+                );
+            }
+        }
     }
 }
