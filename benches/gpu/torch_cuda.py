@@ -76,6 +76,11 @@ def kernels(large):
         if r >= c:
             ms = kernel_ms(lambda: F.layer_norm(x, (c,), eps=1e-5))
             line("layer_norm", f"{r}x{c}", ms, 8 * r * c / ms / 1e6, "GB/s")
+    # Batch norm in training mode over a convolution's output, as kiln's bench counts it
+    # (one read and one write).
+    x = uniform(32, 64, 56, 56)
+    ms = kernel_ms(lambda: F.batch_norm(x, None, None, training=True, eps=1e-5))
+    line("batch_norm", "32x64x56x56", ms, 8 * x.numel() / ms / 1e6, "GB/s")
     x, w = uniform(16, 64, 32, 32), uniform(64, 64, 3, 3)
     ms = kernel_ms(lambda: F.conv2d(x, w, None, padding=1))
     line("conv2d", "16x64x32x32 k3", ms, 2 * 16 * 64 * 64 * 32 * 32 * 9 / ms / 1e6, "GFLOP/s")

@@ -363,6 +363,24 @@ pub fn suite(scale: Scale) -> Vec<Case> {
             cases.push(rows_with_backward("norm", "layer_norm", [r, c], norm));
         }
     }
+    // Batch norm in training mode over a convolution's output: the statistics (each
+    // channel read twice) and the normalisation, counted as one read and one write.
+    let shape = match scale {
+        Scale::Quick => [8, 64, 28, 28],
+        _ => [32, 64, 56, 56],
+    };
+    let n: usize = shape.iter().product();
+    let label = format!("batch_norm {}", shape.map(|d| d.to_string()).join("x"));
+    cases.push(Case::new(
+        "norm",
+        label,
+        Unit::Bytes,
+        2.0 * F32 * n as f64,
+        move |d| {
+            let x = input(&shape, d, 5)?;
+            Ok(Box::new(move || Ok(x.batch_norm(None, None, 1e-5)?.output)))
+        },
+    ));
     let [r, c] = [4096, 1024];
     cases.push(rows("reduce", "mean last", [r, c], F32, |x| {
         x.mean(&[-1], false)
