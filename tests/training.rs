@@ -1170,7 +1170,7 @@ fn steps_with_batch_norm_reuse_their_bind_groups() {
 /// GPU (no reduction kernels, no squared deviations written out) and updates both
 /// running statistics in one more, written over (no buffer taken), to the CPU's
 /// values; its backward takes the channel sums in one launch and the input's gradient
-/// in one fused kernel.
+/// in one fused kernel. In evaluation mode it is one kernel.
 #[test]
 fn batch_norm_takes_one_launch_each_way_for_its_channels() {
     let gpu = own_gpu();
@@ -1244,6 +1244,10 @@ fn batch_norm_takes_one_launch_each_way_for_its_channels() {
         profile.kernels
     );
     drop(grads);
+    // In evaluation mode, the normalisation with the running statistics is one kernel.
+    bn.set_training(false);
+    let (_, profile) = gpu.profile(|| bn.forward(&x)?.to_vec::<f32>()).unwrap();
+    assert_eq!(profile.dispatches(), 1, "{:#?}", profile.kernels);
     // Channels of 140,000 elements are cut into parts: one more launch each way puts
     // them together.
     let x = Tensor::randn([2, 3, 70_000], DType::F32, &gpu, &mut Rng::new(7))

@@ -57,7 +57,16 @@ impl Module for BatchNorm {
             let mut shape = vec![1; x.rank()];
             shape[1] = c;
             let stat = |t: &Tensor| t.reshape(shape.clone());
-            let scale = stat(&self.running_var)?.add_scalar(self.eps)?.rsqrt()?;
+            // On a GPU the scale is taken over x's shape, the variance read through a
+            // broadcast: the whole normalisation is then one fused kernel, with no
+            // launch for a channel-sized scale of its own. The CPU takes it once a
+            // channel.
+            let var = stat(&self.running_var)?;
+            let var = match x.device().is_gpu() {
+                true => var.broadcast_to(x.shape().clone())?,
+                false => var,
+            };
+            let scale = var.add_scalar(self.eps)?.rsqrt()?;
             return x
                 .sub(&stat(&self.running_mean)?)?
                 .mul(&scale)?
