@@ -23,8 +23,9 @@ use kiln_core::{BinaryOp, Error, OpInfo, ReduceOp, Result, UnaryOp};
 /// Threads per workgroup of every one-thread-per-element (1-D) kernel.
 pub const WORKGROUP: u32 = 256;
 /// Loads each invocation of the row kernels (`reduce.wgsl`, `softmax.wgsl`,
-/// `layer_norm.wgsl`) keeps in flight per iteration: `ROW_LOADS_ONLY`'s `load4`, written out
-/// rather than looped (registers indexed by a loop counter left registers on an H200).
+/// `layer_norm.wgsl`) keeps in flight per iteration: `ROW_LOADS_ONLY`'s `load4`, written
+/// out rather than looped (registers indexed by a loop counter left registers on an
+/// H200).
 pub const ROW_LOADS: u32 = 4;
 const _: () = assert!(ROW_LOADS == 4, "load4, store4 and ROW_HELD move one vec4");
 /// The row kernels' loads of `ROW_LOADS` elements `lanes` apart, over their own `load`

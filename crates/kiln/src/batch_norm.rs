@@ -1,5 +1,5 @@
 //! Batch normalisation with the batch's own statistics (training mode), as one
-//! recorded op. The backend computes the statistics in one pass over each channel
+//! recorded op. The backend computes the statistics channel by channel where they lie
 //! (one launch on a GPU, where the composed mean, deviations and variance took three),
 //! and the backward rule's two channel sums the same way; the normalisation and the
 //! input's gradient are elementwise, which a GPU fuses with their neighbours.
@@ -128,7 +128,7 @@ impl Tensor {
 }
 
 /// `[1, c, 1, ..]`: a channel's value broadcast over `[n, c, ..]`.
-pub(crate) fn channel_shape(x: &Tensor) -> Vec<usize> {
+fn channel_shape(x: &Tensor) -> Vec<usize> {
     let mut shape = vec![1; x.rank()];
     shape[1] = x.dims()[1];
     shape
