@@ -1244,7 +1244,9 @@ fn batch_norm_takes_one_launch_each_way_for_its_channels() {
         profile.kernels
     );
     drop(grads);
-    // In evaluation mode, the normalisation with the running statistics is one kernel.
+    // In evaluation mode, the normalisation with the running statistics is one fused
+    // kernel (fusion on, as by default, whatever KILN_FUSION says).
+    g.set_fusion(true);
     bn.set_training(false);
     let (_, profile) = gpu.profile(|| bn.forward(&x)?.to_vec::<f32>()).unwrap();
     assert_eq!(profile.dispatches(), 1, "{:#?}", profile.kernels);
