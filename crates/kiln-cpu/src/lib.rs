@@ -242,7 +242,11 @@ impl BackendStorage for CpuStorage {
     }
 
     fn batch_norm_stats(&self, dims: [usize; 3], eps: f32) -> Result<[Self; 3]> {
-        let stats = batch_norm::batch_norm_stats(&self.compact_floats(), dims, eps as f64);
+        let eps = eps as f64;
+        let stats = match &self.0 {
+            HostBuffer::F32(x) => batch_norm::batch_norm_stats(x, dims, eps),
+            _ => batch_norm::batch_norm_stats(&self.compact_floats(), dims, eps),
+        };
         Ok(stats.map(|v| Self::from_floats(self.dtype(), v)))
     }
 
@@ -253,9 +257,16 @@ impl BackendStorage for CpuStorage {
         rstd: &Self,
         dims: [usize; 3],
     ) -> Result<[Self; 2]> {
-        let (x, g) = (self.compact_floats(), grad.compact_floats());
         let stats = [mean.compact_floats(), rstd.compact_floats()];
-        let sums = batch_norm::batch_norm_backward_sums(&x, &g, &stats, dims);
+        let sums = match (&self.0, &grad.0) {
+            (HostBuffer::F32(x), HostBuffer::F32(g)) => {
+                batch_norm::batch_norm_backward_sums(x, g, &stats, dims)
+            }
+            _ => {
+                let (x, g) = (self.compact_floats(), grad.compact_floats());
+                batch_norm::batch_norm_backward_sums(&x, &g, &stats, dims)
+            }
+        };
         Ok(sums.map(|v| Self::from_floats(self.dtype(), v)))
     }
 
