@@ -5,7 +5,7 @@
 // norm/batch_norm_stats.wgsl: with parts, each part's two sums go to `partials`, which
 // norm/batch_norm_combine.wgsl adds up. One pass, math in f32, ROW_LOADS loads of each
 // in flight per invocation.
-// kiln:constants workgroup reduce_ops row_loads_only reduce_combine row_place row_total
+// kiln:constants workgroup reduce_ops row_loads_only reduce_combine row_place row_total channel_at
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -75,6 +75,13 @@ fn row_tree(op: u32, v: f32, width: u32) -> f32 {
 fn row_total(op: u32, v: f32) -> f32 {
     return row_tree(op, v, 1u);
 }
+// The channel this invocation reads, of a compact [outer, channels, inner] tensor.
+var<private> channel: u32;
+// Where element j of the channel lies: place (j / inner, j % inner) of its [outer, inner].
+fn channel_at(j: u32) -> u32 {
+    let o = j / params.inner;
+    return (o * params.channels + channel) * params.inner + j - o * params.inner;
+}
 // kiln:end
 alias T = f32;
 
@@ -109,22 +116,16 @@ struct Params {
 // without parts)
 @group(0) @binding(7) var<storage, read_write> partials: array<f32>;
 
-var<private> channel: u32;
-// Where element j of this invocation's channel lies: place (j / inner, j % inner) of
-// its [outer, inner].
-fn place(j: u32) -> u32 {
-    let o = j / params.inner;
-    return (o * params.channels + channel) * params.inner + j - o * params.inner;
-}
+// Element j of this invocation's channel.
 fn load(j: u32) -> f32 {
-    return f32(input[place(j)]);
+    return f32(input[channel_at(j)]);
 }
 fn load_grad4(j: u32, lanes: u32) -> vec4<f32> {
     return vec4<f32>(
-        f32(grad[place(j)]),
-        f32(grad[place(j + lanes)]),
-        f32(grad[place(j + 2u * lanes)]),
-        f32(grad[place(j + 3u * lanes)]),
+        f32(grad[channel_at(j)]),
+        f32(grad[channel_at(j + lanes)]),
+        f32(grad[channel_at(j + 2u * lanes)]),
+        f32(grad[channel_at(j + 3u * lanes)]),
     );
 }
 
@@ -153,7 +154,7 @@ fn main(inv: RowInvocation) {
         gxs += g * (load4(i, lanes) - mean);
     }
     for (; i < end; i += lanes) {
-        let g = f32(grad[place(i)]);
+        let g = f32(grad[channel_at(i)]);
         gs.x += g;
         gxs.x += g * (load(i) - mean);
     }

@@ -7,7 +7,7 @@
 // few long channels would otherwise run on a workgroup each) writes each part's mean
 // and squared deviations to `partials`, which norm/batch_norm_combine.wgsl merges.
 // Math in f32; ROW_LOADS loads in flight per invocation.
-// kiln:constants workgroup reduce_ops row_loads_only reduce_combine row_place row_total
+// kiln:constants workgroup reduce_ops row_loads_only reduce_combine row_place row_total channel_at
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -77,6 +77,13 @@ fn row_tree(op: u32, v: f32, width: u32) -> f32 {
 fn row_total(op: u32, v: f32) -> f32 {
     return row_tree(op, v, 1u);
 }
+// The channel this invocation reads, of a compact [outer, channels, inner] tensor.
+var<private> channel: u32;
+// Where element j of the channel lies: place (j / inner, j % inner) of its [outer, inner].
+fn channel_at(j: u32) -> u32 {
+    let o = j / params.inner;
+    return (o * params.channels + channel) * params.inner + j - o * params.inner;
+}
 // kiln:end
 alias T = f32;
 
@@ -106,12 +113,9 @@ struct Params {
 // [channels] first elements (one element, never written, without parts)
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 
-var<private> channel: u32;
-// Element j of this invocation's channel: place (j / inner, j % inner) of its
-// [outer, inner].
+// Element j of this invocation's channel.
 fn load(j: u32) -> f32 {
-    let o = j / params.inner;
-    return f32(input[(o * params.channels + channel) * params.inner + j - o * params.inner]);
+    return f32(input[channel_at(j)]);
 }
 
 fn is_finite(x: f32) -> bool {

@@ -43,6 +43,18 @@ fn store4(at: u32, lanes: u32, v: vec4<f32>) {
     store(at + 3u * lanes, v.w);
 }
 ";
+/// Where batch norm's channel kernels (`batch_norm_stats.wgsl`,
+/// `batch_norm_backward_sums.wgsl`) find a channel's elements, written once for both:
+/// the channel's elements are a row to them, read where they lie.
+const CHANNEL_AT: &str = "\
+// The channel this invocation reads, of a compact [outer, channels, inner] tensor.
+var<private> channel: u32;
+// Where element j of the channel lies: place (j / inner, j % inner) of its [outer, inner].
+fn channel_at(j: u32) -> u32 {
+    let o = j / params.inner;
+    return (o * params.channels + channel) * params.inner + j - o * params.inner;
+}
+";
 /// The passes of the row kernels that read a row more than once (`softmax.wgsl`,
 /// `layer_norm.wgsl` and their backwards), over their own `load` and `store`: a
 /// stretch is `ROW_LOADS` elements `lanes` apart. A lane holds its first two in
@@ -356,6 +368,9 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
     }
     if name == "attention_keys" {
         return Some((Vec::new(), ATTENTION_KEYS.to_string()));
+    }
+    if name == "channel_at" {
+        return Some((Vec::new(), CHANNEL_AT.to_string()));
     }
     if name == "norm_stats" {
         return Some((Vec::new(), norm_stats()));
