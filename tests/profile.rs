@@ -17,6 +17,25 @@ fn assert_is_e_squared(c: &Tensor) {
     assert!(got.iter().all(|&v| (v - want).abs() < 1e-5));
 }
 
+/// Fusion set on the shared test device while this lives, then back to what it was:
+/// these tests count fused kernels whatever `KILN_FUSION` the run was given.
+struct FusionSetTo(kiln::backend::GpuDevice, bool);
+
+impl FusionSetTo {
+    fn new(gpu: &Device, on: bool) -> Self {
+        let device = gpu.as_gpu().unwrap().clone();
+        let was = device.fusion();
+        device.set_fusion(on);
+        FusionSetTo(device, was)
+    }
+}
+
+impl Drop for FusionSetTo {
+    fn drop(&mut self) {
+        self.0.set_fusion(self.1);
+    }
+}
+
 /// Two 1000-element f32 inputs whose sum's exp is e^2 everywhere.
 fn two_constants(gpu: &Device) -> (Tensor, Tensor) {
     let a = Tensor::full([1000], 0.5, DType::F32, gpu).unwrap();
@@ -28,12 +47,15 @@ fn two_constants(gpu: &Device) -> (Tensor, Tensor) {
 fn a_profile_counts_each_launch_and_the_bytes_it_binds() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(gpu) = gpu() else { return };
+    // The constants pending until the add reads them, as with fusion on (the default,
+    // which `KILN_FUSION=0` turns off for a whole run); then each op its own kernel
+    // (fusion is counted in the next test).
+    let fusion = FusionSetTo::new(&gpu, true);
     let (a, b) = two_constants(&gpu);
-    // Each op its own kernel (fusion, on by default, is counted in the next test).
     gpu.as_gpu().unwrap().set_fusion(false);
     let live_before = gpu.as_gpu().unwrap().pool_stats().live_bytes;
     let profiled = gpu.profile(|| a.add(&b)?.exp());
-    gpu.as_gpu().unwrap().set_fusion(true);
+    drop(fusion);
     let (c, profile) = profiled.unwrap();
     assert_is_e_squared(&c);
     // At most four buffers of 4096 bytes were live at once: both inputs, the sum, and
@@ -106,6 +128,7 @@ fn repeated_work_finds_the_bind_groups_it_made() {
 fn a_profile_counts_a_fused_kernel_once() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(gpu) = gpu() else { return };
+    let _fusion = FusionSetTo::new(&gpu, true);
     let (a, b) = two_constants(&gpu);
     let (c, profile) = gpu.profile(|| a.add(&b)?.exp()).unwrap();
     let fused = profile
@@ -292,6 +315,7 @@ fn autotuning_runs_what_a_candidate_defers() {
         return;
     }
     let tuner = GpuDevice::new().unwrap();
+    tuner.set_fusion(true);
     tuner.use_autotune_cache(None);
     tuner.set_attention_way(AttentionWay::Autotune);
     let device = Device::Gpu(tuner.clone());
