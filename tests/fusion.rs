@@ -5,7 +5,8 @@
 //! and a few intermediates, so that values shared between kernels are checked) must
 //! agree. Graphs of smooth ops also compare gradients.
 //!
-//! A failure names the graph's seed; `KILN_FUSION_SEED=<seed>` replays that one graph.
+//! A failure names the graph's seed; `KILN_FUSION_SEED=<seed>` replays that one graph,
+//! `KILN_FUSION_BASE=<seed>` the run of graphs from it.
 
 mod common;
 
@@ -543,13 +544,24 @@ fn random_graphs_match_cpu_fused_and_unfused() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    let base = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1);
-    eprintln!("random graphs from seed {base}; KILN_FUSION_SEED=<seed> replays one");
+    let base = std::env::var("KILN_FUSION_BASE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!(
+        "random graphs from seed {base} (KILN_FUSION_BASE=<seed> replays the run); \
+         KILN_FUSION_SEED=<seed> replays one"
+    );
     for i in 0..graphs {
-        check_graph(&device, &generate(base.wrapping_add(i), f16));
+        let seed = base.wrapping_add(i);
+        // The last line shown where a graph panics (an error unwrapped) names it.
+        eprintln!("graph {seed}");
+        check_graph(&device, &generate(seed, f16));
     }
 }
 
@@ -692,10 +704,13 @@ fn a_chain_of_elementwise_ops_is_one_kernel() {
         y.to_f64_vec()
     };
     let gpu_device = device.as_gpu().unwrap();
+    // Both ways whatever the run's `KILN_FUSION`, then back to it.
+    let default = gpu_device.fusion();
+    gpu_device.set_fusion(true);
     let (fused, on) = device.profile(chain).unwrap();
     gpu_device.set_fusion(false);
     let (plain, off) = device.profile(chain).unwrap();
-    gpu_device.set_fusion(true);
+    gpu_device.set_fusion(default);
     // Outputs are poisoned (a fill per output), so count the other kernels.
     let launches = |p: &kiln::Profile| -> u64 {
         let kernels = p.kernels.iter().filter(|k| !k.name.contains("fill.wgsl"));
@@ -708,6 +723,129 @@ fn a_chain_of_elementwise_ops_is_one_kernel() {
         let got = Tensor::from_vec(got, [63], &Device::cpu()).unwrap();
         assert_near(label, &got, &want, 1e-5, 5e-4);
     }
+}
+
+/// A pending expression read through a broadcast (a per-channel scale across an
+/// image, a bias grid across a batch) is computed inside its consumer's kernel, its own
+/// inputs, pending ones too, read through the same broadcast; where an input's layout
+/// cannot take that walk (a transposed view read flattened) the expression runs first,
+/// as before. Kernels counted, values against the CPU, fused and not.
+#[test]
+fn expressions_read_through_a_broadcast_run_inside_their_consumer() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let cpu = Device::cpu();
+    let mut draw =
+        |dims: &[usize]| Tensor::rand(dims.to_vec(), DType::F32, &cpu, &mut rng).unwrap();
+    let (x, s, t, w, m, x2, rows) = (
+        draw(&[2, 3, 4, 5]),
+        draw(&[3]),
+        draw(&[3]),
+        draw(&[1, 4]),
+        draw(&[4, 3]),
+        draw(&[2, 12]),
+        draw(&[2, 12]),
+    );
+    // Each case: its graph, and the kernels it takes fused.
+    type Case = (&'static str, u64, fn(&[Tensor]) -> kiln::Result<Tensor>);
+    let cases: [Case; 4] = [
+        // Two reads that walk alike from different offsets share the walk's index.
+        ("two rows of one tensor across a batch", 1, |v| {
+            let (first, second) = (v[6].narrow(0, 0, 1)?, v[6].narrow(0, 1, 1)?);
+            v[5].add(&first)?.mul(&second)
+        }),
+        ("a per-channel product", 1, |v| {
+            let scale = v[1].mul(&v[2])?.exp()?.reshape([1, 3, 1, 1])?;
+            v[0].mul(&scale)
+        }),
+        ("a broadcast grid of a broadcast product", 1, |v| {
+            let product = v[1].mul(&v[2])?.reshape([3, 1])?;
+            let grid = product.add(&v[3])?.tanh()?.reshape([1, 3, 4, 1])?;
+            v[0].sub(&grid)
+        }),
+        ("a transposed view read flattened", 2, |v| {
+            let z = v[4].t()?.mul_scalar(2.0)?.sigmoid()?;
+            v[5].add(&z.reshape([1, 12])?)
+        }),
+    ];
+    let inputs = [x, s, t, w, m, x2, rows];
+    let on_gpu: Vec<Tensor> = inputs
+        .iter()
+        .map(|v| v.to_device(&device).unwrap())
+        .collect();
+    let gpu_device = device.as_gpu().unwrap();
+    let default = gpu_device.fusion();
+    for (label, kernels, graph) in cases {
+        let want = graph(&inputs).unwrap();
+        for fusion in [true, false] {
+            gpu_device.set_fusion(fusion);
+            let (got, profile) = device.profile(|| graph(&on_gpu)?.to_device(&cpu)).unwrap();
+            let launches: u64 = (profile.kernels.iter())
+                .filter(|k| !k.name.contains("fill.wgsl"))
+                .map(|k| k.launches)
+                .sum();
+            if fusion {
+                assert_eq!(launches, kernels, "{label}: {:#?}", profile.kernels);
+            }
+            assert_near(
+                &format!("{label}, fusion {fusion}"),
+                &got,
+                &want,
+                1e-6,
+                1e-5,
+            );
+        }
+    }
+    gpu_device.set_fusion(default);
+}
+
+/// Eight pending terms of the same two inputs, summed: a quick count of each term's
+/// reads (16) is over a kernel's bounds, but the kernel reads two buffers, so the sum
+/// is one kernel. (A first count, once per use, ran the partial sum as a kernel of its
+/// own once it passed seven.)
+#[test]
+fn inputs_that_pending_terms_share_are_read_once() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let cpu = Device::cpu();
+    let x = Tensor::rand([5, 7], DType::F32, &cpu, &mut rng).unwrap();
+    let y = Tensor::rand([5, 7], DType::F32, &cpu, &mut rng).unwrap();
+    let sum = |x: &Tensor, y: &Tensor| -> kiln::Result<Tensor> {
+        let terms = [
+            x.exp()?,
+            x.sin()?,
+            y.cos()?,
+            x.tanh()?,
+            x.mul(y)?,
+            x.add(y)?,
+            y.sub(x)?,
+            y.sigmoid()?,
+        ];
+        let mut total = terms[0].clone();
+        for t in &terms[1..] {
+            total = total.add(t)?;
+        }
+        Ok(total)
+    };
+    let want = sum(&x, &y).unwrap();
+    let (gx, gy) = (x.to_device(&device).unwrap(), y.to_device(&device).unwrap());
+    let gpu_device = device.as_gpu().unwrap();
+    let default = gpu_device.fusion();
+    gpu_device.set_fusion(true);
+    let (got, profile) = device.profile(|| sum(&gx, &gy)?.to_device(&cpu)).unwrap();
+    gpu_device.set_fusion(default);
+    let kernels: Vec<_> = (profile.kernels.iter())
+        .filter(|k| !k.name.contains("fill.wgsl"))
+        .collect();
+    assert_eq!(kernels.len(), 1, "{kernels:#?}");
+    assert_eq!(
+        (kernels[0].launches, kernels[0].bytes_read),
+        (1, 2 * 256),
+        "{kernels:#?}"
+    );
+    assert_near("eight terms", &got, &want, 1e-6, 1e-5);
 }
 
 fn chain_on_cpu(x: &Tensor, b: &Tensor) -> Tensor {

@@ -44,12 +44,13 @@ pub(crate) fn epilogue_read(program: &Program) -> Option<usize> {
 /// Whether the launch output that `program` (lowered from `root`, the expression of
 /// the storage being run) reads at `given` is private: every clone of it lies in the
 /// program and its expressions, as does every clone of each storage the program
-/// computes inline (whose expression, run later for another holder, would read the
-/// launch's output). No tensor can then ask for that output once the program has
-/// run. Counting only the holders known here errs one way: a clone held anywhere else
-/// (a tensor, autograd, another pending launch or expression) makes the count
-/// larger, and the output is written. (The side outputs of the launch are counted
-/// apart: they hold it to run it, and it fills them when it runs.)
+/// computes inline that reads it (whose expression, run later for another holder,
+/// would read the launch's output; one that does not, as a bias sum read through a
+/// broadcast, may be held anywhere). No tensor can then ask for that output once the
+/// program has run. Counting only the holders known here errs one way: a clone held
+/// anywhere else (a tensor, autograd, another pending launch or expression) makes the
+/// count larger, and the output is written. (The side outputs of the launch are
+/// counted apart: they hold it to run it, and it fills them when it runs.)
 pub(crate) fn private(program: &Program, root: &Expr, given: usize) -> bool {
     let uses = |e: &Expr, target: &Arc<StorageData>| {
         let same = |a: &&super::expr::Arg| Arc::ptr_eq(&a.storage.data, target);
@@ -70,7 +71,23 @@ pub(crate) fn private(program: &Program, root: &Expr, given: usize) -> bool {
         let followers = s.data.followers.load(std::sync::atomic::Ordering::SeqCst);
         Arc::strong_count(&s.data) == held_inside(s) + followers
     };
-    program.inlined.iter().all(only_inside) && only_inside(&program.reads[given].arg.storage)
+    let source = &program.reads[given].arg.storage;
+    let mut reading = program
+        .inlined
+        .iter()
+        .filter(|s| reads_from(s, &source.data));
+    reading.all(only_inside) && only_inside(source)
+}
+
+/// Whether `s`'s pending expression reads `target`, itself or through pending inputs.
+/// (Expressions are recorded after their inputs, so the walk ends, and takes each
+/// input's lock after its reader's, as lowering does.)
+fn reads_from(s: &GpuStorage, target: &Arc<StorageData>) -> bool {
+    let expr = s.data.expr.lock().unwrap();
+    expr.as_ref().is_some_and(|e| {
+        (e.args.iter())
+            .any(|a| Arc::ptr_eq(&a.storage.data, target) || reads_from(&a.storage, target))
+    })
 }
 
 fn reads_of(program: &Program, s: &GpuStorage) -> usize {

@@ -1,8 +1,9 @@
 //! A pending elementwise op (`Expr`) and how one is recorded.
 
+use super::program::Program;
 use crate::device::GpuDevice;
 use crate::storage::GpuStorage;
-use kiln_core::{BinaryOp, DType, Layout, Result, UnaryOp};
+use kiln_core::{BinaryOp, DType, Layout, Result, Shape, UnaryOp};
 
 /// The elementwise ops that fuse.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,28 +49,40 @@ pub(crate) struct Arg {
 }
 
 impl Arg {
-    /// A pending input read element for element (compact, every element) is computed
-    /// inside the consumer's kernel; any other read needs its buffer.
-    /// A constant is the same through any layout.
+    /// A pending input is computed inside the consumer's kernel where the consumer
+    /// reads it element for element, or broadcast (a per-channel scale across an
+    /// image: the expression's inputs are then read through the same broadcast, see
+    /// `Expr::through`); any other read needs its buffer. A constant is the same
+    /// through any layout.
     pub(crate) fn inlines(&self) -> bool {
         if !self.storage.is_pending() {
             return false;
         }
-        let same_index = self.layout.is_compact() && self.layout.elem_count() == self.storage.len;
-        same_index || self.is_constant()
-    }
-
-    fn is_constant(&self) -> bool {
+        if self.in_order() {
+            return true;
+        }
         let expr = self.storage.data.expr.lock().unwrap();
         expr.as_ref()
-            .is_some_and(|e| matches!(e.op, FusedOp::Full(_)))
+            .is_some_and(|e| e.through(&self.layout).is_some())
     }
 
-    /// Upper bounds of the ops and reads this input adds to a consumer's kernel.
+    /// Whether this is a pending constant (the same through any layout).
+    fn is_constant(&self) -> bool {
+        let expr = self.storage.data.expr.lock().unwrap();
+        expr.as_ref().is_some_and(|e| e.args.is_empty())
+    }
+
+    /// Whether this reads its storage element for element: compact, every element.
+    pub(crate) fn in_order(&self) -> bool {
+        self.layout.is_compact() && self.layout.elem_count() == self.storage.len
+    }
+
+    /// Upper bounds of the ops and reads this input adds to a consumer's kernel. An
+    /// inlined input counts at least one read: had it run meanwhile, it is one.
     fn cost(&self) -> (usize, usize) {
         if self.inlines() {
             if let Some(e) = self.storage.data.expr.lock().unwrap().as_ref() {
-                return (e.ops, e.reads);
+                return (e.ops, e.reads.max(1));
             }
         }
         (0, 1)
@@ -89,6 +102,54 @@ pub(crate) struct Expr {
     pub(crate) reads: usize,
     /// For `Pad`: where its argument lies.
     pub(crate) window: Option<Window>,
+}
+
+impl Expr {
+    /// This expression as read through `layout` (over the consumer's shape), its
+    /// inputs read through the same walk: where `layout` reads the expression's
+    /// elements in order, some dims broadcast (offset 0, and the dims it steps through
+    /// the compact strides of the shape it has before the broadcast). `None` for
+    /// another read (a slice, a transpose), for a pad (whose argument is found by
+    /// where an element lies in its output), and where an input's layout does not
+    /// reshape to that shape. A constant reads the same through any layout.
+    pub(crate) fn through(&self, layout: &Layout) -> Option<Expr> {
+        if self.args.is_empty() {
+            return Some(self.clone());
+        }
+        if self.window.is_some() || layout.offset() != 0 {
+            return None;
+        }
+        let before: Vec<usize> = (layout.dims().iter().zip(layout.strides()))
+            .map(|(&size, &stride)| if stride == 0 { 1 } else { size })
+            .collect();
+        let before = Shape::new(before);
+        if before.elem_count() != self.len {
+            return None;
+        }
+        let steps = |(&size, (&stride, &compact))| size == 1 || stride == compact;
+        let compact = before.contiguous_strides();
+        let ordered = (before
+            .dims()
+            .iter()
+            .zip(layout.strides().iter().zip(&compact)))
+        .all(steps);
+        if !ordered {
+            return None;
+        }
+        let mut args = Vec::with_capacity(self.args.len());
+        for arg in &self.args {
+            let reshaped = arg.layout.reshape(&before)?;
+            args.push(Arg {
+                storage: arg.storage.clone(),
+                layout: reshaped.broadcast_to("fusion", layout.shape()).ok()?,
+            });
+        }
+        Some(Expr {
+            args,
+            len: layout.elem_count(),
+            ..self.clone()
+        })
+    }
 }
 
 /// Records `op` over `args` (of one shape, `len` elements) as a pending storage of
@@ -134,7 +195,7 @@ pub(crate) fn record_pad(
 /// dim), so the window is split to the source's dims instead; the gradients of the
 /// heads padded into the fused projection's are then read where they lie.
 fn through_copy(x: Arg, window: Window) -> (Arg, Window) {
-    if !x.inlines() {
+    if !x.inlines() || !x.in_order() {
         return (x, window);
     }
     let source = {
@@ -204,6 +265,36 @@ fn split_window(window: &Window, dims: &[usize], fine: &[usize]) -> Option<Windo
     Some(split)
 }
 
+/// The ops and reads of `expr`'s kernel, its pending inputs computed inside it, after
+/// running inputs until it fits: none; else those read through a broadcast (small, as
+/// a rule); else all. The quick count, each input's own bounds added up, counts what
+/// several inputs read once per use; only where that is over the bounds is the kernel
+/// lowered and its reads counted once each.
+fn fitted_cost(expr: &Expr, max_reads: usize) -> Result<(usize, usize)> {
+    let fits = |(ops, reads): (usize, usize)| ops <= super::MAX_OPS && reads <= max_reads;
+    for broadcasts_run in [false, true] {
+        if broadcasts_run {
+            for arg in expr.args.iter().filter(|a| a.inlines() && !a.in_order()) {
+                if !arg.is_constant() {
+                    arg.storage.buffer()?;
+                }
+            }
+        }
+        let quick =
+            (expr.args.iter().map(Arg::cost)).fold((1, 0), |(o, r), (ao, ar)| (o + ao, r + ar));
+        if fits(quick) {
+            return Ok(quick);
+        }
+        if let Some(program) = Program::lower_within(expr, max_reads)? {
+            return Ok((program.steps.len(), program.reads.len()));
+        }
+    }
+    for arg in &expr.args {
+        arg.storage.buffer()?;
+    }
+    Ok((1, expr.args.len()))
+}
+
 fn record_in(
     device: &GpuDevice,
     op: FusedOp,
@@ -218,25 +309,16 @@ fn record_in(
             arg.storage.buffer()?;
         }
     }
-    let (mut ops, mut reads) = args
-        .iter()
-        .map(Arg::cost)
-        .fold((1, 0), |(o, r), (ao, ar)| (o + ao, r + ar));
-    if ops > super::MAX_OPS || reads > device.max_fused_reads() {
-        for arg in &args {
-            arg.storage.buffer()?;
-        }
-        (ops, reads) = (1, args.len());
-    }
-    let expr = Expr {
+    let mut expr = Expr {
         op,
         args,
         dtype,
         len,
-        ops,
-        reads,
+        ops: 0,
+        reads: 0,
         window,
     };
+    (expr.ops, expr.reads) = fitted_cost(&expr, device.max_fused_reads())?;
     let storage = GpuStorage::pending(expr, dtype, len, device)?;
     // Recording is the host's cost of the op, as a launch is without fusion.
     device.count_launch_time(start);

@@ -3,9 +3,9 @@
 //! with broadcasting, `where`, casts to a float dtype) do not launch: each returns a
 //! pending storage holding its op and inputs (`expr`). When something needs the
 //! buffer (a kernel that is not elementwise, a read to the host, `synchronize`), the
-//! pending storage and every pending input it reads at the same element index are
-//! lowered into one program (`program`), written out as one WGSL kernel (`wgsl`) and
-//! launched (`run`). A storage nothing reaches any more never runs. Before there are
+//! pending storage and every pending input it reads at the same element index, or
+//! through a broadcast (`Expr::through`), are lowered into one program (`program`),
+//! written out as one WGSL kernel (`wgsl`) and launched (`run`). A storage nothing reaches any more never runs. Before there are
 //! more than `MAX_PENDING` live pending storages, recording runs them all, as a sync
 //! point would.
 //!

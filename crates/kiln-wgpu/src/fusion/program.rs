@@ -58,14 +58,31 @@ pub(crate) struct Program {
     /// The values of the scalar slots, in slot order.
     pub(crate) scalars: Vec<f32>,
     pub(crate) len: usize,
-    /// The pending storages computed inside the program (not the root).
+    /// The pending storages computed inside the program (not the root), each once.
     pub(crate) inlined: Vec<GpuStorage>,
 }
 
 impl Program {
     /// The program that computes `expr`. Inputs read through other layouts, or pending
     /// inputs that have run meanwhile, become buffer reads (running them if needed).
+    /// Where that leaves the kernel over its bounds (a constant computed inline had
+    /// run, and is one read more than counted), `expr`'s pending inputs run first, each
+    /// its own kernel, and it reads their buffers.
     pub(crate) fn lower(expr: &Expr, max_reads: usize) -> Result<Program> {
+        if let Some(program) = Program::lower_within(expr, max_reads)? {
+            return Ok(program);
+        }
+        for arg in &expr.args {
+            arg.storage.buffer()?;
+        }
+        Program::lower_within(expr, max_reads)?.ok_or_else(|| {
+            internal("a fused kernel of its inputs' buffers exceeds its bounds".into())
+        })
+    }
+
+    /// The program that computes `expr`, or `None` where it would read more than
+    /// `max_reads` buffers or compute more than `MAX_OPS` ops.
+    pub(crate) fn lower_within(expr: &Expr, max_reads: usize) -> Result<Option<Program>> {
         let mut lowering = Lowering {
             program: Program {
                 reads: Vec::new(),
@@ -75,17 +92,12 @@ impl Program {
                 inlined: Vec::new(),
             },
             inlined: HashMap::new(),
+            over: false,
         };
         lowering.expr(expr)?;
         let p = lowering.program;
-        if p.reads.len() > max_reads || p.steps.len() > super::MAX_OPS {
-            return Err(internal(format!(
-                "a fused kernel of {} reads and {} ops exceeds its bounds",
-                p.reads.len(),
-                p.steps.len()
-            )));
-        }
-        Ok(p)
+        let fits = !lowering.over && p.reads.len() <= max_reads;
+        Ok(fits.then_some(p))
     }
 
     /// The buffers the reads bind, in order.
@@ -118,8 +130,9 @@ impl Program {
     /// from its params (sizes, layouts, scalar values).
     pub(crate) fn key(&self) -> String {
         let mut key = String::new();
-        for r in &self.reads {
-            let _ = write!(key, "{:?}{:?},", r.arg.storage.dtype, r.kind());
+        let walks = super::wgsl::walk_owners(self);
+        for (r, walk) in self.reads.iter().zip(walks) {
+            let _ = write!(key, "{:?}{:?}{walk},", r.arg.storage.dtype, r.kind());
         }
         for s in &self.steps {
             let _ = write!(key, "|{:?}{:?}{:?}", s.op_code(), s.args, s.dtype);
@@ -148,21 +161,34 @@ impl Step {
     }
 }
 
+type InlineKey = (usize, Option<(Vec<usize>, Vec<usize>)>);
+
 struct Lowering {
     program: Program,
-    /// Pending inputs already lowered, by their shared data.
-    inlined: HashMap<usize, Value>,
+    /// Pending inputs already lowered, by their shared data and the walk that reads
+    /// them (none where read in order).
+    inlined: HashMap<InlineKey, Value>,
+    /// Whether the program has more than `MAX_OPS` ops: it is not built.
+    over: bool,
 }
 
 impl Lowering {
     fn expr(&mut self, expr: &Expr) -> Result<Value> {
         let mut args = Vec::with_capacity(expr.args.len());
         for arg in &expr.args {
+            if self.over {
+                break;
+            }
             let value = match &expr.window {
                 Some(window) => self.read(arg, Some(window))?,
                 None => self.arg(arg)?,
             };
             args.push(value);
+        }
+        // Past `MAX_OPS` the program is given up (and its scalar slots never run out).
+        if self.over || self.program.steps.len() == super::MAX_OPS {
+            self.over = true;
+            return Ok(Value::Step(0));
         }
         let scalars = match expr.op {
             FusedOp::Unary(op) if !op.info().params.is_empty() => Some(self.scalars(op.scalars())?),
@@ -190,17 +216,36 @@ impl Lowering {
 
     fn arg(&mut self, arg: &Arg) -> Result<Value> {
         let id = Arc::as_ptr(&arg.storage.data) as usize;
-        if arg.inlines() {
-            if let Some(&v) = self.inlined.get(&id) {
-                return Ok(v);
-            }
-            let pending = arg.storage.data.expr.lock().unwrap().clone();
-            if let Some(expr) = pending {
-                let v = self.expr(&expr)?;
-                self.inlined.insert(id, v);
+        // Read in order, an expression's value is the same through any compact layout;
+        // through a broadcast, it is another value per walk.
+        let walk = match arg.in_order() {
+            true => None,
+            false => Some((arg.layout.dims().to_vec(), arg.layout.strides().to_vec())),
+        };
+        let key = (id, walk);
+        if let Some(&v) = self.inlined.get(&key) {
+            return Ok(v);
+        }
+        let pending = arg.storage.data.expr.lock().unwrap().clone();
+        let expr = match (pending, &key.1) {
+            (Some(e), None) => Some(e),
+            (Some(e), Some(_)) => e.through(&arg.layout),
+            (None, _) => None,
+        };
+        // (What `Arg::inlines` decides: an expression is pending until it has run.)
+        if let Some(expr) = expr {
+            let v = self.expr(&expr)?;
+            self.inlined.insert(key, v);
+            let data = &arg.storage.data;
+            if !self
+                .program
+                .inlined
+                .iter()
+                .any(|s| Arc::ptr_eq(&s.data, data))
+            {
                 self.program.inlined.push(arg.storage.clone());
-                return Ok(v);
             }
+            return Ok(v);
         }
         self.read(arg, None)
     }

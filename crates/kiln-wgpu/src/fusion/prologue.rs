@@ -56,7 +56,11 @@ impl GpuDevice {
         }
         let expr = input.data.expr.lock().unwrap().clone();
         let program = match expr {
-            Some(e) => Program::lower(&e, self.max_fused_reads())?,
+            // Over its bounds, it runs as its own kernel first.
+            Some(e) => match Program::lower_within(&e, self.max_fused_reads())? {
+                Some(program) => program,
+                None => return Ok(None),
+            },
             None => return Ok(None),
         };
         Ok(worth_inlining(kernel, &program).then_some(program))

@@ -94,6 +94,31 @@ fn fewest_dims(dims: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
     out.iter().rev().copied().unzip()
 }
 
+/// For each read, the first read that walks the same dims with the same strides
+/// (itself where no earlier one does): reads of one layout at different offsets, as a
+/// batch norm's statistics and weights, all `[1, c, 1, 1]` across `[n, c, h, w]`, share
+/// one walk, which costs a division and a remainder per dim and element. Reads that do
+/// not walk are their own.
+pub(crate) fn walk_owners(program: &Program) -> Vec<usize> {
+    let walks: Vec<Option<(Vec<usize>, Vec<usize>)>> = program
+        .reads
+        .iter()
+        .map(|r| {
+            let layout = &r.arg.layout;
+            (r.kind() == ReadKind::Strided).then(|| fewest_dims(layout.dims(), layout.strides()))
+        })
+        .collect();
+    (0..walks.len())
+        .map(|i| match &walks[i] {
+            Some(walk) => walks
+                .iter()
+                .position(|w| w.as_ref() == Some(walk))
+                .unwrap_or(i),
+            None => i,
+        })
+        .collect()
+}
+
 fn read_layout(
     slot: &mut FusedRead,
     dims: &[usize],
@@ -125,17 +150,17 @@ fn formulas(kernel: Kernel) -> Result<&'static str> {
     Ok(&text[body..end])
 }
 
-/// Where a read finds the program's element `i`: its dims from the last, written out
-/// for each of `MAX_RANK` rather than looped over. Software adapters (llvmpipe) end a
-/// shader invocation's loops after 65,535 iterations in all, silently: a reduction
-/// that read a fused input through this function once per element ran out of them
-/// after 16,000 rows a lane.
-fn strided_index() -> String {
+/// Where past its offset a read finds the program's element `i`: its dims from the
+/// last, written out for each of `MAX_RANK` rather than looped over. Software adapters
+/// (llvmpipe) end a shader invocation's loops after 65,535 iterations in all,
+/// silently: a reduction that read a fused input through this function once per
+/// element ran out of them after 16,000 rows a lane.
+fn strided_walk() -> String {
     let mut s = String::from(
         "
-fn fused_strided_index(i: u32, read: FusedRead) -> u32 {
+fn fused_strided_walk(i: u32, read: FusedRead) -> u32 {
     var rem = i;
-    var off = read.offset;",
+    var off = 0u;",
     );
     for d in (0..MAX_RANK).rev() {
         let _ = write!(
@@ -481,7 +506,7 @@ struct FusedParams {{
         .flat_map(|p| p.reads.iter().map(|r| r.kind()))
         .collect();
     if kinds.contains(&ReadKind::Strided) {
-        s.push_str(&strided_index());
+        s.push_str(&strided_walk());
     }
     if kinds.contains(&ReadKind::Padded) {
         s.push_str(&padded_index());
@@ -513,15 +538,20 @@ fn program_text(program: &Program, group: u32, tag: &str, given: Option<usize>) 
     // Uses the params whatever the program reads: an epilogue may read nothing else,
     // and a binding the shader leaves unused drops out of its pipeline's layout.
     let _ = writeln!(s, "    _ = fused{tag}.numel;");
+    let walks = walk_owners(program);
     for (i, read) in program.reads.iter().enumerate() {
+        let params = format!("fused{tag}.reads[{i}]");
+        // A walk is taken for its first read, given or not: later ones reuse it.
+        if read.kind() == ReadKind::Strided && walks[i] == i {
+            let _ = writeln!(s, "    let w{i} = fused_strided_walk(i, {params});");
+        }
         if Some(i) == given {
             let _ = writeln!(s, "    let x{i} = fused{tag}_given;");
             continue;
         }
-        let params = format!("fused{tag}.reads[{i}]");
         let index = match read.kind() {
             ReadKind::Contiguous => format!("{params}.offset + i"),
-            ReadKind::Strided => format!("fused_strided_index(i, {params})"),
+            ReadKind::Strided => format!("{params}.offset + w{}", walks[i]),
             ReadKind::Padded => {
                 let _ = writeln!(s, "    let r{i} = fused_padded_index(i, {params});");
                 format!("r{i}.x")
