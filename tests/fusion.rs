@@ -544,15 +544,7 @@ fn random_graphs_match_cpu_fused_and_unfused() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    let base = std::env::var("KILN_FUSION_BASE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let base = common::seed_from("KILN_FUSION_BASE");
     eprintln!(
         "random graphs from seed {base} (KILN_FUSION_BASE=<seed> replays the run); \
          KILN_FUSION_SEED=<seed> replays one"

@@ -79,18 +79,23 @@ pub fn gpu() -> Option<Device> {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh generator per call: seeded from the clock unless KILN_TEST_SEED is set,
-/// and printed so that a failure can be replayed.
-pub fn rng() -> Rng {
-    let base = std::env::var("KILN_TEST_SEED")
+/// A seed: the environment variable `var` where it is set, else the clock's
+/// nanoseconds (a new one each run, which the caller prints to replay it).
+pub fn seed_from(var: &str) -> u64 {
+    std::env::var(var)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}
+
+/// A fresh generator per call: seeded from the clock unless KILN_TEST_SEED is set,
+/// and printed so that a failure can be replayed.
+pub fn rng() -> Rng {
+    let base = seed_from("KILN_TEST_SEED");
     let seed = base.wrapping_add(
         COUNTER
             .fetch_add(1, Ordering::Relaxed)
