@@ -123,7 +123,9 @@ fn repeated_work_finds_the_bind_groups_it_made() {
 }
 
 /// With fusion on, the same two ops are one generated kernel, which reads both
-/// inputs and writes one output; the pending sum is never allocated.
+/// inputs and writes one output; the pending sum is never allocated. A fused kernel's
+/// reads count the bytes from each view's first element to its last (4000 of each
+/// 4096-byte buffer here; two rows of a 40 KB tensor below), not the buffers it binds.
 #[test]
 fn a_profile_counts_a_fused_kernel_once() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -138,12 +140,33 @@ fn a_profile_counts_a_fused_kernel_once() {
         .unwrap_or_else(|| panic!("no fused kernel in {:#?}", profile.kernels));
     assert_eq!(
         (fused.launches, fused.bytes_read, fused.bytes_written),
-        (1, 8192, 4096)
+        (1, 8000, 4096)
     );
     // And one fill: the poisoned output.
     assert_eq!(profile.dispatches(), 2, "{:#?}", profile.kernels);
-    assert_eq!(profile.bytes(), 8192 + 4096 + 4096);
+    assert_eq!(profile.bytes(), 8000 + 4096 + 4096);
     assert_is_e_squared(&c);
+    // Rows 3 and 4 of 10 (a time step of a sequence): 800 bytes read, and the rows
+    // of two views that overlap counted once (rows 3 to 5: 1200 bytes).
+    let rows = Tensor::full([10, 100], 1.0, DType::F32, &gpu).unwrap();
+    rows.to_vec::<f32>().unwrap();
+    let slice = |start| rows.narrow(0, start, 2);
+    for (views, read) in [(vec![3], 800), (vec![3, 4], 1200)] {
+        let (_, profile) = gpu
+            .profile(|| {
+                let mut sum = slice(views[0])?.exp()?;
+                for &v in &views[1..] {
+                    sum = sum.add(&slice(v)?)?;
+                }
+                Ok(sum)
+            })
+            .unwrap();
+        let fused: u64 = (profile.kernels.iter())
+            .filter(|k| k.name.starts_with("fused"))
+            .map(|k| k.bytes_read)
+            .sum();
+        assert_eq!(fused, read, "{views:?}: {:#?}", profile.kernels);
+    }
 }
 
 /// Elementwise ops, copies and constants of no elements launch nothing, with fusion on

@@ -9,6 +9,7 @@ use crate::pipelines::Pipeline;
 use crate::pool::PooledBuffer;
 use crate::shader_constants::WORKGROUP;
 use kiln_core::{DType, Error, GpuErrorKind, Result};
+use std::ops::Range;
 use std::time::Instant;
 
 /// Dispatches recorded before the batch is submitted without waiting for a sync point.
@@ -23,6 +24,10 @@ pub(crate) const MAX_BIND_GROUPS: usize = 4;
 pub(crate) struct Bindings<'a> {
     pub(crate) params: &'a [u8],
     pub(crate) resources: Vec<(u32, wgpu::BindingResource<'a>)>,
+    /// By binding, the bytes of a bound buffer the kernel reads where the launcher
+    /// knows them to be fewer than it binds (a fused read of one time step of a whole
+    /// sequence): what a profile counts for them.
+    pub(crate) reads: Vec<(u32, Range<u64>)>,
 }
 
 impl<'a> Bindings<'a> {
@@ -36,7 +41,13 @@ impl<'a> Bindings<'a> {
         Bindings {
             params,
             resources: numbered.map(|(i, r)| (first + i as u32, r)).collect(),
+            reads: Vec::new(),
         }
+    }
+
+    /// These bindings, the kernel reading only `reads` of the buffers named there.
+    pub(crate) fn reading(self, reads: Vec<(u32, Range<u64>)>) -> Self {
+        Bindings { reads, ..self }
     }
 }
 

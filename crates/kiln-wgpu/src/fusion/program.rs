@@ -7,6 +7,7 @@ use crate::storage::GpuStorage;
 use kiln_core::{DType, Error, GpuErrorKind, Layout, Result};
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// A value inside the kernel: a buffer read, or the result of an earlier step.
@@ -120,6 +121,19 @@ impl Program {
             out.push((i as u32 + 1, read.arg.storage.raw()?.as_entire_binding()));
         }
         Ok(out)
+    }
+
+    /// By binding (read `i` at `first + i`), the bytes each read spans in its buffer,
+    /// from its first element to its last: what a profile counts, where the kernel
+    /// binds the whole buffer.
+    pub(crate) fn read_ranges(&self, first: u32) -> Vec<(u32, Range<u64>)> {
+        let ranges = self.reads.iter().enumerate().map(|(i, read)| {
+            let layout = &read.arg.layout;
+            let size = read.arg.storage.dtype.size_in_bytes() as u64;
+            let (start, end) = (layout.offset(), layout.storage_span().max(layout.offset()));
+            (first + i as u32, start as u64 * size..end as u64 * size)
+        });
+        ranges.collect()
     }
 
     pub(crate) fn out_dtype(&self) -> DType {
