@@ -593,7 +593,11 @@ fn gpu_index_select_gradients_match_cpu_at_scale() {
         let want = gradients_on(&Device::cpu(), &inputs, &r, &f);
         let got = gradients_on(&gpu, &inputs, &r, &f);
         let (got, want) = (got[0].as_ref().unwrap(), want[0].as_ref().unwrap());
-        assert_close(&format!("{dims:?} along {dim}"), got, want, F32);
+        // A row's gradient sums the ~170 upstream values its ids pick, which can cancel
+        // to near zero, leaving the rounding of terms of magnitude ~1 (seed
+        // 10505716516680361831: -0.002356 against -0.002372, the GPU's sum and the
+        // CPU's in another order): long sums' tolerance, not one relative to the result.
+        assert_close(&format!("{dims:?} along {dim}"), got, want, F32_LONG_SUMS);
     }
 }
 
