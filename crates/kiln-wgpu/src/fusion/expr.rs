@@ -195,7 +195,7 @@ pub(crate) fn record_pad(
 /// dim), so the window is split to the source's dims instead; the gradients of the
 /// heads padded into the fused projection's are then read where they lie.
 fn through_copy(x: Arg, window: Window) -> (Arg, Window) {
-    if !x.inlines() || !x.in_order() {
+    if !(x.storage.is_pending() && x.in_order()) {
         return (x, window);
     }
     let source = {
