@@ -167,6 +167,44 @@ fn a_profile_counts_a_fused_kernel_once() {
             .sum();
         assert_eq!(fused, read, "{views:?}: {:#?}", profile.kernels);
     }
+    // Columns 40 and 41 of the ten rows (a time step of a `[batch, time]` sequence):
+    // ten pairs 400 bytes apart count their 80 bytes, not the 3,608 from first to last.
+    let (_, profile) = gpu.profile(|| rows.narrow(1, 40, 2)?.exp()).unwrap();
+    let fused = (profile.kernels.iter())
+        .find(|k| k.name.starts_with("fused"))
+        .unwrap_or_else(|| panic!("no fused kernel in {:#?}", profile.kernels));
+    assert_eq!(fused.bytes_read, 80, "{:#?}", profile.kernels);
+}
+
+/// A cat counts the bytes of its pieces' views and of the part of its output each
+/// launch writes: an LSTM stacks its time steps' outputs, three launches of 25 pieces
+/// each, which counted the whole output three times and each piece's whole buffer.
+#[test]
+fn a_cat_counts_what_it_copies() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let _fusion = FusionSetTo::new(&gpu, false);
+    // 60 steps of [4, 8] [h | c] pairs, each h a view of half its buffer.
+    let steps: Vec<Tensor> = (0..60)
+        .map(|t| Tensor::full([4, 16], t as f64, DType::F32, &gpu)?.narrow(1, 0, 8))
+        .collect::<kiln::Result<_>>()
+        .unwrap();
+    steps.last().unwrap().to_vec::<f32>().unwrap();
+    let (stacked, profile) = gpu.profile(|| Tensor::stack(&steps, 1)).unwrap();
+    let cat = (profile.kernels.iter())
+        .find(|k| k.name.starts_with("elementwise/cat.wgsl"))
+        .unwrap_or_else(|| panic!("no cat in {:#?}", profile.kernels));
+    let bytes = 60 * 4 * 8 * 4;
+    assert_eq!(
+        (cat.bytes_read, cat.bytes_written),
+        (bytes, bytes),
+        "{cat:#?}"
+    );
+    let values = stacked.to_vec::<f32>().unwrap();
+    let expected: Vec<f32> = (0..4)
+        .flat_map(|_| (0..60).flat_map(|t| [t as f32; 8]))
+        .collect();
+    assert_eq!(values, expected);
 }
 
 /// Elementwise ops, copies and constants of no elements launch nothing, with fusion on

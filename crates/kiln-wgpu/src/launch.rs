@@ -2,6 +2,7 @@
 //! (the batch), submitted when it holds `MAX_BATCH` dispatches or at a sync point.
 
 use crate::bind_groups::{BindGroupCache, BindKey};
+use crate::byte_span::ByteSpan;
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
 use crate::params::ShaderParams;
@@ -9,7 +10,6 @@ use crate::pipelines::Pipeline;
 use crate::pool::PooledBuffer;
 use crate::shader_constants::WORKGROUP;
 use kiln_core::{DType, Error, GpuErrorKind, Result};
-use std::ops::Range;
 use std::time::Instant;
 
 /// Dispatches recorded before the batch is submitted without waiting for a sync point.
@@ -24,10 +24,10 @@ pub(crate) const MAX_BIND_GROUPS: usize = 4;
 pub(crate) struct Bindings<'a> {
     pub(crate) params: &'a [u8],
     pub(crate) resources: Vec<(u32, wgpu::BindingResource<'a>)>,
-    /// By binding, the bytes of a bound buffer the kernel reads where the launcher
+    /// By binding, the bytes of a bound buffer the kernel accesses where the launcher
     /// knows them to be fewer than it binds (a fused read of one time step of a whole
     /// sequence): what a profile counts for them.
-    pub(crate) reads: Vec<(u32, Range<u64>)>,
+    pub(crate) spans: Vec<(u32, ByteSpan)>,
 }
 
 impl<'a> Bindings<'a> {
@@ -41,13 +41,13 @@ impl<'a> Bindings<'a> {
         Bindings {
             params,
             resources: numbered.map(|(i, r)| (first + i as u32, r)).collect(),
-            reads: Vec::new(),
+            spans: Vec::new(),
         }
     }
 
-    /// These bindings, the kernel reading only `reads` of the buffers named there.
-    pub(crate) fn reading(self, reads: Vec<(u32, Range<u64>)>) -> Self {
-        Bindings { reads, ..self }
+    /// These bindings, the kernel accessing only `spans` of the buffers named there.
+    pub(crate) fn spanning(self, spans: Vec<(u32, ByteSpan)>) -> Self {
+        Bindings { spans, ..self }
     }
 }
 

@@ -9,6 +9,7 @@ mod attention_way;
 mod autotune;
 mod backend;
 mod bind_groups;
+mod byte_span;
 mod conv_algorithm;
 mod copy_pool;
 mod deferred;

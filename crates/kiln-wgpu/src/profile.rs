@@ -3,11 +3,11 @@
 //! depend on the machine, dispatches, bytes bound and the peak of memory held, are how
 //! launch and memory work are compared between versions.
 
+use crate::byte_span::{bytes_in, ByteSpan};
 use crate::device::GpuDevice;
 use crate::launch::Bindings;
 use kiln_core::{Error, Result};
 use std::collections::HashMap;
-use std::ops::Range;
 use std::time::Duration;
 
 /// One kernel (a pipeline: kernel and dtypes) in a profile.
@@ -18,24 +18,13 @@ pub struct KernelProfile {
     pub launches: u64,
     /// Bytes of the buffers bound read-only (each buffer once a launch), summed over
     /// launches: each binding's range, or where the launcher knows the kernel reads less
-    /// of it (a fused read of a view: its first element to its last), that.
+    /// of it (a fused read of a view: the bytes of its elements), that.
     pub bytes_read: u64,
-    /// Bytes of the buffers bound read-write (outputs), summed over launches.
+    /// Bytes of the buffers bound read-write (outputs), summed over launches: each
+    /// binding's range, or what the launcher knows the kernel writes of it.
     pub bytes_written: u64,
     /// GPU time summed over launches; `None` without timestamp queries.
     pub gpu_time: Option<Duration>,
-}
-
-/// The bytes that `ranges` cover, each byte once.
-fn bytes_in(mut ranges: Vec<Range<u64>>) -> u64 {
-    ranges.sort_by_key(|r| r.start);
-    let (mut total, mut covered) = (0, 0);
-    for r in ranges {
-        let start = r.start.max(covered);
-        total += r.end.saturating_sub(start);
-        covered = covered.max(r.end);
-    }
-    total
 }
 
 /// What ran while a closure was being profiled.
@@ -149,33 +138,31 @@ impl GpuDevice {
         let name = name();
         let mut write = 0;
         let resources = bind.iter().enumerate().flat_map(|(g, group)| {
-            let known = |binding: u32| group.reads.iter().find(|(b, _)| *b == binding);
+            let known = |binding: u32| group.spans.iter().find(|(b, _)| *b == binding);
             (group.resources.iter())
-                .map(move |(b, r)| (g, *b, r, known(*b).map(|(_, r)| r.clone())))
+                .map(move |(b, r)| (g, *b, r, known(*b).map(|(_, s)| s.clone())))
         });
         // A buffer several read bindings view (attention's q, k and v, thirds of one
         // projection; a sequence's time steps) is counted once: the bytes of the
-        // ranges they read, together.
-        let mut reads: Vec<(&wgpu::Buffer, Vec<Range<u64>>)> = Vec::new();
+        // spans they read, together.
+        let mut reads: Vec<(&wgpu::Buffer, Vec<ByteSpan>)> = Vec::new();
         for (group, binding, resource, known) in resources {
             let wgpu::BindingResource::Buffer(b) = resource else {
                 continue;
             };
             let bytes = b.size.map_or(b.buffer.size() - b.offset, |s| s.get());
             let bound = b.offset..b.offset + bytes;
+            let span = known.map_or(ByteSpan::whole(bound.clone()), |s| s.within(&bound));
             if written.contains(&(group as u32, binding)) {
-                write += bytes;
+                write += span.touched;
                 continue;
             }
-            let range = known.map_or(bound.clone(), |r| {
-                r.start.max(bound.start)..r.end.min(bound.end)
-            });
             match reads.iter_mut().find(|(buffer, _)| *buffer == b.buffer) {
-                Some((_, ranges)) => ranges.push(range),
-                None => reads.push((b.buffer, vec![range])),
+                Some((_, spans)) => spans.push(span),
+                None => reads.push((b.buffer, vec![span])),
             }
         }
-        let read: u64 = reads.into_iter().map(|(_, ranges)| bytes_in(ranges)).sum();
+        let read: u64 = reads.into_iter().map(|(_, spans)| bytes_in(spans)).sum();
         let entry = recorder
             .kernels
             .entry(name.clone())

@@ -3,11 +3,11 @@
 
 use super::expr::{Arg, Expr, FusedOp, Window};
 use super::MAX_SCALARS;
+use crate::byte_span::ByteSpan;
 use crate::storage::GpuStorage;
 use kiln_core::{DType, Error, GpuErrorKind, Layout, Result};
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::ops::Range;
 use std::sync::Arc;
 
 /// A value inside the kernel: a buffer read, or the result of an earlier step.
@@ -123,17 +123,17 @@ impl Program {
         Ok(out)
     }
 
-    /// By binding (read `i` at `first + i`), the bytes each read spans in its buffer,
-    /// from its first element to its last: what a profile counts, where the kernel
-    /// binds the whole buffer.
-    pub(crate) fn read_ranges(&self, first: u32) -> Vec<(u32, Range<u64>)> {
-        let ranges = self.reads.iter().enumerate().map(|(i, read)| {
-            let layout = &read.arg.layout;
+    /// By binding (read `i` at `first + i`), the bytes each read accesses in its
+    /// buffer: what a profile counts, where the kernel binds the whole buffer.
+    pub(crate) fn read_spans(&self, first: u32) -> Vec<(u32, ByteSpan)> {
+        let spans = self.reads.iter().enumerate().map(|(i, read)| {
             let size = read.arg.storage.dtype.size_in_bytes() as u64;
-            let (start, end) = (layout.offset(), layout.storage_span().max(layout.offset()));
-            (first + i as u32, start as u64 * size..end as u64 * size)
+            (
+                first + i as u32,
+                ByteSpan::of_layout(&read.arg.layout, size),
+            )
         });
-        ranges.collect()
+        spans.collect()
     }
 
     pub(crate) fn out_dtype(&self) -> DType {

@@ -164,10 +164,10 @@ impl GpuDevice {
         let mut bind = vec![Bindings {
             params: bytemuck::bytes_of(params),
             resources: own,
-            reads: Vec::new(),
+            spans: Vec::new(),
         }];
         for ((f, r), p) in fused.iter().zip(&reads).zip(programs.iter().flatten()) {
-            bind.push(Bindings::numbered(bytemuck::bytes_of(f), r, 1).reading(p.read_ranges(1)));
+            bind.push(Bindings::numbered(bytemuck::bytes_of(f), r, 1).spanning(p.read_spans(1)));
         }
         let epilogue_params = epilogue.map(|e| FusedParams::of(e.program)).transpose()?;
         if let (Some(e), Some(f)) = (epilogue, &epilogue_params) {
@@ -179,7 +179,7 @@ impl GpuDevice {
             bind.push(Bindings {
                 params: bytemuck::bytes_of(f),
                 resources,
-                reads: e.program.read_ranges(1),
+                spans: e.program.read_spans(1),
             });
         }
         let name = || {

@@ -57,7 +57,7 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
         let mut resources = program.resources()?;
         resources.push(out.buffer().as_entire_binding());
         let bind = Bindings::numbered(bytemuck::bytes_of(&params), &resources, 1)
-            .reading(program.read_ranges(1));
+            .spanning(program.read_spans(1));
         let groups = device.groups_1d(op, program.len)?;
         device.launch(op, &pipeline, &[bind], groups, start, || program.summary())?;
     }

@@ -6,6 +6,7 @@
 //! WebGPU's default of eight storage buffers per stage held a launch to seven pieces,
 //! ten launches a stack; lavapipe allows 32, hardware GPUs more.
 
+use crate::byte_span::ByteSpan;
 use crate::device::GpuDevice;
 use crate::fusion::FusedParams;
 use crate::kernels::Kernel;
@@ -98,6 +99,7 @@ pub(crate) fn cat(
     let inner: usize = shape.dims()[dim + 1..].iter().product();
     let outer: usize = shape.dims()[..dim].iter().product();
     let most = pieces_per_launch(device)?;
+    let size = dtype.size_in_bytes() as u64;
     // Empty pieces have nothing to copy; the rest go `most` to a launch.
     let filled: Vec<_> = pieces
         .iter()
@@ -123,6 +125,7 @@ pub(crate) fn cat(
             p.shape[d / 4][d % 4] = to_u32(op, "size", size)?;
         }
         let mut buffers = Vec::with_capacity(most + 1);
+        let mut spans = Vec::with_capacity(most + 1);
         for (k, &(at, s, l)) in launch.iter().enumerate() {
             p.piece[k] = [
                 to_u32(op, "offset", l.offset())?,
@@ -134,13 +137,17 @@ pub(crate) fn cat(
                 p.strides[2 * k + d / 4][d % 4] = to_u32(op, "stride", stride)?;
             }
             buffers.push(s.raw()?);
+            spans.push(ByteSpan::of_layout(l, size));
         }
         // Bindings the launch does not use hold its last piece.
         let last = *buffers.last().expect("a launch has a piece");
         buffers.resize(most, last);
+        spans.resize(most, spans.last().expect("a launch has a piece").clone());
         buffers.push(out.raw()?);
+        let written = Layout::contiguous(shape.clone()).narrow(dim, first_at, span);
+        spans.push(ByteSpan::of_layout(&written, size));
         let groups = device.groups_1d(op, outer * span * inner)?;
-        launch_built(device, dtype, most, &p, &buffers, groups)?;
+        launch_built(device, dtype, most, &p, &buffers, spans, groups)?;
     }
     // Integer pieces' bounds carry over, as a copy's do.
     out.value_range = pieces
@@ -155,13 +162,15 @@ pub(crate) fn cat(
     Ok(out)
 }
 
-/// Records one launch of the cat kernel built for `n` pieces.
+/// Records one launch of the cat kernel built for `n` pieces, binding `buffers`, of
+/// which it accesses `spans`.
 fn launch_built(
     device: &GpuDevice,
     dtype: DType,
     n: usize,
     params: &CatParams,
     buffers: &[&wgpu::Buffer],
+    spans: Vec<ByteSpan>,
     groups: [u32; 3],
 ) -> Result<()> {
     let op = "cat";
@@ -173,7 +182,8 @@ fn launch_built(
     let written = vec![(0, n as u32 + 1)];
     let pipeline = device.cached_pipeline(key, Kernel::Cat, 1, written, || source(dtype, n))?;
     let resources: Vec<_> = buffers.iter().map(|b| b.as_entire_binding()).collect();
-    let bind = Bindings::numbered(bytemuck::bytes_of(params), &resources, 1);
+    let spans = (1..).zip(spans).collect();
+    let bind = Bindings::numbered(bytemuck::bytes_of(params), &resources, 1).spanning(spans);
     let name = || format!("{} [{dtype:?}] x{n} pieces", Kernel::Cat.label());
     device.launch(op, &pipeline, &[bind], groups, start, name)
 }
