@@ -4,7 +4,8 @@
 // small-tile build), each of its SIDE x SIDE threads a 4x4 block, stepping through k in
 // slices of 16 staged in workgroup memory. Accumulation is f32 whatever T is. Built
 // with `MatmulRhs::ImageColumns`, rhs is an image's im2col columns read in place
-// (kiln's implicit convolution).
+// (kiln's implicit convolution); with `MatmulRhs::GateColumns`, an LSTM's recurrent
+// product whose finish computes the cell (kiln's `MatmulLstmCell`).
 // kiln:constants matmul_tiled matmul_rhs
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const TILE: u32 = 64u;
@@ -113,6 +114,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
         workgroupBarrier();
     }
 
+    // kiln:finish (the LSTM build computes its cell here instead: ops/lstm_step.rs)
     let out_base = wid.z * params.m * params.n;
     for (var i = 0u; i < 4u; i++) {
         let row = row0 + local.y + SIDE * i;
@@ -124,4 +126,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
             }
         }
     }
+    // kiln:finish end
 }

@@ -1,9 +1,21 @@
 // One fused LSTM step, one invocation per (row, unit): reads the four gate
 // pre-activations and the cell state, writes [h | c'] (kiln-core's `LstmCellSpec`),
 // where the step was ten elementwise kernels. Math in f32 whatever T is.
-// kiln:constants workgroup
+// kiln:constants workgroup lstm_update
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+// The new [h, c'] from the gates' pre-activations i | f | g | o and the cell state.
+fn lstm_update(z: vec4<f32>, c: f32) -> vec2<f32> {
+    let i = sigmoid(z.x);
+    let f = sigmoid(z.y);
+    let g = tanh(z.z);
+    let o = sigmoid(z.w);
+    let c1 = f * c + i * g;
+    return vec2<f32>(o * tanh(c1), c1);
+}
 // kiln:end
 alias T = f32;
 
@@ -28,10 +40,6 @@ fn load_c(i: u32) -> f32 { return f32(c[i]); }
 // [batch, 2 * hidden]: h | c'
 @group(0) @binding(3) var<storage, read_write> output: array<T>;
 
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
-
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
@@ -40,11 +48,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let b = e / h;
     let j = e % h;
     let row = b * 4u * h + j;
-    let i = sigmoid(load_z(row));
-    let f = sigmoid(load_z(row + h));
-    let g = tanh(load_z(row + 2u * h));
-    let o = sigmoid(load_z(row + 3u * h));
-    let c1 = f * load_c(e) + i * g;
-    output[b * 2u * h + j] = T(o * tanh(c1));
-    output[b * 2u * h + h + j] = T(c1);
+    let z = vec4<f32>(load_z(row), load_z(row + h), load_z(row + 2u * h), load_z(row + 3u * h));
+    let hc = lstm_update(z, load_c(e));
+    output[b * 2u * h + j] = T(hc.x);
+    output[b * 2u * h + h + j] = T(hc.y);
 }

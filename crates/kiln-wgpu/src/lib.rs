@@ -22,6 +22,7 @@ mod generated_check;
 mod kernels;
 mod launch;
 mod loop_budget;
+mod lstm_update;
 mod matmul_rhs;
 mod matmul_variant;
 mod norm_stats;

@@ -360,6 +360,19 @@ shader_params! {
         _pad0: u32,
         _pad1: u32,
     }
+    /// The cell of the LSTM build of `matmul/matmul.wgsl` (`MatmulRhs::GateColumns`), in
+    /// bind group 1: `hidden` units; the step's input projection `x` and the cell state
+    /// `c` as views (element offset, row stride, column stride).
+    LstmStepParams {
+        hidden: u32,
+        x_offset: u32,
+        x_row: u32,
+        x_col: u32,
+        c_offset: u32,
+        c_row: u32,
+        c_col: u32,
+        _pad0: u32,
+    }
     /// `optim/adam.wgsl`.
     AdamParams {
         n: u32,

@@ -77,7 +77,7 @@ impl RnnCell {
         let w = &self.weights;
         let xt = x.matmul(&w.weight_ih.t()?)?.add(&w.bias_ih)?;
         let ht = h.matmul(&w.weight_hh.t()?)?.add(&w.bias_hh)?;
-        let (h, c) = cell(self.kind, self.hidden, &xt, &ht, &h, c.as_ref())?;
+        let (h, c) = cell(self.kind, self.hidden, &xt, ht, &h, c.as_ref())?;
         Ok(CellState { h, c })
     }
 }

@@ -11,6 +11,7 @@ pub(crate) mod create;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod loss;
+pub(crate) mod lstm_step;
 pub(crate) mod matmul;
 pub(crate) mod norm;
 pub(crate) mod optim;

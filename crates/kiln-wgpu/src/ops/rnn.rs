@@ -15,11 +15,17 @@ fn params(op: &'static str, batch: usize, hidden: usize) -> Result<RecurrentPara
     })
 }
 
-/// `[h | c']` from the compact gate pre-activations `z` and cell state `c`.
+/// `[h | c']` from the compact gate pre-activations `z` and cell state `c`: with the
+/// product behind `z` where it can (`lstm_step`), else by the cell kernel.
 pub(crate) fn lstm_cell(z: &GpuStorage, c: &GpuStorage, spec: &LstmCellSpec) -> Result<GpuStorage> {
     let op = "lstm_cell";
     let device = &z.device;
     let units = spec.batch * spec.hidden;
+    if units > 0 {
+        if let Some(hc) = super::lstm_step::lstm_step(z, c, spec)? {
+            return Ok(hc);
+        }
+    }
     let out = device.alloc_output(op, 2 * units, z.dtype)?;
     if units > 0 {
         device.dispatch_with_inputs(
