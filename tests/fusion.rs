@@ -1706,16 +1706,18 @@ fn a_graph_past_its_bound_runs_without_a_sync_point() {
     }
 }
 
-/// An LSTM step whose gates are `x_t + h @ w_hh^T` runs as one launch, the product
-/// with the cell computed in its stores (`MatmulLstmCell`), whichever of the tiled and
-/// blocked kernels the product was given to; the gates, `[h | c']` and every input's
-/// gradient match the CPU. Hidden sizes that leave a workgroup's units partly empty
-/// (20, 33) and batches past one tile of rows (70); the input projection a time step
-/// of a sequence, `h` and `c` the halves of the last step's `[h | c']`, as an LSTM
-/// layer reads them. Where the product is held elsewhere the step takes two launches,
-/// and the product's own output is kept.
+/// An LSTM step whose gates are `x_t + h @ w_hh^T`, and a GRU step whose hidden
+/// projection is `h @ w_hh^T + b_hh`, run as one launch each: the product with the cell
+/// computed in its stores (`MatmulLstmCell`, `MatmulGruCell`), whichever of the tiled
+/// and blocked kernels the product was given to. The sums, the cells' outputs and
+/// every input's gradient match the CPU. Hidden sizes that leave a workgroup's units
+/// partly empty (20, 33) and batches past one tile of rows (70); the input projection a
+/// time step of a sequence and the states halves of the last step's output, as the
+/// recurrent layers read them, every other case through transposed storage. Where the
+/// product is held elsewhere the step takes two launches, and the product's own output
+/// is kept.
 #[test]
-fn an_lstm_step_runs_in_its_product() {
+fn recurrent_steps_run_in_their_products() {
     let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let Some(device) = gpu() else { return };
     let gpu_device = device.as_gpu().unwrap();
@@ -1729,60 +1731,81 @@ fn an_lstm_step_runs_in_its_product() {
         (MatmulVariant::Blocked, 1, 1),
         (MatmulVariant::Tiled, 32, 64),
     ];
-    for (i, (variant, batch, hidden)) in cases.into_iter().enumerate() {
-        gpu_device.set_matmul_variant(variant).unwrap();
-        // Every other case keeps the sequence and the states transposed: views whose
-        // columns are not adjacent.
-        let transposed = i % 2 == 1;
-        let label = format!("{variant:?}, batch {batch}, hidden {hidden}, transposed {transposed}");
-        let mut cpu = |shape: &[usize]| common::uniform(shape, -2.0, 2.0, &mut rng);
-        let inputs = match transposed {
-            false => [cpu(&[batch, 3, 4 * hidden]), cpu(&[batch, 2 * hidden])],
-            true => [cpu(&[3, 4 * hidden, batch]), cpu(&[2 * hidden, batch])],
+    for gru in [false, true] {
+        let (gates, outputs) = if gru { (3, 1) } else { (4, 2) };
+        let (fused, cell) = match gru {
+            false => ("MatmulLstmCell", "rnn/lstm_cell.wgsl"),
+            true => ("MatmulGruCell", "rnn/gru_cell.wgsl"),
         };
-        let inputs = [
-            inputs[0].clone(),
-            inputs[1].clone(),
-            cpu(&[4 * hidden, hidden]),
-        ];
-        let r = cpu(&[batch, 2 * hidden]);
-        // The step, and the gradients of sum(hc * r); the gates come back too.
-        let step = |vars: &[Tensor], r: &Tensor| -> kiln::Result<Vec<Tensor>> {
-            let [seq, prev, w] = vars else { unreachable!() };
-            let (x, prev) = match transposed {
-                false => (seq.narrow(1, 1, 1)?.squeeze(1)?, prev.clone()),
-                true => (seq.narrow(0, 1, 1)?.squeeze(0)?.t()?, prev.t()?),
+        for (i, (variant, batch, hidden)) in cases.into_iter().enumerate() {
+            gpu_device.set_matmul_variant(variant).unwrap();
+            let transposed = i % 2 == 1;
+            let label = format!(
+                "{fused}, {variant:?}, batch {batch}, hidden {hidden}, transposed {transposed}"
+            );
+            let mut cpu = |shape: &[usize]| common::uniform(shape, -2.0, 2.0, &mut rng);
+            // The sequence's input projections, the last step's output, w_hh, b_hh.
+            let (seq, prev) = match transposed {
+                false => (&[batch, 3, gates * hidden], [batch, outputs * hidden]),
+                true => (&[3, gates * hidden, batch], [outputs * hidden, batch]),
             };
-            let (h, c) = (prev.narrow(1, 0, hidden)?, prev.narrow(1, hidden, hidden)?);
-            let z = x.add(&h.matmul(&w.t()?)?)?;
-            let hc = z.lstm_cell(&c)?;
-            let grads = hc.mul(r)?.sum_all()?.backward()?;
-            let mut out = vec![z, hc];
-            out.extend(vars.iter().map(|v| grads.get(v).unwrap().clone()));
-            Ok(out)
-        };
-        let vars = |device: &Device| -> Vec<Tensor> {
-            let vars: Vec<Tensor> = (inputs.iter())
-                .map(|t| t.to_device(device).unwrap().detach())
+            let inputs = [
+                cpu(seq),
+                cpu(&prev),
+                cpu(&[gates * hidden, hidden]),
+                cpu(&[gates * hidden]),
+            ];
+            let r = cpu(&[batch, outputs * hidden]);
+            // The step, and the gradients of sum(out * r); the sum comes back too.
+            let step = |vars: &[Tensor], r: &Tensor| -> kiln::Result<Vec<Tensor>> {
+                let [seq, prev, w, b] = vars else {
+                    unreachable!()
+                };
+                let (x, prev) = match transposed {
+                    false => (seq.narrow(1, 1, 1)?.squeeze(1)?, prev.clone()),
+                    true => (seq.narrow(0, 1, 1)?.squeeze(0)?.t()?, prev.t()?),
+                };
+                let h = prev.narrow(1, 0, hidden)?;
+                let (sum, out) = if gru {
+                    let hp = h.matmul(&w.t()?)?.add(b)?;
+                    let out = x.gru_cell(&hp, &h)?;
+                    (hp, out)
+                } else {
+                    let z = x.add(&h.matmul(&w.t()?)?)?;
+                    let out = z.lstm_cell(&prev.narrow(1, hidden, hidden)?)?;
+                    (z, out)
+                };
+                let grads = out.mul(r)?.sum_all()?.backward()?;
+                let mut all = vec![sum, out];
+                // The LSTM's sum takes no bias.
+                let used = if gru { 4 } else { 3 };
+                all.extend(vars[..used].iter().map(|v| grads.get(v).unwrap().clone()));
+                Ok(all)
+            };
+            let vars = |device: &Device| -> Vec<Tensor> {
+                let vars: Vec<Tensor> = (inputs.iter())
+                    .map(|t| t.to_device(device).unwrap().detach())
+                    .collect();
+                vars.iter().for_each(|v| v.set_requires_grad(true).unwrap());
+                vars
+            };
+            let want = step(&vars(&Device::cpu()), &r).unwrap();
+            let on_gpu = vars(&device);
+            let r_gpu = r.to_device(&device).unwrap();
+            let (got, profile) = device.profile(|| step(&on_gpu, &r_gpu)).unwrap();
+            let names = ["sum", "output", "seq grad", "prev grad", "w grad", "b grad"];
+            assert_eq!(got.len(), want.len(), "{label}");
+            for ((g, w), name) in got.iter().zip(&want).zip(names) {
+                assert_near(&format!("{label}: {name}"), g, w, 1e-5, 5e-4);
+            }
+            let steps: Vec<_> = (profile.kernels.iter())
+                .filter(|k| k.name.contains(fused))
+                .map(|k| k.launches)
                 .collect();
-            vars.iter().for_each(|v| v.set_requires_grad(true).unwrap());
-            vars
-        };
-        let want = step(&vars(&Device::cpu()), &r).unwrap();
-        let on_gpu = vars(&device);
-        let r_gpu = r.to_device(&device).unwrap();
-        let (got, profile) = device.profile(|| step(&on_gpu, &r_gpu)).unwrap();
-        let names = ["gates", "[h | c']", "seq grad", "prev grad", "w grad"];
-        for ((g, w), name) in got.iter().zip(&want).zip(names) {
-            assert_near(&format!("{label}: {name}"), g, w, 1e-5, 5e-4);
+            assert_eq!(steps, [1], "{label}: {:#?}", profile.kernels);
+            let cells = (profile.kernels.iter()).filter(|k| k.name.starts_with(cell));
+            assert_eq!(cells.count(), 0, "{label}: {:#?}", profile.kernels);
         }
-        let steps: Vec<_> = (profile.kernels.iter())
-            .filter(|k| k.name.contains("MatmulLstmCell"))
-            .map(|k| k.launches)
-            .collect();
-        assert_eq!(steps, [1], "{label}: {:#?}", profile.kernels);
-        let cells = (profile.kernels.iter()).filter(|k| k.name.starts_with("rnn/lstm_cell.wgsl"));
-        assert_eq!(cells.count(), 0, "{label}: {:#?}", profile.kernels);
     }
     // The product held: it is written, and the step takes the cell kernel.
     gpu_device.set_matmul_variant(MatmulVariant::Tiled).unwrap();

@@ -114,7 +114,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
         workgroupBarrier();
     }
 
-    // kiln:finish (the LSTM build computes its cell here instead: ops/lstm_step.rs)
+    // kiln:finish (the LSTM build computes its cell here instead: ops/recurrent_step.rs)
     let out_base = wid.z * params.m * params.n;
     for (var i = 0u; i < 4u; i++) {
         let row = row0 + local.y + SIDE * i;

@@ -1,9 +1,19 @@
 // One fused GRU step, one invocation per (row, unit): reads the input and hidden
 // projections' three gates and the hidden state, writes h' (kiln-core's
 // `GruCellSpec`), where the step was eleven elementwise kernels. Math in f32.
-// kiln:constants workgroup
+// kiln:constants workgroup gru_update
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+// The new h from the input and hidden projections' gates r | z | n and the state.
+fn gru_update(x: vec3<f32>, hp: vec3<f32>, h: f32) -> f32 {
+    let r = sigmoid(x.x + hp.x);
+    let z = sigmoid(x.y + hp.y);
+    let n = tanh(x.z + r * hp.z);
+    return (1.0 - z) * n + z * h;
+}
 // kiln:end
 alias T = f32;
 
@@ -33,18 +43,13 @@ fn load_h(i: u32) -> f32 { return f32(h[i]); }
 // [batch, hidden]
 @group(0) @binding(4) var<storage, read_write> output: array<T>;
 
-fn sigmoid(v: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-v));
-}
-
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     let hs = params.hidden;
     if (e >= params.batch * hs) { return; }
     let row = e / hs * 3u * hs + e % hs;
-    let r = sigmoid(load_x(row) + load_hp(row));
-    let z = sigmoid(load_x(row + hs) + load_hp(row + hs));
-    let n = tanh(load_x(row + 2u * hs) + r * load_hp(row + 2u * hs));
-    output[e] = T((1.0 - z) * n + z * load_h(e));
+    let x = vec3<f32>(load_x(row), load_x(row + hs), load_x(row + 2u * hs));
+    let hp = vec3<f32>(load_hp(row), load_hp(row + hs), load_hp(row + 2u * hs));
+    output[e] = T(gru_update(x, hp, load_h(e)));
 }

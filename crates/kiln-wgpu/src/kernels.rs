@@ -127,10 +127,11 @@ kernels! {
     /// (`MatmulRhs::ImageColumns`); then with `SMALL_TILE` tiles.
     Conv2dImplicit => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     Conv2dImplicitSmallTiled => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
-    /// An LSTM step in one launch: `Matmul` over the recurrent product in its gates'
-    /// order (`MatmulRhs::GateColumns`), its finish computing the cell
-    /// (`ops/lstm_step.rs`).
+    /// An LSTM or GRU step in one launch: `Matmul` over the recurrent product in its
+    /// gates' order (`MatmulRhs::GateColumns`), its finish computing the cell
+    /// (`ops/recurrent_step.rs`).
     MatmulLstmCell => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
+    MatmulGruCell => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     MatmulBlocked => "matmul/blocked.wgsl", "main", ["T"], Floats, MatmulParams;
     /// `MatmulBlocked` reading an image's columns in place, for wide convolutions.
     Conv2dImplicitBlocked => "matmul/blocked.wgsl", "main", ["T"], Floats, MatmulParams;
@@ -268,7 +269,7 @@ impl Kernel {
             Kernel::Conv2dImplicit
             | Kernel::Conv2dImplicitSmallTiled
             | Kernel::Conv2dImplicitBlocked => MatmulRhs::ImageColumns,
-            Kernel::MatmulLstmCell => MatmulRhs::GateColumns,
+            Kernel::MatmulLstmCell | Kernel::MatmulGruCell => MatmulRhs::GateColumns,
             _ => MatmulRhs::Strided,
         };
         // The builds `narrow_attention` names, found as `plain` finds subgroup builds.

@@ -16,12 +16,13 @@ pub enum MatmulRhs {
     /// `params.conv_*`: `k` walks (channel, tap row, tap column), `col` (output row,
     /// output column); taps outside the image read zero.
     ImageColumns,
-    /// An LSTM's recurrent product `h @ w_hh^T` (`[batch, 4 * hidden]`) in its gates'
-    /// order: a tile's column `c` is gate `c / (RHS_TILE / 4)` of unit
-    /// `col0 / 4 + c % (RHS_TILE / 4)`, so that the four columns a thread of the tiled
-    /// kernel holds, a quarter tile apart, are one unit's four gates, and the cell can
-    /// be computed where they are (`ops::lstm_step`). The tiled kernel only; with the
-    /// cell's bindings, in group 1.
+    /// A recurrent cell's product `h @ w_hh^T` (`[batch, gates * hidden]`: an LSTM's
+    /// four gates, a GRU's three) in its gates' order: a tile's column `c` is gate
+    /// `c / (RHS_TILE / 4)` of unit `col0 / 4 + c % (RHS_TILE / 4)`, so that the four
+    /// columns a thread of the tiled kernel holds, a quarter tile apart, are one unit's
+    /// gates (a GRU's fourth quarter reads zeros), and the cell can be computed where
+    /// they are (`ops::recurrent_step`). The tiled kernel only; with the cell's
+    /// bindings, in group 1.
     GateColumns,
 }
 
@@ -41,7 +42,7 @@ impl MatmulRhs {
             MatmulRhs::Strided => STRIDED.to_string(),
             MatmulRhs::ImageColumns => IMAGE_COLUMNS.to_string(),
             MatmulRhs::GateColumns if name == "matmul_rhs" => {
-                format!("{GATE_COLUMNS}{}", crate::lstm_update::LSTM_UPDATE)
+                format!("{GATE_COLUMNS}{}", crate::cell_updates::all())
             }
             MatmulRhs::GateColumns => return None,
         };
@@ -115,37 +116,45 @@ fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
 }
 ";
 
-// The cell's params mirror `params::LstmStepParams`.
+// The cell's params mirror `params::RecurrentStepParams`.
 const GATE_COLUMNS: &str = "\
-// The LSTM cell this build computes in its finish (ops/lstm_step.rs), in group 1.
-struct LstmStepParams {
+// The recurrent cell this build computes in its finish (ops/recurrent_step.rs), in
+// group 1.
+struct RecurrentStepParams {
     hidden: u32,
+    gates: u32,
+    add_offset: u32,
+    add_row: u32,
+    add_col: u32,
+    state_offset: u32,
+    state_row: u32,
+    state_col: u32,
     x_offset: u32,
     x_row: u32,
     x_col: u32,
-    c_offset: u32,
-    c_row: u32,
-    c_col: u32,
     _pad0: u32,
 }
-@group(1) @binding(0) var<uniform> cell: LstmStepParams;
-// The step's input projection, [batch, 4 * hidden] at x_offset, x_row and x_col.
-@group(1) @binding(1) var<storage, read> cell_x: array<T>;
-// The cell state, [batch, hidden] at c_offset, c_row and c_col.
-@group(1) @binding(2) var<storage, read> cell_c: array<T>;
-// The gates' pre-activations, [batch, 4 * hidden], compact: the backward pass reads them.
-@group(1) @binding(3) var<storage, read_write> cell_z: array<T>;
-// [h | c'], [batch, 2 * hidden].
-@group(1) @binding(4) var<storage, read_write> cell_hc: array<T>;
+@group(1) @binding(0) var<uniform> cell: RecurrentStepParams;
+// What the product's sum adds, [batch, gates * hidden] at add_*: an LSTM step's input
+// projection, a GRU's hidden bias.
+@group(1) @binding(1) var<storage, read> cell_add: array<T>;
+// The state, [batch, hidden] at state_*: an LSTM's c, a GRU's h.
+@group(1) @binding(2) var<storage, read> cell_state: array<T>;
+// The sum, [batch, gates * hidden], compact: the backward pass reads it.
+@group(1) @binding(3) var<storage, read_write> cell_gates: array<T>;
+// The cell's output: an LSTM's [h | c'], a GRU's h'.
+@group(1) @binding(4) var<storage, read_write> cell_out: array<T>;
+// A GRU's input projection, [batch, 3 * hidden] at x_*.
+@group(1) @binding(5) var<storage, read> cell_x: array<T>;
 fn rhs_start(col0: u32, lid: u32) {}
 fn rhs_slice(k0: u32, lid: u32) {}
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
     let quarter = RHS_TILE / 4u;
     let unit = col0 / 4u + c % quarter;
-    if (unit >= cell.hidden) {
+    let gate = c / quarter;
+    if (unit >= cell.hidden || gate >= cell.gates) {
         return 0.0;
     }
-    let col = c / quarter * cell.hidden + unit;
-    return read_rhs(base + (k0 + kk) * params.rhs_strides.z + col * params.rhs_strides.w);
+    return read_rhs(base + (k0 + kk) * params.rhs_strides.z + (gate * cell.hidden + unit) * params.rhs_strides.w);
 }
 ";

@@ -360,17 +360,22 @@ shader_params! {
         _pad0: u32,
         _pad1: u32,
     }
-    /// The cell of the LSTM build of `matmul/matmul.wgsl` (`MatmulRhs::GateColumns`), in
-    /// bind group 1: `hidden` units; the step's input projection `x` and the cell state
-    /// `c` as views (element offset, row stride, column stride).
-    LstmStepParams {
+    /// The cell of the recurrent builds of `matmul/matmul.wgsl`
+    /// (`MatmulRhs::GateColumns`), in bind group 1: `hidden` units of `gates` gates;
+    /// what the product's sum adds, the state and a GRU's input projection as views
+    /// (element offset, row stride, column stride).
+    RecurrentStepParams {
         hidden: u32,
+        gates: u32,
+        add_offset: u32,
+        add_row: u32,
+        add_col: u32,
+        state_offset: u32,
+        state_row: u32,
+        state_col: u32,
         x_offset: u32,
         x_row: u32,
         x_col: u32,
-        c_offset: u32,
-        c_row: u32,
-        c_col: u32,
         _pad0: u32,
     }
     /// `optim/adam.wgsl`.

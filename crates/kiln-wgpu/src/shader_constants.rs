@@ -369,8 +369,8 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
     if name == "attention_keys" {
         return Some((Vec::new(), ATTENTION_KEYS.to_string()));
     }
-    if name == "lstm_update" {
-        return Some((Vec::new(), crate::lstm_update::LSTM_UPDATE.to_string()));
+    if let Some(functions) = crate::cell_updates::group(name) {
+        return Some((Vec::new(), functions));
     }
     if name == "channel_at" {
         return Some((Vec::new(), CHANNEL_AT.to_string()));

@@ -11,13 +11,13 @@ pub(crate) mod create;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod loss;
-pub(crate) mod lstm_step;
 pub(crate) mod matmul;
 pub(crate) mod norm;
 pub(crate) mod optim;
 pub(crate) mod optim_group;
 pub(crate) mod pool;
 pub(crate) mod random;
+pub(crate) mod recurrent_step;
 pub(crate) mod reduce;
 pub(crate) mod rnn;
 

@@ -16,13 +16,13 @@ fn params(op: &'static str, batch: usize, hidden: usize) -> Result<RecurrentPara
 }
 
 /// `[h | c']` from the compact gate pre-activations `z` and cell state `c`: with the
-/// product behind `z` where it can (`lstm_step`), else by the cell kernel.
+/// product behind `z` where it can (`recurrent_step`), else by the cell kernel.
 pub(crate) fn lstm_cell(z: &GpuStorage, c: &GpuStorage, spec: &LstmCellSpec) -> Result<GpuStorage> {
     let op = "lstm_cell";
     let device = &z.device;
     let units = spec.batch * spec.hidden;
     if units > 0 {
-        if let Some(hc) = super::lstm_step::lstm_step(z, c, spec)? {
+        if let Some(hc) = super::recurrent_step::lstm_step(z, c, spec)? {
             return Ok(hc);
         }
     }
@@ -70,7 +70,9 @@ pub(crate) fn lstm_cell_backward(
     ))
 }
 
-/// `h'` from the compact input projection `x`, hidden projection `hp` and state `h`.
+/// `h'` from the compact input projection `x`, hidden projection `hp` and state `h`:
+/// with the product behind `hp` where it can (`recurrent_step`), else by the cell
+/// kernel.
 pub(crate) fn gru_cell(
     x: &GpuStorage,
     hp: &GpuStorage,
@@ -80,6 +82,11 @@ pub(crate) fn gru_cell(
     let op = "gru_cell";
     let device = &x.device;
     let units = spec.batch * spec.hidden;
+    if units > 0 {
+        if let Some(h1) = super::recurrent_step::gru_step(x, hp, h, spec)? {
+            return Ok(h1);
+        }
+    }
     let out = device.alloc_output(op, units, x.dtype)?;
     if units > 0 {
         device.dispatch_with_inputs(
