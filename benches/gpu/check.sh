@@ -155,7 +155,7 @@ fi
 # other settings (the GAN with each way of convolving).
 training=$out/training.txt
 : > "$training"
-for model in cnn transformer lstm gan; do
+for model in cnn transformer lstm gru gan; do
     part "kiln train step $model" 240 bash -c "set -o pipefail; echo '# kiln profile $model' >> \"$training\"; \
         \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|submissions|bind groups|peak memory|dispatches|bytes per step)' >> \"$training\""
 done
