@@ -1800,9 +1800,15 @@ fn recurrent_steps_run_in_their_products() {
             }
             let steps: Vec<_> = (profile.kernels.iter())
                 .filter(|k| k.name.contains(fused))
-                .map(|k| k.launches)
+                .map(|k| (k.launches, k.bytes_read))
                 .collect();
-            assert_eq!(steps, [1], "{label}: {:#?}", profile.kernels);
+            // It reads the last output (h, and the LSTM's c), w_hh, the step's input
+            // projection and the GRU's bias, each element once.
+            let bias = if gru { gates * hidden } else { 0 };
+            let elements =
+                batch * outputs * hidden + gates * hidden * hidden + batch * gates * hidden + bias;
+            let read = 4 * elements as u64;
+            assert_eq!(steps, [(1, read)], "{label}: {:#?}", profile.kernels);
             let cells = (profile.kernels.iter()).filter(|k| k.name.starts_with(cell));
             assert_eq!(cells.count(), 0, "{label}: {:#?}", profile.kernels);
         }

@@ -99,7 +99,7 @@ pub(crate) fn cat(
     let inner: usize = shape.dims()[dim + 1..].iter().product();
     let outer: usize = shape.dims()[..dim].iter().product();
     let most = pieces_per_launch(device)?;
-    let size = dtype.size_in_bytes() as u64;
+    let elem_bytes = dtype.size_in_bytes() as u64;
     // Empty pieces have nothing to copy; the rest go `most` to a launch.
     let filled: Vec<_> = pieces
         .iter()
@@ -137,7 +137,7 @@ pub(crate) fn cat(
                 p.strides[2 * k + d / 4][d % 4] = to_u32(op, "stride", stride)?;
             }
             buffers.push(s.raw()?);
-            spans.push(ByteSpan::of_layout(l, size));
+            spans.push(ByteSpan::of_layout(l, elem_bytes));
         }
         // Bindings the launch does not use hold its last piece.
         let last = *buffers.last().expect("a launch has a piece");
@@ -145,7 +145,7 @@ pub(crate) fn cat(
         spans.resize(most, spans.last().expect("a launch has a piece").clone());
         buffers.push(out.raw()?);
         let written = Layout::contiguous(shape.clone()).narrow(dim, first_at, span);
-        spans.push(ByteSpan::of_layout(&written, size));
+        spans.push(ByteSpan::of_layout(&written, elem_bytes));
         let groups = device.groups_1d(op, outer * span * inner)?;
         launch_built(device, dtype, most, &p, &buffers, spans, groups)?;
     }

@@ -16,8 +16,9 @@ use crate::launch::Bindings;
 use crate::params::{to_u32, MatmulParams, RecurrentStepParams};
 use crate::shader_constants::TILE;
 use crate::storage::GpuStorage;
-use kiln_core::Result;
-use kiln_core::{BinaryOp, DType, Error, GpuErrorKind, GruCellSpec, Layout, LstmCellSpec};
+use kiln_core::{
+    BinaryOp, DType, Error, GpuErrorKind, GruCellSpec, Layout, LstmCellSpec, Result, Shape,
+};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -198,6 +199,26 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
             limit: max as u64,
         });
     }
+    // What the product reads of its operands, before `n` becomes the kernel's.
+    let operand = |rows: u32, cols: u32, strides: [u32; 4], offset: u32| {
+        let dims = Shape::from([rows as usize, cols as usize]);
+        let layout = Layout::new(
+            dims,
+            vec![strides[2] as usize, strides[3] as usize],
+            offset as usize,
+        );
+        ByteSpan::of_layout(&layout, dtype.size_in_bytes() as u64)
+    };
+    let operand_spans = vec![
+        (
+            1,
+            operand(params.m, params.k, params.lhs_strides, params.offsets[0]),
+        ),
+        (
+            2,
+            operand(params.k, params.n, params.rhs_strides, params.offsets[1]),
+        ),
+    ];
     // The kernel's columns are the gates in this order, a whole tile a workgroup.
     params.n = to_u32(op, "columns", groups[0] * TILE as usize)?;
     let u = |what, v: usize| to_u32(op, what, v);
@@ -235,7 +256,8 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
         lhs.raw()?.as_entire_binding(),
         rhs.raw()?.as_entire_binding(),
     ];
-    let product_group = Bindings::numbered(bytemuck::bytes_of(&params), &operands, 1);
+    let product_group =
+        Bindings::numbered(bytemuck::bytes_of(&params), &operands, 1).spanning(operand_spans);
     let mut resources = vec![
         add_buffer.as_entire_binding(),
         state.0.raw()?.as_entire_binding(),
