@@ -90,6 +90,21 @@ impl GpuDevice {
         Ok([x as u32, y as u32, 1])
     }
 
+    /// `groups` workgroups along each dimension, as a dispatch takes them; an error
+    /// where one is past the device's per-dimension limit.
+    pub(crate) fn checked_groups(&self, op: &'static str, groups: [usize; 3]) -> Result<[u32; 3]> {
+        let max = self.max_workgroups_per_dim() as usize;
+        if let Some(&g) = groups.iter().find(|&&g| g > max) {
+            return Err(Error::LimitExceeded {
+                op,
+                what: "workgroups along one dimension",
+                needed: g as u64,
+                limit: max as u64,
+            });
+        }
+        Ok(groups.map(|g| g as u32))
+    }
+
     /// Records one kernel launch into the current batch. `buffers` bind in order from
     /// binding 1; binding 0 is the uniform `params`, which must be the kernel's struct.
     pub(crate) fn dispatch<P: ShaderParams>(

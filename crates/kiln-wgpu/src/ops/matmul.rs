@@ -273,15 +273,7 @@ pub(crate) fn tile_launch(
         spec.m.div_ceil(tile),
         spec.batch[0] * spec.batch[1],
     ];
-    let max = device.max_workgroups_per_dim() as usize;
-    if let Some(&g) = groups.iter().find(|&&g| g > max) {
-        return Err(Error::LimitExceeded {
-            op,
-            what: "workgroups along one dimension",
-            needed: g as u64,
-            limit: max as u64,
-        });
-    }
+    let groups = device.checked_groups(op, groups)?;
     let params = MatmulParams {
         m: to_u32(op, "rows", spec.m)?,
         n: to_u32(op, "columns", spec.n)?,
@@ -299,7 +291,7 @@ pub(crate) fn tile_launch(
         conv_step: [0; 4],
         conv_taps: [0; 4],
     };
-    Ok((params, groups.map(|g| g as u32)))
+    Ok((params, groups))
 }
 
 /// Copies `rows x cols` of each matrix of `operand` into zero-padded f32 blocks of
@@ -406,15 +398,8 @@ fn uniform_lhs(
     };
 
     let x_groups = n4.div_ceil(shader_constants::UNIFORM_LHS_WORKGROUP as usize);
+    device.checked_groups(op, [x_groups, 1, 1])?;
     let max = device.max_workgroups_per_dim() as usize;
-    if x_groups > max {
-        return Err(Error::LimitExceeded {
-            op,
-            what: "workgroups along one dimension",
-            needed: x_groups as u64,
-            limit: max as u64,
-        });
-    }
     let batches = spec.batch[0] * spec.batch[1];
     let batch1 = spec.batch[1].max(1);
     // vec4 offset of batch z of rhs.

@@ -190,15 +190,7 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
         batch.div_ceil(TILE as usize),
         1,
     ];
-    let max = device.max_workgroups_per_dim() as usize;
-    if let Some(&g) = groups.iter().find(|&&g| g > max) {
-        return Err(Error::LimitExceeded {
-            op,
-            what: "workgroups along one dimension",
-            needed: g as u64,
-            limit: max as u64,
-        });
-    }
+    let groups = device.checked_groups(op, groups)?;
     // What the product reads of its operands, before `n` becomes the kernel's.
     let operand = |rows: u32, cols: u32, strides: [u32; 4], offset: u32| {
         let dims = Shape::from([rows as usize, cols as usize]);
@@ -220,7 +212,7 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
         ),
     ];
     // The kernel's columns are the gates in this order, a whole tile a workgroup.
-    params.n = to_u32(op, "columns", groups[0] * TILE as usize)?;
+    params.n = groups[0] * TILE;
     let u = |what, v: usize| to_u32(op, what, v);
     let view = |l: &Layout| -> Result<[u32; 3]> {
         Ok([
@@ -277,7 +269,7 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
         Bindings::numbered(bytemuck::bytes_of(&cell_params), &resources, 1).spanning(spans);
     let name = || format!("{} [{dtype:?}]", kernel.label());
     let bind = [product_group, cell_group];
-    device.launch(op, &pipeline, &bind, groups.map(|g| g as u32), start, name)?;
+    device.launch(op, &pipeline, &bind, groups, start, name)?;
     // The sum is the pending storage's value; the product's own output stays unwritten
     // (nothing held it but the sum).
     sum.data.fill(gates_out)?;
