@@ -7,6 +7,8 @@
 //! the plain builds run as they were). Each kernel is written once and built either
 //! way.
 
+use crate::params::{RecurrentStepParams, ShaderParams};
+
 /// The two ways the matmuls read their rhs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulRhs {
@@ -41,9 +43,11 @@ impl MatmulRhs {
         let functions = match self {
             MatmulRhs::Strided => STRIDED.to_string(),
             MatmulRhs::ImageColumns => IMAGE_COLUMNS.to_string(),
-            MatmulRhs::GateColumns if name == "matmul_rhs" => {
-                format!("{GATE_COLUMNS}{}", crate::cell_updates::all())
-            }
+            MatmulRhs::GateColumns if name == "matmul_rhs" => format!(
+                "{}{GATE_COLUMNS}{}",
+                RecurrentStepParams::LAYOUT.wgsl_struct(),
+                crate::cell_updates::all()
+            ),
             MatmulRhs::GateColumns => return None,
         };
         Some(format!("{sizes}{functions}"))
@@ -116,24 +120,10 @@ fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
 }
 ";
 
-// The cell's params mirror `params::RecurrentStepParams`.
+// After `RecurrentStepParams`' declaration, from its Rust mirror.
 const GATE_COLUMNS: &str = "\
 // The recurrent cell this build computes in its finish (ops/recurrent_step.rs), in
 // group 1.
-struct RecurrentStepParams {
-    hidden: u32,
-    gates: u32,
-    add_offset: u32,
-    add_row: u32,
-    add_col: u32,
-    state_offset: u32,
-    state_row: u32,
-    state_col: u32,
-    x_offset: u32,
-    x_row: u32,
-    x_col: u32,
-    _pad0: u32,
-}
 @group(1) @binding(0) var<uniform> cell: RecurrentStepParams;
 // What the product's sum adds, [batch, gates * hidden] at add_*: an LSTM step's input
 // projection, a GRU's hidden bias.

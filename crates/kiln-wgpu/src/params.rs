@@ -25,6 +25,17 @@ pub struct ParamsLayout {
     pub members: &'static [ParamsMember],
 }
 
+impl ParamsLayout {
+    /// The struct's WGSL declaration, for generated WGSL that declares its params from
+    /// the Rust mirror rather than beside it.
+    pub(crate) fn wgsl_struct(&self) -> String {
+        let members: String = (self.members.iter())
+            .map(|m| format!("    {}: {},\n", m.name, m.wgsl))
+            .collect();
+        format!("struct {} {{\n{members}}}\n", self.name)
+    }
+}
+
 /// A Rust struct that mirrors a shader's `Params`.
 pub trait ShaderParams: Pod {
     const LAYOUT: ParamsLayout;

@@ -105,6 +105,15 @@ pub(crate) struct Expr {
 }
 
 impl Expr {
+    /// What a copy reads (a cast to its own dtype, as `contiguous` records); `None`
+    /// for another op.
+    pub(crate) fn copy_source(&self) -> Option<&Arg> {
+        match (self.op, self.args.as_slice()) {
+            (FusedOp::Cast, [a]) if a.storage.dtype == self.dtype => Some(a),
+            _ => None,
+        }
+    }
+
     /// This expression as read through `layout` (over the consumer's shape), its
     /// inputs read through the same walk: where `layout` reads the expression's
     /// elements in order, some dims broadcast (offset 0, and the dims it steps through
@@ -200,10 +209,7 @@ fn through_copy(x: Arg, window: Window) -> (Arg, Window) {
     }
     let source = {
         let expr = x.storage.data.expr.lock().unwrap();
-        match expr.as_ref().map(|e| (e.op, e.args.as_slice(), e.dtype)) {
-            Some((FusedOp::Cast, [a], dtype)) if a.storage.dtype == dtype => Some(a.clone()),
-            _ => None,
-        }
+        expr.as_ref().and_then(Expr::copy_source).cloned()
     };
     let Some(source) = source else {
         return (x, window);

@@ -10,7 +10,7 @@
 //! not read back.
 
 use crate::byte_span::ByteSpan;
-use crate::fusion::{Arg, FusedOp};
+use crate::fusion::{Arg, Expr, FusedOp};
 use crate::kernels::Kernel;
 use crate::launch::Bindings;
 use crate::params::{to_u32, MatmulParams, RecurrentStepParams};
@@ -161,11 +161,14 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
         && expr.dtype == dtype
         && expr.args.len() == 2
         && expr.args.iter().all(|a| a.layout.dims() == shape);
+    if !is_sum {
+        return Ok(None);
+    }
     let Some(p) = expr.args.iter().position(|a| is_product(a, &shape)) else {
         return Ok(None);
     };
     let (product, add) = (&expr.args[p], &expr.args[1 - p]);
-    if !is_sum || Arc::strong_count(&product.storage.data) != 1 || add.storage.dtype != dtype {
+    if Arc::strong_count(&product.storage.data) != 1 || add.storage.dtype != dtype {
         return Ok(None);
     }
     let (state, x) = match cell {
@@ -302,10 +305,9 @@ fn is_product(arg: &Arg, shape: &[usize; 2]) -> bool {
 /// time step of the sequence's) is read through the view, and never runs; anything
 /// else from its buffer.
 fn read_as_view(t: &GpuStorage, rows: usize, cols: usize) -> Result<(GpuStorage, Layout)> {
-    let copied = t.data.expr.lock().unwrap().as_ref().and_then(|e| {
-        let copy = e.op == FusedOp::Cast && e.args.len() == 1 && e.args[0].storage.dtype == e.dtype;
-        copy.then(|| e.args[0].clone())
-    });
+    let copied = (t.data.expr.lock().unwrap().as_ref())
+        .and_then(Expr::copy_source)
+        .cloned();
     match copied {
         Some(view) if view.layout.dims() == [rows, cols] => {
             view.storage.buffer()?;
