@@ -1470,6 +1470,153 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
     }
 }
 
+/// A convolution's weight gradient on each device of `conv_devices`, exactly (small
+/// integers, whose sums are exact in any order): by the direct kernel (`Unfold`) and by
+/// the tiled matmul reading the gradient and the image's columns in place (`Implicit`,
+/// which the profile must show ran, and the direct kernel not). Cases: filters on the
+/// 32 and the 64 tile, over several row and column tiles; k cut into chunks whose last is
+/// short and whose bounds fall inside an image; groups with stride, dilation and uneven
+/// padding; 1x1 taps; one image; a transposed convolution's (its input and gradient
+/// exchanged); the input and the upstream gradient as views; NaN in the input.
+#[test]
+fn conv_weight_gradients_match_cpu() {
+    let devices = conv_devices();
+    let mut rng = rng();
+    let options = |stride, padding, dilation, groups| Conv2dOptions {
+        stride,
+        padding,
+        dilation,
+        groups,
+    };
+    let plain = |p: usize| options((1, 1), (p, p), (1, 1), 1);
+    // (input, weight, options): 5 x 23 x 21 positions in 9 chunks of 269 terms (the
+    // last 263), chunks starting mid-image.
+    let cases: [(&[usize], &[usize], Conv2dOptions); 7] = [
+        (&[3, 5, 11, 9], &[7, 5, 3, 3], plain(1)),
+        (&[5, 3, 23, 21], &[40, 3, 3, 3], plain(1)),
+        (
+            &[2, 6, 13, 12],
+            &[9, 2, 3, 2],
+            options((2, 1), (1, 2), (2, 1), 3),
+        ),
+        (&[2, 8, 9, 10], &[70, 8, 3, 3], plain(0)),
+        (&[4, 16, 7, 7], &[24, 16, 1, 1], plain(0)),
+        (&[1, 2, 40, 40], &[8, 2, 5, 5], plain(2)),
+        (
+            &[3, 4, 30, 30],
+            &[100, 2, 4, 4],
+            options((2, 2), (1, 1), (1, 1), 2),
+        ),
+    ];
+    let weight_grad = |o: Conv2dOptions| {
+        move |t: &[Tensor]| -> kiln::Result<Tensor> {
+            let w = t[1].detach().into_var()?;
+            let loss = t[0].conv2d(&w, None, o)?.mul(&t[2])?.sum_all()?;
+            Ok(loss.backward()?.get(&w).expect("a gradient for w").clone())
+        }
+    };
+    for (xs, ws, o) in cases {
+        let x = small_ints(xs, &mut rng);
+        let w = small_ints(ws, &mut rng);
+        let y = x.conv2d(&w, None, o).unwrap();
+        let r = small_ints(y.dims(), &mut rng);
+        for (name, device) in &devices {
+            let label = format!("{name} conv2d weight gradient {xs:?} {ws:?} {o:?}");
+            let inputs = [x.clone(), w.clone(), r.clone()];
+            let check = || {
+                parity_on(device, &label, &inputs, EXACT, weight_grad(o));
+                Ok(())
+            };
+            // The devices of one algorithm are this test's own: profiled, they show
+            // which kernel ran.
+            let wanted = match name.as_str() {
+                "Implicit" => "(ConvWeightGradImplicit",
+                "Unfold" => "conv/weight_grad.wgsl",
+                _ => {
+                    check().unwrap();
+                    continue;
+                }
+            };
+            let ((), profile) = device.profile(check).unwrap();
+            let names: Vec<&str> = profile.kernels.iter().map(|k| k.name.as_str()).collect();
+            let ran = |part: &str| names.iter().any(|n| n.contains(part));
+            let other = ["(ConvWeightGradImplicit", "conv/weight_grad.wgsl"]
+                .into_iter()
+                .find(|&k| k != wanted)
+                .unwrap();
+            assert!(ran(wanted) && !ran(other), "{label}: {names:?}");
+        }
+    }
+    // Views: the input permuted, the upstream gradient transposed in storage.
+    let o = options((1, 2), (1, 0), (1, 1), 1);
+    let x = small_ints(&[2, 3, 10, 13], &mut rng)
+        .permute(&[0, 1, 3, 2])
+        .unwrap();
+    let w = small_ints(&[5, 3, 3, 3], &mut rng);
+    let dims = x.conv2d(&w, None, o).unwrap().dims().to_vec();
+    let r = small_ints(&[dims[0], dims[1], dims[3], dims[2]], &mut rng)
+        .transpose(2, 3)
+        .unwrap();
+    // NaN in the input: the weights whose taps reach it, as on the CPU. NaN in the
+    // upstream gradient at a corner, whose taps reach the padding: there too (the
+    // direct kernel skipped the padding's taps, and with them 15 of 27 NaNs).
+    let with_nan = |shape: &[usize], at: usize, rng: &mut kiln::Rng| {
+        let mut values = small_ints(shape, rng).to_vec::<f32>().unwrap();
+        values[at] = f32::NAN;
+        Tensor::from_vec(values, shape.to_vec(), &Device::cpu()).unwrap()
+    };
+    let x2 = small_ints(&[2, 3, 9, 8], &mut rng);
+    let w2 = small_ints(&[4, 3, 3, 3], &mut rng);
+    let r2 = small_ints(&[2, 4, 9, 8], &mut rng);
+    let nans = [
+        [
+            with_nan(&[2, 3, 9, 8], 3 * 72 + 40, &mut rng),
+            w2.clone(),
+            r2,
+        ],
+        [x2, w2, with_nan(&[2, 4, 9, 8], 0, &mut rng)],
+    ];
+    for (name, device) in &devices {
+        parity_on(
+            device,
+            &format!("{name} conv2d weight gradient of views"),
+            &[x.clone(), w.clone(), r.clone()],
+            EXACT,
+            weight_grad(o),
+        );
+        for (inputs, place) in nans.iter().zip(["input", "upstream gradient"]) {
+            parity_on(
+                device,
+                &format!("{name} conv2d weight gradient with NaN in the {place}"),
+                inputs,
+                EXACT,
+                weight_grad(plain(1)),
+            );
+        }
+    }
+    // A transposed convolution's weight gradient: the convolution's with the input and
+    // the gradient exchanged.
+    let to = options((2, 2), (1, 1), (1, 1), 1);
+    let x = small_ints(&[3, 6, 7, 9], &mut rng);
+    let w = small_ints(&[6, 5, 4, 4], &mut rng);
+    let y = x.conv_transpose2d(&w, None, to, (1, 0)).unwrap();
+    let r = small_ints(y.dims(), &mut rng);
+    for (name, device) in &devices {
+        parity_on(
+            device,
+            &format!("{name} conv_transpose2d weight gradient"),
+            &[x.clone(), w.clone(), r.clone()],
+            EXACT,
+            |t| {
+                let w = t[1].detach().into_var()?;
+                let y = t[0].conv_transpose2d(&w, None, to, (1, 0))?;
+                let loss = y.mul(&t[2])?.sum_all()?;
+                Ok(loss.backward()?.get(&w).expect("a gradient for w").clone())
+            },
+        );
+    }
+}
+
 /// The default GPU device, then one for each way of running a convolution through the
 /// matmul (`ConvAlgorithm`), all poisoning their outputs.
 fn conv_devices() -> Vec<(String, Device)> {

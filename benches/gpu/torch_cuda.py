@@ -84,6 +84,10 @@ def kernels(large):
     x, w = uniform(16, 64, 32, 32), uniform(64, 64, 3, 3)
     ms = kernel_ms(lambda: F.conv2d(x, w, None, padding=1))
     line("conv2d", "16x64x32x32 k3", ms, 2 * 16 * 64 * 64 * 32 * 32 * 9 / ms / 1e6, "GFLOP/s")
+    # Its training pass: forward, then the input's and the weight's gradients.
+    xg, wg, g = x.clone().requires_grad_(), w.clone().requires_grad_(), uniform(16, 64, 32, 32)
+    ms = kernel_ms(lambda: torch.autograd.grad(F.conv2d(xg, wg, None, padding=1), (xg, wg), g))
+    line("conv2d_fwd_bwd", "16x64x32x32 k3", ms, 3 * 2 * 16 * 64 * 64 * 32 * 32 * 9 / ms / 1e6, "GFLOP/s")
     # The card's copy bandwidth, counted as kiln's probe counts it (bytes read + written).
     size = 256 << 20
     src, dst = torch.empty(size // 4, device=DEVICE), torch.empty(size // 4, device=DEVICE)

@@ -66,13 +66,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let n = r / oh;
         let oy = r % oh;
         let iy = source(oy, ky, params.step.x, params.step.z, params.extra.x, params.image.z);
-        if (iy < 0) { continue; }
-        let image_row = ((n * c_all + c) * plane) + u32(iy) * params.image.w;
+        let image_row = ((n * c_all + c) * plane) + u32(max(iy, 0)) * params.image.w;
         let grad_row = ((n * out_channels + o) * oh + oy) * ow;
         for (var ox = 0u; ox < ow; ox++) {
             let ix = source(ox, kx, params.step.y, params.step.w, params.extra.y, params.image.w);
-            if (ix < 0) { continue; }
-            acc += f32(grad[grad_row + ox]) * f32(image[image_row + u32(ix)]);
+            // A tap in the padding multiplies zero, not nothing: a NaN or infinite
+            // gradient there makes the weight's NaN, as the column matrix's zeros do.
+            var v = 0.0;
+            if (iy >= 0 && ix >= 0) {
+                v = f32(image[image_row + u32(ix)]);
+            }
+            acc += f32(grad[grad_row + ox]) * v;
         }
     }
     partial[t] = T(acc);

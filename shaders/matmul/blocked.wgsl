@@ -14,7 +14,7 @@ const BLOCKED_TILE: u32 = 128u;
 const BLOCKED_SLICE: u32 = 8u;
 const RHS_TILE: u32 = BLOCKED_TILE;
 const RHS_SLICE: u32 = BLOCKED_SLICE;
-fn rhs_start(col0: u32, lid: u32) {}
+fn rhs_start(col0: u32, lid: u32, b0: u32) {}
 fn rhs_slice(k0: u32, lid: u32) {}
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
     return read_rhs(base + (k0 + kk) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
@@ -39,6 +39,9 @@ struct Params {
     conv_image: vec4<u32>,
     conv_step: vec4<u32>,
     conv_taps: vec4<u32>,
+    // A weight gradient's batch (matmul_rhs.rs): elements of an image, elements of an
+    // image's output gradient, terms in all, output positions per image.
+    conv_batch: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -161,7 +164,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
     // This thread's four loads of each operand, in flight across a slice's arithmetic.
     // Each is named by a constant (here and below): indexing a register array by a loop
     // counter kept it in local memory on NVIDIA.
-    rhs_start(col0, lid);
+    rhs_start(col0, lid, b0);
     var lhs_next = load_lhs(lid, lhs_base, row0, 0u, lhs_rows);
     var rhs_next = load_rhs(lid, rhs_base, col0, 0u, rhs_cols);
     // The second slice's rhs offsets, read by its loads after the first barrier below.

@@ -27,6 +27,9 @@ struct Params {
     conv_image: vec4<u32>,
     conv_step: vec4<u32>,
     conv_taps: vec4<u32>,
+    // A weight gradient's batch (matmul_rhs.rs): elements of an image, elements of an
+    // image's output gradient, terms in all, output positions per image.
+    conv_batch: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

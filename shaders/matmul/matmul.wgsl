@@ -4,14 +4,19 @@
 // small-tile build), each of its SIDE x SIDE threads a 4x4 block, stepping through k in
 // slices of 16 staged in workgroup memory. Accumulation is f32 whatever T is. Built
 // with `MatmulRhs::ImageColumns`, rhs is an image's im2col columns read in place
-// (kiln's implicit convolution); with `MatmulRhs::GateColumns`, an LSTM's recurrent
-// product whose finish computes the cell (kiln's `MatmulLstmCell`).
+// (kiln's implicit convolution); with `MatmulRhs::WeightGradient`, lhs is a
+// convolution's output gradient and rhs the image's columns transposed (its weight
+// gradient); with `MatmulRhs::GateColumns`, an LSTM's recurrent product whose finish
+// computes the cell (kiln's `MatmulLstmCell`).
 // kiln:constants matmul_tiled matmul_rhs
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const TILE: u32 = 64u;
 const RHS_TILE: u32 = TILE;
 const RHS_SLICE: u32 = SLICE;
-fn rhs_start(col0: u32, lid: u32) {}
+fn lhs_at(base: u32, k0: u32, kk: u32, row0: u32, r: u32) -> f32 {
+    return read_lhs(base + (row0 + r) * params.lhs_strides.z + (k0 + kk) * params.lhs_strides.w);
+}
+fn rhs_start(col0: u32, lid: u32, b0: u32) {}
 fn rhs_slice(k0: u32, lid: u32) {}
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
     return read_rhs(base + (k0 + kk) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
@@ -36,6 +41,9 @@ struct Params {
     conv_image: vec4<u32>,
     conv_step: vec4<u32>,
     conv_taps: vec4<u32>,
+    // A weight gradient's batch (matmul_rhs.rs): elements of an image, elements of an
+    // image's output gradient, terms in all, output positions per image.
+    conv_batch: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -79,7 +87,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
     let col0 = wid.x * TILE;
 
     var acc: array<vec4<f32>, 4>;
-    rhs_start(col0, lid);
+    rhs_start(col0, lid, b0);
     for (var k0 = 0u; k0 < params.k; k0 += SLICE) {
         for (var l = 0u; l < STAGED; l++) {
             let e = lid + SIDE * SIDE * l;
@@ -88,7 +96,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
             let kk = e % SLICE;
             var a = 0.0;
             if (row0 + r < params.m && k0 + kk < params.k) {
-                a = read_lhs(lhs_base + (row0 + r) * params.lhs_strides.z + (k0 + kk) * params.lhs_strides.w);
+                a = lhs_at(lhs_base, k0, kk, row0, r);
             }
             lhs_tile[kk][r % SIDE][r / SIDE] = a;
             // rhs: SLICE rows of k x TILE columns

@@ -125,6 +125,38 @@ fn conv2d(label: &str, x: [usize; 4], out: usize, kernel: usize, groups: usize) 
     )
 }
 
+/// A convolution's training pass: forward, then the input's and the weight's gradients
+/// from a given output gradient (what a layer costs a training step but the first
+/// layer's, whose input wants no gradient), counted as three times the forward's work.
+/// The run returns the two gradients' sums added, which reads them (a gradient dropped
+/// unread would never be computed): 0.3% of the bytes the convolution reads and writes.
+fn conv2d_with_backward(x: [usize; 4], out: usize, kernel: usize) -> Case {
+    let [n, c, h, w] = x;
+    let pad = kernel / 2;
+    let flops = 3.0 * 2.0 * (n * out * h * w * c * kernel * kernel) as f64;
+    Case::new(
+        "conv2d",
+        format!("{kernel}x{kernel} fwd+bwd {n}x{c}x{h}x{w} -> {out}"),
+        Unit::Flops,
+        flops,
+        move |d| {
+            let x = input(&[n, c, h, w], d, 3)?;
+            let weight = input(&[out, c, kernel, kernel], d, 4)?;
+            let g = input(&[n, out, h, w], d, 8)?;
+            let options = Conv2dOptions {
+                padding: (pad, pad),
+                ..Default::default()
+            };
+            Ok(Box::new(move || {
+                let (xv, wv) = (x.detach().into_var()?, weight.detach().into_var()?);
+                let grads = xv.conv2d(&wv, None, options)?.backward_from(&g)?;
+                let sum = |t: &Tensor| grads.get(t).expect("a gradient").sum_all();
+                sum(&xv)?.add(&sum(&wv)?)
+            }))
+        },
+    )
+}
+
 /// A transposed convolution doubling the side, DCGAN's generator layer (4x4 taps at
 /// stride 2): `[n, c, h, w] -> [n, out, 2h, 2w]`. The work counts each input element by
 /// each tap once, what the unfolded way multiplies; by phases the product multiplies
@@ -328,6 +360,9 @@ pub fn suite(scale: Scale) -> Vec<Case> {
     }
 
     cases.push(conv2d("3x3", [16, 64, 32, 32], 64, 3, 1).peer("conv2d 16x64x32x32 k3".into()));
+    cases.push(
+        conv2d_with_backward([16, 64, 32, 32], 64, 3).peer("conv2d_fwd_bwd 16x64x32x32 k3".into()),
+    );
     cases.push(conv2d("1x1", [16, 64, 32, 32], 128, 1, 1));
     cases.push(conv2d("depthwise 3x3", [16, 64, 32, 32], 64, 3, 64));
     cases.push(conv_transpose2d([16, 128, 16, 16], 64));

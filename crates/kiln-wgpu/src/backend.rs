@@ -201,7 +201,7 @@ impl BackendStorage for GpuStorage {
         out_channels: usize,
         groups: usize,
     ) -> Result<Self> {
-        ops::conv::conv2d_weight_grad(self, dy, spec, out_channels, groups)
+        ops::conv_weight_grad::conv2d_weight_grad(self, dy, spec, out_channels, groups)
     }
 
     fn max_pool2d_backward(&self, indices: &Self, spec: &WindowSpec) -> Result<Self> {

@@ -1,7 +1,8 @@
 //! How a device runs a convolution that is not grouped thinly enough to sum directly:
 //! unfold the image into columns and multiply (`Unfold`), or multiply with the columns
-//! read from the image where it lies (`Implicit`; both in `ops::conv_product`); by
-//! default the autotuner times the two per shape class.
+//! read from the image where it lies (`Implicit`; both in `ops::conv_product`, the
+//! weight gradient's in `ops::conv_weight_grad`); by default the autotuner times the
+//! two per shape class.
 
 use crate::autotune::{self, Tunable};
 use crate::env_warning::warn_once;
@@ -9,16 +10,21 @@ use crate::env_warning::warn_once;
 /// The two ways of running a convolution as a matmul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvAlgorithm {
-    /// im2col into a column matrix, then the device's matmul.
+    /// im2col into a column matrix, then the device's matmul. A weight gradient,
+    /// whose columns would be the whole batch's, runs its direct kernel
+    /// (`conv/weight_grad.wgsl`).
     Unfold,
     /// One tiled-matmul launch that reads the columns in place: no column matrix is
     /// written or read back (for a 3x3 kernel, nine times the image), one launch
     /// fewer, and the bias and activation after it fuse as its epilogue. It runs
-    /// the tiled kernel whatever the matmul variant.
+    /// the tiled kernel whatever the matmul variant. A weight gradient (f32) is the
+    /// tiled kernel's product of the output's gradient by the columns transposed,
+    /// both read in place (`ops::conv_weight_grad`).
     Implicit,
     /// Per shape class, the faster of the two as timed on this adapter at first use
-    /// (`autotune.rs`); convolutions too small to tune take `fixed_default`. The
-    /// default unless `KILN_AUTOTUNE=0` or `KILN_CONV` is set.
+    /// (`autotune.rs`); convolutions too small to tune take `fixed_default`, weight
+    /// gradients `Implicit`. The default unless `KILN_AUTOTUNE=0` or `KILN_CONV` is
+    /// set.
     Autotune,
 }
 

@@ -127,6 +127,11 @@ kernels! {
     /// (`MatmulRhs::ImageColumns`); then with `SMALL_TILE` tiles.
     Conv2dImplicit => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     Conv2dImplicitSmallTiled => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
+    /// A convolution's weight gradient as `Matmul` of the output's gradient by the
+    /// image's columns transposed, both read in place (`MatmulRhs::WeightGradient`);
+    /// then with `SMALL_TILE` tiles.
+    ConvWeightGradImplicit => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
+    ConvWeightGradImplicitSmallTiled => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     /// An LSTM or GRU step in one launch: `Matmul` over the recurrent product in its
     /// gates' order (`MatmulRhs::GateColumns`), its finish computing the cell
     /// (`ops/recurrent_step.rs`).
@@ -262,7 +267,9 @@ impl Kernel {
             false => RowReduction::Workgroup,
         };
         let tile = match self {
-            Kernel::MatmulSmallTiled | Kernel::Conv2dImplicitSmallTiled => SMALL_TILE,
+            Kernel::MatmulSmallTiled
+            | Kernel::Conv2dImplicitSmallTiled
+            | Kernel::ConvWeightGradImplicitSmallTiled => SMALL_TILE,
             _ => TILE,
         };
         let rhs = match self {
@@ -270,6 +277,9 @@ impl Kernel {
             | Kernel::Conv2dImplicitSmallTiled
             | Kernel::Conv2dImplicitBlocked => MatmulRhs::ImageColumns,
             Kernel::MatmulLstmCell | Kernel::MatmulGruCell => MatmulRhs::GateColumns,
+            Kernel::ConvWeightGradImplicit | Kernel::ConvWeightGradImplicitSmallTiled => {
+                MatmulRhs::WeightGradient
+            }
             _ => MatmulRhs::Strided,
         };
         // The builds `narrow_attention` names, found as `plain` finds subgroup builds.

@@ -1,11 +1,13 @@
 //! How the tiled and blocked matmuls (`matmul.wgsl`, `blocked.wgsl`) find an element of
 //! their rhs: through the operand's strides, or as an element of an image's column
 //! matrix (im2col) computed from the image where it lies, so that a convolution is one
-//! matmul that writes no columns (`ops::conv_product`). Both are WGSL functions of the
-//! constants groups `matmul_rhs` (tiled) and `blocked_rhs` (blocked): `rhs_at`, and
-//! `rhs_start` and `rhs_slice`, which prepare what it reads (nothing, through strides:
-//! the plain builds run as they were). Each kernel is written once and built either
-//! way.
+//! matmul that writes no columns (`ops::conv_product`), and its weight gradient one
+//! that reads the columns transposed (`ops::conv_weight_grad`). Both are WGSL functions
+//! of the constants groups `matmul_rhs` (tiled) and `blocked_rhs` (blocked): `rhs_at`,
+//! and `rhs_start` and `rhs_slice`, which prepare what it reads (nothing, through
+//! strides: the plain builds run as they were); the tiled kernel's group also has
+//! `lhs_at`, which the weight gradient reads its lhs by. Each kernel is written once and
+//! built each way.
 
 use crate::params::{RecurrentStepParams, ShaderParams};
 
@@ -26,6 +28,13 @@ pub enum MatmulRhs {
     /// they are (`ops::recurrent_step`). The tiled kernel only; with the cell's
     /// bindings, in group 1.
     GateColumns,
+    /// A convolution's weight gradient, per group: lhs the output's gradient `[n, o,
+    /// oh, ow]` (batch and group at `base`, rows at `params.lhs_strides.z`), rhs the
+    /// image's column matrix transposed, against `params.conv_*`: `k` walks (image,
+    /// output row, output column) from the chunk's first term, `b0 * params.k`, to at
+    /// most `params.conv_batch.z`; `col` walks (channel, tap row, tap column). The tiled
+    /// kernel only.
+    WeightGradient,
 }
 
 impl MatmulRhs {
@@ -42,22 +51,38 @@ impl MatmulRhs {
         };
         let functions = match self {
             MatmulRhs::Strided => STRIDED.to_string(),
-            MatmulRhs::ImageColumns => IMAGE_COLUMNS.to_string(),
+            MatmulRhs::ImageColumns => format!("{SLICE_ENTRY}{IMAGE_COLUMNS}"),
             MatmulRhs::GateColumns if name == "matmul_rhs" => format!(
                 "{}{GATE_COLUMNS}{}",
                 RecurrentStepParams::LAYOUT.wgsl_struct(),
                 crate::cell_updates::all()
             ),
-            MatmulRhs::GateColumns => return None,
+            MatmulRhs::WeightGradient if name == "matmul_rhs" => {
+                return Some(format!("{sizes}{SLICE_ENTRY}{WEIGHT_GRADIENT}"));
+            }
+            MatmulRhs::GateColumns | MatmulRhs::WeightGradient => return None,
         };
-        Some(format!("{sizes}{functions}"))
+        // The blocked kernel reads its lhs itself.
+        let lhs = match name {
+            "matmul_rhs" => STRIDED_LHS,
+            _ => "",
+        };
+        Some(format!("{sizes}{lhs}{functions}"))
     }
 }
 
+// `kk` and `r`: the element's k within the slice from `k0` and row within the tile from
+// `row0`.
+const STRIDED_LHS: &str = "\
+fn lhs_at(base: u32, k0: u32, kk: u32, row0: u32, r: u32) -> f32 {
+    return read_lhs(base + (row0 + r) * params.lhs_strides.z + (k0 + kk) * params.lhs_strides.w);
+}
+";
+
 // `kk` and `c`: the element's k within the slice from `k0` and column within the tile
-// from `col0`.
+// from `col0`; `b0` the workgroup's first batch index.
 const STRIDED: &str = "\
-fn rhs_start(col0: u32, lid: u32) {}
+fn rhs_start(col0: u32, lid: u32, b0: u32) {}
 fn rhs_slice(k0: u32, lid: u32) {}
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
     return read_rhs(base + (k0 + kk) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
@@ -67,8 +92,7 @@ fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
 // Integer division by sizes known only at run time costs tens of instructions, so no
 // load divides: `rhs_start` finds where each of the workgroup's columns starts in
 // the image once, and `rhs_slice` each k of a slice's channel and tap offsets, one
-// thread each, into one of two buffers by the slice's parity (a kernel prepares the
-// next slice's while other threads may still load from the current one's). Padding
+// thread each, into one of two buffers (`SLICE_ENTRY`). Padding
 // and dilation are signed (bitcast): a stride-1 transposed convolution is this one
 // with its taps stepping backwards from past the image's start
 // (`ops::conv_product::conv_transpose2d_as_conv`).
@@ -79,7 +103,7 @@ var<workgroup> conv_columns: array<vec2<i32>, RHS_TILE>;
 var<workgroup> conv_channels: array<u32, 2u * RHS_SLICE>;
 var<workgroup> conv_offsets: array<vec2<i32>, 2u * RHS_SLICE>;
 // The columns' starts and the first slice's offsets, before the kernel's first loads.
-fn rhs_start(col0: u32, lid: u32) {
+fn rhs_start(col0: u32, lid: u32, b0: u32) {
     if (lid < RHS_TILE) {
         let col = col0 + lid;
         let oy = col / params.conv_taps.z;
@@ -90,10 +114,6 @@ fn rhs_start(col0: u32, lid: u32) {
     }
     rhs_slice(0u, lid);
     workgroupBarrier();
-}
-// Where the slice from k0 keeps its k.
-fn slice_entry(k0: u32, kk: u32) -> u32 {
-    return (k0 / RHS_SLICE) % 2u * RHS_SLICE + kk;
 }
 fn rhs_slice(k0: u32, lid: u32) {
     if (lid < RHS_SLICE) {
@@ -120,6 +140,81 @@ fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
 }
 ";
 
+// The builds that prepare each slice's k into two buffers, by the slice's parity (a
+// kernel prepares the next slice's while other threads may still load from the
+// current one's): where the slice from k0 keeps its k.
+const SLICE_ENTRY: &str = "\
+fn slice_entry(k0: u32, kk: u32) -> u32 {
+    return (k0 / RHS_SLICE) % 2u * RHS_SLICE + kk;
+}
+";
+
+// The transposed columns' counterpart of IMAGE_COLUMNS: here the tile's columns are
+// (channel, tap) and a slice's k output positions, which each table holds instead. A k
+// past the chunk or the batch reads zeros: its gradient offset is NO_TERM, its corner
+// far enough outside the image that no tap reaches in.
+const WEIGHT_GRADIENT: &str = "\
+const NO_TERM: u32 = 0xffffffffu;
+// This workgroup's chunk of k starts here.
+var<private> k_first: u32;
+// The tile's columns: the channel's offset in an image, the tap's row and column offsets.
+var<workgroup> grad_channels: array<u32, RHS_TILE>;
+var<workgroup> grad_taps: array<vec2<i32>, RHS_TILE>;
+// Two slices' k: the image's offset, the output position times the stride less the
+// padding, and the term's offset in the output's gradient.
+var<workgroup> grad_images: array<u32, 2u * RHS_SLICE>;
+var<workgroup> grad_corners: array<vec2<i32>, 2u * RHS_SLICE>;
+var<workgroup> grad_terms: array<u32, 2u * RHS_SLICE>;
+fn rhs_start(col0: u32, lid: u32, b0: u32) {
+    k_first = b0 * params.k;
+    if (lid < RHS_TILE) {
+        let col = col0 + lid;
+        let kw = params.conv_image.w;
+        let taps = params.conv_image.z * kw;
+        let ty = i32((col % taps) / kw);
+        let tx = i32(col % kw);
+        grad_channels[lid] = col / taps * params.conv_image.x * params.conv_image.y;
+        grad_taps[lid] = vec2<i32>(ty, tx) * bitcast<vec2<i32>>(params.conv_taps.xy);
+    }
+    rhs_slice(0u, lid);
+    workgroupBarrier();
+}
+fn rhs_slice(k0: u32, lid: u32) {
+    if (lid < RHS_SLICE) {
+        let k = k_first + k0 + lid;
+        let positions = params.conv_batch.w;
+        let image = k / positions;
+        let p = k % positions;
+        let oy = p / params.conv_taps.z;
+        let ox = p % params.conv_taps.z;
+        let y = i32(oy * params.conv_step.x) - bitcast<i32>(params.conv_step.z);
+        let x = i32(ox * params.conv_step.y) - bitcast<i32>(params.conv_step.w);
+        let inside = k0 + lid < params.k && k < params.conv_batch.z;
+        let at = slice_entry(k0, lid);
+        grad_images[at] = image * params.conv_batch.x;
+        grad_corners[at] = select(vec2<i32>(-(1 << 30)), vec2<i32>(y, x), inside);
+        grad_terms[at] = select(NO_TERM, image * params.conv_batch.y + p, inside);
+    }
+}
+fn lhs_at(base: u32, k0: u32, kk: u32, row0: u32, r: u32) -> f32 {
+    let term = grad_terms[slice_entry(k0, kk)];
+    if (term == NO_TERM) {
+        return 0.0;
+    }
+    return read_lhs(base + (row0 + r) * params.lhs_strides.z + term);
+}
+fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
+    let entry = slice_entry(k0, kk);
+    let at = grad_corners[entry] + grad_taps[c];
+    let h = params.conv_image.x;
+    let w = params.conv_image.y;
+    if (at.x < 0 || at.y < 0 || u32(at.x) >= h || u32(at.y) >= w) {
+        return 0.0;
+    }
+    return read_rhs(base + grad_images[entry] + grad_channels[c] + u32(at.x) * w + u32(at.y));
+}
+";
+
 // After `RecurrentStepParams`' declaration, from its Rust mirror.
 const GATE_COLUMNS: &str = "\
 // The recurrent cell this build computes in its finish (ops/recurrent_step.rs), in
@@ -136,7 +231,7 @@ const GATE_COLUMNS: &str = "\
 @group(1) @binding(4) var<storage, read_write> cell_out: array<T>;
 // A GRU's input projection, [batch, 3 * hidden] at x_*.
 @group(1) @binding(5) var<storage, read> cell_x: array<T>;
-fn rhs_start(col0: u32, lid: u32) {}
+fn rhs_start(col0: u32, lid: u32, b0: u32) {}
 fn rhs_slice(k0: u32, lid: u32) {}
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
     let quarter = RHS_TILE / 4u;

@@ -238,6 +238,10 @@ shader_params! {
         conv_image: [u32; 4],
         conv_step: [u32; 4],
         conv_taps: [u32; 4],
+        /// A weight gradient's batch (`MatmulRhs::WeightGradient`): elements of an
+        /// image, elements of an image's output gradient, terms over all the chunks,
+        /// output positions per image. Zero otherwise.
+        conv_batch: [u32; 4],
     }
     /// `attention/*.wgsl`.
     AttentionParams {

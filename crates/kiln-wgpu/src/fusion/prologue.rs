@@ -38,7 +38,9 @@ fn worth_inlining(kernel: Kernel, program: &Program) -> bool {
         | Kernel::MatmulBlocked
         | Kernel::Conv2dImplicit
         | Kernel::Conv2dImplicitSmallTiled
-        | Kernel::Conv2dImplicitBlocked => {
+        | Kernel::Conv2dImplicitBlocked
+        | Kernel::ConvWeightGradImplicit
+        | Kernel::ConvWeightGradImplicitSmallTiled => {
             let copies = program.steps.iter().all(|s| s.op == FusedOp::Cast);
             let padded = program.reads.iter().any(|r| r.kind() == ReadKind::Padded);
             copies && !padded

@@ -75,7 +75,7 @@ pub(crate) fn col2im(cols: &GpuStorage, s: &WindowSpec) -> Result<GpuStorage> {
     .remove(0))
 }
 
-pub(crate) fn conv2d_weight_grad(
+pub(crate) fn weight_grad_direct(
     x: &GpuStorage,
     dy: &GpuStorage,
     s: &WindowSpec,

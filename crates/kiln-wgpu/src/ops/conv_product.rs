@@ -57,7 +57,8 @@ pub(crate) fn conv2d(
         }
         _ => matmul(weight, &im2col(x, s)?, &product),
     };
-    let algorithm = choose(&x.device, "conv", &product, x.dtype, &run)?;
+    let untuned = x.device.fixed_conv_algorithm();
+    let algorithm = choose(&x.device, "conv", &product, x.dtype, untuned, &run)?;
     run(algorithm)
 }
 
@@ -243,7 +244,8 @@ fn transpose_unless_unfolded(
         ConvAlgorithm::Implicit => implicit(),
         _ => unfolded_transpose(x, weight, s, in_per_group, groups),
     };
-    let algorithm = choose(&x.device, kind, &product, x.dtype, &run)?;
+    let untuned = x.device.fixed_conv_algorithm();
+    let algorithm = choose(&x.device, kind, &product, x.dtype, untuned, &run)?;
     match algorithm {
         ConvAlgorithm::Implicit => run(algorithm).map(Some),
         _ => Ok(None),
@@ -279,12 +281,13 @@ fn unfolded_transpose(
 
 /// The algorithm for a product: the device's, with `Autotune` resolved by the tuner's
 /// decision for the class (`kind` and the product's shape), timing `run` with each
-/// candidate when the class is new.
-fn choose(
+/// candidate when the class is new, or `untuned` for a product too small to tune.
+pub(crate) fn choose(
     device: &GpuDevice,
     kind: &str,
     product: &MatmulSpec,
     dtype: DType,
+    untuned: ConvAlgorithm,
     run: &dyn Fn(ConvAlgorithm) -> Result<GpuStorage>,
 ) -> Result<ConvAlgorithm> {
     // The implicit kernel walks k in one invocation's loop, which a software adapter
@@ -294,9 +297,7 @@ fn choose(
         return Ok(ConvAlgorithm::Unfold);
     }
     match device.conv_algorithm() {
-        ConvAlgorithm::Autotune if !autotune::worth_tuning(product) => {
-            Ok(device.fixed_conv_algorithm())
-        }
+        ConvAlgorithm::Autotune if !autotune::worth_tuning(product) => Ok(untuned),
         ConvAlgorithm::Autotune => {
             let class = autotune::conv_class(kind, product, dtype);
             autotune::tune(device, class, &ConvAlgorithm::CANDIDATES, run)

@@ -76,10 +76,10 @@ pub(crate) fn matmul(lhs: &GpuStorage, rhs: &GpuStorage, spec: &MatmulSpec) -> R
 
 /// Workgroups split-k aims for: about two per SM of a 132-SM card. The count follows
 /// from the shape alone, so a product's bits do not vary by adapter.
-const SPLIT_K_WORKGROUPS: usize = 256;
+pub(crate) const SPLIT_K_WORKGROUPS: usize = 256;
 /// Terms each chunk of k keeps at least: fewer and the partial sums' traffic outweighs
 /// the product.
-const MIN_CHUNK: usize = 256;
+pub(crate) const MIN_CHUNK: usize = 256;
 
 /// How many equal chunks `SplitK` cuts k into, or `None` where it runs `Tiled`: batched
 /// or non-f32 products (f16 partial sums would round twice), and products whose 64x64
@@ -135,7 +135,9 @@ pub(crate) fn tile_of(kernel: Kernel) -> usize {
         Kernel::Matmul
         | Kernel::MatmulSmallTiled
         | Kernel::Conv2dImplicit
-        | Kernel::Conv2dImplicitSmallTiled => kernel.build().tile as usize,
+        | Kernel::Conv2dImplicitSmallTiled
+        | Kernel::ConvWeightGradImplicit
+        | Kernel::ConvWeightGradImplicitSmallTiled => kernel.build().tile as usize,
         _ => BLOCKED_TILE,
     }
 }
@@ -290,6 +292,7 @@ pub(crate) fn tile_launch(
         conv_image: [0; 4],
         conv_step: [0; 4],
         conv_taps: [0; 4],
+        conv_batch: [0; 4],
     };
     Ok((params, groups))
 }

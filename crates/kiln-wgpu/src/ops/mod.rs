@@ -7,6 +7,7 @@ pub(crate) mod column_group;
 pub(crate) mod conv;
 pub(crate) mod conv_phases;
 pub(crate) mod conv_product;
+pub(crate) mod conv_weight_grad;
 pub(crate) mod create;
 pub(crate) mod elementwise;
 pub(crate) mod index;

@@ -1,0 +1,161 @@
+//! A convolution's weight gradient, per group the product of the output's gradient
+//! `[o / groups, n * oh * ow]` by the image's columns transposed `[n * oh * ow, c /
+//! groups * kh * kw]`: run by the tiled matmul's `MatmulRhs::WeightGradient` build,
+//! which reads both where they lie (`ConvAlgorithm::Implicit`), or by the direct kernel
+//! (`conv.rs`, one thread per weight and segment of the batch: `Unfold`, since the
+//! columns unfolded would be the whole batch's); under `Autotune`, the faster of the
+//! two for the shape class, the product for shapes too small to time. Its k, every output position of the batch, is long and its
+//! output small, so k is cut into chunks that run as a batch and are summed after, as
+//! `MatmulVariant::SplitK` sums a product's.
+
+use super::conv;
+use super::conv_product::choose;
+use super::matmul::{tile_launch, tile_of, MIN_CHUNK, SPLIT_K_WORKGROUPS};
+use super::reduce::reduce_middle;
+use crate::conv_algorithm::ConvAlgorithm;
+use crate::kernels::Kernel;
+use crate::params::to_u32;
+use crate::shader_constants::SMALL_TILE;
+use crate::storage::GpuStorage;
+use kiln_core::{DType, MatmulOperand, MatmulSpec, ReduceOp, Result, WindowSpec};
+
+/// `dy`'s weight gradient of a convolution of the compact `x` (`Backend::
+/// conv2d_weight_grad`).
+pub(crate) fn conv2d_weight_grad(
+    x: &GpuStorage,
+    dy: &GpuStorage,
+    s: &WindowSpec,
+    out_channels: usize,
+    groups: usize,
+) -> Result<GpuStorage> {
+    let direct = || conv::weight_grad_direct(x, dy, s, out_channels, groups);
+    // Chunks of f16 would round each partial sum before the sum of them.
+    if x.dtype != DType::F32 {
+        return direct();
+    }
+    let implicit = Implicit::new(s, out_channels, groups);
+    let run = |algorithm| match algorithm {
+        ConvAlgorithm::Implicit => implicit.launch(x, dy),
+        _ => direct(),
+    };
+    // Untuned, the product: on lavapipe too, where the forward's default is to unfold,
+    // it ran the CNN's weight gradients 2.1x and the GAN's 3.1x faster than the direct
+    // kernel (docs/BENCHMARKS.md).
+    let (kind, untuned) = ("conv-weight-grad", ConvAlgorithm::Implicit);
+    let algorithm = choose(&x.device, kind, &implicit.product, x.dtype, untuned, &run)?;
+    run(algorithm)
+}
+
+/// The weight gradient as the tiled kernel runs it.
+struct Implicit {
+    /// Per chunk of k and group: `o / groups` rows by `c / groups * kh * kw` columns
+    /// over a chunk's terms. The operands are the kernel's to find (`conv_batch`).
+    product: MatmulSpec,
+    kernel: Kernel,
+    /// Terms in all: output positions of the whole batch.
+    terms: usize,
+    positions: usize,
+    spec: WindowSpec,
+    out_channels: usize,
+}
+
+impl Implicit {
+    /// Chunks enough for `SPLIT_K_WORKGROUPS` workgroups, of `MIN_CHUNK` terms or more,
+    /// counted from the shape alone so that the sums' order does not vary by adapter.
+    fn new(s: &WindowSpec, out_channels: usize, groups: usize) -> Self {
+        let (rows, columns) = (out_channels / groups, s.c / groups * s.kh * s.kw);
+        let kernel = match rows <= SMALL_TILE as usize {
+            true => Kernel::ConvWeightGradImplicitSmallTiled,
+            false => Kernel::ConvWeightGradImplicit,
+        };
+        let tile = tile_of(kernel);
+        let positions = s.oh * s.ow;
+        let terms = s.n * positions;
+        let tiles = rows.div_ceil(tile) * columns.div_ceil(tile) * groups;
+        let wanted = SPLIT_K_WORKGROUPS.div_ceil(tiles.max(1));
+        let chunk = terms.div_ceil(wanted.min(terms / MIN_CHUNK).max(1));
+        let chunks = terms.div_ceil(chunk.max(1)).max(1);
+        let product = MatmulSpec {
+            batch: [chunks, groups],
+            m: rows,
+            n: columns,
+            k: chunk,
+            lhs: MatmulOperand {
+                batch: [0, rows * positions],
+                row_stride: positions,
+                col_stride: 0,
+                offset: 0,
+            },
+            rhs: MatmulOperand {
+                batch: [0, s.c / groups * s.h * s.w],
+                row_stride: 0,
+                col_stride: 0,
+                offset: 0,
+            },
+        };
+        Implicit {
+            product,
+            kernel,
+            terms,
+            positions,
+            spec: *s,
+            out_channels,
+        }
+    }
+
+    /// Each chunk's sums into its own copy of the gradient, then their sum.
+    fn launch(&self, x: &GpuStorage, dy: &GpuStorage) -> Result<GpuStorage> {
+        let op = "conv2d_backward";
+        let device = &x.device;
+        let (p, s) = (&self.product, &self.spec);
+        let [chunks, groups] = p.batch;
+        let weights = groups * p.m * p.n;
+        let len = chunks * weights;
+        let partials = device.alloc_output(op, len, DType::F32)?;
+        if len == 0 {
+            return Ok(GpuStorage::new(partials, DType::F32, len, device));
+        }
+        {
+            let u = |what, v: usize| to_u32(op, what, v);
+            let (mut params, workgroups) = tile_launch(dy, p, tile_of(self.kernel))?;
+            params.conv_image = [
+                u("height", s.h)?,
+                u("width", s.w)?,
+                u("kernel height", s.kh)?,
+                u("kernel width", s.kw)?,
+            ];
+            params.conv_step = [
+                u("stride", s.stride.0)?,
+                u("stride", s.stride.1)?,
+                u("padding", s.padding.0)?,
+                u("padding", s.padding.1)?,
+            ];
+            params.conv_taps = [
+                u("dilation", s.dilation.0)?,
+                u("dilation", s.dilation.1)?,
+                u("output width", s.ow)?,
+                0,
+            ];
+            params.conv_batch = [
+                u("image size", s.c * s.h * s.w)?,
+                u("image size", self.out_channels * self.positions)?,
+                u("batch's output positions", self.terms)?,
+                u("output positions", self.positions)?,
+            ];
+            device.dispatch_with_inputs(
+                op,
+                self.kernel,
+                &[DType::F32],
+                &params,
+                &[dy, x],
+                &[partials.buffer()],
+                workgroups,
+            )?;
+        }
+        let partials = GpuStorage::new(partials, DType::F32, len, device);
+        match chunks {
+            1 => Ok(partials),
+            _ => reduce_middle(&partials, ReduceOp::Sum, 1, chunks, weights),
+        }
+    }
+}
