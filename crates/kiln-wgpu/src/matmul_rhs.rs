@@ -51,14 +51,14 @@ impl MatmulRhs {
         };
         let functions = match self {
             MatmulRhs::Strided => STRIDED.to_string(),
-            MatmulRhs::ImageColumns => format!("{SLICE_ENTRY}{IMAGE_COLUMNS}"),
+            MatmulRhs::ImageColumns => format!("{IMAGE_READS}{IMAGE_COLUMNS}"),
             MatmulRhs::GateColumns if name == "matmul_rhs" => format!(
                 "{}{GATE_COLUMNS}{}",
                 RecurrentStepParams::LAYOUT.wgsl_struct(),
                 crate::cell_updates::all()
             ),
             MatmulRhs::WeightGradient if name == "matmul_rhs" => {
-                return Some(format!("{sizes}{SLICE_ENTRY}{WEIGHT_GRADIENT}"));
+                return Some(format!("{sizes}{IMAGE_READS}{WEIGHT_GRADIENT}"));
             }
             MatmulRhs::GateColumns | MatmulRhs::WeightGradient => return None,
         };
@@ -92,7 +92,7 @@ fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
 // Integer division by sizes known only at run time costs tens of instructions, so no
 // load divides: `rhs_start` finds where each of the workgroup's columns starts in
 // the image once, and `rhs_slice` each k of a slice's channel and tap offsets, one
-// thread each, into one of two buffers (`SLICE_ENTRY`). Padding
+// thread each, into one of two buffers (`IMAGE_READS`). Padding
 // and dilation are signed (bitcast): a stride-1 transposed convolution is this one
 // with its taps stepping backwards from past the image's start
 // (`ops::conv_product::conv_transpose2d_as_conv`).
@@ -130,22 +130,26 @@ fn rhs_slice(k0: u32, lid: u32) {
 }
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
     let entry = slice_entry(k0, kk);
-    let at = conv_columns[c] + conv_offsets[entry];
+    return image_at(base + conv_channels[entry], conv_columns[c] + conv_offsets[entry]);
+}
+";
+
+// What the image builds share. They prepare each slice's k into two buffers, by the
+// slice's parity (a kernel prepares the next slice's while other threads may still
+// load from the current one's): `slice_entry` is where the slice from k0 keeps its k.
+// `image_at` reads an image's channel at `channel` at (row, column) `at`, zero
+// outside `params.conv_image`'s height and width.
+const IMAGE_READS: &str = "\
+fn slice_entry(k0: u32, kk: u32) -> u32 {
+    return (k0 / RHS_SLICE) % 2u * RHS_SLICE + kk;
+}
+fn image_at(channel: u32, at: vec2<i32>) -> f32 {
     let h = params.conv_image.x;
     let w = params.conv_image.y;
     if (at.x < 0 || at.y < 0 || u32(at.x) >= h || u32(at.y) >= w) {
         return 0.0;
     }
-    return read_rhs(base + conv_channels[entry] + u32(at.x) * w + u32(at.y));
-}
-";
-
-// The builds that prepare each slice's k into two buffers, by the slice's parity (a
-// kernel prepares the next slice's while other threads may still load from the
-// current one's): where the slice from k0 keeps its k.
-const SLICE_ENTRY: &str = "\
-fn slice_entry(k0: u32, kk: u32) -> u32 {
-    return (k0 / RHS_SLICE) % 2u * RHS_SLICE + kk;
+    return read_rhs(channel + u32(at.x) * w + u32(at.y));
 }
 ";
 
@@ -205,13 +209,8 @@ fn lhs_at(base: u32, k0: u32, kk: u32, row0: u32, r: u32) -> f32 {
 }
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
     let entry = slice_entry(k0, kk);
-    let at = grad_corners[entry] + grad_taps[c];
-    let h = params.conv_image.x;
-    let w = params.conv_image.y;
-    if (at.x < 0 || at.y < 0 || u32(at.x) >= h || u32(at.y) >= w) {
-        return 0.0;
-    }
-    return read_rhs(base + grad_images[entry] + grad_channels[c] + u32(at.x) * w + u32(at.y));
+    let channel = base + grad_images[entry] + grad_channels[c];
+    return image_at(channel, grad_corners[entry] + grad_taps[c]);
 }
 ";
 
