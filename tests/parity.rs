@@ -1594,6 +1594,27 @@ fn conv_weight_gradients_match_cpu() {
             );
         }
     }
+    // f16 storage, f32 sums rounded once (the product's 3 chunks of 340 terms, or the
+    // direct kernel's 60 segments of a row, each rounded to f16 before their sum,
+    // missed F16's tolerance).
+    if f16_ok() {
+        let half =
+            |shape: &[usize], rng: &mut kiln::Rng| rand(shape, rng).to_dtype(DType::F16).unwrap();
+        let (x, w) = (
+            half(&[4, 3, 17, 19], &mut rng),
+            half(&[6, 3, 3, 3], &mut rng),
+        );
+        let r = half(&[4, 6, 15, 17], &mut rng);
+        for (name, device) in &devices {
+            parity_on(
+                device,
+                &format!("{name} f16 conv2d weight gradient"),
+                &[x.clone(), w.clone(), r.clone()],
+                F16,
+                weight_grad(plain(0)),
+            );
+        }
+    }
     // A transposed convolution's weight gradient: the convolution's with the input and
     // the gradient exchanged.
     let to = options((2, 2), (1, 1), (1, 1), 1);
