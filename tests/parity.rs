@@ -1473,11 +1473,13 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
 /// A convolution's weight gradient on each device of `conv_devices`, exactly (small
 /// integers, whose sums are exact in any order): by the direct kernel (`Unfold`) and by
 /// the tiled matmul reading the gradient and the image's columns in place (`Implicit`,
-/// which the profile must show ran, and the direct kernel not). Cases: filters on the
-/// 32 and the 64 tile, over several row and column tiles; k cut into chunks whose last is
-/// short and whose bounds fall inside an image; groups with stride, dilation and uneven
-/// padding; 1x1 taps; one image; a transposed convolution's (its input and gradient
-/// exchanged); the input and the upstream gradient as views; NaN in the input.
+/// which the profile must show ran, and the direct kernel not; products too thin run the
+/// direct kernel on every device). Cases: filters on the 32 and the 64 tile, over
+/// several row and column tiles; k cut into chunks whose last is short and whose bounds
+/// fall inside an image; groups with stride, dilation and uneven padding, wide enough
+/// for the product and too thin (and depthwise); 1x1 taps; one image; a transposed
+/// convolution's (its input and gradient exchanged); the input and the upstream
+/// gradient as views; NaN in the input and in the upstream gradient; f16.
 #[test]
 fn conv_weight_gradients_match_cpu() {
     let devices = conv_devices();
@@ -1489,25 +1491,6 @@ fn conv_weight_gradients_match_cpu() {
         groups,
     };
     let plain = |p: usize| options((1, 1), (p, p), (1, 1), 1);
-    // (input, weight, options): 5 x 23 x 21 positions in 9 chunks of 269 terms (the
-    // last 263), chunks starting mid-image.
-    let cases: [(&[usize], &[usize], Conv2dOptions); 7] = [
-        (&[3, 5, 11, 9], &[7, 5, 3, 3], plain(1)),
-        (&[5, 3, 23, 21], &[40, 3, 3, 3], plain(1)),
-        (
-            &[2, 6, 13, 12],
-            &[9, 2, 3, 2],
-            options((2, 1), (1, 2), (2, 1), 3),
-        ),
-        (&[2, 8, 9, 10], &[70, 8, 3, 3], plain(0)),
-        (&[4, 16, 7, 7], &[24, 16, 1, 1], plain(0)),
-        (&[1, 2, 40, 40], &[8, 2, 5, 5], plain(2)),
-        (
-            &[3, 4, 30, 30],
-            &[100, 2, 4, 4],
-            options((2, 2), (1, 1), (1, 1), 2),
-        ),
-    ];
     let weight_grad = |o: Conv2dOptions| {
         move |t: &[Tensor]| -> kiln::Result<Tensor> {
             let w = t[1].detach().into_var()?;
@@ -1515,29 +1498,28 @@ fn conv_weight_gradients_match_cpu() {
             Ok(loss.backward()?.get(&w).expect("a gradient for w").clone())
         }
     };
-    for (xs, ws, o) in cases {
-        let x = small_ints(xs, &mut rng);
-        let w = small_ints(ws, &mut rng);
-        let y = x.conv2d(&w, None, o).unwrap();
-        let r = small_ints(y.dims(), &mut rng);
+    // Each case on each device; on the devices of one algorithm (this test's own,
+    // profiled) the kernel that ran.
+    let check = |label: &str,
+                 inputs: &[Tensor],
+                 tol,
+                 thin: bool,
+                 f: &dyn Fn(&[Tensor]) -> kiln::Result<Tensor>| {
         for (name, device) in &devices {
-            let label = format!("{name} conv2d weight gradient {xs:?} {ws:?} {o:?}");
-            let inputs = [x.clone(), w.clone(), r.clone()];
-            let check = || {
-                parity_on(device, &label, &inputs, EXACT, weight_grad(o));
+            let label = format!("{name} {label}");
+            let run = || {
+                parity_on(device, &label, inputs, tol, f);
                 Ok(())
             };
-            // The devices of one algorithm are this test's own: profiled, they show
-            // which kernel ran.
             let wanted = match name.as_str() {
-                "Implicit" => "(ConvWeightGradImplicit",
-                "Unfold" => "conv/weight_grad.wgsl",
+                "Implicit" if !thin => "(ConvWeightGradImplicit",
+                "Implicit" | "Unfold" => "conv/weight_grad.wgsl",
                 _ => {
-                    check().unwrap();
+                    run().unwrap();
                     continue;
                 }
             };
-            let ((), profile) = device.profile(check).unwrap();
+            let ((), profile) = device.profile(run).unwrap();
             let names: Vec<&str> = profile.kernels.iter().map(|k| k.name.as_str()).collect();
             let ran = |part: &str| names.iter().any(|n| n.contains(part));
             let other = ["(ConvWeightGradImplicit", "conv/weight_grad.wgsl"]
@@ -1546,52 +1528,71 @@ fn conv_weight_gradients_match_cpu() {
                 .unwrap();
             assert!(ran(wanted) && !ran(other), "{label}: {names:?}");
         }
+    };
+    // (input, weight, options, thin): 5 x 23 x 21 positions in 9 chunks of 269 terms
+    // (the last 263), chunks starting mid-image. Thin: the product would fill under a
+    // quarter of its tiles (7 filters of 45 columns, 3 of 12, depthwise).
+    let grouped = |groups| options((2, 1), (1, 2), (2, 1), groups);
+    let cases: [(&[usize], &[usize], Conv2dOptions, bool); 9] = [
+        (&[3, 5, 11, 9], &[7, 5, 3, 3], plain(1), true),
+        (&[5, 3, 23, 21], &[40, 3, 3, 3], plain(1), false),
+        (&[2, 8, 13, 12], &[40, 4, 3, 3], grouped(2), false),
+        (&[2, 6, 13, 12], &[9, 2, 3, 2], grouped(3), true),
+        (
+            &[2, 6, 9, 9],
+            &[6, 1, 3, 3],
+            options((1, 1), (1, 1), (1, 1), 6),
+            true,
+        ),
+        (&[2, 8, 9, 10], &[70, 8, 3, 3], plain(0), false),
+        (&[4, 16, 7, 7], &[24, 16, 1, 1], plain(0), false),
+        (&[1, 2, 40, 40], &[16, 2, 5, 5], plain(2), false),
+        (
+            &[3, 4, 30, 30],
+            &[100, 2, 4, 4],
+            options((2, 2), (1, 1), (1, 1), 2),
+            false,
+        ),
+    ];
+    for (xs, ws, o, thin) in cases {
+        let x = small_ints(xs, &mut rng);
+        let w = small_ints(ws, &mut rng);
+        let r = small_ints(x.conv2d(&w, None, o).unwrap().dims(), &mut rng);
+        let label = format!("conv2d weight gradient {xs:?} {ws:?} {o:?}");
+        check(&label, &[x, w, r], EXACT, thin, &weight_grad(o));
     }
     // Views: the input permuted, the upstream gradient transposed in storage.
     let o = options((1, 2), (1, 0), (1, 1), 1);
     let x = small_ints(&[2, 3, 10, 13], &mut rng)
         .permute(&[0, 1, 3, 2])
         .unwrap();
-    let w = small_ints(&[5, 3, 3, 3], &mut rng);
+    let w = small_ints(&[20, 3, 3, 3], &mut rng);
     let dims = x.conv2d(&w, None, o).unwrap().dims().to_vec();
     let r = small_ints(&[dims[0], dims[1], dims[3], dims[2]], &mut rng)
         .transpose(2, 3)
         .unwrap();
+    let label = "conv2d weight gradient of views";
+    check(label, &[x, w, r], EXACT, false, &weight_grad(o));
     // NaN in the input: the weights whose taps reach it, as on the CPU. NaN in the
     // upstream gradient at a corner, whose taps reach the padding: there too (the
-    // direct kernel skipped the padding's taps, and with them 15 of 27 NaNs).
+    // direct kernel skipped the padding's taps, and with them 15 of 27 NaNs). On the
+    // product and, thin, on the direct kernel.
     let with_nan = |shape: &[usize], at: usize, rng: &mut kiln::Rng| {
         let mut values = small_ints(shape, rng).to_vec::<f32>().unwrap();
         values[at] = f32::NAN;
         Tensor::from_vec(values, shape.to_vec(), &Device::cpu()).unwrap()
     };
-    let x2 = small_ints(&[2, 3, 9, 8], &mut rng);
-    let w2 = small_ints(&[4, 3, 3, 3], &mut rng);
-    let r2 = small_ints(&[2, 4, 9, 8], &mut rng);
-    let nans = [
-        [
-            with_nan(&[2, 3, 9, 8], 3 * 72 + 40, &mut rng),
-            w2.clone(),
-            r2,
-        ],
-        [x2, w2, with_nan(&[2, 4, 9, 8], 0, &mut rng)],
-    ];
-    for (name, device) in &devices {
-        parity_on(
-            device,
-            &format!("{name} conv2d weight gradient of views"),
-            &[x.clone(), w.clone(), r.clone()],
-            EXACT,
-            weight_grad(o),
-        );
-        for (inputs, place) in nans.iter().zip(["input", "upstream gradient"]) {
-            parity_on(
-                device,
-                &format!("{name} conv2d weight gradient with NaN in the {place}"),
-                inputs,
-                EXACT,
-                weight_grad(plain(1)),
-            );
+    for (filters, thin) in [(16, false), (4, true)] {
+        let x = small_ints(&[2, 3, 9, 8], &mut rng);
+        let w = small_ints(&[filters, 3, 3, 3], &mut rng);
+        let r = small_ints(&[2, filters, 9, 8], &mut rng);
+        let nan_x = with_nan(&[2, 3, 9, 8], 3 * 72 + 40, &mut rng);
+        let nan_r = with_nan(&[2, filters, 9, 8], 0, &mut rng);
+        let inputs = [[nan_x, w.clone(), r], [x, w, nan_r]];
+        for (inputs, place) in inputs.iter().zip(["input", "upstream gradient"]) {
+            let label =
+                format!("conv2d weight gradient of {filters} filters with NaN in the {place}");
+            check(&label, inputs, EXACT, thin, &weight_grad(plain(1)));
         }
     }
     // f16 storage, f32 sums rounded once (the product's 3 chunks of 340 terms, or the
@@ -1600,42 +1601,36 @@ fn conv_weight_gradients_match_cpu() {
     if f16_ok() {
         let half =
             |shape: &[usize], rng: &mut kiln::Rng| rand(shape, rng).to_dtype(DType::F16).unwrap();
-        let (x, w) = (
-            half(&[4, 3, 17, 19], &mut rng),
-            half(&[6, 3, 3, 3], &mut rng),
-        );
-        let r = half(&[4, 6, 15, 17], &mut rng);
-        for (name, device) in &devices {
-            parity_on(
-                device,
-                &format!("{name} f16 conv2d weight gradient"),
-                &[x.clone(), w.clone(), r.clone()],
-                F16,
-                weight_grad(plain(0)),
-            );
+        for (filters, thin) in [(16, false), (6, true)] {
+            let x = half(&[4, 3, 17, 19], &mut rng);
+            let w = half(&[filters, 3, 3, 3], &mut rng);
+            let r = half(&[4, filters, 15, 17], &mut rng);
+            let label = format!("f16 conv2d weight gradient of {filters} filters");
+            check(&label, &[x, w, r], F16, thin, &weight_grad(plain(0)));
         }
     }
     // A transposed convolution's weight gradient: the convolution's with the input and
-    // the gradient exchanged.
+    // the gradient exchanged (24 rows of 80 columns).
     let to = options((2, 2), (1, 1), (1, 1), 1);
-    let x = small_ints(&[3, 6, 7, 9], &mut rng);
-    let w = small_ints(&[6, 5, 4, 4], &mut rng);
-    let y = x.conv_transpose2d(&w, None, to, (1, 0)).unwrap();
-    let r = small_ints(y.dims(), &mut rng);
-    for (name, device) in &devices {
-        parity_on(
-            device,
-            &format!("{name} conv_transpose2d weight gradient"),
-            &[x.clone(), w.clone(), r.clone()],
-            EXACT,
-            |t| {
-                let w = t[1].detach().into_var()?;
-                let y = t[0].conv_transpose2d(&w, None, to, (1, 0))?;
-                let loss = y.mul(&t[2])?.sum_all()?;
-                Ok(loss.backward()?.get(&w).expect("a gradient for w").clone())
-            },
-        );
-    }
+    let x = small_ints(&[3, 24, 7, 9], &mut rng);
+    let w = small_ints(&[24, 5, 4, 4], &mut rng);
+    let r = small_ints(
+        x.conv_transpose2d(&w, None, to, (1, 0)).unwrap().dims(),
+        &mut rng,
+    );
+    let transposed = |t: &[Tensor]| -> kiln::Result<Tensor> {
+        let w = t[1].detach().into_var()?;
+        let y = t[0].conv_transpose2d(&w, None, to, (1, 0))?;
+        let loss = y.mul(&t[2])?.sum_all()?;
+        Ok(loss.backward()?.get(&w).expect("a gradient for w").clone())
+    };
+    check(
+        "conv_transpose2d weight gradient",
+        &[x, w, r],
+        EXACT,
+        false,
+        &transposed,
+    );
 }
 
 /// The default GPU device, then one for each way of running a convolution through the
