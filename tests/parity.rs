@@ -1474,8 +1474,8 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
 /// integers, whose sums are exact in any order): by the direct kernel (`Unfold`) and by
 /// the tiled matmul reading the gradient and the image's columns in place (`Implicit`,
 /// which the profile must show ran, and the direct kernel not; products too thin run the
-/// direct kernel on every device). Cases: filters on the 32 and the 64 tile, over
-/// several row and column tiles; k cut into chunks whose last is short and whose bounds
+/// direct kernel on every device). Cases: filters on the tiled build's 32 and 64 tiles
+/// and on the blocked build, over several row and column tiles; k cut into chunks whose last is short and whose bounds
 /// fall inside an image; groups with stride, dilation and uneven padding, wide enough
 /// for the product and too thin (and depthwise); 1x1 taps; one image; a transposed
 /// convolution's (its input and gradient exchanged); the input and the upstream
@@ -1498,12 +1498,19 @@ fn conv_weight_gradients_match_cpu() {
             Ok(loss.backward()?.get(&w).expect("a gradient for w").clone())
         }
     };
+    // The kernels that compute a weight gradient: the product's three builds, the
+    // direct kernel.
+    const SMALL: &str = "(ConvWeightGradImplicitSmallTiled)";
+    const TILED: &str = "(ConvWeightGradImplicit)";
+    const BLOCKED: &str = "(ConvWeightGradImplicitBlocked)";
+    const DIRECT: &str = "conv/weight_grad.wgsl";
     // Each case on each device; on the devices of one algorithm (this test's own,
-    // profiled) the kernel that ran.
+    // profiled) the kernel that ran: the direct one on `Unfold`, `implicit` on
+    // `Implicit`.
     let check = |label: &str,
                  inputs: &[Tensor],
                  tol,
-                 thin: bool,
+                 implicit: &str,
                  f: &dyn Fn(&[Tensor]) -> kiln::Result<Tensor>| {
         for (name, device) in &devices {
             let label = format!("{name} {label}");
@@ -1512,8 +1519,8 @@ fn conv_weight_gradients_match_cpu() {
                 Ok(())
             };
             let wanted = match name.as_str() {
-                "Implicit" if !thin => "(ConvWeightGradImplicit",
-                "Implicit" | "Unfold" => "conv/weight_grad.wgsl",
+                "Implicit" => implicit,
+                "Unfold" => DIRECT,
                 _ => {
                     run().unwrap();
                     continue;
@@ -1522,44 +1529,47 @@ fn conv_weight_gradients_match_cpu() {
             let ((), profile) = device.profile(run).unwrap();
             let names: Vec<&str> = profile.kernels.iter().map(|k| k.name.as_str()).collect();
             let ran = |part: &str| names.iter().any(|n| n.contains(part));
-            let other = ["(ConvWeightGradImplicit", "conv/weight_grad.wgsl"]
+            let others = [SMALL, TILED, BLOCKED, DIRECT]
                 .into_iter()
-                .find(|&k| k != wanted)
-                .unwrap();
-            assert!(ran(wanted) && !ran(other), "{label}: {names:?}");
+                .filter(|&k| k != wanted);
+            assert!(ran(wanted), "{label}: {names:?}");
+            assert!(!others.into_iter().any(ran), "{label}: {names:?}");
         }
     };
-    // (input, weight, options, thin): 5 x 23 x 21 positions in 9 chunks of 269 terms
-    // (the last 263), chunks starting mid-image. Thin: the product would fill under a
-    // quarter of its tiles (7 filters of 45 columns, 3 of 12, depthwise).
+    // (input, weight, options, kernel on `Implicit`): 5 x 23 x 21 positions in 9 chunks
+    // of 269 terms (the last 263), chunks starting mid-image; products too thin for a
+    // quarter of their tiles (7 filters of 45 columns, 3 of 12, depthwise); the blocked
+    // build over two row and two column tiles, and in 4 chunks.
     let grouped = |groups| options((2, 1), (1, 2), (2, 1), groups);
-    let cases: [(&[usize], &[usize], Conv2dOptions, bool); 9] = [
-        (&[3, 5, 11, 9], &[7, 5, 3, 3], plain(1), true),
-        (&[5, 3, 23, 21], &[40, 3, 3, 3], plain(1), false),
-        (&[2, 8, 13, 12], &[40, 4, 3, 3], grouped(2), false),
-        (&[2, 6, 13, 12], &[9, 2, 3, 2], grouped(3), true),
+    let cases: [(&[usize], &[usize], Conv2dOptions, &str); 11] = [
+        (&[3, 5, 11, 9], &[7, 5, 3, 3], plain(1), DIRECT),
+        (&[5, 3, 23, 21], &[40, 3, 3, 3], plain(1), TILED),
+        (&[2, 8, 13, 12], &[40, 4, 3, 3], grouped(2), SMALL),
+        (&[2, 6, 13, 12], &[9, 2, 3, 2], grouped(3), DIRECT),
         (
             &[2, 6, 9, 9],
             &[6, 1, 3, 3],
             options((1, 1), (1, 1), (1, 1), 6),
-            true,
+            DIRECT,
         ),
-        (&[2, 8, 9, 10], &[70, 8, 3, 3], plain(0), false),
-        (&[4, 16, 7, 7], &[24, 16, 1, 1], plain(0), false),
-        (&[1, 2, 40, 40], &[16, 2, 5, 5], plain(2), false),
+        (&[2, 8, 9, 10], &[70, 8, 3, 3], plain(0), TILED),
+        (&[4, 16, 7, 7], &[24, 16, 1, 1], plain(0), SMALL),
+        (&[1, 2, 40, 40], &[16, 2, 5, 5], plain(2), SMALL),
         (
             &[3, 4, 30, 30],
             &[100, 2, 4, 4],
             options((2, 2), (1, 1), (1, 1), 2),
-            false,
+            TILED,
         ),
+        (&[2, 16, 9, 10], &[130, 16, 3, 3], plain(0), BLOCKED),
+        (&[3, 16, 20, 20], &[128, 16, 3, 3], plain(1), BLOCKED),
     ];
-    for (xs, ws, o, thin) in cases {
+    for (xs, ws, o, implicit) in cases {
         let x = small_ints(xs, &mut rng);
         let w = small_ints(ws, &mut rng);
         let r = small_ints(x.conv2d(&w, None, o).unwrap().dims(), &mut rng);
         let label = format!("conv2d weight gradient {xs:?} {ws:?} {o:?}");
-        check(&label, &[x, w, r], EXACT, thin, &weight_grad(o));
+        check(&label, &[x, w, r], EXACT, implicit, &weight_grad(o));
     }
     // Views: the input permuted, the upstream gradient transposed in storage.
     let o = options((1, 2), (1, 0), (1, 1), 1);
@@ -1572,7 +1582,7 @@ fn conv_weight_gradients_match_cpu() {
         .transpose(2, 3)
         .unwrap();
     let label = "conv2d weight gradient of views";
-    check(label, &[x, w, r], EXACT, false, &weight_grad(o));
+    check(label, &[x, w, r], EXACT, SMALL, &weight_grad(o));
     // NaN in the input: the weights whose taps reach it, as on the CPU. NaN in the
     // upstream gradient at a corner, whose taps reach the padding: there too (the
     // direct kernel skipped the padding's taps, and with them 15 of 27 NaNs). On the
@@ -1582,7 +1592,7 @@ fn conv_weight_gradients_match_cpu() {
         values[at] = f32::NAN;
         Tensor::from_vec(values, shape.to_vec(), &Device::cpu()).unwrap()
     };
-    for (filters, thin) in [(16, false), (4, true)] {
+    for (filters, implicit) in [(16, SMALL), (4, DIRECT)] {
         let x = small_ints(&[2, 3, 9, 8], &mut rng);
         let w = small_ints(&[filters, 3, 3, 3], &mut rng);
         let r = small_ints(&[2, filters, 9, 8], &mut rng);
@@ -1592,7 +1602,7 @@ fn conv_weight_gradients_match_cpu() {
         for (inputs, place) in inputs.iter().zip(["input", "upstream gradient"]) {
             let label =
                 format!("conv2d weight gradient of {filters} filters with NaN in the {place}");
-            check(&label, inputs, EXACT, thin, &weight_grad(plain(1)));
+            check(&label, inputs, EXACT, implicit, &weight_grad(plain(1)));
         }
     }
     // f16 storage, f32 sums rounded once (the product's 3 chunks of 340 terms, or the
@@ -1601,12 +1611,12 @@ fn conv_weight_gradients_match_cpu() {
     if f16_ok() {
         let half =
             |shape: &[usize], rng: &mut kiln::Rng| rand(shape, rng).to_dtype(DType::F16).unwrap();
-        for (filters, thin) in [(16, false), (6, true)] {
+        for (filters, implicit) in [(16, SMALL), (6, DIRECT)] {
             let x = half(&[4, 3, 17, 19], &mut rng);
             let w = half(&[filters, 3, 3, 3], &mut rng);
             let r = half(&[4, filters, 15, 17], &mut rng);
             let label = format!("f16 conv2d weight gradient of {filters} filters");
-            check(&label, &[x, w, r], F16, thin, &weight_grad(plain(0)));
+            check(&label, &[x, w, r], F16, implicit, &weight_grad(plain(0)));
         }
     }
     // A transposed convolution's weight gradient: the convolution's with the input and
@@ -1628,7 +1638,7 @@ fn conv_weight_gradients_match_cpu() {
         "conv_transpose2d weight gradient",
         &[x, w, r],
         EXACT,
-        false,
+        SMALL,
         &transposed,
     );
 }

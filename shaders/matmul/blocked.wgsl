@@ -7,13 +7,18 @@
 // operand is loaded along whichever of its dimensions is contiguous (a uniform branch),
 // so transposed operands are read coalesced too. Bounds are checked; the aligned-shape
 // variant without checks is blocked_vec4.wgsl. Accumulation is f32 whatever T is. Built
-// with `MatmulRhs::ImageColumns`, rhs is an image's im2col columns read in place.
+// with `MatmulRhs::ImageColumns`, rhs is an image's im2col columns read in place; with
+// `MatmulRhs::WeightGradient`, lhs is a convolution's output gradient and rhs the
+// image's columns transposed.
 // kiln:constants matmul_blocked blocked_rhs
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const BLOCKED_TILE: u32 = 128u;
 const BLOCKED_SLICE: u32 = 8u;
 const RHS_TILE: u32 = BLOCKED_TILE;
 const RHS_SLICE: u32 = BLOCKED_SLICE;
+fn lhs_at(base: u32, k0: u32, kk: u32, row0: u32, r: u32) -> f32 {
+    return read_lhs(base + (row0 + r) * params.lhs_strides.z + (k0 + kk) * params.lhs_strides.w);
+}
 fn rhs_start(col0: u32, lid: u32, b0: u32) {}
 fn rhs_slice(k0: u32, lid: u32) {}
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
@@ -84,12 +89,11 @@ fn position(e: u32, tile_contiguous: bool) -> vec2<u32> {
     return vec2<u32>(e / BLOCKED_SLICE, e % BLOCKED_SLICE);
 }
 
-// Load `e` of lhs's slice from k0: its value, zero outside the matrix.
-fn lhs_at(e: u32, base: u32, row0: u32, k0: u32, rows_contiguous: bool) -> f32 {
+// Load `e` of lhs's slice from k0: its value (`lhs_at`), zero outside the matrix.
+fn lhs_load(e: u32, base: u32, row0: u32, k0: u32, rows_contiguous: bool) -> f32 {
     let p = position(e, rows_contiguous);
-    let ls = params.lhs_strides;
     if (row0 + p.x < params.m && k0 + p.y < params.k) {
-        return read_lhs(base + (row0 + p.x) * ls.z + (k0 + p.y) * ls.w);
+        return lhs_at(base, k0, p.y, row0, p.x);
     }
     return 0.0;
 }
@@ -106,10 +110,10 @@ fn rhs_load(e: u32, base: u32, col0: u32, k0: u32, cols_contiguous: bool) -> f32
 // The four loads of this thread (`lid`) for the slice from k0.
 fn load_lhs(lid: u32, base: u32, row0: u32, k0: u32, rows: bool) -> vec4<f32> {
     return vec4<f32>(
-        lhs_at(lid, base, row0, k0, rows),
-        lhs_at(lid + THREADS, base, row0, k0, rows),
-        lhs_at(lid + 2u * THREADS, base, row0, k0, rows),
-        lhs_at(lid + 3u * THREADS, base, row0, k0, rows),
+        lhs_load(lid, base, row0, k0, rows),
+        lhs_load(lid + THREADS, base, row0, k0, rows),
+        lhs_load(lid + 2u * THREADS, base, row0, k0, rows),
+        lhs_load(lid + 3u * THREADS, base, row0, k0, rows),
     );
 }
 

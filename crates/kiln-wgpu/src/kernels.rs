@@ -138,8 +138,10 @@ kernels! {
     MatmulLstmCell => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     MatmulGruCell => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     MatmulBlocked => "matmul/blocked.wgsl", "main", ["T"], Floats, MatmulParams;
-    /// `MatmulBlocked` reading an image's columns in place, for wide convolutions.
+    /// `MatmulBlocked` reading an image's columns in place, for wide convolutions; then
+    /// a wide convolution's weight gradient.
     Conv2dImplicitBlocked => "matmul/blocked.wgsl", "main", ["T"], Floats, MatmulParams;
+    ConvWeightGradImplicitBlocked => "matmul/blocked.wgsl", "main", ["T"], Floats, MatmulParams;
     /// Aligned shapes, both operands with unit column stride: vec4 loads, no bounds checks.
     MatmulBlockedVec4 => "matmul/blocked_vec4.wgsl", "main", ["T"], Floats, MatmulParams;
     MatmulPack => "matmul/pack.wgsl", "main", ["T"], Floats, PackParams;
@@ -277,9 +279,9 @@ impl Kernel {
             | Kernel::Conv2dImplicitSmallTiled
             | Kernel::Conv2dImplicitBlocked => MatmulRhs::ImageColumns,
             Kernel::MatmulLstmCell | Kernel::MatmulGruCell => MatmulRhs::GateColumns,
-            Kernel::ConvWeightGradImplicit | Kernel::ConvWeightGradImplicitSmallTiled => {
-                MatmulRhs::WeightGradient
-            }
+            Kernel::ConvWeightGradImplicit
+            | Kernel::ConvWeightGradImplicitSmallTiled
+            | Kernel::ConvWeightGradImplicitBlocked => MatmulRhs::WeightGradient,
             _ => MatmulRhs::Strided,
         };
         // The builds `narrow_attention` names, found as `plain` finds subgroup builds.

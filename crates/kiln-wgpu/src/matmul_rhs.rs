@@ -5,9 +5,8 @@
 //! that reads the columns transposed (`ops::conv_weight_grad`). Both are WGSL functions
 //! of the constants groups `matmul_rhs` (tiled) and `blocked_rhs` (blocked): `rhs_at`,
 //! and `rhs_start` and `rhs_slice`, which prepare what it reads (nothing, through
-//! strides: the plain builds run as they were); the tiled kernel's group also has
-//! `lhs_at`, which the weight gradient reads its lhs by. Each kernel is written once and
-//! built each way.
+//! strides: the plain builds run as they were), and `lhs_at`, which the weight
+//! gradient reads its lhs by. Each kernel is written once and built each way.
 
 use crate::params::{RecurrentStepParams, ShaderParams};
 
@@ -32,8 +31,7 @@ pub enum MatmulRhs {
     /// oh, ow]` (batch and group at `base`, rows at `params.lhs_strides.z`), rhs the
     /// image's column matrix transposed, against `params.conv_*`: `k` walks (image,
     /// output row, output column) from the chunk's first term, `b0 * params.k`, to at
-    /// most `params.conv_batch.z`; `col` walks (channel, tap row, tap column). The tiled
-    /// kernel only.
+    /// most `params.conv_batch.z`; `col` walks (channel, tap row, tap column).
     WeightGradient,
 }
 
@@ -57,17 +55,12 @@ impl MatmulRhs {
                 RecurrentStepParams::LAYOUT.wgsl_struct(),
                 crate::cell_updates::all()
             ),
-            MatmulRhs::WeightGradient if name == "matmul_rhs" => {
+            MatmulRhs::WeightGradient => {
                 return Some(format!("{sizes}{IMAGE_READS}{WEIGHT_GRADIENT}"));
             }
-            MatmulRhs::GateColumns | MatmulRhs::WeightGradient => return None,
+            MatmulRhs::GateColumns => return None,
         };
-        // The blocked kernel reads its lhs itself.
-        let lhs = match name {
-            "matmul_rhs" => STRIDED_LHS,
-            _ => "",
-        };
-        Some(format!("{sizes}{lhs}{functions}"))
+        Some(format!("{sizes}{STRIDED_LHS}{functions}"))
     }
 }
 

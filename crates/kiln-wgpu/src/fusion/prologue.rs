@@ -40,7 +40,8 @@ fn worth_inlining(kernel: Kernel, program: &Program) -> bool {
         | Kernel::Conv2dImplicitSmallTiled
         | Kernel::Conv2dImplicitBlocked
         | Kernel::ConvWeightGradImplicit
-        | Kernel::ConvWeightGradImplicitSmallTiled => {
+        | Kernel::ConvWeightGradImplicitSmallTiled
+        | Kernel::ConvWeightGradImplicitBlocked => {
             let copies = program.steps.iter().all(|s| s.op == FusedOp::Cast);
             let padded = program.reads.iter().any(|r| r.kind() == ReadKind::Padded);
             copies && !padded

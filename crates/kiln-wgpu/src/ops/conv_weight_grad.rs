@@ -18,7 +18,7 @@ use crate::conv_algorithm::ConvAlgorithm;
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
 use crate::params::to_u32;
-use crate::shader_constants::SMALL_TILE;
+use crate::shader_constants::{BLOCKED_TILE, SMALL_TILE};
 use crate::storage::GpuStorage;
 use kiln_core::{DType, Layout, MatmulOperand, MatmulSpec, ReduceOp, Result, WindowSpec};
 
@@ -71,12 +71,19 @@ struct Implicit {
 
 impl Implicit {
     /// Chunks enough for `SPLIT_K_WORKGROUPS` workgroups, of `MIN_CHUNK` terms or more,
-    /// counted from the shape alone so that the sums' order does not vary by adapter.
+    /// counted from the shape alone so that the sums' order does not vary by adapter. The
+    /// kernel: the tiled one, with `SMALL_TILE` tiles for as many filters a group or
+    /// fewer, the blocked one where filters and columns each fill its tile (as the
+    /// forward runs wide groups; the chunks give it workgroups enough whatever the
+    /// output's size, where a matmul waits for `BLOCKED_FROM` outputs).
     fn new(s: &WindowSpec, out_channels: usize, groups: usize) -> Self {
         let (rows, columns) = (out_channels / groups, s.c / groups * s.kh * s.kw);
-        let kernel = match rows <= SMALL_TILE as usize {
-            true => Kernel::ConvWeightGradImplicitSmallTiled,
-            false => Kernel::ConvWeightGradImplicit,
+        let kernel = if rows <= SMALL_TILE as usize {
+            Kernel::ConvWeightGradImplicitSmallTiled
+        } else if rows.min(columns) >= BLOCKED_TILE as usize {
+            Kernel::ConvWeightGradImplicitBlocked
+        } else {
+            Kernel::ConvWeightGradImplicit
         };
         let tile = tile_of(kernel);
         let positions = s.oh * s.ow;
