@@ -201,3 +201,98 @@ impl Implicit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(n: usize, c: usize, side: usize, taps: usize) -> WindowSpec {
+        WindowSpec {
+            n,
+            c,
+            h: side,
+            w: side,
+            kh: taps,
+            kw: taps,
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            oh: side + 1 - taps,
+            ow: side + 1 - taps,
+        }
+    }
+
+    /// The chunks cover every term once, none empty, each of `MIN_CHUNK` terms or more
+    /// when there are several, and no more of them than `SPLIT_K_WORKGROUPS` wants;
+    /// with no terms, one empty chunk (the kernel writes zeros).
+    #[test]
+    fn chunks_cover_the_terms_once() {
+        for n in [0, 1, 2, 3, 7, 16, 64, 129] {
+            for side in [1, 3, 5, 14, 28, 33] {
+                for (c, out, groups) in [(1, 16, 1), (16, 32, 1), (64, 130, 2), (3, 7, 1)] {
+                    let taps = side.min(3);
+                    let s = spec(n, c, side, taps);
+                    let implicit = Implicit::new(&s, out, groups);
+                    let p = &implicit.product;
+                    let [chunks, batch_groups] = p.batch;
+                    let label = format!("n {n} side {side} c {c} out {out}: {p:?}");
+                    assert_eq!(batch_groups, groups, "{label}");
+                    assert_eq!(implicit.terms, n * s.oh * s.ow, "{label}");
+                    assert!(chunks >= 1, "{label}");
+                    if implicit.terms == 0 {
+                        assert_eq!((chunks, p.k), (1, 0), "{label}");
+                        continue;
+                    }
+                    assert!(
+                        (chunks - 1) * p.k < implicit.terms,
+                        "an empty chunk: {label}"
+                    );
+                    assert!(chunks * p.k >= implicit.terms, "terms left out: {label}");
+                    if chunks > 1 {
+                        assert!(p.k >= MIN_CHUNK, "{label}");
+                        let tile = tile_of(implicit.kernel);
+                        let tiles = p.m.div_ceil(tile) * p.n.div_ceil(tile) * groups;
+                        assert!(chunks <= SPLIT_K_WORKGROUPS.div_ceil(tiles), "{label}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which build a product runs and whether it is thin, by its filters and columns.
+    #[test]
+    fn builds_follow_the_groups_width() {
+        let cases = [
+            // (c, out, groups, taps): kernel, thin
+            (
+                (1, 16, 1, 5),
+                Kernel::ConvWeightGradImplicitSmallTiled,
+                false,
+            ),
+            (
+                (16, 32, 1, 5),
+                Kernel::ConvWeightGradImplicitSmallTiled,
+                false,
+            ),
+            ((3, 40, 1, 3), Kernel::ConvWeightGradImplicit, false),
+            (
+                (16, 128, 1, 3),
+                Kernel::ConvWeightGradImplicitBlocked,
+                false,
+            ),
+            (
+                (64, 64, 64, 3),
+                Kernel::ConvWeightGradImplicitSmallTiled,
+                true,
+            ),
+            ((5, 7, 1, 3), Kernel::ConvWeightGradImplicitSmallTiled, true),
+            ((8, 130, 1, 3), Kernel::ConvWeightGradImplicit, false),
+        ];
+        for ((c, out, groups, taps), kernel, thin) in cases {
+            let implicit = Implicit::new(&spec(4, c, 12, taps), out, groups);
+            let label = format!("c {c} out {out} groups {groups} taps {taps}");
+            assert_eq!(implicit.kernel, kernel, "{label}");
+            assert_eq!(implicit.is_thin(), thin, "{label}");
+        }
+    }
+}
