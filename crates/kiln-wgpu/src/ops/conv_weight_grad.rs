@@ -1,13 +1,14 @@
 //! A convolution's weight gradient, per group the product of the output's gradient
 //! `[o / groups, n * oh * ow]` by the image's columns transposed `[n * oh * ow, c /
-//! groups * kh * kw]`: run by the tiled matmul's `MatmulRhs::WeightGradient` build,
-//! which reads both where they lie (`ConvAlgorithm::Implicit`), or by the direct kernel
-//! (`conv.rs`, one thread per weight and segment of the batch: `Unfold`, since the
-//! columns unfolded would be the whole batch's); under `Autotune`, the faster of the
-//! two for the shape class, the product for shapes too small to time. A product that
-//! would leave most of its tiles empty (thin groups, depthwise) runs the direct kernel. Its k, every output position of the batch, is long and its
-//! output small, so k is cut into chunks that run as a batch and are summed after, as
-//! `MatmulVariant::SplitK` sums a product's.
+//! groups * kh * kw]`: run by the tiled or blocked matmul's `MatmulRhs::WeightGradient`
+//! build, which reads both where they lie (`ConvAlgorithm::Implicit`), or by the direct
+//! kernel (`conv.rs`, one thread per weight and segment of the batch: `Unfold`, since
+//! the columns unfolded would be the whole batch's); under `Autotune`, the faster of
+//! the two for the shape class, the product for shapes too small to time. A product
+//! that would leave over three quarters of its tiles empty (thin groups, depthwise)
+//! runs the direct kernel. The product's k, every output position of the batch, is long
+//! and its output small, so k is cut into chunks that run as a batch and are summed
+//! after, as `MatmulVariant::SplitK` sums a product's.
 
 use super::conv;
 use super::conv_product::choose;
@@ -56,7 +57,7 @@ pub(crate) fn conv2d_weight_grad(
     run(algorithm)
 }
 
-/// The weight gradient as the tiled kernel runs it.
+/// The weight gradient as the tiled or blocked kernel runs it.
 struct Implicit {
     /// Per chunk of k and group: `o / groups` rows by `c / groups * kh * kw` columns
     /// over a chunk's terms. The operands are the kernel's to find (`conv_batch`).
@@ -157,43 +158,41 @@ impl Implicit {
         if len == 0 {
             return Ok(GpuStorage::new(partials, DType::F32, len, device));
         }
-        {
-            let u = |what, v: usize| to_u32(op, what, v);
-            let (mut params, workgroups) = tile_launch(dy, p, tile_of(self.kernel))?;
-            params.conv_image = [
-                u("height", s.h)?,
-                u("width", s.w)?,
-                u("kernel height", s.kh)?,
-                u("kernel width", s.kw)?,
-            ];
-            params.conv_step = [
-                u("stride", s.stride.0)?,
-                u("stride", s.stride.1)?,
-                u("padding", s.padding.0)?,
-                u("padding", s.padding.1)?,
-            ];
-            params.conv_taps = [
-                u("dilation", s.dilation.0)?,
-                u("dilation", s.dilation.1)?,
-                u("output width", s.ow)?,
-                0,
-            ];
-            params.conv_batch = [
-                u("image size", s.c * s.h * s.w)?,
-                u("image size", self.out_channels * self.positions)?,
-                u("batch's output positions", self.terms)?,
-                u("output positions", self.positions)?,
-            ];
-            device.dispatch_with_inputs(
-                op,
-                self.kernel,
-                &[DType::F32],
-                &params,
-                &[dy, x],
-                &[partials.buffer()],
-                workgroups,
-            )?;
-        }
+        let u = |what, v: usize| to_u32(op, what, v);
+        let (mut params, workgroups) = tile_launch(dy, p, tile_of(self.kernel))?;
+        params.conv_image = [
+            u("height", s.h)?,
+            u("width", s.w)?,
+            u("kernel height", s.kh)?,
+            u("kernel width", s.kw)?,
+        ];
+        params.conv_step = [
+            u("stride", s.stride.0)?,
+            u("stride", s.stride.1)?,
+            u("padding", s.padding.0)?,
+            u("padding", s.padding.1)?,
+        ];
+        params.conv_taps = [
+            u("dilation", s.dilation.0)?,
+            u("dilation", s.dilation.1)?,
+            u("output width", s.ow)?,
+            0,
+        ];
+        params.conv_batch = [
+            u("image size", s.c * s.h * s.w)?,
+            u("image size", self.out_channels * self.positions)?,
+            u("batch's output positions", self.terms)?,
+            u("output positions", self.positions)?,
+        ];
+        device.dispatch_with_inputs(
+            op,
+            self.kernel,
+            &[DType::F32],
+            &params,
+            &[dy, x],
+            &[partials.buffer()],
+            workgroups,
+        )?;
         let partials = GpuStorage::new(partials, DType::F32, len, device);
         match chunks {
             1 => Ok(partials),
