@@ -13,7 +13,7 @@
 use super::conv;
 use super::conv_product::choose;
 use super::elementwise::cast;
-use super::matmul::{tile_launch, tile_of, MIN_CHUNK, SPLIT_K_WORKGROUPS};
+use super::matmul::{tile_groups, tile_launch, tile_of, MIN_CHUNK, SPLIT_K_WORKGROUPS};
 use super::reduce::reduce_middle;
 use crate::conv_algorithm::ConvAlgorithm;
 use crate::device::GpuDevice;
@@ -135,15 +135,8 @@ impl Implicit {
 
     /// Whether the device launches as many workgroups along each dimension.
     fn fits(&self, device: &GpuDevice) -> bool {
-        let (p, tile) = (&self.product, tile_of(self.kernel));
-        let most = device.max_workgroups_per_dim() as usize;
-        [
-            p.n.div_ceil(tile),
-            p.m.div_ceil(tile),
-            p.batch[0] * p.batch[1],
-        ]
-        .iter()
-        .all(|&g| g <= most)
+        let groups = tile_groups(&self.product, tile_of(self.kernel));
+        device.checked_groups("conv2d_backward", groups).is_ok()
     }
 
     /// Each chunk's sums into its own copy of the gradient, then their sum.

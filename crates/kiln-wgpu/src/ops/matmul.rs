@@ -262,6 +262,15 @@ fn tiles(
     )
 }
 
+/// One workgroup per `tile x tile` output tile, batches along z (unchecked).
+pub(crate) fn tile_groups(spec: &MatmulSpec, tile: usize) -> [usize; 3] {
+    [
+        spec.n.div_ceil(tile),
+        spec.m.div_ceil(tile),
+        spec.batch[0] * spec.batch[1],
+    ]
+}
+
 /// The params and workgroups of `tiles`, checked against the device's limits.
 pub(crate) fn tile_launch(
     lhs: &GpuStorage,
@@ -270,12 +279,7 @@ pub(crate) fn tile_launch(
 ) -> Result<(MatmulParams, [u32; 3])> {
     let op = "matmul";
     let device = &lhs.device;
-    let groups = [
-        spec.n.div_ceil(tile),
-        spec.m.div_ceil(tile),
-        spec.batch[0] * spec.batch[1],
-    ];
-    let groups = device.checked_groups(op, groups)?;
+    let groups = device.checked_groups(op, tile_groups(spec, tile))?;
     let params = MatmulParams {
         m: to_u32(op, "rows", spec.m)?,
         n: to_u32(op, "columns", spec.n)?,
