@@ -1706,6 +1706,136 @@ fn a_graph_past_its_bound_runs_without_a_sync_point() {
     }
 }
 
+/// A recurrent layer's backward pass through time, one launch a step: the gradient of
+/// each step's output but the last is a sum whose one term is the product that carries
+/// the next step's gradient back through `w_hh`, and that product computes the cell's
+/// gradients in its stores (`MatmulLstmCellBackward`, `MatmulGruCellBackward`) with the
+/// sum's other terms: the output's own gradient (a strided view of the sequence's) and
+/// a GRU's through the next step's cell. Every input's gradient matches the CPU,
+/// whichever kernel the products were given to; on the tiled kernel the gradients are
+/// bit for bit those of the steps run apart (fusion off), in f32 and f16. The last
+/// step, whose gradient holds no product, runs the cell's kernel. Hidden sizes that
+/// leave tiles partly empty (20, 33, 1), a batch past one tile of rows (70); every
+/// other case reads the last state in the loss too (an LSTM's last `c'` then has a
+/// gradient of its own).
+#[test]
+fn recurrent_backward_steps_run_in_their_products() {
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(device) = gpu() else { return };
+    let gpu_device = device.as_gpu().unwrap();
+    let default = gpu_device.matmul_variant();
+    let mut rng = common::rng();
+    let cases = [
+        (MatmulVariant::Tiled, 5, 20, 4),
+        (MatmulVariant::Tiled, 70, 33, 3),
+        (MatmulVariant::SmallTiled, 3, 16, 3),
+        (MatmulVariant::Blocked, 1, 1, 3),
+        (MatmulVariant::Blocked, 6, 40, 2),
+    ];
+    for gru in [false, true] {
+        let gates = if gru { 3 } else { 4 };
+        let (fused, cell) = match gru {
+            false => ("MatmulLstmCellBackward", "rnn/lstm_cell_backward.wgsl"),
+            true => ("MatmulGruCellBackward", "rnn/gru_cell_backward.wgsl"),
+        };
+        for (i, (variant, batch, hidden, time)) in cases.into_iter().enumerate() {
+            gpu_device.set_matmul_variant(variant).unwrap();
+            let with_state = i % 2 == 1;
+            let label = format!(
+                "{fused}, {variant:?}, batch {batch}, hidden {hidden}, {time} steps, state read {with_state}"
+            );
+            let mut cpu = |shape: &[usize]| common::uniform(shape, -1.5, 1.5, &mut rng);
+            // The input projections, h0, c0, w_hh, the GRU's hidden bias; the weights
+            // of the outputs in the loss.
+            let inputs = [
+                cpu(&[batch, time, gates * hidden]),
+                cpu(&[batch, hidden]),
+                cpu(&[batch, hidden]),
+                cpu(&[gates * hidden, hidden]),
+                cpu(&[gates * hidden]),
+            ];
+            let r = cpu(&[batch, time, hidden]);
+            // The layer's steps, as `kiln_nn::Rnn` takes them, and every input's
+            // gradient (the LSTM takes no bias, the GRU no cell state).
+            let layer = |vars: &[Tensor], r: &Tensor| -> kiln::Result<Vec<Tensor>> {
+                let [seq, h0, c0, w, b] = vars else {
+                    unreachable!()
+                };
+                let (mut h, mut c) = (h0.clone(), c0.clone());
+                let mut outputs = Vec::new();
+                for t in 0..time {
+                    let x = seq.narrow(1, t, 1)?.squeeze(1)?;
+                    let hp = h.matmul(&w.t()?)?;
+                    if gru {
+                        h = x.gru_cell(&hp.add(b)?, &h)?;
+                    } else {
+                        let hc = x.add(&hp)?.lstm_cell(&c)?;
+                        (h, c) = (hc.narrow(1, 0, hidden)?, hc.narrow(1, hidden, hidden)?);
+                    }
+                    outputs.push(h.clone());
+                }
+                let mut loss = Tensor::stack(&outputs, 1)?.mul(r)?.sum_all()?;
+                if with_state {
+                    let last = if gru { &h } else { &c };
+                    loss = loss.add(&last.mul(last)?.sum_all()?)?;
+                }
+                let grads = loss.backward()?;
+                let used = if gru { [0, 1, 3, 4] } else { [0, 1, 2, 3] };
+                Ok(used.map(|u| grads.get(&vars[u]).unwrap().clone()).to_vec())
+            };
+            let vars = |device: &Device, dtype: DType| -> Vec<Tensor> {
+                let vars: Vec<Tensor> = (inputs.iter())
+                    .map(|t| t.to_dtype(dtype).unwrap().to_device(device).unwrap())
+                    .map(|t| t.detach())
+                    .collect();
+                vars.iter().for_each(|v| v.set_requires_grad(true).unwrap());
+                vars
+            };
+            let on = |dtype: DType| r.to_dtype(dtype).unwrap().to_device(&device).unwrap();
+            let want = layer(&vars(&Device::cpu(), DType::F32), &r).unwrap();
+            gpu_device.set_fusion(true);
+            let run = || layer(&vars(&device, DType::F32), &on(DType::F32));
+            let (got, profile) = device.profile(run).unwrap();
+            let names = ["seq grad", "h0 grad", "c0 or w grad", "w or b grad"];
+            for ((g, w), name) in got.iter().zip(&want).zip(names) {
+                assert_near(&format!("{label}: {name}"), g, w, 1e-5, 5e-4);
+            }
+            let launches = |name: &str| -> usize {
+                let found = profile.kernels.iter().filter(|k| k.name.contains(name));
+                found.map(|k| k.launches as usize).sum()
+            };
+            let kernels = &profile.kernels;
+            assert_eq!(launches(fused), time - 1, "{label}: {kernels:#?}");
+            assert_eq!(launches(cell), 1, "{label}: {kernels:#?}");
+            if variant != MatmulVariant::Tiled {
+                continue;
+            }
+            let mut dtypes = vec![DType::F32];
+            match gpu_device.supports(DType::F16) {
+                true => dtypes.push(DType::F16),
+                false => eprintln!("{label}: the adapter has no f16; compared in f32 only"),
+            }
+            for dtype in dtypes {
+                let bits = |fusion: bool| -> Vec<Vec<f64>> {
+                    gpu_device.set_fusion(fusion);
+                    let grads = layer(&vars(&device, dtype), &on(dtype)).unwrap();
+                    grads.iter().map(|g| g.to_f64_vec().unwrap()).collect()
+                };
+                let (one_launch, apart) = (bits(true), bits(false));
+                for ((a, b), name) in one_launch.iter().zip(&apart).zip(names) {
+                    let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same,
+                        "{label}, {dtype:?}: {name}: {a:?}\nsteps apart: {b:?}"
+                    );
+                }
+            }
+            gpu_device.set_fusion(true);
+        }
+    }
+    gpu_device.set_matmul_variant(default).unwrap();
+}
+
 /// An LSTM step whose gates are `x_t + h @ w_hh^T`, and a GRU step whose hidden
 /// projection is `h @ w_hh^T + b_hh`, run as one launch each: the product with the cell
 /// computed in its stores (`MatmulLstmCell`, `MatmulGruCell`), whichever of the tiled

@@ -918,37 +918,67 @@ fn lstm_reference(z: &Tensor, c: &Tensor) -> kiln::Result<Tensor> {
 }
 
 /// The fused LSTM step against the plain formula on each device (the GPU's outputs
-/// poisoned): `[h | c']` and the gradients of the gates and the cell state under a
-/// weighted sum, so that dh and dc' differ.
+/// poisoned): `[h | c']` and the gradients of the gates and the cell state, for each
+/// way a model reads the output: whole, under a weighted sum (so that dh and dc'
+/// differ); its halves narrowed as a recurrent layer reads them, both or one (the rule
+/// gets the gradients of `h` and `c'` apart, zeros for the one with none); both ways
+/// at once and a slice across the halves (the parts put together first). Where the
+/// halves come apart, the output's own gradient (`kiln::grad`) is put together too.
 #[test]
 fn lstm_cell_matches_the_plain_formula() {
+    type Loss = fn(&Tensor, &Tensor) -> kiln::Result<Tensor>;
+    let hidden = 7;
+    let uses: [(&str, Loss); 6] = [
+        ("whole", |out, w| out.mul(w)?.sum_all()),
+        ("h and c'", |out, w| {
+            let h = out.narrow(1, 0, 7)?.mul(&w.narrow(1, 0, 7)?)?.sum_all()?;
+            h.add(&out.narrow(1, 7, 7)?.mul(&w.narrow(1, 7, 7)?)?.sum_all()?)
+        }),
+        ("h", |out, w| {
+            out.narrow(1, 0, 7)?.mul(&w.narrow(1, 0, 7)?)?.sum_all()
+        }),
+        ("c'", |out, w| {
+            out.narrow(1, 7, 7)?.mul(&w.narrow(1, 7, 7)?)?.sum_all()
+        }),
+        ("h and the whole", |out, w| {
+            let h = out.narrow(1, 0, 7)?.mul(&w.narrow(1, 3, 7)?)?.sum_all()?;
+            h.add(&out.mul(w)?.sum_all()?)
+        }),
+        ("across the halves", |out, w| {
+            out.narrow(1, 3, 8)?.mul(&w.narrow(1, 0, 8)?)?.sum_all()
+        }),
+    ];
     let mut rng = rng();
-    let z = uniform(&[5, 4 * 7], -3.0, 3.0, &mut rng);
-    let c = rand(&[5, 7], &mut rng);
-    let weights = rand(&[5, 14], &mut rng);
+    let z = uniform(&[5, 4 * hidden], -3.0, 3.0, &mut rng);
+    let c = rand(&[5, hidden], &mut rng);
+    let weights = rand(&[5, 2 * hidden], &mut rng);
     let mut devices = vec![Device::cpu()];
     devices.extend(gpu());
     for device in devices {
         let (z, c, w) = (on(&device, &z), on(&device, &c), on(&device, &weights));
-        let run = |f: &dyn Fn(&Tensor, &Tensor) -> kiln::Result<Tensor>| {
-            let (z, c) = (
-                z.detach().into_var().unwrap(),
-                c.detach().into_var().unwrap(),
-            );
-            let out = f(&z, &c).unwrap();
-            let grads = out.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
-            let (dz, dc) = (
-                grads.get(&z).unwrap().clone(),
-                grads.get(&c).unwrap().clone(),
-            );
-            (out, dz, dc)
-        };
-        let fused = run(&|z, c| z.lstm_cell(c));
-        let plain = run(&lstm_reference);
-        let label = format!("lstm_cell on {device:?}");
-        assert_close(&format!("{label}: [h | c']"), &fused.0, &plain.0, F32_MATH);
-        assert_close(&format!("{label}: d gates"), &fused.1, &plain.1, F32_MATH);
-        assert_close(&format!("{label}: d cell"), &fused.2, &plain.2, F32_MATH);
+        for (name, loss) in uses {
+            let run = |f: &dyn Fn(&Tensor, &Tensor) -> kiln::Result<Tensor>| {
+                let (z, c) = (
+                    z.detach().into_var().unwrap(),
+                    c.detach().into_var().unwrap(),
+                );
+                let out = f(&z, &c).unwrap();
+                let l = loss(&out, &w).unwrap();
+                let grads = kiln::grad(&[l], &[z, c, out.clone()], None).unwrap();
+                let grads: Vec<Tensor> = grads.into_iter().map(Option::unwrap).collect();
+                (out, grads)
+            };
+            let fused = run(&|z, c| z.lstm_cell(c));
+            let plain = run(&lstm_reference);
+            let label = format!("lstm_cell on {device:?}, {name}");
+            assert_close(&format!("{label}: [h | c']"), &fused.0, &plain.0, F32_MATH);
+            for (what, (a, b)) in ["d gates", "d cell", "d [h | c']"]
+                .iter()
+                .zip(fused.1.iter().zip(&plain.1))
+            {
+                assert_close(&format!("{label}: {what}"), a, b, F32_MATH);
+            }
+        }
     }
 }
 

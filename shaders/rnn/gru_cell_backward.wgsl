@@ -1,9 +1,28 @@
 // The gradient of the fused GRU step (gru_cell.wgsl), one invocation per (row, unit):
 // recomputes the gates, and from dh' writes the gradients of both projections and of
 // the hidden state. Math in f32.
-// kiln:constants workgroup
+// kiln:constants workgroup gru_gradient
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+struct GruGradient {
+    dx: vec3<f32>,
+    dhp: vec3<f32>,
+    dh: f32,
+}
+// The gradients of the input and hidden projections' gates r | z | n and of the state
+// h, from that of h'.
+fn gru_gradient(x: vec3<f32>, hp: vec3<f32>, h: f32, dh1: f32) -> GruGradient {
+    let r = sigmoid(x.x + hp.x);
+    let z = sigmoid(x.y + hp.y);
+    let n = tanh(x.z + r * hp.z);
+    let gn = dh1 * (1.0 - z) * (1.0 - n * n);
+    let gz = dh1 * (h - n) * z * (1.0 - z);
+    let gr = gn * hp.z * r * (1.0 - r);
+    return GruGradient(vec3<f32>(gr, gz, gn), vec3<f32>(gr, gz, gn * r), dh1 * z);
+}
 // kiln:end
 alias T = f32;
 
@@ -40,29 +59,20 @@ fn load_grad(i: u32) -> f32 { return f32(grad[i]); }
 // [batch, hidden]
 @group(0) @binding(7) var<storage, read_write> dh: array<T>;
 
-fn sigmoid(v: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-v));
-}
-
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
     let hs = params.hidden;
     if (e >= params.batch * hs) { return; }
     let row = e / hs * 3u * hs + e % hs;
-    let r = sigmoid(load_x(row) + load_hp(row));
-    let z = sigmoid(load_x(row + hs) + load_hp(row + hs));
-    let hp_n = load_hp(row + 2u * hs);
-    let n = tanh(load_x(row + 2u * hs) + r * hp_n);
-    let g = load_grad(e);
-    let dn = g * (1.0 - z) * (1.0 - n * n);
-    let dz = g * (load_h(e) - n) * z * (1.0 - z);
-    let dr = dn * hp_n * r * (1.0 - r);
-    dx[row] = T(dr);
-    dx[row + hs] = T(dz);
-    dx[row + 2u * hs] = T(dn);
-    dhp[row] = T(dr);
-    dhp[row + hs] = T(dz);
-    dhp[row + 2u * hs] = T(dn * r);
-    dh[e] = T(g * z);
+    let x = vec3<f32>(load_x(row), load_x(row + hs), load_x(row + 2u * hs));
+    let hp = vec3<f32>(load_hp(row), load_hp(row + hs), load_hp(row + 2u * hs));
+    let d = gru_gradient(x, hp, load_h(e), load_grad(e));
+    dx[row] = T(d.dx.x);
+    dx[row + hs] = T(d.dx.y);
+    dx[row + 2u * hs] = T(d.dx.z);
+    dhp[row] = T(d.dhp.x);
+    dhp[row + hs] = T(d.dhp.y);
+    dhp[row + 2u * hs] = T(d.dhp.z);
+    dh[e] = T(d.dh);
 }

@@ -240,12 +240,14 @@ pub trait BackendStorage: Sized {
     /// `c` the compact cell state; returns `[h | c']`.
     fn lstm_cell(&self, c: &Self, spec: &LstmCellSpec) -> Result<Self>;
 
-    /// Gradient of `lstm_cell` given the compact upstream gradient of `[h | c']`: returns
-    /// the gradients of the gate pre-activations and of the cell state.
+    /// Gradient of `lstm_cell` given the compact upstream gradients of its `h` and `c'`
+    /// (`[batch, hidden]` each): returns the gradients of the gate pre-activations and
+    /// of the cell state.
     fn lstm_cell_backward(
         &self,
         c: &Self,
-        grad: &Self,
+        dh: &Self,
+        dc: &Self,
         spec: &LstmCellSpec,
     ) -> Result<(Self, Self)>;
 

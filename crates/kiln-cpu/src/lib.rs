@@ -457,15 +457,12 @@ impl BackendStorage for CpuStorage {
     fn lstm_cell_backward(
         &self,
         c: &Self,
-        grad: &Self,
+        dh: &Self,
+        dc: &Self,
         spec: &LstmCellSpec,
     ) -> Result<(Self, Self)> {
-        let (z, c, g) = (
-            self.compact_floats(),
-            c.compact_floats(),
-            grad.compact_floats(),
-        );
-        let (dz, dc) = rnn::lstm_cell_backward(&z, &c, &g, spec);
+        let [z, c, dh, dc] = [self, c, dh, dc].map(|t| t.compact_floats());
+        let (dz, dc) = rnn::lstm_cell_backward(&z, &c, [&dh, &dc], spec);
         let dtype = self.dtype();
         Ok((Self::from_floats(dtype, dz), Self::from_floats(dtype, dc)))
     }

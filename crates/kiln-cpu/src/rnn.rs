@@ -58,18 +58,18 @@ fn lstm_cell_into<>(out: &mut [f64], z: &[f64], c: &[f64], s: &LstmCellSpec) {
 }
 }
 
-/// The gradients of `z` and `c` given `grad = [dh | dc']`.
+/// The gradients of `z` and `c` given those of `h` and `c'` (`grads`).
 pub fn lstm_cell_backward(
     z: &[f64],
     c: &[f64],
-    grad: &[f64],
+    grads: [&[f64]; 2],
     s: &LstmCellSpec,
 ) -> (Vec<f64>, Vec<f64>) {
     let (mut dz, mut dc) = (
         vec![0.0; s.batch * 4 * s.hidden],
         vec![0.0; s.batch * s.hidden],
     );
-    lstm_cell_backward_into(&mut dz, &mut dc, z, c, grad, s);
+    lstm_cell_backward_into(&mut dz, &mut dc, z, c, grads, s);
     (dz, dc)
 }
 
@@ -79,14 +79,14 @@ fn lstm_cell_backward_into<>(
     dc: &mut [f64],
     z: &[f64],
     c: &[f64],
-    grad: &[f64],
+    grads: [&[f64]; 2],
     s: &LstmCellSpec,
 ) {
     let h = s.hidden;
     for b in 0..s.batch {
         let zb = split_gates(&z[b * 4 * h..(b + 1) * 4 * h], h);
         let cb = &c[b * h..(b + 1) * h];
-        let (dhb, dc1b) = grad[b * 2 * h..(b + 1) * 2 * h].split_at(h);
+        let [dhb, dc1b] = grads.map(|g| &g[b * h..(b + 1) * h]);
         let dcb = &mut dc[b * h..(b + 1) * h];
         let (di, rest) = dz[b * 4 * h..(b + 1) * 4 * h].split_at_mut(h);
         let (df, rest) = rest.split_at_mut(h);

@@ -240,10 +240,11 @@ impl BackendStorage for GpuStorage {
     fn lstm_cell_backward(
         &self,
         c: &Self,
-        grad: &Self,
+        dh: &Self,
+        dc: &Self,
         spec: &LstmCellSpec,
     ) -> Result<(Self, Self)> {
-        ops::rnn::lstm_cell_backward(self, c, grad, spec)
+        ops::rnn::lstm_cell_backward(self, c, dh, dc, spec)
     }
 
     fn gru_cell(&self, hp: &Self, h: &Self, spec: &GruCellSpec) -> Result<Self> {

@@ -137,6 +137,11 @@ kernels! {
     /// (`ops/recurrent_step.rs`).
     MatmulLstmCell => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     MatmulGruCell => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
+    /// An LSTM or GRU step's backward in one launch: `Matmul` over the recurrent
+    /// product of the step after, its finish adding the rest of the gradient of the
+    /// step's output and computing the cell's gradients (`ops/recurrent_backward.rs`).
+    MatmulLstmCellBackward => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
+    MatmulGruCellBackward => "matmul/matmul.wgsl", "main", ["T"], Floats, MatmulParams;
     MatmulBlocked => "matmul/blocked.wgsl", "main", ["T"], Floats, MatmulParams;
     /// `MatmulBlocked` reading an image's columns in place, for wide convolutions; then
     /// a wide convolution's weight gradient.

@@ -393,6 +393,22 @@ shader_params! {
         x_col: u32,
         _pad0: u32,
     }
+    /// The cell of the recurrent backward builds of `matmul/matmul.wgsl`
+    /// (`ops::recurrent_backward`), in bind group 1: `hidden` units; the product's sum
+    /// adds `terms` (1 or 2) views; the state, an LSTM's gradient of `c'` and a GRU's
+    /// input projection are views too (element offset, row stride, column stride, and
+    /// a fourth word unused).
+    RecurrentGradientParams {
+        hidden: u32,
+        terms: u32,
+        _pad0: u32,
+        _pad1: u32,
+        term0: [u32; 4],
+        term1: [u32; 4],
+        state: [u32; 4],
+        grad_c: [u32; 4],
+        x: [u32; 4],
+    }
     /// `optim/adam.wgsl`.
     AdamParams {
         n: u32,

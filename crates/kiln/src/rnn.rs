@@ -45,17 +45,23 @@ impl Tensor {
         })
     }
 
-    /// The gradients of `lstm_cell`'s inputs `z` (self) and `c`, given the gradient of
-    /// its output.
-    pub(crate) fn lstm_cell_backward(&self, c: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// The gradients of `lstm_cell`'s inputs `z` (self) and `c`, given those of its
+    /// output's `h` and `c'`.
+    pub(crate) fn lstm_cell_backward(
+        &self,
+        c: &Tensor,
+        dh: &Tensor,
+        dc: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let spec = LstmCellSpec {
             batch: c.dims()[0],
             hidden: c.dims()[1],
         };
-        let (z, c, g) = (self.contiguous()?, c.contiguous()?, grad.contiguous()?);
-        let (dz, dc) = z
-            .storage()
-            .lstm_cell_backward(&c.storage(), &g.storage(), &spec)?;
+        let [z, c, dh, dc] = [self, c, dh, dc].map(Tensor::contiguous);
+        let (z, c, dh, dc) = (z?, c?, dh?, dc?);
+        let (dz, dc) =
+            z.storage()
+                .lstm_cell_backward(&c.storage(), &dh.storage(), &dc.storage(), &spec)?;
         Ok((
             Tensor::from_storage(dz, z.shape().clone()),
             Tensor::from_storage(dc, c.shape().clone()),

@@ -549,16 +549,17 @@ impl Storage {
     pub(crate) fn lstm_cell_backward(
         &self,
         c: &Storage,
-        grad: &Storage,
+        dh: &Storage,
+        dc: &Storage,
         spec: &LstmCellSpec,
     ) -> Result<(Storage, Storage)> {
-        match (self, c, grad) {
-            (Storage::Cpu(z), Storage::Cpu(c), Storage::Cpu(g)) => {
-                let (dz, dc) = z.lstm_cell_backward(c, g, spec)?;
+        match (self, c, dh, dc) {
+            (Storage::Cpu(z), Storage::Cpu(c), Storage::Cpu(dh), Storage::Cpu(dc)) => {
+                let (dz, dc) = z.lstm_cell_backward(c, dh, dc, spec)?;
                 Ok((Storage::Cpu(dz), Storage::Cpu(dc)))
             }
-            (Storage::Gpu(z), Storage::Gpu(c), Storage::Gpu(g)) => {
-                let (dz, dc) = z.lstm_cell_backward(c, g, spec)?;
+            (Storage::Gpu(z), Storage::Gpu(c), Storage::Gpu(dh), Storage::Gpu(dc)) => {
+                let (dz, dc) = z.lstm_cell_backward(c, dh, dc, spec)?;
                 Ok((Storage::Gpu(dz), Storage::Gpu(dc)))
             }
             _ => Err(mismatch("lstm_cell_backward")),

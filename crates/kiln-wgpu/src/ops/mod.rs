@@ -18,6 +18,7 @@ pub(crate) mod optim;
 pub(crate) mod optim_group;
 pub(crate) mod pool;
 pub(crate) mod random;
+pub(crate) mod recurrent_backward;
 pub(crate) mod recurrent_step;
 pub(crate) mod reduce;
 pub(crate) mod rnn;

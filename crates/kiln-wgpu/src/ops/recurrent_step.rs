@@ -179,13 +179,7 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
         ),
     };
     let add_buffer = add.storage.raw()?;
-    let launch = product.storage.data.deferred.lock().unwrap().take();
-    let launch = launch.ok_or_else(|| internal("the step's product has run"))?;
-    let mut params: MatmulParams = bytemuck::pod_read_unaligned(launch.params());
-    for input in launch.inputs() {
-        input.buffer()?;
-    }
-    let (lhs, rhs) = (&launch.inputs()[0], &launch.inputs()[1]);
+    let mut product = Product::take(product)?;
     // A workgroup takes a quarter tile of units, all the gates of each.
     let units_per_group = TILE as usize / 4;
     let groups = [
@@ -194,28 +188,8 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
         1,
     ];
     let groups = device.checked_groups(op, groups)?;
-    // What the product reads of its operands, before `n` becomes the kernel's.
-    let operand = |rows: u32, cols: u32, strides: [u32; 4], offset: u32| {
-        let dims = Shape::from([rows as usize, cols as usize]);
-        let layout = Layout::new(
-            dims,
-            vec![strides[2] as usize, strides[3] as usize],
-            offset as usize,
-        );
-        ByteSpan::of_layout(&layout, dtype.size_in_bytes() as u64)
-    };
-    let operand_spans = vec![
-        (
-            1,
-            operand(params.m, params.k, params.lhs_strides, params.offsets[0]),
-        ),
-        (
-            2,
-            operand(params.k, params.n, params.rhs_strides, params.offsets[1]),
-        ),
-    ];
     // The kernel's columns are the gates in this order, a whole tile a workgroup.
-    params.n = groups[0] * TILE;
+    product.params.n = groups[0] * TILE;
     let u = |what, v: usize| to_u32(op, what, v);
     let view = |l: &Layout| -> Result<[u32; 3]> {
         Ok([
@@ -247,12 +221,6 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
     let key = format!("{kernel:?} [{dtype:?}]");
     let written = vec![(1, 3), (1, 4)];
     let pipeline = device.cached_pipeline(key, kernel, 2, written, || source(kernel, dtype))?;
-    let operands = [
-        lhs.raw()?.as_entire_binding(),
-        rhs.raw()?.as_entire_binding(),
-    ];
-    let product_group =
-        Bindings::numbered(bytemuck::bytes_of(&params), &operands, 1).spanning(operand_spans);
     let mut resources = vec![
         add_buffer.as_entire_binding(),
         state.0.raw()?.as_entire_binding(),
@@ -271,7 +239,7 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
     let cell_group =
         Bindings::numbered(bytemuck::bytes_of(&cell_params), &resources, 1).spanning(spans);
     let name = || format!("{} [{dtype:?}]", kernel.label());
-    let bind = [product_group, cell_group];
+    let bind = [product.bindings()?, cell_group];
     device.launch(op, &pipeline, &bind, groups, start, name)?;
     // The sum is the pending storage's value; the product's own output stays unwritten
     // (nothing held it but the sum).
@@ -280,9 +248,67 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
     Ok(Some(GpuStorage::new(out, dtype, out_len, device)))
 }
 
+/// A pending sum's deferred product, taken to run in a recurrent build instead: its
+/// params and operands, and what it reads of them.
+pub(super) struct Product {
+    pub(super) params: MatmulParams,
+    operands: [GpuStorage; 2],
+    spans: Vec<(u32, ByteSpan)>,
+}
+
+impl Product {
+    /// The launch behind `arg` (which `is_product`), taken: it does not run on its own.
+    pub(super) fn take(arg: &Arg) -> Result<Product> {
+        let launch = arg.storage.data.deferred.lock().unwrap().take();
+        let launch = launch.ok_or_else(|| internal("the step's product has run"))?;
+        let params: MatmulParams = bytemuck::pod_read_unaligned(launch.params());
+        for input in launch.inputs() {
+            input.buffer()?;
+        }
+        let dtype = launch.dtype();
+        // What the product reads of its operands.
+        let operand = |rows: u32, cols: u32, strides: [u32; 4], offset: u32| {
+            let dims = Shape::from([rows as usize, cols as usize]);
+            let layout = Layout::new(
+                dims,
+                vec![strides[2] as usize, strides[3] as usize],
+                offset as usize,
+            );
+            ByteSpan::of_layout(&layout, dtype.size_in_bytes() as u64)
+        };
+        let spans = vec![
+            (
+                1,
+                operand(params.m, params.k, params.lhs_strides, params.offsets[0]),
+            ),
+            (
+                2,
+                operand(params.k, params.n, params.rhs_strides, params.offsets[1]),
+            ),
+        ];
+        let [lhs, rhs] = [0, 1].map(|i| launch.inputs()[i].clone());
+        Ok(Product {
+            params,
+            operands: [lhs, rhs],
+            spans,
+        })
+    }
+
+    /// The build's group 0: the product's params and operands.
+    pub(super) fn bindings(&self) -> Result<Bindings<'_>> {
+        let [lhs, rhs] = &self.operands;
+        let operands = [
+            lhs.raw()?.as_entire_binding(),
+            rhs.raw()?.as_entire_binding(),
+        ];
+        let params = bytemuck::bytes_of(&self.params);
+        Ok(Bindings::numbered(params, &operands, 1).spanning(self.spans.clone()))
+    }
+}
+
 /// Whether `arg` reads, in order, the output of a deferred single product of `shape`
 /// by a tiled or blocked kernel through strides.
-fn is_product(arg: &Arg, shape: &[usize; 2]) -> bool {
+pub(super) fn is_product(arg: &Arg, shape: &[usize; 2]) -> bool {
     if !arg.in_order() {
         return false;
     }
@@ -304,7 +330,11 @@ fn is_product(arg: &Arg, shape: &[usize; 2]) -> bool {
 /// last LSTM step's `c'`, half of its `[h | c']`; a GRU step's input projection, a
 /// time step of the sequence's) is read through the view, and never runs; anything
 /// else from its buffer.
-fn read_as_view(t: &GpuStorage, rows: usize, cols: usize) -> Result<(GpuStorage, Layout)> {
+pub(super) fn read_as_view(
+    t: &GpuStorage,
+    rows: usize,
+    cols: usize,
+) -> Result<(GpuStorage, Layout)> {
     let copied = (t.data.expr.lock().unwrap().as_ref())
         .and_then(Expr::copy_source)
         .cloned();
@@ -320,7 +350,7 @@ fn read_as_view(t: &GpuStorage, rows: usize, cols: usize) -> Result<(GpuStorage,
     }
 }
 
-fn internal(message: &str) -> Error {
+pub(super) fn internal(message: &str) -> Error {
     Error::Gpu {
         op: "recurrent step",
         kind: GpuErrorKind::Internal,

@@ -41,16 +41,23 @@ pub(crate) fn lstm_cell(z: &GpuStorage, c: &GpuStorage, spec: &LstmCellSpec) -> 
     Ok(GpuStorage::new(out, z.dtype, 2 * units, device))
 }
 
-/// The gradients of `z` and `c` given the upstream gradient of `[h | c']`.
+/// The gradients of `z` and `c` given the upstream gradients of `h` and `c'`: with the
+/// product behind `dh` where it can (`recurrent_backward`), else by the cell's kernel.
 pub(crate) fn lstm_cell_backward(
     z: &GpuStorage,
     c: &GpuStorage,
-    grad: &GpuStorage,
+    dh: &GpuStorage,
+    dc1: &GpuStorage,
     spec: &LstmCellSpec,
 ) -> Result<(GpuStorage, GpuStorage)> {
     let op = "lstm_cell_backward";
     let device = &z.device;
     let units = spec.batch * spec.hidden;
+    if units > 0 {
+        if let Some(grads) = super::recurrent_backward::lstm_step(z, c, dh, dc1, spec)? {
+            return Ok(grads);
+        }
+    }
     let dz = device.alloc_output(op, 4 * units, z.dtype)?;
     let dc = device.alloc_output(op, units, z.dtype)?;
     if units > 0 {
@@ -59,7 +66,7 @@ pub(crate) fn lstm_cell_backward(
             Kernel::LstmCellBackward,
             &[z.dtype],
             &params(op, spec.batch, spec.hidden)?,
-            &[z, c, grad],
+            &[z, c, dh, dc1],
             &[dz.buffer(), dc.buffer()],
             device.groups_1d(op, units)?,
         )?;
@@ -102,7 +109,8 @@ pub(crate) fn gru_cell(
     Ok(GpuStorage::new(out, x.dtype, units, device))
 }
 
-/// The gradients of `x`, `hp` and `h` given the upstream gradient of `h'`.
+/// The gradients of `x`, `hp` and `h` given the upstream gradient of `h'`: with the
+/// product behind it where it can (`recurrent_backward`), else by the cell's kernel.
 pub(crate) fn gru_cell_backward(
     x: &GpuStorage,
     hp: &GpuStorage,
@@ -113,6 +121,11 @@ pub(crate) fn gru_cell_backward(
     let op = "gru_cell_backward";
     let device = &x.device;
     let units = spec.batch * spec.hidden;
+    if units > 0 {
+        if let Some(grads) = super::recurrent_backward::gru_step(x, hp, h, grad, spec)? {
+            return Ok(grads);
+        }
+    }
     let dx = device.alloc_output(op, 3 * units, x.dtype)?;
     let dhp = device.alloc_output(op, 3 * units, x.dtype)?;
     let dh = device.alloc_output(op, units, x.dtype)?;

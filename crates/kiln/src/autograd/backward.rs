@@ -5,7 +5,7 @@
 use super::edge::{Edge, Input};
 use super::grad_mode::no_grad;
 use super::op::{Node, Op};
-use super::pending::{Part, Pending, Slice};
+use super::pending::{Gradient, Part, Pending, Slice};
 use super::product::Product;
 use super::row_sum::RowSum;
 use super::Gradients;
@@ -107,7 +107,7 @@ impl Tensor {
         check_seed("backward", self, grad_output)?;
         reverse_pass(vec![(self.clone(), grad_output.detach())], &mut |t, g| {
             if let Some(var) = t.variable() {
-                grads.accumulate(var.id(), g.clone())?;
+                grads.accumulate(var.id(), g.whole()?)?;
                 ready(var, grads)?;
             }
             Ok(())
@@ -163,7 +163,7 @@ pub fn grad(
     let mut found: Vec<Option<Tensor>> = vec![None; inputs.len()];
     reverse_pass(seeds, &mut |t, g| {
         if let Some(&i) = wanted.get(&t.id()) {
-            found[i] = Some(g.clone());
+            found[i] = Some(g.whole()?);
         }
         Ok(())
     })?;
@@ -200,7 +200,7 @@ fn check_seed(op: &'static str, output: &Tensor, seed: &Tensor) -> Result<()> {
 /// and intermediate results). Each op's saved inputs are released as its rule runs.
 fn reverse_pass(
     seeds: Vec<(Tensor, Tensor)>,
-    reached: &mut dyn FnMut(&Edge, &Tensor) -> Result<()>,
+    reached: &mut dyn FnMut(&Edge, &Gradient) -> Result<()>,
 ) -> Result<()> {
     let op = "backward";
     no_grad(|| {
@@ -214,7 +214,11 @@ fn reverse_pass(
             let Some(parts) = pending.remove(&node.id()) else {
                 continue;
             };
-            let Some(grad) = parts.total(node.shape())? else {
+            let split = match &*node.node() {
+                Node::Op(recorded) => recorded.op.split_gradient(),
+                _ => None,
+            };
+            let Some(grad) = parts.gradient(node.shape(), split)? else {
                 continue;
             };
             let recorded = std::mem::replace(&mut *node.node(), Node::Constant);
@@ -363,8 +367,13 @@ fn wholes(grads: Vec<Option<Tensor>>) -> Result<Vec<Option<Part>>> {
 /// parents want one: the rules of ops with several parents skip the others' work (a
 /// single-parent op is only reached when its parent wants a gradient). Rules read
 /// values only where `Op::release` kept them.
-fn gradient(op: &Op, out: &Input, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Part>>> {
+fn gradient(op: &Op, out: &Input, g: &Gradient, needs: &[bool]) -> Result<Vec<Option<Part>>> {
     use std::f64::consts::PI;
+    // Before the whole gradient is asked for: this rule reads its parts.
+    if let Op::LstmCell { z, c } = op {
+        return lstm_cell_rule(z, c, g);
+    }
+    let g = &g.whole()?;
     let one = |t: Tensor| Ok(vec![Some(Part::Whole(t))]);
     let y = || out.value();
     match op {
@@ -769,15 +778,19 @@ fn gradient(op: &Op, out: &Input, g: &Tensor, needs: &[bool]) -> Result<Vec<Opti
         } => one(logits
             .value()?
             .cross_entropy_backward(targets, g, *smoothing)?),
-        Op::LstmCell { z, c } => {
-            let (dz, dc) = z.value()?.lstm_cell_backward(c.value()?, g)?;
-            wholes(vec![Some(dz), Some(dc)])
-        }
+        Op::LstmCell { z, c } => lstm_cell_rule(z, c, &Gradient::Whole(g.clone())),
         Op::GruCell { x, hp, h } => {
             let (dx, dhp, dh) = x.value()?.gru_cell_backward(hp.value()?, h.value()?, g)?;
             wholes(vec![Some(dx), Some(dhp), Some(dh)])
         }
     }
+}
+
+/// `lstm_cell`'s rule, on the gradients of its `h` and `c'`.
+fn lstm_cell_rule(z: &Input, c: &Input, g: &Gradient) -> Result<Vec<Option<Part>>> {
+    let [dh, dc] = g.parts(1, c.dims()[1])?;
+    let (dz, dc) = z.value()?.lstm_cell_backward(c.value()?, &dh, &dc)?;
+    wholes(vec![Some(dz), Some(dc)])
 }
 
 /// True when `x` (rank 2 or more) is the transpose of a compact tensor: its last two

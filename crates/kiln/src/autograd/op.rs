@@ -193,6 +193,15 @@ macro_rules! parents {
 }
 
 impl Op {
+    /// Where the rule reads its output's gradient in two parts, `(dim, at)`: an LSTM
+    /// cell's `[h | c']`, whose consumers (the model's `narrow`s) give them so.
+    pub(crate) fn split_gradient(&self) -> Option<(usize, usize)> {
+        match self {
+            Op::LstmCell { c, .. } => Some((1, c.dims()[1])),
+            _ => None,
+        }
+    }
+
     /// The inputs gradients flow to, in the order `backward` returns their gradients.
     pub(crate) fn parents(&self) -> Vec<&Input> {
         parents!(self)

@@ -8,13 +8,15 @@
 //! adding them, and on a GPU the padded slices, fused six to a kernel, still wrote the
 //! whole tensor each time. Side by side they are one `cat` (on a GPU one launch per
 //! up to 25 slices). A GPU keeps padding a few slices, which fuse into one kernel, or
-//! into the kernel that reads their sum (an LSTM cell's backward reads the gradients of
-//! its `h` and `c` so).
+//! into the kernel that reads their sum. A rule that reads its output's gradient in two
+//! parts (an LSTM cell's `h` and `c'`, which the model narrows) gets them apart, never
+//! put together (`Gradient::Split`): on a GPU the gradient of `h` is then still the
+//! pending sum that the cell's backward can compute in the stores of its product.
 
 use super::product::{self, Product};
 use super::row_sum::{self, RowSum};
 use crate::Tensor;
-use kiln_core::{Layout, Result, Shape};
+use kiln_core::{Error, Layout, Result, Shape};
 use std::sync::Arc;
 
 /// What one consumer's rule gives a tensor towards its gradient.
@@ -65,6 +67,80 @@ impl Slice {
     }
 }
 
+/// A tensor's complete gradient, as a rule reads it.
+pub(crate) enum Gradient {
+    Whole(Tensor),
+    /// In two parts along `dim`, before `at` and from it (each `None` where no consumer
+    /// gave it a gradient), of a tensor of `shape`.
+    Split {
+        dim: usize,
+        at: usize,
+        shape: Shape,
+        parts: [Option<Tensor>; 2],
+    },
+}
+
+impl Gradient {
+    /// The whole gradient (a split one put together).
+    pub(crate) fn whole(&self) -> Result<Tensor> {
+        match self {
+            Gradient::Whole(g) => Ok(g.clone()),
+            Gradient::Split {
+                dim,
+                at,
+                shape,
+                parts,
+            } => {
+                let starts = [0, *at];
+                let slices = (parts.iter().zip(starts))
+                    .filter_map(|(p, start)| p.as_ref().map(|p| Slice::new(*dim, start, p)));
+                assemble(slices.collect(), shape)
+            }
+        }
+    }
+
+    /// The gradient's two parts along `dim`, before `at` and from it: zeros for a part
+    /// no consumer gave a gradient, views of a whole gradient.
+    pub(crate) fn parts(&self, dim: usize, at: usize) -> Result<[Tensor; 2]> {
+        match self {
+            Gradient::Split {
+                dim: d,
+                at: a,
+                shape,
+                parts,
+            } if (*d, *a) == (dim, at) => {
+                let part = |i: usize| -> Result<Tensor> {
+                    if let Some(p) = &parts[i] {
+                        return Ok(p.clone());
+                    }
+                    let mut dims = shape.dims().to_vec();
+                    dims[dim] = [at, dims[dim] - at][i];
+                    // `Pending::gradient` splits only where a part came.
+                    let like = parts
+                        .iter()
+                        .flatten()
+                        .next()
+                        .ok_or(Error::InvalidArgument {
+                            op: "backward",
+                            reason: "a split gradient with no parts".into(),
+                        })?;
+                    // A constant, which a GPU computes in the loads of its reader.
+                    Tensor::full(dims, 0.0, like.dtype(), &like.device())
+                };
+                Ok([part(0)?, part(1)?])
+            }
+            _ => {
+                let g = self.whole()?;
+                let len = g.dims()[dim];
+                Ok([
+                    g.narrow(dim as isize, 0, at)?,
+                    g.narrow(dim as isize, at, len - at)?,
+                ])
+            }
+        }
+    }
+}
+
 /// The gradient of one tensor so far.
 #[derive(Default)]
 pub(crate) struct Pending {
@@ -96,6 +172,53 @@ impl Pending {
             }
         }
         Ok(())
+    }
+
+    /// The complete gradient of a tensor of `shape`, in two parts along `split`'s dim
+    /// before and from its index where every part came as a slice within one of them;
+    /// `None` before any part came.
+    pub(crate) fn gradient(
+        self,
+        shape: &Shape,
+        split: Option<(usize, usize)>,
+    ) -> Result<Option<Gradient>> {
+        let Some((dim, at)) = split else {
+            return Ok(self.total(shape)?.map(Gradient::Whole));
+        };
+        let within = |s: &Slice| s.dim == dim && (s.start + s.len() <= at || s.start >= at);
+        let only_slices = self.whole.is_none()
+            && self.products.is_empty()
+            && self.row_sums.is_empty()
+            && self.slices.iter().all(within);
+        if !only_slices {
+            return Ok(self.total(shape)?.map(Gradient::Whole));
+        }
+        let mut halves = [Pending::default(), Pending::default()];
+        for mut s in self.slices {
+            let second = s.start >= at;
+            s.start -= if second { at } else { 0 };
+            halves[usize::from(second)].slices.push(s);
+        }
+        let mut parts = [None, None];
+        for (i, (half, len)) in halves
+            .into_iter()
+            .zip([at, shape.dims()[dim] - at])
+            .enumerate()
+        {
+            let mut dims = shape.dims().to_vec();
+            dims[dim] = len;
+            parts[i] = half.total(&Shape::new(dims))?;
+        }
+        if parts.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let shape = shape.clone();
+        Ok(Some(Gradient::Split {
+            dim,
+            at,
+            shape,
+            parts,
+        }))
     }
 
     /// The whole gradient of a tensor of `shape`; `None` before any part came.
