@@ -11,7 +11,7 @@
 //! `lstm_gradient` and `gru_gradient`, which the cell kernels run too). The sum is
 //! written as well, as its pending storage's value.
 
-use super::recurrent_step::{internal, is_product, read_as_view, Product};
+use super::recurrent_step::{internal, product_in_sum, read_as_view, Product, FINISH, FINISH_END};
 use crate::byte_span::ByteSpan;
 use crate::fusion::{Arg, FusedOp};
 use crate::kernels::Kernel;
@@ -20,12 +20,7 @@ use crate::params::{to_u32, RecurrentGradientParams, ShaderParams};
 use crate::shader_constants::TILE;
 use crate::storage::GpuStorage;
 use kiln_core::{BinaryOp, DType, GruCellSpec, Layout, LstmCellSpec, Result};
-use std::sync::Arc;
 use std::time::Instant;
-
-/// The section of `matmul.wgsl` that stores the product, which these builds replace.
-const FINISH: &str = "// kiln:finish";
-const FINISH_END: &str = "// kiln:finish end";
 
 /// Each of the thread's products in bounds is the recurrent term of the gradient of
 /// the step's output at (row, unit).
@@ -239,20 +234,10 @@ fn step(
         return Ok(None);
     };
     let shape = [batch, hidden];
-    let is_sum = expr.op == FusedOp::Binary(BinaryOp::Add)
-        && expr.dtype == dtype
-        && expr.args.len() == 2
-        && expr.args.iter().all(|a| a.layout.dims() == shape);
-    if !is_sum {
-        return Ok(None);
-    }
-    let Some(p) = expr.args.iter().position(|a| is_product(a, &shape)) else {
+    let Some(p) = product_in_sum(expr, dtype, &shape) else {
         return Ok(None);
     };
     let (product, rest) = (&expr.args[p], &expr.args[1 - p]);
-    if Arc::strong_count(&product.storage.data) != 1 || rest.storage.dtype != dtype {
-        return Ok(None);
-    }
     let terms = terms(rest, dtype, shape)?;
     let (state, saved, second) = match cell {
         Cell::Lstm { z, c, dc } => (c, z, read_as_view(dc, batch, hidden)?),

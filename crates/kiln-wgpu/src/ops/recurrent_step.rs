@@ -22,9 +22,10 @@ use kiln_core::{
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The section of `matmul.wgsl` that stores the product, which these builds replace.
-const FINISH: &str = "// kiln:finish";
-const FINISH_END: &str = "// kiln:finish end";
+/// The section of `matmul.wgsl` that stores the product, which the recurrent builds
+/// replace (`recurrent_backward`'s too).
+pub(super) const FINISH: &str = "// kiln:finish";
+pub(super) const FINISH_END: &str = "// kiln:finish end";
 
 /// What both finishes begin with: `acc[i]` holds the gates of unit `col0 / 4 + local.x`
 /// (`rhs_at`'s order) for the thread's row `i`; `sum` is the product plus what its sum
@@ -157,20 +158,10 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
         return Ok(None);
     };
     let shape = [batch, cell.gates() * hidden];
-    let is_sum = expr.op == FusedOp::Binary(BinaryOp::Add)
-        && expr.dtype == dtype
-        && expr.args.len() == 2
-        && expr.args.iter().all(|a| a.layout.dims() == shape);
-    if !is_sum {
-        return Ok(None);
-    }
-    let Some(p) = expr.args.iter().position(|a| is_product(a, &shape)) else {
+    let Some(p) = product_in_sum(expr, dtype, &shape) else {
         return Ok(None);
     };
     let (product, add) = (&expr.args[p], &expr.args[1 - p]);
-    if Arc::strong_count(&product.storage.data) != 1 || add.storage.dtype != dtype {
-        return Ok(None);
-    }
     let (state, x) = match cell {
         Cell::Lstm { c } => (read_as_view(c, batch, hidden)?, None),
         Cell::Gru { x, h } => (
@@ -306,9 +297,24 @@ impl Product {
     }
 }
 
+/// Where `expr` is a sum of two tensors of `shape` and `dtype` whose one is the output
+/// of a deferred single product that nothing else holds (whose own output no one can
+/// then ask for): which of its args the product is.
+pub(super) fn product_in_sum(expr: &Expr, dtype: DType, shape: &[usize; 2]) -> Option<usize> {
+    let is_sum = expr.op == FusedOp::Binary(BinaryOp::Add)
+        && expr.dtype == dtype
+        && expr.args.len() == 2
+        && (expr.args.iter()).all(|a| a.layout.dims() == shape && a.storage.dtype == dtype);
+    if !is_sum {
+        return None;
+    }
+    let p = expr.args.iter().position(|a| is_product(a, shape))?;
+    (Arc::strong_count(&expr.args[p].storage.data) == 1).then_some(p)
+}
+
 /// Whether `arg` reads, in order, the output of a deferred single product of `shape`
 /// by a tiled or blocked kernel through strides.
-pub(super) fn is_product(arg: &Arg, shape: &[usize; 2]) -> bool {
+fn is_product(arg: &Arg, shape: &[usize; 2]) -> bool {
     if !arg.in_order() {
         return false;
     }
