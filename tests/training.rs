@@ -785,6 +785,49 @@ fn clipping_and_schedules_follow_their_definitions() {
     assert_eq!(lrs, vec![0.2, 0.4, 0.6000000000000001, 0.8, 0.8]);
 }
 
+/// `frozen` runs a pass through a module whose parameters then take no gradient (the
+/// input still gets its own, through them, as when they train) and leaves them
+/// trainable after, also when the pass fails; a parameter frozen before stays so.
+#[test]
+fn a_frozen_module_passes_gradients_through_and_takes_none() {
+    let cpu = Device::cpu();
+    let mut rng = Rng::new(3);
+    let layer = Linear::new(4, 3, &cpu, &mut rng).unwrap();
+    let x = Tensor::randn([2, 4], DType::F32, &cpu, &mut rng)
+        .unwrap()
+        .into_var()
+        .unwrap();
+    let pass = || layer.forward(&x)?.square()?.sum_all();
+    let trained = pass().unwrap().backward().unwrap();
+    let frozen = layer.frozen(pass).unwrap().backward().unwrap();
+    let params = layer.parameters();
+    assert_eq!(params.len(), 2);
+    for p in &params {
+        assert!(trained.get(p).is_some());
+        assert!(
+            frozen.get(p).is_none(),
+            "a frozen parameter took a gradient"
+        );
+        assert!(p.is_leaf_var(), "a parameter stayed frozen");
+    }
+    assert_eq!(
+        frozen.get(&x).unwrap().to_vec::<f32>().unwrap(),
+        trained.get(&x).unwrap().to_vec::<f32>().unwrap()
+    );
+    let failed = layer.frozen(|| -> kiln::Result<()> {
+        assert!(params.iter().all(|p| !p.requires_grad()));
+        Err(Error::InvalidArgument {
+            op: "test",
+            reason: "the pass fails".into(),
+        })
+    });
+    assert!(failed.is_err());
+    assert!(params.iter().all(Tensor::is_leaf_var));
+    params[1].set_requires_grad(false).unwrap();
+    layer.frozen(|| Ok(())).unwrap();
+    assert!(params[0].is_leaf_var() && !params[1].requires_grad());
+}
+
 #[test]
 fn gan_generator_moves_towards_the_data() {
     use kiln_nn::loss::binary_cross_entropy_with_logits;

@@ -119,9 +119,10 @@ impl Gan {
             &binary_cross_entropy_with_logits(&d.forward(&fake)?, &zeros)?,
         )?;
         self.opt_d.step(&loss_d.backward()?)?;
-        // Generator: make the discriminator say 1 (the non-saturating loss).
+        // Generator: make the discriminator say 1 (the non-saturating loss). The
+        // discriminator's parameters take no gradient here: its step has been taken.
         let fake = g.forward(&Tensor::randn([n, LATENT], DType::F32, &device, rng)?)?;
-        let loss_g = binary_cross_entropy_with_logits(&d.forward(&fake)?, &ones)?;
+        let loss_g = d.frozen(|| binary_cross_entropy_with_logits(&d.forward(&fake)?, &ones))?;
         self.opt_g.step(&loss_g.backward()?)?;
         Ok((loss_d, loss_g))
     }

@@ -101,9 +101,12 @@ fn main() -> Result<()> {
             opt_d.step(&loss_d.backward()?)?;
 
             // The generator: make the discriminator say 1. Only the generator's
-            // parameters are in opt_g, so the discriminator is left as it is.
+            // parameters are in opt_g, so the discriminator is left as it is; frozen,
+            // its parameters take no gradient in this pass.
             let z = Tensor::randn([b, LATENT], DType::F32, &device, &mut rng)?;
-            let loss_g = binary_cross_entropy_with_logits(&d.forward(&g.forward(&z)?)?, &ones)?;
+            let fake = g.forward(&z)?;
+            let loss_g =
+                d.frozen(|| binary_cross_entropy_with_logits(&d.forward(&fake)?, &ones))?;
             opt_g.step(&loss_g.backward()?)?;
 
             // Read back every 100 steps, not every step: a readback waits for the GPU.

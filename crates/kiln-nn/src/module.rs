@@ -70,6 +70,33 @@ pub trait ModuleExt: Module {
     fn eval(&self) {
         self.set_training(false);
     }
+
+    /// Runs `f` with the parameters as constants, so that a backward pass through this
+    /// module computes no gradient of theirs (a GAN's generator step through its
+    /// discriminator; PyTorch's `requires_grad_(False)` and back); trainable again
+    /// after, whatever `f` returns. The parameters stay the same tensors: optimizers
+    /// holding them go on stepping them.
+    fn frozen<T>(&self, f: impl FnOnce() -> kiln::Result<T>) -> kiln::Result<T> {
+        let trainable = self.parameters().into_iter().filter(Tensor::is_leaf_var);
+        let thaw = Thaw(trainable.collect());
+        for p in &thaw.0 {
+            p.set_requires_grad(false)?;
+        }
+        f()
+    }
+}
+
+/// Parameters `ModuleExt::frozen` made constants, trainable again when dropped (after
+/// its closure returns, or unwinds).
+struct Thaw(Vec<Tensor>);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            // A leaf always changes (only computed tensors refuse).
+            let _ = p.set_requires_grad(true);
+        }
+    }
 }
 
 impl<M: Module + ?Sized> ModuleExt for M {}
