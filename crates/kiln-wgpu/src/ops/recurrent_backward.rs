@@ -261,7 +261,8 @@ fn step(
             0,
         ])
     };
-    let term1 = terms.last().unwrap_or(&terms[0]);
+    // With one term, binding 2 holds the first again (and the kernel reads it not).
+    let term1 = &terms[terms.len() - 1];
     let (grad_c, x) = match cell {
         Cell::Lstm { .. } => (view(&second.1)?, [0; 4]),
         Cell::Gru { .. } => ([0; 4], view(&second.1)?),
@@ -284,8 +285,11 @@ fn step(
         outs.push(device.alloc_output(op, n * units, dtype)?);
     }
     let key = format!("{kernel:?} [{dtype:?}]");
-    let written = (0..=outputs(kernel).len() as u32)
-        .map(|i| (1, if i == 0 { 4 } else { 6 + i }))
+    // The sum, then the gradients from binding 7.
+    let gradients = 7..7 + outputs(kernel).len() as u32;
+    let written = std::iter::once(4)
+        .chain(gradients)
+        .map(|b| (1, b))
         .collect();
     let pipeline = device.cached_pipeline(key, kernel, 2, written, || source(kernel, dtype))?;
     let mut resources = vec![
@@ -298,7 +302,7 @@ fn step(
     ];
     resources.extend(outs.iter().map(|b| b.buffer().as_entire_binding()));
     let size = dtype.size_in_bytes() as u64;
-    // With one term, binding 2 holds the first again: the same span, counted once.
+    // One term bound twice is the same span, counted once.
     let spans = vec![
         (1, ByteSpan::of_layout(&terms[0].1, size)),
         (2, ByteSpan::of_layout(&term1.1, size)),
