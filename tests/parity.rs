@@ -982,6 +982,50 @@ fn lstm_cell_matches_the_plain_formula() {
     }
 }
 
+/// Cells with no rows or no units run forward and back on each device, their outputs
+/// and gradients as empty as their inputs.
+#[test]
+fn recurrent_cells_take_empty_batches_and_no_units() {
+    let mut devices = vec![Device::cpu()];
+    devices.extend(gpu());
+    for device in devices {
+        for (batch, hidden) in [(0, 3), (2, 0), (0, 0)] {
+            let var = |dims: [usize; 2]| {
+                Tensor::zeros(dims, DType::F32, &device)
+                    .unwrap()
+                    .into_var()
+                    .unwrap()
+            };
+            let label = format!("{device:?}, batch {batch}, hidden {hidden}");
+            let (z, c) = (var([batch, 4 * hidden]), var([batch, hidden]));
+            let hc = z.lstm_cell(&c).unwrap();
+            assert_eq!(hc.dims(), [batch, 2 * hidden], "{label}");
+            let h = hc.narrow(1, 0, hidden).unwrap();
+            let c1 = hc.narrow(1, hidden, hidden).unwrap();
+            let loss = h.sum_all().unwrap().add(&c1.sum_all().unwrap()).unwrap();
+            let grads = loss.backward().unwrap();
+            assert_eq!(
+                grads.get(&z).unwrap().dims(),
+                [batch, 4 * hidden],
+                "{label}"
+            );
+            assert_eq!(grads.get(&c).unwrap().dims(), [batch, hidden], "{label}");
+            let (x, hp, h0) = (
+                var([batch, 3 * hidden]),
+                var([batch, 3 * hidden]),
+                var([batch, hidden]),
+            );
+            let h1 = x.gru_cell(&hp, &h0).unwrap();
+            assert_eq!(h1.dims(), [batch, hidden], "{label}");
+            let grads = h1.sum_all().unwrap().backward().unwrap();
+            for (t, dims) in [(&x, [batch, 3 * hidden]), (&hp, [batch, 3 * hidden])] {
+                assert_eq!(grads.get(t).unwrap().dims(), dims, "{label}");
+            }
+            assert_eq!(grads.get(&h0).unwrap().dims(), [batch, hidden], "{label}");
+        }
+    }
+}
+
 /// One GRU step written as tensor ops (PyTorch's gate order r, z, n): the reference the
 /// fused `gru_cell` is checked against.
 fn gru_reference(x: &Tensor, hp: &Tensor, h: &Tensor) -> kiln::Result<Tensor> {
