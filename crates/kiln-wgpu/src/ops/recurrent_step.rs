@@ -277,10 +277,9 @@ impl Product {
                 operand(params.k, params.n, params.rhs_strides, params.offsets[1]),
             ),
         ];
-        let [lhs, rhs] = [0, 1].map(|i| launch.inputs()[i].clone());
         Ok(Product {
             params,
-            operands: [lhs, rhs],
+            operands: [0, 1].map(|i| launch.inputs()[i].clone()),
             spans,
         })
     }
