@@ -457,17 +457,23 @@ fn check_graph(device: &Device, graph: &Graph) {
         _ => default,
     };
     gpu_device.set_matmul_variant(variant).unwrap();
+    // Small pending products several to a launch in every other graph (the graphs'
+    // gradients leave their weights' pending).
+    let groups = gpu_device.matmul_groups();
+    gpu_device.set_matmul_groups(graph.seed.is_multiple_of(2));
     check_graph_with(device, graph);
     gpu_device.set_matmul_variant(default).unwrap();
+    gpu_device.set_matmul_groups(groups);
 }
 
 fn check_graph_with(device: &Device, graph: &Graph) {
     let gpu_device = device.as_gpu().unwrap();
     let label = format!(
-        "graph seed {} ({} nodes, matmul {:?})",
+        "graph seed {} ({} nodes, matmul {:?}, groups {})",
         graph.seed,
         graph.nodes.len(),
-        gpu_device.matmul_variant()
+        gpu_device.matmul_variant(),
+        gpu_device.matmul_groups()
     );
     let inputs = make_inputs(graph);
     let want = eval(graph, &inputs).unwrap_or_else(|e| panic!("{label}: cpu: {e}"));
@@ -1972,4 +1978,158 @@ fn recurrent_steps_run_in_their_products() {
     let want_hc = want_z.lstm_cell(&to_cpu(&c)).unwrap();
     assert_near("held product's step", &hc, &want_hc, 1e-5, 5e-4);
     gpu_device.set_matmul_variant(default).unwrap();
+}
+
+/// Small products left pending (a backward pass's weight gradients, which wait for the
+/// optimizer) run several to a launch where groups are on: on each kernel that defers
+/// (tiled, small-tiled, blocked), products of odd shapes, through transposed and
+/// sliced views and batches (one broadcast), in f32 and f16, give the bits each gives
+/// run alone and the CPU's values; as many run to a launch as the device binds (three
+/// buffers each); a product whose workgroups fill a card runs alone, and so does one
+/// that an expression being run takes as its epilogue.
+#[test]
+fn small_pending_products_run_together() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu_device = device.as_gpu().unwrap();
+    let (variant, groups) = (gpu_device.matmul_variant(), gpu_device.matmul_groups());
+    let mut rng = common::rng();
+    let cpu = Device::cpu();
+    let plain = |shape: &[usize], rng: &mut Rng| common::rand(shape, rng);
+    // (lhs, rhs) on the CPU, twelve small products.
+    let mut cases: Vec<(Tensor, Tensor)> = Vec::new();
+    for round in 0..2 {
+        let n = 5 + 4 * round;
+        cases.push((plain(&[37, 70], &mut rng), plain(&[70, n], &mut rng)));
+        // A weight gradient's shape: the output's gradient transposed.
+        cases.push((
+            common::transposed(&[33, 130], &mut rng),
+            plain(&[130, 65], &mut rng),
+        ));
+        cases.push((
+            plain(&[1, 9], &mut rng),
+            common::transposed(&[9, 65], &mut rng),
+        ));
+        cases.push((
+            common::sliced(&[20, 17], &mut rng),
+            common::sliced(&[17, 129], &mut rng),
+        ));
+        cases.push((plain(&[3, 2, 7, 11], &mut rng), plain(&[11, 6], &mut rng)));
+        cases.push((plain(&[4, 5, 8], &mut rng), plain(&[4, 8, 3], &mut rng)));
+    }
+    let limit = gpu_device.summary().max_storage_buffers_per_shader_stage as usize;
+    let per_launch = (limit / 3).min(kiln::backend::MAX_MATMUL_GROUP);
+    assert!(
+        per_launch < cases.len(),
+        "the cases fit one launch of {per_launch}"
+    );
+    let mut dtypes = vec![DType::F32];
+    if gpu_device.supports(DType::F16) {
+        dtypes.push(DType::F16);
+    }
+    // Exactly as many workgroups as fill a card (one tile per batch): too many to join.
+    let batches = kiln::backend::MATMUL_GROUP_WORKGROUPS;
+    let big = (
+        plain(&[batches, 1, 2], &mut rng),
+        plain(&[batches, 2, 1], &mut rng),
+    );
+    for variant in [
+        MatmulVariant::Tiled,
+        MatmulVariant::SmallTiled,
+        MatmulVariant::Blocked,
+    ] {
+        gpu_device.set_matmul_variant(variant).unwrap();
+        for &dtype in &dtypes {
+            let label = format!("{variant:?} {dtype:?}");
+            // The operands on the device, computed (an f16 cast runs now), and the
+            // CPU's product of the values the device holds.
+            let on_device = |t: &Tensor| {
+                let moved = common::on_strided(&device, t).to_dtype(dtype).unwrap();
+                moved.to_f64_vec().unwrap();
+                moved
+            };
+            let all: Vec<&(Tensor, Tensor)> = cases.iter().chain([&big]).collect();
+            let moved: Vec<(Tensor, Tensor)> = all
+                .iter()
+                .map(|(l, r)| (on_device(l), on_device(r)))
+                .collect();
+            let want: Vec<Tensor> = moved
+                .iter()
+                .map(|(l, r)| {
+                    let l = l.to_device(&cpu).unwrap().to_dtype(DType::F32).unwrap();
+                    let r = r.to_device(&cpu).unwrap().to_dtype(DType::F32).unwrap();
+                    l.matmul(&r).unwrap()
+                })
+                .collect();
+            gpu_device.set_matmul_groups(false);
+            let alone: Vec<Vec<f64>> = moved
+                .iter()
+                .map(|(l, r)| l.matmul(r).unwrap().to_f64_vec().unwrap())
+                .collect();
+            gpu_device.set_matmul_groups(true);
+            let (together, profile) = device
+                .profile(|| {
+                    let pending: Vec<Tensor> =
+                        moved.iter().map(|(l, r)| l.matmul(r).unwrap()).collect();
+                    pending
+                        .iter()
+                        .map(Tensor::to_f64_vec)
+                        .collect::<kiln::Result<Vec<_>>>()
+                })
+                .unwrap();
+            let (atol, rtol) = match dtype {
+                DType::F16 => (1e-2, 1e-2),
+                _ => (1e-5, 1e-4),
+            };
+            for (i, (got, w)) in together.iter().zip(&want).enumerate() {
+                let label = format!("{label}, product {i} of {:?}", w.dims());
+                assert_eq!(got.len(), alone[i].len(), "{label}");
+                for (a, b) in got.iter().zip(&alone[i]) {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{label}: {a} alone {b}");
+                }
+                let got = Tensor::from_vec(got.clone(), w.dims().to_vec(), &cpu).unwrap();
+                assert_near(&label, &got, w, atol, rtol);
+            }
+            let launches = |part: &str| -> u64 {
+                let named = profile.kernels.iter().filter(|k| k.name.contains(part));
+                named.map(|k| k.launches).sum()
+            };
+            let groups = cases.len().div_ceil(per_launch) as u64;
+            assert_eq!(
+                launches("products"),
+                groups,
+                "{label}: {:#?}",
+                profile.kernels
+            );
+            assert_eq!(
+                launches("matmul"),
+                groups + 1,
+                "{label}: {:#?}",
+                profile.kernels
+            );
+        }
+        // Two pending products summed: the sum takes one as its epilogue, and running
+        // the other (its read) leaves that one to it.
+        let (l, r) = (&cases[0].0, &cases[0].1);
+        let r2 = r.mul_scalar(2.0).unwrap();
+        let want = l.matmul(r).unwrap().mul_scalar(3.0).unwrap();
+        let moved = on_gpu(&device, &[l.clone(), r.clone(), r2]);
+        let (got, profile) = device
+            .profile(|| {
+                let a = moved[0].matmul(&moved[1])?;
+                let b = moved[0].matmul(&moved[2])?;
+                a.add(&b)?.to_f64_vec()
+            })
+            .unwrap();
+        let got = Tensor::from_vec(got, want.dims().to_vec(), &cpu).unwrap();
+        assert_near(&format!("{variant:?}: sum of two"), &got, &want, 1e-5, 1e-4);
+        let names = kernel_names(&profile);
+        assert!(
+            names.iter().any(|n| n.contains("=> fused add"))
+                && !names.iter().any(|n| n.contains("products")),
+            "{variant:?}: {names:?}"
+        );
+    }
+    gpu_device.set_matmul_variant(variant).unwrap();
+    gpu_device.set_matmul_groups(groups);
 }

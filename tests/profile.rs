@@ -400,3 +400,70 @@ fn autotuning_runs_what_a_candidate_defers() {
     assert!(runs.get() >= 2, "each candidate runs");
     assert_eq!(fused, runs.get(), "{:#?}", profile.kernels);
 }
+
+/// A backward pass through linear layers leaves each weight's gradient a small pending
+/// product, which nothing reads until the optimizer. With groups on (the tiled kernel,
+/// as hardware GPUs run it), each runs with the next product that must run, in one
+/// launch: the gradients those of groups off bit for bit, and the CPU's.
+#[test]
+fn weight_gradients_run_with_the_products_beside_them() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let device = gpu.as_gpu().unwrap();
+    let (variant, groups) = (device.matmul_variant(), device.matmul_groups());
+    device.set_matmul_variant(MatmulVariant::Tiled).unwrap();
+    let mut rng = rng();
+    let values: Vec<Tensor> = [[19, 33], [33, 40], [40, 24], [24, 7]]
+        .iter()
+        .map(|shape| rand(shape, &mut rng))
+        .collect();
+    // The weights of a three-layer network on `device`, and its summed output.
+    let network = |device: &Device| -> kiln::Result<(Vec<Tensor>, Tensor)> {
+        let x = on(device, &values[0]);
+        let w: Vec<Tensor> = (values[1..].iter())
+            .map(|v| on(device, v).detach().into_var())
+            .collect::<kiln::Result<_>>()?;
+        let h = x.matmul(&w[0])?.relu()?.matmul(&w[1])?.tanh()?;
+        let loss = h.matmul(&w[2])?.sum(&[0, 1], false)?;
+        Ok((w, loss))
+    };
+    let gradients = |(w, loss): &(Vec<Tensor>, Tensor)| -> kiln::Result<Vec<Vec<f64>>> {
+        let grads = loss.backward()?;
+        let grad = |w: &Tensor| grads.get(w).expect("a gradient").to_f64_vec();
+        w.iter().map(grad).collect()
+    };
+    let mut runs = Vec::new();
+    for on in [false, true] {
+        device.set_matmul_groups(on);
+        let net = network(&gpu).unwrap();
+        runs.push(gpu.profile(|| gradients(&net)));
+    }
+    device.set_matmul_variant(variant).unwrap();
+    device.set_matmul_groups(groups);
+    let [(alone, alone_profile), (together, profile)] =
+        <[_; 2]>::try_from(runs.into_iter().collect::<kiln::Result<Vec<_>>>().unwrap()).unwrap();
+    let cpu = network(&Device::cpu()).unwrap();
+    let grads = cpu.1.backward().unwrap();
+    let want: Vec<&Tensor> = cpu.0.iter().map(|w| grads.get(w).unwrap()).collect();
+    for (i, ((a, t), w)) in alone.iter().zip(&together).zip(&want).enumerate() {
+        for (x, y) in a.iter().zip(t) {
+            assert_eq!(
+                x.to_bits(),
+                y.to_bits(),
+                "weight {i}: {x} alone, {y} together"
+            );
+        }
+        let got = Tensor::from_vec(t.clone(), w.dims().to_vec(), &Device::cpu()).unwrap();
+        assert_near(&format!("weight {i}"), &got, w, 1e-5, 1e-4);
+    }
+    // Alone: the three weights' products and the two hidden layers' gradients, five
+    // launches. Together: the last layer's weight with the second layer's input
+    // gradient, the second's with the first's, and the first's alone.
+    assert_eq!(
+        launches(&alone_profile, "matmul/"),
+        5,
+        "{:#?}",
+        alone_profile.kernels
+    );
+    assert_eq!(launches(&profile, "matmul/"), 3, "{:#?}", profile.kernels);
+}

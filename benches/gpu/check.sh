@@ -16,7 +16,9 @@
 # on CUDA on the same shapes (benches/gpu/torch_cuda.py); training steps per second of
 # kiln's CNN and transformer beside PyTorch's, and again with each setting above and
 # with the transformer's attention fused and composed (`KILN_ATTENTION`), whole and
-# split (`KILN_ATTENTION_SPLIT`; by default the autotuner chooses per shape class); and, where prepare.sh built one, the build
+# split (`KILN_ATTENTION_SPLIT`; by default the autotuner chooses per shape class), and
+# with each small pending product in a launch of its own (`KILN_MATMUL_GROUPS=0`); and,
+# where prepare.sh built one, the build
 # last measured against this one in interleaved rounds (benches/gpu/binary_ab.sh;
 # `--local` runs the script with this build on both sides). `--local` skips the PyTorch parts (and
 # says so in the summary) and runs the smaller suite; CI runs it so the script cannot rot.
@@ -163,7 +165,7 @@ done
 part "kiln train step transformer, clipped" 240 bash -c "set -o pipefail; echo '# kiln profile transformer --clip-grad-norm 1' >> \"$training\"; \
     \"$kiln\" profile transformer --clip-grad-norm 1 --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|submissions|readbacks|bind groups|peak memory|dispatches|bytes per step)' >> \"$training\""
 if ! $local_mode; then
-    for setting in KILN_MATMUL=blocked KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold KILN_CONV=implicit KILN_ATTENTION=fused KILN_ATTENTION=composed KILN_ATTENTION_SPLIT=whole KILN_ATTENTION_SPLIT=split; do
+    for setting in KILN_MATMUL=blocked KILN_MATMUL_GROUPS=0 KILN_BOUNDS_CHECKS=all KILN_SUBGROUPS=0 KILN_CONV=unfold KILN_CONV=implicit KILN_ATTENTION=fused KILN_ATTENTION=composed KILN_ATTENTION_SPLIT=whole KILN_ATTENTION_SPLIT=split; do
         for model in cnn transformer gan; do
             # The transformer has no convolution, the CNN no attention; the GAN is here
             # for its convolutions.

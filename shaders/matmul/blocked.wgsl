@@ -151,8 +151,20 @@ fn store_rhs(buf: u32, lid: u32, cols: bool, v: vec4<f32>) {
     put_rhs(buf, lid + 3u * THREADS, cols, v.w);
 }
 
-@compute @workgroup_size(16, 16)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+// Writes the four columns col.. of `row` that lie inside the output.
+fn store_output(base: u32, row: u32, col: u32, v: vec4<f32>) {
+    if (row >= params.m) {
+        return;
+    }
+    let at = base + row * params.n + col;
+    if (col < params.n) { store(at, v.x); }
+    if (col + 1u < params.n) { store(at + 1u, v.y); }
+    if (col + 2u < params.n) { store(at + 2u, v.z); }
+    if (col + 3u < params.n) { store(at + 3u, v.w); }
+}
+
+// The tile at `wid` (its column, row and batch).
+fn product(wid: vec3<u32>, local: vec3<u32>, lid: u32) {
     let b0 = wid.z / params.batch1;
     let b1 = wid.z % params.batch1;
     let ls = params.lhs_strides;
@@ -241,14 +253,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
     store_output(out_base, r + HALF + 3u, c + HALF, acc[15]);
 }
 
-// Writes the four columns col.. of `row` that lie inside the output.
-fn store_output(base: u32, row: u32, col: u32, v: vec4<f32>) {
-    if (row >= params.m) {
-        return;
-    }
-    let at = base + row * params.n + col;
-    if (col < params.n) { store(at, v.x); }
-    if (col + 1u < params.n) { store(at + 1u, v.y); }
-    if (col + 2u < params.n) { store(at + 2u, v.z); }
-    if (col + 3u < params.n) { store(at + 3u, v.w); }
+// kiln:entry (kiln-wgpu's ops/matmul_group.rs replaces the entry point to run several
+// products in one launch)
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    product(wid, local, lid);
 }

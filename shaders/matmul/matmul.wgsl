@@ -77,8 +77,8 @@ const STAGED: u32 = TILE * SLICE / (SIDE * SIDE);
 var<workgroup> lhs_tile: array<array<vec4<f32>, SIDE>, SLICE>;
 var<workgroup> rhs_tile: array<array<vec4<f32>, SIDE>, SLICE>;
 
-@compute @workgroup_size(SIDE, SIDE)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+// The tile at `wid` (its column, row and batch).
+fn product(wid: vec3<u32>, local: vec3<u32>, lid: u32) {
     let b0 = wid.z / params.batch1;
     let b1 = wid.z % params.batch1;
     let lhs_base = params.offsets.x + b0 * params.lhs_strides.x + b1 * params.lhs_strides.y;
@@ -135,4 +135,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
         }
     }
     // kiln:finish end
+}
+
+// kiln:entry (kiln-wgpu's ops/matmul_group.rs replaces the entry point to run several
+// products in one launch)
+@compute @workgroup_size(SIDE, SIDE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    product(wid, local, lid);
 }

@@ -68,8 +68,8 @@ pub fn run() -> kiln::Result<()> {
     Ok(())
 }
 
-/// On the adapter kiln opens for the GPU: how the row kernels combine their lanes, and
-/// how convolutions and attention run.
+/// On the adapter kiln opens for the GPU: how the row kernels combine their lanes, how
+/// convolutions and attention run, and whether small products share launches.
 fn kernel_choices() {
     let gpu = match GpuDevice::new() {
         Ok(gpu) => gpu,
@@ -110,6 +110,14 @@ fn kernel_choices() {
         AttentionSplit::Split => "rows split into lanes (KILN_ATTENTION_SPLIT)",
     };
     println!("fused attention rows on {name}: {split}");
+    let groups = match (gpu.matmul_groups(), gpu.summary().is_software()) {
+        (true, _) => "small pending products several to a launch (KILN_MATMUL_GROUPS=0: one each)",
+        (false, true) => {
+            "one each, as on software adapters (KILN_MATMUL_GROUPS=1: several to a launch)"
+        }
+        (false, false) => "one each (KILN_MATMUL_GROUPS=0)",
+    };
+    println!("matmul launches on {name}: {groups}");
 }
 
 /// The autotuner's cache: where it is and what it holds, per adapter.

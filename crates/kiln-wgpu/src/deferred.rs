@@ -23,6 +23,8 @@ pub(crate) trait Deferred: Send {
     /// Storage buffers the kernel binds: its inputs and its output.
     fn buffers(&self) -> usize;
     fn kernel(&self) -> Kernel;
+    /// Workgroups of the launch along x, y and z.
+    fn groups(&self) -> [u32; 3];
     /// The params' bytes, as the kernel reads them.
     fn params(&self) -> &[u8];
     fn inputs(&self) -> &[GpuStorage];
@@ -61,6 +63,10 @@ impl<P: ShaderParams + Send> Deferred for DeferredLaunch<P> {
 
     fn kernel(&self) -> Kernel {
         self.kernel
+    }
+
+    fn groups(&self) -> [u32; 3] {
+        self.groups
     }
 
     fn params(&self) -> &[u8] {

@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub(crate) pipelines: Mutex<PipelineCache>,
     /// Whether elementwise ops record pending storages (`fusion`).
     pub(crate) fusion: AtomicBool,
+    /// Whether small pending products run several to a launch (`ops::matmul_group`).
+    pub(crate) matmul_groups: AtomicBool,
     /// How attention without masks runs (see `AttentionWay`).
     pub(crate) attention_way: Mutex<AttentionWay>,
     /// How the fused attention kernels spread a row (see `AttentionSplit`).
@@ -95,6 +97,23 @@ impl PartialEq for GpuDevice {
 }
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether small pending products run several to a launch (`ops::matmul_group`):
+/// `KILN_MATMUL_GROUPS=0` or `=1`, else on hardware GPUs only. A group fills cores that
+/// one small product leaves idle; a software adapter has few, and its compiler runs
+/// every product's code in the group's switch under a mask (lavapipe: the grouped
+/// products 6% slower two to a launch, 20-28% eight to a launch).
+fn matmul_groups_by_default(software: bool) -> bool {
+    match std::env::var("KILN_MATMUL_GROUPS").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        Ok(other) => {
+            crate::env_warning::warn_once(&format!("KILN_MATMUL_GROUPS={other}: not 0 or 1"));
+            !software
+        }
+        Err(_) => !software,
+    }
+}
 
 impl GpuDevice {
     /// Opens the preferred adapter (see `adapter` for the environment variables) with
@@ -164,6 +183,7 @@ impl GpuDevice {
                 autotuner: Mutex::new(autotuner),
                 pipelines: Mutex::default(),
                 fusion: AtomicBool::new(std::env::var("KILN_FUSION").as_deref() != Ok("0")),
+                matmul_groups: AtomicBool::new(matmul_groups_by_default(software)),
                 attention_way: Mutex::new(AttentionWay::from_env()),
                 attention_split: Mutex::new(AttentionSplit::from_env()),
                 fused_pipelines: Mutex::default(),
@@ -271,6 +291,16 @@ impl GpuDevice {
 
     pub fn fusion(&self) -> bool {
         self.inner.fusion.load(Ordering::Relaxed)
+    }
+
+    /// Turns on or off running small pending products several to a launch (see
+    /// `matmul_groups_by_default`).
+    pub fn set_matmul_groups(&self, on: bool) {
+        self.inner.matmul_groups.store(on, Ordering::Relaxed);
+    }
+
+    pub fn matmul_groups(&self) -> bool {
+        self.inner.matmul_groups.load(Ordering::Relaxed)
     }
 
     /// How this device runs attention without masks (see `AttentionWay`).

@@ -28,6 +28,10 @@ pub(crate) struct Bindings<'a> {
     /// knows them to be fewer than it binds (a fused read of one time step of a whole
     /// sequence): what a profile counts for them.
     pub(crate) spans: Vec<(u32, ByteSpan)>,
+    /// In a launch of several members' work (`ops::matmul_group`), the bindings of
+    /// each, member j's from `1 + j * n`: a buffer two members read counts once per
+    /// member, as each reads it.
+    pub(crate) per_member: Option<u32>,
 }
 
 impl<'a> Bindings<'a> {
@@ -42,12 +46,21 @@ impl<'a> Bindings<'a> {
             params,
             resources: numbered.map(|(i, r)| (first + i as u32, r)).collect(),
             spans: Vec::new(),
+            per_member: None,
         }
     }
 
     /// These bindings, the kernel accessing only `spans` of the buffers named there.
     pub(crate) fn spanning(self, spans: Vec<(u32, ByteSpan)>) -> Self {
         Bindings { spans, ..self }
+    }
+
+    /// These bindings, `n` to each member of a launch of several (see `per_member`).
+    pub(crate) fn per_member(self, n: u32) -> Self {
+        Bindings {
+            per_member: Some(n),
+            ..self
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod cell_updates;
 mod conv_algorithm;
 mod copy_pool;
 mod deferred;
+mod deferred_group;
 mod device;
 mod env_warning;
 mod error_scopes;
@@ -40,6 +41,7 @@ mod storage;
 mod subgroup_probe;
 mod timing;
 mod upload;
+mod wgsl_functions;
 
 pub use adapter::{list_adapters, prefer_adapter, AdapterSummary};
 pub use attention_split::AttentionSplit;
@@ -57,6 +59,9 @@ pub use kernels::{specialised_sources, Kernel};
 pub use matmul_rhs::MatmulRhs;
 pub use matmul_variant::MatmulVariant;
 pub use ops::column_group::MAX_GROUP as MAX_COLUMN_GROUP;
+pub use ops::matmul_group::{
+    MAX_GROUP as MAX_MATMUL_GROUP, SMALL_BELOW as MATMUL_GROUP_WORKGROUPS,
+};
 pub use params::{ParamsLayout, ParamsMember};
 pub use pool::PoolStats;
 pub use probe::{CopyProbe, FmaProbe};

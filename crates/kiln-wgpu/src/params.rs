@@ -243,6 +243,20 @@ shader_params! {
         /// output positions per image. Zero otherwise.
         conv_batch: [u32; 4],
     }
+    /// One product of a launch of several (`ops/matmul_group.rs`): the members of
+    /// `MatmulParams` a product of matrices reads, then its workgroups.
+    MatmulMember {
+        m: u32,
+        n: u32,
+        k: u32,
+        batch1: u32,
+        lhs_strides: [u32; 4],
+        rhs_strides: [u32; 4],
+        offsets: [u32; 4],
+        /// The group's first workgroup this product takes; its tiles across, its
+        /// tiles down.
+        tiles: [u32; 4],
+    }
     /// `attention/*.wgsl`.
     AttentionParams {
         queries: u32,

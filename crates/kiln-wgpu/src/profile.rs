@@ -139,14 +139,15 @@ impl GpuDevice {
         let mut write = 0;
         let resources = bind.iter().enumerate().flat_map(|(g, group)| {
             let known = |binding: u32| group.spans.iter().find(|(b, _)| *b == binding);
+            let member = |binding: u32| group.per_member.map(|n| (binding.max(1) - 1) / n);
             (group.resources.iter())
-                .map(move |(b, r)| (g, *b, r, known(*b).map(|(_, s)| s.clone())))
+                .map(move |(b, r)| (g, *b, r, known(*b).map(|(_, s)| s.clone()), member(*b)))
         });
         // A buffer several read bindings view (attention's q, k and v, thirds of one
         // projection; a sequence's time steps) is counted once: the bytes of the
-        // spans they read, together.
-        let mut reads: Vec<(&wgpu::Buffer, Vec<ByteSpan>)> = Vec::new();
-        for (group, binding, resource, known) in resources {
+        // spans they read, together; once per member in a launch of several.
+        let mut reads: Vec<(&wgpu::Buffer, Option<u32>, Vec<ByteSpan>)> = Vec::new();
+        for (group, binding, resource, known, member) in resources {
             let wgpu::BindingResource::Buffer(b) = resource else {
                 continue;
             };
@@ -157,12 +158,15 @@ impl GpuDevice {
                 write += span.touched;
                 continue;
             }
-            match reads.iter_mut().find(|(buffer, _)| *buffer == b.buffer) {
-                Some((_, spans)) => spans.push(span),
-                None => reads.push((b.buffer, vec![span])),
+            let same = |(buffer, m, _): &&mut (&wgpu::Buffer, Option<u32>, _)| {
+                *buffer == b.buffer && *m == member
+            };
+            match reads.iter_mut().find(same) {
+                Some((_, _, spans)) => spans.push(span),
+                None => reads.push((b.buffer, member, vec![span])),
             }
         }
-        let read: u64 = reads.into_iter().map(|(_, spans)| bytes_in(spans)).sum();
+        let read: u64 = reads.into_iter().map(|(_, _, spans)| bytes_in(spans)).sum();
         let entry = recorder
             .kernels
             .entry(name.clone())

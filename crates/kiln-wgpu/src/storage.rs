@@ -10,7 +10,7 @@ use crate::fusion::Expr;
 use crate::pool::PooledBuffer;
 use kiln_core::{DType, Error, GpuErrorKind, Layout, Result, Shape};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, TryLockError};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError, Weak};
 
 #[derive(Clone)]
 pub struct GpuStorage {
@@ -44,6 +44,30 @@ pub(crate) struct StorageData {
     /// When its work was recorded, in the order of all pending storages: a storage's
     /// pending inputs were recorded before it (0 for a storage made with its buffer).
     pub(crate) recorded: u64,
+    /// Expressions being run that mean to take its deferred launch as their epilogue
+    /// (`EpilogueClaim`): a launch of several leaves it to them.
+    epilogue_claims: AtomicUsize,
+}
+
+/// While held, marks a storage's deferred launch as the epilogue an expression being
+/// run will take (`deferred_group` leaves it out of its launches). It holds the
+/// storage weakly: whether anything else holds it decides whether the epilogue
+/// writes the launch's own output (`fusion::epilogue::private`).
+pub(crate) struct EpilogueClaim(Weak<StorageData>);
+
+impl EpilogueClaim {
+    pub(crate) fn new(data: &Arc<StorageData>) -> Self {
+        data.epilogue_claims.fetch_add(1, Ordering::SeqCst);
+        EpilogueClaim(Arc::downgrade(data))
+    }
+}
+
+impl Drop for EpilogueClaim {
+    fn drop(&mut self) {
+        if let Some(data) = self.0.upgrade() {
+            data.epilogue_claims.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// The count `StorageData::recorded` takes its values from.
@@ -58,6 +82,7 @@ impl GpuStorage {
             side_of: Mutex::new(None),
             followers: AtomicUsize::new(0),
             recorded: 0,
+            epilogue_claims: AtomicUsize::new(0),
         };
         GpuStorage {
             data: Arc::new(data),
@@ -104,6 +129,7 @@ impl GpuStorage {
             side_of: Mutex::new(None),
             followers: AtomicUsize::new(0),
             recorded: RECORDED.fetch_add(1, Ordering::Relaxed),
+            epilogue_claims: AtomicUsize::new(0),
         });
         device.track_pending(&data)?;
         Ok(GpuStorage {
@@ -202,6 +228,11 @@ impl GpuStorage {
 }
 
 impl StorageData {
+    /// Whether an expression being run means to take its launch as its epilogue.
+    pub(crate) fn epilogue_claimed(&self) -> bool {
+        self.epilogue_claims.load(Ordering::SeqCst) > 0
+    }
+
     /// Whether it still has an expression or a deferred launch to run. A slot another
     /// thread holds counts as work (it is being run or fused now): waiting for it here,
     /// under the device's pending list, deadlocked with a thread that held the slot and

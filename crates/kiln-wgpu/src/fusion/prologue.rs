@@ -168,6 +168,7 @@ impl GpuDevice {
             params: bytemuck::bytes_of(params),
             resources: own,
             spans: Vec::new(),
+            per_member: None,
         }];
         for ((f, r), p) in fused.iter().zip(&reads).zip(programs.iter().flatten()) {
             bind.push(Bindings::numbered(bytemuck::bytes_of(f), r, 1).spanning(p.read_spans(1)));
@@ -183,6 +184,7 @@ impl GpuDevice {
                 params: bytemuck::bytes_of(f),
                 resources,
                 spans: e.program.read_spans(1),
+                per_member: None,
             });
         }
         let name = || {

@@ -8,8 +8,9 @@ use super::wgsl::{self, FusedParams};
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
 use crate::launch::Bindings;
+use crate::ops::matmul_group;
 use crate::pipelines::Pipeline;
-use crate::storage::{GpuStorage, StorageData};
+use crate::storage::{EpilogueClaim, GpuStorage, StorageData};
 use kiln_core::{Error, Result};
 use std::sync::{Arc, Weak};
 
@@ -23,7 +24,7 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
         return run_deferred(data, device);
     };
     let start = std::time::Instant::now();
-    let (program, candidate) = lower_with_epilogue(expr, device)?;
+    let (program, candidate, _claim) = lower_with_epilogue(expr, device)?;
     let op = "fusion";
     let out = device.alloc_output(op, program.len, program.out_dtype())?;
     if let Some(given) = candidate {
@@ -68,11 +69,15 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
 }
 
 /// The program of `expr`, and the read whose deferred launch it is to be the epilogue
-/// of, its other reads run. Running them may run that launch (one needed its output),
-/// or fill a storage the program computes inline (a residual sum the next layer's
-/// launches read); then the expression is lowered again, to read what is now there
-/// rather than compute it twice, and may find another launch to follow.
-fn lower_with_epilogue(expr: &Expr, device: &GpuDevice) -> Result<(Program, Option<usize>)> {
+/// of, its other reads run, with a claim on that launch (held until it is taken).
+/// Running them may run that launch (one needed its output), or fill a storage the
+/// program computes inline (a residual sum the next layer's launches read); then the
+/// expression is lowered again, to read what is now there rather than compute it
+/// twice, and may find another launch to follow.
+fn lower_with_epilogue(
+    expr: &Expr,
+    device: &GpuDevice,
+) -> Result<(Program, Option<usize>, Option<EpilogueClaim>)> {
     // The launch's buffers, the program's other reads, and its output.
     let fits = |program: &Program, given: usize| {
         let source = program.reads[given].arg.storage.data.deferred.lock();
@@ -86,11 +91,12 @@ fn lower_with_epilogue(expr: &Expr, device: &GpuDevice) -> Result<(Program, Opti
     loop {
         let program = Program::lower(expr, device.max_fused_reads())?;
         let Some(given) = epilogue_read(&program).filter(|&g| fits(&program, g)) else {
-            return Ok((program, None));
+            return Ok((program, None, None));
         };
         // The launch's own inputs first, those it reads as buffers: they may fill a
         // storage this program computes inline.
         let source = &program.reads[given].arg.storage;
+        let claim = EpilogueClaim::new(&source.data);
         let launch_inputs = {
             let slot = source.data.deferred.lock().unwrap();
             slot.as_ref().map(|l| (l.kernel(), l.inputs().to_vec()))
@@ -110,23 +116,26 @@ fn lower_with_epilogue(expr: &Expr, device: &GpuDevice) -> Result<(Program, Opti
         // Each pass through here fills one more storage the program inlined.
         if program.inlined.iter().all(GpuStorage::is_pending) {
             let still = program.reads[given].arg.storage.is_deferred();
-            return Ok((program, still.then_some(given)));
+            return Ok((program, still.then_some(given), Some(claim)));
         }
     }
 }
 
-/// Runs a deferred launch into its own buffer; a column reduction with the others
-/// pending (`ops::column_group`).
+/// Runs a deferred launch into its own buffer; a column reduction or a small product
+/// with the others pending (`ops::column_group`, `ops::matmul_group`).
 fn run_deferred(data: &StorageData, device: &GpuDevice) -> Result<()> {
     let mut slot = data.deferred.lock().unwrap();
     let Some(launch) = slot.take() else {
         drop(slot);
         return data.run_side(device);
     };
-    if launch.kernel() == Kernel::ReduceColumns {
-        return crate::ops::column_group::run_with_others(device, data, launch);
+    match launch.kernel() {
+        Kernel::ReduceColumns => crate::ops::column_group::run_with_others(device, data, launch),
+        k if matmul_group::groups(k) && device.matmul_groups() => {
+            matmul_group::run_with_others(device, data, launch)
+        }
+        _ => data.run_alone(device, launch),
     }
-    data.run_alone(device, launch)
 }
 
 fn internal(message: &str) -> Error {

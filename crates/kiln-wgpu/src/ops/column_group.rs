@@ -7,6 +7,7 @@
 //! alone.
 
 use crate::deferred::Deferred;
+use crate::deferred_group::{self, switch_on_member, Member};
 use crate::device::GpuDevice;
 use crate::fusion::FusedParams;
 use crate::kernels::Kernel;
@@ -51,55 +52,16 @@ pub(crate) fn run_with_others(
     data: &StorageData,
     own: Box<dyn Deferred>,
 ) -> Result<()> {
-    let limit = device.inner.limits.max_storage_buffers_per_shader_stage;
-    let computed = |l: &dyn Deferred| l.inputs().iter().all(|s| !s.is_pending());
-    let live = match group_size(limit) > 1 && computed(own.as_ref()) {
-        true => device.live_pending(),
-        false => Vec::new(),
-    };
-    // Each joining storage's slot stays locked until its buffer is in: a thread that
-    // needs it meanwhile waits, where an empty slot would tell it the launch had run.
-    let mut slots = Vec::new();
-    for other in &live {
-        // A lock held elsewhere is a launch being run or fused now: left alone.
-        let Ok(slot) = other.deferred.try_lock() else {
-            continue;
-        };
-        let joins = slot.as_deref().is_some_and(|l| {
-            l.kernel() == Kernel::ReduceColumns && l.dtype() == own.dtype() && computed(l)
-        });
-        if joins {
-            slots.push((other.as_ref(), slot));
-        }
-    }
-    let mut members = vec![(data, own)];
-    for (other, slot) in &mut slots {
-        members.push((
-            *other,
-            slot.take().expect("a joining slot holds its launch"),
-        ));
-    }
-    let mut members = members.into_iter().peekable();
-    while members.peek().is_some() {
-        let launch: Vec<_> = members.by_ref().take(group_size(limit).max(1)).collect();
-        if let [_] = launch[..] {
-            let (target, l) = launch.into_iter().next().expect("one launch");
-            target.run_alone(device, l)?;
-            continue;
-        }
-        let outs = launch_group(device, &launch)?;
-        for ((target, _), out) in launch.into_iter().zip(outs) {
-            target.fill(out)?;
-        }
-    }
-    Ok(())
+    let size = group_size(device.inner.limits.max_storage_buffers_per_shader_stage);
+    let dtype = own.dtype();
+    let joins = |l: &dyn Deferred| l.kernel() == Kernel::ReduceColumns && l.dtype() == dtype;
+    deferred_group::run_with_others(device, data, own, size, joins, |launch| {
+        launch_group(device, launch)
+    })
 }
 
 /// One launch of the reductions `launch` (two or more of one dtype), into new buffers.
-fn launch_group(
-    device: &GpuDevice,
-    launch: &[(&StorageData, Box<dyn Deferred>)],
-) -> Result<Vec<PooledBuffer>> {
+fn launch_group(device: &GpuDevice, launch: &[Member<'_>]) -> Result<Vec<PooledBuffer>> {
     let op = "column reduction";
     let start = Instant::now();
     let k = launch.len();
@@ -177,19 +139,11 @@ var<private> params: Params;",
             2 * j + 2
         );
     }
-    let cases = |body: &dyn Fn(usize) -> String| -> String {
-        let mut s = String::from("    switch member {\n");
-        for j in 0..k - 1 {
-            let _ = writeln!(s, "        case {j}u: {{ {} }}", body(j));
-        }
-        let _ = write!(s, "        default: {{ {} }}\n    }}", body(k - 1));
-        s
-    };
     let _ = write!(
         io,
         "fn load(i: u32) -> f32 {{\n{}\n}}\nfn store(i: u32, v: f32) {{\n{}\n}}",
-        cases(&|j| format!("return f32(input{j}[i]);")),
-        cases(&|j| format!("output{j}[i] = T(v);")),
+        switch_on_member(k, |j| format!("return f32(input{j}[i]);")),
+        switch_on_member(k, |j| format!("output{j}[i] = T(v);")),
     );
     let text = kernel.splice(&text, "// kiln:load", Some("// kiln:load end"), &io)?;
     let text = kernel.splice(&text, "// kiln:store", Some("// kiln:store end"), "")?;

@@ -13,6 +13,7 @@ pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod loss;
 pub(crate) mod matmul;
+pub(crate) mod matmul_group;
 pub(crate) mod norm;
 pub(crate) mod optim;
 pub(crate) mod optim_group;
