@@ -14,7 +14,8 @@ use std::fmt::Write;
 pub(crate) type Member<'a> = (&'a StorageData, Box<dyn Deferred>);
 
 /// Runs `own`, taken from `data`, into `data`'s buffer, with the device's other pending
-/// launches that `joins` accepts, up to `size` to a launch, each launch of two or more
+/// launches that `joins` accepts, as many to a launch as the device binds at
+/// `buffers_each` storage buffers a launch and `max` at most, each launch of two or more
 /// by `launch_group` (which returns their buffers in order). A launch joins only when
 /// its inputs are computed, and others join only when `own`'s are (once those it would
 /// not compute in its loads have run) and `joins` accepts it too.
@@ -22,10 +23,12 @@ pub(crate) fn run_with_others(
     device: &GpuDevice,
     data: &StorageData,
     own: Box<dyn Deferred>,
-    size: usize,
+    (buffers_each, max): (u32, usize),
     joins: impl Fn(&dyn Deferred) -> bool,
     launch_group: impl Fn(&[Member<'_>]) -> Result<Vec<PooledBuffer>>,
 ) -> Result<()> {
+    let limit = device.inner.limits.max_storage_buffers_per_shader_stage;
+    let size = ((limit / buffers_each) as usize).min(max);
     let computed = |l: &dyn Deferred| l.inputs().iter().all(|s| !s.is_pending());
     let accepted = |l: &dyn Deferred| computed(l) && joins(l);
     // Inputs `own` would run before it anyway (those no prologue of its kernel takes)

@@ -38,12 +38,6 @@ const _: () = assert!(params_size(MAX_GROUP) <= std::mem::size_of::<FusedParams>
 // Uniform arrays take elements at multiples of 16 bytes.
 const _: () = assert!(ColumnsParams::LAYOUT.size.is_multiple_of(16));
 
-/// Reductions a launch can take within `max_storage_buffers`: each binds its input and
-/// its output.
-fn group_size(max_storage_buffers: u32) -> usize {
-    (max_storage_buffers as usize / 2).min(MAX_GROUP)
-}
-
 /// Runs `own`, taken from `data`, into `data`'s buffer, with the device's other pending
 /// column reductions of its dtype whose inputs have been computed (as `own`'s must
 /// be), as many to a launch as the device binds. Each fills its own storage.
@@ -52,9 +46,10 @@ pub(crate) fn run_with_others(
     data: &StorageData,
     own: Box<dyn Deferred>,
 ) -> Result<()> {
-    let size = group_size(device.inner.limits.max_storage_buffers_per_shader_stage);
     let dtype = own.dtype();
     let joins = |l: &dyn Deferred| l.kernel() == Kernel::ReduceColumns && l.dtype() == dtype;
+    // Each binds its input and its output.
+    let size = (2, MAX_GROUP);
     deferred_group::run_with_others(device, data, own, size, joins, |launch| {
         launch_group(device, launch)
     })

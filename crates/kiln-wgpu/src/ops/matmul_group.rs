@@ -44,12 +44,6 @@ pub(crate) fn groups(kernel: Kernel) -> bool {
     )
 }
 
-/// Products a launch can take within `max_storage_buffers`: each binds its operands
-/// and its output.
-fn group_size(max_storage_buffers: u32) -> usize {
-    (max_storage_buffers as usize / 3).min(MAX_GROUP)
-}
-
 /// Products of fewer workgroups than this join launches of several: they leave a card
 /// idle alone, where about two workgroups per SM of a 132-SM card fill it (and then a
 /// group saves only a launch).
@@ -68,11 +62,12 @@ pub(crate) fn run_with_others(
     data: &StorageData,
     own: Box<dyn Deferred>,
 ) -> Result<()> {
-    let size = group_size(device.inner.limits.max_storage_buffers_per_shader_stage);
     let (kernel, dtype) = (own.kernel(), own.dtype());
     let joins = |l: &dyn Deferred| {
         l.kernel() == kernel && l.dtype() == dtype && l.buffers() == 3 && small(l.groups())
     };
+    // Each binds its operands and its output.
+    let size = (3, MAX_GROUP);
     deferred_group::run_with_others(device, data, own, size, joins, |launch| {
         launch_group(device, launch)
     })
