@@ -3,10 +3,11 @@
 //! that nothing reads until the optimizer; a transformer's step then ran thirteen
 //! products in a row, each of 4 to 16 tiles, on a card of 132 SMs. When a product of
 //! the tiled or blocked kernels must run, the device's other pending products of its
-//! kernel and dtype whose operands are computed run with it: the kernel's body for each
-//! workgroup, with the params of the product the workgroup falls in, so each gives the
-//! bits it gives alone. Only products too small to fill a card alone join: each load
-//! in a group first switches on its product.
+//! kernel and dtype whose operands are computed run with it: each workgroup runs its
+//! product's own copy of the kernel's code, reading that product's params and
+//! bindings, so each gives the bits it gives alone. Only products too small to fill a
+//! card alone join (a group costs a branch a workgroup; on a software adapter more:
+//! `device::matmul_groups_by_default`).
 
 use crate::deferred::Deferred;
 use crate::deferred_group::{self, switch_on_member, Member};
@@ -81,10 +82,13 @@ fn launch_group(device: &GpuDevice, launch: &[Member<'_>]) -> Result<Vec<PooledB
     let k = launch.len();
     let kernel = launch[0].1.kernel();
     let dtype = launch[0].1.dtype();
-    let internal = |message: &str| Error::Gpu {
-        op,
-        kind: GpuErrorKind::Internal,
-        message: message.into(),
+    let workgroups = |total: usize| {
+        u32::try_from(total).map_err(|_| Error::LimitExceeded {
+            op,
+            what: "workgroups",
+            needed: total as u64,
+            limit: u32::MAX as u64,
+        })
     };
     let mut bytes = Vec::with_capacity(params_size(k));
     let mut total = 0usize;
@@ -92,7 +96,7 @@ fn launch_group(device: &GpuDevice, launch: &[Member<'_>]) -> Result<Vec<PooledB
     for (_, l) in launch {
         let p: MatmulParams = bytemuck::pod_read_unaligned(l.params());
         let [across, down, batches] = l.groups();
-        let first = u32::try_from(total).map_err(|_| internal("too many workgroups"))?;
+        let first = workgroups(total)?;
         let member = MatmulMember {
             m: p.m,
             n: p.n,
@@ -110,19 +114,17 @@ fn launch_group(device: &GpuDevice, launch: &[Member<'_>]) -> Result<Vec<PooledB
     let mut resources = Vec::with_capacity(3 * k);
     for ((_, l), out) in launch.iter().zip(&outs) {
         let [lhs, rhs] = l.inputs() else {
-            return Err(internal("a product without its two operands"));
+            return Err(Error::Gpu {
+                op,
+                kind: GpuErrorKind::Internal,
+                message: "a product without its two operands".into(),
+            });
         };
         resources.push(lhs.raw()?.as_entire_binding());
         resources.push(rhs.raw()?.as_entire_binding());
         resources.push(out.buffer().as_entire_binding());
     }
-    let total32 = u32::try_from(total).map_err(|_| Error::LimitExceeded {
-        op,
-        what: "workgroups",
-        needed: total as u64,
-        limit: u32::MAX as u64,
-    })?;
-    bytes.extend_from_slice(bytemuck::cast_slice(&[total32, 0, 0, 0]));
+    bytes.extend_from_slice(bytemuck::cast_slice(&[workgroups(total)?, 0, 0, 0]));
     let key = format!("{kernel:?} [{dtype:?}] x{k}");
     let written = (0..k).map(|j| (0, 3 * j as u32 + 3)).collect();
     let pipeline = device.cached_pipeline(key, kernel, 1, written, || source(kernel, dtype, k))?;
@@ -188,16 +190,16 @@ fn {function}_{j}(i: u32) -> f32 {{ return f32({binding}{j}[i]); }}"
         text = kernel.splice(&text, &from, Some(&to), with.trim_end())?;
     }
     // The kernel's own workgroup size, from its entry point, which is replaced.
+    let lacks = |what: &str| Error::InvalidArgument {
+        op: "specialise",
+        reason: format!("{} lacks {what}", kernel.file().0),
+    };
     let entry_at = text
         .find("// kiln:entry")
-        .ok_or_else(|| Error::InvalidArgument {
-            op: "specialise",
-            reason: format!("{} lacks `// kiln:entry`", kernel.file().0),
-        })?;
-    let size = text[entry_at..]
-        .lines()
+        .ok_or_else(|| lacks("`// kiln:entry`"))?;
+    let size = (text[entry_at..].lines())
         .find(|l| l.starts_with("@compute"))
-        .unwrap_or("@compute @workgroup_size(1)")
+        .ok_or_else(|| lacks("an entry point after `// kiln:entry`"))?
         .to_string();
     let text = kernel.splice(&text, "// kiln:entry", None, "")?;
     // The functions each product runs a copy of.
@@ -215,10 +217,7 @@ fn {function}_{j}(i: u32) -> f32 {{ return f32({binding}{j}[i]); }}"
         own.push(&functions[i].name);
     }
     if !own.contains(&"product") {
-        return Err(Error::InvalidArgument {
-            op: "specialise",
-            reason: format!("{} has no `fn product` reading its params", kernel.file().0),
-        });
+        return Err(lacks("a `fn product` that reads its params"));
     }
     let mut shared = String::with_capacity(text.len());
     let mut last = 0;
