@@ -148,8 +148,8 @@ const IO: [(&str, &str, usize, &str); 3] = [
 /// 3j + 1, its rhs at 3j + 2 and its output at 3j + 3, and running its own copy of the
 /// functions that read the params, the operands or the output (or call one that
 /// does), the copy reading product j's params and bindings by constant index. The entry
-/// point finds the workgroup's product and switches once to its copy: a switch in each
-/// load instead left the products 1.7x slower on lavapipe.
+/// point finds the workgroup's product and switches once to its copy, where a switch in
+/// each load would branch eight times a slice of k (the tiled kernel's loads).
 pub(crate) fn source(kernel: Kernel, dtype: DType, k: usize) -> Result<String> {
     let text = kernel.specialise(&[dtype])?;
     let params = format!(
