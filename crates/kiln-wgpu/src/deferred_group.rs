@@ -33,11 +33,7 @@ pub(crate) fn run_with_others(
     let accepted = |l: &dyn Deferred| computed(l) && joins(l);
     // Inputs `own` would run before it anyway (those no prologue of its kernel takes)
     // run first: then it can join a group, and so can launches whose inputs they are.
-    for (j, input) in own.inputs().iter().enumerate() {
-        if input.is_pending() && !device.takes_as_prologue(own.kernel(), j, input)? {
-            input.buffer()?;
-        }
-    }
+    device.run_bound_inputs(own.kernel(), own.inputs())?;
     let live = match size > 1 && accepted(own.as_ref()) {
         true => device.live_pending(),
         false => Vec::new(),

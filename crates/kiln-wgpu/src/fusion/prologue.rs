@@ -69,14 +69,16 @@ impl GpuDevice {
         Ok(worth_inlining(kernel, &program).then_some(program))
     }
 
-    /// Whether `kernel` would compute its `j`-th input in its loads, limits aside.
-    pub(crate) fn takes_as_prologue(
-        &self,
-        kernel: Kernel,
-        j: usize,
-        input: &GpuStorage,
-    ) -> Result<bool> {
-        Ok(self.prologue(kernel, j, input)?.is_some())
+    /// Runs the pending inputs of a launch of `kernel` that it would read from their
+    /// buffers rather than compute in its loads (limits aside), as the launch would
+    /// before it ran.
+    pub(crate) fn run_bound_inputs(&self, kernel: Kernel, inputs: &[GpuStorage]) -> Result<()> {
+        for (j, input) in inputs.iter().enumerate() {
+            if input.is_pending() && self.prologue(kernel, j, input)?.is_none() {
+                input.buffer()?;
+            }
+        }
+        Ok(())
     }
 
     /// Records a launch of `kernel` whose bindings 1, 2, ... are `inputs` (each read at

@@ -102,11 +102,7 @@ fn lower_with_epilogue(
             slot.as_ref().map(|l| (l.kernel(), l.inputs().to_vec()))
         };
         if let Some((kernel, inputs)) = launch_inputs {
-            for (j, input) in inputs.iter().enumerate() {
-                if input.is_pending() && !device.takes_as_prologue(kernel, j, input)? {
-                    input.buffer()?;
-                }
-            }
+            device.run_bound_inputs(kernel, &inputs)?;
         }
         for (i, read) in program.reads.iter().enumerate() {
             if i != given {
