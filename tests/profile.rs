@@ -348,6 +348,48 @@ fn a_bias_added_every_step_gets_its_gradient_from_one_reduction() {
     );
 }
 
+/// Comparing with zero takes no tensor of zeros: LeakyReLU's gradient and a masked
+/// triangle run as one fused kernel each, with no clear written before, to the CPU's
+/// values (a first version cleared a buffer of the input's size for each: seven a GAN
+/// step).
+#[test]
+fn comparisons_with_zero_write_no_zeros() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let _fusion = FusionSetTo::new(&gpu, true);
+    let mut rng = rng();
+    let (x, r) = (rand(&[37, 29], &mut rng), rand(&[37, 29], &mut rng));
+    // x's gradient through LeakyReLU, and x's lower triangle.
+    let run = |x: &Tensor, r: &Tensor| {
+        let x = x.detach().into_var().unwrap();
+        let y = x.leaky_relu(0.2).unwrap().mul(r).unwrap();
+        let grad = y
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(&x)
+            .unwrap()
+            .clone();
+        (grad, x.detach().tril(-2).unwrap())
+    };
+    let want = run(&x, &r);
+    let (x, r) = (on(&gpu, &x), on(&gpu, &r));
+    gpu.as_gpu().unwrap().synchronize().unwrap();
+    let (got, profile) = gpu
+        .profile(|| {
+            let got = run(&x, &r);
+            gpu.as_gpu().unwrap().synchronize()?;
+            Ok(got)
+        })
+        .unwrap();
+    assert_eq!(profile.transfers, 0, "{:#?}", profile.kernels);
+    assert_eq!(launches(&profile, "fused"), 2, "{:#?}", profile.kernels);
+    let cpu = |t: &Tensor| t.to_device(&Device::cpu()).unwrap();
+    assert_close("LeakyReLU's gradient", &cpu(&got.0), &want.0, F32);
+    assert_close("the triangle", &cpu(&got.1), &want.1, F32);
+}
+
 /// Launches of the kernels whose names start with `prefix`.
 fn launches(profile: &kiln::Profile, prefix: &str) -> u64 {
     let kernels = profile

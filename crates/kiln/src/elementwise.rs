@@ -118,6 +118,10 @@ impl Tensor {
     pub fn gt_scalar(&self, value: f64) -> Result<Tensor> {
         self.binary(&self.scalar_like(value)?, BinaryOp::Gt)
     }
+    /// 1 where an element is at least `value`, else 0.
+    pub fn ge_scalar(&self, value: f64) -> Result<Tensor> {
+        self.binary(&self.scalar_like(value)?, BinaryOp::Ge)
+    }
 
     /// `self != 0 ? on_true : on_false`, all three broadcast together; `self` is the mask.
     pub fn where_cond(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {

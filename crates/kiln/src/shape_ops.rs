@@ -138,6 +138,7 @@ impl Tensor {
             }
         }
         let keep = Tensor::from_vec(keep, [m, n], &self.device())?;
-        keep.where_cond(self, &self.zeros_like()?)
+        // A zero broadcast, not a tensor of zeros written out.
+        keep.where_cond(self, &self.scalar_like(0.0)?)
     }
 }

@@ -395,7 +395,7 @@ fn gradient(op: &Op, out: &Input, g: &Gradient, needs: &[bool]) -> Result<Vec<Op
                 UnaryOp::Sigmoid => y()?.mul(&y()?.neg()?.add_scalar(1.0)?)?,
                 UnaryOp::Relu => x()?.gt_scalar(0.0)?,
                 UnaryOp::LeakyRelu(a) => {
-                    let positive = x()?.ge(&x()?.zeros_like()?)?;
+                    let positive = x()?.ge_scalar(0.0)?;
                     positive.mul_scalar(1.0 - a as f64)?.add_scalar(a as f64)?
                 }
                 UnaryOp::GeluErf => x()?.gelu_derivative()?,
