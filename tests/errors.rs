@@ -3,7 +3,7 @@
 
 mod common;
 
-use kiln::{DType, Device, Error, GpuErrorKind, Tensor};
+use kiln::{DType, Device, Error, GpuErrorKind, RunningStats, Tensor};
 
 fn devices() -> Vec<Device> {
     let mut list = vec![Device::cpu()];
@@ -376,6 +376,52 @@ fn impossible_sizes_are_errors_not_aborts() {
         matches!(e, Error::HostOutOfMemory { op: "zeros", .. }),
         "{e}"
     );
+}
+
+/// Batch norm's running statistics that cannot take the batch's (a momentum outside
+/// [0, 1], one tensor as both, another length, dtype or device, a view) are refused
+/// before anything runs: the statistics keep their values.
+#[test]
+fn batch_norm_running_errors_leave_the_statistics_intact() {
+    for d in devices() {
+        let x = Tensor::ones([4, 3, 2], DType::F32, &d).unwrap();
+        let mean = Tensor::zeros([3], DType::F32, &d).unwrap();
+        let var = Tensor::ones([3], DType::F32, &d).unwrap();
+        let longer = Tensor::ones([4], DType::F32, &d).unwrap();
+        let half = Tensor::ones([3], DType::F16, &d).unwrap();
+        let on_cpu = Tensor::ones([3], DType::F32, &Device::cpu()).unwrap();
+        let wide = Tensor::ones([6], DType::F32, &d).unwrap();
+        let view = wide.narrow(0, 1, 3).unwrap();
+        // Mean, variance, momentum, and what the error says.
+        type Case<'a> = (&'a Tensor, &'a Tensor, f64, &'static str);
+        let mut cases: Vec<Case> = vec![
+            (&mean, &var, 1.5, "momentum must be in [0, 1]"),
+            (&mean, &var, f64::NAN, "momentum must be in [0, 1]"),
+            (&var, &var, 0.1, "one tensor"),
+            (&mean, &longer, 0.1, "[4]"),
+            (&mean, &half, 0.1, "dtypes"),
+            (&mean, &view, 0.1, "compact"),
+        ];
+        if d.is_gpu() {
+            cases.push((&mean, &on_cpu, 0.1, "different devices"));
+        }
+        for (m, v, momentum, says) in cases {
+            let running = RunningStats {
+                mean: m,
+                var: v,
+                momentum,
+            };
+            let e = x.batch_norm_running(None, None, 1e-5, running).unwrap_err();
+            assert!(message(&e).contains(says), "{d:?}: {e}");
+            assert_eq!(mean.to_vec::<f32>().unwrap(), [0.0; 3], "{d:?}: {e}");
+            for t in [&var, &longer, &wide] {
+                assert!(
+                    t.to_vec::<f32>().unwrap().iter().all(|&v| v == 1.0),
+                    "{d:?}: {e}"
+                );
+            }
+        }
+    }
 }
 
 /// A moving average's bad input (decay outside [0, 1], a scale that is not finite, a

@@ -6,7 +6,9 @@
 mod common;
 
 use common::*;
-use kiln::{BinaryOp, Conv2dOptions, DType, Device, Error, ReduceOp, Tensor, UnaryOp};
+use kiln::{
+    BinaryOp, Conv2dOptions, DType, Device, Error, ReduceOp, RunningStats, Tensor, UnaryOp,
+};
 
 /// Shapes that stress bounds checks: 1, primes, off-tile sizes.
 const ODD_SHAPES: &[&[usize]] = &[&[1], &[7], &[13, 17], &[3, 1, 257], &[2, 3, 5, 7]];
@@ -394,6 +396,8 @@ fn row_kernels_match_cpu_both_ways() {
             rand(&[67], &mut rng),
             rand(&[67], &mut rng),
             rand(&[k, 67], &mut rng),
+            rand(&[67], &mut rng),
+            rand(&[67], &mut rng),
         ];
         let f: RowOp = Box::new(batch_norm_results);
         cases.push(("batch_norm".into(), channels, F32, f));
@@ -2298,17 +2302,25 @@ fn layer_norm_gradients(t: &[Tensor], k: usize) -> kiln::Result<Tensor> {
     Tensor::cat(&flat, 0)
 }
 
-/// Everything `batch_norm` in training mode gives for `t = [x, w, b, r]` (`r` shaped
-/// as `x`), flat end to end: the output, the batch's means and variances, and the
-/// gradients of `sum(output * r)` for `x`, `w` and `b`.
+/// Everything `batch_norm` in training mode gives for `t = [x, w, b, r, m, v]` (`r`
+/// shaped as `x`), flat end to end: the output, the batch's means and variances, the
+/// running statistics from `m` and `v` after it (on a GPU written over in its
+/// statistics' kernel), and the gradients of `sum(output * r)` for `x`, `w` and `b`.
 fn batch_norm_results(t: &[Tensor]) -> kiln::Result<Tensor> {
     let vars: Vec<Tensor> = t[..3]
         .iter()
         .map(|v| v.detach().into_var())
         .collect::<kiln::Result<_>>()?;
-    let out = vars[0].batch_norm(Some(&vars[1]), Some(&vars[2]), 1e-5)?;
+    // Copies of their own, which nothing else holds.
+    let (mean, var) = (t[4].mul_scalar(1.0)?, t[5].mul_scalar(1.0)?);
+    let running = RunningStats {
+        mean: &mean,
+        var: &var,
+        momentum: 0.3,
+    };
+    let out = vars[0].batch_norm_running(Some(&vars[1]), Some(&vars[2]), 1e-5, running)?;
     let grads = out.output.mul(&t[3])?.sum_all()?.backward()?;
-    let mut flat = vec![out.output.view(&[-1])?, out.mean, out.var];
+    let mut flat = vec![out.output.view(&[-1])?, out.mean, out.var, mean, var];
     for v in &vars {
         flat.push(grads.get(v).expect("a gradient").view(&[-1])?);
     }
@@ -2327,7 +2339,8 @@ fn batch_norm_matches_cpu() {
     let inputs = |x: Tensor, rng: &mut kiln::Rng| {
         let c = x.dims()[1];
         let r = rand(x.dims(), rng);
-        vec![x, rand(&[c], rng), rand(&[c], rng), r]
+        let (w, b) = (rand(&[c], rng), rand(&[c], rng));
+        vec![x, w, b, r, rand(&[c], rng), rand(&[c], rng)]
     };
     for shape in [
         &[5, 3][..],

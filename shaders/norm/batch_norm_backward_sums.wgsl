@@ -97,6 +97,11 @@ struct Params {
     // shorter)
     parts: u32,
     part_len: u32,
+    // unused: the statistics' running averages
+    running: u32,
+    decay: f32,
+    one_minus_decay: f32,
+    var_scale: f32,
     _pad0: u32,
 }
 

@@ -3,10 +3,15 @@
 // Statistics (`sums` 0): the parts' means and squared deviations merged exactly (the
 // channel's mean from the parts' means, and each part's deviations from it: Chan et al.'s
 // pairwise update, all parts at once), then the variance and 1 / sqrt(variance + eps).
-// Sums (`sums` 1): each of the two sums added up.
-// kiln:constants workgroup
+// Sums (`sums` 1): each of the two sums added up. With `running`, the statistics move
+// each channel's running mean and variance toward the batch's, as batch_norm_stats.wgsl
+// does without parts.
+// kiln:constants workgroup moving_average
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
+fn moving_average(decay: f32, one_minus_decay: f32, average: f32, value: f32) -> f32 {
+    return decay * average + one_minus_decay * value;
+}
 // kiln:end
 alias T = f32;
 
@@ -19,6 +24,11 @@ struct Params {
     eps: f32,
     // 1 for the backward's sums, 0 for the statistics
     sums: u32,
+    // as batch_norm_stats.wgsl's
+    running: u32,
+    decay: f32,
+    one_minus_decay: f32,
+    var_scale: f32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -32,6 +42,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> first: array<T>;
 @group(0) @binding(3) var<storage, read_write> second: array<T>;
 @group(0) @binding(4) var<storage, read_write> third: array<T>;
+// [channels] each with `running`, written over (one element each, never written,
+// otherwise)
+@group(0) @binding(5) var<storage, read_write> running_means: array<T>;
+@group(0) @binding(6) var<storage, read_write> running_vars: array<T>;
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -66,7 +80,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         m2 += partials[slots + base + p] + f32(count) * d * d;
     }
     let variance = m2 / n;
-    first[channel] = T(partials[2u * slots + channel] + mean);
-    second[channel] = T(variance);
+    let batch_mean = T(partials[2u * slots + channel] + mean);
+    let batch_var = T(variance);
+    first[channel] = batch_mean;
+    second[channel] = batch_var;
     third[channel] = T(1.0 / sqrt(variance + params.eps));
+    if (params.running == 1u) {
+        let d = params.decay;
+        let e = params.one_minus_decay;
+        running_means[channel] = T(moving_average(d, e, f32(running_means[channel]), f32(batch_mean)));
+        let value = params.var_scale * f32(batch_var);
+        running_vars[channel] = T(moving_average(d, e, f32(running_vars[channel]), value));
+    }
 }

@@ -6,8 +6,11 @@
 // channel far from zero for its spread keeps its digits. A channel cut into parts (a
 // few long channels would otherwise run on a workgroup each) writes each part's mean
 // and squared deviations to `partials`, which norm/batch_norm_combine.wgsl merges.
+// With `running`, the channel's running mean and variance move toward the batch's where
+// they are written (here, or with parts in the combine kernel): a training step's batch
+// norm then takes no kernel for them.
 // Math in f32; ROW_LOADS loads in flight per invocation.
-// kiln:constants workgroup reduce_ops row_loads_only reduce_combine row_place row_total channel_at
+// kiln:constants workgroup reduce_ops row_loads_only reduce_combine row_place row_total channel_at moving_average
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -84,6 +87,9 @@ fn channel_at(j: u32) -> u32 {
     let o = j / params.inner;
     return (o * params.channels + channel) * params.inner + j - o * params.inner;
 }
+fn moving_average(decay: f32, one_minus_decay: f32, average: f32, value: f32) -> f32 {
+    return decay * average + one_minus_decay * value;
+}
 // kiln:end
 alias T = f32;
 
@@ -98,6 +104,12 @@ struct Params {
     // shorter)
     parts: u32,
     part_len: u32,
+    // 1: move `running_means` and `running_vars` (the statistics' only)
+    running: u32,
+    // the running statistics' moving average, the variance's value times `var_scale`
+    decay: f32,
+    one_minus_decay: f32,
+    var_scale: f32,
     _pad0: u32,
 }
 
@@ -112,6 +124,10 @@ struct Params {
 // [channels, parts] sums of each part's squared deviations from its mean, then
 // [channels] first elements (one element, never written, without parts)
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
+// [channels] each with `running` and no parts, written over (one element each, never
+// written, otherwise)
+@group(0) @binding(6) var<storage, read_write> running_means: array<T>;
+@group(0) @binding(7) var<storage, read_write> running_vars: array<T>;
 
 // Element j of this invocation's channel.
 fn load(j: u32) -> f32 {
@@ -170,9 +186,18 @@ fn main(inv: RowInvocation) {
     }
     if (params.parts == 1u) {
         let variance = m2 / n;
-        means[channel] = T(shift + mean);
-        variances[channel] = T(variance);
+        let batch_mean = T(shift + mean);
+        let batch_var = T(variance);
+        means[channel] = batch_mean;
+        variances[channel] = batch_var;
         rstds[channel] = T(1.0 / sqrt(variance + params.eps));
+        if (params.running == 1u) {
+            let d = params.decay;
+            let e = params.one_minus_decay;
+            running_means[channel] = T(moving_average(d, e, f32(running_means[channel]), f32(batch_mean)));
+            let value = params.var_scale * f32(batch_var);
+            running_vars[channel] = T(moving_average(d, e, f32(running_vars[channel]), value));
+        }
         return;
     }
     let slots = params.channels * params.parts;

@@ -1,9 +1,12 @@
 // One step of an exponential moving average per element (kiln-core's
 // `MovingAverageSpec`): the average and the value read once, the new average written
 // once. Math in f32 whatever T is.
-// kiln:constants workgroup
+// kiln:constants workgroup moving_average
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
+fn moving_average(decay: f32, one_minus_decay: f32, average: f32, value: f32) -> f32 {
+    return decay * average + one_minus_decay * value;
+}
 // kiln:end
 alias T = f32;
 
@@ -23,7 +26,7 @@ struct Updated {
 }
 
 fn update(s: Params, p: f32, value: f32, state: array<f32, 1>) -> Updated {
-    return Updated(s.decay * p + s.one_minus_decay * value, state);
+    return Updated(moving_average(s.decay, s.one_minus_decay, p, value), state);
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

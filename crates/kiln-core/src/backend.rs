@@ -5,8 +5,8 @@
 
 use crate::{
     AttentionGradLayouts, AttentionSpec, BinaryOp, DType, GatherSpec, GruCellSpec, HostBuffer,
-    HostSlice, Layout, LstmCellSpec, MatmulSpec, OptimizerStep, PoolKind, ReduceOp, Result,
-    ScatterSpec, UnaryOp, WindowSpec,
+    HostSlice, Layout, LstmCellSpec, MatmulSpec, MovingAverageSpec, OptimizerStep, PoolKind,
+    ReduceOp, Result, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 /// `layer_norm_backward`'s results: the input's gradient, and `grad * x_hat` with a weight.
@@ -97,6 +97,22 @@ pub trait BackendStorage: Sized {
     /// every dim but the channels'), each compact `[c]`: the channels' means, biased
     /// variances, and `1 / sqrt(variance + eps)`.
     fn batch_norm_stats(&self, dims: [usize; 3], eps: f32) -> Result<[Self; 3]>;
+
+    /// `batch_norm_stats`, with `running`'s averages moved toward the batch's in the
+    /// same pass where this backend can write over them (each held by nothing but this
+    /// handle, no work still to read it): PyTorch's training-mode batch norm, whose
+    /// running statistics cost no kernel of their own. Returns the statistics and
+    /// whether the averages were moved; when not, they are as they were, for the caller
+    /// to move. This default moves none.
+    fn batch_norm_stats_running(
+        &self,
+        dims: [usize; 3],
+        eps: f32,
+        running: RunningStatsUpdate<'_, Self>,
+    ) -> Result<([Self; 3], bool)> {
+        let _ = running;
+        Ok((self.batch_norm_stats(dims, eps)?, false))
+    }
 
     /// Batch norm's channel sums for its backward pass, of the compact
     /// `[outer, c, inner]` input `self` and its output's gradient `grad`, given the
@@ -327,6 +343,18 @@ pub struct ParamUpdateInPlace<'a, S> {
     pub grad: &'a S,
     pub states: Vec<&'a mut S>,
     pub grad_scale: f32,
+}
+
+/// Batch norm's running statistics, each `[c]` in the input's dtype, and how a batch
+/// moves them (`batch_norm_stats_running`): `mean' = decay * mean + (1 - decay) *
+/// batch_mean` and `var' = decay * var + (1 - decay) * var_scale * batch_var`, the
+/// moving average of `OptimizerStep::MovingAverage` (`var_scale` makes the batch's
+/// biased variance the unbiased one).
+pub struct RunningStatsUpdate<'a, S> {
+    pub mean: &'a mut S,
+    pub var: &'a mut S,
+    pub average: MovingAverageSpec,
+    pub var_scale: f32,
 }
 
 /// What a device can create from nothing.

@@ -13,7 +13,10 @@ pub mod philox;
 pub mod shape;
 pub mod spec;
 
-pub use backend::{BackendDevice, BackendStorage, LayerNormGrads, ParamUpdate, ParamUpdateInPlace};
+pub use backend::{
+    BackendDevice, BackendStorage, LayerNormGrads, ParamUpdate, ParamUpdateInPlace,
+    RunningStatsUpdate,
+};
 pub use dtype::{DType, DTypeSet};
 pub use error::{Error, GpuErrorKind, Result};
 pub use host::{copy_bytes, HostBuffer};

@@ -9,7 +9,7 @@ use kiln_core::{
     AttentionGradLayouts, AttentionSpec, BackendDevice, BackendStorage, BinaryOp, DType,
     GatherSpec, GruCellSpec, HostBuffer, HostSlice, LayerNormGrads, Layout, LstmCellSpec,
     MatmulSpec, OptimizerStep, ParamUpdate, ParamUpdateInPlace, PoolKind, ReduceOp, Result,
-    ScatterSpec, UnaryOp, WindowSpec,
+    RunningStatsUpdate, ScatterSpec, UnaryOp, WindowSpec,
 };
 
 impl BackendStorage for GpuStorage {
@@ -107,6 +107,15 @@ impl BackendStorage for GpuStorage {
 
     fn batch_norm_stats(&self, dims: [usize; 3], eps: f32) -> Result<[Self; 3]> {
         ops::batch_norm::batch_norm_stats(self, dims, eps)
+    }
+
+    fn batch_norm_stats_running(
+        &self,
+        dims: [usize; 3],
+        eps: f32,
+        running: RunningStatsUpdate<'_, Self>,
+    ) -> Result<([Self; 3], bool)> {
+        ops::batch_norm::batch_norm_stats_running(self, dims, eps, running)
     }
 
     fn batch_norm_backward_sums(

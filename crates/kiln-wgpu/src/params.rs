@@ -207,6 +207,11 @@ shader_params! {
         /// Each channel is cut into `parts` of `part_len` (`row_parts`).
         parts: u32,
         part_len: u32,
+        /// The statistics' running averages (`RunningAverage`).
+        running: u32,
+        decay: f32,
+        one_minus_decay: f32,
+        var_scale: f32,
         _pad0: u32,
     }
     /// `norm/batch_norm_combine.wgsl`.
@@ -219,6 +224,11 @@ shader_params! {
         eps: f32,
         /// 1 for the backward's sums, 0 for the statistics.
         sums: u32,
+        /// As `BatchNormParams`'.
+        running: u32,
+        decay: f32,
+        one_minus_decay: f32,
+        var_scale: f32,
         _pad0: u32,
         _pad1: u32,
     }

@@ -55,6 +55,14 @@ fn channel_at(j: u32) -> u32 {
     return (o * params.channels + channel) * params.inner + j - o * params.inner;
 }
 ";
+/// One step of an exponential moving average (kiln-core's `MovingAverageSpec`), written
+/// once for the optimizers' moving average (`moving_average.wgsl`) and batch norm's
+/// running statistics, which its statistics' kernels move as they write the batch's.
+const MOVING_AVERAGE: &str = "\
+fn moving_average(decay: f32, one_minus_decay: f32, average: f32, value: f32) -> f32 {
+    return decay * average + one_minus_decay * value;
+}
+";
 /// The passes of the row kernels that read a row more than once (`softmax.wgsl`,
 /// `layer_norm.wgsl` and their backwards), over their own `load` and `store`: a
 /// stretch is `ROW_LOADS` elements `lanes` apart. A lane holds its first two in
@@ -374,6 +382,9 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
     }
     if name == "channel_at" {
         return Some((Vec::new(), CHANNEL_AT.to_string()));
+    }
+    if name == "moving_average" {
+        return Some((Vec::new(), MOVING_AVERAGE.to_string()));
     }
     if name == "norm_stats" {
         return Some((Vec::new(), norm_stats()));

@@ -23,7 +23,7 @@
 mod attention;
 mod autograd;
 mod batch_norm;
-pub use batch_norm::BatchStats;
+pub use batch_norm::{BatchStats, RunningStats};
 mod conv;
 pub use conv::Conv2dOptions;
 mod create;

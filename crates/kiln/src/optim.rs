@@ -176,15 +176,7 @@ impl Tensor {
     /// scaled copy of a value is made. `decay` must lie in [0, 1] and each scale be
     /// finite.
     pub fn update_moving_averages(updates: &[(&Tensor, &Tensor, f64)], decay: f64) -> Result<()> {
-        let op = "update_moving_averages";
-        if !(0.0..=1.0).contains(&decay) {
-            let reason = format!("decay must be in [0, 1], got {decay}");
-            return Err(Error::InvalidArgument { op, reason });
-        }
-        let step = OptimizerStep::MovingAverage(MovingAverageSpec {
-            decay: decay as f32,
-            one_minus_decay: (1.0 - decay) as f32,
-        });
+        let step = OptimizerStep::MovingAverage(moving_average("update_moving_averages", decay)?);
         let updates: Vec<_> = updates
             .iter()
             .map(|&(average, value, scale)| ParamUpdate {
@@ -196,6 +188,19 @@ impl Tensor {
             .collect();
         Tensor::optimizer_update_in_place(&updates, &step).map(drop)
     }
+}
+
+/// The moving average of `decay` (in [0, 1], else an error for `op`): each of its
+/// factors from the f64 decay.
+pub(crate) fn moving_average(op: &'static str, decay: f64) -> Result<MovingAverageSpec> {
+    if !(0.0..=1.0).contains(&decay) {
+        let reason = format!("decay must be in [0, 1], got {decay}");
+        return Err(Error::InvalidArgument { op, reason });
+    }
+    Ok(MovingAverageSpec {
+        decay: decay as f32,
+        one_minus_decay: (1.0 - decay) as f32,
+    })
 }
 
 /// An error unless `u`'s gradient and states match its parameter, and there are as

@@ -5,8 +5,8 @@ use crate::Device;
 use kiln_core::{
     AttentionGradLayouts, AttentionSpec, BackendStorage, BinaryOp, DType, Error, GatherSpec,
     GruCellSpec, HostBuffer, LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep,
-    ParamUpdate, ParamUpdateInPlace, PoolKind, ReduceOp, Result, ScatterSpec, Shape, UnaryOp,
-    WindowSpec,
+    ParamUpdate, ParamUpdateInPlace, PoolKind, ReduceOp, Result, RunningStatsUpdate, ScatterSpec,
+    Shape, UnaryOp, WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -213,6 +213,46 @@ impl Storage {
         Ok(match self {
             Storage::Cpu(x) => x.batch_norm_stats(dims, eps)?.map(Storage::Cpu),
             Storage::Gpu(x) => x.batch_norm_stats(dims, eps)?.map(Storage::Gpu),
+        })
+    }
+
+    /// `batch_norm_stats`, moving `running`'s averages in the same pass where the
+    /// backend can (`BackendStorage::batch_norm_stats_running`).
+    pub(crate) fn batch_norm_stats_running(
+        &self,
+        dims: [usize; 3],
+        eps: f32,
+        running: RunningStatsUpdate<'_, Storage>,
+    ) -> Result<([Storage; 3], bool)> {
+        let op = "batch_norm";
+        let RunningStatsUpdate {
+            mean,
+            var,
+            average,
+            var_scale,
+        } = running;
+        Ok(match (self, mean, var) {
+            (Storage::Cpu(x), Storage::Cpu(mean), Storage::Cpu(var)) => {
+                let running = RunningStatsUpdate {
+                    mean,
+                    var,
+                    average,
+                    var_scale,
+                };
+                let (stats, moved) = x.batch_norm_stats_running(dims, eps, running)?;
+                (stats.map(Storage::Cpu), moved)
+            }
+            (Storage::Gpu(x), Storage::Gpu(mean), Storage::Gpu(var)) => {
+                let running = RunningStatsUpdate {
+                    mean,
+                    var,
+                    average,
+                    var_scale,
+                };
+                let (stats, moved) = x.batch_norm_stats_running(dims, eps, running)?;
+                (stats.map(Storage::Gpu), moved)
+            }
+            _ => return Err(mismatch(op)),
         })
     }
 

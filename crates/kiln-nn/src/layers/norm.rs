@@ -2,7 +2,7 @@
 //! over every dim but the channel dim 1) and `LayerNorm`.
 
 use crate::module::Module;
-use kiln::{DType, Device, Error, Result, Tensor};
+use kiln::{DType, Device, Error, Result, RunningStats, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Batch normalisation over the channels of `[n, c, ..]`, PyTorch's `BatchNorm1d`
@@ -80,18 +80,14 @@ impl Module for BatchNorm {
                 reason,
             });
         }
-        let batch = x.batch_norm(Some(&self.weight), Some(&self.bias), self.eps)?;
-        // The running variance takes the unbiased batch variance; both statistics in
-        // one update (one launch on a GPU).
-        let n = (x.elem_count() / c) as f64;
-        let unbiased = n / (n - 1.0).max(1.0);
-        Tensor::update_moving_averages(
-            &[
-                (&self.running_mean, &batch.mean, 1.0),
-                (&self.running_var, &batch.var, unbiased),
-            ],
-            1.0 - self.momentum,
-        )?;
+        // The running statistics move in the statistics' own kernel on a GPU.
+        let running = RunningStats {
+            mean: &self.running_mean,
+            var: &self.running_var,
+            momentum: self.momentum,
+        };
+        let batch =
+            x.batch_norm_running(Some(&self.weight), Some(&self.bias), self.eps, running)?;
         Ok(batch.output)
     }
 
