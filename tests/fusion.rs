@@ -12,7 +12,9 @@ mod common;
 
 use common::{assert_near, gpu};
 use kiln::backend::MatmulVariant;
-use kiln::{BinaryOp, DType, Device, OptimizerStep, ReduceOp, Rng, SgdSpec, Tensor, UnaryOp};
+use kiln::{
+    BinaryOp, DType, Device, OptimizerStep, ParamUpdate, ReduceOp, Rng, SgdSpec, Tensor, UnaryOp,
+};
 use std::sync::Mutex;
 
 /// The fusion switch is per device, and the tests in this file flip it.
@@ -1588,6 +1590,148 @@ fn pending_column_reductions_run_together() {
     assert_eq!(
         launches,
         21usize.div_ceil(per_launch) as u64 + 1,
+        "{:#?}",
+        profile.kernels
+    );
+}
+
+/// An optimizer step's gradients that are pending sums of computed values (a layer
+/// seen twice in a step) run several to a launch, one bind group each, as many as
+/// kiln's four params slots allow: odd lengths, a strided and a broadcast read, f16
+/// beside f32. Each gives the bits it gives alone, outputs poisoned, and the step is
+/// the CPU's. One that reads another's expression and one too long to join run alone.
+#[test]
+fn gradient_sums_run_together() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu_device = device.as_gpu().unwrap().clone();
+    let fusion_was = gpu_device.fusion();
+    gpu_device.set_fusion(true);
+    let mut rng = common::rng();
+    let cpu = Device::cpu();
+    let f16 = gpu_device.supports(DType::F16);
+    // Each gradient's two terms: compact pairs of odd lengths, a transposed view, a
+    // bias broadcast over rows, an f16 pair, and one past the most that join.
+    let mut terms: Vec<(Tensor, Tensor)> = [1usize, 7, 64, 1000, 33, 257]
+        .iter()
+        .map(|&n| (common::rand(&[n], &mut rng), common::rand(&[n], &mut rng)))
+        .collect();
+    terms.push((
+        common::rand(&[9, 70], &mut rng),
+        common::transposed(&[9, 70], &mut rng),
+    ));
+    terms.push((
+        common::rand(&[3, 40], &mut rng),
+        common::rand(&[40], &mut rng),
+    ));
+    if f16 {
+        // First, so that it shares a launch with f32 sums.
+        let half = |t: Tensor| t.to_dtype(DType::F16).unwrap();
+        let pair = (common::rand(&[45], &mut rng), common::rand(&[45], &mut rng));
+        terms.insert(0, (half(pair.0), half(pair.1)));
+    }
+    let joining = terms.len();
+    let long = (1 << 20) + 3;
+    terms.push((
+        common::rand(&[long], &mut rng),
+        common::rand(&[long], &mut rng),
+    ));
+    // Each gradient the sum of its terms; and then one more, twice the first
+    // (reading its expression).
+    let grads_of = |terms: &[(Tensor, Tensor)]| -> Vec<Tensor> {
+        let mut g: Vec<Tensor> = terms.iter().map(|(a, b)| a.add(b).unwrap()).collect();
+        g.push(g[0].mul_scalar(2.0).unwrap());
+        g
+    };
+    let params_of = |grads: &[Tensor], device: &Device| -> Vec<Tensor> {
+        let mut rng = Rng::new(11);
+        grads
+            .iter()
+            .map(|g| {
+                let p = Tensor::randn(g.dims().to_vec(), DType::F32, &cpu, &mut rng);
+                p.unwrap()
+                    .to_dtype(g.dtype())
+                    .unwrap()
+                    .to_device(device)
+                    .unwrap()
+            })
+            .collect()
+    };
+    let step = OptimizerStep::SgdMomentum(SgdSpec {
+        lr: 0.25,
+        momentum: 0.0,
+        weight_decay: 0.0,
+        nesterov: false,
+    });
+    let sgd = |params: &[Tensor], grads: &[Tensor]| {
+        let updates: Vec<ParamUpdate<'_, Tensor>> = params
+            .iter()
+            .zip(grads)
+            .map(|(param, grad)| ParamUpdate {
+                param,
+                grad,
+                states: Vec::new(),
+                grad_scale: 1.0,
+            })
+            .collect();
+        Tensor::optimizer_update_in_place(&updates, &step).unwrap()
+    };
+    let cpu_grads = grads_of(&terms);
+    let cpu_params = params_of(&cpu_grads, &cpu);
+    sgd(&cpu_params, &cpu_grads);
+    let moved: Vec<(Tensor, Tensor)> = terms
+        .iter()
+        .map(|(a, b)| {
+            (
+                common::on_strided(&device, a),
+                common::on_strided(&device, b),
+            )
+        })
+        .collect();
+    // Each alone: read before the next is recorded.
+    let alone: Vec<Vec<f64>> = grads_of(&moved)
+        .iter()
+        .map(|g| g.to_f64_vec().unwrap())
+        .collect();
+    let params = params_of(&cpu_grads, &device);
+    // A profile runs what is pending first: the sums are recorded inside it.
+    let (grads, profile) = device
+        .profile(|| {
+            let grads = grads_of(&moved);
+            sgd(&params, &grads);
+            Ok(grads)
+        })
+        .unwrap();
+    gpu_device.set_fusion(fusion_was);
+    for (i, (g, a)) in grads.iter().zip(&alone).enumerate() {
+        let got = g.to_f64_vec().unwrap();
+        let same = got.iter().zip(a).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(
+            same,
+            "gradient {i} ({:?}) differs from its value alone",
+            g.dims()
+        );
+    }
+    for (i, (p, want)) in params.iter().zip(&cpu_params).enumerate() {
+        let got = p.to_device(&cpu).unwrap();
+        let tol = match p.dtype() {
+            DType::F16 => 2e-3,
+            _ => 1e-6,
+        };
+        assert_near(&format!("parameter {i}"), &got, want, tol, tol);
+    }
+    // The joining sums four to a launch (a last one left over runs as its own
+    // kernel); the long one and the one reading another's expression alone.
+    let launches = |f: &dyn Fn(&str) -> bool| -> u64 {
+        let of = profile.kernels.iter().filter(|k| f(&k.name));
+        of.map(|k| k.launches).sum()
+    };
+    let grouped = launches(&|n| n.starts_with("fused x4 expressions"));
+    let fused = launches(&|n| n.starts_with("fused "));
+    assert_eq!(grouped, (joining / 4) as u64, "{:#?}", profile.kernels);
+    assert_eq!(
+        fused,
+        joining.div_ceil(4) as u64 + 2,
         "{:#?}",
         profile.kernels
     );

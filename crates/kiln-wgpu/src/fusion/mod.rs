@@ -21,6 +21,7 @@
 
 mod epilogue;
 mod expr;
+mod group;
 mod program;
 mod prologue;
 mod run;
@@ -28,6 +29,7 @@ mod wgsl;
 
 pub(crate) use epilogue::Epilogue;
 pub(crate) use expr::{record, record_pad, Arg, Expr, FusedOp, Window};
+pub(crate) use group::run_together;
 pub(crate) use run::{run, PendingList};
 pub(crate) use wgsl::has_store_section;
 pub use wgsl::{FusedParams, FusedRead};

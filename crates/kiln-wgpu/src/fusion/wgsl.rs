@@ -215,7 +215,7 @@ fn fused_padded_index(i: u32, read: FusedRead) -> vec2<u32> {
 }
 
 /// Whether the program's WGSL needs `enable f16;`.
-fn needs_f16(program: &Program) -> bool {
+pub(crate) fn needs_f16(program: &Program) -> bool {
     let reads = program.reads.iter().map(|r| r.arg.storage.dtype);
     let steps = program.steps.iter().map(|st| st.dtype);
     reads.chain(steps).any(|d| d == DType::F16)
@@ -463,7 +463,7 @@ fn {f}(i: u32, v: vec4<f32>) {{{}
 /// What every fused program's text uses, once per kernel: the op formulas (prefixed
 /// `fused_`, so that they cannot clash with a host kernel's functions), the params
 /// structs and the index functions the programs' reads need.
-fn shared_text(programs: &[&Program]) -> Result<String> {
+pub(crate) fn shared_text(programs: &[&Program]) -> Result<String> {
     let mut s = String::new();
     s.push('\n');
     let mut formulas = [formulas(Kernel::Unary)?, formulas(Kernel::Binary)?].concat();
@@ -517,7 +517,12 @@ struct FusedParams {{
 /// One program's params (`fused<tag>`) and reads in bind group `group`, and `fn
 /// fused<tag>_value(i: u32) -> f32`: the program's element `i`, rounded to its dtype.
 /// Read `given` is not bound: its value is `fused<tag>_given`, set by the kernel.
-fn program_text(program: &Program, group: u32, tag: &str, given: Option<usize>) -> Result<String> {
+pub(crate) fn program_text(
+    program: &Program,
+    group: u32,
+    tag: &str,
+    given: Option<usize>,
+) -> Result<String> {
     let mut s = String::new();
     let _ = writeln!(
         s,

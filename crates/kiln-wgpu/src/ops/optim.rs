@@ -5,7 +5,7 @@
 
 use super::optim_group::{self, Writes};
 use crate::device::GpuDevice;
-use crate::fusion::{Arg, FusedOp};
+use crate::fusion::{self, Arg, FusedOp};
 use crate::kernels::Kernel;
 use crate::launch::Bindings;
 use crate::params::{
@@ -45,6 +45,7 @@ pub(crate) fn update_all(
         .iter()
         .map(|u| GradRead::of(u.grad, u.grad_scale))
         .collect();
+    run_gradients(device, &grads)?;
     // Empty parameters launch nothing.
     let work: Vec<_> = updates
         .iter()
@@ -113,6 +114,7 @@ pub(crate) fn update_in_place(
         .iter()
         .map(|u| GradRead::of(u.grad, u.grad_scale))
         .collect();
+    run_gradients(&device, &grads)?;
     for grad in &grads {
         grad.storage.raw()?;
         if let Some(by) = &grad.by {
@@ -238,6 +240,13 @@ fn step_kernel(device: &GpuDevice, step: &OptimizerStep) -> Result<(Kernel, Step
 
 /// How an update reads its gradient: `storage` times `scale`, and times the one value of
 /// `by` where there is one.
+/// Computes the gradients the step reads, the small expressions among them several to
+/// a launch.
+fn run_gradients(device: &GpuDevice, grads: &[GradRead]) -> Result<()> {
+    let storages: Vec<&GpuStorage> = grads.iter().map(|g| &g.storage).collect();
+    fusion::run_together(device, &storages)
+}
+
 struct GradRead {
     storage: GpuStorage,
     scale: f32,
