@@ -143,6 +143,23 @@ fn launches<'a, T>(
 fn launch_group(device: &GpuDevice, members: &[&(Arc<StorageData>, Program)]) -> Result<()> {
     let op = "fusion";
     let start = Instant::now();
+    // Each expression held through the launch, as `run` holds one, so that no other
+    // thread runs it meanwhile; taken in one order (by address) wherever a group runs.
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by_key(|&j| Arc::as_ptr(&members[j].0) as usize);
+    let mut held: Vec<_> = order
+        .iter()
+        .map(|&j| (j, members[j].0.expr.lock().unwrap()))
+        .collect();
+    if held.iter().any(|(_, e)| e.is_none()) {
+        // Another thread ran one: each runs as it would alone (`run` does nothing for
+        // one that has run).
+        drop(held);
+        for (data, _) in members {
+            run(data, device)?;
+        }
+        return Ok(());
+    }
     let programs: Vec<&Program> = members.iter().map(|(_, p)| p).collect();
     let mut outs = Vec::with_capacity(members.len());
     for p in &programs {
@@ -181,10 +198,12 @@ fn launch_group(device: &GpuDevice, members: &[&(Arc<StorageData>, Program)]) ->
         format!("fused x{} expressions: {}", programs.len(), each.join("; "))
     };
     device.launch(op, &pipeline, &bind, workgroups, start, name)?;
-    for ((data, _), out) in members.iter().zip(outs) {
-        data.fill(out)?;
+    let mut outs: Vec<Option<_>> = outs.into_iter().map(Some).collect();
+    for (j, expr) in &mut held {
+        let out = outs[*j].take().expect("one output a member");
+        members[*j].0.fill(out)?;
         // Lets go of the inputs.
-        *data.expr.lock().unwrap() = None;
+        **expr = None;
     }
     Ok(())
 }
