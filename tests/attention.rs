@@ -171,6 +171,58 @@ fn gpu_attention_reads_views_in_place() {
     }
 }
 
+/// The output of heads split from one projection (`[b, l, 3, h, d]` viewed as `[b, h,
+/// l, d]`) lies rows outermost, as the projection does: joining the heads back
+/// (`transpose(1, 2)`) gives a compact tensor, no copy. On each device its values and
+/// gradients are the composed softmax's, and compact queries keep a compact output.
+#[test]
+fn split_heads_give_their_output_rows_outermost() {
+    let mut rng = rng();
+    let (b, l, h, d) = (2, 11, 3, 5);
+    let qkv = rand(&[b, l, 3 * h * d], &mut rng);
+    let r = rand(&[b, h, l, d], &mut rng);
+    let split = |t: &Tensor, i: usize| -> kiln::Result<Tensor> {
+        t.reshape([b, l, 3, h, d])?
+            .narrow(2, i, 1)?
+            .squeeze(2)?
+            .permute(&[0, 2, 1, 3])
+    };
+    let mut devices = vec![Device::cpu()];
+    devices.extend(gpu());
+    for device in devices {
+        let qkv = on(&device, &qkv);
+        let r = on(&device, &r);
+        let (q, k, v) = (
+            split(&qkv, 0).unwrap(),
+            split(&qkv, 1).unwrap(),
+            split(&qkv, 2).unwrap(),
+        );
+        let out = q.attention(&k, &v, true, 0.4).unwrap();
+        assert!(out.transpose(1, 2).unwrap().is_contiguous(), "{device:?}");
+        let want = composed(&q, &k, &v, true, 0.4).unwrap();
+        let cpu = |t: &Tensor| t.to_device(&Device::cpu()).unwrap();
+        assert_close(
+            &format!("output on {device:?}"),
+            &cpu(&out),
+            &cpu(&want),
+            F32_MATH,
+        );
+        let t = [q, k, v, r];
+        let fused = gradients(&t, true, 0.4, true).unwrap();
+        let want = gradients(&t, true, 0.4, false).unwrap();
+        assert_close(
+            &format!("gradients on {device:?}"),
+            &cpu(&fused),
+            &cpu(&want),
+            F32_MATH,
+        );
+        let compact = rand(&[b, h, l, d], &mut rng);
+        let compact = on(&device, &compact);
+        let out = compact.attention(&compact, &compact, false, 0.4).unwrap();
+        assert!(out.is_contiguous(), "{device:?}");
+    }
+}
+
 /// Heads split from one projection, as `MultiheadAttention` splits them (`[q | k | v]`
 /// along the features) or each head's three side by side: the kernels write the
 /// gradients of q, k and v where the heads lie in the projection, whose gradient is

@@ -60,10 +60,6 @@ fn quad(which: u32, strides: vec4<u32>, start: u32, row: u32, c: u32, features: 
     if (f + 3u < features) { r.w = element(which, at + (f + 3u) * strides.w); }
     return r;
 }
-// Strides of a compact [heads, rows, features] tensor.
-fn compact_strides(rows: u32, features: u32) -> vec4<u32> {
-    return vec4<u32>(params.batch1 * rows * features, rows * features, features, 1u);
-}
 // Features 4c.. of row `row` of head `head` of the output placed at `strides` and
 // `offset`, those before `features`.
 fn store_quad(strides: vec4<u32>, offset: u32, head: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {
@@ -143,6 +139,8 @@ struct Params {
     dq_offset: u32,
     dk_offset: u32,
     dv_offset: u32,
+    // Strides of the output (written forward, read backward): a dense layout
+    output_strides: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -201,7 +199,7 @@ fn main(
     let qs = head_start(params.q_strides, params.offsets.x, head);
     let dq_quads = (params.head_dim + 3u) / 4u;
     let dv_quads = (params.value_dim + 3u) / 4u;
-    let compact = compact_strides(params.queries, params.value_dim);
+    let os = head_start(params.output_strides, 0u, head);
     let gs = head_start(params.grad_strides, params.offsets.w, head);
     // Constant loop bounds with a guard inside, as in attention.wgsl.
     var qr: array<vec4<f32>, ATTENTION_QUADS>;
@@ -214,7 +212,7 @@ fn main(
         }
         if (c < dv_quads) {
             g[c] = quad(GRAD, params.grad_strides, gs, i, c, params.value_dim);
-            d4 += g[c] * quad(OUT, compact, head_start(compact, 0u, head), i, c, params.value_dim);
+            d4 += g[c] * quad(OUT, params.output_strides, os, i, c, params.value_dim);
         }
         acc[c] = vec4<f32>(0.0);
     }

@@ -130,14 +130,15 @@ pub trait BackendStorage: Sized {
     fn matmul(&self, rhs: &Self, spec: &MatmulSpec) -> Result<Self>;
 
     /// Fused attention (`AttentionSpec`) of the queries `self` over the keys `k` and
-    /// values `v`: returns the compact output `[heads, queries, value_dim]` and each
-    /// query's log-sum-exp of its scaled scores `[heads, queries]`, which the backward
-    /// pass recomputes the softmax from.
+    /// values `v`: returns the output, `heads * queries * value_dim` elements at
+    /// `spec.out` (`AttentionSpec::check_out` first), and each query's log-sum-exp of
+    /// its scaled scores, compact `[heads, queries]`, which the backward pass recomputes
+    /// the softmax from.
     fn attention(&self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)>;
 
     /// The gradients of `attention`'s `q` (`self`), `k` and `v`, in one storage of
     /// `layouts.len` elements, each where `layouts` says (`AttentionGradLayouts::check`
-    /// first), from its compact output `out`, log-sum-exp `lse` and the output's
+    /// first), from its output `out` (at `spec.out`), log-sum-exp `lse` and the output's
     /// gradient `grad`, read at `layouts.grad`.
     #[allow(clippy::too_many_arguments)]
     fn attention_backward(

@@ -227,7 +227,10 @@ pub struct GruCellSpec {
 /// features), `out_i = sum_j softmax_j(scale * q_i . k_j) v_j`, with key `j` hidden from
 /// query `i` when `causal` and `j > i` (PyTorch's top-left triangle). Hidden keys are
 /// not read at all, as in PyTorch's fused kernels. Operands are read through their
-/// strides (`MatmulOperand`: rows are positions, columns features); outputs are compact.
+/// strides (`MatmulOperand`: rows are positions, columns features); the output is
+/// written at `out`'s (a dense layout: heads split from one projection get their output
+/// in the projection's order, rows outermost, so that joining the heads is a view) and
+/// the log-sum-exp compact.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionSpec {
     pub batch: [usize; 2],
@@ -238,6 +241,7 @@ pub struct AttentionSpec {
     pub q: MatmulOperand,
     pub k: MatmulOperand,
     pub v: MatmulOperand,
+    pub out: MatmulOperand,
     pub causal: bool,
     pub scale: f64,
 }
@@ -314,6 +318,35 @@ impl AttentionSpec {
     pub fn hides(&self, i: usize, j: usize) -> bool {
         self.causal && j > i
     }
+
+    /// An error unless `out` places the `heads * queries * value_dim` output elements
+    /// one to each element of a storage of that many from its start (kernels write
+    /// through these strides unchecked): a compact layout of the dims in some order.
+    pub fn check_out(&self) -> crate::Result<()> {
+        let b1 = self.batch[1].max(1);
+        let o = &self.out;
+        let mut dims = [
+            (self.heads() / b1, o.batch[0]),
+            (b1, o.batch[1]),
+            (self.queries, o.row_stride),
+            (self.value_dim, o.col_stride),
+        ];
+        // Dims of one element place nothing.
+        dims.sort_by_key(|&(size, stride)| (size > 1, stride));
+        let mut next = 1;
+        let mut dense = o.offset == 0;
+        for (size, stride) in dims.into_iter().filter(|&(size, _)| size > 1) {
+            dense &= stride == next;
+            next *= size;
+        }
+        if !dense && self.heads() * self.queries * self.value_dim > 0 {
+            return Err(crate::Error::InvalidArgument {
+                op: "attention",
+                reason: format!("the output's layout {o:?} is not a dense one"),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -331,8 +364,46 @@ mod tests {
             q: compact,
             k: compact,
             v: compact,
+            out: compact_out(),
             causal: false,
             scale: 1.0,
+        }
+    }
+
+    /// The output compact `[2, 3, 5, 3]`.
+    fn compact_out() -> MatmulOperand {
+        compact(5, 3, 0)
+    }
+
+    #[test]
+    fn attention_outputs_must_be_dense() {
+        let mut s = spec();
+        s.check_out().unwrap();
+        // Rows outermost within a batch, heads next: heads split from one projection.
+        s.out = MatmulOperand {
+            batch: [5 * 3 * 3, 3],
+            row_stride: 3 * 3,
+            col_stride: 1,
+            offset: 0,
+        };
+        s.check_out().unwrap();
+        for bad in [
+            MatmulOperand {
+                offset: 1,
+                ..compact_out()
+            },
+            MatmulOperand {
+                row_stride: 4,
+                ..compact_out()
+            },
+            MatmulOperand {
+                batch: [45, 9],
+                ..compact_out()
+            },
+            MatmulOperand::default(),
+        ] {
+            s.out = bad;
+            assert!(s.check_out().is_err(), "{bad:?}");
         }
     }
 

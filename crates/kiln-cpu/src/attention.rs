@@ -80,7 +80,8 @@ fn operands<'a>(s: &AttentionSpec, q: &'a [f64], k: &'a [f64], v: &'a [f64]) -> 
     })
 }
 
-/// The output `[heads, queries, value_dim]` and each query's log-sum-exp `[heads,
+/// The output (`heads * queries * value_dim` elements, at `s.out`, which
+/// `AttentionSpec::check_out` has found dense) and each query's log-sum-exp `[heads,
 /// queries]`.
 pub fn attention(q: &[f64], k: &[f64], v: &[f64], s: &AttentionSpec) -> (Vec<f64>, Vec<f64>) {
     let [q, k, v] = operands(s, q, k, v);
@@ -101,11 +102,20 @@ pub fn attention(q: &[f64], k: &[f64], v: &[f64], s: &AttentionSpec) -> (Vec<f64
         (out, lse)
     });
     let (out, lse): (Vec<_>, Vec<_>) = heads.into_iter().unzip();
-    (out.concat(), lse.concat())
+    let place = Place::of(s, s.out);
+    let mut placed = vec![0.0; s.heads() * s.queries * s.value_dim];
+    for (h, head) in out.iter().enumerate() {
+        for (r, row) in head.chunks(s.value_dim.max(1)).enumerate() {
+            for (c, &x) in row.iter().enumerate() {
+                placed[place.index(h, r, c)] = x;
+            }
+        }
+    }
+    (placed, lse.concat())
 }
 
 /// The gradients of `q`, `k` and `v` in one buffer of `layouts.len`, each where
-/// `layouts` says, from the compact output `out` and log-sum-exp `lse`, and the
+/// `layouts` says, from the output `out` (at `s.out`) and log-sum-exp `lse`, and the
 /// output's gradient `grad` read at `layouts.grad`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
@@ -123,6 +133,10 @@ pub fn attention_backward(
         data: grad,
         place: Place::of(s, layouts.grad),
     };
+    let out = Operand {
+        data: out,
+        place: Place::of(s, s.out),
+    };
     let (d, dv_len) = (s.head_dim, s.value_dim);
     let heads = per_head(s, |h| {
         let mut dq = vec![0.0; s.queries * d];
@@ -131,9 +145,8 @@ pub fn attention_backward(
         for i in 0..s.queries {
             let row = h * s.queries + i;
             let g: Vec<f64> = (0..dv_len).map(|c| grad.get(h, i, c)).collect();
-            let o = &out[row * dv_len..(row + 1) * dv_len];
             // sum_j p_j dp_j, with dp_j = g . v_j: the softmax's backward term.
-            let delta: f64 = g.iter().zip(o).map(|(g, o)| g * o).sum();
+            let delta: f64 = (0..dv_len).map(|c| g[c] * out.get(h, i, c)).sum();
             for (j, score) in scores(s, &q, &k, h, i).into_iter().enumerate() {
                 let p = (score - lse[row]).exp();
                 let dp: f64 = (0..dv_len).map(|c| g[c] * v.get(h, j, c)).sum();

@@ -275,6 +275,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn attention(&self, k: &Self, v: &Self, spec: &AttentionSpec) -> Result<(Self, Self)> {
+        spec.check_out()?;
         let (q, k, v) = (
             self.compact_floats(),
             k.compact_floats(),
@@ -296,6 +297,7 @@ impl BackendStorage for CpuStorage {
         layouts: &AttentionGradLayouts,
     ) -> Result<Self> {
         layouts.check(spec)?;
+        spec.check_out()?;
         let [q, k, v, out, lse, grad] = [self, k, v, out, lse, grad].map(Self::compact_floats);
         let grads = attention::attention_backward(&q, &k, &v, &out, &lse, &grad, spec, layouts);
         Ok(Self::from_floats(self.dtype(), grads))

@@ -295,6 +295,8 @@ shader_params! {
         dq_offset: u32,
         dk_offset: u32,
         dv_offset: u32,
+        /// Where the output lies (`AttentionSpec::out`): written forward, read backward.
+        output_strides: [u32; 4],
     }
     /// `matmul/pack.wgsl`.
     PackParams {

@@ -247,10 +247,6 @@ fn quad(which: u32, strides: vec4<u32>, start: u32, row: u32, c: u32, features: 
     if (f + 3u < features) { r.w = element(which, at + (f + 3u) * strides.w); }
     return r;
 }
-// Strides of a compact [heads, rows, features] tensor.
-fn compact_strides(rows: u32, features: u32) -> vec4<u32> {
-    return vec4<u32>(params.batch1 * rows * features, rows * features, features, 1u);
-}
 // Features 4c.. of row `row` of head `head` of the output placed at `strides` and
 // `offset`, those before `features`.
 fn store_quad(strides: vec4<u32>, offset: u32, head: u32, row: u32, c: u32, features: u32, x: vec4<f32>) {

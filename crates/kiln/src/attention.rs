@@ -96,6 +96,20 @@ impl Tensor {
             full(v, keys, value_dim)?,
         ];
         let dims = inputs[0].dims();
+        // The output in the order of q's dims in memory: heads split from one
+        // projection (`[b, t, h, d]` viewed as `[b, h, t, d]`) get it rows outermost,
+        // so that joining the heads back (`transpose(1, 2)`, `reshape`) is a view, and
+        // the output projection and its weight's gradient read it as it lies.
+        let kernel_out: Vec<usize> = dims[..dims.len() - 2]
+            .iter()
+            .copied()
+            .chain([queries, value_dim])
+            .collect();
+        let out_layout = Layout::new(
+            Shape::new(kernel_out.clone()),
+            strides_in_order_of(inputs[0].layout(), &kernel_out),
+            0,
+        );
         let spec = AttentionSpec {
             batch: match dims.len() {
                 2 => [1, 1],
@@ -109,6 +123,7 @@ impl Tensor {
             q: operand(inputs[0].layout()),
             k: operand(inputs[1].layout()),
             v: operand(inputs[2].layout()),
+            out: operand(&out_layout),
             causal,
             scale,
         };
@@ -127,7 +142,12 @@ impl Tensor {
             let [q, k, v] = inputs.each_ref().map(|t| t.storage());
             q.attention(&k, &v, &spec)
         })?;
-        let out = Tensor::from_storage(out, out_dims);
+        let out = Tensor::from_storage(out, [out_layout.elem_count()]).with_layout(out_layout);
+        // More than two batch dims were folded into one for the kernels: compact then.
+        let out = match out.dims() == out_dims.as_slice() {
+            true => out,
+            false => out.reshape(out_dims)?,
+        };
         let lse = Tensor::from_storage(lse, [spec.heads(), queries]);
         let saved = AttentionSaved { spec, inputs, lse };
         track(
@@ -194,14 +214,34 @@ impl Tensor {
             len,
         };
         let [q, k, v] = saved.inputs.each_ref().map(|t| t.storage());
-        let out = self.contiguous()?;
+        // The output where the forward wrote it (as the kernels' batch dims see it).
+        let kernel_out: Vec<usize> = heads_dims
+            .iter()
+            .copied()
+            .chain([s.queries, s.value_dim])
+            .collect();
+        let out = match self.dims() == kernel_out.as_slice() {
+            true => self.clone(),
+            false => self.reshape(kernel_out)?,
+        };
+        let (out, spec) = match operand(out.layout()) == s.out && out.layout().offset() == 0 {
+            true => (out, *s),
+            false => {
+                let out = out.contiguous()?;
+                let spec = AttentionSpec {
+                    out: operand(out.layout()),
+                    ..*s
+                };
+                (out, spec)
+            }
+        };
         let storage = q.attention_backward(
             &k,
             &v,
             &out.storage(),
             &saved.lse.storage(),
             &grad.storage(),
-            s,
+            &spec,
             &layouts,
         )?;
         let all = Tensor::from_storage(storage, [len]);

@@ -61,6 +61,8 @@ fn params(
             spec.queries, spec.keys
         )
     })?;
+    // The kernels write the output through its strides unchecked.
+    spec.check_out()?;
     let none = MatmulOperand::default();
     let l = match layouts {
         Some(l) => {
@@ -100,6 +102,7 @@ fn params(
         dq_offset: dq_offset?,
         dk_offset: dk_offset?,
         dv_offset: dv_offset?,
+        output_strides: strides(op, &spec.out)?,
     })
 }
 
@@ -159,7 +162,7 @@ fn split_for<T>(
     }
 }
 
-/// The compact output and each query's log-sum-exp.
+/// The output (at `spec.out`) and each query's log-sum-exp.
 pub(crate) fn attention(
     q: &GpuStorage,
     k: &GpuStorage,
