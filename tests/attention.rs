@@ -128,6 +128,15 @@ fn gpu_attention_matches_cpu() {
     }
 }
 
+/// Part `i` (q, k, v) of a projection `[b, l, 3 * h * d]` as heads `[b, h, l, d]`: a
+/// view, as a transformer splits them.
+fn head_split(t: &Tensor, [b, l, h, d]: [usize; 4], i: usize) -> kiln::Result<Tensor> {
+    t.reshape([b, l, 3, h, d])?
+        .narrow(2, i, 1)?
+        .squeeze(2)?
+        .permute(&[0, 2, 1, 3])
+}
+
 /// Inputs read through their strides where the kernels read them: a transformer's
 /// queries, keys and values are head-split views of one projection (`[b, l, 3, h, d]`
 /// permuted to `[b, h, l, d]`), and keys and values may be broadcast over the heads.
@@ -137,12 +146,7 @@ fn gpu_attention_reads_views_in_place() {
     let (b, l, h, d) = (2, 19, 3, 8);
     let qkv = rand(&[b, l, 3 * h * d], &mut rng);
     let r = rand(&[b, h, l, d], &mut rng);
-    let split = |t: &Tensor, i: usize| -> kiln::Result<Tensor> {
-        t.reshape([b, l, 3, h, d])?
-            .narrow(2, i, 1)?
-            .squeeze(2)?
-            .permute(&[0, 2, 1, 3])
-    };
+    let split = |t: &Tensor, i: usize| head_split(t, [b, l, h, d], i);
     // Keys and values shared by the heads (stride 0), a sliced query.
     let q = sliced(&[4, 12, 5], &mut rng);
     let (k, v) = (rand(&[9, 5], &mut rng), transposed(&[9, 7], &mut rng));
@@ -181,12 +185,7 @@ fn split_heads_give_their_output_rows_outermost() {
     let (b, l, h, d) = (2, 11, 3, 5);
     let qkv = rand(&[b, l, 3 * h * d], &mut rng);
     let r = rand(&[b, h, l, d], &mut rng);
-    let split = |t: &Tensor, i: usize| -> kiln::Result<Tensor> {
-        t.reshape([b, l, 3, h, d])?
-            .narrow(2, i, 1)?
-            .squeeze(2)?
-            .permute(&[0, 2, 1, 3])
-    };
+    let split = |t: &Tensor, i: usize| head_split(t, [b, l, h, d], i);
     let mut devices = vec![Device::cpu()];
     devices.extend(gpu());
     for device in devices {

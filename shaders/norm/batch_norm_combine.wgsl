@@ -6,11 +6,22 @@
 // Sums (`sums` 1): each of the two sums added up. With `running`, the statistics move
 // each channel's running mean and variance toward the batch's, as batch_norm_stats.wgsl
 // does without parts.
-// kiln:constants workgroup moving_average
+// kiln:constants workgroup running_statistics
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 fn moving_average(decay: f32, one_minus_decay: f32, average: f32, value: f32) -> f32 {
     return decay * average + one_minus_decay * value;
+}
+// Moves channel `c`'s running mean and variance toward the batch's, with `running`.
+fn move_running(c: u32, batch_mean: T, batch_var: T) {
+    if (params.running != 1u) {
+        return;
+    }
+    let d = params.decay;
+    let e = params.one_minus_decay;
+    running_means[c] = T(moving_average(d, e, f32(running_means[c]), f32(batch_mean)));
+    let value = params.var_scale * f32(batch_var);
+    running_vars[c] = T(moving_average(d, e, f32(running_vars[c]), value));
 }
 // kiln:end
 alias T = f32;
@@ -85,11 +96,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     first[channel] = batch_mean;
     second[channel] = batch_var;
     third[channel] = T(1.0 / sqrt(variance + params.eps));
-    if (params.running == 1u) {
-        let d = params.decay;
-        let e = params.one_minus_decay;
-        running_means[channel] = T(moving_average(d, e, f32(running_means[channel]), f32(batch_mean)));
-        let value = params.var_scale * f32(batch_var);
-        running_vars[channel] = T(moving_average(d, e, f32(running_vars[channel]), value));
-    }
+    move_running(channel, batch_mean, batch_var);
 }

@@ -10,7 +10,7 @@
 // they are written (here, or with parts in the combine kernel): a training step's batch
 // norm then takes no kernel for them.
 // Math in f32; ROW_LOADS loads in flight per invocation.
-// kiln:constants workgroup reduce_ops row_loads_only reduce_combine row_place row_total channel_at moving_average
+// kiln:constants workgroup reduce_ops row_loads_only reduce_combine row_place row_total channel_at running_statistics
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -89,6 +89,17 @@ fn channel_at(j: u32) -> u32 {
 }
 fn moving_average(decay: f32, one_minus_decay: f32, average: f32, value: f32) -> f32 {
     return decay * average + one_minus_decay * value;
+}
+// Moves channel `c`'s running mean and variance toward the batch's, with `running`.
+fn move_running(c: u32, batch_mean: T, batch_var: T) {
+    if (params.running != 1u) {
+        return;
+    }
+    let d = params.decay;
+    let e = params.one_minus_decay;
+    running_means[c] = T(moving_average(d, e, f32(running_means[c]), f32(batch_mean)));
+    let value = params.var_scale * f32(batch_var);
+    running_vars[c] = T(moving_average(d, e, f32(running_vars[c]), value));
 }
 // kiln:end
 alias T = f32;
@@ -191,13 +202,7 @@ fn main(inv: RowInvocation) {
         means[channel] = batch_mean;
         variances[channel] = batch_var;
         rstds[channel] = T(1.0 / sqrt(variance + params.eps));
-        if (params.running == 1u) {
-            let d = params.decay;
-            let e = params.one_minus_decay;
-            running_means[channel] = T(moving_average(d, e, f32(running_means[channel]), f32(batch_mean)));
-            let value = params.var_scale * f32(batch_var);
-            running_vars[channel] = T(moving_average(d, e, f32(running_vars[channel]), value));
-        }
+        move_running(channel, batch_mean, batch_var);
         return;
     }
     let slots = params.channels * params.parts;

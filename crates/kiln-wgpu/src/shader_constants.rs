@@ -63,6 +63,23 @@ fn moving_average(decay: f32, one_minus_decay: f32, average: f32, value: f32) ->
     return decay * average + one_minus_decay * value;
 }
 ";
+/// Batch norm's running statistics moved where its statistics' kernels write the
+/// batch's (`batch_norm_stats.wgsl`, `batch_norm_combine.wgsl`: their params' `running`,
+/// `decay`, `one_minus_decay` and `var_scale`, and bindings `running_means` and
+/// `running_vars`), written once for both.
+const MOVE_RUNNING: &str = "\
+// Moves channel `c`'s running mean and variance toward the batch's, with `running`.
+fn move_running(c: u32, batch_mean: T, batch_var: T) {
+    if (params.running != 1u) {
+        return;
+    }
+    let d = params.decay;
+    let e = params.one_minus_decay;
+    running_means[c] = T(moving_average(d, e, f32(running_means[c]), f32(batch_mean)));
+    let value = params.var_scale * f32(batch_var);
+    running_vars[c] = T(moving_average(d, e, f32(running_vars[c]), value));
+}
+";
 /// The passes of the row kernels that read a row more than once (`softmax.wgsl`,
 /// `layer_norm.wgsl` and their backwards), over their own `load` and `store`: a
 /// stretch is `ROW_LOADS` elements `lanes` apart. A lane holds its first two in
@@ -381,6 +398,9 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
     }
     if name == "moving_average" {
         return Some((Vec::new(), MOVING_AVERAGE.to_string()));
+    }
+    if name == "running_statistics" {
+        return Some((Vec::new(), format!("{MOVING_AVERAGE}{MOVE_RUNNING}")));
     }
     if name == "norm_stats" {
         return Some((Vec::new(), norm_stats()));

@@ -4,9 +4,9 @@
 use crate::Device;
 use kiln_core::{
     AttentionGradLayouts, AttentionSpec, BackendStorage, BinaryOp, DType, Error, GatherSpec,
-    GruCellSpec, HostBuffer, LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, OptimizerStep,
-    ParamUpdate, ParamUpdateInPlace, PoolKind, ReduceOp, Result, RunningStatsUpdate, ScatterSpec,
-    Shape, UnaryOp, WindowSpec,
+    GruCellSpec, HostBuffer, LayerNormGrads, Layout, LstmCellSpec, MatmulSpec, MovingAverageSpec,
+    OptimizerStep, ParamUpdate, ParamUpdateInPlace, PoolKind, ReduceOp, Result, RunningStatsUpdate,
+    ScatterSpec, Shape, UnaryOp, WindowSpec,
 };
 use kiln_cpu::CpuStorage;
 use kiln_wgpu::GpuStorage;
@@ -231,25 +231,29 @@ impl Storage {
             average,
             var_scale,
         } = running;
+        // The update with its statistics in their backend's storage.
+        fn on<'a, S>(
+            mean: &'a mut S,
+            var: &'a mut S,
+            a: MovingAverageSpec,
+            s: f32,
+        ) -> RunningStatsUpdate<'a, S> {
+            RunningStatsUpdate {
+                mean,
+                var,
+                average: a,
+                var_scale: s,
+            }
+        }
         Ok(match (self, mean, var) {
-            (Storage::Cpu(x), Storage::Cpu(mean), Storage::Cpu(var)) => {
-                let running = RunningStatsUpdate {
-                    mean,
-                    var,
-                    average,
-                    var_scale,
-                };
-                let (stats, moved) = x.batch_norm_stats_running(dims, eps, running)?;
+            (Storage::Cpu(x), Storage::Cpu(m), Storage::Cpu(v)) => {
+                let update = on(m, v, average, var_scale);
+                let (stats, moved) = x.batch_norm_stats_running(dims, eps, update)?;
                 (stats.map(Storage::Cpu), moved)
             }
-            (Storage::Gpu(x), Storage::Gpu(mean), Storage::Gpu(var)) => {
-                let running = RunningStatsUpdate {
-                    mean,
-                    var,
-                    average,
-                    var_scale,
-                };
-                let (stats, moved) = x.batch_norm_stats_running(dims, eps, running)?;
+            (Storage::Gpu(x), Storage::Gpu(m), Storage::Gpu(v)) => {
+                let update = on(m, v, average, var_scale);
+                let (stats, moved) = x.batch_norm_stats_running(dims, eps, update)?;
                 (stats.map(Storage::Gpu), moved)
             }
             _ => return Err(mismatch(op)),
