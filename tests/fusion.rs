@@ -1172,6 +1172,67 @@ fn one_kernel_with(profile: &kiln::Profile, label: &str, part: &str) {
     assert!(names[0].contains(part), "{label}: {names:?}");
 }
 
+/// Max pooling's backward takes the mask of the activation before the pool as its
+/// epilogue (a CNN's ReLU, then the pool): one kernel where there were two, and the
+/// pool's gradient never written; values as on the CPU, outputs poisoned, on an odd
+/// image with overlapping, padded windows.
+#[test]
+fn max_pool_backward_takes_the_activation_before_it_as_an_epilogue() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu_device = device.as_gpu().unwrap().clone();
+    let fusion_was = gpu_device.fusion();
+    gpu_device.set_fusion(true);
+    let mut rng = common::rng();
+    let (x, b, r) = (
+        common::rand(&[2, 3, 13, 11], &mut rng),
+        common::rand(&[3, 1, 1], &mut rng),
+        common::rand(&[2, 3, 7, 6], &mut rng),
+    );
+    // The input's gradient through a bias, a ReLU and a pool of 3x3 windows, stride 2,
+    // padding 1.
+    let grad = |x: &Tensor, b: &Tensor, r: &Tensor| -> kiln::Result<Tensor> {
+        let x = x.detach().into_var()?;
+        let pooled = x.add(b)?.relu()?.max_pool2d((3, 3), (2, 2), (1, 1))?;
+        let grads = pooled.mul(r)?.sum_all()?.backward()?;
+        Ok(grads.get(&x).expect("a gradient").clone())
+    };
+    let want = grad(&x, &b, &r).unwrap();
+    let (xg, bg, rg) = (
+        common::on_strided(&device, &x),
+        common::on_strided(&device, &b),
+        common::on_strided(&device, &r),
+    );
+    let xv = xg.detach().into_var().unwrap();
+    let pooled = xv
+        .add(&bg)
+        .and_then(|t| t.relu())
+        .and_then(|t| t.max_pool2d((3, 3), (2, 2), (1, 1)))
+        .unwrap();
+    let loss = pooled.mul(&rg).unwrap().sum_all().unwrap();
+    gpu_device.synchronize().unwrap();
+    let (got, profile) = device
+        .profile(|| {
+            let grads = loss.backward()?;
+            grads.get(&xv).expect("a gradient").to_f64_vec()
+        })
+        .unwrap();
+    gpu_device.set_fusion(fusion_was);
+    let got = Tensor::from_vec(got, [2, 3, 13, 11], &Device::cpu()).unwrap();
+    assert_near("the input's gradient", &got, &want, 1e-6, 1e-5);
+    let names = kernel_names(&profile);
+    let pool: Vec<&&str> = names
+        .iter()
+        .filter(|n| n.contains("max_pool2d_backward"))
+        .collect();
+    assert_eq!(pool.len(), 1, "{names:?}");
+    assert!(pool[0].contains("=> fused"), "{names:?}");
+    // The one kernel of its own: the pooled output's gradient (`r` times the seed),
+    // which the pool reads.
+    let alone: Vec<&&str> = names.iter().filter(|n| n.starts_with("fused ")).collect();
+    assert_eq!(alone, [&"fused full,mul [F32]"], "{names:?}");
+}
+
 /// Row and column reductions take the elementwise ops after them as an epilogue (as
 /// layer norm's backward takes `rsqrt(var + eps)`): one kernel, the reduction's output
 /// written too where it is held, values as on the CPU.

@@ -1,6 +1,8 @@
 // Gradient of max pooling: each image pixel sums the gradients of the windows whose
 // recorded maximum (the forward's flat iy*w + ix index) is that pixel. One thread per
-// pixel visits only the windows that can contain it: deterministic, no atomics.
+// pixel visits only the windows that can contain it: deterministic, no atomics. Its
+// launch is deferred: the elementwise work after it (the mask of the activation before
+// the pool) runs in its stores as an epilogue.
 // kiln:constants workgroup
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
@@ -23,8 +25,11 @@ struct Params {
 @group(0) @binding(1) var<storage, read> grad: array<T>;
 // [n, c, oh, ow], the forward's indices
 @group(0) @binding(2) var<storage, read> indices: array<i32>;
+// kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 // [n, c, h, w]; one thread per pixel
-@group(0) @binding(3) var<storage, read_write> dx: array<T>;
+@group(0) @binding(3) var<storage, read_write> output: array<T>;
+fn store(i: u32, v: f32) { output[i] = T(v); }
+// kiln:store end
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -54,5 +59,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (indices[o] == flat) { acc += f32(grad[o]); }
         }
     }
-    dx[e] = T(acc);
+    store(e, acc);
 }

@@ -59,6 +59,21 @@ pub(crate) fn max_pool2d_backward(
     check_window(op, dy, s.kh, s.kw)?;
     let n = s.n * s.c * s.h * s.w;
     let p = WindowParams::new(op, s, n, 0)?;
+    let (kernel, device) = (Kernel::MaxPool2dBackward, &dy.device);
+    if n > 0 && device.defers(kernel) {
+        // The activation's mask before the pool runs in its stores.
+        let groups = device.groups_1d(op, n)?;
+        return device.defer(
+            op,
+            kernel,
+            &[dy.dtype],
+            p,
+            &[dy, indices],
+            groups,
+            n,
+            dy.dtype,
+        );
+    }
     Ok(launch_window(
         op,
         Kernel::MaxPool2dBackward,
