@@ -390,6 +390,64 @@ fn comparisons_with_zero_write_no_zeros() {
     assert_close("the triangle", &cpu(&got.1), &want.1, F32);
 }
 
+/// A mean cross-entropy's backward computes the loss's gradient (a constant, the
+/// mean's `1 / rows`) in its loads: one kernel, where the constant took one of its
+/// own every training step; the logits' gradient the CPU's, also for a sum's and for
+/// a gradient that is a buffer (per-row weights).
+#[test]
+fn cross_entropy_backward_computes_the_losss_gradient_in_its_loads() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let _fusion = FusionSetTo::new(&gpu, true);
+    let mut rng = rng();
+    let logits = rand(&[37, 11], &mut rng);
+    let targets: Vec<i32> = (0..37).map(|i| i * 7 % 11).collect();
+    let targets = Tensor::from_vec(targets, [37], &Device::cpu()).unwrap();
+    let weights = rand(&[37], &mut rng);
+    // The logits' gradient of the mean loss, the summed loss, and a weighted sum.
+    let grads = |x: &Tensor, t: &Tensor, w: &Tensor| -> Vec<Tensor> {
+        let losses = [
+            x.cross_entropy(t),
+            x.cross_entropy_per_row(t, 0.0).and_then(|l| l.sum_all()),
+            x.cross_entropy_per_row(t, 0.1)
+                .and_then(|l| l.mul(w))
+                .and_then(|l| l.sum_all()),
+        ];
+        losses
+            .into_iter()
+            .map(|l| l.unwrap().backward().unwrap().get(x).unwrap().clone())
+            .collect()
+    };
+    let x = logits.detach().into_var().unwrap();
+    let want = grads(&x, &targets, &weights);
+    let xg = on(&gpu, &logits).detach().into_var().unwrap();
+    let (tg, wg) = (on(&gpu, &targets), on(&gpu, &weights));
+    let loss = xg.cross_entropy(&tg).unwrap();
+    gpu.as_gpu().unwrap().synchronize().unwrap();
+    let (grad, profile) = gpu
+        .profile(|| {
+            let g = loss.backward()?.get(&xg).unwrap().clone();
+            gpu.as_gpu().unwrap().synchronize()?;
+            Ok(g)
+        })
+        .unwrap();
+    // Not counting the fill that poisons the output.
+    let kernels: Vec<&str> = (profile.kernels.iter())
+        .map(|k| k.name.as_str())
+        .filter(|k| !k.contains("fill.wgsl"))
+        .collect();
+    assert_eq!(kernels.len(), 1, "{kernels:?}");
+    assert!(
+        kernels[0].contains("cross_entropy_backward") && kernels[0].contains("+ fused"),
+        "{kernels:?}"
+    );
+    let cpu = |t: &Tensor| t.to_device(&Device::cpu()).unwrap();
+    assert_close("the mean's gradient", &cpu(&grad), &want[0], F32);
+    for (i, got) in grads(&xg, &tg, &wg).iter().enumerate().skip(1) {
+        assert_close(&format!("gradient {i}"), &cpu(got), &want[i], F32);
+    }
+}
+
 /// Launches of the kernels whose names start with `prefix`.
 fn launches(profile: &kiln::Profile, prefix: &str) -> u64 {
     let kernels = profile

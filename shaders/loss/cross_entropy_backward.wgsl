@@ -80,12 +80,15 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+// kiln:load (a fused prologue may replace this section: see kiln-wgpu's fusion)
+// [rows], the gradient of each row's loss (a mean's: a constant, computed here)
+@group(0) @binding(1) var<storage, read> dloss: array<T>;
+fn dloss_at(i: u32) -> f32 { return f32(dloss[i]); }
+// kiln:load end
 // [rows, classes]
-@group(0) @binding(1) var<storage, read> logits: array<T>;
+@group(0) @binding(2) var<storage, read> logits: array<T>;
 // [rows], validated to lie in [0, classes)
-@group(0) @binding(2) var<storage, read> targets: array<i32>;
-// [rows], the gradient of each row's loss
-@group(0) @binding(3) var<storage, read> dloss: array<T>;
+@group(0) @binding(3) var<storage, read> targets: array<i32>;
 // [rows, classes]
 @group(0) @binding(4) var<storage, read_write> dlogits: array<T>;
 
@@ -105,7 +108,7 @@ fn main(inv: RowInvocation) {
     for (var j = lane; j < k; j += lanes) { s += exp(f32(logits[base + j]) - row_max); }
     let sum_exp = row_total(REDUCE_SUM, s);
     if (row >= params.rows) { return; }
-    let g = f32(dloss[row]);
+    let g = dloss_at(row);
     let target_class = u32(targets[row]);
     let spread = params.smoothing / f32(params.classes);
     for (var j = lane; j < k; j += lanes) {

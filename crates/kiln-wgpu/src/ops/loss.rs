@@ -16,7 +16,14 @@ pub(crate) fn cross_entropy(
 ) -> Result<GpuStorage> {
     let shape = (rows, classes, smoothing);
     let inputs = [logits, targets];
-    launch("cross_entropy", Kernel::CrossEntropy, &inputs, shape, rows)
+    launch(
+        "cross_entropy",
+        Kernel::CrossEntropy,
+        logits,
+        &inputs,
+        shape,
+        rows,
+    )
 }
 
 pub(crate) fn cross_entropy_backward(
@@ -28,27 +35,31 @@ pub(crate) fn cross_entropy_backward(
     smoothing: f32,
 ) -> Result<GpuStorage> {
     let shape = (rows, classes, smoothing);
-    let inputs = [logits, targets, dloss];
+    // The loss's gradient first: its load section computes a pending one (a mean's
+    // constant) in the kernel.
+    let inputs = [dloss, logits, targets];
     let kernel = Kernel::CrossEntropyBackward;
     launch(
         "cross_entropy_backward",
         kernel,
+        logits,
         &inputs,
         shape,
         rows * classes,
     )
 }
 
-/// Runs a loss kernel (its subgroup build where the device uses them) on `inputs`, the
-/// logits first, for `rows` rows of `classes`, writing `out_len` elements.
+/// Runs a loss kernel (its subgroup build where the device uses them) on `inputs` (in
+/// the order of its bindings), for `rows` rows of `classes` of `logits`, writing
+/// `out_len` elements.
 fn launch(
     op: &'static str,
     kernel: Kernel,
+    logits: &GpuStorage,
     inputs: &[&GpuStorage],
     (rows, classes, smoothing): (usize, usize, f32),
     out_len: usize,
 ) -> Result<GpuStorage> {
-    let logits = inputs[0];
     let device = &logits.device;
     check_row_loops(op, logits, kernel, classes)?;
     let params = CrossEntropyParams {
@@ -58,10 +69,9 @@ fn launch(
         lanes: row_lanes(classes),
     };
     let out = device.alloc_output(op, out_len, logits.dtype)?;
-    let mut buffers = inputs.iter().map(|s| s.raw()).collect::<Result<Vec<_>>>()?;
-    buffers.push(out.buffer());
     let kernel = device.row_kernel(kernel);
     let groups = device.groups_for(op, row_groups(kernel, rows, params.lanes))?;
-    device.dispatch(op, kernel, &[logits.dtype], &params, &buffers, groups)?;
+    let rest = [out.buffer()];
+    device.dispatch_with_inputs(op, kernel, &[logits.dtype], &params, inputs, &rest, groups)?;
     Ok(GpuStorage::new(out, logits.dtype, out_len, device))
 }
