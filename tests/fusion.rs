@@ -1180,9 +1180,8 @@ fn one_kernel_with(profile: &kiln::Profile, label: &str, part: &str) {
 fn max_pool_backward_takes_the_activation_before_it_as_an_epilogue() {
     let Some(device) = gpu() else { return };
     let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _fusion = common::FusionSetTo::new(&device, true);
     let gpu_device = device.as_gpu().unwrap().clone();
-    let fusion_was = gpu_device.fusion();
-    gpu_device.set_fusion(true);
     let mut rng = common::rng();
     let (x, b, r) = (
         common::rand(&[2, 3, 13, 11], &mut rng),
@@ -1217,7 +1216,6 @@ fn max_pool_backward_takes_the_activation_before_it_as_an_epilogue() {
             grads.get(&xv).expect("a gradient").to_f64_vec()
         })
         .unwrap();
-    gpu_device.set_fusion(fusion_was);
     let got = Tensor::from_vec(got, [2, 3, 13, 11], &Device::cpu()).unwrap();
     assert_near("the input's gradient", &got, &want, 1e-6, 1e-5);
     let names = kernel_names(&profile);
@@ -1665,9 +1663,8 @@ fn pending_column_reductions_run_together() {
 fn gradient_sums_run_together() {
     let Some(device) = gpu() else { return };
     let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _fusion = common::FusionSetTo::new(&device, true);
     let gpu_device = device.as_gpu().unwrap().clone();
-    let fusion_was = gpu_device.fusion();
-    gpu_device.set_fusion(true);
     let mut rng = common::rng();
     let cpu = Device::cpu();
     let f16 = gpu_device.supports(DType::F16);
@@ -1763,7 +1760,6 @@ fn gradient_sums_run_together() {
             Ok(grads)
         })
         .unwrap();
-    gpu_device.set_fusion(fusion_was);
     for (i, (g, a)) in grads.iter().zip(&alone).enumerate() {
         let got = g.to_f64_vec().unwrap();
         let same = got.iter().zip(a).all(|(x, y)| x.to_bits() == y.to_bits());

@@ -17,25 +17,6 @@ fn assert_is_e_squared(c: &Tensor) {
     assert!(got.iter().all(|&v| (v - want).abs() < 1e-5));
 }
 
-/// Fusion set on the shared test device while this lives, then back to what it was:
-/// these tests count fused kernels whatever `KILN_FUSION` the run was given.
-struct FusionSetTo(kiln::backend::GpuDevice, bool);
-
-impl FusionSetTo {
-    fn new(gpu: &Device, on: bool) -> Self {
-        let device = gpu.as_gpu().unwrap().clone();
-        let was = device.fusion();
-        device.set_fusion(on);
-        FusionSetTo(device, was)
-    }
-}
-
-impl Drop for FusionSetTo {
-    fn drop(&mut self) {
-        self.0.set_fusion(self.1);
-    }
-}
-
 /// Two 1000-element f32 inputs whose sum's exp is e^2 everywhere.
 fn two_constants(gpu: &Device) -> (Tensor, Tensor) {
     let a = Tensor::full([1000], 0.5, DType::F32, gpu).unwrap();

@@ -281,3 +281,23 @@ pub fn reduce_domain(op: ReduceOp) -> ((f64, f64), Tol) {
         Sum | Mean | Max | Min => ((-1.0, 1.0), F32),
     }
 }
+
+/// Fusion set on a GPU device while this lives, then back to what it was (a panic
+/// included): for tests that count fused kernels whatever `KILN_FUSION` the run was
+/// given.
+pub struct FusionSetTo(kiln::backend::GpuDevice, bool);
+
+impl FusionSetTo {
+    pub fn new(gpu: &Device, on: bool) -> Self {
+        let device = gpu.as_gpu().unwrap().clone();
+        let was = device.fusion();
+        device.set_fusion(on);
+        FusionSetTo(device, was)
+    }
+}
+
+impl Drop for FusionSetTo {
+    fn drop(&mut self) {
+        self.0.set_fusion(self.1);
+    }
+}
