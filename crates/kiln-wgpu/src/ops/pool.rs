@@ -74,14 +74,7 @@ pub(crate) fn max_pool2d_backward(
             dy.dtype,
         );
     }
-    Ok(launch_window(
-        op,
-        Kernel::MaxPool2dBackward,
-        &[dy, indices],
-        p,
-        &[(n, dy.dtype)],
-    )?
-    .remove(0))
+    Ok(launch_window(op, kernel, &[dy, indices], p, &[(n, dy.dtype)])?.remove(0))
 }
 
 pub(crate) fn avg_pool2d_backward(
