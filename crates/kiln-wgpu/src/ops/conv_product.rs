@@ -153,8 +153,9 @@ fn transpose_by_phases(
     );
     let (kind, split) = ("conv-transpose phases", [in_per_group, groups]);
     transpose_unless_unfolded(x, weight, s, split, kind, product, || {
-        // Every phase has all its taps (kernels a whole number of strides, padding too,
-        // as in 2x2 at stride 2): the filters are a view of the kernel itself.
+        // Every phase's taps lie in the kernel (a kernel of whole strides, as 2x2 or 4x4
+        // at stride 2, unpadded or with the grid shifted): the filters are a view of the
+        // kernel itself.
         let padded = if [h.before, h.after, w.before, w.after] == [0; 4] {
             weight.clone()
         } else {
@@ -185,14 +186,15 @@ fn transpose_by_phases(
         let stacked = implicit.launch(x, &filters)?;
         let out = compact(&stacked, &conv_phases::interleaved(s.n, s.c, dims))?;
         let (rows, cols) = (h.rows * h.stride, w.rows * w.stride);
-        if (rows, cols) == (s.h, s.w) {
+        if (rows, cols, h.shift, w.shift) == (s.h, s.w, 0, 0) {
             return Ok(out);
         }
-        // Phases with a row fewer than the first: cut their surplus.
+        // The output where it lies in the phases' grid: the rows before it (a shifted
+        // grid) and after it (phases a row short) cut.
         let cut = Layout::new(
             [s.n, s.c, s.h, s.w].into(),
             vec![s.c * rows * cols, rows * cols, cols, 1],
-            0,
+            h.shift * cols + w.shift,
         );
         compact(&out, &cut)
     })
