@@ -1092,6 +1092,51 @@ fn implicit_conv_takes_its_input_copy_and_its_epilogue() {
     assert!(name.contains("=> fused add,relu"), "{names:?}");
 }
 
+/// A strided transposed convolution by phases is one kernel: DCGAN's 4x4 taps at stride
+/// 2 with padding 1 take 2x2 a phase, straight from the kernel (no pad of the weights;
+/// their view compacted in the product's loads), and the product stores the phases
+/// interleaved, its grid's first row and column dropped, with the bias and activation
+/// in its stores (no copy to interleave, none to cut). Values as on the CPU, over odd
+/// sizes and an output padding.
+#[test]
+fn transposed_conv_by_phases_stores_its_output_interleaved() {
+    use kiln::Conv2dOptions;
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let cpu = Device::cpu();
+    let x = Tensor::rand([2, 16, 7, 5], DType::F32, &cpu, &mut rng).unwrap();
+    let w = Tensor::rand([16, 24, 4, 4], DType::F32, &cpu, &mut rng).unwrap();
+    let b = Tensor::rand([24], DType::F32, &cpu, &mut rng).unwrap();
+    let options = Conv2dOptions {
+        stride: (2, 2),
+        padding: (1, 1),
+        ..Default::default()
+    };
+    let layer = |x: &Tensor, w: &Tensor, b: &Tensor| {
+        x.conv_transpose2d(w, Some(b), options, (1, 0))?.relu()
+    };
+    let want = layer(&x, &w, &b).unwrap();
+    assert_eq!(want.dims(), [2, 24, 15, 10]);
+    let (xg, wg, bg) = (
+        x.to_device(&device).unwrap(),
+        w.to_device(&device).unwrap(),
+        b.to_device(&device).unwrap(),
+    );
+    let (got, profile) = profile_implicit(&device, || layer(&xg, &wg, &bg)?.to_f64_vec());
+    let got = Tensor::from_vec(got, [2, 24, 15, 10], &cpu).unwrap();
+    assert_near("transposed conv by phases", &got, &want, 1e-5, 1e-4);
+    let names = kernel_names(&profile);
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = names[0];
+    assert!(
+        name.starts_with("matmul/matmul.wgsl:main (Conv2dImplicit"),
+        "{names:?}"
+    );
+    assert!(name.contains("+ fused to_dtype"), "{names:?}");
+    assert!(name.contains("=> fused add,relu"), "{names:?}");
+}
+
 /// With the columns read in place, a convolution's forward pass and its input
 /// gradient (a stride-1 transposed convolution, run as a convolution) unfold and fold
 /// nothing: no im2col, no col2im, and the gradient's permuted filters are copied

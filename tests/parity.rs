@@ -800,10 +800,11 @@ fn autotuned_conv_matches_cpu_and_persists() {
         conv,
     );
     // A strided transposed convolution: unfolded against by phases, under a class of
-    // its own. 2 * 4 * (64 * 4 phases) * (16 * 16) * (32 * 3 * 3) flops.
+    // its own. 2 * 4 * (64 * 4 phases) * (17 * 17, the grid shifted) * (64 * 2 * 2)
+    // flops.
     let inputs = [
-        rand(&[4, 32, 16, 16], &mut rng),
-        rand(&[32, 64, 4, 4], &mut rng),
+        rand(&[4, 64, 16, 16], &mut rng),
+        rand(&[64, 64, 4, 4], &mut rng),
     ];
     let options = Conv2dOptions {
         stride: (2, 2),
@@ -824,7 +825,7 @@ fn autotuned_conv_matches_cpu_and_persists() {
         .collect();
     assert_eq!(phases.len(), 1, "one class tuned: {decisions:?}");
     let (class, winner) = phases[0];
-    assert_eq!(class, "conv-transpose phases f32 m256 n256 k512 b4");
+    assert_eq!(class, "conv-transpose phases f32 m256 n512 k256 b4");
     assert!(ConvAlgorithm::from_name(winner).is_some_and(|a| timed.contains(&a)));
     let _ = std::fs::remove_dir_all(&dir);
 }

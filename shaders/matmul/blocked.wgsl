@@ -24,6 +24,9 @@ fn rhs_slice(k0: u32, lid: u32) {}
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
     return read_rhs(base + (k0 + kk) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
 }
+fn store_product(z: u32, row: u32, col: u32, v: f32) {
+    store((z * params.m + row) * params.n + col, v);
+}
 // kiln:end
 alias T = f32;
 
@@ -36,7 +39,8 @@ struct Params {
     // batch0 stride, batch1 stride, row stride, col stride
     lhs_strides: vec4<u32>,
     rhs_strides: vec4<u32>,
-    // x: lhs offset, y: rhs offset
+    // x: lhs offset, y: rhs offset; z, w: a transposed convolution by phases' grid
+    // rows and columns before its output (matmul_rhs.rs)
     offsets: vec4<u32>,
     // An implicit convolution's image (matmul_rhs.rs): height, width, kernel height,
     // kernel width; stride y, stride x, padding y, padding x; dilation y, dilation x,
@@ -45,7 +49,8 @@ struct Params {
     conv_step: vec4<u32>,
     conv_taps: vec4<u32>,
     // A weight gradient's batch (matmul_rhs.rs): elements of an image, elements of an
-    // image's output gradient, terms in all, output positions per image.
+    // image's output gradient, terms in all, output positions per image. A transposed
+    // convolution by phases': its stride (y, x), output height and width.
     conv_batch: vec4<u32>,
 }
 
@@ -151,16 +156,15 @@ fn store_rhs(buf: u32, lid: u32, cols: bool, v: vec4<f32>) {
     put_rhs(buf, lid + 3u * THREADS, cols, v.w);
 }
 
-// Writes the four columns col.. of `row` that lie inside the output.
-fn store_output(base: u32, row: u32, col: u32, v: vec4<f32>) {
+// Writes the four columns col.. of `row` of batch z that lie inside the product.
+fn store_output(z: u32, row: u32, col: u32, v: vec4<f32>) {
     if (row >= params.m) {
         return;
     }
-    let at = base + row * params.n + col;
-    if (col < params.n) { store(at, v.x); }
-    if (col + 1u < params.n) { store(at + 1u, v.y); }
-    if (col + 2u < params.n) { store(at + 2u, v.z); }
-    if (col + 3u < params.n) { store(at + 3u, v.w); }
+    if (col < params.n) { store_product(z, row, col, v.x); }
+    if (col + 1u < params.n) { store_product(z, row, col + 1u, v.y); }
+    if (col + 2u < params.n) { store_product(z, row, col + 2u, v.z); }
+    if (col + 3u < params.n) { store_product(z, row, col + 3u, v.w); }
 }
 
 // The tile at `wid` (its column, row and batch).
@@ -232,25 +236,24 @@ fn product(wid: vec3<u32>, local: vec3<u32>, lid: u32) {
         // this slice's barrier, so no second barrier is needed.
     }
 
-    let out_base = wid.z * params.m * params.n;
     let r = row0 + local.y * 4u;
     let c = col0 + local.x * 4u;
-    store_output(out_base, r, c, acc[0]);
-    store_output(out_base, r + 1u, c, acc[1]);
-    store_output(out_base, r + 2u, c, acc[2]);
-    store_output(out_base, r + 3u, c, acc[3]);
-    store_output(out_base, r, c + HALF, acc[4]);
-    store_output(out_base, r + 1u, c + HALF, acc[5]);
-    store_output(out_base, r + 2u, c + HALF, acc[6]);
-    store_output(out_base, r + 3u, c + HALF, acc[7]);
-    store_output(out_base, r + HALF, c, acc[8]);
-    store_output(out_base, r + HALF + 1u, c, acc[9]);
-    store_output(out_base, r + HALF + 2u, c, acc[10]);
-    store_output(out_base, r + HALF + 3u, c, acc[11]);
-    store_output(out_base, r + HALF, c + HALF, acc[12]);
-    store_output(out_base, r + HALF + 1u, c + HALF, acc[13]);
-    store_output(out_base, r + HALF + 2u, c + HALF, acc[14]);
-    store_output(out_base, r + HALF + 3u, c + HALF, acc[15]);
+    store_output(wid.z, r, c, acc[0]);
+    store_output(wid.z, r + 1u, c, acc[1]);
+    store_output(wid.z, r + 2u, c, acc[2]);
+    store_output(wid.z, r + 3u, c, acc[3]);
+    store_output(wid.z, r, c + HALF, acc[4]);
+    store_output(wid.z, r + 1u, c + HALF, acc[5]);
+    store_output(wid.z, r + 2u, c + HALF, acc[6]);
+    store_output(wid.z, r + 3u, c + HALF, acc[7]);
+    store_output(wid.z, r + HALF, c, acc[8]);
+    store_output(wid.z, r + HALF + 1u, c, acc[9]);
+    store_output(wid.z, r + HALF + 2u, c, acc[10]);
+    store_output(wid.z, r + HALF + 3u, c, acc[11]);
+    store_output(wid.z, r + HALF, c + HALF, acc[12]);
+    store_output(wid.z, r + HALF + 1u, c + HALF, acc[13]);
+    store_output(wid.z, r + HALF + 2u, c + HALF, acc[14]);
+    store_output(wid.z, r + HALF + 3u, c + HALF, acc[15]);
 }
 
 // kiln:entry (kiln-wgpu's ops/matmul_group.rs replaces the entry point to run several

@@ -19,7 +19,8 @@ struct Params {
     // batch0 stride, batch1 stride, row stride, col stride (1), in elements
     lhs_strides: vec4<u32>,
     rhs_strides: vec4<u32>,
-    // x: lhs offset, y: rhs offset, in elements
+    // x: lhs offset, y: rhs offset, in elements; z, w: a transposed convolution by
+    // phases' grid rows and columns before its output (matmul_rhs.rs)
     offsets: vec4<u32>,
     // An implicit convolution's image (matmul_rhs.rs): height, width, kernel height,
     // kernel width; stride y, stride x, padding y, padding x; dilation y, dilation x,
@@ -28,7 +29,8 @@ struct Params {
     conv_step: vec4<u32>,
     conv_taps: vec4<u32>,
     // A weight gradient's batch (matmul_rhs.rs): elements of an image, elements of an
-    // image's output gradient, terms in all, output positions per image.
+    // image's output gradient, terms in all, output positions per image. A transposed
+    // convolution by phases': its stride (y, x), output height and width.
     conv_batch: vec4<u32>,
 }
 

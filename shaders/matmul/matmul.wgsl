@@ -21,6 +21,9 @@ fn rhs_slice(k0: u32, lid: u32) {}
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
     return read_rhs(base + (k0 + kk) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
 }
+fn store_product(z: u32, row: u32, col: u32, v: f32) {
+    store((z * params.m + row) * params.n + col, v);
+}
 // kiln:end
 alias T = f32;
 
@@ -33,7 +36,8 @@ struct Params {
     // batch0 stride, batch1 stride, row stride, col stride
     lhs_strides: vec4<u32>,
     rhs_strides: vec4<u32>,
-    // x: lhs offset, y: rhs offset
+    // x: lhs offset, y: rhs offset; z, w: a transposed convolution by phases' grid
+    // rows and columns before its output (matmul_rhs.rs)
     offsets: vec4<u32>,
     // An implicit convolution's image (matmul_rhs.rs): height, width, kernel height,
     // kernel width; stride y, stride x, padding y, padding x; dilation y, dilation x,
@@ -42,7 +46,8 @@ struct Params {
     conv_step: vec4<u32>,
     conv_taps: vec4<u32>,
     // A weight gradient's batch (matmul_rhs.rs): elements of an image, elements of an
-    // image's output gradient, terms in all, output positions per image.
+    // image's output gradient, terms in all, output positions per image. A transposed
+    // convolution by phases': its stride (y, x), output height and width.
     conv_batch: vec4<u32>,
 }
 
@@ -123,14 +128,13 @@ fn product(wid: vec3<u32>, local: vec3<u32>, lid: u32) {
     }
 
     // kiln:finish (the LSTM build computes its cell here instead: ops/recurrent_step.rs)
-    let out_base = wid.z * params.m * params.n;
     for (var i = 0u; i < 4u; i++) {
         let row = row0 + local.y + SIDE * i;
         if (row >= params.m) { continue; }
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + local.x + SIDE * j;
             if (col < params.n) {
-                store(out_base + row * params.n + col, acc[i][j]);
+                store_product(wid.z, row, col, acc[i][j]);
             }
         }
     }

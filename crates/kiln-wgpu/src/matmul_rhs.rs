@@ -48,15 +48,17 @@ impl MatmulRhs {
             _ => return None,
         };
         let functions = match self {
-            MatmulRhs::Strided => STRIDED.to_string(),
-            MatmulRhs::ImageColumns => format!("{IMAGE_READS}{IMAGE_COLUMNS}"),
+            MatmulRhs::Strided => format!("{STRIDED}{COMPACT_STORE}"),
+            MatmulRhs::ImageColumns => format!("{IMAGE_READS}{IMAGE_COLUMNS}{IMAGE_STORE}"),
             MatmulRhs::GateColumns if name == "matmul_rhs" => format!(
-                "{}{GATE_COLUMNS}{}",
+                "{}{GATE_COLUMNS}{COMPACT_STORE}{}",
                 RecurrentStepParams::LAYOUT.wgsl_struct(),
                 crate::cell_updates::all()
             ),
             MatmulRhs::WeightGradient => {
-                return Some(format!("{sizes}{IMAGE_READS}{WEIGHT_GRADIENT}"));
+                return Some(format!(
+                    "{sizes}{IMAGE_READS}{WEIGHT_GRADIENT}{COMPACT_STORE}"
+                ));
             }
             MatmulRhs::GateColumns => return None,
         };
@@ -79,6 +81,44 @@ fn rhs_start(col0: u32, lid: u32, b0: u32) {}
 fn rhs_slice(k0: u32, lid: u32) {}
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
     return read_rhs(base + (k0 + kk) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
+}
+";
+
+// Where the product's element (row, col) of batch z goes: the compact output
+// `[batch.., m, n]`.
+const COMPACT_STORE: &str = "\
+fn store_product(z: u32, row: u32, col: u32, v: f32) {
+    store((z * params.m + row) * params.n + col, v);
+}
+";
+
+// A transposed convolution by phases (`ops::conv_phases`) stores its output
+// interleaved, where the compact product would need a copy to interleave it and another
+// to cut it: its rows are (channel, phase row, phase column), its columns a phase's grid
+// rows and columns (`params.conv_taps.z` a row), `params.conv_batch` holds the stride
+// and the output's height and width, `params.offsets.zw` the grid's rows and columns
+// before the output's first. Grid cells outside the output are dropped. A convolution
+// (`conv_batch.x` zero) stores the compact product.
+const IMAGE_STORE: &str = "\
+fn store_product(z: u32, row: u32, col: u32, v: f32) {
+    let stride = params.conv_batch.xy;
+    if (stride.x == 0u) {
+        store((z * params.m + row) * params.n + col, v);
+        return;
+    }
+    let phases = stride.x * stride.y;
+    let phase = row % phases;
+    let width = params.conv_taps.z;
+    let grid = vec2<u32>(col / width, col % width) * stride
+        + vec2<u32>(phase / stride.y, phase % stride.y);
+    let size = params.conv_batch.zw;
+    let shift = params.offsets.zw;
+    if (any(grid < shift) || any(grid - shift >= size)) {
+        return;
+    }
+    let at = grid - shift;
+    let channel = z * (params.m / phases) + row / phases;
+    store((channel * size.x + at.x) * size.y + at.y, v);
 }
 ";
 

@@ -240,6 +240,8 @@ shader_params! {
         batch1: u32,
         lhs_strides: [u32; 4],
         rhs_strides: [u32; 4],
+        /// The lhs's and rhs's offsets; a transposed convolution by phases' grid rows
+        /// and columns before its output (`MatmulRhs::ImageColumns`).
         offsets: [u32; 4],
         /// The image an implicit convolution's rhs is the columns of
         /// (`MatmulRhs::ImageColumns`): its height and width, the kernel's height and
@@ -250,7 +252,9 @@ shader_params! {
         conv_taps: [u32; 4],
         /// A weight gradient's batch (`MatmulRhs::WeightGradient`): elements of an
         /// image, elements of an image's output gradient, terms over all the chunks,
-        /// output positions per image. Zero otherwise.
+        /// output positions per image. A transposed convolution by phases'
+        /// (`MatmulRhs::ImageColumns`): its stride (y, x), the output's height and
+        /// width. Zero otherwise.
         conv_batch: [u32; 4],
     }
     /// One product of a launch of several (`ops/matmul_group.rs`): the members of

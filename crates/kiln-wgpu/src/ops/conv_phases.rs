@@ -3,13 +3,13 @@
 //! `t = y + p (mod s)`, tap `t` reading input row `(y + p - t) / s`: the rows of one
 //! phase are a stride-1 convolution over the input whose taps are every `s`-th of the
 //! kernel's. Stacked as extra output channels, with zeros where a phase has fewer taps
-//! than the widest, the phases are one implicit product (`conv_product`), and a copy
-//! interleaves them back. Nothing is unfolded: the columns the unfolded way writes and
+//! than the widest, the phases are one implicit product (`conv_product`), which stores
+//! them interleaved (`matmul_rhs`). Nothing is unfolded: the columns the unfolded way writes and
 //! folds are `kh kw / (sh sw)` times the output. How the phases' taps line up decides
 //! how many of them are zeros (`Phases::new`).
 //!
-//! This file holds the geometry: the taps each phase reads, the stacked filters as a
-//! view of the kernel padded with zeros, and the interleaving as a view of the product.
+//! This file holds the geometry: the taps each phase reads and where its rows land, and
+//! the stacked filters as a view of the kernel padded with zeros.
 
 use kiln_core::Layout;
 
@@ -20,9 +20,11 @@ use kiln_core::Layout;
 /// `before - shift = s reach - p`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Phases {
+    /// Output rows.
+    pub(crate) out: usize,
     pub(crate) stride: usize,
     /// Rows each phase computes: the grid's `stride * rows` cover the output from
-    /// `shift` (the rows outside it are cut when interleaving).
+    /// `shift` (the product stores no row outside it).
     pub(crate) rows: usize,
     /// Taps of each phase.
     pub(crate) taps: usize,
@@ -43,11 +45,9 @@ impl Phases {
     /// kernel tap `r`). They differ where `s` does not divide `p`: DCGAN's 4x4 taps at
     /// stride 2 with padding 1 take 3x3 taps a phase padded in front (5 of 9 of them
     /// zeros) and 2x2 shifted, at the price of a grid row and column; a 3x3 kernel
-    /// there takes 2 either way, and shifting only adds the row. Each may cost a
-    /// launch: a padded kernel is a pad of the weights, and a shifted grid a copy of the
-    /// output that cuts it (the interleaving and the cut are no one view a consumer
-    /// could read through). The one with fewer products is taken, on a tie the padded
-    /// kernel (the weights are fewer bytes than the output).
+    /// there takes 2 either way, and shifting only adds the row. The one with fewer
+    /// products is taken, on a tie the padded kernel (its pad is a launch over the
+    /// weights, but a grid row is products over the whole batch).
     pub(crate) fn new(out: usize, kernel: usize, stride: usize, padding: usize) -> Phases {
         let (s, p) = (stride as i64, padding as i64);
         let padded_in_front = Phases::aligned(out, kernel, stride, padding, (p + s - 1) / s);
@@ -68,6 +68,7 @@ impl Phases {
         // The kernel's taps and the zeros before them, in whole strides.
         let taps = (before + k + s - 1) / s;
         Phases {
+            out,
             stride,
             rows: (out + shift as usize).div_ceil(stride),
             taps: taps as usize,
@@ -114,26 +115,6 @@ pub(crate) fn filters(
             out_per_group * kernel,
             h.stride * cols,
             w.stride,
-        ],
-        0,
-    )
-}
-
-/// The product's output `[n, channels, sh, sw, rows, columns]` (each channel's phases
-/// one after the other) read as `[n, channels, rows, sh, columns, sw]`: compacted, the
-/// interleaved output `[n, channels, rows * sh, columns * sw]`.
-pub(crate) fn interleaved(n: usize, channels: usize, [h, w]: [Phases; 2]) -> Layout {
-    let phase = h.rows * w.rows;
-    let channel = h.stride * w.stride * phase;
-    Layout::new(
-        [n, channels, h.rows, h.stride, w.rows, w.stride].into(),
-        vec![
-            channels * channel,
-            channel,
-            w.rows,
-            w.stride * phase,
-            1,
-            phase,
         ],
         0,
     )

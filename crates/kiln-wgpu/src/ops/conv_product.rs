@@ -52,6 +52,7 @@ pub(crate) fn conv2d(
                 stride: [s.stride.0, s.stride.1],
                 padding: [s.padding.0 as i64, s.padding.1 as i64],
                 dilation: [s.dilation.0 as i64, s.dilation.1 as i64],
+                phases: None,
             };
             implicit.launch(x, weight)
         }
@@ -124,13 +125,14 @@ fn stride_one_transpose(
             stride: [1, 1],
             padding: [backwards(s.padding.0), backwards(s.padding.1)],
             dilation: [backwards(s.dilation.0), backwards(s.dilation.1)],
+            phases: None,
         };
         implicit.launch(x, &filters)
     })
 }
 
 /// `conv_transpose2d_as_conv` at a stride above 1 (dilation 1): the phases' filters
-/// stacked (`conv_phases::filters`) by the image's columns, interleaved after.
+/// stacked (`conv_phases::filters`) by the image's columns, stored interleaved.
 fn transpose_by_phases(
     x: &GpuStorage,
     weight: &GpuStorage,
@@ -182,21 +184,9 @@ fn transpose_by_phases(
             stride: [1, 1],
             padding: [-h.reach, -w.reach],
             dilation: [-1, -1],
+            phases: Some(dims),
         };
-        let stacked = implicit.launch(x, &filters)?;
-        let out = compact(&stacked, &conv_phases::interleaved(s.n, s.c, dims))?;
-        let (rows, cols) = (h.rows * h.stride, w.rows * w.stride);
-        if (rows, cols, h.shift, w.shift) == (s.h, s.w, 0, 0) {
-            return Ok(out);
-        }
-        // The output where it lies in the phases' grid: the rows before it (a shifted
-        // grid) and after it (phases a row short) cut.
-        let cut = Layout::new(
-            [s.n, s.c, s.h, s.w].into(),
-            vec![s.c * rows * cols, rows * cols, cols, 1],
-            h.shift * cols + w.shift,
-        );
-        compact(&out, &cut)
+        implicit.launch(x, &filters)
     })
 }
 
@@ -332,6 +322,8 @@ struct Implicit {
     stride: [usize; 2],
     padding: [i64; 2],
     dilation: [i64; 2],
+    /// A transposed convolution's phases, which the product stores interleaved.
+    phases: Option<[Phases; 2]>,
 }
 
 impl Implicit {
@@ -345,7 +337,14 @@ impl Implicit {
         let op = "conv2d";
         let device = &x.device;
         let p = &self.product;
-        let len = p.batch[0] * p.batch[1] * p.m * p.n;
+        let len = match self.phases {
+            // The output, interleaved: its channels by its height and width.
+            Some([h, w]) => {
+                let channels = p.batch[0] * p.batch[1] * p.m / (h.stride * w.stride);
+                channels * h.out * w.out
+            }
+            None => p.batch[0] * p.batch[1] * p.m * p.n,
+        };
         if len == 0 {
             let out = device.alloc_output(op, len, x.dtype)?;
             return Ok(GpuStorage::new(out, x.dtype, len, device));
@@ -385,6 +384,10 @@ impl Implicit {
             u(self.out_width)?,
             0,
         ];
+        if let Some([h, w]) = self.phases {
+            params.offsets[2..].copy_from_slice(&[u(h.shift)?, u(w.shift)?]);
+            params.conv_batch = [u(h.stride)?, u(w.stride)?, u(h.out)?, u(w.out)?];
+        }
         let dtypes = [x.dtype];
         if device.defers(kernel) {
             let inputs = [filters, x];
