@@ -46,14 +46,14 @@ impl Phases {
     /// stride 2 with padding 1 take 3x3 taps a phase padded in front (5 of 9 of them
     /// zeros) and 2x2 shifted, at the price of a grid row and column; a 3x3 kernel
     /// there takes 2 either way, and shifting only adds the row. The one with fewer
-    /// products is taken, on a tie the padded kernel (its pad is a launch over the
-    /// weights, but a grid row is products over the whole batch).
+    /// products is taken, on a tie the one with fewer zeros in its kernel (none: no
+    /// launch to pad the weights).
     pub(crate) fn new(out: usize, kernel: usize, stride: usize, padding: usize) -> Phases {
         let (s, p) = (stride as i64, padding as i64);
         let padded_in_front = Phases::aligned(out, kernel, stride, padding, (p + s - 1) / s);
         let shifted = Phases::aligned(out, kernel, stride, padding, p / s);
-        let products = |ph: &Phases| ph.taps * ph.rows;
-        if products(&shifted) < products(&padded_in_front) {
+        let cost = |ph: &Phases| (ph.taps * ph.rows, ph.before + ph.after);
+        if cost(&shifted) < cost(&padded_in_front) {
             shifted
         } else {
             padded_in_front
