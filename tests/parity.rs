@@ -1503,6 +1503,25 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
             |t| t[0].conv_transpose2d(&t[1], None, strided(2, 2, 1, 0, 1), (1, 0)),
         );
     }
+    if f16_ok() {
+        // f16 storage, f32 accumulation: DCGAN's taps by phases, the grid shifted, the
+        // bias in the product's stores.
+        let half = [
+            rand(&[2, 8, 5, 6], &mut rng),
+            rand(&[8, 6, 4, 4], &mut rng),
+            rand(&[6], &mut rng),
+        ]
+        .map(|t| t.to_dtype(DType::F16).unwrap());
+        for (name, device) in &devices {
+            parity_on(
+                device,
+                &format!("{name} f16 conv_transpose2d by phases"),
+                &half,
+                F16,
+                |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), strided(2, 2, 1, 1, 1), (0, 0)),
+            );
+        }
+    }
     // A convolution's input gradient is a transposed convolution of the output's: at
     // stride 1, and at stride 2 (by phases), over a size the stride leaves a row of.
     // (input shape, weight shape, output weights' shape, options)
