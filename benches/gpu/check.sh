@@ -179,9 +179,11 @@ fi
 # other settings (the GAN with each way of convolving).
 training=$out/training.txt
 : > "$training"
+# Each model's whole profile, its kernels' GPU time a step included, goes to the log
+# (appended through stderr: a plain tee would truncate it); its figures to training.txt.
 for model in cnn transformer lstm gru gan; do
     part "kiln train step $model" 240 bash -c "set -o pipefail; echo '# kiln profile $model' >> \"$training\"; \
-        \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | grep -E '^(GPU time|steps per second|host CPU|submissions|bind groups|peak memory|dispatches|bytes per step)' >> \"$training\""
+        \"$kiln\" profile $model --device gpu --steps $steps --warmup $warmup | tee -a /dev/stderr | grep -E '^(GPU time|steps per second|host CPU|submissions|bind groups|peak memory|dispatches|bytes per step)' >> \"$training\""
 done
 # A clipped step (the norm and its coefficient on the device, no sync point).
 part "kiln train step transformer, clipped" 240 bash -c "set -o pipefail; echo '# kiln profile transformer --clip-grad-norm 1' >> \"$training\"; \
