@@ -8,7 +8,7 @@
 use crate::autograd::{no_grad, track, Input, Op};
 use crate::optim::moving_average;
 use crate::Tensor;
-use kiln_core::{Error, Result, RunningStatsUpdate, Shape};
+use kiln_core::{Error, MovingAverageSpec, Result, RunningStatsUpdate, Shape};
 use std::sync::Arc;
 
 /// `batch_norm`'s output, and the statistics it normalised with.
@@ -96,19 +96,12 @@ impl Tensor {
             });
         }
         for p in [weight, bias].into_iter().flatten() {
-            self.same_device(op, p)?;
-            self.same_dtype(op, p)?;
-            if p.dims() != [c] {
-                return Err(Error::ShapeMismatch {
-                    op,
-                    lhs: self.shape().clone(),
-                    rhs: p.shape().clone(),
-                });
-            }
+            self.check_per_channel(op, p)?;
         }
-        if let Some(r) = &running {
-            self.check_running(r)?;
-        }
+        let running = match running {
+            Some(r) => Some((r, self.check_running(&r)?)),
+            None => None,
+        };
         let shape = channel_shape(self);
         let [mean, var, rstd] = no_grad(|| self.batch_norm_stats(eps, running))?;
         let (mean, rstd) = (mean.reshape(shape.clone())?, rstd.reshape(shape.clone())?);
@@ -143,10 +136,26 @@ impl Tensor {
         [d[0], d[1], d[2..].iter().product()]
     }
 
-    /// An error unless `r` can take this input's statistics, before anything runs.
-    fn check_running(&self, r: &RunningStats<'_>) -> Result<()> {
+    /// An error unless `p` is one value per channel of this input: `[c]`, its device
+    /// and dtype.
+    fn check_per_channel(&self, op: &'static str, p: &Tensor) -> Result<()> {
+        self.same_device(op, p)?;
+        self.same_dtype(op, p)?;
+        if p.dims() != [self.dims()[1]] {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().clone(),
+                rhs: p.shape().clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// An error unless `r` can take this input's statistics, before anything runs;
+    /// else the moving average its momentum makes.
+    fn check_running(&self, r: &RunningStats<'_>) -> Result<MovingAverageSpec> {
         let op = "batch_norm";
-        moving_average(op, 1.0 - r.momentum).map_err(|_| Error::InvalidArgument {
+        let average = moving_average(op, 1.0 - r.momentum).map_err(|_| Error::InvalidArgument {
             op,
             reason: format!("momentum must be in [0, 1], got {}", r.momentum),
         })?;
@@ -154,36 +163,30 @@ impl Tensor {
             let reason = "the running mean and variance are one tensor".into();
             return Err(Error::InvalidArgument { op, reason });
         }
-        let c = self.dims()[1];
         for t in [r.mean, r.var] {
-            self.same_device(op, t)?;
-            self.same_dtype(op, t)?;
-            if t.dims() != [c] {
-                return Err(Error::ShapeMismatch {
-                    op,
-                    lhs: self.shape().clone(),
-                    rhs: t.shape().clone(),
-                });
-            }
+            self.check_per_channel(op, t)?;
             if !t.layout().is_compact() {
                 let reason = "running statistics must be compact tensors, not views".into();
                 return Err(Error::InvalidArgument { op, reason });
             }
         }
-        Ok(())
+        Ok(average)
     }
 
     /// Each channel's mean, biased variance and `1 / sqrt(variance + eps)`, each `[c]`;
-    /// `running` (checked) moved toward the first two.
-    fn batch_norm_stats(&self, eps: f64, running: Option<RunningStats<'_>>) -> Result<[Tensor; 3]> {
+    /// `running` (checked, with its moving average) moved toward the first two.
+    fn batch_norm_stats(
+        &self,
+        eps: f64,
+        running: Option<(RunningStats<'_>, MovingAverageSpec)>,
+    ) -> Result<[Tensor; 3]> {
         let dims = self.channel_dims();
         let x = self.contiguous()?;
         let as_tensors =
             |stats: [_; 3]| stats.map(|s| Tensor::from_storage(s, Shape::new([dims[1]])));
-        let Some(r) = running else {
+        let Some((r, average)) = running else {
             return Ok(as_tensors(x.storage().batch_norm_stats(dims, eps as f32)?));
         };
-        let average = moving_average("batch_norm", 1.0 - r.momentum)?;
         // The variance's average takes the unbiased variance.
         let n = (dims[0] * dims[2]) as f64;
         let var_scale = n / (n - 1.0).max(1.0);
