@@ -238,8 +238,6 @@ fn step_kernel(device: &GpuDevice, step: &OptimizerStep) -> Result<(Kernel, Step
     }
 }
 
-/// How an update reads its gradient: `storage` times `scale`, and times the one value of
-/// `by` where there is one.
 /// Computes the gradients the step reads, the small expressions among them several to
 /// a launch.
 fn run_gradients(device: &GpuDevice, grads: &[GradRead]) -> Result<()> {
@@ -247,6 +245,8 @@ fn run_gradients(device: &GpuDevice, grads: &[GradRead]) -> Result<()> {
     fusion::run_together(device, &storages)
 }
 
+/// How an update reads its gradient: `storage` times `scale`, and times the one value of
+/// `by` where there is one.
 struct GradRead {
     storage: GpuStorage,
     scale: f32,
