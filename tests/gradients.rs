@@ -353,6 +353,43 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
             Tensor::stack(&outs, 0)
         }
     );
+    // A recurrent layer's step adds a slice of its input projection to the product of
+    // its state and weight, so each step's gradient is both a slice's and a product's
+    // operand: the slices' gradients, put together, are the weight's stacked product's
+    // right operand (`stacks.rs`). Nine steps from a state: more slices than one fused
+    // kernel reads, so a GPU puts them together with a `cat`. Then five (fewer: a
+    // fused sum) through the weight's transposed view, from no state: the first
+    // step's slice has no product, and the product stacks its own.
+    case!(
+        "a recurrent weight's products read its input's slices' gradients",
+        [
+            rand(&[2, 9, 5], rng),
+            rand(&[2, 5], rng),
+            rand(&[5, 5], rng),
+            rand(&[5, 5], rng),
+            rand(&[5, 3], rng)
+        ],
+        |t| {
+            let (x, h0, w, u, v) = (&t[0], &t[1], &t[2], &t[3], &t[4]);
+            let step = |x: &Tensor, s: usize| x.narrow(1, s, 1)?.squeeze(1);
+            let layer = |x: &Tensor, h0: Option<&Tensor>, w: &Tensor| -> kiln::Result<Tensor> {
+                let mut h = h0.cloned();
+                let mut outs = Vec::new();
+                for s in 0..x.dims()[1] {
+                    let z = match &h {
+                        Some(h) => step(x, s)?.add(&h.matmul(w)?)?,
+                        None => step(x, s)?,
+                    };
+                    outs.push(z.tanh()?);
+                    h = outs.last().cloned();
+                }
+                Tensor::stack(&outs, 1)
+            };
+            let first = layer(x, Some(h0), w)?;
+            let second = layer(&first.narrow(1, 2, 5)?.matmul(u)?, None, &w.t()?)?;
+            second.matmul(v)
+        }
+    );
     // One bias in many uses, as a recurrent layer's hidden bias is: the uses that
     // broadcast it over leading dims only (either operand, of add, sub and mul) give
     // their rows, summed in one reduction; one that also stretches a dim of it is

@@ -293,6 +293,58 @@ fn a_recurrent_weight_gets_its_gradient_from_one_product() {
     assert!(grads.get(&w).is_some());
 }
 
+/// Where each step adds a slice of an input to its product (an LSTM's gates: the input
+/// projection's step and the recurrent product), the steps' gradients are put together
+/// once, as the input's gradient, and the weight's product reads them there: a `cat`
+/// for that and one for the states, not a third of the same gradients again. The
+/// gradients are the CPU's.
+#[test]
+fn a_recurrent_weight_reads_its_steps_gradients_where_the_input_has_them() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let device = gpu.as_gpu().unwrap();
+    let mut rng = rng();
+    let steps: usize = 12;
+    let inputs = [
+        rand(&[4, steps, 64], &mut rng),
+        rand(&[4, 64], &mut rng),
+        // As a layer of 64 units starts (PyTorch's bound, 1/8): the steps' gradients
+        // neither vanish nor grow.
+        rand(&[64, 64], &mut rng).mul_scalar(0.125).unwrap(),
+    ];
+    // The loss on `on_device`, and the input and the weight it depends on.
+    let forward = |on_device: &Device| {
+        let [x, h0, w] = inputs
+            .each_ref()
+            .map(|t| on(on_device, t).detach().into_var().unwrap());
+        let mut h = h0.clone();
+        for s in 0..steps {
+            let xs = x.narrow(1, s, 1).unwrap().squeeze(1).unwrap();
+            h = xs.add(&h.matmul(&w).unwrap()).unwrap().tanh().unwrap();
+        }
+        (h.sum(&[0, 1], false).unwrap(), x, w)
+    };
+    let (loss, x, w) = forward(&Device::cpu());
+    let want = loss.backward().unwrap();
+    let (loss, gx, gw) = forward(&gpu);
+    let variant = device.matmul_variant();
+    device.set_matmul_variant(MatmulVariant::Tiled).unwrap();
+    let profiled = gpu.profile(|| loss.backward());
+    device.set_matmul_variant(variant).unwrap();
+    let (got, profile) = profiled.unwrap();
+    for (name, cpu, gpu) in [("input", &x, &gx), ("weight", &w, &gw)] {
+        let got = got.get(gpu).unwrap().to_device(&Device::cpu()).unwrap();
+        assert_close(name, &got, want.get(cpu).unwrap(), F32);
+    }
+    let cats = 2 * steps.div_ceil(cat_pieces_per_launch(device)) as u64;
+    assert_eq!(
+        launches(&profile, "elementwise/cat.wgsl"),
+        cats,
+        "{:#?}",
+        profile.kernels
+    );
+}
+
 /// A bias added once a step gets its gradient from one reduction over the steps' rows
 /// side by side (one `cat` per so many steps), not from a reduction a step and the sums
 /// of their results; the gradient is the CPU's.

@@ -8,6 +8,7 @@ use super::op::{Node, Op};
 use super::pending::{Gradient, Part, Pending, Slice};
 use super::product::Product;
 use super::row_sum::RowSum;
+use super::stacks::Stacks;
 use super::Gradients;
 use crate::{Conv2dOptions, Tensor};
 use kiln_core::{BinaryOp, Error, Layout, ReduceOp, Result, Shape, UnaryOp};
@@ -207,6 +208,7 @@ fn reverse_pass(
         let roots: Vec<Edge> = seeds.iter().map(|(t, _)| t.edge()).collect();
         let order = topological_order(&roots);
         let mut pending: HashMap<_, Pending> = HashMap::new();
+        let mut stacks = Stacks::default();
         for (root, seed) in seeds {
             pending.entry(root.id()).or_default().add(seed.into())?;
         }
@@ -218,7 +220,7 @@ fn reverse_pass(
                 Node::Op(recorded) => recorded.op.split_gradient(),
                 _ => None,
             };
-            let Some(grad) = parts.gradient(node.shape(), split)? else {
+            let Some(grad) = parts.gradient(node.shape(), split, &mut stacks)? else {
                 continue;
             };
             let recorded = std::mem::replace(&mut *node.node(), Node::Constant);
@@ -236,6 +238,9 @@ fn reverse_pass(
                     let parent_grads = gradient(&recorded.op, &out, &grad, &needs)?;
                     for ((parent, g), need) in parents.into_iter().zip(parent_grads).zip(needs) {
                         if let (Some(g), true) = (g, need) {
+                            if let Part::Product(p) = &g {
+                                stacks.want(p);
+                            }
                             pending.entry(parent.edge().id()).or_default().add(g)?;
                         }
                     }

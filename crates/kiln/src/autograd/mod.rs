@@ -13,6 +13,7 @@ mod op;
 mod pending;
 mod product;
 mod row_sum;
+mod stacks;
 
 pub use backward::grad;
 pub(crate) use backward::sum_to;

@@ -15,6 +15,7 @@
 
 use super::product::{self, Product};
 use super::row_sum::{self, RowSum};
+use super::stacks::Stacks;
 use crate::Tensor;
 use kiln_core::{Error, Layout, Result, Shape};
 use std::sync::Arc;
@@ -94,7 +95,7 @@ impl Gradient {
                 let starts = [0, *at];
                 let slices = (parts.iter().zip(starts))
                     .filter_map(|(p, start)| p.as_ref().map(|p| Slice::new(*dim, start, p)));
-                assemble(slices.collect(), shape)
+                assemble(&slices.collect::<Vec<_>>(), shape)
             }
         }
     }
@@ -181,9 +182,10 @@ impl Pending {
         self,
         shape: &Shape,
         split: Option<(usize, usize)>,
+        stacks: &mut Stacks,
     ) -> Result<Option<Gradient>> {
         let Some((dim, at)) = split else {
-            return Ok(self.total(shape)?.map(Gradient::Whole));
+            return Ok(self.total(shape, stacks)?.map(Gradient::Whole));
         };
         let within = |s: &Slice| s.dim == dim && (s.start + s.len() <= at || s.start >= at);
         let only_slices = self.whole.is_none()
@@ -191,7 +193,7 @@ impl Pending {
             && self.row_sums.is_empty()
             && self.slices.iter().all(within);
         if !only_slices {
-            return Ok(self.total(shape)?.map(Gradient::Whole));
+            return Ok(self.total(shape, stacks)?.map(Gradient::Whole));
         }
         let mut halves = [Pending::default(), Pending::default()];
         for mut s in self.slices {
@@ -207,7 +209,7 @@ impl Pending {
         {
             let mut dims = shape.dims().to_vec();
             dims[dim] = len;
-            parts[i] = half.total(&Shape::new(dims))?;
+            parts[i] = half.total(&Shape::new(dims), stacks)?;
         }
         if parts.iter().all(Option::is_none) {
             return Ok(None);
@@ -221,13 +223,20 @@ impl Pending {
         }))
     }
 
-    /// The whole gradient of a tensor of `shape`; `None` before any part came.
-    pub(crate) fn total(mut self, shape: &Shape) -> Result<Option<Tensor>> {
+    /// The whole gradient of a tensor of `shape`; `None` before any part came. Slices
+    /// one index long, put together, are kept in `stacks` for a product that would
+    /// stack their gradients again.
+    fn total(mut self, shape: &Shape, stacks: &mut Stacks) -> Result<Option<Tensor>> {
         if !self.slices.is_empty() {
-            let assembled = assemble(std::mem::take(&mut self.slices), shape)?;
+            let slices = std::mem::take(&mut self.slices);
+            let assembled = assemble(&slices, shape)?;
+            if let Some((dim, pieces)) = one_per_index(&slices) {
+                stacks.keep(&pieces, dim, &assembled);
+            }
             self.add(Part::Whole(assembled))?;
         }
-        if let Some(multiplied) = product::stacked(std::mem::take(&mut self.products))? {
+        let products = std::mem::take(&mut self.products);
+        if let Some(multiplied) = product::stacked(products, stacks)? {
             self.add(Part::Whole(multiplied))?;
         }
         self.add_row_sums()?;
@@ -243,11 +252,23 @@ impl Pending {
     }
 }
 
+/// The slices' dim and their gradients in order, where each is one index long and they
+/// cover the dim from its start: the whole put together from them is, at index `i`,
+/// the `i`th.
+fn one_per_index(slices: &[Slice]) -> Option<(usize, Vec<&Tensor>)> {
+    let dim = slices[0].dim;
+    let mut order: Vec<&Slice> = slices.iter().collect();
+    order.sort_by_key(|s| s.start);
+    let tiled =
+        (order.iter().enumerate()).all(|(i, s)| s.dim == dim && s.start == i && s.len() == 1);
+    tiled.then(|| (dim, order.iter().map(|s| &s.grad).collect()))
+}
+
 /// The sum of `slices` of a tensor of `shape`: slices whose gradients already lie in
 /// one storage as the slices lay in the tensor, as they are; disjoint slices along one
 /// dim side by side (with zeros between them) in one `cat`; others, and on a GPU fewer
 /// than one fused kernel reads, padded and summed in turn.
-fn assemble(slices: Vec<Slice>, shape: &Shape) -> Result<Tensor> {
+fn assemble(slices: &[Slice], shape: &Shape) -> Result<Tensor> {
     let dim = slices[0].dim;
     let mut order: Vec<&Slice> = slices.iter().collect();
     order.sort_by_key(|s| s.start);
@@ -261,7 +282,7 @@ fn assemble(slices: Vec<Slice>, shape: &Shape) -> Result<Tensor> {
     let fuse = slices[0].grad.device().is_gpu() && slices.len() < kiln_wgpu::MAX_FUSED_READS;
     if !side_by_side || fuse {
         let mut sum = Pending::default();
-        for s in &slices {
+        for s in slices {
             sum.add(Part::Whole(s.padded(shape)?))?;
         }
         return Ok(sum.whole.expect("at least one slice"));

@@ -6,9 +6,9 @@
 //! (what cuDNN computes for an RNN's weights), two `cat`s and one launch instead of a
 //! launch a step and the sums, and far better shaped for a GPU.
 
-use kiln_core::Result;
-
+use super::stacks::Stacks;
 use crate::Tensor;
+use kiln_core::Result;
 
 /// The gradient `x^T y` of a matrix, from `x` `[k, m]` (the product's left operand, as
 /// rows) and `y` `[k, n]` (its output's gradient, as rows).
@@ -33,6 +33,11 @@ impl Product {
         k * (m + n) < m * n
     }
 
+    /// The right operand: the rows of the product's output gradient.
+    pub(crate) fn rows_gradient(&self) -> &Tensor {
+        &self.y
+    }
+
     pub(crate) fn evaluate(&self) -> Result<Tensor> {
         match self.transposed {
             true => self.y.t()?.matmul(&self.x)?.t(),
@@ -44,15 +49,42 @@ impl Product {
 /// The sum of `products` (of one matrix's gradient) as one product of their operands
 /// stacked by rows; `None` for none. The products share the matrix's layout, so the
 /// first says whether the sum is made transposed (either way gives the same values).
-pub(crate) fn stacked(products: Vec<Product>) -> Result<Option<Tensor>> {
+///
+/// Operands with as many rows each go side by side, `[k, products, ·]`, the last to
+/// come first: a recurrent layer's products come last step first, so this is its
+/// steps' order, the order in which a slice's gradients put together lie. Where the
+/// pass kept the right operands so put together (`stacks`), the product reads them
+/// there: the same tensor, so the same sum, with one `cat` fewer.
+pub(crate) fn stacked(products: Vec<Product>, stacks: &mut Stacks) -> Result<Option<Tensor>> {
     let Some(first) = products.first() else {
         return Ok(None);
     };
     if products.len() == 1 {
         return first.evaluate().map(Some);
     }
-    let xs: Vec<Tensor> = products.iter().map(|p| p.x.clone()).collect();
-    let ys: Vec<Tensor> = products.iter().map(|p| p.y.clone()).collect();
-    let stack = Product::new(Tensor::cat(&xs, 0)?, Tensor::cat(&ys, 0)?, first.transposed);
-    stack.evaluate().map(Some)
+    let rows = first.x.dims()[0];
+    if products.iter().any(|p| p.x.dims()[0] != rows) {
+        let xs: Vec<Tensor> = products.iter().map(|p| p.x.clone()).collect();
+        let ys: Vec<Tensor> = products.iter().map(|p| p.y.clone()).collect();
+        let stack = Product::new(Tensor::cat(&xs, 0)?, Tensor::cat(&ys, 0)?, first.transposed);
+        return stack.evaluate().map(Some);
+    }
+    let side_by_side = |operands: Vec<&Tensor>| -> Result<Tensor> {
+        let pieces = (operands.iter().rev())
+            .map(|t| t.unsqueeze(1))
+            .collect::<Result<Vec<_>>>()?;
+        as_rows(Tensor::cat(&pieces, 1)?)
+    };
+    let ys: Vec<&Tensor> = products.iter().map(|p| &p.y).collect();
+    let y = match stacks.take(&ys) {
+        Some(whole) => as_rows(whole)?,
+        None => side_by_side(ys)?,
+    };
+    let x = side_by_side(products.iter().map(|p| &p.x).collect())?;
+    Product::new(x, y, first.transposed).evaluate().map(Some)
+}
+
+/// `[k, products, n]` as `[k * products, n]`.
+fn as_rows(t: Tensor) -> Result<Tensor> {
+    t.view(&[-1, t.dims()[2] as isize])
 }
