@@ -358,8 +358,9 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
     // operand: the slices' gradients, put together, are the weight's stacked product's
     // right operand (`stacks.rs`). Nine steps from a state: more slices than one fused
     // kernel reads, so a GPU puts them together with a `cat`. Then five (fewer: a
-    // fused sum) through the weight's transposed view, from no state: the first
-    // step's slice has no product, and the product stacks its own.
+    // fused sum) through the weight's transposed view, from no state, with a bias: the
+    // first step's slice has no product, and the product stacks its own, which on a
+    // GPU the bias's row sums read.
     case!(
         "a recurrent weight's products read its input's slices' gradients",
         [
@@ -367,26 +368,28 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
             rand(&[2, 5], rng),
             rand(&[5, 5], rng),
             rand(&[5, 5], rng),
+            rand(&[5], rng),
             rand(&[5, 3], rng)
         ],
         |t| {
-            let (x, h0, w, u, v) = (&t[0], &t[1], &t[2], &t[3], &t[4]);
+            let (x, h0, w, u, b, v) = (&t[0], &t[1], &t[2], &t[3], &t[4], &t[5]);
             let step = |x: &Tensor, s: usize| x.narrow(1, s, 1)?.squeeze(1);
-            let layer = |x: &Tensor, h0: Option<&Tensor>, w: &Tensor| -> kiln::Result<Tensor> {
+            let layer = |x: &Tensor, h0: Option<&Tensor>, w: &Tensor, b: Option<&Tensor>| {
                 let mut h = h0.cloned();
                 let mut outs = Vec::new();
                 for s in 0..x.dims()[1] {
-                    let z = match &h {
-                        Some(h) => step(x, s)?.add(&h.matmul(w)?)?,
-                        None => step(x, s)?,
+                    let z = match (&h, b) {
+                        (Some(h), Some(b)) => step(x, s)?.add(&h.matmul(w)?.add(b)?)?,
+                        (Some(h), None) => step(x, s)?.add(&h.matmul(w)?)?,
+                        (None, _) => step(x, s)?,
                     };
                     outs.push(z.tanh()?);
                     h = outs.last().cloned();
                 }
                 Tensor::stack(&outs, 1)
             };
-            let first = layer(x, Some(h0), w)?;
-            let second = layer(&first.narrow(1, 2, 5)?.matmul(u)?, None, &w.t()?)?;
+            let first = layer(x, Some(h0), w, None)?;
+            let second = layer(&first.narrow(1, 2, 5)?.matmul(u)?, None, &w.t()?, Some(b))?;
             second.matmul(v)
         }
     );

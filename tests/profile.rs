@@ -293,13 +293,14 @@ fn a_recurrent_weight_gets_its_gradient_from_one_product() {
     assert!(grads.get(&w).is_some());
 }
 
-/// Where each step adds a slice of an input to its product (an LSTM's gates: the input
-/// projection's step and the recurrent product), the steps' gradients are put together
-/// once, as the input's gradient, and the weight's product reads them there: a `cat`
-/// for that and one for the states, not a third of the same gradients again. The
-/// gradients are the CPU's.
+/// A recurrent layer's steps' gradients go to two consumers that each stack them: an
+/// LSTM adds its input projection's step to the recurrent product (the input's slices
+/// and the weight's product), a GRU adds its hidden bias to it (the bias's row sums
+/// and the weight's product). The second reads what the first put together: a `cat`
+/// for the steps' gradients and one for the states, not a third of the same gradients
+/// again. The gradients are the CPU's.
 #[test]
-fn a_recurrent_weight_reads_its_steps_gradients_where_the_input_has_them() {
+fn a_recurrent_layers_steps_gradients_are_stacked_once() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(gpu) = gpu() else { return };
     let device = gpu.as_gpu().unwrap();
@@ -311,38 +312,52 @@ fn a_recurrent_weight_reads_its_steps_gradients_where_the_input_has_them() {
         // As a layer of 64 units starts (PyTorch's bound, 1/8): the steps' gradients
         // neither vanish nor grow.
         rand(&[64, 64], &mut rng).mul_scalar(0.125).unwrap(),
+        rand(&[64], &mut rng).mul_scalar(0.125).unwrap(),
     ];
-    // The loss on `on_device`, and the input and the weight it depends on.
-    let forward = |on_device: &Device| {
-        let [x, h0, w] = inputs
-            .each_ref()
-            .map(|t| on(on_device, t).detach().into_var().unwrap());
-        let mut h = h0.clone();
-        for s in 0..steps {
-            let xs = x.narrow(1, s, 1).unwrap().squeeze(1).unwrap();
-            h = xs.add(&h.matmul(&w).unwrap()).unwrap().tanh().unwrap();
+    for with_input in [true, false] {
+        // The loss on `on_device`, and what it depends on: with the input's steps
+        // (the LSTM's way) or with the bias (the GRU's).
+        let forward = |on_device: &Device| {
+            let vars = inputs
+                .each_ref()
+                .map(|t| on(on_device, t).detach().into_var().unwrap());
+            let [x, h0, w, b] = &vars;
+            let mut h = h0.clone();
+            for s in 0..steps {
+                let product = h.matmul(w).unwrap();
+                let z = match with_input {
+                    true => x.narrow(1, s, 1).unwrap().squeeze(1).unwrap().add(&product),
+                    false => product.add(b),
+                };
+                h = z.unwrap().tanh().unwrap();
+            }
+            let wanted = match with_input {
+                true => [x.clone(), w.clone()],
+                false => [w.clone(), b.clone()],
+            };
+            (h.sum(&[0, 1], false).unwrap(), wanted)
+        };
+        let (loss, cpu) = forward(&Device::cpu());
+        let want = loss.backward().unwrap();
+        let (loss, on_gpu) = forward(&gpu);
+        let variant = device.matmul_variant();
+        device.set_matmul_variant(MatmulVariant::Tiled).unwrap();
+        let profiled = gpu.profile(|| loss.backward());
+        device.set_matmul_variant(variant).unwrap();
+        let (got, profile) = profiled.unwrap();
+        for (i, (c, g)) in cpu.iter().zip(&on_gpu).enumerate() {
+            let got = got.get(g).unwrap().to_device(&Device::cpu()).unwrap();
+            let name = format!("with the input {with_input}: gradient {i}");
+            assert_close(&name, &got, want.get(c).unwrap(), F32);
         }
-        (h.sum(&[0, 1], false).unwrap(), x, w)
-    };
-    let (loss, x, w) = forward(&Device::cpu());
-    let want = loss.backward().unwrap();
-    let (loss, gx, gw) = forward(&gpu);
-    let variant = device.matmul_variant();
-    device.set_matmul_variant(MatmulVariant::Tiled).unwrap();
-    let profiled = gpu.profile(|| loss.backward());
-    device.set_matmul_variant(variant).unwrap();
-    let (got, profile) = profiled.unwrap();
-    for (name, cpu, gpu) in [("input", &x, &gx), ("weight", &w, &gw)] {
-        let got = got.get(gpu).unwrap().to_device(&Device::cpu()).unwrap();
-        assert_close(name, &got, want.get(cpu).unwrap(), F32);
+        let cats = 2 * steps.div_ceil(cat_pieces_per_launch(device)) as u64;
+        assert_eq!(
+            launches(&profile, "elementwise/cat.wgsl"),
+            cats,
+            "with the input {with_input}: {:#?}",
+            profile.kernels
+        );
     }
-    let cats = 2 * steps.div_ceil(cat_pieces_per_launch(device)) as u64;
-    assert_eq!(
-        launches(&profile, "elementwise/cat.wgsl"),
-        cats,
-        "{:#?}",
-        profile.kernels
-    );
 }
 
 /// A bias added once a step gets its gradient from one reduction over the steps' rows

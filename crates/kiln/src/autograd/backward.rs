@@ -238,8 +238,8 @@ fn reverse_pass(
                     let parent_grads = gradient(&recorded.op, &out, &grad, &needs)?;
                     for ((parent, g), need) in parents.into_iter().zip(parent_grads).zip(needs) {
                         if let (Some(g), true) = (g, need) {
-                            if let Part::Product(p) = &g {
-                                stacks.want(p);
+                            if let Some(piece) = g.stacked_piece() {
+                                stacks.want(piece);
                             }
                             pending.entry(parent.edge().id()).or_default().add(g)?;
                         }

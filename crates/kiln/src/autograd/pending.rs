@@ -32,6 +32,20 @@ pub(crate) enum Part {
     RowSum(RowSum),
 }
 
+impl Part {
+    /// The tensor this part puts side by side with other parts' when the gradient is
+    /// complete, if any: a slice's gradient, a product's right operand (one kept for
+    /// stacking: `Pending::add` multiplies the others at once), a use's rows to sum.
+    pub(crate) fn stacked_piece(&self) -> Option<&Tensor> {
+        match self {
+            Part::Slice(s) => Some(&s.grad),
+            Part::Product(p) if p.small() => Some(p.rows_gradient()),
+            Part::RowSum(r) => Some(r.grad()),
+            Part::Product(_) | Part::Whole(_) => None,
+        }
+    }
+}
+
 impl From<Tensor> for Part {
     fn from(g: Tensor) -> Part {
         Part::Whole(g)
@@ -95,7 +109,7 @@ impl Gradient {
                 let starts = [0, *at];
                 let slices = (parts.iter().zip(starts))
                     .filter_map(|(p, start)| p.as_ref().map(|p| Slice::new(*dim, start, p)));
-                assemble(&slices.collect::<Vec<_>>(), shape)
+                assemble(&slices.collect::<Vec<_>>(), shape, None)
             }
         }
     }
@@ -168,7 +182,8 @@ impl Pending {
                 self.row_sums.push(r);
                 let kept: usize = self.row_sums.iter().map(RowSum::elem_count).sum();
                 if kept > row_sum::MAX_KEPT {
-                    self.add_row_sums()?;
+                    // Summed now, to hold less: with nothing to share.
+                    self.add_row_sums(&mut Stacks::default())?;
                 }
             }
         }
@@ -223,52 +238,38 @@ impl Pending {
         }))
     }
 
-    /// The whole gradient of a tensor of `shape`; `None` before any part came. Slices
-    /// one index long, put together, are kept in `stacks` for a product that would
-    /// stack their gradients again.
+    /// The whole gradient of a tensor of `shape`; `None` before any part came. What
+    /// is stacked goes side by side through `stacks`.
     fn total(mut self, shape: &Shape, stacks: &mut Stacks) -> Result<Option<Tensor>> {
         if !self.slices.is_empty() {
             let slices = std::mem::take(&mut self.slices);
-            let assembled = assemble(&slices, shape)?;
-            if let Some((dim, pieces)) = one_per_index(&slices) {
-                stacks.keep(&pieces, dim, &assembled);
-            }
+            let assembled = assemble(&slices, shape, Some(stacks))?;
             self.add(Part::Whole(assembled))?;
         }
         let products = std::mem::take(&mut self.products);
         if let Some(multiplied) = product::stacked(products, stacks)? {
             self.add(Part::Whole(multiplied))?;
         }
-        self.add_row_sums()?;
+        self.add_row_sums(stacks)?;
         Ok(self.whole)
     }
 
     /// Sums the row sums kept so far into the whole gradient.
-    fn add_row_sums(&mut self) -> Result<()> {
-        for part in row_sum::summed(std::mem::take(&mut self.row_sums))? {
+    fn add_row_sums(&mut self, stacks: &mut Stacks) -> Result<()> {
+        for part in row_sum::summed(std::mem::take(&mut self.row_sums), stacks)? {
             self.add(Part::Whole(part))?;
         }
         Ok(())
     }
 }
 
-/// The slices' dim and their gradients in order, where each is one index long and they
-/// cover the dim from its start: the whole put together from them is, at index `i`,
-/// the `i`th.
-fn one_per_index(slices: &[Slice]) -> Option<(usize, Vec<&Tensor>)> {
-    let dim = slices[0].dim;
-    let mut order: Vec<&Slice> = slices.iter().collect();
-    order.sort_by_key(|s| s.start);
-    let tiled =
-        (order.iter().enumerate()).all(|(i, s)| s.dim == dim && s.start == i && s.len() == 1);
-    tiled.then(|| (dim, order.iter().map(|s| &s.grad).collect()))
-}
-
 /// The sum of `slices` of a tensor of `shape`: slices whose gradients already lie in
 /// one storage as the slices lay in the tensor, as they are; disjoint slices along one
-/// dim side by side (with zeros between them) in one `cat`; others, and on a GPU fewer
-/// than one fused kernel reads, padded and summed in turn.
-fn assemble(slices: &[Slice], shape: &Shape) -> Result<Tensor> {
+/// dim side by side (with zeros between them) in one `cat`, through the pass's
+/// `stacks` where they are one index each along the middle of three dims (a recurrent
+/// layer's steps, whose gradients its weight's product stacks too); others, and on a
+/// GPU fewer than one fused kernel reads, padded and summed in turn.
+fn assemble(slices: &[Slice], shape: &Shape, stacks: Option<&mut Stacks>) -> Result<Tensor> {
     let dim = slices[0].dim;
     let mut order: Vec<&Slice> = slices.iter().collect();
     order.sort_by_key(|s| s.start);
@@ -286,6 +287,11 @@ fn assemble(slices: &[Slice], shape: &Shape) -> Result<Tensor> {
             sum.add(Part::Whole(s.padded(shape)?))?;
         }
         return Ok(sum.whole.expect("at least one slice"));
+    }
+    let steps = shape.rank() == 3 && dim == 1 && order.len() == shape.dims()[1];
+    if let (Some(stacks), true) = (stacks, steps) {
+        let pieces: Vec<&Tensor> = order.iter().map(|s| &s.grad).collect();
+        return stacks.side_by_side(&pieces);
     }
     let grad = &slices[0].grad;
     let zeros = |len: usize| {

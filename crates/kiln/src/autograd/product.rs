@@ -49,12 +49,9 @@ impl Product {
 /// The sum of `products` (of one matrix's gradient) as one product of their operands
 /// stacked by rows; `None` for none. The products share the matrix's layout, so the
 /// first says whether the sum is made transposed (either way gives the same values).
-///
-/// Operands with as many rows each go side by side, `[k, products, ·]`, the last to
-/// come first: a recurrent layer's products come last step first, so this is its
-/// steps' order, the order in which a slice's gradients put together lie. Where the
-/// pass kept the right operands so put together (`stacks`), the product reads them
-/// there: the same tensor, so the same sum, with one `cat` fewer.
+/// Operands with as many rows each go side by side (`stacks`), `[k, products, ·]`, the
+/// last to come first: a recurrent layer's products come last step first, so this is
+/// its steps' order, the order a slice's gradients lie in.
 pub(crate) fn stacked(products: Vec<Product>, stacks: &mut Stacks) -> Result<Option<Tensor>> {
     let Some(first) = products.first() else {
         return Ok(None);
@@ -69,22 +66,16 @@ pub(crate) fn stacked(products: Vec<Product>, stacks: &mut Stacks) -> Result<Opt
         let stack = Product::new(Tensor::cat(&xs, 0)?, Tensor::cat(&ys, 0)?, first.transposed);
         return stack.evaluate().map(Some);
     }
-    let side_by_side = |operands: Vec<&Tensor>| -> Result<Tensor> {
-        let pieces = (operands.iter().rev())
-            .map(|t| t.unsqueeze(1))
-            .collect::<Result<Vec<_>>>()?;
-        as_rows(Tensor::cat(&pieces, 1)?)
+    let mut side_by_side = |operand: fn(&Product) -> &Tensor| {
+        let pieces: Vec<&Tensor> = products.iter().rev().map(operand).collect();
+        as_rows(stacks.side_by_side(&pieces)?)
     };
-    let ys: Vec<&Tensor> = products.iter().map(|p| &p.y).collect();
-    let y = match stacks.take(&ys) {
-        Some(whole) => as_rows(whole)?,
-        None => side_by_side(ys)?,
-    };
-    let x = side_by_side(products.iter().map(|p| &p.x).collect())?;
+    let x = side_by_side(|p| &p.x)?;
+    let y = side_by_side(|p| &p.y)?;
     Product::new(x, y, first.transposed).evaluate().map(Some)
 }
 
-/// `[k, products, n]` as `[k * products, n]`.
-fn as_rows(t: Tensor) -> Result<Tensor> {
+/// `[k, pieces, n]` as `[k * pieces, n]`.
+pub(crate) fn as_rows(t: Tensor) -> Result<Tensor> {
     t.view(&[-1, t.dims()[2] as isize])
 }

@@ -7,9 +7,10 @@
 //! `MAX_KEPT` elements they are summed at once, so a long loop's backward pass keeps
 //! no more than that for a bias.
 
-use kiln_core::{Result, Shape};
-
+use super::product::as_rows;
+use super::stacks::Stacks;
 use crate::Tensor;
+use kiln_core::{Result, Shape};
 
 /// Elements of kept rows past which a tensor's row sums are summed at once (16 MiB of
 /// f32; the char GRU's 64 steps keep 1.5M).
@@ -33,6 +34,11 @@ impl RowSum {
             grad: g.clone(),
             lead,
         })
+    }
+
+    /// The use's gradient, whose rows are stacked with other uses'.
+    pub(crate) fn grad(&self) -> &Tensor {
+        &self.grad
     }
 
     /// Elements of the use's gradient, kept until the sum.
@@ -59,13 +65,19 @@ impl RowSum {
 const MIN_STACKED: usize = 4;
 
 /// The parts of the gradient that `sums` (of one tensor) add up to: each summed alone
-/// when they are few, else one reduction over their rows side by side in one `cat`.
-pub(crate) fn summed(sums: Vec<RowSum>) -> Result<Vec<Tensor>> {
+/// when they are few, else one reduction over their rows stacked by one `cat`: side by
+/// side, the last first (`stacks`), as a product stacks its operands, where each use
+/// has as many rows (a GRU's hidden bias and weight stack the same steps' gradients).
+pub(crate) fn summed(sums: Vec<RowSum>, stacks: &mut Stacks) -> Result<Vec<Tensor>> {
     if sums.len() < MIN_STACKED {
         return sums.iter().map(RowSum::alone).collect();
     }
     let shape = Shape::from(sums[0].grad.dims()[sums[0].lead..].to_vec());
     let pieces = sums.iter().map(RowSum::rows).collect::<Result<Vec<_>>>()?;
-    let total = Tensor::cat(&pieces, 0)?.sum(&[0], false)?.reshape(shape)?;
-    Ok(vec![total])
+    let rows = pieces[0].dims()[0];
+    let stacked = match pieces.iter().all(|p| p.dims()[0] == rows) {
+        true => as_rows(stacks.side_by_side(&pieces.iter().rev().collect::<Vec<_>>())?)?,
+        false => Tensor::cat(&pieces, 0)?,
+    };
+    Ok(vec![stacked.sum(&[0], false)?.reshape(shape)?])
 }

@@ -1,14 +1,16 @@
-//! Gradients a backward pass has put side by side, found again by a product that would
-//! stack the same pieces. An LSTM adds its input projection's slice `x_t` to the
-//! recurrent product `h W^T` each step, so each step's gradient of the gates is both the
-//! gradient of that slice and the right operand of the recurrent weight's gradient
-//! (`product.rs`). The slices' gradients are put together first (`[batch, steps,
-//! gates]`); kept here, the weight's stacked product reads them where it would copy
-//! them all again: one `cat` of the gates' gradients a pass, not two.
+//! Gradients a backward pass has put side by side, found again by the next consumer
+//! that would put the same pieces side by side. A recurrent layer's step adds the
+//! recurrent product `h W^T` to its input projection's slice (an LSTM), or its hidden
+//! bias to the product (a GRU), so each step's gradient goes to two consumers that each
+//! stack the steps' gradients: the slice's (`pending.rs`), the weight's product
+//! (`product.rs`) and the bias's row sum (`row_sum.rs`). Kept here, the second reads
+//! what the first put together: one `cat` of the steps' gradients a pass, not two.
 
-use super::product::Product;
 use crate::storage::Storage;
 use crate::Tensor;
+use kiln_core::Result;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
 
 /// A tensor's elements as a view names them: its storage, offset, and the dims other
@@ -34,66 +36,73 @@ impl Key {
             dims,
         }
     }
+}
 
-    fn same(&self, other: &Key) -> bool {
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
         Weak::ptr_eq(&self.storage, &other.storage)
             && self.offset == other.offset
             && self.dims == other.dims
     }
 }
 
-/// A whole gradient `[k, pieces, n]`, compact, whose index `i` along its middle dim is
-/// exactly `pieces[i]`.
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.storage.as_ptr().hash(state);
+        self.offset.hash(state);
+        self.dims.hash(state);
+    }
+}
+
+/// A whole `[k, pieces, n]`, compact, whose index `i` along its middle dim is exactly
+/// `pieces[i]`.
 struct Kept {
     pieces: Vec<Key>,
     whole: Tensor,
 }
 
-/// What one backward pass keeps: the right operands of the products waiting to be
-/// stacked, and the wholes put together from such operands.
+/// What one backward pass keeps: how many consumers will stack each piece, and the
+/// wholes put together from pieces that another consumer will stack too.
 #[derive(Default)]
 pub(crate) struct Stacks {
-    wanted: Vec<Key>,
+    consumers: HashMap<Key, usize>,
     kept: Vec<Kept>,
 }
 
 impl Stacks {
-    /// Notes a product's right operand, which a whole may hold, where the product
-    /// waits to be stacked (`Pending::add` multiplies the others at once).
-    pub(crate) fn want(&mut self, product: &Product) {
-        if product.small() {
-            self.wanted.push(Key::of(product.rows_gradient()));
-        }
+    /// Notes one more consumer that may put `piece` side by side with others.
+    pub(crate) fn want(&mut self, piece: &Tensor) {
+        *self.consumers.entry(Key::of(piece)).or_default() += 1;
     }
 
-    /// Keeps `whole`, put together from `pieces` along `dim`, where it is `[k,
-    /// pieces, n]` and compact (as a product's stacked operand is) and most pieces are
-    /// right operands of products so far: otherwise no product would read it, and
-    /// holding it would only hold memory. (Not all: a recurrent layer's first step can
-    /// come after its input, and its product with it.)
-    pub(crate) fn keep(&mut self, pieces: &[&Tensor], dim: usize, whole: &Tensor) {
-        let fits = whole.rank() == 3 && dim == 1 && whole.layout().is_compact();
-        if !fits || whole.dims()[1] != pieces.len() {
-            return;
+    /// `pieces` (`[k, n]` or `[k, 1, n]` each, alike) side by side in that order,
+    /// `[k, pieces, n]`: a whole kept from an earlier consumer of the same pieces in
+    /// the same order (then let go of: each is read once), else a new `cat`, kept when
+    /// most of its pieces have another consumer. (Not all: a recurrent layer's first
+    /// step can come after its input, and its product with it.)
+    pub(crate) fn side_by_side(&mut self, pieces: &[&Tensor]) -> Result<Tensor> {
+        let keys: Vec<Key> = pieces.iter().map(|p| Key::of(p)).collect();
+        if let Some(at) = self.kept.iter().position(|kept| kept.pieces == keys) {
+            return Ok(self.kept.swap_remove(at).whole);
         }
-        let pieces: Vec<Key> = pieces.iter().map(|p| Key::of(p)).collect();
-        let wanted = (pieces.iter())
-            .filter(|p| self.wanted.iter().any(|w| w.same(p)))
+        let column = |p: &&Tensor| match p.rank() {
+            2 => p.unsqueeze(1),
+            _ => Ok((*p).clone()),
+        };
+        let columns = pieces.iter().map(column).collect::<Result<Vec<_>>>()?;
+        let whole = Tensor::cat(&columns, 1)?;
+        let shared = (keys.iter())
+            .filter(|k| self.consumers.get(k).is_some_and(|&n| n > 1))
             .count();
-        if 2 * wanted > pieces.len() {
+        if 2 * shared > keys.len() {
             let whole = whole.clone();
-            self.kept.push(Kept { pieces, whole });
+            self.kept.push(Kept {
+                pieces: keys,
+                whole,
+            });
         }
-    }
-
-    /// A kept whole that is `rows` (the right operands of products, `[k, n]` each)
-    /// side by side, the last first, as `product::stacked` puts them; it is let go of
-    /// here.
-    pub(crate) fn take(&mut self, rows: &[&Tensor]) -> Option<Tensor> {
-        let keys: Vec<Key> = rows.iter().rev().map(|r| Key::of(r)).collect();
-        let at = self.kept.iter().position(|kept| {
-            kept.pieces.len() == keys.len() && kept.pieces.iter().zip(&keys).all(|(p, k)| p.same(k))
-        })?;
-        Some(self.kept.swap_remove(at).whole)
+        Ok(whole)
     }
 }
