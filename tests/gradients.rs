@@ -317,6 +317,22 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
             Tensor::cat(&pieces, 1)
         }
     );
+    // Slices of every length, an empty one among them, covering the middle dim with no
+    // gap: put side by side as a recurrent layer's steps are (`stacks.rs`), on a GPU
+    // too (eight, more than one fused kernel reads).
+    case!(
+        "narrow slices covering a dim",
+        [rand(&[3, 12, 4], rng)],
+        |t| {
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            for (k, len) in [2, 0, 1, 3, 1, 1, 2, 2].into_iter().enumerate() {
+                pieces.push(t[0].narrow(1, at, len)?.mul_scalar(1.0 + k as f64)?.exp()?);
+                at += len;
+            }
+            Tensor::cat(&pieces, 1)
+        }
+    );
     case!("narrow slices overlapping", [rand(&[3, 10, 4], rng)], |t| {
         let x = &t[0];
         let a = x.narrow(1, 0, 4)?.sum(&[1], true)?;

@@ -239,7 +239,7 @@ fn reverse_pass(
                     for ((parent, g), need) in parents.into_iter().zip(parent_grads).zip(needs) {
                         if let (Some(g), true) = (g, need) {
                             if let Some(piece) = g.stacked_piece() {
-                                stacks.want(piece);
+                                stacks.want(piece)?;
                             }
                             pending.entry(parent.edge().id()).or_default().add(g)?;
                         }

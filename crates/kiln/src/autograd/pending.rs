@@ -266,9 +266,9 @@ impl Pending {
 /// The sum of `slices` of a tensor of `shape`: slices whose gradients already lie in
 /// one storage as the slices lay in the tensor, as they are; disjoint slices along one
 /// dim side by side (with zeros between them) in one `cat`, through the pass's
-/// `stacks` where they are one index each along the middle of three dims (a recurrent
-/// layer's steps, whose gradients its weight's product stacks too); others, and on a
-/// GPU fewer than one fused kernel reads, padded and summed in turn.
+/// `stacks` where they cover the middle of three dims (a recurrent layer's steps,
+/// whose gradients its weight's product stacks too); others, and on a GPU fewer than
+/// one fused kernel reads, padded and summed in turn.
 fn assemble(slices: &[Slice], shape: &Shape, stacks: Option<&mut Stacks>) -> Result<Tensor> {
     let dim = slices[0].dim;
     let mut order: Vec<&Slice> = slices.iter().collect();
@@ -288,7 +288,12 @@ fn assemble(slices: &[Slice], shape: &Shape, stacks: Option<&mut Stacks>) -> Res
         }
         return Ok(sum.whole.expect("at least one slice"));
     }
-    let steps = shape.rank() == 3 && dim == 1 && order.len() == shape.dims()[1];
+    // Side by side with no gaps along the middle of three dims: a recurrent layer's
+    // steps.
+    let ends = order
+        .iter()
+        .try_fold(0, |at, s| (s.start == at).then(|| at + s.len()));
+    let steps = shape.rank() == 3 && dim == 1 && ends == Some(shape.dims()[1]);
     if let (Some(stacks), true) = (stacks, steps) {
         let pieces: Vec<&Tensor> = order.iter().map(|s| &s.grad).collect();
         return stacks.side_by_side(&pieces);

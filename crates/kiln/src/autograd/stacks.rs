@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
 
-/// A tensor's elements as a view names them: its storage, offset, and the dims other
-/// than ones with their strides. Two views with the same key read the same elements in
-/// the same order, whatever their ones (`[b, 1, n]` and `[b, n]`). The storage is held
+/// A column of a whole (`[k, len, n]`) as a view names it: its storage, offset, dims
+/// and strides, a stride along a dim of one left out (it steps nowhere). Two views with
+/// the same key read the same elements as the same shape (a narrowed step `[b, 1, n]`
+/// of a gradient, and that step's gradient `[b, n]` unsqueezed). The storage is held
 /// weakly: its address cannot be reused while a key names it.
 struct Key {
     storage: Weak<Storage>,
@@ -24,17 +25,24 @@ struct Key {
 }
 
 impl Key {
-    fn of(t: &Tensor) -> Key {
-        let layout = t.layout();
+    fn of(column: &Tensor) -> Key {
+        let layout = column.layout();
         let dims = (layout.dims().iter().zip(layout.strides()))
-            .filter(|(&d, _)| d != 1)
-            .map(|(&d, &s)| (d, s))
+            .map(|(&d, &s)| (d, if d == 1 { 0 } else { s }))
             .collect();
         Key {
-            storage: Arc::downgrade(&t.storage()),
+            storage: Arc::downgrade(&column.storage()),
             offset: layout.offset(),
             dims,
         }
+    }
+}
+
+/// `piece` as a column of a whole: `[k, n]` as `[k, 1, n]`; `[k, len, n]` as it is.
+fn column(piece: &Tensor) -> Result<Tensor> {
+    match piece.rank() {
+        2 => piece.unsqueeze(1),
+        _ => Ok(piece.clone()),
     }
 }
 
@@ -56,10 +64,9 @@ impl Hash for Key {
     }
 }
 
-/// A whole `[k, pieces, n]`, compact, whose index `i` along its middle dim is exactly
-/// `pieces[i]`.
+/// A whole `[k, steps, n]`: its columns, `cat` side by side.
 struct Kept {
-    pieces: Vec<Key>,
+    columns: Vec<Key>,
     whole: Tensor,
 }
 
@@ -72,26 +79,27 @@ pub(crate) struct Stacks {
 }
 
 impl Stacks {
-    /// Notes one more consumer that may put `piece` side by side with others.
-    pub(crate) fn want(&mut self, piece: &Tensor) {
-        *self.consumers.entry(Key::of(piece)).or_default() += 1;
+    /// Notes one more consumer that may put `piece` (`[k, n]` or `[k, len, n]`) side
+    /// by side with others.
+    pub(crate) fn want(&mut self, piece: &Tensor) -> Result<()> {
+        *self.consumers.entry(Key::of(&column(piece)?)).or_default() += 1;
+        Ok(())
     }
 
-    /// `pieces` (`[k, n]` or `[k, 1, n]` each, alike) side by side in that order,
-    /// `[k, pieces, n]`: a whole kept from an earlier consumer of the same pieces in
-    /// the same order (then let go of: each is read once), else a new `cat`, kept when
-    /// most of its pieces have another consumer. (Not all: a recurrent layer's first
-    /// step can come after its input, and its product with it.)
+    /// `pieces` (`[k, n]` or `[k, len, n]` each) side by side in that order, `[k,
+    /// steps, n]`: a whole kept from an earlier consumer of the same pieces in the same
+    /// order (then let go of: each is read once), else a new `cat`, kept when most of
+    /// its pieces have another consumer. (Not all: a recurrent layer's first step can
+    /// come after its input, and its product with it.)
     pub(crate) fn side_by_side(&mut self, pieces: &[&Tensor]) -> Result<Tensor> {
-        let keys: Vec<Key> = pieces.iter().map(|p| Key::of(p)).collect();
-        if let Some(at) = self.kept.iter().position(|kept| kept.pieces == keys) {
+        let columns = pieces
+            .iter()
+            .map(|p| column(p))
+            .collect::<Result<Vec<_>>>()?;
+        let keys: Vec<Key> = columns.iter().map(Key::of).collect();
+        if let Some(at) = self.kept.iter().position(|kept| kept.columns == keys) {
             return Ok(self.kept.swap_remove(at).whole);
         }
-        let column = |p: &&Tensor| match p.rank() {
-            2 => p.unsqueeze(1),
-            _ => Ok((*p).clone()),
-        };
-        let columns = pieces.iter().map(column).collect::<Result<Vec<_>>>()?;
         let whole = Tensor::cat(&columns, 1)?;
         let shared = (keys.iter())
             .filter(|k| self.consumers.get(k).is_some_and(|&n| n > 1))
@@ -99,7 +107,7 @@ impl Stacks {
         if 2 * shared > keys.len() {
             let whole = whole.clone();
             self.kept.push(Kept {
-                pieces: keys,
+                columns: keys,
                 whole,
             });
         }
