@@ -71,7 +71,9 @@ struct Kept {
 }
 
 /// What one backward pass keeps: how many consumers will stack each piece, and the
-/// wholes put together from pieces that another consumer will stack too.
+/// wholes put together from pieces that another consumer will stack too (a whole no
+/// consumer reads again, its pieces stacked in another order, is held to the pass's
+/// end).
 #[derive(Default)]
 pub(crate) struct Stacks {
     consumers: HashMap<Key, usize>,
