@@ -375,8 +375,8 @@ fn cases(rng: &mut Rng) -> Vec<(&'static str, Vec<Tensor>, F)> {
     // right operand (`stacks.rs`). Nine steps from a state: more slices than one fused
     // kernel reads, so a GPU puts them together with a `cat`. Then five (fewer: a
     // fused sum) through the weight's transposed view, from no state, with a bias: the
-    // first step's slice has no product, and the product stacks its own, which on a
-    // GPU the bias's row sums read.
+    // first step's slice has no product, so the product stacks its own operands, as
+    // (on a GPU) the bias's row sums stack the same steps' gradients.
     case!(
         "a recurrent weight's products read its input's slices' gradients",
         [
