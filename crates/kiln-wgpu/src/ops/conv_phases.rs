@@ -4,9 +4,9 @@
 //! phase are a stride-1 convolution over the input whose taps are every `s`-th of the
 //! kernel's. Stacked as extra output channels, with zeros where a phase has fewer taps
 //! than the widest, the phases are one implicit product (`conv_product`), which stores
-//! them interleaved (`matmul_rhs`). Nothing is unfolded: the columns the unfolded way writes and
-//! folds are `kh kw / (sh sw)` times the output. How the phases' taps line up decides
-//! how many of them are zeros (`Phases::new`).
+//! them interleaved (`matmul_rhs`). Nothing is unfolded: the columns the unfolded way
+//! writes and folds are `kh kw / (sh sw)` times the output. How the phases' taps line
+//! up decides how many of them are zeros (`Phases::new`).
 //!
 //! This file holds the geometry: the taps each phase reads and where its rows land, and
 //! the stacked filters as a view of the kernel padded with zeros.

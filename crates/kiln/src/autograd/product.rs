@@ -6,7 +6,7 @@
 //! (what cuDNN computes for an RNN's weights), two `cat`s and one launch instead of a
 //! launch a step and the sums, and far better shaped for a GPU.
 
-use super::stacks::Stacks;
+use super::stacks::{as_rows, Stacks};
 use crate::Tensor;
 use kiln_core::Result;
 
@@ -73,9 +73,4 @@ pub(crate) fn stacked(products: Vec<Product>, stacks: &mut Stacks) -> Result<Opt
     let x = side_by_side(|p| &p.x)?;
     let y = side_by_side(|p| &p.y)?;
     Product::new(x, y, first.transposed).evaluate().map(Some)
-}
-
-/// `[k, pieces, n]` as `[k * pieces, n]`.
-pub(crate) fn as_rows(t: Tensor) -> Result<Tensor> {
-    t.view(&[-1, t.dims()[2] as isize])
 }

@@ -7,8 +7,7 @@
 //! `MAX_KEPT` elements they are summed at once, so a long loop's backward pass keeps
 //! no more than that for a bias.
 
-use super::product::as_rows;
-use super::stacks::Stacks;
+use super::stacks::{as_rows, Stacks};
 use crate::Tensor;
 use kiln_core::{Result, Shape};
 

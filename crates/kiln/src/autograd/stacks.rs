@@ -116,3 +116,8 @@ impl Stacks {
         Ok(whole)
     }
 }
+
+/// A whole `[k, steps, n]` as the rows `[k * steps, n]` of a stacked operand.
+pub(crate) fn as_rows(whole: Tensor) -> Result<Tensor> {
+    whole.view(&[-1, whole.dims()[2] as isize])
+}
