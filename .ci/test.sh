@@ -78,6 +78,31 @@ awk '/^ink/ { found = 1; d = ($7 + 0) - ($10 + 0); ok = d < 0.1 && d > -0.1 }
      END { exit !(found && ok) }' <<<"$example_out"
 echo "== the parity suite again with fusion off: each op's own kernel against the CPU"
 KILN_FUSION=0 cargo test -p kiln --test parity
+echo "== the GPU suites as a hardware GPU runs them, on subgroups of 16 and of 4"
+# lavapipe takes a software adapter's paths (row kernels a row to an invocation, the
+# uniform-lhs matmul, products one to a launch, long sums cut into runs) and its default
+# 256-bit vectors make subgroups of 8, where hardware GPUs run 16 to 64 lanes and a row of
+# several subgroups combines them another way (row_reduction.rs). KILN_AS_HARDWARE=1
+# gives it a hardware GPU's paths and LP_NATIVE_VECTOR_WIDTH its subgroup size. Left
+# out: the three tests of sums past lavapipe's loop limit, which the software paths
+# exist to cut (they ran above); past it, its loops end early.
+gpu_adapter=$(KILN_DEVICE=gpu cargo run -q -p kiln-cli -- info | tail -n 1)
+if grep -q llvmpipe <<<"$gpu_adapter"; then
+    past_loops=(--skip products_over_long_k_match_cpu
+        --skip loops_past_a_software_adapters_limit_are_refused_there
+        --skip keys_past_a_software_adapters_loops_are_refused_there)
+    rows=$(LP_NATIVE_VECTOR_WIDTH=512 KILN_AS_HARDWARE=1 KILN_DEVICE=gpu cargo run -q -p kiln-cli -- info | grep -E '^(kernels|row kernels) on')
+    echo "$rows"
+    grep -q "a hardware GPU's" <<<"$rows"
+    grep -q "subgroups of 16\$" <<<"$rows"
+    LP_NATIVE_VECTOR_WIDTH=512 KILN_AS_HARDWARE=1 cargo test -p kiln-wgpu -p kiln -p kiln-nn --tests -- "${past_loops[@]}"
+    rows=$(LP_NATIVE_VECTOR_WIDTH=128 KILN_AS_HARDWARE=1 KILN_DEVICE=gpu cargo run -q -p kiln-cli -- info | grep '^row kernels on')
+    echo "$rows"
+    grep -q "subgroups of 4\$" <<<"$rows"
+    LP_NATIVE_VECTOR_WIDTH=128 KILN_AS_HARDWARE=1 cargo test -p kiln --test parity --test attention --test gradients -- "${past_loops[@]}"
+else
+    echo "not on lavapipe ($gpu_adapter): the suites above ran on its own paths and subgroups"
+fi
 echo "== kiln train --distributed: two ranks of the MLP under mpirun, one epoch"
 mpi_flags=()
 if mpirun --version | grep -q "Open MPI"; then mpi_flags=(--oversubscribe --allow-run-as-root); fi

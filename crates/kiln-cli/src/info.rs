@@ -76,6 +76,9 @@ fn kernel_choices() {
         Err(e) => return println!("row kernels and convolutions: no GPU device ({e})"),
     };
     let name = &gpu.summary().name;
+    if gpu.summary().is_software() && !gpu.is_software() {
+        println!("kernels on {name}: a hardware GPU's (KILN_AS_HARDWARE=1)");
+    }
     let how = match (gpu.row_reduction(), gpu.subgroup_size()) {
         (RowReduction::Subgroup, Ok(size)) => format!("subgroup shuffles, subgroups of {size}"),
         (_, Err(e)) => format!("workgroup memory ({e})"),
@@ -110,7 +113,7 @@ fn kernel_choices() {
         AttentionSplit::Split => "rows split into lanes (KILN_ATTENTION_SPLIT)",
     };
     println!("fused attention rows on {name}: {split}");
-    let groups = match (gpu.matmul_groups(), gpu.summary().is_software()) {
+    let groups = match (gpu.matmul_groups(), gpu.is_software()) {
         (true, _) => "small pending products several to a launch (KILN_MATMUL_GROUPS=0: one each)",
         (false, true) => {
             "one each, as on software adapters (KILN_MATMUL_GROUPS=1: several to a launch)"

@@ -98,6 +98,21 @@ impl PartialEq for GpuDevice {
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
+/// `KILN_AS_HARDWARE=1`: a software adapter runs what a hardware GPU would (row
+/// kernels, matmul variants and groups, reductions not cut into runs), so that tests
+/// reach those paths on lavapipe, at the subgroup size `LP_NATIVE_VECTOR_WIDTH` gives it.
+/// Loops past lavapipe's limit (`loop_budget`) then end early: such results are wrong.
+fn as_hardware() -> bool {
+    match std::env::var("KILN_AS_HARDWARE").as_deref() {
+        Ok("1") => true,
+        Ok("0") | Err(_) => false,
+        Ok(other) => {
+            crate::env_warning::warn_once(&format!("KILN_AS_HARDWARE={other}: not 0 or 1"));
+            false
+        }
+    }
+}
+
 /// Whether small pending products run several to a launch (`ops::matmul_group`):
 /// `KILN_MATMUL_GROUPS=0` or `=1`, else on hardware GPUs only. A group fills cores that
 /// one small product leaves idle; a software adapter has few, and its compiler runs
@@ -140,7 +155,7 @@ impl GpuDevice {
         .map_err(|e| Error::NoAdapter {
             reason: format!("{} refused a device: {e}", summary.name),
         })?;
-        let software = summary.is_software();
+        let software = summary.is_software() && !as_hardware();
         // Room for a batch's params: the largest params struct, at the alignment that
         // uniform bindings need.
         let kernels = Kernel::ALL.iter().map(|k| k.params().size).max();
@@ -219,7 +234,9 @@ impl GpuDevice {
         &self.inner.summary
     }
 
-    /// True for adapters that run on the CPU (Mesa's lavapipe, WARP, SwiftShader).
+    /// True for adapters that run on the CPU (Mesa's lavapipe, WARP, SwiftShader), unless
+    /// `KILN_AS_HARDWARE=1` has one run a hardware GPU's paths (`summary().is_software()`
+    /// still says what the adapter is).
     pub fn is_software(&self) -> bool {
         self.inner.software
     }

@@ -55,7 +55,7 @@ impl Device {
                 reason: format!("KILN_DEVICE must be cpu or gpu, not {other:?}"),
             }),
             Err(_) => Ok(match Device::gpu() {
-                Ok(Device::Gpu(g)) if !g.is_software() => Device::Gpu(g),
+                Ok(Device::Gpu(g)) if !g.summary().is_software() => Device::Gpu(g),
                 _ => Device::Cpu,
             }),
         }
