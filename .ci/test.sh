@@ -84,8 +84,8 @@ echo "== the GPU suites as a hardware GPU runs them, on subgroups of 16 and of 4
 # 256-bit vectors make subgroups of 8, where hardware GPUs run 16 to 64 lanes and a row of
 # several subgroups combines them another way (row_reduction.rs). KILN_AS_HARDWARE=1
 # gives it a hardware GPU's paths and LP_NATIVE_VECTOR_WIDTH its subgroup size. Left
-# out: the three tests of sums past lavapipe's loop limit, which the software paths
-# exist to cut (they ran above); past it, its loops end early.
+# out: the three tests of loops past lavapipe's limit, which the software paths exist
+# to cut or refuse (they ran above); past it, its loops end early.
 gpu_adapter=$(KILN_DEVICE=gpu cargo run -q -p kiln-cli -- info | tail -n 1)
 if grep -q llvmpipe <<<"$gpu_adapter"; then
     past_loops=(--skip products_over_long_k_match_cpu
