@@ -156,6 +156,13 @@ impl GpuDevice {
             reason: format!("{} refused a device: {e}", summary.name),
         })?;
         let software = summary.is_software() && !as_hardware();
+        if summary.is_software() && !software {
+            crate::env_warning::say_once(&format!(
+                "KILN_AS_HARDWARE=1: {} runs a hardware GPU's paths, for tests; loops past \
+                 its limit give wrong results",
+                summary.name
+            ));
+        }
         // Room for a batch's params: the largest params struct, at the alignment that
         // uniform bindings need.
         let kernels = Kernel::ALL.iter().map(|k| k.params().size).max();
