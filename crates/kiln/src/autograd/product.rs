@@ -6,7 +6,7 @@
 //! (what cuDNN computes for an RNN's weights), two `cat`s and one launch instead of a
 //! launch a step and the sums, and far better shaped for a GPU.
 
-use super::stacks::{as_rows, Stacks};
+use super::stacks::Stacks;
 use crate::Tensor;
 use kiln_core::Result;
 
@@ -49,9 +49,8 @@ impl Product {
 /// The sum of `products` (of one matrix's gradient) as one product of their operands
 /// stacked by rows; `None` for none. The products share the matrix's layout, so the
 /// first says whether the sum is made transposed (either way gives the same values).
-/// Operands with as many rows each go side by side (`stacks`), `[k, products, ·]`, the
-/// last to come first: a recurrent layer's products come last step first, so this is
-/// its steps' order, the order a slice's gradients lie in.
+/// Operands with as many rows each go side by side, the last first
+/// (`Stacks::rows_last_first`: a recurrent layer's steps in order).
 pub(crate) fn stacked(products: Vec<Product>, stacks: &mut Stacks) -> Result<Option<Tensor>> {
     let Some(first) = products.first() else {
         return Ok(None);
@@ -67,8 +66,7 @@ pub(crate) fn stacked(products: Vec<Product>, stacks: &mut Stacks) -> Result<Opt
         return stack.evaluate().map(Some);
     }
     let mut side_by_side = |operand: fn(&Product) -> &Tensor| {
-        let pieces: Vec<&Tensor> = products.iter().rev().map(operand).collect();
-        as_rows(stacks.side_by_side(&pieces)?)
+        stacks.rows_last_first(&products.iter().map(operand).collect::<Vec<_>>())
     };
     let x = side_by_side(|p| &p.x)?;
     let y = side_by_side(|p| &p.y)?;

@@ -7,7 +7,7 @@
 //! `MAX_KEPT` elements they are summed at once, so a long loop's backward pass keeps
 //! no more than that for a bias.
 
-use super::stacks::{as_rows, Stacks};
+use super::stacks::Stacks;
 use crate::Tensor;
 use kiln_core::{Result, Shape};
 
@@ -65,8 +65,9 @@ const MIN_STACKED: usize = 4;
 
 /// The parts of the gradient that `sums` (of one tensor) add up to: each summed alone
 /// when they are few, else one reduction over their rows stacked by one `cat`: side by
-/// side, the last first (`stacks`), as a product stacks its operands, where each use
-/// has as many rows (a GRU's hidden bias and weight stack the same steps' gradients).
+/// side, the last first, as a product stacks its operands (`Stacks::rows_last_first`),
+/// where each use has as many rows (a GRU's hidden bias and weight stack the same
+/// steps' gradients).
 pub(crate) fn summed(sums: Vec<RowSum>, stacks: &mut Stacks) -> Result<Vec<Tensor>> {
     if sums.len() < MIN_STACKED {
         return sums.iter().map(RowSum::alone).collect();
@@ -75,7 +76,7 @@ pub(crate) fn summed(sums: Vec<RowSum>, stacks: &mut Stacks) -> Result<Vec<Tenso
     let pieces = sums.iter().map(RowSum::rows).collect::<Result<Vec<_>>>()?;
     let rows = pieces[0].dims()[0];
     let stacked = match pieces.iter().all(|p| p.dims()[0] == rows) {
-        true => as_rows(stacks.side_by_side(&pieces.iter().rev().collect::<Vec<_>>())?)?,
+        true => stacks.rows_last_first(&pieces.iter().collect::<Vec<_>>())?,
         false => Tensor::cat(&pieces, 0)?,
     };
     Ok(vec![stacked.sum(&[0], false)?.reshape(shape)?])

@@ -115,9 +115,15 @@ impl Stacks {
         }
         Ok(whole)
     }
-}
 
-/// A whole `[k, steps, n]` as the rows `[k * steps, n]` of a stacked operand.
-pub(crate) fn as_rows(whole: Tensor) -> Result<Tensor> {
-    whole.view(&[-1, whole.dims()[2] as isize])
+    /// A consumer's `pieces` (`[k, n]` each, in the order they arrived) stacked as
+    /// rows, `[k * pieces, n]`: side by side, the last first. A recurrent layer's
+    /// pieces arrive last step first, so this is its steps' order, the order its
+    /// slices' gradients lie in: products (`product.rs`) and row sums (`row_sum.rs`)
+    /// both stack so, and so find each other's wholes and the slices'.
+    pub(crate) fn rows_last_first(&mut self, pieces: &[&Tensor]) -> Result<Tensor> {
+        let order: Vec<&Tensor> = pieces.iter().rev().copied().collect();
+        let whole = self.side_by_side(&order)?;
+        whole.view(&[-1, whole.dims()[2] as isize])
+    }
 }
