@@ -91,14 +91,17 @@ if grep -q llvmpipe <<<"$gpu_adapter"; then
     past_loops=(--skip products_over_long_k_match_cpu
         --skip loops_past_a_software_adapters_limit_are_refused_there
         --skip keys_past_a_software_adapters_loops_are_refused_there)
-    rows=$(LP_NATIVE_VECTOR_WIDTH=512 KILN_AS_HARDWARE=1 KILN_DEVICE=gpu cargo run -q -p kiln-cli -- info | grep -E '^(kernels|row kernels) on')
-    echo "$rows"
-    grep -q "a hardware GPU's" <<<"$rows"
-    grep -q "subgroups of 16\$" <<<"$rows"
+    # Fails unless `kiln info` shows both settings took at vector width $1.
+    as_hardware_at() {
+        local rows
+        rows=$(LP_NATIVE_VECTOR_WIDTH=$1 KILN_AS_HARDWARE=1 KILN_DEVICE=gpu cargo run -q -p kiln-cli -- info | grep -E '^(kernels|row kernels) on')
+        echo "$rows"
+        grep -q "a hardware GPU's" <<<"$rows"
+        grep -q "subgroups of $(($1 / 32))\$" <<<"$rows"
+    }
+    as_hardware_at 512
     LP_NATIVE_VECTOR_WIDTH=512 KILN_AS_HARDWARE=1 cargo test -p kiln-wgpu -p kiln -p kiln-nn --tests -- "${past_loops[@]}"
-    rows=$(LP_NATIVE_VECTOR_WIDTH=128 KILN_AS_HARDWARE=1 KILN_DEVICE=gpu cargo run -q -p kiln-cli -- info | grep '^row kernels on')
-    echo "$rows"
-    grep -q "subgroups of 4\$" <<<"$rows"
+    as_hardware_at 128
     LP_NATIVE_VECTOR_WIDTH=128 KILN_AS_HARDWARE=1 cargo test -p kiln --test parity --test attention --test gradients -- "${past_loops[@]}"
 else
     echo "not on lavapipe ($gpu_adapter): the suites above ran on its own paths and subgroups"
