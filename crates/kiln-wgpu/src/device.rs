@@ -228,7 +228,11 @@ impl GpuDevice {
         } else if !features.contains(wgpu::Features::SUBGROUP) {
             Err("the adapter lacks wgpu's SUBGROUP feature".to_string())
         } else {
-            subgroup_probe::check(&gpu).map_err(|e| e.to_string())
+            // `subgroup_size` names the op; the probe's refusal keeps only its reason.
+            subgroup_probe::check(&gpu).map_err(|e| match e {
+                Error::Unsupported { reason, .. } => reason,
+                e => e.to_string(),
+            })
         };
         gpu.inner
             .subgroup_rows
