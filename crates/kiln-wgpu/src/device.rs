@@ -230,7 +230,7 @@ impl GpuDevice {
         } else {
             // `subgroup_size` names the op; the probe's refusal keeps only its reason.
             subgroup_probe::check(&gpu).map_err(|e| match e {
-                Error::Unsupported { reason, .. } => reason,
+                Error::Unsupported { op, reason } if op == subgroup_probe::REFUSED_OP => reason,
                 e => e.to_string(),
             })
         };
@@ -396,7 +396,7 @@ impl GpuDevice {
         match self.inner.subgroups.get() {
             Some(Ok(size)) => Ok(*size),
             Some(Err(reason)) => Err(Error::Unsupported {
-                op: "subgroup row kernels",
+                op: subgroup_probe::REFUSED_OP,
                 reason: reason.clone(),
             }),
             None => unreachable!("set when the device opens"),

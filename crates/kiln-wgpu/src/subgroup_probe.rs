@@ -8,6 +8,9 @@ use crate::params::SubgroupProbeParams;
 use crate::shader_constants::WORKGROUP;
 use kiln_core::{DType, Error, Result};
 
+/// The op a refusal of the subgroup row kernels names.
+pub(crate) const REFUSED_OP: &str = "subgroup row kernels";
+
 /// Runs `probe/subgroups.wgsl` and returns the subgroup size, or why the subgroup row
 /// kernels cannot run.
 pub(crate) fn check(device: &GpuDevice) -> Result<u32> {
@@ -40,7 +43,7 @@ pub(crate) fn check(device: &GpuDevice) -> Result<u32> {
 fn judge(word: &[u32]) -> Result<u32> {
     let n = WORKGROUP as usize;
     let refuse = |reason: String| Error::Unsupported {
-        op: "subgroup row kernels",
+        op: REFUSED_OP,
         reason,
     };
     let size = word[2 * n];
