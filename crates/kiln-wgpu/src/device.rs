@@ -103,14 +103,7 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 /// reach those paths on lavapipe, at the subgroup size `LP_NATIVE_VECTOR_WIDTH` gives it.
 /// Loops past lavapipe's limit (`loop_budget`) then end early: such results are wrong.
 fn as_hardware() -> bool {
-    match std::env::var("KILN_AS_HARDWARE").as_deref() {
-        Ok("1") => true,
-        Ok("0") | Err(_) => false,
-        Ok(other) => {
-            crate::env_warning::warn_once(&format!("KILN_AS_HARDWARE={other}: not 0 or 1"));
-            false
-        }
-    }
+    crate::env_warning::switch("KILN_AS_HARDWARE", false)
 }
 
 /// Whether small pending products run several to a launch (`ops::matmul_group`):
@@ -119,15 +112,7 @@ fn as_hardware() -> bool {
 /// every product's code in the group's switch under a mask (lavapipe: the grouped
 /// products 6% slower two to a launch, 20-28% eight to a launch).
 fn matmul_groups_by_default(software: bool) -> bool {
-    match std::env::var("KILN_MATMUL_GROUPS").as_deref() {
-        Ok("0") => false,
-        Ok("1") => true,
-        Ok(other) => {
-            crate::env_warning::warn_once(&format!("KILN_MATMUL_GROUPS={other}: not 0 or 1"));
-            !software
-        }
-        Err(_) => !software,
-    }
+    crate::env_warning::switch("KILN_MATMUL_GROUPS", !software)
 }
 
 impl GpuDevice {

@@ -1,5 +1,6 @@
 //! Warnings about settings kiln ignores (an unknown `KILN_*` value) or that make its
-//! results unsafe: said once per process, not once per device opened.
+//! results unsafe: said once per process, not once per device opened. And the on-off
+//! settings, which warn so.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -18,5 +19,19 @@ pub(crate) fn say_once(line: &str) {
         .insert(line.to_string())
     {
         eprintln!("kiln: {line}");
+    }
+}
+
+/// The on-off setting `name`: `1` on, `0` off, unset `default`; any other value is
+/// ignored with a warning, as `default`.
+pub(crate) fn switch(name: &str, default: bool) -> bool {
+    match std::env::var(name).as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        Ok(other) => {
+            warn_once(&format!("{name}={other}: not 0 or 1"));
+            default
+        }
+        Err(_) => default,
     }
 }
