@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use kiln::{Device, Tensor};
+use kiln::{BinaryOp, DType, Device, Tensor, UnaryOp};
 
 const NAN: f32 = f32::NAN;
 
@@ -145,4 +145,86 @@ fn every_reduction_kernel_variant_propagates_nan_like_the_cpu() {
         let out = x.max(&dims, false).unwrap().to_vec::<f32>().unwrap();
         assert_eq!(out.iter().filter(|v| v.is_nan()).count(), 1, "{label}");
     }
+}
+
+/// Values at the edges of f32: NaN, the infinities, both zeros, and finite values
+/// either side of the points where ops change branch (0, 1, whole numbers).
+const SPECIAL: [f32; 14] = [
+    NAN,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    -0.5,
+    2.0,
+    -2.0,
+    3.0,
+    -2.5,
+    100.0,
+];
+
+/// Every elementwise op of the op table at the edges of f32, alone and on every pair
+/// of them, gives on the GPU what the CPU gives (C's `pow` and `atan2`, IEEE
+/// comparisons, as PyTorch), and so does `where` with each as its condition: fused and
+/// not, contiguous (the vec4 kernels) and transposed (the strided ones), f32 and f16.
+#[test]
+fn elementwise_ops_meet_the_edges_of_f32_as_the_cpu_does() {
+    let Some(gpu) = gpu() else { return };
+    let n = SPECIAL.len();
+    // rows[i][j] = SPECIAL[i]; its transpose holds SPECIAL[j] there.
+    let values: Vec<f32> = (0..n * n).map(|i| SPECIAL[i / n]).collect();
+    let rows = t(&values, &[n, n], &Device::cpu());
+    let device = gpu.as_gpu().unwrap();
+    let default = device.fusion();
+    for fusion in [true, false] {
+        device.set_fusion(fusion);
+        for dtype in [DType::F32, DType::F16] {
+            let tol = match dtype {
+                DType::F32 => F32_MATH,
+                _ => tol_for(dtype),
+            };
+            let rows = rows.to_dtype(dtype).unwrap();
+            let columns = rows.t().unwrap();
+            let label = |what: String| format!("{what} on {dtype:?}, fusion {fusion}");
+            for x in [&rows, &columns] {
+                let layout = if x.is_contiguous() {
+                    "contiguous"
+                } else {
+                    "transposed"
+                };
+                for &op in UnaryOp::EXAMPLES {
+                    parity_on(
+                        &gpu,
+                        &label(format!("{op:?} {layout}")),
+                        std::slice::from_ref(x),
+                        tol,
+                        |t| t[0].unary(op),
+                    );
+                }
+                parity_on(
+                    &gpu,
+                    &label(format!("where {layout}")),
+                    std::slice::from_ref(x),
+                    tol,
+                    |t| t[0].where_cond(&t[0].ones_like()?, &t[0].zeros_like()?),
+                );
+            }
+            for (rhs, layout) in [(&columns, "transposed"), (&rows, "contiguous")] {
+                let (lhs, rhs) = (rows.clone(), rhs.clone());
+                for &op in BinaryOp::EXAMPLES {
+                    parity_on(
+                        &gpu,
+                        &label(format!("{op:?} by a {layout} rhs")),
+                        &[lhs.clone(), rhs.clone()],
+                        tol,
+                        |t| t[0].binary(&t[1], op),
+                    );
+                }
+            }
+        }
+    }
+    device.set_fusion(default);
 }

@@ -1,7 +1,7 @@
 // Elementwise ops of two inputs of one broadcast shape (broadcast dims have stride 0).
 // Op codes are the BINARY_* constants from kiln's op table; comparisons give 1 or 0.
 // Math in f32.
-// kiln:constants workgroup vec4_elementwise binary_ops
+// kiln:constants workgroup vec4_elementwise binary_ops real_edges
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const VEC4_WORKGROUP: u32 = 64u;
@@ -20,6 +20,52 @@ const BINARY_LT: u32 = 10u;
 const BINARY_LE: u32 = 11u;
 const BINARY_GT: u32 = 12u;
 const BINARY_GE: u32 = 13u;
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+fn is_inf(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u;
+}
+fn sign_bit(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x80000000u) != 0u;
+}
+// Neither is NaN: a comparison with NaN is false, but for `!=`.
+fn ordered(a: f32, b: f32) -> bool {
+    return !(is_nan(a) || is_nan(b));
+}
+fn pow_real(x: f32, p: f32) -> f32 {
+    // 1 even against NaN, as C's pow.
+    if (p == 0.0 || x == 1.0) { return 1.0; }
+    if (is_nan(x) || is_nan(p)) { return bitcast<f32>(0x7fc00000u); }
+    let inf = bitcast<f32>(0x7f800000u);
+    if (is_inf(p)) {
+        if (abs(x) == 1.0) { return 1.0; }
+        return select(0.0, inf, (abs(x) > 1.0) == (p > 0.0));
+    }
+    let is_int = floor(p) == p;
+    let odd = is_int && (abs(p) % 2.0) == 1.0;
+    // A zero or infinite base: 0 or inf by the signs, negative for a negative base
+    // to an odd power.
+    if (x == 0.0 || is_inf(x)) {
+        let r = select(0.0, inf, (x == 0.0) == (p < 0.0));
+        return select(r, -r, odd && sign_bit(x));
+    }
+    if (x > 0.0) { return pow(x, p); }
+    if (!is_int) { return bitcast<f32>(0x7fc00000u); }
+    let r = pow(-x, p);
+    return select(r, -r, odd);
+}
+fn atan2_real(y: f32, x: f32) -> f32 {
+    if (is_nan(y) || is_nan(x)) { return bitcast<f32>(0x7fc00000u); }
+    // Both zero: 0 or pi by the sign of x, with the sign of y.
+    if (y == 0.0 && x == 0.0) {
+        let r = select(0.0, 3.1415927, sign_bit(x));
+        return select(r, -r, sign_bit(y));
+    }
+    return atan2(y, x);
+}
 // kiln:end
 alias T = f32;
 
@@ -68,26 +114,8 @@ fn strided_offset(i: u32, strides: array<vec4<u32>, 2>, base: u32) -> u32 {
     return off;
 }
 
-// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
-// NaN, so `x != x` may be folded away.
-fn is_nan(x: f32) -> bool {
-    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
-}
-
-fn pow_real(x: f32, p: f32) -> f32 {
-    // pow() is undefined for x <= 0 in WGSL; match IEEE powf for the cases users hit.
-    if (p == 0.0) { return 1.0; }
-    if (x > 0.0) { return pow(x, p); }
-    let is_int = floor(p) == p;
-    let odd = is_int && (abs(p) % 2.0) == 1.0;
-    if (x == 0.0) { return select(bitcast<f32>(0x7f800000u), 0.0, p > 0.0); }
-    if (!is_int) { return bitcast<f32>(0x7fc00000u); }
-    let r = pow(-x, p);
-    return select(r, -r, odd);
-}
-
-// kiln:formulas (fused kernels include the functions up to `kiln:formulas end`;
-// is_nan and pow_real come from unary.wgsl's)
+// kiln:formulas (fused kernels include the functions up to `kiln:formulas end`,
+// and `real_edges`' as these do)
 fn binary_op(op: u32, a: f32, b: f32) -> f32 {
     switch op {
         case BINARY_ADD: { return a + b; }
@@ -95,17 +123,18 @@ fn binary_op(op: u32, a: f32, b: f32) -> f32 {
         case BINARY_MUL: { return a * b; }
         case BINARY_DIV: { return a / b; }
         case BINARY_POW: { return pow_real(a, b); }
-        // atan2(0, 0) is undefined in WGSL; PyTorch gives 0.
-        case BINARY_ATAN2: { return select(atan2(a, b), 0.0, a == 0.0 && b == 0.0); }
+        case BINARY_ATAN2: { return atan2_real(a, b); }
         // NaN if either is NaN, as in PyTorch (WGSL's max and min may drop it).
         case BINARY_MAXIMUM: { return select(max(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
         case BINARY_MINIMUM: { return select(min(a, b), bitcast<f32>(0x7fc00000u), is_nan(a) || is_nan(b)); }
-        case BINARY_EQ: { return select(0.0, 1.0, a == b); }
-        case BINARY_NE: { return select(0.0, 1.0, a != b); }
-        case BINARY_LT: { return select(0.0, 1.0, a < b); }
-        case BINARY_LE: { return select(0.0, 1.0, a <= b); }
-        case BINARY_GT: { return select(0.0, 1.0, a > b); }
-        case BINARY_GE: { return select(0.0, 1.0, a >= b); }
+        // NaN by its bits (`ordered`), as WGSL may assume no NaN: lavapipe's `!=` said
+        // NaN equals everything.
+        case BINARY_EQ: { return select(0.0, 1.0, a == b && ordered(a, b)); }
+        case BINARY_NE: { return select(1.0, 0.0, a == b && ordered(a, b)); }
+        case BINARY_LT: { return select(0.0, 1.0, a < b && ordered(a, b)); }
+        case BINARY_LE: { return select(0.0, 1.0, a <= b && ordered(a, b)); }
+        case BINARY_GT: { return select(0.0, 1.0, a > b && ordered(a, b)); }
+        case BINARY_GE: { return select(0.0, 1.0, a >= b && ordered(a, b)); }
         default: { return bitcast<f32>(0x7fc00000u); }
     }
 }

@@ -1,6 +1,6 @@
 // Elementwise ops of one input, read through any strides, written contiguously.
 // Op codes are the UNARY_* constants from kiln's op table; math is in f32 whatever T is.
-// kiln:constants workgroup vec4_elementwise unary_ops
+// kiln:constants workgroup vec4_elementwise unary_ops real_edges
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const VEC4_WORKGROUP: u32 = 64u;
@@ -28,6 +28,52 @@ const UNARY_POW_SCALAR: u32 = 19u;
 const UNARY_RECIP: u32 = 20u;
 const UNARY_SQUARE: u32 = 21u;
 const UNARY_ERF: u32 = 22u;
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+fn is_inf(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u;
+}
+fn sign_bit(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x80000000u) != 0u;
+}
+// Neither is NaN: a comparison with NaN is false, but for `!=`.
+fn ordered(a: f32, b: f32) -> bool {
+    return !(is_nan(a) || is_nan(b));
+}
+fn pow_real(x: f32, p: f32) -> f32 {
+    // 1 even against NaN, as C's pow.
+    if (p == 0.0 || x == 1.0) { return 1.0; }
+    if (is_nan(x) || is_nan(p)) { return bitcast<f32>(0x7fc00000u); }
+    let inf = bitcast<f32>(0x7f800000u);
+    if (is_inf(p)) {
+        if (abs(x) == 1.0) { return 1.0; }
+        return select(0.0, inf, (abs(x) > 1.0) == (p > 0.0));
+    }
+    let is_int = floor(p) == p;
+    let odd = is_int && (abs(p) % 2.0) == 1.0;
+    // A zero or infinite base: 0 or inf by the signs, negative for a negative base
+    // to an odd power.
+    if (x == 0.0 || is_inf(x)) {
+        let r = select(0.0, inf, (x == 0.0) == (p < 0.0));
+        return select(r, -r, odd && sign_bit(x));
+    }
+    if (x > 0.0) { return pow(x, p); }
+    if (!is_int) { return bitcast<f32>(0x7fc00000u); }
+    let r = pow(-x, p);
+    return select(r, -r, odd);
+}
+fn atan2_real(y: f32, x: f32) -> f32 {
+    if (is_nan(y) || is_nan(x)) { return bitcast<f32>(0x7fc00000u); }
+    // Both zero: 0 or pi by the sign of x, with the sign of y.
+    if (y == 0.0 && x == 0.0) {
+        let r = select(0.0, 3.1415927, sign_bit(x));
+        return select(r, -r, sign_bit(y));
+    }
+    return atan2(y, x);
+}
 // kiln:end
 alias T = f32;
 
@@ -82,27 +128,9 @@ fn erf_approx(x: f32) -> f32 {
     return select(-y, y, x >= 0.0);
 }
 
-// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
-// NaN, so `x != x` may be folded away.
-fn is_nan(x: f32) -> bool {
-    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
-}
-
 fn tanh_safe(x: f32) -> f32 {
     // Some drivers compute tanh as a ratio of exponentials that overflows to NaN.
     return select(tanh(x), sign(x), abs(x) > 15.0);
-}
-
-fn pow_real(x: f32, p: f32) -> f32 {
-    // pow() is undefined for x <= 0 in WGSL; match IEEE powf for the cases users hit.
-    if (p == 0.0) { return 1.0; }
-    if (x > 0.0) { return pow(x, p); }
-    let is_int = floor(p) == p;
-    let odd = is_int && (abs(p) % 2.0) == 1.0;
-    if (x == 0.0) { return select(bitcast<f32>(0x7f800000u), 0.0, p > 0.0); }
-    if (!is_int) { return bitcast<f32>(0x7fc00000u); }
-    let r = pow(-x, p);
-    return select(r, -r, odd);
 }
 
 fn unary_op(op: u32, x: f32, p0: f32, p1: f32) -> f32 {

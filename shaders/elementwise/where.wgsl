@@ -60,5 +60,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if ((params.contiguous & 2u) == 0u) { t = strided_offset(i, params.strides1, params.offsets.y); }
     var f = params.offsets.z + i;
     if ((params.contiguous & 4u) == 0u) { f = strided_offset(i, params.strides2, params.offsets.z); }
-    output[i] = select(on_false[f], on_true[t], cond[c] != C(0));
+    // Zero picks on_false, anything else (NaN too) on_true: `cond != 0` said NaN was
+    // zero on lavapipe, WGSL letting implementations assume no NaN.
+    output[i] = select(on_true[t], on_false[f], cond[c] == C(0));
 }

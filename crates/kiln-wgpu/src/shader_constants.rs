@@ -150,6 +150,59 @@ fn is_nan(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
 }
 ";
+/// The elementwise kernels' real functions at the edges of f32, which WGSL leaves
+/// undefined (`pow` of a base <= 0, `atan2(0, 0)`, NaN and infinity anywhere), written
+/// to give what C's `pow` and `atan2` and IEEE comparisons give, as the CPU backend and
+/// PyTorch do. Shared
+/// by `unary.wgsl`, `binary.wgsl` and every fused kernel (`fusion/wgsl.rs`); after
+/// `IS_NAN`.
+const REAL_EDGES: &str = "\
+fn is_inf(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u;
+}
+fn sign_bit(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x80000000u) != 0u;
+}
+// Neither is NaN: a comparison with NaN is false, but for `!=`.
+fn ordered(a: f32, b: f32) -> bool {
+    return !(is_nan(a) || is_nan(b));
+}
+fn pow_real(x: f32, p: f32) -> f32 {
+    // 1 even against NaN, as C's pow.
+    if (p == 0.0 || x == 1.0) { return 1.0; }
+    if (is_nan(x) || is_nan(p)) { return bitcast<f32>(0x7fc00000u); }
+    let inf = bitcast<f32>(0x7f800000u);
+    if (is_inf(p)) {
+        if (abs(x) == 1.0) { return 1.0; }
+        return select(0.0, inf, (abs(x) > 1.0) == (p > 0.0));
+    }
+    let is_int = floor(p) == p;
+    let odd = is_int && (abs(p) % 2.0) == 1.0;
+    // A zero or infinite base: 0 or inf by the signs, negative for a negative base
+    // to an odd power.
+    if (x == 0.0 || is_inf(x)) {
+        let r = select(0.0, inf, (x == 0.0) == (p < 0.0));
+        return select(r, -r, odd && sign_bit(x));
+    }
+    if (x > 0.0) { return pow(x, p); }
+    if (!is_int) { return bitcast<f32>(0x7fc00000u); }
+    let r = pow(-x, p);
+    return select(r, -r, odd);
+}
+fn atan2_real(y: f32, x: f32) -> f32 {
+    if (is_nan(y) || is_nan(x)) { return bitcast<f32>(0x7fc00000u); }
+    // Both zero: 0 or pi by the sign of x, with the sign of y.
+    if (y == 0.0 && x == 0.0) {
+        let r = select(0.0, 3.1415927, sign_bit(x));
+        return select(r, -r, sign_bit(y));
+    }
+    return atan2(y, x);
+}
+";
+/// The functions `REAL_EDGES` brings, with the `is_nan` they need: for fused kernels.
+pub(crate) fn real_edges() -> String {
+    format!("{IS_NAN}{REAL_EDGES}")
+}
 /// The reductions' combining step, with PyTorch's NaN rules, for the row kernels and
 /// their `row_total` (`row_reduction.rs`), after `IS_NAN`.
 const REDUCE_COMBINE: &str = "\
@@ -374,6 +427,9 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
     }
     if name == "row_held_grad" {
         return Some((Vec::new(), ROW_HELD_GRAD.to_string()));
+    }
+    if name == "real_edges" {
+        return Some((Vec::new(), real_edges()));
     }
     if name == "reduce_combine" {
         return Some((Vec::new(), format!("{IS_NAN}{REDUCE_COMBINE}")));

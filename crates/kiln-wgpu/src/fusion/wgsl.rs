@@ -1,7 +1,7 @@
 //! Writing a program out as one WGSL kernel, and its params. The op formulas are the
 //! shader library's own (`unary_op`, `binary_op`, between the `kiln:formulas` marks of
-//! `elementwise/unary.wgsl` and `binary.wgsl`), so a fused op computes what the op's
-//! own kernel computes. Each value is rounded to its dtype, as a stored intermediate
+//! `elementwise/unary.wgsl` and `binary.wgsl`, and the `real_edges` both include), so
+//! a fused op computes what the op's own kernel computes. Each value is rounded to its dtype, as a stored intermediate
 //! would be.
 
 use super::epilogue::Epilogue;
@@ -466,7 +466,8 @@ fn {f}(i: u32, v: vec4<f32>) {{{}
 pub(crate) fn shared_text(programs: &[&Program]) -> Result<String> {
     let mut s = String::new();
     s.push('\n');
-    let mut formulas = [formulas(Kernel::Unary)?, formulas(Kernel::Binary)?].concat();
+    let edges = crate::shader_constants::real_edges();
+    let mut formulas = [&edges, formulas(Kernel::Unary)?, formulas(Kernel::Binary)?].concat();
     let names: Vec<String> = formulas
         .split("fn ")
         .skip(1)
@@ -602,7 +603,8 @@ fn expression(step: &Step, tag: &str) -> Result<String> {
             let name = op.info().wgsl_constant();
             format!("fused_binary_op({name}, {}, {})", a(0), a(1))
         }
-        FusedOp::Where => format!("select({}, {}, {} != 0.0)", a(2), a(1), a(0)),
+        // As where.wgsl: only zero picks on_false, so a NaN condition picks on_true.
+        FusedOp::Where => format!("select({}, {}, {} == 0.0)", a(1), a(2), a(0)),
         FusedOp::Cast => a(0),
         FusedOp::Full(_) => scalar(0),
         FusedOp::Pad(_) => {
