@@ -1361,6 +1361,43 @@ fn conv2d_matches_cpu() {
     }
 }
 
+/// A transposed convolution in f16 rounds once, as every f16 product does: its output
+/// is the f32 one rounded to f16, within one f16 rounding, on the CPU and the GPU, at
+/// stride 1 and by phases, on outputs of near-cancelling sums. (Its composed way rounded
+/// each tap's sum over channels to f16 before the fold added them: 4% off there.)
+#[test]
+fn f16_conv_transpose2d_rounds_once() {
+    let mut devices = vec![Device::cpu()];
+    devices.extend(gpu().filter(|_| f16_ok()));
+    let mut rng = common::rng();
+    let x = uniform(&[2, 4, 7, 6], -3.0, 3.0, &mut rng);
+    let w = uniform(&[4, 3, 3, 3], -3.0, 3.0, &mut rng);
+    let half = |t: &Tensor| t.to_dtype(DType::F16).unwrap();
+    let stride_one = Conv2dOptions {
+        padding: (1, 2),
+        dilation: (1, 2),
+        ..Default::default()
+    };
+    let by_phases = Conv2dOptions {
+        stride: (2, 2),
+        padding: (1, 1),
+        ..Default::default()
+    };
+    for o in [stride_one, by_phases] {
+        // The exact sums of the f16 values, in f32, rounded once.
+        let wide = |t: &Tensor| half(t).to_dtype(DType::F32).unwrap();
+        let want = half(&wide(&x).conv_transpose2d(&wide(&w), None, o, (0, 0)).unwrap());
+        for device in &devices {
+            let (x, w) = (on(device, &half(&x)), on(device, &half(&w)));
+            let got = x.conv_transpose2d(&w, None, o, (0, 0)).unwrap();
+            // One f16 rounding: 2^-11 of the value, either way of a rounding boundary.
+            assert_within(&format!("{o:?} on {device}"), &got, &want, |b| {
+                b.abs() * 2f64.powi(-10) + 6e-8
+            });
+        }
+    }
+}
+
 #[test]
 fn conv1d_and_conv_transpose2d_match_cpu() {
     let mut rng = rng();
