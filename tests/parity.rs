@@ -1386,7 +1386,11 @@ fn f16_conv_transpose2d_rounds_once() {
     for o in [stride_one, by_phases] {
         // The exact sums of the f16 values, in f32, rounded once.
         let wide = |t: &Tensor| half(t).to_dtype(DType::F32).unwrap();
-        let want = half(&wide(&x).conv_transpose2d(&wide(&w), None, o, (0, 0)).unwrap());
+        let want = half(
+            &wide(&x)
+                .conv_transpose2d(&wide(&w), None, o, (0, 0))
+                .unwrap(),
+        );
         for device in &devices {
             let (x, w) = (on(device, &half(&x)), on(device, &half(&w)));
             let got = x.conv_transpose2d(&w, None, o, (0, 0)).unwrap();
