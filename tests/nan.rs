@@ -165,11 +165,15 @@ const SPECIAL: [f32; 14] = [
     -2.5,
     100.0,
 ];
+/// Past f16's range and i32's, for the conversions (not for sin and cos, which GPUs
+/// reduce to their period only roughly that far out).
+const BEYOND: [f32; 4] = [70000.0, -3e9, 2147483520.0, -2147483904.0];
 
 /// Every elementwise op of the op table at the edges of f32, alone and on every pair
 /// of them, gives on the GPU what the CPU gives (C's `pow` and `atan2`, IEEE
-/// comparisons, as PyTorch), and so does `where` with each as its condition: fused and
-/// not, contiguous (the vec4 kernels) and transposed (the strided ones), f32 and f16.
+/// comparisons, as PyTorch), and so do `where` with each as its condition and the
+/// conversions (to i32: towards zero, saturating, NaN to 0): fused and not, contiguous
+/// (the vec4 kernels) and transposed (the strided ones), f32 and f16.
 #[test]
 fn elementwise_ops_meet_the_edges_of_f32_as_the_cpu_does() {
     let Some(gpu) = gpu() else { return };
@@ -211,6 +215,24 @@ fn elementwise_ops_meet_the_edges_of_f32_as_the_cpu_does() {
                     tol,
                     |t| t[0].where_cond(&t[0].ones_like()?, &t[0].zeros_like()?),
                 );
+            }
+            let beyond = t(&BEYOND, &[BEYOND.len()], &Device::cpu());
+            let all = Tensor::cat(
+                &[rows.flatten_all().unwrap(), beyond.to_dtype(dtype).unwrap()],
+                0,
+            )
+            .unwrap();
+            // Whole (the vec4 kernels) and from an offset.
+            for x in [all.clone(), all.narrow(0, 1, all.elem_count() - 1).unwrap()] {
+                for to in [DType::F32, DType::F16, DType::I32] {
+                    parity_on(
+                        &gpu,
+                        &label(format!("to {to:?} from {}", x.layout().offset())),
+                        std::slice::from_ref(&x),
+                        tol_for(to),
+                        |t| t[0].to_dtype(to),
+                    );
+                }
             }
             for (rhs, layout) in [(&columns, "transposed"), (&rows, "contiguous")] {
                 let (lhs, rhs) = (rows.clone(), rhs.clone());

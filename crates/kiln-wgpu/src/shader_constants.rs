@@ -428,6 +428,9 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
     if name == "row_held_grad" {
         return Some((Vec::new(), ROW_HELD_GRAD.to_string()));
     }
+    if name == "is_nan" {
+        return Some((Vec::new(), IS_NAN.to_string()));
+    }
     if name == "real_edges" {
         return Some((Vec::new(), real_edges()));
     }
