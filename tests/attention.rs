@@ -125,6 +125,21 @@ fn gpu_attention_matches_cpu() {
                 });
             }
         }
+        // f16: attended in f32 and rounded once, forward and backward.
+        let half = inputs(&[2], 9, 12, 8, 5).map(|t| t.to_dtype(DType::F16).unwrap());
+        for causal in [false, true] {
+            let label = format!("f16 causal {causal} {split:?}");
+            parity_on(
+                &device,
+                &format!("attention {label}"),
+                &half[..3],
+                F16,
+                |t| t[0].attention(&t[1], &t[2], causal, 0.5),
+            );
+            parity_on(&device, &format!("gradients {label}"), &half, F16, |t| {
+                gradients(t, causal, 0.5, true)
+            });
+        }
     }
 }
 
@@ -354,6 +369,48 @@ fn nan_reaches_the_queries_that_see_it() {
                     "{device:?}: NaN in input {which} row {row}, query {i}"
                 );
             }
+        }
+    }
+}
+
+/// A key whose score is -inf (an infinite key against a query of the other sign) weighs
+/// nothing, as in the composed softmax, however many such keys come first: the running
+/// maximum starts at -inf and must not turn the sum into NaN. A score of +inf makes the
+/// query's output NaN on every device, as the composed softmax does. Rows whole and
+/// split into lanes, keys across several tiles.
+#[test]
+fn keys_scored_minus_infinity_weigh_nothing() {
+    let cpu = Device::cpu();
+    let gpus = split_devices().into_iter().map(|(_, device)| device);
+    let devices: Vec<Device> = std::iter::once(cpu.clone()).chain(gpus).collect();
+    let mut rng = rng();
+    let (l, s, e) = (3, 300, 2);
+    // Queries 0 and 1 positive in feature 0, query 2 negative.
+    let q = Tensor::from_vec(vec![1.0f32, 0.5, 2.0, -0.25, -1.0, 0.75], [l, e], &cpu).unwrap();
+    // The first 200 keys -inf in feature 0, the rest finite.
+    let mut keys = uniform(&[s, e], -1.0, 1.0, &mut rng)
+        .to_vec::<f32>()
+        .unwrap();
+    for key in keys.chunks_mut(e).take(200) {
+        key[0] = f32::NEG_INFINITY;
+    }
+    let k = Tensor::from_vec(keys, [s, e], &cpu).unwrap();
+    let v = rand(&[s, e], &mut rng);
+    for causal in [false, true] {
+        let want = composed(&q, &k, &v, causal, 0.5).unwrap();
+        for device in &devices {
+            let [q, k, v] = [&q, &k, &v].map(|x| x.to_device(device).unwrap());
+            let got = q.attention(&k, &v, causal, 0.5).unwrap();
+            let label = format!("{device:?}, causal {causal}");
+            assert_close(&label, &got.to_device(&cpu).unwrap(), &want, F32_MATH);
+            let out = got.to_vec::<f32>().unwrap();
+            // Causal, the queries see only their own key (all -inf for q > 0): NaN, as
+            // a softmax over nothing but -inf is.
+            assert_eq!(
+                out.iter().map(|x| x.is_finite()).collect::<Vec<_>>(),
+                [!causal, !causal, !causal, !causal, false, false],
+                "{label}: {out:?}"
+            );
         }
     }
 }

@@ -23,6 +23,10 @@ fn nan() -> f32 {
 fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }
+// By its bits, as WGSL may assume no infinities.
+fn is_neg_inf(x: f32) -> bool {
+    return bitcast<u32>(x) == 0xff800000u;
+}
 // Rows (queries, or keys) a workgroup takes: each is walked by params.lanes
 // neighbouring invocations, its lanes, which take every lanes-th row of the other
 // operand and add up what they found at the end (`sum_lanes`).
@@ -181,12 +185,14 @@ fn merge_stats(m: f32, l: f32, lid: u32) -> vec3<f32> {
         let other = lane_stats[first + x].x;
         big = select(max(big, other), nan(), is_nan(big) || is_nan(other));
     }
+    // A lane whose scores were all -inf holds nothing (l = 0) and weighs 0: exp(-inf -
+    // -inf) would be NaN.
     var total = 0.0;
     for (var x = 0u; x < params.lanes; x++) {
         let s = lane_stats[first + x];
-        total += s.y * exp(s.x - big);
+        total += select(s.y * exp(s.x - big), 0.0, is_neg_inf(s.x));
     }
-    return vec3<f32>(big, total, exp(m - big));
+    return vec3<f32>(big, total, select(exp(m - big), 0.0, is_neg_inf(m)));
 }
 
 @compute @workgroup_size(ATTENTION_ROWS)
@@ -239,8 +245,12 @@ fn main(
             }
             let s = dot.x + dot.y + dot.z + dot.w;
             let next = select(max(m, s), nan(), is_nan(m) || is_nan(s));
-            let rescale = exp(m - next);
-            let p = exp(s - next);
+            // While every score so far is -inf (a key the data rules out), nothing is
+            // held and this key weighs 0, as a softmax over the whole row gives it:
+            // exp(-inf - -inf) would be NaN.
+            let none = is_neg_inf(next);
+            let rescale = select(exp(m - next), 1.0, none);
+            let p = select(exp(s - next), 0.0, none);
             l = l * rescale + p;
             for (var c = 0u; c < ATTENTION_QUADS; c++) {
                 if (c < dv) {

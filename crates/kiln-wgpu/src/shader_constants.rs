@@ -278,6 +278,10 @@ fn nan() -> f32 {
 fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }
+// By its bits, as WGSL may assume no infinities.
+fn is_neg_inf(x: f32) -> bool {
+    return bitcast<u32>(x) == 0xff800000u;
+}
 // Rows (queries, or keys) a workgroup takes: each is walked by params.lanes
 // neighbouring invocations, its lanes, which take every lanes-th row of the other
 // operand and add up what they found at the end (`sum_lanes`).

@@ -3,7 +3,9 @@
 
 use crate::autograd::{track, Op};
 use crate::Tensor;
-use kiln_core::{AttentionGradLayouts, AttentionSpec, Error, Layout, MatmulOperand, Result, Shape};
+use kiln_core::{
+    AttentionGradLayouts, AttentionSpec, DType, Error, Layout, MatmulOperand, Result, Shape,
+};
 use std::sync::Arc;
 
 /// What a recorded attention needs for its gradient: the spec and the tensors it reads
@@ -39,8 +41,9 @@ impl Tensor {
     /// `matmul`: `softmax(scale * q k^T) v`, `[.., L, Ev]`. With `causal`, key `j` is
     /// hidden from query `i` when `j > i` (PyTorch's `is_causal`); hidden keys are not
     /// read, so a NaN in them does not reach the output (as in PyTorch's fused kernels).
-    /// On a GPU it is one kernel forward and two backward, f32 rows of at most 64
-    /// features; past that, `Error::Unsupported` (compose it from `matmul` and `softmax`).
+    /// On a GPU it is one kernel forward and two backward, rows of at most 64 features;
+    /// past that, `Error::Unsupported` (compose it from `matmul` and `softmax`). f16
+    /// inputs are attended in f32 and the output rounded once, on every device.
     pub fn attention(&self, k: &Tensor, v: &Tensor, causal: bool, scale: f64) -> Result<Tensor> {
         let op = "attention";
         self.same_device(op, k)?;
@@ -48,6 +51,12 @@ impl Tensor {
         self.same_dtype(op, k)?;
         self.same_dtype(op, v)?;
         self.require_float(op)?;
+        if self.dtype() == DType::F16 {
+            // The kernels read f32; the casts carry the gradient back to f16.
+            let wide = |t: &Tensor| t.to_dtype(DType::F32);
+            let out = wide(self)?.attention(&wide(k)?, &wide(v)?, causal, scale)?;
+            return out.to_dtype(DType::F16);
+        }
         let mismatch = |other: &Tensor| Error::ShapeMismatch {
             op,
             lhs: self.shape().clone(),
