@@ -1,6 +1,8 @@
 //! Random calls of the tensor API, well-formed and not, on the CPU and on the GPU: odd
 //! and empty shapes, strided and broadcast views, dims and indices out of range, NaN
-//! and infinity among the values. No call may panic; the two backends must agree on
+//! and infinity among the values; elementwise ops, conversions, reductions, views,
+//! products, convolutions, pools, norms, attention, recurrent cells, indexing and
+//! creation. No call may panic; the two backends must agree on
 //! whether a call succeeds (the GPU may refuse a dtype the CPU takes, with
 //! `UnsupportedDType`), and where both succeed, on the shape, dtype and values.
 //! `KILN_API_CALLS` sets how many calls (default 1000); the seed is printed to replay.
@@ -177,8 +179,8 @@ fn case(p: &mut Pick, rng: &mut Rng) -> Case {
     let mut inputs = vec![a];
     let mut tol = None;
     let mut sums = false;
-    // The 21 numbered kinds of call and the last.
-    let call: Call = match p.below(22) {
+    // The 28 numbered kinds of call and the last.
+    let call: Call = match p.below(29) {
         0 => {
             let op = p.of(UnaryOp::EXAMPLES);
             label += &format!("{op:?}");
@@ -470,6 +472,143 @@ fn case(p: &mut Pick, rng: &mut Rng) -> Case {
                 true => t[0].conv_transpose2d(&t[1], None, o, (0, 0)),
                 false => t[0].conv2d(&t[1], None, o),
             })
+        }
+        21 => {
+            let to = p.of(&[DType::F32, DType::F16, DType::I32]);
+            label += &format!("to_dtype {to:?}");
+            Box::new(move |t| t[0].to_dtype(to))
+        }
+        22 => {
+            // q [.., tq, d], k [.., tk, d], v [.., tk, dv]; now and then a mismatch.
+            let batch: Vec<usize> = (0..p.below(3)).map(|_| p.below(3) + 1).collect();
+            let (tq, tk, d, dv) = (
+                p.below(6) + 1,
+                p.below(6) + 1,
+                p.below(5) + 1,
+                p.below(5) + 1,
+            );
+            let mut dims = |rows: usize, cols: usize| {
+                let mut s = batch.clone();
+                s.extend([rows, cols + usize::from(p.chance(15))]);
+                s
+            };
+            let (qs, ks, vs) = (dims(tq, d), dims(tk, d), dims(tk, dv));
+            let causal = p.chance(2);
+            let scale = 1.0 / (d as f64).sqrt();
+            label = format!("{dtype:?}: attention q {qs:?} k {ks:?} v {vs:?} causal {causal}");
+            inputs = vec![
+                tensor(p, rng, &qs, dtype),
+                tensor(p, rng, &ks, dtype),
+                tensor(p, rng, &vs, dtype),
+            ];
+            tol = Some(F32_MATH);
+            sums = true;
+            Box::new(move |t| t[0].attention(&t[1], &t[2], causal, scale))
+        }
+        23 => {
+            let dim = p.dim(rank);
+            let d = if rank == 0 {
+                0
+            } else {
+                dim.rem_euclid(rank as isize) as usize
+            };
+            let mut index_shape = shape.clone();
+            if rank > 0 {
+                index_shape[d] = p.below(4);
+            }
+            let size = shape.get(d).copied().unwrap_or(1) as i64;
+            let n: usize = index_shape.iter().product();
+            let ids: Vec<i32> = (0..n).map(|_| p.index(size)).collect();
+            label += &format!("scatter_add along {dim} at {ids:?} shaped {index_shape:?}");
+            inputs.push(Tensor::from_vec(ids, index_shape.clone(), &Device::cpu()).unwrap());
+            inputs.push(tensor(p, rng, &index_shape, dtype));
+            tol = Some(F32_MATH);
+            sums = true;
+            Box::new(move |t| t[0].scatter_add(dim, &t[1], &t[2]))
+        }
+        24 => {
+            let (batch, hidden) = (p.below(4) + 1, p.below(5) + 1);
+            let lstm = p.chance(2);
+            let gates = hidden * if lstm { 4 } else { 3 } + usize::from(p.chance(15));
+            let op = if lstm { "lstm_cell" } else { "gru_cell" };
+            label = format!("{dtype:?}: {op} batch {batch} hidden {hidden} gates {gates}");
+            inputs = vec![tensor(p, rng, &[batch, gates], dtype)];
+            for _ in 0..2 {
+                inputs.push(tensor(p, rng, &[batch, hidden], dtype));
+            }
+            if !lstm {
+                inputs[1] = tensor(p, rng, &[batch, gates], dtype);
+            }
+            tol = Some(F32_MATH);
+            Box::new(move |t| match lstm {
+                true => t[0].lstm_cell(&t[1]),
+                false => t[0].gru_cell(&t[1], &t[2]),
+            })
+        }
+        25 => {
+            let (start, end, step) = (
+                p.range(-4, 4) as f64 / 2.0,
+                p.range(-4, 8) as f64,
+                p.of(&[0.5, 1.0, -1.0, 0.0, f64::NAN]),
+            );
+            let (n, value) = (p.below(5), p.of(&[0.0, -2.5, f64::NAN, f64::INFINITY, 1e6]));
+            let kind = p.of(&["arange", "full", "eye"]);
+            label += &format!(
+                "{kind} of {dtype:?}: arange {start}..{end} by {step}, full {value}, eye {n}"
+            );
+            Box::new(move |t| {
+                let device = t[0].device();
+                match kind {
+                    "arange" => Tensor::arange(start, end, step, dtype, &device),
+                    "full" => Tensor::full(vec![n, 2], value, dtype, &device),
+                    _ => Tensor::eye(n, dtype, &device),
+                }
+            })
+        }
+        26 => {
+            let image = image_shape(p, &shape);
+            // Few distinct values, so that windows hold ties.
+            inputs[0] = tensor(p, rng, &image, DType::I32).to_dtype(dtype).unwrap();
+            let mut side = || p.below(3) + usize::from(!p.chance(10));
+            let (kernel, stride, dilation) = ((side(), side()), (side(), side()), (side(), side()));
+            let padding = (p.below(kernel.0 / 2 + 1), p.below(kernel.1 / 2 + 1));
+            label = format!("{dtype:?} {image:?}: max_pool2d indices kernel {kernel:?} stride {stride:?} padding {padding:?} dilation {dilation:?}");
+            Box::new(move |t| {
+                Ok(t[0]
+                    .max_pool2d_with_indices(kernel, stride, padding, dilation)?
+                    .1)
+            })
+        }
+        27 => {
+            let image = image_shape(p, &shape);
+            inputs[0] = tensor(p, rng, &image, dtype);
+            let c = image.get(1).copied().unwrap_or(1);
+            let affine = p.chance(2);
+            label = format!("{dtype:?} {image:?}: batch_norm affine {affine}");
+            inputs.push(tensor(p, rng, &[c], dtype));
+            inputs.push(tensor(p, rng, &[c], dtype));
+            tol = Some(F32_MATH);
+            sums = true;
+            Box::new(move |t| {
+                let stats = match affine {
+                    true => t[0].batch_norm(Some(&t[1]), Some(&t[2]), 1e-5)?,
+                    false => t[0].batch_norm(None, None, 1e-5)?,
+                };
+                Tensor::cat(&[stats.output.flatten_all()?, stats.mean, stats.var], 0)
+            })
+        }
+        28 => {
+            let rows = if rank == 2 { shape[0] } else { p.below(5) + 1 };
+            let table_shape = vec![rows, p.below(4) + 1];
+            let ids_shape: Vec<usize> = (0..p.below(3)).map(|_| p.below(4)).collect();
+            let n: usize = ids_shape.iter().product();
+            let ids: Vec<i32> = (0..n).map(|_| p.index(rows as i64)).collect();
+            label = format!("{dtype:?} {table_shape:?}: embedding of {ids:?} shaped {ids_shape:?}");
+            inputs = vec![
+                tensor(p, rng, &table_shape, dtype),
+                Tensor::from_vec(ids, ids_shape, &Device::cpu()).unwrap(),
+            ];
+            Box::new(move |t| t[0].embedding(&t[1]))
         }
         _ => {
             let rows = if rank >= 1 { shape[0] } else { 1 };
