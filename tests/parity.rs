@@ -226,6 +226,43 @@ fn reductions_match_cpu() {
     parity("sum of one", &[x], F32, |t| t[0].sum_all());
 }
 
+/// i32 sums and products past i32's range saturate at its bounds on both devices (the
+/// GPU sums in f32, the CPU in f64, and both convert as `to_dtype` does), over rows,
+/// columns and rows in lanes; within the range they are exact.
+#[test]
+fn i32_reductions_past_the_range_saturate() {
+    let Some(device) = gpu() else { return };
+    let cpu = Device::cpu();
+    // Sums and products past the upper bound, past the lower, a product past the lower
+    // with a sum inside, and a row inside both as a control.
+    let rows: Vec<i32> = [
+        [1 << 30, 1 << 30, 1, 1, 1, 3],
+        [-(1 << 30), -(1 << 30), -(1 << 30), 1, 1, 1],
+        [1000, 1000, -1000, 7, 2, 1],
+        [2, -3, 5, 1, 1, 4],
+    ]
+    .concat();
+    let x = Tensor::from_vec(rows, [4, 6], &cpu).unwrap();
+    for op in [ReduceOp::Sum, ReduceOp::Prod] {
+        for (label, x, dim) in [
+            ("rows", x.clone(), 1isize),
+            ("columns", x.t().unwrap().contiguous().unwrap(), 0),
+        ] {
+            let want = x
+                .reduce(op, &[dim], false)
+                .unwrap()
+                .to_vec::<i32>()
+                .unwrap();
+            let got = on(&device, &x).reduce(op, &[dim], false).unwrap();
+            assert_eq!(got.to_vec::<i32>().unwrap(), want, "{op:?} over {label}");
+        }
+    }
+    let sums = x.sum(&[1], false).unwrap().to_vec::<i32>().unwrap();
+    assert_eq!(sums, [i32::MAX, i32::MIN, 1010, 10]);
+    let products = x.prod(&[1], false).unwrap().to_vec::<i32>().unwrap();
+    assert_eq!(products, [i32::MAX, i32::MIN, i32::MIN, -120]);
+}
+
 #[test]
 fn softmax_matches_cpu() {
     let mut rng = rng();

@@ -1,12 +1,13 @@
 // Dtype conversion from S to D, read through any strides, written contiguously.
 // Float to integer truncates towards zero and saturates; NaN becomes 0 (`to_i32`).
-// kiln:constants workgroup is_nan
+// kiln:constants workgroup to_i32
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
-// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
-// NaN, so `x != x` may be folded away.
-fn is_nan(x: f32) -> bool {
-    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+// Towards zero, saturating at i32's own bounds; NaN (by its bits) to 0.
+fn to_i32(x: f32) -> i32 {
+    if ((bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u) { return 0; }
+    if (x >= 2147483648.0) { return 2147483647; }
+    return i32(max(x, -2147483648.0));
 }
 // kiln:end
 alias S = f32;
@@ -51,17 +52,8 @@ fn strided_offset(i: u32, strides: array<vec4<u32>, 2>, base: u32) -> u32 {
     return off;
 }
 
-// Float to i32 as the CPU converts (Rust's `as`): towards zero, saturating at i32's own
-// bounds, NaN to 0. WGSL's i32() saturates at the f32 below 2^31 (2147483520) and,
-// from f16, at f16's finite range; lavapipe took NaN to i32's least.
-fn to_i32(x: f32) -> i32 {
-    if (is_nan(x)) { return 0; }
-    if (x >= 2147483648.0) { return 2147483647; }
-    return i32(max(x, -2147483648.0));
-}
-
 fn convert(x: S) -> D {
-    // D is i32 where a half truncates to 0.
+    // D is i32 where a half truncates to 0 (`to_i32`: as the CPU converts).
     if (D(0.5) == D(0.0)) { return D(to_i32(f32(x))); }
     return D(x);
 }
