@@ -2,10 +2,11 @@
 //! and empty shapes, strided and broadcast views, dims and indices out of range, NaN
 //! and infinity among the values; elementwise ops, conversions, reductions, views,
 //! products, convolutions, pools, norms, attention, recurrent cells, indexing and
-//! creation. No call may panic; the two backends must agree on
-//! whether a call succeeds (the GPU may refuse a dtype the CPU takes, with
-//! `UnsupportedDType`), and where both succeed, on the shape, dtype and values.
-//! `KILN_API_CALLS` sets how many calls (default 1000); the seed is printed to replay.
+//! creation. No call may panic; the two backends must agree on whether a call succeeds
+//! (the GPU may refuse a dtype the CPU takes, with `UnsupportedDType`), and where both
+//! succeed, on the shape, dtype and values, and for a float result on the gradients of
+//! its float inputs. `KILN_API_CALLS` sets how many calls (default 1000); the seed is
+//! printed to replay.
 
 mod common;
 
@@ -459,13 +460,12 @@ fn case(p: &mut Pick, rng: &mut Rng) -> Case {
                 "conv2d"
             };
             label = format!("{dtype:?} {image:?}: {op} weight {w_shape:?} {o:?}");
-            // A transposed convolution's operands stay finite: on hardware GPUs it
-            // multiplies the zeros of its padding and its phases' missing taps, so a NaN
-            // reaches outputs that the CPU's col2im leaves finite (README, "NaN").
-            if transpose {
-                inputs[0] = tensor_with(p, rng, &image, dtype, false);
-            }
-            inputs.push(tensor_with(p, rng, &w_shape, dtype, !transpose));
+            // Finite operands: on hardware GPUs a transposed convolution (a convolution's
+            // input gradient too) multiplies the zeros of its padding and its phases'
+            // missing taps, so a NaN reaches outputs that the CPU's col2im leaves finite
+            // (README, "NaN").
+            inputs[0] = tensor_with(p, rng, &image, dtype, false);
+            inputs.push(tensor_with(p, rng, &w_shape, dtype, false));
             tol = Some(F32_MATH);
             sums = true;
             Box::new(move |t| match transpose {
@@ -639,12 +639,66 @@ fn op_name(label: &str) -> String {
 
 /// The call's outcome, a panic caught as its message.
 fn outcome(case: &Case, inputs: &[Tensor]) -> std::result::Result<Result<Tensor>, String> {
-    catch_unwind(AssertUnwindSafe(|| (case.call)(inputs)?.contiguous())).map_err(|e| {
-        e.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default()
-    })
+    catch_unwind(AssertUnwindSafe(|| (case.call)(inputs)?.contiguous())).map_err(panic_text)
+}
+
+/// Per input, the gradient of `sum(output * seed)` (`None` for an input that gets
+/// none: an integer one, or one the output does not depend on); a panic caught as its
+/// message.
+type Grads = std::result::Result<Result<Vec<Option<Tensor>>>, String>;
+
+fn gradients(case: &Case, inputs: &[Tensor], seed: &Tensor) -> Grads {
+    catch_unwind(AssertUnwindSafe(|| {
+        let vars = inputs
+            .iter()
+            .map(|t| match t.dtype().is_float() {
+                true => t.detach().into_var(),
+                false => Ok(t.clone()),
+            })
+            .collect::<Result<Vec<Tensor>>>()?;
+        let grads = (case.call)(&vars)?.backward_from(seed)?;
+        vars.iter()
+            .map(|v| grads.get(v).map(Tensor::contiguous).transpose())
+            .collect()
+    }))
+    .map_err(panic_text)
+}
+
+fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// Where the two devices' gradients differ, how: compared as sums (they are).
+fn gradient_difference(got: Grads, want: Grads, tol: impl Fn(DType) -> Tol) -> Option<String> {
+    match (got, want) {
+        (Err(panic), _) => Some(format!("GPU gradient panicked: {panic}")),
+        (_, Err(panic)) => Some(format!("CPU gradient panicked: {panic}")),
+        (Ok(Err(_)), Ok(Err(_))) => None,
+        (Ok(Err(e)), Ok(Ok(_))) => {
+            Some(format!("GPU gradient failed where the CPU's did not: {e}"))
+        }
+        (Ok(Ok(_)), Ok(Err(e))) => {
+            Some(format!("CPU gradient failed where the GPU's did not: {e}"))
+        }
+        (Ok(Ok(got)), Ok(Ok(want))) => {
+            got.iter()
+                .zip(&want)
+                .enumerate()
+                .find_map(|(i, pair)| match pair {
+                    (None, None) => None,
+                    (Some(g), Some(w)) => difference(g, w, tol(w.dtype()), true)
+                        .map(|d| format!("gradient of input {i}: {d}")),
+                    (g, w) => Some(format!(
+                        "gradient of input {i}: GPU has one: {}, CPU: {}",
+                        g.is_some(),
+                        w.is_some()
+                    )),
+                })
+        }
+    }
 }
 
 /// Where two results differ, how.
@@ -691,7 +745,7 @@ fn random_calls_agree_and_never_panic() {
     let mut rng = Rng::new(seed);
     let mut faults = Vec::new();
     // Calls both backends refused, and per op the calls both ran.
-    let mut refused = 0;
+    let (mut refused, mut graded) = (0, 0);
     let mut ran = std::collections::BTreeMap::new();
     for n in 0..calls {
         let case = case(&mut p, &mut rng);
@@ -710,11 +764,23 @@ fn random_calls_agree_and_never_panic() {
             }
             (Ok(Ok(g)), Ok(Ok(w))) => {
                 *ran.entry(op_name(&case.label)).or_insert(0usize) += 1;
-                let tol = match (case.tol, w.dtype()) {
+                let tol = |dtype| match (case.tol, dtype) {
                     (Some(t), DType::F32) => t,
-                    _ => tol_for(w.dtype()),
+                    _ => tol_for(dtype),
                 };
-                difference(&g, &w, tol, case.sums)
+                difference(&g, &w, tol(w.dtype()), case.sums).or_else(|| {
+                    // Then the gradients, for float outputs.
+                    if !w.dtype().is_float() {
+                        return None;
+                    }
+                    let seed = common::rand(w.dims(), &mut rng)
+                        .to_dtype(w.dtype())
+                        .unwrap();
+                    let want = gradients(&case, &case.inputs, &seed);
+                    let got = gradients(&case, &gpu_inputs, &on(&gpu, &seed));
+                    graded += usize::from(matches!(want, Ok(Ok(_))));
+                    gradient_difference(got, want, tol)
+                })
             }
         };
         if let Some(f) = fault {
@@ -729,7 +795,9 @@ fn random_calls_agree_and_never_panic() {
         }
     }
     let compared: usize = ran.values().sum();
-    eprintln!("{compared} calls compared, {refused} refused by both; compared per op: {ran:?}");
+    eprintln!(
+        "{compared} calls compared ({graded} with gradients), {refused} refused by both; compared per op: {ran:?}"
+    );
     assert!(
         faults.is_empty(),
         "{} of {calls} calls went wrong (seed {seed}):\n{}",
