@@ -11,7 +11,10 @@
 mod common;
 
 use common::{on, seed_from, tol_for, Tol, F32_MATH};
-use kiln::{BinaryOp, Conv2dOptions, DType, Device, Error, ReduceOp, Result, Rng, Tensor, UnaryOp};
+use kiln::{
+    AdamSpec, BinaryOp, Conv2dOptions, DType, Device, Error, OptimizerStep, ReduceOp, Result,
+    RmsPropSpec, Rng, SgdSpec, Tensor, UnaryOp,
+};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Small random choices, from a seeded splitmix64 stream.
@@ -180,8 +183,8 @@ fn case(p: &mut Pick, rng: &mut Rng) -> Case {
     let mut inputs = vec![a];
     let mut tol = None;
     let mut sums = false;
-    // The 28 numbered kinds of call and the last.
-    let call: Call = match p.below(29) {
+    // The 29 numbered kinds of call and the last.
+    let call: Call = match p.below(30) {
         0 => {
             let op = p.of(UnaryOp::EXAMPLES);
             label += &format!("{op:?}");
@@ -609,6 +612,53 @@ fn case(p: &mut Pick, rng: &mut Rng) -> Case {
                 Tensor::from_vec(ids, ids_shape, &Device::cpu()).unwrap(),
             ];
             Box::new(move |t| t[0].embedding(&t[1]))
+        }
+        29 => {
+            let f = |p: &mut Pick, values: &[f32]| p.of(values);
+            let step = match p.below(3) {
+                0 => OptimizerStep::Adam(AdamSpec {
+                    one_minus_beta1: f(p, &[0.1, 1.0]),
+                    one_minus_beta2: f(p, &[0.001, 0.5]),
+                    eps: f(p, &[1e-8, 0.0]),
+                    step_size: f(p, &[1e-3, 0.5]),
+                    inv_correction2: f(p, &[1.0, 31.6]),
+                    coupled_decay: f(p, &[0.0, 0.01]),
+                    decay_factor: f(p, &[1.0, 0.99]),
+                }),
+                1 => OptimizerStep::SgdMomentum(SgdSpec {
+                    lr: f(p, &[0.1, 1e-3]),
+                    momentum: f(p, &[0.0, 0.9]),
+                    weight_decay: f(p, &[0.0, 1e-4]),
+                    nesterov: p.chance(2),
+                }),
+                _ => OptimizerStep::RmsProp(RmsPropSpec {
+                    lr: f(p, &[0.01, 1.0]),
+                    one_minus_alpha: f(p, &[0.01, 1.0]),
+                    eps: f(p, &[1e-8, 0.0]),
+                    weight_decay: f(p, &[0.0, 0.1]),
+                }),
+            };
+            let states = step.states();
+            label += &format!("optimizer_update {step:?}");
+            inputs.push(tensor(p, rng, &shape, dtype));
+            for _ in 0..states {
+                // Second moments are never negative.
+                let state = tensor(p, rng, &shape, dtype);
+                inputs.push(match dtype.is_float() {
+                    true => state.abs().unwrap(),
+                    false => state,
+                });
+            }
+            tol = Some(F32_MATH);
+            Box::new(move |t| {
+                let states: Vec<&Tensor> = t[2..].iter().collect();
+                let (param, states) = t[0].optimizer_update(&t[1], &states, &step)?;
+                let mut all = vec![param.flatten_all()?];
+                for s in states {
+                    all.push(s.flatten_all()?);
+                }
+                Tensor::cat(&all, 0)
+            })
         }
         _ => {
             let rows = if rank >= 1 { shape[0] } else { 1 };
