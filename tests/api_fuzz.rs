@@ -10,10 +10,10 @@
 
 mod common;
 
-use common::{on, seed_from, tol_for, Tol, F32_MATH};
+use common::{on, on_strided, seed_from, tol_for, Tol, F32_MATH};
 use kiln::{
     AdamSpec, BinaryOp, Conv2dOptions, DType, Device, Error, OptimizerStep, ReduceOp, Result,
-    RmsPropSpec, Rng, SgdSpec, Tensor, UnaryOp,
+    RmsPropSpec, Rng, RunningStats, SgdSpec, Tensor, UnaryOp,
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -193,8 +193,8 @@ fn case(p: &mut Pick, rng: &mut Rng) -> Case {
     let mut inputs = vec![a];
     let mut tol = None;
     let mut sums = false;
-    // The 30 numbered kinds of call and the last.
-    let call: Call = match p.below(31) {
+    // The 31 numbered kinds of call and the last.
+    let call: Call = match p.below(32) {
         0 => {
             let op = p.of(UnaryOp::EXAMPLES);
             label += &format!("{op:?}");
@@ -723,6 +723,40 @@ fn case(p: &mut Pick, rng: &mut Rng) -> Case {
                 Tensor::cat(&outputs, 1)
             })
         }
+        31 => {
+            // Batch norm that moves running statistics in place (each device its own
+            // copies), then their values after the move.
+            let image = image_shape(p, &shape);
+            inputs[0] = tensor(p, rng, &image, dtype);
+            let c = image.get(1).copied().unwrap_or(1) + usize::from(p.chance(15));
+            let momentum = p.of(&[0.1, 1.0, 0.0]);
+            label = format!("{dtype:?} {image:?}: batch_norm_running momentum {momentum}");
+            inputs.push(tensor(p, rng, &[c], dtype));
+            let var = tensor(p, rng, &[c], dtype);
+            inputs.push(match dtype.is_float() {
+                true => var.abs().unwrap(),
+                false => var,
+            });
+            tol = Some(F32_MATH);
+            sums = true;
+            Box::new(move |t| {
+                let running = RunningStats {
+                    mean: &t[1],
+                    var: &t[2],
+                    momentum,
+                };
+                let stats = t[0].batch_norm_running(None, None, 1e-5, running)?;
+                let after = [&t[1], &t[2]].map(|s| s.detach());
+                Tensor::cat(
+                    &[
+                        stats.output.flatten_all()?,
+                        after[0].clone(),
+                        after[1].clone(),
+                    ],
+                    0,
+                )
+            })
+        }
         _ => {
             let rows = if rank >= 1 { shape[0] } else { 1 };
             let classes = if rank >= 2 { shape[1] } else { 3 } as i64;
@@ -877,7 +911,8 @@ fn random_calls_agree_and_never_panic() {
     let mut ran = std::collections::BTreeMap::new();
     for n in 0..calls {
         let case = case(&mut p, &mut rng);
-        let gpu_inputs: Vec<Tensor> = case.inputs.iter().map(|t| on(&gpu, t)).collect();
+        // The same layouts (views, broadcasts, offsets) as the CPU's inputs.
+        let gpu_inputs: Vec<Tensor> = case.inputs.iter().map(|t| on_strided(&gpu, t)).collect();
         let want = outcome(&case, &case.inputs);
         let got = outcome(&case, &gpu_inputs);
         let fault = match (got, want) {

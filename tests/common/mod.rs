@@ -143,7 +143,7 @@ pub fn sliced(shape: &[usize], rng: &mut Rng) -> Tensor {
         .unwrap()
 }
 
-/// Moves every input to the GPU (keeping its strides by moving the storage view).
+/// Moves a tensor to `device`, compact there (`on_strided` keeps its layout).
 pub fn on(device: &Device, t: &Tensor) -> Tensor {
     t.to_device(device).unwrap()
 }
