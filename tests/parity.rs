@@ -226,9 +226,8 @@ fn reductions_match_cpu() {
     parity("sum of one", &[x], F32, |t| t[0].sum_all());
 }
 
-/// i32 sums and products past i32's range saturate at its bounds on both devices (the
-/// GPU sums in f32, the CPU in f64, and both convert as `to_dtype` does), over rows,
-/// columns and rows in lanes; within the range they are exact.
+/// i32 sums and products past i32's range saturate at its bounds on both devices (as
+/// `to_dtype` converts), over rows and columns.
 #[test]
 fn i32_reductions_past_the_range_saturate() {
     let Some(device) = gpu() else { return };
@@ -261,6 +260,66 @@ fn i32_reductions_past_the_range_saturate() {
     assert_eq!(sums, [i32::MAX, i32::MIN, 1010, 10]);
     let products = x.prod(&[1], false).unwrap().to_vec::<i32>().unwrap();
     assert_eq!(products, [i32::MAX, i32::MIN, i32::MIN, -120]);
+}
+
+/// i32 reductions are exact on the GPU as on the CPU, past f32's 2^24 (where the float
+/// kernels' sums round): every op over rows and columns, long enough for partial
+/// results (past 4,096 elements), of values up to 2^30, and products that pass i32's
+/// range and come back through a zero.
+#[test]
+fn i32_reductions_are_exact() {
+    let Some(device) = gpu() else { return };
+    let cpu = Device::cpu();
+    let mut rng = rng();
+    // 4,099 values near 10,001: a sum of 41 million, odd.
+    let near: Vec<i32> = (0..4099).map(|i| 10_001 + i % 7).collect();
+    let near = Tensor::from_vec(near, [1, 4099], &cpu).unwrap();
+    assert_eq!(
+        near.sum(&[1], false).unwrap().to_vec::<i32>().unwrap(),
+        [41_006_390]
+    );
+    let large = |shape: &[usize], rng: &mut kiln::Rng| {
+        uniform(shape, -(1 << 30) as f64, (1 << 30) as f64, rng)
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_dtype(DType::I32)
+            .unwrap()
+    };
+    // Few distinct values: ties for the index reductions.
+    let few = |shape: &[usize], rng: &mut kiln::Rng| {
+        uniform(shape, -3.0, 3.0, rng)
+            .to_dtype(DType::I32)
+            .unwrap()
+            .mul_scalar((1 << 28) as f64)
+            .unwrap()
+    };
+    // Products: small factors, some rows with a zero after they pass the range.
+    let mut factors: Vec<i32> = (0..6 * 40).map(|i| [3, -2, 7, 5, -1, 2][i % 6]).collect();
+    factors[40 + 35] = 0;
+    let factors = Tensor::from_vec(factors, [6, 40], &cpu).unwrap();
+    for &op in ReduceOp::EXAMPLES {
+        let cases = [
+            ("near", near.clone(), 1isize),
+            ("rows", large(&[3, 9000], &mut rng), 1),
+            ("columns", large(&[3, 5000, 7], &mut rng), 1),
+            ("ties", few(&[4, 5000], &mut rng), 1),
+            ("factors", factors.clone(), 1),
+            (
+                "factors by columns",
+                factors.t().unwrap().contiguous().unwrap(),
+                0,
+            ),
+        ];
+        for (label, x, dim) in cases {
+            let want = x.reduce(op, &[dim], false).unwrap();
+            let got = on(&device, &x).reduce(op, &[dim], false).unwrap();
+            assert_eq!(
+                got.to_vec::<i32>().unwrap(),
+                want.to_vec::<i32>().unwrap(),
+                "{op:?} over {label}"
+            );
+        }
+    }
 }
 
 #[test]

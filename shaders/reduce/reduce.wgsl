@@ -5,7 +5,7 @@
 // invocation keeps ROW_LOADS loads in flight (one accumulator each): with one dependent
 // load per iteration an H200 reached under half its copy bandwidth, too few bytes in
 // flight to cover the memory latency.
-// kiln:constants workgroup reduce_ops row_loads reduce_combine row_place row_total stored
+// kiln:constants workgroup reduce_ops row_loads reduce_combine row_place row_total
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -81,17 +81,6 @@ fn row_tree(op: u32, v: f32, width: u32) -> f32 {
 fn row_total(op: u32, v: f32) -> f32 {
     return row_tree(op, v, 1u);
 }
-// Towards zero, saturating at i32's own bounds; NaN (by its bits) to 0.
-fn to_i32(x: f32) -> i32 {
-    if ((bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u) { return 0; }
-    if (x >= 2147483648.0) { return 2147483647; }
-    return i32(max(x, -2147483648.0));
-}
-fn stored(v: f32) -> T {
-    // T is i32 where a half truncates to 0.
-    if (T(0.5) == T(0.0)) { return T(to_i32(v)); }
-    return T(v);
-}
 // kiln:end
 alias T = f32;
 
@@ -119,7 +108,7 @@ fn load(i: u32) -> f32 { return f32(input[i]); }
 // [rows]
 // kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
-fn store(i: u32, v: f32) { output[i] = stored(v); }
+fn store(i: u32, v: f32) { output[i] = T(v); }
 // kiln:store end
 
 fn combine4(op: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {

@@ -8,7 +8,7 @@
 // 16 (four partial sums, four rows loaded a step) added into a total, which keeps the
 // rounding error near that of a tree.
 // Op codes are the REDUCE_* constants from kiln's op table; math in f32.
-// kiln:constants workgroup reduce_ops stored
+// kiln:constants workgroup reduce_ops
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
 const REDUCE_SUM: u32 = 0u;
@@ -18,17 +18,6 @@ const REDUCE_MIN: u32 = 3u;
 const REDUCE_PROD: u32 = 4u;
 const REDUCE_ARGMAX: u32 = 5u;
 const REDUCE_ARGMIN: u32 = 6u;
-// Towards zero, saturating at i32's own bounds; NaN (by its bits) to 0.
-fn to_i32(x: f32) -> i32 {
-    if ((bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u) { return 0; }
-    if (x >= 2147483648.0) { return 2147483647; }
-    return i32(max(x, -2147483648.0));
-}
-fn stored(v: f32) -> T {
-    // T is i32 where a half truncates to 0.
-    if (T(0.5) == T(0.0)) { return T(to_i32(v)); }
-    return T(v);
-}
 // kiln:end
 alias T = f32;
 
@@ -57,7 +46,7 @@ fn load(i: u32) -> f32 { return f32(input[i]); }
 // [outer, inner]
 // kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
-fn store(i: u32, v: f32) { output[i] = stored(v); }
+fn store(i: u32, v: f32) { output[i] = T(v); }
 // kiln:store end
 
 const CHUNK: u32 = 16u;

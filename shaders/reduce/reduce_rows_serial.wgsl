@@ -3,7 +3,7 @@
 // (lavapipe): there a workgroup barrier is a coroutine switch and each storage load a
 // loop over the SIMD lanes, so one serial pass per row with wide loads is faster than
 // a tree in workgroup memory. Op codes are the REDUCE_* constants from kiln's op table.
-// kiln:constants serial_workgroup reduce_ops stored
+// kiln:constants serial_workgroup reduce_ops
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const SERIAL_WORKGROUP: u32 = 64u;
 const REDUCE_SUM: u32 = 0u;
@@ -13,17 +13,6 @@ const REDUCE_MIN: u32 = 3u;
 const REDUCE_PROD: u32 = 4u;
 const REDUCE_ARGMAX: u32 = 5u;
 const REDUCE_ARGMIN: u32 = 6u;
-// Towards zero, saturating at i32's own bounds; NaN (by its bits) to 0.
-fn to_i32(x: f32) -> i32 {
-    if ((bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u) { return 0; }
-    if (x >= 2147483648.0) { return 2147483647; }
-    return i32(max(x, -2147483648.0));
-}
-fn stored(v: f32) -> T {
-    // T is i32 where a half truncates to 0.
-    if (T(0.5) == T(0.0)) { return T(to_i32(v)); }
-    return T(v);
-}
 // kiln:end
 alias T = f32;
 
@@ -49,7 +38,7 @@ fn load4(i: u32) -> vec4<f32> { return vec4<f32>(input[i]); }
 // [rows]
 // kiln:store (a fused epilogue may replace this section: see kiln-wgpu's fusion)
 @group(0) @binding(2) var<storage, read_write> output: array<T>;
-fn store(i: u32, v: f32) { output[i] = stored(v); }
+fn store(i: u32, v: f32) { output[i] = T(v); }
 // kiln:store end
 
 const CHUNK: u32 = 16u;

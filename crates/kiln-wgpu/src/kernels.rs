@@ -86,11 +86,13 @@ kernels! {
     Cat => "elementwise/cat.wgsl", "main", ["T"], All, CatParams;
     Cast => "elementwise/cast.wgsl", "main", ["S", "D"], Pairs, ElementwiseParams;
     Fill => "elementwise/fill.wgsl", "main", [], Fixed, FillParams;
-    Reduce => "reduce/reduce.wgsl", "main", ["T"], All, RowsParams;
-    ArgReduce => "reduce/arg_reduce.wgsl", "main", ["T"], All, RowsParams;
+    Reduce => "reduce/reduce.wgsl", "main", ["T"], Floats, RowsParams;
+    ArgReduce => "reduce/arg_reduce.wgsl", "main", ["T"], Floats, RowsParams;
     Softmax => "reduce/softmax.wgsl", "main", ["T"], Floats, SoftmaxParams;
-    ReduceRowsSerial => "reduce/reduce_rows_serial.wgsl", "main", ["T"], All, RowsParams;
-    ReduceColumns => "reduce/reduce_columns.wgsl", "main", ["T"], All, ColumnsParams;
+    ReduceRowsSerial => "reduce/reduce_rows_serial.wgsl", "main", ["T"], Floats, RowsParams;
+    ReduceColumns => "reduce/reduce_columns.wgsl", "main", ["T"], Floats, ColumnsParams;
+    /// i32 reductions, exact (the float kernels sum in f32).
+    ReduceInt => "reduce/reduce_int.wgsl", "main", [], Fixed, IntReduceParams;
     SoftmaxRowsSerial => "reduce/softmax_rows_serial.wgsl", "main", ["T"], Floats, SoftmaxParams;
     SoftmaxBackward => "reduce/softmax_backward.wgsl", "main", ["T"], Floats, SoftmaxParams;
     SoftmaxBackwardRowsSerial => "reduce/softmax_backward_rows_serial.wgsl", "main", ["T"], Floats, SoftmaxParams;
@@ -105,8 +107,8 @@ kernels! {
     BatchNormCombine => "norm/batch_norm_combine.wgsl", "main", ["T"], Floats, BatchNormCombineParams;
     /// The row kernels above, combining each row's lanes with subgroup shuffles
     /// (`row_reduction.rs`).
-    ReduceSubgroup => "reduce/reduce.wgsl", "main", ["T"], All, RowsParams;
-    ArgReduceSubgroup => "reduce/arg_reduce.wgsl", "main", ["T"], All, RowsParams;
+    ReduceSubgroup => "reduce/reduce.wgsl", "main", ["T"], Floats, RowsParams;
+    ArgReduceSubgroup => "reduce/arg_reduce.wgsl", "main", ["T"], Floats, RowsParams;
     SoftmaxSubgroup => "reduce/softmax.wgsl", "main", ["T"], Floats, SoftmaxParams;
     SoftmaxBackwardSubgroup => "reduce/softmax_backward.wgsl", "main", ["T"], Floats, SoftmaxParams;
     LayerNormSubgroup => "norm/layer_norm.wgsl", "main", ["T"], Floats, LayerNormParams;

@@ -164,6 +164,21 @@ shader_params! {
         splits: u32,
         split_len: u32,
     }
+    /// `reduce/reduce_int.wgsl`.
+    IntReduceParams {
+        outer: u32,
+        k: u32,
+        inner: u32,
+        op: u32,
+        /// Elements (or partials) of k one invocation reduces.
+        part_len: u32,
+        /// 1: the input holds a first launch's partial accumulators.
+        partial_in: u32,
+        /// 1: write partial accumulators, 0: the results.
+        partial_out: u32,
+        /// What a mean divides by.
+        count: u32,
+    }
     /// `reduce/softmax.wgsl`, `reduce/softmax_rows_serial.wgsl`.
     SoftmaxParams {
         rows: u32,

@@ -150,23 +150,15 @@ fn is_nan(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
 }
 ";
-/// f32 to i32 as the CPU converts (Rust's `as`), for the kernels that compute in f32
-/// and store i32: WGSL's `i32()` saturates at the f32 below 2^31 (2147483520) and, from
-/// f16, at f16's finite range, and lavapipe took NaN to i32's least.
+/// f32 to i32 as the CPU converts (Rust's `as`), for `cast.wgsl`: WGSL's `i32()`
+/// saturates at the f32 below 2^31 (2147483520) and, from f16, at f16's finite range,
+/// and lavapipe took NaN to i32's least.
 const TO_I32: &str = "\
 // Towards zero, saturating at i32's own bounds; NaN (by its bits) to 0.
 fn to_i32(x: f32) -> i32 {
     if ((bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u) { return 0; }
     if (x >= 2147483648.0) { return 2147483647; }
     return i32(max(x, -2147483648.0));
-}
-";
-/// An f32 result as the kernel's element type `T`, i32 through `to_i32`; after `TO_I32`.
-const STORED: &str = "\
-fn stored(v: f32) -> T {
-    // T is i32 where a half truncates to 0.
-    if (T(0.5) == T(0.0)) { return T(to_i32(v)); }
-    return T(v);
 }
 ";
 /// The elementwise kernels' real functions at the edges of f32, which WGSL leaves
@@ -453,9 +445,6 @@ fn group(name: &str, build: Build) -> Option<(Vec<(String, u32)>, String)> {
     }
     if name == "to_i32" {
         return Some((Vec::new(), TO_I32.to_string()));
-    }
-    if name == "stored" {
-        return Some((Vec::new(), format!("{TO_I32}{STORED}")));
     }
     if name == "real_edges" {
         return Some((Vec::new(), real_edges()));

@@ -1,11 +1,14 @@
 //! Launchers for `shaders/reduce/`: reductions and softmax over rows, `row_lanes`
 //! invocations per row (their lanes combined as the device's `row_reduction` says), or
 //! on adapters that run on the CPU one invocation per row (`*_rows_serial.wgsl`) when
-//! the rows are many and vec4-aligned; and reductions over a middle dim.
+//! the rows are many and vec4-aligned; and reductions over a middle dim. i32 takes its
+//! own exact kernel (`reduce_int.wgsl`).
 
 use crate::kernels::Kernel;
 use crate::loop_budget::{self, SOFTWARE_LOOP_BUDGET};
-use crate::params::{to_u32, ColumnsParams, RowsParams, ShaderParams, SoftmaxParams};
+use crate::params::{
+    to_u32, ColumnsParams, IntReduceParams, RowsParams, ShaderParams, SoftmaxParams,
+};
 use crate::pool::PooledBuffer;
 use crate::shader_constants::{ROW_LOADS, SERIAL_WORKGROUP, WORKGROUP};
 use crate::storage::GpuStorage;
@@ -114,6 +117,9 @@ pub(crate) fn rows_kernel<P: ShaderParams + Send + 'static>(
 }
 
 pub(crate) fn reduce(x: &GpuStorage, op: ReduceOp, rows: usize, k: usize) -> Result<GpuStorage> {
+    if x.dtype == DType::I32 {
+        return int_reduce(x, op, rows, k, 1);
+    }
     let name = op.name();
     let (parts, part_len) = row_parts(rows, k);
     // The parts' results in f32 whatever the input (an f16 input's cast runs in the
@@ -224,6 +230,9 @@ pub(crate) fn reduce_middle(
     k: usize,
     inner: usize,
 ) -> Result<GpuStorage> {
+    if x.dtype == DType::I32 {
+        return int_reduce(x, op, outer, k, inner);
+    }
     let name = op.name();
     let n = outer * inner;
     let device = &x.device;
@@ -247,6 +256,63 @@ pub(crate) fn reduce_middle(
         groups,
     )?;
     Ok(GpuStorage::new(out, x.dtype, n, device))
+}
+
+/// Elements (or partials) of k one invocation of `reduce_int.wgsl` reduces: under a
+/// software adapter's loop limit, with the mean's division.
+const INT_PART: usize = 4096;
+
+/// An i32 reduction over the middle dim of compact `[outer, k, inner]`, exact as the
+/// CPU's (`reduce_int.wgsl`): in launches of `INT_PART` elements an invocation, the
+/// first writing partial accumulators (two words each) while k has more than one part.
+fn int_reduce(
+    x: &GpuStorage,
+    op: ReduceOp,
+    outer: usize,
+    k: usize,
+    inner: usize,
+) -> Result<GpuStorage> {
+    let name = op.name();
+    let device = &x.device;
+    let mut partials: Option<PooledBuffer> = None;
+    let mut len = k;
+    loop {
+        let parts = len.div_ceil(INT_PART).max(1);
+        let outputs = outer * parts * inner;
+        let last = parts == 1;
+        let out = match last {
+            true => device.alloc_output(name, outputs, DType::I32)?,
+            false => device.alloc(name, 2 * outputs, DType::I32)?,
+        };
+        let params = IntReduceParams {
+            outer: to_u32(name, "outer size", outer)?,
+            k: to_u32(name, "reduced size", len)?,
+            inner: to_u32(name, "inner size", inner)?,
+            op: op.code(),
+            part_len: INT_PART as u32,
+            partial_in: u32::from(partials.is_some()),
+            partial_out: u32::from(!last),
+            count: to_u32(name, "reduced size", k)?,
+        };
+        let input = match &partials {
+            Some(p) => p.buffer(),
+            None => x.raw()?,
+        };
+        let groups = device.groups_1d(name, outputs)?;
+        device.dispatch(
+            name,
+            Kernel::ReduceInt,
+            &[],
+            &params,
+            &[input, out.buffer()],
+            groups,
+        )?;
+        if last {
+            return Ok(GpuStorage::new(out, DType::I32, outer * inner, device));
+        }
+        partials = Some(out);
+        len = parts;
+    }
 }
 
 /// `reduce_middle` into `out`, recorded now.
