@@ -10,37 +10,29 @@
 
 mod common;
 
-use common::{on, on_strided, seed_from, tol_for, Tol, F32_MATH};
+use common::{on, on_strided, seed_from, tol_for, SplitMix, Tol, F32_MATH};
 use kiln::{
     AdamSpec, BinaryOp, Conv2dOptions, DType, Device, Error, OptimizerStep, ReduceOp, Result,
     RmsPropSpec, Rng, RunningStats, SgdSpec, Tensor, UnaryOp,
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// Small random choices, from a seeded splitmix64 stream.
-struct Pick(u64);
+/// Small random choices: `SplitMix`'s, and a few more.
+struct Pick(SplitMix);
 
 impl Pick {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n`.
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.below(n)
     }
     /// Uniform in `lo..=hi`.
     fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
+        lo + (self.0.next() % (hi - lo + 1) as u64) as i64
     }
     fn chance(&mut self, one_in: usize) -> bool {
         self.below(one_in) == 0
     }
     fn of<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
+        self.0.pick(items)
     }
     /// A dim argument for a tensor of rank `rank`: mostly in range (either sign),
     /// sometimes one past either end.
@@ -903,7 +895,7 @@ fn random_calls_agree_and_never_panic() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
     eprintln!("api fuzz seed {seed} ({calls} calls; KILN_TEST_SEED replays)");
-    let mut p = Pick(seed);
+    let mut p = Pick(SplitMix(seed));
     let mut rng = Rng::new(seed);
     let mut faults = Vec::new();
     // Calls both backends refused, and per op the calls both ran.

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{assert_near, gpu};
+use common::{assert_near, gpu, SplitMix};
 use kiln::backend::MatmulVariant;
 use kiln::{
     BinaryOp, DType, Device, OptimizerStep, ParamUpdate, ReduceOp, Rng, SgdSpec, Tensor, UnaryOp,
@@ -19,27 +19,6 @@ use std::sync::Mutex;
 
 /// The fusion switch is per device, and the tests in this file flip it.
 static SWITCH: Mutex<()> = Mutex::new(());
-
-/// Graph structure comes from this generator; tensor values from kiln's `Rng`.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
 
 /// One op of a graph; operands are earlier values by index (inputs come first).
 #[derive(Clone, Debug)]

@@ -77,6 +77,29 @@ pub fn gpu() -> Option<Device> {
     }
 }
 
+/// A small seeded generator (splitmix64) for what a randomized test builds (graphs,
+/// calls, shapes); tensor values come from kiln's `Rng`.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A seed: the environment variable `var` where it is set, else the clock's
