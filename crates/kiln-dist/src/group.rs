@@ -6,6 +6,7 @@ use kiln::{Error, Result};
 use kiln_nn::distributed::{Collective, PendingSum};
 use mpi::collective::SystemOperation;
 use mpi::traits::*;
+use std::io::Write;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -82,8 +83,14 @@ impl MpiGroup {
     /// Prints `error`, naming this rank, and ends every rank of the job with exit code 1:
     /// the others would otherwise wait for this one forever.
     pub fn abort_with(&self, error: &Error) -> ! {
-        eprintln!("kiln: rank {} of {}: {error}", self.rank, self.size);
-        eprintln!("kiln: rank {} is ending every rank of the job", self.rank);
+        let (rank, size) = (self.rank, self.size);
+        let message = format!(
+            "kiln: rank {rank} of {size}: {error}\nkiln: rank {rank} is ending every rank of the job\n"
+        );
+        // One write (eprintln! writes each piece on its own): a short write to a pipe is
+        // never split, so Open MPI's abort banner cannot land inside the line naming
+        // the rank, as it once did in CI.
+        let _ = std::io::stderr().write_all(message.as_bytes());
         // MPI_THREAD_MULTIPLE lets any thread abort, even while the MPI thread waits in
         // an exchange.
         mpi::topology::SimpleCommunicator::world().abort(1)
