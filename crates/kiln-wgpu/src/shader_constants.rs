@@ -164,9 +164,8 @@ fn to_i32(x: f32) -> i32 {
 /// The elementwise kernels' real functions at the edges of f32, which WGSL leaves
 /// undefined (`pow` of a base <= 0, `atan2(0, 0)`, NaN and infinity anywhere), written
 /// to give what C's `pow` and `atan2` and IEEE comparisons give, as the CPU backend and
-/// PyTorch do. Shared
-/// by `unary.wgsl`, `binary.wgsl` and every fused kernel (`fusion/wgsl.rs`); after
-/// `IS_NAN`.
+/// PyTorch do. Shared by `unary.wgsl`, `binary.wgsl` and every fused kernel
+/// (`fusion/wgsl.rs`); after `IS_NAN`.
 const REAL_EDGES: &str = "\
 fn is_inf(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u;

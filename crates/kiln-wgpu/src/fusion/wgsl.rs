@@ -1,8 +1,8 @@
 //! Writing a program out as one WGSL kernel, and its params. The op formulas are the
 //! shader library's own (`unary_op`, `binary_op`, between the `kiln:formulas` marks of
 //! `elementwise/unary.wgsl` and `binary.wgsl`, and the `real_edges` both include), so
-//! a fused op computes what the op's own kernel computes. Each value is rounded to its dtype, as a stored intermediate
-//! would be.
+//! a fused op computes what the op's own kernel computes. Each value is rounded to its
+//! dtype, as a stored intermediate would be.
 
 use super::epilogue::Epilogue;
 use super::expr::FusedOp;
