@@ -161,11 +161,12 @@ fn result(a: vec2<u32>) -> i32 {
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let id = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
-    let parts = (params.k + params.part_len - 1u) / params.part_len;
-    if (id >= params.outer * max(parts, 1u) * params.inner) { return; }
+    // An empty k still has one part, which writes the identity's result.
+    let parts = max((params.k + params.part_len - 1u) / params.part_len, 1u);
+    if (id >= params.outer * parts * params.inner) { return; }
     let i = id % params.inner;
-    let part = (id / params.inner) % max(parts, 1u);
-    let o = id / (params.inner * max(parts, 1u));
+    let part = (id / params.inner) % parts;
+    let o = id / (params.inner * parts);
     let first = part * params.part_len;
     let end = min(params.k, first + params.part_len);
     var acc = identity();
