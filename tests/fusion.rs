@@ -985,6 +985,61 @@ fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
     gpu_device.set_matmul_variant(default).unwrap();
 }
 
+/// A matmul whose operands are both pending copies, with a bias and activation after
+/// it, takes a bind group for each prologue and the epilogue besides its own: four,
+/// where the adapter allows a kernel four (`GpuDevice::kernel_groups`). Mesa's
+/// lavapipe before 23.3 crashes on a fourth uniform buffer in this kernel (its uniform
+/// inlining writes past its table), so there the copy of one operand runs first.
+#[test]
+fn a_matmul_with_two_prologues_and_an_epilogue_stays_within_its_bind_groups() {
+    let Some(device) = gpu() else { return };
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = common::rng();
+    let x = Tensor::rand([29, 37], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let w = Tensor::rand([70, 29], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let b = Tensor::rand([70], DType::F32, &Device::cpu(), &mut rng).unwrap();
+    let layer = |x: &Tensor, w: &Tensor, b: &Tensor| -> kiln::Result<Tensor> {
+        let lhs = x.t()?.contiguous()?;
+        let rhs = w.t()?.contiguous()?;
+        // A power's exponent decides branches, which lavapipe inlines; as the second
+        // scalar op's, its offset in the epilogue's params is one that crashed 22.3.
+        lhs.matmul(&rhs)?
+            .add(b)?
+            .add_scalar(0.25)?
+            .pow_scalar(1.5)?
+            .gelu()
+    };
+    let want = layer(&x, &w, &b).unwrap();
+    let gpu_device = device.as_gpu().unwrap();
+    let default = gpu_device.matmul_variant();
+    gpu_device.set_matmul_variant(MatmulVariant::Tiled).unwrap();
+    let (xg, wg, bg) = (
+        common::on_strided(&device, &x),
+        common::on_strided(&device, &w),
+        common::on_strided(&device, &b),
+    );
+    let (got, profile) = device
+        .profile(|| layer(&xg, &wg, &bg)?.to_f64_vec())
+        .unwrap();
+    gpu_device.set_matmul_variant(default).unwrap();
+    let got = Tensor::from_vec(got, [37, 70], &Device::cpu()).unwrap();
+    assert_near("two prologues and an epilogue", &got, &want, 1e-5, 1e-4);
+    let names = kernel_names(&profile);
+    let matmul: Vec<&&str> = names
+        .iter()
+        .filter(|n| n.starts_with("matmul/matmul.wgsl"))
+        .collect();
+    assert_eq!(matmul.len(), 1, "{names:?}");
+    let prologues = matmul[0].matches("+ fused").count();
+    let epilogue = "=> fused add,add_scalar,pow_scalar,gelu";
+    assert!(matmul[0].contains(epilogue), "{names:?}");
+    let groups = gpu_device.kernel_groups();
+    // The kernel's own group, the epilogue's, and a prologue for each operand the
+    // groups left allow; the other operand's copy runs alone, before it.
+    assert_eq!(prologues, (groups - 2).min(2), "{groups} groups: {names:?}");
+    assert_eq!(names.len(), 1 + 2 - prologues, "{groups} groups: {names:?}");
+}
+
 /// Split-k (k = 1030 in two chunks) with operands that are pending copies and a bias
 /// add and activation after it: the chunks' kernel computes the copies in its loads and
 /// the sum of the chunks takes the epilogue, two kernels in all, values as on the CPU.
@@ -1800,18 +1855,20 @@ fn gradient_sums_run_together() {
         };
         assert_near(&format!("parameter {i}"), &got, want, tol, tol);
     }
-    // The joining sums four to a launch (a last one left over runs as its own
-    // kernel); the long one and the one reading another's expression alone.
+    // The joining sums as many to a launch as a kernel takes bind groups (the rest
+    // in one more launch); the long one and the one reading another's expression alone.
     let launches = |f: &dyn Fn(&str) -> bool| -> u64 {
         let of = profile.kernels.iter().filter(|k| f(&k.name));
         of.map(|k| k.launches).sum()
     };
-    let grouped = launches(&|n| n.starts_with("fused x4 expressions"));
+    let per = gpu_device.kernel_groups();
+    let full = format!("fused x{per} expressions");
+    let grouped = launches(&|n| n.starts_with(&full));
     let fused = launches(&|n| n.starts_with("fused "));
-    assert_eq!(grouped, (joining / 4) as u64, "{:#?}", profile.kernels);
+    assert_eq!(grouped, (joining / per) as u64, "{:#?}", profile.kernels);
     assert_eq!(
         fused,
-        joining.div_ceil(4) as u64 + 2,
+        joining.div_ceil(per) as u64 + 2,
         "{:#?}",
         profile.kernels
     );

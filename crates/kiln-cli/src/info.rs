@@ -121,6 +121,12 @@ fn kernel_choices() {
         (false, false) => "one each (KILN_MATMUL_GROUPS=0)",
     };
     println!("matmul launches on {name}: {groups}");
+    // Each bind group carries a kernel's or a fused part's params.
+    println!(
+        "bind groups per kernel on {name}: {} (fused expressions per launch; a fused \
+         kernel's own group, prologues and epilogue)",
+        gpu.kernel_groups()
+    );
 }
 
 /// The autotuner's cache: where it is and what it holds, per adapter.

@@ -9,6 +9,7 @@ use crate::attention_way::AttentionWay;
 use crate::autotune::{self, Autotuner, Tunable};
 use crate::conv_algorithm::ConvAlgorithm;
 use crate::fusion::{FusedParams, PendingList};
+use crate::kernel_groups::kernel_groups;
 use crate::kernels::Kernel;
 use crate::launch::{Batch, MAX_BATCH, MAX_BIND_GROUPS};
 use crate::matmul_variant::MatmulVariant;
@@ -31,6 +32,8 @@ pub(crate) struct Inner {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     pub(crate) limits: wgpu::Limits,
+    /// Bind groups one kernel may use (`kernel_groups`).
+    pub(crate) kernel_groups: usize,
     pub(crate) shader_f16: bool,
     /// Read per launch by the variant choices, so kept rather than derived each time.
     pub(crate) software: bool,
@@ -174,6 +177,7 @@ impl GpuDevice {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             sink.lock().unwrap().push(e.to_string())
         }));
+        let kernel_groups = kernel_groups(&summary.backend, &summary.driver, &limits);
         let gpu = GpuDevice {
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -181,6 +185,7 @@ impl GpuDevice {
                 device,
                 queue,
                 limits,
+                kernel_groups,
                 shader_f16: features.contains(wgpu::Features::SHADER_F16),
                 software,
                 matmul_variant,
@@ -228,6 +233,14 @@ impl GpuDevice {
 
     pub fn summary(&self) -> &AdapterSummary {
         &self.inner.summary
+    }
+
+    /// Bind groups one kernel may use, each with its own params: how many pending
+    /// expressions one fused launch computes, and a fused kernel's prologues and
+    /// epilogue with the kernel's own group. Three on a lavapipe older than Mesa 23.3
+    /// (see `kernel_groups.rs`), four elsewhere unless the adapter allows fewer.
+    pub fn kernel_groups(&self) -> usize {
+        self.inner.kernel_groups
     }
 
     /// True for adapters that run on the CPU (Mesa's lavapipe, WARP, SwiftShader), unless

@@ -21,6 +21,7 @@ mod error_scopes;
 mod fusion;
 #[cfg(test)]
 mod generated_check;
+mod kernel_groups;
 mod kernels;
 mod launch;
 mod loop_budget;

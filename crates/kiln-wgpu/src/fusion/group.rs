@@ -12,7 +12,7 @@ use super::run::run;
 use super::wgsl::{self, FusedParams};
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
-use crate::launch::{Bindings, MAX_BIND_GROUPS};
+use crate::launch::Bindings;
 use crate::shader_constants;
 use crate::storage::{GpuStorage, StorageData};
 use kiln_core::Result;
@@ -112,17 +112,13 @@ fn program(device: &GpuDevice, m: &GpuStorage) -> Result<Option<Program>> {
 }
 
 /// `programs` cut into launches, in order: as many to one as the device's bind groups
-/// (one each), storage buffers (each's reads and output) and uniform buffers allow.
+/// (one each, `kernel_groups`) and storage buffers (each's reads and output) allow.
 fn launches<'a, T>(
     device: &GpuDevice,
     programs: &'a [&'a (T, Program)],
 ) -> Vec<&'a [&'a (T, Program)]> {
-    let limits = &device.inner.limits;
-    let most = (limits.max_bind_groups as usize)
-        .min(MAX_BIND_GROUPS)
-        .min(limits.max_uniform_buffers_per_shader_stage as usize)
-        .max(1);
-    let buffers = limits.max_storage_buffers_per_shader_stage as usize;
+    let most = device.inner.kernel_groups;
+    let buffers = device.inner.limits.max_storage_buffers_per_shader_stage as usize;
     let mut out = Vec::new();
     let (mut start, mut bound) = (0, 0);
     for (i, (_, p)) in programs.iter().enumerate() {

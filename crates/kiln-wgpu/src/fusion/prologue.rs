@@ -8,7 +8,7 @@ use super::program::{Program, ReadKind};
 use super::wgsl::{self, FusedParams};
 use crate::device::GpuDevice;
 use crate::kernels::Kernel;
-use crate::launch::{Bindings, MAX_BIND_GROUPS};
+use crate::launch::Bindings;
 use crate::params::ShaderParams;
 use crate::pipelines::{in_group0, Pipeline};
 use crate::storage::GpuStorage;
@@ -121,8 +121,7 @@ impl GpuDevice {
             bound += e.program.reads.len() - 1 + usize::from(e.out.is_some());
         }
         // Group 0, the prologues' groups, the epilogue's.
-        let max_groups = (self.inner.limits.max_bind_groups as usize).min(MAX_BIND_GROUPS);
-        let mut free_groups = max_groups - 1 - usize::from(epilogue.is_some());
+        let mut free_groups = self.inner.kernel_groups - 1 - usize::from(epilogue.is_some());
         let mut programs: Vec<Option<Program>> = Vec::with_capacity(inputs.len());
         for (j, input) in inputs.iter().enumerate() {
             let program = self

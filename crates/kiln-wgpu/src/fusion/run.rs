@@ -11,7 +11,7 @@ use crate::launch::Bindings;
 use crate::ops::matmul_group;
 use crate::pipelines::Pipeline;
 use crate::storage::{EpilogueClaim, GpuStorage, StorageData};
-use kiln_core::{Error, Result};
+use kiln_core::{Error, GpuErrorKind, Result};
 use std::sync::{Arc, Weak};
 
 /// Runs a storage's pending expression or deferred launch, if it still has one, and
@@ -239,6 +239,16 @@ impl GpuDevice {
     ) -> Result<Arc<Pipeline>> {
         if let Some(p) = self.inner.fused_pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
+        }
+        if groups as usize > self.inner.kernel_groups {
+            return Err(Error::Gpu {
+                op: "fusion",
+                kind: GpuErrorKind::Internal,
+                message: format!(
+                    "a generated kernel takes {groups} bind groups; {} may take {}",
+                    self.inner.summary.name, self.inner.kernel_groups
+                ),
+            });
         }
         let source = source()?;
         dump_kernel(&key, &source)?;
