@@ -985,6 +985,25 @@ fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
     gpu_device.set_matmul_variant(default).unwrap();
 }
 
+/// `layer` of `inputs` (moved to the GPU with their layouts) with the matmul variant
+/// `variant`, profiled; the result back on the CPU, and the variant restored.
+fn profile_layer(
+    device: &Device,
+    variant: MatmulVariant,
+    layer: impl Fn(&Tensor, &Tensor, &Tensor) -> kiln::Result<Tensor>,
+    inputs: [&Tensor; 3],
+) -> (Tensor, kiln::Profile) {
+    let gpu_device = device.as_gpu().unwrap();
+    let default = gpu_device.matmul_variant();
+    gpu_device.set_matmul_variant(variant).unwrap();
+    let [x, w, b] = inputs.map(|t| common::on_strided(device, t));
+    let (got, profile) = device
+        .profile(|| layer(&x, &w, &b)?.to_device(&Device::cpu()))
+        .unwrap();
+    gpu_device.set_matmul_variant(default).unwrap();
+    (got, profile)
+}
+
 /// A matmul whose operands are both pending copies, with a bias and activation after
 /// it, takes a bind group for each prologue and the epilogue besides its own: four,
 /// where the adapter allows a kernel four (`GpuDevice::kernel_groups`). Mesa's
@@ -1010,19 +1029,7 @@ fn a_matmul_with_two_prologues_and_an_epilogue_stays_within_its_bind_groups() {
             .gelu()
     };
     let want = layer(&x, &w, &b).unwrap();
-    let gpu_device = device.as_gpu().unwrap();
-    let default = gpu_device.matmul_variant();
-    gpu_device.set_matmul_variant(MatmulVariant::Tiled).unwrap();
-    let (xg, wg, bg) = (
-        common::on_strided(&device, &x),
-        common::on_strided(&device, &w),
-        common::on_strided(&device, &b),
-    );
-    let (got, profile) = device
-        .profile(|| layer(&xg, &wg, &bg)?.to_f64_vec())
-        .unwrap();
-    gpu_device.set_matmul_variant(default).unwrap();
-    let got = Tensor::from_vec(got, [37, 70], &Device::cpu()).unwrap();
+    let (got, profile) = profile_layer(&device, MatmulVariant::Tiled, layer, [&x, &w, &b]);
     assert_near("two prologues and an epilogue", &got, &want, 1e-5, 1e-4);
     let names = kernel_names(&profile);
     let matmul: Vec<&&str> = names
@@ -1033,7 +1040,7 @@ fn a_matmul_with_two_prologues_and_an_epilogue_stays_within_its_bind_groups() {
     let prologues = matmul[0].matches("+ fused").count();
     let epilogue = "=> fused add,add_scalar,pow_scalar,gelu";
     assert!(matmul[0].contains(epilogue), "{names:?}");
-    let groups = gpu_device.kernel_groups();
+    let groups = device.as_gpu().unwrap().kernel_groups();
     // The kernel's own group, the epilogue's, and a prologue for each operand the
     // groups left allow; the other operand's copy runs alone, before it.
     assert_eq!(prologues, (groups - 2).min(2), "{groups} groups: {names:?}");
@@ -1057,21 +1064,7 @@ fn split_k_takes_its_operands_copies_and_its_epilogue() {
         lhs.matmul(&rhs)?.add(b)?.add_scalar(-0.75)?.gelu()
     };
     let want = layer(&x, &w, &b).unwrap();
-    let gpu_device = device.as_gpu().unwrap();
-    let default = gpu_device.matmul_variant();
-    gpu_device
-        .set_matmul_variant(MatmulVariant::SplitK)
-        .unwrap();
-    let (xg, wg, bg) = (
-        common::on_strided(&device, &x),
-        common::on_strided(&device, &w),
-        common::on_strided(&device, &b),
-    );
-    let (got, profile) = device
-        .profile(|| layer(&xg, &wg, &bg)?.to_f64_vec())
-        .unwrap();
-    gpu_device.set_matmul_variant(default).unwrap();
-    let got = Tensor::from_vec(got, [37, 70], &Device::cpu()).unwrap();
+    let (got, profile) = profile_layer(&device, MatmulVariant::SplitK, layer, [&x, &w, &b]);
     assert_near("split-k", &got, &want, 1e-5, 1e-4);
     let names = kernel_names(&profile);
     assert_eq!(names.len(), 2, "{names:?}");
