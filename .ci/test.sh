@@ -78,6 +78,22 @@ awk '/^ink/ { found = 1; d = ($7 + 0) - ($10 + 0); ok = d < 0.1 && d > -0.1 }
      END { exit !(found && ok) }' <<<"$example_out"
 echo "== the parity suite again with fusion off: each op's own kernel against the CPU"
 KILN_FUSION=0 cargo test -p kiln --test parity
+echo "== the NaN edges, integer ops and random calls on Mesa's GL (naga's GLSL output, no f16)"
+# wgpu's GL backend opens llvmpipe through EGL; its Vulkan tests above cannot show where
+# naga's GLSL leaves to the driver what WGSL defines (tanh of NaN, i32 division by 0).
+if ! compgen -G "/usr/share/glvnd/egl_vendor.d/*mesa*.json" >/dev/null; then
+    echo "Installing Mesa's EGL and GL drivers (libegl1 libegl-mesa0 libgl1-mesa-dri)."
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
+fi
+gl_adapter=$(WGPU_BACKEND=gl KILN_DEVICE=gpu cargo run -q -p kiln-cli -- info | tail -n 1)
+echo "$gl_adapter"
+grep -q "llvmpipe.*(Gl)$" <<<"$gl_adapter"
+WGPU_BACKEND=gl cargo test -p kiln --test nan
+WGPU_BACKEND=gl cargo test -p kiln --test parity -- integer_
+WGPU_BACKEND=gl KILN_API_CALLS=300 cargo test -p kiln --test api_fuzz
 echo "== the GPU suites as a hardware GPU runs them, on subgroups of 16 and of 4"
 # lavapipe takes a software adapter's paths (row kernels a row to an invocation, the
 # uniform-lhs matmul, products one to a launch, long sums cut into runs) and its default

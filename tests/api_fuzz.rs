@@ -17,22 +17,26 @@ use kiln::{
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// Small random choices: `SplitMix`'s, and a few more.
-struct Pick(SplitMix);
+/// Small random choices: `SplitMix`'s, and a few more. `f16`: whether inputs may be
+/// f16 (the GPU has `SHADER_F16`; without it, its refusal of an f16 result is checked).
+struct Pick {
+    mix: SplitMix,
+    f16: bool,
+}
 
 impl Pick {
     fn below(&mut self, n: usize) -> usize {
-        self.0.below(n)
+        self.mix.below(n)
     }
     /// Uniform in `lo..=hi`.
     fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.0.next() % (hi - lo + 1) as u64) as i64
+        lo + (self.mix.next() % (hi - lo + 1) as u64) as i64
     }
     fn chance(&mut self, one_in: usize) -> bool {
         self.below(one_in) == 0
     }
     fn of<T: Copy>(&mut self, items: &[T]) -> T {
-        self.0.pick(items)
+        self.mix.pick(items)
     }
     /// A dim argument for a tensor of rank `rank`: mostly in range (either sign),
     /// sometimes one past either end.
@@ -177,7 +181,10 @@ struct Case {
 }
 
 fn case(p: &mut Pick, rng: &mut Rng) -> Case {
-    let dtype = p.of(&[DType::F32, DType::F32, DType::F32, DType::F16, DType::I32]);
+    let dtype = match p.f16 {
+        true => p.of(&[DType::F32, DType::F32, DType::F32, DType::F16, DType::I32]),
+        false => p.of(&[DType::F32, DType::F32, DType::F32, DType::I32]),
+    };
     let shape = p.shape();
     let rank = shape.len();
     let a = tensor(p, rng, &shape, dtype);
@@ -895,7 +902,11 @@ fn random_calls_agree_and_never_panic() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
     eprintln!("api fuzz seed {seed} ({calls} calls; KILN_TEST_SEED replays)");
-    let mut p = Pick(SplitMix(seed));
+    let f16 = gpu.as_gpu().unwrap().supports(DType::F16);
+    let mut p = Pick {
+        mix: SplitMix(seed),
+        f16,
+    };
     let mut rng = Rng::new(seed);
     let mut faults = Vec::new();
     // Calls both backends refused, and per op the calls both ran.

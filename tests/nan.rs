@@ -173,7 +173,8 @@ const BEYOND: [f32; 4] = [70000.0, -3e9, 2147483520.0, -2147483904.0];
 /// of them, gives on the GPU what the CPU gives (C's `pow` and `atan2`, IEEE
 /// comparisons, as PyTorch), and so do `where` with each as its condition and the
 /// conversions (to i32: towards zero, saturating, NaN to 0): fused and not, contiguous
-/// (the vec4 kernels) and transposed (the strided ones), f32 and f16.
+/// (the vec4 kernels) and transposed (the strided ones), f32 and f16 (on an adapter
+/// without f16, as GL's, its refusal).
 #[test]
 fn elementwise_ops_meet_the_edges_of_f32_as_the_cpu_does() {
     let Some(gpu) = gpu() else { return };
@@ -183,9 +184,22 @@ fn elementwise_ops_meet_the_edges_of_f32_as_the_cpu_does() {
     let rows = t(&values, &[n, n], &Device::cpu());
     let device = gpu.as_gpu().unwrap();
     let default = device.fusion();
+    // An adapter without f16 (GL) refuses it at the call, fused or not.
+    let f16 = device.supports(DType::F16);
+    let dtypes: Vec<DType> = [DType::F32, DType::F16, DType::I32]
+        .into_iter()
+        .filter(|&d| f16 || d != DType::F16)
+        .collect();
     for fusion in [true, false] {
         device.set_fusion(fusion);
-        for dtype in [DType::F32, DType::F16] {
+        if !f16 {
+            let refused = rows.to_device(&gpu).unwrap().to_dtype(DType::F16);
+            assert!(
+                matches!(refused, Err(kiln::Error::UnsupportedDType { .. })),
+                "fusion {fusion}: {refused:?}"
+            );
+        }
+        for dtype in dtypes.iter().copied().filter(|d| d.is_float()) {
             let tol = match dtype {
                 DType::F32 => F32_MATH,
                 _ => tol_for(dtype),
@@ -224,7 +238,7 @@ fn elementwise_ops_meet_the_edges_of_f32_as_the_cpu_does() {
             .unwrap();
             // Whole (the vec4 kernels) and from an offset.
             for x in [all.clone(), all.narrow(0, 1, all.elem_count() - 1).unwrap()] {
-                for to in [DType::F32, DType::F16, DType::I32] {
+                for to in dtypes.iter().copied() {
                     parity_on(
                         &gpu,
                         &label(format!("to {to:?} from {}", x.layout().offset())),

@@ -106,13 +106,20 @@ fn integer_binary_ops_match_cpu() {
     let integer_ops = BinaryOp::EXAMPLES
         .iter()
         .filter(|op| op.info().dtypes.contains(DType::I32));
+    // And at i32's edges: its least over -1 gives itself (WGSL's rule, and the
+    // CPU's wrapping division), as a division by zero gives the dividend.
+    let edges = |v: Vec<i32>| Tensor::from_vec(v, [6], &device).unwrap();
+    let least = edges(vec![i32::MIN, i32::MIN, i32::MAX, -7, 7, i32::MIN]);
+    let by = edges(vec![-1, 0, -1, 2, -2, 1]);
     for &op in integer_ops {
-        parity(
-            &format!("i32 {op:?}"),
-            &[a.clone(), b.clone()],
-            EXACT,
-            |t| t[0].binary(&t[1], op),
-        );
+        for (pair, what) in [([&a, &b], ""), ([&least, &by], " at i32's edges")] {
+            parity(
+                &format!("i32 {op:?}{what}"),
+                &[pair[0].clone(), pair[1].clone()],
+                EXACT,
+                |t| t[0].binary(&t[1], op),
+            );
+        }
     }
 }
 

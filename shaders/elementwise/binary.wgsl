@@ -66,6 +66,12 @@ fn atan2_real(y: f32, x: f32) -> f32 {
     }
     return atan2(y, x);
 }
+// NaN through (WGSL leaves it to the driver: GL's llvmpipe gave -1), and +-1 past 15
+// (some drivers compute tanh as a ratio of exponentials that overflows to NaN).
+fn tanh_real(x: f32) -> f32 {
+    if (is_nan(x)) { return x; }
+    return select(tanh(x), sign(x), abs(x) > 15.0);
+}
 // kiln:end
 alias T = f32;
 

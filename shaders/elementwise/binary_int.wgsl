@@ -1,6 +1,6 @@
 // Integer elementwise ops of two inputs (i32 indices and labels). Op codes are the
 // BINARY_* constants from kiln's op table; division by zero gives the dividend, as WGSL
-// defines it.
+// defines it (and the CPU backend follows).
 // kiln:constants workgroup binary_ops
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
@@ -66,7 +66,9 @@ fn apply(op: u32, a: i32, b: i32) -> i32 {
         case BINARY_ADD: { return a + b; }
         case BINARY_SUB: { return a - b; }
         case BINARY_MUL: { return a * b; }
-        case BINARY_DIV: { return a / b; }
+        // WGSL defines x / 0 and i32's least / -1 as x, which naga's GLSL output
+        // leaves to the driver (GL's llvmpipe gave 0): dividing by 1 there says it.
+        case BINARY_DIV: { return a / select(b, 1, b == 0 || (b == -1 && a == -2147483647 - 1)); }
         case BINARY_MAXIMUM: { return max(a, b); }
         case BINARY_MINIMUM: { return min(a, b); }
         case BINARY_EQ: { return select(0, 1, a == b); }

@@ -74,6 +74,12 @@ fn atan2_real(y: f32, x: f32) -> f32 {
     }
     return atan2(y, x);
 }
+// NaN through (WGSL leaves it to the driver: GL's llvmpipe gave -1), and +-1 past 15
+// (some drivers compute tanh as a ratio of exponentials that overflows to NaN).
+fn tanh_real(x: f32) -> f32 {
+    if (is_nan(x)) { return x; }
+    return select(tanh(x), sign(x), abs(x) > 15.0);
+}
 // kiln:end
 alias T = f32;
 
@@ -128,11 +134,6 @@ fn erf_approx(x: f32) -> f32 {
     return select(-y, y, x >= 0.0);
 }
 
-fn tanh_safe(x: f32) -> f32 {
-    // Some drivers compute tanh as a ratio of exponentials that overflows to NaN.
-    return select(tanh(x), sign(x), abs(x) > 15.0);
-}
-
 fn unary_op(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
     switch op {
         case UNARY_NEG: { return -x; }
@@ -143,12 +144,12 @@ fn unary_op(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
         case UNARY_RSQRT: { return 1.0 / sqrt(x); }
         case UNARY_SIN: { return sin(x); }
         case UNARY_COS: { return cos(x); }
-        case UNARY_TANH: { return tanh_safe(x); }
+        case UNARY_TANH: { return tanh_real(x); }
         case UNARY_SIGMOID: { return 1.0 / (1.0 + exp(-x)); }
         // NaN in, NaN out, as in PyTorch (WGSL's max and min may drop it).
         case UNARY_RELU: { return select(max(x, 0.0), x, is_nan(x)); }
         case UNARY_LEAKY_RELU: { return select(p0 * x, x, x >= 0.0); }
-        case UNARY_GELU_TANH: { return 0.5 * x * (1.0 + tanh_safe(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+        case UNARY_GELU_TANH: { return 0.5 * x * (1.0 + tanh_real(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
         case UNARY_GELU: { return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476)); }
         // Phi(x) + x phi(x); phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
         case UNARY_GELU_DERIVATIVE: { return 0.5 * (1.0 + erf_approx(x * 0.7071067811865476)) + x * exp(-0.5 * x * x) * 0.3989422804014327; }

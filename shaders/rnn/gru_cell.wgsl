@@ -4,6 +4,17 @@
 // kiln:constants workgroup gru_update
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+// NaN through (WGSL leaves it to the driver: GL's llvmpipe gave -1), and +-1 past 15
+// (some drivers compute tanh as a ratio of exponentials that overflows to NaN).
+fn tanh_real(x: f32) -> f32 {
+    if (is_nan(x)) { return x; }
+    return select(tanh(x), sign(x), abs(x) > 15.0);
+}
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
@@ -11,7 +22,7 @@ fn sigmoid(x: f32) -> f32 {
 fn gru_update(x: vec3<f32>, hp: vec3<f32>, h: f32) -> f32 {
     let r = sigmoid(x.x + hp.x);
     let z = sigmoid(x.y + hp.y);
-    let n = tanh(x.z + r * hp.z);
+    let n = tanh_real(x.z + r * hp.z);
     return (1.0 - z) * n + z * h;
 }
 // kiln:end

@@ -4,6 +4,17 @@
 // kiln:constants workgroup gru_gradient
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+// NaN through (WGSL leaves it to the driver: GL's llvmpipe gave -1), and +-1 past 15
+// (some drivers compute tanh as a ratio of exponentials that overflows to NaN).
+fn tanh_real(x: f32) -> f32 {
+    if (is_nan(x)) { return x; }
+    return select(tanh(x), sign(x), abs(x) > 15.0);
+}
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
@@ -17,7 +28,7 @@ struct GruGradient {
 fn gru_gradient(x: vec3<f32>, hp: vec3<f32>, h: f32, dh1: f32) -> GruGradient {
     let r = sigmoid(x.x + hp.x);
     let z = sigmoid(x.y + hp.y);
-    let n = tanh(x.z + r * hp.z);
+    let n = tanh_real(x.z + r * hp.z);
     let gn = dh1 * (1.0 - z) * (1.0 - n * n);
     let gz = dh1 * (h - n) * z * (1.0 - z);
     let gr = gn * hp.z * r * (1.0 - r);

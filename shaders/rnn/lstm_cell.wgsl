@@ -4,6 +4,17 @@
 // kiln:constants workgroup lstm_update
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+// NaN through (WGSL leaves it to the driver: GL's llvmpipe gave -1), and +-1 past 15
+// (some drivers compute tanh as a ratio of exponentials that overflows to NaN).
+fn tanh_real(x: f32) -> f32 {
+    if (is_nan(x)) { return x; }
+    return select(tanh(x), sign(x), abs(x) > 15.0);
+}
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
@@ -11,10 +22,10 @@ fn sigmoid(x: f32) -> f32 {
 fn lstm_update(z: vec4<f32>, c: f32) -> vec2<f32> {
     let i = sigmoid(z.x);
     let f = sigmoid(z.y);
-    let g = tanh(z.z);
+    let g = tanh_real(z.z);
     let o = sigmoid(z.w);
     let c1 = f * c + i * g;
-    return vec2<f32>(o * tanh(c1), c1);
+    return vec2<f32>(o * tanh_real(c1), c1);
 }
 // kiln:end
 alias T = f32;

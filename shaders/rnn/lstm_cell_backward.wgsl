@@ -4,6 +4,17 @@
 // kiln:constants workgroup lstm_gradient
 // Generated from kiln's op table and shader_constants.rs; do not edit.
 const WORKGROUP: u32 = 256u;
+// NaN by its bits: WGSL lets implementations assume that float arithmetic meets no
+// NaN, so `x != x` may be folded away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+// NaN through (WGSL leaves it to the driver: GL's llvmpipe gave -1), and +-1 past 15
+// (some drivers compute tanh as a ratio of exponentials that overflows to NaN).
+fn tanh_real(x: f32) -> f32 {
+    if (is_nan(x)) { return x; }
+    return select(tanh(x), sign(x), abs(x) > 15.0);
+}
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
@@ -16,9 +27,9 @@ struct LstmGradient {
 fn lstm_gradient(z: vec4<f32>, c: f32, dh: f32, dc1: f32) -> LstmGradient {
     let i = sigmoid(z.x);
     let f = sigmoid(z.y);
-    let g = tanh(z.z);
+    let g = tanh_real(z.z);
     let o = sigmoid(z.w);
-    let tc = tanh(f * c + i * g);
+    let tc = tanh_real(f * c + i * g);
     // Through h = o * tanh(c') into c', plus c''s own upstream gradient.
     let d = dc1 + dh * o * (1.0 - tc * tc);
     let gates = vec4<f32>(d * g * i * (1.0 - i), d * c * f * (1.0 - f), d * i * (1.0 - g * g), dh * tc * o * (1.0 - o));

@@ -4,6 +4,8 @@
 //! (`MatmulRhs::GateColumns` forward, `ops::recurrent_backward` back), so that a step
 //! fused into its product computes what the cell kernel does, to the bit.
 
+use crate::shader_constants::tanh_real;
+
 const SIGMOID: &str = "\
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
@@ -17,10 +19,10 @@ const LSTM_UPDATE: &str = "\
 fn lstm_update(z: vec4<f32>, c: f32) -> vec2<f32> {
     let i = sigmoid(z.x);
     let f = sigmoid(z.y);
-    let g = tanh(z.z);
+    let g = tanh_real(z.z);
     let o = sigmoid(z.w);
     let c1 = f * c + i * g;
-    return vec2<f32>(o * tanh(c1), c1);
+    return vec2<f32>(o * tanh_real(c1), c1);
 }
 ";
 
@@ -31,7 +33,7 @@ const GRU_UPDATE: &str = "\
 fn gru_update(x: vec3<f32>, hp: vec3<f32>, h: f32) -> f32 {
     let r = sigmoid(x.x + hp.x);
     let z = sigmoid(x.y + hp.y);
-    let n = tanh(x.z + r * hp.z);
+    let n = tanh_real(x.z + r * hp.z);
     return (1.0 - z) * n + z * h;
 }
 ";
@@ -48,9 +50,9 @@ struct LstmGradient {
 fn lstm_gradient(z: vec4<f32>, c: f32, dh: f32, dc1: f32) -> LstmGradient {
     let i = sigmoid(z.x);
     let f = sigmoid(z.y);
-    let g = tanh(z.z);
+    let g = tanh_real(z.z);
     let o = sigmoid(z.w);
-    let tc = tanh(f * c + i * g);
+    let tc = tanh_real(f * c + i * g);
     // Through h = o * tanh(c') into c', plus c''s own upstream gradient.
     let d = dc1 + dh * o * (1.0 - tc * tc);
     let gates = vec4<f32>(d * g * i * (1.0 - i), d * c * f * (1.0 - f), d * i * (1.0 - g * g), dh * tc * o * (1.0 - o));
@@ -71,7 +73,7 @@ struct GruGradient {
 fn gru_gradient(x: vec3<f32>, hp: vec3<f32>, h: f32, dh1: f32) -> GruGradient {
     let r = sigmoid(x.x + hp.x);
     let z = sigmoid(x.y + hp.y);
-    let n = tanh(x.z + r * hp.z);
+    let n = tanh_real(x.z + r * hp.z);
     let gn = dh1 * (1.0 - z) * (1.0 - n * n);
     let gz = dh1 * (h - n) * z * (1.0 - z);
     let gr = gn * hp.z * r * (1.0 - r);
@@ -81,16 +83,17 @@ fn gru_gradient(x: vec3<f32>, hp: vec3<f32>, h: f32, dh1: f32) -> GruGradient {
 
 /// The functions of constants group `name`, or `None` for another group.
 pub(crate) fn group(name: &str) -> Option<String> {
-    match name {
-        "lstm_update" => Some(format!("{SIGMOID}{LSTM_UPDATE}")),
-        "gru_update" => Some(format!("{SIGMOID}{GRU_UPDATE}")),
-        "lstm_gradient" => Some(format!("{SIGMOID}{LSTM_GRADIENT}")),
-        "gru_gradient" => Some(format!("{SIGMOID}{GRU_GRADIENT}")),
-        _ => None,
-    }
+    let cell = match name {
+        "lstm_update" => LSTM_UPDATE,
+        "gru_update" => GRU_UPDATE,
+        "lstm_gradient" => LSTM_GRADIENT,
+        "gru_gradient" => GRU_GRADIENT,
+        _ => return None,
+    };
+    Some(format!("{}{SIGMOID}{cell}", tanh_real()))
 }
 
 /// Every cell's update, for a build that may compute either.
 pub(crate) fn all() -> String {
-    format!("{SIGMOID}{LSTM_UPDATE}{GRU_UPDATE}")
+    format!("{}{SIGMOID}{LSTM_UPDATE}{GRU_UPDATE}", tanh_real())
 }

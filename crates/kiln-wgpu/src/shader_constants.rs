@@ -209,9 +209,23 @@ fn atan2_real(y: f32, x: f32) -> f32 {
     return atan2(y, x);
 }
 ";
+/// tanh as the CPU gives it at the edges, for the elementwise kernels (in
+/// `real_edges`) and the recurrent cells (`cell_updates`); after `IS_NAN`.
+const TANH_REAL: &str = "\
+// NaN through (WGSL leaves it to the driver: GL's llvmpipe gave -1), and +-1 past 15
+// (some drivers compute tanh as a ratio of exponentials that overflows to NaN).
+fn tanh_real(x: f32) -> f32 {
+    if (is_nan(x)) { return x; }
+    return select(tanh(x), sign(x), abs(x) > 15.0);
+}
+";
 /// The functions `REAL_EDGES` brings, with the `is_nan` they need: for fused kernels.
 pub(crate) fn real_edges() -> String {
-    format!("{IS_NAN}{REAL_EDGES}")
+    format!("{IS_NAN}{REAL_EDGES}{TANH_REAL}")
+}
+/// `tanh_real` with the `is_nan` it needs.
+pub(crate) fn tanh_real() -> String {
+    format!("{IS_NAN}{TANH_REAL}")
 }
 /// The reductions' combining step, with PyTorch's NaN rules, for the row kernels and
 /// their `row_total` (`row_reduction.rs`), after `IS_NAN`.

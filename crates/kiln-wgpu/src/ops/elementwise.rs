@@ -58,7 +58,9 @@ fn launch(
 /// rather than launched: fusion on, a float output and at least one element.
 fn fusable(inputs: &[(&GpuStorage, &Layout)], out_dtype: DType) -> Option<(Vec<Arg>, usize)> {
     let device = &inputs[0].0.device;
-    let floats = out_dtype.is_float() && out_dtype != DType::F64;
+    // A dtype the adapter lacks takes the kernel's path, which refuses it now rather
+    // than at the sync point that would have run the pending expression.
+    let floats = out_dtype.is_float() && device.supports(out_dtype);
     if !device.fusion() || !floats || inputs[0].1.elem_count() == 0 {
         return None;
     }
