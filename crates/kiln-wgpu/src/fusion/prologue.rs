@@ -121,7 +121,8 @@ impl GpuDevice {
             bound += e.program.reads.len() - 1 + usize::from(e.out.is_some());
         }
         // Group 0, the prologues' groups, the epilogue's.
-        let mut free_groups = self.inner.kernel_groups - 1 - usize::from(epilogue.is_some());
+        let taken = 1 + usize::from(epilogue.is_some());
+        let mut free_groups = self.inner.kernel_groups.saturating_sub(taken);
         let mut programs: Vec<Option<Program>> = Vec::with_capacity(inputs.len());
         for (j, input) in inputs.iter().enumerate() {
             let program = self

@@ -55,7 +55,8 @@ fn launch(
 }
 
 /// The inputs as fusion args, and the element count, when the op should be recorded
-/// rather than launched: fusion on, a float output and at least one element.
+/// rather than launched: fusion on, a float output of a dtype the adapter has, and at
+/// least one element.
 fn fusable(inputs: &[(&GpuStorage, &Layout)], out_dtype: DType) -> Option<(Vec<Arg>, usize)> {
     let device = &inputs[0].0.device;
     // A dtype the adapter lacks takes the kernel's path, which refuses it now rather
