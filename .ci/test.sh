@@ -5,6 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages, through sudo unless root.
+apt_install() {
+    local sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "$@" >/dev/null
+}
+
 have_vulkan_icd() {
     compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null || compgen -G "/etc/vulkan/icd.d/*.json" >/dev/null ||
         compgen -G "/usr/local/share/vulkan/icd.d/*.json" >/dev/null
@@ -12,10 +20,7 @@ have_vulkan_icd() {
 
 if ! have_vulkan_icd; then
     echo "No Vulkan driver found: installing Mesa's lavapipe (mesa-vulkan-drivers)."
-    sudo_cmd=""
-    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+    apt_install mesa-vulkan-drivers
     # The GPU tests must then run on lavapipe, not silently elsewhere.
     export KILN_EXPECT_ADAPTER="${KILN_EXPECT_ADAPTER:-llvmpipe}"
 fi
@@ -23,10 +28,7 @@ fi
 # its tests launch ranks with mpirun.
 if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null; then
     echo "Installing Open MPI and libclang for kiln-dist (openmpi-bin libopenmpi-dev libclang-dev)."
-    sudo_cmd=""
-    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq openmpi-bin libopenmpi-dev libclang-dev >/dev/null
+    apt_install openmpi-bin libopenmpi-dev libclang-dev
 fi
 # A one-shot run gains nothing from incremental caches, which were a quarter of the build
 # directory; set CARGO_INCREMENTAL=1 to keep them.
@@ -83,10 +85,7 @@ echo "== the NaN edges, integer ops and random calls on Mesa's GL (naga's GLSL o
 # naga's GLSL leaves to the driver what WGSL defines (tanh of NaN, i32 division by 0).
 if ! compgen -G "/usr/share/glvnd/egl_vendor.d/*mesa*.json" >/dev/null; then
     echo "Installing Mesa's EGL and GL drivers (libegl1 libegl-mesa0 libgl1-mesa-dri)."
-    sudo_cmd=""
-    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
+    apt_install libegl1 libegl-mesa0 libgl1-mesa-dri
 fi
 gl_adapter=$(WGPU_BACKEND=gl KILN_DEVICE=gpu cargo run -q -p kiln-cli -- info | tail -n 1)
 echo "$gl_adapter"
