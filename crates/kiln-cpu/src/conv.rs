@@ -4,7 +4,7 @@
 
 use crate::matmul::{column_blocks, product, share_pool, Operand};
 use crate::threads::WEIGHT_GRAD_RUN_FLOPS;
-use crate::window::{for_each_run, for_each_tap, tap_row, Real, TapReach};
+use crate::window::{for_each_run, source, tap_row, Real, TapReach};
 use kiln_core::WindowSpec;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -503,7 +503,9 @@ widest_loop! {
 }
 
 /// `dw[o, c', ky, kx] = sum over n, oy, ox of dy[n, o, oy, ox] * x[n, g*cg + c', iy, ix]`
-/// where `g` is `o`'s group: `[o, c/groups, kh, kw]`.
+/// where `g` is `o`'s group: `[o, c/groups, kh, kw]`, in f64 (the dtypes but f32). A tap
+/// in the padding multiplies its zero, as the f32 product over unfolded columns
+/// (`conv2d_weight_grad_gemm`) and the GPU's do: a NaN or infinite `dy` there gives NaN.
 pub fn conv2d_weight_grad(
     x: &[f64],
     dy: &[f64],
@@ -521,9 +523,17 @@ pub fn conv2d_weight_grad(
                 for n in 0..s.n {
                     let image = &x[(n * s.c + c) * s.h * s.w..][..s.h * s.w];
                     let grad = &dy[(n * out_channels + o) * s.oh * s.ow..][..s.oh * s.ow];
-                    for_each_tap(s, ky, kx, |iy, ix, oy, ox| {
-                        acc += grad[oy * s.ow + ox] * image[iy * s.w + ix]
-                    });
+                    for oy in 0..s.oh {
+                        let iy = source(oy, ky, s.stride.0, s.padding.0, s.dilation.0, s.h);
+                        for ox in 0..s.ow {
+                            let ix = source(ox, kx, s.stride.1, s.padding.1, s.dilation.1, s.w);
+                            let pixel = match (iy, ix) {
+                                (Some(iy), Some(ix)) => image[iy * s.w + ix],
+                                _ => 0.0,
+                            };
+                            acc += grad[oy * s.ow + ox] * pixel;
+                        }
+                    }
                 }
                 dw[((o * cg + ci) * s.kh + ky) * s.kw + kx] = acc;
             }
@@ -535,7 +545,6 @@ pub fn conv2d_weight_grad(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::window::source;
 
     /// (n, c, h, w, k, stride, padding, dilation, out_channels, groups)
     type Case = (
@@ -772,6 +781,33 @@ mod tests {
                     "{case:?} at {i}: {g} vs {w}"
                 );
             }
+        }
+    }
+
+    /// Both weight gradients multiply the padding's zeros (the f32 one unfolds them into
+    /// its columns): a NaN and an infinity in the output gradient, at a corner whose taps
+    /// reach the padding and in the middle, leave NaN and infinities in the same weights
+    /// of each. The f64 sum once skipped the padding's taps, so an f16 gradient kept
+    /// finite the weights the f32 one, and the GPU's in any dtype, made NaN.
+    #[test]
+    fn weight_grads_multiply_the_padding_in_every_dtype() {
+        let (s, x, _) = case_data((2, 3, 7, 6, 3, (1, 2), (1, 1), (1, 1), 4, 1));
+        let mut dy: Vec<f32> = (0..2 * 4 * s.oh * s.ow)
+            .map(|i| ((i * 613) % 89) as f32 / 17.0 - 2.6)
+            .collect();
+        dy[0] = f32::NAN;
+        dy[s.oh * s.ow + s.ow + 1] = f32::INFINITY;
+        let got = conv2d_weight_grad_gemm(&x, &dy, &s, 4, 1);
+        let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+        let want = conv2d_weight_grad(&wide(&x), &wide(&dy), &s, 4, 1);
+        let nans = want.iter().filter(|w| w.is_nan()).count();
+        assert_eq!(nans, 3 * 9, "the NaN reaches every tap of output channel 0");
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let same = match w.is_finite() {
+                true => (g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0),
+                false => g.is_nan() == w.is_nan() && (w.is_nan() || g as f64 == w),
+            };
+            assert!(same, "weight {i}: f32 {g}, f64 {w}");
         }
     }
 }

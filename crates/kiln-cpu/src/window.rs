@@ -78,28 +78,6 @@ pub(crate) fn tap_row<'a, T>(
     (first, &image[first..][..(xs.len() - 1) * s.stride.1 + 1])
 }
 
-/// Calls `f(iy, ix, oy, ox)` for every tap of every output position that lands inside
-/// the image: the loop nest behind the weight gradient.
-pub(crate) fn for_each_tap(
-    s: &WindowSpec,
-    ky: usize,
-    kx: usize,
-    mut f: impl FnMut(usize, usize, usize, usize),
-) {
-    let cols = valid_outputs(kx, s.stride.1, s.padding.1, s.dilation.1, s.w, s.ow);
-    for oy in valid_outputs(ky, s.stride.0, s.padding.0, s.dilation.0, s.h, s.oh) {
-        let iy = oy * s.stride.0 + ky * s.dilation.0 - s.padding.0;
-        for ox in cols.clone() {
-            f(
-                iy,
-                ox * s.stride.1 + kx * s.dilation.1 - s.padding.1,
-                oy,
-                ox,
-            );
-        }
-    }
-}
-
 /// The output rows each kernel row reaches and the output columns each kernel column
 /// reaches (`valid_outputs` of every tap). They depend on the tap, not the channel: a
 /// loop over channels finds them once (each takes two divisions, which a small image's
@@ -123,9 +101,10 @@ impl TapReach {
     }
 }
 
-/// Like `for_each_tap`, in runs `(iy, ix0, oy, ox0, len)` that are contiguous in the
-/// image and in the columns (whole valid rows when the column stride is 1): the loop
-/// nest behind col2im and the direct convolution. Inlined, so that a caller compiled
+/// Calls `f(iy, ix0, oy, ox0, len)` for every tap of every output position that lands
+/// inside the image, in runs contiguous in the image and in the columns (whole valid
+/// rows when the column stride is 1): the loop nest behind col2im and the direct
+/// convolution. Inlined, so that a caller compiled
 /// for a wider vector unit (`widest_loop!`) compiles the loops it passes in for that
 /// unit too.
 #[inline(always)]
