@@ -1712,6 +1712,134 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
     }
 }
 
+/// `t` with `values` put at flat positions (of its contiguous order).
+fn with_values(t: &Tensor, values: &[(usize, f32)]) -> Tensor {
+    let mut v = t.to_vec::<f32>().unwrap();
+    for &(at, value) in values {
+        v[at] = value;
+    }
+    Tensor::from_vec(v, t.dims().to_vec(), &Device::cpu()).unwrap()
+}
+
+/// NaN and the infinities in a transposed convolution reach the outputs they reach on
+/// the CPU, whose fold adds only the products of the kernel's taps and the input: not
+/// the image's padding, nor the zeros of the phases' missing taps, which the implicit
+/// product multiplies (an infinite weight by the padding's zero, a zero tap by a NaN
+/// input: NaN in outputs the CPU leaves finite). Each operand takes a NaN, an infinity
+/// or both signs of one, and the input is infinite everywhere (every element the
+/// kernel stores is summed again), on each device of `conv_devices`: at stride 1 with padding on
+/// the tiled and small-tile builds; by phases with all their taps (DCGAN's 4x4 at stride
+/// 2, the grid shifted), with missing taps (a stride past the kernel; strides differing
+/// by dim, over groups), and on the blocked build. Then a convolution's input gradient
+/// with an infinite weight.
+#[test]
+fn transposed_convolutions_keep_nan_where_the_cpu_does() {
+    let mut rng = rng();
+    let strided = |sh, sw, ph, pw, groups| Conv2dOptions {
+        stride: (sh, sw),
+        padding: (ph, pw),
+        groups,
+        ..Default::default()
+    };
+    type Case<'a> = (&'a [usize], &'a [usize], Conv2dOptions, (usize, usize));
+    let cases: &[Case] = &[
+        (
+            &[2, 6, 9, 11],
+            &[6, 40, 3, 3],
+            strided(1, 1, 1, 1, 1),
+            (0, 0),
+        ),
+        (&[1, 3, 7, 6], &[3, 5, 3, 2], strided(1, 1, 2, 1, 1), (0, 0)),
+        (&[2, 8, 5, 6], &[8, 8, 4, 4], strided(2, 2, 1, 1, 1), (0, 0)),
+        (&[2, 5, 4, 6], &[5, 3, 2, 5], strided(3, 2, 0, 2, 1), (2, 1)),
+        (&[1, 6, 5, 3], &[6, 2, 3, 4], strided(2, 3, 1, 0, 3), (1, 2)),
+        (
+            &[2, 3, 32, 32],
+            &[3, 130, 4, 4],
+            strided(2, 2, 1, 1, 1),
+            (0, 0),
+        ),
+    ];
+    let (nan, inf) = (f32::NAN, f32::INFINITY);
+    let devices = conv_devices();
+    for (xs, ws, o, op) in cases {
+        let (x, w) = (rand(xs, &mut rng), rand(ws, &mut rng));
+        // A corner and a middle of the input; the weights' first tap and an inner one.
+        let (corner, middle) = (0, xs[2] * xs[3] + xs[3] + 1);
+        let inner = ws[2] * ws[3] / 2 + ws[3] * ws[2] * ws[1];
+        let operands = [
+            (
+                "NaN in the input",
+                with_values(&x, &[(corner, nan), (middle, nan)]),
+                w.clone(),
+            ),
+            (
+                "infinities in the input",
+                with_values(&x, &[(corner, inf), (middle, -inf)]),
+                w.clone(),
+            ),
+            (
+                "an infinite weight",
+                x.clone(),
+                with_values(&w, &[(0, inf)]),
+            ),
+            (
+                "NaN and infinite weights",
+                x.clone(),
+                with_values(&w, &[(0, -inf), (inner, nan)]),
+            ),
+            // Every output a tap reaches is infinite, so every element a kernel stores
+            // is stored again: each store's place in the kernel's replay.
+            (
+                "an infinite input and positive weights",
+                x.abs().unwrap().add_scalar(f64::INFINITY).unwrap(),
+                w.abs().unwrap().add_scalar(0.1).unwrap(),
+            ),
+        ];
+        for (what, x, w) in operands {
+            for (name, device) in &devices {
+                parity_on(
+                    device,
+                    &format!("{name} conv_transpose2d {xs:?} {ws:?} {o:?} {op:?}, {what}"),
+                    &[x.clone(), w.clone()],
+                    F32,
+                    |t| t[0].conv_transpose2d(&t[1], None, *o, *op),
+                );
+            }
+        }
+    }
+    // A convolution's input gradient, at stride 1 and by phases: an infinite weight
+    // reaches the input positions its tap read, not the padding's.
+    for (xs, ws, o) in [
+        ([2, 6, 12, 11], [40, 6, 5, 5], strided(1, 1, 2, 2, 1)),
+        ([2, 6, 13, 12], [40, 6, 4, 4], strided(2, 2, 1, 1, 1)),
+    ] {
+        let x = rand(&xs, &mut rng);
+        let w = with_values(&rand(&ws, &mut rng), &[(7, inf)]);
+        let dims = x.conv2d(&w, None, o).unwrap().dims().to_vec();
+        let r = rand(&dims, &mut rng);
+        let input_grad = |t: &[Tensor]| -> kiln::Result<Tensor> {
+            let x = t[0].detach().into_var()?;
+            let grads = x
+                .conv2d(&t[1], None, o)?
+                .mul(&t[2])?
+                .sum_all()?
+                .backward()?;
+            Ok(grads.get(&x).expect("a gradient for x").clone())
+        };
+        // Up to 1,000 products an element: normwise, as in
+        // `conv1d_and_conv_transpose2d_match_cpu`.
+        let want = input_grad(&[x.clone(), w.clone(), r.clone()]).unwrap();
+        for (name, device) in &devices {
+            let moved = [x.clone(), w.clone(), r.clone()].map(|t| on_strided(device, &t));
+            let got = input_grad(&moved).unwrap();
+            assert!(got.device().is_gpu());
+            let label = format!("{name} conv2d input gradient {o:?}, an infinite weight");
+            assert_near(&label, &got, &want, F32.atol, F32.rtol);
+        }
+    }
+}
+
 /// A convolution's weight gradient on each device of `conv_devices`, exactly (small
 /// integers, whose sums are exact in any order): by the direct kernel (`Unfold`) and by
 /// the tiled matmul reading the gradient and the image's columns in place (`Implicit`,

@@ -24,9 +24,11 @@ fn rhs_slice(k0: u32, lid: u32) {}
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
     return read_rhs(base + (k0 + kk) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
 }
-fn store_product(z: u32, row: u32, col: u32, v: f32) {
+fn store_product(z: u32, row: u32, col: u32, v: f32) -> bool {
     store((z * params.m + row) * params.n + col, v);
+    return false;
 }
+fn store_again(z: u32, row: u32, col: u32) {}
 // kiln:end
 alias T = f32;
 
@@ -44,7 +46,7 @@ struct Params {
     offsets: vec4<u32>,
     // An implicit convolution's image (matmul_rhs.rs): height, width, kernel height,
     // kernel width; stride y, stride x, padding y, padding x; dilation y, dilation x,
-    // output width. Unused by a product of matrices.
+    // output width, 1 for a transposed convolution. Unused by a product of matrices.
     conv_image: vec4<u32>,
     conv_step: vec4<u32>,
     conv_taps: vec4<u32>,
@@ -52,6 +54,9 @@ struct Params {
     // image's output gradient, terms in all, output positions per image. A transposed
     // convolution by phases': its stride (y, x), output height and width.
     conv_batch: vec4<u32>,
+    // A transposed convolution's kernel among the taps walked: zeros before it (y, x),
+    // its taps (y, x).
+    conv_kernel: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -156,15 +161,39 @@ fn store_rhs(buf: u32, lid: u32, cols: bool, v: vec4<f32>) {
     put_rhs(buf, lid + 3u * THREADS, cols, v.w);
 }
 
-// Writes the four columns col.. of `row` of batch z that lie inside the product.
-fn store_output(z: u32, row: u32, col: u32, v: vec4<f32>) {
+// Writes the four columns col.. of `row` of batch z that lie inside the product; bit j
+// of the result: column col + j, which store_product kept aside.
+fn store_output(z: u32, row: u32, col: u32, v: vec4<f32>) -> u32 {
+    var aside = 0u;
     if (row >= params.m) {
-        return;
+        return aside;
     }
-    if (col < params.n) { store_product(z, row, col, v.x); }
-    if (col + 1u < params.n) { store_product(z, row, col + 1u, v.y); }
-    if (col + 2u < params.n) { store_product(z, row, col + 2u, v.z); }
-    if (col + 3u < params.n) { store_product(z, row, col + 3u, v.w); }
+    if (col < params.n && store_product(z, row, col, v.x)) { aside |= 1u; }
+    if (col + 1u < params.n && store_product(z, row, col + 1u, v.y)) { aside |= 2u; }
+    if (col + 2u < params.n && store_product(z, row, col + 2u, v.z)) { aside |= 4u; }
+    if (col + 3u < params.n && store_product(z, row, col + 3u, v.w)) { aside |= 8u; }
+    return aside;
+}
+
+// Where a thread's store q (of acc[q], 0..15, as `product` orders them) starts, from its
+// block's corner: rows q % 4 and, from q = 8, HALF below; columns HALF right for q % 8
+// from 4.
+fn store_corner(q: u32) -> vec2<u32> {
+    return vec2<u32>(q % 4u + HALF * (q / 8u), HALF * (q / 4u % 2u));
+}
+
+// Stores again what store_product kept aside: four bits a store, stores 0-7 in
+// aside.x and 8-15 in aside.y. One loop, so one copy of what store_again runs.
+fn store_aside(z: u32, corner: vec2<u32>, aside: vec2<u32>) {
+    var rest = aside;
+    while (any(rest != vec2<u32>(0u))) {
+        let word = select(1u, 0u, rest.x != 0u);
+        let bits = rest[word];
+        rest[word] = bits & (bits - 1u);
+        let b = firstTrailingBit(bits);
+        let at = corner + store_corner(8u * word + b / 4u) + vec2<u32>(0u, b % 4u);
+        store_again(z, at.x, at.y);
+    }
 }
 
 // The tile at `wid` (its column, row and batch).
@@ -238,22 +267,25 @@ fn product(wid: vec3<u32>, local: vec3<u32>, lid: u32) {
 
     let r = row0 + local.y * 4u;
     let c = col0 + local.x * 4u;
-    store_output(wid.z, r, c, acc[0]);
-    store_output(wid.z, r + 1u, c, acc[1]);
-    store_output(wid.z, r + 2u, c, acc[2]);
-    store_output(wid.z, r + 3u, c, acc[3]);
-    store_output(wid.z, r, c + HALF, acc[4]);
-    store_output(wid.z, r + 1u, c + HALF, acc[5]);
-    store_output(wid.z, r + 2u, c + HALF, acc[6]);
-    store_output(wid.z, r + 3u, c + HALF, acc[7]);
-    store_output(wid.z, r + HALF, c, acc[8]);
-    store_output(wid.z, r + HALF + 1u, c, acc[9]);
-    store_output(wid.z, r + HALF + 2u, c, acc[10]);
-    store_output(wid.z, r + HALF + 3u, c, acc[11]);
-    store_output(wid.z, r + HALF, c + HALF, acc[12]);
-    store_output(wid.z, r + HALF + 1u, c + HALF, acc[13]);
-    store_output(wid.z, r + HALF + 2u, c + HALF, acc[14]);
-    store_output(wid.z, r + HALF + 3u, c + HALF, acc[15]);
+    // Four bits a store (store_output): stores 0-7 in x, 8-15 in y.
+    var aside = vec2<u32>(0u);
+    aside.x |= store_output(wid.z, r, c, acc[0]) << 0u;
+    aside.x |= store_output(wid.z, r + 1u, c, acc[1]) << 4u;
+    aside.x |= store_output(wid.z, r + 2u, c, acc[2]) << 8u;
+    aside.x |= store_output(wid.z, r + 3u, c, acc[3]) << 12u;
+    aside.x |= store_output(wid.z, r, c + HALF, acc[4]) << 16u;
+    aside.x |= store_output(wid.z, r + 1u, c + HALF, acc[5]) << 20u;
+    aside.x |= store_output(wid.z, r + 2u, c + HALF, acc[6]) << 24u;
+    aside.x |= store_output(wid.z, r + 3u, c + HALF, acc[7]) << 28u;
+    aside.y |= store_output(wid.z, r + HALF, c, acc[8]) << 0u;
+    aside.y |= store_output(wid.z, r + HALF + 1u, c, acc[9]) << 4u;
+    aside.y |= store_output(wid.z, r + HALF + 2u, c, acc[10]) << 8u;
+    aside.y |= store_output(wid.z, r + HALF + 3u, c, acc[11]) << 12u;
+    aside.y |= store_output(wid.z, r + HALF, c + HALF, acc[12]) << 16u;
+    aside.y |= store_output(wid.z, r + HALF + 1u, c + HALF, acc[13]) << 20u;
+    aside.y |= store_output(wid.z, r + HALF + 2u, c + HALF, acc[14]) << 24u;
+    aside.y |= store_output(wid.z, r + HALF + 3u, c + HALF, acc[15]) << 28u;
+    store_aside(wid.z, vec2<u32>(r, c), aside);
 }
 
 // kiln:entry (kiln-wgpu's ops/matmul_group.rs replaces the entry point to run several

@@ -24,7 +24,7 @@ struct Params {
     offsets: vec4<u32>,
     // An implicit convolution's image (matmul_rhs.rs): height, width, kernel height,
     // kernel width; stride y, stride x, padding y, padding x; dilation y, dilation x,
-    // output width. Unused by a product of matrices.
+    // output width, 1 for a transposed convolution. Unused by a product of matrices.
     conv_image: vec4<u32>,
     conv_step: vec4<u32>,
     conv_taps: vec4<u32>,
@@ -32,6 +32,9 @@ struct Params {
     // image's output gradient, terms in all, output positions per image. A transposed
     // convolution by phases': its stride (y, x), output height and width.
     conv_batch: vec4<u32>,
+    // A transposed convolution's kernel among the taps walked: zeros before it (y, x),
+    // its taps (y, x).
+    conv_kernel: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

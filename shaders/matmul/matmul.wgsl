@@ -21,9 +21,11 @@ fn rhs_slice(k0: u32, lid: u32) {}
 fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
     return read_rhs(base + (k0 + kk) * params.rhs_strides.z + (col0 + c) * params.rhs_strides.w);
 }
-fn store_product(z: u32, row: u32, col: u32, v: f32) {
+fn store_product(z: u32, row: u32, col: u32, v: f32) -> bool {
     store((z * params.m + row) * params.n + col, v);
+    return false;
 }
+fn store_again(z: u32, row: u32, col: u32) {}
 // kiln:end
 alias T = f32;
 
@@ -41,7 +43,7 @@ struct Params {
     offsets: vec4<u32>,
     // An implicit convolution's image (matmul_rhs.rs): height, width, kernel height,
     // kernel width; stride y, stride x, padding y, padding x; dilation y, dilation x,
-    // output width. Unused by a product of matrices.
+    // output width, 1 for a transposed convolution. Unused by a product of matrices.
     conv_image: vec4<u32>,
     conv_step: vec4<u32>,
     conv_taps: vec4<u32>,
@@ -49,6 +51,9 @@ struct Params {
     // image's output gradient, terms in all, output positions per image. A transposed
     // convolution by phases': its stride (y, x), output height and width.
     conv_batch: vec4<u32>,
+    // A transposed convolution's kernel among the taps walked: zeros before it (y, x),
+    // its taps (y, x).
+    conv_kernel: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -128,15 +133,21 @@ fn product(wid: vec3<u32>, local: vec3<u32>, lid: u32) {
     }
 
     // kiln:finish (the LSTM build computes its cell here instead: ops/recurrent_step.rs)
+    // Bit 4i + j: the element (i, j) store_product kept aside, which store_again stores.
+    var aside = 0u;
     for (var i = 0u; i < 4u; i++) {
         let row = row0 + local.y + SIDE * i;
         if (row >= params.m) { continue; }
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + local.x + SIDE * j;
-            if (col < params.n) {
-                store_product(wid.z, row, col, acc[i][j]);
+            if (col < params.n && store_product(wid.z, row, col, acc[i][j])) {
+                aside |= 1u << (4u * i + j);
             }
         }
+    }
+    for (var rest = aside; rest != 0u; rest &= rest - 1u) {
+        let b = firstTrailingBit(rest);
+        store_again(wid.z, row0 + local.y + SIDE * (b / 4u), col0 + local.x + SIDE * (b % 4u));
     }
     // kiln:finish end
 }

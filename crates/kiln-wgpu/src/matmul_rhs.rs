@@ -85,11 +85,13 @@ fn rhs_at(base: u32, k0: u32, kk: u32, col0: u32, c: u32) -> f32 {
 ";
 
 // Where the product's element (row, col) of batch z goes: the compact output
-// `[batch.., m, n]`.
+// `[batch.., m, n]`. Nothing is kept aside (see `IMAGE_STORE`).
 const COMPACT_STORE: &str = "\
-fn store_product(z: u32, row: u32, col: u32, v: f32) {
+fn store_product(z: u32, row: u32, col: u32, v: f32) -> bool {
     store((z * params.m + row) * params.n + col, v);
+    return false;
 }
+fn store_again(z: u32, row: u32, col: u32) {}
 ";
 
 // A transposed convolution by phases (`ops::conv_phases`) stores its output
@@ -99,12 +101,25 @@ fn store_product(z: u32, row: u32, col: u32, v: f32) {
 // and the output's height and width, `params.offsets.zw` the grid's rows and columns
 // before the output's first. Grid cells outside the output are dropped. A convolution
 // (`conv_batch.x` zero) stores the compact product.
+//
+// A transposed convolution (`params.conv_taps.w` 1) is, on the CPU as in PyTorch, a
+// fold of the kernel's products with its input alone; the product here also multiplies
+// the zeros of the image's padding and of the phases' missing taps. Those add zero,
+// except where they meet an infinite weight or a NaN or infinite input: then NaN, in
+// outputs the fold leaves finite. Only a sum that is not finite can hold such a NaN
+// (a finite one is the fold's, plus zeros): `store_product` keeps it aside (returns
+// true), and the kernel, once its stores are done, has `store_again` add each such
+// element again without the zeros (`kernel_sum`). Once per invocation, in one loop: a
+// software adapter runs the code of an `if` whether or not a lane takes it (lavapipe
+// ran a convolution 5x slower with `kernel_sum` in every store), and a GPU branches
+// past it.
 const IMAGE_STORE: &str = "\
-fn store_product(z: u32, row: u32, col: u32, v: f32) {
+const DROPPED: u32 = 0xffffffffu;
+// Where the product's element (row, col) of batch z goes, or DROPPED.
+fn product_at(z: u32, row: u32, col: u32) -> u32 {
     let stride = params.conv_batch.xy;
     if (stride.x == 0u) {
-        store((z * params.m + row) * params.n + col, v);
-        return;
+        return (z * params.m + row) * params.n + col;
     }
     let phases = stride.x * stride.y;
     let phase = row % phases;
@@ -114,11 +129,59 @@ fn store_product(z: u32, row: u32, col: u32, v: f32) {
     let size = params.conv_batch.zw;
     let shift = params.offsets.zw;
     if (any(grid < shift) || any(grid - shift >= size)) {
-        return;
+        return DROPPED;
     }
     let at = grid - shift;
     let channel = z * (params.m / phases) + row / phases;
-    store((channel * size.x + at.x) * size.y + at.y, v);
+    return (channel * size.x + at.x) * size.y + at.y;
+}
+fn store_product(z: u32, row: u32, col: u32, v: f32) -> bool {
+    let at = product_at(z, row, col);
+    if (at == DROPPED) {
+        return false;
+    }
+    let finite = (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+    if (params.conv_taps.w != 0u && !finite) {
+        return true;
+    }
+    store(at, v);
+    return false;
+}
+fn store_again(z: u32, row: u32, col: u32) {
+    store(product_at(z, row, col), kernel_sum(z, row, col));
+}
+// The product's element (row, col) of batch z over the kernel's taps inside the image.
+// By phases, this row's phase's tap t is tap `phase + stride t` of the padded kernel,
+// whose taps from `params.conv_kernel.xy` are the kernel's; at stride 1, the kernel's.
+fn kernel_sum(z: u32, row: u32, col: u32) -> f32 {
+    let b0 = z / params.batch1;
+    let b1 = z % params.batch1;
+    let filter_row = params.offsets.x + b0 * params.lhs_strides.x + b1 * params.lhs_strides.y
+        + row * params.lhs_strides.z;
+    let image = params.offsets.y + b0 * params.rhs_strides.x + b1 * params.rhs_strides.y;
+    let size = params.conv_image.xy;
+    let kw = params.conv_image.w;
+    let taps = params.conv_image.z * kw;
+    let width = params.conv_taps.z;
+    let corner = vec2<i32>(vec2<u32>(col / width, col % width) * params.conv_step.xy)
+        - bitcast<vec2<i32>>(params.conv_step.zw);
+    let dilation = bitcast<vec2<i32>>(params.conv_taps.xy);
+    let stride = max(params.conv_batch.xy, vec2<u32>(1u));
+    let phase = row % (stride.x * stride.y);
+    let first = vec2<u32>(phase / stride.y, phase % stride.y);
+    let kernel_end = params.conv_kernel.xy + params.conv_kernel.zw;
+    var sum = 0.0;
+    for (var k = 0u; k < params.k; k++) {
+        let tap = vec2<u32>((k % taps) / kw, k % kw);
+        let padded = first + stride * tap;
+        let at = corner + vec2<i32>(tap) * dilation;
+        let inside = all(at >= vec2<i32>(0)) && all(vec2<u32>(at) < size);
+        if (inside && all(padded >= params.conv_kernel.xy) && all(padded < kernel_end)) {
+            let pixel = image + k / taps * size.x * size.y + u32(at.x) * size.y + u32(at.y);
+            sum += read_lhs(filter_row + k * params.lhs_strides.w) * read_rhs(pixel);
+        }
+    }
+    return sum;
 }
 ";
 

@@ -261,7 +261,8 @@ shader_params! {
         /// The image an implicit convolution's rhs is the columns of
         /// (`MatmulRhs::ImageColumns`): its height and width, the kernel's height and
         /// width; then stride, padding (y, x each); then dilation (y, x), output
-        /// width. Zero for a product of matrices.
+        /// width, and 1 for a transposed convolution (which adds only the products of
+        /// its kernel's taps inside the image). Zero for a product of matrices.
         conv_image: [u32; 4],
         conv_step: [u32; 4],
         conv_taps: [u32; 4],
@@ -271,6 +272,10 @@ shader_params! {
         /// (`MatmulRhs::ImageColumns`): its stride (y, x), the output's height and
         /// width. Zero otherwise.
         conv_batch: [u32; 4],
+        /// A transposed convolution's kernel among the taps the product walks: the
+        /// zeros before its taps (y, x; by phases, in the padded kernel the phases take
+        /// their taps from), and its taps (y, x). Zero otherwise.
+        conv_kernel: [u32; 4],
     }
     /// One product of a launch of several (`ops/matmul_group.rs`): the members of
     /// `MatmulParams` a product of matrices reads, then its workgroups.

@@ -83,6 +83,11 @@ impl Phases {
     pub(crate) fn padded(&self) -> usize {
         self.stride * self.taps
     }
+
+    /// The kernel's own taps, of the padded kernel's.
+    pub(crate) fn kernel(&self) -> usize {
+        self.padded() - self.before - self.after
+    }
 }
 
 /// The stacked filters `[groups, out / groups * sh * sw, in / groups * th * tw]` (phases

@@ -53,6 +53,7 @@ pub(crate) fn conv2d(
                 padding: [s.padding.0 as i64, s.padding.1 as i64],
                 dilation: [s.dilation.0 as i64, s.dilation.1 as i64],
                 phases: None,
+                transposed: false,
             };
             implicit.launch(x, weight)
         }
@@ -126,6 +127,7 @@ fn stride_one_transpose(
             padding: [backwards(s.padding.0), backwards(s.padding.1)],
             dilation: [backwards(s.dilation.0), backwards(s.dilation.1)],
             phases: None,
+            transposed: true,
         };
         implicit.launch(x, &filters)
     })
@@ -185,6 +187,7 @@ fn transpose_by_phases(
             padding: [-h.reach, -w.reach],
             dilation: [-1, -1],
             phases: Some(dims),
+            transposed: true,
         };
         implicit.launch(x, &filters)
     })
@@ -324,6 +327,10 @@ struct Implicit {
     dilation: [i64; 2],
     /// A transposed convolution's phases, which the product stores interleaved.
     phases: Option<[Phases; 2]>,
+    /// A transposed convolution, which adds only its kernel's products with the image
+    /// (`MatmulRhs::ImageColumns`' store sums an element again where the zeros of the
+    /// padding or of missing taps met an infinity or a NaN).
+    transposed: bool,
 }
 
 impl Implicit {
@@ -382,11 +389,15 @@ impl Implicit {
             signed(self.dilation[0])?,
             signed(self.dilation[1])?,
             u(self.out_width)?,
-            0,
+            u32::from(self.transposed),
         ];
+        if self.transposed {
+            params.conv_kernel = [0, 0, u(kh)?, u(kw)?];
+        }
         if let Some([h, w]) = self.phases {
             params.offsets[2..].copy_from_slice(&[u(h.shift)?, u(w.shift)?]);
             params.conv_batch = [u(h.stride)?, u(w.stride)?, u(h.out)?, u(w.out)?];
+            params.conv_kernel = [u(h.before)?, u(w.before)?, u(h.kernel())?, u(w.kernel())?];
         }
         let dtypes = [x.dtype];
         if device.defers(kernel) {

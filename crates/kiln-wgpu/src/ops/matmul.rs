@@ -297,6 +297,7 @@ pub(crate) fn tile_launch(
         conv_step: [0; 4],
         conv_taps: [0; 4],
         conv_batch: [0; 4],
+        conv_kernel: [0; 4],
     };
     Ok((params, groups))
 }
