@@ -1505,30 +1505,32 @@ fn f16_conv_transpose2d_rounds_once() {
     }
 }
 
-#[test]
-fn conv1d_and_conv_transpose2d_match_cpu() {
-    let mut rng = rng();
-    let padded = |p: usize| Conv2dOptions {
-        padding: (p, p),
-        ..Default::default()
-    };
-    let strided = |sh, sw, ph, pw, groups| Conv2dOptions {
+/// A transposed convolution's options: stride and padding (y, x), groups.
+fn strided(sh: usize, sw: usize, ph: usize, pw: usize, groups: usize) -> Conv2dOptions {
+    Conv2dOptions {
         stride: (sh, sw),
         padding: (ph, pw),
         groups,
         ..Default::default()
+    }
+}
+
+/// A transposed convolution for the parity tests: input shape, weight shape, options,
+/// output padding.
+type TransposeCase = (
+    &'static [usize],
+    &'static [usize],
+    Conv2dOptions,
+    (usize, usize),
+);
+
+/// Transposed convolutions of every kind, on every path a device takes them.
+fn conv_transpose_cases() -> Vec<TransposeCase> {
+    let padded = |p: usize| Conv2dOptions {
+        padding: (p, p),
+        ..Default::default()
     };
-    let (x, w, b) = (
-        rand(&[2, 4, 29], &mut rng),
-        rand(&[6, 2, 5], &mut rng),
-        rand(&[6], &mut rng),
-    );
-    parity("conv1d", &[x, w, b], F32, |t| {
-        t[0].conv1d(&t[1], Some(&t[2]), 2, 1, 2, 2)
-    });
-    // (input shape, weight shape, options, output padding)
-    type Case<'a> = (&'a [usize], &'a [usize], Conv2dOptions, (usize, usize));
-    let cases: &[Case] = &[
+    vec![
         (
             &[1, 1, 3, 3],
             &[1, 1, 3, 3],
@@ -1615,9 +1617,22 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
         // stride 2 (each output a single tap); 4x4 at stride 2 without padding.
         (&[2, 6, 5, 4], &[6, 4, 2, 2], strided(2, 2, 0, 0, 1), (0, 0)),
         (&[1, 4, 3, 5], &[4, 3, 4, 4], strided(2, 2, 0, 0, 1), (1, 1)),
-    ];
+    ]
+}
+
+#[test]
+fn conv1d_and_conv_transpose2d_match_cpu() {
+    let mut rng = rng();
+    let (x, w, b) = (
+        rand(&[2, 4, 29], &mut rng),
+        rand(&[6, 2, 5], &mut rng),
+        rand(&[6], &mut rng),
+    );
+    parity("conv1d", &[x, w, b], F32, |t| {
+        t[0].conv1d(&t[1], Some(&t[2]), 2, 1, 2, 2)
+    });
     let devices = conv_devices();
-    for (xs, ws, o, op) in cases {
+    for (xs, ws, o, op) in conv_transpose_cases() {
         let (x, w) = (rand(xs, &mut rng), rand(ws, &mut rng));
         let b = rand(&[ws[1] * o.groups], &mut rng);
         for (name, device) in &devices {
@@ -1626,7 +1641,7 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
                 &format!("{name} conv_transpose2d {xs:?} {ws:?} {o:?} {op:?}"),
                 &[x.clone(), w.clone(), b.clone()],
                 F32,
-                |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), *o, *op),
+                |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), o, op),
             );
         }
     }
@@ -1686,29 +1701,29 @@ fn conv1d_and_conv_transpose2d_match_cpu() {
     ];
     for (xs, ws, ys, o) in input_grads {
         let (x, w, weights) = (rand(xs, &mut rng), rand(ws, &mut rng), rand(ys, &mut rng));
-        let input_grad = |t: &[Tensor]| -> kiln::Result<Tensor> {
-            let x = t[0].detach().into_var()?;
-            let loss = x.conv2d(&t[1], None, o)?.mul(&t[2])?.sum_all()?;
-            let grads = loss.backward()?;
-            Ok(grads.get(&x).expect("a gradient for x").clone())
-        };
-        // Each element sums up to 1,000 products (40 channels by 25 taps), which the
-        // implicit build adds in one running sum: compared normwise, as the products are
-        // in tests/fusion.rs (elementwise, an element that cancels to 0.0096 failed by
-        // 1.2e-5, ordinary f32 rounding for such a sum: its exact value was 1.0e-5 away).
-        let want = input_grad(&[x.clone(), w.clone(), weights.clone()]).unwrap();
-        for (name, device) in &devices {
-            let moved = [x.clone(), w.clone(), weights.clone()].map(|t| on_strided(device, &t));
-            let got = input_grad(&moved).unwrap();
-            assert!(got.device().is_gpu());
-            assert_near(
-                &format!("{name} conv2d input gradient {o:?}"),
-                &got,
-                &want,
-                F32.atol,
-                F32.rtol,
-            );
-        }
+        input_gradients_match(&format!("conv2d input gradient {o:?}"), [x, w, weights], o);
+    }
+}
+
+/// The gradient of `sum(conv2d(x, w) * r)` with respect to `x` ([x, w, r]) on each device
+/// of `conv_devices` against the CPU's. Each element sums up to 1,000 products (40
+/// channels by 25 taps in the cases here), which the implicit build adds in one running
+/// sum: compared normwise, as the products are in tests/fusion.rs (elementwise, an
+/// element that cancels to 0.0096 failed by 1.2e-5, ordinary f32 rounding for such a
+/// sum: its exact value was 1.0e-5 away).
+fn input_gradients_match(label: &str, operands: [Tensor; 3], o: Conv2dOptions) {
+    let input_grad = |t: &[Tensor]| -> kiln::Result<Tensor> {
+        let x = t[0].detach().into_var()?;
+        let loss = x.conv2d(&t[1], None, o)?.mul(&t[2])?.sum_all()?;
+        let grads = loss.backward()?;
+        Ok(grads.get(&x).expect("a gradient for x").clone())
+    };
+    let want = input_grad(&operands).unwrap();
+    for (name, device) in &conv_devices() {
+        let moved = operands.clone().map(|t| on_strided(device, &t));
+        let got = input_grad(&moved).unwrap();
+        assert!(got.device().is_gpu());
+        assert_near(&format!("{name} {label}"), &got, &want, F32.atol, F32.rtol);
     }
 }
 
@@ -1727,46 +1742,19 @@ fn with_values(t: &Tensor, values: &[(usize, f32)]) -> Tensor {
 /// product multiplies (an infinite weight by the padding's zero, a zero tap by a NaN
 /// input: NaN in outputs the CPU leaves finite). Each operand takes a NaN, an infinity
 /// or both signs of one, and the input is infinite everywhere (every element the
-/// kernel stores is summed again), on each device of `conv_devices`: at stride 1 with padding on
-/// the tiled and small-tile builds; by phases with all their taps (DCGAN's 4x4 at stride
-/// 2, the grid shifted), with missing taps (a stride past the kernel; strides differing
-/// by dim, over groups), and on the blocked build. Then a convolution's input gradient
-/// with an infinite weight.
+/// kernel stores is summed again), in every case of `conv_transpose_cases` on each
+/// device of `conv_devices`. Then a convolution's input gradient with an infinite
+/// weight.
 #[test]
 fn transposed_convolutions_keep_nan_where_the_cpu_does() {
     let mut rng = rng();
-    let strided = |sh, sw, ph, pw, groups| Conv2dOptions {
-        stride: (sh, sw),
-        padding: (ph, pw),
-        groups,
-        ..Default::default()
-    };
-    type Case<'a> = (&'a [usize], &'a [usize], Conv2dOptions, (usize, usize));
-    let cases: &[Case] = &[
-        (
-            &[2, 6, 9, 11],
-            &[6, 40, 3, 3],
-            strided(1, 1, 1, 1, 1),
-            (0, 0),
-        ),
-        (&[1, 3, 7, 6], &[3, 5, 3, 2], strided(1, 1, 2, 1, 1), (0, 0)),
-        (&[2, 8, 5, 6], &[8, 8, 4, 4], strided(2, 2, 1, 1, 1), (0, 0)),
-        (&[2, 5, 4, 6], &[5, 3, 2, 5], strided(3, 2, 0, 2, 1), (2, 1)),
-        (&[1, 6, 5, 3], &[6, 2, 3, 4], strided(2, 3, 1, 0, 3), (1, 2)),
-        (
-            &[2, 3, 32, 32],
-            &[3, 130, 4, 4],
-            strided(2, 2, 1, 1, 1),
-            (0, 0),
-        ),
-    ];
     let (nan, inf) = (f32::NAN, f32::INFINITY);
     let devices = conv_devices();
-    for (xs, ws, o, op) in cases {
+    for (xs, ws, o, op) in conv_transpose_cases() {
         let (x, w) = (rand(xs, &mut rng), rand(ws, &mut rng));
         // A corner and a middle of the input; the weights' first tap and an inner one.
-        let (corner, middle) = (0, xs[2] * xs[3] + xs[3] + 1);
-        let inner = ws[2] * ws[3] / 2 + ws[3] * ws[2] * ws[1];
+        let count = |shape: &[usize]| shape.iter().product::<usize>();
+        let (corner, middle, inner) = (0, count(xs) / 2 + 1, count(ws) / 2 + 1);
         let operands = [
             (
                 "NaN in the input",
@@ -1803,7 +1791,7 @@ fn transposed_convolutions_keep_nan_where_the_cpu_does() {
                     &format!("{name} conv_transpose2d {xs:?} {ws:?} {o:?} {op:?}, {what}"),
                     &[x.clone(), w.clone()],
                     F32,
-                    |t| t[0].conv_transpose2d(&t[1], None, *o, *op),
+                    |t| t[0].conv_transpose2d(&t[1], None, o, op),
                 );
             }
         }
@@ -1818,25 +1806,8 @@ fn transposed_convolutions_keep_nan_where_the_cpu_does() {
         let w = with_values(&rand(&ws, &mut rng), &[(7, inf)]);
         let dims = x.conv2d(&w, None, o).unwrap().dims().to_vec();
         let r = rand(&dims, &mut rng);
-        let input_grad = |t: &[Tensor]| -> kiln::Result<Tensor> {
-            let x = t[0].detach().into_var()?;
-            let grads = x
-                .conv2d(&t[1], None, o)?
-                .mul(&t[2])?
-                .sum_all()?
-                .backward()?;
-            Ok(grads.get(&x).expect("a gradient for x").clone())
-        };
-        // Up to 1,000 products an element: normwise, as in
-        // `conv1d_and_conv_transpose2d_match_cpu`.
-        let want = input_grad(&[x.clone(), w.clone(), r.clone()]).unwrap();
-        for (name, device) in &devices {
-            let moved = [x.clone(), w.clone(), r.clone()].map(|t| on_strided(device, &t));
-            let got = input_grad(&moved).unwrap();
-            assert!(got.device().is_gpu());
-            let label = format!("{name} conv2d input gradient {o:?}, an infinite weight");
-            assert_near(&label, &got, &want, F32.atol, F32.rtol);
-        }
+        let label = format!("conv2d input gradient {o:?}, an infinite weight");
+        input_gradients_match(&label, [x, w, r], o);
     }
 }
 
