@@ -161,9 +161,11 @@ fn store_rhs(buf: u32, lid: u32, cols: bool, v: vec4<f32>) {
     put_rhs(buf, lid + 3u * THREADS, cols, v.w);
 }
 
-// Writes the four columns col.. of `row` of batch z that lie inside the product; bit j
-// of the result: column col + j, which store_product kept aside.
-fn store_output(z: u32, row: u32, col: u32, v: vec4<f32>) -> u32 {
+// Writes the four columns at.y.. of row at.x of batch z that lie inside the product;
+// bit j of the result: column at.y + j, which store_product kept aside.
+fn store_output(z: u32, at: vec2<u32>, v: vec4<f32>) -> u32 {
+    let row = at.x;
+    let col = at.y;
     var aside = 0u;
     if (row >= params.m) {
         return aside;
@@ -175,9 +177,8 @@ fn store_output(z: u32, row: u32, col: u32, v: vec4<f32>) -> u32 {
     return aside;
 }
 
-// Where a thread's store q (of acc[q], 0..15, as `product` orders them) starts, from its
-// block's corner: rows q % 4 and, from q = 8, HALF below; columns HALF right for q % 8
-// from 4.
+// Where a thread's store q (of acc[q], 0..15) starts, from its block's corner: rows
+// q % 4 and, from q = 8, HALF below; columns HALF right for q % 8 from 4.
 fn store_corner(q: u32) -> vec2<u32> {
     return vec2<u32>(q % 4u + HALF * (q / 8u), HALF * (q / 4u % 2u));
 }
@@ -265,27 +266,26 @@ fn product(wid: vec3<u32>, local: vec3<u32>, lid: u32) {
         // this slice's barrier, so no second barrier is needed.
     }
 
-    let r = row0 + local.y * 4u;
-    let c = col0 + local.x * 4u;
+    let corner = vec2<u32>(row0 + local.y * 4u, col0 + local.x * 4u);
     // Four bits a store (store_output): stores 0-7 in x, 8-15 in y.
     var aside = vec2<u32>(0u);
-    aside.x |= store_output(wid.z, r, c, acc[0]) << 0u;
-    aside.x |= store_output(wid.z, r + 1u, c, acc[1]) << 4u;
-    aside.x |= store_output(wid.z, r + 2u, c, acc[2]) << 8u;
-    aside.x |= store_output(wid.z, r + 3u, c, acc[3]) << 12u;
-    aside.x |= store_output(wid.z, r, c + HALF, acc[4]) << 16u;
-    aside.x |= store_output(wid.z, r + 1u, c + HALF, acc[5]) << 20u;
-    aside.x |= store_output(wid.z, r + 2u, c + HALF, acc[6]) << 24u;
-    aside.x |= store_output(wid.z, r + 3u, c + HALF, acc[7]) << 28u;
-    aside.y |= store_output(wid.z, r + HALF, c, acc[8]) << 0u;
-    aside.y |= store_output(wid.z, r + HALF + 1u, c, acc[9]) << 4u;
-    aside.y |= store_output(wid.z, r + HALF + 2u, c, acc[10]) << 8u;
-    aside.y |= store_output(wid.z, r + HALF + 3u, c, acc[11]) << 12u;
-    aside.y |= store_output(wid.z, r + HALF, c + HALF, acc[12]) << 16u;
-    aside.y |= store_output(wid.z, r + HALF + 1u, c + HALF, acc[13]) << 20u;
-    aside.y |= store_output(wid.z, r + HALF + 2u, c + HALF, acc[14]) << 24u;
-    aside.y |= store_output(wid.z, r + HALF + 3u, c + HALF, acc[15]) << 28u;
-    store_aside(wid.z, vec2<u32>(r, c), aside);
+    aside.x |= store_output(wid.z, corner + store_corner(0u), acc[0]);
+    aside.x |= store_output(wid.z, corner + store_corner(1u), acc[1]) << 4u;
+    aside.x |= store_output(wid.z, corner + store_corner(2u), acc[2]) << 8u;
+    aside.x |= store_output(wid.z, corner + store_corner(3u), acc[3]) << 12u;
+    aside.x |= store_output(wid.z, corner + store_corner(4u), acc[4]) << 16u;
+    aside.x |= store_output(wid.z, corner + store_corner(5u), acc[5]) << 20u;
+    aside.x |= store_output(wid.z, corner + store_corner(6u), acc[6]) << 24u;
+    aside.x |= store_output(wid.z, corner + store_corner(7u), acc[7]) << 28u;
+    aside.y |= store_output(wid.z, corner + store_corner(8u), acc[8]);
+    aside.y |= store_output(wid.z, corner + store_corner(9u), acc[9]) << 4u;
+    aside.y |= store_output(wid.z, corner + store_corner(10u), acc[10]) << 8u;
+    aside.y |= store_output(wid.z, corner + store_corner(11u), acc[11]) << 12u;
+    aside.y |= store_output(wid.z, corner + store_corner(12u), acc[12]) << 16u;
+    aside.y |= store_output(wid.z, corner + store_corner(13u), acc[13]) << 20u;
+    aside.y |= store_output(wid.z, corner + store_corner(14u), acc[14]) << 24u;
+    aside.y |= store_output(wid.z, corner + store_corner(15u), acc[15]) << 28u;
+    store_aside(wid.z, corner, aside);
 }
 
 // kiln:entry (kiln-wgpu's ops/matmul_group.rs replaces the entry point to run several
