@@ -1,12 +1,15 @@
 //! One GPU device shared by threads: each thread's work gives what it gives alone, and
 //! no thread waits on another forever. Threads that train on one device (the
 //! training-parity tests, data-parallel ranks on one machine) share its pending list and
-//! each other's deferred launches: a thread running its column reductions joins the
-//! others' into one launch, while another prunes the list of finished work. Those two
-//! once deadlocked, each holding what the other waited for.
+//! each other's deferred launches: a thread running its column reductions or products
+//! joins the others' into one launch, while another prunes the list of finished work, or
+//! means to run a deferred product inside a launch of its own (an epilogue, a recurrent
+//! step). Those once deadlocked, each holding what the other waited for; and a group
+//! once took a product a recurrent step had found and was about to run.
 
 mod common;
 
+use kiln::backend::MatmulVariant;
 use kiln::{Device, Rng, Tensor};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -18,49 +21,127 @@ const STEPS: usize = 250;
 /// still running then is waiting on a lock no one will release.
 const DEADLINE: Duration = Duration::from_secs(120);
 
+/// A thread's step: its inputs drawn from `rng`, and what it computes on a device from
+/// them.
+struct Work {
+    inputs: fn(&mut Rng) -> Vec<Tensor>,
+    step: fn(&Device, &[Tensor]) -> Named,
+}
+
+/// Tensors with their names.
+type Named = Vec<(&'static str, Tensor)>;
+
 /// Two dense layers' loss and its gradients, on `device`: two bias gradients (column
 /// reductions, deferred until read) and two weight gradients per step. The activation
 /// is smooth: with a ReLU, a unit whose input lies within rounding of zero is on for
 /// one device and off for the other (seed 1796397190097286530, step 175, on every
 /// build), which is no difference between threads.
-fn step(device: &Device, inputs: &[Tensor; 5]) -> Vec<Tensor> {
-    let [x, w1, b1, w2, b2] = inputs
-        .each_ref()
-        .map(|t| t.to_device(device).unwrap().into_var().unwrap());
-    let h = x.matmul(&w1).unwrap().add(&b1).unwrap().tanh().unwrap();
-    let y = h.matmul(&w2).unwrap().add(&b2).unwrap();
-    let loss = y.mul(&y).unwrap().mean_all().unwrap();
-    let grads = loss.backward().unwrap();
-    // The bias gradients first: reading one runs the pending column reductions together.
-    [&b2, &b1, &w2, &w1]
-        .iter()
-        .map(|t| grads.get(t).expect("a gradient").clone())
-        .collect()
+const DENSE: Work = Work {
+    inputs: |rng| {
+        let shapes: [&[usize]; 5] = [&[37, 29], &[29, 13], &[13], &[13, 7], &[7]];
+        shapes.iter().map(|s| common::rand(s, rng)).collect()
+    },
+    step: |device, inputs| {
+        let [x, w1, b1, w2, b2] = vars(device, inputs);
+        let h = x.matmul(&w1).unwrap().add(&b1).unwrap().tanh().unwrap();
+        let y = h.matmul(&w2).unwrap().add(&b2).unwrap();
+        let grads = mean_square(&[y]).backward().unwrap();
+        // The bias gradients first: reading one runs the pending column reductions
+        // together.
+        let names = ["b2", "b1", "w2", "w1"];
+        names
+            .iter()
+            .zip([&b2, &b1, &w2, &w1])
+            .map(|(n, t)| (*n, grads.get(t).expect("a gradient").clone()))
+            .collect()
+    },
+};
+
+/// Two GRU steps and two LSTM steps from one state, and the gradients of the weights
+/// and the state. Each cell reads a sum over the deferred product `h @ w_hh`, which its
+/// step takes and runs in a launch of its own (`recurrent_step`); the first step's
+/// output gradient is a sum over the product behind the second's input gradient, which
+/// the backward pass runs so too (`recurrent_backward`).
+const CELLS: Work = Work {
+    inputs: |rng| {
+        let (batch, input, hidden) = (6, 7, 5);
+        let shapes: [&[usize]; 9] = [
+            &[batch, input],
+            &[batch, hidden],
+            &[batch, hidden],
+            &[input, 3 * hidden],
+            &[3 * hidden],
+            &[hidden, 3 * hidden],
+            &[3 * hidden],
+            &[input, 4 * hidden],
+            &[hidden, 4 * hidden],
+        ];
+        shapes.iter().map(|s| common::rand(s, rng)).collect()
+    },
+    step: |device, inputs| {
+        let [x, h, c, gru_ih, gru_bih, gru_hh, gru_bhh, lstm_ih, lstm_hh] = vars(device, inputs);
+        let hidden = h.dims()[1];
+        let gru_x = x.matmul(&gru_ih).unwrap().add(&gru_bih).unwrap();
+        let lstm_x = x.matmul(&lstm_ih).unwrap();
+        let (mut gru_h, mut lstm_h, mut lstm_c) = (h.clone(), h.clone(), c.clone());
+        let mut outputs = Vec::new();
+        for _ in 0..2 {
+            // Each product bound apart from its use: a temporary kept to the end of
+            // the statement would be held twice, and the step would leave it alone.
+            let hp = gru_h.matmul(&gru_hh).unwrap().add(&gru_bhh).unwrap();
+            gru_h = gru_x.gru_cell(&hp, &gru_h).unwrap();
+            let z = lstm_x.add(&lstm_h.matmul(&lstm_hh).unwrap()).unwrap();
+            let hc = z.lstm_cell(&lstm_c).unwrap();
+            lstm_h = hc.narrow(1, 0, hidden).unwrap();
+            lstm_c = hc.narrow(1, hidden, hidden).unwrap();
+            outputs.extend([gru_h.clone(), lstm_h.clone()]);
+        }
+        let grads = mean_square(&outputs).backward().unwrap();
+        let names = ["gru w_hh", "lstm w_hh", "gru w_ih", "h", "c"];
+        let of = [&gru_hh, &lstm_hh, &gru_ih, &h, &c];
+        names
+            .iter()
+            .zip(of)
+            .map(|(n, t)| (*n, grads.get(t).expect("a gradient").clone()))
+            .collect()
+    },
+};
+
+/// `inputs` on `device`, each a variable.
+fn vars<const N: usize>(device: &Device, inputs: &[Tensor]) -> [Tensor; N] {
+    let on = |t: &Tensor| t.to_device(device).unwrap().into_var().unwrap();
+    let vars: Vec<Tensor> = inputs.iter().map(on).collect();
+    vars.try_into().expect("the work's inputs")
 }
 
-fn inputs(rng: &mut Rng) -> [Tensor; 5] {
-    [
-        common::rand(&[37, 29], rng),
-        common::rand(&[29, 13], rng),
-        common::rand(&[13], rng),
-        common::rand(&[13, 7], rng),
-        common::rand(&[7], rng),
-    ]
+/// The sum of the tensors' mean squares.
+fn mean_square(ts: &[Tensor]) -> Tensor {
+    let squares = ts.iter().map(|t| t.mul(t).unwrap().mean_all().unwrap());
+    squares.reduce(|a, b| a.add(&b).unwrap()).expect("a tensor")
 }
 
-#[test]
-fn threads_sharing_a_device_get_their_own_results_and_finish() {
+/// Runs thread `t`'s work, `works[t]`, for `STEPS` steps on one GPU, each step checked
+/// against the CPU's, and fails if a thread does not finish by `DEADLINE`.
+fn share_a_device(works: [Work; THREADS]) {
     let Some(gpu) = common::gpu() else { return };
+    // Products by a card's kernels, small ones several to a launch (a software
+    // adapter's defaults are neither). Every test here wants them, on the one device
+    // they share.
+    let gpu_device = gpu.as_gpu().expect("a gpu device");
+    gpu_device
+        .set_matmul_variant(MatmulVariant::BySize)
+        .unwrap();
+    gpu_device.set_matmul_groups(true);
     let mut rng = common::rng();
     let (done, finished) = mpsc::channel();
-    for t in 0..THREADS {
+    for (t, work) in works.into_iter().enumerate() {
         let (gpu, done) = (gpu.clone(), done.clone());
-        let cases: Vec<[Tensor; 5]> = (0..STEPS).map(|_| inputs(&mut rng)).collect();
+        let cases: Vec<Vec<Tensor>> = (0..STEPS).map(|_| (work.inputs)(&mut rng)).collect();
         std::thread::spawn(move || {
             for (s, case) in cases.iter().enumerate() {
-                let got = step(&gpu, case);
-                let want = step(&Device::cpu(), case);
-                for (name, (g, w)) in ["b2", "b1", "w2", "w1"].iter().zip(got.iter().zip(&want)) {
+                let got = (work.step)(&gpu, case);
+                let want = (work.step)(&Device::cpu(), case);
+                for ((name, g), (_, w)) in got.iter().zip(&want) {
                     let label = format!("thread {t}, step {s}: gradient of {name}");
                     common::assert_close(&label, g, w, common::F32);
                 }
@@ -79,4 +160,16 @@ fn threads_sharing_a_device_get_their_own_results_and_finish() {
             Err(mpsc::RecvTimeoutError::Disconnected) => panic!("a thread failed"),
         }
     }
+}
+
+#[test]
+fn threads_sharing_a_device_get_their_own_results_and_finish() {
+    share_a_device([DENSE, DENSE, DENSE, DENSE]);
+}
+
+/// The recurrent steps' products are deferred launches of the tiled kernel, which the
+/// dense threads' groups of products would join.
+#[test]
+fn recurrent_steps_keep_their_products_from_other_threads() {
+    share_a_device([CELLS, DENSE, CELLS, DENSE]);
 }

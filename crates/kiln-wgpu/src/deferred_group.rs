@@ -42,15 +42,16 @@ pub(crate) fn run_with_others(
     // needs it meanwhile waits, where an empty slot would tell it the launch had run.
     let mut slots = Vec::new();
     for other in &live {
-        // An expression being run means to take it as its epilogue, which writes once
-        // what a group would write and the expression then read again.
-        if other.epilogue_claimed() {
-            continue;
-        }
         // A lock held elsewhere is a launch being run or fused now: left alone.
         let Ok(slot) = other.deferred.try_lock() else {
             continue;
         };
+        // A run in progress means to take it into its own launch (an expression as its
+        // epilogue, a recurrent step). Asked with the slot locked: a claimant that
+        // finds the launch still there after claiming then keeps it.
+        if other.claimed() {
+            continue;
+        }
         if slot.as_deref().is_some_and(accepted) {
             slots.push((other.as_ref(), slot));
         }

@@ -44,28 +44,30 @@ pub(crate) struct StorageData {
     /// When its work was recorded, in the order of all pending storages: a storage's
     /// pending inputs were recorded before it (0 for a storage made with its buffer).
     pub(crate) recorded: u64,
-    /// Expressions being run that mean to take its deferred launch as their epilogue
-    /// (`EpilogueClaim`): a launch of several leaves it to them.
-    epilogue_claims: AtomicUsize,
+    /// Runs in progress that mean to take its deferred launch into a launch of their
+    /// own (`LaunchClaim`): a launch of several leaves it to them.
+    claims: AtomicUsize,
 }
 
-/// While held, marks a storage's deferred launch as the epilogue an expression being
-/// run will take (`deferred_group` leaves it out of its launches). It holds the
-/// storage weakly: whether anything else holds it decides whether the epilogue
-/// writes the launch's own output (`fusion::epilogue::private`).
-pub(crate) struct EpilogueClaim(Weak<StorageData>);
+/// While held, marks a storage's deferred launch as one a run in progress will take
+/// into a launch of its own: an expression's, as its epilogue; a recurrent step's
+/// (`deferred_group` leaves it out of its launches). A launch a group locked before
+/// the claim may be gone: the claimant asks whether it is still deferred after
+/// claiming. It holds the storage weakly: whether anything else holds it decides
+/// whether an epilogue writes the launch's own output (`fusion::epilogue::private`).
+pub(crate) struct LaunchClaim(Weak<StorageData>);
 
-impl EpilogueClaim {
+impl LaunchClaim {
     pub(crate) fn new(data: &Arc<StorageData>) -> Self {
-        data.epilogue_claims.fetch_add(1, Ordering::SeqCst);
-        EpilogueClaim(Arc::downgrade(data))
+        data.claims.fetch_add(1, Ordering::SeqCst);
+        LaunchClaim(Arc::downgrade(data))
     }
 }
 
-impl Drop for EpilogueClaim {
+impl Drop for LaunchClaim {
     fn drop(&mut self) {
         if let Some(data) = self.0.upgrade() {
-            data.epilogue_claims.fetch_sub(1, Ordering::SeqCst);
+            data.claims.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -82,7 +84,7 @@ impl GpuStorage {
             side_of: Mutex::new(None),
             followers: AtomicUsize::new(0),
             recorded: 0,
-            epilogue_claims: AtomicUsize::new(0),
+            claims: AtomicUsize::new(0),
         };
         GpuStorage {
             data: Arc::new(data),
@@ -129,7 +131,7 @@ impl GpuStorage {
             side_of: Mutex::new(None),
             followers: AtomicUsize::new(0),
             recorded: RECORDED.fetch_add(1, Ordering::Relaxed),
-            epilogue_claims: AtomicUsize::new(0),
+            claims: AtomicUsize::new(0),
         });
         device.track_pending(&data)?;
         Ok(GpuStorage {
@@ -228,9 +230,9 @@ impl GpuStorage {
 }
 
 impl StorageData {
-    /// Whether an expression being run means to take its launch as its epilogue.
-    pub(crate) fn epilogue_claimed(&self) -> bool {
-        self.epilogue_claims.load(Ordering::SeqCst) > 0
+    /// Whether a run in progress means to take its launch (`LaunchClaim`).
+    pub(crate) fn claimed(&self) -> bool {
+        self.claims.load(Ordering::SeqCst) > 0
     }
 
     /// Whether it still has an expression or a deferred launch to run. A slot another

@@ -10,7 +10,7 @@ use crate::kernels::Kernel;
 use crate::launch::Bindings;
 use crate::ops::matmul_group;
 use crate::pipelines::Pipeline;
-use crate::storage::{EpilogueClaim, GpuStorage, StorageData};
+use crate::storage::{GpuStorage, LaunchClaim, StorageData};
 use kiln_core::{Error, GpuErrorKind, Result};
 use std::sync::{Arc, Weak};
 
@@ -77,7 +77,7 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
 fn lower_with_epilogue(
     expr: &Expr,
     device: &GpuDevice,
-) -> Result<(Program, Option<usize>, Option<EpilogueClaim>)> {
+) -> Result<(Program, Option<usize>, Option<LaunchClaim>)> {
     // The launch's buffers, the program's other reads, and its output.
     let fits = |program: &Program, given: usize| {
         let source = program.reads[given].arg.storage.data.deferred.lock();
@@ -96,7 +96,7 @@ fn lower_with_epilogue(
         // The launch's own inputs first, those it reads as buffers: they may fill a
         // storage this program computes inline.
         let source = &program.reads[given].arg.storage;
-        let claim = EpilogueClaim::new(&source.data);
+        let claim = LaunchClaim::new(&source.data);
         let launch_inputs = {
             let slot = source.data.deferred.lock().unwrap();
             slot.as_ref().map(|l| (l.kernel(), l.inputs().to_vec()))

@@ -234,7 +234,7 @@ fn step(
         return Ok(None);
     };
     let shape = [batch, hidden];
-    let Some(p) = product_in_sum(expr, dtype, &shape) else {
+    let Some((p, _claim)) = product_in_sum(expr, dtype, &shape) else {
         return Ok(None);
     };
     let (product, rest) = (&expr.args[p], &expr.args[1 - p]);

@@ -15,7 +15,7 @@ use crate::kernels::Kernel;
 use crate::launch::Bindings;
 use crate::params::{to_u32, MatmulParams, RecurrentStepParams};
 use crate::shader_constants::TILE;
-use crate::storage::GpuStorage;
+use crate::storage::{GpuStorage, LaunchClaim};
 use kiln_core::{
     BinaryOp, DType, Error, GpuErrorKind, GruCellSpec, Layout, LstmCellSpec, Result, Shape,
 };
@@ -158,7 +158,7 @@ fn step(sum: &GpuStorage, cell: Cell, batch: usize, hidden: usize) -> Result<Opt
         return Ok(None);
     };
     let shape = [batch, cell.gates() * hidden];
-    let Some(p) = product_in_sum(expr, dtype, &shape) else {
+    let Some((p, _claim)) = product_in_sum(expr, dtype, &shape) else {
         return Ok(None);
     };
     let (product, add) = (&expr.args[p], &expr.args[1 - p]);
@@ -298,8 +298,13 @@ impl Product {
 
 /// Where `expr` is a sum of two tensors of `shape` and `dtype` whose one is the output
 /// of a deferred single product that nothing else holds (whose own output no one can
-/// then ask for): which of its args the product is.
-pub(super) fn product_in_sum(expr: &Expr, dtype: DType, shape: &[usize; 2]) -> Option<usize> {
+/// then ask for): which of its args the product is, and a claim on its launch, to hold
+/// until `Product::take` (another thread's group of products would take it meanwhile).
+pub(super) fn product_in_sum(
+    expr: &Expr,
+    dtype: DType,
+    shape: &[usize; 2],
+) -> Option<(usize, LaunchClaim)> {
     let is_sum = expr.op == FusedOp::Binary(BinaryOp::Add)
         && expr.dtype == dtype
         && expr.args.len() == 2
@@ -307,8 +312,11 @@ pub(super) fn product_in_sum(expr: &Expr, dtype: DType, shape: &[usize; 2]) -> O
     if !is_sum {
         return None;
     }
-    let p = expr.args.iter().position(|a| is_product(a, shape))?;
-    (Arc::strong_count(&expr.args[p].storage.data) == 1).then_some(p)
+    let alone = |a: &Arg| Arc::strong_count(&a.storage.data) == 1;
+    let p = (expr.args.iter()).position(|a| alone(a) && is_product(a, shape))?;
+    let claim = LaunchClaim::new(&expr.args[p].storage.data);
+    // A group that locked the launch before the claim may have run it.
+    is_product(&expr.args[p], shape).then_some((p, claim))
 }
 
 /// Whether `arg` reads, in order, the output of a deferred single product of `shape`
