@@ -60,6 +60,8 @@ OUT="$check_out" KILN_BIN=target/debug/kiln BURN_BIN=/nonexistent PARITY_BIN="$p
 grep '^- ' "$check_out/summary.md"
 echo "== cargo test --workspace"
 cargo test --workspace
+echo "== random calls from four threads at once on one GPU"
+KILN_API_THREADS=4 KILN_API_CALLS=500 cargo test -p kiln --test api_fuzz
 echo "== the examples, with short settings"
 example_out=$(KILN_EXAMPLE_EPOCHS=30 cargo run -q -p kiln-nn --example tabular)
 tail -n 1 <<<"$example_out"

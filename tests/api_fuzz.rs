@@ -5,8 +5,9 @@
 //! creation. No call may panic; the two backends must agree on whether a call succeeds
 //! (the GPU may refuse a dtype the CPU takes, with `UnsupportedDType`), and where both
 //! succeed, on the shape, dtype and values, and for a float result on the gradients of
-//! its float inputs. `KILN_API_CALLS` sets how many calls (default 1000); the seed is
-//! printed to replay.
+//! its float inputs. `KILN_API_CALLS` sets how many calls (default 1000) and
+//! `KILN_API_THREADS` how many threads make them at once on the one GPU (default 1); the
+//! seed is printed to replay.
 
 mod common;
 
@@ -892,7 +893,35 @@ fn random_calls_agree_and_never_panic() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
-    eprintln!("api fuzz seed {seed} ({calls} calls; KILN_TEST_SEED replays)");
+    // Threads calling at once on the one device, each from its own seed (`seed + t`):
+    // they share its pending work and group each other's launches. A fault seen only
+    // with several may not come back on replay.
+    let threads: u64 = std::env::var("KILN_API_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    eprintln!("api fuzz seed {seed} ({calls} calls, {threads} threads; KILN_TEST_SEED replays)");
+    let faults: Vec<String> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..threads)
+            .map(|t| {
+                let gpu = &gpu;
+                scope.spawn(move || fuzz(gpu, seed.wrapping_add(t), calls))
+            })
+            .collect();
+        let joined = runs.into_iter().map(|r| r.join().expect("a fuzz thread"));
+        joined.flatten().collect()
+    });
+    assert!(
+        faults.is_empty(),
+        "{} of {} calls went wrong (seed {seed}):\n{}",
+        faults.len(),
+        calls * threads as usize,
+        faults.join("\n")
+    );
+}
+
+/// `calls` random calls from `seed` on the CPU and on `gpu`: what went wrong.
+fn fuzz(gpu: &Device, seed: u64, calls: usize) -> Vec<String> {
     let f16 = gpu.as_gpu().unwrap().supports(DType::F16);
     let mut p = Pick {
         mix: SplitMix(seed),
@@ -906,7 +935,7 @@ fn random_calls_agree_and_never_panic() {
     for n in 0..calls {
         let case = case(&mut p, &mut rng);
         // The same layouts (views, broadcasts, offsets) as the CPU's inputs.
-        let gpu_inputs: Vec<Tensor> = case.inputs.iter().map(|t| on_strided(&gpu, t)).collect();
+        let gpu_inputs: Vec<Tensor> = case.inputs.iter().map(|t| on_strided(gpu, t)).collect();
         let want = outcome(&case, &case.inputs);
         let got = outcome(&case, &gpu_inputs);
         let fault = match (got, want) {
@@ -938,14 +967,14 @@ fn random_calls_agree_and_never_panic() {
                         .to_dtype(w.dtype())
                         .unwrap();
                     let want = gradients(&case, &case.inputs, &seed);
-                    let got = gradients(&case, &gpu_inputs, &on(&gpu, &seed));
+                    let got = gradients(&case, &gpu_inputs, &on(gpu, &seed));
                     graded += usize::from(matches!(want, Ok(Ok(_))));
                     gradient_difference(got, want, tol)
                 })
             }
         };
         if let Some(f) = fault {
-            let fault = format!("call {n}, {}: {f}", case.label);
+            let fault = format!("seed {seed}, call {n}, {}: {f}", case.label);
             let values: Vec<Vec<f64>> = case
                 .inputs
                 .iter()
@@ -957,12 +986,7 @@ fn random_calls_agree_and_never_panic() {
     }
     let compared: usize = ran.values().sum();
     eprintln!(
-        "{compared} calls compared ({graded} with gradients), {refused} refused by both; compared per op: {ran:?}"
+        "seed {seed}: {compared} calls compared ({graded} with gradients), {refused} refused by both; compared per op: {ran:?}"
     );
-    assert!(
-        faults.is_empty(),
-        "{} of {calls} calls went wrong (seed {seed}):\n{}",
-        faults.len(),
-        faults.join("\n")
-    );
+    faults
 }

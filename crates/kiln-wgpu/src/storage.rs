@@ -38,7 +38,7 @@ pub(crate) struct StorageData {
     /// For a side output: the storage whose deferred launch fills this one as well,
     /// held to run that launch, never to read its buffer. Taken once filled.
     side_of: Mutex<Option<Arc<StorageData>>>,
-    /// How many side outputs hold this storage so (`fusion::epilogue::private`
+    /// How many side outputs hold this storage so (`fusion::epilogue::seal_if_private`
     /// discounts them).
     pub(crate) followers: AtomicUsize,
     /// When its work was recorded, in the order of all pending storages: a storage's
@@ -54,7 +54,7 @@ pub(crate) struct StorageData {
 /// (`deferred_group` leaves it out of its launches). A launch a group locked before
 /// the claim may be gone: the claimant asks whether it is still deferred after
 /// claiming. It holds the storage weakly: whether anything else holds it decides
-/// whether an epilogue writes the launch's own output (`fusion::epilogue::private`).
+/// whether an epilogue writes the launch's own output (`fusion::epilogue::seal_if_private`).
 pub(crate) struct LaunchClaim(Weak<StorageData>);
 
 impl LaunchClaim {

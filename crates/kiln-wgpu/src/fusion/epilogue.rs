@@ -8,7 +8,7 @@
 use super::expr::Expr;
 use super::program::{Program, ReadKind};
 use crate::storage::{GpuStorage, StorageData};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 /// A program a kernel computes in its stores: its element `i` from the kernel's value
 /// at `i`, which stands for the program's read `given`. With `out`, the kernel writes
@@ -51,18 +51,30 @@ pub(crate) fn epilogue_read(program: &Program) -> Option<usize> {
 /// anywhere else (a tensor, autograd, another pending launch or expression) makes the
 /// count larger, and the output is written. (The side outputs of the launch are
 /// counted apart: they hold it to run it, and it fills them when it runs.)
-pub(crate) fn private(program: &Program, root: &Expr, given: usize) -> bool {
+///
+/// If it is private, the inlined storages that read it lose their expressions, as the
+/// output loses its launch: the device's pending list holds them weakly, and a thread
+/// running that list (`synchronize`) could take one up after the count and run it,
+/// reading an output never written (seen in `tests/threads.rs`). So the inlined
+/// expressions are counted and taken under their locks, which a thread running one
+/// holds: a lock held elsewhere means one is in use, and the output is written.
+pub(crate) fn seal_if_private(program: &Program, root: &Expr, given: usize) -> bool {
+    let mut exprs = Vec::with_capacity(program.inlined.len());
+    for s in &program.inlined {
+        let Ok(guard) = s.data.expr.try_lock() else {
+            return false;
+        };
+        exprs.push(guard);
+    }
     let uses = |e: &Expr, target: &Arc<StorageData>| {
         let same = |a: &&super::expr::Arg| Arc::ptr_eq(&a.storage.data, target);
         e.args.iter().filter(same).count()
     };
     let held_inside = |s: &GpuStorage| {
         let mut n = uses(root, &s.data) + reads_of(program, s);
-        for inlined in &program.inlined {
+        for (inlined, e) in program.inlined.iter().zip(&exprs) {
             n += usize::from(Arc::ptr_eq(&inlined.data, &s.data));
-            if let Some(e) = inlined.data.expr.lock().unwrap().as_ref() {
-                n += uses(e, &s.data);
-            }
+            n += e.as_ref().map_or(0, |e| uses(e, &s.data));
         }
         n
     };
@@ -72,22 +84,49 @@ pub(crate) fn private(program: &Program, root: &Expr, given: usize) -> bool {
         Arc::strong_count(&s.data) == held_inside(s) + followers
     };
     let source = &program.reads[given].arg.storage;
-    let mut reading = program
-        .inlined
-        .iter()
-        .filter(|s| reads_from(s, &source.data));
-    reading.all(only_inside) && only_inside(source)
+    let mut readers = Vec::new();
+    for (i, s) in program.inlined.iter().enumerate() {
+        match reads_from(&s.data, &source.data, &program.inlined, &exprs) {
+            Some(true) => readers.push(i),
+            Some(false) => {}
+            None => return false,
+        }
+    }
+    let private = readers.iter().all(|&i| only_inside(&program.inlined[i])) && only_inside(source);
+    if private {
+        // Dropped once the locks are let go: an expression may hold a storage's last
+        // clone.
+        let taken: Vec<Option<Expr>> = readers.iter().map(|&i| exprs[i].take()).collect();
+        drop(exprs);
+        drop(taken);
+    }
+    private
 }
 
-/// Whether `s`'s pending expression reads `target`, itself or through pending inputs.
-/// (Expressions are recorded after their inputs, so the walk ends, and takes each
-/// input's lock after its reader's, as lowering does.)
-fn reads_from(s: &GpuStorage, target: &Arc<StorageData>) -> bool {
-    let expr = s.data.expr.lock().unwrap();
-    expr.as_ref().is_some_and(|e| {
-        (e.args.iter())
-            .any(|a| Arc::ptr_eq(&a.storage.data, target) || reads_from(&a.storage, target))
-    })
+/// Whether `data`'s pending expression reads `target`, itself or through pending
+/// inputs, the expressions of `inlined` read from `exprs` (their locks held); `None`
+/// where another's lock is held elsewhere. (Expressions are recorded after their
+/// inputs, so the walk ends, and takes each input's lock after its reader's, as
+/// lowering does.)
+fn reads_from(
+    data: &Arc<StorageData>,
+    target: &Arc<StorageData>,
+    inlined: &[GpuStorage],
+    exprs: &[MutexGuard<'_, Option<Expr>>],
+) -> Option<bool> {
+    let walk = |e: &Option<Expr>| {
+        for a in e.iter().flat_map(|e| &e.args) {
+            let data = &a.storage.data;
+            if Arc::ptr_eq(data, target) || reads_from(data, target, inlined, exprs)? {
+                return Some(true);
+            }
+        }
+        Some(false)
+    };
+    match inlined.iter().position(|s| Arc::ptr_eq(&s.data, data)) {
+        Some(i) => walk(&exprs[i]),
+        None => walk(&*data.expr.try_lock().ok()?),
+    }
 }
 
 fn reads_of(program: &Program, s: &GpuStorage) -> usize {

@@ -27,12 +27,17 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
     let (program, candidate, _claim) = lower_with_epilogue(expr, device)?;
     let op = "fusion";
     let out = device.alloc_output(op, program.len, program.out_dtype())?;
-    if let Some(given) = candidate {
+    // The launch, its slot locked until its buffer is in: a thread that reads it
+    // meanwhile (its own, or one running the device's pending work) waits, where an
+    // empty slot and no buffer would tell it the launch had run and left nothing. One
+    // that ran the launch since `lower_with_epilogue` found it (the claim keeps only
+    // groups away) left its buffer, which the program then reads.
+    let mut slot = candidate.map(|given| program.reads[given].arg.storage.data.deferred.lock());
+    let launch = slot.as_mut().and_then(|s| s.as_mut().unwrap().take());
+    if let (Some(given), Some(launch)) = (candidate, launch) {
         let source = &program.reads[given].arg.storage;
         // Asked after the other reads ran, which let go of what their expressions held.
-        let private = super::epilogue::private(&program, expr, given);
-        let launch = source.data.deferred.lock().unwrap().take();
-        let launch = launch.ok_or_else(|| internal("an epilogue's launch has run"))?;
+        let private = super::epilogue::seal_if_private(&program, expr, given);
         if private {
             // The launch's storage is left without a buffer: asking for it is an
             // internal error, never a read of stale values.
@@ -53,6 +58,7 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
             source.data.fill(own)?;
         }
     } else {
+        drop(slot);
         let pipeline = device.fused_pipeline(&program)?;
         let params = FusedParams::of(&program)?;
         let mut resources = program.resources()?;
@@ -131,14 +137,6 @@ fn run_deferred(data: &StorageData, device: &GpuDevice) -> Result<()> {
             matmul_group::run_with_others(device, data, launch)
         }
         _ => data.run_alone(device, launch),
-    }
-}
-
-fn internal(message: &str) -> Error {
-    Error::Gpu {
-        op: "fusion",
-        kind: kiln_core::GpuErrorKind::Internal,
-        message: message.into(),
     }
 }
 
