@@ -13,14 +13,15 @@
 mod common;
 
 use kiln::backend::MatmulVariant;
-use kiln::{Device, Rng, Tensor};
+use kiln::{Device, Gradients, Rng, Tensor};
 use std::sync::mpsc;
 use std::time::Duration;
 
 /// Enough steps that, with the deadlock put back, every one of four runs here hung.
 const STEPS: usize = 250;
-/// Far longer than the work takes on a software adapter (3-4 s on two cores): a thread
-/// still running then is waiting on a lock no one will release.
+/// Far longer than the work takes on a software adapter (the ten threads below about
+/// 30 s in CI's debug build on two cores): a thread still running then is waiting on a
+/// lock no one will release.
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// A thread's step: its inputs drawn from `rng`, and what it computes on a device from
@@ -32,7 +33,7 @@ struct Work {
 }
 
 /// Tensors with their names.
-type Named = Vec<(&'static str, Tensor)>;
+type Named = Vec<(String, Tensor)>;
 
 /// Two dense layers' loss and its gradients, on `device`: two bias gradients (column
 /// reductions, deferred until read) and two weight gradients per step. The activation
@@ -51,17 +52,7 @@ const DENSE: Work = Work {
         let grads = mean_square(&[y]).backward().unwrap();
         // The bias gradients first: reading one runs the pending column reductions
         // together.
-        let names = [
-            "b2's gradient",
-            "b1's gradient",
-            "w2's gradient",
-            "w1's gradient",
-        ];
-        names
-            .iter()
-            .zip([&b2, &b1, &w2, &w1])
-            .map(|(n, t)| (*n, grads.get(t).expect("a gradient").clone()))
-            .collect()
+        gradients_of(&grads, [("b2", &b2), ("b1", &b1), ("w2", &w2), ("w1", &w1)])
     },
 };
 
@@ -105,19 +96,14 @@ const CELLS: Work = Work {
             outputs.extend([gru_h.clone(), lstm_h.clone()]);
         }
         let grads = mean_square(&outputs).backward().unwrap();
-        let names = [
-            "gru w_hh's gradient",
-            "lstm w_hh's gradient",
-            "gru w_ih's gradient",
-            "h's gradient",
-            "c's gradient",
+        let of = [
+            ("gru w_hh", &gru_hh),
+            ("lstm w_hh", &lstm_hh),
+            ("gru w_ih", &gru_ih),
+            ("h", &h),
+            ("c", &c),
         ];
-        let of = [&gru_hh, &lstm_hh, &gru_ih, &h, &c];
-        names
-            .iter()
-            .zip(of)
-            .map(|(n, t)| (*n, grads.get(t).expect("a gradient").clone()))
-            .collect()
+        gradients_of(&grads, of)
     },
 };
 
@@ -133,7 +119,10 @@ const PRODUCT_AND_SUM: Work = Work {
         let [x, w, b] = [0, 1, 2].map(|i| inputs[i].to_device(device).unwrap());
         let product = x.matmul(&w).unwrap();
         let sum = product.add(&b).unwrap().tanh().unwrap();
-        vec![("the product", product), ("its sum's tanh", sum)]
+        vec![
+            ("the product".into(), product),
+            ("its sum's tanh".into(), sum),
+        ]
     },
 };
 
@@ -154,6 +143,15 @@ fn vars<const N: usize>(device: &Device, inputs: &[Tensor]) -> [Tensor; N] {
     let on = |t: &Tensor| t.to_device(device).unwrap().into_var().unwrap();
     let vars: Vec<Tensor> = inputs.iter().map(on).collect();
     vars.try_into().expect("the work's inputs")
+}
+
+/// The gradients of the named variables, in order.
+fn gradients_of<const N: usize>(grads: &Gradients, of: [(&str, &Tensor); N]) -> Named {
+    let named = |(name, t): (&str, &Tensor)| {
+        let grad = grads.get(t).expect("a gradient").clone();
+        (format!("{name}'s gradient"), grad)
+    };
+    of.into_iter().map(named).collect()
 }
 
 /// The sum of the tensors' mean squares.

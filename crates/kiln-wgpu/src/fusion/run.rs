@@ -32,10 +32,10 @@ pub(crate) fn run(data: &StorageData, device: &GpuDevice) -> Result<()> {
     // empty slot and no buffer would tell it the launch had run and left nothing. One
     // that ran the launch since `lower_with_epilogue` found it (the claim keeps only
     // groups away) left its buffer, which the program then reads.
-    let mut slot = candidate.map(|given| program.reads[given].arg.storage.data.deferred.lock());
-    let launch = slot.as_mut().and_then(|s| s.as_mut().unwrap().take());
-    if let (Some(given), Some(launch)) = (candidate, launch) {
-        let source = &program.reads[given].arg.storage;
+    let source = candidate.map(|given| (given, &program.reads[given].arg.storage));
+    let mut slot = source.map(|(_, s)| s.data.deferred.lock().unwrap());
+    let launch = slot.as_mut().and_then(|s| s.take());
+    if let (Some((given, source)), Some(launch)) = (source, launch) {
         // Asked after the other reads ran, which let go of what their expressions held.
         let private = super::epilogue::seal_if_private(&program, expr, given);
         if private {
