@@ -8,7 +8,7 @@
 //! deadlocked, each holding what the other waited for; a group once took a product a
 //! recurrent step had found and was about to run; and a `synchronize` once ran work
 //! whose input an epilogue had left unwritten, or found a launch taken and its buffer
-//! not yet in.
+//! not yet in; and an upload once found its copy submitted by another thread's flush.
 
 mod common;
 
@@ -126,6 +126,22 @@ const PRODUCT_AND_SUM: Work = Work {
     },
 };
 
+/// A tensor made on the host and uploaded, past the size the queue's own write takes:
+/// it streams through the device's staging chunks, a copy out of each recorded and
+/// submitted, which another thread's flush may take between the two.
+const UPLOAD: Work = Work {
+    inputs: |rng| {
+        let shapes: [&[usize]; 2] = [&[512, 1], &[520]];
+        shapes.iter().map(|s| common::rand(s, rng)).collect()
+    },
+    step: |device, inputs| {
+        let host = inputs[0].mul(&inputs[1]).unwrap();
+        assert!(host.elem_count() * 4 > 1 << 20, "not past a direct write");
+        let uploaded = host.to_device(device).unwrap().tanh().unwrap();
+        vec![("the upload's tanh".into(), uploaded)]
+    },
+};
+
 /// Runs the device's pending work, every thread's, over and over: an application's
 /// `synchronize`, or the autotuner timing a kernel.
 const SYNCHRONIZE: Work = Work {
@@ -235,4 +251,13 @@ fn synchronizing_beside_other_threads_leaves_their_work_whole() {
         DENSE,
         SYNCHRONIZE,
     ]);
+}
+
+/// Uploads through the staging chunks beside threads whose launches and reads flush
+/// the batch. A flush between an upload's recording its copy and submitting it once
+/// left the upload with no submission to wait on, and it panicked (a parity run, seed
+/// 6009, with `KILN_AS_HARDWARE=1`).
+#[test]
+fn large_uploads_beside_other_threads_wait_on_their_own_copies() {
+    share_a_device(&[UPLOAD, DENSE, UPLOAD, SYNCHRONIZE, UPLOAD, DENSE]);
 }

@@ -10,6 +10,7 @@ use crate::pipelines::Pipeline;
 use crate::pool::PooledBuffer;
 use crate::shader_constants::WORKGROUP;
 use kiln_core::{DType, Error, GpuErrorKind, Result};
+use std::sync::MutexGuard;
 use std::time::Instant;
 
 /// Dispatches recorded before the batch is submitted without waiting for a sync point.
@@ -300,7 +301,33 @@ impl GpuDevice {
         f: impl FnOnce(&wgpu::Device, &mut wgpu::CommandEncoder) -> R,
     ) -> Result<R> {
         let mut batch = self.inner.batch.lock().unwrap();
-        self.close_pass(&mut batch)?;
+        self.record_into(op, &mut batch, f)
+    }
+
+    /// `record`, then `submit`, under one hold of the batch's lock: another thread's
+    /// flush cannot take the commands between the two, so the index returned is that of
+    /// the submission that carries them.
+    pub(crate) fn record_and_submit(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&wgpu::Device, &mut wgpu::CommandEncoder),
+    ) -> Result<wgpu::SubmissionIndex> {
+        let mut batch = self.inner.batch.lock().unwrap();
+        self.record_into(op, &mut batch, f)?;
+        self.submit_batch(op, batch)?.ok_or_else(|| Error::Gpu {
+            op,
+            kind: GpuErrorKind::Internal,
+            message: "commands just recorded were not in the batch submitted".into(),
+        })
+    }
+
+    fn record_into<R>(
+        &self,
+        op: &'static str,
+        batch: &mut Batch,
+        f: impl FnOnce(&wgpu::Device, &mut wgpu::CommandEncoder) -> R,
+    ) -> Result<R> {
+        self.close_pass(batch)?;
         self.scoped(op, || {
             let encoder = batch.encoder.get_or_insert_with(|| self.new_encoder());
             f(&self.inner.device, encoder)
@@ -341,7 +368,15 @@ impl GpuDevice {
 
     /// `flush`, returning the submission's index (`None` when nothing was recorded).
     pub(crate) fn submit(&self, op: &'static str) -> Result<Option<wgpu::SubmissionIndex>> {
-        let mut batch = self.inner.batch.lock().unwrap();
+        self.submit_batch(op, self.inner.batch.lock().unwrap())
+    }
+
+    /// `submit` of the batch whose lock is `batch`, let go once it is submitted.
+    fn submit_batch(
+        &self,
+        op: &'static str,
+        mut batch: MutexGuard<'_, Batch>,
+    ) -> Result<Option<wgpu::SubmissionIndex>> {
         let closed = self.close_pass(&mut batch);
         batch.ops.clear();
         let mut timed = None;

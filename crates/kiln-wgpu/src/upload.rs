@@ -74,10 +74,9 @@ impl GpuDevice {
             let offset = (i * CHUNK_BYTES) as u64;
             let len = piece.len().div_ceil(4) * 4;
             self.profile_transfer();
-            self.record(op, |_, encoder| {
+            let submitted = self.record_and_submit(op, |_, encoder| {
                 encoder.copy_buffer_to_buffer(&chunk.buffer, 0, buffer.buffer(), offset, len as u64)
             })?;
-            let submitted = self.submit(op)?.expect("a copy was just recorded");
             let (tx, rx) = mpsc::channel();
             chunk.buffer.map_async(wgpu::MapMode::Write, .., move |r| {
                 let _ = tx.send(r);
