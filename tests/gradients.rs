@@ -671,18 +671,6 @@ fn randn_ints(shape: kiln::Shape, rng: &mut kiln::Rng) -> Tensor {
     Tensor::from_vec(values, shape, &Device::cpu()).unwrap()
 }
 
-/// Uniform values in [-1, 1] on a grid of 1/64: their products with small integers,
-/// and sums of thousands of those, are exact in f32, whatever order they are summed in.
-fn rand_on_grid(shape: &[usize], rng: &mut kiln::Rng) -> Tensor {
-    let steps = 64.0;
-    rand(shape, rng)
-        .mul_scalar(steps)
-        .and_then(|t| t.to_dtype(DType::I32))
-        .and_then(|t| t.to_dtype(DType::F32))
-        .and_then(|t| t.mul_scalar(1.0 / steps))
-        .unwrap()
-}
-
 /// Layers with thousands of weights, whose weight gradient splits the batch's output rows
 /// into segments of several rows (the last one short) summed in a second pass; `cases`
 /// keeps to shapes small enough for finite differences, which take one row a segment.
@@ -713,14 +701,14 @@ fn gpu_weight_gradients_of_wide_layers_match_cpu() {
         ),
     ];
     for (x, w, o) in layers {
-        let inputs = [rand_on_grid(&x, &mut rng), rand(&w, &mut rng)];
+        let inputs = [on_grid(&rand(&x, &mut rng), 64.0), rand(&w, &mut rng)];
         let f: F = Box::new(move |t: &[Tensor]| t[0].conv2d(&t[1], None, o));
         let shape = f(&inputs).unwrap().shape().clone();
         // Upstream values small integers, whose sums are exact in any order: with real
         // ones a row's ~170 could cancel to near zero and leave only rounding, which
         // missed F32's tolerance (seed 10505716516680361831).
         let r = randn_ints(shape, &mut rng);
-        // The reference in f64, and the input on a grid: each weight's gradient sums 459
+        // The reference in f64, and the input on a grid of 1/64: each weight's gradient sums 459
         // products of values near 1, and the CPU's f32 GEMM and the GPU's f32 loop, each
         // off by about 1e-5 from the exact sum, disagreed beyond the tolerance in 7 of
         // 300 runs; the GPU alone then missed the f64 sum by 1.14e-5 (seed

@@ -13,6 +13,9 @@ use kiln::{
 /// Shapes that stress bounds checks: 1, primes, off-tile sizes.
 const ODD_SHAPES: &[&[usize]] = &[&[1], &[7], &[13, 17], &[3, 1, 257], &[2, 3, 5, 7]];
 
+/// Inputs cut to quarters (`on_grid`) so that comparisons and argmax see exact ties.
+const QUARTERS: f64 = 4.0;
+
 fn f16_ok() -> bool {
     gpu().is_some_and(|d| d.as_gpu().unwrap().supports(DType::F16))
 }
@@ -75,8 +78,8 @@ fn binary_ops_broadcast_match_cpu() {
         let f = |t: &[Tensor]| t[0].binary(&t[1], op);
         for &(a, b) in pairs {
             // Round to a grid of quarters so that comparisons see ties.
-            let x = uniform(a, a_lo, a_hi, &mut rng).round_to_grid();
-            let y = uniform(b, b_lo, b_hi, &mut rng).round_to_grid();
+            let x = on_grid(&uniform(a, a_lo, a_hi, &mut rng), QUARTERS);
+            let y = on_grid(&uniform(b, b_lo, b_hi, &mut rng), QUARTERS);
             parity(&format!("{op:?} {a:?} {b:?}"), &[x, y], tol, f);
         }
         let x = uniform(&[10, 6], a_lo, a_hi, &mut rng).t().unwrap();
@@ -184,7 +187,7 @@ fn reductions_match_cpu() {
         let ((lo, hi), tol) = reduce_domain(op);
         // A grid of quarters produces ties: the first index must win on both devices.
         let input = |shape: &[usize], rng: &mut kiln::Rng| match op.returns_index() {
-            true => uniform(shape, lo, hi, rng).round_to_grid(),
+            true => on_grid(&uniform(shape, lo, hi, rng), QUARTERS),
             false => uniform(shape, lo, hi, rng),
         };
         // The index reductions take one dim.
@@ -440,7 +443,7 @@ fn row_kernels_match_cpu_both_ways() {
             let ((lo, hi), tol) = reduce_domain(op);
             let mut x = uniform(&[67, k], lo, hi, &mut rng);
             if op.returns_index() {
-                x = x.round_to_grid();
+                x = on_grid(&x, QUARTERS);
             }
             let f: RowOp = Box::new(move |t| t[0].reduce(op, &[-1], false));
             cases.push((format!("{op:?}"), vec![x.clone()], tol, f));
@@ -2702,24 +2705,6 @@ fn channel_means_on_f32(x: &Tensor) -> Tensor {
         v[last] = (f64::from(v[last]) + n * (f64::from(mean as f32) - mean)) as f32;
     }
     Tensor::from_vec(v, x.dims(), &Device::cpu()).unwrap()
-}
-
-/// Rounds values to quarters so comparisons and argmax see exact ties.
-trait RoundToGrid {
-    fn round_to_grid(&self) -> Tensor;
-}
-
-impl RoundToGrid for Tensor {
-    fn round_to_grid(&self) -> Tensor {
-        self.mul_scalar(4.0)
-            .unwrap()
-            .to_dtype(DType::I32)
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap()
-            .mul_scalar(0.25)
-            .unwrap()
-    }
 }
 
 /// Many parameters stepped together (`optimizer_update_all`, on a GPU several to a

@@ -136,7 +136,8 @@ const UPLOAD: Work = Work {
     },
     step: |device, inputs| {
         let host = inputs[0].mul(&inputs[1]).unwrap();
-        assert!(host.elem_count() * 4 > 1 << 20, "not past a direct write");
+        let past_direct = host.elem_count() * 4 > kiln::backend::DIRECT_UPLOAD_BYTES;
+        assert!(past_direct, "not past a direct write");
         let uploaded = host.to_device(device).unwrap().tanh().unwrap();
         vec![("the upload's tanh".into(), uploaded)]
     },

@@ -143,6 +143,16 @@ pub fn rand(shape: &[usize], rng: &mut Rng) -> Tensor {
     uniform(shape, -1.0, 1.0, rng)
 }
 
+/// `t`'s values cut to multiples of `1 / steps` (toward zero): values on a coarse grid
+/// make exact ties for comparisons and argmax, and sums that are exact in any order.
+pub fn on_grid(t: &Tensor, steps: f64) -> Tensor {
+    t.mul_scalar(steps)
+        .and_then(|t| t.to_dtype(DType::I32))
+        .and_then(|t| t.to_dtype(DType::F32))
+        .and_then(|t| t.mul_scalar(1.0 / steps))
+        .unwrap()
+}
+
 /// A tensor of `shape` that is a transposed view of its storage (not contiguous).
 pub fn transposed(shape: &[usize], rng: &mut Rng) -> Tensor {
     let r = shape.len();

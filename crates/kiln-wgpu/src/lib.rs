@@ -71,3 +71,4 @@ pub use readback::MappedRead;
 pub use readback_probe::ReadbackPhases;
 pub use row_reduction::RowReduction;
 pub use storage::GpuStorage;
+pub use upload::DIRECT_UP_TO as DIRECT_UPLOAD_BYTES;

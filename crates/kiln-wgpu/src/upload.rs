@@ -14,7 +14,7 @@ use std::sync::mpsc;
 
 /// Uploads up to this many bytes go through the queue's write, whose small staging
 /// allocations wgpu takes from blocks it keeps.
-const DIRECT_UP_TO: usize = 1 << 20;
+pub const DIRECT_UP_TO: usize = 1 << 20;
 /// Bytes per staging chunk.
 const CHUNK_BYTES: usize = 8 << 20;
 /// Staging chunks: two, so that filling one overlaps the copy out of the other.

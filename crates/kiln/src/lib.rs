@@ -72,7 +72,7 @@ pub mod backend {
         attention_class, autotune_cache_path, list_adapters, read_autotune_cache,
         specialised_sources, AdapterSummary, AttentionSplit, AttentionWay, CacheEntries,
         ConvAlgorithm, CopyProbe, FmaProbe, FusedParams, GpuDevice, GpuStorage, Kernel, MatmulRhs,
-        MatmulVariant, ParamsLayout, ParamsMember, PoolStats, RowReduction,
+        MatmulVariant, ParamsLayout, ParamsMember, PoolStats, RowReduction, DIRECT_UPLOAD_BYTES,
         MATMUL_GROUP_WORKGROUPS, MAX_COLUMN_GROUP, MAX_MATMUL_GROUP, MAX_PENDING,
     };
 }
