@@ -304,7 +304,7 @@ impl GpuDevice {
         self.record_into(op, &mut batch, f)
     }
 
-    /// `record`, then `submit`, under one hold of the batch's lock: another thread's
+    /// `record`, then `flush`, under one hold of the batch's lock: another thread's
     /// flush cannot take the commands between the two, so the index returned is that of
     /// the submission that carries them.
     pub(crate) fn record_and_submit(
@@ -363,15 +363,12 @@ impl GpuDevice {
     /// encoder until buffers are recycled, so batches reach the queue in recording
     /// order and no buffer is reused while an unsubmitted command still reads it.
     pub fn flush(&self, op: &'static str) -> Result<()> {
-        self.submit(op).map(|_| ())
-    }
-
-    /// `flush`, returning the submission's index (`None` when nothing was recorded).
-    pub(crate) fn submit(&self, op: &'static str) -> Result<Option<wgpu::SubmissionIndex>> {
         self.submit_batch(op, self.inner.batch.lock().unwrap())
+            .map(|_| ())
     }
 
-    /// `submit` of the batch whose lock is `batch`, let go once it is submitted.
+    /// Submits the batch whose lock is `batch`, letting it go once submitted; the
+    /// submission's index, `None` when nothing was recorded.
     fn submit_batch(
         &self,
         op: &'static str,
