@@ -11,14 +11,54 @@
 mod common;
 
 use common::{assert_near, gpu, SplitMix};
-use kiln::backend::MatmulVariant;
+use kiln::backend::{ConvAlgorithm, GpuDevice, MatmulVariant};
 use kiln::{
     BinaryOp, DType, Device, OptimizerStep, ParamUpdate, ReduceOp, Rng, SgdSpec, Tensor, UnaryOp,
 };
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
-/// The fusion switch is per device, and the tests in this file flip it.
+/// The device's switches (fusion, the matmul variant and its groups, the convolution
+/// algorithm) are shared, and the tests in this file flip them: one test at a time.
 static SWITCH: Mutex<()> = Mutex::new(());
+
+/// The device's switches held by one test, fusion on whatever `KILN_FUSION` the run was
+/// given (these tests count what it fuses); all set back as they were when the test
+/// ends, a failed one included, so that a test that panics midway leaves no switch
+/// flipped under the next.
+struct Switches {
+    device: GpuDevice,
+    fusion: bool,
+    variant: MatmulVariant,
+    groups: bool,
+    conv: ConvAlgorithm,
+    _turn: MutexGuard<'static, ()>,
+}
+
+fn switches(device: &Device) -> Switches {
+    let turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let device = device.as_gpu().unwrap().clone();
+    let held = Switches {
+        fusion: device.fusion(),
+        variant: device.matmul_variant(),
+        groups: device.matmul_groups(),
+        conv: device.conv_algorithm(),
+        device,
+        _turn: turn,
+    };
+    held.device.set_fusion(true);
+    held
+}
+
+impl Drop for Switches {
+    fn drop(&mut self) {
+        let device = &self.device;
+        device.set_fusion(self.fusion);
+        // The variant was the device's own, so it takes it back.
+        device.set_matmul_variant(self.variant).unwrap();
+        device.set_matmul_groups(self.groups);
+        device.set_conv_algorithm(self.conv);
+    }
+}
 
 /// One op of a graph; operands are earlier values by index (inputs come first).
 #[derive(Clone, Debug)]
@@ -518,7 +558,7 @@ fn check_gradients(device: &Device, graph: &Graph, inputs: &[Tensor], label: &st
 #[test]
 fn random_graphs_match_cpu_fused_and_unfused() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let f16 = device.as_gpu().unwrap().supports(DType::F16);
     if let Some(seed) = std::env::var("KILN_FUSION_SEED")
         .ok()
@@ -551,7 +591,7 @@ fn random_graphs_match_cpu_fused_and_unfused() {
 #[test]
 fn generated_kernels_validate_with_naga() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     // A graph with every unary and binary op, a where, casts and a view.
     let mut rng = common::rng();
     let x = Tensor::rand([3, 5], DType::F32, &Device::cpu(), &mut rng).unwrap();
@@ -610,7 +650,6 @@ fn generated_kernels_validate_with_naga() {
     // Matmul with both operands pending copies, one through a transposed view, in
     // each kernel that takes prologues.
     let gpu_device = device.as_gpu().unwrap();
-    let default = gpu_device.matmul_variant();
     for variant in [
         MatmulVariant::Tiled,
         MatmulVariant::SmallTiled,
@@ -630,7 +669,6 @@ fn generated_kernels_validate_with_naga() {
         let held = x.matmul(&w).unwrap();
         epilogue(&held).unwrap().to_f64_vec().unwrap();
     }
-    gpu_device.set_matmul_variant(default).unwrap();
     if device.as_gpu().unwrap().supports(DType::F16) {
         acc = acc.to_dtype(DType::F16).unwrap().exp().unwrap();
     }
@@ -676,7 +714,7 @@ fn generated_kernels_validate_with_naga() {
 #[test]
 fn a_chain_of_elementwise_ops_is_one_kernel() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let x = Tensor::rand([7, 9], DType::F32, &Device::cpu(), &mut rng).unwrap();
     let b = Tensor::rand([9], DType::F32, &Device::cpu(), &mut rng).unwrap();
@@ -691,13 +729,10 @@ fn a_chain_of_elementwise_ops_is_one_kernel() {
         y.to_f64_vec()
     };
     let gpu_device = device.as_gpu().unwrap();
-    // Both ways whatever the run's `KILN_FUSION`, then back to it.
-    let default = gpu_device.fusion();
-    gpu_device.set_fusion(true);
+    // Both ways, whatever the run's `KILN_FUSION`.
     let (fused, on) = device.profile(chain).unwrap();
     gpu_device.set_fusion(false);
     let (plain, off) = device.profile(chain).unwrap();
-    gpu_device.set_fusion(default);
     // Outputs are poisoned (a fill per output), so count the other kernels.
     let launches = |p: &kiln::Profile| -> u64 {
         let kernels = p.kernels.iter().filter(|k| !k.name.contains("fill.wgsl"));
@@ -720,7 +755,7 @@ fn a_chain_of_elementwise_ops_is_one_kernel() {
 #[test]
 fn expressions_read_through_a_broadcast_run_inside_their_consumer() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let cpu = Device::cpu();
     let mut draw =
@@ -762,7 +797,6 @@ fn expressions_read_through_a_broadcast_run_inside_their_consumer() {
         .map(|v| v.to_device(&device).unwrap())
         .collect();
     let gpu_device = device.as_gpu().unwrap();
-    let default = gpu_device.fusion();
     for (label, kernels, graph) in cases {
         let want = graph(&inputs).unwrap();
         for fusion in [true, false] {
@@ -784,7 +818,6 @@ fn expressions_read_through_a_broadcast_run_inside_their_consumer() {
             );
         }
     }
-    gpu_device.set_fusion(default);
 }
 
 /// Eight pending terms of the same two inputs, summed: a quick count of each term's
@@ -794,7 +827,7 @@ fn expressions_read_through_a_broadcast_run_inside_their_consumer() {
 #[test]
 fn inputs_that_pending_terms_share_are_read_once() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let cpu = Device::cpu();
     let x = Tensor::rand([5, 7], DType::F32, &cpu, &mut rng).unwrap();
@@ -818,11 +851,7 @@ fn inputs_that_pending_terms_share_are_read_once() {
     };
     let want = sum(&x, &y).unwrap();
     let (gx, gy) = (x.to_device(&device).unwrap(), y.to_device(&device).unwrap());
-    let gpu_device = device.as_gpu().unwrap();
-    let default = gpu_device.fusion();
-    gpu_device.set_fusion(true);
     let (got, profile) = device.profile(|| sum(&gx, &gy)?.to_device(&cpu)).unwrap();
-    gpu_device.set_fusion(default);
     let kernels: Vec<_> = (profile.kernels.iter())
         .filter(|k| !k.name.contains("fill.wgsl"))
         .collect();
@@ -853,7 +882,7 @@ fn chain_on_cpu(x: &Tensor, b: &Tensor) -> Tensor {
 #[test]
 fn recurrent_cells_take_pending_inputs_and_match_cpu() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let (batch, hidden) = (5, 7);
     let mut rand = |dims: &[usize]| {
@@ -938,7 +967,7 @@ fn recurrent_cells_take_pending_inputs_and_match_cpu() {
 #[test]
 fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let x = Tensor::rand([37, 29], DType::F32, &Device::cpu(), &mut rng).unwrap();
     let w = Tensor::rand([29, 70], DType::F32, &Device::cpu(), &mut rng).unwrap();
@@ -948,7 +977,6 @@ fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
     };
     let want = layer(&x, &w, &b).unwrap();
     let gpu_device = device.as_gpu().unwrap();
-    let default = gpu_device.matmul_variant();
     let (xg, wg, bg) = (
         common::on_strided(&device, &x),
         common::on_strided(&device, &w),
@@ -982,7 +1010,6 @@ fn a_matmul_takes_its_bias_and_activation_as_an_epilogue() {
         assert_near(&format!("{variant:?}: after"), &z, &want, 1e-5, 1e-4);
         one_kernel_with_the_epilogue(&profile, &format!("{variant:?}: held"));
     }
-    gpu_device.set_matmul_variant(default).unwrap();
 }
 
 /// `layer` of `inputs` (moved to the GPU with their layouts) with the matmul variant
@@ -1012,7 +1039,7 @@ fn profile_layer(
 #[test]
 fn a_matmul_with_two_prologues_and_an_epilogue_stays_within_its_bind_groups() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let x = Tensor::rand([29, 37], DType::F32, &Device::cpu(), &mut rng).unwrap();
     let w = Tensor::rand([70, 29], DType::F32, &Device::cpu(), &mut rng).unwrap();
@@ -1053,7 +1080,7 @@ fn a_matmul_with_two_prologues_and_an_epilogue_stays_within_its_bind_groups() {
 #[test]
 fn split_k_takes_its_operands_copies_and_its_epilogue() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let x = Tensor::rand([1030, 37], DType::F32, &Device::cpu(), &mut rng).unwrap();
     let w = Tensor::rand([70, 1030], DType::F32, &Device::cpu(), &mut rng).unwrap();
@@ -1087,7 +1114,7 @@ fn split_k_takes_its_operands_copies_and_its_epilogue() {
 fn implicit_conv_takes_its_input_copy_and_its_epilogue() {
     use kiln::Conv2dOptions;
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let cpu = Device::cpu();
     let x = Tensor::rand([2, 6, 13, 11], DType::F32, &cpu, &mut rng).unwrap();
@@ -1121,7 +1148,7 @@ fn implicit_conv_takes_its_input_copy_and_its_epilogue() {
 fn transposed_conv_by_phases_stores_its_output_interleaved() {
     use kiln::Conv2dOptions;
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let cpu = Device::cpu();
     let x = Tensor::rand([2, 16, 7, 5], DType::F32, &cpu, &mut rng).unwrap();
@@ -1171,7 +1198,7 @@ fn one_implicit_conv_with_a_copy_and_relu(profile: &kiln::Profile) {
 fn implicit_conv_training_step_writes_no_columns() {
     use kiln::Conv2dOptions;
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let cpu = Device::cpu();
     let x = Tensor::rand([2, 6, 12, 11], DType::F32, &cpu, &mut rng).unwrap();
@@ -1211,7 +1238,6 @@ fn implicit_conv_training_step_writes_no_columns() {
 
 /// `f`'s value and profile on `device` with its convolutions' columns read in place.
 fn profile_implicit<T>(device: &Device, f: impl FnOnce() -> kiln::Result<T>) -> (T, kiln::Profile) {
-    use kiln::backend::ConvAlgorithm;
     let gpu = device.as_gpu().unwrap();
     let default = gpu.conv_algorithm();
     gpu.set_conv_algorithm(ConvAlgorithm::Implicit);
@@ -1250,8 +1276,7 @@ fn one_kernel_with(profile: &kiln::Profile, label: &str, part: &str) {
 #[test]
 fn max_pool_backward_takes_the_activation_before_it_as_an_epilogue() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
-    let _fusion = common::FusionSetTo::new(&device, true);
+    let _switches = switches(&device);
     let gpu_device = device.as_gpu().unwrap().clone();
     let mut rng = common::rng();
     let (x, b, r) = (
@@ -1308,7 +1333,7 @@ fn max_pool_backward_takes_the_activation_before_it_as_an_epilogue() {
 #[test]
 fn reductions_take_the_ops_after_them_as_an_epilogue() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     // 70 rows of 12: the one-row-per-invocation kernel on software adapters; 5 of 13
     // the workgroup kernel; [300, 7] over its first dim the column kernel with lanes.
@@ -1354,7 +1379,7 @@ fn reductions_take_the_ops_after_them_as_an_epilogue() {
 #[test]
 fn an_epilogue_skips_the_output_nothing_else_reads() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let cpu = Device::cpu();
     // Whole numbers, so that products, sums and the cast are exact on both devices.
@@ -1381,7 +1406,6 @@ fn an_epilogue_skips_the_output_nothing_else_reads() {
         }),
     ];
     let gpu_device = device.as_gpu().unwrap();
-    let default = gpu_device.matmul_variant();
     for variant in [MatmulVariant::Tiled, MatmulVariant::Blocked] {
         gpu_device.set_matmul_variant(variant).unwrap();
         for (name, shape, host) in hosts {
@@ -1436,7 +1460,6 @@ fn an_epilogue_skips_the_output_nothing_else_reads() {
             );
         }
     }
-    gpu_device.set_matmul_variant(default).unwrap();
 
     // Cast to i32: the kernel's output binding holds the epilogue's i32 values.
     let x = whole([37, 29], &mut rng);
@@ -1475,7 +1498,7 @@ fn an_epilogue_skips_the_output_nothing_else_reads() {
 #[test]
 fn chained_residual_sums_run_as_their_matmuls_epilogues() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let cpu = Device::cpu();
     let t = |shape: &[usize], rng: &mut Rng| {
@@ -1499,7 +1522,6 @@ fn chained_residual_sums_run_as_their_matmuls_epilogues() {
     let inputs = [x, w1, b1, w2, b2];
     let (want1, want2) = blocks(&inputs).unwrap();
     let gpu_device = device.as_gpu().unwrap();
-    let default = gpu_device.matmul_variant();
     gpu_device.set_matmul_variant(MatmulVariant::Tiled).unwrap();
     let moved: Vec<Tensor> = inputs
         .iter()
@@ -1540,7 +1562,6 @@ fn chained_residual_sums_run_as_their_matmuls_epilogues() {
         assert_eq!(launches("=> fused add,add [F32]"), 2, "{label}: {names:?}");
         assert_eq!(launches(""), 2, "{label}: {names:?}");
     }
-    gpu_device.set_matmul_variant(default).unwrap();
 }
 
 /// Layer norm's backward is deferred with its weight's products as a side output: the
@@ -1552,7 +1573,7 @@ fn chained_residual_sums_run_as_their_matmuls_epilogues() {
 #[test]
 fn layer_norm_backward_takes_the_residual_add_and_keeps_its_products() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let cpu = Device::cpu();
     for k in [12usize, 13] {
@@ -1626,7 +1647,7 @@ fn layer_norm_backward_takes_the_residual_add_and_keeps_its_products() {
 #[test]
 fn pending_column_reductions_run_together() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let cpu = Device::cpu();
     // [outer, k, inner] reduced over k: long columns (lanes per output), few long
@@ -1733,8 +1754,7 @@ fn pending_column_reductions_run_together() {
 #[test]
 fn gradient_sums_run_together() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
-    let _fusion = common::FusionSetTo::new(&device, true);
+    let _switches = switches(&device);
     let gpu_device = device.as_gpu().unwrap().clone();
     let mut rng = common::rng();
     let cpu = Device::cpu();
@@ -1873,7 +1893,7 @@ fn gradient_sums_run_together() {
 #[test]
 fn row_normalisations_take_the_ops_after_them_as_an_epilogue() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     type Norm = fn(&Tensor, &Tensor, &Tensor) -> kiln::Result<Tensor>;
     let norms: [(&str, Norm); 3] = [
@@ -1925,7 +1945,7 @@ fn row_normalisations_take_the_ops_after_them_as_an_epilogue() {
 #[test]
 fn a_pad_of_a_copy_reads_its_source() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let mut rng = common::rng();
     let x = Tensor::randn([2, 3, 4, 5], DType::F32, &Device::cpu(), &mut rng).unwrap();
     let xg = x.to_device(&device).unwrap();
@@ -1969,7 +1989,7 @@ fn a_pad_of_a_copy_reads_its_source() {
 #[test]
 fn a_graph_past_its_bound_runs_without_a_sync_point() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let gpu_device = device.as_gpu().unwrap();
     device.synchronize().unwrap();
     let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], [3], &device).unwrap();
@@ -2000,10 +2020,9 @@ fn a_graph_past_its_bound_runs_without_a_sync_point() {
 /// gradient of its own).
 #[test]
 fn recurrent_backward_steps_run_in_their_products() {
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let Some(device) = gpu() else { return };
+    let _switches = switches(&device);
     let gpu_device = device.as_gpu().unwrap();
-    let default = gpu_device.matmul_variant();
     let mut rng = common::rng();
     let cases = [
         (MatmulVariant::Tiled, 5, 20, 4),
@@ -2113,7 +2132,6 @@ fn recurrent_backward_steps_run_in_their_products() {
             gpu_device.set_fusion(true);
         }
     }
-    gpu_device.set_matmul_variant(default).unwrap();
 }
 
 /// An LSTM step whose gates are `x_t + h @ w_hh^T`, and a GRU step whose hidden
@@ -2128,11 +2146,9 @@ fn recurrent_backward_steps_run_in_their_products() {
 /// is kept.
 #[test]
 fn recurrent_steps_run_in_their_products() {
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let Some(device) = gpu() else { return };
+    let _switches = switches(&device);
     let gpu_device = device.as_gpu().unwrap();
-    let default = gpu_device.matmul_variant();
-    gpu_device.set_fusion(true);
     let mut rng = common::rng();
     let cases = [
         (MatmulVariant::Tiled, 5, 20),
@@ -2251,7 +2267,6 @@ fn recurrent_steps_run_in_their_products() {
     let want_z = to_cpu(&x).add(&want_product).unwrap();
     let want_hc = want_z.lstm_cell(&to_cpu(&c)).unwrap();
     assert_near("held product's step", &hc, &want_hc, 1e-5, 5e-4);
-    gpu_device.set_matmul_variant(default).unwrap();
 }
 
 /// Small products left pending (a backward pass's weight gradients, which wait for the
@@ -2264,9 +2279,8 @@ fn recurrent_steps_run_in_their_products() {
 #[test]
 fn small_pending_products_run_together() {
     let Some(device) = gpu() else { return };
-    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let _switches = switches(&device);
     let gpu_device = device.as_gpu().unwrap();
-    let (variant, groups) = (gpu_device.matmul_variant(), gpu_device.matmul_groups());
     let mut rng = common::rng();
     let cpu = Device::cpu();
     let plain = |shape: &[usize], rng: &mut Rng| common::rand(shape, rng);
@@ -2404,6 +2418,4 @@ fn small_pending_products_run_together() {
             "{variant:?}: {names:?}"
         );
     }
-    gpu_device.set_matmul_variant(variant).unwrap();
-    gpu_device.set_matmul_groups(groups);
 }

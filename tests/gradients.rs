@@ -1278,8 +1278,10 @@ fn the_graph_holds_only_the_values_its_rules_read() {
     if gpu().is_none() {
         return;
     }
-    // A device of its own, so that tests running beside this one do not move its counters.
+    // A device of its own, so that tests running beside this one do not move its
+    // counters; fusion on (the epilogue is what is counted) whatever `KILN_FUSION` says.
     let g = kiln::backend::GpuDevice::new().unwrap();
+    g.set_fusion(true);
     // The tiled product, which takes elementwise epilogues (the autotuner's pick for
     // these shapes may be another).
     g.set_matmul_variant(kiln::backend::MatmulVariant::Tiled)
