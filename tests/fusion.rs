@@ -27,32 +27,30 @@ static SWITCH: Mutex<()> = Mutex::new(());
 /// flipped under the next.
 struct Switches {
     device: GpuDevice,
-    fusion: bool,
     variant: MatmulVariant,
     groups: bool,
     conv: ConvAlgorithm,
+    // Dropped after `drop` below, in this order: fusion set back, then the lock let go.
+    _fusion: common::FusionSetTo,
     _turn: MutexGuard<'static, ()>,
 }
 
 fn switches(device: &Device) -> Switches {
     let turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
-    let device = device.as_gpu().unwrap().clone();
-    let held = Switches {
-        fusion: device.fusion(),
-        variant: device.matmul_variant(),
-        groups: device.matmul_groups(),
-        conv: device.conv_algorithm(),
-        device,
+    let gpu = device.as_gpu().unwrap().clone();
+    Switches {
+        variant: gpu.matmul_variant(),
+        groups: gpu.matmul_groups(),
+        conv: gpu.conv_algorithm(),
+        device: gpu,
+        _fusion: common::FusionSetTo::new(device, true),
         _turn: turn,
-    };
-    held.device.set_fusion(true);
-    held
+    }
 }
 
 impl Drop for Switches {
     fn drop(&mut self) {
         let device = &self.device;
-        device.set_fusion(self.fusion);
         // The variant was the device's own, so it takes it back.
         device.set_matmul_variant(self.variant).unwrap();
         device.set_matmul_groups(self.groups);
